@@ -1,0 +1,47 @@
+# brandloop — everything a fresh machine (python3, pip, make, git) needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv: use the one on PATH, else bootstrap a private copy with pip.
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := $(CURDIR)/.tools/bin/uv
+endif
+RUN := $(UV) run --locked
+
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_LOGGING_LEVEL ?= WARNING
+
+.PHONY: help install demo test test-fast lint bench ui clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/python -m pip install -q uv
+
+.venv/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked
+	@touch $@
+
+install: .venv/.installed  ## create .venv from the lock file
+
+demo: install  ## run the whole loop on bundled posts (no servers, no variables)
+	$(RUN) python -m flows.feedback_loop --demo
+
+lint: install  ## ruff + mypy
+	$(RUN) ruff check ner flows tests
+	$(RUN) mypy
+
+test: lint  ## lint, type-check and run every test
+	$(RUN) pytest -q
+
+test-fast: lint  ## skip tests that train models or start servers
+	$(RUN) pytest -q -m "not slow"
+
+ui: install  ## open the MLflow UI on the demo's runs
+	$(RUN) mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean:  ## remove local state (storage, MLflow DB, artifacts)
+	rm -rf .brandloop mlflow.db mlartifacts mlruns

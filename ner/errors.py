@@ -1,0 +1,61 @@
+"""The exceptions brandloop raises.
+
+One small hierarchy so callers can catch what they can handle. SDK exceptions are wrapped at
+the boundary with ``raise ... from exc`` so the original traceback is kept.
+"""
+
+from __future__ import annotations
+
+
+class BrandloopError(Exception):
+    """Base class of every error raised by brandloop."""
+
+
+class ConfigError(BrandloopError):
+    """A setting is missing or invalid. The message names the environment variable."""
+
+
+class StorageError(BrandloopError):
+    """Reading or writing the storage backend (local folder or GCS bucket) failed."""
+
+
+class SourceError(BrandloopError):
+    """Fetching posts from a source failed."""
+
+
+class SourceAuthError(SourceError):
+    """The source rejected our credentials (for example X API 401/403)."""
+
+
+class DataError(BrandloopError):
+    """A record is malformed. ``record_id`` and ``reason`` say which and why."""
+
+    def __init__(self, record_id: str | None, reason: str) -> None:
+        self.record_id = record_id
+        self.reason = reason
+        where = f"record {record_id!r}" if record_id is not None else "record"
+        super().__init__(f"{where}: {reason}")
+
+
+class OffsetError(DataError):
+    """A span's offsets do not match its text and could not be repaired."""
+
+
+class LabelStudioError(BrandloopError):
+    """The Label Studio API failed or answered something we cannot use."""
+
+
+class ModelError(BrandloopError):
+    """A model could not be loaded, built or used."""
+
+
+class TrainingError(BrandloopError):
+    """Training a challenger failed."""
+
+
+class RegistryError(BrandloopError):
+    """Talking to the MLflow tracking server or model registry failed."""
+
+
+class PromotionError(RegistryError):
+    """An alias move was refused (for example a model that was never evaluated)."""

@@ -1,0 +1,298 @@
+"""One storage interface over a local folder and a ``gs://bucket/prefix``.
+
+Keys are relative, slash-separated paths inside an environment's root::
+
+    {root}/{env}/posts/…jsonl       posts fetched from a source
+    {root}/{env}/tasks/…json        Label Studio import JSON
+    {root}/{env}/exports/…json      immutable Label Studio export snapshots
+    {root}/{env}/goldsets/…json     frozen gold sets
+    {root}/{env}/checkpoints/…json  source checkpoints (since_id)
+
+Writes are atomic: a local write goes to a temporary name in the same folder and is then
+renamed; a GCS write is a single upload, so readers never see half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ner.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+POSTS = "posts"
+TASKS = "tasks"
+EXPORTS = "exports"
+GOLDSETS = "goldsets"
+CHECKPOINTS = "checkpoints"
+PREDICTIONS = "predictions"
+
+
+def _check_key(key: str) -> str:
+    key = key.strip("/")
+    if not key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise StorageError(f"invalid storage key {key!r}")
+    return key
+
+
+class Storage(ABC):
+    """Blob storage addressed by relative keys."""
+
+    @abstractmethod
+    def uri(self, key: str = "") -> str:
+        """Full URI of ``key`` (``file://…`` path or ``gs://…``)."""
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> str:
+        """Write ``data`` atomically and return the object's URI."""
+
+    @abstractmethod
+    def write_lines(self, key: str, lines: Iterable[str]) -> str:
+        """Stream ``lines`` (each without a newline) into ``key`` atomically."""
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes:
+        """Read the whole object; :class:`StorageError` if it is missing."""
+
+    @abstractmethod
+    def iter_lines(self, key: str) -> Iterator[str]:
+        """Stream an object's lines without holding it in memory."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix``, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if it exists."""
+
+    # Conveniences built on the primitives ------------------------------------------------
+    def write_text(self, key: str, text: str) -> str:
+        return self.write_bytes(key, text.encode("utf-8"))
+
+    def read_text(self, key: str) -> str:
+        return self.read_bytes(key).decode("utf-8")
+
+    def write_json(self, key: str, obj: Any) -> str:
+        return self.write_text(key, json.dumps(obj, ensure_ascii=False, indent=1))
+
+    def read_json(self, key: str) -> Any:
+        try:
+            return json.loads(self.read_text(key))
+        except json.JSONDecodeError as exc:
+            raise StorageError(f"{self.uri(key)} is not valid JSON: {exc}") from exc
+
+
+class LocalStorage(Storage):
+    """A folder on local disk."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def uri(self, key: str = "") -> str:
+        return (self.root / key.strip("/")).as_uri() if key else self.root.as_uri()
+
+    def _atomic(self, key: str, write: Any) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.uri(key)
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        return self._atomic(key, lambda handle: handle.write(data))
+
+    def write_lines(self, key: str, lines: Iterable[str]) -> str:
+        def write(handle: Any) -> None:
+            for line in lines:
+                handle.write(line.encode("utf-8") + b"\n")
+
+        return self._atomic(key, write)
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageError(f"{self.uri(key)} does not exist") from exc
+
+    def iter_lines(self, key: str) -> Iterator[str]:
+        path = self._path(key)
+        if not path.exists():
+            raise StorageError(f"{self.uri(key)} does not exist")
+        with path.open("r", encoding="utf-8", newline="\n") as handle:
+            for line in handle:
+                yield line.rstrip("\n")
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self.root / prefix.strip("/") if prefix.strip("/") else self.root
+        if not base.exists():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class GCSStorage(Storage):
+    """``gs://bucket/prefix`` through google-cloud-storage.
+
+    With ``STORAGE_EMULATOR_HOST`` set, the client talks to that emulator with anonymous
+    credentials; otherwise it uses Application Default Credentials.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any | None = None) -> None:
+        self.bucket_name = bucket
+        self.prefix = prefix.strip("/")
+        self._client = client
+        self._bucket: Any | None = None
+
+    @property
+    def bucket(self) -> Any:
+        if self._bucket is None:
+            client = self._client if self._client is not None else make_gcs_client()
+            self._bucket = client.bucket(self.bucket_name)
+        return self._bucket
+
+    def _name(self, key: str) -> str:
+        key = _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri(self, key: str = "") -> str:
+        path = "/".join(p for p in (self.prefix, key.strip("/")) if p)
+        return f"gs://{self.bucket_name}/{path}"
+
+    def _wrap(self, action: str, key: str, exc: Exception) -> StorageError:
+        return StorageError(f"GCS {action} {self.uri(key)} failed: {exc}")
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        from google.api_core import exceptions as gexc
+
+        try:
+            self.bucket.blob(self._name(key)).upload_from_string(data)
+        except (gexc.GoogleAPIError, OSError) as exc:
+            raise self._wrap("upload of", key, exc) from exc
+        return self.uri(key)
+
+    def write_lines(self, key: str, lines: Iterable[str]) -> str:
+        from google.api_core import exceptions as gexc
+
+        # Spool to a local temp file, then one upload: the object appears whole or not at all.
+        with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as spool:
+            for line in lines:
+                spool.write(line.encode("utf-8") + b"\n")
+            spool.flush()
+            try:
+                self.bucket.blob(self._name(key)).upload_from_filename(spool.name)
+            except (gexc.GoogleAPIError, OSError) as exc:
+                raise self._wrap("upload of", key, exc) from exc
+        return self.uri(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        from google.api_core import exceptions as gexc
+
+        try:
+            data: bytes = self.bucket.blob(self._name(key)).download_as_bytes()
+        except gexc.NotFound as exc:
+            raise StorageError(f"{self.uri(key)} does not exist") from exc
+        except (gexc.GoogleAPIError, OSError) as exc:
+            raise self._wrap("download of", key, exc) from exc
+        return data
+
+    def iter_lines(self, key: str) -> Iterator[str]:
+        from google.api_core import exceptions as gexc
+
+        # Download to a temp file so memory stays flat however large the object is.
+        with tempfile.TemporaryFile("w+b") as spool:
+            try:
+                self.bucket.blob(self._name(key)).download_to_file(spool)
+            except gexc.NotFound as exc:
+                raise StorageError(f"{self.uri(key)} does not exist") from exc
+            except (gexc.GoogleAPIError, OSError) as exc:
+                raise self._wrap("download of", key, exc) from exc
+            spool.seek(0)
+            for raw in spool:
+                yield raw.decode("utf-8").rstrip("\n")
+
+    def exists(self, key: str) -> bool:
+        from google.api_core import exceptions as gexc
+
+        try:
+            return bool(self.bucket.blob(self._name(key)).exists())
+        except (gexc.GoogleAPIError, OSError) as exc:
+            raise self._wrap("lookup of", key, exc) from exc
+
+    def list(self, prefix: str = "") -> list[str]:
+        from google.api_core import exceptions as gexc
+
+        full = self._name(prefix) if prefix.strip("/") else self.prefix
+        if full:
+            full = full.rstrip("/") + "/"
+        try:
+            names = [b.name for b in self.bucket.client.list_blobs(self.bucket, prefix=full)]
+        except (gexc.GoogleAPIError, OSError) as exc:
+            raise self._wrap("listing of", prefix, exc) from exc
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(name[cut:] for name in names)
+
+    def delete(self, key: str) -> None:
+        from google.api_core import exceptions as gexc
+
+        try:
+            self.bucket.blob(self._name(key)).delete()
+        except gexc.NotFound:
+            return
+        except (gexc.GoogleAPIError, OSError) as exc:
+            raise self._wrap("delete of", key, exc) from exc
+
+
+def make_gcs_client(project: str | None = None) -> Any:
+    """A google-cloud-storage client; anonymous when an emulator is configured."""
+    from google.cloud import storage as gcs
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return gcs.Client(project=project or "brandloop", credentials=AnonymousCredentials())
+    return gcs.Client(project=project)
+
+
+def open_storage(uri: str, env: str, client: Any | None = None) -> Storage:
+    """Storage rooted at ``{uri}/{env}``: a local folder, ``file://`` URI or ``gs://`` URI."""
+    if uri.startswith("gs://"):
+        bucket, _, prefix = uri.removeprefix("gs://").partition("/")
+        if not bucket:
+            raise StorageError(f"no bucket in storage URI {uri!r}")
+        return GCSStorage(bucket, "/".join(p for p in (prefix.strip("/"), env) if p), client)
+    if "://" in uri and not uri.startswith("file://"):
+        raise StorageError(f"unsupported storage URI {uri!r}: use a folder, file:// or gs://")
+    root = Path(uri.removeprefix("file://"))
+    return LocalStorage(root / env)
