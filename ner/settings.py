@@ -133,9 +133,7 @@ class Settings(BaseSettings):
 
     def safe_dump(self) -> dict[str, Any]:
         """Settings without secrets, for logs and MLflow params."""
-        return self.model_dump(
-            exclude={"label_studio_api_key", "x_bearer_token"}, mode="json"
-        )
+        return self.model_dump(exclude={"label_studio_api_key", "x_bearer_token"}, mode="json")
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -1,0 +1,116 @@
+"""Run a brand model over a stream of posts.
+
+Posts go through ``nlp.pipe`` in batches and predictions come out as they are made, so memory
+stays flat however many posts there are. Pipes the entity recogniser does not need (tagger,
+parser, lemmatizer …) are disabled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+
+from spacy.language import Language
+from spacy.tokens import Doc
+
+from ner.components import LABEL_FILTER
+from ner.errors import DataError
+from ner.storage import Storage
+from ner.types import Post, Prediction, Span
+
+log = logging.getLogger(__name__)
+
+#: factories whose output is ``doc.ents`` (or that rewrite it).
+ENTITY_FACTORIES = frozenset({"ner", "beam_ner", "entity_ruler", "span_ruler", LABEL_FILTER})
+
+
+def unneeded_pipes(nlp: Language) -> list[str]:
+    """Names of the pipes that do not contribute to ``doc.ents``."""
+    keep = {name for name in nlp.pipe_names if nlp.get_pipe_meta(name).factory in ENTITY_FACTORIES}
+    for name in nlp.pipe_names:
+        listeners = getattr(nlp.get_pipe(name), "listening_components", None)
+        if listeners and keep.intersection(listeners):
+            keep.add(name)
+    return [name for name in nlp.pipe_names if name not in keep]
+
+
+def doc_spans(doc: Doc, labels: Sequence[str]) -> tuple[Span, ...]:
+    """The doc's entities with one of ``labels``, as code-point spans."""
+    wanted = set(labels)
+    return tuple(
+        Span(ent.start_char, ent.end_char, ent.label_, ent.text)
+        for ent in doc.ents
+        if ent.label_ in wanted
+    )
+
+
+def predict(
+    nlp: Language,
+    posts: Iterable[Post],
+    *,
+    model_version: str,
+    labels: Sequence[str] = ("BRAND",),
+    batch_size: int = 256,
+    n_process: int = 1,
+) -> Iterator[Prediction]:
+    """Yield one :class:`Prediction` per post, in input order, streaming."""
+    disabled = unneeded_pipes(nlp)
+    with nlp.select_pipes(disable=disabled):
+        stream = ((post.text, post.id) for post in posts)
+        for doc, post_id in nlp.pipe(
+            stream, as_tuples=True, batch_size=batch_size, n_process=n_process
+        ):
+            yield Prediction(post_id, doc_spans(doc, labels), model_version)
+
+
+def predict_texts(
+    nlp: Language, texts: Sequence[str], labels: Sequence[str] = ("BRAND",)
+) -> list[tuple[Span, ...]]:
+    """Predict spans for a handful of raw texts (serving, notebooks)."""
+    with nlp.select_pipes(disable=unneeded_pipes(nlp)):
+        return [doc_spans(doc, labels) for doc in nlp.pipe(texts)]
+
+
+def read_posts(storage: Storage, key: str) -> Iterator[Post]:
+    """Stream posts from a JSONL object written by the fetch step."""
+    for number, line in enumerate(storage.iter_lines(key), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield Post.from_dict(json.loads(line))
+        except (json.JSONDecodeError, DataError) as exc:
+            # The fetch step validated these; anything bad here means the file was edited.
+            raise DataError(f"{key}:{number}", f"unreadable post: {exc}") from exc
+
+
+def predict_to_storage(
+    nlp: Language,
+    storage: Storage,
+    posts_key: str,
+    predictions_key: str,
+    *,
+    model_version: str,
+    labels: Sequence[str] = ("BRAND",),
+    batch_size: int = 256,
+    n_process: int = 1,
+) -> int:
+    """Stream posts from ``posts_key`` through the model into a predictions JSONL."""
+    count = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal count
+        for prediction in predict(
+            nlp,
+            read_posts(storage, posts_key),
+            model_version=model_version,
+            labels=labels,
+            batch_size=batch_size,
+            n_process=n_process,
+        ):
+            count += 1
+            yield json.dumps(prediction.to_dict(), ensure_ascii=False)
+
+    storage.write_lines(predictions_key, lines())
+    log.info("predicted %d posts from %s into %s", count, posts_key, predictions_key)
+    return count

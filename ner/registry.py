@@ -1,0 +1,507 @@
+"""MLflow tracking and the model registry: log runs, register models, move aliases.
+
+* Every training run logs params, metrics (micro and per label), the dataset hash as an
+  MLflow dataset input, tags (environment, Prefect flow-run id, git commit) and plots.
+* Models are logged with the spaCy flavor plus a pyfunc flavor (:mod:`ner.pyfunc`).
+* Aliases, not stages: ``@champion``, ``@challenger``, ``@previous``.
+* A model version can be promoted only after it was evaluated on the gold set named in the
+  promotion (an ``eval.<gold-hash>.f1`` tag on the version); :func:`decide` holds the rule.
+* Every alias move is audited as a run in the ``<experiment>-audit`` experiment: who, when,
+  why, metrics and the gold-set hash. :meth:`Registry.rollback` moves ``@champion`` back.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ner.errors import PromotionError, RegistryError
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous"
+TAG_PREFIX = "brandloop."
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Outcome of the promotion rule."""
+
+    promote: bool
+    reason: str
+
+
+def needs_training(champion_f1: float | None, threshold: float) -> bool:
+    """The gate: train a challenger unless the current model already meets the threshold."""
+    return champion_f1 is None or champion_f1 < threshold
+
+
+def decide(
+    challenger_f1: float | None,
+    champion_f1: float | None,
+    threshold: float,
+    margin: float = 0.0,
+) -> Decision:
+    """Promote only if the challenger was evaluated, reaches ``threshold`` and beats the
+    champion (both on the same gold set) by more than ``margin``."""
+    if challenger_f1 is None:
+        return Decision(False, "challenger was not evaluated: no promotion")
+    if challenger_f1 < threshold:
+        return Decision(False, f"challenger F1 {challenger_f1:.4f} < threshold {threshold:.4f}")
+    if champion_f1 is not None and challenger_f1 <= champion_f1 + margin:
+        return Decision(
+            False,
+            f"challenger F1 {challenger_f1:.4f} does not beat champion F1 "
+            f"{champion_f1:.4f} + margin {margin:.4f}",
+        )
+    against = "no champion" if champion_f1 is None else f"champion F1 {champion_f1:.4f}"
+    return Decision(
+        True, f"challenger F1 {challenger_f1:.4f} >= threshold {threshold:.4f}, beats {against}"
+    )
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One alias move."""
+
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    actor: str
+    reason: str
+    gold_hash: str | None
+    timestamp: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The current git commit, when the code runs from a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd or Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _wrap(action: str, exc: Exception) -> RegistryError:
+    return RegistryError(f"MLflow {action} failed: {exc}")
+
+
+class Registry:
+    """Tracking and registry operations for one registered model."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        model_name: str = "brand-ner",
+        experiment_name: str = "brand-ner",
+        artifact_location: str | None = None,
+    ) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.experiment_name = experiment_name
+        self.artifact_location = artifact_location
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    # ------------------------------------------------------------------ experiments
+    def experiment_id(self, name: str | None = None) -> str:
+        """Id of the experiment, created with the configured artifact location if new."""
+        from mlflow.exceptions import MlflowException
+
+        name = name or self.experiment_name
+        try:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                return str(exp.experiment_id)
+            return str(self.client.create_experiment(name, artifact_location=self._artifacts(name)))
+        except MlflowException as exc:
+            if "already exists" in str(exc):  # created concurrently
+                exp = self.client.get_experiment_by_name(name)
+                if exp is not None:
+                    return str(exp.experiment_id)
+            raise _wrap(f"experiment {name!r}", exc) from exc
+
+    def _artifacts(self, name: str) -> str | None:
+        if not self.artifact_location:
+            return None
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        return f"{self.artifact_location.rstrip('/')}/{safe}"
+
+    @contextmanager
+    def start_run(self, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[str]:
+        """Start an MLflow run in the experiment; yields the run id."""
+        import mlflow
+
+        experiment_id = self.experiment_id()
+        with mlflow.start_run(
+            experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {})
+        ) as run:
+            yield str(run.info.run_id)
+
+    def log_dataset(
+        self, run_id: str, name: str, digest: str, source_uri: str, context: str
+    ) -> None:
+        """Record a dataset (by hash) as an input of the run."""
+        import mlflow
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.exceptions import MlflowException
+
+        try:
+            source = resolve_dataset_source(source_uri)
+        except MlflowException:
+            from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+            source = HTTPDatasetSource(source_uri)
+        dataset = MetaDataset(source=source, name=name, digest=digest[:36])  # type: ignore[abstract]
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            mlflow.log_input(dataset, context=context)
+        else:
+            from mlflow.entities import DatasetInput, InputTag
+
+            ds_input = DatasetInput(
+                dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]
+            )
+            self.client.log_inputs(run_id, datasets=[ds_input])
+
+    # ------------------------------------------------------------------ models
+    def log_model(
+        self, model_dir: Path, run_id: str, *, register: bool = True
+    ) -> tuple[str, str | None]:
+        """Log a saved spaCy pipeline (spaCy + pyfunc flavors); return (model URI, version)."""
+        import mlflow
+        import spacy
+        from mlflow.exceptions import MlflowException
+        from mlflow.models import Model
+        from mlflow.models.signature import ModelSignature
+        from mlflow.types.schema import ColSpec, Schema
+
+        import ner.pyfunc as flavor
+
+        nlp = spacy.load(model_dir)
+        signature = ModelSignature(inputs=Schema([ColSpec("string", "text")]))
+        requirements = [
+            f"spacy=={spacy.__version__}",
+            f"mlflow=={mlflow.__version__}",
+            "pandas",
+            "brandloop",
+        ]
+        try:
+            info = Model.log(
+                artifact_path=None,
+                name="model",
+                flavor=flavor,
+                spacy_model=nlp,
+                run_id=run_id,
+                registered_model_name=self.model_name if register else None,
+                signature=signature,
+                pip_requirements=requirements,
+                await_registration_for=60,
+            )
+        except MlflowException as exc:
+            raise _wrap("log_model", exc) from exc
+        version = info.registered_model_version
+        return str(info.model_uri), None if version is None else str(version)
+
+    def version_for_run(self, run_id: str) -> str | None:
+        """The registered version logged by ``run_id``, if any."""
+        versions = self.client.search_model_versions(
+            f"name='{self.model_name}' and run_id='{run_id}'"
+        )
+        return str(versions[0].version) if versions else None
+
+    def alias_version(self, alias: str) -> str | None:
+        """Version behind ``@alias``, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version_by_alias(self.model_name, alias)
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+                return None
+            raise _wrap(f"alias lookup @{alias}", exc) from exc
+        return str(mv.version)
+
+    def model_uri(self, alias: str = CHAMPION) -> str:
+        return f"models:/{self.model_name}@{alias}"
+
+    def download_model(self, alias_or_version: str, dst: Path) -> Path:
+        """Download a version's saved spaCy pipeline (for fine-tuning the champion)."""
+        import mlflow.artifacts
+
+        uri = (
+            f"models:/{self.model_name}/{alias_or_version}"
+            if alias_or_version.isdigit()
+            else self.model_uri(alias_or_version)
+        )
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+        data = local / "model.spacy"
+        return data if data.exists() else local
+
+    # ------------------------------------------------------------------ evaluations
+    @staticmethod
+    def _eval_tag(gold_hash: str) -> str:
+        return f"{TAG_PREFIX}eval.{gold_hash[:16]}.f1"
+
+    def record_evaluation(self, version: str, gold_hash: str, metrics: Mapping[str, float]) -> None:
+        """Mark ``version`` as evaluated on gold set ``gold_hash`` (a promotion precondition)."""
+        f1 = metrics.get("f1")
+        if f1 is None:
+            raise RegistryError("evaluation metrics have no 'f1'")
+        self.client.set_model_version_tag(
+            self.model_name, version, self._eval_tag(gold_hash), f"{f1:.6f}"
+        )
+        self.client.set_model_version_tag(
+            self.model_name,
+            version,
+            f"{TAG_PREFIX}eval.{gold_hash[:16]}.metrics",
+            json.dumps({k: round(float(v), 6) for k, v in metrics.items()})[:4900],
+        )
+
+    def evaluated_f1(self, version: str, gold_hash: str) -> float | None:
+        mv = self.client.get_model_version(self.model_name, version)
+        value = (mv.tags or {}).get(self._eval_tag(gold_hash))
+        return None if value is None else float(value)
+
+    # ------------------------------------------------------------------ aliases + audit
+    def set_alias(
+        self,
+        alias: str,
+        version: str | None,
+        *,
+        actor: str,
+        reason: str,
+        gold_hash: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> AuditEvent:
+        """Point ``@alias`` at ``version`` (or delete it with None) and audit the move."""
+        from mlflow.exceptions import MlflowException
+
+        before = self.alias_version(alias)
+        try:
+            if version is None:
+                if before is not None:
+                    self.client.delete_registered_model_alias(self.model_name, alias)
+            else:
+                self.client.set_registered_model_alias(self.model_name, alias, version)
+        except MlflowException as exc:
+            raise _wrap(f"alias move @{alias} -> {version}", exc) from exc
+        event = AuditEvent(
+            alias=alias,
+            from_version=before,
+            to_version=version,
+            actor=actor,
+            reason=reason,
+            gold_hash=gold_hash,
+            timestamp=time.time(),
+            metrics=dict(metrics or {}),
+        )
+        return self._audit(event)
+
+    def _audit(self, event: AuditEvent) -> AuditEvent:
+        experiment_id = self.experiment_id(f"{self.experiment_name}-audit")
+        tags = {
+            f"{TAG_PREFIX}event": "alias_move",
+            f"{TAG_PREFIX}model": self.model_name,
+            f"{TAG_PREFIX}alias": event.alias,
+            f"{TAG_PREFIX}from_version": event.from_version or "",
+            f"{TAG_PREFIX}to_version": event.to_version or "",
+            f"{TAG_PREFIX}actor": event.actor,
+            f"{TAG_PREFIX}reason": event.reason[:4900],
+            f"{TAG_PREFIX}gold_hash": event.gold_hash or "",
+            "mlflow.runName": (
+                f"@{event.alias}: {event.from_version or '-'} -> {event.to_version or '-'}"
+            ),
+        }
+        run = self.client.create_run(
+            experiment_id, start_time=int(event.timestamp * 1000), tags=tags
+        )
+        from mlflow.entities import Metric
+
+        stamp = int(event.timestamp * 1000)
+        if event.metrics:
+            self.client.log_batch(
+                run.info.run_id,
+                metrics=[Metric(k, float(v), stamp, 0) for k, v in event.metrics.items()],
+            )
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        if event.to_version:
+            self.client.set_model_version_tag(
+                self.model_name,
+                event.to_version,
+                f"{TAG_PREFIX}{event.alias}_since",
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.timestamp)),
+            )
+        log.info(
+            "audit: @%s %s -> %s by %s (%s)",
+            event.alias,
+            event.from_version,
+            event.to_version,
+            event.actor,
+            event.reason,
+        )
+        return AuditEvent(**{**event.__dict__, "run_id": run.info.run_id})
+
+    def audit_log(self) -> list[AuditEvent]:
+        """Every alias move of this model, oldest first."""
+        exp = self.client.get_experiment_by_name(f"{self.experiment_name}-audit")
+        if exp is None:
+            return []
+        runs = self.client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`{TAG_PREFIX}model` = '{self.model_name}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=5000,
+        )
+        events = []
+        for run in runs:
+            t = run.data.tags
+            events.append(
+                AuditEvent(
+                    alias=t[f"{TAG_PREFIX}alias"],
+                    from_version=t.get(f"{TAG_PREFIX}from_version") or None,
+                    to_version=t.get(f"{TAG_PREFIX}to_version") or None,
+                    actor=t.get(f"{TAG_PREFIX}actor", ""),
+                    reason=t.get(f"{TAG_PREFIX}reason", ""),
+                    gold_hash=t.get(f"{TAG_PREFIX}gold_hash") or None,
+                    timestamp=run.info.start_time / 1000.0,
+                    metrics=dict(run.data.metrics),
+                    run_id=run.info.run_id,
+                )
+            )
+        return events
+
+    def promote(
+        self,
+        version: str,
+        *,
+        gold_hash: str,
+        decision: Decision,
+        metrics: Mapping[str, float],
+        actor: str | None = None,
+    ) -> list[AuditEvent]:
+        """Make ``version`` the champion; the old champion becomes ``@previous``.
+
+        Refuses (``PromotionError``) unless ``decision.promote`` and the version carries an
+        evaluation on ``gold_hash``.
+        """
+        if not decision.promote:
+            raise PromotionError(f"version {version} not promoted: {decision.reason}")
+        if self.evaluated_f1(version, gold_hash) is None:
+            raise PromotionError(
+                f"version {version} was never evaluated on gold set {gold_hash[:12]}: "
+                "no promotion without evaluation"
+            )
+        actor = actor or default_actor()
+        events = []
+        current = self.alias_version(CHAMPION)
+        if current is not None and current != version:
+            events.append(
+                self.set_alias(
+                    PREVIOUS,
+                    current,
+                    actor=actor,
+                    gold_hash=gold_hash,
+                    reason=f"replaced by version {version}",
+                )
+            )
+        events.append(
+            self.set_alias(
+                CHAMPION,
+                version,
+                actor=actor,
+                reason=decision.reason,
+                gold_hash=gold_hash,
+                metrics=metrics,
+            )
+        )
+        if self.alias_version(CHALLENGER) == version:
+            events.append(
+                self.set_alias(
+                    CHALLENGER,
+                    None,
+                    actor=actor,
+                    gold_hash=gold_hash,
+                    reason=f"version {version} promoted to champion",
+                )
+            )
+        return events
+
+    def rollback(self, *, actor: str | None = None, reason: str = "manual rollback") -> AuditEvent:
+        """Move ``@champion`` back to ``@previous`` (the champion before the last promotion)."""
+        actor = actor or default_actor()
+        previous = self.alias_version(PREVIOUS)
+        if previous is None:
+            raise PromotionError(f"no @{PREVIOUS} version of {self.model_name} to roll back to")
+        current = self.alias_version(CHAMPION)
+        event = self.set_alias(CHAMPION, previous, actor=actor, reason=f"rollback: {reason}")
+        # The version before `previous`, per the audit, becomes the new @previous (if any).
+        earlier = [
+            e.from_version
+            for e in self.audit_log()
+            if e.alias == CHAMPION
+            and e.to_version == previous
+            and e.from_version
+            and e.from_version not in (previous, current)
+        ]
+        self.set_alias(
+            PREVIOUS,
+            earlier[-1] if earlier else None,
+            actor=actor,
+            reason=f"rollback from version {current}",
+        )
+        if current is not None:
+            self.client.set_model_version_tag(
+                self.model_name, current, f"{TAG_PREFIX}rolled_back", reason
+            )
+        return event
+
+
+def run_tags(env: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Tags every brandloop run carries (callers add the Prefect flow-run id)."""
+    tags = {f"{TAG_PREFIX}env": env}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    tags.update(extra or {})
+    return tags
+
+
+def write_json_artifact(run_id: str, name: str, payload: Any, client: Any) -> None:
+    """Log a JSON document as an artifact of ``run_id``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
+        client.log_artifact(run_id, str(path))

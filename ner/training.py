@@ -1,0 +1,244 @@
+"""Train a challenger brand model with spaCy, driven by ``ner/configs/train.cfg``.
+
+The recipe fine-tunes the ``ner`` component of a starting pipeline: the pretrained base
+(``settings.base_model``) or the current champion. The training pool must already exclude
+gold posts (see :mod:`ner.datasets`); a slice of it is held back as spaCy's dev set for
+checkpoint selection, so the gold set is never seen during training.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import IO, Any
+
+import spacy
+from spacy.language import Language
+
+from ner.datasets import to_docbin
+from ner.errors import TrainingError
+from ner.models import add_gazetteer, add_label_filter, load_spacy
+from ner.types import Annotation, Rejected
+
+log = logging.getLogger(__name__)
+
+CURVE_LOGGER = "brandloop.CurveLogger.v1"
+
+
+def default_config_path() -> Path:
+    """The training config shipped inside the package."""
+    return Path(str(resources.files("ner") / "configs" / "train.cfg"))
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What a training run may change without editing the config file."""
+
+    seed: int = 17
+    max_epochs: int = 30
+    max_steps: int = 0
+    patience: int = 400
+    dropout: float = 0.2
+    eval_frequency: int = 25
+    dev_fraction: float = 0.15
+    with_gazetteer: bool = True
+    config_path: Path | None = None
+    extra_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def overrides(self) -> dict[str, Any]:
+        return {
+            "system.seed": self.seed,
+            "training.max_epochs": self.max_epochs,
+            "training.max_steps": self.max_steps,
+            "training.patience": self.patience,
+            "training.dropout": self.dropout,
+            "training.eval_frequency": self.eval_frequency,
+            **self.extra_overrides,
+        }
+
+    def as_params(self) -> dict[str, Any]:
+        """For MLflow params."""
+        params = {k.split(".")[-1]: v for k, v in self.overrides().items()}
+        params["dev_fraction"] = self.dev_fraction
+        params["with_gazetteer"] = self.with_gazetteer
+        params["config"] = (self.config_path or default_config_path()).name
+        return params
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A trained pipeline on disk and how training went."""
+
+    model_dir: Path
+    start_from: str
+    train_size: int
+    dev_size: int
+    rejected: tuple[Rejected, ...]
+    dev_scores: dict[str, float]
+    curve: tuple[dict[str, float], ...]
+    seconds: float
+
+
+@spacy.registry.loggers(CURVE_LOGGER)
+def curve_logger(path: str | None = None) -> Callable[..., Any]:
+    """spaCy training logger that appends one JSON line per evaluation to ``path``."""
+
+    def setup(
+        nlp: Language, stdout: IO[str] | None = None, stderr: IO[str] | None = None
+    ) -> tuple[Callable[[dict[str, Any] | None], None], Callable[[], None]]:
+        handle = Path(path).open("a", encoding="utf-8") if path else None  # noqa: SIM115
+
+        def log_step(info: dict[str, Any] | None) -> None:
+            if info is None:
+                return
+            row = {
+                "epoch": info.get("epoch", 0),
+                "step": info.get("step", 0),
+                "score": float(info.get("score") or 0.0),
+                "loss_ner": float((info.get("losses") or {}).get("ner", 0.0)),
+                "words": info.get("words", 0),
+            }
+            for key in ("ents_p", "ents_r", "ents_f"):
+                value = (info.get("other_scores") or {}).get(key)
+                if value is not None:
+                    row[key] = float(value)
+            log.debug("training step %s", row)
+            if handle is not None:
+                handle.write(json.dumps(row) + "\n")
+                handle.flush()
+
+        def finalize() -> None:
+            if handle is not None:
+                handle.close()
+
+        return log_step, finalize
+
+    return setup
+
+
+def prepare_start(start_from: str, labels: Sequence[str], out_dir: Path) -> Path:
+    """Save a copy of the starting pipeline whose ``ner`` knows our labels."""
+    nlp = load_spacy(start_from)
+    if "ner" not in nlp.pipe_names:
+        raise TrainingError(f"{start_from!r} has no 'ner' component to fine-tune")
+    ner = nlp.get_pipe("ner")
+    for label in labels:
+        ner.add_label(label)  # type: ignore[attr-defined]
+    keep = {"ner"} | {
+        name
+        for name in nlp.pipe_names
+        if name != "ner" and "ner" in (getattr(nlp.get_pipe(name), "listening_components", []))
+    }
+    for name in list(nlp.pipe_names):
+        if name not in keep:
+            nlp.remove_pipe(name)
+    nlp.to_disk(out_dir)
+    return out_dir
+
+
+def _split_dev(
+    annotations: Sequence[Annotation], fraction: float, seed: int
+) -> tuple[list[Annotation], list[Annotation]]:
+    ordered = sorted(annotations, key=lambda a: a.post_id)
+    random.Random(seed).shuffle(ordered)
+    n_dev = max(1, round(len(ordered) * fraction)) if len(ordered) > 1 else 0
+    return ordered[n_dev:], ordered[:n_dev]
+
+
+def train(
+    annotations: Sequence[Annotation],
+    *,
+    start_from: str,
+    output_dir: Path,
+    labels: Sequence[str] = ("BRAND",),
+    options: TrainOptions | None = None,
+) -> TrainResult:
+    """Fine-tune ``start_from`` on ``annotations`` and save the final pipeline.
+
+    ``start_from`` is a spaCy package name or a path to a saved pipeline (for example a
+    downloaded champion). The saved pipeline has ``ner``, the label filter and, with
+    ``options.with_gazetteer``, the brand gazetteer after the model.
+    """
+    options = options or TrainOptions()
+    if len(annotations) < 2:
+        raise TrainingError(f"need at least 2 labelled posts to train, got {len(annotations)}")
+    started = time.perf_counter()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="brandloop-train-") as tmp:
+        work = Path(tmp)
+        base_dir = prepare_start(start_from, labels, work / "start")
+        blank = spacy.blank("en")
+        train_part, dev_part = _split_dev(annotations, options.dev_fraction, options.seed)
+        train_bin, rejected_train = to_docbin(train_part, blank)
+        dev_bin, rejected_dev = to_docbin(dev_part, blank)
+        rejected = (*rejected_train, *rejected_dev)
+        for item in rejected:
+            log.warning("not trained on %s", item)
+        if len(train_bin) == 0:
+            raise TrainingError("no usable training posts after alignment")
+        train_bin.to_disk(work / "train.spacy")
+        dev_bin.to_disk(work / "dev.spacy")
+        curve_path = work / "curve.jsonl"
+        overrides = {
+            "paths.train": str(work / "train.spacy"),
+            "paths.dev": str(work / "dev.spacy"),
+            "paths.base": str(base_dir),
+            "paths.curve": str(curve_path),
+            **options.overrides(),
+        }
+        config_path = options.config_path or default_config_path()
+        nlp = _run_spacy_training(config_path, overrides, work / "output")
+        best = work / "output" / "model-best"
+        final = load_spacy(str(best)) if best.exists() else nlp
+        add_label_filter(final, {}, labels)
+        if options.with_gazetteer:
+            add_gazetteer(final, label=labels[0], after_model=True)
+        final.meta["name"] = "brand_ner"
+        final.meta["brandloop"] = {"start_from": start_from, "seed": options.seed}
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        final.to_disk(output_dir)
+        curve = tuple(
+            json.loads(line) for line in curve_path.read_text().splitlines() if line.strip()
+        )
+        dev_scores = {
+            k: float(v)
+            for k, v in (final.meta.get("performance") or {}).items()
+            if isinstance(v, int | float)
+        }
+    seconds = time.perf_counter() - started
+    log.info("trained on %d posts (%d dev) in %.1fs", len(train_bin), len(dev_bin), seconds)
+    return TrainResult(
+        model_dir=output_dir,
+        start_from=start_from,
+        train_size=len(train_bin),
+        dev_size=len(dev_bin),
+        rejected=rejected,
+        dev_scores=dev_scores,
+        curve=curve,
+        seconds=seconds,
+    )
+
+
+def _run_spacy_training(config_path: Path, overrides: dict[str, Any], out: Path) -> Language:
+    from spacy.training.initialize import init_nlp
+    from spacy.training.loop import train as train_loop
+
+    try:
+        config = spacy.util.load_config(config_path, overrides=overrides, interpolate=False)
+        nlp = init_nlp(config, use_gpu=-1)
+        nlp, _ = train_loop(nlp, out, use_gpu=-1, stdout=io.StringIO(), stderr=io.StringIO())
+    except (ValueError, KeyError, OSError) as exc:
+        raise TrainingError(f"spaCy training failed: {exc}") from exc
+    except SystemExit as exc:  # spaCy's CLI helpers exit on config errors
+        raise TrainingError(f"spaCy training refused the config (exit {exc.code})") from exc
+    return nlp
