@@ -162,12 +162,16 @@ def load_mlflow(uri: str, tracking_uri: str | None = None) -> LoadedModel:
 
 def _mlflow_version(uri: str, tracking_uri: str | None) -> str:
     """``brand-ner/3`` for a ``models:/brand-ner@alias`` URI, else the URI itself."""
-    if not uri.startswith("models:/") or "@" not in uri:
+    if not uri.startswith("models:/"):
         return uri
+    path = uri.removeprefix("models:/")
+    if "@" not in path:
+        name, _, version = path.rpartition("/")
+        return f"{name}/{version}" if version.isdigit() else uri
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    name, _, alias = uri.removeprefix("models:/").partition("@")
+    name, _, alias = path.partition("@")
     try:
         mv = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias)
     except MlflowException:

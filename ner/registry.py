@@ -18,7 +18,7 @@ import logging
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,6 +270,107 @@ class Registry:
         data = local / "model.spacy"
         return data if data.exists() else local
 
+    def log_training_run(
+        self,
+        *,
+        run_name: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        curve: Sequence[Mapping[str, Any]],
+        dataset_hash: str,
+        dataset_uri: str,
+        gold_hash: str,
+        gold_uri: str,
+        tags: Mapping[str, str],
+    ) -> str:
+        """Create a (still open) training run with params, metrics, datasets and curve."""
+        from mlflow.entities import Metric, Param
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.create_run(
+                self.experiment_id(),
+                run_name=run_name,
+                tags={
+                    **tags,
+                    f"{TAG_PREFIX}kind": "training",
+                    f"{TAG_PREFIX}gold_hash": gold_hash,
+                    f"{TAG_PREFIX}dataset_hash": dataset_hash,
+                },
+            )
+            run_id = str(run.info.run_id)
+            stamp = int(time.time() * 1000)
+            self.client.log_batch(
+                run_id,
+                params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()],
+            )
+            self.log_dataset(run_id, "train-pool", dataset_hash, dataset_uri, "training")
+            self.log_dataset(run_id, "gold", gold_hash, gold_uri, "evaluation")
+            _log_curve_and_plots(self.client, run_id, curve)
+        except MlflowException as exc:
+            raise _wrap("logging the training run", exc) from exc
+        return run_id
+
+    def log_evaluation(
+        self,
+        report: Any,
+        *,
+        model_version: str,
+        role: str,
+        gold_hash: str,
+        tags: Mapping[str, str],
+        run_id: str | None = None,
+    ) -> str:
+        """Log a gold-set evaluation: into ``run_id`` (``gold_``-prefixed) or a new run.
+
+        Logs the metrics, a per-label F1 plot and the list of errors as artifacts.
+        """
+        from mlflow.entities import Metric
+        from mlflow.exceptions import MlflowException
+
+        from ner import plots
+
+        try:
+            own_run = run_id is None
+            if run_id is None:
+                run = self.client.create_run(
+                    self.experiment_id(),
+                    run_name=f"evaluate {role} {model_version}",
+                    tags={
+                        **tags,
+                        f"{TAG_PREFIX}kind": "evaluation",
+                        f"{TAG_PREFIX}role": role,
+                        f"{TAG_PREFIX}model_version": model_version,
+                        f"{TAG_PREFIX}gold_hash": gold_hash,
+                    },
+                )
+                run_id = str(run.info.run_id)
+            prefix = "gold_" if not own_run else ""
+            stamp = int(time.time() * 1000)
+            metrics = [
+                Metric(f"{prefix}{k}", float(v), stamp, 0) for k, v in report.to_metrics().items()
+            ]
+            self.client.log_batch(run_id, metrics=metrics)
+            self.client.set_tag(run_id, f"{TAG_PREFIX}gold_hash", gold_hash)
+            with tempfile.TemporaryDirectory() as tmp:
+                plot = plots.per_label_f1(
+                    report.per_label_dict(),
+                    Path(tmp) / f"{prefix}per_label_f1.png",
+                    title=f"{role} {model_version} on gold {gold_hash[:8]}",
+                )
+                self.client.log_artifact(run_id, str(plot), "plots")
+                errors = Path(tmp) / f"{prefix}errors.json"
+                errors.write_text(json.dumps(report.errors_list(), indent=1, ensure_ascii=False))
+                self.client.log_artifact(run_id, str(errors), "evaluation")
+                table = Path(tmp) / f"{prefix}report.md"
+                table.write_text(report.format_table())
+                self.client.log_artifact(run_id, str(table), "evaluation")
+            self.client.set_terminated(run_id, "FINISHED")
+        except MlflowException as exc:
+            raise _wrap("logging an evaluation", exc) from exc
+        return run_id
+
     # ------------------------------------------------------------------ evaluations
     @staticmethod
     def _eval_tag(gold_hash: str) -> str:
@@ -505,3 +606,33 @@ def write_json_artifact(run_id: str, name: str, payload: Any, client: Any) -> No
         path = Path(tmp) / name
         path.write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
         client.log_artifact(run_id, str(path))
+
+
+def _log_curve_and_plots(
+    client: Any,
+    run_id: str,
+    curve: Sequence[Mapping[str, Any]],
+) -> None:
+    from mlflow.entities import Metric
+
+    from ner import plots
+
+    stamp = int(time.time() * 1000)
+    metrics = [
+        Metric("curve_dev_f1", float(row.get("score", 0.0)), stamp, int(row.get("step", i)))
+        for i, row in enumerate(curve)
+    ] + [
+        Metric("curve_loss_ner", float(row.get("loss_ner", 0.0)), stamp, int(row.get("step", i)))
+        for i, row in enumerate(curve)
+    ]
+    for start in range(0, len(metrics), 900):
+        client.log_batch(run_id, metrics=metrics[start : start + 900])
+    if curve:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = plots.learning_curve(
+                [(float(r.get("step", 0)), float(r.get("score", 0.0))) for r in curve],
+                Path(tmp) / "learning_curve.png",
+                title="dev F1 during training",
+                xlabel="step",
+            )
+            client.log_artifact(run_id, str(path), "plots")

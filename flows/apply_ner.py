@@ -1,0 +1,150 @@
+"""Flow ``apply-ner``: fetch posts -> predict brands -> send them to Label Studio.
+
+Posts come from the X API (``source="x"``) or a JSONL file/storage key (``source="jsonl"``).
+The model is ``model`` if given, else the registry's ``@champion``, else the cold start
+(``NER_COLD_START``). Predictions go to Label Studio as pre-annotated tasks: into storage as
+Label Studio import JSON (``destination="storage"``), or through its API
+(``destination="label_studio"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task
+
+from flows.common import (
+    flow_run_id,
+    io_task_options,
+    make_registry,
+    open_settings_storage,
+    run_stamp,
+)
+from ner import inference, labelstudio, sources
+from ner.models import load_model
+from ner.registry import CHAMPION
+from ner.settings import Settings, load_settings
+from ner.storage import POSTS, PREDICTIONS, TASKS
+
+RETRY = io_task_options()
+
+
+@task(**RETRY)
+def fetch_posts(
+    settings: Settings,
+    source: str,
+    input_uri: str | None,
+    keywords: list[str],
+    max_posts: int,
+    stamp: str,
+) -> dict[str, Any]:
+    """Fetch new posts into ``posts/<stamp>.jsonl``; returns the key and counts."""
+    storage = open_settings_storage(settings)
+    key = f"{POSTS}/{stamp}.jsonl"
+    if source == "x":
+        result = sources.fetch_x_to_storage(settings, storage, key, keywords, max_posts)
+    elif source == "jsonl":
+        if not input_uri:
+            raise ValueError("source='jsonl' needs input_uri (a local path or storage key)")
+        result = sources.fetch_jsonl_to_storage(storage, input_uri, key, max_posts)
+    else:
+        raise ValueError(f"unknown source {source!r}: use 'x' or 'jsonl'")
+    return result
+
+
+@task(**RETRY)
+def resolve_model(settings: Settings, model: str | None) -> str:
+    """The model spec to predict with: explicit, else @champion, else the cold start."""
+    if model:
+        return model
+    registry = make_registry(settings)
+    if registry.alias_version(CHAMPION) is not None:
+        return registry.model_uri(CHAMPION)
+    return settings.cold_start
+
+
+@task(**RETRY)
+def predict_posts(
+    settings: Settings, model_spec: str, posts_key: str, stamp: str
+) -> dict[str, Any]:
+    """Stream the posts through the model into ``predictions/<stamp>.jsonl``."""
+    storage = open_settings_storage(settings)
+    loaded = load_model(
+        model_spec,
+        labels=settings.labels,
+        base_model=settings.base_model,
+        label_map=settings.base_label_map,
+        tracking_uri=settings.mlflow_tracking_uri,
+    )
+    key = f"{PREDICTIONS}/{stamp}.jsonl"
+    count = inference.predict_to_storage(
+        loaded.nlp,
+        storage,
+        posts_key,
+        key,
+        model_version=loaded.version,
+        labels=settings.labels,
+        batch_size=settings.batch_size,
+        n_process=settings.n_process,
+    )
+    return {"predictions_key": key, "n_predictions": count, "model_version": loaded.version}
+
+
+@task(**RETRY)
+def write_tasks(settings: Settings, posts_key: str, predictions_key: str, stamp: str) -> str:
+    """Write Label Studio import JSON (tasks with pre-annotations) into ``tasks/``."""
+    storage = open_settings_storage(settings)
+    key = f"{TASKS}/{stamp}.json"
+    labelstudio.write_import_file(storage, posts_key, predictions_key, key, settings.labels)
+    return key
+
+
+@task(**RETRY)
+def send_to_label_studio(
+    settings: Settings, posts_key: str, predictions_key: str
+) -> dict[str, int]:
+    """Import the tasks through the Label Studio API (idempotent per post id)."""
+    storage = open_settings_storage(settings)
+    client = labelstudio.LabelStudioProject.connect(settings)
+    return client.import_predictions(storage, posts_key, predictions_key)
+
+
+@flow(name="apply-ner", log_prints=False)
+def apply_ner(
+    keywords: list[str] | None = None,
+    source: Literal["x", "jsonl"] = "x",
+    input_uri: str | None = None,
+    model: str | None = None,
+    max_posts: int | None = None,
+    destination: Literal["storage", "label_studio"] = "storage",
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fetch -> predict -> send. Returns the storage keys written and the counts."""
+    logger = get_run_logger()
+    cfg = load_settings(**(settings or {}))
+    stamp = run_stamp(flow_run_id())
+    fetched = fetch_posts(
+        cfg, source, input_uri, list(keywords or cfg.keywords), max_posts or cfg.max_posts, stamp
+    )
+    logger.info("fetched %s posts (%s rejected)", fetched["n_posts"], fetched["n_rejected"])
+    summary: dict[str, Any] = {**fetched, "destination": destination}
+    if fetched["n_posts"] == 0:
+        logger.info("no new posts: nothing to predict")
+        return summary
+    spec = resolve_model(cfg, model)
+    predicted = predict_posts(cfg, spec, fetched["posts_key"], stamp)
+    summary.update(predicted)
+    if destination == "label_studio":
+        summary.update(
+            send_to_label_studio(cfg, fetched["posts_key"], predicted["predictions_key"])
+        )
+    else:
+        summary["tasks_key"] = write_tasks(
+            cfg, fetched["posts_key"], predicted["predictions_key"], stamp
+        )
+    logger.info("apply-ner done with %s: %s", predicted["model_version"], summary)
+    return summary
+
+
+if __name__ == "__main__":
+    print(apply_ner())

@@ -1,0 +1,50 @@
+"""Small helpers the flows share (settings, storage, registry, run ids)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ner.registry import Registry
+from ner.settings import Settings
+from ner.storage import Storage, open_storage
+
+
+def flow_run_id() -> str | None:
+    """Id of the current Prefect flow run, if any."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.id
+    return None if run_id is None else str(run_id)
+
+
+def run_stamp(run_id: str | None = None) -> str:
+    """A sortable, unique name for the objects one run writes."""
+    now = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{now}-{run_id[:8]}" if run_id else now
+
+
+def open_settings_storage(settings: Settings) -> Storage:
+    return open_storage(settings.storage_uri, settings.env)
+
+
+def make_registry(settings: Settings) -> Registry:
+    return Registry(
+        settings.mlflow_tracking_uri,
+        model_name=settings.registered_model_name,
+        experiment_name=settings.experiment_name,
+        artifact_location=settings.artifact_location(),
+    )
+
+
+#: Task options for calls that touch the outside world: retried with exponential backoff.
+#: Inputs are settings objects and keys, so result caching is off.
+def io_task_options(retries: int = 3) -> dict[str, object]:
+    from prefect.cache_policies import NO_CACHE
+    from prefect.tasks import exponential_backoff
+
+    return {
+        "retries": retries,
+        "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+        "retry_jitter_factor": 0.5,
+        "cache_policy": NO_CACHE,
+    }

@@ -1,0 +1,167 @@
+"""Flow ``feedback-loop``: apply -> wait for human labels -> train, round after round.
+
+Each round sends a batch of posts with the current model's predictions to the annotators,
+waits until enough of them are labelled, then runs ``train-ner`` (evaluate the champion on
+the frozen gold set, train and promote a challenger when it is below the threshold). The
+loop ends when the champion meets the threshold, when the round budget is spent, or when
+there are no new posts.
+
+Annotators:
+
+* ``storage``: people label in Label Studio and export snapshots land in ``exports/``
+  (the bucket exchange); the flow polls storage for them.
+* ``replay``: the :class:`ner.replay.ReplayAnnotator` hands back known gold labels (demo,
+  tests, simulations).
+
+Run the demo with ``python -m flows.feedback_loop --demo`` (``make demo``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task
+
+from flows.apply_ner import apply_ner
+from flows.common import io_task_options, open_settings_storage, run_stamp
+from flows.train_ner import train_ner
+from ner import labelstudio
+from ner.replay import ReplayAnnotator, demo_gold_path, demo_posts_path
+from ner.report import rounds_table
+from ner.settings import Settings, load_settings
+from ner.storage import EXPORTS
+
+RETRY = io_task_options()
+
+
+@task(**RETRY)
+def replay_labels(settings: Settings, tasks_key: str, gold_path: str, stamp: str) -> dict[str, Any]:
+    """The replay annotator labels the sent tasks; its export lands in ``exports/``."""
+    storage = open_settings_storage(settings)
+    annotator = ReplayAnnotator.from_file(Path(gold_path))
+    export = annotator.annotate(storage.read_json(tasks_key))
+    key = f"{EXPORTS}/{stamp}-replay.json"
+    storage.write_json(key, export)
+    return {"export_key": key, "n_labelled": len(export)}
+
+
+@task(**io_task_options(retries=0))
+def wait_for_exports(
+    settings: Settings, known: list[str], timeout_s: float, poll_s: float
+) -> dict[str, Any]:
+    """Poll storage until new export snapshots hold at least ``min_new_labels`` labels."""
+    storage = open_settings_storage(settings)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        new = [k for k in storage.list(EXPORTS) if k.endswith(".json") and k not in known]
+        labelled = sum(labelstudio.count_labelled(storage.read_json(k)) for k in new)
+        if labelled >= settings.min_new_labels:
+            return {"export_keys": new, "n_labelled": labelled}
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"only {labelled} new labels after {timeout_s:.0f}s "
+                f"(need {settings.min_new_labels}); exports seen: {new}"
+            )
+        time.sleep(poll_s)
+
+
+@flow(name="feedback-loop")
+def feedback_loop(
+    source: Literal["x", "jsonl"] = "x",
+    input_uri: str | None = None,
+    keywords: list[str] | None = None,
+    posts_per_round: int | None = None,
+    annotator: Literal["storage", "replay"] = "storage",
+    gold_export: str | None = None,
+    max_rounds: int | None = None,
+    wait_timeout_s: float = 24 * 3600,
+    poll_interval_s: float = 60,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run rounds until the threshold is met or the budget is spent; returns every round."""
+    logger = get_run_logger()
+    cfg = load_settings(**(settings or {}))
+    budget = max_rounds or cfg.max_rounds
+    rounds: list[dict[str, Any]] = []
+    status = "budget_spent"
+    for number in range(1, budget + 1):
+        storage = open_settings_storage(cfg)
+        known = storage.list(EXPORTS)
+        applied = apply_ner(
+            keywords=keywords,
+            source=source,
+            input_uri=input_uri,
+            max_posts=posts_per_round,
+            settings=settings,
+        )
+        if applied["n_posts"] == 0:
+            status = "no_new_posts"
+            break
+        if annotator == "replay":
+            labelled = replay_labels(
+                cfg, applied["tasks_key"], gold_export or str(demo_gold_path()), run_stamp()
+            )
+        else:
+            labelled = wait_for_exports(cfg, known, wait_timeout_s, poll_interval_s)
+        trained = train_ner(source="storage", settings=settings)
+        row = {
+            "round": number,
+            "posts_sent": applied["n_posts"],
+            "model_used": applied.get("model_version"),
+            "new_labels": labelled["n_labelled"],
+            **trained,
+        }
+        rounds.append(row)
+        logger.info("round %d: %s", number, trained.get("status"))
+        if trained.get("status") == "threshold_met":
+            status = "threshold_met"
+            break
+    return {"status": status, "rounds": rounds}
+
+
+def _demo(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="brandloop demo: the whole loop, offline.")
+    parser.add_argument("--demo", action="store_true", help="run on the bundled demo posts")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--posts-per-round", type=int, default=240)
+    parser.add_argument("--keep", action="store_true", help="keep state from earlier demos")
+    args = parser.parse_args(argv)
+    if not args.demo:
+        parser.error("use --demo (deploy the flows with prefect.yaml for real runs)")
+    settings = {"storage_uri": ".brandloop/demo", "mlflow_tracking_uri": "sqlite:///mlflow.db"}
+    if not args.keep:
+        for stale in (".brandloop/demo", "mlartifacts"):
+            shutil.rmtree(stale, ignore_errors=True)
+        Path("mlflow.db").unlink(missing_ok=True)
+    started = time.perf_counter()
+    result = feedback_loop(
+        source="jsonl",
+        input_uri=str(demo_posts_path()),
+        posts_per_round=args.posts_per_round,
+        annotator="replay",
+        max_rounds=args.rounds,
+        settings=settings,
+    )
+    elapsed = time.perf_counter() - started
+    print()
+    print(rounds_table(result["rounds"]))
+    print()
+    print(f"loop status: {result['status']}   time: {elapsed:.0f}s")
+    print(
+        "champion: mlflow.spacy.load_model('models:/brand-ner@champion')"
+        "  with MLFLOW_TRACKING_URI=sqlite:///mlflow.db"
+    )
+    print(
+        "MLflow UI on these runs:  make ui   "
+        "(= mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_demo(sys.argv[1:]))

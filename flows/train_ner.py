@@ -1,0 +1,310 @@
+"""Flow ``train-ner``: pull labels -> evaluate champion -> gate -> train -> log -> evaluate
+-> promote.
+
+1. Pull human annotations from Label Studio (API) or from export snapshots in storage.
+2. Freeze the gold set (once) and keep the training pool apart from it.
+3. Evaluate the champion (or the cold start when there is none) on the gold set.
+4. Gate: if its F1 reaches ``NER_THRESHOLD``, stop.
+5. Train a challenger on the training pool; log params, metrics, dataset hash, plots and
+   the model to MLflow; register it as ``@challenger``.
+6. Evaluate the challenger on the same gold set and promote it to ``@champion`` if the
+   promotion rule says so (threshold reached and champion beaten). Nothing is promoted
+   without an evaluation.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task
+
+from flows.common import (
+    flow_run_id,
+    io_task_options,
+    make_registry,
+    open_settings_storage,
+    run_stamp,
+)
+from ner import datasets, evaluation, labelstudio
+from ner.models import load_model
+from ner.registry import CHALLENGER, CHAMPION, decide, needs_training, run_tags
+from ner.settings import Settings, load_settings
+from ner.training import TrainOptions, train
+
+RETRY = io_task_options()
+
+
+@task(**RETRY)
+def pull_annotations(
+    settings: Settings, source: str, export_keys: list[str] | None, stamp: str
+) -> dict[str, Any]:
+    """Collect every human annotation into one JSONL in storage; returns key and counts."""
+    storage = open_settings_storage(settings)
+    if source == "label_studio":
+        project = labelstudio.LabelStudioProject.connect(settings)
+        export_keys = [project.snapshot_export(storage, stamp)]
+    return labelstudio.collect_annotations(
+        storage, export_keys, settings.labels, out_key=f"annotations/{stamp}.jsonl"
+    )
+
+
+@task(**RETRY)
+def prepare_gold(settings: Settings, annotations_key: str, stamp: str) -> dict[str, Any]:
+    """Freeze the gold set on first use; write the training pool (never gold posts)."""
+    storage = open_settings_storage(settings)
+    annotations = list(datasets.read_annotations(storage, annotations_key))
+    return datasets.prepare_splits(
+        storage,
+        annotations,
+        gold_fraction=settings.gold_fraction,
+        train_key=f"annotations/{stamp}.train.jsonl",
+    )
+
+
+@task(**RETRY)
+def evaluate_on_gold(
+    settings: Settings,
+    model_spec: str,
+    gold_key: str,
+    gold_hash: str,
+    role: str,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Score a model on the frozen gold set and record the evaluation in MLflow."""
+    storage = open_settings_storage(settings)
+    registry = make_registry(settings)
+    gold = list(datasets.read_annotations(storage, gold_key))
+    loaded = load_model(
+        model_spec,
+        labels=settings.labels,
+        base_model=settings.base_model,
+        label_map=settings.base_label_map,
+        tracking_uri=settings.mlflow_tracking_uri,
+    )
+    report = evaluation.score_model(loaded.nlp, gold, settings.labels)
+    metrics = report.to_metrics()
+    version = (
+        loaded.version.split("/")[-1]
+        if loaded.version.startswith(f"{settings.registered_model_name}/")
+        else None
+    )
+    registry.log_evaluation(
+        report,
+        model_version=loaded.version,
+        role=role,
+        gold_hash=gold_hash,
+        tags=run_tags(settings.env, _prefect_tags()),
+        run_id=run_id,
+    )
+    if version is not None:
+        registry.record_evaluation(version, gold_hash, metrics)
+    return {
+        "model_version": loaded.version,
+        "version": version,
+        "f1": report.f1,
+        "metrics": metrics,
+    }
+
+
+@task(retries=1, cache_policy=RETRY["cache_policy"])
+def train_challenger(
+    settings: Settings, train_key: str, start_from: str, model_dir: str
+) -> dict[str, Any]:
+    """Fine-tune a challenger on the training pool (gold posts excluded)."""
+    storage = open_settings_storage(settings)
+    pool = list(datasets.read_annotations(storage, train_key))
+    options = TrainOptions(
+        seed=settings.seed,
+        max_epochs=settings.max_epochs,
+        max_steps=settings.max_steps,
+        patience=settings.patience,
+        dropout=settings.dropout,
+        with_gazetteer=settings.train_with_gazetteer,
+    )
+    result = train(
+        pool,
+        start_from=start_from,
+        output_dir=Path(model_dir),
+        labels=settings.labels,
+        options=options,
+    )
+    return {
+        "model_dir": str(result.model_dir),
+        "train_size": result.train_size,
+        "dev_size": result.dev_size,
+        "n_rejected": len(result.rejected),
+        "seconds": result.seconds,
+        "curve": list(result.curve),
+        "dev_scores": result.dev_scores,
+        "params": {**options.as_params(), "start_from": start_from},
+    }
+
+
+@task(**RETRY)
+def log_challenger(
+    settings: Settings, trained: dict[str, Any], splits: dict[str, Any], stamp: str
+) -> dict[str, str]:
+    """Log the training run (params, dataset, curve) and register the model as @challenger."""
+    registry = make_registry(settings)
+    storage = open_settings_storage(settings)
+    run_id = registry.log_training_run(
+        run_name=f"train {stamp}",
+        params={
+            **trained["params"],
+            "base_model": settings.base_model,
+            "labels": ",".join(settings.labels),
+            "gold_fraction": settings.gold_fraction,
+            "threshold": settings.threshold,
+            "env": settings.env,
+        },
+        metrics={
+            "train_size": trained["train_size"],
+            "dev_size": trained["dev_size"],
+            "train_rejected": trained["n_rejected"],
+            "train_seconds": trained["seconds"],
+            **{f"dev_{k}": v for k, v in trained["dev_scores"].items()},
+        },
+        curve=trained["curve"],
+        dataset_hash=splits["train_hash"],
+        dataset_uri=storage.uri(splits["train_key"]),
+        gold_hash=splits["gold_hash"],
+        gold_uri=storage.uri(splits["gold_key"]),
+        tags=run_tags(settings.env, _prefect_tags()),
+    )
+    _, version = registry.log_model(Path(trained["model_dir"]), run_id)
+    if version is None:
+        raise RuntimeError("model was logged but not registered")
+    registry.set_alias(
+        CHALLENGER,
+        version,
+        actor=_actor(),
+        reason=f"trained by run {run_id}",
+        gold_hash=splits["gold_hash"],
+    )
+    return {"run_id": run_id, "version": version}
+
+
+@task(**RETRY)
+def promote_if_better(
+    settings: Settings,
+    challenger: dict[str, Any],
+    champion: dict[str, Any],
+    gold_hash: str,
+) -> dict[str, Any]:
+    """Apply the promotion rule; move @champion (audited) when it says so."""
+    registry = make_registry(settings)
+    decision = decide(
+        challenger.get("f1"), champion.get("f1"), settings.threshold, settings.promotion_margin
+    )
+    if decision.promote:
+        registry.promote(
+            challenger["version"],
+            gold_hash=gold_hash,
+            decision=decision,
+            metrics={
+                "challenger_f1": challenger["f1"],
+                "champion_f1": champion.get("f1") or 0.0,
+                "threshold": settings.threshold,
+            },
+            actor=_actor(),
+        )
+    return {"promote": decision.promote, "reason": decision.reason}
+
+
+def _prefect_tags() -> dict[str, str]:
+    run_id = flow_run_id()
+    return {"brandloop.prefect_flow_run_id": run_id} if run_id else {}
+
+
+def _actor() -> str:
+    run_id = flow_run_id()
+    return f"prefect:train-ner/{run_id}" if run_id else "brandloop"
+
+
+@flow(name="train-ner")
+def train_ner(
+    source: Literal["storage", "label_studio"] = "storage",
+    export_keys: list[str] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run one evaluate-gate-train-promote cycle. Returns a summary of what happened."""
+    logger = get_run_logger()
+    cfg = load_settings(**(settings or {}))
+    stamp = run_stamp(flow_run_id())
+    pulled = pull_annotations(cfg, source, export_keys, stamp)
+    logger.info(
+        "pulled %d annotations (%d rejected, %d repaired)",
+        pulled["n_annotations"],
+        pulled["n_rejected"],
+        pulled["n_repaired"],
+    )
+    summary: dict[str, Any] = {"labels": pulled["n_annotations"], "rejected": pulled["n_rejected"]}
+    if pulled["n_annotations"] == 0:
+        return {**summary, "status": "no_labels"}
+
+    splits = prepare_gold(cfg, pulled["annotations_key"], stamp)
+    summary.update(
+        gold_hash=splits["gold_hash"], n_gold=splits["n_gold"], n_train=splits["n_train"]
+    )
+    if splits["n_gold"] == 0:
+        return {**summary, "status": "no_gold"}
+
+    registry = make_registry(cfg)
+    champion_version = registry.alias_version(CHAMPION)
+    champion_spec = registry.model_uri(CHAMPION) if champion_version else cfg.cold_start
+    champion = evaluate_on_gold(
+        cfg, champion_spec, splits["gold_key"], splits["gold_hash"], "champion"
+    )
+    summary.update(
+        champion_f1=champion["f1"],
+        champion_model=champion["model_version"],
+        champion_version=champion_version,
+    )
+    logger.info(
+        "champion %s: F1 %.4f on gold %s",
+        champion["model_version"],
+        champion["f1"],
+        splits["gold_hash"][:12],
+    )
+    if not needs_training(champion["f1"], cfg.threshold):
+        return {**summary, "status": "threshold_met"}
+    if splits["n_train"] < cfg.min_new_labels:
+        return {**summary, "status": "not_enough_labels"}
+
+    with tempfile.TemporaryDirectory(prefix="brandloop-model-") as tmp:
+        start_from = cfg.base_model
+        if cfg.train_from == "champion" and champion_version:
+            start_from = str(registry.download_model(CHAMPION, Path(tmp) / "champion"))
+        trained = train_challenger(cfg, splits["train_key"], start_from, str(Path(tmp) / "model"))
+        logged = log_challenger(cfg, trained, splits, stamp)
+    challenger = evaluate_on_gold(
+        cfg,
+        f"models:/{cfg.registered_model_name}/{logged['version']}",
+        splits["gold_key"],
+        splits["gold_hash"],
+        "challenger",
+        run_id=logged["run_id"],
+    )
+    summary.update(
+        challenger_f1=challenger["f1"],
+        challenger_version=logged["version"],
+        run_id=logged["run_id"],
+    )
+    outcome = promote_if_better(cfg, challenger, champion, splits["gold_hash"])
+    summary["decision"] = outcome["reason"]
+    if outcome["promote"]:
+        summary.update(
+            status="promoted",
+            promoted_version=logged["version"],
+            champion_version=logged["version"],
+        )
+    else:
+        summary["status"] = "not_promoted"
+    logger.info("train-ner: %s (%s)", summary["status"], outcome["reason"])
+    return summary
+
+
+if __name__ == "__main__":
+    print(train_ner())

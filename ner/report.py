@@ -1,0 +1,44 @@
+"""Human-readable summaries of a loop run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def rounds_table(rounds: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table: one row per feedback-loop round."""
+    header = (
+        "| round | posts sent | labels | champion F1 (gold) | challenger F1 (gold) "
+        "| promoted | champion after | outcome |"
+    )
+    lines = [header, "|" + "---|" * 8]
+    for r in rounds:
+        lines.append(
+            "| "
+            + " | ".join(
+                _fmt(v)
+                for v in (
+                    r.get("round"),
+                    r.get("posts_sent"),
+                    r.get("labels"),
+                    r.get("champion_f1"),
+                    r.get("challenger_f1"),
+                    ("yes (v" + str(r["promoted_version"]) + ")")
+                    if r.get("promoted_version")
+                    else "no",
+                    r.get("champion_version") or r.get("champion_model"),
+                    r.get("status"),
+                )
+            )
+            + " |"
+        )
+    return "\n".join(lines)
