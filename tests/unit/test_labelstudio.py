@@ -1,0 +1,698 @@
+"""Label Studio conversion: config, import tasks, export parsing and the offset guard."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from ner.errors import DataError, LabelStudioError, OffsetError
+from ner.labelstudio import (
+    LabelConfig,
+    align_span,
+    annotations_to_export,
+    codepoint_to_utf16,
+    label_config,
+    parse_export,
+    parse_label_config,
+    to_tasks,
+    utf16_to_codepoint,
+)
+from ner.types import Annotation, Post, Prediction, Span
+
+LABELS = ("BRAND",)
+CONFIG = LabelConfig.for_labels(LABELS)
+
+
+def span(text: str, needle: str, label: str = "BRAND", nth: int = 0) -> Span:
+    """The span of the ``nth`` occurrence of ``needle`` in ``text`` (code points)."""
+    start = -1
+    for _ in range(nth + 1):
+        start = text.index(needle, start + 1)
+    return Span(start, start + len(needle), label, needle)
+
+
+def result(
+    start: Any,
+    end: Any,
+    text: str | None,
+    label: str = "BRAND",
+    *,
+    from_name: str = "label",
+    to_name: str = "text",
+    kind: str = "labels",
+) -> dict[str, Any]:
+    value: dict[str, Any] = {"start": start, "end": end, "labels": [label]}
+    if text is not None:
+        value["text"] = text
+    return {
+        "id": f"r{start}",
+        "from_name": from_name,
+        "to_name": to_name,
+        "type": kind,
+        "value": value,
+    }
+
+
+def task(
+    task_id: int,
+    text: str,
+    results: list[dict[str, Any]],
+    *,
+    post_id: str | None = None,
+    updated_at: str = "2026-11-20T10:00:00Z",
+    cancelled: bool = False,
+    completed_by: Any = 1,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"text": text}
+    if post_id is not None:
+        data["post_id"] = post_id
+    return {
+        "id": task_id,
+        "data": data,
+        "annotations": [
+            {
+                "id": task_id * 10,
+                "result": results,
+                "completed_by": completed_by,
+                "updated_at": updated_at,
+                "was_cancelled": cancelled,
+            }
+        ],
+    }
+
+
+def ls_utf16(text: str, sp: Span) -> dict[str, Any]:
+    """A result as a UTF-16 counting front end would store it."""
+    return result(codepoint_to_utf16(text, sp.start), codepoint_to_utf16(text, sp.end), sp.text)
+
+
+# --------------------------------------------------------------------------- label config
+
+
+def test_label_config_has_the_documented_shape() -> None:
+    # given one label / when the config is built / then it is exactly the documented XML
+    assert label_config(["BRAND"]) == (
+        '<View><Labels name="label" toName="text"><Label value="BRAND"/></Labels>'
+        '<Text name="text" value="$text"/></View>'
+    )
+
+
+def test_label_config_has_one_label_element_per_label_in_order() -> None:
+    # given several labels / when built and parsed back / then all labels come back in order
+    labels = ["BRAND", "PRODUCT", "ORG"]
+    xml = label_config(labels)
+    assert xml.count("<Label ") == len(labels)
+    assert parse_label_config(xml) == LabelConfig("label", "text", tuple(labels), "text")
+
+
+def test_label_config_escapes_xml_special_characters() -> None:
+    # given labels with XML metacharacters / when built and parsed / then they round-trip
+    labels = ["A&B", 'say "hi"', "<x>", "l'oréal"]
+    xml = label_config(labels)
+    assert "A&amp;B" in xml and "&quot;hi&quot;" in xml and "&lt;x&gt;" in xml
+    assert parse_label_config(xml).labels == tuple(labels)
+
+
+@pytest.mark.parametrize("labels", [[], ["BRAND", "BRAND"], ["BRAND", " "], "BRAND"])
+def test_label_config_refuses_bad_label_lists(labels: Any) -> None:
+    # given an empty, duplicated, blank or string label list / then a clear error
+    with pytest.raises(LabelStudioError):
+        label_config(labels)
+
+
+def test_parse_label_config_reads_names_from_any_project() -> None:
+    # given a hand-written config with other names, a Choices control and nesting
+    xml = """
+    <View>
+      <Header value="Find the brands"/>
+      <View style="padding: 4px">
+        <Text name="tweet" value="$content" granularity="word"/>
+      </View>
+      <Choices name="sentiment" toName="tweet"><Choice value="pos"/></Choices>
+      <Labels name="ner" toName="tweet">
+        <Label value="BRAND" background="red"/>
+        <Label value="PRODUCT"/>
+      </Labels>
+    </View>
+    """
+    # when parsed
+    config = parse_label_config(xml)
+    # then the names come from the config, not from our defaults
+    assert config == LabelConfig("ner", "tweet", ("BRAND", "PRODUCT"), "content")
+
+
+def test_parse_label_config_skips_labels_bound_to_non_text_objects() -> None:
+    # given RectangleLabels-like Labels on an Image first, and a comma list of objects
+    xml = (
+        '<View><Image name="img" value="$image"/>'
+        '<Labels name="boxes" toName="img"><Label value="LOGO"/></Labels>'
+        '<Labels name="spans" toName="img, body"><Label value="BRAND"/></Labels>'
+        '<Text name="body" value="$body"/></View>'
+    )
+    # when parsed / then the Labels bound to the Text object is chosen
+    config = parse_label_config(xml)
+    assert (config.from_name, config.to_name, config.text_key) == ("spans", "body", "body")
+
+
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        ('<View><Text name="text" value="$text"/></View>', "no <Labels>"),
+        (
+            '<View><Image name="i" value="$i"/><Labels name="l" toName="i">'
+            '<Label value="B"/></Labels></View>',
+            "no <Labels>",
+        ),
+        ("<View><Labels", "not valid XML"),
+        (
+            '<View><Labels name="l" toName="t"><Label value="B"/></Labels>'
+            '<Text name="t" value="text"/></View>',
+            "$text",
+        ),
+    ],
+)
+def test_parse_label_config_errors_are_clear(xml: str, message: str) -> None:
+    # given a config without usable Labels→Text binding / then LabelStudioError says why
+    with pytest.raises(LabelStudioError, match=message.replace("$", r"\$")):
+        parse_label_config(xml)
+
+
+# --------------------------------------------------------------------------- to_tasks
+
+
+def test_to_tasks_shape_with_and_without_prediction() -> None:
+    # given two posts, one with a prediction
+    text = "💄 new Fenty Beauty drop"
+    post = Post("p1", text, "2026-11-20T10:00:00Z", "u1", "en", "x", "fenty")
+    bare = Post("p2", "nothing here", source="jsonl")
+    sp = span(text, "Fenty Beauty")
+    scored = Span(sp.start, sp.end, sp.label, sp.text, 0.87)
+    prediction = Prediction("p1", (scored,), "brand-ner@3", score=0.87)
+    # when converted
+    tasks = to_tasks([(post, prediction), (bare, None)], CONFIG)
+    # then the first task carries data, meta and one prediction in Label Studio's shape
+    assert len(tasks) == 2
+    assert tasks[0]["data"] == {
+        "text": text,
+        "post_id": "p1",
+        "created_at": post.created_at,
+        "author_id": post.author_id,
+        "lang": post.lang,
+        "source": post.source,
+        "query": post.query,
+    }
+    (pred,) = tasks[0]["predictions"]
+    assert pred["model_version"] == "brand-ner@3"
+    assert pred["score"] == pytest.approx(0.87)
+    (res,) = pred["result"]
+    assert res["from_name"] == CONFIG.from_name and res["to_name"] == CONFIG.to_name
+    assert res["type"] == "labels"
+    assert res["value"] == {"start": sp.start, "end": sp.end, "text": sp.text, "labels": ["BRAND"]}
+    assert text[res["value"]["start"] : res["value"]["end"]] == res["value"]["text"]
+    assert res["score"] == pytest.approx(0.87)
+    assert isinstance(res["id"], str) and 0 < len(res["id"]) <= 16
+    # and the post without a prediction has no predictions key at all
+    assert "predictions" not in tasks[1]
+    assert tasks[1]["data"]["post_id"] == "p2"
+    # and the whole thing is JSON
+    assert json.loads(json.dumps(tasks)) == tasks
+
+
+def test_to_tasks_region_ids_are_stable_and_distinct() -> None:
+    # given a post with two spans
+    text = "Glossier and Glossier"
+    a, b = span(text, "Glossier"), span(text, "Glossier", nth=1)
+    items = [(Post("p", text), Prediction("p", (a, b), "v1"))]
+    # when converted twice
+    first, second = to_tasks(items, CONFIG), to_tasks(items, CONFIG)
+    ids = [r["id"] for r in first[0]["predictions"][0]["result"]]
+    # then ids repeat across runs and differ between regions
+    assert ids == [r["id"] for r in second[0]["predictions"][0]["result"]]
+    assert len(set(ids)) == 2
+
+
+def test_to_tasks_uses_the_project_config_names() -> None:
+    # given a project whose control is "ner" on Text "tweet" reading $content
+    config = LabelConfig("ner", "tweet", LABELS, "content")
+    text = "Dior"
+    items = [(Post("p", text), Prediction("p", (span(text, "Dior"),), "v"))]
+    # when converted
+    (t,) = to_tasks(items, config)
+    # then the text is under the config's key and results use its names
+    assert t["data"]["content"] == text and "text" not in t["data"]
+    res = t["predictions"][0]["result"][0]
+    assert (res["from_name"], res["to_name"]) == ("ner", "tweet")
+
+
+def test_to_tasks_refuses_inconsistent_predictions() -> None:
+    # given a prediction whose span does not match the post text, and one for another post
+    post = Post("p", "I love Dior")
+    bad_span = Prediction("p", (Span(0, 4, "BRAND", "Dior"),), "v")
+    other = Prediction("q", (), "v")
+    # then both raise naming the post
+    with pytest.raises(OffsetError, match="'p'"):
+        to_tasks([(post, bad_span)], CONFIG)
+    with pytest.raises(DataError, match="'q'"):
+        to_tasks([(post, other)], CONFIG)
+
+
+# --------------------------------------------------------------------------- offsets
+
+
+@pytest.mark.parametrize("text", ["plain", "💄😍 love", "🇫🇷x👨‍👩‍👧y", "é̃ ok", ""])
+def test_utf16_and_codepoint_offsets_are_inverse(text: str) -> None:
+    # given any text / when every code-point index goes to UTF-16 and back / then it is kept
+    for index in range(len(text) + 1):
+        units = codepoint_to_utf16(text, index)
+        assert units == len(text[:index].encode("utf-16-le")) // 2
+        assert utf16_to_codepoint(text, units) == index
+
+
+def test_utf16_to_codepoint_rejects_impossible_offsets() -> None:
+    # given a text starting with one astral char (2 UTF-16 units)
+    text = "💄ab"
+    # then the middle of the surrogate pair, negatives and past-the-end give None
+    assert utf16_to_codepoint(text, 1) is None
+    assert utf16_to_codepoint(text, -1) is None
+    assert utf16_to_codepoint(text, 5) is None
+    assert utf16_to_codepoint(text, 4) == len(text)
+
+
+def test_align_span_keeps_correct_offsets() -> None:
+    text = "I love Fenty Beauty"
+    sp = span(text, "Fenty")
+    assert align_span(text, sp.start, sp.end, "Fenty") == (sp.start, sp.end)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("💄😍 love Fenty Beauty", "Fenty Beauty"),  # surrogate pairs before the span
+        ("🇫🇷🇺🇸 Dior and Chanel", "Chanel"),  # flags: two astral code points each
+        ("👨‍👩‍👧 family day at Ikea", "Ikea"),  # ZWJ sequence: astral + BMP joiners
+        ("I 💄 love 💋 Fenty 💄 Beauty 😍", "Fenty 💄 Beauty"),  # astral inside the span
+    ],
+)
+def test_align_span_repairs_utf16_offsets(text: str, needle: str) -> None:
+    # given offsets counted in UTF-16 code units
+    sp = span(text, needle)
+    start, end = codepoint_to_utf16(text, sp.start), codepoint_to_utf16(text, sp.end)
+    assert (start, end) != (sp.start, sp.end)
+    # when aligned / then the code-point offsets come back
+    assert align_span(text, start, end, needle) == (sp.start, sp.end)
+
+
+def test_align_span_repairs_utf16_when_a_wrong_match_sits_at_the_raw_offsets() -> None:
+    # given two mentions, where the UTF-16 offsets of the second, read as code points,
+    # land on nothing useful but the text occurs twice
+    text = "😍😍 Dior, Dior"
+    sp = span(text, "Dior", nth=1)
+    start, end = codepoint_to_utf16(text, sp.start), codepoint_to_utf16(text, sp.end)
+    # when aligned / then the UTF-16 reading is used, not another occurrence
+    assert align_span(text, start, end, "Dior") == (sp.start, sp.end)
+
+
+def test_align_span_repairs_offsets_counting_crlf_as_one_char() -> None:
+    # given a CRLF text and offsets from the text with CRLF collapsed
+    text = "New drop!\r\nLoving\r\nGlossier today"
+    sp = span(text, "Glossier")
+    shift = text[: sp.start].count("\r\n")
+    assert shift == 2
+    # when aligned / then the offsets move back onto the original text
+    assert align_span(text, sp.start - shift, sp.end - shift, "Glossier") == (sp.start, sp.end)
+
+
+def test_align_span_repairs_crlf_and_utf16_together() -> None:
+    # given emoji and CRLF before the span, offsets in UTF-16 units of the collapsed text
+    text = "💄 wow\r\n😍 Rare Beauty"
+    sp = span(text, "Rare Beauty")
+    collapsed = text.replace("\r\n", "\n")
+    cstart = collapsed.index("Rare Beauty")
+    start = codepoint_to_utf16(collapsed, cstart)
+    end = codepoint_to_utf16(collapsed, cstart + len("Rare Beauty"))
+    # when aligned / then the span is found
+    assert align_span(text, start, end, "Rare Beauty") == (sp.start, sp.end)
+
+
+def test_align_span_accepts_value_text_with_lf_for_a_crlf_span() -> None:
+    # given a span crossing a CRLF whose value.text has only LF, offsets on the collapsed text
+    text = "Shop at\r\nSephora\r\nnow"
+    sp = span(text, "at\r\nSephora")
+    # when aligned with LF-only text / then the true span (with CRLF) is found
+    assert align_span(text, sp.start, sp.end - 1, "at\nSephora") == (sp.start, sp.end)
+
+
+def test_align_span_keeps_offsets_when_value_text_lost_double_spaces() -> None:
+    # given correct offsets but a value.text whose double space was collapsed (issue 3078)
+    text = "Berlin,  Fenty  Beauty."
+    sp = span(text, "Fenty  Beauty")
+    # when aligned / then the offsets stand
+    assert align_span(text, sp.start, sp.end, "Fenty Beauty") == (sp.start, sp.end)
+
+
+def test_align_span_finds_collapsed_value_text_with_shifted_offsets() -> None:
+    # given a double space in the post, collapsed value.text, offsets shifted by 3
+    text = "so  happy with Fenty  Beauty"
+    sp = span(text, "Fenty  Beauty")
+    # when aligned / then the whitespace-flexible search finds the true span
+    assert align_span(text, sp.start - 3, sp.end - 4, "Fenty Beauty") == (sp.start, sp.end)
+
+
+@pytest.mark.parametrize("shift", [-5, -1, 1, 2, 7])
+def test_align_span_repairs_offsets_shifted_by_n(shift: int) -> None:
+    # given offsets shifted by N
+    text = "Got my Nars blush and Nars bronzer, and a Milk stick"
+    sp = span(text, "Milk")
+    # when aligned / then the occurrence is found again
+    assert align_span(text, sp.start + shift, sp.end + shift, "Milk") == (sp.start, sp.end)
+
+
+def test_align_span_picks_the_nearest_occurrence() -> None:
+    # given a name twice and offsets shifted by 2 from the second one
+    text = "Nars blush and Nars bronzer"
+    second = span(text, "Nars", nth=1)
+    # when aligned / then the nearest (second) occurrence is chosen
+    assert align_span(text, second.start + 2, second.end + 2, "Nars") == (second.start, second.end)
+
+
+def test_align_span_joins_surrogate_halves_in_value_text() -> None:
+    # given a value.text where the emoji arrived as two surrogate halves
+    text = "x 💄Glow y"
+    sp = span(text, "💄Glow")
+    broken = "\ud83d\udc84Glow"  # the two UTF-16 halves of 💄 as separate code points
+    assert len(broken) == 6 and broken != sp.text
+    # when aligned with UTF-16 offsets / then the span is found
+    start, end = codepoint_to_utf16(text, sp.start), codepoint_to_utf16(text, sp.end)
+    assert align_span(text, start, end, broken) == (sp.start, sp.end)
+
+
+def test_align_span_gives_none_when_the_text_is_not_there() -> None:
+    text = "I love Fenty Beauty"
+    assert align_span(text, 7, 12, "Chanel") is None
+
+
+def test_align_span_without_value_text_trusts_in_range_offsets_only() -> None:
+    text = "I love Dior"
+    assert align_span(text, 7, 11, None) == (7, 11)
+    assert align_span(text, 7, 40, None) is None
+    assert align_span(text, -1, 3, None) is None
+
+
+# --------------------------------------------------------------------------- parse_export
+
+
+def sample_annotations() -> list[Annotation]:
+    t1 = "💄😍 love Fenty Beauty and Dior"
+    t2 = "Line one\r\nGlossier  You  smells nice"
+    t3 = "no brands in here"
+    t4 = "🇫🇷 Chanel"
+    p1_spans = (span(t1, "Fenty Beauty"), span(t1, "Dior"))
+    return [
+        Annotation("p1", t1, p1_spans, 11, "1", "2026-11-20T10:00:00Z"),
+        Annotation("p2", t2, (span(t2, "Glossier  You"),), 12, "ann@example.org", None),
+        Annotation("p3", t3, (), 13, None, "2026-11-20T11:00:00+00:00"),
+        Annotation("p4", t4, (span(t4, "Chanel"),), None, "7", None),
+    ]  # fmt: skip
+
+
+def test_round_trip_annotations_through_export() -> None:
+    # given annotations with emoji, CRLF, double spaces, no spans and no task id
+    annotations = sample_annotations()
+    # when written as an export, serialised as JSON and parsed back
+    export = json.loads(json.dumps(annotations_to_export(annotations, CONFIG)))
+    parsed = parse_export(export, labels=LABELS, config=CONFIG)
+    # then the very same annotations come back, with nothing rejected or repaired
+    assert parsed.records == annotations
+    assert parsed.rejected == []
+    assert parsed.repaired == 0
+
+
+def test_round_trip_with_another_project_config() -> None:
+    # given a project with other names
+    config = parse_label_config(
+        '<View><Text name="tweet" value="$content"/>'
+        '<Labels name="ner" toName="tweet"><Label value="BRAND"/></Labels></View>'
+    )
+    annotations = sample_annotations()
+    # when exported / then the names are the project's and parsing gives the same records
+    export = annotations_to_export(annotations, config)
+    assert export[0]["annotations"][0]["result"][0]["from_name"] == "ner"
+    assert "content" in export[0]["data"]
+    assert parse_export(export, labels=LABELS, config=config).records == annotations
+
+
+def test_export_with_predictions_and_export_shape() -> None:
+    # given an annotation and a prediction for the same post
+    (first, *_) = sample_annotations()
+    prediction = Prediction(first.post_id, first.spans[:1], "v9", score=0.5)
+    # when exported with predictions
+    (t, *_) = annotations_to_export([first], CONFIG, predictions={first.post_id: prediction})
+    # then the task has the LS export keys and the prediction
+    (ann,) = t["annotations"]
+    assert t["id"] == first.task_id
+    assert {"id", "result", "completed_by", "updated_at", "was_cancelled"} <= set(ann)
+    assert ann["was_cancelled"] is False
+    assert t["predictions"][0]["model_version"] == "v9"
+    assert len(t["predictions"][0]["result"]) == 1
+
+
+def test_parse_export_repairs_utf16_offsets_and_counts_them() -> None:
+    # given an export whose offsets are UTF-16 units after emoji
+    text = "💄😍 love Fenty Beauty and 🇫🇷 Dior"
+    fenty, dior = span(text, "Fenty Beauty"), span(text, "Dior")
+    export = [task(1, text, [ls_utf16(text, fenty), ls_utf16(text, dior)], post_id="p1")]
+    # when parsed
+    parsed = parse_export(export, labels=LABELS, config=CONFIG)
+    # then both spans are back on code points and counted as repaired
+    (annotation,) = parsed.records
+    assert annotation.spans == (fenty, dior)
+    assert parsed.repaired == 2
+    assert parsed.rejected == []
+
+
+def test_parse_export_uses_the_true_text_slice_when_value_text_collapsed_spaces() -> None:
+    # given correct offsets over a double space but a collapsed value.text
+    text = "Fenty  Beauty is back"
+    sp = span(text, "Fenty  Beauty")
+    export = [task(1, text, [result(sp.start, sp.end, "Fenty Beauty")])]
+    # when parsed
+    parsed = parse_export(export, labels=LABELS)
+    # then Span.text is the real slice and the repair is counted
+    assert parsed.records[0].spans == (sp,)
+    assert parsed.records[0].spans[0].text == "Fenty  Beauty"
+    assert parsed.repaired == 1
+
+
+def test_parse_export_crlf_offsets() -> None:
+    # given a CRLF text and offsets that count CRLF as one char
+    text = "Hello\r\nI love\r\nRare Beauty"
+    sp = span(text, "Rare Beauty")
+    export = [task(1, text, [result(sp.start - 2, sp.end - 2, "Rare Beauty")])]
+    # when parsed / then the span is repaired
+    parsed = parse_export(export, labels=LABELS, config=CONFIG)
+    assert parsed.records[0].spans == (sp,)
+    assert parsed.repaired == 1
+
+
+def test_unrepairable_span_is_rejected_and_the_rest_kept() -> None:
+    # given a post with one good and one hopeless span, and another good post
+    text = "I love Dior and Chanel"
+    good = span(text, "Dior")
+    export = [
+        task(1, text, [result(good.start, good.end, "Dior"), result(16, 22, "Prada")]),
+        task(2, "Glossier rocks", [result(0, 8, "Glossier")]),
+    ]
+    # when parsed
+    parsed = parse_export(export, labels=LABELS, config=CONFIG)
+    # then the good span and the good post are kept
+    assert [a.post_id for a in parsed.records] == ["1", "2"]
+    assert parsed.records[0].spans == (good,)
+    # and the bad span is reported naming the task, the post and the text
+    (rejected,) = parsed.rejected
+    assert rejected.record_id == "1"
+    assert "task 1" in rejected.reason and "Prada" in rejected.reason
+
+
+def test_keep_partial_false_rejects_a_post_that_lost_a_span() -> None:
+    # given the same export / when parsed strictly
+    text = "I love Dior and Chanel"
+    export = [
+        task(1, text, [result(7, 11, "Dior"), result(16, 22, "Prada")]),
+        task(2, "Glossier rocks", [result(0, 8, "Glossier")]),
+    ]
+    parsed = parse_export(export, labels=LABELS, config=CONFIG, keep_partial=False)
+    # then the whole post is rejected, the other post kept
+    assert [a.post_id for a in parsed.records] == ["2"]
+    assert any("lost a span" in r.reason for r in parsed.rejected)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (result("7", "11", "Dior"), "not integers"),
+        (result(7.0, 11.0, "Dior"), "not integers"),
+        (result(True, 11, "Dior"), "not integers"),
+        (result(11, 7, "Dior"), "end <= start"),
+        (result(7, 7, ""), "end <= start"),
+        ({"type": "labels", "from_name": "label", "value": "Dior"}, "no 'value'"),
+        ("not a result", "not an object"),
+        ({**result(7, 11, "Dior"), "value": {"start": 7, "end": 11, "labels": []}}, "one label"),
+    ],
+)
+def test_malformed_spans_are_rejected_with_task_id(bad: Any, reason: str) -> None:
+    # given a task with one good and one malformed result
+    text = "I love Dior and Chanel"
+    good = span(text, "Chanel")
+    export = [task(5, text, [bad, result(good.start, good.end, "Chanel")])]
+    # when parsed
+    parsed = parse_export(export, labels=LABELS, config=CONFIG)
+    # then the good span is kept and the bad one reported with the task id and reason
+    assert parsed.records[0].spans == (good,)
+    (rejected,) = parsed.rejected
+    assert "task 5" in rejected.reason and reason in rejected.reason
+
+
+def test_malformed_tasks_are_rejected_and_the_rest_kept() -> None:
+    # given an export mixing broken tasks with a good one
+    good = task(9, "Dior", [result(0, 4, "Dior")], post_id="p9")
+    no_text = task(2, "x", [])
+    del no_text["data"]["text"]
+    blank = task(3, "   ", [])
+    no_data = {"id": 4, "annotations": []}
+    bad_result = task(6, "Dior", [])
+    bad_result["annotations"][0]["result"] = "oops"
+    export = ["garbage", no_text, blank, no_data, bad_result, good]
+    # when parsed
+    parsed = parse_export(export, labels=LABELS, config=CONFIG)
+    # then only the good task is kept and each broken one is named
+    assert [a.post_id for a in parsed.records] == ["p9"]
+    reasons = [r.reason for r in parsed.rejected]
+    assert len(reasons) == 5
+    assert "export item #0" in reasons[0]
+    for ident, reason in zip((2, 3, 4, 6), reasons[1:], strict=True):
+        assert f"task {ident}" in reason
+
+
+def test_unknown_label_span_is_rejected_naming_task_and_label() -> None:
+    # given a span labelled PRODUCT while we only know BRAND
+    text = "Fenty Gloss Bomb"
+    export = [task(3, text, [result(0, 5, "Fenty"), result(6, 16, "Gloss Bomb", "PRODUCT")])]
+    # when parsed
+    parsed = parse_export(export, labels=LABELS, config=CONFIG)
+    # then the BRAND span is kept and PRODUCT reported
+    assert parsed.records[0].spans == (Span(0, 5, "BRAND", "Fenty"),)
+    (rejected,) = parsed.rejected
+    assert "task 3" in rejected.reason and "'PRODUCT'" in rejected.reason
+
+
+def test_results_of_other_controls_and_types_are_ignored() -> None:
+    # given a choices result and a labels result from another control
+    text = "Dior is great"
+    choice = {"type": "choices", "from_name": "sentiment", "value": {"choices": ["pos"]}}
+    other = result(0, 4, "Dior", from_name="other_labels")
+    export = [task(1, text, [choice, other, result(0, 4, "Dior")])]
+    # when parsed with the project config
+    parsed = parse_export(export, labels=LABELS, config=CONFIG)
+    # then only our control's span is read and nothing is rejected
+    assert parsed.records[0].spans == (Span(0, 4, "BRAND", "Dior"),)
+    assert parsed.rejected == []
+
+
+def test_latest_non_cancelled_annotation_wins() -> None:
+    # given three annotations: old, newest-but-cancelled, middle
+    text = "Dior and Chanel"
+    t = task(1, text, [result(0, 4, "Dior")], updated_at="2026-11-01T00:00:00Z")
+    t["annotations"] += [
+        {"id": 2, "result": [], "was_cancelled": True, "updated_at": "2026-11-03T00:00:00Z"},
+        {
+            "id": 3,
+            "result": [result(9, 15, "Chanel")],
+            "was_cancelled": False,
+            "completed_by": {"id": 4, "email": "b@example.org"},
+            "updated_at": "2026-11-02T00:00:00+00:00",
+        },
+    ]
+    # when parsed
+    (annotation,) = parse_export([t], labels=LABELS, config=CONFIG).records
+    # then the middle one (latest usable) is used, with its annotator's email
+    assert annotation.spans == (Span(9, 15, "BRAND", "Chanel"),)
+    assert annotation.annotator == "b@example.org"
+    assert annotation.updated_at == "2026-11-02T00:00:00+00:00"
+
+
+def test_task_with_only_cancelled_or_no_annotations_is_rejected() -> None:
+    # given a cancelled-only task, a task without annotations, and a good task
+    cancelled = task(1, "Dior", [result(0, 4, "Dior")], cancelled=True)
+    empty = {"id": 2, "data": {"text": "Chanel"}, "annotations": []}
+    good = task(3, "Nars", [result(0, 4, "Nars")])
+    # when parsed
+    parsed = parse_export([cancelled, empty, good], labels=LABELS, config=CONFIG)
+    # then both are rejected with "no annotation", the good one kept
+    assert [a.post_id for a in parsed.records] == ["3"]
+    assert [r.record_id for r in parsed.rejected] == ["1", "2"]
+    assert all("no annotation" in r.reason for r in parsed.rejected)
+    assert "1 cancelled" in parsed.rejected[0].reason
+
+
+def test_post_id_falls_back_to_data_id_then_task_id() -> None:
+    # given tasks with data.post_id, data.id, or neither
+    a = task(1, "Dior", [], post_id="tweet-1")
+    b = task(2, "Dior", [])
+    b["data"]["id"] = 12345
+    c = task(3, "Dior", [])
+    # when parsed / then ids are taken in that order and task ids are kept
+    records = parse_export([a, b, c], labels=LABELS).records
+    assert [(r.post_id, r.task_id) for r in records] == [("tweet-1", 1), ("12345", 2), ("3", 3)]
+
+
+def test_overlapping_spans_keep_the_longer() -> None:
+    # given overlapping spans and an exact duplicate
+    text = "love Fenty Beauty so much"
+    long, short = span(text, "Fenty Beauty"), span(text, "Beauty")
+    export = [
+        task(
+            1,
+            text,
+            [
+                result(short.start, short.end, "Beauty"),
+                result(long.start, long.end, "Fenty Beauty"),
+                result(long.start, long.end, "Fenty Beauty"),
+            ],
+        )
+    ]
+    # when parsed
+    parsed = parse_export(export, labels=LABELS, config=CONFIG)
+    # then only the longer span is kept, the others reported
+    assert parsed.records[0].spans == (long,)
+    assert len(parsed.rejected) == 2
+    assert any("duplicates" in r.reason for r in parsed.rejected)
+    assert any("'Beauty'" in r.reason and "overlaps" in r.reason for r in parsed.rejected)
+
+
+def test_duplicate_post_ids_keep_the_most_recent_annotation() -> None:
+    # given the same post in two tasks, the newer one listed first
+    newer = task(8, "Dior", [result(0, 4, "Dior")], post_id="p", updated_at="2026-11-21T00:00:00Z")
+    older = task(7, "Dior", [], post_id="p", updated_at="2026-11-20T00:00:00Z")
+    # when parsed in both orders
+    for export in ([newer, older], [older, newer]):
+        parsed = parse_export(copy.deepcopy(export), labels=LABELS, config=CONFIG)
+        # then the newer annotation is kept and the older one reported
+        (record,) = parsed.records
+        assert record.task_id == 8 and record.spans
+        (rejected,) = parsed.rejected
+        assert rejected.record_id == "p"
+        assert "task 7" in rejected.reason and "task 8" in rejected.reason
+
+
+def test_empty_export_gives_nothing() -> None:
+    parsed = parse_export([], labels=LABELS, config=CONFIG)
+    assert (parsed.records, parsed.rejected, parsed.repaired) == ([], [], 0)
+
+
+@pytest.mark.parametrize("export", [{"tasks": []}, "[]", None, 3])
+def test_non_list_export_is_an_error(export: Any) -> None:
+    with pytest.raises(LabelStudioError, match="list of tasks"):
+        parse_export(export, labels=LABELS)
