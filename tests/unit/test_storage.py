@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ner.errors import StorageError
+from ner.storage import GCSStorage, LocalStorage, open_storage
+
+
+def test_local_layout_is_per_environment(tmp_path: Path) -> None:
+    storage = open_storage(str(tmp_path), "staging")
+    uri = storage.write_json("tasks/a.json", [{"x": 1}])
+    assert (tmp_path / "staging" / "tasks" / "a.json").is_file()
+    assert uri.startswith("file://")
+    assert storage.read_json("tasks/a.json") == [{"x": 1}]
+    assert storage.list("tasks") == ["tasks/a.json"]
+
+
+def test_write_lines_streams_and_reads_back(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.write_lines("posts/p.jsonl", (f'{{"i": {i}}}' for i in range(1000)))
+    lines = list(storage.iter_lines("posts/p.jsonl"))
+    assert len(lines) == 1000 and lines[-1] == '{"i": 999}'
+
+
+def test_failed_write_leaves_no_half_file(tmp_path: Path) -> None:
+    # Given a generator that fails half-way through
+    storage = LocalStorage(tmp_path)
+    storage.write_lines("posts/p.jsonl", ["old"])
+
+    def broken() -> object:
+        yield "new-1"
+        raise RuntimeError("source died")
+
+    # When the write fails
+    with pytest.raises(RuntimeError):
+        storage.write_lines("posts/p.jsonl", broken())  # type: ignore[arg-type]
+    # Then the previous content is intact and no temp file is visible
+    assert list(storage.iter_lines("posts/p.jsonl")) == ["old"]
+    assert storage.list() == ["posts/p.jsonl"]
+
+
+def test_missing_and_invalid_keys_are_clear_errors(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    with pytest.raises(StorageError, match="does not exist"):
+        storage.read_bytes("exports/nope.json")
+    with pytest.raises(StorageError, match="invalid storage key"):
+        storage.write_text("../escape.txt", "x")
+    storage.write_text("exports/bad.json", "{not json")
+    with pytest.raises(StorageError, match="not valid JSON"):
+        storage.read_json("exports/bad.json")
+
+
+def test_gs_uri_maps_to_bucket_prefix_and_env() -> None:
+    storage = open_storage("gs://brand-bucket/loop", "prod")
+    assert isinstance(storage, GCSStorage)
+    assert storage.bucket_name == "brand-bucket"
+    assert storage.uri("posts/x.jsonl") == "gs://brand-bucket/loop/prod/posts/x.jsonl"
+
+
+def test_unsupported_scheme_is_refused() -> None:
+    with pytest.raises(StorageError, match="unsupported storage URI"):
+        open_storage("s3://bucket", "dev")
