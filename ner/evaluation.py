@@ -1,5 +1,7 @@
 """Scoring predicted spans against gold spans.
 
+Pure Python: only :func:`score_model`, which runs a spaCy pipeline, imports spaCy (lazily).
+
 The headline is the CoNLL convention: a predicted span is correct only when its start, end
 and label all equal a gold span's. From the per-post counts :func:`evaluate` builds
 
@@ -49,10 +51,13 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ner.errors import DataError
-from ner.types import Span
+from ner.types import Annotation, Post, Span
+
+if TYPE_CHECKING:
+    from spacy.language import Language
 
 ERROR_KINDS: tuple[str, ...] = ("missed", "spurious", "boundary", "label", "label_boundary")
 """The kinds :func:`errors` reports, in the order they are listed."""
@@ -146,6 +151,8 @@ class EvalReport:
     overlap_tp: int
     posts_correct: int
     confusion: Confusion = field(default_factory=Confusion)
+    error_items: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)
+    """Every error, as :func:`errors` lists them (for a confusion artifact)."""
 
     # Micro (headline) exact-match scores ----------------------------------------------------
     @property
@@ -199,6 +206,17 @@ class EvalReport:
             if scores.label == label:
                 return scores
         raise KeyError(label)
+
+    def per_label_dict(self) -> dict[str, dict[str, float]]:
+        """``{label: {precision, recall, f1, support, tp, fp, fn}}`` (for plots)."""
+        return {
+            s.label: {k: float(v) for k, v in s.to_dict().items() if k != "label"}
+            for s in self.per_label
+        }
+
+    def errors_list(self) -> list[dict[str, Any]]:
+        """The errors found (see :func:`errors`), JSON-ready."""
+        return [dict(item) for item in self.error_items]
 
     # Export --------------------------------------------------------------------------------
     def to_metrics(self, prefix: str = "") -> dict[str, float]:
@@ -379,8 +397,10 @@ def evaluate(
     kinds: Counter[str] = Counter()
     n_gold = n_pred = posts_correct = 0
     seen_labels: set[str] = set()
+    found: list[dict[str, Any]] = []
     for post_id, gold_spans in gold.items():
         result = _compare(gold_spans, predicted.get(post_id, ()))
+        found.extend(_post_errors(post_id, result))
         n_gold += len(result.gold)
         n_pred += len(result.pred)
         seen_labels.update(s.label for s in result.gold)
@@ -392,8 +412,8 @@ def evaluate(
         exact_pred = {id(p) for _, p in exact}
         fn.update(g.label for g in result.gold if id(g) not in exact_gold)
         fp.update(p.label for p in result.pred if id(p) not in exact_pred)
-        for kind, found in result.pairs.items():
-            kinds[kind] += len(found)
+        for kind, pairs in result.pairs.items():
+            kinds[kind] += len(pairs)
         kinds["missed"] += len(result.missed)
         kinds["spurious"] += len(result.spurious)
         if len(exact) == len(result.gold) == len(result.pred):
@@ -416,11 +436,38 @@ def evaluate(
             missed=kinds["missed"],
             spurious=kinds["spurious"],
         ),
+        error_items=tuple(_sorted_errors(found)),
     )
 
 
 def _span_info(span: Span) -> dict[str, Any]:
     return {"start": span.start, "end": span.end, "label": span.label, "text": span.text}
+
+
+def _post_errors(post_id: str, result: _PostResult) -> list[dict[str, Any]]:
+    items: list[tuple[str, Span | None, Span | None]] = [("missed", g, None) for g in result.missed]
+    items += [("spurious", None, p) for p in result.spurious]
+    for kind in ("boundary", "label", "label_boundary"):
+        items += [(kind, g, p) for g, p in result.pairs[kind]]
+    return [
+        {
+            "post_id": post_id,
+            "kind": kind,
+            "gold": None if g is None else _span_info(g),
+            "pred": None if p is None else _span_info(p),
+        }
+        for kind, g, p in items
+    ]
+
+
+def _sorted_errors(found: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    order = {kind: i for i, kind in enumerate(ERROR_KINDS)}
+
+    def sort_key(item: dict[str, Any]) -> tuple[str, int, int, int]:
+        span = item["gold"] or item["pred"]
+        return (item["post_id"], order[item["kind"]], span["start"], span["end"])
+
+    return sorted(found, key=sort_key)
 
 
 def errors(
@@ -430,33 +477,13 @@ def errors(
 
     Each item has ``post_id``, ``kind`` (one of :data:`ERROR_KINDS`), ``gold`` and ``pred``
     (``{start, end, label, text}`` or ``None``). Ordered by post id, then kind, then offsets.
-    The pairing is the one :func:`evaluate` uses, so the counts agree with its confusion.
+    The pairing is the one :func:`evaluate` uses, so the counts agree with its confusion
+    (and the list equals :meth:`EvalReport.errors_list`).
     """
     found: list[dict[str, Any]] = []
-    for post_id in sorted(gold):
-        result = _compare(gold[post_id], predicted.get(post_id, ()))
-        items: list[tuple[str, Span | None, Span | None]] = [
-            ("missed", g, None) for g in result.missed
-        ]
-        items += [("spurious", None, p) for p in result.spurious]
-        for kind in ("boundary", "label", "label_boundary"):
-            items += [(kind, g, p) for g, p in result.pairs[kind]]
-        for kind, g, p in items:
-            found.append(
-                {
-                    "post_id": post_id,
-                    "kind": kind,
-                    "gold": None if g is None else _span_info(g),
-                    "pred": None if p is None else _span_info(p),
-                }
-            )
-    order = {kind: i for i, kind in enumerate(ERROR_KINDS)}
-
-    def sort_key(item: dict[str, Any]) -> tuple[str, int, int, int]:
-        span = item["gold"] or item["pred"]
-        return (item["post_id"], order[item["kind"]], span["start"], span["end"])
-
-    return sorted(found, key=sort_key)
+    for post_id in gold:
+        found.extend(_post_errors(post_id, _compare(gold[post_id], predicted.get(post_id, ()))))
+    return _sorted_errors(found)
 
 
 class _HasSpans(Protocol):
@@ -479,3 +506,26 @@ def spans_by_post(records: Iterable[_HasSpans]) -> dict[str, tuple[Span, ...]]:
             raise DataError(record.post_id, "post appears more than once")
         out[record.post_id] = tuple(record.spans)
     return out
+
+
+def score_model(
+    nlp: Language,
+    gold: Iterable[Annotation],
+    labels: Sequence[str] = ("BRAND",),
+    *,
+    batch_size: int = 256,
+) -> EvalReport:
+    """Run ``nlp`` over the gold posts' texts and :func:`evaluate` its ``labels`` entities.
+
+    Predictions go through :func:`ner.inference.predict`, so the model is scored exactly as it
+    runs in production (same pipes, same label filter).
+    """
+    from ner.inference import predict
+
+    gold_list = list(gold)
+    gold_spans = spans_by_post(gold_list)
+    posts = (Post(id=a.post_id, text=a.text) for a in gold_list)
+    predictions = predict(
+        nlp, posts, model_version="evaluation", labels=labels, batch_size=batch_size
+    )
+    return evaluate(gold_spans, spans_by_post(predictions), labels)

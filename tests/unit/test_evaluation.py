@@ -8,7 +8,14 @@ import re
 import pytest
 
 from ner.errors import DataError
-from ner.evaluation import ERROR_KINDS, errors, evaluate, metric_name, spans_by_post
+from ner.evaluation import (
+    ERROR_KINDS,
+    errors,
+    evaluate,
+    metric_name,
+    score_model,
+    spans_by_post,
+)
 from ner.types import Annotation, Prediction, Span
 
 TEXT = "I love Fenty Beauty and Glossier but not Nike shoes today"
@@ -355,3 +362,38 @@ def test_spans_by_post_builds_the_mapping_and_refuses_duplicates() -> None:
     assert evaluate(gold, predicted).f1 == 1.0
     with pytest.raises(DataError, match="more than once"):
         spans_by_post([annotation, annotation])
+
+
+def test_report_exposes_per_label_dict_and_errors_list() -> None:
+    # given
+    gold = {"p": [span("Nike"), span("Glossier")]}
+    pred = {"p": [span("Nike"), span("Gloss")]}
+    # when
+    report = evaluate(gold, pred, ["BRAND"])
+    # then
+    assert report.per_label_dict()["BRAND"]["precision"] == pytest.approx(1 / 2)
+    assert report.per_label_dict()["BRAND"]["support"] == 2.0
+    assert report.errors_list() == errors(gold, pred)
+    assert [e["kind"] for e in report.errors_list()] == ["boundary"]
+
+
+def test_score_model_runs_the_pipeline_and_keeps_only_wanted_labels() -> None:
+    # given a rule-based pipeline that finds "Nike" as BRAND and "Glossier" as ORG
+    spacy = pytest.importorskip("spacy")
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns(
+        [{"label": "BRAND", "pattern": "Nike"}, {"label": "ORG", "pattern": "Glossier"}]
+    )
+    text1, text2 = "😍 I love Nike", "Glossier and Fenty"
+    gold = [
+        Annotation("1", text1, (span("Nike", text=text1),)),
+        Annotation("2", text2, (span("Glossier", text=text2), span("Fenty", text=text2))),
+    ]
+    # when
+    report = score_model(nlp, gold, ["BRAND"])
+    # then the ORG entity is dropped: 1 correct prediction of 1, 1 of 3 gold found
+    assert report.n_pred == 1
+    assert report.precision == 1.0
+    assert report.recall == pytest.approx(1 / 3)
+    assert report.posts_correct == 1

@@ -1,0 +1,498 @@
+"""Gold/train splits, dataset hashes, frozen gold sets and spaCy training data.
+
+Split. A post's split is a pure function of its id: ``sha256(salt + "\\x00" + post_id)``, read
+as a number in [0, 1), is compared with ``gold_fraction``. It does not depend on the order of
+the posts, on the other posts, or on Python's hash seed, and raising ``gold_fraction`` only
+moves posts from train to gold, never back.
+
+Frozen gold set. The first time enough annotated posts fall in the gold split,
+:func:`freeze_gold_set` stores them and every later round evaluates on exactly those posts.
+Storage layout (keys relative to the environment's root)::
+
+    goldsets/{name}.json               the GoldSet record (ids, hash, salt, fraction, time)
+    goldsets/{name}.annotations.jsonl  the gold annotations themselves, one JSON per line
+    goldsets/CURRENT.json              {"name": ...}: which gold set is in force
+
+``CURRENT.json`` is written last, so a reader never sees a gold set whose files are
+incomplete. When it is missing (for example written by hand), :func:`load_gold_set` takes the
+gold set whose name sorts last; default names start with a UTC timestamp so that is the
+newest.
+
+Posts whose id falls in the gold split but that were annotated after the freeze are not in
+the frozen set; they are neither evaluated on nor trained on (see :func:`train_pool`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ner.errors import BrandloopError, DataError
+from ner.storage import GOLDSETS, Storage
+from ner.types import Annotation, Rejected
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+    from spacy.tokens import Doc, DocBin
+    from spacy.tokens import Span as SpacySpan
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SALT = "brandloop-gold-v1"
+CURRENT_KEY = f"{GOLDSETS}/CURRENT.json"
+_HASH_FORMAT = "brandloop-dataset-v1"
+_ANNOTATIONS_SUFFIX = ".annotations.jsonl"
+
+Split = Literal["gold", "train"]
+
+
+class GoldSetError(BrandloopError):
+    """A stored gold set is missing, inconsistent, or cannot be frozen yet."""
+
+
+# Split ------------------------------------------------------------------------------------------
+
+
+def _check_fraction(gold_fraction: float) -> None:
+    if not 0.0 <= gold_fraction <= 1.0:
+        raise ValueError(f"gold_fraction must be within [0, 1], got {gold_fraction}")
+
+
+def split_point(post_id: str, salt: str = DEFAULT_SALT) -> float:
+    """The post's position in [0, 1): the first 8 bytes of ``sha256(salt NUL id)``."""
+    digest = hashlib.sha256(f"{salt}\x00{post_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_of(post_id: str, gold_fraction: float, salt: str = DEFAULT_SALT) -> Split:
+    """``"gold"`` when the post's :func:`split_point` is below ``gold_fraction``, else train."""
+    _check_fraction(gold_fraction)
+    return "gold" if split_point(post_id, salt) < gold_fraction else "train"
+
+
+def split(
+    annotations: Iterable[Annotation], gold_fraction: float, salt: str = DEFAULT_SALT
+) -> tuple[list[Annotation], list[Annotation]]:
+    """``(gold, train)`` by :func:`split_of`, each in input order."""
+    _check_fraction(gold_fraction)
+    gold: list[Annotation] = []
+    train: list[Annotation] = []
+    for annotation in annotations:
+        side = split_of(annotation.post_id, gold_fraction, salt)
+        (gold if side == "gold" else train).append(annotation)
+    return gold, train
+
+
+# Hash -------------------------------------------------------------------------------------------
+
+
+def _canonical(annotation: Annotation) -> dict[str, Any]:
+    return {
+        "post_id": annotation.post_id,
+        "text": annotation.text,
+        "spans": sorted([s.start, s.end, s.label] for s in annotation.spans),
+    }
+
+
+def dataset_hash(annotations: Iterable[Annotation]) -> str:
+    """sha256 hex of the dataset's content, independent of record and span order.
+
+    Only ``post_id``, ``text`` and the spans' ``(start, end, label)`` count: the annotator,
+    the update time and the Label Studio task id do not, so relabelling a post with the same
+    result keeps the hash.
+    """
+    records = sorted(
+        (_canonical(a) for a in annotations),
+        key=lambda r: json.dumps(r, ensure_ascii=False, sort_keys=True),
+    )
+    records.sort(key=lambda r: r["post_id"])  # stable: duplicates keep the content order
+    payload = json.dumps(
+        {"format": _HASH_FORMAT, "records": records},
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+# JSONL helpers ---------------------------------------------------------------------------------
+
+
+def write_annotations(storage: Storage, key: str, annotations: Iterable[Annotation]) -> str:
+    """Write one JSON object per annotation to ``key`` (atomically); returns its URI."""
+    lines = (json.dumps(a.to_dict(), ensure_ascii=False, sort_keys=True) for a in annotations)
+    return storage.write_lines(key, lines)
+
+
+def read_annotations(storage: Storage, key: str) -> Iterator[Annotation]:
+    """Stream the annotations in ``key``; blank lines are skipped.
+
+    These files are written by :func:`write_annotations`, so a bad line is a corrupted file:
+    it raises :class:`DataError` naming the key and line instead of being skipped.
+    """
+    for number, line in enumerate(storage.iter_lines(key), start=1):
+        if not line.strip():
+            continue
+        where = f"{key}:{number}"
+        try:
+            data = json.loads(line)
+            if not isinstance(data, dict):
+                raise DataError(where, "line is not a JSON object")
+            yield Annotation.from_dict(data)
+        except DataError as exc:
+            raise DataError(where, exc.reason) from exc
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise DataError(where, f"not a valid annotation: {exc!r}") from exc
+
+
+# Frozen gold set -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GoldSet:
+    """A frozen, versioned evaluation set. ``post_ids`` is sorted; ``hash`` is
+    :func:`dataset_hash` of its annotations."""
+
+    name: str
+    post_ids: tuple[str, ...]
+    hash: str
+    created_at: str
+    salt: str
+    gold_fraction: float
+
+    @property
+    def key(self) -> str:
+        return gold_set_key(self.name)
+
+    @property
+    def annotations_key(self) -> str:
+        return gold_set_annotations_key(self.name)
+
+    def __contains__(self, post_id: object) -> bool:
+        if not isinstance(post_id, str):
+            return False
+        i = bisect_left(self.post_ids, post_id)
+        return i < len(self.post_ids) and self.post_ids[i] == post_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "post_ids": list(self.post_ids),
+            "n_posts": len(self.post_ids),
+            "hash": self.hash,
+            "created_at": self.created_at,
+            "salt": self.salt,
+            "gold_fraction": self.gold_fraction,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GoldSet:
+        """Inverse of :meth:`to_dict`; :class:`GoldSetError` when a field is missing or bad."""
+        try:
+            post_ids = data["post_ids"]
+            if not isinstance(post_ids, list):
+                raise TypeError("post_ids is not a list")
+            return cls(
+                name=str(data["name"]),
+                post_ids=tuple(sorted(str(p) for p in post_ids)),
+                hash=str(data["hash"]),
+                created_at=str(data["created_at"]),
+                salt=str(data["salt"]),
+                gold_fraction=float(data["gold_fraction"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GoldSetError(f"malformed gold set record: {exc!r}") from exc
+
+
+def gold_set_key(name: str) -> str:
+    """Storage key of the gold set record ``name``."""
+    return f"{GOLDSETS}/{name}.json"
+
+
+def gold_set_annotations_key(name: str) -> str:
+    """Storage key of the gold set's annotations."""
+    return f"{GOLDSETS}/{name}{_ANNOTATIONS_SUFFIX}"
+
+
+def _current_name(storage: Storage) -> str | None:
+    if storage.exists(CURRENT_KEY):
+        pointer = storage.read_json(CURRENT_KEY)
+        if not isinstance(pointer, dict) or not isinstance(pointer.get("name"), str):
+            raise GoldSetError(f"{storage.uri(CURRENT_KEY)} has no gold set name")
+        return str(pointer["name"])
+    names = [
+        key.removeprefix(f"{GOLDSETS}/").removesuffix(".json")
+        for key in storage.list(GOLDSETS)
+        if key.endswith(".json") and key != CURRENT_KEY and key.count("/") == 1
+    ]
+    return max(names) if names else None
+
+
+def load_gold_set(storage: Storage) -> tuple[GoldSet, list[Annotation]] | None:
+    """The gold set in force and its annotations, or ``None`` if none was frozen yet.
+
+    Raises :class:`GoldSetError` if the stored annotations do not match the record's post ids
+    or hash (the files were edited or damaged).
+    """
+    name = _current_name(storage)
+    if name is None:
+        return None
+    if not storage.exists(gold_set_key(name)):
+        raise GoldSetError(f"gold set {name!r} is referenced but {gold_set_key(name)} is missing")
+    gold_set = GoldSet.from_dict(storage.read_json(gold_set_key(name)))
+    annotations = list(read_annotations(storage, gold_set.annotations_key))
+    ids = tuple(sorted(a.post_id for a in annotations))
+    if ids != gold_set.post_ids:
+        raise GoldSetError(f"gold set {name!r}: stored annotations do not match its post ids")
+    if dataset_hash(annotations) != gold_set.hash:
+        raise GoldSetError(f"gold set {name!r}: stored annotations do not match its hash")
+    return gold_set, annotations
+
+
+def _unique(annotations: Iterable[Annotation]) -> list[Annotation]:
+    seen: dict[str, Annotation] = {}
+    for annotation in annotations:
+        if annotation.post_id in seen:
+            raise DataError(annotation.post_id, "post is annotated more than once")
+        seen[annotation.post_id] = annotation
+    return [seen[post_id] for post_id in sorted(seen)]
+
+
+def freeze_gold_set(
+    storage: Storage,
+    annotations: Iterable[Annotation],
+    gold_fraction: float,
+    salt: str = DEFAULT_SALT,
+    *,
+    name: str | None = None,
+    min_posts: int = 1,
+    now: datetime | None = None,
+) -> GoldSet:
+    """Freeze the gold split of ``annotations``, unless a gold set is already in force.
+
+    When one exists it is returned unchanged (whatever ``annotations`` holds now), so every
+    round is scored on the same posts. Otherwise the annotations whose id is in the gold split
+    are written under ``goldsets/`` and made current. ``name`` defaults to
+    ``gold-{UTC timestamp}-{hash[:8]}``. Raises :class:`GoldSetError` when fewer than
+    ``min_posts`` annotated posts are in the gold split (an empty set would be frozen for
+    good), and :class:`DataError` when a post id appears twice.
+    """
+    existing = load_gold_set(storage)
+    if existing is not None:
+        current = existing[0]
+        log.info("gold set %s already frozen (%d posts)", current.name, len(current.post_ids))
+        if (current.gold_fraction, current.salt) != (gold_fraction, salt):
+            log.warning(
+                "gold set %s keeps its own split (fraction %s) although fraction %s "
+                "or another salt was requested",
+                current.name,
+                current.gold_fraction,
+                gold_fraction,
+            )
+        return current
+    gold, _ = split(_unique(annotations), gold_fraction, salt)
+    if len(gold) < max(1, min_posts):
+        raise GoldSetError(
+            f"only {len(gold)} annotated post(s) fall in the gold split "
+            f"(fraction {gold_fraction}); need at least {max(1, min_posts)} to freeze a gold set"
+        )
+    digest = dataset_hash(gold)
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    name = name or f"gold-{moment:%Y%m%dT%H%M%SZ}-{digest[:8]}"
+    if not name.strip() or "/" in name or name == "CURRENT" or name.startswith("."):
+        raise ValueError(f"invalid gold set name {name!r}")
+    gold_set = GoldSet(
+        name=name,
+        post_ids=tuple(a.post_id for a in gold),
+        hash=digest,
+        created_at=moment.isoformat(),
+        salt=salt,
+        gold_fraction=gold_fraction,
+    )
+    write_annotations(storage, gold_set.annotations_key, gold)
+    storage.write_json(gold_set.key, gold_set.to_dict())
+    storage.write_json(CURRENT_KEY, {"name": name})
+    log.info("froze gold set %s: %d posts, hash %s", name, len(gold), digest[:12])
+    return gold_set
+
+
+def train_pool(
+    annotations: Iterable[Annotation],
+    gold_set: GoldSet | None,
+    gold_fraction: float | None = None,
+    salt: str | None = None,
+) -> list[Annotation]:
+    """The annotations that may be trained on, in input order.
+
+    A post is kept only if it is not in the frozen ``gold_set`` and its id is in the train
+    split. The split uses the gold set's own ``gold_fraction`` and ``salt``; if different
+    values are passed too, a post must be in the train split under both. With no gold set,
+    ``gold_fraction`` is required.
+    """
+    rules: set[tuple[float, str]] = set()
+    if gold_set is not None:
+        rules.add((gold_set.gold_fraction, gold_set.salt))
+    if gold_fraction is not None:
+        rules.add((gold_fraction, salt if salt is not None else DEFAULT_SALT))
+    if not rules:
+        raise ValueError("train_pool needs a gold set or a gold_fraction")
+    frozen = frozenset(gold_set.post_ids) if gold_set is not None else frozenset()
+    return [
+        a
+        for a in annotations
+        if a.post_id not in frozen
+        and all(split_of(a.post_id, fraction, s) == "train" for fraction, s in rules)
+    ]
+
+
+def prepare_splits(
+    storage: Storage,
+    annotations: Iterable[Annotation],
+    gold_fraction: float,
+    train_key: str,
+    salt: str = DEFAULT_SALT,
+) -> dict[str, Any]:
+    """One round's data: freeze the gold set if needed, write the training pool to storage.
+
+    The gold set in force is kept (or frozen now when the gold split holds at least one
+    post); the training pool is :func:`train_pool` of ``annotations`` and is written to
+    ``train_key``. Returns a JSON-ready summary: ``gold_name``, ``gold_key`` (its annotations),
+    ``gold_hash``, ``n_gold``, ``train_key``, ``train_hash``, ``n_train`` and ``n_held_out``
+    (posts neither trained on nor in the gold set). ``n_gold`` is 0, and the gold fields are
+    ``None``, when there is no gold set yet and none could be frozen.
+    """
+    records = _unique(annotations)
+    loaded = load_gold_set(storage)
+    gold_set = loaded[0] if loaded is not None else None
+    if gold_set is None and split(records, gold_fraction, salt)[0]:
+        gold_set = freeze_gold_set(storage, records, gold_fraction, salt)
+    pool = train_pool(records, gold_set, gold_fraction, salt)
+    write_annotations(storage, train_key, pool)
+    in_gold = sum(1 for a in records if gold_set is not None and a.post_id in gold_set)
+    return {
+        "gold_name": gold_set.name if gold_set else None,
+        "gold_key": gold_set.annotations_key if gold_set else None,
+        "gold_hash": gold_set.hash if gold_set else None,
+        "n_gold": len(gold_set.post_ids) if gold_set else 0,
+        "train_key": train_key,
+        "train_hash": dataset_hash(pool),
+        "n_train": len(pool),
+        "n_held_out": len(records) - len(pool) - in_gold,
+    }
+
+
+# spaCy training data ---------------------------------------------------------------------------
+
+
+def _trim_whitespace(span: SpacySpan) -> SpacySpan | None:
+    start, end = span.start, span.end
+    doc = span.doc
+    while start < end and doc[start].is_space:
+        start += 1
+    while end > start and doc[end - 1].is_space:
+        end -= 1
+    if end <= start:
+        return None
+    if (start, end) == (span.start, span.end):
+        return span
+    from spacy.tokens import Span as SpacySpanCls
+
+    return SpacySpanCls(doc, start, end, label=span.label)
+
+
+def _align(doc: Doc, start: int, end: int, label: str) -> SpacySpan | None:
+    """Tokens for the character span: whole tokens inside it, else the tokens it touches."""
+    for mode in ("contract", "expand"):
+        aligned = doc.char_span(start, end, label=label, alignment_mode=mode)
+        if aligned is not None and len(aligned) > 0:
+            trimmed = _trim_whitespace(aligned)
+            if trimmed is not None:
+                return trimmed
+    return None
+
+
+def annotation_to_doc(annotation: Annotation, nlp: Language) -> tuple[Doc, list[Rejected]]:
+    """A tokenised doc whose ``ents`` are the annotation's spans, plus the spans left out.
+
+    A span is aligned to whole tokens inside it (``contract``), else to the tokens it
+    touches (``expand``); whitespace tokens at its edges are dropped. A span that still has
+    no token, or whose tokens overlap an earlier span, is rejected; its tokens are marked
+    *missing* rather than *outside*, so the model is not taught that they are not an entity.
+    Every other token is *outside* (O).
+    """
+    doc = nlp.make_doc(annotation.text)
+    rejected: list[Rejected] = []
+    ents: list[SpacySpan] = []
+    taken: set[int] = set()
+    unknown: set[int] = set()
+    for span in sorted(annotation.spans, key=lambda s: (s.start, s.end, s.label)):
+        where = f"span [{span.start}, {span.end}) {span.text!r} {span.label}"
+        aligned = _align(doc, span.start, span.end, span.label)
+        if aligned is None:
+            rejected.append(Rejected(annotation.post_id, f"{where} does not cover any token"))
+            continue
+        tokens = set(range(aligned.start, aligned.end))
+        if tokens & taken:
+            rejected.append(
+                Rejected(annotation.post_id, f"{where} overlaps another span after alignment")
+            )
+            unknown |= tokens - taken
+            continue
+        if aligned.text != span.text:
+            log.debug("%s: %s aligned to %r", annotation.post_id, where, aligned.text)
+        ents.append(aligned)
+        taken |= tokens
+    unknown -= taken
+    doc.set_ents(ents, missing=_runs(doc, unknown), default="outside")
+    return doc, rejected
+
+
+def _runs(doc: Doc, indices: set[int]) -> list[SpacySpan]:
+    """Contiguous token runs of ``indices`` as spans."""
+    runs: list[SpacySpan] = []
+    start: int | None = None
+    for i in range(len(doc) + 1):
+        if i < len(doc) and i in indices:
+            start = i if start is None else start
+        elif start is not None:
+            runs.append(doc[start:i])
+            start = None
+    return runs
+
+
+def to_docbin(annotations: Iterable[Annotation], nlp: Language) -> tuple[DocBin, list[Rejected]]:
+    """A spaCy ``DocBin`` of the annotations (see :func:`annotation_to_doc`).
+
+    Only ``nlp``'s tokenizer is used (``nlp.make_doc``), so ``spacy.blank(lang)`` is enough.
+    Posts with rejected spans are kept with their other spans; posts without spans are kept
+    as negative examples.
+    """
+    from spacy.tokens import DocBin
+
+    docbin = DocBin(store_user_data=False)
+    rejected: list[Rejected] = []
+    for annotation in annotations:
+        doc, dropped = annotation_to_doc(annotation, nlp)
+        docbin.add(doc)
+        rejected.extend(dropped)
+    if rejected:
+        log.warning("%d span(s) could not be aligned to tokens", len(rejected))
+    return docbin, rejected
+
+
+def write_docbin(
+    annotations: Iterable[Annotation], nlp: Language, path: str | Path
+) -> tuple[int, list[Rejected]]:
+    """Write :func:`to_docbin` to ``path`` (a ``.spacy`` file); returns (docs, rejected)."""
+    docbin, rejected = to_docbin(annotations, nlp)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    docbin.to_disk(target)
+    return len(docbin), rejected

@@ -1,0 +1,458 @@
+"""Splits, dataset hashes, frozen gold sets and spaCy conversion in ner.datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import spacy
+
+from ner.datasets import (
+    CURRENT_KEY,
+    DEFAULT_SALT,
+    GoldSet,
+    GoldSetError,
+    annotation_to_doc,
+    dataset_hash,
+    freeze_gold_set,
+    gold_set_annotations_key,
+    gold_set_key,
+    load_gold_set,
+    prepare_splits,
+    read_annotations,
+    split,
+    split_of,
+    split_point,
+    to_docbin,
+    train_pool,
+    write_annotations,
+    write_docbin,
+)
+from ner.errors import DataError
+from ner.storage import LocalStorage
+from ner.types import Annotation, Span
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def span_of(text: str, sub: str, label: str = "BRAND", occurrence: int = 0) -> Span:
+    start = -1
+    for _ in range(occurrence + 1):
+        start = text.index(sub, start + 1)
+    return Span(start, start + len(sub), label, sub)
+
+
+def annotation(post_id: str, text: str, *subs: str, **extra: object) -> Annotation:
+    return Annotation(post_id, text, tuple(span_of(text, s) for s in subs), **extra)  # type: ignore[arg-type]
+
+
+def corpus(n: int) -> list[Annotation]:
+    return [annotation(f"id{i}", f"post {i} about Nike", "Nike") for i in range(n)]
+
+
+# Split ---------------------------------------------------------------------------------------
+
+
+def test_split_of_is_stable_across_calls_and_order() -> None:
+    # given ids in two different orders
+    ids = [f"18{i:07d}" for i in range(500)]
+    shuffled = ids[:]
+    random.Random(3).shuffle(shuffled)
+    # when
+    first = {i: split_of(i, 0.3) for i in ids}
+    second = {i: split_of(i, 0.3) for i in shuffled}
+    # then
+    assert first == second
+    assert {split_of(i, 0.3) for i in ids} == {"gold", "train"}
+
+
+def test_split_of_does_not_depend_on_python_hash_seed() -> None:
+    # given the splits computed here
+    ids = [f"post-{i}" for i in range(200)]
+    here = [split_of(i, 0.3) for i in ids]
+    code = (
+        "import json, sys; from ner.datasets import split_of; "
+        "print(json.dumps([split_of(i, 0.3) for i in json.loads(sys.argv[1])]))"
+    )
+    # when computed in fresh interpreters with different hash seeds
+    for seed in ("1", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
+        out = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(ids)],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        # then
+        assert json.loads(out.stdout) == here
+
+
+def test_gold_fraction_is_approximately_respected_on_10k_ids() -> None:
+    # given 10,000 ids
+    ids = [f"{1_700_000_000_000 + 7 * i}" for i in range(10_000)]
+    for fraction in (0.1, 0.3, 0.5):
+        # when
+        share = sum(split_of(i, fraction) == "gold" for i in ids) / len(ids)
+        # then within 4 standard deviations of a binomial share
+        sd = (fraction * (1 - fraction) / len(ids)) ** 0.5
+        assert abs(share - fraction) < 4 * sd
+
+
+def test_raising_the_fraction_only_moves_posts_into_gold() -> None:
+    ids = [f"x{i}" for i in range(2000)]
+    small = {i for i in ids if split_of(i, 0.2) == "gold"}
+    large = {i for i in ids if split_of(i, 0.4) == "gold"}
+    assert small < large
+
+
+def test_salt_changes_the_split_and_fraction_bounds_are_checked() -> None:
+    ids = [f"x{i}" for i in range(300)]
+    assert [split_of(i, 0.5) for i in ids] != [split_of(i, 0.5, salt="other") for i in ids]
+    assert all(split_of(i, 0.0) == "train" for i in ids)
+    assert all(split_of(i, 1.0) == "gold" for i in ids)
+    assert all(0.0 <= split_point(i) < 1.0 for i in ids)
+    with pytest.raises(ValueError):
+        split_of("x", 1.5)
+
+
+def test_split_partitions_in_input_order() -> None:
+    # given
+    data = corpus(60)
+    # when
+    gold, train = split(data, 0.3)
+    # then every post is on exactly the side split_of says, order kept
+    assert len(gold) + len(train) == len(data)
+    assert all(split_of(a.post_id, 0.3) == "gold" for a in gold)
+    assert all(split_of(a.post_id, 0.3) == "train" for a in train)
+    assert [a.post_id for a in gold] == [a.post_id for a in data if a in gold]
+
+
+# Hash ----------------------------------------------------------------------------------------
+
+
+def test_dataset_hash_ignores_record_and_span_order() -> None:
+    # given the same content in different orders
+    text = "Nike and Glossier"
+    a = Annotation("a", text, (span_of(text, "Nike"), span_of(text, "Glossier")))
+    a_swapped = Annotation("a", text, (span_of(text, "Glossier"), span_of(text, "Nike")))
+    b = annotation("b", "love Fenty", "Fenty")
+    # then
+    assert dataset_hash([a, b]) == dataset_hash([b, a_swapped])
+    assert len(dataset_hash([a, b])) == 64
+
+
+def test_dataset_hash_ignores_annotator_time_and_task() -> None:
+    base = annotation("a", "love Fenty", "Fenty")
+    relabelled = annotation(
+        "a", "love Fenty", "Fenty", annotator="bob", updated_at="2026-01-01", task_id=9
+    )
+    assert dataset_hash([base]) == dataset_hash([relabelled])
+
+
+def test_dataset_hash_changes_with_a_span_label_text_or_post() -> None:
+    text = "love Fenty Beauty"
+    base = Annotation("a", text, (span_of(text, "Fenty"),))
+    reference = dataset_hash([base])
+    wider = Annotation("a", text, (span_of(text, "Fenty Beauty"),))
+    relabel = Annotation("a", text, (span_of(text, "Fenty", "PRODUCT"),))
+    no_span = Annotation("a", text, ())
+    other_text = annotation("a", "love Fenty Beauty!", "Fenty")
+    other_id = Annotation("b", text, (span_of(text, "Fenty"),))
+    hashes = {dataset_hash([x]) for x in (wider, relabel, no_span, other_text, other_id)} | {
+        reference
+    }
+    assert len(hashes) == 6
+    assert dataset_hash([]) != reference
+
+
+# JSONL ---------------------------------------------------------------------------------------
+
+
+def test_annotations_round_trip_through_storage(tmp_path: Path) -> None:
+    # given annotations with emoji and an annotator
+    storage = LocalStorage(tmp_path)
+    data = [
+        annotation("1", "😍😍 Glossier balm", "Glossier", annotator="ann", task_id=3),
+        annotation("2", "nothing here"),
+    ]
+    # when
+    write_annotations(storage, "exports/a.jsonl", data)
+    back = list(read_annotations(storage, "exports/a.jsonl"))
+    # then
+    assert back == data
+
+
+def test_read_annotations_names_the_bad_line(tmp_path: Path) -> None:
+    # given a file whose second line has a span that does not match its text
+    storage = LocalStorage(tmp_path)
+    good = annotation("1", "love Nike", "Nike")
+    bad = {
+        "post_id": "2",
+        "text": "abc",
+        "spans": [{"start": 0, "end": 2, "label": "B", "text": "xy"}],
+    }
+    storage.write_lines("a.jsonl", [json.dumps(good.to_dict()), "", json.dumps(bad)])
+    # when / then
+    reader = read_annotations(storage, "a.jsonl")
+    assert next(reader) == good
+    with pytest.raises(DataError, match=r"a\.jsonl:3"):
+        next(reader)
+
+
+# Gold set ------------------------------------------------------------------------------------
+
+
+def test_freeze_then_load_returns_the_gold_split(tmp_path: Path) -> None:
+    # given 40 annotated posts
+    storage = LocalStorage(tmp_path)
+    data = corpus(40)
+    expected_gold, _ = split(data, 0.3)
+    when = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    # when
+    gold_set = freeze_gold_set(storage, data, 0.3, now=when)
+    loaded = load_gold_set(storage)
+    # then
+    assert loaded is not None
+    stored, annotations = loaded
+    assert stored == gold_set
+    assert gold_set.post_ids == tuple(sorted(a.post_id for a in expected_gold))
+    assert gold_set.hash == dataset_hash(expected_gold)
+    assert gold_set.salt == DEFAULT_SALT
+    assert gold_set.gold_fraction == 0.3
+    assert gold_set.name.startswith("gold-20261122T100000Z-")
+    assert sorted(annotations, key=lambda a: a.post_id) == sorted(
+        expected_gold, key=lambda a: a.post_id
+    )
+    assert storage.exists(gold_set_key(gold_set.name))
+    assert storage.exists(gold_set_annotations_key(gold_set.name))
+    assert storage.read_json(CURRENT_KEY) == {"name": gold_set.name}
+    assert expected_gold[0].post_id in gold_set
+    assert "not-a-post" not in gold_set
+
+
+def test_second_freeze_keeps_the_first_gold_set(tmp_path: Path) -> None:
+    # given a frozen gold set from round 1
+    storage = LocalStorage(tmp_path)
+    first = freeze_gold_set(storage, corpus(30), 0.3, name="round1")
+    # when round 2 has more annotations (and a relabel of a gold post)
+    more = corpus(80)
+    relabel = annotation(first.post_ids[0], "totally new text Fenty", "Fenty")
+    round2 = [relabel if a.post_id == relabel.post_id else a for a in more]
+    second = freeze_gold_set(storage, round2, 0.3, name="round2")
+    # then the first set is still in force, unchanged
+    assert second == first
+    loaded = load_gold_set(storage)
+    assert loaded is not None
+    assert loaded[0] == first
+    assert dataset_hash(loaded[1]) == first.hash
+    assert not storage.exists(gold_set_key("round2"))
+
+
+def test_load_without_any_gold_set_is_none(tmp_path: Path) -> None:
+    assert load_gold_set(LocalStorage(tmp_path)) is None
+
+
+def test_load_falls_back_to_the_latest_name_without_current(tmp_path: Path) -> None:
+    # given two gold sets copied in by hand and no CURRENT pointer
+    storage = LocalStorage(tmp_path / "env")
+    older = freeze_gold_set(storage, corpus(30), 0.3, name="gold-2026-01")
+    elsewhere = LocalStorage(tmp_path / "other")
+    newer = freeze_gold_set(elsewhere, corpus(30), 0.5, name="gold-2026-02")
+    for key in (newer.key, newer.annotations_key):
+        storage.write_bytes(key, elsewhere.read_bytes(key))
+    storage.delete(CURRENT_KEY)
+    # when
+    loaded = load_gold_set(storage)
+    # then
+    assert loaded is not None
+    assert loaded[0] == newer
+    assert loaded[0] != older
+
+
+def test_freeze_refuses_an_empty_gold_split(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    data = corpus(10)
+    train_only = [a for a in data if split_of(a.post_id, 0.3) == "train"]
+    with pytest.raises(GoldSetError, match="gold split"):
+        freeze_gold_set(storage, train_only, 0.3)
+    assert load_gold_set(storage) is None
+
+
+def test_freeze_refuses_duplicate_posts(tmp_path: Path) -> None:
+    data = corpus(5)
+    with pytest.raises(DataError, match="more than once"):
+        freeze_gold_set(LocalStorage(tmp_path), [*data, data[0]], 0.5)
+
+
+def test_load_detects_tampered_annotations(tmp_path: Path) -> None:
+    # given a frozen set whose annotation file was edited afterwards
+    storage = LocalStorage(tmp_path)
+    gold_set = freeze_gold_set(storage, corpus(30), 0.3)
+    annotations = list(read_annotations(storage, gold_set.annotations_key))
+    edited = [Annotation(a.post_id, a.text, ()) for a in annotations]
+    write_annotations(storage, gold_set.annotations_key, edited)
+    # when / then
+    with pytest.raises(GoldSetError, match="hash"):
+        load_gold_set(storage)
+
+
+def test_gold_set_dict_round_trip_and_validation() -> None:
+    gold_set = GoldSet("g", ("a", "b"), "h" * 64, "2026-11-22T00:00:00+00:00", "s", 0.3)
+    assert GoldSet.from_dict(json.loads(json.dumps(gold_set.to_dict()))) == gold_set
+    with pytest.raises(GoldSetError):
+        GoldSet.from_dict({"name": "g"})
+
+
+def test_train_pool_never_includes_gold_posts(tmp_path: Path) -> None:
+    # given a gold set frozen early, and later annotations, some of them in the gold split
+    storage = LocalStorage(tmp_path)
+    early = corpus(20)
+    gold_set = freeze_gold_set(storage, early, 0.3)
+    later = corpus(200)
+    # when
+    pool = train_pool(later, gold_set)
+    # then no frozen post and no post of the gold split is trained on
+    pool_ids = {a.post_id for a in pool}
+    assert not pool_ids & set(gold_set.post_ids)
+    assert all(split_of(i, 0.3) == "train" for i in pool_ids)
+    late_gold = {
+        a.post_id for a in later if split_of(a.post_id, 0.3) == "gold" and a.post_id not in gold_set
+    }
+    assert late_gold  # the case the rule exists for actually occurs
+    assert not pool_ids & late_gold
+    # and every train-split post is kept
+    assert pool_ids == {a.post_id for a in later if split_of(a.post_id, 0.3) == "train"}
+
+
+def test_train_pool_with_a_changed_fraction_excludes_either_gold_split() -> None:
+    # given a gold set frozen at 0.2 and a setting later raised to 0.4
+    gold_set = GoldSet("g", (), "h", "t", DEFAULT_SALT, 0.2)
+    data = corpus(300)
+    # when
+    pool = train_pool(data, gold_set, gold_fraction=0.4)
+    # then a post must be train under both
+    assert {a.post_id for a in pool} == {
+        a.post_id for a in data if split_of(a.post_id, 0.4) == "train"
+    }
+    with pytest.raises(ValueError):
+        train_pool(data, None)
+
+
+# spaCy conversion ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nlp() -> spacy.language.Language:
+    return spacy.blank("en")
+
+
+def test_to_docbin_keeps_emoji_offsets_and_rejects_only_the_bad_span(
+    nlp: spacy.language.Language,
+) -> None:
+    # given emoji before the brands, a ZWJ family emoji, and one span that covers only
+    # whitespace (no token can carry it)
+    text = "👩‍👩‍👧 Love 😍😍 my Glossier balm!!  and Fenty Beauty"
+    gap = text.index("  ")
+    spans = (
+        span_of(text, "Glossier"),
+        span_of(text, "Fenty Beauty"),
+        Span(gap, gap + 1, "BRAND", " "),
+    )
+    data = [Annotation("p1", text, spans), annotation("p2", "no brand here")]
+    # when
+    docbin, rejected = to_docbin(data, nlp)
+    docs = list(docbin.get_docs(nlp.vocab))
+    # then both posts are kept, the two good spans survive with their exact text
+    assert len(docs) == 2
+    assert [(e.text, e.label_) for e in docs[0].ents] == [
+        ("Glossier", "BRAND"),
+        ("Fenty Beauty", "BRAND"),
+    ]
+    assert [e.start_char for e in docs[0].ents] == [spans[0].start, spans[1].start]
+    assert [r.record_id for r in rejected] == ["p1"]
+    assert "does not cover any token" in rejected[0].reason
+    # tokens outside entities are O, and the post without brands is all O
+    assert {t.ent_iob_ for t in docs[0] if not t.ent_type_} == {"O"}
+    assert {t.ent_iob_ for t in docs[1]} == {"O"}
+
+
+def test_partial_token_span_is_expanded_to_its_token(nlp: spacy.language.Language) -> None:
+    # given "Glossier" annotated inside the single token "@Glossier"
+    text = "thanks @Glossier!"
+    doc, rejected = annotation_to_doc(annotation("p", text, "Glossier"), nlp)
+    # then the entity is the whole token
+    assert rejected == []
+    assert [e.text for e in doc.ents] == ["@Glossier"]
+
+
+def test_overlapping_span_is_rejected_and_its_tokens_marked_missing(
+    nlp: spacy.language.Language,
+) -> None:
+    # given "Nike" and an overlapping "Nike Air" (sorted first: same start, shorter)
+    text = "new Nike Air today"
+    spans = (span_of(text, "Nike Air"), span_of(text, "Nike"))
+    # when
+    doc, rejected = annotation_to_doc(Annotation("p", text, spans), nlp)
+    # then "Nike" is kept, "Nike Air" is rejected and "Air" is unknown rather than O
+    assert [e.text for e in doc.ents] == ["Nike"]
+    assert len(rejected) == 1
+    assert "overlaps" in rejected[0].reason
+    iob = {t.text: t.ent_iob_ for t in doc}
+    assert iob == {"new": "O", "Nike": "B", "Air": "", "today": "O"}
+
+
+def test_write_docbin_writes_a_loadable_file(tmp_path: Path, nlp: spacy.language.Language) -> None:
+    # given
+    path = tmp_path / "sub" / "train.spacy"
+    # when
+    count, rejected = write_docbin(corpus(3), nlp, path)
+    # then
+    from spacy.tokens import DocBin
+
+    docs = list(DocBin().from_disk(path).get_docs(nlp.vocab))
+    assert count == len(docs) == 3
+    assert rejected == []
+    assert all([e.text for e in d.ents] == ["Nike"] for d in docs)
+
+
+def test_prepare_splits_freezes_once_and_writes_a_gold_free_pool(tmp_path: Path) -> None:
+    # given round 1 with 40 posts and round 2 with 120 posts
+    storage = LocalStorage(tmp_path)
+    round1, round2 = corpus(40), corpus(120)
+    # when
+    first = prepare_splits(storage, round1, 0.3, train_key="annotations/r1.train.jsonl")
+    second = prepare_splits(storage, round2, 0.3, train_key="annotations/r2.train.jsonl")
+    # then the gold set is the same both times
+    assert first["gold_hash"] == second["gold_hash"]
+    assert first["n_gold"] == second["n_gold"] == len(split(round1, 0.3)[0])
+    gold_ids = {a.post_id for a in read_annotations(storage, second["gold_key"])}
+    pool = list(read_annotations(storage, second["train_key"]))
+    assert len(pool) == second["n_train"]
+    assert dataset_hash(pool) == second["train_hash"]
+    assert not {a.post_id for a in pool} & gold_ids
+    # posts of the gold split annotated after the freeze are held out, not trained on
+    late_gold = len(split(round2, 0.3)[0]) - len(gold_ids)
+    assert second["n_held_out"] == late_gold > 0
+    assert second["n_train"] + second["n_gold"] + second["n_held_out"] == len(round2)
+
+
+def test_prepare_splits_without_gold_posts_reports_zero(tmp_path: Path) -> None:
+    # given only train-split posts
+    storage = LocalStorage(tmp_path)
+    train_only = [a for a in corpus(20) if split_of(a.post_id, 0.3) == "train"]
+    # when
+    result = prepare_splits(storage, train_only, 0.3, train_key="t.jsonl")
+    # then nothing is frozen and every post is in the pool
+    assert result["n_gold"] == 0
+    assert result["gold_hash"] is None
+    assert result["n_train"] == len(train_only)
+    assert load_gold_set(storage) is None
