@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 
 from flows.common import (
     flow_run_id,
-    io_task_options,
+    io_task,
     make_registry,
     open_settings_storage,
     run_stamp,
@@ -26,10 +26,8 @@ from ner.registry import CHAMPION
 from ner.settings import Settings, load_settings
 from ner.storage import POSTS, PREDICTIONS, TASKS
 
-RETRY = io_task_options()
 
-
-@task(**RETRY)
+@io_task()
 def fetch_posts(
     settings: Settings,
     source: str,
@@ -52,7 +50,7 @@ def fetch_posts(
     return result
 
 
-@task(**RETRY)
+@io_task()
 def resolve_model(settings: Settings, model: str | None) -> str:
     """The model spec to predict with: explicit, else @champion, else the cold start."""
     if model:
@@ -63,7 +61,7 @@ def resolve_model(settings: Settings, model: str | None) -> str:
     return settings.cold_start
 
 
-@task(**RETRY)
+@io_task()
 def predict_posts(
     settings: Settings, model_spec: str, posts_key: str, stamp: str
 ) -> dict[str, Any]:
@@ -90,7 +88,7 @@ def predict_posts(
     return {"predictions_key": key, "n_predictions": count, "model_version": loaded.version}
 
 
-@task(**RETRY)
+@io_task()
 def write_tasks(settings: Settings, posts_key: str, predictions_key: str, stamp: str) -> str:
     """Write Label Studio import JSON (tasks with pre-annotations) into ``tasks/``."""
     storage = open_settings_storage(settings)
@@ -99,7 +97,7 @@ def write_tasks(settings: Settings, posts_key: str, predictions_key: str, stamp:
     return key
 
 
-@task(**RETRY)
+@io_task()
 def send_to_label_studio(
     settings: Settings, posts_key: str, predictions_key: str
 ) -> dict[str, int]:

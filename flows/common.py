@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from ner.registry import Registry
 from ner.settings import Settings
@@ -36,15 +37,16 @@ def make_registry(settings: Settings) -> Registry:
     )
 
 
-#: Task options for calls that touch the outside world: retried with exponential backoff.
-#: Inputs are settings objects and keys, so result caching is off.
-def io_task_options(retries: int = 3) -> dict[str, object]:
+def io_task(retries: int = 3) -> Any:
+    """Decorator for tasks that touch the outside world: retried with exponential backoff
+    and jitter. Their inputs are settings and keys, so result caching is off."""
+    from prefect import task
     from prefect.cache_policies import NO_CACHE
     from prefect.tasks import exponential_backoff
 
-    return {
-        "retries": retries,
-        "retry_delay_seconds": exponential_backoff(backoff_factor=2),
-        "retry_jitter_factor": 0.5,
-        "cache_policy": NO_CACHE,
-    }
+    return task(
+        retries=retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=2),
+        retry_jitter_factor=0.5,
+        cache_policy=NO_CACHE,
+    )

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 
 from flows.apply_ner import apply_ner
-from flows.common import io_task_options, open_settings_storage, run_stamp
+from flows.common import io_task, open_settings_storage, run_stamp
 from flows.train_ner import train_ner
 from ner import labelstudio
 from ner.replay import ReplayAnnotator, demo_gold_path, demo_posts_path
@@ -36,10 +36,8 @@ from ner.report import rounds_table
 from ner.settings import Settings, load_settings
 from ner.storage import EXPORTS
 
-RETRY = io_task_options()
 
-
-@task(**RETRY)
+@io_task()
 def replay_labels(settings: Settings, tasks_key: str, gold_path: str, stamp: str) -> dict[str, Any]:
     """The replay annotator labels the sent tasks; its export lands in ``exports/``."""
     storage = open_settings_storage(settings)
@@ -50,7 +48,7 @@ def replay_labels(settings: Settings, tasks_key: str, gold_path: str, stamp: str
     return {"export_key": key, "n_labelled": len(export)}
 
 
-@task(**io_task_options(retries=0))
+@io_task(retries=0)
 def wait_for_exports(
     settings: Settings, known: list[str], timeout_s: float, poll_s: float
 ) -> dict[str, Any]:

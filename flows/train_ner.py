@@ -18,11 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 
 from flows.common import (
     flow_run_id,
-    io_task_options,
+    io_task,
     make_registry,
     open_settings_storage,
     run_stamp,
@@ -33,10 +33,8 @@ from ner.registry import CHALLENGER, CHAMPION, decide, needs_training, run_tags
 from ner.settings import Settings, load_settings
 from ner.training import TrainOptions, train
 
-RETRY = io_task_options()
 
-
-@task(**RETRY)
+@io_task()
 def pull_annotations(
     settings: Settings, source: str, export_keys: list[str] | None, stamp: str
 ) -> dict[str, Any]:
@@ -50,7 +48,7 @@ def pull_annotations(
     )
 
 
-@task(**RETRY)
+@io_task()
 def prepare_gold(settings: Settings, annotations_key: str, stamp: str) -> dict[str, Any]:
     """Freeze the gold set on first use; write the training pool (never gold posts)."""
     storage = open_settings_storage(settings)
@@ -63,7 +61,7 @@ def prepare_gold(settings: Settings, annotations_key: str, stamp: str) -> dict[s
     )
 
 
-@task(**RETRY)
+@io_task()
 def evaluate_on_gold(
     settings: Settings,
     model_spec: str,
@@ -108,7 +106,7 @@ def evaluate_on_gold(
     }
 
 
-@task(retries=1, cache_policy=RETRY["cache_policy"])
+@io_task(retries=1)
 def train_challenger(
     settings: Settings, train_key: str, start_from: str, model_dir: str
 ) -> dict[str, Any]:
@@ -142,7 +140,7 @@ def train_challenger(
     }
 
 
-@task(**RETRY)
+@io_task()
 def log_challenger(
     settings: Settings, trained: dict[str, Any], splits: dict[str, Any], stamp: str
 ) -> dict[str, str]:
@@ -186,7 +184,7 @@ def log_challenger(
     return {"run_id": run_id, "version": version}
 
 
-@task(**RETRY)
+@io_task()
 def promote_if_better(
     settings: Settings,
     challenger: dict[str, Any],

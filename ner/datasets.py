@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ner.errors import BrandloopError, DataError
+from ner.errors import DataError, GoldSetError
 from ner.storage import GOLDSETS, Storage
 from ner.types import Annotation, Rejected
 
@@ -51,10 +51,6 @@ _HASH_FORMAT = "brandloop-dataset-v1"
 _ANNOTATIONS_SUFFIX = ".annotations.jsonl"
 
 Split = Literal["gold", "train"]
-
-
-class GoldSetError(BrandloopError):
-    """A stored gold set is missing, inconsistent, or cannot be frozen yet."""
 
 
 # Split ------------------------------------------------------------------------------------------

@@ -41,6 +41,10 @@ class OffsetError(DataError):
     """A span's offsets do not match its text and could not be repaired."""
 
 
+class GoldSetError(BrandloopError):
+    """A stored gold set is missing, inconsistent, or cannot be frozen yet."""
+
+
 class LabelStudioError(BrandloopError):
     """The Label Studio API failed or answered something we cannot use."""
 

@@ -9,7 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def per_label_f1(per_label: Mapping[str, Mapping[str, float]], path: Path, title: str) -> Path:
