@@ -427,6 +427,10 @@ def _recency(annotation: Mapping[str, Any], position: int) -> tuple[datetime, in
 def _annotator(value: Any) -> str | None:
     if isinstance(value, Mapping):
         value = value.get("email") or value.get("id")
+    return _optional_str(value)
+
+
+def _optional_str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
@@ -529,7 +533,7 @@ class _ExportReader:
             spans=tuple(kept),
             task_id=task_id,
             annotator=_annotator(chosen.get("completed_by")),
-            updated_at=chosen.get("updated_at") or chosen.get("created_at"),
+            updated_at=_optional_str(chosen.get("updated_at") or chosen.get("created_at")),
         )
         return _TaskResult(ref, annotation, rejected, repaired, recency)
 
@@ -553,7 +557,7 @@ class _ExportReader:
             return f"{where}: end <= start"
         if value_text is not None and not isinstance(value_text, str):
             return f"{where}: value.text is not a string"
-        labels = value.get(RESULT_TYPE)
+        labels = value.get("labels")
         if not isinstance(labels, list) or len(labels) != 1 or not isinstance(labels[0], str):
             return f"{where}: expected exactly one label, got {labels!r}"
         label = labels[0]

@@ -315,6 +315,28 @@ def test_align_span_repairs_utf16_when_a_wrong_match_sits_at_the_raw_offsets() -
     assert align_span(text, start, end, "Dior") == (sp.start, sp.end)
 
 
+def test_align_span_prefers_the_utf16_reading_over_the_nearest_occurrence() -> None:
+    # given many emoji then the same name twice: the raw UTF-16 start of the first mention
+    # is closer to the second mention
+    text = "😍😍😍😍 Dior Dior"
+    first, second = span(text, "Dior"), span(text, "Dior", nth=1)
+    start, end = codepoint_to_utf16(text, first.start), codepoint_to_utf16(text, first.end)
+    assert abs(second.start - start) < abs(first.start - start)
+    # when aligned / then the first mention is found, as the UTF-16 reading says
+    assert align_span(text, start, end, "Dior") == (first.start, first.end)
+
+
+def test_align_span_prefers_the_crlf_reading_over_the_nearest_occurrence() -> None:
+    # given many CRLFs then the same name twice, offsets counted with CRLF as one char
+    text = "a\r\nb\r\nc\r\nd\r\nDior Dior"
+    first, second = span(text, "Dior"), span(text, "Dior", nth=1)
+    shift = text[: second.start].count("\r\n")
+    start, end = second.start - shift, second.end - shift
+    assert abs(first.start - start) < abs(second.start - start)
+    # when aligned / then the second mention is found, as the CRLF reading says
+    assert align_span(text, start, end, "Dior") == (second.start, second.end)
+
+
 def test_align_span_repairs_offsets_counting_crlf_as_one_char() -> None:
     # given a CRLF text and offsets from the text with CRLF collapsed
     text = "New drop!\r\nLoving\r\nGlossier today"
@@ -337,6 +359,19 @@ def test_align_span_repairs_crlf_and_utf16_together() -> None:
     assert align_span(text, start, end, "Rare Beauty") == (sp.start, sp.end)
 
 
+def test_align_span_prefers_the_crlf_utf16_reading_over_the_nearest_occurrence() -> None:
+    # given emoji and a CRLF before two close mentions, offsets in UTF-16 units of the
+    # CRLF-collapsed text, which land nearer the second mention
+    text = "😍😍😍😍😍\r\nDior, Dior"
+    first, second = span(text, "Dior"), span(text, "Dior", nth=1)
+    collapsed = text.replace("\r\n", "\n")
+    start = codepoint_to_utf16(collapsed, first.start - 1)
+    end = codepoint_to_utf16(collapsed, first.end - 1)
+    assert abs(second.start - start) < abs(first.start - start)
+    # when aligned / then the first mention is found
+    assert align_span(text, start, end, "Dior") == (first.start, first.end)
+
+
 def test_align_span_accepts_value_text_with_lf_for_a_crlf_span() -> None:
     # given a span crossing a CRLF whose value.text has only LF, offsets on the collapsed text
     text = "Shop at\r\nSephora\r\nnow"
@@ -351,6 +386,22 @@ def test_align_span_keeps_offsets_when_value_text_lost_double_spaces() -> None:
     sp = span(text, "Fenty  Beauty")
     # when aligned / then the offsets stand
     assert align_span(text, sp.start, sp.end, "Fenty Beauty") == (sp.start, sp.end)
+
+
+def test_align_span_keeps_a_double_space_span_even_if_the_collapsed_text_occurs_later() -> None:
+    # given correct offsets over "Fenty  Beauty" and a literal "Fenty Beauty" further on
+    text = "Fenty  Beauty! yes, Fenty Beauty"
+    sp = span(text, "Fenty  Beauty")
+    # when aligned with the collapsed value.text / then the offsets stand
+    assert align_span(text, sp.start, sp.end, "Fenty Beauty") == (sp.start, sp.end)
+
+
+def test_align_span_prefers_an_exact_occurrence_over_a_whitespace_flexible_one() -> None:
+    # given wrong offsets closer to a double-space variant than to the exact text
+    text = "Fenty  Beauty and Fenty Beauty"
+    exact = span(text, "Fenty Beauty")
+    # when aligned / then the exact occurrence wins (stronger evidence than a loose match)
+    assert align_span(text, 1, 13, "Fenty Beauty") == (exact.start, exact.end)
 
 
 def test_align_span_finds_collapsed_value_text_with_shifted_offsets() -> None:
@@ -597,6 +648,18 @@ def test_results_of_other_controls_and_types_are_ignored() -> None:
     # when parsed with the project config
     parsed = parse_export(export, labels=LABELS, config=CONFIG)
     # then only our control's span is read and nothing is rejected
+    assert parsed.records[0].spans == (Span(0, 4, "BRAND", "Dior"),)
+    assert parsed.rejected == []
+
+
+def test_results_of_other_types_are_ignored_without_a_config() -> None:
+    # given a relation and a textarea result next to a span, and no project config
+    text = "Dior is great"
+    relation = {"type": "relation", "from_id": "a", "to_id": "b", "direction": "right"}
+    textarea = {"type": "textarea", "from_name": "label", "value": {"text": ["note"]}}
+    export = [task(1, text, [relation, textarea, result(0, 4, "Dior")])]
+    # when parsed / then only the labels result is read and nothing is rejected
+    parsed = parse_export(export, labels=LABELS)
     assert parsed.records[0].spans == (Span(0, 4, "BRAND", "Dior"),)
     assert parsed.rejected == []
 
