@@ -20,7 +20,7 @@ from flows.common import (
     open_settings_storage,
     run_stamp,
 )
-from ner import inference, labelstudio, sources
+from ner import inference, labelstudio, labelstudio_client, sources
 from ner.models import load_model
 from ner.registry import CHAMPION
 from ner.settings import Settings, load_settings
@@ -103,7 +103,7 @@ def send_to_label_studio(
 ) -> dict[str, int]:
     """Import the tasks through the Label Studio API (idempotent per post id)."""
     storage = open_settings_storage(settings)
-    client = labelstudio.LabelStudioProject.connect(settings)
+    client = labelstudio_client.LabelStudioProject.connect(settings)
     return client.import_predictions(storage, posts_key, predictions_key)
 
 

@@ -27,7 +27,7 @@ from flows.common import (
     open_settings_storage,
     run_stamp,
 )
-from ner import datasets, evaluation, labelstudio
+from ner import datasets, evaluation, labelstudio, labelstudio_client
 from ner.models import load_model
 from ner.registry import CHALLENGER, CHAMPION, decide, needs_training, run_tags
 from ner.settings import Settings, load_settings
@@ -41,7 +41,7 @@ def pull_annotations(
     """Collect every human annotation into one JSONL in storage; returns key and counts."""
     storage = open_settings_storage(settings)
     if source == "label_studio":
-        project = labelstudio.LabelStudioProject.connect(settings)
+        project = labelstudio_client.LabelStudioProject.connect(settings)
         export_keys = [project.snapshot_export(storage, stamp)]
     return labelstudio.collect_annotations(
         storage, export_keys, settings.labels, out_key=f"annotations/{stamp}.jsonl"

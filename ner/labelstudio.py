@@ -33,6 +33,7 @@ Rejection policy of :func:`parse_export` (the good records are always kept):
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import xml.etree.ElementTree as ET
@@ -43,6 +44,7 @@ from typing import Any, TypeGuard
 from xml.sax.saxutils import escape
 
 from ner.errors import DataError, LabelStudioError, OffsetError
+from ner.storage import EXPORTS, Storage
 from ner.types import Annotation, Parsed, Post, Prediction, Rejected, Span
 
 log = logging.getLogger(__name__)
@@ -652,3 +654,105 @@ def parse_export(
         parsed.repaired,
     )
     return parsed
+
+
+# --------------------------------------------------------------------------- storage exchange
+def write_import_file(
+    storage: Storage, posts_key: str, predictions_key: str, key: str, labels: Sequence[str]
+) -> int:
+    """Stream posts and their predictions into one Label Studio import JSON at ``key``.
+
+    Posts and predictions are read line by line, in step (the predict step keeps the order),
+    so memory stays flat. Returns the number of tasks written.
+    """
+    from ner.inference import read_posts
+
+    config = LabelConfig.for_labels(labels)
+    count = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal count
+        predictions = (
+            Prediction.from_dict(json.loads(line))
+            for line in storage.iter_lines(predictions_key)
+            if line.strip()
+        )
+        yield "["
+        for post, prediction in zip(read_posts(storage, posts_key), predictions, strict=True):
+            if prediction.post_id != post.id:
+                raise DataError(post.id, f"prediction is for post {prediction.post_id}")
+            task = to_tasks([(post, prediction)], config)[0]
+            yield ("," if count else "") + json.dumps(task, ensure_ascii=False)
+            count += 1
+        yield "]"
+
+    try:
+        storage.write_lines(key, lines())
+    except ValueError as exc:  # zip(strict=True): the two files disagree in length
+        raise DataError(predictions_key, f"posts and predictions differ in count: {exc}") from exc
+    return count
+
+
+def count_labelled(export: Any) -> int:
+    """Tasks in an export with at least one finished (not cancelled) annotation."""
+    if not isinstance(export, list):
+        return 0
+    return sum(
+        1
+        for task in export
+        if isinstance(task, dict)
+        and any(
+            isinstance(a, dict) and not a.get("was_cancelled")
+            for a in (task.get("annotations") or [])
+        )
+    )
+
+
+def collect_annotations(
+    storage: Storage,
+    export_keys: Sequence[str] | None,
+    labels: Sequence[str],
+    *,
+    out_key: str,
+) -> dict[str, Any]:
+    """Parse export snapshots from storage into one annotations JSONL at ``out_key``.
+
+    ``export_keys`` defaults to every ``exports/*.json``. A post labelled in several
+    snapshots keeps its most recent annotation. Rejected records are written next to the
+    output (``…rejected.json``) with their reasons, and counted. A post that lost a span to
+    a bad offset is rejected whole, so half-read annotations never become gold.
+    """
+    from ner.datasets import dataset_hash, write_annotations
+
+    keys = (
+        list(export_keys)
+        if export_keys
+        else [k for k in storage.list(EXPORTS) if k.endswith(".json")]
+    )
+    latest: dict[str, tuple[str, int, Annotation]] = {}
+    rejected: list[str] = []
+    repaired = 0
+    for order, key in enumerate(keys):
+        parsed = parse_export(storage.read_json(key), labels=labels, keep_partial=False)
+        repaired += parsed.repaired
+        rejected.extend(f"{key}: {item}" for item in parsed.rejected)
+        for annotation in parsed.records:
+            stamp = (annotation.updated_at or "", order, annotation)
+            known = latest.get(annotation.post_id)
+            if known is None or stamp[:2] >= known[:2]:
+                latest[annotation.post_id] = stamp
+    annotations = [latest[post_id][2] for post_id in sorted(latest)]
+    write_annotations(storage, out_key, annotations)
+    if rejected:
+        storage.write_json(out_key.removesuffix(".jsonl") + ".rejected.json", rejected)
+        for reason in rejected[:20]:
+            log.warning("rejected %s", reason)
+    return {
+        "annotations_key": out_key,
+        "export_keys": keys,
+        "n_annotations": len(annotations),
+        "n_rejected": len(rejected),
+        "n_repaired": repaired,
+        "rejected": rejected[:100],
+        "dataset_hash": dataset_hash(annotations),
+    }
