@@ -93,14 +93,14 @@ class Settings(BaseSettings):
     promotion_margin: float = Field(0.0, ge=0.0)
     gold_fraction: float = Field(0.3, gt=0.0, lt=1.0)
     seed: int = 17
-    max_epochs: int = Field(30, ge=1)
+    max_epochs: int = Field(20, ge=1)
     max_steps: int = Field(0, ge=0, description="0 = bounded by epochs only.")
     patience: int = Field(400, ge=0)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     train_from: Literal["base", "champion"] = Field(
         "base", description="Fine-tune the base pipeline, or the current champion."
     )
-    train_with_gazetteer: bool = True
+    train_with_gazetteer: bool = False
     min_new_labels: int = Field(1, ge=1)
     max_rounds: int = Field(3, ge=1)
 

@@ -233,6 +233,7 @@ def _run_spacy_training(config_path: Path, overrides: dict[str, Any], out: Path)
     from spacy.training.initialize import init_nlp
     from spacy.training.loop import train as train_loop
 
+    out.mkdir(parents=True, exist_ok=True)
     try:
         config = spacy.util.load_config(config_path, overrides=overrides, interpolate=False)
         nlp = init_nlp(config, use_gpu=-1)
