@@ -14,6 +14,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from flows.common import (
+    build_settings,
     flow_run_id,
     io_task,
     make_registry,
@@ -23,7 +24,7 @@ from flows.common import (
 from ner import inference, labelstudio, labelstudio_client, sources
 from ner.models import load_model
 from ner.registry import CHAMPION
-from ner.settings import Settings, load_settings
+from ner.settings import Settings
 from ner.storage import POSTS, PREDICTIONS, TASKS
 
 
@@ -119,7 +120,7 @@ def apply_ner(
 ) -> dict[str, Any]:
     """Fetch -> predict -> send. Returns the storage keys written and the counts."""
     logger = get_run_logger()
-    cfg = load_settings(**(settings or {}))
+    cfg = build_settings(settings)
     stamp = run_stamp(flow_run_id())
     fetched = fetch_posts(
         cfg, source, input_uri, list(keywords or cfg.keywords), max_posts or cfg.max_posts, stamp

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ner.registry import Registry
-from ner.settings import Settings
+from ner.settings import Settings, load_settings
 from ner.storage import Storage, open_storage
 
 
@@ -22,6 +22,29 @@ def run_stamp(run_id: str | None = None) -> str:
     """A sortable, unique name for the objects one run writes."""
     now = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return f"{now}-{run_id[:8]}" if run_id else now
+
+
+SECRET_FIELDS = ("x_bearer_token", "label_studio_api_key")
+
+
+def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings for a flow run: environment + overrides, then secrets from Prefect blocks.
+
+    A secret that is not set directly but names a Secret block (``NER_X_BEARER_TOKEN_BLOCK``)
+    is read from that block at run time, so it never sits in a deployment's parameters or
+    job variables.
+    """
+    from pydantic import SecretStr
+
+    settings = load_settings(**(overrides or {}))
+    updates: dict[str, Any] = {}
+    for name in SECRET_FIELDS:
+        block = getattr(settings, f"{name}_block")
+        if getattr(settings, name) is None and block:
+            from prefect.blocks.system import Secret
+
+            updates[name] = SecretStr(str(Secret.load(block).get()))
+    return settings.model_copy(update=updates) if updates else settings
 
 
 def open_settings_storage(settings: Settings) -> Storage:

@@ -28,12 +28,12 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from flows.apply_ner import apply_ner
-from flows.common import io_task, open_settings_storage, run_stamp
+from flows.common import build_settings, io_task, open_settings_storage, run_stamp
 from flows.train_ner import train_ner
 from ner import labelstudio
 from ner.replay import ReplayAnnotator, demo_gold_path, demo_posts_path
 from ner.report import rounds_table
-from ner.settings import Settings, load_settings
+from ner.settings import Settings
 from ner.storage import EXPORTS
 
 
@@ -83,7 +83,7 @@ def feedback_loop(
 ) -> dict[str, Any]:
     """Run rounds until the threshold is met or the budget is spent; returns every round."""
     logger = get_run_logger()
-    cfg = load_settings(**(settings or {}))
+    cfg = build_settings(settings)
     budget = max_rounds or cfg.max_rounds
     rounds: list[dict[str, Any]] = []
     status = "budget_spent"

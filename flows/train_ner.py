@@ -21,6 +21,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from flows.common import (
+    build_settings,
     flow_run_id,
     io_task,
     make_registry,
@@ -30,7 +31,7 @@ from flows.common import (
 from ner import datasets, evaluation, labelstudio, labelstudio_client
 from ner.models import load_model
 from ner.registry import CHALLENGER, CHAMPION, decide, needs_training, run_tags
-from ner.settings import Settings, load_settings
+from ner.settings import Settings
 from ner.training import TrainOptions, train
 
 
@@ -229,7 +230,7 @@ def train_ner(
 ) -> dict[str, Any]:
     """Run one evaluate-gate-train-promote cycle. Returns a summary of what happened."""
     logger = get_run_logger()
-    cfg = load_settings(**(settings or {}))
+    cfg = build_settings(settings)
     stamp = run_stamp(flow_run_id())
     pulled = pull_annotations(cfg, source, export_keys, stamp)
     logger.info(

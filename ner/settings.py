@@ -68,8 +68,15 @@ class Settings(BaseSettings):
         None, description="Project title; defaults to 'brandloop-{env}'."
     )
 
+    label_studio_api_key_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the Label Studio key."
+    )
+
     # --- X API --------------------------------------------------------------------------
     x_bearer_token: SecretStr | None = None
+    x_bearer_token_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the X bearer token."
+    )
     keywords: tuple[str, ...] = DEFAULT_KEYWORDS
     lang: str = "en"
     max_posts: int = Field(500, ge=1)
@@ -129,8 +136,8 @@ class Settings(BaseSettings):
         value = getattr(self, name, None)
         if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
             raise ConfigError(
-                f"NER_{name.upper()} is not set: it is required here "
-                f"(set the environment variable or pass it to the flow)."
+                f"NER_{name.upper()} is not set: it is required here (set the environment "
+                f"variable, or NER_{name.upper()}_BLOCK to the name of a Prefect Secret block)."
             )
         return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
 

@@ -1,0 +1,87 @@
+"""The whole loop through the Prefect flows, on a small slice of the demo posts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow.spacy
+from mlflow import MlflowClient
+
+from flows.feedback_loop import feedback_loop
+from ner.datasets import load_gold_set
+from ner.replay import demo_posts_path
+from ner.storage import open_storage
+
+
+def slice_posts(tmp_path: Path, n: int) -> Path:
+    lines = demo_posts_path().read_text(encoding="utf-8").splitlines()[:n]
+    path = tmp_path / "posts.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_loop_trains_promotes_then_meets_threshold_on_the_same_gold_set(
+    prefect_ephemeral: None, loop_settings: dict[str, object], tmp_path: Path
+) -> None:
+    # Given 260 posts, the pretrained base as cold start, and a threshold it does not reach
+    posts = slice_posts(tmp_path, 260)
+    settings = {**loop_settings, "cold_start": "base", "threshold": 0.5}
+
+    # When the loop runs with the replay annotator, 160 posts a round
+    result = feedback_loop(
+        source="jsonl",
+        input_uri=str(posts),
+        posts_per_round=160,
+        annotator="replay",
+        max_rounds=3,
+        settings=settings,
+    )
+
+    # Then round 1 trained a challenger that beat the cold start and was promoted
+    rounds = result["rounds"]
+    first = rounds[0]
+    assert first["status"] == "promoted", first
+    assert first["champion_f1"] < 0.5 <= first["challenger_f1"]
+    assert first["challenger_f1"] > first["champion_f1"]
+    assert first["promoted_version"] == "1"
+    # And round 2 scored the new champion on the *same* frozen gold set and stopped
+    second = rounds[1]
+    assert second["gold_hash"] == first["gold_hash"]
+    assert second["champion_model"] == "brand-ner/1"
+    assert second["champion_f1"] == first["challenger_f1"]
+    assert second["status"] == "threshold_met"
+    assert result["status"] == "threshold_met"
+    assert len(rounds) == 2
+
+    # And the registry holds the audited champion, loadable through the contract
+    tracking = str(settings["mlflow_tracking_uri"])
+    client = MlflowClient(tracking_uri=tracking)
+    assert client.get_model_version_by_alias("brand-ner", "champion").version == "1"
+    mlflow.set_tracking_uri(tracking)
+    nlp = mlflow.spacy.load_model("models:/brand-ner@champion")
+    assert nlp.pipe_names[-1] == "brandloop_labels"
+    assert {e.label_ for e in nlp("new Fenty Beauty gloss and a Glossier balm").ents} <= {"BRAND"}
+
+    # And the training run carries params, gold metrics, the dataset hash and plots
+    run = client.get_run(first["run_id"])
+    assert run.data.params["max_epochs"] == "6"
+    assert run.data.metrics["gold_f1"] == first["challenger_f1"]
+    assert "gold_BRAND_f1" in run.data.metrics
+    assert run.data.tags["brandloop.gold_hash"] == first["gold_hash"]
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"train-pool", "gold"}
+    plots = {a.path for a in client.list_artifacts(first["run_id"], "plots")}
+    assert plots == {"plots/learning_curve.png", "plots/gold_per_label_f1.png"}
+
+    # And no gold post was ever trained on
+    storage = open_storage(str(settings["storage_uri"]), "dev")
+    loaded = load_gold_set(storage)
+    assert loaded is not None
+    gold_set, _ = loaded
+    assert gold_set.hash == first["gold_hash"]
+    gold_ids = set(gold_set.post_ids)
+    train_keys = [k for k in storage.list("annotations") if k.endswith(".train.jsonl")]
+    trained_ids = {
+        json.loads(line)["post_id"] for key in train_keys for line in storage.iter_lines(key)
+    }
+    assert gold_ids and trained_ids and not gold_ids & trained_ids
