@@ -1,0 +1,1 @@
+"""Helpers shared by tests and benchmark scripts (real local servers, fakes)."""
