@@ -126,7 +126,7 @@ def _demo(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="brandloop demo: the whole loop, offline.")
     parser.add_argument("--demo", action="store_true", help="run on the bundled demo posts")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--posts-per-round", type=int, default=240)
+    parser.add_argument("--posts-per-round", type=int, default=360)
     parser.add_argument("--keep", action="store_true", help="keep state from earlier demos")
     args = parser.parse_args(argv)
     if not args.demo:

@@ -17,7 +17,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def rounds_table(rounds: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table: one row per feedback-loop round."""
     header = (
-        "| round | posts sent | labels | champion F1 (gold) | challenger F1 (gold) "
+        "| round | posts sent | labels (total) | champion F1 (gold) | challenger F1 (gold) "
         "| promoted | champion after | outcome |"
     )
     lines = [header, "|" + "---|" * 8]
@@ -35,7 +35,9 @@ def rounds_table(rounds: Sequence[Mapping[str, Any]]) -> str:
                     ("yes (v" + str(r["promoted_version"]) + ")")
                     if r.get("promoted_version")
                     else "no",
-                    r.get("champion_version") or r.get("champion_model"),
+                    f"v{r['champion_version']}"
+                    if r.get("champion_version")
+                    else r.get("champion_model"),
                     r.get("status"),
                 )
             )
