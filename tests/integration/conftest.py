@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -165,17 +166,20 @@ class _Launcher:
             time.sleep(0.2)
 
     def close(self) -> None:
+        """Stop every server, all at once (each stop waits for its own process group)."""
         if self._ls_thread is not None:
             self._ls_thread.join(timeout=300)
-        # Label Studio and Prefect first: they may hold connections to the others.
-        for name in ("label_studio", "prefect_server", "mlflow_server", "gcs_emulator"):
-            service = self._services.pop(name, None)
-            if service is None:
-                continue
-            try:
-                service.stop()
-            except Exception as exc:  # keep stopping the others, then report
-                log.error("could not stop %s: %s", name, exc)
+        services = list(self._services.items())
+        self._services.clear()
+        if not services:
+            return
+        with ThreadPoolExecutor(max_workers=len(services)) as pool:
+            stops = [(name, pool.submit(service.stop)) for name, service in services]
+            for name, stop in stops:
+                try:
+                    stop.result()
+                except Exception as exc:  # keep stopping the others, then report
+                    log.error("could not stop %s: %s", name, exc)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ process behind, pause/resume and kill/restart behave as reliability tests expect
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 import time
@@ -26,6 +27,7 @@ from tests.support.servers import (
     MlflowService,
     PrefectService,
     ServerStartError,
+    process_group_members,
     free_port,
     gcs_service,
     http_status,
@@ -183,22 +185,48 @@ def test_killed_server_restarts_on_same_port_with_its_data(tmp_path: Path) -> No
 
 
 # --- Prefect --------------------------------------------------------------------------
-def test_prefect_work_pool_and_worker(prefect_server: PrefectService, tmp_path: Path) -> None:
+HELLO_FLOW = """
+from pathlib import Path
+
+from prefect import flow
+
+
+@flow
+def hello(out: str) -> None:
+    Path(out).write_text("ran")
+"""
+
+
+def test_prefect_pool_deployment_and_worker(prefect_server: PrefectService, tmp_path: Path) -> None:
     pool = unique("smoke-pool")
     # Given a process work pool created with the CLI against the server
     prefect_server.cli("work-pool", "create", pool, "--type", "process")
-    # When it is read back over the REST API
     response = requests.get(f"{prefect_server.api_url}/work_pools/{pool}", timeout=10)
-    # Then it exists with the process type
-    assert response.status_code == 200
-    assert response.json()["type"] == "process"
-    # And a run-once worker polls it, registers itself and exits cleanly
-    done = prefect_server.run_worker(pool, timeout=120)
+    assert response.status_code == 200 and response.json()["type"] == "process"
+    # And a deployment of a flow with one run requested
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "hello.py").write_text(HELLO_FLOW)
+    marker = tmp_path / "marker.txt"
+    name = unique("d")
+    prefect_server.cli("deploy", "hello.py:hello", "--name", name, "--pool", pool, cwd=project)
+    prefect_server.cli("deployment", "run", f"hello/{name}", "--param", f"out={marker}")
+    deployment = requests.get(f"{prefect_server.api_url}/deployments/name/hello/{name}", timeout=10)
+    assert deployment.status_code == 200
+    # When a run-once worker polls the pool
+    done = prefect_server.run_worker(pool, timeout=180)
+    # Then it ran the flow to completion and exited cleanly
     assert done.returncode == 0, done.stdout[-2000:]
-    workers = requests.post(
-        f"{prefect_server.api_url}/work_pools/{pool}/workers/filter", json={}, timeout=10
-    )
-    assert workers.status_code == 200 and len(workers.json()) >= 1
+    assert marker.read_text() == "ran"
+    runs = requests.post(f"{prefect_server.api_url}/flow_runs/filter", json={}, timeout=10)
+    ours = [r for r in runs.json() if r["deployment_id"] == deployment.json()["id"]]
+    assert [r["state_type"] for r in ours] == ["COMPLETED"]
+
+    # And a long-running worker registers with the pool, then stops without leftovers
+    with prefect_server.worker(pool, tmp_path / "worker", name="smoke-worker") as worker:
+        assert "smoke-worker" in prefect_server.worker_names(pool)
+        assert worker.running
+    assert worker.group_pids() == []
 
 
 # --- The harness itself -----------------------------------------------------------------
@@ -267,3 +295,32 @@ def test_stop_kills_a_group_that_ignores_the_polite_signal(tmp_path: Path) -> No
     returncode = server.stop()
     assert returncode == -9
     assert server.group_pids() == []
+
+
+def test_servers_die_with_the_process_that_started_them(tmp_path: Path) -> None:
+    # Given a process that starts a server and then dies abruptly (no finalizers, no atexit)
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from pathlib import Path
+        from tests.support.servers import ManagedServer, free_port
+        server = ManagedServer(
+            "orphan-candidate",
+            [sys.executable, "-c", "import time; time.sleep(300)"],
+            workdir=Path({str(tmp_path)!r}),
+            port=free_port(),
+            health_url=None,
+        ).start()
+        print(server.pid, flush=True)
+        os._exit(1)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    pid = int(done.stdout.split()[0])
+    # When the kernel notices, then the server is gone too
+    deadline = time.monotonic() + 15
+    while process_group_members(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process_group_members(pid) == []

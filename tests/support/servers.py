@@ -151,6 +151,21 @@ def http_status(
         return None
 
 
+def http_post_json(url: str, payload: Any, timeout: float = 5.0) -> Any:
+    """POST ``payload`` as JSON and return the decoded answer; None on any failure."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with _NO_PROXY_OPENER.open(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, TimeoutError, ValueError):
+        return None
+
+
 def wait_http(
     url: str,
     timeout: float,
@@ -206,7 +221,7 @@ def _bytecode_env() -> dict[str, str]:
     return {"PYTHONPYCACHEPREFIX": str(PYCACHE_DIR)}
 
 
-def _group_members(pgid: int) -> list[int]:
+def process_group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group ``pgid``."""
     proc_root = Path("/proc")
     if not proc_root.is_dir():  # not Linux: ask the kernel whether the group exists
@@ -270,6 +285,8 @@ class ManagedServer:
         workdir: folder for the log file (``{name}.log``); also the default cwd.
         port: the port the server listens on (kept across restarts).
         health_url: polled until it answers 2xx; None means "ready once launched".
+        ready_check: optional extra condition, called after the health URL answers
+            (e.g. "the worker has registered"); it must not raise.
         env: variables added to (a copy of) this process's environment.
         unset_env: variables removed from that environment.
         stop_signal: the polite signal :meth:`stop` sends to the process group.
@@ -285,6 +302,7 @@ class ManagedServer:
         workdir: Path,
         port: int,
         health_url: str | None,
+        ready_check: Callable[[], bool] | None = None,
         env: Mapping[str, str] | None = None,
         unset_env: Sequence[str] = (),
         cwd: Path | None = None,
@@ -297,6 +315,7 @@ class ManagedServer:
         self.workdir = Path(workdir)
         self.port = port
         self.health_url = health_url
+        self.ready_check = ready_check
         self.env = dict(env or {})
         self.unset_env = tuple(unset_env)
         self.cwd = Path(cwd) if cwd is not None else self.workdir
@@ -337,7 +356,7 @@ class ManagedServer:
         if self._proc is None:
             return []
         self._proc.poll()  # reap the leader if it exited
-        return _group_members(self._proc.pid)
+        return process_group_members(self._proc.pid)
 
     def log_tail(self, lines: int = 60) -> str:
         return log_tail(self.log_path, lines)
@@ -409,6 +428,8 @@ class ManagedServer:
             healthy = status is not None and 200 <= status < 300
         else:
             healthy = self.health_url is None
+        if healthy and self.ready_check is not None:
+            healthy = self.ready_check()
         if proc.poll() is not None:
             self.stop(timeout=5)  # reap it and anything it left in its group
             raise ServerStartError(
@@ -788,6 +809,13 @@ class PrefectService(Service):
         env.update(extra_env or {})
         return env
 
+    def worker_names(self, pool: str) -> list[str]:
+        """Names of the workers the server knows for ``pool`` (empty if unreachable)."""
+        body = http_post_json(f"{self.api_url}/work_pools/{pool}/workers/filter", {})
+        if not isinstance(body, list):
+            return []
+        return [str(w.get("name")) for w in body if isinstance(w, dict)]
+
     def cli(
         self,
         *args: str,
@@ -845,10 +873,12 @@ class PrefectService(Service):
     ) -> ManagedServer:
         """A long-running process worker (not started yet; ``with`` starts and stops it).
 
-        It serves its health check on a free port, so ``start()`` returns once it polls.
-        SIGINT stops it (it ignores SIGTERM for a while). Stop workers before the server.
+        ``start()`` returns once its health check answers and the server lists it among
+        the pool's workers. SIGINT stops it (it ignores SIGTERM for a while). Stop workers
+        before the server. ``name`` defaults to a unique one.
         """
         port = free_port()
+        name = name or f"{pool}-worker-{secrets.token_hex(4)}"
         argv = [
             _venv_script("prefect"),
             "--no-prompt",
@@ -856,10 +886,10 @@ class PrefectService(Service):
             "start",
             "--pool",
             pool,
+            "--name",
+            name,
             "--with-healthcheck",
         ]
-        if name:
-            argv += ["--name", name]
         env = {
             **self.env(),
             **_bytecode_env(),
@@ -868,11 +898,12 @@ class PrefectService(Service):
             "PREFECT_WORKER_WEBSERVER_PORT": str(port),
         }
         return ManagedServer(
-            f"prefect-worker-{name or pool}",
+            f"prefect-worker-{name}",
             argv,
             workdir=Path(workdir),
             port=port,
             health_url=f"http://{LOCALHOST}:{port}/health",
+            ready_check=lambda: name in self.worker_names(pool),
             env=env,
             unset_env=(*_PREFECT_CLIENT_ENV, "PYTHONDONTWRITEBYTECODE"),
             stop_signal=signal.SIGINT,
@@ -909,7 +940,7 @@ def _run_group(
         raise ServerError(
             f"`{' '.join(argv)}` did not finish within {timeout:.0f} s:\n{text[-4000:]}"
         ) from exc
-    leftovers = _group_members(proc.pid)
+    leftovers = process_group_members(proc.pid)
     if leftovers:  # children that outlived the command would be orphans
         log.warning("killing %s left behind by %s", leftovers, argv[0])
         with contextlib.suppress(ProcessLookupError):
@@ -965,7 +996,7 @@ def prefect_service(
             "PREFECT_API_DATABASE_CONNECTION_URL",
             "PREFECT_SERVER_DATABASE_CONNECTION_URL",
         ),
-        stop_signal=signal.SIGINT,
+        stop_signal=signal.SIGTERM,  # SIGINT during start-up takes 10 s or more
         startup_timeout=startup_timeout,
     )
     return PrefectService(server, url, api_url=f"{url}/api", home=home, client_home=client_home)
@@ -1161,6 +1192,9 @@ def _label_studio_server(
         "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
         "LATEST_VERSION_CHECK": "false",
         "COLLECT_ANALYTICS": "false",
+        # Label Studio reports errors and 2 % of traces to its vendor's Sentry by default.
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
         "LABEL_STUDIO_USERNAME": credentials.username,
         "LABEL_STUDIO_PASSWORD": credentials.password,
         "LABEL_STUDIO_USER_TOKEN": credentials.token,
@@ -1184,7 +1218,7 @@ def _label_studio_server(
         health_url=f"http://{LOCALHOST}:{port}/health",
         env=env,
         unset_env=(*_PYTHON_ENV, "DJANGO_SETTINGS_MODULE"),
-        stop_signal=signal.SIGINT,
+        stop_signal=signal.SIGTERM,  # SIGINT is lost while it imports
         startup_timeout=startup_timeout,
     )
 
