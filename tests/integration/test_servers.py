@@ -27,10 +27,10 @@ from tests.support.servers import (
     MlflowService,
     PrefectService,
     ServerStartError,
-    process_group_members,
     free_port,
     gcs_service,
     http_status,
+    process_group_members,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
