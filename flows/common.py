@@ -43,7 +43,8 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
         if getattr(settings, name) is None and block:
             from prefect.blocks.system import Secret
 
-            updates[name] = SecretStr(str(Secret.load(block).get()))
+            secret: Any = Secret.load(block, _sync=True)  # type: ignore[call-arg]
+            updates[name] = SecretStr(str(secret.get()))
     return settings.model_copy(update=updates) if updates else settings
 
 
