@@ -52,7 +52,10 @@ def test_promoted_model_loads_through_the_contract(registry: Registry, tmp_path:
     # Then the spaCy flavor loads @champion and its BRAND entities are the brands
     nlp = mlflow.spacy.load_model("models:/brand-ner@champion")
     doc = nlp("Glossier drop today, fenty beauty restock")
-    assert [(e.text, e.label_) for e in doc.ents] == [("Glossier", "BRAND"), ("fenty beauty", "BRAND")]
+    assert [(e.text, e.label_) for e in doc.ents] == [
+        ("Glossier", "BRAND"),
+        ("fenty beauty", "BRAND"),
+    ]
     # And the pyfunc flavor serves the same model
     served = mlflow.pyfunc.load_model("models:/brand-ner@champion")
     out = served.predict([{"text": "obsessed with glossier"}])
@@ -82,7 +85,10 @@ def test_alias_moves_are_audited_and_rollback_restores(registry: Registry, tmp_p
     for version, f1 in ((v1, 0.82), (v2, 0.9)):
         registry.record_evaluation(version, GOLD, {"f1": f1})
         registry.promote(
-            version, gold_hash=GOLD, decision=decide(f1, None, 0.8), metrics={"f1": f1},
+            version,
+            gold_hash=GOLD,
+            decision=decide(f1, None, 0.8),
+            metrics={"f1": f1},
             actor="tester",
         )
     assert registry.alias_version(CHAMPION) == v2

@@ -50,7 +50,10 @@ def test_label_filter_maps_and_drops() -> None:
         SpacySpan(doc, 5, 6, "GPE"),
     ]
     doc = nlp.get_pipe("brandloop_labels")(doc)
-    assert [(e.text, e.label_) for e in doc.ents] == [("Sephora", "BRAND"), ("Rare Beauty", "BRAND")]
+    assert [(e.text, e.label_) for e in doc.ents] == [
+        ("Sephora", "BRAND"),
+        ("Rare Beauty", "BRAND"),
+    ]
 
 
 def test_only_entity_pipes_run() -> None:
