@@ -216,9 +216,10 @@ def _venv_script(name: str) -> str:
 
 
 def _bytecode_env() -> dict[str, str]:
-    """Environment that lets a child cache bytecode under ``.tools/pycache``."""
+    """Environment for a child from our venv: bytecode cached under ``.tools/pycache``,
+    and no usage telemetry (tests talk to 127.0.0.1 only)."""
     PYCACHE_DIR.mkdir(parents=True, exist_ok=True)
-    return {"PYTHONPYCACHEPREFIX": str(PYCACHE_DIR)}
+    return {"PYTHONPYCACHEPREFIX": str(PYCACHE_DIR), "DO_NOT_TRACK": "true"}
 
 
 def process_group_members(pgid: int) -> list[int]:
@@ -367,7 +368,11 @@ class ManagedServer:
 
     # -- lifecycle -------------------------------------------------------------------------
     def launch(self) -> None:
-        """Start the process without waiting for it to become healthy."""
+        """Start the process without waiting for it to become healthy.
+
+        When called from the main thread on Linux, the kernel also sends ``stop_signal``
+        to the server if this process dies without stopping it (SIGKILL, ``os._exit``).
+        """
         if self.running:
             raise ServerError(f"{self.name} is already running (pid {self.pid})")
         if port_in_use(self.port):
@@ -672,6 +677,7 @@ def mlflow_service(
     env = {
         **_bytecode_env(),
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if job_execution else "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     server = ManagedServer(
         "mlflow",
@@ -1192,6 +1198,7 @@ def _label_studio_server(
         "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
         "LATEST_VERSION_CHECK": "false",
         "COLLECT_ANALYTICS": "false",
+        "DO_NOT_TRACK": "true",
         # Label Studio reports errors and 2 % of traces to its vendor's Sentry by default.
         "SENTRY_DSN": "",
         "FRONTEND_SENTRY_DSN": "",
@@ -1255,8 +1262,9 @@ def ensure_label_studio_template(
             return found
         started = time.monotonic()
         shutil.rmtree(template_dir, ignore_errors=True)
+        for stale in template_dir.parent.glob(f"{template_dir.name}.building-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a build that crashed
         building = template_dir.with_name(f"{template_dir.name}.building-{os.getpid()}")
-        shutil.rmtree(building, ignore_errors=True)
         credentials = LabelStudioCredentials.generate()
         service = LabelStudioService(
             _label_studio_server(
