@@ -1,40 +1,66 @@
 """Where posts come from: a JSONL file, or the X API v2 recent-search endpoint.
 
-Both sources stream, validate every record (a bad one is reported with its line or tweet id
-and skipped; the good ones are kept), de-duplicate by post id, and keep a checkpoint in
-storage so that the next run continues where the last one stopped.
+Both sources stream, validate every record, de-duplicate by post id and keep a checkpoint in
+storage so that the next run continues where the last one stopped. A bad record is reported
+(its line number or tweet id, and why) and skipped; the good ones around it are kept.
 
-Checkpoints are advanced only by :meth:`XSource.commit` / after the posts were written, so a
-run that crashes before its posts are stored is simply fetched again: nothing is stored
-twice and nothing is skipped.
+**Checkpoints move only after the posts are stored.** ``fetch_*_to_storage`` writes the
+posts atomically first and the checkpoint second. :class:`XSource` hands posts over with
+:meth:`XSource.fetch` and writes its checkpoint only when the caller calls
+:meth:`XSource.commit` after storing them. A run that fails before its posts are stored
+therefore leaves the checkpoint where it was, and the next run fetches the same posts again:
+none is stored twice and none is skipped.
 
-X API paging. Recent search returns the newest posts first. A run that stops early (post
-budget reached, crash) must not move the ``since_id`` watermark past posts it never saw, so
-the checkpoint keeps the unfinished window: ``since_id`` (lower bound), ``until_id`` (the
-oldest id already stored) and ``newest_id`` (the newest id of the window). The next run
-finishes the window first (``since_id < id < until_id``); only when the window is exhausted
-does ``since_id`` move to ``newest_id``.
+**The X watermark.** Recent search returns the newest posts first, so a run that stops early
+(post budget reached, crash after a partial commit) must not move ``since_id`` past posts it
+never saw. The checkpoint therefore keeps the unfinished window: ``since_id`` (lower bound),
+``until_id`` (the oldest id handed over) and ``newest_id`` (the newest id of the window).
+The next run finishes the window first (``since_id < id < until_id``). Only when the window
+is exhausted does ``since_id`` move to ``newest_id``. X keeps 7 days of posts. If the
+checkpoint is older than that, X rejects it (400), and the posts in between are gone. The
+fetch then logs a warning and drops the expired bound (see :meth:`XSource.fetch`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import re
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ner.errors import ConfigError, DataError, SourceAuthError, SourceError, StorageError
 from ner.storage import CHECKPOINTS, Storage
 from ner.types import Post, Rejected
 
+if TYPE_CHECKING:
+    import tweepy
+
+    from ner.settings import Settings
+
 log = logging.getLogger(__name__)
 
-#: X's limit on a recent-search query (Essential/Basic access).
+#: X's limit on a recent-search query for self-serve access (Pro/Enterprise allow 4096).
 MAX_QUERY_LENGTH = 512
 TWEET_FIELDS = ("created_at", "author_id", "lang")
+X_CHECKPOINT = f"{CHECKPOINTS}/x_since_id.json"
+#: How many rejected records are logged one by one (all of them are written to storage).
+LOG_REJECTED = 20
+
+
+def _check_encodable(post: Post) -> None:
+    """Reject text that cannot be stored as UTF-8 (lone surrogates, undecodable bytes)."""
+    for name, value in post.to_dict().items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise DataError(post.id, f"{name!r} is not valid Unicode: {exc.reason}") from exc
 
 
 # --------------------------------------------------------------------------- JSONL
@@ -43,58 +69,117 @@ def iter_jsonl(
     *,
     source: str = "jsonl",
     query: str | None = None,
-    seen: set[str] | None = None,
+    seen: dict[str, int] | None = None,
     first_line: int = 1,
 ) -> Iterator[tuple[int, Post | Rejected]]:
     """Parse JSONL lines into posts, streaming; yields ``(line number, Post | Rejected)``.
 
-    Blank lines are skipped silently. Invalid JSON, a record without id or text, an empty
-    text and a repeated id are yielded as :class:`Rejected` naming the line.
+    Nothing but ``seen`` (post id -> line where it first appeared) is kept in memory. Blank
+    lines are skipped silently. A line that is not a JSON object, has no usable id, has a
+    missing, non-string or empty text, or repeats an id already in ``seen`` is yielded as a
+    :class:`Rejected` whose ``record_id`` names the line, and parsing goes on.
     """
-    seen = set() if seen is None else seen
+    seen = {} if seen is None else seen
     for number, line in enumerate(lines, start=first_line):
+        if number == 1:
+            line = line.removeprefix("\ufeff")
         if not line.strip():
             continue
+        where = f"line {number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield number, Rejected(f"line {number}", f"invalid JSON: {exc.msg}")
+            yield number, Rejected(where, f"invalid JSON: {exc.msg} (column {exc.colno})")
             continue
         if not isinstance(record, dict):
-            yield number, Rejected(f"line {number}", "not a JSON object")
+            yield number, Rejected(where, "not a JSON object")
+            continue
+        record_id = record.get("id")
+        if isinstance(record_id, bool) or not isinstance(record_id, str | int | None):
+            yield number, Rejected(where, f"'id' must be a string or an integer: {record_id!r}")
             continue
         record.setdefault("source", source)
         if query is not None:
             record.setdefault("query", query)
         try:
             post = Post.from_dict(record)
+            _check_encodable(post)
         except DataError as exc:
-            yield number, Rejected(f"line {number} ({exc.record_id or 'no id'})", exc.reason)
+            label = f"{where} ({exc.record_id})" if exc.record_id else where
+            yield number, Rejected(label, exc.reason)
             continue
         if post.id in seen:
-            yield number, Rejected(f"line {number} ({post.id})", "duplicate post id")
+            yield (
+                number,
+                Rejected(
+                    f"{where} ({post.id})", f"duplicate post id (first on line {seen[post.id]})"
+                ),
+            )
             continue
-        seen.add(post.id)
+        seen[post.id] = number
         yield number, post
 
 
-def _jsonl_lines(storage: Storage, input_uri: str) -> Iterator[str]:
-    """Lines of a local file, or of an object in ``storage`` when no such file exists."""
+def _jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]:
+    """Lines of a local file, or of an object in ``storage`` (a key or a URI under its root).
+
+    A local file is decoded line by line, so undecodable bytes spoil only their line (they
+    become lone surrogates, which :func:`iter_jsonl` rejects).
+    """
     path = Path(input_uri.removeprefix("file://")).expanduser()
     if path.is_file():
-        with path.open("r", encoding="utf-8") as handle:
-            for line in handle:
-                yield line.rstrip("\n")
+        with path.open("rb") as handle:
+            for raw in handle:
+                yield raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
         return
-    if "://" not in input_uri and storage.exists(input_uri):
-        yield from storage.iter_lines(input_uri)
+    root = storage.uri().rstrip("/") + "/"
+    key = input_uri.removeprefix(root) if input_uri.startswith(root) else input_uri
+    if "://" not in key and storage.exists(key):
+        yield from storage.iter_lines(key)
         return
     raise SourceError(f"JSONL input {input_uri!r} is neither a local file nor a storage key")
 
 
+def _line_bytes(line: str) -> bytes:
+    return line.encode("utf-8", errors="surrogateescape") + b"\n"
+
+
 def jsonl_checkpoint_key(input_uri: str) -> str:
+    """Storage key of the line checkpoint of one JSONL input."""
     digest = hashlib.sha256(input_uri.encode("utf-8")).hexdigest()[:16]
     return f"{CHECKPOINTS}/jsonl-{digest}.json"
+
+
+def _jsonl_prefix(
+    storage: Storage, input_uri: str, done: int, expected: str | None
+) -> tuple[int, Any, dict[str, int]]:
+    """Re-read the lines consumed by earlier runs: their hash and their post ids.
+
+    Returns ``(lines done, running sha256, seen ids)``. If the input no longer starts with
+    the lines that were checkpointed (it was replaced, not appended to), start again at 0.
+    """
+    digest = hashlib.sha256()
+    seen: dict[str, int] = {}
+    if done <= 0:
+        return 0, digest, seen
+
+    def hashed(lines: Iterable[str]) -> Iterator[str]:
+        for line in lines:
+            digest.update(_line_bytes(line))
+            yield line
+
+    with closing(_jsonl_lines(storage, input_uri)) as lines:
+        for _ in iter_jsonl(hashed(itertools.islice(lines, done)), seen=seen):
+            pass
+    if expected is None or digest.hexdigest() == expected:
+        return done, digest, seen
+    log.warning(
+        "JSONL input %s no longer starts with the %d lines read by earlier runs; "
+        "reading it again from line 1",
+        input_uri,
+        done,
+    )
+    return 0, hashlib.sha256(), {}
 
 
 def fetch_jsonl_to_storage(
@@ -102,96 +187,149 @@ def fetch_jsonl_to_storage(
 ) -> dict[str, Any]:
     """Copy the next ``max_posts`` valid posts of a JSONL input into ``key``.
 
-    The checkpoint (the last line consumed) moves only after the posts were written, so
-    repeated runs walk through the file batch by batch without repeats or gaps. Rejected
-    lines are written to ``<key>.rejected.json`` and counted.
+    ``input_uri`` is a local path, a storage key, or a URI under the storage root. The
+    checkpoint (the last line consumed and a hash of the lines up to it) moves only after the
+    posts were written. Repeated runs therefore walk through a growing file batch by batch,
+    without repeats or gaps, and ids are de-duplicated across batches too. If the file was
+    replaced, reading starts again at line 1. Rejected lines are logged, written to
+    ``<key without .jsonl>.rejected.json``, and counted.
     """
+    if max_posts < 1:
+        raise ConfigError(f"max_posts must be at least 1, got {max_posts}")
     checkpoint_key = jsonl_checkpoint_key(input_uri)
-    done = 0
+    done, expected = 0, None
     if storage.exists(checkpoint_key):
-        done = int(storage.read_json(checkpoint_key).get("line", 0))
+        try:
+            state = storage.read_json(checkpoint_key)
+            done, expected = int(state.get("line", 0)), state.get("sha256")
+        except (StorageError, ValueError, TypeError, AttributeError) as exc:
+            raise SourceError(f"unreadable JSONL checkpoint {checkpoint_key}: {exc}") from exc
+    done, digest, seen = _jsonl_prefix(storage, input_uri, done, expected)
     rejected: list[Rejected] = []
-    last_line = done
-    count = 0
+    last_line, committed, count = done, digest.copy(), 0
+
+    def hashed(lines: Iterable[str]) -> Iterator[str]:
+        for line in lines:
+            digest.update(_line_bytes(line))
+            yield line
 
     def posts() -> Iterator[str]:
-        nonlocal last_line, count
-        lines = _jsonl_lines(storage, input_uri)
-        for _ in range(done):
-            if next(lines, None) is None:
-                return
-        for number, item in iter_jsonl(lines, first_line=done + 1):
-            if isinstance(item, Rejected):
-                rejected.append(item)
-                last_line = number
-                continue
-            if count >= max_posts:
-                return
-            count += 1
-            last_line = number
-            yield json.dumps(item.to_dict(), ensure_ascii=False)
+        nonlocal last_line, committed, count
+        with closing(_jsonl_lines(storage, input_uri)) as lines:
+            rest = hashed(itertools.islice(lines, done, None))
+            for number, item in iter_jsonl(rest, seen=seen, first_line=done + 1):
+                if isinstance(item, Post):
+                    if count >= max_posts:
+                        return
+                    count += 1
+                    line = json.dumps(item.to_dict(), ensure_ascii=False)
+                else:
+                    rejected.append(item)
+                last_line, committed = number, digest.copy()
+                if isinstance(item, Post):
+                    yield line
 
     storage.write_lines(key, posts())
-    if rejected:
-        storage.write_json(
-            key.removesuffix(".jsonl") + ".rejected.json", [str(r) for r in rejected]
-        )
-        for item in rejected[:20]:
-            log.warning("skipped %s: %s", input_uri, item)
-    storage.write_json(checkpoint_key, {"input": input_uri, "line": last_line})
+    _report_rejected(storage, key, input_uri, rejected)
+    storage.write_json(
+        checkpoint_key,
+        {"input": input_uri, "line": last_line, "sha256": committed.hexdigest()},
+    )
     return {"posts_key": key, "n_posts": count, "n_rejected": len(rejected), "source": "jsonl"}
 
 
+def _report_rejected(storage: Storage, key: str, origin: str, rejected: list[Rejected]) -> None:
+    if not rejected:
+        return
+    storage.write_json(key.removesuffix(".jsonl") + ".rejected.json", [str(r) for r in rejected])
+    for item in rejected[:LOG_REJECTED]:
+        log.warning("skipped a record of %s: %s", origin, item)
+    if len(rejected) > LOG_REJECTED:
+        log.warning("... and %d more rejected records", len(rejected) - LOG_REJECTED)
+
+
 # --------------------------------------------------------------------------- X API v2
-def build_query(keywords: Sequence[str], lang: str = "en") -> str:
-    """``(a OR "two words" OR #c) lang:en -is:retweet`` from a keyword list."""
-    terms = []
+def build_query(
+    keywords: Sequence[str], lang: str = "en", *, max_length: int = MAX_QUERY_LENGTH
+) -> str:
+    """``(a OR "two words" OR #c) lang:en -is:retweet`` from a keyword list.
+
+    Blank and repeated keywords (X search ignores case) are dropped. A keyword with spaces
+    or parentheses is quoted. An empty ``lang`` means no language filter. Raises
+    :class:`ConfigError` if no keyword is left or the query is longer than ``max_length``.
+    """
+    terms: list[str] = []
+    folded: set[str] = set()
     for keyword in keywords:
         word = keyword.strip()
-        if not word:
+        if not word or word.casefold() in folded:
             continue
-        if any(ch.isspace() for ch in word):
+        folded.add(word.casefold())
+        if any(ch.isspace() or ch in "()" for ch in word):
             word = '"' + word.replace('"', "") + '"'
         terms.append(word)
     if not terms:
         raise ConfigError("NER_KEYWORDS is empty: at least one keyword is needed")
-    query = f"({' OR '.join(terms)}) -is:retweet"
-    if lang:
-        query = f"({' OR '.join(terms)}) lang:{lang} -is:retweet"
-    if len(query) > MAX_QUERY_LENGTH:
+    language = f" lang:{lang.strip()}" if lang.strip() else ""
+    query = f"({' OR '.join(terms)}){language} -is:retweet"
+    if len(query) > max_length:
         raise ConfigError(
-            f"NER_KEYWORDS make a query of {len(query)} characters; X allows {MAX_QUERY_LENGTH}"
+            f"NER_KEYWORDS make a query of {len(query)} characters; X allows {max_length}"
         )
     return query
 
 
-def make_x_client(bearer_token: str, *, wait_on_rate_limit: bool = True) -> Any:
-    """A tweepy v2 client returning plain dicts (so one bad tweet cannot spoil a page)."""
+_BEARER = re.compile(r"Bearer [^\s'\",}]+")
+
+
+class _RedactBearer(logging.Filter):
+    """tweepy logs request headers, bearer token included, at DEBUG level: mask it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "Bearer " in record.msg:
+            record.msg = _BEARER.sub("Bearer ***", record.msg)
+        return True
+
+
+def _guard_tweepy_logs() -> None:
+    logger = logging.getLogger("tweepy.client")
+    if not any(isinstance(f, _RedactBearer) for f in logger.filters):
+        logger.addFilter(_RedactBearer())
+
+
+def make_x_client(bearer_token: str, *, wait_on_rate_limit: bool = True) -> tweepy.Client:
+    """A tweepy v2 client with app-only auth.
+
+    It returns plain dicts, so that one malformed tweet is skipped without spoiling its page.
+    :class:`XSource` also accepts clients with other return types.
+    """
     import tweepy
 
+    if not bearer_token:
+        raise ConfigError("NER_X_BEARER_TOKEN is empty")
+    _guard_tweepy_logs()
     return tweepy.Client(
         bearer_token=bearer_token, wait_on_rate_limit=wait_on_rate_limit, return_type=dict
     )
 
 
-@dataclass
-class _Window:
-    since_id: int | None
+@dataclass(frozen=True)
+class XWindow:
+    """The X checkpoint: see the module docstring."""
+
+    since_id: int | None = None
     until_id: int | None = None
     newest_id: int | None = None
 
     def to_dict(self) -> dict[str, str | None]:
         return {
-            key: None if value is None else str(value)
-            for key, value in (
-                ("since_id", self.since_id),
-                ("until_id", self.until_id),
-                ("newest_id", self.newest_id),
-            )
+            "since_id": None if self.since_id is None else str(self.since_id),
+            "until_id": None if self.until_id is None else str(self.until_id),
+            "newest_id": None if self.newest_id is None else str(self.newest_id),
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> _Window:
+    def from_dict(cls, data: Mapping[str, Any]) -> XWindow:
         def num(key: str) -> int | None:
             value = data.get(key)
             return None if value in (None, "") else int(value)
@@ -199,13 +337,21 @@ class _Window:
         return cls(num("since_id"), num("until_id"), num("newest_id"))
 
 
+class _StaleCheckpoint(Exception):
+    """X refused ``since_id``/``until_id`` (older than its 7-day window)."""
+
+    def __init__(self, params: set[str]) -> None:
+        super().__init__(", ".join(sorted(params)))
+        self.params = params
+
+
 def _tweet_to_post(tweet: Any, query: str) -> Post:
     if not isinstance(tweet, Mapping):
-        raise DataError(None, "tweet is not an object")
+        raise DataError(None, f"tweet is not an object: {tweet!r:.80}")
     tweet_id = tweet.get("id")
-    if tweet_id is None or not str(tweet_id).isdigit():
+    if not isinstance(tweet_id, str | int) or not str(tweet_id).isdigit():
         raise DataError(None if tweet_id is None else str(tweet_id), "missing or non-numeric id")
-    return Post.from_dict(
+    post = Post.from_dict(
         {
             "id": str(tweet_id),
             "text": tweet.get("text"),
@@ -216,109 +362,225 @@ def _tweet_to_post(tweet: Any, query: str) -> Post:
             "query": query,
         }
     )
+    _check_encodable(post)
+    return post
 
 
-@dataclass
+def _page_tweets(page: Any, number: int) -> list[Any]:
+    """The raw tweet objects of a page from a client of any return type."""
+    import requests
+    import tweepy
+
+    if isinstance(page, tweepy.Response):
+        return [getattr(t, "data", t) for t in page.data or []]
+    if isinstance(page, requests.Response):
+        page = page.json()
+    if not isinstance(page, Mapping):
+        raise SourceError(f"malformed X API page {number}: not a JSON object ({page!r:.80})")
+    for item in page.get("errors") or []:
+        log.warning("X API page %d reported a partial error: %s", number, item)
+    data = page.get("data") or []
+    if not isinstance(data, list):
+        raise SourceError(f"malformed X API page {number}: 'data' is not a list")
+    return data
+
+
 class XSource:
-    """Recent search on the X API v2 with a crash-safe ``since_id`` checkpoint."""
+    """Recent search on the X API v2 with a crash-safe ``since_id`` checkpoint.
 
-    client: Any
-    storage: Storage
-    checkpoint_key: str = f"{CHECKPOINTS}/x_since_id.json"
-    page_size: int = 100
-    rejected: list[Rejected] = field(default_factory=list)
-    _pending: _Window | None = None
+    Use any ``tweepy.Client`` (see :func:`make_x_client`). One round is :meth:`fetch`, store
+    the posts, then :meth:`commit`. ``rejected`` lists the tweets skipped by the last fetch.
+    """
 
-    def _load(self) -> _Window:
+    def __init__(
+        self,
+        client: tweepy.Client,
+        storage: Storage,
+        *,
+        checkpoint_key: str = X_CHECKPOINT,
+        page_size: int = 100,
+    ) -> None:
+        self.client = client
+        self.storage = storage
+        self.checkpoint_key = checkpoint_key
+        self.page_size = page_size
+        self.rejected: list[Rejected] = []
+        self._pending: XWindow | None = None
+        _guard_tweepy_logs()
+
+    def checkpoint(self) -> XWindow:
+        """The committed window (empty before the first commit)."""
         if not self.storage.exists(self.checkpoint_key):
-            return _Window(None)
+            return XWindow()
         try:
-            return _Window.from_dict(self.storage.read_json(self.checkpoint_key))
-        except (StorageError, ValueError, AttributeError) as exc:
+            return XWindow.from_dict(self.storage.read_json(self.checkpoint_key))
+        except (StorageError, ValueError, TypeError, AttributeError) as exc:
             raise SourceError(f"unreadable X checkpoint {self.checkpoint_key}: {exc}") from exc
 
+    @property
+    def pending(self) -> XWindow | None:
+        """The window :meth:`commit` would write: it covers every post handed over so far."""
+        return self._pending
+
     def fetch(self, keywords: Sequence[str], *, max_posts: int, lang: str = "en") -> Iterator[Post]:
-        """Yield up to ``max_posts`` new posts, newest first; call :meth:`commit` after
-        they are stored."""
-        import requests
+        """Stream up to ``max_posts`` new posts, newest first, then call :meth:`commit`.
+
+        The query and the checkpoint are checked at once (:class:`ConfigError`,
+        :class:`SourceError`); the requests run as the posts are consumed. The pending
+        checkpoint is updated as each post is handed over, so committing after storing
+        part of the stream is safe too. Malformed tweets are skipped, logged and listed in
+        ``rejected``. Repeated ids are dropped. Errors: :class:`SourceAuthError` for
+        401/403; :class:`SourceError` for other API, network or page-format failures. If X
+        rejects a checkpoint older than its 7 days, a warning is logged and the expired
+        bound is dropped, once per bound.
+        """
+        if max_posts < 1:
+            raise ConfigError(f"max_posts must be at least 1, got {max_posts}")
+        query = build_query(keywords, lang)
+        window = self.checkpoint()
+        self.rejected = []
+        self._pending = None
+        return self._fetch(query, window, max_posts)
+
+    def commit(self) -> XWindow | None:
+        """Write the checkpoint of the posts handed over (call it after storing them)."""
+        window = self._pending
+        if window is not None:
+            self.storage.write_json(self.checkpoint_key, window.to_dict())
+            self._pending = None
+        return window
+
+    # ------------------------------------------------------------------ internals
+    def _fetch(self, query: str, window: XWindow, max_posts: int) -> Iterator[Post]:
+        for _attempt in range(3):
+            try:
+                yield from self._window(query, window, max_posts)
+                return
+            except _StaleCheckpoint as stale:
+                log.warning(
+                    "X refused the checkpoint's %s (older than the 7 days recent search "
+                    "covers): posts between it and 7 days ago can no longer be fetched",
+                    stale,
+                )
+                if "until_id" in stale.params:  # the rest of the window has expired
+                    window = XWindow(since_id=window.newest_id or window.since_id)
+                else:
+                    window = XWindow(None, window.until_id, window.newest_id)
+        raise SourceError("X keeps refusing the checkpoint: delete " + self.checkpoint_key)
+
+    def _window(self, query: str, window: XWindow, max_posts: int) -> Iterator[Post]:
         import tweepy
 
-        query = build_query(keywords, lang)
-        window = self._load()
-        oldest: int | None = None
-        newest = window.newest_id
-        seen: set[str] = set()
-        count = 0
-        exhausted = False
-        kwargs: dict[str, Any] = {
+        params: dict[str, Any] = {
             "query": query,
-            "max_results": max(10, min(self.page_size, 100)),
+            "max_results": max(10, min(self.page_size, 100, max_posts)),
             "tweet_fields": list(TWEET_FIELDS),
         }
         if window.since_id is not None:
-            kwargs["since_id"] = str(window.since_id)
+            params["since_id"] = str(window.since_id)
         if window.until_id is not None:
-            kwargs["until_id"] = str(window.until_id)
-        try:
-            pages = tweepy.Paginator(self.client.search_recent_tweets, **kwargs)
-            for page in pages:
-                if not isinstance(page, Mapping):
-                    raise SourceError(f"malformed X API page (not an object): {page!r:.200}")
-                for item in page.get("errors") or []:
-                    log.warning("X API reported a partial error: %s", item)
-                data = page.get("data") or []
-                if not isinstance(data, list):
-                    raise SourceError("malformed X API page: 'data' is not a list")
-                for tweet in data:
-                    try:
-                        post = _tweet_to_post(tweet, query)
-                    except DataError as exc:
-                        self.rejected.append(Rejected(exc.record_id, exc.reason))
-                        log.warning("skipped tweet %s: %s", exc.record_id, exc.reason)
+            params["until_id"] = str(window.until_id)
+        pages = iter(tweepy.Paginator(self.client.search_recent_tweets, **params))
+        newest, oldest = window.newest_id, None
+        seen: set[int] = set()
+        count = 0
+        for number in itertools.count(1):
+            page = self._next_page(pages, number, params)
+            if page is None:
+                break
+            for tweet in _page_tweets(page, number):
+                try:
+                    post: Post | None = _tweet_to_post(tweet, query)
+                except DataError as exc:
+                    post = None
+                    self.rejected.append(Rejected(exc.record_id, exc.reason))
+                    log.warning("skipped tweet %s: %s", exc.record_id or "<no id>", exc.reason)
+                    if exc.record_id is None or not exc.record_id.isdigit():
                         continue
-                    if post.id in seen:
-                        continue
-                    seen.add(post.id)
-                    number = int(post.id)
-                    newest = number if newest is None else max(newest, number)
-                    oldest = number if oldest is None else min(oldest, number)
-                    yield post
-                    count += 1
-                    if count >= max_posts:
-                        break
+                tweet_id = int(post.id if post else str(tweet.get("id")))
+                if tweet_id in seen:
+                    log.debug("dropped repeated tweet %s", tweet_id)
+                    continue
+                seen.add(tweet_id)
+                newest = tweet_id if newest is None else max(newest, tweet_id)
+                oldest = tweet_id if oldest is None else min(oldest, tweet_id)
+                self._pending = XWindow(window.since_id, oldest, newest)
+                if post is None:
+                    continue
+                yield post
+                count += 1
                 if count >= max_posts:
-                    break
-            else:
-                exhausted = True
+                    return
+        self._pending = XWindow(newest if newest is not None else window.since_id)
+
+    def _next_page(self, pages: Iterator[Any], number: int, params: Mapping[str, Any]) -> Any:
+        """The next page, or None at the end; tweepy and HTTP errors wrapped."""
+        import requests
+        import tweepy
+
+        try:
+            return next(pages)
+        except StopIteration:
+            return None
+        except tweepy.BadRequest as exc:
+            named = {
+                name
+                for error in exc.api_errors
+                if isinstance(error, Mapping) and isinstance(error.get("parameters"), Mapping)
+                for name in error["parameters"]
+            }
+            stale = named & {"since_id", "until_id"} & set(params)
+            if stale and number == 1:
+                raise _StaleCheckpoint(stale) from exc
+            raise SourceError(self._redact(f"X API rejected the request: {exc}")) from exc
         except tweepy.Unauthorized as exc:
             raise SourceAuthError(
                 "X API rejected the bearer token (401): check NER_X_BEARER_TOKEN"
             ) from exc
         except tweepy.Forbidden as exc:
             raise SourceAuthError(
-                "X API refused access (403): the app lacks access to recent search"
+                "X API refused access (403): the app's access level does not include recent "
+                "search, or it is suspended"
             ) from exc
-        except (tweepy.TweepyException, requests.RequestException, ValueError) as exc:
-            raise SourceError(f"X API recent search failed: {type(exc).__name__}: {exc}") from exc
-        if exhausted:
-            since = newest if newest is not None else window.since_id
-            self._pending = _Window(since)
-        else:
-            until = oldest if oldest is not None else window.until_id
-            self._pending = _Window(window.since_id, until, newest)
+        except requests.JSONDecodeError as exc:
+            raise SourceError(f"malformed X API page {number}: the body is not JSON") from exc
+        except tweepy.TooManyRequests as exc:
+            raise SourceError(
+                f"X API rate limit reached (429; resets at epoch {exc.reset_time}): "
+                "use wait_on_rate_limit=True or run later"
+            ) from exc
+        except (tweepy.TweepyException, requests.RequestException) as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            raise SourceError(self._redact(f"X API recent search failed: {detail}")) from exc
+        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+            # A body tweepy could not parse (not JSON, not an object, a tweet without id/text
+            # for clients that build Tweet objects).
+            raise SourceError(
+                f"malformed X API page {number}: {type(exc).__name__}: {exc!s:.200}"
+            ) from exc
 
-    def commit(self) -> None:
-        """Persist the checkpoint of the last :meth:`fetch` (after its posts were stored)."""
-        if self._pending is not None:
-            self.storage.write_json(self.checkpoint_key, self._pending.to_dict())
-            self._pending = None
+    def _redact(self, message: str) -> str:
+        token = getattr(self.client, "bearer_token", None)
+        return message.replace(token, "***") if isinstance(token, str) and token else message
 
 
 def fetch_x_to_storage(
-    settings: Any, storage: Storage, key: str, keywords: Sequence[str], max_posts: int
+    settings: Settings,
+    storage: Storage,
+    key: str,
+    keywords: Sequence[str],
+    max_posts: int,
+    *,
+    client: tweepy.Client | None = None,
 ) -> dict[str, Any]:
-    """Fetch new posts from X into ``key``, then advance the checkpoint."""
-    client = make_x_client(settings.require_secret("x_bearer_token"))
+    """Fetch new posts from X into ``key``, then advance the checkpoint.
+
+    The posts are written atomically before :meth:`XSource.commit`, so a failure anywhere
+    leaves both the posts key and the checkpoint untouched. ``client`` defaults to
+    :func:`make_x_client` with ``NER_X_BEARER_TOKEN``.
+    """
+    if client is None:
+        client = make_x_client(settings.require_secret("x_bearer_token"))
     source = XSource(client, storage)
     count = 0
 
@@ -329,9 +591,6 @@ def fetch_x_to_storage(
             yield json.dumps(post.to_dict(), ensure_ascii=False)
 
     storage.write_lines(key, lines())
+    _report_rejected(storage, key, "X", source.rejected)
     source.commit()
-    if source.rejected:
-        storage.write_json(
-            key.removesuffix(".jsonl") + ".rejected.json", [str(r) for r in source.rejected]
-        )
     return {"posts_key": key, "n_posts": count, "n_rejected": len(source.rejected), "source": "x"}
