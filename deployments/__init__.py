@@ -1,0 +1,1 @@
+"""Deployment helpers for brandloop: Prefect bootstrap and the label trigger."""

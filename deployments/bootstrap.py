@@ -1,0 +1,292 @@
+"""Prepare a Prefect server for brandloop and deploy ``prefect.yaml``, for one or more
+environments.
+
+For each environment it:
+
+1. checks that every ``{{ $VARIABLE }}`` the environment's deployments use is set and
+   not empty (``prefect deploy`` would silently store an empty string);
+2. creates the environment's process work pool if it is missing;
+3. with ``--secrets-from-env``, saves the Prefect Secret blocks the flows read at run time
+   (``x-bearer-token-<env>``, ``label-studio-api-key-<env>``) from
+   ``BRANDLOOP_<ENV>_X_BEARER_TOKEN`` / ``BRANDLOOP_<ENV>_LABEL_STUDIO_API_KEY``; a block
+   whose variable is unset is created empty if missing (the flows then fail with a clear
+   message only when they need that secret), and left alone if it exists;
+4. with ``--create-bucket``, creates the ``gs://`` bucket of the environment's storage
+   when it does not exist (meant for the GCS emulator of the local stack);
+5. runs ``prefect --no-prompt deploy --name <flow>/<env> ...`` in the project root.
+
+Usage::
+
+    python -m deployments.bootstrap --env dev --secrets-from-env --create-bucket
+    python -m deployments.bootstrap --check      # only report missing variables
+
+``PREFECT_API_URL`` says which server. Secret values are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+PREFECT_FILE = PROJECT_DIR / "prefect.yaml"
+ENVIRONMENTS = ("dev", "staging", "prod")
+#: Settings field -> Secret block name prefix (the block is ``<prefix>-<env>``).
+SECRET_BLOCKS = {
+    "x_bearer_token": "x-bearer-token",
+    "label_studio_api_key": "label-studio-api-key",
+}
+_ENV_PLACEHOLDER = re.compile(r"\{\{\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+log = logging.getLogger("brandloop.bootstrap")
+
+
+class BootstrapError(RuntimeError):
+    """The environment cannot be deployed as asked (missing variable, failed deploy...)."""
+
+
+# -- reading prefect.yaml ------------------------------------------------------------------
+def load_prefect_file(path: Path = PREFECT_FILE) -> dict[str, Any]:
+    """``prefect.yaml`` as a dict (anchors and merge keys resolved)."""
+    import yaml
+
+    with path.open(encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    if not isinstance(data, dict) or not isinstance(data.get("deployments"), list):
+        raise BootstrapError(f"{path} has no 'deployments' list")
+    return data
+
+
+def flow_name(deployment: Mapping[str, Any]) -> str:
+    """The flow name ``prefect deploy`` matches a ``flow/deployment`` name against."""
+    return str(deployment["entrypoint"]).split(":")[-1].replace("_", "-")
+
+
+def deployments_for(config: Mapping[str, Any], env: str) -> list[dict[str, Any]]:
+    """The deployments of one environment (the deployment name is the environment)."""
+    found = [d for d in config["deployments"] if d.get("name") == env]
+    if not found:
+        raise BootstrapError(f"prefect.yaml has no deployment named {env!r}")
+    return found
+
+
+def env_placeholders(value: Any) -> set[str]:
+    """Names of the ``{{ $VARIABLE }}`` placeholders anywhere in ``value``."""
+    if isinstance(value, str):
+        return set(_ENV_PLACEHOLDER.findall(value))
+    if isinstance(value, Mapping):
+        return set().union(*(env_placeholders(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(env_placeholders(v) for v in value))
+    return set()
+
+
+def required_variables(config: Mapping[str, Any], envs: Sequence[str]) -> list[str]:
+    """Every deploy-time variable the deployments of ``envs`` need, sorted."""
+    names: set[str] = set()
+    for env in envs:
+        for deployment in deployments_for(config, env):
+            names |= env_placeholders(deployment)
+    return sorted(names)
+
+
+def missing_variables(
+    config: Mapping[str, Any], envs: Sequence[str], environ: Mapping[str, str]
+) -> list[str]:
+    """Required variables that are unset or empty in ``environ``."""
+    return [n for n in required_variables(config, envs) if not environ.get(n, "").strip()]
+
+
+def work_pool_names(config: Mapping[str, Any], env: str) -> list[str]:
+    """The work pools the environment's deployments run on."""
+    return sorted({str(d["work_pool"]["name"]) for d in deployments_for(config, env)})
+
+
+def deployment_names(config: Mapping[str, Any], env: str) -> list[str]:
+    """``flow/env`` names of the environment's deployments, as ``prefect deploy`` takes."""
+    return [f"{flow_name(d)}/{env}" for d in deployments_for(config, env)]
+
+
+def secret_block_name(field: str, env: str) -> str:
+    """Name of the Secret block holding ``field`` (a Settings secret) for ``env``."""
+    return f"{SECRET_BLOCKS[field]}-{env}"
+
+
+def secret_variable(field: str, env: str) -> str:
+    """The variable ``--secrets-from-env`` reads ``field`` from for ``env``."""
+    return f"BRANDLOOP_{env.upper()}_{field.upper()}"
+
+
+# -- talking to Prefect ---------------------------------------------------------------------
+def ensure_work_pool(name: str) -> bool:
+    """Create the process work pool ``name`` (with Prefect's default process job template)
+    unless it exists; returns whether it was created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(name)
+        except ObjectNotFound:
+            pass
+        else:
+            if pool.type != "process":
+                raise BootstrapError(f"work pool {name!r} exists with type {pool.type!r}")
+            return False
+        try:
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=name,
+                    type="process",
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                )
+            )
+        except ObjectAlreadyExists:  # created meanwhile by someone else
+            return False
+    return True
+
+
+def ensure_secret_blocks(env: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """Save the environment's Secret blocks from ``environ``; returns block -> action
+    (``saved``, ``created empty`` or ``kept``). Values are never logged."""
+    from prefect.blocks.system import Secret
+
+    actions: dict[str, str] = {}
+    for field in SECRET_BLOCKS:
+        block = secret_block_name(field, env)
+        value = environ.get(secret_variable(field, env), "")
+        if value:
+            Secret(value=value).save(block, overwrite=True)
+            actions[block] = "saved"
+            continue
+        try:
+            Secret.load(block)
+        except ValueError:  # Prefect's "Unable to find block document named ..."
+            Secret(value="").save(block, overwrite=False)
+            actions[block] = "created empty"
+        else:
+            actions[block] = "kept"
+    return actions
+
+
+def ensure_bucket(storage_uri: str) -> bool:
+    """Create the bucket of a ``gs://`` storage URI unless it exists; returns whether it
+    was created. Other URIs are left alone."""
+    if not storage_uri.startswith("gs://"):
+        return False
+    from ner.storage import make_gcs_client
+
+    bucket = storage_uri.removeprefix("gs://").split("/", 1)[0]
+    client = make_gcs_client()
+    if client.lookup_bucket(bucket) is not None:
+        return False
+    client.create_bucket(bucket)
+    return True
+
+
+def run_deploy(
+    names: Sequence[str], environ: Mapping[str, str], cwd: Path = PROJECT_DIR
+) -> subprocess.CompletedProcess[str]:
+    """``prefect --no-prompt deploy --name N ...`` in ``cwd``; raises on failure."""
+    argv = [sys.executable, "-m", "prefect", "--no-prompt", "deploy"]
+    for name in names:
+        argv += ["--name", name]
+    done = subprocess.run(
+        argv, cwd=cwd, env=dict(environ), capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise BootstrapError(
+            f"prefect deploy failed with code {done.returncode}:\n"
+            f"{(done.stdout + done.stderr)[-4000:]}"
+        )
+    return done
+
+
+def bootstrap(
+    envs: Sequence[str],
+    environ: Mapping[str, str],
+    *,
+    secrets_from_env: bool = False,
+    create_bucket: bool = False,
+    deploy: bool = True,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Do every step for ``envs``; returns what was done (no secret values)."""
+    config = config or load_prefect_file()
+    missing = missing_variables(config, envs, environ)
+    if missing:
+        raise BootstrapError(
+            "set these variables before deploying (prefect.yaml reads them at deploy "
+            f"time; see deployments/.env.example): {', '.join(missing)}"
+        )
+    report: dict[str, Any] = {}
+    for env in envs:
+        done: dict[str, Any] = {
+            "work_pools_created": [p for p in work_pool_names(config, env) if ensure_work_pool(p)]
+        }
+        if secrets_from_env:
+            done["secret_blocks"] = ensure_secret_blocks(env, environ)
+        if create_bucket:
+            uri = environ.get(f"BRANDLOOP_{env.upper()}_STORAGE_URI", "")
+            done["bucket_created"] = ensure_bucket(uri)
+        if deploy:
+            names = deployment_names(config, env)
+            run_deploy(names, environ)
+            done["deployed"] = names
+        report[env] = done
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deployments.bootstrap", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        choices=ENVIRONMENTS,
+        help="environment to prepare (repeatable; default: all three)",
+    )
+    parser.add_argument("--secrets-from-env", action="store_true")
+    parser.add_argument("--create-bucket", action="store_true")
+    parser.add_argument("--no-deploy", action="store_true", help="prepare only")
+    parser.add_argument(
+        "--check", action="store_true", help="only list missing deploy-time variables"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    envs = args.env or list(ENVIRONMENTS)
+    environ = dict(os.environ)
+    if args.check:
+        missing = missing_variables(load_prefect_file(), envs, environ)
+        for name in missing:
+            print(f"missing: {name}")
+        return 1 if missing else 0
+    try:
+        report = bootstrap(
+            envs,
+            environ,
+            secrets_from_env=args.secrets_from_env,
+            create_bucket=args.create_bucket,
+            deploy=not args.no_deploy,
+        )
+    except BootstrapError as exc:
+        log.error("%s", exc)
+        return 2
+    for env, done in report.items():
+        log.info("%s: %s", env, done)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""The deployment files are consistent with each other and with the code.
+
+No Docker engine runs here, so ``deployments/compose.yaml`` and the Dockerfiles are checked
+structurally: every ``${VAR}`` is documented, every file they reference exists, services
+reach each other on the ports they listen on. ``prefect.yaml`` is checked against the flows'
+signatures and the bootstrap's names. ``docker compose config`` (or ``docker-compose``) runs
+when such a CLI is installed.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deployments import bootstrap
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOYMENTS = ROOT / "deployments"
+COMPOSE = DEPLOYMENTS / "compose.yaml"
+ENV_EXAMPLE = DEPLOYMENTS / ".env.example"
+DOCKERFILE = DEPLOYMENTS / "Dockerfile"
+FLOWS = {"apply-ner", "train-ner", "feedback-loop"}
+SECRET_VARIABLES = {"NER_X_BEARER_TOKEN", "NER_LABEL_STUDIO_API_KEY"}
+_COMPOSE_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?\-][^}]*)?\}")
+
+
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, sep, value = line.partition("=")
+            assert sep, f".env.example line without '=': {line!r}"
+            values[name] = value
+    return values
+
+
+def flow_signature(entrypoint: str) -> tuple[str, set[str]]:
+    """(name given to @flow, parameter names) of an entrypoint, read without importing."""
+    path, func = entrypoint.split(":")
+    tree = ast.parse((ROOT / path).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == func:
+            for deco in node.decorator_list:
+                if isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "flow":
+                    names = [k.value for k in deco.keywords if k.arg == "name"]
+                    assert names, f"@flow on {entrypoint} has no name="
+                    params = {a.arg for a in node.args.args + node.args.kwonlyargs}
+                    return str(ast.literal_eval(names[0])), params
+    raise AssertionError(f"no @flow function {func} in {path}")
+
+
+@pytest.fixture(scope="module")
+def prefect_file() -> dict[str, Any]:
+    return bootstrap.load_prefect_file()
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+# --- prefect.yaml -----------------------------------------------------------------------
+def test_every_flow_is_deployed_once_per_environment(prefect_file: dict[str, Any]) -> None:
+    # Given the deployments of prefect.yaml
+    pairs = [(bootstrap.flow_name(d), d["name"]) for d in prefect_file["deployments"]]
+    # Then each of the three flows has exactly one deployment per environment
+    assert sorted(pairs) == sorted((f, e) for f in FLOWS for e in bootstrap.ENVIRONMENTS)
+    # And each entrypoint is a @flow whose name is what `prefect deploy --name flow/env` matches
+    for deployment in prefect_file["deployments"]:
+        name, _ = flow_signature(deployment["entrypoint"])
+        assert name == bootstrap.flow_name(deployment)
+
+
+def test_parameters_match_the_flow_signatures(prefect_file: dict[str, Any]) -> None:
+    for deployment in prefect_file["deployments"]:
+        _, params = flow_signature(deployment["entrypoint"])
+        # Then no deployment passes a parameter its flow does not take
+        assert set(deployment.get("parameters") or {}) <= params, deployment["entrypoint"]
+        assert deployment.get("enforce_parameter_schema") is True
+    apply = [d for d in prefect_file["deployments"] if bootstrap.flow_name(d) == "apply-ner"]
+    # And apply-ner reads the X API and sends to Label Studio, keywords as a parameter
+    for deployment in apply:
+        params = deployment["parameters"]
+        assert params["source"] == "x" and params["destination"] == "label_studio"
+        assert params["keywords"] and all(isinstance(k, str) for k in params["keywords"])
+
+
+def test_schedules_have_slugs_and_only_prod_is_active(prefect_file: dict[str, Any]) -> None:
+    for deployment in prefect_file["deployments"]:
+        flow, env = bootstrap.flow_name(deployment), deployment["name"]
+        schedules = deployment.get("schedules") or []
+        if flow == "feedback-loop":
+            # Then the feedback loop is manual
+            assert schedules == [], f"{flow}/{env} must have no schedule"
+            continue
+        # Then apply-ner and train-ner run on a cron schedule with a slug
+        assert len(schedules) == 1, f"{flow}/{env}"
+        (schedule,) = schedules
+        assert schedule["cron"].count(" ") == 4
+        assert re.fullmatch(r"[a-z0-9-]+", schedule["slug"])
+        # And only prod's schedules are active after a deploy
+        assert schedule["active"] is (env == "prod"), f"{flow}/{env}"
+
+
+def test_environments_have_their_own_pool_env_and_secret_blocks(
+    prefect_file: dict[str, Any],
+) -> None:
+    for deployment in prefect_file["deployments"]:
+        env = deployment["name"]
+        pool = deployment["work_pool"]
+        job_env = pool["job_variables"]["env"]
+        # Then every environment has its own work pool and NER_ENV
+        assert pool["name"] == f"brandloop-{env}"
+        assert job_env["NER_ENV"] == env
+        # And the process worker starts runs in the project, not in a temp directory
+        assert bootstrap.env_placeholders(pool["job_variables"]["working_dir"]) == {
+            "BRANDLOOP_PROJECT_DIR"
+        }
+        # And storage, MLflow and Label Studio come from per-environment variables
+        for key in ("NER_STORAGE_URI", "NER_MLFLOW_TRACKING_URI", "NER_LABEL_STUDIO_URL"):
+            (var,) = bootstrap.env_placeholders(job_env[key])
+            assert var.startswith(f"BRANDLOOP_{env.upper()}_"), (env, key, var)
+        # And secrets are named blocks, the same names the bootstrap saves
+        for field in bootstrap.SECRET_BLOCKS:
+            block = job_env[f"NER_{field.upper()}_BLOCK"]
+            assert block == bootstrap.secret_block_name(field, env)
+        assert not SECRET_VARIABLES & set(job_env), "a secret value variable in job_variables"
+
+
+def test_prefect_file_has_no_plaintext_secret() -> None:
+    text = (ROOT / "prefect.yaml").read_text()
+    # Then the secret settings only appear as *_BLOCK names
+    for name in SECRET_VARIABLES:
+        assert re.findall(rf"{name}(?!_BLOCK)\b", text) == []
+    assert "api_key:" not in text.lower() and "token:" not in text.lower()
+
+
+def test_every_deploy_time_variable_is_documented(prefect_file: dict[str, Any]) -> None:
+    documented = env_example()
+    needed = bootstrap.required_variables(prefect_file, bootstrap.ENVIRONMENTS)
+    # Then .env.example lists every {{ $VAR }} of prefect.yaml and every secret variable
+    assert needed and set(needed) <= set(documented)
+    for env in bootstrap.ENVIRONMENTS[1:]:
+        for field in bootstrap.SECRET_BLOCKS:
+            assert bootstrap.secret_variable(field, env) in documented
+
+
+def test_missing_and_empty_variables_are_reported(prefect_file: dict[str, Any]) -> None:
+    # Given the dev variables, one of them empty
+    environ = {name: "x" for name in bootstrap.required_variables(prefect_file, ["dev"])}
+    environ["BRANDLOOP_DEV_MLFLOW_TRACKING_URI"] = " "
+    # Then dev misses exactly that one, and prod misses its own
+    assert bootstrap.missing_variables(prefect_file, ["dev"], environ) == [
+        "BRANDLOOP_DEV_MLFLOW_TRACKING_URI"
+    ]
+    prod_missing = bootstrap.missing_variables(prefect_file, ["prod"], environ)
+    assert prod_missing and all(n.startswith("BRANDLOOP_PROD_") for n in prod_missing)
+    with pytest.raises(bootstrap.BootstrapError, match="BRANDLOOP_DEV_MLFLOW_TRACKING_URI"):
+        bootstrap.bootstrap(["dev"], environ, deploy=False, config=prefect_file)
+
+
+# --- compose.yaml -------------------------------------------------------------------------
+def test_compose_variables_are_all_in_env_example(compose: dict[str, Any]) -> None:
+    used = set(_COMPOSE_VAR.findall(COMPOSE.read_text()))
+    documented = env_example()
+    # Then every ${VAR} of the compose file has a line in .env.example
+    assert used and used <= set(documented), sorted(used - set(documented))
+    # And .env.example holds no real credential
+    for name, value in documented.items():
+        if any(w in name for w in ("PASSWORD", "TOKEN", "API_KEY")):
+            assert value in ("", "change-me"), name
+
+
+def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    expected = {"postgres", "label-studio", "mlflow", "gcs", "prefect-server", "worker"}
+    assert expected | {"bootstrap", "label-trigger"} <= set(services)
+    assert services["label-studio"]["image"] == "heartexlabs/label-studio:1.23.2"
+    assert services["gcs"]["image"].startswith("fsouza/fake-gcs-server:")
+    # MLflow: PostgreSQL backend, artifacts served through the server from a volume
+    command = services["mlflow"]["command"]
+    backend = command[command.index("--backend-store-uri") + 1]
+    assert backend.startswith("postgresql://") and backend.endswith("@postgres:5432/mlflow")
+    assert "--serve-artifacts" in command
+    destination = command[command.index("--artifacts-destination") + 1]
+    assert any(v.split(":")[1] == destination for v in services["mlflow"]["volumes"])
+    # Label Studio on PostgreSQL, with webhooks allowed to reach the compose network
+    ls_env = services["label-studio"]["environment"]
+    assert ls_env["DJANGO_DB"] == "default" and ls_env["POSTGRE_HOST"] == "postgres"
+    assert ls_env["SSRF_PROTECTION_ENABLED"] == "false"
+
+
+def _listen_port(service: dict[str, Any]) -> str:
+    command = service.get("command") or []
+    for flag in ("--port", "-port"):
+        if flag in command:
+            return str(command[command.index(flag) + 1])
+    for item in command:
+        if str(item).startswith("-port="):
+            return str(item).split("=", 1)[1]
+    return ""
+
+
+def test_compose_ports_and_urls_agree(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    known_ports = {"label-studio": "8080", "postgres": "5432"}
+    for name, service in services.items():
+        port = _listen_port(service) or known_ports.get(name, "")
+        # Then every published port maps to the port the service listens on
+        for mapping in service.get("ports", []):
+            assert str(mapping).rsplit(":", 1)[1] == port, (name, mapping)
+        # And every depends_on names a service of the file
+        assert set(service.get("depends_on") or {}) <= set(services), name
+    # And every URL between services uses a service name and its listening port
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            for host, port in re.findall(r"://(?:[^@/]*@)?([a-z-]+):(\d+)", str(value)):
+                assert host in services, (name, key, value)
+                expected = _listen_port(services[host]) or known_ports.get(host)
+                assert port == expected, (name, key, value)
+
+
+def test_compose_services_running_brandloop_reach_every_server(
+    compose: dict[str, Any], prefect_file: dict[str, Any]
+) -> None:
+    services = compose["services"]
+    runners = [n for n, s in services.items() if s.get("image") == "brandloop-flows:local"]
+    assert set(runners) == {"prefect-server", "bootstrap", "worker", "label-trigger"}
+    for name in ("bootstrap", "worker", "label-trigger"):
+        env = services[name]["environment"]
+        # Then each talks to the Prefect API, MLflow, the bucket and Label Studio
+        assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api", name
+        assert env["NER_MLFLOW_TRACKING_URI"] == "http://mlflow:5000", name
+        assert env["STORAGE_EMULATOR_HOST"] == "http://gcs:4443", name
+        assert env["NER_STORAGE_URI"].startswith("gs://"), name
+        assert env["NER_LABEL_STUDIO_URL"] == "http://label-studio:8080", name
+        assert not SECRET_VARIABLES & set(env), name
+    # And the bootstrap gets every deploy-time variable of dev (the image sets the project dir)
+    boot_env = set(services["bootstrap"]["environment"]) | {"BRANDLOOP_PROJECT_DIR"}
+    assert set(bootstrap.required_variables(prefect_file, ["dev"])) <= boot_env
+    assert "BRANDLOOP_PROJECT_DIR=/opt/brandloop" in DOCKERFILE.read_text()
+    # And the worker serves the pool dev deploys to
+    pools = bootstrap.work_pool_names(prefect_file, "dev")
+    command = services["worker"]["command"]
+    assert command[command.index("--pool") + 1] in pools
+    # And the label trigger starts train-ner for the same environment
+    trigger = services["label-trigger"]["command"]
+    assert trigger[trigger.index("--env") + 1] == "dev"
+    assert "deployments.label_trigger" in trigger
+
+
+def test_compose_files_it_mounts_and_builds_exist(compose: dict[str, Any]) -> None:
+    named = set(compose.get("volumes") or {})
+    for name, service in compose["services"].items():
+        build = service.get("build")
+        if build:
+            context = (COMPOSE.parent / build["context"]).resolve()
+            assert (context / build["dockerfile"]).is_file(), name
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("."):
+                assert (COMPOSE.parent / source).exists(), (name, volume)
+            else:
+                assert source in named, (name, volume)
+
+
+def _compose_cli() -> list[str] | None:
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, text=True, check=False
+        )
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("no `docker compose` nor `docker-compose` CLI installed")
+    env_file = tmp_path / "stack.env"
+    env_file.write_text(ENV_EXAMPLE.read_text())
+    # When compose parses and interpolates the file (no engine needed)
+    done = subprocess.run(
+        [*cli, "-f", str(COMPOSE), "--env-file", str(env_file), "config"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Then it is valid, and every variable was resolved from the env file
+    assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout)
+    assert "${" not in done.stdout
+    assert set(resolved["services"]) == set(yaml.safe_load(COMPOSE.read_text())["services"])
+    assert "variable is not set" not in done.stderr
+
+
+# --- Dockerfile -----------------------------------------------------------------------------
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    joined = re.sub(r"\\\n", " ", path.read_text())
+    lines = [ln.strip() for ln in joined.splitlines()]
+    return [
+        (ln.split(None, 1)[0].upper(), ln.split(None, 1)[1] if " " in ln else "")
+        for ln in lines
+        if ln and not ln.startswith("#")
+    ]
+
+
+def test_flows_dockerfile_builds_from_the_lock_file() -> None:
+    steps = _instructions(DOCKERFILE)
+    assert steps[0] == ("FROM", "python:3.11-slim")
+    copies = [args.split() for op, args in steps if op == "COPY"]
+    sources = [src for args in copies for src in args[:-1] if not src.startswith("--")]
+    # Then everything it copies exists in the project (paths relative to the build context)
+    for src in sources:
+        assert (ROOT / src).exists(), src
+    assert {"uv.lock", "pyproject.toml", "ner/", "flows/", "prefect.yaml"} <= set(sources)
+    runs = " ".join(args for op, args in steps if op == "RUN")
+    # And it installs uv (pinned) and the locked environment without dev dependencies
+    assert re.search(r"uv==\d+\.\d+\.\d+", runs)
+    assert runs.count("uv sync --locked --no-dev") == 2
+    # And the lock copy comes before the first sync, the code after it (layer caching)
+    order = [op + " " + args for op, args in steps]
+    first_sync = next(i for i, s in enumerate(order) if "uv sync" in s)
+    lock_copy = next(i for i, s in enumerate(order) if s.startswith("COPY") and "uv.lock" in s)
+    code_copy = next(i for i, s in enumerate(order) if s.startswith("COPY ner/"))
+    assert lock_copy < first_sync < code_copy
+    workdir = next(args for op, args in steps if op == "WORKDIR")
+    assert f"BRANDLOOP_PROJECT_DIR={workdir}" in DOCKERFILE.read_text()
+
+
+def test_dockerignore_keeps_what_the_dockerfile_copies() -> None:
+    ignored = {
+        ln.strip().rstrip("/")
+        for ln in (DEPLOYMENTS / "Dockerfile.dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    }
+    copies = [args.split()[:-1] for op, args in _instructions(DOCKERFILE) if op == "COPY"]
+    for src in (s.rstrip("/") for args in copies for s in args):
+        assert src not in ignored, src
+    assert {".venv", ".git", ".env"} <= ignored
+
+
+def test_mlflow_dockerfile_adds_the_postgres_driver() -> None:
+    steps = _instructions(DEPLOYMENTS / "mlflow.Dockerfile")
+    assert steps[0][0] == "FROM" and steps[0][1].startswith("ghcr.io/mlflow/mlflow:v3.17.2")
+    assert any(op == "RUN" and "psycopg2" in args for op, args in steps)
