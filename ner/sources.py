@@ -53,6 +53,11 @@ X_CHECKPOINT = f"{CHECKPOINTS}/x_since_id.json"
 LOG_REJECTED = 20
 
 
+def _printable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot carry (lone surrogates) escaped, for reports."""
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
 def _check_encodable(post: Post) -> None:
     """Reject text that cannot be stored as UTF-8 (lone surrogates, undecodable bytes)."""
     for name, value in post.to_dict().items():
@@ -105,7 +110,7 @@ def iter_jsonl(
             post = Post.from_dict(record)
             _check_encodable(post)
         except DataError as exc:
-            label = f"{where} ({exc.record_id})" if exc.record_id else where
+            label = f"{where} ({_printable(exc.record_id)})" if exc.record_id else where
             yield number, Rejected(label, exc.reason)
             continue
         if post.id in seen:
@@ -140,8 +145,11 @@ def _jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]
     raise SourceError(f"JSONL input {input_uri!r} is neither a local file nor a storage key")
 
 
-def _line_bytes(line: str) -> bytes:
-    return line.encode("utf-8", errors="surrogateescape") + b"\n"
+def _hashed(lines: Iterable[str], digest: Any) -> Iterator[str]:
+    """Pass ``lines`` through, feeding each (as in the file) to ``digest`` first."""
+    for line in lines:
+        digest.update(line.encode("utf-8", errors="surrogateescape") + b"\n")
+        yield line
 
 
 def jsonl_checkpoint_key(input_uri: str) -> str:
@@ -162,14 +170,8 @@ def _jsonl_prefix(
     seen: dict[str, int] = {}
     if done <= 0:
         return 0, digest, seen
-
-    def hashed(lines: Iterable[str]) -> Iterator[str]:
-        for line in lines:
-            digest.update(_line_bytes(line))
-            yield line
-
     with closing(_jsonl_lines(storage, input_uri)) as lines:
-        for _ in iter_jsonl(hashed(itertools.islice(lines, done)), seen=seen):
+        for _ in iter_jsonl(_hashed(itertools.islice(lines, done), digest), seen=seen):
             pass
     if expected is None or digest.hexdigest() == expected:
         return done, digest, seen
@@ -208,26 +210,20 @@ def fetch_jsonl_to_storage(
     rejected: list[Rejected] = []
     last_line, committed, count = done, digest.copy(), 0
 
-    def hashed(lines: Iterable[str]) -> Iterator[str]:
-        for line in lines:
-            digest.update(_line_bytes(line))
-            yield line
-
     def posts() -> Iterator[str]:
         nonlocal last_line, committed, count
         with closing(_jsonl_lines(storage, input_uri)) as lines:
-            rest = hashed(itertools.islice(lines, done, None))
+            rest = _hashed(itertools.islice(lines, done, None), digest)
             for number, item in iter_jsonl(rest, seen=seen, first_line=done + 1):
-                if isinstance(item, Post):
-                    if count >= max_posts:
-                        return
-                    count += 1
-                    line = json.dumps(item.to_dict(), ensure_ascii=False)
-                else:
+                if isinstance(item, Rejected):
                     rejected.append(item)
+                elif count < max_posts:
+                    count += 1
+                else:
+                    return  # this line is left for the next run
                 last_line, committed = number, digest.copy()
                 if isinstance(item, Post):
-                    yield line
+                    yield json.dumps(item.to_dict(), ensure_ascii=False)
 
     storage.write_lines(key, posts())
     _report_rejected(storage, key, input_uri, rejected)
@@ -345,11 +341,15 @@ class _StaleCheckpoint(Exception):
         self.params = params
 
 
+def _is_numeric(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def _tweet_to_post(tweet: Any, query: str) -> Post:
     if not isinstance(tweet, Mapping):
         raise DataError(None, f"tweet is not an object: {tweet!r:.80}")
     tweet_id = tweet.get("id")
-    if not isinstance(tweet_id, str | int) or not str(tweet_id).isdigit():
+    if not isinstance(tweet_id, str | int) or not _is_numeric(str(tweet_id)):
         raise DataError(None if tweet_id is None else str(tweet_id), "missing or non-numeric id")
     post = Post.from_dict(
         {
@@ -493,9 +493,10 @@ class XSource:
                     post: Post | None = _tweet_to_post(tweet, query)
                 except DataError as exc:
                     post = None
-                    self.rejected.append(Rejected(exc.record_id, exc.reason))
-                    log.warning("skipped tweet %s: %s", exc.record_id or "<no id>", exc.reason)
-                    if exc.record_id is None or not exc.record_id.isdigit():
+                    record_id = None if exc.record_id is None else _printable(exc.record_id)
+                    self.rejected.append(Rejected(record_id, exc.reason))
+                    log.warning("skipped tweet %s: %s", record_id or "<no id>", exc.reason)
+                    if exc.record_id is None or not _is_numeric(exc.record_id):
                         continue
                 tweet_id = int(post.id if post else str(tweet.get("id")))
                 if tweet_id in seen:

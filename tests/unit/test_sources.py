@@ -1,65 +1,134 @@
-"""Sources: JSONL parsing and the X API v2 recent-search client (``responses`` mocks
-shaped like real API payloads; the real-HTTP-server tests live in tests/integration)."""
+"""Sources: JSONL parsing and the X API v2 recent-search client.
+
+X is replaced by ``responses``: tweepy's requests to https://api.twitter.com never leave the
+process. ``FakeRecentSearch`` answers like recent search (newest first, ``since_id`` and
+``until_id`` exclusive, ``next_token`` paging), so resume tests check what the code asked
+for, not a script of canned pages. Payload shapes: tests/unit/fixtures/x_api/.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlparse
 
 import pytest
+import requests
 import responses
+import tweepy
 
 from ner.errors import ConfigError, SourceAuthError, SourceError
+from ner.settings import load_settings
 from ner.sources import (
+    X_CHECKPOINT,
     XSource,
     build_query,
     fetch_jsonl_to_storage,
+    fetch_x_to_storage,
     iter_jsonl,
+    jsonl_checkpoint_key,
     make_x_client,
 )
 from ner.storage import LocalStorage
 from ner.types import Post, Rejected
 
 SEARCH = re.compile(r"https://api\.twitter\.com/2/tweets/search/recent.*")
-TOKEN = "AAAA-test-bearer-token-value"
+TOKEN = "AAAAAAAAAAAAAAAAAAAAAtest%2Fbearer%3Dtoken0123456789"
+FIXTURES = Path(__file__).parent / "fixtures" / "x_api"
+
+
+def fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
 def tweet(tweet_id: int, text: str | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": str(tweet_id),
-        "edit_history_tweet_ids": [str(tweet_id)],
-        "text": text if text is not None else f"loving my new Glossier balm #{tweet_id} 💄",
-        "created_at": "2026-11-20T10:00:00.000Z",
-        "author_id": "4242",
-        "lang": "en",
-    }
-    return data
+    """A tweet object shaped like the ones in search_recent_page.json."""
+    template = dict(fixture("search_recent_page.json")["data"][0])
+    template.update(
+        id=str(tweet_id),
+        edit_history_tweet_ids=[str(tweet_id)],
+        text=text if text is not None else f"Glossier balm again 💄 #{tweet_id}",
+    )
+    return template
 
 
-def page(ids: list[int], next_token: str | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"result_count": len(ids)}
+def page(tweets: list[dict[str, Any]], next_token: str | None = None) -> dict[str, Any]:
+    """A recent-search page: ``data`` (absent when empty) and ``meta``."""
+    meta: dict[str, Any] = {"result_count": len(tweets)}
+    ids = [int(t["id"]) for t in tweets if str(t.get("id", "")).isdigit()]
     if ids:
         meta.update(newest_id=str(max(ids)), oldest_id=str(min(ids)))
     if next_token:
         meta["next_token"] = next_token
-    body: dict[str, Any] = {"meta": meta}
-    if ids:
-        body["data"] = [tweet(i) for i in ids]
-    return body
+    return {"data": tweets, "meta": meta} if tweets else {"meta": meta}
 
 
-def params(call: Any) -> dict[str, str]:
-    from urllib.parse import parse_qsl, urlparse
+def params_of(request: Any) -> dict[str, str]:
+    return dict(parse_qsl(urlparse(request.url).query))
 
-    return dict(parse_qsl(urlparse(call.request.url).query))
+
+class FakeRecentSearch:
+    """A responses callback that answers like GET /2/tweets/search/recent."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = list(ids)
+        self.calls: list[dict[str, str]] = []
+        self.failures: dict[int, tuple[int, dict[str, str], str]] = {}
+
+    def fail(self, call: int, status: int = 503, body: str = '{"title": "Unavailable"}') -> None:
+        """Make the ``call``-th request (1-based) fail."""
+        self.failures[call] = (status, {"content-type": "application/json"}, body)
+
+    def __call__(self, request: Any) -> tuple[int, dict[str, str], str]:
+        params = params_of(request)
+        self.calls.append(params)
+        if len(self.calls) in self.failures:
+            return self.failures[len(self.calls)]
+        since = int(params.get("since_id", -1))
+        until = int(params.get("until_id", 10**30))
+        matching = sorted((i for i in self.ids if since < i < until), reverse=True)
+        size = int(params["max_results"])
+        offset = int(params.get("next_token", "t0")[1:])
+        chunk = matching[offset : offset + size]
+        more = f"t{offset + size}" if offset + size < len(matching) else None
+        return (
+            200,
+            {"content-type": "application/json"},
+            json.dumps(page([tweet(i) for i in chunk], more)),
+        )
+
+
+@pytest.fixture
+def fake_x() -> Iterator[FakeRecentSearch]:
+    fake = FakeRecentSearch([])
+    with responses.RequestsMock() as mock:
+        mock.add_callback(responses.GET, SEARCH, callback=fake)
+        yield fake
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "store")
+
+
+def x_source(storage: LocalStorage, **kwargs: Any) -> XSource:
+    return XSource(make_x_client(TOKEN, **kwargs), storage)
+
+
+def ids_of(posts: list[Post]) -> list[str]:
+    return [p.id for p in posts]
 
 
 # --------------------------------------------------------------------------- JSONL
-def test_jsonl_keeps_good_records_and_names_bad_lines() -> None:
+def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
+    # Given a file with one good post per kind of trouble around it
     lines = [
-        json.dumps({"id": "1", "text": "Fenty 💄 gloss"}),
+        "\ufeff" + json.dumps({"id": "1", "text": "Fenty 💄 gloss 👩🏽‍🎤"}, ensure_ascii=False),
         "{not json",
         json.dumps({"text": "no id"}),
         json.dumps({"id": "3", "text": "   "}),
@@ -68,196 +137,527 @@ def test_jsonl_keeps_good_records_and_names_bad_lines() -> None:
         json.dumps({"id": "4", "text": 5}),
         json.dumps([1, 2]),
         json.dumps({"id": 5, "text": "numeric id is fine"}),
+        json.dumps({"id": True, "text": "a boolean is no id"}),
+        '{"id": "6", "text": "half an emoji \\ud83d"}',
     ]
-    out = list(iter_jsonl(lines))
+    # When it is parsed
+    out = list(iter_jsonl(lines, query="file"))
+    # Then the good posts are kept, emoji intact, and every bad line is named with its reason
     posts = [item for _, item in out if isinstance(item, Post)]
-    rejected = {n: item.reason for n, item in out if isinstance(item, Rejected)}
-    assert [p.id for p in posts] == ["1", "5"]
-    assert posts[0].text == "Fenty 💄 gloss"
-    assert rejected[2].startswith("invalid JSON")
-    assert rejected[3] == "missing 'id'"
-    assert rejected[4] == "empty text"
-    assert rejected[6] == "duplicate post id"
-    assert "non-string 'text'" in rejected[7]
-    assert rejected[8] == "not a JSON object"
+    rejected = {n: item for n, item in out if isinstance(item, Rejected)}
+    assert ids_of(posts) == ["1", "5"]
+    assert posts[0].text == "Fenty 💄 gloss 👩🏽‍🎤"
+    assert posts[0].source == "jsonl" and posts[0].query == "file"
+    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11]
+    assert rejected[2].reason.startswith("invalid JSON")
+    assert rejected[3].reason == "missing 'id'"
+    assert rejected[4].reason == "empty text"
+    assert rejected[6].reason == "duplicate post id (first on line 1)"
+    assert "non-string 'text'" in rejected[7].reason
+    assert rejected[8].reason == "not a JSON object"
+    assert "'id' must be a string or an integer" in rejected[10].reason
+    assert "not valid Unicode" in rejected[11].reason
+    assert all(str(r.record_id).startswith(f"line {n}") for n, r in rejected.items())
 
 
-def test_jsonl_fetch_walks_a_file_in_batches_without_repeats_or_gaps(tmp_path: Path) -> None:
-    # Given a file of 25 posts with one broken line in the middle
+def test_jsonl_parsing_streams() -> None:
+    # Given an endless source of lines
+    consumed = 0
+
+    def endless() -> Iterator[str]:
+        nonlocal consumed
+        while True:
+            consumed += 1
+            yield json.dumps({"id": str(consumed), "text": f"post {consumed}"})
+
+    # When the first three posts are taken
+    first = [item for _, (_, item) in zip(range(3), iter_jsonl(endless()), strict=False)]
+    # Then only those lines were read
+    assert [p.id for p in first if isinstance(p, Post)] == ["1", "2", "3"]
+    assert consumed == 3
+
+
+def write_jsonl(path: Path, rows: list[str]) -> None:
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def test_jsonl_fetch_walks_a_file_in_batches_without_repeats_or_gaps(
+    tmp_path: Path, storage: LocalStorage
+) -> None:
+    # Given 25 posts with a broken line in the middle and a repeat of post 3 near the end
     src = tmp_path / "posts.jsonl"
     rows = [json.dumps({"id": str(i), "text": f"post {i}"}) for i in range(25)]
     rows.insert(12, "{broken")
-    src.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    storage = LocalStorage(tmp_path / "store")
+    rows.insert(22, json.dumps({"id": "3", "text": "post 3 again"}))
+    write_jsonl(src, rows)
     # When it is fetched 10 posts at a time
     fetched: list[str] = []
     results = []
     for run in range(4):
-        result = fetch_jsonl_to_storage(storage, str(src), f"posts/{run}.jsonl", 10)
-        results.append(result)
+        results.append(fetch_jsonl_to_storage(storage, str(src), f"posts/{run}.jsonl", 10))
         fetched += [json.loads(x)["id"] for x in storage.iter_lines(f"posts/{run}.jsonl")]
-    # Then every post arrives exactly once, in order, and the bad line is reported once
+    # Then every post arrives exactly once and in order, even the repeat in a later batch
     assert fetched == [str(i) for i in range(25)]
     assert [r["n_posts"] for r in results] == [10, 10, 5, 0]
-    assert sum(r["n_rejected"] for r in results) == 1
+    assert sum(r["n_rejected"] for r in results) == 2
     assert storage.read_json("posts/1.rejected.json")[0].startswith("line 13")
+    assert "first on line 4" in storage.read_json("posts/2.rejected.json")[0]
 
 
-def test_jsonl_fetch_missing_input_is_a_clear_error(tmp_path: Path) -> None:
+def test_jsonl_fetch_continues_a_growing_file(tmp_path: Path, storage: LocalStorage) -> None:
+    # Given a file that was read to its end
+    src = tmp_path / "posts.jsonl"
+    write_jsonl(src, [json.dumps({"id": str(i), "text": f"post {i}"}) for i in range(3)])
+    fetch_jsonl_to_storage(storage, str(src), "posts/a.jsonl", 10)
+    # When lines are appended and it is fetched again
+    with src.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": "9", "text": "appended"}) + "\n")
+        handle.write(json.dumps({"id": "1", "text": "old id again"}) + "\n")
+    result = fetch_jsonl_to_storage(storage, str(src), "posts/b.jsonl", 10)
+    # Then only the new post comes, and the old id is reported as a repeat
+    assert [json.loads(x)["id"] for x in storage.iter_lines("posts/b.jsonl")] == ["9"]
+    assert result["n_rejected"] == 1
+
+
+def test_jsonl_fetch_starts_over_when_the_file_was_replaced(
+    tmp_path: Path, storage: LocalStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a file read to line 2
+    src = tmp_path / "posts.jsonl"
+    write_jsonl(src, [json.dumps({"id": f"a{i}", "text": "old"}) for i in range(2)])
+    fetch_jsonl_to_storage(storage, str(src), "posts/a.jsonl", 10)
+    # When another file takes its name
+    write_jsonl(src, [json.dumps({"id": f"b{i}", "text": "new"}) for i in range(3)])
+    with caplog.at_level(logging.WARNING, logger="ner.sources"):
+        fetch_jsonl_to_storage(storage, str(src), "posts/b.jsonl", 10)
+    # Then it is read from line 1, with a warning
+    assert [json.loads(x)["id"] for x in storage.iter_lines("posts/b.jsonl")] == [
+        "b0",
+        "b1",
+        "b2",
+    ]
+    assert "reading it again from line 1" in caplog.text
+
+
+def test_jsonl_fetch_rejects_only_the_line_with_undecodable_bytes(
+    tmp_path: Path, storage: LocalStorage
+) -> None:
+    # Given a file whose second line holds a byte that is not UTF-8
+    src = tmp_path / "posts.jsonl"
+    src.write_bytes(
+        b'{"id": "1", "text": "ok \xf0\x9f\x92\x84"}\r\n'
+        b'{"id": "2", "text": "bad \xff byte"}\r\n'
+        b'{"id": "3", "text": "ok too"}\r\n'
+    )
+    # When it is fetched
+    result = fetch_jsonl_to_storage(storage, str(src), "posts/x.jsonl", 10)
+    # Then the other lines are stored and the bad one is named
+    posts = [json.loads(x) for x in storage.iter_lines("posts/x.jsonl")]
+    assert [p["id"] for p in posts] == ["1", "3"]
+    assert posts[0]["text"] == "ok 💄"
+    assert result["n_rejected"] == 1
+    assert storage.read_json("posts/x.rejected.json")[0].startswith("line 2 (2)")
+
+
+def test_jsonl_fetch_reads_a_storage_key_or_uri(storage: LocalStorage) -> None:
+    # Given posts stored as an object
+    storage.write_lines("inbox/p.jsonl", [json.dumps({"id": "7", "text": "Dior"})])
+    # When fetched by key, then (as a different input) by its URI
+    by_key = fetch_jsonl_to_storage(storage, "inbox/p.jsonl", "posts/k.jsonl", 5)
+    by_uri = fetch_jsonl_to_storage(storage, storage.uri("inbox/p.jsonl"), "posts/u.jsonl", 5)
+    # Then both read it, with separate checkpoints
+    assert by_key["n_posts"] == by_uri["n_posts"] == 1
+    assert storage.exists(jsonl_checkpoint_key("inbox/p.jsonl"))
+    assert storage.exists(jsonl_checkpoint_key(storage.uri("inbox/p.jsonl")))
+
+
+def test_jsonl_fetch_missing_input_is_a_clear_error(storage: LocalStorage) -> None:
     with pytest.raises(SourceError, match="neither a local file nor a storage key"):
-        fetch_jsonl_to_storage(LocalStorage(tmp_path), "nope.jsonl", "posts/x.jsonl", 5)
+        fetch_jsonl_to_storage(storage, "nope.jsonl", "posts/x.jsonl", 5)
 
 
 # --------------------------------------------------------------------------- query
-def test_query_from_keywords() -> None:
-    assert (
-        build_query(["makeup", "lip gloss", "#beauty"])
-        == '(makeup OR "lip gloss" OR #beauty) lang:en -is:retweet'
-    )
-    with pytest.raises(ConfigError, match="NER_KEYWORDS"):
+@pytest.mark.parametrize(
+    ("keywords", "lang", "expected"),
+    [
+        (
+            ["makeup", "lip gloss", "#beauty"],
+            "en",
+            '(makeup OR "lip gloss" OR #beauty) lang:en -is:retweet',
+        ),
+        (["Sephora", " sephora ", "", "Ulta"], "fr", "(Sephora OR Ulta) lang:fr -is:retweet"),
+        (['say "hi" there', "(x)"], "", '("say hi there" OR "(x)") -is:retweet'),
+    ],
+)
+def test_query_from_keywords(keywords: list[str], lang: str, expected: str) -> None:
+    assert build_query(keywords, lang) == expected
+
+
+def test_query_rejects_no_keywords_and_overlong_queries() -> None:
+    with pytest.raises(ConfigError, match="NER_KEYWORDS is empty"):
+        build_query([])
+    with pytest.raises(ConfigError, match="NER_KEYWORDS is empty"):
         build_query(["  "])
-    with pytest.raises(ConfigError, match="512"):
-        build_query([f"keyword{i}" for i in range(100)])
+    keywords = [f"keyword{i}" for i in range(60)]
+    with pytest.raises(ConfigError, match=r"of \d+ characters; X allows 512"):
+        build_query(keywords)
+    assert len(build_query(keywords, max_length=4096)) > 512
 
 
-# --------------------------------------------------------------------------- X API
-@responses.activate
-def test_pagination_checkpoint_and_resume(tmp_path: Path) -> None:
-    # Given two pages linked by next_token
-    responses.add(responses.GET, SEARCH, json=page([105, 104, 103], next_token="t2"))
-    responses.add(responses.GET, SEARCH, json=page([102, 101]))
-    storage = LocalStorage(tmp_path)
-    source = XSource(make_x_client(TOKEN), storage)
-    # When we fetch and commit
-    posts = list(source.fetch(["makeup"], max_posts=100))
-    source.commit()
-    # Then both pages were read, the token followed, and since_id moved to the newest
-    assert [p.id for p in posts] == ["105", "104", "103", "102", "101"]
-    assert params(responses.calls[1])["next_token"] == "t2"
-    assert "since_id" not in params(responses.calls[0])
-    assert storage.read_json("checkpoints/x_since_id.json")["since_id"] == "105"
-    assert posts[0].source == "x" and posts[0].query and "makeup" in posts[0].query
-    # And the next run asks only for newer posts
-    responses.add(responses.GET, SEARCH, json=page([107, 106]))
-    source2 = XSource(make_x_client(TOKEN), storage)
-    assert [p.id for p in source2.fetch(["makeup"], max_posts=100)] == ["107", "106"]
-    assert params(responses.calls[2])["since_id"] == "105"
+# --------------------------------------------------------------------------- X: paging
+def test_pagination_follows_next_token_and_maps_fields(storage: LocalStorage) -> None:
+    # Given a recorded-shape page linking to a second and a third page
+    first = fixture("search_recent_page.json")
+    token = first["meta"]["next_token"]
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, json=first)
+        mock.get(SEARCH, json=page([tweet(1861497000000000002)], next_token="p3"))
+        mock.get(SEARCH, json=page([tweet(1861497000000000001)]))
+        source = x_source(storage)
+        # When all posts are fetched
+        posts = list(source.fetch(["makeup", "lip gloss"], max_posts=100))
+        calls = [params_of(c.request) for c in mock.calls]
+    # Then every page was read, in order, with the tokens X gave
+    assert ids_of(posts) == [
+        "1861498227041345721",
+        "1861497950519288123",
+        "1861497000000000002",
+        "1861497000000000001",
+    ]
+    assert "next_token" not in calls[0]
+    assert [c.get("next_token") for c in calls[1:]] == [token, "p3"]
+    assert calls[0]["query"] == '(makeup OR "lip gloss") lang:en -is:retweet'
+    assert calls[0]["tweet.fields"] == "created_at,author_id,lang"
+    assert calls[0]["max_results"] == "100"
+    # And each post carries the tweet's fields and the query
+    head = first["data"][0]
+    assert posts[0] == Post(
+        id=head["id"],
+        text=head["text"],
+        created_at=head["created_at"],
+        author_id=head["author_id"],
+        lang="en",
+        source="x",
+        query=calls[0]["query"],
+    )
 
 
-@responses.activate
-def test_budget_stop_keeps_a_window_so_nothing_is_missed(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path)
-    storage.write_json("checkpoints/x_since_id.json", {"since_id": "100"})
-    # Given 4 new posts but a budget of 2
-    responses.add(responses.GET, SEARCH, json=page([104, 103], next_token="n"))
+def test_checkpoint_written_on_commit_and_read_by_the_next_run(
+    fake_x: FakeRecentSearch, storage: LocalStorage
+) -> None:
+    # Given 25 posts whose ids have different lengths (numeric, not string, order matters)
+    fake_x.ids = list(range(990, 1015))
     source = XSource(make_x_client(TOKEN), storage, page_size=10)
-    first = [p.id for p in source.fetch(["makeup"], max_posts=2)]
+    # When they are fetched 10 per page and committed
+    posts = list(source.fetch(["makeup"], max_posts=50))
+    assert not storage.exists(X_CHECKPOINT)
     source.commit()
-    # When the next run continues the window, then a third run starts a new one
-    responses.add(responses.GET, SEARCH, json=page([102, 101]))
-    second_source = XSource(make_x_client(TOKEN), storage)
-    second = [p.id for p in second_source.fetch(["makeup"], max_posts=10)]
-    second_source.commit()
-    responses.add(responses.GET, SEARCH, json=page([]))
-    third_source = XSource(make_x_client(TOKEN), storage)
-    assert list(third_source.fetch(["makeup"], max_posts=10)) == []
-    # Then the older half came in the second run, bounded by until_id and since_id
-    assert first == ["104", "103"] and second == ["102", "101"]
-    assert params(responses.calls[1])["until_id"] == "103"
-    assert params(responses.calls[1])["since_id"] == "100"
-    assert params(responses.calls[2])["since_id"] == "104"
+    # Then since_id is the numerically newest id, and the next run asks only for newer ones
+    assert len(posts) == 25 and len(fake_x.calls) == 3
+    assert storage.read_json(X_CHECKPOINT)["since_id"] == "1014"
+    fake_x.ids += [1015, 1016]
+    again = x_source(storage)
+    assert ids_of(list(again.fetch(["makeup"], max_posts=50))) == ["1016", "1015"]
+    assert fake_x.calls[-1]["since_id"] == "1014"
 
 
-@responses.activate
-def test_crash_before_commit_refetches_the_same_posts(tmp_path: Path) -> None:
-    # Given a run whose second page fails
-    storage = LocalStorage(tmp_path)
-    responses.add(responses.GET, SEARCH, json=page([203, 202], next_token="t"))
-    responses.add(responses.GET, SEARCH, body="upstream exploded", status=500)
-    source = XSource(make_x_client(TOKEN), storage)
-    got: list[str] = []
-    with pytest.raises(SourceError):
-        for post in source.fetch(["makeup"], max_posts=100):
-            got.append(post.id)
-    assert got == ["203", "202"]
-    assert not storage.exists("checkpoints/x_since_id.json")
-    # When the run is repeated
-    responses.add(responses.GET, SEARCH, json=page([203, 202], next_token="t"))
-    responses.add(responses.GET, SEARCH, json=page([201]))
-    again = XSource(make_x_client(TOKEN), storage)
-    ids = [p.id for p in again.fetch(["makeup"], max_posts=100)]
-    again.commit()
-    # Then all posts arrive, each once
-    assert ids == ["203", "202", "201"]
+def test_budget_stop_keeps_a_window_so_nothing_is_missed(
+    fake_x: FakeRecentSearch, storage: LocalStorage
+) -> None:
+    # Given a committed since_id and 25 newer posts, fetched 10 at a time
+    storage.write_json(X_CHECKPOINT, {"since_id": "100"})
+    fake_x.ids = list(range(90, 126))
+    runs: list[list[str]] = []
+    # When new posts keep arriving between runs
+    for extra in ([], [126, 127], [], []):
+        fake_x.ids += extra
+        source = x_source(storage)
+        runs.append(ids_of(list(source.fetch(["makeup"], max_posts=10))))
+        source.commit()
+    # Then the first runs finish the window (older posts), then the new ones come
+    assert runs[0] == [str(i) for i in range(125, 115, -1)]
+    assert runs[1] == [str(i) for i in range(115, 105, -1)]
+    assert runs[2] == [str(i) for i in range(105, 100, -1)]
+    assert runs[3] == ["127", "126"]
+    assert fake_x.calls[1]["until_id"] == "116" and fake_x.calls[1]["since_id"] == "100"
+    assert fake_x.calls[1]["max_results"] == "10"
+    assert "until_id" not in fake_x.calls[-1] and fake_x.calls[-1]["since_id"] == "125"
 
 
-@responses.activate
-def test_unauthorized_is_a_clear_error_without_the_token(tmp_path: Path) -> None:
-    responses.add(
-        responses.GET,
-        SEARCH,
-        status=401,
-        json={
-            "title": "Unauthorized",
-            "type": "about:blank",
-            "status": 401,
-            "detail": "Unauthorized",
-        },
+def test_repeated_tweets_are_dropped(storage: LocalStorage) -> None:
+    # Given a tweet that shows up on two pages
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, json=page([tweet(503), tweet(502)], next_token="n"))
+        mock.get(SEARCH, json=page([tweet(502), tweet(501)]))
+        source = x_source(storage)
+        # When fetched
+        posts = list(source.fetch(["makeup"], max_posts=10))
+    # Then it is handed over once
+    assert ids_of(posts) == ["503", "502", "501"]
+
+
+# --------------------------------------------------------------------------- X: crashes
+def test_failure_on_page_two_stores_nothing_and_the_rerun_gets_everything_once(
+    fake_x: FakeRecentSearch, storage: LocalStorage, clean_env: None
+) -> None:
+    # Given 150 posts (two pages) and an X that fails on the second page
+    fake_x.ids = list(range(1000, 1150))
+    fake_x.fail(2, status=503)
+    settings = load_settings(storage_uri=str(storage.root), lang="en")
+    client = make_x_client(TOKEN)
+    # When the run fails
+    with pytest.raises(SourceError, match="TwitterServerError"):
+        fetch_x_to_storage(settings, storage, "posts/run1.jsonl", ["makeup"], 500, client=client)
+    # Then neither posts nor checkpoint were written
+    assert not storage.exists("posts/run1.jsonl") and not storage.exists(X_CHECKPOINT)
+    # And the repeated run stores every post once
+    result = fetch_x_to_storage(
+        settings, storage, "posts/run2.jsonl", ["makeup"], 500, client=client
     )
-    source = XSource(make_x_client(TOKEN), LocalStorage(tmp_path))
-    with pytest.raises(SourceAuthError, match="NER_X_BEARER_TOKEN") as info:
-        list(source.fetch(["makeup"], max_posts=10))
+    stored = [json.loads(x)["id"] for x in storage.iter_lines("posts/run2.jsonl")]
+    assert sorted(stored, key=int) == [str(i) for i in range(1000, 1150)]
+    assert result["n_posts"] == 150 and result["n_rejected"] == 0
+    assert storage.read_json(X_CHECKPOINT)["since_id"] == "1149"
+
+
+def test_crash_after_partial_commits_resumes_without_repeats_or_gaps(
+    fake_x: FakeRecentSearch, storage: LocalStorage
+) -> None:
+    # Given a consumer that stores each post and commits right away
+    fake_x.ids = list(range(2000, 2250))
+    stored: list[str] = []
+
+    def consume(source: XSource) -> None:
+        for post in source.fetch(["makeup"], max_posts=1000):
+            stored.append(post.id)
+            source.commit()
+        source.commit()
+
+    # When the first run crashes on page 2, and posts arrive before the rerun
+    fake_x.fail(2, status=500)
+    with pytest.raises(SourceError):
+        consume(x_source(storage))
+    assert len(stored) == 100
+    fake_x.ids += [2250, 2251]
+    consume(x_source(storage))
+    consume(x_source(storage))
+    # Then every post was stored exactly once
+    assert sorted(stored, key=int) == [str(i) for i in range(2000, 2252)]
+    assert len(stored) == len(set(stored))
+    assert fake_x.calls[2]["until_id"] == "2150"
+    assert fake_x.calls[-1]["since_id"] == "2249"
+
+
+def test_stale_since_id_is_dropped_with_a_warning(
+    storage: LocalStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a checkpoint older than X's 7 days
+    storage.write_json(X_CHECKPOINT, {"since_id": "1851000000000000000"})
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, status=400, json=fixture("invalid_since_id.json"))
+        mock.get(SEARCH, json=page([tweet(1861000000000000001)]))
+        source = x_source(storage)
+        # When fetched
+        with caplog.at_level(logging.WARNING, logger="ner.sources"):
+            posts = list(source.fetch(["makeup"], max_posts=10))
+        calls = [params_of(c.request) for c in mock.calls]
+    source.commit()
+    # Then the search is repeated without since_id, and the checkpoint is fresh again
+    assert ids_of(posts) == ["1861000000000000001"]
+    assert calls[0]["since_id"] == "1851000000000000000" and "since_id" not in calls[1]
+    assert "older than the 7 days" in caplog.text
+    assert storage.read_json(X_CHECKPOINT)["since_id"] == "1861000000000000001"
+
+
+def test_other_bad_requests_are_source_errors(storage: LocalStorage) -> None:
+    body = {"errors": [{"parameters": {"query": ["("]}, "message": "bad query"}]}
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, status=400, json=body)
+        with pytest.raises(SourceError, match="bad query"):
+            list(x_source(storage).fetch(["makeup"], max_posts=10))
+
+
+# --------------------------------------------------------------------------- X: errors
+@pytest.mark.parametrize(
+    ("status", "name", "match"),
+    [(401, "unauthorized.json", "NER_X_BEARER_TOKEN"), (403, "forbidden.json", "403")],
+)
+def test_auth_errors_name_the_cause_not_the_token(
+    storage: LocalStorage, caplog: pytest.LogCaptureFixture, status: int, name: str, match: str
+) -> None:
+    # Given X refusing the token
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, status=status, json=fixture(name))
+        source = x_source(storage)
+        # When fetching, with tweepy logging its request headers
+        with (
+            caplog.at_level(logging.DEBUG, logger="tweepy.client"),
+            pytest.raises(SourceAuthError, match=match) as info,
+        ):
+            list(source.fetch(["makeup"], max_posts=10))
+    # Then the error says what to fix, and the token is in neither the error nor the logs
+    assert isinstance(info.value.__cause__, tweepy.HTTPException)
     assert TOKEN not in str(info.value)
+    assert "Authorization" in caplog.text and "Bearer ***" in caplog.text
+    assert TOKEN not in caplog.text
 
 
-@responses.activate
-def test_rate_limit_is_waited_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rate_limit_is_waited_out(storage: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a 429 whose reset is 30 s away, then a good page
-    import time as time_module
-
     slept: list[float] = []
-    monkeypatch.setattr(time_module, "sleep", lambda s: slept.append(s))
-    reset = int(time_module.time()) + 30
-    responses.add(
-        responses.GET,
-        SEARCH,
-        status=429,
-        json={"title": "Too Many Requests"},
-        headers={"x-rate-limit-reset": str(reset), "x-rate-limit-remaining": "0"},
-    )
-    responses.add(responses.GET, SEARCH, json=page([301]))
-    source = XSource(make_x_client(TOKEN), LocalStorage(tmp_path))
-    # When fetching with wait_on_rate_limit
-    ids = [p.id for p in source.fetch(["makeup"], max_posts=10)]
-    # Then the client slept until the reset and the retry succeeded
-    assert ids == ["301"]
-    assert slept and 20 <= max(slept) <= 32
+    monkeypatch.setattr(time, "sleep", slept.append)
+    reset = int(time.time()) + 30
+    with responses.RequestsMock() as mock:
+        mock.get(
+            SEARCH,
+            status=429,
+            json=fixture("too_many_requests.json"),
+            headers={"x-rate-limit-reset": str(reset), "x-rate-limit-remaining": "0"},
+        )
+        mock.get(SEARCH, json=page([tweet(301)]))
+        # When fetching with wait_on_rate_limit
+        posts = list(x_source(storage).fetch(["makeup"], max_posts=10))
+        n_calls = len(mock.calls)
+    # Then the client slept until the reset, once, and the retry succeeded
+    assert ids_of(posts) == ["301"]
+    assert n_calls == 2
+    assert len(slept) == 1 and 29 <= slept[0] <= 32
 
 
-@responses.activate
-def test_malformed_tweets_are_skipped_and_named(tmp_path: Path) -> None:
-    body = page([403, 402])
-    body["data"].insert(1, {"id": "notanumber", "text": "x"})
+def test_rate_limit_without_waiting_is_a_source_error(storage: LocalStorage) -> None:
+    reset = int(time.time()) + 60
+    with responses.RequestsMock() as mock:
+        mock.get(
+            SEARCH,
+            status=429,
+            json=fixture("too_many_requests.json"),
+            headers={"x-rate-limit-reset": str(reset)},
+        )
+        source = x_source(storage, wait_on_rate_limit=False)
+        with pytest.raises(SourceError, match=f"rate limit.*{reset}"):
+            list(source.fetch(["makeup"], max_posts=10))
+
+
+def test_server_and_network_errors_are_source_errors(storage: LocalStorage) -> None:
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, status=503, json={"title": "Service Unavailable"})
+        with pytest.raises(SourceError, match="503") as info:
+            list(x_source(storage).fetch(["makeup"], max_posts=10))
+        assert TOKEN not in str(info.value)
+        mock.replace(responses.GET, SEARCH, body=requests.ConnectionError("connection reset"))
+        with pytest.raises(SourceError, match="connection reset"):
+            list(x_source(storage).fetch(["makeup"], max_posts=10))
+
+
+def test_bad_arguments_fail_before_any_request(storage: LocalStorage) -> None:
+    source = x_source(storage)
+    with pytest.raises(ConfigError, match="NER_KEYWORDS"):
+        source.fetch([" "], max_posts=10)
+    with pytest.raises(ConfigError, match="max_posts"):
+        source.fetch(["makeup"], max_posts=0)
+    with pytest.raises(ConfigError, match="NER_X_BEARER_TOKEN"):
+        make_x_client("")
+
+
+def test_missing_token_is_a_config_error(
+    storage: LocalStorage, clean_env: None, tmp_path: Path
+) -> None:
+    settings = load_settings(storage_uri=str(tmp_path))
+    with pytest.raises(ConfigError, match="NER_X_BEARER_TOKEN is not set"):
+        fetch_x_to_storage(settings, storage, "posts/x.jsonl", ["makeup"], 10)
+
+
+# --------------------------------------------------------------------------- X: bad data
+def test_malformed_tweets_are_skipped_named_and_not_refetched(storage: LocalStorage) -> None:
+    # Given a page mixing good tweets with broken ones, one of them the newest
+    body = page([tweet(404, text=""), tweet(403), tweet(402)])
+    body["data"].insert(2, {"id": "notanumber", "text": "x"})
     body["data"].append({"id": "401", "edit_history_tweet_ids": ["401"]})
-    body["data"].append({"id": "400", "text": ""})
-    responses.add(responses.GET, SEARCH, json=body)
-    source = XSource(make_x_client(TOKEN), LocalStorage(tmp_path))
-    ids = [p.id for p in source.fetch(["makeup"], max_posts=10)]
-    assert ids == ["403", "402"]
-    reasons = {r.record_id: r.reason for r in source.rejected}
-    assert reasons == {
-        "notanumber": "missing or non-numeric id",
-        "401": "missing or non-string 'text'",
-        "400": "empty text",
-    }
+    body["data"].append({"text": "no id at all"})
+    body["data"].append("not an object")
+    body["data"].append(tweet(399, text="cut emoji \ud83d"))
+    body["data"].append(tweet(398))
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, body=json.dumps(body), content_type="application/json")
+        source = x_source(storage)
+        # When fetched
+        ids = ids_of(list(source.fetch(["makeup"], max_posts=10)))
+    source.commit()
+    # Then the good ones are kept, each bad one is named with its reason
+    assert ids == ["403", "402", "398"]
+    reasons = [(r.record_id, r.reason) for r in source.rejected]
+    assert reasons[:4] == [
+        ("404", "empty text"),
+        ("notanumber", "missing or non-numeric id"),
+        ("401", "missing or non-string 'text'"),
+        (None, "missing or non-numeric id"),
+    ]
+    assert reasons[4][0] is None and reasons[4][1].startswith("tweet is not an object")
+    assert reasons[5][0] == "399" and "not valid Unicode" in reasons[5][1]
+    # And the checkpoint moves past the broken newest tweet, so it is not reported again
+    assert storage.read_json(X_CHECKPOINT)["since_id"] == "404"
 
 
-@responses.activate
-def test_malformed_page_is_a_source_error(tmp_path: Path) -> None:
-    responses.add(responses.GET, SEARCH, json={"data": {"id": "1"}, "meta": {}})
-    source = XSource(make_x_client(TOKEN), LocalStorage(tmp_path))
-    with pytest.raises(SourceError, match="'data' is not a list"):
-        list(source.fetch(["makeup"], max_posts=10))
-    responses.replace(responses.GET, SEARCH, body="<html>gateway</html>", status=200)
-    with pytest.raises(SourceError):
-        list(XSource(make_x_client(TOKEN), LocalStorage(tmp_path)).fetch(["m"], max_posts=1))
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (json.dumps({"data": {"id": "1"}, "meta": {}}), "'data' is not a list"),
+        ("<html>gateway</html>", "not JSON"),
+        (json.dumps([1, 2]), "malformed X API page 1"),
+    ],
+)
+def test_malformed_page_is_a_source_error_and_commits_nothing(
+    storage: LocalStorage, body: str, match: str
+) -> None:
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, body=body, status=200)
+        source = x_source(storage)
+        with pytest.raises(SourceError, match=match):
+            list(source.fetch(["makeup"], max_posts=10))
+    assert source.commit() is None and not storage.exists(X_CHECKPOINT)
+
+
+def test_empty_result_keeps_the_checkpoint(storage: LocalStorage) -> None:
+    storage.write_json(X_CHECKPOINT, {"since_id": "700"})
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, json=page([]))
+        source = x_source(storage)
+        assert list(source.fetch(["makeup"], max_posts=10)) == []
+    source.commit()
+    assert storage.read_json(X_CHECKPOINT)["since_id"] == "700"
+
+
+# --------------------------------------------------------------------------- X: clients
+@pytest.mark.parametrize("return_type", [tweepy.Response, requests.Response])
+def test_clients_with_other_return_types_work(storage: LocalStorage, return_type: type) -> None:
+    # Given a client built elsewhere, returning tweepy or requests responses
+    client = tweepy.Client(bearer_token=TOKEN, return_type=return_type)
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, json=fixture("search_recent_page.json"))
+        mock.get(SEARCH, json=page([tweet(1861497000000000001)]))
+        source = XSource(client, storage)
+        # When fetching
+        posts = list(source.fetch(["makeup"], max_posts=10))
+    # Then the posts are the same as with the default client
+    assert ids_of(posts) == ["1861498227041345721", "1861497950519288123", "1861497000000000001"]
+    assert posts[0].created_at == "2026-11-20T18:02:11.000Z"
+    assert posts[0].author_id == "1290041932870098944"
+
+
+def test_fetch_x_to_storage_writes_posts_rejections_and_checkpoint(
+    storage: LocalStorage, clean_env: None, tmp_path: Path
+) -> None:
+    # Given a page with one broken tweet and a token from settings
+    body = page([tweet(802), tweet(801, text=" ")])
+    settings = load_settings(storage_uri=str(tmp_path), x_bearer_token=TOKEN)
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, json=body)
+        # When the flow's fetch step runs
+        result = fetch_x_to_storage(settings, storage, "posts/s.jsonl", ["makeup"], 10)
+        auth = mock.calls[0].request.headers["Authorization"]
+    # Then posts, rejections and checkpoint are stored, and the settings token was used
+    assert result == {"posts_key": "posts/s.jsonl", "n_posts": 1, "n_rejected": 1, "source": "x"}
+    assert [json.loads(x)["id"] for x in storage.iter_lines("posts/s.jsonl")] == ["802"]
+    assert storage.read_json("posts/s.rejected.json") == ["801: empty text"]
+    assert storage.read_json(X_CHECKPOINT)["since_id"] == "802"
+    assert auth == f"Bearer {TOKEN}"
