@@ -27,7 +27,7 @@ import requests
 from deployments import bootstrap
 from ner.replay import demo_gold_path, demo_posts_path
 from ner.storage import open_storage
-from tests.support.servers import MlflowService, PrefectService, ServerError
+from tests.support.servers import MlflowService, PrefectService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -79,15 +79,7 @@ def deployed(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Deployed]:
     tmp = tmp_path_factory.mktemp("deployments")
-    # Given the three process work pools, created as a user would
-    for env in ENVS:
-        pool = f"brandloop-{env}"
-        try:
-            prefect_server.cli("work-pool", "create", pool, "--type", "process")
-        except ServerError as exc:
-            if "already exists" not in str(exc):
-                raise
-    # And deploy-time variables: dev on a temp folder and the session's MLflow server
+    # Given deploy-time variables: dev on a temp folder and the session's MLflow server
     storage_uris = {env: str(tmp / f"storage-{env}") for env in ENVS}
     sentinels = [f"sentinel-{secrets.token_hex(8)}" for _ in range(4)]
     deploy_env = {"BRANDLOOP_PROJECT_DIR": str(ROOT)}
@@ -103,8 +95,10 @@ def deployed(
         "BRANDLOOP_DEV_X_BEARER_TOKEN": sentinels[2],
         "BRANDLOOP_DEV_LABEL_STUDIO_API_KEY": sentinels[3],
     }
-    env = {**os.environ, **prefect_server.env(), **deploy_env, **secret_env}
-    # And the Secret blocks the flows read at run time, saved by the bootstrap CLI
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env = {**inherited, **prefect_server.env(), **deploy_env, **secret_env}
+    # And the three process work pools and the Secret blocks the flows read at run time,
+    # made by the bootstrap CLI (without deploying)
     boot = subprocess.run(
         [sys.executable, "-m", "deployments.bootstrap", "--no-deploy", "--secrets-from-env"],
         cwd=ROOT,
@@ -116,6 +110,9 @@ def deployed(
     )
     assert boot.returncode == 0, boot.stderr[-3000:]
     assert not any(s in boot.stdout + boot.stderr for s in sentinels)
+    for name in ENVS:
+        pool = requests.get(f"{prefect_server.api_url}/work_pools/brandloop-{name}", timeout=10)
+        assert pool.status_code == 200 and pool.json()["type"] == "process"
 
     # When everything is deployed from the project root
     started = time.monotonic()
