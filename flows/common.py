@@ -24,7 +24,7 @@ def run_stamp(run_id: str | None = None) -> str:
     return f"{now}-{run_id[:8]}" if run_id else now
 
 
-SECRET_FIELDS = ("x_bearer_token", "label_studio_api_key")
+SECRET_FIELDS = ("x_bearer_token", "label_studio_api_key", "serve_api_key")
 
 
 def build_settings(overrides: dict[str, Any] | None = None) -> Settings:

@@ -111,6 +111,24 @@ class Settings(BaseSettings):
     min_new_labels: int = Field(1, ge=1)
     max_rounds: int = Field(3, ge=1)
 
+    # --- Serving (the champion over REST; see ner/serving.py) ---------------------------
+    serve_model: str = Field(
+        "models:/brand-ner@champion", description="Model spec the REST API serves."
+    )
+    serve_api_key: SecretStr | None = Field(
+        None, description="Bearer token clients must send to the REST API."
+    )
+    serve_api_key_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the serving token."
+    )
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(8000, ge=1, le=65535)
+    serve_refresh_seconds: float = Field(
+        60.0, ge=0.0, description="How often the server checks whether the alias moved; 0 = never."
+    )
+    serve_max_posts: int = Field(256, ge=1, description="Most posts one request may send.")
+    serve_max_chars: int = Field(10_000, ge=1, description="Longest post text accepted.")
+
     @field_validator("labels")
     @classmethod
     def _labels_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -143,7 +161,9 @@ class Settings(BaseSettings):
 
     def safe_dump(self) -> dict[str, Any]:
         """Settings without secrets, for logs and MLflow params."""
-        return self.model_dump(exclude={"label_studio_api_key", "x_bearer_token"}, mode="json")
+        return self.model_dump(
+            exclude={"label_studio_api_key", "x_bearer_token", "serve_api_key"}, mode="json"
+        )
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -206,7 +206,7 @@ def _listen_port(service: dict[str, Any]) -> str:
     for item in command:
         if str(item).startswith("-port="):
             return str(item).split("=", 1)[1]
-    return ""
+    return str((service.get("environment") or {}).get("NER_SERVE_PORT", ""))
 
 
 def test_compose_ports_and_urls_agree(compose: dict[str, Any]) -> None:
@@ -233,7 +233,7 @@ def test_compose_services_running_brandloop_reach_every_server(
 ) -> None:
     services = compose["services"]
     runners = [n for n, s in services.items() if s.get("image") == "brandloop-flows:local"]
-    assert set(runners) == {"prefect-server", "bootstrap", "worker", "label-trigger"}
+    assert set(runners) == {"prefect-server", "bootstrap", "worker", "label-trigger", "serving"}
     for name in ("bootstrap", "worker", "label-trigger"):
         env = services[name]["environment"]
         # Then each talks to the Prefect API, MLflow, the bucket and Label Studio
@@ -255,6 +255,12 @@ def test_compose_services_running_brandloop_reach_every_server(
     trigger = services["label-trigger"]["command"]
     assert trigger[trigger.index("--env") + 1] == "dev"
     assert "deployments.label_trigger" in trigger
+    # And the REST API serves the champion of the same tracking server, token from .env
+    serving = services["serving"]["environment"]
+    assert services["serving"]["command"][-1] == "ner.serving"
+    assert serving["NER_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert serving["NER_SERVE_MODEL"] == "models:/brand-ner@champion"
+    assert serving["NER_SERVE_API_KEY"] == "${SERVE_API_KEY}"
 
 
 def test_compose_files_it_mounts_and_builds_exist(compose: dict[str, Any]) -> None:

@@ -1,0 +1,132 @@
+"""The REST API as users run it: ``python -m ner.serving`` over a real MLflow server.
+
+The served model follows ``@champion`` on the tracking server: a promotion and a rollback
+made through :class:`ner.registry.Registry` reach the running server without a restart.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import spacy
+
+from ner.models import add_gazetteer, add_label_filter
+from ner.registry import CHAMPION, Registry, decide
+from tests.support.servers import LOCALHOST, ManagedServer, MlflowService, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLD = "c" * 64
+
+
+def _register(registry: Registry, tmp_path: Path, brands: list[str], f1: float) -> str:
+    nlp = spacy.blank("en")
+    add_gazetteer(nlp, brands, exact_case=[])
+    add_label_filter(nlp, {}, ["BRAND"])
+    path = tmp_path / f"model-{len(brands)}"
+    nlp.to_disk(path)
+    with registry.start_run("train") as run_id:
+        _, version = registry.log_model(path, run_id)
+    assert version is not None
+    registry.record_evaluation(version, GOLD, {"f1": f1})
+    return version
+
+
+def _wait_for_version(url: str, wanted: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        seen = requests.get(f"{url}/health", timeout=5).json()
+        if seen.get("model_version") == wanted:
+            return seen
+        time.sleep(0.25)
+    raise AssertionError(f"server still serves {seen} after {timeout} s, wanted {wanted}")
+
+
+@pytest.fixture
+def registry(mlflow_server: MlflowService) -> Registry:
+    name = f"brand-ner-serving-{secrets.token_hex(4)}"
+    return Registry(mlflow_server.url, model_name=name, experiment_name=name)
+
+
+@pytest.fixture
+def token() -> str:
+    return f"tok-{secrets.token_hex(12)}"
+
+
+@pytest.fixture
+def served(
+    registry: Registry, mlflow_server: MlflowService, token: str, tmp_path: Path
+) -> Iterator[ManagedServer]:
+    # Given a champion on the tracking server
+    v1 = _register(registry, tmp_path, ["Glossier"], 0.85)
+    registry.promote(v1, gold_hash=GOLD, decision=decide(0.85, None, 0.8), metrics={"f1": 0.85})
+    port = free_port()
+    server = ManagedServer(
+        "serving",
+        [sys.executable, "-m", "ner.serving"],
+        workdir=tmp_path,
+        cwd=ROOT,
+        port=port,
+        health_url=f"http://{LOCALHOST}:{port}/health",
+        env={
+            "NER_MLFLOW_TRACKING_URI": mlflow_server.url,
+            "NER_SERVE_MODEL": f"models:/{registry.model_name}@{CHAMPION}",
+            "NER_SERVE_API_KEY": token,
+            "NER_SERVE_PORT": str(port),
+            "NER_SERVE_REFRESH_SECONDS": "0.5",
+        },
+        unset_env=("MLFLOW_TRACKING_URI",),
+        startup_timeout=120.0,
+    )
+    with server:
+        yield server
+    assert server.group_pids() == []
+
+
+def test_champion_is_served_with_auth_and_follows_promotion_and_rollback(
+    served: ManagedServer, registry: Registry, token: str, tmp_path: Path
+) -> None:
+    url = f"http://{LOCALHOST}:{served.port}"
+    auth = {"Authorization": f"Bearer {token}"}
+    name = registry.model_name
+    # Then health names the champion's version without a token
+    assert requests.get(f"{url}/health", timeout=5).json()["model_version"] == f"{name}/1"
+    # And the API refuses a missing or wrong token
+    body = {"posts": [{"id": "p1", "text": "new glossier and fenty beauty drop 💄"}]}
+    assert requests.post(f"{url}/v1/predict", json=body, timeout=5).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert (
+        requests.post(f"{url}/v1/predict", json=body, headers=wrong, timeout=5).status_code == 401
+    )
+    # And tags posts with the champion
+    first = requests.post(f"{url}/v1/predict", json=body, headers=auth, timeout=30).json()
+    assert first["model_version"] == f"{name}/1"
+    assert [s["text"] for s in first["predictions"][0]["spans"]] == ["glossier"]
+
+    # When a better challenger is promoted on the tracking server
+    v2 = _register(registry, tmp_path, ["Glossier", "Fenty Beauty"], 0.92)
+    registry.promote(v2, gold_hash=GOLD, decision=decide(0.92, 0.85, 0.8), metrics={"f1": 0.92})
+    # Then the running server picks it up by itself and answers with it
+    _wait_for_version(url, f"{name}/{v2}")
+    second = requests.post(f"{url}/v1/predict", json=body, headers=auth, timeout=30).json()
+    assert second["model_version"] == f"{name}/{v2}"
+    assert [s["text"] for s in second["predictions"][0]["spans"]] == ["glossier", "fenty beauty"]
+    info = requests.get(f"{url}/v1/model", headers=auth, timeout=5).json()
+    assert info["loaded_from"] == f"models:/{name}/{v2}" and info["last_error"] is None
+
+    # When the promotion is rolled back, an explicit reload serves v1 again
+    registry.rollback(reason="test")
+    reload = requests.post(f"{url}/v1/reload", headers=auth, timeout=60)
+    assert reload.status_code == 200
+    assert reload.json()["model_version"] == f"{name}/1"
+    third = requests.post(f"{url}/v1/predict", json=body, headers=auth, timeout=30).json()
+    assert [s["text"] for s in third["predictions"][0]["spans"]] == ["glossier"]
+    # And the token never reached the server's log
+    assert token not in served.log_path.read_text(errors="replace")
