@@ -27,7 +27,8 @@ Usage::
 
     python scripts/build_brand_list.py [DATA_DIR] [--out DIR]
 
-``DATA_DIR`` defaults to ``../shared/data`` relative to the project root; ``--out`` defaults to
+``DATA_DIR`` defaults to ``../shared/data`` relative to the project root (or ``data/``, its
+copy in the repository, when that is absent); ``--out`` defaults to
 ``ner/resources``. A missing data folder or source file is a clear error (exit status 2).
 """
 
@@ -42,7 +43,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+_WORKPLACE_DATA = PROJECT_ROOT.parent / "shared" / "data"
+#: ``../shared/data`` when present, else the repository's verbatim copy in ``data/``.
+DEFAULT_DATA_DIR = _WORKPLACE_DATA if _WORKPLACE_DATA.is_dir() else PROJECT_ROOT / "data"
 DEFAULT_OUT_DIR = PROJECT_ROOT / "ner" / "resources"
 
 NSI_DIR = Path("gazetteers") / "name_suggestion_index"

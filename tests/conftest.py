@@ -11,14 +11,23 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+def shared_data_dir() -> Path:
+    """Where the shared data is: ``$BRANDLOOP_SHARED_DATA``, else ``../shared/data`` when the
+    workplace has it, else the repository's verbatim copy in ``data/`` (clean clones)."""
+    if os.environ.get("BRANDLOOP_SHARED_DATA"):
+        return Path(os.environ["BRANDLOOP_SHARED_DATA"])
+    workplace = PROJECT_ROOT.parent / "shared" / "data"
+    return workplace if workplace.is_dir() else PROJECT_ROOT / "data"
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (WNUT-17, gazetteers). Missing is an error, not a skip."""
-    path = Path(os.environ.get("BRANDLOOP_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
-    if not path.is_dir():
+    """The shared data (WNUT-17, gazetteers). Missing is an error, not a skip."""
+    path = shared_data_dir()
+    if not (path / "wnut17").is_dir() or not (path / "gazetteers").is_dir():
         raise FileNotFoundError(
-            f"shared data folder {path} is missing: tests need ../shared/data "
-            "(or BRANDLOOP_SHARED_DATA)"
+            f"shared data folder {path} is missing or incomplete (wnut17/, gazetteers/): "
+            "set BRANDLOOP_SHARED_DATA or restore data/"
         )
     return path
 

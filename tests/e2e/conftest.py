@@ -22,12 +22,18 @@ def prefect_ephemeral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
         PREFECT_API_URL,
         PREFECT_HOME,
         PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         temporary_settings,
     )
 
     home = tmp_path_factory.mktemp("prefect-home")
     with temporary_settings(
-        updates={PREFECT_HOME: str(home), PREFECT_SERVER_ANALYTICS_ENABLED: False},
+        updates={
+            PREFECT_HOME: str(home),
+            PREFECT_SERVER_ANALYTICS_ENABLED: False,
+            # a first start on a cold, busy 2-core machine can take longer than the 20 s default
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180,
+        },
         set_defaults={},
         restore_defaults={PREFECT_API_URL},
     ):
