@@ -5,6 +5,14 @@ The model is ``model`` if given, else the registry's ``@champion``, else the col
 (``NER_COLD_START``). Predictions go to Label Studio as pre-annotated tasks: into storage as
 Label Studio import JSON (``destination="storage"``), or through its API
 (``destination="label_studio"``).
+
+**Nothing fetched is lost.** A batch is the posts one run fetched, ``posts/<stamp>.jsonl``;
+the source's checkpoint moves as soon as it is stored. The batch is finished when its
+Label Studio import JSON ``tasks/<stamp>.json`` is written, or, when it went through the API,
+the receipt ``tasks/<stamp>.imported.json``. A run that fails in between (storage, MLflow or
+Label Studio down beyond the task retries) leaves the batch unfinished, and the next run
+finishes it first, under its own stamp, before fetching new posts. So every fetched post
+reaches Label Studio once (API imports are idempotent per post id anyway).
 """
 
 from __future__ import annotations
@@ -19,9 +27,11 @@ from flows.common import (
     io_task,
     make_registry,
     open_settings_storage,
+    retrying,
     run_stamp,
 )
 from ner import inference, labelstudio, labelstudio_client, sources
+from ner.errors import DataError
 from ner.models import load_model
 from ner.registry import CHAMPION
 from ner.settings import Settings
@@ -48,7 +58,36 @@ def fetch_posts(
         result = sources.fetch_jsonl_to_storage(storage, input_uri, key, max_posts)
     else:
         raise ValueError(f"unknown source {source!r}: use 'x' or 'jsonl'")
+    if result["n_posts"] == 0:
+        storage.delete(key)  # an empty batch is no batch (nothing to finish later)
+        result["posts_key"] = None
     return result
+
+
+def batch_stamp(posts_key: str) -> str:
+    """``<stamp>`` of ``posts/<stamp>.jsonl``."""
+    return posts_key.removeprefix(f"{POSTS}/").removesuffix(".jsonl")
+
+
+def receipt_key(stamp: str) -> str:
+    """Where the API import of batch ``stamp`` is recorded."""
+    return f"{TASKS}/{stamp}.imported.json"
+
+
+@io_task()
+def unfinished_batches(settings: Settings) -> list[str]:
+    """Posts batches stored by earlier runs that never reached Label Studio, oldest first."""
+    storage = open_settings_storage(settings)
+    done = {
+        key.removeprefix(f"{TASKS}/").removesuffix(".json").removesuffix(".imported")
+        for key in storage.list(TASKS)
+        if key.endswith(".json")
+    }
+    return [
+        key
+        for key in storage.list(POSTS)
+        if key.endswith(".jsonl") and key.count("/") == 1 and batch_stamp(key) not in done
+    ]
 
 
 @io_task()
@@ -102,10 +141,31 @@ def write_tasks(settings: Settings, posts_key: str, predictions_key: str, stamp:
 def send_to_label_studio(
     settings: Settings, posts_key: str, predictions_key: str
 ) -> dict[str, int]:
-    """Import the tasks through the Label Studio API (idempotent per post id)."""
+    """Import the tasks through the Label Studio API (idempotent per post id), then write
+    the batch's receipt ``tasks/<stamp>.imported.json``."""
     storage = open_settings_storage(settings)
     client = labelstudio_client.LabelStudioProject.connect(settings)
-    return client.import_predictions(storage, posts_key, predictions_key)
+    counts = client.import_predictions(storage, posts_key, predictions_key)
+    storage.write_json(
+        receipt_key(batch_stamp(posts_key)),
+        {"posts_key": posts_key, "predictions_key": predictions_key, **counts},
+    )
+    return counts
+
+
+def deliver(
+    cfg: Settings, destination: str, spec: str, posts_key: str, stamp: str
+) -> dict[str, Any]:
+    """Predict one stored batch and send it to ``destination``; returns keys and counts."""
+    predicted = retrying(predict_posts, cfg)(cfg, spec, posts_key, stamp)
+    out: dict[str, Any] = dict(predicted)
+    if destination == "label_studio":
+        sent = retrying(send_to_label_studio, cfg)
+        out.update(sent(cfg, posts_key, predicted["predictions_key"]))
+    else:
+        write = retrying(write_tasks, cfg)
+        out["tasks_key"] = write(cfg, posts_key, predicted["predictions_key"], stamp)
+    return out
 
 
 @flow(name="apply-ner", log_prints=False)
@@ -118,30 +178,34 @@ def apply_ner(
     destination: Literal["storage", "label_studio"] = "storage",
     settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fetch -> predict -> send. Returns the storage keys written and the counts."""
+    """Finish unfinished batches, then fetch -> predict -> send. Returns the storage keys
+    written and the counts (``recovered``: the earlier batches finished by this run)."""
     logger = get_run_logger()
     cfg = build_settings(settings)
     stamp = run_stamp(flow_run_id())
-    fetched = fetch_posts(
+    spec: str | None = None
+    recovered: list[dict[str, Any]] = []
+    for posts_key in retrying(unfinished_batches, cfg)(cfg):
+        spec = spec or retrying(resolve_model, cfg)(cfg, model)
+        try:
+            done = deliver(cfg, destination, spec, posts_key, batch_stamp(posts_key))
+        except DataError as exc:  # a damaged batch must not block every later run
+            logger.error("cannot finish batch %s, skipped: %s", posts_key, exc)
+            recovered.append({"posts_key": posts_key, "error": str(exc)})
+            continue
+        logger.info("finished batch %s left by an earlier run", posts_key)
+        recovered.append({"posts_key": posts_key, **done})
+    fetched = retrying(fetch_posts, cfg)(
         cfg, source, input_uri, list(keywords or cfg.keywords), max_posts or cfg.max_posts, stamp
     )
     logger.info("fetched %s posts (%s rejected)", fetched["n_posts"], fetched["n_rejected"])
-    summary: dict[str, Any] = {**fetched, "destination": destination}
+    summary: dict[str, Any] = {**fetched, "destination": destination, "recovered": recovered}
     if fetched["n_posts"] == 0:
         logger.info("no new posts: nothing to predict")
         return summary
-    spec = resolve_model(cfg, model)
-    predicted = predict_posts(cfg, spec, fetched["posts_key"], stamp)
-    summary.update(predicted)
-    if destination == "label_studio":
-        summary.update(
-            send_to_label_studio(cfg, fetched["posts_key"], predicted["predictions_key"])
-        )
-    else:
-        summary["tasks_key"] = write_tasks(
-            cfg, fetched["posts_key"], predicted["predictions_key"], stamp
-        )
-    logger.info("apply-ner done with %s: %s", predicted["model_version"], summary)
+    spec = spec or retrying(resolve_model, cfg)(cfg, model)
+    summary.update(deliver(cfg, destination, spec, fetched["posts_key"], stamp))
+    logger.info("apply-ner done with %s: %s", summary["model_version"], summary)
     return summary
 
 

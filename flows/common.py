@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from ner.errors import ConfigError, DataError, GoldSetError, PromotionError, SourceAuthError
 from ner.registry import Registry
 from ner.settings import Settings, load_settings
 from ner.storage import Storage, open_storage
@@ -49,7 +50,7 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
 
 
 def open_settings_storage(settings: Settings) -> Storage:
-    return open_storage(settings.storage_uri, settings.env)
+    return open_storage(settings.storage_uri, settings.env, gcs_timeout_s=settings.gcs_timeout_s)
 
 
 def make_registry(settings: Settings) -> Registry:
@@ -61,16 +62,64 @@ def make_registry(settings: Settings) -> Registry:
     )
 
 
-def io_task(retries: int = 3) -> Any:
-    """Decorator for tasks that touch the outside world: retried with exponential backoff
-    and jitter. Their inputs are settings and keys, so result caching is off."""
+#: Retries of an :func:`io_task` that has not been given its own number nor settings.
+DEFAULT_IO_RETRIES = 3
+#: Errors another attempt cannot fix (a bad setting or record, a refused promotion,
+#: rejected credentials): tasks fail at once instead of retrying them.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    DataError,
+    GoldSetError,
+    PromotionError,
+    SourceAuthError,
+)
+
+
+def is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry unless the failure is a permanent error."""
+    return not isinstance(getattr(state, "data", None), PERMANENT_ERRORS)
+
+
+def io_task(retries: int | None = None) -> Any:
+    """Decorator for tasks that touch the outside world: transient failures are retried
+    with exponential backoff and jitter (:data:`PERMANENT_ERRORS` are not). Their inputs are
+    settings and keys, so result caching is off.
+
+    ``retries`` caps the task's retries (training: 1, waiting for labels: 0); without it the
+    task follows ``NER_IO_RETRIES``. Flows call such tasks through :func:`retrying` so that
+    the count and the delays come from the run's settings.
+    """
     from prefect import task
     from prefect.cache_policies import NO_CACHE
     from prefect.tasks import exponential_backoff
 
-    return task(
+    def decorate(fn: Any) -> Any:
+        wrapped: Any = task(
+            retries=DEFAULT_IO_RETRIES if retries is None else retries,
+            retry_delay_seconds=exponential_backoff(backoff_factor=2),
+            retry_jitter_factor=0.5,
+            retry_condition_fn=is_transient,
+            cache_policy=NO_CACHE,
+        )(fn)
+        wrapped.brandloop_max_retries = retries
+        return wrapped
+
+    return decorate
+
+
+def retry_delays(settings: Settings, retries: int) -> list[float]:
+    """``NER_IO_RETRY_DELAY_S``, doubled for each further retry."""
+    return [settings.io_retry_delay_s * 2**attempt for attempt in range(retries)]
+
+
+def retrying(task: Any, settings: Settings) -> Any:
+    """``task`` with the retry policy of ``settings``: ``NER_IO_RETRIES`` retries (at most
+    the task's own cap), the first after ``NER_IO_RETRY_DELAY_S`` seconds, then doubling,
+    each with ±50 % jitter."""
+    cap = getattr(task, "brandloop_max_retries", None)
+    retries = settings.io_retries if cap is None else min(cap, settings.io_retries)
+    return task.with_options(
         retries=retries,
-        retry_delay_seconds=exponential_backoff(backoff_factor=2),
+        retry_delay_seconds=retry_delays(settings, retries) or 0,
         retry_jitter_factor=0.5,
-        cache_policy=NO_CACHE,
     )

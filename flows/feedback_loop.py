@@ -10,6 +10,10 @@ Annotators:
 
 * ``storage``: people label in Label Studio and export snapshots land in ``exports/``
   (the bucket exchange); the flow polls storage for them.
+* ``label_studio``: the posts go to Label Studio through its API; the flow polls the project
+  until ``NER_MIN_NEW_LABELS`` new labels are there (or ``wait_timeout_s`` passes: the loop
+  then stops with status ``timed_out_waiting_for_labels``, nothing trained or promoted),
+  and ``train-ner`` pulls them through the API.
 * ``replay``: the :class:`ner.replay.ReplayAnnotator` hands back known gold labels (demo,
   tests, simulations).
 
@@ -30,11 +34,14 @@ from prefect import flow, get_run_logger
 from flows.apply_ner import apply_ner
 from flows.common import build_settings, io_task, open_settings_storage, run_stamp
 from flows.train_ner import train_ner
-from ner import labelstudio
+from ner import labelstudio, labelstudio_client, triggers
 from ner.replay import ReplayAnnotator, demo_gold_path, demo_posts_path
 from ner.report import rounds_table
 from ner.settings import Settings
-from ner.storage import EXPORTS
+from ner.storage import CHECKPOINTS, EXPORTS
+
+#: Status of a loop that stopped because too few labels came in time.
+TIMED_OUT = "timed_out_waiting_for_labels"
 
 
 @io_task()
@@ -68,13 +75,31 @@ def wait_for_exports(
         time.sleep(poll_s)
 
 
+@io_task(retries=0)
+def wait_for_label_studio(settings: Settings, timeout_s: float, poll_s: float) -> dict[str, Any]:
+    """Poll the Label Studio project until ``min_new_labels`` labels are new since the last
+    round, or ``timeout_s`` passes (``n_labelled`` 0). The loop keeps its own checkpoint,
+    apart from the label trigger's."""
+    storage = open_settings_storage(settings)
+    project = labelstudio_client.LabelStudioProject.connect(settings)
+    found = triggers.wait_for_labels(
+        project,
+        storage,
+        settings.min_new_labels,
+        timeout=timeout_s,
+        interval=poll_s,
+        checkpoint_key=f"{CHECKPOINTS}/labelstudio-{project.project_id}-feedback-loop.json",
+    )
+    return {"n_labelled": found, "project_id": project.project_id}
+
+
 @flow(name="feedback-loop")
 def feedback_loop(
     source: Literal["x", "jsonl"] = "x",
     input_uri: str | None = None,
     keywords: list[str] | None = None,
     posts_per_round: int | None = None,
-    annotator: Literal["storage", "replay"] = "storage",
+    annotator: Literal["storage", "replay", "label_studio"] = "storage",
     gold_export: str | None = None,
     max_rounds: int | None = None,
     wait_timeout_s: float = 24 * 3600,
@@ -95,6 +120,7 @@ def feedback_loop(
             source=source,
             input_uri=input_uri,
             max_posts=posts_per_round,
+            destination="label_studio" if annotator == "label_studio" else "storage",
             settings=settings,
         )
         if applied["n_posts"] == 0:
@@ -104,9 +130,32 @@ def feedback_loop(
             labelled = replay_labels(
                 cfg, applied["tasks_key"], gold_export or str(demo_gold_path()), run_stamp()
             )
+        elif annotator == "label_studio":
+            labelled = wait_for_label_studio(cfg, wait_timeout_s, poll_interval_s)
+            if labelled["n_labelled"] == 0:
+                status = TIMED_OUT
+                rounds.append(
+                    {
+                        "round": number,
+                        "posts_sent": applied["n_posts"],
+                        "model_used": applied.get("model_version"),
+                        "new_labels": 0,
+                        "status": TIMED_OUT,
+                    }
+                )
+                logger.warning(
+                    "round %d: fewer than %d new labels after %.0f s; stopping",
+                    number,
+                    cfg.min_new_labels,
+                    wait_timeout_s,
+                )
+                break
         else:
             labelled = wait_for_exports(cfg, known, wait_timeout_s, poll_interval_s)
-        trained = train_ner(source="storage", settings=settings)
+        trained = train_ner(
+            source="label_studio" if annotator == "label_studio" else "storage",
+            settings=settings,
+        )
         row = {
             "round": number,
             "posts_sent": applied["n_posts"],

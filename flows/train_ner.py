@@ -10,11 +10,19 @@
 6. Evaluate the challenger on the same gold set and promote it to ``@champion`` if the
    promotion rule says so (threshold reached and champion beaten). Nothing is promoted
    without an evaluation.
+
+Failures: every task retries transient errors (``NER_IO_RETRIES``, backoff from
+``NER_IO_RETRY_DELAY_S``). The training run stays RUNNING until the promotion step ends it
+FINISHED; a run that fails after it was opened ends it FAILED. When MLflow itself was down at
+that moment, the next train-ner run closes it (step 0: runs of flow runs that have ended
+are marked FAILED). Storage writes are atomic, and ``@champion`` moves only in the last
+step, so a failed run promotes nothing and leaves no half-written object.
 """
 
 from __future__ import annotations
 
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,9 +34,11 @@ from flows.common import (
     io_task,
     make_registry,
     open_settings_storage,
+    retrying,
     run_stamp,
 )
 from ner import datasets, evaluation, labelstudio, labelstudio_client
+from ner.errors import RegistryError
 from ner.models import load_model
 from ner.registry import CHALLENGER, CHAMPION, decide, needs_training, run_tags
 from ner.settings import Settings
@@ -36,14 +46,61 @@ from ner.training import TrainOptions, train
 
 
 @io_task()
+def close_abandoned_runs(settings: Settings) -> list[str]:
+    """Mark FAILED the brandloop runs still RUNNING whose Prefect flow run has ended.
+
+    They belong to flow runs that failed while MLflow was unreachable (so they could not
+    close their own run) or that crashed. Runs of flow runs still in progress, and runs
+    whose flow run this Prefect API does not know, are left alone.
+    """
+    registry = make_registry(settings)
+    current = flow_run_id()
+    closed = []
+    for run_id, tags in registry.open_runs():
+        owner = tags.get("brandloop.prefect_flow_run_id")
+        if not owner or owner == current:
+            continue
+        ended = _ended_flow_run(owner)
+        if ended is None:
+            continue
+        registry.close_run(
+            run_id, "FAILED", reason=f"flow run {owner} ended {ended} with this run open"
+        )
+        closed.append(run_id)
+    if closed:
+        get_run_logger().warning("closed %d abandoned MLflow run(s): %s", len(closed), closed)
+    return closed
+
+
+def _ended_flow_run(run_id: str) -> str | None:
+    """The final state type of Prefect flow run ``run_id``; None if running or unknown."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            flow_run = client.read_flow_run(uuid.UUID(run_id))
+    except (ObjectNotFound, ValueError):
+        return None
+    state = flow_run.state
+    return str(state.type.value) if state is not None and state.is_final() else None
+
+
+@io_task()
 def pull_annotations(
     settings: Settings, source: str, export_keys: list[str] | None, stamp: str
 ) -> dict[str, Any]:
-    """Collect every human annotation into one JSONL in storage; returns key and counts."""
+    """Collect every human annotation into one JSONL in storage; returns key and counts.
+
+    From Label Studio, the labels saved since the last pull are exported into a new
+    snapshot, then every snapshot of the project is read (each holds only what changed),
+    the latest annotation of a post winning.
+    """
     storage = open_settings_storage(settings)
     if source == "label_studio":
         project = labelstudio_client.LabelStudioProject.connect(settings)
-        export_keys = [project.snapshot_export(storage, stamp)]
+        project.snapshot_export(storage, stamp)
+        export_keys = project.snapshot_keys(storage)
     return labelstudio.collect_annotations(
         storage, export_keys, settings.labels, out_key=f"annotations/{stamp}.jsonl"
     )
@@ -60,6 +117,12 @@ def prepare_gold(settings: Settings, annotations_key: str, stamp: str) -> dict[s
         gold_fraction=settings.gold_fraction,
         train_key=f"annotations/{stamp}.train.jsonl",
     )
+
+
+@io_task()
+def find_champion(settings: Settings) -> str | None:
+    """The version behind ``@champion``, if any."""
+    return make_registry(settings).alias_version(CHAMPION)
 
 
 @io_task()
@@ -121,6 +184,10 @@ def train_challenger(
         patience=settings.patience,
         dropout=settings.dropout,
         with_gazetteer=settings.train_with_gazetteer,
+        learn_rate=settings.learn_rate,
+        negative_fraction=settings.negative_fraction,
+        lowercase=settings.augment_lowercase,
+        label_map=dict(settings.train_label_map),
     )
     result = train(
         pool,
@@ -172,16 +239,20 @@ def log_challenger(
         gold_uri=storage.uri(splits["gold_key"]),
         tags=run_tags(settings.env, _prefect_tags()),
     )
-    _, version = registry.log_model(Path(trained["model_dir"]), run_id)
-    if version is None:
-        raise RuntimeError("model was logged but not registered")
-    registry.set_alias(
-        CHALLENGER,
-        version,
-        actor=_actor(),
-        reason=f"trained by run {run_id}",
-        gold_hash=splits["gold_hash"],
-    )
+    try:
+        _, version = registry.log_model(Path(trained["model_dir"]), run_id)
+        if version is None:
+            raise RegistryError(f"the model of run {run_id} was logged but not registered")
+        registry.set_alias(
+            CHALLENGER,
+            version,
+            actor=_actor(),
+            reason=f"trained by run {run_id}",
+            gold_hash=splits["gold_hash"],
+        )
+    except Exception as exc:  # a retry opens a new run: end this one
+        registry.close_run(run_id, "FAILED", reason=f"logging failed: {exc}", best_effort=True)
+        raise
     return {"run_id": run_id, "version": version}
 
 
@@ -191,13 +262,16 @@ def promote_if_better(
     challenger: dict[str, Any],
     champion: dict[str, Any],
     gold_hash: str,
+    run_id: str,
 ) -> dict[str, Any]:
-    """Apply the promotion rule; move @champion (audited) when it says so."""
+    """Apply the promotion rule; move @champion (audited) when it says so; then end the
+    training run ``run_id`` FINISHED."""
     registry = make_registry(settings)
     decision = decide(
         challenger.get("f1"), champion.get("f1"), settings.threshold, settings.promotion_margin
     )
-    if decision.promote:
+    # On a retry the move may already have happened: never promote the same version twice.
+    if decision.promote and registry.alias_version(CHAMPION) != challenger["version"]:
         registry.promote(
             challenger["version"],
             gold_hash=gold_hash,
@@ -209,7 +283,14 @@ def promote_if_better(
             },
             actor=_actor(),
         )
+    registry.close_run(run_id, "FINISHED", reason=decision.reason)
     return {"promote": decision.promote, "reason": decision.reason}
+
+
+@io_task(retries=0)
+def abandon_run(settings: Settings, run_id: str, reason: str) -> bool:
+    """End training run ``run_id`` FAILED if MLflow answers (else a later run will)."""
+    return make_registry(settings).close_run(run_id, "FAILED", reason=reason, best_effort=True)
 
 
 def _prefect_tags() -> dict[str, str]:
@@ -232,7 +313,8 @@ def train_ner(
     logger = get_run_logger()
     cfg = build_settings(settings)
     stamp = run_stamp(flow_run_id())
-    pulled = pull_annotations(cfg, source, export_keys, stamp)
+    retrying(close_abandoned_runs, cfg)(cfg)
+    pulled = retrying(pull_annotations, cfg)(cfg, source, export_keys, stamp)
     logger.info(
         "pulled %d annotations (%d rejected, %d repaired)",
         pulled["n_annotations"],
@@ -243,7 +325,7 @@ def train_ner(
     if pulled["n_annotations"] == 0:
         return {**summary, "status": "no_labels"}
 
-    splits = prepare_gold(cfg, pulled["annotations_key"], stamp)
+    splits = retrying(prepare_gold, cfg)(cfg, pulled["annotations_key"], stamp)
     summary.update(
         gold_hash=splits["gold_hash"], n_gold=splits["n_gold"], n_train=splits["n_train"]
     )
@@ -251,11 +333,10 @@ def train_ner(
         return {**summary, "status": "no_gold"}
 
     registry = make_registry(cfg)
-    champion_version = registry.alias_version(CHAMPION)
+    champion_version = retrying(find_champion, cfg)(cfg)
     champion_spec = registry.model_uri(CHAMPION) if champion_version else cfg.cold_start
-    champion = evaluate_on_gold(
-        cfg, champion_spec, splits["gold_key"], splits["gold_hash"], "champion"
-    )
+    evaluate = retrying(evaluate_on_gold, cfg)
+    champion = evaluate(cfg, champion_spec, splits["gold_key"], splits["gold_hash"], "champion")
     summary.update(
         champion_f1=champion["f1"],
         champion_model=champion["model_version"],
@@ -276,22 +357,28 @@ def train_ner(
         start_from = cfg.base_model
         if cfg.train_from == "champion" and champion_version:
             start_from = str(registry.download_model(CHAMPION, Path(tmp) / "champion"))
-        trained = train_challenger(cfg, splits["train_key"], start_from, str(Path(tmp) / "model"))
-        logged = log_challenger(cfg, trained, splits, stamp)
-    challenger = evaluate_on_gold(
-        cfg,
-        f"models:/{cfg.registered_model_name}/{logged['version']}",
-        splits["gold_key"],
-        splits["gold_hash"],
-        "challenger",
-        run_id=logged["run_id"],
-    )
-    summary.update(
-        challenger_f1=challenger["f1"],
-        challenger_version=logged["version"],
-        run_id=logged["run_id"],
-    )
-    outcome = promote_if_better(cfg, challenger, champion, splits["gold_hash"])
+        trained = retrying(train_challenger, cfg)(
+            cfg, splits["train_key"], start_from, str(Path(tmp) / "model")
+        )
+        logged = retrying(log_challenger, cfg)(cfg, trained, splits, stamp)
+    run_id = logged["run_id"]
+    summary.update(challenger_version=logged["version"], run_id=run_id)
+    try:
+        challenger = evaluate(
+            cfg,
+            f"models:/{cfg.registered_model_name}/{logged['version']}",
+            splits["gold_key"],
+            splits["gold_hash"],
+            "challenger",
+            run_id=run_id,
+        )
+        summary["challenger_f1"] = challenger["f1"]
+        outcome = retrying(promote_if_better, cfg)(
+            cfg, challenger, champion, splits["gold_hash"], run_id
+        )
+    except Exception as exc:
+        abandon_run(cfg, run_id, f"train-ner failed after training: {exc}")
+        raise
     summary["decision"] = outcome["reason"]
     if outcome["promote"]:
         summary.update(

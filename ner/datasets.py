@@ -319,6 +319,47 @@ def freeze_gold_set(
     return gold_set
 
 
+def adopt_gold_set(
+    storage: Storage,
+    annotations: Iterable[Annotation],
+    *,
+    name: str | None = None,
+    now: datetime | None = None,
+) -> GoldSet:
+    """Freeze ``annotations`` themselves (no hash split) as the gold set in force.
+
+    For an evaluation set that was labelled apart from the training data (a benchmark's
+    test split, a curated set). The record says ``gold_fraction`` 0, so every other post
+    stays trainable; run the flows with ``NER_GOLD_FRACTION=0`` too, or their split would
+    still hold a share of the training posts out. Refuses (:class:`GoldSetError`) when a
+    gold set is already frozen or ``annotations`` is empty, and raises :class:`DataError`
+    when a post id appears twice.
+    """
+    if load_gold_set(storage) is not None:
+        raise GoldSetError("a gold set is already frozen here: adopt one only in a fresh store")
+    gold = _unique(annotations)
+    if not gold:
+        raise GoldSetError("cannot adopt an empty gold set")
+    digest = dataset_hash(gold)
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    name = name or f"gold-{moment:%Y%m%dT%H%M%SZ}-{digest[:8]}"
+    if not name.strip() or "/" in name or name == "CURRENT" or name.startswith("."):
+        raise ValueError(f"invalid gold set name {name!r}")
+    gold_set = GoldSet(
+        name=name,
+        post_ids=tuple(a.post_id for a in gold),
+        hash=digest,
+        created_at=moment.isoformat(),
+        salt=DEFAULT_SALT,
+        gold_fraction=0.0,
+    )
+    write_annotations(storage, gold_set.annotations_key, gold)
+    storage.write_json(gold_set.key, gold_set.to_dict())
+    storage.write_json(CURRENT_KEY, {"name": name})
+    log.info("adopted gold set %s: %d posts, hash %s", name, len(gold), digest[:12])
+    return gold_set
+
+
 def train_pool(
     annotations: Iterable[Annotation],
     gold_set: GoldSet | None,

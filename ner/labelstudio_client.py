@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -323,6 +324,21 @@ def snapshot_key(stamp: str, project_id: int, attempt: int = 1) -> str:
     return f"{EXPORTS}/{stamp}-ls-{project_id}{suffix}.json"
 
 
+def snapshot_keys(storage: Storage, project_id: int) -> list[str]:
+    """Keys of the export snapshots of project ``project_id``, in the order they were taken.
+
+    Ordered by stamp, then attempt (``…-ls-7.json`` before ``…-ls-7-2.json``, which a plain
+    sort of the names would invert).
+    """
+    pattern = re.compile(rf"^{re.escape(EXPORTS)}/(.+)-ls-{project_id}(?:-(\d+))?\.json$")
+    found: list[tuple[str, int, str]] = []
+    for key in storage.list(EXPORTS):
+        match = pattern.match(key)
+        if match is not None:
+            found.append((match.group(1), int(match.group(2) or 1), key))
+    return [key for _, _, key in sorted(found)]
+
+
 # --------------------------------------------------------------------------- the project
 
 
@@ -558,21 +574,36 @@ class LabelStudioProject:
         )
 
     # -- annotations -----------------------------------------------------------------------
-    def tasks_updated_since(self, since: datetime) -> Iterator[dict[str, Any]]:
-        """Tasks (with annotations) whose ``updated_at`` is at or after ``since``."""
-        query = {
-            "filters": {
-                "conjunction": "and",
-                "items": [
-                    {
-                        "filter": "filter:tasks:updated_at",
-                        "operator": "greater_or_equal",
-                        "type": "Datetime",
-                        "value": format_time(since),
-                    }
-                ],
-            }
-        }
+    def tasks_updated_since(
+        self, since: datetime | None, *, annotated_only: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Tasks (with annotations) whose ``updated_at`` is at or after ``since``.
+
+        ``since=None`` means every task. With ``annotated_only``, only tasks holding at
+        least one annotation that was not skipped (Label Studio's ``total_annotations``
+        does not count skipped ones), so that polling a large project that has few labels
+        does not list every task each time.
+        """
+        items: list[dict[str, Any]] = []
+        if since is not None:
+            items.append(
+                {
+                    "filter": "filter:tasks:updated_at",
+                    "operator": "greater_or_equal",
+                    "type": "Datetime",
+                    "value": format_time(since),
+                }
+            )
+        if annotated_only:
+            items.append(
+                {
+                    "filter": "filter:tasks:total_annotations",
+                    "operator": "greater",
+                    "type": "Number",
+                    "value": 0,
+                }
+            )
+        query = {"filters": {"conjunction": "and", "items": items}} if items else None
         return self.iter_tasks(query=query, fields="all")
 
     def new_annotations(
@@ -584,7 +615,7 @@ class LabelStudioProject:
     ) -> list[AnnotationStamp]:
         """Annotation versions saved since ``checkpoint`` (all of them for an empty one)."""
         bound = checkpoint.lower_bound(overlap)
-        tasks = self.iter_tasks(fields="all") if bound is None else self.tasks_updated_since(bound)
+        tasks = self.tasks_updated_since(bound, annotated_only=not include_cancelled)
         return [
             stamp
             for stamp in annotation_stamps(tasks)
@@ -646,6 +677,15 @@ class LabelStudioProject:
     def checkpoint_key(self) -> str:
         """Where :meth:`snapshot_export` keeps its checkpoint."""
         return f"{CHECKPOINTS}/labelstudio-{self.project_id}.json"
+
+    def snapshot_keys(self, storage: Storage) -> list[str]:
+        """Every export snapshot of this project in ``storage``, oldest first.
+
+        Each incremental snapshot holds only what changed since the one before, so the
+        labels of a project are all of its snapshots read in order (the latest annotation
+        of a post wins).
+        """
+        return snapshot_keys(storage, self.project_id)
 
     def snapshot_export(
         self, storage: Storage, stamp: str, *, overlap: float = DEFAULT_OVERLAP_SECONDS

@@ -283,10 +283,16 @@ class Registry:
         gold_uri: str,
         tags: Mapping[str, str],
     ) -> str:
-        """Create a (still open) training run with params, metrics, datasets and curve."""
+        """Create a (still open) training run with params, metrics, datasets and curve.
+
+        The caller closes it (:meth:`close_run`) once the run's outcome is known. If logging
+        fails half-way, the run is closed as FAILED (when MLflow still answers) and
+        :class:`RegistryError` raised.
+        """
         from mlflow.entities import Metric, Param
         from mlflow.exceptions import MlflowException
 
+        run_id: str | None = None
         try:
             run = self.client.create_run(
                 self.experiment_id(),
@@ -309,8 +315,52 @@ class Registry:
             self.log_dataset(run_id, "gold", gold_hash, gold_uri, "evaluation")
             _log_curve_and_plots(self.client, run_id, curve)
         except MlflowException as exc:
+            if run_id is not None:
+                self.close_run(run_id, "FAILED", reason=f"logging failed: {exc}", best_effort=True)
             raise _wrap("logging the training run", exc) from exc
         return run_id
+
+    def close_run(
+        self, run_id: str, status: str, *, reason: str | None = None, best_effort: bool = False
+    ) -> bool:
+        """End ``run_id`` with ``status`` (FINISHED, FAILED, KILLED), noting ``reason``.
+
+        With ``best_effort`` a failure is logged and False returned instead of raised (for
+        clean-up paths, where MLflow may be the thing that is down).
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if reason:
+                self.client.set_tag(run_id, f"{TAG_PREFIX}end_reason", reason[:4900])
+            self.client.set_terminated(run_id, status)
+        except (MlflowException, OSError) as exc:
+            if not best_effort:
+                raise _wrap(f"closing run {run_id}", exc) from exc
+            log.warning("could not mark MLflow run %s %s: %s", run_id, status, exc)
+            return False
+        return True
+
+    def open_runs(self) -> list[tuple[str, dict[str, str]]]:
+        """``(run id, tags)`` of the experiment's brandloop runs that are still RUNNING."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            if exp is None:
+                return []
+            runs = self.client.search_runs(
+                [exp.experiment_id],
+                filter_string="attributes.status = 'RUNNING'",
+                max_results=1000,
+            )
+        except MlflowException as exc:
+            raise _wrap("searching open runs", exc) from exc
+        return [
+            (str(run.info.run_id), dict(run.data.tags))
+            for run in runs
+            if f"{TAG_PREFIX}kind" in run.data.tags
+        ]
 
     def log_evaluation(
         self,
@@ -324,15 +374,16 @@ class Registry:
     ) -> str:
         """Log a gold-set evaluation: into ``run_id`` (``gold_``-prefixed) or a new run.
 
-        Logs the metrics, a per-label F1 plot and the list of errors as artifacts.
+        Logs the metrics, a per-label F1 plot and the list of errors as artifacts. A new run
+        is ended here; ``run_id`` stays open for its owner to close.
         """
         from mlflow.entities import Metric
         from mlflow.exceptions import MlflowException
 
         from ner import plots
 
+        own_run = run_id is None
         try:
-            own_run = run_id is None
             if run_id is None:
                 run = self.client.create_run(
                     self.experiment_id(),
@@ -364,10 +415,15 @@ class Registry:
                 errors.write_text(json.dumps(report.errors_list(), indent=1, ensure_ascii=False))
                 self.client.log_artifact(run_id, str(errors), "evaluation")
                 table = Path(tmp) / f"{prefix}report.md"
-                table.write_text(report.format_table())
+                table.write_text(
+                    f"{report.format_table()}\n\n## Confusion\n\n{report.format_confusion()}\n"
+                )
                 self.client.log_artifact(run_id, str(table), "evaluation")
-            self.client.set_terminated(run_id, "FINISHED")
+            if own_run:
+                self.client.set_terminated(run_id, "FINISHED")
         except MlflowException as exc:
+            if own_run and run_id is not None:
+                self.close_run(run_id, "FAILED", reason=f"logging failed: {exc}", best_effort=True)
             raise _wrap("logging an evaluation", exc) from exc
         return run_id
 
@@ -392,7 +448,12 @@ class Registry:
         )
 
     def evaluated_f1(self, version: str, gold_hash: str) -> float | None:
-        mv = self.client.get_model_version(self.model_name, version)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(self.model_name, version)
+        except MlflowException as exc:
+            raise _wrap(f"reading version {version}", exc) from exc
         value = (mv.tags or {}).get(self._eval_tag(gold_hash))
         return None if value is None else float(value)
 
@@ -407,18 +468,15 @@ class Registry:
         gold_hash: str | None = None,
         metrics: Mapping[str, float] | None = None,
     ) -> AuditEvent:
-        """Point ``@alias`` at ``version`` (or delete it with None) and audit the move."""
+        """Point ``@alias`` at ``version`` (or delete it with None) and audit the move.
+
+        The audit run is opened before the move and ended FINISHED after it, so the audit
+        log (finished runs) never records a move that did not happen; a move that fails
+        leaves its audit run FAILED.
+        """
         from mlflow.exceptions import MlflowException
 
         before = self.alias_version(alias)
-        try:
-            if version is None:
-                if before is not None:
-                    self.client.delete_registered_model_alias(self.model_name, alias)
-            else:
-                self.client.set_registered_model_alias(self.model_name, alias, version)
-        except MlflowException as exc:
-            raise _wrap(f"alias move @{alias} -> {version}", exc) from exc
         event = AuditEvent(
             alias=alias,
             from_version=before,
@@ -429,9 +487,29 @@ class Registry:
             timestamp=time.time(),
             metrics=dict(metrics or {}),
         )
-        return self._audit(event)
+        try:
+            audit_run = self._begin_audit(event)
+        except MlflowException as exc:
+            raise _wrap(f"auditing the move of @{alias} to {version}", exc) from exc
+        try:
+            if version is None:
+                if before is not None:
+                    self.client.delete_registered_model_alias(self.model_name, alias)
+            else:
+                self.client.set_registered_model_alias(self.model_name, alias, version)
+        except MlflowException as exc:
+            self.close_run(audit_run, "FAILED", reason=f"move failed: {exc}", best_effort=True)
+            raise _wrap(f"alias move @{alias} -> {version}", exc) from exc
+        try:
+            self._end_audit(audit_run, event)
+        except MlflowException as exc:
+            raise _wrap(f"auditing the move of @{alias} to {version}", exc) from exc
+        return AuditEvent(**{**event.__dict__, "run_id": audit_run})
 
-    def _audit(self, event: AuditEvent) -> AuditEvent:
+    def _begin_audit(self, event: AuditEvent) -> str:
+        """Open the audit run of an alias move (who, why, metrics, gold hash)."""
+        from mlflow.entities import Metric
+
         experiment_id = self.experiment_id(f"{self.experiment_name}-audit")
         tags = {
             f"{TAG_PREFIX}event": "alias_move",
@@ -446,18 +524,17 @@ class Registry:
                 f"@{event.alias}: {event.from_version or '-'} -> {event.to_version or '-'}"
             ),
         }
-        run = self.client.create_run(
-            experiment_id, start_time=int(event.timestamp * 1000), tags=tags
-        )
-        from mlflow.entities import Metric
-
         stamp = int(event.timestamp * 1000)
+        run = self.client.create_run(experiment_id, start_time=stamp, tags=tags)
         if event.metrics:
             self.client.log_batch(
                 run.info.run_id,
                 metrics=[Metric(k, float(v), stamp, 0) for k, v in event.metrics.items()],
             )
-        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return str(run.info.run_id)
+
+    def _end_audit(self, run_id: str, event: AuditEvent) -> None:
+        self.client.set_terminated(run_id, "FINISHED")
         if event.to_version:
             self.client.set_model_version_tag(
                 self.model_name,
@@ -473,16 +550,17 @@ class Registry:
             event.actor,
             event.reason,
         )
-        return AuditEvent(**{**event.__dict__, "run_id": run.info.run_id})
 
     def audit_log(self) -> list[AuditEvent]:
-        """Every alias move of this model, oldest first."""
+        """Every alias move of this model, oldest first (moves that failed are left out)."""
         exp = self.client.get_experiment_by_name(f"{self.experiment_name}-audit")
         if exp is None:
             return []
         runs = self.client.search_runs(
             [exp.experiment_id],
-            filter_string=f"tags.`{TAG_PREFIX}model` = '{self.model_name}'",
+            filter_string=(
+                f"tags.`{TAG_PREFIX}model` = '{self.model_name}' and attributes.status = 'FINISHED'"
+            ),
             order_by=["attributes.start_time ASC"],
             max_results=5000,
         )

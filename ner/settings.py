@@ -71,11 +71,21 @@ class Settings(BaseSettings):
     label_studio_api_key_block: str | None = Field(
         None, description="Name of a Prefect Secret block holding the Label Studio key."
     )
+    label_studio_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Shared secret Label Studio sends with its webhooks to the label trigger "
+        "(header X-Brandloop-Webhook-Token); without it the receiver accepts any sender.",
+    )
 
     # --- X API --------------------------------------------------------------------------
     x_bearer_token: SecretStr | None = None
     x_bearer_token_block: str | None = Field(
         None, description="Name of a Prefect Secret block holding the X bearer token."
+    )
+    x_api_url: str = Field(
+        "https://api.x.com",
+        description="Base URL of the X API v2 (tweepy's own host is api.twitter.com); "
+        "point it at a proxy or a local test server.",
     )
     keywords: tuple[str, ...] = DEFAULT_KEYWORDS
     lang: str = "en"
@@ -94,11 +104,22 @@ class Settings(BaseSettings):
     cold_start: Literal["gazetteer", "base", "base+gazetteer"] = "gazetteer"
     batch_size: int = Field(256, ge=1)
     n_process: int = Field(1, ge=1)
+    dask_address: str | None = Field(
+        None,
+        description="Dask scheduler of the apply-ner-sharded flow (tcp://scheduler:8786); "
+        "unset, each run starts a LocalCluster of `workers` processes.",
+    )
 
     # --- Gate, training, promotion ------------------------------------------------------
     threshold: float = Field(0.80, ge=0.0, le=1.0, description="Business F1 threshold.")
     promotion_margin: float = Field(0.0, ge=0.0)
-    gold_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    gold_fraction: float = Field(
+        0.3,
+        ge=0.0,
+        lt=1.0,
+        description="Share of labelled posts (by id hash) frozen as the gold set. 0 never "
+        "splits: the gold set must then be adopted beforehand (ner.datasets.adopt_gold_set).",
+    )
     seed: int = 17
     max_epochs: int = Field(20, ge=1)
     max_steps: int = Field(0, ge=0, description="0 = bounded by epochs only.")
@@ -108,8 +129,37 @@ class Settings(BaseSettings):
         "base", description="Fine-tune the base pipeline, or the current champion."
     )
     train_with_gazetteer: bool = False
+    learn_rate: float = Field(0.001, gt=0.0, description="Adam learning rate when fine-tuning.")
+    negative_fraction: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of span-less labelled posts trained on."
+    )
+    augment_lowercase: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of training posts lower-cased each epoch."
+    )
+    train_label_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Train our labels as base-pipeline labels ({'BRAND': 'ORG'}) so "
+        "fine-tuning starts from their pretrained weights.",
+    )
     min_new_labels: int = Field(1, ge=1)
     max_rounds: int = Field(3, ge=1)
+
+    # --- Resilience ---------------------------------------------------------------------
+    io_retries: int = Field(
+        3,
+        ge=0,
+        description="Retries of flow tasks that talk to storage, MLflow, Label Studio or X "
+        "(training is retried at most once, waiting for labels never).",
+    )
+    io_retry_delay_s: float = Field(
+        2.0, ge=0.0, description="Delay before a task's first retry; it doubles each time, ±50 %."
+    )
+    gcs_timeout_s: float = Field(
+        120.0,
+        gt=0.0,
+        description="How long one GCS call may take, its own retries of transient errors "
+        "included, before it fails (each HTTP request waits at most 60 s of it).",
+    )
 
     # --- Serving (the champion over REST; see ner/serving.py) ---------------------------
     serve_model: str = Field(
@@ -136,6 +186,14 @@ class Settings(BaseSettings):
             raise ValueError("at least one label is required")
         return tuple(label.strip().upper() for label in value)
 
+    @field_validator("x_api_url")
+    @classmethod
+    def _http_base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
+            raise ValueError(f"must be an http(s) base URL without query, got {value!r}")
+        return value
+
     @property
     def project_title(self) -> str:
         return self.label_studio_project or f"brandloop-{self.env}"
@@ -161,9 +219,13 @@ class Settings(BaseSettings):
 
     def safe_dump(self) -> dict[str, Any]:
         """Settings without secrets, for logs and MLflow params."""
-        return self.model_dump(
-            exclude={"label_studio_api_key", "x_bearer_token", "serve_api_key"}, mode="json"
-        )
+        secrets = {
+            "label_studio_api_key",
+            "label_studio_webhook_secret",
+            "x_bearer_token",
+            "serve_api_key",
+        }
+        return self.model_dump(exclude=secrets, mode="json")
 
 
 def load_settings(**overrides: Any) -> Settings:

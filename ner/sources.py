@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import requests
+
 from ner.errors import ConfigError, DataError, SourceAuthError, SourceError, StorageError
 from ner.storage import CHECKPOINTS, Storage
 from ner.types import Post, Rejected
@@ -293,20 +295,54 @@ def _guard_tweepy_logs() -> None:
         logger.addFilter(_RedactBearer())
 
 
-def make_x_client(bearer_token: str, *, wait_on_rate_limit: bool = True) -> tweepy.Client:
+#: The host tweepy 4.x writes into every v2 request URL.
+TWEEPY_HOST = "https://api.twitter.com"
+
+
+class RebasedSession(requests.Session):
+    """A requests session that sends tweepy's ``https://api.twitter.com/...`` requests to
+    another base URL (same path and query) and leaves every other URL alone.
+
+    ``tweepy.Client.request`` builds its URLs from a hard-coded host; replacing the client's
+    ``session`` is the one seam it offers that keeps its auth, error and rate-limit handling.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__()
+        self.base_url = base_url.rstrip("/")
+
+    def request(
+        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        if isinstance(url, str) and url.startswith(TWEEPY_HOST + "/"):
+            url = self.base_url + url.removeprefix(TWEEPY_HOST)
+        return super().request(method, url, *args, **kwargs)
+
+
+def make_x_client(
+    bearer_token: str, *, wait_on_rate_limit: bool = True, api_url: str | None = None
+) -> tweepy.Client:
     """A tweepy v2 client with app-only auth.
 
     It returns plain dicts, so that one malformed tweet is skipped without spoiling its page.
-    :class:`XSource` also accepts clients with other return types.
+    :class:`XSource` also accepts clients with other return types. ``api_url``
+    (``NER_X_API_URL``) replaces tweepy's built-in ``https://api.twitter.com`` as the base
+    URL of every request: ``https://api.x.com``, a proxy, or a local test server.
     """
     import tweepy
 
     if not bearer_token:
         raise ConfigError("NER_X_BEARER_TOKEN is empty")
     _guard_tweepy_logs()
-    return tweepy.Client(
+    client = tweepy.Client(
         bearer_token=bearer_token, wait_on_rate_limit=wait_on_rate_limit, return_type=dict
     )
+    base_url = (api_url or TWEEPY_HOST).rstrip("/")
+    if base_url != TWEEPY_HOST:
+        if not base_url.startswith(("https://", "http://")):
+            raise ConfigError(f"NER_X_API_URL must be an http(s) URL, got {api_url!r}")
+        client.session = RebasedSession(base_url)
+    return client
 
 
 @dataclass(frozen=True)
@@ -578,10 +614,12 @@ def fetch_x_to_storage(
 
     The posts are written atomically before :meth:`XSource.commit`, so a failure anywhere
     leaves both the posts key and the checkpoint untouched. ``client`` defaults to
-    :func:`make_x_client` with ``NER_X_BEARER_TOKEN``.
+    :func:`make_x_client` with ``NER_X_BEARER_TOKEN`` and ``NER_X_API_URL``.
     """
     if client is None:
-        client = make_x_client(settings.require_secret("x_bearer_token"))
+        client = make_x_client(
+            settings.require_secret("x_bearer_token"), api_url=settings.x_api_url
+        )
     source = XSource(client, storage)
     count = 0
 

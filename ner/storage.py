@@ -166,14 +166,39 @@ class GCSStorage(Storage):
     """``gs://bucket/prefix`` through google-cloud-storage.
 
     With ``STORAGE_EMULATOR_HOST`` set, the client talks to that emulator with anonymous
-    credentials; otherwise it uses Application Default Credentials.
+    credentials; otherwise it uses Application Default Credentials. ``timeout_s`` bounds
+    each call, google-cloud-storage's own retries of transient errors included (its default
+    is 120 s); after that the call fails with :class:`StorageError`.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", client: Any | None = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        client: Any | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> None:
         self.bucket_name = bucket
         self.prefix = prefix.strip("/")
         self._client = client
         self._bucket: Any | None = None
+        self.timeout_s = timeout_s
+        self._opts: dict[str, Any] | None = None
+
+    @property
+    def opts(self) -> dict[str, Any]:
+        """``retry`` and ``timeout`` arguments for every call (empty: the library's own)."""
+        if self._opts is None:
+            self._opts = {}
+            if self.timeout_s is not None:
+                from google.cloud.storage.retry import DEFAULT_RETRY
+
+                self._opts = {
+                    "retry": DEFAULT_RETRY.with_timeout(self.timeout_s),
+                    "timeout": min(60.0, self.timeout_s),
+                }
+        return self._opts
 
     @property
     def bucket(self) -> Any:
@@ -197,7 +222,7 @@ class GCSStorage(Storage):
         from google.api_core import exceptions as gexc
 
         try:
-            self.bucket.blob(self._name(key)).upload_from_string(data)
+            self.bucket.blob(self._name(key)).upload_from_string(data, **self.opts)
         except (gexc.GoogleAPIError, OSError) as exc:
             raise self._wrap("upload of", key, exc) from exc
         return self.uri(key)
@@ -211,7 +236,7 @@ class GCSStorage(Storage):
                 spool.write(line.encode("utf-8") + b"\n")
             spool.flush()
             try:
-                self.bucket.blob(self._name(key)).upload_from_filename(spool.name)
+                self.bucket.blob(self._name(key)).upload_from_filename(spool.name, **self.opts)
             except (gexc.GoogleAPIError, OSError) as exc:
                 raise self._wrap("upload of", key, exc) from exc
         return self.uri(key)
@@ -220,7 +245,7 @@ class GCSStorage(Storage):
         from google.api_core import exceptions as gexc
 
         try:
-            data: bytes = self.bucket.blob(self._name(key)).download_as_bytes()
+            data: bytes = self.bucket.blob(self._name(key)).download_as_bytes(**self.opts)
         except gexc.NotFound as exc:
             raise StorageError(f"{self.uri(key)} does not exist") from exc
         except (gexc.GoogleAPIError, OSError) as exc:
@@ -233,7 +258,7 @@ class GCSStorage(Storage):
         # Download to a temp file so memory stays flat however large the object is.
         with tempfile.TemporaryFile("w+b") as spool:
             try:
-                self.bucket.blob(self._name(key)).download_to_file(spool)
+                self.bucket.blob(self._name(key)).download_to_file(spool, **self.opts)
             except gexc.NotFound as exc:
                 raise StorageError(f"{self.uri(key)} does not exist") from exc
             except (gexc.GoogleAPIError, OSError) as exc:
@@ -246,7 +271,7 @@ class GCSStorage(Storage):
         from google.api_core import exceptions as gexc
 
         try:
-            return bool(self.bucket.blob(self._name(key)).exists())
+            return bool(self.bucket.blob(self._name(key)).exists(**self.opts))
         except (gexc.GoogleAPIError, OSError) as exc:
             raise self._wrap("lookup of", key, exc) from exc
 
@@ -257,7 +282,8 @@ class GCSStorage(Storage):
         if full:
             full = full.rstrip("/") + "/"
         try:
-            names = [b.name for b in self.bucket.client.list_blobs(self.bucket, prefix=full)]
+            blobs = self.bucket.client.list_blobs(self.bucket, prefix=full, **self.opts)
+            names = [b.name for b in blobs]
         except (gexc.GoogleAPIError, OSError) as exc:
             raise self._wrap("listing of", prefix, exc) from exc
         cut = len(self.prefix) + 1 if self.prefix else 0
@@ -267,7 +293,7 @@ class GCSStorage(Storage):
         from google.api_core import exceptions as gexc
 
         try:
-            self.bucket.blob(self._name(key)).delete()
+            self.bucket.blob(self._name(key)).delete(**self.opts)
         except gexc.NotFound:
             return
         except (gexc.GoogleAPIError, OSError) as exc:
@@ -285,13 +311,19 @@ def make_gcs_client(project: str | None = None) -> Any:
     return gcs.Client(project=project)
 
 
-def open_storage(uri: str, env: str, client: Any | None = None) -> Storage:
-    """Storage rooted at ``{uri}/{env}``: a local folder, ``file://`` URI or ``gs://`` URI."""
+def open_storage(
+    uri: str, env: str, client: Any | None = None, *, gcs_timeout_s: float | None = None
+) -> Storage:
+    """Storage rooted at ``{uri}/{env}``: a local folder, ``file://`` URI or ``gs://`` URI.
+
+    ``gcs_timeout_s`` bounds each GCS call (see :class:`GCSStorage`).
+    """
     if uri.startswith("gs://"):
         bucket, _, prefix = uri.removeprefix("gs://").partition("/")
         if not bucket:
             raise StorageError(f"no bucket in storage URI {uri!r}")
-        return GCSStorage(bucket, "/".join(p for p in (prefix.strip("/"), env) if p), client)
+        prefix = "/".join(p for p in (prefix.strip("/"), env) if p)
+        return GCSStorage(bucket, prefix, client, timeout_s=gcs_timeout_s)
     if "://" in uri and not uri.startswith("file://"):
         raise StorageError(f"unsupported storage URI {uri!r}: use a folder, file:// or gs://")
     root = Path(uri.removeprefix("file://"))

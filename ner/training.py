@@ -4,6 +4,19 @@ The recipe fine-tunes the ``ner`` component of a starting pipeline: the pretrain
 (``settings.base_model``) or the current champion. The training pool must already exclude
 gold posts (see :mod:`ner.datasets`); a slice of it is held back as spaCy's dev set for
 checkpoint selection, so the gold set is never seen during training.
+
+Knobs of the recipe (:class:`TrainOptions`, set from :class:`ner.settings.Settings`):
+
+* ``label_map`` - train our labels under labels the starting ``ner`` already knows
+  (``{"BRAND": "ORG"}``), so fine-tuning starts from the pretrained output weights of that
+  label instead of a fresh one; the saved pipeline's label filter maps them back.
+* ``negative_fraction`` - the share of posts without any span that is trained on (seeded,
+  per post). Labelled social posts are mostly brand-free; keeping all of them teaches the
+  model to say "no brand" everywhere.
+* ``lowercase`` - the share of training posts lower-cased in each epoch (augmentation).
+* ``learn_rate``, ``dropout``, ``max_epochs`` … as in spaCy's config.
+
+Bench/README.md records how the defaults of :class:`ner.settings.Settings` were chosen.
 """
 
 from __future__ import annotations
@@ -15,8 +28,8 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +37,7 @@ from typing import IO, Any
 import spacy
 from spacy.language import Language
 
-from ner.datasets import to_docbin
+from ner.datasets import split_point, to_docbin
 from ner.errors import TrainingError
 from ner.models import add_gazetteer, add_label_filter, load_spacy
 from ner.types import Annotation, Rejected
@@ -51,8 +64,22 @@ class TrainOptions:
     eval_frequency: int = 25
     dev_fraction: float = 0.15
     with_gazetteer: bool = True
+    learn_rate: float = 0.001
+    negative_fraction: float = 1.0
+    lowercase: float = 0.0
+    label_map: Mapping[str, str] = field(default_factory=dict)
     config_path: Path | None = None
     extra_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.negative_fraction <= 1.0:
+            raise ValueError(
+                f"negative_fraction must be within [0, 1], got {self.negative_fraction}"
+            )
+        if not 0.0 <= self.lowercase <= 1.0:
+            raise ValueError(f"lowercase must be within [0, 1], got {self.lowercase}")
+        if self.learn_rate <= 0.0:
+            raise ValueError(f"learn_rate must be positive, got {self.learn_rate}")
 
     def overrides(self) -> dict[str, Any]:
         return {
@@ -62,14 +89,19 @@ class TrainOptions:
             "training.patience": self.patience,
             "training.dropout": self.dropout,
             "training.eval_frequency": self.eval_frequency,
+            "training.optimizer.learn_rate": self.learn_rate,
+            "corpora.train.augmenter.level": self.lowercase,
             **self.extra_overrides,
         }
 
     def as_params(self) -> dict[str, Any]:
         """For MLflow params."""
-        params = {k.split(".")[-1]: v for k, v in self.overrides().items()}
+        names = {"corpora.train.augmenter.level": "lowercase"}
+        params = {names.get(k, k.split(".")[-1]): v for k, v in self.overrides().items()}
         params["dev_fraction"] = self.dev_fraction
         params["with_gazetteer"] = self.with_gazetteer
+        params["negative_fraction"] = self.negative_fraction
+        params["label_map"] = ",".join(f"{k}->{v}" for k, v in sorted(self.label_map.items()))
         params["config"] = (self.config_path or default_config_path()).name
         return params
 
@@ -145,6 +177,30 @@ def prepare_start(start_from: str, labels: Sequence[str], out_dir: Path) -> Path
     return out_dir
 
 
+def sample_negatives(
+    annotations: Sequence[Annotation], fraction: float, seed: int
+) -> list[Annotation]:
+    """Every post with a span, and about ``fraction`` of the posts without one.
+
+    Whether a span-less post is kept depends only on its id and ``seed``, not on the other
+    posts or their order, so a post keeps its fate as the labelled set grows.
+    """
+    if fraction >= 1.0:
+        return list(annotations)
+    salt = f"brandloop-negatives-{seed}"
+    return [a for a in annotations if a.spans or split_point(a.post_id, salt) < fraction]
+
+
+def relabel(annotations: Sequence[Annotation], mapping: Mapping[str, str]) -> list[Annotation]:
+    """The annotations with each span label ``l`` renamed to ``mapping.get(l, l)``."""
+    if not mapping:
+        return list(annotations)
+    return [
+        replace(a, spans=tuple(replace(s, label=mapping.get(s.label, s.label)) for s in a.spans))
+        for a in annotations
+    ]
+
+
 def _split_dev(
     annotations: Sequence[Annotation], fraction: float, seed: int
 ) -> tuple[list[Annotation], list[Annotation]]:
@@ -173,11 +229,20 @@ def train(
         raise TrainingError(f"need at least 2 labelled posts to train, got {len(annotations)}")
     started = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
+    unknown = set(options.label_map) - set(labels)
+    if unknown:
+        raise TrainingError(f"label_map maps {sorted(unknown)}, which are not among {labels}")
+    trained_as = list(dict.fromkeys(options.label_map.get(label, label) for label in labels))
+    if len(trained_as) != len(labels):
+        raise TrainingError(f"label_map {dict(options.label_map)} merges two of {labels}")
     with tempfile.TemporaryDirectory(prefix="brandloop-train-") as tmp:
         work = Path(tmp)
-        base_dir = prepare_start(start_from, labels, work / "start")
+        base_dir = prepare_start(start_from, trained_as, work / "start")
         blank = spacy.blank("en")
-        train_part, dev_part = _split_dev(annotations, options.dev_fraction, options.seed)
+        train_part, dev_part = _split_dev(
+            relabel(annotations, options.label_map), options.dev_fraction, options.seed
+        )
+        train_part = sample_negatives(train_part, options.negative_fraction, options.seed)
         train_bin, rejected_train = to_docbin(train_part, blank)
         dev_bin, rejected_dev = to_docbin(dev_part, blank)
         rejected = (*rejected_train, *rejected_dev)
@@ -199,22 +264,22 @@ def train(
         nlp = _run_spacy_training(config_path, overrides, work / "output")
         best = work / "output" / "model-best"
         final = load_spacy(str(best)) if best.exists() else nlp
-        add_label_filter(final, {}, labels)
+        add_label_filter(final, {v: k for k, v in options.label_map.items()}, labels)
         if options.with_gazetteer:
             add_gazetteer(final, label=labels[0], after_model=True)
         final.meta["name"] = "brand_ner"
-        final.meta["brandloop"] = {"start_from": start_from, "seed": options.seed}
+        final.meta["brandloop"] = {
+            "start_from": start_from,
+            "seed": options.seed,
+            "label_map": dict(options.label_map),
+        }
         if output_dir.exists():
             shutil.rmtree(output_dir)
         final.to_disk(output_dir)
         curve = tuple(
             json.loads(line) for line in curve_path.read_text().splitlines() if line.strip()
         )
-        dev_scores = {
-            k: float(v)
-            for k, v in (final.meta.get("performance") or {}).items()
-            if isinstance(v, int | float)
-        }
+        dev_scores = _dev_scores(final.meta.get("performance") or {}, options.label_map)
     seconds = time.perf_counter() - started
     log.info("trained on %d posts (%d dev) in %.1fs", len(train_bin), len(dev_bin), seconds)
     return TrainResult(
@@ -227,6 +292,23 @@ def train(
         curve=curve,
         seconds=seconds,
     )
+
+
+def _dev_scores(performance: Mapping[str, Any], label_map: Mapping[str, str]) -> dict[str, float]:
+    """spaCy's checkpoint scores as flat numbers: ``ents_f`` …, and per label (in our
+    labels) ``BRAND_p``, ``BRAND_r``, ``BRAND_f``."""
+    scores = {k: float(v) for k, v in performance.items() if isinstance(v, int | float)}
+    ours = {v: k for k, v in label_map.items()}
+    per_type = performance.get("ents_per_type") or {}
+    if isinstance(per_type, Mapping):
+        for label, values in per_type.items():
+            if not isinstance(values, Mapping):
+                continue
+            for key in ("p", "r", "f"):
+                value = values.get(key)
+                if isinstance(value, int | float):
+                    scores[f"{ours.get(label, label)}_{key}"] = float(value)
+    return scores
 
 
 def _run_spacy_training(config_path: Path, overrides: dict[str, Any], out: Path) -> Language:

@@ -12,7 +12,8 @@ Two ways, the same gate (a minimum count of new labels since the last trigger):
   webhook at the receiver, idempotently.
 * **Polling** — :func:`poll_for_labels` counts annotations created or updated since the last
   trigger (a checkpoint in storage) and triggers when there are enough; :func:`watch_labels`
-  loops over it and :func:`wait_for_labels` blocks until enough humans have labelled.
+  loops over it and :func:`wait_for_labels` blocks until enough humans have labelled
+  (or a timeout passes).
 
 ``on_trigger`` is any callable: in production the flow side passes one that starts the
 ``train-ner`` deployment (Prefect's ``run_deployment``); this module imports no Prefect.
@@ -389,30 +390,36 @@ def poll_for_labels(
     *,
     on_trigger: OnTrigger | None = None,
     overlap: float = DEFAULT_OVERLAP_SECONDS,
-) -> bool:
+    checkpoint_key: str | None = None,
+) -> int:
     """One poll: are there ``min_new`` labels created or updated since the last trigger?
 
     If so, calls ``on_trigger`` (when given), then moves the trigger checkpoint past those
-    labels and returns True. Otherwise nothing moves and it returns False, so labels keep
-    adding up across polls. If ``on_trigger`` raises, the checkpoint does not move and the
-    error propagates: the next poll triggers again.
+    labels and returns how many there were. Otherwise nothing moves and it returns 0, so
+    labels keep adding up across polls. If ``on_trigger`` raises, the checkpoint does not
+    move and the error propagates: the next poll triggers again.
+
+    A label is an annotation that was not skipped, counted once however often it was
+    saved. The checkpoint lives at ``checkpoint_key`` (default
+    :func:`trigger_checkpoint_key`); give each independent consumer its own key, or they
+    would take each other's labels.
     """
     if min_new < 1:
         raise ValueError("min_new must be at least 1")
-    key = trigger_checkpoint_key(project.project_id)
+    key = checkpoint_key or trigger_checkpoint_key(project.project_id)
     checkpoint = load_checkpoint(storage, key)
     stamps = project.new_annotations(checkpoint, overlap=overlap, include_cancelled=False)
     labels = {stamp.annotation_id for stamp in stamps}
     if len(labels) < min_new:
         log.debug("%d of %d new labels in project %s", len(labels), min_new, project.project_id)
-        return False
+        return 0
     if on_trigger is not None:
         on_trigger()
     save_checkpoint(
         storage, key, checkpoint.advance(stamps, overlap), project_id=project.project_id
     )
     log.info("%d new labels in project %s: triggered", len(labels), project.project_id)
-    return True
+    return len(labels)
 
 
 def watch_labels(
@@ -425,6 +432,7 @@ def watch_labels(
     max_polls: int | None = None,
     stop: threading.Event | None = None,
     overlap: float = DEFAULT_OVERLAP_SECONDS,
+    checkpoint_key: str | None = None,
 ) -> int:
     """Poll every ``interval`` seconds, triggering whenever ``min_new`` labels are new.
 
@@ -437,7 +445,14 @@ def watch_labels(
     while not stop.is_set() and (max_polls is None or polls < max_polls):
         polls += 1
         try:
-            if poll_for_labels(project, storage, min_new, on_trigger=on_trigger, overlap=overlap):
+            if poll_for_labels(
+                project,
+                storage,
+                min_new,
+                on_trigger=on_trigger,
+                overlap=overlap,
+                checkpoint_key=checkpoint_key,
+            ):
                 triggers += 1
         except LabelStudioError as exc:
             log.warning("polling Label Studio failed, retrying in %.0f s: %s", interval, exc)
@@ -456,16 +471,38 @@ def wait_for_labels(
     timeout: float,
     interval: float = 30.0,
     overlap: float = DEFAULT_OVERLAP_SECONDS,
-) -> bool:
+    checkpoint_key: str | None = None,
+) -> int:
     """Block until ``min_new`` labels are new since the last trigger, or ``timeout`` passes.
 
-    Returns True (and moves the trigger checkpoint) when they are there in time.
+    Returns the number of new labels (and moves the trigger checkpoint past them) when
+    they are there in time, else 0 (nothing moves; the labels seen so far still count at
+    the next call). Polls at least once, even with ``timeout=0``. A poll that fails
+    (:class:`LabelStudioError`: the server is down or restarting) is retried at the next
+    interval; if the last poll before the deadline failed, its error is raised instead of
+    returning 0, so an unreachable server never looks like "nobody labelled".
     """
     deadline = time.monotonic() + timeout
     while True:
-        if poll_for_labels(project, storage, min_new, overlap=overlap):
-            return True
+        failure: LabelStudioError | None = None
+        try:
+            found = poll_for_labels(
+                project, storage, min_new, overlap=overlap, checkpoint_key=checkpoint_key
+            )
+        except LabelStudioError as exc:
+            failure, found = exc, 0
+            log.warning("polling Label Studio failed, retrying: %s", exc)
+        if found:
+            return found
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return False
+            if failure is not None:
+                raise failure
+            log.info(
+                "fewer than %d new labels in project %s after %.0f s",
+                min_new,
+                project.project_id,
+                timeout,
+            )
+            return 0
         time.sleep(min(interval, remaining))

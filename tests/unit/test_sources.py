@@ -1,9 +1,11 @@
 """Sources: JSONL parsing and the X API v2 recent-search client.
 
-X is replaced by ``responses``: tweepy's requests to https://api.twitter.com never leave the
-process. ``FakeRecentSearch`` answers like recent search (newest first, ``since_id`` and
-``until_id`` exclusive, ``next_token`` paging), so resume tests check what the code asked
-for, not a script of canned pages. Payload shapes: tests/unit/fixtures/x_api/.
+X is replaced by ``responses``: tweepy's requests to https://api.twitter.com (or to
+NER_X_API_URL, https://api.x.com by default) never leave the process. ``FakeRecentSearch``
+answers like recent search (newest first, ``since_id`` and ``until_id`` exclusive,
+``next_token`` paging), so resume tests check what the code asked for, not a script of
+canned pages. Payload shapes: tests/unit/fixtures/x_api/. The same client against a real
+local HTTP server: tests/integration/test_x_api_server.py.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from ner.sources import (
 from ner.storage import LocalStorage
 from ner.types import Post, Rejected
 
-SEARCH = re.compile(r"https://api\.twitter\.com/2/tweets/search/recent.*")
+SEARCH = re.compile(r"https://api\.(twitter|x)\.com/2/tweets/search/recent.*")
 TOKEN = "AAAAAAAAAAAAAAAAAAAAAtest%2Fbearer%3Dtoken0123456789"
 FIXTURES = Path(__file__).parent / "fixtures" / "x_api"
 

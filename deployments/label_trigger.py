@@ -1,0 +1,232 @@
+"""Start ``train-ner`` once enough new human labels are in Label Studio.
+
+Two modes, one gate (``NER_MIN_NEW_LABELS`` new labels since the last trigger)::
+
+    python -m deployments.label_trigger serve --env dev --port 8765 \\
+        [--host 0.0.0.0] [--register-url http://label-trigger:8765/webhook]
+    python -m deployments.label_trigger poll --env dev [--interval 60] [--max-polls N]
+
+``serve`` runs :class:`ner.triggers.WebhookReceiver` (``POST /webhook``, ``GET /health``).
+With ``--register-url`` it also ensures the environment's project and points its webhook
+(ANNOTATION_CREATED and ANNOTATION_UPDATED, with payload) at that URL, which is how Label
+Studio reaches this process, and it then ignores events of other projects. Without it,
+point the webhook at ``http://<host>:<port>/webhook`` yourself.
+
+``poll`` needs no webhook: it asks Label Studio for new annotations every ``--interval``
+seconds and keeps its place in a checkpoint in storage (``checkpoints/``).
+
+Both call ``run_deployment("train-ner/<env>", timeout=0)``: a run is queued and the call
+returns at once (the deployment's concurrency limit queues a run that arrives while one
+trains). ``--deployment`` names another deployment of ``train-ner``.
+
+Configuration: ``PREFECT_API_URL`` says which Prefect server; the rest is the usual ``NER_``
+settings. The Label Studio key comes from ``NER_LABEL_STUDIO_API_KEY`` or the Prefect Secret
+block ``NER_LABEL_STUDIO_API_KEY_BLOCK`` (needed by ``poll`` and ``--register-url``); with
+``NER_LABEL_STUDIO_WEBHOOK_SECRET`` set, Label Studio must send it in the
+``X-Brandloop-Webhook-Token`` header (``--register-url`` configures that). No secret is
+logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from flows.common import build_settings, open_settings_storage
+from ner.errors import BrandloopError, LabelStudioError
+from ner.labelstudio_client import LabelStudioProject
+from ner.settings import Settings
+from ner.triggers import (
+    WEBHOOK_PATH,
+    WebhookReceiver,
+    register_webhook,
+    running_receiver,
+    watch_labels,
+)
+
+log = logging.getLogger("brandloop.label_trigger")
+
+#: The flow the trigger starts (its deployments are named after the environment).
+TRAIN_FLOW = "train-ner"
+#: Parameters of the runs it starts: train on what Label Studio holds.
+TRAIN_PARAMETERS: dict[str, Any] = {"source": "label_studio"}
+#: Tag on the runs it starts, so they can be told from scheduled ones.
+RUN_TAG = "label-trigger"
+
+
+def deployment_name(env: str, deployment: str | None = None) -> str:
+    """``train-ner/<env>``, or ``deployment`` (a deployment name, or ``flow/deployment``)."""
+    name = deployment or env
+    return name if "/" in name else f"{TRAIN_FLOW}/{name}"
+
+
+def start_training(
+    deployment: str, *, parameters: Mapping[str, Any] | None = None
+) -> Callable[[], str]:
+    """An ``on_trigger`` that queues a run of ``deployment`` and returns its flow run id."""
+
+    def trigger() -> str:
+        from prefect.deployments import run_deployment
+
+        run: Any = run_deployment  # dispatches on the caller; this is always sync code
+        flow_run = run(
+            deployment,
+            parameters=dict(TRAIN_PARAMETERS if parameters is None else parameters),
+            timeout=0,
+            tags=[RUN_TAG],
+            as_subflow=False,
+            _sync=True,
+        )
+        log.info("queued flow run %s of %s", flow_run.id, deployment)
+        return str(flow_run.id)
+
+    return trigger
+
+
+def receiver(
+    settings: Settings, on_trigger: Callable[[], object], *, project_id: int | None = None
+) -> WebhookReceiver:
+    """The webhook receiver of ``settings`` (gate, shared secret) around ``on_trigger``."""
+    secret = settings.label_studio_webhook_secret
+    return WebhookReceiver.from_settings(
+        settings,
+        on_trigger,
+        secret=secret.get_secret_value() if secret is not None else None,
+        project_id=project_id,
+    )
+
+
+def register(settings: Settings, url: str, *, attempts: int = 10, delay: float = 3.0) -> int:
+    """Ensure the project and point its webhook at ``url``; returns the project id.
+
+    Label Studio may still be starting (compose starts both together): a failure is
+    retried ``attempts`` times, ``delay`` seconds apart, then raised.
+    """
+    secret = settings.label_studio_webhook_secret
+    for attempt in range(1, attempts + 1):
+        try:
+            project = LabelStudioProject.connect(settings)
+            hook = register_webhook(
+                project, url, secret=secret.get_secret_value() if secret is not None else None
+            )
+        except LabelStudioError as exc:
+            if attempt == attempts:
+                raise
+            log.warning("registering the webhook failed (%d/%d): %s", attempt, attempts, exc)
+            time.sleep(delay)
+            continue
+        log.info("webhook %s of project %s posts to %s", hook, project.project_id, url)
+        return project.project_id
+    raise AssertionError("unreachable")
+
+
+def _stop_event() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (call from the main thread)."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = build_settings({"env": args.env})
+    deployment = deployment_name(settings.env, args.deployment)
+    stop = _stop_event()
+    app_receiver = receiver(settings, start_training(deployment))
+    with running_receiver(app_receiver.app, args.host, args.port) as base_url:
+        log.info(
+            "receiving Label Studio webhooks on %s%s; %d new labels start %s",
+            base_url,
+            WEBHOOK_PATH,
+            settings.min_new_labels,
+            deployment,
+        )
+        if args.register_url:
+            # Registered once listening, so no event is sent to a closed port.
+            app_receiver.project_id = register(settings, args.register_url)
+        stop.wait()
+    return 0
+
+
+def poll(args: argparse.Namespace) -> int:
+    settings = build_settings({"env": args.env})
+    deployment = deployment_name(settings.env, args.deployment)
+    project = LabelStudioProject.connect(settings)
+    storage = open_settings_storage(settings)
+    # A bounded run (--max-polls) is a one-off or a test: it leaves signal handling alone.
+    stop = _stop_event() if args.max_polls is None else None
+    log.info(
+        "polling project %s every %.0f s; %d new labels start %s",
+        project.project_id,
+        args.interval,
+        settings.min_new_labels,
+        deployment,
+    )
+    triggers = watch_labels(
+        project,
+        storage,
+        settings.min_new_labels,
+        start_training(deployment),
+        interval=args.interval,
+        max_polls=args.max_polls,
+        stop=stop,
+    )
+    log.info("stopped after %d triggers", triggers)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="python -m deployments.label_trigger",
+        description="Start train-ner once enough new labels are in Label Studio.",
+    )
+    modes = root.add_subparsers(dest="mode", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--env", required=True, choices=("dev", "staging", "prod"))
+    common.add_argument(
+        "--deployment",
+        default=None,
+        help="deployment to run (default: train-ner/<env>); 'name' or 'flow/name'",
+    )
+    served = modes.add_parser("serve", parents=[common], help="receive Label Studio webhooks")
+    served.add_argument("--host", default="127.0.0.1")
+    served.add_argument("--port", type=int, default=8765)
+    served.add_argument(
+        "--register-url",
+        default=None,
+        help="URL Label Studio reaches this receiver at; registers the project's webhook",
+    )
+    served.set_defaults(run=serve)
+    polled = modes.add_parser("poll", parents=[common], help="poll Label Studio for labels")
+    polled.add_argument("--interval", type=float, default=60.0, help="seconds between polls")
+    polled.add_argument("--max-polls", type=int, default=None, help="stop after N polls")
+    polled.set_defaults(run=poll)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        code: int = args.run(args)
+    except BrandloopError as exc:
+        log.error("%s", exc)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""``GCSStorage`` semantics against the GCS emulator, through google-cloud-storage over HTTP.
+
+The smoke test in test_servers.py covers the round trip; here: overwrite and atomicity
+(a failed write leaves the old object, and no partial one), listing boundaries, missing
+keys and buckets, large resumable uploads, and an unreachable endpoint failing within
+``NER_GCS_TIMEOUT_S``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from ner.errors import StorageError
+from ner.storage import GCSStorage, Storage, open_storage
+from tests.support.servers import GcsService, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def bucket(gcs_emulator: GcsService) -> str:
+    name = f"gcs-{uuid.uuid4().hex[:10]}"
+    gcs_emulator.client().create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def storage(bucket: str) -> Storage:
+    return open_storage(f"gs://{bucket}/loop", "dev", gcs_timeout_s=30)
+
+
+def raw_names(gcs: GcsService, bucket: str) -> list[str]:
+    return sorted(b.name for b in gcs.client().list_blobs(bucket))
+
+
+def test_overwrite_replaces_the_whole_object(
+    gcs_emulator: GcsService, bucket: str, storage: Storage
+) -> None:
+    # Given an object written once
+    storage.write_json("goldsets/CURRENT.json", {"hash": "a" * 64, "n": 3})
+    blob = gcs_emulator.client().bucket(bucket).get_blob("loop/dev/goldsets/CURRENT.json")
+    first_generation = blob.generation
+    # When a shorter document is written to the same key
+    storage.write_json("goldsets/CURRENT.json", {"hash": "b" * 64})
+    # Then readers get exactly the new one (nothing of the old tail), as a new generation
+    assert storage.read_json("goldsets/CURRENT.json") == {"hash": "b" * 64}
+    again = gcs_emulator.client().bucket(bucket).get_blob("loop/dev/goldsets/CURRENT.json")
+    assert again.generation != first_generation
+    assert raw_names(gcs_emulator, bucket) == ["loop/dev/goldsets/CURRENT.json"]
+
+
+def test_a_failed_streamed_write_keeps_the_old_object_and_leaves_no_partial_one(
+    gcs_emulator: GcsService, bucket: str, storage: Storage
+) -> None:
+    # Given posts already stored
+    storage.write_lines("posts/batch.jsonl", ['{"id": "1"}', '{"id": "2"}'])
+
+    def dies_half_way() -> Iterator[str]:
+        for i in range(5_000):
+            yield json.dumps({"id": str(i), "text": "x" * 200})
+        raise RuntimeError("source died")
+
+    # When a rewrite of that key and a write of a new key both fail half-way
+    with pytest.raises(RuntimeError, match="source died"):
+        storage.write_lines("posts/batch.jsonl", dies_half_way())
+    with pytest.raises(RuntimeError, match="source died"):
+        storage.write_lines("posts/new.jsonl", dies_half_way())
+    # Then the old object is intact, the new key does not exist, and the bucket holds
+    # nothing else (no temporary or partial object)
+    assert list(storage.iter_lines("posts/batch.jsonl")) == ['{"id": "1"}', '{"id": "2"}']
+    assert not storage.exists("posts/new.jsonl")
+    assert raw_names(gcs_emulator, bucket) == ["loop/dev/posts/batch.jsonl"]
+
+
+def test_a_large_stream_goes_up_in_one_resumable_upload_and_streams_back(
+    storage: Storage,
+) -> None:
+    # Given ~11 MB of JSONL lines (above the client's 8 MB single-request limit)
+    lines = [
+        json.dumps({"id": str(i), "text": f"Fenty gloss 💄 {'y' * 100} {i}"}) for i in range(90_000)
+    ]
+    # When they are streamed in and back out
+    uri = storage.write_lines("posts/large.jsonl", iter(lines))
+    # Then every line comes back in order, byte for byte
+    assert uri.endswith("/loop/dev/posts/large.jsonl")
+    assert sum(len(x.encode()) + 1 for x in lines) > 8 * 1024 * 1024
+    count = 0
+    for expected, got in zip(lines, storage.iter_lines("posts/large.jsonl"), strict=True):
+        assert got == expected
+        count += 1
+    assert count == 90_000
+
+
+def test_listing_respects_folder_boundaries_and_environments(bucket: str) -> None:
+    # Given keys that share leading characters, nested keys, and another environment
+    dev = open_storage(f"gs://{bucket}/loop", "dev")
+    prod = open_storage(f"gs://{bucket}/loop", "prod")
+    for key in ("posts/a.jsonl", "posts/sub/b.jsonl", "postscript.json", "posts2/c.jsonl"):
+        dev.write_text(key, "x")
+    prod.write_text("posts/prod-only.jsonl", "x")
+    # When listed, then a prefix is a folder, results are sorted and stay in their env
+    assert dev.list("posts") == ["posts/a.jsonl", "posts/sub/b.jsonl"]
+    assert dev.list("posts/") == dev.list("posts")
+    assert dev.list("posts/sub") == ["posts/sub/b.jsonl"]
+    assert dev.list() == sorted(
+        ["posts/a.jsonl", "posts/sub/b.jsonl", "postscript.json", "posts2/c.jsonl"]
+    )
+    assert dev.list("exports") == []
+    assert prod.list() == ["posts/prod-only.jsonl"]
+    # And a storage at the bucket's root (no prefix but the env) lists the same way
+    root = open_storage(f"gs://{bucket}", "prod")
+    root.write_text("tasks/t.json", "[]")
+    assert root.list() == ["tasks/t.json"]
+    assert root.uri("tasks/t.json") == f"gs://{bucket}/prod/tasks/t.json"
+
+
+def test_missing_keys_and_bad_content_are_clear_storage_errors(storage: Storage) -> None:
+    # Given an empty environment, reading any missing key names its gs:// URI
+    for read in (
+        lambda: storage.read_bytes("exports/nope.json"),
+        lambda: storage.read_json("exports/nope.json"),
+        lambda: list(storage.iter_lines("exports/nope.json")),
+    ):
+        with pytest.raises(StorageError, match=r"gs://.*/loop/dev/exports/nope\.json does not"):
+            read()
+    # And lookups and deletes of missing keys are quiet
+    assert not storage.exists("exports/nope.json")
+    storage.delete("exports/nope.json")
+    # And invalid keys and invalid JSON are refused with a reason
+    with pytest.raises(StorageError, match="invalid storage key"):
+        storage.write_text("../escape.json", "{}")
+    storage.write_text("exports/bad.json", "{not json")
+    with pytest.raises(StorageError, match="not valid JSON"):
+        storage.read_json("exports/bad.json")
+
+
+def test_a_missing_bucket_is_a_storage_error(gcs_emulator: GcsService) -> None:
+    # Given a storage URI naming a bucket that does not exist
+    storage = open_storage(f"gs://no-such-bucket-{uuid.uuid4().hex[:8]}/x", "dev")
+    # When written to, then the error is ours and names the object
+    with pytest.raises(StorageError, match=r"GCS upload of gs://no-such-bucket-.*/x/dev/a\.json"):
+        storage.write_json("a.json", {})
+    assert isinstance(storage, GCSStorage)
+
+
+def test_an_unreachable_endpoint_fails_within_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given STORAGE_EMULATOR_HOST pointing at a port where nothing listens
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    storage = open_storage("gs://any-bucket/p", "dev", gcs_timeout_s=1.0)
+    # When read and written, then each call gives up with a StorageError (instead of the
+    # client's default 120 s of retries)
+    with pytest.raises(StorageError, match=r"GCS download of gs://any-bucket/p/dev/a\.json"):
+        storage.read_bytes("a.json")
+    with pytest.raises(StorageError, match=r"GCS upload of gs://any-bucket/p/dev/a\.json"):
+        storage.write_bytes("a.json", b"x")
+    with pytest.raises(StorageError, match="GCS listing of"):
+        storage.list("posts")

@@ -1,0 +1,119 @@
+"""Retry policy of the flows' tasks, the X base-URL setting, unfinished apply batches.
+
+Against real servers: tests/integration/test_reliability.py and test_x_api_server.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from prefect.states import Failed
+
+from flows.apply_ner import unfinished_batches
+from flows.common import is_transient, retrying
+from flows.train_ner import log_challenger, pull_annotations, train_challenger
+from ner.errors import (
+    ConfigError,
+    DataError,
+    LabelStudioError,
+    PromotionError,
+    RegistryError,
+    SourceAuthError,
+    SourceError,
+    StorageError,
+)
+from ner.settings import load_settings
+from ner.sources import TWEEPY_HOST, RebasedSession, make_x_client
+
+
+def test_retry_policy_comes_from_the_settings(clean_env: None) -> None:
+    # Given short delays and two retries
+    settings = load_settings(io_retries=2, io_retry_delay_s=0.25)
+    # When I/O tasks are prepared for a run
+    pull = retrying(pull_annotations, settings)
+    # Then they retry twice, after 0.25 s then 0.5 s, with jitter, transient errors only
+    assert pull.retries == 2
+    assert pull.retry_delay_seconds == [0.25, 0.5]
+    assert pull.retry_jitter_factor == 0.5
+    assert pull.retry_condition_fn is is_transient
+    # And a task with its own cap keeps it (training retries at most once)
+    assert retrying(train_challenger, settings).retries == 1
+    assert retrying(train_challenger, load_settings(io_retries=0)).retries == 0
+    # And without settings the decorator's defaults hold (3 retries, 2/4/8 s)
+    assert (log_challenger.retries, log_challenger.retry_delay_seconds) == (3, [2, 4, 8])
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (StorageError("bucket down"), True),
+        (RegistryError("MLflow down"), True),
+        (LabelStudioError("Label Studio down"), True),
+        (SourceError("X answered 503"), True),
+        (OSError("connection reset"), True),
+        (DataError("post-1", "unreadable"), False),
+        (ConfigError("NER_X is not set"), False),
+        (PromotionError("never evaluated"), False),
+        (SourceAuthError("401"), False),
+    ],
+)
+def test_only_transient_errors_are_retried(error: Exception, retried: bool) -> None:
+    assert is_transient(None, None, Failed(data=error)) is retried
+
+
+def test_x_api_url_setting_is_validated_and_normalised(clean_env: None) -> None:
+    assert load_settings().x_api_url == "https://api.x.com"
+    assert load_settings(x_api_url=" http://127.0.0.1:8089/ ").x_api_url == "http://127.0.0.1:8089"
+    with pytest.raises(ConfigError, match="NER_X_API_URL"):
+        load_settings(x_api_url="api.x.com")
+    with pytest.raises(ConfigError, match="NER_X_API_URL"):
+        load_settings(x_api_url="https://api.x.com/?a=1")
+
+
+def test_the_client_session_rewrites_only_tweepys_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a client pointed at another base URL, and requests that record their URL
+    seen: list[str] = []
+
+    def record(self: requests.Session, method: str, url: str, *a: Any, **k: Any) -> Any:
+        seen.append(url)
+        return "response"
+
+    monkeypatch.setattr(requests.Session, "request", record)
+    client = make_x_client("token", api_url="http://127.0.0.1:9/x-proxy/")
+    assert isinstance(client.session, RebasedSession)
+    # When tweepy's URLs and another URL go through its session
+    client.session.request("GET", f"{TWEEPY_HOST}/2/tweets/search/recent?query=a")
+    client.session.request("GET", "https://example.invalid/other")
+    # Then only tweepy's host was replaced; path and query are kept
+    assert seen == [
+        "http://127.0.0.1:9/x-proxy/2/tweets/search/recent?query=a",
+        "https://example.invalid/other",
+    ]
+    # And tweepy's own host needs no rewriting
+    assert not isinstance(make_x_client("token", api_url=TWEEPY_HOST).session, RebasedSession)
+    assert not isinstance(make_x_client("token").session, RebasedSession)
+
+
+def test_unfinished_batches_are_posts_without_tasks_or_receipt(
+    tmp_path: Path, clean_env: None
+) -> None:
+    # Given batches in every state
+    settings = load_settings(storage_uri=str(tmp_path))
+    root = tmp_path / "dev"
+    for key, text in {
+        "posts/20261101-a.jsonl": "{}",  # finished into an import file
+        "tasks/20261101-a.json": "[]",
+        "posts/20261102-b.jsonl": "{}",  # finished through the API
+        "tasks/20261102-b.imported.json": "{}",
+        "posts/20261103-c.jsonl": "{}",  # fetched, never delivered
+        "posts/20261103-c.rejected.json": "[]",
+        "posts/20261104-d.jsonl": "{}",  # also pending
+        "posts/inbox/other.jsonl": "{}",  # not a batch
+    }.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_text(text)
+    # When the unfinished ones are listed, then they come oldest first
+    assert unfinished_batches.fn(settings) == ["posts/20261103-c.jsonl", "posts/20261104-d.jsonl"]

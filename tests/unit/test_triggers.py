@@ -1,0 +1,317 @@
+"""Retraining triggers without a server: the label counter, webhook payloads, the receiver
+app in-process, the polling gate over an in-memory project, and the trigger CLI's pure parts.
+The same code against a real Label Studio and Prefect server is in
+tests/integration/test_labelstudio_api.py."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from deployments import label_trigger
+from ner.errors import LabelStudioError
+from ner.labelstudio_client import AnnotationStamp, PullCheckpoint, format_time
+from ner.storage import Storage, open_storage
+from ner.triggers import (
+    SECRET_HEADER,
+    WEBHOOK_PATH,
+    LabelCounter,
+    WebhookReceiver,
+    label_keys,
+    payload_project,
+    poll_for_labels,
+    trigger_checkpoint_key,
+    wait_for_labels,
+    watch_labels,
+)
+
+
+# --- counting -------------------------------------------------------------------------------
+def test_counter_opens_the_gate_once_at_the_minimum() -> None:
+    counter = LabelCounter(3)
+    assert counter.record(["1"]) is None
+    assert counter.record(["2", "1"]) is None  # "1" again: still two labels
+    assert counter.pending == 2
+    batch = counter.record(["3"])
+    assert batch == frozenset({"1", "2", "3"})
+    assert counter.pending == 0 and counter.running
+    # While the trigger runs, new labels wait for the next batch
+    assert counter.record(["4", "5", "6"]) is None
+    # Finishing hands out the next batch at once when it is already due
+    assert counter.finish(batch, ok=True) == frozenset({"4", "5", "6"})
+    assert counter.triggers == 1
+
+
+def test_a_failed_trigger_puts_its_labels_back() -> None:
+    counter = LabelCounter(2)
+    batch = counter.record(["a", "b"])
+    assert batch is not None
+    assert counter.finish(batch, ok=False) is None  # no immediate retry
+    assert counter.pending == 2 and not counter.running and counter.triggers == 0
+    retry = counter.record(["b"])  # the next event retries with the same labels
+    assert retry == frozenset({"a", "b"})
+
+
+def test_counter_rejects_a_foreign_batch_and_a_zero_gate() -> None:
+    counter = LabelCounter(1)
+    with pytest.raises(RuntimeError):
+        counter.finish(frozenset({"x"}), ok=True)
+    with pytest.raises(ValueError):
+        LabelCounter(0)
+
+
+def test_concurrent_events_give_exactly_one_batch() -> None:
+    counter = LabelCounter(50)
+    batches: list[frozenset[str]] = []
+    lock = threading.Lock()
+
+    def send(worker: int) -> None:
+        for n in range(10):
+            batch = counter.record([f"{worker}-{n}"])
+            if batch is not None:
+                with lock:
+                    batches.append(batch)
+
+    threads = [threading.Thread(target=send, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(batches) == 1
+    assert len(batches[0]) >= 50
+    assert len(batches[0]) + counter.pending == 80
+
+
+# --- payloads -------------------------------------------------------------------------------
+def test_label_keys_of_created_updated_and_bulk_payloads() -> None:
+    assert label_keys({"action": "ANNOTATION_CREATED", "annotation": {"id": 12}}) == ["12"]
+    assert label_keys({"annotation": {"id": 12, "was_cancelled": True}}) == []
+    bulk = {"annotations": [{"id": 1}, {"id": "2"}, {"id": None}, {"id": True}, "x"]}
+    assert label_keys(bulk) == ["1", "2"]
+    assert label_keys({"annotation": {}}) == []
+    assert label_keys(["not", "a", "payload"]) == []
+
+
+def test_payload_project_from_project_or_annotation() -> None:
+    assert payload_project({"project": {"id": 4}, "annotation": {"project": 9}}) == 4
+    assert payload_project({"annotation": {"project": 9}}) == 9
+    assert payload_project({"project": "4"}) is None
+    assert payload_project(None) is None
+
+
+# --- the receiver app -----------------------------------------------------------------------
+def event(ident: int, action: str = "ANNOTATION_CREATED", project: int = 1) -> dict[str, Any]:
+    return {"action": action, "project": {"id": project}, "annotation": {"id": ident}}
+
+
+@pytest.fixture
+def triggered() -> list[int]:
+    return []
+
+
+@pytest.fixture
+def client(triggered: list[int]) -> Iterator[tuple[TestClient, WebhookReceiver]]:
+    receiver = WebhookReceiver(
+        lambda: triggered.append(1), min_new_labels=2, secret="s3cret", project_id=1
+    )
+    with TestClient(receiver.app) as test_client:
+        yield test_client, receiver
+
+
+def post(test_client: TestClient, body: Any, secret: str | None = "s3cret") -> Any:
+    headers = {SECRET_HEADER: secret} if secret is not None else {}
+    return test_client.post(WEBHOOK_PATH, json=body, headers=headers)
+
+
+def test_receiver_triggers_once_at_the_gate(
+    client: tuple[TestClient, WebhookReceiver], triggered: list[int]
+) -> None:
+    test_client, receiver = client
+    first = post(test_client, event(1))
+    assert first.status_code == 202
+    assert first.json() == {"accepted": True, "pending": 1, "triggering": False}
+    assert post(test_client, event(1, "ANNOTATION_UPDATED")).json()["pending"] == 1
+    assert triggered == []
+    second = post(test_client, event(2))
+    assert second.json()["triggering"] is True
+    assert triggered == [1]  # background tasks run before TestClient returns
+    assert receiver.stats.triggers == 1
+    assert test_client.get("/health").json()["triggers"] == 1
+    assert post(test_client, event(3)).json()["triggering"] is False
+    assert triggered == [1]
+
+
+def test_receiver_refuses_a_bad_secret_and_ignores_other_events(
+    client: tuple[TestClient, WebhookReceiver], triggered: list[int]
+) -> None:
+    test_client, receiver = client
+    assert post(test_client, event(1), secret="wrong").status_code == 401
+    assert post(test_client, event(2), secret=None).status_code == 401
+    assert receiver.stats.rejected == 2
+    other_project = post(test_client, event(3, project=2)).json()
+    assert other_project["accepted"] is False
+    other_action = post(test_client, event(4, "PROJECT_UPDATED")).json()
+    assert other_action["accepted"] is False
+    not_json = test_client.post(
+        WEBHOOK_PATH, content=b"{", headers={SECRET_HEADER: "s3cret"}
+    ).status_code
+    assert not_json == 400
+    assert receiver.counter.pending == 0 and triggered == []
+
+
+def test_receiver_survives_a_failing_trigger_and_retries_on_the_next_event() -> None:
+    calls: list[int] = []
+
+    def flaky() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("Prefect API down")
+
+    receiver = WebhookReceiver(flaky, min_new_labels=1)
+    with TestClient(receiver.app) as test_client:
+        assert test_client.post(WEBHOOK_PATH, json=event(1)).status_code == 202
+        assert receiver.stats.failures == 1 and "Prefect API down" in str(receiver.stats.last_error)
+        test_client.post(WEBHOOK_PATH, json=event(2))
+    assert len(calls) == 2 and receiver.stats.triggers == 1
+
+
+# --- polling over an in-memory project ------------------------------------------------------
+T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+class MemoryProject:
+    """Annotations as a list of stamps; answers like LabelStudioProject.new_annotations."""
+
+    project_id = 3
+
+    def __init__(self) -> None:
+        self.stamps: list[AnnotationStamp] = []
+        self.failures = 0
+
+    def label(self, ident: int, seconds: float, cancelled: bool = False) -> None:
+        when = format_time(T0 + timedelta(seconds=seconds))
+        self.stamps.append(AnnotationStamp(ident, ident, when, cancelled))
+
+    def new_annotations(
+        self, checkpoint: PullCheckpoint, *, overlap: float = 300.0, include_cancelled: bool = False
+    ) -> list[AnnotationStamp]:
+        if self.failures:
+            self.failures -= 1
+            raise LabelStudioError("Label Studio is restarting")
+        return [
+            s
+            for s in self.stamps
+            if checkpoint.is_new(s, overlap) and (include_cancelled or not s.cancelled)
+        ]
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Storage:
+    return open_storage(str(tmp_path), "dev")
+
+
+def test_poll_counts_labels_across_polls_and_moves_only_when_triggered(storage: Storage) -> None:
+    project = MemoryProject()
+    calls: list[int] = []
+    project.label(1, 0)
+    project.label(2, 1, cancelled=True)  # skipped: not a label
+    assert poll_for_labels(project, storage, 2, on_trigger=lambda: calls.append(1)) == 0
+    assert not storage.exists(trigger_checkpoint_key(3))
+    project.label(3, 2)
+    assert poll_for_labels(project, storage, 2, on_trigger=lambda: calls.append(1)) == 2
+    assert calls == [1]
+    assert storage.exists(trigger_checkpoint_key(3))
+    # Nothing new since the trigger
+    assert poll_for_labels(project, storage, 1, on_trigger=lambda: calls.append(1)) == 0
+    # A re-saved annotation is a new label version
+    project.label(1, 10)
+    assert poll_for_labels(project, storage, 1) == 1
+    assert calls == [1]
+
+
+def test_a_failing_trigger_leaves_the_checkpoint(storage: Storage) -> None:
+    project = MemoryProject()
+    project.label(1, 0)
+
+    def boom() -> None:
+        raise RuntimeError("no Prefect")
+
+    with pytest.raises(RuntimeError):
+        poll_for_labels(project, storage, 1, on_trigger=boom)
+    assert poll_for_labels(project, storage, 1) == 1  # the labels still count
+
+
+def test_consumers_with_their_own_checkpoints_do_not_share_labels(storage: Storage) -> None:
+    project = MemoryProject()
+    project.label(1, 0)
+    assert poll_for_labels(project, storage, 1) == 1
+    assert poll_for_labels(project, storage, 1, checkpoint_key="checkpoints/other.json") == 1
+    assert poll_for_labels(project, storage, 1) == 0
+
+
+def test_wait_times_out_with_zero_and_returns_the_count_when_labels_are_there(
+    storage: Storage,
+) -> None:
+    project = MemoryProject()
+    assert wait_for_labels(project, storage, 1, timeout=0, interval=0) == 0
+    project.label(1, 0)
+    project.label(2, 0)
+    assert wait_for_labels(project, storage, 2, timeout=0, interval=0) == 2
+
+
+def test_wait_retries_a_failed_poll_but_never_reports_an_outage_as_no_labels(
+    storage: Storage,
+) -> None:
+    project = MemoryProject()
+    project.label(1, 0)
+    project.failures = 2
+    assert wait_for_labels(project, storage, 1, timeout=30, interval=0) == 1
+    project.failures = 1000
+    with pytest.raises(LabelStudioError):
+        wait_for_labels(project, storage, 1, timeout=0, interval=0)
+
+
+def test_watch_keeps_going_after_failures(storage: Storage) -> None:
+    project = MemoryProject()
+    project.label(1, 0)
+    project.failures = 1
+    calls: list[int] = []
+    triggers = watch_labels(project, storage, 1, lambda: calls.append(1), interval=0, max_polls=3)
+    assert triggers == 1 and calls == [1]
+
+
+# --- the trigger CLI ------------------------------------------------------------------------
+def test_deployment_name_defaults_to_train_ner_of_the_environment() -> None:
+    assert label_trigger.deployment_name("dev") == "train-ner/dev"
+    assert label_trigger.deployment_name("prod", "canary") == "train-ner/canary"
+    assert label_trigger.deployment_name("prod", "other-flow/x") == "other-flow/x"
+
+
+def test_cli_modes_and_options() -> None:
+    served = label_trigger.parser().parse_args(
+        ["serve", "--env", "staging", "--port", "9000", "--register-url", "http://h:9000/webhook"]
+    )
+    assert (served.run, served.env, served.port) == (label_trigger.serve, "staging", 9000)
+    assert served.register_url == "http://h:9000/webhook" and served.host == "127.0.0.1"
+    polled = label_trigger.parser().parse_args(["poll", "--env", "prod", "--max-polls", "2"])
+    assert (polled.run, polled.interval, polled.max_polls) == (label_trigger.poll, 60.0, 2)
+    with pytest.raises(SystemExit):
+        label_trigger.parser().parse_args(["poll", "--env", "qa"])
+
+
+@pytest.mark.slow  # the SDK's own retries of a refused connection take ~3 s an attempt
+def test_registering_gives_up_with_a_label_studio_error_when_nobody_answers() -> None:
+    from ner.settings import load_settings
+    from tests.support.servers import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    settings = load_settings(label_studio_url=closed, label_studio_api_key="k" * 40)
+    with pytest.raises(LabelStudioError) as caught:
+        label_trigger.register(settings, "http://127.0.0.1:1/webhook", attempts=2, delay=0)
+    assert "k" * 40 not in str(caught.value)
