@@ -32,7 +32,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from flows.apply_ner import apply_ner
-from flows.common import build_settings, io_task, open_settings_storage, run_stamp
+from flows.common import build_settings, io_task, open_settings_storage, retrying, run_stamp
 from flows.train_ner import train_ner
 from ner import labelstudio, labelstudio_client, triggers
 from ner.replay import ReplayAnnotator, demo_gold_path, demo_posts_path
@@ -123,21 +123,34 @@ def feedback_loop(
             destination="label_studio" if annotator == "label_studio" else "storage",
             settings=settings,
         )
-        if applied["n_posts"] == 0:
+        # batches an earlier, interrupted run fetched but never delivered count as sent
+        finished = [r for r in applied.get("recovered", []) if "error" not in r]
+        posts_sent = applied["n_posts"] + sum(int(r.get("n_predictions", 0)) for r in finished)
+        if posts_sent == 0:
             status = "no_new_posts"
             break
         if annotator == "replay":
-            labelled = replay_labels(
-                cfg, applied["tasks_key"], gold_export or str(demo_gold_path()), run_stamp()
-            )
+            tasks_keys = [r["tasks_key"] for r in finished if r.get("tasks_key")]
+            if applied.get("tasks_key"):
+                tasks_keys.append(applied["tasks_key"])
+            gold = gold_export or str(demo_gold_path())
+            stamp = run_stamp()
+            replies = [
+                retrying(replay_labels, cfg)(cfg, key, gold, f"{stamp}-{n}" if n else stamp)
+                for n, key in enumerate(tasks_keys)
+            ]
+            labelled = {
+                "export_keys": [reply["export_key"] for reply in replies],
+                "n_labelled": sum(reply["n_labelled"] for reply in replies),
+            }
         elif annotator == "label_studio":
-            labelled = wait_for_label_studio(cfg, wait_timeout_s, poll_interval_s)
+            labelled = retrying(wait_for_label_studio, cfg)(cfg, wait_timeout_s, poll_interval_s)
             if labelled["n_labelled"] == 0:
                 status = TIMED_OUT
                 rounds.append(
                     {
                         "round": number,
-                        "posts_sent": applied["n_posts"],
+                        "posts_sent": posts_sent,
                         "model_used": applied.get("model_version"),
                         "new_labels": 0,
                         "status": TIMED_OUT,
@@ -151,14 +164,14 @@ def feedback_loop(
                 )
                 break
         else:
-            labelled = wait_for_exports(cfg, known, wait_timeout_s, poll_interval_s)
+            labelled = retrying(wait_for_exports, cfg)(cfg, known, wait_timeout_s, poll_interval_s)
         trained = train_ner(
             source="label_studio" if annotator == "label_studio" else "storage",
             settings=settings,
         )
         row = {
             "round": number,
-            "posts_sent": applied["n_posts"],
+            "posts_sent": posts_sent,
             "model_used": applied.get("model_version"),
             "new_labels": labelled["n_labelled"],
             **trained,

@@ -302,6 +302,28 @@ class EvalReport:
         rows.append(row("micro", self.precision, self.recall, self.f1, self.n_gold))
         return "\n".join(rows)
 
+    def format_confusion(self) -> str:
+        """A Markdown table of how the spans went: each kind of :data:`ERROR_KINDS` and the
+        exact matches, counted over gold and predicted spans, plus overlap P/R/F1."""
+        counts = self.confusion.to_dict()
+        meaning = {
+            "correct": "exact match (start, end and label)",
+            "missed": "gold span no prediction overlaps",
+            "spurious": "prediction no gold span overlaps",
+            "boundary": "same label, overlapping, other offsets",
+            "label": "same offsets, other label",
+            "label_boundary": "overlapping, other label and offsets",
+        }
+        rows = ["| kind | spans | meaning |", "|---|---:|---|"]
+        for kind in ("correct", *ERROR_KINDS):
+            rows.append(f"| {kind} | {counts[kind]} | {meaning[kind]} |")
+        rows.append(
+            f"\nOverlap (correct + boundary): precision {self.overlap_precision:.3f}, "
+            f"recall {self.overlap_recall:.3f}, F1 {self.overlap_f1:.3f}; "
+            f"{self.n_gold} gold spans, {self.n_pred} predicted, {self.n_posts} posts."
+        )
+        return "\n".join(rows)
+
 
 # Per-post comparison ---------------------------------------------------------------------------
 

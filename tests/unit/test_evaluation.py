@@ -397,3 +397,18 @@ def test_score_model_runs_the_pipeline_and_keeps_only_wanted_labels() -> None:
     assert report.precision == 1.0
     assert report.recall == pytest.approx(1 / 3)
     assert report.posts_correct == 1
+
+
+def test_format_confusion_lists_every_kind_with_its_count() -> None:
+    # given one exact match, one boundary error, one miss and one spurious span
+    gold = {"p": [span("Nike"), span("Fenty Beauty"), span("Glossier")]}
+    pred = {"p": [span("Nike"), span("Fenty"), span("today")]}
+    report = evaluate(gold, pred, ["BRAND"])
+    # when
+    lines = report.format_confusion().splitlines()
+    # then every kind has its row, counts agree with the report, overlap scores follow
+    rows = {line.split("|")[1].strip(): int(line.split("|")[2]) for line in lines[2:8]}
+    assert rows == report.confusion.to_dict()
+    assert rows["correct"] == 1 and rows["boundary"] == 1
+    assert rows["missed"] == 1 and rows["spurious"] == 1
+    assert f"F1 {report.overlap_f1:.3f}" in lines[-1]
