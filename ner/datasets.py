@@ -299,24 +299,7 @@ def freeze_gold_set(
             f"only {len(gold)} annotated post(s) fall in the gold split "
             f"(fraction {gold_fraction}); need at least {max(1, min_posts)} to freeze a gold set"
         )
-    digest = dataset_hash(gold)
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    name = name or f"gold-{moment:%Y%m%dT%H%M%SZ}-{digest[:8]}"
-    if not name.strip() or "/" in name or name == "CURRENT" or name.startswith("."):
-        raise ValueError(f"invalid gold set name {name!r}")
-    gold_set = GoldSet(
-        name=name,
-        post_ids=tuple(a.post_id for a in gold),
-        hash=digest,
-        created_at=moment.isoformat(),
-        salt=salt,
-        gold_fraction=gold_fraction,
-    )
-    write_annotations(storage, gold_set.annotations_key, gold)
-    storage.write_json(gold_set.key, gold_set.to_dict())
-    storage.write_json(CURRENT_KEY, {"name": name})
-    log.info("froze gold set %s: %d posts, hash %s", name, len(gold), digest[:12])
-    return gold_set
+    return _write_gold_set(storage, gold, name, now, salt, gold_fraction, "froze")
 
 
 def adopt_gold_set(
@@ -340,6 +323,19 @@ def adopt_gold_set(
     gold = _unique(annotations)
     if not gold:
         raise GoldSetError("cannot adopt an empty gold set")
+    return _write_gold_set(storage, gold, name, now, DEFAULT_SALT, 0.0, "adopted")
+
+
+def _write_gold_set(
+    storage: Storage,
+    gold: list[Annotation],
+    name: str | None,
+    now: datetime | None,
+    salt: str,
+    gold_fraction: float,
+    verb: str,
+) -> GoldSet:
+    """Write ``gold`` as a named gold set and make it the one in force (``CURRENT``)."""
     digest = dataset_hash(gold)
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     name = name or f"gold-{moment:%Y%m%dT%H%M%SZ}-{digest[:8]}"
@@ -350,13 +346,13 @@ def adopt_gold_set(
         post_ids=tuple(a.post_id for a in gold),
         hash=digest,
         created_at=moment.isoformat(),
-        salt=DEFAULT_SALT,
-        gold_fraction=0.0,
+        salt=salt,
+        gold_fraction=gold_fraction,
     )
     write_annotations(storage, gold_set.annotations_key, gold)
     storage.write_json(gold_set.key, gold_set.to_dict())
     storage.write_json(CURRENT_KEY, {"name": name})
-    log.info("adopted gold set %s: %d posts, hash %s", name, len(gold), digest[:12])
+    log.info("%s gold set %s: %d posts, hash %s", verb, name, len(gold), digest[:12])
     return gold_set
 
 
