@@ -34,7 +34,7 @@ demo: install  ## run the whole loop on bundled posts (no servers, no variables)
 	$(RUN) python -m flows.feedback_loop --demo
 
 lint: install  ## ruff + mypy
-	$(RUN) ruff check ner flows tests
+	$(RUN) ruff check ner flows tests bench
 	$(RUN) mypy
 
 test: lint  ## lint, type-check and run every test
@@ -42,6 +42,9 @@ test: lint  ## lint, type-check and run every test
 
 test-fast: lint  ## skip tests that train models or start servers
 	$(RUN) pytest -q -m "not slow"
+
+bench: install  ## run every benchmark (bench/results/, table appended to bench/README.md)
+	$(RUN) python -m bench
 
 ui: install  ## open the MLflow UI on the demo's runs
 	$(RUN) mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

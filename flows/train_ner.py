@@ -188,6 +188,7 @@ def train_challenger(
         negative_fraction=settings.negative_fraction,
         lowercase=settings.augment_lowercase,
         label_map=dict(settings.train_label_map),
+        checkpoint=settings.train_checkpoint,
     )
     result = train(
         pool,

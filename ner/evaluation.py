@@ -308,8 +308,8 @@ class EvalReport:
         counts = self.confusion.to_dict()
         meaning = {
             "correct": "exact match (start, end and label)",
-            "missed": "gold span no prediction overlaps",
-            "spurious": "prediction no gold span overlaps",
+            "missed": "gold span left without any prediction paired to it",
+            "spurious": "prediction left without any gold span paired to it",
             "boundary": "same label, overlapping, other offsets",
             "label": "same offsets, other label",
             "label_boundary": "overlapping, other label and offsets",

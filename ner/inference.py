@@ -7,6 +7,7 @@ parser, lemmatizer …) are disabled.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,6 +21,10 @@ from ner.storage import Storage
 from ner.types import Post, Prediction, Span
 
 log = logging.getLogger(__name__)
+
+#: Batches processed in one spaCy memory zone by :func:`predict` (one: predictions still
+#: stream a batch at a time).
+ZONE_BATCHES = 1
 
 #: factories whose output is ``doc.ents`` (or that rewrite it).
 ENTITY_FACTORIES = frozenset({"ner", "beam_ner", "entity_ruler", "span_ruler", LABEL_FILTER})
@@ -54,14 +59,30 @@ def predict(
     batch_size: int = 256,
     n_process: int = 1,
 ) -> Iterator[Prediction]:
-    """Yield one :class:`Prediction` per post, in input order, streaming."""
+    """Yield one :class:`Prediction` per post, in input order, streaming.
+
+    In one process, posts go through the model in chunks of :data:`ZONE_BATCHES` batches,
+    each inside a spaCy memory zone: the strings and lexemes the chunk's new words add to
+    the vocabulary are freed after it (social posts bring endless new handles and links),
+    so memory stays flat over any number of posts. Predictions hold plain Python values
+    only, so nothing refers to the freed memory.
+    """
     disabled = unneeded_pipes(nlp)
     with nlp.select_pipes(disable=disabled):
         stream = ((post.text, post.id) for post in posts)
-        for doc, post_id in nlp.pipe(
-            stream, as_tuples=True, batch_size=batch_size, n_process=n_process
-        ):
-            yield Prediction(post_id, doc_spans(doc, labels), model_version)
+        if n_process > 1:  # spaCy's workers own their vocabularies
+            for doc, post_id in nlp.pipe(
+                stream, as_tuples=True, batch_size=batch_size, n_process=n_process
+            ):
+                yield Prediction(post_id, doc_spans(doc, labels), model_version)
+            return
+        while chunk := list(itertools.islice(stream, batch_size * ZONE_BATCHES)):
+            with nlp.memory_zone():
+                predictions = [
+                    Prediction(post_id, doc_spans(doc, labels), model_version)
+                    for doc, post_id in nlp.pipe(chunk, as_tuples=True, batch_size=batch_size)
+                ]
+            yield from predictions
 
 
 def predict_texts(
@@ -95,7 +116,27 @@ def predict_to_storage(
     batch_size: int = 256,
     n_process: int = 1,
 ) -> int:
-    """Stream posts from ``posts_key`` through the model into a predictions JSONL."""
+    """Stream posts from ``posts_key`` through the model into a predictions JSONL.
+
+    With ``n_process`` > 1 (where processes can be forked) the posts are split into
+    contiguous line ranges predicted by that many forked processes and joined in order
+    (:func:`ner.sharding.predict_in_processes`): the same output, without shipping parsed
+    docs between processes as spaCy's own ``n_process`` does.
+    """
+    if n_process > 1:
+        from ner import sharding  # imports this module
+
+        if sharding.can_fork():
+            return sharding.predict_in_processes(
+                nlp,
+                storage,
+                posts_key,
+                predictions_key,
+                model_version=model_version,
+                labels=labels,
+                batch_size=batch_size,
+                n_process=n_process,
+            )
     count = 0
 
     def lines() -> Iterator[str]:

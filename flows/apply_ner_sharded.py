@@ -1,0 +1,230 @@
+"""Flow ``apply-ner-sharded``: the apply flow with its predict step spread over a Dask cluster.
+
+Same steps and parameters as ``apply-ner`` (fetch -> predict -> send), plus three:
+
+* ``cluster_address`` - the Dask scheduler to use (``tcp://scheduler:8786``); defaults to the
+  ``NER_DASK_ADDRESS`` setting. Without either, a ``LocalCluster`` of ``workers``
+  single-threaded worker processes is started for the run.
+* ``workers`` - size of that local cluster (default 2), and the default number of shards.
+* ``n_shards`` - how many contiguous line ranges the posts are cut into (default ``workers``).
+  With a remote cluster, set it to the number of worker processes there.
+
+The predict step runs as the sub-flow ``predict-sharded`` on a ``prefect_dask.DaskTaskRunner``:
+one task per shard loads the model once, predicts its lines into
+``predictions/<stamp>/shard-<i>.jsonl``, and a final task joins the shards in order into
+``predictions/<stamp>.jsonl`` - the same object, line for line, as ``apply-ner`` writes.
+
+Workers of a remote cluster need brandloop installed, access to the storage
+(``NER_STORAGE_URI``) and to MLflow, and ``PREFECT_API_URL`` pointing at the Prefect API.
+A local cluster gets the API address of this process (also Prefect's ephemeral server).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from prefect import flow, get_run_logger
+from prefect_dask import DaskTaskRunner
+
+from flows.common import build_settings, flow_run_id, io_task, open_settings_storage, run_stamp
+from ner import sharding
+from ner.errors import ModelError
+from ner.models import load_model
+from ner.storage import PREDICTIONS
+
+if TYPE_CHECKING:
+    from prefect.task_runners import TaskRunner
+
+
+def _api_url() -> str | None:
+    """The Prefect API this process talks to, including a running ephemeral server."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if url:
+        return str(url)
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:  # server extras absent: there is no ephemeral server to share
+        return None
+    server = SubprocessASGIServer()
+    return server.api_url if getattr(server, "running", False) else None
+
+
+def dask_task_runner(cluster_address: str | None = None, workers: int = 2) -> DaskTaskRunner:
+    """A task runner on the scheduler at ``cluster_address``, else on a fresh LocalCluster.
+
+    Local workers are told this process's Prefect API address: otherwise each of them would
+    start its own ephemeral API server (tens of seconds each).
+    """
+    if cluster_address:
+        return DaskTaskRunner(address=cluster_address)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    url = _api_url()
+    cluster_kwargs: dict[str, Any] = {
+        "n_workers": workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": None,
+        "env": {"PREFECT_API_URL": url} if url else {},
+    }
+    return DaskTaskRunner(cluster_kwargs=cluster_kwargs)
+
+
+@io_task()
+def pin_model(settings: dict[str, Any] | None, model_spec: str) -> str:
+    """Resolve a registry alias to a fixed version, so every shard loads the same model."""
+    cfg = build_settings(settings)
+    return sharding.pin_model_uri(model_spec, cfg.mlflow_tracking_uri)
+
+
+@io_task()
+def plan_shards(
+    settings: dict[str, Any] | None, posts_key: str, n_shards: int
+) -> list[sharding.Shard]:
+    """Cut the posts object into ``n_shards`` contiguous line ranges."""
+    storage = open_settings_storage(build_settings(settings))
+    return sharding.plan_shards(sharding.count_lines(storage, posts_key), n_shards)
+
+
+@io_task()
+def predict_shard(
+    settings: dict[str, Any] | None,
+    model_spec: str,
+    posts_key: str,
+    shard: sharding.Shard,
+    stamp: str,
+) -> dict[str, Any]:
+    """Load the model once and predict one shard; returns its key, count and timings."""
+    started = time.time()
+    cfg = build_settings(settings)
+    storage = open_settings_storage(cfg)
+    loaded = load_model(
+        model_spec,
+        labels=cfg.labels,
+        base_model=cfg.base_model,
+        label_map=cfg.base_label_map,
+        tracking_uri=cfg.mlflow_tracking_uri,
+    )
+    loaded_at = time.time()
+    key = sharding.shard_key(stamp, shard.index)
+    count = sharding.predict_shard(
+        loaded.nlp,
+        storage,
+        posts_key,
+        shard,
+        key,
+        model_version=loaded.version,
+        labels=cfg.labels,
+        batch_size=cfg.batch_size,
+    )
+    return {
+        "index": shard.index,
+        "key": key,
+        "n_predictions": count,
+        "model_version": loaded.version,
+        "process": f"{socket.gethostname()}:{os.getpid()}",
+        "started": started,
+        "load_seconds": loaded_at - started,
+        "finished": time.time(),
+    }
+
+
+@io_task()
+def join_shards(
+    settings: dict[str, Any] | None, shards: list[dict[str, Any]], stamp: str
+) -> dict[str, Any]:
+    """Join the shard outputs in shard order into ``predictions/<stamp>.jsonl``."""
+    versions = {item["model_version"] for item in shards}
+    if len(versions) > 1:
+        raise ModelError(f"shards were predicted by different models: {sorted(versions)}")
+    storage = open_settings_storage(build_settings(settings))
+    ordered = sorted(shards, key=lambda item: item["index"])
+    key = f"{PREDICTIONS}/{stamp}.jsonl"
+    count = sharding.concat_shards(storage, [item["key"] for item in ordered], key)
+    return {"predictions_key": key, "n_predictions": count, "model_version": versions.pop()}
+
+
+@flow(name="predict-sharded", log_prints=False)
+def predict_sharded(
+    model_spec: str,
+    posts_key: str,
+    stamp: str | None = None,
+    n_shards: int = 2,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Predict ``posts_key`` shard by shard on this flow's task runner.
+
+    Run it with ``predict_sharded.with_options(task_runner=dask_task_runner(...))``; on the
+    default runner the shards run in threads of this process.
+    """
+    stamp = stamp or run_stamp(flow_run_id())
+    shards = plan_shards(settings, posts_key, n_shards)
+    if not shards:
+        raise ValueError(f"{posts_key} has no lines to predict")
+    futures = [
+        predict_shard.submit(settings, model_spec, posts_key, shard, stamp) for shard in shards
+    ]
+    results = [future.result() for future in futures]
+    joined = join_shards(settings, results, stamp)
+    return {
+        **joined,
+        "n_shards": len(results),
+        "shards": sorted(results, key=lambda item: item["index"]),
+    }
+
+
+@flow(name="apply-ner-sharded", log_prints=False)
+def apply_ner_sharded(
+    keywords: list[str] | None = None,
+    source: Literal["x", "jsonl"] = "x",
+    input_uri: str | None = None,
+    model: str | None = None,
+    max_posts: int | None = None,
+    destination: Literal["storage", "label_studio"] = "storage",
+    settings: dict[str, Any] | None = None,
+    cluster_address: str | None = None,
+    workers: int = 2,
+    n_shards: int | None = None,
+) -> dict[str, Any]:
+    """Fetch -> predict (sharded over Dask) -> send. Returns the keys written and counts."""
+    # apply-ner's own tasks; imported here so that predict-sharded needs nothing but ``ner``.
+    from flows.apply_ner import fetch_posts, resolve_model, send_to_label_studio, write_tasks
+
+    logger = get_run_logger()
+    cfg = build_settings(settings)
+    stamp = run_stamp(flow_run_id())
+    fetched = fetch_posts(
+        cfg, source, input_uri, list(keywords or cfg.keywords), max_posts or cfg.max_posts, stamp
+    )
+    logger.info("fetched %s posts (%s rejected)", fetched["n_posts"], fetched["n_rejected"])
+    summary: dict[str, Any] = {**fetched, "destination": destination}
+    if fetched["n_posts"] == 0:
+        logger.info("no new posts: nothing to predict")
+        return summary
+    spec = pin_model(settings, resolve_model(cfg, model))
+    address = cluster_address or cfg.dask_address
+    runner = cast("TaskRunner[Any]", dask_task_runner(address, workers))
+    predicted = predict_sharded.with_options(task_runner=runner)(
+        spec, fetched["posts_key"], stamp, n_shards or workers, settings
+    )
+    summary.update({k: v for k, v in predicted.items() if k != "shards"})
+    summary["shard_processes"] = sorted({shard["process"] for shard in predicted["shards"]})
+    if destination == "label_studio":
+        summary.update(
+            send_to_label_studio(cfg, fetched["posts_key"], predicted["predictions_key"])
+        )
+    else:
+        summary["tasks_key"] = write_tasks(
+            cfg, fetched["posts_key"], predicted["predictions_key"], stamp
+        )
+    logger.info("apply-ner-sharded done with %s: %s", predicted["model_version"], summary)
+    return summary
+
+
+if __name__ == "__main__":
+    print(apply_ner_sharded())

