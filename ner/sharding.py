@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from spacy.language import Language
 
@@ -211,11 +211,28 @@ def _shard_process(
         )
     except DataError as exc:
         report.send(("DataError", exc.record_id, exc.reason))
-        raise SystemExit(1) from exc
+        _leave(1)
     except BrandloopError as exc:
         report.send((type(exc).__name__, str(exc), None))
-        raise SystemExit(1) from exc
+        _leave(1)
     report.send(("ok", count, None))
+    _leave(0)
+
+
+def _leave(code: int) -> NoReturn:
+    """End a forked worker at once with ``code``.
+
+    A forked child inherits the parent's exit machinery (atexit hooks, logging and API
+    handlers of an orchestrator, open clients); running it in the child can fail and turn
+    a finished part into a non-zero exit. The part's output is already written atomically
+    and its report sent, so nothing is lost by skipping it.
+    """
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _worker_error(
