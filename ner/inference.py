@@ -93,9 +93,14 @@ def predict_texts(
         return [doc_spans(doc, labels) for doc in nlp.pipe(texts)]
 
 
-def read_posts(storage: Storage, key: str) -> Iterator[Post]:
-    """Stream posts from a JSONL object written by the fetch step."""
-    for number, line in enumerate(storage.iter_lines(key), start=1):
+def read_posts(
+    storage: Storage, key: str, start: int = 0, stop: int | None = None
+) -> Iterator[Post]:
+    """Stream posts from a JSONL object written by the fetch step (only its lines
+    ``[start, stop)``, 0-based, when given; blank lines are skipped). A bad line raises
+    :class:`DataError` naming ``key`` and its 1-based line number."""
+    lines = itertools.islice(storage.iter_lines(key), start, stop)
+    for number, line in enumerate(lines, start=start + 1):
         if not line.strip():
             continue
         try:
