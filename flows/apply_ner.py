@@ -17,6 +17,7 @@ reaches Label Studio once (API imports are idempotent per post id anyway).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
@@ -153,11 +154,26 @@ def send_to_label_studio(
     return counts
 
 
+#: The predict step of one batch: ``(settings, model spec, posts key, stamp)`` -> a dict with
+#: at least ``predictions_key``, ``n_predictions`` and ``model_version``.
+Predict = Callable[[Settings, str, str, str], dict[str, Any]]
+
+
+def predict_in_process(cfg: Settings, spec: str, posts_key: str, stamp: str) -> dict[str, Any]:
+    """apply-ner's predict step: :func:`predict_posts` with the settings' retries."""
+    return retrying(predict_posts, cfg)(cfg, spec, posts_key, stamp)
+
+
 def deliver(
-    cfg: Settings, destination: str, spec: str, posts_key: str, stamp: str
+    cfg: Settings,
+    destination: str,
+    spec: str,
+    posts_key: str,
+    stamp: str,
+    predict: Predict = predict_in_process,
 ) -> dict[str, Any]:
     """Predict one stored batch and send it to ``destination``; returns keys and counts."""
-    predicted = retrying(predict_posts, cfg)(cfg, spec, posts_key, stamp)
+    predicted = predict(cfg, spec, posts_key, stamp)
     out: dict[str, Any] = dict(predicted)
     if destination == "label_studio":
         sent = retrying(send_to_label_studio, cfg)
@@ -168,27 +184,30 @@ def deliver(
     return out
 
 
-@flow(name="apply-ner", log_prints=False)
-def apply_ner(
-    keywords: list[str] | None = None,
-    source: Literal["x", "jsonl"] = "x",
-    input_uri: str | None = None,
-    model: str | None = None,
-    max_posts: int | None = None,
-    destination: Literal["storage", "label_studio"] = "storage",
-    settings: dict[str, Any] | None = None,
+def run_apply(
+    cfg: Settings,
+    *,
+    keywords: list[str] | None,
+    source: str,
+    input_uri: str | None,
+    model: str | None,
+    max_posts: int | None,
+    destination: str,
+    predict: Predict = predict_in_process,
 ) -> dict[str, Any]:
-    """Finish unfinished batches, then fetch -> predict -> send. Returns the storage keys
-    written and the counts (``recovered``: the earlier batches finished by this run)."""
+    """The body of the apply flows: finish unfinished batches, then fetch -> predict -> send.
+
+    ``predict`` is the one step the flows do differently (in process, or sharded over Dask).
+    Must run inside a flow.
+    """
     logger = get_run_logger()
-    cfg = build_settings(settings)
     stamp = run_stamp(flow_run_id())
     spec: str | None = None
     recovered: list[dict[str, Any]] = []
     for posts_key in retrying(unfinished_batches, cfg)(cfg):
         spec = spec or retrying(resolve_model, cfg)(cfg, model)
         try:
-            done = deliver(cfg, destination, spec, posts_key, batch_stamp(posts_key))
+            done = deliver(cfg, destination, spec, posts_key, batch_stamp(posts_key), predict)
         except DataError as exc:  # a damaged batch must not block every later run
             logger.error("cannot finish batch %s, skipped: %s", posts_key, exc)
             recovered.append({"posts_key": posts_key, "error": str(exc)})
@@ -204,9 +223,32 @@ def apply_ner(
         logger.info("no new posts: nothing to predict")
         return summary
     spec = spec or retrying(resolve_model, cfg)(cfg, model)
-    summary.update(deliver(cfg, destination, spec, fetched["posts_key"], stamp))
-    logger.info("apply-ner done with %s: %s", summary["model_version"], summary)
+    summary.update(deliver(cfg, destination, spec, fetched["posts_key"], stamp, predict))
+    logger.info("done with %s: %s", summary["model_version"], summary)
     return summary
+
+
+@flow(name="apply-ner", log_prints=False)
+def apply_ner(
+    keywords: list[str] | None = None,
+    source: Literal["x", "jsonl"] = "x",
+    input_uri: str | None = None,
+    model: str | None = None,
+    max_posts: int | None = None,
+    destination: Literal["storage", "label_studio"] = "storage",
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Finish unfinished batches, then fetch -> predict -> send. Returns the storage keys
+    written and the counts (``recovered``: the earlier batches finished by this run)."""
+    return run_apply(
+        build_settings(settings),
+        keywords=keywords,
+        source=source,
+        input_uri=input_uri,
+        model=model,
+        max_posts=max_posts,
+        destination=destination,
+    )
 
 
 if __name__ == "__main__":

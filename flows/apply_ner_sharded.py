@@ -1,6 +1,8 @@
 """Flow ``apply-ner-sharded``: the apply flow with its predict step spread over a Dask cluster.
 
-Same steps and parameters as ``apply-ner`` (fetch -> predict -> send), plus three:
+Same steps, parameters and batch bookkeeping as ``apply-ner`` (it runs apply-ner's body,
+:func:`flows.apply_ner.run_apply`: unfinished batches first, then fetch -> predict -> send),
+with the predict step replaced, plus three parameters:
 
 * ``cluster_address`` - the Dask scheduler to use (``tcp://scheduler:8786``); defaults to the
   ``NER_DASK_ADDRESS`` setting. Without either, a ``LocalCluster`` of ``workers``
@@ -26,13 +28,21 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect_dask import DaskTaskRunner
 
-from flows.common import build_settings, flow_run_id, io_task, open_settings_storage, run_stamp
+from flows.common import (
+    build_settings,
+    flow_run_id,
+    io_task,
+    open_settings_storage,
+    retrying,
+    run_stamp,
+)
 from ner import sharding
 from ner.errors import ModelError
 from ner.models import load_model
+from ner.settings import Settings
 from ner.storage import PREDICTIONS
 
 if TYPE_CHECKING:
@@ -191,39 +201,34 @@ def apply_ner_sharded(
     workers: int = 2,
     n_shards: int | None = None,
 ) -> dict[str, Any]:
-    """Fetch -> predict (sharded over Dask) -> send. Returns the keys written and counts."""
-    # apply-ner's own tasks; imported here so that predict-sharded needs nothing but ``ner``.
-    from flows.apply_ner import fetch_posts, resolve_model, send_to_label_studio, write_tasks
+    """apply-ner with the predict step sharded over Dask: finish unfinished batches, then
+    fetch -> predict -> send. Returns the keys written and counts."""
+    # apply-ner's body; imported here so that predict-sharded needs nothing but ``ner``.
+    from flows.apply_ner import run_apply
 
-    logger = get_run_logger()
     cfg = build_settings(settings)
-    stamp = run_stamp(flow_run_id())
-    fetched = fetch_posts(
-        cfg, source, input_uri, list(keywords or cfg.keywords), max_posts or cfg.max_posts, stamp
-    )
-    logger.info("fetched %s posts (%s rejected)", fetched["n_posts"], fetched["n_rejected"])
-    summary: dict[str, Any] = {**fetched, "destination": destination}
-    if fetched["n_posts"] == 0:
-        logger.info("no new posts: nothing to predict")
-        return summary
-    spec = pin_model(settings, resolve_model(cfg, model))
-    address = cluster_address or cfg.dask_address
-    runner = cast("TaskRunner[Any]", dask_task_runner(address, workers))
-    predicted = predict_sharded.with_options(task_runner=runner)(
-        spec, fetched["posts_key"], stamp, n_shards or workers, settings
-    )
-    summary.update({k: v for k, v in predicted.items() if k != "shards"})
-    summary["shard_processes"] = sorted({shard["process"] for shard in predicted["shards"]})
-    if destination == "label_studio":
-        summary.update(
-            send_to_label_studio(cfg, fetched["posts_key"], predicted["predictions_key"])
+
+    def predict(cfg: Settings, spec: str, posts_key: str, stamp: str) -> dict[str, Any]:
+        pinned = retrying(pin_model, cfg)(settings, spec)
+        address = cluster_address or cfg.dask_address
+        runner = cast("TaskRunner[Any]", dask_task_runner(address, workers))
+        predicted = predict_sharded.with_options(task_runner=runner)(
+            pinned, posts_key, stamp, n_shards or workers, settings
         )
-    else:
-        summary["tasks_key"] = write_tasks(
-            cfg, fetched["posts_key"], predicted["predictions_key"], stamp
-        )
-    logger.info("apply-ner-sharded done with %s: %s", predicted["model_version"], summary)
-    return summary
+        out = {k: v for k, v in predicted.items() if k != "shards"}
+        out["shard_processes"] = sorted({shard["process"] for shard in predicted["shards"]})
+        return out
+
+    return run_apply(
+        cfg,
+        keywords=keywords,
+        source=source,
+        input_uri=input_uri,
+        model=model,
+        max_posts=max_posts,
+        destination=destination,
+        predict=predict,
+    )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,17 @@ def demo_lines() -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def flow_settings(tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    """Flow settings: dev storage under ``tmp_path``, the pretrained base with ORG+PRODUCT."""
+    return {
+        "storage_uri": str(tmp_path / "storage"),
+        "env": "dev",
+        "base_model": BASE_MODEL,
+        "base_label_map": LABEL_MAP,
+        **extra,
+    }
+
+
 def post_line(post_id: str, text: str) -> str:
     return json.dumps({"id": post_id, "text": text})
 
@@ -144,12 +155,7 @@ def test_sharded_flow_on_dask_equals_single_process_post_for_post(
     from flows.apply_ner_sharded import dask_task_runner, predict_sharded
 
     # given the demo posts (with a blank line) in storage, and one process's predictions
-    settings: dict[str, Any] = {
-        "storage_uri": str(tmp_path / "storage"),
-        "env": "dev",
-        "base_model": BASE_MODEL,
-        "base_label_map": LABEL_MAP,
-    }
+    settings = flow_settings(tmp_path)
     storage = open_storage(settings["storage_uri"], "dev")
     lines = demo_lines()
     lines.insert(100, "")
@@ -202,14 +208,7 @@ def test_apply_sharded_uses_the_dask_scheduler_named_by_the_setting(
         Client(cluster) as client,
     ):
         worker_pids = set(client.run(os.getpid).values())
-        settings: dict[str, Any] = {
-            "storage_uri": str(tmp_path / "storage"),
-            "env": "dev",
-            "base_model": BASE_MODEL,
-            "base_label_map": LABEL_MAP,
-            "max_posts": 1000,
-            "dask_address": cluster.scheduler_address,
-        }
+        settings = flow_settings(tmp_path, max_posts=1000, dask_address=cluster.scheduler_address)
         # when the sharded apply flow runs with NER_DASK_ADDRESS set (no cluster parameter)
         summary = apply_ner_sharded(
             source="jsonl", input_uri=str(posts_file), model="base", settings=settings
@@ -229,3 +228,38 @@ def test_apply_sharded_uses_the_dask_scheduler_named_by_the_setting(
     assert summary["shard_processes"] and set(summary["shard_processes"]) <= {
         f"{host}:{pid}" for pid in worker_pids
     }
+
+
+def test_apply_sharded_first_finishes_a_batch_an_earlier_run_left_unfinished(
+    prefect_api: PrefectService, tmp_path: Path
+) -> None:
+    from flows.apply_ner_sharded import apply_ner_sharded
+
+    # given a storage with a posts batch that an earlier run fetched but never delivered
+    settings = flow_settings(tmp_path, max_posts=1000)
+    storage = open_storage(settings["storage_uri"], "dev")
+    lines = demo_lines()
+    storage.write_text("posts/20260101T000000Z-earlier.jsonl", "\n".join(lines[:30]) + "\n")
+    posts_file = tmp_path / "posts.jsonl"
+    posts_file.write_text("\n".join(lines[30:70]) + "\n", encoding="utf-8")
+
+    # when the sharded apply flow runs on a local cluster of 2 workers
+    summary = apply_ner_sharded(
+        source="jsonl", input_uri=str(posts_file), model="base", settings=settings, workers=2
+    )
+
+    # then the earlier batch was predicted and written as tasks, under its own stamp
+    [recovered] = summary["recovered"]
+    assert recovered["posts_key"] == "posts/20260101T000000Z-earlier.jsonl"
+    assert recovered["n_predictions"] == 30
+    assert recovered["tasks_key"] == "tasks/20260101T000000Z-earlier.json"
+    tasks = json.loads(storage.read_text(recovered["tasks_key"]))
+    assert [t["data"]["post_id"] for t in tasks] == [json.loads(x)["id"] for x in lines[:30]]
+    # and the new posts went the same way, sharded
+    assert summary["n_posts"] == summary["n_predictions"] == 40
+    assert storage.exists(summary["tasks_key"]) and len(summary["shard_processes"]) >= 1
+    # and a second run finds nothing left to finish
+    again = apply_ner_sharded(
+        source="jsonl", input_uri=str(posts_file), model="base", settings=settings, workers=2
+    )
+    assert again["recovered"] == []
