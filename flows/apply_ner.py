@@ -13,6 +13,11 @@ the receipt ``tasks/<stamp>.imported.json``. A run that fails in between (storag
 Label Studio down beyond the task retries) leaves the batch unfinished, and the next run
 finishes it first, under its own stamp, before fetching new posts. So every fetched post
 reaches Label Studio once (API imports are idempotent per post id anyway).
+
+**Labelling budget.** With ``NER_LABEL_BUDGET`` > 0 only that many posts of a batch go to
+Label Studio, chosen by active learning (:func:`ner.active.select_batch`): the most uncertain
+under the model that predicted them, diverse, no retweets or near-duplicates, none chosen
+before. Every post is still predicted; the choice is kept in ``selections/<stamp>.json``.
 """
 
 from __future__ import annotations
@@ -26,17 +31,17 @@ from flows.common import (
     build_settings,
     flow_run_id,
     io_task,
+    load_settings_model,
     make_registry,
     open_settings_storage,
     retrying,
     run_stamp,
 )
-from ner import inference, labelstudio, labelstudio_client, sources
+from ner import active, inference, labelstudio, labelstudio_client, sources
 from ner.errors import DataError
-from ner.models import load_model
 from ner.registry import CHAMPION
 from ner.settings import Settings
-from ner.storage import POSTS, PREDICTIONS, TASKS
+from ner.storage import POSTS, PREDICTIONS, SELECTIONS, TASKS, Storage
 
 
 @io_task()
@@ -108,13 +113,7 @@ def predict_posts(
 ) -> dict[str, Any]:
     """Stream the posts through the model into ``predictions/<stamp>.jsonl``."""
     storage = open_settings_storage(settings)
-    loaded = load_model(
-        model_spec,
-        labels=settings.labels,
-        base_model=settings.base_model,
-        label_map=settings.base_label_map,
-        tracking_uri=settings.mlflow_tracking_uri,
-    )
+    loaded = load_settings_model(settings, model_spec)
     key = f"{PREDICTIONS}/{stamp}.jsonl"
     count = inference.predict_to_storage(
         loaded.nlp,
@@ -130,23 +129,70 @@ def predict_posts(
 
 
 @io_task()
-def write_tasks(settings: Settings, posts_key: str, predictions_key: str, stamp: str) -> str:
-    """Write Label Studio import JSON (tasks with pre-annotations) into ``tasks/``."""
+def select_for_labelling(
+    settings: Settings, model_spec: str, posts_key: str, stamp: str
+) -> dict[str, Any]:
+    """Choose the batch's ``label_budget`` posts for the annotators (active learning) into
+    ``selections/<stamp>.json``; returns its key, the strategy and the counts."""
+    storage = open_settings_storage(settings)
+    loaded = load_settings_model(settings, model_spec)
+    key = f"{SELECTIONS}/{stamp}.json"
+    record = active.select_batch(
+        storage,
+        posts_key,
+        key,
+        settings.label_budget,
+        nlp=loaded.nlp,
+        labels=settings.labels,
+        diversity=settings.label_diversity,
+        explore=settings.label_explore,
+        seed=settings.seed,
+    )
+    return {
+        "selection_key": key,
+        "selection_strategy": record["strategy"],
+        "n_selected": len(record["post_ids"]),
+    }
+
+
+def _selected_ids(storage: Storage, selection_key: str | None) -> set[str] | None:
+    if selection_key is None:
+        return None
+    return {str(i) for i in storage.read_json(selection_key)["post_ids"]}
+
+
+@io_task()
+def write_tasks(
+    settings: Settings,
+    posts_key: str,
+    predictions_key: str,
+    stamp: str,
+    selection_key: str | None = None,
+) -> str:
+    """Write Label Studio import JSON (tasks with pre-annotations) into ``tasks/``: every
+    post, or those of the selection at ``selection_key``."""
     storage = open_settings_storage(settings)
     key = f"{TASKS}/{stamp}.json"
-    labelstudio.write_import_file(storage, posts_key, predictions_key, key, settings.labels)
+    only = _selected_ids(storage, selection_key)
+    labelstudio.write_import_file(
+        storage, posts_key, predictions_key, key, settings.labels, only=only
+    )
     return key
 
 
 @io_task()
 def send_to_label_studio(
-    settings: Settings, posts_key: str, predictions_key: str
+    settings: Settings,
+    posts_key: str,
+    predictions_key: str,
+    selection_key: str | None = None,
 ) -> dict[str, int]:
-    """Import the tasks through the Label Studio API (idempotent per post id), then write
-    the batch's receipt ``tasks/<stamp>.imported.json``."""
+    """Import the tasks (every post, or the selection's) through the Label Studio API
+    (idempotent per post id), then write the batch's receipt ``tasks/<stamp>.imported.json``."""
     storage = open_settings_storage(settings)
     client = labelstudio_client.LabelStudioProject.connect(settings)
-    counts = client.import_predictions(storage, posts_key, predictions_key)
+    only = _selected_ids(storage, selection_key)
+    counts = client.import_predictions(storage, posts_key, predictions_key, only=only)
     storage.write_json(
         receipt_key(batch_stamp(posts_key)),
         {"posts_key": posts_key, "predictions_key": predictions_key, **counts},
@@ -172,15 +218,20 @@ def deliver(
     stamp: str,
     predict: Predict = predict_in_process,
 ) -> dict[str, Any]:
-    """Predict one stored batch and send it to ``destination``; returns keys and counts."""
+    """Predict one stored batch and send it to ``destination``: every post, or with
+    ``label_budget`` set, the posts active learning chooses. Returns keys and counts."""
     predicted = predict(cfg, spec, posts_key, stamp)
     out: dict[str, Any] = dict(predicted)
+    selection_key: str | None = None
+    if cfg.label_budget > 0:
+        out.update(retrying(select_for_labelling, cfg)(cfg, spec, posts_key, stamp))
+        selection_key = out["selection_key"]
     if destination == "label_studio":
         sent = retrying(send_to_label_studio, cfg)
-        out.update(sent(cfg, posts_key, predicted["predictions_key"]))
+        out.update(sent(cfg, posts_key, predicted["predictions_key"], selection_key))
     else:
         write = retrying(write_tasks, cfg)
-        out["tasks_key"] = write(cfg, posts_key, predicted["predictions_key"], stamp)
+        out["tasks_key"] = write(cfg, posts_key, predicted["predictions_key"], stamp, selection_key)
     return out
 
 

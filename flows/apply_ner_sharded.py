@@ -35,13 +35,13 @@ from flows.common import (
     build_settings,
     flow_run_id,
     io_task,
+    load_settings_model,
     open_settings_storage,
     retrying,
     run_stamp,
 )
 from ner import sharding
 from ner.errors import ModelError
-from ner.models import load_model
 from ner.settings import Settings
 from ner.storage import PREDICTIONS
 
@@ -113,13 +113,7 @@ def predict_shard(
     started = time.time()
     cfg = build_settings(settings)
     storage = open_settings_storage(cfg)
-    loaded = load_model(
-        model_spec,
-        labels=cfg.labels,
-        base_model=cfg.base_model,
-        label_map=cfg.base_label_map,
-        tracking_uri=cfg.mlflow_tracking_uri,
-    )
+    loaded = load_settings_model(cfg, model_spec)
     loaded_at = time.time()
     key = sharding.shard_key(stamp, shard.index)
     count = sharding.predict_shard(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ner.errors import ConfigError, DataError, GoldSetError, PromotionError, SourceAuthError
 from ner.registry import Registry
 from ner.settings import Settings, load_settings
 from ner.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from ner.models import LoadedModel
 
 
 def flow_run_id() -> str | None:
@@ -51,6 +54,19 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
 
 def open_settings_storage(settings: Settings) -> Storage:
     return open_storage(settings.storage_uri, settings.env, gcs_timeout_s=settings.gcs_timeout_s)
+
+
+def load_settings_model(settings: Settings, model_spec: str) -> LoadedModel:
+    """:func:`ner.models.load_model` with the labels, base model and MLflow of ``settings``."""
+    from ner.models import load_model
+
+    return load_model(
+        model_spec,
+        labels=settings.labels,
+        base_model=settings.base_model,
+        label_map=settings.base_label_map,
+        tracking_uri=settings.mlflow_tracking_uri,
+    )
 
 
 def make_registry(settings: Settings) -> Registry:

@@ -32,6 +32,7 @@ from flows.common import (
     build_settings,
     flow_run_id,
     io_task,
+    load_settings_model,
     make_registry,
     open_settings_storage,
     retrying,
@@ -39,7 +40,6 @@ from flows.common import (
 )
 from ner import datasets, evaluation, labelstudio, labelstudio_client
 from ner.errors import RegistryError
-from ner.models import load_model
 from ner.registry import CHALLENGER, CHAMPION, decide, needs_training, run_tags
 from ner.settings import Settings
 from ner.training import TrainOptions, train
@@ -138,13 +138,7 @@ def evaluate_on_gold(
     storage = open_settings_storage(settings)
     registry = make_registry(settings)
     gold = list(datasets.read_annotations(storage, gold_key))
-    loaded = load_model(
-        model_spec,
-        labels=settings.labels,
-        base_model=settings.base_model,
-        label_map=settings.base_label_map,
-        tracking_uri=settings.mlflow_tracking_uri,
-    )
+    loaded = load_settings_model(settings, model_spec)
     report = evaluation.score_model(loaded.nlp, gold, settings.labels)
     metrics = report.to_metrics()
     version = (

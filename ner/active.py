@@ -41,6 +41,7 @@ import numpy as np
 
 from ner.components import LABEL_FILTER
 from ner.errors import ModelError
+from ner.storage import SELECTIONS, Storage
 from ner.types import Post
 
 if TYPE_CHECKING:
@@ -493,3 +494,76 @@ def select(
         passed_over,
     )
     return Selection(tuple(pool[i] for i in chosen_idx), strategy, scores, skipped, passed_over)
+
+
+# --- one batch in storage ----------------------------------------------------------------
+def has_scorer(nlp: Language | None) -> bool:
+    """Whether ``nlp`` can score uncertainty (a statistical transition-based ``ner``)."""
+    if nlp is None or "ner" not in nlp.pipe_names:
+        return False
+    return hasattr(nlp.get_pipe("ner"), "moves")
+
+
+def earlier_selections(storage: Storage, *, exclude: str | None = None) -> set[str]:
+    """Ids of every post chosen by earlier selections (``selections/*.json``), so a post
+    sent to the annotators once is not chosen again; ``exclude`` skips one key."""
+    ids: set[str] = set()
+    for key in storage.list(SELECTIONS):
+        if key.endswith(".json") and key != exclude:
+            ids.update(str(i) for i in storage.read_json(key).get("post_ids", []))
+    return ids
+
+
+def select_batch(
+    storage: Storage,
+    posts_key: str,
+    key: str,
+    budget: int,
+    *,
+    nlp: Language | None,
+    labels: Sequence[str] = ("BRAND",),
+    diversity: float = 0.5,
+    explore: float = 0.0,
+    seed: int = 17,
+) -> dict[str, Any]:
+    """Choose up to ``budget`` posts of the stored batch ``posts_key`` for the annotators
+    and record the choice at ``key``; returns that record.
+
+    Posts chosen by earlier selections are skipped. A model that cannot score uncertainty
+    (the cold-start gazetteer) gives a random choice, said so in ``strategy``. The record
+    (``post_ids`` in selection order, ``strategy``, each chosen post's ``uncertainty``,
+    ``skipped`` by reason, ``n_candidates``) is what the send step reads; written once, it
+    is reused as it is when the batch is sent again.
+    """
+    from ner.inference import read_posts
+
+    if storage.exists(key):
+        record: dict[str, Any] = storage.read_json(key)
+        return record
+    posts = list(read_posts(storage, posts_key))
+    scorer = nlp if has_scorer(nlp) else None
+    if nlp is not None and scorer is None:
+        log.info("model has no statistical ner to score uncertainty: random selection")
+    chosen = select(
+        posts,
+        budget,
+        nlp=scorer,
+        strategy="uncertainty" if scorer is not None else "random",
+        labels=labels,
+        labelled_ids=earlier_selections(storage, exclude=key),
+        diversity=diversity,
+        explore=explore,
+        seed=seed,
+    )
+    record = {
+        "posts_key": posts_key,
+        "budget": budget,
+        "strategy": "uncertainty" if scorer is not None else "random",
+        "post_ids": chosen.ids,
+        "uncertainty": {i: chosen.scores[i] for i in chosen.ids if i in chosen.scores},
+        "skipped": chosen.skipped,
+        "similar_in_round": chosen.similar_in_round,
+        "n_candidates": len(posts),
+    }
+    storage.write_json(key, record)
+    return record

@@ -37,7 +37,7 @@ import json
 import logging
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
@@ -658,12 +658,19 @@ def parse_export(
 
 # --------------------------------------------------------------------------- storage exchange
 def write_import_file(
-    storage: Storage, posts_key: str, predictions_key: str, key: str, labels: Sequence[str]
+    storage: Storage,
+    posts_key: str,
+    predictions_key: str,
+    key: str,
+    labels: Sequence[str],
+    *,
+    only: Collection[str] | None = None,
 ) -> int:
     """Stream posts and their predictions into one Label Studio import JSON at ``key``.
 
     Posts and predictions are read line by line, in step (the predict step keeps the order),
-    so memory stays flat. Returns the number of tasks written.
+    so memory stays flat. With ``only``, just the posts with those ids become tasks (the
+    active-learning selection). Returns the number of tasks written.
     """
     from ner.inference import read_posts
 
@@ -681,6 +688,8 @@ def write_import_file(
         for post, prediction in zip(read_posts(storage, posts_key), predictions, strict=True):
             if prediction.post_id != post.id:
                 raise DataError(post.id, f"prediction is for post {prediction.post_id}")
+            if only is not None and post.id not in only:
+                continue
             task = to_tasks([(post, prediction)], config)[0]
             yield ("," if count else "") + json.dumps(task, ensure_ascii=False)
             count += 1

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -559,16 +559,19 @@ class LabelStudioProject:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_batch: Callable[[int, list[int]], None] | None = None,
+        only: Collection[str] | None = None,
     ) -> dict[str, int]:
         """Import the posts at ``posts_key`` with the predictions at ``predictions_key``.
 
         Idempotent per post id (see :meth:`import_items`). Each task carries its prediction
-        as a pre-annotation with ``model_version`` and the span scores. Returns
+        as a pre-annotation with ``model_version`` and the span scores. With ``only``, just
+        the posts with those ids are imported (the active-learning selection). Returns
         ``{"n_imported", "n_skipped_existing", "n_duplicates_in_input", "n_batches",
         "project_id"}``.
         """
+        pairs = read_pairs(storage, posts_key, predictions_key)
         return self.import_items(
-            read_pairs(storage, posts_key, predictions_key),
+            pairs if only is None else ((p, q) for p, q in pairs if p.id in only),
             batch_size=batch_size,
             on_batch=on_batch,
         )

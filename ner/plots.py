@@ -38,8 +38,13 @@ def learning_curve(
     xlabel: str,
     ylabel: str = "F1",
     series: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    bands: Mapping[str, Sequence[tuple[float, float, float]]] | None = None,
 ) -> Path:
-    """Line plot of a score against steps (or labels); extra named series optional."""
+    """Line plot of a score against steps (or labels); extra named series optional.
+
+    ``bands`` maps a series name to ``(x, low, high)`` points, shaded around its line in the
+    same colour (the spread over seeds, for instance).
+    """
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     all_series = dict(series or {})
     if points:
@@ -47,7 +52,11 @@ def learning_curve(
     for name, pts in all_series.items():
         if pts:
             xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, marker="o", markersize=3, label=name)
+            (line,) = ax.plot(xs, ys, marker="o", markersize=3, label=name)
+            band = (bands or {}).get(name)
+            if band:
+                bx, low, high = zip(*band, strict=True)
+                ax.fill_between(bx, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)

@@ -104,6 +104,23 @@ class Settings(BaseSettings):
     cold_start: Literal["gazetteer", "base", "base+gazetteer"] = "gazetteer"
     batch_size: int = Field(256, ge=1)
     n_process: int = Field(1, ge=1)
+    label_budget: int = Field(
+        0,
+        ge=0,
+        description="Posts per apply run sent to Label Studio, chosen by active learning "
+        "(ner.active: model uncertainty + diversity, no retweets or near-duplicates, none "
+        "sent before). 0 sends every post.",
+    )
+    label_explore: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of label_budget drawn at random instead."
+    )
+    label_diversity: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Shingle Jaccard similarity from which a post is too close to one already "
+        "chosen in the same run (1.0 turns the check off).",
+    )
     dask_address: str | None = Field(
         None,
         description="Dask scheduler of the apply-ner-sharded flow (tcp://scheduler:8786); "

@@ -33,6 +33,7 @@ EXPORTS = "exports"
 GOLDSETS = "goldsets"
 CHECKPOINTS = "checkpoints"
 PREDICTIONS = "predictions"
+SELECTIONS = "selections"
 
 
 def _check_key(key: str) -> str:

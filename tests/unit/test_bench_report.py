@@ -12,7 +12,7 @@ import pytest
 import bench
 from bench import Context, Metric, at_least, at_most, report
 from bench.__main__ import run as run_bench
-from bench.learning import labels_to_reach
+from bench.learning import labels_to_reach, mean_curve, share_to_reach
 from bench.loop import _stage_seconds
 
 MACHINE = {
@@ -196,6 +196,37 @@ def test_labels_to_reach_interpolates_between_rounds() -> None:
     assert labels_to_reach(curve, 0.10) == 0.0
     assert labels_to_reach(curve, 0.15) == pytest.approx(200.0)
     assert labels_to_reach(curve, 0.30) is None
+
+
+def _curve(*f1s: float, budget: int = 100) -> list[dict[str, Any]]:
+    return [
+        {"labels": i * budget, "f1": f, "precision": f, "recall": f, "spans": 2 * i}
+        for i, f in enumerate(f1s)
+    ]
+
+
+def test_mean_curve_averages_seeds_point_by_point_with_their_spread() -> None:
+    # Given two seeds' curves over the same rounds
+    mean = mean_curve([_curve(0.1, 0.2, 0.4), _curve(0.1, 0.0, 0.2)])
+    # Then each point is the mean of the seeds, with the lowest and highest seed
+    assert [p["labels"] for p in mean] == [0, 100, 200]
+    assert [p["f1"] for p in mean] == pytest.approx([0.1, 0.1, 0.3])
+    assert (mean[2]["f1_min"], mean[2]["f1_max"]) == (0.2, 0.4)
+    assert mean[2]["spans"] == 4
+
+
+def test_mean_curve_refuses_curves_with_different_label_counts() -> None:
+    # A seed whose pool ran short has other x values: averaging would hide it
+    with pytest.raises(ValueError, match="different label counts"):
+        mean_curve([_curve(0.1, 0.2), _curve(0.1, 0.2, budget=50)])
+    with pytest.raises(ValueError, match="no curves"):
+        mean_curve([])
+
+
+def test_share_to_reach_pairs_an_active_curve_with_random_final_f1() -> None:
+    random = _curve(0.1, 0.1, 0.2, 0.3)  # final F1 0.3 at 300 labels
+    assert share_to_reach(_curve(0.1, 0.2, 0.4, 0.4), random) == pytest.approx(150 / 300)
+    assert share_to_reach(_curve(0.1, 0.1, 0.2, 0.25), random) is None
 
 
 def test_loop_stages_name_the_two_gold_evaluations_apart() -> None:

@@ -759,3 +759,37 @@ def test_empty_export_gives_nothing() -> None:
 def test_non_list_export_is_an_error(export: Any) -> None:
     with pytest.raises(LabelStudioError, match="list of tasks"):
         parse_export(export, labels=LABELS)
+
+
+def test_write_import_file_keeps_order_and_can_take_only_the_selected_posts(
+    tmp_path: Any,
+) -> None:
+    from ner.labelstudio import write_import_file
+    from ner.storage import LocalStorage
+
+    # Given three stored posts and their predictions, in step
+    storage = LocalStorage(tmp_path)
+    items = [Post(id=f"p{i}", text=f"post number {i} about Glossier") for i in range(3)]
+    storage.write_text(
+        "posts/a.jsonl", "".join(json.dumps({"id": p.id, "text": p.text}) + "\n" for p in items)
+    )
+    preds = [Prediction(post_id=p.id, spans=(), model_version="m@1") for p in items]
+    storage.write_text(
+        "predictions/a.jsonl", "".join(json.dumps(p.to_dict()) + "\n" for p in preds)
+    )
+    # When every post is written, and then only p2 and p0
+    every = write_import_file(
+        storage, "posts/a.jsonl", "predictions/a.jsonl", "t/all.json", ["BRAND"]
+    )
+    some = write_import_file(
+        storage,
+        "posts/a.jsonl",
+        "predictions/a.jsonl",
+        "t/some.json",
+        ["BRAND"],
+        only={"p2", "p0"},
+    )
+    # Then the files hold those posts as tasks, in the batch's order
+    assert (every, some) == (3, 2)
+    assert [t["data"]["post_id"] for t in storage.read_json("t/all.json")] == ["p0", "p1", "p2"]
+    assert [t["data"]["post_id"] for t in storage.read_json("t/some.json")] == ["p0", "p2"]
