@@ -63,7 +63,7 @@ def _stage_seconds(stages: list[dict[str, Any]]) -> dict[str, float]:
 @benchmark(
     "loop",
     description="1,000-label export in storage -> promoted champion, per stage",
-    budget_seconds=270,
+    budget_seconds=150,
 )
 def run(ctx: Context) -> dict[str, Any]:
     from bench.support import (

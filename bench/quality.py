@@ -39,7 +39,7 @@ def _pr(result: dict[str, Any], prefix: str = "") -> str:
 @benchmark(
     "quality",
     description="Brand F1 on WNUT-17 dev: train-ner flow model vs gazetteer and pretrained",
-    budget_seconds=390,
+    budget_seconds=300,
 )
 def run(ctx: Context) -> dict[str, Any]:
     from bench import score as scoring
