@@ -42,7 +42,7 @@ from ner import datasets, evaluation, labelstudio, labelstudio_client
 from ner.errors import RegistryError
 from ner.registry import CHALLENGER, CHAMPION, decide, needs_training, run_tags
 from ner.settings import Settings
-from ner.training import TrainOptions, train
+from ner.training import TrainOptions, train_isolated
 
 
 @io_task()
@@ -184,7 +184,7 @@ def train_challenger(
         label_map=dict(settings.train_label_map),
         checkpoint=settings.train_checkpoint,
     )
-    result = train(
+    result = train_isolated(
         pool,
         start_from=start_from,
         output_dir=Path(model_dir),

