@@ -204,3 +204,21 @@ def load_model(
         f"unknown model {spec!r}: use 'gazetteer', 'base', 'base+gazetteer', an MLflow "
         "model URI, a path, or an installed spaCy package name"
     )
+
+
+def registry_version(spec: str, tracking_uri: str | None) -> str | None:
+    """``name/version`` behind a ``models:/name@alias`` spec, else None (nothing to follow).
+
+    Raises :class:`ModelError` when the registry cannot be asked or the alias is not set.
+    """
+    if not spec.startswith("models:/") or "@" not in spec:
+        return None
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    name, _, alias = spec.removeprefix("models:/").partition("@")
+    try:
+        version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ModelError(f"cannot resolve {spec!r} in the registry: {exc}") from exc
+    return f"{name}/{version.version}"

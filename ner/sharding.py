@@ -155,17 +155,10 @@ def pin_model_uri(spec: str, tracking_uri: str | None = None) -> str:
     Shards load the model independently, possibly minutes apart: pinning the alias first
     makes every shard use the same version even if the alias moves meanwhile.
     """
-    if not spec.startswith("models:/") or "@" not in spec:
-        return spec
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from ner.models import registry_version
 
-    name, _, alias = spec.removeprefix("models:/").partition("@")
-    try:
-        version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        raise ModelError(f"cannot resolve {spec!r} to a model version: {exc}") from exc
-    return f"models:/{name}/{version.version}"
+    pinned = registry_version(spec, tracking_uri)
+    return spec if pinned is None else f"models:/{pinned}"
 
 
 def _storage_for_child(storage: Storage) -> Storage:
