@@ -39,6 +39,7 @@ from flows.common import (
 )
 from ner import active, inference, labelstudio, labelstudio_client, sources
 from ner.errors import DataError
+from ner.models import pin_model_uri
 from ner.registry import CHAMPION
 from ner.settings import Settings
 from ner.storage import POSTS, PREDICTIONS, SELECTIONS, TASKS, Storage
@@ -98,13 +99,15 @@ def unfinished_batches(settings: Settings) -> list[str]:
 
 @io_task()
 def resolve_model(settings: Settings, model: str | None) -> str:
-    """The model spec to predict with: explicit, else @champion, else the cold start."""
+    """The model spec to predict with: explicit, else @champion, else the cold start. A
+    registry alias is pinned to its version, so every step of the run loads the same model."""
     if model:
-        return model
+        return pin_model_uri(model, settings.mlflow_tracking_uri)
     registry = make_registry(settings)
-    if registry.alias_version(CHAMPION) is not None:
-        return registry.model_uri(CHAMPION)
-    return settings.cold_start
+    version = registry.alias_version(CHAMPION)
+    if version is None:
+        return settings.cold_start
+    return f"models:/{registry.model_name}/{version}"
 
 
 @io_task()

@@ -37,7 +37,6 @@ from flows.common import (
     io_task,
     load_settings_model,
     open_settings_storage,
-    retrying,
     run_stamp,
 )
 from ner import sharding
@@ -83,13 +82,6 @@ def dask_task_runner(cluster_address: str | None = None, workers: int = 2) -> Da
         "env": {"PREFECT_API_URL": url} if url else {},
     }
     return DaskTaskRunner(cluster_kwargs=cluster_kwargs)
-
-
-@io_task()
-def pin_model(settings: dict[str, Any] | None, model_spec: str) -> str:
-    """Resolve a registry alias to a fixed version, so every shard loads the same model."""
-    cfg = build_settings(settings)
-    return sharding.pin_model_uri(model_spec, cfg.mlflow_tracking_uri)
 
 
 @io_task()
@@ -203,11 +195,10 @@ def apply_ner_sharded(
     cfg = build_settings(settings)
 
     def predict(cfg: Settings, spec: str, posts_key: str, stamp: str) -> dict[str, Any]:
-        pinned = retrying(pin_model, cfg)(settings, spec)
         address = cluster_address or cfg.dask_address
         runner = cast("TaskRunner[Any]", dask_task_runner(address, workers))
         predicted = predict_sharded.with_options(task_runner=runner)(
-            pinned, posts_key, stamp, n_shards or workers, settings
+            spec, posts_key, stamp, n_shards or workers, settings
         )
         out = {k: v for k, v in predicted.items() if k != "shards"}
         out["shard_processes"] = sorted({shard["process"] for shard in predicted["shards"]})

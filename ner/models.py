@@ -222,3 +222,14 @@ def registry_version(spec: str, tracking_uri: str | None) -> str | None:
     except MlflowException as exc:
         raise ModelError(f"cannot resolve {spec!r} in the registry: {exc}") from exc
     return f"{name}/{version.version}"
+
+
+def pin_model_uri(spec: str, tracking_uri: str | None = None) -> str:
+    """Turn ``models:/name@alias`` into ``models:/name/<version>``; other specs unchanged.
+
+    A run loads its model more than once (predict, select for labelling, one load per
+    shard), possibly minutes apart: pinning the alias first makes every load the same
+    version even if the alias moves meanwhile.
+    """
+    pinned = registry_version(spec, tracking_uri)
+    return spec if pinned is None else f"models:/{pinned}"

@@ -149,18 +149,6 @@ def concat_shards(
     return count
 
 
-def pin_model_uri(spec: str, tracking_uri: str | None = None) -> str:
-    """Turn ``models:/name@alias`` into ``models:/name/<version>``; other specs unchanged.
-
-    Shards load the model independently, possibly minutes apart: pinning the alias first
-    makes every shard use the same version even if the alias moves meanwhile.
-    """
-    from ner.models import registry_version
-
-    pinned = registry_version(spec, tracking_uri)
-    return spec if pinned is None else f"models:/{pinned}"
-
-
 def _storage_for_child(storage: Storage) -> Storage:
     """The storage a forked worker process should use: a GCS store gets a client of its own
     (an HTTP connection pool must not be shared across a fork); a local one is reused."""

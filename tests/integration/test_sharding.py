@@ -18,12 +18,11 @@ import pytest
 
 from ner.errors import DataError, StorageError
 from ner.inference import predict_to_storage
-from ner.models import build_base
+from ner.models import build_base, pin_model_uri
 from ner.sharding import (
     Shard,
     concat_shards,
     count_lines,
-    pin_model_uri,
     plan_shards,
     read_posts_range,
     shard_key,
