@@ -15,7 +15,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 
-.PHONY: help install demo test test-fast lint bench ui clean
+.PHONY: help install install-postgres demo test test-fast lint bench ui clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,12 @@ $(CURDIR)/.tools/bin/uv:
 
 install: .venv/.installed  ## create .venv from the lock file
 
+# The integration tests run MLflow, Prefect and Label Studio on PostgreSQL as production does;
+# Debian's package gives the server and its contrib extensions (Label Studio needs pg_trgm).
+install-postgres:  ## install PostgreSQL (Debian package) when its server is missing
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib; }
+
 demo: install  ## run the whole loop on bundled posts (no servers, no variables)
 	$(RUN) python -m flows.feedback_loop --demo
 
@@ -37,7 +43,7 @@ lint: install  ## ruff + mypy
 	$(RUN) ruff check ner flows tests bench
 	$(RUN) mypy
 
-test: lint  ## lint, type-check and run every test
+test: lint install-postgres  ## lint, type-check and run every test
 	$(RUN) pytest -q
 
 test-fast: lint  ## skip tests that train models or start servers

@@ -40,6 +40,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -643,18 +644,20 @@ def mlflow_service(
     port: int | None = None,
     workers: int = 1,
     job_execution: bool = False,
+    backend_store_uri: str | None = None,
     startup_timeout: float = 120.0,
 ) -> MlflowService:
     """An MLflow tracking server (not started yet) storing everything under ``workdir``.
 
     ``--serve-artifacts`` makes clients upload artifacts through the server, as in
     production. ``job_execution=False`` skips MLflow's job runner (8 extra processes,
-    ~450 MB) that only the GenAI features use.
+    ~450 MB) that only the GenAI features use. ``backend_store_uri`` replaces the SQLite
+    file (a PostgreSQL database from :func:`postgres_service`, as in production).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    backend = f"sqlite:///{workdir / 'mlflow.db'}"
+    backend = backend_store_uri or f"sqlite:///{workdir / 'mlflow.db'}"
     artifacts = workdir / "artifacts"
     url = f"http://{LOCALHOST}:{port}"
     argv = [
@@ -786,6 +789,210 @@ def in_process_gcs_emulator(
         yield url
     finally:
         server.stop()
+
+
+# -- PostgreSQL --------------------------------------------------------------------------
+#: System user the server runs as when we are root (PostgreSQL refuses to run as root).
+POSTGRES_SYSTEM_USER = "brandloop-pg"
+
+
+def _postgres_bin() -> Path:
+    """The PostgreSQL server binaries: ``$BRANDLOOP_POSTGRES_BIN``, else the newest Debian
+    ``postgresql`` package's (``make install-postgres`` installs it; Label Studio needs its
+    contrib extension ``pg_trgm``). Missing is an error, never a skip."""
+    if os.environ.get("BRANDLOOP_POSTGRES_BIN"):
+        return Path(os.environ["BRANDLOOP_POSTGRES_BIN"])
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if not found:
+        raise ServerStartError(
+            "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin: run "
+            "`make install-postgres` (Debian's postgresql package) or set BRANDLOOP_POSTGRES_BIN"
+        )
+    return found[-1].parent
+
+
+def _as_postgres_user(argv: Sequence[str | os.PathLike[str]]) -> list[str | os.PathLike[str]]:
+    """``argv`` run as :data:`POSTGRES_SYSTEM_USER` when we are root, else as it is."""
+    if os.geteuid() != 0:
+        return list(argv)
+    return ["runuser", "-u", POSTGRES_SYSTEM_USER, "--", *argv]
+
+
+def _prepare_postgres_user(folder: Path) -> None:
+    """As root: create the system user the server runs as and give it ``folder``."""
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(POSTGRES_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", POSTGRES_SYSTEM_USER],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        entry = pwd.getpwnam(POSTGRES_SYSTEM_USER)
+    for path in (folder.parent, folder):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+@dataclass
+class PostgresDatabase:
+    """One database on a :class:`PostgresService`, with the URLs each client wants."""
+
+    host: str
+    port: int
+    name: str
+    user: str
+    password: str = field(repr=False)
+
+    def url(self, driver: str = "postgresql") -> str:
+        """``driver://user:password@host:port/name`` (``postgresql+asyncpg`` for Prefect)."""
+        return f"{driver}://{self.user}:{self.password}@{self.host}:{self.port}/{self.name}"
+
+    def django_env(self) -> dict[str, str]:
+        """Label Studio's variables for this database, as ``deployments/compose.yaml`` sets."""
+        return {
+            "DJANGO_DB": "default",
+            "POSTGRE_NAME": self.name,
+            "POSTGRE_USER": self.user,
+            "POSTGRE_PASSWORD": self.password,
+            "POSTGRE_HOST": self.host,
+            "POSTGRE_PORT": str(self.port),
+        }
+
+
+@dataclass
+class PostgresService(Service):
+    """A PostgreSQL server (Debian's package) on 127.0.0.1 with password auth."""
+
+    user: str
+    password: str = field(repr=False)
+    data_dir: Path
+
+    def database(self, name: str) -> PostgresDatabase:
+        return PostgresDatabase(LOCALHOST, self.server.port, name, self.user, self.password)
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run ``sql`` with psql over TCP; returns its unaligned output (raises on error)."""
+        done = subprocess.run(
+            [
+                str(_postgres_bin() / "psql"),
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+                self.database(database).url(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise ServerError(f"psql failed ({done.returncode}): {done.stderr[-2000:]}")
+        return done.stdout.strip()
+
+    def create_database(self, name: str) -> PostgresDatabase:
+        self.psql(f'CREATE DATABASE "{name}"')
+        return self.database(name)
+
+    def stop(self) -> None:
+        """Stop the server and remove its cluster folder."""
+        self.server.stop()
+        shutil.rmtree(self.data_dir.parent.parent, ignore_errors=True)
+
+    def accepts_connections(self) -> bool:
+        done = subprocess.run(
+            [str(_postgres_bin() / "pg_isready"), "-h", LOCALHOST, "-p", str(self.server.port)],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        return done.returncode == 0
+
+
+def postgres_service(
+    workdir: Path, *, port: int | None = None, startup_timeout: float = 60.0
+) -> PostgresService:
+    """A PostgreSQL server (not started yet) with its cluster in a fresh folder.
+
+    The cluster is created here (``initdb``, scram-sha-256 password auth for TCP, as the
+    compose stack's ``postgres`` image does); as root, it belongs to a system user of its
+    own. The server listens on 127.0.0.1 only; its socket lives in its own folder.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    # /tmp/pytest-of-root is private to root: the cluster gets a folder the server may reach.
+    cluster = Path(tempfile.mkdtemp(prefix="brandloop-pg-")) / "cluster"
+    cluster.mkdir()
+    _prepare_postgres_user(cluster)
+    password = secrets.token_hex(12)
+    pwfile = cluster.parent / "pwfile"
+    pwfile.write_text(password + "\n")
+    if os.geteuid() == 0:
+        os.chown(pwfile, cluster.stat().st_uid, cluster.stat().st_gid)
+    initdb = _as_postgres_user(
+        [
+            _postgres_bin() / "initdb",
+            "-D",
+            cluster / "data",
+            "-U",
+            "brandloop",
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            f"--pwfile={pwfile}",
+            "--encoding=UTF8",
+            "--no-locale",
+        ]
+    )
+    done = subprocess.run(
+        [str(a) for a in initdb], capture_output=True, text=True, timeout=120, check=False
+    )
+    pwfile.unlink()
+    if done.returncode != 0:
+        raise ServerStartError(f"initdb failed ({done.returncode}): {done.stderr[-2000:]}")
+    port = port or free_port()
+    argv = _as_postgres_user(
+        [
+            _postgres_bin() / "postgres",
+            "-D",
+            cluster / "data",
+            "-h",
+            LOCALHOST,
+            "-p",
+            str(port),
+            "-k",
+            cluster,
+        ]
+    )
+    service: PostgresService
+    server = ManagedServer(
+        "postgres",
+        argv,
+        workdir=workdir,
+        port=port,
+        health_url=None,
+        ready_check=lambda: service.accepts_connections(),
+        stop_signal=signal.SIGINT,  # "fast" shutdown
+        startup_timeout=startup_timeout,
+    )
+    service = PostgresService(
+        server,
+        f"postgresql://{LOCALHOST}:{port}",
+        user="brandloop",
+        password=password,
+        data_dir=cluster / "data",
+    )
+    return service
 
 
 # -- Prefect -----------------------------------------------------------------------------
@@ -961,9 +1168,11 @@ def prefect_service(
     *,
     port: int | None = None,
     ui: bool = False,
+    database_url: str | None = None,
     startup_timeout: float = 120.0,
 ) -> PrefectService:
-    """A Prefect API server (not started yet) with its SQLite DB in ``workdir/home``."""
+    """A Prefect API server (not started yet) with its SQLite DB in ``workdir/home``, or on
+    ``database_url`` (``postgresql+asyncpg://...`` from :func:`postgres_service`)."""
     workdir = Path(workdir)
     home = workdir / "home"
     client_home = workdir / "client-home"
@@ -989,6 +1198,8 @@ def prefect_service(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "true" if ui else "false",
     }
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
     server = ManagedServer(
         "prefect-server",
         argv,
@@ -1299,6 +1510,7 @@ def label_studio_service(
     port: int | None = None,
     venv: Path | None = None,
     use_template: bool = True,
+    database: PostgresDatabase | None = None,
     startup_timeout: float = 240.0,
 ) -> LabelStudioService:
     """Label Studio (not started yet) with its data under ``workdir/data``.
@@ -1306,8 +1518,11 @@ def label_studio_service(
     Builds the venv if needed (:func:`ensure_label_studio_venv`). With ``use_template``
     the data dir starts as a copy of a migrated empty one (:func:`ensure_label_studio_template`),
     which starts in seconds; otherwise it is created from scratch with new credentials.
+    With ``database`` it runs on PostgreSQL as the compose stack configures it
+    (``DJANGO_DB=default``, ``POSTGRE_*``); the SQLite template does not apply then.
     """
     workdir = Path(workdir)
+    use_template = use_template and database is None
     workdir.mkdir(parents=True, exist_ok=True)
     venv = venv or ensure_label_studio_venv()
     data_dir = workdir / "data"
@@ -1320,6 +1535,8 @@ def label_studio_service(
         credentials = LabelStudioCredentials.generate()
     port = port or free_port()
     server = _label_studio_server(venv, workdir, data_dir, credentials, port, startup_timeout)
+    if database is not None:
+        server.env.update(database.django_env())
     return LabelStudioService(
         server, f"http://{LOCALHOST}:{port}", credentials=credentials, data_dir=data_dir
     )
