@@ -486,7 +486,7 @@ def check_label_regression(
         reason = f"label F1 fell by more than {margin:.4f}: {listed}"
         return Verdict(Rule.LABEL_REGRESSION, Status.REFUSED, reason, numbers)
     drop, label, _, _ = drops[0]
-    reason = f"no label fell by more than {margin:.4f} (worst {label} {-drop:+.4f})"
+    reason = f"no label fell by more than {margin:.4f} (least change: {label} {-drop:+.4f})"
     return Verdict(Rule.LABEL_REGRESSION, Status.PASSED, reason, numbers)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
 
 import pytest
 
@@ -16,7 +15,6 @@ from ner.gate import (
     ModelScores,
     PostCounts,
     Rule,
-    SetScores,
     Status,
     bootstrap_f1,
     check_beats_champion,
@@ -27,27 +25,8 @@ from ner.gate import (
     decide_promotion,
     paired_bootstrap,
     post_counts,
-    score_spans,
 )
-from ner.types import Span
-
-TEXT = "x" * 200
-
-
-def unit_span(slot: int, label: str = "BRAND") -> Span:
-    """A one-character span at ``2 * slot`` of :data:`TEXT` (slots never overlap)."""
-    return Span(2 * slot, 2 * slot + 1, label, "x")
-
-
-def scored(counts: Sequence[tuple[int, int, int]], prefix: str = "p") -> SetScores:
-    """A scored set whose post ``i`` has exactly ``counts[i] = (tp, fp, fn)``."""
-    gold: dict[str, list[Span]] = {}
-    pred: dict[str, list[Span]] = {}
-    for i, (tp, fp, fn) in enumerate(counts):
-        post_id = f"{prefix}{i:03d}"
-        gold[post_id] = [unit_span(k) for k in range(tp + fn)]
-        pred[post_id] = [unit_span(k) for k in range(tp)] + [unit_span(50 + k) for k in range(fp)]
-    return score_spans(gold, pred, ["BRAND"])
+from tests.support.gate_data import canary, gold_win, scored, unit_span
 
 
 def label_report(rows: dict[str, tuple[int, int, int]]) -> EvalReport:
@@ -230,7 +209,7 @@ def test_label_regression_refuses_a_label_that_fell_beyond_the_margin() -> None:
     assert "BRAND" not in refused.reason
     passed = check_label_regression(challenger, champion, margin=0.15)
     assert passed.status is Status.PASSED
-    assert "worst PRODUCT -0.1000" in passed.reason
+    assert "least change: PRODUCT -0.1000" in passed.reason
 
 
 def test_label_regression_does_not_apply_without_champion_or_support() -> None:
@@ -244,8 +223,8 @@ def test_label_regression_does_not_apply_without_champion_or_support() -> None:
 
 def test_canary_refuses_a_drop_beyond_the_margin_and_passes_within() -> None:
     # champion: 8 of 10 canary spans -> 16/18; challenger 4 of 10 -> 8/14
-    champion = scored([(1, 0, 0)] * 8 + [(0, 0, 1)] * 2, "c")
-    forgot = scored([(1, 0, 0)] * 4 + [(0, 0, 1)] * 6, "c")
+    champion = canary(8)
+    forgot = canary(4)
     verdict = check_canary(forgot, champion, margin=0.02)
     assert verdict.status is Status.REFUSED
     assert verdict.numbers["champion_f1"] == pytest.approx(16 / 18)
@@ -253,36 +232,29 @@ def test_canary_refuses_a_drop_beyond_the_margin_and_passes_within() -> None:
     assert verdict.numbers["difference"] == pytest.approx(8 / 14 - 16 / 18)
     assert "canary F1 0.8889 -> 0.5714 (-0.3175) on 10 posts" in verdict.reason
     # 7 of 10 -> 14/17 = 0.8235: a drop of 0.065, within a margin of 0.1
-    slight = scored([(1, 0, 0)] * 7 + [(0, 0, 1)] * 3, "c")
+    slight = canary(7)
     assert check_canary(slight, champion, margin=0.1).status is Status.PASSED
     assert check_canary(slight, champion, margin=0.05).status is Status.REFUSED
 
 
 def test_canary_needs_both_evaluations_of_the_same_set() -> None:
-    canary = scored([(1, 0, 0)] * 3, "c")
-    missing = check_canary(None, canary)
+    three = canary(3, total=3)
+    missing = check_canary(None, three)
     assert missing.status is Status.NOT_APPLICABLE
     assert "challenger" in missing.reason
-    assert check_canary(canary, None).status is Status.NOT_APPLICABLE
+    assert check_canary(three, None).status is Status.NOT_APPLICABLE
     with pytest.raises(GoldSetError, match="canary"):
-        check_canary(scored([(1, 0, 0)] * 2, "c"), canary)
+        check_canary(canary(2, total=2), three)
 
 
 # decide_promotion ------------------------------------------------------------------------------
 
 
-def gold_win() -> tuple[SetScores, SetScores]:
-    """20 gold posts, one span each: the champion finds 14 (F1 28/34), the challenger 20."""
-    champion = scored([(1, 0, 0)] * 14 + [(0, 0, 1)] * 6, "g")
-    challenger = scored([(1, 0, 0)] * 20, "g")
-    return challenger, champion
-
-
 def test_a_challenger_that_forgot_is_refused_by_the_canary_alone() -> None:
     # given: it wins clearly on the gold set, but the canary F1 falls from 16/18 to 8/14
     gold_mine, gold_theirs = gold_win()
-    challenger = ModelScores(gold_mine, scored([(1, 0, 0)] * 4 + [(0, 0, 1)] * 6, "c"))
-    champion = ModelScores(gold_theirs, scored([(1, 0, 0)] * 8 + [(0, 0, 1)] * 2, "c"))
+    challenger = ModelScores(gold_mine, canary(4))
+    champion = ModelScores(gold_theirs, canary(8))
     # when
     decision = decide_promotion(challenger, champion, GatePolicy(threshold=0.5))
     # then
@@ -302,9 +274,9 @@ def test_a_challenger_that_forgot_is_refused_by_the_canary_alone() -> None:
 
 def test_a_challenger_that_passes_every_rule_is_promoted() -> None:
     gold_mine, gold_theirs = gold_win()
-    canary = scored([(1, 0, 0)] * 8 + [(0, 0, 1)] * 2, "c")
+    same = canary(8)
     decision = decide_promotion(
-        ModelScores(gold_mine, canary), ModelScores(gold_theirs, canary), GatePolicy(0.5)
+        ModelScores(gold_mine, same), ModelScores(gold_theirs, same), GatePolicy(0.5)
     )
     assert decision.promote
     assert all(v.status is Status.PASSED for v in decision.verdicts)
