@@ -66,6 +66,17 @@ class Status(enum.StrEnum):
     NOT_APPLICABLE = "not_applicable"
 
 
+class Outcome(enum.StrEnum):
+    """What the gate decided."""
+
+    PROMOTED = "promoted"
+    REFUSED = "refused"
+
+
+MAX_TAG_REASON = 5000
+"""Characters of the reason kept in a model-version tag (MLflow itself allows far more)."""
+
+
 # Per-post counts and scored sets ---------------------------------------------------------------
 
 
@@ -339,6 +350,10 @@ class GateDecision:
         return bool(self.verdicts) and all(v.passed for v in self.verdicts)
 
     @property
+    def outcome(self) -> Outcome:
+        return Outcome.PROMOTED if self.promote else Outcome.REFUSED
+
+    @property
     def refusals(self) -> tuple[Verdict, ...]:
         return tuple(v for v in self.verdicts if not v.passed)
 
@@ -359,12 +374,24 @@ class GateDecision:
         raise KeyError(str(rule))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``promote``, ``reason``, ``refused_by`` (rule names), ``verdicts``."""
+        """JSON-ready: ``promote``, ``outcome``, ``reason``, ``refused_by`` (rule names) and
+        ``verdicts`` (each :meth:`Verdict.to_dict`), for the flow's result."""
         return {
             "promote": self.promote,
+            "outcome": str(self.outcome),
             "reason": self.reason,
             "refused_by": [str(v.rule) for v in self.refusals],
             "verdicts": [v.to_dict() for v in self.verdicts],
+        }
+
+    def to_tags(self, prefix: str = "brandloop.gate.") -> dict[str, str]:
+        """Model-version (or run) tags: ``{prefix}outcome`` (``promoted``/``refused``),
+        ``{prefix}refused_by`` (rule names, comma-separated, empty when promoted) and
+        ``{prefix}reason`` (:attr:`reason`, at most :data:`MAX_TAG_REASON` characters)."""
+        return {
+            f"{prefix}outcome": str(self.outcome),
+            f"{prefix}refused_by": ",".join(str(v.rule) for v in self.refusals),
+            f"{prefix}reason": self.reason[:MAX_TAG_REASON],
         }
 
     def to_metrics(self, prefix: str = "gate_") -> dict[str, float]:

@@ -266,6 +266,11 @@ def test_a_challenger_that_forgot_is_refused_by_the_canary_alone() -> None:
     payload = json.loads(json.dumps(decision.to_dict()))
     assert payload["refused_by"] == ["canary"]
     assert [v["rule"] for v in payload["verdicts"]] == [str(r) for r in Rule]
+    assert payload["outcome"] == "refused"
+    tags = decision.to_tags()
+    assert tags["brandloop.gate.outcome"] == "refused"
+    assert tags["brandloop.gate.refused_by"] == "canary"
+    assert tags["brandloop.gate.reason"] == decision.reason
     metrics = decision.to_metrics()
     assert metrics["gate_promote"] == 0.0
     assert metrics["gate_canary_passed"] == 0.0
@@ -280,6 +285,8 @@ def test_a_challenger_that_passes_every_rule_is_promoted() -> None:
     )
     assert decision.promote
     assert all(v.status is Status.PASSED for v in decision.verdicts)
+    assert decision.to_tags()["brandloop.gate.refused_by"] == ""
+    assert decision.outcome == "promoted"
     assert decision.reason.startswith("promoted: threshold: challenger F1 1.0000")
     # F1 difference 1 - 28/34: every resample except an all-champion-hit draw (p 0.7**20)
     lower = decision.verdict(Rule.CONFIDENCE).numbers["lower"]
