@@ -20,7 +20,8 @@ Rules, in the order they run:
   ``label_regression_margin`` of F1 against the champion.
 * ``canary``: on the frozen canary set (older time windows, other sources; see
   :mod:`ner.canary`) the challenger's F1 is not below the champion's by more than
-  ``canary_margin``.
+  ``canary_margin``. The decision is on the point estimates; the paired bootstrap interval
+  of the difference is reported beside them.
 
 Without a champion (first model), only the threshold applies and the comparative rules are
 ``not_applicable``; a missing canary evaluation makes the canary rule ``not_applicable``
@@ -518,33 +519,45 @@ def check_label_regression(
 
 
 def check_canary(
-    challenger: SetScores | None, champion: SetScores | None, margin: float = 0.02
+    challenger: SetScores | None,
+    champion: SetScores | None,
+    margin: float = 0.02,
+    *,
+    level: float = 0.95,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> Verdict:
     """Refuse when the challenger's F1 on the frozen canary set is below the champion's by
-    more than ``margin``. Does not apply unless both models were scored on a non-empty canary
-    set; raises :class:`GoldSetError` when the two canary evaluations differ in size."""
+    more than ``margin`` (point estimates). The paired bootstrap interval of the difference
+    is reported beside it (``lower``, ``upper``) so a reader can tell a drop from noise.
+    Does not apply unless both models were scored on a non-empty canary set; raises
+    :class:`GoldSetError` when the two canary evaluations cover different posts."""
     if challenger is None or champion is None:
         missing = "challenger" if challenger is None else "champion"
         reason = f"no canary evaluation of the {missing}"
         return Verdict(Rule.CANARY, Status.NOT_APPLICABLE, reason)
-    if challenger.report.n_posts == 0:
+    if not challenger.posts and not champion.posts:
         return Verdict(Rule.CANARY, Status.NOT_APPLICABLE, "the canary set is empty")
-    if challenger.report.n_posts != champion.report.n_posts:
-        raise GoldSetError(
-            "challenger and champion were evaluated on different canary sets "
-            f"({challenger.report.n_posts} vs {champion.report.n_posts} posts)"
+    try:
+        paired = paired_bootstrap(
+            challenger.posts, champion.posts, level=level, resamples=resamples, seed=seed
         )
+    except GoldSetError as exc:
+        raise GoldSetError(f"canary set: {exc}") from exc
+    diff = paired.difference
     after, before = challenger.f1, champion.f1
     numbers = {
         "challenger_f1": after,
         "champion_f1": before,
-        "difference": after - before,
+        "difference": diff.estimate,
+        "lower": diff.lower,
+        "upper": diff.upper,
         "margin": margin,
-        "n_posts": float(challenger.report.n_posts),
+        "n_posts": float(paired.n_posts),
     }
     summary = (
-        f"canary F1 {before:.4f} -> {after:.4f} ({after - before:+.4f}) "
-        f"on {challenger.report.n_posts} posts"
+        f"canary F1 {before:.4f} -> {after:.4f} ({diff.estimate:+.4f}, {level:.0%} interval "
+        f"[{diff.lower:+.4f}, {diff.upper:+.4f}]) on {paired.n_posts} posts"
     )
     if before - after > margin:
         reason = f"{summary}: fell by more than {margin:.4f}"
@@ -578,6 +591,13 @@ def decide_promotion(
             seed=policy.bootstrap_seed,
         ),
         check_label_regression(mine.report, theirs.report, policy.label_regression_margin),
-        check_canary(challenger.canary, champion.canary, policy.canary_margin),
+        check_canary(
+            challenger.canary,
+            champion.canary,
+            policy.canary_margin,
+            level=policy.bootstrap_level,
+            resamples=policy.bootstrap_resamples,
+            seed=policy.bootstrap_seed,
+        ),
     ]
     return GateDecision(tuple(verdicts))

@@ -125,8 +125,8 @@ def known_limits(card: ModelCard) -> list[str]:
     """The limits the card's own numbers show, then the caller's ``card.limits``.
 
     Named: the width of each F1 interval (differences smaller than it are noise), labels with
-    fewer than :data:`SMALL_SUPPORT` gold spans, a missing canary evaluation, and each gate
-    rule that did not apply.
+    fewer than :data:`SMALL_SUPPORT` gold spans, each gate rule that did not apply, and the
+    absence of any evaluation set whose name contains "canary".
     """
     limits: list[str] = []
     for metrics in card.evaluations:

@@ -230,7 +230,12 @@ def test_canary_refuses_a_drop_beyond_the_margin_and_passes_within() -> None:
     assert verdict.numbers["champion_f1"] == pytest.approx(16 / 18)
     assert verdict.numbers["challenger_f1"] == pytest.approx(8 / 14)
     assert verdict.numbers["difference"] == pytest.approx(8 / 14 - 16 / 18)
-    assert "canary F1 0.8889 -> 0.5714 (-0.3175) on 10 posts" in verdict.reason
+    lower, upper = verdict.numbers["lower"], verdict.numbers["upper"]
+    assert lower < 8 / 14 - 16 / 18 < upper
+    assert (
+        f"canary F1 0.8889 -> 0.5714 (-0.3175, 95% interval [{lower:+.4f}, {upper:+.4f}]) "
+        "on 10 posts: fell by more than 0.0200"
+    ) in verdict.reason
     # 7 of 10 -> 14/17 = 0.8235: a drop of 0.065, within a margin of 0.1
     slight = canary(7)
     assert check_canary(slight, champion, margin=0.1).status is Status.PASSED

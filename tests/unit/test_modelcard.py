@@ -48,7 +48,7 @@ def test_a_refused_card_says_which_rule_refused_and_with_what_numbers() -> None:
     text = render_model_card(card_of(4))
     assert text.startswith("# brand-ner version 7\n")
     assert "**Gate: refused** (not promoted) by `canary`: canary F1 0.8889 -> 0.5714" in text
-    assert "| canary | refused | canary F1 0.8889 -> 0.5714 (-0.3175) on 10 posts" in text
+    assert "| canary | refused | canary F1 0.8889 -> 0.5714 (-0.3175, 95% interval [" in text
     assert "| threshold | passed | challenger F1 1.0000 >= threshold 0.5000 |" in text
     # gold row: challenger finds every span, so every resample scores 1; champion 28/34
     assert "| gold (`cdcdcdcdcdcd`) | 20 | 1.000 | 1.000 | 1.000 [1.000, 1.000] | 0.824 |" in text
