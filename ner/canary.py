@@ -34,6 +34,7 @@ from __future__ import annotations
 import enum
 import itertools
 import math
+from bisect import bisect_left
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -192,13 +193,12 @@ class HoldoutSplit:
 
     def side(self, post_id: str) -> Holdout:
         """Where ``post_id`` went; :class:`KeyError` for a post that was not split."""
-        for side, ids in (
-            (Holdout.CANARY, self.canary),
-            (Holdout.RECENT, self.recent),
-            (Holdout.POOL, self.pool),
-        ):
-            if post_id in ids:
+        for side, ids in ((Holdout.CANARY, self.canary), (Holdout.POOL, self.pool)):
+            i = bisect_left(ids, post_id)
+            if i < len(ids) and ids[i] == post_id:
                 return side
+        if post_id in self.recent:
+            return Holdout.RECENT
         raise KeyError(post_id)
 
     def to_dict(self) -> dict[str, Any]:

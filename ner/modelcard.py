@@ -106,7 +106,9 @@ class SetMetrics:
 @dataclass(frozen=True, slots=True)
 class ModelCard:
     """Everything the card says about one model version. ``decision`` is None when the
-    version did not go through the gate; ``limits`` are added to the automatic ones."""
+    version did not go through the gate; ``champion_version`` is the registered champion it
+    was gated against (None for the first model or a cold-start baseline); ``limits`` are
+    added to the automatic ones."""
 
     model_name: str
     version: str
@@ -115,6 +117,7 @@ class ModelCard:
     evaluations: tuple[SetMetrics, ...]
     decision: GateDecision | None = None
     run_id: str | None = None
+    champion_version: str | None = None
     limits: tuple[str, ...] = ()
 
 
@@ -161,6 +164,8 @@ def _cell(text: str) -> str:
 
 def _headline(card: ModelCard) -> list[str]:
     title = f"# {card.model_name} version {card.version}"
+    if card.champion_version is not None:
+        title += f" (challenger of version {card.champion_version})"
     decision = card.decision
     if decision is None:
         return [title, "", "**Gate:** not gated (no promotion decision recorded)."]

@@ -54,6 +54,8 @@ def test_every_off_window_post_is_canary_at_fraction_one() -> None:
     assert split.side("x05") is Holdout.CANARY
     assert split.side("x20") is Holdout.RECENT
     assert split.side("x13") is Holdout.POOL
+    with pytest.raises(KeyError):
+        split.side("never-labelled")
 
 
 def test_fraction_zero_keeps_no_canary_and_the_day_boundary_is_inclusive() -> None:

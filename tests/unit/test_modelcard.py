@@ -65,6 +65,8 @@ def test_the_card_names_the_training_data_and_the_recipe() -> None:
     assert "recipe: fast" in text
     assert "`seed` = `17`" in text
     assert "**Gate: promoted.**" in text
+    titled = render_model_card(card_of(8, champion_version="6"))
+    assert titled.startswith("# brand-ner version 7 (challenger of version 6)\n")
 
 
 def test_interval_values_come_from_the_bootstrap() -> None:
