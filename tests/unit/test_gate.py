@@ -8,7 +8,14 @@ import random
 import pytest
 
 from ner.errors import GoldSetError
-from ner.evaluation import EvalReport, LabelScores, evaluate
+from ner.evaluation import (
+    EvalReport,
+    LabelScores,
+    evaluate,
+    predict_spans,
+    score_model,
+    spans_by_post,
+)
 from ner.gate import (
     GateDecision,
     GatePolicy,
@@ -25,7 +32,9 @@ from ner.gate import (
     decide_promotion,
     paired_bootstrap,
     post_counts,
+    score_spans,
 )
+from ner.types import Annotation, Span
 from tests.support.gate_data import canary, gold_win, scored, unit_span
 
 
@@ -63,6 +72,31 @@ def test_post_counts_sum_to_the_reports_counts_and_follow_its_conventions() -> N
     assert sum(c.tp for c in counts) == report.tp == 1
     assert sum(c.fp for c in counts) == report.fp == 1
     assert sum(c.fn for c in counts) == report.fn == 3
+
+
+def test_predicted_spans_of_a_pipeline_give_the_reports_and_per_post_counts() -> None:
+    # given a rule-based pipeline that finds "Nike" as BRAND and "Glossier" as ORG
+    import spacy
+
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns(
+        [{"label": "BRAND", "pattern": "Nike"}, {"label": "ORG", "pattern": "Glossier"}]
+    )
+    gold = [
+        Annotation("1", "I love Nike", (Span(7, 11, "BRAND", "Nike"),)),
+        Annotation(
+            "2",
+            "Glossier and Fenty",
+            (Span(0, 8, "BRAND", "Glossier"), Span(13, 18, "BRAND", "Fenty")),
+        ),
+    ]
+    # when
+    predicted = predict_spans(nlp, gold, ["BRAND"])
+    scores = score_spans(spans_by_post(gold), predicted, ["BRAND"])
+    # then: the ORG entity is filtered out; post 1 found, post 2 missed twice
+    assert scores.posts == (PostCounts("1", 1, 0, 0), PostCounts("2", 0, 0, 2))
+    assert scores.report == score_model(nlp, gold, ["BRAND"])
 
 
 def test_scored_helper_builds_the_counts_it_was_asked_for() -> None:
