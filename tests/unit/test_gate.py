@@ -143,6 +143,7 @@ def test_bootstrap_of_identical_posts_has_no_spread() -> None:
     assert interval.lower == pytest.approx(2 / 3)
     assert interval.upper == pytest.approx(2 / 3)
     assert interval.resamples == 1000
+    assert interval.format() == "0.667 [0.667, 0.667] (95% interval)"
 
 
 def test_paired_bootstrap_on_two_posts_matches_the_exact_distribution() -> None:
