@@ -542,12 +542,26 @@ def score_model(
     Predictions go through :func:`ner.inference.predict`, so the model is scored exactly as it
     runs in production (same pipes, same label filter).
     """
-    from ner.inference import predict
-
     gold_list = list(gold)
     gold_spans = spans_by_post(gold_list)
-    posts = (Post(id=a.post_id, text=a.text) for a in gold_list)
+    predicted = predict_spans(nlp, gold_list, labels, batch_size=batch_size)
+    return evaluate(gold_spans, predicted, labels)
+
+
+def predict_spans(
+    nlp: Language,
+    gold: Iterable[Annotation],
+    labels: Sequence[str] = ("BRAND",),
+    *,
+    batch_size: int = 256,
+) -> dict[str, tuple[Span, ...]]:
+    """``{post_id: predicted spans}`` of ``nlp`` on the gold posts' texts, as
+    :func:`score_model` scores them (for :func:`ner.gate.score_spans`, which also needs the
+    per-post counts). Raises :class:`DataError` when a post id appears twice."""
+    from ner.inference import predict
+
+    posts = (Post(id=a.post_id, text=a.text) for a in gold)
     predictions = predict(
         nlp, posts, model_version="evaluation", labels=labels, batch_size=batch_size
     )
-    return evaluate(gold_spans, spans_by_post(predictions), labels)
+    return spans_by_post(predictions)

@@ -1,0 +1,263 @@
+"""The frozen canary set and the recent gold slice: labelled posts the training pool never gets.
+
+The gate (:mod:`ner.gate`) refuses a challenger that got worse on the **canary set**: posts
+from earlier time windows and from other sources, so a model that only learned this week's
+posts is caught. The gold split also keeps a **recent slice**, the newest posts in time order,
+so the gold set always holds posts like the ones the model will meet next.
+
+The rule, frozen once (:meth:`CanaryRule.freeze`, normally when the gold set is frozen) and
+stored with the gold set:
+
+1. ``cutoff`` = the newest ``created_at`` among the labelled posts minus ``window``: posts at
+   or after it are the *current window*, posts before it are *earlier windows*.
+2. ``home_sources`` = the sources of the current window's posts (unless given): what the loop
+   labels now. A post whose source is not one of them comes from *another source*.
+3. A post is a **canary** post when it is from an earlier window or from another source, *and*
+   its canary point (:func:`canary_point`, a salted sha256 of the id in [0, 1)) is below
+   ``fraction``. Membership depends only on the post's own id, date and source and on the
+   frozen rule, never on the other posts: adding posts never moves a post in or out, so the
+   canary set stays frozen and a post once trained on can never become a canary post.
+4. The **recent** slice: of the current window's home-source posts that are not canary, the
+   newest ``ceil(recent_fraction * n)``, newest first (ties by post id). They join the gold
+   set, whatever their hash split says; the slice is computed once, at freeze time.
+5. Everything else is the **pool**: it goes through the usual hash split of
+   :mod:`ner.datasets` (gold or train). Canary and recent posts are never in the pool.
+
+A post without ``created_at`` cannot be placed in time: it is a canary post only when it comes
+from another source (and its point says so), never recent; it is listed in
+:attr:`HoldoutSplit.undated` so the count can be reported. Without any dated post there is no
+cutoff: only the other-source rule applies.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+from bisect import bisect_left
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ner.datasets import split_point
+from ner.errors import DataError
+from ner.types import Post
+
+DEFAULT_CANARY_SALT = "brandloop-canary-v1"
+
+
+class Holdout(enum.StrEnum):
+    """Where a labelled post goes."""
+
+    CANARY = "canary"
+    RECENT = "recent"
+    POOL = "pool"
+
+
+class CanaryReason(enum.StrEnum):
+    """Why a post is off-window (a canary candidate)."""
+
+    EARLIER_WINDOW = "earlier_window"
+    OTHER_SOURCE = "other_source"
+
+
+def parse_created_at(post_id: str, value: str | None) -> datetime | None:
+    """``value`` (ISO 8601, ``Z`` allowed) as an aware UTC datetime; a naive time is taken as
+    UTC; None stays None. Raises :class:`DataError` naming the post when it is not a date."""
+    if value is None or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise DataError(post_id, f"created_at {value!r} is not an ISO 8601 date") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PostStamp:
+    """What the canary rule reads of a labelled post: its id, time and source."""
+
+    post_id: str
+    created_at: datetime | None
+    source: str
+
+    @classmethod
+    def from_post(cls, post: Post) -> PostStamp:
+        """The stamp of ``post``; :class:`DataError` naming it when ``created_at`` is bad."""
+        return cls(post.id, parse_created_at(post.id, post.created_at), post.source)
+
+
+def canary_point(post_id: str, salt: str = DEFAULT_CANARY_SALT) -> float:
+    """The post's canary position in [0, 1): :func:`ner.datasets.split_point` under the
+    canary's own salt, so the canary draw is independent of the gold/train split."""
+    return split_point(post_id, salt)
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryRule:
+    """The frozen canary rule (see the module docstring). ``cutoff`` is aware UTC or None."""
+
+    cutoff: datetime | None
+    home_sources: frozenset[str]
+    fraction: float = 0.25
+    salt: str = DEFAULT_CANARY_SALT
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"canary fraction must be within [0, 1], got {self.fraction}")
+        if self.cutoff is not None and self.cutoff.tzinfo is None:
+            raise ValueError("canary cutoff must be timezone-aware")
+
+    @classmethod
+    def freeze(
+        cls,
+        posts: Iterable[PostStamp],
+        *,
+        window: timedelta = timedelta(days=7),
+        fraction: float = 0.25,
+        salt: str = DEFAULT_CANARY_SALT,
+        home_sources: Collection[str] | None = None,
+    ) -> CanaryRule:
+        """The rule for these labelled posts: ``cutoff`` = newest ``created_at`` - ``window``;
+        ``home_sources`` (when not given) = the sources of posts at or after the cutoff, or of
+        every post when none is dated. Raises :class:`ValueError` for a window <= 0."""
+        if window <= timedelta(0):
+            raise ValueError(f"canary window must be positive, got {window}")
+        stamps = list(posts)
+        dated = [s.created_at for s in stamps if s.created_at is not None]
+        cutoff = max(dated) - window if dated else None
+        if home_sources is None:
+            home_sources = {
+                s.source
+                for s in stamps
+                if cutoff is None or (s.created_at is not None and s.created_at >= cutoff)
+            }
+        return cls(cutoff, frozenset(home_sources), fraction, salt)
+
+    def off_window(self, post: PostStamp) -> CanaryReason | None:
+        """Why ``post`` is a canary candidate (other source first), or None if it is not."""
+        if post.source not in self.home_sources:
+            return CanaryReason.OTHER_SOURCE
+        if (
+            self.cutoff is not None
+            and post.created_at is not None
+            and post.created_at < self.cutoff
+        ):
+            return CanaryReason.EARLIER_WINDOW
+        return None
+
+    def is_canary(self, post: PostStamp) -> bool:
+        """True when ``post`` is off-window and its :func:`canary_point` < ``fraction``."""
+        return self.off_window(post) is not None and canary_point(post.post_id, self.salt) < (
+            self.fraction
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cutoff": None if self.cutoff is None else self.cutoff.isoformat(),
+            "home_sources": sorted(self.home_sources),
+            "fraction": self.fraction,
+            "salt": self.salt,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CanaryRule:
+        """Inverse of :meth:`to_dict`; :class:`ValueError` when a field is missing or bad."""
+        try:
+            cutoff = data["cutoff"]
+            return cls(
+                cutoff=None if cutoff is None else datetime.fromisoformat(str(cutoff)),
+                home_sources=frozenset(str(s) for s in data["home_sources"]),
+                fraction=float(data["fraction"]),
+                salt=str(data["salt"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed canary rule record: {exc!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class HoldoutSplit:
+    """Where each labelled post goes. ``canary`` and ``pool`` are sorted by post id,
+    ``recent`` is newest first; the three are disjoint and cover every post."""
+
+    rule: CanaryRule
+    canary: tuple[str, ...]
+    recent: tuple[str, ...]
+    pool: tuple[str, ...]
+    undated: tuple[str, ...]
+    n_earlier_window: int
+    n_other_source: int
+
+    def side(self, post_id: str) -> Holdout:
+        """Where ``post_id`` went; :class:`KeyError` for a post that was not split."""
+        for side, ids in ((Holdout.CANARY, self.canary), (Holdout.POOL, self.pool)):
+            i = bisect_left(ids, post_id)
+            if i < len(ids) and ids[i] == post_id:
+                return side
+        if post_id in self.recent:
+            return Holdout.RECENT
+        raise KeyError(post_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, to store with the gold set."""
+        return {
+            "rule": self.rule.to_dict(),
+            "canary": list(self.canary),
+            "recent": list(self.recent),
+            "n_pool": len(self.pool),
+            "undated": list(self.undated),
+            "n_earlier_window": self.n_earlier_window,
+            "n_other_source": self.n_other_source,
+        }
+
+
+def _unique(posts: Iterable[PostStamp]) -> list[PostStamp]:
+    """``posts`` sorted by id; :class:`DataError` naming the first id that repeats."""
+    ordered = sorted(posts, key=lambda p: p.post_id)
+    for before, after in itertools.pairwise(ordered):
+        if before.post_id == after.post_id:
+            raise DataError(after.post_id, "post appears more than once in the canary split")
+    return ordered
+
+
+def split_holdout(
+    posts: Iterable[PostStamp], rule: CanaryRule, *, recent_fraction: float = 0.1
+) -> HoldoutSplit:
+    """Split labelled posts into canary, recent gold slice and pool (module docstring).
+
+    Deterministic: a function of the posts' ids, dates and sources and of ``rule``, not of
+    their order. Raises :class:`DataError` naming a post id that appears twice and
+    :class:`ValueError` for a ``recent_fraction`` outside [0, 1].
+    """
+    if not 0.0 <= recent_fraction <= 1.0:
+        raise ValueError(f"recent_fraction must be within [0, 1], got {recent_fraction}")
+    stamps = _unique(posts)
+    canary: list[str] = []
+    current: list[PostStamp] = []
+    rest: list[str] = []
+    reasons: dict[CanaryReason, int] = dict.fromkeys(CanaryReason, 0)
+    for post in stamps:
+        reason = rule.off_window(post)
+        if reason is not None and rule.is_canary(post):
+            canary.append(post.post_id)
+            reasons[reason] += 1
+        elif reason is None and post.created_at is not None:
+            current.append(post)
+        else:
+            rest.append(post.post_id)
+    current.sort(key=lambda p: (p.created_at, p.post_id), reverse=True)
+    n_recent = math.ceil(recent_fraction * len(current))
+    recent = [p.post_id for p in current[:n_recent]]
+    pool = sorted(rest + [p.post_id for p in current[n_recent:]])
+    return HoldoutSplit(
+        rule=rule,
+        canary=tuple(canary),
+        recent=tuple(recent),
+        pool=tuple(pool),
+        undated=tuple(p.post_id for p in stamps if p.created_at is None),
+        n_earlier_window=reasons[CanaryReason.EARLIER_WINDOW],
+        n_other_source=reasons[CanaryReason.OTHER_SOURCE],
+    )

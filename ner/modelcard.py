@@ -1,0 +1,292 @@
+"""The model card: the Markdown description MLflow shows on a model version's page.
+
+:func:`render_model_card` is a pure function from a typed :class:`ModelCard` to a string:
+what the version was trained on (sizes, dataset hash), its base model and recipe, its metrics
+on each evaluation set with bootstrap intervals (and the champion's F1 beside them), the gate's
+decision rule by rule (why it was promoted or refused) and its known limits. The caller stores
+it with ``MlflowClient.update_model_version(name, version, description=...)``.
+
+Length. MLflow's SQL registry stores a version description in a ``VARCHAR(5000)`` column
+(``model_versions.description``; MySQL and PostgreSQL enforce it, SQLite does not), so the card
+is kept within :data:`MLFLOW_DESCRIPTION_LIMIT` characters: first the per-label tables of the
+sets after the first and the longest lists are shortened, then, if still too long, the card is
+cut at a line boundary with a note. Sections are ordered most important first (decision,
+metrics, gate, data, recipe, limits), so a cut loses the least useful lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ner.evaluation import LabelScores
+from ner.gate import GateDecision, Interval, SetScores, Status, bootstrap_f1
+
+MLFLOW_DESCRIPTION_LIMIT = 5000
+"""Characters MLflow's SQL model registry stores in a model version's description."""
+
+SMALL_SUPPORT = 10
+"""A label with fewer gold spans than this is named in the known limits."""
+
+_TRUNCATED = "\n\n_(card truncated to fit MLflow's description limit)_"
+_COMPACT_ROWS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingData:
+    """What the version was trained on. ``dataset_hash`` is :func:`ner.datasets.dataset_hash`
+    of the training pool; ``n_rejected_spans`` counts spans that could not be aligned."""
+
+    n_train: int
+    dataset_hash: str
+    n_dev: int = 0
+    n_rejected_spans: int = 0
+    source_uri: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """How the version was trained: the base pipeline, the recipe's name and its parameters."""
+
+    base_model: str
+    name: str = "spacy-ner"
+    params: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SetMetrics:
+    """The version's scores on one evaluation set (gold, canary, a benchmark split).
+
+    ``f1_interval`` is its bootstrap interval; ``champion_f1`` is the champion's F1 on the
+    same set when one was scored; ``per_label`` rows come from :mod:`ner.evaluation`.
+    """
+
+    name: str
+    n_posts: int
+    precision: float
+    recall: float
+    f1: float
+    f1_interval: Interval | None = None
+    champion_f1: float | None = None
+    dataset_hash: str | None = None
+    per_label: tuple[LabelScores, ...] = ()
+
+    @classmethod
+    def from_scores(
+        cls,
+        name: str,
+        scores: SetScores,
+        *,
+        champion: SetScores | None = None,
+        dataset_hash: str | None = None,
+        level: float = 0.95,
+        resamples: int = 1000,
+        seed: int = 0,
+    ) -> SetMetrics:
+        """Metrics of ``scores`` with a bootstrap interval of its F1 (none for no posts)."""
+        report = scores.report
+        interval = (
+            bootstrap_f1(scores.posts, level=level, resamples=resamples, seed=seed)
+            if scores.posts
+            else None
+        )
+        return cls(
+            name=name,
+            n_posts=report.n_posts,
+            precision=report.precision,
+            recall=report.recall,
+            f1=report.f1,
+            f1_interval=interval,
+            champion_f1=None if champion is None else champion.f1,
+            dataset_hash=dataset_hash,
+            per_label=report.per_label,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCard:
+    """Everything the card says about one model version. ``decision`` is None when the
+    version did not go through the gate; ``champion_version`` is the registered champion it
+    was gated against (None for the first model or a cold-start baseline); ``limits`` are
+    added to the automatic ones."""
+
+    model_name: str
+    version: str
+    training: TrainingData
+    recipe: Recipe
+    evaluations: tuple[SetMetrics, ...]
+    decision: GateDecision | None = None
+    run_id: str | None = None
+    champion_version: str | None = None
+    limits: tuple[str, ...] = ()
+
+
+# Known limits --------------------------------------------------------------------------------
+
+
+def known_limits(card: ModelCard) -> list[str]:
+    """The limits the card's own numbers show, then the caller's ``card.limits``.
+
+    Named: the width of each F1 interval (differences smaller than it are noise), labels with
+    fewer than :data:`SMALL_SUPPORT` gold spans, each gate rule that did not apply, and the
+    absence of any evaluation set whose name contains "canary".
+    """
+    limits: list[str] = []
+    for metrics in card.evaluations:
+        interval = metrics.f1_interval
+        if interval is not None and interval.upper > interval.lower:
+            limits.append(
+                f"{metrics.name}: {metrics.n_posts} posts, F1 interval "
+                f"{interval.upper - interval.lower:.3f} wide: smaller differences are noise"
+            )
+        thin = [s.label for s in metrics.per_label if 0 < s.support < SMALL_SUPPORT]
+        if thin:
+            limits.append(
+                f"{metrics.name}: fewer than {SMALL_SUPPORT} gold spans for "
+                f"{', '.join(thin)}: their F1 is unreliable"
+            )
+    if card.decision is not None:
+        for verdict in card.decision.verdicts:
+            if verdict.status is Status.NOT_APPLICABLE:
+                limits.append(f"gate rule {verdict.rule} not applied: {verdict.reason}")
+    if not any("canary" in m.name.lower() for m in card.evaluations):
+        limits.append("no canary evaluation: older time windows and other sources not checked")
+    return limits + list(card.limits)
+
+
+# Rendering -----------------------------------------------------------------------------------
+
+
+def _cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell (one line, pipes escaped)."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _headline(card: ModelCard) -> list[str]:
+    title = f"# {card.model_name} version {card.version}"
+    if card.champion_version is not None:
+        title += f" (challenger of version {card.champion_version})"
+    decision = card.decision
+    if decision is None:
+        return [title, "", "**Gate:** not gated (no promotion decision recorded)."]
+    if decision.promote:
+        return [title, "", "**Gate: promoted.** No rule of the gate refused."]
+    refusals = "; ".join(f"`{v.rule}`: {v.reason}" for v in decision.refusals)
+    return [title, "", f"**Gate: refused** (not promoted) by {refusals}"]
+
+
+def _f1_cell(metrics: SetMetrics) -> str:
+    interval = metrics.f1_interval
+    if interval is None:
+        return f"{metrics.f1:.3f}"
+    return f"{metrics.f1:.3f} [{interval.lower:.3f}, {interval.upper:.3f}]"
+
+
+def _metrics_section(card: ModelCard, label_rows: int | None) -> list[str]:
+    levels = {m.f1_interval.level for m in card.evaluations if m.f1_interval is not None}
+    level = f" ({', '.join(f'{x:.0%}' for x in sorted(levels))} bootstrap interval)"
+    lines = [
+        "",
+        "## Metrics",
+        "",
+        f"| set | posts | precision | recall | F1{level if levels else ''} | champion F1 |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for m in card.evaluations:
+        name = m.name if m.dataset_hash is None else f"{m.name} (`{m.dataset_hash[:12]}`)"
+        champion = "-" if m.champion_f1 is None else f"{m.champion_f1:.3f}"
+        lines.append(
+            f"| {_cell(name)} | {m.n_posts} | {m.precision:.3f} | {m.recall:.3f} "
+            f"| {_f1_cell(m)} | {champion} |"
+        )
+    for index, m in enumerate(card.evaluations):
+        if m.per_label and (label_rows is None or index == 0):
+            lines += _label_table(m, label_rows)
+    return lines
+
+
+def _label_table(metrics: SetMetrics, rows: int | None) -> list[str]:
+    ordered = sorted(metrics.per_label, key=lambda s: (-s.support, s.label))
+    shown = ordered if rows is None else ordered[:rows]
+    lines = [
+        "",
+        f"Per label on {_cell(metrics.name)}:",
+        "",
+        "| label | precision | recall | F1 | gold spans |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {_cell(s.label)} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {s.support} |"
+        for s in shown
+    ]
+    if len(shown) < len(ordered):
+        lines.append(f"| ... {len(ordered) - len(shown)} more labels | | | | |")
+    return lines
+
+
+def _gate_section(decision: GateDecision | None) -> list[str]:
+    if decision is None:
+        return []
+    lines = ["", "## Gate", "", "| rule | outcome | numbers and reason |", "|---|---|---|"]
+    for v in decision.verdicts:
+        lines.append(f"| {v.rule} | {v.status} | {_cell(v.reason)} |")
+    return lines
+
+
+def _bullets(title: str, items: Sequence[str], limit: int | None) -> list[str]:
+    if not items:
+        return []
+    shown = list(items if limit is None else items[:limit])
+    if len(shown) < len(items):
+        shown.append(f"... and {len(items) - len(shown)} more")
+    return ["", f"## {title}", "", *(f"- {item}" for item in shown)]
+
+
+def _training_items(card: ModelCard) -> list[str]:
+    data = card.training
+    items = [
+        f"training posts: {data.n_train:,} (dev {data.n_dev:,}), dataset hash "
+        f"`{data.dataset_hash}`",
+        f"spans left out (not aligned to tokens): {data.n_rejected_spans:,}",
+    ]
+    if data.source_uri:
+        items.append(f"training pool: `{data.source_uri}`")
+    if card.run_id:
+        items.append(f"training run: `{card.run_id}`")
+    return items
+
+
+def _recipe_items(recipe: Recipe) -> list[str]:
+    items = [f"base model: `{recipe.base_model}`", f"recipe: {recipe.name}"]
+    items += [f"`{key}` = `{value}`" for key, value in sorted(recipe.params.items())]
+    return items
+
+
+def _render(card: ModelCard, *, compact: bool) -> str:
+    rows = _COMPACT_ROWS if compact else None
+    lines = _headline(card)
+    lines += _metrics_section(card, rows)
+    lines += _gate_section(card.decision)
+    lines += _bullets("Training data", _training_items(card), None)
+    lines += _bullets("Base model and recipe", _recipe_items(card.recipe), rows)
+    lines += _bullets("Known limits", known_limits(card), rows)
+    return "\n".join(lines) + "\n"
+
+
+def render_model_card(card: ModelCard, max_chars: int = MLFLOW_DESCRIPTION_LIMIT) -> str:
+    """The card as Markdown, at most ``max_chars`` characters (see the module docstring).
+
+    Raises :class:`ValueError` when ``max_chars`` is too small to hold even the truncation
+    note (under 200 characters).
+    """
+    if max_chars < 200:
+        raise ValueError(f"max_chars must be at least 200, got {max_chars}")
+    text = _render(card, compact=False)
+    if len(text) <= max_chars:
+        return text
+    text = _render(card, compact=True)
+    if len(text) <= max_chars:
+        return text
+    room = max_chars - len(_TRUNCATED)
+    cut = text.rfind("\n", 0, room + 1)
+    return text[: cut if cut > 0 else room].rstrip() + _TRUNCATED

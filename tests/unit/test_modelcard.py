@@ -1,0 +1,144 @@
+"""The model card (ner.modelcard): what MLflow shows on a model version's page."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ner.evaluation import LabelScores
+from ner.gate import GatePolicy, Interval, ModelScores, decide_promotion
+from ner.modelcard import (
+    MLFLOW_DESCRIPTION_LIMIT,
+    ModelCard,
+    Recipe,
+    SetMetrics,
+    TrainingData,
+    known_limits,
+    render_model_card,
+)
+from tests.support.gate_data import canary, gold_win
+
+TRAIN_HASH = "ab" * 32
+GOLD_HASH = "cd" * 32
+
+
+def card_of(challenger_canary: int, **changes: object) -> ModelCard:
+    """A card for the challenger of :func:`gold_win`, whose canary finds ``challenger_canary``
+    of 10 spans where the champion finds 8."""
+    gold_mine, gold_theirs = gold_win()
+    mine = ModelScores(gold_mine, canary(challenger_canary))
+    theirs = ModelScores(gold_theirs, canary(8))
+    card = ModelCard(
+        model_name="brand-ner",
+        version="7",
+        training=TrainingData(1200, TRAIN_HASH, n_dev=130, n_rejected_spans=3),
+        recipe=Recipe("en_core_web_sm", "fast", {"seed": 17, "max_epochs": 10}),
+        evaluations=(
+            SetMetrics.from_scores("gold", mine.gold, champion=theirs.gold, dataset_hash=GOLD_HASH),
+            SetMetrics.from_scores("canary", canary(challenger_canary), champion=theirs.canary),
+        ),
+        decision=decide_promotion(mine, theirs, GatePolicy(threshold=0.5)),
+        run_id="run-123",
+    )
+    return dataclasses.replace(card, **changes)
+
+
+def test_a_refused_card_says_which_rule_refused_and_with_what_numbers() -> None:
+    text = render_model_card(card_of(4))
+    assert text.startswith("# brand-ner version 7\n")
+    assert "**Gate: refused** (not promoted) by `canary`: canary F1 0.8889 -> 0.5714" in text
+    assert "| canary | refused | canary F1 0.8889 -> 0.5714 (-0.3175, 95% interval [" in text
+    assert "| threshold | passed | challenger F1 1.0000 >= threshold 0.5000 |" in text
+    # gold row: challenger finds every span, so every resample scores 1; champion 28/34
+    assert "| gold (`cdcdcdcdcdcd`) | 20 | 1.000 | 1.000 | 1.000 [1.000, 1.000] | 0.824 |" in text
+    assert "| canary | 10 | 1.000 | 0.400 | 0.571 [" in text
+    assert "| BRAND | 1.000 | 0.400 | 0.571 | 10 |" in text
+
+
+def test_the_card_names_the_training_data_and_the_recipe() -> None:
+    text = render_model_card(card_of(8))
+    assert f"training posts: 1,200 (dev 130), dataset hash `{TRAIN_HASH}`" in text
+    assert "spans left out (not aligned to tokens): 3" in text
+    assert "training run: `run-123`" in text
+    assert "base model: `en_core_web_sm`" in text
+    assert "recipe: fast" in text
+    assert "`seed` = `17`" in text
+    assert "**Gate: promoted.**" in text
+    titled = render_model_card(card_of(8, champion_version="6"))
+    assert titled.startswith("# brand-ner version 7 (challenger of version 6)\n")
+
+
+def test_interval_values_come_from_the_bootstrap() -> None:
+    card = card_of(8)
+    interval = card.evaluations[1].f1_interval
+    assert interval is not None
+    assert interval.lower < 16 / 18 < interval.upper  # 8 of 10 found -> 16/18
+    text = render_model_card(card)
+    assert f"0.889 [{interval.lower:.3f}, {interval.upper:.3f}]" in text
+
+
+def test_known_limits_follow_from_the_numbers() -> None:
+    thin = SetMetrics(
+        "wnut17-dev",
+        n_posts=40,
+        precision=0.5,
+        recall=0.4,
+        f1=0.444,
+        f1_interval=Interval(0.444, 0.30, 0.58, 0.95, 1000),
+        per_label=(LabelScores("BRAND", 20, 20, 30), LabelScores("PRODUCT", 1, 0, 2)),
+    )
+    card = card_of(8, evaluations=(thin,), decision=None, limits=("hashtags are one token",))
+    limits = known_limits(card)
+    assert limits == [
+        "wnut17-dev: 40 posts, F1 interval 0.280 wide: smaller differences are noise",
+        "wnut17-dev: fewer than 10 gold spans for PRODUCT: their F1 is unreliable",
+        "no canary evaluation: older time windows and other sources not checked",
+        "hashtags are one token",
+    ]
+    text = render_model_card(card)
+    assert "**Gate:** not gated" in text
+    assert "- hashtags are one token" in text
+
+
+def test_the_first_model_card_lists_the_rules_that_did_not_apply() -> None:
+    gold_mine, _ = gold_win()
+    decision = decide_promotion(ModelScores(gold_mine), None, GatePolicy(threshold=0.5))
+    limits = known_limits(card_of(8, decision=decision))
+    assert "gate rule canary not applied: no champion to compare with" in limits
+    assert "gate rule confidence not applied: no champion to compare with" in limits
+
+
+def test_table_cells_escape_pipes_and_newlines() -> None:
+    odd = SetMetrics("a|b\nc", 1, 1.0, 1.0, 1.0, per_label=(LabelScores("X|Y", 1, 0, 0),))
+    text = render_model_card(card_of(8, evaluations=(odd,)))
+    assert "| a\\|b c | 1 |" in text
+    assert "| X\\|Y | 1.000 |" in text
+
+
+def many_labels_card() -> ModelCard:
+    rows = tuple(LabelScores(f"LABEL_{i:03d}", i, 1, 1) for i in range(300))
+    sets = tuple(SetMetrics(f"set {k}", 50, 0.5, 0.5, 0.5, per_label=rows) for k in range(2))
+    params = {f"param_{i:02d}": i for i in range(40)}
+    return card_of(4, evaluations=sets, recipe=Recipe("base", "accurate", params))
+
+
+def test_a_long_card_is_compacted_within_mlflows_limit() -> None:
+    text = render_model_card(many_labels_card())
+    assert len(text) <= MLFLOW_DESCRIPTION_LIMIT
+    # the decision stays; the label table keeps the 8 labels with most gold spans
+    assert "**Gate: refused** (not promoted) by `canary`" in text
+    assert "| LABEL_299 |" in text
+    assert "| LABEL_000 |" not in text
+    assert "... 292 more labels" in text
+    assert "Per label on set 1" not in text
+    assert "... and 34 more" in text  # 2 recipe lines + 40 params, 8 shown
+
+
+def test_a_card_over_any_limit_is_cut_at_a_line_with_a_note() -> None:
+    text = render_model_card(many_labels_card(), max_chars=600)
+    assert len(text) <= 600
+    assert text.endswith("_(card truncated to fit MLflow's description limit)_")
+    assert text.startswith("# brand-ner version 7\n\n**Gate: refused**")
+    with pytest.raises(ValueError, match="max_chars"):
+        render_model_card(many_labels_card(), max_chars=100)
