@@ -39,9 +39,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ner import layout
 from ner.components import LABEL_FILTER
 from ner.errors import ModelError
-from ner.storage import SELECTIONS, Storage
+from ner.records import read_posts
+from ner.storage import Storage
 from ner.types import Post
 
 if TYPE_CHECKING:
@@ -508,8 +510,8 @@ def earlier_selections(storage: Storage, *, exclude: str | None = None) -> set[s
     """Ids of every post chosen by earlier selections (``selections/*.json``), so a post
     sent to the annotators once is not chosen again; ``exclude`` skips one key."""
     ids: set[str] = set()
-    for key in storage.list(SELECTIONS):
-        if key.endswith(".json") and key != exclude:
+    for key in storage.list(layout.SELECTIONS):
+        if layout.is_selection(key) and key != exclude:
             ids.update(str(i) for i in storage.read_json(key).get("post_ids", []))
     return ids
 
@@ -535,8 +537,6 @@ def select_batch(
     ``skipped`` by reason, ``n_candidates``) is what the send step reads; written once, it
     is reused as it is when the batch is sent again.
     """
-    from ner.inference import read_posts
-
     if storage.exists(key):
         record: dict[str, Any] = storage.read_json(key)
         return record
