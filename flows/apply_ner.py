@@ -188,8 +188,8 @@ def select_for_labelling(
     )
     return {
         "selection_key": key,
-        "selection_strategy": record["strategy"],
-        "n_selected": len(record["post_ids"]),
+        "selection_strategy": record.strategy,
+        "n_selected": len(record.post_ids),
     }
 
 
