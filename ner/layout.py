@@ -105,15 +105,16 @@ def delivered_stamp(tasks_key: str) -> str | None:
 
 
 # Label Studio exports --------------------------------------------------------------------
-def export_snapshot(stamp: str, project_id: int, number: int | None = None) -> str:
-    """``exports/<stamp>-ls-<project>[-<number>].json``: one export of a Label Studio project
-    (``number`` tells apart snapshots taken within one stamp)."""
-    suffix = "" if number is None else f"-{number}"
+def export_snapshot(stamp: str, project_id: int, attempt: int = 1) -> str:
+    """``exports/<stamp>-ls-<project>[-<attempt>].json``: one export of a Label Studio
+    project (``-2``, ``-3`` … when the stamp was used already)."""
+    suffix = "" if attempt == 1 else f"-{attempt}"
     return f"{EXPORTS}/{stamp}-ls-{project_id}{suffix}{_JSON}"
 
 
 def export_snapshot_pattern(project_id: int) -> re.Pattern[str]:
-    """Matches :func:`export_snapshot` keys of ``project_id``: groups stamp and number."""
+    """Matches :func:`export_snapshot` keys of ``project_id``: groups stamp and attempt
+    (``None`` for the first)."""
     return re.compile(rf"^{re.escape(EXPORTS)}/(.+)-ls-{project_id}(?:-(\d+))?\.json$")
 
 

@@ -162,7 +162,7 @@ class ParallelRun:
 
 
 @dataclass(frozen=True)
-class _Job:
+class ShardJob:
     """What every shard of one call shares (sent to each worker with its shard)."""
 
     storage: Storage
@@ -176,9 +176,16 @@ class _Job:
 _MODELS: dict[ModelRef | None, LoadedModel] = {}
 
 
-def _install_model(model: LoadedModel | ModelRef) -> None:
-    """Process-pool initializer: keep the forked parent's model, or load it by reference."""
+#: Seconds a pool worker waits for the others to start their shards.
+START_TIMEOUT_S = 600.0
+_START: list[Any] = []  # the barrier of this pool worker's call
+
+
+def _install_model(model: LoadedModel | ModelRef, start: Any) -> None:
+    """Process-pool initializer: keep the forked parent's model, or load it by reference;
+    and the barrier that makes every shard start in a process of its own."""
     _MODELS[None] = model if isinstance(model, LoadedModel) else _cached_model(model)
+    _START[:] = [start]
 
 
 def _cached_model(ref: ModelRef) -> LoadedModel:
@@ -195,7 +202,7 @@ def _warm_model(ref: ModelRef) -> float:
 
 
 def predict_shard(
-    model: LoadedModel, job: _Job, shard: Shard | None, out_key: str, load_seconds: float = 0.0
+    model: LoadedModel, job: ShardJob, shard: Shard | None, out_key: str, load_seconds: float = 0.0
 ) -> ShardRun:
     """Predict the posts of ``shard`` (``None``: every line, as shard 0) into ``out_key`` in
     this process."""
@@ -219,12 +226,17 @@ def predict_shard(
     )
 
 
-def _pool_shard(job: _Job, shard: Shard, out_key: str) -> ShardRun:
-    """Body of one process-pool task: the shard with the model installed at start-up."""
+def _pool_shard(job: ShardJob, shard: Shard, out_key: str) -> ShardRun:
+    """Body of one process-pool task: the shard with the model installed at start-up.
+
+    It first waits until every shard has a worker, so a worker that is ready early cannot
+    take two shards while another process is still starting (one shard per process).
+    """
+    _START[0].wait(START_TIMEOUT_S)
     return predict_shard(_MODELS[None], job, shard, out_key)
 
 
-def _dask_shard(job: _Job, ref: ModelRef, shard: Shard, out_key: str) -> ShardRun:
+def _dask_shard(job: ShardJob, ref: ModelRef, shard: Shard, out_key: str) -> ShardRun:
     """Body of one Dask task: the shard with this worker's cached model."""
     load_seconds = _warm_model(ref)
     return predict_shard(_MODELS[ref], job, shard, out_key, load_seconds)
@@ -266,18 +278,18 @@ def concat_shards(
 
 
 def _run_processes(
-    job: _Job, shards: Sequence[Shard], keys: Sequence[str], model: LoadedModel | ModelRef
+    job: ShardJob, shards: Sequence[Shard], keys: Sequence[str], model: LoadedModel | ModelRef
 ) -> list[ShardRun]:
     """Predict each shard in a process pool of one process per shard."""
     forking = can_fork()
     if not forking and isinstance(model, LoadedModel):
         raise ModelError("processes cannot be forked here: pass a ModelRef to load by reference")
-    context = multiprocessing.get_context("fork" if forking else None)
+    context = multiprocessing.get_context("fork" if forking else "spawn")
     with ProcessPoolExecutor(
         max_workers=len(shards),
         mp_context=context,
         initializer=_install_model,
-        initargs=(model,),
+        initargs=(model, context.Barrier(len(shards))),
     ) as pool:
         futures = [pool.submit(_pool_shard, job, s, k) for s, k in zip(shards, keys, strict=True)]
         return _results(futures, pool)
@@ -315,7 +327,7 @@ def dask_client(address: str | None, workers: int) -> Iterator[Any]:
 
 
 def _run_dask(
-    job: _Job,
+    job: ShardJob,
     shards: Sequence[Shard],
     keys: Sequence[str],
     ref: ModelRef,
@@ -371,7 +383,7 @@ def predict_parallel(
     """
     backend = Backend(backend)
     _check(backend, workers, model)
-    job = _Job(storage, posts_key, tuple(labels), batch_size)
+    job = ShardJob(storage, posts_key, tuple(labels), batch_size)
     if backend is Backend.PROCESSES and workers == 1 and (n_shards or 1) == 1:
         loaded = model if isinstance(model, LoadedModel) else model.load()
         run = predict_shard(loaded, job, None, predictions_key)

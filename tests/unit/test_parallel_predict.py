@@ -114,3 +114,27 @@ def test_bad_arguments_are_refused(model: LoadedModel, tmp_path: Path) -> None:
         predict_parallel(storage, "posts/p.jsonl", "predictions/o.jsonl", model, backend="dask")
     with pytest.raises(ValueError, match="threads"):
         predict_parallel(storage, "p", "o", model, backend="threads")
+
+
+def test_without_fork_workers_load_the_model_by_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ner import parallel
+    from ner.models import build_gazetteer
+
+    # Given a platform that cannot fork (spawned workers), and posts naming shipped brands
+    monkeypatch.setattr(parallel, "can_fork", lambda: False)
+    storage = LocalStorage(tmp_path)
+    storage.write_lines("posts/p.jsonl", demo_lines()[:30])
+    gazetteer = build_gazetteer()
+    # When a loaded model is given, then it is refused (it cannot reach a spawned process)
+    with pytest.raises(Exception, match="ModelRef"):
+        predict_parallel(storage, "posts/p.jsonl", "predictions/x.jsonl", gazetteer, workers=2)
+    # When a reference is given, each spawned worker loads it and the output is one process's
+    run = predict_parallel(
+        storage, "posts/p.jsonl", "predictions/2.jsonl", ModelRef("gazetteer"), workers=2
+    )
+    predict_parallel(storage, "posts/p.jsonl", "predictions/1.jsonl", gazetteer, workers=1)
+    assert run.n_predictions == 30 and len(run.processes) == 2
+    assert run.model_version == gazetteer.version
+    assert storage.read_bytes("predictions/2.jsonl") == storage.read_bytes("predictions/1.jsonl")
