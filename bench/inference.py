@@ -9,13 +9,14 @@ BRAND by the label filter, i.e. ``ner.models.build_base``), the same generated p
     in memory, with every pipe the entities do not need disabled. Runs alternate
     raw/project/project/raw and the best of each counts, so a neighbour's load spike hurts
     both sides alike.
-(b) The project path with ``n_process=2`` against ``n_process=1`` (best of two each); it
-    forks 2 processes over line ranges of the posts. spaCy's own ``nlp.pipe(n_process=2)``
-    (once) for reference.
+(b) ``ner.parallel.predict_parallel`` with 2 worker processes (a fork-context
+    ``ProcessPoolExecutor`` over line ranges of the posts) against 1 process (best of two
+    each). spaCy's own ``nlp.pipe(n_process=2)`` (once) for reference.
 (c) Peak RSS (``VmHWM``) of a fresh process streaming 10k and 100k posts from storage.
-(d) The ``predict-sharded`` flow on a Dask ``LocalCluster`` of 2 single-threaded workers
-    through ``prefect_dask.DaskTaskRunner``; its throughput against ``n_process=2``, and its
-    output (and the ``n_process=2`` output) compared byte for byte with ``n_process=1``.
+(d) ``predict_parallel(backend="dask")`` on a ``dask.distributed`` ``LocalCluster`` of 2
+    single-threaded workers (each loads the model once, before the shards start); its shard
+    phase against 2 processes, and its output (and the 2-process output) compared byte for
+    byte with 1 process.
 """
 
 from __future__ import annotations
@@ -77,8 +78,11 @@ def _probe(args: list[str], timeout: float) -> dict[str, Any]:
 def run(ctx: Context) -> dict[str, Any]:
     from bench import _probe as probe
     from bench.posts import write_posts
-    from ner.inference import predict_to_storage, read_posts, unneeded_pipes
+    from ner import layout
+    from ner.inference import predict_to_storage, unneeded_pipes
     from ner.models import build_base
+    from ner.parallel import predict_parallel
+    from ner.records import read_posts
     from ner.storage import open_storage
 
     n_posts = ctx.size(N_POSTS, 300)
@@ -86,7 +90,10 @@ def run(ctx: Context) -> dict[str, Any]:
     root = ctx.out_dir / "storage"
     storage = open_storage(str(root), probe.ENV)
     files = root / probe.ENV
-    small_key, large_key = f"posts/bench-{n_posts}.jsonl", f"posts/bench-{n_large}.jsonl"
+    small_key, large_key = (
+        layout.posts_batch(f"bench-{n_posts}"),
+        layout.posts_batch(f"bench-{n_large}"),
+    )
     write_posts(storage, small_key, n_posts, ctx.seed)
     write_posts(storage, large_key, n_large, ctx.seed)
 
@@ -101,14 +108,12 @@ def run(ctx: Context) -> dict[str, Any]:
                 pass
 
     def project(n_process: int, out_key: str) -> Callable[[], object]:
+        if n_process > 1:
+            return lambda: predict_parallel(
+                storage, small_key, out_key, model, workers=n_process, batch_size=batch
+            )
         return lambda: predict_to_storage(
-            nlp,
-            storage,
-            small_key,
-            out_key,
-            model_version=model.version,
-            batch_size=batch,
-            n_process=n_process,
+            nlp, storage, small_key, out_key, model_version=model.version, batch_size=batch
         )
 
     # Warm-up: first calls allocate and fill caches.
@@ -119,7 +124,7 @@ def run(ctx: Context) -> dict[str, Any]:
     runs: dict[str, list[dict[str, float]]] = {"raw": [], "project": [], "project_n2": []}
     for variant in ("raw", "project", "project", "raw"):
         log.info("(a) %s over %d posts", variant, n_posts)
-        step = raw if variant == "raw" else project(1, "predictions/n1.jsonl")
+        step = raw if variant == "raw" else project(1, layout.predictions("n1"))
         runs[variant].append(_timed(step))
 
     # (b) n_process=2 through the project path, and spaCy's own n_process=2 for reference.
@@ -131,7 +136,7 @@ def run(ctx: Context) -> dict[str, Any]:
     runs["raw_n2"] = []
     for _ in range(2):
         log.info("(b) n_process=2 over %d posts", n_posts)
-        runs["project_n2"].append(_timed(project(2, "predictions/n2.jsonl")))
+        runs["project_n2"].append(_timed(project(2, layout.predictions("n2"))))
     log.info("(b) spaCy nlp.pipe(n_process=2) over %d posts", n_posts)
     runs["raw_n2"].append(_timed(raw_n2))
 
@@ -149,31 +154,20 @@ def run(ctx: Context) -> dict[str, Any]:
     rss: dict[str, dict[str, Any]] = {}
     for n, key in ((n_posts, small_key), (n_large, large_key)):
         log.info("(c) peak RSS over %d posts", n)
-        rss[str(n)] = _probe(["rss", str(root), key, f"predictions/rss-{n}.jsonl"], 1800)
+        rss[str(n)] = _probe(["rss", str(root), key, layout.predictions(f"rss-{n}")], 1800)
     rss_small = rss[str(n_posts)]["rss_peak_mib"]
     rss_large = rss[str(n_large)]["rss_peak_mib"]
 
-    # (d) the predict-sharded flow on a LocalCluster.
-    log.info("(d) predict-sharded on a LocalCluster of %d workers", WORKERS)
-    dask = _probe(
-        [
-            "dask",
-            str(root),
-            small_key,
-            "bench-dask",
-            "--workers",
-            str(WORKERS),
-            "--prefect-home",
-            str(ctx.out_dir / "prefect-home"),
-        ],
-        900,
-    )
+    # (d) the Dask backend on a LocalCluster.
+    log.info("(d) predict_parallel on a Dask LocalCluster of %d workers", WORKERS)
+    dask_key = layout.predictions("bench-dask")
+    dask = _probe(["dask", str(root), small_key, dask_key, "--workers", str(WORKERS)], 900)
     dask_shard_rate = dask["n_posts"] / dask["shard_phase_seconds"]
-    dask_flow_rate = dask["n_posts"] / dask["flow_seconds"]
-    reference = _digest(files / "predictions/n1.jsonl")
-    same_n2 = _digest(files / "predictions/n2.jsonl") == reference
+    dask_flow_rate = dask["n_posts"] / dask["call_seconds"]
+    reference = _digest(files / layout.predictions("n1"))
+    same_n2 = _digest(files / layout.predictions("n2")) == reference
     same_dask = _digest(files / dask["predictions_key"]) == reference
-    same_rss = _digest(files / f"predictions/rss-{n_posts}.jsonl") == reference
+    same_rss = _digest(files / layout.predictions(f"rss-{n_posts}")) == reference
 
     posts = f"{n_posts} posts of {words:.0f} words"
     metrics = [
@@ -192,7 +186,7 @@ def run(ctx: Context) -> dict[str, Any]:
             "project path, n_process=2",
             n2_rate,
             "posts/s",
-            note="2 forked processes over line ranges (ner.sharding.predict_in_processes)",
+            note="2 forked pool processes over line ranges (ner.parallel.predict_parallel)",
         ),
         Metric(
             "n_process=2 / n_process=1",
@@ -224,18 +218,20 @@ def run(ctx: Context) -> dict[str, Any]:
             f"Dask {WORKERS} workers, shard phase",
             dask_shard_rate,
             "posts/s",
-            note="first shard start to last shard end; includes each shard's model load",
+            note="first shard start to last shard end; models loaded on the workers before",
         ),
         Metric(
-            f"Dask {WORKERS} workers, whole sub-flow",
+            f"Dask {WORKERS} workers, whole call",
             dask_flow_rate,
             "posts/s",
-            note="includes LocalCluster start and stop, planning, joining",
+            note="includes LocalCluster start and stop, model loads, planning, joining",
         ),
         Metric(
             "Dask shard phase / n_process=2",
             dask_shard_rate / n2_rate,
             "x",
+            "≥ 0.9",
+            at_least(dask_shard_rate / n2_rate, 0.9),
             baseline="project path, n_process=2",
         ),
         Metric(

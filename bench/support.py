@@ -54,7 +54,7 @@ def shared_data() -> Path:
 
 def wnut(split: str) -> list[Annotation]:
     """WNUT-17 ``train`` or ``dev`` as brand annotations (corporation + product)."""
-    from ner.wnut import load_split
+    from bench.wnut import load_split
 
     return load_split(shared_data(), split)
 

@@ -22,8 +22,10 @@ before. Every post is still predicted; the choice is kept in ``selections/<stamp
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import flow, get_run_logger
 
@@ -37,12 +39,15 @@ from flows.common import (
     retrying,
     run_stamp,
 )
-from ner import active, inference, labelstudio, labelstudio_client, sources
+from ner import active, labelstudio, labelstudio_client, layout, parallel, sources
 from ner.errors import DataError
 from ner.models import pin_model_uri
 from ner.registry import CHAMPION
 from ner.settings import Settings
-from ner.storage import POSTS, PREDICTIONS, SELECTIONS, TASKS, Storage
+from ner.storage import Storage
+
+if TYPE_CHECKING:
+    from ner.models import LoadedModel
 
 
 @io_task()
@@ -56,7 +61,7 @@ def fetch_posts(
 ) -> dict[str, Any]:
     """Fetch new posts into ``posts/<stamp>.jsonl``; returns the key and counts."""
     storage = open_settings_storage(settings)
-    key = f"{POSTS}/{stamp}.jsonl"
+    key = layout.posts_batch(stamp)
     if source == "x":
         result = sources.fetch_x_to_storage(settings, storage, key, keywords, max_posts)
     elif source == "jsonl":
@@ -71,29 +76,15 @@ def fetch_posts(
     return result
 
 
-def batch_stamp(posts_key: str) -> str:
-    """``<stamp>`` of ``posts/<stamp>.jsonl``."""
-    return posts_key.removeprefix(f"{POSTS}/").removesuffix(".jsonl")
-
-
-def receipt_key(stamp: str) -> str:
-    """Where the API import of batch ``stamp`` is recorded."""
-    return f"{TASKS}/{stamp}.imported.json"
-
-
 @io_task()
 def unfinished_batches(settings: Settings) -> list[str]:
     """Posts batches stored by earlier runs that never reached Label Studio, oldest first."""
     storage = open_settings_storage(settings)
-    done = {
-        key.removeprefix(f"{TASKS}/").removesuffix(".json").removesuffix(".imported")
-        for key in storage.list(TASKS)
-        if key.endswith(".json")
-    }
+    done = {layout.delivered_stamp(key) for key in storage.list(layout.TASKS)}
     return [
         key
-        for key in storage.list(POSTS)
-        if key.endswith(".jsonl") and key.count("/") == 1 and batch_stamp(key) not in done
+        for key in storage.list(layout.POSTS)
+        if layout.is_posts_batch(key) and layout.batch_stamp(key) not in done
     ]
 
 
@@ -110,25 +101,69 @@ def resolve_model(settings: Settings, model: str | None) -> str:
     return f"models:/{registry.model_name}/{version}"
 
 
+#: Where the predict step runs: processes of this machine, or a Dask cluster.
+Executor = Literal["processes", "dask"]
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """The flow's parallel parameters for the predict step (see :func:`apply_ner`)."""
+
+    executor: Executor = "processes"
+    workers: int | None = None
+    cluster_address: str | None = None
+    n_shards: int | None = None
+
+
 @io_task()
 def predict_posts(
-    settings: Settings, model_spec: str, posts_key: str, stamp: str
+    settings: Settings,
+    model_spec: str,
+    posts_key: str,
+    stamp: str,
+    parallelism: Parallelism = Parallelism(),
 ) -> dict[str, Any]:
-    """Stream the posts through the model into ``predictions/<stamp>.jsonl``."""
+    """Predict the posts into ``predictions/<stamp>.jsonl`` on the flow's executor
+    (:func:`ner.parallel.predict_parallel`); returns the key, counts and shard processes."""
     storage = open_settings_storage(settings)
-    loaded = load_settings_model(settings, model_spec)
-    key = f"{PREDICTIONS}/{stamp}.jsonl"
-    count = inference.predict_to_storage(
-        loaded.nlp,
+    dask = parallelism.executor == "dask"
+    model: LoadedModel | parallel.ModelRef = (
+        parallel.ModelRef.of(
+            model_spec,
+            labels=settings.labels,
+            base_model=settings.base_model,
+            label_map=settings.base_label_map,
+            tracking_uri=settings.mlflow_tracking_uri,
+        )
+        if dask
+        else load_settings_model(settings, model_spec)
+    )
+    run = parallel.predict_parallel(
         storage,
         posts_key,
-        key,
-        model_version=loaded.version,
+        layout.predictions(stamp),
+        model,
+        backend=parallelism.executor,
+        workers=parallelism.workers or (2 if dask else settings.n_process),
+        address=(parallelism.cluster_address or settings.dask_address) if dask else None,
+        n_shards=parallelism.n_shards,
         labels=settings.labels,
         batch_size=settings.batch_size,
-        n_process=settings.n_process,
     )
-    return {"predictions_key": key, "n_predictions": count, "model_version": loaded.version}
+    get_run_logger().info(
+        "predicted %d posts in %d shards on %s: %s",
+        run.n_predictions,
+        run.n_shards,
+        run.backend,
+        ", ".join(run.processes),
+    )
+    return {
+        "predictions_key": run.predictions_key,
+        "n_predictions": run.n_predictions,
+        "model_version": run.model_version,
+        "n_shards": run.n_shards,
+        "shard_processes": list(run.processes),
+    }
 
 
 @io_task()
@@ -139,7 +174,7 @@ def select_for_labelling(
     ``selections/<stamp>.json``; returns its key, the strategy and the counts."""
     storage = open_settings_storage(settings)
     loaded = load_settings_model(settings, model_spec)
-    key = f"{SELECTIONS}/{stamp}.json"
+    key = layout.selection(stamp)
     record = active.select_batch(
         storage,
         posts_key,
@@ -153,8 +188,8 @@ def select_for_labelling(
     )
     return {
         "selection_key": key,
-        "selection_strategy": record["strategy"],
-        "n_selected": len(record["post_ids"]),
+        "selection_strategy": record.strategy,
+        "n_selected": len(record.post_ids),
     }
 
 
@@ -175,7 +210,7 @@ def write_tasks(
     """Write Label Studio import JSON (tasks with pre-annotations) into ``tasks/``: every
     post, or those of the selection at ``selection_key``."""
     storage = open_settings_storage(settings)
-    key = f"{TASKS}/{stamp}.json"
+    key = layout.tasks_import(stamp)
     only = _selected_ids(storage, selection_key)
     labelstudio.write_import_file(
         storage, posts_key, predictions_key, key, settings.labels, only=only
@@ -197,7 +232,7 @@ def send_to_label_studio(
     only = _selected_ids(storage, selection_key)
     counts = client.import_predictions(storage, posts_key, predictions_key, only=only)
     storage.write_json(
-        receipt_key(batch_stamp(posts_key)),
+        layout.import_receipt(layout.batch_stamp(posts_key)),
         {"posts_key": posts_key, "predictions_key": predictions_key, **counts},
     )
     return counts
@@ -208,9 +243,15 @@ def send_to_label_studio(
 Predict = Callable[[Settings, str, str, str], dict[str, Any]]
 
 
-def predict_in_process(cfg: Settings, spec: str, posts_key: str, stamp: str) -> dict[str, Any]:
+def predict_in_process(
+    cfg: Settings,
+    spec: str,
+    posts_key: str,
+    stamp: str,
+    parallelism: Parallelism = Parallelism(),
+) -> dict[str, Any]:
     """apply-ner's predict step: :func:`predict_posts` with the settings' retries."""
-    return retrying(predict_posts, cfg)(cfg, spec, posts_key, stamp)
+    return retrying(predict_posts, cfg)(cfg, spec, posts_key, stamp, parallelism)
 
 
 def deliver(
@@ -261,7 +302,8 @@ def run_apply(
     for posts_key in retrying(unfinished_batches, cfg)(cfg):
         spec = spec or retrying(resolve_model, cfg)(cfg, model)
         try:
-            done = deliver(cfg, destination, spec, posts_key, batch_stamp(posts_key), predict)
+            stamp_of = layout.batch_stamp(posts_key)
+            done = deliver(cfg, destination, spec, posts_key, stamp_of, predict)
         except DataError as exc:  # a damaged batch must not block every later run
             logger.error("cannot finish batch %s, skipped: %s", posts_key, exc)
             recovered.append({"posts_key": posts_key, "error": str(exc)})
@@ -291,9 +333,21 @@ def apply_ner(
     max_posts: int | None = None,
     destination: Literal["storage", "label_studio"] = "storage",
     settings: dict[str, Any] | None = None,
+    executor: Executor = "processes",
+    workers: int | None = None,
+    cluster_address: str | None = None,
+    n_shards: int | None = None,
 ) -> dict[str, Any]:
     """Finish unfinished batches, then fetch -> predict -> send. Returns the storage keys
-    written and the counts (``recovered``: the earlier batches finished by this run)."""
+    written and the counts (``recovered``: the earlier batches finished by this run).
+
+    The predict step runs on ``executor``: ``"processes"`` - ``workers`` processes of this
+    machine (default ``NER_N_PROCESS``; 1 predicts in the flow's own process), or
+    ``"dask"`` - the Dask scheduler at ``cluster_address`` (default ``NER_DASK_ADDRESS``),
+    else a local cluster of ``workers`` processes (default 2). The posts are cut into
+    ``n_shards`` line ranges (default ``workers``); the output is the same either way.
+    """
+    parallelism = Parallelism(executor, workers, cluster_address, n_shards)
     return run_apply(
         build_settings(settings),
         keywords=keywords,
@@ -302,6 +356,7 @@ def apply_ner(
         model=model,
         max_posts=max_posts,
         destination=destination,
+        predict=functools.partial(predict_in_process, parallelism=parallelism),
     )
 
 

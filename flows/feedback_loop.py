@@ -34,11 +34,10 @@ from prefect import flow, get_run_logger
 from flows.apply_ner import apply_ner
 from flows.common import build_settings, io_task, open_settings_storage, retrying, run_stamp
 from flows.train_ner import train_ner
-from ner import labelstudio, labelstudio_client, triggers
+from ner import labelstudio, labelstudio_client, layout, triggers
 from ner.replay import ReplayAnnotator, demo_gold_path, demo_posts_path
 from ner.report import rounds_table
 from ner.settings import Settings
-from ner.storage import CHECKPOINTS, EXPORTS
 
 #: Status of a loop that stopped because too few labels came in time.
 TIMED_OUT = "timed_out_waiting_for_labels"
@@ -50,7 +49,7 @@ def replay_labels(settings: Settings, tasks_key: str, gold_path: str, stamp: str
     storage = open_settings_storage(settings)
     annotator = ReplayAnnotator.from_file(Path(gold_path))
     export = annotator.annotate(storage.read_json(tasks_key))
-    key = f"{EXPORTS}/{stamp}-replay.json"
+    key = layout.replay_export(stamp)
     storage.write_json(key, export)
     return {"export_key": key, "n_labelled": len(export)}
 
@@ -63,7 +62,7 @@ def wait_for_exports(
     storage = open_settings_storage(settings)
     deadline = time.monotonic() + timeout_s
     while True:
-        new = [k for k in storage.list(EXPORTS) if k.endswith(".json") and k not in known]
+        new = [k for k in storage.list(layout.EXPORTS) if layout.is_export(k) and k not in known]
         labelled = sum(labelstudio.count_labelled(storage.read_json(k)) for k in new)
         if labelled >= settings.min_new_labels:
             return {"export_keys": new, "n_labelled": labelled}
@@ -88,7 +87,7 @@ def wait_for_label_studio(settings: Settings, timeout_s: float, poll_s: float) -
         settings.min_new_labels,
         timeout=timeout_s,
         interval=poll_s,
-        checkpoint_key=f"{CHECKPOINTS}/labelstudio-{project.project_id}-feedback-loop.json",
+        checkpoint_key=layout.labelstudio_checkpoint(project.project_id, "feedback-loop"),
     )
     return {"n_labelled": found, "project_id": project.project_id}
 
@@ -114,7 +113,7 @@ def feedback_loop(
     status = "budget_spent"
     for number in range(1, budget + 1):
         storage = open_settings_storage(cfg)
-        known = storage.list(EXPORTS)
+        known = storage.list(layout.EXPORTS)
         applied = apply_ner(
             keywords=keywords,
             source=source,

@@ -39,9 +39,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ner import layout
 from ner.components import LABEL_FILTER
-from ner.errors import ModelError
-from ner.storage import SELECTIONS, Storage
+from ner.errors import DataError, ModelError
+from ner.records import read_posts
+from ner.storage import Storage
 from ner.types import Post
 
 if TYPE_CHECKING:
@@ -325,46 +327,79 @@ def _beam_search(
             ]
             if not active:
                 break
-            scores = np.asarray(step_model.predict([hyp.state for _, hyp in active]), dtype="f8")
-            valid = np.empty(scores.shape, dtype=bool)
-            for row, (d, hyp) in enumerate(active):
-                position = int(hyp.state.B(0))
-                key = (hyp.open_label, hyp.state.buffer_length() < 2, spaces[d][position])
-                if key not in masks:
-                    masks[key] = table.valid(*key)
-                valid[row] = masks[key]
-            scores[~valid] = -np.inf
-            top = scores.max(axis=1, keepdims=True)
-            logp = scores - top - np.log(np.exp(scores - top).sum(axis=1, keepdims=True))
-            total = logp + np.array([hyp.logp for _, hyp in active])[:, None]
+            total = _step_logp(step_model, active, table, masks, spaces)
             rows_of: dict[int, list[int]] = defaultdict(list)
             for row, (d, _) in enumerate(active):
                 rows_of[d].append(row)
             for d, rows in rows_of.items():
-                finished = [hyp for hyp in beams[d] if hyp.state.is_final()]
-                flat = total[rows].ravel()
-                k = min(beam_width, flat.size)
-                best = np.argpartition(-flat, k - 1)[:k]
-                best = best[np.isfinite(flat[best])]
-                best = best[np.argsort(-flat[best], kind="stable")]
-                n_classes = scores.shape[1]
-                options = [(float(flat[i]), rows[i // n_classes], int(i % n_classes)) for i in best]
-                options += [(hyp.logp, -1, -1) for hyp in finished]
-                options.sort(key=lambda option: -option[0])
-                floor = options[0][0] - density
-                kept: list[_Hypothesis] = []
-                finished_iter = iter(finished)
-                for score, row, action in options[:beam_width]:
-                    if score < floor:
-                        break
-                    if row < 0:
-                        kept.append(next(finished_iter))
-                    else:
-                        kept.append(_advance(active[row][1], action, moves, table, score))
-                beams[d] = kept
+                step = _Step(active, total, rows, moves, table)
+                beams[d] = _next_beam(beams[d], step, beam_width, density)
     finally:
         step_model.clear_memory()
     return beams
+
+
+def _step_logp(
+    step_model: Any,
+    active: Sequence[tuple[int, _Hypothesis]],
+    table: _Moves,
+    masks: dict[tuple[str | None, bool, bool], np.ndarray],
+    spaces: Sequence[Sequence[bool]],
+) -> np.ndarray:
+    """``[row, action]``: the log-probability of hypothesis ``active[row]`` followed by
+    ``action``, softmax-normalised over the valid actions (invalid ones are ``-inf``)."""
+    scores = np.asarray(step_model.predict([hyp.state for _, hyp in active]), dtype="f8")
+    valid = np.empty(scores.shape, dtype=bool)
+    for row, (d, hyp) in enumerate(active):
+        position = int(hyp.state.B(0))
+        key = (hyp.open_label, hyp.state.buffer_length() < 2, spaces[d][position])
+        if key not in masks:
+            masks[key] = table.valid(*key)
+        valid[row] = masks[key]
+    scores[~valid] = -np.inf
+    top = scores.max(axis=1, keepdims=True)
+    logp = scores - top - np.log(np.exp(scores - top).sum(axis=1, keepdims=True))
+    return logp + np.array([hyp.logp for _, hyp in active])[:, None]
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One step of the beam search over a batch: the unfinished hypotheses, their
+    extensions' log-probabilities, and the rows of one doc."""
+
+    active: Sequence[tuple[int, _Hypothesis]]
+    total: np.ndarray
+    rows: list[int]
+    moves: Any
+    table: _Moves
+
+
+def _next_beam(
+    beam: list[_Hypothesis], step: _Step, beam_width: int, density: float
+) -> list[_Hypothesis]:
+    """The ``beam_width`` best of the doc's finished hypotheses and one-action extensions
+    of its unfinished ones, dropping those below the best by more than ``density``."""
+    finished = [hyp for hyp in beam if hyp.state.is_final()]
+    flat = step.total[step.rows].ravel()
+    k = min(beam_width, flat.size)
+    best = np.argpartition(-flat, k - 1)[:k]
+    best = best[np.isfinite(flat[best])]
+    best = best[np.argsort(-flat[best], kind="stable")]
+    n_classes = step.total.shape[1]
+    options = [(float(flat[i]), step.rows[i // n_classes], int(i % n_classes)) for i in best]
+    options += [(hyp.logp, -1, -1) for hyp in finished]
+    options.sort(key=lambda option: -option[0])
+    floor = options[0][0] - density
+    kept: list[_Hypothesis] = []
+    finished_iter = iter(finished)
+    for score, row, action in options[:beam_width]:
+        if score < floor:
+            break
+        if row < 0:
+            kept.append(next(finished_iter))
+        else:
+            kept.append(_advance(step.active[row][1], action, step.moves, step.table, score))
+    return kept
 
 
 def entity_probabilities(
@@ -424,6 +459,26 @@ def uncertainty(probabilities: Mapping[tuple[int, int, str], float]) -> float:
     return float(sum(min(p, 1.0 - p) for p in probabilities.values()))
 
 
+def _diverse_top(
+    pool: Sequence[Post], ranked: Sequence[int], count: int, diversity: float
+) -> tuple[list[int], int]:
+    """The first ``count`` indices of ``ranked`` whose posts are not too similar (shingle
+    Jaccard >= ``diversity``) to one taken before; and how many were passed over."""
+    chosen_idx: list[int] = []
+    chosen_sets: list[frozenset[str]] = []
+    passed_over = 0
+    for i in ranked:
+        if len(chosen_idx) >= count:
+            break
+        items = shingles(pool[i].text)
+        if diversity < 1.0 and any(jaccard(items, other) >= diversity for other in chosen_sets):
+            passed_over += 1
+            continue
+        chosen_idx.append(i)
+        chosen_sets.append(items)
+    return chosen_idx, passed_over
+
+
 def select(
     posts: Iterable[Post],
     budget: int,
@@ -470,18 +525,7 @@ def select(
     rank = {index: position for position, index in enumerate(order)}
     ranked = sorted(range(len(pool)), key=lambda i: (-scores[pool[i].id], rank[i]))
     n_explore = round(budget * explore)
-    chosen_idx: list[int] = []
-    chosen_sets: list[frozenset[str]] = []
-    passed_over = 0
-    for i in ranked:
-        if len(chosen_idx) >= budget - n_explore:
-            break
-        items = shingles(pool[i].text)
-        if diversity < 1.0 and any(jaccard(items, other) >= diversity for other in chosen_sets):
-            passed_over += 1
-            continue
-        chosen_idx.append(i)
-        chosen_sets.append(items)
+    chosen_idx, passed_over = _diverse_top(pool, ranked, budget - n_explore, diversity)
     taken = set(chosen_idx)
     rest = [i for i in order if i not in taken]
     chosen_idx.extend(rest[: budget - len(chosen_idx)])
@@ -508,10 +552,49 @@ def earlier_selections(storage: Storage, *, exclude: str | None = None) -> set[s
     """Ids of every post chosen by earlier selections (``selections/*.json``), so a post
     sent to the annotators once is not chosen again; ``exclude`` skips one key."""
     ids: set[str] = set()
-    for key in storage.list(SELECTIONS):
-        if key.endswith(".json") and key != exclude:
+    for key in storage.list(layout.SELECTIONS):
+        if layout.is_selection(key) and key != exclude:
             ids.update(str(i) for i in storage.read_json(key).get("post_ids", []))
     return ids
+
+
+@dataclass(frozen=True)
+class BatchSelection:
+    """The record of one batch's selection, as stored at ``selections/<stamp>.json``.
+
+    ``post_ids`` in selection order; ``uncertainty`` of each chosen post (empty for a
+    random choice); ``skipped`` counts by reason; ``n_candidates`` posts in the batch.
+    """
+
+    posts_key: str
+    budget: int
+    strategy: str
+    post_ids: tuple[str, ...]
+    uncertainty: dict[str, float]
+    skipped: dict[str, int]
+    similar_in_round: int
+    n_candidates: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object stored (``post_ids`` as a list)."""
+        return {**self.__dict__, "post_ids": list(self.post_ids)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BatchSelection:
+        """Read a stored record; :class:`DataError` naming the posts key if malformed."""
+        try:
+            return cls(
+                posts_key=str(data["posts_key"]),
+                budget=int(data["budget"]),
+                strategy=str(data["strategy"]),
+                post_ids=tuple(str(i) for i in data["post_ids"]),
+                uncertainty={str(k): float(v) for k, v in data["uncertainty"].items()},
+                skipped={str(k): int(v) for k, v in data["skipped"].items()},
+                similar_in_round=int(data.get("similar_in_round", 0)),
+                n_candidates=int(data["n_candidates"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataError(data.get("posts_key"), f"malformed selection record: {exc!r}") from exc
 
 
 def select_batch(
@@ -525,21 +608,17 @@ def select_batch(
     diversity: float = 0.5,
     explore: float = 0.0,
     seed: int = 17,
-) -> dict[str, Any]:
+) -> BatchSelection:
     """Choose up to ``budget`` posts of the stored batch ``posts_key`` for the annotators
-    and record the choice at ``key``; returns that record.
+    and record the choice at ``key`` (:class:`BatchSelection`); returns that record.
 
     Posts chosen by earlier selections are skipped. A model that cannot score uncertainty
-    (the cold-start gazetteer) gives a random choice, said so in ``strategy``. The record
-    (``post_ids`` in selection order, ``strategy``, each chosen post's ``uncertainty``,
-    ``skipped`` by reason, ``n_candidates``) is what the send step reads; written once, it
-    is reused as it is when the batch is sent again.
+    (the cold-start gazetteer) gives a random choice, said so in ``strategy``. The record is
+    what the send step reads; written once, it is reused as it is when the batch is sent
+    again. :class:`DataError` if a post of the batch or a stored record is unreadable.
     """
-    from ner.inference import read_posts
-
     if storage.exists(key):
-        record: dict[str, Any] = storage.read_json(key)
-        return record
+        return BatchSelection.from_dict(storage.read_json(key))
     posts = list(read_posts(storage, posts_key))
     scorer = nlp if has_scorer(nlp) else None
     if nlp is not None and scorer is None:
@@ -555,15 +634,15 @@ def select_batch(
         explore=explore,
         seed=seed,
     )
-    record = {
-        "posts_key": posts_key,
-        "budget": budget,
-        "strategy": "uncertainty" if scorer is not None else "random",
-        "post_ids": chosen.ids,
-        "uncertainty": {i: chosen.scores[i] for i in chosen.ids if i in chosen.scores},
-        "skipped": chosen.skipped,
-        "similar_in_round": chosen.similar_in_round,
-        "n_candidates": len(posts),
-    }
-    storage.write_json(key, record)
+    record = BatchSelection(
+        posts_key=posts_key,
+        budget=budget,
+        strategy="uncertainty" if scorer is not None else "random",
+        post_ids=tuple(chosen.ids),
+        uncertainty={i: chosen.scores[i] for i in chosen.ids if i in chosen.scores},
+        skipped=chosen.skipped,
+        similar_in_round=chosen.similar_in_round,
+        n_candidates=len(posts),
+    )
+    storage.write_json(key, record.to_dict())
     return record

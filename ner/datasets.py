@@ -28,14 +28,19 @@ import hashlib
 import json
 import logging
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ner import layout
 from ner.errors import DataError, GoldSetError
-from ner.storage import GOLDSETS, Storage
+
+# Re-exported: readers of gold sets and training pools know them as ner.datasets names.
+from ner.records import read_annotations as read_annotations
+from ner.records import write_annotations as write_annotations
+from ner.storage import Storage
 from ner.types import Annotation, Rejected
 
 if TYPE_CHECKING:
@@ -46,9 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_SALT = "brandloop-gold-v1"
-CURRENT_KEY = f"{GOLDSETS}/CURRENT.json"
+CURRENT_KEY = layout.GOLD_SET_CURRENT
 _HASH_FORMAT = "brandloop-dataset-v1"
-_ANNOTATIONS_SUFFIX = ".annotations.jsonl"
 
 Split = Literal["gold", "train"]
 
@@ -118,36 +122,6 @@ def dataset_hash(annotations: Iterable[Annotation]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-# JSONL helpers ---------------------------------------------------------------------------------
-
-
-def write_annotations(storage: Storage, key: str, annotations: Iterable[Annotation]) -> str:
-    """Write one JSON object per annotation to ``key`` (atomically); returns its URI."""
-    lines = (json.dumps(a.to_dict(), ensure_ascii=False, sort_keys=True) for a in annotations)
-    return storage.write_lines(key, lines)
-
-
-def read_annotations(storage: Storage, key: str) -> Iterator[Annotation]:
-    """Stream the annotations in ``key``; blank lines are skipped.
-
-    These files are written by :func:`write_annotations`, so a bad line is a corrupted file:
-    it raises :class:`DataError` naming the key and line instead of being skipped.
-    """
-    for number, line in enumerate(storage.iter_lines(key), start=1):
-        if not line.strip():
-            continue
-        where = f"{key}:{number}"
-        try:
-            data = json.loads(line)
-            if not isinstance(data, dict):
-                raise DataError(where, "line is not a JSON object")
-            yield Annotation.from_dict(data)
-        except DataError as exc:
-            raise DataError(where, exc.reason) from exc
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise DataError(where, f"not a valid annotation: {exc!r}") from exc
-
-
 # Frozen gold set -------------------------------------------------------------------------------
 
 
@@ -209,12 +183,12 @@ class GoldSet:
 
 def gold_set_key(name: str) -> str:
     """Storage key of the gold set record ``name``."""
-    return f"{GOLDSETS}/{name}.json"
+    return layout.gold_set(name)
 
 
 def gold_set_annotations_key(name: str) -> str:
     """Storage key of the gold set's annotations."""
-    return f"{GOLDSETS}/{name}{_ANNOTATIONS_SUFFIX}"
+    return layout.gold_set_annotations(name)
 
 
 def _current_name(storage: Storage) -> str | None:
@@ -224,9 +198,9 @@ def _current_name(storage: Storage) -> str | None:
             raise GoldSetError(f"{storage.uri(CURRENT_KEY)} has no gold set name")
         return str(pointer["name"])
     names = [
-        key.removeprefix(f"{GOLDSETS}/").removesuffix(".json")
-        for key in storage.list(GOLDSETS)
-        if key.endswith(".json") and key != CURRENT_KEY and key.count("/") == 1
+        name
+        for name in map(layout.gold_set_name, storage.list(layout.GOLDSETS))
+        if name is not None
     ]
     return max(names) if names else None
 

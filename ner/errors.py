@@ -36,6 +36,11 @@ class DataError(BrandloopError):
         where = f"record {record_id!r}" if record_id is not None else "record"
         super().__init__(f"{where}: {reason}")
 
+    def __reduce__(self) -> tuple[type[DataError], tuple[str | None, str]]:
+        """Pickle by ``(record_id, reason)``, so the error raised in a worker process
+        (:mod:`ner.parallel`) arrives whole in the parent, subclass included."""
+        return (type(self), (self.record_id, self.reason))
+
 
 class OffsetError(DataError):
     """A span's offsets do not match its text and could not be repaired."""

@@ -8,7 +8,6 @@ parser, lemmatizer …) are disabled.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -16,7 +15,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from ner.components import LABEL_FILTER
-from ner.errors import DataError
+from ner.records import read_posts, write_records
 from ner.storage import Storage
 from ner.types import Post, Prediction, Span
 
@@ -93,23 +92,6 @@ def predict_texts(
         return [doc_spans(doc, labels) for doc in nlp.pipe(texts)]
 
 
-def read_posts(
-    storage: Storage, key: str, start: int = 0, stop: int | None = None
-) -> Iterator[Post]:
-    """Stream posts from a JSONL object written by the fetch step (only its lines
-    ``[start, stop)``, 0-based, when given; blank lines are skipped). A bad line raises
-    :class:`DataError` naming ``key`` and its 1-based line number."""
-    lines = itertools.islice(storage.iter_lines(key), start, stop)
-    for number, line in enumerate(lines, start=start + 1):
-        if not line.strip():
-            continue
-        try:
-            yield Post.from_dict(json.loads(line))
-        except (json.JSONDecodeError, DataError) as exc:
-            # The fetch step validated these; anything bad here means the file was edited.
-            raise DataError(f"{key}:{number}", f"unreadable post: {exc}") from exc
-
-
 def predict_to_storage(
     nlp: Language,
     storage: Storage,
@@ -119,44 +101,29 @@ def predict_to_storage(
     model_version: str,
     labels: Sequence[str] = ("BRAND",),
     batch_size: int = 256,
-    n_process: int = 1,
+    start: int = 0,
+    stop: int | None = None,
 ) -> int:
-    """Stream posts from ``posts_key`` through the model into a predictions JSONL.
+    """Stream the posts on lines ``[start, stop)`` of ``posts_key`` (0-based; all by
+    default) through the model into the predictions JSONL ``predictions_key``, in this
+    process. Returns the number of predictions (one per post, in post order).
 
-    With ``n_process`` > 1 (where processes can be forked) the posts are split into
-    contiguous line ranges predicted by that many forked processes and joined in order
-    (:func:`ner.sharding.predict_in_processes`): the same output, without shipping parsed
-    docs between processes as spaCy's own ``n_process`` does.
+    Raises :class:`DataError` naming the line of a post that cannot be read (nothing is
+    written then) and :class:`ner.errors.StorageError` when storage fails. Several
+    processes or machines: :func:`ner.parallel.predict_parallel`.
     """
-    if n_process > 1:
-        from ner import sharding  # imports this module
-
-        if sharding.can_fork():
-            return sharding.predict_in_processes(
-                nlp,
-                storage,
-                posts_key,
-                predictions_key,
-                model_version=model_version,
-                labels=labels,
-                batch_size=batch_size,
-                n_process=n_process,
-            )
-    count = 0
-
-    def lines() -> Iterator[str]:
-        nonlocal count
-        for prediction in predict(
-            nlp,
-            read_posts(storage, posts_key),
-            model_version=model_version,
-            labels=labels,
-            batch_size=batch_size,
-            n_process=n_process,
-        ):
-            count += 1
-            yield json.dumps(prediction.to_dict(), ensure_ascii=False)
-
-    storage.write_lines(predictions_key, lines())
-    log.info("predicted %d posts from %s into %s", count, posts_key, predictions_key)
+    posts = read_posts(storage, posts_key, start, stop)
+    count = write_records(
+        storage,
+        predictions_key,
+        predict(nlp, posts, model_version=model_version, labels=labels, batch_size=batch_size),
+    )
+    log.info(
+        "predicted %d posts from %s lines [%d, %s) into %s",
+        count,
+        posts_key,
+        start,
+        "end" if stop is None else stop,
+        predictions_key,
+    )
     return count

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from ner import layout
 from ner.errors import ConfigError, DataError, SourceAuthError, SourceError, StorageError
-from ner.storage import CHECKPOINTS, Storage
+from ner.storage import Storage
 from ner.types import Post, Rejected
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 #: X's limit on a recent-search query for self-serve access (Pro/Enterprise allow 4096).
 MAX_QUERY_LENGTH = 512
 TWEET_FIELDS = ("created_at", "author_id", "lang")
-X_CHECKPOINT = f"{CHECKPOINTS}/x_since_id.json"
+X_CHECKPOINT = layout.X_CHECKPOINT
 #: How many rejected records are logged one by one (all of them are written to storage).
 LOG_REJECTED = 20
 
@@ -157,7 +158,7 @@ def _hashed(lines: Iterable[str], digest: Any) -> Iterator[str]:
 def jsonl_checkpoint_key(input_uri: str) -> str:
     """Storage key of the line checkpoint of one JSONL input."""
     digest = hashlib.sha256(input_uri.encode("utf-8")).hexdigest()[:16]
-    return f"{CHECKPOINTS}/jsonl-{digest}.json"
+    return layout.jsonl_checkpoint(digest)
 
 
 def _jsonl_prefix(

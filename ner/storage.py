@@ -1,12 +1,7 @@
 """One storage interface over a local folder and a ``gs://bucket/prefix``.
 
-Keys are relative, slash-separated paths inside an environment's root::
-
-    {root}/{env}/posts/…jsonl       posts fetched from a source
-    {root}/{env}/tasks/…json        Label Studio import JSON
-    {root}/{env}/exports/…json      immutable Label Studio export snapshots
-    {root}/{env}/goldsets/…json     frozen gold sets
-    {root}/{env}/checkpoints/…json  source checkpoints (since_id)
+Keys are relative, slash-separated paths inside an environment's root ``{root}/{env}/``;
+:mod:`ner.layout` names every one of them.
 
 Writes are atomic: a local write goes to a temporary name in the same folder and is then
 renamed; a GCS write is a single upload, so readers never see half a file.
@@ -25,15 +20,11 @@ from typing import Any
 
 from ner.errors import StorageError
 
-log = logging.getLogger(__name__)
+# Still imported from here by ner/labelstudio.py, ner/labelstudio_client.py and
+# ner/triggers.py until they move to ner.layout (issue 8); nothing else may use them.
+from ner.layout import CHECKPOINTS, EXPORTS  # noqa: F401
 
-POSTS = "posts"
-TASKS = "tasks"
-EXPORTS = "exports"
-GOLDSETS = "goldsets"
-CHECKPOINTS = "checkpoints"
-PREDICTIONS = "predictions"
-SELECTIONS = "selections"
+log = logging.getLogger(__name__)
 
 
 def _check_key(key: str) -> str:
@@ -186,6 +177,11 @@ class GCSStorage(Storage):
         self._bucket: Any | None = None
         self.timeout_s = timeout_s
         self._opts: dict[str, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the client: a copy sent to another process (a prediction worker)
+        opens its own, as an HTTP connection pool must not be shared between processes."""
+        return {**self.__dict__, "_client": None, "_bucket": None, "_opts": None}
 
     @property
     def opts(self) -> dict[str, Any]:

@@ -69,7 +69,7 @@ class Deployed:
         return found
 
 
-FLOW_NAMES = ("apply-ner", "apply-ner-sharded", "train-ner", "feedback-loop")
+FLOW_NAMES = ("apply-ner", "train-ner", "feedback-loop")
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def deployed(
     done = prefect_server.cli(
         "deploy", "--all", cwd=ROOT, extra_env={**deploy_env, **secret_env}, timeout=300
     )
-    TIMINGS["deploy --all (12 deployments)"] = time.monotonic() - started
+    TIMINGS["deploy --all (9 deployments)"] = time.monotonic() - started
     result = Deployed(
         prefect_server,
         mlflow_server,
@@ -136,7 +136,7 @@ def deployed(
 # --- deploy ---------------------------------------------------------------------------------
 def test_deploy_all_creates_every_deployment(deployed: Deployed) -> None:
     names = sorted((d["flow_name"], d["name"]) for d in deployed.deployments)
-    # Then the server holds the twelve deployments, each on its environment's pool
+    # Then the server holds the nine deployments, each on its environment's pool
     assert names == sorted((f, e) for f in FLOW_NAMES for e in ENVS)
     for deployment in deployed.deployments:
         env = deployment["name"]
@@ -155,7 +155,7 @@ def test_schedules_exist_with_their_slugs(deployed: Deployed) -> None:
     for deployment in deployed.deployments:
         flow, env = deployment["flow_name"], deployment["name"]
         schedules = deployment["schedules"]
-        if flow in ("feedback-loop", "apply-ner-sharded"):
+        if flow == "feedback-loop":
             assert schedules == [], f"{flow}/{env} should be manual"
             continue
         # Then apply-ner and train-ner each have their one cron schedule, with its slug
@@ -276,7 +276,7 @@ def test_deployed_flows_run_on_a_process_worker(deployed: Deployed, tmp_path: Pa
     assert any(k.endswith("f1") for k in runs[0].data.metrics)
 
 
-def test_sharded_apply_deployment_runs_on_a_process_worker(
+def test_apply_deployment_runs_its_predict_step_on_dask_on_a_process_worker(
     deployed: Deployed, tmp_path: Path
 ) -> None:
     storage = open_storage(deployed.storage_uris["staging"], "staging")
@@ -285,29 +285,25 @@ def test_sharded_apply_deployment_runs_on_a_process_worker(
     input_file = tmp_path / "posts.jsonl"
     input_file.write_text("\n".join(posts) + "\n")
 
-    # When apply-ner-sharded/staging runs on staging's process worker, cut into 3 shards
-    run_id = _run_deployment(
-        deployed,
-        "apply-ner-sharded/staging",
-        {"input_uri": str(input_file), "destination": "storage", "n_shards": 3},
-    )
+    # When apply-ner/staging runs on staging's process worker with its predict step on a
+    # local Dask cluster of 2 workers, cut into 3 shards
+    params = {"source": "jsonl", "input_uri": str(input_file), "destination": "storage"}
+    params |= {"executor": "dask", "workers": 2, "n_shards": 3}
+    run_id = _run_deployment(deployed, "apply-ner/staging", params)
     started = time.monotonic()
     worker = deployed.prefect.run_worker("brandloop-staging", timeout=420)
-    TIMINGS["worker --run-once (apply-ner-sharded)"] = time.monotonic() - started
+    TIMINGS["worker --run-once (apply-ner on dask)"] = time.monotonic() - started
 
-    # Then the flow run COMPLETED, and so did its predict-sharded sub-flow, in 3 shard tasks
+    # Then the flow run COMPLETED, and so did its predict task, which ran 3 shards on Dask
     state = deployed.api("GET", f"/flow_runs/{run_id}")["state"]["type"]
     assert state == "COMPLETED", worker.stdout[-6000:]
-    [child] = deployed.api(
-        "POST", "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}}
+    task_runs = deployed.api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+    [predict] = [t for t in task_runs if t["name"].startswith("predict_posts")]
+    assert predict["state"]["type"] == "COMPLETED"
+    logs = deployed.api(
+        "POST", "/logs/filter", {"logs": {"task_run_id": {"any_": [predict["id"]]}}}
     )
-    assert child["state"]["type"] == "COMPLETED"
-    task_runs = deployed.api(
-        "POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [child["id"]]}}}
-    )
-    shard_runs = [t for t in task_runs if t["name"].startswith("predict_shard")]
-    assert len(shard_runs) == 3
-    assert all(t["state"]["type"] == "COMPLETED" for t in shard_runs)
+    assert any("in 3 shards on dask" in log["message"] for log in logs), logs
     # And staging's storage holds one task per post, in the posts' order, each pre-annotated
     task_files = [k for k in storage.list("tasks") if run_id[:8] in k]
     assert len(task_files) == 1, storage.list("tasks")

@@ -1,8 +1,10 @@
-"""Sharded prediction: line-range planning, shard I/O, and the Dask flow against one process.
+"""Sharded prediction (``ner.parallel``): line-range planning, shard I/O, and the Dask
+backend against one process.
 
-The planning and join tests are pure; the flow test runs ``predict-sharded`` on a real
-Prefect server with a ``LocalCluster`` of two worker processes and compares its output, post
-for post, with ``ner.inference.predict_to_storage`` in this process.
+The planning and join tests are pure; the Dask tests run ``predict_parallel`` on a
+``LocalCluster`` of two worker processes, and the apply flow with ``executor="dask"`` on a
+real Prefect server, and compare their output, post for post, with
+``ner.inference.predict_to_storage`` in this process.
 """
 
 from __future__ import annotations
@@ -18,15 +20,11 @@ import pytest
 
 from ner.errors import DataError, StorageError
 from ner.inference import predict_to_storage
+from ner.layout import shard_key
 from ner.models import build_base, pin_model_uri
-from ner.sharding import (
-    Shard,
-    concat_shards,
-    count_lines,
-    plan_shards,
-    read_posts_range,
-    shard_key,
-)
+from ner.parallel import ModelRef, Shard, concat_shards, plan_shards, predict_parallel
+from ner.records import count_lines
+from ner.records import read_posts as read_posts_range
 from ner.storage import LocalStorage, Storage, open_storage
 from ner.types import Prediction
 from tests.support.servers import PrefectService
@@ -148,11 +146,7 @@ def predictions(storage: Storage, key: str) -> list[Prediction]:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_sharded_flow_on_dask_equals_single_process_post_for_post(
-    prefect_api: PrefectService, tmp_path: Path
-) -> None:
-    from flows.apply_ner_sharded import dask_task_runner, predict_sharded
-
+def test_dask_shards_equal_single_process_post_for_post(tmp_path: Path) -> None:
     # given the demo posts (with a blank line) in storage, and one process's predictions
     settings = flow_settings(tmp_path)
     storage = open_storage(settings["storage_uri"], "dev")
@@ -167,27 +161,52 @@ def test_sharded_flow_on_dask_equals_single_process_post_for_post(
         "predictions/single.jsonl",
         model_version=model.version,
     )
-    # when the sub-flow predicts 3 shards on a LocalCluster of 2 worker processes
-    runner: Any = dask_task_runner(None, workers=2)
-    result = predict_sharded.with_options(task_runner=runner)(
-        "base", "posts/demo.jsonl", "sharded", 3, settings
+    # when the Dask backend predicts 3 shards on a LocalCluster of 2 worker processes
+    ref = ModelRef.of("base", base_model=BASE_MODEL, label_map=LABEL_MAP)
+    result = predict_parallel(
+        storage,
+        "posts/demo.jsonl",
+        "predictions/sharded.jsonl",
+        ref,
+        backend="dask",
+        workers=2,
+        n_shards=3,
     )
     # then every post has the same prediction, in the same order, and the shards are gone
     expected = predictions(storage, "predictions/single.jsonl")
-    got = predictions(storage, result["predictions_key"])
-    assert single == len(lines) - 1 == result["n_predictions"]
+    got = predictions(storage, result.predictions_key)
+    assert single == len(lines) - 1 == result.n_predictions
     assert [p.post_id for p in got] == [p.post_id for p in expected]
     assert got == expected
     assert sum(1 for p in expected if p.spans) > 50  # the comparison is not vacuous
-    assert result["model_version"] == model.version
-    assert [s["n_predictions"] for s in result["shards"]] == [150, 151, 152]
-    assert len({s["process"] for s in result["shards"]}) == 2  # really two worker processes
+    assert result.model_version == model.version
+    assert [s.n_predictions for s in result.shards] == [150, 151, 152]
+    assert len(result.processes) == 2  # really two worker processes
     assert storage.list("predictions/sharded") == []
 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_apply_sharded_uses_the_dask_scheduler_named_by_the_setting(
+def test_a_bad_post_on_a_dask_worker_raises_its_data_error_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    # given posts whose last line (in the second shard) is not a post
+    storage = LocalStorage(tmp_path)
+    storage.write_lines("posts/p.jsonl", [*demo_lines()[:20], '{"id": "x"}'])
+    # when a Dask cluster of 2 workers predicts them, the worker's error arrives whole
+    ref = ModelRef.of("base", base_model=BASE_MODEL, label_map=LABEL_MAP)
+    with pytest.raises(DataError, match=r"posts/p\.jsonl:21") as caught:
+        predict_parallel(
+            storage, "posts/p.jsonl", "predictions/o.jsonl", ref, backend="dask", workers=2
+        )
+    assert caught.value.record_id == "posts/p.jsonl:21"
+    # and neither the output nor a shard was left
+    assert storage.list("predictions") == []
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_apply_on_dask_uses_the_scheduler_named_by_the_setting(
     prefect_api: PrefectService, tmp_path: Path
 ) -> None:
     import os
@@ -195,7 +214,7 @@ def test_apply_sharded_uses_the_dask_scheduler_named_by_the_setting(
 
     from distributed import Client, LocalCluster
 
-    from flows.apply_ner_sharded import apply_ner_sharded
+    from flows.apply_ner import apply_ner
 
     # given posts in a JSONL file and a running Dask cluster that is not the flow's own
     posts_file = tmp_path / "posts.jsonl"
@@ -208,9 +227,13 @@ def test_apply_sharded_uses_the_dask_scheduler_named_by_the_setting(
     ):
         worker_pids = set(client.run(os.getpid).values())
         settings = flow_settings(tmp_path, max_posts=1000, dask_address=cluster.scheduler_address)
-        # when the sharded apply flow runs with NER_DASK_ADDRESS set (no cluster parameter)
-        summary = apply_ner_sharded(
-            source="jsonl", input_uri=str(posts_file), model="base", settings=settings
+        # when the apply flow runs on Dask with NER_DASK_ADDRESS set (no cluster parameter)
+        summary = apply_ner(
+            source="jsonl",
+            input_uri=str(posts_file),
+            model="base",
+            settings=settings,
+            executor="dask",
         )
     # then every post was predicted, in order, by the cluster's worker processes
     storage = open_storage(settings["storage_uri"], "dev")
@@ -229,10 +252,10 @@ def test_apply_sharded_uses_the_dask_scheduler_named_by_the_setting(
     }
 
 
-def test_apply_sharded_first_finishes_a_batch_an_earlier_run_left_unfinished(
+def test_apply_on_dask_first_finishes_a_batch_an_earlier_run_left_unfinished(
     prefect_api: PrefectService, tmp_path: Path
 ) -> None:
-    from flows.apply_ner_sharded import apply_ner_sharded
+    from flows.apply_ner import apply_ner
 
     # given a storage with a posts batch that an earlier run fetched but never delivered
     settings = flow_settings(tmp_path, max_posts=1000)
@@ -242,10 +265,9 @@ def test_apply_sharded_first_finishes_a_batch_an_earlier_run_left_unfinished(
     posts_file = tmp_path / "posts.jsonl"
     posts_file.write_text("\n".join(lines[30:70]) + "\n", encoding="utf-8")
 
-    # when the sharded apply flow runs on a local cluster of 2 workers
-    summary = apply_ner_sharded(
-        source="jsonl", input_uri=str(posts_file), model="base", settings=settings, workers=2
-    )
+    # when the apply flow runs on a local Dask cluster of 2 workers
+    run = dict(source="jsonl", input_uri=str(posts_file), model="base", settings=settings)
+    summary = apply_ner(**run, executor="dask", workers=2)
 
     # then the earlier batch was predicted and written as tasks, under its own stamp
     [recovered] = summary["recovered"]
@@ -258,7 +280,5 @@ def test_apply_sharded_first_finishes_a_batch_an_earlier_run_left_unfinished(
     assert summary["n_posts"] == summary["n_predictions"] == 40
     assert storage.exists(summary["tasks_key"]) and len(summary["shard_processes"]) >= 1
     # and a second run finds nothing left to finish
-    again = apply_ner_sharded(
-        source="jsonl", input_uri=str(posts_file), model="base", settings=settings, workers=2
-    )
+    again = apply_ner(**run, executor="dask", workers=2)
     assert again["recovered"] == []

@@ -275,21 +275,21 @@ def test_select_batch_records_the_choice_reuses_it_and_skips_earlier_choices(
     first = active.select_batch(storage, "posts/a.jsonl", "selections/a.json", 4, nlp=nlp)
 
     # Then the choice is recorded with the model's uncertainty of each chosen post
-    assert first == storage.read_json("selections/a.json")
-    assert first["strategy"] == "uncertainty" and len(first["post_ids"]) == 4
-    assert set(first["uncertainty"]) == set(first["post_ids"])
-    assert first["n_candidates"] == 10
+    assert first.to_dict() == storage.read_json("selections/a.json")
+    assert first.strategy == "uncertainty" and len(first.post_ids) == 4
+    assert set(first.uncertainty) == set(first.post_ids)
+    assert first.n_candidates == 10
     # And the chosen posts are the most uncertain ones (ties broken by the seeded order)
     scores = active.select(batch, 10, nlp=nlp, diversity=1.0).scores
     ranked = sorted(scores.values(), reverse=True)
-    assert sorted(first["uncertainty"].values(), reverse=True) == pytest.approx(ranked[:4])
+    assert sorted(first.uncertainty.values(), reverse=True) == pytest.approx(ranked[:4])
     # And asking again for the same key returns the recorded choice unchanged
     assert active.select_batch(storage, "posts/a.jsonl", "selections/a.json", 9, nlp=nlp) == first
     # And another batch with the same posts never gets a post chosen before
     write_posts(storage, "posts/b.jsonl", batch)
     second = active.select_batch(storage, "posts/b.jsonl", "selections/b.json", 10, nlp=nlp)
-    assert not set(second["post_ids"]) & set(first["post_ids"])
-    assert len(second["post_ids"]) == 6 and second["skipped"].get("labelled") == 4
+    assert not set(second.post_ids) & set(first.post_ids)
+    assert len(second.post_ids) == 6 and second.skipped.get("labelled") == 4
 
 
 def test_select_batch_without_a_statistical_ner_chooses_at_random(tmp_path: Any) -> None:
@@ -305,6 +305,6 @@ def test_select_batch_without_a_statistical_ner_chooses_at_random(tmp_path: Any)
     record = active.select_batch(
         storage, "posts/a.jsonl", "selections/a.json", 3, nlp=gazetteer, seed=5
     )
-    assert record["strategy"] == "random" and record["uncertainty"] == {}
+    assert record.strategy == "random" and record.uncertainty == {}
     expected = active.select(posts(*TEN_TOPICS), 3, strategy="random", seed=5).ids
-    assert record["post_ids"] == expected
+    assert list(record.post_ids) == expected

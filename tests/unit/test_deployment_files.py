@@ -24,8 +24,8 @@ DEPLOYMENTS = ROOT / "deployments"
 COMPOSE = DEPLOYMENTS / "compose.yaml"
 ENV_EXAMPLE = DEPLOYMENTS / ".env.example"
 DOCKERFILE = DEPLOYMENTS / "Dockerfile"
-FLOWS = {"apply-ner", "apply-ner-sharded", "train-ner", "feedback-loop"}
-MANUAL = {"apply-ner-sharded", "feedback-loop"}
+FLOWS = {"apply-ner", "train-ner", "feedback-loop"}
+MANUAL = {"feedback-loop"}
 SECRET_VARIABLES = {"NER_X_BEARER_TOKEN", "NER_LABEL_STUDIO_API_KEY"}
 _COMPOSE_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?\-][^}]*)?\}")
 
@@ -72,7 +72,7 @@ def compose() -> dict[str, Any]:
 def test_every_flow_is_deployed_once_per_environment(prefect_file: dict[str, Any]) -> None:
     # Given the deployments of prefect.yaml
     pairs = [(bootstrap.flow_name(d), d["name"]) for d in prefect_file["deployments"]]
-    # Then each of the four flows has exactly one deployment per environment
+    # Then each of the three flows has exactly one deployment per environment
     assert sorted(pairs) == sorted((f, e) for f in FLOWS for e in bootstrap.ENVIRONMENTS)
     # And each entrypoint is a @flow whose name is what `prefect deploy --name flow/env` matches
     for deployment in prefect_file["deployments"]:
@@ -99,7 +99,7 @@ def test_schedules_have_slugs_and_only_prod_is_active(prefect_file: dict[str, An
         flow, env = bootstrap.flow_name(deployment), deployment["name"]
         schedules = deployment.get("schedules") or []
         if flow in MANUAL:
-            # Then the feedback loop and the sharded (backfill) apply are manual
+            # Then the feedback loop is manual
             assert schedules == [], f"{flow}/{env} must have no schedule"
             continue
         # Then apply-ner and train-ner run on a cron schedule with a slug

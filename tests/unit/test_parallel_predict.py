@@ -1,17 +1,20 @@
-"""``predict_to_storage(n_process=N)``: forked processes over line ranges, joined in order."""
+"""``ner.parallel.predict_parallel`` on processes: line ranges in a process pool, joined in
+order; a worker's error arrives whole."""
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from ner.errors import DataError
-from ner.inference import predict_to_storage
+from ner.errors import DataError, OffsetError
 from ner.models import LoadedModel, build_base
-from ner.storage import LocalStorage
+from ner.parallel import Backend, ModelRef, predict_parallel
+from ner.storage import GCSStorage, LocalStorage
 
 
 def demo_lines() -> list[str]:
@@ -35,24 +38,28 @@ def test_processes_write_what_one_process_writes_line_for_line(
 
     # When they are predicted by one process and by three
     one, three = (
-        predict_to_storage(
-            model.nlp,
+        predict_parallel(
             storage,
             "posts/p.jsonl",
             f"predictions/{n}.jsonl",
-            model_version=model.version,
+            model,
+            workers=n,
             batch_size=64,
-            n_process=n,
         )
         for n in (1, 3)
     )
 
     # Then both wrote the same bytes, for every post, and no part is left behind
-    assert one == three == len(lines) - 1
+    assert one.n_predictions == three.n_predictions == len(lines) - 1
     assert storage.read_bytes("predictions/1.jsonl") == storage.read_bytes("predictions/3.jsonl")
     spans = [json.loads(x)["spans"] for x in storage.iter_lines("predictions/3.jsonl")]
     assert sum(1 for s in spans if s) > 50  # not a vacuous comparison
     assert storage.list("predictions") == ["predictions/1.jsonl", "predictions/3.jsonl"]
+    # And one worker predicted in this process, three in three other processes, in order
+    assert one.processes == (f"{os.uname().nodename}:{os.getpid()}",)
+    assert [s.index for s in three.shards] == [0, 1, 2]
+    assert len(three.processes) == 3 and one.processes[0] not in three.processes
+    assert three.backend is Backend.PROCESSES and three.model_version == model.version
 
 
 def test_a_bad_line_in_a_worker_raises_its_data_error_and_writes_nothing(
@@ -65,14 +72,69 @@ def test_a_bad_line_in_a_worker_raises_its_data_error_and_writes_nothing(
     storage.write_lines("posts/p.jsonl", lines)
 
     # When two processes predict them, then the worker's error names the line
-    with pytest.raises(DataError, match=r"posts/p\.jsonl:41"):
-        predict_to_storage(
-            model.nlp,
-            storage,
-            "posts/p.jsonl",
-            "predictions/out.jsonl",
-            model_version=model.version,
-            n_process=2,
-        )
+    with pytest.raises(DataError, match=r"posts/p\.jsonl:41") as caught:
+        predict_parallel(storage, "posts/p.jsonl", "predictions/out.jsonl", model, workers=2)
+    # And it arrived whole: its record id and reason, raised in the worker process
+    assert caught.value.record_id == "posts/p.jsonl:41"
+    assert "text" in caught.value.reason
     # And neither the output nor any part exists
     assert storage.list("predictions") == []
+
+
+def test_data_errors_pickle_with_their_record_and_reason() -> None:
+    for error in (DataError("posts/a.jsonl:3", "no text"), OffsetError("t-9", "span 0:4")):
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error)
+        assert (back.record_id, back.reason, str(back)) == (
+            error.record_id,
+            error.reason,
+            str(error),
+        )
+
+
+def test_storage_and_model_refs_pickle_for_workers(tmp_path: Path) -> None:
+    # Given a GCS storage that has opened its client, and a model reference
+    gcs = GCSStorage("bucket", "dev", client=object(), timeout_s=5.0)
+    ref = ModelRef.of("base", label_map={"PRODUCT": "BRAND", "ORG": "BRAND"})
+    # When they are pickled for a worker process
+    gcs_copy = pickle.loads(pickle.dumps(gcs))
+    ref_copy = pickle.loads(pickle.dumps(ref))
+    # Then the copy opens a client of its own, and the reference is equal and hashable
+    assert gcs_copy._client is None and gcs._client is not None
+    assert (gcs_copy.bucket_name, gcs_copy.prefix, gcs_copy.timeout_s) == ("bucket", "dev", 5.0)
+    assert ref_copy == ref and hash(ref_copy) == hash(ref)
+    assert ref.label_map == (("ORG", "BRAND"), ("PRODUCT", "BRAND"))
+
+
+def test_bad_arguments_are_refused(model: LoadedModel, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    with pytest.raises(ValueError, match="workers"):
+        predict_parallel(storage, "posts/p.jsonl", "predictions/o.jsonl", model, workers=0)
+    with pytest.raises(ValueError, match="ModelRef"):
+        predict_parallel(storage, "posts/p.jsonl", "predictions/o.jsonl", model, backend="dask")
+    with pytest.raises(ValueError, match="threads"):
+        predict_parallel(storage, "p", "o", model, backend="threads")
+
+
+def test_without_fork_workers_load_the_model_by_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ner import parallel
+    from ner.models import build_gazetteer
+
+    # Given a platform that cannot fork (spawned workers), and posts naming shipped brands
+    monkeypatch.setattr(parallel, "can_fork", lambda: False)
+    storage = LocalStorage(tmp_path)
+    storage.write_lines("posts/p.jsonl", demo_lines()[:30])
+    gazetteer = build_gazetteer()
+    # When a loaded model is given, then it is refused (it cannot reach a spawned process)
+    with pytest.raises(Exception, match="ModelRef"):
+        predict_parallel(storage, "posts/p.jsonl", "predictions/x.jsonl", gazetteer, workers=2)
+    # When a reference is given, each spawned worker loads it and the output is one process's
+    run = predict_parallel(
+        storage, "posts/p.jsonl", "predictions/2.jsonl", ModelRef("gazetteer"), workers=2
+    )
+    predict_parallel(storage, "posts/p.jsonl", "predictions/1.jsonl", gazetteer, workers=1)
+    assert run.n_predictions == 30 and len(run.processes) == 2
+    assert run.model_version == gazetteer.version
+    assert storage.read_bytes("predictions/2.jsonl") == storage.read_bytes("predictions/1.jsonl")

@@ -1,9 +1,10 @@
 """Read the WNUT-17 Emerging Entities corpus (CoNLL) into brand annotations.
 
-For tests and benchmarks only: the product never needs this corpus, so the path is always
-passed in. The files hold one ``token<TAB>tag`` a line and a blank line (possibly a lone tab)
-between posts; tags are ``O``, ``B-type`` or ``I-type`` with the types ``person``,
-``location``, ``corporation``, ``product``, ``creative-work`` and ``group``.
+For tests and benchmarks only (so it lives in ``bench``, outside the wheel): the product
+never needs this corpus, so the path is always passed in. The files hold one
+``token<TAB>tag`` a line and a blank line (possibly a lone tab) between posts; tags are
+``O``, ``B-type`` or ``I-type`` with the types ``person``, ``location``, ``corporation``,
+``product``, ``creative-work`` and ``group``.
 
 The post text is the tokens joined by single spaces, so a span's code-point offsets follow
 from the token positions exactly. By default ``corporation`` and ``product`` become

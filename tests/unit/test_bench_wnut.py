@@ -1,4 +1,4 @@
-"""Reading WNUT-17 CoNLL into brand annotations (ner.wnut)."""
+"""Reading WNUT-17 CoNLL into brand annotations (bench.wnut)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.wnut import BRAND_TYPES, load_split, read_wnut
 from ner.errors import DataError
-from ner.wnut import BRAND_TYPES, load_split, read_wnut
 
 
 def write_conll(path: Path, posts: list[list[tuple[str, str]]], separator: str = "") -> Path:

