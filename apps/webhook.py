@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -72,6 +72,16 @@ class EventAnswer(BaseModel):
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
+
+
+class ReceiverHealth(BaseModel):
+    """``GET /health``: the receiver is up, labels pending, triggers run and failed."""
+
+    status: Literal["ok"] = "ok"
+    pending: int
+    min_new_labels: int
+    triggers: int
+    failures: int
 
 
 class WebhookReceiver:
@@ -178,15 +188,14 @@ class WebhookReceiver:
         log.warning("webhook from %s refused: bad or missing secret", request.client)
         return JSONResponse({"detail": "unauthorised"}, status_code=401)
 
-    def health(self) -> dict[str, Any]:
-        """``{"status", "pending", "min_new_labels", "triggers", "failures"}``."""
-        return {
-            "status": "ok",
-            "pending": self.counter.pending,
-            "min_new_labels": self.counter.min_new,
-            "triggers": self.stats.triggers,
-            "failures": self.stats.failures,
-        }
+    def health(self) -> ReceiverHealth:
+        """Labels pending, the gate, and how many triggers ran and failed."""
+        return ReceiverHealth(
+            pending=self.counter.pending,
+            min_new_labels=self.counter.min_new,
+            triggers=self.stats.triggers,
+            failures=self.stats.failures,
+        )
 
     # -- HTTP ------------------------------------------------------------------------------
     @property
@@ -215,7 +224,7 @@ def build_app(receiver: WebhookReceiver) -> FastAPI:
         return JSONResponse(answer.body(), status_code=202)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health() -> ReceiverHealth:
         return receiver.health()
 
     return app

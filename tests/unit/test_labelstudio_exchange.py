@@ -10,7 +10,13 @@ import pytest
 
 from ner.errors import DataError, OffsetError
 from ner.labelstudio.config import LabelConfig
-from ner.labelstudio.exchange import snapshot_key, snapshot_keys, to_tasks, write_import_file
+from ner.labelstudio.exchange import (
+    read_pairs,
+    snapshot_key,
+    snapshot_keys,
+    to_tasks,
+    write_import_file,
+)
 from ner.storage import LocalStorage, open_storage
 from ner.types import Post, Prediction, Span
 from tests.support.ls_json import span
@@ -148,3 +154,32 @@ def test_snapshot_keys_of_one_project_in_the_order_taken(tmp_path: Path) -> None
     ]
     assert snapshot_keys(storage, 1) == ["exports/20261120T120000Z-ls-1.json"]
     assert snapshot_keys(storage, 2) == []
+
+
+def write_batch(storage: LocalStorage, posts: list[Post], predictions: list[Prediction]) -> None:
+    storage.write_lines("posts/b.jsonl", [json.dumps(p.to_dict()) for p in posts])
+    storage.write_lines("predictions/b.jsonl", [json.dumps(p.to_dict()) for p in predictions])
+
+
+def test_posts_and_predictions_that_disagree_write_no_import_file(tmp_path: Path) -> None:
+    # Given three posts but predictions for two of them only
+    storage = LocalStorage(tmp_path)
+    items = [Post(id=f"p{i}", text=f"post {i}") for i in range(3)]
+    write_batch(storage, items, [Prediction(p.id, (), "m@1") for p in items[:2]])
+    # When the import file is written / then the error names the predictions and the post
+    with pytest.raises(DataError, match="differ in count") as caught:
+        write_import_file(storage, "posts/b.jsonl", "predictions/b.jsonl", "t/x.json", LABELS)
+    assert "predictions/b.jsonl" in str(caught.value) and "'p2'" in str(caught.value)
+    # and no half-written file is left behind
+    assert not storage.exists("t/x.json")
+
+
+def test_read_pairs_refuses_a_prediction_of_another_post(tmp_path: Path) -> None:
+    # Given predictions written in another order than the posts
+    storage = LocalStorage(tmp_path)
+    items = [Post(id="a", text="post a"), Post(id="b", text="post b")]
+    write_batch(storage, items, [Prediction("b", (), "m@1"), Prediction("a", (), "m@1")])
+    # When read in step / then the first post whose prediction is another's is named
+    with pytest.raises(DataError, match="prediction is for post 'b'") as caught:
+        list(read_pairs(storage, "posts/b.jsonl", "predictions/b.jsonl"))
+    assert caught.value.record_id == "a"
