@@ -113,7 +113,8 @@ def default_train_options(**overrides: Any) -> Any:
 
 def write_export(storage: Any, key: str, annotations: Iterable[Annotation]) -> str:
     """Write ``annotations`` to ``key`` as a finished Label Studio JSON export."""
-    from ner.labelstudio import LabelConfig, annotations_to_export
+    from ner.labelstudio.config import LabelConfig
+    from ner.labelstudio.export import annotations_to_export
 
     config = LabelConfig.for_labels(("BRAND",))
     stamped = [a if a.updated_at else _stamp(a, "2026-11-01T00:00:00.000000Z") for a in annotations]

@@ -6,7 +6,7 @@ Two modes, one gate (``NER_MIN_NEW_LABELS`` new labels since the last trigger)::
         [--host 0.0.0.0] [--register-url http://label-trigger:8765/webhook]
     python -m deployments.label_trigger poll --env dev [--interval 60] [--max-polls N]
 
-``serve`` runs :class:`ner.triggers.WebhookReceiver` (``POST /webhook``, ``GET /health``).
+``serve`` runs :class:`apps.webhook.WebhookReceiver` (``POST /webhook``, ``GET /health``).
 With ``--register-url`` it also ensures the environment's project and points its webhook
 (ANNOTATION_CREATED and ANNOTATION_UPDATED, with payload) at that URL, which is how Label
 Studio reaches this process, and it then ignores events of other projects. Without it,
@@ -38,17 +38,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from apps.webhook import WEBHOOK_PATH, WebhookReceiver, register_webhook, running_receiver
 from flows.common import build_settings, open_settings_storage
 from ner.errors import BrandloopError, LabelStudioError
-from ner.labelstudio_client import LabelStudioProject
+from ner.labelstudio.client import LabelStudioProject
+from ner.labelstudio.triggers import watch_labels
 from ner.settings import Settings
-from ner.triggers import (
-    WEBHOOK_PATH,
-    WebhookReceiver,
-    register_webhook,
-    running_receiver,
-    watch_labels,
-)
 
 log = logging.getLogger("brandloop.label_trigger")
 

@@ -39,8 +39,10 @@ from flows.common import (
     retrying,
     run_stamp,
 )
-from ner import active, labelstudio, labelstudio_client, layout, parallel, sources
+from ner import active, layout, parallel, sources
 from ner.errors import DataError
+from ner.labelstudio import exchange
+from ner.labelstudio.client import LabelStudioProject
 from ner.models import pin_model_uri
 from ner.registry import CHAMPION
 from ner.settings import Settings
@@ -212,9 +214,7 @@ def write_tasks(
     storage = open_settings_storage(settings)
     key = layout.tasks_import(stamp)
     only = _selected_ids(storage, selection_key)
-    labelstudio.write_import_file(
-        storage, posts_key, predictions_key, key, settings.labels, only=only
-    )
+    exchange.write_import_file(storage, posts_key, predictions_key, key, settings.labels, only=only)
     return key
 
 
@@ -228,9 +228,11 @@ def send_to_label_studio(
     """Import the tasks (every post, or the selection's) through the Label Studio API
     (idempotent per post id), then write the batch's receipt ``tasks/<stamp>.imported.json``."""
     storage = open_settings_storage(settings)
-    client = labelstudio_client.LabelStudioProject.connect(settings)
+    client = LabelStudioProject.connect(settings)
     only = _selected_ids(storage, selection_key)
-    counts = client.import_predictions(storage, posts_key, predictions_key, only=only)
+    counts = exchange.import_predictions(
+        client, storage, posts_key, predictions_key, only=only
+    ).model_dump()
     storage.write_json(
         layout.import_receipt(layout.batch_stamp(posts_key)),
         {"posts_key": posts_key, "predictions_key": predictions_key, **counts},

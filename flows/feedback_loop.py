@@ -34,7 +34,10 @@ from prefect import flow, get_run_logger
 from flows.apply_ner import apply_ner
 from flows.common import build_settings, io_task, open_settings_storage, retrying, run_stamp
 from flows.train_ner import train_ner
-from ner import labelstudio, labelstudio_client, layout, triggers
+from ner import layout
+from ner.labelstudio.client import LabelStudioProject
+from ner.labelstudio.export import count_labelled
+from ner.labelstudio.triggers import wait_for_labels
 from ner.replay import ReplayAnnotator, demo_gold_path, demo_posts_path
 from ner.report import rounds_table
 from ner.settings import Settings
@@ -63,7 +66,7 @@ def wait_for_exports(
     deadline = time.monotonic() + timeout_s
     while True:
         new = [k for k in storage.list(layout.EXPORTS) if layout.is_export(k) and k not in known]
-        labelled = sum(labelstudio.count_labelled(storage.read_json(k)) for k in new)
+        labelled = sum(count_labelled(storage.read_json(k)) for k in new)
         if labelled >= settings.min_new_labels:
             return {"export_keys": new, "n_labelled": labelled}
         if time.monotonic() >= deadline:
@@ -80,8 +83,8 @@ def wait_for_label_studio(settings: Settings, timeout_s: float, poll_s: float) -
     round, or ``timeout_s`` passes (``n_labelled`` 0). The loop keeps its own checkpoint,
     apart from the label trigger's."""
     storage = open_settings_storage(settings)
-    project = labelstudio_client.LabelStudioProject.connect(settings)
-    found = triggers.wait_for_labels(
+    project = LabelStudioProject.connect(settings)
+    found = wait_for_labels(
         project,
         storage,
         settings.min_new_labels,

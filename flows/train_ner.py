@@ -38,8 +38,10 @@ from flows.common import (
     retrying,
     run_stamp,
 )
-from ner import datasets, evaluation, labelstudio, labelstudio_client
+from ner import datasets, evaluation
 from ner.errors import RegistryError
+from ner.labelstudio import exchange
+from ner.labelstudio.client import LabelStudioProject
 from ner.registry import CHALLENGER, CHAMPION, decide, needs_training, run_tags
 from ner.settings import Settings
 from ner.training import TrainOptions, train_isolated
@@ -98,12 +100,12 @@ def pull_annotations(
     """
     storage = open_settings_storage(settings)
     if source == "label_studio":
-        project = labelstudio_client.LabelStudioProject.connect(settings)
-        project.snapshot_export(storage, stamp)
-        export_keys = project.snapshot_keys(storage)
-    return labelstudio.collect_annotations(
+        project = LabelStudioProject.connect(settings)
+        exchange.snapshot_export(project, storage, stamp)
+        export_keys = exchange.snapshot_keys(storage, project.project_id)
+    return exchange.collect_annotations(
         storage, export_keys, settings.labels, out_key=f"annotations/{stamp}.jsonl"
-    )
+    ).model_dump()
 
 
 @io_task()

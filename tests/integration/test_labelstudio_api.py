@@ -29,27 +29,30 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from deployments import label_trigger
-from flows.feedback_loop import TIMED_OUT, feedback_loop
-from ner.errors import LabelStudioError
-from ner.labelstudio import (
-    codepoint_to_utf16,
-    collect_annotations,
-    label_config,
-)
-from ner.labelstudio_client import LabelStudioProject
-from ner.replay import ReplayAnnotator, demo_posts_path
-from ner.settings import Settings, load_settings
-from ner.storage import Storage, open_storage
-from ner.triggers import (
+from apps.webhook import (
     SECRET_HEADER,
     WEBHOOK_PATH,
     WebhookReceiver,
-    poll_for_labels,
     register_webhook,
     running_receiver,
-    wait_for_labels,
 )
+from deployments import label_trigger
+from flows.feedback_loop import TIMED_OUT, feedback_loop
+from ner.errors import LabelStudioError
+from ner.labelstudio.client import LabelStudioProject
+from ner.labelstudio.config import label_config
+from ner.labelstudio.exchange import (
+    collect_annotations,
+    import_items,
+    import_predictions,
+    snapshot_export,
+    snapshot_keys,
+)
+from ner.labelstudio.export import codepoint_to_utf16
+from ner.labelstudio.triggers import poll_for_labels, wait_for_labels
+from ner.replay import ReplayAnnotator, demo_posts_path
+from ner.settings import Settings, load_settings
+from ner.storage import Storage, open_storage
 from ner.types import Post, Prediction, Span
 from tests.support.servers import (
     PROJECT_ROOT,
@@ -258,7 +261,7 @@ def test_a_hand_written_config_is_read_not_overwritten(ls_settings: Settings) ->
         "body",
     )
     text = "my new Glossier balm"
-    project.import_items([(Post(id="c1", text=text), predictions_of([Post("c1", text)])[0])])
+    import_items(project, [(Post(id="c1", text=text), predictions_of([Post("c1", text)])[0])])
     (task,) = project.iter_tasks(fields="all")
     assert task["data"]["body"] == text
     assert task["predictions"][0]["result"][0]["from_name"] == "brand"
@@ -284,14 +287,14 @@ def test_import_three_times_gives_one_task_per_post_with_predictions(
     items = posts(7)
     keys = write_batch(storage, [*items, items[2]])
     # When the import runs three times, in batches of 3
-    runs = [project.import_predictions(storage, *keys, batch_size=3) for _ in range(3)]
+    runs = [import_predictions(project, storage, *keys, batch_size=3) for _ in range(3)]
     # Then only the first run imported anything, and every post is one task
-    assert (runs[0]["n_imported"], runs[0]["n_batches"], runs[0]["n_duplicates_in_input"]) == (
+    assert (runs[0].n_imported, runs[0].n_batches, runs[0].n_duplicates_in_input) == (
         7,
         3,
         1,
     )
-    assert all(r["n_imported"] == 0 and r["n_skipped_existing"] == 8 for r in runs[1:])
+    assert all(r.n_imported == 0 and r.n_skipped_existing == 8 for r in runs[1:])
     tasks = list(project.iter_tasks(fields="all"))
     assert Counter(str(t["data"]["post_id"]) for t in tasks) == Counter(p.id for p in items)
     # And each task carries its pre-annotation: model version, scores, code-point offsets
@@ -320,12 +323,12 @@ def test_import_crashing_after_a_batch_resumes_without_duplicates(
 
     # Given an import that dies right after its first batch reached the server
     with pytest.raises(Crash):
-        project.import_predictions(storage, *keys, batch_size=3, on_batch=crash_after_first)
+        import_predictions(project, storage, *keys, batch_size=3, on_batch=crash_after_first)
     assert len(project.post_ids()) == 3
     # When it runs again
-    again = project.import_predictions(storage, *keys, batch_size=3)
+    again = import_predictions(project, storage, *keys, batch_size=3)
     # Then it imports the rest only: every post once, none missing
-    assert (again["n_skipped_existing"], again["n_imported"]) == (3, 5)
+    assert (again.n_skipped_existing, again.n_imported) == (3, 5)
     found = project.post_ids()
     assert sorted(found) == sorted(p.id for p in items)
     assert all(len(task_ids) == 1 for task_ids in found.values())
@@ -336,7 +339,7 @@ def test_incremental_pulls_keep_immutable_snapshots(
     project: LabelStudioProject, storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     items = posts(5)
-    project.import_items((p, None) for p in items)
+    import_items(project, ((p, None) for p in items))
     tasks = tasks_by_post(project)
     exported: list[bytes] = []
     real_export = project.export_json
@@ -354,7 +357,7 @@ def test_incremental_pulls_keep_immutable_snapshots(
     # Given two posts labelled, the first pull holds every annotated task
     a0 = annotate(project, tasks["p0"]["id"], [brand(items[0].text, "Glossier")])
     annotate(project, tasks["p1"]["id"], [])  # "no brand here" is a label too
-    key1 = project.snapshot_export(storage, "s1")
+    key1 = snapshot_export(project, storage, "s1")
     first = storage.read_bytes(key1)
     assert pulled(key1) == {"p0", "p1"}
     assert first == exported[-1]  # exactly the bytes Label Studio sent
@@ -365,31 +368,31 @@ def test_incremental_pulls_keep_immutable_snapshots(
         id=a0, result=[result(*brand(items[0].text, "Glossier balm").key[:2], "Glossier balm")]
     )
     annotate(project, tasks["p3"]["id"], [], was_cancelled=True)
-    key2 = project.snapshot_export(storage, "s2")
+    key2 = snapshot_export(project, storage, "s2")
     # Then the second pull holds only those tasks
     assert pulled(key2) == {"p0", "p2", "p3"}
     assert storage.read_bytes(key2) == exported[-1]
 
     # And a pull with nothing new writes an empty list
-    key3 = project.snapshot_export(storage, "s3")
+    key3 = snapshot_export(project, storage, "s3")
     assert json.loads(storage.read_bytes(key3)) == []
     # And a reused stamp never overwrites a snapshot
-    key4 = project.snapshot_export(storage, "s1")
+    key4 = snapshot_export(project, storage, "s1")
     assert key4 != key1 and json.loads(storage.read_bytes(key4)) == []
     assert storage.read_bytes(key1) == first
-    assert project.snapshot_keys(storage) == [key1, key4, key2, key3]
+    assert snapshot_keys(storage, project.project_id) == [key1, key4, key2, key3]
 
     # And reading every snapshot gives each post's latest label, the skipped one left out
     collected = collect_annotations(
-        storage, project.snapshot_keys(storage), LABELS, out_key="annotations/all.jsonl"
+        storage, snapshot_keys(storage, project.project_id), LABELS, out_key="annotations/all.jsonl"
     )
     records = {
         a["post_id"]: a for a in map(json.loads, storage.iter_lines("annotations/all.jsonl"))
     }
-    assert sorted(records) == ["p0", "p1", "p2"] and collected["n_annotations"] == 3
+    assert sorted(records) == ["p0", "p1", "p2"] and collected.n_annotations == 3
     assert [s["text"] for s in records["p0"]["spans"]] == ["Glossier balm"]
     assert records["p1"]["spans"] == []
-    assert any("p3" in reason and "cancelled" in reason for reason in collected["rejected"])
+    assert any("p3" in reason and "cancelled" in reason for reason in collected.rejected)
 
 
 # --- 4. offsets through the server ----------------------------------------------------------
@@ -420,7 +423,7 @@ def test_spans_round_trip_exactly_through_the_server(
         # value.text (older editors, label-studio issues 1347/3078)
         settings = ls_settings.model_copy(update={"label_studio_project": unique(editor)})
         project = LabelStudioProject.connect(settings)
-        project.import_items((Post(id=k, text=t), None) for k, (t, _) in ROUND_TRIP.items())
+        import_items(project, ((Post(id=k, text=t), None) for k, (t, _) in ROUND_TRIP.items()))
         tasks = tasks_by_post(project)
         sent: dict[str, list[dict[str, Any]]] = {}
         for post_id, spans in expected.items():
@@ -442,7 +445,7 @@ def test_spans_round_trip_exactly_through_the_server(
             project.client.annotations.create(id=tasks[post_id]["id"], result=regions)
 
         # When the labels are pulled through the export API and parsed
-        key = project.snapshot_export(storage, editor)
+        key = snapshot_export(project, storage, editor)
         raw = json.loads(storage.read_bytes(key))
         out_key = f"annotations/{editor}.jsonl"
         collected = collect_annotations(storage, [key], LABELS, out_key=out_key)
@@ -454,7 +457,7 @@ def test_spans_round_trip_exactly_through_the_server(
             stored = [r["value"] for r in task["annotations"][0]["result"]]
             assert stored == [r["value"] for r in sent[post_id]]
         # And every span comes back with code-point offsets and its exact text
-        assert collected["n_rejected"] == 0, collected["rejected"]
+        assert collected.n_rejected == 0, collected.rejected
         records = {a["post_id"]: a for a in map(json.loads, storage.iter_lines(out_key))}
         assert sorted(records) == sorted(ROUND_TRIP)
         for post_id, record in records.items():
@@ -465,10 +468,10 @@ def test_spans_round_trip_exactly_through_the_server(
                 assert text[start:end] == span_text
         # And only the UTF-16 / squashed-whitespace labels needed the offset guard
         if editor == "codepoints":
-            assert collected["n_repaired"] == 0
+            assert collected.n_repaired == 0
         else:
             # after an astral character (4 spans) or with a squashed value.text (1 span)
-            assert collected["n_repaired"] == 5
+            assert collected.n_repaired == 5
 
 
 # --- 5. triggers against the real server ----------------------------------------------------
@@ -476,7 +479,7 @@ def test_webhooks_reach_the_receiver_and_trigger_once_at_the_gate(
     project: LabelStudioProject,
 ) -> None:
     items = posts(5)
-    project.import_items((p, None) for p in items)
+    import_items(project, ((p, None) for p in items))
     tasks = tasks_by_post(project)
     calls: list[float] = []
     secret = secrets.token_hex(16)
@@ -527,7 +530,7 @@ def test_polling_counts_new_labels_against_the_server(
     project: LabelStudioProject, storage: Storage
 ) -> None:
     items = posts(8)
-    project.import_items((p, None) for p in items)
+    import_items(project, ((p, None) for p in items))
     tasks = tasks_by_post(project)
     calls: list[int] = []
 
@@ -579,7 +582,7 @@ def test_trigger_service_starts_train_ner_from_label_studio_webhooks(
     deployment_id = create_train_deployment(name)
     project = LabelStudioProject.connect(ls_settings)
     items = posts(5)
-    project.import_items((p, None) for p in items)
+    import_items(project, ((p, None) for p in items))
     tasks = tasks_by_post(project)
     port = free_port()
     url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
@@ -674,7 +677,7 @@ def test_trigger_poll_mode_starts_train_ner(
     deployment_id = create_train_deployment(name)
     project = LabelStudioProject.connect(ls_settings)
     items = posts(3)
-    project.import_items((p, None) for p in items)
+    import_items(project, ((p, None) for p in items))
     tasks = tasks_by_post(project)
     for key, value in {
         **label_studio.env(),

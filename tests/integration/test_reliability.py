@@ -33,7 +33,8 @@ from flows.apply_ner import apply_ner
 from flows.train_ner import train_ner
 from ner import inference, sources
 from ner.errors import LabelStudioError, RegistryError, StorageError
-from ner.labelstudio_client import LabelStudioProject
+from ner.labelstudio import exchange
+from ner.labelstudio.client import LabelStudioProject
 from ner.registry import Registry
 from ner.replay import demo_gold_path
 from ner.storage import LocalStorage, Storage, open_storage
@@ -351,16 +352,16 @@ def test_label_studio_killed_mid_import_then_a_rerun_imports_every_post_once(
         "label_studio_project": "reliability",
         **RETRIES,
     }
-    original = LabelStudioProject.import_predictions
+    original = exchange.import_predictions
 
-    def import_then_die(self: LabelStudioProject, *args: Any, **kwargs: Any) -> Any:
+    def import_then_die(project: LabelStudioProject, *args: Any, **kwargs: Any) -> Any:
         def crash(number: int, task_ids: list[int]) -> None:
             if number == 1:
                 own_label_studio.server.kill()
 
-        return original(self, *args, **{**kwargs, "batch_size": 10, "on_batch": crash})
+        return original(project, *args, **{**kwargs, "batch_size": 10, "on_batch": crash})
 
-    monkeypatch.setattr(LabelStudioProject, "import_predictions", import_then_die)
+    monkeypatch.setattr(exchange, "import_predictions", import_then_die)
 
     def run() -> Any:
         return apply_ner(
@@ -384,7 +385,7 @@ def test_label_studio_killed_mid_import_then_a_rerun_imports_every_post_once(
     assert len(storage.list("posts")) == 1
 
     # When Label Studio is back and apply-ner runs again
-    monkeypatch.setattr(LabelStudioProject, "import_predictions", original)
+    monkeypatch.setattr(exchange, "import_predictions", original)
     own_label_studio.restart()
     again = run()
     assert again.is_completed(), again

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import spacy
 
-from ner.labelstudio import parse_export
+from ner.labelstudio.export import parse_export
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = PROJECT_ROOT / "scripts"

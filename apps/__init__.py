@@ -1,0 +1,2 @@
+"""The edge of brandloop: HTTP apps and the CLI. Imports ``ner`` and ``flows``; never imported
+by them."""

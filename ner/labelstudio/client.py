@@ -1,0 +1,410 @@
+"""Label Studio through its API (label-studio-sdk 2.x ``LabelStudio`` client). No storage.
+
+:class:`LabelStudioProject` is one project on one server. It ensures the project
+(:meth:`~LabelStudioProject.connect`: found by exact title or created with
+:func:`~ner.labelstudio.config.label_config`, and its *actual* config read back), lists its
+tasks and post ids, imports one batch of tasks (never retried blindly: the SDK retries a POST
+after a 5xx or a dropped connection, which could import a batch twice), lists the annotations
+saved since a :class:`~ner.labelstudio.checkpoint.PullCheckpoint`, exports tasks as raw JSON,
+and registers webhooks idempotently. What is read from or written to storage (import files,
+snapshots, checkpoints) is :mod:`ner.labelstudio.exchange`'s.
+
+Every SDK or HTTP failure becomes :class:`~ner.errors.LabelStudioError` (``raise … from``);
+messages carry the status and a short body, never headers or the API key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pydantic
+from label_studio_sdk.core.api_error import ApiError
+
+from ner.errors import LabelStudioError
+from ner.labelstudio.checkpoint import (
+    DEFAULT_OVERLAP_SECONDS,
+    AnnotationStamp,
+    PullCheckpoint,
+    annotation_stamps,
+    format_time,
+)
+from ner.labelstudio.config import LabelConfig, is_generated, label_config, parse_label_config
+
+if TYPE_CHECKING:
+    from label_studio_sdk import LabelStudio
+
+    from ner.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Task ids per export request (they travel in the query string as ``ids[]=…``).
+EXPORT_IDS_PER_REQUEST = 500
+#: Tasks per page when listing a project.
+PAGE_SIZE = 1000
+
+_NO_RETRY: dict[str, Any] = {"max_retries": 0}
+
+
+def _describe(exc: BaseException) -> str:
+    """A short description of an SDK/HTTP failure: status and body, never headers."""
+    if isinstance(exc, ApiError):
+        body = exc.body if isinstance(exc.body, str) else json.dumps(exc.body, default=str)
+        return f"HTTP {exc.status_code}: {body[:300]}"
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+@contextmanager
+def _api(what: str, secret: str | None = None) -> Iterator[None]:
+    """Turn SDK, HTTP and response-shape failures into :class:`LabelStudioError`."""
+    try:
+        yield
+    except (ApiError, httpx.HTTPError, pydantic.ValidationError, json.JSONDecodeError) as exc:
+        message = f"Label Studio {what} failed: {_describe(exc)}"
+        if secret:
+            message = message.replace(secret, "***")
+        raise LabelStudioError(message) from exc
+
+
+def post_id_of(task: Any) -> str | None:
+    """The post id a task was imported for (``data.post_id``), if any."""
+    data = task.get("data") if isinstance(task, Mapping) else getattr(task, "data", None)
+    if not isinstance(data, Mapping):
+        return None
+    value = data.get("post_id")
+    return None if value is None or value == "" else str(value)
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of at most ``size`` consecutive items."""
+    if size < 1:
+        raise ValueError("batch size must be at least 1")
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _updated_since_query(since: datetime | None, annotated_only: bool) -> dict[str, Any] | None:
+    """A Data Manager query: tasks updated at or after ``since`` (and annotated)."""
+    items: list[dict[str, Any]] = []
+    if since is not None:
+        items.append(
+            {
+                "filter": "filter:tasks:updated_at",
+                "operator": "greater_or_equal",
+                "type": "Datetime",
+                "value": format_time(since),
+            }
+        )
+    if annotated_only:
+        items.append(
+            {
+                "filter": "filter:tasks:total_annotations",
+                "operator": "greater",
+                "type": "Number",
+                "value": 0,
+            }
+        )
+    return {"filters": {"conjunction": "and", "items": items}} if items else None
+
+
+def _find_or_create(client: LabelStudio, title: str, xml: str, secret: str | None) -> int:
+    """Id of the oldest project titled exactly ``title``; created with ``xml`` if none."""
+    with _api(f"lookup of project {title!r}", secret):
+        listed: Iterable[Any] = client.projects.list(title=title, page_size=100)
+        matches = sorted((p for p in listed if p.title == title), key=lambda p: p.id or 0)
+    if len(matches) > 1:
+        log.warning(
+            "%d Label Studio projects are titled %r; using the oldest, id %s",
+            len(matches),
+            title,
+            matches[0].id,
+        )
+    if matches:
+        return int(matches[0].id or 0)
+    with _api(f"creation of project {title!r}", secret):
+        created = client.projects.create(title=title, label_config=xml)
+    if created.id is None:
+        raise LabelStudioError(f"Label Studio created project {title!r} without an id")
+    log.info("created Label Studio project %s %r", created.id, title)
+    return int(created.id)
+
+
+class LabelStudioProject:
+    """One Label Studio project, reached through the SDK's ``LabelStudio`` client.
+
+    Build it with :meth:`connect` (from settings) or :meth:`ensure` (from a client).
+    ``config`` is the project's own labelling config, parsed: results are written with its
+    ``from_name``/``to_name`` and task text goes under its ``text_key``.
+    """
+
+    def __init__(
+        self,
+        client: LabelStudio,
+        project_id: int,
+        title: str,
+        config: LabelConfig,
+        *,
+        secret: str | None = None,
+    ) -> None:
+        self.client = client
+        self.project_id = project_id
+        self.title = title
+        self.config = config
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return f"<LabelStudioProject {self.project_id} {self.title!r}>"
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def connect(
+        cls, settings: Settings, *, timeout: float = 60.0, client: LabelStudio | None = None
+    ) -> LabelStudioProject:
+        """The project ``settings.project_title`` on ``settings.label_studio_url``, ensured.
+
+        Raises :class:`~ner.errors.ConfigError` when ``NER_LABEL_STUDIO_API_KEY`` is not set,
+        and :class:`LabelStudioError` when the server cannot be reached or refuses the key.
+        """
+        api_key = settings.require_secret("label_studio_api_key")
+        if client is None:
+            from label_studio_sdk import LabelStudio
+
+            with _api("client set-up", api_key):
+                client = LabelStudio(
+                    base_url=settings.label_studio_url.rstrip("/"),
+                    api_key=api_key,
+                    timeout=timeout,
+                )
+        return cls.ensure(client, settings.project_title, settings.labels, secret=api_key)
+
+    @classmethod
+    def ensure(
+        cls,
+        client: LabelStudio,
+        title: str,
+        labels: Sequence[str],
+        *,
+        secret: str | None = None,
+    ) -> LabelStudioProject:
+        """Find the project titled exactly ``title`` or create it; idempotent.
+
+        A new project gets :func:`~ner.labelstudio.config.label_config` for ``labels``. An
+        existing one keeps its config; if that config is one brandloop generated and lacks
+        some of ``labels``, they are added (the old labels stay, so existing annotations stay
+        valid). A hand-written config lacking labels is an error, not overwritten. With
+        several projects of that title, the oldest (lowest id) is used.
+        """
+        project_id = _find_or_create(client, title, label_config(labels), secret)
+        with _api(f"read of project {project_id}", secret):
+            xml = client.projects.get(id=project_id).label_config or ""
+        config = parse_label_config(xml)
+        missing = [label for label in labels if label not in config.labels]
+        if missing:
+            if not is_generated(xml):
+                raise LabelStudioError(
+                    f"project {project_id} {title!r} has a custom labelling config without "
+                    f"the labels {missing}: add them in Label Studio (project settings)"
+                )
+            wanted = [*config.labels, *missing]
+            with _api(f"update of project {project_id}'s labelling config", secret):
+                client.projects.update(id=project_id, label_config=label_config(wanted))
+            config = LabelConfig.for_labels(wanted)
+            log.info("added labels %s to Label Studio project %s", missing, project_id)
+        return cls(client, project_id, title, config, secret=secret)
+
+    def _api(self, what: str) -> Any:
+        return _api(what, self._secret)
+
+    # -- tasks -----------------------------------------------------------------------------
+    def iter_tasks(
+        self,
+        *,
+        query: Mapping[str, Any] | None = None,
+        fields: str | None = None,
+        include: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Tasks of the project as plain task JSON (paged; ``query`` is a Data Manager query)."""
+        with self._api(f"listing of project {self.project_id}'s tasks"):
+            pager: Iterable[Any] = self.client.tasks.list(
+                project=self.project_id,
+                query=None if query is None else json.dumps(query),
+                fields=fields,
+                include=include,
+                page_size=PAGE_SIZE,
+            )
+            for task in pager:
+                yield task.model_dump(mode="json", exclude_none=True)
+
+    def post_ids(self) -> dict[str, list[int]]:
+        """Task ids of every post id in the project (more than one means a duplicate)."""
+        found: dict[str, list[int]] = {}
+        for task in self.iter_tasks(include="id,data"):
+            post_id = post_id_of(task)
+            if post_id is not None:
+                found.setdefault(post_id, []).append(int(task["id"]))
+        return found
+
+    def import_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Import one batch of tasks as they are (no retry); returns the new task ids.
+
+        The tasks go as plain JSON: the SDK's ``ImportApiRequest`` model wrongly requires a
+        ``task`` id in every prediction. Raises :class:`LabelStudioError` when the server
+        imported another number of tasks than sent.
+        """
+        request: Any = [dict(task) for task in tasks]
+        with self._api(f"import of {len(tasks)} tasks into project {self.project_id}"):
+            response = self.client.projects.import_tasks(
+                self.project_id,
+                request=request,
+                return_task_ids=True,
+                request_options=_NO_RETRY,  # type: ignore[arg-type]
+            )
+        task_ids = (response.model_extra or {}).get("task_ids") or []
+        if response.task_count != len(tasks) or len(task_ids) != len(tasks):
+            raise LabelStudioError(
+                f"Label Studio imported {response.task_count} of {len(tasks)} tasks into "
+                f"project {self.project_id} (task ids returned: {len(task_ids)})"
+            )
+        return [int(t) for t in task_ids]
+
+    # -- annotations -----------------------------------------------------------------------
+    def tasks_updated_since(
+        self, since: datetime | None, *, annotated_only: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Tasks (with annotations) whose ``updated_at`` is at or after ``since``.
+
+        ``since=None`` means every task. With ``annotated_only``, only tasks holding at
+        least one annotation that was not skipped (Label Studio's ``total_annotations``
+        does not count skipped ones), so that polling a large project that has few labels
+        does not list every task each time.
+        """
+        return self.iter_tasks(query=_updated_since_query(since, annotated_only), fields="all")
+
+    def new_annotations(
+        self,
+        checkpoint: PullCheckpoint,
+        *,
+        overlap: float = DEFAULT_OVERLAP_SECONDS,
+        include_cancelled: bool = False,
+    ) -> list[AnnotationStamp]:
+        """Annotation versions saved since ``checkpoint`` (all of them for an empty one)."""
+        bound = checkpoint.lower_bound(overlap)
+        tasks = self.tasks_updated_since(bound, annotated_only=not include_cancelled)
+        return [
+            stamp
+            for stamp in annotation_stamps(tasks)
+            if checkpoint.is_new(stamp, overlap) and (include_cancelled or not stamp.cancelled)
+        ]
+
+    def export_json(self, task_ids: Sequence[int] | None = None) -> bytes:
+        """The raw JSON export of the annotated tasks (of ``task_ids`` only, if given).
+
+        Note: the SDK's ``ids=`` argument is sent as ``ids=…``, which the server ignores
+        (it reads ``ids[]``); it would silently export every task. ``ids[]`` is sent here.
+        """
+        options: dict[str, Any] = {}
+        if task_ids is not None:
+            if not task_ids:
+                return b"[]"
+            options["additional_query_parameters"] = {"ids[]": [int(t) for t in task_ids]}
+        with self._api(f"export of project {self.project_id}"):
+            return b"".join(
+                self.client.projects.exports.download_sync(
+                    self.project_id,
+                    export_type="JSON",
+                    request_options=options or None,  # type: ignore[arg-type]
+                )
+            )
+
+    def export_tasks(self, task_ids: Sequence[int] | None) -> tuple[bytes, list[Any]]:
+        """Raw export bytes and the parsed tasks (of ``task_ids``, or every annotated task).
+
+        More ids than :data:`EXPORT_IDS_PER_REQUEST` are exported in several requests, joined
+        into one list. Raises :class:`LabelStudioError` when an export is not a JSON list.
+        """
+        if task_ids is None or len(task_ids) <= EXPORT_IDS_PER_REQUEST:
+            raw = self.export_json(task_ids)
+            return raw, self._parse_export(raw)
+        tasks: list[Any] = []
+        for chunk in batched(task_ids, EXPORT_IDS_PER_REQUEST):
+            tasks.extend(self._parse_export(self.export_json(chunk)))
+        return json.dumps(tasks, ensure_ascii=False).encode("utf-8"), tasks
+
+    def _parse_export(self, raw: bytes) -> list[Any]:
+        try:
+            parsed = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LabelStudioError(
+                f"the export of project {self.project_id} is not JSON: {exc}"
+            ) from exc
+        if not isinstance(parsed, list):
+            raise LabelStudioError(
+                f"the export of project {self.project_id} is a {type(parsed).__name__}, "
+                "not a list of tasks"
+            )
+        return parsed
+
+    # -- webhooks --------------------------------------------------------------------------
+    def ensure_webhook(
+        self,
+        url: str,
+        *,
+        actions: Sequence[str],
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
+        """A webhook of this project posting ``actions`` (with payload) to ``url``; idempotent.
+
+        An existing webhook of the project with the same URL is updated in place when its
+        actions, headers or state differ; otherwise a new one is created. Returns its id.
+        """
+        wanted_headers = dict(headers or {})
+        with self._api(f"listing of project {self.project_id}'s webhooks"):
+            hooks = [
+                h
+                for h in self.client.webhooks.list(project=str(self.project_id))
+                if h.url == url and h.project == self.project_id
+            ]
+        if not hooks:
+            return self._create_webhook(url, actions, wanted_headers)
+        hook = min(hooks, key=lambda h: h.id or 0)
+        current = {str(a) for a in (hook.actions or [])}
+        if (
+            current != set(actions)
+            or dict(hook.headers or {}) != wanted_headers
+            or not hook.send_payload
+            or hook.is_active is False
+        ):
+            with self._api(f"update of webhook {hook.id}"):
+                self.client.webhooks.update(
+                    id=int(hook.id or 0),
+                    url=url,
+                    actions=list(actions),
+                    headers=wanted_headers,
+                    send_payload=True,
+                    is_active=True,
+                )
+        return int(hook.id or 0)
+
+    def _create_webhook(self, url: str, actions: Sequence[str], headers: dict[str, str]) -> int:
+        with self._api(f"creation of a webhook for project {self.project_id}"):
+            created = self.client.webhooks.create(
+                url=url,
+                project=self.project_id,
+                actions=list(actions),
+                headers=headers,
+                send_payload=True,
+                is_active=True,
+            )
+        log.info("registered webhook %s of project %s", created.id, self.project_id)
+        return int(created.id or 0)

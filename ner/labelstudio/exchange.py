@@ -1,0 +1,402 @@
+"""What goes between storage and Label Studio: tasks, imports, snapshots, collected labels.
+
+* **tasks**: :func:`read_pairs` is the one join of stored posts with their predictions;
+  :func:`to_tasks` turns the pairs into Label Studio import JSON, which
+  :func:`write_import_file` streams into storage and :func:`import_predictions` sends;
+* **imports are idempotent** (:func:`import_items`): the post id (task ``data.post_id``) is the
+  key. The project's post ids are listed first and only the missing posts are imported, in
+  batches, so a re-run, or a run after a crash in the middle of an import, leaves exactly one
+  task per post. A failed batch raises, and the next run lists the project again;
+* **pulls are incremental** (:func:`snapshot_export`): only the tasks with annotations created
+  or updated since the last pull are exported (see :mod:`ner.labelstudio.checkpoint`), the raw
+  export is kept unchanged as an immutable snapshot in storage, and the checkpoint is advanced
+  only after the snapshot is written;
+* **collecting** (:func:`collect_annotations`) parses snapshots into one annotations JSONL,
+  the latest annotation of a post winning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ner.datasets import dataset_hash, write_annotations
+from ner.errors import DataError
+from ner.inference import read_posts
+from ner.labelstudio.checkpoint import (
+    DEFAULT_OVERLAP_SECONDS,
+    PullCheckpoint,
+    annotation_stamps,
+)
+from ner.labelstudio.client import LabelStudioProject, batched
+from ner.labelstudio.config import LabelConfig
+from ner.labelstudio.export import parse_export, prediction_json
+from ner.storage import CHECKPOINTS, EXPORTS, Storage
+from ner.types import Annotation, Post, Prediction
+
+log = logging.getLogger(__name__)
+
+#: Keys of :class:`~ner.types.Post` copied into a task's ``data`` besides the text.
+POST_META = ("created_at", "author_id", "lang", "source", "query")
+#: Posts imported per request.
+DEFAULT_BATCH_SIZE = 500
+
+#: ``on_batch(number, task_ids)``: called after each imported batch.
+OnBatch = Callable[[int, list[int]], None]
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def to_tasks(
+    items: Iterable[tuple[Post, Prediction | None]], config: LabelConfig
+) -> list[dict[str, Any]]:
+    """Label Studio import JSON: one task per post, with its prediction as a pre-annotation.
+
+    ``data`` holds the text under ``config.text_key``, the ``post_id`` and the post's
+    metadata. A post without a prediction gets no ``predictions`` key. Predicted spans are
+    code-point offsets; a span that does not match the post text, or a prediction for another
+    post, is a bug upstream and raises :class:`~ner.errors.DataError` naming the post.
+    """
+    tasks: list[dict[str, Any]] = []
+    for post, prediction in items:
+        data: dict[str, Any] = {config.text_key: post.text, "post_id": post.id}
+        for key in POST_META:
+            data[key] = getattr(post, key)
+        task: dict[str, Any] = {"data": data}
+        if prediction is not None:
+            task["predictions"] = [prediction_json(post.id, post.text, prediction, config)]
+        tasks.append(task)
+    return tasks
+
+
+def _read_predictions(storage: Storage, key: str) -> Iterator[Prediction]:
+    for number, line in enumerate(storage.iter_lines(key), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield Prediction.from_dict(json.loads(line))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{key}:{number}", f"unreadable prediction: {exc}") from exc
+
+
+def read_pairs(
+    storage: Storage, posts_key: str, predictions_key: str
+) -> Iterator[tuple[Post, Prediction]]:
+    """Posts and their predictions, read line by line in step (the predict step keeps order).
+
+    Raises :class:`DataError` for an unreadable line (naming ``key:line``), a prediction of
+    another post (naming the post), or files that differ in count (naming the predictions).
+    """
+    predictions = _read_predictions(storage, predictions_key)
+    count = 0
+    for post in read_posts(storage, posts_key):
+        prediction = next(predictions, None)
+        if prediction is None:
+            raise DataError(
+                predictions_key,
+                f"posts and predictions differ in count: no prediction for "
+                f"post {post.id!r} (post #{count + 1})",
+            )
+        if prediction.post_id != post.id:
+            raise DataError(post.id, f"prediction is for post {prediction.post_id!r}")
+        count += 1
+        yield post, prediction
+    extra = next(predictions, None)
+    if extra is not None:
+        raise DataError(
+            predictions_key,
+            f"posts and predictions differ in count: {count} posts, and a prediction for "
+            f"{extra.post_id!r} after them",
+        )
+
+
+def _selected(
+    pairs: Iterable[tuple[Post, Prediction]], only: Collection[str] | None
+) -> Iterable[tuple[Post, Prediction]]:
+    return pairs if only is None else ((p, q) for p, q in pairs if p.id in only)
+
+
+def write_import_file(
+    storage: Storage,
+    posts_key: str,
+    predictions_key: str,
+    key: str,
+    labels: Sequence[str],
+    *,
+    only: Collection[str] | None = None,
+) -> int:
+    """Stream posts and their predictions into one Label Studio import JSON at ``key``.
+
+    Posts and predictions are read line by line, in step (:func:`read_pairs`), so memory
+    stays flat. With ``only``, just the posts with those ids become tasks (the
+    active-learning selection). Returns the number of tasks written.
+    """
+    config = LabelConfig.for_labels(labels)
+    count = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal count
+        yield "["
+        for pair in _selected(read_pairs(storage, posts_key, predictions_key), only):
+            task = to_tasks([pair], config)[0]
+            yield ("," if count else "") + json.dumps(task, ensure_ascii=False)
+            count += 1
+        yield "]"
+
+    storage.write_lines(key, lines())
+    return count
+
+
+# --------------------------------------------------------------------------- imports
+
+
+class ImportReport(BaseModel):
+    """What an import did: tasks imported, posts skipped, batches sent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    project_id: int
+    n_imported: int = 0
+    n_skipped_existing: int = 0
+    n_duplicates_in_input: int = 0
+    n_batches: int = 0
+
+
+def _missing(
+    items: Iterable[tuple[Post, Prediction | None]], known: set[str], tally: Counter[str]
+) -> Iterator[tuple[Post, Prediction | None]]:
+    """The items whose post is neither in the project nor met earlier in ``items``."""
+    seen: set[str] = set()
+    for post, prediction in items:
+        if post.id in known:
+            tally["n_skipped_existing"] += 1
+        elif post.id in seen:
+            tally["n_duplicates_in_input"] += 1
+        else:
+            seen.add(post.id)
+            yield post, prediction
+
+
+def import_items(
+    project: LabelStudioProject,
+    items: Iterable[tuple[Post, Prediction | None]],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_batch: OnBatch | None = None,
+) -> ImportReport:
+    """Import posts (with their predictions) whose post id is not in ``project`` yet.
+
+    The project's post ids are listed first; a post already there, or met earlier in
+    ``items``, is skipped. ``on_batch(number, task_ids)`` is called after each batch
+    (progress; tests use it to crash in the middle). Raises :class:`LabelStudioError` when a
+    batch fails (the next run resumes after the batches that arrived).
+    """
+    existing = project.post_ids()
+    duplicates = sum(1 for ids in existing.values() if len(ids) > 1)
+    if duplicates:
+        log.warning("project %s already holds %d posts more than once", project, duplicates)
+    tally: Counter[str] = Counter()
+    for batch in batched(_missing(items, set(existing), tally), batch_size):
+        task_ids = project.import_tasks(to_tasks(batch, project.config))
+        tally["n_batches"] += 1
+        tally["n_imported"] += len(task_ids)
+        number = tally["n_batches"]
+        log.info("imported batch %d (%d tasks) into %s", number, len(task_ids), project)
+        if on_batch is not None:
+            on_batch(number, task_ids)
+    report = ImportReport(project_id=project.project_id, **tally)
+    log.info("import into project %s: %s", project.project_id, report)
+    return report
+
+
+def import_predictions(
+    project: LabelStudioProject,
+    storage: Storage,
+    posts_key: str,
+    predictions_key: str,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_batch: OnBatch | None = None,
+    only: Collection[str] | None = None,
+) -> ImportReport:
+    """Import the posts at ``posts_key`` with the predictions at ``predictions_key``.
+
+    Idempotent per post id (see :func:`import_items`). Each task carries its prediction as a
+    pre-annotation with ``model_version`` and the span scores. With ``only``, just the posts
+    with those ids are imported (the active-learning selection).
+    """
+    pairs = _selected(read_pairs(storage, posts_key, predictions_key), only)
+    return import_items(project, pairs, batch_size=batch_size, on_batch=on_batch)
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def checkpoint_key(project_id: int) -> str:
+    """Where :func:`snapshot_export` keeps the pull checkpoint of a project."""
+    return f"{CHECKPOINTS}/labelstudio-{project_id}.json"
+
+
+def load_checkpoint(storage: Storage, key: str) -> PullCheckpoint:
+    """The checkpoint stored at ``key``, or an empty one (:class:`DataError` if malformed)."""
+    if not storage.exists(key):
+        return PullCheckpoint()
+    return PullCheckpoint.from_dict(storage.read_json(key), key)
+
+
+def save_checkpoint(storage: Storage, key: str, checkpoint: PullCheckpoint, **extra: Any) -> None:
+    """Write ``checkpoint`` (plus ``extra`` informative fields) atomically at ``key``."""
+    storage.write_json(key, {**checkpoint.to_dict(), **extra})
+
+
+def snapshot_key(stamp: str, project_id: int, attempt: int = 1) -> str:
+    """Storage key of an export snapshot (``-2``, ``-3`` … if the stamp was used already)."""
+    suffix = "" if attempt == 1 else f"-{attempt}"
+    return f"{EXPORTS}/{stamp}-ls-{project_id}{suffix}.json"
+
+
+def snapshot_keys(storage: Storage, project_id: int) -> list[str]:
+    """Keys of the export snapshots of project ``project_id``, in the order they were taken.
+
+    Ordered by stamp, then attempt (``…-ls-7.json`` before ``…-ls-7-2.json``, which a plain
+    sort of the names would invert). Each incremental snapshot holds only what changed since
+    the one before, so the labels of a project are all of its snapshots read in order.
+    """
+    pattern = re.compile(rf"^{re.escape(EXPORTS)}/(.+)-ls-{project_id}(?:-(\d+))?\.json$")
+    found: list[tuple[str, int, str]] = []
+    for key in storage.list(EXPORTS):
+        match = pattern.match(key)
+        if match is not None:
+            found.append((match.group(1), int(match.group(2) or 1), key))
+    return [key for _, _, key in sorted(found)]
+
+
+def _free_snapshot_key(storage: Storage, stamp: str, project_id: int) -> str:
+    attempt = 1
+    while storage.exists(snapshot_key(stamp, project_id, attempt)):
+        attempt += 1
+    return snapshot_key(stamp, project_id, attempt)
+
+
+def snapshot_export(
+    project: LabelStudioProject,
+    storage: Storage,
+    stamp: str,
+    *,
+    overlap: float = DEFAULT_OVERLAP_SECONDS,
+) -> str:
+    """Pull the annotations created or updated since the last pull into a snapshot.
+
+    Writes the raw export (the annotated tasks holding new annotation versions, every task
+    exactly as Label Studio sent it) to ``exports/<stamp>-ls-<project id>.json``, never
+    overwriting an existing snapshot, then advances the checkpoint at :func:`checkpoint_key`.
+    Returns the snapshot's key. The first pull exports every annotated task; a pull with
+    nothing new writes an empty list.
+    """
+    key_of_checkpoint = checkpoint_key(project.project_id)
+    checkpoint = load_checkpoint(storage, key_of_checkpoint)
+    if checkpoint.updated_at is None:
+        raw, tasks = project.export_tasks(None)
+        n_new = len([s for s in annotation_stamps(tasks) if not s.cancelled])
+    else:
+        stamps = project.new_annotations(checkpoint, overlap=overlap, include_cancelled=True)
+        raw, tasks = project.export_tasks(sorted({s.task_id for s in stamps}))
+        n_new = len([s for s in stamps if not s.cancelled])
+    key = _free_snapshot_key(storage, stamp, project.project_id)
+    storage.write_bytes(key, raw)
+    save_checkpoint(
+        storage,
+        key_of_checkpoint,
+        checkpoint.advance(annotation_stamps(tasks), overlap),
+        project_id=project.project_id,
+        last_snapshot=key,
+        overlap_seconds=overlap,
+    )
+    log.info(
+        "pulled %d tasks (%d new annotation versions) from %s into %s",
+        len(tasks),
+        n_new,
+        project,
+        key,
+    )
+    return key
+
+
+# --------------------------------------------------------------------------- collecting
+
+
+class CollectReport(BaseModel):
+    """What :func:`collect_annotations` read and wrote."""
+
+    model_config = ConfigDict(frozen=True)
+
+    annotations_key: str
+    export_keys: list[str]
+    n_annotations: int
+    n_rejected: int
+    n_repaired: int
+    #: The first 100 rejections, each ``"<export key>: <record id>: <reason>"``.
+    rejected: list[str]
+    dataset_hash: str
+
+
+def _latest_per_post(
+    storage: Storage, keys: Sequence[str], labels: Sequence[str]
+) -> tuple[list[Annotation], list[str], int]:
+    """The latest annotation of each post over ``keys``, the rejections, the repairs."""
+    latest: dict[str, tuple[str, int, Annotation]] = {}
+    rejected: list[str] = []
+    repaired = 0
+    for order, key in enumerate(keys):
+        parsed = parse_export(storage.read_json(key), labels=labels, keep_partial=False)
+        repaired += parsed.repaired
+        rejected.extend(f"{key}: {item}" for item in parsed.rejected)
+        for annotation in parsed.records:
+            stamp = (annotation.updated_at or "", order, annotation)
+            known = latest.get(annotation.post_id)
+            if known is None or stamp[:2] >= known[:2]:
+                latest[annotation.post_id] = stamp
+    return [latest[post_id][2] for post_id in sorted(latest)], rejected, repaired
+
+
+def collect_annotations(
+    storage: Storage,
+    export_keys: Sequence[str] | None,
+    labels: Sequence[str],
+    *,
+    out_key: str,
+) -> CollectReport:
+    """Parse export snapshots from storage into one annotations JSONL at ``out_key``.
+
+    ``export_keys`` defaults to every ``exports/*.json``. A post labelled in several
+    snapshots keeps its most recent annotation. Rejected records are written next to the
+    output (``…rejected.json``) with their reasons, and counted. A post that lost a span to
+    a bad offset is rejected whole, so half-read annotations never become gold.
+    """
+    keys = (
+        list(export_keys)
+        if export_keys
+        else [k for k in storage.list(EXPORTS) if k.endswith(".json")]
+    )
+    annotations, rejected, repaired = _latest_per_post(storage, keys, labels)
+    write_annotations(storage, out_key, annotations)
+    if rejected:
+        storage.write_json(out_key.removesuffix(".jsonl") + ".rejected.json", rejected)
+        for reason in rejected[:20]:
+            log.warning("rejected %s", reason)
+    return CollectReport(
+        annotations_key=out_key,
+        export_keys=keys,
+        n_annotations=len(annotations),
+        n_rejected=len(rejected),
+        n_repaired=repaired,
+        rejected=rejected[:100],
+        dataset_hash=dataset_hash(annotations),
+    )

@@ -1,0 +1,122 @@
+"""The webhook receiver app in-process (apps.webhook) and the label-trigger CLI's pure parts.
+The same code against a real Label Studio and Prefect server is in
+tests/integration/test_labelstudio_api.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from apps.webhook import SECRET_HEADER, WEBHOOK_PATH, WebhookReceiver
+from deployments import label_trigger
+from ner.errors import LabelStudioError
+
+
+# --- the receiver app -----------------------------------------------------------------------
+def event(ident: int, action: str = "ANNOTATION_CREATED", project: int = 1) -> dict[str, Any]:
+    return {"action": action, "project": {"id": project}, "annotation": {"id": ident}}
+
+
+@pytest.fixture
+def triggered() -> list[int]:
+    return []
+
+
+@pytest.fixture
+def client(triggered: list[int]) -> Iterator[tuple[TestClient, WebhookReceiver]]:
+    receiver = WebhookReceiver(
+        lambda: triggered.append(1), min_new_labels=2, secret="s3cret", project_id=1
+    )
+    with TestClient(receiver.app) as test_client:
+        yield test_client, receiver
+
+
+def post(test_client: TestClient, body: Any, secret: str | None = "s3cret") -> Any:
+    headers = {SECRET_HEADER: secret} if secret is not None else {}
+    return test_client.post(WEBHOOK_PATH, json=body, headers=headers)
+
+
+def test_receiver_triggers_once_at_the_gate(
+    client: tuple[TestClient, WebhookReceiver], triggered: list[int]
+) -> None:
+    test_client, receiver = client
+    first = post(test_client, event(1))
+    assert first.status_code == 202
+    assert first.json() == {"accepted": True, "pending": 1, "triggering": False}
+    assert post(test_client, event(1, "ANNOTATION_UPDATED")).json()["pending"] == 1
+    assert triggered == []
+    second = post(test_client, event(2))
+    assert second.json()["triggering"] is True
+    assert triggered == [1]  # background tasks run before TestClient returns
+    assert receiver.stats.triggers == 1
+    assert test_client.get("/health").json()["triggers"] == 1
+    assert post(test_client, event(3)).json()["triggering"] is False
+    assert triggered == [1]
+
+
+def test_receiver_refuses_a_bad_secret_and_ignores_other_events(
+    client: tuple[TestClient, WebhookReceiver], triggered: list[int]
+) -> None:
+    test_client, receiver = client
+    assert post(test_client, event(1), secret="wrong").status_code == 401
+    assert post(test_client, event(2), secret=None).status_code == 401
+    assert receiver.stats.rejected == 2
+    other_project = post(test_client, event(3, project=2)).json()
+    assert other_project["accepted"] is False
+    other_action = post(test_client, event(4, "PROJECT_UPDATED")).json()
+    assert other_action["accepted"] is False
+    not_json = test_client.post(
+        WEBHOOK_PATH, content=b"{", headers={SECRET_HEADER: "s3cret"}
+    ).status_code
+    assert not_json == 400
+    assert receiver.counter.pending == 0 and triggered == []
+
+
+def test_receiver_survives_a_failing_trigger_and_retries_on_the_next_event() -> None:
+    calls: list[int] = []
+
+    def flaky() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("Prefect API down")
+
+    receiver = WebhookReceiver(flaky, min_new_labels=1)
+    with TestClient(receiver.app) as test_client:
+        assert test_client.post(WEBHOOK_PATH, json=event(1)).status_code == 202
+        assert receiver.stats.failures == 1 and "Prefect API down" in str(receiver.stats.last_error)
+        test_client.post(WEBHOOK_PATH, json=event(2))
+    assert len(calls) == 2 and receiver.stats.triggers == 1
+
+
+# --- the trigger CLI ------------------------------------------------------------------------
+def test_deployment_name_defaults_to_train_ner_of_the_environment() -> None:
+    assert label_trigger.deployment_name("dev") == "train-ner/dev"
+    assert label_trigger.deployment_name("prod", "canary") == "train-ner/canary"
+    assert label_trigger.deployment_name("prod", "other-flow/x") == "other-flow/x"
+
+
+def test_cli_modes_and_options() -> None:
+    served = label_trigger.parser().parse_args(
+        ["serve", "--env", "staging", "--port", "9000", "--register-url", "http://h:9000/webhook"]
+    )
+    assert (served.run, served.env, served.port) == (label_trigger.serve, "staging", 9000)
+    assert served.register_url == "http://h:9000/webhook" and served.host == "127.0.0.1"
+    polled = label_trigger.parser().parse_args(["poll", "--env", "prod", "--max-polls", "2"])
+    assert (polled.run, polled.interval, polled.max_polls) == (label_trigger.poll, 60.0, 2)
+    with pytest.raises(SystemExit):
+        label_trigger.parser().parse_args(["poll", "--env", "qa"])
+
+
+@pytest.mark.slow  # the SDK's own retries of a refused connection take ~3 s an attempt
+def test_registering_gives_up_with_a_label_studio_error_when_nobody_answers() -> None:
+    from ner.settings import load_settings
+    from tests.support.servers import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    settings = load_settings(label_studio_url=closed, label_studio_api_key="k" * 40)
+    with pytest.raises(LabelStudioError) as caught:
+        label_trigger.register(settings, "http://127.0.0.1:1/webhook", attempts=2, delay=0)
+    assert "k" * 40 not in str(caught.value)
