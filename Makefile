@@ -33,9 +33,10 @@ install: .venv/.installed  ## create .venv from the lock file
 demo: install  ## run the whole loop on bundled posts (no servers, no variables)
 	$(RUN) python -m flows.feedback_loop --demo
 
-lint: install  ## ruff + mypy
+lint: install  ## ruff + mypy + actionlint (.github/workflows, with shellcheck on run: steps)
 	$(RUN) ruff check ner flows tests bench apps
 	$(RUN) mypy
+	$(RUN) actionlint .github/workflows/*.yml
 
 test: lint  ## lint, type-check and run every test
 	$(RUN) pytest -q
