@@ -5,7 +5,7 @@ while ``@champion`` moves, against the same model's raw ``nlp.pipe`` in the same
    ``inference``) is saved once and registered twice in a fresh MLflow registry (SQLite), so
    v1 and v2 are the same model; v1 is promoted to ``@champion``.
 2. Raw ``nlp.pipe`` over the same posts, in memory, batch 256, every pipe the entities do not
-   need disabled: the ceiling (best of two).
+   need disabled: the ceiling (best of two runs before the load and two after it).
 3. The server runs in its own process (uvicorn, one worker), following the alias every 0.5 s.
    ``CLIENTS`` threads, each on its own keep-alive connection, send ``POST /invocations``
    with ``POSTS_PER_REQUEST`` posts until ``N_REQUESTS`` are sent or ``DEADLINE_S`` passes
@@ -313,6 +313,9 @@ def run(ctx: Context) -> dict[str, Any]:
     with _server(out, token) as url:
         load = Load(posts, expected, n_requests, time.monotonic() + deadline_s)
         wall, moves = _drive(url, token, load, lambda: _move_champion(registry, v1, v2, load))
+    # Raw again once the server is gone: the best of before and after counts, so a
+    # neighbour's load spike does not flatter the served side.
+    raw_rate = max(raw_rate, _raw(out / "model", [p["text"] for p in posts])[0])
     return _report(load, wall, raw_rate, moves, token, out)
 
 
@@ -345,7 +348,12 @@ def _report(
         Metric("latency p50", p50, "ms"),
         Metric("latency p99", p99, "ms"),
         Metric("served throughput", served_rate, "posts/s"),
-        Metric("raw nlp.pipe, 1 process", raw_rate, "posts/s", note="same model, batch 256"),
+        Metric(
+            "raw nlp.pipe, 1 process",
+            raw_rate,
+            "posts/s",
+            note="same model and posts, batch 256, best of 4 runs around the load",
+        ),
         Metric(
             "served / raw nlp.pipe",
             served_rate / raw_rate,
