@@ -107,7 +107,8 @@ def test_champion_is_served_with_auth_and_follows_promotion_and_rollback(
     # And the API refuses a missing or wrong token
     body = {"posts": [{"id": "p1", "text": "new glossier and fenty beauty drop 💄"}]}
     assert requests.post(f"{url}/v1/predict", json=body, timeout=5).status_code == 401
-    wrong = {"Authorization": "Bearer nope"}
+    wrong_token = f"wrong-{secrets.token_hex(8)}"
+    wrong = {"Authorization": f"Bearer {wrong_token}"}
     assert (
         requests.post(f"{url}/v1/predict", json=body, headers=wrong, timeout=5).status_code == 401
     )
@@ -134,8 +135,10 @@ def test_champion_is_served_with_auth_and_follows_promotion_and_rollback(
     assert reload.json()["model_version"] == f"{name}/1"
     third = requests.post(f"{url}/v1/predict", json=body, headers=auth, timeout=30).json()
     assert [s["text"] for s in third["predictions"][0]["spans"]] == ["glossier"]
-    # And the token never reached the server's log
-    assert token not in served.log_path.read_text(errors="replace")
+    # And neither the token nor the wrong one reached the server's log
+    log = served.log_path.read_text(errors="replace")
+    assert token not in log and wrong_token not in log
+    assert '"POST /v1/predict HTTP/1.1" 401' in log
 
 
 def _exchange(

@@ -280,6 +280,33 @@ def test_surrogates_encoded_as_raw_bytes_are_refused_too(client: TestClient) -> 
     assert problem["post"] == 0 and "text holds a lone surrogate at character 2" in problem["msg"]
 
 
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"[" * 1_900 + b"]" * 1_900, 400),
+        (b'{"posts": [{"text": "caf\xe9"}]}', 400),
+        (b"{not json", 422),
+    ],
+    ids=["nested-deep", "not-utf8", "not-json"],
+)
+def test_unparsable_bodies_are_a_client_error_not_a_500(
+    registry: Registry, body: bytes, code: int
+) -> None:
+    # Given a body limit that lets JSON nested 1,900 levels deep reach the parser
+    app = create_app(
+        settings(serve_max_body_bytes=100_000), loader=registry.load, resolver=registry.resolve
+    )
+    headers = {**AUTH, "Content-Type": "application/json"}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/invocations", headers=headers, content=body)
+        # Then it is refused as the client's error, in JSON
+        assert response.status_code == code, response.text
+        assert response.headers["content-type"] == "application/json"
+        # And the server answers the next request as usual
+        good = client.post("/invocations", headers=AUTH, json={"posts": [{"text": "a"}]})
+        assert good.status_code == 200
+
+
 def test_total_characters_per_request_are_bounded_naming_the_post(client: TestClient) -> None:
     # Given three posts of 45 characters each (under 50 each, 135 in all, limit 120)
     posts = [{"id": f"p{n}", "text": "y" * 45} for n in range(3)]
