@@ -207,7 +207,7 @@ class Settings(BaseSettings):
         2_000_000, ge=1, description="Largest request body, refused before it is parsed."
     )
     serve_max_total_chars: int = Field(
-        200_000, ge=1, description="Most characters all the posts of one request may hold."
+        72_000, ge=1, description="Most characters in all the posts of one request (256 x 280)."
     )
 
     @field_validator("labels")
