@@ -325,76 +325,106 @@ def _report(
     answers = load.answers
     failed = [a for a in answers if a.status != 200]
     latencies_ms = [a.seconds * 1000 for a in answers if a.status == 200] or [float("nan")]
+    latency = {
+        "p50": _percentile(latencies_ms, 50),
+        "p90": _percentile(latencies_ms, 90),
+        "p99": _percentile(latencies_ms, 99),
+        "max": max(latencies_ms),
+        "mean": statistics.fmean(latencies_ms),
+    }
     served_rate = POSTS_PER_REQUEST * (len(answers) - len(failed)) / wall
-    versions = sorted({a.model_version for a in answers if a.model_version})
     leaked = token in (out / "server.log").read_text(errors="replace")
-    p50, p99 = _percentile(latencies_ms, 50), _percentile(latencies_ms, 99)
-    load_note = f"{CLIENTS} clients x keep-alive, {POSTS_PER_REQUEST} posts/request"
-    metrics = [
-        Metric("requests answered", len(answers), note=f"{load_note}, {wall:.1f} s"),
-        Metric(
-            "failed requests while @champion moved",
-            len(failed),
-            target="0",
-            met=not failed,
-            note="promotion then rollback under load",
-        ),
-        Metric(
-            "answers whose spans differ from raw nlp.pipe",
-            load.mismatches,
-            target="0",
-            met=load.mismatches == 0,
-        ),
-        Metric("latency p50", p50, "ms"),
-        Metric("latency p99", p99, "ms"),
-        Metric("served throughput", served_rate, "posts/s"),
-        Metric(
-            "raw nlp.pipe, 1 process",
-            raw_rate,
-            "posts/s",
-            note="same model and posts, batch 256, best of 4 runs around the load",
-        ),
-        Metric(
-            "served / raw nlp.pipe",
-            served_rate / raw_rate,
-            "x",
-            "≥ 0.4",
-            at_least(served_rate / raw_rate, 0.4),
-            "raw nlp.pipe, same run",
-        ),
-        Metric(
-            "promotion reached answers after",
-            moves.get("promotion_seconds"),
-            "s",
-            "reached",
-            moves.get("promotion_seconds") is not None,
-            note="alias polled every 0.5 s, then the new version loads",
-        ),
-        Metric(
-            "rollback reached answers after",
-            moves.get("rollback_seconds"),
-            "s",
-            "reached",
-            moves.get("rollback_seconds") is not None,
-        ),
-        Metric("token in the server log", leaked, target="False", met=not leaked),
-    ]
     return {
-        "metrics": metrics,
+        "metrics": _metrics(
+            Outcome(
+                answered=len(answers),
+                failed=len(failed),
+                mismatches=load.mismatches,
+                wall=wall,
+                latency_ms=latency,
+                served_rate=served_rate,
+                raw_rate=raw_rate,
+                moves=moves,
+                leaked=leaked,
+            )
+        ),
         "config": {
             "clients": CLIENTS,
             "posts_per_request": POSTS_PER_REQUEST,
             "n_requests": load.n_requests,
             "model": BASE_MODEL,
         },
-        "versions_seen": versions,
+        "versions_seen": sorted({a.model_version for a in answers if a.model_version}),
         "moves": moves,
-        "latency_ms": {
-            "p50": p50,
-            "p90": _percentile(latencies_ms, 90),
-            "p99": p99,
-            "max": max(latencies_ms),
-            "mean": statistics.fmean(latencies_ms),
-        },
+        "latency_ms": latency,
         "failures": [{"status": a.status, "error": a.error} for a in failed[:20]],
     }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the run measured, as the metrics table reports it."""
+
+    answered: int
+    failed: int
+    mismatches: int
+    wall: float
+    latency_ms: dict[str, float]
+    served_rate: float
+    raw_rate: float
+    moves: dict[str, Any]
+    leaked: bool
+
+
+def _metrics(outcome: Outcome) -> list[Metric]:
+    o = outcome
+    load_note = f"{CLIENTS} clients x keep-alive, {POSTS_PER_REQUEST} posts/request"
+    return [
+        Metric("requests answered", o.answered, note=f"{load_note}, {o.wall:.1f} s"),
+        Metric(
+            "failed requests while @champion moved",
+            o.failed,
+            target="0",
+            met=not o.failed,
+            note="promotion then rollback under load",
+        ),
+        Metric(
+            "answers whose spans differ from raw nlp.pipe",
+            o.mismatches,
+            target="0",
+            met=o.mismatches == 0,
+        ),
+        Metric("latency p50", o.latency_ms["p50"], "ms"),
+        Metric("latency p99", o.latency_ms["p99"], "ms"),
+        Metric("served throughput", o.served_rate, "posts/s"),
+        Metric(
+            "raw nlp.pipe, 1 process",
+            o.raw_rate,
+            "posts/s",
+            note="same model and posts, batch 256, best of 4 runs around the load",
+        ),
+        Metric(
+            "served / raw nlp.pipe",
+            o.served_rate / o.raw_rate,
+            "x",
+            "≥ 0.4",
+            at_least(o.served_rate / o.raw_rate, 0.4),
+            "raw nlp.pipe, same run",
+        ),
+        Metric(
+            "promotion reached answers after",
+            o.moves.get("promotion_seconds"),
+            "s",
+            "reached",
+            o.moves.get("promotion_seconds") is not None,
+            note="alias polled every 0.5 s, then the new version loads",
+        ),
+        Metric(
+            "rollback reached answers after",
+            o.moves.get("rollback_seconds"),
+            "s",
+            "reached",
+            o.moves.get("rollback_seconds") is not None,
+        ),
+        Metric("token in the server log", o.leaked, target="False", met=not o.leaked),
+    ]
