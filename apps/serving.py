@@ -329,7 +329,7 @@ class RequestGuard:
             return
         body = await self._read_body(scope, receive)
         if body is None:
-            detail = f"request body over {self.max_body_bytes} bytes; the limit is that"
+            detail = f"request body over the limit of {self.max_body_bytes} bytes"
             response = JSONResponse({"detail": detail}, status.HTTP_413_CONTENT_TOO_LARGE)
             await response(scope, receive, send)
             return
@@ -376,7 +376,8 @@ def _printable(value: object) -> object:
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     """422 listing each problem with its place and, for a post, its index (``post``). The
     input values are left out: they may be what cannot be encoded."""
-    assert isinstance(exc, RequestValidationError)
+    if not isinstance(exc, RequestValidationError):  # registered for that class only
+        raise exc
     problems = []
     for error in exc.errors():
         loc = [_printable(part) for part in error.get("loc", ())]
