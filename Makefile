@@ -39,9 +39,10 @@ install-postgres:  ## install PostgreSQL (Debian package) when its server is mis
 demo: install  ## run the whole loop on bundled posts (no servers, no variables)
 	$(RUN) python -m flows.feedback_loop --demo
 
-lint: install  ## ruff + mypy
+lint: install  ## ruff + mypy + actionlint (.github/workflows, with shellcheck on run: steps)
 	$(RUN) ruff check ner flows tests bench apps
 	$(RUN) mypy
+	$(RUN) actionlint .github/workflows/*.yml
 
 test: lint install-postgres  ## lint, type-check and run every test
 	$(RUN) pytest -q

@@ -1,2 +1,4 @@
-"""The edge of brandloop: HTTP apps and the CLI. Imports ``ner`` and ``flows``; never imported
-by them."""
+"""brandloop's edge: HTTP apps and the command line.
+
+``apps`` imports ``ner`` and ``flows``; they never import ``apps``.
+"""

@@ -35,6 +35,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from deployments.versioning import with_default_version
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PREFECT_FILE = PROJECT_DIR / "prefect.yaml"
 ENVIRONMENTS = ("dev", "staging", "prod")
@@ -266,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     envs = args.env or list(ENVIRONMENTS)
-    environ = dict(os.environ)
+    environ = with_default_version(os.environ)  # BRANDLOOP_VERSION: given, or local-<time>
     if args.check:
         missing = missing_variables(load_prefect_file(), envs, environ)
         for name in missing:

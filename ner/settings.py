@@ -183,7 +183,7 @@ class Settings(BaseSettings):
         "included, before it fails (each HTTP request waits at most 60 s of it).",
     )
 
-    # --- Serving (the champion over REST; see ner/serving.py) ---------------------------
+    # --- Serving (the champion over REST; see apps/serving.py) ---------------------------
     serve_model: str = Field(
         "models:/brand-ner@champion", description="Model spec the REST API serves."
     )
@@ -200,6 +200,15 @@ class Settings(BaseSettings):
     )
     serve_max_posts: int = Field(256, ge=1, description="Most posts one request may send.")
     serve_max_chars: int = Field(10_000, ge=1, description="Longest post text accepted.")
+    serve_api_keys: tuple[SecretStr, ...] = Field(
+        (), description="More accepted bearer tokens (a JSON list), e.g. one per client."
+    )
+    serve_max_body_bytes: int = Field(
+        2_000_000, ge=1, description="Largest request body, refused before it is parsed."
+    )
+    serve_max_total_chars: int = Field(
+        72_000, ge=1, description="Most characters in all the posts of one request (256 x 280)."
+    )
 
     @field_validator("labels")
     @classmethod

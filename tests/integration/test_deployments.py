@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import pytest
 import requests
 
 from deployments import bootstrap
+from deployments.versioning import Environment, Ref, RefType, deploy_version
 from ner.replay import demo_gold_path, demo_posts_path
 from ner.storage import open_storage
 from tests.support.servers import MlflowService, PrefectService
@@ -35,6 +37,10 @@ ROOT = Path(__file__).resolve().parents[2]
 ENVS = bootstrap.ENVIRONMENTS
 #: Seconds measured in this module (printed at the end of the module).
 TIMINGS: dict[str, float] = {}
+#: What the dev workflow would name a deploy of branch feature/Emoji-Offsets.
+VERSION = deploy_version(
+    Environment.DEV, Ref("feature/Emoji-Offsets", RefType.BRANCH), datetime(2026, 11, 29, 21, 5)
+)
 
 
 @dataclass
@@ -82,7 +88,7 @@ def deployed(
     # Given deploy-time variables: dev on a temp folder and the session's MLflow server
     storage_uris = {env: str(tmp / f"storage-{env}") for env in ENVS}
     sentinels = [f"sentinel-{secrets.token_hex(8)}" for _ in range(4)]
-    deploy_env = {"BRANDLOOP_PROJECT_DIR": str(ROOT)}
+    deploy_env = {"BRANDLOOP_PROJECT_DIR": str(ROOT), "BRANDLOOP_VERSION": VERSION}
     for env in ENVS:
         prefix = f"BRANDLOOP_{env.upper()}_"
         deploy_env[prefix + "STORAGE_URI"] = storage_uris[env]
@@ -145,6 +151,14 @@ def test_deploy_all_creates_every_deployment(deployed: Deployed) -> None:
         assert deployment["pull_steps"] == []
         assert deployment["enforce_parameter_schema"] is True
         assert f"env:{env}" in deployment["tags"]
+
+
+def test_every_deployment_carries_the_version_it_was_deployed_as(deployed: Deployed) -> None:
+    # Given BRANDLOOP_VERSION named by deployments.versioning in the deploying shell
+    assert VERSION == "feature-emoji-offsets-20261129-210500"
+    # Then prefect.yaml stored it as the version of all twelve deployments
+    versions = {(d["flow_name"], d["name"]): d["version"] for d in deployed.deployments}
+    assert len(versions) == 12 and set(versions.values()) == {VERSION}, versions
 
 
 def test_schedules_exist_with_their_slugs(deployed: Deployed) -> None:

@@ -1,11 +1,15 @@
-"""The REST API as users run it: ``python -m ner.serving`` over a real MLflow server.
+"""The REST API as users run it: ``python -m apps.serving`` over a real MLflow server.
 
 The served model follows ``@champion`` on the tracking server: a promotion and a rollback
 made through :class:`ner.registry.Registry` reach the running server without a restart.
+Bad input over real HTTP/1.1 (uvicorn): a lone surrogate is a 422 on a connection that stays
+open, bodies over the limit are refused, and a token put in a URL never reaches the log.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import secrets
 import sys
 import time
@@ -23,6 +27,7 @@ from tests.support.servers import LOCALHOST, ManagedServer, MlflowService, free_
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLD = "c" * 64
+MAX_BODY = 20_000
 
 
 def _register(registry: Registry, tmp_path: Path, brands: list[str], f1: float) -> str:
@@ -70,7 +75,7 @@ def served(
     port = free_port()
     server = ManagedServer(
         "serving",
-        [sys.executable, "-m", "ner.serving"],
+        [sys.executable, "-m", "apps.serving"],
         workdir=tmp_path,
         cwd=ROOT,
         port=port,
@@ -81,6 +86,7 @@ def served(
             "NER_SERVE_API_KEY": token,
             "NER_SERVE_PORT": str(port),
             "NER_SERVE_REFRESH_SECONDS": "0.5",
+            "NER_SERVE_MAX_BODY_BYTES": str(MAX_BODY),
         },
         unset_env=("MLFLOW_TRACKING_URI",),
         startup_timeout=120.0,
@@ -101,7 +107,8 @@ def test_champion_is_served_with_auth_and_follows_promotion_and_rollback(
     # And the API refuses a missing or wrong token
     body = {"posts": [{"id": "p1", "text": "new glossier and fenty beauty drop 💄"}]}
     assert requests.post(f"{url}/v1/predict", json=body, timeout=5).status_code == 401
-    wrong = {"Authorization": "Bearer nope"}
+    wrong_token = f"wrong-{secrets.token_hex(8)}"
+    wrong = {"Authorization": f"Bearer {wrong_token}"}
     assert (
         requests.post(f"{url}/v1/predict", json=body, headers=wrong, timeout=5).status_code == 401
     )
@@ -128,5 +135,68 @@ def test_champion_is_served_with_auth_and_follows_promotion_and_rollback(
     assert reload.json()["model_version"] == f"{name}/1"
     third = requests.post(f"{url}/v1/predict", json=body, headers=auth, timeout=30).json()
     assert [s["text"] for s in third["predictions"][0]["spans"]] == ["glossier"]
-    # And the token never reached the server's log
-    assert token not in served.log_path.read_text(errors="replace")
+    # And neither the token nor the wrong one reached the server's log
+    log = served.log_path.read_text(errors="replace")
+    assert token not in log and wrong_token not in log
+    assert '"POST /v1/predict HTTP/1.1" 401' in log
+
+
+def _exchange(
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None, token: str
+) -> tuple[int, dict[str, Any], str | None]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    return response.status, json.loads(response.read()), response.getheader("connection")
+
+
+def test_bad_input_over_http_keeps_the_connection_and_no_token_reaches_the_log(
+    served: ManagedServer, token: str
+) -> None:
+    conn = http.client.HTTPConnection(LOCALHOST, served.port, timeout=30)
+    # Given a post whose text holds a lone surrogate (an escaped one: valid JSON)
+    bad = b'{"posts": [{"id": "ok", "text": "glossier"}, {"id": "bad", "text": "x \\ud83d"}]}'
+    status, payload, connection = _exchange(conn, "POST", "/invocations", bad, token)
+    # Then the answer is a 422 naming the post, and the server keeps the connection open
+    assert status == 422, payload
+    assert payload["detail"][0]["post"] == 1 and "'bad'" in payload["detail"][0]["msg"]
+    assert connection != "close"
+    sock = conn.sock
+    assert sock is not None
+    # When the next request goes down the same connection, it is answered on it
+    good = json.dumps({"posts": [{"id": "g", "text": "new glossier drop"}]}).encode()
+    status, payload, _ = _exchange(conn, "POST", "/v1/predict", good, token)
+    assert status == 200 and payload["predictions"][0]["spans"][0]["text"] == "glossier"
+    assert conn.sock is sock
+    conn.close()
+
+    # Given a body over the limit, declared or streamed in chunks
+    big = json.dumps({"posts": [{"text": "a " * MAX_BODY}]}).encode()
+    conn = http.client.HTTPConnection(LOCALHOST, served.port, timeout=30)
+    status, payload, _ = _exchange(conn, "POST", "/invocations", big, token)
+    assert status == 413 and f"{MAX_BODY} bytes" in payload["detail"]
+    conn.close()
+    conn = http.client.HTTPConnection(LOCALHOST, served.port, timeout=30)
+    conn.request(
+        "POST",
+        "/invocations",
+        body=iter([big[:10_000], big[10_000:]]),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        encode_chunked=True,
+    )
+    streamed = conn.getresponse()
+    assert streamed.status == 413, streamed.read()
+    conn.close()
+
+    # Given a token sent in the query string instead of the header
+    leaked = requests.get(f"http://{LOCALHOST}:{served.port}/v1/model?api_key={token}", timeout=5)
+    # Then it is refused, and the access log shows the request without its query
+    assert leaked.status_code == 400
+    deadline = time.monotonic() + 10
+    log = ""
+    while "/v1/model?<redacted>" not in log and time.monotonic() < deadline:
+        time.sleep(0.2)
+        log = served.log_path.read_text(errors="replace")
+    assert '"GET /v1/model?<redacted> HTTP/1.1" 400' in log
+    assert '"POST /invocations HTTP/1.1" 422' in log
+    assert token not in log and "api_key" not in log

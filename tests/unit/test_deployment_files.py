@@ -258,7 +258,7 @@ def test_compose_services_running_brandloop_reach_every_server(
     assert "deployments.label_trigger" in trigger
     # And the REST API serves the champion of the same tracking server, token from .env
     serving = services["serving"]["environment"]
-    assert services["serving"]["command"][-1] == "ner.serving"
+    assert services["serving"]["command"][-1] == "apps.serving"
     assert serving["NER_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert serving["NER_SERVE_MODEL"] == "models:/brand-ner@champion"
     assert serving["NER_SERVE_API_KEY"] == "${SERVE_API_KEY}"

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ast
+import json
+import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import spacy
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from apps.serving import ModelHolder, RedactQuery, create_app, registry_version
 from ner.errors import ConfigError, ModelError
 from ner.models import LoadedModel, add_gazetteer, add_label_filter
-from ner.serving import ModelHolder, create_app, registry_version
 from ner.settings import Settings
 
 TOKEN = "serve-token-for-tests"
@@ -52,6 +56,8 @@ def settings(**overrides: object) -> Settings:
         "serve_refresh_seconds": 0.0,
         "serve_max_posts": 3,
         "serve_max_chars": 50,
+        "serve_max_total_chars": 120,
+        "serve_max_body_bytes": 2_000,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -174,3 +180,212 @@ def test_a_model_that_cannot_load_at_start_stops_the_start(registry: Registry) -
 def test_specs_that_do_not_follow_an_alias_resolve_to_nothing() -> None:
     assert registry_version("gazetteer", None) is None
     assert registry_version("models:/brand-ner/3", None) is None
+
+
+# --- SageMaker contract, several tokens --------------------------------------------------
+OTHER_TOKENS = ["client-a-token", "client-b-token"]
+
+
+def test_ping_and_invocations_answer_like_health_and_predict(client: TestClient) -> None:
+    # Given the SageMaker container contract beside /v1
+    ping = client.get("/ping")
+    # Then /ping needs no token and names the served version, like /health
+    assert ping.status_code == 200 and ping.json() == client.get("/health").json()
+    # And /invocations takes the same JSON and answers the same spans as /v1/predict
+    body = {"posts": [{"id": "a", "text": "💄 glossier haul"}, {"text": "nothing"}]}
+    invoked = client.post("/invocations", headers=AUTH, json=body)
+    assert invoked.status_code == 200, invoked.text
+    assert invoked.headers["content-type"] == "application/json"
+    assert invoked.json() == client.post("/v1/predict", headers=AUTH, json=body).json()
+    assert invoked.json()["predictions"][0]["spans"] == [
+        {"start": 2, "end": 10, "label": "BRAND", "text": "glossier"}
+    ]
+    # And without a token it is refused like every other model call
+    assert client.post("/invocations", json=body).status_code == 401
+
+
+def test_every_configured_token_is_accepted_and_no_other(registry: Registry) -> None:
+    # Given one legacy token and two per-client tokens
+    keys = tuple(SecretStr(t) for t in OTHER_TOKENS)
+    app = create_app(settings(serve_api_keys=keys), loader=registry.load, resolver=registry.resolve)
+    body = {"posts": [{"text": "glossier"}]}
+    with TestClient(app) as client:
+        # Then each of them opens /v1 and /invocations
+        for token in [TOKEN, *OTHER_TOKENS]:
+            for path in ("/v1/predict", "/invocations"):
+                headers = {"Authorization": f"Bearer {token}"}
+                assert client.post(path, headers=headers, json=body).status_code == 200, token
+        # And a prefix, a longer token or a token of another case does not
+        for wrong in [OTHER_TOKENS[0][:-1], OTHER_TOKENS[0] + "x", TOKEN.upper()]:
+            response = client.post(
+                "/invocations", headers={"Authorization": f"Bearer {wrong}"}, json=body
+            )
+            assert response.status_code == 401, wrong
+
+
+def test_the_token_list_alone_is_enough_and_an_empty_one_is_not(registry: Registry) -> None:
+    keys = (SecretStr(OTHER_TOKENS[0]),)
+    app = create_app(
+        settings(serve_api_key=None, serve_api_keys=keys),
+        loader=registry.load,
+        resolver=registry.resolve,
+    )
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {OTHER_TOKENS[0]}"}
+        assert client.get("/v1/model", headers=headers).status_code == 200
+        assert client.get("/v1/model", headers=AUTH).status_code == 401
+    with pytest.raises(ConfigError, match="NER_SERVE_API_KEYS"):
+        create_app(settings(serve_api_key=SecretStr(""), serve_api_keys=(SecretStr(""),)))
+
+
+# --- bad input: lone surrogates, sizes, query strings -----------------------------------
+LONE = "\\ud83d"  # a JSON escape of a high surrogate with no low one after it
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/invocations"])
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"posts": [{"id": "ok", "text": "hi"}, {"id": "p2", "text": "x LONE y"}]}', "text"),
+        ('{"posts": [{"id": "ok", "text": "hi"}, {"id": "pLONE", "text": "glossier"}]}', "id"),
+    ],
+    ids=["in-text", "in-id"],
+)
+def test_a_lone_surrogate_is_a_422_naming_the_post(
+    client: TestClient, path: str, raw: str, field: str
+) -> None:
+    # Given a post whose text or id holds an escaped lone surrogate (valid JSON, invalid Unicode)
+    body = raw.replace("LONE", LONE).encode("ascii")
+    headers = {**AUTH, "Content-Type": "application/json"}
+    # When it is sent
+    response = client.post(path, headers=headers, content=body)
+    # Then it is refused with 422 naming the post by its index and id, and the field
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["post"] == 1
+    assert problem["loc"] == ["body", "posts", 1]
+    assert f"{field} holds a lone surrogate" in problem["msg"]
+    assert ("'p2'" if field == "text" else "'p\\ud83d'") in problem["msg"]
+    # And the server still answers good posts
+    good = client.post(path, headers=AUTH, json={"posts": [{"text": "glossier"}]})
+    assert good.status_code == 200
+
+
+def test_surrogates_encoded_as_raw_bytes_are_refused_too(client: TestClient) -> None:
+    # Given the UTF-8-like bytes of a lone surrogate (Python's json reads them as one)
+    body = b'{"posts": [{"id": "a", "text": "x \xed\xa0\xbd y"}]}'
+    response = client.post(
+        "/v1/predict", headers={**AUTH, "Content-Type": "application/json"}, content=body
+    )
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["post"] == 0 and "text holds a lone surrogate at character 2" in problem["msg"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"[" * 1_900 + b"]" * 1_900, 400),
+        (b'{"posts": [{"text": "caf\xe9"}]}', 400),
+        (b"{not json", 422),
+    ],
+    ids=["nested-deep", "not-utf8", "not-json"],
+)
+def test_unparsable_bodies_are_a_client_error_not_a_500(
+    registry: Registry, body: bytes, code: int
+) -> None:
+    # Given a body limit that lets JSON nested 1,900 levels deep reach the parser
+    app = create_app(
+        settings(serve_max_body_bytes=100_000), loader=registry.load, resolver=registry.resolve
+    )
+    headers = {**AUTH, "Content-Type": "application/json"}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/invocations", headers=headers, content=body)
+        # Then it is refused as the client's error, in JSON
+        assert response.status_code == code, response.text
+        assert response.headers["content-type"] == "application/json"
+        # And the server answers the next request as usual
+        good = client.post("/invocations", headers=AUTH, json={"posts": [{"text": "a"}]})
+        assert good.status_code == 200
+
+
+def test_total_characters_per_request_are_bounded_naming_the_post(client: TestClient) -> None:
+    # Given three posts of 45 characters each (under 50 each, 135 in all, limit 120)
+    posts = [{"id": f"p{n}", "text": "y" * 45} for n in range(3)]
+    response = client.post("/invocations", headers=AUTH, json={"posts": posts})
+    # Then the post that crosses the limit is named
+    assert response.status_code == 413
+    detail = response.json()["detail"]
+    assert "'p2'" in detail and "135 characters" in detail and "120 per request" in detail
+    assert client.post("/invocations", headers=AUTH, json={"posts": posts[:2]}).status_code == 200
+
+
+def test_a_body_over_the_limit_is_refused_before_parsing(client: TestClient) -> None:
+    big = json.dumps({"posts": [{"text": "a"}], "pad": "z" * 3_000}).encode()
+    headers = {**AUTH, "Content-Type": "application/json"}
+    # Given a declared Content-Length over 2,000 bytes
+    response = client.post("/v1/predict", headers=headers, content=big)
+    assert response.status_code == 413
+    assert "limit" in response.json()["detail"] and "2000 bytes" in response.json()["detail"]
+
+    # And the same bytes streamed in chunks, with no length declared
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(big), 500):
+            yield big[start : start + 500]
+
+    response = client.post("/invocations", headers=headers, content=chunks())
+    assert response.status_code == 413, response.text
+    # And a small streamed body still goes through
+    small = json.dumps({"posts": [{"text": "glossier"}]}).encode()
+    response = client.post("/invocations", headers=headers, content=iter([small[:10], small[10:]]))
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["spans"][0]["text"] == "glossier"
+
+
+@pytest.mark.parametrize("path", ["/v1/model", "/health", "/invocations"])
+def test_a_token_in_the_query_string_is_refused(client: TestClient, path: str) -> None:
+    response = client.request(
+        "GET" if path != "/invocations" else "POST",
+        f"{path}?api_key={TOKEN}",
+        json={"posts": [{"text": "x"}]},
+    )
+    assert response.status_code == 400
+    assert "Authorization: Bearer" in response.json()["detail"]
+    assert TOKEN not in response.text
+
+
+def test_the_access_log_filter_drops_the_query_string() -> None:
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", f"/v1/model?api_key={TOKEN}", "1.1", 400),
+        None,
+    )
+    assert RedactQuery().filter(record) is True
+    assert record.getMessage() == '127.0.0.1:5000 - "GET /v1/model?<redacted> HTTP/1.1" 400'
+    plain = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, "%s %s %s", ("a", "GET", "/health"), None
+    )
+    RedactQuery().filter(plain)
+    assert plain.getMessage() == "a GET /health"
+
+
+def test_the_library_and_the_flows_never_import_the_edge() -> None:
+    # Given every module of ner/ and flows/
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for path in sorted([*root.glob("ner/**/*.py"), *root.glob("flows/**/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            offenders += [
+                f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "apps"
+            ]
+    # Then none imports apps (apps imports them, never the other way round)
+    assert offenders == []

@@ -1,0 +1,579 @@
+"""Serve the champion over an authenticated REST API (FastAPI).
+
+``python -m apps.serving`` (settings from ``NER_`` variables) starts it with uvicorn;
+:func:`create_app` builds the ASGI app for any other server.
+
+Endpoints
+    ``GET /health``, ``GET /ping``
+        No authentication (load balancers, SageMaker's health check): ``200`` with the model
+        version once a model is loaded, ``503`` before.
+    ``GET /v1/model``
+        The served spec, the registry version behind it, when it was loaded and the last
+        refresh error, if any.
+    ``POST /v1/predict``, ``POST /invocations``
+        ``{"posts": [{"id": "p1", "text": "..."}, ...]}`` (``id`` optional) →
+        ``{"model_version": "brand-ner/3", "predictions": [{"id": "p1", "spans": [...]}]}``
+        with code-point offsets (``text[start:end] == span.text``). ``/invocations`` is the
+        SageMaker container contract for the same call.
+    ``POST /v1/reload``
+        Check the registry now and load the new version if the alias moved.
+
+Authentication
+    Every call but the health checks needs ``Authorization: Bearer <token>``, one of
+    ``NER_SERVE_API_KEY`` and ``NER_SERVE_API_KEYS`` (a JSON list, one token per client); the
+    server refuses to start without one. Tokens are compared in constant time and never
+    logged. A query string is refused (``400``), so no token rides in a URL, and the access
+    log shows ``?<redacted>`` in place of any query.
+
+Limits (each refusal is a JSON ``{"detail": ...}`` naming the post)
+    The body is cut off at ``NER_SERVE_MAX_BODY_BYTES`` before it is parsed, whether it
+    declares a ``Content-Length`` or streams (``413``). At most ``NER_SERVE_MAX_POSTS`` posts,
+    each at most ``NER_SERVE_MAX_CHARS`` characters and all together at most
+    ``NER_SERVE_MAX_TOTAL_CHARS`` (``413``). A post whose text or id holds a lone surrogate
+    (not valid Unicode) is a ``422``; the connection stays open.
+
+Following the champion
+    For a ``models:/<name>@<alias>`` spec the version behind the alias is resolved first and
+    that exact version is loaded, so the reported version is the one answering. A background
+    thread re-resolves the alias every ``NER_SERVE_REFRESH_SECONDS`` and swaps in a promoted
+    (or rolled back) version without a restart; requests in flight finish on the model they
+    started with. If loading the new version fails, the old one keeps serving and the error
+    shows in ``/v1/model``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, model_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ner.errors import ConfigError, ModelError
+from ner.inference import predict_texts
+from ner.models import LoadedModel, load_model, registry_version
+from ner.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[str], LoadedModel]
+#: Reads ``Authorization: Bearer …``; module level so FastAPI can resolve the annotation.
+_BEARER = HTTPBearer(auto_error=False)
+Resolver = Callable[[str], str | None]
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class Served:
+    """The model answering requests, and where it came from."""
+
+    model: LoadedModel
+    spec: str
+    loaded_at: datetime
+
+
+class ModelHolder:
+    """Holds the served model and swaps it when the alias it follows moves.
+
+    ``loader`` turns a spec into a :class:`LoadedModel`; ``resolver`` returns the registry
+    version a spec stands for (None for specs that do not move).
+    """
+
+    def __init__(self, spec: str, loader: Loader, resolver: Resolver) -> None:
+        self.spec = spec
+        self._loader = loader
+        self._resolver = resolver
+        self._served: Served | None = None
+        self._swap_lock = threading.Lock()
+        self.last_error: str | None = None
+        self.last_check: datetime | None = None
+
+    @property
+    def served(self) -> Served:
+        served = self._served
+        if served is None:
+            raise ModelError(f"no model loaded for {self.spec!r} yet")
+        return served
+
+    @property
+    def loaded(self) -> bool:
+        return self._served is not None
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Load the model if the version behind the spec changed; True when it swapped.
+
+        Raises :class:`ModelError` when the spec cannot be resolved or loaded; the model
+        served so far (if any) stays in place.
+        """
+        with self._swap_lock:
+            self.last_check = datetime.now(UTC)
+            try:
+                version = self._resolver(self.spec)
+                current = self._served
+                if (
+                    current is not None
+                    and not force
+                    and (version is None or version == current.model.version)
+                ):
+                    self.last_error = None
+                    return False
+                name, _, number = (version or "").rpartition("/")
+                target = f"models:/{name}/{number}" if version else self.spec
+                model = self._loader(target)
+            except ModelError as exc:
+                self.last_error = str(exc)
+                raise
+            if version is not None:
+                model = LoadedModel(model.nlp, version)
+            previous = None if current is None else current.model.version
+            self._served = Served(model, target, datetime.now(UTC))
+            self.last_error = None
+            log.info("serving %s (was %s)", model.version, previous)
+            return True
+
+    def refresh_quietly(self) -> None:
+        """:meth:`refresh` for the background thread: failures are logged, not raised."""
+        try:
+            self.refresh()
+        except ModelError as exc:
+            log.warning("model refresh failed, still serving the old model: %s", exc)
+
+
+def _follow(holder: ModelHolder, every: float, stop: threading.Event) -> None:
+    while not stop.wait(every):
+        holder.refresh_quietly()
+
+
+def _lifespan(
+    holder: ModelHolder, refresh_seconds: float
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Load the model at start (:class:`ModelError` stops the start), then follow its alias
+    every ``refresh_seconds`` (0 = never) in a daemon thread stopped at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        holder.refresh(force=True)
+        log.info("loaded %s in %.1f s", holder.served.model.version, time.perf_counter() - started)
+        stop = threading.Event()
+        thread = None
+        if refresh_seconds > 0:
+            thread = threading.Thread(
+                target=_follow,
+                args=(holder, refresh_seconds, stop),
+                name="brandloop-model-refresh",
+                daemon=True,
+            )
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(timeout=5)
+
+    return lifespan
+
+
+# --------------------------------------------------------------------------- the schema
+
+
+def lone_surrogate(value: str) -> int | None:
+    """Index of the first lone surrogate in ``value`` (it cannot be UTF-8 encoded), or None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+class PostIn(BaseModel):
+    """One post to tag; its text and id must be valid Unicode (no lone surrogate)."""
+
+    id: str | None = Field(None, description="Caller's id, echoed back.")
+    text: str
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> PostIn:
+        for field, value in (("id", self.id), ("text", self.text)):
+            at = None if value is None else lone_surrogate(value)
+            if at is not None:
+                raise ValueError(
+                    f"post {self.id!a}: {field} holds a lone surrogate at character {at} "
+                    "(not valid Unicode); send the text as UTF-8"
+                )
+        return self
+
+
+class PredictRequest(BaseModel):
+    posts: list[PostIn] = Field(..., min_length=1)
+
+
+class SpanOut(BaseModel):
+    start: int
+    end: int
+    label: str
+    text: str
+
+
+class PredictionOut(BaseModel):
+    id: str | None
+    spans: list[SpanOut]
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    predictions: list[PredictionOut]
+
+
+class ModelInfo(BaseModel):
+    spec: str
+    model_version: str
+    loaded_from: str
+    loaded_at: datetime
+    last_check: datetime | None
+    last_error: str | None
+
+
+class ReloadResponse(BaseModel):
+    changed: bool
+    model_version: str
+
+
+class HealthResponse(BaseModel):
+    status: str
+    model_version: str
+
+
+# --------------------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for: bytes of body, posts, characters per post and in all."""
+
+    max_body_bytes: int
+    max_posts: int
+    max_chars: int
+    max_total_chars: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_body_bytes=settings.serve_max_body_bytes,
+            max_posts=settings.serve_max_posts,
+            max_chars=settings.serve_max_chars,
+            max_total_chars=settings.serve_max_total_chars,
+        )
+
+    def check(self, posts: Sequence[PostIn]) -> None:
+        """Raise ``HTTPException(413)`` naming the first post over a limit."""
+        if len(posts) > self.max_posts:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"{len(posts)} posts in one request; the limit is {self.max_posts}",
+            )
+        total = 0
+        for index, post in enumerate(posts):
+            name = f"post {post.id!r}" if post.id is not None else f"post #{index}"
+            total += len(post.text)
+            if len(post.text) > self.max_chars:
+                raise HTTPException(
+                    status.HTTP_413_CONTENT_TOO_LARGE,
+                    f"{name} has {len(post.text)} characters; the limit is {self.max_chars}",
+                )
+            if total > self.max_total_chars:
+                raise HTTPException(
+                    status.HTTP_413_CONTENT_TOO_LARGE,
+                    f"{name} brings the request to {total} characters; the limit is "
+                    f"{self.max_total_chars} per request",
+                )
+
+
+class RequestGuard:
+    """ASGI middleware run before any parsing: refuses a query string (``400``: tokens
+    never ride in URLs) and a body over ``max_body_bytes`` (``413``), counted from
+    ``Content-Length`` when declared and on the bytes as they stream in either way."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope.get("query_string"):
+            detail = "query strings are not accepted; send the token as Authorization: Bearer"
+            await JSONResponse({"detail": detail}, status.HTTP_400_BAD_REQUEST)(
+                scope, receive, send
+            )
+            return
+        if scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        body = await self._read_body(scope, receive)
+        if body is None:
+            detail = f"request body over the limit of {self.max_body_bytes} bytes"
+            response = JSONResponse({"detail": detail}, status.HTTP_413_CONTENT_TOO_LARGE)
+            await response(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, or None as soon as it is known to be over the limit."""
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (
+                not value.isdigit() or int(value) > self.max_body_bytes
+            ):
+                return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _printable(value: object) -> object:
+    """``value`` safe to serialise as UTF-8 JSON: strings with lone surrogates escaped."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 listing each problem with its place and, for a post, its index (``post``). The
+    input values are left out: they may be what cannot be encoded."""
+    if not isinstance(exc, RequestValidationError):  # registered for that class only
+        raise exc
+    problems = []
+    for error in exc.errors():
+        loc = [_printable(part) for part in error.get("loc", ())]
+        problem: dict[str, Any] = {"loc": loc, "msg": _printable(error.get("msg", ""))}
+        problem["type"] = error.get("type")
+        if loc[:2] == ["body", "posts"] and len(loc) > 2 and isinstance(loc[2], int):
+            problem["post"] = loc[2]
+        problems.append(problem)
+    return JSONResponse({"detail": problems}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def token_digests(settings: Settings) -> tuple[bytes, ...]:
+    """SHA-256 of every accepted bearer token (``serve_api_key`` and ``serve_api_keys``).
+
+    Raises :class:`ConfigError` when there is none: the server never runs open.
+    """
+    secrets = (settings.serve_api_key, *settings.serve_api_keys)
+    tokens = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+    if not tokens:
+        raise ConfigError(
+            "NER_SERVE_API_KEY (or NER_SERVE_API_KEYS) is not set: the REST API needs at "
+            "least one bearer token (or NER_SERVE_API_KEY_BLOCK, a Prefect Secret block)."
+        )
+    return tuple(hashlib.sha256(token.encode("utf-8")).digest() for token in tokens)
+
+
+class BearerAuth:
+    """FastAPI dependency: ``401`` unless the bearer token is one of the accepted ones.
+
+    Digests of equal length are compared with :func:`hmac.compare_digest`, each of them
+    every time, so neither the token's length nor which token matched shows in the timing.
+    """
+
+    def __init__(self, digests: Sequence[bytes]) -> None:
+        self._digests = tuple(digests)
+
+    def __call__(
+        self,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> None:
+        given = b"" if credentials is None else credentials.credentials.encode("utf-8")
+        digest = hashlib.sha256(given).digest()
+        matches = [hmac.compare_digest(digest, accepted) for accepted in self._digests]
+        if credentials is None or not any(matches):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def _predict(
+    holder: ModelHolder, request: PredictRequest, labels: Sequence[str]
+) -> PredictResponse:
+    model = holder.served.model  # one model for the whole request, even mid-swap
+    found = predict_texts(model.nlp, [post.text for post in request.posts], labels)
+    return PredictResponse(
+        model_version=model.version,
+        predictions=[
+            PredictionOut(
+                id=post.id,
+                spans=[
+                    SpanOut(start=s.start, end=s.end, label=s.label, text=s.text) for s in spans
+                ],
+            )
+            for post, spans in zip(request.posts, found, strict=True)
+        ],
+    )
+
+
+def _add_health_routes(app: FastAPI, holder: ModelHolder) -> None:
+    def health() -> HealthResponse:
+        if not holder.loaded:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded")
+        return HealthResponse(status="ok", model_version=holder.served.model.version)
+
+    app.get("/health")(health)
+    app.get("/ping")(health)
+
+
+def _add_model_routes(
+    app: FastAPI, holder: ModelHolder, auth: BearerAuth, limits: Limits, labels: Sequence[str]
+) -> None:
+    guarded = [Depends(auth)]
+
+    def predict(request: PredictRequest) -> PredictResponse:
+        limits.check(request.posts)
+        return _predict(holder, request, labels)
+
+    def model_info() -> ModelInfo:
+        served = holder.served
+        return ModelInfo(
+            spec=holder.spec,
+            model_version=served.model.version,
+            loaded_from=served.spec,
+            loaded_at=served.loaded_at,
+            last_check=holder.last_check,
+            last_error=holder.last_error,
+        )
+
+    def reload() -> ReloadResponse:
+        try:
+            changed = holder.refresh()
+        except ModelError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+        return ReloadResponse(changed=changed, model_version=holder.served.model.version)
+
+    app.post("/v1/predict", dependencies=guarded)(predict)
+    app.post("/invocations", dependencies=guarded)(predict)
+    app.get("/v1/model", dependencies=guarded)(model_info)
+    app.post("/v1/reload", dependencies=guarded)(reload)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    loader: Loader | None = None,
+    resolver: Resolver | None = None,
+) -> FastAPI:
+    """The REST app serving ``settings.serve_model``.
+
+    Raises :class:`~ner.errors.ConfigError` when no bearer token is set. The model is loaded
+    when the app starts (its lifespan), not here; a model that cannot be loaded stops the
+    start with :class:`ModelError`.
+    """
+    auth = BearerAuth(token_digests(settings))
+    tracking_uri = settings.mlflow_tracking_uri
+
+    def default_loader(spec: str) -> LoadedModel:
+        return load_model(
+            spec,
+            labels=settings.labels,
+            base_model=settings.base_model,
+            label_map=settings.base_label_map,
+            tracking_uri=tracking_uri,
+        )
+
+    holder = ModelHolder(
+        settings.serve_model,
+        loader or default_loader,
+        resolver or (lambda spec: registry_version(spec, tracking_uri)),
+    )
+    app = FastAPI(
+        title="brandloop",
+        summary="Brand mentions in posts",
+        lifespan=_lifespan(holder, settings.serve_refresh_seconds),
+    )
+    app.state.holder = holder
+    limits = Limits.from_settings(settings)
+    app.add_middleware(RequestGuard, max_body_bytes=limits.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    _add_health_routes(app, holder)
+    _add_model_routes(app, holder, auth, limits, settings.labels)
+    return app
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class RedactQuery(logging.Filter):
+    """Rewrites uvicorn access-log records so no query string (and no token in one) is
+    written: ``GET /v1/model?api_key=x`` is logged as ``GET /v1/model?<redacted>``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path, query, _ = args[2].partition("?")
+            if query:
+                record.args = (*args[:2], f"{path}?<redacted>", *args[3:])
+        return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m apps.serving``: serve ``NER_SERVE_MODEL`` on ``NER_SERVE_HOST:PORT``."""
+    import uvicorn
+
+    from ner.settings import load_settings
+
+    del argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = load_settings()
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.serve_host, port=settings.serve_port, log_level="info"
+    )
+    # uvicorn.Config configures its loggers; the filter goes on after that.
+    logging.getLogger("uvicorn.access").addFilter(RedactQuery())
+    uvicorn.Server(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
