@@ -38,7 +38,7 @@ from flows.common import (
     retrying,
     run_stamp,
 )
-from ner import datasets, evaluation, labelstudio, labelstudio_client
+from ner import datasets, evaluation, labelstudio, labelstudio_client, layout
 from ner.errors import RegistryError
 from ner.registry import CHALLENGER, CHAMPION, decide, needs_training, run_tags
 from ner.settings import Settings
@@ -102,7 +102,7 @@ def pull_annotations(
         project.snapshot_export(storage, stamp)
         export_keys = project.snapshot_keys(storage)
     return labelstudio.collect_annotations(
-        storage, export_keys, settings.labels, out_key=f"annotations/{stamp}.jsonl"
+        storage, export_keys, settings.labels, out_key=layout.pulled_annotations(stamp)
     )
 
 
@@ -115,7 +115,7 @@ def prepare_gold(settings: Settings, annotations_key: str, stamp: str) -> dict[s
         storage,
         annotations,
         gold_fraction=settings.gold_fraction,
-        train_key=f"annotations/{stamp}.train.jsonl",
+        train_key=layout.training_pool(stamp),
     )
 
 

@@ -176,7 +176,8 @@ class ShardJob:
 _MODELS: dict[ModelRef | None, LoadedModel] = {}
 
 
-#: Seconds a pool worker waits for the others to start their shards.
+#: Seconds a pool worker waits for the others to start their shards, and a local Dask
+#: cluster for its workers.
 START_TIMEOUT_S = 600.0
 _START: list[Any] = []  # the barrier of this pool worker's call
 
@@ -337,7 +338,13 @@ def _run_dask(
     """Predict each shard as one task on a Dask cluster; every worker loads the model first."""
     with dask_client(address, workers) as client:
         if not address:
-            client.wait_for_workers(workers)
+            try:
+                client.wait_for_workers(workers, timeout=START_TIMEOUT_S)
+            except TimeoutError as exc:
+                raise ModelError(
+                    f"the local Dask cluster did not start {workers} workers "
+                    f"within {START_TIMEOUT_S:.0f} s"
+                ) from exc
         loads = client.run(_warm_model, ref)
         log.info("model %s loaded on %d Dask workers: %s s", ref.spec, len(loads), loads)
         futures = [
