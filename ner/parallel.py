@@ -381,8 +381,9 @@ def predict_parallel(
     """Predict ``posts_key`` into ``predictions_key`` over ``n_shards`` (default
     ``workers``) line ranges on ``backend``; see the module docstring.
 
-    ``model``: a loaded model (processes backend; forked workers share it) or a
-    :class:`ModelRef` (either backend; workers load it). ``address``: a Dask scheduler
+    ``model``: a :class:`ModelRef` (either backend: loaded once here when the workers are
+    forked, else by each worker) or, for the processes backend where processes can be
+    forked, a model already loaded. ``address``: a Dask scheduler
     (``tcp://host:8786``); without it a ``LocalCluster`` of ``workers`` processes. The
     processes backend with one worker predicts in this process. Raises ``ValueError`` for
     bad arguments, the worker's own exception if a shard fails (:class:`DataError` naming
@@ -391,9 +392,12 @@ def predict_parallel(
     backend = Backend(backend)
     _check(backend, workers, model)
     job = ShardJob(storage, posts_key, tuple(labels), batch_size)
-    if backend is Backend.PROCESSES and workers == 1 and (n_shards or 1) == 1:
-        loaded = model if isinstance(model, LoadedModel) else model.load()
-        run = predict_shard(loaded, job, None, predictions_key)
+    single = backend is Backend.PROCESSES and workers == 1 and (n_shards or 1) == 1
+    if isinstance(model, ModelRef) and (single or (backend is Backend.PROCESSES and can_fork())):
+        model = model.load()  # once here: forked workers share it
+    if single:
+        assert isinstance(model, LoadedModel)
+        run = predict_shard(model, job, None, predictions_key)
         return ParallelRun(predictions_key, run.n_predictions, run.model_version, backend, (run,))
     shards = plan_shards(count_lines(storage, posts_key), n_shards or workers)
     keys = [layout.shard_part(predictions_key, shard.index) for shard in shards]
