@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
@@ -47,9 +47,6 @@ from ner.models import pin_model_uri
 from ner.registry import CHAMPION
 from ner.settings import Settings
 from ner.storage import Storage
-
-if TYPE_CHECKING:
-    from ner.models import LoadedModel
 
 
 @io_task()
@@ -129,16 +126,12 @@ def predict_posts(
     (:func:`ner.parallel.predict_parallel`); returns the key, counts and shard processes."""
     storage = open_settings_storage(settings)
     dask = parallelism.executor == "dask"
-    model: LoadedModel | parallel.ModelRef = (
-        parallel.ModelRef.of(
-            model_spec,
-            labels=settings.labels,
-            base_model=settings.base_model,
-            label_map=settings.base_label_map,
-            tracking_uri=settings.mlflow_tracking_uri,
-        )
-        if dask
-        else load_settings_model(settings, model_spec)
+    model = parallel.ModelRef.of(
+        model_spec,
+        labels=settings.labels,
+        base_model=settings.base_model,
+        label_map=settings.base_label_map,
+        tracking_uri=settings.mlflow_tracking_uri,
     )
     run = parallel.predict_parallel(
         storage,

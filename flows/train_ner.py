@@ -38,7 +38,7 @@ from flows.common import (
     retrying,
     run_stamp,
 )
-from ner import datasets, evaluation
+from ner import datasets, evaluation, layout
 from ner.errors import RegistryError
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
@@ -104,7 +104,7 @@ def pull_annotations(
         exchange.snapshot_export(project, storage, stamp)
         export_keys = exchange.snapshot_keys(storage, project.project_id)
     return exchange.collect_annotations(
-        storage, export_keys, settings.labels, out_key=f"annotations/{stamp}.jsonl"
+        storage, export_keys, settings.labels, out_key=layout.pulled_annotations(stamp)
     ).model_dump()
 
 
@@ -117,7 +117,7 @@ def prepare_gold(settings: Settings, annotations_key: str, stamp: str) -> dict[s
         storage,
         annotations,
         gold_fraction=settings.gold_fraction,
-        train_key=f"annotations/{stamp}.train.jsonl",
+        train_key=layout.training_pool(stamp),
     )
 
 

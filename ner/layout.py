@@ -11,6 +11,9 @@ Keys are relative, slash-separated paths inside an environment's root (see
     tasks/<stamp>.imported.json                 receipt of the batch's import through the API
     exports/<stamp>-ls-<project>[-<n>].json     immutable Label Studio export snapshots
     exports/<stamp>-replay.json                 the replay annotator's export
+    annotations/<stamp>.jsonl                   the annotations one training run pulled
+    annotations/<stamp>.train.jsonl             its training pool (gold posts left out)
+    <records>.rejected.json                     why records of <records>.jsonl were refused
     goldsets/<name>.json                        a frozen gold set record
     goldsets/<name>.annotations.jsonl           its annotations
     goldsets/CURRENT.json                       the name of the gold set in force
@@ -29,6 +32,7 @@ PREDICTIONS = "predictions"
 SELECTIONS = "selections"
 TASKS = "tasks"
 EXPORTS = "exports"
+ANNOTATIONS = "annotations"
 GOLDSETS = "goldsets"
 CHECKPOINTS = "checkpoints"
 
@@ -126,6 +130,23 @@ def replay_export(stamp: str) -> str:
 def is_export(key: str) -> bool:
     """Whether ``key`` (as listed under :data:`EXPORTS`) is an export snapshot."""
     return key.endswith(_JSON)
+
+
+def rejected_report(records_key: str) -> str:
+    """``<records>.rejected.json`` next to ``<records>.jsonl``: the records refused while
+    writing it, with their reasons."""
+    return f"{records_key.removesuffix(_JSONL)}.rejected{_JSON}"
+
+
+# Annotations and gold sets ----------------------------------------------------------------
+def pulled_annotations(stamp: str) -> str:
+    """``annotations/<stamp>.jsonl``: the annotations training run ``stamp`` pulled."""
+    return f"{ANNOTATIONS}/{stamp}{_JSONL}"
+
+
+def training_pool(stamp: str) -> str:
+    """``annotations/<stamp>.train.jsonl``: run ``stamp``'s training pool."""
+    return f"{ANNOTATIONS}/{stamp}.train{_JSONL}"
 
 
 # Gold sets --------------------------------------------------------------------------------

@@ -176,7 +176,8 @@ class ShardJob:
 _MODELS: dict[ModelRef | None, LoadedModel] = {}
 
 
-#: Seconds a pool worker waits for the others to start their shards.
+#: Seconds a pool worker waits for the others to start their shards, and a local Dask
+#: cluster for its workers.
 START_TIMEOUT_S = 600.0
 _START: list[Any] = []  # the barrier of this pool worker's call
 
@@ -337,7 +338,13 @@ def _run_dask(
     """Predict each shard as one task on a Dask cluster; every worker loads the model first."""
     with dask_client(address, workers) as client:
         if not address:
-            client.wait_for_workers(workers)
+            try:
+                client.wait_for_workers(workers, timeout=START_TIMEOUT_S)
+            except TimeoutError as exc:
+                raise ModelError(
+                    f"the local Dask cluster did not start {workers} workers "
+                    f"within {START_TIMEOUT_S:.0f} s"
+                ) from exc
         loads = client.run(_warm_model, ref)
         log.info("model %s loaded on %d Dask workers: %s s", ref.spec, len(loads), loads)
         futures = [
@@ -374,8 +381,9 @@ def predict_parallel(
     """Predict ``posts_key`` into ``predictions_key`` over ``n_shards`` (default
     ``workers``) line ranges on ``backend``; see the module docstring.
 
-    ``model``: a loaded model (processes backend; forked workers share it) or a
-    :class:`ModelRef` (either backend; workers load it). ``address``: a Dask scheduler
+    ``model``: a :class:`ModelRef` (either backend: loaded once here when the workers are
+    forked, else by each worker) or, for the processes backend where processes can be
+    forked, a model already loaded. ``address``: a Dask scheduler
     (``tcp://host:8786``); without it a ``LocalCluster`` of ``workers`` processes. The
     processes backend with one worker predicts in this process. Raises ``ValueError`` for
     bad arguments, the worker's own exception if a shard fails (:class:`DataError` naming
@@ -384,9 +392,12 @@ def predict_parallel(
     backend = Backend(backend)
     _check(backend, workers, model)
     job = ShardJob(storage, posts_key, tuple(labels), batch_size)
-    if backend is Backend.PROCESSES and workers == 1 and (n_shards or 1) == 1:
-        loaded = model if isinstance(model, LoadedModel) else model.load()
-        run = predict_shard(loaded, job, None, predictions_key)
+    single = backend is Backend.PROCESSES and workers == 1 and (n_shards or 1) == 1
+    if isinstance(model, ModelRef) and (single or (backend is Backend.PROCESSES and can_fork())):
+        model = model.load()  # once here: forked workers share it
+    if single:
+        assert isinstance(model, LoadedModel)
+        run = predict_shard(model, job, None, predictions_key)
         return ParallelRun(predictions_key, run.n_predictions, run.model_version, backend, (run,))
     shards = plan_shards(count_lines(storage, posts_key), n_shards or workers)
     keys = [layout.shard_part(predictions_key, shard.index) for shard in shards]

@@ -240,7 +240,7 @@ def fetch_jsonl_to_storage(
 def _report_rejected(storage: Storage, key: str, origin: str, rejected: list[Rejected]) -> None:
     if not rejected:
         return
-    storage.write_json(key.removesuffix(".jsonl") + ".rejected.json", [str(r) for r in rejected])
+    storage.write_json(layout.rejected_report(key), [str(r) for r in rejected])
     for item in rejected[:LOG_REJECTED]:
         log.warning("skipped a record of %s: %s", origin, item)
     if len(rejected) > LOG_REJECTED:

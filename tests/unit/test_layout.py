@@ -54,3 +54,9 @@ def test_export_gold_set_and_checkpoint_keys_keep_their_formats() -> None:
     assert layout.jsonl_checkpoint("ab12") == "checkpoints/jsonl-ab12.json"
     assert layout.labelstudio_checkpoint(3) == "checkpoints/labelstudio-3.json"
     assert layout.labelstudio_checkpoint(3, "trigger") == "checkpoints/labelstudio-3-trigger.json"
+
+
+def test_annotation_and_report_keys_keep_their_formats() -> None:
+    assert layout.pulled_annotations("s1") == "annotations/s1.jsonl"
+    assert layout.training_pool("s1") == "annotations/s1.train.jsonl"
+    assert layout.rejected_report("posts/s1.jsonl") == "posts/s1.rejected.json"

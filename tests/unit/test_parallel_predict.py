@@ -138,3 +138,29 @@ def test_without_fork_workers_load_the_model_by_reference(
     assert run.n_predictions == 30 and len(run.processes) == 2
     assert run.model_version == gazetteer.version
     assert storage.read_bytes("predictions/2.jsonl") == storage.read_bytes("predictions/1.jsonl")
+
+
+def test_a_reference_is_loaded_once_here_and_shared_by_forked_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ner import parallel
+
+    # Given a reference to the gazetteer and posts in storage, on a platform that forks
+    assert parallel.can_fork()
+    loads: list[str] = []
+    original = ModelRef.load
+
+    def counted(ref: ModelRef) -> LoadedModel:
+        loads.append(ref.spec)  # only this process's list: a child appends to its copy
+        return original(ref)
+
+    monkeypatch.setattr(ModelRef, "load", counted)
+    storage = LocalStorage(tmp_path)
+    storage.write_lines("posts/p.jsonl", demo_lines()[:30])
+    # When two forked workers predict by that reference
+    run = predict_parallel(
+        storage, "posts/p.jsonl", "predictions/p.jsonl", ModelRef("gazetteer"), workers=2
+    )
+    # Then the model was loaded once, here, and both shards ran in processes of their own
+    assert loads == ["gazetteer"]
+    assert run.n_predictions == 30 and len(run.processes) == 2
