@@ -30,13 +30,15 @@ from dataclasses import dataclass, field
 
 from deployments.label_trigger import deployment_name
 from flows.common import build_settings, open_settings_storage
+from ner import layout
 from ner.errors import BrandloopError, StorageError
-from ner.storage import CHECKPOINTS, EXPORTS, Storage
+from ner.layout import EXPORTS
+from ner.storage import Storage
 
 log = logging.getLogger("brandloop.export_watcher")
 
 #: Where the watcher keeps the export keys it has already acted on.
-CHECKPOINT_KEY = f"{CHECKPOINTS}/export-watch.json"
+CHECKPOINT_KEY = layout.export_watch_checkpoint()
 #: Tag on the runs it starts, so they can be told from scheduled ones.
 RUN_TAG = "export-watcher"
 
@@ -68,7 +70,7 @@ def export_keys(storage: Storage) -> list[str]:
     return [
         key
         for key in storage.list(EXPORTS)
-        if key.endswith(".json") and not key.rsplit("/", 1)[-1].startswith(".")
+        if layout.is_export(key) and not key.rsplit("/", 1)[-1].startswith(".")
     ]
 
 

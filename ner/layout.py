@@ -180,3 +180,8 @@ def labelstudio_checkpoint(project_id: int, reader: str | None = None) -> str:
     (``"trigger"``, ``"feedback-loop"``), each with its own place."""
     suffix = "" if reader is None else f"-{reader}"
     return f"{CHECKPOINTS}/labelstudio-{project_id}{suffix}{_JSON}"
+
+
+def export_watch_checkpoint() -> str:
+    """``checkpoints/export-watch.json``: the export files the export watcher acted on."""
+    return f"{CHECKPOINTS}/export-watch{_JSON}"

@@ -20,10 +20,6 @@ from typing import Any
 
 from ner.errors import StorageError
 
-# Still imported from here by ner/labelstudio.py, ner/labelstudio_client.py and
-# ner/triggers.py until they move to ner.layout (issue 8); nothing else may use them.
-from ner.layout import CHECKPOINTS, EXPORTS  # noqa: F401
-
 log = logging.getLogger(__name__)
 
 

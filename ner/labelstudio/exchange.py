@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ner import layout
 from ner.datasets import dataset_hash, write_annotations
 from ner.errors import DataError
-from ner.inference import read_posts
 from ner.labelstudio.checkpoint import (
     DEFAULT_OVERLAP_SECONDS,
     PullCheckpoint,
@@ -37,7 +36,8 @@ from ner.labelstudio.checkpoint import (
 from ner.labelstudio.client import LabelStudioProject, batched
 from ner.labelstudio.config import LabelConfig
 from ner.labelstudio.export import parse_export, prediction_json
-from ner.storage import CHECKPOINTS, EXPORTS, Storage
+from ner.records import read_posts
+from ner.storage import Storage
 from ner.types import Annotation, Post, Prediction
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ def import_predictions(
 
 def checkpoint_key(project_id: int) -> str:
     """Where :func:`snapshot_export` keeps the pull checkpoint of a project."""
-    return f"{CHECKPOINTS}/labelstudio-{project_id}.json"
+    return layout.labelstudio_checkpoint(project_id)
 
 
 def load_checkpoint(storage: Storage, key: str) -> PullCheckpoint:
@@ -258,8 +258,7 @@ def save_checkpoint(storage: Storage, key: str, checkpoint: PullCheckpoint, **ex
 
 def snapshot_key(stamp: str, project_id: int, attempt: int = 1) -> str:
     """Storage key of an export snapshot (``-2``, ``-3`` … if the stamp was used already)."""
-    suffix = "" if attempt == 1 else f"-{attempt}"
-    return f"{EXPORTS}/{stamp}-ls-{project_id}{suffix}.json"
+    return layout.export_snapshot(stamp, project_id, attempt)
 
 
 def snapshot_keys(storage: Storage, project_id: int) -> list[str]:
@@ -269,9 +268,9 @@ def snapshot_keys(storage: Storage, project_id: int) -> list[str]:
     sort of the names would invert). Each incremental snapshot holds only what changed since
     the one before, so the labels of a project are all of its snapshots read in order.
     """
-    pattern = re.compile(rf"^{re.escape(EXPORTS)}/(.+)-ls-{project_id}(?:-(\d+))?\.json$")
+    pattern = layout.export_snapshot_pattern(project_id)
     found: list[tuple[str, int, str]] = []
-    for key in storage.list(EXPORTS):
+    for key in storage.list(layout.EXPORTS):
         match = pattern.match(key)
         if match is not None:
             found.append((match.group(1), int(match.group(2) or 1), key))
@@ -383,7 +382,7 @@ def collect_annotations(
     keys = (
         list(export_keys)
         if export_keys
-        else [k for k in storage.list(EXPORTS) if k.endswith(".json")]
+        else [k for k in storage.list(layout.EXPORTS) if layout.is_export(k)]
     )
     annotations, rejected, repaired = _latest_per_post(storage, keys, labels)
     write_annotations(storage, out_key, annotations)

@@ -24,10 +24,11 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, TypeAdapter, ValidationError
 
+from ner import layout
 from ner.errors import LabelStudioError
 from ner.labelstudio.checkpoint import DEFAULT_OVERLAP_SECONDS, AnnotationStamp, PullCheckpoint
 from ner.labelstudio.exchange import load_checkpoint, save_checkpoint
-from ner.storage import CHECKPOINTS, Storage
+from ner.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class LabelSource(Protocol):
 
 def trigger_checkpoint_key(project_id: int) -> str:
     """Where polling keeps the point of the last trigger for a project."""
-    return f"{CHECKPOINTS}/labelstudio-{project_id}-trigger.json"
+    return layout.labelstudio_checkpoint(project_id, "trigger")
 
 
 def poll_for_labels(
