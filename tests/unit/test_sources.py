@@ -40,6 +40,7 @@ from ner.sources import (
 )
 from ner.storage import LocalStorage
 from ner.types import Post, Rejected
+from tests.support.x_api import LONG_REVIEW
 
 SEARCH = re.compile(r"https://api\.(twitter|x)\.com/2/tweets/search/recent.*")
 TOKEN = "AAAAAAAAAAAAAAAAAAAAAtest%2Fbearer%3Dtoken0123456789"
@@ -632,13 +633,6 @@ def test_empty_result_keeps_the_checkpoint(storage: LocalStorage) -> None:
 
 
 # --------------------------------------------------------------------------- X: text
-REVIEW = (
-    "Three weeks into my winter skincare swap & here is my honest review: Glossier balm "
-    "dotcom is still my everyday pick for dry lips <3 but it fades in an hour. The CeraVe "
-    "cream kept my cheeks calm through the cold snap. The Fenty toner felt nice, not life "
-    "changing. The one I reach for every night, the one I would rebuy today, is the lip "
-    "mask from Laneige"
-)
 
 
 @pytest.mark.parametrize(
@@ -671,7 +665,7 @@ def test_whole_unescaped_text_from_a_documented_page(storage: LocalStorage) -> N
     assert "note_tweet" in asked and {"created_at", "author_id", "lang"} <= set(asked)
     assert [p.text for p in posts] == [
         "H&M & Sephora <3",
-        REVIEW,
+        LONG_REVIEW,
         "typing &amp; instead of & in my Fenty order notes again >_<",
     ]
     assert len(posts[1].text) == 353 and posts[1].text.endswith("lip mask from Laneige")
@@ -688,7 +682,7 @@ def test_note_tweet_survives_every_client_return_type(
     with responses.RequestsMock() as mock:
         mock.get(SEARCH, json=fixture("search_recent_escaped_long.json"))
         posts = list(XSource(client, storage).fetch(["sephora"], max_posts=10))
-    assert posts[1].text == REVIEW
+    assert posts[1].text == LONG_REVIEW
 
 
 @pytest.mark.parametrize("note", [{"entities": {}}, {"text": ""}, "cut"])
