@@ -22,7 +22,8 @@ before. Every post is still predicted; the choice is kept in ``selections/<stamp
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
@@ -37,8 +38,8 @@ from flows.common import (
     retrying,
     run_stamp,
 )
-from ner import active, inference, labelstudio, labelstudio_client, sources
-from ner.errors import DataError
+from ner import active, inference, labelstudio, labelstudio_client, leases, sources
+from ner.errors import DataError, StorageError
 from ner.models import pin_model_uri
 from ner.registry import CHAMPION
 from ner.settings import Settings
@@ -238,6 +239,28 @@ def deliver(
     return out
 
 
+@contextmanager
+def batch_lease(cfg: Settings, posts_key: str, stamp: str) -> Iterator[str | None]:
+    """Hold batch ``stamp``'s lease (:mod:`ner.leases`) while delivering it, so that of several
+    runs at once exactly one delivers it. Yields None when this run may deliver, else why it
+    must not (another run holds the lease, or finished the batch meanwhile)."""
+    logger = get_run_logger()
+    storage = open_settings_storage(cfg)
+    lease = leases.acquire(storage, stamp, owner=flow_run_id() or stamp)
+    if lease is None:
+        logger.info("batch %s is being delivered by another run: skipped", posts_key)
+        yield "another run holds the batch's lease"
+        return
+    try:
+        finished = storage.exists(f"{TASKS}/{stamp}.json") or storage.exists(receipt_key(stamp))
+        yield "finished by another run" if finished else None
+    finally:
+        try:
+            leases.release(storage, lease)
+        except StorageError as exc:  # it expires on its own
+            logger.warning("could not release the lease of batch %s: %s", posts_key, exc)
+
+
 def run_apply(
     cfg: Settings,
     *,
@@ -261,7 +284,12 @@ def run_apply(
     for posts_key in retrying(unfinished_batches, cfg)(cfg):
         spec = spec or retrying(resolve_model, cfg)(cfg, model)
         try:
-            done = deliver(cfg, destination, spec, posts_key, batch_stamp(posts_key), predict)
+            with batch_lease(cfg, posts_key, batch_stamp(posts_key)) as skip:
+                done = (
+                    {"skipped": skip}
+                    if skip
+                    else deliver(cfg, destination, spec, posts_key, batch_stamp(posts_key), predict)
+                )
         except DataError as exc:  # a damaged batch must not block every later run
             logger.error("cannot finish batch %s, skipped: %s", posts_key, exc)
             recovered.append({"posts_key": posts_key, "error": str(exc)})
@@ -277,8 +305,13 @@ def run_apply(
         logger.info("no new posts: nothing to predict")
         return summary
     spec = spec or retrying(resolve_model, cfg)(cfg, model)
-    summary.update(deliver(cfg, destination, spec, fetched["posts_key"], stamp, predict))
-    logger.info("done with %s: %s", summary["model_version"], summary)
+    with batch_lease(cfg, fetched["posts_key"], stamp) as skip:
+        summary.update(
+            {"skipped": skip}
+            if skip
+            else deliver(cfg, destination, spec, fetched["posts_key"], stamp, predict)
+        )
+    logger.info("done with %s: %s", summary.get("model_version"), summary)
     return summary
 
 
