@@ -1,10 +1,10 @@
 """Two apply-ner runs at once on one storage deliver each batch once (issue 11, item 5).
 
 Both runs are separate Python processes reporting to a real Prefect server, started at the
-same instant over a local storage holding batches that earlier runs fetched but never
-delivered, and each fetching a batch of its own. Without the batch lease both runs finish
-every left-over batch (its import JSON written twice); with it, each batch is delivered by
-exactly one run.
+same instant over one storage (a local folder; a bucket on fake-gcs-server) holding batches
+that earlier runs fetched but never delivered, each run also fetching a batch of its own.
+Without the batch lease both runs finish left-over batches (their import JSON written
+twice); with it, each batch is delivered by exactly one run.
 """
 
 from __future__ import annotations
@@ -13,13 +13,18 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from ner import leases
 from ner.replay import demo_posts_path
 from ner.storage import open_storage
-from tests.support.servers import PROJECT_ROOT, PrefectService
+from tests.support.fake_gcs import fake_gcs_service
+from tests.support.servers import PROJECT_ROOT, GcsService, PrefectService
 
 LEFT_OVER = 6
 PER_BATCH = 20
@@ -48,13 +53,34 @@ def delivered(summary: dict[str, Any]) -> list[str]:
     return keys
 
 
+@pytest.fixture(scope="module")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsService]:
+    with fake_gcs_service(tmp_path_factory.mktemp("fake-gcs")) as service:
+        yield service
+
+
+@pytest.fixture(params=["local", "gcs"])
+def storage_root(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The storage URI both runs share: a local folder, or a bucket on fake-gcs-server (GCS
+    preconditions honoured; reached through STORAGE_EMULATOR_HOST like a deployment would)."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    gcs: GcsService = request.getfixturevalue("fake_gcs")
+    bucket = f"apply-{uuid.uuid4().hex[:10]}"
+    gcs.client().create_bucket(bucket)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
+    return f"gs://{bucket}/loop"
+
+
 def test_two_apply_runs_at_once_deliver_each_batch_once(
-    prefect_server: PrefectService, tmp_path: Path
+    prefect_server: PrefectService, storage_root: str, tmp_path: Path
 ) -> None:
     # Given batches that earlier runs fetched but never delivered, and a new file per run
     lines = demo_posts_path().read_text(encoding="utf-8").splitlines()
-    root = tmp_path / "store"
-    storage = open_storage(str(root), "dev")
+    root = storage_root
+    storage = open_storage(root, "dev")
     left_over = [f"posts/20260101T00000{i}Z-earlier.jsonl" for i in range(LEFT_OVER)]
     for i, key in enumerate(left_over):
         storage.write_text(key, "\n".join(lines[i * PER_BATCH : (i + 1) * PER_BATCH]) + "\n")
@@ -67,7 +93,7 @@ def test_two_apply_runs_at_once_deliver_each_batch_once(
     env = {**os.environ, **prefect_server.env()}
     runs = [
         subprocess.Popen(
-            [sys.executable, "-c", RUN, str(root), str(inputs[run]), *outputs(tmp_path, run)],
+            [sys.executable, "-c", RUN, root, str(inputs[run]), *outputs(tmp_path, run)],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
