@@ -18,6 +18,12 @@ fencing token: a holder can check (:func:`holds`) that no one took over before i
 Expiry compares wall clocks: keep ``ttl_s`` well above the clock skew between machines and
 above the longest pause between renewals.
 
+**A dead holder on this machine is taken over at once.** Each epoch records the holder's host
+and process id. On the same host, a lease whose process is gone (a run killed with SIGKILL),
+or which this very process acquired and then let go without a successful release (a run that
+failed while storage was down), is free without waiting for expiry. Holders on other hosts
+are trusted until their lease expires.
+
 Typical use (the check-lock-recheck pattern)::
 
     lease = acquire(storage, stamp, owner=run_id, ttl_s=3600)
@@ -31,10 +37,14 @@ Typical use (the check-lock-recheck pattern)::
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ner.errors import ConfigError, StorageError
@@ -45,6 +55,10 @@ LEASES = "leases"
 DEFAULT_TTL_S = 3600.0
 
 Clock = Callable[[], float]
+
+#: Tokens of the leases this process holds (acquired, not yet released or given up).
+_LIVE: set[str] = set()
+_LIVE_LOCK = threading.Lock()
 
 
 def lease_folder(name: str) -> str:
@@ -71,6 +85,8 @@ class Lease:
     acquired_at: float
     expires_at: float
     released: bool = False
+    host: str = ""
+    pid: int = 0
 
     def expired(self, now: float) -> bool:
         return now >= self.expires_at
@@ -95,9 +111,37 @@ class Lease:
                 acquired_at=float(fields["acquired_at"]),
                 expires_at=float(fields["expires_at"]),
                 released=bool(fields.get("released", False)),
+                host=str(fields.get("host", "")),
+                pid=int(fields.get("pid", 0)),
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise StorageError(f"malformed lease {key}: {exc!r}") from exc
+
+
+def machine() -> str:
+    """This machine as leases name it: the host name, plus the boot id where Linux has one
+    (so a process id recorded before a reboot is never mistaken for a live one)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _holder_dead(lease: Lease) -> bool:
+    """Whether ``lease``'s holder is known to be gone (only knowable on the same machine)."""
+    if not lease.host or lease.host != machine() or lease.pid <= 0:
+        return False
+    if lease.pid == os.getpid():
+        with _LIVE_LOCK:
+            return lease.token not in _LIVE
+    try:
+        os.kill(lease.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
 
 
 def current(storage: Storage, name: str) -> Lease | None:
@@ -117,10 +161,13 @@ def _create(storage: Storage, lease: Lease) -> Lease | None:
     """Create ``lease``'s epoch; the lease if this call (or a lost earlier attempt of it,
     recognised by its token) created it, else None."""
     key = lease_key(lease.name, lease.epoch)
-    if storage.create_exclusive(key, lease.to_json()):
-        return lease
-    stored = Lease.from_json(storage.read_bytes(key), key)
-    return lease if stored.token == lease.token else None
+    created = storage.create_exclusive(key, lease.to_json())
+    if not created and Lease.from_json(storage.read_bytes(key), key).token != lease.token:
+        return None
+    if not lease.released:
+        with _LIVE_LOCK:
+            _LIVE.add(lease.token)
+    return lease
 
 
 def acquire(
@@ -141,11 +188,12 @@ def acquire(
         raise ConfigError(f"lease ttl_s must be positive, got {ttl_s}")
     now = clock()
     held = current(storage, name)
-    if held is not None and not held.free(now):
+    if held is not None and not held.free(now) and not _holder_dead(held):
         return None
     epoch = 0 if held is None else held.epoch + 1
     token = uuid.uuid4().hex
-    return _create(storage, Lease(name, epoch, owner, token, now, now + ttl_s))
+    lease = Lease(name, epoch, owner, token, now, now + ttl_s)
+    return _create(storage, replace(lease, host=machine(), pid=os.getpid()))
 
 
 def holds(storage: Storage, lease: Lease, *, clock: Clock = time.time) -> bool:
@@ -169,17 +217,22 @@ def renew(
     if not holds(storage, lease, clock=clock):
         return None
     now = clock()
-    nxt = Lease(lease.name, lease.epoch + 1, lease.owner, lease.token, now, now + ttl_s)
-    return _create(storage, nxt)
+    return _create(
+        storage, replace(lease, epoch=lease.epoch + 1, acquired_at=now, expires_at=now + ttl_s)
+    )
 
 
 def release(storage: Storage, lease: Lease, *, clock: Clock = time.time) -> bool:
     """Give lease ``name`` back so others need not wait for expiry.
 
-    True if released; False if it had been lost already (nothing to give back).
+    True if released; False if it had been lost already (nothing to give back). This process
+    lets go of it first, so even if the release fails (:class:`StorageError`), the next
+    acquisition on this host takes it over at once.
     """
+    with _LIVE_LOCK:
+        _LIVE.discard(lease.token)
     if not holds(storage, lease, clock=clock):
         return False
     now = clock()
-    ended = Lease(lease.name, lease.epoch + 1, lease.owner, lease.token, now, now, released=True)
+    ended = replace(lease, epoch=lease.epoch + 1, acquired_at=now, expires_at=now, released=True)
     return _create(storage, ended) is not None

@@ -7,6 +7,8 @@ on a GCS server that honours preconditions: tests/integration/test_gcs_storage.p
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 
 from ner import leases
 from ner.errors import ConfigError, StorageError
-from ner.leases import Lease, acquire, current, holds, release, renew
+from ner.leases import Lease, acquire, current, holds, machine, release, renew
 from ner.storage import LocalStorage, Storage
 
 RACERS = 8
@@ -187,3 +189,74 @@ def test_a_malformed_epoch_is_a_storage_error_naming_it(storage: LocalStorage) -
     # And files that are not epochs are ignored
     storage.write_text("leases/c/notes.txt", "x")
     assert current(storage, "c") is None
+
+
+# ------------------------------------------------------------------ dead holders on this machine
+HOLD_AND_DIE = """
+import sys
+from ner.leases import acquire
+from ner.storage import LocalStorage
+
+lease = acquire(LocalStorage(sys.argv[1]), "b", "doomed-run", ttl_s=3600)
+print(lease.pid if lease else 0)
+"""
+
+
+def test_a_lease_whose_process_died_is_taken_over_at_once(storage: LocalStorage) -> None:
+    # Given a run on this machine that took the lease for an hour and died without releasing
+    died = subprocess.run(
+        [sys.executable, "-c", HOLD_AND_DIE, str(storage.root)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    held = current(storage, "b")
+    assert held is not None and str(held.pid) == died.stdout.strip()
+    assert (held.host, held.released) == (machine(), False)
+    # When the next run asks, long before the hour is over, then it gets it
+    taken = acquire(storage, "b", "next-run")
+    assert taken is not None and taken.epoch == 1
+
+
+class FailingCreate(LocalStorage):
+    """Storage that went down: every exclusive create fails."""
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        raise StorageError(f"{self.uri(key)}: bucket unreachable")
+
+
+def test_a_lease_this_process_gave_up_on_is_taken_over_at_once(
+    storage: LocalStorage,
+) -> None:
+    # Given a run of this process that failed and could not release (storage down)
+    lease = acquire(storage, "b", "failed-run")
+    assert lease is not None
+    with pytest.raises(StorageError, match="bucket unreachable"):
+        release(FailingCreate(storage.root), lease)
+    # When the next run of the same process asks, then it gets the lease at once
+    again = acquire(storage, "b", "rerun")
+    assert again is not None and again.epoch == 1
+    # While a lease this process still holds is refused
+    assert acquire(storage, "b", "third-run") is None
+
+
+@pytest.mark.parametrize(
+    ("host", "pid"),
+    [("another-machine/boot", 999_999_999), (None, 1)],
+    ids=["other-machine", "live-process-here"],
+)
+def test_holders_alive_or_elsewhere_are_trusted_until_expiry(
+    storage: LocalStorage, host: str | None, pid: int
+) -> None:
+    # Given an unexpired lease held by a process elsewhere, or by a live process here (pid 1)
+    clock = Clock()
+    theirs = Lease(
+        "b", 0, "their-run", "t", clock.now, clock.now + 60, host=host or machine(), pid=pid
+    )
+    assert storage.create_exclusive("leases/b/000000000.json", theirs.to_json())
+    # Then it is refused until it expires
+    assert acquire(storage, "b", "run", clock=clock) is None
+    clock.now += 60
+    taken = acquire(storage, "b", "run", clock=clock)
+    assert taken is not None and (taken.epoch, taken.owner) == (1, "run")
