@@ -23,7 +23,8 @@ before. Every post is still predicted; the choice is kept in ``selections/<stamp
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,8 +40,8 @@ from flows.common import (
     retrying,
     run_stamp,
 )
-from ner import active, layout, parallel, sources
-from ner.errors import DataError
+from ner import active, layout, leases, parallel, sources
+from ner.errors import DataError, StorageError
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
 from ner.models import pin_model_uri
@@ -274,6 +275,30 @@ def deliver(
     return out
 
 
+@contextmanager
+def batch_lease(cfg: Settings, posts_key: str, stamp: str) -> Iterator[str | None]:
+    """Hold batch ``stamp``'s lease (:mod:`ner.leases`) while delivering it, so that of several
+    runs at once exactly one delivers it. Yields None when this run may deliver, else why it
+    must not (another run holds the lease, or finished the batch meanwhile)."""
+    logger = get_run_logger()
+    storage = open_settings_storage(cfg)
+    lease = leases.acquire(storage, stamp, owner=flow_run_id() or stamp)
+    if lease is None:
+        logger.info("batch %s is being delivered by another run: skipped", posts_key)
+        yield "another run holds the batch's lease"
+        return
+    try:
+        finished = storage.exists(layout.tasks_import(stamp)) or storage.exists(
+            layout.import_receipt(stamp)
+        )
+        yield "finished by another run" if finished else None
+    finally:
+        try:
+            leases.release(storage, lease)
+        except StorageError as exc:  # it expires on its own
+            logger.warning("could not release the lease of batch %s: %s", posts_key, exc)
+
+
 def run_apply(
     cfg: Settings,
     *,
@@ -297,8 +322,14 @@ def run_apply(
     for posts_key in retrying(unfinished_batches, cfg)(cfg):
         spec = spec or retrying(resolve_model, cfg)(cfg, model)
         try:
-            stamp_of = layout.batch_stamp(posts_key)
-            done = deliver(cfg, destination, spec, posts_key, stamp_of, predict)
+            with batch_lease(cfg, posts_key, layout.batch_stamp(posts_key)) as skip:
+                done = (
+                    {"skipped": skip}
+                    if skip
+                    else deliver(
+                        cfg, destination, spec, posts_key, layout.batch_stamp(posts_key), predict
+                    )
+                )
         except DataError as exc:  # a damaged batch must not block every later run
             logger.error("cannot finish batch %s, skipped: %s", posts_key, exc)
             recovered.append({"posts_key": posts_key, "error": str(exc)})
@@ -314,8 +345,13 @@ def run_apply(
         logger.info("no new posts: nothing to predict")
         return summary
     spec = spec or retrying(resolve_model, cfg)(cfg, model)
-    summary.update(deliver(cfg, destination, spec, fetched["posts_key"], stamp, predict))
-    logger.info("done with %s: %s", summary["model_version"], summary)
+    with batch_lease(cfg, fetched["posts_key"], stamp) as skip:
+        summary.update(
+            {"skipped": skip}
+            if skip
+            else deliver(cfg, destination, spec, fetched["posts_key"], stamp, predict)
+        )
+    logger.info("done with %s: %s", summary.get("model_version"), summary)
     return summary
 
 

@@ -18,6 +18,7 @@ Keys are relative, slash-separated paths inside an environment's root (see
     goldsets/<name>.annotations.jsonl           its annotations
     goldsets/CURRENT.json                       the name of the gold set in force
     checkpoints/…json                           where a source or a poller stopped
+    leases/<stamp>/<epoch>.json                 who delivers batch <stamp> (ner.leases)
 
 A *stamp* names the objects of one run (``flows.common.run_stamp``). No other module formats
 a key: it asks this one. Every function is pure string work.
@@ -35,6 +36,7 @@ EXPORTS = "exports"
 ANNOTATIONS = "annotations"
 GOLDSETS = "goldsets"
 CHECKPOINTS = "checkpoints"
+LEASES = "leases"
 
 _JSONL = ".jsonl"
 _JSON = ".json"
@@ -185,3 +187,14 @@ def labelstudio_checkpoint(project_id: int, reader: str | None = None) -> str:
 def export_watch_checkpoint() -> str:
     """``checkpoints/export-watch.json``: the export files the export watcher acted on."""
     return f"{CHECKPOINTS}/export-watch{_JSON}"
+
+
+# Leases -----------------------------------------------------------------------------------
+def lease_folder(name: str) -> str:
+    """``leases/<name>``: the epochs of lease ``name`` (one per batch stamp)."""
+    return f"{LEASES}/{name}"
+
+
+def lease_epoch(folder: str, epoch: int) -> str:
+    """``leases/<name>/<epoch:09d>.json``: one create-only epoch of a lease."""
+    return f"{folder}/{epoch:09d}{_JSON}"

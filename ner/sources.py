@@ -19,6 +19,14 @@ The next run finishes the window first (``since_id < id < until_id``). Only when
 is exhausted does ``since_id`` move to ``newest_id``. X keeps 7 days of posts. If the
 checkpoint is older than that, X rejects it (400), and the posts in between are gone. The
 fetch then logs a warning and drops the expired bound (see :meth:`XSource.fetch`).
+
+**X post text.** X API v2 escapes ``&``, ``<`` and ``>`` in post text as ``&amp;``, ``&lt;``
+and ``&gt;``. :func:`x_post_text` undoes exactly that, once, here at the source, before any
+span offset is computed: everything downstream (storage, prediction, Label Studio) sees the
+text as written. Posts over 280 characters arrive with ``text`` cut (an ellipsis and a t.co
+link) and their whole text in ``note_tweet.text``, which X sends only when ``note_tweet`` is
+among the requested ``tweet.fields`` (:data:`TWEET_FIELDS`); the whole text is preferred.
+JSONL input is taken as written (it is our own format, not X's).
 """
 
 from __future__ import annotations
@@ -50,8 +58,11 @@ log = logging.getLogger(__name__)
 
 #: X's limit on a recent-search query for self-serve access (Pro/Enterprise allow 4096).
 MAX_QUERY_LENGTH = 512
-TWEET_FIELDS = ("created_at", "author_id", "lang")
 X_CHECKPOINT = layout.X_CHECKPOINT
+#: ``tweet.fields`` requested from X: every field :class:`~ner.types.Post` keeps, plus
+#: ``note_tweet`` (the whole text of a post over 280 characters; sent only when asked for).
+#: ``id`` and ``text`` are always sent.
+TWEET_FIELDS = ("created_at", "author_id", "lang", "note_tweet")
 #: How many rejected records are logged one by one (all of them are written to storage).
 LOG_REJECTED = 20
 
@@ -382,6 +393,39 @@ def _is_numeric(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+#: What X API v2 escapes in post text, and back.
+_X_ESCAPES = {"&amp;": "&", "&lt;": "<", "&gt;": ">"}
+_X_ESCAPED = re.compile("|".join(_X_ESCAPES))
+
+
+def unescape_x_text(text: str) -> str:
+    """Undo X's escaping of ``&``, ``<`` and ``>`` in one pass.
+
+    ``H&amp;M &amp; Sephora &lt;3`` -> ``H&M & Sephora <3``. One pass means a post that
+    really says ``&amp;`` (sent as ``&amp;amp;``) keeps its ``&amp;``; other entities
+    (``&quot;``, ``&eacute;``) are not X's escaping and are left as written.
+    """
+    return _X_ESCAPED.sub(lambda match: _X_ESCAPES[match.group()], text)
+
+
+def x_post_text(tweet: Mapping[str, Any]) -> Any:
+    """The whole, unescaped text of an X API v2 tweet object.
+
+    ``note_tweet.text`` (a post over 280 characters) is preferred to the cut ``text``.
+    Returns the raw value when it is not a string, for :meth:`Post.from_dict` to reject.
+    Raises :class:`DataError` when ``note_tweet`` is present without a usable text, rather
+    than storing the cut text as if it were whole.
+    """
+    note = tweet.get("note_tweet")
+    if note is None:
+        text = tweet.get("text")
+    elif isinstance(note, Mapping) and isinstance(note.get("text"), str) and note["text"]:
+        text = note["text"]
+    else:
+        raise DataError(str(tweet.get("id")), f"'note_tweet' has no text: {note!r:.80}")
+    return unescape_x_text(text) if isinstance(text, str) else text
+
+
 def _tweet_to_post(tweet: Any, query: str) -> Post:
     if not isinstance(tweet, Mapping):
         raise DataError(None, f"tweet is not an object: {tweet!r:.80}")
@@ -391,7 +435,7 @@ def _tweet_to_post(tweet: Any, query: str) -> Post:
     post = Post.from_dict(
         {
             "id": str(tweet_id),
-            "text": tweet.get("text"),
+            "text": x_post_text(tweet),
             "created_at": tweet.get("created_at"),
             "author_id": tweet.get("author_id"),
             "lang": tweet.get("lang"),

@@ -4,7 +4,9 @@ Keys are relative, slash-separated paths inside an environment's root ``{root}/{
 :mod:`ner.layout` names every one of them.
 
 Writes are atomic: a local write goes to a temporary name in the same folder and is then
-renamed; a GCS write is a single upload, so readers never see half a file.
+renamed; a GCS write is a single upload, so readers never see half a file. Temporary files
+that killed writers leave behind are removed by the next write into their folder
+(:mod:`ner.tempfiles`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ner.errors import StorageError
+from ner.tempfiles import open_locked_temp, sweep_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,14 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Remove ``key`` if it exists."""
 
+    @abstractmethod
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create ``key`` holding ``data`` only if it does not exist, atomically.
+
+        True if this call created it, False if ``key`` already existed (nothing written).
+        Of several writers racing for one key, exactly one gets True.
+        """
+
     # Conveniences built on the primitives ------------------------------------------------
     def write_text(self, key: str, text: str) -> str:
         return self.write_bytes(key, text.encode("utf-8"))
@@ -97,15 +108,16 @@ class LocalStorage(Storage):
     def _atomic(self, key: str, write: Any) -> str:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        sweep_stale_temps(path.parent)
+        handle, tmp = open_locked_temp(path)
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with handle:  # locked until closed, so renamed before
                 write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
+                os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return self.uri(key)
 
@@ -148,6 +160,25 @@ class LocalStorage(Storage):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Write ``data`` to a temporary file, then hard-link it to ``key``: ``link`` fails
+        when the name exists, so the object appears whole, once, or not at all."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale_temps(path.parent)
+        handle, tmp = open_locked_temp(path)
+        try:
+            with handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+                os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
 
 
 class GCSStorage(Storage):
@@ -291,6 +322,23 @@ class GCSStorage(Storage):
             return
         except (gexc.GoogleAPIError, OSError) as exc:
             raise self._wrap("delete of", key, exc) from exc
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """One upload with ``if_generation_match=0``: GCS refuses it (412) if the object exists.
+
+        If a retried upload's first attempt had in fact succeeded, the retry is refused too:
+        a caller that must tell "mine" from "someone else's" puts a token in ``data``.
+        """
+        from google.api_core import exceptions as gexc
+
+        blob = self.bucket.blob(self._name(key))
+        try:
+            blob.upload_from_string(data, if_generation_match=0, **self.opts)
+        except gexc.PreconditionFailed:
+            return False
+        except (gexc.GoogleAPIError, OSError) as exc:
+            raise self._wrap("exclusive create of", key, exc) from exc
+        return True
 
 
 def make_gcs_client(project: str | None = None) -> Any:

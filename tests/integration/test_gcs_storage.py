@@ -3,19 +3,25 @@
 The smoke test in test_servers.py covers the round trip; here: overwrite and atomicity
 (a failed write leaves the old object, and no partial one), listing boundaries, missing
 keys and buckets, large resumable uploads, and an unreachable endpoint failing within
-``NER_GCS_TIMEOUT_S``.
+``NER_GCS_TIMEOUT_S``. Exclusive creates and leases run on fake-gcs-server, which honours
+``ifGenerationMatch`` as GCS does (the emulator above ignores it).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from threading import Barrier
+from typing import Any
 
 import pytest
 
+from ner import leases
 from ner.errors import StorageError
 from ner.storage import GCSStorage, Storage, open_storage
+from tests.support.fake_gcs import fake_gcs_service
 from tests.support.servers import GcsService, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -161,3 +167,87 @@ def test_an_unreachable_endpoint_fails_within_the_timeout(
         storage.write_bytes("a.json", b"x")
     with pytest.raises(StorageError, match="GCS listing of"):
         storage.list("posts")
+
+
+# --------------------------------------------------------------------------- exclusive
+RACERS = 8
+
+
+@pytest.fixture(scope="module")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsService]:
+    """fake-gcs-server for this module; a server that cannot start fails the tests."""
+    with fake_gcs_service(tmp_path_factory.mktemp("fake-gcs")) as service:
+        yield service
+
+
+@pytest.fixture
+def exclusive(fake_gcs: GcsService) -> Callable[[], GCSStorage]:
+    """New GCSStorage objects (each with its own client) on one fresh bucket."""
+    name = f"excl-{uuid.uuid4().hex[:10]}"
+    fake_gcs.client().create_bucket(name)
+    return lambda: GCSStorage(name, "loop/dev", fake_gcs.client(), timeout_s=30)
+
+
+def race(function: Callable[[int], Any]) -> list[Any]:
+    """Run ``function(racer)`` on RACERS threads released together."""
+    barrier = Barrier(RACERS)
+
+    def go(racer: int) -> Any:
+        barrier.wait()
+        return function(racer)
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        return list(pool.map(go, range(RACERS)))
+
+
+def test_exclusive_create_on_gcs_lets_exactly_one_racer_win(
+    exclusive: Callable[[], GCSStorage],
+) -> None:
+    # Given eight writers, each with its own client, ready to create the same object
+    stores = [exclusive() for _ in range(RACERS)]
+    # When they create it at once
+    wins = race(lambda i: stores[i].create_exclusive("leases/b/race.json", f"racer {i}".encode()))
+    # Then exactly one succeeded and the object holds its bytes
+    assert wins.count(True) == 1
+    assert stores[0].read_text("leases/b/race.json") == f"racer {wins.index(True)}"
+    # And a later create changes nothing, while an ordinary write still overwrites
+    assert not stores[1].create_exclusive("leases/b/race.json", b"late")
+    assert stores[1].read_text("leases/b/race.json") == f"racer {wins.index(True)}"
+    stores[1].write_text("leases/b/race.json", "overwritten")
+    assert stores[2].read_text("leases/b/race.json") == "overwritten"
+
+
+def test_leases_on_gcs_give_a_batch_to_one_run_and_pass_it_on(
+    exclusive: Callable[[], GCSStorage],
+) -> None:
+    stores = [exclusive() for _ in range(RACERS)]
+    now = [1_800_000_000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def take(racer: int) -> leases.Lease | None:
+        return leases.acquire(stores[racer], "20261129T2104", f"run-{racer}", ttl_s=60, clock=clock)
+
+    # When eight runs want the same batch at once, exactly one gets it
+    first = [lease for lease in race(take) if lease is not None]
+    assert [lease.epoch for lease in first] == [0]
+    # And while it is held, nobody else does; once it expires, exactly one takes it over
+    assert take(0) is None
+    now[0] += 60
+    second = [lease for lease in race(take) if lease is not None]
+    assert [lease.epoch for lease in second] == [1]
+    assert not leases.holds(stores[0], first[0], clock=clock)
+    # And a release hands it on at once, to exactly one
+    assert leases.release(stores[0], second[0], clock=clock)
+    third = [lease for lease in race(take) if lease is not None]
+    assert [lease.epoch for lease in third] == [3]
+    assert sorted(stores[0].list("leases")) == [
+        f"leases/20261129T2104/{epoch:09d}.json" for epoch in range(4)
+    ]
+
+
+def test_exclusive_create_in_a_missing_bucket_is_a_storage_error(fake_gcs: GcsService) -> None:
+    storage = GCSStorage("no-such-bucket-x1", "p", fake_gcs.client(), timeout_s=5)
+    with pytest.raises(StorageError, match=r"GCS exclusive create of gs://no-such-bucket-x1/p/a"):
+        storage.create_exclusive("a", b"x")

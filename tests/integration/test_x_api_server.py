@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,13 @@ from ner.settings import Settings, load_settings
 from ner.sources import X_CHECKPOINT, XSource, fetch_x_to_storage, make_x_client
 from ner.storage import LocalStorage
 from tests.support.servers import PrefectService
-from tests.support.x_api import Fault, XApiServer, x_api_server
+from tests.support.x_api import (
+    ESCAPED_POST,
+    LONG_REVIEW,
+    Fault,
+    XApiServer,
+    x_api_server,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -75,7 +81,7 @@ def test_pages_follow_next_token_and_the_next_run_resumes_from_since_id(
     assert {c.authorization for c in x_api.calls} == {f"Bearer {TOKEN}"}
     assert x_api.calls[0].params["query"] == '(makeup OR "lip gloss") lang:en -is:retweet'
     assert x_api.calls[0].params["max_results"] == "100"
-    assert x_api.calls[0].params["tweet.fields"] == "created_at,author_id,lang"
+    assert x_api.calls[0].params["tweet.fields"] == "created_at,author_id,lang,note_tweet"
     # And every post was stored once, newest first, with the checkpoint at the newest id
     assert first["n_posts"] == 250
     assert stored_ids(storage) == [str(i) for i in range(1_249, 999, -1)]
@@ -253,28 +259,107 @@ def test_a_crash_after_partial_commits_resumes_the_window_without_gaps(
 
 
 # --------------------------------------------------------------------------- flow
-def test_apply_ner_flow_reads_x_through_the_setting(
+ApplyX = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def apply_x(
     prefect_server: PrefectService,
     x_api: XApiServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> ApplyX:
+    """Runs apply-ner with source x on the Prefect server, storage in ``tmp_path/flow-store``
+    and the token in the environment (never a flow parameter)."""
     from flows.apply_ner import apply_ner
     from tests.support.flows import prefect_api
 
-    # Given the token in the environment (never a flow parameter) and 30 posts on the server
     monkeypatch.setenv("NER_X_BEARER_TOKEN", TOKEN)
-    x_api.ids = list(range(9_000, 9_030))
     settings = {
         "storage_uri": str(tmp_path / "flow-store"),
         "x_api_url": x_api.url,
         "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
+
+    def run(**params: Any) -> dict[str, Any]:
+        with prefect_api(prefect_server):
+            result: dict[str, Any] = apply_ner(source="x", settings=settings, **params)
+        return result
+
+    return run
+
+
+def test_apply_ner_flow_reads_x_through_the_setting(
+    x_api: XApiServer, apply_x: ApplyX, tmp_path: Path
+) -> None:
+    # Given 30 posts on the server
+    x_api.ids = list(range(9_000, 9_030))
     # When apply-ner runs with source x, on a real Prefect server
-    with prefect_api(prefect_server):
-        result = apply_ner(keywords=["makeup"], source="x", max_posts=50, settings=settings)
+    result = apply_x(keywords=["makeup"], max_posts=50)
     # Then the posts went all the way into Label Studio import tasks, once each
     assert result["n_posts"] == 30 and result["source"] == "x"
     tasks = LocalStorage(tmp_path / "flow-store" / "dev").read_json(result["tasks_key"])
     assert sorted(t["data"]["post_id"] for t in tasks) == [str(i) for i in range(9_000, 9_030)]
     assert x_api.calls[0].params["query"] == "(makeup) lang:en -is:retweet"
+
+
+# --------------------------------------------------------------------------- text
+ESCAPED_ID, LONG_ID = 9_101, 9_100
+
+
+def test_apply_ner_flow_stores_and_predicts_x_posts_whole_and_unescaped(
+    apply_x: ApplyX, x_api: XApiServer, tmp_path: Path
+) -> None:
+    import spacy
+
+    from ner.models import add_gazetteer
+
+    # Given two posts as their authors wrote them, which X sends escaped, the 353-character
+    # review cut at an ellipsis with a t.co link (whole only in note_tweet)
+    x_api.ids = [LONG_ID, ESCAPED_ID]
+    x_api.texts = {ESCAPED_ID: ESCAPED_POST, LONG_ID: LONG_REVIEW}
+    assert len(LONG_REVIEW) == 353
+    # And a gazetteer pipeline on disk that knows the three brands
+    nlp = spacy.blank("en")
+    add_gazetteer(nlp, ["H&M", "Sephora", "Laneige"], exact_case=[])
+    nlp.to_disk(tmp_path / "gazetteer")
+    # When apply-ner runs with source x on a real Prefect server
+    model = str(tmp_path / "gazetteer")
+    result = apply_x(keywords=["sephora"], model=model, max_posts=10)
+    # Then the server was asked for note_tweet and really sent the cut, escaped text
+    assert "note_tweet" in x_api.calls[0].params["tweet.fields"].split(",")
+    # And storage holds both posts whole and unescaped
+    storage = LocalStorage(tmp_path / "flow-store" / "dev")
+    posts = {p["id"]: p["text"] for p in map(json.loads, storage.iter_lines(result["posts_key"]))}
+    assert posts == {str(ESCAPED_ID): ESCAPED_POST, str(LONG_ID): LONG_REVIEW}
+    # And the predictions' spans point at the brands as written, Laneige at the very end
+    spans = {
+        (p["post_id"], s["start"], s["end"], s["text"])
+        for p in map(json.loads, storage.iter_lines(result["predictions_key"]))
+        for s in p["spans"]
+    }
+    assert spans == {
+        (str(ESCAPED_ID), 0, 3, "H&M"),
+        (str(ESCAPED_ID), 6, 13, "Sephora"),
+        (str(LONG_ID), 346, 353, "Laneige"),
+    }
+    # And annotators get the same text and offsets in the Label Studio tasks
+    tasks = {t["data"]["post_id"]: t for t in storage.read_json(result["tasks_key"])}
+    assert tasks[str(LONG_ID)]["data"]["text"] == LONG_REVIEW
+    assert tasks[str(ESCAPED_ID)]["data"]["text"] == ESCAPED_POST
+    marked = [
+        r["value"]["text"] for t in tasks.values() for p in t["predictions"] for r in p["result"]
+    ]
+    assert sorted(marked) == ["H&M", "Laneige", "Sephora"]
+
+
+def test_without_note_tweet_in_the_fields_the_server_cuts_like_x(x_api: XApiServer) -> None:
+    # The fake's own behaviour, which the flow test relies on: asked without note_tweet,
+    # the long post comes cut and escaped, as X sends it
+    x_api.ids, x_api.texts = [LONG_ID], {LONG_ID: LONG_REVIEW}
+    client = make_x_client(TOKEN, api_url=x_api.url)
+    page: Any = client.search_recent_tweets("sephora", tweet_fields=["lang"])
+    (sent,) = page["data"]
+    assert "note_tweet" not in sent and "created_at" not in sent and sent["lang"] == "en"
+    assert sent["text"].endswith(f"… https://t.co/{LONG_ID:010d}")
+    assert "&amp; here is" in sent["text"] and "Laneige" not in sent["text"]

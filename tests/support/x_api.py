@@ -7,7 +7,11 @@ on a thread of the test process. It keeps a list of tweet ids and answers the wa
 * ``max_results`` must be 10..100 (else 400, as X answers);
 * pages link with an opaque ``meta.next_token``; the last page has none;
 * the bearer token is checked on every request (401 with X's problem JSON otherwise);
-* every answer carries ``x-rate-limit-limit/-remaining/-reset`` headers.
+* every answer carries ``x-rate-limit-limit/-remaining/-reset`` headers;
+* tweets are rendered as X renders them (:func:`render_tweet`): ``&``, ``<`` and ``>`` escaped in
+  ``text``; a post over 280 characters has its ``text`` cut (an ellipsis and a t.co link) and
+  its whole text in ``note_tweet.text`` only when ``tweet.fields`` asks for ``note_tweet``;
+  ``created_at``, ``author_id`` and ``lang`` only when asked for too.
 
 Faults are scripted by request number (:meth:`XApiServer.fail`): a 429 whose
 ``x-rate-limit-reset`` lies a few seconds ahead, a 500, a dropped connection (no answer at
@@ -40,15 +44,52 @@ def fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
-def tweet(tweet_id: int) -> dict[str, Any]:
-    """A tweet shaped like the recorded page's first one, with its own id and text."""
-    template = dict(fixture("search_recent_page.json")["data"][0])
-    template.update(
-        id=str(tweet_id),
-        edit_history_tweet_ids=[str(tweet_id)],
-        text=f"Rare Beauty blush again 😍 #{tweet_id}",
-    )
-    return template
+#: Two posts as their authors wrote them (issue 11): X sends the first escaped, the second
+#: (353 characters, the brand at its very end) cut at an ellipsis unless note_tweet is asked for.
+ESCAPED_POST = "H&M & Sephora <3"
+LONG_REVIEW = (
+    "Three weeks into my winter skincare swap & here is my honest review: Glossier balm "
+    "dotcom is still my everyday pick for dry lips <3 but it fades in an hour. The CeraVe "
+    "cream kept my cheeks calm through the cold snap. The Fenty toner felt nice, not life "
+    "changing. The one I reach for every night, the one I would rebuy today, is the lip "
+    "mask from Laneige"
+)
+
+#: Posts longer than this come with a cut ``text`` (X counts weighted characters; this
+#: server counts code points).
+MAX_TEXT = 280
+#: The optional tweet fields this server can send (id, text and edit history always go).
+OPTIONAL_FIELDS = ("created_at", "author_id", "lang")
+
+
+def escape_like_x(text: str) -> str:
+    """X API v2 escapes ``&``, ``<`` and ``>`` in post text."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_tweet(tweet_id: int, text: str, fields: set[str]) -> dict[str, Any]:
+    """The tweet object X sends for a post written as ``text``, given the requested
+    ``tweet.fields``; the other fields copy the recorded page's first tweet."""
+    template = fixture("search_recent_page.json")["data"][0]
+    rendered: dict[str, Any] = {
+        "id": str(tweet_id),
+        "edit_history_tweet_ids": [str(tweet_id)],
+        "text": escape_like_x(text),
+    }
+    rendered.update({name: template[name] for name in OPTIONAL_FIELDS if name in fields})
+    if len(text) > MAX_TEXT:
+        link = f"https://t.co/{tweet_id % 10**10:010d}"
+        rendered["text"] = escape_like_x(text[: MAX_TEXT - 30].rstrip()) + "… " + link
+        if "note_tweet" in fields:
+            rendered["note_tweet"] = {"text": escape_like_x(text), "entities": {}}
+    return rendered
+
+
+def tweet(tweet_id: int, text: str | None = None, fields: set[str] | None = None) -> dict[str, Any]:
+    """A tweet shaped like the recorded page's first one, with its own id and text (every
+    optional field unless ``fields`` narrows them)."""
+    text = f"Rare Beauty blush again 😍 #{tweet_id}" if text is None else text
+    return render_tweet(tweet_id, text, set(OPTIONAL_FIELDS) if fields is None else fields)
 
 
 @dataclass(frozen=True)
@@ -77,6 +118,8 @@ class XApiServer:
 
     token: str
     ids: list[int] = field(default_factory=list)
+    #: Post text as its author wrote it, by id (others get a generated text).
+    texts: dict[int, str] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     faults: dict[int, Fault] = field(default_factory=dict)
     url: str = ""
@@ -106,6 +149,7 @@ class XApiServer:
             self.calls.append(call)
             fault = self.faults.get(call.number)
             ids = list(self.ids)
+            texts = dict(self.texts)
         if authorization != f"Bearer {self.token}":
             return call, (401, fixture("unauthorized.json"), {})
         if fault is not None:
@@ -134,8 +178,9 @@ class XApiServer:
         if offset + size < len(matching):
             meta["next_token"] = base64.urlsafe_b64encode(str(offset + size).encode()).decode()
         body: dict[str, Any] = {"meta": meta}
+        fields = set(params.get("tweet.fields", "").split(","))
         if chunk:
-            body["data"] = [tweet(i) for i in chunk]
+            body["data"] = [tweet(i, texts.get(i), fields) for i in chunk]
         return call, (200, body, {})
 
 

@@ -35,9 +35,12 @@ from ner.sources import (
     iter_jsonl,
     jsonl_checkpoint_key,
     make_x_client,
+    unescape_x_text,
+    x_post_text,
 )
 from ner.storage import LocalStorage
 from ner.types import Post, Rejected
+from tests.support.x_api import LONG_REVIEW
 
 SEARCH = re.compile(r"https://api\.(twitter|x)\.com/2/tweets/search/recent.*")
 TOKEN = "AAAAAAAAAAAAAAAAAAAAAtest%2Fbearer%3Dtoken0123456789"
@@ -329,7 +332,7 @@ def test_pagination_follows_next_token_and_maps_fields(storage: LocalStorage) ->
     assert "next_token" not in calls[0]
     assert [c.get("next_token") for c in calls[1:]] == [token, "p3"]
     assert calls[0]["query"] == '(makeup OR "lip gloss") lang:en -is:retweet'
-    assert calls[0]["tweet.fields"] == "created_at,author_id,lang"
+    assert calls[0]["tweet.fields"] == "created_at,author_id,lang,note_tweet"
     assert calls[0]["max_results"] == "100"
     # And each post carries the tweet's fields and the query
     head = first["data"][0]
@@ -627,6 +630,77 @@ def test_empty_result_keeps_the_checkpoint(storage: LocalStorage) -> None:
         assert list(source.fetch(["makeup"], max_posts=10)) == []
     source.commit()
     assert storage.read_json(X_CHECKPOINT)["since_id"] == "700"
+
+
+# --------------------------------------------------------------------------- X: text
+
+
+@pytest.mark.parametrize(
+    ("sent", "written"),
+    [
+        ("H&amp;M &amp; Sephora &lt;3", "H&M & Sephora <3"),
+        ("typing &amp;amp; instead of &amp;", "typing &amp; instead of &"),
+        ("&amp;lt;3 is how X sends &lt;3", "&lt;3 is how X sends <3"),
+        ("a -&gt; b &gt;_&lt;", "a -> b >_<"),
+        ("&quot;Dior&quot; &eacute;t&eacute; &#39; & alone",) * 2,
+        ("no escapes 😍 at all",) * 2,
+    ],
+)
+def test_x_text_is_unescaped_exactly_once(sent: str, written: str) -> None:
+    # X escapes only &, < and >; one pass undoes exactly that and nothing else
+    assert unescape_x_text(sent) == written
+
+
+def test_whole_unescaped_text_from_a_documented_page(storage: LocalStorage) -> None:
+    # Given a page as X sends it: escaped text, a long post whose text is cut (ellipsis and
+    # t.co link) with the whole text in note_tweet, and a post that really says "&amp;"
+    body = fixture("search_recent_escaped_long.json")
+    assert body["data"][1]["text"].endswith("… https://t.co/Lq7XbZ2mWd")
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, json=body)
+        # When fetched
+        posts = list(x_source(storage).fetch(["sephora"], max_posts=10))
+        asked = params_of(mock.calls[0].request)["tweet.fields"].split(",")
+    # Then note_tweet was asked for, and each post is whole and unescaped once
+    assert "note_tweet" in asked and {"created_at", "author_id", "lang"} <= set(asked)
+    assert [p.text for p in posts] == [
+        "H&M & Sephora <3",
+        LONG_REVIEW,
+        "typing &amp; instead of & in my Fenty order notes again >_<",
+    ]
+    assert len(posts[1].text) == 353 and posts[1].text.endswith("lip mask from Laneige")
+    # And offsets computed downstream point at the brands as written
+    assert posts[0].text[0:3] == "H&M" and posts[0].text[6:13] == "Sephora"
+    assert posts[1].text[346:353] == "Laneige"
+
+
+@pytest.mark.parametrize("return_type", [tweepy.Response, requests.Response])
+def test_note_tweet_survives_every_client_return_type(
+    storage: LocalStorage, return_type: type
+) -> None:
+    client = tweepy.Client(bearer_token=TOKEN, return_type=return_type)
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, json=fixture("search_recent_escaped_long.json"))
+        posts = list(XSource(client, storage).fetch(["sephora"], max_posts=10))
+    assert posts[1].text == LONG_REVIEW
+
+
+@pytest.mark.parametrize("note", [{"entities": {}}, {"text": ""}, "cut"])
+def test_a_note_tweet_without_text_is_rejected_by_id_not_stored_cut(
+    storage: LocalStorage, note: Any
+) -> None:
+    # Given a long post whose note_tweet is unusable, next to a good post
+    broken = tweet(902, text="a long review of Laneige… https://t.co/abcdefghij")
+    broken["note_tweet"] = note
+    with responses.RequestsMock() as mock:
+        mock.get(SEARCH, json=page([tweet(903), broken]))
+        source = x_source(storage)
+        posts = list(source.fetch(["makeup"], max_posts=10))
+    # Then the good post is kept and the broken one is named with the reason
+    assert ids_of(posts) == ["903"]
+    assert [r.record_id for r in source.rejected] == ["902"]
+    assert source.rejected[0].reason.startswith("'note_tweet' has no text")
+    assert x_post_text({"id": "1", "text": 5}) == 5  # non-strings are left for Post to reject
 
 
 # --------------------------------------------------------------------------- X: clients

@@ -1,0 +1,95 @@
+"""Temporary files of atomic local writes, and the ones killed writers leave behind.
+
+A local write goes to a hidden temporary file next to its target (``.{name}.{random}.tmp``)
+and is then renamed over the target. A writer killed in between (SIGKILL, OOM, power loss)
+leaves its temporary file behind, and nothing else would ever remove it.
+
+So every writer holds an exclusive ``flock`` on its temporary file from creation until the
+rename, and the next writer into the same folder sweeps the folder first
+(:func:`sweep_stale_temps`): a temporary file is removed when it is older than
+``older_than_s`` (by modification time) **and** nobody holds its lock. The kernel drops the
+lock of a dead process, so a killed writer's file is removed by the next write, while a live
+writer's file is never touched, however long it has been blocked (an X rate-limit wait, a
+slow model). The age guard covers the instant between creating a file and locking it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".tmp"
+#: A temporary file younger than this (seconds since its last write) is never swept.
+STALE_AFTER_S = 600.0
+
+
+def open_locked_temp(target: Path) -> tuple[BinaryIO, Path]:
+    """A new temporary file next to ``target``, open for binary writing and locked.
+
+    Returns ``(handle, path)``. The lock lasts until the handle is closed, so the caller
+    renames the file over ``target`` *before* closing it. Raises :class:`OSError` when the
+    folder is not writable.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    handle = os.fdopen(fd, "wb")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        handle.close()
+        Path(name).unlink(missing_ok=True)
+        raise
+    return handle, Path(name)
+
+
+def _held(path: Path) -> bool:
+    """Whether a live process holds the lock of ``path`` (False if the file is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops the lock if we took it
+    return False
+
+
+def sweep_stale_temps(folder: Path, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove the temporary files that dead writers left in ``folder`` (not recursive).
+
+    A file counts when its name is ``.{…}.tmp``, its last write is more than
+    ``older_than_s`` seconds ago, and no process holds its lock. Returns the removed paths;
+    each removal is logged. A missing folder is an empty sweep. Files that vanish or cannot
+    be removed meanwhile are skipped (another sweeper got there first, or permissions).
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    cutoff = time.time() - older_than_s
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)):
+            continue
+        path = Path(entry.path)
+        try:
+            if not entry.is_file(follow_symlinks=False) or entry.stat().st_mtime > cutoff:
+                continue
+            if _held(path):
+                continue
+            path.unlink()
+        except OSError as exc:
+            log.debug("left temporary file %s: %s", path, exc)
+            continue
+        log.warning("removed %s, left by an interrupted write", path)
+        removed.append(path)
+    return removed
