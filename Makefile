@@ -40,7 +40,7 @@ demo: install  ## run the whole loop on bundled posts (no servers, no variables)
 	$(RUN) python -m flows.feedback_loop --demo
 
 lint: install  ## ruff + mypy
-	$(RUN) ruff check ner flows tests bench
+	$(RUN) ruff check ner flows tests bench apps
 	$(RUN) mypy
 
 test: lint install-postgres  ## lint, type-check and run every test
