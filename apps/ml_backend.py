@@ -7,8 +7,9 @@ variables); :func:`create_app` builds the ASGI app for any other server.
 
 Routes (Label Studio's ML backend protocol)
     ``GET /health``, ``GET /``
-        ``{"status": "UP", "model_class": "brandloop", "model_version": "brand-ner/3"}``;
-        ``503`` until a model is loaded. No authentication.
+        ``{"status": "UP", "model_class": "brandloop", "model_version": "brand-ner/3"}``
+        (plus ``pending_labels`` and ``runs_queued`` when training is on); ``503`` until a
+        model is loaded. No authentication.
     ``POST /setup``
         ``{"project": "12.1732893600", "schema": "<View>…</View>", …}`` →
         ``{"model_version": "brand-ner/3"}``. Label Studio calls it before every batch of
@@ -344,7 +345,16 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
     @app.get("/")
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "UP", "model_class": "brandloop", "model_version": current().version}
+        body: dict[str, Any] = {
+            "status": "UP",
+            "model_class": "brandloop",
+            "model_version": current().version,
+        }
+        receiver: WebhookReceiver | None = app.state.receiver
+        if receiver is not None:
+            body["pending_labels"] = receiver.counter.pending
+            body["runs_queued"] = receiver.stats.triggers
+        return body
 
     @app.post("/setup", dependencies=[guard])
     def setup(request: SetupRequest) -> dict[str, str]:

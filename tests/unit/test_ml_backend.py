@@ -261,6 +261,8 @@ def test_webhook_queues_training_once_enough_new_labels_arrived(
         # When a second annotation arrives, one run is queued
         opened = client.post("/webhook", json=annotation_event(2)).json()
         assert opened["triggering"] is True and trigger.calls == 1
+        health = client.get("/health").json()
+        assert (health["pending_labels"], health["runs_queued"]) == (0, 1)
         # And Label Studio's "start training" queues one at once
         assert client.post("/webhook", json={"action": "START_TRAINING"}).json()["triggering"]
         assert trigger.calls == 2
