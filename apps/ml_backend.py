@@ -13,10 +13,11 @@ Routes (Label Studio's ML backend protocol)
     ``POST /setup``
         ``{"project": "12.1732893600", "schema": "<View>…</View>", …}`` →
         ``{"model_version": "brand-ner/3"}``. Label Studio calls it before every batch of
-        predictions: the version behind ``NER_SERVE_MODEL`` (``models:/brand-ner@champion``)
-        is resolved again here and loaded if the alias moved, so promotions and rollbacks
-        reach Label Studio without a restart. A schema without a ``<Labels>`` control on a
-        ``<Text>`` object is refused with ``400`` saying why.
+        predictions. After answering, the version behind ``NER_SERVE_MODEL``
+        (``models:/brand-ner@champion``) is resolved again and loaded if the alias moved, so
+        a promotion or rollback reaches Label Studio from its next call, without a restart;
+        while a new version loads, or if it fails to, the old one keeps answering. A schema
+        without a ``<Labels>`` control on a ``<Text>`` object is refused with ``400``.
     ``POST /predict``
         ``{"tasks": [{"id": 7, "data": {"text": "…"}}], "project": "…", "label_config": "…",
         "params": {…}}`` → ``{"results": [{"result": [region, …], "score": 0.97,
@@ -357,13 +358,15 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
         return body
 
     @app.post("/setup", dependencies=[guard])
-    def setup(request: SetupRequest) -> dict[str, str]:
+    def setup(request: SetupRequest, background: BackgroundTasks) -> dict[str, str]:
         if request.label_config:
             try:
                 project_config(request.label_config)
             except LabelStudioError as exc:
                 raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-        holder.refresh_quietly()  # follow the alias: Label Studio calls this before predicting
+        # Follow the alias after answering: Label Studio waits 3 s at most for /setup, and
+        # loading a new version can take longer.
+        background.add_task(holder.refresh_quietly)
         return {"model_version": current().version}
 
     @app.post("/predict", dependencies=[guard])
