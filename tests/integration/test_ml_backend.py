@@ -56,30 +56,28 @@ PASSWORD = f"pw-{secrets.token_hex(8)}"
 @dataclass(frozen=True)
 class Backend:
     url: str
+    registry: Registry
     version: str
     deployment_id: str
-    deployment: str
 
 
-def _register_champion(tmp_path: Path) -> tuple[str, str]:
-    """A gazetteer model registered and promoted on a SQLite MLflow; (tracking URI, name)."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    registry = Registry(
-        uri,
-        model_name="brand-ner-ml",
-        experiment_name="brand-ner-ml",
-        artifact_location=(tmp_path / "artifacts").as_uri(),
-    )
+def _promote(
+    registry: Registry, tmp_path: Path, brands: list[str], f1: float, champion_f1: float | None
+) -> str:
+    """A gazetteer model over ``brands``, registered and promoted to ``@champion``;
+    returns its ``name/version``."""
     nlp = spacy.blank("en")
-    add_gazetteer(nlp, BRANDS, exact_case=[])
+    add_gazetteer(nlp, brands, exact_case=[])
     add_label_filter(nlp, {}, ["BRAND"])
-    nlp.to_disk(tmp_path / "model")
+    path = tmp_path / f"model-{len(brands)}"
+    nlp.to_disk(path)
     with registry.start_run("train") as run_id:
-        _, version = registry.log_model(tmp_path / "model", run_id)
+        _, version = registry.log_model(path, run_id)
     assert version is not None
-    registry.record_evaluation(version, GOLD, {"f1": 0.9})
-    registry.promote(version, gold_hash=GOLD, decision=decide(0.9, None, 0.8), metrics={"f1": 0.9})
-    return uri, f"{registry.model_name}/{version}"
+    registry.record_evaluation(version, GOLD, {"f1": f1})
+    decision = decide(f1, champion_f1, 0.8)
+    registry.promote(version, gold_hash=GOLD, decision=decision, metrics={"f1": f1})
+    return f"{registry.model_name}/{version}"
 
 
 def _train_deployment(prefect: PrefectService, name: str) -> str:
@@ -98,7 +96,13 @@ def backend(
     tmp_path_factory: pytest.TempPathFactory, prefect_server: PrefectService
 ) -> Iterator[Backend]:
     tmp_path = tmp_path_factory.mktemp("ml-backend")
-    tracking_uri, version = _register_champion(tmp_path)
+    registry = Registry(
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        model_name="brand-ner-ml",
+        experiment_name="brand-ner-ml",
+        artifact_location=(tmp_path / "artifacts").as_uri(),
+    )
+    version = _promote(registry, tmp_path, BRANDS, 0.85, None)
     name = f"ml-backend-{secrets.token_hex(3)}"
     deployment_id = _train_deployment(prefect_server, name)
     port = free_port()
@@ -111,8 +115,8 @@ def backend(
         health_url=f"http://{LOCALHOST}:{port}/health",
         env={
             **prefect_server.env(),
-            "NER_MLFLOW_TRACKING_URI": tracking_uri,
-            "NER_SERVE_MODEL": f"models:/{version.split('/')[0]}@{CHAMPION}",
+            "NER_MLFLOW_TRACKING_URI": registry.tracking_uri,
+            "NER_SERVE_MODEL": f"models:/{registry.model_name}@{CHAMPION}",
             "NER_ML_BACKEND_USER": USER,
             "NER_ML_BACKEND_PASSWORD": PASSWORD,
             "NER_ML_BACKEND_TRAIN": "true",
@@ -123,7 +127,7 @@ def backend(
         startup_timeout=120.0,
     )
     with server:
-        yield Backend(f"http://{LOCALHOST}:{port}", version, deployment_id, name)
+        yield Backend(f"http://{LOCALHOST}:{port}", registry, version, deployment_id)
     assert server.group_pids() == []
 
 
@@ -208,7 +212,7 @@ def _first_word(text: str) -> dict[str, Any]:
     return {"from_name": "brand", "to_name": "post", "type": "labels", "value": value}
 
 
-def _wait_for_health(backend: Backend, key: str, wanted: int, timeout: float = 30.0) -> Any:
+def _wait_for_health(backend: Backend, key: str, wanted: object, timeout: float = 60.0) -> Any:
     """The backend's health once ``key`` reaches ``wanted`` (Label Studio's webhook is sent
     from the annotation request, about a second later)."""
     deadline = time.monotonic() + timeout
@@ -250,3 +254,31 @@ def test_annotations_in_label_studio_queue_one_training_run(
     assert runs[0]["parameters"] == {"source": "label_studio"}
     assert runs[0]["state_type"] == "SCHEDULED"
     assert "label-trigger" in runs[0]["tags"]
+
+
+def test_a_promotion_reaches_label_studio_without_a_restart(
+    studio: LabelStudio, project: int, backend: Backend, tmp_path: Path
+) -> None:
+    # Given a better challenger, which also knows NARS, is promoted on the registry
+    newer = _promote(backend.registry, tmp_path, [*BRANDS, "NARS"], 0.92, 0.85)
+    assert newer != backend.version
+    post = "nars blush 😍 and glossier balm"
+    rows: list[Any] = [{"body": post}]
+    studio.projects.import_tasks(project, request=rows)
+    # When Label Studio next sets up the backend, the backend loads the new champion
+    retrieve = {"id": "retrieve_tasks_predictions", "project": project}
+    studio.actions.create(**retrieve, selected_items={"all": True})
+    _wait_for_health(backend, "model_version", newer)
+    # And the next retrieval stamps every task with the new version's spans
+    studio.actions.create(**retrieve, selected_items={"all": True})
+    assert studio.ml.list(project=project)[0].model_version == newer
+    listed: list[Any] = list(studio.tasks.list(project=project, fields="all"))
+    texts = {t.id: t.data["body"] for t in listed}
+    newest = [p for p in studio.predictions.list(project=project) if p.model_version == newer]
+    assert sorted(p.task for p in newest) == sorted(texts)
+    spans = {texts[p.task]: [r["value"]["text"] for r in p.result] for p in newest}
+    assert spans[post] == ["nars", "glossier"]
+    for prediction in newest:
+        for region in prediction.result:
+            value = region["value"]
+            assert texts[prediction.task][value["start"] : value["end"]] == value["text"]
