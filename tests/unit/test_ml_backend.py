@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from spacy.training import Example
 
-from apps.ml_backend import create_app, scored_spans
+from apps.ml_backend import create_app, main, scored_spans
 from ner.errors import ConfigError, ModelError
 from ner.models import LoadedModel, add_gazetteer, add_label_filter
 from ner.settings import Settings
@@ -229,6 +229,16 @@ def test_basic_auth_guards_every_route_but_health(registry: Registry, trigger: T
 def test_half_set_credentials_are_a_config_error(registry: Registry) -> None:
     with pytest.raises(ConfigError, match="NER_ML_BACKEND_PASSWORD"):
         create_app(settings(ml_backend_user="studio"), loader=registry.load)
+
+
+def test_the_command_line_refuses_half_set_credentials(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("NER_ML_BACKEND_USER", "studio")
+    monkeypatch.delenv("NER_ML_BACKEND_PASSWORD", raising=False)
+    with caplog.at_level(logging.ERROR, logger="apps.ml_backend"):
+        assert main(["--host", "127.0.0.1", "--port", "9"]) == 2
+    assert "NER_ML_BACKEND_PASSWORD" in caplog.text
 
 
 def annotation_event(annotation_id: int, action: str = "ANNOTATION_CREATED") -> dict[str, object]:
