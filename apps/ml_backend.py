@@ -215,8 +215,10 @@ def predict_tasks(
     wanted = [label for label in labels if label in config.labels]
     if not wanted:
         log.warning("the project's labels %s include none of %s", config.labels, labels)
-    found = scored_spans(model.nlp, list(texts.values()), wanted) if wanted and texts else []
-    spans: dict[int, list[Span]] = dict(zip(texts, found, strict=False))
+    spans: dict[int, list[Span]] = {}
+    if wanted and texts:
+        found = scored_spans(model.nlp, list(texts.values()), wanted)
+        spans = dict(zip(texts, found, strict=True))
     for index, task_spans in list(spans.items()):
         try:
             check_spans(f"task {tasks[index].get('id')}", texts[index], task_spans)
