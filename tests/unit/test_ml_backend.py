@@ -226,6 +226,12 @@ def test_basic_auth_guards_every_route_but_health(registry: Registry, trigger: T
         assert ok.status_code == 200
 
 
+def test_the_password_stays_out_of_dumped_settings() -> None:
+    dumped = settings(ml_backend_user="studio", ml_backend_password=SecretStr("pw-x1")).safe_dump()
+    assert dumped["ml_backend_user"] == "studio" and "ml_backend_password" not in dumped
+    assert "pw-x1" not in str(dumped)
+
+
 def test_half_set_credentials_are_a_config_error(registry: Registry) -> None:
     with pytest.raises(ConfigError, match="NER_ML_BACKEND_PASSWORD"):
         create_app(settings(ml_backend_user="studio"), loader=registry.load)
