@@ -82,10 +82,11 @@ def _promote(
 
 def _train_deployment(prefect: PrefectService, name: str) -> str:
     """A ``train-ner`` deployment on the Prefect server (no worker: its runs stay queued)."""
-    flow = http_post_json(f"{prefect.api_url}/flows/", {"name": "train-ner"})
+    # A busy machine can keep the server's first writes waiting for seconds.
+    flow = http_post_json(f"{prefect.api_url}/flows/", {"name": "train-ner"}, timeout=60)
     assert isinstance(flow, dict), flow
     deployment = http_post_json(
-        f"{prefect.api_url}/deployments/", {"name": name, "flow_id": flow["id"]}
+        f"{prefect.api_url}/deployments/", {"name": name, "flow_id": flow["id"]}, timeout=60
     )
     assert isinstance(deployment, dict), deployment
     return str(deployment["id"])
@@ -227,7 +228,7 @@ def _wait_for_health(backend: Backend, key: str, wanted: object, timeout: float 
 
 def _flow_runs(prefect: PrefectService, deployment_id: str) -> list[dict[str, Any]]:
     body = {"deployments": {"id": {"any_": [deployment_id]}}}
-    runs = http_post_json(f"{prefect.api_url}/flow_runs/filter", body)
+    runs = http_post_json(f"{prefect.api_url}/flow_runs/filter", body, timeout=60)
     assert isinstance(runs, list), runs
     return runs
 
