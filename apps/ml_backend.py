@@ -8,8 +8,8 @@ variables); :func:`create_app` builds the ASGI app for any other server.
 Routes (Label Studio's ML backend protocol)
     ``GET /health``, ``GET /``
         ``{"status": "UP", "model_class": "brandloop", "model_version": "brand-ner/3"}``
-        (plus ``pending_labels`` and ``runs_queued`` when training is on); ``503`` until a
-        model is loaded. No authentication.
+        (plus ``pending_labels``, ``runs_queued`` and ``runs_failed`` when training is on);
+        ``503`` until a model is loaded. No authentication.
     ``POST /setup``
         ``{"project": "12.1732893600", "schema": "<View>…</View>", …}`` →
         ``{"model_version": "brand-ner/3"}``. Label Studio calls it before every batch of
@@ -48,10 +48,11 @@ from __future__ import annotations
 import argparse
 import hmac
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
 from typing import Annotated, Any
 
@@ -240,12 +241,26 @@ def project_config(xml: str) -> LabelConfig:
 # --------------------------------------------------------------------------- training
 
 
-def queue_now(receiver: WebhookReceiver) -> None:
-    """Run the receiver's trigger once, outside its label gate (``START_TRAINING``)."""
-    try:
-        receiver.on_trigger()
-    except Exception as exc:  # user-side trigger: log and keep serving
-        log.error("queueing a training run failed: %s", exc)
+@dataclass
+class ManualTraining:
+    """Runs queued by Label Studio's "Start training" (``START_TRAINING``), outside the
+    label gate. Thread-safe counts for the health check."""
+
+    queued: int = 0
+    failed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def run(self, trigger: Trigger) -> None:
+        """Call ``trigger`` once; a failure is logged and counted, never raised."""
+        try:
+            trigger()
+        except Exception as exc:  # the trigger talks to Prefect: log it, keep serving
+            log.error("queueing a training run failed: %s", exc)
+            with self._lock:
+                self.failed += 1
+            return
+        with self._lock:
+            self.queued += 1
 
 
 # --------------------------------------------------------------------------- the app
@@ -334,6 +349,7 @@ def create_app(
     app = FastAPI(title="brandloop ML backend", lifespan=lifespan)
     app.state.holder = holder
     app.state.receiver = _receiver(settings, trigger)
+    app.state.manual = ManualTraining()
     guard = Depends(basic_auth(settings))
     _protocol_routes(app, settings, holder, guard)
     return app
@@ -355,8 +371,10 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
         }
         receiver: WebhookReceiver | None = app.state.receiver
         if receiver is not None:
+            manual: ManualTraining = app.state.manual
             body["pending_labels"] = receiver.counter.pending
-            body["runs_queued"] = receiver.stats.triggers
+            body["runs_queued"] = receiver.stats.triggers + manual.queued
+            body["runs_failed"] = receiver.stats.failures + manual.failed
         return body
 
     @app.post("/setup", dependencies=[guard])
@@ -395,7 +413,7 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
         if receiver is None:
             return {"accepted": False, "reason": "training is off (NER_ML_BACKEND_TRAIN)"}
         if isinstance(payload, Mapping) and payload.get("action") == START_TRAINING:
-            background.add_task(queue_now, receiver)
+            background.add_task(app.state.manual.run, receiver.on_trigger)
             return {"accepted": True, "triggering": True}
         body, batch = receiver.handle(payload)
         if batch is not None:

@@ -255,6 +255,12 @@ def test_annotations_in_label_studio_queue_one_training_run(
     assert runs[0]["parameters"] == {"source": "label_studio"}
     assert runs[0]["state_type"] == "SCHEDULED"
     assert "label-trigger" in runs[0]["tags"]
+    # When someone presses "Start training" on the connected model, one more run is queued
+    connected = studio.ml.list(project=project)[0]
+    assert connected.id is not None
+    studio.ml.train(connected.id)
+    assert _wait_for_health(backend, "runs_queued", 2)["pending_labels"] == 0
+    assert len(_flow_runs(prefect_server, backend.deployment_id)) == 2
 
 
 def test_a_promotion_reaches_label_studio_without_a_restart(

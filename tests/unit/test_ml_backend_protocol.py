@@ -278,11 +278,11 @@ def test_webhook_queues_training_once_enough_new_labels_arrived(
         # When a second annotation arrives, one run is queued
         opened = client.post("/webhook", json=annotation_event(2)).json()
         assert opened["triggering"] is True and trigger.calls == 1
-        health = client.get("/health").json()
-        assert (health["pending_labels"], health["runs_queued"]) == (0, 1)
         # And Label Studio's "start training" queues one at once
         assert client.post("/webhook", json={"action": "START_TRAINING"}).json()["triggering"]
         assert trigger.calls == 2
+        health = client.get("/health").json()
+        assert (health["pending_labels"], health["runs_queued"], health["runs_failed"]) == (0, 2, 0)
         assert client.post("/webhook", content=b"{not json").status_code == 400
 
 
@@ -312,3 +312,23 @@ def test_a_statistical_model_scores_each_span_by_its_beam_probability() -> None:
     assert [[s.text for s in found] for found in spans] == [["glossier"], []]
     score = spans[0][0].score
     assert score is not None and 0.5 < score <= 1.0
+
+
+def test_a_failing_trigger_is_counted_and_the_backend_keeps_answering(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unreachable() -> str:
+        raise ConnectionError("Prefect API at 127.0.0.1:9 refused the connection")
+
+    app = create_app(
+        settings(ml_backend_train=True, min_new_labels=1),
+        loader=registry.load,
+        resolver=registry.resolve,
+        trigger=unreachable,
+    )
+    with TestClient(app) as client, caplog.at_level(logging.ERROR):
+        assert client.post("/webhook", json={"action": "START_TRAINING"}).status_code == 200
+        assert client.post("/webhook", json=annotation_event(1)).status_code == 200
+        health = client.get("/health").json()
+    assert (health["runs_queued"], health["runs_failed"], health["pending_labels"]) == (0, 2, 1)
+    assert caplog.text.count("refused the connection") == 2
