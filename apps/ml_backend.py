@@ -61,7 +61,6 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict, Field
 from spacy.language import Language
 
-from deployments.label_trigger import deployment_name, start_training
 from ner.active import entity_probabilities, has_scorer
 from ner.errors import ConfigError, DataError, LabelStudioError, ModelError
 from ner.inference import predict_texts
@@ -303,6 +302,9 @@ def basic_auth(settings: Settings) -> Callable[..., None]:
 def _receiver(settings: Settings, trigger: Trigger | None) -> WebhookReceiver | None:
     if not settings.ml_backend_train:
         return None
+    # Imported here: `deployments` is not in the wheel (yet), and predictions must not need it.
+    from deployments.label_trigger import deployment_name, start_training
+
     deployment = deployment_name(settings.env, settings.ml_backend_train_deployment)
     return WebhookReceiver(
         trigger or start_training(deployment),
