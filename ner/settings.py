@@ -210,6 +210,20 @@ class Settings(BaseSettings):
         72_000, ge=1, description="Most characters in all the posts of one request (256 x 280)."
     )
 
+    # --- Label Studio ML backend (the champion inside Label Studio; see apps/ml_backend.py)
+    ml_backend_user: str | None = Field(
+        None, description="HTTP Basic user Label Studio must send to the ML backend."
+    )
+    ml_backend_password: SecretStr | None = Field(
+        None, description="HTTP Basic password Label Studio must send to the ML backend."
+    )
+    ml_backend_train: bool = Field(
+        False, description="Queue a train-ner run from annotation events sent to /webhook."
+    )
+    ml_backend_train_deployment: str | None = Field(
+        None, description="Deployment the ML backend starts; defaults to 'train-ner/{env}'."
+    )
+
     @field_validator("labels")
     @classmethod
     def _labels_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -255,6 +269,7 @@ class Settings(BaseSettings):
             "label_studio_webhook_secret",
             "x_bearer_token",
             "serve_api_key",
+            "ml_backend_password",
         }
         return self.model_dump(exclude=secrets, mode="json")
 

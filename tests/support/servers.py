@@ -1418,6 +1418,7 @@ def _label_studio_server(
         "LABEL_STUDIO_USER_TOKEN": credentials.token,
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
         "SSRF_PROTECTION_ENABLED": "false",  # webhooks to 127.0.0.1
+        "ML_BLOCK_LOCAL_IP": "false",  # ML backends on 127.0.0.1 (its own switch, on by default)
     }
     argv: list[str | os.PathLike[str]] = [
         venv / "bin" / "label-studio",

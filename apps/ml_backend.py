@@ -1,0 +1,453 @@
+"""The champion as a Label Studio ML backend.
+
+Connect it in a project's *Settings → Model* (or ``client.ml.create(url=..., project=...)``)
+and Label Studio asks it for pre-annotations; annotation events can queue ``train-ner``.
+``python -m apps.ml_backend --host 127.0.0.1 --port 9090`` starts it (settings from ``NER_``
+variables); :func:`create_app` builds the ASGI app for any other server.
+
+Routes (Label Studio's ML backend protocol)
+    ``GET /health``, ``GET /``
+        ``{"status": "UP", "model_class": "brandloop", "model_version": "brand-ner/3"}``
+        (plus ``pending_labels``, ``runs_queued`` and ``runs_failed`` when training is on);
+        ``503`` until a model is loaded. No authentication.
+    ``POST /setup``
+        ``{"project": "12.1732893600", "schema": "<View>…</View>", …}`` →
+        ``{"model_version": "brand-ner/3"}``. Label Studio calls it before every batch of
+        predictions. After answering, the version behind ``NER_SERVE_MODEL``
+        (``models:/brand-ner@champion``) is resolved again and loaded if the alias moved, so
+        a promotion or rollback reaches Label Studio from its next call, without a restart;
+        while a new version loads, or if it fails to, the old one keeps answering. A schema
+        without a ``<Labels>`` control on a ``<Text>`` object is refused with ``400``.
+    ``POST /predict``
+        ``{"tasks": [{"id": 7, "data": {"text": "…"}}], "project": "…", "label_config": "…",
+        "params": {…}}`` → ``{"results": [{"result": [region, …], "score": 0.97,
+        "model_version": "brand-ner/3"}, …], "model_version": "brand-ner/3"}``: one item per
+        task, in order. A region is ``{"id", "from_name", "to_name", "type": "labels",
+        "value": {"start", "end", "text", "labels": [label]}, "score"}`` with the names read
+        from the project's label config and code-point offsets into the task text
+        (``text[start:end] == value.text``). ``score`` is the span's probability under the
+        ``ner`` beam (1.0 for a gazetteer match); the task's is the mean of its regions'.
+        A bad task (no text, a lone surrogate, over ``NER_SERVE_MAX_CHARS``) gets an empty
+        ``result`` and a warning naming it; the other tasks are predicted.
+    ``POST /webhook``
+        Label Studio's project events (it registers this URL itself when the backend is
+        connected). With ``NER_ML_BACKEND_TRAIN=true``, ``NER_MIN_NEW_LABELS`` distinct new
+        annotations (``ANNOTATION_CREATED``/``UPDATED``) queue one run of the
+        ``train-ner/{env}`` deployment (``NER_ML_BACKEND_TRAIN_DEPLOYMENT``) on the Prefect
+        API in ``PREFECT_API_URL``, after the response; ``START_TRAINING`` queues one at once.
+
+Authentication
+    With ``NER_ML_BACKEND_USER`` and ``NER_ML_BACKEND_PASSWORD`` set, every route but the
+    health check needs HTTP Basic credentials (Label Studio: *Authentication method: Basic
+    Auth*), compared in constant time and never logged. Label Studio's own webhook to
+    ``/webhook`` carries no credentials: add an ``Authorization: Basic …`` header to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from functools import lru_cache, partial
+from typing import Annotated, Any
+
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request, status
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import BaseModel, ConfigDict, Field
+from spacy.language import Language
+
+from apps.serving import Loader, ModelHolder, Resolver
+from apps.webhook import WebhookReceiver
+from ner.active import entity_probabilities, has_scorer
+from ner.errors import ConfigError, DataError, LabelStudioError, ModelError
+from ner.inference import predict_texts
+from ner.labelstudio.config import LabelConfig, parse_label_config
+from ner.labelstudio.triggers import LABEL_ACTIONS
+from ner.models import RULER, LoadedModel, load_model, registry_version
+from ner.settings import Settings
+from ner.types import Span, check_spans
+
+log = logging.getLogger(__name__)
+
+#: Label Studio's "Start training" event (sent to ``/webhook``).
+START_TRAINING = "START_TRAINING"
+#: Result type of a span region in Label Studio.
+REGION_TYPE = "labels"
+
+_BASIC = HTTPBasic(auto_error=False)
+Trigger = Callable[[], object]
+
+
+# --------------------------------------------------------------------------- protocol shapes
+
+
+class SetupRequest(BaseModel):
+    """What Label Studio sends to ``/setup`` (fields it may add are kept, not used)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    project: str | None = None
+    label_config: str | None = Field(None, alias="schema")
+
+
+class PredictRequest(BaseModel):
+    """What Label Studio sends to ``/predict``; tasks stay raw so one bad task cannot fail
+    the batch."""
+
+    model_config = ConfigDict(extra="allow")
+
+    tasks: list[Any]
+    project: str | None = None
+    label_config: str | None = None
+    params: dict[str, Any] | None = None
+
+
+class RegionValue(BaseModel):
+    start: int = Field(..., description="Code-point offset into the task text.")
+    end: int = Field(..., description="Exclusive code-point offset.")
+    text: str
+    labels: list[str]
+
+
+class Region(BaseModel):
+    id: str
+    from_name: str
+    to_name: str
+    type: str = REGION_TYPE
+    value: RegionValue
+    score: float | None = None
+
+
+class TaskPrediction(BaseModel):
+    result: list[Region]
+    score: float | None = None
+    model_version: str
+
+
+class PredictResponse(BaseModel):
+    results: list[TaskPrediction]
+    model_version: str
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def task_text(task: Any, text_key: str, max_chars: int) -> str:
+    """The text of a Label Studio task (``task["data"][text_key]``).
+
+    Raises :class:`DataError` naming the task (its ``id``) when the task is not an object,
+    has no string under ``text_key``, holds a lone surrogate, or is over ``max_chars``.
+    """
+    if not isinstance(task, Mapping):
+        raise DataError(None, "task is not a JSON object")
+    record_id = None if task.get("id") is None else f"task {task.get('id')}"
+    data = task.get("data")
+    text = data.get(text_key) if isinstance(data, Mapping) else None
+    if not isinstance(text, str):
+        raise DataError(record_id, f"task data has no text under {text_key!r}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(record_id, f"text has a lone surrogate at code point {exc.start}") from exc
+    if len(text) > max_chars:
+        raise DataError(record_id, f"text has {len(text)} characters; the limit is {max_chars}")
+    return text
+
+
+def scored_spans(nlp: Language, texts: Sequence[str], labels: Sequence[str]) -> list[list[Span]]:
+    """Each text's spans with a score in [0, 1].
+
+    With a statistical ``ner`` the score is the span's probability over the beam's parses
+    (:func:`ner.active.entity_probabilities`); a span the beam never proposes is a gazetteer
+    match when the pipeline has one (1.0), else 0.0. A rule-only pipeline scores 1.0.
+    """
+    found = predict_texts(nlp, texts, labels)
+    if not has_scorer(nlp):
+        return [[replace(span, score=1.0) for span in spans] for spans in found]
+    beams = entity_probabilities(nlp, texts, labels)
+    unseen = 1.0 if RULER in nlp.pipe_names else 0.0
+    return [
+        [replace(span, score=round(min(1.0, probs.get(span.key, unseen)), 4)) for span in spans]
+        for spans, probs in zip(found, beams, strict=True)
+    ]
+
+
+def task_prediction(spans: Sequence[Span], config: LabelConfig, version: str) -> TaskPrediction:
+    """One task's answer: its regions under the project's control and object names."""
+    regions = [
+        Region(
+            id=f"brandloop-{span.start}-{span.end}-{span.label}",
+            from_name=config.from_name,
+            to_name=config.to_name,
+            value=RegionValue(start=span.start, end=span.end, text=span.text, labels=[span.label]),
+            score=span.score,
+        )
+        for span in spans
+    ]
+    scores = [region.score for region in regions if region.score is not None]
+    mean = round(sum(scores) / len(scores), 4) if scores else None
+    return TaskPrediction(result=regions, score=mean, model_version=version)
+
+
+def predict_tasks(
+    model: LoadedModel,
+    tasks: Sequence[Any],
+    config: LabelConfig,
+    labels: Sequence[str],
+    max_chars: int,
+) -> list[TaskPrediction]:
+    """One :class:`TaskPrediction` per task, in order; a bad task gets an empty result.
+
+    Only ``labels`` that the project's config lists are predicted. Every span is checked
+    against its task text before it leaves (``text[start:end] == span.text``).
+    """
+    texts: dict[int, str] = {}
+    for index, task in enumerate(tasks):
+        try:
+            texts[index] = task_text(task, config.text_key, max_chars)
+        except DataError as exc:
+            log.warning("no prediction for task #%d: %s", index, exc)
+    wanted = [label for label in labels if label in config.labels]
+    if not wanted:
+        log.warning("the project's labels %s include none of %s", config.labels, labels)
+    spans: dict[int, list[Span]] = {}
+    if wanted and texts:
+        found = scored_spans(model.nlp, list(texts.values()), wanted)
+        spans = dict(zip(texts, found, strict=True))
+    for index, task_spans in list(spans.items()):
+        try:
+            check_spans(f"task {tasks[index].get('id')}", texts[index], task_spans)
+        except DataError as exc:  # a model bug: the task gets nothing, the batch goes on
+            log.error("dropping the prediction of task #%d: %s", index, exc)
+            spans[index] = []
+    return [task_prediction(spans.get(i, []), config, model.version) for i in range(len(tasks))]
+
+
+@lru_cache(maxsize=32)
+def project_config(xml: str) -> LabelConfig:
+    """The project's ``<Labels>``/``<Text>`` pair (cached per config text).
+
+    Raises :class:`LabelStudioError` saying what is missing.
+    """
+    return parse_label_config(xml)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class ManualTraining:
+    """Runs queued by Label Studio's "Start training" (``START_TRAINING``), outside the
+    label gate. Thread-safe counts for the health check."""
+
+    queued: int = 0
+    failed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def run(self, trigger: Trigger) -> None:
+        """Call ``trigger`` once; a failure is logged and counted, never raised."""
+        try:
+            trigger()
+        except Exception as exc:  # the trigger talks to Prefect: log it, keep serving
+            log.error("queueing a training run failed: %s", exc)
+            with self._lock:
+                self.failed += 1
+            return
+        with self._lock:
+            self.queued += 1
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def basic_auth(settings: Settings) -> Callable[..., None]:
+    """A FastAPI dependency that checks HTTP Basic credentials, or accepts everyone when
+    ``NER_ML_BACKEND_USER``/``NER_ML_BACKEND_PASSWORD`` are both unset.
+
+    Raises :class:`ConfigError` when only one of them is set.
+    """
+    user = settings.ml_backend_user
+    password = settings.ml_backend_password
+    if (user is None) != (password is None):
+        raise ConfigError("set both NER_ML_BACKEND_USER and NER_ML_BACKEND_PASSWORD, or neither")
+    if user is None or password is None:
+        return lambda: None
+    expected = (user.encode("utf-8"), password.get_secret_value().encode("utf-8"))
+
+    def check(credentials: Annotated[HTTPBasicCredentials | None, Depends(_BASIC)]) -> None:
+        given = (
+            (b"", b"")
+            if credentials is None
+            else (
+                credentials.username.encode("utf-8"),
+                credentials.password.encode("utf-8"),
+            )
+        )
+        user_ok = hmac.compare_digest(given[0], expected[0])
+        if not (hmac.compare_digest(given[1], expected[1]) and user_ok):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing or wrong credentials",
+                headers={"WWW-Authenticate": "Basic"},
+            )
+
+    return check
+
+
+def _receiver(settings: Settings, trigger: Trigger | None) -> WebhookReceiver | None:
+    if not settings.ml_backend_train:
+        return None
+    # Imported here: `deployments` is not in the wheel (yet), and predictions must not need it.
+    from deployments.label_trigger import deployment_name, start_training
+
+    deployment = deployment_name(settings.env, settings.ml_backend_train_deployment)
+    return WebhookReceiver(
+        trigger or start_training(deployment),
+        min_new_labels=settings.min_new_labels,
+        actions=(*LABEL_ACTIONS, "ANNOTATIONS_CREATED"),
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    loader: Loader | None = None,
+    resolver: Resolver | None = None,
+    trigger: Trigger | None = None,
+) -> FastAPI:
+    """The ML backend serving ``settings.serve_model`` to Label Studio (see the module doc).
+
+    ``loader``/``resolver`` replace the MLflow model loader and alias lookup, ``trigger``
+    the Prefect deployment run. The model is loaded when the app starts (its lifespan); one
+    that cannot be loaded stops the start with :class:`ModelError`. Raises
+    :class:`ConfigError` for half-set Basic credentials.
+    """
+    tracking_uri = settings.mlflow_tracking_uri
+    default_loader = partial(
+        load_model,
+        labels=settings.labels,
+        base_model=settings.base_model,
+        label_map=settings.base_label_map,
+        tracking_uri=tracking_uri,
+    )
+    holder = ModelHolder(
+        settings.serve_model,
+        loader or default_loader,
+        resolver or (lambda spec: registry_version(spec, tracking_uri)),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        holder.refresh(force=True)
+        log.info("loaded %s in %.1f s", holder.served.model.version, time.perf_counter() - started)
+        yield
+
+    app = FastAPI(title="brandloop ML backend", lifespan=lifespan)
+    app.state.holder = holder
+    app.state.receiver = _receiver(settings, trigger)
+    app.state.manual = ManualTraining()
+    guard = Depends(basic_auth(settings))
+    _protocol_routes(app, settings, holder, guard)
+    return app
+
+
+def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guard: Any) -> None:
+    def current() -> LoadedModel:
+        if not holder.loaded:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded")
+        return holder.served.model
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "status": "UP",
+            "model_class": "brandloop",
+            "model_version": current().version,
+        }
+        receiver: WebhookReceiver | None = app.state.receiver
+        if receiver is not None:
+            manual: ManualTraining = app.state.manual
+            body["pending_labels"] = receiver.counter.pending
+            body["runs_queued"] = receiver.stats.triggers + manual.queued
+            body["runs_failed"] = receiver.stats.failures + manual.failed
+        return body
+
+    @app.post("/setup", dependencies=[guard])
+    def setup(request: SetupRequest, background: BackgroundTasks) -> dict[str, str]:
+        if request.label_config:
+            try:
+                project_config(request.label_config)
+            except LabelStudioError as exc:
+                raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+        # Follow the alias after answering: Label Studio waits 3 s at most for /setup, and
+        # loading a new version can take longer.
+        background.add_task(holder.refresh_quietly)
+        return {"model_version": current().version}
+
+    @app.post("/predict", dependencies=[guard])
+    def predict(request: PredictRequest) -> PredictResponse:
+        if not request.label_config:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "label_config is required")
+        try:
+            config = project_config(request.label_config)
+        except LabelStudioError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+        model = current()  # one model for the whole batch, even if the alias moves meanwhile
+        results = predict_tasks(
+            model, request.tasks, config, settings.labels, settings.serve_max_chars
+        )
+        return PredictResponse(results=results, model_version=model.version)
+
+    @app.post("/webhook", dependencies=[guard])
+    async def webhook(request: Request, background: BackgroundTasks) -> dict[str, Any]:
+        try:
+            payload = await request.json()
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "body is not JSON") from exc
+        receiver: WebhookReceiver | None = app.state.receiver
+        if receiver is None:
+            return {"accepted": False, "reason": "training is off (NER_ML_BACKEND_TRAIN)"}
+        if isinstance(payload, Mapping) and payload.get("action") == START_TRAINING:
+            background.add_task(app.state.manual.run, receiver.on_trigger)
+            return {"accepted": True, "triggering": True}
+        body, batch = receiver.handle(payload)
+        if batch is not None:
+            background.add_task(receiver.run_trigger, batch)
+        return body.body()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m apps.ml_backend [--host H] [--port N]``: serve until interrupted."""
+    import uvicorn
+
+    from ner.settings import load_settings
+
+    parser = argparse.ArgumentParser(
+        prog="python -m apps.ml_backend", description="The champion as a Label Studio ML backend."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=9090, help="port to listen on")
+    parser.add_argument("--log-level", default="info", help="uvicorn log level")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        app = create_app(load_settings())
+    except (ConfigError, ModelError) as exc:
+        log.error("%s", exc)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,291 @@
+"""The champion inside the real Label Studio: ``python -m apps.ml_backend`` as its ML backend.
+
+A model registered in MLflow (SQLite store in tmp) is promoted to ``@champion``; the backend
+runs as users run it (a subprocess on 127.0.0.1, HTTP Basic auth), Label Studio 1.23.2 is
+connected to it through the SDK, asked for predictions on its tasks (emoji posts included),
+and the predictions are read back from Label Studio. Annotations made in Label Studio reach
+the backend through the webhook Label Studio registers for it and queue one ``train-ner`` run
+on a real Prefect server once the label gate opens.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import spacy
+from label_studio_sdk.client import LabelStudio
+
+from ner.models import add_gazetteer, add_label_filter
+from ner.registry import CHAMPION, Registry, decide
+from tests.support.servers import (
+    LOCALHOST,
+    LabelStudioService,
+    ManagedServer,
+    PrefectService,
+    free_port,
+    http_post_json,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLD = "e" * 64
+BRANDS = ["Glossier", "Fenty Beauty", "Rare Beauty"]
+#: Control and object names unlike the generated config's, so nothing can assume them.
+LABEL_CONFIG = (
+    '<View><Text name="post" value="$body"/>'
+    '<Labels name="brand" toName="post"><Label value="BRAND"/></Labels></View>'
+)
+POSTS = [
+    "💄🫶 new glossier drop, and Fenty Beauty restock 🔥",
+    "👩‍👩‍👧 family trip; RARE BEAUTY blush 💖💖 then glossier again",
+    "🇫🇷 no brands here at all",
+    "plain text Fenty Beauty",
+]
+USER = "studio"
+PASSWORD = f"pw-{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True)
+class Backend:
+    url: str
+    registry: Registry
+    version: str
+    deployment_id: str
+
+
+def _promote(
+    registry: Registry, tmp_path: Path, brands: list[str], f1: float, champion_f1: float | None
+) -> str:
+    """A gazetteer model over ``brands``, registered and promoted to ``@champion``;
+    returns its ``name/version``."""
+    nlp = spacy.blank("en")
+    add_gazetteer(nlp, brands, exact_case=[])
+    add_label_filter(nlp, {}, ["BRAND"])
+    path = tmp_path / f"model-{len(brands)}"
+    nlp.to_disk(path)
+    with registry.start_run("train") as run_id:
+        _, version = registry.log_model(path, run_id)
+    assert version is not None
+    registry.record_evaluation(version, GOLD, {"f1": f1})
+    decision = decide(f1, champion_f1, 0.8)
+    registry.promote(version, gold_hash=GOLD, decision=decision, metrics={"f1": f1})
+    return f"{registry.model_name}/{version}"
+
+
+def _train_deployment(prefect: PrefectService, name: str) -> str:
+    """A ``train-ner`` deployment on the Prefect server (no worker: its runs stay queued)."""
+    # A busy machine can keep the server's first writes waiting for seconds.
+    flow = http_post_json(f"{prefect.api_url}/flows/", {"name": "train-ner"}, timeout=60)
+    assert isinstance(flow, dict), flow
+    deployment = http_post_json(
+        f"{prefect.api_url}/deployments/", {"name": name, "flow_id": flow["id"]}, timeout=60
+    )
+    assert isinstance(deployment, dict), deployment
+    return str(deployment["id"])
+
+
+@pytest.fixture(scope="module")
+def backend(
+    tmp_path_factory: pytest.TempPathFactory, prefect_server: PrefectService
+) -> Iterator[Backend]:
+    tmp_path = tmp_path_factory.mktemp("ml-backend")
+    registry = Registry(
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        model_name="brand-ner-ml",
+        experiment_name="brand-ner-ml",
+        artifact_location=(tmp_path / "artifacts").as_uri(),
+    )
+    version = _promote(registry, tmp_path, BRANDS, 0.85, None)
+    name = f"ml-backend-{secrets.token_hex(3)}"
+    deployment_id = _train_deployment(prefect_server, name)
+    port = free_port()
+    server = ManagedServer(
+        "ml-backend",
+        [sys.executable, "-m", "apps.ml_backend", "--host", LOCALHOST, "--port", str(port)],
+        workdir=tmp_path,
+        cwd=ROOT,
+        port=port,
+        health_url=f"http://{LOCALHOST}:{port}/health",
+        env={
+            **prefect_server.env(),
+            "NER_MLFLOW_TRACKING_URI": registry.tracking_uri,
+            "NER_SERVE_MODEL": f"models:/{registry.model_name}@{CHAMPION}",
+            "NER_ML_BACKEND_USER": USER,
+            "NER_ML_BACKEND_PASSWORD": PASSWORD,
+            "NER_ML_BACKEND_TRAIN": "true",
+            "NER_ML_BACKEND_TRAIN_DEPLOYMENT": f"train-ner/{name}",
+            "NER_MIN_NEW_LABELS": "2",
+        },
+        unset_env=("MLFLOW_TRACKING_URI",),
+        startup_timeout=120.0,
+    )
+    with server:
+        yield Backend(f"http://{LOCALHOST}:{port}", registry, version, deployment_id)
+    assert server.group_pids() == []
+
+
+@pytest.fixture(scope="module")
+def studio(label_studio: LabelStudioService) -> LabelStudio:
+    return LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+
+
+@pytest.fixture(scope="module")
+def project(studio: LabelStudio, backend: Backend) -> int:
+    """A project with the posts as tasks, the backend connected through the SDK."""
+    created = studio.projects.create(
+        title=f"ml-backend-{secrets.token_hex(3)}", label_config=LABEL_CONFIG
+    )
+    assert created.id is not None
+    rows: list[Any] = [{"body": text} for text in POSTS]
+    studio.projects.import_tasks(created.id, request=rows)
+    studio.ml.create(
+        url=backend.url,
+        project=created.id,
+        is_interactive=False,
+        auth_method="BASIC_AUTH",
+        basic_auth_user=USER,
+        basic_auth_pass=PASSWORD,
+        title="brandloop",
+    )
+    return created.id
+
+
+def _expected(text: str) -> list[str]:
+    """The brand mentions in ``text`` as written, in order (case-insensitive search)."""
+    lowered = text.lower()
+    found: list[tuple[int, str]] = []
+    for brand in BRANDS:
+        start = lowered.find(brand.lower())
+        while start != -1:
+            found.append((start, text[start : start + len(brand)]))
+            start = lowered.find(brand.lower(), start + 1)
+    return [mention for _, mention in sorted(found)]
+
+
+def test_label_studio_gets_the_champions_spans_at_exact_offsets(
+    studio: LabelStudio, project: int, backend: Backend
+) -> None:
+    # Given the backend is connected, Label Studio saw its model version at setup
+    connected = studio.ml.list(project=project)
+    assert len(connected) == 1 and connected[0].state == "CO", connected[0]
+    assert connected[0].model_version == backend.version
+    # When Label Studio is asked to retrieve predictions for every task
+    studio.actions.create(
+        id="retrieve_tasks_predictions", project=project, selected_items={"all": True}
+    )
+    # Then every task holds one prediction of the champion's version, read back from Label Studio
+    listed: list[Any] = list(studio.tasks.list(project=project, fields="all"))
+    texts = {t.id: t.data["body"] for t in listed}
+    assert sorted(texts.values()) == sorted(POSTS)
+    predictions = studio.predictions.list(project=project)
+    assert sorted(p.task for p in predictions) == sorted(texts)
+    for prediction in predictions:
+        text = texts[prediction.task]
+        assert prediction.model_version == backend.version
+        # And each region uses the project's names and lands at exact code-point offsets
+        mentions = []
+        for region in prediction.result:
+            assert (region["from_name"], region["to_name"], region["type"]) == (
+                "brand",
+                "post",
+                "labels",
+            )
+            value = region["value"]
+            assert text[value["start"] : value["end"]] == value["text"], (text, value)
+            assert value["labels"] == ["BRAND"] and region["score"] == 1.0
+            mentions.append(value["text"])
+        assert mentions == _expected(text), text
+        assert prediction.score == (1.0 if mentions else None)
+
+
+def _first_word(text: str) -> dict[str, Any]:
+    """An annotation region over the text's first word (in the project's names)."""
+    end = text.index(" ")
+    value = {"start": 0, "end": end, "text": text[:end], "labels": ["BRAND"]}
+    return {"from_name": "brand", "to_name": "post", "type": "labels", "value": value}
+
+
+def _wait_for_health(backend: Backend, key: str, wanted: object, timeout: float = 60.0) -> Any:
+    """The backend's health once ``key`` reaches ``wanted`` (Label Studio's webhook is sent
+    from the annotation request, about a second later)."""
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while time.monotonic() < deadline:
+        seen = requests.get(f"{backend.url}/health", timeout=5).json()
+        if seen.get(key) == wanted:
+            return seen
+        time.sleep(0.25)
+    raise AssertionError(f"backend health is {seen} after {timeout} s; wanted {key}={wanted}")
+
+
+def _flow_runs(prefect: PrefectService, deployment_id: str) -> list[dict[str, Any]]:
+    body = {"deployments": {"id": {"any_": [deployment_id]}}}
+    runs = http_post_json(f"{prefect.api_url}/flow_runs/filter", body, timeout=60)
+    assert isinstance(runs, list), runs
+    return runs
+
+
+def test_annotations_in_label_studio_queue_one_training_run(
+    studio: LabelStudio, project: int, backend: Backend, prefect_server: PrefectService
+) -> None:
+    # Given the webhook Label Studio made for the backend carries the backend's credentials
+    hooks = [h for h in studio.webhooks.list(project=str(project)) if h.url.endswith("/webhook")]
+    assert [h.url for h in hooks] == [f"{backend.url}/webhook"]
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    assert hooks[0].id is not None
+    studio.webhooks.update(hooks[0].id, headers={"Authorization": f"Basic {token}"})
+    tasks: list[Any] = list(studio.tasks.list(project=project, fields="all"))
+    # When one annotation is made, the backend counts it and the gate (2 new labels) stays shut
+    studio.annotations.create(id=tasks[0].id, result=[_first_word(tasks[0].data["body"])])
+    assert _wait_for_health(backend, "pending_labels", 1)["runs_queued"] == 0
+    assert _flow_runs(prefect_server, backend.deployment_id) == []
+    # When a second one is made, one run of train-ner is queued on the Prefect server
+    studio.annotations.create(id=tasks[1].id, result=[_first_word(tasks[1].data["body"])])
+    assert _wait_for_health(backend, "runs_queued", 1)["pending_labels"] == 0
+    runs = _flow_runs(prefect_server, backend.deployment_id)
+    assert len(runs) == 1
+    assert runs[0]["parameters"] == {"source": "label_studio"}
+    assert runs[0]["state_type"] == "SCHEDULED"
+    assert "label-trigger" in runs[0]["tags"]
+    # When someone presses "Start training" on the connected model, one more run is queued
+    connected = studio.ml.list(project=project)[0]
+    assert connected.id is not None
+    studio.ml.train(connected.id)
+    assert _wait_for_health(backend, "runs_queued", 2)["pending_labels"] == 0
+    assert len(_flow_runs(prefect_server, backend.deployment_id)) == 2
+
+
+def test_a_promotion_reaches_label_studio_without_a_restart(
+    studio: LabelStudio, project: int, backend: Backend, tmp_path: Path
+) -> None:
+    # Given a better challenger, which also knows NARS, is promoted on the registry
+    newer = _promote(backend.registry, tmp_path, [*BRANDS, "NARS"], 0.92, 0.85)
+    assert newer != backend.version
+    post = "nars blush 😍 and glossier balm"
+    rows: list[Any] = [{"body": post}]
+    studio.projects.import_tasks(project, request=rows)
+    # When Label Studio next sets up the backend, the backend loads the new champion
+    retrieve = {"id": "retrieve_tasks_predictions", "project": project}
+    studio.actions.create(**retrieve, selected_items={"all": True})
+    _wait_for_health(backend, "model_version", newer)
+    # And the next retrieval stamps every task with the new version's spans
+    studio.actions.create(**retrieve, selected_items={"all": True})
+    assert studio.ml.list(project=project)[0].model_version == newer
+    listed: list[Any] = list(studio.tasks.list(project=project, fields="all"))
+    texts = {t.id: t.data["body"] for t in listed}
+    newest = [p for p in studio.predictions.list(project=project) if p.model_version == newer]
+    assert sorted(p.task for p in newest) == sorted(texts)
+    spans = {texts[p.task]: [r["value"]["text"] for r in p.result] for p in newest}
+    assert spans[post] == ["nars", "glossier"]
+    for prediction in newest:
+        for region in prediction.result:
+            value = region["value"]
+            assert texts[prediction.task][value["start"] : value["end"]] == value["text"]

@@ -1,0 +1,334 @@
+"""The Label Studio ML backend's logic on tiny spaCy models (in-process app, no servers)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+from collections.abc import Iterator
+
+import pytest
+import spacy
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from spacy.training import Example
+
+from apps.ml_backend import create_app, main, scored_spans
+from ner.errors import ConfigError, ModelError
+from ner.models import LoadedModel, add_gazetteer, add_label_filter
+from ner.settings import Settings
+
+#: Names that differ from the generated config's, so nothing can assume them.
+CONFIG = (
+    '<View><Text name="post" value="$body"/>'
+    '<Labels name="brand" toName="post"><Label value="BRAND"/><Label value="OTHER"/></Labels>'
+    "</View>"
+)
+
+
+def gazetteer(brands: list[str], version: str) -> LoadedModel:
+    nlp = spacy.blank("en")
+    add_gazetteer(nlp, brands, exact_case=[])
+    add_label_filter(nlp, {}, ["BRAND"])
+    return LoadedModel(nlp, version)
+
+
+class Registry:
+    """Stands in for MLflow: the version behind ``@champion`` and the brands of each."""
+
+    def __init__(self) -> None:
+        self.champion = "brand-ner/1"
+        self.brands = {"brand-ner/1": ["Glossier"], "brand-ner/2": ["Glossier", "Fenty Beauty"]}
+
+    def resolve(self, spec: str) -> str:
+        return self.champion
+
+    def load(self, spec: str) -> LoadedModel:
+        version = spec.removeprefix("models:/")
+        if version not in self.brands:
+            raise ModelError(f"no model {spec}")
+        return gazetteer(self.brands[version], version)
+
+
+class Trigger:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        return f"run-{self.calls}"
+
+
+def settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {"serve_max_chars": 60, "min_new_labels": 2}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry()
+
+
+@pytest.fixture
+def trigger() -> Trigger:
+    return Trigger()
+
+
+def client_for(registry: Registry, trigger: Trigger, **overrides: object) -> TestClient:
+    app = create_app(
+        settings(**overrides), loader=registry.load, resolver=registry.resolve, trigger=trigger
+    )
+    return TestClient(app)
+
+
+@pytest.fixture
+def client(registry: Registry, trigger: Trigger) -> Iterator[TestClient]:
+    with client_for(registry, trigger) as test_client:
+        yield test_client
+
+
+def predict(client: TestClient, tasks: list[object], config: str = CONFIG) -> dict[str, object]:
+    # ASCII-escaped JSON, as Label Studio sends it: a lone surrogate travels as "\\ud83d"
+    payload = json.dumps({"tasks": tasks, "project": "3.17", "label_config": config})
+    response = client.post(
+        "/predict", content=payload.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def test_health_and_root_name_the_served_version(client: TestClient) -> None:
+    for path in ("/health", "/"):
+        assert client.get(path).json() == {
+            "status": "UP",
+            "model_class": "brandloop",
+            "model_version": "brand-ner/1",
+        }
+
+
+def test_setup_follows_the_alias_and_refuses_a_config_without_spans(
+    client: TestClient, registry: Registry
+) -> None:
+    # Given Label Studio sets up the backend with a span config
+    response = client.post("/setup", json={"project": "3.17", "schema": CONFIG})
+    assert response.json() == {"model_version": "brand-ner/1"}
+    # When the champion moves, the setup that follows loads it after answering (Label Studio
+    # sends one per batch and waits 3 s at most), and the next one reports it
+    registry.champion = "brand-ner/2"
+    versions = [client.post("/setup", json={"project": "3.17"}).json() for _ in range(2)]
+    assert versions == [{"model_version": "brand-ner/1"}, {"model_version": "brand-ner/2"}]
+    # And predictions come from the new version
+    body = predict(client, [{"id": 1, "data": {"body": "fenty beauty"}}])
+    assert body["model_version"] == "brand-ner/2"
+    # When the alias points at a version that cannot load, the old one keeps answering
+    registry.champion = "brand-ner/9"
+    for _ in range(2):
+        assert client.post("/setup", json={}).json() == {"model_version": "brand-ner/2"}
+    # A config with no <Labels> on a <Text> is refused, saying so
+    choices = '<View><Text name="t" value="$text"/><Choices name="c" toName="t"/></View>'
+    refused = client.post("/setup", json={"schema": choices})
+    assert refused.status_code == 400 and "no <Labels> control" in refused.json()["detail"]
+
+
+def test_predict_gives_regions_at_code_point_offsets_under_the_projects_names(
+    client: TestClient,
+) -> None:
+    # Given tasks with emoji (astral and ZWJ sequences), CRLF and a task without brands
+    texts = ["💄🫶 new  glossier\r\ndrop", "👩‍👩‍👧 GLOSSIER & glossier!", "nothing here"]
+    tasks = [{"id": 10 + i, "data": {"body": text}} for i, text in enumerate(texts)]
+    # When Label Studio asks for predictions
+    body = predict(client, tasks)
+    # Then there is one result per task, in order, each with the model version
+    results = body["results"]
+    assert isinstance(results, list) and len(results) == 3
+    assert body["model_version"] == "brand-ner/1"
+    assert all(r["model_version"] == "brand-ner/1" for r in results)
+    # And each region names the project's control and object and indexes the text exactly
+    first = results[0]["result"]
+    assert first == [
+        {
+            "id": "brandloop-8-16-BRAND",
+            "from_name": "brand",
+            "to_name": "post",
+            "type": "labels",
+            "value": {"start": 8, "end": 16, "text": "glossier", "labels": ["BRAND"]},
+            "score": 1.0,
+        }
+    ]
+    for text, result in zip(texts, results, strict=True):
+        for region in result["result"]:
+            value = region["value"]
+            assert text[value["start"] : value["end"]] == value["text"]
+    assert [r["value"]["text"] for r in results[1]["result"]] == ["GLOSSIER", "glossier"]
+    assert results[0]["score"] == 1.0 and results[2] == {
+        "result": [],
+        "score": None,
+        "model_version": "brand-ner/1",
+    }
+
+
+def test_a_bad_task_gets_an_empty_result_and_a_logged_reason(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    tasks: list[object] = [
+        {"id": 1, "data": {"body": "glossier"}},
+        {"id": 2, "data": {"text": "glossier"}},  # wrong field
+        {"id": 3, "data": {"body": "bad \ud83d glossier"}},  # lone surrogate
+        {"id": 4, "data": {"body": "glossier " + "x" * 60}},  # over serve_max_chars
+        {"id": 5},
+        "not a task",
+        {"id": 7, "data": {"body": "glossier again"}},
+    ]
+    with caplog.at_level(logging.WARNING, logger="apps.ml_backend"):
+        body = predict(client, tasks)
+    results = body["results"]
+    assert isinstance(results, list)
+    assert [len(r["result"]) for r in results] == [1, 0, 0, 0, 0, 0, 1]
+    logged = caplog.text
+    assert "task 2" in logged and "no text under 'body'" in logged
+    assert "task 3" in logged and "lone surrogate at code point 4" in logged
+    assert "task 4" in logged and "the limit is 60" in logged
+    assert "task 5" in logged and "not a JSON object" in logged
+
+
+def test_labels_outside_the_projects_config_are_not_predicted(client: TestClient) -> None:
+    other = (
+        '<View><Labels name="l" toName="t"><Label value="PERSON"/></Labels>'
+        '<Text name="t" value="$text"/></View>'
+    )
+    body = predict(client, [{"id": 1, "data": {"text": "glossier"}}], config=other)
+    assert body["results"] == [{"result": [], "score": None, "model_version": "brand-ner/1"}]
+
+
+def test_predict_needs_a_label_config(client: TestClient) -> None:
+    response = client.post("/predict", json={"tasks": [{"id": 1, "data": {"text": "x"}}]})
+    assert response.status_code == 400 and "label_config" in response.json()["detail"]
+
+
+def test_basic_auth_guards_every_route_but_health(registry: Registry, trigger: Trigger) -> None:
+    secret = "s3cret-pass"
+    with client_for(
+        registry, trigger, ml_backend_user="studio", ml_backend_password=SecretStr(secret)
+    ) as client:
+        good = base64.b64encode(f"studio:{secret}".encode()).decode()
+        wrong = base64.b64encode(b"studio:nope").decode()
+        assert client.get("/health").status_code == 200
+        for headers in ({}, {"Authorization": f"Basic {wrong}"}):
+            for path in ("/setup", "/predict", "/webhook"):
+                response = client.post(path, json={}, headers=headers)
+                assert response.status_code == 401, (path, headers)
+                assert response.headers["www-authenticate"] == "Basic"
+                assert secret not in response.text
+        ok = client.post("/setup", json={}, headers={"Authorization": f"Basic {good}"})
+        assert ok.status_code == 200
+
+
+def test_the_password_stays_out_of_dumped_settings() -> None:
+    dumped = settings(ml_backend_user="studio", ml_backend_password=SecretStr("pw-x1")).safe_dump()
+    assert dumped["ml_backend_user"] == "studio" and "ml_backend_password" not in dumped
+    assert "pw-x1" not in str(dumped)
+
+
+def test_half_set_credentials_are_a_config_error(registry: Registry) -> None:
+    with pytest.raises(ConfigError, match="NER_ML_BACKEND_PASSWORD"):
+        create_app(settings(ml_backend_user="studio"), loader=registry.load)
+
+
+def test_the_command_line_refuses_half_set_credentials(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("NER_ML_BACKEND_USER", "studio")
+    monkeypatch.delenv("NER_ML_BACKEND_PASSWORD", raising=False)
+    with caplog.at_level(logging.ERROR, logger="apps.ml_backend"):
+        assert main(["--host", "127.0.0.1", "--port", "9"]) == 2
+    assert "NER_ML_BACKEND_PASSWORD" in caplog.text
+
+
+def annotation_event(annotation_id: int, action: str = "ANNOTATION_CREATED") -> dict[str, object]:
+    return {
+        "action": action,
+        "annotation": {"id": annotation_id, "project": 3},
+        "project": {"id": 3},
+    }
+
+
+def test_webhook_is_off_unless_training_is_enabled(client: TestClient, trigger: Trigger) -> None:
+    response = client.post("/webhook", json=annotation_event(1))
+    assert response.status_code == 200
+    assert (
+        response.json()["accepted"] is False and "NER_ML_BACKEND_TRAIN" in response.json()["reason"]
+    )
+    assert trigger.calls == 0
+
+
+def test_webhook_queues_training_once_enough_new_labels_arrived(
+    registry: Registry, trigger: Trigger
+) -> None:
+    with client_for(registry, trigger, ml_backend_train=True) as client:
+        # Given one annotation, created then updated: it counts once, the gate (2) stays shut
+        assert client.post("/webhook", json=annotation_event(1)).json()["pending"] == 1
+        client.post("/webhook", json=annotation_event(1, "ANNOTATION_UPDATED"))
+        assert trigger.calls == 0
+        # And events that are not annotations are acknowledged and ignored
+        ignored = client.post("/webhook", json={"action": "TASKS_CREATED", "tasks": []})
+        assert ignored.json()["accepted"] is False
+        # When a second annotation arrives, one run is queued
+        opened = client.post("/webhook", json=annotation_event(2)).json()
+        assert opened["triggering"] is True and trigger.calls == 1
+        # And Label Studio's "start training" queues one at once
+        assert client.post("/webhook", json={"action": "START_TRAINING"}).json()["triggering"]
+        assert trigger.calls == 2
+        health = client.get("/health").json()
+        assert (health["pending_labels"], health["runs_queued"], health["runs_failed"]) == (0, 2, 0)
+        assert client.post("/webhook", content=b"{not json").status_code == 400
+
+
+def tiny_ner() -> LoadedModel:
+    """A statistical ``ner`` trained for a few steps on four sentences (about a second)."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner").add_label("BRAND")  # type: ignore[attr-defined]
+    data = [
+        ("love my glossier balm", [(8, 16, "BRAND")]),
+        ("glossier drop today", [(0, 8, "BRAND")]),
+        ("new nars blush", [(4, 8, "BRAND")]),
+        ("just a sunny day", []),
+    ]
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in data]
+    random.seed(0)
+    spacy.util.fix_random_seed(0)
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(40):
+        nlp.update(examples, sgd=optimizer, drop=0.0)
+    return LoadedModel(nlp, "tiny/1")
+
+
+def test_a_statistical_model_scores_each_span_by_its_beam_probability() -> None:
+    model = tiny_ner()
+    texts = ["love my glossier balm 💄", "just a sunny day"]
+    spans = scored_spans(model.nlp, texts, ["BRAND"])
+    assert [[s.text for s in found] for found in spans] == [["glossier"], []]
+    score = spans[0][0].score
+    assert score is not None and 0.5 < score <= 1.0
+
+
+def test_a_failing_trigger_is_counted_and_the_backend_keeps_answering(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unreachable() -> str:
+        raise ConnectionError("Prefect API at 127.0.0.1:9 refused the connection")
+
+    app = create_app(
+        settings(ml_backend_train=True, min_new_labels=1),
+        loader=registry.load,
+        resolver=registry.resolve,
+        trigger=unreachable,
+    )
+    with TestClient(app) as client, caplog.at_level(logging.ERROR):
+        assert client.post("/webhook", json={"action": "START_TRAINING"}).status_code == 200
+        assert client.post("/webhook", json=annotation_event(1)).status_code == 200
+        health = client.get("/health").json()
+    assert (health["runs_queued"], health["runs_failed"], health["pending_labels"]) == (0, 2, 1)
+    assert caplog.text.count("refused the connection") == 2
