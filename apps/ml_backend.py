@@ -53,7 +53,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request, status
@@ -61,14 +61,14 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict, Field
 from spacy.language import Language
 
-from apps.serving import Loader, ModelHolder, Resolver
+from apps.serving import Loader, ModelHolder, Resolver, model_holder
 from apps.webhook import WebhookReceiver
 from ner.active import entity_probabilities, has_scorer
 from ner.errors import ConfigError, DataError, LabelStudioError, ModelError
 from ner.inference import predict_texts
 from ner.labelstudio.config import LabelConfig, parse_label_config
 from ner.labelstudio.triggers import LABEL_ACTIONS
-from ner.models import RULER, LoadedModel, load_model, registry_version
+from ner.models import RULER, LoadedModel
 from ner.settings import Settings
 from ner.types import Span, check_spans
 
@@ -327,19 +327,7 @@ def create_app(
     that cannot be loaded stops the start with :class:`ModelError`. Raises
     :class:`ConfigError` for half-set Basic credentials.
     """
-    tracking_uri = settings.mlflow_tracking_uri
-    default_loader = partial(
-        load_model,
-        labels=settings.labels,
-        base_model=settings.base_model,
-        label_map=settings.base_label_map,
-        tracking_uri=tracking_uri,
-    )
-    holder = ModelHolder(
-        settings.serve_model,
-        loader or default_loader,
-        resolver or (lambda spec: registry_version(spec, tracking_uri)),
-    )
+    holder = model_holder(settings, loader, resolver)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

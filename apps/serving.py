@@ -497,6 +497,29 @@ def _add_model_routes(
     app.post("/v1/reload", dependencies=guarded)(reload)
 
 
+def model_holder(
+    settings: Settings, loader: Loader | None = None, resolver: Resolver | None = None
+) -> ModelHolder:
+    """A :class:`ModelHolder` of ``settings.serve_model``: loaded with the settings' labels,
+    base model and MLflow, its alias resolved in that registry (both replaceable)."""
+    tracking_uri = settings.mlflow_tracking_uri
+
+    def default_loader(spec: str) -> LoadedModel:
+        return load_model(
+            spec,
+            labels=settings.labels,
+            base_model=settings.base_model,
+            label_map=settings.base_label_map,
+            tracking_uri=tracking_uri,
+        )
+
+    return ModelHolder(
+        settings.serve_model,
+        loader or default_loader,
+        resolver or (lambda spec: registry_version(spec, tracking_uri)),
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -510,22 +533,7 @@ def create_app(
     start with :class:`ModelError`.
     """
     auth = BearerAuth(token_digests(settings))
-    tracking_uri = settings.mlflow_tracking_uri
-
-    def default_loader(spec: str) -> LoadedModel:
-        return load_model(
-            spec,
-            labels=settings.labels,
-            base_model=settings.base_model,
-            label_map=settings.base_label_map,
-            tracking_uri=tracking_uri,
-        )
-
-    holder = ModelHolder(
-        settings.serve_model,
-        loader or default_loader,
-        resolver or (lambda spec: registry_version(spec, tracking_uri)),
-    )
+    holder = model_holder(settings, loader, resolver)
     app = FastAPI(
         title="brandloop",
         summary="Brand mentions in posts",

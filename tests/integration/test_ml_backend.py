@@ -21,11 +21,10 @@ from typing import Any
 
 import pytest
 import requests
-import spacy
 from label_studio_sdk.client import LabelStudio
 
-from ner.models import add_gazetteer, add_label_filter
 from ner.registry import CHAMPION, Registry, decide
+from tests.support.models import register_gazetteer
 from tests.support.servers import (
     LOCALHOST,
     LabelStudioService,
@@ -66,15 +65,7 @@ def _promote(
 ) -> str:
     """A gazetteer model over ``brands``, registered and promoted to ``@champion``;
     returns its ``name/version``."""
-    nlp = spacy.blank("en")
-    add_gazetteer(nlp, brands, exact_case=[])
-    add_label_filter(nlp, {}, ["BRAND"])
-    path = tmp_path / f"model-{len(brands)}"
-    nlp.to_disk(path)
-    with registry.start_run("train") as run_id:
-        _, version = registry.log_model(path, run_id)
-    assert version is not None
-    registry.record_evaluation(version, GOLD, {"f1": f1})
+    version = register_gazetteer(registry, tmp_path, brands, f1, GOLD)
     decision = decide(f1, champion_f1, 0.8)
     registry.promote(version, gold_hash=GOLD, decision=decision, metrics={"f1": f1})
     return f"{registry.model_name}/{version}"

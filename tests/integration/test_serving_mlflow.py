@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 import requests
-import spacy
 
-from ner.models import add_gazetteer, add_label_filter
 from ner.registry import CHAMPION, Registry, decide
+from tests.support.models import register_gazetteer
 from tests.support.servers import LOCALHOST, ManagedServer, MlflowService, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,16 +30,7 @@ MAX_BODY = 20_000
 
 
 def _register(registry: Registry, tmp_path: Path, brands: list[str], f1: float) -> str:
-    nlp = spacy.blank("en")
-    add_gazetteer(nlp, brands, exact_case=[])
-    add_label_filter(nlp, {}, ["BRAND"])
-    path = tmp_path / f"model-{len(brands)}"
-    nlp.to_disk(path)
-    with registry.start_run("train") as run_id:
-        _, version = registry.log_model(path, run_id)
-    assert version is not None
-    registry.record_evaluation(version, GOLD, {"f1": f1})
-    return version
+    return register_gazetteer(registry, tmp_path, brands, f1, GOLD)
 
 
 def _wait_for_version(url: str, wanted: str, timeout: float = 60.0) -> dict[str, Any]:

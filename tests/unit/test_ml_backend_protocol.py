@@ -16,8 +16,9 @@ from spacy.training import Example
 
 from apps.ml_backend import create_app, main, scored_spans
 from ner.errors import ConfigError, ModelError
-from ner.models import LoadedModel, add_gazetteer, add_label_filter
+from ner.models import LoadedModel
 from ner.settings import Settings
+from tests.support.models import gazetteer
 
 #: Names that differ from the generated config's, so nothing can assume them.
 CONFIG = (
@@ -25,13 +26,6 @@ CONFIG = (
     '<Labels name="brand" toName="post"><Label value="BRAND"/><Label value="OTHER"/></Labels>'
     "</View>"
 )
-
-
-def gazetteer(brands: list[str], version: str) -> LoadedModel:
-    nlp = spacy.blank("en")
-    add_gazetteer(nlp, brands, exact_case=[])
-    add_label_filter(nlp, {}, ["BRAND"])
-    return LoadedModel(nlp, version)
 
 
 class Registry:

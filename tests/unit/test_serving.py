@@ -9,23 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import spacy
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from apps.serving import ModelHolder, RedactQuery, create_app, registry_version
 from ner.errors import ConfigError, ModelError
-from ner.models import LoadedModel, add_gazetteer, add_label_filter
+from ner.models import LoadedModel
 from ner.settings import Settings
+from tests.support.models import gazetteer
 
 TOKEN = "serve-token-for-tests"
-
-
-def gazetteer(brands: list[str], version: str) -> LoadedModel:
-    nlp = spacy.blank("en")
-    add_gazetteer(nlp, brands, exact_case=[])
-    add_label_filter(nlp, {}, ["BRAND"])
-    return LoadedModel(nlp, version)
 
 
 class Registry:
