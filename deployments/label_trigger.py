@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from flows.common import build_settings, open_settings_storage
+from flows.context import RunContext, build_settings
 from ner.errors import BrandloopError, LabelStudioError
 from ner.labelstudio_client import LabelStudioProject
 from ner.settings import Settings
@@ -163,7 +163,7 @@ def poll(args: argparse.Namespace) -> int:
     settings = build_settings({"env": args.env})
     deployment = deployment_name(settings.env, args.deployment)
     project = LabelStudioProject.connect(settings)
-    storage = open_settings_storage(settings)
+    storage = RunContext.open(settings).storage
     # A bounded run (--max-polls) is a one-off or a test: it leaves signal handling alone.
     stop = _stop_event() if args.max_polls is None else None
     log.info(

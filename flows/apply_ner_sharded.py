@@ -31,21 +31,16 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from prefect import flow
 from prefect_dask import DaskTaskRunner
 
-from flows.common import (
-    build_settings,
-    flow_run_id,
-    io_task,
-    load_settings_model,
-    open_settings_storage,
-    run_stamp,
-)
+from flows.context import RunContext, flow_run_id, io_task, run_context, run_stamp
 from ner import sharding
-from ner.errors import ModelError
+from ner.errors import ConfigError, ModelError
 from ner.settings import Settings
-from ner.storage import PREDICTIONS
+from ner.storage import PREDICTIONS, open_storage
 
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
+
+    from flows.apply_ner import ApplyResult
 
 
 def _api_url() -> str | None:
@@ -72,7 +67,7 @@ def dask_task_runner(cluster_address: str | None = None, workers: int = 2) -> Da
     if cluster_address:
         return DaskTaskRunner(address=cluster_address)
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise ConfigError(f"workers must be at least 1, got {workers}")
     url = _api_url()
     cluster_kwargs: dict[str, Any] = {
         "n_workers": workers,
@@ -84,18 +79,19 @@ def dask_task_runner(cluster_address: str | None = None, workers: int = 2) -> Da
     return DaskTaskRunner(cluster_kwargs=cluster_kwargs)
 
 
+def _storage(settings: Settings) -> Any:
+    return open_storage(settings.storage_uri, settings.env, gcs_timeout_s=settings.gcs_timeout_s)
+
+
 @io_task()
-def plan_shards(
-    settings: dict[str, Any] | None, posts_key: str, n_shards: int
-) -> list[sharding.Shard]:
+def plan_shards(settings: Settings, posts_key: str, n_shards: int) -> list[sharding.Shard]:
     """Cut the posts object into ``n_shards`` contiguous line ranges."""
-    storage = open_settings_storage(build_settings(settings))
-    return sharding.plan_shards(sharding.count_lines(storage, posts_key), n_shards)
+    return sharding.plan_shards(sharding.count_lines(_storage(settings), posts_key), n_shards)
 
 
 @io_task()
 def predict_shard(
-    settings: dict[str, Any] | None,
+    settings: Settings,
     model_spec: str,
     posts_key: str,
     shard: sharding.Shard,
@@ -103,14 +99,13 @@ def predict_shard(
 ) -> dict[str, Any]:
     """Load the model once and predict one shard; returns its key, count and timings."""
     started = time.time()
-    cfg = build_settings(settings)
-    storage = open_settings_storage(cfg)
-    loaded = load_settings_model(cfg, model_spec)
+    cfg = settings
+    loaded = RunContext.open(cfg).load_model(model_spec)
     loaded_at = time.time()
     key = sharding.shard_key(stamp, shard.index)
     count = sharding.predict_shard(
         loaded.nlp,
-        storage,
+        _storage(cfg),
         posts_key,
         shard,
         key,
@@ -131,14 +126,12 @@ def predict_shard(
 
 
 @io_task()
-def join_shards(
-    settings: dict[str, Any] | None, shards: list[dict[str, Any]], stamp: str
-) -> dict[str, Any]:
+def join_shards(settings: Settings, shards: list[dict[str, Any]], stamp: str) -> dict[str, Any]:
     """Join the shard outputs in shard order into ``predictions/<stamp>.jsonl``."""
     versions = {item["model_version"] for item in shards}
     if len(versions) > 1:
         raise ModelError(f"shards were predicted by different models: {sorted(versions)}")
-    storage = open_settings_storage(build_settings(settings))
+    storage = _storage(settings)
     ordered = sorted(shards, key=lambda item: item["index"])
     key = f"{PREDICTIONS}/{stamp}.jsonl"
     count = sharding.concat_shards(storage, [item["key"] for item in ordered], key)
@@ -151,17 +144,21 @@ def predict_sharded(
     posts_key: str,
     stamp: str | None = None,
     n_shards: int = 2,
-    settings: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Predict ``posts_key`` shard by shard on this flow's task runner.
 
     Run it with ``predict_sharded.with_options(task_runner=dask_task_runner(...))``; on the
-    default runner the shards run in threads of this process.
+    default runner the shards run in threads of this process. Called by apply-ner-sharded
+    with its ``overrides``, it shares that run's context; the shard tasks get its settings
+    (secrets already read) and its retry policy.
     """
+    with run_context(overrides) as ctx:
+        settings = ctx.settings
     stamp = stamp or run_stamp(flow_run_id())
     shards = plan_shards(settings, posts_key, n_shards)
     if not shards:
-        raise ValueError(f"{posts_key} has no lines to predict")
+        raise ConfigError(f"{posts_key} has no lines to predict")
     futures = [
         predict_shard.submit(settings, model_spec, posts_key, shard, stamp) for shard in shards
     ]
@@ -182,38 +179,40 @@ def apply_ner_sharded(
     model: str | None = None,
     max_posts: int | None = None,
     destination: Literal["storage", "label_studio"] = "storage",
-    settings: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
     cluster_address: str | None = None,
     workers: int = 2,
     n_shards: int | None = None,
-) -> dict[str, Any]:
+) -> ApplyResult:
     """apply-ner with the predict step sharded over Dask: finish unfinished batches, then
     fetch -> predict -> send. Returns the keys written and counts."""
     # apply-ner's body; imported here so that predict-sharded needs nothing but ``ner``.
-    from flows.apply_ner import run_apply
+    from flows.apply_ner import Predicted, run_apply
 
-    cfg = build_settings(settings)
-
-    def predict(cfg: Settings, spec: str, posts_key: str, stamp: str) -> dict[str, Any]:
-        address = cluster_address or cfg.dask_address
+    def predict(ctx: RunContext, spec: str, posts_key: str, stamp: str) -> Predicted:
+        address = cluster_address or ctx.settings.dask_address
         runner = cast("TaskRunner[Any]", dask_task_runner(address, workers))
         predicted = predict_sharded.with_options(task_runner=runner)(
-            spec, posts_key, stamp, n_shards or workers, settings
+            spec, posts_key, stamp, n_shards or workers, overrides
         )
-        out = {k: v for k, v in predicted.items() if k != "shards"}
-        out["shard_processes"] = sorted({shard["process"] for shard in predicted["shards"]})
-        return out
+        return Predicted(
+            predictions_key=predicted["predictions_key"],
+            n_predictions=predicted["n_predictions"],
+            model_version=predicted["model_version"],
+            shard_processes=sorted({shard["process"] for shard in predicted["shards"]}),
+        )
 
-    return run_apply(
-        cfg,
-        keywords=keywords,
-        source=source,
-        input_uri=input_uri,
-        model=model,
-        max_posts=max_posts,
-        destination=destination,
-        predict=predict,
-    )
+    with run_context(overrides) as ctx:
+        return run_apply(
+            ctx,
+            keywords=keywords,
+            source=source,
+            input_uri=input_uri,
+            model=model,
+            max_posts=max_posts,
+            destination=destination,
+            predict=predict,
+        )
 
 
 if __name__ == "__main__":
