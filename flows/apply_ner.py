@@ -64,8 +64,9 @@ class Selection(BaseModel):
 
 
 class Imported(BaseModel):
-    """Counts of an import through the Label Studio API."""
+    """Counts of an import through the Label Studio API, into project ``project_id``."""
 
+    project_id: int | None = None
     n_imported: int = 0
     n_skipped_existing: int = 0
     n_duplicates_in_input: int = 0
