@@ -210,23 +210,23 @@ def test_apply_sharded_uses_the_dask_scheduler_named_by_the_setting(
         settings = flow_settings(tmp_path, max_posts=1000, dask_address=cluster.scheduler_address)
         # when the sharded apply flow runs with NER_DASK_ADDRESS set (no cluster parameter)
         summary = apply_ner_sharded(
-            source="jsonl", input_uri=str(posts_file), model="base", settings=settings
+            source="jsonl", input_uri=str(posts_file), model="base", overrides=settings
         )
     # then every post was predicted, in order, by the cluster's worker processes
     storage = open_storage(settings["storage_uri"], "dev")
-    got = predictions(storage, summary["predictions_key"])
+    delivered = summary.delivered
+    got = predictions(storage, delivered.predicted.predictions_key)
     model = build_base(BASE_MODEL, LABEL_MAP)
     predict_to_storage(
-        model.nlp, storage, summary["posts_key"], "predictions/one.jsonl", model_version="x"
+        model.nlp, storage, delivered.posts_key, "predictions/one.jsonl", model_version="x"
     )
     expected = predictions(storage, "predictions/one.jsonl")
-    assert summary["n_predictions"] == summary["n_posts"] == 120
+    assert delivered.n_predictions == summary.n_posts == 120
     assert [(p.post_id, p.spans) for p in got] == [(p.post_id, p.spans) for p in expected]
-    assert storage.exists(summary["tasks_key"])
+    assert storage.exists(delivered.tasks_key)
     host = socket.gethostname()
-    assert summary["shard_processes"] and set(summary["shard_processes"]) <= {
-        f"{host}:{pid}" for pid in worker_pids
-    }
+    processes = delivered.predicted.shard_processes
+    assert processes and set(processes) <= {f"{host}:{pid}" for pid in worker_pids}
 
 
 def test_apply_sharded_first_finishes_a_batch_an_earlier_run_left_unfinished(
@@ -244,21 +244,22 @@ def test_apply_sharded_first_finishes_a_batch_an_earlier_run_left_unfinished(
 
     # when the sharded apply flow runs on a local cluster of 2 workers
     summary = apply_ner_sharded(
-        source="jsonl", input_uri=str(posts_file), model="base", settings=settings, workers=2
+        source="jsonl", input_uri=str(posts_file), model="base", overrides=settings, workers=2
     )
 
     # then the earlier batch was predicted and written as tasks, under its own stamp
-    [recovered] = summary["recovered"]
-    assert recovered["posts_key"] == "posts/20260101T000000Z-earlier.jsonl"
-    assert recovered["n_predictions"] == 30
-    assert recovered["tasks_key"] == "tasks/20260101T000000Z-earlier.json"
-    tasks = json.loads(storage.read_text(recovered["tasks_key"]))
+    [recovered] = summary.recovered
+    assert recovered.posts_key == "posts/20260101T000000Z-earlier.jsonl"
+    assert recovered.delivered.n_predictions == 30
+    assert recovered.delivered.tasks_key == "tasks/20260101T000000Z-earlier.json"
+    tasks = json.loads(storage.read_text(recovered.delivered.tasks_key))
     assert [t["data"]["post_id"] for t in tasks] == [json.loads(x)["id"] for x in lines[:30]]
     # and the new posts went the same way, sharded
-    assert summary["n_posts"] == summary["n_predictions"] == 40
-    assert storage.exists(summary["tasks_key"]) and len(summary["shard_processes"]) >= 1
+    delivered = summary.delivered
+    assert summary.n_posts == delivered.n_predictions == 40
+    assert storage.exists(delivered.tasks_key) and len(delivered.predicted.shard_processes) >= 1
     # and a second run finds nothing left to finish
     again = apply_ner_sharded(
-        source="jsonl", input_uri=str(posts_file), model="base", settings=settings, workers=2
+        source="jsonl", input_uri=str(posts_file), model="base", overrides=settings, workers=2
     )
-    assert again["recovered"] == []
+    assert again.recovered == []

@@ -272,9 +272,10 @@ def test_apply_ner_flow_reads_x_through_the_setting(
     }
     # When apply-ner runs with source x, on a real Prefect server
     with prefect_api(prefect_server):
-        result = apply_ner(keywords=["makeup"], source="x", max_posts=50, settings=settings)
+        result = apply_ner(keywords=["makeup"], source="x", max_posts=50, overrides=settings)
     # Then the posts went all the way into Label Studio import tasks, once each
-    assert result["n_posts"] == 30 and result["source"] == "x"
-    tasks = LocalStorage(tmp_path / "flow-store" / "dev").read_json(result["tasks_key"])
+    assert result.n_posts == 30 and result.fetched.source == "x"
+    assert result.delivered is not None and result.delivered.tasks_key is not None
+    tasks = LocalStorage(tmp_path / "flow-store" / "dev").read_json(result.delivered.tasks_key)
     assert sorted(t["data"]["post_id"] for t in tasks) == [str(i) for i in range(9_000, 9_030)]
     assert x_api.calls[0].params["query"] == "(makeup) lang:en -is:retweet"
