@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from flows.context import RunContext, flow_run_id, io_task, run_context, run_stamp
 from ner import datasets, evaluation, labelstudio, labelstudio_client
-from ner.errors import ConfigError, RegistryError
+from ner.errors import ConfigError, GoldSetError, RegistryError
 from ner.registry import CHALLENGER, CHAMPION, decide, needs_training, run_tags
 from ner.training import train_isolated
 
@@ -66,6 +66,12 @@ class Splits(BaseModel):
     train_key: str
     train_hash: str
     n_train: int
+
+    def gold(self) -> tuple[str, str]:
+        """``(gold_key, gold_hash)``; :class:`GoldSetError` if no gold set is frozen yet."""
+        if self.gold_key is None or self.gold_hash is None:
+            raise GoldSetError("no gold set is frozen yet: nothing to evaluate on")
+        return self.gold_key, self.gold_hash
 
 
 class Evaluation(BaseModel):
@@ -214,8 +220,8 @@ def evaluate_on_gold(
 ) -> Evaluation:
     """Score a model on the frozen gold set and record the evaluation in MLflow."""
     settings, registry = ctx.settings, ctx.registry
-    assert splits.gold_key is not None and splits.gold_hash is not None
-    gold = list(datasets.read_annotations(ctx.storage, splits.gold_key))
+    gold_key, gold_hash = splits.gold()
+    gold = list(datasets.read_annotations(ctx.storage, gold_key))
     loaded = ctx.load_model(model_spec)
     report = evaluation.score_model(loaded.nlp, gold, settings.labels)
     metrics = report.to_metrics()
@@ -225,12 +231,12 @@ def evaluate_on_gold(
         report,
         model_version=loaded.version,
         role=role,
-        gold_hash=splits.gold_hash,
+        gold_hash=gold_hash,
         tags=run_tags(settings.env, _prefect_tags()),
         run_id=run_id,
     )
     if version is not None:
-        registry.record_evaluation(version, splits.gold_hash, metrics)
+        registry.record_evaluation(version, gold_hash, metrics)
     return Evaluation(model_version=loaded.version, version=version, f1=report.f1, metrics=metrics)
 
 
@@ -286,7 +292,7 @@ def _training_metrics(trained: Trained) -> dict[str, float]:
 def log_challenger(ctx: RunContext, trained: Trained, splits: Splits, stamp: str) -> Logged:
     """Log the training run (params, dataset, curve) and register the model as @challenger."""
     registry, storage = ctx.registry, ctx.storage
-    assert splits.gold_key is not None and splits.gold_hash is not None
+    gold_key, gold_hash = splits.gold()
     run_id = registry.log_training_run(
         run_name=f"train {stamp}",
         params=_training_params(ctx, trained),
@@ -294,8 +300,8 @@ def log_challenger(ctx: RunContext, trained: Trained, splits: Splits, stamp: str
         curve=trained.curve,
         dataset_hash=splits.train_hash,
         dataset_uri=storage.uri(splits.train_key),
-        gold_hash=splits.gold_hash,
-        gold_uri=storage.uri(splits.gold_key),
+        gold_hash=gold_hash,
+        gold_uri=storage.uri(gold_key),
         tags=run_tags(ctx.settings.env, _prefect_tags()),
     )
     try:
@@ -307,7 +313,7 @@ def log_challenger(ctx: RunContext, trained: Trained, splits: Splits, stamp: str
             version,
             actor=_actor(),
             reason=f"trained by run {run_id}",
-            gold_hash=splits.gold_hash,
+            gold_hash=gold_hash,
         )
     except Exception as exc:  # a retry opens a new run: end this one
         registry.close_run(run_id, "FAILED", reason=f"logging failed: {exc}", best_effort=True)
@@ -397,13 +403,13 @@ def challenge(
 ) -> TrainSummary:
     """Score the challenger on the same gold set and apply the promotion rule; a failure
     ends the training run FAILED before it is raised. Returns ``summary`` completed."""
-    assert splits.gold_hash is not None
+    _, gold_hash = splits.gold()
     spec = f"models:/{ctx.settings.registered_model_name}/{logged.version}"
     summary.challenger_version, summary.run_id = logged.version, logged.run_id
     try:
         challenger = evaluate_on_gold(ctx, spec, splits, "challenger", run_id=logged.run_id)
         summary.challenger_f1 = challenger.f1
-        outcome = promote_if_better(ctx, challenger, champion, splits.gold_hash, logged.run_id)
+        outcome = promote_if_better(ctx, challenger, champion, gold_hash, logged.run_id)
     except Exception as exc:
         abandon_run(ctx, logged.run_id, f"train-ner failed after training: {exc}")
         raise
