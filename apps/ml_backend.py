@@ -418,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apps.ml_backend [--host H] [--port N]``: serve until interrupted."""
     import uvicorn
 
-    from ner.settings import load_settings
+    from flows.context import build_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m apps.ml_backend", description="The champion as a Label Studio ML backend."
@@ -429,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        app = create_app(load_settings())
+        app = create_app(build_settings())
     except (ConfigError, ModelError) as exc:
         log.error("%s", exc)
         return 2

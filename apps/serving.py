@@ -568,11 +568,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apps.serving``: serve ``NER_SERVE_MODEL`` on ``NER_SERVE_HOST:PORT``."""
     import uvicorn
 
-    from ner.settings import load_settings
+    from flows.context import build_settings
 
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = load_settings()
+    settings = build_settings()
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.serve_host, port=settings.serve_port, log_level="info"

@@ -130,7 +130,6 @@ def _one_thread() -> None:
 
 def simulate(job: Job) -> list[dict[str, Any]]:
     """Run ``job.rounds`` selection-label-train rounds; one dict per point of the curve."""
-    from dataclasses import replace
 
     from bench.score import score
     from bench.support import BASE_LABEL_MAP
@@ -148,7 +147,6 @@ def simulate(job: Job) -> list[dict[str, Any]]:
             "spans": sum(len(a.spans) for a in labelled),
         }
 
-    options = replace(job.options, seed=job.seed)
     nlp = build_base(BASE_MODEL, BASE_LABEL_MAP).nlp
     labelled: list[Any] = []
     curve = [{**point(nlp, labelled), "select_s": 0.0, "train_s": 0.0}]
@@ -171,7 +169,8 @@ def simulate(job: Job) -> list[dict[str, Any]]:
             labelled,
             start_from=BASE_MODEL,
             output_dir=job.work / f"{job.strategy}-x{job.explore:g}-seed{job.seed}-{number}",
-            options=options,
+            recipe=job.options,
+            seed=job.seed,
         )
         train_s = time.perf_counter() - clock
         nlp = load_spacy(str(trained.model_dir))
@@ -281,7 +280,7 @@ def run(ctx: Context) -> dict[str, Any]:
     test = [a for a in held_out if a.post_id in clean_ids]
     oracle = {a.post_id: a for a in pool_annotations}
     pool = [Post(id=a.post_id, text=a.text) for a in pool_annotations]
-    options = default_train_options(seed=ctx.seed, max_epochs=ctx.size(EPOCHS, 1))
+    options = default_train_options(max_epochs=ctx.size(EPOCHS, 1))
     work = fresh_dir(ctx.out_dir / "models")
     seed_list = [ctx.seed + index for index in range(seeds)]
     jobs = [
@@ -407,5 +406,5 @@ def run(ctx: Context) -> dict[str, Any]:
         "summary": summary,
         "mlflow_run_id": run_id,
         "plot": str(plot),
-        "options": options.as_params(),
+        "options": options.as_params(ctx.seed),
     }

@@ -92,7 +92,7 @@ def run(ctx: Context) -> dict[str, Any]:
     clock = time.perf_counter()
     write_export(storage, "exports/labels-1000.json", labelled)
     landed = time.perf_counter() - clock
-    summary, flow_run_id, flow_seconds = run_flow(train_ner, source="storage", settings=settings)
+    summary, flow_run_id, flow_seconds = run_flow(train_ner, source="storage", overrides=settings)
     total = time.perf_counter() - clock
     stages = task_stages(flow_run_id)
     per_stage = _stage_seconds(stages)

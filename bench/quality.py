@@ -89,7 +89,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
     api_seconds = warm_up_prefect()
     log.info("train-ner on %d WNUT-17 train tweets", len(train_set))
-    summary, flow_run_id, flow_seconds = run_flow(train_ner, source="storage", settings=settings)
+    summary, flow_run_id, flow_seconds = run_flow(train_ner, source="storage", overrides=settings)
     stages = task_stages(flow_run_id)
     train_seconds = sum(s["seconds"] for s in stages if s["name"] == "train_challenger")
 

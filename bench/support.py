@@ -87,28 +87,12 @@ def flow_settings(
     }
 
 
-def default_train_options(**overrides: Any) -> Any:
-    """:class:`ner.training.TrainOptions` as the ``train-ner`` flow builds them from the
-    default settings, with ``overrides``."""
+def default_train_options(**changes: Any) -> Any:
+    """The training recipe (:class:`ner.settings.TrainSettings`) the ``train-ner`` flow uses
+    by default, with ``changes`` (``max_epochs=2``)."""
     from ner.settings import Settings
-    from ner.training import TrainOptions
 
-    cfg = Settings()
-    values: dict[str, Any] = {
-        "seed": cfg.seed,
-        "max_epochs": cfg.max_epochs,
-        "max_steps": cfg.max_steps,
-        "patience": cfg.patience,
-        "dropout": cfg.dropout,
-        "with_gazetteer": cfg.train_with_gazetteer,
-        "learn_rate": cfg.learn_rate,
-        "negative_fraction": cfg.negative_fraction,
-        "lowercase": cfg.augment_lowercase,
-        "label_map": dict(cfg.train_label_map),
-        "checkpoint": cfg.train_checkpoint,
-        **overrides,
-    }
-    return TrainOptions(**values)
+    return Settings().train.model_copy(update=changes)
 
 
 def write_export(storage: Any, key: str, annotations: Iterable[Annotation]) -> str:
@@ -154,11 +138,12 @@ def warm_up_prefect() -> float:
 
 
 def run_flow(flow: Any, **kwargs: Any) -> tuple[dict[str, Any], str, float]:
-    """Run a flow; returns its result, its flow-run id and its wall time in seconds."""
+    """Run a flow; returns its result (as JSON values), its flow-run id and its wall time in
+    seconds."""
     clock = time.perf_counter()
     state = flow(**kwargs, return_state=True)
     seconds = time.perf_counter() - clock
-    result: dict[str, Any] = state.result()
+    result: dict[str, Any] = state.result().model_dump(mode="json")
     return result, str(state.state_details.flow_run_id), seconds
 
 

@@ -36,15 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from deployments.versioning import with_default_version
+from flows import context
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PREFECT_FILE = PROJECT_DIR / "prefect.yaml"
 ENVIRONMENTS = ("dev", "staging", "prod")
-#: Settings field -> Secret block name prefix (the block is ``<prefix>-<env>``).
-SECRET_BLOCKS = {
-    "x_bearer_token": "x-bearer-token",
-    "label_studio_api_key": "label-studio-api-key",
-}
+#: Settings field -> Secret block name prefix (the block is ``<prefix>-<env>``): the
+#: secrets the flows read through ``flows.context.build_settings``.
+SECRET_BLOCKS = {f: context.secret_block_name(f, "").rstrip("-") for f in context.FLOW_SECRETS}
 _ENV_PLACEHOLDER = re.compile(r"\{\{\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 log = logging.getLogger("brandloop.bootstrap")
@@ -118,7 +117,9 @@ def deployment_names(config: Mapping[str, Any], env: str) -> list[str]:
 
 def secret_block_name(field: str, env: str) -> str:
     """Name of the Secret block holding ``field`` (a Settings secret) for ``env``."""
-    return f"{SECRET_BLOCKS[field]}-{env}"
+    if field not in SECRET_BLOCKS:
+        raise BootstrapError(f"{field!r} is not a secret the flows read")
+    return context.secret_block_name(field, env)
 
 
 def secret_variable(field: str, env: str) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from deployments.label_trigger import deployment_name
-from flows.common import build_settings, open_settings_storage
+from flows.context import RunContext, build_settings
 from ner import layout
 from ner.errors import BrandloopError, StorageError
 from ner.layout import EXPORTS
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         settings = build_settings({"env": args.env})
-        storage = open_settings_storage(settings)
+        storage = RunContext.open(settings).storage
         deployment = deployment_name(settings.env, args.deployment)
         log.info(
             "watching %s every %.0f s; a quiet burst starts %s",

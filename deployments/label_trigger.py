@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from apps.webhook import WEBHOOK_PATH, WebhookReceiver, register_webhook, running_receiver
-from flows.common import build_settings, open_settings_storage
+from flows.context import RunContext, build_settings
 from ner.errors import BrandloopError, LabelStudioError
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.triggers import watch_labels
@@ -158,7 +158,7 @@ def poll(args: argparse.Namespace) -> int:
     settings = build_settings({"env": args.env})
     deployment = deployment_name(settings.env, args.deployment)
     project = LabelStudioProject.connect(settings)
-    storage = open_settings_storage(settings)
+    storage = RunContext.open(settings).storage
     # A bounded run (--max-polls) is a one-off or a test: it leaves signal handling alone.
     stop = _stop_event() if args.max_polls is None else None
     log.info(

@@ -22,64 +22,147 @@ before. Every post is still predicted; the choice is kept in ``selections/<stamp
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
+from pydantic import BaseModel
 
-from flows.common import (
-    build_settings,
-    flow_run_id,
-    io_task,
-    load_settings_model,
-    make_registry,
-    open_settings_storage,
-    retrying,
-    run_stamp,
-)
+from flows.context import RunContext, flow_run_id, io_task, run_context, run_stamp
 from ner import active, layout, leases, parallel, sources
-from ner.errors import DataError, StorageError
+from ner.errors import ConfigError, DataError, StorageError
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
 from ner.models import pin_model_uri
 from ner.registry import CHAMPION
-from ner.settings import Settings
 from ner.storage import Storage
+
+
+class Fetched(BaseModel):
+    """What :func:`fetch_posts` stored: ``posts_key`` is None when nothing new came."""
+
+    posts_key: str | None
+    n_posts: int
+    n_rejected: int
+    source: str
+
+
+class Predicted(BaseModel):
+    """The predictions of one batch, and the model version that made them."""
+
+    predictions_key: str
+    n_predictions: int
+    model_version: str
+    #: How many line ranges the posts were cut into, and ``host:pid`` of the processes
+    #: that predicted them.
+    n_shards: int = 1
+    shard_processes: list[str] = []
+
+
+class Selection(BaseModel):
+    """The posts of a batch chosen for the annotators (``NER_LABEL_BUDGET``)."""
+
+    selection_key: str
+    selection_strategy: str
+    n_selected: int
+
+
+class Imported(BaseModel):
+    """Counts of an import through the Label Studio API, into project ``project_id``."""
+
+    project_id: int | None = None
+    n_imported: int = 0
+    n_skipped_existing: int = 0
+    n_duplicates_in_input: int = 0
+    n_batches: int = 0
+
+
+class Delivered(BaseModel):
+    """One batch predicted and sent: to ``tasks_key`` in storage, or through the API."""
+
+    posts_key: str
+    predicted: Predicted
+    selection: Selection | None = None
+    tasks_key: str | None = None
+    imported: Imported | None = None
+
+    @property
+    def n_predictions(self) -> int:
+        return self.predicted.n_predictions
+
+
+class Recovered(BaseModel):
+    """A batch an earlier run left unfinished: delivered now, skipped with ``error``, or
+    left to another run (``skipped`` says why: it holds the batch's lease, or finished it)."""
+
+    posts_key: str
+    delivered: Delivered | None = None
+    error: str | None = None
+    skipped: str | None = None
+
+
+class ApplyResult(BaseModel):
+    """What one apply-ner run did: the batch it fetched (and delivered, if any posts came)
+    and the earlier batches it finished first."""
+
+    fetched: Fetched
+    destination: str
+    delivered: Delivered | None = None
+    #: Why the fetched batch was left to another run (see :class:`Recovered`).
+    skipped: str | None = None
+    recovered: list[Recovered] = []
+
+    @property
+    def n_posts(self) -> int:
+        return self.fetched.n_posts
+
+    @property
+    def model_version(self) -> str | None:
+        return None if self.delivered is None else self.delivered.predicted.model_version
+
+    def posts_sent(self) -> int:
+        """Posts delivered by this run, earlier batches it finished included."""
+        earlier = [r.delivered.n_predictions for r in self.recovered if r.delivered]
+        return self.fetched.n_posts + sum(earlier)
+
+    def tasks_keys(self) -> list[str]:
+        """Label Studio import files written by this run, oldest batch first."""
+        batches = [r.delivered for r in self.recovered] + [self.delivered]
+        return [b.tasks_key for b in batches if b is not None and b.tasks_key]
 
 
 @io_task()
 def fetch_posts(
-    settings: Settings,
+    ctx: RunContext,
     source: str,
     input_uri: str | None,
     keywords: list[str],
     max_posts: int,
     stamp: str,
-) -> dict[str, Any]:
-    """Fetch new posts into ``posts/<stamp>.jsonl``; returns the key and counts."""
-    storage = open_settings_storage(settings)
+) -> Fetched:
+    """Fetch new posts into ``posts/<stamp>.jsonl``. A bad ``source`` or a missing
+    ``input_uri`` raises :class:`ConfigError` (never retried)."""
     key = layout.posts_batch(stamp)
     if source == "x":
-        result = sources.fetch_x_to_storage(settings, storage, key, keywords, max_posts)
+        result = sources.fetch_x_to_storage(ctx.settings, ctx.storage, key, keywords, max_posts)
     elif source == "jsonl":
         if not input_uri:
-            raise ValueError("source='jsonl' needs input_uri (a local path or storage key)")
-        result = sources.fetch_jsonl_to_storage(storage, input_uri, key, max_posts)
+            raise ConfigError("source='jsonl' needs input_uri (a local path or storage key)")
+        result = sources.fetch_jsonl_to_storage(ctx.storage, input_uri, key, max_posts)
     else:
-        raise ValueError(f"unknown source {source!r}: use 'x' or 'jsonl'")
-    if result["n_posts"] == 0:
-        storage.delete(key)  # an empty batch is no batch (nothing to finish later)
-        result["posts_key"] = None
-    return result
+        raise ConfigError(f"unknown source {source!r}: use 'x' or 'jsonl'")
+    fetched = Fetched.model_validate(result)
+    if fetched.n_posts == 0:
+        ctx.storage.delete(key)  # an empty batch is no batch (nothing to finish later)
+        return fetched.model_copy(update={"posts_key": None})
+    return fetched
 
 
 @io_task()
-def unfinished_batches(settings: Settings) -> list[str]:
+def unfinished_batches(ctx: RunContext) -> list[str]:
     """Posts batches stored by earlier runs that never reached Label Studio, oldest first."""
-    storage = open_settings_storage(settings)
+    storage = ctx.storage
     done = {layout.delivered_stamp(key) for key in storage.list(layout.TASKS)}
     return [
         key
@@ -89,24 +172,23 @@ def unfinished_batches(settings: Settings) -> list[str]:
 
 
 @io_task()
-def resolve_model(settings: Settings, model: str | None) -> str:
+def resolve_model(ctx: RunContext, model: str | None) -> str:
     """The model spec to predict with: explicit, else @champion, else the cold start. A
-    registry alias is pinned to its version, so every step of the run loads the same model."""
+    registry alias is pinned to its version, so every step of the run loads the same model.
+    An alias or model that does not exist raises :class:`ModelNotFoundError` (not retried)."""
     if model:
-        return pin_model_uri(model, settings.mlflow_tracking_uri)
-    registry = make_registry(settings)
-    version = registry.alias_version(CHAMPION)
+        return pin_model_uri(model, ctx.settings.mlflow_tracking_uri)
+    version = ctx.registry.alias_version(CHAMPION)
     if version is None:
-        return settings.cold_start
-    return f"models:/{registry.model_name}/{version}"
+        return ctx.settings.cold_start
+    return f"models:/{ctx.registry.model_name}/{version}"
 
 
 #: Where the predict step runs: processes of this machine, or a Dask cluster.
 Executor = Literal["processes", "dask"]
 
 
-@dataclass(frozen=True)
-class Parallelism:
+class Parallelism(BaseModel, frozen=True):
     """The flow's parallel parameters for the predict step (see :func:`apply_ner`)."""
 
     executor: Executor = "processes"
@@ -117,16 +199,16 @@ class Parallelism:
 
 @io_task()
 def predict_posts(
-    settings: Settings,
+    ctx: RunContext,
     model_spec: str,
     posts_key: str,
     stamp: str,
-    parallelism: Parallelism = Parallelism(),
-) -> dict[str, Any]:
+    parallelism: Parallelism | None = None,
+) -> Predicted:
     """Predict the posts into ``predictions/<stamp>.jsonl`` on the flow's executor
-    (:func:`ner.parallel.predict_parallel`); returns the key, counts and shard processes."""
-    storage = open_settings_storage(settings)
-    dask = parallelism.executor == "dask"
+    (:func:`ner.parallel.predict_parallel`): the same output whatever the executor."""
+    settings, how = ctx.settings, parallelism or Parallelism()
+    dask = how.executor == "dask"
     model = parallel.ModelRef.of(
         model_spec,
         labels=settings.labels,
@@ -135,14 +217,14 @@ def predict_posts(
         tracking_uri=settings.mlflow_tracking_uri,
     )
     run = parallel.predict_parallel(
-        storage,
+        ctx.storage,
         posts_key,
         layout.predictions(stamp),
         model,
-        backend=parallelism.executor,
-        workers=parallelism.workers or (2 if dask else settings.n_process),
-        address=(parallelism.cluster_address or settings.dask_address) if dask else None,
-        n_shards=parallelism.n_shards,
+        backend=how.executor,
+        workers=how.workers or (2 if dask else settings.n_process),
+        address=(how.cluster_address or settings.dask_address) if dask else None,
+        n_shards=how.n_shards,
         labels=settings.labels,
         batch_size=settings.batch_size,
     )
@@ -153,135 +235,117 @@ def predict_posts(
         run.backend,
         ", ".join(run.processes),
     )
-    return {
-        "predictions_key": run.predictions_key,
-        "n_predictions": run.n_predictions,
-        "model_version": run.model_version,
-        "n_shards": run.n_shards,
-        "shard_processes": list(run.processes),
-    }
+    return Predicted(
+        predictions_key=run.predictions_key,
+        n_predictions=run.n_predictions,
+        model_version=run.model_version,
+        n_shards=run.n_shards,
+        shard_processes=list(run.processes),
+    )
 
 
 @io_task()
-def select_for_labelling(
-    settings: Settings, model_spec: str, posts_key: str, stamp: str
-) -> dict[str, Any]:
+def select_for_labelling(ctx: RunContext, model_spec: str, posts_key: str, stamp: str) -> Selection:
     """Choose the batch's ``label_budget`` posts for the annotators (active learning) into
-    ``selections/<stamp>.json``; returns its key, the strategy and the counts."""
-    storage = open_settings_storage(settings)
-    loaded = load_settings_model(settings, model_spec)
+    ``selections/<stamp>.json``."""
+    settings = ctx.settings
     key = layout.selection(stamp)
     record = active.select_batch(
-        storage,
+        ctx.storage,
         posts_key,
         key,
         settings.label_budget,
-        nlp=loaded.nlp,
+        nlp=ctx.load_model(model_spec).nlp,
         labels=settings.labels,
         diversity=settings.label_diversity,
         explore=settings.label_explore,
         seed=settings.seed,
     )
-    return {
-        "selection_key": key,
-        "selection_strategy": record.strategy,
-        "n_selected": len(record.post_ids),
-    }
+    return Selection(
+        selection_key=key,
+        selection_strategy=record.strategy,
+        n_selected=len(record.post_ids),
+    )
 
 
-def _selected_ids(storage: Storage, selection_key: str | None) -> set[str] | None:
-    if selection_key is None:
+def _selected_ids(storage: Storage, selection: Selection | None) -> set[str] | None:
+    if selection is None:
         return None
-    return {str(i) for i in storage.read_json(selection_key)["post_ids"]}
+    return {str(i) for i in storage.read_json(selection.selection_key)["post_ids"]}
 
 
 @io_task()
 def write_tasks(
-    settings: Settings,
+    ctx: RunContext,
     posts_key: str,
     predictions_key: str,
     stamp: str,
-    selection_key: str | None = None,
+    selection: Selection | None = None,
 ) -> str:
     """Write Label Studio import JSON (tasks with pre-annotations) into ``tasks/``: every
-    post, or those of the selection at ``selection_key``."""
-    storage = open_settings_storage(settings)
+    post, or those of ``selection``; returns its key."""
     key = layout.tasks_import(stamp)
-    only = _selected_ids(storage, selection_key)
-    exchange.write_import_file(storage, posts_key, predictions_key, key, settings.labels, only=only)
+    only = _selected_ids(ctx.storage, selection)
+    exchange.write_import_file(
+        ctx.storage, posts_key, predictions_key, key, ctx.settings.labels, only=only
+    )
     return key
 
 
 @io_task()
 def send_to_label_studio(
-    settings: Settings,
+    ctx: RunContext,
     posts_key: str,
     predictions_key: str,
-    selection_key: str | None = None,
-) -> dict[str, int]:
+    selection: Selection | None = None,
+) -> Imported:
     """Import the tasks (every post, or the selection's) through the Label Studio API
     (idempotent per post id), then write the batch's receipt ``tasks/<stamp>.imported.json``."""
-    storage = open_settings_storage(settings)
-    client = LabelStudioProject.connect(settings)
-    only = _selected_ids(storage, selection_key)
+    client = LabelStudioProject.connect(ctx.settings)
+    only = _selected_ids(ctx.storage, selection)
     counts = exchange.import_predictions(
-        client, storage, posts_key, predictions_key, only=only
+        client, ctx.storage, posts_key, predictions_key, only=only
     ).model_dump()
-    storage.write_json(
+    ctx.storage.write_json(
         layout.import_receipt(layout.batch_stamp(posts_key)),
         {"posts_key": posts_key, "predictions_key": predictions_key, **counts},
     )
-    return counts
+    return Imported.model_validate(counts)
 
 
-#: The predict step of one batch: ``(settings, model spec, posts key, stamp)`` -> a dict with
-#: at least ``predictions_key``, ``n_predictions`` and ``model_version``.
-Predict = Callable[[Settings, str, str, str], dict[str, Any]]
-
-
-def predict_in_process(
-    cfg: Settings,
-    spec: str,
-    posts_key: str,
-    stamp: str,
-    parallelism: Parallelism = Parallelism(),
-) -> dict[str, Any]:
-    """apply-ner's predict step: :func:`predict_posts` with the settings' retries."""
-    return retrying(predict_posts, cfg)(cfg, spec, posts_key, stamp, parallelism)
+#: The predict step of one batch: ``(context, model spec, posts key, stamp)`` -> predictions.
+Predict = Callable[[RunContext, str, str, str], Predicted]
 
 
 def deliver(
-    cfg: Settings,
+    ctx: RunContext,
     destination: str,
     spec: str,
     posts_key: str,
     stamp: str,
-    predict: Predict = predict_in_process,
-) -> dict[str, Any]:
+    predict: Predict = predict_posts,
+) -> Delivered:
     """Predict one stored batch and send it to ``destination``: every post, or with
-    ``label_budget`` set, the posts active learning chooses. Returns keys and counts."""
-    predicted = predict(cfg, spec, posts_key, stamp)
-    out: dict[str, Any] = dict(predicted)
-    selection_key: str | None = None
-    if cfg.label_budget > 0:
-        out.update(retrying(select_for_labelling, cfg)(cfg, spec, posts_key, stamp))
-        selection_key = out["selection_key"]
+    ``label_budget`` set, the posts active learning chooses."""
+    predicted = predict(ctx, spec, posts_key, stamp)
+    selection = None
+    if ctx.settings.label_budget > 0:
+        selection = select_for_labelling(ctx, spec, posts_key, stamp)
+    done = Delivered(posts_key=posts_key, predicted=predicted, selection=selection)
     if destination == "label_studio":
-        sent = retrying(send_to_label_studio, cfg)
-        out.update(sent(cfg, posts_key, predicted["predictions_key"], selection_key))
+        done.imported = send_to_label_studio(ctx, posts_key, predicted.predictions_key, selection)
     else:
-        write = retrying(write_tasks, cfg)
-        out["tasks_key"] = write(cfg, posts_key, predicted["predictions_key"], stamp, selection_key)
-    return out
+        done.tasks_key = write_tasks(ctx, posts_key, predicted.predictions_key, stamp, selection)
+    return done
 
 
 @contextmanager
-def batch_lease(cfg: Settings, posts_key: str, stamp: str) -> Iterator[str | None]:
+def batch_lease(ctx: RunContext, posts_key: str, stamp: str) -> Iterator[str | None]:
     """Hold batch ``stamp``'s lease (:mod:`ner.leases`) while delivering it, so that of several
     runs at once exactly one delivers it. Yields None when this run may deliver, else why it
     must not (another run holds the lease, or finished the batch meanwhile)."""
     logger = get_run_logger()
-    storage = open_settings_storage(cfg)
+    storage = ctx.storage
     lease = leases.acquire(storage, stamp, owner=flow_run_id() or stamp)
     if lease is None:
         logger.info("batch %s is being delivered by another run: skipped", posts_key)
@@ -299,8 +363,32 @@ def batch_lease(cfg: Settings, posts_key: str, stamp: str) -> Iterator[str | Non
             logger.warning("could not release the lease of batch %s: %s", posts_key, exc)
 
 
+def finish_unfinished(
+    ctx: RunContext, destination: str, resolve: Callable[[], str], predict: Predict
+) -> list[Recovered]:
+    """Deliver the batches earlier runs fetched but never delivered, oldest first. A batch
+    with a bad record is skipped (and reported), so it cannot block every later run."""
+    logger = get_run_logger()
+    recovered: list[Recovered] = []
+    for posts_key in unfinished_batches(ctx):
+        stamp = layout.batch_stamp(posts_key)
+        try:
+            with batch_lease(ctx, posts_key, stamp) as skip:
+                if skip:
+                    recovered.append(Recovered(posts_key=posts_key, skipped=skip))
+                    continue
+                done = deliver(ctx, destination, resolve(), posts_key, stamp, predict)
+        except DataError as exc:
+            logger.error("cannot finish batch %s, skipped: %s", posts_key, exc)
+            recovered.append(Recovered(posts_key=posts_key, error=str(exc)))
+            continue
+        logger.info("finished batch %s left by an earlier run", posts_key)
+        recovered.append(Recovered(posts_key=posts_key, delivered=done))
+    return recovered
+
+
 def run_apply(
-    cfg: Settings,
+    ctx: RunContext,
     *,
     keywords: list[str] | None,
     source: str,
@@ -308,51 +396,43 @@ def run_apply(
     model: str | None,
     max_posts: int | None,
     destination: str,
-    predict: Predict = predict_in_process,
-) -> dict[str, Any]:
+    predict: Predict = predict_posts,
+) -> ApplyResult:
     """The body of the apply flows: finish unfinished batches, then fetch -> predict -> send.
 
     ``predict`` is the one step the flows do differently (in process, or sharded over Dask).
     Must run inside a flow.
     """
     logger = get_run_logger()
+    if destination not in ("storage", "label_studio"):
+        raise ConfigError(f"unknown destination {destination!r}: use 'storage' or 'label_studio'")
     stamp = run_stamp(flow_run_id())
-    spec: str | None = None
-    recovered: list[dict[str, Any]] = []
-    for posts_key in retrying(unfinished_batches, cfg)(cfg):
-        spec = spec or retrying(resolve_model, cfg)(cfg, model)
-        try:
-            with batch_lease(cfg, posts_key, layout.batch_stamp(posts_key)) as skip:
-                done = (
-                    {"skipped": skip}
-                    if skip
-                    else deliver(
-                        cfg, destination, spec, posts_key, layout.batch_stamp(posts_key), predict
-                    )
-                )
-        except DataError as exc:  # a damaged batch must not block every later run
-            logger.error("cannot finish batch %s, skipped: %s", posts_key, exc)
-            recovered.append({"posts_key": posts_key, "error": str(exc)})
-            continue
-        logger.info("finished batch %s left by an earlier run", posts_key)
-        recovered.append({"posts_key": posts_key, **done})
-    fetched = retrying(fetch_posts, cfg)(
-        cfg, source, input_uri, list(keywords or cfg.keywords), max_posts or cfg.max_posts, stamp
+    specs: list[str] = []
+
+    def resolve() -> str:  # resolved once, and only when there is something to predict
+        if not specs:
+            specs.append(resolve_model(ctx, model))
+        return specs[0]
+
+    recovered = finish_unfinished(ctx, destination, resolve, predict)
+    wanted = list(keywords or ctx.settings.keywords)
+    fetched = fetch_posts(
+        ctx, source, input_uri, wanted, max_posts or ctx.settings.max_posts, stamp
     )
-    logger.info("fetched %s posts (%s rejected)", fetched["n_posts"], fetched["n_rejected"])
-    summary: dict[str, Any] = {**fetched, "destination": destination, "recovered": recovered}
-    if fetched["n_posts"] == 0:
+    logger.info("fetched %s posts (%s rejected)", fetched.n_posts, fetched.n_rejected)
+    result = ApplyResult(fetched=fetched, destination=destination, recovered=recovered)
+    if fetched.posts_key is None:
         logger.info("no new posts: nothing to predict")
-        return summary
-    spec = spec or retrying(resolve_model, cfg)(cfg, model)
-    with batch_lease(cfg, fetched["posts_key"], stamp) as skip:
-        summary.update(
-            {"skipped": skip}
-            if skip
-            else deliver(cfg, destination, spec, fetched["posts_key"], stamp, predict)
-        )
-    logger.info("done with %s: %s", summary.get("model_version"), summary)
-    return summary
+        return result
+    with batch_lease(ctx, fetched.posts_key, stamp) as skip:
+        if skip:
+            result.skipped = skip
+        else:
+            result.delivered = deliver(
+                ctx, destination, resolve(), fetched.posts_key, stamp, predict
+            )
+    logger.info("done with %s: %s", result.model_version, result.delivered)
+    return result
 
 
 @flow(name="apply-ner", log_prints=False)
@@ -363,14 +443,15 @@ def apply_ner(
     model: str | None = None,
     max_posts: int | None = None,
     destination: Literal["storage", "label_studio"] = "storage",
-    settings: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
     executor: Executor = "processes",
     workers: int | None = None,
     cluster_address: str | None = None,
     n_shards: int | None = None,
-) -> dict[str, Any]:
-    """Finish unfinished batches, then fetch -> predict -> send. Returns the storage keys
-    written and the counts (``recovered``: the earlier batches finished by this run).
+) -> ApplyResult:
+    """Finish unfinished batches, then fetch -> predict -> send. ``overrides`` are settings
+    on top of the environment (``{"label_budget": 50}``). Returns what was fetched and
+    delivered (``recovered``: the earlier batches finished by this run).
 
     The predict step runs on ``executor``: ``"processes"`` - ``workers`` processes of this
     machine (default ``NER_N_PROCESS``; 1 predicts in the flow's own process), or
@@ -378,17 +459,24 @@ def apply_ner(
     else a local cluster of ``workers`` processes (default 2). The posts are cut into
     ``n_shards`` line ranges (default ``workers``); the output is the same either way.
     """
-    parallelism = Parallelism(executor, workers, cluster_address, n_shards)
-    return run_apply(
-        build_settings(settings),
-        keywords=keywords,
-        source=source,
-        input_uri=input_uri,
-        model=model,
-        max_posts=max_posts,
-        destination=destination,
-        predict=functools.partial(predict_in_process, parallelism=parallelism),
+    how = Parallelism(
+        executor=executor, workers=workers, cluster_address=cluster_address, n_shards=n_shards
     )
+
+    def predict(ctx: RunContext, spec: str, posts_key: str, stamp: str) -> Predicted:
+        return predict_posts(ctx, spec, posts_key, stamp, how)
+
+    with run_context(overrides) as ctx:
+        return run_apply(
+            ctx,
+            keywords=keywords,
+            source=source,
+            input_uri=input_uri,
+            model=model,
+            max_posts=max_posts,
+            destination=destination,
+            predict=predict,
+        )
 
 
 if __name__ == "__main__":

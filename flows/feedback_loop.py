@@ -26,73 +26,186 @@ import argparse
 import shutil
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
+from pydantic import BaseModel
 
-from flows.apply_ner import apply_ner
-from flows.common import build_settings, io_task, open_settings_storage, retrying, run_stamp
-from flows.train_ner import train_ner
+from flows.apply_ner import ApplyResult, apply_ner
+from flows.context import RunContext, io_task, run_context, run_stamp
+from flows.train_ner import TrainStatus, TrainSummary, train_ner
 from ner import layout
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.export import count_labelled
 from ner.labelstudio.triggers import wait_for_labels
 from ner.replay import ReplayAnnotator, demo_gold_path, demo_posts_path
 from ner.report import rounds_table
-from ner.settings import Settings
+
+
+class LoopStatus(StrEnum):
+    """Why a feedback loop stopped."""
+
+    THRESHOLD_MET = "threshold_met"
+    BUDGET_SPENT = "budget_spent"
+    NO_NEW_POSTS = "no_new_posts"
+    TIMED_OUT = "timed_out_waiting_for_labels"
+
 
 #: Status of a loop that stopped because too few labels came in time.
-TIMED_OUT = "timed_out_waiting_for_labels"
+TIMED_OUT = LoopStatus.TIMED_OUT
+
+
+class Labelled(BaseModel):
+    """New human labels found for a round (``export_keys``: the snapshots holding them)."""
+
+    n_labelled: int
+    export_keys: list[str] = []
+    project_id: int | None = None
+
+
+class RoundResult(BaseModel):
+    """One round: what was sent, how many labels came back, and what train-ner did."""
+
+    round: int
+    posts_sent: int
+    model_used: str | None
+    new_labels: int
+    train: TrainSummary | None = None
+
+    @property
+    def status(self) -> str:
+        return LoopStatus.TIMED_OUT if self.train is None else self.train.status
+
+    def table_row(self) -> dict[str, Any]:
+        """The flat row :func:`ner.report.rounds_table` prints."""
+        trained = self.train.model_dump(mode="json") if self.train else {}
+        return {**trained, **self.model_dump(exclude={"train"}), "status": str(self.status)}
+
+
+class LoopResult(BaseModel):
+    """Why the loop stopped, and every round it played."""
+
+    status: LoopStatus
+    rounds: list[RoundResult] = []
+
+
+class RoundPlan(BaseModel):
+    """The parameters of a feedback-loop run that each round uses."""
+
+    source: Literal["x", "jsonl"]
+    input_uri: str | None
+    keywords: list[str] | None
+    posts_per_round: int | None
+    annotator: Literal["storage", "replay", "label_studio"]
+    gold_export: str | None
+    wait_timeout_s: float
+    poll_interval_s: float
+    overrides: dict[str, Any] | None
 
 
 @io_task()
-def replay_labels(settings: Settings, tasks_key: str, gold_path: str, stamp: str) -> dict[str, Any]:
+def replay_labels(ctx: RunContext, tasks_key: str, gold_path: str, stamp: str) -> Labelled:
     """The replay annotator labels the sent tasks; its export lands in ``exports/``."""
-    storage = open_settings_storage(settings)
     annotator = ReplayAnnotator.from_file(Path(gold_path))
-    export = annotator.annotate(storage.read_json(tasks_key))
+    export = annotator.annotate(ctx.storage.read_json(tasks_key))
     key = layout.replay_export(stamp)
-    storage.write_json(key, export)
-    return {"export_key": key, "n_labelled": len(export)}
+    ctx.storage.write_json(key, export)
+    return Labelled(export_keys=[key], n_labelled=len(export))
 
 
 @io_task(retries=0)
 def wait_for_exports(
-    settings: Settings, known: list[str], timeout_s: float, poll_s: float
-) -> dict[str, Any]:
+    ctx: RunContext, known: list[str], timeout_s: float, poll_s: float
+) -> Labelled:
     """Poll storage until new export snapshots hold at least ``min_new_labels`` labels."""
-    storage = open_settings_storage(settings)
+    storage, need = ctx.storage, ctx.settings.min_new_labels
     deadline = time.monotonic() + timeout_s
     while True:
         new = [k for k in storage.list(layout.EXPORTS) if layout.is_export(k) and k not in known]
         labelled = sum(count_labelled(storage.read_json(k)) for k in new)
-        if labelled >= settings.min_new_labels:
-            return {"export_keys": new, "n_labelled": labelled}
+        if labelled >= need:
+            return Labelled(export_keys=new, n_labelled=labelled)
         if time.monotonic() >= deadline:
             raise TimeoutError(
-                f"only {labelled} new labels after {timeout_s:.0f}s "
-                f"(need {settings.min_new_labels}); exports seen: {new}"
+                f"only {labelled} new labels after {timeout_s:.0f}s (need {need}); "
+                f"exports seen: {new}"
             )
         time.sleep(poll_s)
 
 
 @io_task(retries=0)
-def wait_for_label_studio(settings: Settings, timeout_s: float, poll_s: float) -> dict[str, Any]:
+def wait_for_label_studio(ctx: RunContext, timeout_s: float, poll_s: float) -> Labelled:
     """Poll the Label Studio project until ``min_new_labels`` labels are new since the last
     round, or ``timeout_s`` passes (``n_labelled`` 0). The loop keeps its own checkpoint,
     apart from the label trigger's."""
-    storage = open_settings_storage(settings)
-    project = LabelStudioProject.connect(settings)
+    project = LabelStudioProject.connect(ctx.settings)
     found = wait_for_labels(
         project,
-        storage,
-        settings.min_new_labels,
+        ctx.storage,
+        ctx.settings.min_new_labels,
         timeout=timeout_s,
         interval=poll_s,
         checkpoint_key=layout.labelstudio_checkpoint(project.project_id, "feedback-loop"),
     )
-    return {"n_labelled": found, "project_id": project.project_id}
+    return Labelled(n_labelled=found, project_id=project.project_id)
+
+
+def collect_labels(
+    ctx: RunContext, plan: RoundPlan, applied: ApplyResult, known: list[str]
+) -> Labelled:
+    """The labels of this round, from the plan's annotator."""
+    if plan.annotator == "replay":
+        gold = plan.gold_export or str(demo_gold_path())
+        stamp = run_stamp()
+        replies = [
+            replay_labels(ctx, key, gold, f"{stamp}-{n}" if n else stamp)
+            for n, key in enumerate(applied.tasks_keys())
+        ]
+        return Labelled(
+            export_keys=[key for reply in replies for key in reply.export_keys],
+            n_labelled=sum(reply.n_labelled for reply in replies),
+        )
+    if plan.annotator == "label_studio":
+        return wait_for_label_studio(ctx, plan.wait_timeout_s, plan.poll_interval_s)
+    return wait_for_exports(ctx, known, plan.wait_timeout_s, plan.poll_interval_s)
+
+
+def play_round(ctx: RunContext, plan: RoundPlan, number: int) -> RoundResult | None:
+    """Apply, wait for labels, train. None when there were no new posts to send."""
+    known = ctx.storage.list(layout.EXPORTS)
+    through_api = plan.annotator == "label_studio"
+    applied = apply_ner(
+        keywords=plan.keywords,
+        source=plan.source,
+        input_uri=plan.input_uri,
+        max_posts=plan.posts_per_round,
+        destination="label_studio" if through_api else "storage",
+        overrides=plan.overrides,
+    )
+    posts_sent = applied.posts_sent()
+    if posts_sent == 0:
+        return None
+    labelled = collect_labels(ctx, plan, applied, known)
+    result = RoundResult(
+        round=number,
+        posts_sent=posts_sent,
+        model_used=applied.model_version,
+        new_labels=labelled.n_labelled,
+    )
+    if through_api and labelled.n_labelled == 0:
+        get_run_logger().warning(
+            "round %d: fewer than %d new labels after %.0f s; stopping",
+            number,
+            ctx.settings.min_new_labels,
+            plan.wait_timeout_s,
+        )
+        return result
+    result.train = train_ner(
+        source="label_studio" if through_api else "storage", overrides=plan.overrides
+    )
+    return result
 
 
 @flow(name="feedback-loop")
@@ -106,84 +219,27 @@ def feedback_loop(
     max_rounds: int | None = None,
     wait_timeout_s: float = 24 * 3600,
     poll_interval_s: float = 60,
-    settings: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Run rounds until the threshold is met or the budget is spent; returns every round."""
-    logger = get_run_logger()
-    cfg = build_settings(settings)
-    budget = max_rounds or cfg.max_rounds
-    rounds: list[dict[str, Any]] = []
-    status = "budget_spent"
-    for number in range(1, budget + 1):
-        storage = open_settings_storage(cfg)
-        known = storage.list(layout.EXPORTS)
-        applied = apply_ner(
-            keywords=keywords,
-            source=source,
-            input_uri=input_uri,
-            max_posts=posts_per_round,
-            destination="label_studio" if annotator == "label_studio" else "storage",
-            settings=settings,
-        )
-        # batches an earlier, interrupted run fetched but never delivered count as sent
-        finished = [r for r in applied.get("recovered", []) if "error" not in r]
-        posts_sent = applied["n_posts"] + sum(int(r.get("n_predictions", 0)) for r in finished)
-        if posts_sent == 0:
-            status = "no_new_posts"
-            break
-        if annotator == "replay":
-            tasks_keys = [r["tasks_key"] for r in finished if r.get("tasks_key")]
-            if applied.get("tasks_key"):
-                tasks_keys.append(applied["tasks_key"])
-            gold = gold_export or str(demo_gold_path())
-            stamp = run_stamp()
-            replies = [
-                retrying(replay_labels, cfg)(cfg, key, gold, f"{stamp}-{n}" if n else stamp)
-                for n, key in enumerate(tasks_keys)
-            ]
-            labelled = {
-                "export_keys": [reply["export_key"] for reply in replies],
-                "n_labelled": sum(reply["n_labelled"] for reply in replies),
-            }
-        elif annotator == "label_studio":
-            labelled = retrying(wait_for_label_studio, cfg)(cfg, wait_timeout_s, poll_interval_s)
-            if labelled["n_labelled"] == 0:
-                status = TIMED_OUT
-                rounds.append(
-                    {
-                        "round": number,
-                        "posts_sent": posts_sent,
-                        "model_used": applied.get("model_version"),
-                        "new_labels": 0,
-                        "status": TIMED_OUT,
-                    }
-                )
-                logger.warning(
-                    "round %d: fewer than %d new labels after %.0f s; stopping",
-                    number,
-                    cfg.min_new_labels,
-                    wait_timeout_s,
-                )
+    overrides: dict[str, Any] | None = None,
+) -> LoopResult:
+    """Run rounds until the threshold is met or the budget is spent; returns every round.
+    ``overrides`` are settings on top of the environment, for every sub-flow too."""
+    plan = RoundPlan(**{k: v for k, v in locals().items() if k in RoundPlan.model_fields})
+    with run_context(overrides) as ctx:
+        result = LoopResult(status=LoopStatus.BUDGET_SPENT)
+        for number in range(1, (max_rounds or ctx.settings.max_rounds) + 1):
+            played = play_round(ctx, plan, number)
+            if played is None:
+                result.status = LoopStatus.NO_NEW_POSTS
                 break
-        else:
-            labelled = retrying(wait_for_exports, cfg)(cfg, known, wait_timeout_s, poll_interval_s)
-        trained = train_ner(
-            source="label_studio" if annotator == "label_studio" else "storage",
-            settings=settings,
-        )
-        row = {
-            "round": number,
-            "posts_sent": posts_sent,
-            "model_used": applied.get("model_version"),
-            "new_labels": labelled["n_labelled"],
-            **trained,
-        }
-        rounds.append(row)
-        logger.info("round %d: %s", number, trained.get("status"))
-        if trained.get("status") == "threshold_met":
-            status = "threshold_met"
-            break
-    return {"status": status, "rounds": rounds}
+            result.rounds.append(played)
+            get_run_logger().info("round %d: %s", number, played.status)
+            if played.train is None:
+                result.status = LoopStatus.TIMED_OUT
+                break
+            if played.train.status == TrainStatus.THRESHOLD_MET:
+                result.status = LoopStatus.THRESHOLD_MET
+                break
+    return result
 
 
 def _demo(argv: list[str]) -> int:
@@ -195,7 +251,7 @@ def _demo(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not args.demo:
         parser.error("use --demo (deploy the flows with prefect.yaml for real runs)")
-    settings = {"storage_uri": ".brandloop/demo", "mlflow_tracking_uri": "sqlite:///mlflow.db"}
+    overrides = {"storage_uri": ".brandloop/demo", "mlflow_tracking_uri": "sqlite:///mlflow.db"}
     if not args.keep:
         for stale in (".brandloop/demo", "mlartifacts"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -207,13 +263,13 @@ def _demo(argv: list[str]) -> int:
         posts_per_round=args.posts_per_round,
         annotator="replay",
         max_rounds=args.rounds,
-        settings=settings,
+        overrides=overrides,
     )
     elapsed = time.perf_counter() - started
     print()
-    print(rounds_table(result["rounds"]))
+    print(rounds_table([r.table_row() for r in result.rounds]))
     print()
-    print(f"loop status: {result['status']}   time: {elapsed:.0f}s")
+    print(f"loop status: {result.status}   time: {elapsed:.0f}s")
     print(
         "champion: mlflow.spacy.load_model('models:/brand-ner@champion')"
         "  with MLFLOW_TRACKING_URI=sqlite:///mlflow.db"

@@ -23,49 +23,132 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
+from pydantic import BaseModel
 
-from flows.common import (
-    build_settings,
-    flow_run_id,
-    io_task,
-    load_settings_model,
-    make_registry,
-    open_settings_storage,
-    retrying,
-    run_stamp,
-)
+from flows.context import RunContext, flow_run_id, io_task, run_context, run_stamp
 from ner import datasets, evaluation, layout
-from ner.errors import RegistryError
+from ner.errors import ConfigError, GoldSetError, RegistryError
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
 from ner.registry import CHALLENGER, CHAMPION, decide, needs_training, run_tags
-from ner.settings import Settings
-from ner.training import TrainOptions, train_isolated
+from ner.training import train_isolated
+
+
+class TrainStatus(StrEnum):
+    """How a train-ner run ended."""
+
+    NO_LABELS = "no_labels"
+    NO_GOLD = "no_gold"
+    THRESHOLD_MET = "threshold_met"
+    NOT_ENOUGH_LABELS = "not_enough_labels"
+    PROMOTED = "promoted"
+    NOT_PROMOTED = "not_promoted"
+
+
+class Pulled(BaseModel):
+    """The annotations collected into one JSONL in storage."""
+
+    annotations_key: str
+    n_annotations: int
+    n_rejected: int
+    n_repaired: int
+
+
+class Splits(BaseModel):
+    """The frozen gold set and this run's training pool (:func:`ner.datasets.prepare_splits`)."""
+
+    gold_key: str | None
+    gold_hash: str | None
+    n_gold: int
+    train_key: str
+    train_hash: str
+    n_train: int
+
+    def gold(self) -> tuple[str, str]:
+        """``(gold_key, gold_hash)``; :class:`GoldSetError` if no gold set is frozen yet."""
+        if self.gold_key is None or self.gold_hash is None:
+            raise GoldSetError("no gold set is frozen yet: nothing to evaluate on")
+        return self.gold_key, self.gold_hash
+
+
+class Evaluation(BaseModel):
+    """A model scored on the gold set: ``version`` is its registry version, if registered."""
+
+    model_version: str
+    version: str | None
+    f1: float
+    metrics: dict[str, float]
+
+
+class Trained(BaseModel):
+    """A challenger trained on disk and how training went."""
+
+    model_dir: str
+    train_size: int
+    dev_size: int
+    n_rejected: int
+    seconds: float
+    curve: list[dict[str, float]]
+    dev_scores: dict[str, float]
+    params: dict[str, Any]
+
+
+class Logged(BaseModel):
+    """The training run (left open) and the registered challenger version."""
+
+    run_id: str
+    version: str
+
+
+class Outcome(BaseModel):
+    """What the promotion rule said."""
+
+    promote: bool
+    reason: str
+
+
+class TrainSummary(BaseModel):
+    """What a train-ner run did; the fields after ``status`` are set as far as it got."""
+
+    status: TrainStatus
+    labels: int
+    rejected: int
+    gold_hash: str | None = None
+    n_gold: int | None = None
+    n_train: int | None = None
+    champion_f1: float | None = None
+    champion_model: str | None = None
+    champion_version: str | None = None
+    challenger_version: str | None = None
+    run_id: str | None = None
+    challenger_f1: float | None = None
+    decision: str | None = None
+    promoted_version: str | None = None
 
 
 @io_task()
-def close_abandoned_runs(settings: Settings) -> list[str]:
+def close_abandoned_runs(ctx: RunContext) -> list[str]:
     """Mark FAILED the brandloop runs still RUNNING whose Prefect flow run has ended.
 
     They belong to flow runs that failed while MLflow was unreachable (so they could not
     close their own run) or that crashed. Runs of flow runs still in progress, and runs
     whose flow run this Prefect API does not know, are left alone.
     """
-    registry = make_registry(settings)
     current = flow_run_id()
     closed = []
-    for run_id, tags in registry.open_runs():
+    for run_id, tags in ctx.registry.open_runs():
         owner = tags.get("brandloop.prefect_flow_run_id")
         if not owner or owner == current:
             continue
         ended = _ended_flow_run(owner)
         if ended is None:
             continue
-        registry.close_run(
+        ctx.registry.close_run(
             run_id, "FAILED", reason=f"flow run {owner} ended {ended} with this run open"
         )
         closed.append(run_id)
@@ -90,64 +173,62 @@ def _ended_flow_run(run_id: str) -> str | None:
 
 @io_task()
 def pull_annotations(
-    settings: Settings, source: str, export_keys: list[str] | None, stamp: str
-) -> dict[str, Any]:
-    """Collect every human annotation into one JSONL in storage; returns key and counts.
+    ctx: RunContext, source: str, export_keys: list[str] | None, stamp: str
+) -> Pulled:
+    """Collect every human annotation into one JSONL in storage.
 
     From Label Studio, the labels saved since the last pull are exported into a new
     snapshot, then every snapshot of the project is read (each holds only what changed),
     the latest annotation of a post winning.
     """
-    storage = open_settings_storage(settings)
+    if source not in ("storage", "label_studio"):
+        raise ConfigError(f"unknown source {source!r}: use 'storage' or 'label_studio'")
     if source == "label_studio":
-        project = LabelStudioProject.connect(settings)
-        exchange.snapshot_export(project, storage, stamp)
-        export_keys = exchange.snapshot_keys(storage, project.project_id)
-    return exchange.collect_annotations(
-        storage, export_keys, settings.labels, out_key=layout.pulled_annotations(stamp)
-    ).model_dump()
+        project = LabelStudioProject.connect(ctx.settings)
+        exchange.snapshot_export(project, ctx.storage, stamp)
+        export_keys = exchange.snapshot_keys(ctx.storage, project.project_id)
+    collected = exchange.collect_annotations(
+        ctx.storage, export_keys, ctx.settings.labels, out_key=layout.pulled_annotations(stamp)
+    )
+    return Pulled.model_validate(collected.model_dump())
 
 
 @io_task()
-def prepare_gold(settings: Settings, annotations_key: str, stamp: str) -> dict[str, Any]:
+def prepare_gold(ctx: RunContext, annotations_key: str, stamp: str) -> Splits:
     """Freeze the gold set on first use; write the training pool (never gold posts)."""
-    storage = open_settings_storage(settings)
-    annotations = list(datasets.read_annotations(storage, annotations_key))
-    return datasets.prepare_splits(
-        storage,
+    annotations = list(datasets.read_annotations(ctx.storage, annotations_key))
+    splits = datasets.prepare_splits(
+        ctx.storage,
         annotations,
-        gold_fraction=settings.gold_fraction,
+        gold_fraction=ctx.settings.gold_fraction,
         train_key=layout.training_pool(stamp),
     )
+    return Splits.model_validate(splits)
 
 
 @io_task()
-def find_champion(settings: Settings) -> str | None:
+def find_champion(ctx: RunContext) -> str | None:
     """The version behind ``@champion``, if any."""
-    return make_registry(settings).alias_version(CHAMPION)
+    return ctx.registry.alias_version(CHAMPION)
 
 
 @io_task()
 def evaluate_on_gold(
-    settings: Settings,
+    ctx: RunContext,
     model_spec: str,
-    gold_key: str,
-    gold_hash: str,
+    splits: Splits,
     role: str,
     run_id: str | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Score a model on the frozen gold set and record the evaluation in MLflow."""
-    storage = open_settings_storage(settings)
-    registry = make_registry(settings)
-    gold = list(datasets.read_annotations(storage, gold_key))
-    loaded = load_settings_model(settings, model_spec)
+    settings, registry = ctx.settings, ctx.registry
+    gold_key, gold_hash = splits.gold()
+    gold = list(datasets.read_annotations(ctx.storage, gold_key))
+    loaded = ctx.load_model(model_spec)
     report = evaluation.score_model(loaded.nlp, gold, settings.labels)
     metrics = report.to_metrics()
-    version = (
-        loaded.version.split("/")[-1]
-        if loaded.version.startswith(f"{settings.registered_model_name}/")
-        else None
-    )
+    prefix = f"{settings.registered_model_name}/"
+    version = loaded.version.split("/")[-1] if loaded.version.startswith(prefix) else None
     registry.log_evaluation(
         report,
         model_version=loaded.version,
@@ -158,86 +239,75 @@ def evaluate_on_gold(
     )
     if version is not None:
         registry.record_evaluation(version, gold_hash, metrics)
-    return {
-        "model_version": loaded.version,
-        "version": version,
-        "f1": report.f1,
-        "metrics": metrics,
-    }
+    return Evaluation(model_version=loaded.version, version=version, f1=report.f1, metrics=metrics)
 
 
 @io_task(retries=1)
-def train_challenger(
-    settings: Settings, train_key: str, start_from: str, model_dir: str
-) -> dict[str, Any]:
-    """Fine-tune a challenger on the training pool (gold posts excluded)."""
-    storage = open_settings_storage(settings)
-    pool = list(datasets.read_annotations(storage, train_key))
-    options = TrainOptions(
-        seed=settings.seed,
-        max_epochs=settings.max_epochs,
-        max_steps=settings.max_steps,
-        patience=settings.patience,
-        dropout=settings.dropout,
-        with_gazetteer=settings.train_with_gazetteer,
-        learn_rate=settings.learn_rate,
-        negative_fraction=settings.negative_fraction,
-        lowercase=settings.augment_lowercase,
-        label_map=dict(settings.train_label_map),
-        checkpoint=settings.train_checkpoint,
-    )
+def train_challenger(ctx: RunContext, train_key: str, start_from: str, model_dir: str) -> Trained:
+    """Fine-tune a challenger on the training pool (gold posts excluded), in a process of
+    its own (:func:`ner.training.train_isolated`) with the recipe ``settings.train``."""
+    settings = ctx.settings
+    pool = list(datasets.read_annotations(ctx.storage, train_key))
     result = train_isolated(
         pool,
         start_from=start_from,
         output_dir=Path(model_dir),
         labels=settings.labels,
-        options=options,
+        recipe=settings.train,
+        seed=settings.seed,
     )
+    return Trained(
+        model_dir=str(result.model_dir),
+        train_size=result.train_size,
+        dev_size=result.dev_size,
+        n_rejected=len(result.rejected),
+        seconds=result.seconds,
+        curve=list(result.curve),
+        dev_scores=result.dev_scores,
+        params={**settings.train.as_params(settings.seed), "start_from": start_from},
+    )
+
+
+def _training_params(ctx: RunContext, trained: Trained) -> dict[str, Any]:
+    settings = ctx.settings
     return {
-        "model_dir": str(result.model_dir),
-        "train_size": result.train_size,
-        "dev_size": result.dev_size,
-        "n_rejected": len(result.rejected),
-        "seconds": result.seconds,
-        "curve": list(result.curve),
-        "dev_scores": result.dev_scores,
-        "params": {**options.as_params(), "start_from": start_from},
+        **trained.params,
+        "base_model": settings.base_model,
+        "labels": ",".join(settings.labels),
+        "gold_fraction": settings.gold_fraction,
+        "threshold": settings.threshold,
+        "env": settings.env,
+    }
+
+
+def _training_metrics(trained: Trained) -> dict[str, float]:
+    return {
+        "train_size": trained.train_size,
+        "dev_size": trained.dev_size,
+        "train_rejected": trained.n_rejected,
+        "train_seconds": trained.seconds,
+        **{f"dev_{k}": v for k, v in trained.dev_scores.items()},
     }
 
 
 @io_task()
-def log_challenger(
-    settings: Settings, trained: dict[str, Any], splits: dict[str, Any], stamp: str
-) -> dict[str, str]:
+def log_challenger(ctx: RunContext, trained: Trained, splits: Splits, stamp: str) -> Logged:
     """Log the training run (params, dataset, curve) and register the model as @challenger."""
-    registry = make_registry(settings)
-    storage = open_settings_storage(settings)
+    registry, storage = ctx.registry, ctx.storage
+    gold_key, gold_hash = splits.gold()
     run_id = registry.log_training_run(
         run_name=f"train {stamp}",
-        params={
-            **trained["params"],
-            "base_model": settings.base_model,
-            "labels": ",".join(settings.labels),
-            "gold_fraction": settings.gold_fraction,
-            "threshold": settings.threshold,
-            "env": settings.env,
-        },
-        metrics={
-            "train_size": trained["train_size"],
-            "dev_size": trained["dev_size"],
-            "train_rejected": trained["n_rejected"],
-            "train_seconds": trained["seconds"],
-            **{f"dev_{k}": v for k, v in trained["dev_scores"].items()},
-        },
-        curve=trained["curve"],
-        dataset_hash=splits["train_hash"],
-        dataset_uri=storage.uri(splits["train_key"]),
-        gold_hash=splits["gold_hash"],
-        gold_uri=storage.uri(splits["gold_key"]),
-        tags=run_tags(settings.env, _prefect_tags()),
+        params=_training_params(ctx, trained),
+        metrics=_training_metrics(trained),
+        curve=trained.curve,
+        dataset_hash=splits.train_hash,
+        dataset_uri=storage.uri(splits.train_key),
+        gold_hash=gold_hash,
+        gold_uri=storage.uri(gold_key),
+        tags=run_tags(ctx.settings.env, _prefect_tags()),
     )
     try:
-        _, version = registry.log_model(Path(trained["model_dir"]), run_id)
+        _, version = registry.log_model(Path(trained.model_dir), run_id)
         if version is None:
             raise RegistryError(f"the model of run {run_id} was logged but not registered")
         registry.set_alias(
@@ -245,49 +315,48 @@ def log_challenger(
             version,
             actor=_actor(),
             reason=f"trained by run {run_id}",
-            gold_hash=splits["gold_hash"],
+            gold_hash=gold_hash,
         )
     except Exception as exc:  # a retry opens a new run: end this one
         registry.close_run(run_id, "FAILED", reason=f"logging failed: {exc}", best_effort=True)
         raise
-    return {"run_id": run_id, "version": version}
+    return Logged(run_id=run_id, version=version)
 
 
 @io_task()
 def promote_if_better(
-    settings: Settings,
-    challenger: dict[str, Any],
-    champion: dict[str, Any],
+    ctx: RunContext,
+    challenger: Evaluation,
+    champion: Evaluation,
     gold_hash: str,
     run_id: str,
-) -> dict[str, Any]:
+) -> Outcome:
     """Apply the promotion rule; move @champion (audited) when it says so; then end the
     training run ``run_id`` FINISHED."""
-    registry = make_registry(settings)
-    decision = decide(
-        challenger.get("f1"), champion.get("f1"), settings.threshold, settings.promotion_margin
-    )
+    settings, registry = ctx.settings, ctx.registry
+    decision = decide(challenger.f1, champion.f1, settings.threshold, settings.promotion_margin)
     # On a retry the move may already have happened: never promote the same version twice.
-    if decision.promote and registry.alias_version(CHAMPION) != challenger["version"]:
+    version = challenger.version
+    if decision.promote and version and registry.alias_version(CHAMPION) != version:
         registry.promote(
-            challenger["version"],
+            version,
             gold_hash=gold_hash,
             decision=decision,
             metrics={
-                "challenger_f1": challenger["f1"],
-                "champion_f1": champion.get("f1") or 0.0,
+                "challenger_f1": challenger.f1,
+                "champion_f1": champion.f1,
                 "threshold": settings.threshold,
             },
             actor=_actor(),
         )
     registry.close_run(run_id, "FINISHED", reason=decision.reason)
-    return {"promote": decision.promote, "reason": decision.reason}
+    return Outcome(promote=decision.promote, reason=decision.reason)
 
 
 @io_task(retries=0)
-def abandon_run(settings: Settings, run_id: str, reason: str) -> bool:
+def abandon_run(ctx: RunContext, run_id: str, reason: str) -> bool:
     """End training run ``run_id`` FAILED if MLflow answers (else a later run will)."""
-    return make_registry(settings).close_run(run_id, "FAILED", reason=reason, best_effort=True)
+    return ctx.registry.close_run(run_id, "FAILED", reason=reason, best_effort=True)
 
 
 def _prefect_tags() -> dict[str, str]:
@@ -300,92 +369,107 @@ def _actor() -> str:
     return f"prefect:train-ner/{run_id}" if run_id else "brandloop"
 
 
+def evaluate_champion(ctx: RunContext, splits: Splits, summary: TrainSummary) -> Evaluation:
+    """Score @champion (or the cold start when there is none) on the gold set; note it in
+    ``summary``."""
+    version = find_champion(ctx)
+    spec = ctx.registry.model_uri(CHAMPION) if version else ctx.settings.cold_start
+    champion = evaluate_on_gold(ctx, spec, splits, "champion")
+    summary.champion_f1 = champion.f1
+    summary.champion_model = champion.model_version
+    summary.champion_version = version
+    get_run_logger().info(
+        "champion %s: F1 %.4f on gold %s",
+        champion.model_version,
+        champion.f1,
+        (splits.gold_hash or "")[:12],
+    )
+    return champion
+
+
+def train_and_log(
+    ctx: RunContext, splits: Splits, champion_version: str | None, stamp: str
+) -> Logged:
+    """Train a challenger (from the base model, or the champion's weights with
+    ``train.start_from=champion``), log it and register it as @challenger."""
+    with tempfile.TemporaryDirectory(prefix="brandloop-model-") as tmp:
+        start_from = ctx.settings.base_model
+        if ctx.settings.train.start_from == "champion" and champion_version:
+            start_from = str(ctx.registry.download_model(CHAMPION, Path(tmp) / "champion"))
+        trained = train_challenger(ctx, splits.train_key, start_from, str(Path(tmp) / "model"))
+        return log_challenger(ctx, trained, splits, stamp)
+
+
+def challenge(
+    ctx: RunContext, splits: Splits, champion: Evaluation, logged: Logged, summary: TrainSummary
+) -> TrainSummary:
+    """Score the challenger on the same gold set and apply the promotion rule; a failure
+    ends the training run FAILED before it is raised. Returns ``summary`` completed."""
+    _, gold_hash = splits.gold()
+    spec = f"models:/{ctx.settings.registered_model_name}/{logged.version}"
+    summary.challenger_version, summary.run_id = logged.version, logged.run_id
+    try:
+        challenger = evaluate_on_gold(ctx, spec, splits, "challenger", run_id=logged.run_id)
+        summary.challenger_f1 = challenger.f1
+        outcome = promote_if_better(ctx, challenger, champion, gold_hash, logged.run_id)
+    except Exception as exc:
+        abandon_run(ctx, logged.run_id, f"train-ner failed after training: {exc}")
+        raise
+    summary.decision = outcome.reason
+    summary.status = TrainStatus.PROMOTED if outcome.promote else TrainStatus.NOT_PROMOTED
+    if outcome.promote:
+        summary.promoted_version = summary.champion_version = logged.version
+    return summary
+
+
+def run_train(
+    ctx: RunContext, source: str, export_keys: list[str] | None, stamp: str
+) -> TrainSummary:
+    """The body of train-ner (see the module docstring); must run inside a flow."""
+    close_abandoned_runs(ctx)
+    pulled = pull_annotations(ctx, source, export_keys, stamp)
+    get_run_logger().info(
+        "pulled %d annotations (%d rejected, %d repaired)",
+        pulled.n_annotations,
+        pulled.n_rejected,
+        pulled.n_repaired,
+    )
+    summary = TrainSummary(
+        status=TrainStatus.NO_LABELS, labels=pulled.n_annotations, rejected=pulled.n_rejected
+    )
+    if pulled.n_annotations == 0:
+        return summary
+    splits = prepare_gold(ctx, pulled.annotations_key, stamp)
+    summary.gold_hash, summary.n_gold, summary.n_train = (
+        splits.gold_hash,
+        splits.n_gold,
+        splits.n_train,
+    )
+    if splits.n_gold == 0:
+        summary.status = TrainStatus.NO_GOLD
+        return summary
+    champion = evaluate_champion(ctx, splits, summary)
+    if not needs_training(champion.f1, ctx.settings.threshold):
+        summary.status = TrainStatus.THRESHOLD_MET
+        return summary
+    if splits.n_train < ctx.settings.min_new_labels:
+        summary.status = TrainStatus.NOT_ENOUGH_LABELS
+        return summary
+    logged = train_and_log(ctx, splits, summary.champion_version, stamp)
+    return challenge(ctx, splits, champion, logged, summary)
+
+
 @flow(name="train-ner")
 def train_ner(
     source: Literal["storage", "label_studio"] = "storage",
     export_keys: list[str] | None = None,
-    settings: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Run one evaluate-gate-train-promote cycle. Returns a summary of what happened."""
-    logger = get_run_logger()
-    cfg = build_settings(settings)
-    stamp = run_stamp(flow_run_id())
-    retrying(close_abandoned_runs, cfg)(cfg)
-    pulled = retrying(pull_annotations, cfg)(cfg, source, export_keys, stamp)
-    logger.info(
-        "pulled %d annotations (%d rejected, %d repaired)",
-        pulled["n_annotations"],
-        pulled["n_rejected"],
-        pulled["n_repaired"],
-    )
-    summary: dict[str, Any] = {"labels": pulled["n_annotations"], "rejected": pulled["n_rejected"]}
-    if pulled["n_annotations"] == 0:
-        return {**summary, "status": "no_labels"}
-
-    splits = retrying(prepare_gold, cfg)(cfg, pulled["annotations_key"], stamp)
-    summary.update(
-        gold_hash=splits["gold_hash"], n_gold=splits["n_gold"], n_train=splits["n_train"]
-    )
-    if splits["n_gold"] == 0:
-        return {**summary, "status": "no_gold"}
-
-    registry = make_registry(cfg)
-    champion_version = retrying(find_champion, cfg)(cfg)
-    champion_spec = registry.model_uri(CHAMPION) if champion_version else cfg.cold_start
-    evaluate = retrying(evaluate_on_gold, cfg)
-    champion = evaluate(cfg, champion_spec, splits["gold_key"], splits["gold_hash"], "champion")
-    summary.update(
-        champion_f1=champion["f1"],
-        champion_model=champion["model_version"],
-        champion_version=champion_version,
-    )
-    logger.info(
-        "champion %s: F1 %.4f on gold %s",
-        champion["model_version"],
-        champion["f1"],
-        splits["gold_hash"][:12],
-    )
-    if not needs_training(champion["f1"], cfg.threshold):
-        return {**summary, "status": "threshold_met"}
-    if splits["n_train"] < cfg.min_new_labels:
-        return {**summary, "status": "not_enough_labels"}
-
-    with tempfile.TemporaryDirectory(prefix="brandloop-model-") as tmp:
-        start_from = cfg.base_model
-        if cfg.train_from == "champion" and champion_version:
-            start_from = str(registry.download_model(CHAMPION, Path(tmp) / "champion"))
-        trained = retrying(train_challenger, cfg)(
-            cfg, splits["train_key"], start_from, str(Path(tmp) / "model")
-        )
-        logged = retrying(log_challenger, cfg)(cfg, trained, splits, stamp)
-    run_id = logged["run_id"]
-    summary.update(challenger_version=logged["version"], run_id=run_id)
-    try:
-        challenger = evaluate(
-            cfg,
-            f"models:/{cfg.registered_model_name}/{logged['version']}",
-            splits["gold_key"],
-            splits["gold_hash"],
-            "challenger",
-            run_id=run_id,
-        )
-        summary["challenger_f1"] = challenger["f1"]
-        outcome = retrying(promote_if_better, cfg)(
-            cfg, challenger, champion, splits["gold_hash"], run_id
-        )
-    except Exception as exc:
-        abandon_run(cfg, run_id, f"train-ner failed after training: {exc}")
-        raise
-    summary["decision"] = outcome["reason"]
-    if outcome["promote"]:
-        summary.update(
-            status="promoted",
-            promoted_version=logged["version"],
-            champion_version=logged["version"],
-        )
-    else:
-        summary["status"] = "not_promoted"
-    logger.info("train-ner: %s (%s)", summary["status"], outcome["reason"])
+    overrides: dict[str, Any] | None = None,
+) -> TrainSummary:
+    """Run one evaluate-gate-train-promote cycle. ``overrides`` are settings on top of the
+    environment (``{"threshold": 0.7, "train": {"max_epochs": 5}}``). Returns what happened."""
+    with run_context(overrides) as ctx:
+        summary = run_train(ctx, source, export_keys, run_stamp(flow_run_id()))
+    get_run_logger().info("train-ner: %s (%s)", summary.status, summary.decision)
     return summary
 
 

@@ -27,6 +27,15 @@ class SourceAuthError(SourceError):
     """The source rejected our credentials (for example X API 401/403)."""
 
 
+class NotFoundError(BrandloopError):
+    """Something a setting or parameter names does not exist (an input file, a model
+    version or alias): another attempt cannot find it either."""
+
+
+class InputNotFoundError(SourceError, NotFoundError):
+    """A JSONL input is neither a local file nor a storage key."""
+
+
 class DataError(BrandloopError):
     """A record is malformed. ``record_id`` and ``reason`` say which and why."""
 
@@ -56,6 +65,10 @@ class LabelStudioError(BrandloopError):
 
 class ModelError(BrandloopError):
     """A model could not be loaded, built or used."""
+
+
+class ModelNotFoundError(ModelError, NotFoundError):
+    """The model spec names no model: an unknown name, version or alias."""
 
 
 class TrainingError(BrandloopError):

@@ -20,7 +20,7 @@ Keys are relative, slash-separated paths inside an environment's root (see
     checkpoints/…json                           where a source or a poller stopped
     leases/<stamp>/<epoch>.json                 who delivers batch <stamp> (ner.leases)
 
-A *stamp* names the objects of one run (``flows.common.run_stamp``). No other module formats
+A *stamp* names the objects of one run (``flows.context.run_stamp``). No other module formats
 a key: it asks this one. Every function is pure string work.
 """
 

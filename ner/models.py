@@ -27,7 +27,7 @@ import spacy
 from spacy.language import Language
 
 from ner.components import LABEL_FILTER
-from ner.errors import ModelError
+from ner.errors import ModelError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,16 @@ def load_mlflow(uri: str, tracking_uri: str | None = None) -> LoadedModel:
             mlflow.set_tracking_uri(tracking_uri)
         nlp = mlflow.spacy.load_model(uri)
     except (MlflowException, OSError) as exc:
-        raise ModelError(f"cannot load model {uri!r} from MLflow: {exc}") from exc
+        raise _mlflow_error(f"cannot load model {uri!r} from MLflow", exc) from exc
     return LoadedModel(nlp, _mlflow_version(uri, tracking_uri))
+
+
+def _mlflow_error(what: str, exc: Exception) -> ModelError:
+    """:class:`ModelNotFoundError` when MLflow says the model, version or alias does not
+    exist (no retry can help), else :class:`ModelError` (the server may be down)."""
+    if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+        return ModelNotFoundError(f"{what}: it does not exist ({exc})")
+    return ModelError(f"{what}: {exc}")
 
 
 def _mlflow_version(uri: str, tracking_uri: str | None) -> str:
@@ -200,7 +208,7 @@ def load_model(
         if LABEL_FILTER not in nlp.pipe_names:
             add_label_filter(nlp, label_map, labels)
         return LoadedModel(nlp, f"{nlp.meta.get('name', spec)}-{nlp.meta.get('version', '0')}")
-    raise ModelError(
+    raise ModelNotFoundError(
         f"unknown model {spec!r}: use 'gazetteer', 'base', 'base+gazetteer', an MLflow "
         "model URI, a path, or an installed spaCy package name"
     )
@@ -220,7 +228,7 @@ def registry_version(spec: str, tracking_uri: str | None) -> str | None:
     try:
         version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        raise ModelError(f"cannot resolve {spec!r} in the registry: {exc}") from exc
+        raise _mlflow_error(f"cannot resolve {spec!r} in the registry", exc) from exc
     return f"{name}/{version.version}"
 
 

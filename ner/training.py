@@ -5,7 +5,7 @@ The recipe fine-tunes the ``ner`` component of a starting pipeline: the pretrain
 gold posts (see :mod:`ner.datasets`); a slice of it is held back as spaCy's dev set for
 checkpoint selection, so the gold set is never seen during training.
 
-Knobs of the recipe (:class:`TrainOptions`, set from :class:`ner.settings.Settings`):
+Knobs of the recipe (:class:`ner.settings.TrainSettings`, ``settings.train``):
 
 * ``label_map`` - train our labels under labels the starting ``ner`` already knows
   (``{"BRAND": "ORG"}``), so fine-tuning starts from the pretrained output weights of that
@@ -19,7 +19,13 @@ Knobs of the recipe (:class:`TrainOptions`, set from :class:`ner.settings.Settin
   the training data, so for brands never seen in training it favours over-cautious models.
 * ``learn_rate``, ``dropout``, ``max_epochs`` … as in spaCy's config.
 
-Bench/README.md records how the defaults of :class:`ner.settings.Settings` were chosen.
+Bench/README.md records how the defaults of :class:`ner.settings.TrainSettings` were chosen.
+
+Training runs in a process of its own (:func:`train_isolated`, through
+``python -m ner.training_worker``): spaCy draws batches and dropout masks from the global
+random generators, so only a fresh process makes the model a function of data, recipe and
+seed; and the child is started from a module entry point, so it never re-imports the
+caller's script (no ``if __name__ == "__main__"`` guard needed).
 """
 
 from __future__ import annotations
@@ -32,10 +38,10 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import spacy
 from spacy.language import Language
@@ -43,6 +49,7 @@ from spacy.language import Language
 from ner.datasets import split_point, to_docbin
 from ner.errors import TrainingError
 from ner.models import add_gazetteer, add_label_filter, load_spacy
+from ner.settings import TrainSettings
 from ner.types import Annotation, Rejected
 
 log = logging.getLogger(__name__)
@@ -53,72 +60,6 @@ CURVE_LOGGER = "brandloop.CurveLogger.v1"
 def default_config_path() -> Path:
     """The training config shipped inside the package."""
     return Path(str(resources.files("ner") / "configs" / "train.cfg"))
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """What a training run may change without editing the config file."""
-
-    seed: int = 17
-    max_epochs: int = 30
-    max_steps: int = 0
-    patience: int = 400
-    dropout: float = 0.2
-    eval_frequency: int = 25
-    dev_fraction: float = 0.15
-    with_gazetteer: bool = True
-    learn_rate: float = 0.001
-    negative_fraction: float = 1.0
-    lowercase: float = 0.0
-    label_map: Mapping[str, str] = field(default_factory=dict)
-    checkpoint: Literal["best", "last"] = "best"
-    config_path: Path | None = None
-    extra_overrides: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.negative_fraction <= 1.0:
-            raise ValueError(
-                f"negative_fraction must be within [0, 1], got {self.negative_fraction}"
-            )
-        if not 0.0 <= self.lowercase <= 1.0:
-            raise ValueError(f"lowercase must be within [0, 1], got {self.lowercase}")
-        if self.learn_rate <= 0.0:
-            raise ValueError(f"learn_rate must be positive, got {self.learn_rate}")
-        if self.checkpoint not in ("best", "last"):
-            raise ValueError(f"checkpoint must be 'best' or 'last', got {self.checkpoint!r}")
-
-    def overrides(self) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            "system.seed": self.seed,
-            "training.max_epochs": self.max_epochs,
-            "training.max_steps": self.max_steps,
-            "training.patience": self.patience,
-            "training.dropout": self.dropout,
-            "training.eval_frequency": self.eval_frequency,
-            "training.optimizer.learn_rate": self.learn_rate,
-        }
-        if self.lowercase > 0.0:  # without it, no augmenter draws from the training RNG
-            values["corpora.train.augmenter"] = {
-                "@augmenters": "spacy.lower_case.v1",
-                "level": self.lowercase,
-            }
-        return {**values, **self.extra_overrides}
-
-    def as_params(self) -> dict[str, Any]:
-        """For MLflow params."""
-        params = {
-            k.split(".")[-1]: v
-            for k, v in self.overrides().items()
-            if k != "corpora.train.augmenter"
-        }
-        params["lowercase"] = self.lowercase
-        params["dev_fraction"] = self.dev_fraction
-        params["with_gazetteer"] = self.with_gazetteer
-        params["negative_fraction"] = self.negative_fraction
-        params["checkpoint"] = self.checkpoint
-        params["label_map"] = ",".join(f"{k}->{v}" for k, v in sorted(self.label_map.items()))
-        params["config"] = (self.config_path or default_config_path()).name
-        return params
 
 
 @dataclass(frozen=True)
@@ -231,82 +172,107 @@ def train(
     start_from: str,
     output_dir: Path,
     labels: Sequence[str] = ("BRAND",),
-    options: TrainOptions | None = None,
+    recipe: TrainSettings | None = None,
+    seed: int = 17,
 ) -> TrainResult:
     """Fine-tune ``start_from`` on ``annotations`` and save the final pipeline.
 
     ``start_from`` is a spaCy package name or a path to a saved pipeline (for example a
     downloaded champion). The saved pipeline has ``ner``, the label filter and, with
-    ``options.with_gazetteer``, the brand gazetteer after the model.
+    ``recipe.gazetteer``, the brand gazetteer after the model. Raises
+    :class:`TrainingError` for too few posts, a bad ``label_map`` or a failed spaCy run.
     """
-    options = options or TrainOptions()
+    recipe = recipe or TrainSettings()
     if len(annotations) < 2:
         raise TrainingError(f"need at least 2 labelled posts to train, got {len(annotations)}")
+    trained_as = _trained_labels(labels, recipe.label_map)
     started = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
-    unknown = set(options.label_map) - set(labels)
-    if unknown:
-        raise TrainingError(f"label_map maps {sorted(unknown)}, which are not among {labels}")
-    trained_as = list(dict.fromkeys(options.label_map.get(label, label) for label in labels))
-    if len(trained_as) != len(labels):
-        raise TrainingError(f"label_map {dict(options.label_map)} merges two of {labels}")
     with tempfile.TemporaryDirectory(prefix="brandloop-train-") as tmp:
         work = Path(tmp)
-        base_dir = prepare_start(start_from, trained_as, work / "start")
-        blank = spacy.blank("en")
-        train_part, dev_part = _split_dev(
-            relabel(annotations, options.label_map), options.dev_fraction, options.seed
-        )
-        train_part = sample_negatives(train_part, options.negative_fraction, options.seed)
-        train_bin, rejected_train = to_docbin(train_part, blank)
-        dev_bin, rejected_dev = to_docbin(dev_part, blank)
-        rejected = (*rejected_train, *rejected_dev)
-        for item in rejected:
-            log.warning("not trained on %s", item)
-        if len(train_bin) == 0:
-            raise TrainingError("no usable training posts after alignment")
-        train_bin.to_disk(work / "train.spacy")
-        dev_bin.to_disk(work / "dev.spacy")
-        curve_path = work / "curve.jsonl"
+        sizes, rejected = _write_corpora(annotations, recipe, seed, work)
         overrides = {
             "paths.train": str(work / "train.spacy"),
             "paths.dev": str(work / "dev.spacy"),
-            "paths.base": str(base_dir),
-            "paths.curve": str(curve_path),
-            **options.overrides(),
+            "paths.base": str(prepare_start(start_from, trained_as, work / "start")),
+            "paths.curve": str(work / "curve.jsonl"),
+            **recipe.spacy_overrides(seed),
         }
-        config_path = options.config_path or default_config_path()
+        config_path = Path(recipe.config) if recipe.config else default_config_path()
         nlp = _run_spacy_training(config_path, overrides, work / "output")
-        best = work / "output" / "model-best"
-        final = load_spacy(str(best)) if options.checkpoint == "best" and best.exists() else nlp
-        add_label_filter(final, {v: k for k, v in options.label_map.items()}, labels)
-        if options.with_gazetteer:
-            add_gazetteer(final, label=labels[0], after_model=True)
-        final.meta["name"] = "brand_ner"
+        final = _finish(nlp, work / "output" / "model-best", recipe, labels)
         final.meta["brandloop"] = {
             "start_from": start_from,
-            "seed": options.seed,
-            "label_map": dict(options.label_map),
+            "seed": seed,
+            "label_map": dict(recipe.label_map),
         }
         if output_dir.exists():
             shutil.rmtree(output_dir)
         final.to_disk(output_dir)
         curve = tuple(
-            json.loads(line) for line in curve_path.read_text().splitlines() if line.strip()
+            json.loads(line)
+            for line in (work / "curve.jsonl").read_text().splitlines()
+            if line.strip()
         )
-        dev_scores = _dev_scores(final.meta.get("performance") or {}, options.label_map)
     seconds = time.perf_counter() - started
-    log.info("trained on %d posts (%d dev) in %.1fs", len(train_bin), len(dev_bin), seconds)
+    log.info("trained on %d posts (%d dev) in %.1fs", sizes[0], sizes[1], seconds)
     return TrainResult(
         model_dir=output_dir,
         start_from=start_from,
-        train_size=len(train_bin),
-        dev_size=len(dev_bin),
+        train_size=sizes[0],
+        dev_size=sizes[1],
         rejected=rejected,
-        dev_scores=dev_scores,
+        dev_scores=_dev_scores(final.meta.get("performance") or {}, recipe.label_map),
         curve=curve,
         seconds=seconds,
     )
+
+
+def _trained_labels(labels: Sequence[str], label_map: Mapping[str, str]) -> list[str]:
+    """The labels the ``ner`` component is trained with (ours, renamed by ``label_map``)."""
+    unknown = set(label_map) - set(labels)
+    if unknown:
+        raise TrainingError(f"label_map maps {sorted(unknown)}, which are not among {labels}")
+    trained_as = list(dict.fromkeys(label_map.get(label, label) for label in labels))
+    if len(trained_as) != len(labels):
+        raise TrainingError(f"label_map {dict(label_map)} merges two of {labels}")
+    return trained_as
+
+
+def _write_corpora(
+    annotations: Sequence[Annotation], recipe: TrainSettings, seed: int, work: Path
+) -> tuple[tuple[int, int], tuple[Rejected, ...]]:
+    """Split off the dev slice, sample negatives, and write ``train.spacy`` and
+    ``dev.spacy`` into ``work``; returns (train size, dev size) and the rejected posts."""
+    blank = spacy.blank("en")
+    train_part, dev_part = _split_dev(
+        relabel(annotations, recipe.label_map), recipe.dev_fraction, seed
+    )
+    train_part = sample_negatives(train_part, recipe.negative_fraction, seed)
+    train_bin, rejected_train = to_docbin(train_part, blank)
+    dev_bin, rejected_dev = to_docbin(dev_part, blank)
+    rejected = (*rejected_train, *rejected_dev)
+    for item in rejected:
+        log.warning("not trained on %s", item)
+    if len(train_bin) == 0:
+        raise TrainingError("no usable training posts after alignment")
+    train_bin.to_disk(work / "train.spacy")
+    dev_bin.to_disk(work / "dev.spacy")
+    return (len(train_bin), len(dev_bin)), rejected
+
+
+def _finish(
+    last: Language, best_dir: Path, recipe: TrainSettings, labels: Sequence[str]
+) -> Language:
+    """The checkpoint the recipe keeps, with our label filter and (optionally) the
+    gazetteer added."""
+    keep_best = recipe.checkpoint == "best" and best_dir.exists()
+    final = load_spacy(str(best_dir)) if keep_best else last
+    add_label_filter(final, {v: k for k, v in recipe.label_map.items()}, labels)
+    if recipe.gazetteer:
+        add_gazetteer(final, label=labels[0], after_model=True)
+    final.meta["name"] = "brand_ner"
+    return final
 
 
 def _dev_scores(performance: Mapping[str, Any], label_map: Mapping[str, str]) -> dict[str, float]:
@@ -332,35 +298,34 @@ def train_isolated(
     start_from: str,
     output_dir: Path,
     labels: Sequence[str] = ("BRAND",),
-    options: TrainOptions | None = None,
+    recipe: TrainSettings | None = None,
+    seed: int = 17,
 ) -> TrainResult:
-    """:func:`train` in a fresh (spawned) Python process; same arguments, same result.
+    """:func:`train` in a fresh Python process; same arguments, same result.
 
     spaCy's training loop draws from the process-wide ``random`` and ``numpy.random``
     generators, seeded once at its start. In a long-lived process (a Prefect flow run, with
     its API, log and event threads) anything else that draws from them meanwhile changes the
     batches and dropout masks, so one seed gave dev F1 from 0.12 to 0.16 on WNUT-17 across
     runs. A process of its own makes the model a function of the data, the recipe and the
-    seed, and returns its memory when done. A training error is raised here as it was there;
-    a worker that dies (killed, out of memory) raises :class:`TrainingError`.
-    """
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-    from multiprocessing import get_context
+    seed, and returns its memory when done. The child is ``python -m ner.training_worker``,
+    a module entry point: unlike a ``multiprocessing`` spawn it never re-imports the
+    caller's ``__main__``, so a plain script needs no ``if __name__ == "__main__"`` guard.
 
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        future = pool.submit(
-            train,
-            list(annotations),
-            start_from=start_from,
-            output_dir=output_dir,
-            labels=tuple(labels),
-            options=options,
-        )
-        try:
-            return future.result()
-        except BrokenProcessPool as exc:
-            raise TrainingError(f"the training process died before it finished: {exc}") from exc
+    An error of the child is raised here with its type (:class:`TrainingError`, or another
+    brandloop error); a child that dies (killed, out of memory) raises :class:`TrainingError`.
+    """
+    from ner import training_worker
+
+    request = training_worker.TrainRequest(
+        annotations=[a.to_dict() for a in annotations],
+        start_from=start_from,
+        output_dir=str(output_dir),
+        labels=list(labels),
+        recipe=recipe or TrainSettings(),
+        seed=seed,
+    )
+    return training_worker.run_in_subprocess(request)
 
 
 def _run_spacy_training(config_path: Path, overrides: dict[str, Any], out: Path) -> Language:

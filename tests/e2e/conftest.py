@@ -47,6 +47,6 @@ def loop_settings(tmp_path: Path) -> dict[str, object]:
         "storage_uri": str(tmp_path / "storage"),
         "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "mlflow_artifact_location": (tmp_path / "mlartifacts").as_uri(),
-        "max_epochs": 6,
+        "train": {"max_epochs": 6},
         "seed": 7,
     }

@@ -8,7 +8,8 @@ from pathlib import Path
 import mlflow.spacy
 from mlflow import MlflowClient
 
-from flows.feedback_loop import feedback_loop
+from flows.feedback_loop import LoopStatus, feedback_loop
+from flows.train_ner import TrainStatus
 from ner.datasets import load_gold_set
 from ner.replay import demo_posts_path
 from ner.storage import open_storage
@@ -35,24 +36,24 @@ def test_loop_trains_promotes_then_meets_threshold_on_the_same_gold_set(
         posts_per_round=160,
         annotator="replay",
         max_rounds=3,
-        settings=settings,
+        overrides=settings,
     )
 
     # Then round 1 trained a challenger that beat the cold start and was promoted
-    rounds = result["rounds"]
-    first = rounds[0]
-    assert first["status"] == "promoted", first
-    assert first["champion_f1"] < 0.5 <= first["challenger_f1"]
-    assert first["challenger_f1"] > first["champion_f1"]
-    assert first["promoted_version"] == "1"
+    rounds = result.rounds
+    assert len(rounds) == 2 and all(r.train is not None for r in rounds)
+    first, second = (r.train for r in rounds)
+    assert first is not None and second is not None
+    assert first.status == TrainStatus.PROMOTED, first
+    assert first.champion_f1 is not None and first.challenger_f1 is not None
+    assert first.champion_f1 < 0.5 <= first.challenger_f1
+    assert first.promoted_version == "1" and first.run_id and first.gold_hash
     # And round 2 scored the new champion on the *same* frozen gold set and stopped
-    second = rounds[1]
-    assert second["gold_hash"] == first["gold_hash"]
-    assert second["champion_model"] == "brand-ner/1"
-    assert second["champion_f1"] == first["challenger_f1"]
-    assert second["status"] == "threshold_met"
-    assert result["status"] == "threshold_met"
-    assert len(rounds) == 2
+    assert second.gold_hash == first.gold_hash
+    assert second.champion_model == "brand-ner/1"
+    assert second.champion_f1 == first.challenger_f1
+    assert second.status == TrainStatus.THRESHOLD_MET
+    assert result.status == LoopStatus.THRESHOLD_MET
 
     # And the registry holds the audited champion, loadable through the contract
     tracking = str(settings["mlflow_tracking_uri"])
@@ -64,13 +65,13 @@ def test_loop_trains_promotes_then_meets_threshold_on_the_same_gold_set(
     assert {e.label_ for e in nlp("new Fenty Beauty gloss and a Glossier balm").ents} <= {"BRAND"}
 
     # And the training run carries params, gold metrics, the dataset hash and plots
-    run = client.get_run(first["run_id"])
+    run = client.get_run(first.run_id)
     assert run.data.params["max_epochs"] == "6"
-    assert run.data.metrics["gold_f1"] == first["challenger_f1"]
+    assert run.data.metrics["gold_f1"] == first.challenger_f1
     assert "gold_BRAND_f1" in run.data.metrics
-    assert run.data.tags["brandloop.gold_hash"] == first["gold_hash"]
+    assert run.data.tags["brandloop.gold_hash"] == first.gold_hash
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"train-pool", "gold"}
-    plots = {a.path for a in client.list_artifacts(first["run_id"], "plots")}
+    plots = {a.path for a in client.list_artifacts(first.run_id, "plots")}
     assert plots == {"plots/learning_curve.png", "plots/gold_per_label_f1.png"}
 
     # And no gold post was ever trained on
@@ -78,7 +79,7 @@ def test_loop_trains_promotes_then_meets_threshold_on_the_same_gold_set(
     loaded = load_gold_set(storage)
     assert loaded is not None
     gold_set, _ = loaded
-    assert gold_set.hash == first["gold_hash"]
+    assert gold_set.hash == first.gold_hash
     gold_ids = set(gold_set.post_ids)
     train_keys = [k for k in storage.list("annotations") if k.endswith(".train.jsonl")]
     trained_ids = {

@@ -256,7 +256,7 @@ def test_deployed_flows_run_on_a_process_worker(deployed: Deployed, tmp_path: Pa
         {
             "source": "storage",
             "export_keys": ["exports/test-export.json"],
-            "settings": {"threshold": 0.0},
+            "overrides": {"threshold": 0.0},
         },
     )
     started = time.monotonic()

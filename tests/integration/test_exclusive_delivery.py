@@ -35,8 +35,8 @@ import json, sys
 from flows.apply_ner import apply_ner
 
 settings = {"storage_uri": sys.argv[1], "mlflow_tracking_uri": sys.argv[4]}
-summary = apply_ner(source="jsonl", input_uri=sys.argv[2], model="gazetteer", settings=settings)
-open(sys.argv[3], "w").write(json.dumps(summary))
+summary = apply_ner(source="jsonl", input_uri=sys.argv[2], model="gazetteer", overrides=settings)
+open(sys.argv[3], "w").write(summary.model_dump_json())
 """
 
 
@@ -47,9 +47,13 @@ def outputs(tmp_path: Path, run: int) -> list[str]:
 
 def delivered(summary: dict[str, Any]) -> list[str]:
     """Posts keys whose tasks this run wrote (left-over batches and its own)."""
-    keys = [r["posts_key"] for r in summary["recovered"] if "tasks_key" in r]
-    if "tasks_key" in summary:
-        keys.append(summary["posts_key"])
+    keys = [
+        r["posts_key"]
+        for r in summary["recovered"]
+        if r.get("delivered") and r["delivered"].get("tasks_key")
+    ]
+    if summary.get("delivered") and summary["delivered"].get("tasks_key"):
+        keys.append(summary["fetched"]["posts_key"])
     return keys
 
 
@@ -120,4 +124,6 @@ def test_two_apply_runs_at_once_deliver_each_batch_once(
         lease = leases.current(storage, stamp)
         assert lease is not None and lease.released
     print("deliveries per run:", [len(delivered(s)) for s in summaries])
-    print("skipped per run:", [sum("skipped" in r for r in s["recovered"]) for s in summaries])
+    print(
+        "skipped per run:", [sum(bool(r.get("skipped")) for r in s["recovered"]) for s in summaries]
+    )

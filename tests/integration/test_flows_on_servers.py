@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from flows.apply_ner import apply_ner
-from flows.feedback_loop import feedback_loop
+from flows.feedback_loop import LoopResult, LoopStatus, feedback_loop
 from ner.datasets import load_gold_set
 from ner.storage import Storage, open_storage
 from tests.support.flows import demo_slice, flow_name, prefect_api, subflow_runs
@@ -124,16 +124,18 @@ def loop(
                 posts_per_round=PER_ROUND,
                 annotator="replay",
                 max_rounds=3,
-                settings={
+                overrides={
                     "cold_start": "base",
                     "threshold": 0.3,
-                    "max_epochs": 3,
+                    "train": {"max_epochs": 3},
                     "seed": 7,
                 },
                 return_state=True,
             )
             seconds = time.monotonic() - started
             assert state.is_completed(), state
+            result = state.result()
+            assert isinstance(result, LoopResult) and isinstance(result.status, LoopStatus)
             yield LoopRun(
                 mlflow=mlflow_server,
                 gcs=gcs_emulator,
@@ -143,7 +145,11 @@ def loop(
                 model=name,
                 experiment=name,
                 input_ids=input_ids,
-                result=state.result(),
+                # the loop's result as the flat rows the demo prints
+                result={
+                    "status": result.status,
+                    "rounds": [r.table_row() for r in result.rounds],
+                },
                 flow_run_id=str(state.state_details.flow_run_id),
                 seconds=seconds,
             )
@@ -155,7 +161,7 @@ def test_the_loop_promoted_then_met_the_threshold(loop: LoopRun) -> None:
     for r in rounds:
         print(
             f"  round {r['round']}: {r['status']}, champion F1 {r['champion_f1']:.3f}, "
-            f"challenger F1 {r.get('challenger_f1', float('nan')):.3f}"
+            f"challenger F1 {r.get('challenger_f1') or float('nan'):.3f}"
         )
     assert [r["status"] for r in rounds] == ["promoted", "threshold_met"], rounds
     assert loop.result["status"] == "threshold_met"
@@ -321,12 +327,13 @@ def test_apply_ner_alone_reads_and_writes_the_bucket(
         result = apply_ner(source="jsonl", input_uri="inbox/more.jsonl", max_posts=100)
     # Then it predicted with the champion from the MLflow server and wrote into the bucket
     promoted = loop.result["rounds"][0]["promoted_version"]
-    assert result["model_version"] == f"{loop.model}/{promoted}"
-    assert result["n_posts"] == result["n_predictions"] == 25
+    assert result.model_version == f"{loop.model}/{promoted}"
+    assert result.delivered is not None and result.delivered.tasks_key is not None
+    assert result.n_posts == result.delivered.n_predictions == 25
     names = {b.name for b in loop.gcs.client().list_blobs(loop.bucket, prefix="standalone/")}
-    assert f"standalone/staging/{result['posts_key']}" in names
-    assert f"standalone/staging/{result['tasks_key']}" in names
-    tasks = storage.read_json(result["tasks_key"])
+    assert f"standalone/staging/{result.fetched.posts_key}" in names
+    assert f"standalone/staging/{result.delivered.tasks_key}" in names
+    tasks = storage.read_json(result.delivered.tasks_key)
     assert [t["data"]["post_id"] for t in tasks] == [
         json.loads(line)["id"] for line in posts.read_text().splitlines()
     ]

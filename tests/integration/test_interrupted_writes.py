@@ -30,7 +30,7 @@ from flows.apply_ner import apply_ner
 settings = {"storage_uri": sys.argv[1], "mlflow_tracking_uri": sys.argv[2]}
 apply_ner(
     source="jsonl", input_uri=sys.argv[3], model="gazetteer", max_posts=int(sys.argv[4]),
-    settings=settings,
+    overrides=settings,
 )
 """
 
@@ -83,10 +83,14 @@ def test_the_next_run_removes_the_temp_of_a_run_killed_during_prediction(
     (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
     with prefect_api(prefect_server):
         summary = apply_ner(
-            source="jsonl", input_uri=str(tmp_path / "empty.jsonl"), model="gazetteer", settings=cfg
+            source="jsonl",
+            input_uri=str(tmp_path / "empty.jsonl"),
+            model="gazetteer",
+            overrides=cfg,
         )
     # Then the killed run's temporary file is gone, and its batch was finished whole
     assert list(predictions.glob(".*.tmp")) == []
-    [recovered] = summary["recovered"]
-    assert recovered["posts_key"] == batch and recovered["n_predictions"] == N_POSTS
-    assert len(storage.read_json(recovered["tasks_key"])) == N_POSTS
+    [recovered] = summary.recovered
+    assert recovered.delivered is not None and recovered.delivered.tasks_key is not None
+    assert recovered.posts_key == batch and recovered.delivered.n_predictions == N_POSTS
+    assert len(storage.read_json(recovered.delivered.tasks_key)) == N_POSTS

@@ -758,7 +758,7 @@ def test_feedback_loop_waits_for_label_studio_then_trains_and_times_out_without_
         "min_new_labels": 10,
         "threshold": 0.99,
         "cold_start": "gazetteer",
-        "max_epochs": 2,
+        "train": {"max_epochs": 2},
         "seed": 7,
     }
     project = LabelStudioProject.connect(ls_settings)
@@ -775,13 +775,13 @@ def test_feedback_loop_waits_for_label_studio_then_trains_and_times_out_without_
             max_rounds=2,
             wait_timeout_s=120,
             poll_interval_s=0.5,
-            settings=settings,
+            overrides=settings,
         )
     finally:
         human.stop.set()
         human.join(timeout=30)
     assert human.error is None, human.error
-    first, second = result["rounds"]
+    first, second = [r.table_row() for r in result.rounds]
     # Then round 1 waited for the 10 labels and pulled them through the API: 2 went to
     # the frozen gold set, 8 to training, fewer than the 10 it takes to train
     assert first["posts_sent"] == 20 and first["new_labels"] == 10
@@ -792,7 +792,7 @@ def test_feedback_loop_waits_for_label_studio_then_trains_and_times_out_without_
     assert second["new_labels"] == 10 and second["labels"] == 20
     assert second["gold_hash"] == first["gold_hash"] and second["n_train"] == 16
     assert second["status"] == "not_promoted" and second["challenger_version"] == "1"
-    assert result["status"] == "budget_spent"
+    assert result.status == "budget_spent"
     assert len(project.post_ids()) == 40 and len(human.labelled) == 20
     client = MlflowClient(tracking_uri=tracking)
     experiment = client.get_experiment_by_name("brand-ner")
@@ -808,11 +808,11 @@ def test_feedback_loop_waits_for_label_studio_then_trains_and_times_out_without_
         max_rounds=2,
         wait_timeout_s=2,
         poll_interval_s=0.5,
-        settings=settings,
+        overrides=settings,
     )
     # Then it stops with a clear status after one round: nothing trained, nothing promoted
-    assert again["status"] == TIMED_OUT
-    (only,) = again["rounds"]
+    assert again.status == TIMED_OUT
+    (only,) = [r.table_row() for r in again.rounds]
     assert (only["status"], only["posts_sent"], only["new_labels"]) == (TIMED_OUT, 20, 0)
     assert len(project.post_ids()) == 60
     assert len(client.search_runs(experiment_ids=[experiment.experiment_id])) == runs_before
@@ -850,16 +850,16 @@ def test_apply_with_a_labelling_budget_sends_only_the_chosen_posts(
         input_uri=str(source),
         model="base",
         destination="label_studio",
-        settings=settings,
-    )
+        overrides=settings,
+    ).delivered
 
     # Then every post was predicted, but only the 8 chosen ones became tasks
-    assert first["n_predictions"] == 40 and first["n_selected"] == 8
-    assert first["selection_strategy"] == "uncertainty"
-    record = storage.read_json(first["selection_key"])
+    assert first.n_predictions == 40 and first.selection.n_selected == 8
+    assert first.selection.selection_strategy == "uncertainty"
+    record = storage.read_json(first.selection.selection_key)
     ids = {str(t["data"]["post_id"]) for t in project.iter_tasks(fields="all")}
     assert ids == set(record["post_ids"]) and len(ids) == 8
-    assert first["n_imported"] == 8
+    assert first.imported.n_imported == 8
     # And they are the most uncertain posts of the batch under that model
     assert min(record["uncertainty"].values()) > 0.0
 
@@ -871,11 +871,11 @@ def test_apply_with_a_labelling_budget_sends_only_the_chosen_posts(
         input_uri=str(source),
         model="base",
         destination="label_studio",
-        settings=settings,
-    )
+        overrides=settings,
+    ).delivered
     # Then 8 of the new posts are chosen, and no post is sent to the annotators twice
-    again = storage.read_json(second["selection_key"])
-    assert second["n_predictions"] == 40 and len(again["post_ids"]) == 8
+    again = storage.read_json(second.selection.selection_key)
+    assert second.n_predictions == 40 and len(again["post_ids"]) == 8
     assert not set(again["post_ids"]) & set(record["post_ids"])
     tasks = list(project.iter_tasks(fields="all"))
     assert len(tasks) == 16

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from label_studio_sdk import LabelStudio
 
-from flows.apply_ner import apply_ner
-from flows.train_ner import train_ner
+from flows.apply_ner import ApplyResult, apply_ner
+from flows.train_ner import TrainStatus, TrainSummary, train_ner
 from ner.replay import demo_gold_path
 from tests.support.flows import demo_slice, prefect_api
 from tests.support.servers import (
@@ -55,8 +55,8 @@ class PgStack:
     mlflow: MlflowService
     prefect: PrefectService
     studio: LabelStudioService
-    applied: dict[str, Any]
-    trained: dict[str, Any]
+    applied: ApplyResult
+    trained: TrainSummary
     n_labelled: int
 
 
@@ -115,10 +115,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgStack]:
                         source="jsonl", input_uri=str(posts), destination="label_studio"
                     )
                     n_labelled = _label_like_the_demo_gold(studio)
-                    trained = train_ner(
-                        source="label_studio",
-                        settings=TRAINING,
-                    )
+                    trained = train_ner(source="label_studio", overrides=TRAINING)
             yield PgStack(pg, mlflow, prefect, studio, applied, trained, n_labelled)
         finally:
             for service in services:
@@ -126,25 +123,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgStack]:
 
 
 def test_the_loop_runs_on_postgres_and_promotes(stack: PgStack) -> None:
-    assert stack.applied["n_posts"] == N_POSTS
+    assert stack.applied.n_posts == N_POSTS
     assert stack.n_labelled == N_POSTS
     trained = stack.trained
-    assert trained["labels"] == N_POSTS
-    assert trained["n_gold"] + trained["n_train"] == N_POSTS
-    assert trained["status"] == "promoted", trained
-    assert trained["challenger_f1"] > trained["champion_f1"]
+    assert trained.labels == N_POSTS
+    assert trained.n_gold is not None and trained.n_train is not None
+    assert trained.n_gold + trained.n_train == N_POSTS
+    assert trained.status == TrainStatus.PROMOTED, trained
+    assert trained.challenger_f1 is not None and trained.champion_f1 is not None
+    assert trained.challenger_f1 > trained.champion_f1
 
 
 def test_mlflow_keeps_runs_versions_and_aliases_in_postgres(stack: PgStack) -> None:
     sql = stack.pg.psql
-    version = stack.trained["promoted_version"]
+    version = stack.trained.promoted_version
     assert sql(f"SELECT version FROM model_versions WHERE name = '{MODEL}'", "mlflow") == version
     aliases = sql(
         f"SELECT alias || '=' || version FROM registered_model_aliases WHERE name = '{MODEL}'",
         "mlflow",
     )
     assert aliases.splitlines() == [f"champion={version}"]
-    run_id = stack.trained["run_id"]
+    run_id = stack.trained.run_id
     assert sql(f"SELECT status FROM runs WHERE run_uuid = '{run_id}'", "mlflow") == "FINISHED"
     n_metrics = int(sql(f"SELECT count(*) FROM metrics WHERE run_uuid = '{run_id}'", "mlflow"))
     assert n_metrics > 0
@@ -175,4 +174,4 @@ def test_a_restarted_mlflow_server_finds_everything_again(stack: PgStack) -> Non
     stack.mlflow.restart()
     client = MlflowClient(tracking_uri=stack.mlflow.url)
     champion = client.get_model_version_by_alias(MODEL, "champion")
-    assert champion.version == stack.trained["promoted_version"]
+    assert champion.version == stack.trained.promoted_version

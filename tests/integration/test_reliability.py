@@ -30,7 +30,7 @@ import pytest
 import requests
 
 from flows.apply_ner import apply_ner
-from flows.train_ner import train_ner
+from flows.train_ner import TrainStatus, train_ner
 from ner import inference, sources
 from ner.errors import LabelStudioError, RegistryError, StorageError
 from ner.labelstudio import exchange
@@ -92,7 +92,7 @@ def train_settings(tmp_path: Path, mlflow: MlflowService, name: str) -> dict[str
         "experiment_name": name,
         "cold_start": "base",
         "threshold": 0.2,
-        "max_epochs": 3,
+        "train": {"max_epochs": 3},
         "seed": 7,
         **RETRIES,
     }
@@ -147,11 +147,11 @@ def test_mlflow_paused_while_logging_the_challenger_recovers_through_retries(
 
     monkeypatch.setattr(Registry, "log_training_run", frozen_then_log)
     # When train-ner runs
-    state: Any = train_ner(source="storage", settings=settings, return_state=True)
+    state: Any = train_ner(source="storage", overrides=settings, return_state=True)
     # Then it completed and promoted its challenger
     assert state.is_completed(), state
     summary = state.result()
-    assert summary["status"] == "promoted", summary
+    assert summary.status == TrainStatus.PROMOTED, summary
     # And the logging step was attempted more than once (the first attempt timed out)
     assert paused and not own_mlflow.server.paused
     tries = attempts(prefect, str(state.state_details.flow_run_id), "log_challenger")
@@ -160,9 +160,9 @@ def test_mlflow_paused_while_logging_the_challenger_recovers_through_retries(
     registry = Registry(own_mlflow.url, model_name=name, experiment_name=name)
     runs = runs_of(registry, name)
     training = [r for r in runs if r.data.tags.get("brandloop.kind") == "training"]
-    assert [r.info.run_id for r in training] == [summary["run_id"]]
+    assert [r.info.run_id for r in training] == [summary.run_id]
     assert {r.info.status for r in runs} == {"FINISHED"}
-    assert registry.alias_version("champion") == summary["promoted_version"]
+    assert registry.alias_version("champion") == summary.promoted_version
 
 
 def test_mlflow_killed_before_promotion_fails_the_flow_and_promotes_nothing(
@@ -186,7 +186,7 @@ def test_mlflow_killed_before_promotion_fails_the_flow_and_promotes_nothing(
 
     monkeypatch.setattr(Registry, "promote", killed_then_promote)
     # When train-ner runs, then it fails (every retry of the promotion fails)
-    state: Any = train_ner(source="storage", settings=settings, return_state=True)
+    state: Any = train_ner(source="storage", overrides=settings, return_state=True)
     assert state.is_failed(), state
     with pytest.raises(RegistryError):
         state.result()
@@ -213,9 +213,9 @@ def test_mlflow_killed_before_promotion_fails_the_flow_and_promotes_nothing(
     assert training[0].data.tags["brandloop.prefect_flow_run_id"] == flow_run_id
 
     # When the next train-ner run starts (here with a threshold the cold start meets)
-    nxt: Any = train_ner(source="storage", settings={**settings, "threshold": 0.0})
+    nxt: Any = train_ner(source="storage", overrides={**settings, "threshold": 0.0})
     # Then it closed the abandoned run as FAILED, saying why, and still promoted nothing
-    assert nxt["status"] == "threshold_met"
+    assert nxt.status == TrainStatus.THRESHOLD_MET
     run = registry.client.get_run(training[0].info.run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags["brandloop.end_reason"] == (
@@ -277,7 +277,11 @@ def test_bucket_killed_mid_apply_then_a_rerun_delivers_every_post_once(
 
     def run() -> Any:
         return apply_ner(
-            source="jsonl", input_uri=str(posts), max_posts=40, settings=settings, return_state=True
+            source="jsonl",
+            input_uri=str(posts),
+            max_posts=40,
+            overrides=settings,
+            return_state=True,
         )
 
     # When apply-ner runs, then it fails with a storage error once the retries are spent
@@ -310,12 +314,12 @@ def test_bucket_killed_mid_apply_then_a_rerun_delivers_every_post_once(
     assert first.is_completed() and second.is_completed()
     again, last = first.result(), second.result()
     if step == "predict":
-        assert [r["posts_key"] for r in again["recovered"]] == batches
-        assert again["recovered"][0]["n_predictions"] == 40
-        assert again["n_posts"] == 20
+        assert [r.posts_key for r in again.recovered] == batches
+        assert again.recovered[0].delivered.n_predictions == 40
+        assert again.n_posts == 20
     else:
-        assert again["recovered"] == [] and again["n_posts"] == 40
-    assert last["n_posts"] == (0 if step == "predict" else 20)
+        assert again.recovered == [] and again.n_posts == 40
+    assert last.n_posts == (0 if step == "predict" else 20)
     # And every post is in exactly one Label Studio task file, each batch finished once
     tasks = [k for k in storage.list("tasks") if k.endswith(".json")]
     delivered = [t["data"]["post_id"] for key in tasks for t in storage.read_json(key)]
@@ -369,7 +373,7 @@ def test_label_studio_killed_mid_import_then_a_rerun_imports_every_post_once(
             input_uri=str(posts),
             max_posts=100,
             destination="label_studio",
-            settings=settings,
+            overrides=settings,
             return_state=True,
         )
 
@@ -391,18 +395,18 @@ def test_label_studio_killed_mid_import_then_a_rerun_imports_every_post_once(
     assert again.is_completed(), again
     summary = again.result()
     # Then it finished the batch: the 10 tasks already there were skipped, 35 imported
-    assert summary["n_posts"] == 0
-    [recovered] = summary["recovered"]
-    assert (recovered["n_skipped_existing"], recovered["n_imported"]) == (10, 35)
+    assert summary.n_posts == 0
+    [recovered] = summary.recovered
+    imported = recovered.delivered.imported
+    assert (imported.n_skipped_existing, imported.n_imported) == (10, 35)
     assert storage.list("tasks") == [
-        f"tasks/{recovered['posts_key'].removeprefix('posts/').removesuffix('.jsonl')}"
-        ".imported.json"
+        f"tasks/{recovered.posts_key.removeprefix('posts/').removesuffix('.jsonl')}.imported.json"
     ]
     # And the project holds every post exactly once
     from label_studio_sdk import LabelStudio
 
     client = LabelStudio(base_url=own_label_studio.url, api_key=own_label_studio.token)
-    project_id = recovered["project_id"]
+    project_id = imported.project_id
     in_project = [
         str((t.data or {})["post_id"]) for t in client.tasks.list(project=project_id, fields="all")
     ]

@@ -232,24 +232,24 @@ def test_apply_on_dask_uses_the_scheduler_named_by_the_setting(
             source="jsonl",
             input_uri=str(posts_file),
             model="base",
-            settings=settings,
+            overrides=settings,
             executor="dask",
         )
     # then every post was predicted, in order, by the cluster's worker processes
     storage = open_storage(settings["storage_uri"], "dev")
-    got = predictions(storage, summary["predictions_key"])
+    delivered = summary.delivered
+    got = predictions(storage, delivered.predicted.predictions_key)
     model = build_base(BASE_MODEL, LABEL_MAP)
     predict_to_storage(
-        model.nlp, storage, summary["posts_key"], "predictions/one.jsonl", model_version="x"
+        model.nlp, storage, delivered.posts_key, "predictions/one.jsonl", model_version="x"
     )
     expected = predictions(storage, "predictions/one.jsonl")
-    assert summary["n_predictions"] == summary["n_posts"] == 120
+    assert delivered.n_predictions == summary.n_posts == 120
     assert [(p.post_id, p.spans) for p in got] == [(p.post_id, p.spans) for p in expected]
-    assert storage.exists(summary["tasks_key"])
+    assert storage.exists(delivered.tasks_key)
     host = socket.gethostname()
-    assert summary["shard_processes"] and set(summary["shard_processes"]) <= {
-        f"{host}:{pid}" for pid in worker_pids
-    }
+    processes = delivered.predicted.shard_processes
+    assert processes and set(processes) <= {f"{host}:{pid}" for pid in worker_pids}
 
 
 def test_apply_on_dask_first_finishes_a_batch_an_earlier_run_left_unfinished(
@@ -266,19 +266,20 @@ def test_apply_on_dask_first_finishes_a_batch_an_earlier_run_left_unfinished(
     posts_file.write_text("\n".join(lines[30:70]) + "\n", encoding="utf-8")
 
     # when the apply flow runs on a local Dask cluster of 2 workers
-    run = dict(source="jsonl", input_uri=str(posts_file), model="base", settings=settings)
+    run = dict(source="jsonl", input_uri=str(posts_file), model="base", overrides=settings)
     summary = apply_ner(**run, executor="dask", workers=2)
 
     # then the earlier batch was predicted and written as tasks, under its own stamp
-    [recovered] = summary["recovered"]
-    assert recovered["posts_key"] == "posts/20260101T000000Z-earlier.jsonl"
-    assert recovered["n_predictions"] == 30
-    assert recovered["tasks_key"] == "tasks/20260101T000000Z-earlier.json"
-    tasks = json.loads(storage.read_text(recovered["tasks_key"]))
+    [recovered] = summary.recovered
+    assert recovered.posts_key == "posts/20260101T000000Z-earlier.jsonl"
+    assert recovered.delivered.n_predictions == 30
+    assert recovered.delivered.tasks_key == "tasks/20260101T000000Z-earlier.json"
+    tasks = json.loads(storage.read_text(recovered.delivered.tasks_key))
     assert [t["data"]["post_id"] for t in tasks] == [json.loads(x)["id"] for x in lines[:30]]
     # and the new posts went the same way, sharded
-    assert summary["n_posts"] == summary["n_predictions"] == 40
-    assert storage.exists(summary["tasks_key"]) and len(summary["shard_processes"]) >= 1
+    delivered = summary.delivered
+    assert summary.n_posts == delivered.n_predictions == 40
+    assert storage.exists(delivered.tasks_key) and len(delivered.predicted.shard_processes) >= 1
     # and a second run finds nothing left to finish
     again = apply_ner(**run, executor="dask", workers=2)
-    assert again["recovered"] == []
+    assert again.recovered == []

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import tweepy
@@ -259,7 +259,21 @@ def test_a_crash_after_partial_commits_resumes_the_window_without_gaps(
 
 
 # --------------------------------------------------------------------------- flow
-ApplyX = Callable[..., dict[str, Any]]
+if TYPE_CHECKING:
+    from flows.apply_ner import ApplyResult, Delivered
+
+
+def _delivered(result: ApplyResult) -> Delivered:
+    assert result.delivered is not None
+    return result.delivered
+
+
+def _posts_key(result: ApplyResult) -> str:
+    assert result.fetched.posts_key is not None
+    return result.fetched.posts_key
+
+
+ApplyX = Callable[..., "ApplyResult"]
 
 
 @pytest.fixture
@@ -281,10 +295,9 @@ def apply_x(
         "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
 
-    def run(**params: Any) -> dict[str, Any]:
+    def run(**params: Any) -> ApplyResult:
         with prefect_api(prefect_server):
-            result: dict[str, Any] = apply_ner(source="x", settings=settings, **params)
-        return result
+            return apply_ner(source="x", overrides=settings, **params)
 
     return run
 
@@ -297,8 +310,9 @@ def test_apply_ner_flow_reads_x_through_the_setting(
     # When apply-ner runs with source x, on a real Prefect server
     result = apply_x(keywords=["makeup"], max_posts=50)
     # Then the posts went all the way into Label Studio import tasks, once each
-    assert result["n_posts"] == 30 and result["source"] == "x"
-    tasks = LocalStorage(tmp_path / "flow-store" / "dev").read_json(result["tasks_key"])
+    assert result.n_posts == 30 and result.fetched.source == "x"
+    assert result.delivered is not None and result.delivered.tasks_key is not None
+    tasks = LocalStorage(tmp_path / "flow-store" / "dev").read_json(result.delivered.tasks_key)
     assert sorted(t["data"]["post_id"] for t in tasks) == [str(i) for i in range(9_000, 9_030)]
     assert x_api.calls[0].params["query"] == "(makeup) lang:en -is:retweet"
 
@@ -330,12 +344,12 @@ def test_apply_ner_flow_stores_and_predicts_x_posts_whole_and_unescaped(
     assert "note_tweet" in x_api.calls[0].params["tweet.fields"].split(",")
     # And storage holds both posts whole and unescaped
     storage = LocalStorage(tmp_path / "flow-store" / "dev")
-    posts = {p["id"]: p["text"] for p in map(json.loads, storage.iter_lines(result["posts_key"]))}
+    posts = {p["id"]: p["text"] for p in map(json.loads, storage.iter_lines(_posts_key(result)))}
     assert posts == {str(ESCAPED_ID): ESCAPED_POST, str(LONG_ID): LONG_REVIEW}
     # And the predictions' spans point at the brands as written, Laneige at the very end
     spans = {
         (p["post_id"], s["start"], s["end"], s["text"])
-        for p in map(json.loads, storage.iter_lines(result["predictions_key"]))
+        for p in map(json.loads, storage.iter_lines(_delivered(result).predicted.predictions_key))
         for s in p["spans"]
     }
     assert spans == {
@@ -344,7 +358,7 @@ def test_apply_ner_flow_stores_and_predicts_x_posts_whole_and_unescaped(
         (str(LONG_ID), 346, 353, "Laneige"),
     }
     # And annotators get the same text and offsets in the Label Studio tasks
-    tasks = {t["data"]["post_id"]: t for t in storage.read_json(result["tasks_key"])}
+    tasks = {t["data"]["post_id"]: t for t in storage.read_json(str(_delivered(result).tasks_key))}
     assert tasks[str(LONG_ID)]["data"]["text"] == LONG_REVIEW
     assert tasks[str(ESCAPED_ID)]["data"]["text"] == ESCAPED_POST
     marked = [

@@ -12,13 +12,16 @@ import pytest
 import requests
 from prefect.states import Failed
 
-from flows.apply_ner import unfinished_batches
-from flows.common import is_transient, retrying
+from flows.apply_ner import predict_posts, unfinished_batches
+from flows.context import RunContext, is_transient
 from flows.train_ner import log_challenger, pull_annotations, train_challenger
 from ner.errors import (
     ConfigError,
     DataError,
+    InputNotFoundError,
     LabelStudioError,
+    ModelError,
+    ModelNotFoundError,
     PromotionError,
     RegistryError,
     SourceAuthError,
@@ -29,20 +32,24 @@ from ner.settings import load_settings
 from ner.sources import TWEEPY_HOST, RebasedSession, make_x_client
 
 
-def test_retry_policy_comes_from_the_settings(clean_env: None) -> None:
-    # Given short delays and two retries
-    settings = load_settings(io_retries=2, io_retry_delay_s=0.25)
-    # When I/O tasks are prepared for a run
-    pull = retrying(pull_annotations, settings)
-    # Then they retry twice, after 0.25 s then 0.5 s, with jitter, transient errors only
+def test_retry_policy_comes_from_the_run_context(clean_env: None, tmp_path: Path) -> None:
+    # Given a run with short delays and two retries
+    settings = load_settings(io_retries=2, io_retry_delay_s=0.25, storage_uri=str(tmp_path))
+    ctx = RunContext.open(settings)
+    # When a task is called with the run's context
+    pull = pull_annotations.for_call((ctx, "storage", None, "stamp"), {})
+    # Then it retries twice, after 0.25 s then 0.5 s, with jitter, transient errors only
     assert pull.retries == 2
     assert pull.retry_delay_seconds == [0.25, 0.5]
     assert pull.retry_jitter_factor == 0.5
     assert pull.retry_condition_fn is is_transient
     # And a task with its own cap keeps it (training retries at most once)
-    assert retrying(train_challenger, settings).retries == 1
-    assert retrying(train_challenger, load_settings(io_retries=0)).retries == 0
-    # And without settings the decorator's defaults hold (3 retries, 2/4/8 s)
+    assert train_challenger.for_call((ctx,), {}).retries == 1
+    no_retries = RunContext.open(load_settings(io_retries=0, storage_uri=str(tmp_path)))
+    assert train_challenger.for_call((), {"ctx": no_retries}).retries == 0
+    # And the predict step, whichever executor it uses, follows them too
+    assert predict_posts.for_call((ctx, "gazetteer", "posts/a.jsonl", "s1"), {}).retries == 2
+    # And without a context the decorator's defaults hold (3 retries, 2/4/8 s)
     assert (log_challenger.retries, log_challenger.retry_delay_seconds) == (3, [2, 4, 8])
 
 
@@ -54,7 +61,10 @@ def test_retry_policy_comes_from_the_settings(clean_env: None) -> None:
         (LabelStudioError("Label Studio down"), True),
         (SourceError("X answered 503"), True),
         (OSError("connection reset"), True),
+        (ModelError("MLflow answered 503"), True),
         (DataError("post-1", "unreadable"), False),
+        (InputNotFoundError("posts.jsonl is neither a file nor a key"), False),
+        (ModelNotFoundError("models:/nope@champion does not exist"), False),
         (ConfigError("NER_X is not set"), False),
         (PromotionError("never evaluated"), False),
         (SourceAuthError("401"), False),
@@ -116,4 +126,7 @@ def test_unfinished_batches_are_posts_without_tasks_or_receipt(
         (root / key).parent.mkdir(parents=True, exist_ok=True)
         (root / key).write_text(text)
     # When the unfinished ones are listed, then they come oldest first
-    assert unfinished_batches.fn(settings) == ["posts/20261103-c.jsonl", "posts/20261104-d.jsonl"]
+    assert unfinished_batches.fn(RunContext.open(settings)) == [
+        "posts/20261103-c.jsonl",
+        "posts/20261104-d.jsonl",
+    ]

@@ -56,3 +56,93 @@ def test_secrets_never_in_dumps_or_repr(clean_env: None, monkeypatch: pytest.Mon
         assert "s3cr3t-token-value" not in text
         assert "ls-key-value" not in text
     assert "x_bearer_token" not in settings.safe_dump()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("lipstick", ("lipstick",)),
+        ("lipstick, #sephora ,makeup", ("lipstick", "#sephora", "makeup")),
+        ('["lipstick", "#sephora"]', ("lipstick", "#sephora")),
+    ],
+)
+def test_list_settings_take_json_or_comma_separated_values(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, value: str, expected: tuple[str, ...]
+) -> None:
+    # Given NER_KEYWORDS as one word, a comma-separated list or a JSON list
+    monkeypatch.setenv("NER_KEYWORDS", value)
+    monkeypatch.setenv("NER_LABELS", "brand,shop")
+    # Then each is read as the list it means
+    settings = load_settings()
+    assert settings.keywords == expected
+    assert settings.labels == ("BRAND", "SHOP")
+
+
+def test_map_settings_take_json_or_key_value_pairs(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NER_BASE_LABEL_MAP", "ORG=BRAND, PRODUCT=BRAND")
+    monkeypatch.setenv("NER_TRAIN__LABEL_MAP", '{"BRAND": "ORG"}')
+    settings = load_settings()
+    assert settings.base_label_map == {"ORG": "BRAND", "PRODUCT": "BRAND"}
+    assert settings.train.label_map == {"BRAND": "ORG"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("NER_KEYWORDS", '["lipstick",', "JSON list or comma-separated values"),
+        ("NER_BASE_LABEL_MAP", "ORG", "KEY=VALUE pairs"),
+        ("NER_THRESHOLD", "high", "valid number"),
+        ("NER_TRAIN__MAX_EPOCHS", "0", "greater than or equal to 1"),
+        ("NER_ENV", "production", "'dev', 'staging' or 'prod'"),
+    ],
+)
+def test_a_bad_variable_is_named_with_its_value_and_the_expected_form(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert f"{name}={value!r}" in message and expected in message
+
+
+def test_a_bad_secret_is_named_without_its_value(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match="NER_SERVE_API_KEY") as raised:
+        load_settings(serve_api_key=["not", "a", "string-s3cr3t"])
+    assert "s3cr3t" not in str(raised.value)
+
+
+def test_training_knobs_are_one_nested_part(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the nested variables, and an override of one knob
+    monkeypatch.setenv("NER_TRAIN__MAX_EPOCHS", "5")
+    monkeypatch.setenv("NER_TRAIN__START_FROM", "champion")
+    settings = load_settings({"train": {"dropout": 0.1}})
+    # Then both reach settings.train, the rest keeps its defaults
+    assert settings.train.max_epochs == 5 and settings.train.start_from == "champion"
+    assert settings.train.dropout == 0.1 and settings.train.patience == 400
+    overrides = settings.train.spacy_overrides(settings.seed)
+    assert overrides["training.max_epochs"] == 5 and overrides["training.dropout"] == 0.1
+
+
+def test_flat_training_names_of_earlier_releases_still_work(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given NER_MAX_EPOCHS and flat override keys, as before the nesting
+    monkeypatch.setenv("NER_MAX_EPOCHS", "4")
+    settings = load_settings({"train_with_gazetteer": True, "train_checkpoint": "last"})
+    assert settings.train.max_epochs == 4
+    assert settings.train.gazetteer is True and settings.train.checkpoint == "last"
+    # And the nested name wins over the flat one
+    monkeypatch.setenv("NER_TRAIN__MAX_EPOCHS", "9")
+    assert load_settings().train.max_epochs == 9
+
+
+def test_an_unknown_override_fails_naming_it(clean_env: None) -> None:
+    with pytest.raises(ConfigError, match="'treshold'"):
+        load_settings({"treshold": 0.5})

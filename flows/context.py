@@ -1,0 +1,243 @@
+"""The run context: what one flow run needs, built once at its entry and passed down.
+
+* :func:`build_settings` - the one way to build :class:`~ner.settings.Settings` outside the
+  pure library: the environment, a flow's ``overrides`` on top, then every secret that is
+  not set directly but names a Prefect Secret block (``NER_X_BEARER_TOKEN_BLOCK``,
+  ``NER_LABEL_STUDIO_API_KEY_BLOCK``, ``NER_SERVE_API_KEY_BLOCK``) read from that block.
+  Flows, the serving app, the label trigger and the bootstrap all use it.
+* :class:`RunContext` - frozen: the settings, the storage, the registry and a model loader.
+  A flow opens it with ``with run_context(overrides) as ctx:`` and passes ``ctx`` to its
+  tasks. A sub-flow called by a flow of this process with the same ``overrides`` gets its
+  parent's context (no second read of the Secret blocks).
+* :class:`RetryPolicy` and :func:`io_task` - retries in one place. A task made with
+  :func:`io_task` takes its Prefect retry options from the context (or settings) it is
+  called with: ``NER_IO_RETRIES`` retries, the first after ``NER_IO_RETRY_DELAY_S``
+  seconds, doubling, ±50 % jitter, and only for transient errors: :data:`PERMANENT_ERRORS`
+  (a bad setting or parameter, a missing input, an unknown model, rejected credentials, a
+  bad record, a refused promotion) fail at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+
+from prefect import Task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from ner import errors
+from ner.registry import Registry
+from ner.settings import Settings, load_settings
+from ner.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from ner.models import LoadedModel
+
+#: Secrets the flows read; deployments name their blocks (``deployments/bootstrap.py``).
+FLOW_SECRETS = ("x_bearer_token", "label_studio_api_key")
+#: Secrets that may come from a Prefect Secret block named by ``NER_<FIELD>_BLOCK``.
+BLOCK_SECRETS = (*FLOW_SECRETS, "serve_api_key")
+
+
+def secret_block_name(field: str, env: str) -> str:
+    """The conventional Secret block of ``field`` in ``env``: ``x-bearer-token-prod``."""
+    return f"{field.replace('_', '-')}-{env}"
+
+
+#: Errors another attempt cannot fix: tasks fail at once instead of retrying them.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    errors.ConfigError,  # a bad setting or flow parameter
+    errors.DataError,  # a bad record
+    errors.GoldSetError,
+    errors.NotFoundError,  # a missing input file, an unknown model or alias
+    errors.PromotionError,
+    errors.SourceAuthError,  # rejected credentials
+)
+
+
+def flow_run_id() -> str | None:
+    """Id of the current Prefect flow run, if any."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.id
+    return None if run_id is None else str(run_id)
+
+
+def run_stamp(run_id: str | None = None) -> str:
+    """A sortable, unique name for the objects one run writes."""
+    now = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{now}-{run_id[:8]}" if run_id else now
+
+
+def build_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Settings from the environment and ``overrides``, secrets from Prefect blocks.
+
+    A secret that is not set directly but names a Secret block is read from that block at
+    run time, so it never sits in a deployment's parameters or job variables. Raises
+    :class:`ConfigError` for a bad value or a block that cannot be read.
+    """
+    settings = load_settings(overrides)
+    updates: dict[str, SecretStr] = {}
+    for name in BLOCK_SECRETS:
+        block = getattr(settings, f"{name}_block")
+        if getattr(settings, name) is None and block:
+            updates[name] = SecretStr(_read_secret_block(block, name))
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def _read_secret_block(block: str, field: str) -> str:
+    from prefect.blocks.system import Secret
+
+    try:
+        secret: Any = Secret.load(block, _sync=True)  # type: ignore[call-arg]
+    except ValueError as exc:  # Prefect's "Unable to find block document named ..."
+        raise errors.ConfigError(
+            f"NER_{field.upper()}_BLOCK names the Prefect Secret block {block!r}, "
+            f"which cannot be read: {exc}"
+        ) from exc
+    return str(secret.get())
+
+
+class RetryPolicy(BaseModel):
+    """How a task that talks to the outside world is retried."""
+
+    model_config = ConfigDict(frozen=True)
+
+    retries: int = 3
+    first_delay_s: float = 2.0
+    jitter: float = 0.5
+
+    @classmethod
+    def of(cls, settings: Settings) -> RetryPolicy:
+        """``NER_IO_RETRIES`` retries, the first after ``NER_IO_RETRY_DELAY_S`` seconds."""
+        return cls(retries=settings.io_retries, first_delay_s=settings.io_retry_delay_s)
+
+    def delays(self) -> list[float]:
+        """The delay before each retry: the first delay, doubled each time."""
+        return [self.first_delay_s * 2**attempt for attempt in range(self.retries)]
+
+    def task_options(self, cap: int | None = None) -> dict[str, Any]:
+        """Prefect task options for this policy, at most ``cap`` retries."""
+        retries = self.retries if cap is None else min(cap, self.retries)
+        return {
+            "retries": retries,
+            "retry_delay_seconds": self.delays()[:retries] or 0,
+            "retry_jitter_factor": self.jitter,
+            "retry_condition_fn": is_transient,
+        }
+
+
+def is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry unless the failure is a permanent error."""
+    return not isinstance(getattr(state, "data", None), PERMANENT_ERRORS)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What one flow run works with, built once at its entry (see :func:`run_context`)."""
+
+    settings: Settings
+    storage: Storage
+    registry: Registry
+    #: The overrides it was built from, as JSON: a sub-flow with the same ones shares it.
+    overrides_key: str = "{}"
+
+    @classmethod
+    def open(cls, settings: Settings, overrides_key: str = "{}") -> RunContext:
+        """Open the storage and the registry ``settings`` name (nothing is contacted yet)."""
+        storage = open_storage(
+            settings.storage_uri, settings.env, gcs_timeout_s=settings.gcs_timeout_s
+        )
+        registry = Registry(
+            settings.mlflow_tracking_uri,
+            model_name=settings.registered_model_name,
+            experiment_name=settings.experiment_name,
+            artifact_location=settings.artifact_location(),
+        )
+        return cls(settings, storage, registry, overrides_key)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy.of(self.settings)
+
+    def load_model(self, spec: str) -> LoadedModel:
+        """:func:`ner.models.load_model` with this run's labels, base model and MLflow."""
+        from ner.models import load_model
+
+        return load_model(
+            spec,
+            labels=self.settings.labels,
+            base_model=self.settings.base_model,
+            label_map=self.settings.base_label_map,
+            tracking_uri=self.settings.mlflow_tracking_uri,
+        )
+
+
+_CURRENT: ContextVar[RunContext | None] = ContextVar("brandloop_run_context", default=None)
+
+
+def _overrides_key(overrides: Mapping[str, Any] | None) -> str:
+    import json
+
+    return json.dumps(dict(overrides or {}), sort_keys=True, default=str)
+
+
+@contextmanager
+def run_context(overrides: Mapping[str, Any] | None = None) -> Iterator[RunContext]:
+    """The run context of a flow run: its parent's, when this is a sub-flow called in this
+    process with the same ``overrides``; else a new one (:func:`build_settings`)."""
+    key = _overrides_key(overrides)
+    parent = _CURRENT.get()
+    if parent is not None and parent.overrides_key == key:
+        yield parent
+        return
+    ctx = RunContext.open(build_settings(overrides), key)
+    token = _CURRENT.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _CURRENT.reset(token)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class IoTask(Task[Any, Any]):
+    """A Prefect task whose retries follow the policy of the :class:`RunContext` (or
+    :class:`Settings`) among its arguments; without one, :class:`RetryPolicy`'s defaults."""
+
+    retry_cap: int | None = None
+
+    def for_call(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Task[Any, Any]:
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, RunContext):
+                return self.with_options(**value.retry.task_options(self.retry_cap))
+            if isinstance(value, Settings):
+                return self.with_options(**RetryPolicy.of(value).task_options(self.retry_cap))
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return Task.__call__(self.for_call(args, kwargs), *args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        return Task.submit(self.for_call(args, kwargs), *args, **kwargs)
+
+
+def io_task(retries: int | None = None) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """Decorator for tasks that touch the outside world (storage, MLflow, Label Studio, X):
+    retried by the run's :class:`RetryPolicy`, at most ``retries`` times when given
+    (training: 1, waiting for labels: 0). Their inputs are contexts and keys, so result
+    caching is off."""
+
+    def decorate(fn: Callable[P, R]) -> Task[P, R]:
+        wrapped = IoTask(fn=fn, cache_policy=NO_CACHE, **RetryPolicy().task_options(retries))
+        wrapped.retry_cap = retries
+        return cast("Task[P, R]", wrapped)
+
+    return decorate

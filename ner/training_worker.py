@@ -1,0 +1,148 @@
+"""The process :func:`ner.training.train_isolated` trains in: ``python -m ner.training_worker``.
+
+The parent writes a :class:`TrainRequest` as JSON into a temporary folder and starts
+``<python> -m ner.training_worker <folder>``; the child reads ``request.json``, calls
+:func:`ner.training.train` and writes ``result.json``: the :class:`~ner.training.TrainResult`,
+or the brandloop error it raised (its type and message). Started from this module entry
+point, the child never imports the caller's ``__main__`` (as a ``multiprocessing`` spawn
+does), so library calls work from a plain script.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ner import errors
+from ner.settings import TrainSettings
+from ner.types import Annotation, Rejected
+
+log = logging.getLogger(__name__)
+
+REQUEST = "request.json"
+RESULT = "result.json"
+
+
+class TrainRequest(BaseModel):
+    """The arguments of :func:`ner.training.train`, as JSON."""
+
+    annotations: list[dict[str, Any]]
+    start_from: str
+    output_dir: str
+    labels: list[str]
+    recipe: TrainSettings
+    seed: int
+
+
+def run_in_subprocess(request: TrainRequest) -> Any:
+    """Run ``request`` in ``python -m ner.training_worker``; returns its
+    :class:`~ner.training.TrainResult` or raises its error (see :func:`raise_child_error`)."""
+    with tempfile.TemporaryDirectory(prefix="brandloop-train-request-") as tmp:
+        folder = Path(tmp)
+        (folder / REQUEST).write_text(request.model_dump_json(), encoding="utf-8")
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        done = subprocess.run(
+            [sys.executable, "-m", "ner.training_worker", str(folder)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        result_path = folder / RESULT
+        if not result_path.exists():
+            raise errors.TrainingError(
+                f"the training process died before it finished (exit {done.returncode}): "
+                f"{done.stderr[-2000:]}"
+            )
+        outcome = json.loads(result_path.read_text(encoding="utf-8"))
+    if "error" in outcome:
+        raise_child_error(outcome["error"])
+    return _result_from_json(outcome["result"])
+
+
+def raise_child_error(error: dict[str, Any]) -> None:
+    """Raise the brandloop error the child reported, with its type; an unknown type (or a
+    non-brandloop exception) as :class:`TrainingError`."""
+    cls = getattr(errors, str(error.get("type")), None)
+    message = str(error.get("message", ""))
+    if isinstance(cls, type) and issubclass(cls, errors.DataError):
+        raise cls(error.get("record_id"), str(error.get("reason", message)))
+    if isinstance(cls, type) and issubclass(cls, errors.BrandloopError):
+        raise cls(message)
+    raise errors.TrainingError(f"training failed: {error.get('type')}: {message}")
+
+
+def _result_to_json(result: Any) -> dict[str, Any]:
+    return {
+        "model_dir": str(result.model_dir),
+        "start_from": result.start_from,
+        "train_size": result.train_size,
+        "dev_size": result.dev_size,
+        "rejected": [{"record_id": r.record_id, "reason": r.reason} for r in result.rejected],
+        "dev_scores": result.dev_scores,
+        "curve": list(result.curve),
+        "seconds": result.seconds,
+    }
+
+
+def _result_from_json(data: dict[str, Any]) -> Any:
+    from ner.training import TrainResult
+
+    return TrainResult(
+        model_dir=Path(data["model_dir"]),
+        start_from=data["start_from"],
+        train_size=int(data["train_size"]),
+        dev_size=int(data["dev_size"]),
+        rejected=tuple(Rejected(r["record_id"], r["reason"]) for r in data["rejected"]),
+        dev_scores={k: float(v) for k, v in data["dev_scores"].items()},
+        curve=tuple(data["curve"]),
+        seconds=float(data["seconds"]),
+    )
+
+
+def _error_to_json(exc: Exception) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, errors.DataError):
+        error.update(record_id=exc.record_id, reason=exc.reason)
+    return error
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Child side: train what ``<folder>/request.json`` asks, answer in ``result.json``."""
+    from ner.training import train
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m ner.training_worker <request folder>", file=sys.stderr)
+        return 2
+    folder = Path(args[0])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    request = TrainRequest.model_validate_json((folder / REQUEST).read_text(encoding="utf-8"))
+    try:
+        result = train(
+            [Annotation.from_dict(a) for a in request.annotations],
+            start_from=request.start_from,
+            output_dir=Path(request.output_dir),
+            labels=tuple(request.labels),
+            recipe=request.recipe,
+            seed=request.seed,
+        )
+        outcome: dict[str, Any] = {"result": _result_to_json(result)}
+    except errors.BrandloopError as exc:
+        outcome = {"error": _error_to_json(exc)}
+    (folder / RESULT).write_text(json.dumps(outcome), encoding="utf-8")
+    return 0 if "result" in outcome else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,213 @@
+"""One way in for settings, and retries in one place, on a real Prefect server.
+
+* Secret blocks reach every user of ``flows.context.build_settings``: the serving app
+  (``NER_SERVE_API_KEY_BLOCK`` did nothing before), and a sub-flow reuses its parent's run
+  context instead of reading the blocks again.
+* The sharded predict step follows ``NER_IO_RETRIES`` (it kept the decorator's 3 before).
+* Errors that cannot succeed on retry fail at once, each task having run exactly once: a bad
+  flow parameter (a ``ValueError`` retried 3 times before), a missing input file, an unknown
+  model.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect import flow
+
+from flows import context
+from flows.apply_ner import apply_ner
+from flows.context import build_settings, run_context
+from ner import parallel
+from ner.errors import ConfigError, InputNotFoundError, ModelNotFoundError, StorageError
+from ner.storage import open_storage
+from tests.support.flows import attempts, demo_slice, prefect_api
+from tests.support.servers import MlflowService, PrefectService
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+#: Short task retries, so a wrongly retried error would show as run_count 3.
+RETRIES = {"io_retries": 2, "io_retry_delay_s": 0.1}
+
+
+@pytest.fixture
+def prefect(prefect_server: PrefectService, clean_env: None) -> Iterator[PrefectService]:
+    with prefect_api(prefect_server):
+        yield prefect_server
+
+
+def save_secret(value: str) -> str:
+    """Save ``value`` in a new Secret block on the current Prefect API; returns its name."""
+    from prefect.blocks.system import Secret
+
+    name = f"test-secret-{uuid.uuid4().hex[:8]}"
+    Secret(value=value).save(name, overwrite=False)
+    return name
+
+
+def local(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "storage_uri": str(tmp_path / "storage"),
+        "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        **RETRIES,
+    }
+
+
+# --------------------------------------------------------------------------- Secret blocks
+def test_serving_takes_its_api_key_from_a_secret_block(
+    prefect: PrefectService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from apps.serving import create_app
+
+    # Given the serving token only in a Prefect Secret block, named by NER_SERVE_API_KEY_BLOCK
+    token = f"serve-{uuid.uuid4().hex}"
+    monkeypatch.setenv("NER_SERVE_API_KEY_BLOCK", save_secret(token))
+    monkeypatch.setenv("NER_SERVE_MODEL", "gazetteer")
+    # When the serving settings are built the way every entry point builds them
+    settings = build_settings()
+    # Then the key came from the block, and the app serves with it
+    assert settings.require_secret("serve_api_key") == token
+    with TestClient(create_app(settings)) as client:
+        body = {"posts": [{"id": "a", "text": "haul from Sephora today"}]}
+        assert client.post("/v1/predict", json=body).status_code == 401
+        auth = {"Authorization": f"Bearer {token}"}
+        answer = client.post("/v1/predict", json=body, headers=auth)
+        assert answer.status_code == 200, answer.text
+        spans = answer.json()["predictions"][0]["spans"]
+        assert [s["text"] for s in spans] == ["Sephora"]
+
+
+def test_a_missing_secret_block_is_a_config_error_naming_the_variable(
+    prefect: PrefectService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NER_X_BEARER_TOKEN_BLOCK", f"no-such-block-{uuid.uuid4().hex[:6]}")
+    with pytest.raises(ConfigError, match="NER_X_BEARER_TOKEN_BLOCK"):
+        build_settings()
+
+
+def test_a_sub_flow_shares_its_parents_run_context(
+    prefect: PrefectService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the Label Studio key in a Secret block, and every read of a block counted
+    monkeypatch.setenv("NER_LABEL_STUDIO_API_KEY_BLOCK", save_secret("ls-key"))
+    reads: list[str] = []
+    original = context._read_secret_block
+
+    def counted(block: str, field: str) -> str:
+        reads.append(block)
+        return original(block, field)
+
+    monkeypatch.setattr(context, "_read_secret_block", counted)
+    posts = demo_slice(tmp_path, 12)
+    overrides = local(tmp_path)
+    seen: list[Any] = []
+
+    @flow(name="parent-of-apply")
+    def parent() -> None:
+        with run_context(overrides) as ctx:
+            seen.append(ctx)
+            for _ in range(2):
+                apply_ner(source="jsonl", input_uri=str(posts), max_posts=6, overrides=overrides)
+
+    # When a flow calls apply-ner twice with its own overrides
+    parent()
+    # Then the blocks were read once, for the parent's context, which the sub-flows used
+    assert len(reads) == 1
+    assert seen[0].settings.require_secret("label_studio_api_key") == "ls-key"
+    storage = open_storage(overrides["storage_uri"], "dev")
+    assert len([k for k in storage.list("tasks") if k.endswith(".json")]) == 2
+    # And a flow run alone builds its own context (and reads the block again)
+    apply_ner(source="jsonl", input_uri=str(posts), max_posts=6, overrides=overrides)
+    assert len(reads) == 2
+
+
+# --------------------------------------------------------------------------- retries
+@pytest.mark.parametrize(("io_retries", "completes"), [(2, True), (1, False)])
+def test_the_parallel_predict_step_follows_ner_io_retries(
+    prefect: PrefectService,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    io_retries: int,
+    completes: bool,
+) -> None:
+    # Given posts, and parallel prediction (2 processes) that fails twice with a storage error
+    overrides = {**local(tmp_path), "io_retries": io_retries}
+    posts = demo_slice(tmp_path, 20)
+    failures: list[int] = []
+    original = parallel.predict_parallel
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if len(failures) < 2:
+            failures.append(1)
+            raise StorageError("bucket unavailable")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(parallel, "predict_parallel", flaky)
+    # When apply-ner predicts on 2 processes with NER_IO_RETRIES retries
+    state: Any = apply_ner(
+        source="jsonl",
+        input_uri=str(posts),
+        model="gazetteer",
+        overrides=overrides,
+        workers=2,
+        return_state=True,
+    )
+    # Then the predict task was tried 1 + NER_IO_RETRIES times at most
+    assert state.is_completed() is completes, state
+    tries = attempts(prefect, str(state.state_details.flow_run_id), "predict_posts")
+    assert tries == [3 if completes else 2]
+    if completes:
+        assert state.result().delivered.n_predictions == 20
+
+
+def run_apply(**kwargs: Any) -> Any:
+    state = apply_ner(return_state=True, **kwargs)
+    assert state.is_failed(), state
+    return state
+
+
+def test_a_bad_flow_parameter_fails_at_once(prefect: PrefectService, tmp_path: Path) -> None:
+    # When apply-ner is asked for a JSONL source without input
+    state = run_apply(source="jsonl", overrides=local(tmp_path))
+    # Then it fails with a ConfigError saying what is missing, without a retry
+    with pytest.raises(ConfigError, match="input_uri"):
+        state.result()
+    assert attempts(prefect, str(state.state_details.flow_run_id), "fetch_posts") == [1]
+
+
+def test_bad_overrides_fail_before_any_task(prefect: PrefectService, tmp_path: Path) -> None:
+    state = run_apply(source="jsonl", overrides={**local(tmp_path), "treshold": 0.5})
+    with pytest.raises(ConfigError, match="'treshold'"):
+        state.result()
+    assert attempts(prefect, str(state.state_details.flow_run_id), "fetch_posts") == []
+
+
+def test_a_missing_input_file_fails_at_once(prefect: PrefectService, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-posts.jsonl"
+    state = run_apply(source="jsonl", input_uri=str(missing), overrides=local(tmp_path))
+    with pytest.raises(InputNotFoundError, match=r"no-such-posts\.jsonl"):
+        state.result()
+    assert attempts(prefect, str(state.state_details.flow_run_id), "fetch_posts") == [1]
+
+
+def test_an_unknown_model_fails_at_once(
+    prefect: PrefectService, mlflow_server: MlflowService, tmp_path: Path
+) -> None:
+    # Given posts and a registry (a real MLflow server) without the model asked for
+    posts = demo_slice(tmp_path, 5)
+    overrides = {**local(tmp_path), "mlflow_tracking_uri": mlflow_server.url}
+    state = run_apply(
+        source="jsonl",
+        input_uri=str(posts),
+        model=f"models:/nope-{uuid.uuid4().hex[:6]}@champion",
+        overrides=overrides,
+    )
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        state.result()
+    assert attempts(prefect, str(state.state_details.flow_run_id), "resolve_model") == [1]
