@@ -30,11 +30,11 @@ $(CURDIR)/.tools/bin/uv:
 
 install: .venv/.installed  ## create .venv from the lock file
 
-demo: install  ## run the whole loop on bundled posts (no servers, no variables)
-	$(RUN) python -m flows.feedback_loop --demo
+demo: install  ## run the whole loop on bundled posts (state in .brandloop/demo/, no servers)
+	$(RUN) brandloop demo
 
 lint: install  ## ruff + mypy
-	$(RUN) ruff check ner flows tests bench
+	$(RUN) ruff check ner flows tests bench apps
 	$(RUN) mypy
 
 test: lint  ## lint, type-check and run every test
@@ -47,7 +47,7 @@ bench: install  ## run every benchmark (bench/results/, table appended to bench/
 	$(RUN) python -m bench
 
 ui: install  ## open the MLflow UI on the demo's runs
-	$(RUN) mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(RUN) mlflow ui --backend-store-uri sqlite:///.brandloop/demo/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:  ## remove local state (storage, MLflow DB, artifacts)
 	rm -rf .brandloop mlflow.db mlartifacts mlruns

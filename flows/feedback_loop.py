@@ -22,9 +22,6 @@ Run the demo with ``python -m flows.feedback_loop --demo`` (``make demo``).
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -35,8 +32,7 @@ from flows.apply_ner import apply_ner
 from flows.common import build_settings, io_task, open_settings_storage, retrying, run_stamp
 from flows.train_ner import train_ner
 from ner import labelstudio, labelstudio_client, triggers
-from ner.replay import ReplayAnnotator, demo_gold_path, demo_posts_path
-from ner.report import rounds_table
+from ner.replay import ReplayAnnotator, demo_gold_path
 from ner.settings import Settings
 from ner.storage import CHECKPOINTS, EXPORTS
 
@@ -184,44 +180,7 @@ def feedback_loop(
     return {"status": status, "rounds": rounds}
 
 
-def _demo(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description="brandloop demo: the whole loop, offline.")
-    parser.add_argument("--demo", action="store_true", help="run on the bundled demo posts")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--posts-per-round", type=int, default=360)
-    parser.add_argument("--keep", action="store_true", help="keep state from earlier demos")
-    args = parser.parse_args(argv)
-    if not args.demo:
-        parser.error("use --demo (deploy the flows with prefect.yaml for real runs)")
-    settings = {"storage_uri": ".brandloop/demo", "mlflow_tracking_uri": "sqlite:///mlflow.db"}
-    if not args.keep:
-        for stale in (".brandloop/demo", "mlartifacts"):
-            shutil.rmtree(stale, ignore_errors=True)
-        Path("mlflow.db").unlink(missing_ok=True)
-    started = time.perf_counter()
-    result = feedback_loop(
-        source="jsonl",
-        input_uri=str(demo_posts_path()),
-        posts_per_round=args.posts_per_round,
-        annotator="replay",
-        max_rounds=args.rounds,
-        settings=settings,
-    )
-    elapsed = time.perf_counter() - started
-    print()
-    print(rounds_table(result["rounds"]))
-    print()
-    print(f"loop status: {result['status']}   time: {elapsed:.0f}s")
-    print(
-        "champion: mlflow.spacy.load_model('models:/brand-ner@champion')"
-        "  with MLFLOW_TRACKING_URI=sqlite:///mlflow.db"
-    )
-    print(
-        "MLflow UI on these runs:  make ui   "
-        "(= mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000)"
-    )
-    return 0
+if __name__ == "__main__":  # the brandloop command line parses the arguments
+    from apps.cli import flow_main
 
-
-if __name__ == "__main__":
-    sys.exit(_demo(sys.argv[1:]))
+    flow_main(__spec__.name)
