@@ -20,7 +20,8 @@ import shutil
 import sys
 import time
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -239,12 +240,34 @@ def run_flow(
     from apps.progress import narrated
     from ner.settings import load_settings
 
-    load_settings(**overrides)  # a bad setting fails now, before any run starts
+    cfg = load_settings(**overrides)  # a bad setting fails now, before any run starts
     starting = "starting the flow run"
     if not get_current_settings().api.url:
         starting = "starting Prefect's temporary API (its first start sets up a database)"
-    with narrated(console(), verbose=_debug(ctx), starting=starting):
+    with (
+        _logged_models_in(cfg.experiment_name),
+        narrated(console(), verbose=_debug(ctx), starting=starting),
+    ):
         return flow(**flow_kwargs(flow, params, overrides))
+
+
+@contextmanager
+def _logged_models_in(experiment_name: str) -> Iterator[None]:
+    """Point MLflow's *active* experiment at ``experiment_name`` meanwhile.
+
+    ``Registry.log_model`` logs with ``run_id`` but no active run, so MLflow 3 creates the
+    logged model in the active experiment, by default ``0`` ("Default"), whose artifacts
+    go to ``./mlruns/0`` in the working directory: outside the demo's folder, and not linked
+    to the training run's experiment. Unless ``MLFLOW_EXPERIMENT_NAME`` is set already.
+    """
+    if os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        yield
+        return
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment_name
+    try:
+        yield
+    finally:
+        os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
 
 
 def _import_first(*names: str) -> ModuleType:

@@ -66,6 +66,8 @@ _BEGIN_FLOW = re.compile(r"^Beginning (?:sub)?flow run '.*' for flow '(?P<flow>[
 _FINISHED = re.compile(r"^Finished in state (?P<state>\w+)\((?P<message>.*)\)$", re.S)
 #: Longest narrated log message (a flow may log a whole result dict).
 MAX_LINE = 160
+_ENGINE_ERROR = "Encountered exception during execution"
+_TASK_ERROR = "Task run encountered an exception "
 _RETRY = re.compile(r"Retry (?P<n>\d+)/(?P<of>\d+) will start")
 
 
@@ -120,7 +122,10 @@ class Narrator(logging.Handler):
             self.say(f"[bold]▶ {escape(begun['flow'])}[/]")
         elif finished := _FINISHED.match(message):
             if finished["state"] not in ("Completed", "Cached"):
-                self.say(f"[red]✗ flow {finished['state'].lower()}[/]: {escape(message[:300])}")
+                flow = getattr(record, "flow_name", "flow")
+                self.say(f"[red]✗ {escape(flow)} {finished['state'].lower()}[/]")
+        elif message.startswith(_ENGINE_ERROR):
+            return  # the failed task's line, and the command's error line, say it
         elif record.levelno >= logging.WARNING:
             self.say(f"[yellow]![/] {escape(_clip(message))}")
         elif record.levelno >= logging.INFO:
@@ -143,7 +148,8 @@ class Narrator(logging.Handler):
         elif state == "AwaitingRetry":
             self.say(f"[yellow]↻[/] {escape(task)} failed, will retry: {escape(message[:200])}")
         else:
-            self.say(f"[red]✗[/] {escape(task)} {state.lower()}: {escape(message[:300])}")
+            reason = message.strip("'\"").removeprefix(_TASK_ERROR)
+            self.say(f"[red]✗[/] {escape(task)} {state.lower()}: {escape(_clip(reason))}")
 
     def say(self, line: str) -> None:
         self.progress.console.print(line, highlight=False)

@@ -304,11 +304,14 @@ def test_narrator_says_one_line_per_step() -> None:
     failing = {**task, "task_name": "fetch_posts", "task_run_id": "t2"}
     narrator.emit(_record("Created task run 'y' for task 'fetch_posts'", 10, **failing))
     narrator.emit(_record("Finished in state Failed('no such file posts.jsonl')", 40, **failing))
+    narrator.emit(_record("Encountered exception during execution: SourceError(...)", 40, **flow))
+    narrator.emit(_record("Finished in state Failed('Flow run encountered an exception')", **flow))
     lines = _lines(console.export_text())
     assert lines[0] == "▶ train-ner"
     assert lines[1].startswith("✓ trained the challenger (")
     assert lines[2].startswith("  champion v1: F1 0.8 x") and len(lines[2]) <= 165
-    assert lines[3] == "✗ fetch_posts failed: 'no such file posts.jsonl'"
+    assert lines[3] == "✗ fetch_posts failed: no such file posts.jsonl"
+    assert lines[4:] == ["✗ train-ner failed"]
     assert narrator.running == {}
 
 
