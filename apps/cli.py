@@ -747,7 +747,21 @@ def deploy(
         deploy=not no_deploy,
     )
     for name, done in report.items():
-        console().print(f"{name}: {done}")
+        console().print(f"{name}: {_bootstrap_line(done)}")
+
+
+def _bootstrap_line(done: Mapping[str, Any]) -> str:
+    """``{"work_pools_created": ["p"], "secret_blocks": {"b": "saved"}}`` as one line."""
+    parts = []
+    for key, value in done.items():
+        if isinstance(value, Mapping):
+            text = ", ".join(f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            text = ", ".join(str(v) for v in value) or "none"
+        else:
+            text = str(value).lower()
+        parts.append(f"{key.replace('_', ' ')}: {text}")
+    return "; ".join(parts)
 
 
 def _require_prefect_server() -> None:

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from ner.settings import Settings
 
 ALIASES = ("champion", "challenger", "previous")
+#: Names a run's gold-set micro F1 goes by (evaluation runs log ``f1``, training runs the
+#: challenger's ``gold_f1``).
+GOLD_F1_METRICS = ("f1", "gold_f1")
 #: MLflow HTTP retries for the command line's quick reads (the SDK's default is 7 with
 #: back-off, minutes before a down server is reported).
 QUICK_MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
@@ -126,15 +129,14 @@ def _evaluation_row(registry: Registry, run: Any) -> EvaluationRow | None:
     tags, metrics = run.data.tags, run.data.metrics
     kind = tags.get("brandloop.kind")
     gold_hash = tags.get("brandloop.gold_hash", "")
+    f1 = next((metrics[name] for name in GOLD_F1_METRICS if name in metrics), None)
     if kind == "evaluation":
         role = tags.get("brandloop.role", "?")
         model = tags.get("brandloop.model_version", "?")
-        f1 = metrics.get("f1")
-    elif kind == "training" and "gold_f1" in metrics:
+    elif kind == "training" and f1 is not None:
         role = "challenger (training run)"
         version = registry.version_for_run(run.info.run_id)
         model = f"{registry.model_name}/{version}" if version else run.info.run_name
-        f1 = metrics.get("gold_f1")
     else:
         return None
     return EvaluationRow(run.info.start_time / 1000.0, role, model, f1, gold_hash)

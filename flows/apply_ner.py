@@ -308,4 +308,4 @@ def apply_ner(
 if __name__ == "__main__":  # the brandloop command line parses the arguments
     from apps.cli import flow_main
 
-    flow_main(__spec__.name)
+    flow_main("flows.apply_ner")

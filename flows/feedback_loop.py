@@ -183,4 +183,4 @@ def feedback_loop(
 if __name__ == "__main__":  # the brandloop command line parses the arguments
     from apps.cli import flow_main
 
-    flow_main(__spec__.name)
+    flow_main("flows.feedback_loop")

@@ -3,6 +3,7 @@ tracking server, doctor with one service up and one down, and the demo end to en
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from typer.testing import CliRunner
 
 from apps import cli
@@ -19,7 +21,13 @@ from ner.registry import CHAMPION, PREVIOUS, Registry
 from ner.settings import load_settings
 from ner.storage import open_storage
 from ner.types import Annotation, Span
-from tests.support.servers import LOCALHOST, LabelStudioService, MlflowService, free_port
+from tests.support.servers import (
+    LOCALHOST,
+    LabelStudioService,
+    MlflowService,
+    PrefectService,
+    free_port,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -240,3 +248,50 @@ def test_labelstudio_setup_status_and_counts_on_a_real_server(
     code, out, _ = _invoke("doctor", *flags)
     assert f"✓ label studio  {label_studio.url} reachable" in out
     assert "✓ label studio key  accepted" in out
+
+
+def _cli_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "BRANDLOOP_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "apps.cli", *args],
+        cwd=ROOT,
+        env={**inherited, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_deploy_prepares_an_environment_on_a_prefect_server(
+    prefect_server: PrefectService, tmp_path: Path
+) -> None:
+    token = f"sentinel-{secrets.token_hex(8)}"
+    deploy_env = {
+        "BRANDLOOP_PROJECT_DIR": str(ROOT),
+        "BRANDLOOP_DEV_STORAGE_URI": str(tmp_path / "storage"),
+        "BRANDLOOP_DEV_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "BRANDLOOP_DEV_X_BEARER_TOKEN": token,
+    }
+    # A missing deploy-time variable is listed and named, and nothing is done
+    partial = {k: v for k, v in deploy_env.items() if k != "BRANDLOOP_DEV_STORAGE_URI"}
+    done = _cli_process({**prefect_server.env(), **partial}, "deploy", "--env", "dev")
+    assert done.returncode == 1
+    assert "missing: BRANDLOOP_DEV_LABEL_STUDIO_URL" in done.stdout
+    assert "missing: BRANDLOOP_DEV_STORAGE_URI" in done.stdout
+    assert done.stderr.strip().splitlines()[-1].startswith("error: 2 deploy-time variable(s)")
+    # Without a Prefect server there is nothing to deploy to
+    full = {**deploy_env, "BRANDLOOP_DEV_LABEL_STUDIO_URL": "http://127.0.0.1:9"}
+    done = _cli_process({**full, "PREFECT_HOME": str(tmp_path / "ph")}, "deploy", "--env", "dev")
+    assert done.returncode == 1
+    assert "error: PREFECT_API_URL is not set" in done.stderr
+    # With the server, the pool and the Secret blocks are made (no secret printed)
+    args = ("deploy", "--env", "dev", "--no-deploy", "--secrets-from-env")
+    done = _cli_process({**prefect_server.env(), **full}, *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "secret blocks: x-bearer-token-dev saved, label-studio-api-key-dev " in done.stdout
+    assert token not in done.stdout + done.stderr
+    pool = requests.get(f"{prefect_server.api_url}/work_pools/brandloop-dev", timeout=10)
+    assert pool.status_code == 200 and pool.json()["type"] == "process"
