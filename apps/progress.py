@@ -21,7 +21,14 @@ from dataclasses import dataclass
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 #: Task name -> what the step does, as the narration says it.
 STEPS: dict[str, str] = {
@@ -66,6 +73,8 @@ _BEGIN_FLOW = re.compile(r"^Beginning (?:sub)?flow run '.*' for flow '(?P<flow>[
 _FINISHED = re.compile(r"^Finished in state (?P<state>\w+)\((?P<message>.*)\)$", re.S)
 #: Longest narrated log message (a flow may log a whole result dict).
 MAX_LINE = 160
+#: "k/n" in a task's INFO message ("epoch 3/20", "predicted 512/2000 posts") fills its bar.
+_FRACTION = re.compile(r"\b(?P<done>\d+)\s*/\s*(?P<total>\d+)\b")
 _ENGINE_ERROR = "Encountered exception during execution"
 _TASK_ERROR = "Task run encountered an exception "
 _RETRY = re.compile(r"Retry (?P<n>\d+)/(?P<of>\d+) will start")
@@ -109,10 +118,17 @@ class Narrator(logging.Handler):
         elif retry := _RETRY.search(message):
             self.say(f"[yellow]↻[/] {escape(task)}: retry {retry['n']}/{retry['of']}")
         elif record.levelno >= logging.INFO and run_id in self.running:
-            self.progress.update(
-                self.running[run_id].progress_id,
-                description=f"{self.running[run_id].label}: {escape(message[:100])}",
-            )
+            self._task_message(self.running[run_id], message)
+
+    def _task_message(self, running: _Running, message: str) -> None:
+        """A running task's INFO line becomes its spinner's text; "k/n" fills its bar."""
+        fraction = _FRACTION.search(message)
+        self.progress.update(
+            running.progress_id,
+            description=f"{running.label}: {escape(_clip(message, 100))}",
+            completed=int(fraction["done"]) if fraction else None,
+            total=int(fraction["total"]) if fraction else None,
+        )
 
     def _flow_record(self, record: logging.LogRecord, message: str) -> None:
         if self.starting is not None:
@@ -155,9 +171,9 @@ class Narrator(logging.Handler):
         self.progress.console.print(line, highlight=False)
 
 
-def _clip(message: str) -> str:
+def _clip(message: str, width: int = MAX_LINE) -> str:
     line = " ".join(message.split())
-    return line if len(line) <= MAX_LINE else f"{line[: MAX_LINE - 1]}…"
+    return line if len(line) <= width else f"{line[: width - 1]}…"
 
 
 class _BelowInfo(logging.Filter):
@@ -180,6 +196,7 @@ def narrated(
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
+        BarColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,

@@ -297,8 +297,12 @@ def test_narrator_says_one_line_per_step() -> None:
     task = {**flow, "task_name": "train_challenger", "task_run_id": "t1"}
     narrator.emit(_record("Beginning flow run 'a' for flow 'train-ner'", **flow))
     narrator.emit(_record("Created task run 'x' for task 'train_challenger'", 10, **task))
-    narrator.emit(_record("epoch 1 loss 12.5", **task))
-    assert narrator.running["t1"].label == "training the challenger"
+    narrator.emit(_record("epoch 3/20: loss 12.5, dev F1 0.61", **task))
+    running = narrator.running["t1"]
+    assert running.label == "training the challenger"
+    bar = next(t for t in progress.tasks if t.id == running.progress_id)
+    assert (bar.completed, bar.total) == (3, 20)
+    assert bar.description == "training the challenger: epoch 3/20: loss 12.5, dev F1 0.61"
     narrator.emit(_record("Finished in state Completed()", **task))
     narrator.emit(_record("champion v1: F1 0.8 " + "x" * 400, **flow))
     failing = {**task, "task_name": "fetch_posts", "task_run_id": "t2"}
