@@ -134,6 +134,8 @@ def _root(
     ctx.obj = AppState(debug=debug)
     for name, value in RUN_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    if not debug:  # MLflow's INFO lines (creating tables, uv detected) ask nothing of anyone
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def _debug(ctx: typer.Context) -> bool:
