@@ -93,8 +93,7 @@ class BrandloopGroup(TyperGroup):
         except (typer.Exit, typer.Abort, TyperException):
             raise
         except Exception as exc:
-            state = ctx.find_root().obj
-            if isinstance(state, AppState) and state.debug:
+            if _debug(ctx):
                 raise
             err_console().print(
                 f"[red]error:[/] {_escape(describe(exc))}  [dim](--debug for the traceback)[/]"

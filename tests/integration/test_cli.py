@@ -179,7 +179,9 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
         "PREFECT_HOME": str(tmp_path / "prefect"),
         "HOME": str(tmp_path),
     }
-    argv = [sys.executable, "-m", "apps.cli", "demo", "--rounds", "2", "--set", "max_epochs=4"]
+    argv = [sys.executable, "-m", "apps.cli", "demo", "--rounds", "2"]
+    # a short training; the cold start (F1 0.53) is below the threshold, the challenger above
+    argv += ["--set", "max_epochs=4", "--set", "threshold=0.6"]
     done = subprocess.run(
         argv, cwd=work, env=env, capture_output=True, text=True, timeout=900, check=False
     )
@@ -195,12 +197,36 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
         "✓ applied the promotion rule",
     ):
         assert line in out, out
-    assert "| round | posts sent |" in out and "loop status: " in out
+    assert "| round | posts sent |" in out and "loop status: threshold_met" in out
+    assert "| 1 | 360 | 360 | 0.530 |" in out and "| yes (v1) | v1 | promoted |" in out
     # the user's files are untouched; the demo's state is under .brandloop/demo only
     assert (work / "mlflow.db").read_text() == "the user's own registry"
     assert sorted(p.name for p in work.iterdir()) == [".brandloop", "mlflow.db"]
     demo = work / ".brandloop" / "demo"
     assert {p.name for p in demo.iterdir()} == {cli.DEMO_MARKER, *cli.DEMO_ENTRIES}
+    # And status, as the demo's last lines say, reads the demo's champion and evaluations
+    flags = [
+        a
+        for k, v in cli.demo_overrides(Path(".brandloop/demo")).items()
+        for a in ("--set", f"{k}={v}")
+    ]
+    status = subprocess.run(
+        [sys.executable, "-m", "apps.cli", "status", *flags],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr[-3000:]
+    assert f"next: brandloop status {' '.join(flags)}" in out
+    champion = next(line.split() for line in status.stdout.splitlines() if "@champion" in line)
+    assert champion[:2] == ["@champion", "1"] and float(champion[2]) > 0.5
+    assert any(
+        "challenger (training run)" in line and "brand-ner/1" in line
+        for line in status.stdout.splitlines()
+    )
 
 
 def test_labelstudio_setup_status_and_counts_on_a_real_server(

@@ -241,6 +241,23 @@ def test_unknown_deploy_environment_is_named(runner: CliRunner) -> None:
     assert "--env qa: use one of dev, staging, prod" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "variable"),
+    [
+        (["serve"], "NER_SERVE_API_KEY"),
+        (["labelstudio", "status"], "NER_LABEL_STUDIO_API_KEY"),
+        (["labelstudio", "setup"], "NER_LABEL_STUDIO_API_KEY"),
+    ],
+)
+def test_a_missing_secret_is_one_line_naming_its_variable(
+    runner: CliRunner, args: list[str], variable: str
+) -> None:
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 1
+    lines = _lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {variable} is not set")
+
+
 def test_doctor_reports_a_bad_setting_as_its_first_line(runner: CliRunner) -> None:
     result = runner.invoke(cli.app, ["doctor", "--set", "threshold=7"])
     assert result.exit_code == 1
