@@ -32,6 +32,26 @@ from tests.support.servers import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _cli_process(
+    env: dict[str, str], *args: str, cwd: Path = ROOT, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m apps.cli ARGS`` in ``cwd`` with ``env`` (and nothing else)."""
+    return subprocess.run(
+        [sys.executable, "-m", "apps.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _inherited() -> dict[str, str]:
+    """This process's environment without Prefect's and the deploy-time variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "BRANDLOOP_"))}
+
+
 def _gold(storage_root: Path) -> str:
     storage = open_storage(str(storage_root), "dev")
     text = "new glossier drop"
@@ -179,12 +199,9 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
         "PREFECT_HOME": str(tmp_path / "prefect"),
         "HOME": str(tmp_path),
     }
-    argv = [sys.executable, "-m", "apps.cli", "demo", "--rounds", "2"]
     # a short training; the cold start (F1 0.53) is below the threshold, the challenger above
-    argv += ["--set", "max_epochs=4", "--set", "threshold=0.6"]
-    done = subprocess.run(
-        argv, cwd=work, env=env, capture_output=True, text=True, timeout=900, check=False
-    )
+    args = ["demo", "--rounds", "2", "--set", "max_epochs=4", "--set", "threshold=0.6"]
+    done = _cli_process(env, *args, cwd=work, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     for line in (
@@ -210,15 +227,7 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
         for k, v in cli.demo_overrides(Path(".brandloop/demo")).items()
         for a in ("--set", f"{k}={v}")
     ]
-    status = subprocess.run(
-        [sys.executable, "-m", "apps.cli", "status", *flags],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    status = _cli_process(env, "status", *flags, cwd=work)
     assert status.returncode == 0, status.stderr[-3000:]
     assert f"next: brandloop status {' '.join(flags)}" in out
     champion = next(line.split() for line in status.stdout.splitlines() if "@champion" in line)
@@ -276,21 +285,6 @@ def test_labelstudio_setup_status_and_counts_on_a_real_server(
     assert "✓ label studio key  accepted" in out
 
 
-def _cli_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    inherited = {
-        k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "BRANDLOOP_"))
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "apps.cli", *args],
-        cwd=ROOT,
-        env={**inherited, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def test_deploy_prepares_an_environment_on_a_prefect_server(
     prefect_server: PrefectService, tmp_path: Path
 ) -> None:
@@ -303,19 +297,23 @@ def test_deploy_prepares_an_environment_on_a_prefect_server(
     }
     # A missing deploy-time variable is listed and named, and nothing is done
     partial = {k: v for k, v in deploy_env.items() if k != "BRANDLOOP_DEV_STORAGE_URI"}
-    done = _cli_process({**prefect_server.env(), **partial}, "deploy", "--env", "dev")
+    done = _cli_process(
+        {**_inherited(), **prefect_server.env(), **partial}, "deploy", "--env", "dev"
+    )
     assert done.returncode == 1
     assert "missing: BRANDLOOP_DEV_LABEL_STUDIO_URL" in done.stdout
     assert "missing: BRANDLOOP_DEV_STORAGE_URI" in done.stdout
     assert done.stderr.strip().splitlines()[-1].startswith("error: 2 deploy-time variable(s)")
     # Without a Prefect server there is nothing to deploy to
     full = {**deploy_env, "BRANDLOOP_DEV_LABEL_STUDIO_URL": "http://127.0.0.1:9"}
-    done = _cli_process({**full, "PREFECT_HOME": str(tmp_path / "ph")}, "deploy", "--env", "dev")
+    done = _cli_process(
+        {**_inherited(), **full, "PREFECT_HOME": str(tmp_path / "ph")}, "deploy", "--env", "dev"
+    )
     assert done.returncode == 1
     assert "error: PREFECT_API_URL is not set" in done.stderr
     # With the server, the pool and the Secret blocks are made (no secret printed)
     args = ("deploy", "--env", "dev", "--no-deploy", "--secrets-from-env")
-    done = _cli_process({**prefect_server.env(), **full}, *args)
+    done = _cli_process({**_inherited(), **prefect_server.env(), **full}, *args)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "secret blocks: x-bearer-token-dev saved, label-studio-api-key-dev " in done.stdout
     assert token not in done.stdout + done.stderr
