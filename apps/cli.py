@@ -783,6 +783,12 @@ def doctor(set_: SetOption = None) -> None:
     except ConfigError as exc:
         out.print(f"[red]✗ settings[/]  {_escape(str(exc))}  → fix the variable named")
         raise typer.Exit(1) from None
+    except Exception as exc:  # a *_BLOCK naming a Secret block Prefect cannot give
+        out.print(
+            f"[red]✗ secret blocks[/]  {_escape(describe(exc))}  → create the block "
+            "(brandloop deploy --secrets-from-env) or unset the NER_*_BLOCK variable"
+        )
+        raise typer.Exit(1) from None
     out.print("[green]✓ settings[/]  valid")
     marks = {CheckStatus.OK: "[green]✓", CheckStatus.WARN: "[yellow]!", CheckStatus.FAIL: "[red]✗"}
     failed = 0
