@@ -95,6 +95,18 @@ def test_flow_commands_take_the_flows_parameters(command: str) -> None:
     assert command_params == flow_params
 
 
+@pytest.mark.parametrize("command", sorted(FLOW_OF_COMMAND))
+def test_flow_commands_default_as_the_flows_do(command: str) -> None:
+    import importlib
+
+    module, name = FLOW_OF_COMMAND[command]
+    flow_params = inspect.signature(getattr(importlib.import_module(module), name).fn).parameters
+    for param in inspect.signature(getattr(cli, command)).parameters.values():
+        if param.name in ("ctx", "set_"):
+            continue
+        assert param.default == flow_params[param.name].default, param.name
+
+
 @pytest.mark.parametrize(
     ("module", "usage"),
     [
