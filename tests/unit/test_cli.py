@@ -1,5 +1,5 @@
 """The ``brandloop`` command line: parsing, help, error lines, overrides, the demo folder
-and the step narration (no server, no flow run)."""
+and the step narration (no server, no flow run; with servers: integration/test_cli_servers.py)."""
 
 from __future__ import annotations
 
