@@ -36,8 +36,8 @@ install-postgres:  ## install PostgreSQL (Debian package) when its server is mis
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib; }
 
-demo: install  ## run the whole loop on bundled posts (no servers, no variables)
-	$(RUN) python -m flows.feedback_loop --demo
+demo: install  ## run the whole loop on bundled posts (state in .brandloop/demo/, no servers)
+	$(RUN) brandloop demo
 
 lint: install  ## ruff + mypy + actionlint (.github/workflows, with shellcheck on run: steps)
 	$(RUN) ruff check ner flows tests bench apps
@@ -54,7 +54,7 @@ bench: install  ## run every benchmark (bench/results/, table appended to bench/
 	$(RUN) python -m bench
 
 ui: install  ## open the MLflow UI on the demo's runs
-	$(RUN) mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(RUN) mlflow ui --backend-store-uri sqlite:///.brandloop/demo/mlflow.db --host 127.0.0.1 --port 5000
 
-clean:  ## remove local state (storage, MLflow DB, artifacts)
-	rm -rf .brandloop mlflow.db mlartifacts mlruns
+clean:  ## remove the demo's state (.brandloop/demo: storage, MLflow DB, artifacts)
+	rm -rf .brandloop/demo

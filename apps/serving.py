@@ -566,21 +566,25 @@ class RedactQuery(logging.Filter):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apps.serving``: serve ``NER_SERVE_MODEL`` on ``NER_SERVE_HOST:PORT``."""
-    import uvicorn
-
     from flows.context import build_settings
 
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = build_settings()
-    app = create_app(settings)
+    run_server(build_settings())
+    return 0
+
+
+def run_server(settings: Settings) -> None:
+    """Serve :func:`create_app` of ``settings`` with uvicorn until interrupted; the access
+    log never shows a query string (:class:`RedactQuery`)."""
+    import uvicorn
+
     config = uvicorn.Config(
-        app, host=settings.serve_host, port=settings.serve_port, log_level="info"
+        create_app(settings), host=settings.serve_host, port=settings.serve_port, log_level="info"
     )
     # uvicorn.Config configures its loggers; the filter goes on after that.
     logging.getLogger("uvicorn.access").addFilter(RedactQuery())
     uvicorn.Server(config).run()
-    return 0
 
 
 if __name__ == "__main__":

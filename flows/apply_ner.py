@@ -479,5 +479,7 @@ def apply_ner(
         )
 
 
-if __name__ == "__main__":
-    print(apply_ner())
+if __name__ == "__main__":  # the brandloop command line parses the arguments
+    from apps.cli import flow_main
+
+    flow_main("flows.apply_ner")

@@ -22,9 +22,6 @@ Run the demo with ``python -m flows.feedback_loop --demo`` (``make demo``).
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import sys
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -40,8 +37,7 @@ from ner import layout
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.export import count_labelled
 from ner.labelstudio.triggers import wait_for_labels
-from ner.replay import ReplayAnnotator, demo_gold_path, demo_posts_path
-from ner.report import rounds_table
+from ner.replay import ReplayAnnotator, demo_gold_path
 
 
 class LoopStatus(StrEnum):
@@ -242,44 +238,7 @@ def feedback_loop(
     return result
 
 
-def _demo(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description="brandloop demo: the whole loop, offline.")
-    parser.add_argument("--demo", action="store_true", help="run on the bundled demo posts")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--posts-per-round", type=int, default=360)
-    parser.add_argument("--keep", action="store_true", help="keep state from earlier demos")
-    args = parser.parse_args(argv)
-    if not args.demo:
-        parser.error("use --demo (deploy the flows with prefect.yaml for real runs)")
-    overrides = {"storage_uri": ".brandloop/demo", "mlflow_tracking_uri": "sqlite:///mlflow.db"}
-    if not args.keep:
-        for stale in (".brandloop/demo", "mlartifacts"):
-            shutil.rmtree(stale, ignore_errors=True)
-        Path("mlflow.db").unlink(missing_ok=True)
-    started = time.perf_counter()
-    result = feedback_loop(
-        source="jsonl",
-        input_uri=str(demo_posts_path()),
-        posts_per_round=args.posts_per_round,
-        annotator="replay",
-        max_rounds=args.rounds,
-        overrides=overrides,
-    )
-    elapsed = time.perf_counter() - started
-    print()
-    print(rounds_table([r.table_row() for r in result.rounds]))
-    print()
-    print(f"loop status: {result.status}   time: {elapsed:.0f}s")
-    print(
-        "champion: mlflow.spacy.load_model('models:/brand-ner@champion')"
-        "  with MLFLOW_TRACKING_URI=sqlite:///mlflow.db"
-    )
-    print(
-        "MLflow UI on these runs:  make ui   "
-        "(= mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000)"
-    )
-    return 0
+if __name__ == "__main__":  # the brandloop command line parses the arguments
+    from apps.cli import flow_main
 
-
-if __name__ == "__main__":
-    sys.exit(_demo(sys.argv[1:]))
+    flow_main("flows.feedback_loop")

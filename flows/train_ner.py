@@ -473,5 +473,7 @@ def train_ner(
     return summary
 
 
-if __name__ == "__main__":
-    print(train_ner())
+if __name__ == "__main__":  # the brandloop command line parses the arguments
+    from apps.cli import flow_main
+
+    flow_main("flows.train_ner")

@@ -1,0 +1,823 @@
+"""``brandloop``: the operator's command line over the flows and the library.
+
+Every command has ``--help``. Flows (``demo``, ``apply``, ``train``, ``loop``) run in this
+process on Prefect's API (``PREFECT_API_URL``, else a temporary local one) and narrate
+each step in one line. Settings come from the ``NER_`` environment; ``--set KEY=VALUE``
+overrides one of them for this command (repeatable).
+
+Errors end the command with exit code 1 and one line naming the cause (the variable, the
+record, the service); ``brandloop --debug ...`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import json
+import os
+import shutil
+import sys
+import time
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from ner.errors import BrandloopError, ConfigError
+
+if TYPE_CHECKING:
+    from ner.registry import AuditEvent, Registry
+    from ner.settings import Settings
+
+#: Defaults that make flows behave outside ``make`` (unless the environment sets them).
+RUN_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+}
+#: What ``brandloop demo`` creates in its folder (and the only things it ever deletes).
+DEMO_MARKER = ".brandloop-demo"
+DEMO_ENTRIES = ("storage", "mlflow.db", "mlartifacts")
+
+
+class CliError(BrandloopError):
+    """A request the command line refuses; the message says why and what to do."""
+
+
+@dataclass
+class AppState:
+    debug: bool = False
+
+
+#: Width of tables when the output is not a terminal (a pipe, a log, a test).
+PIPE_WIDTH = 160
+
+
+def console() -> Console:
+    out = Console(highlight=False, soft_wrap=True)
+    return out if out.is_terminal else Console(highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming the cause of ``exc``."""
+    text = str(exc).strip() or type(exc).__name__
+    first = text.splitlines()[0][:400]
+    if isinstance(exc, BrandloopError):
+        return first
+    return f"{type(exc).__name__}: {first}"
+
+
+class BrandloopGroup(TyperGroup):
+    """Turns any error of a command into one line and exit code 1 (unless ``--debug``)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise
+        except Exception as exc:
+            if _debug(ctx):
+                raise
+            err_console().print(
+                f"[red]error:[/] {_escape(describe(exc))}  [dim](--debug for the traceback)[/]"
+            )
+            raise typer.Exit(1) from None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+app = typer.Typer(
+    cls=BrandloopGroup,
+    name="brandloop",
+    help="Brand NER with humans in the loop: run the flows, inspect and move the champion, "
+    "check the set-up.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+labelstudio_app = typer.Typer(
+    help="The Label Studio project of the settings' environment.", no_args_is_help=True
+)
+app.add_typer(labelstudio_app, name="labelstudio")
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks and Prefect's log.")
+    ] = False,
+) -> None:
+    ctx.obj = AppState(debug=debug)
+    for name, value in RUN_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    if not debug:  # MLflow's INFO lines (creating tables, uv detected) ask nothing of anyone
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+def _debug(ctx: typer.Context) -> bool:
+    state = ctx.find_root().obj
+    return isinstance(state, AppState) and state.debug
+
+
+# ----------------------------------------------------------------------------- settings
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override one setting for this command (repeatable): --set threshold=0.7, "
+        "--set keywords=lipstick,#sephora. KEY is a NER_ variable without the prefix.",
+    ),
+]
+
+
+def parse_overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``["threshold=0.7", ...]`` -> ``{"threshold": 0.7}``: the one place ``--set`` is read.
+
+    A value is JSON when it parses as JSON (numbers, booleans, lists, objects), else text;
+    list settings also take comma-separated text. Raises :class:`ConfigError` naming the
+    pair for a missing ``=`` or an unknown setting.
+    """
+    from ner.settings import Settings
+
+    fields = Settings.model_fields
+    overrides: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, raw = pair.partition("=")
+        key = key.strip().lower().removeprefix("ner_")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set threshold=0.7")
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"--set {key}: no such setting{hint}")
+        overrides[key] = _setting_value(raw, fields[key].annotation)
+    return overrides
+
+
+def _setting_value(raw: str, annotation: Any) -> Any:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    if isinstance(value, str) or value is None:
+        if _is_sequence(annotation) and value:
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+    return raw if _wants_text(annotation) else value
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    args = typing.get_args(annotation)
+    return args if typing.get_origin(annotation) in (typing.Union, _union_type()) else (annotation,)
+
+
+def _union_type() -> Any:
+    import types
+
+    return types.UnionType
+
+
+def _is_sequence(annotation: Any) -> bool:
+    return any(typing.get_origin(m) in (tuple, list) for m in _members(annotation))
+
+
+def _wants_text(annotation: Any) -> bool:
+    from pydantic import SecretStr
+
+    kinds = [m for m in _members(annotation) if m is not type(None)]
+    return bool(kinds) and all(m in (str, SecretStr) for m in kinds)
+
+
+def load_cli_settings(overrides: Mapping[str, Any]) -> Settings:
+    """The settings a command works with: environment + ``--set``, secrets from Prefect
+    Secret blocks when a ``*_BLOCK`` names one (as the flows do)."""
+    from flows.context import build_settings
+
+    return build_settings(dict(overrides))
+
+
+def flow_kwargs(flow: Any, params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
+    """The keyword arguments of ``flow``: ``params`` plus the overrides under the name the
+    flow gives its settings parameter (``overrides``, formerly ``settings``)."""
+    names = inspect.signature(getattr(flow, "fn", flow)).parameters
+    key = "overrides" if "overrides" in names else "settings"
+    if key not in names:
+        raise TypeError(f"flow {getattr(flow, 'name', flow)!r} takes no settings overrides")
+    return {**params, key: dict(overrides) or None}
+
+
+def run_flow(
+    ctx: typer.Context, flow: Any, params: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> Any:
+    """Run ``flow`` here with ``params`` and ``overrides``, one narrated line per step."""
+    from prefect.settings import get_current_settings
+
+    from apps.progress import narrated
+    from ner.settings import load_settings
+
+    cfg = load_settings(**overrides)  # a bad setting fails now, before any run starts
+    starting = "starting the flow run"
+    if not get_current_settings().api.url:
+        starting = "starting Prefect's temporary API (its first start sets up a database)"
+    with (
+        _logged_models_in(cfg.experiment_name),
+        narrated(console(), verbose=_debug(ctx), starting=starting),
+    ):
+        return flow(**flow_kwargs(flow, params, overrides))
+
+
+@contextmanager
+def _logged_models_in(experiment_name: str) -> Iterator[None]:
+    """Point MLflow's *active* experiment at ``experiment_name`` meanwhile.
+
+    ``Registry.log_model`` logs with ``run_id`` but no active run, so MLflow 3 creates the
+    logged model in the active experiment, by default ``0`` ("Default"), whose artifacts
+    go to ``./mlruns/0`` in the working directory: outside the demo's folder, and not linked
+    to the training run's experiment. Unless ``MLFLOW_EXPERIMENT_NAME`` is set already.
+    """
+    if os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        yield
+        return
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment_name
+    try:
+        yield
+    finally:
+        os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
+
+
+def _import_first(*names: str) -> ModuleType:
+    """The first of ``names`` that imports (modules that are moving between packages)."""
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+    raise CliError(f"none of the modules {', '.join(names)} is installed")
+
+
+def labelstudio_client_module() -> ModuleType:
+    return importlib.import_module("ner.labelstudio.client")
+
+
+# ----------------------------------------------------------------------------- flows
+
+Source = Literal["x", "jsonl"]
+Destination = Literal["storage", "label_studio"]
+KeywordOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--keyword", "-k", metavar="WORD", help="Search keyword for source=x (repeatable)."
+    ),
+]
+InputOption = Annotated[
+    str | None, typer.Option(help="JSONL posts for source=jsonl: a local path or storage key.")
+]
+
+
+def _summary(result: Mapping[str, Any], keys: Sequence[str]) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    for key in keys:
+        if result.get(key) is not None:
+            table.add_row(key, str(result[key]))
+    console().print(table)
+
+
+@app.command()
+def apply(
+    ctx: typer.Context,
+    keywords: KeywordOption = None,
+    source: Annotated[Source, typer.Option(help="Where posts come from.")] = "x",
+    input_uri: InputOption = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model spec; default @champion, else the cold start.")
+    ] = None,
+    max_posts: Annotated[int | None, typer.Option(help="Most posts to fetch.")] = None,
+    destination: Annotated[
+        Destination, typer.Option(help="storage: import JSON in storage; label_studio: API.")
+    ] = "storage",
+    set_: SetOption = None,
+) -> None:
+    """Fetch posts, predict brands, send them to Label Studio (the apply-ner flow)."""
+    from flows.apply_ner import apply_ner
+
+    params = {
+        "keywords": keywords,
+        "source": source,
+        "input_uri": input_uri,
+        "model": model,
+        "max_posts": max_posts,
+        "destination": destination,
+    }
+    result = run_flow(ctx, apply_ner, params, parse_overrides(set_))
+    _summary(
+        result,
+        ["n_posts", "n_rejected", "model_version", "posts_key", "predictions_key", "tasks_key"],
+    )
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    source: Annotated[
+        Literal["storage", "label_studio"],
+        typer.Option(help="Annotations from export snapshots in storage, or the API."),
+    ] = "storage",
+    export_keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--export-key", metavar="KEY", help="Only these export snapshots (repeatable)."
+        ),
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Evaluate the champion, train and promote a challenger if needed (train-ner)."""
+    from flows.train_ner import train_ner
+
+    params = {"source": source, "export_keys": export_keys}
+    result = run_flow(ctx, train_ner, params, parse_overrides(set_))
+    _summary(
+        result,
+        [
+            "status",
+            "labels",
+            "n_gold",
+            "n_train",
+            "champion_model",
+            "champion_f1",
+            "challenger_version",
+            "challenger_f1",
+            "decision",
+        ],
+    )
+
+
+@app.command()
+def loop(
+    ctx: typer.Context,
+    source: Annotated[Source, typer.Option(help="Where posts come from.")] = "x",
+    input_uri: InputOption = None,
+    keywords: KeywordOption = None,
+    posts_per_round: Annotated[int | None, typer.Option(help="Posts sent per round.")] = None,
+    annotator: Annotated[
+        Literal["storage", "replay", "label_studio"],
+        typer.Option(help="Who labels: exports in storage, Label Studio's API, or replay."),
+    ] = "storage",
+    gold_export: Annotated[
+        str | None, typer.Option(help="Export the replay annotator answers from.")
+    ] = None,
+    max_rounds: Annotated[int | None, typer.Option(help="Round budget.")] = None,
+    wait_timeout_s: Annotated[float, typer.Option(help="Longest wait for labels.")] = 24 * 3600,
+    poll_interval_s: Annotated[float, typer.Option(help="Seconds between label polls.")] = 60,
+    set_: SetOption = None,
+) -> None:
+    """Apply, wait for labels, train; repeat until the threshold or the budget (feedback-loop)."""
+    from flows.feedback_loop import feedback_loop
+
+    params = {
+        "source": source,
+        "input_uri": input_uri,
+        "keywords": keywords,
+        "posts_per_round": posts_per_round,
+        "annotator": annotator,
+        "gold_export": gold_export,
+        "max_rounds": max_rounds,
+        "wait_timeout_s": wait_timeout_s,
+        "poll_interval_s": poll_interval_s,
+    }
+    result = run_flow(ctx, feedback_loop, params, parse_overrides(set_))
+    _print_rounds(result)
+
+
+def _print_rounds(result: Mapping[str, Any]) -> None:
+    from ner.report import rounds_table
+
+    out = console()
+    out.print()
+    out.print(rounds_table(result["rounds"]), markup=False)
+    out.print()
+    out.print(f"loop status: {result['status']}")
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def prepare_demo_folder(folder: Path, *, keep: bool) -> list[Path]:
+    """Make ``folder`` ready for a demo; returns what was removed.
+
+    Only a folder the demo made (it holds :data:`DEMO_MARKER`) is reused, and only the
+    entries the demo creates there (:data:`DEMO_ENTRIES`) are removed; with ``keep``
+    nothing is. Raises :class:`CliError` for a folder with other content.
+    """
+    marker = folder / DEMO_MARKER
+    if folder.exists() and not marker.exists() and any(folder.iterdir()):
+        raise CliError(
+            f"{folder} exists and was not made by 'brandloop demo'; nothing was deleted: "
+            "choose another folder with --dir"
+        )
+    removed: list[Path] = []
+    if not keep:
+        for name in DEMO_ENTRIES:
+            path = folder / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            else:
+                continue
+            removed.append(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by brandloop demo; it deletes only storage/, mlflow.db, mlartifacts/\n")
+    return removed
+
+
+def demo_overrides(folder: Path) -> dict[str, str]:
+    """Storage and MLflow of a demo in ``folder``, apart from the user's own."""
+    return {
+        "storage_uri": str(folder / "storage"),
+        "mlflow_tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
+    }
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    dir_: Annotated[
+        Path, typer.Option("--dir", help="Folder of the demo's storage and MLflow database.")
+    ] = Path(".brandloop/demo"),
+    rounds: Annotated[int, typer.Option(help="Round budget.")] = 3,
+    posts_per_round: Annotated[int, typer.Option(help="Posts sent per round.")] = 360,
+    keep: Annotated[bool, typer.Option(help="Continue from the last demo's state.")] = False,
+    set_: SetOption = None,
+) -> None:
+    """The whole loop offline on the bundled posts, a replay annotator labelling them."""
+    from flows.feedback_loop import feedback_loop
+    from ner.replay import demo_posts_path
+
+    out = console()
+    overrides = {**demo_overrides(dir_), **parse_overrides(set_)}
+    removed = prepare_demo_folder(dir_, keep=keep)
+    if removed:
+        out.print(f"removed the last demo's {', '.join(p.name for p in removed)} in {dir_}")
+    out.print(f"demo state in {dir_}/ (MLflow: {overrides['mlflow_tracking_uri']})")
+    params = {
+        "source": "jsonl",
+        "input_uri": str(demo_posts_path()),
+        "posts_per_round": posts_per_round,
+        "annotator": "replay",
+        "max_rounds": rounds,
+    }
+    started = time.perf_counter()
+    result = run_flow(ctx, feedback_loop, params, overrides)
+    _print_rounds(result)
+    out.print(f"time: {time.perf_counter() - started:.0f} s")
+    flags = " ".join(f"--set {k}={v}" for k, v in demo_overrides(dir_).items())
+    out.print(f"next: brandloop status {flags}")
+    out.print(f"      mlflow ui --backend-store-uri {overrides['mlflow_tracking_uri']} --port 5000")
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def _registry(cfg: Settings) -> Registry:
+    from apps.status import quick_mlflow
+    from flows.context import RunContext
+
+    quick_mlflow()
+    return RunContext.open(cfg).registry
+
+
+def _table(*columns: str, title: str) -> Table:
+    return Table(*columns, title=title, title_justify="left", box=box.SIMPLE_HEAD)
+
+
+def _when(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _f1(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _move(event: AuditEvent) -> str:
+    return f"@{event.alias}: {event.from_version or '-'} -> {event.to_version or '-'}"
+
+
+@app.command()
+def status(
+    limit: Annotated[int, typer.Option(help="Evaluations and alias moves to show.")] = 5,
+    set_: SetOption = None,
+) -> None:
+    """Champion, challenger, previous (F1 on the current gold set), last evaluations, alias
+    history, Label Studio counts."""
+    from apps.status import gather
+
+    cfg = load_cli_settings(parse_overrides(set_))
+    report = gather(cfg, _registry(cfg), limit=limit)
+    out = console()
+    out.print(f"model [bold]{report.model_name}[/] on {report.tracking_uri}")
+    gold = report.gold
+    out.print(
+        f"gold set: {gold.name} ({gold.hash[:12]}, {gold.n_posts} posts)"
+        if gold
+        else "gold set: none frozen yet (train-ner freezes it when labels first arrive)"
+    )
+    aliases = _table("alias", "version", "F1 (gold)", title="aliases")
+    for state in report.aliases:
+        aliases.add_row(f"@{state.alias}", state.version or "-", _f1(state.f1))
+    out.print(aliases)
+    evaluations = _table("when (UTC)", "role", "model", "F1", "gold", title="last evaluations")
+    for row in report.evaluations:
+        evaluations.add_row(
+            _when(row.started), row.role, row.model, _f1(row.f1), row.gold_hash[:12]
+        )
+    out.print(evaluations if report.evaluations else "last evaluations: none")
+    history = _table("when (UTC)", "move", "by", "reason", title="alias history")
+    for event in report.audit:
+        history.add_row(_when(event.timestamp), _move(event), event.actor, event.reason)
+    out.print(history if report.audit else "alias history: none")
+    counts = report.label_studio
+    out.print(
+        f"label studio: project {counts.project_id} {counts.title!r}: {counts.tasks} tasks, "
+        f"{counts.labelled} labelled, {counts.skipped} skipped"
+        if counts
+        else f"label studio: {report.label_studio_note}"
+    )
+
+
+def _actor() -> str:
+    from ner.registry import default_actor
+
+    return f"cli:{default_actor()}"
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="Model version to make @champion.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit).")],
+    force: Annotated[
+        bool, typer.Option(help="Promote even if the promotion rule says no (audited).")
+    ] = False,
+    set_: SetOption = None,
+) -> None:
+    """Make VERSION the champion through the audited path (evaluated on the current gold
+    set, promotion rule unless --force)."""
+    from apps.status import current_gold
+    from ner.registry import CHAMPION, Decision, decide
+
+    cfg = load_cli_settings(parse_overrides(set_))
+    registry = _registry(cfg)
+    gold = current_gold(cfg)
+    if gold is None:
+        raise CliError(f"no gold set in {cfg.storage_uri}: a version is promoted on gold F1")
+    _require_version(registry, version)
+    champion = registry.alias_version(CHAMPION)
+    if champion == version:
+        raise CliError(f"version {version} is already @{CHAMPION}")
+    f1 = registry.evaluated_f1(version, gold.hash)
+    if f1 is None:
+        raise CliError(
+            f"version {version} was never evaluated on the current gold set {gold.hash[:12]}: "
+            "no promotion without evaluation"
+        )
+    champion_f1 = registry.evaluated_f1(champion, gold.hash) if champion else None
+    rule = decide(f1, champion_f1, cfg.threshold, cfg.promotion_margin)
+    if not rule.promote and not force:
+        raise CliError(f"refused: {rule.reason} (--force promotes anyway, audited)")
+    why = reason if rule.promote else f"{reason} (forced; rule said: {rule.reason})"
+    events = registry.promote(
+        version,
+        gold_hash=gold.hash,
+        decision=Decision(True, f"manual: {why}"),
+        metrics={
+            "challenger_f1": f1,
+            "champion_f1": champion_f1 or 0.0,
+            "threshold": cfg.threshold,
+        },
+        actor=_actor(),
+    )
+    for event in events:
+        console().print(f"{_move(event)}  ({event.reason})")
+
+
+def _require_version(registry: Registry, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registry.client.get_model_version(registry.model_name, version)
+    except MlflowException as exc:
+        raise CliError(f"{registry.model_name} has no version {version!r}") from exc
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit).")],
+    set_: SetOption = None,
+) -> None:
+    """Move @champion back to @previous through the audited path."""
+    cfg = load_cli_settings(parse_overrides(set_))
+    event = _registry(cfg).rollback(actor=_actor(), reason=reason)
+    console().print(f"{_move(event)}  ({event.reason})")
+
+
+# ----------------------------------------------------------------------------- services
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default NER_SERVE_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default NER_SERVE_PORT.")] = None,
+    model: Annotated[str | None, typer.Option(help="Default NER_SERVE_MODEL.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Serve the champion over the REST API (needs NER_SERVE_API_KEY)."""
+    from apps.serving import run_server
+
+    given = {"serve_host": host, "serve_port": port, "serve_model": model}
+    overrides = {**parse_overrides(set_), **{k: v for k, v in given.items() if v is not None}}
+    cfg = load_cli_settings(overrides)
+    console().print(f"serving {cfg.serve_model} on http://{cfg.serve_host}:{cfg.serve_port}")
+    run_server(cfg)
+
+
+@labelstudio_app.command("setup")
+def labelstudio_setup(
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(help="Point the project's webhook here (the label trigger's /webhook)."),
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Create the project from the settings (title, labels) if missing; register the webhook."""
+    cfg = load_cli_settings(parse_overrides(set_))
+    project = labelstudio_client_module().LabelStudioProject.connect(cfg)
+    out = console()
+    out.print(
+        f"project {project.project_id} {project.title!r} on {cfg.label_studio_url} "
+        f"(labels: {', '.join(project.config.labels)})"
+    )
+    if webhook_url:
+        secret = cfg.label_studio_webhook_secret
+        headers = {"X-Brandloop-Webhook-Token": secret.get_secret_value()} if secret else {}
+        hook = project.ensure_webhook(webhook_url, headers=headers)
+        out.print(f"webhook {hook} posts new and updated annotations to {webhook_url}")
+
+
+@labelstudio_app.command("status")
+def labelstudio_status(set_: SetOption = None) -> None:
+    """Tasks, labelled tasks and skipped annotations of the settings' project."""
+    from apps.status import label_studio_counts
+
+    cfg = load_cli_settings(parse_overrides(set_))
+    counts = label_studio_counts(cfg)
+    if counts is None:
+        raise CliError(
+            f"no project titled {cfg.project_title!r} on {cfg.label_studio_url}: "
+            "run brandloop labelstudio setup"
+        )
+    console().print(
+        f"project {counts.project_id} {counts.title!r} on {cfg.label_studio_url}: "
+        f"{counts.tasks} tasks, {counts.labelled} labelled, {counts.skipped} skipped"
+    )
+
+
+@app.command()
+def deploy(
+    env: Annotated[
+        list[str],
+        typer.Option(help="Environment to deploy: dev, staging or prod (repeatable)."),
+    ],
+    secrets_from_env: Annotated[
+        bool, typer.Option(help="Save Secret blocks from BRANDLOOP_<ENV>_* variables.")
+    ] = False,
+    create_bucket: Annotated[
+        bool, typer.Option(help="Create the gs:// bucket if missing.")
+    ] = False,
+    no_deploy: Annotated[bool, typer.Option(help="Prepare pools and blocks only.")] = False,
+    check: Annotated[bool, typer.Option(help="Only list missing deploy-time variables.")] = False,
+) -> None:
+    """Work pools, Secret blocks and `prefect deploy` of the environment's deployments
+    (what python -m deployments.bootstrap does)."""
+    bootstrap = _import_first("deployments.bootstrap")
+    unknown = [e for e in env if e not in bootstrap.ENVIRONMENTS]
+    if unknown:
+        raise CliError(f"--env {unknown[0]}: use one of {', '.join(bootstrap.ENVIRONMENTS)}")
+    environ = dict(os.environ)
+    missing = bootstrap.missing_variables(bootstrap.load_prefect_file(), env, environ)
+    if check or missing:
+        for name in missing:
+            console().print(f"missing: {name}")
+        if missing:
+            raise CliError(f"{len(missing)} deploy-time variable(s) unset, first {missing[0]}")
+        console().print("every deploy-time variable is set")
+        return
+    _require_prefect_server()
+    report = bootstrap.bootstrap(
+        env,
+        environ,
+        secrets_from_env=secrets_from_env,
+        create_bucket=create_bucket,
+        deploy=not no_deploy,
+    )
+    for name, done in report.items():
+        console().print(f"{name}: {_bootstrap_line(done)}")
+
+
+def _bootstrap_line(done: Mapping[str, Any]) -> str:
+    """``{"work_pools_created": ["p"], "secret_blocks": {"b": "saved"}}`` as one line."""
+    parts = []
+    for key, value in done.items():
+        if isinstance(value, Mapping):
+            text = ", ".join(f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            text = ", ".join(str(v) for v in value) or "none"
+        else:
+            text = str(value).lower()
+        parts.append(f"{key.replace('_', ' ')}: {text}")
+    return "; ".join(parts)
+
+
+def _require_prefect_server() -> None:
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        raise CliError("PREFECT_API_URL is not set: deploy needs a Prefect server")
+
+
+@app.command()
+def doctor(set_: SetOption = None) -> None:
+    """Check each configured service and setting; one line per check with its fix."""
+    from apps.doctor import CheckStatus, run_checks
+
+    out = console()
+    try:
+        cfg = load_cli_settings(parse_overrides(set_))
+    except ConfigError as exc:
+        out.print(f"[red]✗ settings[/]  {_escape(str(exc))}  → fix the variable named")
+        raise typer.Exit(1) from None
+    except Exception as exc:  # a *_BLOCK naming a Secret block Prefect cannot give
+        out.print(
+            f"[red]✗ secret blocks[/]  {_escape(describe(exc))}  → create the block "
+            "(brandloop deploy --secrets-from-env) or unset the NER_*_BLOCK variable"
+        )
+        raise typer.Exit(1) from None
+    out.print("[green]✓ settings[/]  valid")
+    marks = {CheckStatus.OK: "[green]✓", CheckStatus.WARN: "[yellow]!", CheckStatus.FAIL: "[red]✗"}
+    failed = 0
+    for check in run_checks(cfg):
+        fix = f"  → {_escape(check.fix)}" if check.fix and check.status != CheckStatus.OK else ""
+        out.print(f"{marks[check.status]} {check.name}[/]  {_escape(check.detail)}{fix}")
+        failed += check.status == CheckStatus.FAIL
+    if failed:
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``brandloop``: the project script."""
+    app(args=None if argv is None else list(argv), prog_name="brandloop")
+
+
+#: ``python -m flows.<module>`` -> its command.
+FLOW_COMMANDS = {"apply_ner": "apply", "train_ner": "train", "feedback_loop": "loop"}
+
+
+def flow_main(module: str) -> None:
+    """``python -m flows.<module> ...``: the flow's command (``--demo`` -> ``demo``)."""
+    args = sys.argv[1:]
+    command = FLOW_COMMANDS[module.rsplit(".", 1)[-1]]
+    if command == "loop" and "--demo" in args:
+        command, args = "demo", [a for a in args if a != "--demo"]
+    app(args=[command, *args], prog_name="brandloop")
+
+
+if __name__ == "__main__":
+    main()

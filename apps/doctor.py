@@ -1,0 +1,212 @@
+"""``brandloop doctor``: one check per configured service and setting, each with its fix.
+
+Every check is short (a few seconds at most) and only reads, except the storage check,
+which writes and deletes one probe object of its own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import requests
+
+if TYPE_CHECKING:
+    from ner.settings import Settings
+
+#: Seconds one HTTP probe may take.
+PROBE_TIMEOUT_S = 5.0
+
+
+class CheckStatus(StrEnum):
+    OK = "ok"
+    WARN = "warn"  # optional and not configured: only some commands need it
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    """Outcome of one check: ``fix`` says what to do when it is not OK."""
+
+    name: str
+    status: CheckStatus
+    detail: str
+    fix: str = ""
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> requests.Response:
+    return requests.get(url, headers=headers or {}, timeout=PROBE_TIMEOUT_S)
+
+
+def _unreachable(exc: requests.RequestException) -> str:
+    reason = type(exc).__name__
+    if isinstance(exc, requests.ConnectionError):
+        reason = "connection refused or host unknown"
+    elif isinstance(exc, requests.Timeout):
+        reason = f"no answer within {PROBE_TIMEOUT_S:.0f} s"
+    return reason
+
+
+def check_mlflow(settings: Settings) -> Check:
+    uri = settings.mlflow_tracking_uri
+    fix = "start it (mlflow server ...) or set NER_MLFLOW_TRACKING_URI"
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        folder = db.resolve().parent
+        if db.exists():
+            return Check("mlflow", CheckStatus.OK, f"{uri} (local database)")
+        if os.access(folder if folder.exists() else Path.cwd(), os.W_OK):
+            return Check("mlflow", CheckStatus.OK, f"{uri} (created on first use)")
+        return Check("mlflow", CheckStatus.FAIL, f"{folder} is not writable", fix)
+    if not uri.startswith(("http://", "https://")):
+        return Check("mlflow", CheckStatus.WARN, f"{uri}: not probed (not http or sqlite)")
+    try:
+        answer = _get(f"{uri.rstrip('/')}/health")
+    except requests.RequestException as exc:
+        return Check("mlflow", CheckStatus.FAIL, f"{uri} unreachable: {_unreachable(exc)}", fix)
+    if answer.status_code != 200:
+        return Check("mlflow", CheckStatus.FAIL, f"{uri}/health answered {answer.status_code}", fix)
+    return Check("mlflow", CheckStatus.OK, f"{uri} reachable")
+
+
+def check_label_studio(settings: Settings) -> list[Check]:
+    url = settings.label_studio_url.rstrip("/")
+    key = settings.label_studio_api_key
+    if key is None or not key.get_secret_value():
+        return [
+            Check(
+                "label studio",
+                CheckStatus.WARN,
+                "not configured (no NER_LABEL_STUDIO_API_KEY)",
+                "needed for destination=label_studio and source=label_studio: set "
+                "NER_LABEL_STUDIO_URL and NER_LABEL_STUDIO_API_KEY",
+            )
+        ]
+    fix = "start Label Studio or set NER_LABEL_STUDIO_URL"
+    try:
+        health = _get(f"{url}/health")
+    except requests.RequestException as exc:
+        return [
+            Check("label studio", CheckStatus.FAIL, f"{url} unreachable: {_unreachable(exc)}", fix)
+        ]
+    if health.status_code != 200:
+        detail = f"{url}/health answered {health.status_code}"
+        return [Check("label studio", CheckStatus.FAIL, detail, fix)]
+    return [Check("label studio", CheckStatus.OK, f"{url} reachable"), _check_ls_key(settings)]
+
+
+def _check_ls_key(settings: Settings) -> Check:
+    from label_studio_sdk import LabelStudio
+
+    key = settings.require_secret("label_studio_api_key")
+    try:
+        client = LabelStudio(
+            base_url=settings.label_studio_url.rstrip("/"), api_key=key, timeout=PROBE_TIMEOUT_S
+        )
+        user = client.users.whoami()
+    except Exception as exc:  # the SDK raises httpx errors and its own ApiError
+        status = getattr(exc, "status_code", None)
+        detail = f"key refused ({status})" if status else f"key check failed: {type(exc).__name__}"
+        return Check(
+            "label studio key",
+            CheckStatus.FAIL,
+            detail,
+            "set NER_LABEL_STUDIO_API_KEY to a valid token (Label Studio: Account & Settings)",
+        )
+    return Check("label studio key", CheckStatus.OK, f"accepted (user {user.email or user.id})")
+
+
+def check_prefect() -> Check:
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api.url
+    if not api:
+        return Check(
+            "prefect api",
+            CheckStatus.OK,
+            "no PREFECT_API_URL: flows start a temporary local API (deploy needs a server)",
+        )
+    fix = "start it (prefect server start) or set PREFECT_API_URL"
+    try:
+        answer = _get(f"{api.rstrip('/')}/health")
+    except requests.RequestException as exc:
+        return Check(
+            "prefect api", CheckStatus.FAIL, f"{api} unreachable: {_unreachable(exc)}", fix
+        )
+    if answer.status_code != 200:
+        return Check(
+            "prefect api", CheckStatus.FAIL, f"{api}/health answered {answer.status_code}", fix
+        )
+    return Check("prefect api", CheckStatus.OK, f"{api} reachable")
+
+
+def check_storage(settings: Settings) -> Check:
+    from ner.storage import open_storage
+
+    probe = f"doctor-probe-{uuid.uuid4().hex}.txt"
+    fix = "set NER_STORAGE_URI to a writable folder or gs:// bucket (and its credentials)"
+    try:
+        storage = open_storage(settings.storage_uri, settings.env, gcs_timeout_s=10.0)
+        storage.write_text(probe, "brandloop doctor\n")
+        storage.delete(probe)
+    except Exception as exc:  # any backend failure is the answer to this check
+        detail = f"{settings.storage_uri} not writable: {type(exc).__name__}: {str(exc)[:160]}"
+        return Check("storage", CheckStatus.FAIL, detail, fix)
+    return Check("storage", CheckStatus.OK, f"{storage.uri()} writable")
+
+
+def check_x_token(settings: Settings) -> Check:
+    token = settings.x_bearer_token
+    if token is not None and token.get_secret_value():
+        return Check("x token", CheckStatus.OK, "NER_X_BEARER_TOKEN is set")
+    if settings.x_bearer_token_block:
+        block = settings.x_bearer_token_block
+        return Check("x token", CheckStatus.OK, f"read from Prefect Secret block {block!r}")
+    return Check(
+        "x token",
+        CheckStatus.WARN,
+        "not set",
+        "needed for source=x only: set NER_X_BEARER_TOKEN or NER_X_BEARER_TOKEN_BLOCK",
+    )
+
+
+def check_base_model(settings: Settings) -> Check:
+    name = settings.base_model
+    path = Path(name)
+    if path.exists():
+        if (path / "meta.json").exists() or (path / "config.cfg").exists():
+            return Check("base model", CheckStatus.OK, f"{name} (folder)")
+        detail = f"{name} is a folder but not a spaCy pipeline (no config.cfg)"
+        return Check("base model", CheckStatus.FAIL, detail, "point NER_BASE_MODEL at a pipeline")
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # not a module name at all
+        found = False
+    if found:
+        return Check("base model", CheckStatus.OK, f"{name} installed")
+    return Check(
+        "base model",
+        CheckStatus.FAIL,
+        f"{name} is neither an installed package nor a folder",
+        "install it into .venv (make install) or set NER_BASE_MODEL",
+    )
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    """Every check, in a fixed order."""
+    single: list[Callable[[], Check]] = [
+        lambda: check_mlflow(settings),
+        check_prefect,
+        lambda: check_storage(settings),
+        lambda: check_x_token(settings),
+        lambda: check_base_model(settings),
+    ]
+    checks = [single[0](), *check_label_studio(settings)]
+    checks += [check() for check in single[1:]]
+    return checks

@@ -1,0 +1,225 @@
+"""What a flow run is doing, one line per step, for the ``brandloop`` command line.
+
+:class:`Narrator` listens to the run loggers of Prefect (``prefect.flow_runs``,
+``prefect.task_runs``) while a flow runs in this process. A task that starts turns into a
+spinner line ("training the challenger ... 0:00:41"); when it ends, one line stays on the
+screen with its outcome and duration. What the flows log at INFO is printed as it comes,
+so the narration follows the run's own log, the one the Prefect UI shows.
+
+The run's records still reach the Prefect API (the UI) at INFO and above; Prefect's own
+console lines are hidden unless ``verbose`` (``--debug``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+#: Task name -> what the step does, as the narration says it.
+STEPS: dict[str, str] = {
+    "fetch_posts": "fetched posts",
+    "predict_posts": "predicted brands",
+    "predict_shard": "predicted a shard",
+    "select_for_labelling": "chose posts for labelling",
+    "write_tasks": "wrote Label Studio import tasks",
+    "send_to_label_studio": "imported tasks into Label Studio",
+    "replay_labels": "replay annotator labelled the posts",
+    "wait_for_exports": "waited for label exports",
+    "wait_for_label_studio": "waited for labels in Label Studio",
+    "pull_annotations": "pulled the annotations",
+    "prepare_gold": "froze the gold set and the training pool",
+    "evaluate_on_gold": "evaluated on the gold set",
+    "train_challenger": "trained the challenger",
+    "log_challenger": "logged the challenger to MLflow",
+    "promote_if_better": "applied the promotion rule",
+}
+#: The same steps while they run (the spinner's text).
+RUNNING: dict[str, str] = {
+    "fetch_posts": "fetching posts",
+    "predict_posts": "predicting brands",
+    "predict_shard": "predicting a shard",
+    "select_for_labelling": "choosing posts for labelling",
+    "write_tasks": "writing Label Studio import tasks",
+    "send_to_label_studio": "importing tasks into Label Studio",
+    "replay_labels": "replay annotator labelling",
+    "wait_for_exports": "waiting for label exports",
+    "wait_for_label_studio": "waiting for labels in Label Studio",
+    "pull_annotations": "pulling annotations",
+    "prepare_gold": "freezing the gold set",
+    "evaluate_on_gold": "evaluating on the gold set",
+    "train_challenger": "training the challenger",
+    "log_challenger": "logging the challenger to MLflow",
+    "promote_if_better": "applying the promotion rule",
+}
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+_CREATED = re.compile(r"^Created task run '.*' for task '(?P<task>[^']+)'")
+_BEGIN_FLOW = re.compile(r"^Beginning (?:sub)?flow run '.*' for flow '(?P<flow>[^']+)'")
+_FINISHED = re.compile(r"^Finished in state (?P<state>\w+)\((?P<message>.*)\)$", re.S)
+#: Longest narrated log message (a flow may log a whole result dict).
+MAX_LINE = 160
+#: "k/n" in a task's INFO message ("epoch 3/20", "predicted 512/2000 posts") fills its bar.
+_FRACTION = re.compile(r"\b(?P<done>\d+)\s*/\s*(?P<total>\d+)\b")
+_ENGINE_ERROR = "Encountered exception during execution"
+_TASK_ERROR = "Task run encountered an exception "
+_RETRY = re.compile(r"Retry (?P<n>\d+)/(?P<of>\d+) will start")
+
+
+@dataclass
+class _Running:
+    label: str
+    started: float
+    progress_id: TaskID
+
+
+class Narrator(logging.Handler):
+    """A logging handler that turns Prefect run records into one line per step."""
+
+    def __init__(
+        self, console: Console, progress: Progress, starting: str = "starting the flow run"
+    ) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.console = console
+        self.progress = progress
+        self.running: dict[str, _Running] = {}
+        self.starting: TaskID | None = progress.add_task(starting, total=None)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._narrate(record)
+        except Exception:  # a narration error must never fail the run
+            self.handleError(record)
+
+    def _narrate(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        task = getattr(record, "task_name", None)
+        run_id = str(getattr(record, "task_run_id", "") or "")
+        if task is None:
+            self._flow_record(record, message)
+        elif created := _CREATED.match(message):
+            self._start(run_id, created["task"])
+        elif finished := _FINISHED.match(message):
+            self._finish(run_id, task, finished["state"], finished["message"])
+        elif retry := _RETRY.search(message):
+            self.say(f"[yellow]↻[/] {escape(task)}: retry {retry['n']}/{retry['of']}")
+        elif record.levelno >= logging.INFO and run_id in self.running:
+            self._task_message(self.running[run_id], message)
+
+    def _task_message(self, running: _Running, message: str) -> None:
+        """A running task's INFO line becomes its spinner's text; "k/n" fills its bar."""
+        fraction = _FRACTION.search(message)
+        self.progress.update(
+            running.progress_id,
+            description=f"{running.label}: {escape(_clip(message, 100))}",
+            completed=int(fraction["done"]) if fraction else None,
+            total=int(fraction["total"]) if fraction else None,
+        )
+
+    def _flow_record(self, record: logging.LogRecord, message: str) -> None:
+        if self.starting is not None:
+            self.progress.remove_task(self.starting)
+            self.starting = None
+        if begun := _BEGIN_FLOW.match(message):
+            self.say(f"[bold]▶ {escape(begun['flow'])}[/]")
+        elif finished := _FINISHED.match(message):
+            if finished["state"] not in ("Completed", "Cached"):
+                flow = getattr(record, "flow_name", "flow")
+                self.say(f"[red]✗ {escape(flow)} {finished['state'].lower()}[/]")
+        elif message.startswith(_ENGINE_ERROR):
+            return  # the failed task's line, and the command's error line, say it
+        elif record.levelno >= logging.WARNING:
+            self.say(f"[yellow]![/] {escape(_clip(message))}")
+        elif record.levelno >= logging.INFO:
+            self.say(f"  [dim]{escape(_clip(message))}[/]")
+
+    def _start(self, run_id: str, task: str) -> None:
+        label = RUNNING.get(task, task.replace("_", " "))
+        progress_id = self.progress.add_task(label, total=None)
+        self.running[run_id] = _Running(label, time.monotonic(), progress_id)
+
+    def _finish(self, run_id: str, task: str, state: str, message: str) -> None:
+        running = self.running.pop(run_id, None)
+        seconds = 0.0
+        if running is not None:
+            self.progress.remove_task(running.progress_id)
+            seconds = time.monotonic() - running.started
+        if state in ("Completed", "Cached"):
+            if task in STEPS:
+                self.say(f"[green]✓[/] {STEPS[task]} [dim]({seconds:.1f} s)[/]")
+        elif state == "AwaitingRetry":
+            self.say(f"[yellow]↻[/] {escape(task)} failed, will retry: {escape(message[:200])}")
+        else:
+            reason = message.strip("'\"").removeprefix(_TASK_ERROR)
+            self.say(f"[red]✗[/] {escape(task)} {state.lower()}: {escape(_clip(reason))}")
+
+    def say(self, line: str) -> None:
+        self.progress.console.print(line, highlight=False)
+
+
+def _clip(message: str, width: int = MAX_LINE) -> str:
+    line = " ".join(message.split())
+    return line if len(line) <= width else f"{line[: width - 1]}…"
+
+
+class _BelowInfo(logging.Filter):
+    """Keeps DEBUG records away from the Prefect API (its UI shows INFO and above)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
+@contextmanager
+def narrated(
+    console: Console, *, verbose: bool = False, starting: str = "starting the flow run"
+) -> Iterator[Narrator]:
+    """Narrate the flow runs started inside the block on ``console``; ``starting`` is the
+    spinner's text until the first run begins.
+
+    Prefect's run loggers are set to DEBUG meanwhile (task starts are DEBUG records), and
+    restored after; DEBUG records do not reach the Prefect API.
+    """
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    narrator = Narrator(console, progress, starting)
+    quiet = _BelowInfo()
+    saved = []
+    for name in RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level, logger.propagate))
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = verbose
+        logger.addHandler(narrator)
+        for handler in logger.handlers:
+            if handler is not narrator:
+                handler.addFilter(quiet)
+    try:
+        with progress:
+            yield narrator
+    finally:
+        for logger, level, propagate in saved:
+            logger.removeHandler(narrator)
+            for handler in logger.handlers:
+                handler.removeFilter(quiet)
+            logger.setLevel(level)
+            logger.propagate = propagate

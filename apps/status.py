@@ -1,0 +1,208 @@
+"""What ``brandloop status`` shows: the aliases with their F1 on the current gold set, the
+last evaluations, the alias history and the Label Studio counts.
+
+Everything here only reads: MLflow (tracking + registry), the gold-set record in storage
+and, when a key is configured, the Label Studio project (never created here).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ner.errors import LabelStudioError
+
+if TYPE_CHECKING:
+    from ner.registry import AuditEvent, Registry
+    from ner.settings import Settings
+
+ALIASES = ("champion", "challenger", "previous")
+#: Names a run's gold-set micro F1 goes by (evaluation runs log ``f1``, training runs the
+#: challenger's ``gold_f1``).
+GOLD_F1_METRICS = ("f1", "gold_f1")
+#: MLflow HTTP retries for the command line's quick reads (the SDK's default is 7 with
+#: back-off, minutes before a down server is reported).
+QUICK_MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+
+
+@dataclass(frozen=True)
+class AliasState:
+    """``@alias`` -> ``version`` (None when unset) and its F1 on the current gold set."""
+
+    alias: str
+    version: str | None
+    f1: float | None
+
+
+@dataclass(frozen=True)
+class EvaluationRow:
+    """One scoring of a model on a gold set (an evaluation run or a training run)."""
+
+    started: float  # seconds since the epoch
+    role: str
+    model: str
+    f1: float | None
+    gold_hash: str
+
+
+@dataclass(frozen=True)
+class LabelStudioCounts:
+    """The project's tasks, tasks with a label, and skipped annotations."""
+
+    project_id: int
+    title: str
+    tasks: int
+    labelled: int
+    skipped: int
+
+
+@dataclass(frozen=True)
+class GoldSetInfo:
+    name: str
+    hash: str
+    n_posts: int
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    model_name: str
+    tracking_uri: str
+    gold: GoldSetInfo | None
+    aliases: tuple[AliasState, ...]
+    evaluations: tuple[EvaluationRow, ...]
+    audit: tuple[AuditEvent, ...]
+    label_studio: LabelStudioCounts | None
+    label_studio_note: str
+
+
+def quick_mlflow() -> None:
+    """Make MLflow give up on an unreachable server within seconds (unless set already)."""
+    for name, value in QUICK_MLFLOW_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def current_gold(settings: Settings) -> GoldSetInfo | None:
+    """The gold set in force in the settings' storage, or None if none was frozen yet."""
+    from flows.context import RunContext
+    from ner.datasets import load_gold_set
+
+    found = load_gold_set(RunContext.open(settings).storage)
+    if found is None:
+        return None
+    gold, _ = found
+    return GoldSetInfo(gold.name, gold.hash, len(gold.post_ids))
+
+
+def alias_states(registry: Registry, gold_hash: str | None) -> tuple[AliasState, ...]:
+    """Champion, challenger and previous, each with its F1 on ``gold_hash`` (if evaluated)."""
+    states = []
+    for alias in ALIASES:
+        version = registry.alias_version(alias)
+        f1 = None
+        if version is not None and gold_hash is not None:
+            f1 = registry.evaluated_f1(version, gold_hash)
+        states.append(AliasState(alias, version, f1))
+    return tuple(states)
+
+
+def last_evaluations(registry: Registry, limit: int = 5) -> tuple[EvaluationRow, ...]:
+    """The ``limit`` newest gold-set scorings, newest first: evaluation runs (champion or
+    challenger) and training runs (their challenger's gold F1)."""
+    experiment = registry.client.get_experiment_by_name(registry.experiment_name)
+    if experiment is None:
+        return ()
+    runs = registry.client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=200
+    )
+    rows: list[EvaluationRow] = []
+    for run in runs:
+        row = _evaluation_row(registry, run)
+        if row is not None:
+            rows.append(row)
+        if len(rows) == limit:
+            break
+    return tuple(rows)
+
+
+def _evaluation_row(registry: Registry, run: Any) -> EvaluationRow | None:
+    tags, metrics = run.data.tags, run.data.metrics
+    kind = tags.get("brandloop.kind")
+    gold_hash = tags.get("brandloop.gold_hash", "")
+    f1 = next((metrics[name] for name in GOLD_F1_METRICS if name in metrics), None)
+    if kind == "evaluation":
+        role = tags.get("brandloop.role", "?")
+        model = tags.get("brandloop.model_version", "?")
+    elif kind == "training" and f1 is not None:
+        role = "challenger (training run)"
+        version = registry.version_for_run(run.info.run_id)
+        model = f"{registry.model_name}/{version}" if version else run.info.run_name
+    else:
+        return None
+    return EvaluationRow(run.info.start_time / 1000.0, role, model, f1, gold_hash)
+
+
+def label_studio_counts(settings: Settings) -> LabelStudioCounts | None:
+    """Counts of the settings' project, or None if no project has that title.
+
+    Raises :class:`~ner.errors.ConfigError` without a key and
+    :class:`~ner.errors.LabelStudioError` when the server cannot be reached or refuses.
+    """
+    from label_studio_sdk import LabelStudio
+
+    key = settings.require_secret("label_studio_api_key")
+    title = settings.project_title
+    try:
+        client = LabelStudio(
+            base_url=settings.label_studio_url.rstrip("/"), api_key=key, timeout=15.0
+        )
+        listed: list[Any] = list(client.projects.list(title=title, page_size=100))
+        matches = sorted((p for p in listed if p.title == title), key=lambda p: p.id or 0)
+        if not matches:
+            return None
+        project = client.projects.get(id=int(matches[0].id or 0))
+    except Exception as exc:  # the SDK raises httpx and its own ApiError types
+        text = str(exc).replace(key, "***")[:200]
+        raise LabelStudioError(
+            f"Label Studio at {settings.label_studio_url}: {type(exc).__name__}: {text}"
+        ) from exc
+    return LabelStudioCounts(
+        project_id=int(project.id or 0),
+        title=title,
+        tasks=int(project.task_number or 0),
+        labelled=int(project.num_tasks_with_annotations or 0),
+        skipped=int(project.skipped_annotations_number or 0),
+    )
+
+
+def label_studio_configured(settings: Settings) -> bool:
+    key = settings.label_studio_api_key
+    return bool(key is not None and key.get_secret_value())
+
+
+def _label_studio_part(settings: Settings) -> tuple[LabelStudioCounts | None, str]:
+    if not label_studio_configured(settings):
+        return None, "not configured (set NER_LABEL_STUDIO_API_KEY)"
+    try:
+        counts = label_studio_counts(settings)
+    except LabelStudioError as exc:
+        return None, f"unreachable: {exc}"
+    if counts is None:
+        return None, f"no project titled {settings.project_title!r} (brandloop labelstudio setup)"
+    return counts, ""
+
+
+def gather(settings: Settings, registry: Registry, *, limit: int = 5) -> StatusReport:
+    """Read everything ``brandloop status`` shows."""
+    gold = current_gold(settings)
+    counts, note = _label_studio_part(settings)
+    return StatusReport(
+        model_name=registry.model_name,
+        tracking_uri=settings.mlflow_tracking_uri,
+        gold=gold,
+        aliases=alias_states(registry, gold.hash if gold else None),
+        evaluations=last_evaluations(registry, limit),
+        audit=tuple(registry.audit_log()[-limit:]),
+        label_studio=counts,
+        label_studio_note=note,
+    )

