@@ -163,21 +163,39 @@ def parse_overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
     list settings also take comma-separated text. Raises :class:`ConfigError` naming the
     pair for a missing ``=`` or an unknown setting.
     """
-    from ner.settings import Settings
-
-    fields = Settings.model_fields
     overrides: dict[str, Any] = {}
     for pair in pairs or ():
         key, sep, raw = pair.partition("=")
         key = key.strip().lower().removeprefix("ner_")
         if not sep or not key:
             raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set threshold=0.7")
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"--set {key}: no such setting{hint}")
-        overrides[key] = _setting_value(raw, fields[key].annotation)
+        where, name, annotation = _setting_field(key)
+        value = _setting_value(raw, annotation)
+        if where is None:
+            overrides[name] = value
+        else:
+            overrides.setdefault(where, {})[name] = value
     return overrides
+
+
+def _setting_field(key: str) -> tuple[str | None, str, Any]:
+    """Where ``--set key`` goes: ``(None, field, annotation)`` for a setting (the flat training
+    names of earlier releases included), ``("train", field, annotation)`` for ``train.<field>``.
+    Raises :class:`ConfigError` with the closest name for an unknown one."""
+    from ner.settings import LEGACY_TRAIN_FIELDS, Settings, TrainSettings
+
+    fields, train = Settings.model_fields, TrainSettings.model_fields
+    if key in fields:
+        return None, key, fields[key].annotation
+    if key in LEGACY_TRAIN_FIELDS:
+        return None, key, train[LEGACY_TRAIN_FIELDS[key]].annotation
+    if key.startswith("train.") and key.removeprefix("train.") in train:
+        name = key.removeprefix("train.")
+        return "train", name, train[name].annotation
+    known = [*fields, *LEGACY_TRAIN_FIELDS, *(f"train.{n}" for n in train)]
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(f"--set {key}: no such setting{hint}")
 
 
 def _setting_value(raw: str, annotation: Any) -> Any:
@@ -322,6 +340,19 @@ def apply(
     destination: Annotated[
         Destination, typer.Option(help="storage: import JSON in storage; label_studio: API.")
     ] = "storage",
+    executor: Annotated[
+        Literal["processes", "dask"],
+        typer.Option(help="Predict on processes of this machine, or on a Dask cluster."),
+    ] = "processes",
+    workers: Annotated[
+        int | None, typer.Option(help="Processes (default NER_N_PROCESS) or local Dask workers.")
+    ] = None,
+    cluster_address: Annotated[
+        str | None, typer.Option(help="Dask scheduler (default NER_DASK_ADDRESS).")
+    ] = None,
+    n_shards: Annotated[
+        int | None, typer.Option(help="Line ranges the posts are cut into (default: workers).")
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Fetch posts, predict brands, send them to Label Studio (the apply-ner flow)."""
@@ -334,6 +365,10 @@ def apply(
         "model": model,
         "max_posts": max_posts,
         "destination": destination,
+        "executor": executor,
+        "workers": workers,
+        "cluster_address": cluster_address,
+        "n_shards": n_shards,
     }
     result = run_flow(ctx, apply_ner, params, parse_overrides(set_))
     _summary(

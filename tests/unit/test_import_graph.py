@@ -1,7 +1,9 @@
 """The import graph of ``ner``, ``flows`` and ``apps`` has no cycle, and the layers hold.
 
 Read with ``ast`` from the source files, nothing is imported. An import at module level
-(``if TYPE_CHECKING:`` blocks excepted: they never run) is an edge of the graph; an import
+(``if TYPE_CHECKING:`` blocks excepted: they never run; and ``if __name__ == "__main__":``
+blocks, the script entry of a flow file that hands over to the ``brandloop`` CLI: they run
+only as ``python -m flows.<name>``, never on import) is an edge of the graph; an import
 inside a function runs later, so it could hide a cycle: it may not point at a module that
 already reaches back to the importer. ``ner`` (the library) never imports Prefect nor
 ``apps`` (the edge); ``flows`` never imports ``apps``.
@@ -52,6 +54,19 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
+def _is_main_guard(node: ast.If) -> bool:
+    """``if __name__ == "__main__":``"""
+    test = node.test
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and len(test.comparators) == 1
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "__main__"
+    )
+
+
 def _targets(node: ast.Import | ast.ImportFrom, importer: str, modules: set[str]) -> list[str]:
     """Dotted names ``node`` imports: ``from a import b`` is ``a.b`` if that is a module."""
     if isinstance(node, ast.Import):
@@ -74,6 +89,8 @@ def imports_of(module: str, path: Path, modules: set[str]) -> Iterator[Import]:
                     yield Import(module, target, node.lineno, lazy, typing_only)
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 yield from walk(node.body, True, typing_only)
+            elif isinstance(node, ast.If) and _is_main_guard(node):
+                continue  # a script entry, not part of the module when imported
             elif isinstance(node, ast.If) and _is_type_checking(node):
                 yield from walk(node.body, lazy, True)
                 yield from walk(node.orelse, lazy, typing_only)
@@ -196,3 +213,24 @@ def test_layers_do_not_import_upwards(
         if imp.importer.split(".")[0] == package and imp.target.split(".")[0] in forbidden
     ]
     assert bad == []
+
+
+def test_a_script_entry_is_no_edge_but_a_type_checking_import_is_typing_only(
+    tmp_path: Path,
+) -> None:
+    # Given a module whose script entry hands over to the CLI
+    source = tmp_path / "m.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "import ner.layout\n"
+        "if TYPE_CHECKING:\n    import ner.records\n"
+        'if __name__ == "__main__":\n    import apps.cli\n',
+        encoding="utf-8",
+    )
+    found = list(imports_of("flows.m", source, {"ner.layout", "ner.records", "apps.cli"}))
+    # Then the script entry's import is not part of the module; the others are
+    assert [(i.target, i.typing_only) for i in found] == [
+        ("typing", False),
+        ("ner.layout", False),
+        ("ner.records", True),
+    ]

@@ -1,12 +1,10 @@
-"""Where the Label Studio code may reach: the library never imports the edge (``apps``), the
-Label Studio package serves no HTTP, and its client makes SDK calls without storage."""
+"""Where the Label Studio code may reach: the package serves no HTTP, and its client makes
+SDK calls without storage (the layers as a whole: tests/unit/test_import_graph.py)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,12 +37,6 @@ def reaching(imports: dict[str, set[str]], *packages: str) -> dict[str, list[str
         for name, modules in imports.items()
         if any(map(hit, modules))
     }
-
-
-@pytest.mark.parametrize("folder", ["ner", "flows"])
-def test_the_library_and_the_flows_never_import_the_edge(folder: str) -> None:
-    # given every module of the folder / then none imports the apps package
-    assert reaching(imports_of(folder), "apps") == {}
 
 
 def test_the_label_studio_package_serves_no_http() -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -364,21 +362,3 @@ def test_the_access_log_filter_drops_the_query_string() -> None:
     )
     RedactQuery().filter(plain)
     assert plain.getMessage() == "a GET /health"
-
-
-def test_the_library_and_the_flows_never_import_the_edge() -> None:
-    # Given every module of ner/ and flows/
-    root = Path(__file__).resolve().parents[2]
-    offenders = []
-    for path in sorted([*root.glob("ner/**/*.py"), *root.glob("flows/**/*.py")]):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            offenders += [
-                f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "apps"
-            ]
-    # Then none imports apps (apps imports them, never the other way round)
-    assert offenders == []
