@@ -339,12 +339,13 @@ class LabelStudioProject:
         tasks: list[Any] = []
         for chunk in batched(task_ids, EXPORT_IDS_PER_REQUEST):
             tasks.extend(self._parse_export(self.export_json(chunk)))
-        return json.dumps(tasks, ensure_ascii=False).encode("utf-8"), tasks
+        # ASCII escapes: a lone surrogate a task may hold stays an escape, never a crash here
+        return json.dumps(tasks, ensure_ascii=True).encode("ascii"), tasks
 
     def _parse_export(self, raw: bytes) -> list[Any]:
         try:
             parsed = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
             raise LabelStudioError(
                 f"the export of project {self.project_id} is not JSON: {exc}"
             ) from exc

@@ -14,6 +14,9 @@ import pytest
 from flows.common import is_transient
 from ner import layout
 from ner.errors import ExportFileError, StorageError
+from ner.labelstudio import client
+from ner.labelstudio.client import LabelStudioProject, batched
+from ner.labelstudio.config import LabelConfig
 from ner.labelstudio.exchange import collect_annotations
 from ner.labelstudio.quarantine import quarantine_file, quarantined_files
 from ner.records import read_annotations
@@ -157,3 +160,27 @@ def test_quarantine_keys_are_outside_the_exports_listing() -> None:
     assert layout.quarantine_reason(key) == f"quarantine/{BAD_KEY}.reason.json"
     assert layout.is_quarantine_reason(layout.quarantine_reason(key))
     assert not layout.is_quarantine_reason(key)
+
+
+def test_a_chunked_label_studio_export_with_a_lone_surrogate_is_kept_whole(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an export of more tasks than one request takes, one holding a lone surrogate
+    # (the answers of the SDK's export call are stood in for: the joining is under test)
+    tasks = _gold()
+    tasks[7]["data"]["text"] += " \ud83d"
+    chunks = {
+        tuple(t["id"] for t in part): json.dumps(part).encode("ascii")
+        for part in batched(tasks, 200)
+    }
+    project = LabelStudioProject(None, 1, "fuzz", LabelConfig.for_labels(LABELS))  # type: ignore[arg-type]
+    monkeypatch.setattr(client, "EXPORT_IDS_PER_REQUEST", 200)
+    monkeypatch.setattr(project, "export_json", lambda ids: chunks[tuple(ids)])
+    # when the tasks are exported, joined and kept as a snapshot
+    raw, parsed = project.export_tasks([t["id"] for t in tasks])
+    storage.write_bytes(BAD_KEY, raw)
+    # then the snapshot holds every task and the pull keeps all but the bad record
+    assert len(parsed) == 453 and json.loads(raw) == parsed
+    report = collect_annotations(storage, None, LABELS, out_key=OUT)
+    assert (report.n_annotations, report.n_rejected, report.quarantined) == (452, 1, [])
+    assert f"task {tasks[7]['id']}: data.text holds a lone surrogate" in report.rejected[0]
