@@ -85,10 +85,17 @@ def lone_surrogate(value: str) -> int | None:
     return None
 
 
-def _utf8(value: str) -> str:
+def _surrogate_problem(value: str) -> str | None:
     index = lone_surrogate(value)
-    if index is not None:
-        raise ValueError(f"lone surrogate U+{ord(value[index]):04X} at character {index}")
+    if index is None:
+        return None
+    return f"lone surrogate U+{ord(value[index]):04X} at character {index}"
+
+
+def _utf8(value: str) -> str:
+    problem = _surrogate_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -579,7 +586,7 @@ class _ExportReader:
             try:
                 return str(_RECORD_ID.validate_python(raw))
             except ValidationError as exc:
-                raise DataError(None, _id_problem(f"data.{key}", raw, exc)) from exc
+                raise DataError(None, _id_problem(f"data.{key}", raw)) from exc
         return None if task.id is None else str(task.id)
 
     def _annotated(
@@ -675,15 +682,14 @@ def _task_ref(ident: Any, position: int) -> str:
 
 def _unwritable(name: str, value: str | None) -> str | None:
     """Why ``value`` (the field ``name``) cannot go into a UTF-8 record, else ``None``."""
-    index = None if value is None else lone_surrogate(value)
-    if value is None or index is None:
-        return None
-    return f"{name} holds a lone surrogate U+{ord(value[index]):04X} at character {index}"
+    problem = None if value is None else _surrogate_problem(value)
+    return None if problem is None else f"{name} holds a {problem}"
 
 
-def _id_problem(name: str, raw: Any, exc: ValidationError) -> str:
+def _id_problem(name: str, raw: Any) -> str:
+    """Why ``raw`` failed :data:`RecordId`: a string only for a lone surrogate."""
     if isinstance(raw, str):
-        return f"{name} {_SHORT.repr(raw)}: {exc.errors()[-1]['msg'].removeprefix('Value error, ')}"
+        return f"{name} {_SHORT.repr(raw)} holds a {_surrogate_problem(raw)}"
     return f"{name} is not a string or an integer ({type(raw).__name__} {_SHORT.repr(raw)})"
 
 
@@ -693,10 +699,7 @@ def _task_problem(exc: ValidationError) -> str:
         return "no 'data' object"
     if fields & {"annotations", "completions"}:
         return "'annotations' is not a list"
-    raw = exc.errors()[0]["input"]
-    if isinstance(raw, str):
-        return f"task id {_SHORT.repr(raw)} holds a lone surrogate"
-    return f"task id is not an integer or a string ({type(raw).__name__} {_SHORT.repr(raw)})"
+    return _id_problem("task id", exc.errors()[0]["input"])
 
 
 def _drop_overlaps(spans: list[Span]) -> tuple[list[Span], list[str]]:

@@ -76,12 +76,18 @@ def test_unreadable_file_is_quarantined_and_the_next_run_works(
     ("field", "value", "reason"),
     [
         ("text", "lipstick \ud83d", "data.text holds a lone surrogate U+D83D at character 9"),
-        ("post_id", "\ud83d1", "data.post_id '\\ud83d1': lone surrogate U+D83D at character 0"),
+        (
+            "post_id",
+            "\ud83d1",
+            "data.post_id '\\ud83d1' holds a lone surrogate U+D83D at character 0",
+        ),
         ("updated_at", "2026-11-16\ud83d", "updated_at holds a lone surrogate U+D83D"),
         ("completed_by", {"email": "a\udc00@x.org"}, "completed_by holds a lone surrogate"),
         ("post_id", [1, 2], "data.post_id is not a string or an integer (list [1, 2])"),
         ("post_id", True, "data.post_id is not a string or an integer (bool True)"),
         ("post_id", 2.5, "data.post_id is not a string or an integer (float 2.5)"),
+        ("id", True, "task id is not a string or an integer (bool True)"),
+        ("id", "7\udfff", "task id '7\\udfff' holds a lone surrogate U+DFFF at character 1"),
     ],
 )
 def test_a_bad_record_is_rejected_by_name_and_the_rest_of_the_file_kept(
@@ -90,8 +96,11 @@ def test_a_bad_record_is_rejected_by_name_and_the_rest_of_the_file_kept(
     # given the 453-task export with one bad record, written as Label Studio writes JSON
     tasks = _gold()
     bad = tasks[5]
+    ref = f"task {bad['id']}: " if field != "id" else "(export item #5): "
     if field in ("text", "post_id"):
         bad["data"][field] = value
+    elif field == "id":
+        bad["id"] = value
     else:
         bad["annotations"][0][field] = value
     storage.write_bytes(BAD_KEY, json.dumps(tasks).encode("ascii"))
@@ -102,7 +111,7 @@ def test_a_bad_record_is_rejected_by_name_and_the_rest_of_the_file_kept(
     assert len(list(read_annotations(storage, OUT))) == 452
     (rejected,) = json.loads(storage.read_text(layout.rejected_report(OUT)))
     assert rejected.startswith(f"{BAD_KEY}: ")
-    assert f"task {bad['id']}: " in rejected and reason in rejected
+    assert ref in rejected and reason in rejected
     assert storage.list(layout.EXPORTS) == [BAD_KEY]
 
 
