@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from flows.common import is_transient
+from flows.train_ner import pull_annotations
 from ner import layout
 from ner.errors import ExportFileError, StorageError
 from ner.labelstudio import client
@@ -20,6 +21,7 @@ from ner.labelstudio.config import LabelConfig
 from ner.labelstudio.exchange import collect_annotations
 from ner.labelstudio.quarantine import quarantine_file, quarantined_files
 from ner.records import read_annotations
+from ner.settings import load_settings
 from ner.storage import LocalStorage
 
 GOLD = Path(__file__).resolve().parents[2] / "ner" / "resources" / "demo" / "gold_export.json"
@@ -193,3 +195,22 @@ def test_a_chunked_label_studio_export_with_a_lone_surrogate_is_kept_whole(
     report = collect_annotations(storage, None, LABELS, out_key=OUT)
     assert (report.n_annotations, report.n_rejected, report.quarantined) == (452, 1, [])
     assert f"task {tasks[7]['id']}: data.text holds a lone surrogate" in report.rejected[0]
+
+
+def test_the_train_ner_pull_step_moves_a_bad_file_aside_and_pulls_the_rest(
+    tmp_path: Path, clean_env: None
+) -> None:
+    # given the storage of an environment with a good export and a Latin-1 one
+    settings = load_settings(storage_uri=str(tmp_path), env="dev")
+    storage = LocalStorage(tmp_path / "dev")
+    storage.write_bytes(GOOD_KEY, GOLD.read_bytes())
+    storage.write_bytes(BAD_KEY, '[{"data": {"text": "crème"}}]'.encode("latin-1"))
+    # when train-ner's pull step runs (its body: no retry is involved, nothing is raised)
+    pulled = pull_annotations.fn(settings, "storage", None, "run-1")
+    # then it pulled the good file's 453 annotations and named the quarantined file
+    assert pulled["n_annotations"] == 453
+    assert pulled["quarantined"] == [
+        f"{BAD_KEY} -> quarantine/{BAD_KEY}: not UTF-8: byte 0xe8 at offset 22"
+    ]
+    # and the next run's pull proceeds from the remaining file
+    assert pull_annotations.fn(settings, "storage", None, "run-2")["quarantined"] == []
