@@ -14,7 +14,7 @@ import pytest
 from flows.common import is_transient
 from flows.train_ner import pull_annotations
 from ner import layout
-from ner.errors import ExportFileError, StorageError
+from ner.errors import ExportFileError, LabelStudioError, StorageError
 from ner.labelstudio import client
 from ner.labelstudio.client import LabelStudioProject, batched
 from ner.labelstudio.config import LabelConfig
@@ -214,3 +214,26 @@ def test_the_train_ner_pull_step_moves_a_bad_file_aside_and_pulls_the_rest(
     ]
     # and the next run's pull proceeds from the remaining file
     assert pull_annotations.fn(settings, "storage", None, "run-2")["quarantined"] == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (json.dumps([{"id": 1}]).encode("utf-16"), "not UTF-8: byte 0xff at offset 0"),
+        (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply to read"),
+        (b"<html>502 Bad Gateway</html>", "not JSON: "),
+    ],
+    ids=["utf-16", "deep", "html"],
+)
+def test_an_export_answer_the_pull_could_not_read_is_never_snapshotted(
+    monkeypatch: pytest.MonkeyPatch, answer: bytes, reason: str
+) -> None:
+    # given a Label Studio answer that no snapshot reader could read (the SDK call stood in)
+    project = LabelStudioProject(None, 3, "t", LabelConfig.for_labels(LABELS))  # type: ignore[arg-type]
+    monkeypatch.setattr(project, "export_json", lambda ids: answer)
+    # when it is exported, the error names the project's export and says why (a retry may
+    # get a good answer: LabelStudioError is transient)
+    with pytest.raises(LabelStudioError) as caught:
+        project.export_tasks(None)
+    assert str(caught.value).startswith(f"the export of project 3: {reason}")
+    assert is_transient(None, None, SimpleNamespace(data=caught.value))
