@@ -6,7 +6,8 @@ under ``exports/``. :func:`read_export_or_quarantine` reads a file; when the fil
 unreadable, :func:`quarantine_file` moves it, byte for byte, to ``quarantine/<key>``
 (:func:`ner.layout.quarantined`) with a reason record next to it, and the caller goes on with
 the other files. Storage failures (:class:`~ner.errors.StorageError`) are transient and
-propagate, so the step retries them; a quarantined file is never retried.
+propagate, so the step retries them; a quarantined file is never retried, and a retried step
+that asks for it again gets its quarantine record (:func:`quarantined_before`).
 
 The move is copy, then reason record, then delete: a run killed in between leaves the file in
 ``exports/`` (the next run quarantines it again, under a new name) and never loses it.
@@ -22,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ner import layout
-from ner.errors import ExportFileError
+from ner.errors import ExportFileError, StorageError
 from ner.labelstudio.export import load_export
 from ner.storage import Storage
 
@@ -76,11 +77,31 @@ def quarantine_file(storage: Storage, key: str, reason: str) -> QuarantinedFile:
     return record
 
 
+def quarantined_before(storage: Storage, key: str) -> QuarantinedFile | None:
+    """The latest record of ``key``'s move to quarantine, or ``None`` if it never moved."""
+    found, attempt = None, 1
+    while storage.exists(reason := layout.quarantine_reason(layout.quarantined(key, attempt))):
+        found, attempt = reason, attempt + 1
+    return None if found is None else QuarantinedFile.model_validate(storage.read_json(found))
+
+
 def read_export_or_quarantine(storage: Storage, key: str) -> list[Any] | QuarantinedFile:
     """The tasks of the export file ``key``, or, when the file is unreadable
-    (:class:`~ner.errors.ExportFileError`), the record of its move to quarantine."""
+    (:class:`~ner.errors.ExportFileError`), the record of its move to quarantine.
+
+    A ``key`` that is gone because it was quarantined already (a retried step, a list of
+    keys made before) gives that earlier record. Raises :class:`~ner.errors.StorageError`
+    when storage fails or ``key`` is missing for another reason.
+    """
     try:
-        return load_export(storage.read_bytes(key), key)
+        data = storage.read_bytes(key)
+    except StorageError:
+        earlier = quarantined_before(storage, key)
+        if earlier is None:
+            raise
+        return earlier
+    try:
+        return load_export(data, key)
     except ExportFileError as exc:
         return quarantine_file(storage, key, exc.reason)
 

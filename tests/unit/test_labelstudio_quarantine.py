@@ -237,3 +237,20 @@ def test_an_export_answer_the_pull_could_not_read_is_never_snapshotted(
         project.export_tasks(None)
     assert str(caught.value).startswith(f"the export of project 3: {reason}")
     assert is_transient(None, None, SimpleNamespace(data=caught.value))
+
+
+def test_a_retried_pull_with_the_same_keys_finds_the_file_in_quarantine(
+    storage: LocalStorage,
+) -> None:
+    # given a pull of explicit keys that quarantined one of them
+    storage.write_bytes(GOOD_KEY, GOLD.read_bytes())
+    storage.write_bytes(BAD_KEY, b"\xff\xfe[]")
+    first = collect_annotations(storage, [GOOD_KEY, BAD_KEY], LABELS, out_key=OUT)
+    # when the step is retried with the same keys
+    again = collect_annotations(storage, [GOOD_KEY, BAD_KEY], LABELS, out_key=OUT)
+    # then it reads the good file again and reports the same quarantined file
+    assert (again.n_annotations, again.quarantined) == (453, first.quarantined)
+    assert len(quarantined_files(storage)) == 1
+    # and a key missing for another reason is still a storage error
+    with pytest.raises(StorageError, match="does not exist"):
+        collect_annotations(storage, ["exports/never-written.json"], LABELS, out_key=OUT)
