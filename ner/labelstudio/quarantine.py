@@ -81,8 +81,10 @@ def quarantined_before(storage: Storage, key: str) -> QuarantinedFile | None:
     """The latest record of ``key``'s move to quarantine, or ``None`` if it never moved."""
     found, attempt = None, 1
     while storage.exists(reason := layout.quarantine_reason(layout.quarantined(key, attempt))):
-        found, attempt = reason, attempt + 1
-    return None if found is None else QuarantinedFile.model_validate(storage.read_json(found))
+        record = QuarantinedFile.model_validate(storage.read_json(reason))
+        found = record if record.key == key else found  # ``a-2.json`` may be another file
+        attempt += 1
+    return found
 
 
 def read_export_or_quarantine(storage: Storage, key: str) -> list[Any] | QuarantinedFile:
