@@ -55,6 +55,12 @@ class OffsetError(DataError):
     """A span's offsets do not match its text and could not be repaired."""
 
 
+class ExportFileError(DataError):
+    """A whole export file cannot be read (not UTF-8, not JSON, nested too deeply, not a
+    list of tasks). ``record_id`` is the file's storage key. Permanent: the file is moved
+    to quarantine (:mod:`ner.labelstudio.quarantine`), never retried."""
+
+
 class GoldSetError(BrandloopError):
     """A stored gold set is missing, inconsistent, or cannot be frozen yet."""
 

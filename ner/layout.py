@@ -19,6 +19,8 @@ Keys are relative, slash-separated paths inside an environment's root (see
     goldsets/CURRENT.json                       the name of the gold set in force
     checkpoints/…json                           where a source or a poller stopped
     leases/<stamp>/<epoch>.json                 who delivers batch <stamp> (ner.leases)
+    quarantine/<key>                            an unreadable file moved aside (<key> its old key)
+    quarantine/<key>.reason.json                why, when, its size and SHA-256
 
 A *stamp* names the objects of one run (``flows.context.run_stamp``). No other module formats
 a key: it asks this one. Every function is pure string work.
@@ -37,11 +39,13 @@ ANNOTATIONS = "annotations"
 GOLDSETS = "goldsets"
 CHECKPOINTS = "checkpoints"
 LEASES = "leases"
+QUARANTINE = "quarantine"
 
 _JSONL = ".jsonl"
 _JSON = ".json"
 _RECEIPT = ".imported.json"
 _GOLD_ANNOTATIONS = ".annotations.jsonl"
+_REASON = ".reason.json"
 
 #: The pointer to the gold set in force.
 GOLD_SET_CURRENT = f"{GOLDSETS}/CURRENT.json"
@@ -198,3 +202,26 @@ def lease_folder(name: str) -> str:
 def lease_epoch(folder: str, epoch: int) -> str:
     """``leases/<name>/<epoch:09d>.json``: one create-only epoch of a lease."""
     return f"{folder}/{epoch:09d}{_JSON}"
+
+
+# Quarantine -------------------------------------------------------------------------------
+def quarantined(key: str, attempt: int = 1) -> str:
+    """``quarantine/<key>``: where the unreadable file ``key`` is moved aside (``-2``, ``-3``
+    … before the extension when a file of that name was quarantined already). Outside
+    :data:`EXPORTS`, so listings of exports never see it again."""
+    if attempt == 1:
+        return f"{QUARANTINE}/{key}"
+    folder, _, name = key.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    renamed = f"{stem}-{attempt}.{ext}" if dot else f"{name}-{attempt}"
+    return f"{QUARANTINE}/{folder}/{renamed}" if folder else f"{QUARANTINE}/{renamed}"
+
+
+def quarantine_reason(quarantined_key: str) -> str:
+    """``quarantine/<key>.reason.json``: why the file at ``quarantined_key`` was moved aside."""
+    return f"{quarantined_key}{_REASON}"
+
+
+def is_quarantine_reason(key: str) -> bool:
+    """Whether ``key`` (as listed under :data:`QUARANTINE`) is a reason record."""
+    return key.endswith(_REASON)

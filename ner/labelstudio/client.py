@@ -26,7 +26,7 @@ import httpx
 import pydantic
 from label_studio_sdk.core.api_error import ApiError
 
-from ner.errors import LabelStudioError
+from ner.errors import ExportFileError, LabelStudioError
 from ner.labelstudio.checkpoint import (
     DEFAULT_OVERLAP_SECONDS,
     AnnotationStamp,
@@ -35,6 +35,7 @@ from ner.labelstudio.checkpoint import (
     format_time,
 )
 from ner.labelstudio.config import LabelConfig, is_generated, label_config, parse_label_config
+from ner.labelstudio.export import load_export
 
 if TYPE_CHECKING:
     from label_studio_sdk import LabelStudio
@@ -339,21 +340,16 @@ class LabelStudioProject:
         tasks: list[Any] = []
         for chunk in batched(task_ids, EXPORT_IDS_PER_REQUEST):
             tasks.extend(self._parse_export(self.export_json(chunk)))
-        return json.dumps(tasks, ensure_ascii=False).encode("utf-8"), tasks
+        # ASCII escapes: a lone surrogate a task may hold stays an escape, never a crash here
+        return json.dumps(tasks, ensure_ascii=True).encode("ascii"), tasks
 
     def _parse_export(self, raw: bytes) -> list[Any]:
+        """The tasks of one export answer, read as the pull reads snapshots (so a snapshot
+        is only written when it can be read): :class:`LabelStudioError` otherwise."""
         try:
-            parsed = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LabelStudioError(
-                f"the export of project {self.project_id} is not JSON: {exc}"
-            ) from exc
-        if not isinstance(parsed, list):
-            raise LabelStudioError(
-                f"the export of project {self.project_id} is a {type(parsed).__name__}, "
-                "not a list of tasks"
-            )
-        return parsed
+            return load_export(raw, f"export of project {self.project_id}")
+        except ExportFileError as exc:
+            raise LabelStudioError(f"the {exc.record_id}: {exc.reason}") from exc
 
     # -- webhooks --------------------------------------------------------------------------
     def ensure_webhook(

@@ -36,6 +36,7 @@ from ner.labelstudio.checkpoint import (
 from ner.labelstudio.client import LabelStudioProject, batched
 from ner.labelstudio.config import LabelConfig
 from ner.labelstudio.export import parse_export, prediction_json
+from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
 from ner.records import read_posts
 from ner.storage import Storage
 from ner.types import Annotation, Post, Prediction
@@ -344,17 +345,25 @@ class CollectReport(BaseModel):
     #: The first 100 rejections, each ``"<export key>: <record id>: <reason>"``.
     rejected: list[str]
     dataset_hash: str
+    #: Unreadable export files moved to quarantine, each ``"<key> -> <quarantine key>: <why>"``.
+    quarantined: list[str] = []
 
 
 def _latest_per_post(
     storage: Storage, keys: Sequence[str], labels: Sequence[str]
-) -> tuple[list[Annotation], list[str], int]:
-    """The latest annotation of each post over ``keys``, the rejections, the repairs."""
+) -> tuple[list[Annotation], list[str], int, list[QuarantinedFile]]:
+    """The latest annotation of each post over ``keys``, the rejections, the repairs, the
+    unreadable files moved to quarantine."""
     latest: dict[str, tuple[str, int, Annotation]] = {}
     rejected: list[str] = []
     repaired = 0
+    quarantined: list[QuarantinedFile] = []
     for order, key in enumerate(keys):
-        parsed = parse_export(storage.read_json(key), labels=labels, keep_partial=False)
+        export = read_export_or_quarantine(storage, key)
+        if isinstance(export, QuarantinedFile):
+            quarantined.append(export)
+            continue
+        parsed = parse_export(export, labels=labels, keep_partial=False)
         repaired += parsed.repaired
         rejected.extend(f"{key}: {item}" for item in parsed.rejected)
         for annotation in parsed.records:
@@ -362,7 +371,8 @@ def _latest_per_post(
             known = latest.get(annotation.post_id)
             if known is None or stamp[:2] >= known[:2]:
                 latest[annotation.post_id] = stamp
-    return [latest[post_id][2] for post_id in sorted(latest)], rejected, repaired
+    annotations = [latest[post_id][2] for post_id in sorted(latest)]
+    return annotations, rejected, repaired, quarantined
 
 
 def collect_annotations(
@@ -377,14 +387,17 @@ def collect_annotations(
     ``export_keys`` defaults to every ``exports/*.json``. A post labelled in several
     snapshots keeps its most recent annotation. Rejected records are written next to the
     output (``…rejected.json``) with their reasons, and counted. A post that lost a span to
-    a bad offset is rejected whole, so half-read annotations never become gold.
+    a bad offset is rejected whole, so half-read annotations never become gold. A file that
+    cannot be read at all (not UTF-8, not JSON, nested too deeply, not a list) is moved to
+    ``quarantine/`` with its reason (:mod:`ner.labelstudio.quarantine`) and the others are
+    read; a record with a lone surrogate or a foreign id is rejected alone.
     """
     keys = (
         list(export_keys)
         if export_keys
         else [k for k in storage.list(layout.EXPORTS) if layout.is_export(k)]
     )
-    annotations, rejected, repaired = _latest_per_post(storage, keys, labels)
+    annotations, rejected, repaired, quarantined = _latest_per_post(storage, keys, labels)
     write_annotations(storage, out_key, annotations)
     if rejected:
         storage.write_json(out_key.removesuffix(".jsonl") + ".rejected.json", rejected)
@@ -398,4 +411,5 @@ def collect_annotations(
         n_repaired=repaired,
         rejected=rejected[:100],
         dataset_hash=dataset_hash(annotations),
+        quarantined=[item.describe() for item in quarantined],
     )

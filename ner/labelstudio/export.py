@@ -2,6 +2,9 @@
 
 * :class:`SpanResult` is one ``labels`` region (a span) as Label Studio stores it; the same
   model writes pre-annotations and annotations and reads them back;
+* :func:`load_export` reads the bytes of an export file into a list of tasks, or raises
+  :class:`~ner.errors.ExportFileError` naming the file (not UTF-8, not JSON, nested too
+  deeply, not a list);
 * :func:`parse_export` turns a Label Studio JSON export into :class:`~ner.types.Annotation`
   records; :func:`annotations_to_export` writes annotations in that format (the replay
   annotator, benchmarks and tests use it);
@@ -17,6 +20,9 @@ Rejection policy of :func:`parse_export` (the good records are always kept):
 
 * a task that is malformed (not an object, no text, no post id, no usable annotation, a result
   list that is not a list) is rejected whole, with the task id and the reason;
+* so is a task whose post id is neither a string nor an integer (``[1, 2]``, ``true``, ``1.5``)
+  or whose text, post id, annotator or ``updated_at`` holds a lone UTF-16 surrogate (an
+  escaped ``"\\ud83d"`` that no UTF-8 file can hold): its record could not be written;
 * a *span* that is malformed (non-integer offsets, ``end <= start``, no single label), carries a
   label outside ``labels``, overlaps a longer span, or has offsets that cannot be repaired is
   dropped alone; the rest of the post is kept and the span is listed in ``Parsed.rejected``.
@@ -29,15 +35,18 @@ Rejection policy of :func:`parse_export` (the good records are always kept):
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
+import reprlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from label_studio_sdk.label_interface.objects import PredictionValue
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -48,7 +57,7 @@ from pydantic import (
     ValidationError,
 )
 
-from ner.errors import DataError, LabelStudioError, OffsetError
+from ner.errors import DataError, ExportFileError, LabelStudioError, OffsetError
 from ner.labelstudio.config import LabelConfig
 from ner.types import Annotation, Parsed, Prediction, Rejected, Span
 
@@ -59,6 +68,42 @@ RESULT_TYPE = "labels"
 
 _WHITESPACE_RUN = re.compile(r"\s+")
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+#: Short, ASCII-safe ``repr`` of foreign values in rejection reasons (bounded in depth and
+#: length, so a deeply nested or huge value never makes a reason unreadable or unwritable).
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 60, 60
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = 4
+
+
+def lone_surrogate(value: str) -> int | None:
+    """Index of the first lone UTF-16 surrogate in ``value`` (a character UTF-8 cannot
+    encode, as JSON's ``"\\ud83d"`` escape gives), or ``None`` when ``value`` is clean."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def _surrogate_problem(value: str) -> str | None:
+    index = lone_surrogate(value)
+    if index is None:
+        return None
+    return f"lone surrogate U+{ord(value[index]):04X} at character {index}"
+
+
+def _utf8(value: str) -> str:
+    problem = _surrogate_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+#: A string every UTF-8 file can hold (no lone surrogate).
+Utf8Str = Annotated[StrictStr, AfterValidator(_utf8)]
+#: A post or task id as Label Studio may give it: a string or an integer, never a bool,
+#: a float or a list.
+RecordId = StrictInt | Utf8Str
 
 
 # --------------------------------------------------------------------------- models
@@ -158,7 +203,7 @@ class TaskAnnotations(BaseModel):
 class ExportTask(TaskAnnotations):
     """One exported task: its ``data`` and its (raw) annotations."""
 
-    id: int | str | None = None
+    id: RecordId | None = None
     data: dict[str, Any]
     annotations: list[Any] | None = Field(
         default=None, validation_alias=AliasChoices("annotations", "completions")
@@ -172,6 +217,7 @@ class _TaskRef(BaseModel):
 
 
 _RESULTS = TypeAdapter(list[Any])
+_RECORD_ID: TypeAdapter[int | str] = TypeAdapter(RecordId)
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -419,6 +465,34 @@ def align_span(text: str, start: int, end: int, value_text: str | None) -> tuple
 # --------------------------------------------------------------------------- reading
 
 
+def load_export(data: bytes, source: str) -> list[Any]:
+    """The tasks of one export file: ``data`` decoded as UTF-8 (a BOM is allowed), parsed as
+    JSON, checked to be a list.
+
+    Raises :class:`ExportFileError` naming ``source`` (the file's key) when the bytes are not
+    UTF-8 (Latin-1, UTF-16, a stray ``\\xff``; the offset of the first bad byte is given), not
+    JSON (or an integer too long to read), nested too deeply to read, or not a list of tasks.
+    A lone surrogate escaped in the JSON is valid here: :func:`parse_export` rejects the
+    record that holds it.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        bad = data[exc.start : exc.start + 1].hex()
+        raise ExportFileError(source, f"not UTF-8: byte 0x{bad} at offset {exc.start}") from exc
+    try:
+        export = json.loads(text)
+    except RecursionError as exc:
+        raise ExportFileError(source, "JSON nested too deeply to read") from exc
+    except ValueError as exc:  # JSONDecodeError, and integers past the digit limit
+        raise ExportFileError(source, f"not JSON: {exc}") from exc
+    if not isinstance(export, list):
+        raise ExportFileError(
+            source, f"a Label Studio JSON export is a list of tasks, got {type(export).__name__}"
+        )
+    return export
+
+
 @dataclass(slots=True)
 class _TaskResult:
     ref: str
@@ -437,14 +511,17 @@ def _value_problem(exc: ValidationError, raw: Mapping[str, Any]) -> str:
         return "end <= start"
     if "text" in fields:
         return "value.text is not a string"
-    return f"expected exactly one label, got {raw.get('labels')!r}"
+    return f"expected exactly one label, got {_SHORT.repr(raw.get('labels'))}"
 
 
 def _read_value(raw: Any, result_id: Any) -> SpanValue | str:
     """The span value of a result, or the reason it cannot be read."""
     if not isinstance(raw, Mapping):
-        return f"result {result_id!r} has no 'value' object"
-    where = f"span [{raw.get('start')}, {raw.get('end')}) {raw.get('text')!r}"
+        return f"result {_SHORT.repr(result_id)} has no 'value' object"
+    where = (
+        f"span [{_SHORT.repr(raw.get('start'))}, {_SHORT.repr(raw.get('end'))}) "
+        f"{_SHORT.repr(raw.get('text'))}"
+    )
     try:
         value = SpanValue.model_validate(raw)
     except ValidationError as exc:
@@ -474,20 +551,22 @@ class _ExportReader:
             reason = f"not a task object ({type(raw).__name__})"
             out.rejected.append(Rejected(None, f"{out.ref}: {reason}"))
             return out
-        out = _TaskResult(
-            f"export item #{position}" if ident is None else f"task {ident}",
-            recency=(_EPOCH, -1, position),
-        )
+        out = _TaskResult(_task_ref(ident, position), recency=(_EPOCH, -1, position))
         try:
             task = ExportTask.model_validate(raw)
+            post_id = self._post_id(task)
         except ValidationError as exc:
             return self._reject(out, None, _task_problem(exc))
-        post_id = self._post_id(task)
+        except DataError as exc:
+            return self._reject(out, None, exc.reason)
         text = task.data.get(self.text_key)
         if not isinstance(text, str) or not text.strip():
             return self._reject(out, post_id, f"no text in data.{self.text_key}")
         if post_id is None:
             return self._reject(out, None, "no post id (data.post_id, data.id or task id)")
+        problem = _unwritable(f"data.{self.text_key}", text)
+        if problem is not None:
+            return self._reject(out, post_id, problem)
         return self._annotated(out, task, post_id, text, position)
 
     @staticmethod
@@ -497,9 +576,17 @@ class _ExportReader:
 
     @staticmethod
     def _post_id(task: ExportTask) -> str | None:
+        """``data.post_id``, else ``data.id``, else the task id, as a string; ``None`` if
+        none is given. Raises :class:`DataError` for an id that is not a string or an
+        integer, or that holds a lone surrogate."""
         for key in ("post_id", "id"):
-            if task.data.get(key) not in (None, ""):
-                return str(task.data[key])
+            raw = task.data.get(key)
+            if raw is None or raw == "":
+                continue
+            try:
+                return str(_RECORD_ID.validate_python(raw))
+            except ValidationError as exc:
+                raise DataError(None, _id_problem(f"data.{key}", raw)) from exc
         return None if task.id is None else str(task.id)
 
     def _annotated(
@@ -516,6 +603,11 @@ class _ExportReader:
             results = _RESULTS.validate_python(chosen.result or [])
         except ValidationError:
             return self._reject(out, post_id, "annotation 'result' is not a list")
+        annotator = chosen.annotator
+        updated_at = _optional_str(chosen.updated_at or chosen.created_at)
+        problem = _unwritable("completed_by", annotator) or _unwritable("updated_at", updated_at)
+        if problem is not None:
+            return self._reject(out, post_id, f"annotation {_SHORT.repr(chosen.id)}: {problem}")
         spans = self._spans(out, post_id, text, results)
         if out.rejected and not self.keep_partial:
             return self._reject(out, post_id, "post rejected because it lost a span")
@@ -524,8 +616,8 @@ class _ExportReader:
             text=text,
             spans=tuple(spans),
             task_id=task.id if type(task.id) is int else None,
-            annotator=chosen.annotator,
-            updated_at=_optional_str(chosen.updated_at or chosen.created_at),
+            annotator=annotator,
+            updated_at=updated_at,
         )
         return out
 
@@ -557,9 +649,9 @@ class _ExportReader:
         if isinstance(value, str):
             return value
         label = value.labels[0]
-        where = f"span [{value.start}, {value.end}) {value.text!r}"
+        where = f"span [{value.start}, {value.end}) {_SHORT.repr(value.text)}"
         if label not in self.labels:
-            return f"{where}: unknown label {label!r} (known: {sorted(self.labels)})"
+            return f"{where}: unknown label {_SHORT.repr(label)} (known: {sorted(self.labels)})"
         return _aligned(text, value, where)
 
 
@@ -578,13 +670,36 @@ def _aligned(text: str, value: SpanValue, where: str) -> tuple[Span, bool] | str
     return Span(s, e, label, text[s:e]), repaired
 
 
+def _task_ref(ident: Any, position: int) -> str:
+    """How rejections name a task: ``task 7``, ``task 'abc'``, or its position in the file
+    when it has no id (a foreign id is shown by a short, writable ``repr``)."""
+    if ident is None:
+        return f"export item #{position}"
+    if type(ident) is int:
+        return f"task {ident}"
+    return f"task {_SHORT.repr(ident)} (export item #{position})"
+
+
+def _unwritable(name: str, value: str | None) -> str | None:
+    """Why ``value`` (the field ``name``) cannot go into a UTF-8 record, else ``None``."""
+    problem = None if value is None else _surrogate_problem(value)
+    return None if problem is None else f"{name} holds a {problem}"
+
+
+def _id_problem(name: str, raw: Any) -> str:
+    """Why ``raw`` failed :data:`RecordId`: a string only for a lone surrogate."""
+    if isinstance(raw, str):
+        return f"{name} {_SHORT.repr(raw)} holds a {_surrogate_problem(raw)}"
+    return f"{name} is not a string or an integer ({type(raw).__name__} {_SHORT.repr(raw)})"
+
+
 def _task_problem(exc: ValidationError) -> str:
     fields = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
     if "data" in fields:
         return "no 'data' object"
     if fields & {"annotations", "completions"}:
         return "'annotations' is not a list"
-    return f"task id is not an integer or a string ({exc.errors()[0]['input']!r})"
+    return _id_problem("task id", exc.errors()[0]["input"])
 
 
 def _drop_overlaps(spans: list[Span]) -> tuple[list[Span], list[str]]:
