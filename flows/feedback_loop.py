@@ -36,8 +36,10 @@ from flows.train_ner import TrainStatus, TrainSummary, train_ner
 from ner import layout
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.export import count_labelled
+from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
 from ner.labelstudio.triggers import wait_for_labels
 from ner.replay import ReplayAnnotator, demo_gold_path
+from ner.storage import Storage
 
 
 class LoopStatus(StrEnum):
@@ -119,8 +121,7 @@ def wait_for_exports(
     storage, need = ctx.storage, ctx.settings.min_new_labels
     deadline = time.monotonic() + timeout_s
     while True:
-        new = [k for k in storage.list(layout.EXPORTS) if layout.is_export(k) and k not in known]
-        labelled = sum(count_labelled(storage.read_json(k)) for k in new)
+        new, labelled = _new_exports(storage, known)
         if labelled >= need:
             return Labelled(export_keys=new, n_labelled=labelled)
         if time.monotonic() >= deadline:
@@ -129,6 +130,22 @@ def wait_for_exports(
                 f"exports seen: {new}"
             )
         time.sleep(poll_s)
+
+
+def _new_exports(storage: Storage, known: list[str]) -> tuple[list[str], int]:
+    """Export keys not in ``known`` and the labels they hold; an unreadable file is moved
+    aside (:mod:`ner.labelstudio.quarantine`) and left out."""
+    keys, labelled = [], 0
+    for key in storage.list(layout.EXPORTS):
+        if not layout.is_export(key) or key in known:
+            continue
+        export = read_export_or_quarantine(storage, key)
+        if isinstance(export, QuarantinedFile):
+            get_run_logger().error("export %s moved aside: %s", key, export.reason)
+            continue
+        keys.append(key)
+        labelled += count_labelled(export)
+    return keys, labelled
 
 
 @io_task(retries=0)

@@ -57,6 +57,8 @@ class Pulled(BaseModel):
     n_annotations: int
     n_rejected: int
     n_repaired: int
+    #: Export files moved aside as unreadable: ``"<key> -> <quarantine key>: <reason>"``.
+    quarantined: list[str] = []
 
 
 class Splits(BaseModel):

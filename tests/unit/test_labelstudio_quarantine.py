@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from flows.common import is_transient
+from flows.context import RunContext, is_transient
 from flows.train_ner import pull_annotations
 from ner import layout
 from ner.errors import ExportFileError, LabelStudioError, StorageError
@@ -206,14 +206,15 @@ def test_the_train_ner_pull_step_moves_a_bad_file_aside_and_pulls_the_rest(
     storage.write_bytes(GOOD_KEY, GOLD.read_bytes())
     storage.write_bytes(BAD_KEY, '[{"data": {"text": "crème"}}]'.encode("latin-1"))
     # when train-ner's pull step runs (its body: no retry is involved, nothing is raised)
-    pulled = pull_annotations.fn(settings, "storage", None, "run-1")
+    ctx = RunContext.open(settings)
+    pulled = pull_annotations.fn(ctx, "storage", None, "run-1")
     # then it pulled the good file's 453 annotations and named the quarantined file
-    assert pulled["n_annotations"] == 453
-    assert pulled["quarantined"] == [
+    assert pulled.n_annotations == 453
+    assert pulled.quarantined == [
         f"{BAD_KEY} -> quarantine/{BAD_KEY}: not UTF-8: byte 0xe8 at offset 22"
     ]
     # and the next run's pull proceeds from the remaining file
-    assert pull_annotations.fn(settings, "storage", None, "run-2")["quarantined"] == []
+    assert pull_annotations.fn(ctx, "storage", None, "run-2").quarantined == []
 
 
 @pytest.mark.parametrize(
