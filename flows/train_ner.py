@@ -104,13 +104,21 @@ def pull_annotations(
         exchange.snapshot_export(project, storage, stamp)
         export_keys = exchange.snapshot_keys(storage, project.project_id)
     return exchange.collect_annotations(
-        storage, export_keys, settings.labels, out_key=layout.pulled_annotations(stamp)
-    ).model_dump()
+        storage,
+        export_keys,
+        settings.labels,
+        out_key=layout.pulled_annotations(stamp),
+        policy=settings.agreement_policy,
+        threshold=settings.agreement_threshold,
+    ).model_dump(mode="json")
 
 
 @io_task()
-def prepare_gold(settings: Settings, annotations_key: str, stamp: str) -> dict[str, Any]:
-    """Freeze the gold set on first use; write the training pool (never gold posts)."""
+def prepare_gold(
+    settings: Settings, annotations_key: str, stamp: str, withdrawn: list[str] | None = None
+) -> dict[str, Any]:
+    """Freeze the gold set on first use (drop ``withdrawn`` posts from it: a new version);
+    write the training pool (never gold posts)."""
     storage = open_settings_storage(settings)
     annotations = list(datasets.read_annotations(storage, annotations_key))
     return datasets.prepare_splits(
@@ -118,6 +126,7 @@ def prepare_gold(settings: Settings, annotations_key: str, stamp: str) -> dict[s
         annotations,
         gold_fraction=settings.gold_fraction,
         train_key=layout.training_pool(stamp),
+        withdrawn=withdrawn or (),
     )
 
 
@@ -313,16 +322,19 @@ def train_ner(
     retrying(close_abandoned_runs, cfg)(cfg)
     pulled = retrying(pull_annotations, cfg)(cfg, source, export_keys, stamp)
     logger.info(
-        "pulled %d annotations (%d rejected, %d repaired)",
+        "pulled %d annotations (%d rejected, %d repaired, %d deleted, %d held for review)",
         pulled["n_annotations"],
         pulled["n_rejected"],
         pulled["n_repaired"],
+        pulled["n_deleted_annotations"],
+        len(pulled["held_post_ids"]),
     )
     summary: dict[str, Any] = {"labels": pulled["n_annotations"], "rejected": pulled["n_rejected"]}
     if pulled["n_annotations"] == 0:
         return {**summary, "status": "no_labels"}
 
-    splits = retrying(prepare_gold, cfg)(cfg, pulled["annotations_key"], stamp)
+    withdrawn = pulled["withdrawn_post_ids"]
+    splits = retrying(prepare_gold, cfg)(cfg, pulled["annotations_key"], stamp, withdrawn)
     summary.update(
         gold_hash=splits["gold_hash"], n_gold=splits["n_gold"], n_train=splits["n_train"]
     )

@@ -255,6 +255,22 @@ class LabelStudioProject:
                 found.setdefault(post_id, []).append(int(task["id"]))
         return found
 
+    def live_annotations(self) -> dict[int, list[int]]:
+        """Every task id of the project with the ids of its annotations (skipped ones too).
+
+        One paged listing that asks only for ids (``include="id,annotations"``), so it stays
+        cheap on a large project. A task or annotation without an integer id is left out.
+        """
+        live: dict[int, list[int]] = {}
+        for task in self.iter_tasks(include="id,annotations"):
+            if type(task.get("id")) is not int:
+                continue
+            found = task.get("annotations") or []
+            live[task["id"]] = sorted(
+                a["id"] for a in found if isinstance(a, dict) and type(a.get("id")) is int
+            )
+        return live
+
     def import_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[int]:
         """Import one batch of tasks as they are (no retry); returns the new task ids.
 
