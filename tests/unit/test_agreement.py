@@ -92,3 +92,18 @@ def test_resolve_refuses_nothing_or_two_posts() -> None:
     other = Annotation("p2", TEXT, (), annotator="x")
     with pytest.raises(ValueError, match="one post"):
         resolve([ann(who="a", when="1"), other], AgreementPolicy.LATEST, 0.8)
+
+
+def test_policy_and_threshold_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from ner.settings import Settings
+
+    monkeypatch.setenv("NER_AGREEMENT_POLICY", "review")
+    monkeypatch.setenv("NER_AGREEMENT_THRESHOLD", "0.6")
+    settings = Settings()
+    assert settings.agreement_policy is AgreementPolicy.REVIEW
+    assert settings.agreement_threshold == 0.6
+    monkeypatch.setenv("NER_AGREEMENT_POLICY", "vote")
+    with pytest.raises(ValidationError, match="agreement_policy"):
+        Settings()
