@@ -106,7 +106,7 @@ def _live_tasks(storage: Storage, key: str, cache: dict[int, LiveSet | None], po
     if project_id not in cache:
         cache[project_id] = load_live_set(storage, project_id)
     live = cache[project_id]
-    if live is None:
+    if live is None or not live.covers(key):
         return tasks
     outcome = reconcile(tasks, live)
     pool.n_deleted_tasks += outcome.n_deleted_tasks

@@ -319,7 +319,7 @@ def snapshot_export(
         n_new = len([s for s in stamps if not s.cancelled])
     key = _free_snapshot_key(storage, stamp, project.project_id)
     storage.write_bytes(key, raw)
-    live = save_live_set(storage, project.project_id, project.live_annotations())
+    live = save_live_set(storage, project.project_id, project.live_annotations(), snapshot=key)
     save_checkpoint(
         storage,
         key_of_checkpoint,

@@ -33,6 +33,25 @@ class LiveSet(BaseModel):
     project_id: int
     taken_at: str
     tasks: dict[int, frozenset[int]]
+    #: The snapshot this live set was taken after; later snapshots are not reconciled with it.
+    snapshot: str | None = None
+
+    def covers(self, key: str) -> bool:
+        """Whether snapshot ``key`` of this project was taken before this live set.
+
+        A snapshot written after it (a pull that stopped between the export and the live
+        set) may hold labels the live set has never seen: it is read as it is.
+        """
+        if self.snapshot is None:
+            return True
+        pattern = layout.export_snapshot_pattern(self.project_id)
+        mine, theirs = pattern.match(self.snapshot), pattern.match(key)
+        if mine is None or theirs is None:
+            return False
+        return (theirs.group(1), int(theirs.group(2) or 1)) <= (
+            mine.group(1),
+            int(mine.group(2) or 1),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """``{"project_id", "taken_at", "n_tasks", "n_annotations", "tasks": {id: [ids]}}``."""
@@ -41,16 +60,25 @@ class LiveSet(BaseModel):
             "taken_at": self.taken_at,
             "n_tasks": len(self.tasks),
             "n_annotations": sum(len(ids) for ids in self.tasks.values()),
+            "snapshot": self.snapshot,
             "tasks": {str(t): sorted(ids) for t, ids in sorted(self.tasks.items())},
         }
 
 
-def save_live_set(storage: Storage, project_id: int, tasks: Mapping[int, Sequence[int]]) -> LiveSet:
-    """Record ``tasks`` (task id -> annotation ids) as the live set of ``project_id``."""
+def save_live_set(
+    storage: Storage,
+    project_id: int,
+    tasks: Mapping[int, Sequence[int]],
+    *,
+    snapshot: str | None = None,
+) -> LiveSet:
+    """Record ``tasks`` (task id -> annotation ids) as the live set of ``project_id``, taken
+    after the export ``snapshot`` (the key :func:`LiveSet.covers` compares against)."""
     live = LiveSet(
         project_id=project_id,
         taken_at=datetime.now(UTC).isoformat(),
         tasks={task: frozenset(ids) for task, ids in tasks.items()},
+        snapshot=snapshot,
     )
     storage.write_json(layout.live_set(project_id), live.to_json())
     return live

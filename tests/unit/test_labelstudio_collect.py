@@ -241,3 +241,17 @@ def test_prepare_splits_drops_withdrawn_gold_posts(storage: Storage) -> None:
         storage, gold_annotations()[:3], 1.0, layout.training_pool("r"), withdrawn=["g3"]
     )
     assert summary["n_gold"] == 3 and summary["gold_revised_from"] is None
+
+
+def test_a_snapshot_newer_than_the_live_set_is_read_as_it_is(storage: Storage) -> None:
+    # given a live set taken after snapshot s1, and a snapshot s2 written after it (a pull that
+    # stopped between its export and its live set)
+    first = write_snapshot(storage, "s1", [task(1, TEXT, [res("Glossier")], post_id="a")])
+    save_live_set(storage, PROJECT, {}, snapshot=first)
+    second = write_snapshot(storage, "s2", [task(2, TEXT, [res("Sephora")], post_id="b")])
+    again = layout.export_snapshot("s1", PROJECT, attempt=2)
+    storage.write_json(again, [task(3, TEXT, [res("Sephora")], post_id="c")])
+    # then s1 is reconciled (task 1 is gone) but the labels of the later snapshots stay
+    report = collect(storage, [first, again, second])
+    assert sorted(pulled(storage)) == ["b", "c"]
+    assert report.n_deleted_tasks == 1 and report.withdrawn_post_ids == ["a"]
