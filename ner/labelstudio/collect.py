@@ -41,8 +41,10 @@ DEFAULT_AGREEMENT_THRESHOLD = 0.8
 class CollectReport(BaseModel):
     """What :func:`collect_annotations` read and wrote.
 
-    ``agreement`` has one entry per task with several finished annotations (score in [0, 1],
-    mean pairwise span F1); ``held_post_ids`` are the posts kept out for review.
+    ``n_deleted_tasks`` / ``n_deleted_annotations`` count the distinct tasks and annotations
+    of the snapshots that Label Studio no longer holds. ``agreement`` has one entry per task
+    with several finished annotations (score in [0, 1], mean pairwise span F1);
+    ``held_post_ids`` are the posts kept out for review.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -74,8 +76,8 @@ class _Pool:
     #: task id -> its latest exported version, for tasks with several finished annotations
     disputed: dict[int, Any] = field(default_factory=dict)
     lost: set[str] = field(default_factory=set)
-    n_deleted_tasks: int = 0
-    n_deleted_annotations: int = 0
+    deleted_tasks: set[int] = field(default_factory=set)
+    deleted_annotations: set[int] = field(default_factory=set)
 
 
 def _finished(raw: Any) -> int:
@@ -109,8 +111,8 @@ def _live_tasks(storage: Storage, key: str, cache: dict[int, LiveSet | None], po
     if live is None or not live.covers(key):
         return tasks
     outcome = reconcile(tasks, live)
-    pool.n_deleted_tasks += outcome.n_deleted_tasks
-    pool.n_deleted_annotations += outcome.n_deleted_annotations
+    pool.deleted_tasks.update(outcome.deleted_task_ids)
+    pool.deleted_annotations.update(outcome.deleted_annotation_ids)
     if outcome.removed:
         gone = parse_export(outcome.removed, labels=[], keep_partial=True)
         pool.lost.update(a.post_id for a in gone.records)
@@ -216,8 +218,8 @@ def collect_annotations(
         n_repaired=pool.repaired,
         rejected=pool.rejected[:100],
         dataset_hash=dataset_hash(annotations),
-        n_deleted_tasks=pool.n_deleted_tasks,
-        n_deleted_annotations=pool.n_deleted_annotations,
+        n_deleted_tasks=len(pool.deleted_tasks),
+        n_deleted_annotations=len(pool.deleted_annotations),
         withdrawn_post_ids=withdrawn,
         agreement_policy=policy,
         agreement=agreements,

@@ -104,27 +104,32 @@ class Reconciled:
 
     ``kept`` is the export with deleted tasks and annotations removed; ``removed`` holds the
     removed annotations, each in a copy of its task (so the posts that lost a label can be
-    parsed from it); the counts say how many tasks and annotations were deleted.
+    parsed from it); the ids say which tasks and annotations were deleted.
     """
 
     kept: list[Any] = field(default_factory=list)
     removed: list[Any] = field(default_factory=list)
-    n_deleted_tasks: int = 0
-    n_deleted_annotations: int = 0
+    deleted_task_ids: list[int] = field(default_factory=list)
+    deleted_annotation_ids: list[int] = field(default_factory=list)
+
+
+def _annotation_id(raw: Any) -> int | None:
+    ident = raw.get("id") if isinstance(raw, dict) else None
+    return ident if type(ident) is int else None
 
 
 def _annotation_alive(raw: Any, alive: frozenset[int]) -> bool:
-    ident = raw.get("id") if isinstance(raw, dict) else None
-    return type(ident) is not int or ident in alive
+    ident = _annotation_id(raw)
+    return ident is None or ident in alive
 
 
 def reconcile(tasks: Any, live: LiveSet) -> Reconciled:
     """Drop from ``tasks`` (an export: a list of task objects) what ``live`` no longer holds.
 
-    A task whose integer id is not in ``live`` is removed whole (its annotations count as
-    deleted); an annotation whose integer id is not among its task's live annotations is
-    removed from the task. Anything else (not a list, not a task, ids that are not integers)
-    is passed through unchanged for the export parser to judge.
+    A task whose integer id is not in ``live`` is removed whole (its annotations with integer
+    ids count as deleted); an annotation whose integer id is not among its task's live
+    annotations is removed from the task. Anything else (not a list, not a task, ids that
+    are not integers) is passed through unchanged for the export parser to judge.
     """
     out = Reconciled()
     if not isinstance(tasks, list):
@@ -138,14 +143,14 @@ def reconcile(tasks: Any, live: LiveSet) -> Reconciled:
         annotations = raw["annotations"]
         alive = live.tasks.get(ident)
         if alive is None:
-            out.n_deleted_tasks += 1
-            out.n_deleted_annotations += len(annotations)
-            out.removed.append(raw)
-            continue
-        kept = [a for a in annotations if _annotation_alive(a, alive)]
-        gone = [a for a in annotations if not _annotation_alive(a, alive)]
-        out.kept.append({**raw, "annotations": kept} if gone else raw)
+            out.deleted_task_ids.append(ident)
+            gone = annotations
+        else:
+            gone = [a for a in annotations if not _annotation_alive(a, alive)]
+            kept = [a for a in annotations if _annotation_alive(a, alive)]
+            out.kept.append({**raw, "annotations": kept} if gone else raw)
         if gone:
-            out.n_deleted_annotations += len(gone)
+            found = (_annotation_id(a) for a in gone)
+            out.deleted_annotation_ids.extend(i for i in found if i is not None)
             out.removed.append({**raw, "annotations": gone})
     return out

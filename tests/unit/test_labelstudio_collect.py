@@ -89,7 +89,7 @@ def test_reconcile_drops_deleted_tasks_and_annotations_and_keeps_unknown_shapes(
     ]
     live = live_set_of({1: [10]})
     outcome = reconcile(tasks, live)
-    assert outcome.n_deleted_tasks == 1 and outcome.n_deleted_annotations == 2
+    assert outcome.deleted_task_ids == [2] and outcome.deleted_annotation_ids == [11, 20]
     assert [t if isinstance(t, str) else t["id"] for t in outcome.kept] == [1, "x", "not a task"]
     assert [a["id"] for a in outcome.kept[0]["annotations"]] == [10]
     assert [(t["id"], [a["id"] for a in t["annotations"]]) for t in outcome.removed] == [
@@ -137,6 +137,9 @@ def test_deleted_annotation_and_task_leave_the_pool_and_the_older_label_comes_ba
     assert [s.text for s in pulled(storage)["a"].spans] == ["Glossier"]
     assert after.withdrawn_post_ids == ["b", "c"]
     assert after.dataset_hash != before.dataset_hash
+    # and a deleted label read in two snapshots counts once
+    third = write_snapshot(storage, "s3", [task(3, TEXT, [res("Glossier")], post_id="c")])
+    assert collect(storage, [first, second, third]).n_deleted_annotations == 3
 
 
 def test_snapshots_without_a_live_set_are_read_as_they_are(storage: Storage) -> None:
