@@ -1,6 +1,8 @@
 """Label Studio webhook receiver: a small FastAPI app that starts retraining.
 
-Label Studio POSTs ``ANNOTATION_CREATED`` / ``ANNOTATION_UPDATED`` to ``/webhook``.
+Label Studio POSTs ``ANNOTATION_CREATED`` / ``ANNOTATION_UPDATED`` (labels) and
+``ANNOTATIONS_DELETED`` / ``TASKS_DELETED`` (deletions: a change too, so the next pull
+reconciles them) to ``/webhook``.
 :class:`WebhookReceiver` answers at once with 202 (Label Studio sends webhooks inside the
 annotator's request, with a 1 s timeout) and counts distinct annotations with
 :class:`~ner.labelstudio.triggers.LabelCounter`; when ``min_new_labels`` is reached it calls

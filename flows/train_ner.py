@@ -59,6 +59,14 @@ class Pulled(BaseModel):
     n_repaired: int
     #: Export files moved aside as unreadable: ``"<key> -> <quarantine key>: <reason>"``.
     quarantined: list[str] = []
+    #: Tasks and annotations deleted in Label Studio since they were exported.
+    n_deleted_tasks: int = 0
+    n_deleted_annotations: int = 0
+    #: Posts left with no label (every annotation deleted): they leave the gold set too.
+    withdrawn_post_ids: list[str] = []
+    #: Posts whose annotators disagree, held out of training (``NER_AGREEMENT_POLICY=review``).
+    held_post_ids: list[str] = []
+    review_key: str | None = None
 
 
 class Splits(BaseModel):
@@ -190,20 +198,29 @@ def pull_annotations(
         exchange.snapshot_export(project, ctx.storage, stamp)
         export_keys = exchange.snapshot_keys(ctx.storage, project.project_id)
     collected = exchange.collect_annotations(
-        ctx.storage, export_keys, ctx.settings.labels, out_key=layout.pulled_annotations(stamp)
+        ctx.storage,
+        export_keys,
+        ctx.settings.labels,
+        out_key=layout.pulled_annotations(stamp),
+        policy=ctx.settings.agreement_policy,
+        threshold=ctx.settings.agreement_threshold,
     )
-    return Pulled.model_validate(collected.model_dump())
+    return Pulled.model_validate(collected.model_dump(mode="json"))
 
 
 @io_task()
-def prepare_gold(ctx: RunContext, annotations_key: str, stamp: str) -> Splits:
-    """Freeze the gold set on first use; write the training pool (never gold posts)."""
+def prepare_gold(
+    ctx: RunContext, annotations_key: str, stamp: str, withdrawn: list[str] | None = None
+) -> Splits:
+    """Freeze the gold set on first use (drop ``withdrawn`` posts from it: a new version);
+    write the training pool (never gold posts)."""
     annotations = list(datasets.read_annotations(ctx.storage, annotations_key))
     splits = datasets.prepare_splits(
         ctx.storage,
         annotations,
         gold_fraction=ctx.settings.gold_fraction,
         train_key=layout.training_pool(stamp),
+        withdrawn=withdrawn or (),
     )
     return Splits.model_validate(splits)
 
@@ -431,17 +448,19 @@ def run_train(
     close_abandoned_runs(ctx)
     pulled = pull_annotations(ctx, source, export_keys, stamp)
     get_run_logger().info(
-        "pulled %d annotations (%d rejected, %d repaired)",
+        "pulled %d annotations (%d rejected, %d repaired, %d deleted, %d held for review)",
         pulled.n_annotations,
         pulled.n_rejected,
         pulled.n_repaired,
+        pulled.n_deleted_annotations,
+        len(pulled.held_post_ids),
     )
     summary = TrainSummary(
         status=TrainStatus.NO_LABELS, labels=pulled.n_annotations, rejected=pulled.n_rejected
     )
     if pulled.n_annotations == 0:
         return summary
-    splits = prepare_gold(ctx, pulled.annotations_key, stamp)
+    splits = prepare_gold(ctx, pulled.annotations_key, stamp, pulled.withdrawn_post_ids)
     summary.gold_hash, summary.n_gold, summary.n_train = (
         splits.gold_hash,
         splits.n_gold,

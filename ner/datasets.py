@@ -20,6 +20,16 @@ newest.
 
 Posts whose id falls in the gold split but that were annotated after the freeze are not in
 the frozen set; they are neither evaluated on nor trained on (see :func:`train_pool`).
+
+Deletions: drop and re-hash. A gold post whose labels were all deleted in Label Studio (its
+task deleted, or every annotation of it) is *withdrawn* (``CollectReport.withdrawn_post_ids``).
+:func:`drop_from_gold_set` then writes a new gold set version without those posts — a new
+name (``<name>-r<n>``), a new hash, ``revised_from`` pointing at the old one and the dropped
+ids listed — and makes it current. A withdrawn label was retracted by a person (wrong, or the
+post may no longer be kept), so it must not keep scoring models; the new hash tells every
+reader that scores on the old version are not comparable. A post still holding another live
+annotation is not withdrawn, and its frozen label stays as it is (relabelling never changes a
+frozen gold set). The old version's files are left in place as history.
 """
 
 from __future__ import annotations
@@ -308,6 +318,7 @@ def _write_gold_set(
     salt: str,
     gold_fraction: float,
     verb: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> GoldSet:
     """Write ``gold`` as a named gold set and make it the one in force (``CURRENT``)."""
     digest = dataset_hash(gold)
@@ -324,10 +335,59 @@ def _write_gold_set(
         gold_fraction=gold_fraction,
     )
     write_annotations(storage, gold_set.annotations_key, gold)
-    storage.write_json(gold_set.key, gold_set.to_dict())
+    storage.write_json(gold_set.key, {**gold_set.to_dict(), **(extra or {})})
     storage.write_json(CURRENT_KEY, {"name": name})
     log.info("%s gold set %s: %d posts, hash %s", verb, name, len(gold), digest[:12])
     return gold_set
+
+
+def _revision_name(storage: Storage, name: str) -> str:
+    base, number = name, 1
+    head, _, tail = name.rpartition("-r")
+    if head and tail.isdigit():
+        base, number = head, int(tail)
+    while storage.exists(gold_set_key(f"{base}-r{number + 1}")):
+        number += 1
+    return f"{base}-r{number + 1}"
+
+
+def drop_from_gold_set(
+    storage: Storage, post_ids: Iterable[str], *, now: datetime | None = None
+) -> GoldSet | None:
+    """Drop withdrawn posts from the gold set in force: a new version, re-hashed, made current.
+
+    Returns the new :class:`GoldSet`, or ``None`` when no gold set is frozen or none of
+    ``post_ids`` is in it (nothing is written then). The new record carries ``revised_from``
+    (the old name) and ``dropped_post_ids``. Raises :class:`GoldSetError` when every gold post
+    would go (an empty gold set cannot score anything; freeze a new one instead).
+    """
+    loaded = load_gold_set(storage)
+    if loaded is None:
+        return None
+    current, annotations = loaded
+    dropped = sorted(set(post_ids) & set(current.post_ids))
+    if not dropped:
+        return None
+    kept = [a for a in annotations if a.post_id not in set(dropped)]
+    if not kept:
+        raise GoldSetError(
+            f"gold set {current.name!r}: all {len(dropped)} posts were withdrawn; "
+            "freeze a new gold set"
+        )
+    name = _revision_name(storage, current.name)
+    extra = {"revised_from": current.name, "dropped_post_ids": dropped}
+    revised = _write_gold_set(
+        storage, kept, name, now, current.salt, current.gold_fraction, "revised", extra
+    )
+    log.warning(
+        "gold set %s: %d withdrawn posts dropped -> %s (%d posts, hash %s)",
+        current.name,
+        len(dropped),
+        name,
+        len(kept),
+        revised.hash[:12],
+    )
+    return revised
 
 
 def train_pool(
@@ -365,8 +425,14 @@ def prepare_splits(
     gold_fraction: float,
     train_key: str,
     salt: str = DEFAULT_SALT,
+    *,
+    withdrawn: Iterable[str] = (),
 ) -> dict[str, Any]:
     """One round's data: freeze the gold set if needed, write the training pool to storage.
+
+    ``withdrawn`` posts (labels deleted in Label Studio) are first dropped from the gold set
+    in force (:func:`drop_from_gold_set`: a new version, re-hashed); the summary then names
+    that version, and ``gold_revised_from`` the one it replaced (else ``None``).
 
     The gold set in force is kept (or frozen now when the gold split holds at least one
     post); the training pool is :func:`train_pool` of ``annotations`` and is written to
@@ -376,7 +442,9 @@ def prepare_splits(
     ``None``, when there is no gold set yet and none could be frozen.
     """
     records = _unique(annotations)
-    loaded = load_gold_set(storage)
+    before = load_gold_set(storage)
+    revised = drop_from_gold_set(storage, withdrawn)
+    loaded = load_gold_set(storage) if revised is not None else before
     gold_set = loaded[0] if loaded is not None else None
     if gold_set is None and split(records, gold_fraction, salt)[0]:
         gold_set = freeze_gold_set(storage, records, gold_fraction, salt)
@@ -392,6 +460,7 @@ def prepare_splits(
         "train_hash": dataset_hash(pool),
         "n_train": len(pool),
         "n_held_out": len(records) - len(pool) - in_gold,
+        "gold_revised_from": before[0].name if revised is not None and before else None,
     }
 
 

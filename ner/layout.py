@@ -11,9 +11,11 @@ Keys are relative, slash-separated paths inside an environment's root (see
     tasks/<stamp>.imported.json                 receipt of the batch's import through the API
     exports/<stamp>-ls-<project>[-<n>].json     immutable Label Studio export snapshots
     exports/<stamp>-replay.json                 the replay annotator's export
+    livesets/ls-<project>.json                  the tasks and annotations alive at the last pull
     annotations/<stamp>.jsonl                   the annotations one training run pulled
     annotations/<stamp>.train.jsonl             its training pool (gold posts left out)
     <records>.rejected.json                     why records of <records>.jsonl were refused
+    <records>.review.json                       posts held for review (annotators disagree)
     goldsets/<name>.json                        a frozen gold set record
     goldsets/<name>.annotations.jsonl           its annotations
     goldsets/CURRENT.json                       the name of the gold set in force
@@ -35,6 +37,7 @@ PREDICTIONS = "predictions"
 SELECTIONS = "selections"
 TASKS = "tasks"
 EXPORTS = "exports"
+LIVE_SETS = "livesets"
 ANNOTATIONS = "annotations"
 GOLDSETS = "goldsets"
 CHECKPOINTS = "checkpoints"
@@ -128,6 +131,21 @@ def export_snapshot_pattern(project_id: int) -> re.Pattern[str]:
     return re.compile(rf"^{re.escape(EXPORTS)}/(.+)-ls-{project_id}(?:-(\d+))?\.json$")
 
 
+def export_snapshot_project(key: str) -> int | None:
+    """The project id of an :func:`export_snapshot` key, else ``None``."""
+    match = _ANY_SNAPSHOT.match(key)
+    return None if match is None else int(match.group(1))
+
+
+_ANY_SNAPSHOT = re.compile(rf"^{re.escape(EXPORTS)}/.+-ls-(\d+)(?:-\d+)?\.json$")
+
+
+def live_set(project_id: int) -> str:
+    """``livesets/ls-<project>.json``: the (task, annotation) ids a Label Studio project held
+    at its last pull, overwritten by each pull (deleted labels are absent from it)."""
+    return f"{LIVE_SETS}/ls-{project_id}{_JSON}"
+
+
 def replay_export(stamp: str) -> str:
     """``exports/<stamp>-replay.json``: the replay annotator's answer to run ``stamp``."""
     return f"{EXPORTS}/{stamp}-replay{_JSON}"
@@ -142,6 +160,12 @@ def rejected_report(records_key: str) -> str:
     """``<records>.rejected.json`` next to ``<records>.jsonl``: the records refused while
     writing it, with their reasons."""
     return f"{records_key.removesuffix(_JSONL)}.rejected{_JSON}"
+
+
+def review_report(records_key: str) -> str:
+    """``<records>.review.json`` next to ``<records>.jsonl``: the posts held out of it for
+    review because their annotators disagree (``ner.agreement``)."""
+    return f"{records_key.removesuffix(_JSONL)}.review{_JSON}"
 
 
 # Annotations and gold sets ----------------------------------------------------------------

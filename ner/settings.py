@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from ner.agreement import AgreementPolicy
 from ner.errors import ConfigError
 
 Environment = Literal["dev", "staging", "prod"]
@@ -300,6 +301,16 @@ class Settings(BaseSettings):
     )
     min_new_labels: int = Field(1, ge=1)
     max_rounds: int = Field(3, ge=1)
+
+    # --- Annotator agreement (ner.agreement) ---------------------------------------------
+    agreement_policy: AgreementPolicy = Field(
+        AgreementPolicy.LATEST,
+        description="Label of a post annotated by several people: latest, majority (spans "
+        "chosen by more than half), or review (hold disputed posts out of training).",
+    )
+    agreement_threshold: float = Field(
+        0.8, ge=0.0, le=1.0, description="review: mean pairwise span F1 below this holds a post."
+    )
 
     # --- Resilience ---------------------------------------------------------------------
     io_retries: int = Field(

@@ -256,6 +256,30 @@ class LabelStudioProject:
                 found.setdefault(post_id, []).append(int(task["id"]))
         return found
 
+    def live_annotations(self) -> dict[int, list[int]]:
+        """Every task id of the project with the ids of its annotations (skipped ones too).
+
+        One paged listing that asks only for ids (``include="id,annotations"``; ``fields``
+        must be ``"all"``, else the server leaves the annotations out), so it stays cheap on a
+        large project. A task or annotation without an integer id is left out. A task listed
+        without its ``annotations`` raises :class:`LabelStudioError`: read as "no
+        annotations", it would drop every label of the project at the next collect.
+        """
+        live: dict[int, list[int]] = {}
+        for task in self.iter_tasks(include="id,annotations", fields="all"):
+            if type(task.get("id")) is not int:
+                continue
+            if not isinstance(task.get("annotations"), list):
+                raise LabelStudioError(
+                    f"project {self.project_id}: task {task['id']} was listed without its "
+                    "annotations; the live set cannot be taken"
+                )
+            found = task["annotations"]
+            live[task["id"]] = sorted(
+                a["id"] for a in found if isinstance(a, dict) and type(a.get("id")) is int
+            )
+        return live
+
     def import_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[int]:
         """Import one batch of tasks as they are (no retry); returns the new task ids.
 

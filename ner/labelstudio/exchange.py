@@ -11,8 +11,11 @@
   or updated since the last pull are exported (see :mod:`ner.labelstudio.checkpoint`), the raw
   export is kept unchanged as an immutable snapshot in storage, and the checkpoint is advanced
   only after the snapshot is written;
-* **collecting** (:func:`collect_annotations`) parses snapshots into one annotations JSONL,
-  the latest annotation of a post winning.
+* **deletions**: each pull also records the project's live set (every task id with its
+  annotation ids, :mod:`ner.labelstudio.liveset`), taken after the export;
+* **collecting** (:func:`collect_annotations`, in :mod:`ner.labelstudio.collect`, re-exported
+  here) parses snapshots into one annotations JSONL, the latest annotation of a post winning,
+  deleted tasks and annotations dropped, disagreeing annotators resolved by a policy.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ner import layout
-from ner.datasets import dataset_hash, write_annotations
 from ner.errors import DataError
 from ner.labelstudio.checkpoint import (
     DEFAULT_OVERLAP_SECONDS,
@@ -34,12 +36,16 @@ from ner.labelstudio.checkpoint import (
     annotation_stamps,
 )
 from ner.labelstudio.client import LabelStudioProject, batched
+
+# Re-exported: collecting belongs with the snapshots for the flows and tests that pull.
+from ner.labelstudio.collect import CollectReport as CollectReport
+from ner.labelstudio.collect import collect_annotations as collect_annotations
 from ner.labelstudio.config import LabelConfig
-from ner.labelstudio.export import parse_export, prediction_json
-from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
+from ner.labelstudio.export import prediction_json
+from ner.labelstudio.liveset import save_live_set
 from ner.records import read_posts
 from ner.storage import Storage
-from ner.types import Annotation, Post, Prediction
+from ner.types import Post, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +304,9 @@ def snapshot_export(
     exactly as Label Studio sent it) to ``exports/<stamp>-ls-<project id>.json``, never
     overwriting an existing snapshot, then advances the checkpoint at :func:`checkpoint_key`.
     Returns the snapshot's key. The first pull exports every annotated task; a pull with
-    nothing new writes an empty list.
+    nothing new writes an empty list. After the snapshot, and before the checkpoint moves,
+    the project's live set is recorded (``layout.live_set``), so the next collect drops the
+    tasks and annotations deleted in Label Studio since.
     """
     key_of_checkpoint = checkpoint_key(project.project_id)
     checkpoint = load_checkpoint(storage, key_of_checkpoint)
@@ -311,6 +319,7 @@ def snapshot_export(
         n_new = len([s for s in stamps if not s.cancelled])
     key = _free_snapshot_key(storage, stamp, project.project_id)
     storage.write_bytes(key, raw)
+    live = save_live_set(storage, project.project_id, project.live_annotations(), snapshot=key)
     save_checkpoint(
         storage,
         key_of_checkpoint,
@@ -320,96 +329,11 @@ def snapshot_export(
         overlap_seconds=overlap,
     )
     log.info(
-        "pulled %d tasks (%d new annotation versions) from %s into %s",
+        "pulled %d tasks (%d new annotation versions) from %s into %s; %d tasks live",
         len(tasks),
         n_new,
         project,
         key,
+        len(live.tasks),
     )
     return key
-
-
-# --------------------------------------------------------------------------- collecting
-
-
-class CollectReport(BaseModel):
-    """What :func:`collect_annotations` read and wrote."""
-
-    model_config = ConfigDict(frozen=True)
-
-    annotations_key: str
-    export_keys: list[str]
-    n_annotations: int
-    n_rejected: int
-    n_repaired: int
-    #: The first 100 rejections, each ``"<export key>: <record id>: <reason>"``.
-    rejected: list[str]
-    dataset_hash: str
-    #: Unreadable export files moved to quarantine, each ``"<key> -> <quarantine key>: <why>"``.
-    quarantined: list[str] = []
-
-
-def _latest_per_post(
-    storage: Storage, keys: Sequence[str], labels: Sequence[str]
-) -> tuple[list[Annotation], list[str], int, list[QuarantinedFile]]:
-    """The latest annotation of each post over ``keys``, the rejections, the repairs, the
-    unreadable files moved to quarantine."""
-    latest: dict[str, tuple[str, int, Annotation]] = {}
-    rejected: list[str] = []
-    repaired = 0
-    quarantined: list[QuarantinedFile] = []
-    for order, key in enumerate(keys):
-        export = read_export_or_quarantine(storage, key)
-        if isinstance(export, QuarantinedFile):
-            quarantined.append(export)
-            continue
-        parsed = parse_export(export, labels=labels, keep_partial=False)
-        repaired += parsed.repaired
-        rejected.extend(f"{key}: {item}" for item in parsed.rejected)
-        for annotation in parsed.records:
-            stamp = (annotation.updated_at or "", order, annotation)
-            known = latest.get(annotation.post_id)
-            if known is None or stamp[:2] >= known[:2]:
-                latest[annotation.post_id] = stamp
-    annotations = [latest[post_id][2] for post_id in sorted(latest)]
-    return annotations, rejected, repaired, quarantined
-
-
-def collect_annotations(
-    storage: Storage,
-    export_keys: Sequence[str] | None,
-    labels: Sequence[str],
-    *,
-    out_key: str,
-) -> CollectReport:
-    """Parse export snapshots from storage into one annotations JSONL at ``out_key``.
-
-    ``export_keys`` defaults to every ``exports/*.json``. A post labelled in several
-    snapshots keeps its most recent annotation. Rejected records are written next to the
-    output (``…rejected.json``) with their reasons, and counted. A post that lost a span to
-    a bad offset is rejected whole, so half-read annotations never become gold. A file that
-    cannot be read at all (not UTF-8, not JSON, nested too deeply, not a list) is moved to
-    ``quarantine/`` with its reason (:mod:`ner.labelstudio.quarantine`) and the others are
-    read; a record with a lone surrogate or a foreign id is rejected alone.
-    """
-    keys = (
-        list(export_keys)
-        if export_keys
-        else [k for k in storage.list(layout.EXPORTS) if layout.is_export(k)]
-    )
-    annotations, rejected, repaired, quarantined = _latest_per_post(storage, keys, labels)
-    write_annotations(storage, out_key, annotations)
-    if rejected:
-        storage.write_json(out_key.removesuffix(".jsonl") + ".rejected.json", rejected)
-        for reason in rejected[:20]:
-            log.warning("rejected %s", reason)
-    return CollectReport(
-        annotations_key=out_key,
-        export_keys=keys,
-        n_annotations=len(annotations),
-        n_rejected=len(rejected),
-        n_repaired=repaired,
-        rejected=rejected[:100],
-        dataset_hash=dataset_hash(annotations),
-        quarantined=[item.describe() for item in quarantined],
-    )

@@ -32,8 +32,11 @@ from ner.storage import Storage
 
 log = logging.getLogger(__name__)
 
-#: Webhook actions that mean "a human labelled something".
-LABEL_ACTIONS: tuple[str, ...] = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
+#: Webhook actions that delete labels: they count as changes, so the next pull reconciles
+#: (drops the deleted tasks and annotations, see ``ner.labelstudio.liveset``).
+DELETE_ACTIONS: tuple[str, ...] = ("ANNOTATIONS_DELETED", "TASKS_DELETED")
+#: Webhook actions that mean "the labels changed": a human labelled, relabelled or deleted.
+LABEL_ACTIONS: tuple[str, ...] = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", *DELETE_ACTIONS)
 
 OnTrigger = Callable[[], object]
 
@@ -124,6 +127,7 @@ class WebhookEvent(BaseModel):
     project: Any = None
     annotation: Any = None
     annotations: Any = None
+    tasks: Any = None
 
 
 _ANNOTATION = TypeAdapter(_EventAnnotation)
@@ -149,16 +153,25 @@ def label_keys(payload: Any) -> list[str]:
     """Annotation ids (as strings) in a Label Studio webhook payload, skipped ones left out.
 
     ``annotation`` is one object for ``ANNOTATION_CREATED``/``UPDATED`` and a list for the
-    bulk ``ANNOTATIONS_CREATED``. An annotation without an id gives no key.
+    bulk ``ANNOTATIONS_CREATED``. An annotation without an id gives no key. A deletion is a
+    change of its own: ``ANNOTATIONS_DELETED`` gives ``"deleted-annotation:<id>"`` per
+    annotation and ``TASKS_DELETED`` ``"deleted-task:<id>"`` per task.
     """
     event = read_event(payload)
+    if event.action == "TASKS_DELETED":
+        return _keys(event.tasks, "deleted-task:")
     raw = event.annotation if event.annotation is not None else event.annotations
+    prefix = "deleted-annotation:" if event.action == "ANNOTATIONS_DELETED" else ""
+    return _keys(raw, prefix)
+
+
+def _keys(raw: Any, prefix: str) -> list[str]:
     keys: list[str] = []
     for item in raw if isinstance(raw, list) else [raw]:
-        annotation = _annotation(item)
-        if annotation is None or annotation.was_cancelled or annotation.id in (None, ""):
+        found = _annotation(item)  # tasks have an id too; was_cancelled is absent there
+        if found is None or found.was_cancelled or found.id in (None, ""):
             continue
-        keys.append(str(annotation.id))
+        keys.append(f"{prefix}{found.id}")
     return keys
 
 

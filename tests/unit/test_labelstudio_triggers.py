@@ -13,6 +13,7 @@ import pytest
 from ner.errors import LabelStudioError
 from ner.labelstudio.checkpoint import AnnotationStamp, PullCheckpoint, format_time
 from ner.labelstudio.triggers import (
+    LABEL_ACTIONS,
     LabelCounter,
     label_keys,
     payload_project,
@@ -88,6 +89,21 @@ def test_label_keys_of_created_updated_and_bulk_payloads() -> None:
     assert label_keys(bulk) == ["1", "2"]
     assert label_keys({"annotation": {}}) == []
     assert label_keys(["not", "a", "payload"]) == []
+
+
+def test_deletion_events_count_as_changes_of_their_own() -> None:
+    # given the payloads Label Studio sends when annotations or tasks are deleted
+    deleted = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 12}, {"id": 13}]}
+    tasks = {"action": "TASKS_DELETED", "tasks": [{"id": 4}, {"id": None}]}
+    # then each deletion is a key distinct from the label it removes
+    assert label_keys(deleted) == ["deleted-annotation:12", "deleted-annotation:13"]
+    assert label_keys(tasks) == ["deleted-task:4"]
+    assert {"ANNOTATIONS_DELETED", "TASKS_DELETED"} <= set(LABEL_ACTIONS)
+    counter = LabelCounter(3)
+    assert counter.record(label_keys({"annotation": {"id": 12}})) is None
+    assert counter.record(label_keys(deleted)) == frozenset(
+        {"12", "deleted-annotation:12", "deleted-annotation:13"}
+    )
 
 
 def test_payload_project_from_project_or_annotation() -> None:

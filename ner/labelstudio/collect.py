@@ -1,0 +1,242 @@
+"""Collecting export snapshots into one annotations JSONL: deletions reconciled, agreement scored.
+
+:func:`collect_annotations` reads the snapshots in order; the latest annotation of a post wins.
+
+* **Deletions.** A snapshot of a Label Studio project (``exports/<stamp>-ls-<project>…``) is
+  first reconciled with the project's live set (:mod:`ner.labelstudio.liveset`): tasks and
+  annotations deleted in Label Studio since are removed, so they leave the training pool, and
+  a task whose latest annotation was deleted falls back to its remaining ones. Posts that
+  lost every label this way are *withdrawn* (``CollectReport.withdrawn_post_ids``); the train
+  flow drops them from the frozen gold set too (:func:`ner.datasets.drop_from_gold_set`).
+* **Agreement.** For each task with several finished (not skipped) annotations, in its latest
+  exported version, every annotation is parsed on its own and scored
+  (:mod:`ner.agreement`); the policy keeps the latest, takes the majority spans, or holds the
+  post for review. Held posts are left out of the output and written to
+  ``layout.review_report(out_key)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ner import layout
+from ner.agreement import Agreement, AgreementPolicy, Outcome, resolve
+from ner.datasets import dataset_hash, write_annotations
+from ner.labelstudio.export import TaskAnnotations, parse_export
+from ner.labelstudio.liveset import LiveSet, load_live_set, reconcile
+from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
+from ner.storage import Storage
+from ner.types import Annotation
+
+log = logging.getLogger(__name__)
+
+#: Default agreement threshold of the ``review`` policy (mean pairwise span F1).
+DEFAULT_AGREEMENT_THRESHOLD = 0.8
+
+
+class CollectReport(BaseModel):
+    """What :func:`collect_annotations` read and wrote.
+
+    ``n_deleted_tasks`` / ``n_deleted_annotations`` count the distinct tasks and annotations
+    of the snapshots that Label Studio no longer holds. ``agreement`` has one entry per task
+    with several finished annotations (score in [0, 1], mean pairwise span F1);
+    ``held_post_ids`` are the posts kept out for review.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    annotations_key: str
+    export_keys: list[str]
+    n_annotations: int
+    n_rejected: int
+    n_repaired: int
+    #: The first 100 rejections, each ``"<export key>: <record id>: <reason>"``.
+    rejected: list[str]
+    dataset_hash: str
+    n_deleted_tasks: int = 0
+    n_deleted_annotations: int = 0
+    withdrawn_post_ids: list[str] = []
+    agreement_policy: AgreementPolicy = AgreementPolicy.LATEST
+    agreement: list[Agreement] = []
+    held_post_ids: list[str] = []
+    review_key: str | None = None
+    #: Unreadable export files moved to quarantine, each ``"<key> -> <quarantine key>: <why>"``.
+    quarantined: list[str] = []
+
+
+@dataclass(slots=True)
+class _Pool:
+    """What the snapshots add up to, read in order."""
+
+    latest: dict[str, tuple[str, int, Annotation]] = field(default_factory=dict)
+    rejected: list[str] = field(default_factory=list)
+    repaired: int = 0
+    #: task id -> its latest exported version, for tasks with several finished annotations
+    disputed: dict[int, Any] = field(default_factory=dict)
+    lost: set[str] = field(default_factory=set)
+    deleted_tasks: set[int] = field(default_factory=set)
+    deleted_annotations: set[int] = field(default_factory=set)
+    #: unreadable snapshot files moved aside (:mod:`ner.labelstudio.quarantine`)
+    quarantined: list[QuarantinedFile] = field(default_factory=list)
+
+
+def _finished(raw: Any) -> int:
+    try:
+        task = TaskAnnotations.model_validate(raw)
+    except ValidationError:
+        return 0
+    return sum(1 for a in task.readable_annotations() if not a.was_cancelled)
+
+
+def _track_disputes(pool: _Pool, tasks: Any) -> None:
+    for raw in tasks if isinstance(tasks, list) else []:
+        ident = raw.get("id") if isinstance(raw, dict) else None
+        if type(ident) is not int:
+            continue
+        if _finished(raw) > 1:
+            pool.disputed[ident] = raw
+        else:
+            pool.disputed.pop(ident, None)
+
+
+def _live_tasks(storage: Storage, key: str, cache: dict[int, LiveSet | None], pool: _Pool) -> Any:
+    """The tasks of snapshot ``key``, reconciled with its project's live set if there is one;
+    None when the file cannot be read (it is moved to quarantine and recorded in ``pool``)."""
+    tasks = read_export_or_quarantine(storage, key)
+    if isinstance(tasks, QuarantinedFile):
+        pool.quarantined.append(tasks)
+        return None
+    project_id = layout.export_snapshot_project(key)
+    if project_id is None:
+        return tasks
+    if project_id not in cache:
+        cache[project_id] = load_live_set(storage, project_id)
+    live = cache[project_id]
+    if live is None or not live.covers(key):
+        return tasks
+    outcome = reconcile(tasks, live)
+    pool.deleted_tasks.update(outcome.deleted_task_ids)
+    pool.deleted_annotations.update(outcome.deleted_annotation_ids)
+    if outcome.removed:
+        gone = parse_export(outcome.removed, labels=[], keep_partial=True)
+        pool.lost.update(a.post_id for a in gone.records)
+    return outcome.kept
+
+
+def _read_snapshots(storage: Storage, keys: Sequence[str], labels: Sequence[str]) -> _Pool:
+    """The latest annotation of each post over ``keys``, deletions reconciled."""
+    pool = _Pool()
+    cache: dict[int, LiveSet | None] = {}
+    for order, key in enumerate(keys):
+        tasks = _live_tasks(storage, key, cache, pool)
+        if tasks is None:
+            continue
+        _track_disputes(pool, tasks)
+        parsed = parse_export(tasks, labels=labels, keep_partial=False)
+        pool.repaired += parsed.repaired
+        pool.rejected.extend(f"{key}: {item}" for item in parsed.rejected)
+        for annotation in parsed.records:
+            stamp = (annotation.updated_at or "", order, annotation)
+            known = pool.latest.get(annotation.post_id)
+            if known is None or stamp[:2] >= known[:2]:
+                pool.latest[annotation.post_id] = stamp
+    return pool
+
+
+def _each_annotation(raw: dict[str, Any], labels: Sequence[str]) -> list[Annotation]:
+    """Every finished annotation of one task, parsed alone (rejected ones are left out)."""
+    found: list[Annotation] = []
+    for annotation in raw.get("annotations") or []:
+        alone = parse_export(
+            [{**raw, "annotations": [annotation]}], labels=labels, keep_partial=False
+        )
+        found.extend(alone.records)
+    return found
+
+
+def _apply_agreement(
+    pool: _Pool, labels: Sequence[str], policy: AgreementPolicy, threshold: float
+) -> list[Agreement]:
+    """Score every disputed task; replace or hold its post's annotation as ``policy`` says."""
+    agreements: list[Agreement] = []
+    for task_id in sorted(pool.disputed):
+        annotations = _each_annotation(pool.disputed[task_id], labels)
+        if len(annotations) < 2:
+            continue
+        resolution = resolve(annotations, policy, threshold)
+        agreements.append(resolution.agreement)
+        post_id = resolution.agreement.post_id
+        known = pool.latest.get(post_id)
+        if known is None or known[2].task_id != task_id:
+            continue  # the post's label comes from another task (a duplicate post)
+        if resolution.annotation is None:
+            del pool.latest[post_id]
+        else:
+            pool.latest[post_id] = (*known[:2], resolution.annotation)
+    return agreements
+
+
+def _snapshot_keys(storage: Storage, export_keys: Sequence[str] | None) -> list[str]:
+    if export_keys:
+        return list(export_keys)
+    return [k for k in storage.list(layout.EXPORTS) if layout.is_export(k)]
+
+
+def collect_annotations(
+    storage: Storage,
+    export_keys: Sequence[str] | None,
+    labels: Sequence[str],
+    *,
+    out_key: str,
+    policy: AgreementPolicy = AgreementPolicy.LATEST,
+    threshold: float = DEFAULT_AGREEMENT_THRESHOLD,
+) -> CollectReport:
+    """Parse export snapshots from storage into one annotations JSONL at ``out_key``.
+
+    ``export_keys`` defaults to every ``exports/*.json``. A post labelled in several
+    snapshots keeps its most recent annotation; deleted tasks and annotations are dropped and
+    disagreeing annotators are resolved by ``policy`` (see the module docstring). Rejected
+    records are written next to the output (``…rejected.json``) with their reasons, and
+    counted; held posts go to ``…review.json``. A post that lost a span to a bad offset is
+    rejected whole, so half-read annotations never become gold. A file that cannot be read
+    at all (not UTF-8, not JSON, nested too deeply, not a list) is moved to ``quarantine/``
+    with its reason (:mod:`ner.labelstudio.quarantine`) and the others are read. Raises
+    :class:`~ner.errors.DataError` for a malformed live set.
+    """
+    keys = _snapshot_keys(storage, export_keys)
+    pool = _read_snapshots(storage, keys, labels)
+    agreements = _apply_agreement(pool, labels, policy, threshold)
+    annotations = [pool.latest[post_id][2] for post_id in sorted(pool.latest)]
+    write_annotations(storage, out_key, annotations)
+    if pool.rejected:
+        storage.write_json(layout.rejected_report(out_key), pool.rejected)
+        for reason in pool.rejected[:20]:
+            log.warning("rejected %s", reason)
+    held = [a for a in agreements if a.outcome is Outcome.HELD]
+    review_key = layout.review_report(out_key) if held else None
+    if review_key is not None:
+        storage.write_json(review_key, [a.to_dict() for a in held])
+        log.warning("%d posts held for review (annotators disagree): %s", len(held), review_key)
+    withdrawn = sorted(pool.lost - set(pool.latest) - {a.post_id for a in held})
+    return CollectReport(
+        annotations_key=out_key,
+        export_keys=keys,
+        n_annotations=len(annotations),
+        n_rejected=len(pool.rejected),
+        n_repaired=pool.repaired,
+        rejected=pool.rejected[:100],
+        dataset_hash=dataset_hash(annotations),
+        n_deleted_tasks=len(pool.deleted_tasks),
+        n_deleted_annotations=len(pool.deleted_annotations),
+        withdrawn_post_ids=withdrawn,
+        agreement_policy=policy,
+        agreement=agreements,
+        held_post_ids=[a.post_id for a in held],
+        review_key=review_key,
+        quarantined=[item.describe() for item in pool.quarantined],
+    )

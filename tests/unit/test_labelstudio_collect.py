@@ -1,0 +1,260 @@
+"""Collecting snapshots: deletions reconciled with the live set, agreement policies, and
+withdrawn posts leaving the frozen gold set (the real server: test_labelstudio_deletions.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ner import layout
+from ner.agreement import AgreementPolicy, Outcome
+from ner.datasets import (
+    drop_from_gold_set,
+    freeze_gold_set,
+    load_gold_set,
+    prepare_splits,
+    read_annotations,
+)
+from ner.errors import DataError, GoldSetError
+from ner.labelstudio.collect import collect_annotations
+from ner.labelstudio.liveset import LiveSet, load_live_set, reconcile, save_live_set
+from ner.storage import Storage, open_storage
+from ner.types import Annotation
+from tests.support.ls_json import result, span, task
+
+LABELS = ("BRAND",)
+PROJECT = 5
+TEXT = "Glossier and Fenty Beauty at Sephora"
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Storage:
+    return open_storage(str(tmp_path), "dev")
+
+
+def res(needle: str) -> dict[str, Any]:
+    sp = span(TEXT, needle)
+    return result(sp.start, sp.end, sp.text)
+
+
+def annotation(ident: int, needles: list[str], when: str, who: int) -> dict[str, Any]:
+    results = [res(n) for n in needles]
+    return {"id": ident, "result": results, "completed_by": who, "updated_at": when}
+
+
+def two_annotator_task(task_id: int, post_id: str, first: list[str], second: list[str]) -> Any:
+    raw = task(task_id, TEXT, [], post_id=post_id)
+    raw["annotations"] = [
+        annotation(task_id * 10, first, "2026-11-20T10:00:00Z", 1),
+        annotation(task_id * 10 + 1, second, "2026-11-20T11:00:00Z", 2),
+    ]
+    return raw
+
+
+def write_snapshot(storage: Storage, stamp: str, tasks: list[Any]) -> str:
+    key = layout.export_snapshot(stamp, PROJECT)
+    storage.write_json(key, tasks)
+    return key
+
+
+def collect(storage: Storage, keys: list[str], **kwargs: Any) -> Any:
+    return collect_annotations(
+        storage, keys, LABELS, out_key=layout.pulled_annotations("run"), **kwargs
+    )
+
+
+def pulled(storage: Storage) -> dict[str, Annotation]:
+    found = read_annotations(storage, layout.pulled_annotations("run"))
+    return {a.post_id: a for a in found}
+
+
+# --------------------------------------------------------------------------- reconcile
+
+
+def live_set_of(tasks: dict[int, list[int]]) -> LiveSet:
+    return LiveSet(
+        project_id=PROJECT, taken_at="now", tasks={k: frozenset(v) for k, v in tasks.items()}
+    )
+
+
+def test_reconcile_drops_deleted_tasks_and_annotations_and_keeps_unknown_shapes() -> None:
+    tasks = [
+        two_annotator_task(1, "a", ["Glossier"], ["Sephora"]),
+        task(2, TEXT, [res("Glossier")], post_id="b"),
+        {"id": "x", "annotations": []},  # not an integer id: cannot be checked, kept
+        "not a task",
+    ]
+    live = live_set_of({1: [10]})
+    outcome = reconcile(tasks, live)
+    assert outcome.deleted_task_ids == [2] and outcome.deleted_annotation_ids == [11, 20]
+    assert [t if isinstance(t, str) else t["id"] for t in outcome.kept] == [1, "x", "not a task"]
+    assert [a["id"] for a in outcome.kept[0]["annotations"]] == [10]
+    assert [(t["id"], [a["id"] for a in t["annotations"]]) for t in outcome.removed] == [
+        (1, [11]),
+        (2, [20]),
+    ]
+
+
+def test_live_set_round_trips_and_a_bad_one_is_named(storage: Storage) -> None:
+    save_live_set(storage, PROJECT, {3: [31, 30], 4: []})
+    live = load_live_set(storage, PROJECT)
+    assert live is not None and live.tasks == {3: frozenset({30, 31}), 4: frozenset()}
+    assert load_live_set(storage, PROJECT + 1) is None
+    storage.write_json(layout.live_set(PROJECT), {"project_id": "x"})
+    with pytest.raises(DataError, match=r"livesets/ls-5\.json"):
+        load_live_set(storage, PROJECT)
+
+
+# --------------------------------------------------------------------------- deletions
+
+
+def test_deleted_annotation_and_task_leave_the_pool_and_the_older_label_comes_back(
+    storage: Storage,
+) -> None:
+    # given two snapshots: task 1 labelled twice (latest: Sephora), task 2 once, task 3 once
+    first = write_snapshot(storage, "s1", [task(2, TEXT, [res("Fenty Beauty")], post_id="b")])
+    second = write_snapshot(
+        storage,
+        "s2",
+        [
+            two_annotator_task(1, "a", ["Glossier"], ["Sephora"]),
+            task(3, TEXT, [res("Glossier")], post_id="c"),
+        ],
+    )
+    save_live_set(storage, PROJECT, {1: [10, 11], 2: [20], 3: [30]})
+    before = collect(storage, [first, second])
+    assert before.n_annotations == 3 and before.n_deleted_annotations == 0
+    assert [s.text for s in pulled(storage)["a"].spans] == ["Sephora"]
+    # when annotation 11 and task 2 are deleted in Label Studio, and annotation 30 too
+    save_live_set(storage, PROJECT, {1: [10], 3: []})
+    after = collect(storage, [first, second])
+    # then task 2's post and annotation 30's post are gone; post a falls back to annotation 10
+    assert after.n_annotations == 1
+    assert after.n_deleted_tasks == 1 and after.n_deleted_annotations == 3
+    assert [s.text for s in pulled(storage)["a"].spans] == ["Glossier"]
+    assert after.withdrawn_post_ids == ["b", "c"]
+    assert after.dataset_hash != before.dataset_hash
+    # and a deleted label read in two snapshots counts once
+    third = write_snapshot(storage, "s3", [task(3, TEXT, [res("Glossier")], post_id="c")])
+    assert collect(storage, [first, second, third]).n_deleted_annotations == 3
+
+
+def test_snapshots_without_a_live_set_are_read_as_they_are(storage: Storage) -> None:
+    key = write_snapshot(storage, "s1", [task(2, TEXT, [res("Glossier")], post_id="b")])
+    replay = layout.replay_export("s1")
+    storage.write_json(replay, [task(9, TEXT, [res("Sephora")], post_id="z")])
+    report = collect(storage, [key, replay])
+    assert report.n_annotations == 2 and report.withdrawn_post_ids == []
+    save_live_set(storage, PROJECT, {})
+    report = collect(storage, [key, replay])  # the replay export belongs to no project
+    assert sorted(pulled(storage)) == ["z"] and report.withdrawn_post_ids == ["b"]
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+@pytest.mark.parametrize(
+    ("policy", "spans", "outcome"),
+    [
+        (AgreementPolicy.LATEST, ["Glossier", "Sephora"], Outcome.KEPT_LATEST),
+        (AgreementPolicy.MAJORITY, ["Glossier"], Outcome.MAJORITY),
+        (AgreementPolicy.REVIEW, None, Outcome.HELD),
+    ],
+)
+def test_policies_on_two_disagreeing_annotators(
+    storage: Storage, policy: AgreementPolicy, spans: list[str] | None, outcome: Outcome
+) -> None:
+    # given task 1 where annotators agree on Glossier only (F1 2*1/(2+2) = 0.5), task 2 agreed
+    key = write_snapshot(
+        storage,
+        "s1",
+        [
+            two_annotator_task(1, "a", ["Glossier", "Fenty Beauty"], ["Glossier", "Sephora"]),
+            two_annotator_task(2, "b", ["Sephora"], ["Sephora"]),
+        ],
+    )
+    report = collect(storage, [key], policy=policy, threshold=0.8)
+    scores = {a.post_id: (a.score, a.outcome) for a in report.agreement}
+    assert scores["a"] == (pytest.approx(0.5), outcome)
+    assert scores["b"][0] == 1.0
+    labels = pulled(storage)
+    assert [s.text for s in labels["b"].spans] == ["Sephora"]
+    if spans is None:
+        assert "a" not in labels and report.held_post_ids == ["a"]
+        review = storage.read_json(layout.review_report(layout.pulled_annotations("run")))
+        assert review == [
+            {
+                "post_id": "a",
+                "task_id": 1,
+                "annotators": ["1", "2"],
+                "score": 0.5,
+                "outcome": "held_for_review",
+            }
+        ]
+        assert report.withdrawn_post_ids == []  # held is not withdrawn
+    else:
+        assert [s.text for s in labels["a"].spans] == spans
+        assert report.held_post_ids == [] and report.review_key is None
+    json.dumps(report.model_dump(mode="json"))  # the flow returns it as JSON
+
+
+def test_agreement_follows_the_latest_version_of_a_task(storage: Storage) -> None:
+    # a task exported with two annotations, then (after one was deleted) with one
+    first = write_snapshot(storage, "s1", [two_annotator_task(1, "a", ["Glossier"], ["Sephora"])])
+    later = task(1, TEXT, [res("Glossier")], post_id="a")
+    second = write_snapshot(storage, "s2", [later])
+    report = collect(storage, [first, second], policy=AgreementPolicy.REVIEW)
+    assert report.agreement == [] and report.n_annotations == 1
+
+
+# --------------------------------------------------------------------------- gold set
+
+
+def gold_annotations() -> list[Annotation]:
+    return [Annotation(f"g{i}", TEXT, (span(TEXT, "Glossier"),)) for i in range(4)]
+
+
+def test_withdrawn_posts_leave_the_gold_set_as_a_new_version(storage: Storage) -> None:
+    frozen = freeze_gold_set(storage, gold_annotations(), gold_fraction=1.0, name="gold-x")
+    assert drop_from_gold_set(storage, ["not-gold"]) is None
+    revised = drop_from_gold_set(storage, ["g1", "g3", "other"])
+    assert revised is not None and revised.name == "gold-x-r2"
+    assert revised.post_ids == ("g0", "g2") and revised.hash != frozen.hash
+    loaded = load_gold_set(storage)
+    assert loaded is not None and loaded[0].name == "gold-x-r2"
+    record = storage.read_json(layout.gold_set("gold-x-r2"))
+    assert record["revised_from"] == "gold-x" and record["dropped_post_ids"] == ["g1", "g3"]
+    again = drop_from_gold_set(storage, ["g2"])
+    assert again is not None and again.name == "gold-x-r3"
+    assert storage.exists(layout.gold_set("gold-x"))  # history stays
+    with pytest.raises(GoldSetError, match="all 1 posts were withdrawn"):
+        drop_from_gold_set(storage, ["g0"])
+
+
+def test_prepare_splits_drops_withdrawn_gold_posts(storage: Storage) -> None:
+    freeze_gold_set(storage, gold_annotations(), gold_fraction=1.0, name="gold-y")
+    summary = prepare_splits(
+        storage, gold_annotations()[:3], 1.0, layout.training_pool("r"), withdrawn=["g3"]
+    )
+    assert summary["n_gold"] == 3 and summary["gold_revised_from"] == "gold-y"
+    summary = prepare_splits(
+        storage, gold_annotations()[:3], 1.0, layout.training_pool("r"), withdrawn=["g3"]
+    )
+    assert summary["n_gold"] == 3 and summary["gold_revised_from"] is None
+
+
+def test_a_snapshot_newer_than_the_live_set_is_read_as_it_is(storage: Storage) -> None:
+    # given a live set taken after snapshot s1, and a snapshot s2 written after it (a pull that
+    # stopped between its export and its live set)
+    first = write_snapshot(storage, "s1", [task(1, TEXT, [res("Glossier")], post_id="a")])
+    save_live_set(storage, PROJECT, {}, snapshot=first)
+    second = write_snapshot(storage, "s2", [task(2, TEXT, [res("Sephora")], post_id="b")])
+    again = layout.export_snapshot("s1", PROJECT, attempt=2)
+    storage.write_json(again, [task(3, TEXT, [res("Sephora")], post_id="c")])
+    # then s1 is reconciled (task 1 is gone) but the labels of the later snapshots stay
+    report = collect(storage, [first, again, second])
+    assert sorted(pulled(storage)) == ["b", "c"]
+    assert report.n_deleted_tasks == 1 and report.withdrawn_post_ids == ["a"]
