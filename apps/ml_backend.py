@@ -393,6 +393,12 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
         )
         return PredictResponse(results=results, model_version=model.version)
 
+    _webhook_route(app, guard)
+
+
+def _webhook_route(app: FastAPI, guard: Any) -> None:
+    """``POST /webhook``: annotation events and "Start training" (when training is on)."""
+
     @app.post("/webhook", dependencies=[guard])
     async def webhook(request: Request, background: BackgroundTasks) -> dict[str, Any]:
         try:
