@@ -63,6 +63,7 @@ from spacy.language import Language
 
 from apps.serving import Loader, ModelHolder, Resolver, model_holder
 from apps.webhook import WebhookReceiver
+from flows.context import build_settings
 from ner.active import entity_probabilities, has_scorer
 from ner.errors import ConfigError, DataError, LabelStudioError, ModelError
 from ner.inference import predict_texts
@@ -423,8 +424,6 @@ def _webhook_route(app: FastAPI, guard: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apps.ml_backend [--host H] [--port N]``: serve until interrupted."""
     import uvicorn
-
-    from flows.context import build_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m apps.ml_backend", description="The champion as a Label Studio ML backend."
