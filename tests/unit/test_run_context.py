@@ -1,6 +1,6 @@
 """The run context (flows.context) without a Prefect server: built once, shared, frozen.
 
-With Secret blocks and a real Prefect server: tests/integration/test_run_context.py.
+With Secret blocks and a real Prefect server: tests/integration/test_run_context_servers.py.
 """
 
 from __future__ import annotations
