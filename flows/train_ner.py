@@ -15,8 +15,9 @@ Failures: every task retries transient errors (``NER_IO_RETRIES``, backoff from
 ``NER_IO_RETRY_DELAY_S``). The training run stays RUNNING until the promotion step ends it
 FINISHED; a run that fails after it was opened ends it FAILED. When MLflow itself was down at
 that moment, the next train-ner run closes it (step 0: runs of flow runs that have ended
-are marked FAILED). Storage writes are atomic, and ``@champion`` moves only in the last
-step, so a failed run promotes nothing and leaves no half-written object.
+are marked FAILED) and completes or reverts the alias moves they left half done, naming
+them in its result (``repaired``). Storage writes are atomic, and ``@champion`` moves only
+in the last step, so a failed run promotes nothing and leaves no half-written object.
 """
 
 from __future__ import annotations

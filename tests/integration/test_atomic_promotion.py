@@ -102,7 +102,7 @@ def test_mlflow_killed_between_the_champion_move_and_its_audit_then_the_next_run
     # When train-ner runs, then it fails: the audit cannot be completed, nor retried
     state: Any = train_ner(source="storage", overrides=settings, return_state=True)
     assert state.is_failed(), state
-    with pytest.raises(RegistryError, match="the alias moved"):
+    with pytest.raises(RegistryError):
         state.result()
     assert attempts(prefect, str(state.state_details.flow_run_id), "promote_if_better") == [4]
 
