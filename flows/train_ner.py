@@ -15,13 +15,15 @@ Failures: every task retries transient errors (``NER_IO_RETRIES``, backoff from
 ``NER_IO_RETRY_DELAY_S``). The training run stays RUNNING until the promotion step ends it
 FINISHED; a run that fails after it was opened ends it FAILED. When MLflow itself was down at
 that moment, the next train-ner run closes it (step 0: runs of flow runs that have ended
-are marked FAILED). Storage writes are atomic, and ``@champion`` moves only in the last
-step, so a failed run promotes nothing and leaves no half-written object.
+are marked FAILED) and completes or reverts the alias moves they left half done, naming
+them in its result (``repaired``). Storage writes are atomic, and ``@champion`` moves only
+in the last step, so a failed run promotes nothing and leaves no half-written object.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 from enum import StrEnum
 from pathlib import Path
@@ -32,6 +34,7 @@ from pydantic import BaseModel
 
 from flows.context import RunContext, flow_run_id, io_task, run_context, run_stamp
 from ner import datasets, evaluation, layout
+from ner.audit import is_abandoned
 from ner.errors import ConfigError, GoldSetError, RegistryError
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
@@ -116,10 +119,25 @@ class Logged(BaseModel):
 
 
 class Outcome(BaseModel):
-    """What the promotion rule said."""
+    """What the promotion rule said; ``repaired`` names the interrupted alias moves of an
+    earlier attempt that this one completed or reverted."""
 
     promote: bool
     reason: str
+    repaired: list[str] = []
+
+
+class Cleanup(BaseModel):
+    """What the first step put right: training runs closed, alias moves repaired (by name,
+    ``@alias: from -> to completed|reverted``)."""
+
+    closed_runs: list[str]
+    repaired_moves: list[str]
+
+
+#: A pending alias move older than this (seconds) is repaired whoever made it: a move
+#: takes seconds, so its maker is gone.
+STALE_MOVE_S = 600.0
 
 
 class TrainSummary(BaseModel):
@@ -139,16 +157,22 @@ class TrainSummary(BaseModel):
     challenger_f1: float | None = None
     decision: str | None = None
     promoted_version: str | None = None
+    repaired: list[str] = []
 
 
 @io_task()
-def close_abandoned_runs(ctx: RunContext) -> list[str]:
-    """Mark FAILED the brandloop runs still RUNNING whose Prefect flow run has ended.
+def close_abandoned_runs(ctx: RunContext) -> Cleanup:
+    """Mark FAILED the brandloop runs still RUNNING whose Prefect flow run has ended, and
+    repair the alias moves such runs left half done (:func:`repair_abandoned_moves`).
 
     They belong to flow runs that failed while MLflow was unreachable (so they could not
     close their own run) or that crashed. Runs of flow runs still in progress, and runs
     whose flow run this Prefect API does not know, are left alone.
     """
+    return Cleanup(closed_runs=_close_runs(ctx), repaired_moves=repair_abandoned_moves(ctx))
+
+
+def _close_runs(ctx: RunContext) -> list[str]:
     current = flow_run_id()
     closed = []
     for run_id, tags in ctx.registry.open_runs():
@@ -165,6 +189,28 @@ def close_abandoned_runs(ctx: RunContext) -> list[str]:
     if closed:
         get_run_logger().warning("closed %d abandoned MLflow run(s): %s", len(closed), closed)
     return closed
+
+
+def repair_abandoned_moves(ctx: RunContext) -> list[str]:
+    """Complete (alias moved) or revert (alias not moved) the pending alias moves of flow
+    runs that have ended, of this flow run, or older than :data:`STALE_MOVE_S`; returns
+    their names. Moves of runs still in progress are left to them."""
+    current, now = flow_run_id(), time.time()
+    abandoned = [
+        move
+        for move in ctx.registry.pending_moves()
+        if is_abandoned(
+            move,
+            current_owner=current,
+            ended_owner=bool(move.owner and move.owner != current and _ended_flow_run(move.owner)),
+            age_s=now - move.started,
+            stale_s=STALE_MOVE_S,
+        )
+    ]
+    repairs = ctx.registry.repair_moves(abandoned, actor=_actor())
+    for repair in repairs:
+        get_run_logger().warning("repaired alias move %s: %s", repair.name, repair.reason)
+    return [repair.name for repair in repairs]
 
 
 def _ended_flow_run(run_id: str) -> str | None:
@@ -335,6 +381,7 @@ def log_challenger(ctx: RunContext, trained: Trained, splits: Splits, stamp: str
             actor=_actor(),
             reason=f"trained by run {run_id}",
             gold_hash=gold_hash,
+            tags=_prefect_tags(),
         )
     except Exception as exc:  # a retry opens a new run: end this one
         registry.close_run(run_id, "FAILED", reason=f"logging failed: {exc}", best_effort=True)
@@ -351,12 +398,18 @@ def promote_if_better(
     run_id: str,
 ) -> Outcome:
     """Apply the promotion rule; move @champion (audited) when it says so; then end the
-    training run ``run_id`` FINISHED."""
+    training run ``run_id`` FINISHED.
+
+    On a retry, the alias moves an earlier attempt left half done are repaired first (their
+    audit completed if the alias moved, else reverted) and named in the outcome; a move
+    already made is not made again (:meth:`ner.registry.Registry.promote`)."""
     settings, registry = ctx.settings, ctx.registry
     decision = decide(challenger.f1, champion.f1, settings.threshold, settings.promotion_margin)
-    # On a retry the move may already have happened: never promote the same version twice.
+    repairs = registry.repair_moves(registry.pending_moves(_actor()), actor=_actor())
+    for repair in repairs:
+        get_run_logger().warning("repaired alias move %s: %s", repair.name, repair.reason)
     version = challenger.version
-    if decision.promote and version and registry.alias_version(CHAMPION) != version:
+    if decision.promote and version:
         registry.promote(
             version,
             gold_hash=gold_hash,
@@ -367,9 +420,14 @@ def promote_if_better(
                 "threshold": settings.threshold,
             },
             actor=_actor(),
+            tags=_prefect_tags(),
         )
     registry.close_run(run_id, "FINISHED", reason=decision.reason)
-    return Outcome(promote=decision.promote, reason=decision.reason)
+    return Outcome(
+        promote=decision.promote,
+        reason=decision.reason,
+        repaired=[repair.name for repair in repairs],
+    )
 
 
 @io_task(retries=0)
@@ -435,6 +493,7 @@ def challenge(
         abandon_run(ctx, logged.run_id, f"train-ner failed after training: {exc}")
         raise
     summary.decision = outcome.reason
+    summary.repaired += outcome.repaired
     summary.status = TrainStatus.PROMOTED if outcome.promote else TrainStatus.NOT_PROMOTED
     if outcome.promote:
         summary.promoted_version = summary.champion_version = logged.version
@@ -445,7 +504,7 @@ def run_train(
     ctx: RunContext, source: str, export_keys: list[str] | None, stamp: str
 ) -> TrainSummary:
     """The body of train-ner (see the module docstring); must run inside a flow."""
-    close_abandoned_runs(ctx)
+    cleanup = close_abandoned_runs(ctx)
     pulled = pull_annotations(ctx, source, export_keys, stamp)
     get_run_logger().info(
         "pulled %d annotations (%d rejected, %d repaired, %d deleted, %d held for review)",
@@ -456,7 +515,10 @@ def run_train(
         len(pulled.held_post_ids),
     )
     summary = TrainSummary(
-        status=TrainStatus.NO_LABELS, labels=pulled.n_annotations, rejected=pulled.n_rejected
+        status=TrainStatus.NO_LABELS,
+        labels=pulled.n_annotations,
+        rejected=pulled.n_rejected,
+        repaired=cleanup.repaired_moves,
     )
     if pulled.n_annotations == 0:
         return summary

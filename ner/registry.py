@@ -7,7 +7,10 @@
 * A model version can be promoted only after it was evaluated on the gold set named in the
   promotion (an ``eval.<gold-hash>.f1`` tag on the version); :func:`decide` holds the rule.
 * Every alias move is audited as a run in the ``<experiment>-audit`` experiment: who, when,
-  why, metrics and the gold-set hash. :meth:`Registry.rollback` moves ``@champion`` back.
+  why, metrics and the gold-set hash. The audit run is the move's intent, written first and
+  completed after the move; a move interrupted in between is completed or reverted by
+  :meth:`Registry.repair_moves` (:mod:`ner.audit`). :meth:`Registry.rollback` moves
+  ``@champion`` back.
 """
 
 from __future__ import annotations
@@ -24,6 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ner.audit import (
+    MOVE_STATE_TAG,
+    OWNER_TAG,
+    TAG_PREFIX,
+    MoveState,
+    PendingMove,
+    Repair,
+    RepairAction,
+    decide_repair,
+)
 from ner.errors import PromotionError, RegistryError
 
 log = logging.getLogger(__name__)
@@ -31,7 +44,6 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous"
-TAG_PREFIX = "brandloop."
 
 
 @dataclass(frozen=True)
@@ -470,12 +482,16 @@ class Registry:
         reason: str,
         gold_hash: str | None = None,
         metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> AuditEvent:
         """Point ``@alias`` at ``version`` (or delete it with None) and audit the move.
 
-        The audit run is opened before the move and ended FINISHED after it, so the audit
-        log (finished runs) never records a move that did not happen; a move that fails
-        leaves its audit run FAILED.
+        Three steps (:mod:`ner.audit`): the intent (an audit run, RUNNING, ``move_state``
+        pending, carrying ``tags`` too), the move, the completion (FINISHED). A move that
+        fails ends its intent FAILED (reverted) when MLflow still answers. If the completion
+        fails the move stands and :class:`RegistryError` is raised; the intent stays pending
+        until :meth:`repair_moves` (a retry of the promotion, or the next train-ner run)
+        completes it.
         """
         from mlflow.exceptions import MlflowException
 
@@ -491,30 +507,40 @@ class Registry:
             metrics=dict(metrics or {}),
         )
         try:
-            audit_run = self._begin_audit(event)
+            audit_run = self._begin_audit(event, tags or {})
         except MlflowException as exc:
             raise _wrap(f"auditing the move of @{alias} to {version}", exc) from exc
         try:
-            if version is None:
-                if before is not None:
-                    self.client.delete_registered_model_alias(self.model_name, alias)
-            else:
-                self.client.set_registered_model_alias(self.model_name, alias, version)
+            self._move_alias(alias, version, before)
         except MlflowException as exc:
-            self.close_run(audit_run, "FAILED", reason=f"move failed: {exc}", best_effort=True)
+            self._end_intent(audit_run, f"move failed: {exc}", best_effort=True)
             raise _wrap(f"alias move @{alias} -> {version}", exc) from exc
         try:
             self._end_audit(audit_run, event)
         except MlflowException as exc:
-            raise _wrap(f"auditing the move of @{alias} to {version}", exc) from exc
+            raise _wrap(
+                f"completing the audit of @{alias} -> {version} (the alias moved; the next "
+                "repair completes the audit)",
+                exc,
+            ) from exc
         return AuditEvent(**{**event.__dict__, "run_id": audit_run})
 
-    def _begin_audit(self, event: AuditEvent) -> str:
-        """Open the audit run of an alias move (who, why, metrics, gold hash)."""
+    def _move_alias(self, alias: str, version: str | None, before: str | None) -> None:
+        """The move itself: point ``@alias`` at ``version``, or delete it (None)."""
+        if version is None:
+            if before is not None:
+                self.client.delete_registered_model_alias(self.model_name, alias)
+        else:
+            self.client.set_registered_model_alias(self.model_name, alias, version)
+
+    def _begin_audit(self, event: AuditEvent, tags: Mapping[str, str]) -> str:
+        """Write the intent of an alias move: its audit run (who, why, metrics, gold hash),
+        RUNNING with ``move_state`` pending."""
         from mlflow.entities import Metric
 
         experiment_id = self.experiment_id(f"{self.experiment_name}-audit")
-        tags = {
+        run_tags = {
+            **tags,
             f"{TAG_PREFIX}event": "alias_move",
             f"{TAG_PREFIX}model": self.model_name,
             f"{TAG_PREFIX}alias": event.alias,
@@ -523,12 +549,13 @@ class Registry:
             f"{TAG_PREFIX}actor": event.actor,
             f"{TAG_PREFIX}reason": event.reason[:4900],
             f"{TAG_PREFIX}gold_hash": event.gold_hash or "",
+            MOVE_STATE_TAG: MoveState.PENDING.value,
             "mlflow.runName": (
                 f"@{event.alias}: {event.from_version or '-'} -> {event.to_version or '-'}"
             ),
         }
         stamp = int(event.timestamp * 1000)
-        run = self.client.create_run(experiment_id, start_time=stamp, tags=tags)
+        run = self.client.create_run(experiment_id, start_time=stamp, tags=run_tags)
         if event.metrics:
             self.client.log_batch(
                 run.info.run_id,
@@ -537,7 +564,7 @@ class Registry:
         return str(run.info.run_id)
 
     def _end_audit(self, run_id: str, event: AuditEvent) -> None:
-        self.client.set_terminated(run_id, "FINISHED")
+        """Complete the audit of a move that happened; FINISHED is written last."""
         if event.to_version:
             self.client.set_model_version_tag(
                 self.model_name,
@@ -545,6 +572,8 @@ class Registry:
                 f"{TAG_PREFIX}{event.alias}_since",
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.timestamp)),
             )
+        self.client.set_tag(run_id, MOVE_STATE_TAG, MoveState.DONE.value)
+        self.client.set_terminated(run_id, "FINISHED")
         log.info(
             "audit: @%s %s -> %s by %s (%s)",
             event.alias,
@@ -554,36 +583,102 @@ class Registry:
             event.reason,
         )
 
-    def audit_log(self) -> list[AuditEvent]:
-        """Every alias move of this model, oldest first (moves that failed are left out)."""
+    def _end_intent(self, run_id: str, reason: str, *, best_effort: bool = False) -> bool:
+        """End the intent of a move that did not happen: FAILED, ``move_state`` reverted."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.set_tag(run_id, MOVE_STATE_TAG, MoveState.REVERTED.value)
+        except (MlflowException, OSError) as exc:
+            if not best_effort:
+                raise _wrap(f"reverting the intent {run_id}", exc) from exc
+            log.warning("could not mark the intent %s reverted: %s", run_id, exc)
+            return False
+        return self.close_run(run_id, "FAILED", reason=reason, best_effort=best_effort)
+
+    def _audit_runs(self, status: str) -> list[Any]:
+        """This model's audit runs with MLflow ``status``, oldest first."""
         exp = self.client.get_experiment_by_name(f"{self.experiment_name}-audit")
         if exp is None:
             return []
-        runs = self.client.search_runs(
-            [exp.experiment_id],
-            filter_string=(
-                f"tags.`{TAG_PREFIX}model` = '{self.model_name}' and attributes.status = 'FINISHED'"
-            ),
-            order_by=["attributes.start_time ASC"],
-            max_results=5000,
-        )
-        events = []
-        for run in runs:
-            t = run.data.tags
-            events.append(
-                AuditEvent(
-                    alias=t[f"{TAG_PREFIX}alias"],
-                    from_version=t.get(f"{TAG_PREFIX}from_version") or None,
-                    to_version=t.get(f"{TAG_PREFIX}to_version") or None,
-                    actor=t.get(f"{TAG_PREFIX}actor", ""),
-                    reason=t.get(f"{TAG_PREFIX}reason", ""),
-                    gold_hash=t.get(f"{TAG_PREFIX}gold_hash") or None,
-                    timestamp=run.info.start_time / 1000.0,
-                    metrics=dict(run.data.metrics),
-                    run_id=run.info.run_id,
-                )
+        return list(
+            self.client.search_runs(
+                [exp.experiment_id],
+                filter_string=(
+                    f"tags.`{TAG_PREFIX}model` = '{self.model_name}' "
+                    f"and attributes.status = '{status}'"
+                ),
+                order_by=["attributes.start_time ASC"],
+                max_results=5000,
             )
-        return events
+        )
+
+    def audit_log(self) -> list[AuditEvent]:
+        """Every alias move of this model, oldest first (moves that failed, and moves whose
+        audit is still pending, are left out)."""
+        return [_audit_event(run) for run in self._audit_runs("FINISHED")]
+
+    def pending_moves(self, actor: str | None = None) -> list[PendingMove]:
+        """Alias moves of this model whose audit run is still open (of ``actor`` only, if
+        given), oldest first. Raises :class:`RegistryError` if MLflow fails."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            runs = self._audit_runs("RUNNING")
+        except MlflowException as exc:
+            raise _wrap("searching pending alias moves", exc) from exc
+        moves = [_pending_move(run) for run in runs]
+        return [m for m in moves if actor is None or m.actor == actor]
+
+    def repair_moves(self, moves: Sequence[PendingMove], *, actor: str) -> list[Repair]:
+        """Complete or revert each pending move by where its alias points now
+        (:func:`ner.audit.decide_repair`). A completed ``@champion`` move also clears
+        ``@challenger`` if it still points at the new champion (by ``actor``), as the
+        promotion would have. Raises :class:`RegistryError` if MLflow fails."""
+        from mlflow.exceptions import MlflowException
+
+        repairs = []
+        for move in moves:
+            decision = decide_repair(move, self.alias_version(move.alias))
+            try:
+                if decision.action is RepairAction.COMPLETED:
+                    self._end_audit(move.run_id, self._intent_event(move))
+                else:
+                    self._end_intent(move.run_id, f"reverted: {decision.reason}")
+            except MlflowException as exc:
+                raise _wrap(f"repairing the alias move {move.name}", exc) from exc
+            repair = Repair(move=move, action=decision.action, reason=decision.reason)
+            log.warning("repaired %s (audit run %s): %s", repair.name, move.run_id, repair.reason)
+            repairs.append(repair)
+            if decision.action is RepairAction.COMPLETED and move.alias == CHAMPION:
+                self._clear_challenger(move.to_version, actor=actor, gold_hash=None)
+        return repairs
+
+    def _intent_event(self, move: PendingMove) -> AuditEvent:
+        """The :class:`AuditEvent` recorded by a pending move's audit run."""
+        return _audit_event(self.client.get_run(move.run_id))
+
+    def _clear_challenger(
+        self,
+        version: str | None,
+        *,
+        actor: str,
+        gold_hash: str | None,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[AuditEvent]:
+        """Delete ``@challenger`` if it points at ``version`` (just promoted)."""
+        if version is None or self.alias_version(CHALLENGER) != version:
+            return []
+        return [
+            self.set_alias(
+                CHALLENGER,
+                None,
+                actor=actor,
+                gold_hash=gold_hash,
+                reason=f"version {version} promoted to champion",
+                tags=tags,
+            )
+        ]
 
     def promote(
         self,
@@ -593,11 +688,15 @@ class Registry:
         decision: Decision,
         metrics: Mapping[str, float],
         actor: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> list[AuditEvent]:
-        """Make ``version`` the champion; the old champion becomes ``@previous``.
+        """Make ``version`` the champion; the old champion becomes ``@previous``;
+        ``@challenger`` is cleared if it pointed at ``version``. Returns the audited moves.
 
         Refuses (``PromotionError``) unless ``decision.promote`` and the version carries an
-        evaluation on ``gold_hash``.
+        evaluation on ``gold_hash``. Safe to retry: the pending moves of ``actor`` (an
+        interrupted earlier attempt) are repaired first, and a move already made is not
+        made again. ``tags`` go on every audit run (e.g. the Prefect flow-run id).
         """
         if not decision.promote:
             raise PromotionError(f"version {version} not promoted: {decision.reason}")
@@ -607,48 +706,54 @@ class Registry:
                 "no promotion without evaluation"
             )
         actor = actor or default_actor()
+        self.repair_moves(self.pending_moves(actor), actor=actor)
         events = []
         current = self.alias_version(CHAMPION)
-        if current is not None and current != version:
+        if current != version:
+            if current is not None and self.alias_version(PREVIOUS) != current:
+                events.append(
+                    self.set_alias(
+                        PREVIOUS,
+                        current,
+                        actor=actor,
+                        gold_hash=gold_hash,
+                        reason=f"replaced by version {version}",
+                        tags=tags,
+                    )
+                )
             events.append(
                 self.set_alias(
-                    PREVIOUS,
-                    current,
+                    CHAMPION,
+                    version,
                     actor=actor,
+                    reason=decision.reason,
                     gold_hash=gold_hash,
-                    reason=f"replaced by version {version}",
+                    metrics=metrics,
+                    tags=tags,
                 )
             )
-        events.append(
-            self.set_alias(
-                CHAMPION,
-                version,
-                actor=actor,
-                reason=decision.reason,
-                gold_hash=gold_hash,
-                metrics=metrics,
-            )
-        )
-        if self.alias_version(CHALLENGER) == version:
-            events.append(
-                self.set_alias(
-                    CHALLENGER,
-                    None,
-                    actor=actor,
-                    gold_hash=gold_hash,
-                    reason=f"version {version} promoted to champion",
-                )
-            )
+        events += self._clear_challenger(version, actor=actor, gold_hash=gold_hash, tags=tags)
         return events
 
     def rollback(self, *, actor: str | None = None, reason: str = "manual rollback") -> AuditEvent:
-        """Move ``@champion`` back to ``@previous`` (the champion before the last promotion)."""
+        """Move ``@champion`` back to ``@previous`` (the champion before the last promotion);
+        ``@previous`` moves to the champion before that, if any. Returns the champion move.
+
+        Safe to retry: ``actor``'s pending moves are repaired first, and a rollback whose
+        champion move was made but not its ``@previous`` move is finished. Raises
+        :class:`PromotionError` if there is nothing to roll back to.
+        """
         actor = actor or default_actor()
+        self.repair_moves(self.pending_moves(actor), actor=actor)
         previous = self.alias_version(PREVIOUS)
         if previous is None:
             raise PromotionError(f"no @{PREVIOUS} version of {self.model_name} to roll back to")
         current = self.alias_version(CHAMPION)
-        event = self.set_alias(CHAMPION, previous, actor=actor, reason=f"rollback: {reason}")
+        if current == previous:  # an interrupted rollback: @champion moved, @previous not yet
+            event = self._interrupted_rollback(previous)
+            current = event.from_version
+        else:
+            event = self.set_alias(CHAMPION, previous, actor=actor, reason=f"rollback: {reason}")
         # The version before `previous`, per the audit, becomes the new @previous (if any).
         earlier = [
             e.from_version
@@ -669,6 +774,48 @@ class Registry:
                 self.model_name, current, f"{TAG_PREFIX}rolled_back", reason
             )
         return event
+
+    def _interrupted_rollback(self, champion: str) -> AuditEvent:
+        """The audited rollback that made ``champion`` the champion while ``@previous``
+        still points at it; :class:`PromotionError` if the last champion move was none."""
+        moves = [e for e in self.audit_log() if e.alias == CHAMPION]
+        last = moves[-1] if moves else None
+        if last is None or last.to_version != champion or not last.reason.startswith("rollback:"):
+            raise PromotionError(
+                f"@{PREVIOUS} is the champion ({champion}) and no rollback is under way: "
+                "nothing to roll back to"
+            )
+        return last
+
+
+def _audit_event(run: Any) -> AuditEvent:
+    """The alias move an audit run records."""
+    t = run.data.tags
+    return AuditEvent(
+        alias=t[f"{TAG_PREFIX}alias"],
+        from_version=t.get(f"{TAG_PREFIX}from_version") or None,
+        to_version=t.get(f"{TAG_PREFIX}to_version") or None,
+        actor=t.get(f"{TAG_PREFIX}actor", ""),
+        reason=t.get(f"{TAG_PREFIX}reason", ""),
+        gold_hash=t.get(f"{TAG_PREFIX}gold_hash") or None,
+        timestamp=run.info.start_time / 1000.0,
+        metrics=dict(run.data.metrics),
+        run_id=run.info.run_id,
+    )
+
+
+def _pending_move(run: Any) -> PendingMove:
+    """The pending move an open audit run records."""
+    event = _audit_event(run)
+    return PendingMove(
+        run_id=str(run.info.run_id),
+        alias=event.alias,
+        from_version=event.from_version,
+        to_version=event.to_version,
+        actor=event.actor,
+        started=event.timestamp,
+        owner=run.data.tags.get(OWNER_TAG) or None,
+    )
 
 
 def run_tags(env: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:

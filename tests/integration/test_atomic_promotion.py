@@ -1,0 +1,263 @@
+"""Alias moves and their audit records agree, even when MLflow dies between the two.
+
+Each test breaks a private MLflow server at an exact point of an alias move, by wrapping
+:meth:`ner.registry.Registry._move_alias` (the move itself still runs against the real
+server): just after the move (before its audit is completed), or just before it (after its
+intent was written). Then the repair runs as it would in production: the retry of the
+promote task, the next train-ner run, or a retried rollback. After it, every alias move has
+exactly one FINISHED audit record, no audit run is left RUNNING, and the repair is reported
+by name.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect import flow
+
+from flows.context import flow_run_id
+from flows.train_ner import TrainStatus, train_ner
+from ner.audit import MOVE_STATE_TAG, OWNER_TAG
+from ner.errors import RegistryError
+from ner.registry import Registry, decide
+from ner.storage import open_storage
+from tests.integration import test_reliability as reliability
+from tests.integration.test_reliability import train_settings, write_gold_exports
+from tests.support.flows import attempts
+from tests.support.models import register_gazetteer
+from tests.support.servers import MlflowService, PrefectService
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+GOLD = "a" * 64
+
+# The reliability module's fixtures: a private MLflow server (this module's own instance),
+# the session's Prefect server as the API, MLflow's client retries off.
+own_mlflow = reliability.own_mlflow
+prefect = reliability.prefect
+fail_fast_mlflow = reliability.fail_fast_mlflow
+
+
+def break_move(
+    monkeypatch: pytest.MonkeyPatch, alias: str, fault: Callable[[], None], *, after: bool
+) -> Callable[[], None]:
+    """Run ``fault`` once, just after (or before) the first move of ``@alias``; returns a
+    function that removes the wrapper."""
+    original = Registry._move_alias
+    done: list[bool] = []
+
+    def move(self: Registry, moved: str, version: str | None, before: str | None) -> None:
+        if moved == alias and not after and not done:
+            done.append(True)
+            fault()
+        original(self, moved, version, before)
+        if moved == alias and after and not done:
+            done.append(True)
+            fault()
+
+    monkeypatch.setattr(Registry, "_move_alias", move)
+    return lambda: monkeypatch.setattr(Registry, "_move_alias", original)
+
+
+def labelled_posts(tmp_path: Path, mlflow: MlflowService, prefix: str) -> dict[str, Any]:
+    """train-ner settings for a new model ``prefix-…``, with 160 labelled posts in storage."""
+    settings = train_settings(tmp_path, mlflow, f"{prefix}-{uuid.uuid4().hex[:6]}")
+    write_gold_exports(open_storage(settings["storage_uri"], "dev"), 160)
+    return settings
+
+
+def champion_and_better(registry: Registry, tmp_path: Path) -> tuple[str, str]:
+    """Version 1 promoted (F1 0.5), version 2 registered and evaluated (F1 0.9)."""
+    v1 = register_gazetteer(registry, tmp_path, ["Glossier"], 0.5, GOLD)
+    registry.promote(v1, gold_hash=GOLD, decision=decide(0.5, None, 0.2), metrics={})
+    v2 = register_gazetteer(registry, tmp_path, ["Glossier", "Fenty Beauty"], 0.9, GOLD)
+    return v1, v2
+
+
+def moves(registry: Registry) -> list[tuple[str, str | None, str | None]]:
+    """The audit log as ``(alias, from, to)``."""
+    return [(e.alias, e.from_version, e.to_version) for e in registry.audit_log()]
+
+
+def version_tags(registry: Registry, version: str) -> dict[str, str]:
+    return dict(registry.client.get_model_version(registry.model_name, version).tags)
+
+
+def test_mlflow_killed_between_the_champion_move_and_its_audit_then_the_next_run_completes_it(
+    own_mlflow: MlflowService,
+    prefect: PrefectService,
+    fail_fast_mlflow: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given labelled posts, no champion yet, and MLflow killed right after @champion moved
+    settings = labelled_posts(tmp_path, own_mlflow, "killed-move")
+    name = settings["registered_model_name"]
+    restore = break_move(monkeypatch, "champion", own_mlflow.server.kill, after=True)
+    # When train-ner runs, then it fails: the audit cannot be completed, nor retried
+    state: Any = train_ner(source="storage", overrides=settings, return_state=True)
+    assert state.is_failed(), state
+    with pytest.raises(RegistryError):
+        state.result()
+    assert attempts(prefect, str(state.state_details.flow_run_id), "promote_if_better") == [4]
+
+    # When MLflow is back: the half-done move of the issue (2 moves, 1 audit record)
+    restore()
+    own_mlflow.restart()
+    registry = Registry(own_mlflow.url, model_name=name, experiment_name=name)
+    assert registry.alias_version("champion") == "1"
+    assert registry.alias_version("challenger") == "1"
+    assert moves(registry) == [("challenger", None, "1")]
+    [pending] = registry.pending_moves()
+    assert pending.name == "@champion: - -> 1"
+    assert registry.client.get_run(pending.run_id).info.status == "RUNNING"
+    assert "brandloop.champion_since" not in version_tags(registry, "1")
+
+    # When the next train-ner run starts (a threshold the champion meets: no training)
+    nxt = train_ner(source="storage", overrides={**settings, "threshold": 0.0})
+    # Then it reports the repair by name, and the alias and its audit record agree
+    assert nxt.status == TrainStatus.THRESHOLD_MET
+    assert nxt.repaired == ["@champion: - -> 1 completed"]
+    assert registry.alias_version("champion") == "1"
+    assert moves(registry) == [
+        ("challenger", None, "1"),
+        ("champion", None, "1"),
+        ("challenger", "1", None),
+    ]
+    run = registry.client.get_run(pending.run_id)
+    assert (run.info.status, run.data.tags[MOVE_STATE_TAG]) == ("FINISHED", "done")
+    assert run.data.tags[OWNER_TAG] == str(state.state_details.flow_run_id)
+    assert registry.alias_version("challenger") is None
+    assert "brandloop.champion_since" in version_tags(registry, "1")
+    assert registry.pending_moves() == []
+
+
+def test_a_retry_after_the_move_completes_the_audit_instead_of_skipping_it(
+    own_mlflow: MlflowService,
+    prefect: PrefectService,
+    fail_fast_mlflow: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given MLflow requests that time out after 2 s, and MLflow frozen for 3 s right after
+    # @champion moved: completing the audit times out, the promote task is retried
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    settings = labelled_posts(tmp_path, own_mlflow, "retried-move")
+    name = settings["registered_model_name"]
+
+    def freeze() -> None:
+        own_mlflow.server.pause()
+        threading.Timer(3.0, own_mlflow.server.resume).start()
+
+    break_move(monkeypatch, "champion", freeze, after=True)
+    # When train-ner runs
+    state: Any = train_ner(source="storage", overrides=settings, return_state=True)
+    # Then it completed: the retry found the alias already moved and completed its audit
+    assert state.is_completed(), state
+    summary = state.result()
+    assert summary.status == TrainStatus.PROMOTED
+    assert summary.repaired == ["@champion: - -> 1 completed"]
+    [tries] = attempts(prefect, str(state.state_details.flow_run_id), "promote_if_better")
+    assert tries >= 2
+    # And each of the 3 alias moves has exactly one audit record, none is left open
+    registry = Registry(own_mlflow.url, model_name=name, experiment_name=name)
+    assert moves(registry) == [
+        ("challenger", None, "1"),
+        ("champion", None, "1"),
+        ("challenger", "1", None),
+    ]
+    assert registry.pending_moves() == []
+    assert registry.alias_version("champion") == "1"
+    assert registry.alias_version("challenger") is None
+    assert "brandloop.champion_since" in version_tags(registry, "1")
+
+
+@flow(name="promote-once")
+def promote_once(tracking_uri: str, name: str, version: str) -> None:
+    """A promotion made by a flow run (its id on the audit runs), as train-ner makes it."""
+    registry = Registry(tracking_uri, model_name=name, experiment_name=name)
+    registry.promote(
+        version,
+        gold_hash=GOLD,
+        decision=decide(0.9, 0.5, 0.2),
+        metrics={"challenger_f1": 0.9},
+        actor="test",
+        tags={OWNER_TAG: flow_run_id() or ""},
+    )
+
+
+def test_a_pending_move_whose_alias_never_moved_is_reverted_and_the_alias_kept(
+    own_mlflow: MlflowService,
+    prefect: PrefectService,
+    fail_fast_mlflow: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given version 1 the champion and version 2 evaluated, better
+    settings = labelled_posts(tmp_path, own_mlflow, "never-moved")
+    name = settings["registered_model_name"]
+    registry = Registry(own_mlflow.url, model_name=name, experiment_name=name)
+    v1, v2 = champion_and_better(registry, tmp_path)
+    # When a flow promotes version 2 and MLflow is killed after its intent, before the move
+    restore = break_move(monkeypatch, "champion", own_mlflow.server.kill, after=False)
+    state: Any = promote_once(own_mlflow.url, name, v2, return_state=True)
+    assert state.is_failed(), state
+    restore()
+    own_mlflow.restart()
+    # Then the intent is pending and @champion did not move
+    [pending] = [m for m in registry.pending_moves() if m.alias == "champion"]
+    assert pending.name == f"@champion: {v1} -> {v2}"
+    assert registry.alias_version("champion") == v1
+
+    # When the next train-ner run starts (a threshold the champion meets: no training)
+    nxt = train_ner(source="storage", overrides={**settings, "threshold": 0.0})
+    # Then it reverted the intent, by name, and left @champion where it was
+    assert nxt.repaired == [f"@champion: {v1} -> {v2} reverted"]
+    assert registry.alias_version("champion") == v1
+    run = registry.client.get_run(pending.run_id)
+    assert (run.info.status, run.data.tags[MOVE_STATE_TAG]) == ("FAILED", "reverted")
+    assert run.data.tags["brandloop.end_reason"] == (
+        f"reverted: @champion still points at {v1}: the move to {v2} never happened"
+    )
+    assert ("champion", v1, v2) not in moves(registry)
+    assert registry.pending_moves() == []
+    assert "brandloop.champion_since" not in version_tags(registry, v2)
+
+
+def test_a_rollback_killed_after_the_champion_move_is_finished_by_its_retry(
+    own_mlflow: MlflowService,
+    fail_fast_mlflow: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given version 2 the champion, version 1 the previous one
+    name = f"rollback-{uuid.uuid4().hex[:6]}"
+    registry = Registry(own_mlflow.url, model_name=name, experiment_name=name)
+    v1, v2 = champion_and_better(registry, tmp_path)
+    registry.promote(v2, gold_hash=GOLD, decision=decide(0.9, 0.5, 0.2), metrics={})
+    # When a rollback is interrupted by MLflow dying right after @champion moved back
+    restore = break_move(monkeypatch, "champion", own_mlflow.server.kill, after=True)
+    with pytest.raises(RegistryError, match="the alias moved"):
+        registry.rollback(actor="oncall", reason="bad slang")
+    restore()
+    own_mlflow.restart()
+    assert registry.alias_version("champion") == registry.alias_version("previous") == v1
+    # And the same rollback is retried
+    event = registry.rollback(actor="oncall", reason="bad slang")
+    # Then it completed the champion move's audit and finished the rollback
+    assert (event.from_version, event.to_version) == (v2, v1)
+    assert registry.alias_version("champion") == v1
+    assert registry.alias_version("previous") is None
+    assert moves(registry)[-2:] == [("champion", v2, v1), ("previous", v1, None)]
+    assert [m for m in moves(registry) if m[0] == "champion"] == [
+        ("champion", None, v1),
+        ("champion", v1, v2),
+        ("champion", v2, v1),
+    ]
+    assert registry.pending_moves() == []
+    assert version_tags(registry, v2)["brandloop.rolled_back"] == "bad slang"
