@@ -19,6 +19,7 @@ Keys are relative, slash-separated paths inside an environment's root (see
     goldsets/CURRENT.json                       the name of the gold set in force
     checkpoints/…json                           where a source or a poller stopped
     leases/<stamp>/<epoch>.json                 who delivers batch <stamp> (ner.leases)
+    forgotten/<stamp>.json                      posts forgotten by one run, and its audit
 
 A *stamp* names the objects of one run (``flows.context.run_stamp``). No other module formats
 a key: it asks this one. Every function is pure string work.
@@ -37,6 +38,7 @@ ANNOTATIONS = "annotations"
 GOLDSETS = "goldsets"
 CHECKPOINTS = "checkpoints"
 LEASES = "leases"
+FORGOTTEN = "forgotten"
 
 _JSONL = ".jsonl"
 _JSON = ".json"
@@ -198,3 +200,25 @@ def lease_folder(name: str) -> str:
 def lease_epoch(folder: str, epoch: int) -> str:
     """``leases/<name>/<epoch:09d>.json``: one create-only epoch of a lease."""
     return f"{folder}/{epoch:09d}{_JSON}"
+
+
+# Forgotten posts ---------------------------------------------------------------------------
+def forget_record(stamp: str) -> str:
+    """``forgotten/<stamp>.json``: the posts one forget run removed (a tombstone every reader
+    honours) and its audit (:mod:`ner.forget`)."""
+    return f"{FORGOTTEN}/{stamp}{_JSON}"
+
+
+def is_forget_record(key: str) -> bool:
+    """Whether ``key`` (as listed under :data:`FORGOTTEN`) is a forget record."""
+    return key.startswith(f"{FORGOTTEN}/") and key.endswith(_JSON) and key.count("/") == 1
+
+
+def is_records_file(key: str) -> bool:
+    """Whether ``key`` is a JSONL records object (posts, predictions, annotations)."""
+    return key.endswith(_JSONL)
+
+
+def is_gold_set_annotations(key: str) -> bool:
+    """Whether ``key`` (as listed under :data:`GOLDSETS`) holds a gold set's annotations."""
+    return key.endswith(_GOLD_ANNOTATIONS)

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ner import layout
+from ner import forget, layout
 from ner.datasets import dataset_hash, write_annotations
 from ner.errors import DataError
 from ner.labelstudio.checkpoint import (
@@ -94,7 +94,9 @@ def read_pairs(
     Raises :class:`DataError` for an unreadable line (naming ``key:line``), a prediction of
     another post (naming the post), or files that differ in count (naming the predictions).
     """
-    predictions = _read_predictions(storage, predictions_key)
+    predictions = forget.honour(
+        storage, _read_predictions(storage, predictions_key), lambda p: p.post_id
+    )
     count = 0
     for post in read_posts(storage, posts_key):
         prediction = next(predictions, None)
@@ -385,6 +387,7 @@ def collect_annotations(
         else [k for k in storage.list(layout.EXPORTS) if layout.is_export(k)]
     )
     annotations, rejected, repaired = _latest_per_post(storage, keys, labels)
+    annotations = list(forget.honour(storage, annotations, lambda a: a.post_id))
     write_annotations(storage, out_key, annotations)
     if rejected:
         storage.write_json(out_key.removesuffix(".jsonl") + ".rejected.json", rejected)
