@@ -154,7 +154,9 @@ def _predictions(items: list[Post]) -> list[Prediction]:
     return [
         Prediction(
             post_id=p.id,
-            spans=(Span(p.text.index("Glossier"), p.text.index("Glossier") + 8, "BRAND"),),
+            spans=(
+                Span(p.text.index("Glossier"), p.text.index("Glossier") + 8, "BRAND", "Glossier"),
+            ),
             model_version="gazetteer@test",
         )
         for p in items
