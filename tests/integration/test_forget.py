@@ -18,17 +18,17 @@ from flows.context import RunContext
 from flows.feedback_loop import replay_labels
 from flows.forget import forget_posts
 from flows.train_ner import prepare_gold, pull_annotations
-from ner import layout
+from ner import forget, layout, purge
 from ner.datasets import load_gold_set, read_annotations
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.exchange import collect_annotations, import_predictions, snapshot_export
-from ner.records import count_lines, write_records
+from ner.records import count_lines, read_posts, write_records
 from ner.replay import demo_gold_path
 from ner.settings import Settings, load_settings
-from ner.storage import Storage
+from ner.storage import Storage, open_storage
 from ner.types import Post, Prediction, Span
 from tests.support.flows import demo_slice, prefect_api
-from tests.support.servers import LabelStudioService, PrefectService
+from tests.support.servers import GcsService, LabelStudioService, PrefectService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -217,3 +217,26 @@ def test_forget_deletes_the_posts_tasks_on_label_studio_and_keeps_the_others(
     # forgetting again is harmless: nothing left to delete or rewrite
     again = forget_posts(post_ids=sorted(forgotten), reason="deleted on X", by="ops:test")
     assert (again.n_tasks_deleted, again.n_records_removed) == (0, 0)
+
+
+# --- a GCS bucket (the emulator) -------------------------------------------------------------
+def test_forget_on_a_gcs_bucket_rewrites_only_the_objects_holding_the_posts(
+    gcs_emulator: GcsService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in gcs_emulator.env().items():
+        monkeypatch.setenv(key, value)
+    bucket = f"forget-{uuid.uuid4().hex[:10]}"
+    gcs_emulator.client().create_bucket(bucket)
+    storage = open_storage(f"gs://{bucket}/loop", "dev", gcs_timeout_s=30)
+    items = _posts(6)
+    write_records(storage, "posts/a.jsonl", items[:3])
+    write_records(storage, "posts/b.jsonl", items[3:])
+    write_records(storage, "predictions/a.jsonl", _predictions(items[:3]))
+    storage.write_json("tasks/a.json", [{"data": {"post_id": p.id}} for p in items[:3]])
+    forget.record(storage, ["fg-1"], by="ops:test", reason="deleted on X", stamp="s1")
+    # readers honour the tombstone at once, before anything is rewritten
+    assert [p.id for p in read_posts(storage, "posts/a.jsonl")] == ["fg-0", "fg-2"]
+    report = purge.purge_storage(storage, ["fg-1"])
+    assert report.rewritten == {"posts/a.jsonl": 1, "predictions/a.jsonl": 1, "tasks/a.json": 1}
+    assert holders(storage, {"fg-1"}) == {}
+    assert count_lines(storage, "posts/b.jsonl") == 3
