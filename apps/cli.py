@@ -450,6 +450,56 @@ def loop(
     _print_rounds(result)
 
 
+def read_post_ids(post_ids: Sequence[str], from_file: Path | None) -> list[str]:
+    """The ids given on the command line plus those of ``from_file`` (one per line; blank
+    lines and ``#`` comments skipped). :class:`CliError` when the file cannot be read."""
+    ids = list(post_ids)
+    if from_file is not None:
+        try:
+            lines = from_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read post ids from {from_file}: {exc}") from exc
+        ids += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if not ids:
+        raise CliError("no post id given: pass IDs or --from-file")
+    return ids
+
+
+@app.command()
+def forget(
+    ctx: typer.Context,
+    post_ids: Annotated[
+        list[str] | None, typer.Argument(metavar="ID...", help="Post ids to forget.")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit).")] = "",
+    from_file: Annotated[
+        Path | None, typer.Option(help="A file of post ids, one per line.")
+    ] = None,
+    by: Annotated[str | None, typer.Option(help="Who asks (default: cli:<user>).")] = None,
+    label_studio: Annotated[
+        bool, typer.Option(help="Delete the posts' Label Studio tasks too.")
+    ] = True,
+    set_: SetOption = None,
+) -> None:
+    """Forget posts deleted upstream: tombstones, Label Studio tasks, stored data
+    (the forget-posts flow); audited in storage under forgotten/."""
+    from flows.forget import forget_posts
+
+    if not reason.strip():
+        raise CliError("--reason is required: it is kept in the audit")
+    params = {
+        "post_ids": read_post_ids(post_ids or [], from_file),
+        "reason": reason,
+        "by": by or _actor(),
+        "label_studio": label_studio,
+    }
+    result = run_flow(ctx, forget_posts, params, parse_overrides(set_))
+    _summary(
+        result.model_dump(mode="json"),
+        ["record_key", "status", "n_posts", "n_records_removed", "n_tasks_deleted", "unreadable"],
+    )
+
+
 def _print_rounds(result: Mapping[str, Any]) -> None:
     from ner.report import rounds_table
 

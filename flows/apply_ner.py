@@ -30,7 +30,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from flows.context import RunContext, flow_run_id, io_task, run_context, run_stamp
-from ner import active, layout, leases, parallel, sources
+from ner import active, layout, leases, parallel, purge, sources
 from ner.errors import ConfigError, DataError, StorageError
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
@@ -153,6 +153,7 @@ def fetch_posts(
     else:
         raise ConfigError(f"unknown source {source!r}: use 'x' or 'jsonl'")
     fetched = Fetched.model_validate(result)
+    fetched.n_posts -= purge.drop_forgotten_posts(ctx.storage, key)  # deleted upstream
     if fetched.n_posts == 0:
         ctx.storage.delete(key)  # an empty batch is no batch (nothing to finish later)
         return fetched.model_copy(update={"posts_key": None})

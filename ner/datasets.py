@@ -30,6 +30,13 @@ post may no longer be kept), so it must not keep scoring models; the new hash te
 reader that scores on the old version are not comparable. A post still holding another live
 annotation is not withdrawn, and its frozen label stays as it is (relabelling never changes a
 frozen gold set). The old version's files are left in place as history.
+
+Forgotten posts (:mod:`ner.forget`). A post deleted upstream leaves the gold set: the frozen
+set is kept under its name, minus those posts, and re-hashed (:func:`ner.purge.purge_gold_sets`
+rewrites it and keeps the hashes it had before in ``hashes_before_forget``). So the gold hash
+changes and the champion is scored again on the smaller set; a gold set that kept data the
+platform asks us to delete would break its terms. Until the stored set is rewritten,
+:func:`load_gold_set` leaves the forgotten posts out and re-hashes on the fly.
 """
 
 from __future__ import annotations
@@ -39,12 +46,12 @@ import json
 import logging
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ner import layout
+from ner import forget, layout
 from ner.errors import DataError, GoldSetError
 
 # Re-exported: readers of gold sets and training pools know them as ner.datasets names.
@@ -227,13 +234,27 @@ def load_gold_set(storage: Storage) -> tuple[GoldSet, list[Annotation]] | None:
     if not storage.exists(gold_set_key(name)):
         raise GoldSetError(f"gold set {name!r} is referenced but {gold_set_key(name)} is missing")
     gold_set = GoldSet.from_dict(storage.read_json(gold_set_key(name)))
-    annotations = list(read_annotations(storage, gold_set.annotations_key))
+    key = gold_set.annotations_key
+    annotations = list(read_annotations(storage, key, include_forgotten=True))
     ids = tuple(sorted(a.post_id for a in annotations))
     if ids != gold_set.post_ids:
         raise GoldSetError(f"gold set {name!r}: stored annotations do not match its post ids")
     if dataset_hash(annotations) != gold_set.hash:
         raise GoldSetError(f"gold set {name!r}: stored annotations do not match its hash")
-    return gold_set, annotations
+    return _honour_forgotten(storage, gold_set, annotations)
+
+
+def _honour_forgotten(
+    storage: Storage, gold_set: GoldSet, annotations: list[Annotation]
+) -> tuple[GoldSet, list[Annotation]]:
+    """The gold set without forgotten posts, re-hashed (a forget run between writing its
+    tombstones and removing the posts from the stored gold set, see :mod:`ner.purge`)."""
+    forgotten = forget.forgotten_ids(storage)
+    if forgotten.isdisjoint(gold_set.post_ids):
+        return gold_set, annotations
+    kept = [a for a in annotations if a.post_id not in forgotten]
+    ids = tuple(a.post_id for a in kept)
+    return replace(gold_set, post_ids=ids, hash=dataset_hash(kept)), kept
 
 
 def _unique(annotations: Iterable[Annotation]) -> list[Annotation]:

@@ -23,6 +23,7 @@ Keys are relative, slash-separated paths inside an environment's root (see
     leases/<stamp>/<epoch>.json                 who delivers batch <stamp> (ner.leases)
     quarantine/<key>                            an unreadable file moved aside (<key> its old key)
     quarantine/<key>.reason.json                why, when, its size and SHA-256
+    forgotten/<stamp>.json                      posts forgotten by one run, and its audit
 
 A *stamp* names the objects of one run (``flows.context.run_stamp``). No other module formats
 a key: it asks this one. Every function is pure string work.
@@ -43,6 +44,7 @@ GOLDSETS = "goldsets"
 CHECKPOINTS = "checkpoints"
 LEASES = "leases"
 QUARANTINE = "quarantine"
+FORGOTTEN = "forgotten"
 
 _JSONL = ".jsonl"
 _JSON = ".json"
@@ -249,3 +251,25 @@ def quarantine_reason(quarantined_key: str) -> str:
 def is_quarantine_reason(key: str) -> bool:
     """Whether ``key`` (as listed under :data:`QUARANTINE`) is a reason record."""
     return key.endswith(_REASON)
+
+
+# Forgotten posts ---------------------------------------------------------------------------
+def forget_record(stamp: str) -> str:
+    """``forgotten/<stamp>.json``: the posts one forget run removed (a tombstone every reader
+    honours) and its audit (:mod:`ner.forget`)."""
+    return f"{FORGOTTEN}/{stamp}{_JSON}"
+
+
+def is_forget_record(key: str) -> bool:
+    """Whether ``key`` (as listed under :data:`FORGOTTEN`) is a forget record."""
+    return key.startswith(f"{FORGOTTEN}/") and key.endswith(_JSON) and key.count("/") == 1
+
+
+def is_records_file(key: str) -> bool:
+    """Whether ``key`` is a JSONL records object (posts, predictions, annotations)."""
+    return key.endswith(_JSONL)
+
+
+def is_gold_set_annotations(key: str) -> bool:
+    """Whether ``key`` (as listed under :data:`GOLDSETS`) holds a gold set's annotations."""
+    return key.endswith(_GOLD_ANNOTATIONS)

@@ -6,6 +6,10 @@ blank lines count as lines but yield no record), which is how parallel predictio
 batch into shards. A line that is not a valid record raises :class:`DataError` naming the key
 and its 1-based line number: these files are written by brandloop, so a bad line means the
 file was damaged or edited, and skipping it would lose a post silently.
+
+The post, prediction and annotation readers skip forgotten posts (the tombstone list of
+:mod:`ner.forget`) unless asked for everything (``include_forgotten=True``: the purge and
+the gold set's integrity check).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
+from ner import forget
 from ner.errors import DataError
 from ner.storage import Storage
 from ner.types import Annotation, Post, Prediction
@@ -81,28 +86,49 @@ def read_records(
 
 
 def read_posts(
-    storage: Storage, key: str, start: int = 0, stop: int | None = None
+    storage: Storage,
+    key: str,
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    include_forgotten: bool = False,
 ) -> Iterator[Post]:
-    """Stream the posts of a batch written by the fetch step (lines ``[start, stop)``)."""
-    return read_records(storage, key, Post.from_dict, what="post", start=start, stop=stop)
+    """Stream the posts of a batch written by the fetch step (lines ``[start, stop)``),
+    forgotten posts left out unless ``include_forgotten``."""
+    posts = read_records(storage, key, Post.from_dict, what="post", start=start, stop=stop)
+    return posts if include_forgotten else forget.honour(storage, posts, lambda p: p.id)
 
 
 def read_predictions(
-    storage: Storage, key: str, start: int = 0, stop: int | None = None
+    storage: Storage,
+    key: str,
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    include_forgotten: bool = False,
 ) -> Iterator[Prediction]:
-    """Stream the predictions written by the predict step (lines ``[start, stop)``)."""
-    return read_records(
+    """Stream the predictions written by the predict step (lines ``[start, stop)``),
+    those of forgotten posts left out unless ``include_forgotten``."""
+    found = read_records(
         storage, key, Prediction.from_dict, what="prediction", start=start, stop=stop
     )
+    return found if include_forgotten else forget.honour(storage, found, lambda p: p.post_id)
 
 
 def read_annotations(
-    storage: Storage, key: str, start: int = 0, stop: int | None = None
+    storage: Storage,
+    key: str,
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    include_forgotten: bool = False,
 ) -> Iterator[Annotation]:
-    """Stream the annotations written by :func:`write_annotations` (lines ``[start, stop)``)."""
-    return read_records(
+    """Stream the annotations written by :func:`write_annotations` (lines ``[start, stop)``),
+    those of forgotten posts left out unless ``include_forgotten``."""
+    found = read_records(
         storage, key, Annotation.from_dict, what="annotation", start=start, stop=stop
     )
+    return found if include_forgotten else forget.honour(storage, found, lambda a: a.post_id)
 
 
 def write_annotations(storage: Storage, key: str, annotations: Iterable[Annotation]) -> int:

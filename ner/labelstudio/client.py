@@ -303,6 +303,28 @@ class LabelStudioProject:
             )
         return [int(t) for t in task_ids]
 
+    def delete_post_tasks(self, post_ids: Iterable[str]) -> dict[str, list[int]]:
+        """Delete every task of the posts ``post_ids`` (found by ``data.post_id``), with its
+        annotations and predictions; returns post id -> deleted task ids (posts without a
+        task are left out). A task already gone (404) counts as deleted, so a retry after a
+        failure part way finishes the job. :class:`LabelStudioError` for other failures."""
+        wanted = set(post_ids)
+        found = {p: ids for p, ids in self.post_ids().items() if p in wanted}
+        for post_id, task_ids in found.items():
+            for task_id in task_ids:
+                self._delete_task(task_id, post_id)
+        return found
+
+    def _delete_task(self, task_id: int, post_id: str) -> None:
+        try:
+            with self._api(f"deletion of task {task_id} (post {post_id!r})"):
+                self.client.tasks.delete(id=str(task_id))
+        except LabelStudioError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ApiError) and cause.status_code == 404:
+                return  # deleted already
+            raise
+
     # -- annotations -----------------------------------------------------------------------
     def tasks_updated_since(
         self, since: datetime | None, *, annotated_only: bool = False

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ner import layout
+from ner import forget, layout
 from ner.agreement import Agreement, AgreementPolicy, Outcome, resolve
 from ner.datasets import dataset_hash, write_annotations
 from ner.labelstudio.export import TaskAnnotations, parse_export
@@ -212,6 +212,7 @@ def collect_annotations(
     pool = _read_snapshots(storage, keys, labels)
     agreements = _apply_agreement(pool, labels, policy, threshold)
     annotations = [pool.latest[post_id][2] for post_id in sorted(pool.latest)]
+    annotations = list(forget.honour(storage, annotations, lambda a: a.post_id))
     write_annotations(storage, out_key, annotations)
     if pool.rejected:
         storage.write_json(layout.rejected_report(out_key), pool.rejected)

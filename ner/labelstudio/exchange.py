@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ner import layout
+from ner import forget, layout
 from ner.errors import DataError
 from ner.labelstudio.checkpoint import (
     DEFAULT_OVERLAP_SECONDS,
@@ -101,7 +101,9 @@ def read_pairs(
     Raises :class:`DataError` for an unreadable line (naming ``key:line``), a prediction of
     another post (naming the post), or files that differ in count (naming the predictions).
     """
-    predictions = _read_predictions(storage, predictions_key)
+    predictions = forget.honour(
+        storage, _read_predictions(storage, predictions_key), lambda p: p.post_id
+    )
     count = 0
     for post in read_posts(storage, posts_key):
         prediction = next(predictions, None)

@@ -28,6 +28,7 @@ COMMANDS = [
     "apply",
     "train",
     "loop",
+    "forget",
     "status",
     "promote",
     "rollback",
@@ -272,6 +273,23 @@ def test_a_missing_secret_is_one_line_naming_its_variable(
     lines = _lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith(f"error: {variable} ")
     assert "is not set" in lines[0]
+
+
+def test_forget_needs_ids_and_a_reason_before_any_flow_runs(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    no_reason = runner.invoke(cli.app, ["forget", "p1"])
+    assert no_reason.exit_code == 1
+    assert _lines(no_reason.stderr) == [
+        "error: --reason is required: it is kept in the audit  (--debug for the traceback)"
+    ]
+    no_ids = runner.invoke(cli.app, ["forget", "--reason", "deleted on X"])
+    assert no_ids.exit_code == 1 and "no post id given" in no_ids.stderr
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# deleted on X\n p2 \n\np3\n", encoding="utf-8")
+    assert cli.read_post_ids(["p1"], ids) == ["p1", "p2", "p3"]
+    with pytest.raises(cli.CliError, match="cannot read post ids"):
+        cli.read_post_ids([], tmp_path / "missing.txt")
 
 
 def test_doctor_reports_a_bad_setting_as_its_first_line(runner: CliRunner) -> None:

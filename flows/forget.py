@@ -1,0 +1,111 @@
+"""Flow ``forget-posts``: forget posts deleted upstream, everywhere, audited.
+
+1. Record the tombstones (``forgotten/<stamp>.json``, :mod:`ner.forget`): from then on every
+   reader skips the posts (predictions, Label Studio import files, pulled annotations, the
+   gold set, the training pool, active learning), even if a later step fails.
+2. Delete their Label Studio tasks (found by ``data.post_id``), unless ``label_studio`` is
+   False (storage-only environments), so no later pull exports them again.
+3. Remove them from storage where they sit (:mod:`ner.purge`): posts, predictions, import
+   files, export snapshots, selections, pulled annotations, training pools, gold sets.
+4. Rewrite the record as the audit: who, when, why, how many, which keys were rewritten
+   (and how many records each lost), which tasks were deleted.
+
+Every step is idempotent: a failed run is repaired by running it again with the same ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel
+
+from flows.context import RunContext, flow_run_id, io_task, run_context, run_stamp
+from ner import forget, purge
+from ner.forget import ForgetRecord, ForgetStatus
+from ner.labelstudio.client import LabelStudioProject
+from ner.registry import default_actor
+
+
+class ForgetResult(BaseModel):
+    """What a forget-posts run did (the counts of its audit record at ``record_key``)."""
+
+    record_key: str
+    status: ForgetStatus
+    n_posts: int
+    n_records_removed: int
+    rewritten: dict[str, int]
+    n_tasks_deleted: int
+    unreadable: list[str]
+
+
+@io_task()
+def record_tombstones(
+    ctx: RunContext, post_ids: list[str], by: str, reason: str, stamp: str
+) -> ForgetRecord:
+    """Write the run's forget record (status recorded): every reader skips the posts now."""
+    return forget.record(ctx.storage, post_ids, by=by, reason=reason, stamp=stamp)
+
+
+@io_task()
+def delete_tasks(ctx: RunContext, post_ids: list[str]) -> dict[str, list[int]]:
+    """Delete the posts' tasks in the Label Studio project of the settings."""
+    return LabelStudioProject.connect(ctx.settings).delete_post_tasks(post_ids)
+
+
+@io_task()
+def purge_storage(ctx: RunContext, post_ids: list[str]) -> purge.PurgeReport:
+    """Rewrite every stored object holding the posts without them."""
+    return purge.purge_storage(ctx.storage, post_ids)
+
+
+@io_task()
+def write_audit(ctx: RunContext, done: ForgetRecord) -> str:
+    """Rewrite the forget record with what was removed (status done)."""
+    return forget.save(ctx.storage, done)
+
+
+@flow(name="forget-posts")
+def forget_posts(
+    post_ids: list[str],
+    reason: str,
+    by: str | None = None,
+    label_studio: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> ForgetResult:
+    """Forget ``post_ids`` (deleted upstream) everywhere; ``reason`` and ``by`` (default: the
+    OS user) go to the audit. ``label_studio=False`` leaves Label Studio alone (no project).
+    Raises :class:`~ner.errors.ConfigError` for no ids or no reason (nothing is changed)."""
+    logger = get_run_logger()
+    with run_context(overrides) as ctx:
+        stamp = run_stamp(flow_run_id())
+        made = record_tombstones(ctx, post_ids, by or default_actor(), reason, stamp)
+        ids = list(made.post_ids)
+        logger.info("tombstones of %d posts recorded in %s", made.n_posts, made.key)
+        deleted = delete_tasks(ctx, ids) if label_studio else {}
+        purged = purge_storage(ctx, ids)
+        done = made.model_copy(
+            update={
+                "status": ForgetStatus.DONE,
+                "rewritten": purged.rewritten,
+                "deleted_tasks": deleted,
+                "unreadable": purged.unreadable,
+            }
+        )
+        write_audit(ctx, done)
+    logger.info(
+        "forgot %d posts: %d records removed from %d objects, %d tasks deleted",
+        done.n_posts,
+        purged.n_removed,
+        len(purged.rewritten),
+        done.n_tasks_deleted,
+    )
+    return ForgetResult(
+        record_key=done.key,
+        status=done.status,
+        n_posts=done.n_posts,
+        n_records_removed=purged.n_removed,
+        rewritten=purged.rewritten,
+        n_tasks_deleted=done.n_tasks_deleted,
+        unreadable=purged.unreadable,
+    )

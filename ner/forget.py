@@ -1,0 +1,173 @@
+"""Forgotten posts: the tombstone list every reader honours, and its audit records.
+
+Platform terms require that a post deleted upstream is forgotten here too. A forget run
+writes one record per run at ``forgotten/<stamp>.json`` (:func:`ner.layout.forget_record`)::
+
+    {"stamp": ..., "by": "cli:alice", "reason": "deleted on X", "at": "2026-...Z",
+     "post_ids": [...], "n_posts": 3, "status": "recorded" | "done",
+     "rewritten": {"posts/<stamp>.jsonl": 1, ...}, "deleted_tasks": {"<post id>": [41]},
+     "unreadable": [...]}
+
+The record is written first, with status ``recorded``, *before* anything is removed: from
+that moment every reader skips those posts (:func:`honour`; :mod:`ner.records` readers,
+the collected annotations, the gold set and training pool), so a run that fails halfway
+still forgets. When the data were removed where they sit (:mod:`ner.purge`, Label Studio
+tasks) the same record is rewritten with status ``done`` and what was removed: the audit.
+The union of every record's ``post_ids`` is the tombstone list; records are never deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ner import layout
+from ner.errors import ConfigError, DataError
+from ner.storage import Storage
+
+T = TypeVar("T")
+
+
+class ForgetStatus(StrEnum):
+    """How far a forget run got: tombstones ``recorded``, or the data removed (``done``)."""
+
+    RECORDED = "recorded"
+    DONE = "done"
+
+
+class ForgetRecord(BaseModel):
+    """One forget run: who, when, why, which posts, and (once done) what it removed."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    stamp: str
+    by: str
+    reason: str
+    at: str
+    post_ids: tuple[str, ...]
+    status: ForgetStatus = ForgetStatus.RECORDED
+    #: Storage key -> records (posts, predictions, tasks, annotations) removed from it.
+    rewritten: dict[str, int] = {}
+    #: Post id -> the Label Studio task ids deleted for it.
+    deleted_tasks: dict[str, list[int]] = {}
+    #: Objects that could not be read to be cleaned (named so an operator can act).
+    unreadable: list[str] = []
+
+    @property
+    def key(self) -> str:
+        return layout.forget_record(self.stamp)
+
+    @property
+    def n_posts(self) -> int:
+        return len(self.post_ids)
+
+    @property
+    def n_tasks_deleted(self) -> int:
+        return sum(len(ids) for ids in self.deleted_tasks.values())
+
+    def to_json(self) -> dict[str, object]:
+        """The stored JSON object (with ``n_posts`` and ``n_tasks_deleted`` spelled out)."""
+        data = self.model_dump(mode="json")
+        return {**data, "n_posts": self.n_posts, "n_tasks_deleted": self.n_tasks_deleted}
+
+
+def clean_post_ids(post_ids: Iterable[str]) -> tuple[str, ...]:
+    """The ids stripped, de-duplicated and sorted. :class:`ConfigError` when none is left;
+    :class:`DataError` naming an id that is blank once stripped."""
+    cleaned: set[str] = set()
+    for raw in post_ids:
+        post_id = str(raw).strip()
+        if not post_id:
+            raise DataError(repr(raw), "a post id to forget is blank")
+        cleaned.add(post_id)
+    if not cleaned:
+        raise ConfigError("no post id to forget: give at least one")
+    return tuple(sorted(cleaned))
+
+
+def record(
+    storage: Storage,
+    post_ids: Iterable[str],
+    *,
+    by: str,
+    reason: str,
+    stamp: str,
+    now: datetime | None = None,
+) -> ForgetRecord:
+    """Write the tombstones of ``post_ids`` at ``forgotten/<stamp>.json`` (status recorded).
+
+    From then on :func:`honour` skips those posts. Idempotent: when the record ``stamp``
+    exists for the same posts (a retried write) it is returned as it is. Raises
+    :class:`ConfigError` when no id, no ``reason`` or no ``by`` is given, or when the record
+    ``stamp`` exists for other posts.
+    """
+    if not reason.strip():
+        raise ConfigError("forgetting posts needs a reason (kept in the audit)")
+    if not by.strip():
+        raise ConfigError("forgetting posts needs who asks for it (by)")
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    made = ForgetRecord(
+        stamp=stamp,
+        by=by.strip(),
+        reason=reason.strip(),
+        at=moment.isoformat().replace("+00:00", "Z"),
+        post_ids=clean_post_ids(post_ids),
+    )
+    if storage.exists(made.key):
+        stored = ForgetRecord.model_validate(storage.read_json(made.key))
+        if stored.post_ids != made.post_ids:
+            raise ConfigError(f"forget record {made.key} exists for other posts")
+        return stored
+    save(storage, made)
+    return made
+
+
+def save(storage: Storage, made: ForgetRecord) -> str:
+    """Write ``made`` (atomically) at its key; returns the object's URI."""
+    return storage.write_json(made.key, made.to_json())
+
+
+def load_records(storage: Storage) -> list[ForgetRecord]:
+    """Every forget record, oldest first. An unreadable record raises :class:`DataError`
+    naming its key: a tombstone list read in part would let forgotten posts back."""
+    found: list[ForgetRecord] = []
+    for key in storage.list(layout.FORGOTTEN):
+        if not layout.is_forget_record(key):
+            continue
+        try:
+            found.append(ForgetRecord.model_validate(storage.read_json(key)))
+        except ValidationError as exc:
+            raise DataError(key, f"malformed forget record: {exc.errors()[:3]}") from exc
+    return found
+
+
+def forgotten_ids(storage: Storage) -> frozenset[str]:
+    """The tombstone list: the ids of every post forgotten so far."""
+    return frozenset(i for made in load_records(storage) for i in made.post_ids)
+
+
+def drop_forgotten(
+    items: Iterable[T], forgotten: frozenset[str], post_id: Callable[[T], str]
+) -> Iterator[T]:
+    """The items whose ``post_id(item)`` is not in ``forgotten``, in order."""
+    if not forgotten:
+        yield from items
+        return
+    for item in items:
+        if post_id(item) not in forgotten:
+            yield item
+
+
+def honour(storage: Storage, items: Iterable[T], post_id: Callable[[T], str]) -> Iterator[T]:
+    """:func:`drop_forgotten` with the tombstone list of ``storage``, read when the first
+    item is asked for (so a reader that is never iterated costs no listing)."""
+    yield from drop_forgotten(items, forgotten_ids(storage), post_id)
+
+
+def drop_ids(post_ids: Sequence[str], forgotten: frozenset[str]) -> list[str]:
+    """``post_ids`` without the forgotten ones, in order (selections, gold set ids)."""
+    return [i for i in post_ids if i not in forgotten]

@@ -1,0 +1,210 @@
+"""Remove forgotten posts where they sit in storage.
+
+:mod:`ner.forget` makes every reader skip a forgotten post; this module removes its data:
+each object that holds one of the posts is rewritten without it, atomically (a reader sees
+the old object or the new one, never half of it), and an object without them is left
+untouched (not rewritten). What is cleaned, by key prefix (:mod:`ner.layout`):
+
+* ``posts/``, ``predictions/`` (shards too), ``annotations/`` JSONL: the lines of the posts;
+* ``tasks/<stamp>.json`` Label Studio import files and ``exports/`` snapshots: the tasks whose
+  ``data.post_id`` is one of them (snapshots are otherwise never rewritten: deletion is
+  the one exception the platform terms impose);
+* ``selections/``: the ids in the active-learning choices;
+* ``goldsets/``: each frozen gold set keeps its name, loses the posts and is re-hashed; its
+  record keeps the hashes it had before under ``hashes_before_forget``.
+
+Every function is idempotent: run again, it finds nothing left to remove.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ner import forget, layout
+from ner.datasets import dataset_hash
+from ner.errors import DataError
+from ner.records import read_annotations, write_annotations
+from ner.storage import Storage
+
+log = logging.getLogger(__name__)
+
+#: The JSONL folders cleaned, and the field that names a record's post.
+JSONL_FIELDS = {layout.POSTS: "id", layout.PREDICTIONS: "post_id", layout.ANNOTATIONS: "post_id"}
+
+
+class PurgeReport(BaseModel):
+    """What :func:`purge_storage` removed: records per rewritten key, and the objects it
+    could not read (named, for an operator to clean by hand)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rewritten: dict[str, int] = {}
+    unreadable: list[str] = []
+
+    @property
+    def n_removed(self) -> int:
+        return sum(self.rewritten.values())
+
+
+def _line_post_id(line: str, field: str) -> str | None:
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return None  # a damaged line is the readers' to report, not ours to drop
+    value = data.get(field) if isinstance(data, dict) else None
+    return None if value is None else str(value)
+
+
+def purge_jsonl(storage: Storage, key: str, post_ids: Collection[str], field: str) -> int:
+    """Rewrite the JSONL ``key`` without the lines whose ``field`` is one of ``post_ids``;
+    returns how many lines were removed (0: the object was not rewritten)."""
+
+    def kept(keep: bool) -> Iterator[str]:
+        for line in storage.iter_lines(key):
+            if (_line_post_id(line, field) in post_ids) != keep:
+                yield line
+
+    removed = sum(1 for _ in kept(False))
+    if removed:
+        storage.write_lines(key, kept(True))
+    return removed
+
+
+def _json_of(storage: Storage, key: str) -> Any:
+    """The JSON object at ``key``; :class:`DataError` naming it if it is not JSON (a storage
+    failure stays a :class:`~ner.errors.StorageError`)."""
+    raw = storage.read_bytes(key)
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DataError(key, f"not JSON: {exc}") from exc
+
+
+def drop_forgotten_posts(storage: Storage, key: str) -> int:
+    """Remove the forgotten posts from a freshly fetched batch ``key`` (a post deleted
+    upstream that a source still sent, or a JSONL input read again); returns how many."""
+    forgotten = forget.forgotten_ids(storage)
+    return purge_jsonl(storage, key, forgotten, "id") if forgotten else 0
+
+
+def task_post_id(task: Any) -> str | None:
+    """The post a Label Studio task (import or export JSON) is for: ``data.post_id``."""
+    data = task.get("data") if isinstance(task, Mapping) else None
+    value = data.get("post_id") if isinstance(data, Mapping) else None
+    return None if value is None else str(value)
+
+
+def purge_tasks_file(storage: Storage, key: str, post_ids: Collection[str]) -> int:
+    """Rewrite the task list at ``key`` (an import file or an export snapshot) without the
+    tasks of ``post_ids``; returns how many were removed. :class:`DataError` if ``key`` is
+    not a JSON list."""
+    tasks = _json_of(storage, key)
+    if not isinstance(tasks, list):
+        raise DataError(key, "not a list of tasks")
+    kept = [task for task in tasks if task_post_id(task) not in post_ids]
+    if len(kept) != len(tasks):
+        storage.write_text(key, json.dumps(kept, ensure_ascii=False))
+    return len(tasks) - len(kept)
+
+
+def purge_selection(storage: Storage, key: str, post_ids: Collection[str]) -> int:
+    """Remove ``post_ids`` from the selection record at ``key``; returns how many.
+    :class:`DataError` if it is not a selection record."""
+    selection = _json_of(storage, key)
+    if not isinstance(selection, dict) or not isinstance(selection.get("post_ids"), list):
+        raise DataError(key, "not a selection record")
+    chosen = [str(i) for i in selection["post_ids"]]
+    kept = [i for i in chosen if i not in post_ids]
+    if len(kept) != len(chosen):
+        scores = selection.get("uncertainty") or {}
+        selection["post_ids"] = kept
+        selection["uncertainty"] = {k: v for k, v in scores.items() if k not in post_ids}
+        storage.write_json(key, selection)
+    return len(chosen) - len(kept)
+
+
+def purge_gold_set(storage: Storage, name: str, post_ids: Collection[str]) -> int:
+    """Drop ``post_ids`` from gold set ``name`` and re-hash it (same name); returns how many
+    posts left it. The annotations are rewritten first, then the record."""
+    record_key = layout.gold_set(name)
+    record = _json_of(storage, record_key)
+    if not isinstance(record, dict):
+        raise DataError(record_key, "not a gold set record")
+    key = layout.gold_set_annotations(name)
+    gold = list(read_annotations(storage, key, include_forgotten=True))
+    kept = [a for a in gold if a.post_id not in post_ids]
+    if len(kept) == len(gold):
+        return 0
+    write_annotations(storage, key, kept)
+    before = [*record.get("hashes_before_forget", []), record.get("hash")]
+    record.update(
+        post_ids=sorted(a.post_id for a in kept),
+        n_posts=len(kept),
+        hash=dataset_hash(kept),
+        hashes_before_forget=before,
+    )
+    storage.write_json(record_key, record)
+    log.info("gold set %s: %d forgotten posts dropped, re-hashed", name, len(gold) - len(kept))
+    return len(gold) - len(kept)
+
+
+def _targets(storage: Storage) -> Iterator[tuple[str, str]]:
+    """``(key, kind)`` of every object that may hold a post."""
+    for folder, field in JSONL_FIELDS.items():
+        for key in storage.list(folder):
+            if layout.is_records_file(key):
+                yield key, field
+    for key in storage.list(layout.TASKS):
+        if layout.delivered_stamp(key) is not None and not key.endswith(".imported.json"):
+            yield key, "tasks"
+    for key in storage.list(layout.EXPORTS):
+        if layout.is_export(key):
+            yield key, "tasks"
+    for key in storage.list(layout.SELECTIONS):
+        if layout.is_selection(key):
+            yield key, "selection"
+    for key in storage.list(layout.GOLDSETS):
+        if layout.gold_set_name(key) is not None:
+            yield key, "gold"
+
+
+def _purge_one(storage: Storage, key: str, kind: str, post_ids: Collection[str]) -> int:
+    if kind == "tasks":
+        return purge_tasks_file(storage, key, post_ids)
+    if kind == "selection":
+        return purge_selection(storage, key, post_ids)
+    if kind == "gold":
+        return purge_gold_set(storage, str(layout.gold_set_name(key)), post_ids)
+    return purge_jsonl(storage, key, post_ids, kind)
+
+
+def purge_storage(storage: Storage, post_ids: Collection[str]) -> PurgeReport:
+    """Remove ``post_ids`` from every object of ``storage`` that holds them (see the module
+    docs). An object that cannot be parsed is named in ``unreadable`` and left as it is
+    (the readers still skip the posts); a storage failure raises
+    :class:`~ner.errors.StorageError`."""
+    wanted = frozenset(post_ids)
+    rewritten: dict[str, int] = {}
+    unreadable: list[str] = []
+    for key, kind in _targets(storage):
+        try:
+            removed = _purge_one(storage, key, kind, wanted)
+        except DataError as exc:
+            log.error("cannot clean %s of forgotten posts: %s", key, exc)
+            unreadable.append(key)
+            continue
+        if removed:
+            rewritten[key] = removed
+    report = PurgeReport(rewritten=rewritten, unreadable=unreadable)
+    log.info(
+        "removed %d records of %d posts from %d objects",
+        report.n_removed,
+        len(wanted),
+        len(rewritten),
+    )
+    return report

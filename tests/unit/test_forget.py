@@ -1,0 +1,177 @@
+"""Forgotten posts: the tombstone list, the readers that honour it, and the purge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ner import forget, layout, purge
+from ner.datasets import dataset_hash, freeze_gold_set, load_gold_set
+from ner.errors import ConfigError, DataError
+from ner.labelstudio.exchange import collect_annotations, read_pairs
+from ner.records import read_annotations, read_posts, read_predictions, write_records
+from ner.storage import LocalStorage, Storage
+from ner.types import Annotation, Post, Prediction, Span
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Storage:
+    return LocalStorage(tmp_path / "store")
+
+
+def posts(n: int) -> list[Post]:
+    return [Post(id=f"p{i}", text=f"post {i} about Glossier") for i in range(n)]
+
+
+def annotation(post: Post) -> Annotation:
+    start = post.text.index("Glossier")
+    span = Span(start, start + 8, "BRAND", "Glossier")
+    return Annotation(post_id=post.id, text=post.text, spans=(span,), updated_at="2026-01-01")
+
+
+def test_drop_forgotten_keeps_order_and_the_other_items() -> None:
+    items = ["a", "b", "c", "d"]
+    kept = list(forget.drop_forgotten(items, frozenset({"b", "d"}), lambda x: x))
+    assert kept == ["a", "c"]
+    assert list(forget.drop_forgotten(items, frozenset(), lambda x: x)) == items
+
+
+def test_record_is_the_tombstone_and_needs_a_reason(storage: Storage) -> None:
+    made = forget.record(storage, [" p2", "p1", "p2"], by="ops", reason="deleted", stamp="s1")
+    assert made.post_ids == ("p1", "p2")
+    assert storage.read_json(layout.forget_record("s1"))["n_posts"] == 2
+    assert forget.forgotten_ids(storage) == {"p1", "p2"}
+    # a retried write of the same record is a no-op; another set under that stamp is refused
+    again = forget.record(storage, ["p1", "p2"], by="ops", reason="deleted", stamp="s1")
+    assert again == made
+    with pytest.raises(ConfigError, match="other posts"):
+        forget.record(storage, ["p3"], by="ops", reason="deleted", stamp="s1")
+    with pytest.raises(ConfigError, match="reason"):
+        forget.record(storage, ["p3"], by="ops", reason=" ", stamp="s2")
+    with pytest.raises(ConfigError, match="no post id"):
+        forget.record(storage, [], by="ops", reason="x", stamp="s3")
+    with pytest.raises(DataError, match="blank"):
+        forget.record(storage, ["  "], by="ops", reason="x", stamp="s4")
+
+
+def test_a_damaged_record_fails_by_name(storage: Storage) -> None:
+    storage.write_json(layout.forget_record("bad"), {"post_ids": "p1"})
+    with pytest.raises(DataError, match=r"forgotten/bad\.json"):
+        forget.forgotten_ids(storage)
+
+
+def test_readers_skip_forgotten_posts_unless_asked(storage: Storage) -> None:
+    batch = posts(5)
+    write_records(storage, "posts/b.jsonl", batch)
+    write_records(
+        storage,
+        "predictions/b.jsonl",
+        [Prediction(post_id=p.id, spans=(), model_version="t") for p in batch],
+    )
+    write_records(storage, "annotations/b.jsonl", [annotation(p) for p in batch])
+    forget.record(storage, ["p1", "p3"], by="ops", reason="deleted", stamp="s")
+    assert [p.id for p in read_posts(storage, "posts/b.jsonl")] == ["p0", "p2", "p4"]
+    assert [p.post_id for p in read_predictions(storage, "predictions/b.jsonl")] == [
+        "p0",
+        "p2",
+        "p4",
+    ]
+    assert len(list(read_annotations(storage, "annotations/b.jsonl"))) == 3
+    assert len(list(read_posts(storage, "posts/b.jsonl", include_forgotten=True))) == 5
+    pairs = list(read_pairs(storage, "posts/b.jsonl", "predictions/b.jsonl"))
+    assert [post.id for post, _ in pairs] == ["p0", "p2", "p4"]
+
+
+def test_collected_annotations_leave_forgotten_posts_out(storage: Storage) -> None:
+    batch = posts(4)
+    export = [
+        {
+            "id": i,
+            "data": {"text": p.text, "post_id": p.id},
+            "annotations": [
+                {
+                    "id": 100 + i,
+                    "updated_at": "2026-01-01T00:00:00Z",
+                    "result": [
+                        {
+                            "from_name": "label",
+                            "to_name": "text",
+                            "type": "labels",
+                            "value": {
+                                "start": p.text.index("Glossier"),
+                                "end": p.text.index("Glossier") + 8,
+                                "text": "Glossier",
+                                "labels": ["BRAND"],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+        for i, p in enumerate(batch)
+    ]
+    storage.write_json("exports/e.json", export)
+    forget.record(storage, ["p0"], by="ops", reason="deleted", stamp="s")
+    report = collect_annotations(storage, None, ["BRAND"], out_key="annotations/run.jsonl")
+    assert report.n_annotations == 3
+    ids = {
+        a.post_id
+        for a in read_annotations(storage, "annotations/run.jsonl", include_forgotten=True)
+    }
+    assert ids == {"p1", "p2", "p3"}
+
+
+def test_gold_set_is_read_without_forgotten_posts_and_purged_with_a_new_hash(
+    storage: Storage,
+) -> None:
+    gold = [annotation(p) for p in posts(6)]
+    frozen = freeze_gold_set(storage, gold, gold_fraction=1.0, name="g")
+    forget.record(storage, ["p2"], by="ops", reason="deleted", stamp="s")
+    loaded = load_gold_set(storage)
+    assert loaded is not None
+    assert "p2" not in loaded[0].post_ids and len(loaded[1]) == 5
+    assert loaded[0].hash == dataset_hash(loaded[1]) != frozen.hash
+    # the purge rewrites it under the same name: same ids and hash as read above
+    report = purge.purge_storage(storage, ["p2"])
+    assert report.rewritten[layout.gold_set("g")] == 1
+    record = storage.read_json(layout.gold_set("g"))
+    assert record["hash"] == loaded[0].hash and record["hashes_before_forget"] == [frozen.hash]
+    raw = list(read_annotations(storage, layout.gold_set_annotations("g"), include_forgotten=True))
+    assert [a.post_id for a in raw] == ["p0", "p1", "p3", "p4", "p5"]
+    assert load_gold_set(storage) == loaded
+
+
+def test_purge_rewrites_only_the_objects_holding_the_posts(storage: Storage) -> None:
+    batch = posts(4)
+    write_records(storage, "posts/a.jsonl", batch[:2])
+    write_records(storage, "posts/b.jsonl", batch[2:])
+    tasks = [{"data": {"text": p.text, "post_id": p.id}} for p in batch]
+    storage.write_json("tasks/a.json", tasks)
+    storage.write_json("tasks/a.imported.json", {"n_imported": 4})
+    storage.write_json(
+        "selections/a.json", {"post_ids": ["p1", "p3"], "uncertainty": {"p1": 0.5, "p3": 0.2}}
+    )
+    storage.write_text("exports/broken.json", "[{not json")
+    untouched = (Path(storage.uri("posts/b.jsonl").removeprefix("file://"))).stat().st_mtime_ns
+    report = purge.purge_storage(storage, ["p1"])
+    assert report.rewritten == {"posts/a.jsonl": 1, "tasks/a.json": 1, "selections/a.json": 1}
+    assert report.unreadable == ["exports/broken.json"]
+    assert [p.id for p in read_posts(storage, "posts/a.jsonl", include_forgotten=True)] == ["p0"]
+    assert [t["data"]["post_id"] for t in storage.read_json("tasks/a.json")] == ["p0", "p2", "p3"]
+    assert storage.read_json("selections/a.json")["uncertainty"] == {"p3": 0.2}
+    assert (
+        Path(storage.uri("posts/b.jsonl").removeprefix("file://")).stat().st_mtime_ns == untouched
+    )
+    # idempotent
+    assert purge.purge_storage(storage, ["p1"]).rewritten == {}
+
+
+def test_a_refetched_forgotten_post_is_dropped_from_the_new_batch(storage: Storage) -> None:
+    write_records(storage, "posts/new.jsonl", posts(3))
+    assert purge.drop_forgotten_posts(storage, "posts/new.jsonl") == 0
+    forget.record(storage, ["p0"], by="ops", reason="deleted", stamp="s")
+    assert purge.drop_forgotten_posts(storage, "posts/new.jsonl") == 1
+    lines = storage.read_text("posts/new.jsonl").splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["p1", "p2"]
