@@ -116,7 +116,7 @@ def prepare_gold(settings: Settings, annotations_key: str, stamp: str) -> dict[s
         annotations,
         gold_fraction=settings.gold_fraction,
         train_key=layout.training_pool(stamp),
-    )
+    ).to_dict()
 
 
 @io_task()
