@@ -268,7 +268,7 @@ def prepare_gold(
         train_key=layout.training_pool(stamp),
         withdrawn=withdrawn or (),
     )
-    return Splits.model_validate(splits)
+    return Splits.model_validate(splits.to_dict())
 
 
 @io_task()

@@ -440,6 +440,28 @@ def train_pool(
     ]
 
 
+@dataclass(frozen=True)
+class Splits:
+    """One round's data (:func:`prepare_splits`). The gold fields are ``None`` (``n_gold``
+    0) when there is no gold set yet and none could be frozen; ``n_held_out`` counts posts
+    neither trained on nor in the gold set."""
+
+    gold_name: str | None
+    gold_key: str | None
+    gold_hash: str | None
+    n_gold: int
+    train_key: str
+    train_hash: str
+    n_train: int
+    n_held_out: int
+    #: The gold set this round's replaced (posts withdrawn in Label Studio), if any.
+    gold_revised_from: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready summary (a task result, a run's parameters)."""
+        return dict(self.__dict__)
+
+
 def prepare_splits(
     storage: Storage,
     annotations: Iterable[Annotation],
@@ -448,7 +470,7 @@ def prepare_splits(
     salt: str = DEFAULT_SALT,
     *,
     withdrawn: Iterable[str] = (),
-) -> dict[str, Any]:
+) -> Splits:
     """One round's data: freeze the gold set if needed, write the training pool to storage.
 
     ``withdrawn`` posts (labels deleted in Label Studio) are first dropped from the gold set
@@ -457,10 +479,7 @@ def prepare_splits(
 
     The gold set in force is kept (or frozen now when the gold split holds at least one
     post); the training pool is :func:`train_pool` of ``annotations`` and is written to
-    ``train_key``. Returns a JSON-ready summary: ``gold_name``, ``gold_key`` (its annotations),
-    ``gold_hash``, ``n_gold``, ``train_key``, ``train_hash``, ``n_train`` and ``n_held_out``
-    (posts neither trained on nor in the gold set). ``n_gold`` is 0, and the gold fields are
-    ``None``, when there is no gold set yet and none could be frozen.
+    ``train_key``. Raises :class:`GoldSetError` if the stored gold set is inconsistent.
     """
     records = _unique(annotations)
     before = load_gold_set(storage)
@@ -472,17 +491,17 @@ def prepare_splits(
     pool = train_pool(records, gold_set, gold_fraction, salt)
     write_annotations(storage, train_key, pool)
     in_gold = sum(1 for a in records if gold_set is not None and a.post_id in gold_set)
-    return {
-        "gold_name": gold_set.name if gold_set else None,
-        "gold_key": gold_set.annotations_key if gold_set else None,
-        "gold_hash": gold_set.hash if gold_set else None,
-        "n_gold": len(gold_set.post_ids) if gold_set else 0,
-        "train_key": train_key,
-        "train_hash": dataset_hash(pool),
-        "n_train": len(pool),
-        "n_held_out": len(records) - len(pool) - in_gold,
-        "gold_revised_from": before[0].name if revised is not None and before else None,
-    }
+    return Splits(
+        gold_name=gold_set.name if gold_set else None,
+        gold_key=gold_set.annotations_key if gold_set else None,
+        gold_hash=gold_set.hash if gold_set else None,
+        n_gold=len(gold_set.post_ids) if gold_set else 0,
+        train_key=train_key,
+        train_hash=dataset_hash(pool),
+        n_train=len(pool),
+        n_held_out=len(records) - len(pool) - in_gold,
+        gold_revised_from=before[0].name if revised is not None and before else None,
+    )
 
 
 # spaCy training data ---------------------------------------------------------------------------

@@ -30,11 +30,12 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from threading import BrokenBarrierError
 from typing import Any
 
 from ner import layout
@@ -172,21 +173,21 @@ class ShardJob:
 
 
 # Worker side ---------------------------------------------------------------------------------
-#: Models a worker process holds: the parent's (forked processes), or loaded by reference.
-_MODELS: dict[ModelRef | None, LoadedModel] = {}
+#: Models this worker process loaded by reference, kept for its later shards.
+_MODELS: dict[ModelRef, LoadedModel] = {}
 
 
 #: Seconds a pool worker waits for the others to start their shards, and a local Dask
 #: cluster for its workers.
 START_TIMEOUT_S = 600.0
-_START: list[Any] = []  # the barrier of this pool worker's call
+#: ``[start barrier, model or reference]`` of this pool worker's call.
+_POOL: list[Any] = []
 
 
-def _install_model(model: LoadedModel | ModelRef, start: Any) -> None:
-    """Process-pool initializer: keep the forked parent's model, or load it by reference;
+def _install_pool(model: LoadedModel | ModelRef, start: Any) -> None:
+    """Process-pool initializer: keep the forked parent's model (or the reference to load)
     and the barrier that makes every shard start in a process of its own."""
-    _MODELS[None] = model if isinstance(model, LoadedModel) else _cached_model(model)
-    _START[:] = [start]
+    _POOL[:] = [start, model]
 
 
 def _cached_model(ref: ModelRef) -> LoadedModel:
@@ -228,13 +229,23 @@ def predict_shard(
 
 
 def _pool_shard(job: ShardJob, shard: Shard, out_key: str) -> ShardRun:
-    """Body of one process-pool task: the shard with the model installed at start-up.
+    """Body of one process-pool task: the shard with the model installed at start-up (or
+    loaded by reference, once per process).
 
-    It first waits until every shard has a worker, so a worker that is ready early cannot
-    take two shards while another process is still starting (one shard per process).
+    It then waits until every shard has a worker, so a worker that is ready early cannot
+    take two shards while another process is still starting (one shard per process). A
+    worker that cannot load the model breaks the barrier, so the others stop waiting.
     """
-    _START[0].wait(START_TIMEOUT_S)
-    return predict_shard(_MODELS[None], job, shard, out_key)
+    start, model = _POOL
+    clock = time.perf_counter()
+    try:
+        loaded = model if isinstance(model, LoadedModel) else _cached_model(model)
+    except BaseException:
+        start.abort()
+        raise
+    load_seconds = time.perf_counter() - clock
+    start.wait(START_TIMEOUT_S)
+    return predict_shard(loaded, job, shard, out_key, load_seconds)
 
 
 def _dask_shard(job: ShardJob, ref: ModelRef, shard: Shard, out_key: str) -> ShardRun:
@@ -289,7 +300,7 @@ def _run_processes(
     with ProcessPoolExecutor(
         max_workers=len(shards),
         mp_context=context,
-        initializer=_install_model,
+        initializer=_install_pool,
         initargs=(model, context.Barrier(len(shards))),
     ) as pool:
         futures = [pool.submit(_pool_shard, job, s, k) for s, k in zip(shards, keys, strict=True)]
@@ -297,15 +308,17 @@ def _run_processes(
 
 
 def _results(futures: Sequence[Future[ShardRun]], pool: ProcessPoolExecutor) -> list[ShardRun]:
-    """Each future's result in order; the first failure cancels the rest and is raised."""
-    try:
+    """Each future's result in order, once all are done. If shards failed, the first
+    error that is not merely another worker giving up waiting is raised."""
+    wait(futures)
+    errors = [error for future in futures if (error := future.exception()) is not None]
+    if not errors:
         return [future.result() for future in futures]
-    except BrokenProcessPool as exc:
-        pool.shutdown(cancel_futures=True)
-        raise ModelError(f"a prediction worker process died: {exc}") from exc
-    except BaseException:
-        pool.shutdown(cancel_futures=True)
-        raise
+    pool.shutdown(cancel_futures=True)
+    error = next((e for e in errors if not isinstance(e, BrokenBarrierError)), errors[0])
+    if isinstance(error, BrokenProcessPool):
+        raise ModelError(f"a prediction worker process died: {error}") from error
+    raise error
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from label_studio_sdk import LabelStudio
 from apps.webhook import WEBHOOK_PATH, WebhookReceiver, register_webhook, running_receiver
 from ner import layout
 from ner.agreement import AgreementPolicy, Outcome
-from ner.datasets import prepare_splits, read_annotations, split_of
+from ner.datasets import Splits, prepare_splits, read_annotations, split_of
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.collect import CollectReport
 from ner.labelstudio.exchange import (
@@ -82,7 +82,7 @@ def ids_in(split: str, n: int) -> list[str]:
 
 def pull(
     project: LabelStudioProject, storage: Storage, stamp: str, **policy: Any
-) -> tuple[CollectReport, dict[str, Any], dict[str, Annotation]]:
+) -> tuple[CollectReport, Splits, dict[str, Annotation]]:
     """One pull as train-ner does it: snapshot, collect, gold set and training pool."""
     snapshot_export(project, storage, stamp)
     keys = snapshot_keys(storage, project.project_id)
@@ -116,7 +116,7 @@ def test_deleted_annotations_and_tasks_leave_the_training_pool_and_the_gold_set(
     )
     before, splits, pool = pull(project, storage, "r1")
     assert before.n_annotations == 6 and before.n_deleted_annotations == 0
-    assert splits["n_gold"] == 2 and splits["n_train"] == 4
+    assert splits.n_gold == 2 and splits.n_train == 4
     assert len(pool[train[0]].spans) == 2
 
     receiver = WebhookReceiver(lambda: None, min_new_labels=100, project_id=project.project_id)
@@ -144,12 +144,12 @@ def test_deleted_annotations_and_tasks_leave_the_training_pool_and_the_gold_set(
     assert sorted(pool) == sorted([train[0], train[3]])
     assert [s.text for s in pool[train[0]].spans] == ["Glossier"]
     # And the gold set is a new version without g0 (drop and re-hash)
-    assert splits["n_gold"] == 1 and splits["gold_revised_from"] is not None
-    record = storage.read_json(layout.gold_set(splits["gold_name"]))
+    assert splits.n_gold == 1 and splits.gold_revised_from is not None
+    record = storage.read_json(layout.gold_set(splits.gold_name))
     assert record["dropped_post_ids"] == [gold[0]] and record["post_ids"] == [gold[1]]
     print(
         f"\ndeletions: annotations {before.n_annotations} -> {after.n_annotations}, "
-        f"training pool 4 -> {splits['n_train']}, gold set 2 -> {splits['n_gold']}"
+        f"training pool 4 -> {splits.n_train}, gold set 2 -> {splits.n_gold}"
     )
 
 

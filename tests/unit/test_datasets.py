@@ -432,17 +432,17 @@ def test_prepare_splits_freezes_once_and_writes_a_gold_free_pool(tmp_path: Path)
     first = prepare_splits(storage, round1, 0.3, train_key="annotations/r1.train.jsonl")
     second = prepare_splits(storage, round2, 0.3, train_key="annotations/r2.train.jsonl")
     # then the gold set is the same both times
-    assert first["gold_hash"] == second["gold_hash"]
-    assert first["n_gold"] == second["n_gold"] == len(split(round1, 0.3)[0])
-    gold_ids = {a.post_id for a in read_annotations(storage, second["gold_key"])}
-    pool = list(read_annotations(storage, second["train_key"]))
-    assert len(pool) == second["n_train"]
-    assert dataset_hash(pool) == second["train_hash"]
+    assert first.gold_hash == second.gold_hash
+    assert first.n_gold == second.n_gold == len(split(round1, 0.3)[0])
+    gold_ids = {a.post_id for a in read_annotations(storage, second.gold_key)}
+    pool = list(read_annotations(storage, second.train_key))
+    assert len(pool) == second.n_train
+    assert dataset_hash(pool) == second.train_hash
     assert not {a.post_id for a in pool} & gold_ids
     # posts of the gold split annotated after the freeze are held out, not trained on
     late_gold = len(split(round2, 0.3)[0]) - len(gold_ids)
-    assert second["n_held_out"] == late_gold > 0
-    assert second["n_train"] + second["n_gold"] + second["n_held_out"] == len(round2)
+    assert second.n_held_out == late_gold > 0
+    assert second.n_train + second.n_gold + second.n_held_out == len(round2)
 
 
 def test_prepare_splits_without_gold_posts_reports_zero(tmp_path: Path) -> None:
@@ -452,7 +452,7 @@ def test_prepare_splits_without_gold_posts_reports_zero(tmp_path: Path) -> None:
     # when
     result = prepare_splits(storage, train_only, 0.3, train_key="t.jsonl")
     # then nothing is frozen and every post is in the pool
-    assert result["n_gold"] == 0
-    assert result["gold_hash"] is None
-    assert result["n_train"] == len(train_only)
+    assert result.n_gold == 0
+    assert result.gold_hash is None
+    assert result.n_train == len(train_only)
     assert load_gold_set(storage) is None

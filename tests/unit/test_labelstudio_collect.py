@@ -239,11 +239,11 @@ def test_prepare_splits_drops_withdrawn_gold_posts(storage: Storage) -> None:
     summary = prepare_splits(
         storage, gold_annotations()[:3], 1.0, layout.training_pool("r"), withdrawn=["g3"]
     )
-    assert summary["n_gold"] == 3 and summary["gold_revised_from"] == "gold-y"
+    assert summary.n_gold == 3 and summary.gold_revised_from == "gold-y"
     summary = prepare_splits(
         storage, gold_annotations()[:3], 1.0, layout.training_pool("r"), withdrawn=["g3"]
     )
-    assert summary["n_gold"] == 3 and summary["gold_revised_from"] is None
+    assert summary.n_gold == 3 and summary.gold_revised_from is None
 
 
 def test_a_snapshot_newer_than_the_live_set_is_read_as_it_is(storage: Storage) -> None:

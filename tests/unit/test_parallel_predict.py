@@ -164,3 +164,21 @@ def test_a_reference_is_loaded_once_here_and_shared_by_forked_workers(
     # Then the model was loaded once, here, and both shards ran in processes of their own
     assert loads == ["gazetteer"]
     assert run.n_predictions == 30 and len(run.processes) == 2
+
+
+def test_a_model_a_spawned_worker_cannot_load_fails_the_call_with_its_own_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ner import parallel
+    from ner.errors import ModelError
+
+    # Given spawned workers and a reference to a model that does not exist
+    monkeypatch.setattr(parallel, "can_fork", lambda: False)
+    storage = LocalStorage(tmp_path)
+    storage.write_lines("posts/p.jsonl", demo_lines()[:10])
+    # When they predict, then the workers' own error names the model, nothing is written
+    with pytest.raises(ModelError, match="unknown model 'no-such-model'"):
+        predict_parallel(
+            storage, "posts/p.jsonl", "predictions/p.jsonl", ModelRef("no-such-model"), workers=2
+        )
+    assert storage.list("predictions") == []

@@ -120,8 +120,8 @@ def test_an_adopted_gold_set_is_evaluated_on_and_everything_else_is_trained_on(
     # Then the gold set is the adopted one and every other post is in the training pool
     loaded = load_gold_set(storage)
     assert loaded is not None and loaded[0] == adopted and adopted.gold_fraction == 0.0
-    assert splits["gold_hash"] == adopted.hash and splits["n_gold"] == 5
-    assert splits["n_train"] == 200 and splits["n_held_out"] == 0
+    assert splits.gold_hash == adopted.hash and splits.n_gold == 5
+    assert splits.n_train == 200 and splits.n_held_out == 0
     trained = {a.post_id for a in read_annotations(storage, "annotations/r1.train.jsonl")}
     assert trained == {a.post_id for a in labelled}
     # And a second adoption, or an empty one, is refused
