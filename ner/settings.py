@@ -280,7 +280,7 @@ class Settings(BaseSettings):
     )
     dask_address: str | None = Field(
         None,
-        description="Dask scheduler of apply-ner with executor="dask" (tcp://scheduler:8786); "
+        description="Dask scheduler of apply-ner with executor='dask' (tcp://scheduler:8786); "
         "unset, each run starts a LocalCluster of `workers` processes.",
     )
 
