@@ -19,6 +19,7 @@ its ``models:/`` source there).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ner import datasets, evaluation
-from ner.errors import ConfigError, GoldSetError, RegistryError
+from ner.errors import ConfigError, GoldSetError, PromotionError, RegistryError
 from ner.registry import CHAMPION, TAG_PREFIX, AuditEvent, Decision, Registry, decide, run_tags
 from ner.settings import Settings
 from ner.storage import open_storage
@@ -70,7 +71,8 @@ class CrossPromotion:
     ``version`` is the copy in ``model`` (the target's registered model); ``f1`` its score on
     the target's gold set ``gold_hash``; ``champion``/``champion_f1`` the target's champion
     before (its F1 on the same gold set, None without a champion); ``promoted`` whether
-    ``@champion`` moved to the copy; ``events`` the audited alias moves.
+    ``@champion`` moved to the copy; ``threshold`` the target's business F1 threshold;
+    ``events`` the audited alias moves.
     """
 
     source: Source
@@ -81,7 +83,8 @@ class CrossPromotion:
     champion: str | None
     champion_f1: float | None
     decision: Decision
-    promoted: bool
+    threshold: float
+    promoted: bool = False
     events: tuple[AuditEvent, ...] = ()
 
 
@@ -141,6 +144,24 @@ def source_version(registry: Registry, version: str, env: str) -> Source:
             f"{env} model {registry.model_name} has no version {version!r}"
         ) from exc
     return Source(registry.model_name, str(mv.version), str(mv.run_id or ""), env)
+
+
+def existing_copy(source: Source, target: Registry) -> str | None:
+    """The version of ``target``'s model copied from ``source`` before (a refused copy
+    promoted again with ``--force``, a retried run), or None: a version is copied once."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = target.client.search_model_versions(f"name='{target.model_name}'")
+    except MlflowException as exc:
+        raise RegistryError(f"listing versions of {target.model_name} failed: {exc}") from exc
+    found = [
+        int(mv.version)
+        for mv in versions
+        if (mv.tags or {}).get(SOURCE_MODEL) == source.model
+        and (mv.tags or {}).get(SOURCE_VERSION) == source.version
+    ]
+    return str(min(found)) if found else None
 
 
 def copy_version(source: Source, target: Registry) -> str:
@@ -235,38 +256,25 @@ def promote_across(
     Checks before anything is written: :class:`ConfigError` when the environments share a
     name or a registry is apart, :class:`GoldSetError` when the target has no gold set,
     :class:`RegistryError` when the source has no such version. A refused copy stays in the
-    target as an evaluated version that is not champion (``promoted`` False).
+    target as an evaluated version that is not champion (``promoted`` False); promoting the
+    same source again reuses it (:func:`existing_copy`) and its evaluation on that gold set;
+    :class:`PromotionError` when it is the target's champion already.
     """
     check_apart(source, target)
     gold = target_gold_set(target)
     src = source_version(open_registry(source), version, source.env)
     registry = open_registry(target)
-    copy = copy_version(src, registry)
-    f1 = evaluate_version(target, registry, copy, gold, role="copy", tags=src.tags())
+    copy = existing_copy(src, registry) or copy_version(src, registry)
+    if registry.alias_version(CHAMPION) == copy:
+        raise PromotionError(
+            f"{src} is already {target.env}'s @champion ({registry.model_name}/{copy})"
+        )
+    f1 = registry.evaluated_f1(copy, gold[0].hash)
+    if f1 is None:
+        f1 = evaluate_version(target, registry, copy, gold, role="copy", tags=src.tags())
     champion, champion_f1 = _champion_f1(target, registry, gold)
     rule = decide(f1, champion_f1, target.threshold, target.promotion_margin)
     outcome = CrossPromotion(
-        src, registry.model_name, copy, gold[0].hash, f1, champion, champion_f1, rule, False
-    )
-    if not rule.promote and not force:
-        return outcome
-    why = reason if rule.promote else f"{reason} (forced; rule said: {rule.reason})"
-    events = registry.promote(
-        copy,
-        gold_hash=gold[0].hash,
-        decision=Decision(True, f"from {src} (run {src.run_id}): {why}"),
-        metrics={
-            "challenger_f1": f1,
-            "champion_f1": champion_f1 or 0.0,
-            "threshold": target.threshold,
-        },
-        actor=actor,
-    )
-    for event in events:
-        if event.run_id and event.to_version == copy:
-            for key, value in src.tags().items():
-                registry.client.set_tag(event.run_id, key, value)
-    return CrossPromotion(
         src,
         registry.model_name,
         copy,
@@ -275,6 +283,33 @@ def promote_across(
         champion,
         champion_f1,
         rule,
-        True,
-        tuple(events),
+        target.threshold,
     )
+    if not rule.promote and not force:
+        return outcome
+    why = reason if rule.promote else f"{reason} (forced; rule said: {rule.reason})"
+    events = _promote_copy(registry, outcome, f"from {src} (run {src.run_id}): {why}", actor)
+    return dataclasses.replace(outcome, promoted=True, events=events)
+
+
+def _promote_copy(
+    registry: Registry, outcome: CrossPromotion, why: str, actor: str | None
+) -> tuple[AuditEvent, ...]:
+    """Make the copy champion through :meth:`Registry.promote` (audited, ``why`` as the
+    reason); the audit runs of the moves to it carry the ``source_*`` tags."""
+    events = registry.promote(
+        outcome.version,
+        gold_hash=outcome.gold_hash,
+        decision=Decision(True, why),
+        metrics={
+            "challenger_f1": outcome.f1,
+            "champion_f1": outcome.champion_f1 or 0.0,
+            "threshold": outcome.threshold,
+        },
+        actor=actor,
+    )
+    for event in events:
+        if event.run_id and event.to_version == outcome.version:
+            for key, value in outcome.source.tags().items():
+                registry.client.set_tag(event.run_id, key, value)
+    return tuple(events)

@@ -136,6 +136,32 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
     assert [e.to_version for e in prod.audit_log() if e.alias == CHAMPION] == ["1"]
     assert staging.alias_version(CHAMPION) == good
 
+    # When it is forced: the refused copy is reused (not copied twice) and the move audited
+    code, out, err = _invoke(
+        "promote",
+        worse,
+        "--from",
+        "staging",
+        "--to",
+        "prod",
+        "--reason",
+        "hotfix",
+        "--force",
+        *flags,
+    )
+    assert code == 0, err
+    assert len(prod.client.search_model_versions("name='brand-ner-prod'")) == 2
+    assert prod.alias_version(CHAMPION) == "2" and prod.alias_version("previous") == "1"
+    forced = [e for e in prod.audit_log() if e.alias == CHAMPION][-1]
+    assert forced.to_version == "2" and "hotfix (forced; rule said: challenger F1" in forced.reason
+    assert prod.client.get_run(str(forced.run_id)).data.tags[SOURCE_VERSION] == worse
+    # And a copy already champion is named as such
+    code, _, err = _invoke(
+        "promote", worse, "--from", "staging", "--to", "prod", "--reason", "again", *flags
+    )
+    assert code == 1 and f"staging brand-ner-staging/{worse} is already prod's @champion" in err
+    assert staging.alias_version(CHAMPION) == good
+
 
 def test_copy_promote_errors_name_their_cause(
     mlflow_server: MlflowService, tmp_path: Path, flags: list[str]
