@@ -24,13 +24,13 @@ import io
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from ner import datasets, evaluation
 from ner.errors import ConfigError, GoldSetError, PromotionError, RegistryError
 from ner.registry import CHAMPION, TAG_PREFIX, AuditEvent, Decision, Registry, decide, run_tags
 from ner.settings import Settings
 from ner.storage import open_storage
+from ner.types import Annotation
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,12 @@ SOURCE_ENV = f"{TAG_PREFIX}source_env"
 #: Version tags that describe the source's own history (its evaluations on its gold sets,
 #: its alias moves): dropped from the copy, which starts its history in the target.
 _SOURCE_HISTORY = (f"{TAG_PREFIX}eval.", f"{TAG_PREFIX}rolled_back")
+#: Per-environment names two environments must not share -> the variable that sets each.
+_NAMES = {
+    "registered_model_name": "NER_REGISTERED_MODEL_NAME",
+    "experiment_name": "NER_EXPERIMENT_NAME",
+    "project_title": "NER_LABEL_STUDIO_PROJECT",
+}
 
 
 @dataclass(frozen=True)
@@ -103,11 +109,11 @@ def check_apart(source: Settings, target: Settings) -> None:
     registered model, experiment or Label Studio project, and sit on one MLflow registry."""
     if source.env == target.env:
         raise ConfigError(f"source and target are both {source.env!r}: name two environments")
-    for name in ("registered_model_name", "experiment_name", "project_title"):
+    for name, variable in _NAMES.items():
         if getattr(source, name) == getattr(target, name):
             raise ConfigError(
                 f"{source.env} and {target.env} share {name} {getattr(source, name)!r}: unset "
-                f"NER_{name.upper()} so each environment gets its own"
+                f"{variable} so each environment gets its own"
             )
     if source.mlflow_tracking_uri != target.mlflow_tracking_uri:
         raise ConfigError(
@@ -117,7 +123,7 @@ def check_apart(source: Settings, target: Settings) -> None:
         )
 
 
-def target_gold_set(settings: Settings) -> tuple[datasets.GoldSet, list[Any]]:
+def target_gold_set(settings: Settings) -> tuple[datasets.GoldSet, list[Annotation]]:
     """The gold set in force in ``settings``' environment storage and its annotations.
 
     Raises :class:`GoldSetError` naming the storage when none is frozen there.
@@ -140,6 +146,8 @@ def source_version(registry: Registry, version: str, env: str) -> Source:
     try:
         mv = registry.client.get_model_version(registry.model_name, version)
     except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" not in f"{exc.error_code} {exc}":
+            raise RegistryError(f"reading {registry.model_name}/{version} failed: {exc}") from exc
         raise RegistryError(
             f"{env} model {registry.model_name} has no version {version!r}"
         ) from exc
@@ -194,7 +202,7 @@ def evaluate_version(
     settings: Settings,
     registry: Registry,
     version: str,
-    gold: tuple[datasets.GoldSet, list[Any]],
+    gold: tuple[datasets.GoldSet, list[Annotation]],
     *,
     role: str,
     tags: Mapping[str, str] | None = None,
@@ -227,7 +235,7 @@ def evaluate_version(
 
 
 def _champion_f1(
-    settings: Settings, registry: Registry, gold: tuple[datasets.GoldSet, list[Any]]
+    settings: Settings, registry: Registry, gold: tuple[datasets.GoldSet, list[Annotation]]
 ) -> tuple[str | None, float | None]:
     """The target's champion and its F1 on ``gold`` (scored now if it never was)."""
     champion = registry.alias_version(CHAMPION)
