@@ -308,6 +308,7 @@ def labelstudio_client_module() -> ModuleType:
 
 Source = Literal["x", "jsonl"]
 Destination = Literal["storage", "label_studio"]
+Environment = Literal["dev", "staging", "prod"]
 KeywordOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -669,13 +670,30 @@ def promote(
     force: Annotated[
         bool, typer.Option(help="Promote even if the promotion rule says no (audited).")
     ] = False,
+    from_env: Annotated[
+        Environment | None,
+        typer.Option("--from", help="Copy VERSION from this environment's model (with --to)."),
+    ] = None,
+    to_env: Annotated[
+        Environment | None,
+        typer.Option(
+            "--to",
+            help="...into this environment's model, evaluate it on its gold "
+            "set and promote it there.",
+        ),
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Make VERSION the champion through the audited path (evaluated on the current gold
-    set, promotion rule unless --force)."""
+    set, promotion rule unless --force). With --from ENV --to ENV: copy VERSION of ENV's
+    registered model to the other's without retraining, evaluate the copy on the target's
+    gold set and promote it there the same way."""
     from apps.status import current_gold
     from ner.registry import CHAMPION, Decision, decide
 
+    if from_env or to_env:
+        _promote_across(from_env, to_env, version, reason, force, parse_overrides(set_))
+        return
     cfg = load_cli_settings(parse_overrides(set_))
     registry = _registry(cfg)
     gold = current_gold(cfg)
@@ -708,6 +726,39 @@ def promote(
         actor=_actor(),
     )
     for event in events:
+        console().print(f"{_move(event)}  ({event.reason})")
+
+
+def _promote_across(
+    from_env: str | None,
+    to_env: str | None,
+    version: str,
+    reason: str,
+    force: bool,
+    overrides: Mapping[str, Any],
+) -> None:
+    """``promote --from ENV --to ENV VERSION``: :func:`ner.environments.promote_across`."""
+    from apps.status import quick_mlflow
+    from ner.environments import promote_across
+
+    if not (from_env and to_env):
+        raise CliError("--from and --to go together: name both environments")
+    quick_mlflow()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per step
+    source = load_cli_settings({**overrides, "env": from_env})
+    target = load_cli_settings({**overrides, "env": to_env})
+    done = promote_across(source, target, version, reason=reason, force=force, actor=_actor())
+    console().print(
+        f"copied {done.source} -> {to_env} {done.model}/{done.version}: F1 {done.f1:.4f} on "
+        f"{to_env}'s gold set {done.gold_hash[:12]} (champion {done.champion or '-'}: "
+        f"{_f1(done.champion_f1)})"
+    )
+    if not done.promoted:
+        raise CliError(
+            f"refused: {done.decision.reason}; {done.model}/{done.version} stays a version, "
+            "not @champion (--force promotes anyway, audited)"
+        )
+    for event in done.events:
         console().print(f"{_move(event)}  ({event.reason})")
 
 

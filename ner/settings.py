@@ -199,7 +199,11 @@ class Settings(BaseSettings):
         populate_by_name=True,
     )
 
-    env: Environment = Field("dev", description="Deployment environment.")
+    env: Environment = Field(
+        "dev",
+        description="Deployment environment. The per-environment names below default from it "
+        "(ENVIRONMENT_DEFAULTS), so dev, staging and prod share no state.",
+    )
     storage_uri: str = Field(
         ".brandloop/storage",
         description="Local folder or gs://bucket/prefix. Data lives under {storage_uri}/{env}/.",
@@ -215,8 +219,12 @@ class Settings(BaseSettings):
         description="Artifact root for a new experiment; defaults to ./mlartifacts beside "
         "a sqlite tracking DB, and to the server's default otherwise.",
     )
-    experiment_name: str = "brand-ner"
-    registered_model_name: str = "brand-ner"
+    experiment_name: str = Field(
+        "brand-ner-dev", description="MLflow experiment; defaults to 'brand-ner-{env}'."
+    )
+    registered_model_name: str = Field(
+        "brand-ner-dev", description="Registered model; defaults to 'brand-ner-{env}'."
+    )
 
     # --- Label Studio -------------------------------------------------------------------
     label_studio_url: str = "http://127.0.0.1:8080"
@@ -331,7 +339,9 @@ class Settings(BaseSettings):
 
     # --- Serving (the champion over REST; see apps/serving.py) ---------------------------
     serve_model: str = Field(
-        "models:/brand-ner@champion", description="Model spec the REST API serves."
+        "models:/brand-ner-dev@champion",
+        description="Model spec the REST API serves; defaults to the champion of "
+        "registered_model_name, 'models:/brand-ner-{env}@champion'.",
     )
     serve_api_key: SecretStr | None = Field(
         None, description="Bearer token clients must send to the REST API."
@@ -397,6 +407,21 @@ class Settings(BaseSettings):
             nested = json.loads(nested)
         return {**data, "train": {**legacy, **nested}}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _environment_defaults(cls, data: Any) -> Any:
+        """Fill the per-environment names (:data:`ENVIRONMENT_DEFAULTS`) that were not set
+        explicitly from ``env``."""
+        if not isinstance(data, dict):
+            return data
+        env = data.get("env", "dev")
+        if env not in ENVIRONMENTS:  # the env field reports it
+            return data
+        filled = {**environment_defaults(env), **data}
+        if "serve_model" not in data:  # the champion of the model actually registered
+            filled["serve_model"] = f"models:/{filled['registered_model_name']}@champion"
+        return filled
+
     @field_validator("labels")
     @classmethod
     def _labels_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -438,6 +463,26 @@ class Settings(BaseSettings):
     def safe_dump(self) -> dict[str, Any]:
         """Settings without secrets, for logs and MLflow params."""
         return self.model_dump(exclude=set(SECRET_FIELDS), mode="json")
+
+
+#: The deployment environments, in promotion order.
+ENVIRONMENTS: tuple[Environment, ...] = ("dev", "staging", "prod")
+#: Per-environment settings -> their default, formatted with ``env``. Each environment has
+#: its own storage prefix (``{storage_uri}/{env}/``, see :func:`ner.storage.open_storage`),
+#: experiment, registered model (MLflow's ``copy_model_version`` moves a version between
+#: them, :mod:`ner.environments`), served model and Label Studio project
+#: (:attr:`Settings.project_title`, ``brandloop-{env}``).
+ENVIRONMENT_DEFAULTS = {
+    "experiment_name": "brand-ner-{env}",
+    "registered_model_name": "brand-ner-{env}",
+    "serve_model": "models:/brand-ner-{env}@champion",
+}
+
+
+def environment_defaults(env: str) -> dict[str, str]:
+    """``{setting: default}`` of the per-environment names of ``env`` (``"prod"`` ->
+    ``{"registered_model_name": "brand-ner-prod", ...}``)."""
+    return {name: form.format(env=env) for name, form in ENVIRONMENT_DEFAULTS.items()}
 
 
 #: Secret fields: their values never appear in dumps, logs or error messages.

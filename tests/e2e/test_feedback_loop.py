@@ -50,7 +50,7 @@ def test_loop_trains_promotes_then_meets_threshold_on_the_same_gold_set(
     assert first.promoted_version == "1" and first.run_id and first.gold_hash
     # And round 2 scored the new champion on the *same* frozen gold set and stopped
     assert second.gold_hash == first.gold_hash
-    assert second.champion_model == "brand-ner/1"
+    assert second.champion_model == "brand-ner-dev/1"
     assert second.champion_f1 == first.challenger_f1
     assert second.status == TrainStatus.THRESHOLD_MET
     assert result.status == LoopStatus.THRESHOLD_MET
@@ -58,9 +58,9 @@ def test_loop_trains_promotes_then_meets_threshold_on_the_same_gold_set(
     # And the registry holds the audited champion, loadable through the contract
     tracking = str(settings["mlflow_tracking_uri"])
     client = MlflowClient(tracking_uri=tracking)
-    assert str(client.get_model_version_by_alias("brand-ner", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("brand-ner-dev", "champion").version) == "1"
     mlflow.set_tracking_uri(tracking)
-    nlp = mlflow.spacy.load_model("models:/brand-ner@champion")
+    nlp = mlflow.spacy.load_model("models:/brand-ner-dev@champion")
     assert nlp.pipe_names[-1] == "brandloop_labels"
     assert {e.label_ for e in nlp("new Fenty Beauty gloss and a Glossier balm").ents} <= {"BRAND"}
 

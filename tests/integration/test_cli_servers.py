@@ -233,7 +233,7 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
     champion = next(line.split() for line in status.stdout.splitlines() if "@champion" in line)
     assert champion[:2] == ["@champion", "1"] and float(champion[2]) > 0.5
     assert any(
-        "challenger (training run)" in line and "brand-ner/1" in line
+        "challenger (training run)" in line and "brand-ner-dev/1" in line
         for line in status.stdout.splitlines()
     )
 

@@ -795,7 +795,7 @@ def test_feedback_loop_waits_for_label_studio_then_trains_and_times_out_without_
     assert result.status == "budget_spent"
     assert len(project.post_ids()) == 40 and len(human.labelled) == 20
     client = MlflowClient(tracking_uri=tracking)
-    experiment = client.get_experiment_by_name("brand-ner")
+    experiment = client.get_experiment_by_name("brand-ner-dev")
     assert experiment is not None
     runs_before = len(client.search_runs(experiment_ids=[experiment.experiment_id]))
 
@@ -816,8 +816,8 @@ def test_feedback_loop_waits_for_label_studio_then_trains_and_times_out_without_
     assert (only["status"], only["posts_sent"], only["new_labels"]) == (TIMED_OUT, 20, 0)
     assert len(project.post_ids()) == 60
     assert len(client.search_runs(experiment_ids=[experiment.experiment_id])) == runs_before
-    assert [str(v.version) for v in client.search_model_versions("name='brand-ner'")] == ["1"]
-    assert client.get_registered_model("brand-ner").aliases.get("champion") is None
+    assert [str(v.version) for v in client.search_model_versions("name='brand-ner-dev'")] == ["1"]
+    assert client.get_registered_model("brand-ner-dev").aliases.get("champion") is None
 
 
 def test_apply_with_a_labelling_budget_sends_only_the_chosen_posts(

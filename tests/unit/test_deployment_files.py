@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from deployments import bootstrap
+from ner.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = ROOT / "deployments"
@@ -260,7 +261,8 @@ def test_compose_services_running_brandloop_reach_every_server(
     serving = services["serving"]["environment"]
     assert services["serving"]["command"][-1] == "apps.serving"
     assert serving["NER_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert serving["NER_SERVE_MODEL"] == "models:/brand-ner@champion"
+    assert "NER_SERVE_MODEL" not in serving  # derived from NER_ENV: dev's champion
+    assert load_settings(env=serving["NER_ENV"]).serve_model == "models:/brand-ner-dev@champion"
     assert serving["NER_SERVE_API_KEY"] == "${SERVE_API_KEY}"
 
 

@@ -1,0 +1,323 @@
+"""Moving a model version from one environment to the next (staging -> prod) without
+retraining.
+
+Each environment has its own registered model, experiment, storage prefix and Label Studio
+project (:data:`ner.settings.ENVIRONMENT_DEFAULTS`). :func:`promote_across` copies a version
+of the source environment's registered model into the target's with MLflow's
+``MlflowClient.copy_model_version`` (same artifacts, new version number), scores the copy on
+the *target's* frozen gold set the way train-ner scores (:func:`ner.evaluation.score_model`,
+logged with :meth:`Registry.log_evaluation`, recorded with :meth:`Registry.record_evaluation`)
+and moves the target's ``@champion`` only through :meth:`Registry.promote`, under the usual
+promotion rule against the target's champion (or forced, with the reason audited). The copy
+and the audit runs of its promotion carry the source: ``brandloop.source_model``,
+``brandloop.source_version``, ``brandloop.source_run``.
+
+Both registered models must live on one MLflow registry (``copy_model_version`` resolves
+its ``models:/`` source there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ner import datasets, evaluation
+from ner.errors import ConfigError, GoldSetError, PromotionError, RegistryError
+from ner.registry import CHAMPION, TAG_PREFIX, AuditEvent, Decision, Registry, decide, run_tags
+from ner.settings import Settings
+from ner.storage import open_storage
+from ner.types import Annotation
+
+log = logging.getLogger(__name__)
+
+SOURCE_MODEL = f"{TAG_PREFIX}source_model"
+SOURCE_VERSION = f"{TAG_PREFIX}source_version"
+SOURCE_RUN = f"{TAG_PREFIX}source_run"
+SOURCE_ENV = f"{TAG_PREFIX}source_env"
+#: Version tags that describe the source's own history (its evaluations on its gold sets,
+#: its alias moves): dropped from the copy, which starts its history in the target.
+_SOURCE_HISTORY = (f"{TAG_PREFIX}eval.", f"{TAG_PREFIX}rolled_back")
+#: Per-environment names two environments must not share -> the variable that sets each.
+_NAMES = {
+    "registered_model_name": "NER_REGISTERED_MODEL_NAME",
+    "experiment_name": "NER_EXPERIMENT_NAME",
+    "project_title": "NER_LABEL_STUDIO_PROJECT",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """The version copied: registered model, version, run that logged it, environment."""
+
+    model: str
+    version: str
+    run_id: str
+    env: str
+
+    def tags(self) -> dict[str, str]:
+        return {
+            SOURCE_MODEL: self.model,
+            SOURCE_VERSION: self.version,
+            SOURCE_RUN: self.run_id,
+            SOURCE_ENV: self.env,
+        }
+
+    def __str__(self) -> str:
+        return f"{self.env} {self.model}/{self.version}"
+
+
+@dataclass(frozen=True)
+class CrossPromotion:
+    """Outcome of :func:`promote_across`.
+
+    ``version`` is the copy in ``model`` (the target's registered model); ``f1`` its score on
+    the target's gold set ``gold_hash``; ``champion``/``champion_f1`` the target's champion
+    before (its F1 on the same gold set, None without a champion); ``promoted`` whether
+    ``@champion`` moved to the copy; ``threshold`` the target's business F1 threshold;
+    ``events`` the audited alias moves.
+    """
+
+    source: Source
+    model: str
+    version: str
+    gold_hash: str
+    f1: float
+    champion: str | None
+    champion_f1: float | None
+    decision: Decision
+    threshold: float
+    promoted: bool = False
+    events: tuple[AuditEvent, ...] = ()
+
+
+def open_registry(settings: Settings) -> Registry:
+    """The registry of ``settings``' environment (its registered model and experiment)."""
+    return Registry(
+        settings.mlflow_tracking_uri,
+        model_name=settings.registered_model_name,
+        experiment_name=settings.experiment_name,
+        artifact_location=settings.artifact_location(),
+    )
+
+
+def check_apart(source: Settings, target: Settings) -> None:
+    """Raise :class:`ConfigError` unless the two environments are different, share no
+    registered model, experiment or Label Studio project, and sit on one MLflow registry."""
+    if source.env == target.env:
+        raise ConfigError(f"source and target are both {source.env!r}: name two environments")
+    for name, variable in _NAMES.items():
+        if getattr(source, name) == getattr(target, name):
+            raise ConfigError(
+                f"{source.env} and {target.env} share {name} {getattr(source, name)!r}: unset "
+                f"{variable} so each environment gets its own"
+            )
+    if source.mlflow_tracking_uri != target.mlflow_tracking_uri:
+        raise ConfigError(
+            f"{source.env} and {target.env} use different MLflow servers "
+            f"({source.mlflow_tracking_uri} vs {target.mlflow_tracking_uri}): copying a model "
+            "version needs both registered models on one registry"
+        )
+
+
+def target_gold_set(settings: Settings) -> tuple[datasets.GoldSet, list[Annotation]]:
+    """The gold set in force in ``settings``' environment storage and its annotations.
+
+    Raises :class:`GoldSetError` naming the storage when none is frozen there.
+    """
+    storage = open_storage(settings.storage_uri, settings.env, gcs_timeout_s=settings.gcs_timeout_s)
+    loaded = datasets.load_gold_set(storage)
+    if loaded is None:
+        raise GoldSetError(
+            f"no gold set frozen in {storage.uri('')} ({settings.env}): a copied version is "
+            f"evaluated on {settings.env}'s gold set before it may be promoted"
+        )
+    return loaded
+
+
+def source_version(registry: Registry, version: str, env: str) -> Source:
+    """The version ``version`` of ``registry``'s model; :class:`RegistryError` naming the model
+    when it has no such version."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = registry.client.get_model_version(registry.model_name, version)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" not in f"{exc.error_code} {exc}":
+            raise RegistryError(f"reading {registry.model_name}/{version} failed: {exc}") from exc
+        raise RegistryError(
+            f"{env} model {registry.model_name} has no version {version!r}"
+        ) from exc
+    return Source(registry.model_name, str(mv.version), str(mv.run_id or ""), env)
+
+
+def existing_copy(source: Source, target: Registry) -> str | None:
+    """The version of ``target``'s model copied from ``source`` before (a refused copy
+    promoted again with ``--force``, a retried run), or None: a version is copied once."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = target.client.search_model_versions(f"name='{target.model_name}'")
+    except MlflowException as exc:
+        raise RegistryError(f"listing versions of {target.model_name} failed: {exc}") from exc
+    found = [
+        int(mv.version)
+        for mv in versions
+        if (mv.tags or {}).get(SOURCE_MODEL) == source.model
+        and (mv.tags or {}).get(SOURCE_VERSION) == source.version
+    ]
+    return str(min(found)) if found else None
+
+
+def copy_version(source: Source, target: Registry) -> str:
+    """Copy ``source`` into ``target``'s registered model with ``copy_model_version`` (same
+    artifacts, no retraining); returns the new version. The copy keeps the source's tags but
+    not its history (evaluations, alias moves) and gains the ``source_*`` tags."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()) as said:  # MLflow prints its progress
+            copied = target.client.copy_model_version(
+                src_model_uri=f"models:/{source.model}/{source.version}",
+                dst_name=target.model_name,
+            )
+        log.info("%s", said.getvalue().strip())
+        version = str(copied.version)
+        for key in copied.tags or {}:
+            if key.startswith(_SOURCE_HISTORY) or (
+                key.startswith(TAG_PREFIX) and key.endswith("_since")
+            ):
+                target.client.delete_model_version_tag(target.model_name, version, key)
+        for key, value in source.tags().items():
+            target.client.set_model_version_tag(target.model_name, version, key, value)
+    except MlflowException as exc:
+        raise RegistryError(f"copying {source} to {target.model_name} failed: {exc}") from exc
+    return version
+
+
+def evaluate_version(
+    settings: Settings,
+    registry: Registry,
+    version: str,
+    gold: tuple[datasets.GoldSet, list[Annotation]],
+    *,
+    role: str,
+    tags: Mapping[str, str] | None = None,
+) -> float:
+    """Score ``version`` of ``registry``'s model on the gold set ``gold`` as train-ner does
+    (:func:`ner.evaluation.score_model` with the settings' labels), log the evaluation as a
+    run of the environment's experiment and record it on the version; returns its micro F1
+    (0..1)."""
+    from ner.models import load_model
+
+    gold_set, annotations = gold
+    loaded = load_model(
+        f"models:/{registry.model_name}/{version}",
+        labels=settings.labels,
+        base_model=settings.base_model,
+        label_map=settings.base_label_map,
+        tracking_uri=settings.mlflow_tracking_uri,
+    )
+    report = evaluation.score_model(loaded.nlp, annotations, settings.labels)
+    metrics = report.to_metrics()
+    registry.log_evaluation(
+        report,
+        model_version=loaded.version,
+        role=role,
+        gold_hash=gold_set.hash,
+        tags=run_tags(settings.env, tags),
+    )
+    registry.record_evaluation(version, gold_set.hash, metrics)
+    return float(report.f1)
+
+
+def _champion_f1(
+    settings: Settings, registry: Registry, gold: tuple[datasets.GoldSet, list[Annotation]]
+) -> tuple[str | None, float | None]:
+    """The target's champion and its F1 on ``gold`` (scored now if it never was)."""
+    champion = registry.alias_version(CHAMPION)
+    if champion is None:
+        return None, None
+    f1 = registry.evaluated_f1(champion, gold[0].hash)
+    if f1 is None:
+        f1 = evaluate_version(settings, registry, champion, gold, role="champion")
+    return champion, f1
+
+
+def promote_across(
+    source: Settings,
+    target: Settings,
+    version: str,
+    *,
+    reason: str,
+    force: bool = False,
+    actor: str | None = None,
+) -> CrossPromotion:
+    """Copy ``version`` of the source environment's registered model into the target's,
+    evaluate the copy on the target's gold set and make it the target's ``@champion`` if the
+    promotion rule (threshold, beat the target's champion by the margin) says so, or with
+    ``force`` (audited with the rule's verdict). The source environment is never changed.
+
+    Checks before anything is written: :class:`ConfigError` when the environments share a
+    name or a registry is apart, :class:`GoldSetError` when the target has no gold set,
+    :class:`RegistryError` when the source has no such version. A refused copy stays in the
+    target as an evaluated version that is not champion (``promoted`` False); promoting the
+    same source again reuses it (:func:`existing_copy`) and its evaluation on that gold set;
+    :class:`PromotionError` when it is the target's champion already.
+    """
+    check_apart(source, target)
+    gold = target_gold_set(target)
+    src = source_version(open_registry(source), version, source.env)
+    registry = open_registry(target)
+    copy = existing_copy(src, registry) or copy_version(src, registry)
+    if registry.alias_version(CHAMPION) == copy:
+        raise PromotionError(
+            f"{src} is already {target.env}'s @champion ({registry.model_name}/{copy})"
+        )
+    f1 = registry.evaluated_f1(copy, gold[0].hash)
+    if f1 is None:
+        f1 = evaluate_version(target, registry, copy, gold, role="copy", tags=src.tags())
+    champion, champion_f1 = _champion_f1(target, registry, gold)
+    rule = decide(f1, champion_f1, target.threshold, target.promotion_margin)
+    outcome = CrossPromotion(
+        src,
+        registry.model_name,
+        copy,
+        gold[0].hash,
+        f1,
+        champion,
+        champion_f1,
+        rule,
+        target.threshold,
+    )
+    if not rule.promote and not force:
+        return outcome
+    why = reason if rule.promote else f"{reason} (forced; rule said: {rule.reason})"
+    events = _promote_copy(registry, outcome, f"from {src} (run {src.run_id}): {why}", actor)
+    return dataclasses.replace(outcome, promoted=True, events=events)
+
+
+def _promote_copy(
+    registry: Registry, outcome: CrossPromotion, why: str, actor: str | None
+) -> tuple[AuditEvent, ...]:
+    """Make the copy champion through :meth:`Registry.promote` (audited, ``why`` as the
+    reason); the audit runs of the moves to it carry the ``source_*`` tags."""
+    events = registry.promote(
+        outcome.version,
+        gold_hash=outcome.gold_hash,
+        decision=Decision(True, why),
+        metrics={
+            "challenger_f1": outcome.f1,
+            "champion_f1": outcome.champion_f1 or 0.0,
+            "threshold": outcome.threshold,
+        },
+        actor=actor,
+    )
+    for event in events:
+        if event.run_id and event.to_version == outcome.version:
+            for key, value in outcome.source.tags().items():
+                registry.client.set_tag(event.run_id, key, value)
+    return tuple(events)

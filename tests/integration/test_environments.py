@@ -1,0 +1,188 @@
+"""``brandloop promote --from staging --to prod VERSION`` on a real MLflow tracking server:
+the staging version is copied to prod's registered model (no retraining), scored on prod's
+gold set, promoted in prod only through the audited path, or refused below prod's champion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+from apps import cli
+from ner.datasets import adopt_gold_set
+from ner.environments import SOURCE_MODEL, SOURCE_RUN, SOURCE_VERSION
+from ner.registry import CHAMPION, Decision, Registry
+from ner.storage import open_storage
+from ner.types import Annotation, Span
+from tests.support.models import register_gazetteer
+from tests.support.servers import MlflowService
+
+GOLD_POSTS = {
+    "p1": ("new Glossier balm is out", "Glossier"),
+    "p2": ("Fenty Beauty gloss restock", "Fenty Beauty"),
+    "p3": ("my Glossier haul", "Glossier"),
+}
+
+
+def _gold(storage_root: Path, env: str, posts: dict[str, tuple[str, str]]) -> str:
+    """Adopt ``posts`` (one brand span each) as ``env``'s gold set; returns its hash."""
+    annotations = []
+    for post_id, (text, brand) in posts.items():
+        start = text.index(brand)
+        span = Span(start, start + len(brand), "BRAND", brand)
+        annotations.append(Annotation(post_id, text, (span,)))
+    return adopt_gold_set(open_storage(str(storage_root), env), annotations).hash
+
+
+def _invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli.app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _registries(url: str) -> tuple[Registry, Registry]:
+    staging = Registry(url, model_name="brand-ner-staging", experiment_name="brand-ner-staging")
+    prod = Registry(url, model_name="brand-ner-prod", experiment_name="brand-ner-prod")
+    return staging, prod
+
+
+@pytest.fixture
+def flags(mlflow_server: MlflowService, tmp_path: Path, clean_env: None) -> list[str]:
+    """--set flags pointing the CLI at the server and a tmp storage (names come from env)."""
+    values = {
+        "mlflow_tracking_uri": mlflow_server.url,
+        "storage_uri": str(tmp_path / "storage"),
+        "threshold": "0.5",
+        "label_studio_api_key": "",
+    }
+    return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
+
+
+def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
+    mlflow_server: MlflowService, tmp_path: Path, flags: list[str]
+) -> None:
+    staging, prod = _registries(mlflow_server.url)
+    # Given staging's champion v1 (finds both brands) and v2 (finds Glossier only), each
+    # evaluated on staging's own gold set, and a prod gold set frozen in prod's storage
+    staging_gold = _gold(tmp_path / "storage", "staging", {"s1": ("a Glossier tint", "Glossier")})
+    prod_gold = _gold(tmp_path / "storage", "prod", GOLD_POSTS)
+    good = register_gazetteer(staging, tmp_path, ["Glossier", "Fenty Beauty"], 0.9, staging_gold)
+    worse = register_gazetteer(staging, tmp_path, ["Glossier"], 0.95, staging_gold)
+    staging.promote(good, gold_hash=staging_gold, decision=Decision(True, "setup"), metrics={})
+    staging_before = {
+        v.version: dict(v.tags)
+        for v in staging.client.search_model_versions("name='brand-ner-staging'")
+    }
+    source_run = staging.client.get_model_version("brand-ner-staging", good).run_id
+
+    # When staging's v1 is copy-promoted to prod through the CLI
+    code, out, err = _invoke(
+        "promote", good, "--from", "staging", "--to", "prod", "--reason", "release 1", *flags
+    )
+
+    # Then prod has a new version with the same artifacts, which loads and predicts
+    assert code == 0, err
+    copy = prod.client.get_model_version("brand-ner-prod", "1")
+    assert copy.source == f"models:/brand-ner-staging/{good}" and copy.run_id == source_run
+    assert f"copied staging brand-ner-staging/{good} -> prod brand-ner-prod/1: F1 1.0000" in out
+    mlflow.set_tracking_uri(mlflow_server.url)
+    nlp = mlflow.spacy.load_model("models:/brand-ner-prod/1")
+    doc = nlp("Fenty Beauty and Glossier")
+    assert [(e.text, e.label_) for e in doc.ents] == [
+        ("Fenty Beauty", "BRAND"),
+        ("Glossier", "BRAND"),
+    ]
+    # And its evaluation on prod's gold set is recorded, not staging's (history left behind)
+    assert prod.evaluated_f1("1", prod_gold) == 1.0
+    assert prod.evaluated_f1("1", staging_gold) is None
+    assert copy.tags[SOURCE_MODEL] == "brand-ner-staging" and copy.tags[SOURCE_VERSION] == good
+    evaluations = prod.client.search_runs(
+        [prod.experiment_id()], filter_string="tags.`brandloop.kind` = 'evaluation'"
+    )
+    assert [r.data.tags["brandloop.gold_hash"] for r in evaluations] == [prod_gold]
+    assert evaluations[0].data.tags["brandloop.model_version"] == "brand-ner-prod/1"
+    # And @champion moved in prod only; staging is untouched
+    assert prod.alias_version(CHAMPION) == "1"
+    assert "@champion: - -> 1" in out
+    assert staging.alias_version(CHAMPION) == good
+    assert {
+        v.version: dict(v.tags)
+        for v in staging.client.search_model_versions("name='brand-ner-staging'")
+    } == staging_before
+    # And prod's audit says where the champion came from
+    (move,) = [e for e in prod.audit_log() if e.alias == CHAMPION]
+    assert move.to_version == "1" and f"from staging brand-ner-staging/{good}" in move.reason
+    assert "release 1" in move.reason and move.gold_hash == prod_gold
+    assert move.run_id is not None
+    audit_tags = prod.client.get_run(move.run_id).data.tags
+    assert (audit_tags[SOURCE_MODEL], audit_tags[SOURCE_VERSION], audit_tags[SOURCE_RUN]) == (
+        "brand-ner-staging",
+        good,
+        source_run,
+    )
+
+    # When staging's v2, which misses Fenty Beauty, is copy-promoted too
+    code, out, err = _invoke(
+        "promote", worse, "--from", "staging", "--to", "prod", "--reason", "release 2", *flags
+    )
+    # Then it is refused by the rule against prod's champion, in one line
+    assert code == 1
+    assert "refused: challenger F1 0.8000 does not beat champion F1 1.0000" in err
+    assert len(err.strip().splitlines()) == 1, err
+    # And prod keeps its champion; the copy stays an evaluated version; no new alias move
+    assert prod.alias_version(CHAMPION) == "1"
+    assert prod.evaluated_f1("2", prod_gold) == pytest.approx(0.8)
+    assert [e.to_version for e in prod.audit_log() if e.alias == CHAMPION] == ["1"]
+    assert staging.alias_version(CHAMPION) == good
+
+    # When it is forced: the refused copy is reused (not copied twice) and the move audited
+    code, out, err = _invoke(
+        "promote",
+        worse,
+        "--from",
+        "staging",
+        "--to",
+        "prod",
+        "--reason",
+        "hotfix",
+        "--force",
+        *flags,
+    )
+    assert code == 0, err
+    assert len(prod.client.search_model_versions("name='brand-ner-prod'")) == 2
+    assert prod.alias_version(CHAMPION) == "2" and prod.alias_version("previous") == "1"
+    forced = [e for e in prod.audit_log() if e.alias == CHAMPION][-1]
+    assert forced.to_version == "2" and "hotfix (forced; rule said: challenger F1" in forced.reason
+    assert prod.client.get_run(str(forced.run_id)).data.tags[SOURCE_VERSION] == worse
+    # And a copy already champion is named as such
+    code, _, err = _invoke(
+        "promote", worse, "--from", "staging", "--to", "prod", "--reason", "again", *flags
+    )
+    assert code == 1 and f"staging brand-ner-staging/{worse} is already prod's @champion" in err
+    assert staging.alias_version(CHAMPION) == good
+
+
+def test_copy_promote_errors_name_their_cause(
+    mlflow_server: MlflowService, tmp_path: Path, flags: list[str]
+) -> None:
+    staging, _ = _registries(mlflow_server.url)
+    version = register_gazetteer(staging, tmp_path, ["Glossier"], 0.9, "0" * 16)
+    # When prod has no gold set in its storage: refused before anything is copied
+    code, _, err = _invoke(
+        "promote", version, "--from", "staging", "--to", "prod", "--reason", "x", *flags
+    )
+    assert code == 1 and "no gold set frozen in" in err and "(prod)" in err
+    # When staging has no such version
+    _gold(tmp_path / "storage", "prod", GOLD_POSTS)
+    code, _, err = _invoke(
+        "promote", "999", "--from", "staging", "--to", "prod", "--reason", "x", *flags
+    )
+    assert code == 1 and "staging model brand-ner-staging has no version '999'" in err
+    # When one environment is named without the other, or both are the same
+    code, _, err = _invoke("promote", version, "--from", "staging", "--reason", "x", *flags)
+    assert code == 1 and "--from and --to go together" in err
+    code, _, err = _invoke(
+        "promote", version, "--from", "prod", "--to", "prod", "--reason", "x", *flags
+    )
+    assert code == 1 and "source and target are both 'prod'" in err
