@@ -688,13 +688,20 @@ def promote(
     set, promotion rule unless --force). With --from ENV --to ENV: copy VERSION of ENV's
     registered model to the other's without retraining, evaluate the copy on the target's
     gold set and promote it there the same way."""
-    from apps.status import current_gold
-    from ner.registry import CHAMPION, Decision, decide
-
     if from_env or to_env:
         _promote_across(from_env, to_env, version, reason, force, parse_overrides(set_))
         return
-    cfg = load_cli_settings(parse_overrides(set_))
+    events = _promote_here(load_cli_settings(parse_overrides(set_)), version, reason, force)
+    for event in events:
+        console().print(f"{_move(event)}  ({event.reason})")
+
+
+def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list[Any]:
+    """``promote VERSION`` within one environment: evaluated on its current gold set, the
+    promotion rule unless ``force``; returns the audited alias moves."""
+    from apps.status import current_gold
+    from ner.registry import CHAMPION, Decision, decide
+
     registry = _registry(cfg)
     gold = current_gold(cfg)
     if gold is None:
@@ -714,19 +721,19 @@ def promote(
     if not rule.promote and not force:
         raise CliError(f"refused: {rule.reason} (--force promotes anyway, audited)")
     why = reason if rule.promote else f"{reason} (forced; rule said: {rule.reason})"
-    events = registry.promote(
-        version,
-        gold_hash=gold.hash,
-        decision=Decision(True, f"manual: {why}"),
-        metrics={
-            "challenger_f1": f1,
-            "champion_f1": champion_f1 or 0.0,
-            "threshold": cfg.threshold,
-        },
-        actor=_actor(),
+    return list(
+        registry.promote(
+            version,
+            gold_hash=gold.hash,
+            decision=Decision(True, f"manual: {why}"),
+            metrics={
+                "challenger_f1": f1,
+                "champion_f1": champion_f1 or 0.0,
+                "threshold": cfg.threshold,
+            },
+            actor=_actor(),
+        )
     )
-    for event in events:
-        console().print(f"{_move(event)}  ({event.reason})")
 
 
 def _promote_across(
