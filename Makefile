@@ -40,7 +40,7 @@ demo: install  ## run the whole loop on bundled posts (state in .brandloop/demo/
 	$(RUN) brandloop demo
 
 lint: install  ## ruff + mypy + actionlint (.github/workflows, with shellcheck on run: steps)
-	$(RUN) ruff check ner flows tests bench apps
+	$(RUN) ruff check ner flows tests bench apps deployments
 	$(RUN) mypy
 	$(RUN) actionlint .github/workflows/*.yml
 
