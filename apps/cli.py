@@ -826,10 +826,13 @@ def labelstudio_setup(
         f"(labels: {', '.join(project.config.labels)})"
     )
     if webhook_url:
+        from apps.webhook import register_webhook
+
         secret = cfg.label_studio_webhook_secret
-        headers = {"X-Brandloop-Webhook-Token": secret.get_secret_value()} if secret else {}
-        hook = project.ensure_webhook(webhook_url, headers=headers)
-        out.print(f"webhook {hook} posts new and updated annotations to {webhook_url}")
+        hook = register_webhook(
+            project, webhook_url, secret=secret.get_secret_value() if secret else None
+        )
+        out.print(f"webhook {hook} posts annotation events (created, updated, deleted) to {webhook_url}")
 
 
 @labelstudio_app.command("status")
@@ -871,7 +874,7 @@ def deploy(
     unknown = [e for e in env if e not in bootstrap.ENVIRONMENTS]
     if unknown:
         raise CliError(f"--env {unknown[0]}: use one of {', '.join(bootstrap.ENVIRONMENTS)}")
-    environ = dict(os.environ)
+    environ = dict(bootstrap.with_default_version(os.environ))  # BRANDLOOP_VERSION or local-<time>
     missing = bootstrap.missing_variables(bootstrap.load_prefect_file(), env, environ)
     if check or missing:
         for name in missing:

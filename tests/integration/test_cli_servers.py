@@ -258,7 +258,7 @@ def test_labelstudio_setup_status_and_counts_on_a_real_server(
     code, out, err = _invoke("labelstudio", "setup", "--webhook-url", hook_url, *flags)
     assert code == 0, err
     assert f"'{title}' on {label_studio.url} (labels: BRAND)" in out
-    assert f"posts new and updated annotations to {hook_url}" in out
+    assert f"posts annotation events (created, updated, deleted) to {hook_url}" in out
     code, again, err = _invoke("labelstudio", "setup", "--webhook-url", hook_url, *flags)
     assert code == 0 and again == out, err
     client_module = cli.labelstudio_client_module()  # moving into ner/labelstudio/
