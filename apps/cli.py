@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+from pydantic import BaseModel
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -38,6 +39,7 @@ from typer.exceptions import TyperException
 from ner.errors import BrandloopError, ConfigError
 
 if TYPE_CHECKING:
+    from flows.feedback_loop import LoopResult
     from ner.registry import AuditEvent, Registry
     from ner.settings import Settings
 
@@ -319,7 +321,9 @@ InputOption = Annotated[
 ]
 
 
-def _summary(result: Mapping[str, Any], keys: Sequence[str]) -> None:
+def _summary(result: BaseModel | Mapping[str, Any], keys: Sequence[str]) -> None:
+    if isinstance(result, BaseModel):  # a flow's typed result
+        result = result.model_dump(mode="json")
     table = Table(show_header=False, box=None, pad_edge=False)
     for key in keys:
         if result.get(key) is not None:
@@ -450,14 +454,14 @@ def loop(
     _print_rounds(result)
 
 
-def _print_rounds(result: Mapping[str, Any]) -> None:
+def _print_rounds(result: LoopResult) -> None:
     from ner.report import rounds_table
 
     out = console()
     out.print()
-    out.print(rounds_table(result["rounds"]), markup=False)
+    out.print(rounds_table([r.table_row() for r in result.rounds]), markup=False)
     out.print()
-    out.print(f"loop status: {result['status']}")
+    out.print(f"loop status: {result.status}")
 
 
 # ----------------------------------------------------------------------------- demo
