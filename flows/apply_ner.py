@@ -310,15 +310,14 @@ def send_to_label_studio(
     (idempotent per post id), then write the batch's receipt ``tasks/<stamp>.imported.json``."""
     client = LabelStudioProject.connect(ctx.settings)
     only = _selected_ids(ctx.storage, selection)
+    n_posts = len(only) if only is not None else count_lines(ctx.storage, posts_key)
     counts = exchange.import_predictions(
         client,
         ctx.storage,
         posts_key,
         predictions_key,
         only=only,
-        on_batch=_import_progress(
-            len(only) if only is not None else count_lines(ctx.storage, posts_key)
-        ),
+        on_batch=_import_progress(n_posts, get_run_logger()),
     ).model_dump()
     ctx.storage.write_json(
         layout.import_receipt(layout.batch_stamp(posts_key)),
@@ -327,10 +326,11 @@ def send_to_label_studio(
     return Imported.model_validate(counts)
 
 
-def _import_progress(n_posts: int) -> exchange.OnBatch:
-    """An ``on_batch`` for :func:`exchange.import_items` that logs the tasks imported so far
-    out of ``n_posts`` (posts already in the project are skipped, so it may end below)."""
-    logger, imported = get_run_logger(), [0]
+def _import_progress(n_posts: int, logger: Any) -> exchange.OnBatch:
+    """An ``on_batch`` for :func:`exchange.import_items` that logs to ``logger`` the tasks
+    imported so far out of ``n_posts`` (posts already in the project are skipped, so it may
+    end below)."""
+    imported = [0]
 
     def on_batch(number: int, task_ids: list[int]) -> None:
         imported[0] += len(task_ids)
