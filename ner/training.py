@@ -241,9 +241,7 @@ def train(
         if output_dir.exists():
             shutil.rmtree(output_dir)
         final.to_disk(output_dir)
-        curve = tuple(
-            json.loads(line) for line in curve_file.read_text().splitlines() if line.strip()
-        )
+        curve = _read_curve(curve_file)
     seconds = time.perf_counter() - started
     log.info("trained on %d posts (%d dev) in %.1fs", sizes[0], sizes[1], seconds)
     return TrainResult(
@@ -256,6 +254,11 @@ def train(
         curve=curve,
         seconds=seconds,
     )
+
+
+def _read_curve(path: Path) -> tuple[dict[str, float], ...]:
+    """The rows of a training curve file (see :func:`curve_logger`)."""
+    return tuple(json.loads(line) for line in path.read_text().splitlines() if line.strip())
 
 
 def _trained_labels(labels: Sequence[str], label_map: Mapping[str, str]) -> list[str]:
