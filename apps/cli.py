@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+from pydantic import BaseModel
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -38,6 +39,7 @@ from typer.exceptions import TyperException
 from ner.errors import BrandloopError, ConfigError
 
 if TYPE_CHECKING:
+    from flows.feedback_loop import LoopResult
     from ner.registry import AuditEvent, Registry
     from ner.settings import Settings
 
@@ -320,12 +322,20 @@ InputOption = Annotated[
 ]
 
 
-def _summary(result: Mapping[str, Any], keys: Sequence[str]) -> None:
+def _summary(result: BaseModel | Mapping[str, Any], keys: Sequence[str]) -> None:
+    if isinstance(result, BaseModel):  # a flow's typed result
+        result = result.model_dump(mode="json")
     table = Table(show_header=False, box=None, pad_edge=False)
     for key in keys:
         if result.get(key) is not None:
             table.add_row(key, str(result[key]))
     console().print(table)
+
+
+APPLY_SUMMARY = (
+    *("n_posts", "n_rejected", "model_version", "posts_key", "predictions_key", "tasks_key"),
+    *("recovered", "skipped"),
+)
 
 
 @app.command()
@@ -372,9 +382,19 @@ def apply(
         "n_shards": n_shards,
     }
     result = run_flow(ctx, apply_ner, params, parse_overrides(set_))
+    delivered = result.delivered
     _summary(
-        result,
-        ["n_posts", "n_rejected", "model_version", "posts_key", "predictions_key", "tasks_key"],
+        {
+            "n_posts": result.n_posts,
+            "n_rejected": result.fetched.n_rejected,
+            "model_version": result.model_version,
+            "posts_key": result.fetched.posts_key,
+            "predictions_key": delivered.predicted.predictions_key if delivered else None,
+            "tasks_key": delivered.tasks_key if delivered else None,
+            "recovered": len(result.recovered) or None,
+            "skipped": result.skipped,
+        },
+        APPLY_SUMMARY,
     )
 
 
@@ -501,14 +521,14 @@ def forget(
     )
 
 
-def _print_rounds(result: Mapping[str, Any]) -> None:
+def _print_rounds(result: LoopResult) -> None:
     from ner.report import rounds_table
 
     out = console()
     out.print()
-    out.print(rounds_table(result["rounds"]), markup=False)
+    out.print(rounds_table([r.table_row() for r in result.rounds]), markup=False)
     out.print()
-    out.print(f"loop status: {result['status']}")
+    out.print(f"loop status: {result.status}")
 
 
 # ----------------------------------------------------------------------------- demo
@@ -832,7 +852,9 @@ def labelstudio_setup(
         hook = register_webhook(
             project, webhook_url, secret=secret.get_secret_value() if secret else None
         )
-        out.print(f"webhook {hook} posts annotation events (created, updated, deleted) to {webhook_url}")
+        out.print(
+            f"webhook {hook} posts annotation events (created, updated, deleted) to {webhook_url}"
+        )
 
 
 @labelstudio_app.command("status")

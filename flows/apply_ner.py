@@ -35,6 +35,7 @@ from ner.errors import ConfigError, DataError, StorageError
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
 from ner.models import pin_model_uri
+from ner.records import count_lines
 from ner.registry import CHAMPION
 from ner.storage import Storage
 
@@ -208,7 +209,7 @@ def predict_posts(
 ) -> Predicted:
     """Predict the posts into ``predictions/<stamp>.jsonl`` on the flow's executor
     (:func:`ner.parallel.predict_parallel`): the same output whatever the executor."""
-    settings, how = ctx.settings, parallelism or Parallelism()
+    settings, how, logger = ctx.settings, parallelism or Parallelism(), get_run_logger()
     dask = how.executor == "dask"
     model = parallel.ModelRef.of(
         model_spec,
@@ -228,8 +229,14 @@ def predict_posts(
         n_shards=how.n_shards,
         labels=settings.labels,
         batch_size=settings.batch_size,
+        on_progress=lambda p: logger.info(
+            "predicted %d/%d posts (%.0f posts/s)",
+            p.n_predicted,
+            p.n_posts,
+            p.posts_per_second,
+        ),
     )
-    get_run_logger().info(
+    logger.info(
         "predicted %d posts in %d shards on %s: %s",
         run.n_predictions,
         run.n_shards,
@@ -304,14 +311,35 @@ def send_to_label_studio(
     (idempotent per post id), then write the batch's receipt ``tasks/<stamp>.imported.json``."""
     client = LabelStudioProject.connect(ctx.settings)
     only = _selected_ids(ctx.storage, selection)
+    n_posts = len(only) if only is not None else count_lines(ctx.storage, posts_key)
     counts = exchange.import_predictions(
-        client, ctx.storage, posts_key, predictions_key, only=only
+        client,
+        ctx.storage,
+        posts_key,
+        predictions_key,
+        only=only,
+        on_batch=_import_progress(n_posts, get_run_logger()),
     ).model_dump()
     ctx.storage.write_json(
         layout.import_receipt(layout.batch_stamp(posts_key)),
         {"posts_key": posts_key, "predictions_key": predictions_key, **counts},
     )
     return Imported.model_validate(counts)
+
+
+def _import_progress(n_posts: int, logger: Any) -> exchange.OnBatch:
+    """An ``on_batch`` for :func:`exchange.import_items` that logs to ``logger`` the tasks
+    imported so far out of ``n_posts`` (posts already in the project are skipped, so it may
+    end below)."""
+    imported = [0]
+
+    def on_batch(number: int, task_ids: list[int]) -> None:
+        imported[0] += len(task_ids)
+        logger.info(
+            "imported %d/%d posts into Label Studio (batch %d)", imported[0], n_posts, number
+        )
+
+    return on_batch
 
 
 #: The predict step of one batch: ``(context, model spec, posts key, stamp)`` -> predictions.

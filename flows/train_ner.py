@@ -311,7 +311,7 @@ def evaluate_on_gold(
 def train_challenger(ctx: RunContext, train_key: str, start_from: str, model_dir: str) -> Trained:
     """Fine-tune a challenger on the training pool (gold posts excluded), in a process of
     its own (:func:`ner.training.train_isolated`) with the recipe ``settings.train``."""
-    settings = ctx.settings
+    settings, logger = ctx.settings, get_run_logger()
     pool = list(datasets.read_annotations(ctx.storage, train_key))
     result = train_isolated(
         pool,
@@ -320,6 +320,9 @@ def train_challenger(ctx: RunContext, train_key: str, start_from: str, model_dir
         labels=settings.labels,
         recipe=settings.train,
         seed=settings.seed,
+        on_epoch=lambda e: logger.info(
+            "epoch %d/%d: loss %.1f, dev F1 %.3f", e.epoch, e.max_epochs, e.loss, e.dev_f1
+        ),
     )
     return Trained(
         model_dir=str(result.model_dir),

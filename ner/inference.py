@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from spacy.language import Language
 from spacy.tokens import Doc
 
 from ner.components import LABEL_FILTER
-from ner.records import read_posts, write_records
+from ner.records import count_lines, read_posts, write_records
 from ner.storage import Storage
 from ner.types import Post, Prediction, Span
 
@@ -24,6 +26,28 @@ log = logging.getLogger(__name__)
 #: Batches processed in one spaCy memory zone by :func:`predict` (one: predictions still
 #: stream a batch at a time).
 ZONE_BATCHES = 1
+
+#: Least seconds between two progress reports of :func:`predict_to_storage` (the last one,
+#: at the end, is always made).
+PROGRESS_EVERY_S = 2.0
+
+
+@dataclass(frozen=True)
+class PredictionProgress:
+    """How far a prediction run is: ``n_predicted`` of ``n_posts`` posts after ``seconds``."""
+
+    n_predicted: int
+    n_posts: int
+    seconds: float
+
+    @property
+    def posts_per_second(self) -> float:
+        """Posts predicted per second so far (0 before the first second's work)."""
+        return self.n_predicted / self.seconds if self.seconds > 0 else 0.0
+
+
+#: ``on_progress(progress)``: called while predictions are made (see :func:`predict_to_storage`).
+OnProgress = Callable[[PredictionProgress], None]
 
 #: factories whose output is ``doc.ents`` (or that rewrite it).
 ENTITY_FACTORIES = frozenset({"ner", "beam_ner", "entity_ruler", "span_ruler", LABEL_FILTER})
@@ -103,21 +127,26 @@ def predict_to_storage(
     batch_size: int = 256,
     start: int = 0,
     stop: int | None = None,
+    on_progress: OnProgress | None = None,
 ) -> int:
     """Stream the posts on lines ``[start, stop)`` of ``posts_key`` (0-based; all by
     default) through the model into the predictions JSONL ``predictions_key``, in this
     process. Returns the number of predictions (one per post, in post order).
 
-    Raises :class:`DataError` naming the line of a post that cannot be read (nothing is
-    written then) and :class:`ner.errors.StorageError` when storage fails. Several
-    processes or machines: :func:`ner.parallel.predict_parallel`.
+    ``on_progress`` is called after a batch when :data:`PROGRESS_EVERY_S` seconds have
+    passed since the previous call, and once at the end. Raises :class:`DataError` naming
+    the line of a post that cannot be read (nothing is written then) and
+    :class:`ner.errors.StorageError` when storage fails. Several processes or machines:
+    :func:`ner.parallel.predict_parallel`.
     """
     posts = read_posts(storage, posts_key, start, stop)
-    count = write_records(
-        storage,
-        predictions_key,
-        predict(nlp, posts, model_version=model_version, labels=labels, batch_size=batch_size),
+    predictions = predict(
+        nlp, posts, model_version=model_version, labels=labels, batch_size=batch_size
     )
+    if on_progress is not None:
+        n_posts = (count_lines(storage, posts_key) if stop is None else stop) - start
+        predictions = _reporting(predictions, n_posts, batch_size, on_progress)
+    count = write_records(storage, predictions_key, predictions)
     log.info(
         "predicted %d posts from %s lines [%d, %s) into %s",
         count,
@@ -127,3 +156,22 @@ def predict_to_storage(
         predictions_key,
     )
     return count
+
+
+def _reporting(
+    predictions: Iterator[Prediction], n_posts: int, batch_size: int, on_progress: OnProgress
+) -> Iterator[Prediction]:
+    """``predictions`` unchanged, reporting progress as they pass (see
+    :func:`predict_to_storage`)."""
+    started = time.perf_counter()
+    reported = started
+    done = 0
+    for prediction in predictions:
+        yield prediction
+        done += 1
+        now = time.perf_counter()
+        if done % batch_size == 0 and now - reported >= PROGRESS_EVERY_S:
+            on_progress(PredictionProgress(done, max(n_posts, done), now - started))
+            reported = now
+    # at the end every post is counted (blank lines, counted in n_posts, are no posts)
+    on_progress(PredictionProgress(done, done, time.perf_counter() - started))

@@ -29,8 +29,8 @@ import multiprocessing
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +40,7 @@ from typing import Any
 
 from ner import layout
 from ner.errors import ModelError, StorageError
-from ner.inference import predict_to_storage
+from ner.inference import OnProgress, PredictionProgress, predict_to_storage
 from ner.models import LoadedModel, load_model
 from ner.records import count_lines
 from ner.storage import Storage
@@ -182,6 +182,8 @@ _MODELS: dict[ModelRef, LoadedModel] = {}
 START_TIMEOUT_S = 600.0
 #: ``[start barrier, model or reference]`` of this pool worker's call.
 _POOL: list[Any] = []
+#: ``on_shard(run)``: told of each shard as it ends, in the parent.
+OnShard = Callable[[ShardRun], None]
 
 
 def _install_pool(model: LoadedModel | ModelRef, start: Any) -> None:
@@ -204,10 +206,15 @@ def _warm_model(ref: ModelRef) -> float:
 
 
 def predict_shard(
-    model: LoadedModel, job: ShardJob, shard: Shard | None, out_key: str, load_seconds: float = 0.0
+    model: LoadedModel,
+    job: ShardJob,
+    shard: Shard | None,
+    out_key: str,
+    load_seconds: float = 0.0,
+    on_progress: OnProgress | None = None,
 ) -> ShardRun:
     """Predict the posts of ``shard`` (``None``: every line, as shard 0) into ``out_key`` in
-    this process."""
+    this process, reporting to ``on_progress`` (see :func:`ner.inference.predict_to_storage`)."""
     started = time.time()
     start, stop = (0, None) if shard is None else (shard.start, shard.stop)
     count = predict_to_storage(
@@ -220,6 +227,7 @@ def predict_shard(
         batch_size=job.batch_size,
         start=start,
         stop=stop,
+        on_progress=on_progress,
     )
     index = 0 if shard is None else shard.index
     process = f"{socket.gethostname()}:{os.getpid()}"
@@ -290,7 +298,11 @@ def concat_shards(
 
 
 def _run_processes(
-    job: ShardJob, shards: Sequence[Shard], keys: Sequence[str], model: LoadedModel | ModelRef
+    job: ShardJob,
+    shards: Sequence[Shard],
+    keys: Sequence[str],
+    model: LoadedModel | ModelRef,
+    on_shard: OnShard,
 ) -> list[ShardRun]:
     """Predict each shard in a process pool of one process per shard."""
     forking = can_fork()
@@ -304,13 +316,18 @@ def _run_processes(
         initargs=(model, context.Barrier(len(shards))),
     ) as pool:
         futures = [pool.submit(_pool_shard, job, s, k) for s, k in zip(shards, keys, strict=True)]
-        return _results(futures, pool)
+        return _results(futures, pool, on_shard)
 
 
-def _results(futures: Sequence[Future[ShardRun]], pool: ProcessPoolExecutor) -> list[ShardRun]:
-    """Each future's result in order, once all are done. If shards failed, the first
-    error that is not merely another worker giving up waiting is raised."""
-    wait(futures)
+def _results(
+    futures: Sequence[Future[ShardRun]], pool: ProcessPoolExecutor, on_shard: OnShard
+) -> list[ShardRun]:
+    """Each future's result in order, once all are done (``on_shard`` is told of each as it
+    ends). If shards failed, the first error that is not merely another worker giving up
+    waiting is raised."""
+    for future in as_completed(futures):
+        if future.exception() is None:
+            on_shard(future.result())
     errors = [error for future in futures if (error := future.exception()) is not None]
     if not errors:
         return [future.result() for future in futures]
@@ -347,8 +364,11 @@ def _run_dask(
     ref: ModelRef,
     workers: int,
     address: str | None,
+    on_shard: OnShard,
 ) -> list[ShardRun]:
     """Predict each shard as one task on a Dask cluster; every worker loads the model first."""
+    import distributed
+
     with dask_client(address, workers) as client:
         if not address:
             try:
@@ -365,6 +385,8 @@ def _run_dask(
             for shard, key in zip(shards, keys, strict=True)
         ]
         try:
+            for future in distributed.as_completed(futures):
+                on_shard(future.result())
             runs: list[ShardRun] = client.gather(futures)
         finally:
             client.cancel(futures)
@@ -390,6 +412,7 @@ def predict_parallel(
     n_shards: int | None = None,
     labels: Sequence[str] = ("BRAND",),
     batch_size: int = 256,
+    on_progress: OnProgress | None = None,
 ) -> ParallelRun:
     """Predict ``posts_key`` into ``predictions_key`` over ``n_shards`` (default
     ``workers``) line ranges on ``backend``; see the module docstring.
@@ -398,9 +421,11 @@ def predict_parallel(
     forked, else by each worker) or, for the processes backend where processes can be
     forked, a model already loaded. ``address``: a Dask scheduler
     (``tcp://host:8786``); without it a ``LocalCluster`` of ``workers`` processes. The
-    processes backend with one worker predicts in this process. Raises ``ValueError`` for
-    bad arguments, the worker's own exception if a shard fails (:class:`DataError` naming
-    the line of a bad post), :class:`ModelError` if a worker process dies.
+    processes backend with one worker predicts in this process. ``on_progress`` hears how
+    far the run is: every few seconds in one process, as each shard ends otherwise. Raises
+    ``ValueError`` for bad arguments, the worker's own exception if a shard fails
+    (:class:`DataError` naming the line of a bad post), :class:`ModelError` if a worker
+    process dies.
     """
     backend = Backend(backend)
     _check(backend, workers, model)
@@ -410,23 +435,39 @@ def predict_parallel(
         model = model.load()  # once here: forked workers share it
     if single:
         assert isinstance(model, LoadedModel)
-        run = predict_shard(model, job, None, predictions_key)
+        run = predict_shard(model, job, None, predictions_key, on_progress=on_progress)
         return ParallelRun(predictions_key, run.n_predictions, run.model_version, backend, (run,))
-    shards = plan_shards(count_lines(storage, posts_key), n_shards or workers)
+    n_posts = count_lines(storage, posts_key)
+    shards = plan_shards(n_posts, n_shards or workers)
     keys = [layout.shard_part(predictions_key, shard.index) for shard in shards]
+    on_shard = _shard_progress(n_posts, on_progress)
     try:
         if not shards:
             runs: list[ShardRun] = []
         elif backend is Backend.DASK:
             assert isinstance(model, ModelRef)  # checked above
-            runs = _run_dask(job, shards, keys, model, workers, address)
+            runs = _run_dask(job, shards, keys, model, workers, address, on_shard)
         else:
-            runs = _run_processes(job, shards, keys, model)
+            runs = _run_processes(job, shards, keys, model, on_shard)
     except BaseException:
         for key in keys:
             storage.delete(key)
         raise
     return _join(storage, runs, keys, predictions_key, backend, model)
+
+
+def _shard_progress(n_posts: int, on_progress: OnProgress | None) -> OnShard:
+    """An ``on_shard`` that reports the posts of the shards ended so far to ``on_progress``."""
+    started = time.perf_counter()
+    done = [0]
+
+    def on_shard(run: ShardRun) -> None:
+        done[0] += run.n_predictions
+        if on_progress is not None:
+            seconds = time.perf_counter() - started
+            on_progress(PredictionProgress(done[0], max(n_posts, done[0]), seconds))
+
+    return on_shard
 
 
 def _join(

@@ -13,6 +13,8 @@ Serving input: a DataFrame (or list of records) with a ``text`` column and an op
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,15 +66,54 @@ def _load_pyfunc(data_path: str) -> BrandPyfunc:
     return BrandPyfunc(nlp, labels)
 
 
+class _OnlySpacyFlavorNotice(logging.Filter):
+    """Drops the spaCy flavor's notice that the model "cannot be loaded back using pyfunc
+    APIs": :func:`save_model` adds the pyfunc flavor right after, so for our models the
+    notice is false (``mlflow.spacy.save_model`` emits it for every pipeline without a text
+    classifier, with no option to turn it off)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(SPACY_ONLY_NOTICE)
+
+
+#: The start of the spaCy flavor's (here false) "no pyfunc flavor" notice.
+SPACY_ONLY_NOTICE = "Generating only the spacy flavor"
+
+
+def conda_env(pip_requirements: Sequence[str]) -> dict[str, Any]:
+    """The model's conda environment: this Python, pip, and ``pip_requirements``.
+
+    Written out here so MLflow does not ask the installed pip for its version (a uv
+    environment has no pip, and MLflow then warns that it cannot resolve it)."""
+    python = ".".join(str(part) for part in sys.version_info[:3])
+    return {
+        "name": "brandloop-model",
+        "channels": ["conda-forge"],
+        "dependencies": [f"python={python}", "pip", {"pip": list(pip_requirements)}],
+    }
+
+
 def save_model(spacy_model: Language, path: str, mlflow_model: Any = None, **kwargs: Any) -> None:
-    """Save with the spaCy flavor, then add the pyfunc flavor over the same data."""
+    """Save with the spaCy flavor, then add the pyfunc flavor over the same data.
+
+    ``pip_requirements`` (a list) becomes an explicit :func:`conda_env`, so MLflow neither
+    infers requirements nor queries pip."""
     import mlflow.spacy
     from mlflow import pyfunc
     from mlflow.models import Model
     from mlflow.models.model import MLMODEL_FILE_NAME
 
+    requirements = kwargs.pop("pip_requirements", None)
+    if requirements is not None and kwargs.get("conda_env") is None:
+        kwargs["conda_env"] = conda_env(requirements)
     mlflow_model = mlflow_model or Model()
-    mlflow.spacy.save_model(spacy_model, path, mlflow_model=mlflow_model, **kwargs)
+    notice = _OnlySpacyFlavorNotice()
+    spacy_logger = logging.getLogger(mlflow.spacy.__name__)
+    spacy_logger.addFilter(notice)
+    try:
+        mlflow.spacy.save_model(spacy_model, path, mlflow_model=mlflow_model, **kwargs)
+    finally:
+        spacy_logger.removeFilter(notice)
     pyfunc.add_to_model(
         mlflow_model,
         loader_module=__name__,

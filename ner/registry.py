@@ -125,6 +125,25 @@ def _wrap(action: str, exc: Exception) -> RegistryError:
     return RegistryError(f"MLflow {action} failed: {exc}")
 
 
+def _dataset_source(uri: str) -> Any:
+    """The MLflow dataset source of ``uri``, with its type named from the URI's scheme
+    (``local`` for a path or ``file:``): resolving the raw string instead matches two
+    registered local sources and warns that the source is ambiguous. A scheme MLflow has no
+    source for is recorded as a plain URL."""
+    from urllib.parse import urlparse
+
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.exceptions import MlflowException
+
+    scheme = urlparse(uri).scheme
+    source_type = "local" if scheme in ("", "file") or len(scheme) == 1 else scheme
+    try:
+        return get_dataset_source_from_json(json.dumps({"uri": uri}), source_type=source_type)
+    except MlflowException:
+        return HTTPDatasetSource(uri)
+
+
 class Registry:
     """Tracking and registry operations for one registered model."""
 
@@ -186,16 +205,9 @@ class Registry:
     ) -> None:
         """Record a dataset (by hash) as an input of the run."""
         import mlflow
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.exceptions import MlflowException
 
-        try:
-            source = resolve_dataset_source(source_uri)
-        except MlflowException:
-            from mlflow.data.http_dataset_source import HTTPDatasetSource
-
-            source = HTTPDatasetSource(source_uri)
+        source = _dataset_source(source_uri)
         dataset = MetaDataset(source=source, name=name, digest=digest[:36])  # type: ignore[abstract]
         active = mlflow.active_run()
         if active is not None and active.info.run_id == run_id:

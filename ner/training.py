@@ -76,6 +76,34 @@ class TrainResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class EpochProgress:
+    """One dev-slice evaluation while training: ``epoch`` (1-based) of ``max_epochs``, the
+    optimizer ``step``, the ``ner`` loss summed since the previous evaluation and the dev
+    F1 (0..1) of the held-back slice of the pool."""
+
+    epoch: int
+    max_epochs: int
+    step: int
+    loss: float
+    dev_f1: float
+
+    @classmethod
+    def from_curve(cls, row: Mapping[str, Any], max_epochs: int) -> EpochProgress:
+        """From one line of the training curve (see :func:`curve_logger`)."""
+        return cls(
+            epoch=int(row.get("epoch", 0)) + 1,  # spaCy counts epochs from 0
+            max_epochs=max_epochs,
+            step=int(row.get("step", 0)),
+            loss=float(row.get("loss_ner", 0.0)),
+            dev_f1=float(row.get("ents_f", row.get("score", 0.0))),
+        )
+
+
+#: ``on_epoch(progress)``: called after each dev-slice evaluation while training.
+OnEpoch = Callable[[EpochProgress], None]
+
+
 @spacy.registry.loggers(CURVE_LOGGER)
 def curve_logger(path: str | None = None) -> Callable[..., Any]:
     """spaCy training logger that appends one JSON line per evaluation to ``path``."""
@@ -174,6 +202,7 @@ def train(
     labels: Sequence[str] = ("BRAND",),
     recipe: TrainSettings | None = None,
     seed: int = 17,
+    curve_path: Path | None = None,
 ) -> TrainResult:
     """Fine-tune ``start_from`` on ``annotations`` and save the final pipeline.
 
@@ -181,6 +210,8 @@ def train(
     downloaded champion). The saved pipeline has ``ner``, the label filter and, with
     ``recipe.gazetteer``, the brand gazetteer after the model. Raises
     :class:`TrainingError` for too few posts, a bad ``label_map`` or a failed spaCy run.
+    ``curve_path``: where the curve is appended while training, one JSON line per dev-slice
+    evaluation (another process can follow it); by default a temporary file.
     """
     recipe = recipe or TrainSettings()
     if len(annotations) < 2:
@@ -190,12 +221,13 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="brandloop-train-") as tmp:
         work = Path(tmp)
+        curve_file = curve_path or work / "curve.jsonl"
         sizes, rejected = _write_corpora(annotations, recipe, seed, work)
         overrides = {
             "paths.train": str(work / "train.spacy"),
             "paths.dev": str(work / "dev.spacy"),
             "paths.base": str(prepare_start(start_from, trained_as, work / "start")),
-            "paths.curve": str(work / "curve.jsonl"),
+            "paths.curve": str(curve_file),
             **recipe.spacy_overrides(seed),
         }
         config_path = Path(recipe.config) if recipe.config else default_config_path()
@@ -209,11 +241,7 @@ def train(
         if output_dir.exists():
             shutil.rmtree(output_dir)
         final.to_disk(output_dir)
-        curve = tuple(
-            json.loads(line)
-            for line in (work / "curve.jsonl").read_text().splitlines()
-            if line.strip()
-        )
+        curve = _read_curve(curve_file)
     seconds = time.perf_counter() - started
     log.info("trained on %d posts (%d dev) in %.1fs", sizes[0], sizes[1], seconds)
     return TrainResult(
@@ -226,6 +254,11 @@ def train(
         curve=curve,
         seconds=seconds,
     )
+
+
+def _read_curve(path: Path) -> tuple[dict[str, float], ...]:
+    """The rows of a training curve file (see :func:`curve_logger`)."""
+    return tuple(json.loads(line) for line in path.read_text().splitlines() if line.strip())
 
 
 def _trained_labels(labels: Sequence[str], label_map: Mapping[str, str]) -> list[str]:
@@ -300,6 +333,7 @@ def train_isolated(
     labels: Sequence[str] = ("BRAND",),
     recipe: TrainSettings | None = None,
     seed: int = 17,
+    on_epoch: OnEpoch | None = None,
 ) -> TrainResult:
     """:func:`train` in a fresh Python process; same arguments, same result.
 
@@ -312,20 +346,30 @@ def train_isolated(
     a module entry point: unlike a ``multiprocessing`` spawn it never re-imports the
     caller's ``__main__``, so a plain script needs no ``if __name__ == "__main__"`` guard.
 
+    ``on_epoch`` is called here, in the caller's thread, with each dev-slice evaluation
+    (:class:`EpochProgress`) as the child appends it to its curve: progress while it trains.
+
     An error of the child is raised here with its type (:class:`TrainingError`, or another
     brandloop error); a child that dies (killed, out of memory) raises :class:`TrainingError`.
     """
     from ner import training_worker
 
+    recipe = recipe or TrainSettings()
     request = training_worker.TrainRequest(
         annotations=[a.to_dict() for a in annotations],
         start_from=start_from,
         output_dir=str(output_dir),
         labels=list(labels),
-        recipe=recipe or TrainSettings(),
+        recipe=recipe,
         seed=seed,
     )
-    return training_worker.run_in_subprocess(request)
+    max_epochs = recipe.max_epochs
+    on_row = (
+        None
+        if on_epoch is None
+        else lambda row: on_epoch(EpochProgress.from_curve(row, max_epochs))
+    )
+    return training_worker.run_in_subprocess(request, on_curve=on_row)
 
 
 def _run_spacy_training(config_path: Path, overrides: dict[str, Any], out: Path) -> Language:

@@ -3,7 +3,9 @@
 The parent writes a :class:`TrainRequest` as JSON into a temporary folder and starts
 ``<python> -m ner.training_worker <folder>``; the child reads ``request.json``, calls
 :func:`ner.training.train` and writes ``result.json``: the :class:`~ner.training.TrainResult`,
-or the brandloop error it raised (its type and message). Started from this module entry
+or the brandloop error it raised (its type and message). While it trains, spaCy's curve
+logger appends one JSON line per dev-slice evaluation to ``curve.jsonl`` in the same folder,
+which the parent follows (:class:`CurveTail`) to report progress. Started from this module entry
 point, the child never imports the caller's ``__main__`` (as a ``multiprocessing`` spawn
 does), so library calls work from a plain script.
 """
@@ -16,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,9 @@ log = logging.getLogger(__name__)
 
 REQUEST = "request.json"
 RESULT = "result.json"
+CURVE = "curve.jsonl"
+#: Seconds between two looks at the child (its curve, whether it ended).
+POLL_S = 0.5
 
 
 class TrainRequest(BaseModel):
@@ -42,32 +48,80 @@ class TrainRequest(BaseModel):
     seed: int
 
 
-def run_in_subprocess(request: TrainRequest) -> Any:
+def run_in_subprocess(
+    request: TrainRequest, on_curve: Callable[[dict[str, Any]], None] | None = None
+) -> Any:
     """Run ``request`` in ``python -m ner.training_worker``; returns its
-    :class:`~ner.training.TrainResult` or raises its error (see :func:`raise_child_error`)."""
+    :class:`~ner.training.TrainResult` or raises its error (see :func:`raise_child_error`).
+
+    While the child trains, each line it appends to its curve (``curve.jsonl`` in the
+    request folder) is passed to ``on_curve`` as a dict, within :data:`POLL_S` seconds."""
     with tempfile.TemporaryDirectory(prefix="brandloop-train-request-") as tmp:
         folder = Path(tmp)
         (folder / REQUEST).write_text(request.model_dump_json(), encoding="utf-8")
         package_root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        done = subprocess.run(
-            [sys.executable, "-m", "ner.training_worker", str(folder)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        tail = CurveTail(folder / CURVE)
+        with (folder / "stderr.txt").open("w+", encoding="utf-8") as stderr:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "ner.training_worker", str(folder)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                text=True,
+            )
+            while True:
+                finished = _wait(child, POLL_S)
+                for row in tail.new_rows():
+                    if on_curve is not None:
+                        on_curve(row)
+                if finished:
+                    break
+            stderr.seek(0)
+            errors_text = stderr.read()
         result_path = folder / RESULT
         if not result_path.exists():
             raise errors.TrainingError(
-                f"the training process died before it finished (exit {done.returncode}): "
-                f"{done.stderr[-2000:]}"
+                f"the training process died before it finished (exit {child.returncode}): "
+                f"{errors_text[-2000:]}"
             )
         outcome = json.loads(result_path.read_text(encoding="utf-8"))
     if "error" in outcome:
         raise_child_error(outcome["error"])
     return _result_from_json(outcome["result"])
+
+
+def _wait(child: subprocess.Popen[str], seconds: float) -> bool:
+    """Whether ``child`` has ended within ``seconds``; a caller's interrupt ends it too."""
+    try:
+        child.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    return True
+
+
+class CurveTail:
+    """Follows a JSON-lines file another process appends to: :meth:`new_rows` returns the
+    complete lines written since the previous call (none while the file does not exist)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def new_rows(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def raise_child_error(error: dict[str, Any]) -> None:
@@ -136,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             labels=tuple(request.labels),
             recipe=request.recipe,
             seed=request.seed,
+            curve_path=folder / CURVE,
         )
         outcome: dict[str, Any] = {"result": _result_to_json(result)}
     except errors.BrandloopError as exc:

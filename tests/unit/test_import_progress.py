@@ -1,0 +1,28 @@
+"""apply-ner's Label Studio import logs "imported k/n posts" after each batch, the line the
+CLI's progress bar and the Prefect UI show."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from flows.apply_ner import _import_progress
+
+
+def test_each_imported_batch_logs_the_posts_so_far_out_of_all(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given the progress callback of an import of 25 posts
+    on_batch = _import_progress(25, logging.getLogger("brandloop.test.import"))
+    # When three batches arrive (the last one short)
+    with caplog.at_level(logging.INFO, logger="brandloop.test.import"):
+        on_batch(1, list(range(10)))
+        on_batch(2, list(range(10, 20)))
+        on_batch(3, list(range(20, 25)))
+    # Then each logs the running total out of 25, at INFO
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, "imported 10/25 posts into Label Studio (batch 1)"),
+        (logging.INFO, "imported 20/25 posts into Label Studio (batch 2)"),
+        (logging.INFO, "imported 25/25 posts into Label Studio (batch 3)"),
+    ]
