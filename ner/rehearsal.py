@@ -66,3 +66,36 @@ def with_base_entities(
             added[ent.label_] += 1
         out.append(replace(annotation, spans=tuple(sorted(spans, key=lambda s: s.start))))
     return Rehearsed(tuple(out), dict(added), dropped)
+
+
+def hard_negatives(
+    posts: Sequence[Annotation],
+    nlp: Language,
+    *,
+    brand_labels: Collection[str] = DEFAULT_SKIP,
+    limit: int | None = None,
+    batch_size: int = 256,
+) -> list[Annotation]:
+    """Unlabelled posts with capitalised non-brands, as training posts without a brand.
+
+    A post qualifies when ``nlp`` finds at least one entity in it and none labelled with one
+    of ``brand_labels`` (so, by the base's judgement, it names people, places, dates … but
+    no organisation or product). Its entities are kept as spans (their own labels), so the
+    model is trained that these are not brands without forgetting what they are. ``posts``
+    are unlabelled (their spans are ignored); at most ``limit`` are returned, in order.
+    """
+    brand = set(brand_labels)
+    out: list[Annotation] = []
+    texts = (p.text for p in posts)
+    for post, doc in zip(posts, nlp.pipe(texts, batch_size=batch_size), strict=True):
+        if limit is not None and len(out) >= limit:
+            break
+        ents = list(doc.ents)
+        if not ents or any(ent.label_ in brand for ent in ents):
+            continue
+        spans = tuple(
+            Span(e.start_char, e.end_char, e.label_, post.text[e.start_char : e.end_char])
+            for e in ents
+        )
+        out.append(replace(post, spans=spans))
+    return out

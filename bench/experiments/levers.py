@@ -23,6 +23,8 @@ Knobs of a variant (``VARIANTS``):
   PRODUCT), ``all`` (every label);
 * ``swap`` - entity-swap augmentation: this many extra copies of each post with a brand,
   its brands replaced by names drawn from the shipped brand list;
+* ``hardneg`` - this many hard negatives (:func:`ner.rehearsal.hard_negatives`) from the
+  unlabelled posts of the other source (WNUT-17 train texts for the beauty model);
 * ``tokenizer`` - ``post``: :func:`ner.tokenizer.adapt_tokenizer` for training docs and the
   saved model.
 """
@@ -70,6 +72,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the Settings defaults (the demo champion's recipe), last checkpoint
     "default": DEFAULT,
     "default-silver-other": {**DEFAULT, "silver": "other"},
+    "md-default": {**DEFAULT, "base": "md"},
+    "md-default-silver-other": {**DEFAULT, "base": "md", "silver": "other"},
+    "md-default-hardneg600": {**DEFAULT, "base": "md", "hardneg": 600},
+    "md-v7-hardneg600": {**V7, "base": "md", "hardneg": 600},
+    "default-hardneg600": {**DEFAULT, "hardneg": 600},
     "v7-post-tok": {**V7, "tokenizer": "post"},
 }
 
@@ -117,7 +124,9 @@ def swap(annotations: Sequence[Any], copies: int, seed: int, label: str) -> list
     return [*annotations, *extra]
 
 
-def train_variant(spec: dict[str, Any], seed: int, train_part: Sequence[Any], work: Path) -> Any:
+def train_variant(
+    spec: dict[str, Any], seed: int, train_part: Sequence[Any], work: Path, pool: Sequence[Any]
+) -> Any:
     import spacy
 
     from ner.datasets import to_docbin
@@ -137,6 +146,11 @@ def train_variant(spec: dict[str, Any], seed: int, train_part: Sequence[Any], wo
         part = silver(
             part, load_spacy(base, exclude=["parser", "tagger", "lemmatizer"]), spec["silver"]
         )
+    if spec.get("hardneg"):
+        from ner.rehearsal import hard_negatives
+
+        base_nlp = load_spacy(base, exclude=["parser", "tagger", "lemmatizer"])
+        part = [*part, *hard_negatives(pool, base_nlp, limit=spec["hardneg"])]
     if spec.get("swap"):
         part = swap(part, spec["swap"], seed, target)
     labels = sorted({s.label for a in part for s in a.spans} | {target})
@@ -221,7 +235,11 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
         spec = VARIANTS[variant]
         random.seed(seed)
         with tempfile.TemporaryDirectory(prefix="h6-") as tmp:
-            nlp, seconds, n_docs, n_rejected = train_variant(spec, seed, train_part, Path(tmp))
+            # unlabelled posts of another source, for hard negatives
+            pool = train_set if which == "beauty" else data.beauty()
+            nlp, seconds, n_docs, n_rejected = train_variant(
+                spec, seed, train_part, Path(tmp), pool
+            )
         row.update(
             spec=spec, train_seconds=round(seconds, 1), train_docs=n_docs, rejected=n_rejected
         )

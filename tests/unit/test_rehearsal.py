@@ -6,7 +6,7 @@ import pytest
 from spacy.language import Language
 
 from ner.models import load_spacy
-from ner.rehearsal import with_base_entities
+from ner.rehearsal import hard_negatives, with_base_entities
 from ner.types import Annotation, Span
 
 
@@ -68,3 +68,26 @@ def test_posts_keep_their_order_and_posts_without_entities_are_unchanged(base: L
     assert [p.post_id for p in result.annotations] == ["a", "b"]
     assert result.annotations[0] == posts[0]
     assert len(result.annotations[1].spans) >= 1
+
+
+def test_hard_negatives_are_posts_with_entities_but_no_organisation_or_product(
+    base: Language,
+) -> None:
+    # Given unlabelled posts: one naming only a person and a place, one naming a company,
+    # one naming nothing
+    posts = [
+        ann("person", "Barack Obama was seen in Paris on Monday."),
+        ann("company", "Microsoft and Google announced a deal in London."),
+        ann("nothing", "walking the dog again"),
+    ]
+    assert any(e.label_ == "ORG" for e in base(posts[1].text).ents)
+
+    # When hard negatives are drawn from them
+    negatives = hard_negatives(posts, base)
+
+    # Then only the first qualifies, with its entities as spans and no ORG/PRODUCT
+    assert [p.post_id for p in negatives] == ["person"]
+    labels = {(s.text, s.label) for s in negatives[0].spans}
+    assert ("Barack Obama", "PERSON") in labels
+    assert all(s.label not in ("ORG", "PRODUCT") for s in negatives[0].spans)
+    assert hard_negatives(posts, base, limit=0) == []
