@@ -25,6 +25,7 @@ Knobs of a variant (``VARIANTS``):
   its brands replaced by names drawn from the shipped brand list;
 * ``hardneg`` - this many hard negatives (:func:`ner.rehearsal.hard_negatives`) from the
   unlabelled posts of the other source (WNUT-17 train texts for the beauty model);
+* ``lower`` - share of training posts lower-cased each epoch (spaCy's lower_case augmenter);
 * ``tokenizer`` - ``post``: :func:`ner.tokenizer.adapt_tokenizer` for training docs and the
   saved model.
 """
@@ -76,8 +77,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "md-default-silver-other": {**DEFAULT, "base": "md", "silver": "other"},
     "md-default-hardneg600": {**DEFAULT, "base": "md", "hardneg": 600},
     "md-v7-hardneg600": {**V7, "base": "md", "hardneg": 600},
+    "md-default-silver-hardneg1200": {
+        **DEFAULT,
+        "base": "md",
+        "silver": "other",
+        "hardneg": 1200,
+    },
     "default-hardneg600": {**DEFAULT, "hardneg": 600},
     "v7-post-tok": {**V7, "tokenizer": "post"},
+    "md-v7-post-tok": {**V7, "base": "md", "tokenizer": "post"},
+    "md-v7-lower0.2": {**V7, "base": "md", "lower": 0.2},
 }
 
 
@@ -176,16 +185,22 @@ def train_variant(
     }
     if spec["base"] == "md":
         overrides["paths.vectors"] = str(start)
-    clock = time.perf_counter()
+    if spec.get("lower"):
+        overrides["corpora.train.augmenter"] = {
+            "@augmenters": "spacy.lower_case.v1",
+            "level": spec["lower"],
+        }
+    clock, cpu = time.perf_counter(), time.process_time()
     _run_spacy_training(default_config_path(), overrides, work / "out")
     seconds = time.perf_counter() - clock
+    cpu = time.process_time() - cpu
     nlp = load_spacy(str(work / "out" / "model-last"))
     if spec.get("tokenizer") == "post":
         from ner.tokenizer import adapt_tokenizer
 
         adapt_tokenizer(nlp)
     add_label_filter(nlp, {label: "BRAND" for label in spec["predict"]}, ["BRAND"])
-    return nlp, seconds, len(docs), len(rejected)
+    return nlp, (seconds, cpu), len(docs), len(rejected)
 
 
 def scores(nlp: Any, sets: Mapping[str, Sequence[Any]]) -> dict[str, dict[str, float]]:
@@ -217,6 +232,9 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
             "beauty_all": data.beauty(),
             "beauty_held": beauty_held,
         }
+    elif which == "wnut1000":  # the loop's size: 1,000 labels
+        train_part = train_set[:1000]
+        sets = {"wnut_dev": data.wnut("dev"), "beauty_all": data.beauty()}
     elif which.startswith("cv"):
         train_part, held = data.folds(train_set, int(which[2:]))
         sets = {"cv": held}
@@ -241,7 +259,11 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
                 spec, seed, train_part, Path(tmp), pool
             )
         row.update(
-            spec=spec, train_seconds=round(seconds, 1), train_docs=n_docs, rejected=n_rejected
+            spec=spec,
+            train_seconds=round(seconds[0], 1),
+            train_cpu_seconds=round(seconds[1], 1),
+            train_docs=n_docs,
+            rejected=n_rejected,
         )
     row["scores"] = scores(nlp, sets)
     from ner.models import add_gazetteer, add_label_filter
