@@ -77,6 +77,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "md-default-silver-other": {**DEFAULT, "base": "md", "silver": "other"},
     "md-default-hardneg600": {**DEFAULT, "base": "md", "hardneg": 600},
     "md-v7-hardneg600": {**V7, "base": "md", "hardneg": 600},
+    "md-default-silver-hardneg600": {**DEFAULT, "base": "md", "silver": "other", "hardneg": 600},
     "md-default-silver-hardneg1200": {
         **DEFAULT,
         "base": "md",

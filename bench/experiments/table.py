@@ -43,7 +43,8 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         "| beauty-trained: WNUT dev F1 / P | train s (WNUT / beauty) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for variant in dict.fromkeys(r["variant"] for r in rows):
+    names = dict.fromkeys(r["variant"] for r in rows)
+    for variant in sorted(names, key=lambda name: name != "base"):  # baseline first
         w, cv, b = by[(variant, "wnut")], by[(variant, "cv")], by[(variant, "beauty")]
         dev_p = _pick(w, "wnut_dev", "scores", "p")
         gaz = f"{spread(_pick(w, 'wnut_dev', 'scores_gazetteer'))} / " + spread(
@@ -59,7 +60,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
             spread(_pick(w, "wnut_dev", "scores")),
             f"{statistics.fmean(dev_p):.3f}" if dev_p else "",
             spread(_pick(w, "beauty_all", "scores")),
-            gaz if w and "scores_gazetteer" in w[0] else "",
+            gaz if any("scores_gazetteer" in r for r in w) else "",
             spread(_pick(cv, "cv", "scores")),
             spread(_pick(b, "beauty_held", "scores")),
             (spread(_pick(b, "wnut_dev", "scores")) + f" / {statistics.fmean(cross_p):.3f}")
