@@ -40,6 +40,7 @@ from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
 from ner.modelcard import ModelCard, Recipe, SetMetrics, TrainingData, render_model_card
 from ner.registry import CHALLENGER, CHAMPION, Decision, needs_training, run_tags
+from ner.settings import Settings
 from ner.training import train_isolated
 from ner.types import Annotation
 
@@ -412,9 +413,8 @@ def _training_params(ctx: RunContext, trained: Trained) -> dict[str, Any]:
     }
 
 
-def _policy(ctx: RunContext) -> GatePolicy:
-    """The gate's policy from the settings."""
-    settings = ctx.settings
+def gate_policy(settings: Settings) -> GatePolicy:
+    """The gate's policy (:class:`ner.gate.GatePolicy`) from the settings."""
     return GatePolicy(
         threshold=settings.threshold,
         promotion_margin=settings.promotion_margin,
@@ -427,7 +427,7 @@ def _policy(ctx: RunContext) -> GatePolicy:
 
 
 def _gate_params(ctx: RunContext) -> dict[str, Any]:
-    policy, settings = _policy(ctx), ctx.settings
+    policy, settings = gate_policy(ctx.settings), ctx.settings
     return {
         "gate.bootstrap_level": policy.bootstrap_level,
         "gate.bootstrap_resamples": policy.bootstrap_resamples,
@@ -504,7 +504,9 @@ def promote_if_better(
     settings, registry = ctx.settings, ctx.registry
     _, gold_hash = splits.gold()
     decision = decide_promotion(
-        challenger.scores(), None if champion is None else champion.scores(), _policy(ctx)
+        challenger.scores(),
+        None if champion is None else champion.scores(),
+        gate_policy(ctx.settings),
     )
     reason = decision.reason
     if splits.n_canary == 0 and champion is not None:
@@ -546,7 +548,7 @@ def _model_card(
 ) -> ModelCard:
     """The model card of the challenger (:mod:`ner.modelcard`)."""
     settings, trained = ctx.settings, logged.trained
-    policy = _policy(ctx)
+    policy = gate_policy(ctx.settings)
 
     def metrics(name: str, mine: SetScores, theirs: SetScores | None, digest: str | None) -> Any:
         return SetMetrics.from_scores(
