@@ -111,6 +111,14 @@ def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(
     assert metrics["canary.f1"] == pytest.approx(numbers["challenger_f1"])
     assert {"gold.BRAND.f1", "canary.BRAND.f1", "dev.ents_f"} <= set(metrics)
     assert run.data.tags["brandloop.gate.outcome"] == "refused"
+    # And the run lists its logged model, with the evaluation metrics linked to it
+    outputs = run.outputs.model_outputs if run.outputs else []
+    assert len(outputs) == 1
+    logged = client.get_logged_model(outputs[0].model_id)
+    assert logged.source_run_id == summary.run_id
+    linked = {m.key: m.value for m in logged.metrics or []}
+    assert linked["gold.f1"] == pytest.approx(summary.challenger_f1)
+    assert linked["canary.f1"] == pytest.approx(numbers["challenger_f1"])
     # And the run lasted at least as long as the training did
     assert run.info.end_time - run.info.start_time >= metrics["train_seconds"] * 1000
     # And the model version carries the card: data, metrics with intervals, the refusal
