@@ -2,14 +2,20 @@
 -> promote.
 
 1. Pull human annotations from Label Studio (API) or from export snapshots in storage.
-2. Freeze the gold set (once) and keep the training pool apart from it.
-3. Evaluate the champion (or the cold start when there is none) on the gold set.
-4. Gate: if its F1 reaches ``NER_THRESHOLD``, stop.
+2. Freeze the gold set (once) and, beside it, the canary set (posts from earlier time windows
+   and other sources, :mod:`ner.canary`; dates and sources joined from the stored post
+   batches); the gold set also takes the newest posts. The training pool never holds a gold
+   or canary post.
+3. Evaluate the champion (or the cold start when there is none) on the gold and canary sets.
+4. Gate: if its gold F1 reaches ``NER_THRESHOLD``, stop.
 5. Train a challenger on the training pool; log params, metrics, dataset hash, plots and
-   the model to MLflow; register it as ``@challenger``.
-6. Evaluate the challenger on the same gold set and promote it to ``@champion`` if the
-   promotion rule says so (threshold reached and champion beaten). Nothing is promoted
-   without an evaluation.
+   the model to MLflow (the run starts when training does); register it as ``@challenger``.
+6. Evaluate the challenger on the same gold and canary sets and run the gate of
+   :mod:`ner.gate` (threshold, beat the champion, bootstrap confidence, no label regression,
+   no canary regression). Its decision, rule by rule with the numbers, goes into the flow
+   result, the run and the version (tags, ``gate.*`` metrics) and the version's model card
+   (its description); ``@champion`` moves only when no rule refused. Metric names are the
+   same in every run: ``gold.f1``, ``gold.BRAND.f1``, ``canary.f1``, ``dev.ents_f``.
 
 Failures: every task retries transient errors (``NER_IO_RETRIES``, backoff from
 ``NER_IO_RETRY_DELAY_S``). The training run stays RUNNING until the promotion step ends it
