@@ -499,15 +499,18 @@ def gate_result(decision: GateDecision) -> GateResult:
 def promote_if_better(
     ctx: RunContext,
     challenger: Evaluation,
-    champion: Evaluation | None,
+    baseline: Evaluation,
     splits: Splits,
     logged: Logged,
+    has_champion: bool,
 ) -> Outcome:
     """Run the gate (:func:`ner.gate.decide_promotion`); record its decision on the
     challenger's run and model version (tags, metrics, the model card); move @champion
-    (audited) when no rule refused; then end the training run FINISHED. ``champion`` is None
-    when no version holds @champion (then only the threshold applies)."""
+    (audited) when no rule refused; then end the training run FINISHED. ``baseline`` is the
+    champion's evaluation, or the cold start's when no version holds @champion
+    (``has_champion`` False: then only the threshold applies)."""
     settings, registry = ctx.settings, ctx.registry
+    champion = baseline if has_champion else None
     _, gold_hash = splits.gold()
     decision = decide_promotion(
         challenger.scores(),
@@ -535,7 +538,7 @@ def promote_if_better(
             decision=Decision(True, reason),
             metrics={
                 "challenger_f1": challenger.f1,
-                "champion_f1": -1.0 if champion is None else champion.f1,
+                "champion_f1": baseline.f1,
                 "threshold": settings.threshold,
             },
             actor=_actor(),
@@ -649,14 +652,15 @@ def challenge(
     ends the training run FAILED before it is raised. Returns ``summary`` completed."""
     spec = f"models:/{ctx.settings.registered_model_name}/{logged.version}"
     summary.challenger_version, summary.run_id = logged.version, logged.run_id
-    against = champion if summary.champion_version else None
     try:
         challenger = evaluate_on_gold(
             ctx, spec, splits, "challenger", run_id=logged.run_id, model_id=logged.model_id
         )
         summary.challenger_f1 = challenger.f1
         summary.challenger_canary_f1 = challenger.canary_f1
-        outcome = promote_if_better(ctx, challenger, against, splits, logged)
+        outcome = promote_if_better(
+            ctx, challenger, champion, splits, logged, summary.champion_version is not None
+        )
     except Exception as exc:
         abandon_run(ctx, logged.run_id, f"train-ner failed after training: {exc}")
         raise
