@@ -15,7 +15,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 
-.PHONY: help install install-postgres demo test test-fast lint bench ui clean
+.PHONY: help install install-postgres install-chromium demo test test-fast lint bench ui clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ install-postgres:  ## install PostgreSQL (Debian package) when its server is mis
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib; }
 
+install-chromium:  ## install headless Chromium (Debian package) for the MLflow UI test
+	@command -v chromium >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 demo: install  ## run the whole loop on bundled posts (state in .brandloop/demo/, no servers)
 	$(RUN) brandloop demo
 
@@ -44,7 +48,7 @@ lint: install  ## ruff + mypy + actionlint (.github/workflows, with shellcheck o
 	$(RUN) mypy
 	$(RUN) actionlint .github/workflows/*.yml
 
-test: lint install-postgres  ## lint, type-check and run every test
+test: lint install-postgres install-chromium  ## lint, type-check and run every test
 	$(RUN) pytest -q
 
 test-fast: lint  ## skip tests that train models or start servers

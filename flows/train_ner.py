@@ -2,14 +2,20 @@
 -> promote.
 
 1. Pull human annotations from Label Studio (API) or from export snapshots in storage.
-2. Freeze the gold set (once) and keep the training pool apart from it.
-3. Evaluate the champion (or the cold start when there is none) on the gold set.
-4. Gate: if its F1 reaches ``NER_THRESHOLD``, stop.
+2. Freeze the gold set (once) and, beside it, the canary set (posts from earlier time windows
+   and other sources, :mod:`ner.canary`; dates and sources joined from the stored post
+   batches); the gold set also takes the newest posts. The training pool never holds a gold
+   or canary post.
+3. Evaluate the champion (or the cold start when there is none) on the gold and canary sets.
+4. Gate: if its gold F1 reaches ``NER_THRESHOLD``, stop.
 5. Train a challenger on the training pool; log params, metrics, dataset hash, plots and
-   the model to MLflow; register it as ``@challenger``.
-6. Evaluate the challenger on the same gold set and promote it to ``@champion`` if the
-   promotion rule says so (threshold reached and champion beaten). Nothing is promoted
-   without an evaluation.
+   the model to MLflow (the run starts when training does); register it as ``@challenger``.
+6. Evaluate the challenger on the same gold and canary sets and run the gate of
+   :mod:`ner.gate` (threshold, beat the champion, bootstrap confidence, no label regression,
+   no canary regression). Its decision, rule by rule with the numbers, goes into the flow
+   result, the run and the version (tags, ``gate.*`` metrics) and the version's model card
+   (its description); ``@champion`` moves only when no rule refused. Metric names are the
+   same in every run: ``gold.f1``, ``gold.BRAND.f1``, ``canary.f1``, ``dev.ents_f``.
 
 Failures: every task retries transient errors (``NER_IO_RETRIES``, backoff from
 ``NER_IO_RETRY_DELAY_S``). The training run stays RUNNING until the promotion step ends it
@@ -25,21 +31,26 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from flows.context import RunContext, flow_run_id, io_task, run_context, run_stamp
-from ner import datasets, evaluation, layout
+from ner import canary, datasets, evaluation, layout
 from ner.audit import is_abandoned
 from ner.errors import ConfigError, GoldSetError, RegistryError
+from ner.gate import GateDecision, GatePolicy, ModelScores, SetScores, decide_promotion, score_spans
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
-from ner.registry import CHALLENGER, CHAMPION, decide, needs_training, run_tags
+from ner.modelcard import ModelCard, Recipe, SetMetrics, TrainingData, render_model_card
+from ner.registry import CHALLENGER, CHAMPION, Decision, needs_training, run_tags
+from ner.settings import Settings
 from ner.training import train_isolated
+from ner.types import Annotation
 
 
 class TrainStatus(StrEnum):
@@ -81,6 +92,10 @@ class Splits(BaseModel):
     train_key: str
     train_hash: str
     n_train: int
+    canary_key: str | None = None
+    canary_hash: str | None = None
+    n_canary: int = 0
+    canary_note: str = ""
 
     def gold(self) -> tuple[str, str]:
         """``(gold_key, gold_hash)``; :class:`GoldSetError` if no gold set is frozen yet."""
@@ -90,12 +105,22 @@ class Splits(BaseModel):
 
 
 class Evaluation(BaseModel):
-    """A model scored on the gold set: ``version`` is its registry version, if registered."""
+    """A model scored on the gold set and the canary set (when there is one): ``version`` is
+    its registry version, if registered; ``gold`` and ``canary`` hold the per-post counts the
+    gate needs."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     model_version: str
     version: str | None
     f1: float
     metrics: dict[str, float]
+    canary_f1: float | None = None
+    gold: SetScores
+    canary: SetScores | None = None
+
+    def scores(self) -> ModelScores:
+        return ModelScores(self.gold, self.canary)
 
 
 class Trained(BaseModel):
@@ -109,21 +134,45 @@ class Trained(BaseModel):
     curve: list[dict[str, float]]
     dev_scores: dict[str, float]
     params: dict[str, Any]
+    started_ms: int
 
 
 class Logged(BaseModel):
-    """The training run (left open) and the registered challenger version."""
+    """The training run (left open), the registered challenger version, its logged model
+    and what it was trained on (for the model card)."""
 
     run_id: str
     version: str
+    model_id: str | None = None
+    trained: Trained
+
+
+class RuleVerdict(BaseModel):
+    """One rule of the gate: its status, a one-line reason and the numbers it compared."""
+
+    rule: str
+    status: str
+    reason: str
+    numbers: dict[str, float]
+
+
+class GateResult(BaseModel):
+    """The gate's decision (:class:`ner.gate.GateDecision`) in the flow's result."""
+
+    promote: bool
+    outcome: str
+    reason: str
+    refused_by: list[str]
+    verdicts: list[RuleVerdict]
 
 
 class Outcome(BaseModel):
-    """What the promotion rule said; ``repaired`` names the interrupted alias moves of an
-    earlier attempt that this one completed or reverted."""
+    """What the gate said; ``repaired`` names the interrupted alias moves of an earlier
+    attempt that this one completed or reverted."""
 
     promote: bool
     reason: str
+    gate: GateResult
     repaired: list[str] = []
 
 
@@ -155,7 +204,11 @@ class TrainSummary(BaseModel):
     challenger_version: str | None = None
     run_id: str | None = None
     challenger_f1: float | None = None
+    champion_canary_f1: float | None = None
+    challenger_canary_f1: float | None = None
+    n_canary: int | None = None
     decision: str | None = None
+    gate: GateResult | None = None
     promoted_version: str | None = None
     repaired: list[str] = []
 
@@ -258,17 +311,71 @@ def pull_annotations(
 def prepare_gold(
     ctx: RunContext, annotations_key: str, stamp: str, withdrawn: list[str] | None = None
 ) -> Splits:
-    """Freeze the gold set on first use (drop ``withdrawn`` posts from it: a new version);
-    write the training pool (never gold posts)."""
-    annotations = list(datasets.read_annotations(ctx.storage, annotations_key))
-    splits = datasets.prepare_splits(
-        ctx.storage,
-        annotations,
-        gold_fraction=ctx.settings.gold_fraction,
-        train_key=layout.training_pool(stamp),
-        withdrawn=withdrawn or (),
+    """Freeze the gold set and its canary set on first use (drop ``withdrawn`` posts from the
+    gold set: a new version); write the training pool (never gold or canary posts). Dates
+    and sources come from the stored post batches."""
+    settings, storage = ctx.settings, ctx.storage
+    annotations = list(datasets.read_annotations(storage, annotations_key))
+    stamps = canary.post_stamps(storage, [a.post_id for a in annotations])
+    loaded = datasets.load_gold_set(storage)
+    holdout = None
+    if loaded is None:
+        holdout = canary.plan_holdout(
+            stamps,
+            window=timedelta(days=settings.canary_window_days),
+            fraction=settings.canary_fraction,
+            recent_fraction=settings.gold_recent_fraction,
+        )
+        recent, held_out = (set(holdout.recent), set(holdout.canary)) if holdout else (set(), set())
+    else:
+        found = canary.load_canary_set(storage, loaded[0].name)
+        recent, held_out = set(), (found[0].held_out(stamps) if found else set())
+    splits = Splits.model_validate(
+        datasets.prepare_splits(
+            storage,
+            annotations,
+            gold_fraction=settings.gold_fraction,
+            train_key=layout.training_pool(stamp),
+            withdrawn=withdrawn or (),
+            recent=recent,
+            held_out=held_out,
+        ).to_dict()
     )
-    return Splits.model_validate(splits.to_dict())
+    return _with_canary(ctx, splits, annotations, holdout, fresh=loaded is None)
+
+
+def _with_canary(
+    ctx: RunContext,
+    splits: Splits,
+    annotations: list[Annotation],
+    holdout: canary.HoldoutSplit | None,
+    *,
+    fresh: bool,
+) -> Splits:
+    """``splits`` with the canary set of its gold set, frozen now when the gold set is."""
+    if splits.gold_key is None:
+        return splits
+    name = datasets.load_gold_set(ctx.storage)
+    assert name is not None  # prepare_splits found or froze it
+    gold_name = name[0].name
+    if fresh:
+        frozen = canary.freeze_canary_set(
+            ctx.storage, gold_name, annotations, holdout, n_labelled=len(annotations)
+        )
+    else:
+        found = canary.load_canary_set(ctx.storage, gold_name)
+        if found is None:
+            note = f"gold set {gold_name} was frozen without a canary set"
+            return splits.model_copy(update={"canary_note": note})
+        frozen = found[0]
+    return splits.model_copy(
+        update={
+            "canary_key": frozen.annotations_key if frozen.post_ids else None,
+            "canary_hash": frozen.hash if frozen.post_ids else None,
+            "n_canary": len(frozen.post_ids),
+            "canary_note": frozen.note,
+        }
+    )
 
 
 @io_task()
@@ -284,27 +391,55 @@ def evaluate_on_gold(
     splits: Splits,
     role: str,
     run_id: str | None = None,
+    model_id: str | None = None,
 ) -> Evaluation:
-    """Score a model on the frozen gold set and record the evaluation in MLflow."""
+    """Score a model on the frozen gold set and on the canary set (when there is one), and
+    record both evaluations in MLflow (``gold.*`` and ``canary.*`` metrics of one run)."""
     settings, registry = ctx.settings, ctx.registry
     gold_key, gold_hash = splits.gold()
-    gold = list(datasets.read_annotations(ctx.storage, gold_key))
     loaded = ctx.load_model(model_spec)
-    report = evaluation.score_model(loaded.nlp, gold, settings.labels)
-    metrics = report.to_metrics()
+    gold = _score(ctx, loaded.nlp, gold_key)
     prefix = f"{settings.registered_model_name}/"
     version = loaded.version.split("/")[-1] if loaded.version.startswith(prefix) else None
-    registry.log_evaluation(
-        report,
-        model_version=loaded.version,
-        role=role,
-        gold_hash=gold_hash,
-        tags=run_tags(settings.env, _prefect_tags()),
-        run_id=run_id,
-    )
+    tags = run_tags(settings.env, _prefect_tags())
+
+    def log(scores: SetScores, digest: str, into: str | None, set_name: str) -> str:
+        return registry.log_evaluation(
+            scores.report,
+            model_version=loaded.version,
+            role=role,
+            gold_hash=digest,
+            tags=tags,
+            run_id=into,
+            set_name=set_name,
+            model_id=model_id,
+        )
+
+    run_id = log(gold, gold_hash, run_id, "gold")
+    scored = None
+    if splits.canary_key is not None and splits.canary_hash is not None:
+        scored = _score(ctx, loaded.nlp, splits.canary_key)
+        log(scored, splits.canary_hash, run_id, "canary")
+    metrics = gold.report.to_metrics()
     if version is not None:
         registry.record_evaluation(version, gold_hash, metrics)
-    return Evaluation(model_version=loaded.version, version=version, f1=report.f1, metrics=metrics)
+    return Evaluation(
+        model_version=loaded.version,
+        version=version,
+        f1=gold.f1,
+        metrics=metrics,
+        canary_f1=None if scored is None else scored.f1,
+        gold=gold,
+        canary=scored,
+    )
+
+
+def _score(ctx: RunContext, nlp: Any, key: str) -> SetScores:
+    """``nlp`` scored on the annotations at ``key``, with the per-post counts of the gate."""
+    annotations = list(datasets.read_annotations(ctx.storage, key))
+    labels = ctx.settings.labels
+    predicted = evaluation.predict_spans(nlp, annotations, labels)
+    return score_spans(evaluation.spans_by_post(annotations), predicted, labels)
 
 
 @io_task(retries=1)
@@ -313,6 +448,7 @@ def train_challenger(ctx: RunContext, train_key: str, start_from: str, model_dir
     its own (:func:`ner.training.train_isolated`) with the recipe ``settings.train``."""
     settings, logger = ctx.settings, get_run_logger()
     pool = list(datasets.read_annotations(ctx.storage, train_key))
+    started_ms = int(time.time() * 1000)
     result = train_isolated(
         pool,
         start_from=start_from,
@@ -333,6 +469,7 @@ def train_challenger(ctx: RunContext, train_key: str, start_from: str, model_dir
         curve=list(result.curve),
         dev_scores=result.dev_scores,
         params={**settings.train.as_params(settings.seed), "start_from": start_from},
+        started_ms=started_ms,
     )
 
 
@@ -345,6 +482,33 @@ def _training_params(ctx: RunContext, trained: Trained) -> dict[str, Any]:
         "gold_fraction": settings.gold_fraction,
         "threshold": settings.threshold,
         "env": settings.env,
+        **_gate_params(ctx),
+    }
+
+
+def gate_policy(settings: Settings) -> GatePolicy:
+    """The gate's policy (:class:`ner.gate.GatePolicy`) from the settings."""
+    return GatePolicy(
+        threshold=settings.threshold,
+        promotion_margin=settings.promotion_margin,
+        bootstrap_level=settings.gate_bootstrap_level,
+        bootstrap_resamples=settings.gate_bootstrap_resamples,
+        bootstrap_seed=settings.seed,
+        label_regression_margin=settings.gate_label_regression_margin,
+        canary_margin=settings.gate_canary_margin,
+    )
+
+
+def _gate_params(ctx: RunContext) -> dict[str, Any]:
+    policy, settings = gate_policy(ctx.settings), ctx.settings
+    return {
+        "gate.bootstrap_level": policy.bootstrap_level,
+        "gate.bootstrap_resamples": policy.bootstrap_resamples,
+        "gate.label_regression_margin": policy.label_regression_margin,
+        "gate.canary_margin": policy.canary_margin,
+        "canary.window_days": settings.canary_window_days,
+        "canary.fraction": settings.canary_fraction,
+        "gold.recent_fraction": settings.gold_recent_fraction,
     }
 
 
@@ -354,7 +518,7 @@ def _training_metrics(trained: Trained) -> dict[str, float]:
         "dev_size": trained.dev_size,
         "train_rejected": trained.n_rejected,
         "train_seconds": trained.seconds,
-        **{f"dev_{k}": v for k, v in trained.dev_scores.items()},
+        **{f"dev.{k}": v for k, v in trained.dev_scores.items()},
     }
 
 
@@ -373,9 +537,10 @@ def log_challenger(ctx: RunContext, trained: Trained, splits: Splits, stamp: str
         gold_hash=gold_hash,
         gold_uri=storage.uri(gold_key),
         tags=run_tags(ctx.settings.env, _prefect_tags()),
+        start_time_ms=trained.started_ms,
     )
     try:
-        _, version = registry.log_model(Path(trained.model_dir), run_id)
+        uri, version = registry.log_model(Path(trained.model_dir), run_id)
         if version is None:
             raise RegistryError(f"the model of run {run_id} was logged but not registered")
         registry.set_alias(
@@ -389,47 +554,137 @@ def log_challenger(ctx: RunContext, trained: Trained, splits: Splits, stamp: str
     except Exception as exc:  # a retry opens a new run: end this one
         registry.close_run(run_id, "FAILED", reason=f"logging failed: {exc}", best_effort=True)
         raise
-    return Logged(run_id=run_id, version=version)
+    model_id = uri.removeprefix("models:/") if uri.startswith("models:/m-") else None
+    return Logged(run_id=run_id, version=version, model_id=model_id, trained=trained)
+
+
+def gate_result(decision: GateDecision) -> GateResult:
+    """The decision as the flow's result reports it (every rule with its numbers)."""
+    return GateResult.model_validate(decision.to_dict())
 
 
 @io_task()
 def promote_if_better(
     ctx: RunContext,
     challenger: Evaluation,
-    champion: Evaluation,
-    gold_hash: str,
-    run_id: str,
+    baseline: Evaluation,
+    splits: Splits,
+    logged: Logged,
+    has_champion: bool,
 ) -> Outcome:
-    """Apply the promotion rule; move @champion (audited) when it says so; then end the
-    training run ``run_id`` FINISHED.
-
-    On a retry, the alias moves an earlier attempt left half done are repaired first (their
-    audit completed if the alias moved, else reverted) and named in the outcome; a move
-    already made is not made again (:meth:`ner.registry.Registry.promote`)."""
+    """Run the gate (:func:`ner.gate.decide_promotion`); record its decision on the
+    challenger's run and model version (tags, metrics, the model card); move @champion
+    (audited) when no rule refused; then end the training run FINISHED. ``baseline`` is the
+    champion's evaluation, or the cold start's when no version holds @champion
+    (``has_champion`` False: then only the threshold applies)."""
     settings, registry = ctx.settings, ctx.registry
-    decision = decide(challenger.f1, champion.f1, settings.threshold, settings.promotion_margin)
+    champion = baseline if has_champion else None
+    _, gold_hash = splits.gold()
+    decision = decide_promotion(
+        challenger.scores(),
+        None if champion is None else champion.scores(),
+        gate_policy(ctx.settings),
+    )
+    reason = decision.reason
+    if splits.n_canary == 0 and champion is not None:
+        reason += f" (canary: not applicable, {splits.canary_note or 'no canary set'})"
     repairs = registry.repair_moves(registry.pending_moves(_actor()), actor=_actor())
     for repair in repairs:
         get_run_logger().warning("repaired alias move %s: %s", repair.name, repair.reason)
-    version = challenger.version
-    if decision.promote and version:
+    _record_gate(ctx, challenger, champion, splits, logged, decision, reason)
+    # Safe to repeat on a retry: a move already made is not made again (Registry.promote).
+    if decision.promote:
         registry.promote(
-            version,
+            logged.version,
             gold_hash=gold_hash,
-            decision=decision,
+            decision=Decision(True, reason),
             metrics={
                 "challenger_f1": challenger.f1,
-                "champion_f1": champion.f1,
+                "champion_f1": baseline.f1,
                 "threshold": settings.threshold,
             },
             actor=_actor(),
             tags=_prefect_tags(),
         )
-    registry.close_run(run_id, "FINISHED", reason=decision.reason)
+    registry.close_run(logged.run_id, "FINISHED", reason=reason)
     return Outcome(
         promote=decision.promote,
-        reason=decision.reason,
+        reason=reason,
+        gate=gate_result(decision),
         repaired=[repair.name for repair in repairs],
+    )
+
+
+def _record_gate(
+    ctx: RunContext,
+    challenger: Evaluation,
+    champion: Evaluation | None,
+    splits: Splits,
+    logged: Logged,
+    decision: GateDecision,
+    reason: str,
+) -> None:
+    """The gate's decision on the challenger's run and model version: tags (the refusing
+    rule, the reason), ``gate.*`` metrics and the model card as the version description."""
+    tags = {**decision.to_tags(), "brandloop.promotion_reason": reason[:5000]}
+    ctx.registry.record_gate(
+        logged.version,
+        logged.run_id,
+        tags=tags,
+        metrics=decision.to_metrics("gate."),
+        model_id=logged.model_id,
+    )
+    card = _model_card(ctx, challenger, champion, splits, logged, decision)
+    ctx.registry.describe_version(logged.version, render_model_card(card))
+
+
+def _model_card(
+    ctx: RunContext,
+    challenger: Evaluation,
+    champion: Evaluation | None,
+    splits: Splits,
+    logged: Logged,
+    decision: GateDecision,
+) -> ModelCard:
+    """The model card of the challenger (:mod:`ner.modelcard`)."""
+    settings, trained = ctx.settings, logged.trained
+    policy = gate_policy(ctx.settings)
+
+    def metrics(name: str, mine: SetScores, theirs: SetScores | None, digest: str | None) -> Any:
+        return SetMetrics.from_scores(
+            name,
+            mine,
+            champion=theirs,
+            dataset_hash=digest,
+            level=policy.bootstrap_level,
+            resamples=policy.bootstrap_resamples,
+            seed=policy.bootstrap_seed,
+        )
+
+    theirs = ModelScores(champion.gold, champion.canary) if champion else None
+    gold_theirs = theirs.gold if theirs else None
+    sets = [metrics("gold", challenger.gold, gold_theirs, splits.gold_hash)]
+    if challenger.canary is not None:
+        canary_theirs = theirs.canary if theirs else None
+        sets.append(metrics("canary", challenger.canary, canary_theirs, splits.canary_hash))
+    limits = () if splits.n_canary else (f"no canary set: {splits.canary_note}",)
+    params = {k: v for k, v in trained.params.items() if isinstance(v, str | int | float | bool)}
+    return ModelCard(
+        model_name=settings.registered_model_name,
+        version=logged.version,
+        training=TrainingData(
+            n_train=trained.train_size,
+            dataset_hash=splits.train_hash,
+            n_dev=trained.dev_size,
+            n_rejected_spans=trained.n_rejected,
+            source_uri=ctx.storage.uri(splits.train_key),
+        ),
+        recipe=Recipe(base_model=settings.base_model, params=params),
+        evaluations=tuple(sets),
+        decision=decision,
+        run_id=logged.run_id,
+        champion_version=None if champion is None else champion.version,
+        limits=limits,
     )
 
 
@@ -456,6 +711,7 @@ def evaluate_champion(ctx: RunContext, splits: Splits, summary: TrainSummary) ->
     spec = ctx.registry.model_uri(CHAMPION) if version else ctx.settings.cold_start
     champion = evaluate_on_gold(ctx, spec, splits, "champion")
     summary.champion_f1 = champion.f1
+    summary.champion_canary_f1 = champion.canary_f1
     summary.champion_model = champion.model_version
     summary.champion_version = version
     get_run_logger().info(
@@ -483,19 +739,23 @@ def train_and_log(
 def challenge(
     ctx: RunContext, splits: Splits, champion: Evaluation, logged: Logged, summary: TrainSummary
 ) -> TrainSummary:
-    """Score the challenger on the same gold set and apply the promotion rule; a failure
+    """Score the challenger on the same gold and canary sets and run the gate; a failure
     ends the training run FAILED before it is raised. Returns ``summary`` completed."""
-    _, gold_hash = splits.gold()
     spec = f"models:/{ctx.settings.registered_model_name}/{logged.version}"
     summary.challenger_version, summary.run_id = logged.version, logged.run_id
     try:
-        challenger = evaluate_on_gold(ctx, spec, splits, "challenger", run_id=logged.run_id)
+        challenger = evaluate_on_gold(
+            ctx, spec, splits, "challenger", run_id=logged.run_id, model_id=logged.model_id
+        )
         summary.challenger_f1 = challenger.f1
-        outcome = promote_if_better(ctx, challenger, champion, gold_hash, logged.run_id)
+        summary.challenger_canary_f1 = challenger.canary_f1
+        outcome = promote_if_better(
+            ctx, challenger, champion, splits, logged, summary.champion_version is not None
+        )
     except Exception as exc:
         abandon_run(ctx, logged.run_id, f"train-ner failed after training: {exc}")
         raise
-    summary.decision = outcome.reason
+    summary.decision, summary.gate = outcome.reason, outcome.gate
     summary.repaired += outcome.repaired
     summary.status = TrainStatus.PROMOTED if outcome.promote else TrainStatus.NOT_PROMOTED
     if outcome.promote:
@@ -526,10 +786,11 @@ def run_train(
     if pulled.n_annotations == 0:
         return summary
     splits = prepare_gold(ctx, pulled.annotations_key, stamp, pulled.withdrawn_post_ids)
-    summary.gold_hash, summary.n_gold, summary.n_train = (
+    summary.gold_hash, summary.n_gold, summary.n_train, summary.n_canary = (
         splits.gold_hash,
         splits.n_gold,
         splits.n_train,
+        splits.n_canary,
     )
     if splits.n_gold == 0:
         summary.status = TrainStatus.NO_GOLD

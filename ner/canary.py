@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import logging
 import math
 from bisect import bisect_left
 from collections.abc import Collection, Iterable, Mapping
@@ -40,9 +41,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ner.datasets import split_point
-from ner.errors import DataError
-from ner.types import Post
+from ner import layout
+from ner.datasets import dataset_hash, split_point
+from ner.errors import DataError, GoldSetError
+from ner.records import read_annotations, read_posts, write_annotations
+from ner.storage import Storage
+from ner.types import Annotation, Post
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CANARY_SALT = "brandloop-canary-v1"
 
@@ -261,3 +267,165 @@ def split_holdout(
         n_earlier_window=reasons[CanaryReason.EARLIER_WINDOW],
         n_other_source=reasons[CanaryReason.OTHER_SOURCE],
     )
+
+
+# The frozen canary set in storage ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CanarySet:
+    """The canary set frozen beside gold set ``gold_name`` (``ner.layout.canary_set``).
+
+    ``rule`` is None, and ``post_ids`` empty, when no labelled post had a stored date and
+    source at freeze time; ``note`` then says why, and the gate reports the canary rule as
+    not applicable with that note. ``post_ids`` is sorted; ``hash`` is
+    :func:`ner.datasets.dataset_hash` of its annotations.
+    """
+
+    gold_name: str
+    rule: CanaryRule | None
+    post_ids: tuple[str, ...]
+    hash: str
+    n_earlier_window: int = 0
+    n_other_source: int = 0
+    n_undated: int = 0
+    note: str = ""
+
+    @property
+    def key(self) -> str:
+        return layout.canary_set(self.gold_name)
+
+    @property
+    def annotations_key(self) -> str:
+        return layout.canary_set_annotations(self.gold_name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gold_name": self.gold_name,
+            "rule": None if self.rule is None else self.rule.to_dict(),
+            "post_ids": list(self.post_ids),
+            "n_posts": len(self.post_ids),
+            "hash": self.hash,
+            "n_earlier_window": self.n_earlier_window,
+            "n_other_source": self.n_other_source,
+            "n_undated": self.n_undated,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CanarySet:
+        """Inverse of :meth:`to_dict`; :class:`GoldSetError` when a field is missing or bad."""
+        try:
+            rule = data["rule"]
+            return cls(
+                gold_name=str(data["gold_name"]),
+                rule=None if rule is None else CanaryRule.from_dict(rule),
+                post_ids=tuple(sorted(str(p) for p in data["post_ids"])),
+                hash=str(data["hash"]),
+                n_earlier_window=int(data.get("n_earlier_window", 0)),
+                n_other_source=int(data.get("n_other_source", 0)),
+                n_undated=int(data.get("n_undated", 0)),
+                note=str(data.get("note", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GoldSetError(f"malformed canary set record: {exc!r}") from exc
+
+    def held_out(self, stamps: Mapping[str, PostStamp]) -> set[str]:
+        """Post ids never to train on: the frozen canary posts and every post of ``stamps``
+        the frozen rule makes a canary post (labelled after the freeze)."""
+        ids = set(self.post_ids)
+        if self.rule is not None:
+            ids |= {post_id for post_id, stamp in stamps.items() if self.rule.is_canary(stamp)}
+        return ids
+
+
+def post_stamps(storage: Storage, post_ids: Collection[str]) -> dict[str, PostStamp]:
+    """``{post_id: PostStamp}`` of the labelled posts found in the stored post batches
+    (``posts/<stamp>.jsonl``); posts not stored there (a replayed export) are left out. A
+    post whose ``created_at`` is not a date is kept undated, with a warning naming it."""
+    wanted = set(post_ids)
+    stamps: dict[str, PostStamp] = {}
+    for key in sorted(k for k in storage.list(layout.POSTS) if layout.is_posts_batch(k)):
+        for post in read_posts(storage, key):
+            if post.id not in wanted or post.id in stamps:
+                continue
+            try:
+                stamps[post.id] = PostStamp.from_post(post)
+            except DataError as exc:
+                log.warning("%s: %s; the post is kept without a date", key, exc)
+                stamps[post.id] = PostStamp(post.id, None, post.source)
+    return stamps
+
+
+def plan_holdout(
+    stamps: Mapping[str, PostStamp],
+    *,
+    window: timedelta,
+    fraction: float,
+    recent_fraction: float,
+) -> HoldoutSplit | None:
+    """The canary rule frozen now and the split of the stamped posts, or None when no post
+    has a stamp (then there is no canary set)."""
+    if not stamps:
+        return None
+    rule = CanaryRule.freeze(stamps.values(), window=window, fraction=fraction)
+    return split_holdout(stamps.values(), rule, recent_fraction=recent_fraction)
+
+
+def freeze_canary_set(
+    storage: Storage,
+    gold_name: str,
+    annotations: Iterable[Annotation],
+    holdout: HoldoutSplit | None,
+    *,
+    n_labelled: int,
+) -> CanarySet:
+    """Store the canary posts of ``holdout`` (their annotations and the rule) beside gold
+    set ``gold_name``; with no ``holdout`` an empty record whose note says why."""
+    if holdout is None:
+        note = (
+            f"none of the {n_labelled} labelled posts has a stored date and source "
+            "(annotations replayed without their posts): no canary set"
+        )
+        canary = CanarySet(gold_name, None, (), dataset_hash([]), note=note)
+        storage.write_json(canary.key, canary.to_dict())
+        return canary
+    ids = set(holdout.canary)
+    chosen = sorted((a for a in annotations if a.post_id in ids), key=lambda a: a.post_id)
+    note = "" if chosen else "no labelled post is from an earlier window or another source"
+    canary = CanarySet(
+        gold_name=gold_name,
+        rule=holdout.rule,
+        post_ids=tuple(a.post_id for a in chosen),
+        hash=dataset_hash(chosen),
+        n_earlier_window=holdout.n_earlier_window,
+        n_other_source=holdout.n_other_source,
+        n_undated=len(holdout.undated)
+        + n_labelled
+        - len(holdout.pool)
+        - len(ids)
+        - len(holdout.recent),
+        note=note,
+    )
+    write_annotations(storage, canary.annotations_key, chosen)
+    storage.write_json(canary.key, canary.to_dict())
+    log.info("froze canary set of gold set %s: %d posts", gold_name, len(chosen))
+    return canary
+
+
+def load_canary_set(storage: Storage, gold_name: str) -> tuple[CanarySet, list[Annotation]] | None:
+    """The canary set frozen with gold set ``gold_name`` and its annotations, or None when
+    that gold set was frozen without one. :class:`GoldSetError` when the stored annotations
+    do not match the record."""
+    key = layout.canary_set(gold_name)
+    if not storage.exists(key):
+        return None
+    canary = CanarySet.from_dict(storage.read_json(key))
+    if not canary.post_ids:
+        return canary, []
+    annotations = list(read_annotations(storage, canary.annotations_key))
+    if tuple(sorted(a.post_id for a in annotations)) != canary.post_ids:
+        raise GoldSetError(f"canary set of {gold_name!r}: annotations do not match its post ids")
+    if dataset_hash(annotations) != canary.hash:
+        raise GoldSetError(f"canary set of {gold_name!r}: annotations do not match its hash")
+    return canary, annotations

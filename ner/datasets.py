@@ -45,7 +45,7 @@ import hashlib
 import json
 import logging
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -275,12 +275,16 @@ def freeze_gold_set(
     name: str | None = None,
     min_posts: int = 1,
     now: datetime | None = None,
+    recent: Collection[str] = (),
+    held_out: Collection[str] = (),
 ) -> GoldSet:
     """Freeze the gold split of ``annotations``, unless a gold set is already in force.
 
     When one exists it is returned unchanged (whatever ``annotations`` holds now), so every
     round is scored on the same posts. Otherwise the annotations whose id is in the gold split
-    are written under ``goldsets/`` and made current. ``name`` defaults to
+    are written under ``goldsets/`` and made current, together with the ``recent`` posts
+    (the newest posts of the current window, :mod:`ner.canary`) whatever their split; the
+    ``held_out`` posts (the canary set) are never gold. ``name`` defaults to
     ``gold-{UTC timestamp}-{hash[:8]}``. Raises :class:`GoldSetError` when fewer than
     ``min_posts`` annotated posts are in the gold split (an empty set would be frozen for
     good), and :class:`DataError` when a post id appears twice.
@@ -298,7 +302,10 @@ def freeze_gold_set(
                 gold_fraction,
             )
         return current
-    gold, _ = split(_unique(annotations), gold_fraction, salt)
+    records = [a for a in _unique(annotations) if a.post_id not in held_out]
+    kept = [a for a in records if a.post_id not in recent]
+    gold, _ = split(kept, gold_fraction, salt)
+    gold = sorted(gold + [a for a in records if a.post_id in recent], key=lambda a: a.post_id)
     if len(gold) < max(1, min_posts):
         raise GoldSetError(
             f"only {len(gold)} annotated post(s) fall in the gold split "
@@ -470,6 +477,8 @@ def prepare_splits(
     salt: str = DEFAULT_SALT,
     *,
     withdrawn: Iterable[str] = (),
+    recent: Collection[str] = (),
+    held_out: Collection[str] = (),
 ) -> Splits:
     """One round's data: freeze the gold set if needed, write the training pool to storage.
 
@@ -477,18 +486,23 @@ def prepare_splits(
     in force (:func:`drop_from_gold_set`: a new version, re-hashed); the summary then names
     that version, and ``gold_revised_from`` the one it replaced (else ``None``).
 
-    The gold set in force is kept (or frozen now when the gold split holds at least one
-    post); the training pool is :func:`train_pool` of ``annotations`` and is written to
-    ``train_key``. Raises :class:`GoldSetError` if the stored gold set is inconsistent.
+    The gold set in force is kept (or frozen now, with the ``recent`` posts, when the gold
+    split holds at least one post); the training pool is :func:`train_pool` of
+    ``annotations`` less the ``held_out`` posts (the canary set, never trained on) and is
+    written to ``train_key``. ``n_held_out`` counts posts neither trained on nor in the gold
+    set. Raises :class:`GoldSetError` if the stored gold set is inconsistent.
     """
     records = _unique(annotations)
     before = load_gold_set(storage)
     revised = drop_from_gold_set(storage, withdrawn)
     loaded = load_gold_set(storage) if revised is not None else before
     gold_set = loaded[0] if loaded is not None else None
-    if gold_set is None and split(records, gold_fraction, salt)[0]:
-        gold_set = freeze_gold_set(storage, records, gold_fraction, salt)
-    pool = train_pool(records, gold_set, gold_fraction, salt)
+    candidates = [a for a in records if a.post_id not in held_out]
+    if gold_set is None and (split(candidates, gold_fraction, salt)[0] or recent):
+        gold_set = freeze_gold_set(
+            storage, records, gold_fraction, salt, recent=recent, held_out=held_out
+        )
+    pool = train_pool(candidates, gold_set, gold_fraction, salt)
     write_annotations(storage, train_key, pool)
     in_gold = sum(1 for a in records if gold_set is not None and a.post_id in gold_set)
     return Splits(

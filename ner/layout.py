@@ -19,6 +19,8 @@ Keys are relative, slash-separated paths inside an environment's root (see
     goldsets/<name>.json                        a frozen gold set record
     goldsets/<name>.annotations.jsonl           its annotations
     goldsets/CURRENT.json                       the name of the gold set in force
+    goldsets/<name>/canary.json                 the canary set frozen with gold set <name>
+    goldsets/<name>/canary.annotations.jsonl    its annotations
     checkpoints/…json                           where a source or a poller stopped
     leases/<stamp>/<epoch>.json                 who delivers batch <stamp> (ner.leases)
     quarantine/<key>                            an unreadable file moved aside (<key> its old key)
@@ -190,6 +192,17 @@ def gold_set(name: str) -> str:
 def gold_set_annotations(name: str) -> str:
     """``goldsets/<name>.annotations.jsonl``: the annotations of gold set ``name``."""
     return f"{GOLDSETS}/{name}{_GOLD_ANNOTATIONS}"
+
+
+def canary_set(gold_name: str) -> str:
+    """``goldsets/<name>/canary.json``: the canary set frozen with gold set ``name`` (its
+    rule and post ids)."""
+    return f"{GOLDSETS}/{gold_name}/canary{_JSON}"
+
+
+def canary_set_annotations(gold_name: str) -> str:
+    """``goldsets/<name>/canary.annotations.jsonl``: the canary set's annotations."""
+    return f"{GOLDSETS}/{gold_name}/canary{_GOLD_ANNOTATIONS}"
 
 
 def gold_set_name(key: str) -> str | None:

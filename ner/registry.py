@@ -306,10 +306,13 @@ class Registry:
         gold_hash: str,
         gold_uri: str,
         tags: Mapping[str, str],
+        start_time_ms: int | None = None,
     ) -> str:
         """Create a (still open) training run with params, metrics, datasets and curve.
 
-        The caller closes it (:meth:`close_run`) once the run's outcome is known. If logging
+        ``start_time_ms`` (epoch milliseconds) is when training began, so the run's duration
+        covers the training and not only its logging. The caller closes it
+        (:meth:`close_run`) once the run's outcome is known. If logging
         fails half-way, the run is closed as FAILED (when MLflow still answers) and
         :class:`RegistryError` raised.
         """
@@ -320,6 +323,7 @@ class Registry:
         try:
             run = self.client.create_run(
                 self.experiment_id(),
+                start_time=start_time_ms,
                 run_name=run_name,
                 tags={
                     **tags,
@@ -395,11 +399,16 @@ class Registry:
         gold_hash: str,
         tags: Mapping[str, str],
         run_id: str | None = None,
+        set_name: str = "gold",
+        model_id: str | None = None,
     ) -> str:
-        """Log a gold-set evaluation: into ``run_id`` (``gold_``-prefixed) or a new run.
+        """Log an evaluation on set ``set_name`` (``gold``, ``canary``): into ``run_id`` or a
+        new run, under the same names either way (:func:`set_metrics`: ``gold.f1``,
+        ``gold.BRAND.f1``), so training and evaluation runs compare side by side.
 
-        Logs the metrics, a per-label F1 plot and the list of errors as artifacts. A new run
-        is ended here; ``run_id`` stays open for its owner to close.
+        Logs the metrics (linked to the logged model ``model_id`` when given), a per-label
+        F1 plot and the list of errors as artifacts. A new run is ended here; ``run_id``
+        stays open for its owner to close.
         """
         from mlflow.entities import Metric
         from mlflow.exceptions import MlflowException
@@ -409,7 +418,7 @@ class Registry:
             if run_id is None:
                 run = self.client.create_run(
                     self.experiment_id(),
-                    run_name=f"evaluate {role} {model_version}",
+                    run_name=f"evaluate {role} {model_version} on {set_name}",
                     tags={
                         **tags,
                         f"{TAG_PREFIX}kind": "evaluation",
@@ -419,14 +428,15 @@ class Registry:
                     },
                 )
                 run_id = str(run.info.run_id)
-            prefix = "gold_" if not own_run else ""
+            prefix = f"{set_name}_"
             stamp = int(time.time() * 1000)
             metrics = [
-                Metric(f"{prefix}{k}", float(v), stamp, 0) for k, v in report.to_metrics().items()
+                Metric(k, float(v), stamp, 0, model_id=model_id)
+                for k, v in set_metrics(report, set_name).items()
             ]
             self.client.log_batch(run_id, metrics=metrics)
-            self.client.set_tag(run_id, f"{TAG_PREFIX}gold_hash", gold_hash)
-            title = f"{role} {model_version} on gold {gold_hash[:8]}"
+            self.client.set_tag(run_id, f"{TAG_PREFIX}{set_name}_hash", gold_hash)
+            title = f"{role} {model_version} on {set_name} {gold_hash[:8]}"
             self._log_evaluation_artifacts(run_id, report, prefix, title)
             if own_run:
                 self.client.set_terminated(run_id, "FINISHED")
@@ -483,6 +493,44 @@ class Registry:
             raise _wrap(f"reading version {version}", exc) from exc
         value = (mv.tags or {}).get(self._eval_tag(gold_hash))
         return None if value is None else float(value)
+
+    # ------------------------------------------------------------------ gate and model card
+    def record_gate(
+        self,
+        version: str,
+        run_id: str,
+        *,
+        tags: Mapping[str, str],
+        metrics: Mapping[str, float],
+        model_id: str | None = None,
+    ) -> None:
+        """Put the gate's decision on the challenger: ``tags`` on its model version and its
+        training run, ``metrics`` (the rules' numbers) on the run, linked to ``model_id``."""
+        from mlflow.entities import Metric, RunTag
+        from mlflow.exceptions import MlflowException
+
+        stamp = int(time.time() * 1000)
+        try:
+            for key, value in tags.items():
+                self.client.set_model_version_tag(self.model_name, version, key, value)
+            self.client.log_batch(
+                run_id,
+                metrics=[
+                    Metric(k, float(v), stamp, 0, model_id=model_id) for k, v in metrics.items()
+                ],
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
+        except MlflowException as exc:
+            raise _wrap(f"recording the gate of version {version}", exc) from exc
+
+    def describe_version(self, version: str, description: str) -> None:
+        """Set the model version's description (the model card MLflow shows)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.update_model_version(self.model_name, version, description=description)
+        except MlflowException as exc:
+            raise _wrap(f"describing version {version}", exc) from exc
 
     # ------------------------------------------------------------------ aliases + audit
     def set_alias(
@@ -828,6 +876,22 @@ def _pending_move(run: Any) -> PendingMove:
         started=event.timestamp,
         owner=run.data.tags.get(OWNER_TAG) or None,
     )
+
+
+_LABEL_STATS = ("precision", "recall", "f1", "support")
+
+
+def set_metrics(report: Any, set_name: str) -> dict[str, float]:
+    """``report``'s metrics (:meth:`ner.evaluation.EvalReport.to_metrics`) named for MLflow by
+    evaluation set: ``{set}.{metric}`` and ``{set}.{LABEL}.{stat}`` (``gold.f1``,
+    ``gold.BRAND.f1``, ``canary.recall``); the one scheme of training and evaluation runs."""
+    per_label = {
+        f"{label}_{stat}": f"{label}.{stat}" for label in report.labels for stat in _LABEL_STATS
+    }
+    return {
+        f"{set_name}.{per_label.get(name, name)}": float(value)
+        for name, value in report.to_metrics().items()
+    }
 
 
 def run_tags(env: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -303,6 +303,34 @@ class Settings(BaseSettings):
         "splits: the gold set must then be adopted beforehand (ner.datasets.adopt_gold_set).",
     )
     seed: int = Field(17, description="Seed of training and of the labelling selection.")
+    # --- The promotion gate (ner.gate) and the canary set (ner.canary) -----------------------
+    gate_bootstrap_level: float = Field(
+        0.95, gt=0.0, lt=1.0, description="Level of the gate's paired bootstrap intervals."
+    )
+    gate_bootstrap_resamples: int = Field(
+        1000, ge=1, description="Resamples of the gold (and canary) posts per bootstrap."
+    )
+    gate_label_regression_margin: float = Field(
+        0.05, ge=0.0, le=1.0, description="Most F1 a label may lose against the champion."
+    )
+    gate_canary_margin: float = Field(
+        0.02, ge=0.0, le=1.0, description="Most F1 the challenger may lose on the canary set."
+    )
+    canary_window_days: float = Field(
+        7.0,
+        gt=0.0,
+        description="Posts older than the newest labelled post minus this many days are from "
+        "earlier windows (canary candidates, with posts from other sources).",
+    )
+    canary_fraction: float = Field(
+        0.25, ge=0.0, le=1.0, description="Share of off-window posts frozen as the canary set."
+    )
+    gold_recent_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Share of the current window's newest posts added to the gold set.",
+    )
     train: TrainSettings = Field(
         default_factory=lambda: TrainSettings(),
         description="The training recipe (NER_TRAIN__MAX_EPOCHS=5 ...); see TrainSettings.",

@@ -67,12 +67,12 @@ def test_loop_trains_promotes_then_meets_threshold_on_the_same_gold_set(
     # And the training run carries params, gold metrics, the dataset hash and plots
     run = client.get_run(first.run_id)
     assert run.data.params["max_epochs"] == "6"
-    assert run.data.metrics["gold_f1"] == first.challenger_f1
-    assert "gold_BRAND_f1" in run.data.metrics
+    assert run.data.metrics["gold.f1"] == first.challenger_f1
+    assert "gold.BRAND.f1" in run.data.metrics
     assert run.data.tags["brandloop.gold_hash"] == first.gold_hash
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"train-pool", "gold"}
     plots = {a.path for a in client.list_artifacts(first.run_id, "plots")}
-    assert plots == {"plots/learning_curve.png", "plots/gold_per_label_f1.png"}
+    assert {"plots/learning_curve.png", "plots/gold_per_label_f1.png"} <= plots
 
     # And no gold post was ever trained on
     storage = open_storage(str(settings["storage_uri"]), "dev")

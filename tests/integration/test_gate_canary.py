@@ -1,0 +1,131 @@
+"""The gate on a real train-ner run: a challenger that forgot is refused by the canary rule.
+
+The labelled posts come from two periods: this week's posts (one source, new brands) and
+posts from months ago and from another source (older brands, other wording). The first
+train-ner run freezes the gold set and, beside it, the canary set (every off-window post:
+``canary_fraction`` 1.0), so the challenger trains only on this week's slice. The champion
+is a gazetteer that knows the older brands and one of the new ones. The challenger beats it
+on the gold set by far, yet loses on the canary set, and the gate refuses it, with the rule
+and the numbers in the flow result, on the run and on the model version (tags, metrics and
+the model card).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.train_ner import TrainStatus, train_ner
+from ner import layout
+from ner.datasets import load_gold_set
+from ner.registry import CHAMPION, Registry
+from ner.storage import LocalStorage
+from tests.support.flows import prefect_api
+from tests.support.gate_data import OLD_BRANDS, write_two_windows
+from tests.support.models import register_gazetteer
+from tests.support.servers import PrefectService
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def prefect(prefect_server: PrefectService) -> Iterator[PrefectService]:
+    with prefect_api(prefect_server):
+        yield prefect_server
+
+
+def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(
+    prefect: PrefectService, tmp_path: Path
+) -> None:
+    # Given labelled posts of this week and of earlier windows / another source
+    storage = LocalStorage(tmp_path / "storage" / "dev")
+    write_two_windows(storage)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry = Registry(tracking, "brand-ner", "brand-ner", (tmp_path / "art").as_uri())
+    # And a champion that knows the older brands and one new brand
+    champion = register_gazetteer(registry, tmp_path, [*OLD_BRANDS, "Glossier"], 0.0, "none")
+    registry.set_alias(CHAMPION, champion, actor="test", reason="seed champion")
+    settings = {
+        "storage_uri": str(tmp_path / "storage"),
+        "mlflow_tracking_uri": tracking,
+        "mlflow_artifact_location": (tmp_path / "art").as_uri(),
+        "threshold": 0.5,
+        "canary_fraction": 1.0,
+        "gate_bootstrap_resamples": 500,
+        "train": {"max_epochs": 25, "eval_frequency": 10},
+        "seed": 7,
+    }
+
+    # When train-ner runs
+    summary = train_ner(source="storage", overrides=settings)
+
+    # Then the canary set holds every off-window post, and none of them was trained on
+    assert summary.n_canary == 30
+    loaded = load_gold_set(storage)
+    assert loaded is not None
+    canary_record = storage.read_json(layout.canary_set(loaded[0].name))
+    canary_ids = set(canary_record["post_ids"])
+    assert canary_ids == {f"old{i:03d}" for i in range(24)} | {f"forum{i:02d}" for i in range(6)}
+    trained = {
+        json.loads(line)["post_id"]
+        for key in storage.list("annotations")
+        if key.endswith(".train.jsonl")
+        for line in storage.iter_lines(key)
+    }
+    assert trained and not trained & canary_ids and not trained & set(loaded[0].post_ids)
+
+    # And the challenger beat the champion on the gold set, but the canary rule refused it
+    assert summary.status == TrainStatus.NOT_PROMOTED, summary.decision
+    assert summary.challenger_f1 is not None and summary.champion_f1 is not None
+    assert summary.challenger_f1 > summary.champion_f1
+    gate = summary.gate
+    assert gate is not None and not gate.promote and gate.outcome == "refused"
+    verdicts = {v.rule: v for v in gate.verdicts}
+    assert verdicts["beats_champion"].status == "passed"
+    canary = verdicts["canary"]
+    assert canary.status == "refused" and "canary" in gate.refused_by
+    numbers = canary.numbers
+    assert numbers["champion_f1"] == pytest.approx(1.0)
+    assert numbers["champion_f1"] - numbers["challenger_f1"] > numbers["margin"] == 0.02
+    assert numbers["n_posts"] == 30
+    assert summary.challenger_canary_f1 == pytest.approx(numbers["challenger_f1"])
+    assert summary.decision is not None and summary.decision.startswith("refused by ")
+    assert f"{numbers['challenger_f1']:.4f}" in summary.decision
+    print(f"\nrefusal: {summary.decision}")
+
+    # And MLflow says the same on the challenger's run and model version
+    client = registry.client
+    assert summary.challenger_version is not None and summary.run_id is not None
+    version = client.get_model_version("brand-ner", summary.challenger_version)
+    assert version.tags["brandloop.gate.outcome"] == "refused"
+    assert "canary" in version.tags["brandloop.gate.refused_by"].split(",")
+    assert version.tags["brandloop.promotion_reason"] == summary.decision
+    run = client.get_run(summary.run_id)
+    metrics = run.data.metrics
+    assert metrics["gate.canary_challenger_f1"] == pytest.approx(numbers["challenger_f1"])
+    assert metrics["gate.canary_passed"] == 0.0 and metrics["gate.promote"] == 0.0
+    assert metrics["gold.f1"] == pytest.approx(summary.challenger_f1)
+    assert metrics["canary.f1"] == pytest.approx(numbers["challenger_f1"])
+    assert {"gold.BRAND.f1", "canary.BRAND.f1", "dev.ents_f"} <= set(metrics)
+    assert run.data.tags["brandloop.gate.outcome"] == "refused"
+    # And the run lists its logged model, with the evaluation metrics linked to it
+    outputs = run.outputs.model_outputs if run.outputs else []
+    assert len(outputs) == 1
+    logged = client.get_logged_model(outputs[0].model_id)
+    assert logged.source_run_id == summary.run_id
+    linked = {m.key: m.value for m in logged.metrics or []}
+    assert linked["gold.f1"] == pytest.approx(summary.challenger_f1)
+    assert linked["canary.f1"] == pytest.approx(numbers["challenger_f1"])
+    # And the run lasted at least as long as the training did
+    assert run.info.end_time - run.info.start_time >= metrics["train_seconds"] * 1000
+    # And the model version carries the card: data, metrics with intervals, the refusal
+    card = version.description
+    assert card.startswith(f"# brand-ner version {summary.challenger_version}")
+    assert "**Gate: refused**" in card and "`canary`" in card
+    assert "| canary (" in card and "| gold (" in card and "% bootstrap interval" in card
+    assert run.data.tags["brandloop.dataset_hash"] in card
+    # And the champion did not move
+    assert registry.alias_version(CHAMPION) == champion
