@@ -133,7 +133,7 @@ def test_the_canary_set_is_frozen_beside_the_gold_set_and_never_trained_on(
         held_out=set(holdout.canary),
     )
     frozen = canary.freeze_canary_set(
-        storage, splits["gold_name"], annotations, holdout, n_labelled=len(annotations)
+        storage, splits.gold_name, annotations, holdout, n_labelled=len(annotations)
     )
     # Then the August posts are the canary set (the forum posts share the week's window
     # and become a home source), the newest posts are gold, and neither is trained on
@@ -143,11 +143,11 @@ def test_the_canary_set_is_frozen_beside_the_gold_set_and_never_trained_on(
     assert gold is not None
     assert set(holdout.recent) <= set(gold[0].post_ids)
     assert not set(frozen.post_ids) & set(gold[0].post_ids)
-    pool = {a.post_id for a in datasets.read_annotations(storage, splits["train_key"])}
+    pool = {a.post_id for a in datasets.read_annotations(storage, splits.train_key)}
     assert pool and not pool & set(frozen.post_ids) and not pool & set(gold[0].post_ids)
     # And a later round keeps new August posts out of training by the frozen rule
     late = canary.PostStamp("o9", stamps["o0"].created_at, "x")
-    loaded = canary.load_canary_set(storage, splits["gold_name"])
+    loaded = canary.load_canary_set(storage, splits.gold_name)
     assert loaded is not None and loaded[0].rule is not None
     assert "o9" in loaded[0].held_out({"o9": late})
-    assert storage.exists(layout.canary_set_annotations(splits["gold_name"]))
+    assert storage.exists(layout.canary_set_annotations(splits.gold_name))
