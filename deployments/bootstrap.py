@@ -266,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--check", action="store_true", help="only list missing deploy-time variables"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    # force: importing flows.context has let Prefect configure the root logger already
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     envs = args.env or list(ENVIRONMENTS)
     environ = with_default_version(os.environ)  # BRANDLOOP_VERSION: given, or local-<time>
