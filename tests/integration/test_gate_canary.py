@@ -44,7 +44,7 @@ def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(
     storage = LocalStorage(tmp_path / "storage" / "dev")
     write_two_windows(storage)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    registry = Registry(tracking, "brand-ner", "brand-ner", (tmp_path / "art").as_uri())
+    registry = Registry(tracking, "brand-ner-dev", "brand-ner-dev", (tmp_path / "art").as_uri())
     # And a champion that knows the older brands and one new brand
     champion = register_gazetteer(registry, tmp_path, [*OLD_BRANDS, "Glossier"], 0.0, "none")
     registry.set_alias(CHAMPION, champion, actor="test", reason="seed champion")
@@ -99,7 +99,7 @@ def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(
     # And MLflow says the same on the challenger's run and model version
     client = registry.client
     assert summary.challenger_version is not None and summary.run_id is not None
-    version = client.get_model_version("brand-ner", summary.challenger_version)
+    version = client.get_model_version("brand-ner-dev", summary.challenger_version)
     assert version.tags["brandloop.gate.outcome"] == "refused"
     assert "canary" in version.tags["brandloop.gate.refused_by"].split(",")
     assert version.tags["brandloop.promotion_reason"] == summary.decision
@@ -123,7 +123,7 @@ def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(
     assert run.info.end_time - run.info.start_time >= metrics["train_seconds"] * 1000
     # And the model version carries the card: data, metrics with intervals, the refusal
     card = version.description
-    assert card.startswith(f"# brand-ner version {summary.challenger_version}")
+    assert card.startswith(f"# brand-ner-dev version {summary.challenger_version}")
     assert "**Gate: refused**" in card and "`canary`" in card
     assert "| canary (" in card and "| gold (" in card and "% bootstrap interval" in card
     assert run.data.tags["brandloop.dataset_hash"] in card

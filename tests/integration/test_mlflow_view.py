@@ -92,6 +92,8 @@ def test_mlflow_ui_shows_the_compare_view_and_the_champion_with_its_card(
         "canary_fraction": 1.0,
         "train": {"max_epochs": 25, "eval_frequency": 10},
         "seed": 7,
+        "registered_model_name": "brand-ner",
+        "experiment_name": "brand-ner",
     }
     summary = train_ner(source="storage", overrides=settings)
     assert summary.status == TrainStatus.PROMOTED, summary.decision
