@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from ner.settings import Settings
 
 ALIASES = ("champion", "challenger", "previous")
-#: Names a run's gold-set micro F1 goes by (evaluation runs log ``f1``, training runs the
-#: challenger's ``gold_f1``).
-GOLD_F1_METRICS = ("f1", "gold_f1")
+#: Names a run's gold-set micro F1 goes by: ``gold.f1`` in training and evaluation runs alike
+#: (:meth:`ner.registry.Registry.set_metrics`); ``f1``/``gold_f1`` in runs of older releases.
+GOLD_F1_METRICS = ("gold.f1", "f1", "gold_f1")
 #: MLflow HTTP retries for the command line's quick reads (the SDK's default is 7 with
 #: back-off, minutes before a down server is reported).
 QUICK_MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
