@@ -156,7 +156,7 @@ def test_deploy_all_creates_every_deployment(deployed: Deployed) -> None:
 def test_every_deployment_carries_the_version_it_was_deployed_as(deployed: Deployed) -> None:
     # Given BRANDLOOP_VERSION named by deployments.versioning in the deploying shell
     assert VERSION == "feature-emoji-offsets-20261129-210500"
-    # Then prefect.yaml stored it as the version of all nine deployments (three flows x three environments)
+    # Then prefect.yaml stored it as the version of all nine deployments (3 flows x 3 envs)
     versions = {(d["flow_name"], d["name"]): d["version"] for d in deployed.deployments}
     assert len(versions) == 9 and set(versions.values()) == {VERSION}, versions
 
