@@ -314,10 +314,15 @@ def test_apply_deployment_runs_its_predict_step_on_dask_on_a_process_worker(
     task_runs = deployed.api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
     [predict] = [t for t in task_runs if t["name"].startswith("predict_posts")]
     assert predict["state"]["type"] == "COMPLETED"
-    logs = deployed.api(
-        "POST", "/logs/filter", {"logs": {"task_run_id": {"any_": [predict["id"]]}}}
-    )
-    assert any("in 3 shards on dask" in log["message"] for log in logs), logs
+    # (the worker's run ships its logs to the API in the background: give them a moment)
+    logs: list[Any] = []
+    deadline = time.monotonic() + 60
+    while not any("in 3 shards on dask" in log["message"] for log in logs):
+        assert time.monotonic() < deadline, logs
+        time.sleep(1)
+        logs = deployed.api(
+            "POST", "/logs/filter", {"logs": {"task_run_id": {"any_": [predict["id"]]}}}
+        )
     # And staging's storage holds one task per post, in the posts' order, each pre-annotated
     task_files = [k for k in storage.list("tasks") if run_id[:8] in k]
     assert len(task_files) == 1, storage.list("tasks")
