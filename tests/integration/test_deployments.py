@@ -305,7 +305,11 @@ def test_apply_deployment_runs_its_predict_step_on_dask_on_a_process_worker(
     params |= {"executor": "dask", "workers": 2, "n_shards": 3}
     run_id = _run_deployment(deployed, "apply-ner/staging", params)
     started = time.monotonic()
-    worker = deployed.prefect.run_worker("brandloop-staging", timeout=420)
+    # INFO even under `make test` (which exports PREFECT_LOGGING_LEVEL=WARNING): the test reads
+    # the predict task's INFO line back from the API
+    worker = deployed.prefect.run_worker(
+        "brandloop-staging", timeout=420, extra_env={"PREFECT_LOGGING_LEVEL": "INFO"}
+    )
     TIMINGS["worker --run-once (apply-ner on dask)"] = time.monotonic() - started
 
     # Then the flow run COMPLETED, and so did its predict task, which ran 3 shards on Dask
