@@ -49,7 +49,7 @@ from ner.labelstudio.client import LabelStudioProject
 from ner.modelcard import ModelCard, Recipe, SetMetrics, TrainingData, render_model_card
 from ner.registry import CHALLENGER, CHAMPION, Decision, needs_training, run_tags
 from ner.settings import Settings
-from ner.training import train_isolated
+from ner.training_worker import train_isolated
 from ner.types import Annotation
 
 
@@ -445,7 +445,7 @@ def _score(ctx: RunContext, nlp: Any, key: str) -> SetScores:
 @io_task(retries=1)
 def train_challenger(ctx: RunContext, train_key: str, start_from: str, model_dir: str) -> Trained:
     """Fine-tune a challenger on the training pool (gold posts excluded), in a process of
-    its own (:func:`ner.training.train_isolated`) with the recipe ``settings.train``."""
+    its own (:func:`ner.training_worker.train_isolated`) with the recipe ``settings.train``."""
     settings, logger = ctx.settings, get_run_logger()
     pool = list(datasets.read_annotations(ctx.storage, train_key))
     started_ms = int(time.time() * 1000)

@@ -21,7 +21,7 @@ Knobs of the recipe (:class:`ner.settings.TrainSettings`, ``settings.train``):
 
 Bench/README.md records how the defaults of :class:`ner.settings.TrainSettings` were chosen.
 
-Training runs in a process of its own (:func:`train_isolated`, through
+Training runs in a process of its own (:func:`ner.training_worker.train_isolated`, through
 ``python -m ner.training_worker``): spaCy draws batches and dropout masks from the global
 random generators, so only a fresh process makes the model a function of data, recipe and
 seed; and the child is started from a module entry point, so it never re-imports the
@@ -323,53 +323,6 @@ def _dev_scores(performance: Mapping[str, Any], label_map: Mapping[str, str]) ->
                 if isinstance(value, int | float):
                     scores[f"{ours.get(label, label)}_{key}"] = float(value)
     return scores
-
-
-def train_isolated(
-    annotations: Sequence[Annotation],
-    *,
-    start_from: str,
-    output_dir: Path,
-    labels: Sequence[str] = ("BRAND",),
-    recipe: TrainSettings | None = None,
-    seed: int = 17,
-    on_epoch: OnEpoch | None = None,
-) -> TrainResult:
-    """:func:`train` in a fresh Python process; same arguments, same result.
-
-    spaCy's training loop draws from the process-wide ``random`` and ``numpy.random``
-    generators, seeded once at its start. In a long-lived process (a Prefect flow run, with
-    its API, log and event threads) anything else that draws from them meanwhile changes the
-    batches and dropout masks, so one seed gave dev F1 from 0.12 to 0.16 on WNUT-17 across
-    runs. A process of its own makes the model a function of the data, the recipe and the
-    seed, and returns its memory when done. The child is ``python -m ner.training_worker``,
-    a module entry point: unlike a ``multiprocessing`` spawn it never re-imports the
-    caller's ``__main__``, so a plain script needs no ``if __name__ == "__main__"`` guard.
-
-    ``on_epoch`` is called here, in the caller's thread, with each dev-slice evaluation
-    (:class:`EpochProgress`) as the child appends it to its curve: progress while it trains.
-
-    An error of the child is raised here with its type (:class:`TrainingError`, or another
-    brandloop error); a child that dies (killed, out of memory) raises :class:`TrainingError`.
-    """
-    from ner import training_worker
-
-    recipe = recipe or TrainSettings()
-    request = training_worker.TrainRequest(
-        annotations=[a.to_dict() for a in annotations],
-        start_from=start_from,
-        output_dir=str(output_dir),
-        labels=list(labels),
-        recipe=recipe,
-        seed=seed,
-    )
-    max_epochs = recipe.max_epochs
-    on_row = (
-        None
-        if on_epoch is None
-        else lambda row: on_epoch(EpochProgress.from_curve(row, max_epochs))
-    )
-    return training_worker.run_in_subprocess(request, on_curve=on_row)
 
 
 def _run_spacy_training(config_path: Path, overrides: dict[str, Any], out: Path) -> Language:

@@ -195,7 +195,7 @@ def test_isolated_training_is_a_function_of_data_recipe_and_seed(tmp_path: Path)
     import random
     import threading
 
-    from ner.training import train_isolated
+    from ner.training_worker import train_isolated
 
     # Given a small labelled set and a recipe with dropout and shuffling
     texts = [("love my Nike shoes", "Nike"), ("new Glossier balm is great", "Glossier")] * 6
@@ -233,7 +233,7 @@ def test_isolated_training_is_a_function_of_data_recipe_and_seed(tmp_path: Path)
 
 
 def test_isolated_training_raises_the_training_error_of_the_child(tmp_path: Path) -> None:
-    from ner.training import train_isolated
+    from ner.training_worker import train_isolated
 
     with pytest.raises(TrainingError, match="at least 2 labelled posts"):
         train_isolated(
@@ -266,7 +266,8 @@ def test_the_training_process_error_is_raised_with_its_type(
 
 
 def test_isolated_training_streams_each_evaluation_while_it_trains(tmp_path: Path) -> None:
-    from ner.training import EpochProgress, train_isolated
+    from ner.training import EpochProgress
+    from ner.training_worker import train_isolated
 
     # Given a small labelled set and a recipe that evaluates every 2 steps for 4 epochs
     texts = [("love my Nike shoes", "Nike"), ("new Glossier balm is great", "Glossier")] * 20
