@@ -283,3 +283,27 @@ def test_apply_on_dask_first_finishes_a_batch_an_earlier_run_left_unfinished(
     # and a second run finds nothing left to finish
     again = apply_ner(**run, executor="dask", workers=2)
     assert again.recovered == []
+
+
+def _worker_tuning() -> tuple[str | None, bool]:
+    import os
+
+    import dask.config
+
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), bool(
+        dask.config.get("distributed.worker.profile.enabled")
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_local_cluster_workers_keep_default_malloc_trimming_and_no_profiler() -> None:
+    from ner.parallel import dask_client
+
+    # when predict_parallel's own LocalCluster starts its worker processes
+    with dask_client(None, 2) as client:
+        client.wait_for_workers(2, timeout=120)
+        tuning = set(client.run(_worker_tuning).values())
+    # then no worker has Dask's 64 KiB malloc trim threshold or runs the statistical profiler
+    # (together about 10 % of the shard phase on 2 cores: bench/README.md, inference)
+    assert tuning == {(None, False)}
