@@ -9,7 +9,7 @@ import pytest
 
 from ner import active
 from ner.active import (
-    MinHasher,
+    NearDuplicates,
     filter_pool,
     is_retweet,
     jaccard,
@@ -59,21 +59,45 @@ def test_normalise_ignores_case_urls_handles_hashtags_and_punctuation() -> None:
 
 def test_minhash_signatures_agree_more_for_similar_texts() -> None:
     # Given a text, a one-word edit of it and an unrelated text
-    hasher = MinHasher(bands=16, rows=4, seed=3)
+    index = NearDuplicates(0.8, seed=3)
     base = shingles(LONG)
     edited = shingles(LONG.replace("amazing", "great"))
     other = shingles("Traffic on the bridge is terrible this morning, leave early folks")
 
     # When their signatures are compared position by position
-    sig = hasher.signature(base)
+    sig = index.signature(base).hashvalues
 
     def agreement(items: frozenset[str]) -> float:
-        return sum(x == y for x, y in zip(sig, hasher.signature(items), strict=True)) / len(sig)
+        values = index.signature(items).hashvalues
+        return sum(x == y for x, y in zip(sig, values, strict=True)) / len(sig)
 
-    # Then agreement tracks the Jaccard similarity
-    assert hasher.signature(base) == sig
+    # Then the signature is deterministic for a seed, and agreement tracks the Jaccard similarity
+    assert list(NearDuplicates(0.8, seed=3).signature(base).hashvalues) == list(sig)
+    assert list(NearDuplicates(0.8, seed=4).signature(base).hashvalues) != list(sig)
     assert agreement(edited) > 0.6 > 0.1 > agreement(other)
     assert jaccard(base, edited) > 0.7 > 0.1 > jaccard(base, other)
+
+
+def test_near_duplicates_are_confirmed_by_the_exact_jaccard_similarity() -> None:
+    # Given two shingle sets whose signatures share LSH bands, with exact Jaccard j
+    base = shingles(LONG)
+    edited = shingles(LONG.replace("amazing", "great"))
+    j = jaccard(base, edited)
+
+    def near(threshold: float) -> bool:
+        index = NearDuplicates(threshold, seed=3)
+        index.add(base, index.signature(base))
+        return index.near(edited, index.signature(edited))
+
+    # Then the pair is near at a threshold of exactly j, and not just above it
+    assert 0.7 < j < 0.9
+    assert near(j)
+    assert not near(j + 1e-9)
+
+    # And an empty set is near nothing, even at a threshold of 0
+    index = NearDuplicates(0.0)
+    index.add(base, index.signature(base))
+    assert not index.near(frozenset(), index.signature(frozenset()))
 
 
 def test_filter_pool_skips_retweets_duplicates_near_duplicates_and_labelled() -> None:
