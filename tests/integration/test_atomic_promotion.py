@@ -11,7 +11,6 @@ by name.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -25,22 +24,21 @@ from flows.train_ner import TrainStatus, train_ner
 from ner.audit import MOVE_STATE_TAG, OWNER_TAG
 from ner.errors import RegistryError
 from ner.registry import Registry, decide
-from ner.storage import open_storage
-from tests.integration import test_reliability as reliability
-from tests.integration.test_reliability import train_settings, write_gold_exports
+from tests.support import outages
 from tests.support.flows import attempts
 from tests.support.models import register_gazetteer
+from tests.support.outages import failed_run, fault_once, labelled_posts, pause_for
 from tests.support.servers import MlflowService, PrefectService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 GOLD = "a" * 64
 
-# The reliability module's fixtures: a private MLflow server (this module's own instance),
-# the session's Prefect server as the API, MLflow's client retries off.
-own_mlflow = reliability.own_mlflow
-prefect = reliability.prefect
-fail_fast_mlflow = reliability.fail_fast_mlflow
+# Fixtures: a private MLflow server (this module's own instance), the session's Prefect
+# server as the API, MLflow's client retries off.
+own_mlflow = outages.own_mlflow
+prefect = outages.prefect
+fail_fast_mlflow = outages.fail_fast_mlflow
 
 
 def break_move(
@@ -48,27 +46,11 @@ def break_move(
 ) -> Callable[[], None]:
     """Run ``fault`` once, just after (or before) the first move of ``@alias``; returns a
     function that removes the wrapper."""
-    original = Registry._move_alias
-    done: list[bool] = []
 
-    def move(self: Registry, moved: str, version: str | None, before: str | None) -> None:
-        if moved == alias and not after and not done:
-            done.append(True)
-            fault()
-        original(self, moved, version, before)
-        if moved == alias and after and not done:
-            done.append(True)
-            fault()
+    def moves_alias(registry: Registry, moved: str, *args: Any) -> bool:
+        return moved == alias
 
-    monkeypatch.setattr(Registry, "_move_alias", move)
-    return lambda: monkeypatch.setattr(Registry, "_move_alias", original)
-
-
-def labelled_posts(tmp_path: Path, mlflow: MlflowService, prefix: str) -> dict[str, Any]:
-    """train-ner settings for a new model ``prefix-…``, with 160 labelled posts in storage."""
-    settings = train_settings(tmp_path, mlflow, f"{prefix}-{uuid.uuid4().hex[:6]}")
-    write_gold_exports(open_storage(settings["storage_uri"], "dev"), 160)
-    return settings
+    return fault_once(monkeypatch, Registry, "_move_alias", fault, after=after, when=moves_alias)
 
 
 def champion_and_better(registry: Registry, tmp_path: Path) -> tuple[str, str]:
@@ -101,10 +83,8 @@ def test_mlflow_killed_between_the_champion_move_and_its_audit_then_the_next_run
     restore = break_move(monkeypatch, "champion", own_mlflow.server.kill, after=True)
     # When train-ner runs, then it fails: the audit cannot be completed, nor retried
     state: Any = train_ner(source="storage", overrides=settings, return_state=True)
-    assert state.is_failed(), state
-    with pytest.raises(RegistryError):
-        state.result()
-    assert attempts(prefect, str(state.state_details.flow_run_id), "promote_if_better") == [4]
+    flow_run_id = failed_run(state, RegistryError)
+    assert attempts(prefect, flow_run_id, "promote_if_better") == [4]
 
     # When MLflow is back: the half-done move of the issue (2 moves, 1 audit record)
     restore()
@@ -131,7 +111,7 @@ def test_mlflow_killed_between_the_champion_move_and_its_audit_then_the_next_run
     ]
     run = registry.client.get_run(pending.run_id)
     assert (run.info.status, run.data.tags[MOVE_STATE_TAG]) == ("FINISHED", "done")
-    assert run.data.tags[OWNER_TAG] == str(state.state_details.flow_run_id)
+    assert run.data.tags[OWNER_TAG] == flow_run_id
     assert registry.alias_version("challenger") is None
     assert "brandloop.champion_since" in version_tags(registry, "1")
     assert registry.pending_moves() == []
@@ -150,11 +130,7 @@ def test_a_retry_after_the_move_completes_the_audit_instead_of_skipping_it(
     settings = labelled_posts(tmp_path, own_mlflow, "retried-move")
     name = settings["registered_model_name"]
 
-    def freeze() -> None:
-        own_mlflow.server.pause()
-        threading.Timer(3.0, own_mlflow.server.resume).start()
-
-    break_move(monkeypatch, "champion", freeze, after=True)
+    break_move(monkeypatch, "champion", lambda: pause_for(own_mlflow, 3.0), after=True)
     # When train-ner runs
     state: Any = train_ner(source="storage", overrides=settings, return_state=True)
     # Then it completed: the retry found the alias already moved and completed its audit

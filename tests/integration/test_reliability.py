@@ -19,9 +19,7 @@ retries through ``MLFLOW_HTTP_REQUEST_*`` and ``NER_GCS_TIMEOUT_S``.
 from __future__ import annotations
 
 import json
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,9 +34,16 @@ from ner.errors import LabelStudioError, RegistryError, StorageError
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
 from ner.registry import Registry
-from ner.replay import demo_gold_path
 from ner.storage import LocalStorage, Storage, open_storage
-from tests.support.flows import MLFLOW_FAIL_FAST, attempts, demo_slice, prefect_api
+from tests.support import outages
+from tests.support.flows import attempts, demo_slice
+from tests.support.outages import (
+    RETRIES,
+    failed_run,
+    fault_once,
+    labelled_posts,
+    pause_for,
+)
 from tests.support.servers import (
     GcsService,
     LabelStudioService,
@@ -46,56 +51,15 @@ from tests.support.servers import (
     PrefectService,
     gcs_service,
     label_studio_service,
-    mlflow_service,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-#: Short task retries: 3 retries, after ~0.5, 1 and 2 s.
-RETRIES = {"io_retries": 3, "io_retry_delay_s": 0.5}
-
-
-# --------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def own_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowService]:
-    """A private MLflow server this module may pause, kill and restart."""
-    service = mlflow_service(tmp_path_factory.mktemp("reliability-mlflow"))
-    started = time.monotonic()
-    with service.start():
-        print(f"\nprivate MLflow server healthy after {time.monotonic() - started:.1f} s")
-        yield service
-
-
-@pytest.fixture
-def prefect(prefect_server: PrefectService) -> Iterator[PrefectService]:
-    with prefect_api(prefect_server):
-        yield prefect_server
-
-
-@pytest.fixture
-def fail_fast_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in MLFLOW_FAIL_FAST.items():
-        monkeypatch.setenv(key, value)
-
-
-def write_gold_exports(storage: Storage, n: int) -> None:
-    """The first ``n`` tasks of the demo's gold export, as one export snapshot."""
-    export = json.loads(demo_gold_path().read_text(encoding="utf-8"))[:n]
-    storage.write_json("exports/20261101T000000Z-gold.json", export)
-
-
-def train_settings(tmp_path: Path, mlflow: MlflowService, name: str) -> dict[str, Any]:
-    return {
-        "storage_uri": str(tmp_path / "storage"),
-        "mlflow_tracking_uri": mlflow.url,
-        "registered_model_name": name,
-        "experiment_name": name,
-        "cold_start": "base",
-        "threshold": 0.2,
-        "train": {"max_epochs": 3},
-        "seed": 7,
-        **RETRIES,
-    }
+# Fixtures: a private MLflow server (this module's own instance), the session's Prefect
+# server as the API, MLflow's client retries off.
+own_mlflow = outages.own_mlflow
+prefect = outages.prefect
+fail_fast_mlflow = outages.fail_fast_mlflow
 
 
 def all_objects_whole(storage: Storage) -> list[str]:
@@ -131,21 +95,16 @@ def test_mlflow_paused_while_logging_the_challenger_recovers_through_retries(
 ) -> None:
     # Given labelled posts, and MLflow requests that time out after 2 s
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    name = f"paused-{uuid.uuid4().hex[:6]}"
-    settings = train_settings(tmp_path, own_mlflow, name)
-    write_gold_exports(open_storage(settings["storage_uri"], "dev"), 160)
+    settings = labelled_posts(tmp_path, own_mlflow, "paused")
+    name = settings["registered_model_name"]
     # And MLflow frozen for 3 s as the training run starts to be logged
     paused: list[float] = []
-    original = Registry.log_training_run
 
-    def frozen_then_log(self: Registry, **kwargs: Any) -> str:
-        if not paused:
-            own_mlflow.server.pause()
-            paused.append(time.monotonic())
-            threading.Timer(3.0, own_mlflow.server.resume).start()
-        return original(self, **kwargs)
+    def freeze() -> None:
+        pause_for(own_mlflow, 3.0)
+        paused.append(time.monotonic())
 
-    monkeypatch.setattr(Registry, "log_training_run", frozen_then_log)
+    fault_once(monkeypatch, Registry, "log_training_run", freeze)
     # When train-ner runs
     state: Any = train_ner(source="storage", overrides=settings, return_state=True)
     # Then it completed and promoted its challenger
@@ -173,24 +132,14 @@ def test_mlflow_killed_before_promotion_fails_the_flow_and_promotes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given labelled posts and a model that has no champion yet
-    name = f"killed-{uuid.uuid4().hex[:6]}"
-    settings = train_settings(tmp_path, own_mlflow, name)
+    settings = labelled_posts(tmp_path, own_mlflow, "killed")
+    name = settings["registered_model_name"]
     storage = open_storage(settings["storage_uri"], "dev")
-    write_gold_exports(storage, 160)
     # And MLflow killed just as the promotion starts (after training, logging, evaluating)
-    original = Registry.promote
-
-    def killed_then_promote(self: Registry, *args: Any, **kwargs: Any) -> Any:
-        own_mlflow.server.kill()
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Registry, "promote", killed_then_promote)
+    restore = fault_once(monkeypatch, Registry, "promote", own_mlflow.server.kill)
     # When train-ner runs, then it fails (every retry of the promotion fails)
     state: Any = train_ner(source="storage", overrides=settings, return_state=True)
-    assert state.is_failed(), state
-    with pytest.raises(RegistryError):
-        state.result()
-    flow_run_id = str(state.state_details.flow_run_id)
+    flow_run_id = failed_run(state, RegistryError)
     assert attempts(prefect, flow_run_id, "promote_if_better") == [4]
     # And every object in storage is whole (the annotations, gold set and training pool)
     keys = all_objects_whole(storage)
@@ -198,7 +147,7 @@ def test_mlflow_killed_before_promotion_fails_the_flow_and_promotes_nothing(
     assert not [k for k in keys if k.rsplit("/", 1)[-1].startswith(".")]
 
     # When MLflow is back (same port, same database and artifacts)
-    monkeypatch.setattr(Registry, "promote", original)
+    restore()
     own_mlflow.restart()
     registry = Registry(own_mlflow.url, model_name=name, experiment_name=name)
     # Then no alias but the challenger's moved: @champion does not exist
@@ -285,13 +234,10 @@ def test_bucket_killed_mid_apply_then_a_rerun_delivers_every_post_once(
         )
 
     # When apply-ner runs, then it fails with a storage error once the retries are spent
-    state = run()
-    assert state.is_failed(), state
-    with pytest.raises(StorageError):
-        state.result()
+    flow_run_id = failed_run(run(), StorageError)
     assert not own_gcs.server.running
     failed_task = "fetch_posts" if step == "fetch" else "predict_posts"
-    assert attempts(prefect, str(state.state_details.flow_run_id), failed_task) == [4]
+    assert attempts(prefect, flow_run_id, failed_task) == [4]
 
     # When the emulator is restarted (same port, same data)
     monkeypatch.setattr(sources, "iter_jsonl", original_parse)
@@ -378,11 +324,8 @@ def test_label_studio_killed_mid_import_then_a_rerun_imports_every_post_once(
         )
 
     # When apply-ner sends the posts, then the flow fails once its retries are spent
-    state = run()
-    assert state.is_failed(), state
-    with pytest.raises(LabelStudioError):
-        state.result()
-    assert attempts(prefect, str(state.state_details.flow_run_id), "send_to_label_studio") == [4]
+    flow_run_id = failed_run(run(), LabelStudioError)
+    assert attempts(prefect, flow_run_id, "send_to_label_studio") == [4]
     # And the batch has no receipt: it is not finished
     storage = LocalStorage(tmp_path / "storage" / "dev")
     assert [k for k in storage.list("tasks")] == []
