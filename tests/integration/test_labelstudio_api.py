@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,20 @@ from ner.labelstudio.exchange import (
 from ner.labelstudio.export import codepoint_to_utf16
 from ner.labelstudio.triggers import poll_for_labels, wait_for_labels
 from ner.replay import ReplayAnnotator, demo_posts_path
-from ner.settings import Settings, load_settings
-from ner.storage import Storage, open_storage
+from ner.settings import Settings
+from ner.storage import Storage
 from ner.types import Post, Prediction, Span
+from tests.support import annotating
+from tests.support.annotating import (
+    annotate,
+    brand,
+    import_posts,
+    project_settings,
+    result,
+    tasks_by_post,
+    unique,
+)
+from tests.support.flows import demo_slice
 from tests.support.servers import (
     PROJECT_ROOT,
     LabelStudioService,
@@ -61,56 +72,11 @@ from tests.support.servers import (
     PrefectService,
     free_port,
 )
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LABELS = ("BRAND",)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Wait until ``check()`` holds (servers answer asynchronously); fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.1)
-
-
-def brand(text: str, needle: str, nth: int = 0) -> Span:
-    """The code-point span of the ``nth`` occurrence of ``needle`` in ``text``."""
-    start = -1
-    for _ in range(nth + 1):
-        start = text.index(needle, start + 1)
-    return Span(start, start + len(needle), "BRAND", needle)
-
-
-def result(start: int, end: int, text: str, label: str = "BRAND") -> dict[str, Any]:
-    """One region as the Label Studio editor saves it for our generated config."""
-    return {
-        "id": uuid.uuid4().hex[:10],
-        "from_name": "label",
-        "to_name": "text",
-        "type": "labels",
-        "origin": "manual",
-        "value": {"start": start, "end": end, "text": text, "labels": [label]},
-    }
-
-
-def annotate(project: LabelStudioProject, task_id: int, spans: list[Span], **extra: Any) -> int:
-    """A human submits an annotation of ``task_id`` with ``spans`` (code points)."""
-    created = project.client.annotations.create(
-        id=task_id, result=[result(s.start, s.end, s.text, s.label) for s in spans], **extra
-    )
-    assert created.id is not None
-    return int(created.id)
-
-
-def tasks_by_post(project: LabelStudioProject) -> dict[str, dict[str, Any]]:
-    return {str(t["data"]["post_id"]): t for t in project.iter_tasks(fields="all")}
 
 
 def posts(n: int, prefix: str = "p") -> list[Post]:
@@ -133,22 +99,11 @@ def predictions_of(items: list[Post]) -> list[Prediction]:
 @pytest.fixture
 def ls_settings(label_studio: LabelStudioService, tmp_path: Path) -> Settings:
     """Settings for a fresh project on the test server (its own title, its own storage)."""
-    return load_settings(
-        label_studio_url=label_studio.url,
-        label_studio_api_key=label_studio.token,
-        label_studio_project=unique("brandloop-it"),
-        storage_uri=str(tmp_path / "storage"),
-    )
+    return project_settings(label_studio, tmp_path, "brandloop-it")
 
 
-@pytest.fixture
-def project(ls_settings: Settings) -> LabelStudioProject:
-    return LabelStudioProject.connect(ls_settings)
-
-
-@pytest.fixture
-def storage(ls_settings: Settings) -> Storage:
-    return open_storage(ls_settings.storage_uri, ls_settings.env)
+project = annotating.project
+storage = annotating.storage
 
 
 @pytest.fixture
@@ -339,8 +294,7 @@ def test_incremental_pulls_keep_immutable_snapshots(
     project: LabelStudioProject, storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     items = posts(5)
-    import_items(project, ((p, None) for p in items))
-    tasks = tasks_by_post(project)
+    tasks = import_posts(project, items)
     exported: list[bytes] = []
     real_export = project.export_json
 
@@ -479,8 +433,7 @@ def test_webhooks_reach_the_receiver_and_trigger_once_at_the_gate(
     project: LabelStudioProject,
 ) -> None:
     items = posts(5)
-    import_items(project, ((p, None) for p in items))
-    tasks = tasks_by_post(project)
+    tasks = import_posts(project, items)
     calls: list[float] = []
     secret = secrets.token_hex(16)
     receiver = WebhookReceiver(
@@ -530,8 +483,7 @@ def test_polling_counts_new_labels_against_the_server(
     project: LabelStudioProject, storage: Storage
 ) -> None:
     items = posts(8)
-    import_items(project, ((p, None) for p in items))
-    tasks = tasks_by_post(project)
+    tasks = import_posts(project, items)
     calls: list[int] = []
 
     def trigger() -> None:
@@ -582,8 +534,7 @@ def test_trigger_service_starts_train_ner_from_label_studio_webhooks(
     deployment_id = create_train_deployment(name)
     project = LabelStudioProject.connect(ls_settings)
     items = posts(5)
-    import_items(project, ((p, None) for p in items))
-    tasks = tasks_by_post(project)
+    tasks = import_posts(project, items)
     port = free_port()
     url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
     webhook_secret = secrets.token_hex(16)
@@ -677,8 +628,7 @@ def test_trigger_poll_mode_starts_train_ner(
     deployment_id = create_train_deployment(name)
     project = LabelStudioProject.connect(ls_settings)
     items = posts(3)
-    import_items(project, ((p, None) for p in items))
-    tasks = tasks_by_post(project)
+    tasks = import_posts(project, items)
     for key, value in {
         **label_studio.env(),
         "NER_LABEL_STUDIO_PROJECT": ls_settings.project_title,
@@ -744,9 +694,7 @@ def test_feedback_loop_waits_for_label_studio_then_trains_and_times_out_without_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given 60 demo posts, 20 a round, a gate of 10 new labels and a threshold nobody meets
-    lines = demo_posts_path().read_text(encoding="utf-8").splitlines()[:60]
-    source = tmp_path / "posts.jsonl"
-    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    source = demo_slice(tmp_path, 60)
     for key, value in label_studio.env().items():
         monkeypatch.setenv(key, value)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -765,21 +713,25 @@ def test_feedback_loop_waits_for_label_studio_then_trains_and_times_out_without_
         "seed": 7,
     }
     project = LabelStudioProject.connect(ls_settings)
-    # And a human who labels 10 posts of each of the first two batches, and then stops
-    human = Human(project, batch=20, quotas=[10, 10])
-    human.start()
-    try:
-        # When the loop runs two rounds, sending posts through the API and waiting
-        result = feedback_loop(
+
+    def loop(wait_timeout_s: float) -> Any:
+        return feedback_loop(
             source="jsonl",
             input_uri=str(source),
             posts_per_round=20,
             annotator="label_studio",
             max_rounds=2,
-            wait_timeout_s=120,
+            wait_timeout_s=wait_timeout_s,
             poll_interval_s=0.5,
             overrides=settings,
         )
+
+    # And a human who labels 10 posts of each of the first two batches, and then stops
+    human = Human(project, batch=20, quotas=[10, 10])
+    human.start()
+    try:
+        # When the loop runs two rounds, sending posts through the API and waiting
+        result = loop(wait_timeout_s=120)
     finally:
         human.stop.set()
         human.join(timeout=30)
@@ -803,16 +755,7 @@ def test_feedback_loop_waits_for_label_studio_then_trains_and_times_out_without_
     runs_before = len(client.search_runs(experiment_ids=[experiment.experiment_id]))
 
     # When it runs again and nobody labels the next batch
-    again = feedback_loop(
-        source="jsonl",
-        input_uri=str(source),
-        posts_per_round=20,
-        annotator="label_studio",
-        max_rounds=2,
-        wait_timeout_s=2,
-        poll_interval_s=0.5,
-        overrides=settings,
-    )
+    again = loop(wait_timeout_s=2)
     # Then it stops with a clear status after one round: nothing trained, nothing promoted
     assert again.status == TIMED_OUT
     (only,) = [r.table_row() for r in again.rounds]
@@ -847,14 +790,17 @@ def test_apply_with_a_labelling_budget_sends_only_the_chosen_posts(
     }
     project = LabelStudioProject.connect(ls_settings)
 
+    def send() -> Any:
+        return apply_ner(
+            source="jsonl",
+            input_uri=str(source),
+            model="base",
+            destination="label_studio",
+            overrides=settings,
+        ).delivered
+
     # When apply-ner sends them to Label Studio
-    first = apply_ner(
-        source="jsonl",
-        input_uri=str(source),
-        model="base",
-        destination="label_studio",
-        overrides=settings,
-    ).delivered
+    first = send()
 
     # Then every post was predicted, but only the 8 chosen ones became tasks
     assert first.n_predictions == 40 and first.selection.n_selected == 8
@@ -869,13 +815,7 @@ def test_apply_with_a_labelling_budget_sends_only_the_chosen_posts(
     # When 40 more posts arrive
     with source.open("a", encoding="utf-8") as more:
         more.write("\n".join(lines[40:]) + "\n")
-    second = apply_ner(
-        source="jsonl",
-        input_uri=str(source),
-        model="base",
-        destination="label_studio",
-        overrides=settings,
-    ).delivered
+    second = send()
     # Then 8 of the new posts are chosen, and no post is sent to the annotators twice
     again = storage.read_json(second.selection.selection_key)
     assert second.n_predictions == 40 and len(again["post_ids"]) == 8

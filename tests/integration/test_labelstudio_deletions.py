@@ -26,22 +26,16 @@ from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.collect import CollectReport
 from ner.labelstudio.exchange import (
     collect_annotations,
-    import_items,
     snapshot_export,
     snapshot_keys,
 )
-from ner.settings import Settings, load_settings
-from ner.storage import Storage, open_storage
+from ner.settings import Settings
+from ner.storage import Storage
 from ner.types import Annotation, Post
-from tests.integration.test_labelstudio_api import (
-    annotate,
-    brand,
-    eventually,
-    result,
-    tasks_by_post,
-    unique,
-)
+from tests.support import annotating
+from tests.support.annotating import annotate, brand, import_posts, result, tasks_by_post
 from tests.support.servers import LabelStudioService
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -51,23 +45,13 @@ GOLD_FRACTION = 0.5
 
 @pytest.fixture
 def ls_settings(label_studio: LabelStudioService, tmp_path: Path) -> Settings:
-    return load_settings(
-        label_studio_url=label_studio.url,
-        label_studio_api_key=label_studio.token,
-        label_studio_project=unique("brandloop-deletions"),
-        storage_uri=str(tmp_path / "storage"),
-        gold_fraction=GOLD_FRACTION,
+    return annotating.project_settings(
+        label_studio, tmp_path, "brandloop-deletions", gold_fraction=GOLD_FRACTION
     )
 
 
-@pytest.fixture
-def project(ls_settings: Settings) -> LabelStudioProject:
-    return LabelStudioProject.connect(ls_settings)
-
-
-@pytest.fixture
-def storage(ls_settings: Settings) -> Storage:
-    return open_storage(ls_settings.storage_uri, ls_settings.env)
+project = annotating.project
+storage = annotating.storage
 
 
 def post(post_id: str) -> Post:
@@ -105,8 +89,7 @@ def test_deleted_annotations_and_tasks_leave_the_training_pool_and_the_gold_set(
     # Given 2 gold and 4 train posts, each labelled; train post t0 relabelled (a 2nd annotation)
     gold, train = ids_in("gold", 2), ids_in("train", 4)
     items = {p: post(p) for p in gold + train}
-    import_items(project, ((p, None) for p in items.values()))
-    tasks = tasks_by_post(project)
+    tasks = import_posts(project, items.values())
     first = {
         p: annotate(project, tasks[p]["id"], [brand(items[p].text, "Glossier")]) for p in items
     }
@@ -164,7 +147,7 @@ def second_annotator(label_studio: LabelStudioService) -> LabelStudio:
     answer = session.post(
         signup,
         data={
-            "email": f"{unique('annotator')}@example.com",
+            "email": f"{annotating.unique('annotator')}@example.com",
             "password": secrets.token_urlsafe(16),
             "csrfmiddlewaretoken": session.cookies["csrftoken"],
         },
@@ -184,8 +167,7 @@ def test_two_annotators_disagree_and_each_policy_resolves_it(
     # "a" (the second user also marks Sephora: span F1 2 * 1 / (1 + 2) = 0.667)
     other = second_annotator(label_studio)
     items = {p: post(p) for p in ("a", "b")}
-    import_items(project, ((p, None) for p in items.values()))
-    tasks = tasks_by_post(project)
+    tasks = import_posts(project, items.values())
     for post_id, item in items.items():
         annotate(project, tasks[post_id]["id"], [brand(item.text, "Glossier")])
         spans = [brand(item.text, "Glossier")]
