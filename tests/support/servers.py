@@ -278,7 +278,33 @@ _live_lock = threading.Lock()
 _live_servers: set[ManagedServer] = set()
 
 
-class ManagedServer:
+class _StartedOnEntry:
+    """``with it:`` starts it unless it runs already, and stops it when the block ends."""
+
+    def _is_running(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float | None = None) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        if not self._is_running():
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ManagedServer(_StartedOnEntry):
     """One server subprocess: launch, health wait, stop, kill, restart, pause, resume.
 
     Args:
@@ -551,18 +577,8 @@ class ManagedServer:
         self._signal_group(signal.SIGCONT)
         self._paused = False
 
-    def __enter__(self) -> Self:
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _is_running(self) -> bool:
+        return self.running
 
 
 @atexit.register
@@ -581,7 +597,7 @@ def _stop_leftovers() -> None:
 # Services
 # --------------------------------------------------------------------------------------
 @dataclass
-class Service:
+class Service(_StartedOnEntry):
     """A started (or startable) server and what a client needs to reach it."""
 
     server: ManagedServer
@@ -612,18 +628,8 @@ class Service:
     def stop(self) -> None:
         self.server.stop()
 
-    def __enter__(self) -> Self:
-        if not self.server.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _is_running(self) -> bool:
+        return self.server.running
 
 
 # -- MLflow ------------------------------------------------------------------------------
@@ -996,6 +1002,11 @@ def postgres_service(
 
 
 # -- Prefect -----------------------------------------------------------------------------
+def _worker_argv(pool: str, *options: str) -> list[str]:
+    """``prefect worker start --pool POOL OPTIONS…`` as an argv (no prompts)."""
+    return [_venv_script("prefect"), "--no-prompt", "worker", "start", "--pool", pool, *options]
+
+
 @dataclass
 class PrefectService(Service):
     """``prefect server start`` with its own PREFECT_HOME; clients use :attr:`api_url`."""
@@ -1062,15 +1073,7 @@ class PrefectService(Service):
         can assert on it. On timeout the worker's process group is stopped and
         :class:`ServerError` raised.
         """
-        argv = [
-            _venv_script("prefect"),
-            "--no-prompt",
-            "worker",
-            "start",
-            "--pool",
-            pool,
-            "--run-once",
-        ]
+        argv = _worker_argv(pool, "--run-once")
         for queue in work_queues:
             argv += ["--work-queue", queue]
         return _run_group(argv, self._client_env(extra_env), timeout, cwd or self.client_home)
@@ -1092,17 +1095,7 @@ class PrefectService(Service):
         """
         port = free_port()
         name = name or f"{pool}-worker-{secrets.token_hex(4)}"
-        argv = [
-            _venv_script("prefect"),
-            "--no-prompt",
-            "worker",
-            "start",
-            "--pool",
-            pool,
-            "--name",
-            name,
-            "--with-healthcheck",
-        ]
+        argv = _worker_argv(pool, "--name", name, "--with-healthcheck")
         env = {
             **self.env(),
             **_bytecode_env(),
