@@ -34,7 +34,7 @@ from ner import active, layout, leases, parallel, purge, sources
 from ner.errors import ConfigError, DataError, StorageError
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
-from ner.models import pin_model_uri
+from ner.models import LoadedModel, pin_model_uri
 from ner.records import count_lines
 from ner.registry import CHAMPION
 from ner.storage import Storage
@@ -211,20 +211,17 @@ def predict_posts(
     (:func:`ner.parallel.predict_parallel`): the same output whatever the executor."""
     settings, how, logger = ctx.settings, parallelism or Parallelism(), get_run_logger()
     dask = how.executor == "dask"
-    model = parallel.ModelRef.of(
-        model_spec,
-        labels=settings.labels,
-        base_model=settings.base_model,
-        label_map=settings.base_label_map,
-        tracking_uri=settings.mlflow_tracking_uri,
-    )
+    workers = how.workers or (2 if dask else settings.n_process)
+    model: LoadedModel | parallel.ModelRef = ctx.model_ref(model_spec)
+    if parallel.loads_here(how.executor, workers, how.n_shards):
+        model = ctx.shared_model(model_spec)  # the selection step reuses it
     run = parallel.predict_parallel(
         ctx.storage,
         posts_key,
         layout.predictions(stamp),
         model,
         backend=how.executor,
-        workers=how.workers or (2 if dask else settings.n_process),
+        workers=workers,
         address=(how.cluster_address or settings.dask_address) if dask else None,
         n_shards=how.n_shards,
         labels=settings.labels,
@@ -263,7 +260,7 @@ def select_for_labelling(ctx: RunContext, model_spec: str, posts_key: str, stamp
         posts_key,
         key,
         settings.label_budget,
-        nlp=ctx.load_model(model_spec).nlp,
+        nlp=ctx.shared_model(model_spec).nlp,
         labels=settings.labels,
         diversity=settings.label_diversity,
         explore=settings.label_explore,

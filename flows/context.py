@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
@@ -37,6 +37,7 @@ from ner.storage import Storage, open_storage
 
 if TYPE_CHECKING:
     from ner.models import LoadedModel
+    from ner.parallel import ModelRef
 
 #: Secrets the flows read; deployments name their blocks (``deployments/bootstrap.py``).
 FLOW_SECRETS = ("x_bearer_token", "label_studio_api_key")
@@ -146,6 +147,8 @@ class RunContext:
     registry: Registry
     #: The overrides it was built from, as JSON: a sub-flow with the same ones shares it.
     overrides_key: str = "{}"
+    #: The model :meth:`shared_model` loaded last, by spec (one at most).
+    _shared: dict[str, LoadedModel] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, overrides_key: str = "{}") -> RunContext:
@@ -165,17 +168,32 @@ class RunContext:
     def retry(self) -> RetryPolicy:
         return RetryPolicy.of(self.settings)
 
-    def load_model(self, spec: str) -> LoadedModel:
-        """:func:`ner.models.load_model` with this run's labels, base model and MLflow."""
-        from ner.models import load_model
+    def model_ref(self, spec: str) -> ModelRef:
+        """How to load model ``spec`` with this run's labels, base model and MLflow (a
+        picklable :class:`ner.parallel.ModelRef`, for worker processes too)."""
+        from ner.parallel import ModelRef  # spaCy is imported when a model is needed
 
-        return load_model(
+        return ModelRef.of(
             spec,
             labels=self.settings.labels,
             base_model=self.settings.base_model,
             label_map=self.settings.base_label_map,
             tracking_uri=self.settings.mlflow_tracking_uri,
         )
+
+    def load_model(self, spec: str) -> LoadedModel:
+        """Load model ``spec`` (:meth:`model_ref`); :class:`ModelError` if it cannot be."""
+        return self.model_ref(spec).load()
+
+    def shared_model(self, spec: str) -> LoadedModel:
+        """:meth:`load_model`, kept for the steps after this one: loading ``spec`` again
+        returns the same model; loading another spec replaces it. Only for pinned specs
+        (an alias could move meanwhile)."""
+        if spec not in self._shared:
+            loaded = self.load_model(spec)
+            self._shared.clear()
+            self._shared[spec] = loaded
+        return self._shared[spec]
 
 
 _CURRENT: ContextVar[RunContext | None] = ContextVar("brandloop_run_context", default=None)

@@ -419,6 +419,14 @@ def _check(backend: Backend, workers: int, model: LoadedModel | ModelRef) -> Non
         raise ValueError("the dask backend loads the model on its workers: pass a ModelRef")
 
 
+def loads_here(backend: Backend | str, workers: int, n_shards: int | None = None) -> bool:
+    """Whether :func:`predict_parallel` loads a :class:`ModelRef` in this process (one
+    process predicts, or workers forked from it share the model): then a model loaded here
+    may be passed instead."""
+    single = workers == 1 and (n_shards or 1) == 1
+    return Backend(backend) is Backend.PROCESSES and (single or can_fork())
+
+
 def predict_parallel(
     storage: Storage,
     posts_key: str,
@@ -450,7 +458,7 @@ def predict_parallel(
     _check(backend, workers, model)
     job = ShardJob(storage, posts_key, tuple(labels), batch_size)
     single = backend is Backend.PROCESSES and workers == 1 and (n_shards or 1) == 1
-    if isinstance(model, ModelRef) and (single or (backend is Backend.PROCESSES and can_fork())):
+    if isinstance(model, ModelRef) and loads_here(backend, workers, n_shards):
         model = model.load()  # once here: forked workers share it
     if single:
         assert isinstance(model, LoadedModel)

@@ -6,13 +6,20 @@ With Secret blocks and a real Prefect server: tests/integration/test_run_context
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from flows import apply_ner
 from flows.context import RunContext, run_context
+from ner import layout, models, parallel
 from ner.errors import ConfigError
+from ner.models import LoadedModel
+from ner.records import write_records
 from ner.settings import load_settings
+from ner.types import Post
 
 
 def test_a_nested_run_with_the_same_overrides_shares_the_context(
@@ -39,3 +46,50 @@ def test_the_context_is_frozen_and_bad_overrides_fail(clean_env: None, tmp_path:
         ctx.settings = ctx.settings  # type: ignore[misc]
     with pytest.raises(ConfigError, match="NER_THRESHOLD"), run_context({"threshold": 2}):
         pass
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The spec of every model loaded during the test (the loads still happen)."""
+    specs: list[str] = []
+    original = models.load_model
+
+    def counted(spec: str, **kwargs: Any) -> LoadedModel:
+        specs.append(spec)
+        return original(spec, **kwargs)
+
+    for module in (models, parallel):  # parallel imported the function by name
+        monkeypatch.setattr(module, "load_model", counted)
+    return specs
+
+
+def test_the_run_builds_model_refs_from_its_settings_and_shares_one_loaded_model(
+    clean_env: None, tmp_path: Path, loads: list[str]
+) -> None:
+    # Given a run with its own labels, and every model load counted
+    ctx = RunContext.open(load_settings(storage_uri=str(tmp_path), labels=["BRAND", "PRODUCT"]))
+    # Then its model references carry the run's settings
+    ref = ctx.model_ref("gazetteer")
+    assert (ref.labels, ref.base_model) == (("BRAND", "PRODUCT"), ctx.settings.base_model)
+    assert ref.tracking_uri == ctx.settings.mlflow_tracking_uri
+    # And a shared model is loaded once per spec; another spec replaces it
+    first = ctx.shared_model("gazetteer")
+    assert ctx.shared_model("gazetteer") is first and loads == ["gazetteer"]
+    assert ctx.load_model("gazetteer") is not first and loads == ["gazetteer"] * 2
+
+
+def test_a_batch_with_a_labelling_budget_loads_its_model_once(
+    clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loads: list[str]
+) -> None:
+    # Given a stored batch of 6 posts, a labelling budget of 2, prediction in this process
+    settings = load_settings(storage_uri=str(tmp_path), label_budget=2, n_process=1)
+    ctx = RunContext.open(settings)
+    posts = [Post(id=f"p{i}", text=f"post {i}: my new Glossier balm {i * 7}") for i in range(6)]
+    write_records(ctx.storage, layout.posts_batch("s1"), posts)
+    monkeypatch.setattr(apply_ner, "get_run_logger", lambda: logging.getLogger("test"))
+    # When the batch is predicted and its posts selected, as one delivery does
+    predicted = apply_ner.predict_posts.fn(ctx, "gazetteer", layout.posts_batch("s1"), "s1")
+    selection = apply_ner.select_for_labelling.fn(ctx, "gazetteer", layout.posts_batch("s1"), "s1")
+    # Then every post was predicted, 2 were chosen, and the model was loaded once
+    assert predicted.n_predictions == 6 and selection.n_selected == 2
+    assert loads == ["gazetteer"]
