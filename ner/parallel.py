@@ -366,14 +366,32 @@ def dask_client(address: str | None, workers: int) -> Iterator[Any]:
         with Client(address) as client:
             yield client
         return
-    with (
-        dask.config.set(local_cluster_config()),
-        LocalCluster(
+    with dask.config.set(local_cluster_config()), _no_inherited_trim_threshold():
+        cluster = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+        )
+    with cluster, Client(cluster) as client:
         yield client
+
+
+#: The value Dask's default ``distributed.nanny.pre-spawn-environ`` gives the variable.
+_DASK_TRIM_THRESHOLD = "65536"
+
+
+@contextmanager
+def _no_inherited_trim_threshold() -> Iterator[None]:
+    """While worker processes are spawned, hide a ``MALLOC_TRIM_THRESHOLD_`` that Dask left
+    in this process: its Nanny copies its pre-spawn environment into ``os.environ`` and
+    never removes it (distributed 2026.8, ``nanny.py``), so any earlier ``LocalCluster``
+    here would pass the 64 KiB threshold on to ours. A value set to anything else is kept."""
+    leaked = os.environ.get("MALLOC_TRIM_THRESHOLD_") == _DASK_TRIM_THRESHOLD
+    if leaked:
+        del os.environ["MALLOC_TRIM_THRESHOLD_"]
+    try:
+        yield
+    finally:
+        if leaked:
+            os.environ["MALLOC_TRIM_THRESHOLD_"] = _DASK_TRIM_THRESHOLD
 
 
 def _run_dask(

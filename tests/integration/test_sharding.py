@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -297,9 +298,14 @@ def _worker_tuning() -> tuple[str | None, bool]:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_the_local_cluster_workers_keep_default_malloc_trimming_and_no_profiler() -> None:
+def test_the_local_cluster_workers_keep_default_malloc_trimming_and_no_profiler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from ner.parallel import dask_client
 
+    # given a Dask LocalCluster started earlier in this process left its 64 KiB threshold in
+    # os.environ (its Nanny copies its pre-spawn environment there and never removes it)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     # when predict_parallel's own LocalCluster starts its worker processes
     with dask_client(None, 2) as client:
         client.wait_for_workers(2, timeout=120)
@@ -307,3 +313,5 @@ def test_the_local_cluster_workers_keep_default_malloc_trimming_and_no_profiler(
     # then no worker has Dask's 64 KiB malloc trim threshold or runs the statistical profiler
     # (together about 10 % of the shard phase on 2 cores: bench/README.md, inference)
     assert tuning == {(None, False)}
+    # and this process's environment is left as it was
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
