@@ -210,7 +210,6 @@ def test_a_bad_post_on_a_dask_worker_raises_its_data_error_and_writes_nothing(
 def test_apply_on_dask_uses_the_scheduler_named_by_the_setting(
     prefect_api: PrefectService, tmp_path: Path
 ) -> None:
-    import os
     import socket
 
     from distributed import Client, LocalCluster
@@ -287,8 +286,6 @@ def test_apply_on_dask_first_finishes_a_batch_an_earlier_run_left_unfinished(
 
 
 def _worker_tuning() -> tuple[str | None, bool]:
-    import os
-
     import dask.config
 
     return os.environ.get("MALLOC_TRIM_THRESHOLD_"), bool(
