@@ -249,15 +249,43 @@ class Registry:
                 flavor=flavor,
                 spacy_model=nlp,
                 run_id=run_id,
-                registered_model_name=self.model_name if register else None,
                 signature=signature,
                 pip_requirements=requirements,
-                await_registration_for=60,
             )
+            version = self._register(str(info.model_id), run_id) if register else None
         except MlflowException as exc:
             raise _wrap("log_model", exc) from exc
-        version = info.registered_model_version
-        return str(info.model_uri), None if version is None else str(version)
+        return str(info.model_uri), version
+
+    def _register(self, model_id: str, run_id: str) -> str:
+        """Register logged model ``model_id`` as a new version; return the version.
+
+        Through ``MlflowClient`` rather than ``log_model(registered_model_name=...)``, whose
+        fluent path prints "Successfully registered model" and "Created version" to stderr
+        on every run (no setting silences them); the logged model gets the same link to its
+        versions (the ``mlflow.modelVersions`` tag the MLflow UI reads).
+        """
+        from mlflow.exceptions import MlflowException
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+        try:
+            self.client.create_registered_model(self.model_name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        mv = self.client.create_model_version(
+            self.model_name,
+            source=f"models:/{model_id}",
+            run_id=run_id,
+            model_id=model_id,
+            await_creation_for=60,
+        )
+        links = self.client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
+        entry = {"name": mv.name, "version": mv.version}
+        self.client.set_logged_model_tags(
+            model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*json.loads(links or "[]"), entry])}
+        )
+        return str(mv.version)
 
     def version_for_run(self, run_id: str) -> str | None:
         """The registered version logged by ``run_id``, if any."""

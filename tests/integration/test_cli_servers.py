@@ -205,6 +205,9 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
     done = _cli_process(env, *args, cwd=work, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
+    # nothing a user cannot act on: MLflow's registration notices, Prefect's server hint
+    for notice in ("Successfully registered model", "Created version '", "dedicated Prefect"):
+        assert notice not in out + done.stderr, done.stderr[-3000:]
     for line in (
         "▶ feedback-loop",
         "✓ fetched posts",
