@@ -152,7 +152,14 @@ def recipes() -> tuple[Recipe, Recipe]:
     """The WNUT-trained model (flow defaults) and the demo champion (plus DEMO_RECIPE)."""
     from apps.cli import DEMO_RECIPE
 
-    wnut = Recipe("wnut", "WNUT-trained", "wnut_train", "wnut_dev", ("wnut_dev", "beauty_all"))
+    wnut = Recipe(
+        "wnut",
+        "WNUT-trained",
+        "wnut_train",
+        "wnut_dev",
+        ("wnut_dev", "beauty_all"),
+        threshold=WNUT_THRESHOLD,
+    )
     demo = Recipe(
         "demo",
         "demo champion",
