@@ -334,6 +334,7 @@ def set_rows(
     seed against the best pretrained baseline, and the spread against the margin."""
     f1 = f1_spread(runs, set_name)
     p, r = f1_spread(runs, set_name, "precision"), f1_spread(runs, set_name, "recall")
+    overlap = f1_spread(runs, set_name, "overlap_f1")
     where = f"{title} on {SET_TITLES[set_name]}"
     margin = f1.mean - baseline
     return [
@@ -343,7 +344,7 @@ def set_rows(
             target=None if target is None else f"≥ {target:.2f}",
             met=None if target is None else at_least(f1.mean, target),
             baseline=f"mean of {len(f1.values)} seeds",
-            note=f"{f1.text()}; P {p.mean:.3f}, R {r.mean:.3f}",
+            note=f"{f1.text()}; P {p.mean:.3f}, R {r.mean:.3f}; overlap F1 {overlap.mean:.3f}",
         ),
         Metric(
             f"{where}: never below pretrained",
