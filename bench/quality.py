@@ -502,7 +502,7 @@ def run(ctx: Context) -> dict[str, Any]:
     thousand = train_run(ctx, sets, wnut_recipe, seeds[0], n_train=ctx.size(N_LABELS, 60))
     speed = predict_speed(wnut[0], sets, ctx.size(N_SPEED_POSTS, 200), ctx.out_dir / "speed")
     metrics = baseline_rows(base) + recipe_rows(wnut, demo, base)
-    metrics += cost_rows(wnut, thousand, speed) + flow_rows(wnut, wnut + demo)
+    metrics += cost_rows(wnut, thousand, speed) + flow_rows(wnut, [*wnut, *demo, thousand])
     return {
         "metrics": metrics,
         "seeds": list(seeds),
