@@ -132,3 +132,20 @@ def test_recipe_rows_report_the_demo_champion_precision_on_wnut_dev() -> None:
     assert precision.value == 0.25 and precision.met is False
     assert rows["WNUT-trained on WNUT-17 dev: F1"].met is True
     assert rows["WNUT-trained on beauty gold: never below pretrained"].met is True
+
+
+def test_a_quick_run_trains_one_epoch_even_when_the_recipe_names_flat_settings() -> None:
+    # Given a demo recipe written with the flat setting names the CLI uses
+    from ner.settings import Settings
+
+    flat = {"gold_recent_fraction": 0.0, "max_epochs": 20, "learn_rate": 0.001}
+    demo = Recipe("demo", "demo", "beauty_train", "beauty_held", ("beauty_held",), overrides=flat)
+
+    # When the flow's settings are built from the overrides of a quick and of a full run
+    quick = Settings(**flow_overrides(demo, seed=2, quick=True))
+    full = Settings(**flow_overrides(demo, seed=2, quick=False))
+
+    # Then the quick run trains one epoch, the full run the recipe's 20, both with its rate
+    assert (quick.train.max_epochs, full.train.max_epochs) == (1, 20)
+    assert quick.train.learn_rate == full.train.learn_rate == 0.001
+    assert (quick.seed, quick.gold_fraction, quick.threshold) == (2, 0.0, Settings().threshold)
