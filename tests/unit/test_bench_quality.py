@@ -149,3 +149,27 @@ def test_a_quick_run_trains_one_epoch_even_when_the_recipe_names_flat_settings()
     assert (quick.train.max_epochs, full.train.max_epochs) == (1, 20)
     assert quick.train.learn_rate == full.train.learn_rate == 0.001
     assert (quick.seed, quick.gold_fraction, quick.threshold) == (2, 0.0, Settings().threshold)
+
+
+def test_flow_and_cost_rows_fail_on_a_different_model_or_slow_training() -> None:
+    from dataclasses import replace
+
+    from bench.quality import cost_rows, flow_rows
+
+    # Given runs whose flow scored the same model as the reload, but one that did not
+    same = replace(trained("wnut", 1, wnut_dev=scores(0.2)), flow_f1=0.2)
+    other = replace(trained("demo", 1, beauty_held=scores(0.8)), flow_f1=0.7)
+    champion, identical = flow_rows([same], [same])
+    assert champion.met is True and identical.met is True
+    assert flow_rows([same], [same, other])[1].met is False
+
+    # And a 1,000-label run that trained for 150 s, a model predicting 140 posts per CPU s
+    slow = replace(same, train_seconds=150.0, n_train=1000)
+    speed = {"posts_per_cpu_second": 140.0, "posts_per_wall_second": 90.0}
+    rows = {
+        row.name: row
+        for row in cost_rows([same], slow, {**speed, "posts": 3000, "words_per_post": 16.0})
+    }
+    assert rows["training on 1000 labels"].met is False
+    assert rows["predict, per core"].met is False
+    assert rows["accurate recipe: WNUT-17 dev F1"].met is False
