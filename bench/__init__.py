@@ -101,7 +101,7 @@ def benchmark(
     name: str, *, description: str, budget_seconds: float
 ) -> Callable[[BenchFunction], BenchFunction]:
     """Register ``func`` as the benchmark ``name`` (``budget_seconds``: its share of the
-    30-minute ``make bench`` budget on a 2-core machine)."""
+    ``make bench`` budget on a 2-core machine)."""
 
     def register(func: BenchFunction) -> BenchFunction:
         existing = _REGISTRY.get(name)

