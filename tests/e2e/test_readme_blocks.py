@@ -97,6 +97,27 @@ def table_rows(text: str) -> list[list[str]]:
     return rows
 
 
+#: How far a printed F1 may be from the README's: training is seeded, but the same recipe
+#: and seed differ in the last digits between CPUs (issue 9 saw 0.171 vs 0.160 on WNUT-17).
+F1_TOLERANCE = 0.03
+
+
+def same_table(printed: list[list[str]], documented: list[list[str]]) -> bool:
+    """Whether two tables have the same shape and cells: text exactly, decimals within
+    :data:`F1_TOLERANCE`."""
+
+    def same(a: str, b: str) -> bool:
+        if re.fullmatch(r"\d\.\d+", a) and re.fullmatch(r"\d\.\d+", b):
+            return abs(float(a) - float(b)) <= F1_TOLERANCE
+        return a == b
+
+    return [len(row) for row in printed] == [len(row) for row in documented] and all(
+        same(a, b)
+        for p, d in zip(printed, documented, strict=True)
+        for a, b in zip(p, d, strict=True)
+    )
+
+
 def test_the_cli_block_runs_and_its_demo_prints_the_readme_table(
     demo_project: DemoProject,
 ) -> None:
@@ -112,7 +133,7 @@ def test_the_cli_block_runs_and_its_demo_prints_the_readme_table(
     readme = README.read_text(encoding="utf-8")
     documented = readme[readme.index("<!-- demo-table -->") : readme.index("<!-- /demo-table -->")]
     printed = cli.stdout[cli.stdout.index("| round |") : cli.stdout.index("loop status:")]
-    assert table_rows(printed) == table_rows(documented)
+    assert same_table(table_rows(printed), table_rows(documented)), printed
     for text in UNACTIONABLE:
         assert text not in cli.stdout + cli.stderr
 
