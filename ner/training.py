@@ -267,22 +267,13 @@ def train(
         sizes, rejected = _write_corpora(annotations, recipe, seed, work, hard)
         silver_labels = sorted({s.label for a in hard for s in a.spans} - set(trained_as))
         start = save_start(start_nlp, [*trained_as, *silver_labels], work / "start")
-        overrides = {
-            "paths.train": str(work / "train.spacy"),
-            "paths.dev": str(work / "dev.spacy"),
-            "paths.base": str(start.path),
-            "paths.curve": str(curve_file),
-            **_vectors_override(start),
-            **recipe.spacy_overrides(seed),
-        }
         config_path = Path(recipe.config) if recipe.config else default_config_path()
+        overrides = _training_overrides(work, start, curve_file, recipe, seed)
         nlp = _run_spacy_training(config_path, overrides, work / "output")
         final = _finish(nlp, work / "output" / "model-best", recipe, labels)
         final.meta["brandloop"] = {"start_from": start_from, "seed": seed}
         final.meta["brandloop"].update(label_map=dict(recipe.label_map), hard_negatives=len(hard))
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        final.to_disk(output_dir)
+        _replace_dir(final, output_dir)
         curve = _read_curve(curve_file)
     seconds = time.perf_counter() - started
     log.info("trained on %d posts (%d dev) in %.1fs", sizes[0], sizes[1], seconds)
@@ -297,6 +288,28 @@ def train(
         seconds=seconds,
         hard_negatives=len(hard),
     )
+
+
+def _training_overrides(
+    work: Path, start: StartPipeline, curve_file: Path, recipe: TrainSettings, seed: int
+) -> dict[str, Any]:
+    """spaCy dotted overrides of one training run: corpora and start pipeline in ``work``,
+    the curve file, the start's vectors if it has any, and the recipe's knobs."""
+    return {
+        "paths.train": str(work / "train.spacy"),
+        "paths.dev": str(work / "dev.spacy"),
+        "paths.base": str(start.path),
+        "paths.curve": str(curve_file),
+        **_vectors_override(start),
+        **recipe.spacy_overrides(seed),
+    }
+
+
+def _replace_dir(nlp: Language, output_dir: Path) -> None:
+    """Save ``nlp`` to ``output_dir``, replacing what was there."""
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    nlp.to_disk(output_dir)
 
 
 def _hard_negatives(
