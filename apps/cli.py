@@ -627,8 +627,22 @@ def demo(
     _print_rounds(result)
     out.print(f"time: {time.perf_counter() - started:.0f} s")
     flags = " ".join(f"--set {k}={v}" for k, v in demo_overrides(dir_).items())
-    out.print(f"next: brandloop status {flags}")
-    out.print(f"      mlflow ui --backend-store-uri {overrides['mlflow_tracking_uri']} --port 5000")
+    out.print(f"next: {_venv_bin('brandloop')} status {flags}")
+    out.print(
+        f"      {_venv_bin('mlflow')} ui --backend-store-uri "
+        f"{overrides['mlflow_tracking_uri']} --port 5000"
+    )
+
+
+def _venv_bin(command: str) -> str:
+    """``command`` as a user can type it: its path in this interpreter's ``bin`` folder
+    (``.venv/bin/brandloop`` after ``make install``), relative to the working folder when
+    it is below it."""
+    path = Path(sys.executable).parent / command
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 # ----------------------------------------------------------------------------- registry

@@ -3,6 +3,8 @@
 Importing this package gives Prefect's ephemeral API (used when ``PREFECT_API_URL`` is not
 set) a start-up timeout of 180 s unless the environment sets one: on a fresh database and a
 busy machine its first start takes longer than Prefect's own default, inside ``make`` or not.
+It also turns off the telemetry the Prefect server sends (``PREFECT_SERVER_ANALYTICS_ENABLED``)
+unless the environment sets it: brandloop runs offline, where each attempt logs an ERROR.
 
 It also keeps Prefect's notices about that temporary API ("Starting temporary server on ...
 See ... for more information on running a dedicated Prefect server", "Stopping temporary
@@ -22,11 +24,18 @@ import sys
 EPHEMERAL_STARTUP_TIMEOUT_S = "180"
 
 
-def _ephemeral_startup_timeout() -> None:
-    name = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
-    if name in os.environ:
+#: Prefect settings this package gives a default when the environment does not set them.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": EPHEMERAL_STARTUP_TIMEOUT_S,
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+
+def _prefect_defaults() -> None:
+    unset = {k: v for k, v in PREFECT_DEFAULTS.items() if k not in os.environ}
+    if not unset:
         return
-    os.environ[name] = EPHEMERAL_STARTUP_TIMEOUT_S
+    os.environ.update(unset)
     context = sys.modules.get("prefect.context")
     if context is not None:  # Prefect read its settings already: let it read them again
         context.refresh_global_settings_context()
@@ -48,5 +57,5 @@ def _quiet_temporary_server() -> None:
         logger.addFilter(_TemporaryServerNotice())
 
 
-_ephemeral_startup_timeout()
+_prefect_defaults()
 _quiet_temporary_server()

@@ -457,8 +457,20 @@ def run_apply(
             result.delivered = deliver(
                 ctx, destination, resolve(), fetched.posts_key, stamp, predict
             )
-    logger.info("done with %s: %s", result.model_version, result.delivered)
+    logger.info("done with %s: %s", result.model_version, _delivery_line(result.delivered))
     return result
+
+
+def _delivery_line(delivered: Delivered | None) -> str:
+    """One readable line for the run's log: how many predictions went where."""
+    if delivered is None:
+        return "nothing delivered"
+    if delivered.imported is not None:
+        where = f"Label Studio project {delivered.imported.project_id}"
+        where += f" ({delivered.imported.n_imported} new tasks)"
+    else:
+        where = str(delivered.tasks_key)
+    return f"{delivered.n_predictions} predictions of {delivered.posts_key} -> {where}"
 
 
 @flow(name="apply-ner", log_prints=False)

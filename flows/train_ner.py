@@ -468,7 +468,12 @@ def train_challenger(
         recipe=settings.train,
         seed=settings.seed,
         on_epoch=lambda e: logger.info(
-            "epoch %d/%d: loss %.1f, dev F1 %.3f", e.epoch, e.max_epochs, e.loss, e.dev_f1
+            "epoch %d/%d, step %d: loss %.1f, dev F1 %.3f",
+            e.epoch,
+            e.max_epochs,
+            e.step,
+            e.loss,
+            e.dev_f1,
         ),
         unlabelled=unlabelled,
     )
@@ -856,7 +861,8 @@ def train_ner(
     environment (``{"threshold": 0.7, "train": {"max_epochs": 5}}``). Returns what happened."""
     with run_context(overrides) as ctx:
         summary = run_train(ctx, source, export_keys, run_stamp(flow_run_id()))
-    get_run_logger().info("train-ner: %s (%s)", summary.status, summary.decision)
+    why = f" ({summary.decision})" if summary.decision else ""
+    get_run_logger().info("train-ner: %s%s", summary.status, why)
     return summary
 
 

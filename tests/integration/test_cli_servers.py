@@ -4,6 +4,7 @@ tracking server, doctor with one service up and one down, and the demo end to en
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -233,7 +234,8 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
     ]
     status = _cli_process(env, "status", *flags, cwd=work)
     assert status.returncode == 0, status.stderr[-3000:]
-    assert f"next: brandloop status {' '.join(flags)}" in out
+    # (named by a path the user can type: the venv's bin folder, not on PATH after make)
+    assert re.search(rf"next: \S*bin/brandloop status {re.escape(' '.join(flags))}", out), out
     champion = next(line.split() for line in status.stdout.splitlines() if "@champion" in line)
     assert champion[:2] == ["@champion", "1"] and float(champion[2]) > 0.5
     assert any(
