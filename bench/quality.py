@@ -13,10 +13,8 @@ the flow compares with, and the gold set is the one named below:
   gold (``ner/resources/demo``, 453 synthetic posts).
 * **demo champion** (``demo``): 70 % of the beauty gold (by a hash of the post id, as
   ``bench/experiments`` splits it) as the export, the other 30 % adopted as the gold set.
-  The WNUT-17 train texts (their labels unused) are in its storage as a batch of fetched,
-  unlabelled posts of another source, for the hard negatives of the recipe. Scored on the
-  beauty hold-out and, across domains, on WNUT-17 dev (precision: it must not tag every
-  capitalised word).
+  Scored on the beauty hold-out and, across domains, on WNUT-17 dev (precision: it must not
+  tag every capitalised word).
 * **1,000 labels** (``wnut1000``, first seed only): the first 1,000 WNUT-17 train tweets,
   for the training time of the loop's size.
 
@@ -122,7 +120,6 @@ class Recipe:
     gold: str
     evaluation: tuple[str, ...]
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    unlabelled: str | None = None
     #: The flow's business threshold; None keeps the flow's default.
     threshold: float | None = None
 
@@ -167,7 +164,6 @@ def recipes() -> tuple[Recipe, Recipe]:
         "beauty_held",
         ("beauty_held", "wnut_dev"),
         overrides=dict(DEMO_RECIPE),
-        unlabelled="wnut_train",
     )
     return wnut, demo
 
@@ -220,14 +216,11 @@ def baselines(sets: Sets) -> dict[str, dict[str, dict[str, Any]]]:
 def _prepare_store(
     root: Path, storage_dir: Path, sets: Sets, recipe: Recipe, train: Sequence[Annotation]
 ) -> None:
-    """A fresh registry under ``root`` and storage in ``storage_dir``, holding the export,
-    the adopted gold set and, for the demo recipe, the unlabelled posts of another source."""
+    """A fresh registry under ``root`` and storage in ``storage_dir``, holding the export
+    and the adopted gold set."""
     from bench.support import fresh_dir, write_export
-    from ner import layout
     from ner.datasets import adopt_gold_set
-    from ner.records import write_records
     from ner.storage import open_storage
-    from ner.types import Post
 
     (root / "mlflow.db").unlink(missing_ok=True)
     fresh_dir(root / "mlartifacts")
@@ -235,9 +228,6 @@ def _prepare_store(
     storage = open_storage(str(storage_dir), "dev")
     write_export(storage, f"exports/{recipe.name}-train.json", train)
     adopt_gold_set(storage, getattr(sets, recipe.gold), name=recipe.gold.replace("_", "-"))
-    if recipe.unlabelled:
-        posts = (Post(a.post_id, a.text, source="wnut17") for a in getattr(sets, recipe.unlabelled))
-        write_records(storage, layout.posts_batch("20261101T000000000000Z"), posts)
 
 
 def train_run(

@@ -496,11 +496,17 @@ HARD_NEGATIVE_CANDIDATES = 10
 
 
 def _unlabelled_pool(ctx: RunContext, labelled_keys: list[str]) -> list[Annotation]:
-    """Stored posts in none of the annotation files ``labelled_keys``, at most
-    :data:`HARD_NEGATIVE_CANDIDATES` per hard negative of the recipe (none when it is 0)."""
+    """The posts of ``train.negatives_uri`` when set, else the stored posts in none of the
+    annotation files ``labelled_keys``; at most :data:`HARD_NEGATIVE_CANDIDATES` per hard
+    negative of the recipe (none when it is 0)."""
     wanted = ctx.settings.train.hard_negatives
     if wanted == 0:
         return []
+    uri = ctx.settings.train.negatives_uri
+    if uri:
+        posts = rehearsal.posts_from_file(ctx.storage, uri, wanted * HARD_NEGATIVE_CANDIDATES)
+        get_run_logger().info("%d posts of %s for up to %d hard negatives", len(posts), uri, wanted)
+        return posts
     labelled = {
         a.post_id for key in labelled_keys for a in datasets.read_annotations(ctx.storage, key)
     }

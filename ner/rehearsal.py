@@ -13,6 +13,7 @@ gold brands stay *outside*: the gold set is the authority on what a brand is).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +23,9 @@ from spacy.language import Language
 from ner import layout
 from ner.records import read_posts
 from ner.storage import Storage
-from ner.types import Annotation, Span
+from ner.types import Annotation, Rejected, Span
+
+log = logging.getLogger(__name__)
 
 #: Base labels not rehearsed by default: brands are trained as ORG.
 DEFAULT_SKIP = ("ORG", "PRODUCT")
@@ -120,4 +123,22 @@ def unlabelled_posts(storage: Storage, exclude: Collection[str], limit: int) -> 
                 continue
             seen.add(post.id)
             out.append(Annotation(post_id=post.id, text=post.text, spans=()))
+    return out
+
+
+def posts_from_file(storage: Storage, uri: str, limit: int) -> list[Annotation]:
+    """Up to ``limit`` posts of the JSONL file ``uri`` (a local path, or a key or URI under
+    ``storage``), as annotations without spans: a pool of posts of other topics for
+    :func:`hard_negatives`. A line that is not a valid post is logged by its line number and
+    skipped; a missing file raises :class:`ner.errors.InputNotFoundError`."""
+    from ner.sources import iter_jsonl, jsonl_lines
+
+    out: list[Annotation] = []
+    for number, item in iter_jsonl(jsonl_lines(storage, uri)):
+        if len(out) >= limit:
+            break
+        if isinstance(item, Rejected):
+            log.warning("%s, line %d: %s; skipped", uri, number, item.reason)
+            continue
+        out.append(Annotation(post_id=item.id, text=item.text, spans=()))
     return out

@@ -122,6 +122,19 @@ class TrainSettings(BaseModel):
         "in which the base pipeline finds entities but no ORG/PRODUCT, trained as brand-less "
         "with those entities as their own labels (ner.rehearsal.hard_negatives). 0 = none.",
     )
+    labelled_copies: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="Each labelled training post this many times per epoch, to keep its "
+        "weight beside many hard negatives.",
+    )
+    negatives_uri: str | None = Field(
+        None,
+        description="JSONL posts of other topics (a local file, or a key or URI under "
+        "storage) that hard negatives are drawn from instead of the stored unlabelled posts; "
+        "bad lines are reported and skipped. None = the stored posts.",
+    )
     checkpoint: Literal["best", "last"] = Field(
         "last",
         description="Keep the checkpoint that scored best on the held-back slice of the "
@@ -173,6 +186,8 @@ class TrainSettings(BaseModel):
             with_gazetteer=self.gazetteer,
             negative_fraction=self.negative_fraction,
             hard_negatives=self.hard_negatives,
+            labelled_copies=self.labelled_copies,
+            negatives_from=(self.negatives_uri or "stored posts").rsplit("/", 1)[-1],
             checkpoint=self.checkpoint,
             label_map=",".join(f"{k}->{v}" for k, v in sorted(self.label_map.items())),
             config=Path(self.config).name if self.config else "train.cfg",

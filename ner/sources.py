@@ -146,7 +146,7 @@ def iter_jsonl(
         yield number, post
 
 
-def _jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]:
+def jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]:
     """Lines of a local file, or of an object in ``storage`` (a key or a URI under its root).
 
     A local file is decoded line by line, so undecodable bytes spoil only their line (they
@@ -191,7 +191,7 @@ def _jsonl_prefix(
     seen: dict[str, int] = {}
     if done <= 0:
         return 0, digest, seen
-    with closing(_jsonl_lines(storage, input_uri)) as lines:
+    with closing(jsonl_lines(storage, input_uri)) as lines:
         for _ in iter_jsonl(_hashed(itertools.islice(lines, done), digest), seen=seen):
             pass
     if expected is None or digest.hexdigest() == expected:
@@ -233,7 +233,7 @@ def fetch_jsonl_to_storage(
 
     def posts() -> Iterator[str]:
         nonlocal last_line, committed, count
-        with closing(_jsonl_lines(storage, input_uri)) as lines:
+        with closing(jsonl_lines(storage, input_uri)) as lines:
             rest = _hashed(itertools.islice(lines, done, None), digest)
             for number, item in iter_jsonl(rest, seen=seen, first_line=done + 1):
                 if isinstance(item, Rejected):

@@ -360,14 +360,16 @@ def _write_corpora(
     work: Path,
     extra: Sequence[Annotation] = (),
 ) -> tuple[tuple[int, int], tuple[Rejected, ...]]:
-    """Split off the dev slice, sample negatives, add ``extra`` (hard negatives) to the
-    training part, and write ``train.spacy`` and ``dev.spacy`` into ``work``; returns
-    (train size, dev size) and the rejected posts."""
+    """Split off the dev slice, sample negatives, repeat the labelled posts
+    ``recipe.labelled_copies`` times, add ``extra`` (hard negatives) to the training part, and
+    write ``train.spacy`` and ``dev.spacy`` into ``work``; returns (train size in documents,
+    copies included; dev size) and the rejected posts."""
     blank = spacy.blank("en")
     train_part, dev_part = _split_dev(
         relabel(annotations, recipe.label_map), recipe.dev_fraction, seed
     )
-    train_part = [*sample_negatives(train_part, recipe.negative_fraction, seed), *extra]
+    sampled = sample_negatives(train_part, recipe.negative_fraction, seed)
+    train_part = [*sampled * recipe.labelled_copies, *extra]
     train_bin, rejected_train = to_docbin(train_part, blank)
     dev_bin, rejected_dev = to_docbin(dev_part, blank)
     rejected = (*rejected_train, *rejected_dev)

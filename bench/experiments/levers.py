@@ -25,6 +25,10 @@ Knobs of a variant (``VARIANTS``):
   its brands replaced by names drawn from the shipped brand list;
 * ``hardneg`` - this many hard negatives (:func:`ner.rehearsal.hard_negatives`) from the
   unlabelled posts of the other source (WNUT-17 train texts for the beauty model);
+* ``hardneg_org`` - hard negatives may hold the base's ORG/PRODUCT entities too (kept as
+  their own labels, apart from the trained BRAND); ``dup`` - the labelled posts this many
+  times over (to keep their weight beside the hard negatives); ``plain`` - this many more
+  unlabelled posts in which the base finds no entity but a capitalised word, brand-less;
 * ``lower`` - share of training posts lower-cased each epoch (spaCy's lower_case augmenter);
 * ``tokenizer`` - ``post``: :func:`ner.tokenizer.adapt_tokenizer` for training docs and the
   saved model.
@@ -91,6 +95,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "v7-post-tok": {**V7, "tokenizer": "post"},
     "md-v7-post-tok": {**V7, "base": "md", "tokenizer": "post"},
     "md-v7-lower0.2": {**V7, "base": "md", "lower": 0.2},
+    # 2026-11-30 (session 3): the demo champion's precision on other posts
+    "md-default-hardneg1200": {**DEFAULT, "base": "md", "hardneg": 1200},
+    "md-default-hardnegorg600": {**DEFAULT, "base": "md", "hardneg": 600, "hardneg_org": True},
+    "md-default-hardneg600-dup2": {**DEFAULT, "base": "md", "hardneg": 600, "dup": 2},
+    "md-default-hardnegorg600-dup2": {
+        **DEFAULT,
+        "base": "md",
+        "hardneg": 600,
+        "hardneg_org": True,
+        "dup": 2,
+    },
+    "default-hardneg300": {**DEFAULT, "hardneg": 300},
+    "md-default-hardneg300-dup2": {**DEFAULT, "base": "md", "hardneg": 300, "dup": 2},
+    "md-default-hardneg600-plain300": {**DEFAULT, "base": "md", "hardneg": 600, "plain": 300},
+    "md-v7-hardneg600-plain300": {**V7, "base": "md", "hardneg": 600, "plain": 300},
+    # the fast recipe: recall on WNUT-17
+    "md-v7-lower0.2-swap1": {**V7, "base": "md", "lower": 0.2, "swap": 1},
+    "md-v7-lower0.2-e15": {**V7, "base": "md", "lower": 0.2, "epochs": 15},
 }
 
 
@@ -137,6 +159,19 @@ def swap(annotations: Sequence[Any], copies: int, seed: int, label: str) -> list
     return [*annotations, *extra]
 
 
+def plain_negatives(pool: Sequence[Any], nlp: Any, taken: set[str], limit: int) -> list[Any]:
+    """Up to ``limit`` posts of ``pool`` in which the base finds no entity at all but which
+    have a capitalised word after the first, as brand-less training posts."""
+    out: list[Any] = []
+    rest = [a for a in pool if a.post_id not in taken]
+    for post, doc in zip(rest, nlp.pipe(a.text for a in rest), strict=True):
+        if len(out) >= limit:
+            break
+        if not doc.ents and any(t.text[:1].isupper() for t in doc[1:]):
+            out.append(replace(post, spans=()))
+    return out
+
+
 def train_variant(
     spec: dict[str, Any], seed: int, train_part: Sequence[Any], work: Path, pool: Sequence[Any]
 ) -> Any:
@@ -163,7 +198,13 @@ def train_variant(
         from ner.rehearsal import hard_negatives
 
         base_nlp = load_spacy(base, exclude=["parser", "tagger", "lemmatizer"])
-        part = [*part, *hard_negatives(pool, base_nlp, limit=spec["hardneg"])]
+        brand_labels = () if spec.get("hardneg_org") else ("ORG", "PRODUCT")
+        negatives = hard_negatives(pool, base_nlp, brand_labels=brand_labels, limit=spec["hardneg"])
+        if spec.get("plain"):
+            negatives += plain_negatives(
+                pool, base_nlp, {a.post_id for a in negatives}, spec["plain"]
+            )
+        part = [*part * spec.get("dup", 1), *negatives]
     if spec.get("swap"):
         part = swap(part, spec["swap"], seed, target)
     labels = sorted({s.label for a in part for s in a.spans} | {target})

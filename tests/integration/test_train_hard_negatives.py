@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
@@ -36,6 +37,18 @@ UNLABELLED = [
 ]
 
 
+def run_settings(tmp_path: Path, train: dict[str, Any]) -> dict[str, Any]:
+    """train-ner's settings for a run in ``tmp_path`` that never promotes."""
+    return {
+        "storage_uri": str(tmp_path / "storage"),
+        "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "mlflow_artifact_location": (tmp_path / "art").as_uri(),
+        "threshold": 0.99,
+        "gate_bootstrap_resamples": 200,
+        "train": train,
+    }
+
+
 @pytest.fixture
 def prefect(prefect_server: PrefectService) -> Iterator[PrefectService]:
     with prefect_api(prefect_server):
@@ -52,14 +65,7 @@ def test_train_ner_trains_on_hard_negatives_from_unlabelled_stored_posts(
     batch = [{"id": f"u{i}", "text": text, "source": "x"} for i, text in enumerate(UNLABELLED)]
     storage.write_lines(layout.posts_batch("20261123T000000Z"), (json.dumps(p) for p in batch))
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    settings = {
-        "storage_uri": str(tmp_path / "storage"),
-        "mlflow_tracking_uri": tracking,
-        "mlflow_artifact_location": (tmp_path / "art").as_uri(),
-        "threshold": 0.99,
-        "gate_bootstrap_resamples": 200,
-        "train": {"max_epochs": 2, "hard_negatives": 3},
-    }
+    settings = run_settings(tmp_path, {"max_epochs": 2, "hard_negatives": 3})
     # And what the default base pipeline (en_core_web_md) calls hard negatives among them
     base = load_start(load_settings(settings).base_model)
     posts = [Annotation(post_id=p["id"], text=p["text"], spans=()) for p in batch]
@@ -79,3 +85,33 @@ def test_train_ner_trains_on_hard_negatives_from_unlabelled_stored_posts(
     trained = {json.loads(line)["post_id"] for key in pool for line in storage.iter_lines(key)}
     assert run.data.metrics["train_size"] > 0 and not trained & {p["id"] for p in batch}
     assert all(p.post_id.startswith("u") for p in expected)
+
+
+def test_train_ner_draws_hard_negatives_from_a_file_of_other_topics_when_one_is_set(
+    prefect: PrefectService, tmp_path: Path, clean_env: None
+) -> None:
+    # Given labelled posts, no unlabelled stored post, and a JSONL file of posts of other
+    # topics (one line of it broken)
+    storage = LocalStorage(tmp_path / "storage" / "dev")
+    write_two_windows(storage)
+    other = tmp_path / "other_posts.jsonl"
+    lines = [json.dumps({"id": f"o{i}", "text": text}) for i, text in enumerate(UNLABELLED)]
+    other.write_text("\n".join([*lines[:2], "not json", *lines[2:]]) + "\n", encoding="utf-8")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = run_settings(
+        tmp_path, {"max_epochs": 2, "hard_negatives": 3, "negatives_uri": str(other)}
+    )
+    base = load_start(load_settings(settings).base_model)
+    posts = [Annotation(post_id=f"o{i}", text=t, spans=()) for i, t in enumerate(UNLABELLED)]
+    expected = hard_negatives(posts, base, brand_labels=DEFAULT_SKIP, limit=3)
+    assert 1 <= len(expected) <= 3
+
+    # When train-ner runs with train.negatives_uri set
+    summary = train_ner(source="storage", overrides=settings)
+
+    # Then the hard negatives came from that file (the broken line skipped), and the run
+    # records where they came from
+    assert summary.run_id is not None, summary
+    run = MlflowClient(tracking_uri=tracking).get_run(summary.run_id)
+    assert run.data.metrics["train_hard_negatives"] == len(expected)
+    assert run.data.params["negatives_from"] == "other_posts.jsonl"

@@ -87,7 +87,7 @@ def test_flow_overrides_keep_the_recipe_and_set_only_seed_data_and_threshold() -
 def test_the_demo_champion_is_trained_with_the_demo_recipe_and_scored_across_domains() -> None:
     wnut, demo = recipes()
     assert dict(demo.overrides) == DEMO_RECIPE and demo.threshold is None
-    assert demo.evaluation == ("beauty_held", "wnut_dev") and demo.unlabelled == "wnut_train"
+    assert demo.evaluation == ("beauty_held", "wnut_dev")
     assert wnut.overrides == {} and wnut.threshold == WNUT_THRESHOLD
     assert set(wnut.evaluation) | set(demo.evaluation) <= set(SET_TITLES)
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from spacy.language import Language
 
 from ner import layout
+from ner.errors import InputNotFoundError
 from ner.models import load_spacy
 from ner.records import write_records
-from ner.rehearsal import hard_negatives, unlabelled_posts, with_base_entities
+from ner.rehearsal import hard_negatives, posts_from_file, unlabelled_posts, with_base_entities
 from ner.storage import LocalStorage
 from ner.types import Annotation, Post, Span
 
@@ -118,3 +120,43 @@ def test_unlabelled_posts_are_stored_posts_outside_the_labelled_ones_newest_batc
     # And the limit is honoured
     assert [p.post_id for p in unlabelled_posts(storage, set(), limit=2)] == ["c", "b"]
     assert unlabelled_posts(storage, set(), limit=0) == []
+
+
+def test_posts_from_file_reads_a_jsonl_pool_skipping_bad_lines_by_number(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a file of posts of other topics with a line that is no post
+    path = tmp_path / "other.jsonl"
+    lines = ['{"id": "o1", "text": "Barack Obama in Paris"}', "{oops", '{"id": 3, "text": "x y"}']
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    storage = LocalStorage(tmp_path / "storage")
+
+    # When it is read as a hard-negative pool
+    with caplog.at_level(logging.WARNING, logger="ner.rehearsal"):
+        pool = posts_from_file(storage, str(path), limit=10)
+
+    # Then the good posts come without spans, and the bad line is named and skipped
+    assert [(p.post_id, p.text, p.spans) for p in pool] == [
+        ("o1", "Barack Obama in Paris", ()),
+        ("3", "x y", ()),
+    ]
+    assert "line 2: invalid JSON" in caplog.text
+    # And the limit is honoured, and a storage key works as well as a local path
+    storage.write_lines("pools/other.jsonl", lines[:1])
+    assert [p.post_id for p in posts_from_file(storage, "pools/other.jsonl", limit=1)] == ["o1"]
+    assert posts_from_file(storage, str(path), limit=1)[0].post_id == "o1"
+
+
+def test_posts_from_file_names_a_missing_pool(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFoundError, match=r"missing\.jsonl"):
+        posts_from_file(LocalStorage(tmp_path), str(tmp_path / "missing.jsonl"), limit=5)
+
+
+def test_the_demo_ships_its_pool_of_other_topics() -> None:
+    # The bundled pool parses whole: 3,394 posts, no line skipped, ids unique
+    from ner.replay import demo_other_posts_path
+
+    path = demo_other_posts_path()
+    pool = posts_from_file(LocalStorage(path.parent), str(path), limit=10_000)
+    assert len(pool) == 3394 == len({p.post_id for p in pool})
+    assert all(p.text.strip() for p in pool)

@@ -77,7 +77,11 @@ def test_recipe_reaches_the_spacy_config_and_the_params() -> None:
     assert TrainSettings(checkpoint="best").as_params(seed=1)["checkpoint"] == "best"
     assert TrainSettings(hard_negatives=600).as_params(seed=1)["hard_negatives"] == 600
     bad_values = ({"negative_fraction": 1.5}, {"lowercase": -0.1}, {"learn_rate": 0.0})
-    bad_values += ({"hard_negatives": -1},)
+    assert TrainSettings(labelled_copies=2).as_params(seed=1)["labelled_copies"] == 2
+    assert options.as_params(seed=1)["negatives_from"] == "stored posts"
+    named = TrainSettings(negatives_uri="gs://b/pools/other.jsonl").as_params(seed=1)
+    assert named["negatives_from"] == "other.jsonl"
+    bad_values += ({"hard_negatives": -1}, {"labelled_copies": 0})
     for bad in (*bad_values, {"checkpoint": "middle"}, {"max_epoch": 3}):
         with pytest.raises(ValueError):
             TrainSettings(**bad)  # type: ignore[arg-type]
@@ -383,11 +387,15 @@ def test_hard_negatives_from_unlabelled_posts_join_the_training_part(tmp_path: P
         )
 
     with_hard, without = run("with", unlabelled), run("without", [])
+    recipe = recipe.model_copy(update={"labelled_copies": 2})
+    doubled = run("doubled", unlabelled)
 
     # Then the two posts without organisations (not the company, not the labelled post)
     # were added to the training part, and the saved model still reports only brands
     assert with_hard.hard_negatives == 2 and without.hard_negatives == 0
     assert with_hard.train_size == without.train_size + 2
+    # And with two copies of each labelled post, those (not the hard negatives) count twice
+    assert doubled.train_size == 2 * without.train_size + 2
     nlp = spacy.load(with_hard.model_dir)
     assert nlp.meta["brandloop"]["hard_negatives"] == 2
     assert {e.label_ for e in nlp("Barack Obama wore Nike shoes in Paris").ents} <= {"BRAND"}
