@@ -80,7 +80,7 @@ def test_flow_overrides_keep_the_recipe_and_set_only_seed_data_and_threshold() -
     assert flow_overrides(wnut, seed=1, quick=False)["threshold"] == 0.1
     # And a quick run trains one epoch without losing the recipe's own training settings
     quick = flow_overrides(demo, seed=3, quick=True)
-    assert quick["train"] == {"learn_rate": 0.002, "max_epochs": 1}
+    assert quick["train"] == {"learn_rate": 0.002, "max_epochs": 1, "accurate_epochs": 1}
     assert demo.overrides["train"] == {"learn_rate": 0.002}
 
 
