@@ -78,7 +78,7 @@ lint: install  ## ruff + mypy + actionlint (.github/workflows, with shellcheck o
 test: lint install-postgres install-chromium  ## lint, type-check and run every test
 	$(RUN) pytest -q -m "not accurate"
 
-test-accurate: install-accurate install-postgres  ## the accurate recipe's tests (needs torch)
+test-accurate: install-accurate  ## the accurate recipe's tests (torch; MLflow on SQLite, no server)
 	$(RUN) pytest -q -m accurate
 
 test-fast: lint  ## skip tests that train models or start servers
