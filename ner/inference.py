@@ -19,6 +19,7 @@ from spacy.tokens import Doc
 from ner.components import LABEL_FILTER
 from ner.records import count_lines, read_posts, write_records
 from ner.storage import Storage
+from ner.transformer import FACTORY as TRANSFORMER_FACTORY
 from ner.types import Post, Prediction, Span
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ class PredictionProgress:
 OnProgress = Callable[[PredictionProgress], None]
 
 #: factories whose output is ``doc.ents`` (or that rewrite it).
-ENTITY_FACTORIES = frozenset({"ner", "beam_ner", "entity_ruler", "span_ruler", LABEL_FILTER})
+ENTITY_FACTORIES = frozenset(
+    {"ner", "beam_ner", "entity_ruler", "span_ruler", LABEL_FILTER, TRANSFORMER_FACTORY}
+)
 
 
 def unneeded_pipes(nlp: Language) -> list[str]:

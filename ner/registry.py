@@ -233,6 +233,7 @@ class Registry:
         from mlflow.types.schema import ColSpec, Schema
 
         import ner.pyfunc as flavor
+        from ner import transformer
 
         nlp = spacy.load(model_dir)
         signature = ModelSignature(inputs=Schema([ColSpec("string", "text")]))
@@ -241,6 +242,7 @@ class Registry:
             f"mlflow=={mlflow.__version__}",
             "pandas",
             "brandloop",
+            *transformer.pip_requirements(nlp),  # torch, transformers: accurate recipe only
         ]
         try:
             info = Model.log(

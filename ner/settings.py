@@ -96,6 +96,12 @@ class TrainSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    recipe: Literal["fast", "accurate"] = Field(
+        "fast",
+        description="'fast': spaCy fine-tunes the base pipeline's ner (the knobs below). "
+        "'accurate': a transformer token classifier fine-tuned from all-MiniLM-L6-v2 "
+        "(ner.transformer_training; the accurate_* knobs; needs `make install-accurate`).",
+    )
     start_from: Literal["base", "champion"] = Field(
         "base", description="Fine-tune the base pipeline, or the current champion."
     )
@@ -153,7 +159,25 @@ class TrainSettings(BaseModel):
         description="Further spaCy dotted overrides ({'training.accumulate_gradient': 2}).",
     )
 
+    accurate_epochs: int = Field(6, ge=1, description="Epochs of the accurate recipe.")
+    accurate_learn_rate: float = Field(
+        1e-4, gt=0.0, description="Peak AdamW learning rate of the accurate recipe."
+    )
+    accurate_threads: int = Field(
+        0, ge=0, description="torch threads while training the accurate recipe; 0 = all cores."
+    )
+    accurate_model: str | None = Field(
+        None,
+        description="Folder of the all-MiniLM-L6-v2 weights the accurate recipe starts from; "
+        "default <project root>/.models/all-minilm-l6-v2 (`make install-accurate`).",
+    )
+
     _parse_label_map = field_validator("label_map", mode="before")(parse_map)
+
+    @property
+    def epochs(self) -> int:
+        """The number of epochs of the chosen recipe."""
+        return self.accurate_epochs if self.recipe == "accurate" else self.max_epochs
 
     def spacy_overrides(self, seed: int) -> dict[str, Any]:
         """spaCy's dotted config overrides for this recipe and ``seed``."""
@@ -181,6 +205,7 @@ class TrainSettings(BaseModel):
             if k != "corpora.train.augmenter"
         }
         params.update(
+            recipe=self.recipe,
             lowercase=self.lowercase,
             dev_fraction=self.dev_fraction,
             with_gazetteer=self.gazetteer,
@@ -192,6 +217,12 @@ class TrainSettings(BaseModel):
             label_map=",".join(f"{k}->{v}" for k, v in sorted(self.label_map.items())),
             config=Path(self.config).name if self.config else "train.cfg",
         )
+        if self.recipe == "accurate":
+            params.update(
+                accurate_epochs=self.accurate_epochs,
+                accurate_learn_rate=self.accurate_learn_rate,
+                accurate_threads=self.accurate_threads,
+            )
         return params
 
 

@@ -57,6 +57,7 @@ from ner.errors import TrainingError
 from ner.models import add_gazetteer, add_label_filter, load_spacy
 from ner.rehearsal import DEFAULT_SKIP, hard_negatives
 from ner.settings import TrainSettings
+from ner.transformer_training import Corpus, fine_tune
 from ner.types import Annotation, Rejected
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,8 @@ def train(
     if len(annotations) < 2:
         raise TrainingError(f"need at least 2 labelled posts to train, got {len(annotations)}")
     trained_as = _trained_labels(labels, recipe.label_map)
+    if recipe.recipe == "accurate":
+        return _train_accurate(annotations, output_dir, labels, recipe, seed, curve_path)
     started = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="brandloop-train-") as tmp:
@@ -427,3 +430,40 @@ def _run_spacy_training(config_path: Path, overrides: dict[str, Any], out: Path)
     except SystemExit as exc:  # spaCy's CLI helpers exit on config errors
         raise TrainingError(f"spaCy training refused the config (exit {exc.code})") from exc
     return nlp
+
+
+def _train_accurate(
+    annotations: Sequence[Annotation],
+    output_dir: Path,
+    labels: Sequence[str],
+    recipe: TrainSettings,
+    seed: int,
+    curve_path: Path | None,
+) -> TrainResult:
+    """:func:`train` with ``recipe.recipe == "accurate"``: the same corpora (dev slice,
+    negative sampling, label renaming), a token classifier fine-tuned from all-MiniLM-L6-v2
+    (:func:`ner.transformer_training.fine_tune`) instead of spaCy's ``ner``, then the same
+    label filter and gazetteer. ``hard_negatives`` and ``start_from`` do not apply."""
+    started = time.perf_counter()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="brandloop-train-") as tmp:
+        work = Path(tmp)
+        curve_file = curve_path or work / "curve.jsonl"
+        sizes, rejected = _write_corpora(annotations, recipe, seed, work)
+        corpus = Corpus.from_disk(work / "train.spacy", work / "dev.spacy", spacy.blank("en"))
+        nlp = fine_tune(corpus, _trained_labels(labels, recipe.label_map), recipe, seed, curve_file)
+        final = _finish(nlp, work / "no-best-checkpoint", recipe, labels)
+        final.meta["brandloop"] = {"start_from": "all-MiniLM-L6-v2", "seed": seed}
+        final.meta["brandloop"].update(label_map=dict(recipe.label_map), recipe="accurate")
+        _replace_dir(final, output_dir)
+        curve = _read_curve(curve_file)
+    return TrainResult(
+        model_dir=output_dir,
+        start_from="all-MiniLM-L6-v2",
+        train_size=sizes[0],
+        dev_size=sizes[1],
+        rejected=rejected,
+        dev_scores=_dev_scores(final.meta.get("performance") or {}, recipe.label_map),
+        curve=curve,
+        seconds=time.perf_counter() - started,
+    )

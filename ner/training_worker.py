@@ -214,7 +214,7 @@ def train_isolated(
         seed=seed,
         unlabelled=[a.to_dict() for a in unlabelled],
     )
-    max_epochs = recipe.max_epochs
+    max_epochs = recipe.epochs
     on_row = (
         None
         if on_epoch is None

@@ -1156,6 +1156,11 @@ byte-for-byte deterministic).
   post (`data.text`, `data.post_id`), one completed annotation per task. Offsets are Python
   code points and `text[start:end] == value.text` holds for every span. Posts without a brand
   have an annotation with an empty `result`.
+- `other_posts.jsonl` (not generated here: `scripts/export_other_posts.py`): 3,394 real posts
+  of other topics (WNUT-17 train texts, CC-BY 4.0, no labels; see `../ATTRIBUTION.md`), a
+  pool for hard negatives (`--set train.hard_negatives=300 --set train.labelled_copies=2
+  --set train.negatives_uri=ner/resources/demo/other_posts.jsonl`). Not used by default: the
+  trade-off it buys is in `bench/README.md` ("Demo champion: hard negatives").
 
 ## Counts
 

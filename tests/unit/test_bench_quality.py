@@ -80,7 +80,7 @@ def test_flow_overrides_keep_the_recipe_and_set_only_seed_data_and_threshold() -
     assert flow_overrides(wnut, seed=1, quick=False)["threshold"] == 0.1
     # And a quick run trains one epoch without losing the recipe's own training settings
     quick = flow_overrides(demo, seed=3, quick=True)
-    assert quick["train"] == {"learn_rate": 0.002, "max_epochs": 1}
+    assert quick["train"] == {"learn_rate": 0.002, "max_epochs": 1, "accurate_epochs": 1}
     assert demo.overrides["train"] == {"learn_rate": 0.002}
 
 
@@ -173,3 +173,27 @@ def test_flow_and_cost_rows_fail_on_a_different_model_or_slow_training() -> None
     assert rows["training on 1000 labels"].met is False
     assert rows["predict, per core"].met is False
     assert rows["accurate recipe: WNUT-17 dev F1"].met is False
+
+
+def test_accurate_rows_hold_the_accurate_targets() -> None:
+    from dataclasses import replace
+
+    from bench.quality import ACCURATE_ROW, accurate_recipe, accurate_rows
+
+    # Given the accurate recipe: WNUT-17 train with train.recipe=accurate, scored as WNUT
+    recipe = accurate_recipe()
+    assert recipe.overrides == {"train": {"recipe": "accurate"}}
+    assert (recipe.train, recipe.gold, recipe.threshold) == ("wnut_train", "wnut_dev", 0.1)
+    # And three seeds around 0.46 on dev, a 1,000-label run of 310 s
+    runs = [
+        trained("accurate", seed, wnut_dev=scores(f1), beauty_all=scores(0.6))
+        for seed, f1 in ((1, 0.44), (2, 0.46), (3, 0.48))
+    ]
+    thousand = replace(runs[0], train_seconds=310.0, n_train=1000)
+    base = {"pretrained sm": {"wnut_dev": scores(0.126), "beauty_all": scores(0.32)}}
+    speed = {"posts_per_cpu_second": 140.0, "posts_per_wall_second": 90.0, "posts": 3000}
+    rows = {row.name: row for row in accurate_rows(runs, thousand, speed, base)}
+    # Then the dev row is the accurate target (mean 0.46 >= 0.45), the time row is missed
+    assert rows[ACCURATE_ROW].met is True and rows[ACCURATE_ROW].value == pytest.approx(0.46)
+    assert rows["accurate (transformer): training on 1000 labels"].met is False
+    assert rows["accurate (transformer) on beauty gold: never below pretrained"].met is True

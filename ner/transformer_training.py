@@ -1,0 +1,171 @@
+"""Fine-tune the accurate recipe's token classifier (:mod:`ner.transformer`).
+
+A plain torch loop over spaCy-tokenised posts whose gold spans are already aligned to tokens
+(the ``train.spacy`` / ``dev.spacy`` corpora :func:`ner.training.train` writes for both
+recipes, after the same dev split, negative sampling and label renaming): AdamW with weight
+decay 0.01, linear warm-up over the first tenth of the steps then linear decay to 0,
+batches of :data:`BATCH_SIZE` posts, gradients clipped at norm 1, and a fixed seed (head
+initialisation, dropout, batch order). After each epoch the pipeline is scored on the dev
+slice and one line appended to the curve file (the format of :func:`ner.training.curve_logger`,
+so progress lines and MLflow curves work unchanged). The last epoch's model is kept.
+
+Knobs (:class:`ner.settings.TrainSettings`): ``accurate_epochs``, ``accurate_learn_rate``,
+``accurate_threads`` (torch threads, 0 = torch's default), ``accurate_model`` (base weights
+folder). Raises :class:`ner.errors.ModelError` when torch is missing (naming
+``make install-accurate``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc, DocBin
+from spacy.training import Example
+
+from ner.errors import ModelError
+from ner.settings import TrainSettings
+from ner.transformer import (
+    COMPONENT,
+    FACTORY,
+    IGNORE,
+    TransformerTagger,
+    base_weights,
+    encode,
+    load_classifier,
+    piece_labels,
+    require_torch,
+    tag_names,
+    word_tags,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 16
+#: Word pieces per training post (WNUT-17 tweets have at most about 90).
+TRAIN_MAX_LENGTH = 128
+WARMUP_SHARE = 0.1
+WEIGHT_DECAY = 0.01
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Training posts as spaCy docs with gold ``doc.ents``, and the dev slice."""
+
+    train: list[Doc]
+    dev: list[Doc]
+
+    @classmethod
+    def from_disk(cls, train_path: Path, dev_path: Path, nlp: Language) -> Corpus:
+        """Read the two DocBin files :func:`ner.training.train` wrote."""
+        read = [list(DocBin().from_disk(p).get_docs(nlp.vocab)) for p in (train_path, dev_path)]
+        return cls(read[0], read[1])
+
+
+def fine_tune(
+    corpus: Corpus, labels: Sequence[str], recipe: TrainSettings, seed: int, curve_file: Path
+) -> Language:
+    """A blank English pipeline with a :class:`~ner.transformer.TransformerTagger` for
+    ``labels`` fine-tuned on ``corpus.train`` for ``recipe.accurate_epochs`` epochs.
+
+    Its ``meta["performance"]`` holds the last epoch's dev-slice scores in spaCy's form
+    (``ents_f``, ``ents_per_type`` ...). Raises :class:`ModelError` without torch or the
+    base weights."""
+    torch, _ = require_torch()
+    if recipe.accurate_threads:
+        torch.set_num_threads(recipe.accurate_threads)
+    torch.manual_seed(seed)
+    nlp = spacy.blank("en")
+    tags = tag_names(labels)
+    model, tokenizer = load_classifier(base_weights(recipe.accurate_model), tags)
+    tagger = nlp.add_pipe(FACTORY, name=COMPONENT, config={"labels": list(labels)})
+    if not isinstance(tagger, TransformerTagger):  # another package took the factory name
+        raise ModelError(f"factory {FACTORY!r} did not build a TransformerTagger")
+    tagger.set_model(model, tokenizer)
+    steps = recipe.accurate_epochs * -(-len(corpus.train) // BATCH_SIZE)
+    optimizer, schedule = _optimizer(model, recipe.accurate_learn_rate, steps)
+    order = random.Random(seed)
+    step, scores = 0, {}
+    for epoch in range(recipe.accurate_epochs):
+        started = time.perf_counter()
+        docs = list(corpus.train)
+        order.shuffle(docs)
+        loss = 0.0
+        model.train()
+        for start in range(0, len(docs), BATCH_SIZE):
+            loss += _step(model, tokenizer, docs[start : start + BATCH_SIZE], tags, optimizer)
+            schedule.step()
+            step += 1
+        scores = nlp.evaluate([Example(nlp.make_doc(d.text), d) for d in corpus.dev])
+        _append_curve(curve_file, epoch, step, loss, scores, time.perf_counter() - started)
+    nlp.meta["performance"] = scores
+    return nlp
+
+
+def _optimizer(model: Any, learn_rate: float, steps: int) -> tuple[Any, Any]:
+    """AdamW (weight decay off for biases and LayerNorm) and its linear warm-up/decay."""
+    torch, transformers = require_torch()
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {
+            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "weight_decay": WEIGHT_DECAY,
+        },
+        {
+            "params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
+            "weight_decay": 0.0,
+        },
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=learn_rate)
+    warmup = int(steps * WARMUP_SHARE)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, warmup, max(steps, 1))
+    return optimizer, schedule
+
+
+def _step(
+    model: Any, tokenizer: Any, docs: Sequence[Doc], tags: Sequence[str], optimizer: Any
+) -> float:
+    """One optimizer step on ``docs``; returns the batch's mean cross-entropy."""
+    torch, _ = require_torch()
+    batch = encode(tokenizer, [[t.text for t in doc] for doc in docs], TRAIN_MAX_LENGTH)
+    width = batch["input_ids"].shape[1]
+    targets = []
+    for i, doc in enumerate(docs):
+        row = piece_labels(batch.word_ids(i), word_tags(doc, tags))
+        targets.append(row + [IGNORE] * (width - len(row)))
+    loss = model(**batch, labels=torch.tensor(targets)).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+    return float(loss.item())
+
+
+def _append_curve(
+    path: Path, epoch: int, step: int, loss: float, scores: dict[str, Any], seconds: float
+) -> None:
+    """One line of the training curve (the keys of :func:`ner.training.curve_logger`)."""
+    f1 = float(scores.get("ents_f") or 0.0)
+    row = {
+        "epoch": epoch,
+        "step": step,
+        "score": f1,
+        "loss_ner": loss,
+        "ents_p": float(scores.get("ents_p") or 0.0),
+        "ents_r": float(scores.get("ents_r") or 0.0),
+        "ents_f": f1,
+        "seconds": seconds,
+    }
+    log.info(
+        "accurate recipe epoch %d: loss %.2f, dev F1 %.3f (%.0f s)", epoch + 1, loss, f1, seconds
+    )
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")

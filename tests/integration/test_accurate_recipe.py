@@ -1,0 +1,156 @@
+"""The accurate recipe end to end: a transformer token classifier trained through
+``ner.training`` (in a process of its own, as the train-ner flow does), logged through the
+registry into a real MLflow SQLite store, and loaded back with ``mlflow.spacy.load_model`` in
+a fresh Python process that has never imported brandloop's modules.
+
+Needs the optional install (``make install-accurate``); without torch these tests fail with
+the error that names it, they are never skipped. ``make test`` deselects them
+(``-m "not accurate"``); ``make test-accurate`` runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow.pyfunc
+import pytest
+import spacy
+
+from ner.registry import Registry
+from ner.settings import TrainSettings
+from ner.training_worker import train_isolated
+from ner.transformer import COMPONENT, base_weights, require_torch
+from ner.types import Annotation, Span
+
+pytestmark = [pytest.mark.accurate, pytest.mark.integration, pytest.mark.slow]
+
+TEXTS = [
+    "just bought the new Glossier balm and a Nike hoodie",
+    "nothing to see here, walking the dog",
+    "fenty beauty restock at sephora today",
+]
+BRANDS = ["Glossier", "Nike", "Adidas", "Sephora", "Fenty", "Starbucks", "Apple", "Rimmel"]
+
+
+def posts() -> list[Annotation]:
+    """A few dozen posts: each brand in a few templates, and posts without a brand."""
+    templates = ["love my {} stuff", "{} just dropped a new line", "went to {} after work"]
+    out = []
+    for i, (brand, template) in enumerate((b, t) for b in BRANDS for t in templates):
+        text = template.format(brand)
+        start = text.index(brand)
+        out.append(Annotation(f"p{i}", text, (Span(start, start + len(brand), "BRAND", brand),)))
+    plain = ["walking the dog again", "rain all day", "what a game last night", "coffee time"]
+    out += [Annotation(f"n{i}", text, ()) for i, text in enumerate(plain)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    require_torch()  # the clear error when the optional install is missing
+    base_weights()
+    out = tmp_path_factory.mktemp("accurate") / "model"
+    recipe = TrainSettings(recipe="accurate", accurate_epochs=1, accurate_threads=1)
+    seen: list[int] = []
+    result = train_isolated(
+        posts(),
+        start_from="base",
+        output_dir=out,
+        recipe=recipe,
+        seed=3,
+        on_epoch=lambda e: seen.append(e.epoch),
+    )
+    return out, {"result": result, "epochs_seen": seen}
+
+
+def test_training_saves_a_spacy_pipeline_with_the_classifier(
+    trained: tuple[Path, dict[str, object]],
+) -> None:
+    model_dir, info = trained
+    result = info["result"]
+    # Then the pipeline is the classifier, our label filter and the gazetteer after it
+    nlp = spacy.load(model_dir)
+    assert nlp.pipe_names == [COMPONENT, "brandloop_labels", "brand_gazetteer"]
+    assert nlp.meta["brandloop"]["recipe"] == "accurate"
+    # And one epoch was trained, reported while training and in the result's curve
+    assert info["epochs_seen"] == [1]
+    assert [row["epoch"] for row in result.curve] == [0]  # type: ignore[attr-defined]
+    assert result.train_size + result.dev_size <= len(posts())  # type: ignore[attr-defined]
+    assert "ents_f" in result.dev_scores  # type: ignore[attr-defined]
+
+
+def test_registered_model_predicts_the_same_in_a_fresh_process(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    model_dir, _ = trained
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry = Registry(
+        tracking,
+        model_name="brand-ner",
+        experiment_name="brand-ner",
+        artifact_location=(tmp_path / "artifacts").as_uri(),
+    )
+    # When the model is logged and registered through the registry
+    with registry.start_run("train") as run_id:
+        uri, version = registry.log_model(model_dir, run_id)
+    assert version == "1"
+    expected = [[(e.text, e.label_) for e in doc.ents] for doc in spacy.load(model_dir).pipe(TEXTS)]
+    assert ("fenty beauty", "BRAND") in expected[2]  # the gazetteer runs after the model
+    # Then a fresh process loads it with the spaCy flavor and predicts the same spans
+    script = (
+        "import json, sys, mlflow, mlflow.spacy\n"
+        f"mlflow.set_tracking_uri({tracking!r})\n"
+        "nlp = mlflow.spacy.load_model('models:/brand-ner/1')\n"
+        "docs = nlp.pipe(json.loads(sys.argv[1]))\n"
+        "print(json.dumps([[(e.text, e.label_) for e in d.ents] for d in docs]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(TEXTS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [
+        [list(s) for s in d] for d in expected
+    ]
+    # And the pyfunc flavor serves it; the model's requirements name torch and transformers
+    served = mlflow.pyfunc.load_model(uri)
+    out = served.predict([{"text": TEXTS[2]}])
+    assert {"text": "fenty beauty", "label": "BRAND"}.items() <= out["entities"][0][0].items()
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "dl")))
+    requirements = (local / "requirements.txt").read_text()
+    assert "torch==" in requirements and "transformers==" in requirements
+
+
+def test_loading_without_torch_names_the_install_target(
+    trained: tuple[Path, dict[str, object]],
+) -> None:
+    model_dir, _ = trained
+    # Given a process in which torch cannot be imported, when it loads the saved pipeline
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import spacy\n"
+        "from ner.errors import ModelError\n"
+        "try:\n"
+        f"    spacy.load({str(model_dir)!r})\n"
+        "except ModelError as exc:\n"
+        "    print('ModelError:', exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    # Then the error says what to install
+    assert "ModelError:" in done.stdout and "make install-accurate" in done.stdout, done.stderr
+
+
+def test_saved_classifier_holds_its_tags(trained: tuple[Path, dict[str, object]]) -> None:
+    model_dir, _ = trained
+    # BRAND is trained as ORG (the recipe's label_map); the label filter maps it back
+    config = json.loads((model_dir / COMPONENT / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "O", "1": "B-ORG", "2": "I-ORG"}

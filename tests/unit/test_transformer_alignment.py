@@ -1,0 +1,150 @@
+"""The accurate recipe's pure parts (ner.transformer): BIO tags from spaCy entities, word
+pieces <-> spaCy tokens, span decoding, the recipe setting. No torch needed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+from spacy.tokens import Span
+
+from ner.errors import ModelError
+from ner.inference import unneeded_pipes
+from ner.models import add_label_filter
+from ner.settings import TrainSettings, load_settings
+from ner.transformer import (
+    COMPONENT,
+    FACTORY,
+    IGNORE,
+    base_weights,
+    decode_spans,
+    first_pieces,
+    piece_labels,
+    require_torch,
+    tag_names,
+    word_tags,
+)
+
+TAGS = tag_names(["BRAND"])  # O, B-BRAND, I-BRAND
+
+
+def test_tag_names_give_each_label_a_begin_and_inside_class() -> None:
+    assert tag_names(["BRAND"]) == ["O", "B-BRAND", "I-BRAND"]
+    assert tag_names(["ORG", "PRODUCT"]) == ["O", "B-ORG", "I-ORG", "B-PRODUCT", "I-PRODUCT"]
+
+
+def test_word_tags_follow_doc_ents_and_ignore_unknown_labels() -> None:
+    # Given a post with a two-token brand, a one-token brand and a place
+    doc = spacy.blank("en")("new Fenty Beauty gloss from Sephora in Paris")
+    doc.ents = [
+        Span(doc, 1, 3, "BRAND"),
+        Span(doc, 5, 6, "BRAND"),
+        Span(doc, 7, 8, "GPE"),
+    ]
+    # Then the brands are B/I per token, the place (not a trained label) and the rest O
+    assert word_tags(doc, TAGS) == [0, 1, 2, 0, 0, 1, 0, 0]
+
+
+def test_only_the_first_word_piece_of_a_word_carries_its_tag() -> None:
+    # Given "I love FentyBeauty": [CLS] i love fenty ##bea ##uty [SEP], word 2 is a brand
+    word_ids = [None, 0, 1, 2, 2, 2, None, None]  # the last None is padding
+    labels = piece_labels(word_ids, [0, 0, 1])
+    # Then the special tokens and later pieces are ignored by the loss
+    assert labels == [IGNORE, 0, 0, 1, IGNORE, IGNORE, IGNORE, IGNORE]
+
+
+def test_a_repeated_word_index_after_a_gap_is_not_a_new_word() -> None:
+    # Word ids only grow; the same index twice in a row is the same word
+    assert piece_labels([None, 0, 0, 1, None], [1, 2]) == [IGNORE, 1, IGNORE, 2, IGNORE]
+
+
+def test_first_pieces_map_words_back_and_mark_words_without_pieces() -> None:
+    # Given 5 spaCy tokens where token 2 is whitespace (no piece) and token 4 was cut off
+    word_ids = [None, 0, 1, 1, 3, None]
+    # Then each token points at its first piece, or None
+    assert first_pieces(word_ids, 5) == [1, 2, None, 4, None]
+
+
+@pytest.mark.parametrize(
+    ("tags", "spans"),
+    [
+        (["O", "B-BRAND", "I-BRAND", "O"], [(1, 3, "BRAND")]),
+        (["B-BRAND", "B-BRAND"], [(0, 1, "BRAND"), (1, 2, "BRAND")]),
+        (["O", "I-BRAND", "I-BRAND"], [(1, 3, "BRAND")]),  # I- after O starts a span
+        (["B-ORG", "I-PRODUCT"], [(0, 1, "ORG"), (1, 2, "PRODUCT")]),  # label change
+        (["O", "B-BRAND"], [(1, 2, "BRAND")]),  # a span ending at the last token
+        (["O", "O"], []),
+        ([], []),
+    ],
+)
+def test_decode_spans_reads_bio_tags(tags: list[str], spans: list[tuple[int, int, str]]) -> None:
+    assert decode_spans(tags) == spans
+
+
+def test_decoded_spans_are_spacy_token_spans() -> None:
+    # Given a post and one tag per spaCy token, as the component derives them
+    doc = spacy.blank("en")("got the new iPhone 15 Pro at #BestBuy today")
+    tags = ["O", "O", "O", "B-BRAND", "I-BRAND", "I-BRAND", "O", "O", "B-BRAND", "O"]
+    assert len(tags) == len(doc)
+    # Then the spans snap to token boundaries and read back as text
+    doc.ents = [Span(doc, s, e, label) for s, e, label in decode_spans(tags)]
+    assert [(e.text, e.label_) for e in doc.ents] == [
+        ("iPhone 15 Pro", "BRAND"),
+        ("BestBuy", "BRAND"),
+    ]
+
+
+def test_recipe_is_a_setting_with_its_own_knobs(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the default settings, the fast recipe is chosen and its epochs count
+    default = load_settings().train
+    assert default.recipe == "fast" and default.epochs == default.max_epochs
+    assert default.as_params(1)["recipe"] == "fast"
+    assert "accurate_epochs" not in default.as_params(1)
+    # When the environment chooses the accurate recipe
+    monkeypatch.setenv("NER_TRAIN__RECIPE", "accurate")
+    monkeypatch.setenv("NER_TRAIN__ACCURATE_EPOCHS", "3")
+    train = load_settings().train
+    # Then its epochs are the ones that count, and its knobs are MLflow params
+    assert train.recipe == "accurate" and train.epochs == 3
+    params = train.as_params(1)
+    assert params["recipe"] == "accurate" and params["accurate_epochs"] == 3
+    assert params["accurate_learn_rate"] == train.accurate_learn_rate
+
+
+def test_an_unknown_recipe_is_refused() -> None:
+    with pytest.raises(ValueError, match="fast"):
+        TrainSettings(recipe="precise")  # type: ignore[arg-type]
+
+
+def test_without_torch_the_error_names_the_install_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a Python where torch cannot be imported
+    monkeypatch.setitem(sys.modules, "torch", None)
+    # Then using the accurate recipe's model says what to install
+    with pytest.raises(ModelError, match="make install-accurate"):
+        require_torch()
+
+
+def test_missing_base_weights_name_the_install_target(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="make install-accurate"):
+        base_weights(str(tmp_path))
+
+
+def test_an_untrained_component_refuses_to_predict() -> None:
+    nlp = spacy.blank("en")
+    nlp.add_pipe(FACTORY, name=COMPONENT)
+    with pytest.raises(ModelError, match="no model"):
+        nlp("a post about Nike")
+
+
+def test_prediction_keeps_the_classifier_among_the_pipes_it_runs() -> None:
+    # Given a pipeline as the accurate recipe saves it, plus a pipe that sets no entities
+    nlp = spacy.blank("en")
+    nlp.add_pipe(FACTORY, name=COMPONENT)
+    nlp.add_pipe("sentencizer")
+    add_label_filter(nlp, {"ORG": "BRAND"}, ["BRAND"])
+    # Then the apply flow and the evaluation skip only the pipe that sets no entities
+    assert unneeded_pipes(nlp) == ["sentencizer"]
