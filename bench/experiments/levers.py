@@ -172,20 +172,14 @@ def plain_negatives(pool: Sequence[Any], nlp: Any, taken: set[str], limit: int) 
     return out
 
 
-def train_variant(
-    spec: dict[str, Any], seed: int, train_part: Sequence[Any], work: Path, pool: Sequence[Any]
-) -> Any:
-    import spacy
-
-    from ner.datasets import to_docbin
-    from ner.models import add_label_filter, load_spacy
-    from ner.training import (
-        _run_spacy_training,
-        default_config_path,
-        prepare_start,
-        relabel,
-        sample_negatives,
-    )
+def training_part(
+    spec: dict[str, Any], seed: int, train_part: Sequence[Any], pool: Sequence[Any]
+) -> list[Any]:
+    """The posts a variant trains on: relabelled, negatives sampled, then its rehearsal
+    (``silver``), hard negatives from ``pool`` (``hardneg``, ``hardneg_org``, ``plain``,
+    ``dup``) and entity swaps (``swap``)."""
+    from ner.models import load_spacy
+    from ner.training import relabel, sample_negatives
 
     target = spec["target"]
     base = base_path(spec["base"])
@@ -207,6 +201,21 @@ def train_variant(
         part = [*part * spec.get("dup", 1), *negatives]
     if spec.get("swap"):
         part = swap(part, spec["swap"], seed, target)
+    return list(part)
+
+
+def train_variant(
+    spec: dict[str, Any], seed: int, train_part: Sequence[Any], work: Path, pool: Sequence[Any]
+) -> Any:
+    import spacy
+
+    from ner.datasets import to_docbin
+    from ner.models import add_label_filter, load_spacy
+    from ner.training import _run_spacy_training, default_config_path, prepare_start
+
+    target = spec["target"]
+    base = base_path(spec["base"])
+    part = training_part(spec, seed, train_part, pool)
     labels = sorted({s.label for a in part for s in a.spans} | {target})
     start = prepare_start(base, labels, work / "start")
     blank = spacy.blank("en")
