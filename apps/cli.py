@@ -153,7 +153,8 @@ SetOption = Annotated[
         "-s",
         metavar="KEY=VALUE",
         help="Override one setting for this command (repeatable): --set threshold=0.7, "
-        "--set keywords=lipstick,#sephora. KEY is a NER_ variable without the prefix.",
+        "--set keywords=lipstick,#sephora. KEY is a NER_ variable without the prefix; "
+        "a training knob takes a dot for its '__': --set train.max_epochs=5.",
     ),
 ]
 

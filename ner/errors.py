@@ -73,6 +73,11 @@ class ModelError(BrandloopError):
     """A model could not be loaded, built or used."""
 
 
+class OptionalInstallError(ModelError, ConfigError):
+    """A setting chose a part whose optional install is missing (the accurate recipe
+    without ``make install-accurate``). Permanent: no retry can install it."""
+
+
 class ModelNotFoundError(ModelError, NotFoundError):
     """The model spec names no model: an unknown name, version or alias."""
 

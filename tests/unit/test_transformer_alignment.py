@@ -10,7 +10,7 @@ import pytest
 import spacy
 from spacy.tokens import Span
 
-from ner.errors import ModelError
+from ner.errors import ModelError, OptionalInstallError
 from ner.inference import unneeded_pipes
 from ner.models import add_label_filter
 from ner.settings import TrainSettings, load_settings
@@ -19,6 +19,7 @@ from ner.transformer import (
     FACTORY,
     IGNORE,
     base_weights,
+    check_installed,
     decode_spans,
     first_pieces,
     piece_labels,
@@ -126,6 +127,33 @@ def test_without_torch_the_error_names_the_install_target(monkeypatch: pytest.Mo
     # Then using the accurate recipe's model says what to install
     with pytest.raises(ModelError, match="make install-accurate"):
         require_torch()
+
+
+def test_a_run_choosing_the_accurate_recipe_without_its_install_fails_at_once(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from flows.context import PERMANENT_ERRORS, RunContext
+
+    # Given a Python where torch cannot be imported, and settings that choose the recipe
+    monkeypatch.setitem(sys.modules, "torch", None)
+    settings = load_settings(
+        {
+            "storage_uri": str(tmp_path / "storage"),
+            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "train": {"recipe": "accurate"},
+        }
+    )
+    # When a flow run opens its context, it fails before any work, naming the fix
+    with pytest.raises(OptionalInstallError, match=r"make install-accurate.*torch") as caught:
+        RunContext.open(settings)
+    # And the error is permanent: Prefect's retry policy does not retry it
+    assert isinstance(caught.value, PERMANENT_ERRORS)
+    # The same check names missing weights when the packages are there
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
+    with pytest.raises(OptionalInstallError, match="no all-MiniLM-L6-v2 weights"):
+        check_installed(str(tmp_path / "weights"))
+    # And the fast recipe needs none of it
+    RunContext.open(settings.model_copy(update={"train": TrainSettings()}))
 
 
 def test_missing_base_weights_name_the_install_target(tmp_path: Path) -> None:
