@@ -153,12 +153,10 @@ class RunContext:
     @classmethod
     def open(cls, settings: Settings, overrides_key: str = "{}") -> RunContext:
         """Open the storage and the registry ``settings`` name (nothing is contacted yet).
-        With the accurate recipe chosen, its optional install is checked first
-        (:func:`ner.transformer.check_installed`), so a run without it fails at once."""
-        if settings.train.recipe == "accurate":
-            from ner.transformer import check_installed
-
-            check_installed(settings.train.accurate_model)
+        The training recipe's optional install is checked first
+        (:meth:`ner.settings.TrainSettings.check_installed`), so a run without it fails at
+        once."""
+        settings.train.check_installed()
         storage = open_storage(
             settings.storage_uri, settings.env, gcs_timeout_s=settings.gcs_timeout_s
         )

@@ -33,12 +33,6 @@ def demo_gold_path() -> Path:
     return Path(str(resources.files("ner") / "resources" / "demo" / "gold_export.json"))
 
 
-def demo_other_posts_path() -> Path:
-    """Posts of other topics (WNUT-17 train texts, CC-BY 4.0, no labels): the pool the demo
-    champion's hard negatives come from (``scripts/export_other_posts.py``)."""
-    return Path(str(resources.files("ner") / "resources" / "demo" / "other_posts.jsonl"))
-
-
 def _post_id(task: Mapping[str, Any]) -> str | None:
     data = task.get("data") or {}
     value = data.get("post_id", data.get("id"))

@@ -174,6 +174,15 @@ class TrainSettings(BaseModel):
 
     _parse_label_map = field_validator("label_map", mode="before")(parse_map)
 
+    def check_installed(self) -> None:
+        """Fail fast when this recipe's optional install is missing (the accurate recipe
+        without ``make install-accurate``): raises :class:`ner.errors.OptionalInstallError`.
+        The fast recipe needs nothing beyond the default install."""
+        if self.recipe == "accurate":
+            from ner.transformer import check_installed
+
+            check_installed(self.accurate_model)
+
     @property
     def epochs(self) -> int:
         """The number of epochs of the chosen recipe."""

@@ -276,20 +276,33 @@ def train(
         final = _finish(nlp, work / "output" / "model-best", recipe, labels)
         final.meta["brandloop"] = {"start_from": start_from, "seed": seed}
         final.meta["brandloop"].update(label_map=dict(recipe.label_map), hard_negatives=len(hard))
-        _replace_dir(final, output_dir)
-        curve = _read_curve(curve_file)
-    seconds = time.perf_counter() - started
-    log.info("trained on %d posts (%d dev) in %.1fs", sizes[0], sizes[1], seconds)
+        result = _save_result(final, output_dir, curve_file, recipe, started, start_from, sizes)
+    log.info("trained on %d posts (%d dev) in %.1fs", sizes[0], sizes[1], result.seconds)
+    return replace(result, rejected=rejected, hard_negatives=len(hard))
+
+
+def _save_result(
+    final: Language,
+    output_dir: Path,
+    curve_file: Path,
+    recipe: TrainSettings,
+    started: float,
+    start_from: str,
+    sizes: tuple[int, int],
+) -> TrainResult:
+    """Put ``final`` in ``output_dir`` (replacing it) and describe the run: its curve (read
+    from ``curve_file``), dev-slice scores, sizes and seconds since ``started``; the caller
+    adds what it rejected."""
+    _replace_dir(final, output_dir)
     return TrainResult(
         model_dir=output_dir,
         start_from=start_from,
         train_size=sizes[0],
         dev_size=sizes[1],
-        rejected=rejected,
+        rejected=(),
         dev_scores=_dev_scores(final.meta.get("performance") or {}, recipe.label_map),
-        curve=curve,
-        seconds=seconds,
-        hard_negatives=len(hard),
+        curve=_read_curve(curve_file),
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -455,15 +468,7 @@ def _train_accurate(
         final = _finish(nlp, work / "no-best-checkpoint", recipe, labels)
         final.meta["brandloop"] = {"start_from": "all-MiniLM-L6-v2", "seed": seed}
         final.meta["brandloop"].update(label_map=dict(recipe.label_map), recipe="accurate")
-        _replace_dir(final, output_dir)
-        curve = _read_curve(curve_file)
-    return TrainResult(
-        model_dir=output_dir,
-        start_from="all-MiniLM-L6-v2",
-        train_size=sizes[0],
-        dev_size=sizes[1],
-        rejected=rejected,
-        dev_scores=_dev_scores(final.meta.get("performance") or {}, recipe.label_map),
-        curve=curve,
-        seconds=time.perf_counter() - started,
-    )
+        result = _save_result(
+            final, output_dir, curve_file, recipe, started, "all-MiniLM-L6-v2", sizes
+        )
+    return replace(result, rejected=rejected)

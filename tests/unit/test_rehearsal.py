@@ -154,9 +154,7 @@ def test_posts_from_file_names_a_missing_pool(tmp_path: Path) -> None:
 
 def test_the_demo_ships_its_pool_of_other_topics() -> None:
     # The bundled pool parses whole: 3,394 posts, no line skipped, ids unique
-    from ner.replay import demo_other_posts_path
-
-    path = demo_other_posts_path()
+    path = Path(__file__).parents[2] / "ner" / "resources" / "demo" / "other_posts.jsonl"
     pool = posts_from_file(LocalStorage(path.parent), str(path), limit=10_000)
     assert len(pool) == 3394 == len({p.post_id for p in pool})
     assert all(p.text.strip() for p in pool)
