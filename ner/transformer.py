@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,18 @@ def require_torch() -> tuple[Any, Any]:
     return torch, transformers
 
 
+@cache
+def one_thread_in_forked_children() -> None:
+    """Make every process forked from this one (``os.fork``, as the apply flow's worker
+    processes are) run torch on one thread. A child forked after torch's OpenMP threads
+    started would otherwise deadlock in its first parallel operation (GNU OpenMP is not
+    fork-safe; PyTorch's own DataLoader workers set one thread for the same reason). Each
+    worker is one process per core, so one thread each is also the right share.
+    Registered once per process."""
+    torch, _ = require_torch()
+    os.register_at_fork(after_in_child=partial(torch.set_num_threads, 1))
+
+
 def load_classifier(folder: Path, tags: Sequence[str] | None = None) -> tuple[Any, Any]:
     """``(model, tokenizer)`` from a local folder: a saved tagger, or (with ``tags``) the
     base weights with a fresh classification head of ``len(tags)`` classes. Raises
@@ -157,9 +170,24 @@ def load_classifier(folder: Path, tags: Sequence[str] | None = None) -> tuple[An
     return model, tokenizer
 
 
-def encode(tokenizer: Any, words: Sequence[Sequence[str]], max_length: int = MAX_LENGTH) -> Any:
-    """The tokenizer's batch (torch tensors, padded) of posts given as spaCy token texts."""
-    return tokenizer(
+def case_types(word_ids: Sequence[int | None], words: Sequence[str]) -> list[int]:
+    """One segment id per word piece: 1 when its word (``words``, spaCy token texts) holds
+    an upper-case letter, else 0 (special tokens and padding 0). The base model is uncased
+    (its tokenizer lower-cases), so this is how the casing of a post reaches it: through
+    BERT's token-type embeddings, which a single-segment tagger does not otherwise use."""
+    return [0 if w is None or words[w] == words[w].lower() else 1 for w in word_ids]
+
+
+def encode(
+    tokenizer: Any,
+    words: Sequence[Sequence[str]],
+    max_length: int = MAX_LENGTH,
+    casing: bool = False,
+) -> Any:
+    """The tokenizer's batch (torch tensors, padded) of posts given as spaCy token texts;
+    with ``casing``, its ``token_type_ids`` mark the pieces of cased words
+    (:func:`case_types`)."""
+    batch = tokenizer(
         [list(w) for w in words],
         is_split_into_words=True,
         truncation=True,
@@ -167,6 +195,10 @@ def encode(tokenizer: Any, words: Sequence[Sequence[str]], max_length: int = MAX
         padding=True,
         return_tensors="pt",
     )
+    if casing:
+        types = [case_types(batch.word_ids(i), w) for i, w in enumerate(words)]
+        batch["token_type_ids"] = batch["token_type_ids"].new_tensor(types)
+    return batch
 
 
 class TransformerTagger:
@@ -177,17 +209,19 @@ class TransformerTagger:
     :meth:`from_disk`; calling the component before either raises :class:`ModelError`.
     """
 
-    def __init__(self, name: str, labels: Sequence[str], max_length: int) -> None:
+    def __init__(self, name: str, labels: Sequence[str], max_length: int, casing: bool) -> None:
         self.name = name
         self.labels = list(labels)
         self.tags = tag_names(self.labels)
         self.max_length = max_length
+        self.casing = casing
         self.model: Any = None
         self.tokenizer: Any = None
 
     def set_model(self, model: Any, tokenizer: Any) -> None:
         """Use ``model`` (``AutoModelForTokenClassification`` over :attr:`tags`)."""
         self.model, self.tokenizer = model, tokenizer
+        one_thread_in_forked_children()
 
     def __call__(self, doc: Doc) -> Doc:
         self.predict([doc])
@@ -211,7 +245,8 @@ class TransformerTagger:
         todo = [doc for doc in docs if len(doc)]
         if not todo:
             return
-        batch = encode(self.tokenizer, [[t.text for t in doc] for doc in todo], self.max_length)
+        words = [[t.text for t in doc] for doc in todo]
+        batch = encode(self.tokenizer, words, self.max_length, self.casing)
         was_training = self.model.training
         self.model.eval()
         with torch.inference_mode():
@@ -249,16 +284,17 @@ class TransformerTagger:
 
 
 def make_transformer_tagger(
-    nlp: Language, name: str, labels: list[str], max_length: int
+    nlp: Language, name: str, labels: list[str], max_length: int, casing: bool
 ) -> TransformerTagger:
-    """spaCy factory for :class:`TransformerTagger` (no model until trained or loaded)."""
-    return TransformerTagger(name, labels, max_length)
+    """spaCy factory for :class:`TransformerTagger` (no model until trained or loaded).
+    ``casing`` defaults to off so that pipelines saved before it existed load unchanged."""
+    return TransformerTagger(name, labels, max_length, casing)
 
 
 if FACTORY not in Language.factories:  # also reachable through the entry point
-    Language.factory(FACTORY, default_config={"labels": ["BRAND"], "max_length": MAX_LENGTH})(
-        make_transformer_tagger
-    )
+    Language.factory(
+        FACTORY, default_config={"labels": ["BRAND"], "max_length": MAX_LENGTH, "casing": False}
+    )(make_transformer_tagger)
 
 
 def pip_requirements(nlp: Language) -> list[str]:

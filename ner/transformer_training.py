@@ -86,7 +86,8 @@ def fine_tune(
     nlp = spacy.blank("en")
     tags = tag_names(labels)
     model, tokenizer = load_classifier(base_weights(recipe.accurate_model), tags)
-    tagger = nlp.add_pipe(FACTORY, name=COMPONENT, config={"labels": list(labels)})
+    config = {"labels": list(labels), "casing": recipe.accurate_casing}
+    tagger = nlp.add_pipe(FACTORY, name=COMPONENT, config=config)
     if not isinstance(tagger, TransformerTagger):  # another package took the factory name
         raise ModelError(f"factory {FACTORY!r} did not build a TransformerTagger")
     tagger.set_model(model, tokenizer)
@@ -101,7 +102,7 @@ def fine_tune(
         loss = 0.0
         model.train()
         for start in range(0, len(docs), BATCH_SIZE):
-            loss += _step(model, tokenizer, docs[start : start + BATCH_SIZE], tags, optimizer)
+            loss += _step(tagger, docs[start : start + BATCH_SIZE], optimizer)
             schedule.step()
             step += 1
         scores = nlp.evaluate([Example(nlp.make_doc(d.text), d) for d in corpus.dev])
@@ -130,20 +131,20 @@ def _optimizer(model: Any, learn_rate: float, steps: int) -> tuple[Any, Any]:
     return optimizer, schedule
 
 
-def _step(
-    model: Any, tokenizer: Any, docs: Sequence[Doc], tags: Sequence[str], optimizer: Any
-) -> float:
-    """One optimizer step on ``docs``; returns the batch's mean cross-entropy."""
+def _step(tagger: TransformerTagger, docs: Sequence[Doc], optimizer: Any) -> float:
+    """One optimizer step of ``tagger``'s model on ``docs``; returns the batch's mean
+    cross-entropy."""
     torch, _ = require_torch()
-    batch = encode(tokenizer, [[t.text for t in doc] for doc in docs], TRAIN_MAX_LENGTH)
+    words = [[t.text for t in doc] for doc in docs]
+    batch = encode(tagger.tokenizer, words, TRAIN_MAX_LENGTH, tagger.casing)
     width = batch["input_ids"].shape[1]
     targets = []
     for i, doc in enumerate(docs):
-        row = piece_labels(batch.word_ids(i), word_tags(doc, tags))
+        row = piece_labels(batch.word_ids(i), word_tags(doc, tagger.tags))
         targets.append(row + [IGNORE] * (width - len(row)))
-    loss = model(**batch, labels=torch.tensor(targets)).loss
+    loss = tagger.model(**batch, labels=torch.tensor(targets)).loss
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(tagger.model.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad()
     return float(loss.item())

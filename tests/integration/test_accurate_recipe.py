@@ -19,8 +19,12 @@ import mlflow.pyfunc
 import pytest
 import spacy
 
+from ner.models import LoadedModel
+from ner.parallel import predict_parallel
+from ner.records import read_predictions
 from ner.registry import Registry
 from ner.settings import TrainSettings
+from ner.storage import LocalStorage
 from ner.training_worker import train_isolated
 from ner.transformer import COMPONENT, base_weights, require_torch
 from ner.types import Annotation, Span
@@ -53,7 +57,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, o
     require_torch()  # the clear error when the optional install is missing
     base_weights()
     out = tmp_path_factory.mktemp("accurate") / "model"
-    recipe = TrainSettings(recipe="accurate", accurate_epochs=1, accurate_threads=1)
+    recipe = TrainSettings(
+        recipe="accurate", accurate_epochs=1, accurate_threads=1, accurate_casing=True
+    )
     seen: list[int] = []
     result = train_isolated(
         posts(),
@@ -75,6 +81,7 @@ def test_training_saves_a_spacy_pipeline_with_the_classifier(
     nlp = spacy.load(model_dir)
     assert nlp.pipe_names == [COMPONENT, "brandloop_labels", "brand_gazetteer"]
     assert nlp.meta["brandloop"]["recipe"] == "accurate"
+    assert nlp.get_pipe(COMPONENT).casing is True  # type: ignore[attr-defined]
     # And one epoch was trained, reported while training and in the result's curve
     assert info["epochs_seen"] == [1]
     assert [row["epoch"] for row in result.curve] == [0]  # type: ignore[attr-defined]
@@ -154,3 +161,27 @@ def test_saved_classifier_holds_its_tags(trained: tuple[Path, dict[str, object]]
     # BRAND is trained as ORG (the recipe's label_map); the label filter maps it back
     config = json.loads((model_dir / COMPONENT / "model" / "config.json").read_text())
     assert config["id2label"] == {"0": "O", "1": "B-ORG", "2": "I-ORG"}
+
+
+@pytest.mark.timeout(300)  # a deadlocked worker fails the test, not the session
+def test_forked_workers_predict_what_one_process_predicts(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    model_dir, _ = trained
+    # Given the model loaded here and used once (torch has started its threads), and posts
+    model = LoadedModel(spacy.load(model_dir), "accurate@test")
+    list(model.nlp.pipe(TEXTS))
+    storage = LocalStorage(tmp_path)
+    lines = [json.dumps({"id": f"p{i}", "text": TEXTS[i % 3]}) for i in range(90)]
+    storage.write_lines("posts/p.jsonl", lines)
+    single = predict_parallel(storage, "posts/p.jsonl", "predictions/one.jsonl", model, workers=1)
+    # When forked worker processes (one per shard) predict three shards of them
+    forked = predict_parallel(
+        storage, "posts/p.jsonl", "predictions/forked.jsonl", model, workers=2, n_shards=3
+    )
+    # Then the workers finish (no deadlock after fork) with the same predictions, in order
+    expected = list(read_predictions(storage, single.predictions_key))
+    assert forked.n_predictions == single.n_predictions == 90
+    assert len(forked.processes) == 3
+    assert list(read_predictions(storage, forked.predictions_key)) == expected
+    assert sum(1 for p in expected if p.spans) >= 30  # the comparison is not vacuous

@@ -1,0 +1,94 @@
+"""One lever of the accurate recipe, one seed, one set:
+``python -m bench.experiments.accurate_levers VARIANT SEED SET``.
+
+The accurate recipe (:mod:`ner.transformer_training`) trained directly with
+:func:`ner.training.train` (no flow, no registry) with the ``TrainSettings`` overrides of
+``VARIANT``; scored with :func:`bench.experiments.levers.scores`, model alone and with the
+shipped brand list after it. ``SET``: ``wnut`` (all of WNUT-17 train; scored on WNUT-17 dev
+and on all beauty gold posts, cross-domain) or ``cv0``/``cv1``/``cv2`` (3-fold
+cross-validation over WNUT-17 train). One JSON line goes to stdout and is appended to
+``bench/experiments/results.jsonl`` (``"recipe": "accurate"``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.experiments.levers import RESULTS, scores
+
+#: TrainSettings overrides of each variant (the rest: the shipped defaults, gazetteer off)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "accurate": {},
+    "accurate-casing": {"accurate_casing": True},
+    "accurate-all": {"negative_fraction": 1.0, "dev_fraction": 0.05},
+    "accurate-casing-all": {
+        "accurate_casing": True,
+        "negative_fraction": 1.0,
+        "dev_fraction": 0.05,
+    },
+}
+
+
+def sets_of(which: str) -> tuple[list[Any], dict[str, list[Any]]]:
+    """(training posts, {set name: gold posts}) of ``which``."""
+    from bench.experiments import data
+
+    train_set = data.wnut("train")
+    if which == "wnut":
+        return train_set, {"wnut_dev": data.wnut("dev"), "beauty_all": data.beauty()}
+    if which.startswith("cv"):
+        part, held = data.folds(train_set, int(which[2:]))
+        return part, {"cv": held}
+    raise SystemExit(f"unknown set {which!r}")
+
+
+def run(variant: str, seed: int, which: str) -> dict[str, Any]:
+    """Train ``variant`` with ``seed`` on ``which``'s posts and score it."""
+    from ner.models import add_gazetteer, load_spacy
+    from ner.settings import TrainSettings
+    from ner.training import train
+
+    recipe = TrainSettings(recipe="accurate", gazetteer=False, **VARIANTS[variant])
+    part, sets = sets_of(which)
+    row: dict[str, Any] = {"recipe": "accurate", "variant": variant, "seed": seed, "set": which}
+    with tempfile.TemporaryDirectory(prefix="accurate-") as tmp:
+        clock, cpu = time.perf_counter(), time.process_time()
+        result = train(
+            part, start_from="", output_dir=Path(tmp) / "model", recipe=recipe, seed=seed
+        )
+        row.update(
+            spec=VARIANTS[variant],
+            train_seconds=round(time.perf_counter() - clock, 1),
+            train_cpu_seconds=round(time.process_time() - cpu, 1),
+            train_docs=result.train_size,
+            curve=[round(c.get("ents_f", 0.0), 4) for c in result.curve],
+        )
+        nlp = load_spacy(str(result.model_dir))
+    row["scores"] = scores(nlp, sets)
+    add_gazetteer(nlp, after_model=True)
+    row["scores_gazetteer"] = scores(nlp, sets)
+    row["load"] = os.getloadavg()[0]
+    return row
+
+
+def main(argv: Sequence[str]) -> int:
+    variant, seed, which = argv[0], int(argv[1]), argv[2]
+    if variant not in VARIANTS:
+        print(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    line = json.dumps(run(variant, seed, which))
+    print(line)
+    with RESULTS.open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
