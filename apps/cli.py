@@ -698,9 +698,7 @@ def status(
     out.print(aliases)
     evaluations = _table("when (UTC)", "role", "model", "F1", "gold", title="last evaluations")
     for row in report.evaluations:
-        evaluations.add_row(
-            _when(row.started), row.role, row.model, _f1(row.f1), row.gold_hash[:12]
-        )
+        evaluations.add_row(_when(row.at), row.role, row.model, _f1(row.f1), row.gold_hash[:12])
     out.print(evaluations if report.evaluations else "last evaluations: none")
     history = _table("when (UTC)", "move", "by", "reason", title="alias history")
     for event in report.audit:

@@ -39,7 +39,7 @@ class AliasState:
 class EvaluationRow:
     """One scoring of a model on a gold set (an evaluation run or a training run)."""
 
-    started: float  # seconds since the epoch
+    at: float  # seconds since the epoch: the run's end (its start while it runs)
     role: str
     model: str
     f1: float | None
@@ -139,7 +139,8 @@ def _evaluation_row(registry: Registry, run: Any) -> EvaluationRow | None:
         model = f"{registry.model_name}/{version}" if version else run.info.run_name
     else:
         return None
-    return EvaluationRow(run.info.start_time / 1000.0, role, model, f1, gold_hash)
+    at = (run.info.end_time or run.info.start_time) / 1000.0  # scored as the run ended
+    return EvaluationRow(at, role, model, f1, gold_hash)
 
 
 def label_studio_counts(settings: Settings) -> LabelStudioCounts | None:

