@@ -166,11 +166,6 @@ class TrainSettings(BaseModel):
     accurate_threads: int = Field(
         0, ge=0, description="torch threads while training the accurate recipe; 0 = all cores."
     )
-    accurate_casing: bool = Field(
-        False,
-        description="Tell the (uncased) transformer which words hold capitals, through its "
-        "token-type embeddings (ner.transformer.case_types).",
-    )
     accurate_model: str | None = Field(
         None,
         description="Folder of the all-MiniLM-L6-v2 weights the accurate recipe starts from; "
@@ -236,7 +231,6 @@ class TrainSettings(BaseModel):
                 accurate_epochs=self.accurate_epochs,
                 accurate_learn_rate=self.accurate_learn_rate,
                 accurate_threads=self.accurate_threads,
-                accurate_casing=self.accurate_casing,
             )
         return params
 

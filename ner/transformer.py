@@ -172,24 +172,9 @@ def load_classifier(folder: Path, tags: Sequence[str] | None = None) -> tuple[An
     return model, tokenizer
 
 
-def case_types(word_ids: Sequence[int | None], words: Sequence[str]) -> list[int]:
-    """One segment id per word piece: 1 when its word (``words``, spaCy token texts) holds
-    an upper-case letter, else 0 (special tokens and padding 0). The base model is uncased
-    (its tokenizer lower-cases), so this is how the casing of a post reaches it: through
-    BERT's token-type embeddings, which a single-segment tagger does not otherwise use."""
-    return [0 if w is None or words[w] == words[w].lower() else 1 for w in word_ids]
-
-
-def encode(
-    tokenizer: Any,
-    words: Sequence[Sequence[str]],
-    max_length: int = MAX_LENGTH,
-    casing: bool = False,
-) -> Any:
-    """The tokenizer's batch (torch tensors, padded) of posts given as spaCy token texts;
-    with ``casing``, its ``token_type_ids`` mark the pieces of cased words
-    (:func:`case_types`)."""
-    batch = tokenizer(
+def encode(tokenizer: Any, words: Sequence[Sequence[str]], max_length: int = MAX_LENGTH) -> Any:
+    """The tokenizer's batch (torch tensors, padded) of posts given as spaCy token texts."""
+    return tokenizer(
         [list(w) for w in words],
         is_split_into_words=True,
         truncation=True,
@@ -197,10 +182,6 @@ def encode(
         padding=True,
         return_tensors="pt",
     )
-    if casing:
-        types = [case_types(batch.word_ids(i), w) for i, w in enumerate(words)]
-        batch["token_type_ids"] = batch["token_type_ids"].new_tensor(types)
-    return batch
 
 
 class TransformerTagger:
@@ -211,12 +192,11 @@ class TransformerTagger:
     :meth:`from_disk`; calling the component before either raises :class:`ModelError`.
     """
 
-    def __init__(self, name: str, labels: Sequence[str], max_length: int, casing: bool) -> None:
+    def __init__(self, name: str, labels: Sequence[str], max_length: int) -> None:
         self.name = name
         self.labels = list(labels)
         self.tags = tag_names(self.labels)
         self.max_length = max_length
-        self.casing = casing
         self.model: Any = None
         self.tokenizer: Any = None
 
@@ -247,8 +227,7 @@ class TransformerTagger:
         todo = [doc for doc in docs if len(doc)]
         if not todo:
             return
-        words = [[t.text for t in doc] for doc in todo]
-        batch = encode(self.tokenizer, words, self.max_length, self.casing)
+        batch = encode(self.tokenizer, [[t.text for t in doc] for doc in todo], self.max_length)
         was_training = self.model.training
         self.model.eval()
         with torch.inference_mode():
@@ -286,17 +265,16 @@ class TransformerTagger:
 
 
 def make_transformer_tagger(
-    nlp: Language, name: str, labels: list[str], max_length: int, casing: bool
+    nlp: Language, name: str, labels: list[str], max_length: int
 ) -> TransformerTagger:
-    """spaCy factory for :class:`TransformerTagger` (no model until trained or loaded).
-    ``casing`` defaults to off so that pipelines saved before it existed load unchanged."""
-    return TransformerTagger(name, labels, max_length, casing)
+    """spaCy factory for :class:`TransformerTagger` (no model until trained or loaded)."""
+    return TransformerTagger(name, labels, max_length)
 
 
 if FACTORY not in Language.factories:  # also reachable through the entry point
-    Language.factory(
-        FACTORY, default_config={"labels": ["BRAND"], "max_length": MAX_LENGTH, "casing": False}
-    )(make_transformer_tagger)
+    Language.factory(FACTORY, default_config={"labels": ["BRAND"], "max_length": MAX_LENGTH})(
+        make_transformer_tagger
+    )
 
 
 def pip_requirements(nlp: Language) -> list[str]:

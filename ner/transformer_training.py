@@ -86,8 +86,7 @@ def fine_tune(
     nlp = spacy.blank("en")
     tags = tag_names(labels)
     model, tokenizer = load_classifier(base_weights(recipe.accurate_model), tags)
-    config = {"labels": list(labels), "casing": recipe.accurate_casing}
-    tagger = nlp.add_pipe(FACTORY, name=COMPONENT, config=config)
+    tagger = nlp.add_pipe(FACTORY, name=COMPONENT, config={"labels": list(labels)})
     if not isinstance(tagger, TransformerTagger):  # another package took the factory name
         raise ModelError(f"factory {FACTORY!r} did not build a TransformerTagger")
     tagger.set_model(model, tokenizer)
@@ -136,7 +135,7 @@ def _step(tagger: TransformerTagger, docs: Sequence[Doc], optimizer: Any) -> flo
     cross-entropy."""
     torch, _ = require_torch()
     words = [[t.text for t in doc] for doc in docs]
-    batch = encode(tagger.tokenizer, words, TRAIN_MAX_LENGTH, tagger.casing)
+    batch = encode(tagger.tokenizer, words, TRAIN_MAX_LENGTH)
     width = batch["input_ids"].shape[1]
     targets = []
     for i, doc in enumerate(docs):

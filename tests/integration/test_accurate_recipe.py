@@ -57,9 +57,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, o
     require_torch()  # the clear error when the optional install is missing
     base_weights()
     out = tmp_path_factory.mktemp("accurate") / "model"
-    recipe = TrainSettings(
-        recipe="accurate", accurate_epochs=1, accurate_threads=1, accurate_casing=True
-    )
+    recipe = TrainSettings(recipe="accurate", accurate_epochs=1, accurate_threads=1)
     seen: list[int] = []
     result = train_isolated(
         posts(),
@@ -81,7 +79,6 @@ def test_training_saves_a_spacy_pipeline_with_the_classifier(
     nlp = spacy.load(model_dir)
     assert nlp.pipe_names == [COMPONENT, "brandloop_labels", "brand_gazetteer"]
     assert nlp.meta["brandloop"]["recipe"] == "accurate"
-    assert nlp.get_pipe(COMPONENT).casing is True  # type: ignore[attr-defined]
     # And one epoch was trained, reported while training and in the result's curve
     assert info["epochs_seen"] == [1]
     assert [row["epoch"] for row in result.curve] == [0]  # type: ignore[attr-defined]

@@ -19,7 +19,6 @@ from ner.transformer import (
     FACTORY,
     IGNORE,
     base_weights,
-    case_types,
     check_installed,
     decode_spans,
     first_pieces,
@@ -60,22 +59,6 @@ def test_only_the_first_word_piece_of_a_word_carries_its_tag() -> None:
 def test_a_repeated_word_index_after_a_gap_is_not_a_new_word() -> None:
     # Word ids only grow; the same index twice in a row is the same word
     assert piece_labels([None, 0, 0, 1, None], [1, 2]) == [IGNORE, 1, IGNORE, 2, IGNORE]
-
-
-def test_case_types_mark_every_piece_of_a_word_with_capitals() -> None:
-    # Given "i love FentyBeauty KFC 2day": [CLS] i love fenty ##bea ##uty kfc 2 ##day [SEP] pad
-    words = ["i", "love", "FentyBeauty", "KFC", "2day"]
-    word_ids = [None, 0, 1, 2, 2, 2, 3, 4, 4, None, None]
-    # Then the pieces of the cased words are 1, the rest (special tokens, padding) 0
-    assert case_types(word_ids, words) == [0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0]
-
-
-def test_a_pipeline_saved_before_the_casing_knob_loads_without_it() -> None:
-    # Given the component built from a config that does not name casing (older pipelines)
-    nlp = spacy.blank("en")
-    tagger = nlp.add_pipe(FACTORY, name=COMPONENT, config={"labels": ["BRAND"]})
-    # Then casing is off, as those models were trained
-    assert tagger.casing is False  # type: ignore[attr-defined]
 
 
 def test_first_pieces_map_words_back_and_mark_words_without_pieces() -> None:
