@@ -203,7 +203,7 @@ def gather(settings: Settings, registry: Registry, *, limit: int = 5) -> StatusR
         gold=gold,
         aliases=alias_states(registry, gold.hash if gold else None),
         evaluations=last_evaluations(registry, limit),
-        audit=tuple(registry.audit_log()[-limit:]),
+        audit=tuple(reversed(registry.audit_log()[-limit:])),  # newest first, as evaluations
         label_studio=counts,
         label_studio_note=note,
     )

@@ -127,6 +127,7 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     assert _row(out, "@previous") == ["@previous", v1, "0.8500"]
     assert _row(out, "@challenger") == ["@challenger", "-", "-"]
     assert "manual: beats v1" in out and "cli:" in out
+    assert out.index("beats v1") < out.index("first release")  # newest move first
     assert "label studio: not configured" in out
 
     # And a version never evaluated on the gold set is refused, naming it
