@@ -388,7 +388,7 @@ def _write_corpora(
     train_part = [*sampled * recipe.labelled_copies, *extra]
     train_bin, rejected_train = to_docbin(train_part, blank)
     dev_bin, rejected_dev = to_docbin(dev_part, blank)
-    rejected = (*rejected_train, *rejected_dev)
+    rejected = tuple(dict.fromkeys((*rejected_train, *rejected_dev)))  # a copied post once
     for item in rejected:
         log.warning("not trained on %s", item)
     if len(train_bin) == 0:

@@ -399,3 +399,19 @@ def test_hard_negatives_from_unlabelled_posts_join_the_training_part(tmp_path: P
     nlp = spacy.load(with_hard.model_dir)
     assert nlp.meta["brandloop"]["hard_negatives"] == 2
     assert {e.label_ for e in nlp("Barack Obama wore Nike shoes in Paris").ents} <= {"BRAND"}
+
+
+def test_a_post_copied_for_weight_is_reported_once_when_its_span_is_rejected(
+    tmp_path: Path,
+) -> None:
+    from ner.training import _write_corpora
+
+    # Given posts with two overlapping spans, one of which cannot be kept
+    spans = (Span(7, 11, "BRAND", "Nike"), Span(7, 17, "BRAND", "Nike shoes"))
+    posts = [Annotation(f"x{i}", f"I love Nike shoes {i}", spans) for i in range(10)]
+    # When the labelled posts are trained three times over
+    recipe = TrainSettings(labelled_copies=3, negative_fraction=1.0)
+    sizes, rejected = _write_corpora(posts, recipe, 1, tmp_path)
+    # Then each post is trained three times but reported once, by its id
+    assert sizes[0] == 3 * (10 - sizes[1])
+    assert sorted(r.record_id for r in rejected) == sorted(p.post_id for p in posts)
