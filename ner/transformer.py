@@ -4,9 +4,10 @@
 ``spacy_factories`` entry point in ``pyproject.toml``) wraps a Hugging Face
 ``AutoModelForTokenClassification`` fine-tuned from all-MiniLM-L6-v2 (BERT, 6 layers, 384
 wide, uncased; Apache-2.0) as a BIO tagger over the pipeline's own tokens. It sets
-``doc.ents`` from the tag of each spaCy token's first word piece, so every span starts and
-ends on spaCy tokens; the rest of brandloop sees an ordinary spaCy pipeline (``nlp(text)``,
-``nlp.pipe``, ``spacy.load``, ``mlflow.spacy.load_model``). The weights and the word-piece
+``doc.ents`` from the scores of each spaCy token's first word piece (the most probable tag
+sequence that obeys BIO, by Viterbi), so every span starts and ends on spaCy tokens; the rest
+of brandloop sees an ordinary spaCy pipeline (``nlp(text)``, ``nlp.pipe``, ``spacy.load``,
+``mlflow.spacy.load_model``). The weights and the word-piece
 tokenizer are saved with the pipeline (``to_disk``/``from_disk``).
 
 torch and transformers are an optional install (``make install-accurate``): they are imported
@@ -32,6 +33,7 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from spacy.language import Language
 from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, Span
@@ -105,7 +107,7 @@ def decode_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
     """Token spans ``(start, end, label)`` (end exclusive) from one BIO tag per token.
 
     ``B-X`` starts a span, ``I-X`` continues a span of ``X``; an ``I-X`` after ``O`` or
-    after another label starts a new span (the classifier's tags are not constrained).
+    after another label starts a new span (:func:`best_tags` never gives one).
     """
     spans: list[tuple[int, int, str]] = []
     start, label = -1, ""
@@ -119,6 +121,41 @@ def decode_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
         if prefix in ("B", "I"):
             start, label = i, name
     return spans
+
+
+def allowed_transitions(tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """BIO constraints over ``tags`` as two boolean masks: ``start[j]`` (tag ``j`` may begin a
+    post) and ``step[i, j]`` (tag ``j`` may follow tag ``i``). ``I-X`` may only follow
+    ``B-X`` or ``I-X``; everything else is allowed."""
+    parts = [tag.partition("-") for tag in tags]
+    inside = np.array([prefix == "I" for prefix, _, _ in parts])
+    label = np.array([name for _, _, name in parts])
+    same = label[:, None] == label[None, :]
+    entity = np.array([prefix in ("B", "I") for prefix, _, _ in parts])
+    step = ~inside[None, :] | (entity[:, None] & same)
+    return ~inside, step
+
+
+def best_tags(log_probs: np.ndarray, tags: Sequence[str]) -> list[str]:
+    """The most probable tag sequence that obeys BIO (Viterbi over :func:`allowed_transitions`).
+
+    ``log_probs``: shape ``(tokens, len(tags))``, each row a token's log-probabilities. An
+    unconstrained argmax can tag ``I-X`` after ``O``, which made a span of its own and a false
+    positive of each stray continuation; here the best valid path is kept instead."""
+    if not len(log_probs):
+        return []
+    start, step = allowed_transitions(tags)
+    penalty = np.where(step, 0.0, -np.inf)
+    score = np.where(start, log_probs[0], -np.inf)
+    back = np.zeros(log_probs.shape, dtype=np.int64)
+    for i in range(1, len(log_probs)):
+        through = score[:, None] + penalty  # (from, to)
+        back[i] = through.argmax(0)
+        score = through.max(0) + log_probs[i]
+    path = [int(score.argmax())]
+    for i in range(len(log_probs) - 1, 0, -1):
+        path.append(int(back[i, path[-1]]))
+    return [tags[j] for j in reversed(path)]
 
 
 def require_torch() -> tuple[Any, Any]:
@@ -199,6 +236,8 @@ class TransformerTagger:
         self.max_length = max_length
         self.model: Any = None
         self.tokenizer: Any = None
+        #: log-probabilities of a token without a word piece: certainly ``O``
+        self._outside = np.where(np.arange(len(self.tags)) == 0, 0.0, -np.inf)
 
     def set_model(self, model: Any, tokenizer: Any) -> None:
         """Use ``model`` (``AutoModelForTokenClassification`` over :attr:`tags`)."""
@@ -231,11 +270,12 @@ class TransformerTagger:
         was_training = self.model.training
         self.model.eval()
         with torch.inference_mode():
-            classes = self.model(**batch).logits.argmax(-1).tolist()
+            log_probs = self.model(**batch).logits.log_softmax(-1).numpy()
         self.model.train(was_training)
         for i, doc in enumerate(todo):
             first = first_pieces(batch.word_ids(i), len(doc))
-            tags = [OUTSIDE if p is None else self.tags[classes[i][p]] for p in first]
+            rows = np.stack([self._outside if p is None else log_probs[i, p] for p in first])
+            tags = best_tags(rows, self.tags)
             doc.ents = [Span(doc, s, e, label=lab) for s, e, lab in decode_spans(tags)]
 
     def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:

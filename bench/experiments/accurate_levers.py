@@ -6,7 +6,8 @@ The accurate recipe (:mod:`ner.transformer_training`) trained directly with
 ``VARIANT``; scored with :func:`bench.experiments.levers.scores`, model alone and with the
 shipped brand list after it. ``SET``: ``wnut`` (all of WNUT-17 train; scored on WNUT-17 dev
 and on all beauty gold posts, cross-domain) or ``cv0``/``cv1``/``cv2`` (3-fold
-cross-validation over WNUT-17 train). One JSON line goes to stdout and is appended to
+cross-validation over WNUT-17 train). With ``BENCH_KEEP_MODELS=DIR`` the trained
+model is kept in ``DIR/VARIANT-SET-SEED``. One JSON line goes to stdout and is appended to
 ``bench/experiments/results.jsonl`` (``"recipe": "accurate"``).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -29,6 +31,7 @@ from bench.experiments.levers import RESULTS, scores
 VARIANTS: dict[str, dict[str, Any]] = {
     "accurate": {},
     "accurate-all": {"negative_fraction": 1.0, "dev_fraction": 0.05},
+    "accurate-10ep": {"accurate_epochs": 10},
 }
 
 
@@ -67,6 +70,8 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
             curve=[round(c.get("ents_f", 0.0), 4) for c in result.curve],
         )
         nlp = load_spacy(str(result.model_dir))
+        if keep := os.environ.get("BENCH_KEEP_MODELS"):  # to score it again later
+            shutil.copytree(result.model_dir, Path(keep) / f"{variant}-{which}-{seed}")
     row["scores"] = scores(nlp, sets)
     add_gazetteer(nlp, after_model=True)
     row["scores_gazetteer"] = scores(nlp, sets)

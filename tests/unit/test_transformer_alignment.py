@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import spacy
 from spacy.tokens import Span
@@ -19,6 +20,7 @@ from ner.transformer import (
     FACTORY,
     IGNORE,
     base_weights,
+    best_tags,
     check_installed,
     decode_spans,
     first_pieces,
@@ -82,6 +84,47 @@ def test_first_pieces_map_words_back_and_mark_words_without_pieces() -> None:
 )
 def test_decode_spans_reads_bio_tags(tags: list[str], spans: list[tuple[int, int, str]]) -> None:
     assert decode_spans(tags) == spans
+
+
+TAGS = ["O", "B-BRAND", "I-BRAND", "B-ORG", "I-ORG"]
+
+
+def log_rows(*rows: list[float]) -> np.ndarray:
+    """Log-probabilities from rows of probabilities over :data:`TAGS`."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.array(rows, dtype=float))
+
+
+def test_best_tags_is_the_argmax_when_the_argmax_obeys_bio() -> None:
+    rows = log_rows(
+        [0.8, 0.1, 0.0, 0.1, 0.0],
+        [0.1, 0.7, 0.1, 0.1, 0.0],
+        [0.2, 0.0, 0.6, 0.1, 0.1],
+    )
+    assert best_tags(rows, TAGS) == ["O", "B-BRAND", "I-BRAND"]
+
+
+def test_a_stray_inside_tag_after_outside_is_never_decoded() -> None:
+    # Given a token whose argmax is I-BRAND right after an O: argmax would make it a span
+    rows = log_rows([0.9, 0.05, 0.05, 0.0, 0.0], [0.4, 0.1, 0.5, 0.0, 0.0])
+    assert decode_spans(["O", "I-BRAND"]) == [(1, 2, "BRAND")]
+    # Then the best valid path is chosen instead: O O (0.9*0.4) beats O B (0.9*0.1)
+    assert best_tags(rows, TAGS) == ["O", "O"]
+
+
+def test_a_strong_continuation_pulls_its_start_into_a_span() -> None:
+    # Given a weak B-BRAND and a confident I-BRAND after it
+    rows = log_rows([0.55, 0.45, 0.0, 0.0, 0.0], [0.05, 0.0, 0.95, 0.0, 0.0])
+    # Then B I (0.45*0.95) beats O O (0.55*0.05): one two-token span
+    assert best_tags(rows, TAGS) == ["B-BRAND", "I-BRAND"]
+
+
+def test_inside_never_continues_another_label_nor_starts_a_post() -> None:
+    # Given I-ORG after B-BRAND, and I-BRAND as the first token's argmax
+    rows = log_rows([0.1, 0.3, 0.6, 0.0, 0.0], [0.0, 0.1, 0.25, 0.15, 0.5])
+    # Then the best valid path: B-BRAND I-BRAND (0.3*0.25) over B-BRAND B-ORG (0.3*0.15)
+    assert best_tags(rows, TAGS) == ["B-BRAND", "I-BRAND"]
+    assert best_tags(np.empty((0, len(TAGS))), TAGS) == []
 
 
 def test_decoded_spans_are_spacy_token_spans() -> None:
