@@ -166,6 +166,12 @@ class TrainSettings(BaseModel):
     accurate_threads: int = Field(
         0, ge=0, description="torch threads while training the accurate recipe; 0 = all cores."
     )
+    accurate_average: int = Field(
+        1,
+        ge=1,
+        description="The accurate recipe keeps the mean of its last N epochs' weights "
+        "(checkpoint averaging); 1 = the last epoch's weights.",
+    )
     accurate_model: str | None = Field(
         None,
         description="Folder of the all-MiniLM-L6-v2 weights the accurate recipe starts from; "
@@ -231,6 +237,7 @@ class TrainSettings(BaseModel):
                 accurate_epochs=self.accurate_epochs,
                 accurate_learn_rate=self.accurate_learn_rate,
                 accurate_threads=self.accurate_threads,
+                accurate_average=self.accurate_average,
             )
         return params
 

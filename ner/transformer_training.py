@@ -7,12 +7,13 @@ decay 0.01, linear warm-up over the first tenth of the steps then linear decay t
 batches of :data:`BATCH_SIZE` posts, gradients clipped at norm 1, and a fixed seed (head
 initialisation, dropout, batch order). After each epoch the pipeline is scored on the dev
 slice and one line appended to the curve file (the format of :func:`ner.training.curve_logger`,
-so progress lines and MLflow curves work unchanged). The last epoch's model is kept.
+so progress lines and MLflow curves work unchanged). The last epoch's model is kept, or the
+mean of the last ``accurate_average`` epochs' weights (checkpoint averaging).
 
 Knobs (:class:`ner.settings.TrainSettings`): ``accurate_epochs``, ``accurate_learn_rate``,
-``accurate_threads`` (torch threads, 0 = torch's default), ``accurate_model`` (base weights
-folder). Raises :class:`ner.errors.ModelError` when torch is missing (naming
-``make install-accurate``).
+``accurate_average``, ``accurate_threads`` (torch threads, 0 = torch's default),
+``accurate_model`` (base weights folder). Raises :class:`ner.errors.ModelError` when torch
+is missing (naming ``make install-accurate``).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def fine_tune(
     steps = recipe.accurate_epochs * -(-len(corpus.train) // BATCH_SIZE)
     optimizer, schedule = _optimizer(model, recipe.accurate_learn_rate, steps)
     order = random.Random(seed)
-    step, scores = 0, {}
+    step, scores, average = 0, {}, WeightAverage()
     for epoch in range(recipe.accurate_epochs):
         started = time.perf_counter()
         docs = list(corpus.train)
@@ -106,8 +107,38 @@ def fine_tune(
             step += 1
         scores = nlp.evaluate([Example(nlp.make_doc(d.text), d) for d in corpus.dev])
         _append_curve(curve_file, epoch, step, loss, scores, time.perf_counter() - started)
+        if epoch >= recipe.accurate_epochs - recipe.accurate_average:
+            average.add(model)
+    if average.count > 1:
+        average.load_into(model)
+        scores = nlp.evaluate([Example(nlp.make_doc(d.text), d) for d in corpus.dev])
     nlp.meta["performance"] = scores
     return nlp
+
+
+class WeightAverage:
+    """Running mean of a torch model's floating-point weights over the checkpoints
+    :meth:`add`-ed (checkpoint averaging; Izmailov et al. 2018, "Averaging Weights Leads to
+    Wider Optima and Better Generalization")."""
+
+    def __init__(self) -> None:
+        self.mean: dict[str, Any] = {}
+        self.count = 0
+
+    def add(self, model: Any) -> None:
+        """Fold ``model``'s current weights into the mean."""
+        self.count += 1
+        for name, value in model.state_dict().items():
+            if not value.is_floating_point():
+                continue
+            if name not in self.mean:
+                self.mean[name] = value.detach().clone()
+            else:
+                self.mean[name].add_(value.detach() - self.mean[name], alpha=1.0 / self.count)
+
+    def load_into(self, model: Any) -> None:
+        """Set ``model``'s floating-point weights to the mean (other buffers are kept)."""
+        model.load_state_dict(self.mean, strict=False)
 
 
 def _optimizer(model: Any, learn_rate: float, steps: int) -> tuple[Any, Any]:

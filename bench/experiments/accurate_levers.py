@@ -32,6 +32,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accurate": {},
     "accurate-all": {"negative_fraction": 1.0, "dev_fraction": 0.05},
     "accurate-10ep": {"accurate_epochs": 10},
+    "accurate-avg3": {"accurate_average": 3},
 }
 
 

@@ -157,6 +157,7 @@ def test_recipe_is_a_setting_with_its_own_knobs(
     params = train.as_params(1)
     assert params["recipe"] == "accurate" and params["accurate_epochs"] == 3
     assert params["accurate_learn_rate"] == train.accurate_learn_rate
+    assert params["accurate_average"] == train.accurate_average
 
 
 def test_an_unknown_recipe_is_refused() -> None:
