@@ -166,6 +166,11 @@ class TrainSettings(BaseModel):
     accurate_threads: int = Field(
         0, ge=0, description="torch threads while training the accurate recipe; 0 = all cores."
     )
+    accurate_freeze_embeddings: bool = Field(
+        False,
+        description="The accurate recipe keeps the base's embedding layer (word pieces, "
+        "positions, token types) as pretrained; only the transformer layers and the head learn.",
+    )
     accurate_average: int = Field(
         1,
         ge=1,
@@ -231,6 +236,7 @@ class TrainSettings(BaseModel):
                 "accurate_learn_rate": self.accurate_learn_rate,
                 "accurate_average": self.accurate_average,
                 "accurate_threads": self.accurate_threads,
+                "accurate_freeze_embeddings": self.accurate_freeze_embeddings,
             }
         params: dict[str, Any] = {
             k.split(".")[-1]: v

@@ -11,9 +11,9 @@ so progress lines and MLflow curves work unchanged). The last epoch's model is k
 mean of the last ``accurate_average`` epochs' weights (checkpoint averaging).
 
 Knobs (:class:`ner.settings.TrainSettings`): ``accurate_epochs``, ``accurate_learn_rate``,
-``accurate_average``, ``accurate_threads`` (torch threads, 0 = torch's default),
-``accurate_model`` (base weights folder). Raises :class:`ner.errors.ModelError` when torch
-is missing (naming ``make install-accurate``).
+``accurate_average``, ``accurate_freeze_embeddings``, ``accurate_threads`` (torch threads,
+0 = torch's default), ``accurate_model`` (base weights folder). Raises
+:class:`ner.errors.ModelError` when torch is missing (naming ``make install-accurate``).
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ def fine_tune(
     if not isinstance(tagger, TransformerTagger):  # another package took the factory name
         raise ModelError(f"factory {FACTORY!r} did not build a TransformerTagger")
     tagger.set_model(model, tokenizer)
+    if recipe.accurate_freeze_embeddings:
+        freeze_embeddings(model)
     steps = recipe.accurate_epochs * -(-len(corpus.train) // BATCH_SIZE)
     optimizer, schedule = _optimizer(model, recipe.accurate_learn_rate, steps)
     order = random.Random(seed)
@@ -141,19 +143,24 @@ class WeightAverage:
         model.load_state_dict(self.mean, strict=False)
 
 
+def freeze_embeddings(model: Any) -> None:
+    """Keep ``model``'s embedding layer (word pieces, positions, token types; about half of
+    MiniLM-L6's 22 M parameters) as pretrained: it gets no gradient and no optimizer state."""
+    model.base_model.embeddings.requires_grad_(False)
+
+
 def _optimizer(model: Any, learn_rate: float, steps: int) -> tuple[Any, Any]:
-    """AdamW (weight decay off for biases and LayerNorm) and its linear warm-up/decay."""
+    """AdamW over the trainable parameters (weight decay off for biases and LayerNorm) and
+    its linear warm-up/decay."""
     torch, transformers = require_torch()
     no_decay = ("bias", "LayerNorm.weight")
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {
-            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "params": [p for n, p in trainable if not n.endswith(no_decay)],
             "weight_decay": WEIGHT_DECAY,
         },
-        {
-            "params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
-            "weight_decay": 0.0,
-        },
+        {"params": [p for n, p in trainable if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=learn_rate)
     warmup = int(steps * WARMUP_SHARE)

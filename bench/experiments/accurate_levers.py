@@ -33,8 +33,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accurate-all": {"negative_fraction": 1.0, "dev_fraction": 0.05},
     "accurate-10ep": {"accurate_epochs": 10},
     "accurate-avg3": {"accurate_average": 3},
-    # not a TrainSettings knob: the word-piece embeddings stay as pretrained (see run())
-    "accurate-frozen-embeddings": {},
+    "accurate-frozen-embeddings": {"accurate_freeze_embeddings": True},
 }
 
 
@@ -51,21 +50,6 @@ def sets_of(which: str) -> tuple[list[Any], dict[str, list[Any]]]:
     raise SystemExit(f"unknown set {which!r}")
 
 
-def freeze_embeddings() -> None:
-    """Make the accurate recipe's classifier keep its pretrained embedding layer (word
-    pieces, positions, token types): only the transformer layers and the head learn."""
-    from ner import transformer_training
-
-    load = transformer_training.load_classifier
-
-    def frozen(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
-        model, tokenizer = load(*args, **kwargs)
-        model.base_model.embeddings.requires_grad_(False)
-        return model, tokenizer
-
-    transformer_training.load_classifier = frozen
-
-
 def run(variant: str, seed: int, which: str) -> dict[str, Any]:
     """Train ``variant`` with ``seed`` on ``which``'s posts and score it."""
     from ner.models import add_gazetteer, load_spacy
@@ -73,8 +57,6 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
     from ner.training import train
 
     recipe = TrainSettings(recipe="accurate", gazetteer=False, **VARIANTS[variant])
-    if variant == "accurate-frozen-embeddings":
-        freeze_embeddings()
     part, sets = sets_of(which)
     row: dict[str, Any] = {"recipe": "accurate", "variant": variant, "seed": seed, "set": which}
     with tempfile.TemporaryDirectory(prefix="accurate-") as tmp:

@@ -1,0 +1,79 @@
+"""The accurate recipe's training helpers (ner.transformer_training): checkpoint averaging
+and frozen embeddings.
+
+Needs torch and the base weights (``make install-accurate``): marker ``accurate``, run by
+``make test-accurate``."""
+
+from __future__ import annotations
+
+import pytest
+import spacy
+
+from ner.transformer import (
+    FACTORY,
+    TransformerTagger,
+    base_weights,
+    load_classifier,
+    require_torch,
+    tag_names,
+)
+from ner.transformer_training import WeightAverage, _optimizer, _step, freeze_embeddings
+
+pytestmark = pytest.mark.accurate
+
+
+def test_the_average_is_the_mean_of_the_checkpoints_added() -> None:
+    torch, _ = require_torch()
+    model = torch.nn.BatchNorm1d(2)  # float weights and an integer buffer
+    average = WeightAverage()
+    # Given three checkpoints whose weights are 1, 2 and 6
+    for value in (1.0, 2.0, 6.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+            model.num_batches_tracked.fill_(int(value))
+        average.add(model)
+    # When the mean is loaded back
+    average.load_into(model)
+    # Then each float weight is their mean, and the integer buffer keeps the last value
+    assert average.count == 3
+    assert model.weight.tolist() == pytest.approx([3.0, 3.0])
+    assert int(model.num_batches_tracked) == 6
+
+
+def test_adding_copies_so_later_training_does_not_change_the_mean() -> None:
+    torch, _ = require_torch()
+    model = torch.nn.Linear(2, 1)
+    average = WeightAverage()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    average.add(model)
+    with torch.no_grad():
+        model.weight.fill_(5.0)  # training goes on after the checkpoint
+    average.load_into(model)
+    assert model.weight.tolist() == [[1.0, 1.0]]
+
+
+def test_frozen_embeddings_stay_as_pretrained_while_the_layers_learn() -> None:
+    torch, _ = require_torch()
+    torch.manual_seed(0)
+    model, tokenizer = load_classifier(base_weights(), tag_names(["ORG"]))
+    nlp = spacy.blank("en")
+    tagger = nlp.add_pipe(FACTORY, config={"labels": ["ORG"]})
+    assert isinstance(tagger, TransformerTagger)
+    tagger.set_model(model, tokenizer)
+    # Given the embedding layer frozen
+    freeze_embeddings(model)
+    words = model.base_model.embeddings.word_embeddings.weight.detach().clone()
+    layer = model.base_model.encoder.layer[0].output.dense.weight.detach().clone()
+    optimizer, _ = _optimizer(model, 1e-3, steps=1)
+    # Then the optimizer holds only the trainable parameters
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert id(model.base_model.embeddings.word_embeddings.weight) not in held
+    assert len(held) == sum(1 for p in model.parameters() if p.requires_grad) > 0
+    # When one step is trained on a post with a brand
+    doc = nlp.make_doc("love my nike shoes")
+    doc.ents = [doc.char_span(8, 12, label="ORG")]
+    _step(tagger, [doc], optimizer)
+    # Then the embeddings are unchanged and the first layer moved
+    assert torch.equal(model.base_model.embeddings.word_embeddings.weight, words)
+    assert not torch.equal(model.base_model.encoder.layer[0].output.dense.weight, layer)
