@@ -184,7 +184,8 @@ def test_doctor_with_mlflow_up_and_label_studio_down(
     assert f"{down} unreachable" in ls_line and "NER_LABEL_STUDIO_URL" in ls_line
     assert any(line.startswith("✓ storage") for line in lines)
     assert any(line.startswith("! x token  not set") for line in lines)
-    assert len([line for line in lines if line[:1] in "✓!✗"]) == 7
+    assert any(line.startswith("✓ recipe  fast") for line in lines)
+    assert len([line for line in lines if line[:1] in "✓!✗"]) == 8
     # the probe object is gone again
     assert list((tmp_path / "storage" / "dev").iterdir()) == []
 
