@@ -167,9 +167,10 @@ class TrainSettings(BaseModel):
         0, ge=0, description="torch threads while training the accurate recipe; 0 = all cores."
     )
     accurate_freeze_embeddings: bool = Field(
-        False,
+        True,
         description="The accurate recipe keeps the base's embedding layer (word pieces, "
-        "positions, token types) as pretrained; only the transformer layers and the head learn.",
+        "positions, token types) as pretrained; only the transformer layers and the head learn "
+        "(bench/README.md, 'Accurate recipe: decoding, and three training levers').",
     )
     accurate_average: int = Field(
         1,

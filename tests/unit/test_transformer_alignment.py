@@ -175,6 +175,7 @@ def test_averaging_more_epochs_than_are_trained_is_refused(
 def test_the_accurate_recipes_params_hold_no_spacy_knob() -> None:
     params = TrainSettings(recipe="accurate").as_params(4)
     assert params["seed"] == 4 and params["accurate_average"] == 1
+    assert params["accurate_freeze_embeddings"] is True
     assert {"max_epochs", "learn_rate", "dropout", "checkpoint"}.isdisjoint(params)
     # The fast recipe's params are the spaCy knobs, not the accurate ones
     fast = TrainSettings().as_params(4)
