@@ -123,17 +123,19 @@ def decode_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
     return spans
 
 
-def allowed_transitions(tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """BIO constraints over ``tags`` as two boolean masks: ``start[j]`` (tag ``j`` may begin a
-    post) and ``step[i, j]`` (tag ``j`` may follow tag ``i``). ``I-X`` may only follow
-    ``B-X`` or ``I-X``; everything else is allowed."""
+@cache
+def allowed_transitions(tags: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """BIO constraints over ``tags`` as additive log-scores: ``start[j]`` (0 where tag ``j``
+    may begin a post, else -inf) and ``step[i, j]`` (0 where tag ``j`` may follow tag ``i``).
+    ``I-X`` may only follow ``B-X`` or ``I-X``; everything else is allowed. Computed once per
+    tag set (a component's tags are fixed): do not modify the arrays."""
     parts = [tag.partition("-") for tag in tags]
     inside = np.array([prefix == "I" for prefix, _, _ in parts])
     label = np.array([name for _, _, name in parts])
     same = label[:, None] == label[None, :]
     entity = np.array([prefix in ("B", "I") for prefix, _, _ in parts])
     step = ~inside[None, :] | (entity[:, None] & same)
-    return ~inside, step
+    return np.where(inside, -np.inf, 0.0), np.where(step, 0.0, -np.inf)
 
 
 def best_tags(log_probs: np.ndarray, tags: Sequence[str]) -> list[str]:
@@ -144,9 +146,8 @@ def best_tags(log_probs: np.ndarray, tags: Sequence[str]) -> list[str]:
     positive of each stray continuation; here the best valid path is kept instead."""
     if not len(log_probs):
         return []
-    start, step = allowed_transitions(tags)
-    penalty = np.where(step, 0.0, -np.inf)
-    score = np.where(start, log_probs[0], -np.inf)
+    start, penalty = allowed_transitions(tuple(tags))
+    score = start + log_probs[0]
     back = np.zeros(log_probs.shape, dtype=np.int64)
     for i in range(1, len(log_probs)):
         through = score[:, None] + penalty  # (from, to)

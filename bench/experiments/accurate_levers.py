@@ -29,7 +29,7 @@ from bench.experiments.levers import RESULTS, scores
 #: ``accurate-casing`` (casing through BERT's token-type embeddings) was measured at commit
 #: d32a376, whose ``accurate_casing`` knob was removed after it gave nothing (bench/README.md).
 VARIANTS: dict[str, dict[str, Any]] = {
-    "accurate": {},
+    "accurate": {},  # the shipped defaults when the row was run (frozen embeddings since 1b541a1)
     "accurate-all": {"negative_fraction": 1.0, "dev_fraction": 0.05},
     "accurate-10ep": {"accurate_epochs": 10},
     "accurate-avg3": {"accurate_average": 3},
