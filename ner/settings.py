@@ -164,7 +164,9 @@ class TrainSettings(BaseModel):
         1e-4, gt=0.0, description="Peak AdamW learning rate of the accurate recipe."
     )
     accurate_threads: int = Field(
-        0, ge=0, description="torch threads while training the accurate recipe; 0 = all cores."
+        0,
+        ge=0,
+        description="torch threads while training the accurate recipe; 0 = torch's default.",
     )
     accurate_freeze_embeddings: bool = Field(
         True,
