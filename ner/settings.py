@@ -174,6 +174,12 @@ class TrainSettings(BaseModel):
         "positions, token types) as pretrained; only the transformer layers and the head learn "
         "(bench/README.md, 'Accurate recipe: decoding, and three training levers').",
     )
+    accurate_freeze_layers: int = Field(
+        0,
+        ge=0,
+        description="The accurate recipe also keeps its base's lowest N transformer layers as "
+        "pretrained (0 = every layer learns; MiniLM-L6 has 6).",
+    )
     accurate_average: int = Field(
         1,
         ge=1,
@@ -240,6 +246,7 @@ class TrainSettings(BaseModel):
                 "accurate_average": self.accurate_average,
                 "accurate_threads": self.accurate_threads,
                 "accurate_freeze_embeddings": self.accurate_freeze_embeddings,
+                "accurate_freeze_layers": self.accurate_freeze_layers,
             }
         params: dict[str, Any] = {
             k.split(".")[-1]: v
@@ -662,8 +669,8 @@ def _describe(err: Any) -> str:
     name = variable_name(loc)
     field = str(loc[-1]) if loc else ""
     message = str(err.get("msg", "invalid"))
-    if field in SECRET_FIELDS or "input" not in err:
-        return f"{name}: {message}"
+    if field in SECRET_FIELDS or "input" not in err or isinstance(err["input"], dict):
+        return f"{name}: {message}"  # a rule across fields: the message names them
     shown = err["input"]
     if isinstance(shown, tuple | list) and field in ("keywords", "labels"):
         message += f" (expected {LIST_FORM})"

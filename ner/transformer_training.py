@@ -11,9 +11,10 @@ so progress lines and MLflow curves work unchanged). The last epoch's model is k
 mean of the last ``accurate_average`` epochs' weights (checkpoint averaging).
 
 Knobs (:class:`ner.settings.TrainSettings`): ``accurate_epochs``, ``accurate_learn_rate``,
-``accurate_average``, ``accurate_freeze_embeddings``, ``accurate_threads`` (torch threads,
-0 = torch's default), ``accurate_model`` (base weights folder). Raises
-:class:`ner.errors.ModelError` when torch is missing (naming ``make install-accurate``).
+``accurate_average``, ``accurate_freeze_embeddings``, ``accurate_freeze_layers``,
+``accurate_threads`` (torch threads, 0 = torch's default), ``accurate_model`` (base weights
+folder). Raises :class:`ner.errors.ModelError` when torch is missing (naming
+``make install-accurate``).
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def fine_tune(
     tagger.set_model(model, tokenizer)
     if recipe.accurate_freeze_embeddings:
         freeze_embeddings(model)
+    freeze_layers(model, recipe.accurate_freeze_layers)
     steps = recipe.accurate_epochs * -(-len(corpus.train) // BATCH_SIZE)
     optimizer, schedule = _optimizer(model, recipe.accurate_learn_rate, steps)
     order = random.Random(seed)
@@ -147,6 +149,18 @@ def freeze_embeddings(model: Any) -> None:
     """Keep ``model``'s embedding layer (word pieces, positions, token types; about half of
     MiniLM-L6's 22 M parameters) as pretrained: it gets no gradient and no optimizer state."""
     model.base_model.embeddings.requires_grad_(False)
+
+
+def freeze_layers(model: Any, count: int) -> None:
+    """Keep ``model``'s lowest ``count`` transformer layers as pretrained (no gradient, no
+    optimizer state). Raises :class:`ModelError` when the base has fewer layers."""
+    layers = model.base_model.encoder.layer
+    if count > len(layers):
+        raise ModelError(
+            f"accurate_freeze_layers={count}, but the base model has {len(layers)} layers"
+        )
+    for layer in layers[:count]:
+        layer.requires_grad_(False)
 
 
 def _optimizer(model: Any, learn_rate: float, steps: int) -> tuple[Any, Any]:

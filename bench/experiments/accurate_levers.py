@@ -34,6 +34,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accurate-10ep": {"accurate_epochs": 10},
     "accurate-avg3": {"accurate_average": 3},
     "accurate-frozen-embeddings": {"accurate_freeze_embeddings": True},
+    "accurate-frozen-2layers": {"accurate_freeze_layers": 2},
+    "accurate-unfrozen": {"accurate_freeze_embeddings": False},
+    "accurate-dev5": {"dev_fraction": 0.05},
 }
 
 

@@ -168,14 +168,18 @@ def test_averaging_more_epochs_than_are_trained_is_refused(
         TrainSettings(accurate_epochs=2, accurate_average=5)
     # And from the environment, the error names what to fix
     monkeypatch.setenv("NER_TRAIN__ACCURATE_AVERAGE", "7")
-    with pytest.raises(ConfigError, match="accurate_epochs"):
+    with pytest.raises(ConfigError, match="accurate_epochs") as refused:
         load_settings()
+    # without dumping every training knob's value
+    assert "NER_TRAIN: Value error, accurate_average (7)" in str(refused.value)
+    assert "max_epochs" not in str(refused.value)
 
 
 def test_the_accurate_recipes_params_hold_no_spacy_knob() -> None:
     params = TrainSettings(recipe="accurate").as_params(4)
     assert params["seed"] == 4 and params["accurate_average"] == 1
     assert params["accurate_freeze_embeddings"] is True
+    assert params["accurate_freeze_layers"] == 0
     assert {"max_epochs", "learn_rate", "dropout", "checkpoint"}.isdisjoint(params)
     # The fast recipe's params are the spaCy knobs, not the accurate ones
     fast = TrainSettings().as_params(4)

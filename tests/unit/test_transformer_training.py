@@ -1,14 +1,17 @@
 """The accurate recipe's training helpers (ner.transformer_training): checkpoint averaging
-and frozen embeddings.
+and frozen embeddings and layers.
 
 Needs torch and the base weights (``make install-accurate``): marker ``accurate``, run by
 ``make test-accurate``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import spacy
 
+from ner.errors import ModelError
 from ner.transformer import (
     FACTORY,
     TransformerTagger,
@@ -17,7 +20,13 @@ from ner.transformer import (
     require_torch,
     tag_names,
 )
-from ner.transformer_training import WeightAverage, _optimizer, _step, freeze_embeddings
+from ner.transformer_training import (
+    WeightAverage,
+    _optimizer,
+    _step,
+    freeze_embeddings,
+    freeze_layers,
+)
 
 pytestmark = pytest.mark.accurate
 
@@ -53,14 +62,28 @@ def test_adding_copies_so_later_training_does_not_change_the_mean() -> None:
     assert model.weight.tolist() == [[1.0, 1.0]]
 
 
-def test_frozen_embeddings_stay_as_pretrained_while_the_layers_learn() -> None:
+def _tagger() -> TransformerTagger:
+    """A tagger for ORG over the base weights, with a fixed head initialisation."""
     torch, _ = require_torch()
     torch.manual_seed(0)
     model, tokenizer = load_classifier(base_weights(), tag_names(["ORG"]))
-    nlp = spacy.blank("en")
-    tagger = nlp.add_pipe(FACTORY, config={"labels": ["ORG"]})
+    tagger = spacy.blank("en").add_pipe(FACTORY, config={"labels": ["ORG"]})
     assert isinstance(tagger, TransformerTagger)
     tagger.set_model(model, tokenizer)
+    return tagger
+
+
+def _train_one_step(tagger: TransformerTagger, optimizer: Any) -> None:
+    """One optimizer step on a post with a brand."""
+    doc = spacy.blank("en").make_doc("love my nike shoes")
+    doc.ents = [doc.char_span(8, 12, label="ORG")]
+    _step(tagger, [doc], optimizer)
+
+
+def test_frozen_embeddings_stay_as_pretrained_while_the_layers_learn() -> None:
+    torch, _ = require_torch()
+    tagger = _tagger()
+    model = tagger.model
     # Given the embedding layer frozen
     freeze_embeddings(model)
     words = model.base_model.embeddings.word_embeddings.weight.detach().clone()
@@ -70,10 +93,32 @@ def test_frozen_embeddings_stay_as_pretrained_while_the_layers_learn() -> None:
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert id(model.base_model.embeddings.word_embeddings.weight) not in held
     assert len(held) == sum(1 for p in model.parameters() if p.requires_grad) > 0
-    # When one step is trained on a post with a brand
-    doc = nlp.make_doc("love my nike shoes")
-    doc.ents = [doc.char_span(8, 12, label="ORG")]
-    _step(tagger, [doc], optimizer)
+    # When one step is trained
+    _train_one_step(tagger, optimizer)
     # Then the embeddings are unchanged and the first layer moved
     assert torch.equal(model.base_model.embeddings.word_embeddings.weight, words)
     assert not torch.equal(model.base_model.encoder.layer[0].output.dense.weight, layer)
+
+
+def test_frozen_lower_layers_stay_as_pretrained_while_the_upper_ones_learn() -> None:
+    torch, _ = require_torch()
+    tagger = _tagger()
+    layers = tagger.model.base_model.encoder.layer
+    # Given the two lowest of the base's layers frozen
+    freeze_layers(tagger.model, 2)
+    before = [layer.output.dense.weight.detach().clone() for layer in layers]
+    # When one step is trained
+    _train_one_step(tagger, _optimizer(tagger.model, 1e-3, steps=1)[0])
+    # Then layers 0 and 1 are unchanged and every layer above them moved
+    after = [layer.output.dense.weight for layer in layers]
+    assert [torch.equal(a, b) for a, b in zip(after, before, strict=True)] == [
+        True,
+        True,
+        *[False] * (len(layers) - 2),
+    ]
+
+
+def test_freezing_more_layers_than_the_base_has_is_refused() -> None:
+    model, _ = load_classifier(base_weights(), tag_names(["ORG"]))
+    with pytest.raises(ModelError, match="accurate_freeze_layers=7, but the base model has 6"):
+        freeze_layers(model, 7)
