@@ -680,9 +680,15 @@ def status(
 ) -> None:
     """Champion, challenger, previous (F1 on the current gold set), last evaluations, alias
     history, Label Studio counts."""
-    from apps.status import gather
+    from apps.status import gather, missing_store
 
     cfg = load_cli_settings(parse_overrides(set_))
+    if (store := missing_store(cfg.mlflow_tracking_uri)) is not None:
+        raise CliError(
+            f"no MLflow store at {store.resolve()}: nothing was trained or registered with "
+            "these settings (set NER_MLFLOW_TRACKING_URI, or --set mlflow_tracking_uri=..., "
+            "to the store of your runs; the demo's: sqlite:///.brandloop/demo/mlflow.db)"
+        )
     report = gather(cfg, _registry(cfg), limit=limit)
     out = console()
     out.print(f"model [bold]{report.model_name}[/] on {report.tracking_uri}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ner.errors import LabelStudioError
@@ -80,6 +81,15 @@ def quick_mlflow() -> None:
     """Make MLflow give up on an unreachable server within seconds (unless set already)."""
     for name, value in QUICK_MLFLOW_ENV.items():
         os.environ.setdefault(name, value)
+
+
+def missing_store(tracking_uri: str) -> Path | None:
+    """The SQLite file ``tracking_uri`` names when it does not exist (MLflow would create an
+    empty store there on first use); None for a server or an existing file."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    return None if path.exists() else path
 
 
 def current_gold(settings: Settings) -> GoldSetInfo | None:

@@ -402,3 +402,19 @@ def test_doctor_checks_the_chosen_recipes_optional_install(tmp_path: Path, clean
 def test_every_command_is_registered_once() -> None:
     group: Any = get_command(cli.app)
     assert sorted(group.commands) == sorted(COMMANDS)
+
+
+def test_status_without_a_store_says_so_and_creates_none(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NER_MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # When status runs where nothing was trained (the default store, sqlite:///mlflow.db)
+    result = runner.invoke(cli.app, ["status"])
+    # Then it names the missing store and how to point at one, and creates no empty store
+    assert result.exit_code == 1
+    line = _lines(result.stderr)[0]
+    assert line.startswith(f"error: no MLflow store at {tmp_path / 'mlflow.db'}")
+    assert "--set mlflow_tracking_uri=" in line
+    assert not (tmp_path / "mlflow.db").exists()
