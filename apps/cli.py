@@ -686,8 +686,9 @@ def status(
     if (store := missing_store(cfg.mlflow_tracking_uri)) is not None:
         raise CliError(
             f"no MLflow store at {store.resolve()}: nothing was trained or registered with "
-            "these settings (set NER_MLFLOW_TRACKING_URI, or --set mlflow_tracking_uri=..., "
-            "to the store of your runs; the demo's: sqlite:///.brandloop/demo/mlflow.db)"
+            "these settings (set NER_MLFLOW_TRACKING_URI and NER_STORAGE_URI to those of your "
+            "runs; the demo's, from the project folder: --set mlflow_tracking_uri=sqlite:///"
+            ".brandloop/demo/mlflow.db --set storage_uri=.brandloop/demo/storage)"
         )
     report = gather(cfg, _registry(cfg), limit=limit)
     out = console()
@@ -989,7 +990,7 @@ def doctor(set_: SetOption = None) -> None:
     try:
         cfg = load_cli_settings(parse_overrides(set_))
     except ConfigError as exc:
-        out.print(f"[red]✗ settings[/]  {_escape(str(exc))}  → fix the variable named")
+        out.print(f"[red]✗ settings[/]  {_escape(str(exc))}  → fix the setting it names")
         raise typer.Exit(1) from None
     except Exception as exc:  # a *_BLOCK naming a Secret block Prefect cannot give
         out.print(

@@ -236,7 +236,9 @@ class Registry:
         from ner import transformer
 
         nlp = spacy.load(model_dir)
-        signature = ModelSignature(inputs=Schema([ColSpec("string", "text")]))
+        # ``id`` optional: MLflow drops input columns the signature does not declare
+        text, post_id = ColSpec("string", "text"), ColSpec("string", "id", required=False)
+        signature = ModelSignature(inputs=Schema([text, post_id]))
         requirements = [
             f"spacy=={spacy.__version__}",
             f"mlflow=={mlflow.__version__}",

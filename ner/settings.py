@@ -171,7 +171,8 @@ class TrainSettings(BaseModel):
     accurate_freeze_embeddings: bool = Field(
         True,
         description="The accurate recipe keeps the base's embedding layer (word pieces, "
-        "positions, token types) as pretrained; only the transformer layers and the head learn "
+        "positions, token types) as pretrained; the transformer layers (all but the lowest "
+        "accurate_freeze_layers) and the head learn "
         "(bench/README.md, 'Accurate recipe: decoding, and three training levers').",
     )
     accurate_freeze_layers: int = Field(
@@ -199,7 +200,8 @@ class TrainSettings(BaseModel):
         if self.accurate_average > self.accurate_epochs:
             raise ValueError(
                 f"accurate_average ({self.accurate_average}) cannot exceed accurate_epochs "
-                f"({self.accurate_epochs}): it averages the last epochs' weights"
+                f"({self.accurate_epochs}): it averages the last epochs' weights; lower "
+                "accurate_average or raise accurate_epochs"
             )
         return self
 
@@ -669,8 +671,10 @@ def _describe(err: Any) -> str:
     name = variable_name(loc)
     field = str(loc[-1]) if loc else ""
     message = str(err.get("msg", "invalid"))
-    if field in SECRET_FIELDS or "input" not in err or isinstance(err["input"], dict):
-        return f"{name}: {message}"  # a rule across fields: the message names them
+    if isinstance(err.get("input"), dict):  # a rule across fields: the message names them
+        return f"{name}: {message.removeprefix('Value error, ')}"
+    if field in SECRET_FIELDS or "input" not in err:
+        return f"{name}: {message}"
     shown = err["input"]
     if isinstance(shown, tuple | list) and field in ("keywords", "labels"):
         message += f" (expected {LIST_FORM})"

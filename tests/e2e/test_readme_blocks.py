@@ -169,6 +169,20 @@ def test_serving_answers_what_the_readme_shows(demo_project: DemoProject, tmp_pa
     assert SERVED_TEXT in block
 
 
+def test_mlflow_models_serve_answers_what_the_readme_shows(
+    demo_project: DemoProject, tmp_path: Path
+) -> None:
+    port = free_port()
+    block = readme_block("mlflow-serve").replace("5001", str(port))
+    log = tmp_path / "mlflow-serve.log"
+    with background(block, demo_project.path, demo_project.env, log) as proc:
+        assert proc.wait(timeout=300) == 0, log.read_text()
+    (shown,) = shown_output(readme_block("mlflow-serve"))
+    assert shown in log.read_text(), log.read_text()[-3000:]
+    # the id sent comes back beside its entities (the signature declares it)
+    assert json.loads(shown)["predictions"][0]["id"] == "p1"
+
+
 @contextmanager
 def answering(
     project: DemoProject, block_id: str, fixed_port: int, logs: Path

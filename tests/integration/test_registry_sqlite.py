@@ -6,6 +6,7 @@ from pathlib import Path
 
 import mlflow.pyfunc
 import mlflow.spacy
+import pandas as pd
 import pytest
 import spacy
 
@@ -60,6 +61,12 @@ def test_promoted_model_loads_through_the_contract(registry: Registry, tmp_path:
     served = mlflow.pyfunc.load_model("models:/brand-ner@champion")
     out = served.predict([{"text": "obsessed with glossier"}])
     assert out["entities"][0] == [{"start": 14, "end": 22, "label": "BRAND", "text": "glossier"}]
+    assert out["id"].tolist() == ["0"]  # no id given: the row number
+    # with the posts' ids, which come back beside their entities
+    posts = [{"id": "p-7", "text": "new glossier drop"}, {"id": "p-9", "text": "no brand"}]
+    out = served.predict(pd.DataFrame(posts))
+    assert out["id"].tolist() == ["p-7", "p-9"]
+    assert [len(found) for found in out["entities"]] == [1, 0]
 
 
 def test_no_promotion_without_evaluation(registry: Registry, tmp_path: Path) -> None:
