@@ -680,19 +680,20 @@ def status(
 ) -> None:
     """Champion, challenger, previous (F1 on the current gold set), last evaluations, alias
     history, Label Studio counts."""
-    from apps.status import gather, missing_store
+    from apps.status import gather
 
     cfg = load_cli_settings(parse_overrides(set_))
-    if (store := missing_store(cfg.mlflow_tracking_uri)) is not None:
-        raise CliError(
-            f"no MLflow store at {store.resolve()}: nothing was trained or registered with "
-            "these settings (set NER_MLFLOW_TRACKING_URI and NER_STORAGE_URI to those of your "
-            "runs; the demo's, from the project folder: --set mlflow_tracking_uri=sqlite:///"
-            ".brandloop/demo/mlflow.db --set storage_uri=.brandloop/demo/storage)"
-        )
-    report = gather(cfg, _registry(cfg), limit=limit)
+    report = gather(cfg, lambda: _registry(cfg), limit=limit)
     out = console()
     out.print(f"model [bold]{report.model_name}[/] on {report.tracking_uri}")
+    if report.missing_store is not None:
+        out.print(
+            f"no MLflow store at {report.missing_store.resolve()}: nothing was trained or "
+            "registered with these settings (set NER_MLFLOW_TRACKING_URI and NER_STORAGE_URI "
+            "to those of your runs; the demo's, from the project folder: --set "
+            "mlflow_tracking_uri=sqlite:///.brandloop/demo/mlflow.db --set "
+            "storage_uri=.brandloop/demo/storage)"
+        )
     gold = report.gold
     out.print(
         f"gold set: {gold.name} ({gold.hash[:12]}, {gold.n_posts} posts)"
@@ -702,7 +703,7 @@ def status(
     aliases = _table("alias", "version", "F1 (gold)", title="aliases")
     for state in report.aliases:
         aliases.add_row(f"@{state.alias}", state.version or "-", _f1(state.f1))
-    out.print(aliases)
+    out.print(aliases if report.aliases else "aliases: none")
     evaluations = _table("when (UTC)", "role", "model", "F1", "gold", title="last evaluations")
     for row in report.evaluations:
         evaluations.add_row(_when(row.at), row.role, row.model, _f1(row.f1), row.gold_hash[:12])

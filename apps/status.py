@@ -8,7 +8,8 @@ and, when a key is configured, the Label Studio project (never created here).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,8 @@ class StatusReport:
     audit: tuple[AuditEvent, ...]
     label_studio: LabelStudioCounts | None
     label_studio_note: str
+    #: the SQLite file of the tracking URI when it does not exist (nothing read from MLflow)
+    missing_store: Path | None = None
 
 
 def quick_mlflow() -> None:
@@ -94,10 +97,11 @@ def missing_store(tracking_uri: str) -> Path | None:
 
 def current_gold(settings: Settings) -> GoldSetInfo | None:
     """The gold set in force in the settings' storage, or None if none was frozen yet."""
-    from flows.context import RunContext
     from ner.datasets import load_gold_set
+    from ner.storage import open_storage
 
-    found = load_gold_set(RunContext.open(settings).storage)
+    storage = open_storage(settings.storage_uri, settings.env, gcs_timeout_s=settings.gcs_timeout_s)
+    found = load_gold_set(storage)  # storage only: opening MLflow could create its store
     if found is None:
         return None
     gold, _ = found
@@ -203,17 +207,31 @@ def _label_studio_part(settings: Settings) -> tuple[LabelStudioCounts | None, st
     return counts, ""
 
 
-def gather(settings: Settings, registry: Registry, *, limit: int = 5) -> StatusReport:
-    """Read everything ``brandloop status`` shows."""
+def gather(
+    settings: Settings, open_registry: Callable[[], Registry], *, limit: int = 5
+) -> StatusReport:
+    """Read everything ``brandloop status`` shows. MLflow is opened with ``open_registry``
+    only when its store exists: a SQLite file that does not is reported as missing, not
+    created (MLflow would create an empty one)."""
     gold = current_gold(settings)
     counts, note = _label_studio_part(settings)
-    return StatusReport(
-        model_name=registry.model_name,
+    report = StatusReport(
+        model_name=settings.registered_model_name,
         tracking_uri=settings.mlflow_tracking_uri,
         gold=gold,
+        aliases=(),
+        evaluations=(),
+        audit=(),
+        label_studio=counts,
+        label_studio_note=note,
+        missing_store=missing_store(settings.mlflow_tracking_uri),
+    )
+    if report.missing_store is not None:
+        return report
+    registry = open_registry()
+    return replace(
+        report,
         aliases=alias_states(registry, gold.hash if gold else None),
         evaluations=last_evaluations(registry, limit),
         audit=tuple(reversed(registry.audit_log()[-limit:])),  # newest first, as evaluations
-        label_studio=counts,
-        label_studio_note=note,
     )
