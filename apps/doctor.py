@@ -56,8 +56,7 @@ def _unreachable(exc: requests.RequestException) -> str:
 def check_mlflow(settings: Settings) -> Check:
     uri = settings.mlflow_tracking_uri
     fix = "start it (mlflow server ...) or set NER_MLFLOW_TRACKING_URI"
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
+    if (db := settings.tracking_db) is not None:
         folder = db.resolve().parent
         if db.exists():
             return Check("mlflow", CheckStatus.OK, f"{uri} (local database)")

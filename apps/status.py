@@ -86,15 +86,6 @@ def quick_mlflow() -> None:
         os.environ.setdefault(name, value)
 
 
-def missing_store(tracking_uri: str) -> Path | None:
-    """The SQLite file ``tracking_uri`` names when it does not exist (MLflow would create an
-    empty store there on first use); None for a server or an existing file."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    path = Path(tracking_uri.removeprefix("sqlite:///"))
-    return None if path.exists() else path
-
-
 def current_gold(settings: Settings) -> GoldSetInfo | None:
     """The gold set in force in the settings' storage, or None if none was frozen yet."""
     from ner.datasets import load_gold_set
@@ -224,7 +215,7 @@ def gather(
         audit=(),
         label_studio=counts,
         label_studio_note=note,
-        missing_store=missing_store(settings.mlflow_tracking_uri),
+        missing_store=db if (db := settings.tracking_db) and not db.exists() else None,
     )
     if report.missing_store is not None:
         return report

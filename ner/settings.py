@@ -580,13 +580,20 @@ class Settings(BaseSettings):
     def project_title(self) -> str:
         return self.label_studio_project or f"brandloop-{self.env}"
 
+    @property
+    def tracking_db(self) -> Path | None:
+        """The SQLite file of a ``sqlite:///`` tracking URI (relative to the working folder,
+        as MLflow reads it); None for a tracking server."""
+        if self.mlflow_tracking_uri.startswith("sqlite:///"):
+            return Path(self.mlflow_tracking_uri.removeprefix("sqlite:///"))
+        return None
+
     def artifact_location(self) -> str | None:
         """Where MLflow should put artifacts of a new experiment."""
         if self.mlflow_artifact_location:
             return self.mlflow_artifact_location
-        if self.mlflow_tracking_uri.startswith("sqlite:///"):
-            db = Path(self.mlflow_tracking_uri.removeprefix("sqlite:///"))
-            return (db.resolve().parent / "mlartifacts").as_uri()
+        if self.tracking_db is not None:
+            return (self.tracking_db.resolve().parent / "mlartifacts").as_uri()
         return None
 
     def require_secret(self, name: str) -> str:
