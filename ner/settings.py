@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -105,10 +106,10 @@ class TrainSettings(BaseModel):
     start_from: Literal["base", "champion"] = Field(
         "base", description="Fine-tune the base pipeline, or the current champion."
     )
-    max_epochs: int = Field(10, ge=1)
+    max_epochs: int = Field(10, ge=1, description="Epochs of the fast recipe.")
     max_steps: int = Field(0, ge=0, description="0 = bounded by epochs only.")
     patience: int = Field(400, ge=0, description="Steps without improvement before stopping.")
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout of the fast recipe.")
     eval_frequency: int = Field(25, ge=1, description="Steps between dev-set evaluations.")
     dev_fraction: float = Field(
         0.15, gt=0.0, lt=1.0, description="Share of the pool held back as spaCy's dev set."
@@ -207,12 +208,14 @@ class TrainSettings(BaseModel):
 
     def check_installed(self) -> None:
         """Fail fast when this recipe's optional install is missing (the accurate recipe
-        without ``make install-accurate``): raises :class:`ner.errors.OptionalInstallError`.
-        The fast recipe needs nothing beyond the default install."""
+        without ``make install-accurate``): raises :class:`ner.errors.OptionalInstallError`;
+        or when ``accurate_freeze_layers`` exceeds the base's layers:
+        :class:`ner.errors.ConfigError`. The fast recipe needs nothing beyond the default
+        install."""
         if self.recipe == "accurate":
             from ner.transformer import check_installed
 
-            check_installed(self.accurate_model)
+            check_installed(self.accurate_model, self.accurate_freeze_layers)
 
     @property
     def epochs(self) -> int:
@@ -321,6 +324,8 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = Field(
         "sqlite:///mlflow.db",
         validation_alias=AliasChoices("NER_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking URI: a sqlite:/// file or an http:// server "
+        "(MLFLOW_TRACKING_URI is read too).",
     )
     mlflow_artifact_location: str | None = Field(
         None,
@@ -335,8 +340,10 @@ class Settings(BaseSettings):
     )
 
     # --- Label Studio -------------------------------------------------------------------
-    label_studio_url: str = "http://127.0.0.1:8080"
-    label_studio_api_key: SecretStr | None = None
+    label_studio_url: str = Field("http://127.0.0.1:8080", description="Label Studio's URL.")
+    label_studio_api_key: SecretStr | None = Field(
+        None, description="Label Studio API token (Account & Settings); a secret."
+    )
     label_studio_project: str | None = Field(
         None, description="Project title; defaults to 'brandloop-{env}'."
     )
@@ -351,7 +358,9 @@ class Settings(BaseSettings):
     )
 
     # --- X API --------------------------------------------------------------------------
-    x_bearer_token: SecretStr | None = None
+    x_bearer_token: SecretStr | None = Field(
+        None, description="X API v2 bearer token, for source=x; a secret."
+    )
     x_bearer_token_block: str | None = Field(
         None, description="Name of a Prefect Secret block holding the X bearer token."
     )
@@ -360,12 +369,16 @@ class Settings(BaseSettings):
         description="Base URL of the X API v2 (tweepy's own host is api.twitter.com); "
         "point it at a proxy or a local test server.",
     )
-    keywords: StrList = DEFAULT_KEYWORDS
-    lang: str = "en"
-    max_posts: int = Field(500, ge=1)
+    keywords: StrList = Field(
+        DEFAULT_KEYWORDS,
+        description="Search keywords of source=x (any of them matches): 'lipstick,#sephora' "
+        "or a JSON list.",
+    )
+    lang: str = Field("en", description="Language of the posts fetched from X (lang: operator).")
+    max_posts: int = Field(500, ge=1, description="Most posts one fetch returns.")
 
     # --- Model --------------------------------------------------------------------------
-    labels: StrList = ("BRAND",)
+    labels: StrList = Field(("BRAND",), description="Entity labels the model predicts.")
     base_model: str = Field(
         default_factory=default_base_model,
         description="spaCy package name or path of the pretrained pipeline to fine-tune (and "
@@ -377,9 +390,15 @@ class Settings(BaseSettings):
         default_factory=lambda: {"ORG": "BRAND", "PRODUCT": "BRAND"},
         description="How the base pipeline's entity labels map to ours.",
     )
-    cold_start: Literal["gazetteer", "base", "base+gazetteer"] = "gazetteer"
-    batch_size: int = Field(256, ge=1)
-    n_process: int = Field(1, ge=1)
+    cold_start: Literal["gazetteer", "base", "base+gazetteer"] = Field(
+        "gazetteer",
+        description="Model while there is no champion: the brand list, the base pipeline "
+        "(base_label_map), or both.",
+    )
+    batch_size: int = Field(256, ge=1, description="Posts per nlp.pipe batch when predicting.")
+    n_process: int = Field(
+        1, ge=1, description="Processes the apply flow predicts with (its default `workers`)."
+    )
     label_budget: int = Field(
         0,
         ge=0,
@@ -405,7 +424,9 @@ class Settings(BaseSettings):
 
     # --- Gate, training, promotion ------------------------------------------------------
     threshold: float = Field(0.80, ge=0.0, le=1.0, description="Business F1 threshold.")
-    promotion_margin: float = Field(0.0, ge=0.0)
+    promotion_margin: float = Field(
+        0.0, ge=0.0, description="F1 by which a challenger must beat the champion."
+    )
     gold_fraction: float = Field(
         0.3,
         ge=0.0,
@@ -446,8 +467,13 @@ class Settings(BaseSettings):
         default_factory=lambda: TrainSettings(),
         description="The training recipe (NER_TRAIN__MAX_EPOCHS=5 ...); see TrainSettings.",
     )
-    min_new_labels: int = Field(1, ge=1)
-    max_rounds: int = Field(3, ge=1)
+    min_new_labels: int = Field(
+        1,
+        ge=1,
+        description="New annotations that start a train-ner run (label trigger, ML backend) "
+        "or end a feedback-loop wait.",
+    )
+    max_rounds: int = Field(3, ge=1, description="Most rounds of one feedback-loop run.")
 
     # --- Annotator agreement (ner.agreement) ---------------------------------------------
     agreement_policy: AgreementPolicy = Field(
@@ -488,8 +514,8 @@ class Settings(BaseSettings):
     serve_api_key_block: str | None = Field(
         None, description="Name of a Prefect Secret block holding the serving token."
     )
-    serve_host: str = "127.0.0.1"
-    serve_port: int = Field(8000, ge=1, le=65535)
+    serve_host: str = Field("127.0.0.1", description="Address the REST API listens on.")
+    serve_port: int = Field(8000, ge=1, le=65535, description="Port the REST API listens on.")
     serve_refresh_seconds: float = Field(
         60.0, ge=0.0, description="How often the server checks whether the alias moved; 0 = never."
     )
@@ -663,6 +689,40 @@ def load_settings(overrides: Mapping[str, Any] | None = None, /, **more: Any) ->
         raise ConfigError(f"invalid settings: {problems}") from exc
     except SettingsError as exc:  # a value the environment source could not decode
         raise ConfigError(f"invalid settings: {exc} (expected JSON for this variable)") from exc
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    """One setting as ``brandloop settings`` lists it."""
+
+    key: str  #: ``--set`` key / field path: ``threshold``, ``train.max_epochs``
+    variable: str  #: its environment variable: ``NER_TRAIN__MAX_EPOCHS``
+    value: str  #: the value in effect, as JSON; a secret shows only ``set`` / ``not set``
+    description: str  #: the field's description
+
+
+def setting_rows(settings: Settings, match: str = "") -> list[SettingRow]:
+    """Every setting of ``settings`` (the training knobs one by one, as ``train.<knob>``)
+    whose key or variable contains ``match`` (case-insensitive), in declaration order."""
+    dump = settings.safe_dump()
+    rows: list[SettingRow] = []
+    for name, info in Settings.model_fields.items():
+        if name == "train":
+            for knob, knob_info in TrainSettings.model_fields.items():
+                value = json.dumps(dump["train"][knob])
+                rows.append(_row(("train", knob), value, knob_info.description))
+            continue
+        if name in SECRET_FIELDS:
+            value = "set" if getattr(settings, name) else "not set"
+        else:
+            value = json.dumps(dump[name])
+        rows.append(_row((name,), value, info.description))
+    needle = match.lower()
+    return [r for r in rows if needle in r.key.lower() or needle in r.variable.lower()]
+
+
+def _row(loc: tuple[str, ...], value: str, description: str | None) -> SettingRow:
+    return SettingRow(".".join(loc), variable_name(loc), value, description or "")
 
 
 def variable_name(loc: tuple[int | str, ...]) -> str:

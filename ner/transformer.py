@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import sys
@@ -41,7 +42,7 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 from ner.base_model import project_root
-from ner.errors import ModelError, OptionalInstallError
+from ner.errors import ConfigError, ModelError, OptionalInstallError
 
 FACTORY = "brandloop_transformer"
 #: The component's name in a pipeline (not ``ner``: spaCy's recipe must not fine-tune it).
@@ -337,16 +338,36 @@ def base_dir() -> Path:
     return project_root() / ".models" / "all-minilm-l6-v2"
 
 
-def check_installed(folder: str | None = None) -> None:
+def check_installed(folder: str | None = None, freeze_layers: int = 0) -> None:
     """Fail fast, before a run does any work, when the accurate recipe cannot train here:
     torch or transformers not importable (looked up, not imported) or no base weights in
-    ``folder`` (default :func:`base_dir`). Raises :class:`OptionalInstallError`."""
+    ``folder`` (default :func:`base_dir`): :class:`OptionalInstallError`; more layers to
+    freeze than the base has (its ``config.json``'s ``num_hidden_layers``):
+    :class:`ConfigError`."""
     import importlib.util
 
     missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
     if missing:
         raise OptionalInstallError(f"{INSTALL_HINT} (missing: {', '.join(missing)})")
-    base_weights(folder)
+    path = base_weights(folder)
+    layers = base_layers(path)
+    if layers is not None and freeze_layers > layers:
+        raise ConfigError(
+            f"NER_TRAIN__ACCURATE_FREEZE_LAYERS={freeze_layers}, but the base model at {path} "
+            f"has {layers} layers: set it to {layers} or fewer"
+        )
+
+
+def base_layers(path: Path) -> int | None:
+    """The number of transformer layers ``path``'s ``config.json`` declares
+    (``num_hidden_layers``, Hugging Face's key), or None when it declares none or cannot
+    be read as JSON (loading the weights then says why)."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    layers = config.get("num_hidden_layers") if isinstance(config, dict) else None
+    return layers if isinstance(layers, int) else None
 
 
 def base_weights(folder: str | None = None) -> Path:

@@ -37,6 +37,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accurate-frozen-2layers": {"accurate_freeze_layers": 2},
     "accurate-unfrozen": {"accurate_freeze_embeddings": False},
     "accurate-dev5": {"dev_fraction": 0.05},
+    "accurate-lr5e-5": {"accurate_learn_rate": 5e-5},
+    "accurate-lr2e-4": {"accurate_learn_rate": 2e-4},
 }
 
 

@@ -22,6 +22,7 @@ from apps.doctor import (
     check_base_model,
     check_mlflow,
     check_recipe,
+    check_storage,
     check_x_token,
 )
 from apps.progress import Narrator
@@ -41,6 +42,7 @@ COMMANDS = [
     "serve",
     "deploy",
     "doctor",
+    "settings",
     "labelstudio",
 ]
 
@@ -68,6 +70,7 @@ def test_top_level_help_lists_every_command(runner: CliRunner) -> None:
         (["train"], "--export-key"),
         (["loop"], "--wait-timeout-s"),
         (["status"], "--limit"),
+        (["settings"], "match <str>"),
         (["promote"], "--reason"),
         (["rollback"], "--reason"),
         (["serve"], "--port"),
@@ -376,6 +379,39 @@ def test_narrator_says_one_line_per_step() -> None:
     assert narrator.running == {}
 
 
+# -- settings ----------------------------------------------------------------------------
+
+
+def test_settings_lists_each_knob_with_its_value_and_hides_secrets(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a secret and a training knob in the environment, and a --set on top
+    monkeypatch.setenv("NER_LABEL_STUDIO_API_KEY", "s3cret-token")
+    monkeypatch.setenv("NER_TRAIN__ACCURATE_EPOCHS", "4")
+    args = ["settings", "--set", "train.accurate_learn_rate=0.0002"]
+    result = runner.invoke(cli.app, args, env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
+    # Then every training knob is a row, with its variable and the value in effect
+    assert lines["train.accurate_epochs"][1:3] == ["NER_TRAIN__ACCURATE_EPOCHS", "4"]
+    assert lines["train.accurate_learn_rate"][2] == "0.0002"
+    assert lines["threshold"][1:3] == ["NER_THRESHOLD", "0.8"]
+    # And a secret says only that it is set
+    assert lines["label_studio_api_key"][2] == "set"
+    assert "s3cret-token" not in result.output
+    # And a filter keeps the matching rows only
+    only = runner.invoke(cli.app, ["settings", "freeze"], env={"COLUMNS": "250"}).output
+    assert "train.accurate_freeze_layers" in only and "threshold" not in only
+
+
+def test_every_setting_says_what_it_does() -> None:
+    from ner.settings import setting_rows
+
+    rows = setting_rows(load_settings())
+    assert len({row.variable for row in rows}) == len(rows) > 80
+    assert [row.key for row in rows if not row.description] == []
+
+
 # -- doctor checks that need no server ------------------------------------------------------
 
 
@@ -389,6 +425,23 @@ def test_doctor_local_checks(tmp_path: Path, clean_env: None) -> None:
     assert missing.status == CheckStatus.FAIL and "NER_BASE_MODEL" in missing.fix
 
 
+def test_doctor_storage_check_leaves_the_disk_as_it_found_it(
+    tmp_path: Path, clean_env: None
+) -> None:
+    # Given storage settings naming folders that do not exist yet
+    settings = load_settings(storage_uri=str(tmp_path / "a" / "storage"))
+    # Then the probe writes there, and every folder it had to create is gone again
+    check = check_storage(settings)
+    assert check.status == CheckStatus.OK and "writable" in check.detail
+    assert not (tmp_path / "a").exists()
+    # And a storage that exists keeps its folders and files
+    kept = tmp_path / "b" / "dev"
+    kept.mkdir(parents=True)
+    (kept / "x.json").write_text("{}", encoding="utf-8")
+    assert check_storage(load_settings(storage_uri=str(tmp_path / "b"))).status == CheckStatus.OK
+    assert sorted(p.name for p in kept.iterdir()) == ["x.json"]
+
+
 def test_doctor_checks_the_chosen_recipes_optional_install(tmp_path: Path, clean_env: None) -> None:
     # The fast recipe needs nothing more
     assert check_recipe(load_settings()).status == CheckStatus.OK
@@ -397,6 +450,19 @@ def test_doctor_checks_the_chosen_recipes_optional_install(tmp_path: Path, clean
     check = check_recipe(load_settings(train=train))
     assert check.status == CheckStatus.FAIL and check.fix == "make install-accurate"
     assert check.detail.startswith("accurate: ")
+
+
+def test_doctor_names_a_recipe_setting_the_base_cannot_take(
+    tmp_path: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the accurate recipe's install (weights of a 6-layer base) and 9 layers to freeze
+    (tmp_path / "config.json").write_text('{"num_hidden_layers": 6}', encoding="utf-8")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
+    train = {"recipe": "accurate", "accurate_model": str(tmp_path), "accurate_freeze_layers": 9}
+    check = check_recipe(load_settings(train=train))
+    # Then the check fails naming the setting, and the fix is the setting, not an install
+    assert check.status == CheckStatus.FAIL and check.fix == "fix the setting it names"
+    assert "NER_TRAIN__ACCURATE_FREEZE_LAYERS=9" in check.detail
 
 
 def test_every_command_is_registered_once() -> None:

@@ -227,6 +227,38 @@ def test_a_run_choosing_the_accurate_recipe_without_its_install_fails_at_once(
     RunContext.open(settings.model_copy(update={"train": TrainSettings()}))
 
 
+def test_freezing_more_layers_than_the_base_has_fails_before_any_work(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from flows.context import PERMANENT_ERRORS, RunContext
+
+    # Given base weights whose config declares 6 layers, and the packages present
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "config.json").write_text('{"num_hidden_layers": 6}', encoding="utf-8")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
+    # Then freezing all 6 passes the check, and 7 is refused naming the setting and the count
+    check_installed(str(weights), freeze_layers=6)
+    with pytest.raises(ConfigError, match=r"ACCURATE_FREEZE_LAYERS=7.*has 6 layers"):
+        check_installed(str(weights), freeze_layers=7)
+    # And a flow run choosing it fails when it opens its context, permanently
+    train = {"recipe": "accurate", "accurate_model": str(weights), "accurate_freeze_layers": 7}
+    settings = load_settings(
+        {
+            "storage_uri": str(tmp_path / "storage"),
+            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "train": train,
+        }
+    )
+    with pytest.raises(ConfigError, match="6 or fewer") as caught:
+        RunContext.open(settings)
+    assert isinstance(caught.value, PERMANENT_ERRORS)
+    assert not isinstance(caught.value, OptionalInstallError)
+    # A config without the key leaves the check to loading the weights
+    (weights / "config.json").write_text("{}", encoding="utf-8")
+    check_installed(str(weights), freeze_layers=7)
+
+
 def test_missing_base_weights_name_the_install_target(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="make install-accurate"):
         base_weights(str(tmp_path))
