@@ -7,13 +7,14 @@ whose loader is :func:`_load_pyfunc` below. Use it as the ``flavor`` of
 ``mlflow.models.Model.log``.
 
 Serving input: a DataFrame (or list of records) with a ``text`` column and an optional
-``id`` column. Output: one row per input with ``id`` and ``entities`` (a list of
-``{start, end, label, text}``, code-point offsets).
+``id`` column. Output: one row per input with ``id`` (the input's, else the row number)
+and ``entities`` (a list of ``{start, end, label, text}``, code-point offsets).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,15 +47,22 @@ class BrandPyfunc:
         if "text" not in frame.columns:
             raise ValueError("input needs a 'text' column")
         texts = ["" if t is None else str(t) for t in frame["text"].tolist()]
-        ids = (
-            frame["id"].astype(str).tolist()
-            if "id" in frame.columns
-            else [str(i) for i in range(len(texts))]
-        )
+        ids = row_ids(frame["id"].tolist() if "id" in frame.columns else [None] * len(texts))
         spans = predict_texts(self.nlp, texts, self.labels)
         return pd.DataFrame(
             {"id": ids, "entities": [[s.to_dict() for s in found] for found in spans]}
         )
+
+
+def row_ids(ids: Sequence[Any]) -> list[str]:
+    """Each row's id as text; a missing one (None, or the NaN pandas puts in a column where
+    some rows have none) becomes the row's number, counted from 0."""
+    return [
+        str(number)
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else str(value)
+        for number, value in enumerate(ids)
+    ]
 
 
 def _load_pyfunc(data_path: str) -> BrandPyfunc:
