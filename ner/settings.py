@@ -374,7 +374,9 @@ class Settings(BaseSettings):
         description="Search keywords of source=x (any of them matches): 'lipstick,#sephora' "
         "or a JSON list.",
     )
-    lang: str = Field("en", description="Language of the posts fetched from X (lang: operator).")
+    lang: str = Field(
+        "en", description="Language of the posts fetched from X (its lang: operator); '' = any."
+    )
     max_posts: int = Field(500, ge=1, description="Most posts one fetch returns.")
 
     # --- Model --------------------------------------------------------------------------
@@ -425,7 +427,7 @@ class Settings(BaseSettings):
     # --- Gate, training, promotion ------------------------------------------------------
     threshold: float = Field(0.80, ge=0.0, le=1.0, description="Business F1 threshold.")
     promotion_margin: float = Field(
-        0.0, ge=0.0, description="F1 by which a challenger must beat the champion."
+        0.0, ge=0.0, description="A challenger's F1 must beat the champion's by more than this."
     )
     gold_fraction: float = Field(
         0.3,

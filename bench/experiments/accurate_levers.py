@@ -39,6 +39,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accurate-dev5": {"dev_fraction": 0.05},
     "accurate-lr5e-5": {"accurate_learn_rate": 5e-5},
     "accurate-lr2e-4": {"accurate_learn_rate": 2e-4},
+    "accurate-lr4e-4": {"accurate_learn_rate": 4e-4},
 }
 
 
