@@ -725,7 +725,10 @@ def status(
 @app.command("settings")
 def settings_(
     match: Annotated[
-        str, typer.Argument(help="Show only settings whose name contains this (accurate, serve).")
+        str,
+        typer.Argument(
+            help="Show only settings whose name or description contains this (accurate, serve)."
+        ),
     ] = "",
     set_: SetOption = None,
 ) -> None:
@@ -734,9 +737,12 @@ def settings_(
     from ner.settings import load_settings, setting_rows
 
     rows = setting_rows(load_settings(parse_overrides(set_)), match)
-    table = _table("--set key", "variable", "value", "what it does", title="settings")
+    table = _table("--set key / variable", "value", "what it does", title="settings")
+    table.columns[0].no_wrap = True  # the names are what the command is for: never cut
+    table.columns[1].max_width, table.columns[1].overflow = 24, "fold"
     for row in rows:
-        table.add_row(row.key, row.variable, _escape(row.value), _escape(row.description))
+        names = f"{row.key}\n[dim]{row.variable}[/]"
+        table.add_row(names, _escape(row.value), _escape(row.description), end_section=True)
     console().print(table if rows else f"no setting matches {match!r}")
 
 

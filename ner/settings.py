@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,7 +187,7 @@ class TrainSettings(BaseModel):
         1,
         ge=1,
         description="The accurate recipe keeps the mean of its last N epochs' weights "
-        "(checkpoint averaging); 1 = the last epoch's weights.",
+        "(checkpoint averaging; N at most accurate_epochs); 1 = the last epoch's weights.",
     )
     accurate_model: str | None = Field(
         None,
@@ -200,9 +201,10 @@ class TrainSettings(BaseModel):
     def _average_within_epochs(self) -> TrainSettings:
         if self.accurate_average > self.accurate_epochs:
             raise ValueError(
-                f"accurate_average ({self.accurate_average}) cannot exceed accurate_epochs "
-                f"({self.accurate_epochs}): it averages the last epochs' weights; lower "
-                "accurate_average or raise accurate_epochs"
+                f"NER_TRAIN__ACCURATE_AVERAGE={self.accurate_average} cannot exceed "
+                f"NER_TRAIN__ACCURATE_EPOCHS={self.accurate_epochs} (--set "
+                "train.accurate_average / train.accurate_epochs): it averages the last "
+                "epochs' weights; lower accurate_average or raise accurate_epochs"
             )
         return self
 
@@ -690,7 +692,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, /, **more: Any) ->
         problems = "; ".join(_describe(err) for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc
     except SettingsError as exc:  # a value the environment source could not decode
-        raise ConfigError(f"invalid settings: {exc} (expected JSON for this variable)") from exc
+        raise ConfigError(f"invalid settings: {_undecodable(exc)}") from exc
 
 
 @dataclass(frozen=True)
@@ -705,7 +707,8 @@ class SettingRow:
 
 def setting_rows(settings: Settings, match: str = "") -> list[SettingRow]:
     """Every setting of ``settings`` (the training knobs one by one, as ``train.<knob>``)
-    whose key or variable contains ``match`` (case-insensitive), in declaration order."""
+    whose key, variable or description contains ``match`` (case-insensitive), in
+    declaration order."""
     dump = settings.safe_dump()
     rows: list[SettingRow] = []
     for name, info in Settings.model_fields.items():
@@ -720,11 +723,19 @@ def setting_rows(settings: Settings, match: str = "") -> list[SettingRow]:
             value = json.dumps(dump[name])
         rows.append(_row((name,), value, info.description))
     needle = match.lower()
-    return [r for r in rows if needle in r.key.lower() or needle in r.variable.lower()]
+    return [r for r in rows if needle in f"{r.key} {r.variable} {r.description}".lower()]
 
 
 def _row(loc: tuple[str, ...], value: str, description: str | None) -> SettingRow:
     return SettingRow(".".join(loc), variable_name(loc), value, description or "")
+
+
+def _undecodable(exc: SettingsError) -> str:
+    """``NER_SERVE_API_KEYS: not valid JSON ...`` for pydantic-settings' "error parsing value
+    for field "serve_api_keys" from source ..." (the value is not shown: it may be a secret)."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    name = variable_name((found.group(1),)) if found else "a variable"
+    return f"{name}: not valid JSON (this setting takes a JSON value)"
 
 
 def variable_name(loc: tuple[int | str, ...]) -> str:
@@ -741,7 +752,8 @@ def _describe(err: Any) -> str:
     field = str(loc[-1]) if loc else ""
     message = str(err.get("msg", "invalid"))
     if isinstance(err.get("input"), dict):  # a rule across fields: the message names them
-        return f"{name}: {message.removeprefix('Value error, ')}"
+        message = message.removeprefix("Value error, ")
+        return message if message.startswith("NER_") else f"{name}: {message}"
     if field in SECRET_FIELDS or "input" not in err:
         return f"{name}: {message}"
     shown = err["input"]

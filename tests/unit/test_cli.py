@@ -7,6 +7,7 @@ import inspect
 import logging
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -391,17 +392,21 @@ def test_settings_lists_each_knob_with_its_value_and_hides_secrets(
     args = ["settings", "--set", "train.accurate_learn_rate=0.0002"]
     result = runner.invoke(cli.app, args, env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    lines = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
-    # Then every training knob is a row, with its variable and the value in effect
-    assert lines["train.accurate_epochs"][1:3] == ["NER_TRAIN__ACCURATE_EPOCHS", "4"]
-    assert lines["train.accurate_learn_rate"][2] == "0.0002"
-    assert lines["threshold"][1:3] == ["NER_THRESHOLD", "0.8"]
+    words = [line.split() for line in result.output.splitlines() if line.strip()]
+    # Then every training knob is a row: its key and the value in effect, its variable below
+    pairs = pairwise(words)
+    rows = {w[0]: (w[1], below[0]) for w, below in pairs if len(w) > 1}
+    assert rows["train.accurate_epochs"] == ("4", "NER_TRAIN__ACCURATE_EPOCHS")
+    assert rows["train.accurate_learn_rate"] == ("0.0002", "NER_TRAIN__ACCURATE_LEARN_RATE")
+    assert rows["threshold"] == ("0.8", "NER_THRESHOLD")
     # And a secret says only that it is set
-    assert lines["label_studio_api_key"][2] == "set"
+    assert rows["label_studio_api_key"][0] == "set"
     assert "s3cret-token" not in result.output
     # And a filter keeps the matching rows only
     only = runner.invoke(cli.app, ["settings", "freeze"], env={"COLUMNS": "250"}).output
     assert "train.accurate_freeze_layers" in only and "threshold" not in only
+    # (the description counts: the setting that turns the accurate recipe on is listed)
+    assert "train.recipe" in runner.invoke(cli.app, ["settings", "accurate"]).output
 
 
 def test_every_setting_says_what_it_does() -> None:

@@ -116,6 +116,16 @@ def test_a_bad_secret_is_named_without_its_value(
     assert "s3cr3t" not in str(raised.value)
 
 
+@pytest.mark.parametrize("name", ["NER_SERVE_API_KEYS", "NER_TRAIN"])
+def test_a_variable_that_is_not_json_is_named_without_its_value(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, "not-json-s3cr3t")
+    with pytest.raises(ConfigError, match=f"{name}: not valid JSON") as raised:
+        load_settings()
+    assert "s3cr3t" not in str(raised.value)
+
+
 def test_training_knobs_are_one_nested_part(
     clean_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -171,7 +171,10 @@ def test_averaging_more_epochs_than_are_trained_is_refused(
     with pytest.raises(ConfigError, match="accurate_epochs") as refused:
         load_settings()
     # without dumping every training knob's value
-    assert "NER_TRAIN: accurate_average (7) cannot exceed" in str(refused.value)
+    assert "NER_TRAIN__ACCURATE_AVERAGE=7 cannot exceed NER_TRAIN__ACCURATE_EPOCHS=6" in str(
+        refused.value
+    )
+    assert "--set train.accurate_average" in str(refused.value)
     assert "lower accurate_average or raise accurate_epochs" in str(refused.value)
     assert "max_epochs" not in str(refused.value)
 
