@@ -5,8 +5,9 @@ The accurate recipe (:mod:`ner.transformer_training`) trained directly with
 :func:`ner.training.train` (no flow, no registry) with the ``TrainSettings`` overrides of
 ``VARIANT``; scored with :func:`bench.experiments.levers.scores`, model alone and with the
 shipped brand list after it. ``SET``: ``wnut`` (all of WNUT-17 train; scored on WNUT-17 dev
-and on all beauty gold posts, cross-domain) or ``cv0``/``cv1``/``cv2`` (3-fold
-cross-validation over WNUT-17 train). With ``BENCH_KEEP_MODELS=DIR`` the trained
+and on all beauty gold posts, cross-domain), ``cv0``/``cv1``/``cv2`` (3-fold
+cross-validation over WNUT-17 train) or ``ecv0``/``ecv1``/``ecv2`` (the same split by brand:
+the held-out fold's brands are unseen). With ``BENCH_KEEP_MODELS=DIR`` the trained
 model is kept in ``DIR/VARIANT-SET-SEED``. One JSON line goes to stdout and is appended to
 ``bench/experiments/results.jsonl`` (``"recipe": "accurate"``).
 """
@@ -53,6 +54,9 @@ def sets_of(which: str) -> tuple[list[Any], dict[str, list[Any]]]:
     if which.startswith("cv"):
         part, held = data.folds(train_set, int(which[2:]))
         return part, {"cv": held}
+    if which.startswith("ecv"):  # brands of the held-out fold never trained on
+        part, held = data.entity_folds(train_set, int(which[3:]))
+        return part, {"ecv": held}
     raise SystemExit(f"unknown set {which!r}")
 
 
