@@ -60,9 +60,7 @@ def folds(train: Sequence[Annotation], k: int) -> tuple[list[Annotation], list[A
     return rest, held
 
 
-def entity_folds(
-    train: Sequence[Annotation], k: int
-) -> tuple[list[Annotation], list[Annotation]]:
+def entity_folds(train: Sequence[Annotation], k: int) -> tuple[list[Annotation], list[Annotation]]:
     """(train part, held-out fold) of fold ``k`` of 3 split by brand: each brand text
     (lower-cased) belongs to one fold by a hash of it; a post goes to fold ``k`` when all
     its brands do and to the training part when none does (a post with brands of both is
