@@ -2,7 +2,8 @@
 
 ``SET`` is ``wnut`` (all of WNUT-17 train; scored on WNUT-17 dev, on all beauty gold posts
 (cross-domain) and on the beauty hold-out), ``cv0``/``cv1``/``cv2`` (3-fold cross-validation
-over WNUT-17 train; scored on the held-out fold) or ``beauty`` (70 % of the beauty gold;
+over WNUT-17 train; scored on the held-out fold), ``ecv0``/``ecv1``/``ecv2`` (the same split
+by brand, :func:`bench.experiments.data.entity_folds`) or ``beauty`` (70 % of the beauty gold;
 scored on the other 30 % and on WNUT-17 dev (cross-domain)). ``VARIANT`` ``base`` scores
 the pretrained pipeline (ORG+PRODUCT -> BRAND) without training.
 
@@ -292,6 +293,9 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
     elif which.startswith("cv"):
         train_part, held = data.folds(train_set, int(which[2:]))
         sets = {"cv": held}
+    elif which.startswith("ecv"):  # split by brand: the held-out fold's brands are unseen
+        train_part, held = data.entity_folds(train_set, int(which[3:]))
+        sets = {"ecv": held}
     elif which == "beauty":
         train_part = beauty_train
         sets = {"beauty_held": beauty_held, "wnut_dev": data.wnut("dev")}
