@@ -754,7 +754,7 @@ def _describe(err: Any) -> str:
     if isinstance(err.get("input"), dict):  # a rule across fields: the message names them
         message = message.removeprefix("Value error, ")
         return message if message.startswith("NER_") else f"{name}: {message}"
-    if field in SECRET_FIELDS or "input" not in err:
+    if any(part in SECRET_FIELDS for part in loc) or "input" not in err:  # an item too
         return f"{name}: {message}"
     shown = err["input"]
     if isinstance(shown, tuple | list) and field in ("keywords", "labels"):

@@ -114,6 +114,11 @@ def test_a_bad_secret_is_named_without_its_value(
     with pytest.raises(ConfigError, match="NER_SERVE_API_KEY") as raised:
         load_settings(serve_api_key=["not", "a", "string-s3cr3t"])
     assert "s3cr3t" not in str(raised.value)
+    # nor when one item of a list of secrets is bad (the error is located at the item)
+    monkeypatch.setenv("NER_SERVE_API_KEYS", '[["tok-s3cr3t"], 5]')
+    with pytest.raises(ConfigError, match="NER_SERVE_API_KEYS") as raised:
+        load_settings()
+    assert "s3cr3t" not in str(raised.value)
 
 
 @pytest.mark.parametrize("name", ["NER_SERVE_API_KEYS", "NER_TRAIN"])
