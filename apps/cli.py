@@ -740,6 +740,7 @@ def settings_(
     table = _table("--set key / variable", "value", "what it does", title="settings")
     table.columns[0].no_wrap = True  # the names are what the command is for: never cut
     table.columns[1].max_width, table.columns[1].overflow = 24, "fold"
+    table.columns[2].overflow = "fold"  # a long module path or URI is broken, never cut
     for row in rows:
         names = f"{row.key}\n[dim]{row.variable}[/]"
         table.add_row(names, _escape(row.value), _escape(row.description), end_section=True)
