@@ -201,8 +201,9 @@ class TrainSettings(BaseModel):
     def _average_within_epochs(self) -> TrainSettings:
         if self.accurate_average > self.accurate_epochs:
             raise ValueError(
-                f"NER_TRAIN__ACCURATE_AVERAGE={self.accurate_average} cannot exceed "
-                f"NER_TRAIN__ACCURATE_EPOCHS={self.accurate_epochs} (--set "
+                f"{variable_name(('train', 'accurate_average'))}={self.accurate_average} "
+                f"cannot exceed {variable_name(('train', 'accurate_epochs'))}="
+                f"{self.accurate_epochs} (--set "
                 "train.accurate_average / train.accurate_epochs): it averages the last "
                 "epochs' weights; lower accurate_average or raise accurate_epochs"
             )

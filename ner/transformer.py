@@ -346,6 +346,8 @@ def check_installed(folder: str | None = None, freeze_layers: int = 0) -> None:
     :class:`ConfigError`."""
     import importlib.util
 
+    from ner.settings import variable_name  # ner.settings imports this module lazily
+
     missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
     if missing:
         raise OptionalInstallError(f"{INSTALL_HINT} (missing: {', '.join(missing)})")
@@ -353,7 +355,8 @@ def check_installed(folder: str | None = None, freeze_layers: int = 0) -> None:
     layers = base_layers(path)
     if layers is not None and freeze_layers > layers:
         raise ConfigError(
-            f"NER_TRAIN__ACCURATE_FREEZE_LAYERS={freeze_layers}, but the base model at {path} "
+            f"{variable_name(('train', 'accurate_freeze_layers'))}={freeze_layers}, but the "
+            f"base model at {path} "
             f"has {layers} layers: set it to {layers} or fewer"
         )
 
