@@ -215,10 +215,18 @@ class TrainSettings(BaseModel):
         or when ``accurate_freeze_layers`` exceeds the base's layers:
         :class:`ner.errors.ConfigError`. The fast recipe needs nothing beyond the default
         install."""
-        if self.recipe == "accurate":
-            from ner.transformer import check_installed
+        if self.recipe != "accurate":
+            return
+        from ner.transformer import base_layers, check_installed
 
-            check_installed(self.accurate_model, self.accurate_freeze_layers)
+        path = check_installed(self.accurate_model)
+        layers = base_layers(path)
+        if layers is not None and self.accurate_freeze_layers > layers:
+            raise ConfigError(
+                f"{variable_name(('train', 'accurate_freeze_layers'))}="
+                f"{self.accurate_freeze_layers}, but the base model at {path} has {layers} "
+                f"layers: set it to {layers} or fewer"
+            )
 
     @property
     def epochs(self) -> int:

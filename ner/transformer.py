@@ -42,7 +42,7 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 from ner.base_model import project_root
-from ner.errors import ConfigError, ModelError, OptionalInstallError
+from ner.errors import ModelError, OptionalInstallError
 
 FACTORY = "brandloop_transformer"
 #: The component's name in a pipeline (not ``ner``: spaCy's recipe must not fine-tune it).
@@ -338,27 +338,17 @@ def base_dir() -> Path:
     return project_root() / ".models" / "all-minilm-l6-v2"
 
 
-def check_installed(folder: str | None = None, freeze_layers: int = 0) -> None:
+def check_installed(folder: str | None = None) -> Path:
     """Fail fast, before a run does any work, when the accurate recipe cannot train here:
     torch or transformers not importable (looked up, not imported) or no base weights in
-    ``folder`` (default :func:`base_dir`): :class:`OptionalInstallError`; more layers to
-    freeze than the base has (its ``config.json``'s ``num_hidden_layers``):
-    :class:`ConfigError`."""
+    ``folder`` (default :func:`base_dir`): :class:`OptionalInstallError`. Returns the
+    weights' folder (for :func:`base_layers`)."""
     import importlib.util
-
-    from ner.settings import variable_name  # ner.settings imports this module lazily
 
     missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
     if missing:
         raise OptionalInstallError(f"{INSTALL_HINT} (missing: {', '.join(missing)})")
-    path = base_weights(folder)
-    layers = base_layers(path)
-    if layers is not None and freeze_layers > layers:
-        raise ConfigError(
-            f"{variable_name(('train', 'accurate_freeze_layers'))}={freeze_layers}, but the "
-            f"base model at {path} "
-            f"has {layers} layers: set it to {layers} or fewer"
-        )
+    return base_weights(folder)
 
 
 def base_layers(path: Path) -> int | None:

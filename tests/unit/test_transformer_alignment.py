@@ -241,9 +241,12 @@ def test_freezing_more_layers_than_the_base_has_fails_before_any_work(
     (weights / "config.json").write_text('{"num_hidden_layers": 6}', encoding="utf-8")
     monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
     # Then freezing all 6 passes the check, and 7 is refused naming the setting and the count
-    check_installed(str(weights), freeze_layers=6)
-    with pytest.raises(ConfigError, match=r"ACCURATE_FREEZE_LAYERS=7.*has 6 layers"):
-        check_installed(str(weights), freeze_layers=7)
+    TrainSettings(
+        recipe="accurate", accurate_model=str(weights), accurate_freeze_layers=6
+    ).check_installed()
+    seven = TrainSettings(recipe="accurate", accurate_model=str(weights), accurate_freeze_layers=7)
+    with pytest.raises(ConfigError, match=r"NER_TRAIN__ACCURATE_FREEZE_LAYERS=7.*has 6 layers"):
+        seven.check_installed()
     # And a flow run choosing it fails when it opens its context, permanently
     train = {"recipe": "accurate", "accurate_model": str(weights), "accurate_freeze_layers": 7}
     settings = load_settings(
@@ -259,7 +262,7 @@ def test_freezing_more_layers_than_the_base_has_fails_before_any_work(
     assert not isinstance(caught.value, OptionalInstallError)
     # A config without the key leaves the check to loading the weights
     (weights / "config.json").write_text("{}", encoding="utf-8")
-    check_installed(str(weights), freeze_layers=7)
+    seven.check_installed()
 
 
 def test_missing_base_weights_name_the_install_target(tmp_path: Path) -> None:
