@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -719,20 +720,39 @@ def setting_rows(settings: Settings, match: str = "") -> list[SettingRow]:
     whose key, variable or description contains ``match`` (case-insensitive), in
     declaration order."""
     dump = settings.safe_dump()
+    derived = _derived_defaults(settings)
     rows: list[SettingRow] = []
     for name, info in Settings.model_fields.items():
         if name == "train":
             for knob, knob_info in TrainSettings.model_fields.items():
-                value = json.dumps(dump["train"][knob])
+                value = _shown(dump["train"][knob], derived.get(f"train.{knob}"))
                 rows.append(_row(("train", knob), value, knob_info.description))
             continue
         if name in SECRET_FIELDS:
             value = "set" if getattr(settings, name) else "not set"
         else:
-            value = json.dumps(dump[name])
+            value = _shown(dump[name], derived.get(name))
         rows.append(_row((name,), value, info.description))
     needle = match.lower()
     return [r for r in rows if needle in f"{r.key} {r.variable} {r.description}".lower()]
+
+
+def _derived_defaults(settings: Settings) -> dict[str, str]:
+    """What an unset setting resolves to, by ``--set`` key, where it is derived."""
+    from ner.transformer import base_dir  # settings owns no path of the optional install
+
+    return {
+        "label_studio_project": settings.project_title,
+        "train.accurate_model": str(base_dir()),
+    }
+
+
+def _shown(value: Any, derived: str | None) -> str:
+    """A value as ``settings`` lists it: JSON; an unset one as ``not set``, with what it
+    resolves to when that is derived (``not set (brandloop-dev)``)."""
+    if value is not None:
+        return json.dumps(value)
+    return f"not set ({derived})" if derived else "not set"
 
 
 def _row(loc: tuple[str, ...], value: str, description: str | None) -> SettingRow:
@@ -743,8 +763,19 @@ def _undecodable(exc: SettingsError) -> str:
     """``NER_SERVE_API_KEYS: not valid JSON ...`` for pydantic-settings' "error parsing value
     for field "serve_api_keys" from source ..." (the value is not shown: it may be a secret)."""
     found = re.search(r'field "(\w+)"', str(exc))
-    name = variable_name((found.group(1),)) if found else "a variable"
-    return f"{name}: not valid JSON (this setting takes a JSON value)"
+    if not found:
+        return "a variable is not valid JSON (a list or object setting takes a JSON value)"
+    field = found.group(1)
+    name = variable_name((field,))
+    info = Settings.model_fields.get(field)
+    shape = typing.get_origin(info.annotation) if info else None
+    if field == "train":
+        form = f"a JSON object, e.g. '{{\"max_epochs\": 5}}', or one {name}__<KNOB> per knob"
+    elif shape in (tuple, list):
+        form = """a JSON list, e.g. '["a", "b"]'"""
+    else:
+        form = "a JSON value"
+    return f"{name}: not valid JSON (this setting takes {form})"
 
 
 def variable_name(loc: tuple[int | str, ...]) -> str:

@@ -401,6 +401,10 @@ def test_settings_lists_each_knob_with_its_value_and_hides_secrets(
     assert rows["threshold"] == ("0.8", "NER_THRESHOLD")
     # And a secret says only that it is set
     assert rows["label_studio_api_key"][0] == "set"
+    # And an unset setting says so, with what it resolves to when that is derived
+    assert rows["label_studio_project"][0:1] == ("not",)
+    assert "not set (brandloop-dev)" in result.output
+    assert rows["dask_address"][0] == "not"
     assert "s3cret-token" not in result.output
     # And a filter keeps the matching rows only
     only = runner.invoke(cli.app, ["settings", "freeze"], env={"COLUMNS": "250"}).output

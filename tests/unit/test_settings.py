@@ -121,14 +121,19 @@ def test_a_bad_secret_is_named_without_its_value(
     assert "s3cr3t" not in str(raised.value)
 
 
-@pytest.mark.parametrize("name", ["NER_SERVE_API_KEYS", "NER_TRAIN"])
+@pytest.mark.parametrize(
+    ("name", "example"),
+    [("NER_SERVE_API_KEYS", """'["a", "b"]'"""), ("NER_TRAIN", "NER_TRAIN__<KNOB>")],
+)
 def test_a_variable_that_is_not_json_is_named_without_its_value(
-    clean_env: None, monkeypatch: pytest.MonkeyPatch, name: str
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, name: str, example: str
 ) -> None:
     monkeypatch.setenv(name, "not-json-s3cr3t")
     with pytest.raises(ConfigError, match=f"{name}: not valid JSON") as raised:
         load_settings()
     assert "s3cr3t" not in str(raised.value)
+    # and the error shows the form the setting takes
+    assert example in str(raised.value)
 
 
 def test_training_knobs_are_one_nested_part(
