@@ -160,15 +160,25 @@ def current(storage: Storage, name: str) -> Lease | None:
 
 def _create(storage: Storage, lease: Lease) -> Lease | None:
     """Create ``lease``'s epoch; the lease if this call (or a lost earlier attempt of it,
-    recognised by its token) created it, else None."""
+    recognised by its token) created it, else None.
+
+    An unreleased lease's token counts as live *before* its epoch exists: another thread of
+    this process that reads the new epoch in between must not take it for one whose holder
+    let go (:func:`_holder_dead`); it is dropped again if the create is lost or fails."""
     key = lease_key(lease.name, lease.epoch)
-    created = storage.create_exclusive(key, lease.to_json())
-    if not created and Lease.from_json(storage.read_bytes(key), key).token != lease.token:
-        return None
-    if not lease.released:
-        with _LIVE_LOCK:
+    with _LIVE_LOCK:
+        was_live = lease.token in _LIVE
+        if not lease.released:
             _LIVE.add(lease.token)
-    return lease
+    won = False
+    try:
+        created = storage.create_exclusive(key, lease.to_json())
+        won = created or Lease.from_json(storage.read_bytes(key), key).token == lease.token
+    finally:
+        if not won and not was_live:
+            with _LIVE_LOCK:
+                _LIVE.discard(lease.token)
+    return lease if won else None
 
 
 def acquire(

@@ -260,3 +260,28 @@ def test_holders_alive_or_elsewhere_are_trusted_until_expiry(
     clock.now += 60
     taken = acquire(storage, "b", "run", clock=clock)
     assert taken is not None and (taken.epoch, taken.owner) == (1, "run")
+
+
+def test_a_thread_of_this_process_never_takes_a_lease_being_created(
+    storage: LocalStorage,
+) -> None:
+    # Given a storage that lets another thread of this process try to acquire the name in
+    # the instant after a racer's epoch 0 exists (the window a CI run on GCS hit once)
+    clock = Clock()
+    seen: list[Lease | None] = []
+
+    class Interleaved(LocalStorage):
+        def create_exclusive(self, key: str, data: bytes) -> bool:
+            created = super().create_exclusive(key, data)
+            if not seen:
+                seen.append(None)  # once: the other thread's own create does not recurse
+                seen[0] = acquire(self, "b1", "run-b", ttl_s=60, clock=clock)
+            return created
+
+    racing = Interleaved(storage.root)
+    # When the first racer acquires the name
+    first = acquire(racing, "b1", "run-a", ttl_s=60, clock=clock)
+    # Then it holds epoch 0 and the other thread was refused, not handed epoch 1
+    assert first is not None and first.epoch == 0
+    assert seen == [None]
+    assert current(storage, "b1") == first
