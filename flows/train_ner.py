@@ -137,6 +137,8 @@ class Trained(BaseModel):
     started_ms: int
     #: Unlabelled posts trained on as hard negatives (``train.hard_negatives``).
     hard_negatives: int = 0
+    #: Posts of the rehearsal set trained on (``train.rehearsal_uri``), after sampling.
+    rehearsed: int = 0
 
 
 class Logged(BaseModel):
@@ -455,10 +457,14 @@ def train_challenger(
     """Fine-tune a challenger on the training pool (gold posts excluded), in a process of
     its own (:func:`ner.training_worker.train_isolated`) with the recipe ``settings.train``.
     With ``train.hard_negatives``, stored posts that are in none of ``labelled_keys`` (the
-    pulled annotations, the gold and canary sets) are the pool hard negatives come from."""
+    pulled annotations, the gold and canary sets) are the pool hard negatives come from;
+    with ``train.rehearsal_uri``, the rehearsal set's posts in none of them are trained on
+    too (:func:`ner.rehearsal.rehearsal_set`)."""
     settings, logger = ctx.settings, get_run_logger()
     pool = list(datasets.read_annotations(ctx.storage, train_key))
-    unlabelled = _unlabelled_pool(ctx, labelled_keys or [])
+    labelled = _labelled_ids(ctx, labelled_keys or [])
+    unlabelled = _unlabelled_pool(ctx, labelled)
+    rehearsed = _rehearsal_set(ctx, labelled)
     started_ms = int(time.time() * 1000)
     result = train_isolated(
         pool,
@@ -476,7 +482,11 @@ def train_challenger(
             e.dev_f1,
         ),
         unlabelled=unlabelled,
+        rehearsal=rehearsed.annotations if rehearsed else (),
     )
+    params = {**settings.train.as_params(settings.seed), "start_from": start_from}
+    if rehearsed:
+        params["rehearsal_hash"] = rehearsed.digest
     return Trained(
         model_dir=str(result.model_dir),
         train_size=result.train_size,
@@ -485,9 +495,10 @@ def train_challenger(
         seconds=result.seconds,
         curve=list(result.curve),
         dev_scores=result.dev_scores,
-        params={**settings.train.as_params(settings.seed), "start_from": start_from},
+        params=params,
         started_ms=started_ms,
         hard_negatives=result.hard_negatives,
+        rehearsed=result.rehearsed,
     )
 
 
@@ -495,10 +506,44 @@ def train_challenger(
 HARD_NEGATIVE_CANDIDATES = 10
 
 
-def _unlabelled_pool(ctx: RunContext, labelled_keys: list[str]) -> list[Annotation]:
-    """The posts of ``train.negatives_uri`` when set, else the stored posts in none of the
-    annotation files ``labelled_keys``; at most :data:`HARD_NEGATIVE_CANDIDATES` per hard
-    negative of the recipe (none when it is 0)."""
+def _labelled_ids(ctx: RunContext, labelled_keys: list[str]) -> set[str]:
+    """Post ids of the annotation files ``labelled_keys`` (pulled, gold, canary); read only
+    when a recipe knob needs them."""
+    train = ctx.settings.train
+    if not (train.rehearsal_uri or (train.hard_negatives and not train.negatives_uri)):
+        return set()
+    return {a.post_id for key in labelled_keys for a in datasets.read_annotations(ctx.storage, key)}
+
+
+def _rehearsal_set(ctx: RunContext, labelled: set[str]) -> rehearsal.RehearsalSet | None:
+    """The rehearsal set of ``train.rehearsal_uri`` without the posts in ``labelled``; None
+    when the recipe has none."""
+    train = ctx.settings.train
+    if not train.rehearsal_uri:
+        return None
+    found = rehearsal.rehearsal_set(
+        ctx.storage,
+        train.rehearsal_uri,
+        labels=ctx.settings.labels,
+        limit=train.rehearsal_posts,
+        seed=ctx.settings.seed,
+        exclude=labelled,
+    )
+    get_run_logger().info(
+        "rehearsal set %s: %d labelled posts (%d labelled or gold here left out, %d records "
+        "not read)",
+        train.rehearsal_uri,
+        len(found.annotations),
+        found.left_out,
+        len(found.rejected),
+    )
+    return found
+
+
+def _unlabelled_pool(ctx: RunContext, labelled: set[str]) -> list[Annotation]:
+    """The posts of ``train.negatives_uri`` when set, else the stored posts whose id is not
+    in ``labelled``; at most :data:`HARD_NEGATIVE_CANDIDATES` per hard negative of the
+    recipe (none when it is 0)."""
     wanted = ctx.settings.train.hard_negatives
     if wanted == 0:
         return []
@@ -507,9 +552,6 @@ def _unlabelled_pool(ctx: RunContext, labelled_keys: list[str]) -> list[Annotati
         posts = rehearsal.posts_from_file(ctx.storage, uri, wanted * HARD_NEGATIVE_CANDIDATES)
         get_run_logger().info("%d posts of %s for up to %d hard negatives", len(posts), uri, wanted)
         return posts
-    labelled = {
-        a.post_id for key in labelled_keys for a in datasets.read_annotations(ctx.storage, key)
-    }
     posts = rehearsal.unlabelled_posts(ctx.storage, labelled, wanted * HARD_NEGATIVE_CANDIDATES)
     get_run_logger().info("%d unlabelled posts for up to %d hard negatives", len(posts), wanted)
     return posts
@@ -561,6 +603,7 @@ def _training_metrics(trained: Trained) -> dict[str, float]:
         "train_rejected": trained.n_rejected,
         "train_seconds": trained.seconds,
         "train_hard_negatives": trained.hard_negatives,
+        "train_rehearsed": trained.rehearsed,
         **{f"dev.{k}": v for k, v in trained.dev_scores.items()},
     }
 
@@ -721,6 +764,9 @@ def _model_card(
             n_dev=trained.dev_size,
             n_rejected_spans=trained.n_rejected,
             source_uri=ctx.storage.uri(splits.train_key),
+            n_rehearsed=trained.rehearsed,
+            rehearsal_uri=settings.train.rehearsal_uri,
+            rehearsal_hash=trained.params.get("rehearsal_hash"),
         ),
         recipe=Recipe(base_model=settings.base_model, params=params),
         evaluations=tuple(sets),

@@ -42,6 +42,11 @@ class TrainingData:
     n_dev: int = 0
     n_rejected_spans: int = 0
     source_uri: str | None = None
+    #: Posts of a rehearsal set trained beside the pool (``train.rehearsal_uri``), its
+    #: location and :func:`ner.datasets.dataset_hash` of those posts.
+    n_rehearsed: int = 0
+    rehearsal_uri: str | None = None
+    rehearsal_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +256,11 @@ def _training_items(card: ModelCard) -> list[str]:
     ]
     if data.source_uri:
         items.append(f"training pool: `{data.source_uri}`")
+    if data.n_rehearsed:
+        items.append(
+            f"rehearsal set (trained beside the pool, not part of it): {data.n_rehearsed:,} "
+            f"posts of `{data.rehearsal_uri}`, hash `{data.rehearsal_hash}`"
+        )
     if card.run_id:
         items.append(f"training run: `{card.run_id}`")
     return items

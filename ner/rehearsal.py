@@ -14,13 +14,19 @@ gold brands stay *outside*: the gold set is the authority on what a brand is).
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 from spacy.language import Language
 
 from ner import layout
+from ner.datasets import dataset_hash
+from ner.errors import InputNotFoundError
+from ner.labelstudio.export import load_export, parse_export
 from ner.records import read_posts
 from ner.storage import Storage
 from ner.types import Annotation, Rejected, Span
@@ -142,3 +148,90 @@ def posts_from_file(storage: Storage, uri: str, limit: int) -> list[Annotation]:
             continue
         out.append(Annotation(post_id=item.id, text=item.text, spans=()))
     return out
+
+
+@dataclass(frozen=True)
+class RehearsalSet:
+    """Labelled posts of a general source, trained beside each round's labels."""
+
+    annotations: tuple[Annotation, ...]
+    #: Records of the file that could not be read, each named with its reason.
+    rejected: tuple[Rejected, ...]
+    #: Posts of the file left out because they are labelled or gold here (ours win).
+    left_out: int
+    #: :func:`ner.datasets.dataset_hash` of ``annotations``.
+    digest: str
+
+
+def rehearsal_set(
+    storage: Storage,
+    uri: str,
+    *,
+    labels: Sequence[str],
+    limit: int = 0,
+    seed: int = 17,
+    exclude: Collection[str] = (),
+) -> RehearsalSet:
+    """The labelled posts of the Label Studio JSON export ``uri`` (a local file, or a key or
+    URI under ``storage``), for rehearsal: a general source trained beside a narrow stream of
+    labels, so the model keeps what it knows about other posts (bench/README.md, "Demo
+    champion: rehearsal with labelled posts").
+
+    Read with :func:`ner.labelstudio.export.parse_export`, offsets checked; a post that
+    loses a span (offsets that cannot be repaired, overlaps) is left out whole, named in the
+    log and in ``rejected``: half its brands would train as non-brands. Spans of labels other
+    than ``labels`` (a general export may have PERSON ...) are ignored. Posts whose id is in
+    ``exclude`` (labelled, gold or canary here) are left out; then at most ``limit`` (0 = all)
+    are drawn with ``seed``, in file order. Raises :class:`~ner.errors.InputNotFoundError`
+    when ``uri`` is neither, and :class:`~ner.errors.ExportFileError` when it is not a JSON
+    list of tasks."""
+    export = load_export(_file_bytes(storage, uri), uri)
+    every = sorted({*labels, *_labels_in(export)})
+    parsed = parse_export(export, labels=every, keep_partial=False)
+    for item in parsed.rejected:
+        log.warning("rehearsal set %s: %s", uri, item)
+    ours = set(labels)
+    records = [
+        replace(a, spans=tuple(s for s in a.spans if s.label in ours)) for a in parsed.records
+    ]
+    kept = [a for a in records if a.post_id not in exclude]
+    left_out = len(records) - len(kept)
+    if 0 < limit < len(kept):
+        chosen = sorted(random.Random(seed).sample(range(len(kept)), limit))
+        kept = [kept[i] for i in chosen]
+    log.info("rehearsal set %s: %d labelled posts", uri, len(kept))
+    return RehearsalSet(
+        annotations=tuple(kept),
+        rejected=tuple(parsed.rejected),
+        left_out=left_out,
+        digest=dataset_hash(kept),
+    )
+
+
+def _labels_in(export: list[Any]) -> set[str]:
+    """Every span label an export's results name (malformed parts skipped: the parser
+    reports them)."""
+    found: set[str] = set()
+    for task in export:
+        annotations = task.get("annotations") if isinstance(task, dict) else None
+        for annotation in annotations if isinstance(annotations, list) else ():
+            results = annotation.get("result") if isinstance(annotation, dict) else None
+            for item in results if isinstance(results, list) else ():
+                value = item.get("value") if isinstance(item, dict) else None
+                names = value.get("labels") if isinstance(value, dict) else None
+                if isinstance(names, list):
+                    found.update(n for n in names if isinstance(n, str) and n.strip())
+    return found
+
+
+def _file_bytes(storage: Storage, uri: str) -> bytes:
+    """The bytes of a local file, or of an object in ``storage`` (a key or a URI under its
+    root), as :func:`ner.sources.jsonl_lines` resolves them."""
+    path = Path(uri.removeprefix("file://")).expanduser()
+    if path.is_file():
+        return path.read_bytes()
+    root = storage.uri().rstrip("/") + "/"
+    key = uri.removeprefix(root) if uri.startswith(root) else uri
+    if "://" not in key and storage.exists(key):
+        return storage.read_bytes(key)
+    raise InputNotFoundError(f"rehearsal set {uri!r} is neither a local file nor a storage key")

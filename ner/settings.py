@@ -144,6 +144,20 @@ class TrainSettings(BaseModel):
         "storage) that hard negatives are drawn from instead of the stored unlabelled posts; "
         "bad lines are reported and skipped. None = the stored posts.",
     )
+    rehearsal_uri: str | None = Field(
+        None,
+        description="Labelled posts of a general source (a Label Studio JSON export: a "
+        "local file, or a key or URI under storage) trained beside the labelled posts every "
+        "round, so a narrow labelled stream does not make the model forget other posts "
+        "(ner.rehearsal.rehearsal_set). Its posts are never gold; ids also labelled or gold "
+        "here are left out. None = none.",
+    )
+    rehearsal_posts: int = Field(
+        0,
+        ge=0,
+        description="At most this many posts of rehearsal_uri, drawn with the seed; 0 = all. "
+        "Their brand-less posts are then sampled as negative_fraction says.",
+    )
     checkpoint: Literal["best", "last"] = Field(
         "last",
         description="Keep the checkpoint that scored best on the held-back slice of the "
@@ -290,6 +304,8 @@ class TrainSettings(BaseModel):
             hard_negatives=self.hard_negatives,
             labelled_copies=self.labelled_copies,
             negatives_from=(self.negatives_uri or "stored posts").rsplit("/", 1)[-1],
+            rehearsal_from=(self.rehearsal_uri or "none").rsplit("/", 1)[-1],
+            rehearsal_posts=self.rehearsal_posts,
             label_map=",".join(f"{k}->{v}" for k, v in sorted(self.label_map.items())),
         )
 

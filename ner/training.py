@@ -84,6 +84,8 @@ class TrainResult:
     seconds: float
     #: Unlabelled posts trained on as hard negatives (``recipe.hard_negatives``).
     hard_negatives: int = 0
+    #: Posts of the rehearsal set trained on (``recipe.rehearsal_uri``), after sampling.
+    rehearsed: int = 0
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,7 @@ def train(
     seed: int = 17,
     curve_path: Path | None = None,
     unlabelled: Sequence[Annotation] = (),
+    rehearsal: Sequence[Annotation] = (),
 ) -> TrainResult:
     """Fine-tune ``start_from`` on ``annotations`` and save the final pipeline.
 
@@ -250,6 +253,9 @@ def train(
     gazetteer after the model. ``unlabelled``: posts nobody labelled (their spans are
     ignored), from which up to ``recipe.hard_negatives`` hard negatives are added to the
     training part (:func:`ner.rehearsal.hard_negatives`, judged by the starting ``ner``).
+    ``rehearsal``: labelled posts of a general source (:func:`ner.rehearsal.rehearsal_set`),
+    added to the training part only (never to the dev slice), labels renamed and brand-less
+    posts sampled as for ``annotations``; a post id of ``annotations`` wins over its copy.
     Raises :class:`TrainingError` for too few posts, a bad ``label_map`` or a failed spaCy
     run. ``curve_path``: where the curve is appended while training, one JSON line per
     dev-slice evaluation (another process can follow it); by default a temporary file.
@@ -258,16 +264,19 @@ def train(
     if len(annotations) < 2:
         raise TrainingError(f"need at least 2 labelled posts to train, got {len(annotations)}")
     trained_as = _trained_labels(labels, recipe.label_map)
+    rehearsed = _rehearsal_part(rehearsal, annotations, recipe, seed)
     if recipe.recipe == "accurate":
-        return _train_accurate(annotations, output_dir, labels, recipe, seed, curve_path)
+        return _train_accurate(annotations, output_dir, labels, recipe, seed, curve_path, rehearsed)
     started = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="brandloop-train-") as tmp:
         work = Path(tmp)
         curve_file = curve_path or work / "curve.jsonl"
         start_nlp = load_start(start_from)
-        hard = _hard_negatives(start_nlp, annotations, unlabelled, trained_as, recipe)
-        sizes, rejected = _write_corpora(annotations, recipe, seed, work, hard)
+        hard = _hard_negatives(
+            start_nlp, [*annotations, *rehearsed], unlabelled, trained_as, recipe
+        )
+        sizes, rejected = _write_corpora(annotations, recipe, seed, work, [*hard, *rehearsed])
         silver_labels = sorted({s.label for a in hard for s in a.spans} - set(trained_as))
         start = save_start(start_nlp, [*trained_as, *silver_labels], work / "start")
         config_path = Path(recipe.config) if recipe.config else default_config_path()
@@ -275,10 +284,25 @@ def train(
         nlp = _run_spacy_training(config_path, overrides, work / "output")
         final = _finish(nlp, work / "output" / "model-best", recipe, labels)
         final.meta["brandloop"] = {"start_from": start_from, "seed": seed}
-        final.meta["brandloop"].update(label_map=dict(recipe.label_map), hard_negatives=len(hard))
+        final.meta["brandloop"].update(
+            label_map=dict(recipe.label_map), hard_negatives=len(hard), rehearsed=len(rehearsed)
+        )
         result = _save_result(final, output_dir, curve_file, recipe, started, start_from, sizes)
     log.info("trained on %d posts (%d dev) in %.1fs", sizes[0], sizes[1], result.seconds)
-    return replace(result, rejected=rejected, hard_negatives=len(hard))
+    return replace(result, rejected=rejected, hard_negatives=len(hard), rehearsed=len(rehearsed))
+
+
+def _rehearsal_part(
+    rehearsal: Sequence[Annotation],
+    annotations: Sequence[Annotation],
+    recipe: TrainSettings,
+    seed: int,
+) -> list[Annotation]:
+    """The rehearsal posts trained on: those whose id is not among ``annotations``, labels
+    renamed by ``recipe.label_map``, brand-less ones sampled by ``recipe.negative_fraction``."""
+    ours = {a.post_id for a in annotations}
+    kept = [a for a in rehearsal if a.post_id not in ours]
+    return sample_negatives(relabel(kept, recipe.label_map), recipe.negative_fraction, seed)
 
 
 def _save_result(
@@ -377,7 +401,8 @@ def _write_corpora(
     extra: Sequence[Annotation] = (),
 ) -> tuple[tuple[int, int], tuple[Rejected, ...]]:
     """Split off the dev slice, sample negatives, repeat the labelled posts
-    ``recipe.labelled_copies`` times, add ``extra`` (hard negatives) to the training part, and
+    ``recipe.labelled_copies`` times, add ``extra`` (hard negatives, rehearsal posts) to the
+    training part, and
     write ``train.spacy`` and ``dev.spacy`` into ``work``; returns (train size in documents,
     copies included; dev size) and the rejected posts."""
     blank = spacy.blank("en")
@@ -452,23 +477,27 @@ def _train_accurate(
     recipe: TrainSettings,
     seed: int,
     curve_path: Path | None,
+    rehearsed: Sequence[Annotation] = (),
 ) -> TrainResult:
     """:func:`train` with ``recipe.recipe == "accurate"``: the same corpora (dev slice,
-    negative sampling, label renaming), a token classifier fine-tuned from all-MiniLM-L6-v2
-    (:func:`ner.transformer_training.fine_tune`) instead of spaCy's ``ner``, then the same
-    label filter and gazetteer. ``hard_negatives`` and ``start_from`` do not apply."""
+    negative sampling, label renaming, ``rehearsed`` posts), a token classifier fine-tuned
+    from all-MiniLM-L6-v2 (:func:`ner.transformer_training.fine_tune`) instead of spaCy's
+    ``ner``, then the same label filter and gazetteer. ``hard_negatives`` and
+    ``start_from`` do not apply."""
     started = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="brandloop-train-") as tmp:
         work = Path(tmp)
         curve_file = curve_path or work / "curve.jsonl"
-        sizes, rejected = _write_corpora(annotations, recipe, seed, work)
+        sizes, rejected = _write_corpora(annotations, recipe, seed, work, rehearsed)
         corpus = Corpus.from_disk(work / "train.spacy", work / "dev.spacy", spacy.blank("en"))
         nlp = fine_tune(corpus, _trained_labels(labels, recipe.label_map), recipe, seed, curve_file)
         final = _finish(nlp, work / "no-best-checkpoint", recipe, labels)
         final.meta["brandloop"] = {"start_from": "all-MiniLM-L6-v2", "seed": seed}
-        final.meta["brandloop"].update(label_map=dict(recipe.label_map), recipe="accurate")
+        final.meta["brandloop"].update(
+            label_map=dict(recipe.label_map), recipe="accurate", rehearsed=len(rehearsed)
+        )
         result = _save_result(
             final, output_dir, curve_file, recipe, started, "all-MiniLM-L6-v2", sizes
         )
-    return replace(result, rejected=rejected)
+    return replace(result, rejected=rejected, rehearsed=len(rehearsed))

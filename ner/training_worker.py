@@ -48,6 +48,7 @@ class TrainRequest(BaseModel):
     recipe: TrainSettings
     seed: int
     unlabelled: list[dict[str, Any]] = []
+    rehearsal: list[dict[str, Any]] = []
 
 
 def run_in_subprocess(
@@ -149,6 +150,7 @@ def _result_to_json(result: Any) -> dict[str, Any]:
         "curve": list(result.curve),
         "seconds": result.seconds,
         "hard_negatives": result.hard_negatives,
+        "rehearsed": result.rehearsed,
     }
 
 
@@ -163,6 +165,7 @@ def _result_from_json(data: dict[str, Any]) -> Any:
         curve=tuple(data["curve"]),
         seconds=float(data["seconds"]),
         hard_negatives=int(data.get("hard_negatives", 0)),
+        rehearsed=int(data.get("rehearsed", 0)),
     )
 
 
@@ -183,6 +186,7 @@ def train_isolated(
     seed: int = 17,
     on_epoch: OnEpoch | None = None,
     unlabelled: Sequence[Annotation] = (),
+    rehearsal: Sequence[Annotation] = (),
 ) -> TrainResult:
     """:func:`train` in a fresh Python process; same arguments, same result.
 
@@ -195,8 +199,8 @@ def train_isolated(
     a module entry point: unlike a ``multiprocessing`` spawn it never re-imports the
     caller's ``__main__``, so a plain script needs no ``if __name__ == "__main__"`` guard.
 
-    ``unlabelled``: posts nobody labelled, the pool of ``recipe.hard_negatives`` (see
-    :func:`ner.training.train`).
+    ``unlabelled``: posts nobody labelled, the pool of ``recipe.hard_negatives``;
+    ``rehearsal``: labelled posts of a general source (both: see :func:`ner.training.train`).
 
     ``on_epoch`` is called here, in the caller's thread, with each dev-slice evaluation
     (:class:`EpochProgress`) as the child appends it to its curve: progress while it trains.
@@ -213,6 +217,7 @@ def train_isolated(
         recipe=recipe,
         seed=seed,
         unlabelled=[a.to_dict() for a in unlabelled],
+        rehearsal=[a.to_dict() for a in rehearsal],
     )
     max_epochs = recipe.epochs
     on_row = (
@@ -242,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=request.seed,
             curve_path=folder / CURVE,
             unlabelled=[Annotation.from_dict(a) for a in request.unlabelled],
+            rehearsal=[Annotation.from_dict(a) for a in request.rehearsal],
         )
         outcome: dict[str, Any] = {"result": _result_to_json(result)}
     except errors.BrandloopError as exc:

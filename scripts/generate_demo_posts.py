@@ -1163,6 +1163,14 @@ byte-for-byte deterministic).
   trade-off it buys is in `bench/README.md` ("Demo champion: hard negatives"). With it the
   demo's challengers scored 0.73-0.78 on the demo's gold set, under the 0.80 threshold, so
   that demo ends with the gazetteer still champion unless `--set threshold=0.7` is added too.
+- `other_gold_export.json` (`scripts/export_other_posts.py` too): the same 3,394 posts with
+  their brands (WNUT-17's corporations and products, 363 spans) as a Label Studio JSON
+  export, a rehearsal set (`--set train.rehearsal_uri=ner/resources/demo/other_gold_export.json`):
+  labelled posts of other topics trained beside the beauty labels. Not used by default: with
+  it and `train.labelled_copies=3`, a model trained on these beauty posts keeps WNUT-17 dev
+  precision near 0.30 instead of 0.06 (`bench/README.md`, "Demo champion: a rehearsal
+  set"), but on the demo's own gold set its challengers scored 0.70-0.77, under the 0.80
+  threshold.
 
 ## Counts
 

@@ -28,8 +28,13 @@ Knobs of a variant (``VARIANTS``):
   unlabelled posts of the other source (WNUT-17 train texts for the beauty model);
 * ``hardneg_org`` - hard negatives may hold the base's ORG/PRODUCT entities too (kept as
   their own labels, apart from the trained BRAND); ``dup`` - the labelled posts this many
-  times over (to keep their weight beside the hard negatives); ``plain`` - this many more
-  unlabelled posts in which the base finds no entity but a capitalised word, brand-less;
+  times over (to keep their weight beside the hard negatives or replayed posts); ``plain`` -
+  this many more unlabelled posts in which the base finds no entity but a capitalised
+  word, brand-less;
+* ``replay`` - this many **labelled** posts of the other source (WNUT-17 train, its brands,
+  for the beauty model) drawn at random (seed) and trained beside the labelled posts, their
+  brands as ``target``, brand-less ones sampled as ``neg`` (or ``replay_neg``): rehearsal
+  with real labels of a general source (session 8);
 * ``lower`` - share of training posts lower-cased each epoch (spaCy's lower_case augmenter);
 * ``tokenizer`` - ``post``: :func:`ner.tokenizer.adapt_tokenizer` for training docs and the
   saved model.
@@ -114,6 +119,42 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the fast recipe: recall on WNUT-17
     "md-v7-lower0.2-swap1": {**V7, "base": "md", "lower": 0.2, "swap": 1},
     "md-v7-lower0.2-e15": {**V7, "base": "md", "lower": 0.2, "epochs": 15},
+    # 2026-11-30 (session 8): the demo champion with labelled posts of a general source
+    "default-replay1000": {**DEFAULT, "replay": 1000},
+    "md-default-replay1000": {**DEFAULT, "base": "md", "replay": 1000},
+    "md-default-replay3394": {**DEFAULT, "base": "md", "replay": 3394},
+    "default-replay3394": {**DEFAULT, "replay": 3394},
+    "default-replay1000-hardneg300": {**DEFAULT, "replay": 1000, "hardneg": 300},
+    "md-v7-lower0.2-replay3394": {**V7, "base": "md", "lower": 0.2, "replay": 3394},
+    "md-v7-lower0.2-replay3394-dup3": {
+        **V7,
+        "base": "md",
+        "lower": 0.2,
+        "replay": 3394,
+        "dup": 3,
+    },
+    "md-v7-lower0.2-replay3394-dup3-rneg1": {
+        **V7,
+        "base": "md",
+        "lower": 0.2,
+        "replay": 3394,
+        "replay_neg": 1.0,
+        "dup": 3,
+    },
+    "md-v7-lower0.2-replay3394-dup5": {
+        **V7,
+        "base": "md",
+        "lower": 0.2,
+        "replay": 3394,
+        "dup": 5,
+    },
+    "md-v7-lower0.2-replay1500-dup3": {
+        **V7,
+        "base": "md",
+        "lower": 0.2,
+        "replay": 1500,
+        "dup": 3,
+    },
 }
 
 
@@ -189,6 +230,7 @@ def training_part(
         part = silver(
             part, load_spacy(base, exclude=["parser", "tagger", "lemmatizer"]), spec["silver"]
         )
+    part = part * spec.get("dup", 1)
     if spec.get("hardneg"):
         from ner.rehearsal import hard_negatives
 
@@ -199,7 +241,12 @@ def training_part(
             negatives += plain_negatives(
                 pool, base_nlp, {a.post_id for a in negatives}, spec["plain"]
             )
-        part = [*part * spec.get("dup", 1), *negatives]
+        part = [*part, *negatives]
+    if spec.get("replay"):
+        replayed = random.Random(seed).sample(list(pool), min(spec["replay"], len(pool)))
+        replay_neg = spec.get("replay_neg", spec["neg"])
+        replayed = sample_negatives(relabel(replayed, {"BRAND": target}), replay_neg, seed=seed)
+        part = [*part, *replayed]
     if spec.get("swap"):
         part = swap(part, spec["swap"], seed, target)
     return list(part)

@@ -1,6 +1,7 @@
-"""train-ner with hard negatives: stored posts nobody labelled, in which the base pipeline
-finds people, places or dates but no organisation or product, are trained on as brand-less
-posts (``train.hard_negatives``), and never a labelled, gold or canary post."""
+"""train-ner beside posts that are not this project's labels: hard negatives (stored posts
+nobody labelled, in which the base pipeline finds people, places or dates but no organisation
+or product, trained as brand-less posts: ``train.hard_negatives``), never a labelled, gold or
+canary post; and a rehearsal set (labelled posts of a general source: ``train.rehearsal_uri``)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from mlflow import MlflowClient
 
 from flows.train_ner import train_ner
 from ner import layout
-from ner.rehearsal import DEFAULT_SKIP, hard_negatives
+from ner.rehearsal import DEFAULT_SKIP, hard_negatives, rehearsal_set
 from ner.settings import load_settings
 from ner.storage import LocalStorage
 from ner.training import load_start
 from ner.types import Annotation
 from tests.support.flows import prefect_api
 from tests.support.gate_data import write_two_windows
+from tests.support.ls_json import result, task
 from tests.support.servers import PrefectService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -115,3 +117,54 @@ def test_train_ner_draws_hard_negatives_from_a_file_of_other_topics_when_one_is_
     run = MlflowClient(tracking_uri=tracking).get_run(summary.run_id)
     assert run.data.metrics["train_hard_negatives"] == len(expected)
     assert run.data.params["negatives_from"] == "other_posts.jsonl"
+
+
+def test_train_ner_trains_beside_a_rehearsal_set_and_records_it(
+    prefect: PrefectService, tmp_path: Path, clean_env: None
+) -> None:
+    # Given labelled posts, and a general source's Label Studio export: five posts with a
+    # brand, two without, and one with the id of a post labelled here (our label wins)
+    storage = LocalStorage(tmp_path / "storage" / "dev")
+    write_two_windows(storage)
+    general = []
+    for i, (text, brand) in enumerate(GENERAL):
+        results = [] if brand is None else [result(*_offsets(text, brand), brand)]
+        general.append(task(i + 1, text, results, post_id=f"g{i}"))
+    general.append(task(99, "a copy of a post labelled here", [], post_id="new000"))
+    path = tmp_path / "general.json"
+    path.write_text(json.dumps(general), encoding="utf-8")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recipe = {"max_epochs": 2, "rehearsal_uri": str(path), "negative_fraction": 1.0}
+
+    # When train-ner runs with train.rehearsal_uri set
+    summary = train_ner(source="storage", overrides=run_settings(tmp_path, recipe))
+
+    # Then the challenger trained on the seven posts that are not ours, and the run records
+    # the file, how many were used and the hash of exactly those posts
+    assert summary.run_id is not None, summary
+    run = MlflowClient(tracking_uri=tracking).get_run(summary.run_id)
+    assert run.data.metrics["train_rehearsed"] == len(GENERAL) == 7
+    assert run.data.params["rehearsal_from"] == "general.json"
+    expected = rehearsal_set(storage, str(path), labels=["BRAND"], exclude={"new000"})
+    assert len(expected.annotations) == 7
+    assert run.data.params["rehearsal_hash"] == expected.digest
+    # And none of them entered the stored training pool (they are not this project's labels)
+    pool = [k for k in storage.list("annotations") if k.endswith(".train.jsonl")]
+    trained = {json.loads(line)["post_id"] for key in pool for line in storage.iter_lines(key)}
+    assert not trained & {f"g{i}" for i in range(len(GENERAL))}
+
+
+GENERAL = [
+    ("Just got a new Nikon camera", "Nikon"),
+    ("Tesla stock is up again", "Tesla"),
+    ("Spotify keeps playing the same song", "Spotify"),
+    ("my Samsung phone died again", "Samsung"),
+    ("queue at Starbucks is endless", "Starbucks"),
+    ("walking the dog in the rain", None),
+    ("lunch with Maria in Rome", None),
+]
+
+
+def _offsets(text: str, needle: str) -> tuple[int, int]:
+    start = text.index(needle)
+    return start, start + len(needle)

@@ -67,6 +67,17 @@ def test_the_card_names_the_training_data_and_the_recipe() -> None:
     assert "**Gate: promoted.**" in text
     titled = render_model_card(card_of(8, champion_version="6"))
     assert titled.startswith("# brand-ner version 7 (challenger of version 6)\n")
+    # A rehearsal set is named beside the pool, with its size and hash; none, no line
+    assert "rehearsal set" not in text
+    general = TrainingData(
+        1200, TRAIN_HASH, n_rehearsed=2035, rehearsal_uri="gs://b/general.json",
+        rehearsal_hash="ef" * 32,
+    )  # fmt: skip
+    rehearsed = render_model_card(card_of(8, training=general))
+    assert (
+        "rehearsal set (trained beside the pool, not part of it): 2,035 posts of "
+        f"`gs://b/general.json`, hash `{'ef' * 32}`"
+    ) in rehearsed
 
 
 def test_interval_values_come_from_the_bootstrap() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -9,12 +10,19 @@ import pytest
 from spacy.language import Language
 
 from ner import layout
-from ner.errors import InputNotFoundError
+from ner.errors import ExportFileError, InputNotFoundError
 from ner.models import load_spacy
 from ner.records import write_records
-from ner.rehearsal import hard_negatives, posts_from_file, unlabelled_posts, with_base_entities
+from ner.rehearsal import (
+    hard_negatives,
+    posts_from_file,
+    rehearsal_set,
+    unlabelled_posts,
+    with_base_entities,
+)
 from ner.storage import LocalStorage
 from ner.types import Annotation, Post, Span
+from tests.support.ls_json import result, span, task
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +166,91 @@ def test_the_demo_ships_its_pool_of_other_topics() -> None:
     pool = posts_from_file(LocalStorage(path.parent), str(path), limit=10_000)
     assert len(pool) == 3394 == len({p.post_id for p in pool})
     assert all(p.text.strip() for p in pool)
+
+
+# -- the rehearsal set: labelled posts of a general source --------------------------------
+
+GENERAL = [
+    ("g1", "Just got a new Nikon camera", "Nikon"),
+    ("g2", "Tesla stock is up again", "Tesla"),
+    ("g3", "walking the dog in the rain", None),
+    ("g4", "Spotify keeps playing the same song", "Spotify"),
+    ("g5", "lunch with Maria in Rome", None),
+]
+
+
+def general_export(broken: bool = False) -> list[dict[str, object]]:
+    tasks = []
+    for number, (post_id, text, brand) in enumerate(GENERAL, start=1):
+        results = []
+        if brand:
+            sp = span(text, brand)
+            results = [result(sp.start, sp.end, sp.text)]
+        tasks.append(task(number, text, results, post_id=post_id))
+    if broken:  # a span past the end of its text, and a label we do not predict
+        tasks[1]["annotations"][0]["result"][0]["value"].update(start=90, end=95, text="zzzzz")
+        tasks[3]["annotations"][0]["result"][0]["value"]["labels"] = ["PERSON"]
+    return tasks
+
+
+def test_a_rehearsal_set_is_read_from_a_label_studio_export(tmp_path: Path) -> None:
+    # Given a general source's export as a local file and as a key under storage
+    storage = LocalStorage(tmp_path / "store")
+    storage.write_json("general/export.json", general_export())
+    local = tmp_path / "general.json"
+    local.write_text(json.dumps(general_export()), encoding="utf-8")
+    # When it is read, leaving out a post that is labelled here
+    found = rehearsal_set(storage, str(local), labels=["BRAND"], exclude={"g2"})
+    # Then every other post comes with its spans, in file order, and the hash names the data
+    assert [a.post_id for a in found.annotations] == ["g1", "g3", "g4", "g5"]
+    assert [s.text for s in found.annotations[0].spans] == ["Nikon"]
+    assert found.left_out == 1 and found.rejected == ()
+    same = rehearsal_set(storage, "general/export.json", labels=["BRAND"], exclude={"g2"})
+    assert same.annotations == found.annotations and same.digest == found.digest
+    # And a limit draws that many with the seed, in file order, the same on every call
+    drawn = rehearsal_set(storage, str(local), labels=["BRAND"], limit=3, seed=5)
+    again = rehearsal_set(storage, str(local), labels=["BRAND"], limit=3, seed=5)
+    ids = [a.post_id for a in drawn.annotations]
+    assert len(ids) == 3 and ids == sorted(ids) and again.annotations == drawn.annotations
+    assert drawn.digest != found.digest
+
+
+def test_a_rehearsal_set_keeps_the_good_records_and_names_the_bad(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an export with a span whose offsets and text match nothing, and a span of a
+    # label we do not predict
+    path = tmp_path / "general.json"
+    path.write_text(json.dumps(general_export(broken=True)), encoding="utf-8")
+    # When it is read
+    with caplog.at_level(logging.WARNING, logger="ner.rehearsal"):
+        found = rehearsal_set(LocalStorage(tmp_path), str(path), labels=["BRAND"])
+    # Then the post whose brand cannot be read is left out whole (its brand would train as
+    # a non-brand), named with the reason; the other posts are kept
+    assert {r.record_id for r in found.rejected} == {"g2"}
+    assert "g2" in caplog.text and "zzzzz" in caplog.text
+    kept = {a.post_id: [s.text for s in a.spans] for a in found.annotations}
+    assert kept == {"g1": ["Nikon"], "g3": [], "g4": [], "g5": []}
+    # (a span of another label is not a brand: that post stays, without it)
+
+
+def test_a_missing_or_unreadable_rehearsal_set_is_a_clear_error(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    with pytest.raises(InputNotFoundError, match=r"rehearsal set .*missing\.json"):
+        rehearsal_set(storage, str(tmp_path / "missing.json"), labels=["BRAND"])
+    (tmp_path / "posts.jsonl").write_text('{"id": "1", "text": "a"}\n', encoding="utf-8")
+    with pytest.raises(ExportFileError, match=r"posts\.jsonl"):
+        rehearsal_set(storage, str(tmp_path / "posts.jsonl"), labels=["BRAND"])
+
+
+def test_the_demo_ships_its_rehearsal_set() -> None:
+    # The bundled export parses whole: the same 3,394 posts as the pool, 363 brand spans
+    folder = Path(__file__).parents[2] / "ner" / "resources" / "demo"
+    found = rehearsal_set(
+        LocalStorage(folder), str(folder / "other_gold_export.json"), labels=["BRAND"]
+    )
+    assert found.rejected == ()
+    pool = posts_from_file(LocalStorage(folder), str(folder / "other_posts.jsonl"), 10_000)
+    assert [a.post_id for a in found.annotations] == [p.post_id for p in pool]
+    assert [a.text for a in found.annotations] == [p.text for p in pool]
+    assert sum(len(a.spans) for a in found.annotations) == 363

