@@ -1,0 +1,75 @@
+"""The demo champion with a rehearsal set, through the ``train-ner`` flow:
+``python -m bench.experiments.demo_rehearsal SEED [SEED ...]``.
+
+As ``bench.quality`` trains its demo champion (70 % of the beauty gold as a finished export,
+the 30 % hold-out adopted as the gold set, a fresh store and registry per seed, the model
+reloaded from the registry and scored with :mod:`bench.score`), but with the fast default
+recipe plus the shipped rehearsal set (``ner/resources/demo/other_gold_export.json``, WNUT-17
+train with its brands), each beauty post three times and the brand list off: the variant of
+bench/README.md, "Demo champion: a rehearsal set". Scored on the hold-out and on WNUT-17 dev.
+One JSON line per seed goes to stdout and to ``bench/experiments/results.jsonl``
+(``"variant": "flow-demo-rehearsal"``). Not part of ``make bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import Context
+from bench.experiments.levers import RESULTS
+
+OUT = Path(__file__).resolve().parents[1] / "out" / "demo_rehearsal"
+
+
+def recipe() -> Any:
+    """The quality benchmark's demo recipe with the rehearsal set instead of the in-domain
+    knobs."""
+    from bench.quality import Recipe
+    from ner.replay import demo_gold_path
+
+    rehearsal = demo_gold_path().with_name("other_gold_export.json")
+    train = {"rehearsal_uri": str(rehearsal), "labelled_copies": 3, "gazetteer": False}
+    return Recipe(
+        "demo-rehearsal",
+        "demo champion with a rehearsal set",
+        "beauty_train",
+        "beauty_held",
+        ("beauty_held", "wnut_dev"),
+        overrides={"gold_recent_fraction": 0.0, "train": train},
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    from bench.quality import load_sets, train_run
+    from bench.support import prefect_environment, warm_up_prefect
+
+    (OUT / "prefect-home").mkdir(parents=True, exist_ok=True)
+    prefect_environment(OUT / "prefect-home")
+    sets = load_sets(quick=False)
+    warm_up_prefect()
+    ctx = Context("demo_rehearsal", OUT)
+    for seed in map(int, argv):
+        run = train_run(ctx, sets, recipe(), seed)
+        row = {
+            "variant": "flow-demo-rehearsal",
+            "seed": seed,
+            "set": "beauty",
+            "status": run.status,
+            "flow_f1": run.flow_f1,
+            "train_seconds": round(run.train_seconds, 1),
+            "n_train": run.n_train,
+            "scores": run.scores,
+        }
+        line = json.dumps(row, default=str)
+        print(line, flush=True)
+        with RESULTS.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
