@@ -69,8 +69,12 @@ PIPE_WIDTH = 160
 
 
 def console() -> Console:
+    """Standard output; piped or redirected it is :data:`PIPE_WIDTH` wide unless ``COLUMNS``
+    says otherwise (rich reads ``COLUMNS`` then)."""
     out = Console(highlight=False, soft_wrap=True)
-    return out if out.is_terminal else Console(highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+    if out.is_terminal or os.environ.get("COLUMNS", "").isdigit():
+        return out
+    return Console(highlight=False, soft_wrap=True, width=PIPE_WIDTH)
 
 
 def err_console() -> Console:

@@ -139,6 +139,8 @@ class Trained(BaseModel):
     hard_negatives: int = 0
     #: Posts of the rehearsal set trained on (``train.rehearsal_uri``), after sampling.
     rehearsed: int = 0
+    #: What was read of the rehearsal set, for the run's log ("" without one).
+    rehearsal_note: str = ""
 
 
 class Logged(BaseModel):
@@ -486,7 +488,8 @@ def train_challenger(
     )
     params = {**settings.train.as_params(settings.seed), "start_from": start_from}
     if rehearsed:
-        params["rehearsal_hash"] = rehearsed.digest
+        unread = len({r.record_id for r in rehearsed.rejected})
+        params.update(rehearsal_hash=rehearsed.digest, rehearsal_rejected=unread)
     return Trained(
         model_dir=str(result.model_dir),
         train_size=result.train_size,
@@ -499,6 +502,7 @@ def train_challenger(
         started_ms=started_ms,
         hard_negatives=result.hard_negatives,
         rehearsed=result.rehearsed,
+        rehearsal_note=_rehearsal_note(rehearsed, settings.train.rehearsal_uri),
     )
 
 
@@ -515,6 +519,17 @@ def _labelled_ids(ctx: RunContext, labelled_keys: list[str]) -> set[str]:
     return {a.post_id for key in labelled_keys for a in datasets.read_annotations(ctx.storage, key)}
 
 
+def _rehearsal_note(found: rehearsal.RehearsalSet | None, uri: str | None) -> str:
+    """What was read of the rehearsal set, for the run's log ("" without one)."""
+    if found is None:
+        return ""
+    unread = len({r.record_id for r in found.rejected})
+    return (
+        f"{len(found.annotations)} posts of the rehearsal set {uri} ({found.left_out} "
+        f"labelled or gold here left out, {unread} posts not read: see the log)"
+    )
+
+
 def _rehearsal_set(ctx: RunContext, labelled: set[str]) -> rehearsal.RehearsalSet | None:
     """The rehearsal set of ``train.rehearsal_uri`` without the posts in ``labelled``; None
     when the recipe has none."""
@@ -528,14 +543,6 @@ def _rehearsal_set(ctx: RunContext, labelled: set[str]) -> rehearsal.RehearsalSe
         limit=train.rehearsal_posts,
         seed=ctx.settings.seed,
         exclude=labelled,
-    )
-    get_run_logger().info(
-        "rehearsal set %s: %d labelled posts (%d labelled or gold here left out, %d records "
-        "not read)",
-        train.rehearsal_uri,
-        len(found.annotations),
-        found.left_out,
-        len(found.rejected),
     )
     return found
 
@@ -768,7 +775,7 @@ def _model_card(
             rehearsal_uri=settings.train.rehearsal_uri,
             rehearsal_hash=trained.params.get("rehearsal_hash"),
         ),
-        recipe=Recipe(base_model=settings.base_model, params=params),
+        recipe=Recipe(base_model=settings.base_model, name=settings.train.recipe, params=params),
         evaluations=tuple(sets),
         decision=decision,
         run_id=logged.run_id,
@@ -830,6 +837,13 @@ def train_and_log(
             start_from = str(ctx.registry.download_model(CHAMPION, Path(tmp) / "champion"))
         model_dir = str(Path(tmp) / "model")
         trained = train_challenger(ctx, splits.train_key, start_from, model_dir, labelled)
+        if trained.rehearsal_note:
+            get_run_logger().info(
+                "challenger trained on %d documents, %d of them rehearsal posts: %s",
+                trained.train_size,
+                trained.rehearsed,
+                trained.rehearsal_note,
+            )
         return log_challenger(ctx, trained, splits, stamp)
 
 

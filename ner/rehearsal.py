@@ -25,7 +25,7 @@ from spacy.language import Language
 
 from ner import layout
 from ner.datasets import dataset_hash
-from ner.errors import InputNotFoundError
+from ner.errors import ConfigError, ExportFileError, InputNotFoundError
 from ner.labelstudio.export import load_export, parse_export
 from ner.records import read_posts
 from ner.storage import Storage
@@ -183,9 +183,15 @@ def rehearsal_set(
     than ``labels`` (a general export may have PERSON ...) are ignored. Posts whose id is in
     ``exclude`` (labelled, gold or canary here) are left out; then at most ``limit`` (0 = all)
     are drawn with ``seed``, in file order. Raises :class:`~ner.errors.InputNotFoundError`
-    when ``uri`` is neither, and :class:`~ner.errors.ExportFileError` when it is not a JSON
-    list of tasks."""
-    export = load_export(_file_bytes(storage, uri), uri)
+    when ``uri`` is neither, and :class:`~ner.errors.ConfigError` when it is not a Label
+    Studio JSON export or leaves no post to train on (both permanent: no retry)."""
+    where = f"rehearsal set {uri} (train.rehearsal_uri)"
+    try:
+        export = load_export(_file_bytes(storage, uri), uri)
+    except ExportFileError as exc:
+        raise ConfigError(
+            f"{where} is not a Label Studio JSON export (a list of tasks): {exc.reason}"
+        ) from exc
     every = sorted({*labels, *_labels_in(export)})
     parsed = parse_export(export, labels=every, keep_partial=False)
     for item in parsed.rejected:
@@ -196,6 +202,11 @@ def rehearsal_set(
     ]
     kept = [a for a in records if a.post_id not in exclude]
     left_out = len(records) - len(kept)
+    if not kept:
+        raise ConfigError(
+            f"{where} has no post to train on: {len(export)} tasks, {len(records)} read, "
+            f"{left_out} of them labelled or gold here, {len(parsed.rejected)} records not read"
+        )
     if 0 < limit < len(kept):
         chosen = sorted(random.Random(seed).sample(range(len(kept)), limit))
         kept = [kept[i] for i in chosen]
@@ -234,4 +245,7 @@ def _file_bytes(storage: Storage, uri: str) -> bytes:
     key = uri.removeprefix(root) if uri.startswith(root) else uri
     if "://" not in key and storage.exists(key):
         return storage.read_bytes(key)
-    raise InputNotFoundError(f"rehearsal set {uri!r} is neither a local file nor a storage key")
+    raise InputNotFoundError(
+        f"rehearsal set {uri!r} is neither a local file (looked for {path.resolve()}) nor a "
+        f"key under storage {storage.uri()}"
+    )

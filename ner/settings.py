@@ -136,7 +136,7 @@ class TrainSettings(BaseModel):
         ge=1,
         le=10,
         description="Each labelled training post this many times per epoch, to keep its "
-        "weight beside many hard negatives.",
+        "weight beside many hard negatives or rehearsal posts.",
     )
     negatives_uri: str | None = Field(
         None,

@@ -1167,10 +1167,11 @@ byte-for-byte deterministic).
   their brands (WNUT-17's corporations and products, 363 spans) as a Label Studio JSON
   export, a rehearsal set (`--set train.rehearsal_uri=ner/resources/demo/other_gold_export.json`):
   labelled posts of other topics trained beside the beauty labels. Not used by default: with
-  it and `train.labelled_copies=3`, a model trained on these beauty posts keeps WNUT-17 dev
-  precision near 0.30 instead of 0.06 (`bench/README.md`, "Demo champion: a rehearsal
-  set"), but on the demo's own gold set its challengers scored 0.70-0.77, under the 0.80
-  threshold.
+  the fast recipe and `train.labelled_copies=3`, a model trained on these beauty posts keeps
+  WNUT-17 dev precision near 0.28-0.30 instead of 0.06 (`bench/README.md`, "Demo champion: a
+  rehearsal set"), but on the demo's own gold set its challengers scored 0.70-0.77, under
+  the 0.80 threshold. `brandloop demo --set train.rehearsal_uri=...` adds the set to the
+  demo's own in-domain recipe (en_core_web_sm, lr 0.001, 20 epochs).
 
 ## Counts
 

@@ -148,6 +148,12 @@ def test_train_ner_trains_beside_a_rehearsal_set_and_records_it(
     expected = rehearsal_set(storage, str(path), labels=["BRAND"], exclude={"new000"})
     assert len(expected.annotations) == 7
     assert run.data.params["rehearsal_hash"] == expected.digest
+    assert run.data.params["rehearsal_rejected"] == "0"
+    # And the model card names the set beside the pool
+    card = MlflowClient(tracking_uri=tracking).get_model_version(
+        "brand-ner-dev", summary.challenger_version
+    )
+    assert f"7 posts of `{path}`, hash `{expected.digest}`" in card.description
     # And none of them entered the stored training pool (they are not this project's labels)
     pool = [k for k in storage.list("annotations") if k.endswith(".train.jsonl")]
     trained = {json.loads(line)["post_id"] for key in pool for line in storage.iter_lines(key)}

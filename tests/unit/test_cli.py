@@ -413,6 +413,14 @@ def test_settings_lists_each_knob_with_its_value_and_hides_secrets(
     assert "train.recipe" in runner.invoke(cli.app, ["settings", "accurate"]).output
 
 
+def test_settings_fit_the_width_columns_names_when_piped(runner: CliRunner) -> None:
+    # Piped (not a terminal), the table is 160 columns wide unless COLUMNS says otherwise
+    for columns, widest in ((None, 160), ("100", 100)):
+        result = runner.invoke(cli.app, ["settings"], env={"COLUMNS": columns})  # None: unset
+        assert result.exit_code == 0, result.output
+        assert max(len(line) for line in result.output.splitlines()) == widest
+
+
 def test_every_setting_says_what_it_does() -> None:
     from ner.settings import setting_rows
 

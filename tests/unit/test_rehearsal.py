@@ -10,7 +10,7 @@ import pytest
 from spacy.language import Language
 
 from ner import layout
-from ner.errors import ExportFileError, InputNotFoundError
+from ner.errors import ConfigError, InputNotFoundError
 from ner.models import load_spacy
 from ner.records import write_records
 from ner.rehearsal import (
@@ -234,13 +234,31 @@ def test_a_rehearsal_set_keeps_the_good_records_and_names_the_bad(
     # (a span of another label is not a brand: that post stays, without it)
 
 
-def test_a_missing_or_unreadable_rehearsal_set_is_a_clear_error(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path)
-    with pytest.raises(InputNotFoundError, match=r"rehearsal set .*missing\.json"):
-        rehearsal_set(storage, str(tmp_path / "missing.json"), labels=["BRAND"])
-    (tmp_path / "posts.jsonl").write_text('{"id": "1", "text": "a"}\n', encoding="utf-8")
-    with pytest.raises(ExportFileError, match=r"posts\.jsonl"):
-        rehearsal_set(storage, str(tmp_path / "posts.jsonl"), labels=["BRAND"])
+def test_a_missing_unreadable_or_empty_rehearsal_set_is_a_clear_error(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "store")
+    # A path that is neither a file nor a key says where it looked
+    with pytest.raises(InputNotFoundError, match=r"rehearsal set .*missing\.json.*looked for"):
+        rehearsal_set(storage, "missing.json", labels=["BRAND"])
+    # A JSONL file of posts is not an export: the setting, the file and what it should be
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"id": "1", "text": "a"}\n{"id": "2", "text": "b"}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"posts\.jsonl \(train\.rehearsal_uri\) is not a Label"):
+        rehearsal_set(storage, str(posts), labels=["BRAND"])
+    # An export that leaves nothing to train on (empty, or every post labelled here) too
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]", encoding="utf-8")
+    with pytest.raises(ConfigError, match="has no post to train on: 0 tasks"):
+        rehearsal_set(storage, str(empty), labels=["BRAND"])
+    general = tmp_path / "general.json"
+    general.write_text(json.dumps(general_export()), encoding="utf-8")
+    every_id = {post_id for post_id, _, _ in GENERAL}
+    with pytest.raises(ConfigError, match="5 of them labelled or gold here"):
+        rehearsal_set(storage, str(general), labels=["BRAND"], exclude=every_id)
+    # All of them are permanent errors: a flow does not retry them
+    from flows.context import PERMANENT_ERRORS
+
+    assert issubclass(ConfigError, PERMANENT_ERRORS)
+    assert issubclass(InputNotFoundError, PERMANENT_ERRORS)
 
 
 def test_the_demo_ships_its_rehearsal_set() -> None:
