@@ -52,6 +52,20 @@ def posts() -> list[Annotation]:
     return out
 
 
+def general() -> list[Annotation]:
+    """A rehearsal set: labelled posts of another source, each with a brand."""
+    pairs = [
+        ("Tesla stock is up again", "Tesla"),
+        ("my Samsung phone died", "Samsung"),
+        ("queue at Starbucks again", "Starbucks"),
+    ]
+    out = []
+    for i, (text, brand) in enumerate(pairs):
+        start = text.index(brand)
+        out.append(Annotation(f"g{i}", text, (Span(start, start + len(brand), "BRAND", brand),)))
+    return out
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
     require_torch()  # the clear error when the optional install is missing
@@ -66,6 +80,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, o
         recipe=recipe,
         seed=3,
         on_epoch=lambda e: seen.append(e.epoch),
+        rehearsal=general(),
     )
     return out, {"result": result, "epochs_seen": seen}
 
@@ -82,7 +97,9 @@ def test_training_saves_a_spacy_pipeline_with_the_classifier(
     # And one epoch was trained, reported while training and in the result's curve
     assert info["epochs_seen"] == [1]
     assert [row["epoch"] for row in result.curve] == [0]  # type: ignore[attr-defined]
-    assert result.train_size + result.dev_size <= len(posts())  # type: ignore[attr-defined]
+    # And the rehearsal set joined the training part (the accurate recipe reads it too)
+    assert result.rehearsed == 3 == nlp.meta["brandloop"]["rehearsed"]  # type: ignore[attr-defined]
+    assert result.train_size + result.dev_size <= len(posts()) + 3  # type: ignore[attr-defined]
     assert "ents_f" in result.dev_scores  # type: ignore[attr-defined]
 
 
