@@ -536,7 +536,7 @@ def _rehearsal_set(ctx: RunContext, labelled: set[str]) -> rehearsal.RehearsalSe
     train = ctx.settings.train
     if not train.rehearsal_uri:
         return None
-    found = rehearsal.rehearsal_set(
+    return rehearsal.rehearsal_set(
         ctx.storage,
         train.rehearsal_uri,
         labels=ctx.settings.labels,
@@ -544,7 +544,6 @@ def _rehearsal_set(ctx: RunContext, labelled: set[str]) -> rehearsal.RehearsalSe
         seed=ctx.settings.seed,
         exclude=labelled,
     )
-    return found
 
 
 def _unlabelled_pool(ctx: RunContext, labelled: set[str]) -> list[Annotation]:

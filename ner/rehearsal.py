@@ -9,6 +9,11 @@ there (silver spans) wherever they do not overlap a gold span: gold always wins.
 ``skip_labels`` are base labels not rehearsed. The fast recipe trains brands as the base's
 ``ORG`` label, so the base's own ``ORG``/``PRODUCT`` spans are skipped (those that are not
 gold brands stay *outside*: the gold set is the authority on what a brand is).
+
+Two more sources of posts beside the labels, against the same forgetting: **hard negatives**
+(:func:`hard_negatives`: unlabelled posts of other topics in which the base finds entities
+but no organisation or product) and a **rehearsal set** (:func:`rehearsal_set`: labelled
+posts of a general source, a Label Studio export, trained beside each round's labels).
 """
 
 from __future__ import annotations
@@ -175,7 +180,7 @@ def rehearsal_set(
     """The labelled posts of the Label Studio JSON export ``uri`` (a local file, or a key or
     URI under ``storage``), for rehearsal: a general source trained beside a narrow stream of
     labels, so the model keeps what it knows about other posts (bench/README.md, "Demo
-    champion: rehearsal with labelled posts").
+    champion: a rehearsal set").
 
     Read with :func:`ner.labelstudio.export.parse_export`, offsets checked; a post that
     loses a span (offsets that cannot be repaired, overlaps) is left out whole, named in the
@@ -205,7 +210,8 @@ def rehearsal_set(
     if not kept:
         raise ConfigError(
             f"{where} has no post to train on: {len(export)} tasks, {len(records)} read, "
-            f"{left_out} of them labelled or gold here, {len(parsed.rejected)} records not read"
+            f"{left_out} of them labelled or gold here, "
+            f"{len({r.record_id for r in parsed.rejected})} posts not read"
         )
     if 0 < limit < len(kept):
         chosen = sorted(random.Random(seed).sample(range(len(kept)), limit))

@@ -20,6 +20,9 @@ Knobs of the recipe (:class:`ner.settings.TrainSettings`, ``settings.train``):
 * ``hard_negatives`` - at most this many unlabelled posts in which the starting ``ner``
   finds entities but no organisation or product, trained as brand-less posts with those
   entities under their own labels (dropped again by the label filter at prediction).
+* ``rehearsal_uri`` - labelled posts of a general source trained beside the labels
+  (:func:`ner.rehearsal.rehearsal_set`; the flow reads them, :func:`train` takes them as
+  ``rehearsal``).
 * ``learn_rate``, ``dropout``, ``max_epochs`` … as in spaCy's config.
 
 A starting pipeline with static vectors (``en_core_web_md``, the default base) hands them to

@@ -124,6 +124,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "md-default-replay1000": {**DEFAULT, "base": "md", "replay": 1000},
     "md-default-replay3394": {**DEFAULT, "base": "md", "replay": 3394},
     "default-replay3394": {**DEFAULT, "replay": 3394},
+    "default-replay500-dup3": {**DEFAULT, "replay": 500, "dup": 3},
     "default-replay1000-hardneg300": {**DEFAULT, "replay": 1000, "hardneg": 300},
     "md-v7-lower0.2-replay3394": {**V7, "base": "md", "lower": 0.2, "replay": 3394},
     "md-v7-lower0.2-replay3394-dup3": {
