@@ -1,14 +1,16 @@
 """The demo champion with a rehearsal set, through the ``train-ner`` flow:
-``python -m bench.experiments.demo_rehearsal SEED [SEED ...]``.
+``python -m bench.experiments.demo_rehearsal [--in-domain] SEED [SEED ...]``.
 
 As ``bench.quality`` trains its demo champion (70 % of the beauty gold as a finished export,
 the 30 % hold-out adopted as the gold set, a fresh store and registry per seed, the model
 reloaded from the registry and scored with :mod:`bench.score`), but with the fast default
 recipe plus the shipped rehearsal set (``ner/resources/demo/other_gold_export.json``, WNUT-17
 train with its brands), each beauty post three times and the brand list off: the variant of
-bench/README.md, "Demo champion: a rehearsal set". Scored on the hold-out and on WNUT-17 dev.
-One JSON line per seed goes to stdout and to ``bench/experiments/results.jsonl``
-(``"variant": "flow-demo-rehearsal"``). Not part of ``make bench``.
+bench/README.md, "Demo champion: a rehearsal set". With ``--in-domain``: the demo's own
+recipe (``apps.cli.DEMO_RECIPE``) plus 500 posts of the rehearsal set, each beauty post three
+times. Scored on the hold-out and on WNUT-17 dev. One JSON line per seed goes to stdout and
+to ``bench/experiments/results.jsonl`` (``"variant": "flow-demo-rehearsal"`` or
+``"flow-demo-in-domain-rehearsal500"``). Not part of ``make bench``.
 """
 
 from __future__ import annotations
@@ -25,21 +27,27 @@ from bench.experiments.levers import RESULTS
 OUT = Path(__file__).resolve().parents[1] / "out" / "demo_rehearsal"
 
 
-def recipe() -> Any:
-    """The quality benchmark's demo recipe with the rehearsal set instead of the in-domain
-    knobs."""
+def recipe(in_domain: bool = False) -> Any:
+    """The quality benchmark's demo recipe with the rehearsal set: instead of the in-domain
+    knobs (fast recipe), or added to them (``in_domain``: 500 posts of the set)."""
+    from apps.cli import DEMO_RECIPE
     from bench.quality import Recipe
     from ner.replay import demo_gold_path
 
     rehearsal = demo_gold_path().with_name("other_gold_export.json")
-    train = {"rehearsal_uri": str(rehearsal), "labelled_copies": 3, "gazetteer": False}
+    train: dict[str, Any] = {"rehearsal_uri": str(rehearsal), "labelled_copies": 3}
+    overrides: dict[str, Any] = {"gold_recent_fraction": 0.0, "train": train}
+    if in_domain:
+        overrides = {**DEMO_RECIPE, "train": {**train, "rehearsal_posts": 500}}
+    else:
+        train["gazetteer"] = False
     return Recipe(
-        "demo-rehearsal",
+        "demo-in-domain-rehearsal500" if in_domain else "demo-rehearsal",
         "demo champion with a rehearsal set",
         "beauty_train",
         "beauty_held",
         ("beauty_held", "wnut_dev"),
-        overrides={"gold_recent_fraction": 0.0, "train": train},
+        overrides=overrides,
     )
 
 
@@ -52,10 +60,11 @@ def main(argv: Sequence[str]) -> int:
     sets = load_sets(quick=False)
     warm_up_prefect()
     ctx = Context("demo_rehearsal", OUT)
-    for seed in map(int, argv):
-        run = train_run(ctx, sets, recipe(), seed)
+    in_domain = "--in-domain" in argv
+    for seed in (int(a) for a in argv if a != "--in-domain"):
+        run = train_run(ctx, sets, recipe(in_domain), seed)
         row = {
-            "variant": "flow-demo-rehearsal",
+            "variant": f"flow-{recipe(in_domain).name}",
             "seed": seed,
             "set": "beauty",
             "status": run.status,
