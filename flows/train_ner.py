@@ -524,9 +524,10 @@ def _rehearsal_note(found: rehearsal.RehearsalSet | None, uri: str | None) -> st
     if found is None:
         return ""
     unread = len({r.record_id for r in found.rejected})
+    name = (uri or "").rsplit("/", 1)[-1]
     return (
-        f"{len(found.annotations)} posts of the rehearsal set {uri} ({found.left_out} "
-        f"labelled or gold here left out, {unread} posts not read: see the log)"
+        f"{len(found.annotations)} drawn of {name}; {found.left_out} left out as labelled "
+        f"here, {unread} not read"
     )
 
 
@@ -838,7 +839,7 @@ def train_and_log(
         trained = train_challenger(ctx, splits.train_key, start_from, model_dir, labelled)
         if trained.rehearsal_note:
             get_run_logger().info(
-                "challenger trained on %d documents, %d of them rehearsal posts: %s",
+                "trained on %d documents, %d rehearsal posts (%s)",
                 trained.train_size,
                 trained.rehearsed,
                 trained.rehearsal_note,
