@@ -243,15 +243,16 @@ def _labels_in(export: list[Any]) -> set[str]:
 
 def _file_bytes(storage: Storage, uri: str) -> bytes:
     """The bytes of a local file, or of an object in ``storage`` (a key or a URI under its
-    root), as :func:`ner.sources.jsonl_lines` resolves them."""
-    path = Path(uri.removeprefix("file://")).expanduser()
-    if path.is_file():
-        return path.read_bytes()
-    root = storage.uri().rstrip("/") + "/"
-    key = uri.removeprefix(root) if uri.startswith(root) else uri
-    if "://" not in key and storage.exists(key):
-        return storage.read_bytes(key)
+    root): :func:`ner.sources.find_input`."""
+    from ner.sources import find_input
+
+    found = find_input(storage, uri)
+    if isinstance(found, Path):
+        return found.read_bytes()
+    if found is not None:
+        return storage.read_bytes(found)
+    looked = Path(uri.removeprefix("file://")).expanduser().resolve()
     raise InputNotFoundError(
-        f"rehearsal set {uri!r} is neither a local file (looked for {path.resolve()}) nor a "
+        f"rehearsal set {uri!r} is neither a local file (looked for {looked}) nor a "
         f"key under storage {storage.uri()}"
     )

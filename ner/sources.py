@@ -146,22 +146,31 @@ def iter_jsonl(
         yield number, post
 
 
+def find_input(storage: Storage, uri: str) -> Path | str | None:
+    """Where an input named by a setting is: the :class:`Path` of a local file, else the
+    key of an object in ``storage`` (``uri`` is a key or a URI under its root), else None."""
+    path = Path(uri.removeprefix("file://")).expanduser()
+    if path.is_file():
+        return path
+    root = storage.uri().rstrip("/") + "/"
+    key = uri.removeprefix(root) if uri.startswith(root) else uri
+    return key if "://" not in key and storage.exists(key) else None
+
+
 def jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]:
     """Lines of a local file, or of an object in ``storage`` (a key or a URI under its root).
 
     A local file is decoded line by line, so undecodable bytes spoil only their line (they
     become lone surrogates, which :func:`iter_jsonl` rejects).
     """
-    path = Path(input_uri.removeprefix("file://")).expanduser()
-    if path.is_file():
-        with path.open("rb") as handle:
+    found = find_input(storage, input_uri)
+    if isinstance(found, Path):
+        with found.open("rb") as handle:
             for raw in handle:
                 yield raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
         return
-    root = storage.uri().rstrip("/") + "/"
-    key = input_uri.removeprefix(root) if input_uri.startswith(root) else input_uri
-    if "://" not in key and storage.exists(key):
-        yield from storage.iter_lines(key)
+    if found is not None:
+        yield from storage.iter_lines(found)
         return
     raise InputNotFoundError(f"JSONL input {input_uri!r} is neither a local file nor a storage key")
 

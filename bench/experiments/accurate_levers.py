@@ -14,7 +14,6 @@ model is kept in ``DIR/VARIANT-SET-SEED``. One JSON line goes to stdout and is a
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -24,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.experiments.levers import RESULTS, scores
+from bench.experiments.levers import record, scores
 
 #: TrainSettings overrides of each variant (the rest: the shipped defaults, gazetteer off).
 #: ``accurate-casing`` (casing through BERT's token-type embeddings) was measured at commit
@@ -96,10 +95,7 @@ def main(argv: Sequence[str]) -> int:
     if variant not in VARIANTS:
         print(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
-    line = json.dumps(run(variant, seed, which))
-    print(line)
-    with RESULTS.open("a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
+    record(run(variant, seed, which))
     return 0
 
 

@@ -15,14 +15,13 @@ to ``bench/experiments/results.jsonl`` (``"variant": "flow-demo-rehearsal"`` or
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench import Context
-from bench.experiments.levers import RESULTS
+from bench.experiments.levers import record
 
 OUT = Path(__file__).resolve().parents[1] / "out" / "demo_rehearsal"
 
@@ -60,11 +59,11 @@ def main(argv: Sequence[str]) -> int:
     sets = load_sets(quick=False)
     warm_up_prefect()
     ctx = Context("demo_rehearsal", OUT)
-    in_domain = "--in-domain" in argv
+    chosen = recipe("--in-domain" in argv)
     for seed in (int(a) for a in argv if a != "--in-domain"):
-        run = train_run(ctx, sets, recipe(in_domain), seed)
+        run = train_run(ctx, sets, chosen, seed)
         row = {
-            "variant": f"flow-{recipe(in_domain).name}",
+            "variant": f"flow-{chosen.name}",
             "seed": seed,
             "set": "beauty",
             "status": run.status,
@@ -73,10 +72,7 @@ def main(argv: Sequence[str]) -> int:
             "n_train": run.n_train,
             "scores": run.scores,
         }
-        line = json.dumps(row, default=str)
-        print(line, flush=True)
-        with RESULTS.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        record(row)
     return 0
 
 

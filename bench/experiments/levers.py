@@ -388,16 +388,20 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
     return row
 
 
+def record(row: Mapping[str, Any]) -> None:
+    """Print ``row`` as one JSON line and append it to :data:`RESULTS`."""
+    line = json.dumps(row, default=str)
+    print(line, flush=True)
+    with RESULTS.open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
 def main(argv: Sequence[str]) -> int:
     variant, seed, which = argv[0], int(argv[1]), argv[2]
     if variant != "base" and variant not in VARIANTS:
         print(f"unknown variant {variant!r}; known: base, {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
-    row = run(variant, seed, which)
-    line = json.dumps(row)
-    print(line, flush=True)
-    with RESULTS.open("a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
+    record(run(variant, seed, which))
     return 0
 
 
