@@ -20,10 +20,10 @@ Endpoints
 
 Authentication
     Every call but the health checks needs ``Authorization: Bearer <token>``, one of
-    ``NER_SERVE_API_KEY`` and ``NER_SERVE_API_KEYS`` (a JSON list, one token per client); the
-    server refuses to start without one. Tokens are compared in constant time and never
-    logged. A query string is refused (``400``), so no token rides in a URL, and the access
-    log shows ``?<redacted>`` in place of any query.
+    ``NER_SERVE_API_KEY`` and ``NER_SERVE_API_KEYS`` (comma-separated or a JSON list, one
+    token per client); the server refuses to start without one. Tokens are compared in
+    constant time and never logged. A query string is refused (``400``), so no token rides
+    in a URL, and the access log shows ``?<redacted>`` in place of any query.
 
 Limits (each refusal is a JSON ``{"detail": ...}`` naming the post)
     The body is cut off at ``NER_SERVE_MAX_BODY_BYTES`` before it is parsed, whether it

@@ -551,8 +551,10 @@ class Settings(BaseSettings):
     )
     serve_max_posts: int = Field(256, ge=1, description="Most posts one request may send.")
     serve_max_chars: int = Field(10_000, ge=1, description="Longest post text accepted.")
-    serve_api_keys: tuple[SecretStr, ...] = Field(
-        (), description="More accepted bearer tokens (a JSON list), e.g. one per client."
+    serve_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (),
+        description="More accepted bearer tokens, e.g. one per client: 'tok-a,tok-b' or a "
+        "JSON list.",
     )
     serve_max_body_bytes: int = Field(
         2_000_000, ge=1, description="Largest request body, refused before it is parsed."
@@ -575,7 +577,9 @@ class Settings(BaseSettings):
         None, description="Deployment the ML backend starts; defaults to 'train-ner/{env}'."
     )
 
-    _parse_lists = field_validator("keywords", "labels", mode="before")(parse_list)
+    _parse_lists = field_validator("keywords", "labels", "serve_api_keys", mode="before")(
+        parse_list
+    )
     _parse_maps = field_validator("base_label_map", mode="before")(parse_map)
 
     @model_validator(mode="before")
