@@ -23,7 +23,9 @@ Knobs of a variant (``VARIANTS``):
   training labels where they do not overlap a gold span: ``other`` (every label but ORG and
   PRODUCT), ``all`` (every label);
 * ``swap`` - entity-swap augmentation: this many extra copies of each post with a brand,
-  its brands replaced by names drawn from the shipped brand list;
+  its brands replaced by names drawn from the shipped brand list (or, with ``swap_from``
+  ``own``, from the brand mentions of the training posts themselves); ``swap_labelled``:
+  the same for the labelled posts only, before hard negatives or replayed posts join;
 * ``hardneg`` - this many hard negatives (:func:`ner.rehearsal.hard_negatives`) from the
   unlabelled posts of the other source (WNUT-17 train texts for the beauty model);
 * ``hardneg_org`` - hard negatives may hold the base's ORG/PRODUCT entities too (kept as
@@ -119,6 +121,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the fast recipe: recall on WNUT-17
     "md-v7-lower0.2-swap1": {**V7, "base": "md", "lower": 0.2, "swap": 1},
     "md-v7-lower0.2-e15": {**V7, "base": "md", "lower": 0.2, "epochs": 15},
+    # 2026-12-01 (session 9): entity swap, from the brand list or the set's own mentions
+    "md-v7-lower0.2-swapown1": {**V7, "base": "md", "lower": 0.2, "swap": 1, "swap_from": "own"},
     # 2026-11-30 (session 8): the demo champion with labelled posts of a general source
     "default-replay1000": {**DEFAULT, "replay": 1000},
     "md-default-replay1000": {**DEFAULT, "base": "md", "replay": 1000},
@@ -149,6 +153,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "replay": 3394,
         "dup": 5,
     },
+    # 2026-12-01 (session 9): the rehearsal set with the brand list's names swapped in
+    "md-v7-lower0.2-replay3394-dup3-swap1": {
+        **V7,
+        "base": "md",
+        "lower": 0.2,
+        "replay": 3394,
+        "dup": 3,
+        "swap": 1,
+    },
+    "md-v7-lower0.2-replay3394-dup3-swaplab1": {
+        **V7,
+        "base": "md",
+        "lower": 0.2,
+        "replay": 3394,
+        "dup": 3,
+        "swap_labelled": 1,
+    },
     "md-v7-lower0.2-replay1500-dup3": {
         **V7,
         "base": "md",
@@ -172,12 +193,20 @@ def silver(annotations: Sequence[Any], nlp: Any, mode: str) -> list[Any]:
     return list(with_base_entities(annotations, nlp, skip_labels=skip).annotations)
 
 
-def swap(annotations: Sequence[Any], copies: int, seed: int, label: str) -> list[Any]:
-    """Each post with a ``label`` span, ``copies`` times more, its spans renamed at random."""
+def swap(
+    annotations: Sequence[Any], copies: int, seed: int, label: str, source: str = "list"
+) -> list[Any]:
+    """Each post with a ``label`` span, ``copies`` times more, its ``label`` spans renamed at
+    random: by names of the shipped brand list (``source`` ``list``) or by the ``label``
+    mentions of ``annotations`` themselves, as written (``own``: mention replacement)."""
     from ner.models import brand_list
     from ner.types import Span
 
-    names = [n for n in brand_list() if n[:1].isupper() or n[:1].isdigit()] or list(brand_list())
+    if source == "own":
+        names = sorted({s.text for a in annotations for s in a.spans if s.label == label})
+    else:
+        names = [n for n in brand_list() if n[:1].isupper() or n[:1].isdigit()]
+        names = names or list(brand_list())
     rng = random.Random(seed)
     extra = []
     for annotation in annotations:
@@ -232,6 +261,8 @@ def training_part(
             part, load_spacy(base, exclude=["parser", "tagger", "lemmatizer"]), spec["silver"]
         )
     part = part * spec.get("dup", 1)
+    if spec.get("swap_labelled"):  # swaps of the labelled posts only, before any other source
+        part = swap(part, spec["swap_labelled"], seed, target, spec.get("swap_from", "list"))
     if spec.get("hardneg"):
         from ner.rehearsal import hard_negatives
 
@@ -249,7 +280,7 @@ def training_part(
         replayed = sample_negatives(relabel(replayed, {"BRAND": target}), replay_neg, seed=seed)
         part = [*part, *replayed]
     if spec.get("swap"):
-        part = swap(part, spec["swap"], seed, target)
+        part = swap(part, spec["swap"], seed, target, spec.get("swap_from", "list"))
     return list(part)
 
 
