@@ -212,7 +212,9 @@ def _setting_value(raw: str, annotation: Any) -> Any:
     except ValueError:
         value = raw
     if isinstance(value, str) or value is None:
-        if _is_sequence(annotation) and value:
+        if _is_sequence(annotation) and value:  # broken JSON: the setting's parser says so
+            if value.lstrip().startswith("["):
+                return value
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
     return raw if _wants_text(annotation) else value

@@ -720,7 +720,10 @@ def load_settings(overrides: Mapping[str, Any] | None = None, /, **more: Any) ->
         return Settings(**values)
     except ValidationError as exc:
         problems = "; ".join(_describe(err) for err in exc.errors())
-        raise ConfigError(f"invalid settings: {problems}") from exc
+        error = ConfigError(f"invalid settings: {problems}")
+        if any(part in SECRET_FIELDS for err in exc.errors() for part in err["loc"]):
+            raise error from None  # pydantic's own error would show the secret (--debug)
+        raise error from exc
     except SettingsError as exc:  # a value the environment source could not decode
         raise ConfigError(f"invalid settings: {_undecodable(exc)}") from exc
 

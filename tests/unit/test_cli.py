@@ -200,6 +200,16 @@ def test_overrides_parse_json_text_and_comma_lists() -> None:
     assert settings.label_studio_project == "2024"
 
 
+def test_an_override_list_in_broken_json_is_refused_not_taken_as_one_item(
+    clean_env: None,
+) -> None:
+    overrides = cli.parse_overrides(['serve_api_keys=["tok-s3cr3t"'])
+    with pytest.raises(ConfigError, match=r"NER_SERVE_API_KEYS: .*not valid JSON") as raised:
+        load_settings(**overrides)
+    assert "s3cr3t" not in str(raised.value)
+    assert cli.parse_overrides(["serve_api_keys=a,b"]) == {"serve_api_keys": ["a", "b"]}
+
+
 def test_overrides_name_the_bad_pair() -> None:
     hint = r"--set treshold: no such setting \(did you mean threshold\?\)"
     with pytest.raises(ConfigError, match=hint):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import traceback
+
 import pytest
 from pydantic import ValidationError
 
@@ -150,6 +152,9 @@ def test_more_api_keys_in_broken_json_are_named_without_their_value(
     with pytest.raises(ConfigError, match=r"NER_SERVE_API_KEYS: .*not valid JSON") as raised:
         load_settings()
     assert "s3cr3t" not in str(raised.value)
+    # nor in the traceback --debug prints (pydantic's own error shows the input)
+    shown = "".join(traceback.format_exception(raised.value))
+    assert "s3cr3t" not in shown
 
 
 def test_training_knobs_are_one_nested_part(
