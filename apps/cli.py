@@ -895,14 +895,17 @@ def serve(
     model: Annotated[str | None, typer.Option(help="Default NER_SERVE_MODEL.")] = None,
     set_: SetOption = None,
 ) -> None:
-    """Serve the champion over the REST API (needs NER_SERVE_API_KEY)."""
-    from apps.serving import run_server
+    """Serve the champion over the REST API. Needs a bearer token: NER_SERVE_API_KEY,
+    NER_SERVE_API_KEYS (several, comma-separated or a JSON list) or NER_SERVE_API_KEY_BLOCK
+    (a Prefect Secret block)."""
+    from apps.serving import create_app, run_server
 
     given = {"serve_host": host, "serve_port": port, "serve_model": model}
     overrides = {**parse_overrides(set_), **{k: v for k, v in given.items() if v is not None}}
     cfg = load_cli_settings(overrides)
+    app = create_app(cfg)  # refuses a missing token before anything says "serving"
     console().print(f"serving {cfg.serve_model} on http://{cfg.serve_host}:{cfg.serve_port}")
-    run_server(cfg)
+    run_server(cfg, app)
 
 
 @labelstudio_app.command("setup")

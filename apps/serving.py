@@ -574,13 +574,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run_server(settings: Settings) -> None:
-    """Serve :func:`create_app` of ``settings`` with uvicorn until interrupted; the access
-    log never shows a query string (:class:`RedactQuery`)."""
+def run_server(settings: Settings, app: Any = None) -> None:
+    """Serve ``app`` (default :func:`create_app` of ``settings``) with uvicorn until
+    interrupted; the access log never shows a query string (:class:`RedactQuery`)."""
     import uvicorn
 
+    served = create_app(settings) if app is None else app
     config = uvicorn.Config(
-        create_app(settings), host=settings.serve_host, port=settings.serve_port, log_level="info"
+        served, host=settings.serve_host, port=settings.serve_port, log_level="info"
     )
     # uvicorn.Config configures its loggers; the filter goes on after that.
     logging.getLogger("uvicorn.access").addFilter(RedactQuery())

@@ -53,7 +53,7 @@ DEFAULT_KEYWORDS: tuple[str, ...] = (
 )
 
 #: Forms the environment may use for list and map settings, for error messages.
-LIST_FORM = "a JSON list or comma-separated values, e.g. lipstick,#sephora"
+LIST_FORM = 'a JSON list or comma-separated values, e.g. a,b or \'["a", "b"]\''
 MAP_FORM = "a JSON object or KEY=VALUE pairs, e.g. ORG=BRAND,PRODUCT=BRAND"
 
 
@@ -813,11 +813,15 @@ def _describe(err: Any) -> str:
     loc = tuple(err.get("loc") or ())
     name = variable_name(loc)
     field = str(loc[-1]) if loc else ""
-    message = str(err.get("msg", "invalid"))
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if loc and isinstance(loc[-1], int):  # one item of a list setting, counted from 1
+        item = f"{name} item {loc[-1] + 1}"
+        if any(part in SECRET_FIELDS for part in loc) or "input" not in err:
+            return f"{item}: {message}"
+        return f"{item} ({err['input']!r}): {message}"
     if isinstance(err.get("input"), dict):  # a rule across fields: the message names them
-        message = message.removeprefix("Value error, ")
         return message if message.startswith("NER_") else f"{name}: {message}"
-    if any(part in SECRET_FIELDS for part in loc) or "input" not in err:  # an item too
+    if any(part in SECRET_FIELDS for part in loc) or "input" not in err:
         return f"{name}: {message}"
     shown = err["input"]
     if isinstance(shown, tuple | list) and field in ("keywords", "labels"):

@@ -293,6 +293,13 @@ def test_a_missing_secret_is_one_line_naming_its_variable(
     lines = _lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith(f"error: {variable} ")
     assert "is not set" in lines[0]
+    assert "serving" not in result.stdout  # nothing claims to serve before the refusal
+
+
+def test_serve_help_names_every_way_to_give_the_token(runner: CliRunner) -> None:
+    shown = " ".join(runner.invoke(cli.app, ["serve", "--help"]).stdout.split())
+    for variable in ("NER_SERVE_API_KEY,", "NER_SERVE_API_KEYS", "NER_SERVE_API_KEY_BLOCK"):
+        assert variable in shown
 
 
 def test_forget_needs_ids_and_a_reason_before_any_flow_runs(

@@ -157,6 +157,37 @@ def test_more_api_keys_in_broken_json_are_named_without_their_value(
     assert "s3cr3t" not in shown
 
 
+def _refusal(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> str:
+    """The ConfigError message of loading the settings with ``variable=value``."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    monkeypatch.delenv(variable)
+    return str(raised.value)
+
+
+def test_a_bad_item_of_a_list_setting_is_named_by_its_position(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a list of tokens whose second item is a number: the item is named, counted
+    # from 1, without a secret's value or pydantic's "Value error," prefix
+    message = _refusal(monkeypatch, "NER_SERVE_API_KEYS", '["tok-s3cr3t", 7]')
+    assert "NER_SERVE_API_KEYS item 2: Input should be a valid string" in message
+    assert "item 1" not in message and "s3cr3t" not in message
+    assert "Value error" not in message
+    # And an item of a plain list shows its value
+    message = _refusal(monkeypatch, "NER_KEYWORDS", '["lipstick", {}]')
+    assert "NER_KEYWORDS item 2 ({}): Input should be" in message
+
+
+def test_a_list_setting_in_broken_json_names_the_form_without_pydantic_prefix(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message = _refusal(monkeypatch, "NER_KEYWORDS", '["lipstick",')
+    assert """NER_KEYWORDS='["lipstick",': not valid JSON""" in message
+    assert "Value error" not in message and "comma-separated values" in message
+
+
 def test_training_knobs_are_one_nested_part(
     clean_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
