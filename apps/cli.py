@@ -69,12 +69,17 @@ PIPE_WIDTH = 160
 
 
 def console() -> Console:
-    """Standard output; piped or redirected it is :data:`PIPE_WIDTH` wide unless ``COLUMNS``
-    says otherwise (rich reads ``COLUMNS`` then)."""
+    """Standard output. Piped or redirected (``brandloop settings | less``) it is as wide as
+    the terminal standard error still shows, else :data:`PIPE_WIDTH` (a log, a test);
+    ``COLUMNS`` wins over both (rich reads it)."""
     out = Console(highlight=False, soft_wrap=True)
     if out.is_terminal or os.environ.get("COLUMNS", "").isdigit():
         return out
-    return Console(highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+    try:
+        width = os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):  # no terminal at all (or stderr closed/replaced)
+        width = PIPE_WIDTH
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 def err_console() -> Console:
@@ -335,8 +340,9 @@ def _summary(result: BaseModel | Mapping[str, Any], keys: Sequence[str]) -> None
         result = result.model_dump(mode="json")
     table = Table(show_header=False, box=None, pad_edge=False)
     for key in keys:
-        if result.get(key) is not None:
-            table.add_row(key, str(result[key]))
+        value = result.get(key)
+        if value is not None:  # scores to 4 places, as the gate's reasons print them
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console().print(table)
 
 
@@ -743,14 +749,36 @@ def settings_(
     from ner.settings import load_settings, setting_rows
 
     rows = setting_rows(load_settings(parse_overrides(set_)), match)
-    table = _table("--set key / variable", "value", "what it does", title="settings")
-    table.columns[0].no_wrap = True  # the names are what the command is for: never cut
-    table.columns[1].max_width, table.columns[1].overflow = 24, "fold"
-    table.columns[2].overflow = "fold"  # a long module path or URI is broken, never cut
+    out = console()
+    if not rows:
+        out.print(f"no setting matches {match!r}")
+    elif out.width < SETTINGS_TABLE_WIDTH:  # three columns would leave the text a sliver
+        _setting_blocks(out, rows)
+    else:
+        table = _table("--set key / variable", "value", "what it does", title="settings")
+        table.columns[0].no_wrap = True  # the names are what the command is for: never cut
+        table.columns[1].max_width, table.columns[1].overflow = 24, "fold"
+        table.columns[2].overflow = "fold"  # a long module path or URI is broken, never cut
+        for row in rows:
+            names = f"{row.key}\n[dim]{row.variable}[/]"
+            table.add_row(names, _escape(row.value), _escape(row.description), end_section=True)
+        out.print(table)
+
+
+#: Narrower than this, ``brandloop settings`` prints a block per setting instead of a table.
+SETTINGS_TABLE_WIDTH = 120
+
+
+def _setting_blocks(out: Console, rows: Sequence[Any]) -> None:
+    """One block per setting: ``key  VARIABLE`` on a line, then indented ``= value`` and the
+    description, wrapped at words (a word longer than the line is folded, never cut)."""
+    from rich.padding import Padding
+    from rich.text import Text
+
     for row in rows:
-        names = f"{row.key}\n[dim]{row.variable}[/]"
-        table.add_row(names, _escape(row.value), _escape(row.description), end_section=True)
-    console().print(table if rows else f"no setting matches {match!r}")
+        out.print(Text.assemble((row.key, "bold"), "  ", (row.variable, "dim")), overflow="fold")
+        body = Text.assemble(f"= {row.value}\n", row.description)
+        out.print(Padding(body, (0, 0, 1, 4), expand=False), overflow="fold", soft_wrap=False)
 
 
 def _actor() -> str:

@@ -438,6 +438,37 @@ def test_settings_fit_the_width_columns_names_when_piped(runner: CliRunner) -> N
         assert max(len(line) for line in result.output.splitlines()) == widest
 
 
+def test_settings_narrower_than_a_table_are_blocks_that_keep_words_whole(
+    runner: CliRunner,
+) -> None:
+    from ner.settings import setting_rows
+
+    result = runner.invoke(cli.app, ["settings"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    # each setting opens a block naming its key and variable on one line
+    heads = [line for line in lines if line and not line.startswith(" ")]
+    rows = setting_rows(load_settings())
+    assert heads == [f"{row.key}  {row.variable}" for row in rows]
+    # and its value and description follow, indented, every word whole
+    text = " ".join(line.strip() for line in lines if line.startswith("    "))
+    for row in rows:
+        assert f"= {row.value} {row.description}" in text
+
+
+def test_a_flow_summary_prints_scores_to_four_places(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    cli._summary(
+        {"status": "promoted", "challenger_f1": 0.8123456789, "labels": 12},
+        ["status", "labels", "challenger_f1"],
+    )
+    shown = capsys.readouterr().out.split()
+    assert shown == ["status", "promoted", "labels", "12", "challenger_f1", "0.8123"]
+
+
 def test_every_setting_says_what_it_does() -> None:
     from ner.settings import setting_rows
 
