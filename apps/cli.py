@@ -59,6 +59,16 @@ class CliError(BrandloopError):
     """A request the command line refuses; the message says why and what to do."""
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise typer.BadParameter("must say why: it is kept in the audit")
+    return value.strip()
+
+
+#: ``--reason`` of an audited alias move: required, and not blank.
+ReasonOption = Annotated[str, typer.Option(help="Why (kept in the audit).", callback=_not_blank)]
+
+
 @dataclass
 class AppState:
     debug: bool = False
@@ -454,7 +464,9 @@ def loop(
     source: Annotated[Source, typer.Option(help="Where posts come from.")] = "x",
     input_uri: InputOption = None,
     keywords: KeywordOption = None,
-    posts_per_round: Annotated[int | None, typer.Option(help="Posts sent per round.")] = None,
+    posts_per_round: Annotated[
+        int | None, typer.Option(min=1, help="Posts sent per round.")
+    ] = None,
     annotator: Annotated[
         Literal["storage", "replay", "label_studio"],
         typer.Option(help="Who labels: exports in storage, Label Studio's API, or replay."),
@@ -462,7 +474,7 @@ def loop(
     gold_export: Annotated[
         str | None, typer.Option(help="Export the replay annotator answers from.")
     ] = None,
-    max_rounds: Annotated[int | None, typer.Option(help="Round budget.")] = None,
+    max_rounds: Annotated[int | None, typer.Option(min=1, help="Round budget.")] = None,
     wait_timeout_s: Annotated[float, typer.Option(help="Longest wait for labels.")] = 24 * 3600,
     poll_interval_s: Annotated[float, typer.Option(help="Seconds between label polls.")] = 60,
     set_: SetOption = None,
@@ -614,8 +626,8 @@ def demo(
     dir_: Annotated[
         Path, typer.Option("--dir", help="Folder of the demo's storage and MLflow database.")
     ] = Path(".brandloop/demo"),
-    rounds: Annotated[int, typer.Option(help="Round budget.")] = 3,
-    posts_per_round: Annotated[int, typer.Option(help="Posts sent per round.")] = 360,
+    rounds: Annotated[int, typer.Option(min=1, help="Round budget.")] = 3,
+    posts_per_round: Annotated[int, typer.Option(min=1, help="Posts sent per round.")] = 360,
     keep: Annotated[bool, typer.Option(help="Continue from the last demo's state.")] = False,
     set_: SetOption = None,
 ) -> None:
@@ -662,10 +674,27 @@ def _venv_bin(command: str) -> str:
 # ----------------------------------------------------------------------------- registry
 
 
+def _missing_store(path: Path) -> str:
+    return (
+        f"no MLflow store at {path.resolve()}: nothing was trained or registered with these "
+        "settings (set NER_MLFLOW_TRACKING_URI and NER_STORAGE_URI to those of your runs; the "
+        "demo's, from the project folder: --set mlflow_tracking_uri=sqlite:///.brandloop/demo/"
+        "mlflow.db --set storage_uri=.brandloop/demo/storage)"
+    )
+
+
+def _require_store(cfg: Settings) -> None:
+    """Raise :class:`CliError` when the settings' SQLite MLflow store does not exist (MLflow
+    would create an empty one and the command would fail on an empty registry)."""
+    if (db := cfg.tracking_db) is not None and not db.exists():
+        raise CliError(_missing_store(db))
+
+
 def _registry(cfg: Settings) -> Registry:
     from apps.status import quick_mlflow
     from flows.context import RunContext
 
+    _require_store(cfg)
     quick_mlflow()
     return RunContext.open(cfg).registry
 
@@ -688,7 +717,7 @@ def _move(event: AuditEvent) -> str:
 
 @app.command()
 def status(
-    limit: Annotated[int, typer.Option(help="Evaluations and alias moves to show.")] = 5,
+    limit: Annotated[int, typer.Option(min=1, help="Evaluations and alias moves to show.")] = 5,
     set_: SetOption = None,
 ) -> None:
     """Champion, challenger, previous (F1 on the current gold set), last evaluations, alias
@@ -700,13 +729,7 @@ def status(
     out = console()
     out.print(f"model [bold]{report.model_name}[/] on {report.tracking_uri}")
     if report.missing_store is not None:
-        out.print(
-            f"no MLflow store at {report.missing_store.resolve()}: nothing was trained or "
-            "registered with these settings (set NER_MLFLOW_TRACKING_URI and NER_STORAGE_URI "
-            "to those of your runs; the demo's, from the project folder: --set "
-            "mlflow_tracking_uri=sqlite:///.brandloop/demo/mlflow.db --set "
-            "storage_uri=.brandloop/demo/storage)"
-        )
+        out.print(_missing_store(report.missing_store))
     gold = report.gold
     out.print(
         f"gold set: {gold.name} ({gold.hash[:12]}, {gold.n_posts} posts)"
@@ -790,7 +813,7 @@ def _actor() -> str:
 @app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="Model version to make @champion.")],
-    reason: Annotated[str, typer.Option(help="Why (kept in the audit).")],
+    reason: ReasonOption,
     force: Annotated[
         bool, typer.Option(help="Promote even if the promotion rule says no (audited).")
     ] = False,
@@ -904,7 +927,7 @@ def _require_version(registry: Registry, version: str) -> None:
 
 @app.command()
 def rollback(
-    reason: Annotated[str, typer.Option(help="Why (kept in the audit).")],
+    reason: ReasonOption,
     set_: SetOption = None,
 ) -> None:
     """Move @champion back to @previous through the audited path."""
@@ -932,8 +955,29 @@ def serve(
     overrides = {**parse_overrides(set_), **{k: v for k, v in given.items() if v is not None}}
     cfg = load_cli_settings(overrides)
     app = create_app(cfg)  # refuses a missing token before anything says "serving"
+    _check_servable(cfg)
     console().print(f"serving {cfg.serve_model} on http://{cfg.serve_host}:{cfg.serve_port}")
     run_server(cfg, app)
+
+
+def _check_servable(cfg: Settings) -> None:
+    """Refuse, in one line, what would stop the server after the model loaded: no MLflow
+    store, an alias that does not resolve, a port already taken."""
+    import socket
+
+    from ner.models import registry_version
+
+    if cfg.serve_model.startswith("models:/"):
+        _require_store(cfg)
+        registry_version(cfg.serve_model, cfg.mlflow_tracking_uri)  # ModelNotFoundError
+    try:
+        socket.create_server((cfg.serve_host, cfg.serve_port)).close()
+    except OSError as exc:
+        raise CliError(
+            f"cannot listen on {cfg.serve_host}:{cfg.serve_port} "
+            f"({os.strerror(exc.errno) if exc.errno else exc}): "
+            "choose another --port (NER_SERVE_PORT)"
+        ) from exc
 
 
 @labelstudio_app.command("setup")

@@ -302,6 +302,59 @@ def test_serve_help_names_every_way_to_give_the_token(runner: CliRunner) -> None
         assert variable in shown
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["rollback", "--reason", "bad model"],
+        ["promote", "2", "--reason", "better"],
+        ["serve", "--set", "serve_api_key=t0ken"],
+    ],
+)
+def test_registry_commands_on_a_missing_store_say_so_and_create_none(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default store, sqlite:///mlflow.db, is not here
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 1
+    lines = _lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"error: no MLflow store at {tmp_path}")
+    assert "--set mlflow_tracking_uri=" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # no empty mlflow.db left behind
+
+
+def test_serve_refuses_a_taken_port_before_loading_anything(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        args = ["serve", "--model", "gazetteer", "--port", port]
+        result = runner.invoke(cli.app, [*args, "--set", "serve_api_key=t0ken"])
+    assert result.exit_code == 1
+    assert _lines(result.stderr)[0].startswith(f"error: cannot listen on 127.0.0.1:{port} (")
+    assert "--port" in result.stderr and "serving" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["promote", "2", "--reason", "  "],
+        ["rollback", "--reason", ""],
+        ["demo", "--rounds", "0"],
+        ["demo", "--posts-per-round", "0"],
+        ["status", "--limit", "-1"],
+    ],
+)
+def test_blank_reasons_and_counts_below_one_are_usage_errors(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 2, result.output
+    assert list(tmp_path.iterdir()) == []  # refused before anything ran (demo removes nothing)
+
+
 def test_forget_needs_ids_and_a_reason_before_any_flow_runs(
     runner: CliRunner, tmp_path: Path
 ) -> None:
