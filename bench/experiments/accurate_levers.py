@@ -43,6 +43,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accurate-swap1": {},
     "accurate-swapown1": {},
     "accurate-silver-other": {},
+    "accurate-batch8": {},
 }
 #: entity swap (:func:`bench.experiments.levers.swap`: copies, names from), applied to the
 #: posts handed to ``train``, so some copies fall in the recipe's held-back slice (the
@@ -51,6 +52,10 @@ SWAPS: dict[str, tuple[int, str]] = {"accurate-swap1": (1, "list"), "accurate-sw
 #: rehearsal (:func:`bench.experiments.levers.silver`, ``other``): en_core_web_md's own
 #: entities on the training posts, but ORG and PRODUCT, as extra labels beside the brands
 SILVER = {"accurate-silver-other"}
+#: posts per optimizer step (:data:`ner.transformer_training.BATCH_SIZE`, a module constant
+#: read when :func:`~ner.transformer_training.fine_tune` runs, restored after ``train``):
+#: half the batch, twice the steps, same epochs and learning rate
+BATCHES: dict[str, int] = {"accurate-batch8": 8}
 
 
 def sets_of(which: str) -> tuple[list[Any], dict[str, list[Any]]]:
@@ -71,6 +76,7 @@ def sets_of(which: str) -> tuple[list[Any], dict[str, list[Any]]]:
 
 def run(variant: str, seed: int, which: str) -> dict[str, Any]:
     """Train ``variant`` with ``seed`` on ``which``'s posts and score it."""
+    import ner.transformer_training
     from ner.models import add_gazetteer, load_spacy
     from ner.settings import TrainSettings
     from ner.training import train
@@ -91,17 +97,25 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
     labels = ("BRAND", *sorted({s.label for a in part for s in a.spans} - {"BRAND"}))
     row: dict[str, Any] = {"recipe": "accurate", "variant": variant, "seed": seed, "set": which}
     with tempfile.TemporaryDirectory(prefix="accurate-") as tmp:
-        clock, cpu = time.perf_counter(), time.process_time()
-        result = train(
-            part,
-            start_from="",
-            output_dir=Path(tmp) / "model",
-            labels=labels,
-            recipe=recipe,
-            seed=seed,
-        )
+        shipped_batch = ner.transformer_training.BATCH_SIZE
+        if variant in BATCHES:
+            ner.transformer_training.BATCH_SIZE = BATCHES[variant]
+        try:
+            clock, cpu = time.perf_counter(), time.process_time()
+            result = train(
+                part,
+                start_from="",
+                output_dir=Path(tmp) / "model",
+                labels=labels,
+                recipe=recipe,
+                seed=seed,
+            )
+            batch_size = ner.transformer_training.BATCH_SIZE
+        finally:
+            ner.transformer_training.BATCH_SIZE = shipped_batch
         row.update(
             spec=VARIANTS[variant],
+            batch_size=batch_size,
             train_seconds=round(time.perf_counter() - clock, 1),
             train_cpu_seconds=round(time.process_time() - cpu, 1),
             train_docs=result.train_size,
