@@ -40,6 +40,7 @@ from ner.errors import BrandloopError, ConfigError
 
 if TYPE_CHECKING:
     from flows.feedback_loop import LoopResult
+    from flows.train_ner import TrainSummary
     from ner.registry import AuditEvent, Registry
     from ner.settings import Settings
 
@@ -453,9 +454,23 @@ def train(
             "champion_f1",
             "challenger_version",
             "challenger_f1",
-            "decision",
+            *(["decision"] if result.gate is None else []),  # else the gate says it, below
         ],
     )
+    _gate_lines(result)
+
+
+def _gate_lines(result: TrainSummary) -> None:
+    """Every rule of the gate, one line each: passed, refused or not applicable, and why."""
+    gate = result.gate
+    if gate is None:
+        return
+    out = console()
+    out.print(f"gate: {gate.outcome}")
+    marks = {"passed": "✓", "refused": "✗", "not_applicable": "-"}
+    for verdict in gate.verdicts:
+        mark = marks.get(verdict.status, "?")
+        out.print(f"  {mark} {verdict.rule} ({verdict.status}): {_escape(verdict.reason)}")
 
 
 @app.command()
@@ -780,7 +795,8 @@ def settings_(
     else:
         table = _table("--set key / variable", "value", "what it does", title="settings")
         table.columns[0].no_wrap = True  # the names are what the command is for: never cut
-        table.columns[1].max_width, table.columns[1].overflow = 24, "fold"
+        # values are copied from here: wide enough for a model URI or a path on one line
+        table.columns[1].max_width, table.columns[1].overflow = 44, "fold"
         table.columns[2].overflow = "fold"  # a long module path or URI is broken, never cut
         for row in rows:
             names = f"{row.key}\n[dim]{row.variable}[/]"
@@ -794,14 +810,24 @@ SETTINGS_TABLE_WIDTH = 120
 
 def _setting_blocks(out: Console, rows: Sequence[Any]) -> None:
     """One block per setting: ``key  VARIABLE`` on a line, then indented ``= value`` and the
-    description, wrapped at words (a word longer than the line is folded, never cut)."""
-    from rich.padding import Padding
+    description, wrapped at words (a word longer than the line is broken, never cut)."""
+    import textwrap
+
     from rich.text import Text
 
+    width = max(out.width, 20)
     for row in rows:
         out.print(Text.assemble((row.key, "bold"), "  ", (row.variable, "dim")), overflow="fold")
-        body = Text.assemble(f"= {row.value}\n", row.description)
-        out.print(Padding(body, (0, 0, 1, 4), expand=False), overflow="fold", soft_wrap=False)
+        for part in (f"= {row.value}", row.description):
+            text = textwrap.fill(
+                part,
+                width,
+                initial_indent="    ",
+                subsequent_indent="    ",
+                break_on_hyphens=False,
+            )
+            out.print(Text(text), soft_wrap=True)
+        out.print()
 
 
 def _actor() -> str:

@@ -522,6 +522,34 @@ def test_a_flow_summary_prints_scores_to_four_places(
     assert shown == ["status", "promoted", "labels", "12", "challenger_f1", "0.8123"]
 
 
+def test_train_prints_every_gate_rule_with_its_status_and_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.train_ner import GateResult, RuleVerdict, TrainStatus, TrainSummary
+
+    monkeypatch.setenv("COLUMNS", "200")
+    verdicts = [
+        RuleVerdict(rule="threshold", status="passed", reason="F1 0.84 >= 0.80", numbers={}),
+        RuleVerdict(rule="canary", status="refused", reason="fell by 0.09", numbers={}),
+        RuleVerdict(rule="confidence", status="not_applicable", reason="no champion", numbers={}),
+    ]
+    gate = GateResult(
+        promote=False,
+        outcome="refused",
+        reason="refused by canary: fell by 0.09",
+        refused_by=["canary"],
+        verdicts=verdicts,
+    )
+    summary = TrainSummary(status=TrainStatus.NOT_PROMOTED, labels=3, rejected=0, gate=gate)
+    cli._gate_lines(summary)
+    assert capsys.readouterr().out.splitlines() == [
+        "gate: refused",
+        "  ✓ threshold (passed): F1 0.84 >= 0.80",
+        "  ✗ canary (refused): fell by 0.09",
+        "  - confidence (not_applicable): no champion",
+    ]
+
+
 def test_every_setting_says_what_it_does() -> None:
     from ner.settings import setting_rows
 
