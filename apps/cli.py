@@ -263,7 +263,17 @@ def load_cli_settings(overrides: Mapping[str, Any]) -> Settings:
     Secret blocks when a ``*_BLOCK`` names one (as the flows do)."""
     from flows.context import build_settings
 
+    _warn_unknown_variables()
     return build_settings(dict(overrides))
+
+
+def _warn_unknown_variables() -> None:
+    """One warning line per ``NER_`` variable no setting reads (a typo is otherwise silent)."""
+    from ner.settings import unknown_variables
+
+    for name, close in unknown_variables(os.environ):
+        hint = f" (did you mean {close}?)" if close else ""
+        err_console().print(f"warning: {name} is not a setting and is ignored{hint}")
 
 
 def flow_kwargs(flow: Any, params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
@@ -786,6 +796,7 @@ def settings_(
     + --set; secrets only say whether they are set) and what it does."""
     from ner.settings import load_settings, setting_rows
 
+    _warn_unknown_variables()
     rows = setting_rows(load_settings(parse_overrides(set_)), match)
     out = console()
     if not rows:

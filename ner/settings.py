@@ -327,6 +327,23 @@ LEGACY_TRAIN_FIELDS = {
 }
 
 
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``NER_`` variables of ``environ`` that no setting reads (a misspelled name is
+    otherwise ignored in silence, as pydantic-settings ignores unknown variables), each with
+    the closest known name or None. Training knobs (``NER_TRAIN__*``) are not listed: an
+    unknown knob already fails validation."""
+    import difflib
+
+    known = {variable_name((name,)) for name in Settings.model_fields}
+    known |= {variable_name((name,)) for name in LEGACY_TRAIN_FIELDS}
+    found = []
+    for name in sorted(environ):
+        if name.startswith("NER_") and name not in known and not name.startswith("NER_TRAIN__"):
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+            found.append((name, close[0] if close else None))
+    return found
+
+
 class Settings(BaseSettings):
     """Configuration of brandloop. Immutable once built."""
 

@@ -345,6 +345,11 @@ def test_the_flow_calls_run_from_a_plain_script(demo_project: DemoProject, tmp_p
         readme_block("flow-calls").replace("tcp://scheduler:8786", dask), encoding="utf-8"
     )
     storage = demo_project.path / ".brandloop" / "demo" / "storage"
+    # the block's second file: posts the first call has not read (a JSONL input is read once)
+    more = [{"id": f"more-{i}", "text": f"new drop {i} from glossier"} for i in range(12)]
+    (demo_project.path / "more.jsonl").write_text(
+        "".join(json.dumps(post) + "\n" for post in more), encoding="utf-8"
+    )
     token = secrets.token_hex(8)
     with (
         x_api_server(token, ids=list(range(1_000, 1_030))) as x_api,
@@ -389,6 +394,14 @@ def test_the_flow_calls_run_from_a_plain_script(demo_project: DemoProject, tmp_p
     assert log.count("Finished in state Completed()") >= 6, log[-5000:]
     # the Dask apply ran its shards on the scheduler the block names (after substitution)
     assert dask in log or "dask" in worker_log.read_text().lower()
+    # and predicted the second file's posts
+    predicted = {
+        json.loads(line)["post_id"]
+        for path in (storage / "dev" / "predictions").glob("*.jsonl")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    }
+    assert {post["id"] for post in more} <= predicted
     assert x_api.calls and all(call.authorization == f"Bearer {token}" for call in x_api.calls)
 
 

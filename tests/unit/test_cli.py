@@ -550,6 +550,17 @@ def test_train_prints_every_gate_rule_with_its_status_and_reason(
     ]
 
 
+def test_a_misspelled_variable_is_warned_about_not_ignored_in_silence(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NER_THRESOLD", "0.7")
+    result = runner.invoke(cli.app, ["settings", "threshold"])
+    assert result.exit_code == 0
+    assert _lines(result.stderr) == [
+        "warning: NER_THRESOLD is not a setting and is ignored (did you mean NER_THRESHOLD?)"
+    ]
+
+
 def test_every_setting_says_what_it_does() -> None:
     from ner.settings import setting_rows
 

@@ -218,3 +218,21 @@ def test_flat_training_names_of_earlier_releases_still_work(
 def test_an_unknown_override_fails_naming_it(clean_env: None) -> None:
     with pytest.raises(ConfigError, match="'treshold'"):
         load_settings({"treshold": 0.5})
+
+
+def test_unknown_ner_variables_are_listed_with_the_closest_setting() -> None:
+    from ner.settings import unknown_variables
+
+    environ = {
+        "NER_THRESOLD": "0.7",  # a typo
+        "NER_NOTHING_LIKE_IT": "1",
+        "NER_ENV": "dev",
+        "NER_SERVE_API_KEY_BLOCK": "serve-key",
+        "NER_MAX_EPOCHS": "3",  # a flat name of earlier releases, still read
+        "NER_TRAIN__MAX_EPOCH": "3",  # refused by validation, not listed here
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environ) == [
+        ("NER_NOTHING_LIKE_IT", None),
+        ("NER_THRESOLD", "NER_THRESHOLD"),
+    ]
