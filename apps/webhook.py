@@ -171,7 +171,9 @@ class WebhookReceiver:
             try:
                 self.on_trigger()
             except Exception as exc:  # the trigger is user code: count it, keep serving
-                log.error("on_trigger failed for %d labels: %s", len(batch), exc)
+                log.error(
+                    "on_trigger failed for %d labels: %s: %s", len(batch), type(exc).__name__, exc
+                )
                 with self._lock:
                     self.stats.failures += 1
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]

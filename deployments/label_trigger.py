@@ -40,7 +40,7 @@ from typing import Any
 
 from apps.webhook import WEBHOOK_PATH, WebhookReceiver, register_webhook, running_receiver
 from flows.context import RunContext, build_settings
-from ner.errors import BrandloopError, LabelStudioError
+from ner.errors import BrandloopError, ConfigError, LabelStudioError
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.triggers import watch_labels
 from ner.settings import Settings
@@ -68,16 +68,25 @@ def start_training(
 
     def trigger() -> str:
         from prefect.deployments import run_deployment
+        from prefect.exceptions import ObjectNotFound
+        from prefect.settings import get_current_settings
 
         run: Any = run_deployment  # dispatches on the caller; this is always sync code
-        flow_run = run(
-            deployment,
-            parameters=dict(TRAIN_PARAMETERS if parameters is None else parameters),
-            timeout=0,
-            tags=[RUN_TAG],
-            as_subflow=False,
-            _sync=True,
-        )
+        try:
+            flow_run = run(
+                deployment,
+                parameters=dict(TRAIN_PARAMETERS if parameters is None else parameters),
+                timeout=0,
+                tags=[RUN_TAG],
+                as_subflow=False,
+                _sync=True,
+            )
+        except ObjectNotFound as exc:  # its message is empty: say what was not found
+            api = get_current_settings().api.url or "an ephemeral server (no PREFECT_API_URL)"
+            raise ConfigError(
+                f"no deployment {deployment!r} on {api}: set PREFECT_API_URL to the server "
+                "the flows were deployed to, or deploy them (brandloop deploy --env <env>)"
+            ) from exc
         log.info("queued flow run %s of %s", flow_run.id, deployment)
         return str(flow_run.id)
 
@@ -147,6 +156,12 @@ def serve(args: argparse.Namespace) -> int:
             settings.min_new_labels,
             deployment,
         )
+        if settings.label_studio_webhook_secret is None:
+            log.warning(
+                "NER_LABEL_STUDIO_WEBHOOK_SECRET is not set: any sender that reaches %s can "
+                "start a training run",
+                base_url,
+            )
         if args.register_url:
             # Registered once listening, so no event is sent to a closed port.
             app_receiver.project_id = register(settings, args.register_url)

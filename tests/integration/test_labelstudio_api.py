@@ -38,7 +38,7 @@ from apps.webhook import (
 )
 from deployments import label_trigger
 from flows.feedback_loop import TIMED_OUT, feedback_loop
-from ner.errors import LabelStudioError
+from ner.errors import ConfigError, LabelStudioError
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.config import label_config
 from ner.labelstudio.exchange import (
@@ -652,6 +652,19 @@ def test_trigger_poll_mode_starts_train_ner(
     # And the poll after it finds nothing new
     assert label_trigger.main(argv) == 0
     assert len(flow_runs_of(deployment_id)) == 1
+
+
+def test_a_trigger_for_a_deployment_that_does_not_exist_names_it(
+    prefect_api: PrefectService,
+) -> None:
+    # Prefect's ObjectNotFound says nothing ("None" in the log): the trigger names the
+    # deployment, the API it asked and what to do
+    missing = f"train-ner/{unique('nowhere')}"
+    with pytest.raises(ConfigError) as raised:
+        label_trigger.start_training(missing)()
+    message = str(raised.value)
+    assert message.startswith(f"no deployment {missing!r} on {prefect_api.api_url}")
+    assert "PREFECT_API_URL" in message and "brandloop deploy" in message
 
 
 # --- 7. the feedback loop waits for people labelling in Label Studio ------------------------
