@@ -404,6 +404,9 @@ def apply(
     """Fetch posts, predict brands, send them to Label Studio (the apply-ner flow)."""
     from flows.apply_ner import apply_ner
 
+    overrides = parse_overrides(set_)
+    if source == "jsonl":
+        _check_jsonl_input(input_uri, overrides)
     params = {
         "keywords": keywords,
         "source": source,
@@ -416,7 +419,7 @@ def apply(
         "cluster_address": cluster_address,
         "n_shards": n_shards,
     }
-    result = run_flow(ctx, apply_ner, params, parse_overrides(set_))
+    result = run_flow(ctx, apply_ner, params, overrides)
     delivered = result.delivered
     _summary(
         {
@@ -431,6 +434,25 @@ def apply(
         },
         APPLY_SUMMARY,
     )
+
+
+def _check_jsonl_input(input_uri: str | None, overrides: Mapping[str, Any]) -> None:
+    """Refuse, before a flow starts (Prefect takes seconds to), a JSONL source without an
+    input or with one that is neither a local file nor a key in storage."""
+    from ner.settings import load_settings
+    from ner.sources import find_input
+    from ner.storage import open_storage
+
+    cfg = load_settings(overrides)  # a bad setting is named first, as the flow would
+    if not input_uri:
+        raise CliError(
+            "--source jsonl needs --input-uri FILE (a local JSONL file or a key in storage)"
+        )
+    storage = open_storage(cfg.storage_uri, cfg.env, gcs_timeout_s=cfg.gcs_timeout_s)
+    if find_input(storage, input_uri) is None:
+        raise CliError(
+            f"--input-uri {input_uri}: neither a local file nor a key in {cfg.storage_uri}"
+        )
 
 
 @app.command()
@@ -565,7 +587,15 @@ def forget(
         "by": by or _actor(),
         "label_studio": label_studio,
     }
-    result = run_flow(ctx, forget_posts, params, parse_overrides(set_))
+    overrides = parse_overrides(set_)
+    key = load_cli_settings(overrides).label_studio_api_key
+    if label_studio and (key is None or not key.get_secret_value()):
+        raise CliError(
+            "NER_LABEL_STUDIO_API_KEY is not set: forget deletes the posts' Label Studio tasks "
+            "too; set it (or NER_LABEL_STUDIO_API_KEY_BLOCK), or pass --no-label-studio to "
+            "forget them in storage only"
+        )
+    result = run_flow(ctx, forget_posts, params, overrides)
     _summary(
         result.model_dump(mode="json"),
         ["record_key", "status", "n_posts", "n_records_removed", "n_tasks_deleted", "unreadable"],
@@ -1090,7 +1120,11 @@ def deploy(
         for name in missing:
             console().print(f"missing: {name}")
         if missing:
-            raise CliError(f"{len(missing)} deploy-time variable(s) unset, first {missing[0]}")
+            raise CliError(
+                f"{len(missing)} deploy-time variable(s) unset, first {missing[0]} "
+                "(deployments/.env.example lists them with examples: copy it, fill it in, "
+                "and export it)"
+            )
         console().print("every deploy-time variable is set")
         return
     _require_prefect_server()

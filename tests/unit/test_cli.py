@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import subprocess
 import sys
 from itertools import pairwise
@@ -271,6 +272,17 @@ def test_usage_errors_exit_2(runner: CliRunner) -> None:
     assert runner.invoke(cli.app, ["apply", "--source", "rss"]).exit_code == 2
 
 
+def test_deploy_check_lists_missing_variables_and_points_to_the_example_file(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.startswith("BRANDLOOP_")]:
+        monkeypatch.delenv(name)
+    result = runner.invoke(cli.app, ["deploy", "--env", "dev", "--check"])
+    assert result.exit_code == 1
+    assert "missing: BRANDLOOP_DEV_STORAGE_URI" in result.stdout
+    assert "deployments/.env.example" in _lines(result.stderr)[0]
+
+
 def test_unknown_deploy_environment_is_named(runner: CliRunner) -> None:
     result = runner.invoke(cli.app, ["deploy", "--env", "qa"])
     assert result.exit_code == 1
@@ -355,6 +367,21 @@ def test_blank_reasons_and_counts_below_one_are_usage_errors(
     assert list(tmp_path.iterdir()) == []  # refused before anything ran (demo removes nothing)
 
 
+def test_a_jsonl_apply_without_its_input_is_refused_before_any_flow_runs(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli.app, ["apply", "--source", "jsonl"])
+    assert result.exit_code == 1
+    assert _lines(result.stderr)[0].startswith("error: --source jsonl needs --input-uri FILE")
+    result = runner.invoke(cli.app, ["apply", "--source", "jsonl", "--input-uri", "nope.jsonl"])
+    assert result.exit_code == 1
+    assert _lines(result.stderr)[0].startswith(
+        "error: --input-uri nope.jsonl: neither a local file nor a key in .brandloop/storage"
+    )
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []  # no flow, no store
+
+
 def test_forget_needs_ids_and_a_reason_before_any_flow_runs(
     runner: CliRunner, tmp_path: Path
 ) -> None:
@@ -370,6 +397,11 @@ def test_forget_needs_ids_and_a_reason_before_any_flow_runs(
     assert cli.read_post_ids(["p1"], ids) == ["p1", "p2", "p3"]
     with pytest.raises(cli.CliError, match="cannot read post ids"):
         cli.read_post_ids([], tmp_path / "missing.txt")
+    # Without a Label Studio key, the refusal names --no-label-studio, before any flow runs
+    no_key = runner.invoke(cli.app, ["forget", "p1", "--reason", "deleted on X"])
+    assert no_key.exit_code == 1 and no_key.stdout == ""
+    assert _lines(no_key.stderr)[0].startswith("error: NER_LABEL_STUDIO_API_KEY is not set")
+    assert "--no-label-studio" in no_key.stderr
 
 
 def test_doctor_reports_a_bad_setting_as_its_first_line(runner: CliRunner) -> None:
