@@ -407,6 +407,8 @@ def apply(
     overrides = parse_overrides(set_)
     if source == "jsonl":
         _check_jsonl_input(input_uri, overrides)
+    elif input_uri:
+        raise CliError(f"--input-uri is read by --source jsonl only (this run's source: {source})")
     params = {
         "keywords": keywords,
         "source": source,

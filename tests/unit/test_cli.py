@@ -380,6 +380,12 @@ def test_a_jsonl_apply_without_its_input_is_refused_before_any_flow_runs(
         "error: --input-uri nope.jsonl: neither a local file nor a key in .brandloop/storage"
     )
     assert result.stdout == "" and list(tmp_path.iterdir()) == []  # no flow, no store
+    # and a file given without --source jsonl is not dropped for the default X source
+    result = runner.invoke(cli.app, ["apply", "--input-uri", "posts.jsonl"])
+    assert result.exit_code == 1 and list(tmp_path.iterdir()) == []
+    assert _lines(result.stderr)[0].startswith(
+        "error: --input-uri is read by --source jsonl only (this run's source: x)"
+    )
 
 
 def test_forget_needs_ids_and_a_reason_before_any_flow_runs(
