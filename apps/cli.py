@@ -153,6 +153,7 @@ def _root(
     ] = False,
 ) -> None:
     ctx.obj = AppState(debug=debug)
+    _warn_unknown_variables()
     for name, value in RUN_DEFAULTS.items():
         os.environ.setdefault(name, value)
     if not debug:  # MLflow's INFO lines (creating tables, uv detected) ask nothing of anyone
@@ -263,7 +264,6 @@ def load_cli_settings(overrides: Mapping[str, Any]) -> Settings:
     Secret blocks when a ``*_BLOCK`` names one (as the flows do)."""
     from flows.context import build_settings
 
-    _warn_unknown_variables()
     return build_settings(dict(overrides))
 
 
@@ -580,6 +580,7 @@ def forget(
     """Forget posts deleted upstream: tombstones, Label Studio tasks, stored data
     (the forget-posts flow); audited in storage under forgotten/."""
     from flows.forget import forget_posts
+    from ner.settings import load_settings
 
     if not reason.strip():
         raise CliError("--reason is required: it is kept in the audit")
@@ -590,8 +591,9 @@ def forget(
         "label_studio": label_studio,
     }
     overrides = parse_overrides(set_)
-    key = load_cli_settings(overrides).label_studio_api_key
-    if label_studio and (key is None or not key.get_secret_value()):
+    cfg = load_settings(overrides)  # the flow reads a Secret block itself: only say if none
+    key, block = cfg.label_studio_api_key, cfg.label_studio_api_key_block
+    if label_studio and not block and (key is None or not key.get_secret_value()):
         raise CliError(
             "NER_LABEL_STUDIO_API_KEY is not set: forget deletes the posts' Label Studio tasks "
             "too; set it (or NER_LABEL_STUDIO_API_KEY_BLOCK), or pass --no-label-studio to "
@@ -828,7 +830,6 @@ def settings_(
     + --set; secrets only say whether they are set) and what it does."""
     from ner.settings import load_settings, setting_rows
 
-    _warn_unknown_variables()
     rows = setting_rows(load_settings(parse_overrides(set_)), match)
     out = console()
     if not rows:

@@ -831,14 +831,13 @@ def _describe(err: Any) -> str:
     name = variable_name(loc)
     field = str(loc[-1]) if loc else ""
     message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    unshown = any(part in SECRET_FIELDS for part in loc) or "input" not in err
     if loc and isinstance(loc[-1], int):  # one item of a list setting, counted from 1
         item = f"{name} item {loc[-1] + 1}"
-        if any(part in SECRET_FIELDS for part in loc) or "input" not in err:
-            return f"{item}: {message}"
-        return f"{item} ({err['input']!r}): {message}"
+        return f"{item}: {message}" if unshown else f"{item} ({err['input']!r}): {message}"
     if isinstance(err.get("input"), dict):  # a rule across fields: the message names them
         return message if message.startswith("NER_") else f"{name}: {message}"
-    if any(part in SECRET_FIELDS for part in loc) or "input" not in err:
+    if unshown:
         return f"{name}: {message}"
     shown = err["input"]
     if isinstance(shown, tuple | list) and field in ("keywords", "labels"):
