@@ -564,10 +564,10 @@ def read_post_ids(post_ids: Sequence[str], from_file: Path | None) -> list[str]:
 @app.command()
 def forget(
     ctx: typer.Context,
+    reason: ReasonOption,
     post_ids: Annotated[
-        list[str] | None, typer.Argument(metavar="ID...", help="Post ids to forget.")
+        list[str] | None, typer.Argument(metavar="ID", help="Post ids to forget.")
     ] = None,
-    reason: Annotated[str, typer.Option(help="Why (kept in the audit).")] = "",
     from_file: Annotated[
         Path | None, typer.Option(help="A file of post ids, one per line.")
     ] = None,
@@ -582,8 +582,6 @@ def forget(
     from flows.forget import forget_posts
     from ner.settings import load_settings
 
-    if not reason.strip():
-        raise CliError("--reason is required: it is kept in the audit")
     params = {
         "post_ids": read_post_ids(post_ids or [], from_file),
         "reason": reason,
@@ -611,7 +609,10 @@ def _print_rounds(result: LoopResult) -> None:
 
     out = console()
     out.print()
-    out.print(rounds_table([r.table_row() for r in result.rounds]), markup=False)
+    if result.rounds:
+        out.print(rounds_table([r.table_row() for r in result.rounds]), markup=False)
+    else:
+        out.print("no round was played")
     out.print()
     out.print(f"loop status: {result.status}")
 
@@ -699,6 +700,11 @@ def demo(
     removed = prepare_demo_folder(dir_, keep=keep)
     if removed:
         out.print(f"removed the last demo's {', '.join(p.name for p in removed)} in {dir_}")
+    if keep:
+        out.print(
+            "continuing the last demo: its posts, labels and models are kept; the rounds "
+            "below are numbered from 1 for this run"
+        )
     out.print(f"demo state in {dir_}/ (MLflow: {overrides['mlflow_tracking_uri']})")
     params = {
         "source": "jsonl",
@@ -882,7 +888,9 @@ def _actor() -> str:
 
 @app.command()
 def promote(
-    version: Annotated[str, typer.Argument(help="Model version to make @champion.")],
+    version: Annotated[
+        str, typer.Argument(metavar="VERSION", help="Model version to make @champion.")
+    ],
     reason: ReasonOption,
     force: Annotated[
         bool, typer.Option(help="Promote even if the promotion rule says no (audited).")

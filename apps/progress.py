@@ -71,8 +71,9 @@ RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 _CREATED = re.compile(r"^Created task run '.*' for task '(?P<task>[^']+)'")
 _BEGIN_FLOW = re.compile(r"^Beginning (?:sub)?flow run '.*' for flow '(?P<flow>[^']+)'")
 _FINISHED = re.compile(r"^Finished in state (?P<state>\w+)\((?P<message>.*)\)$", re.S)
-#: Longest narrated log message (a flow may log a whole result dict).
-MAX_LINE = 160
+#: Longest narrated log message: a flow may log a whole result dict, but a gate's reasons
+#: (train-ner's last line) stay whole; the console wraps it.
+MAX_LINE = 480
 #: "k/n" in a task's INFO message ("epoch 3/20", "predicted 512/2000 posts") fills its bar.
 _FRACTION = re.compile(r"\b(?P<done>\d+)\s*/\s*(?P<total>\d+)\b")
 _ENGINE_ERROR = "Encountered exception during execution"

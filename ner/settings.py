@@ -826,11 +826,22 @@ def variable_name(loc: tuple[int | str, ...]) -> str:
     return "NER_" + "__".join(parts).upper()
 
 
+def _unknown_knob(field: str) -> str:
+    """The refusal of a training knob no recipe has, with the closest knob's variable."""
+    import difflib
+
+    close = difflib.get_close_matches(field, sorted(TrainSettings.model_fields), n=1, cutoff=0.6)
+    hint = f" (did you mean {variable_name(('train', close[0]))}?)" if close else ""
+    return f"no such training knob{hint}"
+
+
 def _describe(err: Any) -> str:
     loc = tuple(err.get("loc") or ())
     name = variable_name(loc)
     field = str(loc[-1]) if loc else ""
     message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden" and loc[:1] == ("train",):
+        message = _unknown_knob(field)
     unshown = any(part in SECRET_FIELDS for part in loc) or "input" not in err
     if loc and isinstance(loc[-1], int):  # one item of a list setting, counted from 1
         item = f"{name} item {loc[-1] + 1}"

@@ -244,6 +244,14 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
         "challenger (training run)" in line and "brand-ner-dev/1" in line
         for line in status.stdout.splitlines()
     )
+    # And --keep continues from that state: nothing removed, the output says whose rounds its
+    # table numbers; the bundled posts were all read, so no round is played
+    kept = _cli_process(env, *args, "--keep", cwd=work, timeout=600)
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    assert "removed the last demo" not in kept.stdout
+    assert "continuing the last demo" in kept.stdout, kept.stdout
+    assert "no round was played" in kept.stdout, kept.stdout
+    assert "loop status: no_new_posts" in kept.stdout, kept.stdout
 
 
 def test_labelstudio_setup_status_and_counts_on_a_real_server(

@@ -236,3 +236,17 @@ def test_unknown_ner_variables_are_listed_with_the_closest_setting() -> None:
         ("NER_NOTHING_LIKE_IT", None),
         ("NER_THRESOLD", "NER_THRESHOLD"),
     ]
+
+
+def test_a_misspelled_training_knob_is_refused_with_the_closest_knob(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NER_TRAIN__MAX_EPOCH", "3")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert "NER_TRAIN__MAX_EPOCH='3': no such training knob" in str(refused.value)
+    assert "(did you mean NER_TRAIN__MAX_EPOCHS?)" in str(refused.value)
+    monkeypatch.delenv("NER_TRAIN__MAX_EPOCH")
+    monkeypatch.setenv("NER_TRAIN__QQQQQQ", "3")  # nothing close: no guess
+    with pytest.raises(ConfigError, match=r"NER_TRAIN__QQQQQQ='3': no such training knob$"):
+        load_settings()
