@@ -382,7 +382,7 @@ def apply(
     model: Annotated[
         str | None, typer.Option(help="Model spec; default @champion, else the cold start.")
     ] = None,
-    max_posts: Annotated[int | None, typer.Option(help="Most posts to fetch.")] = None,
+    max_posts: Annotated[int | None, typer.Option(min=1, help="Most posts to fetch.")] = None,
     destination: Annotated[
         Destination, typer.Option(help="storage: import JSON in storage; label_studio: API.")
     ] = "storage",
@@ -391,13 +391,15 @@ def apply(
         typer.Option(help="Predict on processes of this machine, or on a Dask cluster."),
     ] = "processes",
     workers: Annotated[
-        int | None, typer.Option(help="Processes (default NER_N_PROCESS) or local Dask workers.")
+        int | None,
+        typer.Option(min=1, help="Processes (default NER_N_PROCESS) or local Dask workers."),
     ] = None,
     cluster_address: Annotated[
         str | None, typer.Option(help="Dask scheduler (default NER_DASK_ADDRESS).")
     ] = None,
     n_shards: Annotated[
-        int | None, typer.Option(help="Line ranges the posts are cut into (default: workers).")
+        int | None,
+        typer.Option(min=1, help="Line ranges the posts are cut into (default: workers)."),
     ] = None,
     set_: SetOption = None,
 ) -> None:
@@ -405,10 +407,9 @@ def apply(
     from flows.apply_ner import apply_ner
 
     overrides = parse_overrides(set_)
-    if source == "jsonl":
-        _check_jsonl_input(input_uri, overrides)
-    elif input_uri:
-        raise CliError(f"--input-uri is read by --source jsonl only (this run's source: {source})")
+    _check_source(source, input_uri, overrides)
+    if model:
+        _check_model(model, overrides)
     params = {
         "keywords": keywords,
         "source": source,
@@ -436,6 +437,26 @@ def apply(
         },
         APPLY_SUMMARY,
     )
+
+
+def _check_source(source: str, input_uri: str | None, overrides: Mapping[str, Any]) -> None:
+    """Refuse a JSONL source without a readable input, and an input for another source."""
+    if source == "jsonl":
+        _check_jsonl_input(input_uri, overrides)
+    elif input_uri:
+        raise CliError(f"--input-uri is read by --source jsonl only (this run's source: {source})")
+
+
+def _check_model(model: str, overrides: Mapping[str, Any]) -> None:
+    """Refuse, before any post is fetched, a ``--model`` that names nothing loadable (an
+    unknown name, a missing path, a registry version or alias that does not exist)."""
+    from ner.models import check_model_spec
+    from ner.settings import load_settings
+
+    cfg = load_settings(overrides)
+    if model.startswith("models:/"):
+        _require_store(cfg)
+    check_model_spec(model, cfg.mlflow_tracking_uri)  # ModelNotFoundError: one line
 
 
 def _check_jsonl_input(input_uri: str | None, overrides: Mapping[str, Any]) -> None:
@@ -531,6 +552,14 @@ def loop(
     """Apply, wait for labels, train; repeat until the threshold or the budget (feedback-loop)."""
     from flows.feedback_loop import feedback_loop
 
+    overrides = parse_overrides(set_)
+    _check_source(source, input_uri, overrides)
+    if gold_export and annotator != "replay":
+        raise CliError(
+            f"--gold-export is read by --annotator replay only (this run's: {annotator})"
+        )
+    if gold_export and not Path(gold_export).is_file():
+        raise CliError(f"--gold-export {gold_export}: no such file (a Label Studio JSON export)")
     params = {
         "source": source,
         "input_uri": input_uri,
@@ -542,7 +571,7 @@ def loop(
         "wait_timeout_s": wait_timeout_s,
         "poll_interval_s": poll_interval_s,
     }
-    result = run_flow(ctx, feedback_loop, params, parse_overrides(set_))
+    result = run_flow(ctx, feedback_loop, params, overrides)
     _print_rounds(result)
 
 
@@ -838,9 +867,9 @@ def settings_(
 
     rows = setting_rows(load_settings(parse_overrides(set_)), match)
     out = console()
-    if not rows:
-        out.print(f"no setting matches {match!r}")
-    elif out.width < SETTINGS_TABLE_WIDTH:  # three columns would leave the text a sliver
+    if not rows:  # like grep: nothing found is exit 1, so scripts can tell
+        raise CliError(f"no setting matches {match!r} (`brandloop settings` lists them all)")
+    if out.width < SETTINGS_TABLE_WIDTH:  # three columns would leave the text a sliver
         _setting_blocks(out, rows)
     else:
         table = _table("--set key / variable", "value", "what it does", title="settings")
@@ -1040,21 +1069,24 @@ def serve(
 
 def _check_servable(cfg: Settings) -> None:
     """Refuse, in one line, what would stop the server after the model loaded: no MLflow
-    store, an alias that does not resolve, a port already taken."""
+    store, a model, version or alias that does not exist, an address it cannot listen on."""
+    import errno
     import socket
 
-    from ner.models import registry_version
+    from ner.models import check_model_spec
 
     if cfg.serve_model.startswith("models:/"):
         _require_store(cfg)
-        registry_version(cfg.serve_model, cfg.mlflow_tracking_uri)  # ModelNotFoundError
+    check_model_spec(cfg.serve_model, cfg.mlflow_tracking_uri)  # ModelNotFoundError
     try:
         socket.create_server((cfg.serve_host, cfg.serve_port)).close()
     except OSError as exc:
+        fix = "choose another --port (NER_SERVE_PORT)"
+        if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+            fix = "--host (NER_SERVE_HOST) is not an address of this machine"
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
         raise CliError(
-            f"cannot listen on {cfg.serve_host}:{cfg.serve_port} "
-            f"({os.strerror(exc.errno) if exc.errno else exc}): "
-            "choose another --port (NER_SERVE_PORT)"
+            f"cannot listen on {cfg.serve_host}:{cfg.serve_port} ({reason}): {fix}"
         ) from exc
 
 
@@ -1116,7 +1148,9 @@ def deploy(
     create_bucket: Annotated[
         bool, typer.Option(help="Create the gs:// bucket if missing.")
     ] = False,
-    no_deploy: Annotated[bool, typer.Option(help="Prepare pools and blocks only.")] = False,
+    no_deploy: Annotated[
+        bool, typer.Option("--no-deploy", help="Prepare pools and blocks only.")
+    ] = False,
     check: Annotated[bool, typer.Option(help="Only list missing deploy-time variables.")] = False,
 ) -> None:
     """Work pools, Secret blocks and `prefect deploy` of the environment's deployments

@@ -34,7 +34,7 @@ from ner import active, layout, leases, parallel, purge, sources
 from ner.errors import ConfigError, DataError, StorageError
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
-from ner.models import LoadedModel, pin_model_uri
+from ner.models import LoadedModel, check_model_spec, pin_model_uri
 from ner.records import count_lines
 from ner.registry import CHAMPION
 from ner.storage import Storage
@@ -179,7 +179,9 @@ def resolve_model(ctx: RunContext, model: str | None) -> str:
     registry alias is pinned to its version, so every step of the run loads the same model.
     An alias or model that does not exist raises :class:`ModelNotFoundError` (not retried)."""
     if model:
-        return pin_model_uri(model, ctx.settings.mlflow_tracking_uri)
+        spec = pin_model_uri(model, ctx.settings.mlflow_tracking_uri)
+        check_model_spec(spec, ctx.settings.mlflow_tracking_uri)
+        return spec
     version = ctx.registry.alias_version(CHAMPION)
     if version is None:
         return ctx.settings.cold_start
@@ -440,6 +442,8 @@ def run_apply(
             specs.append(resolve_model(ctx, model))
         return specs[0]
 
+    if model:  # a model the user named is checked before any post is fetched
+        resolve()
     recovered = finish_unfinished(ctx, destination, resolve, predict)
     wanted = list(keywords or ctx.settings.keywords)
     fetched = fetch_posts(

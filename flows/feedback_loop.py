@@ -34,6 +34,7 @@ from flows.apply_ner import ApplyResult, apply_ner
 from flows.context import RunContext, io_task, run_context, run_stamp
 from flows.train_ner import TrainStatus, TrainSummary, train_ner
 from ner import layout
+from ner.errors import NotFoundError
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.export import count_labelled
 from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
@@ -101,6 +102,13 @@ class RoundPlan(BaseModel):
     wait_timeout_s: float
     poll_interval_s: float
     overrides: dict[str, Any] | None
+
+    def check(self) -> None:
+        """Raise :class:`NotFoundError` for a replay gold export that is not a file, before
+        round 1 fetches posts (a JSONL input's checkpoint would move past them)."""
+        gold = self.gold_export
+        if self.annotator == "replay" and gold and not Path(gold).is_file():
+            raise NotFoundError(f"gold export {gold}: no such file")
 
 
 @io_task()
@@ -237,6 +245,7 @@ def feedback_loop(
     """Run rounds until the threshold is met or the budget is spent; returns every round.
     ``overrides`` are settings on top of the environment, for every sub-flow too."""
     plan = RoundPlan(**{k: v for k, v in locals().items() if k in RoundPlan.model_fields})
+    plan.check()
     with run_context(overrides) as ctx:
         result = LoopResult(status=LoopStatus.BUDGET_SPENT)
         for number in range(1, (max_rounds or ctx.settings.max_rounds) + 1):

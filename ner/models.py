@@ -162,9 +162,14 @@ def load_mlflow(uri: str, tracking_uri: str | None = None) -> LoadedModel:
 
 def _mlflow_error(what: str, exc: Exception) -> ModelError:
     """:class:`ModelNotFoundError` when MLflow says the model, version or alias does not
-    exist (no retry can help), else :class:`ModelError` (the server may be down)."""
-    if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+    exist or the request is invalid (no retry can help; a tracking server answers a missing
+    alias with INVALID_PARAMETER_VALUE, a local store with RESOURCE_DOES_NOT_EXIST), else
+    :class:`ModelError` (the server may be down)."""
+    code = getattr(exc, "error_code", None)
+    if code == "RESOURCE_DOES_NOT_EXIST":
         return ModelNotFoundError(f"{what}: it does not exist ({exc})")
+    if code == "INVALID_PARAMETER_VALUE":
+        return ModelNotFoundError(f"{what}: {exc}")
     return ModelError(f"{what}: {exc}")
 
 
@@ -208,10 +213,55 @@ def load_model(
         if LABEL_FILTER not in nlp.pipe_names:
             add_label_filter(nlp, label_map, labels)
         return LoadedModel(nlp, f"{nlp.meta.get('name', spec)}-{nlp.meta.get('version', '0')}")
-    raise ModelNotFoundError(
+    raise _unknown_model(spec)
+
+
+#: Model specs that name a pipeline built here (no file, no registry).
+BUILT_SPECS = ("gazetteer", "base", "base+gazetteer")
+#: A registry version that is not a number: MLflow's ``latest`` and its (deprecated) stages.
+VERSION_WORDS = ("latest", "none", "staging", "production", "archived")
+
+
+def _unknown_model(spec: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
         f"unknown model {spec!r}: use 'gazetteer', 'base', 'base+gazetteer', an MLflow "
         "model URI, a path, or an installed spaCy package name"
     )
+
+
+def check_model_spec(spec: str, tracking_uri: str | None = None) -> None:
+    """Raise :class:`ModelNotFoundError` when ``spec`` names nothing :func:`load_model` could
+    load: an unknown name, a missing path, a registered version or alias that does not exist
+    (:class:`ModelError` when the registry cannot be asked). Loads nothing; ``runs:/`` and
+    ``mlflow-artifacts:/`` URIs are left to the load."""
+    if spec in BUILT_SPECS or spec.startswith(("runs:/", "mlflow-artifacts:/")):
+        return
+    if spec.startswith("models:/"):
+        _check_registered(spec, tracking_uri)
+    elif not (Path(spec).exists() or spacy.util.is_package(spec)):
+        raise _unknown_model(spec)
+
+
+def _check_registered(spec: str, tracking_uri: str | None) -> None:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` exists in the registry."""
+    if "@" in spec:
+        registry_version(spec, tracking_uri)
+        return
+    name, _, version = spec.removeprefix("models:/").rpartition("/")
+    if version.lower() in VERSION_WORDS:
+        return
+    if not (name and version.isdigit()):
+        raise ModelNotFoundError(
+            f"{spec!r} is not a registered model version: use models:/NAME/VERSION (a number) "
+            "or models:/NAME@ALIAS"
+        )
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(tracking_uri=tracking_uri).get_model_version(name, version)
+    except MlflowException as exc:
+        raise _mlflow_error(f"cannot find {spec!r} in the registry", exc) from exc
 
 
 def registry_version(spec: str, tracking_uri: str | None) -> str | None:

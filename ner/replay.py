@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ner.errors import DataError
+from ner.errors import ConfigError, DataError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,18 @@ class ReplayAnnotator:
 
     @classmethod
     def from_file(cls, path: Path) -> ReplayAnnotator:
-        return cls(json.loads(path.read_text(encoding="utf-8")))
+        """The annotator of a Label Studio JSON export at ``path``. Raises
+        :class:`NotFoundError` when there is no such file, :class:`ConfigError` when it is
+        not a JSON list of tasks (neither can succeed on retry)."""
+        try:
+            tasks = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"gold export {path}: no such file") from exc
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"gold export {path}: not a readable JSON export ({exc})") from exc
+        if not isinstance(tasks, list):
+            raise ConfigError(f"gold export {path}: a Label Studio JSON export is a list of tasks")
+        return cls(tasks)
 
     @classmethod
     def demo(cls) -> ReplayAnnotator:

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from apps import cli
 from ner.datasets import adopt_gold_set
-from ner.models import build_gazetteer
+from ner.errors import ModelNotFoundError
+from ner.models import build_gazetteer, check_model_spec
 from ner.registry import CHAMPION, PREVIOUS, Registry
 from ner.settings import load_settings
 from ner.storage import open_storage
@@ -160,6 +161,32 @@ def _row(output: str, first: str) -> list[str]:
         if cells and cells[0] == first:
             return cells
     raise AssertionError(f"no row {first!r} in:\n{output}")
+
+
+def test_a_model_that_does_not_exist_is_refused_before_serving_or_fetching(
+    setup: CliState, tmp_path: Path
+) -> None:
+    name, url = setup.registry.model_name, setup.registry.tracking_uri
+    check_model_spec(f"models:/{name}/{setup.versions[0]}", url)  # exists: no error
+    check_model_spec(f"models:/{name}/latest", url)
+    for spec in (f"models:/{name}/99", f"models:/{name}/abc", f"models:/{name}@nope"):
+        with pytest.raises(ModelNotFoundError):
+            check_model_spec(spec, url)
+    stored = sorted((tmp_path / "storage").rglob("*"))
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"id": "p1", "text": "new Fenty gloss"}\n', encoding="utf-8")
+    for args in (
+        ["serve", "--model", f"models:/{name}/99", "--set", "serve_api_key=t0ken"],
+        ["apply", "--model", f"models:/{name}/99", "--source", "jsonl", "--input-uri", str(posts)],
+        ["apply", "--model", "gazeteer", "--source", "jsonl", "--input-uri", str(posts)],
+    ):
+        code, out, err = _invoke(*args, *setup.flags)
+        assert code == 1 and out == "", out
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        assert "does not exist" in lines[0] or "unknown model 'gazeteer'" in lines[0], err
+    # nothing fetched: no batch, no checkpoint of the file in storage
+    assert sorted((tmp_path / "storage").rglob("*")) == stored
 
 
 def test_doctor_with_mlflow_up_and_label_studio_down(

@@ -23,7 +23,13 @@ from flows import context
 from flows.apply_ner import apply_ner
 from flows.context import build_settings, run_context
 from ner import parallel
-from ner.errors import ConfigError, InputNotFoundError, ModelNotFoundError, StorageError
+from ner.errors import (
+    ConfigError,
+    InputNotFoundError,
+    ModelNotFoundError,
+    NotFoundError,
+    StorageError,
+)
 from ner.storage import open_storage
 from tests.support.flows import attempts, demo_slice, prefect_api
 from tests.support.servers import MlflowService, PrefectService
@@ -210,4 +216,33 @@ def test_an_unknown_model_fails_at_once(
     )
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         state.result()
-    assert attempts(prefect, str(state.state_details.flow_run_id), "resolve_model") == [1]
+    run_id = str(state.state_details.flow_run_id)
+    assert attempts(prefect, run_id, "resolve_model") == [1]
+    assert attempts(prefect, run_id, "fetch_posts") == []  # checked before any post is read
+    # And a version that the registry lacks is refused the same way (it was only loaded late)
+    version = run_apply(
+        source="jsonl", input_uri=str(posts), model="models:/brand-ner/99", overrides=overrides
+    )
+    with pytest.raises(ModelNotFoundError, match="brand-ner/99"):
+        version.result()
+    assert attempts(prefect, str(version.state_details.flow_run_id), "fetch_posts") == []
+
+
+def test_a_missing_replay_gold_export_fails_before_any_post_is_fetched(
+    prefect: PrefectService, tmp_path: Path
+) -> None:
+    from flows.feedback_loop import feedback_loop
+
+    posts = demo_slice(tmp_path, 5)
+    state = feedback_loop(
+        source="jsonl",
+        input_uri=str(posts),
+        annotator="replay",
+        gold_export=str(tmp_path / "nope.json"),
+        overrides=local(tmp_path),
+        return_state=True,
+    )
+    assert state.is_failed(), state
+    with pytest.raises(NotFoundError, match=r"nope\.json: no such file"):
+        state.result()
+    assert not (tmp_path / "storage").exists() or not any((tmp_path / "storage").rglob("*.jsonl"))

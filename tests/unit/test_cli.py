@@ -354,6 +354,9 @@ def test_serve_refuses_a_taken_port_before_loading_anything(
         ["promote", "2", "--reason", "  "],
         ["rollback", "--reason", ""],
         ["forget", "p1", "--reason", " "],
+        ["apply", "--max-posts", "0"],
+        ["apply", "--workers", "0"],
+        ["apply", "--n-shards", "0"],
         ["demo", "--rounds", "0"],
         ["demo", "--posts-per-round", "0"],
         ["status", "--limit", "-1"],
@@ -387,6 +390,26 @@ def test_a_jsonl_apply_without_its_input_is_refused_before_any_flow_runs(
     assert _lines(result.stderr)[0].startswith(
         "error: --input-uri is read by --source jsonl only (this run's source: x)"
     )
+
+
+def test_loop_refuses_a_gold_export_it_cannot_use_before_any_flow_runs(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"id": "p1", "text": "Fenty gloss"}\n', encoding="utf-8")
+    source = ["--source", "jsonl", "--input-uri", str(posts)]
+    missing = runner.invoke(
+        cli.app, ["loop", *source, "--annotator", "replay", "--gold-export", "nope.json"]
+    )
+    assert missing.exit_code == 1 and missing.stdout == ""
+    assert _lines(missing.stderr)[0].startswith("error: --gold-export nope.json: no such file")
+    unused = runner.invoke(cli.app, ["loop", *source, "--gold-export", str(posts)])
+    assert unused.exit_code == 1
+    assert "--gold-export is read by --annotator replay only" in unused.stderr
+    no_input = runner.invoke(cli.app, ["loop", "--source", "jsonl", "--annotator", "replay"])
+    assert _lines(no_input.stderr)[0].startswith("error: --source jsonl needs --input-uri FILE")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["posts.jsonl"]  # nothing ran
 
 
 def test_forget_needs_ids_and_a_reason_before_any_flow_runs(
@@ -520,6 +543,9 @@ def test_settings_lists_each_knob_with_its_value_and_hides_secrets(
     assert "train.accurate_freeze_layers" in only and "threshold" not in only
     # (the description counts: the setting that turns the accurate recipe on is listed)
     assert "train.recipe" in runner.invoke(cli.app, ["settings", "accurate"]).output
+    # and a filter that matches nothing fails, as grep does
+    none = runner.invoke(cli.app, ["settings", "nothingmatches"])
+    assert none.exit_code == 1 and "no setting matches 'nothingmatches'" in none.stderr
 
 
 def test_settings_fit_the_width_columns_names_when_piped(runner: CliRunner) -> None:
