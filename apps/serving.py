@@ -11,10 +11,12 @@ Endpoints
         The served spec, the registry version behind it, when it was loaded and the last
         refresh error, if any.
     ``POST /v1/predict``, ``POST /invocations``
-        ``{"posts": [{"id": "p1", "text": "..."}, ...]}`` (``id`` optional) →
+        ``{"posts": [{"id": "p1", "text": "..."}, ...]}`` (``id`` optional: a post without
+        one gets its position in the request, from 0, as text, like the pyfunc's row number) →
         ``{"model_version": "brand-ner/3", "predictions": [{"id": "p1", "spans": [...]}]}``
-        with code-point offsets (``text[start:end] == span.text``). ``/invocations`` is the
-        SageMaker container contract for the same call.
+        with code-point offsets (``text[start:end] == span.text``). The body must be sent as
+        ``Content-Type: application/json`` (else ``415``). ``/invocations`` is the SageMaker
+        container contract for the same call.
     ``POST /v1/reload``
         Check the registry now and load the new version if the alias moved.
 
@@ -64,6 +66,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ner.errors import ConfigError, ModelError
 from ner.inference import predict_texts
 from ner.models import LoadedModel, load_model, registry_version
+from ner.pyfunc import row_ids
 from ner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -232,7 +235,7 @@ class SpanOut(BaseModel):
 
 
 class PredictionOut(BaseModel):
-    id: str | None
+    id: str = Field(..., description="The post's id, else its position in the request (0-based).")
     spans: list[SpanOut]
 
 
@@ -389,6 +392,26 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": problems}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+def is_json_media_type(content_type: str) -> bool:
+    """True for ``application/json`` and ``application/*+json``, any case, any parameters:
+    the bodies FastAPI parses as JSON."""
+    maintype, _, subtype = content_type.partition(";")[0].strip().lower().partition("/")
+    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def require_json_body(request: Request) -> None:
+    """FastAPI dependency: ``415`` unless the body is declared JSON. Without it, ``curl -d``
+    (form-encoded) got a 422 saying the input "should be a valid dictionary"."""
+    declared = request.headers.get("content-type", "")
+    if not is_json_media_type(declared):
+        media = declared.partition(";")[0].strip()[:100]
+        got = f"Content-Type {media!r}" if media else "no Content-Type"
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"the body must be JSON sent with Content-Type: application/json (got {got})",
+        )
+
+
 # --------------------------------------------------------------------------- auth
 
 
@@ -440,16 +463,17 @@ def _predict(
 ) -> PredictResponse:
     model = holder.served.model  # one model for the whole request, even mid-swap
     found = predict_texts(model.nlp, [post.text for post in request.posts], labels)
+    ids = row_ids([post.id for post in request.posts])  # the pyfunc's ids: 0-based positions
     return PredictResponse(
         model_version=model.version,
         predictions=[
             PredictionOut(
-                id=post.id,
+                id=post_id,
                 spans=[
                     SpanOut(start=s.start, end=s.end, label=s.label, text=s.text) for s in spans
                 ],
             )
-            for post, spans in zip(request.posts, found, strict=True)
+            for post_id, spans in zip(ids, found, strict=True)
         ],
     )
 
@@ -468,6 +492,7 @@ def _add_model_routes(
     app: FastAPI, holder: ModelHolder, auth: BearerAuth, limits: Limits, labels: Sequence[str]
 ) -> None:
     guarded = [Depends(auth)]
+    takes_json = [*guarded, Depends(require_json_body)]  # the token is checked first
 
     def predict(request: PredictRequest) -> PredictResponse:
         limits.check(request.posts)
@@ -491,8 +516,8 @@ def _add_model_routes(
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
         return ReloadResponse(changed=changed, model_version=holder.served.model.version)
 
-    app.post("/v1/predict", dependencies=guarded)(predict)
-    app.post("/invocations", dependencies=guarded)(predict)
+    app.post("/v1/predict", dependencies=takes_json)(predict)
+    app.post("/invocations", dependencies=takes_json)(predict)
     app.get("/v1/model", dependencies=guarded)(model_info)
     app.post("/v1/reload", dependencies=guarded)(reload)
 

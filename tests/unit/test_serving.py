@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from apps.serving import ModelHolder, RedactQuery, create_app, registry_version
 from ner.errors import ConfigError, ModelError
 from ner.models import LoadedModel
+from ner.pyfunc import row_ids
 from ner.settings import Settings
 from tests.support.models import gazetteer
 
@@ -103,11 +104,24 @@ def test_predict_returns_code_point_spans_per_post(client: TestClient) -> None:
     assert response.status_code == 200, response.text
     data = response.json()
     assert data["model_version"] == "brand-ner/1"
-    assert [p["id"] for p in data["predictions"]] == ["a", "b", None]
+    assert [p["id"] for p in data["predictions"]] == ["a", "b", "2"]
     spans = data["predictions"][0]["spans"]
     assert spans == [{"start": 8, "end": 16, "label": "BRAND", "text": "glossier"}]
     assert texts[0][spans[0]["start"] : spans[0]["end"]] == "glossier"
     assert data["predictions"][1]["spans"] == [] and data["predictions"][2]["spans"] == []
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/invocations"])
+def test_a_post_without_an_id_gets_its_position_as_its_id(client: TestClient, path: str) -> None:
+    # Given posts where only the middle one has an id
+    body = {"posts": [{"text": "glossier"}, {"id": "b", "text": "x"}, {"text": "y"}]}
+    # When they are tagged
+    response = client.post(path, headers=AUTH, json=body)
+    # Then the others get their position in the request, as text, counted from 0 like the pyfunc
+    assert response.status_code == 200, response.text
+    ids = [p["id"] for p in response.json()["predictions"]]
+    assert ids == ["0", "b", "2"]
+    assert ids == row_ids([post.get("id") for post in body["posts"]])
 
 
 def test_limits_name_the_post_and_malformed_bodies_are_refused(client: TestClient) -> None:
@@ -298,6 +312,54 @@ def test_unparsable_bodies_are_a_client_error_not_a_500(
         # And the server answers the next request as usual
         good = client.post("/invocations", headers=AUTH, json={"posts": [{"text": "a"}]})
         assert good.status_code == 200
+
+
+CURL_FORM = "application/x-www-form-urlencoded"  # what `curl -d` sends
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/invocations"])
+@pytest.mark.parametrize(
+    ("content_type", "named"),
+    [
+        (CURL_FORM, f"Content-Type '{CURL_FORM}'"),
+        ("text/plain", "Content-Type 'text/plain'"),
+        ("multipart/form-data; boundary=x", "Content-Type 'multipart/form-data'"),
+        (None, "no Content-Type"),
+    ],
+)
+def test_a_body_not_declared_as_json_is_a_415_saying_so(
+    client: TestClient, path: str, content_type: str | None, named: str
+) -> None:
+    # Given a valid JSON body sent with another Content-Type or none (e.g. `curl -d` without -H)
+    body = json.dumps({"posts": [{"id": "a", "text": "glossier"}]}).encode()
+    declared = {} if content_type is None else {"Content-Type": content_type}
+    response = client.post(path, headers={**AUTH, **declared}, content=body)
+    # Then it is refused as an unsupported media type, saying what to send, in the usual shape
+    assert response.status_code == 415, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "detail": f"the body must be JSON sent with Content-Type: application/json (got {named})"
+    }
+    # And without a token it is still a 401 first
+    assert client.post(path, headers=declared, content=body).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "application/json; charset=utf-8"},
+        {"Content-Type": "Application/JSON"},
+        {"Content-Type": "application/vnd.brandloop+json"},
+    ],
+    ids=["charset", "case", "plus-json"],
+)
+def test_json_bodies_are_accepted_under_any_json_content_type(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    body = json.dumps({"posts": [{"id": "a", "text": "glossier"}]}).encode()
+    response = client.post("/v1/predict", headers={**AUTH, **headers}, content=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["spans"][0]["text"] == "glossier"
 
 
 def test_total_characters_per_request_are_bounded_naming_the_post(client: TestClient) -> None:
