@@ -9,7 +9,8 @@ Lists take JSON or comma-separated values (``NER_KEYWORDS=lipstick,#sephora`` or
 storage in a local folder, MLflow on ``sqlite:///mlflow.db`` and Prefect's ephemeral API.
 
 Build it once per run with :func:`load_settings`, which raises :class:`ConfigError` naming the
-variable and the form it expects; flows do it through ``flows.context.run_context``.
+variable (or the override key, for a value given as an override) and the form it expects;
+flows do it through ``flows.context.run_context``.
 """
 
 from __future__ import annotations
@@ -344,6 +345,32 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]
     return found
 
 
+#: Endings of a SQLite file given as a bare path instead of a ``sqlite:///`` URI.
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """Why MLflow cannot use ``uri`` as the SQLite store it seems meant to be, or None:
+    a bare path to a ``.db`` file (MLflow reads it as a file-store folder) or a
+    ``sqlite://`` URI with a host part (SQLAlchemy's "Invalid SQLite URL")."""
+    if not _SCHEME.match(uri) and uri.lower().endswith(SQLITE_SUFFIXES):
+        return (
+            "a bare path is not a SQLite tracking URI (MLflow would read it as a file-store "
+            f"folder): use sqlite:///{uri}"
+        )
+    lowered = uri.lower()
+    if lowered.startswith("sqlite:") and not lowered.startswith("sqlite:///"):
+        if lowered == "sqlite://":  # SQLAlchemy's in-memory database
+            return None
+        path = uri[len("sqlite:") :].removeprefix("//")  # a host part read as a path
+        return (
+            "a SQLite URI takes three slashes before a relative path (sqlite:///PATH) and "
+            f"four before an absolute one (sqlite:////abs/path): use sqlite:///{path}"
+        )
+    return None
+
+
 class Settings(BaseSettings):
     """Configuration of brandloop. Immutable once built."""
 
@@ -653,6 +680,14 @@ class Settings(BaseSettings):
             raise ValueError(f"must be an http(s) base URL without query, got {value!r}")
         return value
 
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _tracking_uri(cls, value: str) -> str:
+        problem = tracking_uri_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @property
     def project_title(self) -> str:
         return self.label_studio_project or f"brandloop-{self.env}"
@@ -722,8 +757,9 @@ SECRET_FIELDS = (
 def load_settings(overrides: Mapping[str, Any] | None = None, /, **more: Any) -> Settings:
     """Build the settings from the environment, with ``overrides`` (and ``more``) on top.
 
-    Raises :class:`ConfigError` naming each bad variable, its value (secrets excepted) and
-    the form it expects, or an override key that is not a setting.
+    Raises :class:`ConfigError` naming each bad variable (or override key, for a value that
+    came from the overrides), its value (secrets excepted) and the form it expects, or an
+    override key that is not a setting.
     """
     values = {**(overrides or {}), **more}
     known = set(Settings.model_fields) | set(LEGACY_TRAIN_FIELDS)
@@ -736,7 +772,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, /, **more: Any) ->
     try:
         return Settings(**values)
     except ValidationError as exc:
-        problems = "; ".join(_describe(err) for err in exc.errors())
+        problems = "; ".join(_describe(err, values) for err in exc.errors())
         error = ConfigError(f"invalid settings: {problems}")
         if any(part in SECRET_FIELDS for err in exc.errors() for part in err["loc"]):
             raise error from None  # pydantic's own error would show the secret (--debug)
@@ -826,22 +862,66 @@ def variable_name(loc: tuple[int | str, ...]) -> str:
     return "NER_" + "__".join(parts).upper()
 
 
-def _unknown_knob(field: str) -> str:
-    """The refusal of a training knob no recipe has, with the closest knob's variable."""
+def override_key(loc: tuple[int | str, ...], overrides: Mapping[str, Any]) -> str | None:
+    """The key of ``overrides`` the value at the error location ``loc`` came from
+    (``threshold``, ``train.max_epochs``, or a flat training name of earlier releases such as
+    ``max_epochs``), or None when it came from the environment."""
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    level: Any = overrides
+    for part in parts:
+        if not isinstance(level, Mapping) or part not in level:
+            return _legacy_override_key(parts, overrides)
+        level = level[part]
+    return ".".join(parts) or None
+
+
+def _legacy_override_key(parts: list[str], overrides: Mapping[str, Any]) -> str | None:
+    """The flat override key (``max_epochs``) that ``_legacy_train_fields`` moved to
+    ``train.<knob>``, unless the nested variable (which wins) is set."""
+    if len(parts) != 2 or parts[0] != "train":
+        return None
+    if variable_name(tuple(parts)) in {name.upper() for name in os.environ}:
+        return None
+    old = [k for k, new in LEGACY_TRAIN_FIELDS.items() if new == parts[1] and k in overrides]
+    return old[0] if old else None
+
+
+def _environment_name(loc: tuple[int | str, ...]) -> str:
+    """The variable the value at ``loc`` was read from: of a setting's several names
+    (``NER_MLFLOW_TRACKING_URI``, ``MLFLOW_TRACKING_URI``), the first one set, which
+    pydantic-settings reads but reports under the first name."""
+    name = variable_name(loc)
+    environ = {variable.upper() for variable in os.environ}
+    for info in Settings.model_fields.values():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and name in alias.choices:
+            set_ = [c for c in alias.choices if isinstance(c, str) and c.upper() in environ]
+            return set_[0] if set_ else name
+    return name
+
+
+def _unknown_knob(field: str, overridden: bool) -> str:
+    """The refusal of a training knob no recipe has, with the closest knob's override key
+    (``train.max_epochs``) or variable (``NER_TRAIN__MAX_EPOCHS``)."""
     import difflib
 
     close = difflib.get_close_matches(field, sorted(TrainSettings.model_fields), n=1, cutoff=0.6)
-    hint = f" (did you mean {variable_name(('train', close[0]))}?)" if close else ""
-    return f"no such training knob{hint}"
+    if not close:
+        return "no such training knob"
+    name = f"train.{close[0]}" if overridden else variable_name(("train", close[0]))
+    return f"no such training knob (did you mean {name}?)"
 
 
-def _describe(err: Any) -> str:
+def _describe(err: Any, overrides: Mapping[str, Any]) -> str:
     loc = tuple(err.get("loc") or ())
-    name = variable_name(loc)
+    key = override_key(loc, overrides)
+    name = key or _environment_name(loc)
     field = str(loc[-1]) if loc else ""
     message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden" and loc[:1] == ("train",):
-        message = _unknown_knob(field)
+        message = _unknown_knob(field, key is not None)
+        if key:  # the key is what is wrong, not its value
+            return f"{name}: {message}"
     unshown = any(part in SECRET_FIELDS for part in loc) or "input" not in err
     if loc and isinstance(loc[-1], int):  # one item of a list setting, counted from 1
         item = f"{name} item {loc[-1] + 1}"

@@ -205,7 +205,7 @@ def test_an_override_list_in_broken_json_is_refused_not_taken_as_one_item(
     clean_env: None,
 ) -> None:
     overrides = cli.parse_overrides(['serve_api_keys=["tok-s3cr3t"'])
-    with pytest.raises(ConfigError, match=r"NER_SERVE_API_KEYS: .*not valid JSON") as raised:
+    with pytest.raises(ConfigError, match=r"settings: serve_api_keys: .*not valid JSON") as raised:
         load_settings(**overrides)
     assert "s3cr3t" not in str(raised.value)
     assert cli.parse_overrides(["serve_api_keys=a,b"]) == {"serve_api_keys": ["a", "b"]}
@@ -246,7 +246,8 @@ def test_bad_setting_is_one_line_naming_it(runner: CliRunner) -> None:
     result = runner.invoke(cli.app, ["apply", "--source", "jsonl", "--set", "threshold=2"])
     assert result.exit_code == 1
     lines = _lines(result.stderr)
-    assert len(lines) == 1 and lines[0].startswith("error: invalid settings: NER_THRESHOLD")
+    # named as given (--set threshold=2), not as a variable that was never set
+    assert len(lines) == 1 and lines[0].startswith("error: invalid settings: threshold=2: ")
     assert "Traceback" not in result.output
 
 
@@ -435,7 +436,7 @@ def test_forget_needs_ids_and_a_reason_before_any_flow_runs(
 def test_doctor_reports_a_bad_setting_as_its_first_line(runner: CliRunner) -> None:
     result = runner.invoke(cli.app, ["doctor", "--set", "threshold=7"])
     assert result.exit_code == 1
-    assert result.output.startswith("✗ settings  invalid settings: NER_THRESHOLD")
+    assert result.output.startswith("✗ settings  invalid settings: threshold=7: ")
 
 
 # -- demo folder ------------------------------------------------------------------------------
@@ -708,3 +709,12 @@ def test_status_without_a_store_says_so_and_creates_none(
     assert "--set mlflow_tracking_uri=" in lines[1]
     assert "aliases: none" in lines and "label studio: not configured" in result.stdout
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_bare_tracking_db_path_is_refused_with_its_sqlite_uri(runner: CliRunner) -> None:
+    result = runner.invoke(cli.app, ["doctor", "--set", "mlflow_tracking_uri=demo/mlflow.db"])
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        "✗ settings  invalid settings: mlflow_tracking_uri='demo/mlflow.db': "
+    )
+    assert "use sqlite:///demo/mlflow.db" in result.output

@@ -44,7 +44,7 @@ def test_the_context_is_frozen_and_bad_overrides_fail(clean_env: None, tmp_path:
     ctx = RunContext.open(load_settings(storage_uri=str(tmp_path)))
     with pytest.raises(dataclasses.FrozenInstanceError):
         ctx.settings = ctx.settings  # type: ignore[misc]
-    with pytest.raises(ConfigError, match="NER_THRESHOLD"), run_context({"threshold": 2}):
+    with pytest.raises(ConfigError, match="threshold=2: "), run_context({"threshold": 2}):
         pass
 
 

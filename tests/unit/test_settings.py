@@ -38,9 +38,44 @@ def test_settings_are_frozen(clean_env: None) -> None:
         settings.threshold = 0.1  # type: ignore[misc]
 
 
-def test_invalid_value_names_the_variable(clean_env: None) -> None:
-    with pytest.raises(ConfigError, match="NER_THRESHOLD"):
-        load_settings(threshold=1.5)
+def test_invalid_value_names_the_variable(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NER_THRESHOLD", "1.5")
+    with pytest.raises(ConfigError, match=r"NER_THRESHOLD='1\.5': Input should be less"):
+        load_settings()
+
+
+def test_an_invalid_override_is_named_by_its_key_not_a_variable(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a bad value given as an override (--set threshold=2, a flow's overrides)
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"threshold": 2})
+    # Then the error names the key the user gave, not a variable they never set
+    message = str(refused.value)
+    assert message == "invalid settings: threshold=2: Input should be less than or equal to 1"
+    # And a training knob is named by its dotted key, also under a flat name of earlier
+    # releases, while a bad variable beside the override keeps its name
+    monkeypatch.setenv("NER_TRAIN__DROPOUT", "2")
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"train": {"max_epochs": 0}, "keywords": ["lipstick", {}]})
+    message = str(refused.value)
+    assert "train.max_epochs=0: Input should be greater" in message
+    assert "keywords item 2 ({}): Input should be" in message
+    assert "NER_TRAIN__DROPOUT='2': Input should be less than 1" in message
+    assert "NER_TRAIN__MAX_EPOCHS" not in message and "NER_KEYWORDS" not in message
+    monkeypatch.delenv("NER_TRAIN__DROPOUT")
+    with pytest.raises(ConfigError, match=r"settings: max_epochs=0: Input should be greater"):
+        load_settings(max_epochs=0)
+
+
+def test_a_misspelled_knob_override_is_named_by_its_key_with_the_closest_key(
+    clean_env: None,
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"train": {"max_epocs": 5}})
+    assert str(refused.value) == (
+        "invalid settings: train.max_epocs: no such training knob (did you mean train.max_epochs?)"
+    )
 
 
 def test_missing_secret_names_the_variable(clean_env: None) -> None:
@@ -113,7 +148,7 @@ def test_a_bad_variable_is_named_with_its_value_and_the_expected_form(
 def test_a_bad_secret_is_named_without_its_value(
     clean_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(ConfigError, match="NER_SERVE_API_KEY") as raised:
+    with pytest.raises(ConfigError, match="serve_api_key: Input should be") as raised:
         load_settings(serve_api_key=["not", "a", "string-s3cr3t"])
     assert "s3cr3t" not in str(raised.value)
     # nor when one item of a list of secrets is bad (the error is located at the item)
@@ -250,3 +285,60 @@ def test_a_misspelled_training_knob_is_refused_with_the_closest_knob(
     monkeypatch.setenv("NER_TRAIN__QQQQQQ", "3")  # nothing close: no guess
     with pytest.raises(ConfigError, match=r"NER_TRAIN__QQQQQQ='3': no such training knob$"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "fix"),
+    [
+        (".brandloop/demo/mlflow.db", "use sqlite:///.brandloop/demo/mlflow.db"),
+        ("/srv/mlflow.sqlite", "use sqlite:////srv/mlflow.sqlite"),
+        ("sqlite://.brandloop/demo/mlflow.db", "use sqlite:///.brandloop/demo/mlflow.db"),
+        ("sqlite://mlflow.db", "use sqlite:///mlflow.db"),
+    ],
+)
+def test_a_tracking_uri_mlflow_would_misread_is_refused_with_the_sqlite_form(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, value: str, fix: str
+) -> None:
+    # Given a bare path to a .db file (MLflow's file store) or sqlite:// with a host part
+    # (SQLAlchemy's "Invalid SQLite URL"), from the variable or as an override
+    message = _refusal(monkeypatch, "NER_MLFLOW_TRACKING_URI", value)
+    # Then the setting is refused naming the variable, its value and the URI to use
+    assert f"NER_MLFLOW_TRACKING_URI={value!r}: " in message and message.endswith(fix)
+    if value.startswith("sqlite://"):
+        assert "sqlite:///PATH" in message and "sqlite:////abs/path" in message
+    with pytest.raises(ConfigError) as refused:
+        load_settings(mlflow_tracking_uri=value)
+    assert f"settings: mlflow_tracking_uri={value!r}: " in str(refused.value)
+    assert str(refused.value).endswith(fix)
+
+
+def test_a_bad_plain_mlflow_variable_is_named_as_set(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MLFLOW_TRACKING_URI alone: the error names it, not NER_MLFLOW_TRACKING_URI
+    message = _refusal(monkeypatch, "MLFLOW_TRACKING_URI", "mlflow.db")
+    assert message.startswith("invalid settings: MLFLOW_TRACKING_URI='mlflow.db': ")
+    assert "NER_MLFLOW_TRACKING_URI" not in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sqlite:///mlflow.db",
+        "sqlite:///.brandloop/demo/mlflow.db",
+        "sqlite:////tmp/brandloop/mlflow.db",
+        "http://127.0.0.1:5000",
+        "https://mlflow.example.com",
+        "file:///tmp/mlruns",
+        "./mlruns",
+        "postgresql://mlflow:secret@db:5432/mlflow",
+        "databricks",
+        "databricks-uc",
+    ],
+)
+def test_tracking_uris_mlflow_reads_are_kept(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    assert load_settings(mlflow_tracking_uri=value).mlflow_tracking_uri == value
+    monkeypatch.setenv("NER_MLFLOW_TRACKING_URI", value)
+    assert load_settings().mlflow_tracking_uri == value
