@@ -66,6 +66,12 @@ def _not_blank(value: str) -> str:
     return value.strip()
 
 
+def _version_number(value: str) -> str:
+    """``3`` for ``v3``: the rounds table and ``status`` print versions with a ``v``."""
+    stripped = value.strip()
+    return stripped[1:] if stripped[:1] in "vV" and stripped[1:].isdigit() else stripped
+
+
 #: ``--reason`` of an audited alias move: required, and not blank.
 ReasonOption = Annotated[str, typer.Option(help="Why (kept in the audit).", callback=_not_blank)]
 
@@ -445,6 +451,21 @@ def _check_source(source: str, input_uri: str | None, overrides: Mapping[str, An
         _check_jsonl_input(input_uri, overrides)
     elif input_uri:
         raise CliError(f"--input-uri is read by --source jsonl only (this run's source: {source})")
+    else:
+        _check_x_token(overrides)
+
+
+def _check_x_token(overrides: Mapping[str, Any]) -> None:
+    """Refuse the X source without a token (the fetch step would, after the flow started)."""
+    from apps.doctor import CheckStatus, check_x_token
+    from ner.settings import load_settings
+
+    if check_x_token(load_settings(overrides)).status is not CheckStatus.OK:
+        raise CliError(
+            "--source x needs an X API token: set NER_X_BEARER_TOKEN or "
+            "NER_X_BEARER_TOKEN_BLOCK (a Prefect Secret block), or read posts from a file "
+            "with --source jsonl --input-uri FILE"
+        )
 
 
 def _check_model(model: str, overrides: Mapping[str, Any]) -> None:
@@ -545,8 +566,12 @@ def loop(
         str | None, typer.Option(help="Export the replay annotator answers from.")
     ] = None,
     max_rounds: Annotated[int | None, typer.Option(min=1, help="Round budget.")] = None,
-    wait_timeout_s: Annotated[float, typer.Option(help="Longest wait for labels.")] = 24 * 3600,
-    poll_interval_s: Annotated[float, typer.Option(help="Seconds between label polls.")] = 60,
+    wait_timeout_s: Annotated[
+        float, typer.Option(min=1, help="Longest wait for labels, in seconds.")
+    ] = 24 * 3600,
+    poll_interval_s: Annotated[
+        float, typer.Option(min=1, help="Seconds between label polls.")
+    ] = 60,
     set_: SetOption = None,
 ) -> None:
     """Apply, wait for labels, train; repeat until the threshold or the budget (feedback-loop)."""
@@ -918,7 +943,12 @@ def _actor() -> str:
 @app.command()
 def promote(
     version: Annotated[
-        str, typer.Argument(metavar="VERSION", help="Model version to make @champion.")
+        str,
+        typer.Argument(
+            metavar="VERSION",
+            help="Model version to make @champion (3, or v3 as tables print it).",
+            callback=_version_number,
+        ),
     ],
     reason: ReasonOption,
     force: Annotated[
@@ -1082,7 +1112,8 @@ def _check_servable(cfg: Settings) -> None:
         socket.create_server((cfg.serve_host, cfg.serve_port)).close()
     except OSError as exc:
         fix = "choose another --port (NER_SERVE_PORT)"
-        if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        # a name that does not resolve comes as errno < 0 (getaddrinfo's EAI_* codes)
+        if exc.errno == errno.EADDRNOTAVAIL or (exc.errno or 0) < 0:
             fix = "--host (NER_SERVE_HOST) is not an address of this machine"
         reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
         raise CliError(

@@ -358,6 +358,8 @@ def test_serve_refuses_a_taken_port_before_loading_anything(
         ["apply", "--max-posts", "0"],
         ["apply", "--workers", "0"],
         ["apply", "--n-shards", "0"],
+        ["loop", "--wait-timeout-s", "-5"],
+        ["loop", "--poll-interval-s", "0"],
         ["demo", "--rounds", "0"],
         ["demo", "--posts-per-round", "0"],
         ["status", "--limit", "-1"],
@@ -391,6 +393,44 @@ def test_a_jsonl_apply_without_its_input_is_refused_before_any_flow_runs(
     assert _lines(result.stderr)[0].startswith(
         "error: --input-uri is read by --source jsonl only (this run's source: x)"
     )
+
+
+def test_the_x_source_without_a_token_is_refused_before_any_flow_runs(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for command in (["apply"], ["loop", "--annotator", "replay"]):
+        result = runner.invoke(cli.app, command)
+        assert result.exit_code == 1 and result.stdout == "", result.output
+        first = _lines(result.stderr)[0]
+        assert first.startswith("error: --source x needs an X API token: set NER_X_BEARER_TOKEN")
+        assert "--source jsonl --input-uri FILE" in first
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_promote_takes_a_version_as_tables_print_it() -> None:
+    assert [cli._version_number(v) for v in ("v3", "V12", " 4 ", "vx", "v", "")] == [
+        "3",
+        "12",
+        "4",
+        "vx",
+        "v",
+        "",
+    ]
+
+
+def test_serve_names_the_host_when_it_is_not_an_address_of_this_machine(
+    runner: CliRunner,
+) -> None:
+    args = ["serve", "--model", "gazetteer", "--set", "serve_api_key=t0ken"]
+    for host in ("nosuchhost.invalid", "10.255.255.1"):
+        result = runner.invoke(cli.app, [*args, "--host", host, "--port", "8766"])
+        assert result.exit_code == 1, result.output
+        first = _lines(result.stderr)[0]
+        assert first.startswith(f"error: cannot listen on {host}:8766 (")
+        assert first.endswith(
+            "--host (NER_SERVE_HOST) is not an address of this machine  (--debug for the traceback)"
+        )
 
 
 def test_loop_refuses_a_gold_export_it_cannot_use_before_any_flow_runs(
