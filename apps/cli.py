@@ -303,13 +303,54 @@ def run_flow(
 
     cfg = load_settings(**overrides)  # a bad setting fails now, before any run starts
     starting = "starting the flow run"
-    if not get_current_settings().api.url:
+    temporary_api = not get_current_settings().api.url
+    if temporary_api:
         starting = "starting Prefect's temporary API (its first start sets up a database)"
     with (
         _logged_models_in(cfg.experiment_name),
+        _signals_end_the_command(temporary_api),
         narrated(console(), verbose=_debug(ctx), starting=starting),
     ):
         return flow(**flow_kwargs(flow, params, overrides))
+
+
+@contextmanager
+def _signals_end_the_command(temporary_api: bool) -> Iterator[None]:
+    """On Prefect's temporary API, Ctrl-C (SIGINT) or SIGTERM stops the API and ends the
+    command at once, exit 128 + the signal's number.
+
+    Ctrl-C reaches the API's process too (same process group) and stops it, after which
+    Prefect's engine retried reporting the interrupted run to it for minutes; SIGTERM to
+    the command alone left the API running with no parent. On a Prefect server of its own
+    (``PREFECT_API_URL``) the engine reports the run and ends: nothing is changed there.
+    What finished steps stored is kept (writes are atomic; apply finishes an undelivered
+    batch on its next run)."""
+    import signal
+    import threading
+
+    if not temporary_api or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        for server in list(getattr(SubprocessASGIServer, "_instances", {}).values()):
+            server.stop()
+        name = signal.Signals(signum).name
+        sys.stdout.flush()
+        sys.stderr.write(
+            f"\ninterrupted ({name}): Prefect's temporary API and this command stopped\n"
+        )
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager

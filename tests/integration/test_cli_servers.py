@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -279,6 +282,66 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
     assert "continuing the last demo" in kept.stdout, kept.stdout
     assert "no round was played" in kept.stdout, kept.stdout
     assert "loop status: no_new_posts" in kept.stdout, kept.stdout
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_a_waiting_loop_and_its_temporary_prefect_api(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    # Given a loop waiting for labels on Prefect's temporary API (no PREFECT_API_URL)
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "HOME": str(tmp_path),
+    }
+    posts = ROOT / "ner" / "resources" / "demo" / "posts.jsonl"
+    args = ["loop", "--source", "jsonl", "--input-uri", str(posts), "--posts-per-round", "5"]
+    args += ["--set", f"storage_uri={tmp_path / 'storage'}"]
+    args += ["--set", f"mlflow_tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    command = [sys.executable, "-m", "apps.cli", *args]
+    kwargs: dict[str, Any] = {"cwd": tmp_path, "env": env, "text": True}
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **kwargs
+    ) as proc:
+        deadline = time.monotonic() + 300
+        while not any(p.parent.name == "tasks" for p in (tmp_path / "storage").rglob("*.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(1)
+        api = _children(proc.pid)
+        assert api, "no temporary Prefect API under the command"
+        # When Ctrl-C reaches the terminal's process group, or SIGTERM the command alone
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    # Then the command ends at once, says so, and leaves no API behind
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert f"interrupted ({signum.name})" in err
+    assert not [pid for pid in api if _running(pid)]
 
 
 def test_labelstudio_setup_status_and_counts_on_a_real_server(
