@@ -452,11 +452,13 @@ def apply(
 ) -> None:
     """Fetch posts, predict brands, send them to Label Studio (the apply-ner flow)."""
     from flows.apply_ner import apply_ner
+    from ner.settings import load_settings
 
     overrides = parse_overrides(set_)
-    _check_source(source, input_uri, overrides)
+    cfg = load_settings(overrides)  # a bad setting is named first, as the flow would
+    _check_source(source, input_uri, cfg)
     if model:
-        _check_model(model, overrides)
+        _check_model(model, cfg)
     params = {
         "keywords": keywords,
         "source": source,
@@ -486,22 +488,22 @@ def apply(
     )
 
 
-def _check_source(source: str, input_uri: str | None, overrides: Mapping[str, Any]) -> None:
-    """Refuse a JSONL source without a readable input, and an input for another source."""
+def _check_source(source: str, input_uri: str | None, cfg: Settings) -> None:
+    """Refuse, before a flow starts (Prefect takes seconds to), a JSONL source without a
+    readable input, an input for another source, and the X source without a token."""
     if source == "jsonl":
-        _check_jsonl_input(input_uri, overrides)
+        _check_jsonl_input(input_uri, cfg)
     elif input_uri:
         raise CliError(f"--input-uri is read by --source jsonl only (this run's source: {source})")
     else:
-        _check_x_token(overrides)
+        _check_x_token(cfg)
 
 
-def _check_x_token(overrides: Mapping[str, Any]) -> None:
+def _check_x_token(cfg: Settings) -> None:
     """Refuse the X source without a token (the fetch step would, after the flow started)."""
     from apps.doctor import CheckStatus, check_x_token
-    from ner.settings import load_settings
 
-    if check_x_token(load_settings(overrides)).status is not CheckStatus.OK:
+    if check_x_token(cfg).status is not CheckStatus.OK:
         raise CliError(
             "--source x needs an X API token: set NER_X_BEARER_TOKEN or "
             "NER_X_BEARER_TOKEN_BLOCK (a Prefect Secret block), or read posts from a file "
@@ -509,26 +511,23 @@ def _check_x_token(overrides: Mapping[str, Any]) -> None:
         )
 
 
-def _check_model(model: str, overrides: Mapping[str, Any]) -> None:
-    """Refuse, before any post is fetched, a ``--model`` that names nothing loadable (an
-    unknown name, a missing path, a registry version or alias that does not exist)."""
+def _check_model(model: str, cfg: Settings) -> None:
+    """Refuse, before any post is fetched or any model loaded, a model spec that names
+    nothing loadable (an unknown name, a missing path, a registry version or alias that does
+    not exist) or a registry store that does not exist (MLflow would create an empty one)."""
     from ner.models import check_model_spec
-    from ner.settings import load_settings
 
-    cfg = load_settings(overrides)
     if model.startswith("models:/"):
         _require_store(cfg)
     check_model_spec(model, cfg.mlflow_tracking_uri)  # ModelNotFoundError: one line
 
 
-def _check_jsonl_input(input_uri: str | None, overrides: Mapping[str, Any]) -> None:
-    """Refuse, before a flow starts (Prefect takes seconds to), a JSONL source without an
-    input or with one that is neither a local file nor a key in storage."""
-    from ner.settings import load_settings
+def _check_jsonl_input(input_uri: str | None, cfg: Settings) -> None:
+    """Refuse a JSONL source without an input, or with one that is neither a local file nor
+    a key in storage."""
     from ner.sources import find_input
     from ner.storage import open_storage
 
-    cfg = load_settings(overrides)  # a bad setting is named first, as the flow would
     if not input_uri:
         raise CliError(
             "--source jsonl needs --input-uri FILE (a local JSONL file or a key in storage)"
@@ -617,9 +616,10 @@ def loop(
 ) -> None:
     """Apply, wait for labels, train; repeat until the threshold or the budget (feedback-loop)."""
     from flows.feedback_loop import feedback_loop
+    from ner.settings import load_settings
 
     overrides = parse_overrides(set_)
-    _check_source(source, input_uri, overrides)
+    _check_source(source, input_uri, load_settings(overrides))
     if gold_export and annotator != "replay":
         raise CliError(
             f"--gold-export is read by --annotator replay only (this run's: {annotator})"
@@ -1144,11 +1144,7 @@ def _check_servable(cfg: Settings) -> None:
     import errno
     import socket
 
-    from ner.models import check_model_spec
-
-    if cfg.serve_model.startswith("models:/"):
-        _require_store(cfg)
-    check_model_spec(cfg.serve_model, cfg.mlflow_tracking_uri)  # ModelNotFoundError
+    _check_model(cfg.serve_model, cfg)
     try:
         socket.create_server((cfg.serve_host, cfg.serve_port)).close()
     except OSError as exc:

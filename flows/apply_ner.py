@@ -179,8 +179,9 @@ def resolve_model(ctx: RunContext, model: str | None) -> str:
     registry alias is pinned to its version, so every step of the run loads the same model.
     An alias or model that does not exist raises :class:`ModelNotFoundError` (not retried)."""
     if model:
-        spec = pin_model_uri(model, ctx.settings.mlflow_tracking_uri)
-        check_model_spec(spec, ctx.settings.mlflow_tracking_uri)
+        spec = pin_model_uri(model, ctx.settings.mlflow_tracking_uri)  # an alias: resolved
+        if spec == model:  # a name, path or pinned version: checked without loading it
+            check_model_spec(spec, ctx.settings.mlflow_tracking_uri)
         return spec
     version = ctx.registry.alias_version(CHAMPION)
     if version is None:

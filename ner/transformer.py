@@ -274,7 +274,13 @@ class TransformerTagger:
         with torch.inference_mode():
             log_probs = self.model(**batch).logits.log_softmax(-1).numpy()
         self.model.train(was_training)
-        for i, doc in enumerate(todo):
+        self.set_entities(todo, batch, log_probs)
+
+    def set_entities(self, docs: Sequence[Doc], batch: Any, log_probs: np.ndarray) -> None:
+        """Set ``doc.ents`` of ``docs`` from the word-piece ``log_probs`` (shape: docs x
+        pieces x tags) of their :func:`encode`-d ``batch``: each word reads its first
+        piece, the best allowed tag sequence is decoded into spans."""
+        for i, doc in enumerate(docs):
             first = first_pieces(batch.word_ids(i), len(doc))
             rows = np.stack([self._outside if p is None else log_probs[i, p] for p in first])
             tags = best_tags(rows, self.tags)

@@ -28,11 +28,10 @@ def ensemble_predict(tagger: Any, members: Sequence[Any], docs: Sequence[Any]) -
     """Set ``doc.ents`` of ``docs`` from the mean of ``members``' tag probabilities.
 
     ``tagger`` is the pipeline's :class:`~ner.transformer.TransformerTagger` (its tags,
-    tokenizer and length limit are shared: every member is the same base and tag set).
+    tokenizer and length limit are shared: every member is the same base and tag set); it
+    decodes the mean as it decodes its own model's output.
     """
-    from spacy.tokens import Span
-
-    from ner.transformer import best_tags, decode_spans, encode, first_pieces, require_torch
+    from ner.transformer import encode, require_torch
 
     torch, _ = require_torch()
     todo = [doc for doc in docs if len(doc)]
@@ -41,12 +40,7 @@ def ensemble_predict(tagger: Any, members: Sequence[Any], docs: Sequence[Any]) -
     batch = encode(tagger.tokenizer, [[t.text for t in doc] for doc in todo], tagger.max_length)
     with torch.inference_mode():
         probs = np.mean([m(**batch).logits.softmax(-1).numpy() for m in members], axis=0)
-    log_probs = np.log(np.clip(probs, 1e-12, 1.0))
-    for i, doc in enumerate(todo):
-        first = first_pieces(batch.word_ids(i), len(doc))
-        rows = np.stack([tagger._outside if p is None else log_probs[i, p] for p in first])
-        tags = best_tags(rows, tagger.tags)
-        doc.ents = [Span(doc, s, e, label=lab) for s, e, lab in decode_spans(tags)]
+    tagger.set_entities(todo, batch, np.log(np.clip(probs, 1e-12, 1.0)))
 
 
 def ensemble_pipeline(folders: Sequence[Path]) -> Any:
