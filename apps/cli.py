@@ -451,7 +451,6 @@ def apply(
     set_: SetOption = None,
 ) -> None:
     """Fetch posts, predict brands, send them to Label Studio (the apply-ner flow)."""
-    from flows.apply_ner import apply_ner
     from ner.settings import load_settings
 
     overrides = parse_overrides(set_)
@@ -459,6 +458,8 @@ def apply(
     _check_source(source, input_uri, cfg)
     if model:
         _check_model(model, cfg)
+    from flows.apply_ner import apply_ner  # Prefect loads in seconds: after the checks
+
     params = {
         "keywords": keywords,
         "source": source,
@@ -615,7 +616,6 @@ def loop(
     set_: SetOption = None,
 ) -> None:
     """Apply, wait for labels, train; repeat until the threshold or the budget (feedback-loop)."""
-    from flows.feedback_loop import feedback_loop
     from ner.settings import load_settings
 
     overrides = parse_overrides(set_)
@@ -626,6 +626,8 @@ def loop(
         )
     if gold_export and not Path(gold_export).is_file():
         raise CliError(f"--gold-export {gold_export}: no such file (a Label Studio JSON export)")
+    from flows.feedback_loop import feedback_loop  # after the checks, as apply's
+
     params = {
         "source": source,
         "input_uri": input_uri,

@@ -6,10 +6,12 @@ The accurate recipe (:mod:`ner.transformer_training`) trained directly with
 ``VARIANT``; scored with :func:`bench.experiments.levers.scores`, model alone and with the
 shipped brand list after it. ``SET``: ``wnut`` (all of WNUT-17 train; scored on WNUT-17 dev
 and on all beauty gold posts, cross-domain), ``cv0``/``cv1``/``cv2`` (3-fold
-cross-validation over WNUT-17 train) or ``ecv0``/``ecv1``/``ecv2`` (the same split by brand:
-the held-out fold's brands are unseen). With ``BENCH_KEEP_MODELS=DIR`` the trained
-model is kept in ``DIR/VARIANT-SET-SEED``. One JSON line goes to stdout and is appended to
-``bench/experiments/results.jsonl`` (``"recipe": "accurate"``).
+cross-validation over WNUT-17 train), ``ecv0``/``ecv1``/``ecv2`` (the same split by brand:
+the held-out fold's brands are unseen) or ``beauty`` (70 % of the beauty gold; scored on the
+other 30 % and on WNUT-17 dev, cross-domain: the demo champion's question). With
+``BENCH_KEEP_MODELS=DIR`` the trained model is kept in ``DIR/VARIANT-SET-SEED``. One JSON
+line goes to stdout and is appended to ``bench/experiments/results.jsonl``
+(``"recipe": "accurate"``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accurate-swapown1": {},
     "accurate-silver-other": {},
     "accurate-batch8": {},
+    # beauty set: the demo champion's question (session 12); WNUT-17 train as rehearsal set
+    "accurate-rehearse-dup3": {"labelled_copies": 3},
+    "accurate-rehearse500-dup3": {"labelled_copies": 3},
 }
 #: entity swap (:func:`bench.experiments.levers.swap`: copies, names from), applied to the
 #: posts handed to ``train``, so some copies fall in the recipe's held-back slice (the
@@ -56,6 +61,9 @@ SILVER = {"accurate-silver-other"}
 #: read when :func:`~ner.transformer_training.fine_tune` runs, restored after ``train``):
 #: half the batch, twice the steps, same epochs and learning rate
 BATCHES: dict[str, int] = {"accurate-batch8": 8}
+#: rehearsal set (``train(rehearsal=...)``, as ``NER_TRAIN__REHEARSAL_URI``): WNUT-17 train
+#: with its brands, beside the labelled posts of the ``beauty`` set; None = all 3,394 posts
+REHEARSE: dict[str, int | None] = {"accurate-rehearse-dup3": None, "accurate-rehearse500-dup3": 500}
 
 
 def sets_of(which: str) -> tuple[list[Any], dict[str, list[Any]]]:
@@ -71,6 +79,9 @@ def sets_of(which: str) -> tuple[list[Any], dict[str, list[Any]]]:
     if which.startswith("ecv"):  # brands of the held-out fold never trained on
         part, held = data.entity_folds(train_set, int(which[3:]))
         return part, {"ecv": held}
+    if which == "beauty":  # the demo champion's posts; WNUT-17 dev is cross-domain
+        part, held = data.beauty_split()
+        return part, {"beauty_held": held, "wnut_dev": data.wnut("dev")}
     raise SystemExit(f"unknown set {which!r}")
 
 
@@ -94,6 +105,14 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
         # recipe's own draw keeps them all), so a silver span does not keep a post
         base = load_spacy(MD, exclude=["parser", "tagger", "lemmatizer"])
         part = silver(sample_negatives(part, recipe.negative_fraction, seed), base, "other")
+    rehearsal: list[Any] = []
+    if variant in REHEARSE:
+        import random
+
+        from bench.experiments import data
+
+        pool, limit = data.wnut("train"), REHEARSE[variant]
+        rehearsal = pool if limit is None else random.Random(seed).sample(pool, limit)
     labels = ("BRAND", *sorted({s.label for a in part for s in a.spans} - {"BRAND"}))
     row: dict[str, Any] = {"recipe": "accurate", "variant": variant, "seed": seed, "set": which}
     with tempfile.TemporaryDirectory(prefix="accurate-") as tmp:
@@ -109,6 +128,7 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
                 labels=labels,
                 recipe=recipe,
                 seed=seed,
+                rehearsal=rehearsal,
             )
             batch_size = ner.transformer_training.BATCH_SIZE
         finally:

@@ -137,6 +137,13 @@ def test_flow_main_help_runs_nothing(
     assert usage in capsys.readouterr().out
 
 
+def _python(args: list[str], *, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """This interpreter run on ``args`` in a clean environment (output captured, 2 min)."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
 def test_python_m_flow_help_prints_help_and_creates_nothing(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
@@ -147,15 +154,7 @@ def test_python_m_flow_help_prints_help_and_creates_nothing(tmp_path: Path) -> N
         "NER_MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
         "PREFECT_HOME": str(tmp_path / "prefect"),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.apply_ner", "--help"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _python(["-m", "flows.apply_ner", "--help"], cwd=work, env=env)
     assert done.returncode == 0, done.stderr
     assert "Usage: brandloop apply" in done.stdout
     # no storage, MLflow database, nor Prefect database: nothing ran
@@ -406,6 +405,22 @@ def test_the_x_source_without_a_token_is_refused_before_any_flow_runs(
         assert first.startswith("error: --source x needs an X API token: set NER_X_BEARER_TOKEN")
         assert "--source jsonl --input-uri FILE" in first
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_x_source_does_not_wait_for_prefect_to_load(tmp_path: Path) -> None:
+    """The checks run before the flow module (and Prefect, seconds of imports) is loaded."""
+    probe = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from apps import cli\n"
+        "for command in (['apply'], ['loop', '--annotator', 'replay']):\n"
+        "    result = CliRunner().invoke(cli.app, command)\n"
+        "    print(result.exit_code, 'prefect' in sys.modules, 'flows.apply_ner' in sys.modules)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    done = _python(["-c", probe], cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["1 False False", "1 False False"], done.stdout
 
 
 def test_promote_takes_a_version_as_tables_print_it() -> None:
