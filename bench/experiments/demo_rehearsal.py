@@ -1,5 +1,5 @@
 """The demo champion with a rehearsal set, through the ``train-ner`` flow:
-``python -m bench.experiments.demo_rehearsal [--in-domain] SEED [SEED ...]``.
+``python -m bench.experiments.demo_rehearsal [--in-domain | --accurate] SEED [SEED ...]``.
 
 As ``bench.quality`` trains its demo champion (70 % of the beauty gold as a finished export,
 the 30 % hold-out adopted as the gold set, a fresh store and registry per seed, the model
@@ -8,9 +8,11 @@ recipe plus the shipped rehearsal set (``ner/resources/demo/other_gold_export.js
 train with its brands), each beauty post three times and the brand list off: the variant of
 bench/README.md, "Demo champion: a rehearsal set". With ``--in-domain``: the demo's own
 recipe (``apps.cli.DEMO_RECIPE``) plus 500 posts of the rehearsal set, each beauty post three
-times. Scored on the hold-out and on WNUT-17 dev. One JSON line per seed goes to stdout and
-to ``bench/experiments/results.jsonl`` (``"variant": "flow-demo-rehearsal"`` or
-``"flow-demo-in-domain-rehearsal500"``). Not part of ``make bench``.
+times; with ``--accurate``: the demo's recipe under ``train.recipe=accurate``
+(``apps.cli.demo_accurate_recipe``). Scored on the hold-out and on WNUT-17 dev. One JSON
+line per seed goes to stdout and to ``bench/experiments/results.jsonl`` (``"variant":
+"flow-demo-rehearsal"``, ``"flow-demo-in-domain-rehearsal500"`` or
+``"flow-demo-accurate"``). Not part of ``make bench``.
 """
 
 from __future__ import annotations
@@ -26,22 +28,27 @@ from bench.experiments.levers import record
 OUT = Path(__file__).resolve().parents[1] / "out" / "demo_rehearsal"
 
 
-def recipe(in_domain: bool = False) -> Any:
+def recipe(kind: str = "fast") -> Any:
     """The quality benchmark's demo recipe with the rehearsal set: instead of the in-domain
-    knobs (fast recipe), or added to them (``in_domain``: 500 posts of the set)."""
-    from apps.cli import DEMO_RECIPE
+    knobs (``fast``: the fast recipe), added to them (``in-domain``: 500 posts of the set),
+    or the demo's recipe when the accurate recipe is chosen (``accurate``:
+    :func:`apps.cli.demo_accurate_recipe`)."""
+    from apps.cli import DEMO_RECIPE, demo_accurate_recipe
     from bench.quality import Recipe
     from ner.replay import demo_gold_path
 
     rehearsal = demo_gold_path().with_name("other_gold_export.json")
     train: dict[str, Any] = {"rehearsal_uri": str(rehearsal), "labelled_copies": 3}
     overrides: dict[str, Any] = {"gold_recent_fraction": 0.0, "train": train}
-    if in_domain:
+    if kind == "in-domain":
         overrides = {**DEMO_RECIPE, "train": {**train, "rehearsal_posts": 500}}
+    elif kind == "accurate":
+        overrides = demo_accurate_recipe()
     else:
         train["gazetteer"] = False
+    names = {"in-domain": "demo-in-domain-rehearsal500", "accurate": "demo-accurate"}
     return Recipe(
-        "demo-in-domain-rehearsal500" if in_domain else "demo-rehearsal",
+        names.get(kind, "demo-rehearsal"),
         "demo champion with a rehearsal set",
         "beauty_train",
         "beauty_held",
@@ -59,8 +66,9 @@ def main(argv: Sequence[str]) -> int:
     sets = load_sets(quick=False)
     warm_up_prefect()
     ctx = Context("demo_rehearsal", OUT)
-    chosen = recipe("--in-domain" in argv)
-    for seed in (int(a) for a in argv if a != "--in-domain"):
+    kinds = [a.removeprefix("--") for a in argv if a.startswith("--")]
+    chosen = recipe(kinds[0] if kinds else "fast")
+    for seed in (int(a) for a in argv if not a.startswith("--")):
         run = train_run(ctx, sets, chosen, seed)
         row = {
             "variant": f"flow-{chosen.name}",

@@ -526,6 +526,27 @@ def test_demo_settings_stay_in_the_demo_folder(tmp_path: Path) -> None:
     assert settings.artifact_location() == (tmp_path / "d" / "mlartifacts").as_uri()
 
 
+def test_the_demo_trains_with_its_in_domain_recipe_unless_the_accurate_one_is_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NER_TRAIN__RECIPE", raising=False)
+    assert cli.demo_recipe({"max_epochs": 5}) == {**cli.DEMO_RECIPE, "max_epochs": 5}
+    chosen = cli.parse_overrides(["train.recipe=accurate", "train.accurate_epochs=4"])
+    recipe = cli.demo_recipe(chosen)
+    train = load_settings(recipe).train
+    assert (train.recipe, train.accurate_epochs, train.labelled_copies) == ("accurate", 4, 3)
+    assert not train.gazetteer and train.rehearsal_posts == 0  # the whole rehearsal set
+    assert Path(train.rehearsal_uri).name == "other_gold_export.json"
+    assert Path(train.rehearsal_uri).is_file()  # shipped, found from any working folder
+    # the variable chooses it as well, and a user's knob still wins
+    monkeypatch.setenv("NER_TRAIN__RECIPE", "accurate")
+    recipe = cli.demo_recipe(cli.parse_overrides(["train.labelled_copies=1"]))
+    assert load_settings(recipe).train.labelled_copies == 1
+    assert recipe["train"]["rehearsal_uri"] == train.rehearsal_uri
+    with pytest.raises(ConfigError, match="threshold"):
+        cli.demo_recipe({"threshold": 2})
+
+
 # -- narration --------------------------------------------------------------------------------
 
 
