@@ -197,3 +197,35 @@ def test_accurate_rows_hold_the_accurate_targets() -> None:
     assert rows[ACCURATE_ROW].met is True and rows[ACCURATE_ROW].value == pytest.approx(0.46)
     assert rows["accurate (transformer): training on 1000 labels"].met is False
     assert rows["accurate (transformer) on beauty gold: never below pretrained"].met is True
+
+
+def test_the_accurate_demo_champion_has_the_demo_targets_under_its_own_title() -> None:
+    from apps.cli import demo_accurate_recipe
+    from bench.quality import accurate_demo_recipe, accurate_rows
+
+    # Given the demo champion as `brandloop demo` trains it under train.recipe=accurate
+    recipe = accurate_demo_recipe()
+    assert recipe.overrides == demo_accurate_recipe() and recipe.threshold is None
+    assert (recipe.train, recipe.gold, recipe.evaluation) == (
+        "beauty_train",
+        "beauty_held",
+        ("beauty_held", "wnut_dev"),
+    )
+    # And accurate runs with two demo seeds: beauty 0.86 / 0.84, WNUT-17 dev P 0.36 / 0.32
+    runs = [trained("accurate", 1, wnut_dev=scores(0.44), beauty_all=scores(0.6))]
+    demo = [
+        trained("demo-accurate", 1, beauty_held=scores(0.86), wnut_dev=scores(0.4, 0.36)),
+        trained("demo-accurate", 2, beauty_held=scores(0.84), wnut_dev=scores(0.1, 0.32)),
+    ]
+    base = {"pretrained sm": {k: scores(0.18) for k in SET_TITLES}}
+    speed = {"posts_per_cpu_second": 140.0, "posts_per_wall_second": 90.0, "posts": 3000}
+    rows = {row.name: row for row in accurate_rows(runs, runs[0], speed, base, demo)}
+    # Then its rows are the demo champion's targets, apart from the fast demo's rows
+    assert rows["demo champion (accurate) on beauty hold-out: F1"].met is True  # mean 0.85
+    precision = rows["demo champion (accurate) on WNUT-17 dev: precision"]
+    assert precision.value == pytest.approx(0.34) and precision.met is True
+    # And a seed under the pretrained pipeline on WNUT-17 dev fails "never below"
+    assert rows["demo champion (accurate) on WNUT-17 dev: never below pretrained"].met is False
+    assert "demo champion on beauty hold-out: F1" not in rows
+    # And without demo runs there are no demo rows
+    assert not any("demo" in row.name for row in accurate_rows(runs, runs[0], speed, base))
