@@ -28,6 +28,7 @@ from ner.storage import LocalStorage
 from ner.training_worker import train_isolated
 from ner.transformer import COMPONENT, base_weights, require_torch
 from ner.types import Annotation, Span
+from tests.support.cli import plain_env, run_cli
 
 pytestmark = [pytest.mark.accurate, pytest.mark.integration, pytest.mark.slow]
 
@@ -199,3 +200,34 @@ def test_forked_workers_predict_what_one_process_predicts(
     assert len(forked.processes) == 3
     assert list(read_predictions(storage, forked.predictions_key)) == expected
     assert sum(1 for p in expected if p.spans) >= 30  # the comparison is not vacuous
+
+
+def test_the_demo_under_the_accurate_recipe_trains_beside_the_rehearsal_set(
+    tmp_path: Path,
+) -> None:
+    """``brandloop demo --set train.recipe=accurate`` trains the transformer with the shipped
+    rehearsal set beside the demo's labels, each labelled post three times, brand list off
+    (:func:`apps.cli.demo_accurate_recipe`); read back from the training run in MLflow."""
+    env = plain_env(tmp_path)
+    # a small round, one epoch, 40 rehearsal posts; a threshold no challenger meets
+    args = ["demo", "--rounds", "1", "--posts-per-round", "80", "--set", "threshold=0.99"]
+    args += ["--set", "train.recipe=accurate", "--set", "train.accurate_epochs=1"]
+    args += ["--set", "train.rehearsal_posts=40"]
+    done = run_cli(env, *args, cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "✓ trained the challenger" in done.stdout, done.stdout
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / '.brandloop' / 'demo' / 'mlflow.db'}")
+    runs = [
+        run
+        for experiment in client.search_experiments()
+        for run in client.search_runs([experiment.experiment_id])
+        if "train_rehearsed" in run.data.metrics
+    ]
+    assert len(runs) == 1, [r.data.tags.get("mlflow.runName") for r in runs]
+    params, metrics = runs[0].data.params, runs[0].data.metrics
+    by_knob = {key.rsplit(".", 1)[-1]: value for key, value in params.items()}
+    assert by_knob["recipe"] == "accurate" and by_knob["labelled_copies"] == "3"
+    assert by_knob["rehearsal_from"] == "other_gold_export.json"
+    assert by_knob["with_gazetteer"] == "False"
+    # the 40 drawn posts, less the brand-less ones the recipe's negative sampling left out
+    assert 0 < metrics["train_rehearsed"] <= 40

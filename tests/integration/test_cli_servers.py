@@ -26,6 +26,7 @@ from ner.registry import CHAMPION, PREVIOUS, Registry
 from ner.settings import load_settings
 from ner.storage import open_storage
 from ner.types import Annotation, Span
+from tests.support.cli import plain_env, run_cli
 from tests.support.servers import (
     LOCALHOST,
     LabelStudioService,
@@ -35,21 +36,6 @@ from tests.support.servers import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _cli_process(
-    env: dict[str, str], *args: str, cwd: Path = ROOT, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """``python -m apps.cli ARGS`` in ``cwd`` with ``env`` (and nothing else)."""
-    return subprocess.run(
-        [sys.executable, "-m", "apps.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def _inherited() -> dict[str, str]:
@@ -226,16 +212,11 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     (work / "mlflow.db").write_text("the user's own registry")
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "PYTHONPATH": str(ROOT),
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "HOME": str(tmp_path),
-    }
+    env = plain_env(tmp_path)
     # a short training; the cold start (F1 about 0.54) is below the threshold, the challenger
     # above (4 epochs were enough before the canary set took its posts out of training)
     args = ["demo", "--rounds", "2", "--set", "max_epochs=10", "--set", "threshold=0.6"]
-    done = _cli_process(env, *args, cwd=work, timeout=900)
+    done = run_cli(env, *args, cwd=work, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     # nothing a user cannot act on: MLflow's registration notices, Prefect's server hint
@@ -264,7 +245,7 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
         for k, v in cli.demo_overrides(Path(".brandloop/demo")).items()
         for a in ("--set", f"{k}={v}")
     ]
-    status = _cli_process(env, "status", *flags, cwd=work)
+    status = run_cli(env, "status", *flags, cwd=work)
     assert status.returncode == 0, status.stderr[-3000:]
     # (named by a path the user can type: the venv's bin folder, not on PATH after make)
     assert re.search(rf"next: \S*bin/brandloop status {re.escape(' '.join(flags))}", out), out
@@ -276,7 +257,7 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
     )
     # And --keep continues from that state: nothing removed, the output says whose rounds its
     # table numbers; the bundled posts were all read, so no round is played
-    kept = _cli_process(env, *args, "--keep", cwd=work, timeout=600)
+    kept = run_cli(env, *args, "--keep", cwd=work, timeout=600)
     assert kept.returncode == 0, kept.stderr[-3000:]
     assert "removed the last demo" not in kept.stdout
     assert "continuing the last demo" in kept.stdout, kept.stdout
@@ -311,12 +292,7 @@ def test_a_signal_ends_a_waiting_loop_and_its_temporary_prefect_api(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
     # Given a loop waiting for labels on Prefect's temporary API (no PREFECT_API_URL)
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "PYTHONPATH": str(ROOT),
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "HOME": str(tmp_path),
-    }
+    env = plain_env(tmp_path)
     posts = ROOT / "ner" / "resources" / "demo" / "posts.jsonl"
     args = ["loop", "--source", "jsonl", "--input-uri", str(posts), "--posts-per-round", "5"]
     args += ["--set", f"storage_uri={tmp_path / 'storage'}"]
@@ -403,23 +379,21 @@ def test_deploy_prepares_an_environment_on_a_prefect_server(
     }
     # A missing deploy-time variable is listed and named, and nothing is done
     partial = {k: v for k, v in deploy_env.items() if k != "BRANDLOOP_DEV_STORAGE_URI"}
-    done = _cli_process(
-        {**_inherited(), **prefect_server.env(), **partial}, "deploy", "--env", "dev"
-    )
+    done = run_cli({**_inherited(), **prefect_server.env(), **partial}, "deploy", "--env", "dev")
     assert done.returncode == 1
     assert "missing: BRANDLOOP_DEV_LABEL_STUDIO_URL" in done.stdout
     assert "missing: BRANDLOOP_DEV_STORAGE_URI" in done.stdout
     assert done.stderr.strip().splitlines()[-1].startswith("error: 2 deploy-time variable(s)")
     # Without a Prefect server there is nothing to deploy to
     full = {**deploy_env, "BRANDLOOP_DEV_LABEL_STUDIO_URL": "http://127.0.0.1:9"}
-    done = _cli_process(
+    done = run_cli(
         {**_inherited(), **full, "PREFECT_HOME": str(tmp_path / "ph")}, "deploy", "--env", "dev"
     )
     assert done.returncode == 1
     assert "error: PREFECT_API_URL is not set" in done.stderr
     # With the server, the pool and the Secret blocks are made (no secret printed)
     args = ("deploy", "--env", "dev", "--no-deploy", "--secrets-from-env")
-    done = _cli_process({**_inherited(), **prefect_server.env(), **full}, *args)
+    done = run_cli({**_inherited(), **prefect_server.env(), **full}, *args)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "secret blocks: x-bearer-token-dev saved, label-studio-api-key-dev " in done.stdout
     assert token not in done.stdout + done.stderr
