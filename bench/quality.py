@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 SEEDS = (1, 2, 3)
 #: A smoke run still has two seeds, so the spread is computed.
 QUICK_SEEDS = (1, 2)
+QUICK_REHEARSAL_POSTS = 40
 #: Business threshold of the WNUT-17 runs: above the cold start (0 on WNUT-17 dev), so the
 #: flow trains, and low enough that it promotes what it trained. The demo champion keeps the
 #: flow's default (0.8), above the gazetteer on the beauty posts, as in ``brandloop demo``.
@@ -194,13 +195,15 @@ def load_sets(quick: bool) -> Sets:
 
 def flow_overrides(recipe: Recipe, *, seed: int, quick: bool) -> dict[str, Any]:
     """The recipe's settings plus this run's seed and data settings (the gold set is adopted,
-    so nothing is split off). A quick run trains one epoch."""
+    so nothing is split off). A quick run trains one epoch, with 40 rehearsal posts at most."""
     merged = {**recipe.overrides, "seed": seed, "gold_fraction": 0.0}
     if recipe.threshold is not None:
         merged["threshold"] = recipe.threshold
     if quick:
         train = dict(recipe.overrides.get("train") or {})
         merged["train"] = {**train, "max_epochs": 1, "accurate_epochs": 1}
+        if train.get("rehearsal_uri"):
+            merged["train"]["rehearsal_posts"] = QUICK_REHEARSAL_POSTS
     return merged
 
 

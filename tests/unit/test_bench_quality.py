@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -82,6 +83,10 @@ def test_flow_overrides_keep_the_recipe_and_set_only_seed_data_and_threshold() -
     quick = flow_overrides(demo, seed=3, quick=True)
     assert quick["train"] == {"learn_rate": 0.002, "max_epochs": 1, "accurate_epochs": 1}
     assert demo.overrides["train"] == {"learn_rate": 0.002}
+    # And a quick run draws a few rehearsal posts, not the whole set
+    rehearsed = replace(demo, overrides={"train": {"rehearsal_uri": "set.json"}})
+    assert flow_overrides(rehearsed, seed=1, quick=True)["train"]["rehearsal_posts"] == 40
+    assert "rehearsal_posts" not in flow_overrides(rehearsed, seed=1, quick=False)["train"]
 
 
 def test_the_demo_champion_is_trained_with_the_demo_recipe_and_scored_across_domains() -> None:
@@ -152,8 +157,6 @@ def test_a_quick_run_trains_one_epoch_even_when_the_recipe_names_flat_settings()
 
 
 def test_flow_and_cost_rows_fail_on_a_different_model_or_slow_training() -> None:
-    from dataclasses import replace
-
     from bench.quality import cost_rows, flow_rows
 
     # Given runs whose flow scored the same model as the reload, but one that did not
@@ -176,8 +179,6 @@ def test_flow_and_cost_rows_fail_on_a_different_model_or_slow_training() -> None
 
 
 def test_accurate_rows_hold_the_accurate_targets() -> None:
-    from dataclasses import replace
-
     from bench.quality import ACCURATE_ROW, accurate_recipe, accurate_rows
 
     # Given the accurate recipe: WNUT-17 train with train.recipe=accurate, scored as WNUT
