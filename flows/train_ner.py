@@ -48,7 +48,7 @@ from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
 from ner.modelcard import ModelCard, Recipe, SetMetrics, TrainingData, render_model_card
 from ner.registry import CHALLENGER, CHAMPION, Decision, needs_training, run_tags
-from ner.settings import Settings
+from ner.settings import Settings, TrainSettings
 from ner.training_worker import train_isolated
 from ner.types import Annotation
 
@@ -502,7 +502,7 @@ def train_challenger(
         started_ms=started_ms,
         hard_negatives=result.hard_negatives,
         rehearsed=result.rehearsed,
-        rehearsal_note=_rehearsal_note(rehearsed, settings.train.rehearsal_uri),
+        rehearsal_note=_rehearsal_note(rehearsed, settings.train, result.rehearsed),
     )
 
 
@@ -519,15 +519,19 @@ def _labelled_ids(ctx: RunContext, labelled_keys: list[str]) -> set[str]:
     return {a.post_id for key in labelled_keys for a in datasets.read_annotations(ctx.storage, key)}
 
 
-def _rehearsal_note(found: rehearsal.RehearsalSet | None, uri: str | None) -> str:
-    """What was read of the rehearsal set, for the run's log ("" without one)."""
+def _rehearsal_note(
+    found: rehearsal.RehearsalSet | None, recipe: TrainSettings, trained: int
+) -> str:
+    """What was read of the rehearsal set and what of it was trained on (``trained`` posts),
+    for the run's log ("" without one)."""
     if found is None:
         return ""
     unread = len({r.record_id for r in found.rejected})
-    name = (uri or "").rsplit("/", 1)[-1]
+    name = (recipe.rehearsal_uri or "").rsplit("/", 1)[-1]
     return (
         f"{len(found.annotations)} drawn of {name}; {found.left_out} left out as labelled "
-        f"here, {unread} not read"
+        f"here, {unread} not read, {len(found.annotations) - trained} brand-less left out "
+        f"by negative sampling (train.negative_fraction {recipe.negative_fraction:g})"
     )
 
 

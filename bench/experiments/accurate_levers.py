@@ -49,6 +49,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # beauty set: the demo champion's question (session 12); WNUT-17 train as rehearsal set
     "accurate-rehearse-dup3": {"labelled_copies": 3},
     "accurate-rehearse500-dup3": {"labelled_copies": 3},
+    "accurate-smooth0.1": {},
 }
 #: entity swap (:func:`bench.experiments.levers.swap`: copies, names from), applied to the
 #: posts handed to ``train``, so some copies fall in the recipe's held-back slice (the
@@ -61,6 +62,9 @@ SILVER = {"accurate-silver-other"}
 #: read when :func:`~ner.transformer_training.fine_tune` runs, restored after ``train``):
 #: half the batch, twice the steps, same epochs and learning rate
 BATCHES: dict[str, int] = {"accurate-batch8": 8}
+#: label smoothing of the cross-entropy (:data:`ner.transformer_training.LABEL_SMOOTHING`,
+#: set for the run and restored after it, as the batch size)
+SMOOTHING: dict[str, float] = {"accurate-smooth0.1": 0.1}
 #: rehearsal set (``train(rehearsal=...)``, as ``NER_TRAIN__REHEARSAL_URI``): WNUT-17 train
 #: with its brands, beside the labelled posts of the ``beauty`` set; None = all 3,394 posts
 REHEARSE: dict[str, int | None] = {"accurate-rehearse-dup3": None, "accurate-rehearse500-dup3": 500}
@@ -117,8 +121,9 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
     row: dict[str, Any] = {"recipe": "accurate", "variant": variant, "seed": seed, "set": which}
     with tempfile.TemporaryDirectory(prefix="accurate-") as tmp:
         shipped_batch = ner.transformer_training.BATCH_SIZE
-        if variant in BATCHES:
-            ner.transformer_training.BATCH_SIZE = BATCHES[variant]
+        shipped_smoothing = ner.transformer_training.LABEL_SMOOTHING
+        ner.transformer_training.BATCH_SIZE = BATCHES.get(variant, shipped_batch)
+        ner.transformer_training.LABEL_SMOOTHING = SMOOTHING.get(variant, shipped_smoothing)
         try:
             clock, cpu = time.perf_counter(), time.process_time()
             result = train(
@@ -133,6 +138,7 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
             batch_size = ner.transformer_training.BATCH_SIZE
         finally:
             ner.transformer_training.BATCH_SIZE = shipped_batch
+            ner.transformer_training.LABEL_SMOOTHING = shipped_smoothing
         row.update(
             spec=VARIANTS[variant],
             batch_size=batch_size,
