@@ -816,7 +816,10 @@ def demo(
     keep: Annotated[bool, typer.Option(help="Continue from the last demo's state.")] = False,
     set_: SetOption = None,
 ) -> None:
-    """The whole loop offline on the bundled posts, a replay annotator labelling them."""
+    """The whole loop offline on the bundled posts, a replay annotator labelling them.
+
+    With --set train.recipe=accurate: the transformer beside a rehearsal set (minutes a round).
+    """
     from flows.feedback_loop import feedback_loop
     from ner.replay import demo_posts_path
 
