@@ -142,9 +142,10 @@ def test_every_benchmark_module_is_discovered_and_names_are_unique() -> None:
     registry = bench.discover()
     names = {"inference", "quality", "loop", "learning"}
     assert names <= set(registry)
-    # the budgets of make bench fit 70 minutes on a 2-core machine (30 before quality ran
-    # its two recipes with 3 seeds each, 40 before it trained the accurate recipe, issue 9)
-    assert sum(registry[name].budget_seconds for name in names) <= 70 * 60
+    # the budgets of make bench fit 100 minutes on a 2-core machine (30 before quality ran
+    # its two recipes with 3 seeds each, 40 before it trained the accurate recipe, 70 before
+    # it trained the demo champion under the accurate recipe, issue 9)
+    assert sum(registry[name].budget_seconds for name in names) <= 100 * 60
 
     def other(ctx: Context) -> dict[str, Any]:
         return {"metrics": []}
