@@ -777,9 +777,9 @@ def demo_accurate_recipe() -> dict[str, Any]:
     list off. Measured in bench/README.md, "Demo champion: the accurate recipe with a
     rehearsal set": it keeps to the beauty posts without calling every capitalised word of
     other posts a brand, which the in-domain recipe does."""
-    from ner.replay import demo_gold_path
+    from ner.replay import demo_rehearsal_path
 
-    rehearsal = demo_gold_path().with_name("other_gold_export.json")
+    rehearsal = demo_rehearsal_path()
     train = {"recipe": "accurate", "rehearsal_uri": str(rehearsal), "labelled_copies": 3}
     return {"gold_recent_fraction": 0.0, "train": {**train, "gazetteer": False}}
 

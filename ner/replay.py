@@ -33,6 +33,12 @@ def demo_gold_path() -> Path:
     return Path(str(resources.files("ner") / "resources" / "demo" / "gold_export.json"))
 
 
+def demo_rehearsal_path() -> Path:
+    """The shipped rehearsal set: WNUT-17 train with its brands, in Label Studio export
+    format (``scripts/export_other_posts.py``; CC-BY 4.0)."""
+    return demo_gold_path().with_name("other_gold_export.json")
+
+
 def _post_id(task: Mapping[str, Any]) -> str | None:
     data = task.get("data") or {}
     value = data.get("post_id", data.get("id"))

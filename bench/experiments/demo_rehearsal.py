@@ -35,9 +35,9 @@ def recipe(kind: str = "fast") -> Any:
     :func:`apps.cli.demo_accurate_recipe`)."""
     from apps.cli import DEMO_RECIPE, demo_accurate_recipe
     from bench.quality import Recipe
-    from ner.replay import demo_gold_path
+    from ner.replay import demo_rehearsal_path
 
-    rehearsal = demo_gold_path().with_name("other_gold_export.json")
+    rehearsal = demo_rehearsal_path()
     train: dict[str, Any] = {"rehearsal_uri": str(rehearsal), "labelled_copies": 3}
     overrides: dict[str, Any] = {"gold_recent_fraction": 0.0, "train": train}
     if kind == "in-domain":
