@@ -4,7 +4,10 @@
 ``prefect.task_runs``) while a flow runs in this process. A task that starts turns into a
 spinner line ("training the challenger ... 0:00:41"); when it ends, one line stays on the
 screen with its outcome and duration. What the flows log at INFO is printed as it comes,
-so the narration follows the run's own log, the one the Prefect UI shows.
+so the narration follows the run's own log, the one the Prefect UI shows. Where the console
+is not a terminal (output redirected to a file or a pipe) there is no spinner: a running
+task's progress ("epoch 3/20 ...") is printed as a line instead, at most one per task every
+:data:`PLAIN_EVERY` seconds.
 
 The run's records still reach the Prefect API (the UI) at INFO and above; Prefect's own
 console lines are hidden unless ``verbose`` (``--debug``).
@@ -79,6 +82,8 @@ _FRACTION = re.compile(r"\b(?P<done>\d+)\s*/\s*(?P<total>\d+)\b")
 _ENGINE_ERROR = "Encountered exception during execution"
 _TASK_ERROR = "Task run encountered an exception "
 _RETRY = re.compile(r"Retry (?P<n>\d+)/(?P<of>\d+) will start")
+#: Seconds between two progress lines of one task when the console is not a terminal.
+PLAIN_EVERY = 10.0
 
 
 @dataclass
@@ -86,6 +91,7 @@ class _Running:
     label: str
     started: float
     progress_id: TaskID
+    said: float = float("-inf")  # when its last progress line was printed (plain console)
 
 
 class Narrator(logging.Handler):
@@ -124,12 +130,22 @@ class Narrator(logging.Handler):
     def _task_message(self, running: _Running, message: str) -> None:
         """A running task's INFO line becomes its spinner's text; "k/n" fills its bar."""
         fraction = _FRACTION.search(message)
+        if not self.console.is_terminal:
+            self._plain_progress(running, message)
         self.progress.update(
             running.progress_id,
             description=f"{running.label}: {escape(_clip(message, 100))}",
             completed=int(fraction["done"]) if fraction else None,
             total=int(fraction["total"]) if fraction else None,
         )
+
+    def _plain_progress(self, running: _Running, message: str) -> None:
+        """Without a spinner to show it, a task's progress is a line, :data:`PLAIN_EVERY`
+        seconds apart at most (a long step still says it is alive, a fast one does not flood)."""
+        now = time.monotonic()
+        if now - running.said >= PLAIN_EVERY:
+            running.said = now
+            self.say(f"  [dim]{escape(running.label)}: {escape(_clip(message))}[/]")
 
     def _flow_record(self, record: logging.LogRecord, message: str) -> None:
         if self.starting is not None:

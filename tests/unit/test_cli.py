@@ -566,11 +566,12 @@ def test_narrator_says_one_line_per_step() -> None:
     narrator.emit(_record("Beginning flow run 'a' for flow 'train-ner'", **flow))
     narrator.emit(_record("Created task run 'x' for task 'train_challenger'", 10, **task))
     narrator.emit(_record("epoch 3/20: loss 12.5, dev F1 0.61", **task))
+    narrator.emit(_record("epoch 4/20: loss 11.0, dev F1 0.66", **task))  # < PLAIN_EVERY later
     running = narrator.running["t1"]
     assert running.label == "training the challenger"
     bar = next(t for t in progress.tasks if t.id == running.progress_id)
-    assert (bar.completed, bar.total) == (3, 20)
-    assert bar.description == "training the challenger: epoch 3/20: loss 12.5, dev F1 0.61"
+    assert (bar.completed, bar.total) == (4, 20)
+    assert bar.description == "training the challenger: epoch 4/20: loss 11.0, dev F1 0.66"
     narrator.emit(_record("Finished in state Completed()", **task))
     narrator.emit(_record("champion v1: F1 0.8 " + "gate rule " * 100, **flow))
     failing = {**task, "task_name": "fetch_posts", "task_run_id": "t2"}
@@ -580,13 +581,24 @@ def test_narrator_says_one_line_per_step() -> None:
     narrator.emit(_record("Finished in state Failed('Flow run encountered an exception')", **flow))
     lines = _lines(console.export_text())
     assert lines[0] == "▶ train-ner"
-    assert lines[1].startswith("✓ trained the challenger (")
+    # not a terminal, so no spinner: the task's progress is a line, one per PLAIN_EVERY s
+    assert lines[1] == "  training the challenger: epoch 3/20: loss 12.5, dev F1 0.61"
+    assert lines[2].startswith("✓ trained the challenger (")
     cut = lines.index("✗ fetch_posts failed: no such file posts.jsonl")
-    said = " ".join(lines[2:cut])  # wrapped at the console's width, whole up to MAX_LINE
+    said = " ".join(lines[3:cut])  # wrapped at the console's width, whole up to MAX_LINE
     assert said.startswith("  champion v1: F1 0.8 gate rule") and said.endswith("…")
     assert 400 < len(said) <= 490
     assert lines[cut + 1 :] == ["✗ train-ner failed"]
     assert narrator.running == {}
+
+
+def test_narrator_leaves_progress_to_the_spinner_on_a_terminal() -> None:
+    console = Console(record=True, width=200, force_terminal=True)
+    narrator = Narrator(console, Progress(console=console))
+    task = {"flow_name": "train-ner", "task_name": "train_challenger", "task_run_id": "t1"}
+    narrator.emit(_record("Created task run 'x' for task 'train_challenger'", 10, **task))
+    narrator.emit(_record("epoch 3/20: loss 12.5, dev F1 0.61", **task))
+    assert "epoch" not in console.export_text()
 
 
 # -- settings ----------------------------------------------------------------------------
