@@ -73,7 +73,9 @@ def _version_number(value: str) -> str:
 
 
 #: ``--reason`` of an audited alias move: required, and not blank.
-ReasonOption = Annotated[str, typer.Option(help="Why (kept in the audit).", callback=_not_blank)]
+ReasonOption = Annotated[
+    str, typer.Option(metavar="TEXT", help="Why (kept in the audit).", callback=_not_blank)
+]
 
 
 @dataclass
@@ -399,7 +401,8 @@ KeywordOption = Annotated[
     ),
 ]
 InputOption = Annotated[
-    str | None, typer.Option(help="JSONL posts for source=jsonl: a local path or storage key.")
+    str | None,
+    typer.Option(metavar="URI", help="JSONL posts for source=jsonl: a local path or storage key."),
 ]
 
 
@@ -427,9 +430,12 @@ def apply(
     source: Annotated[Source, typer.Option(help="Where posts come from.")] = "x",
     input_uri: InputOption = None,
     model: Annotated[
-        str | None, typer.Option(help="Model spec; default @champion, else the cold start.")
+        str | None,
+        typer.Option(metavar="SPEC", help="Model spec; default @champion, else the cold start."),
     ] = None,
-    max_posts: Annotated[int | None, typer.Option(min=1, help="Most posts to fetch.")] = None,
+    max_posts: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Most posts to fetch.")
+    ] = None,
     destination: Annotated[
         Destination, typer.Option(help="storage: import JSON in storage; label_studio: API.")
     ] = "storage",
@@ -439,14 +445,19 @@ def apply(
     ] = "processes",
     workers: Annotated[
         int | None,
-        typer.Option(min=1, help="Processes (default NER_N_PROCESS) or local Dask workers."),
+        typer.Option(
+            min=1, metavar="N", help="Processes (default NER_N_PROCESS) or local Dask workers."
+        ),
     ] = None,
     cluster_address: Annotated[
-        str | None, typer.Option(help="Dask scheduler (default NER_DASK_ADDRESS).")
+        str | None,
+        typer.Option(metavar="ADDRESS", help="Dask scheduler (default NER_DASK_ADDRESS)."),
     ] = None,
     n_shards: Annotated[
         int | None,
-        typer.Option(min=1, help="Line ranges the posts are cut into (default: workers)."),
+        typer.Option(
+            min=1, metavar="N", help="Line ranges the posts are cut into (default: workers)."
+        ),
     ] = None,
     set_: SetOption = None,
 ) -> None:
@@ -597,21 +608,23 @@ def loop(
     input_uri: InputOption = None,
     keywords: KeywordOption = None,
     posts_per_round: Annotated[
-        int | None, typer.Option(min=1, help="Posts sent per round.")
+        int | None, typer.Option(min=1, metavar="N", help="Posts sent per round.")
     ] = None,
     annotator: Annotated[
         Literal["storage", "replay", "label_studio"],
         typer.Option(help="Who labels: exports in storage, Label Studio's API, or replay."),
     ] = "storage",
     gold_export: Annotated[
-        str | None, typer.Option(help="Export the replay annotator answers from.")
+        str | None, typer.Option(metavar="KEY", help="Export the replay annotator answers from.")
     ] = None,
-    max_rounds: Annotated[int | None, typer.Option(min=1, help="Round budget.")] = None,
+    max_rounds: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Round budget.")
+    ] = None,
     wait_timeout_s: Annotated[
-        float, typer.Option(min=1, help="Longest wait for labels, in seconds.")
+        float, typer.Option(min=1, metavar="SECONDS", help="Longest wait for labels, in seconds.")
     ] = 24 * 3600,
     poll_interval_s: Annotated[
-        float, typer.Option(min=1, help="Seconds between label polls.")
+        float, typer.Option(min=1, metavar="SECONDS", help="Seconds between label polls.")
     ] = 60,
     set_: SetOption = None,
 ) -> None:
@@ -666,9 +679,11 @@ def forget(
         list[str] | None, typer.Argument(metavar="ID", help="Post ids to forget.")
     ] = None,
     from_file: Annotated[
-        Path | None, typer.Option(help="A file of post ids, one per line.")
+        Path | None, typer.Option(metavar="FILE", help="A file of post ids, one per line.")
     ] = None,
-    by: Annotated[str | None, typer.Option(help="Who asks (default: cli:<user>).")] = None,
+    by: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Who asks (default: cli:<user>).")
+    ] = None,
     label_studio: Annotated[
         bool, typer.Option(help="Delete the posts' Label Studio tasks too.")
     ] = True,
@@ -809,10 +824,15 @@ def demo_overrides(folder: Path) -> dict[str, str]:
 def demo(
     ctx: typer.Context,
     dir_: Annotated[
-        Path, typer.Option("--dir", help="Folder of the demo's storage and MLflow database.")
+        Path,
+        typer.Option(
+            "--dir", metavar="DIR", help="Folder of the demo's storage and MLflow database."
+        ),
     ] = Path(".brandloop/demo"),
-    rounds: Annotated[int, typer.Option(min=1, help="Round budget.")] = 3,
-    posts_per_round: Annotated[int, typer.Option(min=1, help="Posts sent per round.")] = 360,
+    rounds: Annotated[int, typer.Option(min=1, metavar="N", help="Round budget.")] = 3,
+    posts_per_round: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Posts sent per round.")
+    ] = 360,
     keep: Annotated[bool, typer.Option(help="Continue from the last demo's state.")] = False,
     set_: SetOption = None,
 ) -> None:
@@ -910,7 +930,9 @@ def _move(event: AuditEvent) -> str:
 
 @app.command()
 def status(
-    limit: Annotated[int, typer.Option(min=1, help="Evaluations and alias moves to show.")] = 5,
+    limit: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Evaluations and alias moves to show.")
+    ] = 5,
     set_: SetOption = None,
 ) -> None:
     """Champion, challenger, previous (F1 on the current gold set), last evaluations, alias
@@ -955,7 +977,8 @@ def settings_(
     match: Annotated[
         str,
         typer.Argument(
-            help="Show only settings whose name or description contains this (accurate, serve)."
+            metavar="MATCH",
+            help="Show only settings whose name or description contains this (accurate, serve).",
         ),
     ] = "",
     set_: SetOption = None,
@@ -1152,9 +1175,15 @@ def rollback(
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Default NER_SERVE_HOST.")] = None,
-    port: Annotated[int | None, typer.Option(help="Default NER_SERVE_PORT.")] = None,
-    model: Annotated[str | None, typer.Option(help="Default NER_SERVE_MODEL.")] = None,
+    host: Annotated[
+        str | None, typer.Option(metavar="HOST", help="Default NER_SERVE_HOST.")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(metavar="PORT", help="Default NER_SERVE_PORT.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(metavar="SPEC", help="Default NER_SERVE_MODEL.")
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Serve the champion over the REST API. Needs a bearer token: NER_SERVE_API_KEY,

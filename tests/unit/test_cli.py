@@ -67,12 +67,12 @@ def test_top_level_help_lists_every_command(runner: CliRunner) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["demo"], "--posts-per-round"),
+        (["demo"], "--posts-per-round N"),
         (["apply"], "--input-uri"),
         (["train"], "--export-key"),
-        (["loop"], "--wait-timeout-s"),
+        (["loop"], "--wait-timeout-s SECONDS"),
         (["status"], "--limit"),
-        (["settings"], "match <str>"),
+        (["settings"], "MATCH"),
         (["promote"], "--reason"),
         (["rollback"], "--reason"),
         (["serve"], "--port"),
