@@ -29,10 +29,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import Context, Metric, at_least, at_most, benchmark
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+
+    from ner.models import LoadedModel
+    from ner.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -70,107 +77,153 @@ def _probe(args: list[str], timeout: float) -> dict[str, Any]:
     return result
 
 
-@benchmark(
-    "inference",
-    description="Predict throughput vs raw nlp.pipe, n_process, peak RSS, Dask sharding",
-    budget_seconds=600,
-)
-def run(ctx: Context) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Setup:
+    """What every measurement shares: the storage, the posts written to it, the model."""
+
+    root: Path
+    storage: Storage
+    small_key: str
+    large_key: str
+    n_posts: int
+    n_large: int
+    model: LoadedModel
+    texts: list[str]
+
+    @property
+    def nlp(self) -> Language:
+        return self.model.nlp
+
+    @property
+    def files(self) -> Path:
+        from bench import _probe as probe
+
+        return self.root / probe.ENV
+
+
+def _prepare(ctx: Context) -> _Setup:
     from bench import _probe as probe
     from bench.posts import write_posts
     from ner import layout
-    from ner.inference import predict_to_storage, unneeded_pipes
     from ner.models import build_base
-    from ner.parallel import predict_parallel
     from ner.records import read_posts
     from ner.storage import open_storage
 
-    n_posts = ctx.size(N_POSTS, 300)
-    n_large = ctx.size(N_LARGE, 3_000)
+    n_posts, n_large = ctx.size(N_POSTS, 300), ctx.size(N_LARGE, 3_000)
     root = ctx.out_dir / "storage"
     storage = open_storage(str(root), probe.ENV)
-    files = root / probe.ENV
-    small_key, large_key = (
-        layout.posts_batch(f"bench-{n_posts}"),
-        layout.posts_batch(f"bench-{n_large}"),
-    )
+    small_key = layout.posts_batch(f"bench-{n_posts}")
+    large_key = layout.posts_batch(f"bench-{n_large}")
     write_posts(storage, small_key, n_posts, ctx.seed)
     write_posts(storage, large_key, n_large, ctx.seed)
-
     model = build_base(probe.BASE_MODEL, probe.LABEL_MAP)
-    nlp, batch = model.nlp, probe.BATCH_SIZE
     texts = [post.text for post in read_posts(storage, small_key)]
-    words = sum(len(text.split()) for text in texts) / len(texts)
+    return _Setup(root, storage, small_key, large_key, n_posts, n_large, model, texts)
 
-    def raw() -> None:
-        with nlp.select_pipes(disable=unneeded_pipes(nlp)):
-            for _doc in nlp.pipe(texts, batch_size=batch):
-                pass
+
+def _throughput(setup: _Setup) -> dict[str, list[dict[str, float]]]:
+    """(a) raw ``nlp.pipe`` against the project path, ABBA; (b) 2 processes, best of two,
+    and spaCy's ``n_process=2`` once. Returns wall and CPU seconds of every run."""
+    from bench import _probe as probe
+    from ner import layout
+    from ner.inference import predict_to_storage, unneeded_pipes
+    from ner.parallel import predict_parallel
+
+    nlp, batch, texts, n_posts = setup.nlp, probe.BATCH_SIZE, setup.texts, setup.n_posts
+
+    def raw(n_process: int = 1) -> Callable[[], object]:
+        def pipe() -> None:
+            with nlp.select_pipes(disable=unneeded_pipes(nlp)):
+                for _doc in nlp.pipe(texts, batch_size=batch, n_process=n_process):
+                    pass
+
+        return pipe
 
     def project(n_process: int, out_key: str) -> Callable[[], object]:
         if n_process > 1:
             return lambda: predict_parallel(
-                storage, small_key, out_key, model, workers=n_process, batch_size=batch
+                setup.storage,
+                setup.small_key,
+                out_key,
+                setup.model,
+                workers=n_process,
+                batch_size=batch,
             )
         return lambda: predict_to_storage(
-            nlp, storage, small_key, out_key, model_version=model.version, batch_size=batch
+            nlp,
+            setup.storage,
+            setup.small_key,
+            out_key,
+            model_version=setup.model.version,
+            batch_size=batch,
         )
 
-    # Warm-up: first calls allocate and fill caches.
-    with nlp.select_pipes(disable=unneeded_pipes(nlp)):
+    with nlp.select_pipes(disable=unneeded_pipes(nlp)):  # warm-up: caches, allocations
         list(nlp.pipe(texts[:batch], batch_size=batch))
-
-    # (a) raw vs project path, ABBA.
     runs: dict[str, list[dict[str, float]]] = {"raw": [], "project": [], "project_n2": []}
     for variant in ("raw", "project", "project", "raw"):
         log.info("(a) %s over %d posts", variant, n_posts)
-        step = raw if variant == "raw" else project(1, layout.predictions("n1"))
+        step = raw() if variant == "raw" else project(1, layout.predictions("n1"))
         runs[variant].append(_timed(step))
-
-    # (b) n_process=2 through the project path, and spaCy's own n_process=2 for reference.
-    def raw_n2() -> None:
-        with nlp.select_pipes(disable=unneeded_pipes(nlp)):
-            for _doc in nlp.pipe(texts, batch_size=batch, n_process=2):
-                pass
-
-    runs["raw_n2"] = []
     for _ in range(2):
         log.info("(b) n_process=2 over %d posts", n_posts)
         runs["project_n2"].append(_timed(project(2, layout.predictions("n2"))))
     log.info("(b) spaCy nlp.pipe(n_process=2) over %d posts", n_posts)
-    runs["raw_n2"].append(_timed(raw_n2))
+    runs["raw_n2"] = [_timed(raw(2))]
+    return runs
 
-    def best_rate(name: str, key: str = "wall") -> float:
-        return n_posts / min(run[key] for run in runs[name])
 
-    raw_rate, project_rate, n2_rate = (
-        best_rate("raw"),
-        best_rate("project"),
-        best_rate("project_n2"),
-    )
-    cpu_ratio = best_rate("project", "cpu") / best_rate("raw", "cpu")
+def _peak_rss(setup: _Setup) -> dict[str, dict[str, Any]]:
+    """(c) peak RSS of fresh processes streaming the small and the large batch."""
+    from ner import layout
 
-    # (c) peak RSS of fresh processes streaming 10k and 100k posts.
     rss: dict[str, dict[str, Any]] = {}
-    for n, key in ((n_posts, small_key), (n_large, large_key)):
+    for n, key in ((setup.n_posts, setup.small_key), (setup.n_large, setup.large_key)):
         log.info("(c) peak RSS over %d posts", n)
-        rss[str(n)] = _probe(["rss", str(root), key, layout.predictions(f"rss-{n}")], 1800)
-    rss_small = rss[str(n_posts)]["rss_peak_mib"]
-    rss_large = rss[str(n_large)]["rss_peak_mib"]
+        args = ["rss", str(setup.root), key, layout.predictions(f"rss-{n}")]
+        rss[str(n)] = _probe(args, 1800)
+    return rss
 
-    # (d) the Dask backend on a LocalCluster.
+
+def _dask(setup: _Setup) -> dict[str, Any]:
+    """(d) the Dask backend on a LocalCluster of :data:`WORKERS` workers."""
+    from ner import layout
+
     log.info("(d) predict_parallel on a Dask LocalCluster of %d workers", WORKERS)
-    dask_key = layout.predictions("bench-dask")
-    dask = _probe(["dask", str(root), small_key, dask_key, "--workers", str(WORKERS)], 900)
-    dask_shard_rate = dask["n_posts"] / dask["shard_phase_seconds"]
-    dask_flow_rate = dask["n_posts"] / dask["call_seconds"]
-    reference = _digest(files / layout.predictions("n1"))
-    same_n2 = _digest(files / layout.predictions("n2")) == reference
-    same_dask = _digest(files / dask["predictions_key"]) == reference
-    same_rss = _digest(files / layout.predictions(f"rss-{n_posts}")) == reference
+    key = layout.predictions("bench-dask")
+    args = ["dask", str(setup.root), setup.small_key, key, "--workers", str(WORKERS)]
+    return _probe(args, 900)
 
-    posts = f"{n_posts} posts of {words:.0f} words"
-    metrics = [
+
+def _identical(setup: _Setup, dask: dict[str, Any]) -> dict[str, bool]:
+    """Whether the 2-process, Dask and RSS-probe predictions equal 1 process's, byte for byte."""
+    from ner import layout
+
+    reference = _digest(setup.files / layout.predictions("n1"))
+    return {
+        "n_process_2": _digest(setup.files / layout.predictions("n2")) == reference,
+        "dask": _digest(setup.files / dask["predictions_key"]) == reference,
+        "rss_probe": _digest(setup.files / layout.predictions(f"rss-{setup.n_posts}")) == reference,
+    }
+
+
+def _best_rate(
+    setup: _Setup, runs: dict[str, list[dict[str, float]]], name: str, key: str = "wall"
+) -> float:
+    """Posts per second (``key``: wall or CPU) of the fastest run of ``name``."""
+    return setup.n_posts / min(run[key] for run in runs[name])
+
+
+def _speed_metrics(
+    setup: _Setup, runs: dict[str, list[dict[str, float]]], words: float
+) -> list[Metric]:
+    def rate(name: str, key: str = "wall") -> float:
+        return _best_rate(setup, runs, name, key)
+
+    raw_rate, project_rate, n2_rate = rate("raw"), rate("project"), rate("project_n2")
+    cpu_ratio = rate("project", "cpu") / rate("raw", "cpu")
+    posts = f"{setup.n_posts} posts of {words:.0f} words"
+    return [
         Metric("raw nlp.pipe, 1 process", raw_rate, "posts/s", note=f"{posts}, texts in memory"),
         Metric("project path, 1 process", project_rate, "posts/s", note="predict_to_storage"),
         Metric(
@@ -198,11 +251,27 @@ def run(ctx: Context) -> dict[str, Any]:
         ),
         Metric(
             "spaCy nlp.pipe(n_process=2) / raw",
-            best_rate("raw_n2") / raw_rate,
+            rate("raw_n2") / raw_rate,
             "x",
             baseline="raw nlp.pipe, 1 process",
             note="for reference: docs are serialised back to the parent",
         ),
+    ]
+
+
+def _memory_and_dask_metrics(
+    ctx: Context,
+    setup: _Setup,
+    rss: dict[str, dict[str, Any]],
+    dask: dict[str, Any],
+    n2_rate: float,
+    identical: dict[str, bool],
+) -> list[Metric]:
+    rss_small = rss[str(setup.n_posts)]["rss_peak_mib"]
+    rss_large = rss[str(setup.n_large)]["rss_peak_mib"]
+    shard_rate = dask["n_posts"] / dask["shard_phase_seconds"]
+    same = all(identical.values())
+    return [
         Metric("peak RSS, 10k posts" if not ctx.quick else "peak RSS, small", rss_small, "MiB"),
         Metric("peak RSS, 100k posts" if not ctx.quick else "peak RSS, large", rss_large, "MiB"),
         Metric(
@@ -211,51 +280,70 @@ def run(ctx: Context) -> dict[str, Any]:
             "x",
             "≤ 1.2",
             at_most(rss_large / rss_small, 1.2),
-            f"{n_large} vs {n_posts} posts streamed from storage",
-            f"model loaded: {rss[str(n_posts)]['rss_after_load_mib']:.0f} MiB",
+            f"{setup.n_large} vs {setup.n_posts} posts streamed from storage",
+            f"model loaded: {rss[str(setup.n_posts)]['rss_after_load_mib']:.0f} MiB",
         ),
         Metric(
             f"Dask {WORKERS} workers, shard phase",
-            dask_shard_rate,
+            shard_rate,
             "posts/s",
             note="first shard start to last shard end; models loaded on the workers before",
         ),
         Metric(
             f"Dask {WORKERS} workers, whole call",
-            dask_flow_rate,
+            dask["n_posts"] / dask["call_seconds"],
             "posts/s",
             note="includes LocalCluster start and stop, model loads, planning, joining",
         ),
         Metric(
             "Dask shard phase / n_process=2",
-            dask_shard_rate / n2_rate,
+            shard_rate / n2_rate,
             "x",
             "≥ 0.9",
-            at_least(dask_shard_rate / n2_rate, 0.9),
+            at_least(shard_rate / n2_rate, 0.9),
             baseline="project path, n_process=2",
         ),
         Metric(
             "Dask and n_process=2 output = 1 process",
-            same_dask and same_n2 and same_rss,
+            same,
             target="identical",
-            met=same_dask and same_n2 and same_rss,
+            met=same,
             baseline="predictions JSONL byte for byte",
         ),
     ]
+
+
+@benchmark(
+    "inference",
+    description="Predict throughput vs raw nlp.pipe, n_process, peak RSS, Dask sharding",
+    budget_seconds=600,
+)
+def run(ctx: Context) -> dict[str, Any]:
+    from bench import _probe as probe
+    from ner.inference import unneeded_pipes
+
+    setup = _prepare(ctx)
+    words = sum(len(text.split()) for text in setup.texts) / len(setup.texts)
+    runs = _throughput(setup)
+    rss = _peak_rss(setup)
+    dask = _dask(setup)
+    identical = _identical(setup, dask)
+    speed = _speed_metrics(setup, runs, words)
+    n2_rate = _best_rate(setup, runs, "project_n2")
     return {
-        "metrics": metrics,
+        "metrics": [*speed, *_memory_and_dask_metrics(ctx, setup, rss, dask, n2_rate, identical)],
         "config": {
             "model": probe.BASE_MODEL,
-            "model_version": model.version,
-            "pipes_run": [p for p in nlp.pipe_names if p not in unneeded_pipes(nlp)],
-            "batch_size": batch,
-            "n_posts": n_posts,
-            "n_large": n_large,
+            "model_version": setup.model.version,
+            "pipes_run": [p for p in setup.nlp.pipe_names if p not in unneeded_pipes(setup.nlp)],
+            "batch_size": probe.BATCH_SIZE,
+            "n_posts": setup.n_posts,
+            "n_large": setup.n_large,
             "mean_words": round(words, 1),
             "dask_workers": WORKERS,
         },
         "runs_seconds": runs,
         "rss": rss,
         "dask": dask,
-        "identical": {"n_process_2": same_n2, "dask": same_dask, "rss_probe": same_rss},
+        "identical": identical,
     }
