@@ -40,9 +40,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import Context, Metric, at_most, benchmark
+
+if TYPE_CHECKING:
+    from ner.types import Annotation, Post
 
 log = logging.getLogger(__name__)
 
@@ -255,20 +258,22 @@ def run_jobs(jobs: Sequence[Job], workers: int) -> list[list[dict[str, Any]]]:
         return list(pool.map(simulate, jobs))
 
 
-@benchmark(
-    "learning",
-    description="Active learning (uncertainty + diversity) vs random: labels to equal F1",
-    budget_seconds=720,
-)
-def run(ctx: Context) -> dict[str, Any]:
-    from bench.support import default_train_options, fresh_dir
+@dataclass(frozen=True)
+class _Data:
+    """The simulation's posts: the pool the strategies pick from (with the oracle's
+    annotations) and the held-out test tweets (no copy of a pool tweet)."""
+
+    pool: list[Post]
+    oracle: dict[str, Annotation]
+    test: list[Annotation]
+
+
+def _data(ctx: Context) -> _Data:
     from bench.support import wnut as load_wnut
     from ner.active import filter_pool
-    from ner.base_model import default_base_model
     from ner.types import Post
 
     tweets = load_wnut("train")
-    rounds, budget, seeds = ctx.size(ROUNDS, 2), ctx.size(BUDGET, 20), ctx.size(SEEDS, 2)
     if ctx.quick:
         tweets = tweets[:450]
     pool_annotations = [a for i, a in enumerate(tweets) if i % 2 == 1]
@@ -279,103 +284,111 @@ def run(ctx: Context) -> dict[str, Any]:
         labelled_texts=[a.text for a in pool_annotations],
     )
     clean_ids = {post.id for post in clean}
-    test = [a for a in held_out if a.post_id in clean_ids]
-    oracle = {a.post_id: a for a in pool_annotations}
-    pool = [Post(id=a.post_id, text=a.text) for a in pool_annotations]
-    options = default_train_options(max_epochs=ctx.size(EPOCHS, 1))
-    base_model = default_base_model()
-    work = fresh_dir(ctx.out_dir / "models")
-    seed_list = [ctx.seed + index for index in range(seeds)]
-    jobs = [
-        Job(strategy, seed, pool, oracle, test, rounds, budget, options, work, base_model)
-        for seed in seed_list
-        for strategy in ("random", "active")
-    ]
-    clock = time.perf_counter()
-    results = run_jobs(jobs, workers=min(2, os.cpu_count() or 1))
-    wall_s = time.perf_counter() - clock
+    return _Data(
+        pool=[Post(id=a.post_id, text=a.text) for a in pool_annotations],
+        oracle={a.post_id: a for a in pool_annotations},
+        test=[a for a in held_out if a.post_id in clean_ids],
+    )
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """Mean curves per strategy, each seed's curves, and what they give."""
+
+    curves: dict[str, list[dict[str, Any]]]
+    per_seed: dict[str, list[list[dict[str, Any]]]]
+    needed: float | None  # active labels to reach random's final F1
+    random_self: float | None  # where random itself reaches it
+    seed_shares: list[float | None]
+
+    @property
+    def share(self) -> float | None:
+        final_labels = float(self.curves["random"][-1]["labels"])
+        return None if self.needed is None else self.needed / final_labels
+
+
+def _outcome(jobs: Sequence[Job], results: Sequence[list[dict[str, Any]]]) -> _Outcome:
     per_seed: dict[str, list[list[dict[str, Any]]]] = {"random": [], "active": []}
     for job, curve in zip(jobs, results, strict=True):
         per_seed[job.strategy].append(curve)
     curves = {strategy: mean_curve(runs) for strategy, runs in per_seed.items()}
-    random_final, active_final = curves["random"][-1], curves["active"][-1]
-    points = [(int(p["labels"]), float(p["f1"])) for p in curves["active"]]
-    needed = labels_to_reach(points, float(random_final["f1"]))
-    random_points = [(int(p["labels"]), float(p["f1"])) for p in curves["random"]]
-    random_self = labels_to_reach(random_points, float(random_final["f1"]))
-    share = None if needed is None else needed / float(random_final["labels"])
-    seed_shares = [
-        share_to_reach(a, r) for a, r in zip(per_seed["active"], per_seed["random"], strict=True)
-    ]
-    met_seeds = sum(1 for s in seed_shares if s is not None and s <= TARGET_SHARE)
-    summary: dict[str, Any] = {
-        "random_final_f1": random_final["f1"],
-        "random_final_labels": random_final["labels"],
-        "active_final_f1": active_final["f1"],
-        "budget_per_round": budget,
-        "rounds": rounds,
-        "seeds": seeds,
-        "pool_posts": len(pool),
-        "test_posts": len(test),
-        "test_spans": sum(len(a.spans) for a in test),
-        "strategy": "uncertainty (beam 8) + diversity 0.5, near-duplicates 0.8",
-        "wall_s": wall_s,
-    }
-    if needed is not None:
-        summary["active_labels_to_random_final"] = needed
-    run_id, plot = log_to_mlflow(ctx.out_dir, curves, per_seed, summary)
-    spans = {s: c[-1]["spans"] for s, c in curves.items()}
+    target = float(curves["random"][-1]["f1"])
 
-    def shares_text(values: Sequence[float | None]) -> str:
-        return ", ".join("never" if v is None else f"{100 * v:.0f} %" for v in values)
+    def points(strategy: str) -> list[tuple[int, float]]:
+        return [(int(p["labels"]), float(p["f1"])) for p in curves[strategy]]
 
-    metrics = [
+    return _Outcome(
+        curves=curves,
+        per_seed=per_seed,
+        needed=labels_to_reach(points("active"), target),
+        random_self=labels_to_reach(points("random"), target),
+        seed_shares=[
+            share_to_reach(a, r)
+            for a, r in zip(per_seed["active"], per_seed["random"], strict=True)
+        ],
+    )
+
+
+def _shares_text(values: Sequence[float | None]) -> str:
+    return ", ".join("never" if v is None else f"{100 * v:.0f} %" for v in values)
+
+
+def _final_metrics(out: _Outcome, data: _Data, seeds: int) -> list[Metric]:
+    random_final, active_final = out.curves["random"][-1], out.curves["active"][-1]
+    test_spans = sum(len(a.spans) for a in data.test)
+    met_seeds = sum(1 for s in out.seed_shares if s is not None and s <= TARGET_SHARE)
+    return [
         Metric(
             "pretrained, no labels: F1",
-            curves["random"][0]["f1"],
-            note=f"{len(test)} held-out tweets ({summary['test_spans']} brand spans), "
-            f"pool {len(pool)} tweets",
+            out.curves["random"][0]["f1"],
+            note=f"{len(data.test)} held-out tweets ({test_spans} brand spans), "
+            f"pool {len(data.pool)} tweets",
         ),
-        Metric(
-            "random: final F1",
-            random_final["f1"],
-            note=f"{random_final['labels']} labels, mean of {seeds} seeds "
-            f"(min {random_final['f1_min']:.3f}, max {random_final['f1_max']:.3f})",
-        ),
-        Metric(
-            "active: final F1",
-            active_final["f1"],
-            note=f"{active_final['labels']} labels, mean of {seeds} seeds "
-            f"(min {active_final['f1_min']:.3f}, max {active_final['f1_max']:.3f})",
+        *(
+            Metric(
+                f"{name}: final F1",
+                final["f1"],
+                note=f"{final['labels']} labels, mean of {seeds} seeds "
+                f"(min {final['f1_min']:.3f}, max {final['f1_max']:.3f})",
+            )
+            for name, final in (("random", random_final), ("active", active_final))
         ),
         Metric(
             "active labels to reach random's final F1",
-            needed,
+            out.needed,
             "labels",
             note=f"mean curves of {seeds} seeds; random's final F1 {random_final['f1']:.3f}; "
-            + ("never reached" if needed is None else "interpolated between rounds"),
+            + ("never reached" if out.needed is None else "interpolated between rounds"),
         ),
         Metric(
             "  as a share of random's labels",
-            None if share is None else 100 * share,
+            None if out.share is None else 100 * out.share,
             "%",
             f"≤ {100 * TARGET_SHARE:.0f} %",
-            at_most(share, TARGET_SHARE) if share is not None else False,
+            at_most(out.share, TARGET_SHARE) if out.share is not None else False,
             baseline="random selection, same rounds, same seeds, same run",
         ),
         Metric(
             "  random itself reaches that F1 at",
-            random_self,
+            out.random_self,
             "labels",
             note="its first round at or above its final F1 (interpolated): how flat random's "
             "curve is at the end",
         ),
         Metric(
             "  same, seed by seed",
-            shares_text(seed_shares),
+            _shares_text(out.seed_shares),
             note=f"{met_seeds} of {seeds} seeds ≤ {100 * TARGET_SHARE:.0f} % "
             "(each seed's active curve vs the same seed's random final F1)",
         ),
+    ]
+
+
+def _run_metrics(
+    out: _Outcome, seeds: int, run_id: str, plot: Path, n_jobs: int, wall_s: float
+) -> list[Metric]:
+    spans = {s: c[-1]["spans"] for s, c in out.curves.items()}
+    return [
         Metric(
             "brand spans labelled, active / random",
             spans["active"] / max(1.0, spans["random"]),
@@ -387,7 +400,7 @@ def run(ctx: Context) -> dict[str, Any]:
             "curve (labels: random / active F1)",
             "; ".join(
                 f"{r['labels']}: {r['f1']:.3f}/{a['f1']:.3f}"
-                for r, a in zip(curves["random"], curves["active"], strict=True)
+                for r, a in zip(out.curves["random"], out.curves["active"], strict=True)
             ),
             note=f"mean of {seeds} seeds; MLflow run {run_id[:8]} in "
             f"bench/out/learning/mlflow.db, plots/{plot.name}",
@@ -396,16 +409,71 @@ def run(ctx: Context) -> dict[str, Any]:
             "simulation wall time",
             wall_s,
             "s",
-            note=f"{len(jobs)} campaigns ({seeds} seeds x 2 strategies), "
+            note=f"{n_jobs} campaigns ({seeds} seeds x 2 strategies), "
             f"{min(2, os.cpu_count() or 1)} processes",
         ),
     ]
+
+
+@benchmark(
+    "learning",
+    description="Active learning (uncertainty + diversity) vs random: labels to equal F1",
+    budget_seconds=720,
+)
+def run(ctx: Context) -> dict[str, Any]:
+    from bench.support import default_train_options, fresh_dir
+    from ner.base_model import default_base_model
+
+    data = _data(ctx)
+    rounds, budget, seeds = ctx.size(ROUNDS, 2), ctx.size(BUDGET, 20), ctx.size(SEEDS, 2)
+    options = default_train_options(max_epochs=ctx.size(EPOCHS, 1))
+    base_model, work = default_base_model(), fresh_dir(ctx.out_dir / "models")
+    seed_list = [ctx.seed + index for index in range(seeds)]
+    jobs = [
+        Job(
+            strategy,
+            seed,
+            data.pool,
+            data.oracle,
+            data.test,
+            rounds,
+            budget,
+            options,
+            work,
+            base_model,
+        )
+        for seed in seed_list
+        for strategy in ("random", "active")
+    ]
+    clock = time.perf_counter()
+    results = run_jobs(jobs, workers=min(2, os.cpu_count() or 1))
+    wall_s = time.perf_counter() - clock
+    out = _outcome(jobs, results)
+    random_final = out.curves["random"][-1]
+    summary: dict[str, Any] = {
+        "random_final_f1": random_final["f1"],
+        "random_final_labels": random_final["labels"],
+        "active_final_f1": out.curves["active"][-1]["f1"],
+        "budget_per_round": budget,
+        "rounds": rounds,
+        "seeds": seeds,
+        "pool_posts": len(data.pool),
+        "test_posts": len(data.test),
+        "test_spans": sum(len(a.spans) for a in data.test),
+        "strategy": "uncertainty (beam 8) + diversity 0.5, near-duplicates 0.8",
+        "wall_s": wall_s,
+    }
+    if out.needed is not None:
+        summary["active_labels_to_random_final"] = out.needed
+    run_id, plot = log_to_mlflow(ctx.out_dir, out.curves, out.per_seed, summary)
+    metrics = _final_metrics(out, data, seeds)
+    metrics += _run_metrics(out, seeds, run_id, plot, len(jobs), wall_s)
     return {
         "metrics": metrics,
-        "curves": curves,
-        "seed_curves": per_seed,
+        "curves": out.curves,
+        "seed_curves": out.per_seed,
         "seeds": seed_list,
-        "seed_shares": seed_shares,
+        "seed_shares": out.seed_shares,
         "summary": summary,
         "mlflow_run_id": run_id,
         "plot": str(plot),
