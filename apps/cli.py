@@ -898,9 +898,17 @@ def _missing_store(path: Path) -> str:
 
 def _require_store(cfg: Settings) -> None:
     """Raise :class:`CliError` when the settings' SQLite MLflow store does not exist (MLflow
-    would create an empty one and the command would fail on an empty registry)."""
+    would create an empty one and the command would fail on an empty registry) or their
+    tracking server does not answer (MLflow would retry for minutes, then fail with a
+    urllib error): one probe, as ``brandloop doctor`` makes it."""
+    from apps.doctor import CheckStatus, check_mlflow
+
     if (db := cfg.tracking_db) is not None and not db.exists():
         raise CliError(_missing_store(db))
+    if cfg.mlflow_tracking_uri.startswith(("http://", "https://")):
+        check = check_mlflow(cfg)
+        if check.status is CheckStatus.FAIL:
+            raise CliError(f"MLflow {check.detail}: {check.fix}")
 
 
 def _registry(cfg: Settings) -> Registry:

@@ -274,11 +274,20 @@ def registry_version(spec: str, tracking_uri: str | None) -> str | None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from ner.registry import CHAMPION
+
     name, _, alias = spec.removeprefix("models:/").partition("@")
     try:
         version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        raise _mlflow_error(f"cannot resolve {spec!r} in the registry", exc) from exc
+        error = _mlflow_error(f"cannot resolve {spec!r} in the registry", exc)
+        if isinstance(error, ModelNotFoundError) and alias == CHAMPION:
+            error = ModelNotFoundError(
+                f"no champion yet: no version of {name} was promoted to @{CHAMPION} (train "
+                "one, or promote a registered version); MLflow said: "
+                f"{str(exc).splitlines()[0][:200]}"
+            )
+        raise error from exc
     return f"{name}/{version.version}"
 
 

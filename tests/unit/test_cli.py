@@ -799,6 +799,30 @@ def test_status_without_a_store_says_so_and_creates_none(
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_a_tracking_server_that_does_not_answer_is_named_at_once(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.servers import free_port
+
+    # Given a tracking server URI where nothing listens (MLflow would retry for minutes)
+    monkeypatch.chdir(tmp_path)
+    down = f"http://127.0.0.1:{free_port()}"
+    env = {"NER_MLFLOW_TRACKING_URI": down, "NER_SERVE_API_KEY": "k" * 32}
+    for args in (
+        ["promote", "7", "--reason", "x"],
+        ["rollback", "--reason", "x"],
+        ["status"],
+        ["serve", "--port", str(free_port())],
+    ):
+        # When a command needs the registry
+        result = runner.invoke(cli.app, args, env=env)
+        # Then it fails with one line naming the server and the fix, not a missing version
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.startswith(f"error: MLflow {down} unreachable: "), args
+        assert "start it (mlflow server ...) or set NER_MLFLOW_TRACKING_URI" in result.stderr
+        assert "has no version" not in result.stderr
+
+
 def test_a_bare_tracking_db_path_is_refused_with_its_sqlite_uri(runner: CliRunner) -> None:
     result = runner.invoke(cli.app, ["doctor", "--set", "mlflow_tracking_uri=demo/mlflow.db"])
     assert result.exit_code == 1

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 import spacy
 from spacy.tokens import Span as SpacySpan
 
@@ -83,3 +85,20 @@ def test_predict_streams_in_order_and_never_materialises_the_input() -> None:
     assert [p.post_id for p in preds] == [str(i) for i in range(50)]
     assert all(len(p.spans) == (i % 2) for i, p in enumerate(preds))
     assert {p.model_version for p in preds} == {"g-1"}
+
+
+def test_a_champion_alias_never_set_says_no_champion_yet(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from ner.errors import ModelNotFoundError
+    from ner.models import registry_version
+
+    # Given a registry (a local MLflow store) whose model has no @champion yet
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).create_registered_model("brand-ner-test")
+    # Then resolving @champion names that, not only MLflow's "alias not found"
+    with pytest.raises(ModelNotFoundError, match=r"^no champion yet: no version of brand-ner-"):
+        registry_version("models:/brand-ner-test@champion", uri)
+    # and another alias keeps MLflow's own words
+    with pytest.raises(ModelNotFoundError, match="cannot resolve 'models:/brand-ner-test@x'"):
+        registry_version("models:/brand-ner-test@x", uri)
