@@ -17,7 +17,8 @@ seconds and keeps its place in a checkpoint in storage (``checkpoints/``).
 
 Both call ``run_deployment("train-ner/<env>", timeout=0)``: a run is queued and the call
 returns at once (the deployment's concurrency limit queues a run that arrives while one
-trains). ``--deployment`` names another deployment of ``train-ner``.
+trains), unless a run the trigger queued earlier has not started yet: that one reads the new
+labels too. ``--deployment`` names another deployment of ``train-ner``.
 
 Configuration: ``PREFECT_API_URL`` says which Prefect server; the rest is the usual ``NER_``
 settings. The Label Studio key comes from ``NER_LABEL_STUDIO_API_KEY`` or the Prefect Secret
@@ -61,10 +62,43 @@ def deployment_name(env: str, deployment: str | None = None) -> str:
     return name if "/" in name else f"{TRAIN_FLOW}/{name}"
 
 
+def queued_run(deployment: str) -> str | None:
+    """The id of a run of ``deployment`` this trigger queued that has not started yet
+    (Scheduled, including one awaiting the deployment's concurrency slot, or Pending), else
+    None. Such a run reads every label Label Studio holds when it starts, so a second one
+    would train on the same labels. Raises Prefect's ``ObjectNotFound`` for no deployment."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        found = client.read_deployment_by_name(deployment)
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[found.id])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING])
+                ),
+                tags=FlowRunFilterTags(all_=[RUN_TAG]),
+            ),
+            limit=1,
+        )
+    return str(runs[0].id) if runs else None
+
+
 def start_training(
     deployment: str, *, parameters: Mapping[str, Any] | None = None
 ) -> Callable[[], str]:
-    """An ``on_trigger`` that queues a run of ``deployment`` and returns its flow run id."""
+    """An ``on_trigger`` that queues a run of ``deployment`` and returns its flow run id; when
+    a run it queued earlier has not started yet (:func:`queued_run`), that run's id instead:
+    it will read these labels too."""
 
     def trigger() -> str:
         from prefect.deployments import run_deployment
@@ -73,6 +107,14 @@ def start_training(
 
         run: Any = run_deployment  # dispatches on the caller; this is always sync code
         try:
+            if (waiting := queued_run(deployment)) is not None:
+                log.info(
+                    "flow run %s of %s has not started yet and will read these labels: "
+                    "no other queued",
+                    waiting,
+                    deployment,
+                )
+                return waiting
             flow_run = run(
                 deployment,
                 parameters=dict(TRAIN_PARAMETERS if parameters is None else parameters),

@@ -712,9 +712,16 @@ class Settings(BaseSettings):
         """Return a secret's value, or raise :class:`ConfigError` naming its variable."""
         value = getattr(self, name, None)
         if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
+            variable = f"NER_{name.upper()}"
+            if block := getattr(self, f"{name}_block", None):  # read, and found empty
+                raise ConfigError(
+                    f"{variable} is required here, and the Prefect Secret block {block!r} "
+                    f"({variable}_BLOCK) gave no value: save the secret in that block "
+                    f"or set {variable}."
+                )
             raise ConfigError(
-                f"NER_{name.upper()} is not set: it is required here (set the environment "
-                f"variable, or NER_{name.upper()}_BLOCK to the name of a Prefect Secret block)."
+                f"{variable} is not set: it is required here (set the environment "
+                f"variable, or {variable}_BLOCK to the name of a Prefect Secret block)."
             )
         return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
 

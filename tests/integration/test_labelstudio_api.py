@@ -627,7 +627,7 @@ def test_trigger_poll_mode_starts_train_ner(
     name = unique("label-poll")
     deployment_id = create_train_deployment(name)
     project = LabelStudioProject.connect(ls_settings)
-    items = posts(3)
+    items = posts(6)
     tasks = import_posts(project, items)
     for key, value in {
         **label_studio.env(),
@@ -652,6 +652,23 @@ def test_trigger_poll_mode_starts_train_ner(
     # And the poll after it finds nothing new
     assert label_trigger.main(argv) == 0
     assert len(flow_runs_of(deployment_id)) == 1
+    # When two more labels arrive while that run has not started (no worker here): it will
+    # read them when it starts, so no second run is queued
+    annotate(project, tasks["p2"]["id"], [])
+    annotate(project, tasks["p3"]["id"], [])
+    assert label_trigger.queued_run(f"train-ner/{name}") == str(run.id)
+    assert label_trigger.main(argv) == 0
+    assert len(flow_runs_of(deployment_id)) == 1
+    # When it has started (it may have read Label Studio already), new labels queue another
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, Running(), force=True)
+    annotate(project, tasks["p4"]["id"], [])
+    annotate(project, tasks["p5"]["id"], [])
+    assert label_trigger.main(argv) == 0
+    assert len(flow_runs_of(deployment_id)) == 2
 
 
 def test_a_trigger_for_a_deployment_that_does_not_exist_names_it(

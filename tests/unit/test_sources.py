@@ -737,3 +737,15 @@ def test_fetch_x_to_storage_writes_posts_rejections_and_checkpoint(
     assert storage.read_json("posts/s.rejected.json") == ["801: empty text"]
     assert storage.read_json(X_CHECKPOINT)["since_id"] == "802"
     assert auth == f"Bearer {TOKEN}"
+
+
+def test_an_empty_token_block_is_named(
+    storage: LocalStorage, clean_env: None, tmp_path: Path
+) -> None:
+    # Given the token's Secret block named, and read empty (build_settings reads blocks)
+    settings = load_settings(
+        storage_uri=str(tmp_path), x_bearer_token="", x_bearer_token_block="x-bearer-token-dev"
+    )
+    # Then the error names the block that is empty, not the variable to set a block in
+    with pytest.raises(ConfigError, match=r"block 'x-bearer-token-dev' \(NER_X_BEARER_TOKEN_BLOCK"):
+        fetch_x_to_storage(settings, storage, "posts/x.jsonl", ["makeup"], 10)
