@@ -51,6 +51,14 @@ RUN_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "1",
 }
+#: Without --debug: MLflow's INFO lines, the run and experiment links it prints to stdout
+#: for a tracking server (between the command's step lines) and its artifact download bars
+#: (one long line in a log file) are left out. A variable already set wins.
+QUIET_MLFLOW = {
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
 #: What ``brandloop demo`` creates in its folder (and the only things it ever deletes).
 DEMO_MARKER = ".brandloop-demo"
 DEMO_ENTRIES = ("storage", "mlflow.db", "mlartifacts")
@@ -165,7 +173,8 @@ def _root(
     for name, value in RUN_DEFAULTS.items():
         os.environ.setdefault(name, value)
     if not debug:  # MLflow's INFO lines (creating tables, uv detected) ask nothing of anyone
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        for name, value in QUIET_MLFLOW.items():
+            os.environ.setdefault(name, value)
 
 
 def _debug(ctx: typer.Context) -> bool:
@@ -1140,7 +1149,6 @@ def _promote_across(
     if not (from_env and to_env):
         raise CliError("--from and --to go together: name both environments")
     quick_mlflow()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per step
     source = load_cli_settings({**overrides, "env": from_env})
     target = load_cli_settings({**overrides, "env": to_env})
     done = promote_across(source, target, version, reason=reason, force=force, actor=_actor())
@@ -1174,8 +1182,12 @@ def rollback(
 ) -> None:
     """Move @champion back to @previous through the audited path."""
     cfg = load_cli_settings(parse_overrides(set_))
-    event = _registry(cfg).rollback(actor=_actor(), reason=reason)
-    console().print(f"{_move(event)}  ({event.reason})")
+    registry = _registry(cfg)
+    before = len(registry.audit_log())
+    event = registry.rollback(actor=_actor(), reason=reason)
+    # every alias it moved (@champion back, @previous one further back or cleared)
+    for moved in registry.audit_log()[before:] or [event]:
+        console().print(f"{_move(moved)}  ({moved.reason})")
 
 
 # ----------------------------------------------------------------------------- services

@@ -136,6 +136,9 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     code, out, err = _invoke("rollback", "--reason", "complaints", *flags)
     assert code == 0, err
     assert "@champion: 2 -> 1  (rollback: complaints)" in out
+    assert "@previous: 1 -> -  (rollback from version 2)" in out  # every alias it moved
+    # (nothing of MLflow's own between the command's lines: no run or experiment links)
+    assert "View run" not in out and "View experiment" not in out
     assert registry.alias_version(CHAMPION) == v1
     moves = [(e.alias, e.from_version, e.to_version, e.actor) for e in registry.audit_log()]
     assert moves[-2][:3] == ("champion", v2, v1) and moves[-2][3].startswith("cli:")
