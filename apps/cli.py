@@ -476,6 +476,8 @@ def apply(
     overrides = parse_overrides(set_)
     cfg = load_settings(overrides)  # a bad setting is named first, as the flow would
     _check_source(source, input_uri, cfg)
+    if destination == "label_studio":
+        _check_label_studio("--destination label_studio", cfg)
     if model:
         _check_model(model, cfg)
     from flows.apply_ner import apply_ner  # Prefect loads in seconds: after the checks
@@ -507,6 +509,22 @@ def apply(
         },
         APPLY_SUMMARY,
     )
+
+
+def _check_label_studio(option: str, cfg: Settings) -> None:
+    """Refuse, before a flow starts, ``option`` when Label Studio does not answer, has no key,
+    or refuses it: one probe each, as ``brandloop doctor`` makes them (the flow would find
+    out at its send step, after fetching and predicting, and retry for a minute)."""
+    from apps.doctor import CheckStatus, check_label_studio
+
+    for check in check_label_studio(cfg):
+        if check.status is CheckStatus.FAIL:
+            raise CliError(f"{option}: Label Studio {check.detail}: {check.fix}")
+        if check.status is CheckStatus.WARN and not cfg.label_studio_api_key_block:
+            raise CliError(
+                f"{option} needs NER_LABEL_STUDIO_API_KEY (or NER_LABEL_STUDIO_API_KEY_BLOCK, "
+                f"a Prefect Secret block) and NER_LABEL_STUDIO_URL ({cfg.label_studio_url})"
+            )
 
 
 def _check_source(source: str, input_uri: str | None, cfg: Settings) -> None:
@@ -641,7 +659,10 @@ def loop(
     from ner.settings import load_settings
 
     overrides = parse_overrides(set_)
-    _check_source(source, input_uri, load_settings(overrides))
+    cfg = load_settings(overrides)
+    _check_source(source, input_uri, cfg)
+    if annotator == "label_studio":
+        _check_label_studio("--annotator label_studio", cfg)
     if gold_export and annotator != "replay":
         raise CliError(
             f"--gold-export is read by --annotator replay only (this run's: {annotator})"

@@ -407,6 +407,39 @@ def test_the_x_source_without_a_token_is_refused_before_any_flow_runs(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_label_studio_that_cannot_be_used_is_refused_before_any_flow_runs(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.servers import free_port
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "posts.jsonl").write_text('{"id": "p1", "text": "my glossier balm"}\n')
+    monkeypatch.delenv("NER_LABEL_STUDIO_API_KEY", raising=False)
+    monkeypatch.delenv("NER_LABEL_STUDIO_API_KEY_BLOCK", raising=False)
+    source = ["--source", "jsonl", "--input-uri", "posts.jsonl"]
+    commands = {
+        "--destination label_studio": ["apply", *source, "--destination", "label_studio"],
+        "--annotator label_studio": ["loop", *source, "--annotator", "label_studio"],
+    }
+    for option, command in commands.items():
+        # Given no key: named, with what to set
+        result = runner.invoke(cli.app, command)
+        assert result.exit_code == 1 and result.stdout == "", result.output
+        assert _lines(result.stderr)[0].startswith(
+            f"error: {option} needs NER_LABEL_STUDIO_API_KEY (or NER_LABEL_STUDIO_API_KEY_BLOCK"
+        )
+        # Given a key and a Label Studio that does not answer: named at once, with the fix
+        down = f"http://127.0.0.1:{free_port()}"
+        env = {"NER_LABEL_STUDIO_API_KEY": "k", "NER_LABEL_STUDIO_URL": down}
+        result = runner.invoke(cli.app, command, env=env)
+        assert result.exit_code == 1 and result.stdout == "", result.output
+        assert _lines(result.stderr)[0].startswith(
+            f"error: {option}: Label Studio {down} unreachable: connection refused"
+        )
+        assert "start Label Studio or set NER_LABEL_STUDIO_URL" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["posts.jsonl"]  # no flow ran
+
+
 def test_a_refused_x_source_does_not_wait_for_prefect_to_load(tmp_path: Path) -> None:
     """The checks run before the flow module (and Prefect, seconds of imports) is loaded."""
     probe = (
