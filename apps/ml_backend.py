@@ -8,7 +8,9 @@ variables); :func:`create_app` builds the ASGI app for any other server.
 Routes (Label Studio's ML backend protocol)
     ``GET /health``, ``GET /``
         ``{"status": "UP", "model_class": "brandloop", "model_version": "brand-ner/3"}``
-        (plus ``pending_labels``, ``runs_queued`` and ``runs_failed`` when training is on);
+        (plus ``pending_labels``, ``runs_queued`` and ``runs_failed`` when training is on;
+        ``runs_queued`` counts training requests answered, one that found a run still
+        waiting to start, which it leaves to read the new labels, included);
         ``503`` until a model is loaded. No authentication.
     ``POST /setup``
         ``{"project": "12.1732893600", "schema": "<View>…</View>", …}`` →
@@ -300,15 +302,24 @@ def basic_auth(settings: Settings) -> Callable[..., None]:
     return check
 
 
-def _receiver(settings: Settings, trigger: Trigger | None) -> WebhookReceiver | None:
+def _triggers(settings: Settings, trigger: Trigger | None) -> tuple[Trigger, Trigger] | None:
+    """``(on new labels, on "Start training")``, or None when training is off. New labels
+    queue no run while one queued earlier has not started (it will read them); a person
+    pressing "Start training" always gets a run of their own."""
     if not settings.ml_backend_train:
         return None
+    if trigger is not None:
+        return trigger, trigger
     # Imported here: `deployments` is not in the wheel (yet), and predictions must not need it.
     from deployments.label_trigger import deployment_name, start_training
 
     deployment = deployment_name(settings.env, settings.ml_backend_train_deployment)
+    return start_training(deployment), start_training(deployment, coalesce=False)
+
+
+def _receiver(settings: Settings, on_labels: Trigger) -> WebhookReceiver:
     return WebhookReceiver(
-        trigger or start_training(deployment),
+        on_labels,
         min_new_labels=settings.min_new_labels,
         actions=(*LABEL_ACTIONS, "ANNOTATIONS_CREATED"),
     )
@@ -339,8 +350,10 @@ def create_app(
 
     app = FastAPI(title="brandloop ML backend", lifespan=lifespan)
     app.state.holder = holder
-    app.state.receiver = _receiver(settings, trigger)
+    triggers = _triggers(settings, trigger)
+    app.state.receiver = _receiver(settings, triggers[0]) if triggers else None
     app.state.manual = ManualTraining()
+    app.state.manual_trigger = triggers[1] if triggers else None
     guard = Depends(basic_auth(settings))
     _protocol_routes(app, settings, holder, guard)
     return app
@@ -410,7 +423,7 @@ def _webhook_route(app: FastAPI, guard: Any) -> None:
         if receiver is None:
             return {"accepted": False, "reason": "training is off (NER_ML_BACKEND_TRAIN)"}
         if isinstance(payload, Mapping) and payload.get("action") == START_TRAINING:
-            background.add_task(app.state.manual.run, receiver.on_trigger)
+            background.add_task(app.state.manual.run, app.state.manual_trigger)
             return {"accepted": True, "triggering": True}
         body, batch = receiver.handle(payload)
         if batch is not None:

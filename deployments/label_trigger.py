@@ -94,11 +94,11 @@ def queued_run(deployment: str) -> str | None:
 
 
 def start_training(
-    deployment: str, *, parameters: Mapping[str, Any] | None = None
+    deployment: str, *, parameters: Mapping[str, Any] | None = None, coalesce: bool = True
 ) -> Callable[[], str]:
-    """An ``on_trigger`` that queues a run of ``deployment`` and returns its flow run id; when
-    a run it queued earlier has not started yet (:func:`queued_run`), that run's id instead:
-    it will read these labels too."""
+    """An ``on_trigger`` that queues a run of ``deployment`` and returns its flow run id; with
+    ``coalesce``, when a run it queued earlier has not started yet (:func:`queued_run`),
+    that run's id instead: it will read these labels too."""
 
     def trigger() -> str:
         from prefect.deployments import run_deployment
@@ -107,7 +107,7 @@ def start_training(
 
         run: Any = run_deployment  # dispatches on the caller; this is always sync code
         try:
-            if (waiting := queued_run(deployment)) is not None:
+            if coalesce and (waiting := queued_run(deployment)) is not None:
                 log.info(
                     "flow run %s of %s has not started yet and will read these labels: "
                     "no other queued",

@@ -281,7 +281,9 @@ def registry_version(spec: str, tracking_uri: str | None) -> str | None:
         version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         error = _mlflow_error(f"cannot resolve {spec!r} in the registry", exc)
-        if isinstance(error, ModelNotFoundError) and alias == CHAMPION:
+        # the model exists but its alias was never set ("Registered model alias champion not
+        # found"); a model that does not exist keeps MLflow's own words
+        if isinstance(error, ModelNotFoundError) and alias == CHAMPION and "alias" in str(exc):
             error = ModelNotFoundError(
                 f"no champion yet: no version of {name} was promoted to @{CHAMPION} (train "
                 "one, or promote a registered version); MLflow said: "

@@ -246,11 +246,17 @@ def test_annotations_in_label_studio_queue_one_training_run(
     assert runs[0]["parameters"] == {"source": "label_studio"}
     assert runs[0]["state_type"] == "SCHEDULED"
     assert "label-trigger" in runs[0]["tags"]
-    # When someone presses "Start training" on the connected model, one more run is queued
+    # When two more open the gate again while that run has not started (no worker here), no
+    # second run is queued: the first will read every label when it starts
+    for task in tasks[2:4]:
+        studio.annotations.create(id=task.id, result=[_first_word(task.data["body"])])
+    assert _wait_for_health(backend, "runs_queued", 2)["pending_labels"] == 0
+    assert len(_flow_runs(prefect_server, backend.deployment_id)) == 1
+    # When someone presses "Start training" on the connected model, a run of its own is queued
     connected = studio.ml.list(project=project)[0]
     assert connected.id is not None
     studio.ml.train(connected.id)
-    assert _wait_for_health(backend, "runs_queued", 2)["pending_labels"] == 0
+    assert _wait_for_health(backend, "runs_queued", 3)["pending_labels"] == 0
     assert len(_flow_runs(prefect_server, backend.deployment_id)) == 2
 
 

@@ -99,6 +99,8 @@ def test_a_champion_alias_never_set_says_no_champion_yet(tmp_path: Path) -> None
     # Then resolving @champion names that, not only MLflow's "alias not found"
     with pytest.raises(ModelNotFoundError, match=r"^no champion yet: no version of brand-ner-"):
         registry_version("models:/brand-ner-test@champion", uri)
-    # and another alias keeps MLflow's own words
+    # and another alias, or a model that does not exist, keeps MLflow's own words
     with pytest.raises(ModelNotFoundError, match="cannot resolve 'models:/brand-ner-test@x'"):
         registry_version("models:/brand-ner-test@x", uri)
+    with pytest.raises(ModelNotFoundError, match=r"cannot resolve .*: it does not exist"):
+        registry_version("models:/no-such-model@champion", uri)
