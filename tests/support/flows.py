@@ -3,6 +3,7 @@ Prefect recorded (flow runs, task runs and their attempts) through its REST API.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,13 +58,28 @@ def task_runs(service: PrefectService, flow_run_id: str) -> list[dict[str, Any]]
     return list(response.json())
 
 
-def attempts(service: PrefectService, flow_run_id: str, task: str) -> list[int]:
-    """``run_count`` of each run of ``task`` (by function name) in the flow run."""
-    return [
-        int(run["run_count"])
-        for run in task_runs(service, flow_run_id)
-        if run["name"].rsplit("-", 1)[0] == task
-    ]
+#: Task run states after which the server's ``run_count`` no longer changes.
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+#: Seconds after which a flow run without any recorded task run is taken to have run none.
+NO_TASK_WAIT_S = 2.0
+
+
+def attempts(
+    service: PrefectService, flow_run_id: str, task: str, *, wait_s: float = 30.0
+) -> list[int]:
+    """``run_count`` of each run of ``task`` (by function name) in the flow run, once the
+    server has recorded the flow run's task runs in a final state (Prefect 3 records task run
+    states from events, a moment after the run: read at once on a busy machine, a run that
+    failed on its first attempt could still show 0). A flow run with no task run recorded
+    after :data:`NO_TASK_WAIT_S` is taken to have run none. After ``wait_s``, what it has."""
+    started = time.monotonic()
+    while True:
+        runs = task_runs(service, flow_run_id)
+        waited = time.monotonic() - started
+        settled = all(r.get("state_type") in FINAL_STATES for r in runs)
+        if (runs and settled) or (not runs and waited > NO_TASK_WAIT_S) or waited > wait_s:
+            return [int(r["run_count"]) for r in runs if r["name"].rsplit("-", 1)[0] == task]
+        time.sleep(0.2)
 
 
 def flow_run(service: PrefectService, flow_run_id: str) -> dict[str, Any]:
