@@ -246,16 +246,18 @@ def project_config(xml: str) -> LabelConfig:
 @dataclass
 class ManualTraining:
     """Runs queued by Label Studio's "Start training" (``START_TRAINING``), outside the
-    label gate. Thread-safe counts for the health check."""
+    label gate, through ``trigger`` (a run of its own each time). Thread-safe counts for the
+    health check."""
 
+    trigger: Trigger
     queued: int = 0
     failed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def run(self, trigger: Trigger) -> None:
-        """Call ``trigger`` once; a failure is logged and counted, never raised."""
+    def run(self) -> None:
+        """Call the trigger once; a failure is logged and counted, never raised."""
         try:
-            trigger()
+            self.trigger()
         except Exception as exc:  # the trigger talks to Prefect: log it, keep serving
             log.error("queueing a training run failed: %s", exc)
             with self._lock:
@@ -352,8 +354,7 @@ def create_app(
     app.state.holder = holder
     triggers = _triggers(settings, trigger)
     app.state.receiver = _receiver(settings, triggers[0]) if triggers else None
-    app.state.manual = ManualTraining()
-    app.state.manual_trigger = triggers[1] if triggers else None
+    app.state.manual = ManualTraining(triggers[1]) if triggers else None
     guard = Depends(basic_auth(settings))
     _protocol_routes(app, settings, holder, guard)
     return app
@@ -423,7 +424,7 @@ def _webhook_route(app: FastAPI, guard: Any) -> None:
         if receiver is None:
             return {"accepted": False, "reason": "training is off (NER_ML_BACKEND_TRAIN)"}
         if isinstance(payload, Mapping) and payload.get("action") == START_TRAINING:
-            background.add_task(app.state.manual.run, app.state.manual_trigger)
+            background.add_task(app.state.manual.run)
             return {"accepted": True, "triggering": True}
         body, batch = receiver.handle(payload)
         if batch is not None:
