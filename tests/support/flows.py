@@ -60,25 +60,53 @@ def task_runs(service: PrefectService, flow_run_id: str) -> list[dict[str, Any]]
 
 #: Task run states after which the server's ``run_count`` no longer changes.
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
-#: Seconds after which a flow run without any recorded task run is taken to have run none.
-NO_TASK_WAIT_S = 2.0
+#: Seconds a check that a task did *not* run waits for the server to record what did run.
+SETTLE_S = 5.0
+
+
+def _send_pending_events() -> None:
+    """Prefect 3 records task run states from events that this process sends in the
+    background: send what is queued before the server is asked what it recorded."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=10)
+
+
+def _runs_of(runs: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
+    return [r for r in runs if r["name"].rsplit("-", 1)[0] == task]
 
 
 def attempts(
-    service: PrefectService, flow_run_id: str, task: str, *, wait_s: float = 30.0
+    service: PrefectService, flow_run_id: str, task: str, *, wait_s: float = 60.0
 ) -> list[int]:
-    """``run_count`` of each run of ``task`` (by function name) in the flow run, once the
-    server has recorded the flow run's task runs in a final state (Prefect 3 records task run
-    states from events, a moment after the run: read at once on a busy machine, a run that
-    failed on its first attempt could still show 0). A flow run with no task run recorded
-    after :data:`NO_TASK_WAIT_S` is taken to have run none. After ``wait_s``, what it has."""
+    """``run_count`` of each run of ``task`` (by function name) in the flow run, read once
+    the server has recorded at least one run of it, all in a final state (it records them
+    from events, a moment after the run: read at once on a busy machine, a run that failed
+    on its first attempt could still show 0 or be missing). After ``wait_s``, what it has.
+    For a task expected *not* to run, use :func:`attempts_if_any`."""
+    _send_pending_events()
+    started = time.monotonic()
+    while True:
+        runs = _runs_of(task_runs(service, flow_run_id), task)
+        settled = runs and all(r.get("state_type") in FINAL_STATES for r in runs)
+        if settled or time.monotonic() - started > wait_s:
+            return [int(r["run_count"]) for r in runs]
+        time.sleep(0.2)
+
+
+def attempts_if_any(
+    service: PrefectService, flow_run_id: str, task: str, *, settle_s: float = SETTLE_S
+) -> list[int]:
+    """Like :func:`attempts` for a task that may not have run: waits ``settle_s`` seconds and
+    until every task run the server recorded for the flow run is final, then reads."""
+    _send_pending_events()
     started = time.monotonic()
     while True:
         runs = task_runs(service, flow_run_id)
         waited = time.monotonic() - started
         settled = all(r.get("state_type") in FINAL_STATES for r in runs)
-        if (runs and settled) or (not runs and waited > NO_TASK_WAIT_S) or waited > wait_s:
-            return [int(r["run_count"]) for r in runs if r["name"].rsplit("-", 1)[0] == task]
+        if (settled and waited > settle_s) or waited > 60.0:
+            return [int(r["run_count"]) for r in _runs_of(runs, task)]
         time.sleep(0.2)
 
 
