@@ -523,7 +523,8 @@ def _check_label_studio(option: str, cfg: Settings) -> None:
         if check.status is CheckStatus.WARN and not cfg.label_studio_api_key_block:
             raise CliError(
                 f"{option} needs NER_LABEL_STUDIO_API_KEY (or NER_LABEL_STUDIO_API_KEY_BLOCK, "
-                f"a Prefect Secret block) and NER_LABEL_STUDIO_URL ({cfg.label_studio_url})"
+                f"a Prefect Secret block): the access token of the Label Studio at "
+                f"{cfg.label_studio_url} (NER_LABEL_STUDIO_URL)"
             )
 
 
@@ -1243,11 +1244,28 @@ def serve(
 
 def _check_servable(cfg: Settings) -> None:
     """Refuse, in one line, what would stop the server after the model loaded: no MLflow
-    store, a model, version or alias that does not exist, an address it cannot listen on."""
+    store, a model, version or alias that does not exist, an address it cannot listen on.
+    An alias not set yet is not refused while the server follows it: it says so and waits."""
     import errno
     import socket
 
-    _check_model(cfg.serve_model, cfg)
+    from ner.errors import NotPromotedYetError
+    from ner.models import check_model_spec
+
+    if cfg.serve_model.startswith("models:/"):
+        _require_store(cfg)
+    try:
+        check_model_spec(
+            cfg.serve_model, cfg.mlflow_tracking_uri, own_model=cfg.registered_model_name
+        )
+    except NotPromotedYetError as exc:
+        if cfg.serve_refresh_seconds <= 0:
+            raise
+        console().print(
+            f"{exc}\nwaiting for it: /health answers 503 until a version is promoted "
+            f"(checked every {cfg.serve_refresh_seconds:.0f} s, NER_SERVE_REFRESH_SECONDS)",
+            markup=False,
+        )
     try:
         socket.create_server((cfg.serve_host, cfg.serve_port)).close()
     except OSError as exc:

@@ -105,6 +105,8 @@ class Narrator(logging.Handler):
         self.progress = progress
         self.running: dict[str, _Running] = {}
         self.starting: TaskID | None = progress.add_task(starting, total=None)
+        if not console.is_terminal:  # no spinner to show it: a slow start says what it waits on
+            self.say(f"  [dim]{escape(starting)} …[/]")
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

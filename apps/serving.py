@@ -40,7 +40,11 @@ Following the champion
     thread re-resolves the alias every ``NER_SERVE_REFRESH_SECONDS`` and swaps in a promoted
     (or rolled back) version without a restart; requests in flight finish on the model they
     started with. If loading the new version fails, the old one keeps serving and the error
-    shows in ``/v1/model``.
+    shows in ``/v1/model``. A server started before any version was promoted (the alias is
+    not set yet, or the environment's model not registered yet) starts without a model and
+    answers ``503`` with the reason until the first promotion, which it then loads by itself
+    (``/v1/reload`` checks at once); with ``NER_SERVE_REFRESH_SECONDS`` at 0 it refuses to
+    start instead.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ner.errors import ConfigError, ModelError
+from ner.errors import ConfigError, ModelError, NotPromotedYetError
 from ner.inference import predict_texts
 from ner.models import LoadedModel, load_model, registry_version
 from ner.pyfunc import row_ids
@@ -154,7 +158,10 @@ class ModelHolder:
         try:
             self.refresh()
         except ModelError as exc:
-            log.warning("model refresh failed, still serving the old model: %s", exc)
+            if self.loaded:
+                log.warning("model refresh failed, still serving the old model: %s", exc)
+            else:
+                log.warning("still no model to serve: %s", exc)
 
 
 def _follow(holder: ModelHolder, every: float, stop: threading.Event) -> None:
@@ -165,14 +172,26 @@ def _follow(holder: ModelHolder, every: float, stop: threading.Event) -> None:
 def _lifespan(
     holder: ModelHolder, refresh_seconds: float
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """Load the model at start (:class:`ModelError` stops the start), then follow its alias
-    every ``refresh_seconds`` (0 = never) in a daemon thread stopped at shutdown."""
+    """Load the model at start (:class:`ModelError` stops the start, except an alias not set
+    yet when it is followed), then follow its alias every ``refresh_seconds`` (0 = never) in
+    a daemon thread stopped at shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = time.perf_counter()
-        holder.refresh(force=True)
-        log.info("loaded %s in %.1f s", holder.served.model.version, time.perf_counter() - started)
+        try:
+            holder.refresh(force=True)
+        except NotPromotedYetError as exc:
+            if refresh_seconds <= 0:
+                raise
+            log.warning(
+                "%s: answering 503 until a version is promoted (checked every %.0f s)",
+                exc,
+                refresh_seconds,
+            )
+        else:
+            elapsed = time.perf_counter() - started
+            log.info("loaded %s in %.1f s", holder.served.model.version, elapsed)
         stop = threading.Event()
         thread = None
         if refresh_seconds > 0:
@@ -458,10 +477,18 @@ class BearerAuth:
 # --------------------------------------------------------------------------- the API
 
 
+def _serving(holder: ModelHolder) -> Served:
+    """The served model; ``503`` (with the last error) while none is loaded yet."""
+    if not holder.loaded:
+        detail = f"no model loaded yet: {holder.last_error or 'loading'}"
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail)
+    return holder.served
+
+
 def _predict(
     holder: ModelHolder, request: PredictRequest, labels: Sequence[str]
 ) -> PredictResponse:
-    model = holder.served.model  # one model for the whole request, even mid-swap
+    model = _serving(holder).model  # one model for the whole request, even mid-swap
     found = predict_texts(model.nlp, [post.text for post in request.posts], labels)
     ids = row_ids([post.id for post in request.posts])  # the pyfunc's ids: 0-based positions
     return PredictResponse(
@@ -499,7 +526,7 @@ def _add_model_routes(
         return _predict(holder, request, labels)
 
     def model_info() -> ModelInfo:
-        served = holder.served
+        served = _serving(holder)
         return ModelInfo(
             spec=holder.spec,
             model_version=served.model.version,
@@ -528,6 +555,7 @@ def model_holder(
     """A :class:`ModelHolder` of ``settings.serve_model``: loaded with the settings' labels,
     base model and MLflow, its alias resolved in that registry (both replaceable)."""
     tracking_uri = settings.mlflow_tracking_uri
+    own_model = settings.registered_model_name
 
     def default_loader(spec: str) -> LoadedModel:
         return load_model(
@@ -541,7 +569,7 @@ def model_holder(
     return ModelHolder(
         settings.serve_model,
         loader or default_loader,
-        resolver or (lambda spec: registry_version(spec, tracking_uri)),
+        resolver or (lambda spec: registry_version(spec, tracking_uri, own_model=own_model)),
     )
 
 
@@ -555,7 +583,8 @@ def create_app(
 
     Raises :class:`~ner.errors.ConfigError` when no bearer token is set. The model is loaded
     when the app starts (its lifespan), not here; a model that cannot be loaded stops the
-    start with :class:`ModelError`.
+    start with :class:`ModelError`, except an alias not set yet while the alias is followed
+    (``serve_refresh_seconds`` > 0): the app then starts and answers ``503`` until then.
     """
     auth = BearerAuth(token_digests(settings))
     holder = model_holder(settings, loader, resolver)

@@ -20,7 +20,8 @@ returns at once (the deployment's concurrency limit queues a run that arrives wh
 trains), unless a run the trigger queued earlier has not started yet: that one reads the new
 labels too. ``--deployment`` names another deployment of ``train-ner``.
 
-Configuration: ``PREFECT_API_URL`` says which Prefect server; the rest is the usual ``NER_``
+Configuration: ``PREFECT_API_URL`` says which Prefect server (required: without it the runs
+would go to a temporary local database that no worker reads); the rest is the usual ``NER_``
 settings. The Label Studio key comes from ``NER_LABEL_STUDIO_API_KEY`` or the Prefect Secret
 block ``NER_LABEL_STUDIO_API_KEY_BLOCK`` (needed by ``poll`` and ``--register-url``); with
 ``NER_LABEL_STUDIO_WEBHOOK_SECRET`` set, Label Studio must send it in the
@@ -135,6 +136,24 @@ def start_training(
     return trigger
 
 
+def prefect_api_url() -> str:
+    """The Prefect API the trigger queues runs on: ``PREFECT_API_URL`` (or the active
+    profile's). Raises :class:`ConfigError` when none is set: ``run_deployment`` would then
+    start a temporary local server whose database no worker reads, and the runs would
+    never run."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        raise ConfigError(
+            "PREFECT_API_URL is not set: the train-ner runs this trigger queues would go to a "
+            "temporary local Prefect database that no worker reads; set it to the API of the "
+            "server the flows are deployed to (http://127.0.0.1:4200/api for a local "
+            "`prefect server start`)"
+        )
+    return str(url)
+
+
 def receiver(
     settings: Settings, on_trigger: Callable[[], object], *, project_id: int | None = None
 ) -> WebhookReceiver:
@@ -186,17 +205,19 @@ def _stop_event() -> threading.Event:
 
 
 def serve(args: argparse.Namespace) -> int:
+    api = prefect_api_url()
     settings = build_settings({"env": args.env})
     deployment = deployment_name(settings.env, args.deployment)
     stop = _stop_event()
     app_receiver = receiver(settings, start_training(deployment))
     with running_receiver(app_receiver.app, args.host, args.port) as base_url:
         log.info(
-            "receiving Label Studio webhooks on %s%s; %d new labels start %s",
+            "receiving Label Studio webhooks on %s%s; %d new labels start %s on %s",
             base_url,
             WEBHOOK_PATH,
             settings.min_new_labels,
             deployment,
+            api,
         )
         if settings.label_studio_webhook_secret is None:
             log.warning(
@@ -212,6 +233,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def poll(args: argparse.Namespace) -> int:
+    api = prefect_api_url()
     settings = build_settings({"env": args.env})
     deployment = deployment_name(settings.env, args.deployment)
     project = LabelStudioProject.connect(settings)
@@ -219,11 +241,12 @@ def poll(args: argparse.Namespace) -> int:
     # A bounded run (--max-polls) is a one-off or a test: it leaves signal handling alone.
     stop = _stop_event() if args.max_polls is None else None
     log.info(
-        "polling project %s every %.0f s; %d new labels start %s",
+        "polling project %s every %.0f s; %d new labels start %s on %s",
         project.project_id,
         args.interval,
         settings.min_new_labels,
         deployment,
+        api,
     )
     triggers = watch_labels(
         project,

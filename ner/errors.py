@@ -82,6 +82,11 @@ class ModelNotFoundError(ModelError, NotFoundError):
     """The model spec names no model: an unknown name, version or alias."""
 
 
+class NotPromotedYetError(ModelNotFoundError):
+    """No version has the alias yet: none was ever promoted to ``@champion`` (or the
+    environment's model was not registered yet). A server following the alias can wait."""
+
+
 class TrainingError(BrandloopError):
     """Training a challenger failed."""
 

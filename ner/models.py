@@ -27,7 +27,7 @@ import spacy
 from spacy.language import Language
 
 from ner.components import LABEL_FILTER
-from ner.errors import ModelError, ModelNotFoundError
+from ner.errors import ModelError, ModelNotFoundError, NotPromotedYetError
 
 log = logging.getLogger(__name__)
 
@@ -229,23 +229,26 @@ def _unknown_model(spec: str) -> ModelNotFoundError:
     )
 
 
-def check_model_spec(spec: str, tracking_uri: str | None = None) -> None:
+def check_model_spec(
+    spec: str, tracking_uri: str | None = None, *, own_model: str | None = None
+) -> None:
     """Raise :class:`ModelNotFoundError` when ``spec`` names nothing :func:`load_model` could
     load: an unknown name, a missing path, a registered version or alias that does not exist
-    (:class:`ModelError` when the registry cannot be asked). Loads nothing; ``runs:/`` and
+    (:class:`NotPromotedYetError` for an alias not set yet, see :func:`registry_version`;
+    :class:`ModelError` when the registry cannot be asked). Loads nothing; ``runs:/`` and
     ``mlflow-artifacts:/`` URIs are left to the load."""
     if spec in BUILT_SPECS or spec.startswith(("runs:/", "mlflow-artifacts:/")):
         return
     if spec.startswith("models:/"):
-        _check_registered(spec, tracking_uri)
+        _check_registered(spec, tracking_uri, own_model)
     elif not (Path(spec).exists() or spacy.util.is_package(spec)):
         raise _unknown_model(spec)
 
 
-def _check_registered(spec: str, tracking_uri: str | None) -> None:
+def _check_registered(spec: str, tracking_uri: str | None, own_model: str | None) -> None:
     """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` exists in the registry."""
     if "@" in spec:
-        registry_version(spec, tracking_uri)
+        registry_version(spec, tracking_uri, own_model=own_model)
         return
     name, _, version = spec.removeprefix("models:/").rpartition("/")
     if version.lower() in VERSION_WORDS:
@@ -264,17 +267,21 @@ def _check_registered(spec: str, tracking_uri: str | None) -> None:
         raise _mlflow_error(f"cannot find {spec!r} in the registry", exc) from exc
 
 
-def registry_version(spec: str, tracking_uri: str | None) -> str | None:
+def registry_version(
+    spec: str, tracking_uri: str | None, *, own_model: str | None = None
+) -> str | None:
     """``name/version`` behind a ``models:/name@alias`` spec, else None (nothing to follow).
 
-    Raises :class:`ModelError` when the registry cannot be asked or the alias is not set.
+    Raises :class:`NotPromotedYetError` when no version has the alias yet: the model exists
+    without it, or the model is ``own_model`` (the one this environment's training registers,
+    ``Settings.registered_model_name``) and was not registered yet;
+    :class:`ModelNotFoundError` when another model does not exist; :class:`ModelError` when
+    the registry cannot be asked.
     """
     if not spec.startswith("models:/") or "@" not in spec:
         return None
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-
-    from ner.registry import CHAMPION
 
     name, _, alias = spec.removeprefix("models:/").partition("@")
     try:
@@ -283,14 +290,28 @@ def registry_version(spec: str, tracking_uri: str | None) -> str | None:
         error = _mlflow_error(f"cannot resolve {spec!r} in the registry", exc)
         # the model exists but its alias was never set ("Registered model alias champion not
         # found"); a model that does not exist keeps MLflow's own words
-        if isinstance(error, ModelNotFoundError) and alias == CHAMPION and "alias" in str(exc):
-            error = ModelNotFoundError(
-                f"no champion yet: no version of {name} was promoted to @{CHAMPION} (train "
-                "one, or promote a registered version); MLflow said: "
-                f"{str(exc).splitlines()[0][:200]}"
+        if isinstance(error, ModelNotFoundError) and "alias" in str(exc):
+            error = _alias_not_set(name, alias, exc)
+        elif isinstance(error, ModelNotFoundError) and name == own_model:
+            error = NotPromotedYetError(
+                f"no champion yet: {name} has no registered version (train one); "
+                f"MLflow said: {str(exc).splitlines()[0][:200]}"
             )
         raise error from exc
     return f"{name}/{version.version}"
+
+
+def _alias_not_set(name: str, alias: str, exc: Exception) -> NotPromotedYetError:
+    """The model exists; no version has ``alias``."""
+    from ner.registry import CHAMPION
+
+    said = f"MLflow said: {str(exc).splitlines()[0][:200]}"
+    if alias == CHAMPION:
+        return NotPromotedYetError(
+            f"no champion yet: no version of {name} was promoted to @{CHAMPION} (train "
+            f"one, or promote a registered version); {said}"
+        )
+    return NotPromotedYetError(f"no version of {name} has the alias @{alias}; {said}")
 
 
 def pin_model_uri(spec: str, tracking_uri: str | None = None) -> str:

@@ -226,6 +226,7 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
     for notice in ("Successfully registered model", "Created version '", "dedicated Prefect"):
         assert notice not in out + done.stderr, done.stderr[-3000:]
     for line in (
+        "  starting Prefect's temporary API (its first start sets up a database) …",
         "▶ feedback-loop",
         "✓ fetched posts",
         "✓ predicted brands",

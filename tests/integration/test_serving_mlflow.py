@@ -1,7 +1,9 @@
 """The REST API as users run it: ``python -m apps.serving`` over a real MLflow server.
 
 The served model follows ``@champion`` on the tracking server: a promotion and a rollback
-made through :class:`ner.registry.Registry` reach the running server without a restart.
+made through :class:`ner.registry.Registry` reach the running server without a restart, and
+a server started on a new stack (nothing registered, then nothing promoted) answers 503
+until the first promotion, then serves it.
 Bad input over real HTTP/1.1 (uvicorn): a lone surrogate is a 422 on a connection that stays
 open, bodies over the limit are refused, and a token put in a URL never reaches the log.
 """
@@ -55,24 +57,35 @@ def token() -> str:
     return f"tok-{secrets.token_hex(12)}"
 
 
-@pytest.fixture
-def served(
-    registry: Registry, mlflow_server: MlflowService, token: str, tmp_path: Path
-) -> Iterator[ManagedServer]:
-    # Given a champion on the tracking server
-    v1 = _register(registry, tmp_path, ["Glossier"], 0.85)
-    registry.promote(v1, gold_hash=GOLD, decision=decide(0.85, None, 0.8), metrics={"f1": 0.85})
+def _server(
+    registry: Registry,
+    mlflow_server: MlflowService,
+    token: str,
+    tmp_path: Path,
+    ready: str = "/health",
+    *,
+    as_environment_model: bool = False,
+) -> ManagedServer:
+    """``python -m apps.serving`` of the registry's ``@champion``, ready once ``ready`` (a
+    path) answers 2xx. ``as_environment_model``: the model is named as the environment's
+    own (``NER_REGISTERED_MODEL_NAME``, the served spec derived from it, as compose does)."""
     port = free_port()
-    server = ManagedServer(
+    name = registry.model_name
+    model_env = (
+        {"NER_REGISTERED_MODEL_NAME": name}
+        if as_environment_model
+        else {"NER_SERVE_MODEL": f"models:/{name}@{CHAMPION}"}
+    )
+    return ManagedServer(
         "serving",
         [sys.executable, "-m", "apps.serving"],
         workdir=tmp_path,
         cwd=ROOT,
         port=port,
-        health_url=f"http://{LOCALHOST}:{port}/health",
+        health_url=f"http://{LOCALHOST}:{port}{ready}",
         env={
             "NER_MLFLOW_TRACKING_URI": mlflow_server.url,
-            "NER_SERVE_MODEL": f"models:/{registry.model_name}@{CHAMPION}",
+            **model_env,
             "NER_SERVE_API_KEY": token,
             "NER_SERVE_PORT": str(port),
             "NER_SERVE_REFRESH_SECONDS": "0.5",
@@ -81,9 +94,61 @@ def served(
         unset_env=("MLFLOW_TRACKING_URI",),
         startup_timeout=120.0,
     )
+
+
+@pytest.fixture
+def served(
+    registry: Registry, mlflow_server: MlflowService, token: str, tmp_path: Path
+) -> Iterator[ManagedServer]:
+    # Given a champion on the tracking server
+    v1 = _register(registry, tmp_path, ["Glossier"], 0.85)
+    registry.promote(v1, gold_hash=GOLD, decision=decide(0.85, None, 0.8), metrics={"f1": 0.85})
+    server = _server(registry, mlflow_server, token, tmp_path)
     with server:
         yield server
     assert server.group_pids() == []
+
+
+def test_a_server_started_on_a_new_stack_serves_the_first_champion_once_promoted(
+    registry: Registry, mlflow_server: MlflowService, token: str, tmp_path: Path
+) -> None:
+    # Given a new stack: the environment's model is not registered yet
+    server = _server(
+        registry, mlflow_server, token, tmp_path, "/openapi.json", as_environment_model=True
+    )
+    with server:  # ready once its app answers
+        url = f"http://{LOCALHOST}:{server.port}"
+        auth = {"Authorization": f"Bearer {token}"}
+        body = {"posts": [{"id": "p1", "text": "new glossier drop"}]}
+        # Then it runs, answers 503 and says why
+        assert requests.get(f"{url}/health", timeout=5).status_code == 503
+        waiting = requests.post(f"{url}/v1/predict", json=body, headers=auth, timeout=5)
+        assert waiting.status_code == 503, waiting.text
+        assert "has no registered version" in waiting.json()["detail"]
+        # When a version is registered, not promoted: still 503, saying so
+        v1 = _register(registry, tmp_path, ["Glossier"], 0.85)
+        _wait_for_detail(url, auth, "was promoted to @champion")
+        # When it is promoted, the server loads it by itself and tags posts with it
+        registry.promote(v1, gold_hash=GOLD, decision=decide(0.85, None, 0.8), metrics={"f1": 0.85})
+        _wait_for_version(url, f"{registry.model_name}/{v1}")
+        answer = requests.post(f"{url}/v1/predict", json=body, headers=auth, timeout=30)
+        assert [s["text"] for s in answer.json()["predictions"][0]["spans"]] == ["glossier"]
+    assert server.group_pids() == []
+    log = server.log_path.read_text(errors="replace")
+    assert "answering 503 until a version is promoted" in log
+
+
+def _wait_for_detail(url: str, auth: dict[str, str], wanted: str, timeout: float = 30.0) -> None:
+    """Until ``/v1/model`` answers 503 with ``wanted`` in its detail."""
+    deadline = time.monotonic() + timeout
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        answer = requests.get(f"{url}/v1/model", headers=auth, timeout=5)
+        seen = answer.json()
+        if answer.status_code == 503 and wanted in str(seen.get("detail")):
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"/v1/model answered {seen} after {timeout} s, wanted {wanted!r}")
 
 
 def test_champion_is_served_with_auth_and_follows_promotion_and_rollback(

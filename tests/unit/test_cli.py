@@ -348,6 +348,36 @@ def test_serve_refuses_a_taken_port_before_loading_anything(
     assert "--port" in result.stderr and "serving" not in result.stdout
 
 
+def test_serve_waits_for_a_champion_not_promoted_yet_while_it_follows_the_alias(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    import apps.serving
+    from tests.support.servers import free_port
+
+    # Given a registry (a local MLflow store) whose model has no @champion yet
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).create_registered_model("brand-ner-w")
+    started: list[str] = []
+    monkeypatch.setattr(apps.serving, "run_server", lambda cfg, app: started.append(cfg.env))
+    args = ["serve", "--model", "models:/brand-ner-w@champion", "--port", str(free_port())]
+    args += ["--set", "serve_api_key=t0ken", "--set", f"mlflow_tracking_uri={uri}"]
+    # When it is served, following the alias (the default)
+    result = runner.invoke(cli.app, args)
+    # Then the server starts and says it waits for the first promotion
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.stdout.split())
+    assert shown.startswith("no champion yet: no version of brand-ner-w was promoted")
+    assert "waiting for it: /health answers 503 until a version is promoted" in shown
+    assert started == ["dev"]
+    # And a server that does not follow the alias refuses to start instead
+    result = runner.invoke(cli.app, [*args, "--set", "serve_refresh_seconds=0"])
+    assert result.exit_code == 1 and "serving" not in result.stdout
+    assert _lines(result.stderr)[0].startswith("error: no champion yet: no version of brand-ner-w")
+    assert started == ["dev"]
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -425,9 +455,11 @@ def test_label_studio_that_cannot_be_used_is_refused_before_any_flow_runs(
         # Given no key: named, with what to set
         result = runner.invoke(cli.app, command)
         assert result.exit_code == 1 and result.stdout == "", result.output
-        assert _lines(result.stderr)[0].startswith(
+        first = _lines(result.stderr)[0]
+        assert first.startswith(
             f"error: {option} needs NER_LABEL_STUDIO_API_KEY (or NER_LABEL_STUDIO_API_KEY_BLOCK"
         )
+        assert "the access token of the Label Studio at http://" in first
         # Given a key and a Label Studio that does not answer: named at once, with the fix
         down = f"http://127.0.0.1:{free_port()}"
         env = {"NER_LABEL_STUDIO_API_KEY": "k", "NER_LABEL_STUDIO_URL": down}
@@ -613,6 +645,7 @@ def test_narrator_says_one_line_per_step() -> None:
     narrator.emit(_record("Encountered exception during execution: SourceError(...)", 40, **flow))
     narrator.emit(_record("Finished in state Failed('Flow run encountered an exception')", **flow))
     lines = _lines(console.export_text())
+    assert lines.pop(0) == "  starting the flow run …"  # no spinner: said as a line at once
     assert lines[0] == "▶ train-ner"
     # not a terminal, so no spinner: the task's progress is a line, one per PLAIN_EVERY s
     assert lines[1] == "  training the challenger: epoch 3/20: loss 12.5, dev F1 0.61"

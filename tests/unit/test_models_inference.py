@@ -90,17 +90,22 @@ def test_predict_streams_in_order_and_never_materialises_the_input() -> None:
 def test_a_champion_alias_never_set_says_no_champion_yet(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from ner.errors import ModelNotFoundError
+    from ner.errors import ModelNotFoundError, NotPromotedYetError
     from ner.models import registry_version
 
     # Given a registry (a local MLflow store) whose model has no @champion yet
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(tracking_uri=uri).create_registered_model("brand-ner-test")
     # Then resolving @champion names that, not only MLflow's "alias not found"
-    with pytest.raises(ModelNotFoundError, match=r"^no champion yet: no version of brand-ner-"):
+    with pytest.raises(NotPromotedYetError, match=r"^no champion yet: no version of brand-ner-"):
         registry_version("models:/brand-ner-test@champion", uri)
-    # and another alias, or a model that does not exist, keeps MLflow's own words
-    with pytest.raises(ModelNotFoundError, match="cannot resolve 'models:/brand-ner-test@x'"):
+    # and another alias not set says which, with MLflow's words
+    with pytest.raises(NotPromotedYetError, match=r"^no version of brand-ner-test has .*@x; "):
         registry_version("models:/brand-ner-test@x", uri)
-    with pytest.raises(ModelNotFoundError, match=r"cannot resolve .*: it does not exist"):
-        registry_version("models:/no-such-model@champion", uri)
+    # while a model that does not exist is not an alias to wait for (a typo stays an error)
+    with pytest.raises(ModelNotFoundError, match=r"cannot resolve .*: it does not exist") as info:
+        registry_version("models:/no-such-model@champion", uri, own_model="brand-ner-test")
+    assert not isinstance(info.value, NotPromotedYetError)
+    # unless it is the environment's own model, not registered yet (a new stack)
+    with pytest.raises(NotPromotedYetError, match=r"^no champion yet: no-such-model has no reg"):
+        registry_version("models:/no-such-model@champion", uri, own_model="no-such-model")

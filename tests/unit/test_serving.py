@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +12,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from apps.serving import ModelHolder, RedactQuery, create_app, registry_version
-from ner.errors import ConfigError, ModelError
+from ner.errors import ConfigError, ModelError, NotPromotedYetError
 from ner.models import LoadedModel
 from ner.pyfunc import row_ids
 from ner.settings import Settings
@@ -31,7 +32,7 @@ class Registry:
 
     def resolve(self, spec: str) -> str | None:
         if self.champion is None:
-            raise ModelError(f"{spec!r}: alias not set")
+            raise NotPromotedYetError(f"{spec!r}: alias not set")
         return self.champion
 
     def load(self, spec: str) -> LoadedModel:
@@ -179,6 +180,42 @@ def test_a_model_that_cannot_load_at_start_stops_the_start(registry: Registry) -
     registry.champion = None
     app = create_app(settings(), loader=registry.load, resolver=registry.resolve)
     with pytest.raises(ModelError, match="alias not set"), TestClient(app):
+        pass
+
+
+def test_a_followed_alias_not_set_yet_starts_the_server_at_503_until_promoted(
+    registry: Registry,
+) -> None:
+    # Given no version behind the alias yet, and a server that follows it
+    registry.champion = None
+    app = create_app(
+        settings(serve_refresh_seconds=0.05), loader=registry.load, resolver=registry.resolve
+    )
+    with TestClient(app) as client:
+        # Then it starts, and every call answers 503 saying why
+        assert client.get("/health").status_code == 503
+        refused = client.post("/v1/predict", headers=AUTH, json={"posts": [{"text": "x"}]})
+        assert refused.status_code == 503 and "alias not set" in refused.json()["detail"]
+        assert client.get("/v1/model", headers=AUTH).status_code == 503
+        assert registry.loads == []
+        # When a version is promoted, the server loads it by itself
+        registry.champion = "brand-ner/1"
+        deadline = time.monotonic() + 10
+        while client.get("/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/health").json() == {"status": "ok", "model_version": "brand-ner/1"}
+        tagged = client.post("/v1/predict", headers=AUTH, json={"posts": [{"text": "glossier"}]})
+        assert tagged.json()["predictions"][0]["spans"][0]["text"] == "glossier"
+
+
+def test_a_model_that_fails_to_load_stops_the_start_even_when_followed(
+    registry: Registry,
+) -> None:
+    registry.broken = {"brand-ner/1"}
+    app = create_app(
+        settings(serve_refresh_seconds=0.05), loader=registry.load, resolver=registry.resolve
+    )
+    with pytest.raises(ModelError, match="cannot load"), TestClient(app):
         pass
 
 

@@ -110,6 +110,24 @@ def test_cli_modes_and_options() -> None:
         label_trigger.parser().parse_args(["poll", "--env", "qa"])
 
 
+@pytest.mark.parametrize("mode", ["serve", "poll"])
+def test_the_trigger_refuses_to_start_without_a_prefect_api(
+    mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # Given no PREFECT_API_URL (runs would go to a temporary local database)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        # When the trigger is started, it refuses at once, naming the variable and its use
+        assert label_trigger.main([mode, "--env", "dev"]) == 1
+        url = "http://127.0.0.1:4200/api"
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            assert label_trigger.prefect_api_url() == url
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert error.split(" ERROR ", 1)[1].startswith("PREFECT_API_URL is not set: the train-ner")
+    assert "no worker reads" in error
+
+
 @pytest.mark.slow  # the SDK's own retries of a refused connection take ~3 s an attempt
 def test_registering_gives_up_with_a_label_studio_error_when_nobody_answers() -> None:
     from ner.settings import load_settings
