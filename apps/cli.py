@@ -1218,13 +1218,18 @@ def rollback(
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(metavar="HOST", help="Default NER_SERVE_HOST.")
+        str | None,
+        typer.Option(metavar="HOST", help="Default NER_SERVE_HOST, else 127.0.0.1."),
     ] = None,
     port: Annotated[
-        int | None, typer.Option(metavar="PORT", help="Default NER_SERVE_PORT.")
+        int | None, typer.Option(metavar="PORT", help="Default NER_SERVE_PORT, else 8000.")
     ] = None,
     model: Annotated[
-        str | None, typer.Option(metavar="SPEC", help="Default NER_SERVE_MODEL.")
+        str | None,
+        typer.Option(
+            metavar="SPEC",
+            help="Default NER_SERVE_MODEL, else models:/brand-ner-{env}@champion.",
+        ),
     ] = None,
     set_: SetOption = None,
 ) -> None:

@@ -29,7 +29,7 @@ from apps.doctor import (
 )
 from apps.progress import Narrator
 from ner.errors import ConfigError
-from ner.settings import load_settings
+from ner.settings import ENVIRONMENT_DEFAULTS, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = [
@@ -309,9 +309,17 @@ def test_a_missing_secret_is_one_line_naming_its_variable(
 
 
 def test_serve_help_names_every_way_to_give_the_token(runner: CliRunner) -> None:
-    shown = " ".join(runner.invoke(cli.app, ["serve", "--help"]).stdout.split())
+    help_text = runner.invoke(cli.app, ["serve", "--help"]).stdout
+    shown = " ".join(help_text.split())
     for variable in ("NER_SERVE_API_KEY,", "NER_SERVE_API_KEYS", "NER_SERVE_API_KEY_BLOCK"):
         assert variable in shown
+    # and the defaults the options fall back to are the settings' own (compared without the
+    # spaces, since help wraps a long value at its hyphens)
+    compact = "".join(help_text.split())
+    defaults = Settings.model_fields
+    assert f"NER_SERVE_HOST,else{defaults['serve_host'].default}." in compact
+    assert f"NER_SERVE_PORT,else{defaults['serve_port'].default}." in compact
+    assert f"NER_SERVE_MODEL,else{ENVIRONMENT_DEFAULTS['serve_model']}." in compact
 
 
 @pytest.mark.parametrize(
