@@ -15,6 +15,7 @@ import difflib
 import importlib
 import inspect
 import json
+import logging
 import os
 import shutil
 import sys
@@ -1244,6 +1245,8 @@ def serve(
     app = create_app(cfg)  # refuses a missing token before anything says "serving"
     _check_servable(cfg)
     console().print(f"serving {cfg.serve_model} on http://{cfg.serve_host}:{cfg.serve_port}")
+    # the server's own lines (model loaded, alias moved) are INFO: shown, as uvicorn's are
+    logging.getLogger("apps.serving").setLevel(logging.INFO)
     run_server(cfg, app)
 
 

@@ -73,7 +73,9 @@ from ner.models import LoadedModel, load_model, registry_version
 from ner.pyfunc import row_ids
 from ner.settings import Settings
 
-log = logging.getLogger(__name__)
+#: One name whether imported or run as ``python -m apps.serving`` (``__name__`` is then
+#: ``__main__``), so its level can be set from outside.
+log = logging.getLogger("apps.serving")
 
 Loader = Callable[[str], LoadedModel]
 #: Reads ``Authorization: Bearer …``; module level so FastAPI can resolve the annotation.
@@ -108,6 +110,8 @@ class ModelHolder:
         self._served: Served | None = None
         self._swap_lock = threading.Lock()
         self.last_error: str | None = None
+        #: True while nothing is served because no version is @champion yet.
+        self.awaiting_promotion = False
         self.last_check: datetime | None = None
 
     @property
@@ -144,13 +148,18 @@ class ModelHolder:
                 model = self._loader(target)
             except ModelError as exc:
                 self.last_error = str(exc)
+                waiting = self._served is None and isinstance(exc, NotPromotedYetError)
+                self.awaiting_promotion = waiting
                 raise
             if version is not None:
                 model = LoadedModel(model.nlp, version)
             previous = None if current is None else current.model.version
             self._served = Served(model, target, datetime.now(UTC))
-            self.last_error = None
-            log.info("serving %s (was %s)", model.version, previous)
+            self.last_error, self.awaiting_promotion = None, False
+            if previous is None:
+                log.info("serving %s", model.version)
+            else:
+                log.info("serving %s (was %s)", model.version, previous)
             return True
 
     def refresh_quietly(self) -> None:
@@ -508,7 +517,11 @@ def _predict(
 def _add_health_routes(app: FastAPI, holder: ModelHolder) -> None:
     def health() -> HealthResponse:
         if not holder.loaded:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded")
+            # no token here: the reason in full (registry names) is for /v1/model's callers
+            detail = "no model loaded yet"
+            if holder.awaiting_promotion:
+                detail += ": waiting for the first promotion to @champion"
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail)
         return HealthResponse(status="ok", model_version=holder.served.model.version)
 
     app.get("/health")(health)
@@ -624,6 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log.setLevel(logging.INFO)  # Prefect's logging setup, imported above, may hold root at WARNING
     run_server(build_settings())
     return 0
 

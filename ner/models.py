@@ -272,8 +272,8 @@ def registry_version(
 ) -> str | None:
     """``name/version`` behind a ``models:/name@alias`` spec, else None (nothing to follow).
 
-    Raises :class:`NotPromotedYetError` when no version has the alias yet: the model exists
-    without it, or the model is ``own_model`` (the one this environment's training registers,
+    Raises :class:`NotPromotedYetError` when no version is ``@champion`` yet: the model
+    exists without it, or the model is ``own_model`` (the one this environment's training registers,
     ``Settings.registered_model_name``) and was not registered yet;
     :class:`ModelNotFoundError` when another model does not exist; :class:`ModelError` when
     the registry cannot be asked.
@@ -301,8 +301,9 @@ def registry_version(
     return f"{name}/{version.version}"
 
 
-def _alias_not_set(name: str, alias: str, exc: Exception) -> NotPromotedYetError:
-    """The model exists; no version has ``alias``."""
+def _alias_not_set(name: str, alias: str, exc: Exception) -> ModelNotFoundError:
+    """The model exists; no version has ``alias``. Only ``@champion`` is waited for (a
+    promotion sets it): another alias, a typo among them, is not found."""
     from ner.registry import CHAMPION
 
     said = f"MLflow said: {str(exc).splitlines()[0][:200]}"
@@ -311,7 +312,7 @@ def _alias_not_set(name: str, alias: str, exc: Exception) -> NotPromotedYetError
             f"no champion yet: no version of {name} was promoted to @{CHAMPION} (train "
             f"one, or promote a registered version); {said}"
         )
-    return NotPromotedYetError(f"no version of {name} has the alias @{alias}; {said}")
+    return ModelNotFoundError(f"no version of {name} has the alias @{alias}; {said}")
 
 
 def pin_model_uri(spec: str, tracking_uri: str | None = None) -> str:

@@ -121,7 +121,9 @@ def test_a_server_started_on_a_new_stack_serves_the_first_champion_once_promoted
         auth = {"Authorization": f"Bearer {token}"}
         body = {"posts": [{"id": "p1", "text": "new glossier drop"}]}
         # Then it runs, answers 503 and says why
-        assert requests.get(f"{url}/health", timeout=5).status_code == 503
+        health = requests.get(f"{url}/health", timeout=5)
+        assert health.status_code == 503
+        assert health.json()["detail"].endswith("waiting for the first promotion to @champion")
         waiting = requests.post(f"{url}/v1/predict", json=body, headers=auth, timeout=5)
         assert waiting.status_code == 503, waiting.text
         assert "has no registered version" in waiting.json()["detail"]
@@ -136,6 +138,7 @@ def test_a_server_started_on_a_new_stack_serves_the_first_champion_once_promoted
     assert server.group_pids() == []
     log = server.log_path.read_text(errors="replace")
     assert "answering 503 until a version is promoted" in log
+    assert f"serving {registry.model_name}/{v1}" in log  # the first load is said
 
 
 def _wait_for_detail(url: str, auth: dict[str, str], wanted: str, timeout: float = 30.0) -> None:

@@ -369,6 +369,8 @@ def test_serve_waits_for_a_champion_not_promoted_yet_while_it_follows_the_alias(
     MlflowClient(tracking_uri=uri).create_registered_model("brand-ner-w")
     started: list[str] = []
     monkeypatch.setattr(apps.serving, "run_server", lambda cfg, app: started.append(cfg.env))
+    served_log = logging.getLogger("apps.serving")
+    monkeypatch.setattr(served_log, "level", served_log.level)  # restored after the test
     args = ["serve", "--model", "models:/brand-ner-w@champion", "--port", str(free_port())]
     args += ["--set", "serve_api_key=t0ken", "--set", f"mlflow_tracking_uri={uri}"]
     # When it is served, following the alias (the default)
@@ -379,6 +381,8 @@ def test_serve_waits_for_a_champion_not_promoted_yet_while_it_follows_the_alias(
     assert shown.startswith("no champion yet: no version of brand-ner-w was promoted")
     assert "waiting for it: /health answers 503 until a version is promoted" in shown
     assert started == ["dev"]
+    # and the server's own lines (the model it loads once promoted) will be shown
+    assert served_log.getEffectiveLevel() == logging.INFO
     # And a server that does not follow the alias refuses to start instead
     result = runner.invoke(cli.app, [*args, "--set", "serve_refresh_seconds=0"])
     assert result.exit_code == 1 and "serving" not in result.stdout

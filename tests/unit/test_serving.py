@@ -192,8 +192,11 @@ def test_a_followed_alias_not_set_yet_starts_the_server_at_503_until_promoted(
         settings(serve_refresh_seconds=0.05), loader=registry.load, resolver=registry.resolve
     )
     with TestClient(app) as client:
-        # Then it starts, and every call answers 503 saying why
-        assert client.get("/health").status_code == 503
+        # Then it starts, and every call answers 503 saying why (health without the details)
+        health = client.get("/health")
+        assert health.status_code == 503
+        waiting = "no model loaded yet: waiting for the first promotion to @champion"
+        assert health.json()["detail"] == waiting
         refused = client.post("/v1/predict", headers=AUTH, json={"posts": [{"text": "x"}]})
         assert refused.status_code == 503 and "alias not set" in refused.json()["detail"]
         assert client.get("/v1/model", headers=AUTH).status_code == 503
