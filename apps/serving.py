@@ -109,9 +109,8 @@ class ModelHolder:
         self._resolver = resolver
         self._served: Served | None = None
         self._swap_lock = threading.Lock()
-        self.last_error: str | None = None
-        #: True while nothing is served because no version is @champion yet.
-        self.awaiting_promotion = False
+        #: Why the last refresh failed (None after a good one).
+        self.failure: ModelError | None = None
         self.last_check: datetime | None = None
 
     @property
@@ -124,6 +123,15 @@ class ModelHolder:
     @property
     def loaded(self) -> bool:
         return self._served is not None
+
+    @property
+    def last_error(self) -> str | None:
+        return None if self.failure is None else str(self.failure)
+
+    @property
+    def awaiting_promotion(self) -> bool:
+        """Nothing is served because no version is ``@champion`` yet."""
+        return not self.loaded and isinstance(self.failure, NotPromotedYetError)
 
     def refresh(self, *, force: bool = False) -> bool:
         """Load the model if the version behind the spec changed; True when it swapped.
@@ -141,21 +149,19 @@ class ModelHolder:
                     and not force
                     and (version is None or version == current.model.version)
                 ):
-                    self.last_error = None
+                    self.failure = None
                     return False
                 name, _, number = (version or "").rpartition("/")
                 target = f"models:/{name}/{number}" if version else self.spec
                 model = self._loader(target)
             except ModelError as exc:
-                self.last_error = str(exc)
-                waiting = self._served is None and isinstance(exc, NotPromotedYetError)
-                self.awaiting_promotion = waiting
+                self.failure = exc
                 raise
             if version is not None:
                 model = LoadedModel(model.nlp, version)
             previous = None if current is None else current.model.version
             self._served = Served(model, target, datetime.now(UTC))
-            self.last_error, self.awaiting_promotion = None, False
+            self.failure = None
             if previous is None:
                 log.info("serving %s", model.version)
             else:

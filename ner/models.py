@@ -288,31 +288,35 @@ def registry_version(
         version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         error = _mlflow_error(f"cannot resolve {spec!r} in the registry", exc)
-        # the model exists but its alias was never set ("Registered model alias champion not
-        # found"); a model that does not exist keeps MLflow's own words
-        if isinstance(error, ModelNotFoundError) and "alias" in str(exc):
-            error = _alias_not_set(name, alias, exc)
-        elif isinstance(error, ModelNotFoundError) and name == own_model:
-            error = NotPromotedYetError(
-                f"no champion yet: {name} has no registered version (train one); "
-                f"MLflow said: {str(exc).splitlines()[0][:200]}"
-            )
-        raise error from exc
+        raise _not_found(error, name, alias, own_model, exc) from exc
     return f"{name}/{version.version}"
 
 
-def _alias_not_set(name: str, alias: str, exc: Exception) -> ModelNotFoundError:
-    """The model exists; no version has ``alias``. Only ``@champion`` is waited for (a
-    promotion sets it): another alias, a typo among them, is not found."""
+def _not_found(
+    error: ModelError, name: str, alias: str, own_model: str | None, exc: Exception
+) -> ModelError:
+    """``error`` reworded when MLflow did not find the alias. Only ``@champion`` is waited
+    for (a promotion sets it): :class:`NotPromotedYetError` when the model exists without it
+    ("alias ... not found") or is ``own_model``, not registered yet. Another alias, a typo
+    among them, is not found; a missing model keeps MLflow's own words."""
     from ner.registry import CHAMPION
 
+    if not isinstance(error, ModelNotFoundError):
+        return error
     said = f"MLflow said: {str(exc).splitlines()[0][:200]}"
-    if alias == CHAMPION:
+    alias_missing = "alias" in str(exc)
+    if alias == CHAMPION and alias_missing:
         return NotPromotedYetError(
             f"no champion yet: no version of {name} was promoted to @{CHAMPION} (train "
             f"one, or promote a registered version); {said}"
         )
-    return ModelNotFoundError(f"no version of {name} has the alias @{alias}; {said}")
+    if alias == CHAMPION and name == own_model:
+        return NotPromotedYetError(
+            f"no champion yet: {name} has no registered version (train one); {said}"
+        )
+    if alias_missing:
+        return ModelNotFoundError(f"no version of {name} has the alias @{alias}; {said}")
+    return error
 
 
 def pin_model_uri(spec: str, tracking_uri: str | None = None) -> str:
