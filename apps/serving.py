@@ -169,14 +169,18 @@ class ModelHolder:
             return True
 
     def refresh_quietly(self) -> None:
-        """:meth:`refresh` for the background thread: failures are logged, not raised."""
+        """:meth:`refresh` for the background thread: failures are logged, not raised; a
+        failure that repeats the last one word for word is logged at DEBUG only, so a server
+        waiting for its first promotion says so once, not at every check."""
+        before = self.last_error
         try:
             self.refresh()
         except ModelError as exc:
+            level = logging.DEBUG if str(exc) == before else logging.WARNING
             if self.loaded:
-                log.warning("model refresh failed, still serving the old model: %s", exc)
+                log.log(level, "model refresh failed, still serving the old model: %s", exc)
             else:
-                log.warning("still no model to serve: %s", exc)
+                log.log(level, "still no model to serve: %s", exc)
 
 
 def _follow(holder: ModelHolder, every: float, stop: threading.Event) -> None:

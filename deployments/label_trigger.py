@@ -154,6 +154,27 @@ def prefect_api_url() -> str:
     return str(url)
 
 
+def check_prefect_api(url: str, *, timeout: float = 5.0) -> bool:
+    """Warn (log) when no Prefect API answers ``GET {url}/health`` within ``timeout``
+    seconds; True when one does. Not a refusal: a trigger may start before its server (a
+    compose stack), and each run it starts meanwhile is logged as failed."""
+    import httpx
+
+    try:
+        answered = httpx.get(f"{url.rstrip('/')}/health", timeout=timeout).is_success
+    except httpx.HTTPError as exc:
+        log.warning(
+            "no Prefect API answers at %s (%s): the runs this trigger starts fail until one "
+            "does; check PREFECT_API_URL and that `prefect server start` runs there",
+            url,
+            exc,
+        )
+        return False
+    if not answered:
+        log.warning("%s/health did not answer as a Prefect API does: check PREFECT_API_URL", url)
+    return answered
+
+
 def receiver(
     settings: Settings, on_trigger: Callable[[], object], *, project_id: int | None = None
 ) -> WebhookReceiver:
@@ -206,6 +227,7 @@ def _stop_event() -> threading.Event:
 
 def serve(args: argparse.Namespace) -> int:
     api = prefect_api_url()
+    check_prefect_api(api)
     settings = build_settings({"env": args.env})
     deployment = deployment_name(settings.env, args.deployment)
     stop = _stop_event()
@@ -234,6 +256,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def poll(args: argparse.Namespace) -> int:
     api = prefect_api_url()
+    check_prefect_api(api)
     settings = build_settings({"env": args.env})
     deployment = deployment_name(settings.env, args.deployment)
     project = LabelStudioProject.connect(settings)

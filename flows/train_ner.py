@@ -815,7 +815,8 @@ def evaluate_champion(ctx: RunContext, splits: Splits, summary: TrainSummary) ->
     summary.champion_model = champion.model_version
     summary.champion_version = version
     get_run_logger().info(
-        "champion %s: F1 %.4f on gold %s",
+        "%s %s: F1 %.4f on gold %s",
+        "champion" if version else "no champion yet; the cold start",
         champion.model_version,
         champion.f1,
         (splits.gold_hash or "")[:12],

@@ -173,6 +173,15 @@ def _mlflow_error(what: str, exc: Exception) -> ModelError:
     return ModelError(f"{what}: {exc}")
 
 
+def _client(tracking_uri: str | None) -> Any:
+    """An ``MlflowClient`` whose registry is ``tracking_uri`` too (MLflow's default registry
+    is the process's global one, which an earlier ``mlflow.set_registry_uri`` may have set
+    elsewhere); ``None`` keeps MLflow's defaults for both."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
 def _mlflow_version(uri: str, tracking_uri: str | None) -> str:
     """``brand-ner/3`` for a ``models:/brand-ner@alias`` URI, else the URI itself."""
     if not uri.startswith("models:/"):
@@ -181,12 +190,11 @@ def _mlflow_version(uri: str, tracking_uri: str | None) -> str:
     if "@" not in path:
         name, _, version = path.rpartition("/")
         return f"{name}/{version}" if version.isdigit() else uri
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     name, _, alias = path.partition("@")
     try:
-        mv = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias)
+        mv = _client(tracking_uri).get_model_version_by_alias(name, alias)
     except MlflowException:
         return uri
     return f"{name}/{mv.version}"
@@ -258,11 +266,10 @@ def _check_registered(spec: str, tracking_uri: str | None, own_model: str | None
             f"{spec!r} is not a registered model version: use models:/NAME/VERSION (a number) "
             "or models:/NAME@ALIAS"
         )
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
-        MlflowClient(tracking_uri=tracking_uri).get_model_version(name, version)
+        _client(tracking_uri).get_model_version(name, version)
     except MlflowException as exc:
         raise _mlflow_error(f"cannot find {spec!r} in the registry", exc) from exc
 
@@ -280,12 +287,11 @@ def registry_version(
     """
     if not spec.startswith("models:/") or "@" not in spec:
         return None
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     name, _, alias = spec.removeprefix("models:/").partition("@")
     try:
-        version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias)
+        version = _client(tracking_uri).get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         error = _mlflow_error(f"cannot resolve {spec!r} in the registry", exc)
         raise _not_found(error, name, alias, own_model, exc) from exc

@@ -185,9 +185,10 @@ def _optimizer(model: Any, learn_rate: float, steps: int) -> tuple[Any, Any]:
     return optimizer, schedule
 
 
-def _step(tagger: TransformerTagger, docs: Sequence[Doc], optimizer: Any) -> float:
-    """One optimizer step of ``tagger``'s model on ``docs``; returns the batch's mean
-    cross-entropy."""
+def training_batch(tagger: TransformerTagger, docs: Sequence[Doc]) -> tuple[Any, Any]:
+    """``(batch, targets)`` of ``docs``: the tokenizer's encoding (word pieces padded to the
+    longest post, at most :data:`TRAIN_MAX_LENGTH`) and a flat tensor of one tag id per
+    word piece (:data:`IGNORE` where the loss does not look)."""
     torch, _ = require_torch()
     words = [[t.text for t in doc] for doc in docs]
     batch = encode(tagger.tokenizer, words, TRAIN_MAX_LENGTH)
@@ -196,10 +197,18 @@ def _step(tagger: TransformerTagger, docs: Sequence[Doc], optimizer: Any) -> flo
     for i, doc in enumerate(docs):
         row = piece_labels(batch.word_ids(i), word_tags(doc, tagger.tags))
         targets.append(row + [IGNORE] * (width - len(row)))
+    return batch, torch.tensor(targets).reshape(-1)
+
+
+def _step(tagger: TransformerTagger, docs: Sequence[Doc], optimizer: Any) -> float:
+    """One optimizer step of ``tagger``'s model on ``docs``; returns the batch's mean
+    cross-entropy."""
+    torch, _ = require_torch()
+    batch, targets = training_batch(tagger, docs)
     logits = tagger.model(**batch).logits
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]),
-        torch.tensor(targets).reshape(-1),
+        targets,
         ignore_index=IGNORE,
         label_smoothing=LABEL_SMOOTHING,
     )

@@ -16,12 +16,14 @@ line goes to stdout and is appended to ``bench/experiments/results.jsonl``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accurate-rehearse-dup3": {"labelled_copies": 3},
     "accurate-rehearse500-dup3": {"labelled_copies": 3},
     "accurate-smooth0.1": {},
+    "accurate-dropout0.2": {},
+    "accurate-fgm1": {},
 }
 #: entity swap (:func:`bench.experiments.levers.swap`: copies, names from), applied to the
 #: posts handed to ``train``, so some copies fall in the recipe's held-back slice (the
@@ -65,9 +69,87 @@ BATCHES: dict[str, int] = {"accurate-batch8": 8}
 #: label smoothing of the cross-entropy (:data:`ner.transformer_training.LABEL_SMOOTHING`,
 #: set for the run and restored after it, as the batch size)
 SMOOTHING: dict[str, float] = {"accurate-smooth0.1": 0.1}
+#: dropout probability of every dropout layer of the transformer and its head (MiniLM-L6
+#: ships 0.1), set on the loaded model for the run (session 15)
+DROPOUT: dict[str, float] = {"accurate-dropout0.2": 0.2}
+#: adversarial training (FGM, Miyato et al. 2017): each step also trains on the batch with
+#: its word-piece embeddings moved by epsilon along the loss gradient (L2-normalised over the
+#: batch); twice the forward and backward passes (session 15)
+FGM: dict[str, float] = {"accurate-fgm1": 1.0}
 #: rehearsal set (``train(rehearsal=...)``, as ``NER_TRAIN__REHEARSAL_URI``): WNUT-17 train
 #: with its brands, beside the labelled posts of the ``beauty`` set; None = all 3,394 posts
 REHEARSE: dict[str, int | None] = {"accurate-rehearse-dup3": None, "accurate-rehearse500-dup3": 500}
+
+
+@contextlib.contextmanager
+def patched(variant: str) -> Iterator[None]:
+    """The variant's dropout (:data:`DROPOUT`) or adversarial step (:data:`FGM`) patched into
+    :mod:`ner.transformer_training` for the run, restored after it."""
+    import ner.transformer_training as training
+
+    shipped_load, shipped_step = training.load_classifier, training._step
+    if variant in DROPOUT:
+        training.load_classifier = partial(_with_dropout, shipped_load, DROPOUT[variant])
+    if variant in FGM:
+        training._step = partial(_adversarial_step, FGM[variant])
+    try:
+        yield
+    finally:
+        training.load_classifier, training._step = shipped_load, shipped_step
+
+
+def _with_dropout(load: Any, rate: float, *args: Any, **kwargs: Any) -> Any:
+    import torch
+
+    model, tokenizer = load(*args, **kwargs)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = rate  # attention too: BertSelfAttention passes its dropout.p to SDPA
+    return model, tokenizer
+
+
+def _adversarial_step(epsilon: float, tagger: Any, docs: Sequence[Any], optimizer: Any) -> float:
+    """:func:`ner.transformer_training._step` plus FGM: a second pass on embeddings moved
+    by ``epsilon`` along the gradient of the first pass's loss."""
+    import torch
+
+    from ner.transformer import IGNORE
+    from ner.transformer_training import training_batch
+
+    batch, target = training_batch(tagger, docs)
+    embedding = tagger.model.get_input_embeddings()
+    captured: dict[str, Any] = {}
+
+    def capture(_module: Any, _inputs: Any, output: Any) -> Any:
+        output = output.detach().requires_grad_(True)
+        captured["out"] = output
+        return output
+
+    def loss_of() -> Any:
+        logits = tagger.model(**batch).logits
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), target, ignore_index=IGNORE
+        )
+
+    hook = embedding.register_forward_hook(capture)
+    try:
+        loss = loss_of()
+        loss.backward()
+    finally:
+        hook.remove()
+    grad = captured["out"].grad
+    norm = torch.linalg.vector_norm(grad)
+    if torch.isfinite(norm) and norm > 0:
+        delta = epsilon * grad / norm
+        hook = embedding.register_forward_hook(lambda _m, _i, out: out + delta)
+        try:
+            loss_of().backward()
+        finally:
+            hook.remove()
+    torch.nn.utils.clip_grad_norm_(tagger.model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+    return float(loss.item())
 
 
 def sets_of(which: str) -> tuple[list[Any], dict[str, list[Any]]]:
@@ -119,7 +201,7 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
         rehearsal = pool if limit is None else random.Random(seed).sample(pool, limit)
     labels = ("BRAND", *sorted({s.label for a in part for s in a.spans} - {"BRAND"}))
     row: dict[str, Any] = {"recipe": "accurate", "variant": variant, "seed": seed, "set": which}
-    with tempfile.TemporaryDirectory(prefix="accurate-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="accurate-") as tmp, patched(variant):
         shipped_batch = ner.transformer_training.BATCH_SIZE
         shipped_smoothing = ner.transformer_training.LABEL_SMOOTHING
         ner.transformer_training.BATCH_SIZE = BATCHES.get(variant, shipped_batch)

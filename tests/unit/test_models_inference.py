@@ -87,6 +87,35 @@ def test_predict_streams_in_order_and_never_materialises_the_input() -> None:
     assert {p.model_version for p in preds} == {"g-1"}
 
 
+def test_the_registry_asked_is_the_tracking_uri_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    from ner.errors import NotPromotedYetError
+    from ner.models import check_model_spec, registry_version
+
+    # Given a model promoted in one store, while the process's global registry is another
+    # (set by earlier code in the same process; restored after the test)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("brand-ner-test")
+    run = client.create_run(client.create_experiment("e")).info.run_id
+    client.create_model_version("brand-ner-test", f"runs:/{run}/model", run_id=run)
+    client.set_registered_model_alias("brand-ner-test", "champion", "1")
+    monkeypatch.setattr(registry_utils, "_registry_uri", None)
+    mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    # Then the store named is the one asked, for an alias and for a version
+    assert registry_version("models:/brand-ner-test@champion", uri) == "brand-ner-test/1"
+    check_model_spec("models:/brand-ner-test/1", uri)
+    # and the global registry, which has no such model, is not
+    other = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    with pytest.raises(NotPromotedYetError):
+        registry_version("models:/brand-ner-test@champion", other, own_model="brand-ner-test")
+
+
 def test_a_champion_alias_never_set_says_no_champion_yet(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
@@ -95,7 +124,7 @@ def test_a_champion_alias_never_set_says_no_champion_yet(tmp_path: Path) -> None
 
     # Given a registry (a local MLflow store) whose model has no @champion yet
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(tracking_uri=uri).create_registered_model("brand-ner-test")
+    MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("brand-ner-test")
     # Then resolving @champion names that, not only MLflow's "alias not found"
     with pytest.raises(NotPromotedYetError, match=r"^no champion yet: no version of brand-ner-"):
         registry_version("models:/brand-ner-test@champion", uri)

@@ -176,6 +176,28 @@ def test_a_version_that_fails_to_load_is_not_swapped_in(registry: Registry) -> N
     assert holder.last_error is not None and "brand-ner/2" in holder.last_error
 
 
+def test_a_repeated_refresh_failure_is_warned_once(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a server waiting for its first champion, checking three times
+    registry.champion = None
+    holder = ModelHolder("models:/brand-ner@champion", registry.load, registry.resolve)
+    with caplog.at_level(logging.DEBUG, logger="apps.serving"):
+        for _ in range(3):
+            holder.refresh_quietly()
+        # When the failure changes (the alias now names a version that cannot load)
+        registry.champion, registry.broken = "brand-ner/2", {"brand-ner/2"}
+        holder.refresh_quietly()
+    # Then the same failure is a warning once (later repeats at DEBUG), a new one warns again
+    levels = [(r.levelno, "alias not set" in r.getMessage()) for r in caplog.records]
+    assert levels == [
+        (logging.WARNING, True),
+        (logging.DEBUG, True),
+        (logging.DEBUG, True),
+        (logging.WARNING, False),
+    ]
+
+
 def test_a_model_that_cannot_load_at_start_stops_the_start(registry: Registry) -> None:
     registry.champion = None
     app = create_app(settings(), loader=registry.load, resolver=registry.resolve)

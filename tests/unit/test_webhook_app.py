@@ -4,6 +4,8 @@ tests/integration/test_labelstudio_api.py."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,6 +128,43 @@ def test_the_trigger_refuses_to_start_without_a_prefect_api(
     (error,) = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
     assert error.split(" ERROR ", 1)[1].startswith("PREFECT_API_URL is not set: the train-ner")
     assert "no worker reads" in error
+
+
+def test_the_trigger_warns_when_no_prefect_api_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import http.server
+
+    from tests.support.servers import free_port
+
+    # Given nothing listening on a port, then a server that answers /health as Prefect's does
+    silent = f"http://127.0.0.1:{free_port()}/api"
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.path == "/api/health"
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            self.wfile.write(b"true" if ok else b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="brandloop.label_trigger"):
+            # Then the silent one is named in a warning, the answering one passes quietly
+            assert label_trigger.check_prefect_api(silent, timeout=2) is False
+            warned = [r.getMessage() for r in caplog.records]
+            answering = f"http://127.0.0.1:{server.server_port}/api"
+            assert label_trigger.check_prefect_api(answering, timeout=2) is True
+            wrong = f"http://127.0.0.1:{server.server_port}/nope"
+            assert label_trigger.check_prefect_api(wrong, timeout=2) is False
+    finally:
+        server.shutdown()
+    assert len(warned) == 1 and warned[0].startswith(f"no Prefect API answers at {silent}")
+    assert len(caplog.records) == 2 and "did not answer as a Prefect API" in caplog.messages[1]
 
 
 @pytest.mark.slow  # the SDK's own retries of a refused connection take ~3 s an attempt
