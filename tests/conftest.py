@@ -39,3 +39,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith(("NER_", "MLFLOW_")):
             monkeypatch.delenv(name)
     yield
+
+
+#: What brandloop writes in the working directory by default (``sqlite:///mlflow.db``, the
+#: local storage): a test must write into its own ``tmp_path`` instead.
+DEFAULT_OUTPUTS = ("mlflow.db", "mlruns", ".brandloop")
+
+
+@pytest.fixture(autouse=True)
+def _writes_nothing_in_the_working_directory() -> Iterator[None]:
+    """Fail the test that creates one of :data:`DEFAULT_OUTPUTS` in the working directory
+    (a later test would read that stale store through the defaults)."""
+    before = {name for name in DEFAULT_OUTPUTS if os.path.lexists(name)}
+    yield
+    created = {name for name in DEFAULT_OUTPUTS if os.path.lexists(name)} - before
+    assert not created, f"the test left {sorted(created)} in {os.getcwd()}: use tmp_path"

@@ -201,7 +201,11 @@ def test_the_train_ner_pull_step_moves_a_bad_file_aside_and_pulls_the_rest(
     tmp_path: Path, clean_env: None
 ) -> None:
     # given the storage of an environment with a good export and a Latin-1 one
-    settings = load_settings(storage_uri=str(tmp_path), env="dev")
+    settings = load_settings(
+        storage_uri=str(tmp_path),
+        env="dev",
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",  # not the default in cwd
+    )
     storage = LocalStorage(tmp_path / "dev")
     storage.write_bytes(GOOD_KEY, GOLD.read_bytes())
     storage.write_bytes(BAD_KEY, '[{"data": {"text": "crème"}}]'.encode("latin-1"))
