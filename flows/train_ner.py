@@ -345,9 +345,35 @@ def prepare_gold(
             withdrawn=withdrawn or (),
             recent=recent,
             held_out=held_out,
+            min_gold_posts=settings.gold_min_posts,
         ).to_dict()
     )
+    if loaded is None:
+        _say_gold_size(settings, splits, len(annotations))
     return _with_canary(ctx, splits, annotations, holdout, fresh=loaded is None)
+
+
+def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
+    """Log why no gold set was frozen yet, or warn when the one frozen now is small (it is
+    frozen for good)."""
+    logger = get_run_logger()
+    minimum = f"NER_GOLD_MIN_POSTS={settings.gold_min_posts}"
+    if splits.n_gold == 0:
+        logger.info(
+            "no gold set frozen yet: %d labelled posts do not hold enough gold posts (%s)",
+            n_labelled,
+            minimum,
+        )
+    elif splits.n_gold < datasets.SMALL_GOLD_SET:
+        logger.warning(
+            "froze a gold set (hash %s) of only %d posts: every later round is scored on them, and "
+            "one post moves F1 by about %.0f points; to freeze a larger one, label more before "
+            "the first run or set NER_GOLD_MIN_POSTS (now %d) in a fresh store",
+            (splits.gold_hash or "")[:12],
+            splits.n_gold,
+            100 / splits.n_gold,
+            settings.gold_min_posts,
+        )
 
 
 def _with_canary(

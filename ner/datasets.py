@@ -469,6 +469,23 @@ class Splits:
         return dict(self.__dict__)
 
 
+#: A gold set of fewer posts is small: one post moves its F1 by a point or more, so the gate
+#: compares models on noise (the train-ner flow warns when it freezes one).
+SMALL_GOLD_SET = 100
+
+
+def would_freeze(
+    candidates: Iterable[Annotation], gold_fraction: float, salt: str, recent: Collection[str]
+) -> int:
+    """How many posts :func:`freeze_gold_set` would freeze from ``candidates`` (the gold
+    split and the ``recent`` posts, ``held_out`` posts already left out)."""
+    return sum(
+        1
+        for a in candidates
+        if a.post_id in recent or split_of(a.post_id, gold_fraction, salt) == "gold"
+    )
+
+
 def prepare_splits(
     storage: Storage,
     annotations: Iterable[Annotation],
@@ -479,6 +496,7 @@ def prepare_splits(
     withdrawn: Iterable[str] = (),
     recent: Collection[str] = (),
     held_out: Collection[str] = (),
+    min_gold_posts: int = 1,
 ) -> Splits:
     """One round's data: freeze the gold set if needed, write the training pool to storage.
 
@@ -486,11 +504,13 @@ def prepare_splits(
     in force (:func:`drop_from_gold_set`: a new version, re-hashed); the summary then names
     that version, and ``gold_revised_from`` the one it replaced (else ``None``).
 
-    The gold set in force is kept (or frozen now, with the ``recent`` posts, when the gold
-    split holds at least one post); the training pool is :func:`train_pool` of
-    ``annotations`` less the ``held_out`` posts (the canary set, never trained on) and is
-    written to ``train_key``. ``n_held_out`` counts posts neither trained on nor in the gold
-    set. Raises :class:`GoldSetError` if the stored gold set is inconsistent.
+    The gold set in force is kept (or frozen now, with the ``recent`` posts, when they and
+    the gold split hold at least ``min_gold_posts`` posts; until then no gold set is frozen
+    and ``n_gold`` is 0, while the gold split's posts stay out of the pool); the training
+    pool is :func:`train_pool` of ``annotations`` less the ``held_out`` posts (the canary
+    set, never trained on) and is written to ``train_key``. ``n_held_out`` counts posts
+    neither trained on nor in the gold set. Raises :class:`GoldSetError` if the stored gold
+    set is inconsistent.
     """
     records = _unique(annotations)
     before = load_gold_set(storage)
@@ -498,7 +518,9 @@ def prepare_splits(
     loaded = load_gold_set(storage) if revised is not None else before
     gold_set = loaded[0] if loaded is not None else None
     candidates = [a for a in records if a.post_id not in held_out]
-    if gold_set is None and (split(candidates, gold_fraction, salt)[0] or recent):
+    if gold_set is None and would_freeze(candidates, gold_fraction, salt, recent) >= max(
+        1, min_gold_posts
+    ):
         gold_set = freeze_gold_set(
             storage, records, gold_fraction, salt, recent=recent, held_out=held_out
         )

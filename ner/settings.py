@@ -508,6 +508,13 @@ class Settings(BaseSettings):
         description="Share of labelled posts (by id hash) frozen as the gold set. 0 never "
         "splits: the gold set must then be adopted beforehand (ner.datasets.adopt_gold_set).",
     )
+    gold_min_posts: int = Field(
+        1,
+        ge=1,
+        description="Fewest posts (gold split and newest posts) a first gold set is frozen "
+        "with; until the labels hold that many, train-ner stops with status no_gold. The gold "
+        "set is frozen for good: a small one scores every later round on few posts.",
+    )
     seed: int = Field(17, description="Seed of training and of the labelling selection.")
     # --- The promotion gate (ner.gate) and the canary set (ner.canary) -----------------------
     gate_bootstrap_level: float = Field(

@@ -142,3 +142,34 @@ def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(
     assert run.data.tags["brandloop.dataset_hash"] in card
     # And the champion did not move
     assert registry.alias_version(CHAMPION) == champion
+
+
+def test_a_first_gold_set_waits_for_gold_min_posts(
+    prefect: PrefectService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given labelled posts of this week and of earlier windows, and a store that wants a
+    # first gold set of at least 500 posts
+    storage = LocalStorage(tmp_path / "storage" / "dev")
+    write_two_windows(storage)
+    settings = {
+        "storage_uri": str(tmp_path / "storage"),
+        "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "mlflow_artifact_location": (tmp_path / "art").as_uri(),
+        "threshold": 0.0,  # the cold start meets it: nothing is trained
+        "gold_min_posts": 500,
+    }
+    # When train-ner runs, it freezes no gold set and stops there
+    waiting = train_ner(source="storage", overrides=settings)
+    assert (waiting.status, waiting.n_gold, waiting.gold_hash) == (TrainStatus.NO_GOLD, 0, None)
+    assert load_gold_set(storage) is None
+    # Then with a minimum the labels reach, the next run freezes the gold set and goes on
+    done = train_ner(source="storage", overrides={**settings, "gold_min_posts": 10})
+    loaded = load_gold_set(storage)
+    assert loaded is not None and done.n_gold == len(loaded[0].post_ids) >= 10
+    assert done.status == TrainStatus.THRESHOLD_MET and done.champion_f1 is not None
+    # and, a small gold set being frozen for good, the run warned about its size
+    said = [r.getMessage() for r in caplog.records if r.name == "prefect.task_runs"]
+    assert any(m.startswith("no gold set frozen yet: ") and "=500)" in m for m in said)
+    assert any(
+        m.startswith(f"froze a gold set (hash {done.gold_hash[:12]}) of only ") for m in said
+    )

@@ -31,6 +31,7 @@ from ner.datasets import (
     split_point,
     to_docbin,
     train_pool,
+    would_freeze,
     write_annotations,
     write_docbin,
 )
@@ -456,3 +457,21 @@ def test_prepare_splits_without_gold_posts_reports_zero(tmp_path: Path) -> None:
     assert result.gold_hash is None
     assert result.n_train == len(train_only)
     assert load_gold_set(storage) is None
+
+
+def test_prepare_splits_waits_for_enough_gold_posts_before_freezing(tmp_path: Path) -> None:
+    # given a store that wants at least 30 gold posts, and a first round of 40 posts
+    storage = LocalStorage(tmp_path)
+    round1, round2 = corpus(40), corpus(200)
+    assert len(split(round1, 0.3)[0]) < 30 <= len(split(round2, 0.3)[0])
+    # when round 1 is prepared, nothing is frozen and its gold-split posts stay untrained
+    first = prepare_splits(storage, round1, 0.3, train_key="r1.jsonl", min_gold_posts=30)
+    assert (first.n_gold, first.gold_hash, load_gold_set(storage)) == (0, None, None)
+    assert first.n_train == len(split(round1, 0.3)[1])
+    # then a later round with enough of them freezes all of its gold split at once
+    second = prepare_splits(storage, round2, 0.3, train_key="r2.jsonl", min_gold_posts=30)
+    assert second.n_gold == len(split(round2, 0.3)[0])
+    assert would_freeze(round2, 0.3, DEFAULT_SALT, ()) == second.n_gold
+    # and the recent posts count toward the minimum whatever their split
+    recent = {a.post_id for a in split(round1, 0.3)[1][:20]}
+    assert would_freeze(round1, 0.3, DEFAULT_SALT, recent) == len(split(round1, 0.3)[0]) + 20
