@@ -317,13 +317,26 @@ def run_flow(
     starting = "starting the flow run"
     temporary_api = not get_current_settings().api.url
     if temporary_api:
-        starting = "starting Prefect's temporary API (its first start sets up a database)"
+        starting = "starting Prefect's temporary API"
+        if not _prefect_database_exists():
+            starting += " (its first start sets up a database)"
     with (
         _logged_models_in(cfg.experiment_name),
         _signals_end_the_command(temporary_api),
         narrated(console(), verbose=_debug(ctx), starting=starting),
     ):
         return flow(**flow_kwargs(flow, params, overrides))
+
+
+def _prefect_database_exists() -> bool:
+    """Whether the SQLite file of Prefect's database is there already (True for another
+    database: nothing to set up here)."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().server.database.connection_url
+    text = url.get_secret_value() if url is not None else ""
+    prefix = "sqlite+aiosqlite:///"
+    return not text.startswith(prefix) or Path(text.removeprefix(prefix)).exists()
 
 
 @contextmanager

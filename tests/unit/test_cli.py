@@ -908,3 +908,21 @@ def test_a_bare_tracking_db_path_is_refused_with_its_sqlite_uri(runner: CliRunne
         "✗ settings  invalid settings: mlflow_tracking_uri='demo/mlflow.db': "
     )
     assert "use sqlite:///demo/mlflow.db" in result.output
+
+
+def test_the_first_start_of_prefects_temporary_api_is_told_apart(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL, temporary_settings
+
+    from apps.cli import _prefect_database_exists
+
+    # Given Prefect's SQLite database at a path, missing then there
+    database = tmp_path / "prefect.db"
+    url = f"sqlite+aiosqlite:///{database}"
+    with temporary_settings(updates={PREFECT_SERVER_DATABASE_CONNECTION_URL: url}):
+        assert _prefect_database_exists() is False  # the start line says it sets one up
+        database.write_bytes(b"")
+        assert _prefect_database_exists() is True
+    # and a database that is not a local file has nothing to set up here
+    other = "postgresql+asyncpg://u:p@127.0.0.1:5432/prefect"
+    with temporary_settings(updates={PREFECT_SERVER_DATABASE_CONNECTION_URL: other}):
+        assert _prefect_database_exists() is True
