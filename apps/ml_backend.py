@@ -18,7 +18,8 @@ Routes (Label Studio's ML backend protocol)
         predictions. After answering, the version behind ``NER_SERVE_MODEL``
         (``models:/brand-ner@champion``) is resolved again and loaded if the alias moved, so
         a promotion or rollback reaches Label Studio from its next call, without a restart;
-        while a new version loads, or if it fails to, the old one keeps answering. A schema
+        while a new version loads, or if it fails to, the old one keeps answering. The alias
+        is also checked every ``NER_SERVE_REFRESH_SECONDS`` (60; 0 = only at ``/setup``). A schema
         without a ``<Labels>`` control on a ``<Text>`` object is refused with ``400``.
     ``POST /predict``
         ``{"tasks": [{"id": 7, "data": {"text": "…"}}], "project": "…", "label_config": "…",
@@ -51,9 +52,7 @@ import argparse
 import hmac
 import logging
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Annotated, Any
@@ -63,7 +62,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict, Field
 from spacy.language import Language
 
-from apps.serving import Loader, ModelHolder, Resolver, model_holder
+from apps.serving import Loader, ModelHolder, Resolver, model_holder, model_lifespan
 from apps.webhook import WebhookReceiver
 from flows.context import build_settings
 from ner.active import entity_probabilities, has_scorer
@@ -337,19 +336,15 @@ def create_app(
     """The ML backend serving ``settings.serve_model`` to Label Studio (see the module doc).
 
     ``loader``/``resolver`` replace the MLflow model loader and alias lookup, ``trigger``
-    the Prefect deployment run. The model is loaded when the app starts (its lifespan); one
-    that cannot be loaded stops the start with :class:`ModelError`. Raises
-    :class:`ConfigError` for half-set Basic credentials.
+    the Prefect deployment run. The model is loaded when the app starts (its lifespan,
+    :func:`apps.serving.model_lifespan`); one that cannot be loaded stops the start with
+    :class:`ModelError`, except ``@champion`` not promoted yet while the alias is followed
+    (``NER_SERVE_REFRESH_SECONDS`` > 0): the backend then starts, answers ``503`` and loads
+    the first champion by itself. Raises :class:`ConfigError` for half-set Basic
+    credentials.
     """
     holder = model_holder(settings, loader, resolver)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        started = time.perf_counter()
-        holder.refresh(force=True)
-        log.info("loaded %s in %.1f s", holder.served.model.version, time.perf_counter() - started)
-        yield
-
+    lifespan = model_lifespan(holder, settings.serve_refresh_seconds)
     app = FastAPI(title="brandloop ML backend", lifespan=lifespan)
     app.state.holder = holder
     triggers = _triggers(settings, trigger)
@@ -363,7 +358,10 @@ def create_app(
 def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guard: Any) -> None:
     def current() -> LoadedModel:
         if not holder.loaded:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded")
+            reason = "no model loaded"
+            if holder.awaiting_promotion:
+                reason += " yet: waiting for the first promotion to @champion"
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, reason)
         return holder.served.model
 
     @app.get("/")

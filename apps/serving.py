@@ -188,7 +188,7 @@ def _follow(holder: ModelHolder, every: float, stop: threading.Event) -> None:
         holder.refresh_quietly()
 
 
-def _lifespan(
+def model_lifespan(
     holder: ModelHolder, refresh_seconds: float
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """Load the model at start (:class:`ModelError` stops the start, except an alias not set
@@ -614,7 +614,7 @@ def create_app(
     app = FastAPI(
         title="brandloop",
         summary="Brand mentions in posts",
-        lifespan=_lifespan(holder, settings.serve_refresh_seconds),
+        lifespan=model_lifespan(holder, settings.serve_refresh_seconds),
     )
     app.state.holder = holder
     limits = Limits.from_settings(settings)

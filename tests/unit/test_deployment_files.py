@@ -235,7 +235,8 @@ def test_compose_services_running_brandloop_reach_every_server(
 ) -> None:
     services = compose["services"]
     runners = [n for n, s in services.items() if s.get("image") == "brandloop-flows:local"]
-    assert set(runners) == {"prefect-server", "bootstrap", "worker", "label-trigger", "serving"}
+    expected = {"prefect-server", "bootstrap", "worker", "label-trigger", "serving", "ml-backend"}
+    assert set(runners) == expected
     for name in ("bootstrap", "worker", "label-trigger"):
         env = services[name]["environment"]
         # Then each talks to the Prefect API, MLflow, the bucket and Label Studio
@@ -264,6 +265,13 @@ def test_compose_services_running_brandloop_reach_every_server(
     assert "NER_SERVE_MODEL" not in serving  # derived from NER_ENV: dev's champion
     assert load_settings(env=serving["NER_ENV"]).serve_model == "models:/brand-ner-dev@champion"
     assert serving["NER_SERVE_API_KEY"] == "${SERVE_API_KEY}"
+    # And the ML backend serves the same champion to Label Studio, behind Basic auth
+    backend = services["ml-backend"]
+    assert backend["command"][2] == "apps.ml_backend"
+    assert backend["environment"]["NER_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert backend["environment"]["NER_ENV"] == serving["NER_ENV"]
+    assert backend["environment"]["NER_ML_BACKEND_PASSWORD"] == "${ML_BACKEND_PASSWORD}"
+    assert services["label-studio"]["environment"]["ML_BLOCK_LOCAL_IP"] == "false"
 
 
 def test_compose_files_it_mounts_and_builds_exist(compose: dict[str, Any]) -> None:

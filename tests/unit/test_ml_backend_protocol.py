@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import random
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +16,7 @@ from pydantic import SecretStr
 from spacy.training import Example
 
 from apps.ml_backend import create_app, main, scored_spans
-from ner.errors import ConfigError, ModelError
+from ner.errors import ConfigError, ModelError, NotPromotedYetError
 from ner.models import LoadedModel
 from ner.settings import Settings
 from tests.support.models import gazetteer
@@ -32,10 +33,12 @@ class Registry:
     """Stands in for MLflow: the version behind ``@champion`` and the brands of each."""
 
     def __init__(self) -> None:
-        self.champion = "brand-ner/1"
+        self.champion: str | None = "brand-ner/1"
         self.brands = {"brand-ner/1": ["Glossier"], "brand-ner/2": ["Glossier", "Fenty Beauty"]}
 
     def resolve(self, spec: str) -> str:
+        if self.champion is None:
+            raise NotPromotedYetError("no champion yet: no version of brand-ner has @champion")
         return self.champion
 
     def load(self, spec: str) -> LoadedModel:
@@ -101,6 +104,30 @@ def test_health_and_root_name_the_served_version(client: TestClient) -> None:
             "model_class": "brandloop",
             "model_version": "brand-ner/1",
         }
+
+
+def test_a_backend_started_before_the_first_promotion_waits_for_it(
+    registry: Registry, trigger: Trigger
+) -> None:
+    # Given no version promoted to @champion yet (a new compose stack)
+    registry.champion = None
+    # When the backend starts while it follows the alias, it answers 503 saying why
+    with client_for(registry, trigger, serve_refresh_seconds=0.05) as client:
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert health.json()["detail"].endswith("waiting for the first promotion to @champion")
+        refused = client.post("/predict", json={"tasks": [], "label_config": CONFIG})
+        assert refused.status_code == 503
+        # Then it loads the first champion by itself once one is promoted
+        registry.champion = "brand-ner/1"
+        deadline = time.monotonic() + 10
+        while client.get("/health").status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/health").json()["model_version"] == "brand-ner/1"
+    # While a backend that does not follow the alias refuses to start without one
+    registry.champion = None
+    with pytest.raises(NotPromotedYetError), client_for(registry, trigger, serve_refresh_seconds=0):
+        pass
 
 
 def test_setup_follows_the_alias_and_refuses_a_config_without_spans(
