@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,8 +50,11 @@ DEFAULT_OUTPUTS = ("mlflow.db", "mlruns", ".brandloop")
 @pytest.fixture(autouse=True)
 def _writes_nothing_in_the_working_directory() -> Iterator[None]:
     """Fail the test that creates one of :data:`DEFAULT_OUTPUTS` in the working directory
-    (a later test would read that stale store through the defaults)."""
+    (a later test would read that stale store through the defaults), and remove what it
+    created."""
     before = {name for name in DEFAULT_OUTPUTS if os.path.lexists(name)}
     yield
     created = {name for name in DEFAULT_OUTPUTS if os.path.lexists(name)} - before
+    for name in created:  # so the next test that writes one is caught too
+        shutil.rmtree(name) if os.path.isdir(name) else os.unlink(name)
     assert not created, f"the test left {sorted(created)} in {os.getcwd()}: use tmp_path"

@@ -34,7 +34,8 @@ from ner.sources import TWEEPY_HOST, RebasedSession, make_x_client
 
 def test_retry_policy_comes_from_the_run_context(clean_env: None, tmp_path: Path) -> None:
     # Given a run with short delays and two retries
-    settings = load_settings(io_retries=2, io_retry_delay_s=0.25, storage_uri=str(tmp_path))
+    store = {"storage_uri": str(tmp_path), "mlflow_tracking_uri": f"sqlite:///{tmp_path}/m.db"}
+    settings = load_settings(io_retries=2, io_retry_delay_s=0.25, **store)
     ctx = RunContext.open(settings)
     # When a task is called with the run's context
     pull = pull_annotations.for_call((ctx, "storage", None, "stamp"), {})
@@ -45,7 +46,7 @@ def test_retry_policy_comes_from_the_run_context(clean_env: None, tmp_path: Path
     assert pull.retry_condition_fn is is_transient
     # And a task with its own cap keeps it (training retries at most once)
     assert train_challenger.for_call((ctx,), {}).retries == 1
-    no_retries = RunContext.open(load_settings(io_retries=0, storage_uri=str(tmp_path)))
+    no_retries = RunContext.open(load_settings(io_retries=0, **store))
     assert train_challenger.for_call((), {"ctx": no_retries}).retries == 0
     # And the predict step, whichever executor it uses, follows them too
     assert predict_posts.for_call((ctx, "gazetteer", "posts/a.jsonl", "s1"), {}).retries == 2
@@ -111,7 +112,8 @@ def test_unfinished_batches_are_posts_without_tasks_or_receipt(
     tmp_path: Path, clean_env: None
 ) -> None:
     # Given batches in every state
-    settings = load_settings(storage_uri=str(tmp_path))
+    store = f"sqlite:///{tmp_path}/m.db"
+    settings = load_settings(storage_uri=str(tmp_path), mlflow_tracking_uri=store)
     root = tmp_path / "dev"
     for key, text in {
         "posts/20261101-a.jsonl": "{}",  # finished into an import file
