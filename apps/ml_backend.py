@@ -445,6 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", help="uvicorn log level")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # the model holder's lines (serving X, the alias moved) are INFO of apps.serving, which
+    # Prefect's logging setup (imported with the flows) may hold at WARNING
+    for name in (log.name, "apps.serving"):
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         app = create_app(build_settings())
     except (ConfigError, ModelError) as exc:

@@ -349,30 +349,37 @@ def prepare_gold(
         ).to_dict()
     )
     if loaded is None:
-        _say_gold_size(settings, splits, len(annotations))
+        candidates = [a for a in annotations if a.post_id not in held_out]
+        in_split = datasets.would_freeze(
+            candidates, settings.gold_fraction, datasets.DEFAULT_SALT, recent
+        )
+        _say_gold_size(settings, splits, len(annotations), in_split)
     return _with_canary(ctx, splits, annotations, holdout, fresh=loaded is None)
 
 
-def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
-    """Log why no gold set was frozen yet, or warn when the one frozen now is small (it is
-    frozen for good)."""
+def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int, in_split: int) -> None:
+    """Log why no gold set was frozen yet (``in_split`` of the ``n_labelled`` posts would
+    be gold), or warn when the one frozen now is small (it is frozen for good)."""
     logger = get_run_logger()
-    minimum = f"NER_GOLD_MIN_POSTS={settings.gold_min_posts}"
     if splits.n_gold == 0:
         logger.info(
-            "no gold set frozen yet: %d labelled posts do not hold enough gold posts (%s)",
+            "no gold set frozen yet: %d of the %d labelled posts are gold posts, and "
+            "NER_GOLD_MIN_POSTS=%d must be reached first (about %.0f %% of new labels are "
+            "gold posts)",
+            in_split,
             n_labelled,
-            minimum,
+            settings.gold_min_posts,
+            100 * settings.gold_fraction,
         )
     elif splits.n_gold < datasets.SMALL_GOLD_SET:
         logger.warning(
-            "froze a gold set (hash %s) of only %d posts: every later round is scored on them, and "
-            "one post moves F1 by about %.0f points; to freeze a larger one, label more before "
-            "the first run or set NER_GOLD_MIN_POSTS (now %d) in a fresh store",
+            "froze a gold set (hash %s) of only %d posts: every later round is scored on them, "
+            "and one post moves F1 by about %.1f points; to freeze a larger one, label more "
+            "before the first run, or set NER_GOLD_MIN_POSTS (the fewest posts a first gold "
+            "set is frozen with) in a fresh store",
             (splits.gold_hash or "")[:12],
             splits.n_gold,
             100 / splits.n_gold,
-            settings.gold_min_posts,
         )
 
 

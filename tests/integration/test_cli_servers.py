@@ -231,7 +231,7 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
         "✓ fetched posts",
         "✓ predicted brands",
         "✓ replay annotator labelled the posts",
-        "✓ froze the gold set and the training pool",
+        "✓ split the labels into the gold set and the training pool",
         "✓ trained the challenger",
         "✓ applied the promotion rule",
     ):

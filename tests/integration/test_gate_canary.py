@@ -169,7 +169,8 @@ def test_a_first_gold_set_waits_for_gold_min_posts(
     assert done.status == TrainStatus.THRESHOLD_MET and done.champion_f1 is not None
     # and, a small gold set being frozen for good, the run warned about its size
     said = [r.getMessage() for r in caplog.records if r.name == "prefect.task_runs"]
-    assert any(m.startswith("no gold set frozen yet: ") and "=500)" in m for m in said)
+    waited = "labelled posts are gold posts, and NER_GOLD_MIN_POSTS=500 must be reached first"
+    assert any(m.startswith("no gold set frozen yet: ") and waited in m for m in said)
     assert any(
         m.startswith(f"froze a gold set (hash {done.gold_hash[:12]}) of only ") for m in said
     )

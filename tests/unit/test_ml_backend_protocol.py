@@ -263,9 +263,13 @@ def test_the_command_line_refuses_half_set_credentials(
 ) -> None:
     monkeypatch.setenv("NER_ML_BACKEND_USER", "studio")
     monkeypatch.delenv("NER_ML_BACKEND_PASSWORD", raising=False)
+    holder_log = logging.getLogger("apps.serving")
+    monkeypatch.setattr(holder_log, "level", logging.WARNING)  # as Prefect's setup leaves it
     with caplog.at_level(logging.ERROR, logger="apps.ml_backend"):
         assert main(["--host", "127.0.0.1", "--port", "9"]) == 2
     assert "NER_ML_BACKEND_PASSWORD" in caplog.text
+    # and the model holder's INFO lines (serving X, the alias moved) would show
+    assert holder_log.level == logging.INFO
 
 
 def annotation_event(annotation_id: int, action: str = "ANNOTATION_CREATED") -> dict[str, object]:
