@@ -88,8 +88,9 @@ test-fast: lint  ## skip tests that train models or start servers
 bench: install-accurate  ## run every benchmark (bench/results/, table appended to bench/README.md)
 	$(RUN) python -m bench
 
-ui: install  ## open the MLflow UI on the demo's runs
-	$(RUN) mlflow ui --backend-store-uri sqlite:///.brandloop/demo/mlflow.db --host 127.0.0.1 --port 5000
+UI_PORT ?= 5000
+ui: install  ## open the MLflow UI on the demo's runs (port: make ui UI_PORT=5001)
+	$(RUN) mlflow ui --backend-store-uri sqlite:///.brandloop/demo/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
 
 clean:  ## remove the demo's state (.brandloop/demo: storage, MLflow DB, artifacts)
 	rm -rf .brandloop/demo
