@@ -62,6 +62,13 @@ class ReceiverStats:
     last_error: str | None = None
     last_event_at: float | None = None
     last_trigger_at: float | None = None
+    last_failure_at: float | None = None
+
+    @property
+    def failing(self) -> bool:
+        """The last trigger attempt failed (no trigger has succeeded since)."""
+        failed, ran = self.last_failure_at, self.last_trigger_at
+        return failed is not None and (ran is None or failed > ran)
 
 
 class EventAnswer(BaseModel):
@@ -77,13 +84,16 @@ class EventAnswer(BaseModel):
 
 
 class ReceiverHealth(BaseModel):
-    """``GET /health``: the receiver is up, labels pending, triggers run and failed."""
+    """``GET /health``: the receiver is up, labels pending, triggers run and failed;
+    ``status`` is ``failing`` (with ``last_error``) while its last trigger attempt failed
+    (the labels stay pending), else ``ok``."""
 
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "failing"] = "ok"
     pending: int
     min_new_labels: int
     triggers: int
     failures: int
+    last_error: str | None = None
 
 
 class WebhookReceiver:
@@ -177,6 +187,7 @@ class WebhookReceiver:
                 with self._lock:
                     self.stats.failures += 1
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                    self.stats.last_failure_at = time.monotonic()
                 self.counter.finish(batch, ok=False)
                 return
             with self._lock:
@@ -194,11 +205,14 @@ class WebhookReceiver:
 
     def health(self) -> ReceiverHealth:
         """Labels pending, the gate, and how many triggers ran and failed."""
+        failing = self.stats.failing
         return ReceiverHealth(
+            status="failing" if failing else "ok",
             pending=self.counter.pending,
             min_new_labels=self.counter.min_new,
             triggers=self.stats.triggers,
             failures=self.stats.failures,
+            last_error=self.stats.last_error if failing else None,
         )
 
     # -- HTTP ------------------------------------------------------------------------------

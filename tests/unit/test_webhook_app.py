@@ -89,7 +89,14 @@ def test_receiver_survives_a_failing_trigger_and_retries_on_the_next_event() -> 
     with TestClient(receiver.app) as test_client:
         assert test_client.post(WEBHOOK_PATH, json=event(1)).status_code == 202
         assert receiver.stats.failures == 1 and "Prefect API down" in str(receiver.stats.last_error)
+        # its health says it is failing, and why, while the labels stay pending
+        health = test_client.get("/health").json()
+        assert health["status"] == "failing" and health["pending"] == 1
+        assert health["last_error"] == "RuntimeError: Prefect API down"
         test_client.post(WEBHOOK_PATH, json=event(2))
+        # and ok again once a trigger went through
+        health = test_client.get("/health").json()
+        assert (health["status"], health["last_error"], health["failures"]) == ("ok", None, 1)
     assert len(calls) == 2 and receiver.stats.triggers == 1
 
 
