@@ -96,6 +96,7 @@ class Splits(BaseModel):
     canary_hash: str | None = None
     n_canary: int = 0
     canary_note: str = ""
+    gold_waiting: int = 0
 
     def gold(self) -> tuple[str, str]:
         """``(gold_key, gold_hash)``; :class:`GoldSetError` if no gold set is frozen yet."""
@@ -349,24 +350,20 @@ def prepare_gold(
         ).to_dict()
     )
     if loaded is None:
-        candidates = [a for a in annotations if a.post_id not in held_out]
-        in_split = datasets.would_freeze(
-            candidates, settings.gold_fraction, datasets.DEFAULT_SALT, recent
-        )
-        _say_gold_size(settings, splits, len(annotations), in_split)
+        _say_gold_size(settings, splits, len(annotations))
     return _with_canary(ctx, splits, annotations, holdout, fresh=loaded is None)
 
 
-def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int, in_split: int) -> None:
-    """Log why no gold set was frozen yet (``in_split`` of the ``n_labelled`` posts would
-    be gold), or warn when the one frozen now is small (it is frozen for good)."""
+def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
+    """Log why no gold set was frozen yet, or warn when the one frozen now is small (it is
+    frozen for good)."""
     logger = get_run_logger()
     if splits.n_gold == 0:
         logger.info(
             "no gold set frozen yet: %d of the %d labelled posts are gold posts, and "
             "NER_GOLD_MIN_POSTS=%d must be reached first (about %.0f %% of new labels are "
             "gold posts)",
-            in_split,
+            splits.gold_waiting,
             n_labelled,
             settings.gold_min_posts,
             100 * settings.gold_fraction,

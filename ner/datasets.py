@@ -463,6 +463,8 @@ class Splits:
     n_held_out: int
     #: The gold set this round's replaced (posts withdrawn in Label Studio), if any.
     gold_revised_from: str | None = None
+    #: With no gold set frozen yet: the posts a gold set would hold (:func:`would_freeze`).
+    gold_waiting: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready summary (a task result, a run's parameters)."""
@@ -518,9 +520,8 @@ def prepare_splits(
     loaded = load_gold_set(storage) if revised is not None else before
     gold_set = loaded[0] if loaded is not None else None
     candidates = [a for a in records if a.post_id not in held_out]
-    if gold_set is None and would_freeze(candidates, gold_fraction, salt, recent) >= max(
-        1, min_gold_posts
-    ):
+    waiting = 0 if gold_set is not None else would_freeze(candidates, gold_fraction, salt, recent)
+    if gold_set is None and waiting >= max(1, min_gold_posts):
         gold_set = freeze_gold_set(
             storage, records, gold_fraction, salt, recent=recent, held_out=held_out
         )
@@ -537,6 +538,7 @@ def prepare_splits(
         n_train=len(pool),
         n_held_out=len(records) - len(pool) - in_gold,
         gold_revised_from=before[0].name if revised is not None and before else None,
+        gold_waiting=waiting if gold_set is None else 0,
     )
 
 

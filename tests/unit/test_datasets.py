@@ -467,10 +467,11 @@ def test_prepare_splits_waits_for_enough_gold_posts_before_freezing(tmp_path: Pa
     # when round 1 is prepared, nothing is frozen and its gold-split posts stay untrained
     first = prepare_splits(storage, round1, 0.3, train_key="r1.jsonl", min_gold_posts=30)
     assert (first.n_gold, first.gold_hash, load_gold_set(storage)) == (0, None, None)
+    assert first.gold_waiting == len(split(round1, 0.3)[0])
     assert first.n_train == len(split(round1, 0.3)[1])
     # then a later round with enough of them freezes all of its gold split at once
     second = prepare_splits(storage, round2, 0.3, train_key="r2.jsonl", min_gold_posts=30)
-    assert second.n_gold == len(split(round2, 0.3)[0])
+    assert second.n_gold == len(split(round2, 0.3)[0]) and second.gold_waiting == 0
     assert would_freeze(round2, 0.3, DEFAULT_SALT, ()) == second.n_gold
     # and the recent posts count toward the minimum whatever their split
     recent = {a.post_id for a in split(round1, 0.3)[1][:20]}

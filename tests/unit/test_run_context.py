@@ -25,7 +25,8 @@ from ner.types import Post
 def test_a_nested_run_with_the_same_overrides_shares_the_context(
     clean_env: None, tmp_path: Path
 ) -> None:
-    overrides = {"storage_uri": str(tmp_path), "threshold": 0.4}
+    store = f"sqlite:///{tmp_path}/m.db"
+    overrides = {"storage_uri": str(tmp_path), "mlflow_tracking_uri": store, "threshold": 0.4}
     with run_context(overrides) as outer:
         # Then a nested run with the same overrides gets the very same context
         with run_context(dict(overrides)) as inner:
@@ -41,7 +42,8 @@ def test_a_nested_run_with_the_same_overrides_shares_the_context(
 
 
 def test_the_context_is_frozen_and_bad_overrides_fail(clean_env: None, tmp_path: Path) -> None:
-    ctx = RunContext.open(load_settings(storage_uri=str(tmp_path)))
+    store = f"sqlite:///{tmp_path}/m.db"
+    ctx = RunContext.open(load_settings(storage_uri=str(tmp_path), mlflow_tracking_uri=store))
     with pytest.raises(dataclasses.FrozenInstanceError):
         ctx.settings = ctx.settings  # type: ignore[misc]
     with pytest.raises(ConfigError, match="threshold=2: "), run_context({"threshold": 2}):
@@ -67,7 +69,11 @@ def test_the_run_builds_model_refs_from_its_settings_and_shares_one_loaded_model
     clean_env: None, tmp_path: Path, loads: list[str]
 ) -> None:
     # Given a run with its own labels, and every model load counted
-    ctx = RunContext.open(load_settings(storage_uri=str(tmp_path), labels=["BRAND", "PRODUCT"]))
+    store = f"sqlite:///{tmp_path}/m.db"
+    settings = load_settings(
+        storage_uri=str(tmp_path), mlflow_tracking_uri=store, labels=["BRAND", "PRODUCT"]
+    )
+    ctx = RunContext.open(settings)
     # Then its model references carry the run's settings
     ref = ctx.model_ref("gazetteer")
     assert (ref.labels, ref.base_model) == (("BRAND", "PRODUCT"), ctx.settings.base_model)
@@ -82,7 +88,10 @@ def test_a_batch_with_a_labelling_budget_loads_its_model_once(
     clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loads: list[str]
 ) -> None:
     # Given a stored batch of 6 posts, a labelling budget of 2, prediction in this process
-    settings = load_settings(storage_uri=str(tmp_path), label_budget=2, n_process=1)
+    store = f"sqlite:///{tmp_path}/m.db"
+    settings = load_settings(
+        storage_uri=str(tmp_path), mlflow_tracking_uri=store, label_budget=2, n_process=1
+    )
     ctx = RunContext.open(settings)
     posts = [Post(id=f"p{i}", text=f"post {i}: my new Glossier balm {i * 7}") for i in range(6)]
     write_records(ctx.storage, layout.posts_batch("s1"), posts)
