@@ -313,7 +313,7 @@ def run_flow(
     from apps.progress import narrated
     from ner.settings import load_settings
 
-    cfg = load_settings(**overrides)  # a bad setting fails now, before any run starts
+    load_settings(**overrides)  # a bad setting fails now, before any run starts
     starting = "starting the flow run"
     temporary_api = not get_current_settings().api.url
     if temporary_api:
@@ -321,7 +321,6 @@ def run_flow(
         if not _prefect_database_exists():
             starting += " (its first start sets up a database)"
     with (
-        _logged_models_in(cfg.experiment_name),
         _signals_end_the_command(temporary_api),
         narrated(console(), verbose=_debug(ctx), starting=starting),
     ):
@@ -376,25 +375,6 @@ def _signals_end_the_command(temporary_api: bool) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-@contextmanager
-def _logged_models_in(experiment_name: str) -> Iterator[None]:
-    """Point MLflow's *active* experiment at ``experiment_name`` meanwhile.
-
-    ``Registry.log_model`` logs with ``run_id`` but no active run, so MLflow 3 creates the
-    logged model in the active experiment, by default ``0`` ("Default"), whose artifacts
-    go to ``./mlruns/0`` in the working directory: outside the demo's folder, and not linked
-    to the training run's experiment. Unless ``MLFLOW_EXPERIMENT_NAME`` is set already.
-    """
-    if os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        yield
-        return
-    os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment_name
-    try:
-        yield
-    finally:
-        os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
 
 
 def _import_first(*names: str) -> ModuleType:

@@ -253,6 +253,7 @@ class Registry:
                 flavor=flavor,
                 spacy_model=nlp,
                 run_id=run_id,
+                model_id=self._new_logged_model(run_id),
                 signature=signature,
                 pip_requirements=requirements,
             )
@@ -260,6 +261,19 @@ class Registry:
         except MlflowException as exc:
             raise _wrap("log_model", exc) from exc
         return str(info.model_uri), version
+
+    def _new_logged_model(self, run_id: str) -> str:
+        """A logged model (MLflow 3) for ``run_id``, in the run's own experiment: left to
+        ``Model.log``, it goes to the process's active experiment, by default ``0``, whose
+        artifacts a local store puts in ``./mlruns`` of the working directory."""
+        run = self.client.get_run(run_id)
+        model = self.client.create_logged_model(
+            experiment_id=run.info.experiment_id,
+            name="model",
+            source_run_id=run_id,
+            params={key: str(value) for key, value in run.data.params.items()},
+        )
+        return str(model.model_id)
 
     def _register(self, model_id: str, run_id: str) -> str:
         """Register logged model ``model_id`` as a new version; return the version.

@@ -147,3 +147,24 @@ def test_training_run_logs_params_metrics_dataset_and_curve(
     assert [(m.step, m.value) for m in history] == [(0, 0.1), (25, 0.4)]
     artifacts = [a.path for a in registry.client.list_artifacts(run_id, "plots")]
     assert artifacts == ["plots/learning_curve.png"]
+
+
+def test_the_logged_model_lives_in_the_runs_experiment_and_artifact_store(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # Given a model logged for a training run from where the run is not active (as a flow's
+    # task on another thread logs it), and no experiment active in the process
+    with registry.start_run("train") as run_id:
+        pass
+    _, version = registry.log_model(saved_model(tmp_path, ["Glossier"]), run_id)
+    assert version is not None
+    # Then its logged model (MLflow 3) belongs to the run's experiment, not to "Default" (0)
+    mv = registry.client.get_model_version("brand-ner", version)
+    assert mv.source.startswith("models:/m-")
+    logged = registry.client.get_logged_model(mv.source.removeprefix("models:/"))
+    run = registry.client.get_run(str(mv.run_id))
+    assert logged.experiment_id == run.info.experiment_id != "0"
+    assert logged.source_run_id == run.info.run_id
+    # and its files are under the configured artifact store (not ./mlruns)
+    assert logged.artifact_location.startswith((tmp_path / "artifacts").as_uri())
+    assert logged.params == run.data.params
