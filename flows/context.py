@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -67,6 +68,18 @@ def flow_run_id() -> str | None:
 
     run_id = flow_run.id
     return None if run_id is None else str(run_id)
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """Prefect's run logger inside a flow or task run; this module's logger when a task's
+    body is called outside one (``task.fn(...)`` from a test or a notebook)."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def run_stamp(run_id: str | None = None) -> str:

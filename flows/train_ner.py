@@ -39,7 +39,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict
 
-from flows.context import RunContext, flow_run_id, io_task, run_context, run_stamp
+from flows.context import RunContext, flow_run_id, io_task, run_context, run_logger, run_stamp
 from ner import canary, datasets, evaluation, layout, rehearsal
 from ner.audit import is_abandoned
 from ner.errors import ConfigError, GoldSetError, RegistryError
@@ -357,7 +357,7 @@ def prepare_gold(
 def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
     """Log why no gold set was frozen yet, or warn when the one frozen now is small (it is
     frozen for good)."""
-    logger = get_run_logger()
+    logger = run_logger()
     if splits.n_gold == 0:
         logger.info(
             "no gold set frozen yet: %d of the %d labelled posts are gold posts, and "

@@ -102,3 +102,14 @@ def test_a_batch_with_a_labelling_budget_loads_its_model_once(
     # Then every post was predicted, 2 were chosen, and the model was loaded once
     assert predicted.n_predictions == 6 and selection.n_selected == 2
     assert loads == ["gazetteer"]
+
+
+def test_a_task_body_called_outside_a_run_logs_to_the_module_logger() -> None:
+    import logging
+
+    from flows.context import run_logger
+
+    # Given no flow or task run (a task's .fn called from a test or a notebook)
+    logger = run_logger()
+    # Then it gets a plain logger instead of Prefect's MissingContextError
+    assert isinstance(logger, logging.Logger) and logger.name == "flows.context"
