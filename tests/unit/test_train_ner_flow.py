@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from flows.train_ner import _rehearsal_note
+import logging
+
+import pytest
+
+from flows.train_ner import Splits, _rehearsal_note, _say_gold_size
 from ner.rehearsal import RehearsalSet
-from ner.settings import TrainSettings
+from ner.settings import Settings, TrainSettings
 from ner.types import Annotation, Rejected
 
 
@@ -16,4 +20,36 @@ def test_the_rehearsal_note_accounts_for_every_post_of_the_set() -> None:
     assert _rehearsal_note(found, recipe, 7) == (
         "10 drawn of general.json; 2 left out as labelled here, 1 not read, 3 brand-less "
         "left out by negative sampling (train.negative_fraction 0.6)"
+    )
+
+
+def test_the_gold_size_is_said_while_waiting_and_when_small(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def splits(n_gold: int, waiting: int) -> Splits:
+        frozen = n_gold > 0
+        return Splits(
+            gold_key="g" if frozen else None,
+            gold_hash="abcdef0123456789" if frozen else None,
+            n_gold=n_gold,
+            train_key="t",
+            train_hash="h",
+            n_train=10,
+            gold_waiting=waiting,
+        )
+
+    settings = Settings(gold_min_posts=500)  # type: ignore[call-arg]
+    with caplog.at_level(logging.INFO, logger="flows.context"):
+        _say_gold_size(settings, splits(0, 36), 110)  # waiting for 500
+        _say_gold_size(settings, splits(75, 0), 300)  # frozen small
+        _say_gold_size(settings, splits(150, 0), 600)  # frozen, not small: nothing said
+    (waiting, small) = caplog.records
+    assert waiting.levelno == logging.INFO and waiting.getMessage() == (
+        "no gold set frozen yet: 36 of the 110 labelled posts are gold posts, and "
+        "NER_GOLD_MIN_POSTS=500 must be reached first (about 30 % of new labels are gold posts)"
+    )
+    assert small.levelno == logging.WARNING
+    assert small.getMessage().startswith(
+        "froze a gold set (hash abcdef012345) of only 75 posts: every later round is scored "
+        "on them, and one post moves F1 by about 1.3 points"
     )
