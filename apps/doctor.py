@@ -121,10 +121,11 @@ def _check_ls_key(settings: Settings) -> Check:
     return Check("label studio key", CheckStatus.OK, f"accepted (user {user.email or user.id})")
 
 
-def check_prefect() -> Check:
+def check_prefect(api: str | None = None) -> Check:
+    """``GET {api}/health`` answers 200; ``api`` defaults to ``PREFECT_API_URL``."""
     from prefect.settings import get_current_settings
 
-    api = get_current_settings().api.url
+    api = api or get_current_settings().api.url
     if not api:
         return Check(
             "prefect api",

@@ -154,25 +154,21 @@ def prefect_api_url() -> str:
     return str(url)
 
 
-def check_prefect_api(url: str, *, timeout: float = 5.0) -> bool:
-    """Warn (log) when no Prefect API answers ``GET {url}/health`` within ``timeout``
-    seconds; True when one does. Not a refusal: a trigger may start before its server (a
-    compose stack), and each run it starts meanwhile is logged as failed."""
-    import httpx
+def check_prefect_api(url: str) -> bool:
+    """Warn (log) when no Prefect API answers at ``url`` (:func:`apps.doctor.check_prefect`);
+    True when one does. Not a refusal: a trigger may start before its server (a compose
+    stack), and each run it starts meanwhile is logged as failed."""
+    from apps.doctor import CheckStatus, check_prefect
 
-    try:
-        answered = httpx.get(f"{url.rstrip('/')}/health", timeout=timeout).is_success
-    except httpx.HTTPError as exc:
+    check = check_prefect(url)
+    if check.status is CheckStatus.FAIL:
         log.warning(
             "no Prefect API answers at %s (%s): the runs this trigger starts fail until one "
             "does; check PREFECT_API_URL and that `prefect server start` runs there",
             url,
-            exc,
+            check.detail,
         )
-        return False
-    if not answered:
-        log.warning("%s/health did not answer as a Prefect API does: check PREFECT_API_URL", url)
-    return answered
+    return check.status is not CheckStatus.FAIL
 
 
 def receiver(
