@@ -58,3 +58,23 @@ def _writes_nothing_in_the_working_directory() -> Iterator[None]:
     for name in created:  # so the next test that writes one is caught too
         shutil.rmtree(name) if os.path.isdir(name) else os.unlink(name)
     assert not created, f"the test left {sorted(created)} in {os.getcwd()}: use tmp_path"
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_restored(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Undo what a test's ``mlflow.set_tracking_uri``/``set_registry_uri`` left behind (the
+    process globals and the ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI`` variables they
+    export), so that a later test's ``MlflowClient(tracking_uri=...)`` does not answer from an
+    earlier test's registry. The globals are MLflow's private module state (mlflow 3.x)."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -366,7 +366,7 @@ def test_serve_waits_for_a_champion_not_promoted_yet_while_it_follows_the_alias(
 
     # Given a registry (a local MLflow store) whose model has no @champion yet
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(tracking_uri=uri).create_registered_model("brand-ner-w")
+    MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("brand-ner-w")
     started: list[str] = []
     monkeypatch.setattr(apps.serving, "run_server", lambda cfg, app: started.append(cfg.env))
     served_log = logging.getLogger("apps.serving")
