@@ -1259,14 +1259,10 @@ def _check_servable(cfg: Settings) -> None:
         check_model_spec(
             cfg.serve_model, cfg.mlflow_tracking_uri, own_model=cfg.registered_model_name
         )
-    except NotPromotedYetError as exc:
+    except NotPromotedYetError:
         if cfg.serve_refresh_seconds <= 0:
             raise
-        console().print(
-            f"{exc}\nwaiting for it: /health answers 503 until a version is promoted "
-            f"(checked every {cfg.serve_refresh_seconds:.0f} s, NER_SERVE_REFRESH_SECONDS)",
-            markup=False,
-        )
+        # not said here: the server says it once as it starts (apps.serving.model_lifespan)
     try:
         socket.create_server((cfg.serve_host, cfg.serve_port)).close()
     except OSError as exc:

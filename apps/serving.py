@@ -204,7 +204,8 @@ def model_lifespan(
             if refresh_seconds <= 0:
                 raise
             log.warning(
-                "%s: answering 503 until a version is promoted (checked every %.0f s)",
+                "%s\nwaiting for it: /health answers 503 until a version is promoted "
+                "(checked every %.0f s, NER_SERVE_REFRESH_SECONDS)",
                 exc,
                 refresh_seconds,
             )

@@ -356,8 +356,21 @@ def test_serve_refuses_a_taken_port_before_loading_anything(
     assert "--port" in result.stderr and "serving" not in result.stdout
 
 
+class _Records(logging.Handler):
+    """The records a logger handled."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(record)
+
+
 def test_serve_waits_for_a_champion_not_promoted_yet_while_it_follows_the_alias(
-    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    runner: CliRunner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from mlflow import MlflowClient
 
@@ -368,26 +381,42 @@ def test_serve_waits_for_a_champion_not_promoted_yet_while_it_follows_the_alias(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("brand-ner-w")
     started: list[str] = []
-    monkeypatch.setattr(apps.serving, "run_server", lambda cfg, app: started.append(cfg.env))
+
+    def run_server(cfg: Any, app: Any) -> None:  # the app's start-up and one /health call
+        from fastapi.testclient import TestClient
+
+        with TestClient(app) as client:
+            started.append(f"{cfg.env} {client.get('/health').status_code}")
+
+    monkeypatch.setattr(apps.serving, "run_server", run_server)
     served_log = logging.getLogger("apps.serving")
     monkeypatch.setattr(served_log, "level", served_log.level)  # restored after the test
     args = ["serve", "--model", "models:/brand-ner-w@champion", "--port", str(free_port())]
     args += ["--set", "serve_api_key=t0ken", "--set", f"mlflow_tracking_uri={uri}"]
     # When it is served, following the alias (the default)
-    result = runner.invoke(cli.app, args)
-    # Then the server starts and says it waits for the first promotion
+    records = _Records()
+    served_log.addHandler(records)  # on the logger: Prefect's logging set-up replaces root's
+    try:
+        result = runner.invoke(cli.app, args)
+    finally:
+        served_log.removeHandler(records)
+    # Then the server starts, answers 503 and says once that it waits for the first promotion
     assert result.exit_code == 0, result.output
-    shown = " ".join(result.stdout.split())
-    assert shown.startswith("no champion yet: no version of brand-ner-w was promoted")
-    assert "waiting for it: /health answers 503 until a version is promoted" in shown
-    assert started == ["dev"]
+    assert result.stdout.startswith("serving models:/brand-ner-w@champion on http://")
+    assert "no champion yet" not in result.stdout  # the CLI's own lines
+    said = [record.getMessage() for record in records.seen]
+    waiting = [line for line in said if "no champion yet" in line]
+    assert len(waiting) == 1, said
+    assert waiting[0].startswith("no champion yet: no version of brand-ner-w was promoted")
+    assert "/health answers 503 until a version is promoted" in waiting[0]
+    assert started == ["dev 503"]
     # and the server's own lines (the model it loads once promoted) will be shown
     assert served_log.getEffectiveLevel() == logging.INFO
     # And a server that does not follow the alias refuses to start instead
     result = runner.invoke(cli.app, [*args, "--set", "serve_refresh_seconds=0"])
     assert result.exit_code == 1 and "serving" not in result.stdout
     assert _lines(result.stderr)[0].startswith("error: no champion yet: no version of brand-ner-w")
-    assert started == ["dev"]
+    assert started == ["dev 503"]
 
 
 @pytest.mark.parametrize(
