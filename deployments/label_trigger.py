@@ -40,6 +40,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import httpx
+
 from apps.webhook import WEBHOOK_PATH, WebhookReceiver, register_webhook, running_receiver
 from flows.context import RunContext, build_settings
 from ner.errors import BrandloopError, ConfigError, LabelStudioError
@@ -125,15 +127,25 @@ def start_training(
                 _sync=True,
             )
         except ObjectNotFound as exc:  # its message is empty: say what was not found
-            api = get_current_settings().api.url or "an ephemeral server (no PREFECT_API_URL)"
             raise ConfigError(
-                f"no deployment {deployment!r} on {api}: set PREFECT_API_URL to the server "
-                "the flows were deployed to, or deploy them (brandloop deploy --env <env>)"
+                f"no deployment {deployment!r} on {_api(get_current_settings())}: set "
+                "PREFECT_API_URL to the server the flows were deployed to, or deploy them "
+                "(brandloop deploy --env <env>)"
+            ) from exc
+        except httpx.HTTPError as exc:  # the labels stay pending: the next event tries again
+            raise BrandloopError(
+                f"cannot queue a run of {deployment!r} on {_api(get_current_settings())}: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
         log.info("queued flow run %s of %s", flow_run.id, deployment)
         return str(flow_run.id)
 
     return trigger
+
+
+def _api(settings: Any) -> str:
+    """The Prefect API URL of ``settings`` (Prefect's), as a log line names it."""
+    return settings.api.url or "an ephemeral server (no PREFECT_API_URL)"
 
 
 def prefect_api_url() -> str:

@@ -174,6 +174,25 @@ def test_the_trigger_warns_when_no_prefect_api_answers(
     assert len(caplog.records) == 2 and "/nope/health answered 404" in caplog.messages[1]
 
 
+def test_a_trigger_that_cannot_reach_prefect_names_the_api_in_health() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.support.servers import free_port
+
+    # Given a receiver whose trigger queues runs on a Prefect API nobody listens on
+    api = f"http://127.0.0.1:{free_port()}/api"
+    receiver = WebhookReceiver(label_trigger.start_training("train-ner/dev"), min_new_labels=1)
+    with temporary_settings({PREFECT_API_URL: api}), TestClient(receiver.app) as test_client:
+        # When a label arrives
+        assert test_client.post(WEBHOOK_PATH, json=event(1)).status_code == 202
+        health = test_client.get("/health").json()
+    # Then its health says which API and deployment failed, and the label stays pending
+    assert health["status"] == "failing" and health["pending"] == 1
+    assert health["last_error"].startswith(
+        f"BrandloopError: cannot queue a run of 'train-ner/dev' on {api}: ConnectError"
+    )
+
+
 @pytest.mark.slow  # the SDK's own retries of a refused connection take ~3 s an attempt
 def test_registering_gives_up_with_a_label_studio_error_when_nobody_answers() -> None:
     from ner.settings import load_settings
