@@ -28,6 +28,7 @@ in the last step, so a failed run promotes nothing and leaves no half-written ob
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 import uuid
@@ -359,14 +360,18 @@ def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
     frozen for good)."""
     logger = run_logger()
     if splits.n_gold == 0:
+        missing = max(settings.gold_min_posts - splits.gold_waiting, 1)
+        share = settings.gold_fraction
         logger.info(
             "no gold set frozen yet: %d of the %d labelled posts are gold posts, and "
-            "NER_GOLD_MIN_POSTS=%d must be reached first (about %.0f %% of new labels are "
-            "gold posts)",
+            "NER_GOLD_MIN_POSTS=%d must be reached first (%s)",
             splits.gold_waiting,
             n_labelled,
             settings.gold_min_posts,
-            100 * settings.gold_fraction,
+            f"about {100 * share:.0f} % of new labels are gold posts: about "
+            f"{math.ceil(missing / share)} more labels"
+            if share > 0
+            else "NER_GOLD_FRACTION=0 splits none off: adopt a gold set instead",
         )
     elif splits.n_gold < datasets.SMALL_GOLD_SET:
         logger.warning(

@@ -46,10 +46,19 @@ def test_the_gold_size_is_said_while_waiting_and_when_small(
     (waiting, small) = caplog.records
     assert waiting.levelno == logging.INFO and waiting.getMessage() == (
         "no gold set frozen yet: 36 of the 110 labelled posts are gold posts, and "
-        "NER_GOLD_MIN_POSTS=500 must be reached first (about 30 % of new labels are gold posts)"
+        "NER_GOLD_MIN_POSTS=500 must be reached first (about 30 % of new labels are gold posts: "
+        "about 1547 more labels)"
     )
     assert small.levelno == logging.WARNING
     assert small.getMessage().startswith(
         "froze a gold set (hash abcdef012345) of only 75 posts: every later round is scored "
         "on them, and one post moves F1 by about 1.3 points"
+    )
+    # And with no share split off, the way to a gold set is said instead of a count
+    caplog.clear()
+    adopted_only = Settings(gold_min_posts=500, gold_fraction=0.0)  # type: ignore[call-arg]
+    with caplog.at_level(logging.INFO, logger="flows.context"):
+        _say_gold_size(adopted_only, splits(0, 0), 110)
+    assert caplog.messages[0].endswith(
+        "(NER_GOLD_FRACTION=0 splits none off: adopt a gold set instead)"
     )
