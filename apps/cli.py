@@ -123,6 +123,11 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"
 
 
+#: Ends every one-line error: ``--debug`` is an option of ``brandloop`` itself, before the
+#: command (``brandloop rollback --debug`` is a usage error).
+DEBUG_HINT = "(brandloop --debug <command> ... for the traceback)"
+
+
 class BrandloopGroup(TyperGroup):
     """Turns any error of a command into one line and exit code 1 (unless ``--debug``)."""
 
@@ -134,9 +139,7 @@ class BrandloopGroup(TyperGroup):
         except Exception as exc:
             if _debug(ctx):
                 raise
-            err_console().print(
-                f"[red]error:[/] {_escape(describe(exc))}  [dim](--debug for the traceback)[/]"
-            )
+            err_console().print(f"[red]error:[/] {_escape(describe(exc))}  [dim]{DEBUG_HINT}[/]")
             raise typer.Exit(1) from None
 
 

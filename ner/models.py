@@ -294,12 +294,31 @@ def registry_version(
         version = _client(tracking_uri).get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         error = _mlflow_error(f"cannot resolve {spec!r} in the registry", exc)
-        raise _not_found(error, name, alias, own_model, exc) from exc
+        raise _not_found(error, name, alias, own_model, exc, tracking_uri) from exc
     return f"{name}/{version.version}"
 
 
+def _aliases_of(name: str, tracking_uri: str | None) -> str:
+    """``"its aliases: @champion (v3), @previous (v2)"`` for a registered model, ``"it has
+    no alias"``; empty when the registry cannot say."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = _client(tracking_uri).get_registered_model(name).aliases or {}
+    except MlflowException:
+        return ""
+    if not aliases:
+        return "it has no alias"
+    return "its aliases: " + ", ".join(f"@{a} (v{v})" for a, v in sorted(aliases.items()))
+
+
 def _not_found(
-    error: ModelError, name: str, alias: str, own_model: str | None, exc: Exception
+    error: ModelError,
+    name: str,
+    alias: str,
+    own_model: str | None,
+    exc: Exception,
+    tracking_uri: str | None = None,
 ) -> ModelError:
     """``error`` reworded when MLflow did not find the alias. Only ``@champion`` is waited
     for (a promotion sets it): :class:`NotPromotedYetError` when the model exists without it
@@ -321,7 +340,10 @@ def _not_found(
             f"no champion yet: {name} has no registered version (train one); {said}"
         )
     if alias_missing:
-        return ModelNotFoundError(f"no version of {name} has the alias @{alias}; {said}")
+        known = _aliases_of(name, tracking_uri)
+        return ModelNotFoundError(
+            f"no version of {name} has the alias @{alias}; {known + '; ' if known else ''}{said}"
+        )
     return error
 
 

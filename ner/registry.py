@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import logging
@@ -25,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ner.audit import (
     MOVE_STATE_TAG,
@@ -38,6 +39,9 @@ from ner.audit import (
     decide_repair,
 )
 from ner.errors import PromotionError, RegistryError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +159,6 @@ class Registry:
         artifact_location: str | None = None,
     ) -> None:
         import mlflow
-        from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
         self.model_name = model_name
@@ -163,7 +166,14 @@ class Registry:
         self.artifact_location = artifact_location
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @functools.cached_property
+    def client(self) -> MlflowClient:
+        """The store's client, made on first use: making one creates a SQLite store's file,
+        which a run that never reaches MLflow (the export watcher) must not leave behind."""
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     # ------------------------------------------------------------------ experiments
     def experiment_id(self, name: str | None = None) -> str:

@@ -550,7 +550,7 @@ def test_serve_names_the_host_when_it_is_not_an_address_of_this_machine(
         first = _lines(result.stderr)[0]
         assert first.startswith(f"error: cannot listen on {host}:8766 (")
         assert first.endswith(
-            "--host (NER_SERVE_HOST) is not an address of this machine  (--debug for the traceback)"
+            "--host (NER_SERVE_HOST) is not an address of this machine  " + cli.DEBUG_HINT
         )
 
 

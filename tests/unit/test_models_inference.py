@@ -132,6 +132,18 @@ def test_a_champion_alias_never_set_says_no_champion_yet(tmp_path: Path) -> None
     with pytest.raises(ModelNotFoundError, match=r"^no version of brand-ner-test has .*@x; ") as x:
         registry_version("models:/brand-ner-test@x", uri, own_model="brand-ner-test")
     assert not isinstance(x.value, NotPromotedYetError)
+    assert "; it has no alias; MLflow said: " in str(x.value)
+    # and, once versions carry aliases, names those that exist
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run = client.create_run(client.create_experiment("e")).info.run_id
+    for _ in range(2):
+        client.create_model_version("brand-ner-test", f"runs:/{run}/model", run_id=run)
+    client.set_registered_model_alias("brand-ner-test", "champion", "2")
+    client.set_registered_model_alias("brand-ner-test", "previous", "1")
+    with pytest.raises(
+        ModelNotFoundError, match=r"its aliases: @champion \(v2\), @previous \(v1\);"
+    ):
+        registry_version("models:/brand-ner-test@champoin", uri)
     # while a model that does not exist is not an alias to wait for (a typo stays an error)
     with pytest.raises(ModelNotFoundError, match=r"cannot resolve .*: it does not exist") as info:
         registry_version("models:/no-such-model@champion", uri, own_model="brand-ner-test")
