@@ -200,7 +200,8 @@ def log_to_mlflow(
     from ner.plots import learning_curve
 
     db = root / "mlflow.db"
-    client = MlflowClient(tracking_uri=f"sqlite:///{db.resolve()}")
+    store = f"sqlite:///{db.resolve()}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     name = "brand-ner-active-learning"
     experiment = client.get_experiment_by_name(name)
     experiment_id = (

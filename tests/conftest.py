@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,21 +61,40 @@ def _writes_nothing_in_the_working_directory() -> Iterator[None]:
     assert not created, f"the test left {sorted(created)} in {os.getcwd()}: use tmp_path"
 
 
-@pytest.fixture(autouse=True)
-def _mlflow_uris_restored(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Undo what a test's ``mlflow.set_tracking_uri``/``set_registry_uri`` left behind (the
-    process globals and the ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI`` variables they
-    export), so that a later test's ``MlflowClient(tracking_uri=...)`` does not answer from an
-    earlier test's registry. The globals are MLflow's private module state (mlflow 3.x)."""
+@contextmanager
+def _mlflow_uris_kept() -> Iterator[None]:
+    """Undo, on exit, what ``mlflow.set_tracking_uri``/``set_registry_uri`` changed inside:
+    the process globals (MLflow's private module state, mlflow 3.x) and the
+    ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI`` variables they export. Without it a later
+    test's ``MlflowClient(tracking_uri=...)`` or ``mlflow.spacy.load_model("models:/...")``
+    answers from an earlier test's (stopped) registry."""
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
-    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
-    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {name: os.environ.get(name) for name in names}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+        patch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_restored() -> Iterator[None]:
+    """Each test's MLflow URIs are undone after it (:func:`_mlflow_uris_kept`)."""
+    with _mlflow_uris_kept():
+        yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mlflow_uris_restored_after_the_module() -> Iterator[None]:
+    """And a module's, which its module-scoped fixtures set before any test began."""
+    with _mlflow_uris_kept():
+        yield

@@ -57,7 +57,7 @@ def test_loop_trains_promotes_then_meets_threshold_on_the_same_gold_set(
 
     # And the registry holds the audited champion, loadable through the contract
     tracking = str(settings["mlflow_tracking_uri"])
-    client = MlflowClient(tracking_uri=tracking)
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     assert str(client.get_model_version_by_alias("brand-ner-dev", "champion").version) == "1"
     mlflow.set_tracking_uri(tracking)
     nlp = mlflow.spacy.load_model("models:/brand-ner-dev@champion")

@@ -216,7 +216,8 @@ def test_the_demo_under_the_accurate_recipe_trains_beside_the_rehearsal_set(
     done = run_cli(env, *args, cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "✓ trained the challenger" in done.stdout, done.stdout
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / '.brandloop' / 'demo' / 'mlflow.db'}")
+    demo_store = f"sqlite:///{tmp_path / '.brandloop' / 'demo' / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=demo_store, registry_uri=demo_store)
     runs = [
         run
         for experiment in client.search_experiments()

@@ -278,7 +278,7 @@ def test_deployed_flows_run_on_a_process_worker(deployed: Deployed, tmp_path: Pa
     assert all("predictions" in t and t["data"]["text"] for t in tasks)
 
     # And train-ner logged its evaluation to the MLflow server, tagged with the flow run
-    client = mlflow.MlflowClient(tracking_uri=deployed.mlflow.url)
+    client = mlflow.MlflowClient(tracking_uri=deployed.mlflow.url, registry_uri=deployed.mlflow.url)
     experiment = client.get_experiment_by_name("brand-ner-dev")
     assert experiment is not None
     runs = client.search_runs(

@@ -779,7 +779,7 @@ def test_feedback_loop_waits_for_label_studio_then_trains_and_times_out_without_
     assert second["status"] == "not_promoted" and second["challenger_version"] == "1"
     assert result.status == "budget_spent"
     assert len(project.post_ids()) == 40 and len(human.labelled) == 20
-    client = MlflowClient(tracking_uri=tracking)
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     experiment = client.get_experiment_by_name("brand-ner-dev")
     assert experiment is not None
     runs_before = len(client.search_runs(experiment_ids=[experiment.experiment_id]))

@@ -180,6 +180,6 @@ def test_a_restarted_mlflow_server_finds_everything_again(stack: PgStack) -> Non
     from mlflow import MlflowClient
 
     stack.mlflow.restart()
-    client = MlflowClient(tracking_uri=stack.mlflow.url)
+    client = MlflowClient(tracking_uri=stack.mlflow.url, registry_uri=stack.mlflow.url)
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert champion.version == stack.trained.promoted_version

@@ -81,7 +81,7 @@ def test_label_studio_rejects_a_wrong_token(label_studio: LabelStudioService) ->
 
 # --- MLflow ---------------------------------------------------------------------------
 def test_mlflow_metric_artifact_and_alias(mlflow_server: MlflowService, tmp_path: Path) -> None:
-    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
     # Given an experiment and a run on the server
     experiment_id = client.create_experiment(unique("smoke"))
     run = client.create_run(experiment_id)
@@ -112,7 +112,7 @@ def test_mlflow_metric_artifact_and_alias(mlflow_server: MlflowService, tmp_path
 
 
 def test_paused_server_times_out_then_recovers(mlflow_server: MlflowService) -> None:
-    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
     experiment = unique("paused")
     client.create_experiment(experiment)
     # Given a healthy server, when every process of it is frozen

@@ -80,7 +80,7 @@ def test_train_ner_trains_on_hard_negatives_from_unlabelled_stored_posts(
     # Then the challenger was trained with exactly those hard negatives beside the labels,
     # and the run records the knob and how many were used
     assert summary.run_id is not None, summary
-    run = MlflowClient(tracking_uri=tracking).get_run(summary.run_id)
+    run = MlflowClient(tracking_uri=tracking, registry_uri=tracking).get_run(summary.run_id)
     assert run.data.params["hard_negatives"] == "3"
     assert run.data.metrics["train_hard_negatives"] == len(expected)
     pool = [k for k in storage.list("annotations") if k.endswith(".train.jsonl")]
@@ -114,7 +114,7 @@ def test_train_ner_draws_hard_negatives_from_a_file_of_other_topics_when_one_is_
     # Then the hard negatives came from that file (the broken line skipped), and the run
     # records where they came from
     assert summary.run_id is not None, summary
-    run = MlflowClient(tracking_uri=tracking).get_run(summary.run_id)
+    run = MlflowClient(tracking_uri=tracking, registry_uri=tracking).get_run(summary.run_id)
     assert run.data.metrics["train_hard_negatives"] == len(expected)
     assert run.data.params["negatives_from"] == "other_posts.jsonl"
 
@@ -142,7 +142,7 @@ def test_train_ner_trains_beside_a_rehearsal_set_and_records_it(
     # Then the challenger trained on the seven posts that are not ours, and the run records
     # the file, how many were used and the hash of exactly those posts
     assert summary.run_id is not None, summary
-    run = MlflowClient(tracking_uri=tracking).get_run(summary.run_id)
+    run = MlflowClient(tracking_uri=tracking, registry_uri=tracking).get_run(summary.run_id)
     assert run.data.metrics["train_rehearsed"] == len(GENERAL) == 7
     assert run.data.params["rehearsal_from"] == "general.json"
     expected = rehearsal_set(storage, str(path), labels=["BRAND"], exclude={"new000"})
@@ -150,7 +150,7 @@ def test_train_ner_trains_beside_a_rehearsal_set_and_records_it(
     assert run.data.params["rehearsal_hash"] == expected.digest
     assert run.data.params["rehearsal_rejected"] == "0"
     # And the model card names the set beside the pool
-    card = MlflowClient(tracking_uri=tracking).get_model_version(
+    card = MlflowClient(tracking_uri=tracking, registry_uri=tracking).get_model_version(
         "brand-ner-dev", summary.challenger_version
     )
     assert f"7 posts of `{path}`, hash `{expected.digest}`" in card.description

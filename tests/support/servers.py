@@ -19,7 +19,7 @@ a client needs, and the :class:`ManagedServer`):
 Usable from pytest fixtures (``tests/integration/conftest.py``) and from plain scripts::
 
     with mlflow_service(Path("/tmp/mlf")) as mlf:
-        client = mlflow.MlflowClient(tracking_uri=mlf.url)
+        client = mlflow.MlflowClient(tracking_uri=mlf.url, registry_uri=mlf.url)
 
 Nothing here reads secrets from the environment or writes one to a log.
 """
