@@ -137,7 +137,7 @@ def test_a_server_started_on_a_new_stack_serves_the_first_champion_once_promoted
         assert [s["text"] for s in answer.json()["predictions"][0]["spans"]] == ["glossier"]
     assert server.group_pids() == []
     log = server.log_path.read_text(errors="replace")
-    assert "answering 503 until a version is promoted" in log
+    assert log.count("/health answers 503 until a version is promoted") == 1  # at start-up
     assert f"serving {registry.model_name}/{v1}" in log  # the first load is said
 
 
