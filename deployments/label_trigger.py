@@ -106,7 +106,6 @@ def start_training(
     def trigger() -> str:
         from prefect.deployments import run_deployment
         from prefect.exceptions import ObjectNotFound
-        from prefect.settings import get_current_settings
 
         run: Any = run_deployment  # dispatches on the caller; this is always sync code
         try:
@@ -128,14 +127,13 @@ def start_training(
             )
         except ObjectNotFound as exc:  # its message is empty: say what was not found
             raise ConfigError(
-                f"no deployment {deployment!r} on {_api(get_current_settings())}: set "
+                f"no deployment {deployment!r} on {_api()}: set "
                 "PREFECT_API_URL to the server the flows were deployed to, or deploy them "
                 "(brandloop deploy --env <env>)"
             ) from exc
         except httpx.HTTPError as exc:  # the labels stay pending: the next event tries again
             raise BrandloopError(
-                f"cannot queue a run of {deployment!r} on {_api(get_current_settings())}: "
-                f"{type(exc).__name__}: {exc}"
+                f"cannot queue a run of {deployment!r} on {_api()}: {type(exc).__name__}: {exc}"
             ) from exc
         log.info("queued flow run %s of %s", flow_run.id, deployment)
         return str(flow_run.id)
@@ -143,9 +141,11 @@ def start_training(
     return trigger
 
 
-def _api(settings: Any) -> str:
-    """The Prefect API URL of ``settings`` (Prefect's), as a log line names it."""
-    return settings.api.url or "an ephemeral server (no PREFECT_API_URL)"
+def _api() -> str:
+    """The Prefect API runs are queued on, as an error names it."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url or "an ephemeral server (no PREFECT_API_URL)"
 
 
 def prefect_api_url() -> str:

@@ -8,10 +8,12 @@ mapped to its distribution with :func:`importlib.metadata.packages_distributions
 
 from __future__ import annotations
 
-import re
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.unit.test_import_graph import ROOT, Import, all_imports
 
@@ -22,16 +24,9 @@ ACCURATE = {"torch", "transformers", "all_minilm_l6_v2"}
 FIRST_PARTY = {path.parent.name for path in ROOT.glob("*/__init__.py")}
 
 
-def _name(requirement: str) -> str:
-    """PEP 503 normalised project name of a requirement string (``"a_b[x]>=1"`` -> ``a-b``)."""
-    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
-    assert match, requirement
-    return re.sub(r"[-_.]+", "-", match.group(0)).lower()
-
-
 def declared() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    return {_name(req) for req in project["dependencies"]}
+    return {canonicalize_name(Requirement(req).name) for req in project["dependencies"]}
 
 
 def undeclared(imports: list[Import], names: set[str]) -> dict[str, list[str]]:
@@ -43,7 +38,7 @@ def undeclared(imports: list[Import], names: set[str]) -> dict[str, list[str]]:
         top = imp.target.split(".")[0]
         if imp.typing_only or top in FIRST_PARTY | ACCURATE or top in sys.stdlib_module_names:
             continue
-        dists = {_name(dist) for dist in owners.get(top, [top])}
+        dists = {canonicalize_name(dist) for dist in owners.get(top, [top])}
         if not dists & names:
             found.setdefault(top, []).append(f"{imp.importer}:{imp.line}")
     return found
