@@ -123,9 +123,12 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"
 
 
-#: Ends every one-line error: ``--debug`` is an option of ``brandloop`` itself, before the
-#: command (``brandloop rollback --debug`` is a usage error).
-DEBUG_HINT = "(brandloop --debug <command> ... for the traceback)"
+def debug_hint(ctx: Any) -> str:
+    """Ends every one-line error: ``--debug`` is an option of ``brandloop`` itself, before
+    the command (``brandloop rollback --debug`` is a usage error), so the hint names the
+    command the user ran (``labelstudio status`` from the ``labelstudio`` group)."""
+    words = [*ctx.command_path.split()[1:], ctx.invoked_subcommand or "<command>"]
+    return f"(brandloop --debug {' '.join(words)} ... for the traceback)"
 
 
 class BrandloopGroup(TyperGroup):
@@ -139,7 +142,8 @@ class BrandloopGroup(TyperGroup):
         except Exception as exc:
             if _debug(ctx):
                 raise
-            err_console().print(f"[red]error:[/] {_escape(describe(exc))}  [dim]{DEBUG_HINT}[/]")
+            hint = debug_hint(ctx)
+            err_console().print(f"[red]error:[/] {_escape(describe(exc))}  [dim]{hint}[/]")
             raise typer.Exit(1) from None
 
 
@@ -160,7 +164,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 labelstudio_app = typer.Typer(
-    help="The Label Studio project of the settings' environment.", no_args_is_help=True
+    cls=BrandloopGroup,
+    help="The Label Studio project of the settings' environment.",
+    no_args_is_help=True,
 )
 app.add_typer(labelstudio_app, name="labelstudio")
 

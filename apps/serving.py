@@ -498,11 +498,19 @@ class BearerAuth:
 
 
 def _serving(holder: ModelHolder) -> Served:
-    """The served model; ``503`` (with the last error) while none is loaded yet."""
+    """The served model; ``503`` while none is loaded yet: :func:`_not_loaded`'s reason,
+    then the last error in full (registry names: these callers hold the token)."""
     if not holder.loaded:
-        detail = f"no model loaded yet: {holder.last_error or 'loading'}"
+        detail = f"{_not_loaded(holder)} ({holder.last_error or 'loading'})"
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail)
     return holder.served
+
+
+def _not_loaded(holder: ModelHolder) -> str:
+    """Why there is no model yet, without registry names (``/health`` needs no token)."""
+    if holder.awaiting_promotion:
+        return "no model loaded yet: waiting for the first promotion to @champion"
+    return "no model loaded yet"
 
 
 def _predict(
@@ -527,12 +535,8 @@ def _predict(
 
 def _add_health_routes(app: FastAPI, holder: ModelHolder) -> None:
     def health() -> HealthResponse:
-        if not holder.loaded:
-            # no token here: the reason in full (registry names) is for /v1/model's callers
-            detail = "no model loaded yet"
-            if holder.awaiting_promotion:
-                detail += ": waiting for the first promotion to @champion"
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail)
+        if not holder.loaded:  # the reason in full is for the token's holders (_serving)
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, _not_loaded(holder))
         return HealthResponse(status="ok", model_version=holder.served.model.version)
 
     app.get("/health")(health)

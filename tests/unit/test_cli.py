@@ -265,6 +265,9 @@ def test_debug_shows_the_exception(runner: CliRunner) -> None:
     assert result.exit_code == 1
     result = runner.invoke(cli.app, ["--debug", "rollback", "--reason", "x", "--set", "nope=1"])
     assert isinstance(result.exception, ConfigError)
+    # and from a command of a group (labelstudio's own group turns errors into one line too)
+    result = runner.invoke(cli.app, ["--debug", "labelstudio", "status", "--set", "nope=1"])
+    assert isinstance(result.exception, ConfigError)
 
 
 def test_usage_errors_exit_2(runner: CliRunner) -> None:
@@ -305,6 +308,8 @@ def test_a_missing_secret_is_one_line_naming_its_variable(
     lines = _lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith(f"error: {variable} ")
     assert "is not set" in lines[0]
+    # the hint names the command, with --debug where brandloop reads it
+    assert lines[0].endswith(f"(brandloop --debug {' '.join(args)} ... for the traceback)")
     assert "serving" not in result.stdout  # nothing claims to serve before the refusal
 
 
@@ -550,7 +555,8 @@ def test_serve_names_the_host_when_it_is_not_an_address_of_this_machine(
         first = _lines(result.stderr)[0]
         assert first.startswith(f"error: cannot listen on {host}:8766 (")
         assert first.endswith(
-            "--host (NER_SERVE_HOST) is not an address of this machine  " + cli.DEBUG_HINT
+            "--host (NER_SERVE_HOST) is not an address of this machine  "
+            "(brandloop --debug serve ... for the traceback)"
         )
 
 

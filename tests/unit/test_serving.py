@@ -220,8 +220,11 @@ def test_a_followed_alias_not_set_yet_starts_the_server_at_503_until_promoted(
         waiting = "no model loaded yet: waiting for the first promotion to @champion"
         assert health.json()["detail"] == waiting
         refused = client.post("/v1/predict", headers=AUTH, json={"posts": [{"text": "x"}]})
-        assert refused.status_code == 503 and "alias not set" in refused.json()["detail"]
-        assert client.get("/v1/model", headers=AUTH).status_code == 503
+        assert refused.status_code == 503
+        assert refused.json()["detail"].startswith(waiting + " (")
+        assert "alias not set" in refused.json()["detail"]
+        described = client.get("/v1/model", headers=AUTH)
+        assert described.status_code == 503 and described.json()["detail"].startswith(waiting)
         assert registry.loads == []
         # When a version is promoted, the server loads it by itself
         registry.champion = "brand-ner/1"
