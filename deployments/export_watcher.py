@@ -14,7 +14,8 @@ bucket's object-finalize notifications can replace the polling: see the README (
 when an export lands").
 
 Configuration: the usual ``NER_`` settings (storage, environment); ``PREFECT_API_URL`` names
-the Prefect server that queues the run.
+the Prefect server that queues the run (required, as for the label trigger: without it the
+runs would go to a temporary local database that no worker reads).
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from deployments.label_trigger import deployment_name
+from deployments.label_trigger import (
+    check_prefect_api,
+    deployment_name,
+    prefect_api_url,
+    prefect_errors,
+)
 from flows.context import RunContext, build_settings
 from ner import layout
 from ner.errors import BrandloopError, StorageError
@@ -123,14 +129,15 @@ def start_training(deployment: str) -> Callable[[frozenset[str]], str]:
         from prefect.deployments import run_deployment
 
         run: object = run_deployment
-        flow_run = run(  # type: ignore[operator]
-            deployment,
-            parameters={"source": "storage"},
-            timeout=0,
-            tags=[RUN_TAG],
-            as_subflow=False,
-            _sync=True,
-        )
+        with prefect_errors(deployment):  # unreachable API: the keys are retried (watch)
+            flow_run = run(  # type: ignore[operator]
+                deployment,
+                parameters={"source": "storage"},
+                timeout=0,
+                tags=[RUN_TAG],
+                as_subflow=False,
+                _sync=True,
+            )
         log.info(
             "%d new export(s) %s: queued flow run %s of %s",
             len(keys),
@@ -163,18 +170,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
     )
+    for noisy in ("httpx", "httpcore"):  # every request of Prefect's client, at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
+        api = prefect_api_url("this watcher")
+        check_prefect_api(api, "this watcher")
         settings = build_settings({"env": args.env})
         storage = RunContext.open(settings).storage
         deployment = deployment_name(settings.env, args.deployment)
         log.info(
-            "watching %s every %.0f s; a quiet burst starts %s",
+            "watching %s every %.0f s; a quiet burst starts %s on %s",
             storage.uri(EXPORTS),
             args.interval,
             deployment,
+            api,
         )
         watch(
             storage, start_training(deployment), interval=args.interval, quiet=args.quiet, stop=stop

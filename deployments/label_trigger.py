@@ -32,12 +32,13 @@ logged.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -105,10 +106,9 @@ def start_training(
 
     def trigger() -> str:
         from prefect.deployments import run_deployment
-        from prefect.exceptions import ObjectNotFound
 
         run: Any = run_deployment  # dispatches on the caller; this is always sync code
-        try:
+        with prefect_errors(deployment):
             if coalesce and (waiting := queued_run(deployment)) is not None:
                 log.info(
                     "flow run %s of %s has not started yet and will read these labels: "
@@ -125,20 +125,31 @@ def start_training(
                 as_subflow=False,
                 _sync=True,
             )
-        except ObjectNotFound as exc:  # its message is empty: say what was not found
-            raise ConfigError(
-                f"no deployment {deployment!r} on {_api()}: set "
-                "PREFECT_API_URL to the server the flows were deployed to, or deploy them "
-                "(brandloop deploy --env <env>)"
-            ) from exc
-        except httpx.HTTPError as exc:  # the labels stay pending: the next event tries again
-            raise BrandloopError(
-                f"cannot queue a run of {deployment!r} on {_api()}: {type(exc).__name__}: {exc}"
-            ) from exc
         log.info("queued flow run %s of %s", flow_run.id, deployment)
         return str(flow_run.id)
 
     return trigger
+
+
+@contextlib.contextmanager
+def prefect_errors(deployment: str) -> Iterator[None]:
+    """Prefect's errors of a call about ``deployment`` as brandloop's: a deployment the API
+    does not know is a :class:`ConfigError` naming it and the API; an API that cannot be
+    reached (``httpx.HTTPError``) a :class:`BrandloopError` (the caller retries later)."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        yield
+    except ObjectNotFound as exc:  # its message is empty: say what was not found
+        raise ConfigError(
+            f"no deployment {deployment!r} on {_api()}: set "
+            "PREFECT_API_URL to the server the flows were deployed to, or deploy them "
+            "(brandloop deploy --env <env>)"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise BrandloopError(
+            f"cannot queue a run of {deployment!r} on {_api()}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _api() -> str:
@@ -148,17 +159,16 @@ def _api() -> str:
     return get_current_settings().api.url or "an ephemeral server (no PREFECT_API_URL)"
 
 
-def prefect_api_url() -> str:
-    """The Prefect API the trigger queues runs on: ``PREFECT_API_URL`` (or the active
-    profile's). Raises :class:`ConfigError` when none is set: ``run_deployment`` would then
-    start a temporary local server whose database no worker reads, and the runs would
-    never run."""
+def prefect_api_url(who: str = "this trigger") -> str:
+    """The Prefect API ``who`` queues runs on: ``PREFECT_API_URL`` (or the active profile's).
+    Raises :class:`ConfigError` when none is set: ``run_deployment`` would then start a
+    temporary local server whose database no worker reads, and the runs would never run."""
     from prefect.settings import get_current_settings
 
     url = get_current_settings().api.url
     if not url:
         raise ConfigError(
-            "PREFECT_API_URL is not set: the train-ner runs this trigger queues would go to a "
+            f"PREFECT_API_URL is not set: the train-ner runs {who} queues would go to a "
             "temporary local Prefect database that no worker reads; set it to the API of the "
             "server the flows are deployed to (http://127.0.0.1:4200/api for a local "
             "`prefect server start`)"
@@ -166,7 +176,7 @@ def prefect_api_url() -> str:
     return str(url)
 
 
-def check_prefect_api(url: str) -> bool:
+def check_prefect_api(url: str, who: str = "this trigger") -> bool:
     """Warn (log) when no Prefect API answers at ``url`` (:func:`apps.doctor.check_prefect`);
     True when one does. Not a refusal: a trigger may start before its server (a compose
     stack), and each run it starts meanwhile is logged as failed."""
@@ -175,10 +185,11 @@ def check_prefect_api(url: str) -> bool:
     check = check_prefect(url)
     if check.status is CheckStatus.FAIL:
         log.warning(
-            "no Prefect API answers at %s (%s): the runs this trigger starts fail until one "
+            "no Prefect API answers at %s (%s): the runs %s starts fail until one "
             "does; check PREFECT_API_URL and that `prefect server start` runs there",
             url,
             check.detail,
+            who,
         )
     return check.status is not CheckStatus.FAIL
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
+from deployments import export_watcher
 from deployments.export_watcher import CHECKPOINT_KEY, Burst, export_keys, load_acted, watch
 from ner.errors import BrandloopError
 from ner.storage import open_storage
@@ -89,3 +92,36 @@ def test_a_failed_trigger_is_retried_at_the_next_quiet_listing(tmp_path: Path) -
     count = watch(storage, flaky, interval=0, quiet=1, stop=stop, clock=_Clock(stop, 8))
     assert count == 1 and len(calls) == 2
     assert load_acted(storage) == {"exports/a.json"}
+
+
+def test_the_watcher_refuses_to_start_without_a_prefect_api(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # Given no PREFECT_API_URL (its runs would go to a temporary local database)
+    monkeypatch.setenv("NER_STORAGE_URI", str(tmp_path))
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        # When the watcher is started, it refuses at once, naming the variable and its use
+        assert export_watcher.main(["--env", "dev"]) == 1
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert error.split(" ERROR ", 1)[1].startswith(
+        "PREFECT_API_URL is not set: the train-ner runs this watcher queues"
+    )
+    # and it listed nothing, so no checkpoint marks a file as acted on
+    assert not open_storage(str(tmp_path), "dev").exists(CHECKPOINT_KEY)
+
+
+def test_an_unreachable_prefect_api_is_a_brandloop_error_so_the_files_are_retried() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.support.servers import free_port
+
+    # Given a Prefect API nobody listens on
+    api = f"http://127.0.0.1:{free_port()}/api"
+    trigger = export_watcher.start_training("train-ner/dev")
+    with temporary_settings({PREFECT_API_URL: api}), pytest.raises(BrandloopError) as raised:
+        # When a burst fires, the error is one watch() catches (it keeps the keys pending)
+        trigger(frozenset({"exports/a.json"}))
+    assert str(raised.value).startswith(f"cannot queue a run of 'train-ner/dev' on {api}: ")
+    assert "ConnectError" in str(raised.value)
