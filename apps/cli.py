@@ -1143,20 +1143,20 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     rule = decide(f1, champion_f1, cfg.threshold, cfg.promotion_margin)
     if not rule.promote and not force:
         raise CliError(f"refused: {rule.reason} (--force promotes anyway, audited)")
-    why = reason if rule.promote else f"{reason} (forced; rule said: {rule.reason})"
-    return list(
-        registry.promote(
-            version,
-            gold_hash=gold.hash,
-            decision=Decision(True, f"manual: {why}"),
-            metrics={
-                "challenger_f1": f1,
-                "champion_f1": champion_f1 or 0.0,
-                "threshold": cfg.threshold,
-            },
-            actor=_actor(),
-        )
+    why = f"manual: {reason if rule.promote else f'{reason} (forced; rule said: {rule.reason})'}"
+    events = registry.promote(
+        version,
+        gold_hash=gold.hash,
+        decision=Decision(True, why),
+        metrics={
+            "challenger_f1": f1,
+            "champion_f1": champion_f1 or 0.0,
+            "threshold": cfg.threshold,
+        },
+        actor=_actor(),
     )
+    registry.note_manual_promotion(version, reason=why, actor=_actor())
+    return list(events)
 
 
 def _promote_across(
@@ -1192,12 +1192,11 @@ def _promote_across(
 
 
 def _require_version(registry: Registry, version: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        registry.client.get_model_version(registry.model_name, version)
-    except MlflowException as exc:
-        raise CliError(f"{registry.model_name} has no version {version!r}") from exc
+    """Raises :class:`CliError` naming the versions there are when ``version`` is not one."""
+    known = registry.versions()
+    if version not in known:
+        there = f"its versions: {', '.join(known)}" if known else "it has no version"
+        raise CliError(f"{registry.model_name} has no version {version!r} ({there})")
 
 
 @app.command()

@@ -29,6 +29,8 @@ SMALL_SUPPORT = 10
 """A label with fewer gold spans than this is named in the known limits."""
 
 _TRUNCATED = "\n\n_(card truncated to fit MLflow's description limit)_"
+MANUAL_PROMOTION = "**Promoted by hand**"
+"""Start of the line :func:`with_manual_promotion` puts under a card's title."""
 _COMPACT_ROWS = 8
 
 
@@ -298,5 +300,28 @@ def render_model_card(card: ModelCard, max_chars: int = MLFLOW_DESCRIPTION_LIMIT
     if len(text) <= max_chars:
         return text
     room = max_chars - len(_TRUNCATED)
+    cut = text.rfind("\n", 0, room + 1)
+    return text[: cut if cut > 0 else room].rstrip() + _TRUNCATED
+
+
+def with_manual_promotion(card: str, *, reason: str, actor: str, when: str) -> str:
+    """``card`` (a version's description) with one line under its title saying the version
+    was made champion by hand (``brandloop promote``): ``when`` (ISO time, UTC), ``actor``,
+    ``reason``. The gate's verdict recorded when it was trained stays below; the line of an
+    earlier manual promotion is replaced. Kept within :data:`MLFLOW_DESCRIPTION_LIMIT` by
+    cutting the card's end at a line boundary."""
+    lines = [line for line in card.splitlines() if not line.startswith(MANUAL_PROMOTION)]
+    note = (
+        f"{MANUAL_PROMOTION} to @champion at {when} by {_cell(actor)}: {_cell(reason)}. "
+        "The gate's verdict when it was trained follows."
+    )
+    title = lines[:1] if lines and lines[0].startswith("# ") else []
+    rest = lines[len(title) :]
+    while rest and not rest[0].strip():
+        rest = rest[1:]
+    text = "\n".join([*title, *([""] if title else []), note, "", *rest]).rstrip()
+    if len(text) <= MLFLOW_DESCRIPTION_LIMIT:
+        return text
+    room = MLFLOW_DESCRIPTION_LIMIT - len(_TRUNCATED)
     cut = text.rfind("\n", 0, room + 1)
     return text[: cut if cut > 0 else room].rstrip() + _TRUNCATED

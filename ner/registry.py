@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import getpass
 import json
@@ -25,6 +26,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -337,6 +339,34 @@ class Registry:
     def model_uri(self, alias: str = CHAMPION) -> str:
         return f"models:/{self.model_name}@{alias}"
 
+    def versions(self) -> list[str]:
+        """The registered model's version numbers, oldest first (empty for no such model)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.search_model_versions(f"name = '{self.model_name}'")
+        except MlflowException as exc:
+            raise _wrap(f"listing the versions of {self.model_name}", exc) from exc
+        return [str(v) for v in sorted(int(mv.version) for mv in found)]
+
+    def _missing_model(self) -> PromotionError | None:
+        """A :class:`PromotionError` when :attr:`model_name` is not a registered model (a
+        misspelled ``NER_REGISTERED_MODEL_NAME``), naming the closest one; else None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            names = sorted(m.name for m in self.client.search_registered_models(max_results=100))
+        except MlflowException as exc:
+            raise _wrap("listing the registered models", exc) from exc
+        if self.model_name in names:
+            return None
+        close = difflib.get_close_matches(self.model_name, names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return PromotionError(
+            f"no registered model {self.model_name!r} in {self.tracking_uri} ({hint}"
+            f"{len(names)} registered; NER_REGISTERED_MODEL_NAME names it)"
+        )
+
     def download_model(self, alias_or_version: str, dst: Path) -> Path:
         """Download a version's saved spaCy pipeline (for fine-tuning the champion)."""
         import mlflow.artifacts
@@ -587,6 +617,27 @@ class Registry:
             self.client.update_model_version(self.model_name, version, description=description)
         except MlflowException as exc:
             raise _wrap(f"describing version {version}", exc) from exc
+
+    def note_manual_promotion(self, version: str, *, reason: str, actor: str) -> None:
+        """Record on ``version`` that it was made champion by hand: its model card gets a line
+        saying so (:func:`ner.modelcard.with_manual_promotion`) and its
+        ``brandloop.promotion_reason`` tag the manual reason (the gate's own verdict stays in
+        ``brandloop.gate.*``). Raises :class:`RegistryError` when MLflow refuses."""
+        from mlflow.exceptions import MlflowException
+
+        from ner.modelcard import with_manual_promotion
+
+        when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        try:
+            card = self.client.get_model_version(self.model_name, version).description or ""
+            text = with_manual_promotion(card, reason=reason, actor=actor, when=when)
+            self.client.update_model_version(self.model_name, version, description=text)
+            for key, value in {"promotion_reason": reason, "promoted_by": actor}.items():
+                self.client.set_model_version_tag(
+                    self.model_name, version, f"{TAG_PREFIX}{key}", value[:5000]
+                )
+        except MlflowException as exc:
+            raise _wrap(f"recording the manual promotion of version {version}", exc) from exc
 
     # ------------------------------------------------------------------ aliases + audit
     def set_alias(
@@ -863,7 +914,9 @@ class Registry:
         self.repair_moves(self.pending_moves(actor), actor=actor)
         previous = self.alias_version(PREVIOUS)
         if previous is None:
-            raise PromotionError(f"no @{PREVIOUS} version of {self.model_name} to roll back to")
+            raise self._missing_model() or PromotionError(
+                f"no @{PREVIOUS} version of {self.model_name} to roll back to"
+            )
         current = self.alias_version(CHAMPION)
         if current == previous:  # an interrupted rollback: @champion moved, @previous not yet
             event = self._interrupted_rollback(previous)

@@ -130,7 +130,7 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     assert registry.alias_version(CHAMPION) == v2
     # And an unknown version is named
     code, _, err = _invoke("promote", "99", "--reason", "x", *flags)
-    assert code == 1 and "has no version '99'" in err
+    assert code == 1 and f"has no version '99' (its versions: {v1}, {v2}, {v3})" in err
 
     # When the champion is rolled back
     code, out, err = _invoke("rollback", "--reason", "complaints", *flags)
@@ -145,6 +145,49 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     # And a second rollback has nowhere to go
     code, _, err = _invoke("rollback", "--reason", "again", *flags)
     assert code == 1 and "no @previous version" in err
+
+
+def test_a_forced_promotion_says_so_on_the_version(setup: CliState) -> None:
+    registry, flags = setup.registry, setup.flags
+    v1, v2, _ = setup.versions
+    name = registry.model_name
+    # Given v1's model card, whose gate refused it, and v2 the champion
+    card = f"# {name} version {v1}\n\n**Gate: refused** (not promoted) by `threshold`\n\n## Metrics"
+    registry.describe_version(v1, card)
+    assert _invoke("promote", v2, "--reason", "release", *flags)[0] == 0
+
+    # When v1 (worse on the gold set) is promoted with --force, twice over a round trip
+    for _ in range(2):
+        code, _, err = _invoke("promote", v1, "--reason", "needed back", "--force", *flags)
+        assert code == 0, err
+        assert _invoke("promote", v2, "--reason", "release", *flags)[0] == 0
+    code, _, err = _invoke("promote", v1, "--reason", "needed back", "--force", *flags)
+    assert code == 0, err
+
+    # Then its card says, under its title, who made it champion by hand and why, once, and
+    # keeps the gate's verdict of training time below
+    version = registry.client.get_model_version(name, v1)
+    lines = version.description.splitlines()
+    assert lines[0] == f"# {name} version {v1}" and lines[1] == ""
+    assert lines[2].startswith("**Promoted by hand** to @champion at ")
+    assert " by cli:" in lines[2]
+    assert "manual: needed back (forced; rule said: challenger F1 0.8500" in lines[2]
+    assert version.description.count("**Promoted by hand**") == 1
+    assert "**Gate: refused** (not promoted) by `threshold`" in version.description
+    # and its tags give the manual reason and who
+    assert version.tags["brandloop.promotion_reason"].startswith("manual: needed back (forced")
+    assert version.tags["brandloop.promoted_by"].startswith("cli:")
+
+
+def test_rollback_names_a_model_that_is_not_registered(setup: CliState) -> None:
+    name = setup.registry.model_name
+    # Given the model's name misspelled (the later --set wins)
+    typo = ["--set", f"registered_model_name={name}x"]
+    code, _, err = _invoke("rollback", "--reason", "x", *setup.flags, *typo)
+    # Then the error says the model is not there and names the closest one
+    assert code == 1
+    assert f"no registered model '{name}x' in " in err and f"did you mean '{name}'?" in err
+    assert "NER_REGISTERED_MODEL_NAME" in err and "no @previous" not in err
 
 
 def _row(output: str, first: str) -> list[str]:

@@ -16,6 +16,7 @@ from ner.modelcard import (
     TrainingData,
     known_limits,
     render_model_card,
+    with_manual_promotion,
 )
 from tests.support.gate_data import canary, gold_win
 
@@ -153,3 +154,29 @@ def test_a_card_over_any_limit_is_cut_at_a_line_with_a_note() -> None:
     assert text.startswith("# brand-ner version 7\n\n**Gate: refused**")
     with pytest.raises(ValueError, match="max_chars"):
         render_model_card(many_labels_card(), max_chars=100)
+
+
+def test_a_manual_promotion_line_goes_under_the_title_once() -> None:
+    card = "# brand-ner version 3\n\n**Gate: refused** (not promoted) by `threshold`\n\n## Metrics"
+    once = with_manual_promotion(card, reason="manual: hotfix", actor="cli:ana", when="T1")
+    twice = with_manual_promotion(once, reason="manual: again", actor="cli:bo", when="T2")
+    lines = twice.splitlines()
+    assert lines[:3] == [
+        "# brand-ner version 3",
+        "",
+        "**Promoted by hand** to @champion at T2 by cli:bo: manual: again. "
+        "The gate's verdict when it was trained follows.",
+    ]
+    assert lines[3:] == ["", "**Gate: refused** (not promoted) by `threshold`", "", "## Metrics"]
+
+
+def test_a_manual_promotion_line_without_a_card_and_within_the_limit() -> None:
+    bare = with_manual_promotion("", reason="r | x\ny", actor="a", when="T")
+    assert bare == (
+        "**Promoted by hand** to @champion at T by a: r \\| x y. "
+        "The gate's verdict when it was trained follows."
+    )
+    long_card = "# m version 1\n\n" + "\n".join(["row " + "x" * 90] * 80)
+    cut = with_manual_promotion(long_card, reason="r", actor="a", when="T")
+    assert len(cut) <= MLFLOW_DESCRIPTION_LIMIT and cut.splitlines()[2].startswith("**Promoted")
+    assert cut.endswith("_(card truncated to fit MLflow's description limit)_")
