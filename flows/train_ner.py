@@ -844,7 +844,8 @@ def evaluate_champion(ctx: RunContext, splits: Splits, summary: TrainSummary) ->
     ``summary``."""
     version = find_champion(ctx)
     spec = ctx.registry.model_uri(CHAMPION) if version else ctx.settings.cold_start
-    champion = evaluate_on_gold(ctx, spec, splits, "champion")
+    # the cold start is no champion: its evaluation says so (brandloop status lists roles)
+    champion = evaluate_on_gold(ctx, spec, splits, "champion" if version else "cold start")
     summary.champion_f1 = champion.f1
     summary.champion_canary_f1 = champion.canary_f1
     summary.champion_model = champion.model_version

@@ -104,6 +104,9 @@ def test_mlflow_ui_shows_the_compare_view_and_the_champion_with_its_card(
     runs = registry.client.search_runs([experiment.experiment_id], "tags.`brandloop.kind` != ''")
     evaluation = next(r for r in runs if r.data.tags["brandloop.kind"] == "evaluation")
     assert {"gold.f1", "canary.f1"} <= set(evaluation.data.metrics)
+    # the first run had no champion: the model it scored first is named the cold start
+    roles = [r.data.tags.get("brandloop.role") for r in runs]
+    assert "cold start" in roles and "champion" not in roles
     run_ids = [evaluation.info.run_id, summary.run_id]
 
     # When Chromium opens the compare view and the model version page
