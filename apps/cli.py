@@ -921,12 +921,21 @@ def _venv_bin(command: str) -> str:
 # ----------------------------------------------------------------------------- registry
 
 
+#: The demo's MLflow store, relative to the folder ``brandloop demo`` ran in.
+DEMO_STORE = Path(".brandloop/demo/mlflow.db")
+
+
 def _missing_store(path: Path) -> str:
+    """Why a command found no SQLite store at ``path``, and what to set instead: the demo's
+    store when ``path`` is another, ``brandloop demo`` when it is the demo's own."""
+    where = f"no MLflow store at {path.resolve()}: nothing was trained or registered"
+    if path.resolve().parts[-3:] == DEMO_STORE.parts:
+        return f"{where} by a demo here yet (brandloop demo makes it, in {DEMO_STORE.parent}/)"
     return (
-        f"no MLflow store at {path.resolve()}: nothing was trained or registered with these "
-        "settings (set NER_MLFLOW_TRACKING_URI and NER_STORAGE_URI to those of your runs; the "
-        "demo's, from the project folder: --set mlflow_tracking_uri=sqlite:///.brandloop/demo/"
-        "mlflow.db --set storage_uri=.brandloop/demo/storage)"
+        f"{where} with these settings (set NER_MLFLOW_TRACKING_URI and NER_STORAGE_URI to "
+        "those of your runs; the demo's, from the project folder: --set "
+        f"mlflow_tracking_uri=sqlite:///{DEMO_STORE} --set storage_uri={DEMO_STORE.parent}/"
+        "storage)"
     )
 
 
@@ -984,7 +993,9 @@ def status(
     cfg = load_cli_settings(parse_overrides(set_))
     report = gather(cfg, lambda: _registry(cfg), limit=limit)
     out = console()
-    out.print(f"model [bold]{report.model_name}[/] on {report.tracking_uri}")
+    from ner.settings import redact_uri
+
+    out.print(f"model [bold]{report.model_name}[/] on {redact_uri(report.tracking_uri)}")
     if report.missing_store is not None:
         out.print(_missing_store(report.missing_store))
     gold = report.gold
@@ -1245,7 +1256,12 @@ def serve(
     cfg = load_cli_settings(overrides)
     app = create_app(cfg)  # refuses a missing token before anything says "serving"
     _check_servable(cfg)
-    console().print(f"serving {cfg.serve_model} on http://{cfg.serve_host}:{cfg.serve_port}")
+    from ner.settings import redact_uri
+
+    console().print(
+        f"serving {cfg.serve_model} on http://{cfg.serve_host}:{cfg.serve_port} "
+        f"(MLflow: {redact_uri(cfg.mlflow_tracking_uri)})"
+    )
     # the server's own lines (model loaded, alias moved) are INFO: shown, as uvicorn's are
     logging.getLogger("apps.serving").setLevel(logging.INFO)
     run_server(cfg, app)

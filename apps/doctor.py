@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from ner.settings import redact_uri
+
 if TYPE_CHECKING:
     from ner.settings import Settings
 
@@ -55,23 +57,26 @@ def _unreachable(exc: requests.RequestException) -> str:
 
 def check_mlflow(settings: Settings) -> Check:
     uri = settings.mlflow_tracking_uri
+    shown = redact_uri(uri)  # a database URI may hold a password
     fix = "start it (mlflow server ...) or set NER_MLFLOW_TRACKING_URI"
     if (db := settings.tracking_db) is not None:
         folder = db.resolve().parent
         if db.exists():
-            return Check("mlflow", CheckStatus.OK, f"{uri} (local database)")
+            return Check("mlflow", CheckStatus.OK, f"{shown} (local database)")
         if os.access(folder if folder.exists() else Path.cwd(), os.W_OK):
-            return Check("mlflow", CheckStatus.OK, f"{uri} (created on first use)")
+            return Check("mlflow", CheckStatus.OK, f"{shown} (created on first use)")
         return Check("mlflow", CheckStatus.FAIL, f"{folder} is not writable", fix)
     if not uri.startswith(("http://", "https://")):
-        return Check("mlflow", CheckStatus.WARN, f"{uri}: not probed (not http or sqlite)")
+        return Check("mlflow", CheckStatus.WARN, f"{shown}: not probed (not http or sqlite)")
     try:
         answer = _get(f"{uri.rstrip('/')}/health")
     except requests.RequestException as exc:
-        return Check("mlflow", CheckStatus.FAIL, f"{uri} unreachable: {_unreachable(exc)}", fix)
+        return Check("mlflow", CheckStatus.FAIL, f"{shown} unreachable: {_unreachable(exc)}", fix)
     if answer.status_code != 200:
-        return Check("mlflow", CheckStatus.FAIL, f"{uri}/health answered {answer.status_code}", fix)
-    return Check("mlflow", CheckStatus.OK, f"{uri} reachable")
+        return Check(
+            "mlflow", CheckStatus.FAIL, f"{shown}/health answered {answer.status_code}", fix
+        )
+    return Check("mlflow", CheckStatus.OK, f"{shown} reachable")
 
 
 def check_label_studio(settings: Settings) -> list[Check]:

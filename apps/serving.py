@@ -489,7 +489,7 @@ class BearerAuth:
         if credentials is None or not any(matches):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                "missing or wrong bearer token",
+                "missing or wrong bearer token (send Authorization: Bearer <token>)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
 

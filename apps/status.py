@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from ner.errors import LabelStudioError
 
 if TYPE_CHECKING:
@@ -169,8 +171,11 @@ def label_studio_counts(settings: Settings) -> LabelStudioCounts | None:
         project = client.projects.get(id=int(matches[0].id or 0))
     except Exception as exc:  # the SDK raises httpx and its own ApiError types
         text = str(exc).replace(key, "***")[:200]
+        hint = ""
+        if isinstance(exc, httpx.TransportError):  # nothing answered: not a refusal
+            hint = " (is Label Studio running there? NER_LABEL_STUDIO_URL names it)"
         raise LabelStudioError(
-            f"Label Studio at {settings.label_studio_url}: {type(exc).__name__}: {text}"
+            f"Label Studio at {settings.label_studio_url}: {type(exc).__name__}: {text}{hint}"
         ) from exc
     return LabelStudioCounts(
         project_id=int(project.id or 0),

@@ -360,10 +360,12 @@ class Registry:
             raise _wrap("listing the registered models", exc) from exc
         if self.model_name in names:
             return None
+        from ner.settings import redact_uri
+
         close = difflib.get_close_matches(self.model_name, names, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         return PromotionError(
-            f"no registered model {self.model_name!r} in {self.tracking_uri} ({hint}"
+            f"no registered model {self.model_name!r} in {redact_uri(self.tracking_uri)} ({hint}"
             f"{len(names)} registered; NER_REGISTERED_MODEL_NAME names it)"
         )
 

