@@ -296,7 +296,12 @@ def render_model_card(card: ModelCard, max_chars: int = MLFLOW_DESCRIPTION_LIMIT
     text = _render(card, compact=False)
     if len(text) <= max_chars:
         return text
-    text = _render(card, compact=True)
+    return _fit(_render(card, compact=True), max_chars)
+
+
+def _fit(text: str, max_chars: int) -> str:
+    """``text``, or its start cut at a line boundary with the truncation note, in
+    ``max_chars`` characters."""
     if len(text) <= max_chars:
         return text
     room = max_chars - len(_TRUNCATED)
@@ -320,8 +325,4 @@ def with_manual_promotion(card: str, *, reason: str, actor: str, when: str) -> s
     while rest and not rest[0].strip():
         rest = rest[1:]
     text = "\n".join([*title, *([""] if title else []), note, "", *rest]).rstrip()
-    if len(text) <= MLFLOW_DESCRIPTION_LIMIT:
-        return text
-    room = MLFLOW_DESCRIPTION_LIMIT - len(_TRUNCATED)
-    cut = text.rfind("\n", 0, room + 1)
-    return text[: cut if cut > 0 else room].rstrip() + _TRUNCATED
+    return _fit(text, MLFLOW_DESCRIPTION_LIMIT)

@@ -354,13 +354,18 @@ class Registry:
         misspelled ``NER_REGISTERED_MODEL_NAME``), naming the closest one; else None."""
         from mlflow.exceptions import MlflowException
 
+        from ner.settings import redact_uri
+
         try:
-            names = sorted(m.name for m in self.client.search_registered_models(max_results=100))
+            self.client.get_registered_model(self.model_name)
+            return None
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc).lower():
+                raise _wrap(f"reading model {self.model_name}", exc) from exc
+        try:
+            names = [m.name for m in self.client.search_registered_models(max_results=1000)]
         except MlflowException as exc:
             raise _wrap("listing the registered models", exc) from exc
-        if self.model_name in names:
-            return None
-        from ner.settings import redact_uri
 
         close = difflib.get_close_matches(self.model_name, names, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
