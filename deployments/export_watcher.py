@@ -113,7 +113,12 @@ def watch(
             try:
                 on_burst(ready)
             except BrandloopError as exc:
-                log.error("could not start training for %d file(s): %s", len(ready), exc)
+                log.error(
+                    "could not start training for %d file(s), kept pending for the next quiet "
+                    "listing: %s",
+                    len(ready),
+                    exc,
+                )
                 burst.acted -= ready
             else:
                 storage.write_json(CHECKPOINT_KEY, {"acted": sorted(burst.acted)})

@@ -562,7 +562,8 @@ def check_canary(
     if before - after > margin:
         reason = f"{summary}: fell by more than {margin:.4f}"
         return Verdict(Rule.CANARY, Status.REFUSED, reason, numbers)
-    return Verdict(Rule.CANARY, Status.PASSED, f"{summary}: within {margin:.4f}", numbers)
+    reason = f"{summary}: did not fall by more than {margin:.4f}"
+    return Verdict(Rule.CANARY, Status.PASSED, reason, numbers)
 
 
 def decide_promotion(

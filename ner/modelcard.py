@@ -29,8 +29,9 @@ SMALL_SUPPORT = 10
 """A label with fewer gold spans than this is named in the known limits."""
 
 _TRUNCATED = "\n\n_(card truncated to fit MLflow's description limit)_"
-MANUAL_PROMOTION = "**Promoted by hand**"
-"""Start of the line :func:`with_manual_promotion` puts under a card's title."""
+ALIAS_NOTES = ("**Promoted by hand**", "**Rolled back**")
+"""Starts of the lines :func:`with_alias_note` puts under a card's title (the last alias
+move made by hand)."""
 _COMPACT_ROWS = 8
 
 
@@ -309,17 +310,30 @@ def _fit(text: str, max_chars: int) -> str:
     return text[: cut if cut > 0 else room].rstrip() + _TRUNCATED
 
 
-def with_manual_promotion(card: str, *, reason: str, actor: str, when: str) -> str:
-    """``card`` (a version's description) with one line under its title saying the version
-    was made champion by hand (``brandloop promote``): ``when`` (ISO time, UTC), ``actor``,
-    ``reason``. The gate's verdict recorded when it was trained stays below; the line of an
-    earlier manual promotion is replaced. Kept within :data:`MLFLOW_DESCRIPTION_LIMIT` by
-    cutting the card's end at a line boundary."""
-    lines = [line for line in card.splitlines() if not line.startswith(MANUAL_PROMOTION)]
-    note = (
-        f"{MANUAL_PROMOTION} to @champion at {when} by {_cell(actor)}: {_cell(reason)}. "
+def manual_promotion_note(*, reason: str, actor: str, when: str) -> str:
+    """The line :func:`with_alias_note` puts on a version made champion by hand
+    (``brandloop promote``): ``when`` (UTC), ``actor``, ``reason``."""
+    return (
+        f"{ALIAS_NOTES[0]} to @champion at {when} by {_cell(actor)}: {_cell(reason)}. "
         "The gate's verdict when it was trained follows."
     )
+
+
+def rollback_note(*, reason: str, actor: str, when: str) -> str:
+    """The line :func:`with_alias_note` puts on a champion that ``brandloop rollback`` moved
+    away from."""
+    return (
+        f"{ALIAS_NOTES[1]} from @champion at {when} by {_cell(actor)}: {_cell(reason)}. "
+        "The card below is of when it was trained."
+    )
+
+
+def with_alias_note(card: str, note: str) -> str:
+    """``card`` (a version's description) with ``note`` (:func:`manual_promotion_note`,
+    :func:`rollback_note`) on one line under its title, replacing the note of an earlier
+    alias move; the gate's verdict recorded when it was trained stays below. Kept within
+    :data:`MLFLOW_DESCRIPTION_LIMIT` by cutting the card's end at a line boundary."""
+    lines = [line for line in card.splitlines() if not line.startswith(ALIAS_NOTES)]
     title = lines[:1] if lines and lines[0].startswith("# ") else []
     rest = lines[len(title) :]
     while rest and not rest[0].strip():

@@ -127,6 +127,11 @@ def default_actor() -> str:
         return "unknown"
 
 
+def _now() -> str:
+    """The time an alias note gives: minutes, UTC."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _wrap(action: str, exc: Exception) -> RegistryError:
     return RegistryError(f"MLflow {action} failed: {exc}")
 
@@ -627,24 +632,30 @@ class Registry:
 
     def note_manual_promotion(self, version: str, *, reason: str, actor: str) -> None:
         """Record on ``version`` that it was made champion by hand: its model card gets a line
-        saying so (:func:`ner.modelcard.with_manual_promotion`) and its
+        saying so (:func:`ner.modelcard.manual_promotion_note`) and its
         ``brandloop.promotion_reason`` tag the manual reason (the gate's own verdict stays in
         ``brandloop.gate.*``). Raises :class:`RegistryError` when MLflow refuses."""
+        from ner.modelcard import manual_promotion_note
+
+        note = manual_promotion_note(reason=reason, actor=actor, when=_now())
+        self._note_on_card(version, note, {"promotion_reason": reason, "promoted_by": actor})
+
+    def _note_on_card(self, version: str, note: str, tags: Mapping[str, str]) -> None:
+        """``note`` under the title of ``version``'s model card; ``tags`` on the version."""
         from mlflow.exceptions import MlflowException
 
-        from ner.modelcard import with_manual_promotion
+        from ner.modelcard import with_alias_note
 
-        when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         try:
             card = self.client.get_model_version(self.model_name, version).description or ""
-            text = with_manual_promotion(card, reason=reason, actor=actor, when=when)
+            text = with_alias_note(card, note)
             self.client.update_model_version(self.model_name, version, description=text)
-            for key, value in {"promotion_reason": reason, "promoted_by": actor}.items():
+            for key, value in tags.items():
                 self.client.set_model_version_tag(
                     self.model_name, version, f"{TAG_PREFIX}{key}", value[:5000]
                 )
         except MlflowException as exc:
-            raise _wrap(f"recording the manual promotion of version {version}", exc) from exc
+            raise _wrap(f"noting an alias move on version {version}", exc) from exc
 
     # ------------------------------------------------------------------ aliases + audit
     def set_alias(
@@ -946,9 +957,10 @@ class Registry:
             reason=f"rollback from version {current}",
         )
         if current is not None:
-            self.client.set_model_version_tag(
-                self.model_name, current, f"{TAG_PREFIX}rolled_back", reason
-            )
+            from ner.modelcard import rollback_note
+
+            note = rollback_note(reason=reason, actor=actor, when=_now())
+            self._note_on_card(current, note, {"rolled_back": reason})
         return event
 
     def _interrupted_rollback(self, champion: str) -> AuditEvent:

@@ -178,6 +178,17 @@ def test_a_forced_promotion_says_so_on_the_version(setup: CliState) -> None:
     assert version.tags["brandloop.promotion_reason"].startswith("manual: needed back (forced")
     assert version.tags["brandloop.promoted_by"].startswith("cli:")
 
+    # When it is rolled back, its card says that instead, above the same verdict
+    code, _, err = _invoke("rollback", "--reason", "worse in prod", *flags)
+    assert code == 0, err
+    version = registry.client.get_model_version(name, v1)
+    lines = version.description.splitlines()
+    assert lines[2].startswith("**Rolled back** from @champion at ")
+    assert "by cli:" in lines[2] and ": worse in prod." in lines[2]
+    assert "**Promoted by hand**" not in version.description
+    assert "**Gate: refused** (not promoted) by `threshold`" in version.description
+    assert version.tags["brandloop.rolled_back"] == "worse in prod"
+
 
 def test_rollback_names_a_model_that_is_not_registered(setup: CliState) -> None:
     name = setup.registry.model_name

@@ -118,7 +118,12 @@ def test_alias_moves_are_audited_and_rollback_restores(registry: Registry, tmp_p
 
 
 def test_rollback_without_previous_is_refused(registry: Registry, tmp_path: Path) -> None:
-    with pytest.raises(PromotionError, match="no @previous"):
+    # Given nothing registered yet: the model itself is named as missing
+    with pytest.raises(PromotionError, match="no registered model 'brand-ner' in sqlite:"):
+        registry.rollback(actor="oncall")
+    # Given the model with one version and no @previous
+    register(registry, tmp_path, ["glossier"])
+    with pytest.raises(PromotionError, match="no @previous version of brand-ner to roll back"):
         registry.rollback(actor="oncall")
 
 

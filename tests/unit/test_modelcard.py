@@ -15,8 +15,10 @@ from ner.modelcard import (
     SetMetrics,
     TrainingData,
     known_limits,
+    manual_promotion_note,
     render_model_card,
-    with_manual_promotion,
+    rollback_note,
+    with_alias_note,
 )
 from tests.support.gate_data import canary, gold_win
 
@@ -156,27 +158,35 @@ def test_a_card_over_any_limit_is_cut_at_a_line_with_a_note() -> None:
         render_model_card(many_labels_card(), max_chars=100)
 
 
-def test_a_manual_promotion_line_goes_under_the_title_once() -> None:
+def test_an_alias_note_goes_under_the_title_and_replaces_the_last_one() -> None:
     card = "# brand-ner version 3\n\n**Gate: refused** (not promoted) by `threshold`\n\n## Metrics"
-    once = with_manual_promotion(card, reason="manual: hotfix", actor="cli:ana", when="T1")
-    twice = with_manual_promotion(once, reason="manual: again", actor="cli:bo", when="T2")
-    lines = twice.splitlines()
-    assert lines[:3] == [
+    promoted = manual_promotion_note(reason="manual: hotfix", actor="cli:ana", when="T1")
+    once = with_alias_note(card, promoted)
+    again = with_alias_note(once, manual_promotion_note(reason="again", actor="b", when="T2"))
+    rolled = with_alias_note(again, rollback_note(reason="complaints", actor="cli:bo", when="T3"))
+    assert once.splitlines()[:3] == [
         "# brand-ner version 3",
         "",
-        "**Promoted by hand** to @champion at T2 by cli:bo: manual: again. "
+        "**Promoted by hand** to @champion at T1 by cli:ana: manual: hotfix. "
         "The gate's verdict when it was trained follows.",
     ]
+    assert again.count("**Promoted by hand**") == 1 and "at T2 by b: again." in again
+    lines = rolled.splitlines()
+    assert lines[2] == (
+        "**Rolled back** from @champion at T3 by cli:bo: complaints. "
+        "The card below is of when it was trained."
+    )
+    assert "**Promoted by hand**" not in rolled  # the last move made by hand, only
     assert lines[3:] == ["", "**Gate: refused** (not promoted) by `threshold`", "", "## Metrics"]
 
 
-def test_a_manual_promotion_line_without_a_card_and_within_the_limit() -> None:
-    bare = with_manual_promotion("", reason="r | x\ny", actor="a", when="T")
-    assert bare == (
+def test_an_alias_note_without_a_card_and_within_the_limit() -> None:
+    note = manual_promotion_note(reason="r | x\ny", actor="a", when="T")
+    assert with_alias_note("", note) == (
         "**Promoted by hand** to @champion at T by a: r \\| x y. "
         "The gate's verdict when it was trained follows."
     )
     long_card = "# m version 1\n\n" + "\n".join(["row " + "x" * 90] * 80)
-    cut = with_manual_promotion(long_card, reason="r", actor="a", when="T")
+    cut = with_alias_note(long_card, note)
     assert len(cut) <= MLFLOW_DESCRIPTION_LIMIT and cut.splitlines()[2].startswith("**Promoted")
     assert cut.endswith("_(card truncated to fit MLflow's description limit)_")
