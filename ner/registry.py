@@ -960,7 +960,10 @@ class Registry:
             from ner.modelcard import rollback_note
 
             note = rollback_note(reason=reason, actor=actor, when=_now())
-            self._note_on_card(current, note, {"rolled_back": reason})
+            try:  # the moves are made and audited: a failed note must not invite a retry
+                self._note_on_card(current, note, {"rolled_back": reason})
+            except RegistryError as exc:
+                log.warning("rolled back, but version %s's card was not updated: %s", current, exc)
         return event
 
     def _interrupted_rollback(self, champion: str) -> AuditEvent:

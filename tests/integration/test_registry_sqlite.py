@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import mlflow.pyfunc
 import mlflow.spacy
@@ -10,7 +12,7 @@ import pandas as pd
 import pytest
 import spacy
 
-from ner.errors import PromotionError
+from ner.errors import PromotionError, RegistryError
 from ner.models import add_gazetteer, add_label_filter
 from ner.registry import CHAMPION, PREVIOUS, Registry, decide
 
@@ -115,6 +117,29 @@ def test_alias_moves_are_audited_and_rollback_restores(registry: Registry, tmp_p
     assert "rollback" in audit[-2].reason or "rollback" in audit[-1].reason
     mv = registry.client.get_model_version("brand-ner", v2)
     assert mv.tags["brandloop.rolled_back"] == "bad predictions on new slang"
+
+
+def test_a_rollback_whose_card_note_fails_is_still_done_and_says_so(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    # Given v1 then v2 promoted, and MLflow refusing the version's card update
+    for version in (register(registry, tmp_path, ["Glossier"]), register(registry, tmp_path, [])):
+        registry.record_evaluation(version, GOLD, {"f1": 0.9})
+        registry.promote(
+            version, gold_hash=GOLD, decision=decide(0.9, None, 0.8), metrics={}, actor="t"
+        )
+
+    def refuse(*_: object) -> None:
+        raise RegistryError("MLflow refused the description")
+
+    monkeypatch.setattr(registry, "_note_on_card", refuse)
+    # When it is rolled back, the moves are made (a retry would roll back twice) and the
+    # failed note is a warning
+    with caplog.at_level(logging.WARNING, logger="ner.registry"):
+        event = registry.rollback(actor="oncall", reason="r")
+    assert (event.from_version, event.to_version) == ("2", "1")
+    assert registry.alias_version(CHAMPION) == "1"
+    assert "rolled back, but version 2's card was not updated" in caplog.text
 
 
 def test_rollback_without_previous_is_refused(registry: Registry, tmp_path: Path) -> None:
