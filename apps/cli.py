@@ -37,7 +37,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from ner.errors import BrandloopError, ConfigError, RegistryError
+from ner.errors import BrandloopError, ConfigError
 
 if TYPE_CHECKING:
     from flows.feedback_loop import LoopResult
@@ -1166,11 +1166,7 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
         },
         actor=_actor(),
     )
-    try:  # the moves are made and audited: a failed note must not invite a retry
-        registry.note_manual_promotion(version, reason=why, actor=_actor())
-    except RegistryError as exc:
-        note = f"warning: promoted, but version {version}'s card was not updated: {exc}"
-        err_console().print(_escape(note))
+    registry.note_manual_promotion(version, reason=why, actor=_actor())
     return list(events)
 
 

@@ -27,7 +27,16 @@ from dataclasses import dataclass
 
 from ner import datasets, evaluation
 from ner.errors import ConfigError, GoldSetError, PromotionError, RegistryError
-from ner.registry import CHAMPION, TAG_PREFIX, AuditEvent, Decision, Registry, decide, run_tags
+from ner.registry import (
+    CHAMPION,
+    TAG_PREFIX,
+    AuditEvent,
+    Decision,
+    Registry,
+    decide,
+    does_not_exist,
+    run_tags,
+)
 from ner.settings import Settings
 from ner.storage import open_storage
 from ner.types import Annotation
@@ -146,7 +155,7 @@ def source_version(registry: Registry, version: str, env: str) -> Source:
     try:
         mv = registry.client.get_model_version(registry.model_name, version)
     except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" not in f"{exc.error_code} {exc}":
+        if not does_not_exist(exc):
             raise RegistryError(f"reading {registry.model_name}/{version} failed: {exc}") from exc
         raise RegistryError(
             f"{env} model {registry.model_name} has no version {version!r}"

@@ -132,6 +132,13 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def does_not_exist(exc: Exception) -> bool:
+    """Whether MLflow's ``exc`` says the model, version or alias is not there (a local store
+    gives RESOURCE_DOES_NOT_EXIST, a tracking server's message says "not found")."""
+    text = f"{getattr(exc, 'error_code', '')} {exc}"
+    return "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower()
+
+
 def _wrap(action: str, exc: Exception) -> RegistryError:
     return RegistryError(f"MLflow {action} failed: {exc}")
 
@@ -336,7 +343,7 @@ class Registry:
         try:
             mv = self.client.get_model_version_by_alias(self.model_name, alias)
         except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+            if does_not_exist(exc):
                 return None
             raise _wrap(f"alias lookup @{alias}", exc) from exc
         return str(mv.version)
@@ -365,7 +372,7 @@ class Registry:
             self.client.get_registered_model(self.model_name)
             return None
         except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc).lower():
+            if not does_not_exist(exc):
                 raise _wrap(f"reading model {self.model_name}", exc) from exc
         try:
             names = [m.name for m in self.client.search_registered_models(max_results=1000)]
@@ -634,14 +641,18 @@ class Registry:
         """Record on ``version`` that it was made champion by hand: its model card gets a line
         saying so (:func:`ner.modelcard.manual_promotion_note`) and its
         ``brandloop.promotion_reason`` tag the manual reason (the gate's own verdict stays in
-        ``brandloop.gate.*``). Raises :class:`RegistryError` when MLflow refuses."""
+        ``brandloop.gate.*``). Best effort, as :meth:`_note_on_card`."""
         from ner.modelcard import manual_promotion_note
 
         note = manual_promotion_note(reason=reason, actor=actor, when=_now())
-        self._note_on_card(version, note, {"promotion_reason": reason, "promoted_by": actor})
+        tags = {"promotion_reason": reason, "promoted_by": actor}
+        self._note_on_card(version, note, tags, done="promoted")
 
-    def _note_on_card(self, version: str, note: str, tags: Mapping[str, str]) -> None:
-        """``note`` under the title of ``version``'s model card; ``tags`` on the version."""
+    def _note_on_card(self, version: str, note: str, tags: Mapping[str, str], *, done: str) -> None:
+        """``note`` under the title of ``version``'s model card; ``tags`` on the version.
+        Best effort: the alias moves it describes (``done``) are made and audited already, so
+        an MLflow refusal is logged as a warning, not raised (an error would invite a retry
+        of the move itself)."""
         from mlflow.exceptions import MlflowException
 
         from ner.modelcard import with_alias_note
@@ -655,7 +666,7 @@ class Registry:
                     self.model_name, version, f"{TAG_PREFIX}{key}", value[:5000]
                 )
         except MlflowException as exc:
-            raise _wrap(f"noting an alias move on version {version}", exc) from exc
+            log.warning("%s, but version %s's card was not updated: %s", done, version, exc)
 
     # ------------------------------------------------------------------ aliases + audit
     def set_alias(
@@ -960,10 +971,7 @@ class Registry:
             from ner.modelcard import rollback_note
 
             note = rollback_note(reason=reason, actor=actor, when=_now())
-            try:  # the moves are made and audited: a failed note must not invite a retry
-                self._note_on_card(current, note, {"rolled_back": reason})
-            except RegistryError as exc:
-                log.warning("rolled back, but version %s's card was not updated: %s", current, exc)
+            self._note_on_card(current, note, {"rolled_back": reason}, done="rolled back")
         return event
 
     def _interrupted_rollback(self, champion: str) -> AuditEvent:

@@ -11,8 +11,9 @@ import mlflow.spacy
 import pandas as pd
 import pytest
 import spacy
+from mlflow.exceptions import MlflowException
 
-from ner.errors import PromotionError, RegistryError
+from ner.errors import PromotionError
 from ner.models import add_gazetteer, add_label_filter
 from ner.registry import CHAMPION, PREVIOUS, Registry, decide
 
@@ -129,10 +130,10 @@ def test_a_rollback_whose_card_note_fails_is_still_done_and_says_so(
             version, gold_hash=GOLD, decision=decide(0.9, None, 0.8), metrics={}, actor="t"
         )
 
-    def refuse(*_: object) -> None:
-        raise RegistryError("MLflow refused the description")
+    def refuse(*_: object, **__: object) -> None:
+        raise MlflowException("MLflow refused the description")
 
-    monkeypatch.setattr(registry, "_note_on_card", refuse)
+    monkeypatch.setattr(registry.client, "update_model_version", refuse)
     # When it is rolled back, the moves are made (a retry would roll back twice) and the
     # failed note is a warning
     with caplog.at_level(logging.WARNING, logger="ner.registry"):
