@@ -48,8 +48,17 @@ from ner.gate import GateDecision, GatePolicy, ModelScores, SetScores, decide_pr
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
 from ner.modelcard import ModelCard, Recipe, SetMetrics, TrainingData, render_model_card
-from ner.registry import CHALLENGER, CHAMPION, Decision, needs_training, run_tags
+from ner.registry import (
+    CHALLENGER,
+    CHAMPION,
+    FINGERPRINT_TAG,
+    Decision,
+    git_commit,
+    needs_training,
+    run_tags,
+)
 from ner.settings import Settings, TrainSettings
+from ner.training import training_fingerprint
 from ner.training_worker import train_isolated
 from ner.types import Annotation
 
@@ -63,6 +72,9 @@ class TrainStatus(StrEnum):
     NOT_ENOUGH_LABELS = "not_enough_labels"
     PROMOTED = "promoted"
     NOT_PROMOTED = "not_promoted"
+    #: A version was trained on the same inputs (labels, gold set, recipe, seed, code):
+    #: training again would make the same model, so nothing was trained.
+    ALREADY_TRAINED = "already_trained"
 
 
 class Pulled(BaseModel):
@@ -143,6 +155,31 @@ class Trained(BaseModel):
     rehearsed: int = 0
     #: What was read of the rehearsal set, for the run's log ("" without one).
     rehearsal_note: str = ""
+    #: :func:`ner.training.training_fingerprint` of the inputs.
+    fingerprint: str = ""
+
+
+class EarlierTraining(BaseModel):
+    """A registered version whose training run finished with the same fingerprint."""
+
+    version: str
+    run_id: str
+    #: Its F1 on the current gold set, when it was evaluated on it.
+    gold_f1: float | None = None
+
+
+class TrainingInputs(BaseModel):
+    """What a challenger is trained from, read before training, and its fingerprint
+    (:func:`ner.training.training_fingerprint`)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    pool: list[Annotation]
+    unlabelled: list[Annotation]
+    rehearsed: rehearsal.RehearsalSet | None
+    fingerprint: str
+    #: The version trained earlier on the same inputs, if any.
+    earlier: EarlierTraining | None = None
 
 
 class Logged(BaseModel):
@@ -483,25 +520,52 @@ def _score(ctx: RunContext, nlp: Any, key: str) -> SetScores:
     return score_spans(evaluation.spans_by_post(annotations), predicted, labels)
 
 
+@io_task()
+def prepare_training(
+    ctx: RunContext, splits: Splits, labelled_keys: list[str], champion_version: str | None
+) -> TrainingInputs:
+    """Read what the challenger is trained from: the training pool (gold posts excluded);
+    with ``train.hard_negatives``, stored posts in none of ``labelled_keys`` (the pulled
+    annotations, the gold and canary sets) as the pool hard negatives come from; with
+    ``train.rehearsal_uri``, the rehearsal set's posts in none of them
+    (:func:`ner.rehearsal.rehearsal_set`). Fingerprint them with the recipe, the seed, the
+    start, the gold and canary sets and the code, and look for a registered version whose
+    training run finished with that fingerprint (:meth:`ner.registry.Registry.trained_with`)."""
+    settings = ctx.settings
+    labelled = _labelled_ids(ctx, labelled_keys)
+    inputs = TrainingInputs(
+        pool=list(datasets.read_annotations(ctx.storage, splits.train_key)),
+        unlabelled=_unlabelled_pool(ctx, labelled),
+        rehearsed=_rehearsal_set(ctx, labelled),
+        fingerprint="",
+    )
+    from_champion = settings.train.start_from == "champion" and champion_version
+    inputs.fingerprint = training_fingerprint(
+        inputs.pool,
+        start_from=f"champion v{champion_version}" if from_champion else settings.base_model,
+        labels=settings.labels,
+        recipe=settings.train,
+        seed=settings.seed,
+        unlabelled=inputs.unlabelled,
+        rehearsal=inputs.rehearsed.annotations if inputs.rehearsed else (),
+        context={"gold": splits.gold_hash, "canary": splits.canary_hash, "code": git_commit()},
+    )
+    found = ctx.registry.trained_with(inputs.fingerprint)
+    if found is not None:
+        version, run_id = found
+        f1 = ctx.registry.evaluated_f1(version, splits.gold()[1])
+        inputs.earlier = EarlierTraining(version=version, run_id=run_id, gold_f1=f1)
+    return inputs
+
+
 @io_task(retries=1)
 def train_challenger(
-    ctx: RunContext,
-    train_key: str,
-    start_from: str,
-    model_dir: str,
-    labelled_keys: list[str] | None = None,
+    ctx: RunContext, inputs: TrainingInputs, start_from: str, model_dir: str
 ) -> Trained:
-    """Fine-tune a challenger on the training pool (gold posts excluded), in a process of
-    its own (:func:`ner.training_worker.train_isolated`) with the recipe ``settings.train``.
-    With ``train.hard_negatives``, stored posts that are in none of ``labelled_keys`` (the
-    pulled annotations, the gold and canary sets) are the pool hard negatives come from;
-    with ``train.rehearsal_uri``, the rehearsal set's posts in none of them are trained on
-    too (:func:`ner.rehearsal.rehearsal_set`)."""
+    """Fine-tune a challenger on ``inputs`` (:func:`prepare_training`), in a process of its
+    own (:func:`ner.training_worker.train_isolated`) with the recipe ``settings.train``."""
     settings, logger = ctx.settings, get_run_logger()
-    pool = list(datasets.read_annotations(ctx.storage, train_key))
-    labelled = _labelled_ids(ctx, labelled_keys or [])
-    unlabelled = _unlabelled_pool(ctx, labelled)
-    rehearsed = _rehearsal_set(ctx, labelled)
+    pool, unlabelled, rehearsed = inputs.pool, inputs.unlabelled, inputs.rehearsed
     started_ms = int(time.time() * 1000)
     result = train_isolated(
         pool,
@@ -538,6 +602,7 @@ def train_challenger(
         hard_negatives=result.hard_negatives,
         rehearsed=result.rehearsed,
         rehearsal_note=_rehearsal_note(rehearsed, settings.train, result.rehearsed),
+        fingerprint=inputs.fingerprint,
     )
 
 
@@ -668,7 +733,7 @@ def log_challenger(ctx: RunContext, trained: Trained, splits: Splits, stamp: str
         dataset_uri=storage.uri(splits.train_key),
         gold_hash=gold_hash,
         gold_uri=storage.uri(gold_key),
-        tags=run_tags(ctx.settings.env, _prefect_tags()),
+        tags=run_tags(ctx.settings.env, {**_prefect_tags(), FINGERPRINT_TAG: trained.fingerprint}),
         start_time_ms=trained.started_ms,
     )
     try:
@@ -863,21 +928,18 @@ def evaluate_champion(ctx: RunContext, splits: Splits, summary: TrainSummary) ->
 def train_and_log(
     ctx: RunContext,
     splits: Splits,
+    inputs: TrainingInputs,
     champion_version: str | None,
     stamp: str,
-    annotations_key: str | None = None,
 ) -> Logged:
-    """Train a challenger (from the base model, or the champion's weights with
-    ``train.start_from=champion``), log it and register it as @challenger. Posts in none
-    of ``annotations_key`` (every labelled post), the gold and the canary set are the
-    unlabelled pool of hard negatives."""
-    labelled = [k for k in (annotations_key, splits.gold_key, splits.canary_key) if k]
+    """Train a challenger on ``inputs`` (from the base model, or the champion's weights
+    with ``train.start_from=champion``), log it and register it as @challenger."""
     with tempfile.TemporaryDirectory(prefix="brandloop-model-") as tmp:
         start_from = ctx.settings.base_model
         if ctx.settings.train.start_from == "champion" and champion_version:
             start_from = str(ctx.registry.download_model(CHAMPION, Path(tmp) / "champion"))
         model_dir = str(Path(tmp) / "model")
-        trained = train_challenger(ctx, splits.train_key, start_from, model_dir, labelled)
+        trained = train_challenger(ctx, inputs, start_from, model_dir)
         if trained.rehearsal_note:
             get_run_logger().info(
                 "trained on %d documents, %d rehearsal posts (%s)",
@@ -954,8 +1016,29 @@ def run_train(
     if splits.n_train < ctx.settings.min_new_labels:
         summary.status = TrainStatus.NOT_ENOUGH_LABELS
         return summary
-    logged = train_and_log(ctx, splits, summary.champion_version, stamp, pulled.annotations_key)
+    labelled = [k for k in (pulled.annotations_key, splits.gold_key, splits.canary_key) if k]
+    inputs = prepare_training(ctx, splits, labelled, summary.champion_version)
+    if inputs.earlier is not None:
+        return already_trained(inputs.earlier, inputs.fingerprint, summary)
+    logged = train_and_log(ctx, splits, inputs, summary.champion_version, stamp)
     return challenge(ctx, splits, champion, logged, summary)
+
+
+def already_trained(
+    earlier: EarlierTraining, fingerprint: str, summary: TrainSummary
+) -> TrainSummary:
+    """``summary`` of a run that trained nothing: ``earlier`` was trained on the same
+    inputs (its version, run and gold F1 go into the challenger's fields)."""
+    summary.status = TrainStatus.ALREADY_TRAINED
+    summary.challenger_version, summary.run_id = earlier.version, earlier.run_id
+    summary.challenger_f1 = earlier.gold_f1
+    summary.decision = (
+        f"version {earlier.version} (run {earlier.run_id}) was trained on the same labels, "
+        f"gold set, recipe, seed and code (fingerprint {fingerprint[:12]}): training again "
+        "would make the same model. Label more posts or change the recipe to train; "
+        f"`brandloop promote {earlier.version}` puts that version through today's gate"
+    )
+    return summary
 
 
 @flow(name="train-ner")

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+#: Tag of a training run: :func:`ner.training.training_fingerprint` of its inputs.
+FINGERPRINT_TAG = f"{TAG_PREFIX}training_fingerprint"
 PREVIOUS = "previous"
 
 
@@ -335,6 +337,31 @@ class Registry:
             f"name='{self.model_name}' and run_id='{run_id}'"
         )
         return str(versions[0].version) if versions else None
+
+    def trained_with(self, fingerprint: str) -> tuple[str, str] | None:
+        """``(version, run id)`` of the newest registered version whose training run
+        FINISHED with ``fingerprint`` (tag :data:`FINGERPRINT_TAG`); None when there is
+        none. Raises :class:`RegistryError` when MLflow fails."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            if exp is None:
+                return None
+            runs = self.client.search_runs(
+                [exp.experiment_id],
+                filter_string=f"tags.`{FINGERPRINT_TAG}` = '{fingerprint}' "
+                "and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=20,
+            )
+            for run in runs:
+                version = self.version_for_run(run.info.run_id)
+                if version is not None:
+                    return version, str(run.info.run_id)
+        except MlflowException as exc:
+            raise _wrap("looking for a version trained on the same inputs", exc) from exc
+        return None
 
     def alias_version(self, alias: str) -> str | None:
         """Version behind ``@alias``, or None."""

@@ -39,6 +39,7 @@ caller's script (no ``if __name__ == "__main__"`` guard needed).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -48,15 +49,16 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import IO, Any
 
 import spacy
 from spacy.language import Language
 
-from ner.datasets import split_point, to_docbin
-from ner.errors import TrainingError
+from ner import __version__
+from ner.datasets import dataset_hash, split_point, to_docbin
+from ner.errors import ConfigError, TrainingError
 from ner.models import add_gazetteer, add_label_filter, load_spacy
 from ner.rehearsal import DEFAULT_SKIP, hard_negatives
 from ner.settings import TrainSettings
@@ -293,6 +295,57 @@ def train(
         result = _save_result(final, output_dir, curve_file, recipe, started, start_from, sizes)
     log.info("trained on %d posts (%d dev) in %.1fs", sizes[0], sizes[1], result.seconds)
     return replace(result, rejected=rejected, hard_negatives=len(hard), rehearsed=len(rehearsed))
+
+
+def training_fingerprint(
+    annotations: Sequence[Annotation],
+    *,
+    start_from: str,
+    labels: Sequence[str],
+    recipe: TrainSettings,
+    seed: int,
+    unlabelled: Sequence[Annotation] = (),
+    rehearsal: Sequence[Annotation] = (),
+    context: Mapping[str, str | None] | None = None,
+) -> str:
+    """sha256 hex of everything :func:`train` makes a model from: the arguments of the same
+    names (posts by :func:`ner.datasets.dataset_hash`, unlabelled posts only when the recipe
+    draws hard negatives from them, every knob of the recipe and the bytes of its ``config``
+    file), the versions of spaCy, brandloop and (accurate recipe) torch, and ``context``
+    (for example the code's commit and the gold set's hash). Training is a function of
+    these (``bench/README.md``, "Reproducible training"), so two runs with one fingerprint
+    make the same model. ``start_from`` names the start (a package, or ``champion v3``), not its
+    bytes. Raises :class:`ConfigError` when ``recipe.config`` cannot be read."""
+    try:
+        config = Path(recipe.config).read_bytes() if recipe.config else b""
+    except OSError as exc:
+        raise ConfigError(
+            f"NER_TRAIN__CONFIG: cannot read the training config {recipe.config}: {exc}"
+        ) from exc
+    payload = {
+        "posts": dataset_hash(annotations),
+        "unlabelled": dataset_hash(unlabelled) if recipe.hard_negatives else None,
+        "rehearsal": dataset_hash(rehearsal),
+        "start_from": start_from,
+        "labels": list(labels),
+        "recipe": recipe.model_dump(mode="json"),
+        "seed": seed,
+        "config": hashlib.sha256(config).hexdigest(),
+        "spacy": spacy.__version__,
+        "brandloop": __version__,
+        "torch": _installed("torch") if recipe.recipe == "accurate" else None,
+        "context": dict(context or {}),
+    }
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _installed(package: str) -> str | None:
+    """The installed version of ``package`` (read from its metadata, not imported)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _rehearsal_part(

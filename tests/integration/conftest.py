@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.flows import prefect_api
 from tests.support.servers import (
     GcsService,
     LabelStudioService,
@@ -241,3 +242,10 @@ def prefect_server(_launcher: _Launcher) -> PrefectService:
     service = _launcher.get("prefect_server")
     assert isinstance(service, PrefectService)
     return service
+
+
+@pytest.fixture
+def prefect(prefect_server: PrefectService) -> Iterator[PrefectService]:
+    """Flows called in this process report to the session's Prefect server."""
+    with prefect_api(prefect_server):
+        yield prefect_server

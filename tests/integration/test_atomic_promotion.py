@@ -37,7 +37,6 @@ GOLD = "a" * 64
 # Fixtures: a private MLflow server (this module's own instance), the session's Prefect
 # server as the API, MLflow's client retries off.
 own_mlflow = outages.own_mlflow
-prefect = outages.prefect
 fail_fast_mlflow = outages.fail_fast_mlflow
 
 

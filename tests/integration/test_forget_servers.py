@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,12 @@ from ner.replay import demo_gold_path
 from ner.settings import Settings, load_settings
 from ner.storage import Storage, open_storage
 from ner.types import Post, Prediction, Span
-from tests.support.flows import demo_slice, prefect_api
+from tests.support.flows import demo_slice
 from tests.support.servers import GcsService, LabelStudioService, PrefectService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 N_POSTS = 60
-
-
-@pytest.fixture
-def prefect(prefect_server: PrefectService) -> Iterator[PrefectService]:
-    with prefect_api(prefect_server) as service:
-        yield service
 
 
 def holders(storage: Storage, post_ids: set[str]) -> dict[str, list[str]]:

@@ -13,7 +13,6 @@ the model card).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,18 +22,11 @@ from ner import layout
 from ner.datasets import load_gold_set
 from ner.registry import CHAMPION, Registry
 from ner.storage import LocalStorage
-from tests.support.flows import prefect_api
 from tests.support.gate_data import OLD_BRANDS, write_two_windows
 from tests.support.models import register_gazetteer
 from tests.support.servers import PrefectService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def prefect(prefect_server: PrefectService) -> Iterator[PrefectService]:
-    with prefect_api(prefect_server):
-        yield prefect_server
 
 
 def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(

@@ -24,7 +24,6 @@ import pytest
 from flows.train_ner import TrainStatus, train_ner
 from ner.registry import CHAMPION, Registry
 from ner.storage import LocalStorage
-from tests.support.flows import prefect_api
 from tests.support.gate_data import write_two_windows
 from tests.support.servers import MlflowService, PrefectService, mlflow_service
 
@@ -63,12 +62,6 @@ def render(url: str, profile: Path, screenshot: Path | None = None) -> str:
         [*argv, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=180
     )
     return done.stdout
-
-
-@pytest.fixture
-def prefect(prefect_server: PrefectService) -> Iterator[PrefectService]:
-    with prefect_api(prefect_server):
-        yield prefect_server
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ canary post; and a rehearsal set (labelled posts of a general source: ``train.re
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from ner.settings import load_settings
 from ner.storage import LocalStorage
 from ner.training import load_start
 from ner.types import Annotation
-from tests.support.flows import prefect_api
 from tests.support.gate_data import write_two_windows
 from tests.support.ls_json import result, task
 from tests.support.servers import PrefectService
@@ -49,12 +47,6 @@ def run_settings(tmp_path: Path, train: dict[str, Any]) -> dict[str, Any]:
         "gate_bootstrap_resamples": 200,
         "train": train,
     }
-
-
-@pytest.fixture
-def prefect(prefect_server: PrefectService) -> Iterator[PrefectService]:
-    with prefect_api(prefect_server):
-        yield prefect_server
 
 
 def test_train_ner_trains_on_hard_negatives_from_unlabelled_stored_posts(

@@ -1,9 +1,10 @@
 """Servers broken on purpose while a flow runs (tests of reliability and atomic promotion).
 
 Fixtures (import them into a test module to use them): ``own_mlflow``, a private MLflow
-server per test module that the module may pause, kill and restart; ``prefect``, flows of
-this process reporting to the session's Prefect server; ``fail_fast_mlflow``, MLflow's own
-client retries off so that brandloop's task retries are what is exercised.
+server per test module that the module may pause, kill and restart; ``fail_fast_mlflow``,
+MLflow's own client retries off so that brandloop's task retries are what is exercised (the
+``prefect`` fixture, flows of this process reporting to the session's Prefect server, is
+every integration module's: ``tests/integration/conftest.py``).
 
 Helpers: :func:`fault_once` runs a fault at an exact call of a library function (the call
 itself still runs against the real server), :func:`pause_for` hangs a server for a while,
@@ -25,8 +26,8 @@ import pytest
 
 from ner.replay import demo_gold_path
 from ner.storage import Storage, open_storage
-from tests.support.flows import MLFLOW_FAIL_FAST, prefect_api
-from tests.support.servers import MlflowService, PrefectService, Service, mlflow_service
+from tests.support.flows import MLFLOW_FAIL_FAST
+from tests.support.servers import MlflowService, Service, mlflow_service
 
 #: Short task retries: 3 retries, after ~0.5, 1 and 2 s.
 RETRIES = {"io_retries": 3, "io_retry_delay_s": 0.5}
@@ -40,13 +41,6 @@ def own_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServi
     with service.start():
         print(f"\nprivate MLflow server healthy after {time.monotonic() - started:.1f} s")
         yield service
-
-
-@pytest.fixture
-def prefect(prefect_server: PrefectService) -> Iterator[PrefectService]:
-    """Flows called in this process report to the session's Prefect server."""
-    with prefect_api(prefect_server):
-        yield prefect_server
 
 
 @pytest.fixture

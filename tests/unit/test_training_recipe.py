@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from ner.datasets import adopt_gold_set, load_gold_set, prepare_splits, read_annotations
-from ner.errors import DataError, GoldSetError, TrainingError
+from ner.errors import ConfigError, DataError, GoldSetError, TrainingError
 from ner.settings import Settings, TrainSettings
 from ner.storage import LocalStorage
-from ner.training import relabel, sample_negatives, train
+from ner.training import relabel, sample_negatives, train, training_fingerprint
 from ner.types import Annotation, Span
 
 
@@ -458,3 +458,61 @@ def test_a_post_copied_for_weight_is_reported_once_when_its_span_is_rejected(
     # Then each post is trained three times but reported once, by its id
     assert sizes[0] == 3 * (10 - sizes[1])
     assert sorted(r.record_id for r in rejected) == sorted(p.post_id for p in posts)
+
+
+def test_the_training_fingerprint_changes_with_every_input_and_only_with_them() -> None:
+    # Given labelled posts, a recipe and everything else training reads
+    posts = [ann("p1", "love my Nike shoes", "Nike"), ann("p2", "walking the dog again")]
+    unlabelled = [ann("u1", "Barack Obama spoke in Paris")]
+    recipe = TrainSettings(max_epochs=2)
+    base: dict[str, Any] = dict(
+        start_from="en_core_web_md",
+        labels=["BRAND"],
+        recipe=recipe,
+        seed=17,
+        unlabelled=unlabelled,
+        context={"gold": "g1", "code": "abc"},
+    )
+    first = training_fingerprint(posts, **base)
+    # Then the same inputs, in another order, give the same fingerprint
+    assert training_fingerprint(list(reversed(posts)), **base) == first
+    # And each input that shapes the model changes it
+    changed = [
+        training_fingerprint([posts[0], ann("p2", "walking the Dog again")], **base),
+        training_fingerprint([*posts[:1], ann("p2", "walking the dog again", "dog")], **base),
+        training_fingerprint(posts, **{**base, "recipe": TrainSettings(max_epochs=3)}),
+        training_fingerprint(posts, **{**base, "seed": 18}),
+        training_fingerprint(posts, **{**base, "start_from": "champion v3"}),
+        training_fingerprint(posts, **{**base, "labels": ["BRAND", "PRODUCT"]}),
+        training_fingerprint(posts, **{**base, "rehearsal": [ann("r1", "my Sony tv", "Sony")]}),
+        training_fingerprint(posts, **{**base, "context": {"gold": "g2", "code": "abc"}}),
+    ]
+    assert first not in changed and len(set(changed)) == len(changed)
+    # And unlabelled posts count only when the recipe draws hard negatives from them
+    assert training_fingerprint(posts, **{**base, "unlabelled": []}) == first
+    hard = {**base, "recipe": TrainSettings(max_epochs=2, hard_negatives=5)}
+    assert training_fingerprint(posts, **hard) != training_fingerprint(
+        posts, **{**hard, "unlabelled": []}
+    )
+
+
+def test_the_fingerprint_reads_a_custom_config_file(tmp_path: Path) -> None:
+    # Given a recipe with a spaCy config file of its own
+    config = tmp_path / "train.cfg"
+    config.write_text("[training]\nmax_epochs = 2\n", encoding="utf-8")
+    posts = [ann("p1", "love my Nike shoes", "Nike")]
+    recipe = TrainSettings(config=str(config))
+
+    def fingerprint() -> str:
+        return training_fingerprint(
+            posts, start_from="en_core_web_md", labels=["BRAND"], recipe=recipe, seed=17
+        )
+
+    before = fingerprint()
+    # When the file changes under the same name, the fingerprint changes
+    config.write_text("[training]\nmax_epochs = 3\n", encoding="utf-8")
+    assert fingerprint() != before
+    # And a file that is gone is a configuration error naming it, not a guess
+    config.unlink()
+    with pytest.raises(ConfigError, match="NER_TRAIN__CONFIG: cannot read the training config"):
+        fingerprint()

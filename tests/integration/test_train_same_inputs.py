@@ -1,0 +1,57 @@
+"""train-ner on inputs a registered version was already trained on trains nothing: the same
+labels, gold set, recipe, seed and code make the same model (bench/README.md, "Reproducible
+training"), so a scheduled run with no new label does not register a copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.train_ner import TrainStatus, train_ner
+from ner.registry import FINGERPRINT_TAG
+from ner.storage import LocalStorage
+from tests.support.gate_data import write_two_windows
+from tests.support.servers import PrefectService
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
+    prefect: PrefectService, tmp_path: Path, clean_env: None
+) -> None:
+    # Given labelled posts and a threshold no challenger meets
+    write_two_windows(LocalStorage(tmp_path / "storage" / "dev"))
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings: dict[str, Any] = {
+        "storage_uri": str(tmp_path / "storage"),
+        "mlflow_tracking_uri": tracking,
+        "mlflow_artifact_location": (tmp_path / "art").as_uri(),
+        "threshold": 0.99,
+        "gate_bootstrap_resamples": 200,
+        "train": {"max_epochs": 1},
+    }
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    # When train-ner runs, then runs again with nothing changed
+    first = train_ner(source="storage", overrides=settings)
+    again = train_ner(source="storage", overrides=settings)
+
+    # Then the first trained and registered version 1, its run carrying the fingerprint
+    assert (first.status, first.challenger_version) == (TrainStatus.NOT_PROMOTED, "1"), first
+    assert first.run_id is not None and first.challenger_f1 is not None
+    fingerprint = client.get_run(first.run_id).data.tags[FINGERPRINT_TAG]
+    assert len(fingerprint) == 64
+    # And the second trained nothing and said which version it would have copied
+    assert again.status == TrainStatus.ALREADY_TRAINED, again
+    assert (again.challenger_version, again.run_id) == ("1", first.run_id)
+    assert again.challenger_f1 == pytest.approx(first.challenger_f1)
+    assert again.decision is not None and f"fingerprint {fingerprint[:12]}" in again.decision
+    assert "`brandloop promote 1`" in again.decision
+    versions = client.search_model_versions("name = 'brand-ner-dev'")
+    assert [str(v.version) for v in versions] == ["1"]
+
+    # When the recipe changes, the next run trains again
+    changed = train_ner(source="storage", overrides={**settings, "train": {"max_epochs": 2}})
+    assert (changed.status, changed.challenger_version) == (TrainStatus.NOT_PROMOTED, "2")
