@@ -51,3 +51,38 @@ def test_a_label_studio_nobody_runs_is_named_with_the_setting_to_check() -> None
     assert text.startswith(f"Label Studio at {url}: ConnectError: ")
     assert text.endswith("(is Label Studio running there? NER_LABEL_STUDIO_URL names it)")
     assert "k" * 40 not in text
+
+
+def test_a_label_studio_that_fails_is_asked_once() -> None:
+    import http.server
+    import threading
+
+    from ner.errors import LabelStudioError
+    from ner.settings import load_settings
+
+    # Given a server on 127.0.0.1 that answers every request 503 and counts them
+    asked: list[str] = []
+
+    class Unavailable(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        settings = load_settings({"label_studio_url": url, "label_studio_api_key": "k" * 40})
+        # When its counts are asked for, the refusal is reported after one request (the
+        # SDK's own retries would ask three times: a status is a one-shot read)
+        with pytest.raises(LabelStudioError, match=f"Label Studio at {url}: "):
+            label_studio_counts(settings)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(asked) == 1 and asked[0].startswith("/api/projects")
