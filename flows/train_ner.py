@@ -998,6 +998,7 @@ def run_train(
         repaired=cleanup.repaired_moves,
     )
     if pulled.n_annotations == 0:
+        summary.decision = _no_labels_note(ctx, source)
         return summary
     splits = prepare_gold(ctx, pulled.annotations_key, stamp, pulled.withdrawn_post_ids)
     summary.gold_hash, summary.n_gold, summary.n_train, summary.n_canary = (
@@ -1012,6 +1013,11 @@ def run_train(
     champion = evaluate_champion(ctx, splits, summary)
     if not needs_training(champion.f1, ctx.settings.threshold):
         summary.status = TrainStatus.THRESHOLD_MET
+        summary.decision = (
+            f"{champion.model_version} scores F1 {champion.f1:.4f} >= threshold "
+            f"{ctx.settings.threshold:.4f} on the gold set: nothing trained (a higher "
+            "threshold, e.g. --set threshold=0.95, trains a challenger)"
+        )
         return summary
     if splits.n_train < ctx.settings.min_new_labels:
         summary.status = TrainStatus.NOT_ENOUGH_LABELS
@@ -1022,6 +1028,16 @@ def run_train(
         return already_trained(inputs.earlier, inputs.fingerprint, summary)
     logged = train_and_log(ctx, splits, inputs, summary.champion_version, stamp)
     return challenge(ctx, splits, champion, logged, summary)
+
+
+def _no_labels_note(ctx: RunContext, source: str) -> str:
+    """Where a run that found no annotation looked, and how labels get there."""
+    if source == "label_studio":
+        return f"no annotation in Label Studio project {ctx.settings.project_title!r}"
+    return (
+        f"no annotation in {ctx.storage.uri(layout.EXPORTS)}/: put Label Studio JSON exports "
+        "there, or read them from Label Studio with --source label_studio"
+    )
 
 
 def already_trained(
@@ -1036,7 +1052,8 @@ def already_trained(
         f"version {earlier.version} (run {earlier.run_id}) was trained on the same labels, "
         f"gold set, recipe, seed and code (fingerprint {fingerprint[:12]}): training again "
         "would make the same model. Label more posts or change the recipe to train; "
-        f"`brandloop promote {earlier.version}` puts that version through today's gate"
+        f"`brandloop promote {earlier.version} --reason ...` puts that version through "
+        "today's gate"
     )
     return summary
 

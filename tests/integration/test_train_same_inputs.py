@@ -22,8 +22,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
     prefect: PrefectService, tmp_path: Path, clean_env: None
 ) -> None:
-    # Given labelled posts and a threshold no challenger meets
-    write_two_windows(LocalStorage(tmp_path / "storage" / "dev"))
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     settings: dict[str, Any] = {
         "storage_uri": str(tmp_path / "storage"),
@@ -34,6 +32,13 @@ def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
         "train": {"max_epochs": 1},
     }
     client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    # Given no export in storage yet, a run says where it looked
+    empty = train_ner(source="storage", overrides=settings)
+    assert empty.status == TrainStatus.NO_LABELS and empty.decision is not None
+    exports = (tmp_path / "storage" / "dev" / "exports").as_uri()
+    assert empty.decision.startswith(f"no annotation in {exports}/: put Label Studio JSON")
+    # Given labelled posts and a threshold no challenger meets
+    write_two_windows(LocalStorage(tmp_path / "storage" / "dev"))
     # When train-ner runs, then runs again with nothing changed
     first = train_ner(source="storage", overrides=settings)
     again = train_ner(source="storage", overrides=settings)
@@ -48,10 +53,18 @@ def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
     assert (again.challenger_version, again.run_id) == ("1", first.run_id)
     assert again.challenger_f1 == pytest.approx(first.challenger_f1)
     assert again.decision is not None and f"fingerprint {fingerprint[:12]}" in again.decision
-    assert "`brandloop promote 1`" in again.decision
+    assert "`brandloop promote 1 --reason ...`" in again.decision
     versions = client.search_model_versions("name = 'brand-ner-dev'")
     assert [str(v.version) for v in versions] == ["1"]
 
     # When the recipe changes, the next run trains again
     changed = train_ner(source="storage", overrides={**settings, "train": {"max_epochs": 2}})
     assert (changed.status, changed.challenger_version) == (TrainStatus.NOT_PROMOTED, "2")
+
+    # And a threshold the cold start meets trains nothing, and says how to train anyway
+    met = train_ner(source="storage", overrides={**settings, "threshold": 0.0})
+    assert met.status == TrainStatus.THRESHOLD_MET and met.decision is not None
+    assert met.decision.endswith(
+        ">= threshold 0.0000 on the gold set: nothing trained (a higher threshold, e.g. "
+        "--set threshold=0.95, trains a challenger)"
+    )
