@@ -103,6 +103,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "v7-post-tok": {**V7, "tokenizer": "post"},
     "md-v7-post-tok": {**V7, "base": "md", "tokenizer": "post"},
     "md-v7-lower0.2": {**V7, "base": "md", "lower": 0.2},
+    # session 18: the fast recipe's learning rate x share of brand-less posts, chosen on the
+    # brand-split folds (ecv0-2), grid fixed before any figure; the shipped cell is lr 3e-4,
+    # neg 0.6
+    **{
+        f"md-v7-lower0.2-lr{lr:g}-neg{neg:g}": {
+            **V7,
+            "base": "md",
+            "lower": 0.2,
+            "lr": lr,
+            "neg": neg,
+        }
+        for lr in (1.5e-4, 3e-4, 6e-4)
+        for neg in (0.3, 0.6, 1.0)
+        if (lr, neg) != (3e-4, 0.6)
+    },
     # 2026-11-30 (session 3): the demo champion's precision on other posts
     "md-default-hardneg1200": {**DEFAULT, "base": "md", "hardneg": 1200},
     "md-default-hardnegorg600": {**DEFAULT, "base": "md", "hardneg": 600, "hardneg_org": True},
