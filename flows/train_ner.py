@@ -533,29 +533,31 @@ def prepare_training(
     training run finished with that fingerprint (:meth:`ner.registry.Registry.trained_with`)."""
     settings = ctx.settings
     labelled = _labelled_ids(ctx, labelled_keys)
-    inputs = TrainingInputs(
-        pool=list(datasets.read_annotations(ctx.storage, splits.train_key)),
-        unlabelled=_unlabelled_pool(ctx, labelled),
-        rehearsed=_rehearsal_set(ctx, labelled),
-        fingerprint="",
-    )
+    pool = list(datasets.read_annotations(ctx.storage, splits.train_key))
+    unlabelled, rehearsed = _unlabelled_pool(ctx, labelled), _rehearsal_set(ctx, labelled)
     from_champion = settings.train.start_from == "champion" and champion_version
-    inputs.fingerprint = training_fingerprint(
-        inputs.pool,
+    fingerprint = training_fingerprint(
+        pool,
         start_from=f"champion v{champion_version}" if from_champion else settings.base_model,
         labels=settings.labels,
         recipe=settings.train,
         seed=settings.seed,
-        unlabelled=inputs.unlabelled,
-        rehearsal=inputs.rehearsed.annotations if inputs.rehearsed else (),
+        unlabelled=unlabelled,
+        rehearsal=rehearsed.annotations if rehearsed else (),
         context={"gold": splits.gold_hash, "canary": splits.canary_hash, "code": git_commit()},
     )
-    found = ctx.registry.trained_with(inputs.fingerprint)
+    found = ctx.registry.trained_with(fingerprint)
+    earlier = None
     if found is not None:
-        version, run_id = found
-        f1 = ctx.registry.evaluated_f1(version, splits.gold()[1])
-        inputs.earlier = EarlierTraining(version=version, run_id=run_id, gold_f1=f1)
-    return inputs
+        f1 = ctx.registry.evaluated_f1(found[0], splits.gold()[1])
+        earlier = EarlierTraining(version=found[0], run_id=found[1], gold_f1=f1)
+    return TrainingInputs(
+        pool=pool,
+        unlabelled=unlabelled,
+        rehearsed=rehearsed,
+        fingerprint=fingerprint,
+        earlier=earlier,
+    )
 
 
 @io_task(retries=1)

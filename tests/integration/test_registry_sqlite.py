@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 
 from ner.errors import PromotionError
 from ner.models import add_gazetteer, add_label_filter
-from ner.registry import CHAMPION, PREVIOUS, Registry, decide
+from ner.registry import CHAMPION, FINGERPRINT_TAG, PREVIOUS, Registry, decide
 
 GOLD = "f" * 64
 
@@ -178,6 +178,40 @@ def test_training_run_logs_params_metrics_dataset_and_curve(
     assert [(m.step, m.value) for m in history] == [(0, 0.1), (25, 0.4)]
     artifacts = [a.path for a in registry.client.list_artifacts(run_id, "plots")]
     assert artifacts == ["plots/learning_curve.png"]
+
+
+def test_a_fingerprint_finds_only_a_finished_run_with_a_registered_version(
+    registry: Registry, tmp_path: Path
+) -> None:
+    def training_run(fingerprint: str) -> str:
+        return registry.log_training_run(
+            run_name="train",
+            params={},
+            metrics={},
+            curve=[],
+            dataset_hash="ab" * 32,
+            dataset_uri=tmp_path.as_uri(),
+            gold_hash=GOLD,
+            gold_uri=tmp_path.as_uri(),
+            tags={FINGERPRINT_TAG: fingerprint},
+        )
+
+    # Given nothing logged yet, nothing is found
+    assert registry.trained_with("1" * 64) is None
+    # Given a run with the fingerprint whose model was registered, then the run FAILED,
+    # and a run that FINISHED without registering a model
+    failed = training_run("1" * 64)
+    registry.log_model(saved_model(tmp_path, ["glossier"]), failed)
+    registry.close_run(failed, "FAILED")
+    registry.close_run(training_run("1" * 64), "FINISHED")
+    # Then neither counts as trained on those inputs
+    assert registry.trained_with("1" * 64) is None
+    # Given a FINISHED run with a registered version, it is found; another fingerprint is not
+    done = training_run("1" * 64)
+    _, version = registry.log_model(saved_model(tmp_path, ["fenty"]), done)
+    registry.close_run(done, "FINISHED")
+    assert registry.trained_with("1" * 64) == (version, done)
+    assert registry.trained_with("2" * 64) is None
 
 
 def test_the_logged_model_lives_in_the_runs_experiment_and_artifact_store(
