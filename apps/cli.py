@@ -1159,9 +1159,9 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
         version,
         gold_hash=gold.hash,
         decision=Decision(True, why),
-        metrics={
+        metrics={  # no champion, no champion_f1 (a 0.0 would read as a score)
             "challenger_f1": f1,
-            "champion_f1": champion_f1 or 0.0,
+            **({} if champion_f1 is None else {"champion_f1": champion_f1}),
             "threshold": cfg.threshold,
         },
         actor=_actor(),

@@ -108,6 +108,11 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     assert code == 0, err
     assert registry.alias_version(CHAMPION) == v2 and registry.alias_version(PREVIOUS) == v1
     assert "@previous: - -> 1" in out and "@champion: 1 -> 2" in out
+    # And the audit has the champion's F1 only where there was a champion (no 0.0 for none)
+    moves = [e for e in registry.audit_log() if e.alias == CHAMPION]
+    assert [e.to_version for e in moves] == [v1, v2]
+    assert "champion_f1" not in moves[0].metrics and moves[0].metrics["challenger_f1"] == 0.85
+    assert moves[1].metrics["champion_f1"] == pytest.approx(0.85)
 
     # Then status shows both with their gold F1 and the audited moves
     code, out, err = _invoke("status", *flags)
