@@ -158,7 +158,8 @@ def label_studio_counts(settings: Settings) -> LabelStudioCounts | None:
     retry: a status is a one-shot read).
     """
     from label_studio_sdk import LabelStudio
-    from label_studio_sdk.core.request_options import RequestOptions
+
+    from ner.labelstudio.client import NO_RETRY
 
     key = settings.require_secret("label_studio_api_key")
     title = settings.project_title
@@ -166,14 +167,13 @@ def label_studio_counts(settings: Settings) -> LabelStudioCounts | None:
         client = LabelStudio(
             base_url=settings.label_studio_url.rstrip("/"), api_key=key, timeout=15.0
         )
-        once: RequestOptions = {"max_retries": 0}  # a status answers at once (SDK: 2, ~3 s)
         listed: list[Any] = list(
-            client.projects.list(title=title, page_size=100, request_options=once)
+            client.projects.list(title=title, page_size=100, request_options=NO_RETRY)
         )
         matches = sorted((p for p in listed if p.title == title), key=lambda p: p.id or 0)
         if not matches:
             return None
-        project = client.projects.get(id=int(matches[0].id or 0), request_options=once)
+        project = client.projects.get(id=int(matches[0].id or 0), request_options=NO_RETRY)
     except Exception as exc:  # the SDK raises httpx and its own ApiError types
         text = str(exc).replace(key, "***")[:200]
         hint = ""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pydantic
 from label_studio_sdk.core.api_error import ApiError
+from label_studio_sdk.core.request_options import RequestOptions
 
 from ner.errors import ExportFileError, LabelStudioError
 from ner.labelstudio.checkpoint import (
@@ -49,7 +50,9 @@ EXPORT_IDS_PER_REQUEST = 500
 #: Tasks per page when listing a project.
 PAGE_SIZE = 1000
 
-_NO_RETRY: dict[str, Any] = {"max_retries": 0}
+#: Request options for a call the SDK must not retry (its default: twice, ~3 s of backoff):
+#: an import that could land twice, or a one-shot status read.
+NO_RETRY: RequestOptions = {"max_retries": 0}
 
 
 def _describe(exc: BaseException) -> str:
@@ -293,7 +296,7 @@ class LabelStudioProject:
                 self.project_id,
                 request=request,
                 return_task_ids=True,
-                request_options=_NO_RETRY,  # type: ignore[arg-type]
+                request_options=NO_RETRY,
             )
         task_ids = (response.model_extra or {}).get("task_ids") or []
         if response.task_count != len(tasks) or len(task_ids) != len(tasks):
