@@ -76,7 +76,7 @@ lint: install  ## ruff + mypy + actionlint (.github/workflows, with shellcheck o
 	$(RUN) actionlint .github/workflows/*.yml
 
 test: lint install-postgres install-chromium  ## lint, type-check and run every test
-	$(RUN) pytest -q -m "not accurate"
+	$(RUN) pytest -q -m "not accurate" --durations=25
 
 test-accurate: install-accurate  ## the accurate recipe's tests (torch; MLflow on SQLite, no server)
 	$(RUN) pytest -q -m accurate
