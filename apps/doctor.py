@@ -82,6 +82,8 @@ def check_mlflow(settings: Settings) -> Check:
 def check_label_studio(settings: Settings) -> list[Check]:
     url = settings.label_studio_url.rstrip("/")
     key = settings.label_studio_api_key
+    if (problem := settings.secret_block_problem("label_studio_api_key")) is not None:
+        return [Check("label studio key", CheckStatus.FAIL, problem)]  # it says its fix
     if key is None or not key.get_secret_value():
         return [
             Check(
@@ -176,6 +178,8 @@ def check_storage(settings: Settings) -> Check:
 
 
 def check_x_token(settings: Settings) -> Check:
+    if (problem := settings.secret_block_problem("x_bearer_token")) is not None:
+        return Check("x token", CheckStatus.FAIL, problem)  # it says its fix
     token = settings.x_bearer_token
     if token is not None and token.get_secret_value():
         return Check("x token", CheckStatus.OK, "NER_X_BEARER_TOKEN is set")

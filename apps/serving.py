@@ -457,8 +457,11 @@ def require_json_body(request: Request) -> None:
 def token_digests(settings: Settings) -> tuple[bytes, ...]:
     """SHA-256 of every accepted bearer token (``serve_api_key`` and ``serve_api_keys``).
 
-    Raises :class:`ConfigError` when there is none: the server never runs open.
+    Raises :class:`ConfigError` when there is none (the server never runs open), or when
+    ``NER_SERVE_API_KEY_BLOCK`` names a Secret block that could not be read.
     """
+    if (problem := settings.secret_block_problem("serve_api_key")) is not None:
+        raise ConfigError(problem)
     secrets = (settings.serve_api_key, *settings.serve_api_keys)
     tokens = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
     if not tokens:

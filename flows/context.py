@@ -92,27 +92,37 @@ def build_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Settings from the environment and ``overrides``, secrets from Prefect blocks.
 
     A secret that is not set directly but names a Secret block is read from that block at
-    run time, so it never sits in a deployment's parameters or job variables. Raises
-    :class:`ConfigError` for a bad value or a block that cannot be read.
+    run time, so it never sits in a deployment's parameters or job variables. A block that
+    cannot be read fails only what needs its secret: the reason is kept in the settings and
+    raised as :class:`ConfigError` by ``Settings.require_secret`` (a training run does not
+    need the X token's block). Raises :class:`ConfigError` for a bad value.
     """
     settings = load_settings(overrides)
     updates: dict[str, SecretStr] = {}
+    unread: dict[str, str] = {}
     for name in BLOCK_SECRETS:
         block = getattr(settings, f"{name}_block")
         if getattr(settings, name) is None and block:
-            updates[name] = SecretStr(_read_secret_block(block, name))
-    return settings.model_copy(update=updates) if updates else settings
+            try:
+                updates[name] = SecretStr(_read_secret_block(block, name, settings.env))
+            except errors.ConfigError as exc:
+                unread[name] = str(exc)
+    settings = settings.model_copy(update=updates) if updates else settings
+    return settings.with_unread_blocks(unread) if unread else settings
 
 
-def _read_secret_block(block: str, field: str) -> str:
+def _read_secret_block(block: str, field: str, env: str) -> str:
     from prefect.blocks.system import Secret
 
     try:
         secret: Any = Secret.load(block, _sync=True)  # type: ignore[call-arg]
     except ValueError as exc:  # Prefect's "Unable to find block document named ..."
+        variable = f"NER_{field.upper()}"
         raise errors.ConfigError(
-            f"NER_{field.upper()}_BLOCK names the Prefect Secret block {block!r}, "
-            f"which cannot be read: {exc}"
+            f"{variable}_BLOCK names the Prefect Secret block {block!r}, which cannot be "
+            f"read: {exc}. Create it (`brandloop deploy --env {env} --secrets-from-env "
+            f"--no-deploy` saves it from BRANDLOOP_{env.upper()}_{field.upper()}; or the "
+            f"Prefect UI, Blocks, Secret) or set {variable} instead."
         ) from exc
     return str(secret.get())
 

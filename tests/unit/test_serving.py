@@ -308,6 +308,17 @@ def test_the_token_list_alone_is_enough_and_an_empty_one_is_not(registry: Regist
         create_app(settings(serve_api_key=SecretStr(""), serve_api_keys=(SecretStr(""),)))
 
 
+def test_an_unread_token_block_stops_the_start_even_with_other_tokens() -> None:
+    # Given a token list, and NER_SERVE_API_KEY_BLOCK naming a block that could not be read
+    reason = "NER_SERVE_API_KEY_BLOCK names the Prefect Secret block 'tok', which cannot be read"
+    unread = settings(
+        serve_api_key=None, serve_api_keys=(SecretStr(OTHER_TOKENS[0]),)
+    ).with_unread_blocks({"serve_api_key": reason})
+    # Then the server does not start without the token the operator named
+    with pytest.raises(ConfigError, match="'tok', which cannot be read"):
+        create_app(unread)
+
+
 # --- bad input: lone surrogates, sizes, query strings -----------------------------------
 LONE = "\\ud83d"  # a JSON escape of a high surrogate with no low one after it
 

@@ -84,6 +84,22 @@ def test_missing_secret_names_the_variable(clean_env: None) -> None:
         settings.require_secret("x_bearer_token")
 
 
+def test_an_unread_secret_block_fails_only_that_secret(clean_env: None) -> None:
+    # Given settings whose X token block could not be read, and a Label Studio key set
+    reason = "NER_X_BEARER_TOKEN_BLOCK names the Prefect Secret block 'x-tok', which cannot be"
+    settings = Settings(label_studio_api_key="k").with_unread_blocks({"x_bearer_token": reason})
+    # Then the X token raises that reason, and only it; copies keep it
+    with pytest.raises(ConfigError) as refused:
+        settings.require_secret("x_bearer_token")
+    assert str(refused.value) == reason
+    assert settings.require_secret("label_studio_api_key") == "k"
+    assert (
+        settings.model_copy(update={"threshold": 0.5}).secret_block_problem("x_bearer_token")
+        == reason
+    )
+    assert Settings().secret_block_problem("x_bearer_token") is None
+
+
 def test_secrets_never_in_dumps_or_repr(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NER_X_BEARER_TOKEN", "s3cr3t-token-value")
     monkeypatch.setenv("NER_LABEL_STUDIO_API_KEY", "ls-key-value")
