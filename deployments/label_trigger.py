@@ -278,7 +278,7 @@ def poll(args: argparse.Namespace) -> int:
     check_prefect_api(api)
     settings = build_settings({"env": args.env})
     deployment = deployment_name(settings.env, args.deployment)
-    project = LabelStudioProject.connect(settings)
+    project = LabelStudioProject.connect(settings, create=False)
     storage = RunContext.open(settings).storage
     # A bounded run (--max-polls) is a one-off or a test: it leaves signal handling alone.
     stop = _stop_event() if args.max_polls is None else None

@@ -50,7 +50,7 @@ def record_tombstones(
 @io_task()
 def delete_tasks(ctx: RunContext, post_ids: list[str]) -> dict[str, list[int]]:
     """Delete the posts' tasks in the Label Studio project of the settings."""
-    return LabelStudioProject.connect(ctx.settings).delete_post_tasks(post_ids)
+    return LabelStudioProject.connect(ctx.settings, create=False).delete_post_tasks(post_ids)
 
 
 @io_task()

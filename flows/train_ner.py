@@ -338,7 +338,7 @@ def pull_annotations(
     if source not in ("storage", "label_studio"):
         raise ConfigError(f"unknown source {source!r}: use 'storage' or 'label_studio'")
     if source == "label_studio":
-        project = LabelStudioProject.connect(ctx.settings)
+        project = LabelStudioProject.connect(ctx.settings, create=False)
         exchange.snapshot_export(project, ctx.storage, stamp)
         export_keys = exchange.snapshot_keys(ctx.storage, project.project_id)
     collected = exchange.collect_annotations(

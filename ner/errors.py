@@ -69,6 +69,10 @@ class LabelStudioError(BrandloopError):
     """The Label Studio API failed or answered something we cannot use."""
 
 
+class ProjectNotFoundError(LabelStudioError, NotFoundError):
+    """No Label Studio project has the title a read asked for (never created on a read)."""
+
+
 class ModelError(BrandloopError):
     """A model could not be loaded, built or used."""
 

@@ -27,7 +27,7 @@ import pydantic
 from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.core.request_options import RequestOptions
 
-from ner.errors import ExportFileError, LabelStudioError
+from ner.errors import ExportFileError, LabelStudioError, ProjectNotFoundError
 from ner.labelstudio.checkpoint import (
     DEFAULT_OVERLAP_SECONDS,
     AnnotationStamp,
@@ -122,8 +122,11 @@ def _updated_since_query(since: datetime | None, annotated_only: bool) -> dict[s
     return {"filters": {"conjunction": "and", "items": items}} if items else None
 
 
-def _find_or_create(client: LabelStudio, title: str, xml: str, secret: str | None) -> int:
-    """Id of the oldest project titled exactly ``title``; created with ``xml`` if none."""
+def _find_or_create(
+    client: LabelStudio, title: str, xml: str, secret: str | None, *, create: bool
+) -> int:
+    """Id of the oldest project titled exactly ``title``; created with ``xml`` if none and
+    ``create``, else :class:`ProjectNotFoundError`."""
     with _api(f"lookup of project {title!r}", secret):
         listed: Iterable[Any] = client.projects.list(title=title, page_size=100)
         matches = sorted((p for p in listed if p.title == title), key=lambda p: p.id or 0)
@@ -136,6 +139,12 @@ def _find_or_create(client: LabelStudio, title: str, xml: str, secret: str | Non
         )
     if matches:
         return int(matches[0].id or 0)
+    if not create:
+        raise ProjectNotFoundError(
+            f"no Label Studio project is titled {title!r}: `brandloop labelstudio setup` "
+            "creates it (so does sending tasks there); check NER_ENV and "
+            "NER_LABEL_STUDIO_PROJECT if it should exist"
+        )
     with _api(f"creation of project {title!r}", secret):
         created = client.projects.create(title=title, label_config=xml)
     if created.id is None:
@@ -173,11 +182,18 @@ class LabelStudioProject:
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def connect(
-        cls, settings: Settings, *, timeout: float = 60.0, client: LabelStudio | None = None
+        cls,
+        settings: Settings,
+        *,
+        timeout: float = 60.0,
+        client: LabelStudio | None = None,
+        create: bool = True,
     ) -> LabelStudioProject:
-        """The project ``settings.project_title`` on ``settings.label_studio_url``, ensured.
+        """The project ``settings.project_title`` on ``settings.label_studio_url``, ensured
+        (created when missing, unless ``create`` is False: what only reads passes False).
 
         Raises :class:`~ner.errors.ConfigError` when ``NER_LABEL_STUDIO_API_KEY`` is not set,
+        :class:`~ner.errors.ProjectNotFoundError` for a missing project not to be created,
         and :class:`LabelStudioError` when the server cannot be reached or refuses the key.
         """
         api_key = settings.require_secret("label_studio_api_key")
@@ -190,7 +206,9 @@ class LabelStudioProject:
                     api_key=api_key,
                     timeout=timeout,
                 )
-        return cls.ensure(client, settings.project_title, settings.labels, secret=api_key)
+        return cls.ensure(
+            client, settings.project_title, settings.labels, secret=api_key, create=create
+        )
 
     @classmethod
     def ensure(
@@ -200,8 +218,9 @@ class LabelStudioProject:
         labels: Sequence[str],
         *,
         secret: str | None = None,
+        create: bool = True,
     ) -> LabelStudioProject:
-        """Find the project titled exactly ``title`` or create it; idempotent.
+        """Find the project titled exactly ``title`` or create it (``create``); idempotent.
 
         A new project gets :func:`~ner.labelstudio.config.label_config` for ``labels``. An
         existing one keeps its config; if that config is one brandloop generated and lacks
@@ -209,7 +228,7 @@ class LabelStudioProject:
         valid). A hand-written config lacking labels is an error, not overwritten. With
         several projects of that title, the oldest (lowest id) is used.
         """
-        project_id = _find_or_create(client, title, label_config(labels), secret)
+        project_id = _find_or_create(client, title, label_config(labels), secret, create=create)
         with _api(f"read of project {project_id}", secret):
             xml = client.projects.get(id=project_id).label_config or ""
         config = parse_label_config(xml)

@@ -38,7 +38,8 @@ from apps.webhook import (
 )
 from deployments import label_trigger
 from flows.feedback_loop import TIMED_OUT, feedback_loop
-from ner.errors import ConfigError, LabelStudioError
+from flows.train_ner import train_ner
+from ner.errors import ConfigError, LabelStudioError, ProjectNotFoundError
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.config import label_config
 from ner.labelstudio.exchange import (
@@ -224,6 +225,40 @@ def test_a_hand_written_config_is_read_not_overwritten(ls_settings: Settings) ->
     with pytest.raises(LabelStudioError, match="custom labelling config"):
         LabelStudioProject.ensure(client, title, ("BRAND", "PRODUCT"))
     assert client.projects.get(id=project.project_id).label_config == custom
+
+
+def test_reading_labels_never_creates_a_missing_project(
+    label_studio: LabelStudioService,
+    prefect_api: PrefectService,
+    ls_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given no project of the settings' title (a misspelled environment or project, say)
+    title = ls_settings.project_title
+    for key, value in label_studio.env().items():
+        monkeypatch.setenv(key, value)
+    # When training reads its labels from Label Studio
+    state: Any = train_ner(
+        source="label_studio",
+        overrides={
+            "storage_uri": ls_settings.storage_uri,
+            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "label_studio_project": title,
+        },
+        return_state=True,
+    )
+    # Then the run fails naming the project (a trial's run created it and said no_labels)
+    assert state.is_failed(), state
+    with pytest.raises(ProjectNotFoundError, match=f"{title!r}.*brandloop labelstudio setup"):
+        state.result()
+    # And no project was created, by the flow or by a direct read
+    with pytest.raises(ProjectNotFoundError):
+        LabelStudioProject.connect(ls_settings, create=False)
+    from label_studio_sdk import LabelStudio
+
+    client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    assert [p.id for p in client.projects.list(title=title) if p.title == title] == []
 
 
 # --- 2. idempotent import -------------------------------------------------------------------
