@@ -30,8 +30,8 @@ SMALL_SUPPORT = 10
 
 _TRUNCATED = "\n\n_(card truncated to fit MLflow's description limit)_"
 ALIAS_NOTES = ("**Promoted by hand**", "**Rolled back**")
-"""Starts of the lines :func:`with_alias_note` puts under a card's title (the last alias
-move made by hand)."""
+"""Starts of the lines :func:`with_alias_note` puts under a card's title (the latest alias
+move of each kind made by hand, newest first)."""
 _COMPACT_ROWS = 8
 
 
@@ -330,13 +330,22 @@ def rollback_note(*, reason: str, actor: str, when: str) -> str:
 
 def with_alias_note(card: str, note: str) -> str:
     """``card`` (a version's description) with ``note`` (:func:`manual_promotion_note`,
-    :func:`rollback_note`) on one line under its title, replacing the note of an earlier
-    alias move; the gate's verdict recorded when it was trained stays below. Kept within
-    :data:`MLFLOW_DESCRIPTION_LIMIT` by cutting the card's end at a line boundary."""
-    lines = [line for line in card.splitlines() if not line.startswith(ALIAS_NOTES)]
+    :func:`rollback_note`) under its title, newest first: it replaces an earlier note of its
+    own kind and keeps the other kind's below it (a version promoted by hand, then rolled
+    back, shows both); the gate's verdict recorded when it was trained stays below them.
+    Kept within :data:`MLFLOW_DESCRIPTION_LIMIT` by cutting the card's end at a line
+    boundary. Raises :class:`ValueError` for a note of neither kind."""
+    kinds = [start for start in ALIAS_NOTES if note.startswith(start)]
+    if not kinds:
+        raise ValueError(f"not an alias note: {note[:40]!r}")
+    lines = card.splitlines()
+    others = [line for line in lines if line.startswith(ALIAS_NOTES)]
+    earlier = [line for line in others if not line.startswith(kinds[0])]
+    lines = [line for line in lines if not line.startswith(ALIAS_NOTES)]
     title = lines[:1] if lines and lines[0].startswith("# ") else []
     rest = lines[len(title) :]
     while rest and not rest[0].strip():
         rest = rest[1:]
-    text = "\n".join([*title, *([""] if title else []), note, "", *rest]).rstrip()
+    notes = [line for n in (note, *earlier) for line in (n, "")]
+    text = "\n".join([*title, *([""] if title else []), *notes, *rest]).rstrip()
     return _fit(text, MLFLOW_DESCRIPTION_LIMIT)

@@ -183,14 +183,16 @@ def test_a_forced_promotion_says_so_on_the_version(setup: CliState) -> None:
     assert version.tags["brandloop.promotion_reason"].startswith("manual: needed back (forced")
     assert version.tags["brandloop.promoted_by"].startswith("cli:")
 
-    # When it is rolled back, its card says that instead, above the same verdict
+    # When it is rolled back, its card says so on top, the promotion by hand under it, above
+    # the same verdict
     code, _, err = _invoke("rollback", "--reason", "worse in prod", *flags)
     assert code == 0, err
     version = registry.client.get_model_version(name, v1)
     lines = version.description.splitlines()
     assert lines[2].startswith("**Rolled back** from @champion at ")
     assert "by cli:" in lines[2] and ": worse in prod." in lines[2]
-    assert "**Promoted by hand**" not in version.description
+    assert lines[4].startswith("**Promoted by hand** to @champion at ")
+    assert version.description.count("**Promoted by hand**") == 1
     assert "**Gate: refused** (not promoted) by `threshold`" in version.description
     assert version.tags["brandloop.rolled_back"] == "worse in prod"
 

@@ -158,7 +158,7 @@ def test_a_card_over_any_limit_is_cut_at_a_line_with_a_note() -> None:
         render_model_card(many_labels_card(), max_chars=100)
 
 
-def test_an_alias_note_goes_under_the_title_and_replaces_the_last_one() -> None:
+def test_an_alias_note_goes_under_the_title_and_keeps_the_latest_of_each_kind() -> None:
     card = "# brand-ner version 3\n\n**Gate: refused** (not promoted) by `threshold`\n\n## Metrics"
     promoted = manual_promotion_note(reason="manual: hotfix", actor="cli:ana", when="T1")
     once = with_alias_note(card, promoted)
@@ -171,13 +171,26 @@ def test_an_alias_note_goes_under_the_title_and_replaces_the_last_one() -> None:
         "The gate's verdict when it was trained follows.",
     ]
     assert again.count("**Promoted by hand**") == 1 and "at T2 by b: again." in again
-    lines = rolled.splitlines()
-    assert lines[2] == (
+    # a rollback goes on top, and the promotion it undid stays under it (a trial read the
+    # card as if the version had never been champion when the rollback replaced it)
+    assert rolled.splitlines()[2:] == [
         "**Rolled back** from @champion at T3 by cli:bo: complaints. "
-        "The card below is of when it was trained."
-    )
-    assert "**Promoted by hand**" not in rolled  # the last move made by hand, only
-    assert lines[3:] == ["", "**Gate: refused** (not promoted) by `threshold`", "", "## Metrics"]
+        "The card below is of when it was trained.",
+        "",
+        "**Promoted by hand** to @champion at T2 by b: again. "
+        "The gate's verdict when it was trained follows.",
+        "",
+        "**Gate: refused** (not promoted) by `threshold`",
+        "",
+        "## Metrics",
+    ]
+    # promoted by hand once more: that note goes on top, the rollback's stays, one of each
+    back = with_alias_note(rolled, manual_promotion_note(reason="fixed", actor="c", when="T4"))
+    notes = [line for line in back.splitlines() if line.startswith("**")]
+    assert [n.split(" at ")[1][:2] for n in notes[:2]] == ["T4", "T3"]
+    assert back.count("**Promoted by hand**") == 1 and back.count("**Rolled back**") == 1
+    with pytest.raises(ValueError, match="not an alias note"):
+        with_alias_note(card, "**Gate: passed**")
 
 
 def test_an_alias_note_without_a_card_and_within_the_limit() -> None:
