@@ -608,6 +608,7 @@ def train(
             "status",
             "labels",
             "n_gold",
+            "n_canary",
             "n_train",
             "champion_model",
             "champion_f1",

@@ -1050,12 +1050,16 @@ def already_trained(
     summary.status = TrainStatus.ALREADY_TRAINED
     summary.challenger_version, summary.run_id = earlier.version, earlier.run_id
     summary.challenger_f1 = earlier.gold_f1
+    promote = (
+        f"version {earlier.version} is @champion already"
+        if earlier.version == summary.champion_version
+        else f"`brandloop promote {earlier.version} --reason ...` puts that version through "
+        "today's gate"
+    )
     summary.decision = (
         f"version {earlier.version} (run {earlier.run_id}) was trained on the same labels, "
         f"gold set, recipe, seed and code (fingerprint {fingerprint[:12]}): training again "
-        "would make the same model. Label more posts or change the recipe to train; "
-        f"`brandloop promote {earlier.version} --reason ...` puts that version through "
-        "today's gate"
+        f"would make the same model. Label more posts or change the recipe to train; {promote}"
     )
     return summary
 

@@ -57,6 +57,14 @@ def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
     versions = client.search_model_versions("name = 'brand-ner-dev'")
     assert [str(v.version) for v in versions] == ["1"]
 
+    # And with version 1 the champion, the same inputs say so instead of advising to promote
+    # it (a trial was told `brandloop promote 3` while version 3 was @champion)
+    client.set_registered_model_alias("brand-ner-dev", "champion", "1")
+    held = train_ner(source="storage", overrides=settings)
+    assert (held.status, held.challenger_version) == (TrainStatus.ALREADY_TRAINED, "1"), held
+    assert held.decision is not None and held.decision.endswith("version 1 is @champion already")
+    client.delete_registered_model_alias("brand-ner-dev", "champion")
+
     # When the recipe changes, the next run trains again
     changed = train_ner(source="storage", overrides={**settings, "train": {"max_epochs": 2}})
     assert (changed.status, changed.challenger_version) == (TrainStatus.NOT_PROMOTED, "2")

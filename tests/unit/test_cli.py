@@ -833,6 +833,24 @@ def test_train_prints_every_gate_rule_with_its_status_and_reason(
     ]
 
 
+def test_train_accounts_for_every_label_gold_canary_and_training(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.train_ner import TrainStatus, TrainSummary
+
+    # Given a run whose 80 labels split into 23 gold, 10 canary and 47 training posts
+    done = TrainSummary(
+        status=TrainStatus.NOT_PROMOTED, labels=80, rejected=0, n_gold=23, n_canary=10, n_train=47
+    )
+    monkeypatch.setattr(cli, "run_flow", lambda *args: done)
+    monkeypatch.setenv("COLUMNS", "100")
+    # Then the summary shows all three parts (a trial found the canary's 10 nowhere)
+    result = runner.invoke(cli.app, ["train"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in _lines(result.stdout)]
+    assert ["n_gold", "23"] in rows and ["n_canary", "10"] in rows and ["n_train", "47"] in rows
+
+
 def test_a_misspelled_variable_is_warned_about_not_ignored_in_silence(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
