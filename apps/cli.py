@@ -1351,7 +1351,9 @@ def labelstudio_status(set_: SetOption = None) -> None:
 def deploy(
     env: Annotated[
         list[str],
-        typer.Option(help="Environment to deploy: dev, staging or prod (repeatable)."),
+        typer.Option(
+            metavar="ENV", help="Environment to deploy: dev, staging or prod (repeatable)."
+        ),
     ],
     secrets_from_env: Annotated[
         bool, typer.Option(help="Save Secret blocks from BRANDLOOP_<ENV>_* variables.")
@@ -1392,21 +1394,7 @@ def deploy(
         deploy=not no_deploy,
     )
     for name, done in report.items():
-        console().print(f"{name}: {_bootstrap_line(done)}")
-
-
-def _bootstrap_line(done: Mapping[str, Any]) -> str:
-    """``{"work_pools_created": ["p"], "secret_blocks": {"b": "saved"}}`` as one line."""
-    parts = []
-    for key, value in done.items():
-        if isinstance(value, Mapping):
-            text = ", ".join(f"{k} {v}" for k, v in value.items())
-        elif isinstance(value, list):
-            text = ", ".join(str(v) for v in value) or "none"
-        else:
-            text = str(value).lower()
-        parts.append(f"{key.replace('_', ' ')}: {text}")
-    return "; ".join(parts)
+        console().print(f"{name}: {bootstrap.report_line(done)}")
 
 
 def _require_prefect_server() -> None:

@@ -84,9 +84,11 @@ class EventAnswer(BaseModel):
 
 
 class ReceiverHealth(BaseModel):
-    """``GET /health``: the receiver is up, labels pending, triggers run and failed;
-    ``status`` is ``failing`` (with ``last_error``) while its last trigger attempt failed
-    (the labels stay pending), else ``ok``."""
+    """``GET /health``: the receiver is up, labels pending (counted since the last trigger
+    call, below the gate), trigger calls that returned and failed (a call may queue no run
+    when one queued earlier has not started: that run reads the labels); ``status`` is
+    ``failing`` (with ``last_error``) while its last trigger attempt failed (the labels stay
+    pending), else ``ok``."""
 
     status: Literal["ok", "failing"] = "ok"
     pending: int
@@ -193,7 +195,8 @@ class WebhookReceiver:
             with self._lock:
                 self.stats.triggers += 1
                 self.stats.last_trigger_at = time.monotonic()
-            log.info("triggered retraining after %d new labels", len(batch))
+            # the trigger says whether it queued a run or a queued one will read them
+            log.info("retraining trigger called for %d new labels", len(batch))
             batch = self.counter.finish(batch, ok=True)
 
     def refuse(self, request: Request) -> JSONResponse:

@@ -275,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = missing_variables(load_prefect_file(), envs, environ)
         for name in missing:
             print(f"missing: {name}")
+        if not missing:
+            print("every deploy-time variable is set")
         return 1 if missing else 0
     try:
         report = bootstrap(
@@ -288,8 +290,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     for env, done in report.items():
-        log.info("%s: %s", env, done)
+        log.info("%s: %s", env, report_line(done))
     return 0
+
+
+def report_line(done: Mapping[str, Any]) -> str:
+    """One environment's :func:`bootstrap` report as one line:
+    ``{"work_pools_created": ["p"], "secret_blocks": {"b": "saved"}}`` ->
+    ``work pools created: p; secret blocks: b saved``."""
+    parts = []
+    for key, value in done.items():
+        if isinstance(value, Mapping):
+            text = ", ".join(f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            text = ", ".join(str(v) for v in value) or "none"
+        else:
+            text = str(value).lower()
+        parts.append(f"{key.replace('_', ' ')}: {text}")
+    return "; ".join(parts)
 
 
 if __name__ == "__main__":

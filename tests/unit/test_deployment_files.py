@@ -169,6 +169,30 @@ def test_missing_and_empty_variables_are_reported(prefect_file: dict[str, Any]) 
         bootstrap.bootstrap(["dev"], environ, deploy=False, config=prefect_file)
 
 
+def test_the_check_says_when_nothing_is_missing(
+    prefect_file: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given every dev variable set (a trial's successful check printed nothing)
+    for name in bootstrap.required_variables(prefect_file, ["dev"]):
+        monkeypatch.setenv(name, "x")
+    assert bootstrap.main(["--env", "dev", "--check"]) == 0
+    assert capsys.readouterr().out == "every deploy-time variable is set\n"
+
+
+def test_a_bootstrap_report_reads_as_one_line() -> None:
+    done = {
+        "work_pools_created": ["brandloop-dev"],
+        "secret_blocks": {"x-bearer-token-dev": "saved", "label-studio-api-key-dev": "empty"},
+        "deployed": [],
+    }
+    assert bootstrap.report_line(done) == (
+        "work pools created: brandloop-dev; "
+        "secret blocks: x-bearer-token-dev saved, label-studio-api-key-dev empty; deployed: none"
+    )
+
+
 # --- compose.yaml -------------------------------------------------------------------------
 def test_compose_variables_are_all_in_env_example(compose: dict[str, Any]) -> None:
     used = set(_COMPOSE_VAR.findall(COMPOSE.read_text()))
