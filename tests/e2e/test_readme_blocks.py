@@ -42,7 +42,7 @@ from tests.support.readme import (
     wait_for_text,
     wait_http,
 )
-from tests.support.servers import free_port
+from tests.support.servers import LabelStudioCredentials, free_port, label_studio_env
 from tests.support.x_api import XApiServer, x_api_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -272,6 +272,37 @@ def test_the_make_targets_of_the_readme_exist() -> None:
         )
         assert dry.returncode == 0, dry.stderr
         assert expected[target] in dry.stdout, (target, dry.stdout)
+
+
+def test_the_local_label_studio_block_sets_what_the_test_server_sets(tmp_path: Path) -> None:
+    """Installing Label Studio takes minutes, so the block is not run whole: what it installs
+    exists, its token line gives a legacy-length token, and its start line sets every switch
+    the test suite's Label Studio (``tests/support/servers.py``) needs, with the same values
+    and flags; the server it waits for is the one it starts."""
+    lines = readme_block("label-studio-local").replace("\\\n", " ").strip().splitlines()
+    venv, install, token, start, wait, setup = lines
+    requirements = shlex.split(install)[-1]
+    assert shlex.split(install)[-2] == "-r" and (README.parent / requirements).is_file()
+    made = run_bash(f"{token} && echo $NER_LABEL_STUDIO_API_KEY", tmp_path, clean_env(tmp_path))
+    assert re.fullmatch(r"[0-9a-f]{40}\n", made.stdout), made
+    words = shlex.split(start.split("&")[0])
+    assigned = dict(w.split("=", 1) for w in words if re.match(r"^[A-Z_]+=", w))
+    server = label_studio_env(tmp_path, LabelStudioCredentials.generate())
+    needed = {k for k in server if k.startswith(("LABEL_STUDIO_", "SSRF", "ML_BLOCK"))}
+    assert needed <= set(assigned), needed - set(assigned)
+    for switch in (
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN",
+        "SSRF_PROTECTION_ENABLED",
+        "ML_BLOCK_LOCAL_IP",
+    ):
+        assert assigned[switch] == server[switch], switch
+    assert assigned["LABEL_STUDIO_USER_TOKEN"] == "$NER_LABEL_STUDIO_API_KEY"
+    command = words[len(assigned) :]
+    assert command[0] == f"{shlex.split(venv)[-1]}/bin/label-studio"
+    port = command[command.index("--port") + 1]
+    assert command[1:] == ["start", "--no-browser", "--internal-host", "127.0.0.1", "--port", port]
+    assert f"http://127.0.0.1:{port}/health" in wait
+    assert shlex.split(setup.split("#")[0]) == [".venv/bin/brandloop", "labelstudio", "setup"]
 
 
 def test_the_compose_block_is_consistent_without_docker(tmp_path: Path) -> None:

@@ -1390,15 +1390,10 @@ def ensure_label_studio_venv(
         return venv_dir
 
 
-def _label_studio_server(
-    venv: Path,
-    workdir: Path,
-    data_dir: Path,
-    credentials: LabelStudioCredentials,
-    port: int,
-    startup_timeout: float,
-) -> ManagedServer:
-    env = {
+def label_studio_env(data_dir: Path, credentials: LabelStudioCredentials) -> dict[str, str]:
+    """The environment a test Label Studio starts with (the README's local block sets the
+    same switches: ``tests/e2e/test_readme_blocks.py``)."""
+    return {
         "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
         "LATEST_VERSION_CHECK": "false",
         "COLLECT_ANALYTICS": "false",
@@ -1413,6 +1408,17 @@ def _label_studio_server(
         "SSRF_PROTECTION_ENABLED": "false",  # webhooks to 127.0.0.1
         "ML_BLOCK_LOCAL_IP": "false",  # ML backends on 127.0.0.1 (its own switch, on by default)
     }
+
+
+def _label_studio_server(
+    venv: Path,
+    workdir: Path,
+    data_dir: Path,
+    credentials: LabelStudioCredentials,
+    port: int,
+    startup_timeout: float,
+) -> ManagedServer:
+    env = label_studio_env(data_dir, credentials)
     argv: list[str | os.PathLike[str]] = [
         venv / "bin" / "label-studio",
         "start",

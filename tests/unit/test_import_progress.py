@@ -1,5 +1,5 @@
-"""apply-ner's Label Studio import logs "imported k/n posts" after each batch, the line the
-CLI's progress bar and the Prefect UI show."""
+"""apply-ner's Label Studio import logs the new tasks so far, of all posts, after each batch:
+the line the CLI's progress bar and the Prefect UI show."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ def test_each_imported_batch_logs_the_posts_so_far_out_of_all(
         on_batch(2, list(range(10, 20)))
         on_batch(3, list(range(20, 25)))
     # Then each logs the running total out of 25, at INFO
+    skipped = "(a post already in the project is skipped)"
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.INFO, "imported 10/25 posts into Label Studio (batch 1)"),
-        (logging.INFO, "imported 20/25 posts into Label Studio (batch 2)"),
-        (logging.INFO, "imported 25/25 posts into Label Studio (batch 3)"),
+        (logging.INFO, f"Label Studio import, batch 1: 10 new tasks so far, of 25 posts {skipped}"),
+        (logging.INFO, f"Label Studio import, batch 2: 20 new tasks so far, of 25 posts {skipped}"),
+        (logging.INFO, f"Label Studio import, batch 3: 25 new tasks so far, of 25 posts {skipped}"),
     ]
