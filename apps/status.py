@@ -197,6 +197,8 @@ def label_studio_configured(settings: Settings) -> bool:
 
 
 def _label_studio_part(settings: Settings) -> tuple[LabelStudioCounts | None, str]:
+    if (problem := settings.secret_block_problem("label_studio_api_key")) is not None:
+        return None, problem
     if not label_studio_configured(settings):
         return None, "not configured (set NER_LABEL_STUDIO_API_KEY)"
     try:

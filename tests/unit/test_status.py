@@ -86,3 +86,14 @@ def test_a_label_studio_that_fails_is_asked_once() -> None:
         server.shutdown()
         server.server_close()
     assert len(asked) == 1 and asked[0].startswith("/api/projects")
+
+
+def test_a_key_block_that_could_not_be_read_is_what_status_says() -> None:
+    from apps.status import _label_studio_part
+    from ner.settings import load_settings
+
+    reason = "NER_LABEL_STUDIO_API_KEY_BLOCK names the Prefect Secret block 'k', which cannot"
+    settings = load_settings(label_studio_api_key_block="k").with_unread_blocks(
+        {"label_studio_api_key": reason}
+    )
+    assert _label_studio_part(settings) == (None, reason)
