@@ -15,6 +15,7 @@ messages carry the status and a short body, never headers or the API key.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -122,13 +123,30 @@ def _updated_since_query(since: datetime | None, annotated_only: bool) -> dict[s
     return {"filters": {"conjunction": "and", "items": items}} if items else None
 
 
+def list_projects(
+    client: LabelStudio, title: str | None = None, request_options: RequestOptions | None = None
+) -> list[Any]:
+    """Projects whose title contains ``title`` (case-insensitive; all without it), every page.
+
+    The SDK's pager asks for one more page after any page with items; Label Studio answers
+    that page with a 404 and logs an ERROR with a traceback each time. Here the next page is
+    asked for only when the answer names one (``next``). Raises the SDK's errors.
+    """
+    page: Any = client.projects.list(title=title, page_size=100, request_options=request_options)
+    found: list[Any] = []
+    while page is not None:
+        found.extend(page.items or [])
+        page = page.next_page() if getattr(page.response, "next", None) else None
+    return found
+
+
 def _find_or_create(
     client: LabelStudio, title: str, xml: str, secret: str | None, *, create: bool
 ) -> int:
     """Id of the oldest project titled exactly ``title``; created with ``xml`` if none and
     ``create``, else :class:`ProjectNotFoundError`."""
     with _api(f"lookup of project {title!r}", secret):
-        listed: Iterable[Any] = client.projects.list(title=title, page_size=100)
+        listed = list_projects(client, title)
         matches = sorted((p for p in listed if p.title == title), key=lambda p: p.id or 0)
     if len(matches) > 1:
         log.warning(
@@ -140,17 +158,27 @@ def _find_or_create(
     if matches:
         return int(matches[0].id or 0)
     if not create:
-        raise ProjectNotFoundError(
-            f"no Label Studio project is titled {title!r}: `brandloop labelstudio setup` "
-            "creates it (so does sending tasks there); check NER_ENV and "
-            "NER_LABEL_STUDIO_PROJECT if it should exist"
-        )
+        raise ProjectNotFoundError(_missing_project(client, title, secret))
     with _api(f"creation of project {title!r}", secret):
         created = client.projects.create(title=title, label_config=xml)
     if created.id is None:
         raise LabelStudioError(f"Label Studio created project {title!r} without an id")
     log.info("created Label Studio project %s %r", created.id, title)
     return int(created.id)
+
+
+def _missing_project(client: LabelStudio, title: str, secret: str | None) -> str:
+    """Why no project titled ``title`` will do: the closest title there is, the settings
+    that name it, and, for a new environment, the command that creates it."""
+    with _api("listing of the projects", secret):
+        titles = sorted({str(p.title) for p in list_projects(client) if p.title})
+    close = difflib.get_close_matches(title, titles, n=1)
+    there = f"did you mean {close[0]!r}? " if close else ""
+    return (
+        f"no Label Studio project is titled {title!r} ({there}{len(titles)} projects there): "
+        "check NER_ENV and NER_LABEL_STUDIO_PROJECT; for a new environment, `brandloop "
+        "labelstudio setup` creates its project"
+    )
 
 
 class LabelStudioProject:

@@ -40,7 +40,7 @@ from deployments import label_trigger
 from flows.feedback_loop import TIMED_OUT, feedback_loop
 from flows.train_ner import train_ner
 from ner.errors import ConfigError, LabelStudioError, ProjectNotFoundError
-from ner.labelstudio.client import LabelStudioProject
+from ner.labelstudio.client import LabelStudioProject, list_projects
 from ner.labelstudio.config import label_config
 from ner.labelstudio.exchange import (
     collect_annotations,
@@ -234,8 +234,13 @@ def test_reading_labels_never_creates_a_missing_project(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given no project of the settings' title (a misspelled environment or project, say)
+    # Given no project of the settings' title (a misspelled environment or project, say),
+    # and one whose title is close
+    from label_studio_sdk import LabelStudio
+
     title = ls_settings.project_title
+    client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    client.projects.create(title=f"{title}-v2", label_config=label_config(LABELS))
     for key, value in label_studio.env().items():
         monkeypatch.setenv(key, value)
     # When training reads its labels from Label Studio
@@ -248,17 +253,38 @@ def test_reading_labels_never_creates_a_missing_project(
         },
         return_state=True,
     )
-    # Then the run fails naming the project (a trial's run created it and said no_labels)
+    # Then the run fails naming the project and the closest one (a trial's run created it
+    # and said no_labels), the settings to check first, and how a new environment gets one
     assert state.is_failed(), state
-    with pytest.raises(ProjectNotFoundError, match=f"{title!r}.*brandloop labelstudio setup"):
+    with pytest.raises(ProjectNotFoundError) as missing:
         state.result()
+    said = str(missing.value)
+    assert f"no Label Studio project is titled {title!r} (did you mean '{title}-v2'?" in said
+    assert said.index("NER_LABEL_STUDIO_PROJECT") < said.index("brandloop labelstudio setup")
     # And no project was created, by the flow or by a direct read
     with pytest.raises(ProjectNotFoundError):
         LabelStudioProject.connect(ls_settings, create=False)
+    assert [p.id for p in list_projects(client, title) if p.title == title] == []
+
+
+def test_listing_projects_asks_for_no_page_past_the_end(label_studio: LabelStudioService) -> None:
+    import httpx
     from label_studio_sdk import LabelStudio
 
-    client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
-    assert [p.id for p in client.projects.list(title=title) if p.title == title] == []
+    # Given a client that records every request, on a server with a few projects
+    asked: list[str] = []
+    recorder = httpx.Client(event_hooks={"request": [lambda r: asked.append(str(r.url))]})
+    client = LabelStudio(
+        base_url=label_studio.url, api_key=label_studio.token, httpx_client=recorder
+    )
+    client.projects.create(title=unique("listed"), label_config=label_config(LABELS))
+    # When every project is listed
+    asked.clear()
+    projects = list_projects(client)
+    # Then no page past the last was asked for (the SDK's pager asks for one, which Label
+    # Studio answers with a 404 it logs as an ERROR with a traceback)
+    assert projects
+    assert len(asked) == -(-len(projects) // 100), asked
 
 
 # --- 2. idempotent import -------------------------------------------------------------------
