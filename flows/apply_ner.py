@@ -336,8 +336,7 @@ def _import_progress(n_posts: int, logger: Any) -> exchange.OnBatch:
     def on_batch(number: int, task_ids: list[int]) -> None:
         imported[0] += len(task_ids)
         logger.info(
-            "Label Studio import, batch %d: %d new tasks so far, of %d posts (a post already "
-            "in the project is skipped)",
+            "batch %d: %d new tasks so far, of %d posts (a post already in the project is skipped)",
             number,
             imported[0],
             n_posts,

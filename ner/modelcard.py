@@ -315,7 +315,7 @@ def manual_promotion_note(*, reason: str, actor: str, when: str) -> str:
     (``brandloop promote``): ``when`` (UTC), ``actor``, ``reason``."""
     return (
         f"{ALIAS_NOTES[0]} to @champion at {when} by {_cell(actor)}: {_cell(reason)}. "
-        "The gate's verdict when it was trained follows."
+        "Below: the card of when it was trained."
     )
 
 
@@ -324,7 +324,7 @@ def rollback_note(*, reason: str, actor: str, when: str) -> str:
     away from."""
     return (
         f"{ALIAS_NOTES[1]} from @champion at {when} by {_cell(actor)}: {_cell(reason)}. "
-        "The card below is of when it was trained."
+        "Below: the card of when it was trained."
     )
 
 

@@ -23,7 +23,7 @@ def test_each_imported_batch_logs_the_posts_so_far_out_of_all(
     # Then each logs the running total out of 25, at INFO
     skipped = "(a post already in the project is skipped)"
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.INFO, f"Label Studio import, batch 1: 10 new tasks so far, of 25 posts {skipped}"),
-        (logging.INFO, f"Label Studio import, batch 2: 20 new tasks so far, of 25 posts {skipped}"),
-        (logging.INFO, f"Label Studio import, batch 3: 25 new tasks so far, of 25 posts {skipped}"),
+        (logging.INFO, f"batch 1: 10 new tasks so far, of 25 posts {skipped}"),
+        (logging.INFO, f"batch 2: 20 new tasks so far, of 25 posts {skipped}"),
+        (logging.INFO, f"batch 3: 25 new tasks so far, of 25 posts {skipped}"),
     ]

@@ -168,17 +168,17 @@ def test_an_alias_note_goes_under_the_title_and_keeps_the_latest_of_each_kind() 
         "# brand-ner version 3",
         "",
         "**Promoted by hand** to @champion at T1 by cli:ana: manual: hotfix. "
-        "The gate's verdict when it was trained follows.",
+        "Below: the card of when it was trained.",
     ]
     assert again.count("**Promoted by hand**") == 1 and "at T2 by b: again." in again
     # a rollback goes on top, and the promotion it undid stays under it (a trial read the
     # card as if the version had never been champion when the rollback replaced it)
     assert rolled.splitlines()[2:] == [
         "**Rolled back** from @champion at T3 by cli:bo: complaints. "
-        "The card below is of when it was trained.",
+        "Below: the card of when it was trained.",
         "",
         "**Promoted by hand** to @champion at T2 by b: again. "
-        "The gate's verdict when it was trained follows.",
+        "Below: the card of when it was trained.",
         "",
         "**Gate: refused** (not promoted) by `threshold`",
         "",
@@ -197,7 +197,7 @@ def test_an_alias_note_without_a_card_and_within_the_limit() -> None:
     note = manual_promotion_note(reason="r | x\ny", actor="a", when="T")
     assert with_alias_note("", note) == (
         "**Promoted by hand** to @champion at T by a: r \\| x y. "
-        "The gate's verdict when it was trained follows."
+        "Below: the card of when it was trained."
     )
     long_card = "# m version 1\n\n" + "\n".join(["row " + "x" * 90] * 80)
     cut = with_alias_note(long_card, note)
