@@ -532,6 +532,8 @@ def check_canary(
     is reported beside it (``lower``, ``upper``) so a reader can tell a drop from noise.
     Does not apply unless both models were scored on a non-empty canary set; raises
     :class:`GoldSetError` when the two canary evaluations cover different posts."""
+    if challenger is None and champion is None:
+        return Verdict(Rule.CANARY, Status.NOT_APPLICABLE, "no canary set")
     if challenger is None or champion is None:
         missing = "challenger" if challenger is None else "champion"
         reason = f"no canary evaluation of the {missing}"

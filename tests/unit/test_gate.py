@@ -283,6 +283,10 @@ def test_canary_needs_both_evaluations_of_the_same_set() -> None:
     assert missing.status is Status.NOT_APPLICABLE
     assert "challenger" in missing.reason
     assert check_canary(three, None).status is Status.NOT_APPLICABLE
+    # no canary set at all says that (a trial's gate table said "no evaluation of the
+    # challenger" where the run's summary said no post was from an earlier window)
+    none = check_canary(None, None)
+    assert (none.status, none.reason) == (Status.NOT_APPLICABLE, "no canary set")
     with pytest.raises(GoldSetError, match="canary"):
         check_canary(canary(2, total=2), three)
 
