@@ -253,7 +253,8 @@ def _bullets(title: str, items: Sequence[str], limit: int | None) -> list[str]:
 def _training_items(card: ModelCard) -> list[str]:
     data = card.training
     items = [
-        f"training posts: {data.n_train:,} (dev {data.n_dev:,}), dataset hash "
+        f"training posts: {data.n_train:,}, and {data.n_dev:,} more held out as the dev "
+        f"slice (epoch scores), dataset hash "
         f"`{data.dataset_hash}`",
         f"spans left out (not aligned to tokens): {data.n_rejected_spans:,}",
     ]

@@ -61,7 +61,10 @@ def test_a_refused_card_says_which_rule_refused_and_with_what_numbers() -> None:
 
 def test_the_card_names_the_training_data_and_the_recipe() -> None:
     text = render_model_card(card_of(8))
-    assert f"training posts: 1,200 (dev 130), dataset hash `{TRAIN_HASH}`" in text
+    assert (
+        "training posts: 1,200, and 130 more held out as the dev slice (epoch scores), "
+        f"dataset hash `{TRAIN_HASH}`"
+    ) in text
     assert "spans left out (not aligned to tokens): 3" in text
     assert "training run: `run-123`" in text
     assert "base model: `en_core_web_sm`" in text
