@@ -598,12 +598,20 @@ def train(
     set_: SetOption = None,
 ) -> None:
     """Evaluate the champion, train and promote a challenger if needed (train-ner)."""
-    from flows.train_ner import train_ner
+    from flows.train_ner import TrainStatus, train_ner
 
     params = {"source": source, "export_keys": export_keys}
     result = run_flow(ctx, train_ner, params, parse_overrides(set_))
+    shown = result.model_dump(mode="json")
+    challenger = ["challenger_version", "challenger_f1"]
+    if result.status == TrainStatus.ALREADY_TRAINED:  # nothing trained: name it for what it is
+        challenger = ["trained_before_version", "trained_before_f1"]
+        shown |= {
+            "trained_before_version": result.challenger_version,
+            "trained_before_f1": result.challenger_f1,
+        }
     _summary(
-        result,
+        shown,
         [
             "status",
             "labels",
@@ -612,8 +620,7 @@ def train(
             "n_train",
             "champion_model",
             "champion_f1",
-            "challenger_version",
-            "challenger_f1",
+            *challenger,
             *(["decision"] if result.gate is None else []),  # else the gate says it, below
         ],
     )

@@ -851,6 +851,30 @@ def test_train_accounts_for_every_label_gold_canary_and_training(
     assert ["n_gold", "23"] in rows and ["n_canary", "10"] in rows and ["n_train", "47"] in rows
 
 
+def test_an_already_trained_run_names_the_earlier_version_not_a_challenger(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.train_ner import TrainStatus, TrainSummary
+
+    # Given a run that trained nothing: version 1 was trained on the same inputs
+    done = TrainSummary(
+        status=TrainStatus.ALREADY_TRAINED,
+        labels=30,
+        rejected=0,
+        challenger_version="1",
+        challenger_f1=0.56,
+        decision="version 1 ... version 1 is @champion already",
+    )
+    monkeypatch.setattr(cli, "run_flow", lambda *args: done)
+    monkeypatch.setenv("COLUMNS", "200")
+    result = runner.invoke(cli.app, ["train"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split()[:2] for line in _lines(result.stdout)]
+    # Then no challenger is shown (a trial read the champion's F1 as a challenger's)
+    assert ["trained_before_version", "1"] in rows and ["trained_before_f1", "0.5600"] in rows
+    assert not [row for row in rows if row[0].startswith("challenger")]
+
+
 def test_a_misspelled_variable_is_warned_about_not_ignored_in_silence(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
