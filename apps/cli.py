@@ -1387,8 +1387,8 @@ def deploy(
         if missing:
             raise CliError(
                 f"{len(missing)} deploy-time variable(s) unset, first {missing[0]} "
-                "(deployments/.env.example lists them with examples: copy it, fill it in, "
-                "and export it)"
+                "(deployments/.env.example lists them with examples: copy it, fill in the "
+                "environment's BRANDLOOP_* lines, and export it: set -a; . FILE; set +a)"
             )
         console().print("every deploy-time variable is set")
         return

@@ -174,8 +174,9 @@ def _missing_project(client: LabelStudio, title: str, secret: str | None) -> str
         titles = sorted({str(p.title) for p in list_projects(client) if p.title})
     close = difflib.get_close_matches(title, titles, n=1)
     there = f"did you mean {close[0]!r}? " if close else ""
+    count = f"{len(titles)} project{'' if len(titles) == 1 else 's'} there"
     return (
-        f"no Label Studio project is titled {title!r} ({there}{len(titles)} projects there): "
+        f"no Label Studio project is titled {title!r} ({there}{count}): "
         "check NER_ENV and NER_LABEL_STUDIO_PROJECT; for a new environment, `brandloop "
         "labelstudio setup` creates its project"
     )

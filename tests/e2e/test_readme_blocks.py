@@ -280,7 +280,7 @@ def test_the_local_label_studio_block_sets_what_the_test_server_sets(tmp_path: P
     the test suite's Label Studio (``tests/support/servers.py``) needs, with the same values
     and flags; the server it waits for is the one it starts."""
     lines = readme_block("label-studio-local").replace("\\\n", " ").strip().splitlines()
-    venv, install, token, start, wait, setup = lines
+    venv, install, url, token, start, wait, setup = lines
     requirements = shlex.split(install)[-1]
     assert shlex.split(install)[-2] == "-r" and (README.parent / requirements).is_file()
     made = run_bash(f"{token} && echo $NER_LABEL_STUDIO_API_KEY", tmp_path, clean_env(tmp_path))
@@ -289,12 +289,14 @@ def test_the_local_label_studio_block_sets_what_the_test_server_sets(tmp_path: P
     assigned = dict(w.split("=", 1) for w in words if re.match(r"^[A-Z_]+=", w))
     server = label_studio_env(tmp_path, LabelStudioCredentials.generate())
     needed = {k for k in server if k.startswith(("LABEL_STUDIO_", "SSRF", "ML_BLOCK"))}
+    needed |= {"SENTRY_DSN", "FRONTEND_SENTRY_DSN"}
     assert needed <= set(assigned), needed - set(assigned)
-    for switch in (
+    switches = (
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN",
         "SSRF_PROTECTION_ENABLED",
         "ML_BLOCK_LOCAL_IP",
-    ):
+    )
+    for switch in (*switches, "SENTRY_DSN", "FRONTEND_SENTRY_DSN"):
         assert assigned[switch] == server[switch], switch
     assert assigned["LABEL_STUDIO_USER_TOKEN"] == "$NER_LABEL_STUDIO_API_KEY"
     command = words[len(assigned) :]
@@ -302,6 +304,7 @@ def test_the_local_label_studio_block_sets_what_the_test_server_sets(tmp_path: P
     port = command[command.index("--port") + 1]
     assert command[1:] == ["start", "--no-browser", "--internal-host", "127.0.0.1", "--port", port]
     assert f"http://127.0.0.1:{port}/health" in wait
+    assert url == f"export NER_LABEL_STUDIO_URL=http://127.0.0.1:{port}"
     assert shlex.split(setup.split("#")[0]) == [".venv/bin/brandloop", "labelstudio", "setup"]
 
 
