@@ -159,7 +159,7 @@ def label_studio_counts(settings: Settings) -> LabelStudioCounts | None:
     """
     from label_studio_sdk import LabelStudio
 
-    from ner.labelstudio.client import NO_RETRY, list_projects
+    from ner.labelstudio.client import NO_RETRY, projects_titled
 
     key = settings.require_secret("label_studio_api_key")
     title = settings.project_title
@@ -167,8 +167,7 @@ def label_studio_counts(settings: Settings) -> LabelStudioCounts | None:
         client = LabelStudio(
             base_url=settings.label_studio_url.rstrip("/"), api_key=key, timeout=15.0
         )
-        listed = list_projects(client, title, request_options=NO_RETRY)
-        matches = sorted((p for p in listed if p.title == title), key=lambda p: p.id or 0)
+        matches = projects_titled(client, title, request_options=NO_RETRY)
         if not matches:
             return None
         project = client.projects.get(id=int(matches[0].id or 0), request_options=NO_RETRY)

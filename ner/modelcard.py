@@ -340,8 +340,7 @@ def with_alias_note(card: str, note: str) -> str:
     if not kinds:
         raise ValueError(f"not an alias note: {note[:40]!r}")
     lines = card.splitlines()
-    others = [line for line in lines if line.startswith(ALIAS_NOTES)]
-    earlier = [line for line in others if not line.startswith(kinds[0])]
+    earlier = [ln for ln in lines if ln.startswith(ALIAS_NOTES) and not ln.startswith(kinds[0])]
     lines = [line for line in lines if not line.startswith(ALIAS_NOTES)]
     title = lines[:1] if lines and lines[0].startswith("# ") else []
     rest = lines[len(title) :]

@@ -140,14 +140,21 @@ def list_projects(
     return found
 
 
+def projects_titled(
+    client: LabelStudio, title: str, request_options: RequestOptions | None = None
+) -> list[Any]:
+    """Projects titled exactly ``title``, oldest (lowest id) first. Raises the SDK's errors."""
+    listed = list_projects(client, title, request_options=request_options)
+    return sorted((p for p in listed if p.title == title), key=lambda p: p.id or 0)
+
+
 def _find_or_create(
     client: LabelStudio, title: str, xml: str, secret: str | None, *, create: bool
 ) -> int:
     """Id of the oldest project titled exactly ``title``; created with ``xml`` if none and
     ``create``, else :class:`ProjectNotFoundError`."""
     with _api(f"lookup of project {title!r}", secret):
-        listed = list_projects(client, title)
-        matches = sorted((p for p in listed if p.title == title), key=lambda p: p.id or 0)
+        matches = projects_titled(client, title)
     if len(matches) > 1:
         log.warning(
             "%d Label Studio projects are titled %r; using the oldest, id %s",
