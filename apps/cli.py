@@ -1321,8 +1321,8 @@ def labelstudio_setup(
     project = labelstudio_client_module().LabelStudioProject.connect(cfg)
     out = console()
     out.print(
-        f"project {project.project_id} {project.title!r} on {cfg.label_studio_url} "
-        f"(labels: {', '.join(project.config.labels)})"
+        f"{'created' if project.created else 'found'} project {project.project_id} "
+        f"{project.title!r} on {cfg.label_studio_url} (labels: {', '.join(project.config.labels)})"
     )
     if webhook_url:
         from apps.webhook import register_webhook
@@ -1371,7 +1371,9 @@ def deploy(
     no_deploy: Annotated[
         bool, typer.Option("--no-deploy", help="Prepare pools and blocks only.")
     ] = False,
-    check: Annotated[bool, typer.Option(help="Only list missing deploy-time variables.")] = False,
+    check: Annotated[
+        bool, typer.Option(help="Only list unset or placeholder deploy-time variables.")
+    ] = False,
 ) -> None:
     """Work pools, Secret blocks and `prefect deploy` of the environment's deployments
     (what python -m deployments.bootstrap does)."""
@@ -1380,17 +1382,12 @@ def deploy(
     if unknown:
         raise CliError(f"--env {unknown[0]}: use one of {', '.join(bootstrap.ENVIRONMENTS)}")
     environ = dict(bootstrap.with_default_version(os.environ))  # BRANDLOOP_VERSION or local-<time>
-    missing = bootstrap.missing_variables(bootstrap.load_prefect_file(), env, environ)
-    if check or missing:
-        for name in missing:
-            console().print(f"missing: {name}")
-        if missing:
-            raise CliError(
-                f"{len(missing)} deploy-time variable(s) unset, first {missing[0]} "
-                "(deployments/.env.example lists them with examples: copy it, fill in the "
-                "environment's BRANDLOOP_* lines, and export it: set -a; . FILE; set +a)"
-            )
-        console().print("every deploy-time variable is set")
+    unusable = bootstrap.unusable_variables(bootstrap.load_prefect_file(), env, environ)
+    if check or unusable:
+        for line in bootstrap.check_lines(unusable, environ, bootstrap.example_values()):
+            console().print(line, markup=False, highlight=False)
+        if unusable:
+            raise CliError(bootstrap.unusable_error(unusable))
         return
     _require_prefect_server()
     report = bootstrap.bootstrap(

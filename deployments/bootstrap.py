@@ -3,8 +3,9 @@ environments.
 
 For each environment it:
 
-1. checks that every ``{{ $VARIABLE }}`` the environment's deployments use is set and
-   not empty (``prefect deploy`` would silently store an empty string);
+1. checks that every ``{{ $VARIABLE }}`` the environment's deployments use is set, not
+   empty (``prefect deploy`` would silently store an empty string) and not still one of
+   ``deployments/.env.example``'s placeholders (``change-me``, a host under example.com);
 2. creates the environment's process work pool if it is missing;
 3. with ``--secrets-from-env``, saves the Prefect Secret blocks the flows read at run time
    (``x-bearer-token-<env>``, ``label-studio-api-key-<env>``) from
@@ -18,7 +19,7 @@ For each environment it:
 Usage::
 
     python -m deployments.bootstrap --env dev --secrets-from-env --create-bucket
-    python -m deployments.bootstrap --check      # only report missing variables
+    python -m deployments.bootstrap --check      # only report unusable variables
 
 ``PREFECT_API_URL`` says which server. Secret values are never printed.
 """
@@ -34,12 +35,21 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from deployments.versioning import with_default_version
 from flows import context
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PREFECT_FILE = PROJECT_DIR / "prefect.yaml"
+EXAMPLE_FILE = PROJECT_DIR / "deployments" / ".env.example"
+#: How to set the deploy-time variables from the example file without its compose lines
+#: (exported, those would change brandloop's settings too: NER_MIN_NEW_LABELS...).
+EXPORT_HINT = (
+    "deployments/.env.example has an example of each: copy its deploy-time lines "
+    "(grep '^BRANDLOOP_' deployments/.env.example > deploy.env), put in the environment's "
+    "real values, and export them: set -a; . ./deploy.env; set +a"
+)
 ENVIRONMENTS = ("dev", "staging", "prod")
 #: Settings field -> Secret block name prefix (the block is ``<prefix>-<env>``): the
 #: secrets the flows read through ``flows.context.build_settings``.
@@ -98,11 +108,55 @@ def required_variables(config: Mapping[str, Any], envs: Sequence[str]) -> list[s
     return sorted(names)
 
 
-def missing_variables(
+def example_values(path: Path = EXAMPLE_FILE) -> dict[str, str]:
+    """``NAME -> example value`` of the example file's non-empty lines."""
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v}
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether ``value`` is one the example file says to replace: ``change-me``, or a URL
+    whose host is example.com or under it (reserved for examples, RFC 2606)."""
+    host = urlsplit(value.strip()).hostname or ""
+    return value.strip() == "change-me" or host == "example.com" or host.endswith(".example.com")
+
+
+def unusable_variables(
     config: Mapping[str, Any], envs: Sequence[str], environ: Mapping[str, str]
 ) -> list[str]:
-    """Required variables that are unset or empty in ``environ``."""
-    return [n for n in required_variables(config, envs) if not environ.get(n, "").strip()]
+    """Required variables that cannot be deployed with, sorted: unset, empty, or still a
+    placeholder (:func:`is_placeholder`)."""
+    return [
+        n
+        for n in required_variables(config, envs)
+        if not environ.get(n, "").strip() or is_placeholder(environ[n])
+    ]
+
+
+def check_lines(
+    names: Sequence[str], environ: Mapping[str, str], examples: Mapping[str, str]
+) -> list[str]:
+    """One line per unusable variable, saying why and, when unset, the example's value:
+    ``missing: NAME (example: VALUE)`` or ``placeholder: NAME=VALUE (replace it ...)``."""
+    lines = []
+    for name in names:
+        value = environ.get(name, "").strip()
+        if value:
+            lines.append(f"placeholder: {name}={value} (the example's; put in the real value)")
+        elif name in examples:
+            lines.append(f"missing: {name} (example: {examples[name]})")
+        else:
+            lines.append(f"missing: {name}")
+    return lines or ["every deploy-time variable is set"]
+
+
+def unusable_error(names: Sequence[str]) -> str:
+    """The one-line error for unusable variables ``names`` (not empty), with the way out."""
+    return (
+        f"{len(names)} deploy-time variable(s) unset or placeholders, first {names[0]} "
+        f"({EXPORT_HINT})"
+    )
 
 
 def work_pool_names(config: Mapping[str, Any], env: str) -> list[str]:
@@ -225,12 +279,9 @@ def bootstrap(
 ) -> dict[str, Any]:
     """Do every step for ``envs``; returns what was done (no secret values)."""
     config = config or load_prefect_file()
-    missing = missing_variables(config, envs, environ)
-    if missing:
-        raise BootstrapError(
-            "set these variables before deploying (prefect.yaml reads them at deploy "
-            f"time; see deployments/.env.example): {', '.join(missing)}"
-        )
+    unusable = unusable_variables(config, envs, environ)
+    if unusable:
+        raise BootstrapError(f"{unusable_error(unusable)}: {', '.join(unusable)}")
     report: dict[str, Any] = {}
     for env in envs:
         done: dict[str, Any] = {
@@ -263,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--create-bucket", action="store_true")
     parser.add_argument("--no-deploy", action="store_true", help="prepare only")
     parser.add_argument(
-        "--check", action="store_true", help="only list missing deploy-time variables"
+        "--check", action="store_true", help="only list unset or placeholder deploy-time variables"
     )
     args = parser.parse_args(argv)
     # force: importing flows.context has let Prefect configure the root logger already
@@ -272,12 +323,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     envs = args.env or list(ENVIRONMENTS)
     environ = with_default_version(os.environ)  # BRANDLOOP_VERSION: given, or local-<time>
     if args.check:
-        missing = missing_variables(load_prefect_file(), envs, environ)
-        for name in missing:
-            print(f"missing: {name}")
-        if not missing:
-            print("every deploy-time variable is set")
-        return 1 if missing else 0
+        unusable = unusable_variables(load_prefect_file(), envs, environ)
+        print("\n".join(check_lines(unusable, environ, example_values())))
+        if unusable:
+            log.error("%s", unusable_error(unusable))
+        return 1 if unusable else 0
     try:
         report = bootstrap(
             envs,

@@ -150,9 +150,9 @@ def projects_titled(
 
 def _find_or_create(
     client: LabelStudio, title: str, xml: str, secret: str | None, *, create: bool
-) -> int:
-    """Id of the oldest project titled exactly ``title``; created with ``xml`` if none and
-    ``create``, else :class:`ProjectNotFoundError`."""
+) -> tuple[int, bool]:
+    """(id, created) of the oldest project titled exactly ``title``; created with ``xml`` if
+    none and ``create``, else :class:`ProjectNotFoundError`."""
     with _api(f"lookup of project {title!r}", secret):
         matches = projects_titled(client, title)
     if len(matches) > 1:
@@ -163,7 +163,7 @@ def _find_or_create(
             matches[0].id,
         )
     if matches:
-        return int(matches[0].id or 0)
+        return int(matches[0].id or 0), False
     if not create:
         raise ProjectNotFoundError(_missing_project(client, title, secret))
     with _api(f"creation of project {title!r}", secret):
@@ -171,7 +171,7 @@ def _find_or_create(
     if created.id is None:
         raise LabelStudioError(f"Label Studio created project {title!r} without an id")
     log.info("created Label Studio project %s %r", created.id, title)
-    return int(created.id)
+    return int(created.id), True
 
 
 def _missing_project(client: LabelStudio, title: str, secret: str | None) -> str:
@@ -194,7 +194,8 @@ class LabelStudioProject:
 
     Build it with :meth:`connect` (from settings) or :meth:`ensure` (from a client).
     ``config`` is the project's own labelling config, parsed: results are written with its
-    ``from_name``/``to_name`` and task text goes under its ``text_key``.
+    ``from_name``/``to_name`` and task text goes under its ``text_key``. ``created`` says
+    whether building it created the project in Label Studio.
     """
 
     def __init__(
@@ -205,11 +206,13 @@ class LabelStudioProject:
         config: LabelConfig,
         *,
         secret: str | None = None,
+        created: bool = False,
     ) -> None:
         self.client = client
         self.project_id = project_id
         self.title = title
         self.config = config
+        self.created = created
         self._secret = secret
 
     def __repr__(self) -> str:
@@ -264,7 +267,9 @@ class LabelStudioProject:
         valid). A hand-written config lacking labels is an error, not overwritten. With
         several projects of that title, the oldest (lowest id) is used.
         """
-        project_id = _find_or_create(client, title, label_config(labels), secret, create=create)
+        project_id, created = _find_or_create(
+            client, title, label_config(labels), secret, create=create
+        )
         with _api(f"read of project {project_id}", secret):
             xml = client.projects.get(id=project_id).label_config or ""
         config = parse_label_config(xml)
@@ -280,7 +285,7 @@ class LabelStudioProject:
                 client.projects.update(id=project_id, label_config=label_config(wanted))
             config = LabelConfig.for_labels(wanted)
             log.info("added labels %s to Label Studio project %s", missing, project_id)
-        return cls(client, project_id, title, config, secret=secret)
+        return cls(client, project_id, title, config, secret=secret, created=created)
 
     def _api(self, what: str) -> Any:
         return _api(what, self._secret)

@@ -282,8 +282,9 @@ def test_deploy_check_lists_missing_variables_and_points_to_the_example_file(
         monkeypatch.delenv(name)
     result = runner.invoke(cli.app, ["deploy", "--env", "dev", "--check"])
     assert result.exit_code == 1
-    assert "missing: BRANDLOOP_DEV_STORAGE_URI" in result.stdout
+    assert "missing: BRANDLOOP_DEV_STORAGE_URI (example: gs://brandloop)" in result.stdout
     assert "deployments/.env.example" in _lines(result.stderr)[0]
+    assert "grep '^BRANDLOOP_'" in _lines(result.stderr)[0]  # not the compose lines too
 
 
 def test_unknown_deploy_environment_is_named(runner: CliRunner) -> None:

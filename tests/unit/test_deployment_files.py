@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -160,13 +161,62 @@ def test_missing_and_empty_variables_are_reported(prefect_file: dict[str, Any]) 
     environ = {name: "x" for name in bootstrap.required_variables(prefect_file, ["dev"])}
     environ["BRANDLOOP_DEV_MLFLOW_TRACKING_URI"] = " "
     # Then dev misses exactly that one, and prod misses its own
-    assert bootstrap.missing_variables(prefect_file, ["dev"], environ) == [
+    assert bootstrap.unusable_variables(prefect_file, ["dev"], environ) == [
         "BRANDLOOP_DEV_MLFLOW_TRACKING_URI"
     ]
-    prod_missing = bootstrap.missing_variables(prefect_file, ["prod"], environ)
+    prod_missing = bootstrap.unusable_variables(prefect_file, ["prod"], environ)
     assert prod_missing and all(n.startswith("BRANDLOOP_PROD_") for n in prod_missing)
     with pytest.raises(bootstrap.BootstrapError, match="BRANDLOOP_DEV_MLFLOW_TRACKING_URI"):
         bootstrap.bootstrap(["dev"], environ, deploy=False, config=prefect_file)
+
+
+def test_placeholders_of_the_example_file_are_refused_and_named(
+    prefect_file: dict[str, Any],
+) -> None:
+    # Given staging's variables from the example file, with its placeholder hosts
+    examples = bootstrap.example_values()
+    needed = bootstrap.required_variables(prefect_file, ["staging"])
+    environ = {**{n: examples.get(n, "") for n in needed}, "BRANDLOOP_VERSION": "1.2.3"}
+    environ["BRANDLOOP_STAGING_STORAGE_URI"] = "gs://our-real-bucket"
+    del environ["BRANDLOOP_PROJECT_DIR"]
+    unusable = bootstrap.unusable_variables(prefect_file, ["staging"], environ)
+    # Then the two example.com URLs and the unset folder are unusable, the real bucket is not
+    assert unusable == [
+        "BRANDLOOP_PROJECT_DIR",
+        "BRANDLOOP_STAGING_LABEL_STUDIO_URL",
+        "BRANDLOOP_STAGING_MLFLOW_TRACKING_URI",
+    ]
+    # And each line says why, an unset one with the example's value
+    assert bootstrap.check_lines(unusable, environ, examples) == [
+        "missing: BRANDLOOP_PROJECT_DIR (example: /opt/brandloop)",
+        "placeholder: BRANDLOOP_STAGING_LABEL_STUDIO_URL="
+        "https://label-studio.staging.example.com (the example's; put in the real value)",
+        "placeholder: BRANDLOOP_STAGING_MLFLOW_TRACKING_URI="
+        "https://mlflow.staging.example.com (the example's; put in the real value)",
+    ]
+    with pytest.raises(bootstrap.BootstrapError, match="BRANDLOOP_STAGING_MLFLOW_TRACKING_URI"):
+        bootstrap.bootstrap(["staging"], environ, deploy=False, config=prefect_file)
+    # And a real host that merely contains the word is not a placeholder
+    assert not bootstrap.is_placeholder("https://mlflow.example.company.io")
+    assert bootstrap.is_placeholder("change-me") and bootstrap.is_placeholder("http://example.com")
+
+
+def test_the_export_hint_sets_deploy_variables_and_no_setting(tmp_path: Path) -> None:
+    # Given the hint's two commands, run as written in a copy of the project's layout
+    grep = re.search(r"\((grep [^)]*)\)", bootstrap.EXPORT_HINT)
+    export = re.search(r"export them: (.*)$", bootstrap.EXPORT_HINT)
+    assert grep and export
+    (tmp_path / "deployments").mkdir()
+    (tmp_path / "deployments" / ".env.example").write_text(ENV_EXAMPLE.read_text())
+    script = f"{grep.group(1)} && {export.group(1)} && env"
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    exported = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    # Then the deploy-time variables are set, and none of the compose lines (which are
+    # brandloop settings or passwords) leaked into the shell
+    assert exported["BRANDLOOP_DEV_STORAGE_URI"] == env_example()["BRANDLOOP_DEV_STORAGE_URI"]
+    assert "NER_MIN_NEW_LABELS" not in exported and "POSTGRES_PASSWORD" not in exported
 
 
 def test_the_check_says_when_nothing_is_missing(
@@ -179,6 +229,12 @@ def test_the_check_says_when_nothing_is_missing(
         monkeypatch.setenv(name, "x")
     assert bootstrap.main(["--env", "dev", "--check"]) == 0
     assert capsys.readouterr().out == "every deploy-time variable is set\n"
+    # And with one unset, it says the same as `brandloop deploy --check` does
+    monkeypatch.delenv("BRANDLOOP_DEV_STORAGE_URI")
+    assert bootstrap.main(["--env", "dev", "--check"]) == 1
+    assert (
+        capsys.readouterr().out == "missing: BRANDLOOP_DEV_STORAGE_URI (example: gs://brandloop)\n"
+    )
 
 
 def test_a_bootstrap_report_reads_as_one_line() -> None:

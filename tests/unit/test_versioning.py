@@ -139,7 +139,7 @@ def test_every_deployment_takes_its_version_from_the_variable() -> None:
     # And the bootstrap, run by hand without it, fills it in rather than refusing
     needed = bootstrap.required_variables(config, ["dev"])
     environ = with_default_version({n: "x" for n in needed if n != VERSION_VARIABLE}, NOW)
-    assert bootstrap.missing_variables(config, ["dev"], environ) == []
+    assert bootstrap.unusable_variables(config, ["dev"], environ) == []
 
 
 # --- the workflows --------------------------------------------------------------------------
