@@ -7,7 +7,7 @@ screen with its outcome and duration. What the flows log at INFO is printed as i
 so the narration follows the run's own log, the one the Prefect UI shows. Where the console
 is not a terminal (output redirected to a file or a pipe) there is no spinner: a running
 task's progress ("epoch 3/20 ...") is printed as a line instead, at most one per task every
-:data:`PLAIN_EVERY` seconds.
+:data:`PLAIN_EVERY` seconds, and its last one when the task ends (the final epoch's score).
 
 The run's records still reach the Prefect API (the UI) at INFO and above; Prefect's own
 console lines are hidden unless ``verbose`` (``--debug``).
@@ -94,6 +94,7 @@ class _Running:
     started: float
     progress_id: TaskID
     said: float = float("-inf")  # when its last progress line was printed (plain console)
+    held: str | None = None  # its latest progress line not printed yet (plain console)
 
 
 class Narrator(logging.Handler):
@@ -147,9 +148,11 @@ class Narrator(logging.Handler):
         """Without a spinner to show it, a task's progress is a line, :data:`PLAIN_EVERY`
         seconds apart at most (a long step still says it is alive, a fast one does not flood)."""
         now = time.monotonic()
-        if now - running.said >= PLAIN_EVERY:
+        line = f"  [dim]{escape(running.label)}: {escape(_clip(message))}[/]"
+        running.held = None if now - running.said >= PLAIN_EVERY else line
+        if running.held is None:
             running.said = now
-            self.say(f"  [dim]{escape(running.label)}: {escape(_clip(message))}[/]")
+            self.say(line)
 
     def _flow_record(self, record: logging.LogRecord, message: str) -> None:
         if self.starting is not None:
@@ -179,6 +182,8 @@ class Narrator(logging.Handler):
         if running is not None:
             self.progress.remove_task(running.progress_id)
             seconds = time.monotonic() - running.started
+            if running.held is not None:  # where the task got to, e.g. its last epoch
+                self.say(running.held)
         if state in ("Completed", "Cached"):
             if task in STEPS:
                 self.say(f"[green]✓[/] {STEPS[task]} [dim]({seconds:.1f} s)[/]")

@@ -711,11 +711,13 @@ def test_narrator_says_one_line_per_step() -> None:
     lines = _lines(console.export_text())
     assert lines.pop(0) == "  starting the flow run …"  # no spinner: said as a line at once
     assert lines[0] == "▶ train-ner"
-    # not a terminal, so no spinner: the task's progress is a line, one per PLAIN_EVERY s
+    # not a terminal, so no spinner: the task's progress is a line, one per PLAIN_EVERY s,
+    # and the last one held back is said when the task ends (a log shows the final epoch)
     assert lines[1] == "  training the challenger: epoch 3/20: loss 12.5, dev F1 0.61"
-    assert lines[2].startswith("✓ trained the challenger (")
+    assert lines[2] == "  training the challenger: epoch 4/20: loss 11.0, dev F1 0.66"
+    assert lines[3].startswith("✓ trained the challenger (")
     cut = lines.index("✗ fetch_posts failed: no such file posts.jsonl")
-    said = " ".join(lines[3:cut])  # wrapped at the console's width, whole up to MAX_LINE
+    said = " ".join(lines[4:cut])  # wrapped at the console's width, whole up to MAX_LINE
     assert said.startswith("  champion v1: F1 0.8 gate rule") and said.endswith("…")
     assert 400 < len(said) <= 490
     assert lines[cut + 1 :] == ["✗ train-ner failed"]
