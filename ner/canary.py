@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ner import layout
-from ner.datasets import dataset_hash, split_point
+from ner.datasets import dataset_hash, honour_forgotten, split_point
 from ner.errors import DataError, GoldSetError
 from ner.records import read_annotations, read_posts, write_annotations
 from ner.storage import Storage
@@ -415,17 +415,17 @@ def freeze_canary_set(
 
 def load_canary_set(storage: Storage, gold_name: str) -> tuple[CanarySet, list[Annotation]] | None:
     """The canary set frozen with gold set ``gold_name`` and its annotations, or None when
-    that gold set was frozen without one. :class:`GoldSetError` when the stored annotations
-    do not match the record."""
+    that gold set was frozen without one; forgotten posts left out (re-hashed), as the gold
+    set's. :class:`GoldSetError` when the stored annotations do not match the record."""
     key = layout.canary_set(gold_name)
     if not storage.exists(key):
         return None
     canary = CanarySet.from_dict(storage.read_json(key))
     if not canary.post_ids:
         return canary, []
-    annotations = list(read_annotations(storage, canary.annotations_key))
+    annotations = list(read_annotations(storage, canary.annotations_key, include_forgotten=True))
     if tuple(sorted(a.post_id for a in annotations)) != canary.post_ids:
         raise GoldSetError(f"canary set of {gold_name!r}: annotations do not match its post ids")
     if dataset_hash(annotations) != canary.hash:
         raise GoldSetError(f"canary set of {gold_name!r}: annotations do not match its hash")
-    return canary, annotations
+    return honour_forgotten(storage, canary, annotations)

@@ -32,11 +32,12 @@ annotation is not withdrawn, and its frozen label stays as it is (relabelling ne
 frozen gold set). The old version's files are left in place as history.
 
 Forgotten posts (:mod:`ner.forget`). A post deleted upstream leaves the gold set: the frozen
-set is kept under its name, minus those posts, and re-hashed (:func:`ner.purge.purge_gold_sets`
-rewrites it and keeps the hashes it had before in ``hashes_before_forget``). So the gold hash
-changes and the champion is scored again on the smaller set; a gold set that kept data the
-platform asks us to delete would break its terms. Until the stored set is rewritten,
-:func:`load_gold_set` leaves the forgotten posts out and re-hashes on the fly.
+set is kept under its name, minus those posts, and re-hashed (:func:`ner.purge.purge_frozen_set`
+rewrites it and keeps the hashes it had before in ``hashes_before_forget``); so is the canary
+set frozen beside it. So the gold hash changes and the champion is scored again on the
+smaller set; a gold set that kept data the platform asks us to delete would break its terms.
+Until the stored set is rewritten, :func:`load_gold_set` (and
+:func:`ner.canary.load_canary_set`) leave the forgotten posts out and re-hash on the fly.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
 from ner import forget, layout
 from ner.errors import DataError, GoldSetError
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
     from spacy.tokens import Span as SpacySpan
 
 log = logging.getLogger(__name__)
+FrozenT = TypeVar("FrozenT", bound="FrozenSet")
 
 DEFAULT_SALT = "brandloop-gold-v1"
 CURRENT_KEY = layout.GOLD_SET_CURRENT
@@ -241,20 +243,34 @@ def load_gold_set(storage: Storage) -> tuple[GoldSet, list[Annotation]] | None:
         raise GoldSetError(f"gold set {name!r}: stored annotations do not match its post ids")
     if dataset_hash(annotations) != gold_set.hash:
         raise GoldSetError(f"gold set {name!r}: stored annotations do not match its hash")
-    return _honour_forgotten(storage, gold_set, annotations)
+    return honour_forgotten(storage, gold_set, annotations)
 
 
-def _honour_forgotten(
-    storage: Storage, gold_set: GoldSet, annotations: list[Annotation]
-) -> tuple[GoldSet, list[Annotation]]:
-    """The gold set without forgotten posts, re-hashed (a forget run between writing its
-    tombstones and removing the posts from the stored gold set, see :mod:`ner.purge`)."""
+class FrozenSet(Protocol):
+    """A frozen set of posts (gold or canary), a dataclass: its sorted post ids and their
+    hash."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def post_ids(self) -> tuple[str, ...]: ...
+
+    @property
+    def hash(self) -> str: ...
+
+
+def honour_forgotten(
+    storage: Storage, frozen: FrozenT, annotations: list[Annotation]
+) -> tuple[FrozenT, list[Annotation]]:
+    """A frozen set (a dataclass: :class:`GoldSet`, :class:`~ner.canary.CanarySet`) without
+    its forgotten posts, re-hashed: what a reader sees between a forget run's tombstones and
+    the purge that removes the posts from storage (see :mod:`ner.purge`)."""
     forgotten = forget.forgotten_ids(storage)
-    if forgotten.isdisjoint(gold_set.post_ids):
-        return gold_set, annotations
+    if forgotten.isdisjoint(frozen.post_ids):
+        return frozen, annotations
     kept = [a for a in annotations if a.post_id not in forgotten]
     ids = tuple(a.post_id for a in kept)
-    return replace(gold_set, post_ids=ids, hash=dataset_hash(kept)), kept
+    return replace(frozen, post_ids=ids, hash=dataset_hash(kept)), kept
 
 
 def _unique(annotations: Iterable[Annotation]) -> list[Annotation]:

@@ -205,6 +205,15 @@ def canary_set_annotations(gold_name: str) -> str:
     return f"{GOLDSETS}/{gold_name}/canary{_GOLD_ANNOTATIONS}"
 
 
+def canary_set_gold_name(key: str) -> str | None:
+    """The gold set name of a canary set record key (``goldsets/<name>/canary.json``), else
+    ``None``."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != GOLDSETS or parts[2] != f"canary{_JSON}":
+        return None
+    return parts[1]
+
+
 def gold_set_name(key: str) -> str | None:
     """The name of a gold set record key (as listed under :data:`GOLDSETS`), else ``None``
     (annotations, the pointer, anything nested)."""

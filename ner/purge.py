@@ -10,8 +10,9 @@ untouched (not rewritten). What is cleaned, by key prefix (:mod:`ner.layout`):
   ``data.post_id`` is one of them (snapshots are otherwise never rewritten: deletion is
   the one exception the platform terms impose);
 * ``selections/``: the ids in the active-learning choices;
-* ``goldsets/``: each frozen gold set keeps its name, loses the posts and is re-hashed; its
-  record keeps the hashes it had before under ``hashes_before_forget``.
+* ``goldsets/``: each frozen gold set, and the canary set frozen beside it, keeps its name,
+  loses the posts (annotations and record) and is re-hashed; its record keeps the hashes it
+  had before under ``hashes_before_forget``. Both objects are reported.
 
 Every function is idempotent: run again, it finds nothing left to remove.
 """
@@ -128,20 +129,22 @@ def purge_selection(storage: Storage, key: str, post_ids: Collection[str]) -> in
     return len(chosen) - len(kept)
 
 
-def purge_gold_set(storage: Storage, name: str, post_ids: Collection[str]) -> int:
-    """Drop ``post_ids`` from gold set ``name`` and re-hash it (same name); returns how many
-    posts left it. The annotations are rewritten first, then the record."""
-    record_key = layout.gold_set(name)
+def purge_frozen_set(
+    storage: Storage, record_key: str, annotations_key: str, post_ids: Collection[str]
+) -> dict[str, int]:
+    """Drop ``post_ids`` from a frozen set (a gold set, or the canary set frozen beside it):
+    its annotations, then its record (post ids, count, hash; the hashes it had before under
+    ``hashes_before_forget``). Returns ``{key: entries removed}`` of the objects rewritten."""
     record = _json_of(storage, record_key)
-    if not isinstance(record, dict):
-        raise DataError(record_key, "not a gold set record")
-    key = layout.gold_set_annotations(name)
-    gold = list(read_annotations(storage, key, include_forgotten=True))
-    kept = [a for a in gold if a.post_id not in post_ids]
-    if len(kept) == len(gold):
-        return 0
-    write_annotations(storage, key, kept)
+    if not isinstance(record, dict) or not isinstance(record.get("post_ids"), list):
+        raise DataError(record_key, "not a frozen set record")
+    if not set(map(str, record["post_ids"])) & set(post_ids):
+        return {}
+    held = list(read_annotations(storage, annotations_key, include_forgotten=True))
+    kept = [a for a in held if a.post_id not in post_ids]
+    write_annotations(storage, annotations_key, kept)
     before = [*record.get("hashes_before_forget", []), record.get("hash")]
+    removed = len(record["post_ids"]) - len(kept)
     record.update(
         post_ids=sorted(a.post_id for a in kept),
         n_posts=len(kept),
@@ -149,8 +152,8 @@ def purge_gold_set(storage: Storage, name: str, post_ids: Collection[str]) -> in
         hashes_before_forget=before,
     )
     storage.write_json(record_key, record)
-    log.info("gold set %s: %d forgotten posts dropped, re-hashed", name, len(gold) - len(kept))
-    return len(gold) - len(kept)
+    log.info("%s: %d forgotten posts dropped, re-hashed", record_key, removed)
+    return {annotations_key: len(held) - len(kept), record_key: removed}
 
 
 def _targets(storage: Storage) -> Iterator[tuple[str, str]]:
@@ -171,16 +174,25 @@ def _targets(storage: Storage) -> Iterator[tuple[str, str]]:
     for key in storage.list(layout.GOLDSETS):
         if layout.gold_set_name(key) is not None:
             yield key, "gold"
+        elif layout.canary_set_gold_name(key) is not None:
+            yield key, "canary"
 
 
-def _purge_one(storage: Storage, key: str, kind: str, post_ids: Collection[str]) -> int:
-    if kind == "tasks":
-        return purge_tasks_file(storage, key, post_ids)
-    if kind == "selection":
-        return purge_selection(storage, key, post_ids)
+def _purge_one(storage: Storage, key: str, kind: str, post_ids: Collection[str]) -> dict[str, int]:
+    """``{key: entries removed}`` of the objects cleaning ``key`` rewrote."""
     if kind == "gold":
-        return purge_gold_set(storage, str(layout.gold_set_name(key)), post_ids)
-    return purge_jsonl(storage, key, post_ids, kind)
+        name = str(layout.gold_set_name(key))
+        return purge_frozen_set(storage, key, layout.gold_set_annotations(name), post_ids)
+    if kind == "canary":
+        name = str(layout.canary_set_gold_name(key))
+        return purge_frozen_set(storage, key, layout.canary_set_annotations(name), post_ids)
+    if kind == "tasks":
+        removed = purge_tasks_file(storage, key, post_ids)
+    elif kind == "selection":
+        removed = purge_selection(storage, key, post_ids)
+    else:
+        removed = purge_jsonl(storage, key, post_ids, kind)
+    return {key: removed} if removed else {}
 
 
 def purge_storage(storage: Storage, post_ids: Collection[str]) -> PurgeReport:
@@ -193,13 +205,10 @@ def purge_storage(storage: Storage, post_ids: Collection[str]) -> PurgeReport:
     unreadable: list[str] = []
     for key, kind in _targets(storage):
         try:
-            removed = _purge_one(storage, key, kind, wanted)
+            rewritten.update(_purge_one(storage, key, kind, wanted))
         except DataError as exc:
             log.error("cannot clean %s of forgotten posts: %s", key, exc)
             unreadable.append(key)
-            continue
-        if removed:
-            rewritten[key] = removed
     report = PurgeReport(rewritten=rewritten, unreadable=unreadable)
     log.info(
         "removed %d records of %d posts from %d objects",

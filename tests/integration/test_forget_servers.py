@@ -17,7 +17,7 @@ from flows.context import RunContext
 from flows.feedback_loop import replay_labels
 from flows.forget import forget_posts
 from flows.train_ner import prepare_gold, pull_annotations
-from ner import forget, layout, purge
+from ner import canary, forget, layout, purge
 from ner.datasets import load_gold_set, read_annotations
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.exchange import collect_annotations, import_predictions, snapshot_export
@@ -76,9 +76,12 @@ def test_forget_removes_posts_everywhere_in_storage_and_keeps_them_out(
     loaded = load_gold_set(storage)
     assert loaded is not None
     gold_before = set(loaded[0].post_ids)
-    # three labelled posts: one of the gold set, two of the training pool
-    forgotten = {sorted(gold_before)[0], *sorted(pool)[:2]}
-    assert len(forgotten) == 3
+    frozen_canary = canary.load_canary_set(storage, loaded[0].name)
+    assert frozen_canary is not None and frozen_canary[0].post_ids  # apply stored dated posts
+    canary_before = set(frozen_canary[0].post_ids)
+    # four labelled posts: one of the gold set, two of the training pool, one canary post
+    forgotten = {sorted(gold_before)[0], *sorted(pool)[:2], sorted(canary_before)[0]}
+    assert len(forgotten) == 4
     posts_key = applied.delivered.posts_key if applied.delivered else ""
     before = {
         "posts": count_lines(storage, posts_key),
@@ -86,6 +89,7 @@ def test_forget_removes_posts_everywhere_in_storage_and_keeps_them_out(
         "annotations": len(pulled),
         "gold": len(gold_before),
         "pool": len(pool),
+        "canary": len(canary_before),
     }
     assert set(holders(storage, forgotten)) >= {posts_key, tasks_key}
 
@@ -102,28 +106,37 @@ def test_forget_removes_posts_everywhere_in_storage_and_keeps_them_out(
         "annotations": count_lines(storage, layout.pulled_annotations("pull-1")),
         "gold": len(load_gold_set(storage)[0].post_ids),  # type: ignore[index]
         "pool": count_lines(storage, layout.training_pool("pull-1")),
+        "canary": len(canary.load_canary_set(storage, loaded[0].name)[0].post_ids),  # type: ignore[index]
     }
     assert after == {
-        "posts": before["posts"] - 3,
-        "tasks": before["tasks"] - 3,
-        "annotations": before["annotations"] - 3,
+        "posts": before["posts"] - 4,
+        "tasks": before["tasks"] - 4,
+        "annotations": before["annotations"] - 4,
         "gold": before["gold"] - 1,
         "pool": before["pool"] - 2,
+        "canary": before["canary"] - 1,
     }, (before, after)
     print(f"\nforget on local storage: before {before}, after {after}")
     # And the audit says who, when, why, how many and which keys were rewritten
     (record_key,) = storage.list(layout.FORGOTTEN)
     audit = storage.read_json(record_key)
     assert (audit["by"], audit["reason"], audit["status"]) == ("ops:test", "deleted on X", "done")
-    assert audit["n_posts"] == 3 and sorted(audit["post_ids"]) == sorted(forgotten)
+    assert audit["n_posts"] == 4 and sorted(audit["post_ids"]) == sorted(forgotten)
     assert audit["at"].endswith("Z") and audit["deleted_tasks"] == {}
     assert {posts_key, tasks_key, layout.replay_export("replay-1")} <= set(audit["rewritten"])
-    assert any(key.startswith(f"{layout.GOLDSETS}/") for key in audit["rewritten"])
+    # every frozen object it rewrote is named: gold and canary, annotations and record
+    name = loaded[0].name
+    assert {
+        layout.gold_set(name),
+        layout.gold_set_annotations(name),
+        layout.canary_set(name),
+        layout.canary_set_annotations(name),
+    } <= set(audit["rewritten"])
 
     # When the posts come again (a source re-sends them, a late export still holds them)
     again = demo_slice(tmp_path, N_POSTS, name="again.jsonl")
     reapplied = apply_ner(source="jsonl", input_uri=str(again), model="gazetteer")
-    assert reapplied.fetched.n_posts == N_POSTS - 3
+    assert reapplied.fetched.n_posts == N_POSTS - 4
     storage.write_json("exports/late-replay.json", _gold_tasks_of(forgotten))
     ids, pool_again = pull_and_split(ctx, "pull-2")
     # Then a following pull and split do not bring them back

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from ner import forget, layout, purge
+from ner import canary, forget, layout, purge
 from ner.datasets import dataset_hash, freeze_gold_set, load_gold_set
 from ner.errors import ConfigError, DataError
 from ner.labelstudio.exchange import collect_annotations, read_pairs
@@ -135,12 +136,50 @@ def test_gold_set_is_read_without_forgotten_posts_and_purged_with_a_new_hash(
     assert loaded[0].hash == dataset_hash(loaded[1]) != frozen.hash
     # the purge rewrites it under the same name: same ids and hash as read above
     report = purge.purge_storage(storage, ["p2"])
-    assert report.rewritten[layout.gold_set("g")] == 1
+    assert report.rewritten == {layout.gold_set_annotations("g"): 1, layout.gold_set("g"): 1}
     record = storage.read_json(layout.gold_set("g"))
     assert record["hash"] == loaded[0].hash and record["hashes_before_forget"] == [frozen.hash]
     raw = list(read_annotations(storage, layout.gold_set_annotations("g"), include_forgotten=True))
     assert [a.post_id for a in raw] == ["p0", "p1", "p3", "p4", "p5"]
     assert load_gold_set(storage) == loaded
+
+
+def test_a_forgotten_canary_post_leaves_the_canary_set_readable_then_purged(
+    storage: Storage,
+) -> None:
+    # Given a canary set of four posts frozen beside gold set "g"
+    chosen = [annotation(p) for p in posts(4)]
+    rule = canary.CanaryRule.freeze(
+        [canary.PostStamp(a.post_id, None, "x") for a in chosen],
+        window=timedelta(days=7),
+        fraction=1.0,
+    )
+    ids = tuple(a.post_id for a in chosen)
+    holdout = canary.HoldoutSplit(rule, ids, (), (), (), n_earlier_window=4, n_other_source=0)
+    frozen = canary.freeze_canary_set(storage, "g", chosen, holdout, n_labelled=4)
+    # When one of them is forgotten (tombstone written, storage not yet cleaned)
+    forget.record(storage, ["p2"], by="ops", reason="deleted", stamp="s")
+    # Then the canary set still loads (a train run must not fail), without the post
+    loaded = canary.load_canary_set(storage, "g")
+    assert loaded is not None
+    assert loaded[0].post_ids == ("p0", "p1", "p3") and [a.post_id for a in loaded[1]] == [
+        "p0",
+        "p1",
+        "p3",
+    ]
+    assert loaded[0].hash == dataset_hash(loaded[1]) != frozen.hash
+    # And the purge removes it from the canary set's annotations and record, both reported
+    report = purge.purge_storage(storage, ["p2"])
+    assert report.rewritten == {
+        layout.canary_set_annotations("g"): 1,
+        layout.canary_set("g"): 1,
+    }
+    raw = read_annotations(storage, layout.canary_set_annotations("g"), include_forgotten=True)
+    assert [a.post_id for a in raw] == ["p0", "p1", "p3"]
+    record = storage.read_json(layout.canary_set("g"))
+    assert record["hashes_before_forget"] == [frozen.hash] and record["n_posts"] == 3
+    assert canary.load_canary_set(storage, "g") == loaded
+    assert purge.purge_storage(storage, ["p2"]).rewritten == {}
 
 
 def test_purge_rewrites_only_the_objects_holding_the_posts(storage: Storage) -> None:
