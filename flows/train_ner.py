@@ -72,7 +72,7 @@ class TrainStatus(StrEnum):
     NOT_ENOUGH_LABELS = "not_enough_labels"
     PROMOTED = "promoted"
     NOT_PROMOTED = "not_promoted"
-    #: A version was trained on the same inputs (labels, gold set, recipe, seed, code):
+    #: A version was trained on the same inputs (training posts, recipe, seed, code):
     #: training again would make the same model, so nothing was trained.
     ALREADY_TRAINED = "already_trained"
 
@@ -544,7 +544,7 @@ def prepare_training(
         seed=settings.seed,
         unlabelled=unlabelled,
         rehearsal=rehearsed.annotations if rehearsed else (),
-        context={"gold": splits.gold_hash, "canary": splits.canary_hash, "code": git_commit()},
+        context={"code": git_commit()},  # gold and canary sets only shape the pool
     )
     found = ctx.registry.trained_with(fingerprint)
     earlier = None
@@ -1057,8 +1057,8 @@ def already_trained(
         "today's gate"
     )
     summary.decision = (
-        f"version {earlier.version} (run {earlier.run_id}) was trained on the same labels, "
-        f"gold set, recipe, seed and code (fingerprint {fingerprint[:12]}): training again "
+        f"version {earlier.version} (run {earlier.run_id}) was trained on the same training "
+        f"posts, recipe, seed and code (fingerprint {fingerprint[:12]}): training again "
         f"would make the same model. Label more posts or change the recipe to train; {promote}"
     )
     return summary

@@ -312,7 +312,7 @@ def training_fingerprint(
     names (posts by :func:`ner.datasets.dataset_hash`, unlabelled posts only when the recipe
     draws hard negatives from them, every knob of the recipe and the bytes of its ``config``
     file), the versions of spaCy, brandloop and (accurate recipe) torch, and ``context``
-    (for example the code's commit and the gold set's hash). Training is a function of
+    (for example the code's commit). Training is a function of
     these (``bench/README.md``, "Reproducible training"), so two runs with one fingerprint
     make the same model. ``start_from`` names the start (a package, or ``champion v3``), not its
     bytes. Raises :class:`ConfigError` when ``recipe.config`` cannot be read."""

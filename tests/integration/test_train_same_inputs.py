@@ -1,6 +1,7 @@
 """train-ner on inputs a registered version was already trained on trains nothing: the same
-labels, gold set, recipe, seed and code make the same model (bench/README.md, "Reproducible
-training"), so a scheduled run with no new label does not register a copy."""
+training posts, recipe, seed and code make the same model (bench/README.md, "Reproducible
+training"), so a scheduled run with no new label does not register a copy, nor does a run
+after gold posts were forgotten."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.train_ner import TrainStatus, train_ner
+from ner import forget
+from ner.datasets import load_gold_set
 from ner.registry import FINGERPRINT_TAG
 from ner.storage import LocalStorage
 from tests.support.gate_data import write_two_windows
@@ -63,6 +66,20 @@ def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
     held = train_ner(source="storage", overrides=settings)
     assert (held.status, held.challenger_version) == (TrainStatus.ALREADY_TRAINED, "1"), held
     assert held.decision is not None and held.decision.endswith("version 1 is @champion already")
+
+    # When a gold post is forgotten (the gold set changes, the training pool does not)
+    storage = LocalStorage(tmp_path / "storage" / "dev")
+    gold = load_gold_set(storage)
+    assert gold is not None
+    forget.record(storage, [gold[0].post_ids[0]], by="test", reason="deleted", stamp="f1")
+    after = train_ner(source="storage", overrides=settings)
+    # Then the champion is scored on the smaller gold set and nothing trains (a trial saw a
+    # forget retrain and register the same model): its F1 there is the earlier version's
+    assert (after.status, after.challenger_version) == (TrainStatus.ALREADY_TRAINED, "1"), after
+    assert after.gold_hash != held.gold_hash and after.n_gold == held.n_gold - 1  # type: ignore[operator]
+    assert after.n_train == held.n_train
+    assert after.challenger_f1 == pytest.approx(after.champion_f1)
+    assert [str(v.version) for v in client.search_model_versions("name = 'brand-ner-dev'")] == ["1"]
     client.delete_registered_model_alias("brand-ner-dev", "champion")
 
     # When the recipe changes, the next run trains again
