@@ -419,6 +419,17 @@ def finish_unfinished(
     return recovered
 
 
+def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None) -> str:
+    """Why a fetch found no new post, and for a JSONL file how to predict it again."""
+    if source == "jsonl" and input_uri:
+        checkpoint = ctx.storage.uri(sources.jsonl_checkpoint_key(input_uri))
+        return (
+            f"every line of {input_uri} was read by an earlier run; to predict it again, "
+            f"delete its checkpoint {checkpoint}"
+        )
+    return "the source has no post newer than the last one fetched"
+
+
 def run_apply(
     ctx: RunContext,
     *,
@@ -456,7 +467,7 @@ def run_apply(
     logger.info("fetched %s posts (%s rejected)", fetched.n_posts, fetched.n_rejected)
     result = ApplyResult(fetched=fetched, destination=destination, recovered=recovered)
     if fetched.posts_key is None:
-        logger.info("no new posts: nothing to predict")
+        logger.info("no new posts: nothing to predict (%s)", no_posts_hint(ctx, source, input_uri))
         return result
     with batch_lease(ctx, fetched.posts_key, stamp) as skip:
         if skip:

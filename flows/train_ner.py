@@ -389,7 +389,23 @@ def prepare_gold(
     )
     if loaded is None:
         _say_gold_size(settings, splits, len(annotations))
-    return _with_canary(ctx, splits, annotations, holdout, fresh=loaded is None)
+    splits = _with_canary(ctx, splits, annotations, holdout, fresh=loaded is None)
+    _say_split(splits, len(annotations))
+    return splits
+
+
+def _say_split(splits: Splits, n_labelled: int) -> None:
+    """Log where the ``n_labelled`` posts went, every one accounted for."""
+    later = n_labelled - splits.n_gold - splits.n_canary - splits.n_train
+    run_logger().info(
+        "%d labelled posts: %d in the gold set, %d in the canary set (older posts or other "
+        "sources, kept to catch forgetting), %d in the training pool%s",
+        n_labelled,
+        splits.n_gold,
+        splits.n_canary,
+        splits.n_train,
+        f", {later} left out (of the gold split, labelled after it froze)" if later > 0 else "",
+    )
 
 
 def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
@@ -577,7 +593,7 @@ def train_challenger(
         recipe=settings.train,
         seed=settings.seed,
         on_epoch=lambda e: logger.info(
-            "epoch %d/%d, step %d: loss %.1f, dev F1 %.3f",
+            "epoch %d/%d, step %d: loss %.1f, held-out slice F1 %.3f",
             e.epoch,
             e.max_epochs,
             e.step,

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from flows.train_ner import Splits, _rehearsal_note, _say_gold_size
+from flows.train_ner import Splits, _rehearsal_note, _say_gold_size, _say_split
 from ner.rehearsal import RehearsalSet
 from ner.settings import Settings, TrainSettings
 from ner.types import Annotation, Rejected
@@ -62,3 +62,22 @@ def test_the_gold_size_is_said_while_waiting_and_when_small(
     assert caplog.messages[0].endswith(
         "(NER_GOLD_FRACTION=0 splits none off: adopt a gold set instead)"
     )
+
+
+def test_the_split_accounts_for_every_labelled_post(caplog: pytest.LogCaptureFixture) -> None:
+    # Given the demo's two rounds (a trial could not tell where 92 of 360 labels went)
+    first = Splits(
+        gold_key="g", gold_hash="h", n_gold=75, train_key="t", train_hash="t", n_train=193
+    )
+    first = first.model_copy(update={"n_canary": 92})
+    second = first.model_copy(update={"n_train": 258})
+    with caplog.at_level(logging.INFO, logger="flows.context"):
+        _say_split(first, 360)
+        _say_split(second, 453)
+    assert caplog.messages == [
+        "360 labelled posts: 75 in the gold set, 92 in the canary set (older posts or other "
+        "sources, kept to catch forgetting), 193 in the training pool",
+        "453 labelled posts: 75 in the gold set, 92 in the canary set (older posts or other "
+        "sources, kept to catch forgetting), 258 in the training pool, 28 left out (of the gold "
+        "split, labelled after it froze)",
+    ]

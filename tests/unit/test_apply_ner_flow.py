@@ -1,0 +1,27 @@
+"""Helpers of the ``apply-ner`` flow (flows/apply_ner.py) that are pure logic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+from flows.apply_ner import no_posts_hint
+from ner import sources
+from ner.storage import LocalStorage
+
+
+def test_a_jsonl_file_read_before_names_its_checkpoint(tmp_path: Path) -> None:
+    # Given a store (a trial re-ran apply on the same file and saw only "no new posts")
+    storage = LocalStorage(tmp_path / "store")
+    ctx = cast(Any, SimpleNamespace(storage=storage))
+    # Then the JSONL source says which checkpoint to delete to predict the file again
+    hint = no_posts_hint(ctx, "jsonl", "inbox/posts.jsonl")
+    checkpoint = storage.uri(sources.jsonl_checkpoint_key("inbox/posts.jsonl"))
+    assert hint == (
+        "every line of inbox/posts.jsonl was read by an earlier run; to predict it again, "
+        f"delete its checkpoint {checkpoint}"
+    )
+    assert checkpoint.startswith(storage.uri("checkpoints/jsonl-"))
+    # And the X source says it has nothing newer
+    assert no_posts_hint(ctx, "x", None) == "the source has no post newer than the last one fetched"
