@@ -59,6 +59,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accurate-l2sp10": {},
     "accurate-l2sp50": {},
     "accurate-llrd0.9": {},
+    "accurate-reinit1": {},
 }
 #: entity swap (:func:`bench.experiments.levers.swap`: copies, names from), applied to the
 #: posts handed to ``train``, so some copies fall in the recipe's held-back slice (the
@@ -97,6 +98,12 @@ L2SP: dict[str, float] = {"accurate-l2sp10": 10.0, "accurate-l2sp50": 50.0}
 #: before any figure (session 18): Sun et al.'s 0.95 over BERT-base's 12 layers leaves the
 #: lowest at 0.57 of the top; 0.9 over MiniLM-L6's 6 leaves it at 0.59
 LLRD: dict[str, float] = {"accurate-llrd0.9": 0.9}
+#: the top ``n`` transformer layers re-initialised before fine-tuning (Zhang et al. 2021,
+#: "Revisiting Few-sample BERT Fine-tuning"): the top of a pretrained encoder is the most
+#: specific to its pretraining task (for all-MiniLM-L6-v2, sentence embeddings), and a fresh
+#: top layer fine-tunes faster and more stably on small sets. 1 fixed before any figure
+#: (session 20), the weights drawn with the run's seed by the model's own initialiser
+REINIT: dict[str, int] = {"accurate-reinit1": 1}
 #: rehearsal set (``train(rehearsal=...)``, as ``NER_TRAIN__REHEARSAL_URI``): WNUT-17 train
 #: with its brands, beside the labelled posts of the ``beauty`` set; None = all 3,394 posts
 REHEARSE: dict[str, int | None] = {"accurate-rehearse-dup3": None, "accurate-rehearse500-dup3": 500}
@@ -124,6 +131,8 @@ def patched(variant: str) -> Iterator[None]:
     shipped = training.load_classifier, training._step, training._optimizer
     if variant in DROPOUT:
         training.load_classifier = partial(_with_dropout, shipped[0], DROPOUT[variant])
+    if variant in REINIT:
+        training.load_classifier = partial(_with_reinit, shipped[0], REINIT[variant])
     if variant in FGM:
         training._step = partial(_adversarial_step, FGM[variant])
     if variant in HEAD_LR:
@@ -216,6 +225,25 @@ def _with_dropout(load: Any, rate: float, *args: Any, **kwargs: Any) -> Any:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = rate  # attention too: BertSelfAttention passes its dropout.p to SDPA
+    return model, tokenizer
+
+
+def _with_reinit(load: Any, count: int, folder: Any, tags: Any = None) -> Any:
+    """The base with a fresh head (``tags``), its top ``count`` layers re-initialised."""
+    import torch
+
+    model, tokenizer = load(folder, tags)
+    if tags is None:  # a trained tagger being reloaded
+        return model, tokenizer
+    std = model.config.initializer_range  # BERT's own initialiser; transformers 5 skips
+    with torch.no_grad():  # weights it marks as loaded, so model._init_weights would not
+        for module in model.base_model.encoder.layer[-count:].modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0.0, std)
+                module.bias.zero_()
+            elif isinstance(module, torch.nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
     return model, tokenizer
 
 
