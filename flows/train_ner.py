@@ -1002,7 +1002,8 @@ def run_train(
     cleanup = close_abandoned_runs(ctx)
     pulled = pull_annotations(ctx, source, export_keys, stamp)
     get_run_logger().info(
-        "pulled %d annotations (%d rejected, %d repaired, %d deleted, %d held for review)",
+        "pulled the labels of %d posts, one label each (%d rejected, %d repaired, %d deleted, "
+        "%d held for review)",
         pulled.n_annotations,
         pulled.n_rejected,
         pulled.n_repaired,
