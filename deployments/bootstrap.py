@@ -138,7 +138,8 @@ def check_lines(
     names: Sequence[str], environ: Mapping[str, str], examples: Mapping[str, str]
 ) -> list[str]:
     """One line per unusable variable, saying why and, when unset, the example's value:
-    ``missing: NAME (example: VALUE)`` or ``placeholder: NAME=VALUE (replace it ...)``."""
+    ``missing: NAME (example: VALUE)`` or ``placeholder: NAME=VALUE (the example's ...)``;
+    with none, the line that says so."""
     lines = []
     for name in names:
         value = environ.get(name, "").strip()

@@ -153,7 +153,8 @@ def purge_frozen_set(
     )
     storage.write_json(record_key, record)
     log.info("%s: %d forgotten posts dropped, re-hashed", record_key, removed)
-    return {annotations_key: len(held) - len(kept), record_key: removed}
+    counts = {annotations_key: len(held) - len(kept), record_key: removed}
+    return {key: n for key, n in counts.items() if n}  # an interrupted purge left one done
 
 
 def _targets(storage: Storage) -> Iterator[tuple[str, str]]:
