@@ -413,12 +413,30 @@ def freeze_canary_set(
     return canary
 
 
+def canary_set_key(storage: Storage, gold_name: str) -> str | None:
+    """Key of the canary set of gold set ``gold_name``: frozen once, with the first version
+    of the gold set, so a revision (``<name>-r<n>``, :func:`ner.datasets.drop_from_gold_set`)
+    finds it through its ``revised_from`` chain. None when that lineage has none."""
+    seen: set[str] = set()
+    name: str | None = gold_name
+    while name is not None and name not in seen:
+        seen.add(name)
+        if storage.exists(layout.canary_set(name)):
+            return layout.canary_set(name)
+        record_key = layout.gold_set(name)
+        record = storage.read_json(record_key) if storage.exists(record_key) else {}
+        earlier = record.get("revised_from") if isinstance(record, dict) else None
+        name = str(earlier) if earlier else None
+    return None
+
+
 def load_canary_set(storage: Storage, gold_name: str) -> tuple[CanarySet, list[Annotation]] | None:
-    """The canary set frozen with gold set ``gold_name`` and its annotations, or None when
-    that gold set was frozen without one; forgotten posts left out (re-hashed), as the gold
-    set's. :class:`GoldSetError` when the stored annotations do not match the record."""
-    key = layout.canary_set(gold_name)
-    if not storage.exists(key):
+    """The canary set of gold set ``gold_name`` (frozen with its first version, see
+    :func:`canary_set_key`) and its annotations, or None when it was frozen without one;
+    forgotten posts left out (re-hashed), as the gold set's. :class:`GoldSetError` when the
+    stored annotations do not match the record."""
+    key = canary_set_key(storage, gold_name)
+    if key is None:
         return None
     canary = CanarySet.from_dict(storage.read_json(key))
     if not canary.post_ids:

@@ -151,3 +151,25 @@ def test_the_canary_set_is_frozen_beside_the_gold_set_and_never_trained_on(
     assert loaded is not None and loaded[0].rule is not None
     assert "o9" in loaded[0].held_out({"o9": late})
     assert storage.exists(layout.canary_set_annotations(splits.gold_name))
+
+
+def test_the_canary_set_outlives_gold_set_revisions(storage: LocalStorage) -> None:
+    # Given a gold set and its canary set (a trial saw the canary set lost, then trained on,
+    # after labels were deleted in Label Studio and the gold set was revised)
+    gold = [annotation(f"g{i}") for i in range(4)]
+    frozen = datasets.freeze_gold_set(storage, gold, gold_fraction=1.0, name="g1")
+    rule = canary.CanaryRule.freeze([canary.PostStamp("c0", None, "x")], fraction=1.0)
+    holdout = canary.HoldoutSplit(rule, ("c0", "c1"), (), (), (), 2, 0)
+    chosen = [annotation("c0"), annotation("c1")]
+    kept = canary.freeze_canary_set(storage, frozen.name, chosen, holdout, n_labelled=6)
+    # When a gold post is withdrawn, twice (revisions g1-r2, then g1-r3)
+    first = datasets.drop_from_gold_set(storage, ["g0"])
+    second = datasets.drop_from_gold_set(storage, ["g1"])
+    assert first is not None and second is not None and second.name == "g1-r3"
+    # Then each revision finds the canary set frozen with the first version, unchanged
+    for name in (first.name, second.name):
+        found = canary.load_canary_set(storage, name)
+        assert found is not None and found[0] == kept
+        assert [a.post_id for a in found[1]] == ["c0", "c1"]
+    # And a gold set frozen without one (and never revised) still has none
+    assert canary.load_canary_set(storage, "other") is None

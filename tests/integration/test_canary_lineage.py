@@ -1,0 +1,66 @@
+"""The canary set outlives gold set revisions, through train-ner's own tasks.
+
+A trial deleted a gold post's task in Label Studio: train-ner revised the gold set
+(``<name>-r2``, drop and re-hash) and from then on found no canary set, counted the canary
+posts as "left out", and the run after it trained on one of them. Here train-ner's pull and
+split tasks run on a real Prefect server over local storage: the first split freezes the
+gold and canary sets from dated posts of two windows; the second drops a withdrawn gold post
+(as a deletion in Label Studio does); the third runs on the revised gold set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.context import RunContext
+from flows.train_ner import Splits, prepare_gold, pull_annotations
+from ner import canary, layout
+from ner.datasets import load_gold_set, read_annotations
+from ner.settings import load_settings
+from tests.support.gate_data import write_two_windows
+from tests.support.servers import PrefectService
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def split(ctx: RunContext, stamp: str, withdrawn: list[str] | None = None) -> Splits:
+    pulled = pull_annotations.fn(ctx, "storage", None, stamp)
+    return prepare_gold.fn(ctx, pulled.annotations_key, stamp, withdrawn)
+
+
+def pool_of(ctx: RunContext, stamp: str) -> set[str]:
+    return {a.post_id for a in read_annotations(ctx.storage, layout.training_pool(stamp))}
+
+
+def test_a_revised_gold_set_keeps_its_canary_set_out_of_training(
+    prefect: PrefectService, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        storage_uri=str(tmp_path / "storage"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        canary_fraction=1.0,
+    )
+    ctx = RunContext.open(settings)
+    write_two_windows(ctx.storage)
+    # Given the first split: a gold set and, beside it, a canary set of the older posts
+    first = split(ctx, "s1")
+    loaded = load_gold_set(ctx.storage)
+    assert loaded is not None and first.n_canary > 0
+    frozen = canary.load_canary_set(ctx.storage, loaded[0].name)
+    assert frozen is not None
+    canary_ids = set(frozen[0].post_ids)
+    assert canary_ids.isdisjoint(pool_of(ctx, "s1"))
+    # When a gold post is withdrawn (its labels deleted upstream): a new gold set version
+    withdrawn = loaded[0].post_ids[0]
+    second = split(ctx, "s2", [withdrawn])
+    revised = load_gold_set(ctx.storage)
+    assert revised is not None and revised[0].name == f"{loaded[0].name}-r2"
+    assert second.n_gold == first.n_gold - 1
+    # Then that run and the next find the same canary set and never train on it
+    third = split(ctx, "s3")
+    for stamp, splits in (("s2", second), ("s3", third)):
+        assert (splits.n_canary, splits.canary_hash) == (first.n_canary, first.canary_hash)
+        assert canary_ids.isdisjoint(pool_of(ctx, stamp)), stamp
+    assert pool_of(ctx, "s3") == pool_of(ctx, "s1")
