@@ -387,19 +387,25 @@ class GateDecision:
 
     def to_tags(self, prefix: str = "brandloop.gate.") -> dict[str, str]:
         """Model-version (or run) tags: ``{prefix}outcome`` (``promoted``/``refused``),
-        ``{prefix}refused_by`` (rule names, comma-separated, empty when promoted) and
-        ``{prefix}reason`` (:attr:`reason`, at most :data:`MAX_TAG_REASON` characters)."""
+        ``{prefix}refused_by`` and ``{prefix}not_applicable`` (rule names, comma-separated,
+        empty when none) and ``{prefix}reason`` (:attr:`reason`, at most
+        :data:`MAX_TAG_REASON` characters)."""
+        idle = (v for v in self.verdicts if v.status is Status.NOT_APPLICABLE)
         return {
             f"{prefix}outcome": str(self.outcome),
             f"{prefix}refused_by": ",".join(str(v.rule) for v in self.refusals),
+            f"{prefix}not_applicable": ",".join(str(v.rule) for v in idle),
             f"{prefix}reason": self.reason[:MAX_TAG_REASON],
         }
 
     def to_metrics(self, prefix: str = "gate_") -> dict[str, float]:
-        """Flat ``{prefix}{rule}_{number}`` values plus ``{prefix}{rule}_passed`` (1/0)."""
+        """Flat ``{prefix}{rule}_{number}`` values plus ``{prefix}{rule}_passed`` (1/0) for
+        each rule that ran: a ``not_applicable`` rule has none (it compared nothing, so it
+        is no pass; :meth:`to_tags` names it)."""
         metrics: dict[str, float] = {f"{prefix}promote": float(self.promote)}
         for v in self.verdicts:
-            metrics[f"{prefix}{v.rule}_passed"] = float(v.passed)
+            if v.status is not Status.NOT_APPLICABLE:
+                metrics[f"{prefix}{v.rule}_passed"] = float(v.passed)
             for name, value in v.numbers.items():
                 metrics[metric_name(f"{prefix}{v.rule}_{name}")] = float(value)
         return metrics

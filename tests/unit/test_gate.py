@@ -355,6 +355,12 @@ def test_the_first_model_needs_only_the_threshold() -> None:
     assert statuses[Rule.THRESHOLD] is Status.PASSED
     assert {statuses[r] for r in Rule if r is not Rule.THRESHOLD} == {Status.NOT_APPLICABLE}
     assert decision.reason == "promoted: threshold: challenger F1 1.0000 >= threshold 0.8000"
+    # And MLflow sees only the threshold as passed; the others are named as not applicable
+    # (a trial read gate.canary_passed 1.0 on a first model that had no canary to compare)
+    passed = {k: v for k, v in decision.to_metrics().items() if k.endswith("_passed")}
+    assert passed == {"gate_threshold_passed": 1.0}
+    idle = decision.to_tags()["brandloop.gate.not_applicable"].split(",")
+    assert idle == [str(r) for r in Rule if r is not Rule.THRESHOLD]
 
 
 def test_gold_sets_that_differ_are_an_error_not_a_verdict() -> None:
