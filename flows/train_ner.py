@@ -89,6 +89,8 @@ class Pulled(BaseModel):
     #: Tasks and annotations deleted in Label Studio since they were exported.
     n_deleted_tasks: int = 0
     n_deleted_annotations: int = 0
+    #: Posts with tasks but no finished annotation (none, skipped, or every one deleted).
+    n_unlabelled: int = 0
     #: Posts left with no label (every annotation deleted): they leave the gold set too.
     withdrawn_post_ids: list[str] = []
     #: Posts whose annotators disagree, held out of training (``NER_AGREEMENT_POLICY=review``).
@@ -1003,12 +1005,13 @@ def run_train(
     pulled = pull_annotations(ctx, source, export_keys, stamp)
     get_run_logger().info(
         "pulled the labels of %d posts, one label each (%d rejected, %d repaired, %d deleted, "
-        "%d held for review)",
+        "%d held for review; %d posts without a label left out)",
         pulled.n_annotations,
         pulled.n_rejected,
         pulled.n_repaired,
         pulled.n_deleted_annotations,
         len(pulled.held_post_ids),
+        pulled.n_unlabelled,
     )
     summary = TrainSummary(
         status=TrainStatus.NO_LABELS,

@@ -193,8 +193,10 @@ class Rejected:
 
 @dataclass(slots=True)
 class Parsed:
-    """Records parsed from an untrusted input, with the rejected ones named."""
+    """Records parsed from an untrusted input, with the rejected ones named. ``unlabelled``:
+    ids of tasks left out because nobody labelled them (any more), which is no error."""
 
     records: list[Any] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     repaired: int = 0
+    unlabelled: list[str] = field(default_factory=list)

@@ -67,6 +67,9 @@ class CollectReport(BaseModel):
     review_key: str | None = None
     #: Unreadable export files moved to quarantine, each ``"<key> -> <quarantine key>: <why>"``.
     quarantined: list[str] = []
+    #: Posts whose tasks hold no finished annotation in any snapshot (none, skipped, or all
+    #: deleted): left out, and no error.
+    n_unlabelled: int = 0
 
 
 @dataclass(slots=True)
@@ -76,6 +79,7 @@ class _Pool:
     latest: dict[str, tuple[str, int, Annotation]] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)
     repaired: int = 0
+    unlabelled: set[str] = field(default_factory=set)
     #: task id -> its latest exported version, for tasks with several finished annotations
     disputed: dict[int, Any] = field(default_factory=dict)
     lost: set[str] = field(default_factory=set)
@@ -140,6 +144,7 @@ def _read_snapshots(storage: Storage, keys: Sequence[str], labels: Sequence[str]
         parsed = parse_export(tasks, labels=labels, keep_partial=False)
         pool.repaired += parsed.repaired
         pool.rejected.extend(f"{key}: {item}" for item in parsed.rejected)
+        pool.unlabelled.update(parsed.unlabelled)
         for annotation in parsed.records:
             stamp = (annotation.updated_at or "", order, annotation)
             known = pool.latest.get(annotation.post_id)
@@ -240,4 +245,5 @@ def collect_annotations(
         held_post_ids=[a.post_id for a in held],
         review_key=review_key,
         quarantined=[item.describe() for item in pool.quarantined],
+        n_unlabelled=len(pool.unlabelled - set(pool.latest)),
     )

@@ -18,8 +18,11 @@ units after astral characters (emoji), count ``\\r\\n`` as one character, or put
 
 Rejection policy of :func:`parse_export` (the good records are always kept):
 
-* a task that is malformed (not an object, no text, no post id, no usable annotation, a result
-  list that is not a list) is rejected whole, with the task id and the reason;
+* a task that is malformed (not an object, no text, no post id, a result list that is not a
+  list) is rejected whole, with the task id and the reason;
+* a task without a finished annotation (none, only cancelled ones, or every one deleted: a
+  later snapshot holds it empty) is no error: it is left out and its post id listed in
+  ``Parsed.unlabelled``; one whose annotations cannot be read is rejected;
 * so is a task whose post id is neither a string nor an integer (``[1, 2]``, ``true``, ``1.5``)
   or whose text, post id, annotator or ``updated_at`` holds a lone UTF-16 surrogate (an
   escaped ``"\\ud83d"`` that no UTF-8 file can hold): its record could not be written;
@@ -500,6 +503,7 @@ class _TaskResult:
     rejected: list[Rejected] = field(default_factory=list)
     repaired: int = 0
     recency: tuple[datetime, int, int] = (_EPOCH, -1, -1)
+    unlabelled: str | None = None  # the post id of a task nobody labelled (any more)
 
 
 def _value_problem(exc: ValidationError, raw: Mapping[str, Any]) -> str:
@@ -595,9 +599,11 @@ class _ExportReader:
         annotations = task.readable_annotations()
         usable = [(a.recency(i), a) for i, a in enumerate(annotations) if not a.was_cancelled]
         if not usable:
-            cancelled = len(annotations) - len(usable)
-            suffix = f" ({cancelled} cancelled)" if cancelled else ""
-            return self._reject(out, post_id, "no annotation" + suffix)
+            unreadable = len(task.annotations or []) - len(annotations)
+            if unreadable:  # something was there and cannot be read: that is named
+                return self._reject(out, post_id, f"no annotation ({unreadable} unreadable)")
+            out.unlabelled = post_id  # nobody labelled it (any more): nothing wrong
+            return out
         out.recency, chosen = max(usable, key=lambda pair: pair[0])
         try:
             results = _RESULTS.validate_python(chosen.result or [])
@@ -769,6 +775,8 @@ def parse_export(
     for position, raw in enumerate(export):
         outcome = reader.task(raw, position)
         parsed.rejected.extend(outcome.rejected)
+        if outcome.unlabelled is not None:
+            parsed.unlabelled.append(outcome.unlabelled)
         if outcome.annotation is not None:
             loser = _keep_latest(best, outcome, outcome.annotation.post_id)
             if loser is not None:
@@ -777,9 +785,10 @@ def parse_export(
         parsed.records.append(outcome.annotation)
         parsed.repaired += outcome.repaired
     log.info(
-        "read %d annotations from %d tasks: %d rejected, %d spans repaired",
+        "read %d annotations from %d tasks: %d unlabelled, %d rejected, %d spans repaired",
         len(parsed.records),
         len(export),
+        len(parsed.unlabelled),
         len(parsed.rejected),
         parsed.repaired,
     )

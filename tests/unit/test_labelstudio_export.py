@@ -451,18 +451,18 @@ def test_latest_non_cancelled_annotation_wins() -> None:
     assert annotation.updated_at == "2026-11-02T00:00:00+00:00"
 
 
-def test_task_with_only_cancelled_or_no_annotations_is_rejected() -> None:
-    # given a cancelled-only task, a task without annotations, and a good task
+def test_task_with_only_cancelled_or_no_annotations_is_left_out_as_unlabelled() -> None:
+    # given a cancelled-only task, a task without annotations (a later snapshot holds a task
+    # whose every annotation was deleted so), and a good task
     cancelled = task(1, "Dior", [result(0, 4, "Dior")], cancelled=True)
     empty = {"id": 2, "data": {"text": "Chanel"}, "annotations": []}
     good = task(3, "Nars", [result(0, 4, "Nars")])
     # when parsed
     parsed = parse_export([cancelled, empty, good], labels=LABELS, config=CONFIG)
-    # then both are rejected with "no annotation", the good one kept
+    # then both are left out as unlabelled, not rejected (a trial saw deleted labels
+    # reported as bad records on every pull), and the good one is kept
     assert [a.post_id for a in parsed.records] == ["3"]
-    assert [r.record_id for r in parsed.rejected] == ["1", "2"]
-    assert all("no annotation" in r.reason for r in parsed.rejected)
-    assert "1 cancelled" in parsed.rejected[0].reason
+    assert parsed.unlabelled == ["1", "2"] and parsed.rejected == []
 
 
 def test_post_id_falls_back_to_data_id_then_task_id() -> None:

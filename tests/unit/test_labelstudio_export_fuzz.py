@@ -9,7 +9,8 @@ through :func:`load_export` and :func:`parse_export` as the pull reads it. A cas
 * nothing raises except :class:`ExportFileError` naming the file, and only for mutations that
   can break the file as a whole;
 * every task the mutation did not touch comes out parsed, equal to its unmutated parse;
-* a touched task is either parsed or rejected by name (its task id or position);
+* a touched task is either parsed, listed as unlabelled (its annotation made absent or
+  cancelled) or rejected by name (its task id or position);
 * every record and every rejection reason can be written as UTF-8 JSON.
 """
 
@@ -259,6 +260,8 @@ def _check(mutant: Mutant, tasks: list[Any], baseline: list[Annotation], tally: 
         if mutant.touched is not None and position not in mutant.touched:
             if kept.get(expected.post_id) != expected:
                 tally.lost.append(f"{mutant.kind}: good post {expected.post_id} lost or changed")
+        elif expected.post_id in parsed.unlabelled:  # its annotation was made absent
+            continue
         elif expected.post_id not in kept and not _named(parsed, tasks[position], position):
             unaccounted.append(position)
     # a touched task may be kept under a new post id (its id was the mutated field)
