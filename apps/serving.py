@@ -64,7 +64,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ner.errors import ConfigError, ModelError, NotPromotedYetError
@@ -264,6 +264,22 @@ class PostIn(BaseModel):
 
 class PredictRequest(BaseModel):
     posts: list[PostIn] = Field(..., min_length=1)
+
+    @field_validator("posts")
+    @classmethod
+    def _distinct_ids(cls, posts: list[PostIn]) -> list[PostIn]:
+        """Each post answers under its own id: a post without one answers as its position,
+        which must not be another post's id (the answers could not be told apart)."""
+        first: dict[str, int] = {}
+        for position, post_id in enumerate(row_ids([post.id for post in posts])):
+            if post_id in first:
+                raise ValueError(
+                    f"posts {first[post_id]} and {position} would both answer as id "
+                    f"{post_id!a} (a post without an id answers as its position, from 0): "
+                    "give every post its own id"
+                )
+            first[post_id] = position
+        return posts
 
 
 class SpanOut(BaseModel):

@@ -1035,10 +1035,8 @@ def run_train(
     champion = evaluate_champion(ctx, splits, summary)
     if not needs_training(champion.f1, ctx.settings.threshold):
         summary.status = TrainStatus.THRESHOLD_MET
-        summary.decision = (
-            f"{champion.model_version} scores F1 {champion.f1:.4f} >= threshold "
-            f"{ctx.settings.threshold:.4f} on the gold set: nothing trained (a higher "
-            "threshold, e.g. --set threshold=0.95, trains a challenger)"
+        summary.decision = threshold_met_note(
+            champion.model_version, champion.f1, ctx.settings.threshold
         )
         return summary
     if splits.n_train < ctx.settings.min_new_labels:
@@ -1050,6 +1048,19 @@ def run_train(
         return already_trained(inputs.earlier, inputs.fingerprint, summary)
     logged = train_and_log(ctx, splits, inputs, summary.champion_version, stamp)
     return challenge(ctx, splits, champion, logged, summary)
+
+
+def threshold_met_note(model_version: str, f1: float, threshold: float) -> str:
+    """Why nothing trained, and the threshold that would train a challenger: the next
+    hundredth above ``f1`` (none when ``f1`` is 1: nothing is left to beat)."""
+    met = f"{model_version} scores F1 {f1:.4f} >= threshold {threshold:.4f} on the gold set"
+    if f1 >= 1.0:
+        return f"{met}: nothing trained (no challenger can beat F1 1.0 on this gold set)"
+    above = min(math.floor(f1 * 100 + 1) / 100, 1.0)
+    return (
+        f"{met}: nothing trained (a threshold above {f1:.4f}, e.g. --set threshold={above:.2f}, "
+        "trains a challenger)"
+    )
 
 
 def _no_labels_note(ctx: RunContext, source: str) -> str:

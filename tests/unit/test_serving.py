@@ -352,6 +352,26 @@ def test_a_lone_surrogate_is_a_422_naming_the_post(
     assert good.status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/v1/predict", "/invocations"])
+def test_posts_that_would_answer_under_one_id_are_a_422(client: TestClient, path: str) -> None:
+    # Given a post with id "1" and, second, a post without an id (it answers as its
+    # position, 1): a trial got two answers both under "1"
+    posts = [{"id": "1", "text": "new Dior"}, {"text": "Sephora haul"}]
+    response = client.post(path, headers=AUTH, json={"posts": posts})
+    # Then it is refused, naming both posts and how to fix it
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["msg"].endswith(
+        "posts 0 and 1 would both answer as id '1' (a post without an id answers as its "
+        "position, from 0): give every post its own id"
+    )
+    # And so are two posts sent with one id, while posts without ids are answered in order
+    twice = [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]
+    assert client.post(path, headers=AUTH, json={"posts": twice}).status_code == 422
+    plain = client.post(path, headers=AUTH, json={"posts": [{"text": "x"}, {"text": "y"}]})
+    assert [p["id"] for p in plain.json()["predictions"]] == ["0", "1"]
+
+
 def test_surrogates_encoded_as_raw_bytes_are_refused_too(client: TestClient) -> None:
     # Given the UTF-8-like bytes of a lone surrogate (Python's json reads them as one)
     body = b'{"posts": [{"id": "a", "text": "x \xed\xa0\xbd y"}]}'

@@ -6,7 +6,13 @@ import logging
 
 import pytest
 
-from flows.train_ner import Splits, _rehearsal_note, _say_gold_size, _say_split
+from flows.train_ner import (
+    Splits,
+    _rehearsal_note,
+    _say_gold_size,
+    _say_split,
+    threshold_met_note,
+)
 from ner.rehearsal import RehearsalSet
 from ner.settings import Settings, TrainSettings
 from ner.types import Annotation, Rejected
@@ -81,3 +87,15 @@ def test_the_split_accounts_for_every_labelled_post(caplog: pytest.LogCaptureFix
         "sources, kept to catch forgetting), 258 in the training pool, 28 left out (of the gold "
         "split, labelled after it froze)",
     ]
+
+
+def test_the_threshold_met_note_suggests_a_threshold_that_would_train() -> None:
+    # a trial at threshold 0.95 was told "e.g. --set threshold=0.95" would train
+    assert threshold_met_note("brand-ner-dev/1", 0.9612, 0.95) == (
+        "brand-ner-dev/1 scores F1 0.9612 >= threshold 0.9500 on the gold set: nothing trained "
+        "(a threshold above 0.9612, e.g. --set threshold=0.97, trains a challenger)"
+    )
+    assert "e.g. --set threshold=0.54," in threshold_met_note("cold start", 0.5385, 0.5)
+    assert threshold_met_note("v", 1.0, 0.8).endswith(
+        "nothing trained (no challenger can beat F1 1.0 on this gold set)"
+    )
