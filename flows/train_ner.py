@@ -898,6 +898,7 @@ def _model_card(
             n_rehearsed=trained.rehearsed,
             rehearsal_uri=settings.train.rehearsal_uri,
             rehearsal_hash=trained.params.get("rehearsal_hash"),
+            n_pool=splits.n_train,
         ),
         recipe=Recipe(base_model=settings.base_model, name=settings.train.recipe, params=params),
         evaluations=tuple(sets),

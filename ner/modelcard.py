@@ -50,6 +50,8 @@ class TrainingData:
     n_rehearsed: int = 0
     rehearsal_uri: str | None = None
     rehearsal_hash: str | None = None
+    #: Posts of the training pool the recipe drew ``n_train`` and ``n_dev`` from.
+    n_pool: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +262,12 @@ def _training_items(card: ModelCard) -> list[str]:
     ]
     if data.source_uri:
         items.append(f"training pool: `{data.source_uri}`")
+    if data.n_pool is not None and data.n_pool != data.n_train + data.n_dev:
+        items.append(
+            f"the pool holds {data.n_pool:,} labelled posts; the recipe drew the posts above "
+            "from it (`negative_fraction` samples brand-less posts, `labelled_copies` "
+            "repeats labelled ones)"
+        )
     if data.n_rehearsed:
         items.append(
             f"rehearsal set (trained beside the pool, not part of it): {data.n_rehearsed:,} "

@@ -66,6 +66,13 @@ def test_the_card_names_the_training_data_and_the_recipe() -> None:
         f"dataset hash `{TRAIN_HASH}`"
     ) in text
     assert "spans left out (not aligned to tokens): 3" in text
+    assert "the pool holds" not in text  # no pool size given
+    # a trial could not tell why a pool of 6 trained 4 posts (and 1 for the dev slice)
+    small = dataclasses.replace(card_of(8), training=TrainingData(4, TRAIN_HASH, 1, n_pool=6))
+    assert (
+        "the pool holds 6 labelled posts; the recipe drew the posts above from it "
+        "(`negative_fraction` samples brand-less posts, `labelled_copies` repeats labelled ones)"
+    ) in render_model_card(small)
     assert "training run: `run-123`" in text
     assert "base model: `en_core_web_sm`" in text
     assert "recipe: fast" in text
