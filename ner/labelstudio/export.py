@@ -20,12 +20,12 @@ Rejection policy of :func:`parse_export` (the good records are always kept):
 
 * a task that is malformed (not an object, no text, no post id, a result list that is not a
   list) is rejected whole, with the task id and the reason;
-* a task without a finished annotation (none, only cancelled ones, or every one deleted: a
-  later snapshot holds it empty) is no error: it is left out and its post id listed in
-  ``Parsed.unlabelled``; one whose annotations cannot be read is rejected;
 * so is a task whose post id is neither a string nor an integer (``[1, 2]``, ``true``, ``1.5``)
   or whose text, post id, annotator or ``updated_at`` holds a lone UTF-16 surrogate (an
   escaped ``"\\ud83d"`` that no UTF-8 file can hold): its record could not be written;
+* a task without a finished annotation (none, only cancelled ones, or every one deleted: a
+  later snapshot holds it empty) is no error: it is left out and its post id listed in
+  ``Parsed.unlabelled``; one whose annotations cannot be read is rejected;
 * a *span* that is malformed (non-integer offsets, ``end <= start``, no single label), carries a
   label outside ``labels``, overlaps a longer span, or has offsets that cannot be repaired is
   dropped alone; the rest of the post is kept and the span is listed in ``Parsed.rejected``.
