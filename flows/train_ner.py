@@ -547,8 +547,10 @@ def prepare_training(
     annotations, the gold and canary sets) as the pool hard negatives come from; with
     ``train.rehearsal_uri``, the rehearsal set's posts in none of them
     (:func:`ner.rehearsal.rehearsal_set`). Fingerprint them with the recipe, the seed, the
-    start, the gold and canary sets and the code, and look for a registered version whose
-    training run finished with that fingerprint (:meth:`ner.registry.Registry.trained_with`)."""
+    start and the code, and look for a registered version whose training run finished with
+    that fingerprint (:meth:`ner.registry.Registry.trained_with`) and that was scored on
+    today's gold set: one that was not (the gold set changed since, and it is not the
+    champion, which is scored every run) could not be promoted, so a copy is trained."""
     settings = ctx.settings
     labelled = _labelled_ids(ctx, labelled_keys)
     pool = list(datasets.read_annotations(ctx.storage, splits.train_key))
@@ -568,7 +570,15 @@ def prepare_training(
     earlier = None
     if found is not None:
         f1 = ctx.registry.evaluated_f1(found[0], splits.gold()[1])
-        earlier = EarlierTraining(version=found[0], run_id=found[1], gold_f1=f1)
+        if f1 is None:
+            get_run_logger().info(
+                "version %s was trained on the same posts but never scored on gold set %s: "
+                "training a copy, to score and gate it",
+                found[0],
+                splits.gold()[1][:12],
+            )
+        else:
+            earlier = EarlierTraining(version=found[0], run_id=found[1], gold_f1=f1)
     return TrainingInputs(
         pool=pool,
         unlabelled=unlabelled,
