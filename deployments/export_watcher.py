@@ -1,7 +1,8 @@
 """Start ``train-ner`` when export files land in ``{storage}/{env}/exports/``.
 
 An export dropped into the environment's ``exports/`` folder (by a person, or by a Label
-Studio export storage) queues exactly one ``train-ner/<env>`` run; a burst of files queues one
+Studio export storage) queues exactly one ``train-ner/<env>`` run (the snapshots a
+``source=label_studio`` run writes there are not exports that landed: they are left alone); a burst of files queues one
 run too. The watcher lists the folder every ``--interval`` seconds (a local folder or a
 ``gs://`` bucket, through :mod:`ner.storage`) and fires once the burst has been quiet for
 ``--quiet`` seconds, so a half-copied set of files never starts a run that misses its end::
@@ -72,11 +73,15 @@ class Burst:
 
 
 def export_keys(storage: Storage) -> list[str]:
-    """The export files in ``exports/`` (JSON; temporary or hidden names left out)."""
+    """The export files in ``exports/`` (JSON; temporary or hidden names left out, and the
+    snapshots a ``train-ner`` run of ``source=label_studio`` writes there itself,
+    ``…-ls-<project>.json``: acting on those would start a second run for every such run)."""
     return [
         key
         for key in storage.list(EXPORTS)
-        if layout.is_export(key) and not key.rsplit("/", 1)[-1].startswith(".")
+        if layout.is_export(key)
+        and not key.rsplit("/", 1)[-1].startswith(".")
+        and layout.export_snapshot_project(key) is None
     ]
 
 

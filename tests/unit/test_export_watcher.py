@@ -45,6 +45,9 @@ def test_only_json_exports_count(tmp_path: Path) -> None:
     storage.write_json("exports/a.json", [])
     storage.write_bytes("exports/notes.txt", b"x")
     storage.write_bytes("exports/.partial.json", b"[")
+    # a label-triggered run's own snapshot is no landed export (a trial saw each such run
+    # start a second one through the watcher)
+    storage.write_json("exports/20261202T143103534596Z-bfd23fd6-ls-1.json", [])
     assert export_keys(storage) == ["exports/a.json"]
 
 
