@@ -196,7 +196,7 @@ class WebhookReceiver:
                 self.stats.triggers += 1
                 self.stats.last_trigger_at = time.monotonic()
             # the trigger says whether it queued a run or a queued one will read them
-            log.info("retraining trigger called for %d new labels", len(batch))
+            log.info("retraining trigger called for %d label changes", len(batch))
             batch = self.counter.finish(batch, ok=True)
 
     def refuse(self, request: Request) -> JSONResponse:

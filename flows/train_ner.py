@@ -1016,7 +1016,7 @@ def run_train(
     pulled = pull_annotations(ctx, source, export_keys, stamp)
     get_run_logger().info(
         "pulled the labels of %d posts, one label each (%d rejected, %d repaired, %d deleted, "
-        "%d held for review; %d posts without a label left out)",
+        "%d held for review; left out without a label: %d)",
         pulled.n_annotations,
         pulled.n_rejected,
         pulled.n_repaired,
