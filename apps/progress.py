@@ -10,7 +10,8 @@ task's progress ("epoch 3/20 ...") is printed as a line instead, at most one per
 :data:`PLAIN_EVERY` seconds, and its last one when the task ends (the final epoch's score).
 
 The run's records still reach the Prefect API (the UI) at INFO and above; Prefect's own
-console lines are hidden unless ``verbose`` (``--debug``).
+console lines are hidden unless ``verbose`` (``--debug``). Warnings of the library
+(``ner.*`` loggers) are narrated as ``! message`` lines.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ RUNNING: dict[str, str] = {
     "promote_if_better": "applying the promotion rule",
 }
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+#: The library's loggers: their warnings are narrated too (not printed raw by Prefect's
+#: console handler between the step lines).
+LIBRARY_LOGGER = "ner"
 
 _CREATED = re.compile(r"^Created task run '.*' for task '(?P<task>[^']+)'")
 _BEGIN_FLOW = re.compile(r"^Beginning (?:sub)?flow run '.*' for flow '(?P<flow>[^']+)'")
@@ -202,6 +206,20 @@ def _clip(message: str, width: int = MAX_LINE) -> str:
     return line if len(line) <= width else f"{line[: width - 1]}…"
 
 
+class _LibraryWarnings(logging.Handler):
+    """The library's warnings and errors as narrated lines (``! message``)."""
+
+    def __init__(self, narrator: Narrator) -> None:
+        super().__init__(level=logging.WARNING)
+        self.narrator = narrator
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.narrator.say(f"[yellow]![/] {escape(_clip(record.getMessage()))}")
+        except Exception:  # a narration error must never fail the run
+            self.handleError(record)
+
+
 class _BelowInfo(logging.Filter):
     """Keeps DEBUG records away from the Prefect API (its UI shows INFO and above)."""
 
@@ -239,10 +257,17 @@ def narrated(
         for handler in logger.handlers:
             if handler is not narrator:
                 handler.addFilter(quiet)
+    library, warnings = logging.getLogger(LIBRARY_LOGGER), _LibraryWarnings(narrator)
+    library_propagate = library.propagate
+    if not verbose:  # verbose: Prefect's console handler prints them, as every other line
+        library.addHandler(warnings)
+        library.propagate = False
     try:
         with progress:
             yield narrator
     finally:
+        library.removeHandler(warnings)
+        library.propagate = library_propagate
         for logger, level, propagate in saved:
             logger.removeHandler(narrator)
             for handler in logger.handlers:

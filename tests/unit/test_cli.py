@@ -27,7 +27,7 @@ from apps.doctor import (
     check_storage,
     check_x_token,
 )
-from apps.progress import Narrator
+from apps.progress import Narrator, narrated
 from ner.errors import ConfigError
 from ner.settings import ENVIRONMENT_DEFAULTS, Settings, load_settings
 
@@ -731,6 +731,19 @@ def test_narrator_leaves_progress_to_the_spinner_on_a_terminal() -> None:
     narrator.emit(_record("Created task run 'x' for task 'train_challenger'", 10, **task))
     narrator.emit(_record("epoch 3/20: loss 12.5, dev F1 0.61", **task))
     assert "epoch" not in console.export_text()
+
+
+def test_library_warnings_are_narrated_not_printed_raw() -> None:
+    # a trial saw "14:26:03.902 | WARNING | ner.datasets - gold set ..." between the steps
+    console = Console(record=True, width=200, force_terminal=False)
+    library = logging.getLogger("ner.datasets")
+    with narrated(console):
+        library.warning("gold set g: %d withdrawn posts dropped -> g-r2", 1)
+        library.info("an info line stays out of the narration")
+    lines = _lines(console.export_text())
+    assert lines[-1] == "! gold set g: 1 withdrawn posts dropped -> g-r2"
+    assert not any("info line" in line for line in lines)
+    assert logging.getLogger("ner").propagate and not logging.getLogger("ner").handlers
 
 
 # -- settings ----------------------------------------------------------------------------
