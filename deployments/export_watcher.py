@@ -2,10 +2,11 @@
 
 An export dropped into the environment's ``exports/`` folder (by a person, or by a Label
 Studio export storage) queues exactly one ``train-ner/<env>`` run (the snapshots a
-``source=label_studio`` run writes there are not exports that landed: they are left alone); a burst of files queues one
-run too. The watcher lists the folder every ``--interval`` seconds (a local folder or a
-``gs://`` bucket, through :mod:`ner.storage`) and fires once the burst has been quiet for
-``--quiet`` seconds, so a half-copied set of files never starts a run that misses its end::
+``source=label_studio`` run writes there are not exports that landed: they are left
+alone); a burst of files queues one run too. The watcher lists the folder every
+``--interval`` seconds (a local folder or a ``gs://`` bucket, through :mod:`ner.storage`)
+and fires once the burst has been quiet for ``--quiet`` seconds, so a half-copied set of
+files never starts a run that misses its end::
 
     python -m deployments.export_watcher --env dev [--interval 5] [--quiet 30]
 
