@@ -718,7 +718,12 @@ def forget(
     ctx: typer.Context,
     reason: ReasonOption,
     post_ids: Annotated[
-        list[str] | None, typer.Argument(metavar="ID", help="Post ids to forget.")
+        list[str] | None,
+        typer.Argument(
+            metavar="ID",
+            help="Post ids to forget: the source's id (data.post_id in Label Studio), not a "
+            "task id.",
+        ),
     ] = None,
     from_file: Annotated[
         Path | None, typer.Option(metavar="FILE", help="A file of post ids, one per line.")

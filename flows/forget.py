@@ -93,6 +93,13 @@ def forget_posts(
             }
         )
         write_audit(ctx, done)
+    if not purged.rewritten and not done.n_tasks_deleted:
+        logger.warning(
+            "nothing held these %d ids: they were forgotten before, or are not post ids (the "
+            "id a source gave the post, data.post_id in Label Studio, not a task id); the "
+            "tombstones stay, so such posts are dropped if they ever arrive",
+            done.n_posts,
+        )
     logger.info(
         "forgot %d posts: %d records removed from %d objects, %d tasks deleted",
         done.n_posts,

@@ -145,6 +145,15 @@ def test_forget_removes_posts_everywhere_in_storage_and_keeps_them_out(
     late = holders(storage, forgotten)
     assert set(late) == {"exports/late-replay.json"}  # only the tombstoned late snapshot
 
+    # When ids that nothing holds are forgotten (a trial passed Label Studio task ids)
+    result = CliRunner().invoke(
+        cli.app, ["forget", "5", "6", "--reason", "typo", "--by", "ops:test", "--no-label-studio"]
+    )
+    # Then the run says so, and what such ids might be, instead of a silent success
+    assert result.exit_code == 0, result.output + result.stderr
+    said = " ".join(result.output.split())
+    assert "nothing held these 2 ids: they were forgotten before, or are not post ids" in said
+
 
 def _gold_tasks_of(post_ids: set[str]) -> list[object]:
     gold = json.loads(demo_gold_path().read_text(encoding="utf-8"))
