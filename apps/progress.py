@@ -171,7 +171,7 @@ class Narrator(logging.Handler):
         elif message.startswith(_ENGINE_ERROR):
             return  # the failed task's line, and the command's error line, say it
         elif record.levelno >= logging.WARNING:
-            self.say(f"[yellow]![/] {escape(_clip(message))}")
+            self.warn(message)
         elif record.levelno >= logging.INFO:
             self.say(f"  [dim]{escape(_clip(message))}[/]")
 
@@ -200,6 +200,10 @@ class Narrator(logging.Handler):
     def say(self, line: str) -> None:
         self.progress.console.print(line, highlight=False)
 
+    def warn(self, message: str) -> None:
+        """A warning as one narrated line: ``! message`` (clipped, markup escaped)."""
+        self.say(f"[yellow]![/] {escape(_clip(message))}")
+
 
 def _clip(message: str, width: int = MAX_LINE) -> str:
     line = " ".join(message.split())
@@ -215,7 +219,7 @@ class _LibraryWarnings(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.narrator.say(f"[yellow]![/] {escape(_clip(record.getMessage()))}")
+            self.narrator.warn(record.getMessage())
         except Exception:  # a narration error must never fail the run
             self.handleError(record)
 

@@ -101,6 +101,7 @@ class Pulled(BaseModel):
 class Splits(BaseModel):
     """The frozen gold set and this run's training pool (:func:`ner.datasets.prepare_splits`)."""
 
+    gold_name: str | None = None
     gold_key: str | None
     gold_hash: str | None
     n_gold: int
@@ -365,7 +366,7 @@ def prepare_gold(
     annotations = list(datasets.read_annotations(storage, annotations_key))
     stamps = canary.post_stamps(storage, [a.post_id for a in annotations])
     loaded = datasets.load_gold_set(storage)
-    holdout = None
+    holdout, found = None, None
     if loaded is None:
         holdout = canary.plan_holdout(
             stamps,
@@ -391,7 +392,10 @@ def prepare_gold(
     )
     if loaded is None:
         _say_gold_size(settings, splits, len(annotations))
-    splits = _with_canary(ctx, splits, annotations, holdout, fresh=loaded is None)
+    if loaded is None:
+        splits = _freeze_canary(ctx, splits, annotations, holdout)
+    else:
+        splits = _with_canary(splits, found)
     _say_split(splits, len(annotations))
     return splits
 
@@ -440,30 +444,27 @@ def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
         )
 
 
-def _with_canary(
+def _freeze_canary(
     ctx: RunContext,
     splits: Splits,
     annotations: list[Annotation],
     holdout: canary.HoldoutSplit | None,
-    *,
-    fresh: bool,
 ) -> Splits:
-    """``splits`` with the canary set of its gold set, frozen now when the gold set is."""
-    if splits.gold_key is None:
+    """``splits`` with the canary set frozen now beside the gold set frozen now (if one was)."""
+    if splits.gold_name is None:
         return splits
-    name = datasets.load_gold_set(ctx.storage)
-    assert name is not None  # prepare_splits found or froze it
-    gold_name = name[0].name
-    if fresh:
-        frozen = canary.freeze_canary_set(
-            ctx.storage, gold_name, annotations, holdout, n_labelled=len(annotations)
-        )
-    else:
-        found = canary.load_canary_set(ctx.storage, gold_name)
-        if found is None:
-            note = f"gold set {gold_name} was frozen without a canary set"
-            return splits.model_copy(update={"canary_note": note})
-        frozen = found[0]
+    frozen = canary.freeze_canary_set(
+        ctx.storage, splits.gold_name, annotations, holdout, n_labelled=len(annotations)
+    )
+    return _with_canary(splits, (frozen, []))
+
+
+def _with_canary(splits: Splits, found: tuple[canary.CanarySet, list[Annotation]] | None) -> Splits:
+    """``splits`` with the canary set of its gold set, ``found`` (None: frozen without one)."""
+    if found is None:
+        note = f"gold set {splits.gold_name} was frozen without a canary set"
+        return splits.model_copy(update={"canary_note": note})
+    frozen = found[0]
     return splits.model_copy(
         update={
             "canary_key": frozen.annotations_key if frozen.post_ids else None,
