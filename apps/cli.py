@@ -1389,7 +1389,10 @@ def deploy(
     environ = dict(bootstrap.with_default_version(os.environ))  # BRANDLOOP_VERSION or local-<time>
     unusable = bootstrap.unusable_variables(bootstrap.load_prefect_file(), env, environ)
     if check or unusable:
-        for line in bootstrap.check_lines(unusable, environ, bootstrap.example_values()):
+        lines = bootstrap.check_lines(unusable, environ, bootstrap.example_values())
+        if secrets_from_env:
+            lines += bootstrap.empty_secret_notes(env, environ)
+        for line in lines:
             console().print(line, markup=False, highlight=False)
         if unusable:
             raise CliError(bootstrap.unusable_error(unusable))
@@ -1404,6 +1407,8 @@ def deploy(
     )
     for name, done in report.items():
         console().print(f"{name}: {bootstrap.report_line(done)}")
+        for note in bootstrap.empty_block_notes(name, done):
+            console().print(note, markup=False, highlight=False)
 
 
 def _require_prefect_server() -> None:

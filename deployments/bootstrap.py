@@ -236,6 +236,31 @@ def ensure_secret_blocks(env: str, environ: Mapping[str, str]) -> dict[str, str]
     return actions
 
 
+def empty_secret_notes(envs: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """What ``--secrets-from-env`` will do with each unset secret variable of ``envs``: one
+    ``note:`` line per variable (the block is kept if it exists, else created empty)."""
+    return [
+        f"note: {secret_variable(field, env)} is unset: --secrets-from-env keeps Secret block "
+        f"{secret_block_name(field, env)} if it exists, else creates it empty (a flow that "
+        "needs it then fails, naming it)"
+        for env in envs
+        for field in SECRET_BLOCKS
+        if not environ.get(secret_variable(field, env), "").strip()
+    ]
+
+
+def empty_block_notes(env: str, done: Mapping[str, Any]) -> list[str]:
+    """One ``note:`` line per Secret block :func:`bootstrap` created empty for ``env``."""
+    by_block = {secret_block_name(f, env): secret_variable(f, env) for f in SECRET_BLOCKS}
+    return [
+        f"note: Secret block {block} was created empty ({by_block[block]} unset): a flow "
+        f"that needs it fails until you set {by_block[block]} and run with --secrets-from-env "
+        "again"
+        for block, action in done.get("secret_blocks", {}).items()
+        if action == "created empty"
+    ]
+
+
 def ensure_bucket(storage_uri: str) -> bool:
     """Create the bucket of a ``gs://`` storage URI unless it exists; returns whether it
     was created. Other URIs are left alone."""
@@ -325,7 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     environ = with_default_version(os.environ)  # BRANDLOOP_VERSION: given, or local-<time>
     if args.check:
         unusable = unusable_variables(load_prefect_file(), envs, environ)
-        print("\n".join(check_lines(unusable, environ, example_values())))
+        lines = check_lines(unusable, environ, example_values())
+        print(
+            "\n".join(lines + (empty_secret_notes(envs, environ) if args.secrets_from_env else []))
+        )
         if unusable:
             log.error("%s", unusable_error(unusable))
         return 1 if unusable else 0
@@ -342,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for env, done in report.items():
         log.info("%s: %s", env, report_line(done))
+        for note in empty_block_notes(env, done):
+            log.warning("%s", note)
     return 0
 
 

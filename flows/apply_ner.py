@@ -236,13 +236,17 @@ def predict_posts(
             p.posts_per_second,
         ),
     )
-    logger.info(
-        "predicted %d posts in %d shards on %s: %s",
-        run.n_predictions,
-        run.n_shards,
-        run.backend,
-        ", ".join(run.processes),
-    )
+    where = ", ".join(run.processes)  # host:pid of each process that predicted a shard
+    if run.n_shards == 1:
+        logger.info("predicted %d posts in one process (%s)", run.n_predictions, where)
+    else:
+        logger.info(
+            "predicted %d posts in %d shards on %s (processes %s)",
+            run.n_predictions,
+            run.n_shards,
+            run.backend,
+            where,
+        )
     return Predicted(
         predictions_key=run.predictions_key,
         n_predictions=run.n_predictions,

@@ -100,13 +100,14 @@ def forget_posts(
             "tombstones stay, so such posts are dropped if they ever arrive",
             done.n_posts,
         )
-    logger.info(
-        "forgot %d posts: %d records removed from %d objects, %d tasks deleted",
-        done.n_posts,
-        purged.n_removed,
-        len(purged.rewritten),
-        done.n_tasks_deleted,
-    )
+    else:
+        logger.info(
+            "forgot %d posts: %d records removed from %d objects, %d tasks deleted",
+            done.n_posts,
+            purged.n_removed,
+            len(purged.rewritten),
+            done.n_tasks_deleted,
+        )
     return ForgetResult(
         record_key=done.key,
         status=done.status,

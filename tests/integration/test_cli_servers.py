@@ -298,6 +298,8 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
     ):
         assert line in out, out
     assert "| round | posts sent |" in out and "loop status: threshold_met" in out
+    # the predict step says how it ran in words ("one process"), not as "1 shards"
+    assert "predicted 360 posts in " in out and " 1 shards" not in out, out
     assert "| 1 | 360 | 360 | 0.5" in out and "| yes (v1) | v1 | promoted |" in out
     # the user's files are untouched; the demo's state is under .brandloop/demo only
     assert (work / "mlflow.db").read_text() == "the user's own registry"
@@ -435,6 +437,15 @@ def test_labelstudio_setup_status_and_counts_on_a_real_server(
     assert "✓ label studio key  accepted" in out
 
 
+def _delete_block(server: PrefectService, name: str) -> None:
+    """Delete the Secret block ``name`` on ``server`` if it exists (Prefect REST API)."""
+    url = f"{server.api_url}/block_types/slug/secret/block_documents/name/{name}"
+    found = requests.get(url, timeout=10)
+    if found.status_code == 200:
+        gone = requests.delete(f"{server.api_url}/block_documents/{found.json()['id']}", timeout=10)
+        assert gone.status_code == 204, gone.text
+
+
 def test_deploy_prepares_an_environment_on_a_prefect_server(
     prefect_server: PrefectService, tmp_path: Path
 ) -> None:
@@ -460,10 +471,13 @@ def test_deploy_prepares_an_environment_on_a_prefect_server(
     assert done.returncode == 1
     assert "error: PREFECT_API_URL is not set" in done.stderr
     # With the server, the pool and the Secret blocks are made (no secret printed)
+    _delete_block(prefect_server, "label-studio-api-key-dev")  # another test may have made it
     args = ("deploy", "--env", "dev", "--no-deploy", "--secrets-from-env")
     done = run_cli({**_inherited(), **prefect_server.env(), **full}, *args)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "secret blocks: x-bearer-token-dev saved, label-studio-api-key-dev " in done.stdout
+    # (the Label Studio key was not given: its block is new and empty, and the output says so)
+    assert "note: Secret block label-studio-api-key-dev was created empty" in done.stdout
     assert token not in done.stdout + done.stderr
     pool = requests.get(f"{prefect_server.api_url}/work_pools/brandloop-dev", timeout=10)
     assert pool.status_code == 200 and pool.json()["type"] == "process"

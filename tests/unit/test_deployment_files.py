@@ -237,6 +237,43 @@ def test_the_check_says_when_nothing_is_missing(
     )
 
 
+def test_the_check_notes_unset_secrets_when_it_would_save_them(
+    prefect_file: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given every dev variable set, the X token too, but not the Label Studio key (a trial's
+    # check passed, then the block was created empty without a word)
+    for name in bootstrap.required_variables(prefect_file, ["dev"]):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("BRANDLOOP_DEV_X_BEARER_TOKEN", "token")
+    monkeypatch.delenv("BRANDLOOP_DEV_LABEL_STUDIO_API_KEY", raising=False)
+    # When the check runs for a --secrets-from-env bootstrap
+    assert bootstrap.main(["--env", "dev", "--check", "--secrets-from-env"]) == 0
+    # Then it passes and notes what will happen to the key's block; nothing about the token
+    assert capsys.readouterr().out.splitlines() == [
+        "every deploy-time variable is set",
+        "note: BRANDLOOP_DEV_LABEL_STUDIO_API_KEY is unset: --secrets-from-env keeps Secret "
+        "block label-studio-api-key-dev if it exists, else creates it empty (a flow that needs "
+        "it then fails, naming it)",
+    ]
+    # And a check without --secrets-from-env does not mention secrets
+    assert bootstrap.main(["--env", "dev", "--check"]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_a_block_created_empty_gets_a_note() -> None:
+    done = {
+        "secret_blocks": {"x-bearer-token-dev": "kept", "label-studio-api-key-dev": "created empty"}
+    }
+    assert bootstrap.empty_block_notes("dev", done) == [
+        "note: Secret block label-studio-api-key-dev was created empty "
+        "(BRANDLOOP_DEV_LABEL_STUDIO_API_KEY unset): a flow that needs it fails until you set "
+        "BRANDLOOP_DEV_LABEL_STUDIO_API_KEY and run with --secrets-from-env again"
+    ]
+    assert bootstrap.empty_block_notes("dev", {"work_pools_created": []}) == []
+
+
 def test_a_bootstrap_report_reads_as_one_line() -> None:
     done = {
         "work_pools_created": ["brandloop-dev"],

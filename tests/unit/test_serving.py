@@ -372,6 +372,18 @@ def test_posts_that_would_answer_under_one_id_are_a_422(client: TestClient, path
     assert [p["id"] for p in plain.json()["predictions"]] == ["0", "1"]
 
 
+@pytest.mark.parametrize("path", ["/v1/predict", "/invocations"])
+def test_an_empty_id_is_a_422_naming_the_post(client: TestClient, path: str) -> None:
+    # Given a post whose id is empty (a trial's answer came back under "")
+    posts = [{"id": "a", "text": "new Dior"}, {"id": "", "text": "Sephora haul"}]
+    response = client.post(path, headers=AUTH, json={"posts": posts})
+    # Then it is refused, naming the post and the two ways out
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["post"] == 1
+    assert "id is empty: leave the id out to answer as the post's position" in problem["msg"]
+
+
 def test_surrogates_encoded_as_raw_bytes_are_refused_too(client: TestClient) -> None:
     # Given the UTF-8-like bytes of a lone surrogate (Python's json reads them as one)
     body = b'{"posts": [{"id": "a", "text": "x \xed\xa0\xbd y"}]}'
