@@ -132,7 +132,8 @@ def debug_hint(ctx: Any) -> str:
 
 
 class BrandloopGroup(TyperGroup):
-    """Turns any error of a command into one line and exit code 1 (unless ``--debug``)."""
+    """Turns any error of a command into one line and exit code 1 (unless ``--debug``); the
+    line ends with the ``--debug`` hint unless it is a :class:`CliError`."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -142,8 +143,10 @@ class BrandloopGroup(TyperGroup):
         except Exception as exc:
             if _debug(ctx):
                 raise
-            hint = debug_hint(ctx)
-            err_console().print(f"[red]error:[/] {_escape(describe(exc))}  [dim]{hint}[/]")
+            # a refusal of the command line says what to do; its traceback would only show
+            # the command line's own code
+            hint = "" if isinstance(exc, CliError) else f"  [dim]{debug_hint(ctx)}[/]"
+            err_console().print(f"[red]error:[/] {_escape(describe(exc))}{hint}")
             raise typer.Exit(1) from None
 
 
