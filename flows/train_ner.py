@@ -268,8 +268,13 @@ def close_abandoned_runs(ctx: RunContext) -> Cleanup:
 
     They belong to flow runs that failed while MLflow was unreachable (so they could not
     close their own run) or that crashed. Runs of flow runs still in progress, and runs
-    whose flow run this Prefect API does not know, are left alone.
+    whose flow run this Prefect API does not know, are left alone. A local store whose file
+    does not exist yet holds no run: it is not created here (a run that stops early, without
+    labels, leaves no ``mlflow.db`` behind).
     """
+    db = ctx.settings.tracking_db
+    if db is not None and not db.exists():
+        return Cleanup(closed_runs=[], repaired_moves=[])
     return Cleanup(closed_runs=_close_runs(ctx), repaired_moves=repair_abandoned_moves(ctx))
 
 

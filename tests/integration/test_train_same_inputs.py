@@ -34,12 +34,14 @@ def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
         "gate_bootstrap_resamples": 200,
         "train": {"max_epochs": 1},
     }
-    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     # Given no export in storage yet, a run says where it looked
     empty = train_ner(source="storage", overrides=settings)
     assert empty.status == TrainStatus.NO_LABELS and empty.decision is not None
     exports = (tmp_path / "storage" / "dev" / "exports").as_uri()
     assert empty.decision.startswith(f"no annotation in {exports}/: put Label Studio JSON")
+    # and, stopping before any model, leaves no local MLflow store behind
+    assert not (tmp_path / "mlflow.db").exists()
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     # Given labelled posts and a threshold no challenger meets
     write_two_windows(LocalStorage(tmp_path / "storage" / "dev"))
     # When train-ner runs, then runs again with nothing changed
