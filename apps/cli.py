@@ -332,11 +332,31 @@ def run_flow(
         starting = "starting Prefect's temporary API"
         if not _prefect_database_exists():
             starting += " (its first start sets up a database)"
+    if not _debug(ctx):
+        quiet_shutdown_notices()
     with (
         _signals_end_the_command(temporary_api),
         narrated(console(), verbose=_debug(ctx), starting=starting),
     ):
         return flow(**flow_kwargs(flow, params, overrides))
+
+
+#: Prefect's background services that, at the command's exit, may warn that they are still
+#: sending events or log lines to the API ("Still processing items: 1 items remaining...").
+SHUTDOWN_SERVICES = ("EventsWorker", "APILogWorker")
+
+
+def _not_a_shutdown_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Still processing items")
+
+
+def quiet_shutdown_notices() -> None:
+    """Keep Prefect's "Still processing items" warnings, printed after the command's last
+    line while its services drain, off the console (``--debug`` keeps them)."""
+    for name in SHUTDOWN_SERVICES:
+        logger = logging.getLogger(name)
+        if _not_a_shutdown_notice not in logger.filters:
+            logger.addFilter(_not_a_shutdown_notice)
 
 
 def _prefect_database_exists() -> bool:

@@ -744,6 +744,19 @@ def test_library_warnings_are_narrated_not_printed_raw() -> None:
     assert logging.getLogger("ner").propagate and not logging.getLogger("ner").handlers
 
 
+def test_prefects_shutdown_notices_stay_off_the_console(caplog: pytest.LogCaptureFixture) -> None:
+    # a trial's failed train ended with "WARNING | EventsWorker - Still processing items"
+    # after the command's error line
+    cli.quiet_shutdown_notices()
+    cli.quiet_shutdown_notices()  # a second command in the process adds no second filter
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("EventsWorker").warning("Still processing items: 1 items remaining...")
+        logging.getLogger("APILogWorker").warning("Still processing items: 3 items remaining...")
+        logging.getLogger("EventsWorker").warning("another warning is kept")
+    assert [r.getMessage() for r in caplog.records] == ["another warning is kept"]
+    assert len(logging.getLogger("EventsWorker").filters) == 1
+
+
 # -- settings ----------------------------------------------------------------------------
 
 
