@@ -611,11 +611,11 @@ def train_challenger(
         recipe=settings.train,
         seed=settings.seed,
         on_epoch=lambda e: logger.info(
-            "epoch %d/%d, step %d: loss %.1f, held-out slice F1 %.3f",
+            "epoch %d/%d, step %d: loss %.2f per batch, held-out slice F1 %.3f",
             e.epoch,
             e.max_epochs,
             e.step,
-            e.loss,
+            e.loss_per_batch,
             e.dev_f1,
         ),
         unlabelled=unlabelled,

@@ -96,24 +96,37 @@ class TrainResult:
 @dataclass(frozen=True)
 class EpochProgress:
     """One dev-slice evaluation while training: ``epoch`` (1-based) of ``max_epochs``, the
-    optimizer ``step``, the ``ner`` loss summed since the previous evaluation and the dev
-    F1 (0..1) of the held-back slice of the pool."""
+    optimizer ``step``, the ``ner`` loss summed over the ``batches`` trained since the
+    previous evaluation and the dev F1 (0..1) of the held-back slice of the pool."""
 
     epoch: int
     max_epochs: int
     step: int
     loss: float
     dev_f1: float
+    batches: int = 1
+
+    @property
+    def loss_per_batch(self) -> float:
+        """The mean ``ner`` loss of a batch since the previous evaluation: comparable from one
+        evaluation to the next (the sum covers 1 batch at step 0, then ``eval_frequency``)."""
+        return self.loss / max(self.batches, 1)
 
     @classmethod
-    def from_curve(cls, row: Mapping[str, Any], max_epochs: int) -> EpochProgress:
-        """From one line of the training curve (see :func:`curve_logger`)."""
+    def from_curve(
+        cls, row: Mapping[str, Any], max_epochs: int, previous_step: int | None = None
+    ) -> EpochProgress:
+        """From one line of the training curve (see :func:`curve_logger`); ``previous_step``
+        is the step of the evaluation before it (None for the first: spaCy evaluates after
+        the first batch, step 0, then every ``eval_frequency`` steps)."""
+        step = int(row.get("step", 0))
         return cls(
             epoch=int(row.get("epoch", 0)) + 1,  # spaCy counts epochs from 0
             max_epochs=max_epochs,
-            step=int(row.get("step", 0)),
+            step=step,
             loss=float(row.get("loss_ner", 0.0)),
             dev_f1=float(row.get("ents_f", row.get("score", 0.0))),
+            batches=step + 1 if previous_step is None else step - previous_step,
         )
 
 

@@ -219,13 +219,21 @@ def train_isolated(
         unlabelled=[a.to_dict() for a in unlabelled],
         rehearsal=[a.to_dict() for a in rehearsal],
     )
-    max_epochs = recipe.epochs
-    on_row = (
-        None
-        if on_epoch is None
-        else lambda row: on_epoch(EpochProgress.from_curve(row, max_epochs))
-    )
+    on_row = None if on_epoch is None else _progress_of_rows(on_epoch, recipe.epochs)
     return run_in_subprocess(request, on_curve=on_row)
+
+
+def _progress_of_rows(on_epoch: OnEpoch, max_epochs: int) -> Callable[[dict[str, Any]], None]:
+    """Turn curve rows, in order, into :class:`EpochProgress` calls (each knows the step of
+    the row before it)."""
+    previous: list[int] = []
+
+    def on_row(row: dict[str, Any]) -> None:
+        progress = EpochProgress.from_curve(row, max_epochs, previous[-1] if previous else None)
+        previous.append(progress.step)
+        on_epoch(progress)
+
+    return on_row
 
 
 def main(argv: list[str] | None = None) -> int:

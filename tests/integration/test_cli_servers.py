@@ -298,6 +298,8 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
     ):
         assert line in out, out
     assert "| round | posts sent |" in out and "loop status: threshold_met" in out
+    # training's progress gives a loss per batch, comparable from one line to the next
+    assert re.search(r"epoch \d+/10, step \d+: loss \d+\.\d\d per batch, held-out slice", out)
     # the predict step says how it ran in words ("one process"), not as "1 shards"
     assert "predicted 360 posts in " in out and " 1 shards" not in out, out
     assert "| 1 | 360 | 360 | 0.5" in out and "| yes (v1) | v1 | promoted |" in out

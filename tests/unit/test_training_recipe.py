@@ -329,7 +329,17 @@ def test_epoch_progress_counts_epochs_from_one() -> None:
     from ner.training import EpochProgress
 
     row = {"epoch": 0, "step": 25, "loss_ner": 12.5, "ents_f": 0.4, "score": 0.4}
-    assert EpochProgress.from_curve(row, 20) == EpochProgress(1, 20, 25, 12.5, 0.4)
+    assert EpochProgress.from_curve(row, 20, 0) == EpochProgress(1, 20, 25, 12.5, 0.4, 25)
+
+
+def test_epoch_progress_gives_a_loss_per_batch_comparable_across_evaluations() -> None:
+    # a trial read "loss 13.3 -> 1.4 -> 6.4": sums over 1 batch (step 0), then 25 batches
+    from ner.training import EpochProgress
+
+    first = EpochProgress.from_curve({"epoch": 0, "step": 0, "loss_ner": 13.3}, 20)
+    later = EpochProgress.from_curve({"epoch": 2, "step": 25, "loss_ner": 25.0}, 20, 0)
+    assert (first.batches, first.loss_per_batch) == (1, 13.3)
+    assert (later.epoch, later.batches, later.loss_per_batch) == (3, 25, 1.0)
 
 
 @pytest.mark.slow
