@@ -305,7 +305,9 @@ def train(
         final.meta["brandloop"].update(
             label_map=dict(recipe.label_map), hard_negatives=len(hard), rehearsed=len(rehearsed)
         )
-        result = _save_result(final, output_dir, curve_file, recipe, started, start_from, sizes)
+        result = _save_result(
+            final, output_dir, curve_file, (recipe, labels), started, start_from, sizes
+        )
     log.info("trained on %d posts (%d dev) in %.1fs", sizes[0], sizes[1], result.seconds)
     return replace(result, rejected=rejected, hard_negatives=len(hard), rehearsed=len(rehearsed))
 
@@ -378,14 +380,15 @@ def _save_result(
     final: Language,
     output_dir: Path,
     curve_file: Path,
-    recipe: TrainSettings,
+    trained: tuple[TrainSettings, Sequence[str]],
     started: float,
     start_from: str,
     sizes: tuple[int, int],
 ) -> TrainResult:
     """Put ``final`` in ``output_dir`` (replacing it) and describe the run: its curve (read
-    from ``curve_file``), dev-slice scores, sizes and seconds since ``started``; the caller
-    adds what it rejected."""
+    from ``curve_file``), dev-slice scores of our labels (``trained``: the recipe and our
+    labels), sizes and seconds since ``started``; the caller adds what it rejected."""
+    recipe, labels = trained
     _replace_dir(final, output_dir)
     return TrainResult(
         model_dir=output_dir,
@@ -393,7 +396,7 @@ def _save_result(
         train_size=sizes[0],
         dev_size=sizes[1],
         rejected=(),
-        dev_scores=_dev_scores(final.meta.get("performance") or {}, recipe.label_map),
+        dev_scores=_dev_scores(final.meta.get("performance") or {}, recipe.label_map, labels),
         curve=_read_curve(curve_file),
         seconds=time.perf_counter() - started,
     )
@@ -506,20 +509,24 @@ def _finish(
     return final
 
 
-def _dev_scores(performance: Mapping[str, Any], label_map: Mapping[str, str]) -> dict[str, float]:
-    """spaCy's checkpoint scores as flat numbers: ``ents_f`` …, and per label (in our
-    labels) ``BRAND_p``, ``BRAND_r``, ``BRAND_f``."""
+def _dev_scores(
+    performance: Mapping[str, Any], label_map: Mapping[str, str], labels: Sequence[str]
+) -> dict[str, float]:
+    """spaCy's checkpoint scores as flat numbers: ``ents_f`` …, and per label of ours
+    (``labels``, trained under ``label_map``'s names) ``BRAND_p``, ``BRAND_r``, ``BRAND_f``.
+    The starting pipeline's other labels (``PRODUCT``, ``GPE`` …) are left out: the dev
+    slice has no gold span of theirs, so their scores say nothing."""
     scores = {k: float(v) for k, v in performance.items() if isinstance(v, int | float)}
-    ours = {v: k for k, v in label_map.items()}
+    ours = {label_map.get(label, label): label for label in labels}
     per_type = performance.get("ents_per_type") or {}
     if isinstance(per_type, Mapping):
         for label, values in per_type.items():
-            if not isinstance(values, Mapping):
+            if not isinstance(values, Mapping) or label not in ours:
                 continue
             for key in ("p", "r", "f"):
                 value = values.get(key)
                 if isinstance(value, int | float):
-                    scores[f"{ours.get(label, label)}_{key}"] = float(value)
+                    scores[f"{ours[label]}_{key}"] = float(value)
     return scores
 
 
@@ -567,6 +574,6 @@ def _train_accurate(
             label_map=dict(recipe.label_map), recipe="accurate", rehearsed=len(rehearsed)
         )
         result = _save_result(
-            final, output_dir, curve_file, recipe, started, "all-MiniLM-L6-v2", sizes
+            final, output_dir, curve_file, (recipe, labels), started, "all-MiniLM-L6-v2", sizes
         )
     return replace(result, rejected=rejected, rehearsed=len(rehearsed))

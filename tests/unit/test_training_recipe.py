@@ -195,15 +195,18 @@ def test_checkpoint_scores_are_flat_and_per_label_in_our_labels() -> None:
         "ents_per_type": {"ORG": {"p": 0.4, "r": 0.6, "f": 0.48}, "GPE": {"p": 0.0}},
         "speed": None,
     }
-    scores = _dev_scores(performance, {"BRAND": "ORG"})
+    scores = _dev_scores(performance, {"BRAND": "ORG"}, ["BRAND"])
+    # the base's other labels (GPE here) have no gold span in the dev slice: left out
     assert scores == {
         "ents_f": 0.5,
         "ner_loss": 12.0,
         "BRAND_p": 0.4,
         "BRAND_r": 0.6,
         "BRAND_f": 0.48,
-        "GPE_p": 0.0,
     }
+    # and a label trained under its own name is ours too
+    fresh = {"ents_per_type": {"BRAND": {"f": 0.7}, "PRODUCT": {"f": 0.0}}}
+    assert _dev_scores(fresh, {}, ["BRAND"]) == {"BRAND_f": 0.7}
 
 
 def test_isolated_training_is_a_function_of_data_recipe_and_seed(tmp_path: Path) -> None:
