@@ -953,11 +953,12 @@ def evaluate_champion(ctx: RunContext, splits: Splits, summary: TrainSummary) ->
     summary.champion_model = champion.model_version
     summary.champion_version = version
     get_run_logger().info(
-        "%s %s: F1 %.4f on gold %s",
+        "%s %s: F1 %.4f on the gold set %s (%d posts)",
         "champion" if version else "no champion yet; the cold start",
         champion.model_version,
         champion.f1,
         (splits.gold_hash or "")[:12],
+        splits.n_gold,
     )
     return champion
 

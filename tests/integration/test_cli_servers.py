@@ -298,6 +298,8 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
     ):
         assert line in out, out
     assert "| round | posts sent |" in out and "loop status: threshold_met" in out
+    # the champion's line names the gold set's size (a forget that shrinks it shows there)
+    assert re.search(r"the cold start \S+: F1 0\.\d{4} on the gold set \w{12} \(75 posts\)", out)
     # training's progress gives a loss per batch, comparable from one line to the next
     assert re.search(r"epoch \d+/10, step \d+: loss \d+\.\d\d per batch, held-out slice", out)
     # the predict step says how it ran in words ("one process"), not as "1 shards"
