@@ -426,7 +426,7 @@ def finish_unfinished(
 def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None) -> str:
     """Why a fetch found no new post, and for a JSONL file how to predict it again."""
     if source == "jsonl" and input_uri:
-        checkpoint = ctx.storage.uri(sources.jsonl_checkpoint_key(input_uri))
+        checkpoint = ctx.storage.uri(sources.jsonl_checkpoint_key(ctx.storage, input_uri))
         return (
             f"every line of {input_uri} was read by an earlier run; to predict it again, "
             f"delete its checkpoint {checkpoint}"

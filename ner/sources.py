@@ -182,10 +182,44 @@ def _hashed(lines: Iterable[str], digest: Any) -> Iterator[str]:
         yield line
 
 
-def jsonl_checkpoint_key(input_uri: str) -> str:
-    """Storage key of the line checkpoint of one JSONL input."""
-    digest = hashlib.sha256(input_uri.encode("utf-8")).hexdigest()[:16]
-    return layout.jsonl_checkpoint(digest)
+def input_identity(storage: Storage, input_uri: str) -> str:
+    """One name per JSONL input, however it is written: the ``file://`` URI of a local file's
+    resolved path (``posts.jsonl``, ``./posts.jsonl``, ``$PWD/posts.jsonl`` and a key of a
+    local storage naming it are one file), the storage URI of an object (its key or its
+    URI), else ``input_uri`` itself."""
+    found = find_input(storage, input_uri)
+    name = storage.uri(found) if isinstance(found, str) else input_uri
+    if isinstance(found, Path) or name.startswith("file://"):  # a file here, by path or key
+        local = found if isinstance(found, Path) else Path(name.removeprefix("file://"))
+        return local.resolve().as_uri()
+    return name
+
+
+def jsonl_checkpoint_key(storage: Storage, input_uri: str) -> str:
+    """Storage key of the line checkpoint of one JSONL input (:func:`input_identity`)."""
+    return _checkpoint_key_of(input_identity(storage, input_uri))
+
+
+def _checkpoint_key_of(name: str) -> str:
+    return layout.jsonl_checkpoint(hashlib.sha256(name.encode("utf-8")).hexdigest()[:16])
+
+
+def _read_line_checkpoint(storage: Storage, input_uri: str) -> tuple[int, str | None]:
+    """``(lines done, sha256 of them)`` of the input's checkpoint; ``(0, None)`` without one.
+    A checkpoint written before inputs had one name (keyed by ``input_uri`` as typed) is
+    read when the input has no other. Raises :class:`SourceError` for an unreadable one."""
+    found = [
+        key
+        for key in (jsonl_checkpoint_key(storage, input_uri), _checkpoint_key_of(input_uri))
+        if storage.exists(key)
+    ]
+    if not found:
+        return 0, None
+    try:
+        state = storage.read_json(found[0])
+        return int(state.get("line", 0)), state.get("sha256")
+    except (StorageError, ValueError, TypeError, AttributeError) as exc:
+        raise SourceError(f"unreadable JSONL checkpoint {found[0]}: {exc}") from exc
 
 
 def _jsonl_prefix(
@@ -228,14 +262,7 @@ def fetch_jsonl_to_storage(
     """
     if max_posts < 1:
         raise ConfigError(f"max_posts must be at least 1, got {max_posts}")
-    checkpoint_key = jsonl_checkpoint_key(input_uri)
-    done, expected = 0, None
-    if storage.exists(checkpoint_key):
-        try:
-            state = storage.read_json(checkpoint_key)
-            done, expected = int(state.get("line", 0)), state.get("sha256")
-        except (StorageError, ValueError, TypeError, AttributeError) as exc:
-            raise SourceError(f"unreadable JSONL checkpoint {checkpoint_key}: {exc}") from exc
+    done, expected = _read_line_checkpoint(storage, input_uri)
     done, digest, seen = _jsonl_prefix(storage, input_uri, done, expected)
     rejected: list[Rejected] = []
     last_line, committed, count = done, digest.copy(), 0
@@ -258,8 +285,12 @@ def fetch_jsonl_to_storage(
     storage.write_lines(key, posts())
     _report_rejected(storage, key, input_uri, rejected)
     storage.write_json(
-        checkpoint_key,
-        {"input": input_uri, "line": last_line, "sha256": committed.hexdigest()},
+        jsonl_checkpoint_key(storage, input_uri),
+        {
+            "input": input_identity(storage, input_uri),
+            "line": last_line,
+            "sha256": committed.hexdigest(),
+        },
     )
     return {"posts_key": key, "n_posts": count, "n_rejected": len(rejected), "source": "jsonl"}
 

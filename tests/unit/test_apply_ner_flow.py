@@ -17,7 +17,7 @@ def test_a_jsonl_file_read_before_names_its_checkpoint(tmp_path: Path) -> None:
     ctx = cast(Any, SimpleNamespace(storage=storage))
     # Then the JSONL source says which checkpoint to delete to predict the file again
     hint = no_posts_hint(ctx, "jsonl", "inbox/posts.jsonl")
-    checkpoint = storage.uri(sources.jsonl_checkpoint_key("inbox/posts.jsonl"))
+    checkpoint = storage.uri(sources.jsonl_checkpoint_key(storage, "inbox/posts.jsonl"))
     assert hint == (
         "every line of inbox/posts.jsonl was read by an earlier run; to predict it again, "
         f"delete its checkpoint {checkpoint}"

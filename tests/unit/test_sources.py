@@ -10,6 +10,7 @@ local HTTP server: tests/integration/test_x_api_server.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -24,6 +25,7 @@ import requests
 import responses
 import tweepy
 
+from ner import layout
 from ner.errors import ConfigError, SourceAuthError, SourceError
 from ner.settings import load_settings
 from ner.sources import (
@@ -264,16 +266,55 @@ def test_jsonl_fetch_rejects_only_the_line_with_undecodable_bytes(
     assert storage.read_json("posts/x.rejected.json")[0].startswith("line 2 (2)")
 
 
-def test_jsonl_fetch_reads_a_storage_key_or_uri(storage: LocalStorage) -> None:
+def test_jsonl_fetch_reads_a_storage_key_or_uri_as_one_input(storage: LocalStorage) -> None:
     # Given posts stored as an object
     storage.write_lines("inbox/p.jsonl", [json.dumps({"id": "7", "text": "Dior"})])
-    # When fetched by key, then (as a different input) by its URI
+    # When fetched by key, then by its URI
     by_key = fetch_jsonl_to_storage(storage, "inbox/p.jsonl", "posts/k.jsonl", 5)
     by_uri = fetch_jsonl_to_storage(storage, storage.uri("inbox/p.jsonl"), "posts/u.jsonl", 5)
-    # Then both read it, with separate checkpoints
-    assert by_key["n_posts"] == by_uri["n_posts"] == 1
-    assert storage.exists(jsonl_checkpoint_key("inbox/p.jsonl"))
-    assert storage.exists(jsonl_checkpoint_key(storage.uri("inbox/p.jsonl")))
+    # Then the first read it, and the second knew it was the same object: one checkpoint
+    assert (by_key["n_posts"], by_uri["n_posts"]) == (1, 0)
+    key = jsonl_checkpoint_key(storage, "inbox/p.jsonl")
+    assert key == jsonl_checkpoint_key(storage, storage.uri("inbox/p.jsonl"))
+    assert storage.read_json(key)["input"] == storage.uri("inbox/p.jsonl")
+
+
+def test_a_local_file_is_one_input_however_its_path_is_written(
+    storage: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a file read once by its absolute path (a trial's deployment run did so), then
+    # by a relative path (the README's command line): the second run read it again
+    src = tmp_path / "in" / "posts.jsonl"
+    src.parent.mkdir()
+    src.write_text("".join(json.dumps({"id": str(i), "text": "Dior"}) + "\n" for i in range(3)))
+    monkeypatch.chdir(tmp_path)
+    first = fetch_jsonl_to_storage(storage, str(src), "posts/a.jsonl", 2)
+    # When the same file is named relatively, with ./ and through a file:// URI
+    again = [
+        fetch_jsonl_to_storage(storage, name, f"posts/{n}.jsonl", 2)["n_posts"]
+        for n, name in enumerate(["in/posts.jsonl", "./in/../in/posts.jsonl", src.as_uri()])
+    ]
+    # Then they continue where the first stopped: the third post once, then nothing
+    assert first["n_posts"] == 2 and again == [1, 0, 0]
+    assert [json.loads(x)["id"] for x in storage.iter_lines("posts/0.jsonl")] == ["2"]
+
+
+def test_a_checkpoint_of_the_path_as_typed_is_still_read(
+    storage: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a checkpoint an earlier version wrote under the relative path as typed
+    src = tmp_path / "posts.jsonl"
+    src.write_text("".join(json.dumps({"id": str(i), "text": "Dior"}) + "\n" for i in range(3)))
+    monkeypatch.chdir(tmp_path)
+    fetch_jsonl_to_storage(storage, "posts.jsonl", "posts/a.jsonl", 2)
+    current = jsonl_checkpoint_key(storage, "posts.jsonl")
+    legacy = layout.jsonl_checkpoint(hashlib.sha256(b"posts.jsonl").hexdigest()[:16])
+    storage.write_json(legacy, storage.read_json(current))
+    storage.delete(current)
+    # When the file is fetched again, as written then
+    more = fetch_jsonl_to_storage(storage, "posts.jsonl", "posts/b.jsonl", 5)
+    # Then it continues after the two lines read, and the checkpoint moves to its one name
+    assert more["n_posts"] == 1 and storage.read_json(current)["line"] == 3
 
 
 def test_jsonl_fetch_missing_input_is_a_clear_error(storage: LocalStorage) -> None:
