@@ -34,18 +34,35 @@ def open_locked_temp(target: Path) -> tuple[BinaryIO, Path]:
     """A new temporary file next to ``target``, open for binary writing and locked.
 
     Returns ``(handle, path)``. The lock lasts until the handle is closed, so the caller
-    renames the file over ``target`` *before* closing it. Raises :class:`OSError` when the
-    folder is not writable.
+    renames the file over ``target`` *before* closing it. Its mode is that of a file opened
+    plainly (``0o666`` less the umask), not ``mkstemp``'s ``0o600``: the target may be read
+    by another user or service (Label Studio's local storage, a container). Raises
+    :class:`OSError` when the folder is not writable.
     """
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
     handle = os.fdopen(fd, "wb")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BaseException:
         handle.close()
         Path(name).unlink(missing_ok=True)
         raise
     return handle, Path(name)
+
+
+def current_umask() -> int:
+    """The process's umask, read from ``/proc/self/status`` (Linux 4.7+) where it can be,
+    which leaves it untouched for other threads; else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _held(path: Path) -> bool:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,20 @@ def test_failed_write_leaves_no_half_file(tmp_path: Path) -> None:
     # Then the previous content is intact and no temp file is visible
     assert list(storage.iter_lines("posts/p.jsonl")) == ["old"]
     assert storage.list() == ["posts/p.jsonl"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    # a trial's import JSON was 0600 under umask 022: unreadable to Label Studio's own user
+    storage = LocalStorage(tmp_path)
+    previous = os.umask(umask)
+    try:
+        storage.write_json("tasks/a.json", [{"x": 1}])
+        storage.write_lines("posts/p.jsonl", ["{}"])
+    finally:
+        os.umask(previous)
+    for written in ("tasks/a.json", "posts/p.jsonl"):
+        assert stat.S_IMODE((tmp_path / written).stat().st_mode) == 0o666 & ~umask
 
 
 def test_missing_and_invalid_keys_are_clear_errors(tmp_path: Path) -> None:
