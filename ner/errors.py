@@ -32,6 +32,14 @@ class NotFoundError(BrandloopError):
     version or alias): another attempt cannot find it either."""
 
 
+class StorageNotFoundError(StorageError, NotFoundError):
+    """The bucket of a ``gs://`` storage does not exist: another attempt cannot find it."""
+
+
+class StorageAuthError(StorageError):
+    """The storage has no credentials, or refused them (401/403). Permanent."""
+
+
 class InputNotFoundError(SourceError, NotFoundError):
     """A JSONL input is neither a local file nor a storage key."""
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ner.errors import StorageError
+from ner.errors import StorageAuthError, StorageError, StorageNotFoundError
 from ner.tempfiles import open_locked_temp, sweep_stale_temps
 
 log = logging.getLogger(__name__)
@@ -240,19 +240,32 @@ class GCSStorage(Storage):
         return f"gs://{self.bucket_name}/{path}"
 
     def _wrap(self, action: str, key: str, exc: Exception) -> StorageError:
-        return StorageError(f"GCS {action} {self.uri(key)} failed: {exc}")
+        """Our error for a failed call: :class:`StorageNotFoundError` when the bucket is
+        missing (a 404 where no object is read), :class:`StorageAuthError` for missing or
+        refused credentials (both permanent), else :class:`StorageError`."""
+        from google.api_core import exceptions as gexc
+        from google.auth.exceptions import GoogleAuthError
+
+        where = f"GCS {action} {self.uri(key)} failed"
+        if isinstance(exc, gexc.NotFound):
+            return StorageNotFoundError(
+                f"{where}: bucket {self.bucket_name!r} does not exist; create it (for the "
+                f"local emulator: brandloop deploy --env <env> --create-bucket --no-deploy) "
+                f"({exc})"
+            )
+        if isinstance(exc, gexc.Unauthorized | gexc.Forbidden | GoogleAuthError):
+            return StorageAuthError(f"{where}: {_auth_hint(exc)}")
+        return StorageError(f"{where}: {exc}")
 
     def write_bytes(self, key: str, data: bytes) -> str:
-        from google.api_core import exceptions as gexc
 
         try:
             self.bucket.blob(self._name(key)).upload_from_string(data, **self.opts)
-        except (gexc.GoogleAPIError, OSError) as exc:
+        except _gcs_failures() as exc:
             raise self._wrap("upload of", key, exc) from exc
         return self.uri(key)
 
     def write_lines(self, key: str, lines: Iterable[str]) -> str:
-        from google.api_core import exceptions as gexc
 
         # Spool to a local temp file, then one upload: the object appears whole or not at all.
         with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as spool:
@@ -261,7 +274,7 @@ class GCSStorage(Storage):
             spool.flush()
             try:
                 self.bucket.blob(self._name(key)).upload_from_filename(spool.name, **self.opts)
-            except (gexc.GoogleAPIError, OSError) as exc:
+            except _gcs_failures() as exc:
                 raise self._wrap("upload of", key, exc) from exc
         return self.uri(key)
 
@@ -272,7 +285,7 @@ class GCSStorage(Storage):
             data: bytes = self.bucket.blob(self._name(key)).download_as_bytes(**self.opts)
         except gexc.NotFound as exc:
             raise StorageError(f"{self.uri(key)} does not exist") from exc
-        except (gexc.GoogleAPIError, OSError) as exc:
+        except _gcs_failures() as exc:
             raise self._wrap("download of", key, exc) from exc
         return data
 
@@ -285,22 +298,20 @@ class GCSStorage(Storage):
                 self.bucket.blob(self._name(key)).download_to_file(spool, **self.opts)
             except gexc.NotFound as exc:
                 raise StorageError(f"{self.uri(key)} does not exist") from exc
-            except (gexc.GoogleAPIError, OSError) as exc:
+            except _gcs_failures() as exc:
                 raise self._wrap("download of", key, exc) from exc
             spool.seek(0)
             for raw in spool:
                 yield raw.decode("utf-8").rstrip("\n")
 
     def exists(self, key: str) -> bool:
-        from google.api_core import exceptions as gexc
 
         try:
             return bool(self.bucket.blob(self._name(key)).exists(**self.opts))
-        except (gexc.GoogleAPIError, OSError) as exc:
+        except _gcs_failures() as exc:
             raise self._wrap("lookup of", key, exc) from exc
 
     def list(self, prefix: str = "") -> list[str]:
-        from google.api_core import exceptions as gexc
 
         full = self._name(prefix) if prefix.strip("/") else self.prefix
         if full:
@@ -308,7 +319,7 @@ class GCSStorage(Storage):
         try:
             blobs = self.bucket.client.list_blobs(self.bucket, prefix=full, **self.opts)
             names = [b.name for b in blobs]
-        except (gexc.GoogleAPIError, OSError) as exc:
+        except _gcs_failures() as exc:
             raise self._wrap("listing of", prefix, exc) from exc
         cut = len(self.prefix) + 1 if self.prefix else 0
         return sorted(name[cut:] for name in names)
@@ -320,7 +331,7 @@ class GCSStorage(Storage):
             self.bucket.blob(self._name(key)).delete(**self.opts)
         except gexc.NotFound:
             return
-        except (gexc.GoogleAPIError, OSError) as exc:
+        except _gcs_failures() as exc:
             raise self._wrap("delete of", key, exc) from exc
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
@@ -336,9 +347,28 @@ class GCSStorage(Storage):
             blob.upload_from_string(data, if_generation_match=0, **self.opts)
         except gexc.PreconditionFailed:
             return False
-        except (gexc.GoogleAPIError, OSError) as exc:
+        except _gcs_failures() as exc:
             raise self._wrap("exclusive create of", key, exc) from exc
         return True
+
+
+def _gcs_failures() -> tuple[type[Exception], ...]:
+    """What a google-cloud-storage call raises when it fails: API errors, credential errors
+    (no Application Default Credentials, a token that cannot be refreshed), socket errors."""
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    return (GoogleAPIError, GoogleAuthError, OSError)
+
+
+def _auth_hint(exc: Exception) -> str:
+    """The credential problem of ``exc`` and the ways to give credentials."""
+    return (
+        f"credentials missing or refused ({exc}); give Application Default Credentials "
+        "(GOOGLE_APPLICATION_CREDENTIALS=<service account key>, or gcloud auth "
+        "application-default login) with access to the bucket, or, for a local emulator, "
+        "set STORAGE_EMULATOR_HOST in the process that runs the flow (the worker)"
+    )
 
 
 def make_gcs_client(project: str | None = None) -> Any:

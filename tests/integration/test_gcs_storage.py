@@ -13,13 +13,15 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from threading import Barrier
 from typing import Any
 
 import pytest
 
+from flows.context import PERMANENT_ERRORS
 from ner import leases
-from ner.errors import StorageError
+from ner.errors import StorageAuthError, StorageError, StorageNotFoundError
 from ner.storage import GCSStorage, Storage, open_storage
 from tests.support.fake_gcs import fake_gcs_service
 from tests.support.servers import GcsService, free_port
@@ -144,13 +146,33 @@ def test_missing_keys_and_bad_content_are_clear_storage_errors(storage: Storage)
         storage.read_json("exports/bad.json")
 
 
-def test_a_missing_bucket_is_a_storage_error(gcs_emulator: GcsService) -> None:
+def test_a_missing_bucket_is_a_permanent_storage_error(gcs_emulator: GcsService) -> None:
     # Given a storage URI naming a bucket that does not exist
     storage = open_storage(f"gs://no-such-bucket-{uuid.uuid4().hex[:8]}/x", "dev")
-    # When written to, then the error is ours and names the object
+    # When written to, then the error is ours, names the object and says the bucket is missing
     with pytest.raises(StorageError, match=r"GCS upload of gs://no-such-bucket-.*/x/dev/a\.json"):
         storage.write_json("a.json", {})
     assert isinstance(storage, GCSStorage)
+    with pytest.raises(StorageNotFoundError, match=r"bucket 'no-such-bucket-\w+' does not exist"):
+        storage.list("posts")
+    # And a task would not retry it (a trial waited 14 s for three retries of a 404)
+    with pytest.raises(StorageError) as caught:
+        storage.write_json("a.json", {})
+    assert isinstance(caught.value, PERMANENT_ERRORS)
+
+
+def test_missing_credentials_are_a_permanent_storage_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given no emulator and no Application Default Credentials (a trial's worker without
+    # STORAGE_EMULATOR_HOST retried DefaultCredentialsError three times)
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-key.json"))
+    storage = open_storage("gs://any-bucket/p", "dev", gcs_timeout_s=5)
+    # When used, then the error names the way to give credentials, and is permanent
+    with pytest.raises(StorageAuthError, match="STORAGE_EMULATOR_HOST in the process") as caught:
+        storage.write_json("a.json", {})
+    assert isinstance(caught.value, PERMANENT_ERRORS)
 
 
 def test_an_unreachable_endpoint_fails_within_the_timeout(
