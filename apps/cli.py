@@ -1166,6 +1166,12 @@ def promote(
         console().print(f"{_move(event)}  ({event.reason})")
 
 
+#: The gate rules ``brandloop promote`` checks again on today's gold set (threshold and
+#: margin, :func:`ner.registry.decide`); a version train-ner's gate refused by another rule
+#: (confidence, label_regression, canary) needs ``--force``.
+HAND_RULES = ("threshold", "beats_champion")
+
+
 def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list[Any]:
     """``promote VERSION`` within one environment: evaluated on its current gold set, the
     promotion rule unless ``force``; returns the audited alias moves."""
@@ -1190,7 +1196,18 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     rule = decide(f1, champion_f1, cfg.threshold, cfg.promotion_margin)
     if not rule.promote and not force:
         raise CliError(f"refused: {rule.reason} (--force promotes anyway, audited)")
-    why = f"manual: {reason if rule.promote else f'{reason} (forced; rule said: {rule.reason})'}"
+    unchecked = [r for r in registry.gate_refusals(version) if r not in HAND_RULES]
+    if unchecked and not force:
+        raise CliError(
+            f"refused: train-ner's gate refused version {version} by {', '.join(unchecked)}, "
+            f"which promote does not re-check (it checks {' and '.join(HAND_RULES)} on today's "
+            "gold set); see its model card; --force promotes anyway, audited"
+        )
+    why = f"manual: {reason}"
+    if not rule.promote:
+        why += f" (forced; rule said: {rule.reason})"
+    if unchecked:
+        why += f" (forced; train-ner's gate refused it by {', '.join(unchecked)})"
     events = registry.promote(
         version,
         gold_hash=gold.hash,

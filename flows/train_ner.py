@@ -1103,7 +1103,7 @@ def already_trained(
         f"version {earlier.version} is @champion already"
         if earlier.version == summary.champion_version
         else f"`brandloop promote {earlier.version} --reason ...` puts that version through "
-        "today's gate"
+        "the promotion rule on today's gold set"
     )
     summary.decision = (
         f"version {earlier.version} (run {earlier.run_id}) was trained on the same training "

@@ -197,6 +197,34 @@ def test_a_forced_promotion_says_so_on_the_version(setup: CliState) -> None:
     assert version.tags["brandloop.rolled_back"] == "worse in prod"
 
 
+def test_a_version_the_gate_refused_by_a_rule_promote_does_not_check_needs_force(
+    setup: CliState,
+) -> None:
+    registry, flags = setup.registry, setup.flags
+    v1, v2, _ = setup.versions
+    # Given v1 the champion, and v2 (better on today's gold set) refused at training time by
+    # threshold and by the confidence rule (a trial promoted such a version without --force)
+    assert _invoke("promote", v1, "--reason", "first", *flags)[0] == 0
+    name = registry.model_name
+    registry.client.set_model_version_tag(
+        name, v2, "brandloop.gate.refused_by", "threshold,confidence"
+    )
+    # When it is promoted by hand, with a threshold it meets
+    code, _, err = _invoke("promote", v2, "--reason", "looks fine", *flags)
+    # Then it is refused, naming the rule promote does not re-check and the way out
+    assert code == 1 and registry.alias_version(CHAMPION) == v1
+    said = " ".join(err.split())
+    assert f"refused: train-ner's gate refused version {v2} by confidence, which promote" in said
+    assert "--force promotes anyway" in said
+    # And with --force it is promoted, the audit and the version saying what was overridden
+    code, out, err = _invoke("promote", v2, "--reason", "looks fine", "--force", *flags)
+    assert code == 0, err
+    assert "(forced; train-ner's gate refused it by confidence)" in out
+    assert registry.alias_version(CHAMPION) == v2
+    reason = registry.client.get_model_version(name, v2).tags["brandloop.promotion_reason"]
+    assert reason == "manual: looks fine (forced; train-ner's gate refused it by confidence)"
+
+
 def test_rollback_names_a_model_that_is_not_registered(setup: CliState) -> None:
     name = setup.registry.model_name
     # Given the model's name misspelled (the later --set wins)
