@@ -799,12 +799,17 @@ class Registry:
         return str(run.info.run_id)
 
     def _end_audit(self, run_id: str, event: AuditEvent) -> None:
-        """Complete the audit of a move that happened; FINISHED is written last."""
+        """Complete the audit of a move that happened; FINISHED is written last. The
+        ``brandloop.<alias>_since`` tag moves with the alias: on the version that holds it
+        now, off the one that held it (a stale tag read as still holding it in the UI)."""
+        since = f"{TAG_PREFIX}{event.alias}_since"
+        if event.from_version and event.from_version != event.to_version:
+            self._drop_version_tag(event.from_version, since)
         if event.to_version:
             self.client.set_model_version_tag(
                 self.model_name,
                 event.to_version,
-                f"{TAG_PREFIX}{event.alias}_since",
+                since,
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.timestamp)),
             )
         self.client.set_tag(run_id, MOVE_STATE_TAG, MoveState.DONE.value)
@@ -817,6 +822,17 @@ class Registry:
             event.actor,
             event.reason,
         )
+
+    def _drop_version_tag(self, version: str, key: str) -> None:
+        """Delete tag ``key`` of ``version`` if it has it (a deleted version is left alone)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client.get_model_version(self.model_name, version).tags or {}
+            if key in tags:
+                self.client.delete_model_version_tag(self.model_name, version, key)
+        except MlflowException as exc:  # the version was deleted meanwhile: nothing to drop
+            log.debug("left tag %s of version %s: %s", key, version, exc)
 
     def _end_intent(self, run_id: str, reason: str, *, best_effort: bool = False) -> bool:
         """End the intent of a move that did not happen: FAILED, ``move_state`` reverted."""

@@ -108,6 +108,8 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     assert code == 0, err
     assert registry.alias_version(CHAMPION) == v2 and registry.alias_version(PREVIOUS) == v1
     assert "@previous: - -> 1" in out and "@champion: 1 -> 2" in out
+    # (the *_since tags follow the aliases: a trial saw champion_since left on the old one)
+    assert _since(registry, v1) == {"previous"} and _since(registry, v2) == {"champion"}
     # And the audit has the champion's F1 only where there was a champion (no 0.0 for none)
     moves = [e for e in registry.audit_log() if e.alias == CHAMPION]
     assert [e.to_version for e in moves] == [v1, v2]
@@ -145,11 +147,19 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     # (nothing of MLflow's own between the command's lines: no run or experiment links)
     assert "View run" not in out and "View experiment" not in out
     assert registry.alias_version(CHAMPION) == v1
+    assert _since(registry, v1) == {"champion"} and _since(registry, v2) == set()
     moves = [(e.alias, e.from_version, e.to_version, e.actor) for e in registry.audit_log()]
     assert moves[-2][:3] == ("champion", v2, v1) and moves[-2][3].startswith("cli:")
     # And a second rollback has nowhere to go
     code, _, err = _invoke("rollback", "--reason", "again", *flags)
     assert code == 1 and "no @previous version" in err
+
+
+def _since(registry: Registry, version: str) -> set[str]:
+    """The aliases whose ``brandloop.<alias>_since`` tag ``version`` carries."""
+    tags = registry.client.get_model_version(registry.model_name, version).tags
+    since = [k for k in tags if k.startswith("brandloop.") and k.endswith("_since")]
+    return {k.removeprefix("brandloop.").removesuffix("_since") for k in since}
 
 
 def test_a_forced_promotion_says_so_on_the_version(setup: CliState) -> None:
