@@ -89,8 +89,9 @@ bench: install-accurate  ## run every benchmark (bench/results/, table appended 
 	$(RUN) python -m bench
 
 UI_PORT ?= 5000
-ui: install  ## open the MLflow UI on the demo's runs (port: make ui UI_PORT=5001)
-	$(RUN) mlflow ui --backend-store-uri sqlite:///.brandloop/demo/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+UI_STORE ?= sqlite:///.brandloop/demo/mlflow.db
+ui: install  ## open the MLflow UI on the demo's runs (make ui UI_PORT=5001 UI_STORE=sqlite:///mlflow.db)
+	$(RUN) mlflow ui --backend-store-uri $(UI_STORE) --host 127.0.0.1 --port $(UI_PORT)
 
 clean:  ## remove the demo's state (.brandloop/demo: storage, MLflow DB, artifacts)
 	rm -rf .brandloop/demo
