@@ -29,7 +29,7 @@ SMALL_SUPPORT = 10
 """A label with fewer gold spans than this is named in the known limits."""
 
 _TRUNCATED = "\n\n_(card truncated to fit MLflow's description limit)_"
-ALIAS_NOTES = ("**Promoted by hand**", "**Rolled back**")
+ALIAS_NOTES = ("**Promoted by hand**", "**Rolled back**", "**Restored**")
 """Starts of the lines :func:`with_alias_note` puts under a card's title (the latest alias
 move of each kind made by hand, newest first)."""
 _COMPACT_ROWS = 8
@@ -337,13 +337,22 @@ def rollback_note(*, reason: str, actor: str, when: str) -> str:
     )
 
 
+def restored_note(*, reason: str, actor: str, when: str, from_version: str) -> str:
+    """The line :func:`with_alias_note` puts on the version a rollback made champion again
+    (away from ``from_version``)."""
+    return (
+        f"{ALIAS_NOTES[2]} to @champion at {when} by {_cell(actor)}, rolling back version "
+        f"{_cell(from_version)}: {_cell(reason)}. Below: the card of when it was trained."
+    )
+
+
 def with_alias_note(card: str, note: str) -> str:
     """``card`` (a version's description) with ``note`` (:func:`manual_promotion_note`,
-    :func:`rollback_note`) under its title, newest first: it replaces an earlier note of its
-    own kind and keeps the other kind's below it (a version promoted by hand, then rolled
-    back, shows both); the gate's verdict recorded when it was trained stays below them.
-    Kept within :data:`MLFLOW_DESCRIPTION_LIMIT` by cutting the card's end at a line
-    boundary. Raises :class:`ValueError` for a note of neither kind."""
+    :func:`rollback_note`, :func:`restored_note`) under its title, newest first: it replaces
+    an earlier note of its own kind and keeps the other kinds' below it (a version promoted
+    by hand, then rolled back, shows both); the gate's verdict recorded when it was trained
+    stays below them. Kept within :data:`MLFLOW_DESCRIPTION_LIMIT` by cutting the card's end
+    at a line boundary. Raises :class:`ValueError` for a note of no kind."""
     kinds = [start for start in ALIAS_NOTES if note.startswith(start)]
     if not kinds:
         raise ValueError(f"not an alias note: {note[:40]!r}")

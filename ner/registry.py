@@ -1023,10 +1023,12 @@ class Registry:
             reason=f"rollback from version {current}",
         )
         if current is not None:
-            from ner.modelcard import rollback_note
+            from ner.modelcard import restored_note, rollback_note
 
             note = rollback_note(reason=reason, actor=actor, when=_now())
             self._note_on_card(current, note, {"rolled_back": reason}, done="rolled back")
+            back = restored_note(reason=reason, actor=actor, when=_now(), from_version=current)
+            self._note_on_card(previous, back, {"restored": reason}, done="rolled back")
         return event
 
     def _interrupted_rollback(self, champion: str) -> AuditEvent:

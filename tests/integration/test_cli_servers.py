@@ -205,6 +205,11 @@ def test_a_forced_promotion_says_so_on_the_version(setup: CliState) -> None:
     assert version.description.count("**Promoted by hand**") == 1
     assert "**Gate: refused** (not promoted) by `threshold`" in version.description
     assert version.tags["brandloop.rolled_back"] == "worse in prod"
+    # And the version the rollback made champion again says so on top of its card
+    restored = registry.client.get_model_version(name, v2)
+    assert restored.description.startswith("**Restored** to @champion at ")
+    assert f", rolling back version {v1}: worse in prod." in restored.description
+    assert restored.tags["brandloop.restored"] == "worse in prod"
 
 
 def test_a_version_the_gate_refused_by_a_rule_promote_does_not_check_needs_force(

@@ -17,6 +17,7 @@ from ner.modelcard import (
     known_limits,
     manual_promotion_note,
     render_model_card,
+    restored_note,
     rollback_note,
     with_alias_note,
 )
@@ -201,6 +202,18 @@ def test_an_alias_note_goes_under_the_title_and_keeps_the_latest_of_each_kind() 
     assert back.count("**Promoted by hand**") == 1 and back.count("**Rolled back**") == 1
     with pytest.raises(ValueError, match="not an alias note"):
         with_alias_note(card, "**Gate: passed**")
+
+
+def test_the_version_a_rollback_restores_says_so_on_top() -> None:
+    # a trial found the restored champion's card still topped by an old promotion by hand
+    card = "# brand-ner version 1\n\n**Promoted by hand** to @champion at T1 by a: first."
+    back = restored_note(reason="worse in prod", actor="cli:bo", when="T2", from_version="2")
+    assert with_alias_note(card, back).splitlines()[2:5] == [
+        "**Restored** to @champion at T2 by cli:bo, rolling back version 2: worse in prod. "
+        "Below: the card of when it was trained.",
+        "",
+        "**Promoted by hand** to @champion at T1 by a: first.",
+    ]
 
 
 def test_an_alias_note_without_a_card_and_within_the_limit() -> None:
