@@ -313,7 +313,7 @@ class Registry:
         from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
         try:
-            self.client.create_registered_model(self.model_name)
+            self.client.create_registered_model(self.model_name, description=MODEL_DESCRIPTION)
         except MlflowException as exc:
             if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                 raise
@@ -1088,6 +1088,18 @@ def set_metrics(report: Any, set_name: str) -> dict[str, float]:
         f"{set_name}.{per_label.get(name, name)}": float(value)
         for name, value in report.to_metrics().items()
     }
+
+
+#: The registered model's description (the MLflow UI's model page), set when brandloop
+#: creates it.
+MODEL_DESCRIPTION = (
+    "Brand NER (spaCy) trained by brandloop's train-ner flow on human labels. `@champion` is "
+    "the version in service (promoted by the gate or by hand, audited in the "
+    "`<experiment>-audit` experiment), `@previous` the one a rollback returns to, "
+    "`@challenger` the latest trained. Each version's description is its model card: "
+    "training data, recipe, scores on the gold and canary sets, the gate's verdict and "
+    "known limits."
+)
 
 
 def run_tags(env: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
