@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from ner.errors import StorageAuthError, StorageNotFoundError
 from ner.settings import redact_uri
 
 if TYPE_CHECKING:
@@ -167,6 +168,21 @@ def check_storage(settings: Settings) -> Check:
             created = [p for p in (storage.root, *storage.root.parents) if not p.exists()]
         storage.write_text(probe, "brandloop doctor\n")
         storage.delete(probe)
+    except StorageNotFoundError:
+        bucket = settings.storage_uri.removeprefix("gs://").split("/", 1)[0]
+        fix = (
+            "create it (for a local emulator: brandloop deploy --env <env> --create-bucket "
+            "--no-deploy), or set NER_STORAGE_URI to another bucket or a folder"
+        )
+        return Check("storage", CheckStatus.FAIL, f"bucket {bucket!r} does not exist", fix)
+    except StorageAuthError as exc:
+        fix = (
+            "give Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, or gcloud "
+            "auth application-default login); for a local emulator set STORAGE_EMULATOR_HOST"
+        )
+        cause = str(exc.__cause__ or exc).splitlines()[0][:200]
+        detail = f"{settings.storage_uri}: no usable credentials ({cause})"
+        return Check("storage", CheckStatus.FAIL, detail, fix)
     except Exception as exc:  # any backend failure is the answer to this check
         detail = f"{settings.storage_uri} not writable: {type(exc).__name__}: {str(exc)[:160]}"
         return Check("storage", CheckStatus.FAIL, detail, fix)

@@ -161,6 +161,26 @@ def test_a_missing_bucket_is_a_permanent_storage_error(gcs_emulator: GcsService)
     assert isinstance(caught.value, PERMANENT_ERRORS)
 
 
+def test_doctor_names_a_missing_bucket_and_missing_credentials_with_their_fix(
+    gcs_emulator: GcsService, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # a trial's doctor line was cut at 160 characters, before the way out
+    from apps.doctor import CheckStatus, check_storage
+    from ner.settings import Settings
+
+    missing = check_storage(Settings(storage_uri="gs://no-such-bucket-doc/x"))
+    assert (missing.status, missing.detail) == (
+        CheckStatus.FAIL,
+        "bucket 'no-such-bucket-doc' does not exist",
+    )
+    assert "--create-bucket" in missing.fix
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-key.json"))
+    no_key = check_storage(Settings(storage_uri="gs://any-bucket/x"))
+    assert no_key.status is CheckStatus.FAIL and "no usable credentials" in no_key.detail
+    assert "STORAGE_EMULATOR_HOST" in no_key.fix
+
+
 def test_missing_credentials_are_a_permanent_storage_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
