@@ -1203,11 +1203,10 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
             f"which promote does not re-check (it checks {' and '.join(HAND_RULES)} on today's "
             "gold set); see its model card; --force promotes anyway, audited"
         )
-    why = f"manual: {reason}"
-    if not rule.promote:
-        why += f" (forced; rule said: {rule.reason})"
-    if unchecked:
-        why += f" (forced; train-ner's gate refused it by {', '.join(unchecked)})"
+    overridden = ([] if rule.promote else [f"rule said: {rule.reason}"]) + (
+        [f"train-ner's gate refused it by {', '.join(unchecked)}"] if unchecked else []
+    )
+    why = f"manual: {reason}" + (f" (forced; {'; '.join(overridden)})" if overridden else "")
     events = registry.promote(
         version,
         gold_hash=gold.hash,
@@ -1241,10 +1240,12 @@ def _promote_across(
     source = load_cli_settings({**overrides, "env": from_env})
     target = load_cli_settings({**overrides, "env": to_env})
     done = promote_across(source, target, version, reason=reason, force=force, actor=_actor())
+    against = (
+        f"champion {done.champion}: {_f1(done.champion_f1)}" if done.champion else "no champion"
+    )
     console().print(
         f"copied {done.source} -> {to_env} {done.model}/{done.version}: F1 {done.f1:.4f} on "
-        f"{to_env}'s gold set {done.gold_hash[:12]} (champion {done.champion or '-'}: "
-        f"{_f1(done.champion_f1)})"
+        f"{to_env}'s gold set {done.gold_hash[:12]} ({against})"
     )
     if not done.promoted:
         raise CliError(

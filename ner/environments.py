@@ -142,7 +142,9 @@ def target_gold_set(settings: Settings) -> tuple[datasets.GoldSet, list[Annotati
     if loaded is None:
         raise GoldSetError(
             f"no gold set frozen in {storage.uri('')} ({settings.env}): a copied version is "
-            f"evaluated on {settings.env}'s gold set before it may be promoted"
+            f"evaluated on {settings.env}'s gold set before it may be promoted; the first "
+            f"train-ner run on {settings.env}'s labels freezes it (brandloop train --set "
+            f"env={settings.env}, with --set threshold=0 to freeze it without training)"
         )
     return loaded
 
@@ -289,6 +291,8 @@ def promote_across(
     f1 = registry.evaluated_f1(copy, gold[0].hash)
     if f1 is None:
         f1 = evaluate_version(target, registry, copy, gold, role="copy", tags=src.tags())
+        copied_from = f"{src.model}/{src.version}"
+        registry.note_copy(copy, source=copied_from, env=target.env, f1=f1, gold_hash=gold[0].hash)
     champion, champion_f1 = _champion_f1(target, registry, gold)
     rule = decide(f1, champion_f1, target.threshold, target.promotion_margin)
     outcome = CrossPromotion(
@@ -318,9 +322,9 @@ def _promote_copy(
         outcome.version,
         gold_hash=outcome.gold_hash,
         decision=Decision(True, why),
-        metrics={
+        metrics={  # no champion, no champion_f1 (a 0.0 would read as a score)
             "challenger_f1": outcome.f1,
-            "champion_f1": outcome.champion_f1 or 0.0,
+            **({} if outcome.champion_f1 is None else {"champion_f1": outcome.champion_f1}),
             "threshold": outcome.threshold,
         },
         actor=actor,

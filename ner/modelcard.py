@@ -29,7 +29,7 @@ SMALL_SUPPORT = 10
 """A label with fewer gold spans than this is named in the known limits."""
 
 _TRUNCATED = "\n\n_(card truncated to fit MLflow's description limit)_"
-ALIAS_NOTES = ("**Promoted by hand**", "**Rolled back**", "**Restored**")
+ALIAS_NOTES = ("**Promoted by hand**", "**Rolled back**", "**Restored**", "**Copied**")
 """Starts of the lines :func:`with_alias_note` puts under a card's title (the latest alias
 move of each kind made by hand, newest first)."""
 _COMPACT_ROWS = 8
@@ -346,13 +346,24 @@ def restored_note(*, reason: str, actor: str, when: str, from_version: str) -> s
     )
 
 
+def copied_note(*, source: str, env: str, when: str, f1: float, gold_hash: str) -> str:
+    """The line :func:`with_alias_note` puts on a version copied from another environment
+    (``source``, e.g. ``brand-ner-dev/1``) and scored ``f1`` on ``env``'s gold set."""
+    return (
+        f"{ALIAS_NOTES[3]} from {_cell(source)} at {when}: F1 {f1:.4f} on {_cell(env)}'s gold "
+        f"set {gold_hash[:12]}. Below: the source's card, of its training (its scores are on "
+        "the source's gold set)."
+    )
+
+
 def with_alias_note(card: str, note: str) -> str:
     """``card`` (a version's description) with ``note`` (:func:`manual_promotion_note`,
-    :func:`rollback_note`, :func:`restored_note`) under its title, newest first: it replaces
-    an earlier note of its own kind and keeps the other kinds' below it (a version promoted
-    by hand, then rolled back, shows both); the gate's verdict recorded when it was trained
-    stays below them. Kept within :data:`MLFLOW_DESCRIPTION_LIMIT` by cutting the card's end
-    at a line boundary. Raises :class:`ValueError` for a note of no kind."""
+    :func:`rollback_note`, :func:`restored_note`, :func:`copied_note`) under its title,
+    newest first: it replaces an earlier note of its own kind and keeps the other kinds'
+    below it (a version promoted by hand, then rolled back, shows both); the gate's verdict
+    recorded when it was trained stays below them. Kept within
+    :data:`MLFLOW_DESCRIPTION_LIMIT` by cutting the card's end at a line boundary. Raises
+    :class:`ValueError` for a note of no kind."""
     kinds = [start for start in ALIAS_NOTES if note.startswith(start)]
     if not kinds:
         raise ValueError(f"not an alias note: {note[:40]!r}")

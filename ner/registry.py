@@ -687,6 +687,16 @@ class Registry:
         tags = {"promotion_reason": reason, "promoted_by": actor}
         self._note_on_card(version, note, tags, done="promoted")
 
+    def note_copy(self, version: str, *, source: str, env: str, f1: float, gold_hash: str) -> None:
+        """Record on ``version`` that it is a copy of ``source`` (another environment's
+        version) scored ``f1`` on ``env``'s gold set ``gold_hash``: a line
+        (:func:`ner.modelcard.copied_note`) above the source's card. Best effort, as
+        :meth:`_note_on_card`."""
+        from ner.modelcard import copied_note
+
+        note = copied_note(source=source, env=env, when=_now(), f1=f1, gold_hash=gold_hash)
+        self._note_on_card(version, note, {}, done="copied")
+
     def _note_on_card(self, version: str, note: str, tags: Mapping[str, str], *, done: str) -> None:
         """``note`` under the title of ``version``'s model card; ``tags`` on the version.
         Best effort: the alias moves it describes (``done``) are made and audited already, so

@@ -86,6 +86,15 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
     copy = prod.client.get_model_version("brand-ner-prod", "1")
     assert copy.source == f"models:/brand-ner-staging/{good}" and copy.run_id == source_run
     assert f"copied staging brand-ner-staging/{good} -> prod brand-ner-prod/1: F1 1.0000" in out
+    assert f"gold set {prod_gold[:12]} (no champion)" in out  # not "(champion -: -)"
+    # (its card says on top that it is a copy, and its score here: a trial read staging's
+    # card on prod's version as its own)
+    assert copy.description.startswith(f"**Copied** from brand-ner-staging/{good} at "), (
+        copy.description
+    )
+    assert f": F1 1.0000 on prod's gold set {prod_gold[:12]}. Below: the source's card" in (
+        copy.description
+    )
     mlflow.set_tracking_uri(mlflow_server.url)
     nlp = mlflow.spacy.load_model("models:/brand-ner-prod/1")
     doc = nlp("Fenty Beauty and Glossier")
@@ -114,6 +123,7 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
     (move,) = [e for e in prod.audit_log() if e.alias == CHAMPION]
     assert move.to_version == "1" and f"from staging brand-ner-staging/{good}" in move.reason
     assert "release 1" in move.reason and move.gold_hash == prod_gold
+    assert "champion_f1" not in move.metrics  # no champion: no 0.0 that reads as a score
     assert move.run_id is not None
     audit_tags = prod.client.get_run(move.run_id).data.tags
     assert (audit_tags[SOURCE_MODEL], audit_tags[SOURCE_VERSION], audit_tags[SOURCE_RUN]) == (
@@ -173,6 +183,7 @@ def test_copy_promote_errors_name_their_cause(
         "promote", version, "--from", "staging", "--to", "prod", "--reason", "x", *flags
     )
     assert code == 1 and "no gold set frozen in" in err and "(prod)" in err
+    assert "brandloop train --set env=prod, with --set threshold=0" in " ".join(err.split())
     # When staging has no such version
     _gold(tmp_path / "storage", "prod", GOLD_POSTS)
     code, _, err = _invoke(
