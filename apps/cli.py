@@ -1173,8 +1173,8 @@ HAND_RULES = ("threshold", "beats_champion")
 
 
 def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list[Any]:
-    """``promote VERSION`` within one environment: evaluated on its current gold set, the
-    promotion rule unless ``force``; returns the audited alias moves."""
+    """``promote VERSION`` within one environment: scored on its current gold set (now, if it
+    never was), the promotion rule unless ``force``; returns the audited alias moves."""
     from apps.status import current_gold
     from ner.registry import CHAMPION, Decision, decide
 
@@ -1186,13 +1186,8 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     champion = registry.alias_version(CHAMPION)
     if champion == version:
         raise CliError(f"version {version} is already @{CHAMPION}")
-    f1 = registry.evaluated_f1(version, gold.hash)
-    if f1 is None:
-        raise CliError(
-            f"version {version} was never evaluated on the current gold set {gold.hash[:12]}: "
-            "no promotion without evaluation"
-        )
-    champion_f1 = registry.evaluated_f1(champion, gold.hash) if champion else None
+    f1 = _gold_f1(cfg, registry, version, gold.hash)
+    champion_f1 = _gold_f1(cfg, registry, champion, gold.hash) if champion else None
     rule = decide(f1, champion_f1, cfg.threshold, cfg.promotion_margin)
     if not rule.promote and not force:
         raise CliError(f"refused: {rule.reason} (--force promotes anyway, audited)")
@@ -1220,6 +1215,21 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     )
     registry.note_manual_promotion(version, reason=why, actor=_actor())
     return list(events)
+
+
+def _gold_f1(cfg: Settings, registry: Registry, version: str, gold_hash: str) -> float:
+    """``version``'s F1 on the current gold set, scored now (and recorded, as train-ner
+    records it) when it never was: after a forget re-hashed the gold set, no version carries
+    a score of it yet."""
+    from ner.environments import evaluate_version, target_gold_set
+
+    f1 = registry.evaluated_f1(version, gold_hash)
+    if f1 is None:
+        f1 = evaluate_version(cfg, registry, version, target_gold_set(cfg), role="manual")
+        console().print(
+            f"scored version {version} on the current gold set {gold_hash[:12]}: F1 {f1:.4f}"
+        )
+    return f1
 
 
 def _promote_across(

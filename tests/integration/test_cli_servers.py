@@ -127,10 +127,13 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     assert out.index("beats v1") < out.index("first release")  # newest move first
     assert "label studio: not configured" in out
 
-    # And a version never evaluated on the gold set is refused, naming it
-    code, _, err = _invoke("promote", v3, "--reason", "try", *flags)
-    assert code == 1
-    assert f"version {v3} was never evaluated on the current gold set" in err
+    # And a version never evaluated on the gold set (after a forget re-hashed it, none is: a
+    # trial could then promote nothing, not even with --force) is scored now, recorded, and
+    # judged by the rule: this one finds no brand of the gold set
+    code, out, err = _invoke("promote", v3, "--reason", "try", *flags)
+    assert f"scored version {v3} on the current gold set {setup.gold_hash[:12]}: F1 0.0000" in out
+    assert code == 1 and "refused: challenger F1 0.0000 < threshold" in err
+    assert registry.evaluated_f1(v3, setup.gold_hash) == 0.0
     # And a worse version is refused by the rule unless forced
     code, _, err = _invoke("promote", v1, "--reason", "go back", *flags)
     assert code == 1 and "refused: challenger F1 0.8500" in err
