@@ -384,8 +384,8 @@ def freeze_canary_set(
     set ``gold_name``; with no ``holdout`` an empty record whose note says why."""
     if holdout is None:
         note = (
-            f"none of the {n_labelled} labelled posts has a stored date and source "
-            "(annotations replayed without their posts): no canary set"
+            f"none of the {n_labelled} posts labelled when the gold set froze had a stored "
+            "date and source (annotations replayed without their posts): no canary set"
         )
         canary = CanarySet(gold_name, None, (), dataset_hash([]), note=note)
         storage.write_json(canary.key, canary.to_dict())

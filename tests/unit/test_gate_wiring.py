@@ -104,7 +104,8 @@ def test_no_stamped_post_freezes_an_empty_canary_set_that_says_why(
     frozen = canary.freeze_canary_set(storage, "g1", [annotation("a")], None, n_labelled=1)
     loaded = canary.load_canary_set(storage, "g1")
     assert loaded is not None and loaded[0] == frozen and loaded[1] == []
-    assert frozen.post_ids == () and "none of the 1 labelled posts" in frozen.note
+    assert frozen.post_ids == ()
+    assert "none of the 1 posts labelled when the gold set froze" in frozen.note
     assert canary.load_canary_set(storage, "other") is None
 
 
