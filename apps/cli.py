@@ -760,7 +760,8 @@ def forget(
     set_: SetOption = None,
 ) -> None:
     """Forget posts deleted upstream: tombstones, Label Studio tasks, stored data
-    (the forget-posts flow); audited in storage under forgotten/."""
+    and MLflow's evaluation error lists (the forget-posts flow); audited in storage under
+    forgotten/."""
     from flows.forget import forget_posts
     from ner.settings import load_settings
 

@@ -7,7 +7,9 @@
    False (storage-only environments), so no later pull exports them again.
 3. Remove them from storage where they sit (:mod:`ner.purge`): posts, predictions, import
    files, export snapshots, selections, pulled annotations, training pools, gold sets.
-4. Rewrite the record as the audit: who, when, why, how many, which keys were rewritten
+4. Remove them from the evaluation error lists of the environment's MLflow runs
+   (``evaluation/*_errors.json``, which name posts and their spans).
+5. Rewrite the record as the audit: who, when, why, how many, which keys were rewritten
    (and how many records each lost), which tasks were deleted.
 
 Every step is idempotent: a failed run is repaired by running it again with the same ids.
@@ -60,6 +62,16 @@ def purge_storage(ctx: RunContext, post_ids: list[str]) -> purge.PurgeReport:
 
 
 @io_task()
+def purge_error_lists(ctx: RunContext, post_ids: list[str]) -> tuple[dict[str, int], list[str]]:
+    """Rewrite the MLflow runs' evaluation error lists without the posts (a local store that
+    does not exist yet holds none and is not created)."""
+    db = ctx.settings.tracking_db
+    if db is not None and not db.exists():
+        return {}, []
+    return ctx.registry.forget_in_error_lists(set(post_ids))
+
+
+@io_task()
 def write_audit(ctx: RunContext, done: ForgetRecord) -> str:
     """Rewrite the forget record with what was removed (status done)."""
     return forget.save(ctx.storage, done)
@@ -84,16 +96,17 @@ def forget_posts(
         logger.info("tombstones of %d posts recorded in %s", made.n_posts, made.key)
         deleted = delete_tasks(ctx, ids) if label_studio else {}
         purged = purge_storage(ctx, ids)
+        in_mlflow, bad_lists = purge_error_lists(ctx, ids)
         done = made.model_copy(
             update={
                 "status": ForgetStatus.DONE,
-                "rewritten": purged.rewritten,
+                "rewritten": {**purged.rewritten, **in_mlflow},
                 "deleted_tasks": deleted,
-                "unreadable": purged.unreadable,
+                "unreadable": [*purged.unreadable, *bad_lists],
             }
         )
         write_audit(ctx, done)
-    if not purged.rewritten and not done.n_tasks_deleted:
+    if not done.rewritten and not done.n_tasks_deleted:
         logger.warning(
             "nothing held these %d ids: they were forgotten before, or are not post ids (the "
             "id a source gave the post, data.post_id in Label Studio, not a task id); the "
@@ -102,18 +115,20 @@ def forget_posts(
         )
     else:
         logger.info(
-            "forgot %d posts: %d records removed from %d objects, %d tasks deleted",
+            "forgot %d posts: %d records removed from %d stored objects, %d tasks deleted, "
+            "%d MLflow error lists rewritten",
             done.n_posts,
             purged.n_removed,
             len(purged.rewritten),
             done.n_tasks_deleted,
+            len(in_mlflow),
         )
     return ForgetResult(
         record_key=done.key,
         status=done.status,
         n_posts=done.n_posts,
-        n_records_removed=purged.n_removed,
-        rewritten=purged.rewritten,
+        n_records_removed=purged.n_removed + sum(in_mlflow.values()),
+        rewritten=done.rewritten,
         n_tasks_deleted=done.n_tasks_deleted,
-        unreadable=purged.unreadable,
+        unreadable=done.unreadable,
     )

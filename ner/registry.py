@@ -23,7 +23,7 @@ import logging
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -595,6 +595,63 @@ class Registry:
                 f"{report.format_table()}\n\n## Confusion\n\n{report.format_confusion()}\n"
             )
             self.client.log_artifact(run_id, str(table), "evaluation")
+
+    def forget_in_error_lists(self, post_ids: Collection[str]) -> tuple[dict[str, int], list[str]]:
+        """Rewrite every evaluation error list (``evaluation/*_errors.json``, which names posts
+        and their spans) of the experiment's runs, deleted runs included, without the items of
+        ``post_ids``; lists without them are not rewritten. Returns ``({"mlflow:<run id>/<path>":
+        items removed}, [lists that are not a JSON list, named the same way])``. Raises
+        :class:`RegistryError` when MLflow fails (the rewrite is idempotent: run it again)."""
+        from mlflow.entities import ViewType
+        from mlflow.exceptions import MlflowException
+
+        rewritten: dict[str, int] = {}
+        unreadable: list[str] = []
+        try:
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            if exp is None:
+                return rewritten, unreadable
+            token = None
+            while True:
+                page = self.client.search_runs(
+                    [exp.experiment_id], run_view_type=ViewType.ALL, max_results=500,
+                    page_token=token,
+                )  # fmt: skip
+                for run in page:
+                    self._forget_in_run(str(run.info.run_id), post_ids, rewritten, unreadable)
+                token = page.token
+                if not token:
+                    return rewritten, unreadable
+        except MlflowException as exc:
+            raise _wrap("rewriting evaluation error lists", exc) from exc
+
+    def _forget_in_run(
+        self, run_id: str, post_ids: Collection[str], rewritten: dict[str, int], bad: list[str]
+    ) -> None:
+        lists = [
+            f.path
+            for f in self.client.list_artifacts(run_id, "evaluation")
+            if not f.is_dir and f.path.endswith("_errors.json")
+        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in lists:
+                name = f"mlflow:{run_id}/{path}"
+                local = Path(self.client.download_artifacts(run_id, path, tmp))
+                try:
+                    items = json.loads(local.read_text(encoding="utf-8"))
+                except (ValueError, UnicodeDecodeError):
+                    items = None
+                if not isinstance(items, list):
+                    bad.append(name)
+                    continue
+                kept = [
+                    i for i in items if not isinstance(i, dict) or i.get("post_id") not in post_ids
+                ]
+                if len(kept) == len(items):
+                    continue
+                local.write_text(json.dumps(kept, indent=1, ensure_ascii=False), encoding="utf-8")
+                self.client.log_artifact(run_id, str(local), path.rpartition("/")[0] or None)
+                rewritten[name] = len(items) - len(kept)
 
     # ------------------------------------------------------------------ evaluations
     @staticmethod

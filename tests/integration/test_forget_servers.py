@@ -19,15 +19,17 @@ from flows.forget import forget_posts
 from flows.train_ner import prepare_gold, pull_annotations
 from ner import canary, forget, layout, purge
 from ner.datasets import load_gold_set, read_annotations
+from ner.evaluation import evaluate
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.exchange import collect_annotations, import_predictions, snapshot_export
 from ner.records import count_lines, read_posts, write_records
+from ner.registry import Registry
 from ner.replay import demo_gold_path
 from ner.settings import Settings, load_settings
 from ner.storage import Storage, open_storage
 from ner.types import Post, Prediction, Span
 from tests.support.flows import demo_slice
-from tests.support.servers import GcsService, LabelStudioService, PrefectService
+from tests.support.servers import GcsService, LabelStudioService, MlflowService, PrefectService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -233,6 +235,71 @@ def test_forget_deletes_the_posts_tasks_on_label_studio_and_keeps_the_others(
     # forgetting again is harmless: nothing left to delete or rewrite
     again = forget_posts(post_ids=sorted(forgotten), reason="deleted on X", by="ops:test")
     assert (again.n_tasks_deleted, again.n_records_removed) == (0, 0)
+
+
+# --- the MLflow server: evaluation error lists --------------------------------------------
+def _error_list(registry: Registry, run_id: str, name: str, tmp: Path) -> list[dict[str, object]]:
+    local = registry.client.download_artifacts(run_id, f"evaluation/{name}", str(tmp))
+    return json.loads(Path(local).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def test_forget_rewrites_the_mlflow_error_lists_that_name_the_posts(
+    prefect: PrefectService,
+    mlflow_server: MlflowService,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    experiment = f"brand-ner-forget-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("NER_MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("NER_EXPERIMENT_NAME", experiment)
+    monkeypatch.setenv("NER_STORAGE_URI", str(tmp_path / "storage"))
+    registry = Registry(mlflow_server.url, model_name=experiment, experiment_name=experiment)
+    brand = Span(0, 6, "BRAND", "Glossy")
+    gold = {"p1": (brand,), "p2": (brand,), "p3": (brand,)}
+    missed_all = evaluate(gold, {})  # an error item for each of p1, p2, p3
+    missed_p3 = evaluate({"p3": (brand,)}, {})
+    # Given three evaluations: of p1-p3 (gold and canary lists), of p3 alone, and a deleted one
+    kept = registry.log_evaluation(
+        missed_all, model_version="1", role="champion", gold_hash="h1", tags={}
+    )
+    registry.log_evaluation(
+        missed_all, model_version="1", role="champion", gold_hash="h1", tags={},
+        run_id=kept, set_name="canary",
+    )  # fmt: skip
+    untouched = registry.log_evaluation(
+        missed_p3, model_version="2", role="challenger", gold_hash="h2", tags={}
+    )
+    deleted = registry.log_evaluation(
+        missed_all, model_version="3", role="challenger", gold_hash="h1", tags={}
+    )
+    registry.client.delete_run(deleted)
+
+    # When p1 and p2 are forgotten
+    result = forget_posts(post_ids=["p1", "p2"], reason="deleted on X", label_studio=False)
+
+    # Then every list that named them is rewritten without them, the deleted run's too
+    for run_id, name in ((kept, "gold_errors.json"), (kept, "canary_errors.json")):
+        assert [e["post_id"] for e in _error_list(registry, run_id, name, tmp_path / run_id)] == [
+            "p3"
+        ]
+    assert _error_list(registry, deleted, "gold_errors.json", tmp_path / "d") == [
+        e for e in missed_all.errors_list() if e["post_id"] == "p3"
+    ]
+    # the list without them is left as it was, and the audit names each rewritten list
+    assert _error_list(registry, untouched, "gold_errors.json", tmp_path / "u") == (
+        missed_p3.errors_list()
+    )
+    expected = {
+        f"mlflow:{kept}/evaluation/gold_errors.json": 2,
+        f"mlflow:{kept}/evaluation/canary_errors.json": 2,
+        f"mlflow:{deleted}/evaluation/gold_errors.json": 2,
+    }
+    assert result.rewritten == expected and result.n_records_removed == 6
+    audit = open_storage(str(tmp_path / "storage"), "dev").read_json(result.record_key)
+    assert audit["rewritten"] == expected
+    # and forgetting them again rewrites nothing
+    again = forget_posts(post_ids=["p1", "p2"], reason="deleted on X", label_studio=False)
+    assert again.rewritten == {} and again.n_records_removed == 0
 
 
 # --- a GCS bucket (the emulator) -------------------------------------------------------------
