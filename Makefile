@@ -91,7 +91,8 @@ bench: install-accurate  ## run every benchmark (bench/results/, table appended 
 UI_PORT ?= 5000
 UI_STORE ?= sqlite:///.brandloop/demo/mlflow.db
 ui: install  ## open the MLflow UI on the demo's runs (make ui UI_PORT=5001 UI_STORE=sqlite:///mlflow.db)
-	$(RUN) mlflow ui --backend-store-uri $(UI_STORE) --host 127.0.0.1 --port $(UI_PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true \
+		$(RUN) mlflow ui --backend-store-uri $(UI_STORE) --host 127.0.0.1 --port $(UI_PORT) --workers 1
 
 clean:  ## remove the demo's state (.brandloop/demo: storage, MLflow DB, artifacts)
 	rm -rf .brandloop/demo

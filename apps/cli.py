@@ -1202,7 +1202,8 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     overridden = ([] if rule.promote else [f"rule said: {rule.reason}"]) + (
         [f"train-ner's gate refused it by {', '.join(unchecked)}"] if unchecked else []
     )
-    why = f"manual: {reason}" + (f" (forced; {'; '.join(overridden)})" if overridden else "")
+    said = reason + (f" (forced; {'; '.join(overridden)})" if overridden else "")
+    why = f"manual: {said}"
     events = registry.promote(
         version,
         gold_hash=gold.hash,
@@ -1214,7 +1215,7 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
         },
         actor=_actor(),
     )
-    registry.note_manual_promotion(version, reason=why, actor=_actor())
+    registry.note_manual_promotion(version, reason=said, actor=_actor())
     return list(events)
 
 

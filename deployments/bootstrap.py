@@ -5,7 +5,8 @@ For each environment it:
 
 1. checks that every ``{{ $VARIABLE }}`` the environment's deployments use is set, not
    empty (``prefect deploy`` would silently store an empty string) and not still one of
-   ``deployments/.env.example``'s placeholders (``change-me``, a host under example.com);
+   ``deployments/.env.example``'s placeholders (``change-me``, a host under example.com),
+   and that URLs, URIs and folders have their shape (``value_problem``);
 2. creates the environment's process work pool if it is missing;
 3. with ``--secrets-from-env``, saves the Prefect Secret blocks the flows read at run time
    (``x-bearer-token-<env>``, ``label-studio-api-key-<env>``) from
@@ -122,15 +123,46 @@ def is_placeholder(value: str) -> bool:
     return value.strip() == "change-me" or host == "example.com" or host.endswith(".example.com")
 
 
+#: What a variable named ``*<suffix>`` must look like (URL schemes or "absolute path").
+_SHAPES = {
+    "_MLFLOW_TRACKING_URI": (("http", "https", "sqlite", "postgresql", "mysql", "file"), False),
+    "_LABEL_STUDIO_URL": (("http", "https"), False),
+    "_STORAGE_URI": (("gs", "file"), True),
+    "_PROJECT_DIR": ((), True),
+}
+
+
+def value_problem(name: str, value: str) -> str | None:
+    """Why ``value`` cannot be variable ``name``'s, or None: spaces around it, or, for a
+    tracking URI, Label Studio URL, storage URI or project folder, not that kind of value
+    (a bare ``mlflow.db`` is no tracking URI: the worker would read it as a path of its
+    own folder, silently)."""
+    if value != value.strip():
+        return "spaces around the value"
+    for suffix, (schemes, path_ok) in _SHAPES.items():
+        if not name.endswith(suffix):
+            continue
+        parts = urlsplit(value)
+        if parts.scheme in schemes and (parts.netloc or parts.scheme in ("sqlite", "file")):
+            return None
+        if path_ok and value.startswith("/"):
+            return None
+        kinds = [f"{s}://…" for s in schemes] + (["an absolute path"] if path_ok else [])
+        return f"not {' or '.join(kinds)}"
+    return None
+
+
 def unusable_variables(
     config: Mapping[str, Any], envs: Sequence[str], environ: Mapping[str, str]
 ) -> list[str]:
-    """Required variables that cannot be deployed with, sorted: unset, empty, or still a
-    placeholder (:func:`is_placeholder`)."""
+    """Required variables that cannot be deployed with, sorted: unset, empty, still a
+    placeholder (:func:`is_placeholder`) or of the wrong shape (:func:`value_problem`)."""
     return [
         n
         for n in required_variables(config, envs)
-        if not environ.get(n, "").strip() or is_placeholder(environ[n])
+        if not environ.get(n, "").strip()
+        or is_placeholder(environ[n])
+        or value_problem(n, environ[n])
     ]
 
 
@@ -138,12 +170,16 @@ def check_lines(
     names: Sequence[str], environ: Mapping[str, str], examples: Mapping[str, str]
 ) -> list[str]:
     """One line per unusable variable, saying why and, when unset, the example's value:
-    ``missing: NAME (example: VALUE)`` or ``placeholder: NAME=VALUE (the example's ...)``;
-    with none, the line that says so."""
+    ``missing: NAME (example: VALUE)``, ``placeholder: NAME=VALUE (the example's ...)`` or
+    ``invalid: NAME='VALUE' (why)``; with none, the line that says so."""
     lines = []
     for name in names:
-        value = environ.get(name, "").strip()
-        if value:
+        raw = environ.get(name, "")
+        value = raw.strip()
+        problem = value_problem(name, raw) if value else None
+        if value and not is_placeholder(raw) and problem:
+            lines.append(f"invalid: {name}={raw!r} ({problem})")
+        elif value:
             lines.append(f"placeholder: {name}={value} (the example's; put in the real value)")
         elif name in examples:
             lines.append(f"missing: {name} (example: {examples[name]})")
@@ -155,7 +191,7 @@ def check_lines(
 def unusable_error(names: Sequence[str]) -> str:
     """The one-line error for unusable variables ``names`` (not empty), with the way out."""
     return (
-        f"{len(names)} deploy-time variable(s) unset or placeholders, first {names[0]} "
+        f"{len(names)} deploy-time variable(s) unset, placeholders or invalid, first {names[0]} "
         f"({EXPORT_HINT})"
     )
 

@@ -29,7 +29,13 @@ SMALL_SUPPORT = 10
 """A label with fewer gold spans than this is named in the known limits."""
 
 _TRUNCATED = "\n\n_(card truncated to fit MLflow's description limit)_"
-ALIAS_NOTES = ("**Promoted by hand**", "**Rolled back**", "**Restored**", "**Copied**")
+ALIAS_NOTES = (
+    "**Promoted by hand**",
+    "**Rolled back**",
+    "**Restored**",
+    "**Copied**",
+    "**Replaced**",
+)
 """Starts of the lines :func:`with_alias_note` puts under a card's title (the latest alias
 move of each kind made by hand, newest first)."""
 _COMPACT_ROWS = 8
@@ -356,9 +362,19 @@ def copied_note(*, source: str, env: str, when: str, f1: float, gold_hash: str) 
     )
 
 
+def replaced_note(*, by_version: str, reason: str, when: str) -> str:
+    """The line :func:`with_alias_note` puts on a champion a promotion moved away from:
+    ``by_version`` took @champion at ``when`` for ``reason``."""
+    return (
+        f"{ALIAS_NOTES[4]} as @champion at {when} by version {_cell(by_version)}: "
+        f"{_cell(reason)}. Below: the card of when it was trained."
+    )
+
+
 def with_alias_note(card: str, note: str) -> str:
     """``card`` (a version's description) with ``note`` (:func:`manual_promotion_note`,
-    :func:`rollback_note`, :func:`restored_note`, :func:`copied_note`) under its title,
+    :func:`rollback_note`, :func:`restored_note`, :func:`copied_note`,
+    :func:`replaced_note`) under its title,
     newest first: it replaces an earlier note of its own kind and keeps the other kinds'
     below it (a version promoted by hand, then rolled back, shows both); the gate's verdict
     recorded when it was trained stays below them. Kept within

@@ -736,12 +736,12 @@ class Registry:
     def note_manual_promotion(self, version: str, *, reason: str, actor: str) -> None:
         """Record on ``version`` that it was made champion by hand: its model card gets a line
         saying so (:func:`ner.modelcard.manual_promotion_note`) and its
-        ``brandloop.promotion_reason`` tag the manual reason (the gate's own verdict stays in
-        ``brandloop.gate.*``). Best effort, as :meth:`_note_on_card`."""
+        ``brandloop.promotion_reason`` tag ``manual: <reason>`` (the gate's own verdict stays
+        in ``brandloop.gate.*``). Best effort, as :meth:`_note_on_card`."""
         from ner.modelcard import manual_promotion_note
 
         note = manual_promotion_note(reason=reason, actor=actor, when=_now())
-        tags = {"promotion_reason": reason, "promoted_by": actor}
+        tags = {"promotion_reason": f"manual: {reason}", "promoted_by": actor}
         self._note_on_card(version, note, tags, done="promoted")
 
     def note_copy(self, version: str, *, source: str, env: str, f1: float, gold_hash: str) -> None:
@@ -1050,8 +1050,19 @@ class Registry:
                     tags=tags,
                 )
             )
+            if current is not None:
+                self._note_replaced(current, version, decision.reason)
         events += self._clear_challenger(version, actor=actor, gold_hash=gold_hash, tags=tags)
         return events
+
+    def _note_replaced(self, version: str, by_version: str, reason: str) -> None:
+        """Top ``version``'s card (the champion a promotion moved away from) with a
+        "Replaced" line, so an earlier "Promoted by hand" or "Restored" line is no longer the
+        first thing it says. Best effort, as :meth:`_note_on_card`."""
+        from ner.modelcard import replaced_note
+
+        note = replaced_note(by_version=by_version, reason=reason, when=_now())
+        self._note_on_card(version, note, {}, done=f"version {by_version} promoted")
 
     def rollback(self, *, actor: str | None = None, reason: str = "manual rollback") -> AuditEvent:
         """Move ``@champion`` back to ``@previous`` (the champion before the last promotion);
@@ -1092,10 +1103,14 @@ class Registry:
         if current is not None:
             from ner.modelcard import restored_note, rollback_note
 
-            note = rollback_note(reason=reason, actor=actor, when=_now())
-            self._note_on_card(current, note, {"rolled_back": reason}, done="rolled back")
-            back = restored_note(reason=reason, actor=actor, when=_now(), from_version=current)
-            self._note_on_card(previous, back, {"restored": reason}, done="rolled back")
+            when = _now()
+            note = rollback_note(reason=reason, actor=actor, when=when)
+            moved = {"_by": actor, "_at": when}
+            tags = {"rolled_back": reason, **{f"rolled_back{k}": v for k, v in moved.items()}}
+            self._note_on_card(current, note, tags, done="rolled back")
+            back = restored_note(reason=reason, actor=actor, when=when, from_version=current)
+            tags = {"restored": reason, **{f"restored{k}": v for k, v in moved.items()}}
+            self._note_on_card(previous, back, tags, done="rolled back")
         return event
 
     def _interrupted_rollback(self, champion: str) -> AuditEvent:

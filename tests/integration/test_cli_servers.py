@@ -110,6 +110,11 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     assert "@previous: - -> 1" in out and "@champion: 1 -> 2" in out
     # (the *_since tags follow the aliases: a trial saw champion_since left on the old one)
     assert _since(registry, v1) == {"previous"} and _since(registry, v2) == {"champion"}
+    # (and v1's card no longer opens with its promotion by hand: a trial read it as champion)
+    card = registry.client.get_model_version(registry.model_name, v1).description
+    assert card.startswith("**Replaced** as @champion at ")
+    assert f"by version {v2}: manual: beats v1." in card.splitlines()[0]
+    assert card.splitlines()[2].startswith("**Promoted by hand** to @champion at ")
     # And the audit has the champion's F1 only where there was a champion (no 0.0 for none)
     moves = [e for e in registry.audit_log() if e.alias == CHAMPION]
     assert [e.to_version for e in moves] == [v1, v2]
@@ -189,7 +194,8 @@ def test_a_forced_promotion_says_so_on_the_version(setup: CliState) -> None:
     assert lines[0] == f"# {name} version {v1}" and lines[1] == ""
     assert lines[2].startswith("**Promoted by hand** to @champion at ")
     assert " by cli:" in lines[2]
-    assert "manual: needed back (forced; rule said: challenger F1 0.8500" in lines[2]
+    assert ": needed back (forced; rule said: challenger F1 0.8500" in lines[2]
+    assert "manual:" not in lines[2]  # "Promoted by hand" says it once
     assert version.description.count("**Promoted by hand**") == 1
     assert "**Gate: refused** (not promoted) by `threshold`" in version.description
     # and its tags give the manual reason and who
@@ -208,11 +214,14 @@ def test_a_forced_promotion_says_so_on_the_version(setup: CliState) -> None:
     assert version.description.count("**Promoted by hand**") == 1
     assert "**Gate: refused** (not promoted) by `threshold`" in version.description
     assert version.tags["brandloop.rolled_back"] == "worse in prod"
+    assert version.tags["brandloop.rolled_back_by"].startswith("cli:")
+    assert version.tags["brandloop.rolled_back_at"].endswith(" UTC")
     # And the version the rollback made champion again says so on top of its card
     restored = registry.client.get_model_version(name, v2)
     assert restored.description.startswith("**Restored** to @champion at ")
     assert f", rolling back version {v1}: worse in prod." in restored.description
     assert restored.tags["brandloop.restored"] == "worse in prod"
+    assert restored.tags["brandloop.restored_at"] == version.tags["brandloop.rolled_back_at"]
 
 
 def test_a_version_the_gate_refused_by_a_rule_promote_does_not_check_needs_force(

@@ -158,7 +158,8 @@ def test_every_deploy_time_variable_is_documented(prefect_file: dict[str, Any]) 
 
 def test_missing_and_empty_variables_are_reported(prefect_file: dict[str, Any]) -> None:
     # Given the dev variables, one of them empty
-    environ = {name: "x" for name in bootstrap.required_variables(prefect_file, ["dev"])}
+    environ = usable_values(bootstrap.required_variables(prefect_file, ["dev"]))
+    assert bootstrap.unusable_variables(prefect_file, ["dev"], environ) == []
     environ["BRANDLOOP_DEV_MLFLOW_TRACKING_URI"] = " "
     # Then dev misses exactly that one, and prod misses its own
     assert bootstrap.unusable_variables(prefect_file, ["dev"], environ) == [
@@ -168,6 +169,51 @@ def test_missing_and_empty_variables_are_reported(prefect_file: dict[str, Any]) 
     assert prod_missing and all(n.startswith("BRANDLOOP_PROD_") for n in prod_missing)
     with pytest.raises(bootstrap.BootstrapError, match="BRANDLOOP_DEV_MLFLOW_TRACKING_URI"):
         bootstrap.bootstrap(["dev"], environ, deploy=False, config=prefect_file)
+
+
+def usable_values(names: list[str]) -> dict[str, str]:
+    """A value of the right shape for each deploy-time variable of ``names``."""
+    shapes = {
+        "_MLFLOW_TRACKING_URI": "http://mlflow.internal:5000",
+        "_LABEL_STUDIO_URL": "https://label-studio.internal",
+        "_STORAGE_URI": "gs://our-bucket",
+        "_PROJECT_DIR": "/srv/brandloop",
+    }
+    return {n: next((v for k, v in shapes.items() if n.endswith(k)), "1.2.3") for n in names}
+
+
+def test_values_of_the_wrong_shape_are_refused_and_say_why(
+    prefect_file: dict[str, Any],
+) -> None:
+    # Given dev's variables, with the mistakes trials made: a bare file name as tracking URI,
+    # a URL pasted with a space before it, a relative folder, a host without its scheme
+    environ = usable_values(bootstrap.required_variables(prefect_file, ["dev"]))
+    environ |= {
+        "BRANDLOOP_DEV_MLFLOW_TRACKING_URI": "mlflow.db",
+        "BRANDLOOP_DEV_LABEL_STUDIO_URL": " http://127.0.0.1:8080",
+        "BRANDLOOP_DEV_STORAGE_URI": ".brandloop/storage",
+        "BRANDLOOP_PROJECT_DIR": "brandloop",
+    }
+    unusable = bootstrap.unusable_variables(prefect_file, ["dev"], environ)
+    # Then each is refused, saying what it should look like
+    lines = bootstrap.check_lines(unusable, environ, {})
+    assert lines == [
+        "invalid: BRANDLOOP_DEV_LABEL_STUDIO_URL=' http://127.0.0.1:8080' (spaces around the "
+        "value)",
+        "invalid: BRANDLOOP_DEV_MLFLOW_TRACKING_URI='mlflow.db' (not http://… or https://… or "
+        "sqlite://… or postgresql://… or mysql://… or file://…)",
+        "invalid: BRANDLOOP_DEV_STORAGE_URI='.brandloop/storage' (not gs://… or file://… or an "
+        "absolute path)",
+        "invalid: BRANDLOOP_PROJECT_DIR='brandloop' (not an absolute path)",
+    ]
+    # And the README's own values outside compose pass
+    environ |= {
+        "BRANDLOOP_DEV_MLFLOW_TRACKING_URI": "sqlite:////home/me/brandloop/mlflow.db",
+        "BRANDLOOP_DEV_LABEL_STUDIO_URL": "http://127.0.0.1:8080",
+        "BRANDLOOP_DEV_STORAGE_URI": "/home/me/brandloop/.brandloop/storage",
+        "BRANDLOOP_PROJECT_DIR": "/home/me/brandloop",
+    }
+    assert bootstrap.unusable_variables(prefect_file, ["dev"], environ) == []
 
 
 def test_placeholders_of_the_example_file_are_refused_and_named(
@@ -225,8 +271,8 @@ def test_the_check_says_when_nothing_is_missing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given every dev variable set (a trial's successful check printed nothing)
-    for name in bootstrap.required_variables(prefect_file, ["dev"]):
-        monkeypatch.setenv(name, "x")
+    for name, value in usable_values(bootstrap.required_variables(prefect_file, ["dev"])).items():
+        monkeypatch.setenv(name, value)
     assert bootstrap.main(["--env", "dev", "--check"]) == 0
     assert capsys.readouterr().out == "every deploy-time variable is set\n"
     # And with one unset, it says the same as `brandloop deploy --check` does
@@ -244,8 +290,8 @@ def test_the_check_notes_unset_secrets_when_it_would_save_them(
 ) -> None:
     # Given every dev variable set, the X token too, but not the Label Studio key (a trial's
     # check passed, then the block was created empty without a word)
-    for name in bootstrap.required_variables(prefect_file, ["dev"]):
-        monkeypatch.setenv(name, "x")
+    for name, value in usable_values(bootstrap.required_variables(prefect_file, ["dev"])).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("BRANDLOOP_DEV_X_BEARER_TOKEN", "token")
     monkeypatch.delenv("BRANDLOOP_DEV_LABEL_STUDIO_API_KEY", raising=False)
     # When the check runs for a --secrets-from-env bootstrap

@@ -17,6 +17,7 @@ from ner.modelcard import (
     known_limits,
     manual_promotion_note,
     render_model_card,
+    replaced_note,
     restored_note,
     rollback_note,
     with_alias_note,
@@ -213,6 +214,22 @@ def test_the_version_a_rollback_restores_says_so_on_top() -> None:
         "Below: the card of when it was trained.",
         "",
         "**Promoted by hand** to @champion at T1 by a: first.",
+    ]
+
+
+def test_a_champion_a_promotion_replaced_says_so_on_top() -> None:
+    # a trial read a displaced version's card, topped by its promotion by hand, as champion
+    card = (
+        "# brand-ner version 1\n\n**Restored** to @champion at T1 by a, rolling back version 2: x."
+    )
+    replaced = with_alias_note(
+        card, replaced_note(by_version="3", reason="promoted: F1 0.91 > 0.88", when="T2")
+    )
+    assert replaced.splitlines()[2:5] == [
+        "**Replaced** as @champion at T2 by version 3: promoted: F1 0.91 > 0.88. "
+        "Below: the card of when it was trained.",
+        "",
+        "**Restored** to @champion at T1 by a, rolling back version 2: x.",
     ]
 
 

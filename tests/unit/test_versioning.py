@@ -138,7 +138,9 @@ def test_every_deployment_takes_its_version_from_the_variable() -> None:
         assert deployment["version"] == "{{ $BRANDLOOP_VERSION }}", deployment["name"]
     # And the bootstrap, run by hand without it, fills it in rather than refusing
     needed = bootstrap.required_variables(config, ["dev"])
-    environ = with_default_version({n: "x" for n in needed if n != VERSION_VARIABLE}, NOW)
+    given = {n: "gs://b" if n.endswith("_STORAGE_URI") else "http://h" for n in needed}
+    given["BRANDLOOP_PROJECT_DIR"] = "/srv/brandloop"
+    environ = with_default_version({n: v for n, v in given.items() if n != VERSION_VARIABLE}, NOW)
     assert bootstrap.unusable_variables(config, ["dev"], environ) == []
 
 
