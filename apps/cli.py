@@ -1430,7 +1430,7 @@ def deploy(
         bool, typer.Option("--no-deploy", help="Prepare pools and blocks only.")
     ] = False,
     check: Annotated[
-        bool, typer.Option(help="Only list unset or placeholder deploy-time variables.")
+        bool, typer.Option(help="Only list unset, placeholder or invalid deploy-time variables.")
     ] = False,
 ) -> None:
     """Work pools, Secret blocks and `prefect deploy` of the environment's deployments
@@ -1440,9 +1440,11 @@ def deploy(
     if unknown:
         raise CliError(f"--env {unknown[0]}: use one of {', '.join(bootstrap.ENVIRONMENTS)}")
     environ = dict(bootstrap.with_default_version(os.environ))  # BRANDLOOP_VERSION or local-<time>
-    unusable = bootstrap.unusable_variables(bootstrap.load_prefect_file(), env, environ)
+    config = bootstrap.load_prefect_file()
+    unusable = bootstrap.unusable_variables(config, env, environ)
+    notes = bootstrap.example_value_notes(config, env, environ)
     if check or unusable:
-        lines = bootstrap.check_lines(unusable, environ, bootstrap.example_values())
+        lines = bootstrap.check_lines(unusable, environ, bootstrap.example_values()) + notes
         if secrets_from_env:
             lines += bootstrap.empty_secret_notes(env, environ)
         for line in lines:
@@ -1451,6 +1453,8 @@ def deploy(
             raise CliError(bootstrap.unusable_error(unusable))
         return
     _require_prefect_server()
+    for note in notes:
+        console().print(note, markup=False, highlight=False)
     report = bootstrap.bootstrap(
         env,
         environ,

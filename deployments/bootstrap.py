@@ -188,6 +188,31 @@ def check_lines(
     return lines or ["every deploy-time variable is set"]
 
 
+def example_value_notes(
+    config: Mapping[str, Any], envs: Sequence[str], environ: Mapping[str, str]
+) -> list[str]:
+    """Notes on usable values that may still be wrong (not errors: the workers may run on
+    another machine): a value left as ``deployments/.env.example`` has it (dev's are the
+    compose stack's host names and image folder), and a project folder this machine does
+    not have."""
+    examples = example_values()
+    notes = []
+    for name in required_variables(config, envs):
+        value = environ.get(name, "")
+        if value and value == examples.get(name) and not is_placeholder(value):
+            notes.append(
+                f"note: {name}={value} is the example file's value (the compose stack's); "
+                "keep it only if it is yours"
+            )
+    folder = environ.get("BRANDLOOP_PROJECT_DIR", "")
+    if folder.startswith("/") and not Path(folder).is_dir():
+        notes.append(
+            f"note: BRANDLOOP_PROJECT_DIR={folder} is not a folder here; the workers must "
+            "have this checkout there"
+        )
+    return notes
+
+
 def unusable_error(names: Sequence[str]) -> str:
     """The one-line error for unusable variables ``names`` (not empty), with the way out."""
     return (
@@ -376,7 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--create-bucket", action="store_true")
     parser.add_argument("--no-deploy", action="store_true", help="prepare only")
     parser.add_argument(
-        "--check", action="store_true", help="only list unset or placeholder deploy-time variables"
+        "--check",
+        action="store_true",
+        help="only list unset, placeholder or invalid deploy-time variables",
     )
     args = parser.parse_args(argv)
     # force: importing flows.context has let Prefect configure the root logger already
@@ -386,7 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     environ = with_default_version(os.environ)  # BRANDLOOP_VERSION: given, or local-<time>
     if args.check:
         unusable = unusable_variables(load_prefect_file(), envs, environ)
+        config = load_prefect_file()
         lines = check_lines(unusable, environ, example_values())
+        lines += example_value_notes(config, envs, environ)
         print(
             "\n".join(lines + (empty_secret_notes(envs, environ) if args.secrets_from_env else []))
         )

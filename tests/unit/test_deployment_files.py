@@ -177,7 +177,7 @@ def usable_values(names: list[str]) -> dict[str, str]:
         "_MLFLOW_TRACKING_URI": "http://mlflow.internal:5000",
         "_LABEL_STUDIO_URL": "https://label-studio.internal",
         "_STORAGE_URI": "gs://our-bucket",
-        "_PROJECT_DIR": "/srv/brandloop",
+        "_PROJECT_DIR": str(Path(__file__).resolve().parents[2]),  # this checkout
     }
     return {n: next((v for k, v in shapes.items() if n.endswith(k)), "1.2.3") for n in names}
 
@@ -214,6 +214,26 @@ def test_values_of_the_wrong_shape_are_refused_and_say_why(
         "BRANDLOOP_PROJECT_DIR": "/home/me/brandloop",
     }
     assert bootstrap.unusable_variables(prefect_file, ["dev"], environ) == []
+
+
+def test_the_example_files_compose_values_are_noted_not_refused(
+    prefect_file: dict[str, Any],
+) -> None:
+    # Given dev's variables as the example file has them (compose's hosts and image folder,
+    # which a trial deployed with outside compose)
+    examples = bootstrap.example_values()
+    needed = bootstrap.required_variables(prefect_file, ["dev"])
+    environ = {n: examples.get(n, "1.2.3") for n in needed}  # the version is not in it
+    # Then they pass, each noted as the example's, and the folder this machine lacks as such
+    assert bootstrap.unusable_variables(prefect_file, ["dev"], environ) == []
+    notes = bootstrap.example_value_notes(prefect_file, ["dev"], environ)
+    assert "note: BRANDLOOP_DEV_MLFLOW_TRACKING_URI=http://mlflow:5000 is the example file's " in (
+        "\n".join(notes)
+    )
+    assert len([n for n in notes if "is the example file's value" in n]) == 4
+    assert notes[-1].startswith("note: BRANDLOOP_PROJECT_DIR=/opt/brandloop is not a folder here")
+    # And values of one's own raise no note
+    assert bootstrap.example_value_notes(prefect_file, ["dev"], usable_values(list(environ))) == []
 
 
 def test_placeholders_of_the_example_file_are_refused_and_named(
