@@ -32,6 +32,7 @@ import math
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -58,9 +59,10 @@ from ner.registry import (
     run_tags,
 )
 from ner.settings import Settings, TrainSettings
-from ner.training import training_fingerprint
+from ner.tokenizer import blank_en, report_unkept
+from ner.training import dev_slice_size, training_fingerprint
 from ner.training_worker import train_isolated
-from ner.types import Annotation
+from ner.types import Annotation, Rejected
 
 
 class TrainStatus(StrEnum):
@@ -160,6 +162,10 @@ class Trained(BaseModel):
     rehearsal_note: str = ""
     #: :func:`ner.training.training_fingerprint` of the inputs.
     fingerprint: str = ""
+    #: Spans trained widened to whole tokens (they cut a token), ``post id: span ...``.
+    widened: list[str] = []
+    #: Spans left out of training (no token, or overlapping another once aligned).
+    left_out: list[str] = []
 
 
 class EarlierTraining(BaseModel):
@@ -399,10 +405,23 @@ def prepare_gold(
         _say_gold_size(settings, splits, len(annotations))
     if loaded is None:
         splits = _freeze_canary(ctx, splits, annotations, holdout)
+        _say_uncut_gold(storage, annotations)
     else:
         splits = _with_canary(splits, found)
     _say_split(splits, len(annotations))
     return splits
+
+
+def _say_uncut_gold(storage: Any, annotations: list[Annotation]) -> None:
+    """Name the spans of a gold set frozen now that cut a token (``Fenty`` of
+    ``#FentyBeauty``): kept as labelled, but no model of this tokenizer predicts them exactly,
+    so each counts as an error for every model scored on the set."""
+    frozen = datasets.load_gold_set(storage)
+    if frozen is None:
+        return
+    ids = set(frozen[0].post_ids)
+    gold = [a for a in annotations if a.post_id in ids]
+    say_spans("gold span no model predicts exactly", report_unkept(gold, blank_en()))
 
 
 def _say_split(splits: Splits, n_labelled: int) -> None:
@@ -603,6 +622,8 @@ def train_challenger(
     settings, logger = ctx.settings, get_run_logger()
     pool, unlabelled, rehearsed = inputs.pool, inputs.unlabelled, inputs.rehearsed
     started_ms = int(time.time() * 1000)
+    widened = say_spans("trained widened to whole tokens", report_unkept(pool, blank_en()))
+    n_dev = dev_slice_size(len(pool), settings.train.dev_fraction)
     result = train_isolated(
         pool,
         start_from=start_from,
@@ -611,12 +632,13 @@ def train_challenger(
         recipe=settings.train,
         seed=settings.seed,
         on_epoch=lambda e: logger.info(
-            "epoch %d/%d, step %d: loss %.2f per batch, held-out slice F1 %.3f",
+            "epoch %d/%d, step %d: loss %.2f per batch, held-out slice F1 %.3f (%d posts)",
             e.epoch,
             e.max_epochs,
             e.step,
             e.loss_per_batch,
             e.dev_f1,
+            n_dev,
         ),
         unlabelled=unlabelled,
         rehearsal=rehearsed.annotations if rehearsed else (),
@@ -639,7 +661,25 @@ def train_challenger(
         rehearsed=result.rehearsed,
         rehearsal_note=_rehearsal_note(rehearsed, settings.train, result.rehearsed),
         fingerprint=inputs.fingerprint,
+        widened=widened,
+        left_out=say_spans("left out of training", result.rejected),
     )
+
+
+#: Spans a run names one by one (a line each) before it only counts the rest.
+SPANS_NAMED = 10
+
+
+def say_spans(what: str, items: Sequence[Rejected]) -> list[str]:
+    """Warn of each span of ``items`` (:class:`~ner.types.Rejected`, a post id and why), at
+    most :data:`SPANS_NAMED` lines and then how many more; returns them as
+    ``post id: why`` lines (for the model card)."""
+    lines = [f"{item.record_id}: {item.reason}" for item in items]
+    for line in lines[:SPANS_NAMED]:
+        run_logger().warning("%s: %s", what, line)
+    if len(lines) > SPANS_NAMED:
+        run_logger().warning("%s: %d more spans", what, len(lines) - SPANS_NAMED)
+    return lines
 
 
 #: Unlabelled posts read per hard negative wanted (only some have entities and no ORG).
@@ -910,6 +950,8 @@ def _model_card(
             dataset_hash=splits.train_hash,
             n_dev=trained.dev_size,
             n_rejected_spans=trained.n_rejected,
+            left_out=tuple(trained.left_out),
+            widened=tuple(trained.widened),
             source_uri=ctx.storage.uri(splits.train_key),
             n_rehearsed=trained.rehearsed,
             rehearsal_uri=settings.train.rehearsal_uri,

@@ -58,6 +58,9 @@ class TrainingData:
     rehearsal_hash: str | None = None
     #: Posts of the training pool the recipe drew ``n_train`` and ``n_dev`` from.
     n_pool: int | None = None
+    #: The spans left out (``post id: why``) and those trained widened to whole tokens.
+    left_out: tuple[str, ...] = ()
+    widened: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,8 +267,13 @@ def _training_items(card: ModelCard) -> list[str]:
         f"training posts: {data.n_train:,}, and {data.n_dev:,} more held out as the dev "
         f"slice (epoch scores), dataset hash "
         f"`{data.dataset_hash}`",
-        f"spans left out (not aligned to tokens): {data.n_rejected_spans:,}",
+        f"spans left out of training: {data.n_rejected_spans:,}{_named(data.left_out)}",
     ]
+    if data.widened:
+        items.append(
+            f"spans trained widened to whole tokens (they cut a token, so no model of this "
+            f"tokenizer predicts them exactly): {len(data.widened):,}{_named(data.widened)}"
+        )
     if data.source_uri:
         items.append(f"training pool: `{data.source_uri}`")
     if data.n_pool is not None and data.n_pool != data.n_train + data.n_dev:
@@ -282,6 +290,14 @@ def _training_items(card: ModelCard) -> list[str]:
     if card.run_id:
         items.append(f"training run: `{card.run_id}`")
     return items
+
+
+def _named(lines: Sequence[str], limit: int = 5) -> str:
+    """`` (t1: why; t2: why; and N more)`` for the first ``limit`` of ``lines``; "" for none."""
+    if not lines:
+        return ""
+    more = f"; and {len(lines) - limit} more" if len(lines) > limit else ""
+    return f" ({'; '.join(_cell(line) for line in lines[:limit])}{more})"
 
 
 def _recipe_items(recipe: Recipe) -> list[str]:

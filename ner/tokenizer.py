@@ -66,6 +66,14 @@ def adapt_tokenizer(nlp: Language) -> Language:
     return nlp
 
 
+def blank_en() -> Language:
+    """spaCy's English tokenizer alone (``spacy.blank("en")``), the one the shipped models
+    tokenize with: what :func:`report_unkept` checks spans against."""
+    import spacy
+
+    return spacy.blank("en")
+
+
 def unkept_spans(doc: Doc, spans: Iterable[Span]) -> list[Span]:
     """The spans of ``spans`` whose start or end falls inside a token of ``doc``.
 
@@ -93,7 +101,7 @@ def report_unkept(annotations: Iterable[Annotation], nlp: Language) -> list[Reje
                 Rejected(
                     annotation.post_id,
                     f"span [{span.start}, {span.end}) {span.text!r} {span.label} cuts "
-                    f"token(s) {inside}: it would be widened to whole tokens",
+                    f"token(s) {inside}",
                 )
             )
     return rejected

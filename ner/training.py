@@ -242,12 +242,18 @@ def relabel(annotations: Sequence[Annotation], mapping: Mapping[str, str]) -> li
     ]
 
 
+def dev_slice_size(n_posts: int, fraction: float) -> int:
+    """How many of ``n_posts`` labelled posts training holds back as its dev slice (the
+    per-epoch F1): ``fraction`` of them rounded, at least 1, none of a single post."""
+    return max(1, round(n_posts * fraction)) if n_posts > 1 else 0
+
+
 def _split_dev(
     annotations: Sequence[Annotation], fraction: float, seed: int
 ) -> tuple[list[Annotation], list[Annotation]]:
     ordered = sorted(annotations, key=lambda a: a.post_id)
     random.Random(seed).shuffle(ordered)
-    n_dev = max(1, round(len(ordered) * fraction)) if len(ordered) > 1 else 0
+    n_dev = dev_slice_size(len(ordered), fraction)
     return ordered[n_dev:], ordered[:n_dev]
 
 

@@ -670,6 +670,12 @@ def _aligned(text: str, value: SpanValue, where: str) -> tuple[Span, bool] | str
             f"({text[max(start, 0) : end]!r}) and it could not be found nearby"
         )
     s, e = aligned
+    while s < e and text[s].isspace():  # a selection that took the spaces around a word
+        s += 1
+    while e > s and text[e - 1].isspace():
+        e -= 1
+    if s == e:
+        return f"{where} {label}: only whitespace"
     repaired = (s, e) != (start, end) or (bool(value.text) and text[s:e] != value.text)
     if (s, e) != (start, end):
         log.debug("repaired span [%d, %d) -> [%d, %d) %r", start, end, s, e, text[s:e])

@@ -356,7 +356,12 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
     # the champion's line names the gold set's size (a forget that shrinks it shows there)
     assert re.search(r"the cold start \S+: F1 0\.\d{4} on the gold set \w{12} \(75 posts\)", out)
     # training's progress gives a loss per batch, comparable from one line to the next
-    assert re.search(r"epoch \d+/10, step \d+: loss \d+\.\d\d per batch, held-out slice", out)
+    epoch = re.search(
+        r"epoch \d+/10, step \d+: loss \d+\.\d\d per batch, held-out slice F1 [01]\.\d{3} "
+        r"\((\d+) posts\)",  # its size, so a score of a one-post slice is read as such
+        out,
+    )
+    assert epoch and int(epoch.group(1)) > 1, out
     # the predict step says how it ran in words ("one process"), not as "1 shards"
     assert "predicted 360 posts in " in out and " 1 shards" not in out, out
     assert "| 1 | 360 | 360 | 0.5" in out and "| yes (v1) | v1 | promoted |" in out

@@ -302,6 +302,32 @@ def test_parse_export_uses_the_true_text_slice_when_value_text_collapsed_spaces(
     assert parsed.repaired == 1
 
 
+def test_parse_export_trims_the_spaces_a_selection_took_and_counts_the_repair() -> None:
+    # given selections that took spaces around the word (a trial's "Glossier   "), and one
+    # of spaces only
+    text = "new drop from Glossier   today, and  Dior"
+    padded = span(text, "Glossier   ")
+    before = span(text, "  Dior")
+    export = [
+        task(
+            1,
+            text,
+            [
+                result(padded.start, padded.end, padded.text),
+                result(before.start, before.end, before.text),
+            ],
+        ),
+        task(2, "a   b", [result(1, 4, "   ")]),
+    ]
+    # when parsed
+    parsed = parse_export(export, labels=LABELS, config=CONFIG, keep_partial=True)
+    # then the spans are the words, repaired and counted; the blank one is rejected by name
+    assert parsed.records[0].spans == (span(text, "Glossier"), span(text, "Dior"))
+    assert parsed.repaired == 2
+    assert [r.record_id for r in parsed.rejected] == ["2"]
+    assert "only whitespace" in parsed.rejected[0].reason
+
+
 def test_parse_export_crlf_offsets() -> None:
     # given a CRLF text and offsets that count CRLF as one char
     text = "Hello\r\nI love\r\nRare Beauty"

@@ -67,7 +67,7 @@ def test_the_card_names_the_training_data_and_the_recipe() -> None:
         "training posts: 1,200, and 130 more held out as the dev slice (epoch scores), "
         f"dataset hash `{TRAIN_HASH}`"
     ) in text
-    assert "spans left out (not aligned to tokens): 3" in text
+    assert "spans left out of training: 3" in text
     assert "the pool holds" not in text  # no pool size given
     # a trial could not tell why a pool of 6 trained 4 posts (and 1 for the dev slice)
     small = dataclasses.replace(card_of(8), training=TrainingData(4, TRAIN_HASH, 1, n_pool=6))

@@ -12,7 +12,13 @@ from ner.datasets import adopt_gold_set, load_gold_set, prepare_splits, read_ann
 from ner.errors import ConfigError, DataError, GoldSetError, TrainingError
 from ner.settings import Settings, TrainSettings
 from ner.storage import LocalStorage
-from ner.training import relabel, sample_negatives, train, training_fingerprint
+from ner.training import (
+    dev_slice_size,
+    relabel,
+    sample_negatives,
+    train,
+    training_fingerprint,
+)
 from ner.types import Annotation, Span
 
 
@@ -529,3 +535,8 @@ def test_the_fingerprint_reads_a_custom_config_file(tmp_path: Path) -> None:
     config.unlink()
     with pytest.raises(ConfigError, match="NER_TRAIN__CONFIG: cannot read the training config"):
         fingerprint()
+
+
+def test_the_dev_slice_size_the_epoch_line_reports() -> None:
+    # a fraction of the pool, rounded, at least one post, none of a single post
+    assert [dev_slice_size(n, 0.15) for n in (0, 1, 2, 6, 193, 1000)] == [0, 0, 1, 1, 29, 150]
