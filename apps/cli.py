@@ -615,7 +615,10 @@ def train(
     export_keys: Annotated[
         list[str] | None,
         typer.Option(
-            "--export-key", metavar="KEY", help="Only these export snapshots (repeatable)."
+            "--export-key",
+            metavar="KEY",
+            help="Only these Label Studio JSON exports (repeatable): a file name under "
+            "{storage}/{env}/exports/, where exports land, or a key under {storage}/{env}/.",
         ),
     ] = None,
     set_: SetOption = None,

@@ -97,6 +97,10 @@ class Pulled(BaseModel):
     withdrawn_post_ids: list[str] = []
     #: Posts whose annotators disagree, held out of training (``NER_AGREEMENT_POLICY=review``).
     held_post_ids: list[str] = []
+    #: The policy, and each multi-annotator post's agreement (:class:`ner.agreement.Agreement`
+    #: as JSON: ``post_id``, ``score``, ``outcome`` ...).
+    agreement_policy: str = "latest"
+    agreement: list[dict[str, Any]] = []
     review_key: str | None = None
 
 
@@ -355,6 +359,8 @@ def pull_annotations(
         project = LabelStudioProject.connect(ctx.settings, create=False)
         exchange.snapshot_export(project, ctx.storage, stamp)
         export_keys = exchange.snapshot_keys(ctx.storage, project.project_id)
+    elif export_keys:
+        export_keys = [_export_key(ctx, key) for key in export_keys]
     collected = exchange.collect_annotations(
         ctx.storage,
         export_keys,
@@ -363,7 +369,19 @@ def pull_annotations(
         policy=ctx.settings.agreement_policy,
         threshold=ctx.settings.agreement_threshold,
     )
-    return Pulled.model_validate(collected.model_dump(mode="json"))
+    return Pulled.model_validate(collected.model_dump(mode="json"))  # extra fields dropped
+
+
+def _export_key(ctx: RunContext, key: str) -> str:
+    """``key`` as given (relative to the environment's storage), or under ``exports/`` where
+    exports land; :class:`ConfigError` (no retry) when it is in neither."""
+    for candidate in (key, f"{layout.EXPORTS}/{key}"):
+        if ctx.storage.exists(candidate):
+            return candidate
+    raise ConfigError(
+        f"export {key!r} is neither {ctx.storage.uri(key)} nor under "
+        f"{ctx.storage.uri(layout.EXPORTS)}/"
+    )
 
 
 @io_task()
@@ -1064,8 +1082,8 @@ def run_train(
     cleanup = close_abandoned_runs(ctx)
     pulled = pull_annotations(ctx, source, export_keys, stamp)
     get_run_logger().info(
-        "pulled the labels of %d posts, one label each (%d rejected, %d repaired, %d deleted, "
-        "%d held for review; left out without a label: %d)",
+        "pulled the labels of %d posts, one label each (%d posts rejected, %d spans repaired, "
+        "%d deleted, %d held for review; left out without a label: %d)",
         pulled.n_annotations,
         pulled.n_rejected,
         pulled.n_repaired,
@@ -1073,6 +1091,7 @@ def run_train(
         len(pulled.held_post_ids),
         pulled.n_unlabelled,
     )
+    _say_disagreements(pulled)
     summary = TrainSummary(
         status=TrainStatus.NO_LABELS,
         labels=pulled.n_annotations,
@@ -1080,7 +1099,7 @@ def run_train(
         repaired=cleanup.repaired_moves,
     )
     if pulled.n_annotations == 0:
-        summary.decision = _no_labels_note(ctx, source)
+        summary.decision = _no_labels_note(ctx, source, pulled)
         return summary
     splits = prepare_gold(ctx, pulled.annotations_key, stamp, pulled.withdrawn_post_ids)
     summary.gold_hash, summary.n_gold, summary.n_train, summary.n_canary = (
@@ -1123,13 +1142,39 @@ def threshold_met_note(model_version: str, f1: float, threshold: float) -> str:
     )
 
 
-def _no_labels_note(ctx: RunContext, source: str) -> str:
-    """Where a run that found no annotation looked, and how labels get there."""
+def _say_disagreements(pulled: Pulled) -> None:
+    """Say how many posts' annotators disagreed and were settled by the policy without a
+    review (``held`` posts are said by the pull itself)."""
+    settled = [
+        a for a in pulled.agreement if a["score"] < 1.0 and a["outcome"] != "held_for_review"
+    ]
+    if settled:
+        run_logger().info(
+            "%d posts' annotators disagree (agreement below 1, first %s at %.2f); policy %s "
+            "settled them (NER_AGREEMENT_POLICY=review holds them for a look instead)",
+            len(settled),
+            settled[0]["post_id"],
+            settled[0]["score"],
+            pulled.agreement_policy,
+        )
+
+
+def _no_labels_note(ctx: RunContext, source: str, pulled: Pulled) -> str:
+    """Where a run that found no annotation looked, how labels get there, and what it could
+    not read (files set aside, rejected records)."""
+    unread = (
+        f" ({len(pulled.quarantined)} export file(s) unreadable and set aside, first: "
+        f"{pulled.quarantined[0]})"
+        if pulled.quarantined
+        else f" ({pulled.n_rejected} rejected: see the lines above)"
+        if pulled.n_rejected
+        else ""
+    )
     if source == "label_studio":
-        return f"no annotation in Label Studio project {ctx.settings.project_title!r}"
+        return f"no annotation in Label Studio project {ctx.settings.project_title!r}{unread}"
     return (
-        f"no annotation in {ctx.storage.uri(layout.EXPORTS)}/: put Label Studio JSON exports "
-        "there, or read them from Label Studio with --source label_studio"
+        f"no usable annotation in {ctx.storage.uri(layout.EXPORTS)}/{unread}: put Label Studio "
+        "JSON exports there, or read them from Label Studio with --source label_studio"
     )
 
 

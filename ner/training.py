@@ -505,12 +505,14 @@ def _finish(
     last: Language, best_dir: Path, recipe: TrainSettings, labels: Sequence[str]
 ) -> Language:
     """The checkpoint the recipe keeps, with our label filter and (optionally) the
-    gazetteer added."""
+    gazetteer after it: a listed brand the model calls something else (``Huda Beauty`` as
+    PERSON) is dropped by the filter first, then found by the list; before the filter, the
+    list could not add it over the model's entity and the filter then dropped it."""
     keep_best = recipe.checkpoint == "best" and best_dir.exists()
     final = load_spacy(str(best_dir)) if keep_best else last
     add_label_filter(final, {v: k for k, v in recipe.label_map.items()}, labels)
     if recipe.gazetteer:
-        add_gazetteer(final, label=labels[0], after_model=True)
+        add_gazetteer(final, label=labels[0])  # last: after the label filter
     final.meta["name"] = "brand_ner"
     return final
 

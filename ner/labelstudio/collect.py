@@ -78,6 +78,8 @@ class _Pool:
 
     latest: dict[str, tuple[str, int, Annotation]] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)
+    #: (post id, task) of each rejected record: a post that lost a span gives several lines
+    rejected_tasks: set[tuple[str | None, str]] = field(default_factory=set)
     repaired: int = 0
     unlabelled: set[str] = field(default_factory=set)
     #: task id -> its latest exported version, for tasks with several finished annotations
@@ -87,6 +89,12 @@ class _Pool:
     deleted_annotations: set[int] = field(default_factory=set)
     #: unreadable snapshot files moved aside (:mod:`ner.labelstudio.quarantine`)
     quarantined: list[QuarantinedFile] = field(default_factory=list)
+
+
+def _rejected_posts(pool: _Pool) -> int:
+    """How many tasks were rejected whose post has no label kept from another task (an
+    annotation a newer one of the same post replaced is not a rejected post)."""
+    return sum(1 for post_id, _ in pool.rejected_tasks if post_id not in pool.latest)
 
 
 def _finished(raw: Any) -> int:
@@ -144,6 +152,9 @@ def _read_snapshots(storage: Storage, keys: Sequence[str], labels: Sequence[str]
         parsed = parse_export(tasks, labels=labels, keep_partial=False)
         pool.repaired += parsed.repaired
         pool.rejected.extend(f"{key}: {item}" for item in parsed.rejected)
+        pool.rejected_tasks.update(
+            (item.record_id, f"{key}: {item.reason.partition(':')[0]}") for item in parsed.rejected
+        )
         pool.unlabelled.update(parsed.unlabelled)
         for annotation in parsed.records:
             stamp = (annotation.updated_at or "", order, annotation)
@@ -233,7 +244,7 @@ def collect_annotations(
         annotations_key=out_key,
         export_keys=keys,
         n_annotations=len(annotations),
-        n_rejected=len(pool.rejected),
+        n_rejected=_rejected_posts(pool),
         n_repaired=pool.repaired,
         rejected=pool.rejected[:100],
         dataset_hash=dataset_hash(annotations),

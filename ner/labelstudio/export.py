@@ -493,7 +493,19 @@ def load_export(data: bytes, source: str) -> list[Any]:
         raise ExportFileError(
             source, f"a Label Studio JSON export is a list of tasks, got {type(export).__name__}"
         )
+    if export and all(_flat_record(item) for item in export):
+        raise ExportFileError(
+            source,
+            "its records are flat (no 'data' nor 'annotations'): Label Studio's JSON-MIN or "
+            "CSV-like export, which drops offsets' context and annotators; export the project "
+            "as JSON instead",
+        )
     return export
+
+
+def _flat_record(item: Any) -> bool:
+    """Whether ``item`` is a JSON-MIN record (``{"id", "text", "label": [...]}``), not a task."""
+    return isinstance(item, dict) and "data" not in item and "annotations" not in item
 
 
 @dataclass(slots=True)
@@ -745,10 +757,17 @@ def _keep_latest(
     else:
         older, newer = outcome, previous
     updated = newer.annotation.updated_at if newer.annotation is not None else None
+    texts = {r.annotation.text for r in (older, newer) if r.annotation is not None}
+    differ = (
+        "; their texts differ: a source reused the id, or the post was edited: check which "
+        "post it is"
+        if len(texts) > 1
+        else ""
+    )
     return Rejected(
         post_id,
         f"{older.ref}: duplicate post id; the annotation of {newer.ref} "
-        f"(updated {updated}) is more recent and is kept",
+        f"(updated {updated}) is more recent and is kept{differ}",
     )
 
 

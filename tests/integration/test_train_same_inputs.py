@@ -38,7 +38,7 @@ def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
     empty = train_ner(source="storage", overrides=settings)
     assert empty.status == TrainStatus.NO_LABELS and empty.decision is not None
     exports = (tmp_path / "storage" / "dev" / "exports").as_uri()
-    assert empty.decision.startswith(f"no annotation in {exports}/: put Label Studio JSON")
+    assert empty.decision.startswith(f"no usable annotation in {exports}/: put Label Studio JSON")
     # and, stopping before any model, leaves no local MLflow store behind
     assert not (tmp_path / "mlflow.db").exists()
     client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)

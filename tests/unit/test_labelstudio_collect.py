@@ -258,3 +258,56 @@ def test_a_snapshot_newer_than_the_live_set_is_read_as_it_is(storage: Storage) -
     report = collect(storage, [first, again, second])
     assert sorted(pulled(storage)) == ["b", "c"]
     assert report.n_deleted_tasks == 1 and report.withdrawn_post_ids == ["a"]
+
+
+def test_rejected_counts_posts_not_lines_nor_replaced_annotations(storage: Storage) -> None:
+    # Given a snapshot (a trial's): a post with two bad spans (three lines: two spans, then
+    # the post), a post with one, a good post, and a task of that good post's id replaced by
+    # a newer one (the duplicate line)
+    bad_two = task(1, TEXT, [result(0, 5, "Prada"), result(6, 11, "Gucci"), res("Sephora")])
+    bad_two["data"]["post_id"] = "p1"
+    bad_one = task(2, TEXT, [result(0, 6, "Chanel")], post_id="p2")
+    older = task(3, TEXT, [res("Glossier")], post_id="p3")
+    older["annotations"][0]["updated_at"] = "2026-11-20T10:00:00Z"
+    newer = task(4, TEXT, [res("Sephora")], post_id="p3")
+    newer["annotations"][0]["updated_at"] = "2026-11-21T10:00:00Z"
+    key = write_snapshot(storage, "s1", [bad_two, bad_one, older, newer])
+    # When collected
+    report = collect(storage, [key])
+    # Then two posts are rejected, however many lines name them, and p3 keeps its newer label
+    assert len(report.rejected) >= 4
+    assert report.n_rejected == 2
+    assert set(pulled(storage)) == {"p3"} and pulled(storage)["p3"].spans[0].text == "Sephora"
+
+
+def test_train_ner_says_how_many_disagreements_the_policy_settled(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from flows.train_ner import Pulled, _say_disagreements
+
+    # given two posts whose annotators disagree and one where they agree, under `latest`
+    key = write_snapshot(
+        storage,
+        "s1",
+        [
+            two_annotator_task(1, "a", ["Glossier", "Fenty Beauty"], ["Glossier"]),
+            two_annotator_task(2, "b", ["Sephora"], ["Glossier"]),
+            two_annotator_task(3, "c", ["Sephora"], ["Sephora"]),
+        ],
+    )
+    report = collect(storage, [key], policy=AgreementPolicy.LATEST)
+    # when train-ner reads the pull (as JSON, as the task returns it) and reports it
+    logger = logging.getLogger("flows.context")  # Prefect's set-up may stop propagation
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="flows.context"):
+            _say_disagreements(Pulled.model_validate(report.model_dump(mode="json")))
+            _say_disagreements(Pulled.model_validate({**report.model_dump(), "agreement": []}))
+    finally:
+        logger.removeHandler(caplog.handler)
+    # then the two settled disagreements are said once, with the way to review them
+    (said,) = {r.getMessage() for r in caplog.records if "disagree" in r.getMessage()}
+    assert said.startswith("2 posts' annotators disagree (agreement below 1, first a at 0.67)")
+    assert "policy latest settled them (NER_AGREEMENT_POLICY=review holds them" in said

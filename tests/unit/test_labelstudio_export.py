@@ -539,6 +539,11 @@ def test_duplicate_post_ids_keep_the_most_recent_annotation() -> None:
         (rejected,) = parsed.rejected
         assert rejected.record_id == "p"
         assert "task 7" in rejected.reason and "task 8" in rejected.reason
+        assert "texts differ" not in rejected.reason
+    # and when the two tasks hold different texts (an id reused by another file), it says so
+    other = task(9, "Glossier", [result(0, 8, "Glossier")], post_id="p")
+    parsed = parse_export([older, other], labels=LABELS, config=CONFIG)
+    assert "their texts differ: a source reused the id" in parsed.rejected[0].reason
 
 
 def test_empty_export_gives_nothing() -> None:

@@ -309,8 +309,13 @@ def test_fuzzed_exports_lose_no_good_record_and_raise_nothing_unhandled() -> Non
         (b'[{"id": 1}', "not JSON: Expecting ',' delimiter"),
         (b"1" * 5_000, "not JSON: Exceeds the limit"),
         (b'{"tasks": []}', "a Label Studio JSON export is a list of tasks, got dict"),
+        (
+            b'[{"id": 1, "text": "Glossier", "post_id": "p1", "label": [{"start": 0, "end": 8, '
+            b'"text": "Glossier", "labels": ["BRAND"]}]}]',
+            "its records are flat (no 'data' nor 'annotations'): Label Studio's JSON-MIN",
+        ),
     ],
-    ids=["latin-1", "utf-16", "deep", "truncated", "long-int", "object"],
+    ids=["latin-1", "utf-16", "deep", "truncated", "long-int", "object", "json-min"],
 )
 def test_unreadable_export_files_name_the_file(data: bytes, reason: str) -> None:
     # when an unreadable file is loaded
@@ -323,4 +328,5 @@ def test_unreadable_export_files_name_the_file(data: bytes, reason: str) -> None
 
 
 def test_utf8_with_a_byte_order_mark_is_read() -> None:
-    assert load_export('[{"id": 1}]'.encode("utf-8-sig"), SOURCE) == [{"id": 1}]
+    task = '[{"id": 1, "data": {}}]'
+    assert load_export(task.encode("utf-8-sig"), SOURCE) == [{"id": 1, "data": {}}]

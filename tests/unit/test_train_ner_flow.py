@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,24 @@ def test_the_threshold_met_note_suggests_a_threshold_that_would_train() -> None:
     assert threshold_met_note("v", 1.0, 0.8).endswith(
         "nothing trained (no challenger can beat F1 1.0 on this gold set)"
     )
+
+
+def test_an_export_key_is_found_under_exports_and_a_missing_one_fails_at_once(
+    tmp_path: Path,
+) -> None:
+    from flows.context import PERMANENT_ERRORS, RunContext
+    from flows.train_ner import _export_key
+    from ner.errors import ConfigError
+    from ner.settings import load_settings
+
+    ctx = RunContext.open(load_settings(storage_uri=str(tmp_path)))
+    ctx.storage.write_json("exports/mine.json", [])
+    ctx.storage.write_json("elsewhere/theirs.json", [])
+    # a name under exports/ (where the README says they land), or a key of the storage
+    assert _export_key(ctx, "mine.json") == "exports/mine.json"
+    assert _export_key(ctx, "exports/mine.json") == "exports/mine.json"
+    assert _export_key(ctx, "elsewhere/theirs.json") == "elsewhere/theirs.json"
+    # a missing one names both places, and is not retried (a trial waited out 3 retries)
+    with pytest.raises(ConfigError, match=r"'nope.json' is neither .*/dev/nope.json nor under"):
+        _export_key(ctx, "nope.json")
+    assert issubclass(ConfigError, PERMANENT_ERRORS)

@@ -540,3 +540,30 @@ def test_the_fingerprint_reads_a_custom_config_file(tmp_path: Path) -> None:
 def test_the_dev_slice_size_the_epoch_line_reports() -> None:
     # a fraction of the pool, rounded, at least one post, none of a single post
     assert [dev_slice_size(n, 0.15) for n in (0, 1, 2, 6, 193, 1000)] == [0, 0, 1, 1, 29, 150]
+
+
+def test_a_listed_brand_the_model_calls_a_person_is_kept_by_the_list(tmp_path: Path) -> None:
+    # Given a "model" that calls Charlotte Tilbury a person and Glossier an organisation (a
+    # trial's fine-tuned model did; both are in the shipped brand list)
+    import spacy
+
+    from ner.training import _finish
+
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler", name="ner")
+    ruler.add_patterns(  # type: ignore[attr-defined]
+        [
+            {"label": "PERSON", "pattern": "Charlotte Tilbury"},
+            {"label": "ORG", "pattern": "Glossier"},
+        ]
+    )
+    # When the trained pipeline is finished with the recipe's label filter and brand list
+    recipe = TrainSettings(gazetteer=True, checkpoint="last", label_map={"BRAND": "ORG"})
+    final = _finish(nlp, tmp_path / "no-best", recipe, ["BRAND"])
+    # Then both are brands: the list runs after the filter dropped the person
+    doc = final("Charlotte Tilbury pillow talk and a Glossier balm")
+    assert [(e.text, e.label_) for e in doc.ents] == [
+        ("Charlotte Tilbury", "BRAND"),
+        ("Glossier", "BRAND"),
+    ]
+    assert final.pipe_names == ["ner", "brandloop_labels", "brand_gazetteer"]
