@@ -69,7 +69,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ner.errors import ConfigError, ModelError, NotPromotedYetError
 from ner.inference import predict_texts
-from ner.models import LoadedModel, load_model, registry_version
+from ner.models import BrandList, LoadedModel, load_model, registry_version
 from ner.pyfunc import row_ids
 from ner.settings import Settings
 
@@ -617,6 +617,7 @@ def model_holder(
             base_model=settings.base_model,
             label_map=settings.base_label_map,
             tracking_uri=tracking_uri,
+            brands=BrandList.from_files(settings.brand_list, settings.brand_list_exact_case),
         )
 
     return ModelHolder(

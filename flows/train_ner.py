@@ -49,6 +49,7 @@ from ner.gate import GateDecision, GatePolicy, ModelScores, SetScores, decide_pr
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
 from ner.modelcard import ModelCard, Recipe, SetMetrics, TrainingData, render_model_card
+from ner.models import BrandList
 from ner.registry import (
     CHALLENGER,
     CHAMPION,
@@ -660,8 +661,11 @@ def train_challenger(
         ),
         unlabelled=unlabelled,
         rehearsal=rehearsed.annotations if rehearsed else (),
+        brands=BrandList.from_files(settings.brand_list, settings.brand_list_exact_case),
     )
     params = {**settings.train.as_params(settings.seed), "start_from": start_from}
+    if settings.brand_list is not None:
+        params["brand_list"] = settings.brand_list.name
     if rehearsed:
         unread = len({r.record_id for r in rehearsed.rejected})
         params.update(rehearsal_hash=rehearsed.digest, rehearsal_rejected=unread)

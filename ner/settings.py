@@ -473,6 +473,17 @@ class Settings(BaseSettings):
         description="Model while there is no champion: the brand list, the base pipeline "
         "(base_label_map), or both.",
     )
+    brand_list: Path | None = Field(
+        None,
+        description="Your own brand list, instead of the shipped ones: a text file, one name "
+        "per line (# comments), matched in any case by the cold start and after trained "
+        "models (train.gazetteer); a trained model keeps the list it was trained with.",
+    )
+    brand_list_exact_case: Path | None = Field(
+        None,
+        description="With brand_list: names matched only as written (brands that are also "
+        "common words: Dove, Boots, MAC), one per line.",
+    )
     batch_size: int = Field(256, ge=1, description="Posts per nlp.pipe batch when predicting.")
     n_process: int = Field(
         1, ge=1, description="Processes the apply flow predicts with (its default `workers`)."
@@ -675,6 +686,13 @@ class Settings(BaseSettings):
         if "serve_model" not in data:  # the champion of the model actually registered
             filled["serve_model"] = f"models:/{filled['registered_model_name']}@champion"
         return filled
+
+    @field_validator("brand_list", "brand_list_exact_case")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a file (one brand name per line)")
+        return value
 
     @field_validator("labels")
     @classmethod

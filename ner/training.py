@@ -59,7 +59,7 @@ from spacy.language import Language
 from ner import __version__
 from ner.datasets import dataset_hash, split_point, to_docbin
 from ner.errors import ConfigError, TrainingError
-from ner.models import add_gazetteer, add_label_filter, load_spacy
+from ner.models import BrandList, add_gazetteer, add_label_filter, load_spacy
 from ner.rehearsal import DEFAULT_SKIP, hard_negatives
 from ner.settings import TrainSettings
 from ner.transformer_training import Corpus, fine_tune
@@ -268,15 +268,17 @@ def train(
     curve_path: Path | None = None,
     unlabelled: Sequence[Annotation] = (),
     rehearsal: Sequence[Annotation] = (),
+    brands: BrandList | None = None,
 ) -> TrainResult:
     """Fine-tune ``start_from`` on ``annotations`` and save the final pipeline.
 
     ``start_from`` is a spaCy package name or a path to a saved pipeline (for example a
     downloaded champion); when it has static vectors, training uses them. The saved
     pipeline has ``ner``, the label filter and, with ``recipe.gazetteer``, the brand
-    gazetteer after the model. ``unlabelled``: posts nobody labelled (their spans are
-    ignored), from which up to ``recipe.hard_negatives`` hard negatives are added to the
-    training part (:func:`ner.rehearsal.hard_negatives`, judged by the starting ``ner``).
+    gazetteer after them (``brands``, default the shipped lists). ``unlabelled``: posts
+    nobody labelled (their spans are ignored), from which up to ``recipe.hard_negatives``
+    hard negatives are added to the training part (:func:`ner.rehearsal.hard_negatives`,
+    judged by the starting ``ner``).
     ``rehearsal``: labelled posts of a general source (:func:`ner.rehearsal.rehearsal_set`),
     added to the training part only (never to the dev slice), labels renamed and brand-less
     posts sampled as for ``annotations``; a post id of ``annotations`` wins over its copy.
@@ -290,7 +292,9 @@ def train(
     trained_as = _trained_labels(labels, recipe.label_map)
     rehearsed = _rehearsal_part(rehearsal, annotations, recipe, seed)
     if recipe.recipe == "accurate":
-        return _train_accurate(annotations, output_dir, labels, recipe, seed, curve_path, rehearsed)
+        return _train_accurate(
+            annotations, output_dir, labels, recipe, seed, curve_path, rehearsed, brands
+        )
     started = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="brandloop-train-") as tmp:
@@ -306,7 +310,7 @@ def train(
         config_path = Path(recipe.config) if recipe.config else default_config_path()
         overrides = _training_overrides(work, start, curve_file, recipe, seed)
         nlp = _run_spacy_training(config_path, overrides, work / "output")
-        final = _finish(nlp, work / "output" / "model-best", recipe, labels)
+        final = _finish(nlp, work / "output" / "model-best", recipe, labels, brands)
         final.meta["brandloop"] = {"start_from": start_from, "seed": seed}
         final.meta["brandloop"].update(
             label_map=dict(recipe.label_map), hard_negatives=len(hard), rehearsed=len(rehearsed)
@@ -502,7 +506,11 @@ def _write_corpora(
 
 
 def _finish(
-    last: Language, best_dir: Path, recipe: TrainSettings, labels: Sequence[str]
+    last: Language,
+    best_dir: Path,
+    recipe: TrainSettings,
+    labels: Sequence[str],
+    brands: BrandList | None = None,
 ) -> Language:
     """The checkpoint the recipe keeps, with our label filter and (optionally) the
     gazetteer after it: a listed brand the model calls something else (``Huda Beauty`` as
@@ -512,7 +520,8 @@ def _finish(
     final = load_spacy(str(best_dir)) if keep_best else last
     add_label_filter(final, {v: k for k, v in recipe.label_map.items()}, labels)
     if recipe.gazetteer:
-        add_gazetteer(final, label=labels[0])  # last: after the label filter
+        brands = brands or BrandList.shipped()  # last: after the label filter
+        add_gazetteer(final, brands.names, brands.exact_case, label=labels[0])
     final.meta["name"] = "brand_ner"
     return final
 
@@ -562,6 +571,7 @@ def _train_accurate(
     seed: int,
     curve_path: Path | None,
     rehearsed: Sequence[Annotation] = (),
+    brands: BrandList | None = None,
 ) -> TrainResult:
     """:func:`train` with ``recipe.recipe == "accurate"``: the same corpora (dev slice,
     negative sampling, label renaming, ``rehearsed`` posts), a token classifier fine-tuned
@@ -576,7 +586,7 @@ def _train_accurate(
         sizes, rejected = _write_corpora(annotations, recipe, seed, work, rehearsed)
         corpus = Corpus.from_disk(work / "train.spacy", work / "dev.spacy", spacy.blank("en"))
         nlp = fine_tune(corpus, _trained_labels(labels, recipe.label_map), recipe, seed, curve_file)
-        final = _finish(nlp, work / "no-best-checkpoint", recipe, labels)
+        final = _finish(nlp, work / "no-best-checkpoint", recipe, labels, brands)
         final.meta["brandloop"] = {"start_from": "all-MiniLM-L6-v2", "seed": seed}
         final.meta["brandloop"].update(
             label_map=dict(recipe.label_map), recipe="accurate", rehearsed=len(rehearsed)

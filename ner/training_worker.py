@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ner import errors
+from ner.models import BrandList
 from ner.settings import TrainSettings
 from ner.training import EpochProgress, OnEpoch, TrainResult, train
 from ner.types import Annotation, Rejected
@@ -49,6 +50,9 @@ class TrainRequest(BaseModel):
     seed: int
     unlabelled: list[dict[str, Any]] = []
     rehearsal: list[dict[str, Any]] = []
+    #: A team's own brand list (:class:`ner.models.BrandList`); None: the shipped lists.
+    brands: list[str] | None = None
+    brands_exact_case: list[str] = []
 
 
 def run_in_subprocess(
@@ -187,6 +191,7 @@ def train_isolated(
     on_epoch: OnEpoch | None = None,
     unlabelled: Sequence[Annotation] = (),
     rehearsal: Sequence[Annotation] = (),
+    brands: BrandList | None = None,
 ) -> TrainResult:
     """:func:`train` in a fresh Python process; same arguments, same result.
 
@@ -218,6 +223,8 @@ def train_isolated(
         seed=seed,
         unlabelled=[a.to_dict() for a in unlabelled],
         rehearsal=[a.to_dict() for a in rehearsal],
+        brands=None if brands is None else list(brands.names),
+        brands_exact_case=[] if brands is None else list(brands.exact_case),
     )
     on_row = None if on_epoch is None else _progress_of_rows(on_epoch, recipe.epochs)
     return run_in_subprocess(request, on_curve=on_row)
@@ -256,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
             curve_path=folder / CURVE,
             unlabelled=[Annotation.from_dict(a) for a in request.unlabelled],
             rehearsal=[Annotation.from_dict(a) for a in request.rehearsal],
+            brands=None
+            if request.brands is None
+            else BrandList(tuple(request.brands), tuple(request.brands_exact_case)),
         )
         outcome: dict[str, Any] = {"result": _result_to_json(result)}
     except errors.BrandloopError as exc:

@@ -1,0 +1,77 @@
+"""A team's own brand list (NER_BRAND_LIST, NER_BRAND_LIST_EXACT_CASE) instead of the shipped
+ones: read from files, used by the cold start, after trained models, and carried to worker
+processes (a trial had to overwrite ner/resources/brands.txt, and the shipped case-sensitive
+list kept matching Boots and Lush)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from ner.errors import ConfigError, ModelError
+from ner.models import BrandList, build_gazetteer, load_model
+from ner.parallel import ModelRef
+from ner.settings import TrainSettings, load_settings
+from ner.training import _finish
+from ner.training_worker import TrainRequest
+
+POST = "New Boots from Lush, a Lumiora serum and mac and cheese, then MAC lipstick"
+
+
+def own_lists(tmp_path: Path) -> tuple[Path, Path]:
+    names = tmp_path / "brands.txt"
+    names.write_text("# our brands\nLumiora\nFenty Beauty\n\n", encoding="utf-8")
+    exact = tmp_path / "exact.txt"
+    exact.write_text("MAC\n", encoding="utf-8")
+    return names, exact
+
+
+def test_own_lists_replace_the_shipped_ones_in_the_cold_start(tmp_path: Path) -> None:
+    names, exact = own_lists(tmp_path)
+    brands = BrandList.from_files(names, exact)
+    assert brands == BrandList(("Lumiora", "Fenty Beauty"), ("MAC",))
+    own = build_gazetteer(brands=brands)
+    shipped = build_gazetteer()
+    # only our names, the exact-case one only as written; the shipped lists find Boots, Lush
+    assert [e.text for e in own.nlp(POST).ents] == ["Lumiora", "MAC"]
+    assert {"Boots", "Lush"} <= {e.text for e in shipped.nlp(POST).ents}
+    assert own.version != shipped.version  # another list is another model
+    # and a spec resolved for a worker process carries them (pickled with the reference)
+    ref = pickle.loads(pickle.dumps(ModelRef.of("gazetteer", brands=brands)))
+    assert ref.load().version == own.version
+    assert load_model("gazetteer", brands=brands).version == own.version
+
+
+def test_a_trained_model_keeps_the_list_it_was_trained_with(tmp_path: Path) -> None:
+    import spacy
+
+    names, exact = own_lists(tmp_path)
+    brands = BrandList.from_files(names, exact)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler", name="ner").add_patterns(  # type: ignore[attr-defined]
+        [{"label": "PERSON", "pattern": "Lumiora"}]  # a model that calls our brand a person
+    )
+    final = _finish(nlp, tmp_path / "none", TrainSettings(checkpoint="last"), ["BRAND"], brands)
+    assert [e.text for e in final(POST).ents] == ["Lumiora", "MAC"]
+    # and the worker's request carries the list across the process boundary as JSON
+    request = TrainRequest.model_validate_json(
+        TrainRequest(
+            annotations=[], start_from="x", output_dir="o", labels=["BRAND"],
+            recipe=TrainSettings(), seed=1, brands=list(brands.names),  # type: ignore[union-attr]
+            brands_exact_case=list(brands.exact_case),  # type: ignore[union-attr]
+        ).model_dump_json()
+    )  # fmt: skip
+    assert (request.brands, request.brands_exact_case) == (["Lumiora", "Fenty Beauty"], ["MAC"])
+
+
+def test_a_missing_or_empty_list_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.txt is not a file"):
+        load_settings(brand_list=str(tmp_path / "nope.txt"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing yet\n", encoding="utf-8")
+    assert load_settings(brand_list=str(empty)).brand_list == empty
+    with pytest.raises(ModelError, match=r"empty\.txt holds no name"):
+        BrandList.from_files(empty)
+    assert BrandList.from_files(None) is None  # the shipped lists serve
