@@ -49,7 +49,7 @@ from ner.gate import GateDecision, GatePolicy, ModelScores, SetScores, decide_pr
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
 from ner.modelcard import ModelCard, Recipe, SetMetrics, TrainingData, render_model_card
-from ner.models import BrandList
+from ner.models import BrandList, gazetteer_version
 from ner.registry import (
     CHALLENGER,
     CHAMPION,
@@ -424,23 +424,24 @@ def prepare_gold(
         _say_gold_size(settings, splits, len(annotations))
     if loaded is None:
         splits = _freeze_canary(ctx, splits, annotations, holdout)
-        _say_uncut_gold(storage, annotations)
+        _say_uncut_gold(storage, annotations, settings.train.post_tokenizer)
     else:
         splits = _with_canary(splits, found)
     _say_split(splits, len(annotations))
     return splits
 
 
-def _say_uncut_gold(storage: Any, annotations: list[Annotation]) -> None:
+def _say_uncut_gold(storage: Any, annotations: list[Annotation], post_rules: bool) -> None:
     """Name the spans of a gold set frozen now that cut a token (``Fenty`` of
-    ``#FentyBeauty``): kept as labelled, but no model of this tokenizer predicts them exactly,
-    so each counts as an error for every model scored on the set."""
+    ``#FentyBeauty``; with ``post_rules``, the recipe's ``post_tokenizer``, only what those
+    rules still cut): kept as labelled, but no model of this tokenizer predicts them
+    exactly, so each counts as an error for every model scored on the set."""
     frozen = datasets.load_gold_set(storage)
     if frozen is None:
         return
     ids = set(frozen[0].post_ids)
     gold = [a for a in annotations if a.post_id in ids]
-    say_spans("gold span no model predicts exactly", report_unkept(gold, blank_en()))
+    say_spans("gold span no model predicts exactly", report_unkept(gold, blank_en(post_rules)))
 
 
 def _say_split(splits: Splits, n_labelled: int) -> None:
@@ -600,6 +601,7 @@ def prepare_training(
     pool = list(datasets.read_annotations(ctx.storage, splits.train_key))
     unlabelled, rehearsed = _unlabelled_pool(ctx, labelled), _rehearsal_set(ctx, labelled)
     from_champion = settings.train.start_from == "champion" and champion_version
+    # the gold and canary sets only shape the pool, so they are not in it
     fingerprint = training_fingerprint(
         pool,
         start_from=f"champion v{champion_version}" if from_champion else settings.base_model,
@@ -608,7 +610,7 @@ def prepare_training(
         seed=settings.seed,
         unlabelled=unlabelled,
         rehearsal=rehearsed.annotations if rehearsed else (),
-        context={"code": git_commit()},  # gold and canary sets only shape the pool
+        context={"code": git_commit(), "brands": _brands_digest(settings)},
     )
     found = ctx.registry.trained_with(fingerprint)
     earlier = None
@@ -641,7 +643,8 @@ def train_challenger(
     settings, logger = ctx.settings, get_run_logger()
     pool, unlabelled, rehearsed = inputs.pool, inputs.unlabelled, inputs.rehearsed
     started_ms = int(time.time() * 1000)
-    widened = say_spans("trained widened to whole tokens", report_unkept(pool, blank_en()))
+    tokenizer = blank_en(settings.train.post_tokenizer)
+    widened = say_spans("trained widened to whole tokens", report_unkept(pool, tokenizer))
     n_dev = dev_slice_size(len(pool), settings.train.dev_fraction)
     result = train_isolated(
         pool,
@@ -686,6 +689,13 @@ def train_challenger(
         widened=widened,
         left_out=say_spans("left out of training", result.rejected),
     )
+
+
+def _brands_digest(settings: Settings) -> str | None:
+    """A digest of the team's own brand list (None for the shipped lists): a model trained
+    with another list is another model."""
+    brands = BrandList.from_files(settings.brand_list, settings.brand_list_exact_case)
+    return None if brands is None else gazetteer_version(brands.names, brands.exact_case)
 
 
 #: Spans a run names one by one (a line each) before it only counts the rest.

@@ -66,12 +66,14 @@ def adapt_tokenizer(nlp: Language) -> Language:
     return nlp
 
 
-def blank_en() -> Language:
+def blank_en(post_rules: bool = False) -> Language:
     """spaCy's English tokenizer alone (``spacy.blank("en")``), the one the shipped models
-    tokenize with: what :func:`report_unkept` checks spans against."""
+    tokenize with, or with the post rules (:func:`adapt_tokenizer`, the recipe's
+    ``post_tokenizer``): what :func:`report_unkept` checks spans against."""
     import spacy
 
-    return spacy.blank("en")
+    nlp = spacy.blank("en")
+    return adapt_tokenizer(nlp) if post_rules else nlp
 
 
 def unkept_spans(doc: Doc, spans: Iterable[Span]) -> list[Span]:

@@ -62,6 +62,7 @@ from ner.errors import ConfigError, TrainingError
 from ner.models import BrandList, add_gazetteer, add_label_filter, load_spacy
 from ner.rehearsal import DEFAULT_SKIP, hard_negatives
 from ner.settings import TrainSettings
+from ner.tokenizer import adapt_tokenizer
 from ner.transformer_training import Corpus, fine_tune
 from ner.types import Annotation, Rejected
 
@@ -487,7 +488,7 @@ def _write_corpora(
     training part, and
     write ``train.spacy`` and ``dev.spacy`` into ``work``; returns (train size in documents,
     copies included; dev size) and the rejected posts."""
-    blank = spacy.blank("en")
+    blank = adapt_tokenizer(spacy.blank("en")) if recipe.post_tokenizer else spacy.blank("en")
     train_part, dev_part = _split_dev(
         relabel(annotations, recipe.label_map), recipe.dev_fraction, seed
     )
@@ -519,6 +520,8 @@ def _finish(
     keep_best = recipe.checkpoint == "best" and best_dir.exists()
     final = load_spacy(str(best_dir)) if keep_best else last
     add_label_filter(final, {v: k for k, v in recipe.label_map.items()}, labels)
+    if recipe.post_tokenizer:  # as the training posts were tokenized; saved with the model
+        adapt_tokenizer(final)
     if recipe.gazetteer:
         brands = brands or BrandList.shipped()  # last: after the label filter
         add_gazetteer(final, brands.names, brands.exact_case, label=labels[0])

@@ -75,3 +75,13 @@ def test_a_missing_or_empty_list_is_named(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"empty\.txt holds no name"):
         BrandList.from_files(empty)
     assert BrandList.from_files(None) is None  # the shipped lists serve
+
+
+def test_another_list_is_another_training_fingerprint(tmp_path: Path) -> None:
+    from flows.train_ner import _brands_digest
+
+    names, exact = own_lists(tmp_path)
+    assert _brands_digest(load_settings()) is None  # the shipped lists
+    ours = _brands_digest(load_settings(brand_list=str(names)))
+    both = _brands_digest(load_settings(brand_list=str(names), brand_list_exact_case=str(exact)))
+    assert ours is not None and both is not None and ours != both
