@@ -98,6 +98,18 @@ class Pulled(BaseModel):
     withdrawn_post_ids: list[str] = []
     #: Posts whose annotators disagree, held out of training (``NER_AGREEMENT_POLICY=review``).
     held_post_ids: list[str] = []
+
+    def quality_note(self) -> str:
+        """``360 posts pulled: 4 rejected, 2 spans repaired, ...`` (what an auditor of the model
+        card needs of the pull; the records are in ``annotations/<stamp>.rejected.json``)."""
+        settled = sum(1 for a in self.agreement if a["score"] < 1.0)
+        return (
+            f"{self.n_annotations:,} labelled posts pulled: {self.n_rejected:,} rejected, "
+            f"{self.n_repaired:,} spans repaired, {len(self.held_post_ids):,} held for review, "
+            f"{settled:,} with disagreeing annotators (policy {self.agreement_policy}), "
+            f"{self.n_deleted_annotations:,} annotations deleted in Label Studio"
+        )
+
     #: The policy, and each multi-annotator post's agreement (:class:`ner.agreement.Agreement`
     #: as JSON: ``post_id``, ``score``, ``outcome`` ...).
     agreement_policy: str = "latest"
@@ -120,6 +132,8 @@ class Splits(BaseModel):
     n_canary: int = 0
     canary_note: str = ""
     gold_waiting: int = 0
+    #: What the pull made of the labels (:meth:`Pulled.quality_note`), for the model card.
+    pull_note: str = ""
 
     def gold(self) -> tuple[str, str]:
         """``(gold_key, gold_hash)``; :class:`GoldSetError` if no gold set is frozen yet."""
@@ -989,6 +1003,7 @@ def _model_card(
             rehearsal_uri=settings.train.rehearsal_uri,
             rehearsal_hash=trained.params.get("rehearsal_hash"),
             n_pool=splits.n_train,
+            pull_note=splits.pull_note,
         ),
         recipe=Recipe(base_model=settings.base_model, name=settings.train.recipe, params=params),
         evaluations=tuple(sets),
@@ -1116,6 +1131,7 @@ def run_train(
         summary.decision = _no_labels_note(ctx, source, pulled)
         return summary
     splits = prepare_gold(ctx, pulled.annotations_key, stamp, pulled.withdrawn_post_ids)
+    splits = splits.model_copy(update={"pull_note": pulled.quality_note()})
     summary.gold_hash, summary.n_gold, summary.n_train, summary.n_canary = (
         splits.gold_hash,
         splits.n_gold,

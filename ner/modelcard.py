@@ -61,6 +61,8 @@ class TrainingData:
     #: The spans left out (``post id: why``) and those trained widened to whole tokens.
     left_out: tuple[str, ...] = ()
     widened: tuple[str, ...] = ()
+    #: What the pull made of the labels (rejected posts, repaired spans, disagreements).
+    pull_note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +276,8 @@ def _training_items(card: ModelCard) -> list[str]:
             f"spans trained widened to whole tokens (they cut a token, so no model of this "
             f"tokenizer predicts them exactly): {len(data.widened):,}{_named(data.widened)}"
         )
+    if data.pull_note:
+        items.append(data.pull_note)
     if data.source_uri:
         items.append(f"training pool: `{data.source_uri}`")
     if data.n_pool is not None and data.n_pool != data.n_train + data.n_dev:

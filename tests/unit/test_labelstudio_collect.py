@@ -311,3 +311,8 @@ def test_train_ner_says_how_many_disagreements_the_policy_settled(
     (said,) = {r.getMessage() for r in caplog.records if "disagree" in r.getMessage()}
     assert said.startswith("2 posts' annotators disagree (agreement below 1, first a at 0.67)")
     assert "policy latest settled them (NER_AGREEMENT_POLICY=review holds them" in said
+    # and the model card's line of the pull counts them too
+    assert Pulled.model_validate(report.model_dump(mode="json")).quality_note() == (
+        "3 labelled posts pulled: 0 rejected, 0 spans repaired, 0 held for review, "
+        "2 with disagreeing annotators (policy latest), 0 annotations deleted in Label Studio"
+    )

@@ -74,6 +74,7 @@ def test_spans_are_named_up_to_a_limit_and_carried_to_the_model_card(
             n_rejected_spans=1,
             left_out=("t30: span [12, 19) 'Sephora' BRAND overlaps another span after alignment",),
             widened=tuple(lines),
+            pull_note="40 labelled posts pulled: 4 rejected, 2 spans repaired",
         ),
         recipe=Recipe("en_core_web_md"),
         evaluations=(),
@@ -86,3 +87,4 @@ def test_spans_are_named_up_to_a_limit_and_carried_to_the_model_card(
     assert "spans trained widened to whole tokens (they cut a token, so no model of this " in text
     assert ": 12 (t0: span [15, 20) 'Fenty' BRAND cuts token(s) 'FentyBeauty';" in text
     assert "; and 7 more)" in text
+    assert "- 40 labelled posts pulled: 4 rejected, 2 spans repaired\n" in text
