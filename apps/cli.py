@@ -618,7 +618,8 @@ def train(
             "--export-key",
             metavar="KEY",
             help="Only these Label Studio JSON exports (repeatable): a file name under "
-            "{storage}/{env}/exports/, where exports land, or a key under {storage}/{env}/.",
+            "{storage}/{env}/exports/, where exports land, or a key under {storage}/{env}/. "
+            "The training pool is then built from them alone.",
         ),
     ] = None,
     set_: SetOption = None,

@@ -10,8 +10,8 @@ task's progress ("epoch 3/20 ...") is printed as a line instead, at most one per
 :data:`PLAIN_EVERY` seconds, and its last one when the task ends (the final epoch's score).
 
 The run's records still reach the Prefect API (the UI) at INFO and above; Prefect's own
-console lines are hidden unless ``verbose`` (``--debug``). Warnings of the library
-(``ner.*`` loggers) are narrated as ``! message`` lines.
+console lines are hidden unless ``verbose`` (``--debug``). Warnings of the tasks and of the
+library (``ner.*`` loggers) are narrated as ``! message`` lines, each on its own line.
 """
 
 from __future__ import annotations
@@ -133,6 +133,9 @@ class Narrator(logging.Handler):
             self._finish(run_id, task, finished["state"], finished["message"])
         elif retry := _RETRY.search(message):
             self.say(f"[yellow]↻[/] {escape(task)}: retry {retry['n']}/{retry['of']}")
+        elif record.levelno >= logging.WARNING:  # a line of its own, not spinner text
+            running = self.running.get(run_id)
+            self.warn(f"{running.label}: {message}" if running else message)
         elif record.levelno >= logging.INFO and run_id in self.running:
             self._task_message(self.running[run_id], message)
 

@@ -8,7 +8,8 @@
 3. Remove them from storage where they sit (:mod:`ner.purge`): posts, predictions, import
    files, export snapshots, selections, pulled annotations, training pools, gold sets.
 4. Remove them from the evaluation error lists of the environment's MLflow runs
-   (``evaluation/*_errors.json``, which name posts and their spans).
+   (``evaluation/*_errors.json``, which name posts and their spans) and from its model
+   cards (the spans a training left out or widened, named by post).
 5. Rewrite the record as the audit: who, when, why, how many, which keys were rewritten
    (and how many records each lost), which tasks were deleted.
 
@@ -63,12 +64,15 @@ def purge_storage(ctx: RunContext, post_ids: list[str]) -> purge.PurgeReport:
 
 @io_task()
 def purge_error_lists(ctx: RunContext, post_ids: list[str]) -> tuple[dict[str, int], list[str]]:
-    """Rewrite the MLflow runs' evaluation error lists without the posts (a local store that
-    does not exist yet holds none and is not created)."""
+    """Rewrite the MLflow runs' evaluation error lists, and the model cards that name the
+    posts, without them (a local store that does not exist yet holds none and is not
+    created)."""
     db = ctx.settings.tracking_db
     if db is not None and not db.exists():
         return {}, []
-    return ctx.registry.forget_in_error_lists(set(post_ids))
+    ids = set(post_ids)
+    rewritten, unreadable = ctx.registry.forget_in_error_lists(ids)
+    return {**rewritten, **ctx.registry.forget_in_cards(ids)}, unreadable
 
 
 @io_task()
@@ -115,13 +119,13 @@ def forget_posts(
         )
     else:
         logger.info(
-            "forgot %d posts: %d records removed from %d stored objects, %d tasks deleted, "
-            "%d MLflow error lists rewritten",
+            "forgot %d posts: %d records removed from %d stored objects and %d MLflow objects "
+            "(evaluation error lists, model cards), %d tasks deleted",
             done.n_posts,
-            purged.n_removed,
+            purged.n_removed + sum(in_mlflow.values()),
             len(purged.rewritten),
-            done.n_tasks_deleted,
             len(in_mlflow),
+            done.n_tasks_deleted,
         )
     return ForgetResult(
         record_key=done.key,

@@ -98,6 +98,8 @@ class Pulled(BaseModel):
     withdrawn_post_ids: list[str] = []
     #: Posts whose annotators disagree, held out of training (``NER_AGREEMENT_POLICY=review``).
     held_post_ids: list[str] = []
+    #: Records another task of the same post superseded (a newer annotation).
+    n_superseded: int = 0
 
     def quality_note(self) -> str:
         """``360 posts pulled: 4 rejected, 2 spans repaired, ...`` (what an auditor of the model
@@ -107,6 +109,7 @@ class Pulled(BaseModel):
             f"{self.n_annotations:,} labelled posts pulled: {self.n_rejected:,} rejected, "
             f"{self.n_repaired:,} spans repaired, {len(self.held_post_ids):,} held for review, "
             f"{settled:,} with disagreeing annotators (policy {self.agreement_policy}), "
+            f"{self.n_superseded:,} records superseded by a newer annotation of their post, "
             f"{self.n_deleted_annotations:,} annotations deleted in Label Studio"
         )
 
@@ -461,6 +464,17 @@ def _say_uncut_gold(storage: Any, annotations: list[Annotation], post_rules: boo
 def _say_split(splits: Splits, n_labelled: int) -> None:
     """Log where the ``n_labelled`` posts went, every one accounted for."""
     later = n_labelled - splits.n_gold - splits.n_canary - splits.n_train
+    if later < 0:  # the pull did not read every export (--export-key): the sets are older
+        run_logger().info(
+            "%d labelled posts pulled, %d of them in the training pool; the frozen gold set "
+            "holds %d posts and the canary set %d, not all among the posts pulled (only the "
+            "exports named were read)",
+            n_labelled,
+            splits.n_train,
+            splits.n_gold,
+            splits.n_canary,
+        )
+        return
     run_logger().info(
         "%d labelled posts: %d in the gold set, %d in the canary set (older posts or other "
         "sources, kept to catch forgetting), %d in the training pool%s",
@@ -681,8 +695,11 @@ def train_challenger(
         brands=BrandList.from_files(settings.brand_list, settings.brand_list_exact_case),
     )
     params = {**settings.train.as_params(settings.seed), "start_from": start_from}
-    if settings.brand_list is not None:
-        params["brand_list"] = settings.brand_list.name
+    digest = _brands_digest(settings)
+    if digest is not None:  # the team's own list: its files and digest (the shipped: none)
+        files = (settings.brand_list, settings.brand_list_exact_case)
+        params["brand_list"] = " + ".join(str(f) for f in files if f is not None)
+        params["brand_list_digest"] = digest
     if rehearsed:
         unread = len({r.record_id for r in rehearsed.rejected})
         params.update(rehearsal_hash=rehearsed.digest, rehearsal_rejected=unread)

@@ -16,7 +16,7 @@ metrics, gate, data, recipe, limits), so a cut loses the least useful lines.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ner.evaluation import LabelScores
@@ -296,12 +296,22 @@ def _training_items(card: ModelCard) -> list[str]:
     return items
 
 
+#: How a card names one post under an item (``  - <post id>: why``): what a forget removes.
+NAMED_POST = "  - "
+
+
 def _named(lines: Sequence[str], limit: int = 5) -> str:
-    """`` (t1: why; t2: why; and N more)`` for the first ``limit`` of ``lines``; "" for none."""
-    if not lines:
-        return ""
-    more = f"; and {len(lines) - limit} more" if len(lines) > limit else ""
-    return f" ({'; '.join(_cell(line) for line in lines[:limit])}{more})"
+    """The first ``limit`` of ``lines`` (``post id: why``) as sub-items, one post each, and
+    how many more; "" for none."""
+    named = [f"\n{NAMED_POST}{_cell(line)}" for line in lines[:limit]]
+    more = [f"\n{NAMED_POST}and {len(lines) - limit} more"] if len(lines) > limit else []
+    return "".join(named + more)
+
+
+def without_posts(card: str, post_ids: Collection[str]) -> str:
+    """``card`` without the sub-items that name one of ``post_ids`` (:func:`_named`)."""
+    starts = tuple(f"{NAMED_POST}{_cell(p)}: " for p in post_ids)
+    return "\n".join(line for line in card.split("\n") if not line.startswith(starts))
 
 
 def _recipe_items(recipe: Recipe) -> list[str]:

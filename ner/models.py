@@ -80,15 +80,18 @@ class BrandList:
 
     @classmethod
     def from_files(cls, path: Path | None, exact_case: Path | None = None) -> BrandList | None:
-        """A team's own lists (``NER_BRAND_LIST``, ``NER_BRAND_LIST_EXACT_CASE``): text files,
-        one name per line, ``#`` comments; None for no ``path`` (the shipped lists serve).
-        Raises :class:`ModelError` naming a file that cannot be read or holds no name."""
-        if path is None:
+        """A team's own lists (``NER_BRAND_LIST``, ``NER_BRAND_LIST_EXACT_CASE``; either alone
+        is the whole list): text files, one name per line, ``#`` comments; None for neither
+        (the shipped lists serve). Raises :class:`ModelError` naming a file that cannot be
+        read, or the files when they hold no name."""
+        if path is None and exact_case is None:
             return None
-        names = _file_lines(path)
-        if not names:
-            raise ModelError(f"brand list {path} holds no name (one per line)")
-        return cls(names, _file_lines(exact_case) if exact_case is not None else ())
+        names = _file_lines(path) if path is not None else ()
+        exact = _file_lines(exact_case) if exact_case is not None else ()
+        if not names and not exact:
+            files = " and ".join(str(p) for p in (path, exact_case) if p is not None)
+            raise ModelError(f"brand list {files} holds no name (one per line)")
+        return cls(names, exact)
 
 
 def _file_lines(path: Path) -> tuple[str, ...]:

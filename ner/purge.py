@@ -10,6 +10,9 @@ untouched (not rewritten). What is cleaned, by key prefix (:mod:`ner.layout`):
   ``data.post_id`` is one of them (snapshots are otherwise never rewritten: deletion is
   the one exception the platform terms impose);
 * ``selections/``: the ids in the active-learning choices;
+* the ``.rejected.json`` and ``.review.json`` reports beside posts and annotations, and
+  exports set aside in ``quarantine/``: the entries that name the posts (a file that cannot
+  be parsed but names one is reported as unreadable, for an operator to delete);
 * ``goldsets/``: each frozen gold set, and the canary set frozen beside it, keeps its name,
   loses the posts (annotations and record) and is re-hashed; its record keeps the hashes it
   had before under ``hashes_before_forget``. Both objects are reported.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
@@ -157,12 +161,56 @@ def purge_frozen_set(
     return {key: n for key, n in counts.items() if n}  # an interrupted purge left one done
 
 
+def _mentions(post_ids: Collection[str]) -> re.Pattern[str]:
+    """A post id where the reports name a record (:class:`~ner.types.Rejected` as text):
+    ``<id>: why``, ``<file>: <id>: why`` or ``line 4 (<id>): why``."""
+    alternatives = "|".join(re.escape(p) for p in sorted(post_ids, key=len, reverse=True))
+    return re.compile(rf"(?:^|: |\()(?:{alternatives})(?=: |\))")
+
+
+def _names_post(item: Any, post_ids: Collection[str], mentions: re.Pattern[str]) -> bool:
+    """Whether a report entry or a quarantined record names one of ``post_ids``: a task
+    (``data.post_id``), a flat record (``post_id``, ``id``), or a line of text."""
+    if isinstance(item, str):
+        return mentions.search(item) is not None
+    if isinstance(item, Mapping):
+        ids = {task_post_id(item), *(str(item[f]) for f in ("post_id", "id") if f in item)}
+        return bool(ids & set(post_ids))
+    return False
+
+
+def purge_report(storage: Storage, key: str, post_ids: Collection[str]) -> int:
+    """Rewrite a list at ``key`` (a ``.rejected.json`` or ``.review.json`` report, or a
+    quarantined export) without the entries that name ``post_ids``; returns how many were
+    removed. :class:`DataError` when it is not a JSON list but names one of the posts (an
+    operator deletes it by hand); one that names none is left alone."""
+    mentions = _mentions(post_ids)
+    try:
+        items = _json_of(storage, key)
+    except DataError:
+        items = None
+    if not isinstance(items, list):
+        text = storage.read_bytes(key).decode("utf-8", "replace")
+        if any(json.dumps(p) in text for p in post_ids) or mentions.search(text):
+            raise DataError(key, "unreadable, and it names a forgotten post: delete it by hand")
+        return 0
+    kept = [item for item in items if not _names_post(item, post_ids, mentions)]
+    if len(kept) != len(items):
+        storage.write_text(key, json.dumps(kept, ensure_ascii=False))
+    return len(items) - len(kept)
+
+
 def _targets(storage: Storage) -> Iterator[tuple[str, str]]:
     """``(key, kind)`` of every object that may hold a post."""
     for folder, field in JSONL_FIELDS.items():
         for key in storage.list(folder):
             if layout.is_records_file(key):
                 yield key, field
+            elif key.endswith((".rejected.json", ".review.json")):
+                yield key, "report"
+    for key in storage.list(layout.QUARANTINE):
+        if not layout.is_quarantine_reason(key):
+            yield key, "report"
     for key in storage.list(layout.TASKS):
         if layout.delivered_stamp(key) is not None and not key.endswith(".imported.json"):
             yield key, "tasks"
@@ -191,6 +239,8 @@ def _purge_one(storage: Storage, key: str, kind: str, post_ids: Collection[str])
         removed = purge_tasks_file(storage, key, post_ids)
     elif kind == "selection":
         removed = purge_selection(storage, key, post_ids)
+    elif kind == "report":
+        removed = purge_report(storage, key, post_ids)
     else:
         removed = purge_jsonl(storage, key, post_ids, kind)
     return {key: removed} if removed else {}

@@ -625,6 +625,29 @@ class Registry:
         except MlflowException as exc:
             raise _wrap("rewriting evaluation error lists", exc) from exc
 
+    def forget_in_cards(self, post_ids: Collection[str]) -> dict[str, int]:
+        """Rewrite the model card (description) of every version of the model without the
+        lines that name ``post_ids`` (:func:`ner.modelcard.without_posts`); returns
+        ``{"mlflow:models/<name>/<version>": lines removed}``. Raises :class:`RegistryError`
+        when MLflow fails."""
+        from mlflow.exceptions import MlflowException
+
+        from ner.modelcard import without_posts
+
+        rewritten: dict[str, int] = {}
+        try:
+            versions = self.client.search_model_versions(f"name='{self.model_name}'")
+            for mv in versions:
+                card = mv.description or ""
+                kept = without_posts(card, post_ids)
+                if kept != card:
+                    self.describe_version(str(mv.version), kept)
+                    removed = card.count("\n") - kept.count("\n")
+                    rewritten[f"mlflow:models/{self.model_name}/{mv.version}"] = removed
+        except MlflowException as exc:
+            raise _wrap("rewriting model cards", exc) from exc
+        return rewritten
+
     def _forget_in_run(
         self, run_id: str, post_ids: Collection[str], rewritten: dict[str, int], bad: list[str]
     ) -> None:

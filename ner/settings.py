@@ -489,8 +489,9 @@ class Settings(BaseSettings):
     )
     brand_list_exact_case: Path | None = Field(
         None,
-        description="With brand_list: names matched only as written (brands that are also "
-        "common words: Dove, Boots, MAC), one per line.",
+        description="Names matched only as written (brands that are also common words: "
+        "Dove, Boots, MAC), one per line; with brand_list or alone, it replaces the shipped "
+        "lists.",
     )
     batch_size: int = Field(256, ge=1, description="Posts per nlp.pipe batch when predicting.")
     n_process: int = Field(

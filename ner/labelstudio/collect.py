@@ -31,7 +31,7 @@ from ner.labelstudio.export import TaskAnnotations, parse_export
 from ner.labelstudio.liveset import LiveSet, load_live_set, reconcile
 from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
 from ner.storage import Storage
-from ner.types import Annotation
+from ner.types import Annotation, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,9 @@ class CollectReport(BaseModel):
     #: Posts whose tasks hold no finished annotation in any snapshot (none, skipped, or all
     #: deleted): left out, and no error.
     n_unlabelled: int = 0
+    #: Records not read because another task gives the post its label (a newer annotation
+    #: of the same post id): reported as ``superseded: ...``, not rejected.
+    n_superseded: int = 0
 
 
 @dataclass(slots=True)
@@ -77,9 +80,8 @@ class _Pool:
     """What the snapshots add up to, read in order."""
 
     latest: dict[str, tuple[str, int, Annotation]] = field(default_factory=dict)
-    rejected: list[str] = field(default_factory=list)
-    #: (post id, task) of each rejected record: a post that lost a span gives several lines
-    rejected_tasks: set[tuple[str | None, str]] = field(default_factory=set)
+    #: (snapshot key, rejected record), in reading order
+    rejected: list[tuple[str, Rejected]] = field(default_factory=list)
     repaired: int = 0
     unlabelled: set[str] = field(default_factory=set)
     #: task id -> its latest exported version, for tasks with several finished annotations
@@ -91,10 +93,21 @@ class _Pool:
     quarantined: list[QuarantinedFile] = field(default_factory=list)
 
 
-def _rejected_posts(pool: _Pool) -> int:
-    """How many tasks were rejected whose post has no label kept from another task (an
-    annotation a newer one of the same post replaced is not a rejected post)."""
-    return sum(1 for post_id, _ in pool.rejected_tasks if post_id not in pool.latest)
+def _sort_rejected(pool: _Pool, forgotten: frozenset[str]) -> tuple[list[str], list[str], int]:
+    """``(rejected lines, superseded lines, rejected tasks)``: a record of a post whose label
+    comes from another task (a newer annotation of the same post id) is superseded, not a
+    rejected post; a forgotten post's records are not reported at all. A task that lost a
+    span gives several lines and counts once."""
+    rejected, superseded, tasks = [], [], set()
+    for key, item in pool.rejected:
+        if item.record_id in forgotten:
+            continue
+        if item.record_id in pool.latest:
+            superseded.append(f"superseded: {key}: {item}")
+        else:
+            rejected.append(f"{key}: {item}")
+            tasks.add((item.record_id, key, item.reason.partition(":")[0]))
+    return rejected, superseded, len(tasks)
 
 
 def _finished(raw: Any) -> int:
@@ -151,10 +164,7 @@ def _read_snapshots(storage: Storage, keys: Sequence[str], labels: Sequence[str]
         _track_disputes(pool, tasks)
         parsed = parse_export(tasks, labels=labels, keep_partial=False)
         pool.repaired += parsed.repaired
-        pool.rejected.extend(f"{key}: {item}" for item in parsed.rejected)
-        pool.rejected_tasks.update(
-            (item.record_id, f"{key}: {item.reason.partition(':')[0]}") for item in parsed.rejected
-        )
+        pool.rejected.extend((key, item) for item in parsed.rejected)
         pool.unlabelled.update(parsed.unlabelled)
         for annotation in parsed.records:
             stamp = (annotation.updated_at or "", order, annotation)
@@ -230,10 +240,13 @@ def collect_annotations(
     annotations = [pool.latest[post_id][2] for post_id in sorted(pool.latest)]
     annotations = list(forget.honour(storage, annotations, lambda a: a.post_id))
     write_annotations(storage, out_key, annotations)
-    if pool.rejected:
-        storage.write_json(layout.rejected_report(out_key), pool.rejected)
-        for reason in pool.rejected[:20]:
+    rejected, superseded, n_rejected = _sort_rejected(pool, forget.forgotten_ids(storage))
+    if rejected or superseded:
+        storage.write_json(layout.rejected_report(out_key), rejected + superseded)
+        for reason in rejected[:20]:
             log.warning("rejected %s", reason)
+        for reason in superseded[:5]:
+            log.warning("%s", reason)
     held = [a for a in agreements if a.outcome is Outcome.HELD]
     review_key = layout.review_report(out_key) if held else None
     if review_key is not None:
@@ -244,9 +257,10 @@ def collect_annotations(
         annotations_key=out_key,
         export_keys=keys,
         n_annotations=len(annotations),
-        n_rejected=_rejected_posts(pool),
+        n_rejected=n_rejected,
         n_repaired=pool.repaired,
-        rejected=pool.rejected[:100],
+        rejected=rejected[:100],
+        n_superseded=len(superseded),
         dataset_hash=dataset_hash(annotations),
         n_deleted_tasks=len(pool.deleted_tasks),
         n_deleted_annotations=len(pool.deleted_annotations),

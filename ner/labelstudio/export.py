@@ -679,7 +679,7 @@ def _aligned(text: str, value: SpanValue, where: str) -> tuple[Span, bool] | str
     if aligned is None:
         return (
             f"{where} {label}: offsets do not match the text "
-            f"({text[max(start, 0) : end]!r}) and it could not be found nearby"
+            f"({text[max(start, 0) : end]!r}) and its text is nowhere in the post"
         )
     s, e = aligned
     while s < e and text[s].isspace():  # a selection that took the spaces around a word

@@ -252,6 +252,7 @@ def test_forget_rewrites_the_mlflow_error_lists_that_name_the_posts(
     experiment = f"brand-ner-forget-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("NER_MLFLOW_TRACKING_URI", mlflow_server.url)
     monkeypatch.setenv("NER_EXPERIMENT_NAME", experiment)
+    monkeypatch.setenv("NER_REGISTERED_MODEL_NAME", experiment)
     monkeypatch.setenv("NER_STORAGE_URI", str(tmp_path / "storage"))
     registry = Registry(mlflow_server.url, model_name=experiment, experiment_name=experiment)
     brand = Span(0, 6, "BRAND", "Glossy")
@@ -273,6 +274,16 @@ def test_forget_rewrites_the_mlflow_error_lists_that_name_the_posts(
         missed_all, model_version="3", role="challenger", gold_hash="h1", tags={}
     )
     registry.client.delete_run(deleted)
+    # and a registered version whose card names p1 among the spans its training widened
+    card = (
+        "# card\n\n- spans trained widened to whole tokens: 2\n"
+        "  - p1: span [0, 6) 'Glossy' BRAND cuts token(s) 'Glossybrow'\n"
+        "  - p3: span [0, 6) 'Glossy' BRAND cuts token(s) 'Glossyskin'\n- training run: x"
+    )
+    registry.client.create_registered_model(experiment)
+    registry.client.create_model_version(
+        experiment, source=f"runs:/{kept}/evaluation", run_id=kept, description=card
+    )
 
     # When p1 and p2 are forgotten
     result = forget_posts(post_ids=["p1", "p2"], reason="deleted on X", label_studio=False)
@@ -293,8 +304,14 @@ def test_forget_rewrites_the_mlflow_error_lists_that_name_the_posts(
         f"mlflow:{kept}/evaluation/gold_errors.json": 2,
         f"mlflow:{kept}/evaluation/canary_errors.json": 2,
         f"mlflow:{deleted}/evaluation/gold_errors.json": 2,
+        f"mlflow:models/{experiment}/1": 1,
     }
-    assert result.rewritten == expected and result.n_records_removed == 6
+    assert result.rewritten == expected and result.n_records_removed == 7
+    # and the card no longer names p1, the rest of it as it was
+    described = registry.client.get_model_version(experiment, "1").description
+    assert described == card.replace(
+        "  - p1: span [0, 6) 'Glossy' BRAND cuts token(s) 'Glossybrow'\n", ""
+    )
     audit = open_storage(str(tmp_path / "storage"), "dev").read_json(result.record_key)
     assert audit["rewritten"] == expected
     # and forgetting them again rewrites nothing

@@ -75,6 +75,13 @@ def test_a_missing_or_empty_list_is_named(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"empty\.txt holds no name"):
         BrandList.from_files(empty)
     assert BrandList.from_files(None) is None  # the shipped lists serve
+    # the exact-case list alone is a whole list (a trial's was silently ignored)
+    _, exact = own_lists(tmp_path)
+    alone = BrandList.from_files(None, exact)
+    assert alone == BrandList((), ("MAC",))
+    assert [e.text for e in build_gazetteer(brands=alone).nlp(POST).ents] == ["MAC"]
+    with pytest.raises(ModelError, match=r"empty\.txt and .*empty\.txt holds no name"):
+        BrandList.from_files(empty, empty)
 
 
 def test_another_list_is_another_training_fingerprint(tmp_path: Path) -> None:

@@ -731,6 +731,24 @@ def test_narrator_leaves_progress_to_the_spinner_on_a_terminal() -> None:
     assert "epoch" not in console.export_text()
 
 
+def test_a_tasks_warnings_stay_on_screen_as_lines_of_their_own() -> None:
+    # a trial saw the gold-span warnings only flash in the spinner on a terminal
+    console = Console(record=True, width=300, force_terminal=True)
+    narrator = Narrator(console, Progress(console=console))
+    task = {"flow_name": "train-ner", "task_name": "prepare_gold", "task_run_id": "t1"}
+    narrator.emit(_record("Created task run 'x' for task 'prepare_gold'", 10, **task))
+    narrator.emit(_record("gold span no model predicts exactly: t02: span", 30, **task))
+    narrator.emit(_record("gold span no model predicts exactly: t05: span", 30, **task))
+    narrator.emit(_record("75 labelled posts: 75 in the gold set", **task))  # INFO: spinner
+    text = console.export_text()
+    for post in ("t02", "t05"):
+        assert (
+            f"! splitting the labels into the gold set and the training pool: gold span no "
+            f"model predicts exactly: {post}: span"
+        ) in text
+    assert "75 labelled posts" not in text
+
+
 def test_library_warnings_are_narrated_not_printed_raw() -> None:
     # a trial saw "14:26:03.902 | WARNING | ner.datasets - gold set ..." between the steps
     console = Console(record=True, width=200, force_terminal=False)

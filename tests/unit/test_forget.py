@@ -207,6 +207,44 @@ def test_purge_rewrites_only_the_objects_holding_the_posts(storage: Storage) -> 
     assert purge.purge_storage(storage, ["p1"]).rewritten == {}
 
 
+def test_purge_cleans_reports_and_quarantined_exports(storage: Storage) -> None:
+    # Given a trial's leftovers: rejection and review reports naming the post, a JSON-MIN
+    # export set aside in quarantine (flat records), and a quarantined file that is not JSON
+    storage.write_json(
+        "annotations/s.rejected.json",
+        [
+            "exports/e.json: p1: task 3: span [0, 4) 'Dior' BRAND: unknown label",
+            "exports/e.json: p10: task 4: unknown label",  # another post, whose id holds p1
+            "exports/e.json: p2: task 5: duplicate post id; task 6 is kept",
+        ],
+    )
+    storage.write_json("posts/s.rejected.json", ["line 4 (p1): empty text", "line 9: not JSON"])
+    storage.write_json("annotations/s.review.json", [{"post_id": "p1", "score": 0.5}])
+    storage.write_json(
+        "quarantine/exports/min.json",
+        [{"id": 1, "post_id": "p1", "text": "Dior"}, {"id": 2, "post_id": "p3", "text": "x"}],
+    )
+    storage.write_json("quarantine/exports/min.json.reason.json", {"reason": "flat"})
+    storage.write_text("quarantine/exports/bad.json", '[{"post_id": "p1", "text": "Di')
+    # When p1 is forgotten
+    report = purge.purge_storage(storage, ["p1"])
+    # Then each entry naming it is gone, the others stay, and the unparsable file is named
+    assert report.rewritten == {
+        "annotations/s.rejected.json": 1,
+        "posts/s.rejected.json": 1,
+        "annotations/s.review.json": 1,
+        "quarantine/exports/min.json": 1,
+    }
+    assert [r.split(": ")[1] for r in storage.read_json("annotations/s.rejected.json")] == [
+        "p10",
+        "p2",
+    ]
+    assert storage.read_json("posts/s.rejected.json") == ["line 9: not JSON"]
+    assert [r["post_id"] for r in storage.read_json("quarantine/exports/min.json")] == ["p3"]
+    assert report.unreadable == ["quarantine/exports/bad.json"]
+    assert purge.purge_storage(storage, ["p1"]).rewritten == {}
+
+
 def test_a_refetched_forgotten_post_is_dropped_from_the_new_batch(storage: Storage) -> None:
     write_records(storage, "posts/new.jsonl", posts(3))
     assert purge.drop_forgotten_posts(storage, "posts/new.jsonl") == 0

@@ -275,8 +275,10 @@ def test_rejected_counts_posts_not_lines_nor_replaced_annotations(storage: Stora
     # When collected
     report = collect(storage, [key])
     # Then two posts are rejected, however many lines name them, and p3 keeps its newer label
-    assert len(report.rejected) >= 4
-    assert report.n_rejected == 2
+    assert len(report.rejected) >= 4 and all("p3" not in line for line in report.rejected)
+    assert report.n_rejected == 2 and report.n_superseded == 1
+    said = storage.read_json(layout.rejected_report(layout.pulled_annotations("run")))
+    assert said[-1].startswith("superseded: exports/") and ": p3: task 3: duplicate" in said[-1]
     assert set(pulled(storage)) == {"p3"} and pulled(storage)["p3"].spans[0].text == "Sephora"
 
 
@@ -314,5 +316,24 @@ def test_train_ner_says_how_many_disagreements_the_policy_settled(
     # and the model card's line of the pull counts them too
     assert Pulled.model_validate(report.model_dump(mode="json")).quality_note() == (
         "3 labelled posts pulled: 0 rejected, 0 spans repaired, 0 held for review, "
-        "2 with disagreeing annotators (policy latest), 0 annotations deleted in Label Studio"
+        "2 with disagreeing annotators (policy latest), 0 records superseded by a newer "
+        "annotation of their post, 0 annotations deleted in Label Studio"
     )
+
+
+def test_a_forgotten_posts_records_are_not_reported(storage: Storage) -> None:
+    from ner import forget
+
+    # Given a forgotten post whose export comes back with a bad span and a duplicate task
+    forget.record(storage, ["p1"], by="ops", reason="deleted upstream", stamp="s")
+    bad = task(1, TEXT, [result(0, 5, "Prada")], post_id="p1")
+    again = task(2, TEXT, [res("Glossier")], post_id="p1")
+    key = write_snapshot(
+        storage, "s1", [bad, again, task(3, TEXT, [result(0, 4, "Dior")], post_id="p2")]
+    )
+    # When collected: the post is left out, and no report names it
+    report = collect(storage, [key])
+    assert pulled(storage) == {}
+    assert report.n_rejected == 1  # p2's "Dior" is not in the text
+    said = storage.read_json(layout.rejected_report(layout.pulled_annotations("run")))
+    assert all(": p1: " not in line for line in said) and report.n_superseded == 0

@@ -78,15 +78,20 @@ def test_the_split_accounts_for_every_labelled_post(caplog: pytest.LogCaptureFix
     )
     first = first.model_copy(update={"n_canary": 92})
     second = first.model_copy(update={"n_train": 258})
+    narrowed = first.model_copy(update={"n_gold": 10, "n_canary": 0, "n_train": 2})
     with caplog.at_level(logging.INFO, logger="flows.context"):
         _say_split(first, 360)
         _say_split(second, 453)
+        _say_split(narrowed, 2)  # a trial's --export-key of one new export
     assert caplog.messages == [
         "360 labelled posts: 75 in the gold set, 92 in the canary set (older posts or other "
         "sources, kept to catch forgetting), 193 in the training pool",
         "453 labelled posts: 75 in the gold set, 92 in the canary set (older posts or other "
         "sources, kept to catch forgetting), 258 in the training pool, 28 left out (of the gold "
         "split, labelled after it froze)",
+        "2 labelled posts pulled, 2 of them in the training pool; the frozen gold set holds 10 "
+        "posts and the canary set 0, not all among the posts pulled (only the exports named "
+        "were read)",
     ]
 
 

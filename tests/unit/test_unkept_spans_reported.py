@@ -81,10 +81,17 @@ def test_spans_are_named_up_to_a_limit_and_carried_to_the_model_card(
     )
     text = render_model_card(card)
     assert (
-        "spans left out of training: 1 (t30: span [12, 19) 'Sephora' BRAND overlaps another "
-        "span after alignment)"
+        "- spans left out of training: 1\n"
+        "  - t30: span [12, 19) 'Sephora' BRAND overlaps another span after alignment\n"
     ) in text
     assert "spans trained widened to whole tokens (they cut a token, so no model of this " in text
-    assert ": 12 (t0: span [15, 20) 'Fenty' BRAND cuts token(s) 'FentyBeauty';" in text
-    assert "; and 7 more)" in text
+    assert ": 12\n  - t0: span [15, 20) 'Fenty' BRAND cuts token(s) 'FentyBeauty'\n" in text
+    assert "\n  - and 7 more\n" in text
+    # and a forget takes out the lines naming its posts, nothing else
+    from ner.modelcard import without_posts
+
+    forgotten = without_posts(text, ["t30", "t1"])
+    assert "t30:" not in forgotten and "  - t1: " not in forgotten and "  - t10" not in text
+    assert "  - t0: span" in forgotten and "  - t2: span" in forgotten
+    assert len(forgotten.splitlines()) == len(text.splitlines()) - 2
     assert "- 40 labelled posts pulled: 4 rejected, 2 spans repaired\n" in text
