@@ -8,6 +8,8 @@ so the narration follows the run's own log, the one the Prefect UI shows. Where 
 is not a terminal (output redirected to a file or a pipe) there is no spinner: a running
 task's progress ("epoch 3/20 ...") is printed as a line instead, at most one per task every
 :data:`PLAIN_EVERY` seconds, and its last one when the task ends (the final epoch's score).
+On a terminal the spinner shows them, and the last one stays on screen when the task ends
+(the split's accounting of every post, the final epoch).
 
 The run's records still reach the Prefect API (the UI) at INFO and above; Prefect's own
 console lines are hidden unless ``verbose`` (``--debug``). Warnings of the tasks and of the
@@ -99,6 +101,7 @@ class _Running:
     progress_id: TaskID
     said: float = float("-inf")  # when its last progress line was printed (plain console)
     held: str | None = None  # its latest progress line not printed yet (plain console)
+    last: str | None = None  # its latest line, kept on screen when it ends (terminal)
 
 
 class Narrator(logging.Handler):
@@ -144,6 +147,8 @@ class Narrator(logging.Handler):
         fraction = _FRACTION.search(message)
         if not self.console.is_terminal:
             self._plain_progress(running, message)
+        else:  # the spinner shows it; its last one stays when the task ends
+            running.last = f"  [dim]{escape(running.label)}: {escape(_clip(message))}[/]"
         self.progress.update(
             running.progress_id,
             description=f"{running.label}: {escape(_clip(message, 100))}",
@@ -191,6 +196,8 @@ class Narrator(logging.Handler):
             seconds = time.monotonic() - running.started
             if running.held is not None:  # where the task got to, e.g. its last epoch
                 self.say(running.held)
+            elif running.last is not None:  # a terminal: the spinner's last text, kept
+                self.say(running.last)
         if state in ("Completed", "Cached"):
             if task in STEPS:
                 self.say(f"[green]✓[/] {STEPS[task]} [dim]({seconds:.1f} s)[/]")

@@ -697,8 +697,8 @@ def train_challenger(
     params = {**settings.train.as_params(settings.seed), "start_from": start_from}
     digest = _brands_digest(settings)
     if digest is not None:  # the team's own list: its files and digest (the shipped: none)
-        files = (settings.brand_list, settings.brand_list_exact_case)
-        params["brand_list"] = " + ".join(str(f) for f in files if f is not None)
+        params["brand_list"] = str(settings.brand_list or "-")
+        params["brand_list_exact_case"] = str(settings.brand_list_exact_case or "-")
         params["brand_list_digest"] = digest
     if rehearsed:
         unread = len({r.record_id for r in rehearsed.rejected})

@@ -93,6 +93,20 @@ class _Pool:
     quarantined: list[QuarantinedFile] = field(default_factory=list)
 
 
+def _say_forgotten(pool: _Pool, keys: Sequence[str], forgotten: frozenset[str]) -> None:
+    """Warn when exports hold forgotten posts again (an export sent after the forget): they
+    are left out, but the files keep them until ``forget`` runs again."""
+    holding = sorted({keys[entry[1]] for p, entry in pool.latest.items() if p in forgotten})
+    if holding:
+        n = sum(1 for p in pool.latest if p in forgotten)
+        log.warning(
+            "%d forgotten posts left out of the labels; %s still hold(s) them: run "
+            "`brandloop forget` with their ids again to remove them there",
+            n,
+            ", ".join(holding),
+        )
+
+
 def _sort_rejected(pool: _Pool, forgotten: frozenset[str]) -> tuple[list[str], list[str], int]:
     """``(rejected lines, superseded lines, rejected tasks)``: a record of a post whose label
     comes from another task (a newer annotation of the same post id) is superseded, not a
@@ -237,10 +251,11 @@ def collect_annotations(
     keys = _snapshot_keys(storage, export_keys)
     pool = _read_snapshots(storage, keys, labels)
     agreements = _apply_agreement(pool, labels, policy, threshold)
-    annotations = [pool.latest[post_id][2] for post_id in sorted(pool.latest)]
-    annotations = list(forget.honour(storage, annotations, lambda a: a.post_id))
+    forgotten = forget.forgotten_ids(storage)
+    annotations = [pool.latest[p][2] for p in sorted(pool.latest) if p not in forgotten]
+    _say_forgotten(pool, keys, forgotten)
     write_annotations(storage, out_key, annotations)
-    rejected, superseded, n_rejected = _sort_rejected(pool, forget.forgotten_ids(storage))
+    rejected, superseded, n_rejected = _sort_rejected(pool, forgotten)
     if rejected or superseded:
         storage.write_json(layout.rejected_report(out_key), rejected + superseded)
         for reason in rejected[:20]:

@@ -728,7 +728,13 @@ def test_narrator_leaves_progress_to_the_spinner_on_a_terminal() -> None:
     task = {"flow_name": "train-ner", "task_name": "train_challenger", "task_run_id": "t1"}
     narrator.emit(_record("Created task run 'x' for task 'train_challenger'", 10, **task))
     narrator.emit(_record("epoch 3/20: loss 12.5, dev F1 0.61", **task))
+    narrator.emit(_record("epoch 4/20: loss 11.0, dev F1 0.66", **task))
     assert "epoch" not in console.export_text()
+    # and the last one stays on screen when the task ends (a trial lost the split's line)
+    narrator.emit(_record("Finished in state Completed()", **task))
+    lines = _lines(console.export_text())
+    assert lines[-2:][0] == "  training the challenger: epoch 4/20: loss 11.0, dev F1 0.66"
+    assert "epoch 3/20" not in console.export_text()
 
 
 def test_a_tasks_warnings_stay_on_screen_as_lines_of_their_own() -> None:

@@ -321,7 +321,9 @@ def test_train_ner_says_how_many_disagreements_the_policy_settled(
     )
 
 
-def test_a_forgotten_posts_records_are_not_reported(storage: Storage) -> None:
+def test_a_forgotten_posts_records_are_not_reported(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
     from ner import forget
 
     # Given a forgotten post whose export comes back with a bad span and a duplicate task
@@ -332,7 +334,13 @@ def test_a_forgotten_posts_records_are_not_reported(storage: Storage) -> None:
         storage, "s1", [bad, again, task(3, TEXT, [result(0, 4, "Dior")], post_id="p2")]
     )
     # When collected: the post is left out, and no report names it
-    report = collect(storage, [key])
+    with caplog.at_level("WARNING", logger="ner.labelstudio.collect"):
+        report = collect(storage, [key])
+    # but the run says the export holds it again, and how to remove it there
+    assert (
+        f"1 forgotten posts left out of the labels; {key} still hold(s) them: run "
+        "`brandloop forget` with their ids again"
+    ) in caplog.text
     assert pulled(storage) == {}
     assert report.n_rejected == 1  # p2's "Dior" is not in the text
     said = storage.read_json(layout.rejected_report(layout.pulled_annotations("run")))
