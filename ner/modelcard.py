@@ -16,6 +16,7 @@ metrics, gate, data, recipe, limits), so a cut loses the least useful lines.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -308,10 +309,24 @@ def _named(lines: Sequence[str], limit: int = 5) -> str:
     return "".join(named + more)
 
 
+_COUNTED = re.compile(r"^(- .*: )(\d[\d,]*)$")
+
+
 def without_posts(card: str, post_ids: Collection[str]) -> str:
-    """``card`` without the sub-items that name one of ``post_ids`` (:func:`_named`)."""
+    """``card`` without the sub-items that name one of ``post_ids`` (:func:`_named`); the
+    count of the item above each one removed goes down by one, so the card counts what it
+    still holds."""
     starts = tuple(f"{NAMED_POST}{_cell(p)}: " for p in post_ids)
-    return "\n".join(line for line in card.split("\n") if not line.startswith(starts))
+    kept: list[str] = []
+    parent = -1
+    for line in card.split("\n"):
+        if not line.startswith(starts):
+            parent = len(kept) if line.startswith("- ") else parent
+            kept.append(line)
+        elif parent >= 0 and (counted := _COUNTED.match(kept[parent])):
+            left = int(counted[2].replace(",", "")) - 1
+            kept[parent] = f"{counted[1]}{max(left, 0):,}"
+    return "\n".join(kept)
 
 
 def _recipe_items(recipe: Recipe) -> list[str]:

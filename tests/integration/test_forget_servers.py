@@ -311,7 +311,7 @@ def test_forget_rewrites_the_mlflow_error_lists_that_name_the_posts(
     described = registry.client.get_model_version(experiment, "1").description
     assert described == card.replace(
         "  - p1: span [0, 6) 'Glossy' BRAND cuts token(s) 'Glossybrow'\n", ""
-    )
+    ).replace("whole tokens: 2", "whole tokens: 1")  # the count follows
     audit = open_storage(str(tmp_path / "storage"), "dev").read_json(result.record_key)
     assert audit["rewritten"] == expected
     # and forgetting them again rewrites nothing

@@ -94,4 +94,7 @@ def test_spans_are_named_up_to_a_limit_and_carried_to_the_model_card(
     assert "t30:" not in forgotten and "  - t1: " not in forgotten and "  - t10" not in text
     assert "  - t0: span" in forgotten and "  - t2: span" in forgotten
     assert len(forgotten.splitlines()) == len(text.splitlines()) - 2
+    # and the counts above them count what the card still holds (a trial saw 4 over 3 lines)
+    assert "- spans left out of training: 0\n" in forgotten
+    assert "predicts them exactly): 11\n  - t0: span" in forgotten
     assert "- 40 labelled posts pulled: 4 rejected, 2 spans repaired\n" in text
