@@ -454,7 +454,7 @@ def _summary(result: BaseModel | Mapping[str, Any], keys: Sequence[str]) -> None
 
 APPLY_SUMMARY = (
     *("n_posts", "n_rejected", "model_version", "posts_key", "predictions_key", "tasks_key"),
-    *("recovered", "skipped"),
+    *("n_imported", "n_skipped_existing", "n_id_conflicts", "recovered", "skipped"),
 )
 
 
@@ -522,8 +522,11 @@ def apply(
     }
     result = run_flow(ctx, apply_ner, params, overrides)
     delivered = result.delivered
+    imported = delivered.imported.model_dump() if delivered and delivered.imported else {}
     _summary(
         {
+            **{key: imported.get(key) for key in ("n_imported", "n_skipped_existing")},
+            "n_id_conflicts": imported.get("n_id_conflicts") or None,
             "n_posts": result.n_posts,
             "n_rejected": result.fetched.n_rejected,
             "model_version": result.model_version,
@@ -1072,19 +1075,32 @@ def settings_(
         str,
         typer.Argument(
             metavar="MATCH",
-            help="Show only settings whose name or description contains this (accurate, serve).",
+            help=(
+                "Show only settings whose name contains this (brand, serve), else whose "
+                "description does."
+            ),
         ),
     ] = "",
     set_: SetOption = None,
 ) -> None:
     """Every setting: its --set key, environment variable, the value in effect (environment
     + --set; secrets only say whether they are set) and what it does."""
-    from ner.settings import load_settings, setting_rows
+    from ner.settings import load_settings, setting_rows, settings_mentioning
 
-    rows = setting_rows(load_settings(parse_overrides(set_)), match)
+    cfg = load_settings(parse_overrides(set_))
+    rows = setting_rows(cfg, match)
     out = console()
     if not rows:  # like grep: nothing found is exit 1, so scripts can tell
         raise CliError(f"no setting matches {match!r} (`brandloop settings` lists them all)")
+    _settings_table(out, rows)
+    shown = {row.key for row in rows}
+    mentioned = [k for k in settings_mentioning(cfg, match) if k not in shown] if match else []
+    if mentioned:  # names matched: the settings that only talk about it are one line
+        also = _escape(f"{match!r} is also in the description of: {', '.join(mentioned)}")
+        out.print(f"[dim]{also}[/]")
+
+
+def _settings_table(out: Console, rows: Sequence[Any]) -> None:
     if out.width < SETTINGS_TABLE_WIDTH:  # three columns would leave the text a sliver
         _setting_blocks(out, rows)
     else:

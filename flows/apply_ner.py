@@ -37,6 +37,7 @@ from ner.labelstudio.client import LabelStudioProject
 from ner.models import LoadedModel, check_model_spec, pin_model_uri
 from ner.records import count_lines
 from ner.registry import CHAMPION
+from ner.report import quantity
 from ner.storage import Storage
 
 
@@ -76,6 +77,9 @@ class Imported(BaseModel):
     n_imported: int = 0
     n_skipped_existing: int = 0
     n_duplicates_in_input: int = 0
+    #: Posts not sent: the project holds their id with another text (named in
+    #: ``tasks/<stamp>.rejected.json``).
+    n_id_conflicts: int = 0
     n_batches: int = 0
 
 
@@ -238,7 +242,7 @@ def predict_posts(
     )
     where = ", ".join(run.processes)  # host:pid of each process that predicted a shard
     if run.n_shards == 1:
-        logger.info("predicted %d posts in one process (%s)", run.n_predictions, where)
+        logger.info("predicted %s in one process (%s)", quantity(run.n_predictions, "post"), where)
     else:
         logger.info(
             "predicted %d posts in %d shards on %s (processes %s)",
@@ -316,16 +320,20 @@ def send_to_label_studio(
     client = LabelStudioProject.connect(ctx.settings)
     only = _selected_ids(ctx.storage, selection)
     n_posts = len(only) if only is not None else count_lines(ctx.storage, posts_key)
-    counts = exchange.import_predictions(
+    report = exchange.import_predictions(
         client,
         ctx.storage,
         posts_key,
         predictions_key,
         only=only,
         on_batch=_import_progress(n_posts, get_run_logger()),
-    ).model_dump()
+    )
+    stamp = layout.batch_stamp(posts_key)
+    if report.conflicts:  # written before the receipt: a receipt means the batch is done
+        ctx.storage.write_json(layout.import_rejected(stamp), report.conflicts)
+    counts = report.model_dump(exclude={"conflicts"})
     ctx.storage.write_json(
-        layout.import_receipt(layout.batch_stamp(posts_key)),
+        layout.import_receipt(stamp),
         {"posts_key": posts_key, "predictions_key": predictions_key, **counts},
     )
     return Imported.model_validate(counts)
@@ -468,7 +476,7 @@ def run_apply(
     fetched = fetch_posts(
         ctx, source, input_uri, wanted, max_posts or ctx.settings.max_posts, stamp
     )
-    logger.info("fetched %s posts (%s rejected)", fetched.n_posts, fetched.n_rejected)
+    logger.info("fetched %s (%s rejected)", quantity(fetched.n_posts, "post"), fetched.n_rejected)
     result = ApplyResult(fetched=fetched, destination=destination, recovered=recovered)
     if fetched.posts_key is None:
         logger.info("no new posts: nothing to predict (%s)", no_posts_hint(ctx, source, input_uri))
@@ -489,8 +497,17 @@ def _delivery_line(delivered: Delivered | None) -> str:
     if delivered is None:
         return "nothing delivered"
     if delivered.imported is not None:
-        where = f"Label Studio project {delivered.imported.project_id}"
-        where += f" ({delivered.imported.n_imported} new tasks)"
+        imported = delivered.imported
+        where = f"Label Studio project {imported.project_id} ({imported.n_imported} new tasks"
+        if imported.n_skipped_existing:
+            where += f", {imported.n_skipped_existing} already there"
+        if imported.n_id_conflicts:
+            report = layout.import_rejected(layout.batch_stamp(delivered.posts_key))
+            where += (
+                f", {imported.n_id_conflicts} not sent: their id is in the project with "
+                f"another text, see {report}"
+            )
+        where += ")"
     else:
         where = str(delivered.tasks_key)
     return f"{delivered.n_predictions} predictions of {delivered.posts_key} -> {where}"

@@ -28,6 +28,7 @@ from ner import forget, purge
 from ner.forget import ForgetRecord, ForgetStatus
 from ner.labelstudio.client import LabelStudioProject
 from ner.registry import default_actor
+from ner.report import quantity
 
 
 class ForgetResult(BaseModel):
@@ -97,7 +98,7 @@ def forget_posts(
         stamp = run_stamp(flow_run_id())
         made = record_tombstones(ctx, post_ids, by or default_actor(), reason, stamp)
         ids = list(made.post_ids)
-        logger.info("tombstones of %d posts recorded in %s", made.n_posts, made.key)
+        logger.info("tombstones of %s recorded in %s", quantity(made.n_posts, "post"), made.key)
         deleted = delete_tasks(ctx, ids) if label_studio else {}
         purged = purge_storage(ctx, ids)
         in_mlflow, bad_lists = purge_error_lists(ctx, ids)
@@ -119,13 +120,13 @@ def forget_posts(
         )
     else:
         logger.info(
-            "forgot %d posts: %d records removed from %d stored objects and %d MLflow objects "
-            "(evaluation error lists, model cards), %d tasks deleted",
-            done.n_posts,
-            purged.n_removed + sum(in_mlflow.values()),
-            len(purged.rewritten),
-            len(in_mlflow),
-            done.n_tasks_deleted,
+            "forgot %s: %s removed from %s and %s "
+            "(evaluation error lists, model cards), %s deleted",
+            quantity(done.n_posts, "post"),
+            quantity(purged.n_removed + sum(in_mlflow.values()), "record"),
+            quantity(len(purged.rewritten), "stored object"),
+            quantity(len(in_mlflow), "MLflow object"),
+            quantity(done.n_tasks_deleted, "task"),
         )
     return ForgetResult(
         record_key=done.key,

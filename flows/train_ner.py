@@ -59,6 +59,7 @@ from ner.registry import (
     needs_training,
     run_tags,
 )
+from ner.report import quantity
 from ner.settings import Settings, TrainSettings
 from ner.tokenizer import blank_en, report_unkept
 from ner.training import dev_slice_size, training_fingerprint
@@ -106,11 +107,13 @@ class Pulled(BaseModel):
         card needs of the pull; the records are in ``annotations/<stamp>.rejected.json``)."""
         settled = sum(1 for a in self.agreement if a["score"] < 1.0)
         return (
-            f"{self.n_annotations:,} labelled posts pulled: {self.n_rejected:,} rejected, "
-            f"{self.n_repaired:,} spans repaired, {len(self.held_post_ids):,} held for review, "
-            f"{settled:,} with disagreeing annotators (policy {self.agreement_policy}), "
-            f"{self.n_superseded:,} records superseded by a newer annotation of their post, "
-            f"{self.n_deleted_annotations:,} annotations deleted in Label Studio"
+            f"{quantity(self.n_annotations, 'labelled post')} pulled: {self.n_rejected:,} "
+            f"rejected, {quantity(self.n_repaired, 'span')} repaired, "
+            f"{len(self.held_post_ids):,} held for review, {settled:,} with disagreeing "
+            f"annotators (policy {self.agreement_policy}), "
+            f"{quantity(self.n_superseded, 'record')} superseded by a newer annotation of "
+            f"their post, {quantity(self.n_deleted_annotations, 'annotation')} deleted in "
+            "Label Studio"
         )
 
     #: The policy, and each multi-annotator post's agreement (:class:`ner.agreement.Agreement`
@@ -1128,11 +1131,11 @@ def run_train(
     cleanup = close_abandoned_runs(ctx)
     pulled = pull_annotations(ctx, source, export_keys, stamp)
     get_run_logger().info(
-        "pulled the labels of %d posts, one label each (%d posts rejected, %d spans repaired, "
+        "pulled the labels of %s, one label each (%s rejected, %s repaired, "
         "%d deleted, %d held for review; left out without a label: %d)",
-        pulled.n_annotations,
-        pulled.n_rejected,
-        pulled.n_repaired,
+        quantity(pulled.n_annotations, "post"),
+        quantity(pulled.n_rejected, "post"),
+        quantity(pulled.n_repaired, "span"),
         pulled.n_deleted_annotations,
         len(pulled.held_post_ids),
         pulled.n_unlabelled,
@@ -1197,9 +1200,9 @@ def _say_disagreements(pulled: Pulled) -> None:
     ]
     if settled:
         run_logger().info(
-            "%d posts' annotators disagree (agreement below 1, first %s at %.2f); policy %s "
+            "annotators disagree on %s (agreement below 1, first %s at %.2f); policy %s "
             "settled them (NER_AGREEMENT_POLICY=review holds them for a look instead)",
-            len(settled),
+            quantity(len(settled), "post"),
             settled[0]["post_id"],
             settled[0]["score"],
             pulled.agreement_policy,

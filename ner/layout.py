@@ -9,6 +9,7 @@ Keys are relative, slash-separated paths inside an environment's root (see
     selections/<stamp>.json                     the posts active learning chose for labelling
     tasks/<stamp>.json                          Label Studio import JSON of the batch
     tasks/<stamp>.imported.json                 receipt of the batch's import through the API
+    tasks/<stamp>.rejected.json                 posts of the batch that import did not send
     exports/<stamp>-ls-<project>[-<n>].json     immutable Label Studio export snapshots
     exports/<stamp>-replay.json                 the replay annotator's export
     livesets/ls-<project>.json                  the tasks and annotations alive at the last pull
@@ -51,6 +52,7 @@ FORGOTTEN = "forgotten"
 _JSONL = ".jsonl"
 _JSON = ".json"
 _RECEIPT = ".imported.json"
+_REJECTED = ".rejected.json"
 _GOLD_ANNOTATIONS = ".annotations.jsonl"
 _REASON = ".reason.json"
 
@@ -112,10 +114,16 @@ def import_receipt(stamp: str) -> str:
     return f"{TASKS}/{stamp}{_RECEIPT}"
 
 
+def import_rejected(stamp: str) -> str:
+    """``tasks/<stamp>.rejected.json``: the posts of batch ``stamp`` its import through the
+    API did not send (their id is in the project with another text)."""
+    return f"{TASKS}/{stamp}{_REJECTED}"
+
+
 def delivered_stamp(tasks_key: str) -> str | None:
     """The batch stamp a key under :data:`TASKS` marks as delivered (an import file or an
     import receipt), else ``None``."""
-    if not tasks_key.endswith(_JSON):
+    if not tasks_key.endswith(_JSON) or tasks_key.endswith(_REJECTED):
         return None
     name = tasks_key.removeprefix(f"{TASKS}/")
     return name.removesuffix(_RECEIPT) if name.endswith(_RECEIPT) else name.removesuffix(_JSON)

@@ -10,9 +10,10 @@ untouched (not rewritten). What is cleaned, by key prefix (:mod:`ner.layout`):
   ``data.post_id`` is one of them (snapshots are otherwise never rewritten: deletion is
   the one exception the platform terms impose);
 * ``selections/``: the ids in the active-learning choices;
-* the ``.rejected.json`` and ``.review.json`` reports beside posts and annotations, and
-  exports set aside in ``quarantine/``: the entries that name the posts (a file that cannot
-  be parsed but names one is reported as unreadable, for an operator to delete);
+* the ``.rejected.json`` and ``.review.json`` reports beside posts, annotations and import
+  files, and exports set aside in ``quarantine/``: the entries that name the posts (a file
+  that cannot be parsed but names one is reported as unreadable, for an operator to
+  delete); a quarantined file's reason record then gets its new size and hash;
 * ``goldsets/``: each frozen gold set, and the canary set frozen beside it, keeps its name,
   loses the posts (annotations and record) and is re-hashed; its record keeps the hashes it
   had before under ``hashes_before_forget``. Both objects are reported.
@@ -33,7 +34,9 @@ from pydantic import BaseModel, ConfigDict
 from ner import forget, layout
 from ner.datasets import dataset_hash
 from ner.errors import DataError
+from ner.labelstudio.quarantine import reseal
 from ner.records import read_annotations, write_annotations
+from ner.report import quantity
 from ner.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -210,9 +213,11 @@ def _targets(storage: Storage) -> Iterator[tuple[str, str]]:
                 yield key, "report"
     for key in storage.list(layout.QUARANTINE):
         if not layout.is_quarantine_reason(key):
-            yield key, "report"
+            yield key, "quarantined"
     for key in storage.list(layout.TASKS):
-        if layout.delivered_stamp(key) is not None and not key.endswith(".imported.json"):
+        if key.endswith(".rejected.json"):
+            yield key, "report"
+        elif layout.delivered_stamp(key) is not None and not key.endswith(".imported.json"):
             yield key, "tasks"
     for key in storage.list(layout.EXPORTS):
         if layout.is_export(key):
@@ -239,8 +244,10 @@ def _purge_one(storage: Storage, key: str, kind: str, post_ids: Collection[str])
         removed = purge_tasks_file(storage, key, post_ids)
     elif kind == "selection":
         removed = purge_selection(storage, key, post_ids)
-    elif kind == "report":
+    elif kind in ("report", "quarantined"):
         removed = purge_report(storage, key, post_ids)
+        if removed and kind == "quarantined":
+            reseal(storage, key)  # its reason record names the size and hash it had
     else:
         removed = purge_jsonl(storage, key, post_ids, kind)
     return {key: removed} if removed else {}
@@ -262,9 +269,9 @@ def purge_storage(storage: Storage, post_ids: Collection[str]) -> PurgeReport:
             unreadable.append(key)
     report = PurgeReport(rewritten=rewritten, unreadable=unreadable)
     log.info(
-        "removed %d records of %d posts from %d objects",
-        report.n_removed,
-        len(wanted),
-        len(rewritten),
+        "removed %s of %s from %s",
+        quantity(report.n_removed, "record"),
+        quantity(len(wanted), "post"),
+        quantity(len(rewritten), "object"),
     )
     return report

@@ -1,9 +1,15 @@
-"""Human-readable summaries of a loop run."""
+"""Human-readable wording: counts of things, and summaries of a loop run."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+
+def quantity(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun`` agreeing in number: ``"1 post"``, ``"0 posts"``, ``"1,234 posts"``;
+    ``plural`` for a noun that does not take an ``s`` (``"batch"``, ``"batches"``)."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -854,8 +854,9 @@ class SettingRow:
 
 def setting_rows(settings: Settings, match: str = "") -> list[SettingRow]:
     """Every setting of ``settings`` (the training knobs one by one, as ``train.<knob>``)
-    whose key, variable or description contains ``match`` (case-insensitive), in
-    declaration order."""
+    whose key or variable contains ``match`` (case-insensitive), in declaration order; when
+    no name does, those whose description does (``brand`` finds the brand-list settings,
+    not every setting that mentions a brand model)."""
     dump = settings.safe_dump()
     derived = _derived_defaults(settings)
     rows: list[SettingRow] = []
@@ -870,8 +871,19 @@ def setting_rows(settings: Settings, match: str = "") -> list[SettingRow]:
         else:
             value = _shown(dump[name], derived.get(name))
         rows.append(_row((name,), value, info.description))
-    needle = match.lower()
-    return [r for r in rows if needle in f"{r.key} {r.variable} {r.description}".lower()]
+    named = [r for r in rows if _names(r, match)]
+    return named or [r for r in rows if match.lower() in r.description.lower()]
+
+
+def _names(row: SettingRow, match: str) -> bool:
+    return match.lower() in f"{row.key} {row.variable}".lower()
+
+
+def settings_mentioning(settings: Settings, match: str) -> list[str]:
+    """``--set`` keys of the settings whose description, not name, contains ``match``
+    (case-insensitive): what :func:`setting_rows` leaves out when some names match."""
+    rows = setting_rows(settings)
+    return [r.key for r in rows if not _names(r, match) and match.lower() in r.description.lower()]
 
 
 def _derived_defaults(settings: Settings) -> dict[str, str]:

@@ -312,11 +312,19 @@ class LabelStudioProject:
 
     def post_ids(self) -> dict[str, list[int]]:
         """Task ids of every post id in the project (more than one means a duplicate)."""
-        found: dict[str, list[int]] = {}
+        return {post_id: [t for t, _ in tasks] for post_id, tasks in self.post_tasks().items()}
+
+    def post_tasks(self) -> dict[str, list[tuple[int, str | None]]]:
+        """``(task id, text)`` of every post id's tasks, in one paged listing; the text is the
+        task's ``data[config.text_key]`` (None when it is not a string)."""
+        found: dict[str, list[tuple[int, str | None]]] = {}
         for task in self.iter_tasks(include="id,data"):
             post_id = post_id_of(task)
             if post_id is not None:
-                found.setdefault(post_id, []).append(int(task["id"]))
+                text = task["data"].get(self.config.text_key)
+                found.setdefault(post_id, []).append(
+                    (int(task["id"]), text if isinstance(text, str) else None)
+                )
         return found
 
     def live_annotations(self) -> dict[int, list[int]]:

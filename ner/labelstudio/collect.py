@@ -30,6 +30,7 @@ from ner.datasets import dataset_hash, write_annotations
 from ner.labelstudio.export import TaskAnnotations, parse_export
 from ner.labelstudio.liveset import LiveSet, load_live_set, reconcile
 from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
+from ner.report import quantity
 from ner.storage import Storage
 from ner.types import Annotation, Rejected
 
@@ -266,7 +267,11 @@ def collect_annotations(
     review_key = layout.review_report(out_key) if held else None
     if review_key is not None:
         storage.write_json(review_key, [a.to_dict() for a in held])
-        log.warning("%d posts held for review (annotators disagree): %s", len(held), review_key)
+        log.warning(
+            "%s held for review (annotators disagree): %s",
+            quantity(len(held), "post"),
+            review_key,
+        )
     withdrawn = sorted(pool.lost - set(pool.latest) - {a.post_id for a in held})
     return CollectReport(
         annotations_key=out_key,

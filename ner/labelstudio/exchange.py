@@ -45,7 +45,7 @@ from ner.labelstudio.export import prediction_json
 from ner.labelstudio.liveset import save_live_set
 from ner.records import read_posts
 from ner.storage import Storage
-from ner.types import Post, Prediction
+from ner.types import Post, Prediction, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,9 @@ def write_import_file(
 
 
 class ImportReport(BaseModel):
-    """What an import did: tasks imported, posts skipped, batches sent."""
+    """What an import did: tasks imported, posts skipped, batches sent. ``conflicts`` names
+    each post skipped because the project holds its id with another text (``"<id>: why"``,
+    as :class:`~ner.types.Rejected` reads)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -175,22 +177,60 @@ class ImportReport(BaseModel):
     n_imported: int = 0
     n_skipped_existing: int = 0
     n_duplicates_in_input: int = 0
+    n_id_conflicts: int = 0
     n_batches: int = 0
+    conflicts: list[str] = []
+
+
+#: How many id conflicts an import logs one by one (the flow writes all of them to storage).
+LOG_CONFLICTS = 20
+
+
+def _conflict(post: Post, tasks: list[tuple[int, str | None]]) -> str | None:
+    """Why ``post`` cannot go to the project that holds ``tasks`` for its id, or None when
+    one of them has its text (the post is there already)."""
+    if any(text == post.text for _, text in tasks):
+        return None
+    task_ids = ", ".join(str(t) for t, _ in tasks)
+    return str(
+        Rejected(
+            post.id,
+            f"not sent: the project's task {task_ids} holds this post id with another text "
+            "(a source reused the id, or the post was edited); give the post a new id, or "
+            "delete the task in Label Studio, and send it again",
+        )
+    )
 
 
 def _missing(
-    items: Iterable[tuple[Post, Prediction | None]], known: set[str], tally: Counter[str]
+    items: Iterable[tuple[Post, Prediction | None]],
+    known: dict[str, list[tuple[int, str | None]]],
+    tally: Counter[str],
+    conflicts: list[str],
 ) -> Iterator[tuple[Post, Prediction | None]]:
-    """The items whose post is neither in the project nor met earlier in ``items``."""
+    """The items whose post is neither in the project nor met earlier in ``items``; a post
+    whose id the project holds with another text is added to ``conflicts``."""
     seen: set[str] = set()
     for post, prediction in items:
         if post.id in known:
-            tally["n_skipped_existing"] += 1
+            conflict = _conflict(post, known[post.id])
+            if conflict is None:
+                tally["n_skipped_existing"] += 1
+            else:
+                tally["n_id_conflicts"] += 1
+                conflicts.append(conflict)
         elif post.id in seen:
             tally["n_duplicates_in_input"] += 1
         else:
             seen.add(post.id)
             yield post, prediction
+
+
+def _say_conflicts(project: LabelStudioProject, conflicts: list[str]) -> None:
+    for conflict in conflicts[:LOG_CONFLICTS]:
+        log.warning("project %s: post %s", project.project_id, conflict)
+    if len(conflicts) > LOG_CONFLICTS:
+        log.warning("... and %d more posts not sent", len(conflicts) - LOG_CONFLICTS)
 
 
 def import_items(
@@ -202,17 +242,20 @@ def import_items(
 ) -> ImportReport:
     """Import posts (with their predictions) whose post id is not in ``project`` yet.
 
-    The project's post ids are listed first; a post already there, or met earlier in
-    ``items``, is skipped. ``on_batch(number, task_ids)`` is called after each batch
-    (progress; tests use it to crash in the middle). Raises :class:`LabelStudioError` when a
-    batch fails (the next run resumes after the batches that arrived).
+    The project's post ids and texts are listed first; a post already there, or met earlier
+    in ``items``, is skipped. A post whose id the project holds with another text is not
+    sent either, but named in the report's ``conflicts`` and logged: it is not the post the
+    project has. ``on_batch(number, task_ids)`` is called after each batch (progress; tests
+    use it to crash in the middle). Raises :class:`LabelStudioError` when a batch fails (the
+    next run resumes after the batches that arrived).
     """
-    existing = project.post_ids()
-    duplicates = sum(1 for ids in existing.values() if len(ids) > 1)
+    existing = project.post_tasks()
+    duplicates = sum(1 for tasks in existing.values() if len(tasks) > 1)
     if duplicates:
         log.warning("project %s already holds %d posts more than once", project, duplicates)
     tally: Counter[str] = Counter()
-    for batch in batched(_missing(items, set(existing), tally), batch_size):
+    conflicts: list[str] = []
+    for batch in batched(_missing(items, existing, tally, conflicts), batch_size):
         task_ids = project.import_tasks(to_tasks(batch, project.config))
         tally["n_batches"] += 1
         tally["n_imported"] += len(task_ids)
@@ -220,8 +263,11 @@ def import_items(
         log.info("imported batch %d (%d tasks) into %s", number, len(task_ids), project)
         if on_batch is not None:
             on_batch(number, task_ids)
-    report = ImportReport(project_id=project.project_id, **tally)
-    log.info("import into project %s: %s", project.project_id, report)
+    _say_conflicts(project, conflicts)
+    report = ImportReport(project_id=project.project_id, conflicts=conflicts, **tally)
+    log.info(
+        "import into project %s: %s", project.project_id, report.model_dump(exclude={"conflicts"})
+    )
     return report
 
 

@@ -62,6 +62,7 @@ from pydantic import (
 
 from ner.errors import DataError, ExportFileError, LabelStudioError, OffsetError
 from ner.labelstudio.config import LabelConfig
+from ner.report import quantity
 from ner.types import Annotation, Parsed, Prediction, Rejected, Span
 
 log = logging.getLogger(__name__)
@@ -810,12 +811,12 @@ def parse_export(
         parsed.records.append(outcome.annotation)
         parsed.repaired += outcome.repaired
     log.info(
-        "read %d annotations from %d tasks: %d unlabelled, %d rejected, %d spans repaired",
-        len(parsed.records),
-        len(export),
+        "read %s from %s: %d unlabelled, %d rejected, %s repaired",
+        quantity(len(parsed.records), "annotation"),
+        quantity(len(export), "task"),
         len(parsed.unlabelled),
         len(parsed.rejected),
-        parsed.repaired,
+        quantity(parsed.repaired, "span"),
     )
     return parsed
 

@@ -20,7 +20,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ner import layout
 from ner.errors import ExportFileError, StorageError
@@ -41,6 +41,11 @@ class QuarantinedFile(BaseModel):
     quarantined_at: str
     size_bytes: int
     sha256: str
+    #: When ``forget`` last rewrote the file without forgotten posts; the size and hash
+    #: above are then those of the rewritten file, and these of the file as quarantined.
+    purged_at: str | None = None
+    size_bytes_as_quarantined: int | None = None
+    sha256_as_quarantined: str | None = None
 
     def describe(self) -> str:
         """``"<key> -> <quarantine key>: <reason>"``."""
@@ -75,6 +80,36 @@ def quarantine_file(storage: Storage, key: str, reason: str) -> QuarantinedFile:
     storage.delete(key)
     log.error("quarantined %s", record.describe())
     return record
+
+
+def reseal(storage: Storage, quarantine_key: str) -> None:
+    """Bring the reason record of ``quarantine_key`` up to date after the file was rewritten
+    (``forget`` removed posts from it): its size and SHA-256 become the file's own, the
+    first ones are kept as ``*_as_quarantined``. No record (a file put there by hand): no-op.
+    """
+    reason_key = layout.quarantine_reason(quarantine_key)
+    if not storage.exists(reason_key):
+        return
+    try:
+        record = QuarantinedFile.model_validate(storage.read_json(reason_key))
+    except ValidationError as exc:
+        log.warning(
+            "%s is no quarantine record; its size and hash left as they are: %s",
+            reason_key,
+            exc.errors()[0]["msg"],
+        )
+        return
+    data = storage.read_bytes(quarantine_key)
+    resealed = record.model_copy(
+        update={
+            "size_bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "purged_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "size_bytes_as_quarantined": record.size_bytes_as_quarantined or record.size_bytes,
+            "sha256_as_quarantined": record.sha256_as_quarantined or record.sha256,
+        }
+    )
+    storage.write_json(reason_key, resealed.model_dump())
 
 
 def quarantined_before(storage: Storage, key: str) -> QuarantinedFile | None:

@@ -350,6 +350,30 @@ def test_import_crashing_after_a_batch_resumes_without_duplicates(
     assert all(len(task_ids) == 1 for task_ids in found.values())
 
 
+def test_a_post_whose_id_the_project_holds_with_another_text_is_named_not_dropped(
+    project: LabelStudioProject, storage: Storage
+) -> None:
+    # Given a project holding posts p0 and p1
+    first = posts(2)
+    import_predictions(project, storage, *write_batch(storage, first))
+    task_of_p1 = project.post_ids()["p1"]
+    # When a later batch (another source) brings p0 again, p1 with another text, and p2
+    reused = Post(id="p1", text="another source's post 1: Glossier again")
+    report = import_predictions(
+        project, storage, *write_batch(storage, [first[0], reused, posts(3)[2]])
+    )
+    # Then p2 is imported, p0 is skipped as already there, and p1 is not sent but named,
+    # with the task that holds the id
+    assert (report.n_imported, report.n_skipped_existing, report.n_id_conflicts) == (1, 1, 1)
+    (conflict,) = report.conflicts
+    assert conflict.startswith("p1: not sent: the project's task ")
+    assert str(task_of_p1[0]) in conflict and "another text" in conflict
+    # And the project still holds one task per id, p1 with the text it had
+    tasks = {str(t["data"]["post_id"]): t for t in project.iter_tasks(fields="all")}
+    assert sorted(tasks) == ["p0", "p1", "p2"]
+    assert tasks["p1"]["data"]["text"] == first[1].text
+
+
 # --- 3. incremental pulls -------------------------------------------------------------------
 def test_incremental_pulls_keep_immutable_snapshots(
     project: LabelStudioProject, storage: Storage, monkeypatch: pytest.MonkeyPatch

@@ -810,8 +810,19 @@ def test_settings_lists_each_knob_with_its_value_and_hides_secrets(
     # And a filter keeps the matching rows only
     only = runner.invoke(cli.app, ["settings", "freeze"], env={"COLUMNS": "250"}).output
     assert "train.accurate_freeze_layers" in only and "threshold" not in only
-    # (the description counts: the setting that turns the accurate recipe on is listed)
-    assert "train.recipe" in runner.invoke(cli.app, ["settings", "accurate"]).output
+    # (names first: `brand` lists the brand-list settings, and names on one line the
+    # settings whose description only mentions a brand, such as the one that turns the
+    # accurate recipe on for `accurate`)
+    brand = runner.invoke(cli.app, ["settings", "brand"], env={"COLUMNS": "250"}).output
+    table, also = brand.split("'brand' is also in the description of: ")
+    assert "brand_list_exact_case" in table and "NER_BRAND_LIST " in table
+    assert "NER_COLD_START" not in table and "NER_TRAIN__HARD_NEGATIVES" not in table
+    assert "cold_start" in also and "train.hard_negatives" in also
+    accurate = runner.invoke(cli.app, ["settings", "accurate"], env={"COLUMNS": "250"}).output
+    assert "'accurate' is also in the description of: " in accurate
+    assert "train.recipe" in accurate.rsplit("also in the description of", 1)[1]
+    # (a word in no name finds the descriptions that hold it)
+    assert "train.recipe" in runner.invoke(cli.app, ["settings", "transformer"]).output
     # and a filter that matches nothing fails, as grep does
     none = runner.invoke(cli.app, ["settings", "nothingmatches"])
     assert none.exit_code == 1 and "no setting matches 'nothingmatches'" in none.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ from ner import canary, forget, layout, purge
 from ner.datasets import dataset_hash, freeze_gold_set, load_gold_set
 from ner.errors import ConfigError, DataError
 from ner.labelstudio.exchange import collect_annotations, read_pairs
+from ner.labelstudio.quarantine import quarantine_file, quarantined_files
 from ner.records import read_annotations, read_posts, read_predictions, write_records
 from ner.storage import LocalStorage, Storage
 from ner.types import Annotation, Post, Prediction, Span
@@ -221,10 +223,13 @@ def test_purge_cleans_reports_and_quarantined_exports(storage: Storage) -> None:
     storage.write_json("posts/s.rejected.json", ["line 4 (p1): empty text", "line 9: not JSON"])
     storage.write_json("annotations/s.review.json", [{"post_id": "p1", "score": 0.5}])
     storage.write_json(
-        "quarantine/exports/min.json",
+        "exports/min.json",
         [{"id": 1, "post_id": "p1", "text": "Dior"}, {"id": 2, "post_id": "p3", "text": "x"}],
     )
-    storage.write_json("quarantine/exports/min.json.reason.json", {"reason": "flat"})
+    quarantined = quarantine_file(storage, "exports/min.json", "flat records")
+    storage.write_json(
+        "tasks/b.rejected.json", ["p1: not sent: the project's task 7 holds this post id"]
+    )
     storage.write_text("quarantine/exports/bad.json", '[{"post_id": "p1", "text": "Di')
     # When p1 is forgotten
     report = purge.purge_storage(storage, ["p1"])
@@ -234,7 +239,18 @@ def test_purge_cleans_reports_and_quarantined_exports(storage: Storage) -> None:
         "posts/s.rejected.json": 1,
         "annotations/s.review.json": 1,
         "quarantine/exports/min.json": 1,
+        "tasks/b.rejected.json": 1,
     }
+    assert storage.read_json("tasks/b.rejected.json") == []
+    # And the quarantine record holds the rewritten file's size and hash, and the first ones
+    (record,) = quarantined_files(storage)
+    data = storage.read_bytes("quarantine/exports/min.json")
+    assert (record.size_bytes, record.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert (record.size_bytes_as_quarantined, record.sha256_as_quarantined) == (
+        quarantined.size_bytes,
+        quarantined.sha256,
+    )
+    assert record.sha256 != quarantined.sha256 and record.purged_at
     assert [r.split(": ")[1] for r in storage.read_json("annotations/s.rejected.json")] == [
         "p10",
         "p2",

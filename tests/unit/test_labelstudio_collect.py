@@ -311,7 +311,7 @@ def test_train_ner_says_how_many_disagreements_the_policy_settled(
         logger.removeHandler(caplog.handler)
     # then the two settled disagreements are said once, with the way to review them
     (said,) = {r.getMessage() for r in caplog.records if "disagree" in r.getMessage()}
-    assert said.startswith("2 posts' annotators disagree (agreement below 1, first a at 0.67)")
+    assert said.startswith("annotators disagree on 2 posts (agreement below 1, first a at 0.67)")
     assert "policy latest settled them (NER_AGREEMENT_POLICY=review holds them" in said
     # and the model card's line of the pull counts them too
     assert Pulled.model_validate(report.model_dump(mode="json")).quality_note() == (

@@ -22,6 +22,9 @@ def test_batch_keys_keep_their_formats() -> None:
     assert layout.delivered_stamp(layout.tasks_import(stamp)) == stamp
     assert layout.delivered_stamp(layout.import_receipt(stamp)) == stamp
     assert layout.delivered_stamp("tasks/readme.txt") is None
+    # and the report of the posts an import did not send marks nothing as delivered
+    assert layout.import_rejected(stamp) == f"tasks/{stamp}.rejected.json"
+    assert layout.delivered_stamp(layout.import_rejected(stamp)) is None
 
 
 @pytest.mark.parametrize(

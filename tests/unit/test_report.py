@@ -1,0 +1,40 @@
+"""Counts of things read as English: one post, two posts."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.train_ner import Pulled
+from ner.report import quantity
+
+
+@pytest.mark.parametrize(
+    ("n", "noun", "plural", "said"),
+    [
+        (1, "post", None, "1 post"),
+        (0, "post", None, "0 posts"),
+        (2, "span", None, "2 spans"),
+        (1234, "post", None, "1,234 posts"),
+        (1, "batch", "batches", "1 batch"),
+        (3, "batch", "batches", "3 batches"),
+    ],
+)
+def test_a_count_agrees_with_its_noun(n: int, noun: str, plural: str | None, said: str) -> None:
+    assert quantity(n, noun, plural) == said
+
+
+def test_the_pull_line_of_one_post_reads_in_the_singular() -> None:
+    # Given a pull of one labelled post with one repaired span and one superseded record
+    pulled = Pulled(
+        annotations_key="annotations/s.jsonl",
+        n_annotations=1,
+        n_rejected=0,
+        n_repaired=1,
+        n_superseded=1,
+        n_deleted_annotations=1,
+    )
+    # Then the model card's line says so without "1 posts"
+    note = pulled.quality_note()
+    assert note.startswith("1 labelled post pulled: 0 rejected, 1 span repaired, ")
+    assert "1 record superseded" in note and "1 annotation deleted" in note
+    assert "1 posts" not in note and "1 spans" not in note
