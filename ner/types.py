@@ -199,4 +199,7 @@ class Parsed:
     records: list[Any] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     repaired: int = 0
+    #: post id -> how each repaired span of its record was repaired (posts with a repair
+    #: only), e.g. ``"task 3: span [1, 9) 'Glossier' -> [0, 8) 'Glossier'"``
+    repairs: dict[str, list[str]] = field(default_factory=dict)
     unlabelled: list[str] = field(default_factory=list)

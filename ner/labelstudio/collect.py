@@ -55,6 +55,7 @@ class CollectReport(BaseModel):
     export_keys: list[str]
     n_annotations: int
     n_rejected: int
+    #: Spans repaired in the annotations written (a post several snapshots hold counts once).
     n_repaired: int
     #: The first 100 rejections, each ``"<export key>: <record id>: <reason>"``.
     rejected: list[str]
@@ -81,9 +82,11 @@ class _Pool:
     """What the snapshots add up to, read in order."""
 
     latest: dict[str, tuple[str, int, Annotation]] = field(default_factory=dict)
+    #: post id -> (snapshot key, how each span was repaired) of the record ``latest`` holds
+    #: (a post in several snapshots counts once)
+    repairs: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
     #: (snapshot key, rejected record), in reading order
     rejected: list[tuple[str, Rejected]] = field(default_factory=list)
-    repaired: int = 0
     unlabelled: set[str] = field(default_factory=set)
     #: task id -> its latest exported version, for tasks with several finished annotations
     disputed: dict[int, Any] = field(default_factory=dict)
@@ -112,16 +115,21 @@ def _sort_rejected(pool: _Pool, forgotten: frozenset[str]) -> tuple[list[str], l
     """``(rejected lines, superseded lines, rejected tasks)``: a record of a post whose label
     comes from another task (a newer annotation of the same post id) is superseded, not a
     rejected post; a forgotten post's records are not reported at all. A task that lost a
-    span gives several lines and counts once."""
-    rejected, superseded, tasks = [], [], set()
+    span gives several lines and counts once; a record that several snapshots hold alike is
+    one line, ``(also in <keys>)``."""
+    where: dict[tuple[str | None, str], list[str]] = {}
     for key, item in pool.rejected:
-        if item.record_id in forgotten:
-            continue
-        if item.record_id in pool.latest:
-            superseded.append(f"superseded: {key}: {item}")
+        if item.record_id not in forgotten:
+            where.setdefault((item.record_id, item.reason), []).append(key)
+    rejected, superseded, tasks = [], [], set()
+    for (record_id, reason), keys in where.items():
+        also = f" (also in {', '.join(keys[1:])})" if len(keys) > 1 else ""
+        line = f"{keys[0]}: {Rejected(record_id, reason)}{also}"
+        if record_id in pool.latest:
+            superseded.append(f"superseded: {line}")
         else:
-            rejected.append(f"{key}: {item}")
-            tasks.add((item.record_id, key, item.reason.partition(":")[0]))
+            rejected.append(line)
+            tasks.add((record_id, reason.partition(":")[0]))
     return rejected, superseded, len(tasks)
 
 
@@ -178,7 +186,6 @@ def _read_snapshots(storage: Storage, keys: Sequence[str], labels: Sequence[str]
             continue
         _track_disputes(pool, tasks)
         parsed = parse_export(tasks, labels=labels, keep_partial=False)
-        pool.repaired += parsed.repaired
         pool.rejected.extend((key, item) for item in parsed.rejected)
         pool.unlabelled.update(parsed.unlabelled)
         for annotation in parsed.records:
@@ -186,6 +193,10 @@ def _read_snapshots(storage: Storage, keys: Sequence[str], labels: Sequence[str]
             known = pool.latest.get(annotation.post_id)
             if known is None or stamp[:2] >= known[:2]:
                 pool.latest[annotation.post_id] = stamp
+                pool.repairs[annotation.post_id] = (
+                    key,
+                    parsed.repairs.get(annotation.post_id, []),
+                )
     return pool
 
 
@@ -242,7 +253,8 @@ def collect_annotations(
     ``export_keys`` defaults to every ``exports/*.json``. A post labelled in several
     snapshots keeps its most recent annotation; deleted tasks and annotations are dropped and
     disagreeing annotators are resolved by ``policy`` (see the module docstring). Rejected
-    records are written next to the output (``…rejected.json``) with their reasons, and
+    records are written next to the output (``…rejected.json``) with their reasons (and the
+    spans repaired in the records kept, ``repaired: …``, and superseded records), and
     counted; held posts go to ``…review.json``. A post that lost a span to a bad offset is
     rejected whole, so half-read annotations never become gold. A file that cannot be read
     at all (not UTF-8, not JSON, nested too deeply, not a list) is moved to ``quarantine/``
@@ -257,8 +269,13 @@ def collect_annotations(
     _say_forgotten(pool, keys, forgotten)
     write_annotations(storage, out_key, annotations)
     rejected, superseded, n_rejected = _sort_rejected(pool, forgotten)
-    if rejected or superseded:
-        storage.write_json(layout.rejected_report(out_key), rejected + superseded)
+    repaired = [
+        f"repaired: {pool.repairs[a.post_id][0]}: {Rejected(a.post_id, note)}"
+        for a in annotations
+        for note in pool.repairs.get(a.post_id, ("", []))[1]
+    ]
+    if rejected or superseded or repaired:
+        storage.write_json(layout.rejected_report(out_key), rejected + repaired + superseded)
         for reason in rejected[:20]:
             log.warning("rejected %s", reason)
         for reason in superseded[:5]:
@@ -278,7 +295,7 @@ def collect_annotations(
         export_keys=keys,
         n_annotations=len(annotations),
         n_rejected=n_rejected,
-        n_repaired=pool.repaired,
+        n_repaired=len(repaired),
         rejected=rejected[:100],
         n_superseded=len(superseded),
         dataset_hash=dataset_hash(annotations),

@@ -514,7 +514,7 @@ class _TaskResult:
     ref: str
     annotation: Annotation | None = None
     rejected: list[Rejected] = field(default_factory=list)
-    repaired: int = 0
+    repairs: list[str] = field(default_factory=list)  # how each repaired span was
     recency: tuple[datetime, int, int] = (_EPOCH, -1, -1)
     unlabelled: str | None = None  # the post id of a task nobody labelled (any more)
 
@@ -648,14 +648,15 @@ class _ExportReader:
                 out.rejected.append(Rejected(post_id, f"{out.ref}: {outcome}"))
             elif outcome is not None:
                 spans.append(outcome[0])
-                out.repaired += outcome[1]
+                if outcome[1] is not None:
+                    out.repairs.append(f"{out.ref}: {outcome[1]}")
         kept, overlapping = _drop_overlaps(spans)
         out.rejected.extend(Rejected(post_id, f"{out.ref}: {reason}") for reason in overlapping)
         return kept
 
-    def span(self, text: str, raw: Any) -> tuple[Span, bool] | str | None:
-        """One result: a span (and whether it was repaired), a rejection reason, or ``None``
-        for a result this reader ignores (another control or another type)."""
+    def span(self, text: str, raw: Any) -> tuple[Span, str | None] | str | None:
+        """One result: a span (and how it was repaired, if it was), a rejection reason, or
+        ``None`` for a result this reader ignores (another control or another type)."""
         try:
             result = _Result.model_validate(raw)
         except ValidationError:
@@ -674,7 +675,7 @@ class _ExportReader:
         return _aligned(text, value, where)
 
 
-def _aligned(text: str, value: SpanValue, where: str) -> tuple[Span, bool] | str:
+def _aligned(text: str, value: SpanValue, where: str) -> tuple[Span, str | None] | str:
     start, end, label = value.start, value.end, value.labels[0]
     aligned = align_span(text, start, end, value.text)
     if aligned is None:
@@ -690,9 +691,8 @@ def _aligned(text: str, value: SpanValue, where: str) -> tuple[Span, bool] | str
     if s == e:
         return f"{where} {label}: only whitespace"
     repaired = (s, e) != (start, end) or (bool(value.text) and text[s:e] != value.text)
-    if (s, e) != (start, end):
-        log.debug("repaired span [%d, %d) -> [%d, %d) %r", start, end, s, e, text[s:e])
-    return Span(s, e, label, text[s:e]), repaired
+    note = f"{where} -> [{s}, {e}) {_SHORT.repr(text[s:e])}" if repaired else None
+    return Span(s, e, label, text[s:e]), note
 
 
 def _task_ref(ident: Any, position: int) -> str:
@@ -788,7 +788,8 @@ def parse_export(
     rejected span by span. See the module docstring for the whole rejection policy.
 
     Every span is checked with :func:`align_span`; ``Parsed.repaired`` counts the spans whose
-    offsets or ``value.text`` did not match the text and were repaired. Raises
+    offsets or ``value.text`` did not match the text and were repaired, ``Parsed.repairs``
+    says how, post by post. Raises
     :class:`LabelStudioError` if ``export`` is not a list.
     """
     if not isinstance(export, list):
@@ -809,7 +810,9 @@ def parse_export(
                 parsed.rejected.append(loser)
     for outcome in best.values():
         parsed.records.append(outcome.annotation)
-        parsed.repaired += outcome.repaired
+        parsed.repaired += len(outcome.repairs)
+        if outcome.repairs and outcome.annotation is not None:
+            parsed.repairs[outcome.annotation.post_id] = outcome.repairs
     log.info(
         "read %s from %s: %d unlabelled, %d rejected, %s repaired",
         quantity(len(parsed.records), "annotation"),

@@ -282,6 +282,36 @@ def test_rejected_counts_posts_not_lines_nor_replaced_annotations(storage: Stora
     assert set(pulled(storage)) == {"p3"} and pulled(storage)["p3"].spans[0].text == "Sephora"
 
 
+def test_two_snapshots_holding_the_same_tasks_count_and_name_each_once(storage: Storage) -> None:
+    # Given two exports (a trial sent the whole project twice) holding alike: a post whose
+    # span is repaired (its offsets one off), a rejected post, and a post whose older task
+    # is superseded by a newer one
+    repaired = task(1, TEXT, [result(1, 9, "Glossier")], post_id="p1")
+    bad = task(2, TEXT, [result(0, 6, "Chanel")], post_id="p2")
+    older = task(3, TEXT, [res("Glossier")], post_id="p3")
+    newer = task(4, TEXT, [res("Sephora")], post_id="p3", updated_at="2026-11-21T10:00:00Z")
+    keys = [write_snapshot(storage, s, [repaired, bad, older, newer]) for s in ("s1", "s2")]
+    # When collected
+    report = collect(storage, keys)
+    # Then the repair, the rejected post and the superseded record count once each
+    assert (report.n_repaired, report.n_rejected, report.n_superseded) == (1, 1, 1)
+    said = storage.read_json(layout.rejected_report(layout.pulled_annotations("run")))
+    # and each line names the first export and the other that holds the record alike
+    assert said[-1] == (
+        f"superseded: {keys[0]}: p3: task 3: duplicate post id; the annotation of task 4 "
+        f"(updated 2026-11-21T10:00:00Z) is more recent and is kept (also in {keys[1]})"
+    )
+    rejected = said[:2]  # the span, then the post it took with it
+    assert all(line.startswith(f"{keys[0]}: p2: task 2: ") for line in rejected)
+    assert all(line.endswith(f"(also in {keys[1]})") for line in rejected)
+    # and the repair is named once, in the export whose record is kept
+    assert said[2] == (
+        f"repaired: {keys[1]}: p1: task 1: span [1, 9) 'Glossier' -> [0, 8) 'Glossier'"
+    )
+    assert len(said) == 4
+    assert sorted(pulled(storage)) == ["p1", "p3"]
+
+
 def test_train_ner_says_how_many_disagreements_the_policy_settled(
     storage: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:

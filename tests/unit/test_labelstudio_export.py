@@ -287,6 +287,15 @@ def test_parse_export_repairs_utf16_offsets_and_counts_them() -> None:
     assert annotation.spans == (fenty, dior)
     assert parsed.repaired == 2
     assert parsed.rejected == []
+    # and each repair is named: task, offsets as labelled, offsets as kept
+    assert parsed.repairs == {
+        "p1": [
+            f"task 1: span [{fenty.start + 2}, {fenty.end + 2}) 'Fenty Beauty' -> "
+            f"[{fenty.start}, {fenty.end}) 'Fenty Beauty'",
+            f"task 1: span [{dior.start + 4}, {dior.end + 4}) 'Dior' -> "
+            f"[{dior.start}, {dior.end}) 'Dior'",
+        ]
+    }
 
 
 def test_parse_export_uses_the_true_text_slice_when_value_text_collapsed_spaces() -> None:
