@@ -154,7 +154,9 @@ def fetch_posts(
     elif source == "jsonl":
         if not input_uri:
             raise ConfigError("source='jsonl' needs input_uri (a local path or storage key)")
-        result = sources.fetch_jsonl_to_storage(ctx.storage, input_uri, key, max_posts)
+        result = sources.fetch_jsonl_to_storage(
+            ctx.storage, input_uri, key, max_posts, ctx.settings.max_post_chars
+        )
     else:
         raise ConfigError(f"unknown source {source!r}: use 'x' or 'jsonl'")
     fetched = Fetched.model_validate(result)

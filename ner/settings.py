@@ -462,6 +462,12 @@ class Settings(BaseSettings):
         "en", description="Language of the posts fetched from X (its lang: operator); '' = any."
     )
     max_posts: int = Field(500, ge=1, description="Most posts one fetch returns.")
+    max_post_chars: int = Field(
+        25_000,
+        ge=1,
+        description="Longest post text a JSONL fetch accepts (characters); a longer one is "
+        "rejected by line and id. X's own limit for a long post is 25,000.",
+    )
 
     # --- Model --------------------------------------------------------------------------
     labels: StrList = Field(("BRAND",), description="Entity labels the model predicts.")

@@ -97,13 +97,15 @@ def iter_jsonl(
     query: str | None = None,
     seen: dict[str, int] | None = None,
     first_line: int = 1,
+    max_chars: int | None = None,
 ) -> Iterator[tuple[int, Post | Rejected]]:
     """Parse JSONL lines into posts, streaming; yields ``(line number, Post | Rejected)``.
 
     Nothing but ``seen`` (post id -> line where it first appeared) is kept in memory. Blank
     lines are skipped silently. A line that is not a JSON object, has no usable id, has a
-    missing, non-string or empty text, or repeats an id already in ``seen`` is yielded as a
-    :class:`Rejected` whose ``record_id`` names the line, and parsing goes on.
+    missing, non-string or empty text, a text longer than ``max_chars`` characters, or
+    repeats an id already in ``seen`` is yielded as a :class:`Rejected` whose ``record_id``
+    names the line, and parsing goes on.
     """
     seen = {} if seen is None else seen
     for number, line in enumerate(lines, start=first_line):
@@ -133,6 +135,10 @@ def iter_jsonl(
         except DataError as exc:
             label = f"{where} ({_printable(exc.record_id)})" if exc.record_id else where
             yield number, Rejected(label, exc.reason)
+            continue
+        if max_chars is not None and len(post.text) > max_chars:
+            reason = f"text of {len(post.text):,} characters; the limit is {max_chars:,} "
+            yield number, Rejected(f"{where} ({post.id})", reason + "(NER_MAX_POST_CHARS)")
             continue
         if post.id in seen:
             yield (
@@ -223,7 +229,7 @@ def _read_line_checkpoint(storage: Storage, input_uri: str) -> tuple[int, str | 
 
 
 def _jsonl_prefix(
-    storage: Storage, input_uri: str, done: int, expected: str | None
+    storage: Storage, input_uri: str, done: int, expected: str | None, max_chars: int | None
 ) -> tuple[int, Any, dict[str, int]]:
     """Re-read the lines consumed by earlier runs: their hash and their post ids.
 
@@ -235,7 +241,8 @@ def _jsonl_prefix(
     if done <= 0:
         return 0, digest, seen
     with closing(jsonl_lines(storage, input_uri)) as lines:
-        for _ in iter_jsonl(_hashed(itertools.islice(lines, done), digest), seen=seen):
+        prefix = _hashed(itertools.islice(lines, done), digest)
+        for _ in iter_jsonl(prefix, seen=seen, max_chars=max_chars):
             pass
     if expected is None or digest.hexdigest() == expected:
         return done, digest, seen
@@ -249,7 +256,7 @@ def _jsonl_prefix(
 
 
 def fetch_jsonl_to_storage(
-    storage: Storage, input_uri: str, key: str, max_posts: int
+    storage: Storage, input_uri: str, key: str, max_posts: int, max_chars: int | None = None
 ) -> dict[str, Any]:
     """Copy the next ``max_posts`` valid posts of a JSONL input into ``key``.
 
@@ -257,13 +264,14 @@ def fetch_jsonl_to_storage(
     checkpoint (the last line consumed and a hash of the lines up to it) moves only after the
     posts were written. Repeated runs therefore walk through a growing file batch by batch,
     without repeats or gaps, and ids are de-duplicated across batches too. If the file was
-    replaced, reading starts again at line 1. Rejected lines are logged, written to
-    ``<key without .jsonl>.rejected.json``, and counted.
+    replaced, reading starts again at line 1. Rejected lines (a post longer than
+    ``max_chars`` too) are logged, written to ``<key without .jsonl>.rejected.json``, and
+    counted.
     """
     if max_posts < 1:
         raise ConfigError(f"max_posts must be at least 1, got {max_posts}")
     done, expected = _read_line_checkpoint(storage, input_uri)
-    done, digest, seen = _jsonl_prefix(storage, input_uri, done, expected)
+    done, digest, seen = _jsonl_prefix(storage, input_uri, done, expected, max_chars)
     rejected: list[Rejected] = []
     last_line, committed, count = done, digest.copy(), 0
 
@@ -271,7 +279,8 @@ def fetch_jsonl_to_storage(
         nonlocal last_line, committed, count
         with closing(jsonl_lines(storage, input_uri)) as lines:
             rest = _hashed(itertools.islice(lines, done, None), digest)
-            for number, item in iter_jsonl(rest, seen=seen, first_line=done + 1):
+            items = iter_jsonl(rest, seen=seen, first_line=done + 1, max_chars=max_chars)
+            for number, item in items:
                 if isinstance(item, Rejected):
                     rejected.append(item)
                 elif count < max_posts:

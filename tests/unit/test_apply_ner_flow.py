@@ -6,8 +6,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-from flows.apply_ner import no_posts_hint
+from flows.apply_ner import fetch_posts, no_posts_hint
 from ner import sources
+from ner.settings import load_settings
 from ner.storage import LocalStorage
 
 
@@ -25,3 +26,19 @@ def test_a_jsonl_file_read_before_names_its_checkpoint(tmp_path: Path) -> None:
     assert checkpoint.startswith(storage.uri("checkpoints/jsonl-"))
     # And the X source says it has nothing newer
     assert no_posts_hint(ctx, "x", None) == "the source has no post newer than the last one fetched"
+
+
+def test_the_fetch_step_holds_posts_to_the_settings_limit(tmp_path: Path) -> None:
+    # Given a JSONL file with a post longer than NER_MAX_POST_CHARS=20
+    src = tmp_path / "posts.jsonl"
+    src.write_text('{"id": "a", "text": "Glossier"}\n{"id": "b", "text": "' + "x" * 21 + '"}\n')
+    storage = LocalStorage(tmp_path / "store")
+    ctx = cast(
+        Any, SimpleNamespace(storage=storage, settings=load_settings({"max_post_chars": 20}))
+    )
+    # When the apply flow's fetch step reads it
+    fetched = fetch_posts.fn(ctx, "jsonl", str(src), [], 10, "s1")
+    # Then the long post is rejected by name and the other kept
+    assert (fetched.n_posts, fetched.n_rejected) == (1, 1)
+    (said,) = storage.read_json("posts/s1.rejected.json")
+    assert said.startswith("line 2 (b): text of 21 characters; the limit is 20")

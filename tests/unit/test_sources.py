@@ -266,6 +266,32 @@ def test_jsonl_fetch_rejects_only_the_line_with_undecodable_bytes(
     assert storage.read_json("posts/x.rejected.json")[0].startswith("line 2 (2)")
 
 
+def test_jsonl_fetch_rejects_a_post_longer_than_the_limit_by_line_and_id(
+    tmp_path: Path, storage: LocalStorage
+) -> None:
+    # Given a file whose second post is longer than the limit, and a later post of its id
+    src = tmp_path / "posts.jsonl"
+    lines = [
+        {"id": "1", "text": "Glossier balm"},
+        {"id": "2", "text": "Sephora " * 10},
+        {"id": "3", "text": "Dior"},
+        {"id": "2", "text": "Sephora haul"},
+    ]
+    src.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    # When it is fetched with a limit of 40 characters, 2 posts at a time
+    first = fetch_jsonl_to_storage(storage, str(src), "posts/a.jsonl", 2, max_chars=40)
+    second = fetch_jsonl_to_storage(storage, str(src), "posts/b.jsonl", 2, max_chars=40)
+    # Then the long post is named with its line, id, length and the limit; the others are kept
+    assert first["n_rejected"] == 1
+    assert storage.read_json("posts/a.rejected.json") == [
+        "line 2 (2): text of 80 characters; the limit is 40 (NER_MAX_POST_CHARS)"
+    ]
+    # and the id it did not take is free for the later post (also after the checkpoint)
+    assert [json.loads(x)["id"] for x in storage.iter_lines("posts/a.jsonl")] == ["1", "3"]
+    assert [json.loads(x)["text"] for x in storage.iter_lines("posts/b.jsonl")] == ["Sephora haul"]
+    assert second["n_rejected"] == 0
+
+
 def test_jsonl_fetch_reads_a_storage_key_or_uri_as_one_input(storage: LocalStorage) -> None:
     # Given posts stored as an object
     storage.write_lines("inbox/p.jsonl", [json.dumps({"id": "7", "text": "Dior"})])
