@@ -764,6 +764,14 @@ def forget(
     label_studio: Annotated[
         bool, typer.Option(help="Delete the posts' Label Studio tasks too.")
     ] = True,
+    lift: Annotated[
+        bool,
+        typer.Option(
+            "--lift",
+            help="Take the tombstones of posts forgotten by mistake away, so they may arrive "
+            "again (audited; nothing removed comes back).",
+        ),
+    ] = False,
     set_: SetOption = None,
 ) -> None:
     """Forget posts deleted upstream: tombstones, Label Studio tasks, stored data
@@ -780,6 +788,9 @@ def forget(
     }
     overrides = parse_overrides(set_)
     cfg = load_settings(overrides)  # the flow reads a Secret block itself: only say if none
+    if lift:
+        _lift(cfg, params)
+        return
     key, block = cfg.label_studio_api_key, cfg.label_studio_api_key_block
     if label_studio and not block and (key is None or not key.get_secret_value()):
         raise CliError(
@@ -791,6 +802,22 @@ def forget(
     _summary(
         result.model_dump(mode="json"),
         ["record_key", "status", "n_posts", "n_records_removed", "n_tasks_deleted", "unreadable"],
+    )
+
+
+def _lift(cfg: Settings, params: Mapping[str, Any]) -> None:
+    """``forget --lift``: one record in storage, no flow (nothing is removed)."""
+    from flows.context import run_stamp
+    from ner import forget
+    from ner.storage import open_storage
+
+    storage = open_storage(cfg.storage_uri, cfg.env, gcs_timeout_s=cfg.gcs_timeout_s)
+    made = forget.lift(
+        storage, params["post_ids"], run_stamp(), by=params["by"], reason=params["reason"]
+    )
+    _summary(
+        {"record_key": made.key, "lifted": made.n_posts, "post_ids": ", ".join(made.post_ids)},
+        ["record_key", "lifted", "post_ids"],
     )
 
 

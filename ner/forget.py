@@ -13,7 +13,10 @@ that moment every reader skips those posts (:func:`honour`; :mod:`ner.records` r
 the collected annotations, the gold set and training pool), so a run that fails halfway
 still forgets. When the data were removed where they sit (:mod:`ner.purge`, Label Studio
 tasks) the same record is rewritten with status ``done`` and what was removed: the audit.
-The union of every record's ``post_ids`` is the tombstone list; records are never deleted.
+Records are never deleted. A tombstone set by mistake (a wrong id) is *lifted* by a record
+of its own (:func:`lift`, ``"lifted": true``): the posts it names may arrive again, and the
+data removed stays removed. The tombstone list is the records read in order: a forget adds
+its ids, a lift takes them away.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class ForgetRecord(BaseModel):
     deleted_tasks: dict[str, list[int]] = {}
     #: Objects that could not be read to be cleaned (named so an operator can act).
     unreadable: list[str] = []
+    #: A lift: the tombstones of ``post_ids`` are taken away (nothing is restored).
+    lifted: bool = False
 
     @property
     def key(self) -> str:
@@ -97,13 +102,15 @@ def record(
     reason: str,
     stamp: str,
     now: datetime | None = None,
+    lifted: bool = False,
 ) -> ForgetRecord:
-    """Write the tombstones of ``post_ids`` at ``forgotten/<stamp>.json`` (status recorded).
+    """Write the tombstones of ``post_ids`` at ``forgotten/<stamp>.json`` (status recorded),
+    or, ``lifted``, the record that lifts them (status done: there is nothing to remove).
 
     From then on :func:`honour` skips those posts. Idempotent: when the record ``stamp``
     exists for the same posts (a retried write) it is returned as it is. Raises
     :class:`ConfigError` when no id, no ``reason`` or no ``by`` is given, or when the record
-    ``stamp`` exists for other posts.
+    ``stamp`` exists for other posts or the other action.
     """
     if not reason.strip():
         raise ConfigError("forgetting posts needs a reason (kept in the audit)")
@@ -116,10 +123,12 @@ def record(
         reason=reason.strip(),
         at=moment.isoformat().replace("+00:00", "Z"),
         post_ids=clean_post_ids(post_ids),
+        lifted=lifted,
+        status=ForgetStatus.DONE if lifted else ForgetStatus.RECORDED,
     )
     if storage.exists(made.key):
         stored = ForgetRecord.model_validate(storage.read_json(made.key))
-        if stored.post_ids != made.post_ids:
+        if (stored.post_ids, stored.lifted) != (made.post_ids, made.lifted):
             raise ConfigError(f"forget record {made.key} exists for other posts")
         return stored
     save(storage, made)
@@ -146,8 +155,28 @@ def load_records(storage: Storage) -> list[ForgetRecord]:
 
 
 def forgotten_ids(storage: Storage) -> frozenset[str]:
-    """The tombstone list: the ids of every post forgotten so far."""
-    return frozenset(i for made in load_records(storage) for i in made.post_ids)
+    """The tombstone list: the ids of every post forgotten and not lifted since."""
+    ids: set[str] = set()
+    for made in sorted(load_records(storage), key=lambda r: (r.at, r.stamp)):
+        if made.lifted:
+            ids.difference_update(made.post_ids)
+        else:
+            ids.update(made.post_ids)
+    return frozenset(ids)
+
+
+def lift(storage: Storage, post_ids: Iterable[str], stamp: str, **audit: str) -> ForgetRecord:
+    """Lift the tombstones of ``post_ids`` (a forget by mistake): a record at
+    ``forgotten/<stamp>.json`` with ``lifted`` true, so the posts may arrive again. Nothing
+    removed comes back. Raises :class:`ConfigError` naming the ids that are not forgotten,
+    and as :func:`record` does for a missing ``reason`` or ``by`` (the ``audit`` keywords)."""
+    wanted = clean_post_ids(post_ids)
+    forgotten = forgotten_ids(storage)
+    unknown = [i for i in wanted if i not in forgotten]
+    if unknown:
+        raise ConfigError(f"not forgotten, so nothing to lift: {', '.join(unknown)}")
+    by, reason = audit.get("by", ""), audit.get("reason", "")
+    return record(storage, wanted, by=by, reason=reason, stamp=stamp, lifted=True)
 
 
 def drop_forgotten(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import re
 import subprocess
 import sys
 from itertools import pairwise
@@ -613,6 +614,31 @@ def test_forget_needs_ids_and_a_reason_before_any_flow_runs(
     assert no_key.exit_code == 1 and no_key.stdout == ""
     assert _lines(no_key.stderr)[0].startswith("error: NER_LABEL_STUDIO_API_KEY is not set")
     assert "--no-label-studio" in no_key.stderr
+
+
+def test_forget_lift_takes_a_tombstone_away_without_a_flow_nor_label_studio(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    # Given p1 and p2 forgotten in the dev environment's storage
+    from ner import forget
+    from ner.storage import open_storage
+
+    storage = open_storage(str(tmp_path), "dev")
+    forget.record(storage, ["p1", "p2"], by="ops", reason="deleted on X", stamp="s1")
+    store = ["--set", f"storage_uri={tmp_path}"]
+    # When p1's tombstone is lifted from the command line (no Label Studio key is set)
+    result = runner.invoke(
+        cli.app, ["forget", "--lift", "p1", "--reason", "wrong id", *store], env={"USER": "ann"}
+    )
+    # Then it is lifted, audited with who and why, and an id not forgotten is refused by name
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^lifted +1 *$", result.stdout, re.M) and "forgotten/" in result.stdout
+    assert forget.forgotten_ids(storage) == {"p2"}
+    (made,) = [r for r in forget.load_records(storage) if r.lifted]
+    assert (made.by, made.reason, made.post_ids) == ("cli:ann", "wrong id", ("p1",))
+    again = runner.invoke(cli.app, ["forget", "--lift", "p1", "--reason", "x", *store])
+    assert again.exit_code == 1
+    assert "not forgotten, so nothing to lift: p1" in again.stderr
 
 
 def test_doctor_reports_a_bad_setting_as_its_first_line(runner: CliRunner) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -57,6 +57,25 @@ def test_record_is_the_tombstone_and_needs_a_reason(storage: Storage) -> None:
         forget.record(storage, [], by="ops", reason="x", stamp="s3")
     with pytest.raises(DataError, match="blank"):
         forget.record(storage, ["  "], by="ops", reason="x", stamp="s4")
+
+
+def test_a_tombstone_set_by_mistake_is_lifted_by_a_record_of_its_own(storage: Storage) -> None:
+    # Given p1 and p2 forgotten (p1 by mistake: a wrong id)
+    t0 = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    forget.record(storage, ["p1", "p2"], by="ops", reason="deleted", stamp="s1", now=t0)
+    # When p1's tombstone is lifted
+    lifted = forget.lift(storage, ["p1"], "s2", by="ops", reason="wrong id")
+    # Then p1 may arrive again and p2 is still forgotten; both records stay for the audit
+    assert forget.forgotten_ids(storage) == {"p2"}
+    assert storage.read_json(lifted.key)["lifted"] is True and lifted.status == "done"
+    assert [r.stamp for r in forget.load_records(storage)] == ["s1", "s2"]
+    posts = [Post(id="p1", text="Dior"), Post(id="p2", text="Fenty")]
+    assert [p.id for p in forget.honour(storage, posts, lambda p: p.id)] == ["p1"]
+    # And lifting an id that is not forgotten names it; forgetting p1 again forgets it
+    with pytest.raises(ConfigError, match="not forgotten, so nothing to lift: p1, p9"):
+        forget.lift(storage, ["p9", "p1"], "s3", by="ops", reason="x")
+    forget.record(storage, ["p1"], by="ops", reason="deleted", stamp="s4")
+    assert forget.forgotten_ids(storage) == {"p1", "p2"}
 
 
 def test_a_damaged_record_fails_by_name(storage: Storage) -> None:
