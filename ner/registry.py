@@ -52,6 +52,8 @@ CHALLENGER = "challenger"
 #: Tag of a training run: :func:`ner.training.training_fingerprint` of its inputs.
 FINGERPRINT_TAG = f"{TAG_PREFIX}training_fingerprint"
 PREVIOUS = "previous"
+#: Reason of the ``@previous`` move a rollback makes (``rollback from version 4``).
+ROLLBACK_FROM = "rollback from version "
 
 
 @dataclass(frozen=True)
@@ -1108,20 +1110,11 @@ class Registry:
             current = event.from_version
         else:
             event = self.set_alias(CHAMPION, previous, actor=actor, reason=f"rollback: {reason}")
-        # The version before `previous`, per the audit, becomes the new @previous (if any).
-        earlier = [
-            e.from_version
-            for e in self.audit_log()
-            if e.alias == CHAMPION
-            and e.to_version == previous
-            and e.from_version
-            and e.from_version not in (previous, current)
-        ]
         self.set_alias(
             PREVIOUS,
-            earlier[-1] if earlier else None,
+            self._previous_before(previous, current),
             actor=actor,
-            reason=f"rollback from version {current}",
+            reason=f"{ROLLBACK_FROM}{current}",
         )
         if current is not None:
             from ner.modelcard import restored_note, rollback_note
@@ -1135,6 +1128,20 @@ class Registry:
             tags = {"restored": reason, **{f"restored{k}": v for k, v in moved.items()}}
             self._note_on_card(previous, back, tags, done="rolled back")
         return event
+
+    def _previous_before(self, restored: str, current: str | None) -> str | None:
+        """What ``@previous`` was while ``restored`` was the champion: the version the last
+        promotion that displaced it moved ``@previous`` from (the aliases are a stack; moves a
+        rollback made are skipped, so a version rolled back never comes back by one)."""
+        displaced = [
+            e
+            for e in self.audit_log()
+            if e.alias == PREVIOUS
+            and e.to_version == restored
+            and not e.reason.startswith(ROLLBACK_FROM)
+        ]
+        before = displaced[-1].from_version if displaced else None
+        return None if before in (restored, current) else before
 
     def _interrupted_rollback(self, champion: str) -> AuditEvent:
         """The audited rollback that made ``champion`` the champion while ``@previous``

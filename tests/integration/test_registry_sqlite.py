@@ -123,6 +123,34 @@ def test_alias_moves_are_audited_and_rollback_restores(registry: Registry, tmp_p
     assert mv.tags["brandloop.rolled_back"] == "bad predictions on new slang"
 
 
+def test_rollbacks_walk_back_the_promotions_and_never_restore_a_rolled_back_version(
+    registry: Registry, tmp_path: Path
+) -> None:
+    def promote(version: str) -> None:
+        registry.record_evaluation(version, GOLD, {"f1": 0.9})
+        registry.promote(
+            version, gold_hash=GOLD, decision=decide(0.9, None, 0.8), metrics={}, actor="t"
+        )
+
+    # Given v1, v2, v3 promoted one after the other
+    v1, v2, v3 = (register(registry, tmp_path, ["Glossier"]) for _ in range(3))
+    for version in (v1, v2, v3):
+        promote(version)
+    # When rolled back twice, each rollback restores the champion before
+    registry.rollback(actor="oncall", reason="r1")
+    assert (registry.alias_version(CHAMPION), registry.alias_version(PREVIOUS)) == (v2, v1)
+    registry.rollback(actor="oncall", reason="r2")
+    assert (registry.alias_version(CHAMPION), registry.alias_version(PREVIOUS)) == (v1, None)
+    # Given then (a trial's sequence) v3 promoted again over v1, and rolled back
+    promote(v3)
+    assert registry.alias_version(PREVIOUS) == v1
+    registry.rollback(actor="oncall", reason="r3")
+    # Then v1 is champion with nothing before it: v2, rolled back earlier, does not come back
+    assert (registry.alias_version(CHAMPION), registry.alias_version(PREVIOUS)) == (v1, None)
+    with pytest.raises(PromotionError, match="no @previous version"):
+        registry.rollback(actor="oncall", reason="r4")
+
+
 def test_a_rollback_whose_card_note_fails_is_still_done_and_says_so(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
