@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ner.errors import LabelStudioError
+from ner.errors import LabelStudioAuthError, LabelStudioError
 
 if TYPE_CHECKING:
     from ner.registry import AuditEvent, Registry
@@ -159,7 +159,7 @@ def label_studio_counts(settings: Settings) -> LabelStudioCounts | None:
     """
     from label_studio_sdk import LabelStudio
 
-    from ner.labelstudio.client import NO_RETRY, projects_titled
+    from ner.labelstudio.client import API_FAILURES, NO_RETRY, api_error, projects_titled
 
     key = settings.require_secret("label_studio_api_key")
     title = settings.project_title
@@ -171,14 +171,13 @@ def label_studio_counts(settings: Settings) -> LabelStudioCounts | None:
         if not matches:
             return None
         project = client.projects.get(id=int(matches[0].id or 0), request_options=NO_RETRY)
-    except Exception as exc:  # the SDK raises httpx and its own ApiError types
-        text = str(exc).replace(key, "***")[:200]
-        hint = ""
+    except API_FAILURES as exc:
+        what = f"read of project {title!r} at {settings.label_studio_url}"
+        error = api_error(what, exc, key)
         if isinstance(exc, httpx.TransportError):  # nothing answered: not a refusal
-            hint = " (is Label Studio running there? NER_LABEL_STUDIO_URL names it)"
-        raise LabelStudioError(
-            f"Label Studio at {settings.label_studio_url}: {type(exc).__name__}: {text}{hint}"
-        ) from exc
+            hint = "is Label Studio running there? NER_LABEL_STUDIO_URL names it"
+            raise LabelStudioError(f"{error} ({hint})") from exc
+        raise error from exc
     return LabelStudioCounts(
         project_id=int(project.id or 0),
         title=title,
@@ -200,6 +199,8 @@ def _label_studio_part(settings: Settings) -> tuple[LabelStudioCounts | None, st
         return None, "not configured (set NER_LABEL_STUDIO_API_KEY)"
     try:
         counts = label_studio_counts(settings)
+    except LabelStudioAuthError as exc:
+        return None, f"key refused: {exc}"
     except LabelStudioError as exc:
         return None, f"unreachable: {exc}"
     if counts is None:

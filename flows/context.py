@@ -59,6 +59,7 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     errors.NotFoundError,  # a missing input file, an unknown model or alias
     errors.PromotionError,
     errors.SourceAuthError,  # rejected credentials
+    errors.LabelStudioAuthError,
     errors.StorageAuthError,  # missing or rejected storage credentials
 )
 

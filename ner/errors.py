@@ -77,6 +77,10 @@ class LabelStudioError(BrandloopError):
     """The Label Studio API failed or answered something we cannot use."""
 
 
+class LabelStudioAuthError(LabelStudioError):
+    """Label Studio refused the API key (401/403): another attempt cannot succeed."""
+
+
 class ProjectNotFoundError(LabelStudioError, NotFoundError):
     """No Label Studio project has the title a read asked for (never created on a read)."""
 

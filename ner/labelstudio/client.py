@@ -28,7 +28,12 @@ import pydantic
 from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.core.request_options import RequestOptions
 
-from ner.errors import ExportFileError, LabelStudioError, ProjectNotFoundError
+from ner.errors import (
+    ExportFileError,
+    LabelStudioAuthError,
+    LabelStudioError,
+    ProjectNotFoundError,
+)
 from ner.labelstudio.checkpoint import (
     DEFAULT_OVERLAP_SECONDS,
     AnnotationStamp,
@@ -56,24 +61,48 @@ PAGE_SIZE = 1000
 NO_RETRY: RequestOptions = {"max_retries": 0}
 
 
+#: What the SDK and the HTTP layer raise; :func:`api_error` turns them into ours.
+API_FAILURES = (ApiError, httpx.HTTPError, pydantic.ValidationError, json.JSONDecodeError)
+#: Statuses of a refused API key.
+REFUSED = (401, 403)
+
+
 def _describe(exc: BaseException) -> str:
-    """A short description of an SDK/HTTP failure: status and body, never headers."""
+    """A short description of an SDK/HTTP failure: status and the body's ``detail`` (else
+    the body), never headers."""
     if isinstance(exc, ApiError):
-        body = exc.body if isinstance(exc.body, str) else json.dumps(exc.body, default=str)
-        return f"HTTP {exc.status_code}: {body[:300]}"
+        body = exc.body
+        if isinstance(body, dict) and isinstance(body.get("detail"), str):
+            return f"HTTP {exc.status_code}: {body['detail'][:300]}"
+        text = body if isinstance(body, str) else json.dumps(body, default=str)
+        return f"HTTP {exc.status_code}: {text[:300]}"
     return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def api_error(what: str, exc: BaseException, secret: str | None = None) -> LabelStudioError:
+    """Our error for an SDK/HTTP failure of ``what`` (the key masked):
+    :class:`LabelStudioAuthError` when the server refused the key (never retried), else
+    :class:`LabelStudioError`."""
+    message = f"Label Studio {what} failed: {_describe(exc)}"
+    if isinstance(exc, ApiError) and exc.status_code in REFUSED:
+        message += (
+            "; the API key was refused: set NER_LABEL_STUDIO_API_KEY to a token of this "
+            "server (Account & Settings in Label Studio)"
+        )
+    if secret:
+        message = message.replace(secret, "***")
+    refused = isinstance(exc, ApiError) and exc.status_code in REFUSED
+    return (LabelStudioAuthError if refused else LabelStudioError)(message)
 
 
 @contextmanager
 def _api(what: str, secret: str | None = None) -> Iterator[None]:
-    """Turn SDK, HTTP and response-shape failures into :class:`LabelStudioError`."""
+    """Turn SDK, HTTP and response-shape failures into :class:`LabelStudioError` (see
+    :func:`api_error`)."""
     try:
         yield
-    except (ApiError, httpx.HTTPError, pydantic.ValidationError, json.JSONDecodeError) as exc:
-        message = f"Label Studio {what} failed: {_describe(exc)}"
-        if secret:
-            message = message.replace(secret, "***")
-        raise LabelStudioError(message) from exc
+    except API_FAILURES as exc:
+        raise api_error(what, exc, secret) from exc
 
 
 def post_id_of(task: Any) -> str | None:

@@ -227,6 +227,23 @@ def test_a_hand_written_config_is_read_not_overwritten(ls_settings: Settings) ->
     assert client.projects.get(id=project.project_id).label_config == custom
 
 
+def test_a_refused_key_fails_at_once_as_an_auth_error(ls_settings: Settings) -> None:
+    # Given settings whose key the server does not know
+    from pydantic import SecretStr
+
+    from flows.context import PERMANENT_ERRORS
+    from ner.errors import LabelStudioAuthError
+
+    bad = ls_settings.model_copy(update={"label_studio_api_key": SecretStr("f" * 40)})
+    # When a project is looked up, the server's 401 is the permanent kind, with its reason
+    with pytest.raises(LabelStudioAuthError) as refused:
+        LabelStudioProject.connect(bad)
+    assert isinstance(refused.value, PERMANENT_ERRORS)  # tasks do not retry it
+    text = str(refused.value)
+    assert "HTTP 401: " in text and "NER_LABEL_STUDIO_API_KEY" in text
+    assert "f" * 40 not in text and '"status_code"' not in text
+
+
 def test_reading_labels_never_creates_a_missing_project(
     label_studio: LabelStudioService,
     prefect_api: PrefectService,

@@ -59,3 +59,26 @@ def test_a_listing_without_annotations_is_refused_not_read_as_deletions() -> Non
     project = _Listing([{"id": 1, "annotations": [{"id": 11}]}, {"id": 2}])
     with pytest.raises(LabelStudioError, match="task 2 was listed without its annotations"):
         project.live_annotations()
+
+
+def test_a_refused_key_is_an_auth_error_with_the_servers_reason_and_no_secret() -> None:
+    from label_studio_sdk.core.api_error import ApiError
+
+    from ner.errors import LabelStudioAuthError
+    from ner.labelstudio.client import api_error
+
+    # Given Label Studio's answer to a bad token (a trial saw it retried, then printed raw)
+    refused = ApiError(
+        status_code=401,
+        headers={"www-authenticate": "Token"},
+        body={"id": "5bba", "status_code": 401, "detail": "Invalid token."},
+    )
+    error = api_error("lookup of project 'p'", refused, secret="Invalid")
+    # Then it is the permanent kind, says the status and the reason, and what to set
+    assert isinstance(error, LabelStudioAuthError)
+    assert str(error).startswith("Label Studio lookup of project 'p' failed: HTTP 401: *** token.")
+    assert "NER_LABEL_STUDIO_API_KEY" in str(error) and "www-authenticate" not in str(error)
+    # And another failure stays a transient LabelStudioError with its body
+    down = ApiError(status_code=503, headers={}, body="upstream down")
+    other = api_error("import", down)
+    assert type(other) is LabelStudioError and str(other).endswith("HTTP 503: upstream down")

@@ -19,6 +19,7 @@ from ner.errors import (
     ConfigError,
     DataError,
     InputNotFoundError,
+    LabelStudioAuthError,
     LabelStudioError,
     ModelError,
     ModelNotFoundError,
@@ -69,6 +70,7 @@ def test_retry_policy_comes_from_the_run_context(clean_env: None, tmp_path: Path
         (ConfigError("NER_X is not set"), False),
         (PromotionError("never evaluated"), False),
         (SourceAuthError("401"), False),
+        (LabelStudioAuthError("Label Studio refused the key"), False),
     ],
 )
 def test_only_transient_errors_are_retried(error: Exception, retried: bool) -> None:

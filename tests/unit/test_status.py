@@ -48,7 +48,8 @@ def test_a_label_studio_nobody_runs_is_named_with_the_setting_to_check() -> None
     with pytest.raises(LabelStudioError) as raised:
         label_studio_counts(settings)
     text = str(raised.value)
-    assert text.startswith(f"Label Studio at {url}: ConnectError: ")
+    assert text.startswith(f"Label Studio read of project 'brandloop-dev' at {url} failed: ")
+    assert "ConnectError: " in text
     assert text.endswith("(is Label Studio running there? NER_LABEL_STUDIO_URL names it)")
     assert "k" * 40 not in text
 
@@ -80,7 +81,9 @@ def test_a_label_studio_that_fails_is_asked_once() -> None:
         settings = load_settings({"label_studio_url": url, "label_studio_api_key": "k" * 40})
         # When its counts are asked for, the refusal is reported after one request (the
         # SDK's own retries would ask three times: a status is a one-shot read)
-        with pytest.raises(LabelStudioError, match=f"Label Studio at {url}: "):
+        with pytest.raises(
+            LabelStudioError, match=f"Label Studio read of project .* at {url} failed: "
+        ):
             label_studio_counts(settings)
     finally:
         server.shutdown()
