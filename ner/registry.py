@@ -1240,10 +1240,11 @@ def _log_curve_and_plots(
     from mlflow.entities import Metric
 
     from ner import plots
+    from ner.training import curve_f1
 
     stamp = int(time.time() * 1000)
     metrics = [
-        Metric("curve_dev_f1", float(row.get("score", 0.0)), stamp, int(row.get("step", i)))
+        Metric("curve_dev_f1", curve_f1(row), stamp, int(row.get("step", i)))
         for i, row in enumerate(curve)
     ] + [
         Metric("curve_loss_ner", float(row.get("loss_ner", 0.0)), stamp, int(row.get("step", i)))
@@ -1254,7 +1255,7 @@ def _log_curve_and_plots(
     if curve:
         with tempfile.TemporaryDirectory() as tmp:
             path = plots.learning_curve(
-                [(float(r.get("step", 0)), float(r.get("score", 0.0))) for r in curve],
+                [(float(r.get("step", 0)), curve_f1(r)) for r in curve],
                 Path(tmp) / "learning_curve.png",
                 title="dev F1 during training",
                 xlabel="step",

@@ -126,9 +126,15 @@ class EpochProgress:
             max_epochs=max_epochs,
             step=step,
             loss=float(row.get("loss_ner", 0.0)),
-            dev_f1=float(row.get("ents_f", row.get("score", 0.0))),
+            dev_f1=curve_f1(row),
             batches=step + 1 if previous_step is None else step - previous_step,
         )
+
+
+def curve_f1(row: Mapping[str, Any]) -> float:
+    """The held-back slice's F1 on a curve row: of our labels (``labels_f``) when the row has
+    it, else spaCy's ``ents_f`` (every entity type), else the checkpoint score."""
+    return float(row.get("labels_f", row.get("ents_f", row.get("score", 0.0))))
 
 
 #: ``on_epoch(progress)``: called after each dev-slice evaluation while training.
@@ -136,8 +142,13 @@ OnEpoch = Callable[[EpochProgress], None]
 
 
 @spacy.registry.loggers(CURVE_LOGGER)
-def curve_logger(path: str | None = None) -> Callable[..., Any]:
-    """spaCy training logger that appends one JSON line per evaluation to ``path``."""
+def curve_logger(path: str | None = None, labels: Sequence[str] = ()) -> Callable[..., Any]:
+    """spaCy training logger that appends one JSON line per evaluation to ``path``.
+
+    With ``labels`` (the names the ``ner`` is trained with), each line also has
+    ``labels_f``: the F1 of those labels alone (their mean with several), since spaCy's
+    ``ents_f`` counts every entity the starting pipeline still predicts (``PERSON``,
+    ``GPE`` ...) as false positives on a slice whose gold holds only our labels."""
 
     def setup(
         nlp: Language, stdout: IO[str] | None = None, stderr: IO[str] | None = None
@@ -154,10 +165,13 @@ def curve_logger(path: str | None = None) -> Callable[..., Any]:
                 "loss_ner": float((info.get("losses") or {}).get("ner", 0.0)),
                 "words": info.get("words", 0),
             }
+            scores = info.get("other_scores") or {}
             for key in ("ents_p", "ents_r", "ents_f"):
-                value = (info.get("other_scores") or {}).get(key)
+                value = scores.get(key)
                 if value is not None:
                     row[key] = float(value)
+            if labels:
+                row["labels_f"] = _labels_f(scores.get("ents_per_type") or {}, labels)
             log.debug("training step %s", row)
             if handle is not None:
                 handle.write(json.dumps(row) + "\n")
@@ -170,6 +184,13 @@ def curve_logger(path: str | None = None) -> Callable[..., Any]:
         return log_step, finalize
 
     return setup
+
+
+def _labels_f(per_type: Mapping[str, Any], labels: Sequence[str]) -> float:
+    """The mean F1 of ``labels`` in spaCy's ``ents_per_type`` (a label with no gold span
+    and no prediction on the slice is absent there, and left out; none at all: 0)."""
+    found = [float(per_type[label].get("f") or 0.0) for label in labels if label in per_type]
+    return sum(found) / len(found) if found else 0.0
 
 
 @dataclass(frozen=True)
@@ -310,6 +331,7 @@ def train(
         start = save_start(start_nlp, [*trained_as, *silver_labels], work / "start")
         config_path = Path(recipe.config) if recipe.config else default_config_path()
         overrides = _training_overrides(work, start, curve_file, recipe, seed)
+        overrides["training.logger.labels"] = trained_as
         nlp = _run_spacy_training(config_path, overrides, work / "output")
         final = _finish(nlp, work / "output" / "model-best", recipe, labels, brands)
         final.meta["brandloop"] = {"start_from": start_from, "seed": seed}

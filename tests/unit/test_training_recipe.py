@@ -312,8 +312,11 @@ def test_isolated_training_streams_each_evaluation_while_it_trains(tmp_path: Pat
     # Then every evaluation of the curve reached the callback, in order, as epoch k/4
     progress = [p for p, _ in seen]
     assert [(p.step, p.dev_f1) for p in progress] == [
-        (int(row["step"]), row["ents_f"]) for row in result.curve
+        (int(row["step"]), row["labels_f"]) for row in result.curve
     ]
+    # (the slice's F1 is of the trained label alone: the base's other entity types, still
+    # predicted on a slice whose gold holds only brands, count against spaCy's ents_f only)
+    assert all(row["labels_f"] >= row["ents_f"] - 1e-9 for row in result.curve)
     assert {p.max_epochs for p in progress} == {4}
     assert 1 <= progress[0].epoch <= progress[-1].epoch <= 4
     # And the first one arrived while the child was still training (no model saved yet)
@@ -332,6 +335,19 @@ def test_curve_tail_returns_only_complete_new_lines(tmp_path: Path) -> None:
         handle.write('ep": 2}\n')
     assert tail.new_rows() == [{"step": 2}]
     assert tail.new_rows() == []
+
+
+def test_the_slice_f1_is_of_our_labels_when_the_curve_has_it() -> None:
+    from ner.training import _labels_f, curve_f1
+
+    # spaCy's per-type scores of a slice: ORG (brands, trained as ORG) and the base's PERSON
+    per_type = {"ORG": {"p": 1.0, "r": 0.5, "f": 0.6667}, "PERSON": {"p": 0.0, "r": 0.0, "f": 0.0}}
+    assert _labels_f(per_type, ["ORG"]) == pytest.approx(0.6667)
+    assert _labels_f(per_type, ["ORG", "PRODUCT"]) == pytest.approx(0.6667)  # absent: left out
+    assert _labels_f(per_type, ["PRODUCT"]) == 0.0
+    assert curve_f1({"labels_f": 0.6, "ents_f": 0.2, "score": 0.2}) == 0.6
+    assert curve_f1({"ents_f": 0.2, "score": 0.3}) == 0.2  # an older curve, or the accurate one
+    assert curve_f1({"score": 0.3}) == 0.3
 
 
 def test_epoch_progress_counts_epochs_from_one() -> None:
