@@ -1232,6 +1232,12 @@ def write_json_artifact(run_id: str, name: str, payload: Any, client: Any) -> No
         client.log_artifact(run_id, str(path))
 
 
+def _dev_f1(row: Mapping[str, Any]) -> float:
+    """The held-back slice's F1 of a training curve row (``dev_f1``, set by
+    :func:`ner.training.curve_f1`; the checkpoint score in curves without it)."""
+    return float(row.get("dev_f1", row.get("score", 0.0)))
+
+
 def _log_curve_and_plots(
     client: Any,
     run_id: str,
@@ -1240,11 +1246,10 @@ def _log_curve_and_plots(
     from mlflow.entities import Metric
 
     from ner import plots
-    from ner.training import curve_f1
 
     stamp = int(time.time() * 1000)
     metrics = [
-        Metric("curve_dev_f1", curve_f1(row), stamp, int(row.get("step", i)))
+        Metric("curve_dev_f1", _dev_f1(row), stamp, int(row.get("step", i)))
         for i, row in enumerate(curve)
     ] + [
         Metric("curve_loss_ner", float(row.get("loss_ner", 0.0)), stamp, int(row.get("step", i)))
@@ -1255,7 +1260,7 @@ def _log_curve_and_plots(
     if curve:
         with tempfile.TemporaryDirectory() as tmp:
             path = plots.learning_curve(
-                [(float(r.get("step", 0)), curve_f1(r)) for r in curve],
+                [(float(r.get("step", 0)), _dev_f1(r)) for r in curve],
                 Path(tmp) / "learning_curve.png",
                 title="dev F1 during training",
                 xlabel="step",

@@ -483,8 +483,10 @@ def _vectors_override(start: StartPipeline) -> dict[str, str]:
 
 
 def _read_curve(path: Path) -> tuple[dict[str, float], ...]:
-    """The rows of a training curve file (see :func:`curve_logger`)."""
-    return tuple(json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    """The rows of a training curve file (see :func:`curve_logger`), each with ``dev_f1``
+    (:func:`curve_f1`)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return tuple({**row, "dev_f1": curve_f1(row)} for row in rows)
 
 
 def _trained_labels(labels: Sequence[str], label_map: Mapping[str, str]) -> list[str]:
