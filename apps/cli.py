@@ -38,6 +38,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from ner.errors import BrandloopError, ConfigError
+from ner.report import quantity
 
 if TYPE_CHECKING:
     from flows.feedback_loop import LoopResult
@@ -1071,7 +1072,7 @@ def status(
         out.print(_missing_store(report.missing_store))
     gold = report.gold
     out.print(
-        f"gold set: {gold.name} ({gold.hash[:12]}, {gold.n_posts} posts)"
+        f"gold set: {gold.name} ({gold.hash[:12]}, {quantity(gold.n_posts, 'post')})"
         if gold
         else "gold set: none frozen yet (train-ner freezes it when labels first arrive)"
     )
@@ -1249,7 +1250,8 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     overridden = ([] if rule.promote else [f"rule said: {rule.reason}"]) + (
         [f"train-ner's gate refused it by {', '.join(unchecked)}"] if unchecked else []
     )
-    said = reason + (f" (forced; {'; '.join(overridden)})" if overridden else "")
+    checked = f"rule on gold set {gold.hash[:12]}: {rule.reason}"  # its threshold, as set now
+    said = reason + (f" (forced; {'; '.join(overridden)})" if overridden else f" ({checked})")
     why = f"manual: {said}"
     events = registry.promote(
         version,
@@ -1429,6 +1431,15 @@ def labelstudio_setup(
         f"{'created' if project.created else 'found'} project {project.project_id} "
         f"{project.title!r} on {cfg.label_studio_url} (labels: {', '.join(project.config.labels)})"
     )
+    if project.added:
+        out.print(f"added the labels {', '.join(project.added)} to its labelling config")
+    extra = [label for label in project.config.labels if label not in cfg.labels]
+    if extra:
+        out.print(
+            f"[yellow]![/] the project also offers {', '.join(extra)}, which NER_LABELS "
+            f"({', '.join(cfg.labels)}) has not: a pull rejects the spans labelled so; remove "
+            "them in Label Studio (project settings, Labeling Interface) or add them to NER_LABELS"
+        )
     if webhook_url:
         from apps.webhook import register_webhook
 
@@ -1455,7 +1466,7 @@ def labelstudio_status(set_: SetOption = None) -> None:
         )
     console().print(
         f"project {counts.project_id} {counts.title!r} on {cfg.label_studio_url}: "
-        f"{counts.tasks} tasks, {counts.labelled} labelled, {counts.skipped} skipped"
+        f"{quantity(counts.tasks, 'task')}, {counts.labelled} labelled, {counts.skipped} skipped"
     )
 
 

@@ -160,7 +160,14 @@ def fetch_posts(
     else:
         raise ConfigError(f"unknown source {source!r}: use 'x' or 'jsonl'")
     fetched = Fetched.model_validate(result)
-    fetched.n_posts -= purge.drop_forgotten_posts(ctx.storage, key)  # deleted upstream
+    forgotten = purge.drop_forgotten_posts(ctx.storage, key)  # deleted upstream
+    if forgotten:
+        get_run_logger().info(
+            "left out %s forgotten before (tombstones under forgotten/; `brandloop forget "
+            "--lift` if by mistake)",
+            quantity(forgotten, "post"),
+        )
+    fetched.n_posts -= forgotten
     if fetched.n_posts == 0:
         ctx.storage.delete(key)  # an empty batch is no batch (nothing to finish later)
         return fetched.model_copy(update={"posts_key": None})
@@ -279,11 +286,17 @@ def select_for_labelling(ctx: RunContext, model_spec: str, posts_key: str, stamp
         explore=settings.label_explore,
         seed=settings.seed,
     )
-    return Selection(
-        selection_key=key,
-        selection_strategy=record.strategy,
-        n_selected=len(record.post_ids),
+    chosen = len(record.post_ids)
+    get_run_logger().info(
+        "chose %s of %s for the annotators (NER_LABEL_BUDGET=%d, %s); the others are "
+        "predicted and stored, not sent: %s",
+        quantity(chosen, "post"),
+        count_lines(ctx.storage, posts_key),
+        settings.label_budget,
+        record.strategy,
+        key,
     )
+    return Selection(selection_key=key, selection_strategy=record.strategy, n_selected=chosen)
 
 
 def _selected_ids(storage: Storage, selection: Selection | None) -> set[str] | None:
@@ -500,7 +513,8 @@ def _delivery_line(delivered: Delivered | None) -> str:
         return "nothing delivered"
     if delivered.imported is not None:
         imported = delivered.imported
-        where = f"Label Studio project {imported.project_id} ({imported.n_imported} new tasks"
+        new = quantity(imported.n_imported, "new task")
+        where = f"Label Studio project {imported.project_id} ({new}"
         if imported.n_skipped_existing:
             where += f", {imported.n_skipped_existing} already there"
         if imported.n_id_conflicts:

@@ -58,6 +58,7 @@ from ner.errors import DataError, GoldSetError
 # Re-exported: readers of gold sets and training pools know them as ner.datasets names.
 from ner.records import read_annotations as read_annotations
 from ner.records import write_annotations as write_annotations
+from ner.report import quantity
 from ner.storage import Storage
 from ner.types import Annotation, Rejected
 
@@ -434,6 +435,52 @@ def drop_from_gold_set(
     return revised
 
 
+def _relabelled(gold: Annotation, latest: Annotation | None) -> bool:
+    """Whether ``latest`` (the post's label as pulled now) is a newer label of ``gold``'s
+    post: same text, other spans, saved after it (Label Studio's ``updated_at``)."""
+    if latest is None or latest.text != gold.text:
+        return False
+    if _canonical(latest)["spans"] == _canonical(gold)["spans"]:
+        return False
+    return bool(latest.updated_at) and (latest.updated_at or "") > (gold.updated_at or "")
+
+
+def correct_gold_set(
+    storage: Storage, annotations: Iterable[Annotation], *, now: datetime | None = None
+) -> GoldSet | None:
+    """Take the newer labels of gold posts relabelled since the gold set in force froze (a
+    person corrected them in Label Studio): a new version, re-hashed, made current, as
+    :func:`drop_from_gold_set` does for withdrawn ones; its record carries ``revised_from``
+    and ``corrected_post_ids``. Returns it, or ``None`` (nothing written) when no gold post
+    has a newer label among ``annotations`` or no gold set is frozen. A post whose text
+    differs is not its correction (a reused id) and is left as frozen."""
+    loaded = load_gold_set(storage)
+    if loaded is None:
+        return None
+    current, gold = loaded
+    latest = {a.post_id: a for a in annotations}
+    corrected = [g.post_id for g in gold if _relabelled(g, latest.get(g.post_id))]
+    if not corrected:
+        return None
+    fixed = set(corrected)
+    revised_gold = [latest[g.post_id] if g.post_id in fixed else g for g in gold]
+    name = _revision_name(storage, current.name)
+    extra = {"revised_from": current.name, "corrected_post_ids": corrected}
+    revised = _write_gold_set(
+        storage, revised_gold, name, now, current.salt, current.gold_fraction, "revised", extra
+    )
+    log.warning(
+        "gold set %s: %s relabelled since it froze (%s) take their new labels -> %s (hash %s); "
+        "models are scored on the new version from now on",
+        current.name,
+        quantity(len(corrected), "post"),
+        ", ".join(corrected[:10]) + (" ..." if len(corrected) > 10 else ""),
+        name,
+        revised.hash[:12],
+    )
+    return revised
+
+
 def train_pool(
     annotations: Iterable[Annotation],
     gold_set: GoldSet | None,
@@ -477,7 +524,7 @@ class Splits:
     train_hash: str
     n_train: int
     n_held_out: int
-    #: The gold set this round's replaced (posts withdrawn in Label Studio), if any.
+    #: The gold set this round's replaced (posts withdrawn or relabelled in Label Studio).
     gold_revised_from: str | None = None
     #: With no gold set frozen yet: the posts a gold set would hold (:func:`would_freeze`).
     gold_waiting: int = 0
@@ -519,8 +566,10 @@ def prepare_splits(
     """One round's data: freeze the gold set if needed, write the training pool to storage.
 
     ``withdrawn`` posts (labels deleted in Label Studio) are first dropped from the gold set
-    in force (:func:`drop_from_gold_set`: a new version, re-hashed); the summary then names
-    that version, and ``gold_revised_from`` the one it replaced (else ``None``).
+    in force (:func:`drop_from_gold_set`: a new version, re-hashed), and gold posts
+    relabelled since it froze take their new labels (:func:`correct_gold_set`, likewise); the
+    summary then names that version, and ``gold_revised_from`` the one it replaced (else
+    ``None``).
 
     The gold set in force is kept (or frozen now, with the ``recent`` posts, when they and
     the gold split hold at least ``min_gold_posts`` posts; until then no gold set is frozen
@@ -532,7 +581,9 @@ def prepare_splits(
     """
     records = _unique(annotations)
     before = load_gold_set(storage)
-    revised = drop_from_gold_set(storage, withdrawn)
+    dropped = drop_from_gold_set(storage, withdrawn)
+    corrected = correct_gold_set(storage, records)
+    revised = corrected or dropped
     loaded = load_gold_set(storage) if revised is not None else before
     gold_set = loaded[0] if loaded is not None else None
     candidates = [a for a in records if a.post_id not in held_out]

@@ -520,7 +520,8 @@ def check_label_regression(
         reason = f"label F1 fell by more than {margin:.4f}: {listed}"
         return Verdict(Rule.LABEL_REGRESSION, Status.REFUSED, reason, numbers)
     drop, label, _, _ = drops[0]
-    reason = f"no label fell by more than {margin:.4f} (least change: {label} {-drop:+.4f})"
+    change = round(-drop, 4) + 0.0  # no "-0.0000" for a label that did not move
+    reason = f"no label fell by more than {margin:.4f} (least change: {label} {change:+.4f})"
     return Verdict(Rule.LABEL_REGRESSION, Status.PASSED, reason, numbers)
 
 

@@ -39,6 +39,8 @@ ALIAS_NOTES = (
 )
 """Starts of the lines :func:`with_alias_note` puts under a card's title (the latest alias
 move of each kind made by hand, newest first)."""
+#: The line between the alias notes and the card they sit on.
+BELOW_NOTES = "_Below: the card as written when the version was trained._"
 _COMPACT_ROWS = 8
 
 
@@ -373,19 +375,13 @@ def _fit(text: str, max_chars: int) -> str:
 def manual_promotion_note(*, reason: str, actor: str, when: str) -> str:
     """The line :func:`with_alias_note` puts on a version made champion by hand
     (``brandloop promote``): ``when`` (UTC), ``actor``, ``reason``."""
-    return (
-        f"{ALIAS_NOTES[0]} to @champion at {when} by {_cell(actor)}: {_cell(reason)}. "
-        "Below: the card of when it was trained."
-    )
+    return f"{ALIAS_NOTES[0]} to @champion at {when} by {_cell(actor)}: {_cell(reason)}."
 
 
 def rollback_note(*, reason: str, actor: str, when: str) -> str:
     """The line :func:`with_alias_note` puts on a champion that ``brandloop rollback`` moved
     away from."""
-    return (
-        f"{ALIAS_NOTES[1]} from @champion at {when} by {_cell(actor)}: {_cell(reason)}. "
-        "Below: the card of when it was trained."
-    )
+    return f"{ALIAS_NOTES[1]} from @champion at {when} by {_cell(actor)}: {_cell(reason)}."
 
 
 def restored_note(*, reason: str, actor: str, when: str, from_version: str) -> str:
@@ -393,7 +389,7 @@ def restored_note(*, reason: str, actor: str, when: str, from_version: str) -> s
     (away from ``from_version``)."""
     return (
         f"{ALIAS_NOTES[2]} to @champion at {when} by {_cell(actor)}, rolling back version "
-        f"{_cell(from_version)}: {_cell(reason)}. Below: the card of when it was trained."
+        f"{_cell(from_version)}: {_cell(reason)}."
     )
 
 
@@ -402,8 +398,8 @@ def copied_note(*, source: str, env: str, when: str, f1: float, gold_hash: str) 
     (``source``, e.g. ``brand-ner-dev/1``) and scored ``f1`` on ``env``'s gold set."""
     return (
         f"{ALIAS_NOTES[3]} from {_cell(source)} at {when}: F1 {f1:.4f} on {_cell(env)}'s gold "
-        f"set {gold_hash[:12]}. Below: the source's card, of its training (its scores are on "
-        "the source's gold set)."
+        f"set {gold_hash[:12]} (the card below is the source's: its scores are on the "
+        "source's gold set)."
     )
 
 
@@ -411,8 +407,7 @@ def replaced_note(*, by_version: str, reason: str, when: str) -> str:
     """The line :func:`with_alias_note` puts on a champion a promotion moved away from:
     ``by_version`` took @champion at ``when`` for ``reason``."""
     return (
-        f"{ALIAS_NOTES[4]} as @champion at {when} by version {_cell(by_version)}: "
-        f"{_cell(reason)}. Below: the card of when it was trained."
+        f"{ALIAS_NOTES[4]} as @champion at {when} by version {_cell(by_version)}: {_cell(reason)}."
     )
 
 
@@ -435,6 +430,11 @@ def with_alias_note(card: str, note: str) -> str:
     rest = lines[len(title) :]
     while rest and not rest[0].strip():
         rest = rest[1:]
+    while rest and rest[0] == BELOW_NOTES:
+        rest = rest[1:]
+    while rest and not rest[0].strip():
+        rest = rest[1:]
+    below = [BELOW_NOTES, ""] if rest else []
     notes = [line for n in (note, *earlier) for line in (n, "")]
-    text = "\n".join([*title, *([""] if title else []), *notes, *rest]).rstrip()
+    text = "\n".join([*title, *([""] if title else []), *notes, *below, *rest]).rstrip()
     return _fit(text, MLFLOW_DESCRIPTION_LIMIT)

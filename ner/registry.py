@@ -132,8 +132,9 @@ def default_actor() -> str:
 
 
 def _now() -> str:
-    """The time an alias note gives: minutes, UTC."""
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    """The time an alias note and its ``*_at`` tags give: ISO 8601, seconds, UTC (the
+    format of ``champion_since``)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def does_not_exist(exc: Exception) -> bool:
@@ -315,7 +316,9 @@ class Registry:
         from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
         try:
-            self.client.create_registered_model(self.model_name, description=MODEL_DESCRIPTION)
+            self.client.create_registered_model(
+                self.model_name, description=model_description(f"{self.experiment_name}-audit")
+            )
         except MlflowException as exc:
             if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                 raise
@@ -1202,16 +1205,17 @@ def set_metrics(report: Any, set_name: str) -> dict[str, float]:
     }
 
 
-#: The registered model's description (the MLflow UI's model page), set when brandloop
-#: creates it.
-MODEL_DESCRIPTION = (
-    "Brand NER (spaCy) trained by brandloop's train-ner flow on human labels. `@champion` is "
-    "the version in service (promoted by the gate or by hand, audited in the "
-    "`<experiment>-audit` experiment), `@previous` the one a rollback returns to, "
-    "`@challenger` the latest trained. Each version's description is its model card: "
-    "training data, recipe, scores on the gold and canary sets, the gate's verdict and "
-    "known limits."
-)
+def model_description(audit_experiment: str) -> str:
+    """The registered model's description (the MLflow UI's model page), set when brandloop
+    creates it; ``audit_experiment`` is where its alias moves are audited."""
+    return (
+        "Brand NER (spaCy) trained by brandloop's train-ner flow on human labels. `@champion` "
+        "is the version in service (promoted by the gate or by hand; every alias move is a run "
+        f"of the `{audit_experiment}` experiment), `@previous` the one a rollback returns to, "
+        "`@challenger` the latest trained. Each version's description is its model card: "
+        "training data, recipe, scores on the gold and canary sets, the gate's verdict and "
+        "known limits."
+    )
 
 
 def run_tags(env: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -224,7 +224,8 @@ class LabelStudioProject:
     Build it with :meth:`connect` (from settings) or :meth:`ensure` (from a client).
     ``config`` is the project's own labelling config, parsed: results are written with its
     ``from_name``/``to_name`` and task text goes under its ``text_key``. ``created`` says
-    whether building it created the project in Label Studio.
+    whether building it created the project in Label Studio, ``added`` the labels it added
+    to an existing project's config.
     """
 
     def __init__(
@@ -236,12 +237,14 @@ class LabelStudioProject:
         *,
         secret: str | None = None,
         created: bool = False,
+        added: Sequence[str] = (),
     ) -> None:
         self.client = client
         self.project_id = project_id
         self.title = title
         self.config = config
         self.created = created
+        self.added = tuple(added)
         self._secret = secret
 
     def __repr__(self) -> str:
@@ -314,7 +317,7 @@ class LabelStudioProject:
                 client.projects.update(id=project_id, label_config=label_config(wanted))
             config = LabelConfig.for_labels(wanted)
             log.info("added labels %s to Label Studio project %s", missing, project_id)
-        return cls(client, project_id, title, config, secret=secret, created=created)
+        return cls(client, project_id, title, config, secret=secret, created=created, added=missing)
 
     def _api(self, what: str) -> Any:
         return _api(what, self._secret)

@@ -102,7 +102,8 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     # Given v1 promoted by hand with a reason
     code, out, err = _invoke("promote", v1, "--reason", "first release", *flags)
     assert code == 0, err
-    assert "@champion: - -> 1  (manual: first release)" in out
+    assert "@champion: - -> 1  (manual: first release (rule on gold set " in out
+    assert "threshold 0.8000" in out  # the rule it passed, with the threshold in force
     # When v2 (better on the same gold set) is promoted
     code, out, err = _invoke("promote", v2, "--reason", "beats v1", *flags)
     assert code == 0, err
@@ -113,7 +114,7 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     # (and v1's card no longer opens with its promotion by hand: a trial read it as champion)
     card = registry.client.get_model_version(registry.model_name, v1).description
     assert card.startswith("**Replaced** as @champion at ")
-    assert f"by version {v2}: manual: beats v1." in card.splitlines()[0]
+    assert f"by version {v2}: manual: beats v1 (rule on gold set " in card.splitlines()[0]
     assert card.splitlines()[2].startswith("**Promoted by hand** to @champion at ")
     # And the audit has the champion's F1 only where there was a champion (no 0.0 for none)
     moves = [e for e in registry.audit_log() if e.alias == CHAMPION]
@@ -124,7 +125,7 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     # Then status shows both with their gold F1 and the audited moves
     code, out, err = _invoke("status", *flags)
     assert code == 0, err
-    assert "gold set: gold-" in out and f"({setup.gold_hash[:12]}, 1 posts)" in out
+    assert "gold set: gold-" in out and f"({setup.gold_hash[:12]}, 1 post)" in out
     assert _row(out, "@champion") == ["@champion", v2, "0.9200"]
     assert _row(out, "@previous") == ["@previous", v1, "0.8500"]
     assert _row(out, "@challenger") == ["@challenger", "-", "-"]
@@ -215,7 +216,8 @@ def test_a_forced_promotion_says_so_on_the_version(setup: CliState) -> None:
     assert "**Gate: refused** (not promoted) by `threshold`" in version.description
     assert version.tags["brandloop.rolled_back"] == "worse in prod"
     assert version.tags["brandloop.rolled_back_by"].startswith("cli:")
-    assert version.tags["brandloop.rolled_back_at"].endswith(" UTC")
+    iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"  # as champion_since (a trial saw two formats)
+    assert re.fullmatch(iso, version.tags["brandloop.rolled_back_at"])
     # And the version the rollback made champion again says so on top of its card
     restored = registry.client.get_model_version(name, v2)
     assert restored.description.startswith("**Restored** to @champion at ")
@@ -477,6 +479,15 @@ def test_labelstudio_setup_status_and_counts_on_a_real_server(
     assert code == 0, err
     assert out.startswith("created project ") and again.startswith("found project ")
     assert again.removeprefix("found") == out.removeprefix("created")
+    # And setup with another label says it added it, and a later setup without it says
+    # that the project offers a label the pull would reject (a trial saw only "found")
+    code, more, err = _invoke("labelstudio", "setup", *flags, "--set", "labels=BRAND,PRODUCT")
+    assert code == 0, err
+    assert "added the labels PRODUCT to its labelling config" in more
+    code, back, err = _invoke("labelstudio", "setup", *flags)
+    assert code == 0, err
+    assert "(labels: BRAND, PRODUCT)" in back and "added the labels" not in back
+    assert "the project also offers PRODUCT, which NER_LABELS (BRAND) has not" in back
     client_module = cli.labelstudio_client_module()  # moving into ner/labelstudio/
     project = client_module.LabelStudioProject.connect(load_settings(**settings))
     hooks = project.client.webhooks.list(project=str(project.project_id))

@@ -92,7 +92,7 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
     assert copy.description.startswith(f"**Copied** from brand-ner-staging/{good} at "), (
         copy.description
     )
-    assert f": F1 1.0000 on prod's gold set {prod_gold[:12]}. Below: the source's card" in (
+    assert f": F1 1.0000 on prod's gold set {prod_gold[:12]} (the card below is the source's" in (
         copy.description
     )
     mlflow.set_tracking_uri(mlflow_server.url)

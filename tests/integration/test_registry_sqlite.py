@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 
 from ner.errors import PromotionError
 from ner.models import add_gazetteer, add_label_filter
-from ner.registry import CHAMPION, FINGERPRINT_TAG, MODEL_DESCRIPTION, PREVIOUS, Registry, decide
+from ner.registry import CHAMPION, FINGERPRINT_TAG, PREVIOUS, Registry, decide, model_description
 
 GOLD = "f" * 64
 
@@ -53,7 +53,9 @@ def test_promoted_model_loads_through_the_contract(registry: Registry, tmp_path:
     registry.record_evaluation(version, GOLD, {"f1": 0.9})
     # (the registered model says what it is on its page in the UI: a trial found it blank)
     described = registry.client.get_registered_model(registry.model_name).description
-    assert described == MODEL_DESCRIPTION and "`@champion` is the version in service" in described
+    assert described == model_description("brand-ner-audit")
+    assert "`@champion` is the version in service" in described
+    assert "run of the `brand-ner-audit` experiment" in described  # not a placeholder
     # When it is promoted
     registry.promote(version, gold_hash=GOLD, decision=decide(0.9, None, 0.8), metrics={"f1": 0.9})
     # Then the spaCy flavor loads @champion and its BRAND entities are the brands

@@ -245,6 +245,10 @@ def test_label_regression_refuses_a_label_that_fell_beyond_the_margin() -> None:
     passed = check_label_regression(challenger, champion, margin=0.15)
     assert passed.status is Status.PASSED
     assert "least change: PRODUCT -0.1000" in passed.reason
+    # and a label that did not move reads +0.0000, never -0.0000 (a trial saw it)
+    same = check_label_regression(champion, champion, margin=0.05)
+    assert "least change: " in same.reason and "-0.0000" not in same.reason
+    assert same.reason.endswith("+0.0000)")
 
 
 def test_label_regression_does_not_apply_without_champion_or_support() -> None:

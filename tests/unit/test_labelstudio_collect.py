@@ -246,6 +246,37 @@ def test_prepare_splits_drops_withdrawn_gold_posts(storage: Storage) -> None:
     assert summary.n_gold == 3 and summary.gold_revised_from is None
 
 
+def test_a_gold_post_relabelled_after_the_freeze_takes_its_new_label(storage: Storage) -> None:
+    # Given a gold set frozen from labels saved on 2026-11-20 (a trial later added a span to
+    # one of them in Label Studio and every model kept being scored on the old label)
+    def label(post_id: str, needles: list[str], when: str, text: str = TEXT) -> Annotation:
+        spans = tuple(span(text, n) for n in needles)
+        return Annotation(post_id, text, spans, updated_at=when)
+
+    old = "2026-11-20T10:00:00Z"
+    frozen = [label(f"g{i}", ["Glossier"], old) for i in range(3)]
+    first = freeze_gold_set(storage, frozen, gold_fraction=1.0, name="gold-z")
+    # When the pull brings g1 relabelled later, g2 relabelled with an older stamp, and g0
+    # with another text under its id (a reused id), each with other spans
+    pulled = [
+        label("g0", ["Sephora"], "2026-11-22T10:00:00Z", text=TEXT + " again"),
+        label("g1", ["Glossier", "Sephora"], "2026-11-21T09:00:00Z"),
+        label("g2", ["Sephora"], "2026-11-19T10:00:00Z"),
+    ]
+    summary = prepare_splits(storage, pulled, 1.0, layout.training_pool("r"))
+    # Then a new version holds g1's new label, the others as frozen, and says which changed
+    assert summary.gold_revised_from == "gold-z" and summary.gold_name == "gold-z-r2"
+    assert summary.gold_hash != first.hash
+    loaded = load_gold_set(storage)
+    assert loaded is not None
+    spans = {a.post_id: [s.text for s in a.spans] for a in loaded[1]}
+    assert spans == {"g0": ["Glossier"], "g1": ["Glossier", "Sephora"], "g2": ["Glossier"]}
+    assert storage.read_json(layout.gold_set("gold-z-r2"))["corrected_post_ids"] == ["g1"]
+    # And the same pull again changes nothing
+    again = prepare_splits(storage, pulled, 1.0, layout.training_pool("r"))
+    assert again.gold_revised_from is None and again.gold_name == "gold-z-r2"
+
+
 def test_a_snapshot_newer_than_the_live_set_is_read_as_it_is(storage: Storage) -> None:
     # given a live set taken after snapshot s1, and a snapshot s2 written after it (a pull that
     # stopped between its export and its live set)

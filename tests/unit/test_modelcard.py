@@ -9,6 +9,7 @@ import pytest
 from ner.evaluation import LabelScores
 from ner.gate import GatePolicy, Interval, ModelScores, decide_promotion
 from ner.modelcard import (
+    BELOW_NOTES,
     MLFLOW_DESCRIPTION_LIMIT,
     ModelCard,
     Recipe,
@@ -179,18 +180,17 @@ def test_an_alias_note_goes_under_the_title_and_keeps_the_latest_of_each_kind() 
     assert once.splitlines()[:3] == [
         "# brand-ner version 3",
         "",
-        "**Promoted by hand** to @champion at T1 by cli:ana: manual: hotfix. "
-        "Below: the card of when it was trained.",
+        "**Promoted by hand** to @champion at T1 by cli:ana: manual: hotfix.",
     ]
     assert again.count("**Promoted by hand**") == 1 and "at T2 by b: again." in again
     # a rollback goes on top, and the promotion it undid stays under it (a trial read the
     # card as if the version had never been champion when the rollback replaced it)
     assert rolled.splitlines()[2:] == [
-        "**Rolled back** from @champion at T3 by cli:bo: complaints. "
-        "Below: the card of when it was trained.",
+        "**Rolled back** from @champion at T3 by cli:bo: complaints.",
         "",
-        "**Promoted by hand** to @champion at T2 by b: again. "
-        "Below: the card of when it was trained.",
+        "**Promoted by hand** to @champion at T2 by b: again.",
+        "",
+        BELOW_NOTES,  # once, however many notes (a trial read it on every line)
         "",
         "**Gate: refused** (not promoted) by `threshold`",
         "",
@@ -201,6 +201,7 @@ def test_an_alias_note_goes_under_the_title_and_keeps_the_latest_of_each_kind() 
     notes = [line for line in back.splitlines() if line.startswith("**")]
     assert [n.split(" at ")[1][:2] for n in notes[:2]] == ["T4", "T3"]
     assert back.count("**Promoted by hand**") == 1 and back.count("**Rolled back**") == 1
+    assert back.count(BELOW_NOTES) == 1
     with pytest.raises(ValueError, match="not an alias note"):
         with_alias_note(card, "**Gate: passed**")
 
@@ -210,8 +211,7 @@ def test_the_version_a_rollback_restores_says_so_on_top() -> None:
     card = "# brand-ner version 1\n\n**Promoted by hand** to @champion at T1 by a: first."
     back = restored_note(reason="worse in prod", actor="cli:bo", when="T2", from_version="2")
     assert with_alias_note(card, back).splitlines()[2:5] == [
-        "**Restored** to @champion at T2 by cli:bo, rolling back version 2: worse in prod. "
-        "Below: the card of when it was trained.",
+        "**Restored** to @champion at T2 by cli:bo, rolling back version 2: worse in prod.",
         "",
         "**Promoted by hand** to @champion at T1 by a: first.",
     ]
@@ -226,8 +226,7 @@ def test_a_champion_a_promotion_replaced_says_so_on_top() -> None:
         card, replaced_note(by_version="3", reason="promoted: F1 0.91 > 0.88", when="T2")
     )
     assert replaced.splitlines()[2:5] == [
-        "**Replaced** as @champion at T2 by version 3: promoted: F1 0.91 > 0.88. "
-        "Below: the card of when it was trained.",
+        "**Replaced** as @champion at T2 by version 3: promoted: F1 0.91 > 0.88.",
         "",
         "**Restored** to @champion at T1 by a, rolling back version 2: x.",
     ]
@@ -235,10 +234,7 @@ def test_a_champion_a_promotion_replaced_says_so_on_top() -> None:
 
 def test_an_alias_note_without_a_card_and_within_the_limit() -> None:
     note = manual_promotion_note(reason="r | x\ny", actor="a", when="T")
-    assert with_alias_note("", note) == (
-        "**Promoted by hand** to @champion at T by a: r \\| x y. "
-        "Below: the card of when it was trained."
-    )
+    assert with_alias_note("", note) == "**Promoted by hand** to @champion at T by a: r \\| x y."
     long_card = "# m version 1\n\n" + "\n".join(["row " + "x" * 90] * 80)
     cut = with_alias_note(long_card, note)
     assert len(cut) <= MLFLOW_DESCRIPTION_LIMIT and cut.splitlines()[2].startswith("**Promoted")
