@@ -1132,7 +1132,8 @@ def run_train(
     pulled = pull_annotations(ctx, source, export_keys, stamp)
     get_run_logger().info(
         "pulled the labels of %s, one label each (%s rejected, %s repaired, "
-        "%d deleted, %d held for review; left out without a label: %d)",
+        "%d annotations deleted, %d held for review; exported tasks without a finished "
+        "annotation, left out: %d)",
         quantity(pulled.n_annotations, "post"),
         quantity(pulled.n_rejected, "post"),
         quantity(pulled.n_repaired, "span"),

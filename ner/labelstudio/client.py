@@ -332,15 +332,24 @@ class LabelStudioProject:
     ) -> Iterator[dict[str, Any]]:
         """Tasks of the project as plain task JSON (paged; ``query`` is a Data Manager query)."""
         with self._api(f"listing of project {self.project_id}'s tasks"):
-            pager: Iterable[Any] = self.client.tasks.list(
+            page: Any = self.client.tasks.list(
                 project=self.project_id,
                 query=None if query is None else json.dumps(query),
                 fields=fields,
                 include=include,
                 page_size=PAGE_SIZE,
             )
-            for task in pager:
-                yield task.model_dump(mode="json", exclude_none=True)
+            listed = 0
+            while page is not None:
+                items = page.items or []
+                for task in items:
+                    yield task.model_dump(mode="json", exclude_none=True)
+                listed += len(items)
+                # the SDK's pager asks for a page past the last, which Label Studio answers
+                # with a 404 it logs as an ERROR with a traceback: stop at the total instead
+                total = getattr(page.response, "total", None)
+                more = bool(items) and (not isinstance(total, int) or listed < total)
+                page = page.next_page() if more else None
 
     def post_ids(self) -> dict[str, list[int]]:
         """Task ids of every post id in the project (more than one means a duplicate)."""

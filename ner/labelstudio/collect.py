@@ -93,6 +93,8 @@ class _Pool:
     lost: set[str] = field(default_factory=set)
     deleted_tasks: set[int] = field(default_factory=set)
     deleted_annotations: set[int] = field(default_factory=set)
+    #: post id -> the spans each annotator chose, for posts held for review
+    choices: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     #: unreadable snapshot files moved aside (:mod:`ner.labelstudio.quarantine`)
     quarantined: list[QuarantinedFile] = field(default_factory=list)
 
@@ -222,6 +224,11 @@ def _apply_agreement(
             continue
         resolution = resolve(annotations, policy, threshold)
         agreements.append(resolution.agreement)
+        if resolution.annotation is None:  # held: the review report shows what each chose
+            pool.choices[resolution.agreement.post_id] = {
+                a.annotator or "?": [f"[{x.start}, {x.end}) {x.text!r} {x.label}" for x in a.spans]
+                for a in annotations
+            }
         post_id = resolution.agreement.post_id
         known = pool.latest.get(post_id)
         if known is None or known[2].task_id != task_id:
@@ -283,7 +290,8 @@ def collect_annotations(
     held = [a for a in agreements if a.outcome is Outcome.HELD]
     review_key = layout.review_report(out_key) if held else None
     if review_key is not None:
-        storage.write_json(review_key, [a.to_dict() for a in held])
+        review = [{**a.to_dict(), "spans": pool.choices.get(a.post_id, {})} for a in held]
+        storage.write_json(review_key, review)
         log.warning(
             "%s held for review (annotators disagree): %s",
             quantity(len(held), "post"),

@@ -192,6 +192,11 @@ def test_policies_on_two_disagreeing_annotators(
                 "annotators": ["1", "2"],
                 "score": 0.5,
                 "outcome": "held_for_review",
+                # what each annotator chose, so a reviewer sees the difference here
+                "spans": {
+                    "1": ["[0, 8) 'Glossier' BRAND", "[13, 25) 'Fenty Beauty' BRAND"],
+                    "2": ["[0, 8) 'Glossier' BRAND", "[29, 36) 'Sephora' BRAND"],
+                },
             }
         ]
         assert report.withdrawn_post_ids == []  # held is not withdrawn
