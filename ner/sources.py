@@ -95,13 +95,14 @@ def iter_jsonl(
     *,
     source: str = "jsonl",
     query: str | None = None,
-    seen: dict[str, int] | None = None,
+    seen: dict[str, tuple[int, bytes]] | None = None,
     first_line: int = 1,
     max_chars: int | None = None,
 ) -> Iterator[tuple[int, Post | Rejected]]:
     """Parse JSONL lines into posts, streaming; yields ``(line number, Post | Rejected)``.
 
-    Nothing but ``seen`` (post id -> line where it first appeared) is kept in memory. Blank
+    Nothing but ``seen`` (post id -> the line where it first appeared and a short digest of
+    its text, to say whether a repeat differs) is kept in memory. Blank
     lines are skipped silently. A line that is not a JSON object, has no usable id, has a
     missing, non-string or empty text, a text longer than ``max_chars`` characters, or
     repeats an id already in ``seen`` is yielded as a :class:`Rejected` whose ``record_id``
@@ -140,15 +141,14 @@ def iter_jsonl(
             reason = f"text of {len(post.text):,} characters; the limit is {max_chars:,} "
             yield number, Rejected(f"{where} ({post.id})", reason + "(NER_MAX_POST_CHARS)")
             continue
+        digest = hashlib.blake2b(post.text.encode("utf-8", "surrogatepass"), digest_size=8)
         if post.id in seen:
-            yield (
-                number,
-                Rejected(
-                    f"{where} ({post.id})", f"duplicate post id (first on line {seen[post.id]})"
-                ),
-            )
+            first, earlier = seen[post.id]
+            differs = "" if earlier == digest.digest() else "; its text differs"
+            reason = f"duplicate post id (first on line {first}{differs})"
+            yield number, Rejected(f"{where} ({post.id})", reason)
             continue
-        seen[post.id] = number
+        seen[post.id] = (number, digest.digest())
         yield number, post
 
 
@@ -230,14 +230,14 @@ def _read_line_checkpoint(storage: Storage, input_uri: str) -> tuple[int, str | 
 
 def _jsonl_prefix(
     storage: Storage, input_uri: str, done: int, expected: str | None, max_chars: int | None
-) -> tuple[int, Any, dict[str, int]]:
+) -> tuple[int, Any, dict[str, tuple[int, bytes]]]:
     """Re-read the lines consumed by earlier runs: their hash and their post ids.
 
     Returns ``(lines done, running sha256, seen ids)``. If the input no longer starts with
     the lines that were checkpointed (it was replaced, not appended to), start again at 0.
     """
     digest = hashlib.sha256()
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, bytes]] = {}
     if done <= 0:
         return 0, digest, seen
     with closing(jsonl_lines(storage, input_uri)) as lines:

@@ -146,6 +146,7 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
         json.dumps({"id": 5, "text": "numeric id is fine"}),
         json.dumps({"id": True, "text": "a boolean is no id"}),
         '{"id": "6", "text": "half an emoji \\ud83d"}',
+        json.dumps({"id": 5, "text": "numeric id is fine"}),
     ]
     # When it is parsed
     out = list(iter_jsonl(lines, query="file"))
@@ -155,11 +156,13 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
     assert ids_of(posts) == ["1", "5"]
     assert posts[0].text == "Fenty 💄 gloss 👩🏽‍🎤"
     assert posts[0].source == "jsonl" and posts[0].query == "file"
-    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11]
+    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12]
     assert rejected[2].reason.startswith("invalid JSON")
     assert rejected[3].reason == "missing 'id'"
     assert rejected[4].reason == "empty text"
-    assert rejected[6].reason == "duplicate post id (first on line 1)"
+    # (a repeated id says whether its text differs: an edit, or a source reusing ids)
+    assert rejected[6].reason == "duplicate post id (first on line 1; its text differs)"
+    assert rejected[12].reason == "duplicate post id (first on line 9)"
     assert "non-string 'text'" in rejected[7].reason
     assert rejected[8].reason == "not a JSON object"
     assert "'id' must be a string or an integer" in rejected[10].reason
