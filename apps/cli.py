@@ -454,7 +454,8 @@ def _summary(result: BaseModel | Mapping[str, Any], keys: Sequence[str]) -> None
 
 
 APPLY_SUMMARY = (
-    *("n_posts", "n_rejected", "model_version", "posts_key", "predictions_key", "tasks_key"),
+    *("n_posts", "n_rejected", "n_forgotten", "model_version", "posts_key", "predictions_key"),
+    "tasks_key",
     *("n_imported", "n_skipped_existing", "n_id_conflicts", "recovered", "skipped"),
 )
 
@@ -530,6 +531,7 @@ def apply(
             "n_id_conflicts": imported.get("n_id_conflicts") or None,
             "n_posts": result.n_posts,
             "n_rejected": result.fetched.n_rejected,
+            "n_forgotten": result.fetched.n_forgotten or None,
             "model_version": result.model_version,
             "posts_key": result.fetched.posts_key,
             "predictions_key": delivered.predicted.predictions_key if delivered else None,
@@ -685,7 +687,11 @@ def loop(
         typer.Option(help="Who labels: exports in storage, Label Studio's API, or replay."),
     ] = "storage",
     gold_export: Annotated[
-        str | None, typer.Option(metavar="KEY", help="Export the replay annotator answers from.")
+        str | None,
+        typer.Option(
+            metavar="FILE",
+            help="Label Studio JSON export (a local file) the replay annotator answers from.",
+        ),
     ] = None,
     max_rounds: Annotated[
         int | None, typer.Option(min=1, metavar="N", help="Round budget.")
@@ -817,9 +823,15 @@ def _lift(cfg: Settings, params: Mapping[str, Any]) -> None:
         storage, params["post_ids"], run_stamp(), by=params["by"], reason=params["reason"]
     )
     _summary(
-        {"record_key": made.key, "lifted": made.n_posts, "post_ids": ", ".join(made.post_ids)},
-        ["record_key", "lifted", "post_ids"],
+        {
+            "record_key": made.key,
+            "lifted": made.n_posts,
+            "post_ids": ", ".join(made.post_ids),
+            "lifts": ", ".join(made.lifts),
+        },
+        ["record_key", "lifted", "post_ids", "lifts"],
     )
+    console().print("what the forget removed stays removed: send the posts again to have them back")
 
 
 def _print_rounds(result: LoopResult) -> None:

@@ -29,7 +29,14 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from flows.context import RunContext, flow_run_id, io_task, run_context, run_stamp
+from flows.context import (
+    RunContext,
+    flow_run_id,
+    io_task,
+    run_context,
+    run_logger,
+    run_stamp,
+)
 from ner import active, layout, leases, parallel, purge, sources
 from ner.errors import ConfigError, DataError, StorageError
 from ner.labelstudio import exchange
@@ -48,6 +55,8 @@ class Fetched(BaseModel):
     n_posts: int
     n_rejected: int
     source: str
+    #: Posts the source sent again that were forgotten before (left out of the batch).
+    n_forgotten: int = 0
 
 
 class Predicted(BaseModel):
@@ -162,12 +171,13 @@ def fetch_posts(
     fetched = Fetched.model_validate(result)
     forgotten = purge.drop_forgotten_posts(ctx.storage, key)  # deleted upstream
     if forgotten:
-        get_run_logger().info(
+        run_logger().info(
             "left out %s forgotten before (tombstones under forgotten/; `brandloop forget "
             "--lift` if by mistake)",
             quantity(forgotten, "post"),
         )
     fetched.n_posts -= forgotten
+    fetched.n_forgotten = forgotten
     if fetched.n_posts == 0:
         ctx.storage.delete(key)  # an empty batch is no batch (nothing to finish later)
         return fetched.model_copy(update={"posts_key": None})
@@ -243,9 +253,9 @@ def predict_posts(
         labels=settings.labels,
         batch_size=settings.batch_size,
         on_progress=lambda p: logger.info(
-            "predicted %d/%d posts (%.0f posts/s)",
+            "predicted %d/%s (%.0f posts/s)",
             p.n_predicted,
-            p.n_posts,
+            quantity(p.n_posts, "post"),
             p.posts_per_second,
         ),
     )
@@ -287,7 +297,7 @@ def select_for_labelling(ctx: RunContext, model_spec: str, posts_key: str, stamp
         seed=settings.seed,
     )
     chosen = len(record.post_ids)
-    get_run_logger().info(
+    run_logger().info(
         "chose %s of %s for the annotators (NER_LABEL_BUDGET=%d, %s); the others are "
         "predicted and stored, not sent: %s",
         quantity(chosen, "post"),
@@ -363,10 +373,10 @@ def _import_progress(n_posts: int, logger: Any) -> exchange.OnBatch:
     def on_batch(number: int, task_ids: list[int]) -> None:
         imported[0] += len(task_ids)
         logger.info(
-            "batch %d: %d new tasks so far, of %d posts (a post already in the project is skipped)",
+            "batch %d: %s so far, of %s (a post already in the project is skipped)",
             number,
-            imported[0],
-            n_posts,
+            quantity(imported[0], "new task"),
+            quantity(n_posts, "post"),
         )
 
     return on_batch
@@ -491,10 +501,17 @@ def run_apply(
     fetched = fetch_posts(
         ctx, source, input_uri, wanted, max_posts or ctx.settings.max_posts, stamp
     )
-    logger.info("fetched %s (%s rejected)", quantity(fetched.n_posts, "post"), fetched.n_rejected)
+    forgotten = f", {fetched.n_forgotten} forgotten before" if fetched.n_forgotten else ""
+    n_posts = quantity(fetched.n_posts, "post")
+    logger.info("fetched %s (%s rejected%s)", n_posts, fetched.n_rejected, forgotten)
     result = ApplyResult(fetched=fetched, destination=destination, recovered=recovered)
     if fetched.posts_key is None:
-        logger.info("no new posts: nothing to predict (%s)", no_posts_hint(ctx, source, input_uri))
+        why = (
+            f"every post fetched ({fetched.n_forgotten}) was forgotten before"
+            if fetched.n_forgotten
+            else no_posts_hint(ctx, source, input_uri)
+        )
+        logger.info("no new posts: nothing to predict (%s)", why)
         return result
     with batch_lease(ctx, fetched.posts_key, stamp) as skip:
         if skip:
@@ -520,13 +537,13 @@ def _delivery_line(delivered: Delivered | None) -> str:
         if imported.n_id_conflicts:
             report = layout.import_rejected(layout.batch_stamp(delivered.posts_key))
             where += (
-                f", {imported.n_id_conflicts} not sent: their id is in the project with "
+                f", {imported.n_id_conflicts} not sent: the project holds the id with "
                 f"another text, see {report}"
             )
         where += ")"
     else:
         where = str(delivered.tasks_key)
-    return f"{delivered.n_predictions} predictions of {delivered.posts_key} -> {where}"
+    return f"{quantity(delivered.n_predictions, 'prediction')} of {delivered.posts_key} -> {where}"
 
 
 @flow(name="apply-ner", log_prints=False)

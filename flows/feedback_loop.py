@@ -31,7 +31,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from flows.apply_ner import ApplyResult, apply_ner
-from flows.context import RunContext, io_task, run_context, run_stamp
+from flows.context import RunContext, io_task, run_context, run_logger, run_stamp
 from flows.train_ner import TrainStatus, TrainSummary, train_ner
 from ner import layout
 from ner.errors import NotFoundError
@@ -40,6 +40,7 @@ from ner.labelstudio.export import count_labelled
 from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
 from ner.labelstudio.triggers import wait_for_labels
 from ner.replay import ReplayAnnotator, demo_gold_path
+from ner.report import quantity
 from ner.storage import Storage
 
 
@@ -115,9 +116,17 @@ class RoundPlan(BaseModel):
 def replay_labels(ctx: RunContext, tasks_key: str, gold_path: str, stamp: str) -> Labelled:
     """The replay annotator labels the sent tasks; its export lands in ``exports/``."""
     annotator = ReplayAnnotator.from_file(Path(gold_path))
-    export = annotator.annotate(ctx.storage.read_json(tasks_key))
+    tasks = ctx.storage.read_json(tasks_key)
+    export = annotator.annotate(tasks)
     key = layout.replay_export(stamp)
     ctx.storage.write_json(key, export)
+    if len(export) < len(tasks):  # the others stay unlabelled, as tasks nobody got to
+        run_logger().warning(
+            "the replay annotator labelled %d of %s: the others' post ids are not in %s",
+            len(export),
+            quantity(len(tasks), "task"),
+            gold_path,
+        )
     return Labelled(export_keys=[key], n_labelled=len(export))
 
 
@@ -217,9 +226,9 @@ def play_round(ctx: RunContext, plan: RoundPlan, number: int) -> RoundResult | N
     )
     if through_api and labelled.n_labelled == 0:
         get_run_logger().warning(
-            "round %d: fewer than %d new labels after %.0f s; stopping",
+            "round %d: fewer than %s after %.0f s; stopping",
             number,
-            ctx.settings.min_new_labels,
+            quantity(ctx.settings.min_new_labels, "new label"),
             plan.wait_timeout_s,
         )
         return result

@@ -113,10 +113,10 @@ def forget_posts(
         write_audit(ctx, done)
     if not done.rewritten and not done.n_tasks_deleted:
         logger.warning(
-            "nothing held these %d ids: they were forgotten before, or are not post ids (the "
+            "nothing held %s: forgotten before, or not post ids (the "
             "id a source gave the post, data.post_id in Label Studio, not a task id); the "
             "tombstones stay, so such posts are dropped if they ever arrive",
-            done.n_posts,
+            "this id" if done.n_posts == 1 else f"these {done.n_posts} ids",
         )
     else:
         logger.info(

@@ -138,6 +138,7 @@ class Splits(BaseModel):
     n_canary: int = 0
     canary_note: str = ""
     gold_waiting: int = 0
+    gold_has_spans: bool = True
     #: What the pull made of the labels (:meth:`Pulled.quality_note`), for the model card.
     pull_note: str = ""
 
@@ -493,7 +494,14 @@ def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
     """Log why no gold set was frozen yet, or warn when the one frozen now is small (it is
     frozen for good)."""
     logger = run_logger()
-    if splits.n_gold == 0:
+    if splits.n_gold == 0 and splits.gold_waiting and not splits.gold_has_spans:
+        logger.warning(
+            "no gold set frozen yet: the %s that would make it hold no span, so every model "
+            "would score F1 0 on it for good; it is frozen once a gold post with a span is "
+            "labelled",
+            quantity(splits.gold_waiting, "post"),
+        )
+    elif splits.n_gold == 0:
         missing = max(settings.gold_min_posts - splits.gold_waiting, 1)
         share = settings.gold_fraction
         logger.info(
@@ -509,12 +517,12 @@ def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
         )
     elif splits.n_gold < datasets.SMALL_GOLD_SET:
         logger.warning(
-            "froze a gold set (hash %s) of only %d posts: every later round is scored on them, "
+            "froze a gold set (hash %s) of only %s: every later round is scored on them, "
             "and one post moves F1 by about %.1f points; to freeze a larger one, label more "
             "before the first run, or set NER_GOLD_MIN_POSTS (the fewest posts a first gold "
             "set is frozen with) in a fresh store",
             (splits.gold_hash or "")[:12],
-            splits.n_gold,
+            quantity(splits.n_gold, "post"),
             100 / splits.n_gold,
         )
 
@@ -685,13 +693,13 @@ def train_challenger(
         recipe=settings.train,
         seed=settings.seed,
         on_epoch=lambda e: logger.info(
-            "epoch %d/%d, step %d: loss %.2f per batch, held-out slice F1 %.3f (%d posts)",
+            "epoch %d/%d, step %d: loss %.2f per batch, held-out slice F1 %.3f (%s)",
             e.epoch,
             e.max_epochs,
             e.step,
             e.loss_per_batch,
             e.dev_f1,
-            n_dev,
+            quantity(n_dev, "post"),
         ),
         unlabelled=unlabelled,
         rehearsal=rehearsed.annotations if rehearsed else (),
@@ -1062,12 +1070,12 @@ def evaluate_champion(ctx: RunContext, splits: Splits, summary: TrainSummary) ->
     summary.champion_model = champion.model_version
     summary.champion_version = version
     get_run_logger().info(
-        "%s %s: F1 %.4f on the gold set %s (%d posts)",
+        "%s %s: F1 %.4f on the gold set %s (%s)",
         "champion" if version else "no champion yet; the cold start",
         champion.model_version,
         champion.f1,
         (splits.gold_hash or "")[:12],
-        splits.n_gold,
+        quantity(splits.n_gold, "post"),
     )
     return champion
 
@@ -1171,6 +1179,11 @@ def run_train(
         return summary
     if splits.n_train < ctx.settings.min_new_labels:
         summary.status = TrainStatus.NOT_ENOUGH_LABELS
+        summary.decision = (
+            f"the training pool holds {quantity(splits.n_train, 'post')} (gold and canary "
+            f"posts are never trained on); NER_MIN_NEW_LABELS={ctx.settings.min_new_labels}"
+        )
+        run_logger().info("nothing trained: %s", summary.decision)
         return summary
     labelled = [k for k in (pulled.annotations_key, splits.gold_key, splits.canary_key) if k]
     inputs = prepare_training(ctx, splits, labelled, summary.champion_version)

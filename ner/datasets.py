@@ -470,7 +470,7 @@ def correct_gold_set(
         storage, revised_gold, name, now, current.salt, current.gold_fraction, "revised", extra
     )
     log.warning(
-        "gold set %s: %s relabelled since it froze (%s) take their new labels -> %s (hash %s); "
+        "gold set %s: %s relabelled since it froze (%s), now with the new labels -> %s (hash %s); "
         "models are scored on the new version from now on",
         current.name,
         quantity(len(corrected), "post"),
@@ -528,6 +528,9 @@ class Splits:
     gold_revised_from: str | None = None
     #: With no gold set frozen yet: the posts a gold set would hold (:func:`would_freeze`).
     gold_waiting: int = 0
+    #: With no gold set frozen yet: whether one of those posts has a span (a gold set of
+    #: posts without any would score every model 0 for good, so none is frozen until then).
+    gold_has_spans: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready summary (a task result, a run's parameters)."""
@@ -541,14 +544,14 @@ SMALL_GOLD_SET = 100
 
 def would_freeze(
     candidates: Iterable[Annotation], gold_fraction: float, salt: str, recent: Collection[str]
-) -> int:
-    """How many posts :func:`freeze_gold_set` would freeze from ``candidates`` (the gold
-    split and the ``recent`` posts, ``held_out`` posts already left out)."""
-    return sum(
-        1
+) -> list[Annotation]:
+    """The posts :func:`freeze_gold_set` would freeze from ``candidates`` (the gold split
+    and the ``recent`` posts, ``held_out`` posts already left out)."""
+    return [
+        a
         for a in candidates
         if a.post_id in recent or split_of(a.post_id, gold_fraction, salt) == "gold"
-    )
+    ]
 
 
 def prepare_splits(
@@ -587,8 +590,9 @@ def prepare_splits(
     loaded = load_gold_set(storage) if revised is not None else before
     gold_set = loaded[0] if loaded is not None else None
     candidates = [a for a in records if a.post_id not in held_out]
-    waiting = 0 if gold_set is not None else would_freeze(candidates, gold_fraction, salt, recent)
-    if gold_set is None and waiting >= max(1, min_gold_posts):
+    chosen = [] if gold_set is not None else would_freeze(candidates, gold_fraction, salt, recent)
+    waiting, has_spans = len(chosen), any(a.spans for a in chosen)
+    if gold_set is None and waiting >= max(1, min_gold_posts) and has_spans:
         gold_set = freeze_gold_set(
             storage, records, gold_fraction, salt, recent=recent, held_out=held_out
         )
@@ -606,6 +610,7 @@ def prepare_splits(
         n_held_out=len(records) - len(pool) - in_gold,
         gold_revised_from=before[0].name if revised is not None and before else None,
         gold_waiting=waiting if gold_set is None else 0,
+        gold_has_spans=gold_set is not None or has_spans,
     )
 
 

@@ -61,6 +61,8 @@ class ForgetRecord(BaseModel):
     unreadable: list[str] = []
     #: A lift: the tombstones of ``post_ids`` are taken away (nothing is restored).
     lifted: bool = False
+    #: Of a lift: the keys of the forget records whose tombstones it takes away.
+    lifts: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -176,7 +178,11 @@ def lift(storage: Storage, post_ids: Iterable[str], stamp: str, **audit: str) ->
     if unknown:
         raise ConfigError(f"not forgotten, so nothing to lift: {', '.join(unknown)}")
     by, reason = audit.get("by", ""), audit.get("reason", "")
-    return record(storage, wanted, by=by, reason=reason, stamp=stamp, lifted=True)
+    made = record(storage, wanted, by=by, reason=reason, stamp=stamp, lifted=True)
+    lifts = [r.key for r in load_records(storage) if not r.lifted and set(r.post_ids) & set(wanted)]
+    named = made.model_copy(update={"lifts": tuple(lifts)})
+    save(storage, named)
+    return named
 
 
 def drop_forgotten(

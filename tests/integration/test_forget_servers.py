@@ -154,7 +154,7 @@ def test_forget_removes_posts_everywhere_in_storage_and_keeps_them_out(
     # Then the run says so, and what such ids might be, instead of a silent success
     assert result.exit_code == 0, result.output + result.stderr
     said = " ".join(result.output.split())
-    assert "nothing held these 2 ids: they were forgotten before, or are not post ids" in said
+    assert "nothing held these 2 ids: forgotten before, or not post ids" in said
     assert "forgot 2 posts" not in said  # the summary does not claim what the warning denies
 
 

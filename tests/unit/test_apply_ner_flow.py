@@ -42,3 +42,19 @@ def test_the_fetch_step_holds_posts_to_the_settings_limit(tmp_path: Path) -> Non
     assert (fetched.n_posts, fetched.n_rejected) == (1, 1)
     (said,) = storage.read_json("posts/s1.rejected.json")
     assert said.startswith("line 2 (b): text of 21 characters; the limit is 20")
+
+
+def test_the_fetch_step_counts_posts_forgotten_before(tmp_path: Path) -> None:
+    # Given p1 forgotten, and a new file holding only p1 (a trial's apply then said the file
+    # "was read by an earlier run", which no run had)
+    from ner import forget
+
+    storage = LocalStorage(tmp_path / "store")
+    forget.record(storage, ["p1"], by="ops", reason="deleted on X", stamp="f1")
+    src = tmp_path / "posts.jsonl"
+    src.write_text('{"id": "p1", "text": "Glossier again"}\n')
+    ctx = cast(Any, SimpleNamespace(storage=storage, settings=load_settings()))
+    # When the fetch step reads it
+    fetched = fetch_posts.fn(ctx, "jsonl", str(src), [], 10, "s1")
+    # Then no batch is stored and the post is counted as forgotten, not as nothing
+    assert (fetched.posts_key, fetched.n_posts, fetched.n_forgotten) == (None, 0, 1)

@@ -472,7 +472,24 @@ def test_prepare_splits_waits_for_enough_gold_posts_before_freezing(tmp_path: Pa
     # then a later round with enough of them freezes all of its gold split at once
     second = prepare_splits(storage, round2, 0.3, train_key="r2.jsonl", min_gold_posts=30)
     assert second.n_gold == len(split(round2, 0.3)[0]) and second.gold_waiting == 0
-    assert would_freeze(round2, 0.3, DEFAULT_SALT, ()) == second.n_gold
+    assert len(would_freeze(round2, 0.3, DEFAULT_SALT, ())) == second.n_gold
     # and the recent posts count toward the minimum whatever their split
     recent = {a.post_id for a in split(round1, 0.3)[1][:20]}
-    assert would_freeze(round1, 0.3, DEFAULT_SALT, recent) == len(split(round1, 0.3)[0]) + 20
+    assert len(would_freeze(round1, 0.3, DEFAULT_SALT, recent)) == len(split(round1, 0.3)[0]) + 20
+
+
+def test_no_gold_set_is_frozen_from_posts_without_a_single_span(tmp_path: Path) -> None:
+    # Given a first round whose gold posts hold no span (a trial's loop froze one brand-less
+    # post as the gold set: every model scored 0 on it, for good)
+    storage = LocalStorage(tmp_path)
+    bare = [Annotation(f"b{i}", "nothing to see here", ()) for i in range(12)]
+    first = prepare_splits(storage, bare, 0.5, train_key="r1.jsonl")
+    # Then nothing is frozen, and the summary says why
+    assert (first.n_gold, load_gold_set(storage)) == (0, None)
+    assert first.gold_waiting > 0 and first.gold_has_spans is False
+    # And once a gold post with a span is labelled, the gold set freezes with it
+    labelled = [*bare, *corpus(40)]
+    second = prepare_splits(storage, labelled, 0.5, train_key="r2.jsonl")
+    assert second.n_gold > 0 and second.gold_has_spans is True
+    loaded = load_gold_set(storage)
+    assert loaded is not None and any(a.spans for a in loaded[1])

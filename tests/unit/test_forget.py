@@ -68,6 +68,7 @@ def test_a_tombstone_set_by_mistake_is_lifted_by_a_record_of_its_own(storage: St
     # Then p1 may arrive again and p2 is still forgotten; both records stay for the audit
     assert forget.forgotten_ids(storage) == {"p2"}
     assert storage.read_json(lifted.key)["lifted"] is True and lifted.status == "done"
+    assert lifted.lifts == (layout.forget_record("s1"),)  # the record whose tombstone it lifts
     assert [r.stamp for r in forget.load_records(storage)] == ["s1", "s2"]
     posts = [Post(id="p1", text="Dior"), Post(id="p2", text="Fenty")]
     assert [p.id for p in forget.honour(storage, posts, lambda p: p.id)] == ["p1"]
