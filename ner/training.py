@@ -330,19 +330,28 @@ def train(
         silver_labels = sorted({s.label for a in hard for s in a.spans} - set(trained_as))
         start = save_start(start_nlp, [*trained_as, *silver_labels], work / "start")
         config_path = Path(recipe.config) if recipe.config else default_config_path()
-        overrides = _training_overrides(work, start, curve_file, recipe, seed)
-        overrides["training.logger.labels"] = trained_as
+        overrides = _training_overrides(work, start, curve_file, recipe, seed, trained_as)
         nlp = _run_spacy_training(config_path, overrides, work / "output")
         final = _finish(nlp, work / "output" / "model-best", recipe, labels, brands)
-        final.meta["brandloop"] = {"start_from": start_from, "seed": seed}
-        final.meta["brandloop"].update(
-            label_map=dict(recipe.label_map), hard_negatives=len(hard), rehearsed=len(rehearsed)
-        )
+        final.meta["brandloop"] = _provenance(start_from, seed, recipe, len(hard), len(rehearsed))
         result = _save_result(
             final, output_dir, curve_file, (recipe, labels), started, start_from, sizes
         )
     log.info("trained on %d posts (%d dev) in %.1fs", sizes[0], sizes[1], result.seconds)
     return replace(result, rejected=rejected, hard_negatives=len(hard), rehearsed=len(rehearsed))
+
+
+def _provenance(
+    start_from: str, seed: int, recipe: TrainSettings, n_hard: int, n_rehearsed: int
+) -> dict[str, Any]:
+    """What a trained pipeline's ``meta["brandloop"]`` records of its training."""
+    return {
+        "start_from": start_from,
+        "seed": seed,
+        "label_map": dict(recipe.label_map),
+        "hard_negatives": n_hard,
+        "rehearsed": n_rehearsed,
+    }
 
 
 def training_fingerprint(
@@ -436,15 +445,22 @@ def _save_result(
 
 
 def _training_overrides(
-    work: Path, start: StartPipeline, curve_file: Path, recipe: TrainSettings, seed: int
+    work: Path,
+    start: StartPipeline,
+    curve_file: Path,
+    recipe: TrainSettings,
+    seed: int,
+    trained_as: Sequence[str],
 ) -> dict[str, Any]:
     """spaCy dotted overrides of one training run: corpora and start pipeline in ``work``,
-    the curve file, the start's vectors if it has any, and the recipe's knobs."""
+    the curve file and the labels it scores, the start's vectors if it has any, and the
+    recipe's knobs."""
     return {
         "paths.train": str(work / "train.spacy"),
         "paths.dev": str(work / "dev.spacy"),
         "paths.base": str(start.path),
         "paths.curve": str(curve_file),
+        "training.logger.labels": list(trained_as),
         **_vectors_override(start),
         **recipe.spacy_overrides(seed),
     }

@@ -246,6 +246,31 @@ def _snapshot_keys(storage: Storage, export_keys: Sequence[str] | None) -> list[
     return [k for k in storage.list(layout.EXPORTS) if layout.is_export(k)]
 
 
+def _repaired_lines(pool: _Pool, annotations: Sequence[Annotation]) -> list[str]:
+    """``repaired: <export>: <post>: <how>``, one per span repaired in the records kept."""
+    return [
+        f"repaired: {pool.repairs[a.post_id][0]}: {Rejected(a.post_id, note)}"
+        for a in annotations
+        for note in pool.repairs.get(a.post_id, ("", []))[1]
+    ]
+
+
+def _write_review(
+    storage: Storage, out_key: str, pool: _Pool, held: Sequence[Agreement]
+) -> str | None:
+    """Write the posts ``held`` for review, with the spans each annotator chose, next to
+    ``out_key``; returns the report's key (None when none is held)."""
+    if not held:
+        return None
+    review_key = layout.review_report(out_key)
+    review = [{**a.to_dict(), "spans": pool.choices.get(a.post_id, {})} for a in held]
+    storage.write_json(review_key, review)
+    log.warning(
+        "%s held for review (annotators disagree): %s", quantity(len(held), "post"), review_key
+    )
+    return review_key
+
+
 def collect_annotations(
     storage: Storage,
     export_keys: Sequence[str] | None,
@@ -276,11 +301,7 @@ def collect_annotations(
     _say_forgotten(pool, keys, forgotten)
     write_annotations(storage, out_key, annotations)
     rejected, superseded, n_rejected = _sort_rejected(pool, forgotten)
-    repaired = [
-        f"repaired: {pool.repairs[a.post_id][0]}: {Rejected(a.post_id, note)}"
-        for a in annotations
-        for note in pool.repairs.get(a.post_id, ("", []))[1]
-    ]
+    repaired = _repaired_lines(pool, annotations)
     if rejected or superseded or repaired:
         storage.write_json(layout.rejected_report(out_key), rejected + repaired + superseded)
         for reason in rejected[:20]:
@@ -288,15 +309,7 @@ def collect_annotations(
         for reason in superseded[:5]:
             log.warning("%s", reason)
     held = [a for a in agreements if a.outcome is Outcome.HELD]
-    review_key = layout.review_report(out_key) if held else None
-    if review_key is not None:
-        review = [{**a.to_dict(), "spans": pool.choices.get(a.post_id, {})} for a in held]
-        storage.write_json(review_key, review)
-        log.warning(
-            "%s held for review (annotators disagree): %s",
-            quantity(len(held), "post"),
-            review_key,
-        )
+    review_key = _write_review(storage, out_key, pool, held)
     withdrawn = sorted(pool.lost - set(pool.latest) - {a.post_id for a in held})
     return CollectReport(
         annotations_key=out_key,
