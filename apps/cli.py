@@ -733,6 +733,8 @@ def loop(
     }
     result = run_flow(ctx, feedback_loop, params, overrides)
     _print_rounds(result)
+    if result.status == LOOP_TIMED_OUT:
+        raise typer.Exit(LOOP_TIMED_OUT_EXIT)
 
 
 def read_post_ids(post_ids: Sequence[str], from_file: Path | None) -> list[str]:
@@ -832,6 +834,13 @@ def _lift(cfg: Settings, params: Mapping[str, Any]) -> None:
         ["record_key", "lifted", "post_ids", "lifts"],
     )
     console().print("what the forget removed stays removed: send the posts again to have them back")
+
+
+#: ``brandloop loop``'s exit code when it stopped waiting for labels (status
+#: ``timed_out_waiting_for_labels``): the run itself went well, but a script that chains
+#: commands should not read it as a round played.
+LOOP_TIMED_OUT_EXIT = 3
+LOOP_TIMED_OUT = "timed_out_waiting_for_labels"
 
 
 def _print_rounds(result: LoopResult) -> None:
@@ -1343,10 +1352,13 @@ def rollback(
     set_: SetOption = None,
 ) -> None:
     """Move @champion back to @previous through the audited path."""
+    from apps.status import current_gold
+
     cfg = load_cli_settings(parse_overrides(set_))
     registry = _registry(cfg)
+    gold = current_gold(cfg)  # its hash and the versions' F1 on it go to the audit run
     before = len(registry.audit_log())
-    event = registry.rollback(actor=_actor(), reason=reason)
+    event = registry.rollback(actor=_actor(), reason=reason, gold_hash=gold.hash if gold else None)
     # every alias it moved (@champion back, @previous one further back or cleared)
     for moved in registry.audit_log()[before:] or [event]:
         console().print(f"{_move(moved)}  ({moved.reason})")

@@ -121,6 +121,8 @@ class Pulled(BaseModel):
     agreement_policy: str = "latest"
     agreement: list[dict[str, Any]] = []
     review_key: str | None = None
+    #: Every rejected, repaired and superseded record with its reason (None: there is none).
+    rejected_key: str | None = None
 
 
 class Splits(BaseModel):
@@ -1132,12 +1134,8 @@ def challenge(
     return summary
 
 
-def run_train(
-    ctx: RunContext, source: str, export_keys: list[str] | None, stamp: str
-) -> TrainSummary:
-    """The body of train-ner (see the module docstring); must run inside a flow."""
-    cleanup = close_abandoned_runs(ctx)
-    pulled = pull_annotations(ctx, source, export_keys, stamp)
+def _say_pulled(ctx: RunContext, pulled: Pulled) -> None:
+    """The pull's line: what was read, rejected, repaired, held; where the records are."""
     get_run_logger().info(
         "pulled the labels of %s, one label each (%s rejected, %s repaired, "
         "%d annotations deleted, %d held for review; exported tasks without a finished "
@@ -1149,7 +1147,21 @@ def run_train(
         len(pulled.held_post_ids),
         pulled.n_unlabelled,
     )
+    if pulled.rejected_key:
+        get_run_logger().info(
+            "each rejected, repaired and superseded record, with its reason: %s",
+            ctx.storage.uri(pulled.rejected_key),
+        )
     _say_disagreements(pulled)
+
+
+def run_train(
+    ctx: RunContext, source: str, export_keys: list[str] | None, stamp: str
+) -> TrainSummary:
+    """The body of train-ner (see the module docstring); must run inside a flow."""
+    cleanup = close_abandoned_runs(ctx)
+    pulled = pull_annotations(ctx, source, export_keys, stamp)
+    _say_pulled(ctx, pulled)
     summary = TrainSummary(
         status=TrainStatus.NO_LABELS,
         labels=pulled.n_annotations,

@@ -105,9 +105,11 @@ def record(
     stamp: str,
     now: datetime | None = None,
     lifted: bool = False,
+    lifts: Sequence[str] = (),
 ) -> ForgetRecord:
     """Write the tombstones of ``post_ids`` at ``forgotten/<stamp>.json`` (status recorded),
-    or, ``lifted``, the record that lifts them (status done: there is nothing to remove).
+    or, ``lifted``, the record that lifts them (status done: there is nothing to remove),
+    naming the keys of the records it ``lifts``.
 
     From then on :func:`honour` skips those posts. Idempotent: when the record ``stamp``
     exists for the same posts (a retried write) it is returned as it is. Raises
@@ -126,6 +128,7 @@ def record(
         at=moment.isoformat().replace("+00:00", "Z"),
         post_ids=clean_post_ids(post_ids),
         lifted=lifted,
+        lifts=tuple(lifts),
         status=ForgetStatus.DONE if lifted else ForgetStatus.RECORDED,
     )
     if storage.exists(made.key):
@@ -178,11 +181,8 @@ def lift(storage: Storage, post_ids: Iterable[str], stamp: str, **audit: str) ->
     if unknown:
         raise ConfigError(f"not forgotten, so nothing to lift: {', '.join(unknown)}")
     by, reason = audit.get("by", ""), audit.get("reason", "")
-    made = record(storage, wanted, by=by, reason=reason, stamp=stamp, lifted=True)
     lifts = [r.key for r in load_records(storage) if not r.lifted and set(r.post_ids) & set(wanted)]
-    named = made.model_copy(update={"lifts": tuple(lifts)})
-    save(storage, named)
-    return named
+    return record(storage, wanted, by=by, reason=reason, stamp=stamp, lifted=True, lifts=lifts)
 
 
 def drop_forgotten(

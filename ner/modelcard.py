@@ -36,6 +36,7 @@ ALIAS_NOTES = (
     "**Restored**",
     "**Copied**",
     "**Replaced**",
+    "**Scored again**",
 )
 """Starts of the lines :func:`with_alias_note` puts under a card's title (the latest alias
 move of each kind made by hand, newest first)."""
@@ -411,10 +412,20 @@ def replaced_note(*, by_version: str, reason: str, when: str) -> str:
     )
 
 
+def rescored_note(*, when: str, f1: float, gold_hash: str, card_gold_hash: str) -> str:
+    """The line :func:`with_alias_note` puts on a version scored ``f1`` on gold set
+    ``gold_hash`` (a revision: posts forgotten, withdrawn or relabelled) other than the one
+    ``card_gold_hash`` its card's tables are on."""
+    return (
+        f"{ALIAS_NOTES[5]} at {when}: F1 {f1:.4f} on gold set {gold_hash[:12]} (the tables "
+        f"below are on gold set {card_gold_hash[:12]}, the one it was trained against)."
+    )
+
+
 def with_alias_note(card: str, note: str) -> str:
     """``card`` (a version's description) with ``note`` (:func:`manual_promotion_note`,
     :func:`rollback_note`, :func:`restored_note`, :func:`copied_note`,
-    :func:`replaced_note`) under its title,
+    :func:`replaced_note`, :func:`rescored_note`) under its title,
     newest first: it replaces an earlier note of its own kind and keeps the other kinds'
     below it (a version promoted by hand, then rolled back, shows both); the gate's verdict
     recorded when it was trained stays below them. Kept within

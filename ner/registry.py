@@ -76,17 +76,20 @@ def decide(
     margin: float = 0.0,
 ) -> Decision:
     """Promote only if the challenger was evaluated, reaches ``threshold`` and beats the
-    champion (both on the same gold set) by more than ``margin``."""
+    champion (both on the same gold set) by more than ``margin``. A refusal names every rule
+    that failed, joined by "; " (threshold first)."""
     if challenger_f1 is None:
         return Decision(False, "challenger was not evaluated: no promotion")
+    failed = []
     if challenger_f1 < threshold:
-        return Decision(False, f"challenger F1 {challenger_f1:.4f} < threshold {threshold:.4f}")
+        failed.append(f"challenger F1 {challenger_f1:.4f} < threshold {threshold:.4f}")
     if champion_f1 is not None and challenger_f1 <= champion_f1 + margin:
-        return Decision(
-            False,
+        failed.append(
             f"challenger F1 {challenger_f1:.4f} does not beat champion F1 "
-            f"{champion_f1:.4f} + margin {margin:.4f}",
+            f"{champion_f1:.4f} + margin {margin:.4f}"
         )
+    if failed:
+        return Decision(False, "; ".join(failed))
     against = "no champion" if champion_f1 is None else f"champion F1 {champion_f1:.4f}"
     return Decision(
         True, f"challenger F1 {challenger_f1:.4f} >= threshold {threshold:.4f}, beats {against}"
@@ -700,6 +703,28 @@ class Registry:
             f"{TAG_PREFIX}eval.{gold_hash[:16]}.metrics",
             json.dumps({k: round(float(v), 6) for k, v in metrics.items()})[:4900],
         )
+        self._note_rescore(version, gold_hash, float(f1))
+
+    def _note_rescore(self, version: str, gold_hash: str, f1: float) -> None:
+        """A line on ``version``'s card (:func:`ner.modelcard.rescored_note`) when
+        ``gold_hash`` is not the gold set its training run's card was written on, so the
+        MLflow UI does not show only the stale table. Best effort, as :meth:`_note_on_card`."""
+        from mlflow.exceptions import MlflowException
+
+        from ner.modelcard import rescored_note
+
+        try:
+            mv = self.client.get_model_version(self.model_name, version)
+            if not mv.description or not mv.run_id:
+                return  # no card yet: the one written next is on this gold set
+            tags = self.client.get_run(mv.run_id).data.tags
+        except MlflowException as exc:
+            log.warning("version %s's card was not told of its new score: %s", version, exc)
+            return
+        card_gold = tags.get(f"{TAG_PREFIX}gold_hash")
+        if card_gold and card_gold != gold_hash:
+            note = rescored_note(when=_now(), f1=f1, gold_hash=gold_hash, card_gold_hash=card_gold)
+            self._note_on_card(version, note, {}, done="scored")
 
     def evaluated_f1(self, version: str, gold_hash: str) -> float | None:
         from mlflow.exceptions import MlflowException
@@ -1092,9 +1117,18 @@ class Registry:
         note = replaced_note(by_version=by_version, reason=reason, when=_now())
         self._note_on_card(version, note, {}, done=f"version {by_version} promoted")
 
-    def rollback(self, *, actor: str | None = None, reason: str = "manual rollback") -> AuditEvent:
+    def rollback(
+        self,
+        *,
+        actor: str | None = None,
+        reason: str = "manual rollback",
+        gold_hash: str | None = None,
+    ) -> AuditEvent:
         """Move ``@champion`` back to ``@previous`` (the champion before the last promotion);
         ``@previous`` moves to the champion before that, if any. Returns the champion move.
+        With ``gold_hash`` (the gold set in force) the champion move's audit run carries it,
+        and the two versions' F1 on it where they were scored (``restored_f1``,
+        ``rolled_back_f1``).
 
         Safe to retry: ``actor``'s pending moves are repaired first, and a rollback whose
         champion move was made but not its ``@previous`` move is finished. Raises
@@ -1112,7 +1146,15 @@ class Registry:
             event = self._interrupted_rollback(previous)
             current = event.from_version
         else:
-            event = self.set_alias(CHAMPION, previous, actor=actor, reason=f"rollback: {reason}")
+            scores = self._scores_on(gold_hash, restored_f1=previous, rolled_back_f1=current)
+            event = self.set_alias(
+                CHAMPION,
+                previous,
+                actor=actor,
+                reason=f"rollback: {reason}",
+                gold_hash=gold_hash,
+                metrics=scores,
+            )
         self.set_alias(
             PREVIOUS,
             self._previous_before(previous, current),
@@ -1131,6 +1173,15 @@ class Registry:
             tags = {"restored": reason, **{f"restored{k}": v for k, v in moved.items()}}
             self._note_on_card(previous, back, tags, done="rolled back")
         return event
+
+    def _scores_on(self, gold_hash: str | None, **versions: str | None) -> dict[str, float]:
+        """``{name: F1 of version on gold_hash}`` for the versions scored on it."""
+        scores = {}
+        for name, version in versions.items():
+            f1 = self.evaluated_f1(version, gold_hash) if version and gold_hash else None
+            if f1 is not None:
+                scores[name] = f1
+        return scores
 
     def _previous_before(self, restored: str, current: str | None) -> str | None:
         """What ``@previous`` was while ``restored`` was the champion: the version the last

@@ -67,6 +67,9 @@ class CollectReport(BaseModel):
     agreement: list[Agreement] = []
     held_post_ids: list[str] = []
     review_key: str | None = None
+    #: ``<out_key>.rejected.json``: every rejected, repaired and superseded record with its
+    #: reason (None when there is none).
+    rejected_key: str | None = None
     #: Unreadable export files moved to quarantine, each ``"<key> -> <quarantine key>: <why>"``.
     quarantined: list[str] = []
     #: Posts whose tasks hold no finished annotation in any snapshot (none, skipped, or all
@@ -302,12 +305,15 @@ def collect_annotations(
     write_annotations(storage, out_key, annotations)
     rejected, superseded, n_rejected = _sort_rejected(pool, forgotten)
     repaired = _repaired_lines(pool, annotations)
+    rejected_key = None
     if rejected or superseded or repaired:
-        storage.write_json(layout.rejected_report(out_key), rejected + repaired + superseded)
+        rejected_key = layout.rejected_report(out_key)
+        storage.write_json(rejected_key, rejected + repaired + superseded)
         for reason in rejected[:20]:
             log.warning("rejected %s", reason)
         for reason in superseded[:5]:
             log.warning("%s", reason)
+        log.info("every rejected, repaired and superseded record: %s", storage.uri(rejected_key))
     held = [a for a in agreements if a.outcome is Outcome.HELD]
     review_key = _write_review(storage, out_key, pool, held)
     withdrawn = sorted(pool.lost - set(pool.latest) - {a.post_id for a in held})
@@ -327,6 +333,7 @@ def collect_annotations(
         agreement=agreements,
         held_post_ids=[a.post_id for a in held],
         review_key=review_key,
+        rejected_key=rejected_key,
         quarantined=[item.describe() for item in pool.quarantined],
         n_unlabelled=len(pool.unlabelled - set(pool.latest)),
     )

@@ -109,10 +109,18 @@ def test_alias_moves_are_audited_and_rollback_restores(registry: Registry, tmp_p
     assert registry.alias_version(CHAMPION) == v2
     assert registry.alias_version(PREVIOUS) == v1
     # When we roll back
-    event = registry.rollback(actor="oncall", reason="bad predictions on new slang")
+    event = registry.rollback(actor="oncall", reason="bad predictions on new slang", gold_hash=GOLD)
     # Then @champion is v1 again, and every move is in the audit with who/why/gold hash
     assert registry.alias_version(CHAMPION) == v1
     assert (event.from_version, event.to_version) == (v2, v1)
+    # (the rollback's too, with both versions' F1 on it: a trial found its run bare)
+    back = next(
+        e
+        for e in registry.audit_log()
+        if e.alias == CHAMPION and e.to_version == v1 and e.from_version == v2
+    )
+    assert back.gold_hash == GOLD
+    assert back.metrics == pytest.approx({"restored_f1": 0.82, "rolled_back_f1": 0.9})
     audit = registry.audit_log()
     champion_moves = [(e.from_version, e.to_version, e.actor) for e in audit if e.alias == CHAMPION]
     assert champion_moves == [(None, v1, "tester"), (v1, v2, "tester"), (v2, v1, "oncall")]
@@ -266,3 +274,29 @@ def test_the_logged_model_lives_in_the_runs_experiment_and_artifact_store(
     # and its files are under the configured artifact store (not ./mlruns)
     assert logged.artifact_location.startswith((tmp_path / "artifacts").as_uri())
     assert logged.params == run.data.params
+
+
+def test_a_card_scored_on_a_revised_gold_set_says_so_above_its_tables(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # Given a version whose card was written on gold set GOLD (its training run's tag)
+    version = register(registry, tmp_path, ["Glossier"])
+    run_id = registry.client.get_model_version(registry.model_name, version).run_id
+    registry.client.set_tag(run_id, "brandloop.gold_hash", GOLD)
+    registry.describe_version(version, "# brand-ner v1\n\n| set | F1 |\n| gold | 0.9000 |")
+    registry.record_evaluation(version, GOLD, {"f1": 0.9})
+
+    def card() -> str:
+        return registry.client.get_model_version(registry.model_name, version).description
+
+    assert "Scored again" not in card()  # the same gold set: the tables are current
+    # When it is scored on two revisions in turn (a forget, then a relabelled gold post)
+    registry.record_evaluation(version, "e" * 64, {"f1": 0.7})
+    registry.record_evaluation(version, "d" * 64, {"f1": 0.75})
+    # Then the card says the latest score above the tables it keeps (a trial read a stale one)
+    lines = card().splitlines()
+    notes = [line for line in lines if line.startswith("**Scored again**")]
+    assert len(notes) == 1 and "F1 0.7500 on gold set dddddddddddd" in notes[0]
+    assert "the tables below are on gold set ffffffffffff" in notes[0]
+    assert lines[0] == "# brand-ner v1" and lines[-1] == "| gold | 0.9000 |"
+    assert registry.evaluated_f1(version, "d" * 64) == 0.75

@@ -1117,3 +1117,25 @@ def test_the_first_start_of_prefects_temporary_api_is_told_apart(tmp_path: Path)
     other = "postgresql+asyncpg://u:p@127.0.0.1:5432/prefect"
     with temporary_settings(updates={PREFECT_SERVER_DATABASE_CONNECTION_URL: other}):
         assert _prefect_database_exists() is True
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [("timed_out_waiting_for_labels", 3), ("budget_spent", 0)]
+)
+def test_a_loop_that_stopped_waiting_for_labels_exits_3(
+    runner: CliRunner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    status: str,
+    code: int,
+) -> None:
+    from flows.feedback_loop import LoopResult, LoopStatus
+
+    monkeypatch.chdir(tmp_path)
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"id": "p1", "text": "Fenty gloss"}\n', encoding="utf-8")
+    monkeypatch.setattr(cli, "run_flow", lambda *args: LoopResult(status=LoopStatus(status)))
+    result = runner.invoke(cli.app, ["loop", "--source", "jsonl", "--input-uri", str(posts)])
+    # Then a script chaining commands can tell a timeout from a round played (a trial's exit 0)
+    assert result.exit_code == code, result.output
+    assert _lines(result.stdout)[-1] == f"loop status: {status}"

@@ -203,6 +203,7 @@ def test_policies_on_two_disagreeing_annotators(
     else:
         assert [s.text for s in labels["a"].spans] == spans
         assert report.held_post_ids == [] and report.review_key is None
+        assert report.rejected_key is None  # nothing refused, repaired nor superseded
     json.dumps(report.model_dump(mode="json"))  # the flow returns it as JSON
 
 
@@ -313,7 +314,9 @@ def test_rejected_counts_posts_not_lines_nor_replaced_annotations(storage: Stora
     # Then two posts are rejected, however many lines name them, and p3 keeps its newer label
     assert len(report.rejected) >= 4 and all("p3" not in line for line in report.rejected)
     assert report.n_rejected == 2 and report.n_superseded == 1
-    said = storage.read_json(layout.rejected_report(layout.pulled_annotations("run")))
+    # and the report names where every record is (a trial found no line giving the path)
+    assert report.rejected_key == layout.rejected_report(layout.pulled_annotations("run"))
+    said = storage.read_json(report.rejected_key)
     assert said[-1].startswith("superseded: exports/") and ": p3: task 3: duplicate" in said[-1]
     assert set(pulled(storage)) == {"p3"} and pulled(storage)["p3"].spans[0].text == "Sephora"
 

@@ -239,3 +239,16 @@ def test_an_alias_note_without_a_card_and_within_the_limit() -> None:
     cut = with_alias_note(long_card, note)
     assert len(cut) <= MLFLOW_DESCRIPTION_LIMIT and cut.splitlines()[2].startswith("**Promoted")
     assert cut.endswith("_(card truncated to fit MLflow's description limit)_")
+
+
+def test_a_rescored_note_replaces_the_earlier_one_and_keeps_the_other_kinds() -> None:
+    from ner.modelcard import rescored_note
+
+    card = "# brand-ner v2\n\n| gold | 0.9000 |"
+    first = rescored_note(when="t1", f1=0.7, gold_hash="e" * 64, card_gold_hash="f" * 64)
+    card = with_alias_note(card, first)
+    card = with_alias_note(card, rollback_note(reason="bad", actor="ana", when="t2"))
+    second = rescored_note(when="t3", f1=0.75, gold_hash="d" * 64, card_gold_hash="f" * 64)
+    lines = [line for line in with_alias_note(card, second).splitlines() if line]
+    assert lines[1] == second and lines[2].startswith("**Rolled back**")
+    assert first not in lines and lines[-1] == "| gold | 0.9000 |"

@@ -27,6 +27,16 @@ def test_challenger_below_threshold_is_not_promoted_even_if_better() -> None:
     decision = decide(0.7, 0.4, threshold=0.8)
     assert not decision.promote
     assert "threshold" in decision.reason
+    assert "does not beat" not in decision.reason
+
+
+def test_a_refusal_names_every_rule_that_failed() -> None:
+    decision = decide(0.7, 0.75, threshold=0.8, margin=0.01)
+    assert not decision.promote
+    assert decision.reason == (
+        "challenger F1 0.7000 < threshold 0.8000; "
+        "challenger F1 0.7000 does not beat champion F1 0.7500 + margin 0.0100"
+    )
 
 
 def test_challenger_worse_than_champion_is_not_promoted() -> None:
