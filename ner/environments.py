@@ -241,7 +241,7 @@ def evaluate_version(
         gold_hash=gold_set.hash,
         tags=run_tags(settings.env, tags),
     )
-    registry.record_evaluation(version, gold_set.hash, metrics)
+    registry.record_evaluation(version, gold_set.hash, metrics, note=role != "copy")
     return float(report.f1)
 
 

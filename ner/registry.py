@@ -689,8 +689,12 @@ class Registry:
     def _eval_tag(gold_hash: str) -> str:
         return f"{TAG_PREFIX}eval.{gold_hash[:16]}.f1"
 
-    def record_evaluation(self, version: str, gold_hash: str, metrics: Mapping[str, float]) -> None:
-        """Mark ``version`` as evaluated on gold set ``gold_hash`` (a promotion precondition)."""
+    def record_evaluation(
+        self, version: str, gold_hash: str, metrics: Mapping[str, float], *, note: bool = True
+    ) -> None:
+        """Mark ``version`` as evaluated on gold set ``gold_hash`` (a promotion precondition);
+        with ``note``, a card written on another gold set says the new score
+        (:meth:`_note_rescore`; a copy's "Copied" line says it instead)."""
         f1 = metrics.get("f1")
         if f1 is None:
             raise RegistryError("evaluation metrics have no 'f1'")
@@ -703,7 +707,8 @@ class Registry:
             f"{TAG_PREFIX}eval.{gold_hash[:16]}.metrics",
             json.dumps({k: round(float(v), 6) for k, v in metrics.items()})[:4900],
         )
-        self._note_rescore(version, gold_hash, float(f1))
+        if note:
+            self._note_rescore(version, gold_hash, float(f1))
 
     def _note_rescore(self, version: str, gold_hash: str, f1: float) -> None:
         """A line on ``version``'s card (:func:`ner.modelcard.rescored_note`) when

@@ -95,6 +95,7 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
     assert f": F1 1.0000 on prod's gold set {prod_gold[:12]} (the card below is the source's" in (
         copy.description
     )
+    assert "**Scored again**" not in copy.description  # the Copied line says it once
     mlflow.set_tracking_uri(mlflow_server.url)
     nlp = mlflow.spacy.load_model("models:/brand-ner-prod/1")
     doc = nlp("Fenty Beauty and Glossier")
