@@ -809,8 +809,11 @@ def forget(
         )
     result = run_flow(ctx, forget_posts, params, overrides)
     _summary(
-        result.model_dump(mode="json"),
-        ["record_key", "status", "n_posts", "n_records_removed", "n_tasks_deleted", "unreadable"],
+        {**result.model_dump(mode="json"), "rehashed": "; ".join(result.rehashed) or None},
+        [
+            *("record_key", "status", "n_posts", "n_records_removed", "n_tasks_deleted"),
+            *("unreadable", "rehashed"),
+        ],
     )
 
 

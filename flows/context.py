@@ -14,7 +14,8 @@
   called with: ``NER_IO_RETRIES`` retries, the first after ``NER_IO_RETRY_DELAY_S``
   seconds, doubling, ±50 % jitter, and only for transient errors: :data:`PERMANENT_ERRORS`
   (a bad setting or parameter, a missing input, an unknown model, rejected credentials, a
-  bad record, a refused promotion) fail at once.
+  bad record, a refused promotion, and the errors of a bug: ``TypeError``, ``KeyError`` ...)
+  fail at once.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     errors.SourceAuthError,  # rejected credentials
     errors.LabelStudioAuthError,
     errors.StorageAuthError,  # missing or rejected storage credentials
+    # a bug: the same call fails the same way (a trial saw a TypeError retried 3 times)
+    TypeError,
+    AttributeError,
+    NameError,
+    LookupError,
+    AssertionError,
+    NotImplementedError,
 )
 
 

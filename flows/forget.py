@@ -24,7 +24,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from flows.context import RunContext, flow_run_id, io_task, run_context, run_stamp
-from ner import forget, purge
+from ner import forget, layout, purge
 from ner.forget import ForgetRecord, ForgetStatus
 from ner.labelstudio.client import LabelStudioProject
 from ner.registry import default_actor
@@ -41,6 +41,8 @@ class ForgetResult(BaseModel):
     rewritten: dict[str, int]
     n_tasks_deleted: int
     unreadable: list[str]
+    #: Frozen sets that lost posts, each ``"<key>: <n> posts, hash <old> -> <new>"``.
+    rehashed: list[str] = []
 
 
 @io_task()
@@ -74,6 +76,21 @@ def purge_error_lists(ctx: RunContext, post_ids: list[str]) -> tuple[dict[str, i
     ids = set(post_ids)
     rewritten, unreadable = ctx.registry.forget_in_error_lists(ids)
     return {**rewritten, **ctx.registry.forget_in_cards(ids)}, unreadable
+
+
+@io_task()
+def rehashed_sets(ctx: RunContext, rewritten: dict[str, int]) -> list[str]:
+    """The gold and canary sets the purge re-hashed: ``"<key>: <n> posts, hash <old12> ->
+    <new12>"`` (their records keep the old hashes under ``hashes_before_forget``)."""
+    said = []
+    for key in sorted(rewritten):
+        frozen = layout.gold_set_name(key) or layout.canary_set_gold_name(key)
+        if not key.startswith(f"{layout.GOLDSETS}/") or frozen is None:
+            continue  # gold_set_name reads keys listed under goldsets/ only
+        record = ctx.storage.read_json(key)
+        old, new = record["hashes_before_forget"][-1] or "", record["hash"]
+        said.append(f"{key}: {quantity(record['n_posts'], 'post')}, hash {old[:12]} -> {new[:12]}")
+    return said
 
 
 @io_task()
@@ -111,6 +128,9 @@ def forget_posts(
             }
         )
         write_audit(ctx, done)
+        rehashed = rehashed_sets(ctx, purged.rewritten)
+    for line in rehashed:
+        logger.info("re-hashed %s: models are scored on it again at the next train run", line)
     if not done.rewritten and not done.n_tasks_deleted:
         logger.warning(
             "nothing held %s: forgotten before, or not post ids (the "
@@ -136,4 +156,5 @@ def forget_posts(
         rewritten=done.rewritten,
         n_tasks_deleted=done.n_tasks_deleted,
         unreadable=done.unreadable,
+        rehashed=rehashed,
     )

@@ -99,6 +99,11 @@ def test_forget_removes_posts_everywhere_in_storage_and_keeps_them_out(
     args = ["forget", *sorted(forgotten), "--reason", "deleted on X", "--by", "ops:test"]
     result = CliRunner().invoke(cli.app, [*args, "--no-label-studio"])
     assert result.exit_code == 0, result.output + result.stderr
+    # (and says the gold set was re-hashed: a trial learnt it from the next train's hash)
+    said = " ".join(result.output.split())
+    gold_key = layout.gold_set(loaded[0].name)
+    assert f"re-hashed {gold_key}: {before['gold'] - 1} posts, hash " in said
+    assert "models are scored on it again at the next train run" in said
 
     # Then no stored object but the forget record names them any more
     assert holders(storage, forgotten) == {}
