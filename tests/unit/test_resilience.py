@@ -71,6 +71,11 @@ def test_retry_policy_comes_from_the_run_context(clean_env: None, tmp_path: Path
         (PromotionError("never evaluated"), False),
         (SourceAuthError("401"), False),
         (LabelStudioAuthError("Label Studio refused the key"), False),
+        # a bug fails the same way every time (a trial saw a TypeError retried 3 times)
+        (TypeError("list indices must be integers or slices, not str"), False),
+        (KeyError("hash"), False),
+        (AttributeError("'NoneType' object has no attribute 'hash'"), False),
+        (ConnectionError("reset by peer"), True),
     ],
 )
 def test_only_transient_errors_are_retried(error: Exception, retried: bool) -> None:

@@ -113,23 +113,3 @@ def test_a_task_body_called_outside_a_run_logs_to_the_module_logger() -> None:
     logger = run_logger()
     # Then it gets a plain logger instead of Prefect's MissingContextError
     assert isinstance(logger, logging.Logger) and logger.name == "flows.context"
-
-
-@pytest.mark.parametrize(
-    ("error", "retried"),
-    [
-        (ConnectionError("reset by peer"), True),
-        (TimeoutError("read timed out"), True),
-        (ConfigError("NER_THRESHOLD=2"), False),
-        # a bug fails the same way every time (a trial saw a TypeError retried 3 times)
-        (TypeError("list indices must be integers or slices, not str"), False),
-        (KeyError("hash"), False),
-        (AttributeError("'NoneType' object has no attribute 'hash'"), False),
-    ],
-)
-def test_only_errors_another_attempt_could_fix_are_retried(error: Exception, retried: bool) -> None:
-    from types import SimpleNamespace
-
-    from flows.context import is_transient
-
-    assert is_transient(None, None, SimpleNamespace(data=error)) is retried
