@@ -274,6 +274,27 @@ def _write_review(
     return review_key
 
 
+def _write_rejected(
+    storage: Storage,
+    out_key: str,
+    rejected: Sequence[str],
+    repaired: Sequence[str],
+    superseded: Sequence[str],
+) -> str | None:
+    """Write the rejected, repaired and superseded records next to ``out_key`` and log the
+    first ones; returns the report's key (None when there is nothing to report)."""
+    if not (rejected or superseded or repaired):
+        return None
+    rejected_key = layout.rejected_report(out_key)
+    storage.write_json(rejected_key, [*rejected, *repaired, *superseded])
+    for reason in rejected[:20]:
+        log.warning("rejected %s", reason)
+    for reason in superseded[:5]:
+        log.warning("%s", reason)
+    log.info("every rejected, repaired and superseded record: %s", storage.uri(rejected_key))
+    return rejected_key
+
+
 def collect_annotations(
     storage: Storage,
     export_keys: Sequence[str] | None,
@@ -305,15 +326,7 @@ def collect_annotations(
     write_annotations(storage, out_key, annotations)
     rejected, superseded, n_rejected = _sort_rejected(pool, forgotten)
     repaired = _repaired_lines(pool, annotations)
-    rejected_key = None
-    if rejected or superseded or repaired:
-        rejected_key = layout.rejected_report(out_key)
-        storage.write_json(rejected_key, rejected + repaired + superseded)
-        for reason in rejected[:20]:
-            log.warning("rejected %s", reason)
-        for reason in superseded[:5]:
-            log.warning("%s", reason)
-        log.info("every rejected, repaired and superseded record: %s", storage.uri(rejected_key))
+    rejected_key = _write_rejected(storage, out_key, rejected, repaired, superseded)
     held = [a for a in agreements if a.outcome is Outcome.HELD]
     review_key = _write_review(storage, out_key, pool, held)
     withdrawn = sorted(pool.lost - set(pool.latest) - {a.post_id for a in held})
