@@ -257,9 +257,44 @@ def run_context(overrides: Mapping[str, Any] | None = None) -> Iterator[RunConte
     ctx = RunContext.open(build_settings(overrides), key)
     token = _CURRENT.set(ctx)
     try:
-        yield ctx
+        with library_warnings_to_run_logs():
+            yield ctx
     finally:
         _CURRENT.reset(token)
+
+
+#: The library's logger (``ner`` and its children: a rejected record, a quarantined file).
+LIBRARY_LOGGER = "ner"
+
+
+class _InARun(logging.Filter):
+    """Passes records emitted inside a flow or task run (the API handler needs its id)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+@contextmanager
+def library_warnings_to_run_logs() -> Iterator[None]:
+    """Send the library's warnings (``ner.*``: the records a pull rejected by name, the files
+    it quarantined) to the Prefect API as the run's logs while the block runs, as
+    ``PREFECT_LOGGING_EXTRA_LOGGERS=ner`` would at WARNING, so a deployment's run shows them
+    in the UI and not only on the worker's console. Nested blocks add no second handler."""
+    from prefect.logging.handlers import APILogHandler
+
+    library = logging.getLogger(LIBRARY_LOGGER)
+    if any(isinstance(h, APILogHandler) for h in library.handlers):
+        yield
+        return
+    handler = APILogHandler(level=logging.WARNING)
+    handler.addFilter(_InARun())
+    library.addHandler(handler)
+    try:
+        yield
+    finally:
+        library.removeHandler(handler)
 
 
 P = ParamSpec("P")
@@ -299,3 +334,20 @@ def io_task(retries: int | None = None) -> Callable[[Callable[P, R]], Task[P, R]
         return cast("Task[P, R]", wrapped)
 
     return decorate
+
+
+@io_task()
+def publish_result(key: str, markdown: str, description: str) -> str | None:
+    """Publish a flow run's result as a Markdown artifact under ``key`` (lower-cased, every
+    character but letters, digits and dashes made a dash: Prefect's rule for keys), so the
+    Prefect UI and API show it for a deployment's run, whose return value is not persisted.
+    Returns the artifact's id; None outside a flow run (a task body called directly)."""
+    import re
+
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return None
+    safe = re.sub(r"[^a-z0-9-]", "-", key.lower())
+    return str(create_markdown_artifact(markdown=markdown, key=safe, description=description))

@@ -41,14 +41,29 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict
 
-from flows.context import RunContext, flow_run_id, io_task, run_context, run_logger, run_stamp
+from flows.context import (
+    RunContext,
+    flow_run_id,
+    io_task,
+    publish_result,
+    run_context,
+    run_logger,
+    run_stamp,
+)
 from ner import canary, datasets, evaluation, layout, rehearsal
 from ner.audit import is_abandoned
 from ner.errors import ConfigError, GoldSetError, RegistryError
 from ner.gate import GateDecision, GatePolicy, ModelScores, SetScores, decide_promotion, score_spans
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
-from ner.modelcard import ModelCard, Recipe, SetMetrics, TrainingData, render_model_card
+from ner.modelcard import (
+    ModelCard,
+    Recipe,
+    SetMetrics,
+    TrainingData,
+    markdown_cell,
+    render_model_card,
+)
 from ner.models import BrandList, gazetteer_version
 from ner.registry import (
     CHALLENGER,
@@ -293,6 +308,25 @@ class TrainSummary(BaseModel):
     gate: GateResult | None = None
     promoted_version: str | None = None
     repaired: list[str] = []
+
+    def markdown(self) -> str:
+        """The run's result as Markdown (the Prefect UI shows it as the run's artifact):
+        a table of the fields set, then every rule of the gate with its reason."""
+        fields = self.model_dump(mode="json", exclude={"gate", "repaired"}, exclude_none=True)
+        rows = [f"| {k} | {_md_cell(v)} |" for k, v in fields.items()]
+        lines = [f"# train-ner: {self.status}", "", "| field | value |", "|---|---|", *rows]
+        if self.gate is not None:
+            lines += ["", f"## Gate: {self.gate.outcome}", "", "| rule | status | reason |"]
+            lines += ["|---|---|---|"]
+            lines += [
+                f"| {v.rule} | {v.status} | {_md_cell(v.reason)} |" for v in self.gate.verdicts
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def _md_cell(value: object) -> str:
+    """A Markdown table cell: scores to 4 places (as the gate's reasons print them)."""
+    return markdown_cell(f"{value:.4f}" if isinstance(value, float) else str(value))
 
 
 @io_task()
@@ -1286,6 +1320,7 @@ def train_ner(
     environment (``{"threshold": 0.7, "train": {"max_epochs": 5}}``). Returns what happened."""
     with run_context(overrides) as ctx:
         summary = run_train(ctx, source, export_keys, run_stamp(flow_run_id()))
+        publish_result(f"train-ner-{ctx.settings.env}", summary.markdown(), summary.status)
     why = f" ({summary.decision})" if summary.decision else ""
     get_run_logger().info("train-ner: %s%s", summary.status, why)
     return summary

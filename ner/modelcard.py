@@ -182,9 +182,12 @@ def known_limits(card: ModelCard) -> list[str]:
 # Rendering -----------------------------------------------------------------------------------
 
 
-def _cell(text: str) -> str:
+def markdown_cell(text: str) -> str:
     """``text`` safe inside a Markdown table cell (one line, pipes escaped)."""
     return " ".join(text.split()).replace("|", "\\|")
+
+
+_cell = markdown_cell  # the card's own short name
 
 
 def _headline(card: ModelCard) -> list[str]:

@@ -116,6 +116,20 @@ def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(
     assert metrics["canary.f1"] == pytest.approx(numbers["challenger_f1"])
     assert {"gold.BRAND.f1", "canary.BRAND.f1", "dev.ents_f"} <= set(metrics)
     assert run.data.tags["brandloop.gate.outcome"] == "refused"
+    # And Prefect holds the result as the run's artifact, which its UI shows for a
+    # deployment's run (a trial found a deployment's result unreadable: not persisted)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run = run.data.tags["brandloop.prefect_flow_run_id"]
+    with get_client(sync_client=True) as prefect_client:
+        (artifact,) = prefect_client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run]))
+        )
+    assert artifact.key == "train-ner-dev" and artifact.type == "markdown"
+    shown = str(artifact.data)
+    assert shown.startswith("# train-ner: not_promoted\n") and "## Gate: refused" in shown
+    assert f"| canary | refused | {canary.reason} |" in shown
     # And the run lists its logged model, with the evaluation metrics linked to it
     outputs = run.outputs.model_outputs if run.outputs else []
     assert len(outputs) == 1

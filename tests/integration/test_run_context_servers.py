@@ -150,6 +150,38 @@ def test_a_sub_flow_shares_its_parents_run_context(
     assert len(reads) == 2
 
 
+def test_the_librarys_warnings_reach_the_runs_logs_on_the_api(
+    prefect: PrefectService, tmp_path: Path
+) -> None:
+    import logging
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler, APILogWorker
+
+    library = logging.getLogger("ner.labelstudio.collect")
+
+    @flow(name="library-warns")
+    def warns() -> None:
+        with run_context(local(tmp_path)):
+            library.warning("rejected exports/x.json: p7: task 9: unknown label 'PRODUCT'")
+            library.info("an info line stays on the console")
+
+    # When a flow's library code warns (a pull naming a rejected record)
+    state = warns(return_state=True)
+    APILogWorker.drain_all(timeout=10)
+    # Then the warning is among the run's logs on the API, as a deployment's UI shows them
+    # (a trial found them only on the worker's console), and the info line is not
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    messages = [log.message for log in logs]
+    assert "rejected exports/x.json: p7: task 9: unknown label 'PRODUCT'" in messages
+    assert not [m for m in messages if "info line" in m]
+    # and after the run the library logs to no API handler (nothing outside a run is sent)
+    assert not [h for h in logging.getLogger("ner").handlers if isinstance(h, APILogHandler)]
+
+
 # --------------------------------------------------------------------------- retries
 @pytest.mark.parametrize(("io_retries", "completes"), [(2, True), (1, False)])
 def test_the_parallel_predict_step_follows_ner_io_retries(

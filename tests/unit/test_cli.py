@@ -896,20 +896,14 @@ def test_a_flow_summary_prints_scores_to_four_places(
 def test_train_prints_every_gate_rule_with_its_status_and_reason(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flows.train_ner import GateResult, RuleVerdict, TrainStatus, TrainSummary
+    from flows.train_ner import TrainStatus, TrainSummary
+    from tests.support.gate_results import refused_gate
 
     monkeypatch.setenv("COLUMNS", "200")
-    verdicts = [
-        RuleVerdict(rule="threshold", status="passed", reason="F1 0.84 >= 0.80", numbers={}),
-        RuleVerdict(rule="canary", status="refused", reason="fell by 0.09", numbers={}),
-        RuleVerdict(rule="confidence", status="not_applicable", reason="no champion", numbers={}),
-    ]
-    gate = GateResult(
-        promote=False,
-        outcome="refused",
-        reason="refused by canary: fell by 0.09",
-        refused_by=["canary"],
-        verdicts=verdicts,
+    gate = refused_gate(
+        ("threshold", "passed", "F1 0.84 >= 0.80"),
+        ("canary", "refused", "fell by 0.09"),
+        ("confidence", "not_applicable", "no champion"),
     )
     summary = TrainSummary(status=TrainStatus.NOT_PROMOTED, labels=3, rejected=0, gate=gate)
     cli._gate_lines(summary)

@@ -126,3 +126,23 @@ def test_an_export_key_is_found_under_exports_and_a_missing_one_fails_at_once(
     with pytest.raises(ConfigError, match=r"'nope.json' is neither .*/dev/nope.json nor under"):
         _export_key(ctx, "nope.json")
     assert issubclass(ConfigError, PERMANENT_ERRORS)
+
+
+def test_the_result_as_markdown_lists_the_fields_set_and_every_rule() -> None:
+    from flows.train_ner import TrainStatus, TrainSummary
+    from tests.support.gate_results import refused_gate
+
+    gate = refused_gate(
+        ("threshold", "passed", "F1 0.8100 >= 0.8000"), ("canary", "refused", "fell | by 0.09")
+    )
+    summary = TrainSummary(
+        status=TrainStatus.NOT_PROMOTED, labels=80, rejected=2, challenger_f1=0.81, gate=gate
+    )
+    lines = summary.markdown().splitlines()
+    assert lines[0] == "# train-ner: not_promoted"
+    assert "| challenger_f1 | 0.8100 |" in lines and "| labels | 80 |" in lines
+    assert not [line for line in lines if line.startswith("| champion_f1")]  # unset: not shown
+    assert lines[-2:] == [
+        "| threshold | passed | F1 0.8100 >= 0.8000 |",
+        "| canary | refused | fell \\| by 0.09 |",
+    ]
