@@ -171,8 +171,9 @@ def check_storage(settings: Settings) -> Check:
     except StorageNotFoundError:
         bucket = settings.storage_uri.removeprefix("gs://").split("/", 1)[0]
         fix = (
-            "create it (for a local emulator: brandloop deploy --env <env> --create-bucket "
-            "--no-deploy), or set NER_STORAGE_URI to another bucket or a folder"
+            f"create it (gcloud storage buckets create gs://{bucket}; on a local emulator, "
+            f"BRANDLOOP_<ENV>_STORAGE_URI=gs://{bucket} brandloop deploy --env <env> "
+            "--create-bucket --no-deploy), or set NER_STORAGE_URI to another bucket or a folder"
         )
         return Check("storage", CheckStatus.FAIL, f"bucket {bucket!r} does not exist", fix)
     except StorageAuthError as exc:

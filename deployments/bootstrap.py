@@ -322,19 +322,21 @@ def empty_block_notes(env: str, done: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def ensure_bucket(storage_uri: str) -> bool:
-    """Create the bucket of a ``gs://`` storage URI unless it exists; returns whether it
-    was created. Other URIs are left alone."""
+def ensure_bucket(storage_uri: str, variable: str) -> str:
+    """Create the bucket of a ``gs://`` storage URI unless it exists; returns what was done
+    (``created gs://b``, ``gs://b exists``, or why there is no bucket to create: ``variable``,
+    the one the URI came from, is unset or not ``gs://``)."""
     if not storage_uri.startswith("gs://"):
-        return False
+        given = repr(storage_uri) if storage_uri else "unset"
+        return f"none ({variable} is {given}, not a gs:// URI)"
     from ner.storage import make_gcs_client
 
     bucket = storage_uri.removeprefix("gs://").split("/", 1)[0]
     client = make_gcs_client()
     if client.lookup_bucket(bucket) is not None:
-        return False
+        return f"gs://{bucket} exists"
     client.create_bucket(bucket)
-    return True
+    return f"created gs://{bucket}"
 
 
 def run_deploy(
@@ -377,8 +379,8 @@ def bootstrap(
         if secrets_from_env:
             done["secret_blocks"] = ensure_secret_blocks(env, environ)
         if create_bucket:
-            uri = environ.get(f"BRANDLOOP_{env.upper()}_STORAGE_URI", "")
-            done["bucket_created"] = ensure_bucket(uri)
+            variable = f"BRANDLOOP_{env.upper()}_STORAGE_URI"
+            done["bucket"] = ensure_bucket(environ.get(variable, ""), variable)
         if deploy:
             names = deployment_names(config, env)
             run_deploy(names, environ)
@@ -450,8 +452,10 @@ def report_line(done: Mapping[str, Any]) -> str:
             text = ", ".join(f"{k} {v}" for k, v in value.items())
         elif isinstance(value, list):
             text = ", ".join(str(v) for v in value) or "none"
-        else:
+        elif isinstance(value, bool):
             text = str(value).lower()
+        else:
+            text = str(value)
         parts.append(f"{key.replace('_', ' ')}: {text}")
     return "; ".join(parts)
 

@@ -249,9 +249,10 @@ class GCSStorage(Storage):
         where = f"GCS {action} {self.uri(key)} failed"
         if isinstance(exc, gexc.NotFound):
             return StorageNotFoundError(
-                f"{where}: bucket {self.bucket_name!r} does not exist; create it (for the "
-                f"local emulator: brandloop deploy --env <env> --create-bucket --no-deploy) "
-                f"({exc})"
+                f"{where}: bucket {self.bucket_name!r} does not exist; create it (gcloud "
+                f"storage buckets create gs://{self.bucket_name}; on the local emulator, "
+                f"BRANDLOOP_<ENV>_STORAGE_URI=gs://{self.bucket_name} brandloop deploy --env "
+                f"<env> --create-bucket --no-deploy) ({exc})"
             )
         if isinstance(exc, gexc.Unauthorized | gexc.Forbidden | GoogleAuthError):
             return StorageAuthError(f"{where}: {_auth_hint(exc)}")

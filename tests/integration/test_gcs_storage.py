@@ -173,7 +173,16 @@ def test_doctor_names_a_missing_bucket_and_missing_credentials_with_their_fix(
         CheckStatus.FAIL,
         "bucket 'no-such-bucket-doc' does not exist",
     )
-    assert "--create-bucket" in missing.fix
+    assert "BRANDLOOP_<ENV>_STORAGE_URI=gs://no-such-bucket-doc brandloop deploy" in missing.fix
+    # and deploy's --create-bucket makes it from that variable, or says why it cannot (a trial
+    # ran it with only --set storage_uri and read "bucket created: false")
+    from deployments.bootstrap import ensure_bucket
+
+    variable = "BRANDLOOP_DEV_STORAGE_URI"
+    assert ensure_bucket("gs://no-such-bucket-doc/x", variable) == "created gs://no-such-bucket-doc"
+    assert ensure_bucket("gs://no-such-bucket-doc/x", variable) == "gs://no-such-bucket-doc exists"
+    assert check_storage(Settings(storage_uri="gs://no-such-bucket-doc/x")).status is CheckStatus.OK
+    assert ensure_bucket("", variable) == f"none ({variable} is unset, not a gs:// URI)"
     monkeypatch.delenv("STORAGE_EMULATOR_HOST")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-key.json"))
     no_key = check_storage(Settings(storage_uri="gs://any-bucket/x"))
