@@ -1322,8 +1322,8 @@ def _promote_across(
     if not (from_env and to_env):
         raise CliError("--from and --to go together: name both environments")
     quick_mlflow()
-    source = load_cli_settings({**overrides, "env": from_env})
-    target = load_cli_settings({**overrides, "env": to_env})
+    source = load_cli_settings(_env_overrides(from_env, overrides))
+    target = load_cli_settings(_env_overrides(to_env, overrides))
     done = promote_across(source, target, version, reason=reason, force=force, actor=_actor())
     against = (
         f"champion {done.champion}: {_f1(done.champion_f1)}" if done.champion else "no champion"
@@ -1339,6 +1339,17 @@ def _promote_across(
         )
     for event in done.events:
         console().print(f"{_move(event)}  ({event.reason})")
+
+
+def _env_overrides(env: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` for ``env``: its storage from ``BRANDLOOP_<ENV>_STORAGE_URI`` when that
+    is set and ``--set storage_uri`` is not, as ``prefect.yaml`` gives its deployments."""
+    variable = f"BRANDLOOP_{env.upper()}_STORAGE_URI"
+    own = os.environ.get(variable, "").strip()
+    if own and "storage_uri" not in overrides:
+        console().print(f"{env}'s storage: {own} ({variable})", markup=False, highlight=False)
+        return {**overrides, "env": env, "storage_uri": own}
+    return {**overrides, "env": env}
 
 
 def _require_version(registry: Registry, version: str) -> None:

@@ -144,7 +144,8 @@ def target_gold_set(settings: Settings) -> tuple[datasets.GoldSet, list[Annotati
             f"no gold set frozen in {storage.uri('')} ({settings.env}): a copied version is "
             f"evaluated on {settings.env}'s gold set before it may be promoted; the first "
             f"train-ner run on {settings.env}'s labels freezes it (brandloop train --set "
-            f"env={settings.env}, with --set threshold=0 to freeze it without training)"
+            f"env={settings.env}, with --set threshold=0 to freeze it without training); if "
+            f"{settings.env}'s storage is elsewhere, point storage_uri at it"
         )
     return loaded
 

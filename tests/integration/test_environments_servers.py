@@ -198,3 +198,33 @@ def test_copy_promote_errors_name_their_cause(
         "promote", version, "--from", "prod", "--to", "prod", "--reason", "x", *flags
     )
     assert code == 1 and "source and target are both 'prod'" in err
+
+
+def test_copy_promote_finds_each_environments_own_storage_as_its_deployments_do(
+    mlflow_server: MlflowService,
+    tmp_path: Path,
+    flags: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    staging, _ = _registries(mlflow_server.url)
+    version = register_gazetteer(staging, tmp_path, ["Glossier", "Fenty Beauty"], 0.9, "0" * 16)
+    # Given prod's gold set in prod's own storage (prefect.yaml: BRANDLOOP_PROD_STORAGE_URI),
+    # not under the storage_uri the other environments share (a trial was told to train prod)
+    prod_gold = _gold(tmp_path / "prod-bucket", "prod", GOLD_POSTS)
+    monkeypatch.setenv("BRANDLOOP_PROD_STORAGE_URI", str(tmp_path / "prod-bucket"))
+    monkeypatch.setenv("BRANDLOOP_STAGING_STORAGE_URI", str(tmp_path / "staging-bucket"))
+    own = [
+        f
+        for pair in zip(flags[::2], flags[1::2], strict=True)
+        if "storage_uri=" not in pair[1]
+        for f in pair
+    ]
+    # When a version is copied to prod with no --set storage_uri
+    code, out, err = _invoke(
+        "promote", version, "--from", "staging", "--to", "prod", "--reason", "release", *own
+    )
+    # Then prod's gold set is found where its deployments keep it, and the line says where
+    assert code == 0, err
+    said = " ".join(out.split())
+    assert f"prod's storage: {tmp_path / 'prod-bucket'} (BRANDLOOP_PROD_STORAGE_URI)" in said
+    assert f"on prod's gold set {prod_gold[:12]}" in said
