@@ -37,7 +37,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from ner.errors import BrandloopError, ConfigError
+from ner.errors import BrandloopError, ConfigError, PromotionError
 from ner.report import quantity
 
 if TYPE_CHECKING:
@@ -115,13 +115,24 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+#: Errors of the libraries under the flows whose message names no way out: its start, the
+#: advice added to it.
+KNOWN_CAUSES = {
+    "Failed to reach API at": (
+        "is the Prefect server of PREFECT_API_URL running? start it (prefect server start), "
+        "or unset PREFECT_API_URL for a temporary one per command"
+    ),
+}
+
+
 def describe(exc: BaseException) -> str:
-    """One line naming the cause of ``exc``."""
+    """One line naming the cause of ``exc`` (with :data:`KNOWN_CAUSES`' advice)."""
     text = str(exc).strip() or type(exc).__name__
     first = text.splitlines()[0][:400]
     if isinstance(exc, BrandloopError):
         return first
-    return f"{type(exc).__name__}: {first}"
+    advice = [why for start, why in KNOWN_CAUSES.items() if first.startswith(start)]
+    return f"{type(exc).__name__}: {first}" + "".join(f"; {why}" for why in advice)
 
 
 def debug_hint(ctx: Any) -> str:
@@ -498,7 +509,8 @@ def apply(
     ] = None,
     set_: SetOption = None,
 ) -> None:
-    """Fetch posts, predict brands, send them to Label Studio (the apply-ner flow)."""
+    """Fetch posts, predict brands, deliver them as Label Studio tasks: import JSON in storage
+    (default) or through Label Studio's API (the apply-ner flow)."""
     from ner.settings import load_settings
 
     overrides = parse_overrides(set_)
@@ -975,7 +987,12 @@ def demo(
 
     out = console()
     overrides = {**demo_overrides(dir_), **demo_recipe(parse_overrides(set_))}
-    removed = prepare_demo_folder(dir_, keep=keep)
+    try:
+        removed = prepare_demo_folder(dir_, keep=keep)
+    except OSError as exc:
+        raise CliError(
+            f"--dir {dir_}: cannot prepare it ({exc.strerror or exc}); choose another folder"
+        ) from exc
     if removed:
         out.print(f"removed the last demo's {', '.join(p.name for p in removed)} in {dir_}")
     if keep:
@@ -1372,7 +1389,17 @@ def rollback(
     registry = _registry(cfg)
     gold = current_gold(cfg)  # its hash and the versions' F1 on it go to the audit run
     before = len(registry.audit_log())
-    event = registry.rollback(actor=_actor(), reason=reason, gold_hash=gold.hash if gold else None)
+    try:
+        event = registry.rollback(
+            actor=_actor(), reason=reason, gold_hash=gold.hash if gold else None
+        )
+    except PromotionError as exc:  # nothing to roll back to: say what else there is
+        if "to roll back to" not in str(exc):
+            raise
+        raise CliError(
+            f"{exc} (after the first promotion, or a rollback that emptied it); to make "
+            "another version champion: brandloop promote VERSION --reason ..."
+        ) from exc
     # every alias it moved (@champion back, @previous one further back or cleared)
     for moved in registry.audit_log()[before:] or [event]:
         console().print(f"{_move(moved)}  ({moved.reason})")
@@ -1457,7 +1484,9 @@ def _check_servable(cfg: Settings) -> None:
 def labelstudio_setup(
     webhook_url: Annotated[
         str | None,
-        typer.Option(help="Point the project's webhook here (the label trigger's /webhook)."),
+        typer.Option(
+            metavar="URL", help="Point the project's webhook here (the label trigger's /webhook)."
+        ),
     ] = None,
     set_: SetOption = None,
 ) -> None:

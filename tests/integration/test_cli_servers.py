@@ -162,6 +162,7 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     # And a second rollback has nowhere to go
     code, _, err = _invoke("rollback", "--reason", "again", *flags)
     assert code == 1 and "no @previous version" in err
+    assert "brandloop promote VERSION --reason" in " ".join(err.split())  # the way on
 
 
 def _since(registry: Registry, version: str) -> set[str]:

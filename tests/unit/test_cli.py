@@ -1133,3 +1133,24 @@ def test_a_loop_that_stopped_waiting_for_labels_exits_3(
     # Then a script chaining commands can tell a timeout from a round played (a trial's exit 0)
     assert result.exit_code == code, result.output
     assert _lines(result.stdout)[-1] == f"loop status: {status}"
+
+
+def test_errors_that_name_no_way_out_get_one(runner: CliRunner, tmp_path: Path) -> None:
+    # a trial's `error: RuntimeError: Failed to reach API at ...` said nothing more
+    unreachable = RuntimeError("Failed to reach API at http://127.0.0.1:41998/api/")
+    assert cli.describe(unreachable) == (
+        "RuntimeError: Failed to reach API at http://127.0.0.1:41998/api/; is the Prefect "
+        "server of PREFECT_API_URL running? start it (prefect server start), or unset "
+        "PREFECT_API_URL for a temporary one per command"
+    )
+    assert cli.describe(RuntimeError("other")) == "RuntimeError: other"
+    # and a demo folder that cannot be made is named with what to do (it was a bare
+    # FileNotFoundError)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    result = runner.invoke(cli.app, ["demo", "--dir", str(blocker / "demo")])
+    assert result.exit_code == 1
+    assert _lines(result.stderr) == [
+        f"error: --dir {blocker / 'demo'}: cannot prepare it (Not a directory); choose another "
+        "folder"
+    ]
