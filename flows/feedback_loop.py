@@ -31,7 +31,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from flows.apply_ner import ApplyResult, apply_ner
-from flows.context import RunContext, io_task, run_context, run_logger, run_stamp
+from flows.context import RunContext, io_task, publish_result, run_context, run_logger, run_stamp
 from flows.train_ner import TrainStatus, TrainSummary, train_ner
 from ner import layout
 from ner.errors import NotFoundError
@@ -40,7 +40,7 @@ from ner.labelstudio.export import count_labelled
 from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
 from ner.labelstudio.triggers import wait_for_labels
 from ner.replay import ReplayAnnotator, demo_gold_path
-from ner.report import quantity
+from ner.report import quantity, rounds_table
 from ner.storage import Storage
 
 
@@ -89,6 +89,11 @@ class LoopResult(BaseModel):
 
     status: LoopStatus
     rounds: list[RoundResult] = []
+
+    def markdown(self) -> str:
+        """The loop's result as Markdown (its Prefect artifact): the status, every round."""
+        table = rounds_table([r.table_row() for r in self.rounds]) if self.rounds else "no round"
+        return f"# feedback-loop: {self.status}\n\n{table}\n"
 
 
 class RoundPlan(BaseModel):
@@ -270,6 +275,7 @@ def feedback_loop(
             if played.train.status == TrainStatus.THRESHOLD_MET:
                 result.status = LoopStatus.THRESHOLD_MET
                 break
+        publish_result(f"feedback-loop-{ctx.settings.env}", result.markdown(), result.status)
     return result
 
 

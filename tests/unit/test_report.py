@@ -38,3 +38,10 @@ def test_the_pull_line_of_one_post_reads_in_the_singular() -> None:
     assert note.startswith("1 labelled post pulled: 0 rejected, 1 span repaired, ")
     assert "1 record superseded" in note and "1 annotation deleted" in note
     assert "1 posts" not in note and "1 spans" not in note
+
+
+def test_a_loops_result_as_markdown_has_its_status_and_rounds() -> None:
+    from flows.feedback_loop import LoopResult, LoopStatus
+
+    empty = LoopResult(status=LoopStatus.NO_NEW_POSTS)
+    assert empty.markdown() == "# feedback-loop: no_new_posts\n\nno round\n"
