@@ -644,9 +644,13 @@ def train(
 ) -> None:
     """Evaluate the champion, train and promote a challenger if needed (train-ner)."""
     from flows.train_ner import TrainStatus, train_ner
+    from ner.settings import load_settings
 
+    overrides = parse_overrides(set_)
+    if source == "label_studio":  # unreachable: one line now, not three retried pulls
+        _check_label_studio("--source label_studio", load_settings(overrides))
     params = {"source": source, "export_keys": export_keys}
-    result = run_flow(ctx, train_ner, params, parse_overrides(set_))
+    result = run_flow(ctx, train_ner, params, overrides)
     shown = result.model_dump(mode="json")
     challenger = ["challenger_version", "challenger_f1"]
     if result.status == TrainStatus.ALREADY_TRAINED:  # nothing trained: name it for what it is

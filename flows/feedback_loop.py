@@ -81,6 +81,8 @@ class RoundResult(BaseModel):
     def table_row(self) -> dict[str, Any]:
         """The flat row :func:`ner.report.rounds_table` prints."""
         trained = self.train.model_dump(mode="json") if self.train else {}
+        if self.status == TrainStatus.ALREADY_TRAINED:  # no challenger: an earlier version
+            trained |= {"challenger_f1": None, "challenger_version": None}
         return {**trained, **self.model_dump(exclude={"train"}), "status": str(self.status)}
 
 

@@ -436,9 +436,13 @@ def _export_key(ctx: RunContext, key: str) -> str:
     for candidate in (key, f"{layout.EXPORTS}/{key}"):
         if ctx.storage.exists(candidate):
             return candidate
+    there = [k.removeprefix(f"{layout.EXPORTS}/") for k in ctx.storage.list(layout.EXPORTS)]
+    held = (
+        f"it holds {', '.join(there[:5])}{' ...' if len(there) > 5 else ''}" if there else "empty"
+    )
     raise ConfigError(
         f"export {key!r} is neither {ctx.storage.uri(key)} nor under "
-        f"{ctx.storage.uri(layout.EXPORTS)}/"
+        f"{ctx.storage.uri(layout.EXPORTS)}/ ({held}); drop --export-key to read every export"
     )
 
 

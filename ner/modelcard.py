@@ -193,7 +193,7 @@ _cell = markdown_cell  # the card's own short name
 def _headline(card: ModelCard) -> list[str]:
     title = f"# {card.model_name} version {card.version}"
     if card.champion_version is not None:
-        title += f" (challenger of version {card.champion_version})"
+        title += f" (trained as the challenger of version {card.champion_version})"
     decision = card.decision
     if decision is None:
         return [title, "", "**Gate:** not gated (no promotion decision recorded)."]
@@ -335,9 +335,16 @@ def without_posts(card: str, post_ids: Collection[str]) -> str:
     return "\n".join(kept)
 
 
+#: Recipe values shown as "none" (an unset map or list reads as an empty code span).
+_EMPTY = frozenset({"", "{}", "[]"})
+
+
 def _recipe_items(recipe: Recipe) -> list[str]:
     items = [f"base model: `{recipe.base_model}`", f"recipe: {recipe.name}"]
-    items += [f"`{key}` = `{value}`" for key, value in sorted(recipe.params.items())]
+    items += [
+        f"`{key}` = `{value}`" if str(value).strip() not in _EMPTY else f"`{key}`: none"
+        for key, value in sorted(recipe.params.items())
+    ]
     return items
 
 

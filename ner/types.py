@@ -90,8 +90,10 @@ class Post:
     def from_dict(cls, data: Mapping[str, Any]) -> Post:
         """Build a post from a JSON object; raises :class:`DataError` naming the record."""
         record_id = data.get("id")
-        if record_id is None or str(record_id).strip() == "":
+        if record_id is None:
             raise DataError(None, "missing 'id'")
+        if str(record_id).strip() == "":
+            raise DataError(None, f"blank 'id' ({record_id!r})")
         text = data.get("text")
         if not isinstance(text, str):
             raise DataError(str(record_id), "missing or non-string 'text'")

@@ -515,6 +515,8 @@ def test_label_studio_that_cannot_be_used_is_refused_before_any_flow_runs(
     commands = {
         "--destination label_studio": ["apply", *source, "--destination", "label_studio"],
         "--annotator label_studio": ["loop", *source, "--annotator", "label_studio"],
+        # a trial's train retried its pull 3 times, then named neither the URL nor the fix
+        "--source label_studio": ["train", "--source", "label_studio"],
     }
     for option, command in commands.items():
         # Given no key: named, with what to set

@@ -80,9 +80,13 @@ def test_the_card_names_the_training_data_and_the_recipe() -> None:
     assert "base model: `en_core_web_sm`" in text
     assert "recipe: fast" in text
     assert "`seed` = `17`" in text
+    unmapped = Recipe("en_core_web_sm", "fast", {"label_map": {}, "extra": ""})
+    said = render_model_card(card_of(8, recipe=unmapped))
+    assert "`label_map`: none" in said and "`extra`: none" in said  # not an empty `` ``
     assert "**Gate: promoted.**" in text
     titled = render_model_card(card_of(8, champion_version="6"))
-    assert titled.startswith("# brand-ner version 7 (challenger of version 6)\n")
+    # (trained as: the title stays once it is champion, and a trial read it as current)
+    assert titled.startswith("# brand-ner version 7 (trained as the challenger of version 6)\n")
     # A rehearsal set is named beside the pool, with its size and hash; none, no line
     assert "rehearsal set" not in text
     general = TrainingData(

@@ -45,3 +45,19 @@ def test_a_loops_result_as_markdown_has_its_status_and_rounds() -> None:
 
     empty = LoopResult(status=LoopStatus.NO_NEW_POSTS)
     assert empty.markdown() == "# feedback-loop: no_new_posts\n\nno round\n"
+
+
+def test_a_round_that_trained_nothing_shows_no_challenger_score() -> None:
+    from flows.feedback_loop import RoundResult
+    from flows.train_ner import TrainStatus, TrainSummary
+
+    # a trial read the earlier version's score as a challenger's, in an already_trained round
+    earlier = TrainSummary(
+        status=TrainStatus.ALREADY_TRAINED,
+        labels=30,
+        rejected=0,
+        challenger_version="3",
+        challenger_f1=0.738,
+    )
+    row = RoundResult(round=1, posts_sent=0, model_used=None, new_labels=0, train=earlier)
+    assert row.table_row()["challenger_f1"] is None and row.table_row()["labels"] == 30

@@ -147,6 +147,7 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
         json.dumps({"id": True, "text": "a boolean is no id"}),
         '{"id": "6", "text": "half an emoji \\ud83d"}',
         json.dumps({"id": 5, "text": "numeric id is fine"}),
+        json.dumps({"id": " ", "text": "a blank id is no id"}),
     ]
     # When it is parsed
     out = list(iter_jsonl(lines, query="file"))
@@ -156,7 +157,8 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
     assert ids_of(posts) == ["1", "5"]
     assert posts[0].text == "Fenty 💄 gloss 👩🏽‍🎤"
     assert posts[0].source == "jsonl" and posts[0].query == "file"
-    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12]
+    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12, 13]
+    assert rejected[13].reason == "blank 'id' (' ')"  # a trial's "" read as missing
     assert rejected[2].reason.startswith("invalid JSON")
     assert rejected[3].reason == "missing 'id'"
     assert rejected[4].reason == "empty text"

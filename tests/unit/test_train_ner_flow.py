@@ -125,6 +125,9 @@ def test_an_export_key_is_found_under_exports_and_a_missing_one_fails_at_once(
     # a missing one names both places, and is not retried (a trial waited out 3 retries)
     with pytest.raises(ConfigError, match=r"'nope.json' is neither .*/dev/nope.json nor under"):
         _export_key(ctx, "nope.json")
+    # and says what is there, and the way on (a trial's line had no hint)
+    with pytest.raises(ConfigError, match=r"\(it holds mine.json\); drop --export-key to read"):
+        _export_key(ctx, "nope.json")
     assert issubclass(ConfigError, PERMANENT_ERRORS)
 
 
