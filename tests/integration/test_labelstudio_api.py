@@ -924,7 +924,8 @@ def test_feedback_loop_waits_for_label_studio_then_trains_and_times_out_without_
     assert len(client.search_runs(experiment_ids=[experiment.experiment_id])) == runs_before
     assert [str(v.version) for v in client.search_model_versions("name='brand-ner-dev'")] == ["1"]
     assert client.get_registered_model("brand-ner-dev").aliases.get("champion") is None
-    # And the Prefect API holds each loop's rounds as its artifact, the latest on top
+    # And the Prefect API holds the loop's rounds as its artifact (the server is shared by
+    # the session's tests: the newest one is this run's)
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -933,7 +934,7 @@ def test_feedback_loop_waits_for_label_studio_then_trains_and_times_out_without_
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["feedback-loop-dev"]))
         )
     latest = max(published, key=lambda a: a.created)
-    assert len(published) == 2 and str(latest.data).startswith(f"# feedback-loop: {TIMED_OUT}")
+    assert str(latest.data).startswith(f"# feedback-loop: {TIMED_OUT}")
 
 
 def test_apply_with_a_labelling_budget_sends_only_the_chosen_posts(
