@@ -734,7 +734,7 @@ def loop(
         )
     if gold_export and not Path(gold_export).is_file():
         raise CliError(f"--gold-export {gold_export}: no such file (a Label Studio JSON export)")
-    from flows.feedback_loop import feedback_loop  # after the checks, as apply's
+    from flows.feedback_loop import TIMED_OUT, feedback_loop  # after the checks, as apply's
 
     params = {
         "source": source,
@@ -749,7 +749,7 @@ def loop(
     }
     result = run_flow(ctx, feedback_loop, params, overrides)
     _print_rounds(result)
-    if result.status == LOOP_TIMED_OUT:
+    if result.status == TIMED_OUT:
         raise typer.Exit(LOOP_TIMED_OUT_EXIT)
 
 
@@ -859,7 +859,6 @@ def _lift(cfg: Settings, params: Mapping[str, Any]) -> None:
 #: ``timed_out_waiting_for_labels``): the run itself went well, but a script that chains
 #: commands should not read it as a round played.
 LOOP_TIMED_OUT_EXIT = 3
-LOOP_TIMED_OUT = "timed_out_waiting_for_labels"
 
 
 def _print_rounds(result: LoopResult) -> None:

@@ -157,7 +157,7 @@ def check_prefect(api: str | None = None) -> Check:
 def check_storage(settings: Settings) -> Check:
     """Write and delete a probe file; a local folder the probe had to create is removed
     again, so the check leaves the disk as it found it."""
-    from ner.storage import LocalStorage, open_storage
+    from ner.storage import LocalStorage, create_bucket_hint, open_storage
 
     probe = f"doctor-probe-{uuid.uuid4().hex}.txt"
     fix = "set NER_STORAGE_URI to a writable folder or gs:// bucket (and its credentials)"
@@ -170,11 +170,7 @@ def check_storage(settings: Settings) -> Check:
         storage.delete(probe)
     except StorageNotFoundError:
         bucket = settings.storage_uri.removeprefix("gs://").split("/", 1)[0]
-        fix = (
-            f"create it (gcloud storage buckets create gs://{bucket}; on a local emulator, "
-            f"BRANDLOOP_<ENV>_STORAGE_URI=gs://{bucket} brandloop deploy --env <env> "
-            "--create-bucket --no-deploy), or set NER_STORAGE_URI to another bucket or a folder"
-        )
+        fix = f"{create_bucket_hint(bucket)}, or set NER_STORAGE_URI to another bucket or a folder"
         return Check("storage", CheckStatus.FAIL, f"bucket {bucket!r} does not exist", fix)
     except StorageAuthError as exc:
         fix = (

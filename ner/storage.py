@@ -181,6 +181,16 @@ class LocalStorage(Storage):
         return True
 
 
+def create_bucket_hint(bucket: str) -> str:
+    """How to create a missing bucket: with gcloud, or on the local emulator with the
+    bootstrap (which reads ``BRANDLOOP_<ENV>_STORAGE_URI``, not ``NER_STORAGE_URI``)."""
+    return (
+        f"create it (gcloud storage buckets create gs://{bucket}; on a local emulator, "
+        f"BRANDLOOP_<ENV>_STORAGE_URI=gs://{bucket} brandloop deploy --env <env> "
+        "--create-bucket --no-deploy)"
+    )
+
+
 class GCSStorage(Storage):
     """``gs://bucket/prefix`` through google-cloud-storage.
 
@@ -249,10 +259,8 @@ class GCSStorage(Storage):
         where = f"GCS {action} {self.uri(key)} failed"
         if isinstance(exc, gexc.NotFound):
             return StorageNotFoundError(
-                f"{where}: bucket {self.bucket_name!r} does not exist; create it (gcloud "
-                f"storage buckets create gs://{self.bucket_name}; on the local emulator, "
-                f"BRANDLOOP_<ENV>_STORAGE_URI=gs://{self.bucket_name} brandloop deploy --env "
-                f"<env> --create-bucket --no-deploy) ({exc})"
+                f"{where}: bucket {self.bucket_name!r} does not exist; "
+                f"{create_bucket_hint(self.bucket_name)} ({exc})"
             )
         if isinstance(exc, gexc.Unauthorized | gexc.Forbidden | GoogleAuthError):
             return StorageAuthError(f"{where}: {_auth_hint(exc)}")
