@@ -55,6 +55,7 @@ _RECEIPT = ".imported.json"
 _REJECTED = ".rejected.json"
 _GOLD_ANNOTATIONS = ".annotations.jsonl"
 _REASON = ".reason.json"
+_REJECTED = ".rejected.json"
 
 #: The pointer to the gold set in force.
 GOLD_SET_CURRENT = f"{GOLDSETS}/CURRENT.json"
@@ -171,7 +172,12 @@ def is_export(key: str) -> bool:
 def rejected_report(records_key: str) -> str:
     """``<records>.rejected.json`` next to ``<records>.jsonl``: the records refused while
     writing it, with their reasons."""
-    return f"{records_key.removesuffix(_JSONL)}.rejected{_JSON}"
+    return f"{records_key.removesuffix(_JSONL)}{_REJECTED}"
+
+
+def is_rejected_report(key: str) -> bool:
+    """Whether ``key`` is a :func:`rejected_report`."""
+    return key.endswith(_REJECTED)
 
 
 def review_report(records_key: str) -> str:

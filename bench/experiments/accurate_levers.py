@@ -60,6 +60,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accurate-l2sp50": {},
     "accurate-llrd0.9": {},
     "accurate-reinit1": {},
+    "accurate-neg0.3": {"negative_fraction": 0.3},
 }
 #: entity swap (:func:`bench.experiments.levers.swap`: copies, names from), applied to the
 #: posts handed to ``train``, so some copies fall in the recipe's held-back slice (the

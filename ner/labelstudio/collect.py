@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ner import forget, layout
 from ner.agreement import Agreement, AgreementPolicy, Outcome, resolve
 from ner.datasets import dataset_hash, write_annotations
+from ner.errors import StorageError
 from ner.labelstudio.export import TaskAnnotations, parse_export
 from ner.labelstudio.liveset import LiveSet, load_live_set, reconcile
 from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
@@ -286,13 +287,50 @@ def _write_rejected(
     if not (rejected or superseded or repaired):
         return None
     rejected_key = layout.rejected_report(out_key)
+    earlier_key, earlier = _earlier_report(storage, rejected_key)
     storage.write_json(rejected_key, [*rejected, *repaired, *superseded])
-    for reason in rejected[:20]:
-        log.warning("rejected %s", reason)
-    for reason in superseded[:5]:
-        log.warning("%s", reason)
+    named = [line for line in [*rejected, *superseded] if _stem(line) not in earlier]
+    for line in [r for r in named if not r.startswith(_SUPERSEDED)][:20]:
+        log.warning("rejected %s", line)
+    for line in [r for r in named if r.startswith(_SUPERSEDED)][:5]:
+        log.warning("%s", line)
+    if again := len(rejected) + len(superseded) - len(named):
+        log.warning(
+            "%s of the last pull's report (%s) still stand, not named again: fix or delete "
+            "those records in Label Studio to clear them",
+            quantity(again, "line"),
+            earlier_key,
+        )
     log.info("every rejected, repaired and superseded record: %s", storage.uri(rejected_key))
     return rejected_key
+
+
+_SUPERSEDED = "superseded: "
+
+
+def _stem(line: str) -> str:
+    """A report line without its ``(also in …)`` tail, which grows as snapshots arrive."""
+    return line.split(" (also in ", 1)[0]
+
+
+def _earlier_report(storage: Storage, rejected_key: str) -> tuple[str | None, frozenset[str]]:
+    """The newest rejected report of an earlier pull in ``rejected_key``'s folder (keys sort
+    by run stamp) and its lines' stems: those records were named already, so a pull names
+    only the new ones one by one. ``(None, ∅)`` when there is none."""
+    folder = rejected_key.rpartition("/")[0]
+    reports = [
+        key for key in storage.list(folder) if layout.is_rejected_report(key) and key < rejected_key
+    ]
+    if not reports:
+        return None, frozenset()
+    try:
+        lines = storage.read_json(reports[-1])
+    except StorageError as exc:  # then every record is named again, as before
+        log.info("earlier rejected report unread: %s", exc)
+        return None, frozenset()
+    if not isinstance(lines, list):
+        return None, frozenset()
+    return reports[-1], frozenset(_stem(str(line)) for line in lines)
 
 
 def collect_annotations(

@@ -414,3 +414,36 @@ def test_a_forgotten_posts_records_are_not_reported(
     assert report.n_rejected == 1  # p2's "Dior" is not in the text
     said = storage.read_json(layout.rejected_report(layout.pulled_annotations("run")))
     assert all(": p1: " not in line for line in said) and report.n_superseded == 0
+
+
+def test_a_pull_names_one_by_one_only_records_the_last_pull_did_not(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given week 1's export with a bad span and a superseded task, pulled once (a trial saw
+    # the first week's rejections named again at every pull, since every pull reads every
+    # snapshot)
+    older = task(3, TEXT, [res("Glossier")], post_id="p3")
+    newer = task(4, TEXT, [res("Sephora")], post_id="p3", updated_at="2026-11-21T10:00:00Z")
+    week1 = [task(1, TEXT, [result(0, 5, "Prada")], post_id="p1"), older, newer]
+    keys = [write_snapshot(storage, "s1", week1)]
+    out1, out2 = layout.pulled_annotations("run1"), layout.pulled_annotations("run2")
+    collect_annotations(storage, keys, LABELS, out_key=out1)
+    # and week 2's export holding week 1's tasks again and a new bad span
+    keys.append(
+        write_snapshot(storage, "s2", [*week1, task(5, TEXT, [result(0, 4, "Dior")], post_id="p5")])
+    )
+    # When pulled again
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ner.labelstudio.collect"):
+        report = collect_annotations(storage, keys, LABELS, out_key=out2)
+    said = [r.getMessage() for r in caplog.records]
+    # Then only the new post is named, by its span and by the post; the old three lines are
+    # one line naming the report that has them
+    named = [line for line in said if line.startswith("rejected ") or "superseded" in line]
+    assert len(named) == 2 and all(line.startswith(f"rejected {keys[1]}: p5: ") for line in named)
+    assert said[-1].startswith(
+        "3 lines of the last pull's report (annotations/run1.rejected.json) still stand"
+    )
+    # and the report still holds every record, counted as before
+    assert report.n_rejected == 2 and report.n_superseded == 1
+    assert len(storage.read_json(layout.rejected_report(out2))) == 5
