@@ -1491,9 +1491,18 @@ def labelstudio_setup(
             metavar="URL", help="Point the project's webhook here (the label trigger's /webhook)."
         ),
     ] = None,
+    ml_backend_url: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Connect the ML backend at URL (python -m apps.ml_backend) to the project, "
+            "with Basic auth from NER_ML_BACKEND_USER/PASSWORD on it and on its webhook.",
+        ),
+    ] = None,
     set_: SetOption = None,
 ) -> None:
-    """Create the project from the settings (title, labels) if missing; register the webhook."""
+    """Create the project from the settings (title, labels) if missing; register the webhook;
+    connect the ML backend."""
     cfg = load_cli_settings(parse_overrides(set_))
     project = labelstudio_client_module().LabelStudioProject.connect(cfg)
     out = console()
@@ -1519,6 +1528,37 @@ def labelstudio_setup(
         )
         out.print(
             f"webhook {hook} posts annotation events (created, updated, deleted) to {webhook_url}"
+        )
+    if ml_backend_url:
+        _connect_ml_backend(out, cfg, project, ml_backend_url)
+
+
+def _connect_ml_backend(out: Console, cfg: Settings, project: Any, url: str) -> None:
+    """Connect the ML backend at ``url`` to ``project`` and say how it went."""
+    from ner.labelstudio.ml_backend import WEBHOOK_PATH, connect_ml_backend
+
+    password = cfg.ml_backend_password
+    user = cfg.ml_backend_user if password else None
+    done = connect_ml_backend(
+        project, url, user=user, password=password.get_secret_value() if password else None
+    )
+    auth = (
+        f"Basic auth as {user!r}" if user else "no credentials (NER_ML_BACKEND_USER/PASSWORD unset)"
+    )
+    out.print(
+        f"ML backend {done.url} {'connected' if done.created else 'already connected, updated'} "
+        f"(id {done.backend_id}, state {done.state}, {auth})"
+    )
+    if done.error:
+        out.print(f"[yellow]![/] Label Studio's last error with it: {_escape(done.error[:300])}")
+    if done.webhook_id is None:
+        out.print(
+            f"[yellow]![/] Label Studio registered no webhook to {done.url}{WEBHOOK_PATH}: "
+            "the backend hears no annotation events (its training trigger stays idle)"
+        )
+    elif user:
+        out.print(
+            f"its webhook {done.webhook_id} ({done.url}{WEBHOOK_PATH}) sends the same credentials"
         )
 
 

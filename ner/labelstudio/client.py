@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -63,17 +64,21 @@ NO_RETRY: RequestOptions = {"max_retries": 0}
 
 #: What the SDK and the HTTP layer raise; :func:`api_error` turns them into ours.
 API_FAILURES = (ApiError, httpx.HTTPError, pydantic.ValidationError, json.JSONDecodeError)
+#: An HTML tag in an error body (Label Studio links its guide in some).
+_TAG = re.compile(r"<[^>]*>")
 #: Statuses of a refused API key.
 REFUSED = (401, 403)
 
 
-def _describe(exc: BaseException) -> str:
-    """A short description of an SDK/HTTP failure: status and the body's ``detail`` (else
-    the body), never headers."""
+def describe_failure(exc: BaseException) -> str:
+    """A short description of an SDK/HTTP failure: status and the body's ``detail`` with
+    Label Studio's field errors (HTML tags dropped), else the body; never headers."""
     if isinstance(exc, ApiError):
         body = exc.body
         if isinstance(body, dict) and isinstance(body.get("detail"), str):
-            return f"HTTP {exc.status_code}: {body['detail'][:300]}"
+            found = body.get("validation_errors")  # Label Studio's field errors
+            errors = f" {_TAG.sub('', json.dumps(found, default=str))[:300]}" if found else ""
+            return f"HTTP {exc.status_code}: {body['detail'][:300]}{errors}"
         text = body if isinstance(body, str) else json.dumps(body, default=str)
         return f"HTTP {exc.status_code}: {text[:300]}"
     return f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -83,7 +88,7 @@ def api_error(what: str, exc: BaseException, secret: str | None = None) -> Label
     """Our error for an SDK/HTTP failure of ``what`` (the key masked):
     :class:`LabelStudioAuthError` when the server refused the key (never retried), else
     :class:`LabelStudioError`."""
-    message = f"Label Studio {what} failed: {_describe(exc)}"
+    message = f"Label Studio {what} failed: {describe_failure(exc)}"
     if isinstance(exc, ApiError) and exc.status_code in REFUSED:
         message += (
             "; the API key was refused: set NER_LABEL_STUDIO_API_KEY to a token of this "

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import requests
 from label_studio_sdk.client import LabelStudio
+from typer.testing import CliRunner
 
 from ner.registry import CHAMPION, Registry, decide
 from tests.support.models import register_gazetteer
@@ -129,7 +130,7 @@ def studio(label_studio: LabelStudioService) -> LabelStudio:
 
 
 @pytest.fixture(scope="module")
-def project(studio: LabelStudio, backend: Backend) -> int:
+def project(studio: LabelStudio, backend: Backend, label_studio: LabelStudioService) -> int:
     """A project with the posts as tasks, the backend connected through the SDK."""
     created = studio.projects.create(
         title=f"ml-backend-{secrets.token_hex(3)}", label_config=LABEL_CONFIG
@@ -137,16 +138,34 @@ def project(studio: LabelStudio, backend: Backend) -> int:
     assert created.id is not None
     rows: list[Any] = [{"body": text} for text in POSTS]
     studio.projects.import_tasks(created.id, request=rows)
-    studio.ml.create(
-        url=backend.url,
-        project=created.id,
-        is_interactive=False,
-        auth_method="BASIC_AUTH",
-        basic_auth_user=USER,
-        basic_auth_pass=PASSWORD,
-        title="brandloop",
-    )
+    # connected as the README says, twice: the second run changes nothing
+    first, again = [_setup_backend(label_studio, created.title or "", backend.url) for _ in "12"]
+    assert first[0] == 0 and again[0] == 0, (first, again)
+    assert f"ML backend {backend.url} connected (id " in first[1]
+    assert f"ML backend {backend.url} already connected, updated" in again[1]
+    for _, out in (first, again):
+        assert f"Basic auth as '{USER}'" in out and "sends the same credentials" in out
+        assert PASSWORD not in out
     return created.id
+
+
+def _setup_backend(label_studio: LabelStudioService, title: str, url: str) -> tuple[int, str]:
+    """``brandloop labelstudio setup --ml-backend-url URL`` with the backend's credentials."""
+    from apps import cli
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("NER_ML_BACKEND_USER", USER)
+        env.setenv("NER_ML_BACKEND_PASSWORD", PASSWORD)
+        settings = {
+            "label_studio_url": label_studio.url,
+            "label_studio_api_key": label_studio.token,
+            "label_studio_project": title,
+        }
+        flags = [arg for k, v in settings.items() for arg in ("--set", f"{k}={v}")]
+        result = CliRunner().invoke(
+            cli.app, ["labelstudio", "setup", "--ml-backend-url", url, *flags]
+        )
+    return result.exit_code, result.stdout + result.stderr
 
 
 def _expected(text: str) -> list[str]:
@@ -227,12 +246,12 @@ def _flow_runs(prefect: PrefectService, deployment_id: str) -> list[dict[str, An
 def test_annotations_in_label_studio_queue_one_training_run(
     studio: LabelStudio, project: int, backend: Backend, prefect_server: PrefectService
 ) -> None:
-    # Given the webhook Label Studio made for the backend carries the backend's credentials
+    # Given the webhook Label Studio made for the backend carries the backend's credentials,
+    # set by `brandloop labelstudio setup --ml-backend-url` (the project fixture)
     hooks = [h for h in studio.webhooks.list(project=str(project)) if h.url.endswith("/webhook")]
     assert [h.url for h in hooks] == [f"{backend.url}/webhook"]
     token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    assert hooks[0].id is not None
-    studio.webhooks.update(hooks[0].id, headers={"Authorization": f"Basic {token}"})
+    assert hooks[0].headers == {"Authorization": f"Basic {token}"}
     tasks: list[Any] = list(studio.tasks.list(project=project, fields="all"))
     # When one annotation is made, the backend counts it and the gate (2 new labels) stays shut
     studio.annotations.create(id=tasks[0].id, result=[_first_word(tasks[0].data["body"])])
@@ -286,3 +305,21 @@ def test_a_promotion_reaches_label_studio_without_a_restart(
         for region in prediction.result:
             value = region["value"]
             assert texts[prediction.task][value["start"] : value["end"]] == value["text"]
+
+
+def test_a_backend_label_studio_cannot_reach_is_refused_with_its_reason(
+    studio: LabelStudio, project: int, label_studio: LabelStudioService
+) -> None:
+    # Given a URL where no backend listens
+    title = studio.projects.get(id=project).title or ""
+    dead = f"http://{LOCALHOST}:{free_port()}"
+    # When it is connected as the README says
+    code, out = _setup_backend(label_studio, title, dead)
+    # Then the command fails, naming the URL and Label Studio's answer, without the password
+    assert code == 1, out
+    said = " ".join(out.split())
+    assert f"Label Studio did not connect the ML backend {dead}: start `python -m" in said
+    assert "(HTTP 400: Validation error" in said and "health check failed" in said
+    assert PASSWORD not in out
+    # and the project keeps its one backend
+    assert len(studio.ml.list(project=project)) == 1

@@ -82,3 +82,29 @@ def test_a_refused_key_is_an_auth_error_with_the_servers_reason_and_no_secret() 
     down = ApiError(status_code=503, headers={}, body="upstream down")
     other = api_error("import", down)
     assert type(other) is LabelStudioError and str(other).endswith("HTTP 503: upstream down")
+
+
+def test_label_studios_field_errors_are_said_without_their_html() -> None:
+    import base64
+
+    from label_studio_sdk.core.api_error import ApiError
+
+    from ner.labelstudio.client import describe_failure
+    from ner.labelstudio.ml_backend import basic_auth_header
+
+    # Given Label Studio's answer to an ML backend it cannot reach (1.23.2, recorded)
+    body = {
+        "detail": "Validation error",
+        "validation_errors": {
+            "non_field_errors": ['Can\'t connect, <a href="https://x">Learn more</a> here.']
+        },
+    }
+    said = describe_failure(ApiError(status_code=400, headers={}, body=body))
+    # Then the field error is said, its link's text kept and its tags dropped
+    assert (
+        said
+        == 'HTTP 400: Validation error {"non_field_errors": ["Can\'t connect, Learn more here."]}'
+    )
+    # and the webhook's Basic header decodes to the user and password (RFC 7617)
+    (token,) = basic_auth_header("studio", "s3:cret").values()
+    assert base64.b64decode(token.removeprefix("Basic ")).decode() == "studio:s3:cret"
