@@ -102,6 +102,7 @@ class _Running:
     said: float = float("-inf")  # when its last progress line was printed (plain console)
     held: str | None = None  # its latest progress line not printed yet (plain console)
     last: str | None = None  # its latest line, kept on screen when it ends (terminal)
+    warned: bool = False  # it logged a warning: its end is marked "!" rather than "✓"
 
 
 class Narrator(logging.Handler):
@@ -138,6 +139,8 @@ class Narrator(logging.Handler):
             self.say(f"[yellow]↻[/] {escape(task)}: retry {retry['n']}/{retry['of']}")
         elif record.levelno >= logging.WARNING:  # a line of its own, not spinner text
             running = self.running.get(run_id)
+            if running is not None:
+                running.warned = True
             self.warn(f"{running.label}: {message}" if running else message)
         elif record.levelno >= logging.INFO and run_id in self.running:
             self._task_message(self.running[run_id], message)
@@ -190,7 +193,7 @@ class Narrator(logging.Handler):
 
     def _finish(self, run_id: str, task: str, state: str, message: str) -> None:
         running = self.running.pop(run_id, None)
-        seconds = 0.0
+        seconds, warned = 0.0, running is not None and running.warned
         if running is not None:
             self.progress.remove_task(running.progress_id)
             seconds = time.monotonic() - running.started
@@ -200,7 +203,9 @@ class Narrator(logging.Handler):
                 self.say(running.last)
         if state in ("Completed", "Cached"):
             if task in STEPS:
-                self.say(f"[green]✓[/] {STEPS[task]} [dim]({seconds:.1f} s)[/]")
+                mark = "[yellow]![/]" if warned else "[green]✓[/]"
+                after = ", see its warning above" if warned else ""
+                self.say(f"{mark} {STEPS[task]} [dim]({seconds:.1f} s{after})[/]")
         elif state == "AwaitingRetry":
             self.say(f"[yellow]↻[/] {escape(task)} failed, will retry: {escape(message[:200])}")
         else:

@@ -186,6 +186,13 @@ def wait_for_label_studio(ctx: RunContext, timeout_s: float, poll_s: float) -> L
         interval=poll_s,
         checkpoint_key=layout.labelstudio_checkpoint(project.project_id, "feedback-loop"),
     )
+    if not found:  # the narration marks the wait "!" rather than "✓"
+        get_run_logger().warning(
+            "fewer than %s in project %s after %.0f s",
+            quantity(ctx.settings.min_new_labels, "new label"),
+            project.project_id,
+            timeout_s,
+        )
     return Labelled(n_labelled=found, project_id=project.project_id)
 
 
@@ -232,7 +239,7 @@ def play_round(ctx: RunContext, plan: RoundPlan, number: int) -> RoundResult | N
         new_labels=labelled.n_labelled,
     )
     if through_api and labelled.n_labelled == 0:
-        get_run_logger().warning(
+        get_run_logger().info(
             "round %d: fewer than %s after %.0f s; stopping",
             number,
             quantity(ctx.settings.min_new_labels, "new label"),

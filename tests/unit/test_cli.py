@@ -80,6 +80,7 @@ def test_top_level_help_lists_every_command(runner: CliRunner) -> None:
         (["deploy"], "--secrets-from-env"),
         (["doctor"], "--set"),
         (["labelstudio", "setup"], "--webhook-url"),
+        (["labelstudio", "setup"], "--ml-backend-url"),
         (["labelstudio", "status"], "--set"),
     ],
 )
@@ -781,6 +782,27 @@ def test_a_tasks_warnings_stay_on_screen_as_lines_of_their_own() -> None:
             f"model predicts exactly: {post}: span"
         ) in text
     assert "75 labelled posts" not in text
+
+
+def test_a_step_that_warned_ends_with_a_mark_that_says_so() -> None:
+    # a trial saw a wait that timed out without labels end with "✓"
+    console = Console(record=True, width=300, force_terminal=False)
+    narrator = Narrator(console, Progress(console=console))
+    flow = {"flow_name": "feedback-loop"}
+    wait = {**flow, "task_name": "wait_for_label_studio", "task_run_id": "t1"}
+    narrator.emit(_record("Created task run 'x' for task 'wait_for_label_studio'", 10, **wait))
+    narrator.emit(_record("fewer than 1 new label in project 3 after 2 s", 30, **wait))
+    narrator.emit(_record("Finished in state Completed()", **wait))
+    pull = {**flow, "task_name": "pull_annotations", "task_run_id": "t2"}
+    narrator.emit(_record("Created task run 'y' for task 'pull_annotations'", 10, **pull))
+    narrator.emit(_record("Finished in state Completed()", **pull))
+    lines = _lines(console.export_text())
+    assert lines[-3] == (
+        "! waiting for labels in Label Studio: fewer than 1 new label in project 3 after 2 s"
+    )
+    assert lines[-2].startswith("! waited for labels in Label Studio (")
+    assert lines[-2].endswith(" s, see its warning above)")
+    assert lines[-1].startswith("✓ pulled the annotations (")  # the next step is its own
 
 
 def test_library_warnings_are_narrated_not_printed_raw() -> None:
