@@ -1399,9 +1399,10 @@ def rollback(
     except PromotionError as exc:  # nothing to roll back to: say what else there is
         if "to roll back to" not in str(exc):
             raise
+        why = " (after the first promotion, or a rollback that emptied it)"
         raise CliError(
-            f"{exc} (after the first promotion, or a rollback that emptied it); to make "
-            "another version champion: brandloop promote VERSION --reason ..."
+            f"{exc}{why if '@previous' in str(exc) else ''}; to make a version champion: "
+            "brandloop promote VERSION --reason ..."
         ) from exc
     # every alias it moved (@champion back, @previous one further back or cleared)
     for moved in registry.audit_log()[before:] or [event]:

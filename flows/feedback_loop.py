@@ -36,6 +36,7 @@ from flows.train_ner import TrainStatus, TrainSummary, train_ner
 from ner import layout
 from ner.errors import NotFoundError
 from ner.labelstudio.client import LabelStudioProject
+from ner.labelstudio.exchange import checkpoint_key
 from ner.labelstudio.export import count_labelled
 from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
 from ner.labelstudio.triggers import wait_for_labels
@@ -83,6 +84,8 @@ class RoundResult(BaseModel):
         trained = self.train.model_dump(mode="json") if self.train else {}
         if self.status == TrainStatus.ALREADY_TRAINED:  # no challenger: an earlier version
             trained |= {"challenger_f1": None, "challenger_version": None}
+        if self.train is None:  # nothing trained: the champion is the one that predicted
+            trained = {"champion_model": self.model_used}
         return {**trained, **self.model_dump(exclude={"train"}), "status": str(self.status)}
 
 
@@ -174,9 +177,11 @@ def _new_exports(storage: Storage, known: list[str]) -> tuple[list[str], int]:
 
 @io_task(retries=0)
 def wait_for_label_studio(ctx: RunContext, timeout_s: float, poll_s: float) -> Labelled:
-    """Poll the Label Studio project until ``min_new_labels`` labels are new since the last
-    round, or ``timeout_s`` passes (``n_labelled`` 0). The loop keeps its own checkpoint,
-    apart from the label trigger's."""
+    """Poll the Label Studio project until ``min_new_labels`` labels are new, or
+    ``timeout_s`` passes (``n_labelled`` 0). New: saved after both the loop's last trigger
+    (its own checkpoint, apart from the label trigger's) and what the last training pull
+    read (``train --source label_studio``, in a loop round or not), so the labels a model
+    was already trained on never start a round."""
     project = LabelStudioProject.connect(ctx.settings)
     found = wait_for_labels(
         project,
@@ -185,15 +190,27 @@ def wait_for_label_studio(ctx: RunContext, timeout_s: float, poll_s: float) -> L
         timeout=timeout_s,
         interval=poll_s,
         checkpoint_key=layout.labelstudio_checkpoint(project.project_id, "feedback-loop"),
+        read_key=checkpoint_key(project.project_id),
     )
-    if not found:  # the narration marks the wait "!" rather than "✓"
+    if found:
+        get_run_logger().info(
+            "%s in project %s since the last training pull",
+            quantity(found, "new label"),
+            project.project_id,
+        )
+    else:  # the narration marks the wait "!" rather than "✓"
         get_run_logger().warning(
-            "fewer than %s in project %s after %.0f s",
-            quantity(ctx.settings.min_new_labels, "new label"),
+            "%s in project %s after %.0f s",
+            too_few_labels(ctx.settings.min_new_labels),
             project.project_id,
             timeout_s,
         )
     return Labelled(n_labelled=found, project_id=project.project_id)
+
+
+def too_few_labels(needed: int) -> str:
+    """``"no new label"`` (``needed`` 1) or ``"fewer than N new labels"``."""
+    return "no new label" if needed == 1 else f"fewer than {quantity(needed, 'new label')}"
 
 
 def collect_labels(
@@ -240,9 +257,9 @@ def play_round(ctx: RunContext, plan: RoundPlan, number: int) -> RoundResult | N
     )
     if through_api and labelled.n_labelled == 0:
         get_run_logger().info(
-            "round %d: fewer than %s after %.0f s; stopping",
+            "round %d: %s after %.0f s; stopping",
             number,
-            quantity(ctx.settings.min_new_labels, "new label"),
+            too_few_labels(ctx.settings.min_new_labels),
             plan.wait_timeout_s,
         )
         return result

@@ -1143,9 +1143,12 @@ class Registry:
         self.repair_moves(self.pending_moves(actor), actor=actor)
         previous = self.alias_version(PREVIOUS)
         if previous is None:
-            raise self._missing_model() or PromotionError(
-                f"no @{PREVIOUS} version of {self.model_name} to roll back to"
-            )
+            if self.alias_version(CHAMPION) is None:
+                raise self._missing_model() or PromotionError(
+                    f"nothing to roll back to: no version of {self.model_name} was made "
+                    f"@{CHAMPION} yet"
+                )
+            raise PromotionError(f"no @{PREVIOUS} version of {self.model_name} to roll back to")
         current = self.alias_version(CHAMPION)
         if current == previous:  # an interrupted rollback: @champion moved, @previous not yet
             event = self._interrupted_rollback(previous)

@@ -144,6 +144,14 @@ class PullCheckpoint:
                 seen[stamp.annotation_id] = stamp.updated_at
         return PullCheckpoint(format_time(newest), seen)
 
+    def later(self, other: PullCheckpoint) -> PullCheckpoint:
+        """Whichever of the two has read further (``self`` on a tie): labels either one
+        has read are not new to the result."""
+        mine, theirs = parse_time(self.updated_at), parse_time(other.updated_at)
+        if theirs is not None and (mine is None or theirs > mine):
+            return other
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """``{"updated_at": str | None, "seen": {annotation id as str: updated_at}}``."""
         return {

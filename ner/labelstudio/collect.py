@@ -28,7 +28,7 @@ from ner import forget, layout
 from ner.agreement import Agreement, AgreementPolicy, Outcome, resolve
 from ner.datasets import dataset_hash, write_annotations
 from ner.errors import StorageError
-from ner.labelstudio.export import TaskAnnotations, parse_export
+from ner.labelstudio.export import TEXTS_DIFFER, TaskAnnotations, parse_export
 from ner.labelstudio.liveset import LiveSet, load_live_set, reconcile
 from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
 from ner.report import quantity
@@ -289,12 +289,15 @@ def _write_rejected(
     rejected_key = layout.rejected_report(out_key)
     earlier_key, earlier = _earlier_report(storage, rejected_key)
     storage.write_json(rejected_key, [*rejected, *repaired, *superseded])
-    named = [line for line in [*rejected, *superseded] if _stem(line) not in earlier]
+    reused = [line for line in superseded if TEXTS_DIFFER in line]
+    named = [line for line in [*rejected, *reused] if _stem(line) not in earlier]
     for line in [r for r in named if not r.startswith(_SUPERSEDED)][:20]:
         log.warning("rejected %s", line)
     for line in [r for r in named if r.startswith(_SUPERSEDED)][:5]:
         log.warning("%s", line)
-    if again := len(rejected) + len(superseded) - len(named):
+    if routine := len(superseded) - len(reused):  # a label fixed, a post sent again
+        log.info("%s superseded by a newer one of the same post", quantity(routine, "record"))
+    if again := len(rejected) + len(reused) - len(named):
         log.warning(
             "%s of the last pull's report (%s) still stand, not named again: fix or delete "
             "those records in Label Studio to clear them",

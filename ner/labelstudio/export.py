@@ -67,6 +67,10 @@ from ner.types import Annotation, Parsed, Prediction, Rejected, Span
 
 log = logging.getLogger(__name__)
 
+#: Said in a superseded record whose post's two tasks hold different texts: worth a look,
+#: where a newer annotation of the same text (a fixed label) is not.
+TEXTS_DIFFER = "their texts differ"
+
 #: ``type`` of a result made by a ``<Labels>`` control on a ``<Text>`` object.
 RESULT_TYPE = "labels"
 
@@ -760,8 +764,7 @@ def _keep_latest(
     updated = newer.annotation.updated_at if newer.annotation is not None else None
     texts = {r.annotation.text for r in (older, newer) if r.annotation is not None}
     differ = (
-        "; their texts differ: a source reused the id, or the post was edited: check which "
-        "post it is"
+        f"; {TEXTS_DIFFER}: a source reused the id, or the post was edited: check which post it is"
         if len(texts) > 1
         else ""
     )

@@ -212,6 +212,7 @@ def poll_for_labels(
     on_trigger: OnTrigger | None = None,
     overlap: float = DEFAULT_OVERLAP_SECONDS,
     checkpoint_key: str | None = None,
+    read_key: str | None = None,
 ) -> int:
     """One poll: are there ``min_new`` labels created or updated since the last trigger?
 
@@ -223,12 +224,16 @@ def poll_for_labels(
     A label is an annotation that was not skipped, counted once however often it was
     saved. The checkpoint lives at ``checkpoint_key`` (default
     :func:`trigger_checkpoint_key`); give each independent consumer its own key, or they
-    would take each other's labels.
+    would take each other's labels. With ``read_key`` (the checkpoint of what a training
+    pull has read, :func:`ner.labelstudio.exchange.checkpoint_key`), labels read there are
+    not new either: the two checkpoints' later one counts.
     """
     if min_new < 1:
         raise ValueError("min_new must be at least 1")
     key = checkpoint_key or trigger_checkpoint_key(project.project_id)
     checkpoint = load_checkpoint(storage, key)
+    if read_key is not None:
+        checkpoint = checkpoint.later(load_checkpoint(storage, read_key))
     stamps = project.new_annotations(checkpoint, overlap=overlap, include_cancelled=False)
     labels = {stamp.annotation_id for stamp in stamps}
     if len(labels) < min_new:
@@ -293,6 +298,7 @@ def wait_for_labels(
     interval: float = 30.0,
     overlap: float = DEFAULT_OVERLAP_SECONDS,
     checkpoint_key: str | None = None,
+    read_key: str | None = None,
 ) -> int:
     """Block until ``min_new`` labels are new since the last trigger, or ``timeout`` passes.
 
@@ -301,14 +307,20 @@ def wait_for_labels(
     the next call). Polls at least once, even with ``timeout=0``. A poll that fails
     (:class:`LabelStudioError`: the server is down or restarting) is retried at the next
     interval; if the last poll before the deadline failed, its error is raised instead of
-    returning 0, so an unreachable server never looks like "nobody labelled".
+    returning 0, so an unreachable server never looks like "nobody labelled". ``read_key``:
+    as in :func:`poll_for_labels`.
     """
     deadline = time.monotonic() + timeout
     while True:
         failure: LabelStudioError | None = None
         try:
             found = poll_for_labels(
-                project, storage, min_new, overlap=overlap, checkpoint_key=checkpoint_key
+                project,
+                storage,
+                min_new,
+                overlap=overlap,
+                checkpoint_key=checkpoint_key,
+                read_key=read_key,
             )
         except LabelStudioError as exc:
             failure, found = exc, 0

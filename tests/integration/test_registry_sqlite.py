@@ -188,8 +188,15 @@ def test_rollback_without_previous_is_refused(registry: Registry, tmp_path: Path
     # Given nothing registered yet: the model itself is named as missing
     with pytest.raises(PromotionError, match="no registered model 'brand-ner' in sqlite:"):
         registry.rollback(actor="oncall")
-    # Given the model with one version and no @previous
-    register(registry, tmp_path, ["glossier"])
+    # Given the model with one version, never promoted (a trial read "no @previous" there)
+    version = register(registry, tmp_path, ["glossier"])
+    with pytest.raises(PromotionError, match="no version of brand-ner was made @champion yet"):
+        registry.rollback(actor="oncall")
+    # Given it is champion, with no @previous
+    registry.record_evaluation(version, GOLD, {"f1": 0.9})
+    registry.promote(
+        version, gold_hash=GOLD, decision=decide(0.9, None, 0.8), metrics={}, actor="t"
+    )
     with pytest.raises(PromotionError, match="no @previous version of brand-ner to roll back"):
         registry.rollback(actor="oncall")
 

@@ -437,13 +437,41 @@ def test_a_pull_names_one_by_one_only_records_the_last_pull_did_not(
     with caplog.at_level("WARNING", logger="ner.labelstudio.collect"):
         report = collect_annotations(storage, keys, LABELS, out_key=out2)
     said = [r.getMessage() for r in caplog.records]
-    # Then only the new post is named, by its span and by the post; the old three lines are
-    # one line naming the report that has them
+    # Then only the new post is named, by its span and by the post; the old post's two
+    # lines are one line naming the report that has them (a superseded record of the same
+    # text, a label fixed or sent again, is no warning)
     named = [line for line in said if line.startswith("rejected ") or "superseded" in line]
     assert len(named) == 2 and all(line.startswith(f"rejected {keys[1]}: p5: ") for line in named)
     assert said[-1].startswith(
-        "3 lines of the last pull's report (annotations/run1.rejected.json) still stand"
+        "2 lines of the last pull's report (annotations/run1.rejected.json) still stand"
     )
     # and the report still holds every record, counted as before
     assert report.n_rejected == 2 and report.n_superseded == 1
     assert len(storage.read_json(layout.rejected_report(out2))) == 5
+
+
+def test_a_superseded_record_is_a_warning_only_when_its_posts_texts_differ(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given p1 sent twice with the same text (a label fixed in a new task: a trial saw its
+    # old rejection warned at every pull) and p2 whose id a source reused for another text
+    old = task(1, TEXT, [result(0, 5, "Prada")], post_id="p1")
+    fixed = task(2, TEXT, [res("Glossier")], post_id="p1", updated_at="2026-11-21T10:00:00Z")
+    first = task(3, TEXT, [res("Sephora")], post_id="p2")
+    other = task(
+        4,
+        "Dior at Sephora",
+        [result(0, 4, "Dior")],
+        post_id="p2",
+        updated_at="2026-11-21T10:00:00Z",
+    )
+    key = write_snapshot(storage, "s1", [old, fixed, first, other])
+    # When pulled
+    with caplog.at_level("INFO", logger="ner.labelstudio.collect"):
+        report = collect(storage, [key])
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    # Then only p2's record is a warning, and p1's is counted in an INFO line
+    assert len(warned) == 1 and ": p2: task 3: " in warned[0] and "texts differ" in warned[0]
+    said = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert "2 records superseded by a newer one of the same post" in said
+    assert report.n_rejected == 0 and sorted(pulled(storage)) == ["p1", "p2"]

@@ -187,6 +187,27 @@ def test_consumers_with_their_own_checkpoints_do_not_share_labels(storage: Stora
     assert poll_for_labels(project, storage, 1) == 0
 
 
+def test_labels_a_training_pull_read_are_not_new_to_a_consumer(storage: Storage) -> None:
+    from ner.labelstudio.exchange import checkpoint_key, save_checkpoint
+
+    # Given two labels that `train --source label_studio` has pulled (its checkpoint moved
+    # past them) before the loop's first wait (a trial saw such a loop train at once)
+    project = MemoryProject()
+    project.label(1, 0)
+    project.label(2, 1)
+    pulled = PullCheckpoint().advance(project.stamps, 300.0)
+    save_checkpoint(storage, checkpoint_key(3), pulled)
+    loop = {"checkpoint_key": "checkpoints/loop.json", "read_key": checkpoint_key(3)}
+    # Then they are not new to the loop, though its own checkpoint does not exist
+    assert poll_for_labels(project, storage, 1, **loop) == 0
+    assert poll_for_labels(project, storage, 1, checkpoint_key="checkpoints/loop.json") == 2
+    # and a label saved after the pull is
+    project.label(3, 500)
+    assert poll_for_labels(project, storage, 1, **loop) == 1
+    # and the later of two checkpoints is the one that read further, whichever is given first
+    assert PullCheckpoint().later(pulled) == pulled == pulled.later(PullCheckpoint())
+
+
 def test_wait_times_out_with_zero_and_returns_the_count_when_labels_are_there(
     storage: Storage,
 ) -> None:

@@ -61,3 +61,14 @@ def test_a_round_that_trained_nothing_shows_no_challenger_score() -> None:
     )
     row = RoundResult(round=1, posts_sent=0, model_used=None, new_labels=0, train=earlier)
     assert row.table_row()["challenger_f1"] is None and row.table_row()["labels"] == 30
+
+
+def test_a_round_that_timed_out_shows_the_champion_that_predicted_it() -> None:
+    from flows.feedback_loop import TIMED_OUT, LoopResult, RoundResult
+
+    # a trial read "champion after: -" in a round that waited in vain while v5 was champion
+    waited = RoundResult(round=2, posts_sent=5, model_used="brand-ner-dev/5", new_labels=0)
+    table = LoopResult(status=TIMED_OUT, rounds=[waited]).markdown()
+    assert table.splitlines()[-1] == (
+        "| 2 | 5 | - | - | - | no | brand-ner-dev/5 | timed_out_waiting_for_labels |"
+    )
