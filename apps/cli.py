@@ -1399,10 +1399,10 @@ def rollback(
     except PromotionError as exc:  # nothing to roll back to: say what else there is
         if "to roll back to" not in str(exc):
             raise
-        why = " (after the first promotion, or a rollback that emptied it)"
+        why = ": @previous holds the champion a promotion replaced, and a rollback uses it up"
         raise CliError(
             f"{exc}{why if '@previous' in str(exc) else ''}; to make a version champion: "
-            "brandloop promote VERSION --reason ..."
+            "brandloop promote VERSION --reason ... (--force past the promotion rule)"
         ) from exc
     # every alias it moved (@champion back, @previous one further back or cleared)
     for moved in registry.audit_log()[before:] or [event]:
@@ -1552,6 +1552,12 @@ def _connect_ml_backend(out: Console, cfg: Settings, project: Any, url: str) -> 
     )
     if done.error:
         out.print(f"[yellow]![/] Label Studio's last error with it: {_escape(done.error[:300])}")
+    if done.others:
+        out.print(
+            f"[yellow]![/] the project has other ML backends too ({', '.join(done.others)}): "
+            "Label Studio asks each of them; remove one that moved in the project's Settings "
+            "→ Model"
+        )
     if done.webhook_id is None:
         out.print(
             f"[yellow]![/] Label Studio registered no webhook to {done.url}{WEBHOOK_PATH}: "

@@ -182,26 +182,37 @@ def wait_for_label_studio(ctx: RunContext, timeout_s: float, poll_s: float) -> L
     (its own checkpoint, apart from the label trigger's) and what the last training pull
     read (``train --source label_studio``, in a loop round or not), so the labels a model
     was already trained on never start a round."""
-    project = LabelStudioProject.connect(ctx.settings)
+    project, need = LabelStudioProject.connect(ctx.settings), ctx.settings.min_new_labels
+    logger = get_run_logger()
+
+    def say_waiting(left: float) -> None:  # the narration's progress line while it waits
+        logger.info(
+            "waiting for %s in project %s: %.0f s left",
+            quantity(need, "new label"),
+            project.project_id,
+            left,
+        )
+
     found = wait_for_labels(
         project,
         ctx.storage,
-        ctx.settings.min_new_labels,
+        need,
         timeout=timeout_s,
         interval=poll_s,
         checkpoint_key=layout.labelstudio_checkpoint(project.project_id, "feedback-loop"),
         read_key=checkpoint_key(project.project_id),
+        on_wait=say_waiting,
     )
     if found:
-        get_run_logger().info(
+        logger.info(
             "%s in project %s since the last training pull",
             quantity(found, "new label"),
             project.project_id,
         )
     else:  # the narration marks the wait "!" rather than "✓"
-        get_run_logger().warning(
+        logger.warning(
             "%s in project %s after %.0f s",
-            too_few_labels(ctx.settings.min_new_labels),
+            too_few_labels(need),
             project.project_id,
             timeout_s,
         )

@@ -1176,11 +1176,13 @@ def _say_pulled(ctx: RunContext, pulled: Pulled) -> None:
     """The pull's line: what was read, rejected, repaired, held; where the records are."""
     get_run_logger().info(
         "pulled the labels of %s, one label each (%s rejected, %s repaired, "
-        "%d annotations deleted, %d held for review; exported tasks without a finished "
-        "annotation, left out: %d)",
+        "%s superseded by a newer annotation of their post (a label fixed, a post sent "
+        "again), %d annotations deleted, %d held for review; exported tasks without a "
+        "finished annotation, left out: %d)",
         quantity(pulled.n_annotations, "post"),
         quantity(pulled.n_rejected, "post"),
         quantity(pulled.n_repaired, "span"),
+        quantity(pulled.n_superseded, "record"),
         pulled.n_deleted_annotations,
         len(pulled.held_post_ids),
         pulled.n_unlabelled,

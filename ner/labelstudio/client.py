@@ -76,12 +76,24 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, ApiError):
         body = exc.body
         if isinstance(body, dict) and isinstance(body.get("detail"), str):
-            found = body.get("validation_errors")  # Label Studio's field errors
-            errors = f" {_TAG.sub('', json.dumps(found, default=str))[:300]}" if found else ""
+            errors = _field_errors(body.get("validation_errors"))
             return f"HTTP {exc.status_code}: {body['detail'][:300]}{errors}"
         text = body if isinstance(body, str) else json.dumps(body, default=str)
         return f"HTTP {exc.status_code}: {text[:300]}"
     return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _field_errors(found: object) -> str:
+    """``": field: message; message"`` from Label Studio's ``validation_errors`` (a mapping
+    of field to messages), HTML tags dropped, at most 300 characters; ``""`` when none."""
+    if not isinstance(found, Mapping) or not found:
+        return ""
+    parts = []
+    for field, messages in found.items():
+        said = messages if isinstance(messages, list) else [messages]
+        parts.append(f"{field}: {' '.join(_TAG.sub('', str(m)).split())}" for m in said)
+    text = "; ".join(part for group in parts for part in group)
+    return f": {text if len(text) <= 300 else text[:299] + '…'}"
 
 
 def api_error(what: str, exc: BaseException, secret: str | None = None) -> LabelStudioError:

@@ -47,6 +47,8 @@ class ConnectedBackend:
     state: str | None
     #: Label Studio's last error with this backend, if any
     error: str | None = None
+    #: the project's other ML backends, ``"<id> at <url>"`` (one that moved stays connected)
+    others: tuple[str, ...] = ()
 
 
 def basic_auth_header(user: str, password: str) -> dict[str, str]:
@@ -66,8 +68,9 @@ def connect_ml_backend(
     """Connect the ML backend at ``url`` to ``project``; idempotent.
 
     A backend of the project with that URL is updated (credentials, title), never added
-    twice. With ``user`` and ``password`` Label Studio calls it with Basic auth, and the
-    events webhook it registered for the backend gets the same header. Raises
+    twice; backends at other URLs are left as they are and named in ``others``. With
+    ``user`` and ``password`` Label Studio calls it with Basic auth, and the events webhook
+    it registered for the backend gets the same header. Raises
     :class:`~ner.errors.LabelStudioError` when Label Studio refuses (it calls the backend's
     ``/setup`` first: a backend it cannot reach, or a loopback address without
     ``ML_BLOCK_LOCAL_IP=false`` on Label Studio's side, is refused with its reason); the
@@ -81,7 +84,9 @@ def connect_ml_backend(
     )
     client, pid = project.client, project.project_id
     try:
-        existing = [b for b in client.ml.list(project=pid) if (b.url or "").rstrip("/") == url]
+        connected = client.ml.list(project=pid)
+        existing = [b for b in connected if (b.url or "").rstrip("/") == url]
+        others = tuple(f"{b.id} at {b.url}" for b in connected if b not in existing)
         if existing:
             backend = client.ml.update(
                 int(existing[0].id or 0), project=pid, url=url, title=title, **auth
@@ -93,9 +98,10 @@ def connect_ml_backend(
     except API_FAILURES as exc:
         error = api_error(f"connection of ML backend {url}", exc)
         if not isinstance(error, LabelStudioAuthError):
-            said = describe_failure(exc)[:160]
+            said = describe_failure(exc)
+            said = said if len(said) <= 150 else f"{said[:149]}…"
             error = LabelStudioError(
-                f"Label Studio did not connect the ML backend {url}: {UNREACHABLE_HINT} ({said})"
+                f"Label Studio did not connect the ML backend {url} ({said}): {UNREACHABLE_HINT}"
             )
         raise _masked(error, password) from exc
     headers = basic_auth_header(user, password) if user and password else {}
@@ -103,7 +109,13 @@ def connect_ml_backend(
     state = str(backend.state) if backend.state is not None else None
     log.info("ML backend %s connected to project %s (state %s)", url, pid, state)
     return ConnectedBackend(
-        int(backend.id or 0), url, not existing, hook, state, backend.error_message or None
+        int(backend.id or 0),
+        url,
+        not existing,
+        hook,
+        state,
+        backend.error_message or None,
+        others,
     )
 
 

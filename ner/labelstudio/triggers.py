@@ -299,6 +299,7 @@ def wait_for_labels(
     overlap: float = DEFAULT_OVERLAP_SECONDS,
     checkpoint_key: str | None = None,
     read_key: str | None = None,
+    on_wait: Callable[[float], None] | None = None,
 ) -> int:
     """Block until ``min_new`` labels are new since the last trigger, or ``timeout`` passes.
 
@@ -308,7 +309,8 @@ def wait_for_labels(
     (:class:`LabelStudioError`: the server is down or restarting) is retried at the next
     interval; if the last poll before the deadline failed, its error is raised instead of
     returning 0, so an unreachable server never looks like "nobody labelled". ``read_key``:
-    as in :func:`poll_for_labels`.
+    as in :func:`poll_for_labels`. ``on_wait`` is called with the seconds left before each
+    pause between polls (a progress line).
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -338,4 +340,6 @@ def wait_for_labels(
                 timeout,
             )
             return 0
+        if on_wait is not None:
+            on_wait(remaining)
         time.sleep(min(interval, remaining))

@@ -308,7 +308,7 @@ def test_a_promotion_reaches_label_studio_without_a_restart(
 
 
 def test_a_backend_label_studio_cannot_reach_is_refused_with_its_reason(
-    studio: LabelStudio, project: int, label_studio: LabelStudioService
+    studio: LabelStudio, project: int, label_studio: LabelStudioService, backend: Backend
 ) -> None:
     # Given a URL where no backend listens
     title = studio.projects.get(id=project).title or ""
@@ -318,8 +318,51 @@ def test_a_backend_label_studio_cannot_reach_is_refused_with_its_reason(
     # Then the command fails, naming the URL and Label Studio's answer, without the password
     assert code == 1, out
     said = " ".join(out.split())
-    assert f"Label Studio did not connect the ML backend {dead}: start `python -m" in said
-    assert "(HTTP 400: Validation error" in said and "health check failed" in said
+    assert f"Label Studio did not connect the ML backend {dead} (HTTP 400: Validation" in said
+    assert "health check failed" in said and "start `python -m apps.ml_backend`" in said
     assert PASSWORD not in out
     # and the project keeps its one backend
-    assert len(studio.ml.list(project=project)) == 1
+    (kept,) = studio.ml.list(project=project)
+    # When the backend is connected again under another URL (a trial moved it: two backends)
+    moved = backend.url.replace(LOCALHOST, "localhost")
+    code, out = _setup_backend(label_studio, title, moved)
+    # Then it is a second backend, and the command names the first, still connected
+    assert code == 0, out
+    assert f"other ML backends too ({kept.id} at {backend.url})" in " ".join(out.split())
+    added = [b for b in studio.ml.list(project=project) if b.id != kept.id]
+    assert [b.url for b in added] == [moved]
+    studio.ml.delete(added[0].id or 0)
+
+
+def test_an_opened_task_without_a_prediction_gets_the_backends_spans(
+    studio: LabelStudio, backend: Backend, label_studio: LabelStudioService
+) -> None:
+    # Given a project with a task `apply` imported with its prediction, and one without any
+    created = studio.projects.create(
+        title=f"opened-{secrets.token_hex(3)}", label_config=LABEL_CONFIG
+    )
+    assert created.id is not None
+    imported = {
+        "data": {"body": POSTS[3]},
+        "predictions": [{"model_version": "gazetteer-0123", "result": []}],
+    }
+    rows: list[Any] = [imported, {"body": POSTS[0]}]
+    studio.projects.import_tasks(created.id, request=rows)
+    # When the backend is connected as the README says, and each task is opened (read as
+    # the labelling page reads it)
+    code, out = _setup_backend(label_studio, created.title or "", backend.url)
+    assert code == 0, out
+    opened = {}
+    for task in studio.tasks.list(project=created.id):
+        answer = requests.get(
+            f"{label_studio.url}/api/tasks/{task.id}/?project={created.id}",
+            headers={"Authorization": f"Token {label_studio.token}"},
+            timeout=60,
+        )
+        answer.raise_for_status()
+        opened[task.data["body"]] = [p["model_version"] for p in answer.json()["predictions"]]
+    # Then the task without a prediction got the champion's, and the imported one kept its
+    # own (Label Studio asks the backend only for a task that holds none: README)
+    serving = requests.get(f"{backend.url}/health", timeout=10).json()["model_version"]
+    assert opened == {POSTS[0]: [serving], POSTS[3]: ["gazetteer-0123"]}
+    studio.projects.delete(id=created.id)

@@ -213,6 +213,12 @@ def test_wait_times_out_with_zero_and_returns_the_count_when_labels_are_there(
 ) -> None:
     project = MemoryProject()
     assert wait_for_labels(project, storage, 1, timeout=0, interval=0) == 0
+    # while it waits, it says how long is left before each pause (a trial saw no line)
+    left: list[float] = []
+    assert (
+        wait_for_labels(project, storage, 1, timeout=0.05, interval=0.01, on_wait=left.append) == 0
+    )
+    assert left and all(0 < s <= 0.05 for s in left) and left == sorted(left, reverse=True)
     project.label(1, 0)
     project.label(2, 0)
     assert wait_for_labels(project, storage, 2, timeout=0, interval=0) == 2
