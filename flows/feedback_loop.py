@@ -210,18 +210,9 @@ def wait_for_label_studio(ctx: RunContext, timeout_s: float, poll_s: float) -> L
             project.project_id,
         )
     else:  # the narration marks the wait "!" rather than "✓"
-        logger.warning(
-            "%s in project %s after %.0f s",
-            too_few_labels(need),
-            project.project_id,
-            timeout_s,
-        )
+        few = "no new label" if need == 1 else f"fewer than {quantity(need, 'new label')}"
+        logger.warning("%s in project %s after %.0f s", few, project.project_id, timeout_s)
     return Labelled(n_labelled=found, project_id=project.project_id)
-
-
-def too_few_labels(needed: int) -> str:
-    """``"no new label"`` (``needed`` 1) or ``"fewer than N new labels"``."""
-    return "no new label" if needed == 1 else f"fewer than {quantity(needed, 'new label')}"
 
 
 def collect_labels(
@@ -267,12 +258,7 @@ def play_round(ctx: RunContext, plan: RoundPlan, number: int) -> RoundResult | N
         new_labels=labelled.n_labelled,
     )
     if through_api and labelled.n_labelled == 0:
-        get_run_logger().info(
-            "round %d: %s after %.0f s; stopping",
-            number,
-            too_few_labels(ctx.settings.min_new_labels),
-            plan.wait_timeout_s,
-        )
+        get_run_logger().info("round %d: stopping (the wait above found no labels)", number)
         return result
     result.train = train_ner(
         source="label_studio" if through_api else "storage", overrides=plan.overrides

@@ -55,7 +55,6 @@ _RECEIPT = ".imported.json"
 _REJECTED = ".rejected.json"
 _GOLD_ANNOTATIONS = ".annotations.jsonl"
 _REASON = ".reason.json"
-_REJECTED = ".rejected.json"
 
 #: The pointer to the gold set in force.
 GOLD_SET_CURRENT = f"{GOLDSETS}/CURRENT.json"

@@ -1141,15 +1141,14 @@ class Registry:
         """
         actor = actor or default_actor()
         self.repair_moves(self.pending_moves(actor), actor=actor)
-        previous = self.alias_version(PREVIOUS)
+        previous, current = self.alias_version(PREVIOUS), self.alias_version(CHAMPION)
         if previous is None:
-            if self.alias_version(CHAMPION) is None:
+            if current is None:
                 raise self._missing_model() or PromotionError(
                     f"nothing to roll back to: no version of {self.model_name} was made "
                     f"@{CHAMPION} yet"
                 )
             raise PromotionError(f"no @{PREVIOUS} version of {self.model_name} to roll back to")
-        current = self.alias_version(CHAMPION)
         if current == previous:  # an interrupted rollback: @champion moved, @previous not yet
             event = self._interrupted_rollback(previous)
             current = event.from_version

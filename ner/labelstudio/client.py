@@ -88,11 +88,11 @@ def _field_errors(found: object) -> str:
     of field to messages), HTML tags dropped, at most 300 characters; ``""`` when none."""
     if not isinstance(found, Mapping) or not found:
         return ""
-    parts = []
-    for field, messages in found.items():
-        said = messages if isinstance(messages, list) else [messages]
-        parts.append(f"{field}: {' '.join(_TAG.sub('', str(m)).split())}" for m in said)
-    text = "; ".join(part for group in parts for part in group)
+    text = "; ".join(
+        f"{field}: {' '.join(_TAG.sub('', str(message)).split())}"
+        for field, messages in found.items()
+        for message in (messages if isinstance(messages, list) else [messages])
+    )
     return f": {text if len(text) <= 300 else text[:299] + '…'}"
 
 

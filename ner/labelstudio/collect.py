@@ -290,14 +290,15 @@ def _write_rejected(
     earlier_key, earlier = _earlier_report(storage, rejected_key)
     storage.write_json(rejected_key, [*rejected, *repaired, *superseded])
     reused = [line for line in superseded if TEXTS_DIFFER in line]
-    named = [line for line in [*rejected, *reused] if _stem(line) not in earlier]
-    for line in [r for r in named if not r.startswith(_SUPERSEDED)][:20]:
+    new_rejected = [line for line in rejected if _stem(line) not in earlier]
+    new_reused = [line for line in reused if _stem(line) not in earlier]
+    for line in new_rejected[:20]:
         log.warning("rejected %s", line)
-    for line in [r for r in named if r.startswith(_SUPERSEDED)][:5]:
+    for line in new_reused[:5]:
         log.warning("%s", line)
     if routine := len(superseded) - len(reused):  # a label fixed, a post sent again
         log.info("%s superseded by a newer one of the same post", quantity(routine, "record"))
-    if again := len(rejected) + len(reused) - len(named):
+    if again := len(rejected) + len(reused) - len(new_rejected) - len(new_reused):
         log.warning(
             "%s of the last pull's report (%s) still stand, not named again: fix or delete "
             "those records in Label Studio to clear them",
@@ -306,9 +307,6 @@ def _write_rejected(
         )
     log.info("every rejected, repaired and superseded record: %s", storage.uri(rejected_key))
     return rejected_key
-
-
-_SUPERSEDED = "superseded: "
 
 
 def _stem(line: str) -> str:

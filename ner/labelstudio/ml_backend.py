@@ -16,12 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ner.errors import LabelStudioAuthError, LabelStudioError
-from ner.labelstudio.client import (
-    API_FAILURES,
-    LabelStudioProject,
-    api_error,
-    describe_failure,
-)
+from ner.labelstudio.client import API_FAILURES, LabelStudioProject, api_error
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +91,14 @@ def connect_ml_backend(
                 project=pid, url=url, is_interactive=False, title=title, **auth
             )
     except API_FAILURES as exc:
-        error = api_error(f"connection of ML backend {url}", exc)
-        if not isinstance(error, LabelStudioAuthError):
-            said = describe_failure(exc)
-            said = said if len(said) <= 150 else f"{said[:149]}…"
-            error = LabelStudioError(
-                f"Label Studio did not connect the ML backend {url} ({said}): {UNREACHABLE_HINT}"
-            )
-        raise _masked(error, password) from exc
+        error = api_error(f"connection of ML backend {url}", exc, password)  # password masked
+        if isinstance(error, LabelStudioAuthError):
+            raise error from exc
+        said = str(error).partition(" failed: ")[2]
+        said = said if len(said) <= 150 else f"{said[:149]}…"
+        raise LabelStudioError(
+            f"Label Studio did not connect the ML backend {url} ({said}): {UNREACHABLE_HINT}"
+        ) from exc
     headers = basic_auth_header(user, password) if user and password else {}
     hook = _authorise_webhook(project, url, headers)
     state = str(backend.state) if backend.state is not None else None
@@ -134,12 +129,5 @@ def _authorise_webhook(
         if dict(hook.headers or {}) != headers:
             client.webhooks.update(int(hook.id or 0), headers=headers)
     except API_FAILURES as exc:
-        raise _masked(api_error(f"update of the webhook to {target}", exc), None) from exc
+        raise api_error(f"update of the webhook to {target}", exc) from exc
     return int(hook.id or 0)
-
-
-def _masked(error: LabelStudioError, password: str | None) -> LabelStudioError:
-    """``error`` with ``password`` replaced by ``***`` in its message."""
-    if not password or password not in str(error):
-        return error
-    return type(error)(str(error).replace(password, "***"))
