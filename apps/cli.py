@@ -1555,8 +1555,9 @@ def _connect_ml_backend(out: Console, cfg: Settings, project: Any, url: str) -> 
     if done.others:
         out.print(
             f"[yellow]![/] the project has other ML backends too ({', '.join(done.others)}): "
-            "Label Studio asks each of them; remove one that moved in the project's Settings "
-            "→ Model"
+            "Label Studio asks each of them, and events reach each one's webhook (the same "
+            "server under two URLs hears every event twice); remove the one you no longer use "
+            f"in Settings → Model, and its {WEBHOOK_PATH} webhook in Settings → Webhooks"
         )
     if done.webhook_id is None:
         out.print(
