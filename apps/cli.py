@@ -750,7 +750,21 @@ def loop(
     result = run_flow(ctx, feedback_loop, params, overrides)
     _print_rounds(result)
     if result.status == TIMED_OUT:
+        console().print(after_timeout_hint(annotator, set_ or []))
         raise typer.Exit(LOOP_TIMED_OUT_EXIT)
+
+
+def after_timeout_hint(annotator: str, sets: Sequence[str]) -> str:
+    """The ``next:`` lines after a loop that timed out waiting for ``annotator``'s labels:
+    the sent tasks stay where they went, and ``train`` trains on them once labelled."""
+    source = "label_studio" if annotator == "label_studio" else "storage"
+    flags = "".join(f" --set {s}" for s in sets)
+    where = (
+        "the sent tasks stay in Label Studio; once they are labelled"
+        if source == "label_studio"
+        else "once the sent tasks' Label Studio exports are in storage's exports/"
+    )
+    return f"next: {where}:\n      {_venv_bin('brandloop')} train --source {source}{flags}"
 
 
 def read_post_ids(post_ids: Sequence[str], from_file: Path | None) -> list[str]:

@@ -11,9 +11,11 @@ annotations it counts.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ner.errors import LabelStudioAuthError, LabelStudioError
 from ner.labelstudio.client import API_FAILURES, LabelStudioProject, api_error
@@ -21,10 +23,12 @@ from ner.labelstudio.client import API_FAILURES, LabelStudioProject, api_error
 log = logging.getLogger(__name__)
 
 #: What to check when Label Studio refuses to connect a backend (it calls ``/setup`` first).
-UNREACHABLE_HINT = (
-    "start `python -m apps.ml_backend` where Label Studio's host reaches that URL (a loopback "
-    "or private address needs ML_BLOCK_LOCAL_IP=false in Label Studio's environment)"
-)
+UNREACHABLE_HINT = "start `python -m apps.ml_backend` where Label Studio's host reaches that URL"
+#: Added to the hint for a loopback or private address, which Label Studio refuses unless
+#: told otherwise (its ``ML_BLOCK_LOCAL_IP`` setting, Label Studio 1.23).
+LOCAL_ADDRESS_HINT = "; a loopback or private address needs ML_BLOCK_LOCAL_IP=false there"
+#: Longest refusal message: the command line shows one line of up to 400 characters.
+REFUSAL_CHARS = 400
 #: The path Label Studio posts project events to, under the backend's URL.
 WEBHOOK_PATH = "/webhook"
 
@@ -95,10 +99,7 @@ def connect_ml_backend(
         if isinstance(error, LabelStudioAuthError):
             raise error from exc
         said = str(error).partition(" failed: ")[2]
-        said = said if len(said) <= 150 else f"{said[:149]}…"
-        raise LabelStudioError(
-            f"Label Studio did not connect the ML backend {url} ({said}): {UNREACHABLE_HINT}"
-        ) from exc
+        raise LabelStudioError(refusal_message(url, said)) from exc
     headers = basic_auth_header(user, password) if user and password else {}
     hook = _authorise_webhook(project, url, headers)
     state = str(backend.state) if backend.state is not None else None
@@ -112,6 +113,30 @@ def connect_ml_backend(
         backend.error_message or None,
         others,
     )
+
+
+def refusal_message(url: str, said: str) -> str:
+    """Label Studio's refusal to connect ``url``: its reason ``said``, cut with "…" to keep
+    the message within :data:`REFUSAL_CHARS`, and what to check; the ``ML_BLOCK_LOCAL_IP``
+    advice only for a loopback or private host (``localhost`` included)."""
+    hint = UNREACHABLE_HINT + (LOCAL_ADDRESS_HINT if is_local_address(url) else "")
+    frame = f"Label Studio did not connect the ML backend {url} (): {hint}"
+    room = max(REFUSAL_CHARS - len(frame), 40)
+    said = said if len(said) <= room else f"{said[: room - 1]}…"
+    return f"Label Studio did not connect the ML backend {url} ({said}): {hint}"
+
+
+def is_local_address(url: str) -> bool:
+    """Whether ``url``'s host is ``localhost`` or a loopback, private or link-local IP
+    address; a host name other than ``localhost`` is not resolved (False)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
 
 
 def _authorise_webhook(

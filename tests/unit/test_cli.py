@@ -1156,7 +1156,24 @@ def test_a_loop_that_stopped_waiting_for_labels_exits_3(
     result = runner.invoke(cli.app, ["loop", "--source", "jsonl", "--input-uri", str(posts)])
     # Then a script chaining commands can tell a timeout from a round played (a trial's exit 0)
     assert result.exit_code == code, result.output
-    assert _lines(result.stdout)[-1] == f"loop status: {status}"
+    lines = _lines(result.stdout)
+    if code == 0:
+        assert lines[-1] == f"loop status: {status}"
+    else:  # and a timeout says what to run once the sent tasks are labelled (a trial's ask)
+        assert lines[-3:] == [
+            f"loop status: {status}",
+            "next: once the sent tasks' Label Studio exports are in storage's exports/:",
+            f"      {cli._venv_bin('brandloop')} train --source storage",
+        ]
+
+
+def test_the_hint_after_a_timed_out_loop_names_its_annotators_source_and_settings() -> None:
+    hint = cli.after_timeout_hint("label_studio", ["env=staging", "threshold=0.9"]).splitlines()
+    assert hint == [
+        "next: the sent tasks stay in Label Studio; once they are labelled:",
+        f"      {cli._venv_bin('brandloop')} train --source label_studio --set env=staging "
+        "--set threshold=0.9",
+    ]
 
 
 def test_errors_that_name_no_way_out_get_one(runner: CliRunner, tmp_path: Path) -> None:

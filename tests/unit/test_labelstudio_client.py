@@ -109,3 +109,32 @@ def test_label_studios_field_errors_are_said_without_their_html() -> None:
     # and the webhook's Basic header decodes to the user and password (RFC 7617)
     (token,) = basic_auth_header("studio", "s3:cret").values()
     assert base64.b64decode(token.removeprefix("Basic ")).decode() == "studio:s3:cret"
+
+
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [
+        ("http://127.0.0.1:9090", True),
+        ("http://localhost:9090/", True),
+        ("http://10.0.3.7:9090", True),
+        ("http://[::1]:9090", True),
+        ("https://ml.brandloop.example.org", False),
+        ("http://34.120.1.9:9090", False),
+    ],
+)
+def test_the_refusal_to_connect_a_backend_says_the_local_ip_setting_only_for_local_hosts(
+    url: str, local: bool
+) -> None:
+    from ner.labelstudio.ml_backend import REFUSAL_CHARS, refusal_message
+
+    # Given Label Studio's long reason for refusing a backend (a trial saw it cut at 150)
+    reason = "HTTP 400: Validation error: non_field_errors: " + "health check failed " * 30
+    said = refusal_message(url, reason)
+    # Then the message fits the command line's one line, the reason cut with an ellipsis
+    assert len(said) <= REFUSAL_CHARS
+    assert said.startswith(f"Label Studio did not connect the ML backend {url} (HTTP 400")
+    assert "…): start `python -m apps.ml_backend`" in said
+    # and Label Studio's local-address switch is named only where it can be the cause
+    assert ("ML_BLOCK_LOCAL_IP=false" in said) is local
+    # and a short reason is kept whole
+    assert "(HTTP 502: Bad Gateway): " in refusal_message(url, "HTTP 502: Bad Gateway")
