@@ -52,6 +52,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -67,7 +68,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ner.errors import ConfigError, ModelError, NotPromotedYetError
+from ner.errors import BrandloopError, ConfigError, ModelError, NotPromotedYetError
 from ner.inference import predict_texts
 from ner.models import BrandList, LoadedModel, load_model, registry_version
 from ner.pyfunc import row_ids
@@ -491,7 +492,30 @@ def token_digests(settings: Settings) -> tuple[bytes, ...]:
             "NER_SERVE_API_KEY (or NER_SERVE_API_KEYS) is not set: the REST API needs at "
             "least one bearer token (or NER_SERVE_API_KEY_BLOCK, a Prefect Secret block)."
         )
+    for number, token in enumerate(tokens, 1):
+        if (problem := token_problem(token)) is not None:
+            raise ConfigError(
+                f"bearer token {number} of NER_SERVE_API_KEY / NER_SERVE_API_KEYS {problem} "
+                "(the token is not shown); set one nobody can guess, e.g. "
+                "python3 -c 'import secrets; print(secrets.token_hex(20))'"
+            )
     return tuple(hashlib.sha256(token.encode("utf-8")).digest() for token in tokens)
+
+
+#: Tokens the examples say to replace (``deployments/.env.example``), refused as bearer tokens.
+PLACEHOLDER_TOKENS = frozenset({"change-me", "changeme", "change-me-please"})
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be a bearer token (None when it can): blank, with spaces
+    around it (a client sends it stripped), or an example's placeholder."""
+    if not token.strip():
+        return "is blank: no request could send it"
+    if token != token.strip():
+        return "has spaces around it: a client's header would not match it"
+    if token.strip().lower() in PLACEHOLDER_TOKENS:
+        return "is the example's placeholder"
+    return None
 
 
 class BearerAuth:
@@ -673,13 +697,32 @@ class RedactQuery(logging.Filter):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apps.serving``: serve ``NER_SERVE_MODEL`` on ``NER_SERVE_HOST:PORT``."""
+    """``python -m apps.serving [--host H] [--port P]``: serve ``NER_SERVE_MODEL`` on
+    ``NER_SERVE_HOST:NER_SERVE_PORT`` (the options override both). A setting that cannot
+    serve is one line on stderr and exit code 2, as argparse's own usage errors."""
+    import argparse
+
     from flows.context import build_settings
 
-    del argv
+    parser = argparse.ArgumentParser(
+        prog="python -m apps.serving",
+        description="Serve the champion (NER_SERVE_MODEL) over an authenticated REST API; "
+        "every NER_ setting applies (brandloop serve is the same server).",
+    )
+    parser.add_argument("--host", help="address to listen on (default: NER_SERVE_HOST)")
+    parser.add_argument("--port", type=int, help="port (default: NER_SERVE_PORT)")
+    args = parser.parse_args(argv)
+    given = (("serve_host", args.host), ("serve_port", args.port))
+    overrides = {name: value for name, value in given if value is not None}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     log.setLevel(logging.INFO)  # Prefect's logging setup, imported above, may hold root at WARNING
-    run_server(build_settings())
+    try:
+        settings = build_settings(overrides)
+        app = create_app(settings)
+    except BrandloopError as exc:  # a setting, a token, a model that cannot be read
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run_server(settings, app)
     return 0
 
 

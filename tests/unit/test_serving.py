@@ -308,6 +308,56 @@ def test_the_token_list_alone_is_enough_and_an_empty_one_is_not(registry: Regist
         create_app(settings(serve_api_key=SecretStr(""), serve_api_keys=(SecretStr(""),)))
 
 
+@pytest.mark.parametrize(
+    ("token", "why"),
+    [
+        (" ", "is blank"),
+        (" tok-with-space", "has spaces around it"),
+        ("change-me", "placeholder"),
+        ("Change-Me", "placeholder"),
+    ],
+)
+def test_a_token_no_client_can_send_or_anyone_can_guess_stops_the_start(
+    token: str, why: str
+) -> None:
+    # Given a token a trial started the server with (a blank one, the example's placeholder)
+    for bad in (
+        settings(serve_api_key=SecretStr(token)),
+        settings(serve_api_keys=(SecretStr(token),)),
+    ):
+        # Then the server does not start, and says which token and why, never the token
+        with pytest.raises(ConfigError, match=why) as refused:
+            create_app(bad)
+        assert not token.strip() or token.strip() not in str(refused.value)
+
+
+def test_python_m_apps_serving_reads_its_options_and_says_a_bad_setting_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import apps.serving as serving
+
+    # Given no token in the environment
+    monkeypatch.delenv("NER_SERVE_API_KEY", raising=False)
+    monkeypatch.delenv("NER_SERVE_API_KEYS", raising=False)
+    monkeypatch.setattr(serving, "run_server", lambda *a: pytest.fail("must not serve"))
+    # When it is started: one line naming the setting, exit 2 (a trial saw a traceback)
+    assert serving.main(["--port", "18803"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: NER_SERVE_API_KEY")
+    # and --help is usage, an unknown option an error: neither starts a server on 8000
+    for argv, code in ((["--help"], 0), (["--prot", "1"], 2)):
+        with pytest.raises(SystemExit) as stopped:
+            serving.main(argv)
+        assert stopped.value.code == code
+    assert "--port" in capsys.readouterr().out
+    # and with a token the options reach the server's settings
+    monkeypatch.setenv("NER_SERVE_API_KEY", TOKEN)
+    served: list[Settings] = []
+    monkeypatch.setattr(serving, "run_server", lambda cfg, app: served.append(cfg))
+    assert serving.main(["--host", "127.0.0.1", "--port", "18803"]) == 0
+    assert (served[0].serve_host, served[0].serve_port) == ("127.0.0.1", 18803)
+
+
 def test_an_unread_token_block_stops_the_start_even_with_other_tokens() -> None:
     # Given a token list, and NER_SERVE_API_KEY_BLOCK naming a block that could not be read
     reason = "NER_SERVE_API_KEY_BLOCK names the Prefect Secret block 'tok', which cannot be read"
