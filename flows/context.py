@@ -69,6 +69,7 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     LookupError,
     AssertionError,
     NotImplementedError,
+    UnicodeError,  # a text that cannot be encoded or decoded fails the same way again
 )
 
 

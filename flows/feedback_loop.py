@@ -64,6 +64,8 @@ class Labelled(BaseModel):
     n_labelled: int
     export_keys: list[str] = []
     project_id: int | None = None
+    #: the wait ended before enough labels came: the round trains nothing
+    timed_out: bool = False
 
 
 class RoundResult(BaseModel):
@@ -144,19 +146,28 @@ def replay_labels(ctx: RunContext, tasks_key: str, gold_path: str, stamp: str) -
 def wait_for_exports(
     ctx: RunContext, known: list[str], timeout_s: float, poll_s: float
 ) -> Labelled:
-    """Poll storage until new export snapshots hold at least ``min_new_labels`` labels."""
-    storage, need = ctx.storage, ctx.settings.min_new_labels
+    """Poll storage until export snapshots not in ``known`` hold ``min_new_labels`` labels,
+    or ``timeout_s`` passes (``timed_out``, with the labels that did come)."""
+    storage, need, logger = ctx.storage, ctx.settings.min_new_labels, get_run_logger()
+    where = storage.uri(layout.EXPORTS)
     deadline = time.monotonic() + timeout_s
     while True:
         new, labelled = _new_exports(storage, known)
         if labelled >= need:
+            logger.info("%s in %s", quantity(labelled, "new label"), where)
             return Labelled(export_keys=new, n_labelled=labelled)
-        if time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"only {labelled} new labels after {timeout_s:.0f}s (need {need}); "
-                f"exports seen: {new}"
+        left = deadline - time.monotonic()
+        if left <= 0:  # the narration marks the wait "!" rather than "✓"
+            logger.warning(
+                "%s in %s after %.0f s (need %d)",
+                quantity(labelled, "new label"),
+                where,
+                timeout_s,
+                need,
             )
-        time.sleep(poll_s)
+            return Labelled(export_keys=new, n_labelled=labelled, timed_out=True)
+        logger.info("waiting for %s in %s: %.0f s left", quantity(need, "new label"), where, left)
+        time.sleep(min(poll_s, left))
 
 
 def _new_exports(storage: Storage, known: list[str]) -> tuple[list[str], int]:
@@ -212,7 +223,7 @@ def wait_for_label_studio(ctx: RunContext, timeout_s: float, poll_s: float) -> L
     else:  # the narration marks the wait "!" rather than "✓"
         few = "no new label" if need == 1 else f"fewer than {quantity(need, 'new label')}"
         logger.warning("%s in project %s after %.0f s", few, project.project_id, timeout_s)
-    return Labelled(n_labelled=found, project_id=project.project_id)
+    return Labelled(n_labelled=found, project_id=project.project_id, timed_out=not found)
 
 
 def collect_labels(
@@ -257,8 +268,8 @@ def play_round(ctx: RunContext, plan: RoundPlan, number: int) -> RoundResult | N
         model_used=applied.model_version,
         new_labels=labelled.n_labelled,
     )
-    if through_api and labelled.n_labelled == 0:
-        get_run_logger().info("round %d: stopping (the wait above found no labels)", number)
+    if labelled.timed_out:
+        get_run_logger().info("round %d: stopping (the wait above timed out)", number)
         return result
     result.train = train_ner(
         source="label_studio" if through_api else "storage", overrides=plan.overrides

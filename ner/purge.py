@@ -37,7 +37,7 @@ from ner.errors import DataError
 from ner.labelstudio.quarantine import reseal
 from ner.records import read_annotations, write_annotations
 from ner.report import quantity
-from ner.storage import Storage
+from ner.storage import Storage, json_text
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def purge_tasks_file(storage: Storage, key: str, post_ids: Collection[str]) -> i
         raise DataError(key, "not a list of tasks")
     kept = [task for task in tasks if task_post_id(task) not in post_ids]
     if len(kept) != len(tasks):
-        storage.write_text(key, json.dumps(kept, ensure_ascii=False))
+        storage.write_text(key, json_text(kept))
     return len(tasks) - len(kept)
 
 
@@ -199,7 +199,7 @@ def purge_report(storage: Storage, key: str, post_ids: Collection[str]) -> int:
         return 0
     kept = [item for item in items if not _names_post(item, post_ids, mentions)]
     if len(kept) != len(items):
-        storage.write_text(key, json.dumps(kept, ensure_ascii=False))
+        storage.write_text(key, json_text(kept))
     return len(items) - len(kept)
 
 

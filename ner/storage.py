@@ -26,6 +26,18 @@ from ner.tempfiles import open_locked_temp, sweep_stale_temps
 log = logging.getLogger(__name__)
 
 
+def json_text(obj: Any, *, indent: int | None = None) -> str:
+    """``obj`` as JSON text that UTF-8 can store: characters as they are, unless a string
+    holds one UTF-8 cannot encode (a lone surrogate, which ``json.loads`` accepts from a
+    ``\\ud83d`` escape); then every non-ASCII character is escaped, as that input was."""
+    text = json.dumps(obj, ensure_ascii=False, indent=indent)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, ensure_ascii=True, indent=indent)
+    return text
+
+
 def _check_key(key: str) -> str:
     key = key.strip("/")
     if not key or any(part in ("", ".", "..") for part in key.split("/")):
@@ -84,7 +96,7 @@ class Storage(ABC):
         return self.read_bytes(key).decode("utf-8")
 
     def write_json(self, key: str, obj: Any) -> str:
-        return self.write_text(key, json.dumps(obj, ensure_ascii=False, indent=1))
+        return self.write_text(key, json_text(obj, indent=1))
 
     def read_json(self, key: str) -> Any:
         try:

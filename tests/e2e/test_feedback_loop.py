@@ -86,3 +86,25 @@ def test_loop_trains_promotes_then_meets_threshold_on_the_same_gold_set(
         json.loads(line)["post_id"] for key in train_keys for line in storage.iter_lines(key)
     }
     assert gold_ids and trained_ids and not gold_ids & trained_ids
+
+
+def test_a_loop_nobody_labels_in_storage_times_out_without_training(
+    prefect_ephemeral: None, loop_settings: dict[str, object], tmp_path: Path
+) -> None:
+    # Given posts sent as tasks into storage, where nobody drops an export (a trial's loop
+    # ended in a TimeoutError and a failed flow run, where the README promises a status)
+    posts = slice_posts(tmp_path, 20)
+    # When the loop waits 2 s for a label
+    result = feedback_loop(
+        source="jsonl",
+        input_uri=str(posts),
+        annotator="storage",
+        max_rounds=2,
+        wait_timeout_s=2,
+        poll_interval_s=1,
+        overrides=loop_settings,
+    )
+    # Then it returns the timed-out status, its one round sent posts and trained nothing
+    assert result.status == LoopStatus.TIMED_OUT
+    (played,) = result.rounds
+    assert played.posts_sent == 20 and played.new_labels == 0 and played.train is None

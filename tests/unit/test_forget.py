@@ -229,6 +229,40 @@ def test_purge_rewrites_only_the_objects_holding_the_posts(storage: Storage) -> 
     assert purge.purge_storage(storage, ["p1"]).rewritten == {}
 
 
+def test_purge_keeps_an_export_record_whose_text_utf8_cannot_store(storage: Storage) -> None:
+    # Given an export holding a post with a lone surrogate (escaped in the file, as Label
+    # Studio writes it; the pull rejects that record by name and keeps the rest), beside
+    # the post being forgotten (a trial's forget crashed here, retried 3 times)
+    bad = "bad \ud83d surrogate Glossier"
+    raw = json.dumps(
+        [
+            {"data": {"text": bad, "post_id": "q9"}},
+            {"data": {"text": "Ünïcode Glossier", "post_id": "p1"}},
+            {"data": {"text": "café Nars", "post_id": "p2"}},
+        ]
+    )
+    storage.write_text("exports/week1.json", raw)
+    # When the post is forgotten
+    report = purge.purge_storage(storage, ["p1"])
+    # Then the export is rewritten without it, every other record kept as it was
+    assert report.rewritten == {"exports/week1.json": 1}
+    kept = storage.read_json("exports/week1.json")
+    assert [(t["data"]["post_id"], t["data"]["text"]) for t in kept] == [
+        ("q9", bad),
+        ("p2", "café Nars"),
+    ]
+    # and a file without such a character keeps its characters unescaped
+    storage.write_json("tasks/t.json", [{"data": {"text": "café", "post_id": "p3"}}])
+    assert "café" in storage.read_text("tasks/t.json")
+
+
+def test_a_text_that_cannot_be_encoded_is_not_retried() -> None:
+    from flows.context import PERMANENT_ERRORS
+
+    error = UnicodeEncodeError("utf-8", "\ud83d", 0, 1, "surrogates not allowed")
+    assert isinstance(error, PERMANENT_ERRORS)
+
+
 def test_purge_cleans_reports_and_quarantined_exports(storage: Storage) -> None:
     # Given a trial's leftovers: rejection and review reports naming the post, a JSON-MIN
     # export set aside in quarantine (flat records), and a quarantined file that is not JSON
