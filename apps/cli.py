@@ -1631,7 +1631,8 @@ def deploy(
         raise CliError(f"--env {unknown[0]}: use one of {', '.join(bootstrap.ENVIRONMENTS)}")
     environ = dict(bootstrap.with_default_version(os.environ))  # BRANDLOOP_VERSION or local-<time>
     config = bootstrap.load_prefect_file()
-    unusable = bootstrap.unusable_variables(config, env, environ)
+    # only the deployments read them: pools, blocks and a bucket (--no-deploy) do not
+    unusable = [] if no_deploy and not check else bootstrap.unusable_variables(config, env, environ)
     notes = bootstrap.example_value_notes(config, env, environ)
     if check or unusable:
         lines = bootstrap.check_lines(unusable, environ, bootstrap.example_values()) + notes
@@ -1642,7 +1643,10 @@ def deploy(
         if unusable:
             raise CliError(bootstrap.unusable_error(unusable))
         return
-    _require_prefect_server()
+    try:
+        api = bootstrap.prefect_api()
+    except bootstrap.BootstrapError as exc:
+        raise CliError(str(exc)) from None
     for note in notes:
         console().print(note, markup=False, highlight=False)
     report = bootstrap.bootstrap(
@@ -1653,16 +1657,9 @@ def deploy(
         deploy=not no_deploy,
     )
     for name, done in report.items():
-        console().print(f"{name}: {bootstrap.report_line(done)}")
+        console().print(f"{name} (Prefect API {api}): {bootstrap.report_line(done)}")
         for note in bootstrap.empty_block_notes(name, done):
             console().print(note, markup=False, highlight=False)
-
-
-def _require_prefect_server() -> None:
-    from prefect.settings import get_current_settings
-
-    if not get_current_settings().api.url:
-        raise CliError("PREFECT_API_URL is not set: deploy needs a Prefect server")
 
 
 @app.command()

@@ -301,9 +301,9 @@ def empty_secret_notes(envs: Sequence[str], environ: Mapping[str, str]) -> list[
     """What ``--secrets-from-env`` will do with each unset secret variable of ``envs``: one
     ``note:`` line per variable (the block is kept if it exists, else created empty)."""
     return [
-        f"note: {secret_variable(field, env)} is unset: --secrets-from-env keeps Secret block "
-        f"{secret_block_name(field, env)} if it exists, else creates it empty (a flow that "
-        "needs it then fails, naming it)"
+        f"note: {secret_variable(field, env)} is unset or empty: --secrets-from-env keeps "
+        f"Secret block {secret_block_name(field, env)} if it exists, else creates it empty (a "
+        "flow that needs it then fails, naming it)"
         for env in envs
         for field in SECRET_BLOCKS
         if not environ.get(secret_variable(field, env), "").strip()
@@ -314,9 +314,9 @@ def empty_block_notes(env: str, done: Mapping[str, Any]) -> list[str]:
     """One ``note:`` line per Secret block :func:`bootstrap` created empty for ``env``."""
     by_block = {secret_block_name(f, env): secret_variable(f, env) for f in SECRET_BLOCKS}
     return [
-        f"note: Secret block {block} was created empty ({by_block[block]} unset): a flow "
-        f"that needs it fails until you set {by_block[block]} and run with --secrets-from-env "
-        "again"
+        f"note: Secret block {block} was created empty ({by_block[block]} unset or empty): "
+        f"a flow that needs it fails until you set {by_block[block]} and run with "
+        "--secrets-from-env again"
         for block, action in done.get("secret_blocks", {}).items()
         if action == "created empty"
     ]
@@ -368,8 +368,8 @@ def bootstrap(
 ) -> dict[str, Any]:
     """Do every step for ``envs``; returns what was done (no secret values)."""
     config = config or load_prefect_file()
-    unusable = unusable_variables(config, envs, environ)
-    if unusable:
+    unusable = unusable_variables(config, envs, environ) if deploy else []
+    if unusable:  # only the deployments read them: pools, blocks and a bucket do not
         raise BootstrapError(f"{unusable_error(unusable)}: {', '.join(unusable)}")
     report: dict[str, Any] = {}
     for env in envs:
@@ -389,7 +389,7 @@ def bootstrap(
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m deployments.bootstrap", description=__doc__.split("\n\n")[0]
     )
@@ -399,32 +399,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=ENVIRONMENTS,
         help="environment to prepare (repeatable; default: all three)",
     )
-    parser.add_argument("--secrets-from-env", action="store_true")
-    parser.add_argument("--create-bucket", action="store_true")
+    parser.add_argument(
+        "--secrets-from-env",
+        action="store_true",
+        help="save the Secret blocks from BRANDLOOP_<ENV>_* secret variables",
+    )
+    parser.add_argument(
+        "--create-bucket",
+        action="store_true",
+        help="create the gs:// bucket of BRANDLOOP_<ENV>_STORAGE_URI if it is missing",
+    )
     parser.add_argument("--no-deploy", action="store_true", help="prepare only")
     parser.add_argument(
         "--check",
         action="store_true",
         help="only list unset, placeholder or invalid deploy-time variables",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _checked(envs: Sequence[str], environ: Mapping[str, str], *, notes: bool) -> list[str]:
+    """Print why each deploy-time variable of ``envs`` is unusable (with ``notes``, also the
+    example-value notes); returns the unusable ones, after logging the one-line error."""
+    unusable = unusable_variables(load_prefect_file(), envs, environ)
+    lines = check_lines(unusable, environ, example_values()) if unusable or notes else []
+    if notes:
+        lines += example_value_notes(load_prefect_file(), envs, environ)
+    if lines:
+        print("\n".join(lines))
+    if unusable:
+        log.error("%s", unusable_error(unusable))
+    return unusable
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     # force: importing flows.context has let Prefect configure the root logger already
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     envs = args.env or list(ENVIRONMENTS)
     environ = with_default_version(os.environ)  # BRANDLOOP_VERSION: given, or local-<time>
     if args.check:
-        unusable = unusable_variables(load_prefect_file(), envs, environ)
-        config = load_prefect_file()
-        lines = check_lines(unusable, environ, example_values())
-        lines += example_value_notes(config, envs, environ)
-        print(
-            "\n".join(lines + (empty_secret_notes(envs, environ) if args.secrets_from_env else []))
-        )
-        if unusable:
-            log.error("%s", unusable_error(unusable))
+        unusable = _checked(envs, environ, notes=True)
+        for note in empty_secret_notes(envs, environ) if args.secrets_from_env else []:
+            print(note)
         return 1 if unusable else 0
+    if not args.no_deploy and _checked(envs, environ, notes=False):
+        return 2  # only the deployments read them: pools, blocks and a bucket do not
     try:
+        api = prefect_api()
         report = bootstrap(
             envs,
             environ,
@@ -436,10 +459,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     for env, done in report.items():
-        log.info("%s: %s", env, report_line(done))
+        log.info("%s (Prefect API %s): %s", env, api, report_line(done))
         for note in empty_block_notes(env, done):
             log.warning("%s", note)
     return 0
+
+
+def prefect_api() -> str:
+    """The Prefect API the pools, blocks and deployments go to (``PREFECT_API_URL``).
+    Raises :class:`BootstrapError` when none is set (Prefect would start a temporary local
+    server whose database no worker reads) or when nothing answers there."""
+    from prefect.settings import get_current_settings
+
+    from apps.doctor import CheckStatus, check_prefect
+
+    url = get_current_settings().api.url
+    if not url:
+        raise BootstrapError(
+            "PREFECT_API_URL is not set: the work pools, Secret blocks and deployments would "
+            "go to a temporary local Prefect database that no worker reads; set it to your "
+            "server's API (http://127.0.0.1:4200/api for a local `prefect server start`)"
+        )
+    check = check_prefect(str(url))
+    if check.status is CheckStatus.FAIL:
+        raise BootstrapError(
+            f"no Prefect API answers at PREFECT_API_URL={url} ({check.detail}): start the "
+            "server (prefect server start) or fix PREFECT_API_URL"
+        )
+    return str(url)
 
 
 def report_line(done: Mapping[str, Any]) -> str:

@@ -301,7 +301,7 @@ def _write_rejected(
     if again := len(rejected) + len(reused) - len(new_rejected) - len(new_reused):
         log.warning(
             "%s of the last pull's report (%s) still stand, not named again: fix or delete "
-            "those records in Label Studio to clear them",
+            "those records (in Label Studio, or in the export files) to clear them",
             quantity(again, "line"),
             earlier_key,
         )

@@ -168,7 +168,7 @@ def test_missing_and_empty_variables_are_reported(prefect_file: dict[str, Any]) 
     prod_missing = bootstrap.unusable_variables(prefect_file, ["prod"], environ)
     assert prod_missing and all(n.startswith("BRANDLOOP_PROD_") for n in prod_missing)
     with pytest.raises(bootstrap.BootstrapError, match="BRANDLOOP_DEV_MLFLOW_TRACKING_URI"):
-        bootstrap.bootstrap(["dev"], environ, deploy=False, config=prefect_file)
+        bootstrap.bootstrap(["dev"], environ, deploy=True, config=prefect_file)
 
 
 def usable_values(names: list[str]) -> dict[str, str]:
@@ -261,7 +261,7 @@ def test_placeholders_of_the_example_file_are_refused_and_named(
         "https://mlflow.staging.example.com (the example's; put in the real value)",
     ]
     with pytest.raises(bootstrap.BootstrapError, match="BRANDLOOP_STAGING_MLFLOW_TRACKING_URI"):
-        bootstrap.bootstrap(["staging"], environ, deploy=False, config=prefect_file)
+        bootstrap.bootstrap(["staging"], environ, deploy=True, config=prefect_file)
     # And a real host that merely contains the word is not a placeholder
     assert not bootstrap.is_placeholder("https://mlflow.example.company.io")
     assert bootstrap.is_placeholder("change-me") and bootstrap.is_placeholder("http://example.com")
@@ -319,9 +319,9 @@ def test_the_check_notes_unset_secrets_when_it_would_save_them(
     # Then it passes and notes what will happen to the key's block; nothing about the token
     assert capsys.readouterr().out.splitlines() == [
         "every deploy-time variable is set",
-        "note: BRANDLOOP_DEV_LABEL_STUDIO_API_KEY is unset: --secrets-from-env keeps Secret "
-        "block label-studio-api-key-dev if it exists, else creates it empty (a flow that needs "
-        "it then fails, naming it)",
+        "note: BRANDLOOP_DEV_LABEL_STUDIO_API_KEY is unset or empty: --secrets-from-env keeps "
+        "Secret block label-studio-api-key-dev if it exists, else creates it empty (a flow that "
+        "needs it then fails, naming it)",
     ]
     # And a check without --secrets-from-env does not mention secrets
     assert bootstrap.main(["--env", "dev", "--check"]) == 0
@@ -334,8 +334,8 @@ def test_a_block_created_empty_gets_a_note() -> None:
     }
     assert bootstrap.empty_block_notes("dev", done) == [
         "note: Secret block label-studio-api-key-dev was created empty "
-        "(BRANDLOOP_DEV_LABEL_STUDIO_API_KEY unset): a flow that needs it fails until you set "
-        "BRANDLOOP_DEV_LABEL_STUDIO_API_KEY and run with --secrets-from-env again"
+        "(BRANDLOOP_DEV_LABEL_STUDIO_API_KEY unset or empty): a flow that needs it fails until "
+        "you set BRANDLOOP_DEV_LABEL_STUDIO_API_KEY and run with --secrets-from-env again"
     ]
     assert bootstrap.empty_block_notes("dev", {"work_pools_created": []}) == []
 
@@ -522,3 +522,38 @@ def test_mlflow_dockerfile_adds_the_postgres_driver() -> None:
     steps = _instructions(DEPLOYMENTS / "mlflow.Dockerfile")
     assert steps[0][0] == "FROM" and steps[0][1].startswith("ghcr.io/mlflow/mlflow:v3.17.2")
     assert any(op == "RUN" and "psycopg2" in args for op, args in steps)
+
+
+def test_the_bootstrap_names_the_prefect_api_it_needs_and_why_a_variable_is_unusable(
+    prefect_file: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.support.servers import free_port
+
+    environ = usable_values(bootstrap.required_variables(prefect_file, ["dev"]))
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    # Given no PREFECT_API_URL (a trial's bootstrap deployed into a temporary database)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        # Then even a --no-deploy run refuses, naming the variable, before creating anything
+        assert bootstrap.main(["--env", "dev", "--no-deploy"]) == 2
+    assert "PREFECT_API_URL is not set" in capsys.readouterr().err  # the log goes to stderr
+    # Given an API where nothing listens: the error names it (a trial saw a 78-line trace)
+    dead = f"http://127.0.0.1:{free_port()}/api"
+    with temporary_settings(updates={PREFECT_API_URL: dead}):
+        assert bootstrap.main(["--env", "dev", "--no-deploy"]) == 2
+    assert f"no Prefect API answers at PREFECT_API_URL={dead}" in capsys.readouterr().err
+    # Given an invalid variable, a deploy says why, as --check does (it listed names only)
+    monkeypatch.setenv("BRANDLOOP_DEV_MLFLOW_TRACKING_URI", "mlflow.db")
+    assert bootstrap.main(["--env", "dev"]) == 2
+    said = capsys.readouterr()
+    assert said.out.startswith("invalid: BRANDLOOP_DEV_MLFLOW_TRACKING_URI=")
+    assert "PREFECT_API_URL" not in said.err  # the variables are said first
+    # and --no-deploy, which deploys nothing, does not need the deploy-time variables
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert bootstrap.main(["--env", "dev", "--no-deploy"]) == 2
+    said = capsys.readouterr()
+    assert "PREFECT_API_URL is not set" in said.err and "invalid" not in said.out
