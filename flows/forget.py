@@ -60,9 +60,20 @@ def delete_tasks(ctx: RunContext, post_ids: list[str]) -> dict[str, list[int]]:
 
 
 @io_task()
-def purge_storage(ctx: RunContext, post_ids: list[str]) -> purge.PurgeReport:
-    """Rewrite every stored object holding the posts without them."""
-    return purge.purge_storage(ctx.storage, post_ids)
+def purge_storage(ctx: RunContext, made: ForgetRecord) -> purge.PurgeReport:
+    """Rewrite every stored object holding ``made``'s posts without them. Each object
+    rewritten goes into ``made``'s record at once, so what an attempt that failed half-way
+    removed stays in the audit: its retry finds those objects clean, and reports them from
+    the record (their counts as the first attempt saw them)."""
+    saved = ForgetRecord.model_validate(ctx.storage.read_json(made.key))
+    progress = dict(saved.rewritten)  # an earlier attempt's, when this is a retry
+
+    def keep(done: dict[str, int]) -> None:
+        progress.update(done)
+        forget.save(ctx.storage, made.model_copy(update={"rewritten": dict(progress)}))
+
+    report = purge.purge_storage(ctx.storage, made.post_ids, on_rewritten=keep)
+    return report.model_copy(update={"rewritten": {**progress, **report.rewritten}})
 
 
 @io_task()
@@ -117,7 +128,7 @@ def forget_posts(
         ids = list(made.post_ids)
         logger.info("tombstones of %s recorded in %s", quantity(made.n_posts, "post"), made.key)
         deleted = delete_tasks(ctx, ids) if label_studio else {}
-        purged = purge_storage(ctx, ids)
+        purged = purge_storage(ctx, made)
         in_mlflow, bad_lists = purge_error_lists(ctx, ids)
         done = made.model_copy(
             update={

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -253,17 +253,26 @@ def _purge_one(storage: Storage, key: str, kind: str, post_ids: Collection[str])
     return {key: removed} if removed else {}
 
 
-def purge_storage(storage: Storage, post_ids: Collection[str]) -> PurgeReport:
+def purge_storage(
+    storage: Storage,
+    post_ids: Collection[str],
+    on_rewritten: Callable[[dict[str, int]], None] | None = None,
+) -> PurgeReport:
     """Remove ``post_ids`` from every object of ``storage`` that holds them (see the module
     docs). An object that cannot be parsed is named in ``unreadable`` and left as it is
     (the readers still skip the posts); a storage failure raises
-    :class:`~ner.errors.StorageError`."""
+    :class:`~ner.errors.StorageError`. ``on_rewritten`` gets ``{key: records removed}``
+    after each object is rewritten, so a caller can keep an audit of a purge that fails
+    half-way (a retry finds those objects clean)."""
     wanted = frozenset(post_ids)
     rewritten: dict[str, int] = {}
     unreadable: list[str] = []
     for key, kind in _targets(storage):
         try:
-            rewritten.update(_purge_one(storage, key, kind, wanted))
+            done = _purge_one(storage, key, kind, wanted)
+            rewritten.update(done)
+            if done and on_rewritten is not None:
+                on_rewritten(done)
         except DataError as exc:
             log.error("cannot clean %s of forgotten posts: %s", key, exc)
             unreadable.append(key)

@@ -11,7 +11,7 @@ import pytest
 
 from ner import canary, forget, layout, purge
 from ner.datasets import dataset_hash, freeze_gold_set, load_gold_set
-from ner.errors import ConfigError, DataError
+from ner.errors import ConfigError, DataError, StorageError
 from ner.labelstudio.exchange import collect_annotations, read_pairs
 from ner.labelstudio.quarantine import quarantine_file, quarantined_files
 from ner.records import read_annotations, read_posts, read_predictions, write_records
@@ -322,3 +322,38 @@ def test_a_refetched_forgotten_post_is_dropped_from_the_new_batch(storage: Stora
     assert purge.drop_forgotten_posts(storage, "posts/new.jsonl") == 1
     lines = storage.read_text("posts/new.jsonl").splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["p1", "p2"]
+
+
+class FailsOnce(LocalStorage):
+    """A local folder whose first write of ``key`` fails as a dropped connection would."""
+
+    fail_key: str | None = None
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        if key == self.fail_key:
+            self.fail_key = None
+            raise StorageError(f"connection reset writing {key}")
+        return super().write_bytes(key, data)
+
+
+def test_a_purge_that_fails_half_way_keeps_what_it_removed_in_the_audit(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from flows.forget import purge_storage as purge_task
+
+    # Given a post in two objects, and storage that drops the second rewrite once
+    store = FailsOnce(tmp_path / "store")
+    write_records(store, "posts/a.jsonl", posts(2))
+    store.write_json("tasks/a.json", [{"data": {"text": "x", "post_id": "p1"}}])
+    made = forget.record(store, ["p1"], by="ops", reason="deleted on X", stamp="20260101-1")
+    store.fail_key = "tasks/a.json"
+    ctx = SimpleNamespace(storage=store)
+    # When the purge's first attempt fails after rewriting the posts
+    with pytest.raises(StorageError):
+        purge_task.fn(ctx, made)
+    # Then the record already names the object it rewrote (a trial's audit lost it)
+    assert store.read_json(made.key)["rewritten"] == {"posts/a.jsonl": 1}
+    # and the retry, which finds that object clean, reports both
+    report = purge_task.fn(ctx, made)
+    assert report.rewritten == {"posts/a.jsonl": 1, "tasks/a.json": 1}
+    assert store.read_json(made.key)["rewritten"] == report.rewritten
