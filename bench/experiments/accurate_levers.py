@@ -61,6 +61,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accurate-llrd0.9": {},
     "accurate-reinit1": {},
     "accurate-neg0.3": {"negative_fraction": 0.3},
+    "accurate-vectors": {},
 }
 #: entity swap (:func:`bench.experiments.levers.swap`: copies, names from), applied to the
 #: posts handed to ``train``, so some copies fall in the recipe's held-back slice (the
@@ -121,6 +122,99 @@ TYPED: dict[str, dict[str, str]] = {
         "creative-work": "WORK",
     }
 }
+
+#: static word vectors beside the transformer (session 26): each word piece's hidden state is
+#: joined with the en_core_web_md vector of its word (300 wide; looked up as written, then
+#: lower-cased; zeros without one; unit length times sqrt(300), the hidden states' scale),
+#: and the head reads both (a linear layer over 384 + 300, the vector columns drawn as BERT
+#: draws a head). Fixed before any figure. Patched for training **and** scoring (the reloaded
+#: tagger needs the vectors too), by :func:`with_vectors`
+VECTORS = {"accurate-vectors"}
+
+
+@contextlib.contextmanager
+def with_vectors(variant: str) -> Iterator[None]:
+    """For a :data:`VECTORS` variant, ``encode`` and ``load_classifier`` of
+    :mod:`ner.transformer` and :mod:`ner.transformer_training` patched so the head reads
+    each word's static vector beside its hidden state; restored after."""
+    if variant not in VECTORS:
+        yield
+        return
+    import ner.transformer as transformer
+    import ner.transformer_training as training
+    from bench.experiments.levers import MD
+    from ner.models import load_spacy
+
+    vocab = load_spacy(MD, exclude=["parser", "tagger", "lemmatizer", "ner"]).vocab
+    side: dict[str, Any] = {}
+    shipped = transformer.encode, transformer.load_classifier, training.encode
+    encoder = partial(_encode_with_vectors, shipped[0], vocab, side)
+    loader = partial(_classifier_with_vectors, shipped[1], side)
+    transformer.encode = training.encode = encoder
+    transformer.load_classifier = training.load_classifier = loader
+    try:
+        yield
+    finally:
+        transformer.encode, transformer.load_classifier, training.encode = shipped
+        training.load_classifier = shipped[1]
+
+
+def _encode_with_vectors(
+    encode: Any, vocab: Any, side: dict[str, Any], tokenizer: Any, words: Any, *args: Any
+) -> Any:
+    """The tokenizer's batch; ``side["vectors"]``: docs x pieces x 300, each piece its
+    word's scaled static vector (zeros for special pieces and words without one)."""
+    import numpy as np
+    import torch
+
+    batch = encode(tokenizer, words, *args)
+    table: dict[str, np.ndarray] = {}
+    for text in {w for post in words for w in post}:
+        key = text if vocab.has_vector(text) else text.lower()
+        vector = vocab.get_vector(key) if vocab.has_vector(key) else np.zeros(300, "float32")
+        norm = float(np.linalg.norm(vector))
+        table[text] = vector / norm * np.sqrt(300) if norm > 0 else vector
+    width = batch["input_ids"].shape[1]
+    out = np.zeros((len(words), width, 300), "float32")
+    for i, post in enumerate(words):
+        for j, w in enumerate(batch.word_ids(i)):
+            if w is not None:
+                out[i, j] = table[post[w]]
+    side["vectors"] = torch.from_numpy(out)
+    return batch
+
+
+def _classifier_with_vectors(load: Any, side: dict[str, Any], folder: Any, tags: Any = None) -> Any:
+    """The recipe's model whose head also reads ``side["vectors"]``; a reloaded tagger
+    (``tags`` None) gets the head it saved (``classifier.linear.*`` of its weights file)."""
+    import torch
+
+    class VectorHead(torch.nn.Module):
+        def __init__(self, hidden: int, n_tags: int, rate: float) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(hidden + 300, n_tags)
+            self.dropout = torch.nn.Dropout(rate)
+
+        def forward(self, states: Any) -> Any:
+            vectors = self.dropout(side["vectors"])
+            return self.linear(torch.cat([states, vectors], dim=-1))
+
+    model, tokenizer = load(folder, tags)
+    old = model.classifier
+    head = VectorHead(old.in_features, old.out_features, model.config.hidden_dropout_prob)
+    with torch.no_grad():
+        if tags is None:
+            from safetensors.torch import load_file
+
+            saved = load_file(str(Path(folder) / "model.safetensors"))
+            head.linear.weight.copy_(saved["classifier.linear.weight"])
+            head.linear.bias.copy_(saved["classifier.linear.bias"])
+        else:
+            head.linear.weight.normal_(0.0, model.config.initializer_range)
+            head.linear.weight[:, : old.in_features] = old.weight
+            head.linear.bias.copy_(old.bias)
+    model.classifier = head
+    return model, tokenizer
 
 
 @contextlib.contextmanager
@@ -347,7 +441,11 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
         rehearsal = pool if limit is None else random.Random(seed).sample(pool, limit)
     labels = ("BRAND", *sorted({s.label for a in part for s in a.spans} - {"BRAND"}))
     row: dict[str, Any] = {"recipe": "accurate", "variant": variant, "seed": seed, "set": which}
-    with tempfile.TemporaryDirectory(prefix="accurate-") as tmp, patched(variant):
+    with (
+        with_vectors(variant),
+        tempfile.TemporaryDirectory(prefix="accurate-") as tmp,
+        patched(variant),
+    ):
         shipped_batch = ner.transformer_training.BATCH_SIZE
         shipped_smoothing = ner.transformer_training.LABEL_SMOOTHING
         ner.transformer_training.BATCH_SIZE = BATCHES.get(variant, shipped_batch)
@@ -378,9 +476,9 @@ def run(variant: str, seed: int, which: str) -> dict[str, Any]:
         nlp = load_spacy(str(result.model_dir))
         if keep := os.environ.get("BENCH_KEEP_MODELS"):  # to score it again later
             shutil.copytree(result.model_dir, Path(keep) / f"{variant}-{which}-{seed}")
-    row["scores"] = scores(nlp, sets)
-    add_gazetteer(nlp, after_model=True)
-    row["scores_gazetteer"] = scores(nlp, sets)
+        row["scores"] = scores(nlp, sets)
+        add_gazetteer(nlp, after_model=True)
+        row["scores_gazetteer"] = scores(nlp, sets)
     row["load"] = os.getloadavg()[0]
     return row
 
