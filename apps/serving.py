@@ -68,7 +68,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ner.errors import BrandloopError, ConfigError, ModelError, NotPromotedYetError
+from ner.errors import ConfigError, ModelError, NotPromotedYetError
 from ner.inference import predict_texts
 from ner.models import BrandList, LoadedModel, load_model, registry_version
 from ner.pyfunc import row_ids
@@ -696,34 +696,15 @@ class RedactQuery(logging.Filter):
         return True
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apps.serving [--host H] [--port P]``: serve ``NER_SERVE_MODEL`` on
-    ``NER_SERVE_HOST:NER_SERVE_PORT`` (the options override both). A setting that cannot
-    serve is one line on stderr and exit code 2, as argparse's own usage errors."""
-    import argparse
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m apps.serving [OPTIONS]``: ``brandloop serve`` (the same options, the same
+    checks before the model loads: token, MLflow store, model, port; each refusal one line,
+    exit code 1). Without options it serves ``NER_SERVE_MODEL`` on
+    ``NER_SERVE_HOST:NER_SERVE_PORT``."""
+    from apps.cli import app
 
-    from flows.context import build_settings
-
-    parser = argparse.ArgumentParser(
-        prog="python -m apps.serving",
-        description="Serve the champion (NER_SERVE_MODEL) over an authenticated REST API; "
-        "every NER_ setting applies (brandloop serve is the same server).",
-    )
-    parser.add_argument("--host", help="address to listen on (default: NER_SERVE_HOST)")
-    parser.add_argument("--port", type=int, help="port (default: NER_SERVE_PORT)")
-    args = parser.parse_args(argv)
-    given = (("serve_host", args.host), ("serve_port", args.port))
-    overrides = {name: value for name, value in given if value is not None}
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    log.setLevel(logging.INFO)  # Prefect's logging setup, imported above, may hold root at WARNING
-    try:
-        settings = build_settings(overrides)
-        app = create_app(settings)
-    except BrandloopError as exc:  # a setting, a token, a model that cannot be read
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    run_server(settings, app)
-    return 0
+    args = sys.argv[1:] if argv is None else list(argv)
+    app(args=["serve", *args], prog_name="brandloop")
 
 
 def run_server(settings: Settings, app: Any = None) -> None:
@@ -741,4 +722,4 @@ def run_server(settings: Settings, app: Any = None) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +18,7 @@ from ner.models import LoadedModel
 from ner.pyfunc import row_ids
 from ner.settings import Settings
 from tests.support.models import gazetteer
+from tests.support.servers import free_port
 
 TOKEN = "serve-token-for-tests"
 
@@ -331,31 +333,40 @@ def test_a_token_no_client_can_send_or_anyone_can_guess_stops_the_start(
         assert not token.strip() or token.strip() not in str(refused.value)
 
 
-def test_python_m_apps_serving_reads_its_options_and_says_a_bad_setting_in_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_python_m_apps_serving_is_brandloop_serve_with_its_options_and_checks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     import apps.serving as serving
 
-    # Given no token in the environment
+    def run(*argv: str) -> int:
+        with pytest.raises(SystemExit) as stopped:
+            serving.main(list(argv))
+        return int(stopped.value.code or 0)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(serving, "run_server", lambda *a: pytest.fail("must not serve"))
+    # Given no token in the environment: one line naming the setting (it was a traceback)
     monkeypatch.delenv("NER_SERVE_API_KEY", raising=False)
     monkeypatch.delenv("NER_SERVE_API_KEYS", raising=False)
-    monkeypatch.setattr(serving, "run_server", lambda *a: pytest.fail("must not serve"))
-    # When it is started: one line naming the setting, exit 2 (a trial saw a traceback)
-    assert serving.main(["--port", "18803"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    assert run("--port", "18803") == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: NER_SERVE_API_KEY")
-    # and --help is usage, an unknown option an error: neither starts a server on 8000
-    for argv, code in ((["--help"], 0), (["--prot", "1"], 2)):
-        with pytest.raises(SystemExit) as stopped:
-            serving.main(argv)
-        assert stopped.value.code == code
-    assert "--port" in capsys.readouterr().out
-    # and with a token the options reach the server's settings
+    # and --help is usage, an unknown option a usage error: neither starts a server on 8000
+    assert run("--help") == 0 and "--port" in capsys.readouterr().out
+    assert run("--prot", "1") == 2
+    # Given a token and a SQLite store that does not exist: refused, nothing created (a
+    # trial's server made an empty store and answered 503)
     monkeypatch.setenv("NER_SERVE_API_KEY", TOKEN)
+    monkeypatch.setenv("NER_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'nope' / 'x.db'}")
+    assert run("--port", "18803") == 1
+    assert "no MLflow store at" in capsys.readouterr().err
+    assert not (tmp_path / "nope").exists()
+    # and with a model that needs no store, the options reach the server's settings
     served: list[Settings] = []
     monkeypatch.setattr(serving, "run_server", lambda cfg, app: served.append(cfg))
-    assert serving.main(["--host", "127.0.0.1", "--port", "18803"]) == 0
-    assert (served[0].serve_host, served[0].serve_port) == ("127.0.0.1", 18803)
+    port = str(free_port())
+    assert run("--model", "gazetteer", "--host", "127.0.0.1", "--port", port) == 0
+    assert (served[0].serve_host, served[0].serve_port) == ("127.0.0.1", int(port))
 
 
 def test_an_unread_token_block_stops_the_start_even_with_other_tokens() -> None:
