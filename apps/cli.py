@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +37,8 @@ from rich.table import Table
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+import apps.preflight as preflight
+from apps.preflight import missing_store
 from ner.errors import BrandloopError, ConfigError, PromotionError
 from ner.report import quantity
 
@@ -1051,37 +1053,17 @@ def _venv_bin(command: str) -> str:
 # ----------------------------------------------------------------------------- registry
 
 
-#: The demo's MLflow store, relative to the folder ``brandloop demo`` ran in.
-DEMO_STORE = Path(".brandloop/demo/mlflow.db")
-
-
-def _missing_store(path: Path) -> str:
-    """Why a command found no SQLite store at ``path``, and what to set instead: the demo's
-    store when ``path`` is another, ``brandloop demo`` when it is the demo's own."""
-    where = f"no MLflow store at {path.resolve()}: nothing was trained or registered"
-    if path.resolve().parts[-3:] == DEMO_STORE.parts:
-        return f"{where} by a demo here yet (brandloop demo makes it, in {DEMO_STORE.parent}/)"
-    return (
-        f"{where} with these settings (set NER_MLFLOW_TRACKING_URI and NER_STORAGE_URI to "
-        "those of your runs; the demo's, from the project folder: --set "
-        f"mlflow_tracking_uri=sqlite:///{DEMO_STORE} --set storage_uri={DEMO_STORE.parent}/"
-        "storage)"
-    )
+def _refused(check: Callable[[Settings], None], cfg: Settings) -> None:
+    """Run a :mod:`apps.preflight` ``check``; its refusal is the command line's (one line,
+    no ``--debug`` hint: it says what to do)."""
+    try:
+        check(cfg)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _require_store(cfg: Settings) -> None:
-    """Raise :class:`CliError` when the settings' SQLite MLflow store does not exist (MLflow
-    would create an empty one and the command would fail on an empty registry) or their
-    tracking server does not answer (MLflow would retry for minutes, then fail with a
-    urllib error): one probe, as ``brandloop doctor`` makes it."""
-    from apps.doctor import CheckStatus, check_mlflow
-
-    if (db := cfg.tracking_db) is not None and not db.exists():
-        raise CliError(_missing_store(db))
-    if cfg.mlflow_tracking_uri.startswith(("http://", "https://")):
-        check = check_mlflow(cfg)
-        if check.status is CheckStatus.FAIL:
-            raise CliError(f"MLflow {check.detail}: {check.fix}")
+    _refused(preflight.require_store, cfg)
 
 
 def _registry(cfg: Settings) -> Registry:
@@ -1127,7 +1109,7 @@ def status(
 
     out.print(f"model [bold]{report.model_name}[/] on {redact_uri(report.tracking_uri)}")
     if report.missing_store is not None:
-        out.print(_missing_store(report.missing_store))
+        out.print(missing_store(report.missing_store))
     gold = report.gold
     out.print(
         f"gold set: {gold.name} ({gold.hash[:12]}, {quantity(gold.n_posts, 'post')})"
@@ -1453,7 +1435,7 @@ def serve(
     overrides = {**parse_overrides(set_), **{k: v for k, v in given.items() if v is not None}}
     cfg = load_cli_settings(overrides)
     app = create_app(cfg)  # refuses a missing token before anything says "serving"
-    _check_servable(cfg)
+    _refused(preflight.check_servable, cfg)
     from ner.settings import redact_uri
 
     console().print(
@@ -1463,39 +1445,6 @@ def serve(
     # the server's own lines (model loaded, alias moved) are INFO: shown, as uvicorn's are
     logging.getLogger("apps.serving").setLevel(logging.INFO)
     run_server(cfg, app)
-
-
-def _check_servable(cfg: Settings) -> None:
-    """Refuse, in one line, what would stop the server after the model loaded: no MLflow
-    store, a model, version or alias that does not exist, an address it cannot listen on.
-    An alias not set yet is not refused while the server follows it: it says so and waits."""
-    import errno
-    import socket
-
-    from ner.errors import NotPromotedYetError
-    from ner.models import check_model_spec
-
-    if cfg.serve_model.startswith("models:/"):
-        _require_store(cfg)
-    try:
-        check_model_spec(
-            cfg.serve_model, cfg.mlflow_tracking_uri, own_model=cfg.registered_model_name
-        )
-    except NotPromotedYetError:
-        if cfg.serve_refresh_seconds <= 0:
-            raise
-        # not said here: the server says it once as it starts (apps.serving.model_lifespan)
-    try:
-        socket.create_server((cfg.serve_host, cfg.serve_port)).close()
-    except OSError as exc:
-        fix = "choose another --port (NER_SERVE_PORT)"
-        # a name that does not resolve comes as errno < 0 (getaddrinfo's EAI_* codes)
-        if exc.errno == errno.EADDRNOTAVAIL or (exc.errno or 0) < 0:
-            fix = "--host (NER_SERVE_HOST) is not an address of this machine"
-        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
-        raise CliError(
-            f"cannot listen on {cfg.serve_host}:{cfg.serve_port} ({reason}): {fix}"
-        ) from exc
 
 
 @labelstudio_app.command("setup")
@@ -1638,6 +1587,7 @@ def deploy(
         lines = bootstrap.check_lines(unusable, environ, bootstrap.example_values()) + notes
         if secrets_from_env:
             lines += bootstrap.empty_secret_notes(env, environ)
+        lines += bootstrap.api_notes() if check else []
         for line in lines:
             console().print(line, markup=False, highlight=False)
         if unusable:

@@ -68,7 +68,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ner.errors import ConfigError, ModelError, NotPromotedYetError
+from ner.errors import BrandloopError, ConfigError, ModelError, NotPromotedYetError
 from ner.inference import predict_texts
 from ner.models import BrandList, LoadedModel, load_model, registry_version
 from ner.pyfunc import row_ids
@@ -696,15 +696,36 @@ class RedactQuery(logging.Filter):
         return True
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m apps.serving [OPTIONS]``: ``brandloop serve`` (the same options, the same
-    checks before the model loads: token, MLflow store, model, port; each refusal one line,
-    exit code 1). Without options it serves ``NER_SERVE_MODEL`` on
-    ``NER_SERVE_HOST:NER_SERVE_PORT``."""
-    from apps.cli import app
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m apps.serving [--host H] [--port P] [--model SPEC]``: serve ``NER_SERVE_MODEL``
+    on ``NER_SERVE_HOST:NER_SERVE_PORT`` (the options override them), as ``brandloop serve``
+    does, with its checks before the model loads (:func:`apps.preflight.check_servable`).
+    A refusal is one ``error:`` line on stderr and exit code 1."""
+    import argparse
 
-    args = sys.argv[1:] if argv is None else list(argv)
-    app(args=["serve", *args], prog_name="brandloop")
+    from apps.preflight import check_servable
+    from flows.context import build_settings
+
+    parser = argparse.ArgumentParser(
+        prog="python -m apps.serving",
+        description="Serve the champion over an authenticated REST API (as brandloop serve).",
+    )
+    parser.add_argument("--host", help="address to listen on (default: NER_SERVE_HOST)")
+    parser.add_argument("--port", type=int, help="port (default: NER_SERVE_PORT)")
+    parser.add_argument("--model", metavar="SPEC", help="model (default: NER_SERVE_MODEL)")
+    args = parser.parse_args(argv)
+    given = {"serve_host": args.host, "serve_port": args.port, "serve_model": args.model}
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log.setLevel(logging.INFO)  # Prefect's logging setup, imported above, may hold root at WARNING
+    try:
+        settings = build_settings({k: v for k, v in given.items() if v is not None})
+        app = create_app(settings)  # a missing or unusable token first
+        check_servable(settings)
+    except BrandloopError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    run_server(settings, app)
+    return 0
 
 
 def run_server(settings: Settings, app: Any = None) -> None:
@@ -722,4 +743,4 @@ def run_server(settings: Settings, app: Any = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

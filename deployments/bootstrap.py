@@ -443,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         unusable = _checked(envs, environ, notes=True)
         for note in empty_secret_notes(envs, environ) if args.secrets_from_env else []:
             print(note)
+        for note in api_notes():
+            print(note)
         return 1 if unusable else 0
     if not args.no_deploy and _checked(envs, environ, notes=False):
         return 2  # only the deployments read them: pools, blocks and a bucket do not
@@ -463,6 +465,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in empty_block_notes(env, done):
             log.warning("%s", note)
     return 0
+
+
+def api_notes() -> list[str]:
+    """A ``note:`` line for ``--check`` when no Prefect API is set: the check passes, the
+    deploy would not (:func:`prefect_api`)."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return []
+    return [
+        "note: PREFECT_API_URL is not set: a deploy would be refused (set it to your "
+        "server's API, e.g. http://127.0.0.1:4200/api)"
+    ]
 
 
 def prefect_api() -> str:

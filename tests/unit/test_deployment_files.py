@@ -290,14 +290,26 @@ def test_the_check_says_when_nothing_is_missing(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     # Given every dev variable set (a trial's successful check printed nothing)
     for name, value in usable_values(bootstrap.required_variables(prefect_file, ["dev"])).items():
         monkeypatch.setenv(name, value)
-    assert bootstrap.main(["--env", "dev", "--check"]) == 0
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        assert bootstrap.main(["--env", "dev", "--check"]) == 0
     assert capsys.readouterr().out == "every deploy-time variable is set\n"
+    # and without a Prefect API the check passes with a note that a deploy would not
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert bootstrap.main(["--env", "dev", "--check"]) == 0
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[1]
+        .startswith("note: PREFECT_API_URL is not set: a deploy would be refused")
+    )
     # And with one unset, it says the same as `brandloop deploy --check` does
     monkeypatch.delenv("BRANDLOOP_DEV_STORAGE_URI")
-    assert bootstrap.main(["--env", "dev", "--check"]) == 1
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        assert bootstrap.main(["--env", "dev", "--check"]) == 1
     assert (
         capsys.readouterr().out == "missing: BRANDLOOP_DEV_STORAGE_URI (example: gs://brandloop)\n"
     )
@@ -308,6 +320,8 @@ def test_the_check_notes_unset_secrets_when_it_would_save_them(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     # Given every dev variable set, the X token too, but not the Label Studio key (a trial's
     # check passed, then the block was created empty without a word)
     for name, value in usable_values(bootstrap.required_variables(prefect_file, ["dev"])).items():
@@ -315,7 +329,8 @@ def test_the_check_notes_unset_secrets_when_it_would_save_them(
     monkeypatch.setenv("BRANDLOOP_DEV_X_BEARER_TOKEN", "token")
     monkeypatch.delenv("BRANDLOOP_DEV_LABEL_STUDIO_API_KEY", raising=False)
     # When the check runs for a --secrets-from-env bootstrap
-    assert bootstrap.main(["--env", "dev", "--check", "--secrets-from-env"]) == 0
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        assert bootstrap.main(["--env", "dev", "--check", "--secrets-from-env"]) == 0
     # Then it passes and notes what will happen to the key's block; nothing about the token
     assert capsys.readouterr().out.splitlines() == [
         "every deploy-time variable is set",
@@ -324,7 +339,8 @@ def test_the_check_notes_unset_secrets_when_it_would_save_them(
         "needs it then fails, naming it)",
     ]
     # And a check without --secrets-from-env does not mention secrets
-    assert bootstrap.main(["--env", "dev", "--check"]) == 0
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        assert bootstrap.main(["--env", "dev", "--check"]) == 0
     assert "note:" not in capsys.readouterr().out
 
 

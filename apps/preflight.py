@@ -1,0 +1,81 @@
+"""Checks a command makes before it starts work it could not finish: the MLflow store it
+reads exists (or its server answers), and the server can load its model and listen. Shared by
+``brandloop`` and ``python -m apps.serving``; each refusal is one :class:`ConfigError`
+line that says what to do."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ner.settings import Settings
+
+
+#: The demo's MLflow store, relative to the folder ``brandloop demo`` ran in.
+DEMO_STORE = Path(".brandloop/demo/mlflow.db")
+
+
+def missing_store(path: Path) -> str:
+    """Why a command found no SQLite store at ``path``, and what to set instead: the demo's
+    store when ``path`` is another, ``brandloop demo`` when it is the demo's own."""
+    where = f"no MLflow store at {path.resolve()}: nothing was trained or registered"
+    if path.resolve().parts[-3:] == DEMO_STORE.parts:
+        return f"{where} by a demo here yet (brandloop demo makes it, in {DEMO_STORE.parent}/)"
+    return (
+        f"{where} with these settings (set NER_MLFLOW_TRACKING_URI and NER_STORAGE_URI to "
+        "those of your runs; the demo's, from the project folder: --set "
+        f"mlflow_tracking_uri=sqlite:///{DEMO_STORE} --set storage_uri={DEMO_STORE.parent}/"
+        "storage)"
+    )
+
+
+def require_store(cfg: Settings) -> None:
+    """Raise :class:`~ner.errors.ConfigError` when the settings' SQLite MLflow store does
+    not exist (MLflow would create an empty one and the command would fail on an empty
+    registry) or their tracking server does not answer (MLflow would retry for minutes,
+    then fail with a urllib error): one probe, as ``brandloop doctor`` makes it."""
+    from apps.doctor import CheckStatus, check_mlflow
+
+    if (db := cfg.tracking_db) is not None and not db.exists():
+        raise ConfigError(missing_store(db))
+    if cfg.mlflow_tracking_uri.startswith(("http://", "https://")):
+        check = check_mlflow(cfg)
+        if check.status is CheckStatus.FAIL:
+            raise ConfigError(f"MLflow {check.detail}: {check.fix}")
+
+
+def check_servable(cfg: Settings) -> None:
+    """Refuse, in one line, what would stop the server after the model loaded: no MLflow
+    store, a model, version or alias that does not exist, an address it cannot listen on.
+    An alias not set yet is not refused while the server follows it: it says so and waits."""
+    import errno
+    import socket
+
+    from ner.errors import NotPromotedYetError
+    from ner.models import check_model_spec
+
+    if cfg.serve_model.startswith("models:/"):
+        require_store(cfg)
+    try:
+        check_model_spec(
+            cfg.serve_model, cfg.mlflow_tracking_uri, own_model=cfg.registered_model_name
+        )
+    except NotPromotedYetError:
+        if cfg.serve_refresh_seconds <= 0:
+            raise
+        # not said here: the server says it once as it starts (apps.serving.model_lifespan)
+    try:
+        socket.create_server((cfg.serve_host, cfg.serve_port)).close()
+    except OSError as exc:
+        fix = "choose another --port (NER_SERVE_PORT)"
+        # a name that does not resolve comes as errno < 0 (getaddrinfo's EAI_* codes)
+        if exc.errno == errno.EADDRNOTAVAIL or (exc.errno or 0) < 0:
+            fix = "--host (NER_SERVE_HOST) is not an address of this machine"
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
+        raise ConfigError(
+            f"cannot listen on {cfg.serve_host}:{cfg.serve_port} ({reason}): {fix}"
+        ) from exc
