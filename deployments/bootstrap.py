@@ -421,10 +421,11 @@ def _parser() -> argparse.ArgumentParser:
 def _checked(envs: Sequence[str], environ: Mapping[str, str], *, notes: bool) -> list[str]:
     """Print why each deploy-time variable of ``envs`` is unusable (with ``notes``, also the
     example-value notes); returns the unusable ones, after logging the one-line error."""
-    unusable = unusable_variables(load_prefect_file(), envs, environ)
+    config = load_prefect_file()
+    unusable = unusable_variables(config, envs, environ)
     lines = check_lines(unusable, environ, example_values()) if unusable or notes else []
     if notes:
-        lines += example_value_notes(load_prefect_file(), envs, environ)
+        lines += example_value_notes(config, envs, environ)
     if lines:
         print("\n".join(lines))
     if unusable:
@@ -484,24 +485,21 @@ def prefect_api() -> str:
     """The Prefect API the pools, blocks and deployments go to (``PREFECT_API_URL``).
     Raises :class:`BootstrapError` when none is set (Prefect would start a temporary local
     server whose database no worker reads) or when nothing answers there."""
-    from prefect.settings import get_current_settings
-
     from apps.doctor import CheckStatus, check_prefect
+    from deployments.label_trigger import prefect_api_url
+    from ner.errors import ConfigError
 
-    url = get_current_settings().api.url
-    if not url:
-        raise BootstrapError(
-            "PREFECT_API_URL is not set: the work pools, Secret blocks and deployments would "
-            "go to a temporary local Prefect database that no worker reads; set it to your "
-            "server's API (http://127.0.0.1:4200/api for a local `prefect server start`)"
-        )
-    check = check_prefect(str(url))
+    try:
+        url = prefect_api_url(sends="the work pools, Secret blocks and deployments")
+    except ConfigError as exc:
+        raise BootstrapError(str(exc)) from None
+    check = check_prefect(url)
     if check.status is CheckStatus.FAIL:
         raise BootstrapError(
             f"no Prefect API answers at PREFECT_API_URL={url} ({check.detail}): start the "
             "server (prefect server start) or fix PREFECT_API_URL"
         )
-    return str(url)
+    return url
 
 
 def report_line(done: Mapping[str, Any]) -> str:

@@ -159,18 +159,18 @@ def _api() -> str:
     return get_current_settings().api.url or "an ephemeral server (no PREFECT_API_URL)"
 
 
-def prefect_api_url(who: str = "this trigger") -> str:
+def prefect_api_url(who: str = "this trigger", sends: str | None = None) -> str:
     """The Prefect API ``who`` queues runs on: ``PREFECT_API_URL`` (or the active profile's).
-    Raises :class:`ConfigError` when none is set: ``run_deployment`` would then start a
-    temporary local server whose database no worker reads, and the runs would never run."""
+    Raises :class:`ConfigError` when none is set: what it ``sends`` (default: the train-ner
+    runs it queues) would go to a temporary local server whose database no worker reads."""
     from prefect.settings import get_current_settings
 
     url = get_current_settings().api.url
     if not url:
         raise ConfigError(
-            f"PREFECT_API_URL is not set: the train-ner runs {who} queues would go to a "
-            "temporary local Prefect database that no worker reads; set it to the API of the "
-            "server the flows are deployed to (http://127.0.0.1:4200/api for a local "
+            f"PREFECT_API_URL is not set: {sends or f'the train-ner runs {who} queues'} would "
+            "go to a temporary local Prefect database that no worker reads; set it to the API "
+            "of the server the flows are deployed to (http://127.0.0.1:4200/api for a local "
             "`prefect server start`)"
         )
     return str(url)

@@ -73,7 +73,7 @@ def purge_storage(ctx: RunContext, made: ForgetRecord) -> purge.PurgeReport:
         forget.save(ctx.storage, made.model_copy(update={"rewritten": dict(progress)}))
 
     report = purge.purge_storage(ctx.storage, made.post_ids, on_rewritten=keep)
-    return report.model_copy(update={"rewritten": {**progress, **report.rewritten}})
+    return report.model_copy(update={"rewritten": progress})  # this attempt's are in it too
 
 
 @io_task()
