@@ -19,39 +19,47 @@ if TYPE_CHECKING:
 DEMO_STORE = Path(".brandloop/demo/mlflow.db")
 
 
-def missing_store(path: Path) -> str:
+def missing_store(path: Path, flags: bool = True) -> str:
     """Why a command found no SQLite store at ``path``, and what to set instead: the demo's
-    store when ``path`` is another, ``brandloop demo`` when it is the demo's own."""
+    store when ``path`` is another (as ``brandloop``'s ``--set`` flags, or with ``flags``
+    False as the variables, for a command without them), ``brandloop demo`` when it is the
+    demo's own."""
     where = f"no MLflow store at {path.resolve()}: nothing was trained or registered"
     if path.resolve().parts[-3:] == DEMO_STORE.parts:
         return f"{where} by a demo here yet (brandloop demo makes it, in {DEMO_STORE.parent}/)"
+    store, storage = f"sqlite:///{DEMO_STORE}", f"{DEMO_STORE.parent}/storage"
+    demo = (
+        f"--set mlflow_tracking_uri={store} --set storage_uri={storage}"
+        if flags
+        else f"NER_MLFLOW_TRACKING_URI={store} NER_STORAGE_URI={storage}"
+    )
     return (
         f"{where} with these settings (set NER_MLFLOW_TRACKING_URI and NER_STORAGE_URI to "
-        "those of your runs; the demo's, from the project folder: --set "
-        f"mlflow_tracking_uri=sqlite:///{DEMO_STORE} --set storage_uri={DEMO_STORE.parent}/"
-        "storage)"
+        f"those of your runs; the demo's, from the project folder: {demo})"
     )
 
 
-def require_store(cfg: Settings) -> None:
+def require_store(cfg: Settings, flags: bool = True) -> None:
     """Raise :class:`~ner.errors.ConfigError` when the settings' SQLite MLflow store does
     not exist (MLflow would create an empty one and the command would fail on an empty
     registry) or their tracking server does not answer (MLflow would retry for minutes,
-    then fail with a urllib error): one probe, as ``brandloop doctor`` makes it."""
+    then fail with a urllib error): one probe, as ``brandloop doctor`` makes it. ``flags``:
+    as :func:`missing_store`."""
     from apps.doctor import CheckStatus, check_mlflow
 
     if (db := cfg.tracking_db) is not None and not db.exists():
-        raise ConfigError(missing_store(db))
+        raise ConfigError(missing_store(db, flags))
     if cfg.mlflow_tracking_uri.startswith(("http://", "https://")):
         check = check_mlflow(cfg)
         if check.status is CheckStatus.FAIL:
             raise ConfigError(f"MLflow {check.detail}: {check.fix}")
 
 
-def check_servable(cfg: Settings) -> None:
+def check_servable(cfg: Settings, flags: bool = True) -> None:
     """Refuse, in one line, what would stop the server after the model loaded: no MLflow
     store, a model, version or alias that does not exist, an address it cannot listen on.
-    An alias not set yet is not refused while the server follows it: it says so and waits."""
+    An alias not set yet is not refused while the server follows it: it says so and waits.
+    ``flags``: as :func:`missing_store`."""
     import errno
     import socket
 
@@ -59,7 +67,7 @@ def check_servable(cfg: Settings) -> None:
     from ner.models import check_model_spec
 
     if cfg.serve_model.startswith("models:/"):
-        require_store(cfg)
+        require_store(cfg, flags)
     try:
         check_model_spec(
             cfg.serve_model, cfg.mlflow_tracking_uri, own_model=cfg.registered_model_name

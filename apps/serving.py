@@ -709,6 +709,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m apps.serving",
         description="Serve the champion over an authenticated REST API (as brandloop serve).",
+        epilog="Needs a bearer token: NER_SERVE_API_KEY, NER_SERVE_API_KEYS (several, "
+        "comma-separated or a JSON list) or NER_SERVE_API_KEY_BLOCK (a Prefect Secret "
+        "block). Other settings: the NER_ variables (README, Configuration).",
     )
     parser.add_argument("--host", help="address to listen on (default: NER_SERVE_HOST)")
     parser.add_argument("--port", type=int, help="port (default: NER_SERVE_PORT)")
@@ -720,7 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = build_settings({k: v for k, v in given.items() if v is not None})
         app = create_app(settings)  # a missing or unusable token first
-        check_servable(settings)
+        check_servable(settings, flags=False)
     except BrandloopError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

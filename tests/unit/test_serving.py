@@ -353,14 +353,18 @@ def test_python_m_apps_serving_has_brandloop_serves_options_and_checks(
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: NER_SERVE_API_KEY")
     # and --help is usage, an unknown option a usage error: neither starts a server on 8000
-    assert run("--help") == 0 and "--port" in capsys.readouterr().out
+    usage = run("--help"), capsys.readouterr().out
+    assert usage[0] == 0 and "--port" in usage[1] and "NER_SERVE_API_KEY" in usage[1]
     assert run("--prot", "1") == 2
     # Given a token and a SQLite store that does not exist: refused, nothing created (a
     # trial's server made an empty store and answered 503)
     monkeypatch.setenv("NER_SERVE_API_KEY", TOKEN)
     monkeypatch.setenv("NER_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'nope' / 'x.db'}")
     assert run("--port", "18803") == 1
-    assert "no MLflow store at" in capsys.readouterr().err
+    refusal = capsys.readouterr().err
+    # in this command's terms: the variables, not brandloop's --set flags
+    assert "no MLflow store at" in refusal and "NER_MLFLOW_TRACKING_URI=sqlite:///" in refusal
+    assert "--set" not in refusal
     assert not (tmp_path / "nope").exists()
     # and with a model that needs no store, the options reach the server's settings
     served: list[Settings] = []
