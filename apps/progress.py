@@ -141,6 +141,7 @@ class Narrator(logging.Handler):
             running = self.running.get(run_id)
             if running is not None:
                 running.warned = True
+                self._say_held(running)
             self.warn(f"{running.label}: {message}" if running else message)
         elif record.levelno >= logging.INFO and run_id in self.running:
             self._task_message(self.running[run_id], message)
@@ -168,6 +169,14 @@ class Narrator(logging.Handler):
         if running.held is None:
             running.said = now
             self.say(line)
+
+    def _say_held(self, running: _Running) -> None:
+        """Say the progress line ``running`` holds back (plain console), so what the task
+        logged before a warning comes before it (a trial saw a wait's last "5 s left" after
+        its timeout warning)."""
+        if running.held is not None:
+            self.say(running.held)
+            running.held, running.said = None, time.monotonic()
 
     def _flow_record(self, record: logging.LogRecord, message: str) -> None:
         if self.starting is not None:

@@ -805,6 +805,26 @@ def test_a_step_that_warned_ends_with_a_mark_that_says_so() -> None:
     assert lines[-1].startswith("✓ pulled the annotations (")  # the next step is its own
 
 
+def test_a_progress_line_held_back_comes_before_the_tasks_warning() -> None:
+    # a trial's log (output in a file) said the wait's last "5 s left" after its timeout
+    console = Console(record=True, width=300, force_terminal=False)
+    narrator = Narrator(console, Progress(console=console))
+    wait = {"flow_name": "feedback-loop", "task_name": "wait_for_exports", "task_run_id": "t1"}
+    narrator.emit(_record("Created task run 'x' for task 'wait_for_exports'", 10, **wait))
+    narrator.emit(_record("0 of 5 labels so far, 10 s left", **wait))
+    narrator.emit(_record("0 of 5 labels so far, 5 s left", **wait))  # < PLAIN_EVERY: held
+    narrator.emit(_record("timed out after 10 s with 0 of 5 labels", 30, **wait))
+    narrator.emit(_record("Finished in state Completed()", **wait))
+    lines = _lines(console.export_text())
+    said = [line.strip() for line in lines[1:-1]]
+    assert said == [
+        "waiting for label exports: 0 of 5 labels so far, 10 s left",
+        "waiting for label exports: 0 of 5 labels so far, 5 s left",
+        "! waiting for label exports: timed out after 10 s with 0 of 5 labels",
+    ]
+    assert lines[-1].startswith("! waited for label exports (")  # said once, not again
+
+
 def test_library_warnings_are_narrated_not_printed_raw() -> None:
     # a trial saw "14:26:03.902 | WARNING | ner.datasets - gold set ..." between the steps
     console = Console(record=True, width=200, force_terminal=False)
