@@ -62,6 +62,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accurate-reinit1": {},
     "accurate-neg0.3": {"negative_fraction": 0.3},
     "accurate-vectors": {},
+    "accurate-gazetteer": {},
 }
 #: entity swap (:func:`bench.experiments.levers.swap`: copies, names from), applied to the
 #: posts handed to ``train``, so some copies fall in the recipe's held-back slice (the
@@ -132,60 +133,124 @@ TYPED: dict[str, dict[str, str]] = {
 VECTORS = {"accurate-vectors"}
 
 
+#: the shipped brand list as features (session 27; the issue's "the gazetteer as features
+#: rather than only a rule"): two columns per word, 1 where the word starts a match of the
+#: brand list (``add_gazetteer``'s ruler over the post's words) and 1 where it continues one,
+#: read by a linear layer of their own beside the recipe's head (zeros at the start, no bias,
+#: no dropout). Its weights learn at :data:`GAZETTEER_LR` times the recipe's rate without
+#: weight decay: at the recipe's (peak 1e-4, about 680 steps on WNUT-17 train, mean half the
+#: peak) a 0/1 column moves a logit by at most about 0.03, nothing; at 100 times, by up to
+#: about 3. Fixed before any figure. Patched for training and scoring, as :data:`VECTORS`
+GAZETTEER = {"accurate-gazetteer"}
+GAZETTEER_LR = 100.0
+
+
 @contextlib.contextmanager
 def with_vectors(variant: str) -> Iterator[None]:
-    """For a :data:`VECTORS` variant, ``encode`` and ``load_classifier`` of
-    :mod:`ner.transformer` and :mod:`ner.transformer_training` patched so the head reads
-    each word's static vector beside its hidden state; restored after."""
-    if variant not in VECTORS:
+    """For a :data:`VECTORS` or :data:`GAZETTEER` variant, ``encode`` and ``load_classifier``
+    of :mod:`ner.transformer` and :mod:`ner.transformer_training` patched so the head reads
+    each word's side features (static vector, or brand-list match) beside its hidden state;
+    restored after."""
+    if variant not in VECTORS | GAZETTEER:
         yield
         return
     import ner.transformer as transformer
     import ner.transformer_training as training
-    from bench.experiments.levers import MD
-    from ner.models import load_spacy
 
-    vocab = load_spacy(MD, exclude=["parser", "tagger", "lemmatizer", "ner"]).vocab
     side: dict[str, Any] = {}
     shipped = transformer.encode, transformer.load_classifier, training.encode
-    encoder = partial(_encode_with_vectors, shipped[0], vocab, side)
-    loader = partial(_classifier_with_vectors, shipped[1], side)
+    shipped_optimizer = training._optimizer
+    if variant in VECTORS:
+        features, width = _vector_features(), 300
+        loader = partial(_classifier_with_vectors, shipped[1], side)
+    else:
+        features, width = _gazetteer_features(), 2
+        loader = partial(_classifier_with_gazetteer, shipped[1], side)
+        training._optimizer = partial(_side_lr_optimizer, shipped_optimizer, GAZETTEER_LR)
+    encoder = partial(_encode_with_side, shipped[0], features, width, side)
     transformer.encode = training.encode = encoder
     transformer.load_classifier = training.load_classifier = loader
     try:
         yield
     finally:
         transformer.encode, transformer.load_classifier, training.encode = shipped
-        training.load_classifier = shipped[1]
+        training.load_classifier, training._optimizer = shipped[1], shipped_optimizer
 
 
-def _encode_with_vectors(
-    encode: Any, vocab: Any, side: dict[str, Any], tokenizer: Any, words: Any, *args: Any
+def _vector_features() -> Any:
+    """words -> words x 300: each word's en_core_web_md vector (as written, else
+    lower-cased; zeros without one), unit length times sqrt(300)."""
+    import numpy as np
+
+    from bench.experiments.levers import MD
+    from ner.models import load_spacy
+
+    vocab = load_spacy(MD, exclude=["parser", "tagger", "lemmatizer", "ner"]).vocab
+    table: dict[str, Any] = {}
+
+    def vector(text: str) -> Any:
+        if text not in table:
+            key = text if vocab.has_vector(text) else text.lower()
+            found: Any = (
+                vocab.get_vector(key) if vocab.has_vector(key) else np.zeros(300, "float32")
+            )
+            norm = float(np.linalg.norm(found))
+            table[text] = found / norm * np.sqrt(300) if norm > 0 else found
+        return table[text]
+
+    return lambda post: np.stack([vector(w) for w in post]) if post else np.zeros((0, 300))
+
+
+def _gazetteer_features() -> Any:
+    """words -> words x 2: (starts a brand-list match, continues one), the shipped list
+    matched as ``add_gazetteer``'s ruler matches it."""
+    import numpy as np
+    import spacy
+    from spacy.tokens import Doc
+
+    from ner.models import add_gazetteer
+
+    nlp = spacy.blank("en")
+    add_gazetteer(nlp)
+    ruler = nlp.get_pipe(nlp.pipe_names[-1])
+
+    def features(post: Sequence[str]) -> Any:
+        out = np.zeros((len(post), 2), "float32")
+        for ent in ruler(Doc(nlp.vocab, words=list(post))).ents:
+            out[ent.start, 0] = 1.0
+            out[ent.start + 1 : ent.end, 1] = 1.0
+        return out
+
+    return features
+
+
+def _encode_with_side(
+    encode: Any,
+    features: Any,
+    width: int,
+    side: dict[str, Any],
+    tokenizer: Any,
+    words: Any,
+    *args: Any,
 ) -> Any:
-    """The tokenizer's batch; ``side["vectors"]``: docs x pieces x 300, each piece its
-    word's scaled static vector (zeros for special pieces and words without one)."""
+    """The tokenizer's batch; ``side["features"]``: docs x pieces x ``width``, each piece
+    its word's features (zeros for special pieces)."""
     import numpy as np
     import torch
 
     batch = encode(tokenizer, words, *args)
-    table: dict[str, np.ndarray] = {}
-    for text in {w for post in words for w in post}:
-        key = text if vocab.has_vector(text) else text.lower()
-        vector = vocab.get_vector(key) if vocab.has_vector(key) else np.zeros(300, "float32")
-        norm = float(np.linalg.norm(vector))
-        table[text] = vector / norm * np.sqrt(300) if norm > 0 else vector
-    width = batch["input_ids"].shape[1]
-    out = np.zeros((len(words), width, 300), "float32")
+    out = np.zeros((len(words), batch["input_ids"].shape[1], width), "float32")
     for i, post in enumerate(words):
+        rows = features(post)
         for j, w in enumerate(batch.word_ids(i)):
             if w is not None:
-                out[i, j] = table[post[w]]
-    side["vectors"] = torch.from_numpy(out)
+                out[i, j] = rows[w]
+    side["features"] = torch.from_numpy(out)
     return batch
 
 
 def _classifier_with_vectors(load: Any, side: dict[str, Any], folder: Any, tags: Any = None) -> Any:
-    """The recipe's model whose head also reads ``side["vectors"]``; a reloaded tagger
+    """The recipe's model whose head also reads ``side["features"]``; a reloaded tagger
     (``tags`` None) gets the head it saved (``classifier.linear.*`` of its weights file)."""
     import torch
 
@@ -196,7 +261,7 @@ def _classifier_with_vectors(load: Any, side: dict[str, Any], folder: Any, tags:
             self.dropout = torch.nn.Dropout(rate)
 
         def forward(self, states: Any) -> Any:
-            vectors = self.dropout(side["vectors"])
+            vectors = self.dropout(side["features"])
             return self.linear(torch.cat([states, vectors], dim=-1))
 
     model, tokenizer = load(folder, tags)
@@ -204,9 +269,7 @@ def _classifier_with_vectors(load: Any, side: dict[str, Any], folder: Any, tags:
     head = VectorHead(old.in_features, old.out_features, model.config.hidden_dropout_prob)
     with torch.no_grad():
         if tags is None:
-            from safetensors.torch import load_file
-
-            saved = load_file(str(Path(folder) / "model.safetensors"))
+            saved = _saved_weights(folder)
             head.linear.weight.copy_(saved["classifier.linear.weight"])
             head.linear.bias.copy_(saved["classifier.linear.bias"])
         else:
@@ -215,6 +278,65 @@ def _classifier_with_vectors(load: Any, side: dict[str, Any], folder: Any, tags:
             head.linear.bias.copy_(old.bias)
     model.classifier = head
     return model, tokenizer
+
+
+def _classifier_with_gazetteer(
+    load: Any, side: dict[str, Any], folder: Any, tags: Any = None
+) -> Any:
+    """The recipe's model, its head (``classifier.linear``, as loaded) plus a bias-free
+    ``classifier.side`` over ``side["features"]`` (zeros when fresh; saved when reloaded)."""
+    import torch
+
+    class GazetteerHead(torch.nn.Module):
+        def __init__(self, linear: Any) -> None:
+            super().__init__()
+            self.linear = linear
+            self.side = torch.nn.Linear(2, linear.out_features, bias=False)
+
+        def forward(self, states: Any) -> Any:
+            return self.linear(states) + self.side(side["features"])
+
+    model, tokenizer = load(folder, tags)
+    head = GazetteerHead(model.classifier)
+    with torch.no_grad():
+        if tags is None:
+            saved = _saved_weights(folder)
+            head.linear.weight.copy_(saved["classifier.linear.weight"])
+            head.linear.bias.copy_(saved["classifier.linear.bias"])
+            head.side.weight.copy_(saved["classifier.side.weight"])
+        else:
+            head.side.weight.zero_()
+    model.classifier = head
+    return model, tokenizer
+
+
+def _saved_weights(folder: Any) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def _side_lr_optimizer(shipped: Any, factor: float, model: Any, lr: float, steps: int) -> Any:
+    """The recipe's AdamW and schedule, ``classifier.side`` in a group of its own at
+    ``factor`` times the rate, without weight decay."""
+    import torch
+    import transformers
+
+    import ner.transformer_training as training
+
+    own = {id(p) for p in model.classifier.side.parameters()}
+    optimizer, _ = shipped(model, lr, steps)
+    groups = [
+        {"params": list(model.classifier.side.parameters()), "weight_decay": 0.0, "lr": lr * factor}
+    ]
+    for group in optimizer.param_groups:
+        params = [p for p in group["params"] if id(p) not in own]
+        if params:
+            groups.append({"params": params, "weight_decay": group["weight_decay"], "lr": lr})
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    warmup = int(steps * training.WARMUP_SHARE)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, warmup, max(steps, 1))
+    return optimizer, schedule
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """The demo champion with a rehearsal set, through the ``train-ner`` flow:
-``python -m bench.experiments.demo_rehearsal [--in-domain | --accurate] SEED [SEED ...]``.
+``python -m bench.experiments.demo_rehearsal [--in-domain | --accurate | --lowercase] SEED
+[SEED ...]``.
 
 As ``bench.quality`` trains its demo champion (70 % of the beauty gold as a finished export,
 the 30 % hold-out adopted as the gold set, a fresh store and registry per seed, the model
@@ -9,10 +10,12 @@ train with its brands), each beauty post three times and the brand list off: the
 bench/README.md, "Demo champion: a rehearsal set". With ``--in-domain``: the demo's own
 recipe (``apps.cli.DEMO_RECIPE``) plus 500 posts of the rehearsal set, each beauty post three
 times; with ``--accurate``: the demo's recipe under ``train.recipe=accurate``
-(``apps.cli.demo_accurate_recipe``). Scored on the hold-out and on WNUT-17 dev. One JSON
-line per seed goes to stdout and to ``bench/experiments/results.jsonl`` (``"variant":
-"flow-demo-rehearsal"``, ``"flow-demo-in-domain-rehearsal500"`` or
-``"flow-demo-accurate"``). Not part of ``make bench``.
+(``apps.cli.demo_accurate_recipe``); with ``--lowercase``: the demo's own recipe with
+:data:`LOWERCASE` of the training posts lower-cased each epoch and no rehearsal set
+(session 27). Scored on the hold-out and on WNUT-17 dev. One JSON line per seed goes to
+stdout and to ``bench/experiments/results.jsonl`` (``"variant": "flow-demo-rehearsal"``,
+``"flow-demo-in-domain-rehearsal500"``, ``"flow-demo-accurate"`` or
+``"flow-demo-lowercase"``). Not part of ``make bench``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from bench import Context
 from bench.experiments.levers import record
 
 OUT = Path(__file__).resolve().parents[1] / "out" / "demo_rehearsal"
+#: ``--lowercase``: the share of training posts lower-cased each epoch (``augment_lowercase``)
+LOWERCASE = 0.8
 
 
 def recipe(kind: str = "fast") -> Any:
@@ -44,9 +49,15 @@ def recipe(kind: str = "fast") -> Any:
         overrides = {**DEMO_RECIPE, "train": {**train, "rehearsal_posts": 500}}
     elif kind == "accurate":
         overrides = demo_accurate_recipe()
+    elif kind == "lowercase":
+        overrides = {**DEMO_RECIPE, "augment_lowercase": LOWERCASE}
     else:
         train["gazetteer"] = False
-    names = {"in-domain": "demo-in-domain-rehearsal500", "accurate": "demo-accurate"}
+    names = {
+        "in-domain": "demo-in-domain-rehearsal500",
+        "accurate": "demo-accurate",
+        "lowercase": "demo-lowercase",
+    }
     return Recipe(
         names.get(kind, "demo-rehearsal"),
         "demo champion with a rehearsal set",

@@ -39,7 +39,13 @@ Knobs of a variant (``VARIANTS``):
   with real labels of a general source (session 8);
 * ``lower`` - share of training posts lower-cased each epoch (spaCy's lower_case augmenter);
 * ``tokenizer`` - ``post``: :func:`ner.tokenizer.adapt_tokenizer` for training docs and the
-  saved model.
+  saved model;
+* ``gazetteer_norm`` - the brand list as a feature (session 27): a component before ``ner``
+  (:data:`BRAND_NORM`, annotating while training, kept in the saved model) sets the ``NORM``
+  of every token of a brand-list match (``add_gazetteer``'s matching: lower-cased names,
+  exact-case names as written) to one shared value, which ``ner``'s own embedding reads
+  (en_core_web_sm/md embed NORM, PREFIX, SUFFIX, SHAPE): a listed word looks the same to the
+  model whatever it is, an unlisted one keeps its own norm.
 """
 
 from __future__ import annotations
@@ -185,6 +191,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "dup": 3,
         "swap_labelled": 1,
     },
+    # 2026-12-03 (session 27): the demo champion, the brand list as a feature; lower-casing
+    "default-gaznorm": {**DEFAULT, "gazetteer_norm": True},
+    "md-default-hardneg300-dup2-gaznorm": {
+        **DEFAULT,
+        "base": "md",
+        "hardneg": 300,
+        "dup": 2,
+        "gazetteer_norm": True,
+    },
+    "default-lower0.8": {**DEFAULT, "lower": 0.8},
+    "md-v7-lower0.8-replay3394-dup3": {
+        **V7,
+        "base": "md",
+        "lower": 0.8,
+        "replay": 3394,
+        "dup": 3,
+    },
     "md-v7-lower0.2-replay1500-dup3": {
         **V7,
         "base": "md",
@@ -193,6 +216,57 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "dup": 3,
     },
 }
+
+
+#: the factory of the ``gazetteer_norm`` component, and the NORM it gives a listed token
+BRAND_NORM = "bench_brand_norm"
+LISTED = "__brand_list__"
+
+
+def register_brand_norm() -> None:
+    """Register :data:`BRAND_NORM` with spaCy (once per process)."""
+    from spacy.language import Language
+
+    if not Language.has_factory(BRAND_NORM):
+        Language.factory(BRAND_NORM, func=_brand_norm)
+
+
+def _brand_norm(nlp: Any, name: str) -> Any:
+    from spacy.matcher import Matcher, PhraseMatcher
+
+    from ner.models import brand_list, case_sensitive_brands
+
+    lower = PhraseMatcher(nlp.vocab, attr="LOWER")
+    lower.add("BRAND", [nlp.make_doc(n) for n in brand_list()])
+    exact = Matcher(nlp.vocab)
+    exact.add(
+        "BRAND", [[{"ORTH": t.text} for t in nlp.make_doc(n)] for n in case_sensitive_brands()]
+    )
+
+    def mark(doc: Any) -> Any:
+        for _, start, end in [*lower(doc), *exact(doc)]:
+            for token in doc[start:end]:
+                token.norm_ = LISTED
+        return doc
+
+    return mark
+
+
+def gazetteer_norm_config(work: Path) -> Path:
+    """The project's ``train.cfg`` with :data:`BRAND_NORM` before ``ner``, annotating while
+    training; written to ``work``."""
+    import spacy
+
+    from ner.training import default_config_path
+
+    register_brand_norm()
+    config = spacy.util.load_config(default_config_path(), interpolate=False)
+    config["nlp"]["pipeline"] = ["brand_norm", "ner"]
+    config["components"]["brand_norm"] = {"factory": BRAND_NORM}
+    config["training"]["annotating_components"] = ["brand_norm"]
+    path = work / "train.cfg"
+    config.to_disk(path)
+    return path
 
 
 def base_path(name: str) -> str:
@@ -339,8 +413,9 @@ def train_variant(
             "@augmenters": "spacy.lower_case.v1",
             "level": spec["lower"],
         }
+    config = gazetteer_norm_config(work) if spec.get("gazetteer_norm") else default_config_path()
     clock, cpu = time.perf_counter(), time.process_time()
-    _run_spacy_training(default_config_path(), overrides, work / "out")
+    _run_spacy_training(config, overrides, work / "out")
     seconds = time.perf_counter() - clock
     cpu = time.process_time() - cpu
     nlp = load_spacy(str(work / "out" / "model-last"))
