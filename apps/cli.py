@@ -330,6 +330,15 @@ def flow_kwargs(flow: Any, params: Mapping[str, Any], overrides: Mapping[str, An
     return {**params, key: dict(overrides) or None}
 
 
+def check_run_settings(overrides: Mapping[str, Any]) -> None:
+    """Refuse, before any run starts (Prefect's temporary API takes seconds), a bad setting
+    (:class:`ConfigError`) or a training recipe whose optional install is missing
+    (:class:`~ner.errors.OptionalInstallError`), as the run would at its start."""
+    from ner.settings import load_settings
+
+    load_settings(**overrides).train.check_installed()
+
+
 def run_flow(
     ctx: typer.Context, flow: Any, params: Mapping[str, Any], overrides: Mapping[str, Any]
 ) -> Any:
@@ -337,9 +346,8 @@ def run_flow(
     from prefect.settings import get_current_settings
 
     from apps.progress import narrated
-    from ner.settings import load_settings
 
-    load_settings(**overrides)  # a bad setting fails now, before any run starts
+    check_run_settings(overrides)
     starting = "starting the flow run"
     temporary_api = not get_current_settings().api.url
     if temporary_api:
@@ -557,6 +565,23 @@ def apply(
     )
 
 
+def _check_exports(keys: Sequence[str], cfg: Settings) -> None:
+    """Refuse an ``--export-key`` that is not in storage (:func:`find_export`'s line). A
+    storage that cannot be read now is left to the flow, which retries it."""
+    from ner.errors import StorageError
+    from ner.labelstudio.exchange import find_export
+    from ner.storage import open_storage
+
+    try:
+        storage = open_storage(cfg.storage_uri, cfg.env, gcs_timeout_s=cfg.gcs_timeout_s)
+        for key in keys:
+            find_export(storage, key)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+    except StorageError:
+        return
+
+
 def _check_label_studio(option: str, cfg: Settings) -> None:
     """Refuse, before a flow starts, ``option`` when Label Studio does not answer, has no key,
     or refuses it: one probe each, as ``brandloop doctor`` makes them (the flow would find
@@ -651,6 +676,8 @@ def train(
     overrides = parse_overrides(set_)
     if source == "label_studio":  # unreachable: one line now, not three retried pulls
         _check_label_studio("--source label_studio", load_settings(overrides))
+    elif export_keys:  # a missing one: one line now, not after Prefect started
+        _check_exports(export_keys, load_settings(overrides))
     params = {"source": source, "export_keys": export_keys}
     result = run_flow(ctx, train_ner, params, overrides)
     shown = result.model_dump(mode="json")
@@ -1010,6 +1037,7 @@ def demo(
 
     out = console()
     overrides = {**demo_overrides(dir_), **demo_recipe(parse_overrides(set_))}
+    check_run_settings(overrides)  # the last demo's state goes only when this one can run
     try:
         removed = prepare_demo_folder(dir_, keep=keep)
     except OSError as exc:
@@ -1017,8 +1045,13 @@ def demo(
             f"--dir {dir_}: cannot prepare it ({exc.strerror or exc}); choose another folder"
         ) from exc
     if removed:
-        out.print(f"removed the last demo's {', '.join(p.name for p in removed)} in {dir_}")
-    if keep:
+        out.print(
+            f"removed the last demo's {', '.join(p.name for p in removed)} in {dir_} (an "
+            "MLflow UI still open on it shows the old runs until it is restarted)"
+        )
+    if keep and not (dir_ / "mlflow.db").exists():
+        out.print(f"--keep: no earlier demo in {dir_} to continue; this one starts afresh")
+    elif keep:
         out.print(
             "continuing the last demo: its posts, labels and models are kept; the rounds "
             "below are numbered from 1 for this run"

@@ -418,7 +418,7 @@ def pull_annotations(
         exchange.snapshot_export(project, ctx.storage, stamp)
         export_keys = exchange.snapshot_keys(ctx.storage, project.project_id)
     elif export_keys:
-        export_keys = [_export_key(ctx, key) for key in export_keys]
+        export_keys = [exchange.find_export(ctx.storage, key) for key in export_keys]
     collected = exchange.collect_annotations(
         ctx.storage,
         export_keys,
@@ -428,22 +428,6 @@ def pull_annotations(
         threshold=ctx.settings.agreement_threshold,
     )
     return Pulled.model_validate(collected.model_dump(mode="json"))  # extra fields dropped
-
-
-def _export_key(ctx: RunContext, key: str) -> str:
-    """``key`` as given (relative to the environment's storage), or under ``exports/`` where
-    exports land; :class:`ConfigError` (no retry) when it is in neither."""
-    for candidate in (key, f"{layout.EXPORTS}/{key}"):
-        if ctx.storage.exists(candidate):
-            return candidate
-    there = [k.removeprefix(f"{layout.EXPORTS}/") for k in ctx.storage.list(layout.EXPORTS)]
-    held = (
-        f"it holds {', '.join(there[:5])}{' ...' if len(there) > 5 else ''}" if there else "empty"
-    )
-    raise ConfigError(
-        f"export {key!r} is neither {ctx.storage.uri(key)} nor under "
-        f"{ctx.storage.uri(layout.EXPORTS)}/ ({held}); drop --export-key to read every export"
-    )
 
 
 @io_task()

@@ -53,6 +53,7 @@ from ner.errors import (
     SourceError,
     StorageError,
 )
+from ner.report import quantity
 from ner.storage import Storage
 from ner.types import Post, Rejected
 
@@ -86,7 +87,17 @@ def _check_encodable(post: Post) -> None:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError as exc:
-                raise DataError(post.id, f"{name!r} is not valid Unicode: {exc.reason}") from exc
+                raise DataError(post.id, f"{name!r} {_not_unicode(value[exc.start])}") from exc
+
+
+def _not_unicode(char: str) -> str:
+    """Why ``char`` (a lone surrogate) cannot be stored: a byte the file's UTF-8 decoding
+    could not read (``surrogateescape`` maps byte ``b`` >= 0x80 to U+DC00 + ``b``), or a
+    lone surrogate written as a JSON escape."""
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"holds the byte 0x{code - 0xDC00:02X}, which is not UTF-8: save the file as UTF-8"
+    return f"is not valid Unicode: it holds a lone surrogate (U+{code:04X})"
 
 
 # --------------------------------------------------------------------------- JSONL
@@ -273,6 +284,7 @@ def fetch_jsonl_to_storage(
     done, expected = _read_line_checkpoint(storage, input_uri)
     done, digest, seen = _jsonl_prefix(storage, input_uri, done, expected, max_chars)
     rejected: list[Rejected] = []
+    undated: list[str] = []
     last_line, committed, count = done, digest.copy(), 0
 
     def posts() -> Iterator[str]:
@@ -289,10 +301,13 @@ def fetch_jsonl_to_storage(
                     return  # this line is left for the next run
                 last_line, committed = number, digest.copy()
                 if isinstance(item, Post):
+                    if _bad_date(item):
+                        undated.append(f"line {number} ({item.id}): {item.created_at!r}")
                     yield json.dumps(item.to_dict(), ensure_ascii=False)
 
     storage.write_lines(key, posts())
     _report_rejected(storage, key, input_uri, rejected)
+    _report_undated(input_uri, undated)
     storage.write_json(
         jsonl_checkpoint_key(storage, input_uri),
         {
@@ -302,6 +317,33 @@ def fetch_jsonl_to_storage(
         },
     )
     return {"posts_key": key, "n_posts": count, "n_rejected": len(rejected), "source": "jsonl"}
+
+
+def _bad_date(post: Post) -> bool:
+    """Whether ``post`` has a ``created_at`` that is not an ISO 8601 date."""
+    from ner.canary import parse_created_at
+
+    try:
+        parse_created_at(post.id, post.created_at)
+    except DataError:
+        return True
+    return False
+
+
+def _report_undated(origin: str, undated: list[str]) -> None:
+    """Say, as the posts are stored, which ones the canary rule will read as undated (it
+    said so only when a train run read them)."""
+    if undated:
+        shown = "; ".join(undated[:LOG_REJECTED])
+        more = f" and {len(undated) - LOG_REJECTED} more" if len(undated) > LOG_REJECTED else ""
+        log.warning(
+            "kept %s of %s whose created_at is not an ISO 8601 date (%s%s): the canary set "
+            "reads them as undated",
+            quantity(len(undated), "post"),
+            origin,
+            shown,
+            more,
+        )
 
 
 def _report_rejected(storage: Storage, key: str, origin: str, rejected: list[Rejected]) -> None:

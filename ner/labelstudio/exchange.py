@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ner import forget, layout
-from ner.errors import DataError
+from ner.errors import ConfigError, DataError
 from ner.labelstudio.checkpoint import (
     DEFAULT_OVERLAP_SECONDS,
     PullCheckpoint,
@@ -314,6 +314,23 @@ def save_checkpoint(storage: Storage, key: str, checkpoint: PullCheckpoint, **ex
 def snapshot_key(stamp: str, project_id: int, attempt: int = 1) -> str:
     """Storage key of an export snapshot (``-2``, ``-3`` … if the stamp was used already)."""
     return layout.export_snapshot(stamp, project_id, attempt)
+
+
+def find_export(storage: Storage, key: str) -> str:
+    """The storage key of export ``key``: ``key`` itself (relative to the environment's
+    storage), else ``exports/<key>``, where exports land. Raises :class:`ConfigError` (no
+    retry helps) naming both places and what ``exports/`` holds when it is in neither."""
+    for candidate in (key, f"{layout.EXPORTS}/{key}"):
+        if storage.exists(candidate):
+            return candidate
+    there = [k.removeprefix(f"{layout.EXPORTS}/") for k in storage.list(layout.EXPORTS)]
+    held = (
+        f"it holds {', '.join(there[:5])}{' ...' if len(there) > 5 else ''}" if there else "empty"
+    )
+    raise ConfigError(
+        f"export {key!r} is neither {storage.uri(key)} nor under "
+        f"{storage.uri(layout.EXPORTS)}/ ({held}); drop --export-key to read every export"
+    )
 
 
 def snapshot_keys(storage: Storage, project_id: int) -> list[str]:

@@ -675,6 +675,47 @@ def test_demo_removes_only_what_it_creates(tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == [cli.DEMO_MARKER, "notes.txt"]
 
 
+def test_a_demo_that_cannot_run_keeps_the_last_demos_state(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a trial's demo with the accurate recipe not installed deleted the last demo, then failed
+    folder = tmp_path / "demo"
+    cli.prepare_demo_folder(folder, keep=False)
+    (folder / "mlflow.db").write_text("last demo's registry")
+    monkeypatch.setattr(cli, "run_flow", lambda *a: pytest.fail("must not start a run"))
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    for bad in (["train.recipe=accurate", f"train.accurate_model={empty}"], ["threshold=7"]):
+        sets = [arg for value in bad for arg in ("--set", value)]
+        result = runner.invoke(cli.app, ["demo", "--dir", str(folder), *sets])
+        # Then it is refused before anything is removed (or any Prefect API is started)
+        assert result.exit_code == 1, result.output
+        assert (folder / "mlflow.db").read_text() == "last demo's registry"
+        assert "removed" not in result.output
+    # and --keep on a folder with nothing to continue says so
+    (folder / "mlflow.db").unlink()
+
+    def stop(*_: object) -> None:
+        raise LookupError("the run would start here")
+
+    monkeypatch.setattr(cli, "run_flow", stop)
+    kept = runner.invoke(cli.app, ["demo", "--dir", str(folder), "--keep"])
+    assert "no earlier demo in" in kept.output and "continuing" not in kept.output
+
+
+def test_train_refuses_a_missing_export_key_before_any_run(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a trial's missing --export-key failed after Prefect's 30 s start, said three times
+    monkeypatch.setattr(cli, "run_flow", lambda *a: pytest.fail("must not start a run"))
+    store = ["--set", f"storage_uri={tmp_path}"]
+    result = runner.invoke(cli.app, ["train", "--export-key", "nope.json", *store])
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: export 'nope.json' is neither")
+    assert not (tmp_path / "dev").exists()  # nothing created
+
+
 def test_demo_settings_stay_in_the_demo_folder(tmp_path: Path) -> None:
     settings = load_settings(**cli.demo_overrides(tmp_path / "d"))
     assert settings.storage_uri == str(tmp_path / "d" / "storage")

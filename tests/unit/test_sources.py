@@ -168,7 +168,7 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
     assert "non-string 'text'" in rejected[7].reason
     assert rejected[8].reason == "not a JSON object"
     assert "'id' must be a string or an integer" in rejected[10].reason
-    assert "not valid Unicode" in rejected[11].reason
+    assert "not valid Unicode: it holds a lone surrogate (U+" in rejected[11].reason
     assert all(str(r.record_id).startswith(f"line {n}") for n, r in rejected.items())
 
 
@@ -268,7 +268,30 @@ def test_jsonl_fetch_rejects_only_the_line_with_undecodable_bytes(
     assert [p["id"] for p in posts] == ["1", "3"]
     assert posts[0]["text"] == "ok 💄"
     assert result["n_rejected"] == 1
-    assert storage.read_json("posts/x.rejected.json")[0].startswith("line 2 (2)")
+    reason = storage.read_json("posts/x.rejected.json")[0]
+    assert reason.startswith("line 2 (2)")
+    # as a byte that is not UTF-8, not as a "surrogate" (a trial's Latin-1 file)
+    assert "holds the byte 0xFF, which is not UTF-8" in reason and "surrogate" not in reason
+
+
+def test_jsonl_fetch_keeps_a_post_with_a_bad_date_and_says_so_at_once(
+    tmp_path: Path, storage: LocalStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a trial's "not a date" was stored silently and named only by a later train run
+    src = tmp_path / "posts.jsonl"
+    lines = [
+        {"id": "1", "text": "Glossier balm", "created_at": "2026-11-02T10:00:00Z"},
+        {"id": "l2", "text": "Dior lipstick", "created_at": "not a date"},
+    ]
+    src.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with caplog.at_level(logging.WARNING, logger="ner.sources"):
+        result = fetch_jsonl_to_storage(storage, str(src), "posts/x.jsonl", 10)
+    # Then both posts are kept, the value as given, and the bad one is named by line and id
+    posts = [json.loads(x) for x in storage.iter_lines("posts/x.jsonl")]
+    assert result["n_posts"] == 2 and posts[1]["created_at"] == "not a date"
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert "kept 1 post of" in said and "line 2 (l2): 'not a date'" in said
+    assert said.endswith("the canary set reads them as undated")
 
 
 def test_jsonl_fetch_rejects_a_post_longer_than_the_limit_by_line_and_id(

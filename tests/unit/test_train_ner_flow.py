@@ -111,23 +111,23 @@ def test_an_export_key_is_found_under_exports_and_a_missing_one_fails_at_once(
     tmp_path: Path,
 ) -> None:
     from flows.context import PERMANENT_ERRORS, RunContext
-    from flows.train_ner import _export_key
     from ner.errors import ConfigError
+    from ner.labelstudio.exchange import find_export
     from ner.settings import load_settings
 
     ctx = RunContext.open(load_settings(storage_uri=str(tmp_path)))
     ctx.storage.write_json("exports/mine.json", [])
     ctx.storage.write_json("elsewhere/theirs.json", [])
     # a name under exports/ (where the README says they land), or a key of the storage
-    assert _export_key(ctx, "mine.json") == "exports/mine.json"
-    assert _export_key(ctx, "exports/mine.json") == "exports/mine.json"
-    assert _export_key(ctx, "elsewhere/theirs.json") == "elsewhere/theirs.json"
+    assert find_export(ctx.storage, "mine.json") == "exports/mine.json"
+    assert find_export(ctx.storage, "exports/mine.json") == "exports/mine.json"
+    assert find_export(ctx.storage, "elsewhere/theirs.json") == "elsewhere/theirs.json"
     # a missing one names both places, and is not retried (a trial waited out 3 retries)
     with pytest.raises(ConfigError, match=r"'nope.json' is neither .*/dev/nope.json nor under"):
-        _export_key(ctx, "nope.json")
+        find_export(ctx.storage, "nope.json")
     # and says what is there, and the way on (a trial's line had no hint)
     with pytest.raises(ConfigError, match=r"\(it holds mine.json\); drop --export-key to read"):
-        _export_key(ctx, "nope.json")
+        find_export(ctx.storage, "nope.json")
     assert issubclass(ConfigError, PERMANENT_ERRORS)
 
 
