@@ -261,8 +261,11 @@ def _setting_field(key: str) -> tuple[str | None, str, Any]:
     if key.startswith("train.") and key.removeprefix("train.") in train:
         name = key.removeprefix("train.")
         return "train", name, train[name].annotation
-    known = [*fields, *LEGACY_TRAIN_FIELDS, *(f"train.{n}" for n in train)]
-    close = difflib.get_close_matches(key, known, n=1)
+    if key.startswith("train."):  # matched without the prefix, which every candidate shares
+        close = [f"train.{c}" for c in difflib.get_close_matches(key[6:], list(train), n=1)]
+    else:
+        known = [*fields, *LEGACY_TRAIN_FIELDS, *(f"train.{n}" for n in train)]
+        close = difflib.get_close_matches(key, known, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     raise ConfigError(f"--set {key}: no such setting{hint}")
 

@@ -212,8 +212,10 @@ def predict_tasks(
     for index, task in enumerate(tasks):
         try:
             texts[index] = task_text(task, config.text_key, max_chars)
-        except DataError as exc:
-            log.warning("no prediction for task #%d: %s", index, exc)
+        except DataError as exc:  # named by its id ("task 2") if it has one, and its place
+            which = f"{exc.record_id}, " if exc.record_id else ""
+            where = f"{which}item {index} (0-based) of the request"
+            log.warning("no prediction for %s: %s", where, exc.reason)
     wanted = [label for label in labels if label in config.labels]
     if not wanted:
         log.warning("the project's labels %s include none of %s", config.labels, labels)

@@ -194,10 +194,14 @@ class LocalStorage(Storage):
 
 
 def create_bucket_hint(bucket: str) -> str:
-    """How to create a missing bucket: with gcloud, or on the local emulator with the
-    bootstrap (which reads ``BRANDLOOP_<ENV>_STORAGE_URI``, not ``NER_STORAGE_URI``)."""
+    """How to create a missing bucket: with gcloud; on a local emulator with the JSON API's
+    bucket insert (``POST /storage/v1/b``, which the emulator answers), or with the bootstrap
+    where a Prefect API runs (it reads ``BRANDLOOP_<ENV>_STORAGE_URI``, not
+    ``NER_STORAGE_URI``)."""
     return (
         f"create it (gcloud storage buckets create gs://{bucket}; on a local emulator, "
+        "curl -X POST $STORAGE_EMULATOR_HOST/storage/v1/b -H 'Content-Type: application/json' "
+        f"""-d '{{"name": "{bucket}"}}', or with a Prefect API, """
         f"BRANDLOOP_<ENV>_STORAGE_URI=gs://{bucket} brandloop deploy --env <env> "
         "--create-bucket --no-deploy)"
     )

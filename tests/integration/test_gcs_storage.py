@@ -10,6 +10,8 @@ keys and buckets, large resumable uploads, and an unreachable endpoint failing w
 from __future__ import annotations
 
 import json
+import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,11 +20,12 @@ from threading import Barrier
 from typing import Any
 
 import pytest
+import requests
 
 from flows.context import PERMANENT_ERRORS
 from ner import leases
 from ner.errors import StorageAuthError, StorageError, StorageNotFoundError
-from ner.storage import GCSStorage, Storage, open_storage
+from ner.storage import GCSStorage, Storage, create_bucket_hint, open_storage
 from tests.support.fake_gcs import fake_gcs_service
 from tests.support.servers import GcsService, free_port
 
@@ -174,6 +177,16 @@ def test_doctor_names_a_missing_bucket_and_missing_credentials_with_their_fix(
         "bucket 'no-such-bucket-doc' does not exist",
     )
     assert "BRANDLOOP_<ENV>_STORAGE_URI=gs://no-such-bucket-doc brandloop deploy" in missing.fix
+    # and the emulator's way needs no Prefect API (a trial's CLI-only user had none): the
+    # request the hint shows makes the bucket
+    hint = create_bucket_hint("made-by-the-hint")
+    shown = re.search(r"curl -X POST \$STORAGE_EMULATOR_HOST(\S+) (.*) -d '(\{.*?\})'", hint)
+    assert shown is not None and "Content-Type: application/json" in shown[2], hint
+    host = os.environ["STORAGE_EMULATOR_HOST"]
+    headers = {"Content-Type": "application/json"}
+    made = requests.post(host + shown[1], data=shown[3], headers=headers, timeout=10)
+    assert made.status_code == 200, made.text
+    assert check_storage(Settings(storage_uri="gs://made-by-the-hint/x")).status is CheckStatus.OK
     # and deploy's --create-bucket makes it from that variable, or says why it cannot (a trial
     # ran it with only --set storage_uri and read "bucket created: false")
     from deployments.bootstrap import ensure_bucket

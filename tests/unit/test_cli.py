@@ -216,6 +216,12 @@ def test_overrides_name_the_bad_pair() -> None:
     hint = r"--set treshold: no such setting \(did you mean threshold\?\)"
     with pytest.raises(ConfigError, match=hint):
         cli.parse_overrides(["treshold=0.7"])
+    # a training knob is matched without the "train." every knob shares (a trial's
+    # train.nosuch was offered train.max_epochs)
+    with pytest.raises(ConfigError, match=r"train.nosuch: no such setting$"):
+        cli.parse_overrides(["train.nosuch=1"])
+    with pytest.raises(ConfigError, match=r"\(did you mean train.max_epochs\?\)"):
+        cli.parse_overrides(["train.max_epoch=1"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         cli.parse_overrides(["threshold"])
 

@@ -209,7 +209,10 @@ def test_a_bad_task_gets_an_empty_result_and_a_logged_reason(
     assert isinstance(results, list)
     assert [len(r["result"]) for r in results] == [1, 0, 0, 0, 0, 0, 1]
     logged = caplog.text
-    assert "task 2" in logged and "no text under 'body'" in logged
+    # each named by its task id and its place in the request, not "task #1: record 'task 2'"
+    said = "no prediction for task 2, item 1 (0-based) of the request: task data has no text"
+    assert said in logged
+    assert "no prediction for item 5 (0-based) of the request: task is not a JSON object" in logged
     assert "task 3" in logged and "lone surrogate at code point 4" in logged
     assert "task 4" in logged and "the limit is 60" in logged
     assert "task 5" in logged and "not a JSON object" in logged
