@@ -10,13 +10,16 @@ Routes (Label Studio's ML backend protocol)
         ``{"status": "UP", "model_class": "brandloop", "model_version": "brand-ner/3"}``
         (plus ``pending_labels``, ``runs_queued`` and ``runs_failed`` when training is on;
         ``runs_queued`` counts training requests answered, one that found a run still
-        waiting to start, which it leaves to read the new labels, included);
-        ``503`` until a model is loaded. No authentication.
+        waiting to start, which it leaves to read the new labels, included). While the first
+        promotion to ``@champion`` is awaited: ``"model_version": null`` and ``"waiting"``,
+        still ``200``, so that Label Studio connects the backend (it checks ``/health`` and
+        ``/setup``); ``/predict`` answers ``503`` until then. No authentication.
     ``POST /setup``
         ``{"project": "12.1732893600", "schema": "<View>…</View>", …}`` →
-        ``{"model_version": "brand-ner/3"}``. Label Studio calls it before every batch of
-        predictions. After answering, the version behind ``NER_SERVE_MODEL``
-        (``models:/brand-ner@champion``) is resolved again and loaded if the alias moved, so
+        ``{"model_version": "brand-ner/3"}`` (``""`` before the first promotion). Label
+        Studio calls it before every batch of predictions. After answering, the version
+        behind ``NER_SERVE_MODEL`` (``models:/brand-ner@champion``) is resolved again and
+        loaded if the alias moved, so
         a promotion or rollback reaches Label Studio from its next call, without a restart;
         while a new version loads, or if it fails to, the old one keeps answering. The alias
         is also checked every ``NER_SERVE_REFRESH_SECONDS`` (60; 0 = only at ``/setup``). A schema
@@ -341,9 +344,9 @@ def create_app(
     the Prefect deployment run. The model is loaded when the app starts (its lifespan,
     :func:`apps.serving.model_lifespan`); one that cannot be loaded stops the start with
     :class:`ModelError`, except ``@champion`` not promoted yet while the alias is followed
-    (``NER_SERVE_REFRESH_SECONDS`` > 0): the backend then starts, answers ``503`` and loads
-    the first champion by itself. Raises :class:`ConfigError` for half-set Basic
-    credentials.
+    (``NER_SERVE_REFRESH_SECONDS`` > 0): the backend then starts, can be connected, answers
+    ``503`` to predictions and loads the first champion by itself. Raises
+    :class:`ConfigError` for half-set Basic credentials.
     """
     holder = model_holder(settings, loader, resolver)
     lifespan = model_lifespan(holder, settings.serve_refresh_seconds)
@@ -366,14 +369,19 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, reason)
         return holder.served.model
 
+    def version_or_waiting() -> str | None:
+        """The served version; None while the first promotion is awaited (Label Studio
+        connects a backend only when its health check and ``/setup`` answer 200)."""
+        return None if holder.awaiting_promotion else current().version
+
     @app.get("/")
     @app.get("/health")
     def health() -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "status": "UP",
-            "model_class": "brandloop",
-            "model_version": current().version,
-        }
+        version = version_or_waiting()
+        body: dict[str, Any] = {"status": "UP", "model_class": "brandloop"}
+        body["model_version"] = version
+        if version is None:
+            body["waiting"] = "no model yet: waiting for the first promotion to @champion"
         receiver: WebhookReceiver | None = app.state.receiver
         if receiver is not None:
             manual: ManualTraining = app.state.manual
@@ -392,7 +400,7 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
         # Follow the alias after answering: Label Studio waits 3 s at most for /setup, and
         # loading a new version can take longer.
         background.add_task(holder.refresh_quietly)
-        return {"model_version": current().version}
+        return {"model_version": version_or_waiting() or ""}
 
     @app.post("/predict", dependencies=[guard])
     def predict(request: PredictRequest) -> PredictResponse:

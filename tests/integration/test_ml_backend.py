@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import requests
 from label_studio_sdk.client import LabelStudio
+from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from ner.registry import CHAMPION, Registry, decide
@@ -366,3 +367,53 @@ def test_an_opened_task_without_a_prediction_gets_the_backends_spans(
     serving = requests.get(f"{backend.url}/health", timeout=10).json()["model_version"]
     assert opened == {POSTS[0]: [serving], POSTS[3]: ["gazetteer-0123"]}
     studio.projects.delete(id=created.id)
+
+
+def test_a_backend_without_a_champion_yet_connects_and_serves_the_first_one(
+    studio: LabelStudio, label_studio: LabelStudioService, tmp_path: Path
+) -> None:
+    # Given a backend started on a registry with no champion yet (a trial's cold start met
+    # the threshold, so nothing was promoted, and Label Studio refused the backend: 503)
+    registry = Registry(
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        model_name="brand-ner-wait",
+        experiment_name="brand-ner-wait",
+        artifact_location=(tmp_path / "artifacts").as_uri(),
+    )
+    MlflowClient(tracking_uri=registry.tracking_uri).search_experiments()  # the store exists
+    port = free_port()
+    server = ManagedServer(
+        "ml-backend-waiting",
+        [sys.executable, "-m", "apps.ml_backend", "--host", LOCALHOST, "--port", str(port)],
+        workdir=tmp_path,
+        cwd=ROOT,
+        port=port,
+        health_url=f"http://{LOCALHOST}:{port}/health",
+        env={
+            "NER_MLFLOW_TRACKING_URI": registry.tracking_uri,
+            "NER_SERVE_MODEL": f"models:/{registry.model_name}@{CHAMPION}",
+            "NER_REGISTERED_MODEL_NAME": registry.model_name,
+            "NER_SERVE_REFRESH_SECONDS": "1",
+            "NER_ML_BACKEND_USER": USER,
+            "NER_ML_BACKEND_PASSWORD": PASSWORD,
+        },
+        unset_env=("MLFLOW_TRACKING_URI",),
+        startup_timeout=120.0,
+    )
+    title = f"waiting-{secrets.token_hex(3)}"
+    created = studio.projects.create(title=title, label_config=LABEL_CONFIG)
+    assert created.id is not None
+    with server:
+        url = f"http://{LOCALHOST}:{port}"
+        assert requests.get(f"{url}/health", timeout=10).json()["model_version"] is None
+        # When it is connected as the README says
+        code, out = _setup_backend(label_studio, created.title or "", url)
+        # Then Label Studio takes it, and the first champion is served once promoted
+        assert code == 0, out
+        assert f"ML backend {url} connected (id " in out
+        version = _promote(registry, tmp_path, BRANDS, 0.85, None)
+        deadline = time.monotonic() + 60
+        while requests.get(f"{url}/health", timeout=10).json()["model_version"] != version:
+            assert time.monotonic() < deadline, "the first champion was not loaded"
+            time.sleep(0.5)
+    assert server.group_pids() == []

@@ -111,17 +111,24 @@ def test_a_backend_started_before_the_first_promotion_waits_for_it(
 ) -> None:
     # Given no version promoted to @champion yet (a new compose stack)
     registry.champion = None
-    # When the backend starts while it follows the alias, it answers 503 saying why
+    # When the backend starts while it follows the alias, Label Studio can connect it (its
+    # health check and /setup answer 200: a trial could not connect it before a promotion)
     with client_for(registry, trigger, serve_refresh_seconds=0.05) as client:
         health = client.get("/health")
-        assert health.status_code == 503
-        assert health.json()["detail"].endswith("waiting for the first promotion to @champion")
+        assert health.status_code == 200
+        assert health.json()["model_version"] is None
+        assert health.json()["waiting"].endswith("waiting for the first promotion to @champion")
+        setup = client.post("/setup", json={"project": "1.1", "label_config": CONFIG})
+        assert (setup.status_code, setup.json()) == (200, {"model_version": ""})
+        # and predictions are refused, saying why
         refused = client.post("/predict", json={"tasks": [], "label_config": CONFIG})
         assert refused.status_code == 503
+        assert refused.json()["detail"].endswith("waiting for the first promotion to @champion")
         # Then it loads the first champion by itself once one is promoted
         registry.champion = "brand-ner/1"
         deadline = time.monotonic() + 10
-        while client.get("/health").status_code == 503 and time.monotonic() < deadline:
+        while client.get("/health").json()["model_version"] is None:
+            assert time.monotonic() < deadline, "the first champion was not loaded"
             time.sleep(0.05)
         assert client.get("/health").json()["model_version"] == "brand-ner/1"
     # While a backend that does not follow the alias refuses to start without one
