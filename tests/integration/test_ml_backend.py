@@ -85,6 +85,32 @@ def _train_deployment(prefect: PrefectService, name: str) -> str:
     return str(deployment["id"])
 
 
+def _backend_server(
+    name: str, registry: Registry, tmp_path: Path, env: dict[str, str]
+) -> tuple[int, ManagedServer]:
+    """``python -m apps.ml_backend`` on a free port, serving ``registry``'s champion with the
+    Basic credentials of this module, plus ``env``."""
+    port = free_port()
+    server = ManagedServer(
+        name,
+        [sys.executable, "-m", "apps.ml_backend", "--host", LOCALHOST, "--port", str(port)],
+        workdir=tmp_path,
+        cwd=ROOT,
+        port=port,
+        health_url=f"http://{LOCALHOST}:{port}/health",
+        env={
+            "NER_MLFLOW_TRACKING_URI": registry.tracking_uri,
+            "NER_SERVE_MODEL": f"models:/{registry.model_name}@{CHAMPION}",
+            "NER_ML_BACKEND_USER": USER,
+            "NER_ML_BACKEND_PASSWORD": PASSWORD,
+            **env,
+        },
+        unset_env=("MLFLOW_TRACKING_URI",),
+        startup_timeout=120.0,
+    )
+    return port, server
+
+
 @pytest.fixture(scope="module")
 def backend(
     tmp_path_factory: pytest.TempPathFactory, prefect_server: PrefectService
@@ -99,27 +125,13 @@ def backend(
     version = _promote(registry, tmp_path, BRANDS, 0.85, None)
     name = f"ml-backend-{secrets.token_hex(3)}"
     deployment_id = _train_deployment(prefect_server, name)
-    port = free_port()
-    server = ManagedServer(
-        "ml-backend",
-        [sys.executable, "-m", "apps.ml_backend", "--host", LOCALHOST, "--port", str(port)],
-        workdir=tmp_path,
-        cwd=ROOT,
-        port=port,
-        health_url=f"http://{LOCALHOST}:{port}/health",
-        env={
-            **prefect_server.env(),
-            "NER_MLFLOW_TRACKING_URI": registry.tracking_uri,
-            "NER_SERVE_MODEL": f"models:/{registry.model_name}@{CHAMPION}",
-            "NER_ML_BACKEND_USER": USER,
-            "NER_ML_BACKEND_PASSWORD": PASSWORD,
-            "NER_ML_BACKEND_TRAIN": "true",
-            "NER_ML_BACKEND_TRAIN_DEPLOYMENT": f"train-ner/{name}",
-            "NER_MIN_NEW_LABELS": "2",
-        },
-        unset_env=("MLFLOW_TRACKING_URI",),
-        startup_timeout=120.0,
-    )
+    training = {
+        **prefect_server.env(),
+        "NER_ML_BACKEND_TRAIN": "true",
+        "NER_ML_BACKEND_TRAIN_DEPLOYMENT": f"train-ner/{name}",
+        "NER_MIN_NEW_LABELS": "2",
+    }
+    port, server = _backend_server("ml-backend", registry, tmp_path, training)
     with server:
         yield Backend(f"http://{LOCALHOST}:{port}", registry, version, deployment_id)
     assert server.group_pids() == []
@@ -381,25 +393,8 @@ def test_a_backend_without_a_champion_yet_connects_and_serves_the_first_one(
         artifact_location=(tmp_path / "artifacts").as_uri(),
     )
     MlflowClient(tracking_uri=registry.tracking_uri).search_experiments()  # the store exists
-    port = free_port()
-    server = ManagedServer(
-        "ml-backend-waiting",
-        [sys.executable, "-m", "apps.ml_backend", "--host", LOCALHOST, "--port", str(port)],
-        workdir=tmp_path,
-        cwd=ROOT,
-        port=port,
-        health_url=f"http://{LOCALHOST}:{port}/health",
-        env={
-            "NER_MLFLOW_TRACKING_URI": registry.tracking_uri,
-            "NER_SERVE_MODEL": f"models:/{registry.model_name}@{CHAMPION}",
-            "NER_REGISTERED_MODEL_NAME": registry.model_name,
-            "NER_SERVE_REFRESH_SECONDS": "1",
-            "NER_ML_BACKEND_USER": USER,
-            "NER_ML_BACKEND_PASSWORD": PASSWORD,
-        },
-        unset_env=("MLFLOW_TRACKING_URI",),
-        startup_timeout=120.0,
-    )
+    following = {"NER_REGISTERED_MODEL_NAME": registry.model_name, "NER_SERVE_REFRESH_SECONDS": "1"}
+    port, server = _backend_server("ml-backend-waiting", registry, tmp_path, following)
     title = f"waiting-{secrets.token_hex(3)}"
     created = studio.projects.create(title=title, label_config=LABEL_CONFIG)
     assert created.id is not None
