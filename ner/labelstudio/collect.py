@@ -203,7 +203,21 @@ def _read_snapshots(storage: Storage, keys: Sequence[str], labels: Sequence[str]
                     key,
                     parsed.repairs.get(annotation.post_id, []),
                 )
+        _drop_outdated(pool, {item.record_id for item in parsed.rejected}, order)
     return pool
+
+
+def _drop_outdated(pool: _Pool, rejected_posts: set[str | None], order: int) -> None:
+    """A post whose record snapshot ``order`` rejects loses the record an earlier snapshot
+    gave it: a later snapshot holds the task's newest annotation (the parser reads a task's
+    newest one), so training on the earlier one would use labels an annotator replaced (a
+    trial's newer annotation with an unknown label was "superseded" by the older one). The
+    rejection is then reported as one."""
+    for post_id in filter(None, rejected_posts):
+        known = pool.latest.get(post_id)
+        if known is not None and known[1] < order:
+            del pool.latest[post_id]
+            pool.repairs.pop(post_id, None)
 
 
 def _each_annotation(raw: dict[str, Any], labels: Sequence[str]) -> list[Annotation]:

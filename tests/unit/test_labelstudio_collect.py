@@ -321,6 +321,32 @@ def test_rejected_counts_posts_not_lines_nor_replaced_annotations(storage: Stora
     assert set(pulled(storage)) == {"p3"} and pulled(storage)["p3"].spans[0].text == "Sephora"
 
 
+def test_a_newer_bad_annotation_is_rejected_not_superseded_by_the_older_one(
+    storage: Storage,
+) -> None:
+    # Given week 1's pull of a post labelled well, then week 2's snapshot of the same task
+    # with a newer annotation whose label the project does not have (a trial's "PERSON")
+    first = write_snapshot(storage, "s1", [task(8, TEXT, [res("Glossier")], post_id="L1")])
+    relabelled = task(8, TEXT, [res("Glossier")], post_id="L1")
+    newer = annotation(81, [], "2026-11-21T10:00:00Z", 2)
+    newer["result"] = [result(0, 8, "Glossier", "PERSON")]
+    relabelled["annotations"].append(newer)
+    second = write_snapshot(storage, "s2", [relabelled])
+    # When both are collected
+    report = collect(storage, [first, second])
+    # Then the post is not trained on the labels its annotator replaced: it is rejected,
+    # named with the reason, and nothing is called superseded
+    assert "L1" not in pulled(storage)
+    assert (report.n_rejected, report.n_superseded) == (1, 0)
+    assert any("L1: task 8" in line and "PERSON" in line for line in report.rejected)
+    # and a third snapshot that fixes it brings the post back, the bad one now superseded
+    fixed = task(8, TEXT, [res("Sephora")], post_id="L1", updated_at="2026-11-22T10:00:00Z")
+    third = write_snapshot(storage, "s3", [fixed])
+    report = collect(storage, [first, second, third])
+    assert pulled(storage)["L1"].spans[0].text == "Sephora"
+    assert (report.n_rejected, report.n_superseded) == (0, 2)  # the span, the post it took
+
+
 def test_two_snapshots_holding_the_same_tasks_count_and_name_each_once(storage: Storage) -> None:
     # Given two exports (a trial sent the whole project twice) holding alike: a post whose
     # span is repaired (its offsets one off), a rejected post, and a post whose older task
