@@ -22,6 +22,7 @@ before. Every post is still predicted; the choice is kept in ``selections/<stamp
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -345,14 +346,16 @@ def send_to_label_studio(
     client = LabelStudioProject.connect(ctx.settings)
     only = _selected_ids(ctx.storage, selection)
     n_posts = len(only) if only is not None else count_lines(ctx.storage, posts_key)
-    report = exchange.import_predictions(
-        client,
-        ctx.storage,
-        posts_key,
-        predictions_key,
-        only=only,
-        on_batch=_import_progress(n_posts, get_run_logger()),
-    )
+    logger = get_run_logger()
+    with import_lease(ctx.storage, client.project_id, flow_run_id() or posts_key, logger):
+        report = exchange.import_predictions(
+            client,
+            ctx.storage,
+            posts_key,
+            predictions_key,
+            only=only,
+            on_batch=_import_progress(n_posts, logger),
+        )
     stamp = layout.batch_stamp(posts_key)
     if report.conflicts:  # written before the receipt: a receipt means the batch is done
         ctx.storage.write_json(layout.import_rejected(stamp), report.conflicts)
@@ -362,6 +365,41 @@ def send_to_label_studio(
         {"posts_key": posts_key, "predictions_key": predictions_key, **counts},
     )
     return Imported.model_validate(counts)
+
+
+#: Seconds an import waits for another run's import into the same project before it fails
+#: (a :class:`StorageError`: the task's retries wait again).
+IMPORT_WAIT_S = 900.0
+
+
+@contextmanager
+def import_lease(
+    storage: Storage, project_id: int, owner: str, logger: Any, wait_s: float = IMPORT_WAIT_S
+) -> Iterator[None]:
+    """Hold Label Studio project ``project_id``'s import lease (:mod:`ner.leases`, in the
+    environment's storage) while importing: an import lists the project's post ids, then
+    imports the missing posts, so two runs at once would both find a post missing and both
+    import it (a trial's two runs 41 ms apart made 20 duplicate tasks). A run that finds the
+    lease held waits for it, ``wait_s`` seconds at most."""
+    name = f"labelstudio-import-{project_id}"
+    deadline, waited = time.monotonic() + wait_s, False
+    while (lease := leases.acquire(storage, name, owner=owner)) is None:
+        if time.monotonic() > deadline:
+            raise StorageError(
+                f"another run has held the import into Label Studio project {project_id} "
+                f"for {wait_s:.0f} s ({storage.uri(leases.lease_folder(name))})"
+            )
+        if not waited:
+            logger.info("another run is importing into project %d: waiting for it", project_id)
+            waited = True
+        time.sleep(0.5)
+    try:
+        yield
+    finally:
+        try:
+            leases.release(storage, lease)
+        except StorageError as exc:  # it expires on its own
+            logger.warning("could not release the import lease of project %d: %s", project_id, exc)
 
 
 def _import_progress(n_posts: int, logger: Any) -> exchange.OnBatch:

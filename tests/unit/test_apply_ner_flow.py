@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-from flows.apply_ner import fetch_posts, no_posts_hint
+import pytest
+
+from flows.apply_ner import fetch_posts, import_lease, no_posts_hint
 from ner import sources
+from ner.errors import StorageError
 from ner.settings import load_settings
 from ner.storage import LocalStorage
 
@@ -58,3 +64,35 @@ def test_the_fetch_step_counts_posts_forgotten_before(tmp_path: Path) -> None:
     fetched = fetch_posts.fn(ctx, "jsonl", str(src), [], 10, "s1")
     # Then no batch is stored and the post is counted as forgotten, not as nothing
     assert (fetched.posts_key, fetched.n_posts, fetched.n_forgotten) == (None, 0, 1)
+
+
+def test_two_imports_into_one_project_take_turns(tmp_path: Path) -> None:
+    # a trial's two apply runs started 41 ms apart both listed the project, both found the
+    # same 20 posts missing and both imported them
+    storage = LocalStorage(tmp_path / "dev")
+    log = logging.getLogger("test")
+    inside: list[tuple[str, float, float]] = []
+
+    def run(name: str) -> None:
+        with import_lease(storage, 7, name, log):
+            start = time.monotonic()
+            time.sleep(0.3)  # listing the project, then importing what is missing
+            inside.append((name, start, time.monotonic()))
+
+    runs = [threading.Thread(target=run, args=(f"run-{i}",)) for i in range(2)]
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join(timeout=30)
+    # Then both imported, one after the other, never at once
+    assert sorted(name for name, _, _ in inside) == ["run-0", "run-1"]
+    (_, _, first_end), (_, second_start, _) = sorted(inside, key=lambda item: item[1])
+    assert second_start >= first_end
+    # And a run that waits past its limit fails with a storage error (retried by the task)
+    late = import_lease(storage, 7, "late", log, wait_s=0.2)
+    with (
+        import_lease(storage, 7, "holder", log),
+        pytest.raises(StorageError, match="held the import into Label Studio project 7"),
+        late,
+    ):
+        pass
