@@ -396,10 +396,15 @@ def import_lease(
     try:
         yield
     finally:
-        try:
-            leases.release(storage, lease)
-        except StorageError as exc:  # it expires on its own
-            logger.warning("could not release the import lease of project %d: %s", project_id, exc)
+        _release(storage, lease, logger, f"imports into project {project_id}")
+
+
+def _release(storage: Storage, lease: leases.Lease, logger: Any, what: str) -> None:
+    """Release ``lease``; a storage failure is a warning (the lease expires on its own)."""
+    try:
+        leases.release(storage, lease)
+    except StorageError as exc:
+        logger.warning("could not release the lease of %s: %s", what, exc)
 
 
 def _import_progress(n_posts: int, logger: Any) -> exchange.OnBatch:
@@ -464,10 +469,7 @@ def batch_lease(ctx: RunContext, posts_key: str, stamp: str) -> Iterator[str | N
         )
         yield "finished by another run" if finished else None
     finally:
-        try:
-            leases.release(storage, lease)
-        except StorageError as exc:  # it expires on its own
-            logger.warning("could not release the lease of batch %s: %s", posts_key, exc)
+        _release(storage, lease, logger, f"batch {posts_key}")
 
 
 def finish_unfinished(

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from ner import layout
+from ner.canary import parse_created_at
 from ner.errors import (
     ConfigError,
     DataError,
@@ -321,8 +322,6 @@ def fetch_jsonl_to_storage(
 
 def _bad_date(post: Post) -> bool:
     """Whether ``post`` has a ``created_at`` that is not an ISO 8601 date."""
-    from ner.canary import parse_created_at
-
     try:
         parse_created_at(post.id, post.created_at)
     except DataError:

@@ -798,11 +798,20 @@ def test_narrator_says_one_line_per_step() -> None:
     assert narrator.running == {}
 
 
-def test_narrator_leaves_progress_to_the_spinner_on_a_terminal() -> None:
-    console = Console(record=True, width=200, force_terminal=True)
+def _started(
+    task_name: str, flow: str = "train-ner", *, width: int = 300, terminal: bool = False
+) -> tuple[Console, Narrator, dict[str, str]]:
+    """A narrator on a recording console, and the record fields of task ``task_name``
+    (run ``t1``) of ``flow``, which has just started."""
+    console = Console(record=True, width=width, force_terminal=terminal)
     narrator = Narrator(console, Progress(console=console))
-    task = {"flow_name": "train-ner", "task_name": "train_challenger", "task_run_id": "t1"}
-    narrator.emit(_record("Created task run 'x' for task 'train_challenger'", 10, **task))
+    task = {"flow_name": flow, "task_name": task_name, "task_run_id": "t1"}
+    narrator.emit(_record(f"Created task run 'x' for task '{task_name}'", 10, **task))
+    return console, narrator, task
+
+
+def test_narrator_leaves_progress_to_the_spinner_on_a_terminal() -> None:
+    console, narrator, task = _started("train_challenger", width=200, terminal=True)
     narrator.emit(_record("epoch 3/20: loss 12.5, dev F1 0.61", **task))
     narrator.emit(_record("epoch 4/20: loss 11.0, dev F1 0.66", **task))
     assert "epoch" not in console.export_text()
@@ -815,10 +824,7 @@ def test_narrator_leaves_progress_to_the_spinner_on_a_terminal() -> None:
 
 def test_a_tasks_warnings_stay_on_screen_as_lines_of_their_own() -> None:
     # a trial saw the gold-span warnings only flash in the spinner on a terminal
-    console = Console(record=True, width=300, force_terminal=True)
-    narrator = Narrator(console, Progress(console=console))
-    task = {"flow_name": "train-ner", "task_name": "prepare_gold", "task_run_id": "t1"}
-    narrator.emit(_record("Created task run 'x' for task 'prepare_gold'", 10, **task))
+    console, narrator, task = _started("prepare_gold", terminal=True)
     narrator.emit(_record("gold span no model predicts exactly: t02: span", 30, **task))
     narrator.emit(_record("gold span no model predicts exactly: t05: span", 30, **task))
     narrator.emit(_record("75 labelled posts: 75 in the gold set", **task))  # INFO: spinner
@@ -833,11 +839,8 @@ def test_a_tasks_warnings_stay_on_screen_as_lines_of_their_own() -> None:
 
 def test_a_step_that_warned_ends_with_a_mark_that_says_so() -> None:
     # a trial saw a wait that timed out without labels end with "✓"
-    console = Console(record=True, width=300, force_terminal=False)
-    narrator = Narrator(console, Progress(console=console))
+    console, narrator, wait = _started("wait_for_label_studio", "feedback-loop")
     flow = {"flow_name": "feedback-loop"}
-    wait = {**flow, "task_name": "wait_for_label_studio", "task_run_id": "t1"}
-    narrator.emit(_record("Created task run 'x' for task 'wait_for_label_studio'", 10, **wait))
     narrator.emit(_record("fewer than 1 new label in project 3 after 2 s", 30, **wait))
     narrator.emit(_record("Finished in state Completed()", **wait))
     pull = {**flow, "task_name": "pull_annotations", "task_run_id": "t2"}
@@ -854,10 +857,7 @@ def test_a_step_that_warned_ends_with_a_mark_that_says_so() -> None:
 
 def test_a_progress_line_held_back_comes_before_the_tasks_warning() -> None:
     # a trial's log (output in a file) said the wait's last "5 s left" after its timeout
-    console = Console(record=True, width=300, force_terminal=False)
-    narrator = Narrator(console, Progress(console=console))
-    wait = {"flow_name": "feedback-loop", "task_name": "wait_for_exports", "task_run_id": "t1"}
-    narrator.emit(_record("Created task run 'x' for task 'wait_for_exports'", 10, **wait))
+    console, narrator, wait = _started("wait_for_exports", "feedback-loop")
     narrator.emit(_record("0 of 5 labels so far, 10 s left", **wait))
     narrator.emit(_record("0 of 5 labels so far, 5 s left", **wait))  # < PLAIN_EVERY: held
     narrator.emit(_record("timed out after 10 s with 0 of 5 labels", 30, **wait))
