@@ -349,7 +349,8 @@ def create_app(
     :class:`ConfigError` for half-set Basic credentials.
     """
     holder = model_holder(settings, loader, resolver)
-    lifespan = model_lifespan(holder, settings.serve_refresh_seconds)
+    waiting = "/health says so and /predict answers 503 until a version is promoted"
+    lifespan = model_lifespan(holder, settings.serve_refresh_seconds, waiting)
     app = FastAPI(title="brandloop ML backend", lifespan=lifespan)
     app.state.holder = holder
     triggers = _triggers(settings, trigger)
@@ -447,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apps.ml_backend [--host H] [--port N]``: serve until interrupted."""
     import uvicorn
 
+    from apps.preflight import require_store
+
     parser = argparse.ArgumentParser(
         prog="python -m apps.ml_backend", description="The champion as a Label Studio ML backend."
     )
@@ -460,7 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in (log.name, "apps.serving"):
         logging.getLogger(name).setLevel(logging.INFO)
     try:
-        app = create_app(build_settings())
+        settings = build_settings()
+        app = create_app(settings)
+        if settings.serve_model.startswith("models:/"):  # a missing SQLite store: refused,
+            require_store(settings, flags=False)  # not created empty (as apps.serving)
     except (ConfigError, ModelError) as exc:
         log.error("%s", exc)
         return 2

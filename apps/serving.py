@@ -190,11 +190,14 @@ def _follow(holder: ModelHolder, every: float, stop: threading.Event) -> None:
 
 
 def model_lifespan(
-    holder: ModelHolder, refresh_seconds: float
+    holder: ModelHolder,
+    refresh_seconds: float,
+    waiting: str = "/health answers 503 until a version is promoted",
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """Load the model at start (:class:`ModelError` stops the start, except an alias not set
-    yet when it is followed), then follow its alias every ``refresh_seconds`` (0 = never) in
-    a daemon thread stopped at shutdown."""
+    yet when it is followed: then ``waiting`` says what the app answers meanwhile), then
+    follow its alias every ``refresh_seconds`` (0 = never) in a daemon thread stopped at
+    shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -205,9 +208,9 @@ def model_lifespan(
             if refresh_seconds <= 0:
                 raise
             log.warning(
-                "%s\nwaiting for it: /health answers 503 until a version is promoted "
-                "(checked every %.0f s, NER_SERVE_REFRESH_SECONDS)",
+                "%s\nwaiting for it: %s (checked every %.0f s, NER_SERVE_REFRESH_SECONDS)",
                 exc,
+                waiting,
                 refresh_seconds,
             )
         else:

@@ -8,6 +8,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import spacy
@@ -280,6 +281,34 @@ def test_the_command_line_refuses_half_set_credentials(
     assert "NER_ML_BACKEND_PASSWORD" in caplog.text
     # and the model holder's INFO lines (serving X, the alias moved) would show
     assert holder_log.level == logging.INFO
+
+
+def test_the_command_line_refuses_a_missing_store_and_creates_none(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    # a new user's mistyped store became an empty one that waited forever (apps.serving
+    # refuses it)
+    missing = tmp_path / "nope" / "mlflow.db"
+    monkeypatch.setenv("NER_MLFLOW_TRACKING_URI", f"sqlite:///{missing}")
+    monkeypatch.delenv("NER_ML_BACKEND_USER", raising=False)
+    monkeypatch.delenv("NER_ML_BACKEND_PASSWORD", raising=False)
+    with caplog.at_level(logging.ERROR, logger="apps.ml_backend"):
+        assert main(["--host", "127.0.0.1", "--port", "9"]) == 2
+    assert "no MLflow store at" in caplog.text and "NER_MLFLOW_TRACKING_URI=" in caplog.text
+    assert not missing.parent.exists()
+
+
+def test_the_wait_for_a_first_promotion_is_logged_as_the_backend_answers(
+    registry: Registry, trigger: Trigger, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.champion = None
+    with (
+        caplog.at_level(logging.WARNING, logger="apps.serving"),
+        client_for(registry, trigger, serve_refresh_seconds=5) as client,
+    ):
+        assert client.get("/health").status_code == 200
+    assert "/predict answers 503 until a version is promoted" in caplog.text
+    assert "/health answers 503" not in caplog.text
 
 
 def annotation_event(annotation_id: int, action: str = "ANNOTATION_CREATED") -> dict[str, object]:
