@@ -871,10 +871,14 @@ def forget(
         )
     result = run_flow(ctx, forget_posts, params, overrides)
     _summary(
-        {**result.model_dump(mode="json"), "rehashed": "; ".join(result.rehashed) or None},
+        {
+            **result.model_dump(mode="json"),
+            "rehashed": "; ".join(result.rehashed) or None,
+            "unmatched": ", ".join(result.unmatched) or None,
+        },
         [
             *("record_key", "status", "n_posts", "n_records_removed", "n_tasks_deleted"),
-            *("unreadable", "rehashed"),
+            *("unreadable", "rehashed", "unmatched"),
         ],
     )
 
@@ -1035,6 +1039,7 @@ def demo(
 
     With --set train.recipe=accurate: the transformer beside a rehearsal set (minutes a round).
     """
+    began = time.perf_counter()
     from flows.feedback_loop import feedback_loop
     from ner.replay import demo_posts_path
 
@@ -1070,13 +1075,19 @@ def demo(
     started = time.perf_counter()
     result = run_flow(ctx, feedback_loop, params, overrides)
     _print_rounds(result)
-    out.print(f"time: {time.perf_counter() - started:.0f} s")
+    now = time.perf_counter()
+    out.print(f"time: {now - started:.0f} s for the rounds, {now - began:.0f} s in all")
     flags = " ".join(f"--set {k}={v}" for k, v in demo_overrides(dir_).items())
     out.print(f"next: {_venv_bin('brandloop')} status {flags}")
-    out.print(
-        f"      {_venv_bin('mlflow')} ui --backend-store-uri "
-        f"{overrides['mlflow_tracking_uri']} --port 5000"
-    )
+    out.print(f"      {_ui_command(dir_, overrides['mlflow_tracking_uri'])}")
+
+
+def _ui_command(folder: Path, tracking_uri: str) -> str:
+    """How to open the MLflow UI on a demo's runs: ``make ui`` in the project folder when
+    the demo used its default folder (the Makefile's ``UI_STORE``), else ``mlflow ui``."""
+    if folder == Path(".brandloop/demo") and Path("Makefile").is_file():
+        return "make ui   (the MLflow UI on http://127.0.0.1:5000)"
+    return f"{_venv_bin('mlflow')} ui --backend-store-uri {tracking_uri} --port 5000"
 
 
 def _venv_bin(command: str) -> str:

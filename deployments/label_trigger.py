@@ -13,7 +13,8 @@ Studio reaches this process, and it then ignores events of other projects. Witho
 point the webhook at ``http://<host>:<port>/webhook`` yourself.
 
 ``poll`` needs no webhook: it asks Label Studio for new annotations every ``--interval``
-seconds and keeps its place in a checkpoint in storage (``checkpoints/``).
+seconds and keeps its place in a checkpoint in storage (``checkpoints/``); labels a training
+pull has read (its own checkpoint there) are not new either.
 
 Both call ``run_deployment("train-ner/<env>", timeout=0)``: a run is queued and the call
 returns at once (the deployment's concurrency limit queues a run that arrives while one
@@ -47,6 +48,7 @@ from apps.webhook import WEBHOOK_PATH, WebhookReceiver, register_webhook, runnin
 from flows.context import RunContext, build_settings
 from ner.errors import BrandloopError, ConfigError, LabelStudioError
 from ner.labelstudio.client import LabelStudioProject
+from ner.labelstudio.exchange import checkpoint_key
 from ner.labelstudio.triggers import watch_labels
 from ner.settings import Settings
 
@@ -298,6 +300,7 @@ def poll(args: argparse.Namespace) -> int:
         interval=args.interval,
         max_polls=args.max_polls,
         stop=stop,
+        read_key=checkpoint_key(project.project_id),  # labels a training pull read are not new
     )
     log.info("stopped after %d triggers", triggers)
     return 0

@@ -43,6 +43,8 @@ class ForgetResult(BaseModel):
     unreadable: list[str]
     #: Frozen sets that lost posts, each ``"<key>: <n> posts, hash <old> -> <new>"``.
     rehashed: list[str] = []
+    #: Ids that nothing held (no stored record, no task): forgotten before, or not post ids.
+    unmatched: list[str] = []
 
 
 @io_task()
@@ -67,13 +69,17 @@ def purge_storage(ctx: RunContext, made: ForgetRecord) -> purge.PurgeReport:
     the record (their counts as the first attempt saw them)."""
     saved = ForgetRecord.model_validate(ctx.storage.read_json(made.key))
     progress = dict(saved.rewritten)  # an earlier attempt's, when this is a retry
+    held = set(saved.held)
 
-    def keep(done: dict[str, int]) -> None:
-        progress.update(done)
-        forget.save(ctx.storage, made.model_copy(update={"rewritten": dict(progress)}))
+    def keep(step: purge.PurgeReport) -> None:
+        progress.update(step.rewritten)
+        held.update(step.held)
+        update = {"rewritten": dict(progress), "held": sorted(held)}
+        forget.save(ctx.storage, made.model_copy(update=update))
 
     report = purge.purge_storage(ctx.storage, made.post_ids, on_rewritten=keep)
-    return report.model_copy(update={"rewritten": progress})  # this attempt's are in it too
+    held.update(report.held)  # this attempt's are in progress and held too
+    return report.model_copy(update={"rewritten": progress, "held": sorted(held)})
 
 
 @io_task()
@@ -134,6 +140,7 @@ def forget_posts(
             update={
                 "status": ForgetStatus.DONE,
                 "rewritten": {**purged.rewritten, **in_mlflow},
+                "held": sorted({*purged.held, *(p for p, tasks in deleted.items() if tasks)}),
                 "deleted_tasks": deleted,
                 "unreadable": [*purged.unreadable, *bad_lists],
             }
@@ -142,23 +149,19 @@ def forget_posts(
         rehashed = rehashed_sets(ctx, purged.rewritten)
     for line in rehashed:
         logger.info("re-hashed %s: models are scored on it again at the next train run", line)
-    if not done.rewritten and not done.n_tasks_deleted:
-        logger.warning(
-            "nothing held %s: forgotten before, or not post ids (the "
-            "id a source gave the post, data.post_id in Label Studio, not a task id); the "
-            "tombstones stay, so such posts are dropped if they ever arrive",
-            "this id" if done.n_posts == 1 else f"these {done.n_posts} ids",
-        )
-    else:
+    unmatched = [p for p in done.post_ids if p not in set(done.held)]
+    if done.rewritten or done.n_tasks_deleted:
         logger.info(
             "forgot %s: %s removed from %s and %s "
             "(evaluation error lists, model cards), %s deleted",
-            quantity(done.n_posts, "post"),
+            quantity(done.n_posts - len(unmatched), "post"),
             quantity(purged.n_removed + sum(in_mlflow.values()), "record"),
             quantity(len(purged.rewritten), "stored object"),
             quantity(len(in_mlflow), "MLflow object"),
             quantity(done.n_tasks_deleted, "task"),
         )
+    if unmatched:
+        logger.warning(_unmatched_line(unmatched))
     return ForgetResult(
         record_key=done.key,
         status=done.status,
@@ -168,4 +171,17 @@ def forget_posts(
         n_tasks_deleted=done.n_tasks_deleted,
         unreadable=done.unreadable,
         rehashed=rehashed,
+        unmatched=unmatched,
+    )
+
+
+def _unmatched_line(unmatched: list[str], shown: int = 10) -> str:
+    """The warning naming the ids nothing held (the first ``shown`` of them)."""
+    named = ", ".join(repr(p) for p in unmatched[:shown])
+    more = f" and {len(unmatched) - shown} more" if len(unmatched) > shown else ""
+    which = "this id" if len(unmatched) == 1 else f"these {len(unmatched)} ids"
+    return (
+        f"nothing held {which}: {named}{more}: forgotten before, or not post ids (the id a "
+        "source gave the post, data.post_id in Label Studio, not a task id); the tombstones "
+        "stay, so such posts are dropped if they ever arrive"
     )

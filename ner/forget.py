@@ -55,6 +55,8 @@ class ForgetRecord(BaseModel):
     status: ForgetStatus = ForgetStatus.RECORDED
     #: Storage key -> records (posts, predictions, tasks, annotations) removed from it.
     rewritten: dict[str, int] = {}
+    #: The posts (of ``post_ids``) that some stored object held, sorted.
+    held: list[str] = []
     #: Post id -> the Label Studio task ids deleted for it.
     deleted_tasks: dict[str, list[int]] = {}
     #: Objects that could not be read to be cleaned (named so an operator can act).

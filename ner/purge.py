@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
@@ -46,12 +47,14 @@ JSONL_FIELDS = {layout.POSTS: "id", layout.PREDICTIONS: "post_id", layout.ANNOTA
 
 
 class PurgeReport(BaseModel):
-    """What :func:`purge_storage` removed: records per rewritten key, and the objects it
-    could not read (named, for an operator to clean by hand)."""
+    """What :func:`purge_storage` removed: records per rewritten key, the posts some object
+    held (``held``, sorted), and the objects it could not read (named, for an operator to
+    clean by hand)."""
 
     model_config = ConfigDict(frozen=True)
 
     rewritten: dict[str, int] = {}
+    held: list[str] = []
     unreadable: list[str] = []
 
     @property
@@ -68,16 +71,16 @@ def _line_post_id(line: str, field: str) -> str | None:
     return None if value is None else str(value)
 
 
-def purge_jsonl(storage: Storage, key: str, post_ids: Collection[str], field: str) -> int:
+def purge_jsonl(storage: Storage, key: str, post_ids: Collection[str], field: str) -> Counter[str]:
     """Rewrite the JSONL ``key`` without the lines whose ``field`` is one of ``post_ids``;
-    returns how many lines were removed (0: the object was not rewritten)."""
+    returns the lines removed per post (empty: the object was not rewritten)."""
 
     def kept(keep: bool) -> Iterator[str]:
         for line in storage.iter_lines(key):
             if (_line_post_id(line, field) in post_ids) != keep:
                 yield line
 
-    removed = sum(1 for _ in kept(False))
+    removed = Counter(str(_line_post_id(line, field)) for line in kept(False))
     if removed:
         storage.write_lines(key, kept(True))
     return removed
@@ -97,7 +100,7 @@ def drop_forgotten_posts(storage: Storage, key: str) -> int:
     """Remove the forgotten posts from a freshly fetched batch ``key`` (a post deleted
     upstream that a source still sent, or a JSONL input read again); returns how many."""
     forgotten = forget.forgotten_ids(storage)
-    return purge_jsonl(storage, key, forgotten, "id") if forgotten else 0
+    return purge_jsonl(storage, key, forgotten, "id").total() if forgotten else 0
 
 
 def task_post_id(task: Any) -> str | None:
@@ -107,21 +110,21 @@ def task_post_id(task: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def purge_tasks_file(storage: Storage, key: str, post_ids: Collection[str]) -> int:
+def purge_tasks_file(storage: Storage, key: str, post_ids: Collection[str]) -> Counter[str]:
     """Rewrite the task list at ``key`` (an import file or an export snapshot) without the
-    tasks of ``post_ids``; returns how many were removed. :class:`DataError` if ``key`` is
-    not a JSON list."""
+    tasks of ``post_ids``; returns the tasks removed per post. :class:`DataError` if ``key``
+    is not a JSON list."""
     tasks = _json_of(storage, key)
     if not isinstance(tasks, list):
         raise DataError(key, "not a list of tasks")
     kept = [task for task in tasks if task_post_id(task) not in post_ids]
     if len(kept) != len(tasks):
         storage.write_text(key, json_text(kept))
-    return len(tasks) - len(kept)
+    return Counter(str(task_post_id(t)) for t in tasks if task_post_id(t) in post_ids)
 
 
-def purge_selection(storage: Storage, key: str, post_ids: Collection[str]) -> int:
-    """Remove ``post_ids`` from the selection record at ``key``; returns how many.
+def purge_selection(storage: Storage, key: str, post_ids: Collection[str]) -> Counter[str]:
+    """Remove ``post_ids`` from the selection record at ``key``; returns those removed.
     :class:`DataError` if it is not a selection record."""
     selection = _json_of(storage, key)
     if not isinstance(selection, dict) or not isinstance(selection.get("post_ids"), list):
@@ -133,15 +136,16 @@ def purge_selection(storage: Storage, key: str, post_ids: Collection[str]) -> in
         selection["post_ids"] = kept
         selection["uncertainty"] = {k: v for k, v in scores.items() if k not in post_ids}
         storage.write_json(key, selection)
-    return len(chosen) - len(kept)
+    return Counter(i for i in chosen if i in post_ids)
 
 
 def purge_frozen_set(
     storage: Storage, record_key: str, annotations_key: str, post_ids: Collection[str]
-) -> dict[str, int]:
+) -> dict[str, Counter[str]]:
     """Drop ``post_ids`` from a frozen set (a gold set, or the canary set frozen beside it):
     its annotations, then its record (post ids, count, hash; the hashes it had before under
-    ``hashes_before_forget``). Returns ``{key: entries removed}`` of the objects rewritten."""
+    ``hashes_before_forget``). Returns ``{key: entries removed per post}`` of the objects
+    rewritten."""
     record = _json_of(storage, record_key)
     if not isinstance(record, dict) or not isinstance(record.get("post_ids"), list):
         raise DataError(record_key, "not a frozen set record")
@@ -151,7 +155,7 @@ def purge_frozen_set(
     kept = [a for a in held if a.post_id not in post_ids]
     write_annotations(storage, annotations_key, kept)
     before = [*record.get("hashes_before_forget", []), record.get("hash")]
-    removed = len(record["post_ids"]) - len(kept)
+    removed = Counter(str(p) for p in record["post_ids"] if str(p) in post_ids)
     record.update(
         post_ids=sorted(a.post_id for a in kept),
         n_posts=len(kept),
@@ -159,8 +163,9 @@ def purge_frozen_set(
         hashes_before_forget=before,
     )
     storage.write_json(record_key, record)
-    log.info("%s: %d forgotten posts dropped, re-hashed", record_key, removed)
-    counts = {annotations_key: len(held) - len(kept), record_key: removed}
+    log.info("%s: %d forgotten posts dropped, re-hashed", record_key, removed.total())
+    gone = Counter(a.post_id for a in held if a.post_id in post_ids)
+    counts = {annotations_key: gone, record_key: removed}
     return {key: n for key, n in counts.items() if n}  # an interrupted purge left one done
 
 
@@ -168,25 +173,25 @@ def _mentions(post_ids: Collection[str]) -> re.Pattern[str]:
     """A post id where the reports name a record (:class:`~ner.types.Rejected` as text):
     ``<id>: why``, ``<file>: <id>: why`` or ``line 4 (<id>): why``."""
     alternatives = "|".join(re.escape(p) for p in sorted(post_ids, key=len, reverse=True))
-    return re.compile(rf"(?:^|: |\()(?:{alternatives})(?=: |\))")
+    return re.compile(rf"(?:^|: |\()({alternatives})(?=: |\))")
 
 
-def _names_post(item: Any, post_ids: Collection[str], mentions: re.Pattern[str]) -> bool:
-    """Whether a report entry or a quarantined record names one of ``post_ids``: a task
+def _named_posts(item: Any, post_ids: Collection[str], mentions: re.Pattern[str]) -> set[str]:
+    """The ``post_ids`` a report entry or a quarantined record names: a task
     (``data.post_id``), a flat record (``post_id``, ``id``), or a line of text."""
     if isinstance(item, str):
-        return mentions.search(item) is not None
+        return set(mentions.findall(item))
     if isinstance(item, Mapping):
         ids = {task_post_id(item), *(str(item[f]) for f in ("post_id", "id") if f in item)}
-        return bool(ids & set(post_ids))
-    return False
+        return {i for i in ids if i is not None and i in post_ids}
+    return set()
 
 
-def purge_report(storage: Storage, key: str, post_ids: Collection[str]) -> int:
+def purge_report(storage: Storage, key: str, post_ids: Collection[str]) -> Counter[str]:
     """Rewrite a list at ``key`` (a ``.rejected.json`` or ``.review.json`` report, or a
-    quarantined export) without the entries that name ``post_ids``; returns how many were
-    removed. :class:`DataError` when it is not a JSON list but names one of the posts (an
-    operator deletes it by hand); one that names none is left alone."""
+    quarantined export) without the entries that name ``post_ids``; returns the entries
+    removed per post named. :class:`DataError` when it is not a JSON list but names one of
+    the posts (an operator deletes it by hand); one that names none is left alone."""
     mentions = _mentions(post_ids)
     try:
         items = _json_of(storage, key)
@@ -196,11 +201,11 @@ def purge_report(storage: Storage, key: str, post_ids: Collection[str]) -> int:
         text = storage.read_bytes(key).decode("utf-8", "replace")
         if any(json.dumps(p) in text for p in post_ids) or mentions.search(text):
             raise DataError(key, "unreadable, and it names a forgotten post: delete it by hand")
-        return 0
-    kept = [item for item in items if not _names_post(item, post_ids, mentions)]
-    if len(kept) != len(items):
-        storage.write_text(key, json_text(kept))
-    return len(items) - len(kept)
+        return Counter()
+    named = [_named_posts(item, post_ids, mentions) for item in items]
+    if any(named):
+        storage.write_text(key, json_text([i for i, n in zip(items, named, strict=True) if not n]))
+    return Counter(post_id for names in named for post_id in names)
 
 
 def _targets(storage: Storage) -> Iterator[tuple[str, str]]:
@@ -232,8 +237,10 @@ def _targets(storage: Storage) -> Iterator[tuple[str, str]]:
             yield key, "canary"
 
 
-def _purge_one(storage: Storage, key: str, kind: str, post_ids: Collection[str]) -> dict[str, int]:
-    """``{key: entries removed}`` of the objects cleaning ``key`` rewrote."""
+def _purge_one(
+    storage: Storage, key: str, kind: str, post_ids: Collection[str]
+) -> dict[str, Counter[str]]:
+    """``{key: entries removed per post}`` of the objects cleaning ``key`` rewrote."""
     if kind == "gold":
         name = str(layout.gold_set_name(key))
         return purge_frozen_set(storage, key, layout.gold_set_annotations(name), post_ids)
@@ -256,27 +263,34 @@ def _purge_one(storage: Storage, key: str, kind: str, post_ids: Collection[str])
 def purge_storage(
     storage: Storage,
     post_ids: Collection[str],
-    on_rewritten: Callable[[dict[str, int]], None] | None = None,
+    on_rewritten: Callable[[PurgeReport], None] | None = None,
 ) -> PurgeReport:
     """Remove ``post_ids`` from every object of ``storage`` that holds them (see the module
     docs). An object that cannot be parsed is named in ``unreadable`` and left as it is
     (the readers still skip the posts); a storage failure raises
-    :class:`~ner.errors.StorageError`. ``on_rewritten`` gets ``{key: records removed}``
-    after each object is rewritten, so a caller can keep an audit of a purge that fails
-    half-way (a retry finds those objects clean)."""
+    :class:`~ner.errors.StorageError`. ``on_rewritten`` gets each object's own report
+    (records removed, posts it held) after it is rewritten, so a caller can keep an audit
+    of a purge that fails half-way (a retry finds those objects clean)."""
     wanted = frozenset(post_ids)
     rewritten: dict[str, int] = {}
+    held: set[str] = set()
     unreadable: list[str] = []
     for key, kind in _targets(storage):
         try:
             done = _purge_one(storage, key, kind, wanted)
-            rewritten.update(done)
-            if done and on_rewritten is not None:
-                on_rewritten(done)
         except DataError as exc:
             log.error("cannot clean %s of forgotten posts: %s", key, exc)
             unreadable.append(key)
-    report = PurgeReport(rewritten=rewritten, unreadable=unreadable)
+            continue
+        step = PurgeReport(
+            rewritten={k: n.total() for k, n in done.items()},
+            held=sorted({p for n in done.values() for p in n}),
+        )
+        rewritten.update(step.rewritten)
+        held.update(step.held)
+        if done and on_rewritten is not None:
+            on_rewritten(step)
+    report = PurgeReport(rewritten=rewritten, held=sorted(held), unreadable=unreadable)
     log.info(
         "removed %s of %s from %s",
         quantity(report.n_removed, "record"),

@@ -259,12 +259,13 @@ def watch_labels(
     stop: threading.Event | None = None,
     overlap: float = DEFAULT_OVERLAP_SECONDS,
     checkpoint_key: str | None = None,
+    read_key: str | None = None,
 ) -> int:
     """Poll every ``interval`` seconds, triggering whenever ``min_new`` labels are new.
 
     Runs until ``stop`` is set or after ``max_polls`` polls; returns the number of triggers.
     A poll that fails (Label Studio down, ``on_trigger`` raising) is logged and retried at
-    the next interval.
+    the next interval. ``checkpoint_key`` and ``read_key``: as in :func:`poll_for_labels`.
     """
     stop = stop or threading.Event()
     polls = triggers = 0
@@ -278,6 +279,7 @@ def watch_labels(
                 on_trigger=on_trigger,
                 overlap=overlap,
                 checkpoint_key=checkpoint_key,
+                read_key=read_key,
             ):
                 triggers += 1
         except LabelStudioError as exc:

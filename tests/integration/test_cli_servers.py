@@ -383,6 +383,10 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
     assert status.returncode == 0, status.stderr[-3000:]
     # (named by a path the user can type: the venv's bin folder, not on PATH after make)
     assert re.search(rf"next: \S*bin/brandloop status {re.escape(' '.join(flags))}", out), out
+    assert re.search(r"bin/mlflow ui --backend-store-uri sqlite:///\S+ --port 5000", out), out
+    # and how long it took: the rounds, and the whole command (a trial timed 28 s more)
+    took = re.search(r"time: (\d+) s for the rounds, (\d+) s in all", out)
+    assert took and int(took.group(1)) <= int(took.group(2)), out
     champion = next(line.split() for line in status.stdout.splitlines() if "@champion" in line)
     assert champion[:2] == ["@champion", "1"] and float(champion[2]) > 0.5
     assert any(

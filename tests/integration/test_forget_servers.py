@@ -153,14 +153,21 @@ def test_forget_removes_posts_everywhere_in_storage_and_keeps_them_out(
     assert set(late) == {"exports/late-replay.json"}  # only the tombstoned late snapshot
 
     # When ids that nothing holds are forgotten (a trial passed Label Studio task ids)
-    result = CliRunner().invoke(
-        cli.app, ["forget", "5", "6", "--reason", "typo", "--by", "ops:test", "--no-label-studio"]
-    )
+    args = ["forget", "5", "6", "--reason", "typo", "--by", "ops:test", "--no-label-studio"]
+    result = CliRunner().invoke(cli.app, args)
     # Then the run says so, and what such ids might be, instead of a silent success
     assert result.exit_code == 0, result.output + result.stderr
     said = " ".join(result.output.split())
-    assert "nothing held these 2 ids: forgotten before, or not post ids" in said
+    assert "nothing held these 2 ids: '5', '6': forgotten before, or not post ids" in said
     assert "forgot 2 posts" not in said  # the summary does not claim what the warning denies
+    # And beside a post that is held, only the unmatched id is named (a trial read "forgot 2")
+    kept = sorted(gold_before - forgotten)[0]
+    args = ["forget", kept, "7", "--reason", "typo", "--by", "ops:test", "--no-label-studio"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output + result.stderr
+    said = " ".join(result.output.split())
+    assert "forgot 1 post:" in said and "nothing held this id: '7': forgotten before" in said
+    assert "unmatched 7" in said and holders(storage, {kept}) == {}
 
 
 def _gold_tasks_of(post_ids: set[str]) -> list[object]:

@@ -229,6 +229,23 @@ def test_purge_rewrites_only_the_objects_holding_the_posts(storage: Storage) -> 
     assert purge.purge_storage(storage, ["p1"]).rewritten == {}
 
 
+def test_purge_names_the_posts_some_object_held(storage: Storage) -> None:
+    # Given p0 in a posts file, p1 only in a selection, p2 only named by a rejection report
+    write_records(storage, "posts/a.jsonl", posts(1))
+    storage.write_json("selections/a.json", {"post_ids": ["p1"], "uncertainty": {}})
+    storage.write_json("posts/a.rejected.json", ["line 3 (p2): text is empty"])
+    # When four ids are purged, one of which nothing holds
+    report = purge.purge_storage(storage, ["p0", "p1", "p2", "nosuch"])
+    # Then the report names the three held, not the fourth
+    assert report.held == ["p0", "p1", "p2"]
+    assert report.rewritten == {
+        "posts/a.jsonl": 1,
+        "selections/a.json": 1,
+        "posts/a.rejected.json": 1,
+    }
+    assert purge.purge_storage(storage, ["p0"]).held == []  # held nothing any more
+
+
 def test_purge_keeps_an_export_record_whose_text_utf8_cannot_store(storage: Storage) -> None:
     # Given an export holding a post with a lone surrogate (escaped in the file, as Label
     # Studio writes it; the pull rejects that record by name and keeps the rest), beside
@@ -353,7 +370,9 @@ def test_a_purge_that_fails_half_way_keeps_what_it_removed_in_the_audit(tmp_path
         purge_task.fn(ctx, made)
     # Then the record already names the object it rewrote (a trial's audit lost it)
     assert store.read_json(made.key)["rewritten"] == {"posts/a.jsonl": 1}
-    # and the retry, which finds that object clean, reports both
+    assert store.read_json(made.key)["held"] == ["p1"]
+    # and the retry, which finds that object clean, reports both, and the post it held
     report = purge_task.fn(ctx, made)
     assert report.rewritten == {"posts/a.jsonl": 1, "tasks/a.json": 1}
     assert store.read_json(made.key)["rewritten"] == report.rewritten
+    assert report.held == ["p1"]

@@ -208,6 +208,26 @@ def test_labels_a_training_pull_read_are_not_new_to_a_consumer(storage: Storage)
     assert PullCheckpoint().later(pulled) == pulled == pulled.later(PullCheckpoint())
 
 
+def test_the_poll_watcher_does_not_count_labels_a_training_pull_read(storage: Storage) -> None:
+    from ner.labelstudio.exchange import checkpoint_key, save_checkpoint
+
+    # Given three labels, two of which a training pull has read (a trial's first poll
+    # counted 10 labels where about 3 were new)
+    project = MemoryProject()
+    for annotation_id in (1, 2):
+        project.label(annotation_id, 0)
+    save_checkpoint(storage, checkpoint_key(3), PullCheckpoint().advance(project.stamps, 300.0))
+    project.label(3, 500)
+    # When the watcher polls with the pull's checkpoint, a gate of two opens nothing
+    calls: list[int] = []
+    watch = {"interval": 0, "max_polls": 1, "read_key": checkpoint_key(3)}
+    assert watch_labels(project, storage, 2, lambda: calls.append(1), **watch) == 0
+    # Then a fourth label opens it
+    project.label(4, 600)
+    assert watch_labels(project, storage, 2, lambda: calls.append(1), **watch) == 1
+    assert calls == [1]
+
+
 def test_wait_times_out_with_zero_and_returns_the_count_when_labels_are_there(
     storage: Storage,
 ) -> None:
