@@ -1188,6 +1188,91 @@ def status(
     )
 
 
+@app.command()
+def evaluate(
+    model: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL",
+            help="@champion (or another alias), a version (3 or v3), or any apply --model "
+            "spec: gazetteer, base, base+gazetteer, a path, models:/...",
+        ),
+    ] = "@champion",
+    on: Annotated[
+        str,
+        typer.Option(
+            metavar="SET",
+            help="gold (the frozen gold set), canary (the canary set beside it), or a "
+            "Label Studio JSON export: a file, or a key under storage.",
+        ),
+    ] = "gold",
+    errors: Annotated[
+        int, typer.Option(min=0, metavar="N", help="Also list the first N wrong spans.")
+    ] = 0,
+    set_: SetOption = None,
+) -> None:
+    """Score a model on a labelled set as the gate does: precision, recall and F1 per label
+    and micro (exact spans), the F1's bootstrap interval, overlap F1, post accuracy. Writes
+    nothing (train and promote record their evaluations)."""
+    from apps import evaluate as scoring
+    from ner.storage import open_storage
+
+    cfg = load_cli_settings(parse_overrides(set_))
+    spec = scoring.expand_spec(cfg, model)
+    if spec.startswith("models:/"):
+        _refused(preflight.require_store, cfg)
+    spec = scoring.pinned_spec(cfg, spec)
+    storage = open_storage(cfg.storage_uri, cfg.env, gcs_timeout_s=cfg.gcs_timeout_s)
+    labelled = scoring.labelled_set(cfg, storage, on)
+    for item in labelled.rejected:
+        console().print(f"! left out: {_escape(str(item))}")
+    _print_evaluation(scoring.evaluate(cfg, spec, labelled), errors)
+
+
+def _print_evaluation(done: Any, n_errors: int) -> None:
+    """The tables of ``brandloop evaluate`` (an :class:`apps.evaluate.Evaluated`)."""
+    out, report = console(), done.scores.report
+    out.print(
+        f"{done.model} on {done.on.name} ({done.on.digest[:12]}, "
+        f"{quantity(report.n_posts, 'post')}, {quantity(report.n_gold, 'gold span')})"
+    )
+    table = _table("label", "precision", "recall", "F1", "gold", "predicted", title="exact spans")
+    for row in report.per_label:
+        table.add_row(
+            row.label, _f1(row.precision), _f1(row.recall), _f1(row.f1),
+            str(row.support), str(row.tp + row.fp),
+        )  # fmt: skip
+    table.add_row(
+        "micro", _f1(report.precision), _f1(report.recall), _f1(report.f1),
+        str(report.n_gold), str(report.n_pred),
+    )  # fmt: skip
+    out.print(table)
+    if done.interval is not None:
+        out.print(
+            f"F1 {done.interval.format(4)}, {done.interval.resamples} bootstrap resamples "
+            "over posts"
+        )
+    out.print(
+        f"overlap F1 {report.overlap_f1:.4f}; posts with every span right "
+        f"{report.posts_correct}/{report.n_posts} ({report.post_accuracy:.1%})"
+    )
+    if n_errors:
+        _print_span_errors(report.errors_list()[:n_errors], done.on.annotations)
+
+
+def _print_span_errors(items: Sequence[dict[str, Any]], annotations: Sequence[Any]) -> None:
+    texts = {a.post_id: a.text for a in annotations}
+    table = _table("post", "error", "gold", "predicted", "text", title="wrong spans")
+    for item in items:
+        gold, pred = item["gold"], item["pred"]
+        table.add_row(
+            item["post_id"], item["kind"],
+            _escape(gold["text"]) if gold else "-", _escape(pred["text"]) if pred else "-",
+            _escape(texts.get(item["post_id"], "")[:80]),
+        )  # fmt: skip
+    console().print(table if items else "wrong spans: none")
+
+
 @app.command("settings")
 def settings_(
     match: Annotated[

@@ -209,18 +209,9 @@ class RunContext:
     def model_ref(self, spec: str) -> ModelRef:
         """How to load model ``spec`` with this run's labels, base model and MLflow (a
         picklable :class:`ner.parallel.ModelRef`, for worker processes too)."""
-        from ner.models import BrandList
         from ner.parallel import ModelRef  # spaCy is imported when a model is needed
 
-        settings = self.settings
-        return ModelRef.of(
-            spec,
-            labels=settings.labels,
-            base_model=settings.base_model,
-            label_map=settings.base_label_map,
-            tracking_uri=settings.mlflow_tracking_uri,
-            brands=BrandList.from_files(settings.brand_list, settings.brand_list_exact_case),
-        )
+        return ModelRef.for_settings(spec, self.settings)
 
     def load_model(self, spec: str) -> LoadedModel:
         """Load model ``spec`` (:meth:`model_ref`); :class:`ModelError` if it cannot be."""

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from threading import BrokenBarrierError
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ner import layout
 from ner.errors import ModelError, StorageError
@@ -44,6 +44,9 @@ from ner.inference import OnProgress, PredictionProgress, predict_to_storage
 from ner.models import BrandList, LoadedModel, load_model
 from ner.records import count_lines
 from ner.storage import Storage
+
+if TYPE_CHECKING:
+    from ner.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,18 @@ class ModelRef:
         """A reference built from :func:`ner.models.load_model`'s own argument types."""
         pairs = None if label_map is None else tuple(sorted(label_map.items()))
         return cls(spec, tuple(labels), base_model, pairs, tracking_uri, brands)
+
+    @classmethod
+    def for_settings(cls, spec: str, settings: Settings) -> ModelRef:
+        """``spec`` with the settings' labels, base model, label map, MLflow and brand list."""
+        return cls.of(
+            spec,
+            labels=settings.labels,
+            base_model=settings.base_model,
+            label_map=settings.base_label_map,
+            tracking_uri=settings.mlflow_tracking_uri,
+            brands=BrandList.from_files(settings.brand_list, settings.brand_list_exact_case),
+        )
 
     def load(self) -> LoadedModel:
         """Load the model; :class:`ModelError` if the spec cannot be resolved."""

@@ -23,16 +23,14 @@ import random
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
 
 from spacy.language import Language
 
 from ner import layout
 from ner.datasets import dataset_hash
-from ner.errors import ConfigError, ExportFileError, InputNotFoundError
-from ner.labelstudio.export import load_export, parse_export
+from ner.errors import ConfigError
 from ner.records import read_posts
+from ner.sources import labelled_export
 from ner.storage import Storage
 from ner.types import Annotation, Rejected, Span
 
@@ -191,25 +189,15 @@ def rehearsal_set(
     when ``uri`` is neither, and :class:`~ner.errors.ConfigError` when it is not a Label
     Studio JSON export or leaves no post to train on (both permanent: no retry)."""
     where = f"rehearsal set {uri} (train.rehearsal_uri)"
-    try:
-        export = load_export(_file_bytes(storage, uri), uri)
-    except ExportFileError as exc:
-        raise ConfigError(
-            f"{where} is not a Label Studio JSON export (a list of tasks): {exc.reason}"
-        ) from exc
-    every = sorted({*labels, *_labels_in(export)})
-    parsed = parse_export(export, labels=every, keep_partial=False)
+    n_tasks, parsed = labelled_export(storage, uri, labels, what="rehearsal set", where=where)
     for item in parsed.rejected:
         log.warning("rehearsal set %s: %s", uri, item)
-    ours = set(labels)
-    records = [
-        replace(a, spans=tuple(s for s in a.spans if s.label in ours)) for a in parsed.records
-    ]
+    records = parsed.records
     kept = [a for a in records if a.post_id not in exclude]
     left_out = len(records) - len(kept)
     if not kept:
         raise ConfigError(
-            f"{where} has no post to train on: {len(export)} tasks, {len(records)} read, "
+            f"{where} has no post to train on: {n_tasks} tasks, {len(records)} read, "
             f"{left_out} of them labelled or gold here, "
             f"{len({r.record_id for r in parsed.rejected})} posts not read"
         )
@@ -222,37 +210,4 @@ def rehearsal_set(
         rejected=tuple(parsed.rejected),
         left_out=left_out,
         digest=dataset_hash(kept),
-    )
-
-
-def _labels_in(export: list[Any]) -> set[str]:
-    """Every span label an export's results name (malformed parts skipped: the parser
-    reports them)."""
-    found: set[str] = set()
-    for task in export:
-        annotations = task.get("annotations") if isinstance(task, dict) else None
-        for annotation in annotations if isinstance(annotations, list) else ():
-            results = annotation.get("result") if isinstance(annotation, dict) else None
-            for item in results if isinstance(results, list) else ():
-                value = item.get("value") if isinstance(item, dict) else None
-                names = value.get("labels") if isinstance(value, dict) else None
-                if isinstance(names, list):
-                    found.update(n for n in names if isinstance(n, str) and n.strip())
-    return found
-
-
-def _file_bytes(storage: Storage, uri: str) -> bytes:
-    """The bytes of a local file, or of an object in ``storage`` (a key or a URI under its
-    root): :func:`ner.sources.find_input`."""
-    from ner.sources import find_input
-
-    found = find_input(storage, uri)
-    if isinstance(found, Path):
-        return found.read_bytes()
-    if found is not None:
-        return storage.read_bytes(found)
-    looked = Path(uri.removeprefix("file://")).expanduser().resolve()
-    raise InputNotFoundError(
-        f"rehearsal set {uri!r} is neither a local file (looked for {looked}) nor a "
-        f"key under storage {storage.uri()}"
     )

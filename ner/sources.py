@@ -49,6 +49,7 @@ from ner.canary import parse_created_at
 from ner.errors import (
     ConfigError,
     DataError,
+    ExportFileError,
     InputNotFoundError,
     SourceAuthError,
     SourceError,
@@ -56,7 +57,7 @@ from ner.errors import (
 )
 from ner.report import quantity
 from ner.storage import Storage
-from ner.types import Post, Rejected
+from ner.types import Parsed, Post, Rejected
 
 if TYPE_CHECKING:
     import tweepy
@@ -173,6 +174,41 @@ def find_input(storage: Storage, uri: str) -> Path | str | None:
     root = storage.uri().rstrip("/") + "/"
     key = uri.removeprefix(root) if uri.startswith(root) else uri
     return key if "://" not in key and storage.exists(key) else None
+
+
+def input_bytes(storage: Storage, uri: str, what: str) -> bytes:
+    """The bytes of a local file, or of an object in ``storage`` (a key or a URI under its
+    root): :func:`find_input`. :class:`InputNotFoundError` naming ``what`` (for example
+    "rehearsal set") when ``uri`` is neither."""
+    found = find_input(storage, uri)
+    if isinstance(found, Path):
+        return found.read_bytes()
+    if found is not None:
+        return storage.read_bytes(found)
+    looked = Path(uri.removeprefix("file://")).expanduser().resolve()
+    raise InputNotFoundError(
+        f"{what} {uri!r} is neither a local file (looked for {looked}) nor a "
+        f"key under storage {storage.uri()}"
+    )
+
+
+def labelled_export(
+    storage: Storage, uri: str, labels: Sequence[str], *, what: str, where: str
+) -> tuple[int, Parsed]:
+    """The tasks count and the posts of the Label Studio JSON export ``uri`` (a file, or a
+    key under ``storage``) with their ``labels`` spans
+    (:func:`ner.labelstudio.export.read_labelled`). Raises :class:`InputNotFoundError`
+    naming ``what`` when it is not there, and :class:`ConfigError` naming ``where`` when it
+    is not an export."""
+    from ner.labelstudio.export import load_export, read_labelled
+
+    try:
+        export = load_export(input_bytes(storage, uri, what), uri)
+    except ExportFileError as exc:
+        raise ConfigError(
+            f"{where} is not a Label Studio JSON export (a list of tasks): {exc.reason}"
+        ) from exc
+    return len(export), read_labelled(export, labels)
 
 
 def jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]:

@@ -43,7 +43,7 @@ import logging
 import re
 import reprlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -825,6 +825,37 @@ def parse_export(
         quantity(parsed.repaired, "span"),
     )
     return parsed
+
+
+def read_labelled(export: Any, labels: Sequence[str]) -> Parsed:
+    """The posts of an export labelled for other uses too (a general set: PERSON, LOCATION
+    ...), kept with their ``labels`` spans only: :func:`parse_export` over every label the
+    export names, so other labels are not rejected, and a post that loses a span (offsets
+    that cannot be repaired, overlaps) is left out whole and named in ``rejected`` (half of
+    its brands would count as non-brands). Raises as :func:`parse_export`."""
+    every = sorted({*labels, *_labels_in(export if isinstance(export, list) else [])})
+    parsed = parse_export(export, labels=every, keep_partial=False)
+    ours = set(labels)
+    parsed.records[:] = [
+        replace(a, spans=tuple(s for s in a.spans if s.label in ours)) for a in parsed.records
+    ]
+    return parsed
+
+
+def _labels_in(export: list[Any]) -> set[str]:
+    """Every span label an export's results name (malformed parts skipped: the parser
+    reports them)."""
+    found: set[str] = set()
+    for task in export:
+        annotations = task.get("annotations") if isinstance(task, dict) else None
+        for annotation in annotations if isinstance(annotations, list) else ():
+            results = annotation.get("result") if isinstance(annotation, dict) else None
+            for item in results if isinstance(results, list) else ():
+                value = item.get("value") if isinstance(item, dict) else None
+                names = value.get("labels") if isinstance(value, dict) else None
+                if isinstance(names, list):
+                    found.update(n for n in names if isinstance(n, str) and n.strip())
+    return found
 
 
 def count_labelled(export: Any) -> int:

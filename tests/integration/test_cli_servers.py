@@ -389,6 +389,14 @@ def test_demo_end_to_end_keeps_its_state_in_its_folder(tmp_path: Path) -> None:
     assert took and int(took.group(1)) <= int(took.group(2)), out
     champion = next(line.split() for line in status.stdout.splitlines() if "@champion" in line)
     assert champion[:2] == ["@champion", "1"] and float(champion[2]) > 0.5
+    # And evaluate scores that champion on that gold set as the gate did (same F1)
+    scored = run_cli(env, "evaluate", "@champion", *flags, cwd=work)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    said = " ".join(scored.stdout.split())
+    assert re.search(r"brand-ner-dev/1 on gold set gold-\S+ \(\w{12}, 75 posts, ", said), said
+    micro = re.search(r"micro (\S+) (\S+) (\S+) ", said)
+    assert micro and micro.group(3) == champion[2], said
+    assert re.search(r"F1 0\.\d{4} \[0\.\d{4}, [01]\.\d{4}\] \(95% interval\)", said), said
     assert any(
         "challenger (training run)" in line and "brand-ner-dev/1" in line
         for line in status.stdout.splitlines()

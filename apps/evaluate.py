@@ -1,0 +1,133 @@
+"""What ``brandloop evaluate`` measures: one model scored on one labelled set, as the
+``train-ner`` gate scores it (same predictions, same exact-match rules, same bootstrap).
+
+The set is the environment's frozen gold set, the canary set frozen beside it, or any Label
+Studio JSON export (a file, or a key under storage): posts nobody here trained on, for the
+question the gold set cannot answer (does the model hold up on other posts?). Nothing is
+written: no MLflow run, no record on the version (``train`` and ``promote`` do that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ner.errors import ConfigError, GoldSetError
+
+if TYPE_CHECKING:
+    from ner.gate import Interval, SetScores
+    from ner.settings import Settings
+    from ner.storage import Storage
+    from ner.types import Annotation, Rejected
+
+#: ``--on`` values that name a frozen set of the environment (anything else is a file).
+FROZEN_SETS = ("gold", "canary")
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """The posts a model is scored on: what they are (``name``), their hash
+    (:func:`ner.datasets.dataset_hash`) and the records of a file left out, named."""
+
+    name: str
+    digest: str
+    annotations: list[Annotation]
+    rejected: tuple[Rejected, ...] = ()
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """A model (``model``: the version or pipeline loaded) scored on ``on``; ``interval`` is
+    the micro F1's bootstrap interval over posts (None for a set without posts)."""
+
+    model: str
+    on: LabelledSet
+    scores: SetScores
+    interval: Interval | None
+
+
+def expand_spec(settings: Settings, value: str) -> str:
+    """A model spec ``apply --model`` takes, from what a user types: ``@alias`` and ``3``
+    or ``v3`` name the environment's registered model (``models:/<name>@alias``,
+    ``models:/<name>/3``); any other spec is kept as is (``gazetteer``, ``base``, a path,
+    ``models:/...``)."""
+    name, text = settings.registered_model_name, value.strip()
+    if text.startswith("@"):
+        return f"models:/{name}{text}"
+    if (text[:1] in "vV" and text[1:].isdigit()) or text.isdigit():
+        return f"models:/{name}/{text.lstrip('vV')}"
+    return text
+
+
+def pinned_spec(settings: Settings, spec: str) -> str:
+    """``spec`` with an alias resolved to its version now (the version scored is the one
+    printed). Raises :class:`~ner.errors.ModelNotFoundError` (``NotPromotedYetError`` for an
+    alias not set yet) when it names nothing."""
+    from ner.models import check_model_spec, pin_model_uri
+
+    pinned = pin_model_uri(spec, settings.mlflow_tracking_uri)
+    check_model_spec(pinned, settings.mlflow_tracking_uri)
+    return pinned
+
+
+def labelled_set(settings: Settings, storage: Storage, on: str) -> LabelledSet:
+    """The set ``on`` names: ``gold``, ``canary`` or a Label Studio JSON export. Raises
+    :class:`GoldSetError` when no gold (or canary) set is frozen,
+    :class:`~ner.errors.InputNotFoundError` for a file that is not there and
+    :class:`ConfigError` for one that is not an export or has no labelled post."""
+    from ner import canary, datasets
+
+    if on not in FROZEN_SETS:
+        return _export_set(settings, storage, on)
+    loaded = datasets.load_gold_set(storage)
+    if loaded is None:
+        raise GoldSetError(
+            f"no gold set frozen in {storage.uri('')}: the first train run freezes it "
+            "(or score a labelled export: --on FILE)"
+        )
+    gold, annotations = loaded
+    if on == "gold":
+        return LabelledSet(f"gold set {gold.name}", gold.hash, annotations)
+    found = canary.load_canary_set(storage, gold.name)
+    if found is None or not found[1]:
+        note = "" if found is None else f": {found[0].note}" if found[0].note else ""
+        raise GoldSetError(f"gold set {gold.name} has no canary set{note}")
+    return LabelledSet(f"canary set of {gold.name}", found[0].hash, found[1])
+
+
+def _export_set(settings: Settings, storage: Storage, uri: str) -> LabelledSet:
+    from ner.datasets import dataset_hash
+    from ner.sources import labelled_export
+
+    where = f"labelled set {uri} (--on)"
+    n_tasks, parsed = labelled_export(
+        storage, uri, settings.labels, what="labelled set", where=where
+    )
+    if not parsed.records:
+        raise ConfigError(
+            f"{where} has no labelled post to score ({n_tasks} tasks, "
+            f"{len(parsed.unlabelled)} unlabelled, {len(parsed.rejected)} rejected)"
+        )
+    records = list(parsed.records)
+    return LabelledSet(f"file {uri}", dataset_hash(records), records, tuple(parsed.rejected))
+
+
+def evaluate(settings: Settings, spec: str, on: LabelledSet) -> Evaluated:
+    """Load ``spec`` (as :func:`pinned_spec` gives it) and score it on ``on`` with the
+    settings' labels; the interval at the gate's level and resamples
+    (``gate_bootstrap_level``, ``gate_bootstrap_resamples``). Raises
+    :class:`~ner.errors.ModelError` when the model cannot be loaded."""
+    from ner import evaluation
+    from ner.gate import bootstrap_f1, score_spans
+    from ner.parallel import ModelRef
+
+    loaded = ModelRef.for_settings(spec, settings).load()
+    labels: Sequence[str] = settings.labels
+    predicted = evaluation.predict_spans(loaded.nlp, on.annotations, labels)
+    scores = score_spans(evaluation.spans_by_post(on.annotations), predicted, labels)
+    level, resamples = settings.gate_bootstrap_level, settings.gate_bootstrap_resamples
+    interval = (
+        bootstrap_f1(scores.posts, level=level, resamples=resamples) if scores.posts else None
+    )
+    return Evaluated(loaded.version, on, scores, interval)

@@ -1,0 +1,130 @@
+"""``brandloop evaluate`` (apps/evaluate.py): which model and which set, scored as the gate
+scores, on the shipped brand list (no registry, no download)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from apps import cli
+from apps import evaluate as scoring
+from ner.datasets import freeze_gold_set
+from ner.errors import ConfigError, GoldSetError, InputNotFoundError
+from ner.settings import Settings, load_settings
+from ner.storage import LocalStorage, Storage
+from ner.types import Annotation, Span
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(
+        {"storage_uri": str(tmp_path / "storage"), "registered_model_name": "brand-ner-dev"}
+    )
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Storage:
+    return LocalStorage(tmp_path / "storage" / "dev")
+
+
+def _task(post_id: str, text: str, *spans: tuple[str, str]) -> dict[str, object]:
+    """A Label Studio export task with one annotation: ``(surface, label)`` spans."""
+    result = []
+    for i, (surface, label) in enumerate(spans):
+        start = text.index(surface)
+        value = {"start": start, "end": start + len(surface), "text": surface, "labels": [label]}
+        result.append({"id": f"r{i}", "from_name": "label", "to_name": "text",
+                       "type": "labels", "value": value})  # fmt: skip
+    return {"id": int(post_id[1:]), "data": {"text": text, "post_id": post_id},
+            "annotations": [{"id": 1, "result": result, "was_cancelled": False}]}  # fmt: skip
+
+
+def test_a_user_names_a_model_as_the_tables_print_it(settings: Settings) -> None:
+    assert scoring.expand_spec(settings, "@champion") == "models:/brand-ner-dev@champion"
+    assert scoring.expand_spec(settings, " v3 ") == "models:/brand-ner-dev/3"
+    assert scoring.expand_spec(settings, "12") == "models:/brand-ner-dev/12"
+    for spec in ("gazetteer", "base", "models:/other/2", "./model", "vintage"):
+        assert scoring.expand_spec(settings, spec) == spec
+
+
+def test_an_export_is_read_with_its_brand_spans_only_and_bad_posts_named(
+    settings: Settings, storage: Storage, tmp_path: Path
+) -> None:
+    # Given an export with a PERSON span beside a brand, and a task whose span is nowhere
+    export = [
+        _task("p1", "Nars blush for Ana", ("Nars", "BRAND"), ("Ana", "PERSON")),
+        _task("p2", "nothing here"),
+        _task("p3", "Dior lipstick", ("Dior", "BRAND")),
+    ]
+    export[2]["annotations"][0]["result"][0]["value"].update(start=40, end=44, text="Gucci")  # type: ignore[index]
+    path = tmp_path / "labelled.json"
+    path.write_text(json.dumps(export), encoding="utf-8")
+    # When it is read as the set to score
+    read = scoring.labelled_set(settings, storage, str(path))
+    # Then the brand spans are kept, the other label ignored, the bad post left out by name
+    assert [(a.post_id, [s.text for s in a.spans]) for a in read.annotations] == [
+        ("p1", ["Nars"]),
+        ("p2", []),
+    ]
+    assert read.name == f"file {path}" and len(read.digest) == 64
+    assert {r.record_id for r in read.rejected} == {"p3"}
+    assert "'Gucci' BRAND: offsets do not match" in read.rejected[0].reason
+
+
+def test_a_set_that_is_not_there_or_not_an_export_is_refused(
+    settings: Settings, storage: Storage, tmp_path: Path
+) -> None:
+    with pytest.raises(GoldSetError, match="no gold set frozen"):
+        scoring.labelled_set(settings, storage, "gold")
+    with pytest.raises(InputNotFoundError, match=r"labelled set 'nowhere\.json' is neither"):
+        scoring.labelled_set(settings, storage, "nowhere.json")
+    (tmp_path / "posts.jsonl").write_text('{"id": "1", "text": "x"}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="not a Label Studio JSON export"):
+        scoring.labelled_set(settings, storage, str(tmp_path / "posts.jsonl"))
+    (tmp_path / "empty.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(ConfigError, match="no labelled post to score"):
+        scoring.labelled_set(settings, storage, str(tmp_path / "empty.json"))
+
+
+def test_the_gazetteer_is_scored_on_the_gold_set_with_an_interval(
+    settings: Settings, storage: Storage
+) -> None:
+    # Given a frozen gold set: two brands the list knows, one it does not
+    gold = [
+        Annotation("g1", "love my Glossier balm", (Span(8, 16, "BRAND", "Glossier"),)),
+        Annotation("g2", "new Fenty Beauty gloss", (Span(4, 16, "BRAND", "Fenty Beauty"),)),
+        Annotation("g3", "zzqbrand cream", (Span(0, 8, "BRAND", "zzqbrand"),)),
+    ]
+    freeze_gold_set(storage, gold, gold_fraction=1.0, name="g")
+    # When the gazetteer is evaluated on it
+    done = scoring.evaluate(settings, "gazetteer", scoring.labelled_set(settings, storage, "gold"))
+    report = done.scores.report
+    # Then the counts are the gate's: every gold span counted, found ones exact
+    assert (report.n_posts, report.n_gold) == (3, 3)
+    assert report.tp == report.n_pred - report.fp and report.fn >= 1  # zzqbrand is unknown
+    assert done.interval is not None and done.interval.lower <= report.f1 <= done.interval.upper
+    assert done.on.name == "gold set g" and done.model.startswith("gazetteer")
+
+
+def test_the_command_prints_the_scores_and_the_wrong_spans(
+    settings: Settings, storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export = [_task("p1", "zzqbrand cream", ("zzqbrand", "BRAND")), _task("p2", "a post")]
+    path = tmp_path / "labelled.json"
+    path.write_text(json.dumps(export), encoding="utf-8")
+    monkeypatch.setenv("NER_STORAGE_URI", str(tmp_path / "storage"))
+    monkeypatch.setenv("COLUMNS", "200")
+    args = ["evaluate", "gazetteer", "--on", str(path), "--errors", "3"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"on file {path} (" in said and "2 posts, 1 gold span)" in said
+    assert "micro 0.0000 0.0000 0.0000 1 0" in said  # the list does not know zzqbrand
+    assert "posts with every span right 1/2 (50.0%)" in said
+    assert "p1 missed zzqbrand - zzqbrand cream" in said
+    # And a model that does not exist is refused in one line, before any set is read
+    result = CliRunner().invoke(cli.app, ["evaluate", "./no-such-model", "--on", str(path)])
+    assert result.exit_code == 1 and "unknown model './no-such-model'" in result.stderr
