@@ -130,9 +130,9 @@ KNOWN_CAUSES = {
 def describe(exc: BaseException) -> str:
     """One line naming the cause of ``exc`` (with :data:`KNOWN_CAUSES`' advice)."""
     text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, BrandloopError):  # written to be read whole: what to do is at its end
+        return text.splitlines()[0][:2000]
     first = text.splitlines()[0][:400]
-    if isinstance(exc, BrandloopError):
-        return first
     advice = [why for start, why in KNOWN_CAUSES.items() if first.startswith(start)]
     return f"{type(exc).__name__}: {first}" + "".join(f"; {why}" for why in advice)
 
@@ -245,6 +245,23 @@ def parse_overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
         else:
             overrides.setdefault(where, {})[name] = value
     return overrides
+
+
+def cli_overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """The ``--set`` overrides (:func:`parse_overrides`) plus what the environment's
+    deployments take from ``BRANDLOOP_<ENV>_*`` (storage, MLflow, Label Studio:
+    :func:`ner.settings.deployment_overrides`), so a command reads the storage its
+    environment's flows write; each value taken is named in one line."""
+    return _deployment_values(parse_overrides(pairs))
+
+
+def _deployment_values(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    from ner.settings import deployment_overrides
+
+    taken, said = deployment_overrides(overrides, os.environ)
+    for line in said:
+        console().print(line, markup=False, highlight=False)
+    return taken
 
 
 def _setting_field(key: str) -> tuple[str | None, str, Any]:
@@ -526,7 +543,7 @@ def apply(
     (default) or through Label Studio's API (the apply-ner flow)."""
     from ner.settings import load_settings
 
-    overrides = parse_overrides(set_)
+    overrides = cli_overrides(set_)
     cfg = load_settings(overrides)  # a bad setting is named first, as the flow would
     _check_source(source, input_uri, cfg)
     if destination == "label_studio":
@@ -676,7 +693,7 @@ def train(
     from flows.train_ner import TrainStatus, train_ner
     from ner.settings import load_settings
 
-    overrides = parse_overrides(set_)
+    overrides = cli_overrides(set_)
     if source == "label_studio":  # unreachable: one line now, not three retried pulls
         _check_label_studio("--source label_studio", load_settings(overrides))
     elif export_keys:  # a missing one: one line now, not after Prefect started
@@ -755,7 +772,7 @@ def loop(
     """Apply, wait for labels, train; repeat until the threshold or the budget (feedback-loop)."""
     from ner.settings import load_settings
 
-    overrides = parse_overrides(set_)
+    overrides = cli_overrides(set_)
     cfg = load_settings(overrides)
     _check_source(source, input_uri, cfg)
     if annotator == "label_studio":
@@ -811,6 +828,9 @@ def read_post_ids(post_ids: Sequence[str], from_file: Path | None) -> list[str]:
         ids += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     if not ids:
         raise CliError("no post id given: pass IDs or --from-file")
+    blank = [i + 1 for i, post_id in enumerate(post_ids) if not post_id.strip()]
+    if blank:
+        raise CliError(f"post id {blank[0]} of the command line is blank: nothing was forgotten")
     return ids
 
 
@@ -857,7 +877,7 @@ def forget(
         "by": by or _actor(),
         "label_studio": label_studio,
     }
-    overrides = parse_overrides(set_)
+    overrides = cli_overrides(set_)
     cfg = load_settings(overrides)  # the flow reads a Secret block itself: only say if none
     if lift:
         _lift(cfg, params)
@@ -1153,7 +1173,7 @@ def status(
     history, Label Studio counts."""
     from apps.status import gather
 
-    cfg = load_cli_settings(parse_overrides(set_))
+    cfg = load_cli_settings(cli_overrides(set_))
     report = gather(cfg, lambda: _registry(cfg), limit=limit)
     out = console()
     from ner.settings import redact_uri
@@ -1165,7 +1185,8 @@ def status(
     out.print(
         f"gold set: {gold.name} ({gold.hash[:12]}, {quantity(gold.n_posts, 'post')})"
         if gold
-        else "gold set: none frozen yet (train-ner freezes it when labels first arrive)"
+        else "gold set: none frozen yet (train-ner freezes it when labels first arrive)",
+        f"in {cfg.storage_uri.rstrip('/')}/{cfg.env}",
     )
     aliases = _table("alias", "version", "F1 (gold)", title="aliases")
     for state in report.aliases:
@@ -1217,7 +1238,7 @@ def evaluate(
     from apps import evaluate as scoring
     from ner.storage import open_storage
 
-    cfg = load_cli_settings(parse_overrides(set_))
+    cfg = load_cli_settings(cli_overrides(set_))
     spec = scoring.expand_spec(cfg, model)
     if spec.startswith("models:/"):
         _refused(preflight.require_store, cfg)
@@ -1291,7 +1312,7 @@ def settings_(
     + --set; secrets only say whether they are set) and what it does."""
     from ner.settings import load_settings, setting_rows, settings_mentioning
 
-    cfg = load_settings(parse_overrides(set_))
+    cfg = load_settings(cli_overrides(set_))
     rows = setting_rows(cfg, match)
     out = console()
     if not rows:  # like grep: nothing found is exit 1, so scripts can tell
@@ -1386,7 +1407,7 @@ def promote(
     if from_env or to_env:
         _promote_across(from_env, to_env, version, reason, force, parse_overrides(set_))
         return
-    events = _promote_here(load_cli_settings(parse_overrides(set_)), version, reason, force)
+    events = _promote_here(load_cli_settings(cli_overrides(set_)), version, reason, force)
     for event in events:
         console().print(f"{_move(event)}  ({event.reason})")
 
@@ -1494,14 +1515,9 @@ def _promote_across(
 
 
 def _env_overrides(env: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``overrides`` for ``env``: its storage from ``BRANDLOOP_<ENV>_STORAGE_URI`` when that
-    is set and ``--set storage_uri`` is not, as ``prefect.yaml`` gives its deployments."""
-    variable = f"BRANDLOOP_{env.upper()}_STORAGE_URI"
-    own = os.environ.get(variable, "").strip()
-    if own and "storage_uri" not in overrides:
-        console().print(f"{env}'s storage: {own} ({variable})", markup=False, highlight=False)
-        return {**overrides, "env": env, "storage_uri": own}
-    return {**overrides, "env": env}
+    """``overrides`` for ``env``, with what its deployments take from ``BRANDLOOP_<ENV>_*``
+    (:func:`cli_overrides`), as ``prefect.yaml`` gives them."""
+    return _deployment_values({**overrides, "env": env})
 
 
 def _require_version(registry: Registry, version: str) -> None:
@@ -1520,7 +1536,7 @@ def rollback(
     """Move @champion back to @previous through the audited path."""
     from apps.status import current_gold
 
-    cfg = load_cli_settings(parse_overrides(set_))
+    cfg = load_cli_settings(cli_overrides(set_))
     registry = _registry(cfg)
     gold = current_gold(cfg)  # its hash and the versions' F1 on it go to the audit run
     before = len(registry.audit_log())
@@ -1568,7 +1584,7 @@ def serve(
     from apps.serving import create_app, run_server
 
     given = {"serve_host": host, "serve_port": port, "serve_model": model}
-    overrides = {**parse_overrides(set_), **{k: v for k, v in given.items() if v is not None}}
+    overrides = {**cli_overrides(set_), **{k: v for k, v in given.items() if v is not None}}
     cfg = load_cli_settings(overrides)
     app = create_app(cfg)  # refuses a missing token before anything says "serving"
     _refused(preflight.check_servable, cfg)
@@ -1603,7 +1619,7 @@ def labelstudio_setup(
 ) -> None:
     """Create the project from the settings (title, labels) if missing; register the webhook;
     connect the ML backend."""
-    cfg = load_cli_settings(parse_overrides(set_))
+    cfg = load_cli_settings(cli_overrides(set_))
     project = labelstudio_client_module().LabelStudioProject.connect(cfg)
     out = console()
     out.print(
@@ -1674,7 +1690,7 @@ def labelstudio_status(set_: SetOption = None) -> None:
     """Tasks, labelled tasks and skipped annotations of the settings' project."""
     from apps.status import label_studio_counts
 
-    cfg = load_cli_settings(parse_overrides(set_))
+    cfg = load_cli_settings(cli_overrides(set_))
     counts = label_studio_counts(cfg)
     if counts is None:
         raise CliError(
@@ -1755,7 +1771,7 @@ def doctor(set_: SetOption = None) -> None:
 
     out = console()
     try:
-        cfg = load_cli_settings(parse_overrides(set_))
+        cfg = load_cli_settings(cli_overrides(set_))
     except ConfigError as exc:
         out.print(f"[red]✗ settings[/]  {_escape(str(exc))}  → fix the setting it names")
         raise typer.Exit(1) from None

@@ -67,7 +67,7 @@ from spacy.language import Language
 
 from apps.serving import Loader, ModelHolder, Resolver, model_holder, model_lifespan
 from apps.webhook import WebhookReceiver
-from flows.context import build_settings
+from flows.context import deployment_settings
 from ner.active import entity_probabilities, has_scorer
 from ner.errors import ConfigError, DataError, LabelStudioError, ModelError
 from ner.inference import predict_texts
@@ -463,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in (log.name, "apps.serving"):
         logging.getLogger(name).setLevel(logging.INFO)
     try:
-        settings = build_settings()
+        settings = deployment_settings(say=log.info)
         app = create_app(settings)
         if settings.serve_model.startswith("models:/"):  # a missing SQLite store: refused,
             require_store(settings, flags=False)  # not created empty (as apps.serving)

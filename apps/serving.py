@@ -707,7 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     from apps.preflight import check_servable
-    from flows.context import build_settings
+    from flows.context import deployment_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m apps.serving",
@@ -724,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     log.setLevel(logging.INFO)  # Prefect's logging setup, imported above, may hold root at WARNING
     try:
-        settings = build_settings({k: v for k, v in given.items() if v is not None})
+        settings = deployment_settings({k: v for k, v in given.items() if v is not None}, log.info)
         app = create_app(settings)  # a missing or unusable token first
         check_servable(settings, flags=False)
     except BrandloopError as exc:

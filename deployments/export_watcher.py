@@ -37,7 +37,7 @@ from deployments.label_trigger import (
     prefect_api_url,
     prefect_errors,
 )
-from flows.context import RunContext, build_settings
+from flows.context import RunContext, deployment_settings
 from ner import layout
 from ner.errors import BrandloopError, StorageError
 from ner.layout import EXPORTS
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         api = prefect_api_url("this watcher")
         check_prefect_api(api, "this watcher")
-        settings = build_settings({"env": args.env})
+        settings = deployment_settings({"env": args.env}, log.info)
         storage = RunContext.open(settings).storage
         deployment = deployment_name(settings.env, args.deployment)
         log.info(

@@ -45,7 +45,7 @@ from typing import Any
 import httpx
 
 from apps.webhook import WEBHOOK_PATH, WebhookReceiver, register_webhook, running_receiver
-from flows.context import RunContext, build_settings
+from flows.context import RunContext, deployment_settings
 from ner.errors import BrandloopError, ConfigError, LabelStudioError
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.exchange import checkpoint_key
@@ -249,7 +249,7 @@ def _stop_event() -> threading.Event:
 def serve(args: argparse.Namespace) -> int:
     api = prefect_api_url()
     check_prefect_api(api)
-    settings = build_settings({"env": args.env})
+    settings = deployment_settings({"env": args.env}, log.info)
     deployment = deployment_name(settings.env, args.deployment)
     stop = _stop_event()
     app_receiver = receiver(settings, start_training(deployment))
@@ -278,7 +278,7 @@ def serve(args: argparse.Namespace) -> int:
 def poll(args: argparse.Namespace) -> int:
     api = prefect_api_url()
     check_prefect_api(api)
-    settings = build_settings({"env": args.env})
+    settings = deployment_settings({"env": args.env}, log.info)
     deployment = deployment_name(settings.env, args.deployment)
     project = LabelStudioProject.connect(settings, create=False)
     storage = RunContext.open(settings).storage

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from ner import errors
 from ner.registry import Registry
-from ner.settings import Settings, load_settings
+from ner.settings import Settings, deployment_overrides, load_settings
 from ner.storage import Storage, open_storage
 
 if TYPE_CHECKING:
@@ -120,6 +120,20 @@ def build_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
                 unread[name] = str(exc)
     settings = settings.model_copy(update=updates) if updates else settings
     return settings.with_unread_blocks(unread) if unread else settings
+
+
+def deployment_settings(
+    overrides: Mapping[str, Any] | None = None, say: Callable[[str], None] | None = None
+) -> Settings:
+    """:func:`build_settings` with what the environment's deployments take from
+    ``BRANDLOOP_<ENV>_*`` (:func:`ner.settings.deployment_overrides`): for the processes
+    that serve or watch an environment beside its flows. Each value taken goes to ``say``."""
+    import os
+
+    taken, said = deployment_overrides(overrides or {}, os.environ)
+    for line in said:
+        (say or logging.getLogger(__name__).info)(line)
+    return build_settings(taken)
 
 
 def _read_secret_block(block: str, field: str, env: str) -> str:

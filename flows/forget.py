@@ -132,7 +132,8 @@ def forget_posts(
         stamp = run_stamp(flow_run_id())
         made = record_tombstones(ctx, post_ids, by or default_actor(), reason, stamp)
         ids = list(made.post_ids)
-        logger.info("tombstones of %s recorded in %s", quantity(made.n_posts, "post"), made.key)
+        where = ctx.storage.uri(made.key)  # names the storage: the environment's, or not
+        logger.info("tombstones of %s recorded in %s", quantity(made.n_posts, "post"), where)
         deleted = delete_tasks(ctx, ids) if label_studio else {}
         purged = purge_storage(ctx, made)
         in_mlflow, bad_lists = purge_error_lists(ctx, ids)

@@ -810,6 +810,36 @@ def environment_defaults(env: str) -> dict[str, str]:
     return {name: form.format(env=env) for name, form in ENVIRONMENT_DEFAULTS.items()}
 
 
+#: Settings each environment's deployments take from ``BRANDLOOP_<ENV>_<SETTING>``
+#: (``prefect.yaml``'s job variables): the command line and the long-running watchers of
+#: that environment take them too, so they read the storage its flows write.
+DEPLOYMENT_VARIABLES = {
+    "storage_uri": "storage",
+    "mlflow_tracking_uri": "MLflow",
+    "label_studio_url": "Label Studio",
+}
+
+
+def deployment_overrides(
+    overrides: Mapping[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, Any], list[str]]:
+    """``overrides`` plus, for the environment they name (else ``NER_ENV``, else dev), each
+    non-empty ``BRANDLOOP_<ENV>_<SETTING>`` of :data:`DEPLOYMENT_VARIABLES` whose setting
+    ``overrides`` do not give: a ``--set`` value wins, then the environment's deployment
+    variable, then ``NER_<SETTING>``. Also returns one line per value taken
+    (``"staging's storage: gs://b (BRANDLOOP_STAGING_STORAGE_URI)"``)."""
+    env = str(overrides.get("env") or environ.get("NER_ENV") or "dev").strip().lower()
+    taken, said = dict(overrides), []
+    for name in DEPLOYMENT_VARIABLES:
+        variable = f"BRANDLOOP_{env.upper()}_{name.upper()}"
+        value = environ.get(variable, "").strip()
+        if value and name not in overrides:
+            taken[name] = value
+            shown = redact_uri(value) if name == "mlflow_tracking_uri" else value
+            said.append(f"{env}'s {DEPLOYMENT_VARIABLES[name]}: {shown} ({variable})")
+    return taken, said
+
+
 #: Secret fields: their values never appear in dumps, logs or error messages.
 SECRET_FIELDS = (
     "label_studio_api_key",

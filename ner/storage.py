@@ -388,11 +388,11 @@ def _gcs_failures() -> tuple[type[Exception], ...]:
 
 def _auth_hint(exc: Exception) -> str:
     """The credential problem of ``exc`` and the ways to give credentials."""
-    return (
-        f"credentials missing or refused ({exc}); give Application Default Credentials "
-        "(GOOGLE_APPLICATION_CREDENTIALS=<service account key>, or gcloud auth "
-        "application-default login) with access to the bucket, or, for a local emulator, "
-        "set STORAGE_EMULATOR_HOST in the process that runs the flow (the worker)"
+    return (  # the ways first: a long cause would push them past a shortened line
+        "credentials missing or refused: for a local emulator, set STORAGE_EMULATOR_HOST in "
+        "the process that runs the flow (the worker); else give Application Default "
+        "Credentials (GOOGLE_APPLICATION_CREDENTIALS=<service account key>, or gcloud auth "
+        f"application-default login) with access to the bucket (google-auth said: {exc})"
     )
 
 

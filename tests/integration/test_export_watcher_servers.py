@@ -95,7 +95,8 @@ def drop_exports(storage: Storage, names: list[str]) -> None:
 
 def check_one_file_one_run_and_a_burst_one_more(
     prefect: PrefectService, storage: Storage, storage_uri: str, tmp: Path, env: dict[str, str]
-) -> None:
+) -> str:
+    """The watcher's log, once it queued one run for a file and one more for a burst."""
     name = f"watch-{uuid.uuid4().hex[:8]}"
     deployment_id = create_train_deployment(prefect, name)
     with watcher(prefect, storage_uri, name, tmp / "watcher", env) as running:
@@ -109,6 +110,7 @@ def check_one_file_one_run_and_a_burst_one_more(
         assert len(runs_of(prefect, deployment_id)) == 2
         log_text = running.log_path.read_text(errors="replace")
     assert "11 new export" not in log_text and "10 new export(s)" in log_text
+    return log_text
 
 
 def test_local_folder(prefect_server: PrefectService, tmp_path: Path) -> None:
@@ -124,6 +126,12 @@ def test_gcs_bucket(
     gcs_emulator.client().create_bucket(bucket)
     uri = f"gs://{bucket}/brandloop"
     storage = open_storage(uri, "dev")
-    check_one_file_one_run_and_a_burst_one_more(
-        prefect_server, storage, uri, tmp_path, gcs_emulator.env()
+    # the bucket named as dev's deployments get it (prefect.yaml), NER_STORAGE_URI elsewhere:
+    # a trial's watcher for a gs:// environment watched the local default folder
+    env = {**gcs_emulator.env(), "BRANDLOOP_DEV_STORAGE_URI": uri}
+    decoy = str(tmp_path / "not-here")
+    said = check_one_file_one_run_and_a_burst_one_more(
+        prefect_server, storage, decoy, tmp_path, env
     )
+    assert f"dev's storage: {uri} (BRANDLOOP_DEV_STORAGE_URI)" in said
+    assert f"watching {uri}/dev/exports" in said

@@ -352,3 +352,27 @@ def test_forget_on_a_gcs_bucket_rewrites_only_the_objects_holding_the_posts(
     assert report.rewritten == {"posts/a.jsonl": 1, "predictions/a.jsonl": 1, "tasks/a.json": 1}
     assert holders(storage, {"fg-1"}) == {}
     assert count_lines(storage, "posts/b.jsonl") == 3
+
+
+def test_forget_with_set_env_cleans_that_environments_deployment_bucket(
+    prefect: PrefectService, gcs_emulator: GcsService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given staging's deployments on a bucket (prefect.yaml: BRANDLOOP_STAGING_STORAGE_URI)
+    # and no NER_STORAGE_URI (a trial's forget --set env=staging cleaned the local default)
+    for key, value in gcs_emulator.env().items():
+        monkeypatch.setenv(key, value)
+    bucket = f"forget-env-{uuid.uuid4().hex[:8]}"
+    gcs_emulator.client().create_bucket(bucket)
+    monkeypatch.setenv("BRANDLOOP_STAGING_STORAGE_URI", f"gs://{bucket}")
+    monkeypatch.delenv("NER_STORAGE_URI", raising=False)
+    storage = open_storage(f"gs://{bucket}", "staging", gcs_timeout_s=30)
+    write_records(storage, "posts/a.jsonl", _posts(3))
+    # When a post is forgotten there with the command line
+    args = ["forget", "fg-1", "--reason", "deleted on X", "--no-label-studio"]
+    result = CliRunner().invoke(cli.app, [*args, "--set", "env=staging"])
+    # Then the bucket is cleaned and the output names the storage it used
+    assert result.exit_code == 0, result.output + result.stderr
+    said = " ".join(result.output.split())
+    assert f"staging's storage: gs://{bucket} (BRANDLOOP_STAGING_STORAGE_URI)" in said
+    assert f"recorded in gs://{bucket}/staging/forgotten/" in said and "unmatched" not in said
+    assert holders(storage, {"fg-1"}) == {} and count_lines(storage, "posts/a.jsonl") == 2

@@ -620,6 +620,10 @@ def test_forget_needs_ids_and_a_reason_before_any_flow_runs(
     assert cli.read_post_ids(["p1"], ids) == ["p1", "p2", "p3"]
     with pytest.raises(cli.CliError, match="cannot read post ids"):
         cli.read_post_ids([], tmp_path / "missing.txt")
+    # a blank id is refused by its place on the command line, before any flow runs
+    blank = runner.invoke(cli.app, ["forget", "p1", " ", "--reason", "x", "--no-label-studio"])
+    assert blank.exit_code == 1 and blank.stdout == ""
+    assert "error: post id 2 of the command line is blank: nothing was forgotten" in blank.stderr
     # Without a Label Studio key, the refusal names --no-label-studio, before any flow runs
     no_key = runner.invoke(cli.app, ["forget", "p1", "--reason", "deleted on X"])
     assert no_key.exit_code == 1 and no_key.stdout == ""
