@@ -249,18 +249,23 @@ def parse_overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
 
 def cli_overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
     """The ``--set`` overrides (:func:`parse_overrides`) plus what the environment's
-    deployments take from ``BRANDLOOP_<ENV>_*`` (storage, MLflow, Label Studio:
+    deployments take from ``BRANDLOOP_<ENV>_*`` (storage, MLflow:
     :func:`ner.settings.deployment_overrides`), so a command reads the storage its
     environment's flows write; each value taken is named in one line."""
     return _deployment_values(parse_overrides(pairs))
 
 
-def _deployment_values(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    from ner.settings import deployment_overrides
+def _deployment_values(
+    overrides: Mapping[str, Any], names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """``overrides`` with the deployment values of ``names`` (default: all), each named on
+    standard error (standard output stays the command's own)."""
+    from ner.settings import DEPLOYMENT_VARIABLES, deployment_overrides
 
-    taken, said = deployment_overrides(overrides, os.environ)
+    chosen = tuple(DEPLOYMENT_VARIABLES) if names is None else tuple(names)
+    taken, said = deployment_overrides(overrides, os.environ, chosen)
     for line in said:
-        console().print(line, markup=False, highlight=False)
+        err_console().print(line, markup=False, highlight=False)
     return taken
 
 
@@ -818,7 +823,8 @@ def after_timeout_hint(annotator: str, sets: Sequence[str]) -> str:
 
 def read_post_ids(post_ids: Sequence[str], from_file: Path | None) -> list[str]:
     """The ids given on the command line plus those of ``from_file`` (one per line; blank
-    lines and ``#`` comments skipped). :class:`CliError` when the file cannot be read."""
+    lines and ``#`` comments skipped). :class:`CliError` when the file cannot be read, no id
+    is given, or one of the command line is blank."""
     ids = list(post_ids)
     if from_file is not None:
         try:
@@ -894,13 +900,19 @@ def forget(
         {
             **result.model_dump(mode="json"),
             "rehashed": "; ".join(result.rehashed) or None,
-            "unmatched": ", ".join(result.unmatched) or None,
+            "unmatched": _some(result.unmatched),
         },
         [
             *("record_key", "status", "n_posts", "n_records_removed", "n_tasks_deleted"),
             *("unreadable", "rehashed", "unmatched"),
         ],
     )
+
+
+def _some(ids: Sequence[str], shown: int = 10) -> str | None:
+    """The first ``shown`` of ``ids`` and how many more, for a summary row (None: none)."""
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more if ids else None
 
 
 def _lift(cfg: Settings, params: Mapping[str, Any]) -> None:
@@ -1103,9 +1115,10 @@ def demo(
 
 
 def _ui_command(folder: Path, tracking_uri: str) -> str:
-    """How to open the MLflow UI on a demo's runs: ``make ui`` in the project folder when
+    """How to open the MLflow UI on a demo's runs: ``make ui`` in this project's folder when
     the demo used its default folder (the Makefile's ``UI_STORE``), else ``mlflow ui``."""
-    if folder == Path(".brandloop/demo") and Path("Makefile").is_file():
+    project = Path(__file__).resolve().parents[1]  # this checkout, not a folder's Makefile
+    if folder == Path(".brandloop/demo") and Path.cwd().resolve() == project:
         return "make ui   (the MLflow UI on http://127.0.0.1:5000)"
     return f"{_venv_bin('mlflow')} ui --backend-store-uri {tracking_uri} --port 5000"
 
@@ -1282,12 +1295,14 @@ def _print_evaluation(done: Any, n_errors: int) -> None:
 
 
 def _print_span_errors(items: Sequence[dict[str, Any]], annotations: Sequence[Any]) -> None:
+    """The wrong spans of ``brandloop evaluate --errors`` (:meth:`EvalReport.errors_list`
+    items) with the start of each post's text."""
     texts = {a.post_id: a.text for a in annotations}
     table = _table("post", "error", "gold", "predicted", "text", title="wrong spans")
     for item in items:
         gold, pred = item["gold"], item["pred"]
         table.add_row(
-            item["post_id"], item["kind"],
+            _escape(item["post_id"]), item["kind"],
             _escape(gold["text"]) if gold else "-", _escape(pred["text"]) if pred else "-",
             _escape(texts.get(item["post_id"], "")[:80]),
         )  # fmt: skip
@@ -1515,9 +1530,10 @@ def _promote_across(
 
 
 def _env_overrides(env: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``overrides`` for ``env``, with what its deployments take from ``BRANDLOOP_<ENV>_*``
-    (:func:`cli_overrides`), as ``prefect.yaml`` gives them."""
-    return _deployment_values({**overrides, "env": env})
+    """``overrides`` for ``env``, with its storage from ``BRANDLOOP_<ENV>_STORAGE_URI`` as
+    ``prefect.yaml`` gives its deployments (:func:`cli_overrides`); not its MLflow: a copy
+    between environments needs both on the registry the settings name."""
+    return _deployment_values({**overrides, "env": env}, names=("storage_uri",))
 
 
 def _require_version(registry: Registry, version: str) -> None:

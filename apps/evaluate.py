@@ -115,8 +115,8 @@ def _export_set(settings: Settings, storage: Storage, uri: str) -> LabelledSet:
 
 def evaluate(settings: Settings, spec: str, on: LabelledSet) -> Evaluated:
     """Load ``spec`` (as :func:`pinned_spec` gives it) and score it on ``on`` with the
-    settings' labels; the interval at the gate's level and resamples
-    (``gate_bootstrap_level``, ``gate_bootstrap_resamples``). Raises
+    settings' labels; the interval at the gate's level, resamples and seed
+    (``gate_bootstrap_level``, ``gate_bootstrap_resamples``, ``seed``). Raises
     :class:`~ner.errors.ModelError` when the model cannot be loaded."""
     from ner import evaluation
     from ner.gate import bootstrap_f1, score_spans
@@ -127,7 +127,9 @@ def evaluate(settings: Settings, spec: str, on: LabelledSet) -> Evaluated:
     predicted = evaluation.predict_spans(loaded.nlp, on.annotations, labels)
     scores = score_spans(evaluation.spans_by_post(on.annotations), predicted, labels)
     level, resamples = settings.gate_bootstrap_level, settings.gate_bootstrap_resamples
-    interval = (
-        bootstrap_f1(scores.posts, level=level, resamples=resamples) if scores.posts else None
+    interval = (  # the gate's and the model card's seed: the same interval they record
+        bootstrap_f1(scores.posts, level=level, resamples=resamples, seed=settings.seed)
+        if scores.posts
+        else None
     )
     return Evaluated(loaded.version, on, scores, interval)

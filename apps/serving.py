@@ -714,7 +714,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Serve the champion over an authenticated REST API (as brandloop serve).",
         epilog="Needs a bearer token: NER_SERVE_API_KEY, NER_SERVE_API_KEYS (several, "
         "comma-separated or a JSON list) or NER_SERVE_API_KEY_BLOCK (a Prefect Secret "
-        "block). Other settings: the NER_ variables (README, Configuration).",
+        "block). Other settings: the NER_ variables (README, Configuration); with NER_ENV=<env>, "
+        "BRANDLOOP_<ENV>_MLFLOW_TRACKING_URI when NER_MLFLOW_TRACKING_URI is not set.",
     )
     parser.add_argument("--host", help="address to listen on (default: NER_SERVE_HOST)")
     parser.add_argument("--port", type=int, help="port (default: NER_SERVE_PORT)")

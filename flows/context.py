@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -128,8 +129,6 @@ def deployment_settings(
     """:func:`build_settings` with what the environment's deployments take from
     ``BRANDLOOP_<ENV>_*`` (:func:`ner.settings.deployment_overrides`): for the processes
     that serve or watch an environment beside its flows. Each value taken goes to ``say``."""
-    import os
-
     taken, said = deployment_overrides(overrides or {}, os.environ)
     for line in said:
         (say or logging.getLogger(__name__).info)(line)

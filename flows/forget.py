@@ -43,7 +43,8 @@ class ForgetResult(BaseModel):
     unreadable: list[str]
     #: Frozen sets that lost posts, each ``"<key>: <n> posts, hash <old> -> <new>"``.
     rehashed: list[str] = []
-    #: Ids that nothing held (no stored record, no task): forgotten before, or not post ids.
+    #: Ids no readable stored object and no Label Studio task held: forgotten before, not
+    #: post ids, or only in MLflow's error lists and cards or in an unreadable object.
     unmatched: list[str] = []
 
 
@@ -150,7 +151,8 @@ def forget_posts(
         rehashed = rehashed_sets(ctx, purged.rewritten)
     for line in rehashed:
         logger.info("re-hashed %s: models are scored on it again at the next train run", line)
-    unmatched = [p for p in done.post_ids if p not in set(done.held)]
+    held = set(done.held)
+    unmatched = [p for p in done.post_ids if p not in held]
     if done.rewritten or done.n_tasks_deleted:
         logger.info(
             "forgot %s: %s removed from %s and %s "

@@ -5,8 +5,8 @@ writes one record per run at ``forgotten/<stamp>.json`` (:func:`ner.layout.forge
 
     {"stamp": ..., "by": "cli:alice", "reason": "deleted on X", "at": "2026-...Z",
      "post_ids": [...], "n_posts": 3, "status": "recorded" | "done",
-     "rewritten": {"posts/<stamp>.jsonl": 1, ...}, "deleted_tasks": {"<post id>": [41]},
-     "unreadable": [...]}
+     "rewritten": {"posts/<stamp>.jsonl": 1, ...}, "held": ["<post id>", ...],
+     "deleted_tasks": {"<post id>": [41]}, "unreadable": [...]}
 
 The record is written first, with status ``recorded``, *before* anything is removed: from
 that moment every reader skips those posts (:func:`honour`; :mod:`ner.records` readers,
@@ -55,7 +55,7 @@ class ForgetRecord(BaseModel):
     status: ForgetStatus = ForgetStatus.RECORDED
     #: Storage key -> records (posts, predictions, tasks, annotations) removed from it.
     rewritten: dict[str, int] = {}
-    #: The posts (of ``post_ids``) that some stored object held, sorted.
+    #: The posts (of ``post_ids``) a readable stored object or a Label Studio task held.
     held: list[str] = []
     #: Post id -> the Label Studio task ids deleted for it.
     deleted_tasks: dict[str, list[int]] = {}

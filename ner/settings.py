@@ -20,7 +20,7 @@ import os
 import re
 import typing
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -811,32 +811,41 @@ def environment_defaults(env: str) -> dict[str, str]:
 
 
 #: Settings each environment's deployments take from ``BRANDLOOP_<ENV>_<SETTING>``
-#: (``prefect.yaml``'s job variables): the command line and the long-running watchers of
-#: that environment take them too, so they read the storage its flows write.
-DEPLOYMENT_VARIABLES = {
-    "storage_uri": "storage",
-    "mlflow_tracking_uri": "MLflow",
-    "label_studio_url": "Label Studio",
-}
+#: (``prefect.yaml``'s job variables), with the word a line names them by: the command line
+#: and the processes that serve or watch an environment take them too, so they read the
+#: storage and the registry its flows write. Label Studio is left out: its URL and its key
+#: (a Secret block per environment) come from one place, the ``NER_`` variables.
+DEPLOYMENT_VARIABLES = {"storage_uri": "storage", "mlflow_tracking_uri": "MLflow"}
 
 
 def deployment_overrides(
-    overrides: Mapping[str, Any], environ: Mapping[str, str]
+    overrides: Mapping[str, Any],
+    environ: Mapping[str, str],
+    names: Sequence[str] = tuple(DEPLOYMENT_VARIABLES),
 ) -> tuple[dict[str, Any], list[str]]:
     """``overrides`` plus, for the environment they name (else ``NER_ENV``, else dev), each
-    non-empty ``BRANDLOOP_<ENV>_<SETTING>`` of :data:`DEPLOYMENT_VARIABLES` whose setting
-    ``overrides`` do not give: a ``--set`` value wins, then the environment's deployment
-    variable, then ``NER_<SETTING>``. Also returns one line per value taken
-    (``"staging's storage: gs://b (BRANDLOOP_STAGING_STORAGE_URI)"``)."""
+    non-empty ``BRANDLOOP_<ENV>_<SETTING>`` of ``names`` (:data:`DEPLOYMENT_VARIABLES`) that
+    neither ``overrides`` nor a ``NER_<SETTING>`` variable gives: ``--set`` wins, then
+    ``NER_``, then the environment's deployment variable. Also returns one line per value
+    taken (``"staging's storage: gs://b (BRANDLOOP_STAGING_STORAGE_URI)"``), and per
+    ``NER_`` value kept where the deployment variable differs (passwords of URIs hidden)."""
     env = str(overrides.get("env") or environ.get("NER_ENV") or "dev").strip().lower()
     taken, said = dict(overrides), []
-    for name in DEPLOYMENT_VARIABLES:
+    for name in names:
         variable = f"BRANDLOOP_{env.upper()}_{name.upper()}"
         value = environ.get(variable, "").strip()
-        if value and name not in overrides:
-            taken[name] = value
-            shown = redact_uri(value) if name == "mlflow_tracking_uri" else value
-            said.append(f"{env}'s {DEPLOYMENT_VARIABLES[name]}: {shown} ({variable})")
+        own = environ.get(f"NER_{name.upper()}", "").strip() or None
+        if not value or name in overrides or own == value:
+            continue
+        word = DEPLOYMENT_VARIABLES[name]
+        if own is not None:
+            said.append(
+                f"{env}'s {word}: NER_{name.upper()}={redact_uri(own)}, not its deployments' "
+                f"{variable}={redact_uri(value)}"
+            )
+            continue
+        taken[name] = value
+        said.append(f"{env}'s {word}: {redact_uri(value)} ({variable})")
     return taken, said
 
 

@@ -36,9 +36,13 @@ def shared_data() -> Path:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No NER_/MLFLOW_ variables leak into a test."""
+    """No NER_/MLFLOW_ variables leak into a test, nor the BRANDLOOP_<ENV>_ storage and
+    MLflow of a deployment (the command line takes them: ner.settings.deployment_overrides)."""
     for name in list(os.environ):
-        if name.startswith(("NER_", "MLFLOW_")):
+        deployment = name.startswith("BRANDLOOP_") and name.endswith(
+            ("_STORAGE_URI", "_MLFLOW_TRACKING_URI")
+        )
+        if name.startswith(("NER_", "MLFLOW_")) or deployment:
             monkeypatch.delenv(name)
     yield
 

@@ -225,6 +225,6 @@ def test_copy_promote_finds_each_environments_own_storage_as_its_deployments_do(
     )
     # Then prod's gold set is found where its deployments keep it, and the line says where
     assert code == 0, err
-    said = " ".join(out.split())
+    said = " ".join((out + err).split())  # the storage line is on standard error
     assert f"prod's storage: {tmp_path / 'prod-bucket'} (BRANDLOOP_PROD_STORAGE_URI)" in said
     assert f"on prod's gold set {prod_gold[:12]}" in said

@@ -372,7 +372,7 @@ def test_forget_with_set_env_cleans_that_environments_deployment_bucket(
     result = CliRunner().invoke(cli.app, [*args, "--set", "env=staging"])
     # Then the bucket is cleaned and the output names the storage it used
     assert result.exit_code == 0, result.output + result.stderr
-    said = " ".join(result.output.split())
+    said = " ".join((result.output + result.stderr).split())
     assert f"staging's storage: gs://{bucket} (BRANDLOOP_STAGING_STORAGE_URI)" in said
     assert f"recorded in gs://{bucket}/staging/forgotten/" in said and "unmatched" not in said
     assert holders(storage, {"fg-1"}) == {} and count_lines(storage, "posts/a.jsonl") == 2

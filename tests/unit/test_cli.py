@@ -674,15 +674,16 @@ def test_demo_never_touches_a_folder_it_did_not_make(tmp_path: Path) -> None:
     assert (folder / "mlflow.db").read_text() == "someone's registry"
 
 
-def test_the_demo_names_make_ui_where_the_makefile_serves_its_store(
+def test_the_demo_names_make_ui_in_this_project_folder_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a folder without the project's Makefile, the demo names the mlflow command
-    monkeypatch.chdir(tmp_path)
     default, store = Path(".brandloop/demo"), "sqlite:///.brandloop/demo/mlflow.db"
+    # Given another folder, even with a Makefile of its own, the demo names the mlflow command
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Makefile").write_text("ui:\n\trm -rf somewhere\n")
     assert f"ui --backend-store-uri {store} --port 5000" in cli._ui_command(default, store)
-    # When the Makefile is there (the project folder), it names make ui, as the README does
-    (tmp_path / "Makefile").write_text("ui:\n")
+    # When it ran in this project's folder, it names make ui, as the README does
+    monkeypatch.chdir(Path(cli.__file__).resolve().parents[1])
     assert cli._ui_command(default, store).startswith("make ui ")
     # unless the demo ran in another folder, which the Makefile's UI_STORE does not read
     other = "sqlite:///elsewhere/mlflow.db"

@@ -125,6 +125,7 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
     assert "micro 0.0000 0.0000 0.0000 1 0" in said  # the list does not know zzqbrand
     assert "posts with every span right 1/2 (50.0%)" in said
     assert "p1 missed zzqbrand - zzqbrand cream" in said
-    # And a model that does not exist is refused in one line, before any set is read
-    result = CliRunner().invoke(cli.app, ["evaluate", "./no-such-model", "--on", str(path)])
+    # And a model that does not exist is refused in one line, before the set is looked for
+    missing = str(tmp_path / "no-such-set.json")
+    result = CliRunner().invoke(cli.app, ["evaluate", "./no-such-model", "--on", missing])
     assert result.exit_code == 1 and "unknown model './no-such-model'" in result.stderr

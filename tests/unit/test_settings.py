@@ -376,31 +376,38 @@ def test_a_uri_is_shown_without_its_password() -> None:
     assert row.value == '"postgresql://bob:***@db/mlflow"'
 
 
-def test_an_environment_takes_its_deployments_storage_mlflow_and_label_studio() -> None:
+def test_an_environment_takes_its_deployments_storage_and_mlflow() -> None:
     from ner.settings import deployment_overrides
 
     environ = {
         "BRANDLOOP_STAGING_STORAGE_URI": "gs://stage-bucket",
         "BRANDLOOP_STAGING_MLFLOW_TRACKING_URI": "https://ops:pw@mlflow.example/",
-        "BRANDLOOP_STAGING_LABEL_STUDIO_URL": " ",
+        "BRANDLOOP_STAGING_LABEL_STUDIO_URL": "http://ls-staging:8080",
         "BRANDLOOP_DEV_STORAGE_URI": "/data/dev",
-        "NER_STORAGE_URI": "/data/own",
     }
     # Given --set env=staging (a trial's forget cleaned the local default, not the bucket)
     taken, said = deployment_overrides({"env": "staging"}, environ)
-    # Then staging's deployment values are taken (a blank one is not), each named, the
-    # password of a URI not shown
+    # Then staging's deployment storage and MLflow are taken, each named, the password of a
+    # URI not shown; not its Label Studio URL (its key comes with the NER_ variables)
     assert taken == {
         "env": "staging",
         "storage_uri": "gs://stage-bucket",
         "mlflow_tracking_uri": "https://ops:pw@mlflow.example/",
     }
-    assert said[0] == "staging's storage: gs://stage-bucket (BRANDLOOP_STAGING_STORAGE_URI)"
-    assert "pw" not in said[1] and said[1].startswith("staging's MLflow: https://")
-    # And a --set value wins; without --set env, NER_ENV (else dev) names the environment
+    assert said == [
+        "staging's storage: gs://stage-bucket (BRANDLOOP_STAGING_STORAGE_URI)",
+        "staging's MLflow: https://ops:***@mlflow.example/ (BRANDLOOP_STAGING_MLFLOW_TRACKING_URI)",
+    ]
+    # And a --set value wins, then a NER_ variable (named beside the value it overrides),
+    # then the deployment's; without --set env, NER_ENV (else dev) names the environment
     assert (
         deployment_overrides({"env": "staging", "storage_uri": "x"}, environ)[0]["storage_uri"]
         == "x"
+    )
+    own, said = deployment_overrides({"env": "staging"}, {**environ, "NER_STORAGE_URI": "/mine"})
+    assert "storage_uri" not in own and said[0] == (
+        "staging's storage: NER_STORAGE_URI=/mine, not its deployments' "
+        "BRANDLOOP_STAGING_STORAGE_URI=gs://stage-bucket"
     )
     assert deployment_overrides({}, environ)[0] == {"storage_uri": "/data/dev"}
     assert deployment_overrides({}, {**environ, "NER_ENV": "prod"}) == ({}, [])

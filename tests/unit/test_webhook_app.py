@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -203,3 +204,32 @@ def test_registering_gives_up_with_a_label_studio_error_when_nobody_answers() ->
     with pytest.raises(LabelStudioError) as caught:
         label_trigger.register(settings, "http://127.0.0.1:1/webhook", attempts=2, delay=0)
     assert "k" * 40 not in str(caught.value)
+
+
+def test_the_poll_mode_counts_from_the_training_pulls_checkpoint_and_the_envs_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from ner.labelstudio.exchange import checkpoint_key
+
+    # Given staging's deployments on their own storage, and a project (a trial's first poll
+    # counted labels a pull had read as new)
+    monkeypatch.setenv("BRANDLOOP_STAGING_STORAGE_URI", str(tmp_path / "staging-store"))
+    monkeypatch.setattr(label_trigger, "prefect_api_url", lambda *a, **k: "http://127.0.0.1:9")
+    monkeypatch.setattr(label_trigger, "check_prefect_api", lambda *a, **k: True)
+    project = SimpleNamespace(project_id=7)
+    monkeypatch.setattr(label_trigger.LabelStudioProject, "connect", lambda *a, **k: project)
+    seen: dict[str, object] = {}
+
+    def watch(_project: object, storage: object, *_: object, **options: object) -> int:
+        seen.update(options, storage=storage)
+        return 0
+
+    monkeypatch.setattr(label_trigger, "watch_labels", watch)
+    # When the poll mode starts for staging
+    args = label_trigger.parser().parse_args(["poll", "--env", "staging", "--max-polls", "1"])
+    assert label_trigger.poll(args) == 0
+    # Then it watches with the pull's checkpoint, in staging's deployment storage
+    assert seen["read_key"] == checkpoint_key(7)
+    assert str(tmp_path / "staging-store" / "staging") in seen["storage"].uri("")  # type: ignore[attr-defined]
