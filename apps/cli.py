@@ -1260,6 +1260,8 @@ def evaluate(
     labelled = scoring.labelled_set(cfg, storage, on)
     for item in labelled.rejected:
         console().print(f"! left out: {_escape(str(item))}")
+    if on == cfg.train.rehearsal_uri:
+        console().print(f"! {_escape(on)} is train.rehearsal_uri: models trained on it")
     _print_evaluation(scoring.evaluate(cfg, spec, labelled), errors)
 
 

@@ -72,7 +72,8 @@ def pinned_spec(settings: Settings, spec: str) -> str:
 
 
 def labelled_set(settings: Settings, storage: Storage, on: str) -> LabelledSet:
-    """The set ``on`` names: ``gold``, ``canary`` or a Label Studio JSON export. Raises
+    """The set ``on`` names: ``gold``, ``canary`` or a Label Studio JSON export (its
+    forgotten posts left out, as every reader leaves them out). Raises
     :class:`GoldSetError` when no gold (or canary) set is frozen,
     :class:`~ner.errors.InputNotFoundError` for a file that is not there and
     :class:`ConfigError` for one that is not an export or has no labelled post."""
@@ -97,6 +98,7 @@ def labelled_set(settings: Settings, storage: Storage, on: str) -> LabelledSet:
 
 
 def _export_set(settings: Settings, storage: Storage, uri: str) -> LabelledSet:
+    from ner import forget
     from ner.datasets import dataset_hash
     from ner.sources import labelled_export
 
@@ -109,7 +111,7 @@ def _export_set(settings: Settings, storage: Storage, uri: str) -> LabelledSet:
             f"{where} has no labelled post to score ({n_tasks} tasks, "
             f"{len(parsed.unlabelled)} unlabelled, {len(parsed.rejected)} rejected)"
         )
-    records = list(parsed.records)
+    records = list(forget.honour(storage, parsed.records, lambda a: a.post_id))
     return LabelledSet(f"file {uri}", dataset_hash(records), records, tuple(parsed.rejected))
 
 

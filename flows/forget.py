@@ -164,7 +164,7 @@ def forget_posts(
             quantity(done.n_tasks_deleted, "task"),
         )
     if unmatched:
-        logger.warning(_unmatched_line(unmatched))
+        logger.warning(_unmatched_line(unmatched, bool(done.unreadable)))
     return ForgetResult(
         record_key=done.key,
         status=done.status,
@@ -178,13 +178,15 @@ def forget_posts(
     )
 
 
-def _unmatched_line(unmatched: list[str], shown: int = 10) -> str:
-    """The warning naming the ids nothing held (the first ``shown`` of them)."""
+def _unmatched_line(unmatched: list[str], unreadable: bool, shown: int = 10) -> str:
+    """The warning naming the ids nothing held (the first ``shown`` of them); with
+    ``unreadable`` objects, that those may hold them."""
     named = ", ".join(repr(p) for p in unmatched[:shown])
     more = f" and {len(unmatched) - shown} more" if len(unmatched) > shown else ""
     which = "this id" if len(unmatched) == 1 else f"these {len(unmatched)} ids"
+    maybe = ", or only in the unreadable objects named above" if unreadable else ""
     return (
-        f"nothing held {which}: {named}{more}: forgotten before, or not post ids (the id a "
-        "source gave the post, data.post_id in Label Studio, not a task id); the tombstones "
-        "stay, so such posts are dropped if they ever arrive"
+        f"nothing held {which}: {named}{more}: forgotten before, or not post ids "
+        f"(the id a source gave the post, data.post_id in Label Studio, not a task id){maybe}; "
+        "the tombstones stay, so such posts are dropped if they ever arrive"
     )

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from apps import cli
 from apps import evaluate as scoring
+from ner import forget
 from ner.datasets import freeze_gold_set
 from ner.errors import ConfigError, GoldSetError, InputNotFoundError
 from ner.settings import Settings, load_settings
@@ -72,6 +73,10 @@ def test_an_export_is_read_with_its_brand_spans_only_and_bad_posts_named(
     assert read.name == f"file {path}" and len(read.digest) == 64
     assert {r.record_id for r in read.rejected} == {"p3"}
     assert "'Gucci' BRAND: offsets do not match" in read.rejected[0].reason
+    # And a post forgotten here is left out of it, as every reader leaves it out
+    forget.record(storage, ["p1"], by="ops", reason="deleted on X", stamp="s1")
+    again = scoring.labelled_set(settings, storage, str(path))
+    assert [a.post_id for a in again.annotations] == ["p2"]
 
 
 def test_a_set_that_is_not_there_or_not_an_export_is_refused(
