@@ -59,8 +59,14 @@ def runs_of(prefect: PrefectService, deployment_id: str) -> list[Any]:
 
 
 def watcher(
-    prefect: PrefectService, storage_uri: str, deployment: str, workdir: Path, env: dict[str, str]
+    prefect: PrefectService,
+    storage_uri: str | None,
+    deployment: str,
+    workdir: Path,
+    env: dict[str, str],
 ) -> ManagedServer:
+    """The export watcher of dev on ``storage_uri`` (None: no ``NER_STORAGE_URI`` at all)."""
+    own = {} if storage_uri is None else {"NER_STORAGE_URI": storage_uri}
     server: ManagedServer
     server = ManagedServer(
         "export-watcher",
@@ -82,7 +88,8 @@ def watcher(
         port=0,
         health_url=None,
         ready_check=lambda: "watching" in server.log_path.read_text(errors="replace"),
-        env={**prefect.env(), **env, "NER_STORAGE_URI": storage_uri},
+        env={**prefect.env(), **env, **own},
+        unset_env=() if own else ("NER_STORAGE_URI",),
         startup_timeout=90,
     )
     return server
@@ -94,7 +101,11 @@ def drop_exports(storage: Storage, names: list[str]) -> None:
 
 
 def check_one_file_one_run_and_a_burst_one_more(
-    prefect: PrefectService, storage: Storage, storage_uri: str, tmp: Path, env: dict[str, str]
+    prefect: PrefectService,
+    storage: Storage,
+    storage_uri: str | None,
+    tmp: Path,
+    env: dict[str, str],
 ) -> str:
     """The watcher's log, once it queued one run for a file and one more for a burst."""
     name = f"watch-{uuid.uuid4().hex[:8]}"
@@ -126,12 +137,9 @@ def test_gcs_bucket(
     gcs_emulator.client().create_bucket(bucket)
     uri = f"gs://{bucket}/brandloop"
     storage = open_storage(uri, "dev")
-    # the bucket named as dev's deployments get it (prefect.yaml), NER_STORAGE_URI elsewhere:
-    # a trial's watcher for a gs:// environment watched the local default folder
+    # the bucket named only as dev's deployments get it (prefect.yaml): a trial's watcher
+    # for a gs:// environment watched the local default folder
     env = {**gcs_emulator.env(), "BRANDLOOP_DEV_STORAGE_URI": uri}
-    decoy = str(tmp_path / "not-here")
-    said = check_one_file_one_run_and_a_burst_one_more(
-        prefect_server, storage, decoy, tmp_path, env
-    )
+    said = check_one_file_one_run_and_a_burst_one_more(prefect_server, storage, None, tmp_path, env)
     assert f"dev's storage: {uri} (BRANDLOOP_DEV_STORAGE_URI)" in said
     assert f"watching {uri}/dev/exports" in said
