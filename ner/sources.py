@@ -118,8 +118,8 @@ def iter_jsonl(
     its text, to say whether a repeat differs) is kept in memory. Blank
     lines are skipped silently. A line that is not a JSON object, has no usable id, has a
     missing, non-string or empty text, a text longer than ``max_chars`` characters, or
-    repeats an id already in ``seen`` is yielded as a :class:`Rejected` whose ``record_id``
-    names the line, and parsing goes on.
+    repeats an id already in ``seen`` is yielded as a :class:`Rejected` with its ``line``
+    and, when it has a readable one, its id, and parsing goes on.
     """
     seen = {} if seen is None else seen
     for number, line in enumerate(lines, start=first_line):
@@ -127,18 +127,18 @@ def iter_jsonl(
             line = line.removeprefix("\ufeff")
         if not line.strip():
             continue
-        where = f"line {number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield number, Rejected(where, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            yield number, Rejected(None, f"invalid JSON: {exc.msg} (column {exc.colno})", number)
             continue
         if not isinstance(record, dict):
-            yield number, Rejected(where, "not a JSON object")
+            yield number, Rejected(None, "not a JSON object", number)
             continue
         record_id = record.get("id")
         if isinstance(record_id, bool) or not isinstance(record_id, str | int | None):
-            yield number, Rejected(where, f"'id' must be a string or an integer: {record_id!r}")
+            reason = f"'id' must be a string or an integer: {record_id!r}"
+            yield number, Rejected(None, reason, number)
             continue
         record.setdefault("source", source)
         if query is not None:
@@ -147,19 +147,19 @@ def iter_jsonl(
             post = Post.from_dict(record)
             _check_encodable(post)
         except DataError as exc:
-            label = f"{where} ({_printable(exc.record_id)})" if exc.record_id else where
-            yield number, Rejected(label, exc.reason)
+            found = _printable(exc.record_id) if exc.record_id else None
+            yield number, Rejected(found, exc.reason, number)
             continue
         if max_chars is not None and len(post.text) > max_chars:
             reason = f"text of {len(post.text):,} characters; the limit is {max_chars:,} "
-            yield number, Rejected(f"{where} ({post.id})", reason + "(NER_MAX_POST_CHARS)")
+            yield number, Rejected(post.id, reason + "(NER_MAX_POST_CHARS)", number)
             continue
         digest = hashlib.blake2b(post.text.encode("utf-8", "surrogatepass"), digest_size=8)
         if post.id in seen:
             first, earlier = seen[post.id]
             differs = "" if earlier == digest.digest() else "; its text differs"
             reason = f"duplicate post id (first on line {first}{differs})"
-            yield number, Rejected(f"{where} ({post.id})", reason)
+            yield number, Rejected(post.id, reason, number)
             continue
         seen[post.id] = (number, digest.digest())
         yield number, post
@@ -384,7 +384,7 @@ def _report_undated(origin: str, undated: list[str]) -> None:
 def _report_rejected(storage: Storage, key: str, origin: str, rejected: list[Rejected]) -> None:
     if not rejected:
         return
-    storage.write_json(layout.rejected_report(key), [str(r) for r in rejected])
+    storage.write_json(layout.rejected_report(key), [r.entry() for r in rejected])
     for item in rejected[:LOG_REJECTED]:
         log.warning("skipped a record of %s: %s", origin, item)
     if len(rejected) > LOG_REJECTED:

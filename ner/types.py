@@ -188,9 +188,20 @@ class Rejected:
 
     record_id: str | None
     reason: str
+    #: 1-based line of the record in its file, for records read from a JSONL file
+    line: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.record_id or '<no id>'}: {self.reason}"
+        if self.line is None:
+            return f"{self.record_id or '<no id>'}: {self.reason}"
+        which = f" ({self.record_id})" if self.record_id else ""
+        return f"line {self.line}{which}: {self.reason}"
+
+    def entry(self) -> dict[str, Any]:
+        """This rejection as an entry of a ``.rejected.json`` report: ``{"post_id": str |
+        None, "reason": str}``, with ``"line": int`` for a record of a JSONL file."""
+        found: dict[str, Any] = {"post_id": self.record_id, "reason": self.reason}
+        return found if self.line is None else {"line": self.line, **found}
 
 
 @dataclass(slots=True)

@@ -117,24 +117,49 @@ def _say_forgotten(pool: _Pool, keys: Sequence[str], forgotten: frozenset[str]) 
         )
 
 
-def _sort_rejected(pool: _Pool, forgotten: frozenset[str]) -> tuple[list[str], list[str], int]:
-    """``(rejected lines, superseded lines, rejected tasks)``: a record of a post whose label
-    comes from another task (a newer annotation of the same post id) is superseded, not a
-    rejected post; a forgotten post's records are not reported at all. A task that lost a
-    span gives several lines and counts once; a record that several snapshots hold alike is
-    one line, ``(also in <keys>)``."""
+Entry = dict[str, Any]
+"""An entry of a pull's ``.rejected.json`` report: ``{"kind": "rejected" | "repaired" |
+"superseded", "export": <snapshot key>, "post_id": str | None, "reason": str, "also_in":
+[<other snapshot keys holding the record alike>]}``."""
+
+
+def _entry(kind: str, keys: Sequence[str], post_id: str | None, reason: str) -> Entry:
+    return {
+        "kind": kind,
+        "export": keys[0],
+        "post_id": post_id,
+        "reason": reason,
+        "also_in": list(keys[1:]),
+    }
+
+
+def report_line(entry: Entry | str) -> str:
+    """An entry as the run's log names it: ``[<kind>: ]<export>: <post>: <reason>[ (also in
+    <keys>)]`` (rejected entries have no kind prefix; a report written before entries were
+    objects holds these lines as they are)."""
+    if isinstance(entry, str):
+        return entry
+    kind = "" if entry["kind"] == "rejected" else f"{entry['kind']}: "
+    also = f" (also in {', '.join(entry['also_in'])})" if entry.get("also_in") else ""
+    return f"{kind}{entry['export']}: {Rejected(entry['post_id'], entry['reason'])}{also}"
+
+
+def _sort_rejected(pool: _Pool, forgotten: frozenset[str]) -> tuple[list[Entry], list[Entry], int]:
+    """``(rejected entries, superseded entries, rejected tasks)``: a record of a post whose
+    label comes from another task (a newer annotation of the same post id) is superseded,
+    not a rejected post; a forgotten post's records are not reported at all. A task that
+    lost a span gives several entries and counts once; a record that several snapshots hold
+    alike is one entry (``also_in`` the others)."""
     where: dict[tuple[str | None, str], list[str]] = {}
     for key, item in pool.rejected:
         if item.record_id not in forgotten:
             where.setdefault((item.record_id, item.reason), []).append(key)
     rejected, superseded, tasks = [], [], set()
     for (record_id, reason), keys in where.items():
-        also = f" (also in {', '.join(keys[1:])})" if len(keys) > 1 else ""
-        line = f"{keys[0]}: {Rejected(record_id, reason)}{also}"
         if record_id in pool.latest:
-            superseded.append(f"superseded: {line}")
+            superseded.append(_entry("superseded", keys, record_id, reason))
         else:
-            rejected.append(line)
+            rejected.append(_entry("rejected", keys, record_id, reason))
             tasks.add((record_id, reason.partition(":")[0]))
     return rejected, superseded, len(tasks)
 
@@ -264,10 +289,10 @@ def _snapshot_keys(storage: Storage, export_keys: Sequence[str] | None) -> list[
     return [k for k in storage.list(layout.EXPORTS) if layout.is_export(k)]
 
 
-def _repaired_lines(pool: _Pool, annotations: Sequence[Annotation]) -> list[str]:
-    """``repaired: <export>: <post>: <how>``, one per span repaired in the records kept."""
+def _repaired(pool: _Pool, annotations: Sequence[Annotation]) -> list[Entry]:
+    """One ``repaired`` entry per span repaired in the records kept (``reason``: how)."""
     return [
-        f"repaired: {pool.repairs[a.post_id][0]}: {Rejected(a.post_id, note)}"
+        _entry("repaired", [pool.repairs[a.post_id][0]], a.post_id, note)
         for a in annotations
         for note in pool.repairs.get(a.post_id, ("", []))[1]
     ]
@@ -292,24 +317,25 @@ def _write_review(
 def _write_rejected(
     storage: Storage,
     out_key: str,
-    rejected: Sequence[str],
-    repaired: Sequence[str],
-    superseded: Sequence[str],
+    rejected: Sequence[Entry],
+    repaired: Sequence[Entry],
+    superseded: Sequence[Entry],
 ) -> str | None:
-    """Write the rejected, repaired and superseded records next to ``out_key`` and log the
-    first ones; returns the report's key (None when there is nothing to report)."""
+    """Write the rejected, repaired and superseded records next to ``out_key`` (a list of
+    :data:`Entry`) and log the first ones; returns the report's key (None when there is
+    nothing to report)."""
     if not (rejected or superseded or repaired):
         return None
     rejected_key = layout.rejected_report(out_key)
     earlier_key, earlier = _earlier_report(storage, rejected_key)
     storage.write_json(rejected_key, [*rejected, *repaired, *superseded])
-    reused = [line for line in superseded if TEXTS_DIFFER in line]
-    new_rejected = [line for line in rejected if _stem(line) not in earlier]
-    new_reused = [line for line in reused if _stem(line) not in earlier]
-    for line in new_rejected[:20]:
-        log.warning("rejected %s", line)
-    for line in new_reused[:5]:
-        log.warning("%s", line)
+    reused = [entry for entry in superseded if TEXTS_DIFFER in entry["reason"]]
+    new_rejected = [e for e in rejected if _stem(e) not in earlier]
+    new_reused = [e for e in reused if _stem(e) not in earlier]
+    for entry in new_rejected[:20]:
+        log.warning("rejected %s", report_line(entry))
+    for entry in new_reused[:5]:
+        log.warning("%s", report_line(entry))
     if routine := len(superseded) - len(reused):  # a label fixed, a post sent again
         log.info("%s superseded by a newer one of the same post", quantity(routine, "record"))
     if again := len(rejected) + len(reused) - len(new_rejected) - len(new_reused):
@@ -323,9 +349,10 @@ def _write_rejected(
     return rejected_key
 
 
-def _stem(line: str) -> str:
-    """A report line without its ``(also in …)`` tail, which grows as snapshots arrive."""
-    return line.split(" (also in ", 1)[0]
+def _stem(entry: Entry | str) -> str:
+    """A report entry's line without its ``(also in …)`` tail, which grows as snapshots
+    arrive (the same for an entry and for the line an older report holds)."""
+    return report_line(entry).split(" (also in ", 1)[0]
 
 
 def _earlier_report(storage: Storage, rejected_key: str) -> tuple[str | None, frozenset[str]]:
@@ -345,7 +372,12 @@ def _earlier_report(storage: Storage, rejected_key: str) -> tuple[str | None, fr
         return None, frozenset()
     if not isinstance(lines, list):
         return None, frozenset()
-    return reports[-1], frozenset(_stem(str(line)) for line in lines)
+    stems = (_stem(e) for e in lines if isinstance(e, str) or _is_entry(e))
+    return reports[-1], frozenset(stems)
+
+
+def _is_entry(item: Any) -> bool:
+    return isinstance(item, dict) and {"kind", "export", "post_id", "reason"} <= item.keys()
 
 
 def collect_annotations(
@@ -378,7 +410,7 @@ def collect_annotations(
     _say_forgotten(pool, keys, forgotten)
     write_annotations(storage, out_key, annotations)
     rejected, superseded, n_rejected = _sort_rejected(pool, forgotten)
-    repaired = _repaired_lines(pool, annotations)
+    repaired = _repaired(pool, annotations)
     rejected_key = _write_rejected(storage, out_key, rejected, repaired, superseded)
     held = [a for a in agreements if a.outcome is Outcome.HELD]
     review_key = _write_review(storage, out_key, pool, held)
@@ -389,7 +421,7 @@ def collect_annotations(
         n_annotations=len(annotations),
         n_rejected=n_rejected,
         n_repaired=len(repaired),
-        rejected=rejected[:100],
+        rejected=[report_line(e) for e in rejected[:100]],
         n_superseded=len(superseded),
         dataset_hash=dataset_hash(annotations),
         n_deleted_tasks=len(pool.deleted_tasks),

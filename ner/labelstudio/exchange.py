@@ -168,8 +168,8 @@ def write_import_file(
 
 class ImportReport(BaseModel):
     """What an import did: tasks imported, posts skipped, batches sent. ``conflicts`` names
-    each post skipped because the project holds its id with another text (``"<id>: why"``,
-    as :class:`~ner.types.Rejected` reads)."""
+    each post skipped because the project holds its id with another text: ``{"post_id":
+    str, "task_ids": [int], "reason": str}``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -179,34 +179,34 @@ class ImportReport(BaseModel):
     n_duplicates_in_input: int = 0
     n_id_conflicts: int = 0
     n_batches: int = 0
-    conflicts: list[str] = []
+    conflicts: list[dict[str, Any]] = []
 
 
 #: How many id conflicts an import logs one by one (the flow writes all of them to storage).
 LOG_CONFLICTS = 20
 
 
-def _conflict(post: Post, tasks: list[tuple[int, str | None]]) -> str | None:
-    """Why ``post`` cannot go to the project that holds ``tasks`` for its id, or None when
-    one of them has its text (the post is there already)."""
+def _conflict(post: Post, tasks: list[tuple[int, str | None]]) -> dict[str, Any] | None:
+    """Why ``post`` cannot go to the project that holds ``tasks`` for its id (an entry of
+    :attr:`ImportReport.conflicts`), or None when one of them has its text (the post is
+    there already)."""
     if any(text == post.text for _, text in tasks):
         return None
     task_ids = ", ".join(str(t) for t, _ in tasks)
-    return str(
-        Rejected(
-            post.id,
-            f"not sent: the project's task {task_ids} holds this post id with another text "
-            "(a source reused the id, or the post was edited); give the post a new id, or "
-            "delete the task in Label Studio, and send it again",
-        )
+    why = Rejected(
+        post.id,
+        f"not sent: the project's task {task_ids} holds this post id with another text "
+        "(a source reused the id, or the post was edited); give the post a new id, or "
+        "delete the task in Label Studio, and send it again",
     )
+    return {**why.entry(), "task_ids": [t for t, _ in tasks]}
 
 
 def _missing(
     items: Iterable[tuple[Post, Prediction | None]],
     known: dict[str, list[tuple[int, str | None]]],
     tally: Counter[str],
-    conflicts: list[str],
+    conflicts: list[dict[str, Any]],
 ) -> Iterator[tuple[Post, Prediction | None]]:
     """The items whose post is neither in the project nor met earlier in ``items``; a post
     whose id the project holds with another text is added to ``conflicts``."""
@@ -226,9 +226,11 @@ def _missing(
             yield post, prediction
 
 
-def _say_conflicts(project: LabelStudioProject, conflicts: list[str]) -> None:
+def _say_conflicts(project: LabelStudioProject, conflicts: list[dict[str, Any]]) -> None:
     for conflict in conflicts[:LOG_CONFLICTS]:
-        log.warning("project %s: post %s", project.project_id, conflict)
+        log.warning(
+            "project %s: post %s: %s", project.project_id, conflict["post_id"], conflict["reason"]
+        )
     if len(conflicts) > LOG_CONFLICTS:
         log.warning("... and %d more posts not sent", len(conflicts) - LOG_CONFLICTS)
 
@@ -254,7 +256,7 @@ def import_items(
     if duplicates:
         log.warning("project %s already holds %d posts more than once", project, duplicates)
     tally: Counter[str] = Counter()
-    conflicts: list[str] = []
+    conflicts: list[dict[str, Any]] = []
     for batch in batched(_missing(items, existing, tally, conflicts), batch_size):
         task_ids = project.import_tasks(to_tasks(batch, project.config))
         tally["n_batches"] += 1

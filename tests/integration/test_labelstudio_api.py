@@ -410,8 +410,9 @@ def test_a_post_whose_id_the_project_holds_with_another_text_is_named_not_droppe
     # with the task that holds the id
     assert (report.n_imported, report.n_skipped_existing, report.n_id_conflicts) == (1, 1, 1)
     (conflict,) = report.conflicts
-    assert conflict.startswith("p1: not sent: the project's task ")
-    assert str(task_of_p1[0]) in conflict and "another text" in conflict
+    assert (conflict["post_id"], conflict["task_ids"]) == ("p1", task_of_p1)
+    assert conflict["reason"].startswith("not sent: the project's task ")
+    assert str(task_of_p1[0]) in conflict["reason"] and "another text" in conflict["reason"]
     # And the project still holds one task per id, p1 with the text it had
     tasks = {str(t["data"]["post_id"]): t for t in project.iter_tasks(fields="all")}
     assert sorted(tasks) == ["p0", "p1", "p2"]

@@ -47,7 +47,8 @@ def test_the_fetch_step_holds_posts_to_the_settings_limit(tmp_path: Path) -> Non
     # Then the long post is rejected by name and the other kept
     assert (fetched.n_posts, fetched.n_rejected) == (1, 1)
     (said,) = storage.read_json("posts/s1.rejected.json")
-    assert said.startswith("line 2 (b): text of 21 characters; the limit is 20")
+    assert (said["line"], said["post_id"]) == (2, "b")
+    assert said["reason"].startswith("text of 21 characters; the limit is 20")
 
 
 def test_the_fetch_step_counts_posts_forgotten_before(tmp_path: Path) -> None:

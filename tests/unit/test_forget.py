@@ -231,18 +231,23 @@ def test_purge_rewrites_only_the_objects_holding_the_posts(storage: Storage) -> 
 
 def test_purge_names_the_posts_some_object_held(storage: Storage) -> None:
     # Given p0 in a posts file, p1 only in a selection, p2 only named by a rejection report
+    # (as reports read before 2026-12-04), p3 only by an import's id conflict (an entry)
     write_records(storage, "posts/a.jsonl", posts(1))
     storage.write_json("selections/a.json", {"post_ids": ["p1"], "uncertainty": {}})
     storage.write_json("posts/a.rejected.json", ["line 3 (p2): text is empty"])
-    # When four ids are purged, one of which nothing holds
-    report = purge.purge_storage(storage, ["p0", "p1", "p2", "nosuch"])
-    # Then the report names the three held, not the fourth
-    assert report.held == ["p0", "p1", "p2"]
+    conflict = {"post_id": "p3", "reason": "not sent", "task_ids": [4]}
+    storage.write_json("tasks/s.rejected.json", [conflict, {**conflict, "post_id": "p9"}])
+    # When five ids are purged, one of which nothing holds
+    report = purge.purge_storage(storage, ["p0", "p1", "p2", "p3", "nosuch"])
+    # Then the report names the four held, not the fifth
+    assert report.held == ["p0", "p1", "p2", "p3"]
     assert report.rewritten == {
         "posts/a.jsonl": 1,
         "selections/a.json": 1,
         "posts/a.rejected.json": 1,
+        "tasks/s.rejected.json": 1,
     }
+    assert [e["post_id"] for e in storage.read_json("tasks/s.rejected.json")] == ["p9"]
     assert purge.purge_storage(storage, ["p0"]).held == []  # held nothing any more
 
 

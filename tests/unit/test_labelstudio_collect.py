@@ -19,7 +19,7 @@ from ner.datasets import (
     read_annotations,
 )
 from ner.errors import DataError, GoldSetError
-from ner.labelstudio.collect import collect_annotations
+from ner.labelstudio.collect import collect_annotations, report_line
 from ner.labelstudio.liveset import LiveSet, load_live_set, reconcile, save_live_set
 from ner.storage import Storage, open_storage
 from ner.types import Annotation
@@ -317,7 +317,9 @@ def test_rejected_counts_posts_not_lines_nor_replaced_annotations(storage: Stora
     # and the report names where every record is (a trial found no line giving the path)
     assert report.rejected_key == layout.rejected_report(layout.pulled_annotations("run"))
     said = storage.read_json(report.rejected_key)
-    assert said[-1].startswith("superseded: exports/") and ": p3: task 3: duplicate" in said[-1]
+    assert (said[-1]["kind"], said[-1]["post_id"]) == ("superseded", "p3")
+    assert said[-1]["export"].startswith("exports/")
+    assert said[-1]["reason"].startswith("task 3: duplicate")
     assert set(pulled(storage)) == {"p3"} and pulled(storage)["p3"].spans[0].text == "Sephora"
 
 
@@ -361,16 +363,24 @@ def test_two_snapshots_holding_the_same_tasks_count_and_name_each_once(storage: 
     # Then the repair, the rejected post and the superseded record count once each
     assert (report.n_repaired, report.n_rejected, report.n_superseded) == (1, 1, 1)
     said = storage.read_json(layout.rejected_report(layout.pulled_annotations("run")))
-    # and each line names the first export and the other that holds the record alike
-    assert said[-1] == (
-        f"superseded: {keys[0]}: p3: task 3: duplicate post id; the annotation of task 4 "
-        f"(updated 2026-11-21T10:00:00Z) is more recent and is kept (also in {keys[1]})"
-    )
+    # and each entry names the first export and the other that holds the record alike
+    assert said[-1] == {
+        "kind": "superseded",
+        "export": keys[0],
+        "post_id": "p3",
+        "reason": "task 3: duplicate post id; the annotation of task 4 "
+        "(updated 2026-11-21T10:00:00Z) is more recent and is kept",
+        "also_in": [keys[1]],
+    }
     rejected = said[:2]  # the span, then the post it took with it
-    assert all(line.startswith(f"{keys[0]}: p2: task 2: ") for line in rejected)
-    assert all(line.endswith(f"(also in {keys[1]})") for line in rejected)
+    assert all(
+        (e["kind"], e["export"], e["post_id"]) == ("rejected", keys[0], "p2") for e in rejected
+    )
+    assert all(e["reason"].startswith("task 2: ") and e["also_in"] == [keys[1]] for e in rejected)
+    assert report_line(rejected[0]).startswith(f"{keys[0]}: p2: task 2: ")
+    assert report_line(rejected[0]).endswith(f"(also in {keys[1]})")
     # and the repair is named once, in the export whose record is kept
-    assert said[2] == (
+    assert report_line(said[2]) == (
         f"repaired: {keys[1]}: p1: task 1: span [1, 9) 'Glossier' -> [0, 8) 'Glossier'"
     )
     assert len(said) == 4
@@ -439,7 +449,7 @@ def test_a_forgotten_posts_records_are_not_reported(
     assert pulled(storage) == {}
     assert report.n_rejected == 1  # p2's "Dior" is not in the text
     said = storage.read_json(layout.rejected_report(layout.pulled_annotations("run")))
-    assert all(": p1: " not in line for line in said) and report.n_superseded == 0
+    assert all(e["post_id"] != "p1" for e in said) and report.n_superseded == 0
 
 
 def test_a_pull_names_one_by_one_only_records_the_last_pull_did_not(
@@ -474,6 +484,27 @@ def test_a_pull_names_one_by_one_only_records_the_last_pull_did_not(
     # and the report still holds every record, counted as before
     assert report.n_rejected == 2 and report.n_superseded == 1
     assert len(storage.read_json(layout.rejected_report(out2))) == 5
+
+
+def test_a_report_of_lines_written_before_entries_still_counts_as_named(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a pull whose report is rewritten as the lines reports held before 2026-12-04
+    week1 = [task(1, TEXT, [result(0, 5, "Prada")], post_id="p1")]
+    keys = [write_snapshot(storage, "s1", week1)]
+    out1, out2 = layout.pulled_annotations("run1"), layout.pulled_annotations("run2")
+    collect_annotations(storage, keys, LABELS, out_key=out1)
+    old_key = layout.rejected_report(out1)
+    storage.write_json(old_key, [report_line(e) for e in storage.read_json(old_key)])
+    # When the same export is pulled again
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ner.labelstudio.collect"):
+        collect_annotations(storage, keys, LABELS, out_key=out2)
+    said = [r.getMessage() for r in caplog.records]
+    # Then its records are not named one by one again, and the new report holds entries
+    assert not any(line.startswith("rejected ") for line in said)
+    assert said[-1].startswith("2 lines of the last pull's report")
+    assert all(isinstance(e, dict) for e in storage.read_json(layout.rejected_report(out2)))
 
 
 def test_a_superseded_record_is_a_warning_only_when_its_posts_texts_differ(

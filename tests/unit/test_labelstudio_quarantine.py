@@ -112,8 +112,8 @@ def test_a_bad_record_is_rejected_by_name_and_the_rest_of_the_file_kept(
     assert (report.n_annotations, report.n_rejected, report.quarantined) == (452, 1, [])
     assert len(list(read_annotations(storage, OUT))) == 452
     (rejected,) = json.loads(storage.read_text(layout.rejected_report(OUT)))
-    assert rejected.startswith(f"{BAD_KEY}: ")
-    assert ref in rejected and reason in rejected
+    assert (rejected["kind"], rejected["export"]) == ("rejected", BAD_KEY)
+    assert ref in rejected["reason"] and reason in rejected["reason"]
     assert storage.list(layout.EXPORTS) == [BAD_KEY]
 
 

@@ -169,7 +169,9 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
     assert rejected[8].reason == "not a JSON object"
     assert "'id' must be a string or an integer" in rejected[10].reason
     assert "not valid Unicode: it holds a lone surrogate (U+" in rejected[11].reason
-    assert all(str(r.record_id).startswith(f"line {n}") for n, r in rejected.items())
+    assert all(r.line == n and str(r).startswith(f"line {n}") for n, r in rejected.items())
+    assert (rejected[4].record_id, str(rejected[4])) == ("3", "line 4 (3): empty text")
+    assert rejected[2].record_id is None and rejected[2].entry()["line"] == 2
 
 
 def test_jsonl_parsing_streams() -> None:
@@ -212,8 +214,10 @@ def test_jsonl_fetch_walks_a_file_in_batches_without_repeats_or_gaps(
     assert fetched == [str(i) for i in range(25)]
     assert [r["n_posts"] for r in results] == [10, 10, 5, 0]
     assert sum(r["n_rejected"] for r in results) == 2
-    assert storage.read_json("posts/1.rejected.json")[0].startswith("line 13")
-    assert "first on line 4" in storage.read_json("posts/2.rejected.json")[0]
+    # and each rejection is an entry with its line, the post id and the reason
+    assert storage.read_json("posts/1.rejected.json")[0]["line"] == 13
+    repeat = storage.read_json("posts/2.rejected.json")[0]
+    assert repeat["post_id"] == "3" and "first on line 4" in repeat["reason"]
 
 
 def test_jsonl_fetch_continues_a_growing_file(tmp_path: Path, storage: LocalStorage) -> None:
@@ -268,8 +272,9 @@ def test_jsonl_fetch_rejects_only_the_line_with_undecodable_bytes(
     assert [p["id"] for p in posts] == ["1", "3"]
     assert posts[0]["text"] == "ok 💄"
     assert result["n_rejected"] == 1
-    reason = storage.read_json("posts/x.rejected.json")[0]
-    assert reason.startswith("line 2 (2)")
+    (entry,) = storage.read_json("posts/x.rejected.json")
+    assert (entry["line"], entry["post_id"]) == (2, "2")
+    reason = entry["reason"]
     # as a byte that is not UTF-8, not as a "surrogate" (a trial's Latin-1 file)
     assert "holds the byte 0xFF, which is not UTF-8" in reason and "surrogate" not in reason
 
@@ -312,7 +317,11 @@ def test_jsonl_fetch_rejects_a_post_longer_than_the_limit_by_line_and_id(
     # Then the long post is named with its line, id, length and the limit; the others are kept
     assert first["n_rejected"] == 1
     assert storage.read_json("posts/a.rejected.json") == [
-        "line 2 (2): text of 80 characters; the limit is 40 (NER_MAX_POST_CHARS)"
+        {
+            "line": 2,
+            "post_id": "2",
+            "reason": "text of 80 characters; the limit is 40 (NER_MAX_POST_CHARS)",
+        }
     ]
     # and the id it did not take is free for the later post (also after the checkpoint)
     assert [json.loads(x)["id"] for x in storage.iter_lines("posts/a.jsonl")] == ["1", "3"]
@@ -829,7 +838,9 @@ def test_fetch_x_to_storage_writes_posts_rejections_and_checkpoint(
     # Then posts, rejections and checkpoint are stored, and the settings token was used
     assert result == {"posts_key": "posts/s.jsonl", "n_posts": 1, "n_rejected": 1, "source": "x"}
     assert [json.loads(x)["id"] for x in storage.iter_lines("posts/s.jsonl")] == ["802"]
-    assert storage.read_json("posts/s.rejected.json") == ["801: empty text"]
+    assert storage.read_json("posts/s.rejected.json") == [
+        {"post_id": "801", "reason": "empty text"}
+    ]
     assert storage.read_json(X_CHECKPOINT)["since_id"] == "802"
     assert auth == f"Bearer {TOKEN}"
 
