@@ -159,7 +159,7 @@ class BrandloopGroup(TyperGroup):
                 raise
             # a refusal of the command line says what to do; its traceback would only show
             # the command line's own code
-            hint = "" if isinstance(exc, CliError) else f"  [dim]{debug_hint(ctx)}[/]"
+            hint = "" if isinstance(exc, CliError) else f" [dim]{debug_hint(ctx)}[/]"
             err_console().print(f"[red]error:[/] {_escape(describe(exc))}{hint}")
             raise typer.Exit(1) from None
 
@@ -514,7 +514,11 @@ def apply(
     input_uri: InputOption = None,
     model: Annotated[
         str | None,
-        typer.Option(metavar="SPEC", help="Model spec; default @champion, else the cold start."),
+        typer.Option(
+            metavar="SPEC",
+            help="@champion, @previous, a version (3), gazetteer, base, a path or a models:/ "
+            "URI; default @champion, else the cold start.",
+        ),
     ] = None,
     max_posts: Annotated[
         int | None, typer.Option(min=1, metavar="N", help="Most posts to fetch.")
@@ -554,6 +558,9 @@ def apply(
     if destination == "label_studio":
         _check_label_studio("--destination label_studio", cfg)
     if model:
+        from ner.models import expand_model_spec
+
+        model = expand_model_spec(model, cfg.registered_model_name)
         _check_model(model, cfg)
     from flows.apply_ner import apply_ner  # Prefect loads in seconds: after the checks
 
@@ -1109,9 +1116,19 @@ def demo(
     _print_rounds(result)
     now = time.perf_counter()
     out.print(f"time: {now - started:.0f} s for the rounds, {now - began:.0f} s in all")
-    flags = " ".join(f"--set {k}={v}" for k, v in demo_overrides(dir_).items())
-    out.print(f"next: {_venv_bin('brandloop')} status {flags}")
-    out.print(f"      {_ui_command(dir_, overrides['mlflow_tracking_uri'])}")
+    for line in _demo_next(dir_, overrides):
+        out.print(line)
+
+
+def _demo_next(folder: Path, overrides: dict[str, Any]) -> tuple[str, str]:
+    """The demo's ``next:`` lines: ``status`` on its state (with the environment it ran in
+    when ``--set env`` chose one) and how to open the MLflow UI on it."""
+    shown = demo_overrides(folder) | ({"env": overrides["env"]} if "env" in overrides else {})
+    flags = " ".join(f"--set {k}={v}" for k, v in shown.items())
+    return (
+        f"next: {_venv_bin('brandloop')} status {flags}",
+        f"      {_ui_command(folder, overrides['mlflow_tracking_uri'])}",
+    )
 
 
 def _ui_command(folder: Path, tracking_uri: str) -> str:
@@ -1249,10 +1266,11 @@ def evaluate(
     and micro (exact spans), the F1's bootstrap interval, overlap F1, post accuracy. Writes
     nothing (train and promote record their evaluations)."""
     from apps import evaluate as scoring
+    from ner.models import expand_model_spec
     from ner.storage import open_storage
 
     cfg = load_cli_settings(cli_overrides(set_))
-    spec = scoring.expand_spec(cfg, model)
+    spec = expand_model_spec(model, cfg.registered_model_name)
     if spec.startswith("models:/"):
         _refused(preflight.require_store, cfg)
     spec = scoring.pinned_spec(cfg, spec)
@@ -1298,17 +1316,30 @@ def _print_evaluation(done: Any, n_errors: int) -> None:
 
 def _print_span_errors(items: Sequence[dict[str, Any]], annotations: Sequence[Any]) -> None:
     """The wrong spans of ``brandloop evaluate --errors`` (:meth:`EvalReport.errors_list`
-    items) with the start of each post's text."""
+    items), each with the words around it in its post."""
     texts = {a.post_id: a.text for a in annotations}
-    table = _table("post", "error", "gold", "predicted", "text", title="wrong spans")
+    table = _table("post", "error", "gold", "predicted", "in the post", title="wrong spans")
     for item in items:
         gold, pred = item["gold"], item["pred"]
+        span = gold or pred
+        text = texts.get(item["post_id"], "")
         table.add_row(
             _escape(item["post_id"]), item["kind"],
             _escape(gold["text"]) if gold else "-", _escape(pred["text"]) if pred else "-",
-            _escape(texts.get(item["post_id"], "")[:80]),
+            _escape(span_context(text, span["start"], span["end"]) if span else text[:80]),
         )  # fmt: skip
     console().print(table if items else "wrong spans: none")
+
+
+def span_context(text: str, start: int, end: int, width: int = 80) -> str:
+    """About ``width`` characters of ``text`` around ``[start, end)`` (character offsets),
+    on one line, ``…`` where it was cut (a trial's missed span sat past the first 80)."""
+    room = max(width - (end - start), 0)
+    left = max(start - room // 2, 0)
+    right = min(max(end + room - (start - left), end), len(text))
+    left = max(min(left, right - width), 0)
+    shown = " ".join(text[left:right].split())
+    return f"{'…' if left > 0 else ''}{shown}{'…' if right < len(text) else ''}"
 
 
 @app.command("settings")
@@ -1591,7 +1622,8 @@ def serve(
         str | None,
         typer.Option(
             metavar="SPEC",
-            help="Default NER_SERVE_MODEL, else models:/brand-ner-{env}@champion.",
+            help="@champion, @previous, a version (3), gazetteer, a path or a models:/ URI; "
+            "default NER_SERVE_MODEL, else models:/brand-ner-{env}@champion.",
         ),
     ] = None,
     set_: SetOption = None,
@@ -1604,6 +1636,11 @@ def serve(
     given = {"serve_host": host, "serve_port": port, "serve_model": model}
     overrides = {**cli_overrides(set_), **{k: v for k, v in given.items() if v is not None}}
     cfg = load_cli_settings(overrides)
+    if model:  # @champion, 3: this environment's registered model
+        from ner.models import expand_model_spec
+
+        overrides["serve_model"] = expand_model_spec(model, cfg.registered_model_name)
+        cfg = load_cli_settings(overrides)
     app = create_app(cfg)  # refuses a missing token before anything says "serving"
     _refused(preflight.check_servable, cfg)
     from ner.settings import redact_uri

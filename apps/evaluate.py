@@ -47,19 +47,6 @@ class Evaluated:
     interval: Interval | None
 
 
-def expand_spec(settings: Settings, value: str) -> str:
-    """A model spec ``apply --model`` takes, from what a user types: ``@alias`` and ``3``
-    or ``v3`` name the environment's registered model (``models:/<name>@alias``,
-    ``models:/<name>/3``); any other spec is kept as is (``gazetteer``, ``base``, a path,
-    ``models:/...``)."""
-    name, text = settings.registered_model_name, value.strip()
-    if text.startswith("@"):
-        return f"models:/{name}{text}"
-    if (text[:1] in "vV" and text[1:].isdigit()) or text.isdigit():
-        return f"models:/{name}/{text.lstrip('vV')}"
-    return text
-
-
 def pinned_spec(settings: Settings, spec: str) -> str:
     """``spec`` with an alias resolved to its version now (the version scored is the one
     printed). Raises :class:`~ner.errors.ModelNotFoundError` (``NotPromotedYetError`` for an
@@ -74,7 +61,7 @@ def pinned_spec(settings: Settings, spec: str) -> str:
 def labelled_set(settings: Settings, storage: Storage, on: str) -> LabelledSet:
     """The set ``on`` names: ``gold``, ``canary`` or a Label Studio JSON export (its
     forgotten posts left out, as every reader leaves them out). Raises
-    :class:`GoldSetError` when no gold (or canary) set is frozen,
+    :class:`GoldSetError` when no gold (or canary) set is frozen or it holds no post,
     :class:`~ner.errors.InputNotFoundError` for a file that is not there and
     :class:`ConfigError` for one that is not an export or has no labelled post."""
     from ner import canary, datasets
@@ -88,6 +75,12 @@ def labelled_set(settings: Settings, storage: Storage, on: str) -> LabelledSet:
             "(or score a labelled export: --on FILE)"
         )
     gold, annotations = loaded
+    if on == "gold" and not annotations:
+        raise GoldSetError(
+            f"gold set {gold.name} holds no post any more (forgotten, or labels deleted): "
+            "nothing to score on; `brandloop train` says how to freeze a new one (or score a "
+            "labelled export: --on FILE)"
+        )
     if on == "gold":
         return LabelledSet(f"gold set {gold.name}", gold.hash, annotations)
     found = canary.load_canary_set(storage, gold.name)

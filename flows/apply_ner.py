@@ -42,7 +42,7 @@ from ner import active, layout, leases, parallel, purge, sources
 from ner.errors import ConfigError, DataError, StorageError
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
-from ner.models import LoadedModel, check_model_spec, pin_model_uri
+from ner.models import LoadedModel, check_model_spec, expand_model_spec, pin_model_uri
 from ner.records import count_lines
 from ner.registry import CHAMPION
 from ner.report import quantity
@@ -199,10 +199,13 @@ def unfinished_batches(ctx: RunContext) -> list[str]:
 
 @io_task()
 def resolve_model(ctx: RunContext, model: str | None) -> str:
-    """The model spec to predict with: explicit, else @champion, else the cold start. A
-    registry alias is pinned to its version, so every step of the run loads the same model.
-    An alias or model that does not exist raises :class:`ModelNotFoundError` (not retried)."""
+    """The model spec to predict with: explicit (``@champion`` and ``3`` name this
+    environment's registered model, :func:`~ner.models.expand_model_spec`), else @champion,
+    else the cold start. A registry alias is pinned to its version, so every step of the run
+    loads the same model. An alias or model that does not exist raises
+    :class:`ModelNotFoundError` (not retried)."""
     if model:
+        model = expand_model_spec(model, ctx.registry.model_name)
         spec = pin_model_uri(model, ctx.settings.mlflow_tracking_uri)  # an alias: resolved
         if spec == model:  # a name, path or pinned version: checked without loading it
             check_model_spec(spec, ctx.settings.mlflow_tracking_uri)

@@ -23,8 +23,16 @@ from typing import Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from flows.context import RunContext, flow_run_id, io_task, run_context, run_stamp
+from flows.context import (
+    RunContext,
+    flow_run_id,
+    io_task,
+    run_context,
+    run_logger,
+    run_stamp,
+)
 from ner import forget, layout, purge
+from ner.errors import LabelStudioError
 from ner.forget import ForgetRecord, ForgetStatus
 from ner.labelstudio.client import LabelStudioProject
 from ner.registry import default_actor
@@ -60,6 +68,20 @@ def record_tombstones(
 def delete_tasks(ctx: RunContext, post_ids: list[str]) -> dict[str, list[int]]:
     """Delete the posts' tasks in the Label Studio project of the settings."""
     return LabelStudioProject.connect(ctx.settings, create=False).delete_post_tasks(post_ids)
+
+
+def _deleted_tasks(ctx: RunContext, post_ids: list[str], tombstones: str) -> dict[str, list[int]]:
+    """:func:`delete_tasks`, whose failure (after its retries) says what is done and what
+    is not: Label Studio goes first, so that no later pull exports the posts again."""
+    try:
+        return delete_tasks(ctx, post_ids)
+    except LabelStudioError as exc:
+        raise LabelStudioError(
+            f"{exc}. The posts are forgotten ({tombstones}: every reader leaves them out) "
+            "but not yet removed from storage or MLflow: run the same forget again once "
+            "Label Studio answers, or with --no-label-studio (label_studio=False) to remove "
+            "them from storage and MLflow now and their tasks by a later run"
+        ) from exc
 
 
 @io_task()
@@ -108,7 +130,19 @@ def rehashed_sets(ctx: RunContext, rewritten: dict[str, int]) -> list[str]:
         record = ctx.storage.read_json(key)
         old, new = record["hashes_before_forget"][-1] or "", record["hash"]
         said.append(f"{key}: {quantity(record['n_posts'], 'post')}, hash {old[:12]} -> {new[:12]}")
+        if record["n_posts"] == 0 and layout.gold_set_name(key) == _gold_set_in_force(ctx):
+            run_logger().warning(
+                "gold set %s holds no post any more: train-ner cannot score a model on it and "
+                "stops with no_gold (its summary says how to freeze a new one)",
+                key,
+            )
     return said
+
+
+def _gold_set_in_force(ctx: RunContext) -> str | None:
+    if not ctx.storage.exists(layout.GOLD_SET_CURRENT):
+        return None
+    return str(ctx.storage.read_json(layout.GOLD_SET_CURRENT).get("name"))
 
 
 @io_task()
@@ -135,7 +169,7 @@ def forget_posts(
         ids = list(made.post_ids)
         where = ctx.storage.uri(made.key)  # names the storage: the environment's, or not
         logger.info("tombstones of %s recorded in %s", quantity(made.n_posts, "post"), where)
-        deleted = delete_tasks(ctx, ids) if label_studio else {}
+        deleted = _deleted_tasks(ctx, ids, where) if label_studio else {}
         purged = purge_storage(ctx, made)
         in_mlflow, bad_lists = purge_error_lists(ctx, ids)
         done = made.model_copy(

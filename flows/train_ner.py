@@ -1205,6 +1205,7 @@ def run_train(
     )
     if splits.n_gold == 0:
         summary.status = TrainStatus.NO_GOLD
+        summary.decision = no_gold_note(ctx.settings, splits, ctx.storage.uri(layout.GOLDSETS))
         return summary
     champion = evaluate_champion(ctx, splits, summary)
     if not needs_training(champion.f1, ctx.settings.threshold):
@@ -1227,6 +1228,29 @@ def run_train(
         return already_trained(inputs.earlier, inputs.fingerprint, summary)
     logged = train_and_log(ctx, splits, inputs, summary.champion_version, stamp)
     return challenge(ctx, splits, champion, logged, summary)
+
+
+def no_gold_note(settings: Settings, splits: Splits, goldsets: str) -> str:
+    """Why no model can be scored: the gold set in force holds no post any more (forgotten
+    or withdrawn; ``goldsets`` is where it is stored), or none is frozen yet."""
+    if splits.gold_name is not None:
+        return (
+            f"gold set {splits.gold_name} holds no post any more (its posts were forgotten, or "
+            "their labels deleted), so no model can be scored and nothing is trained or "
+            "promoted. A frozen gold set is never re-split in place: to freeze a new one from "
+            f"the gold split of today's labels (never trained on), move {goldsets}/ aside "
+            "and run train again; its canary set is frozen anew too. Meanwhile `brandloop "
+            "evaluate --on FILE` scores a model on a labelled export"
+        )
+    if not splits.gold_has_spans:
+        return (
+            f"no gold set frozen yet: its {quantity(splits.gold_waiting, 'post')} hold no "
+            "span; it is frozen once a gold post with a span is labelled"
+        )
+    return (
+        f"no gold set frozen yet: {quantity(splits.gold_waiting, 'gold post')} of the "
+        f"{settings.gold_min_posts} NER_GOLD_MIN_POSTS asks for"
+    )
 
 
 def threshold_met_note(model_version: str, f1: float, threshold: float) -> str:

@@ -279,10 +279,24 @@ BUILT_SPECS = ("gazetteer", "base", "base+gazetteer")
 VERSION_WORDS = ("latest", "none", "staging", "production", "archived")
 
 
+def expand_model_spec(value: str, model_name: str) -> str:
+    """A model spec from what a user types: ``@alias`` and ``3`` or ``v3`` name the
+    registered model ``model_name`` (``models:/<name>@alias``, ``models:/<name>/3``); any
+    other spec is kept as is (``gazetteer``, ``base``, a path, ``models:/...``)."""
+    text = value.strip()
+    if text.startswith("@"):
+        return f"models:/{model_name}{text}"
+    if (text[:1] in "vV" and text[1:].isdigit()) or text.isdigit():
+        return f"models:/{model_name}/{text.lstrip('vV')}"
+    return text
+
+
 def _unknown_model(spec: str) -> ModelNotFoundError:
+    alias = f" (the alias is '@{spec}')" if spec.lower() in ("champion", "previous") else ""
     return ModelNotFoundError(
-        f"unknown model {spec!r}: use 'gazetteer', 'base', 'base+gazetteer', an MLflow "
-        "model URI, a path, or an installed spaCy package name"
+        f"unknown model {spec!r}{alias}: use '@champion' or another alias, a version number, "
+        "'gazetteer', 'base', 'base+gazetteer', an MLflow model URI, a path, or an "
+        "installed spaCy package name"
     )
 
 

@@ -761,7 +761,13 @@ def _keep_latest(
         older, newer = previous, outcome
     else:
         older, newer = outcome, previous
-    updated = newer.annotation.updated_at if newer.annotation is not None else None
+    when, number, _ = newer.recency
+    if when != _EPOCH:
+        why = f"(updated {newer.annotation.updated_at if newer.annotation else when.isoformat()})"
+    elif number >= 0:
+        why = f"(no date on either; the higher annotation id, {number})"
+    else:
+        why = "(no date or annotation id on either; the later in the export)"
     texts = {r.annotation.text for r in (older, newer) if r.annotation is not None}
     differ = (
         f"; {TEXTS_DIFFER}: a source reused the id, or the post was edited: check which post it is"
@@ -771,7 +777,7 @@ def _keep_latest(
     return Rejected(
         post_id,
         f"{older.ref}: duplicate post id; the annotation of {newer.ref} "
-        f"(updated {updated}) is more recent and is kept{differ}",
+        f"{why} is more recent and is kept{differ}",
     )
 
 

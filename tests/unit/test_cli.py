@@ -280,6 +280,33 @@ def test_debug_shows_the_exception(runner: CliRunner) -> None:
     assert isinstance(result.exception, ConfigError)
 
 
+def test_apply_takes_a_model_as_evaluate_and_promote_name_it(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    # Given posts, and a registry whose model has no @champion yet
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"id": "1", "text": "Glossier balm"}\n')
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("brand-ner-dev")
+    base = ["apply", "--source", "jsonl", "--input-uri", str(posts)]
+    base += ["--set", f"mlflow_tracking_uri={uri}"]
+    base += ["--set", f"storage_uri={tmp_path / 'store'}"]
+    # When apply is given @champion, a version, and the alias without its @ (a trial's
+    # `--model @champion` was an "unknown model")
+    said = {
+        m: runner.invoke(cli.app, [*base, "--model", m]) for m in ("@champion", "3", "champion")
+    }
+    # Then the first two name this environment's registered model, refused before the flow
+    # as not promoted yet / no such version, and the third points to the alias
+    assert all(r.exit_code == 1 for r in said.values())
+    assert "unknown model" not in said["@champion"].stderr
+    assert "brand-ner-dev" in said["@champion"].stderr and "@champion" in said["@champion"].stderr
+    assert "unknown model" not in said["3"].stderr and "brand-ner-dev" in said["3"].stderr
+    assert "unknown model 'champion' (the alias is '@champion')" in said["champion"].stderr
+
+
 def test_usage_errors_exit_2(runner: CliRunner) -> None:
     assert runner.invoke(cli.app, ["promote", "3"]).exit_code == 2  # no --reason
     assert runner.invoke(cli.app, ["apply", "--source", "rss"]).exit_code == 2
@@ -688,6 +715,17 @@ def test_the_demo_names_make_ui_in_this_project_folder_only(
     # unless the demo ran in another folder, which the Makefile's UI_STORE does not read
     other = "sqlite:///elsewhere/mlflow.db"
     assert "make" not in cli._ui_command(Path("elsewhere"), other)
+
+
+def test_the_demos_next_line_names_the_environment_it_ran_in(tmp_path: Path) -> None:
+    overrides = {**cli.demo_overrides(tmp_path), "env": "prod"}
+    status, _ = cli._demo_next(tmp_path, overrides)  # a trial's prod demo was told dev's
+    assert status.endswith(
+        f"status --set storage_uri={tmp_path / 'storage'} "
+        + (f"--set mlflow_tracking_uri={overrides['mlflow_tracking_uri']} --set env=prod")
+    )
+    status, _ = cli._demo_next(tmp_path, cli.demo_overrides(tmp_path))
+    assert "--set env" not in status
 
 
 def test_demo_removes_only_what_it_creates(tmp_path: Path) -> None:

@@ -446,6 +446,37 @@ def test_prepare_splits_freezes_once_and_writes_a_gold_free_pool(tmp_path: Path)
     assert second.n_train + second.n_gold + second.n_held_out == len(round2)
 
 
+def test_a_gold_set_emptied_by_forget_is_kept_and_a_new_one_freezes_once_moved_aside(
+    tmp_path: Path,
+) -> None:
+    from ner import forget, layout
+
+    # Given a gold set frozen from round 1, whose every post was then forgotten (a trial)
+    storage = LocalStorage(tmp_path)
+    round1, round2 = corpus(40), corpus(120)
+    first = prepare_splits(storage, round1, 0.3, train_key="annotations/r1.train.jsonl")
+    gone = [a.post_id for a in read_annotations(storage, first.gold_key)]
+    forget.record(storage, gone, by="ops", reason="deleted on X", stamp="s1")
+    # When round 2 arrives
+    second = prepare_splits(storage, round2, 0.3, train_key="annotations/r2.train.jsonl")
+    # Then the emptied set stays in force (a frozen set is never re-split in place)
+    assert (second.gold_name, second.n_gold) == (first.gold_name, 0)
+    # And once goldsets/ is moved aside (train-ner's no_gold note), the next round freezes
+    # the gold split of the labels it has, none of them forgotten or ever in a pool
+    for key in storage.list(layout.GOLDSETS):
+        storage.delete(key)
+    live = [a for a in round2 if a.post_id not in gone]  # a pull leaves forgotten posts out
+    third = prepare_splits(storage, live, 0.3, train_key="annotations/r3.train.jsonl")
+    new_gold = {a.post_id for a in read_annotations(storage, third.gold_key)}
+    assert third.gold_name != first.gold_name and third.n_gold == len(new_gold) > 0
+    assert not new_gold & set(gone)
+    pools = [
+        *read_annotations(storage, first.train_key),
+        *read_annotations(storage, third.train_key),
+    ]
+    assert not new_gold & {a.post_id for a in pools}
+
+
 def test_prepare_splits_without_gold_posts_reports_zero(tmp_path: Path) -> None:
     # given only train-split posts
     storage = LocalStorage(tmp_path)

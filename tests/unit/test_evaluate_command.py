@@ -14,6 +14,7 @@ from apps import evaluate as scoring
 from ner import forget
 from ner.datasets import freeze_gold_set
 from ner.errors import ConfigError, GoldSetError, InputNotFoundError
+from ner.models import expand_model_spec
 from ner.settings import Settings, load_settings
 from ner.storage import LocalStorage, Storage
 from ner.types import Annotation, Span
@@ -44,11 +45,12 @@ def _task(post_id: str, text: str, *spans: tuple[str, str]) -> dict[str, object]
 
 
 def test_a_user_names_a_model_as_the_tables_print_it(settings: Settings) -> None:
-    assert scoring.expand_spec(settings, "@champion") == "models:/brand-ner-dev@champion"
-    assert scoring.expand_spec(settings, " v3 ") == "models:/brand-ner-dev/3"
-    assert scoring.expand_spec(settings, "12") == "models:/brand-ner-dev/12"
+    name = settings.registered_model_name
+    assert expand_model_spec("@champion", name) == "models:/brand-ner-dev@champion"
+    assert expand_model_spec(" v3 ", name) == "models:/brand-ner-dev/3"
+    assert expand_model_spec("12", name) == "models:/brand-ner-dev/12"
     for spec in ("gazetteer", "base", "models:/other/2", "./model", "vintage"):
-        assert scoring.expand_spec(settings, spec) == spec
+        assert expand_model_spec(spec, name) == spec
 
 
 def test_an_export_is_read_with_its_brand_spans_only_and_bad_posts_named(
@@ -94,6 +96,20 @@ def test_a_set_that_is_not_there_or_not_an_export_is_refused(
         scoring.labelled_set(settings, storage, str(tmp_path / "empty.json"))
 
 
+def test_a_gold_set_whose_posts_were_all_forgotten_is_refused_not_scored_zero(
+    settings: Settings, storage: Storage
+) -> None:
+    # Given a frozen gold set whose every post was then forgotten (a trial's evaluate printed
+    # F1 0.0000 on "0 posts, 0 gold spans")
+    gold = [Annotation("g1", "love my Glossier balm", (Span(8, 16, "BRAND", "Glossier"),))]
+    freeze_gold_set(storage, gold, gold_fraction=1.0, name="g")
+    forget.record(storage, ["g1"], by="ops", reason="deleted on X", stamp="s1")
+    # When it is asked for, Then it is refused, saying why and where to look
+    with pytest.raises(GoldSetError, match="gold set g holds no post any more") as caught:
+        scoring.labelled_set(settings, storage, "gold")
+    assert "`brandloop train` says how to freeze a new one" in str(caught.value)
+
+
 def test_the_gazetteer_is_scored_on_the_gold_set_with_an_interval(
     settings: Settings, storage: Storage
 ) -> None:
@@ -112,6 +128,16 @@ def test_the_gazetteer_is_scored_on_the_gold_set_with_an_interval(
     assert report.tp == report.n_pred - report.fp and report.fn >= 1  # zzqbrand is unknown
     assert done.interval is not None and done.interval.lower <= report.f1 <= done.interval.upper
     assert done.on.name == "gold set g" and done.model.startswith("gazetteer")
+
+
+def test_a_wrong_span_is_shown_with_the_words_around_it() -> None:
+    # a trial's missed "Jo Malone London" sat past the first 80 characters shown
+    text = "The shade matching struggle is real: opaline cosmetics setting powder was too " * 2
+    text += "pink, went back to Jo Malone London for the candle"
+    start = text.index("Jo Malone London")
+    shown = cli.span_context(text, start, start + 16)
+    assert "Jo Malone London" in shown and shown.startswith("…") and len(shown) <= 82
+    assert cli.span_context("short Dior post", 6, 10) == "short Dior post"
 
 
 def test_the_command_prints_the_scores_and_the_wrong_spans(

@@ -381,3 +381,26 @@ def test_a_purge_that_fails_half_way_keeps_what_it_removed_in_the_audit(tmp_path
     assert report.rewritten == {"posts/a.jsonl": 1, "tasks/a.json": 1}
     assert store.read_json(made.key)["rewritten"] == report.rewritten
     assert report.held == ["p1"]
+
+
+def test_a_label_studio_failure_says_the_posts_are_forgotten_but_still_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    import flows.forget
+    from ner.errors import LabelStudioError
+
+    # Given Label Studio that does not answer (a trial: 3 retries, then a bare ConnectError)
+    def down(ctx: object, post_ids: list[str]) -> dict[str, list[int]]:
+        raise LabelStudioError("Label Studio lookup of project 'brandloop-dev' failed")
+
+    monkeypatch.setattr(flows.forget, "delete_tasks", down)
+    # When the forget flow's Label Studio step fails
+    with pytest.raises(LabelStudioError) as caught:
+        flows.forget._deleted_tasks(SimpleNamespace(), ["p1"], "file:///s/forgotten/1.json")
+    # Then the error says what is done, what is not, and the two ways to finish
+    said = str(caught.value)
+    assert said.startswith("Label Studio lookup of project 'brandloop-dev' failed. The posts")
+    assert "not yet removed from storage or MLflow" in said and "file:///s/forgotten/1.json" in said
+    assert "run the same forget again" in said and "--no-label-studio" in said

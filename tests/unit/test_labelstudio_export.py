@@ -555,6 +555,24 @@ def test_duplicate_post_ids_keep_the_most_recent_annotation() -> None:
     assert "their texts differ: a source reused the id" in parsed.rejected[0].reason
 
 
+def test_duplicate_post_ids_without_dates_say_how_the_kept_one_was_chosen() -> None:
+    # Given the same post in two tasks whose annotations carry no date (a trial was told
+    # "the annotation of task 2 (updated None) is more recent")
+    first, second = (task(n, "Dior", [result(0, 4, "Dior")], post_id="p") for n in (1, 2))
+    for item in (first, second):
+        del item["annotations"][0]["updated_at"]
+    parsed = parse_export([first, second], labels=LABELS, config=CONFIG)
+    # Then the higher annotation id is kept, and said to be why
+    (rejected,) = parsed.rejected
+    assert "None" not in rejected.reason
+    assert "(no date on either; the higher annotation id, 20) is more recent" in rejected.reason
+    # and without ids either, the later in the export
+    for item in (first, second):
+        del item["annotations"][0]["id"]
+    (rejected,) = parse_export([first, second], labels=LABELS, config=CONFIG).rejected
+    assert "(no date or annotation id on either; the later in the export)" in rejected.reason
+
+
 def test_empty_export_gives_nothing() -> None:
     parsed = parse_export([], labels=LABELS, config=CONFIG)
     assert (parsed.records, parsed.rejected, parsed.repaired) == ([], [], 0)

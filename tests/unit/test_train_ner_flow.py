@@ -12,6 +12,7 @@ from flows.train_ner import (
     _rehearsal_note,
     _say_gold_size,
     _say_split,
+    no_gold_note,
     threshold_met_note,
 )
 from ner.rehearsal import RehearsalSet
@@ -105,6 +106,25 @@ def test_the_threshold_met_note_suggests_a_threshold_that_would_train() -> None:
     assert threshold_met_note("v", 1.0, 0.8).endswith(
         "nothing trained (no challenger can beat F1 1.0 on this gold set)"
     )
+
+
+def test_the_no_gold_note_says_why_and_what_to_do() -> None:
+    from flows.train_ner import Splits
+
+    settings = Settings(gold_min_posts=50)
+    base = {"train_key": "t.jsonl", "train_hash": "h", "n_train": 9, "n_gold": 0}
+    base |= {"gold_name": None, "gold_key": None, "gold_hash": None}
+    emptied = Splits.model_validate({**base, "gold_name": "gold-1", "gold_key": "g.jsonl"})
+    # a trial forgot every gold post; train said only "no_gold"
+    said = no_gold_note(settings, emptied, "file:///s/goldsets")
+    assert said.startswith("gold set gold-1 holds no post any more")
+    assert "move file:///s/goldsets/ aside and run train again" in said
+    waiting = Splits.model_validate({**base, "gold_waiting": 12})
+    assert no_gold_note(settings, waiting, "g") == (
+        "no gold set frozen yet: 12 gold posts of the 50 NER_GOLD_MIN_POSTS asks for"
+    )
+    spanless = Splits.model_validate({**base, "gold_waiting": 3, "gold_has_spans": False})
+    assert "its 3 posts hold no span" in no_gold_note(settings, spanless, "g")
 
 
 def test_an_export_key_is_found_under_exports_and_a_missing_one_fails_at_once(
