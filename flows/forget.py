@@ -23,14 +23,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from flows.context import (
-    RunContext,
-    flow_run_id,
-    io_task,
-    run_context,
-    run_logger,
-    run_stamp,
-)
+from flows.context import RunContext, flow_run_id, io_task, run_context, run_logger, run_stamp
 from ner import forget, layout, purge
 from ner.errors import LabelStudioError
 from ner.forget import ForgetRecord, ForgetStatus
