@@ -1050,6 +1050,21 @@ def demo_recipe(user: Mapping[str, Any]) -> dict[str, Any]:
     return {**recipe, **user, "train": {**recipe["train"], **user.get("train", {})}}
 
 
+def _shell_settings(environ: Mapping[str, str], overrides: Mapping[str, Any]) -> str:
+    """The ``NER_`` variables of ``environ`` a run takes (names only, comma-separated; those
+    ``overrides`` replace are left out), e.g. ``NER_THRESHOLD``: a demo that a shell's
+    variable changed says so (a trial's ``NER_THRESHOLD=0.5`` stopped at the cold start)."""
+    from ner.settings import LEGACY_TRAIN_FIELDS
+
+    names = sorted(n for n in environ if n.startswith("NER_") and environ[n].strip())
+    train = {LEGACY_TRAIN_FIELDS[k] for k in overrides if k in LEGACY_TRAIN_FIELDS}
+    train |= set(overrides.get("train") or ())
+    given = {f"NER_{key.upper()}" for key in overrides}
+    given |= {f"NER_{k.upper()}" for k, new in LEGACY_TRAIN_FIELDS.items() if new in train}
+    given |= {f"NER_TRAIN__{key.upper()}" for key in train}
+    return ", ".join(n for n in names if n not in given)
+
+
 def demo_overrides(folder: Path) -> dict[str, str]:
     """Storage and MLflow of a demo in ``folder``, apart from the user's own."""
     return {
@@ -1104,6 +1119,8 @@ def demo(
             "below are numbered from 1 for this run"
         )
     out.print(f"demo state in {dir_}/ (MLflow: {overrides['mlflow_tracking_uri']})")
+    if shell := _shell_settings(os.environ, overrides):
+        out.print(f"settings from the shell apply too: {shell} (the README's table has none)")
     params = {
         "source": "jsonl",
         "input_uri": str(demo_posts_path()),
@@ -1542,6 +1559,8 @@ def _promote_across(
 
     if not (from_env and to_env):
         raise CliError("--from and --to go together: name both environments")
+    if from_env.strip().lower() == to_env.strip().lower():
+        raise CliError(f"--from and --to are both {from_env!r}: name two environments")
     quick_mlflow()
     source = load_cli_settings(_env_overrides(from_env, overrides))
     target = load_cli_settings(_env_overrides(to_env, overrides))

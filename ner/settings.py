@@ -678,14 +678,7 @@ class Settings(BaseSettings):
                 legacy[new] = environ[f"NER_{old.upper()}"]
             if old in data:
                 legacy[new] = data.pop(old)
-        if not legacy:
-            return data
-        nested = data.get("train") or {}
-        if isinstance(nested, TrainSettings):
-            nested = nested.model_dump(exclude_unset=True)
-        elif isinstance(nested, str):
-            nested = json.loads(nested)
-        return {**data, "train": {**legacy, **nested}}
+        return _under_train(data, legacy) if legacy else data
 
     @model_validator(mode="before")
     @classmethod
@@ -818,6 +811,15 @@ def environment_defaults(env: str) -> dict[str, str]:
 DEPLOYMENT_VARIABLES = {"storage_uri": "storage", "mlflow_tracking_uri": "MLflow"}
 
 
+def _variables_of(name: str) -> tuple[str, ...]:
+    """The environment variables a setting reads, in their order of precedence
+    (``NER_MLFLOW_TRACKING_URI``, then MLflow's own ``MLFLOW_TRACKING_URI``)."""
+    alias = Settings.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice) for choice in alias.choices)
+    return (f"NER_{name.upper()}",)
+
+
 def deployment_overrides(
     overrides: Mapping[str, Any],
     environ: Mapping[str, str],
@@ -825,22 +827,26 @@ def deployment_overrides(
 ) -> tuple[dict[str, Any], list[str]]:
     """``overrides`` plus, for the environment they name (else ``NER_ENV``, else dev), each
     non-empty ``BRANDLOOP_<ENV>_<SETTING>`` of ``names`` (:data:`DEPLOYMENT_VARIABLES`) that
-    neither ``overrides`` nor a ``NER_<SETTING>`` variable gives: ``--set`` wins, then
-    ``NER_``, then the environment's deployment variable. Also returns one line per value
-    taken (``"staging's storage: gs://b (BRANDLOOP_STAGING_STORAGE_URI)"``), and per
-    ``NER_`` value kept where the deployment variable differs (passwords of URIs hidden)."""
+    neither ``overrides`` nor a variable of the setting gives (``NER_<SETTING>``, and
+    ``MLFLOW_TRACKING_URI``): ``--set`` wins, then those, then the environment's deployment
+    variable. Also returns one line per value taken (``"staging's storage: gs://b
+    (BRANDLOOP_STAGING_STORAGE_URI)"``), and per value of a setting's variable kept where the
+    deployment variable differs (passwords of URIs hidden)."""
     env = str(overrides.get("env") or environ.get("NER_ENV") or "dev").strip().lower()
     taken, said = dict(overrides), []
     for name in names:
         variable = f"BRANDLOOP_{env.upper()}_{name.upper()}"
         value = environ.get(variable, "").strip()
-        own = environ.get(f"NER_{name.upper()}", "").strip() or None
-        if not value or name in overrides or own == value:
+        given = next(
+            ((v, environ[v].strip()) for v in _variables_of(name) if environ.get(v, "").strip()),
+            None,
+        )
+        if not value or name in overrides or (given and given[1] == value):
             continue
         word = DEPLOYMENT_VARIABLES[name]
-        if own is not None:
+        if given is not None:
             said.append(
-                f"{env}'s {word}: NER_{name.upper()}={redact_uri(own)}, not its deployments' "
+                f"{env}'s {word}: {given[0]}={redact_uri(given[1])}, not its deployments' "
                 f"{variable}={redact_uri(value)}"
             )
             continue
@@ -876,7 +882,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, /, **more: Any) ->
             "names of ner.settings.Settings (training knobs under 'train')"
         )
     try:
-        return Settings(**values)
+        return Settings(**_nested_train(values))
     except ValidationError as exc:
         problems = "; ".join(_describe(err, values) for err in exc.errors())
         error = ConfigError(f"invalid settings: {problems}")
@@ -885,6 +891,26 @@ def load_settings(overrides: Mapping[str, Any] | None = None, /, **more: Any) ->
         raise error from exc
     except SettingsError as exc:  # a value the environment source could not decode
         raise ConfigError(f"invalid settings: {_undecodable(exc)}") from exc
+
+
+def _nested_train(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with their flat training keys (``max_epochs``, :data:`LEGACY_TRAIN_FIELDS`)
+    moved under ``train`` (a nested key of ``values`` wins): given there, an override wins
+    over a ``NER_TRAIN__*`` variable, as any override wins over the environment."""
+    flat = {LEGACY_TRAIN_FIELDS[k]: v for k, v in values.items() if k in LEGACY_TRAIN_FIELDS}
+    rest = {k: v for k, v in values.items() if k not in LEGACY_TRAIN_FIELDS}
+    return _under_train(rest, flat) if flat else rest
+
+
+def _under_train(data: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the training knobs ``flat`` added under ``train`` (``data``'s own
+    ``train`` values win; it may be a dict, a :class:`TrainSettings` or JSON text)."""
+    nested = data.get("train") or {}
+    if isinstance(nested, TrainSettings):
+        nested = nested.model_dump(exclude_unset=True)
+    elif isinstance(nested, str):
+        nested = json.loads(nested)
+    return {**data, "train": {**flat, **nested}}
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ def test_copy_promote_errors_name_their_cause(
     code, _, err = _invoke(
         "promote", version, "--from", "prod", "--to", "prod", "--reason", "x", *flags
     )
-    assert code == 1 and "source and target are both 'prod'" in err
+    assert code == 1 and "--from and --to are both 'prod'" in err
 
 
 def test_copy_promote_finds_each_environments_own_storage_as_its_deployments_do(

@@ -307,6 +307,17 @@ def test_apply_takes_a_model_as_evaluate_and_promote_name_it(
     assert "unknown model 'champion' (the alias is '@champion')" in said["champion"].stderr
 
 
+def test_promote_between_one_environment_is_refused_before_its_values_are_read(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRANDLOOP_DEV_STORAGE_URI", "/data/dev")
+    args = ["promote", "1", "--from", "dev", "--to", "dev", "--reason", "x"]
+    result = runner.invoke(cli.app, args)
+    # a trial saw "dev's storage: ..." twice before the refusal
+    assert result.exit_code == 1 and "dev's storage" not in result.stderr
+    assert _lines(result.stderr) == ["error: --from and --to are both 'dev': name two environments"]
+
+
 def test_usage_errors_exit_2(runner: CliRunner) -> None:
     assert runner.invoke(cli.app, ["promote", "3"]).exit_code == 2  # no --reason
     assert runner.invoke(cli.app, ["apply", "--source", "rss"]).exit_code == 2
@@ -726,6 +737,19 @@ def test_the_demos_next_line_names_the_environment_it_ran_in(tmp_path: Path) -> 
     )
     status, _ = cli._demo_next(tmp_path, cli.demo_overrides(tmp_path))
     assert "--set env" not in status
+
+
+def test_the_demo_names_the_settings_a_shell_gives_it() -> None:
+    environ = {"NER_THRESHOLD": "0.5", "NER_TRAIN__MAX_EPOCHS": "3", "NER_STORAGE_URI": "/x"}
+    environ |= {"NER_BLANK": " ", "HOME": "/root"}
+    overrides = {"storage_uri": "/demo", "max_epochs": 20}
+    # a trial's NER_THRESHOLD=0.5 stopped the demo at the cold start without a word; those
+    # the demo sets itself (its storage, its training epochs) are not named
+    assert cli._shell_settings(environ, overrides) == "NER_THRESHOLD"
+    environ["NER_TRAIN__DROPOUT"] = "0.3"
+    assert cli._shell_settings(environ, {"train": {"max_epochs": 2}}) == (
+        "NER_STORAGE_URI, NER_THRESHOLD, NER_TRAIN__DROPOUT"
+    )
 
 
 def test_demo_removes_only_what_it_creates(tmp_path: Path) -> None:

@@ -264,6 +264,12 @@ def test_flat_training_names_of_earlier_releases_still_work(
     # And the nested name wins over the flat one
     monkeypatch.setenv("NER_TRAIN__MAX_EPOCHS", "9")
     assert load_settings().train.max_epochs == 9
+    # but an override wins over either variable, flat as nested (the demo's recipe gives
+    # flat keys; NER_TRAIN__MAX_EPOCHS beat its max_epochs=20), the other variables kept
+    monkeypatch.setenv("NER_TRAIN__DROPOUT", "0.3")
+    given = load_settings({"max_epochs": 20})
+    assert (given.train.max_epochs, given.train.dropout) == (20, 0.3)
+    assert load_settings({"max_epochs": 20, "train": {"max_epochs": 7}}).train.max_epochs == 7
 
 
 def test_an_unknown_override_fails_naming_it(clean_env: None) -> None:
@@ -411,3 +417,9 @@ def test_an_environment_takes_its_deployments_storage_and_mlflow() -> None:
     )
     assert deployment_overrides({}, environ)[0] == {"storage_uri": "/data/dev"}
     assert deployment_overrides({}, {**environ, "NER_ENV": "prod"}) == ({}, [])
+    # and MLflow's own MLFLOW_TRACKING_URI counts as the setting's variable (a trial saw the
+    # deployment's value win over it without a word)
+    mlflow_own = {**environ, "MLFLOW_TRACKING_URI": "sqlite:///mine.db"}
+    own, said = deployment_overrides({"env": "staging"}, mlflow_own)
+    assert "mlflow_tracking_uri" not in own
+    assert said[1].startswith("staging's MLflow: MLFLOW_TRACKING_URI=sqlite:///mine.db, not")
