@@ -1295,6 +1295,12 @@ def evaluate(
     labelled = scoring.labelled_set(cfg, storage, on)
     for item in labelled.rejected:
         console().print(f"! left out: {_escape(str(item))}")
+    if ignored := labelled.ignored_spans:
+        counts = ", ".join(f"{_escape(label)} {n}" for label, n in ignored.items())
+        console().print(
+            f"not scored: {quantity(sum(ignored.values()), 'span')} of other labels "
+            f"({counts}); a predicted span on one of them counts as spurious"
+        )
     if on == cfg.train.rehearsal_uri:
         console().print(f"! {_escape(on)} is train.rehearsal_uri: models trained on it")
     _print_evaluation(scoring.evaluate(cfg, spec, labelled), errors)

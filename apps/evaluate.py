@@ -10,7 +10,7 @@ written: no MLflow run, no record on the version (``train`` and ``promote`` do t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ner.errors import ConfigError, GoldSetError
@@ -34,6 +34,8 @@ class LabelledSet:
     digest: str
     annotations: list[Annotation]
     rejected: tuple[Rejected, ...] = ()
+    #: spans of a file whose label is not scored, per label (``{"PERSON": 40}``)
+    ignored_spans: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,9 @@ def _export_set(settings: Settings, storage: Storage, uri: str) -> LabelledSet:
             f"{len(parsed.unlabelled)} unlabelled, {len(parsed.rejected)} rejected)"
         )
     records = list(forget.honour(storage, parsed.records, lambda a: a.post_id))
-    return LabelledSet(f"file {uri}", dataset_hash(records), records, tuple(parsed.rejected))
+    rejected = tuple(parsed.rejected)
+    digest = dataset_hash(records)
+    return LabelledSet(f"file {uri}", digest, records, rejected, parsed.ignored_spans)
 
 
 def evaluate(settings: Settings, spec: str, on: LabelledSet) -> Evaluated:

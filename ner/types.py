@@ -216,3 +216,6 @@ class Parsed:
     #: only), e.g. ``"task 3: span [1, 9) 'Glossier' -> [0, 8) 'Glossier'"``
     repairs: dict[str, list[str]] = field(default_factory=dict)
     unlabelled: list[str] = field(default_factory=list)
+    #: spans of labels the reader does not score, per label, left out of ``records``
+    #: (:func:`ner.labelstudio.export.read_labelled`: ``{"PERSON": 40}``)
+    ignored_spans: dict[str, int] = field(default_factory=dict)

@@ -42,6 +42,7 @@ import json
 import logging
 import re
 import reprlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -835,13 +836,16 @@ def parse_export(
 
 def read_labelled(export: Any, labels: Sequence[str]) -> Parsed:
     """The posts of an export labelled for other uses too (a general set: PERSON, LOCATION
-    ...), kept with their ``labels`` spans only: :func:`parse_export` over every label the
+    ...), kept with their ``labels`` spans only (the others counted in ``ignored_spans``):
+    :func:`parse_export` over every label the
     export names, so other labels are not rejected, and a post that loses a span (offsets
     that cannot be repaired, overlaps) is left out whole and named in ``rejected`` (half of
     its brands would count as non-brands). Raises as :func:`parse_export`."""
     every = sorted({*labels, *_labels_in(export if isinstance(export, list) else [])})
     parsed = parse_export(export, labels=every, keep_partial=False)
     ours = set(labels)
+    ignored = Counter(s.label for a in parsed.records for s in a.spans if s.label not in ours)
+    parsed.ignored_spans = dict(sorted(ignored.items()))
     parsed.records[:] = [
         replace(a, spans=tuple(s for s in a.spans if s.label in ours)) for a in parsed.records
     ]

@@ -73,6 +73,7 @@ def test_an_export_is_read_with_its_brand_spans_only_and_bad_posts_named(
         ("p2", []),
     ]
     assert read.name == f"file {path}" and len(read.digest) == 64
+    assert read.ignored_spans == {"PERSON": 1}  # counted, for the command to say
     assert {r.record_id for r in read.rejected} == {"p3"}
     assert "'Gucci' BRAND: offsets do not match" in read.rejected[0].reason
     # And a post forgotten here is left out of it, as every reader leaves it out
@@ -144,6 +145,7 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
     settings: Settings, storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     export = [_task("p1", "zzqbrand cream", ("zzqbrand", "BRAND")), _task("p2", "a post")]
+    export.append(_task("p3", "Ana here", ("Ana", "PERSON")))
     path = tmp_path / "labelled.json"
     path.write_text(json.dumps(export), encoding="utf-8")
     monkeypatch.setenv("NER_STORAGE_URI", str(tmp_path / "storage"))
@@ -152,9 +154,10 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
-    assert f"on file {path} (" in said and "2 posts, 1 gold span)" in said
+    assert f"on file {path} (" in said and "3 posts, 1 gold span)" in said
     assert "micro 0.0000 0.0000 0.0000 1 0" in said  # the list does not know zzqbrand
-    assert "posts with every span right 1/2 (50.0%)" in said
+    assert "posts with every span right 2/3 (66.7%)" in said
+    assert "not scored: 1 span of other labels (PERSON 1); a predicted span" in said
     assert "p1 missed zzqbrand - zzqbrand cream" in said
     # And a model that does not exist is refused in one line, before the set is looked for
     missing = str(tmp_path / "no-such-set.json")
