@@ -1303,6 +1303,8 @@ def evaluate(
         )
     if on == cfg.train.rehearsal_uri:
         console().print(f"! {_escape(on)} is train.rehearsal_uri: models trained on it")
+    if seen := scoring.trained_on(cfg, storage, spec, labelled):
+        console().print(f"! {_escape(seen)}")
     _print_evaluation(scoring.evaluate(cfg, spec, labelled), errors)
 
 

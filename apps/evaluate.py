@@ -132,3 +132,31 @@ def evaluate(settings: Settings, spec: str, on: LabelledSet) -> Evaluated:
         else None
     )
     return Evaluated(loaded.version, on, scores, interval)
+
+
+def trained_on(settings: Settings, storage: Storage, spec: str, on: LabelledSet) -> str | None:
+    """A warning when ``spec`` (pinned: ``models:/<name>/<version>``) is a version whose
+    training pool (stored under ``storage``) holds posts of ``on``, a file: its figures
+    then are not those of unseen posts. None otherwise (the gold and canary sets are never
+    trained on; a pool outside ``storage`` is not read). Raises
+    :class:`~ner.errors.RegistryError` when MLflow fails."""
+    import re
+
+    from ner.records import read_annotations
+    from ner.registry import Registry
+
+    found = re.fullmatch(r"models:/([^/@]+)/(\d+)", spec)
+    if found is None or on.name.startswith(("gold set", "canary set")):
+        return None
+    uri = Registry(settings.mlflow_tracking_uri, found[1]).training_pool_uri(found[2])
+    root = storage.uri("").rstrip("/") + "/"
+    if not uri or not uri.startswith(root) or not storage.exists(uri.removeprefix(root)):
+        return None
+    pool = {a.post_id for a in read_annotations(storage, uri.removeprefix(root))}
+    shared = sum(1 for a in on.annotations if a.post_id in pool)
+    if not shared:
+        return None
+    return (
+        f"{shared} of the {len(on.annotations)} posts of {on.name} are in the training pool "
+        f"of version {found[2]} ({uri}): on them it is not tested on unseen posts"
+    )

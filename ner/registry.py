@@ -396,6 +396,24 @@ class Registry:
             raise _wrap(f"listing the versions of {self.model_name}", exc) from exc
         return [str(v) for v in sorted(int(mv.version) for mv in found)]
 
+    def training_pool_uri(self, version: str) -> str | None:
+        """Where the training pool of ``version`` was stored: the URI of its training run's
+        ``train-pool`` dataset input (:meth:`log_training_run`); None for a version without
+        one (registered by hand). Raises :class:`RegistryError` when MLflow fails."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run_id = self.client.get_model_version(self.model_name, version).run_id
+            run_inputs = self.client.get_run(run_id).inputs if run_id else None
+            inputs = run_inputs.dataset_inputs if run_inputs else []
+        except MlflowException as exc:
+            raise _wrap(f"reading the training run of version {version}", exc) from exc
+        for item in inputs:
+            if item.dataset.name == "train-pool":
+                found = json.loads(item.dataset.source or "{}").get("uri")
+                return str(found) if found else None
+        return None
+
     def _missing_model(self) -> PromotionError | None:
         """A :class:`PromotionError` when :attr:`model_name` is not a registered model (a
         misspelled ``NER_REGISTERED_MODEL_NAME``), naming the closest one; else None."""

@@ -163,3 +163,35 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
     missing = str(tmp_path / "no-such-set.json")
     result = CliRunner().invoke(cli.app, ["evaluate", "./no-such-model", "--on", missing])
     assert result.exit_code == 1 and "unknown model './no-such-model'" in result.stderr
+
+
+def test_a_file_holding_posts_the_version_trained_on_is_named(
+    settings: Settings, storage: Storage, tmp_path: Path
+) -> None:
+    from ner.records import write_annotations
+    from ner.registry import Registry
+
+    # Given version 1 trained on a pool of p1 and p2, as train-ner logs it (a trial scored
+    # the demo champion on the export it was trained from and was told nothing)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = settings.model_copy(update={"mlflow_tracking_uri": uri})
+    pool = [Annotation(p, "Dior", (Span(0, 4, "BRAND", "Dior"),)) for p in ("p1", "p2")]
+    write_annotations(storage, "annotations/s.train.jsonl", pool)
+    registry = Registry(uri, "brand-ner-dev")
+    run_id = registry.client.create_run(registry.experiment_id()).info.run_id
+    registry.log_dataset(run_id, "train-pool", "h", storage.uri("annotations/s.train.jsonl"), "t")
+    registry.client.create_registered_model("brand-ner-dev")
+    registry.client.create_model_version("brand-ner-dev", "file:///m", run_id=run_id)
+    scored = [Annotation(p, "Dior", ()) for p in ("p1", "p3", "p4")]
+    on = scoring.LabelledSet("file week2.json", "d", scored)
+    # When the version is scored on a file holding p1, Then that is said with the pool
+    said = scoring.trained_on(cfg, storage, "models:/brand-ner-dev/1", on)
+    assert said is not None and said.startswith(
+        "1 of the 3 posts of file week2.json are in the training pool of version 1 ("
+    )
+    # and not for the gold set, a pipeline, or a file the pool does not touch
+    gold = scoring.LabelledSet("gold set g", "d", scored)
+    assert scoring.trained_on(cfg, storage, "models:/brand-ner-dev/1", gold) is None
+    assert scoring.trained_on(cfg, storage, "gazetteer", on) is None
+    other = scoring.LabelledSet("file other.json", "d", scored[1:])
+    assert scoring.trained_on(cfg, storage, "models:/brand-ner-dev/1", other) is None
