@@ -904,14 +904,16 @@ def forget(
         )
     result = run_flow(ctx, forget_posts, params, overrides)
     _summary(
-        {
+        {  # ids given = forgotten (something held them) + unmatched (the flow's own line)
             **result.model_dump(mode="json"),
+            "ids_given": result.n_posts,
+            "forgotten": result.n_posts - len(result.unmatched),
             "rehashed": "; ".join(result.rehashed) or None,
             "unmatched": _some(result.unmatched),
         },
         [
-            *("record_key", "status", "n_posts", "n_records_removed", "n_tasks_deleted"),
-            *("unreadable", "rehashed", "unmatched"),
+            *("record_key", "status", "ids_given", "forgotten", "unmatched"),
+            *("n_records_removed", "n_tasks_deleted", "unreadable", "rehashed"),
         ],
     )
 

@@ -210,10 +210,12 @@ def _unmatched_line(unmatched: list[str], unreadable: bool, shown: int = 10) -> 
     ``unreadable`` objects, that those may hold them."""
     named = ", ".join(repr(p) for p in unmatched[:shown])
     more = f" and {len(unmatched) - shown} more" if len(unmatched) > shown else ""
-    which = "this id" if len(unmatched) == 1 else f"these {len(unmatched)} ids"
-    maybe = ", or only in the unreadable objects named above" if unreadable else ""
+    one = len(unmatched) == 1
+    which = "this id" if one else f"these {len(unmatched)} ids"
+    kind = "not a post id" if one else "not post ids"
+    maybe = ", or held only by the unreadable objects named above" if unreadable else ""
     return (
-        f"nothing held {which}: {named}{more}: forgotten before, or not post ids "
-        f"(the id a source gave the post, data.post_id in Label Studio, not a task id){maybe}; "
+        f"nothing held {which}: {named}{more} (forgotten before, or {kind}: a post id is the "
+        f"id a source gave the post, data.post_id in Label Studio, not a task id{maybe}); "
         "the tombstones stay, so such posts are dropped if they ever arrive"
     )

@@ -404,3 +404,15 @@ def test_a_label_studio_failure_says_the_posts_are_forgotten_but_still_stored(
     assert said.startswith("Label Studio lookup of project 'brandloop-dev' failed. The posts")
     assert "not yet removed from storage or MLflow" in said and "file:///s/forgotten/1.json" in said
     assert "run the same forget again" in said and "--no-label-studio" in said
+
+
+def test_the_unmatched_line_names_the_ids_and_what_they_may_be() -> None:
+    from flows.forget import _unmatched_line
+
+    one = _unmatched_line(["7"], unreadable=False)
+    assert one.startswith("nothing held this id: '7' (forgotten before, or not a post id: a")
+    assert "unreadable" not in one
+    many = _unmatched_line([str(i) for i in range(12)], unreadable=True)
+    assert many.startswith("nothing held these 12 ids: '0', '1'")
+    assert "'9' and 2 more (forgotten before, or not post ids:" in many
+    assert "or held only by the unreadable objects named above)" in many
