@@ -438,6 +438,24 @@ class _Records(logging.Handler):
         self.seen.append(record)
 
 
+def test_serve_takes_a_model_as_evaluate_names_it(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    import apps.serving
+    from tests.support.servers import free_port
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("brand-ner-dev")
+    monkeypatch.setattr(apps.serving, "run_server", lambda cfg, app: None)
+    args = ["serve", "--model", "@champion", "--port", str(free_port())]
+    args += ["--set", "serve_api_key=t0ken", "--set", f"mlflow_tracking_uri={uri}"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("serving models:/brand-ner-dev@champion on http://")
+
+
 def test_serve_waits_for_a_champion_not_promoted_yet_while_it_follows_the_alias(
     runner: CliRunner,
     tmp_path: Path,
