@@ -34,8 +34,9 @@ def missing_store(path: Path, flags: bool = True) -> str:
         else f"NER_MLFLOW_TRACKING_URI={store} NER_STORAGE_URI={storage}"
     )
     return (
-        f"{where} with these settings (set NER_MLFLOW_TRACKING_URI and NER_STORAGE_URI to "
-        f"those of your runs; the demo's, from the project folder: {demo})"
+        f"{where} with these settings (set NER_MLFLOW_TRACKING_URI and NER_STORAGE_URI, or "
+        "the environment's BRANDLOOP_<ENV>_MLFLOW_TRACKING_URI and _STORAGE_URI, to those of "
+        f"your runs; the demo's, from the project folder: {demo})"
     )
 
 

@@ -394,6 +394,7 @@ def test_registry_commands_on_a_missing_store_say_so_and_create_none(
     lines = _lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith(f"error: no MLflow store at {tmp_path}")
     assert "--set mlflow_tracking_uri=" in lines[0]
+    assert "or the environment's BRANDLOOP_<ENV>_MLFLOW_TRACKING_URI" in lines[0]
     assert list(tmp_path.iterdir()) == []  # no empty mlflow.db left behind
 
 
