@@ -1122,7 +1122,10 @@ def demo(
         )
     out.print(f"demo state in {dir_}/ (MLflow: {overrides['mlflow_tracking_uri']})")
     if shell := _shell_settings(os.environ, overrides):
-        out.print(f"settings from the shell apply too: {shell} (the README's table has none)")
+        out.print(
+            f"settings from the shell apply too: {shell} (the README's demo table was made "
+            "without them)"
+        )
     params = {
         "source": "jsonl",
         "input_uri": str(demo_posts_path()),
