@@ -24,7 +24,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from flows.context import RunContext, flow_run_id, io_task, run_context, run_logger, run_stamp
-from ner import forget, layout, purge
+from ner import datasets, forget, layout, purge
 from ner.errors import LabelStudioError
 from ner.forget import ForgetRecord, ForgetStatus
 from ner.labelstudio.client import LabelStudioProject
@@ -123,19 +123,14 @@ def rehashed_sets(ctx: RunContext, rewritten: dict[str, int]) -> list[str]:
         record = ctx.storage.read_json(key)
         old, new = record["hashes_before_forget"][-1] or "", record["hash"]
         said.append(f"{key}: {quantity(record['n_posts'], 'post')}, hash {old[:12]} -> {new[:12]}")
-        if record["n_posts"] == 0 and layout.gold_set_name(key) == _gold_set_in_force(ctx):
+        emptied = record["n_posts"] == 0 and layout.gold_set_name(key)
+        if emptied and emptied == datasets.current_gold_set_name(ctx.storage):
             run_logger().warning(
                 "gold set %s holds no post any more: train-ner cannot score a model on it and "
                 "stops with no_gold (its summary says how to freeze a new one)",
                 key,
             )
     return said
-
-
-def _gold_set_in_force(ctx: RunContext) -> str | None:
-    if not ctx.storage.exists(layout.GOLD_SET_CURRENT):
-        return None
-    return str(ctx.storage.read_json(layout.GOLD_SET_CURRENT).get("name"))
 
 
 @io_task()

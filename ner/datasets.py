@@ -211,7 +211,9 @@ def gold_set_annotations_key(name: str) -> str:
     return layout.gold_set_annotations(name)
 
 
-def _current_name(storage: Storage) -> str | None:
+def current_gold_set_name(storage: Storage) -> str | None:
+    """The name of the gold set in force (``CURRENT.json``, else the name that sorts last),
+    or None when none was frozen. Raises :class:`GoldSetError` for a pointer without one."""
     if storage.exists(CURRENT_KEY):
         pointer = storage.read_json(CURRENT_KEY)
         if not isinstance(pointer, dict) or not isinstance(pointer.get("name"), str):
@@ -231,7 +233,7 @@ def load_gold_set(storage: Storage) -> tuple[GoldSet, list[Annotation]] | None:
     Raises :class:`GoldSetError` if the stored annotations do not match the record's post ids
     or hash (the files were edited or damaged).
     """
-    name = _current_name(storage)
+    name = current_gold_set_name(storage)
     if name is None:
         return None
     if not storage.exists(gold_set_key(name)):

@@ -124,13 +124,8 @@ Entry = dict[str, Any]
 
 
 def _entry(kind: str, keys: Sequence[str], post_id: str | None, reason: str) -> Entry:
-    return {
-        "kind": kind,
-        "export": keys[0],
-        "post_id": post_id,
-        "reason": reason,
-        "also_in": list(keys[1:]),
-    }
+    found = Rejected(post_id, reason).entry()
+    return {"kind": kind, "export": keys[0], **found, "also_in": list(keys[1:])}
 
 
 def report_line(entry: Entry | str) -> str:

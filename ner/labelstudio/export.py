@@ -837,10 +837,10 @@ def parse_export(
 def read_labelled(export: Any, labels: Sequence[str]) -> Parsed:
     """The posts of an export labelled for other uses too (a general set: PERSON, LOCATION
     ...), kept with their ``labels`` spans only (the others counted in ``ignored_spans``):
-    :func:`parse_export` over every label the
-    export names, so other labels are not rejected, and a post that loses a span (offsets
-    that cannot be repaired, overlaps) is left out whole and named in ``rejected`` (half of
-    its brands would count as non-brands). Raises as :func:`parse_export`."""
+    :func:`parse_export` over every label the export names, so other labels are not
+    rejected, and a post that loses a span (offsets that cannot be repaired, overlaps) is
+    left out whole and named in ``rejected`` (half of its brands would count as
+    non-brands). Raises as :func:`parse_export`."""
     every = sorted({*labels, *_labels_in(export if isinstance(export, list) else [])})
     parsed = parse_export(export, labels=every, keep_partial=False)
     ours = set(labels)
