@@ -39,10 +39,11 @@ from typer.exceptions import TyperException
 
 import apps.preflight as preflight
 from apps.preflight import missing_store
-from ner.errors import BrandloopError, ConfigError, PromotionError
+from ner.errors import BrandloopError, ConfigError, GoldSetError, PromotionError
 from ner.report import quantity
 
 if TYPE_CHECKING:
+    from apps.status import StatusReport
     from flows.feedback_loop import LoopResult
     from flows.train_ner import TrainSummary
     from ner.registry import AuditEvent, Registry
@@ -186,6 +187,13 @@ labelstudio_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(labelstudio_app, name="labelstudio")
+goldset_app = typer.Typer(
+    cls=BrandloopGroup,
+    help="The frozen gold sets of the settings' environment: list them, retire the one in "
+    "force so the next train freezes a new one.",
+    no_args_is_help=True,
+)
+app.add_typer(goldset_app, name="gold-set")
 
 
 @app.callback()
@@ -1214,6 +1222,19 @@ def _move(event: AuditEvent) -> str:
     return f"@{event.alias}: {event.from_version or '-'} -> {event.to_version or '-'}"
 
 
+def _gold_line(report: StatusReport) -> str:
+    """``status``'s gold set line: the set in force, the one retired, or none yet."""
+    gold, retired = report.gold, report.retired
+    if gold is not None:
+        return f"gold set: {gold.name} ({gold.hash[:12]}, {quantity(gold.n_posts, 'post')})"
+    if retired is not None:
+        return (
+            f"gold set: none in force ({retired.gold_name} retired {retired.retired_at[:19]}: "
+            f"{retired.reason}; the next train freezes a new one)"
+        )
+    return "gold set: none frozen yet (train-ner freezes it when labels first arrive)"
+
+
 @app.command()
 def status(
     limit: Annotated[
@@ -1233,13 +1254,7 @@ def status(
     out.print(f"model [bold]{report.model_name}[/] on {redact_uri(report.tracking_uri)}")
     if report.missing_store is not None:
         out.print(missing_store(report.missing_store))
-    gold = report.gold
-    out.print(
-        f"gold set: {gold.name} ({gold.hash[:12]}, {quantity(gold.n_posts, 'post')})"
-        if gold
-        else "gold set: none frozen yet (train-ner freezes it when labels first arrive)",
-        f"in {cfg.storage_uri.rstrip('/')}/{cfg.env}",
-    )
+    out.print(_gold_line(report), f"in {cfg.storage_uri.rstrip('/')}/{cfg.env}")
     aliases = _table("alias", "version", "F1 (gold)", title="aliases")
     for state in report.aliases:
         aliases.add_row(f"@{state.alias}", state.version or "-", _f1(state.f1))
@@ -1787,6 +1802,54 @@ def labelstudio_status(set_: SetOption = None) -> None:
     console().print(
         f"project {counts.project_id} {counts.title!r} on {cfg.label_studio_url}: "
         f"{quantity(counts.tasks, 'task')}, {counts.labelled} labelled, {counts.skipped} skipped"
+    )
+
+
+@goldset_app.command("list")
+def goldset_list(set_: SetOption = None) -> None:
+    """Every gold set stored in the environment, oldest first: name, when it froze (UTC),
+    posts, hash, state (in force, retired, earlier) and the set it revised or replaced."""
+    from ner.datasets import gold_set_history
+    from ner.layout import GOLDSETS
+    from ner.storage import open_storage
+
+    cfg = load_cli_settings(cli_overrides(set_))
+    storage = open_storage(cfg.storage_uri, cfg.env, gcs_timeout_s=cfg.gcs_timeout_s)
+    entries = gold_set_history(storage)
+    where = storage.uri(GOLDSETS)
+    if not entries:
+        console().print(f"no gold set in {where}/ (the first train freezes one)")
+        return
+    table = _table("name", "frozen (UTC)", "posts", "hash", "state", "from", title=where)
+    for e in entries:
+        table.add_row(e.name, e.created_at[:19], str(e.n_posts), e.hash[:12], e.state, e.origin)
+    console().print(table)
+
+
+@goldset_app.command("retire")
+def goldset_retire(reason: ReasonOption, set_: SetOption = None) -> None:
+    """Take the gold set in force out of force. The next train freezes a new gold set and
+    canary set from the labels it pulls, leaving out every post an earlier training pool
+    held; it scores the champion again on the new set before any promotion. The retired
+    set's files and its scores in MLflow stay."""
+    from ner.datasets import load_gold_set, retire_gold_set
+    from ner.storage import open_storage
+
+    cfg = load_cli_settings(cli_overrides(set_))
+    storage = open_storage(cfg.storage_uri, cfg.env, gcs_timeout_s=cfg.gcs_timeout_s)
+    try:
+        loaded = load_gold_set(storage)
+    except GoldSetError:  # a damaged set may be retired too: it only goes unsized
+        loaded = None
+    retired = retire_gold_set(storage, by=_actor(), reason=reason)
+    gold = loaded[0] if loaded else None
+    size = f"{quantity(len(gold.post_ids), 'post')}, hash {gold.hash[:12]}: " if gold else ""
+    flag = f" --set env={cfg.env}" if set_ and cfg.env != "dev" else ""
+    console().print(
+        f"retired gold set {retired.gold_name} ({size}{reason}) in {storage.uri('')}\n"
+        f"next: brandloop train{flag} freezes a new one from the labels it pulls, once their "
+        f"gold split holds NER_GOLD_MIN_POSTS ({cfg.gold_min_posts}) posts that no training "
+        "pool held; until then it stops with no_gold"
     )
 
 

@@ -72,16 +72,18 @@ def labelled_set(settings: Settings, storage: Storage, on: str) -> LabelledSet:
         return _export_set(settings, storage, on)
     loaded = datasets.load_gold_set(storage)
     if loaded is None:
+        retired = datasets.retirement(storage)
+        since = f"gold set {retired.gold_name} was retired" if retired else "no gold set frozen"
         raise GoldSetError(
-            f"no gold set frozen in {storage.uri('')}: the first train run freezes it "
+            f"{since} in {storage.uri('')}: the next train run freezes one "
             "(or score a labelled export: --on FILE)"
         )
     gold, annotations = loaded
     if on == "gold" and not annotations:
         raise GoldSetError(
             f"gold set {gold.name} holds no post any more (forgotten, or labels deleted): "
-            "nothing to score on; `brandloop train` says how to freeze a new one (or score a "
-            "labelled export: --on FILE)"
+            "nothing to score on; `brandloop gold-set retire --reason ...` lets the next "
+            "train freeze a new one (or score a labelled export: --on FILE)"
         )
     if on == "gold":
         return LabelledSet(f"gold set {gold.name}", gold.hash, annotations)

@@ -18,6 +18,7 @@ import httpx
 from ner.errors import LabelStudioAuthError, LabelStudioError
 
 if TYPE_CHECKING:
+    from ner.datasets import Retirement
     from ner.registry import AuditEvent, Registry
     from ner.settings import Settings
 
@@ -78,6 +79,8 @@ class StatusReport:
     audit: tuple[AuditEvent, ...]
     label_studio: LabelStudioCounts | None
     label_studio_note: str
+    #: with no gold set in force: the one ``brandloop gold-set retire`` took out of force
+    retired: Retirement | None = None
     #: the SQLite file of the tracking URI when it does not exist (nothing read from MLflow)
     missing_store: Path | None = None
 
@@ -99,6 +102,15 @@ def current_gold(settings: Settings) -> GoldSetInfo | None:
         return None
     gold, _ = found
     return GoldSetInfo(gold.name, gold.hash, len(gold.post_ids))
+
+
+def retired_gold(settings: Settings) -> Retirement | None:
+    """The gold set retired in the settings' storage while none is in force, else None."""
+    from ner.datasets import retirement
+    from ner.storage import open_storage
+
+    storage = open_storage(settings.storage_uri, settings.env, gcs_timeout_s=settings.gcs_timeout_s)
+    return retirement(storage)
 
 
 def alias_states(registry: Registry, gold_hash: str | None) -> tuple[AliasState, ...]:
@@ -226,6 +238,7 @@ def gather(
         label_studio=counts,
         label_studio_note=note,
         missing_store=db if (db := settings.tracking_db) and not db.exists() else None,
+        retired=retired_gold(settings) if gold is None else None,
     )
     if report.missing_store is not None:
         return report

@@ -127,7 +127,8 @@ def rehashed_sets(ctx: RunContext, rewritten: dict[str, int]) -> list[str]:
         if emptied and emptied == datasets.current_gold_set_name(ctx.storage):
             run_logger().warning(
                 "gold set %s holds no post any more: train-ner cannot score a model on it and "
-                "stops with no_gold (its summary says how to freeze a new one)",
+                "stops with no_gold; `brandloop gold-set retire --reason ...` lets the next "
+                "train freeze a new one",
                 key,
             )
     return said

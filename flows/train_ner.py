@@ -441,13 +441,14 @@ def prepare_gold(
     annotations = list(datasets.read_annotations(storage, annotations_key))
     stamps = canary.post_stamps(storage, [a.post_id for a in annotations])
     loaded = datasets.load_gold_set(storage)
-    holdout, found = None, None
+    holdout, found, trained = None, None, _pooled_after_retirement(storage, loaded)
     if loaded is None:
         holdout = canary.plan_holdout(
             stamps,
             window=timedelta(days=settings.canary_window_days),
             fraction=settings.canary_fraction,
             recent_fraction=settings.gold_recent_fraction,
+            trained=trained,
         )
         recent, held_out = (set(holdout.recent), set(holdout.canary)) if holdout else (set(), set())
     else:
@@ -462,6 +463,7 @@ def prepare_gold(
             withdrawn=withdrawn or (),
             recent=recent,
             held_out=held_out,
+            never_gold=trained,
             min_gold_posts=settings.gold_min_posts,
         ).to_dict()
     )
@@ -474,6 +476,24 @@ def prepare_gold(
         splits = _with_canary(splits, found)
     _say_split(splits, len(annotations))
     return splits
+
+
+def _pooled_after_retirement(storage: Any, loaded: object) -> set[str]:
+    """With no gold set in force after one was retired (``brandloop gold-set retire``): the
+    posts earlier training pools held, which the new gold and canary sets must not hold
+    (logged); else nothing."""
+    retired = datasets.retirement(storage) if loaded is None else None
+    if retired is None:
+        return set()
+    pooled = datasets.pooled_post_ids(storage)
+    run_logger().info(
+        "gold set %s was retired (%s): freezing a new gold set and canary set from the labels "
+        "pulled now, without the %s earlier training pools held",
+        retired.gold_name,
+        retired.reason,
+        quantity(len(pooled), "post"),
+    )
+    return pooled
 
 
 def _say_uncut_gold(storage: Any, annotations: list[Annotation], post_rules: bool) -> None:
@@ -1237,10 +1257,11 @@ def no_gold_note(settings: Settings, splits: Splits, goldsets: str) -> str:
         return (
             f"gold set {splits.gold_name} holds no post any more (its posts were forgotten, or "
             "their labels deleted), so no model can be scored and nothing is trained or "
-            "promoted. A frozen gold set is never re-split in place: to freeze a new one from "
-            f"the gold split of today's labels (never trained on), move {goldsets}/ aside "
-            "and run train again; its canary set is frozen anew too. Meanwhile `brandloop "
-            "evaluate --on FILE` scores a model on a labelled export"
+            "promoted. A frozen gold set is never re-split in place: `brandloop gold-set "
+            "retire --reason ...` takes it out of force, and the next train freezes a new "
+            "one and its canary set from the labels then (none that a training pool held). "
+            f"Its files stay in {goldsets}/. Meanwhile `brandloop evaluate --on FILE` "
+            "scores a model on a labelled export"
         )
     if not splits.gold_has_spans:
         return (

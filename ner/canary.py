@@ -196,6 +196,9 @@ class HoldoutSplit:
     undated: tuple[str, ...]
     n_earlier_window: int
     n_other_source: int
+    #: Posts the rule makes canary posts that stay in the pool: they were in an earlier
+    #: training pool (a gold set frozen after a retirement), so no longer unseen.
+    exempt: tuple[str, ...] = ()
 
     def side(self, post_id: str) -> Holdout:
         """Where ``post_id`` went; :class:`KeyError` for a post that was not split."""
@@ -217,6 +220,7 @@ class HoldoutSplit:
             "undated": list(self.undated),
             "n_earlier_window": self.n_earlier_window,
             "n_other_source": self.n_other_source,
+            "exempt": list(self.exempt),
         }
 
 
@@ -230,13 +234,20 @@ def _unique(posts: Iterable[PostStamp]) -> list[PostStamp]:
 
 
 def split_holdout(
-    posts: Iterable[PostStamp], rule: CanaryRule, *, recent_fraction: float = 0.1
+    posts: Iterable[PostStamp],
+    rule: CanaryRule,
+    *,
+    recent_fraction: float = 0.1,
+    trained: Collection[str] = (),
 ) -> HoldoutSplit:
     """Split labelled posts into canary, recent gold slice and pool (module docstring).
 
-    Deterministic: a function of the posts' ids, dates and sources and of ``rule``, not of
-    their order. Raises :class:`DataError` naming a post id that appears twice and
-    :class:`ValueError` for a ``recent_fraction`` outside [0, 1].
+    ``trained`` posts (held by an earlier training pool) go to the pool whatever the rule
+    says: a model may have learned them, so they can test nothing; those the rule makes
+    canary posts are listed in ``exempt``. Deterministic: a function of the posts' ids,
+    dates and sources, of ``rule`` and of ``trained``, not of their order. Raises
+    :class:`DataError` naming a post id that appears twice and :class:`ValueError` for a
+    ``recent_fraction`` outside [0, 1].
     """
     if not 0.0 <= recent_fraction <= 1.0:
         raise ValueError(f"recent_fraction must be within [0, 1], got {recent_fraction}")
@@ -244,10 +255,15 @@ def split_holdout(
     canary: list[str] = []
     current: list[PostStamp] = []
     rest: list[str] = []
+    exempt: list[str] = []
     reasons: dict[CanaryReason, int] = dict.fromkeys(CanaryReason, 0)
     for post in stamps:
         reason = rule.off_window(post)
-        if reason is not None and rule.is_canary(post):
+        if post.post_id in trained:
+            rest.append(post.post_id)
+            if reason is not None and rule.is_canary(post):
+                exempt.append(post.post_id)
+        elif reason is not None and rule.is_canary(post):
             canary.append(post.post_id)
             reasons[reason] += 1
         elif reason is None and post.created_at is not None:
@@ -266,6 +282,7 @@ def split_holdout(
         undated=tuple(p.post_id for p in stamps if p.created_at is None),
         n_earlier_window=reasons[CanaryReason.EARLIER_WINDOW],
         n_other_source=reasons[CanaryReason.OTHER_SOURCE],
+        exempt=tuple(exempt),
     )
 
 
@@ -290,6 +307,8 @@ class CanarySet:
     n_other_source: int = 0
     n_undated: int = 0
     note: str = ""
+    #: Posts the rule matches that stay trainable (:attr:`HoldoutSplit.exempt`).
+    exempt: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -310,6 +329,7 @@ class CanarySet:
             "n_other_source": self.n_other_source,
             "n_undated": self.n_undated,
             "note": self.note,
+            "exempt": list(self.exempt),
         }
 
     @classmethod
@@ -326,17 +346,19 @@ class CanarySet:
                 n_other_source=int(data.get("n_other_source", 0)),
                 n_undated=int(data.get("n_undated", 0)),
                 note=str(data.get("note", "")),
+                exempt=tuple(sorted(str(p) for p in data.get("exempt", ()))),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise GoldSetError(f"malformed canary set record: {exc!r}") from exc
 
     def held_out(self, stamps: Mapping[str, PostStamp]) -> set[str]:
         """Post ids never to train on: the frozen canary posts and every post of ``stamps``
-        the frozen rule makes a canary post (labelled after the freeze)."""
+        the frozen rule makes a canary post (labelled after the freeze), but the
+        :attr:`exempt` ones."""
         ids = set(self.post_ids)
         if self.rule is not None:
             ids |= {post_id for post_id, stamp in stamps.items() if self.rule.is_canary(stamp)}
-        return ids
+        return ids - set(self.exempt)
 
 
 def post_stamps(storage: Storage, post_ids: Collection[str]) -> dict[str, PostStamp]:
@@ -363,13 +385,15 @@ def plan_holdout(
     window: timedelta,
     fraction: float,
     recent_fraction: float,
+    trained: Collection[str] = (),
 ) -> HoldoutSplit | None:
-    """The canary rule frozen now and the split of the stamped posts, or None when no post
-    has a stamp (then there is no canary set)."""
+    """The canary rule frozen now and the split of the stamped posts (``trained`` ones
+    always in the pool, :func:`split_holdout`), or None when no post has a stamp (then there
+    is no canary set)."""
     if not stamps:
         return None
     rule = CanaryRule.freeze(stamps.values(), window=window, fraction=fraction)
-    return split_holdout(stamps.values(), rule, recent_fraction=recent_fraction)
+    return split_holdout(stamps.values(), rule, recent_fraction=recent_fraction, trained=trained)
 
 
 def freeze_canary_set(
@@ -406,6 +430,7 @@ def freeze_canary_set(
         - len(ids)
         - len(holdout.recent),
         note=note,
+        exempt=holdout.exempt,
     )
     write_annotations(storage, canary.annotations_key, chosen)
     storage.write_json(canary.key, canary.to_dict())

@@ -213,9 +213,12 @@ def gold_set_annotations_key(name: str) -> str:
 
 def current_gold_set_name(storage: Storage) -> str | None:
     """The name of the gold set in force (``CURRENT.json``, else the name that sorts last),
-    or None when none was frozen. Raises :class:`GoldSetError` for a pointer without one."""
+    or None when none was frozen or the last one was retired (:func:`retire_gold_set`).
+    Raises :class:`GoldSetError` for a pointer without one."""
     if storage.exists(CURRENT_KEY):
         pointer = storage.read_json(CURRENT_KEY)
+        if isinstance(pointer, dict) and pointer.get("name") is None and "retired" in pointer:
+            return None
         if not isinstance(pointer, dict) or not isinstance(pointer.get("name"), str):
             raise GoldSetError(f"{storage.uri(CURRENT_KEY)} has no gold set name")
         return str(pointer["name"])
@@ -225,6 +228,118 @@ def current_gold_set_name(storage: Storage) -> str | None:
         if name is not None
     ]
     return max(names) if names else None
+
+
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """The gold set taken out of force by :func:`retire_gold_set`: its name, when (UTC, ISO
+    8601), by whom and why."""
+
+    gold_name: str
+    retired_at: str
+    by: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "retired": self.gold_name,
+            "retired_at": self.retired_at,
+            "by": self.by,
+            "reason": self.reason,
+        }
+
+
+def retirement(storage: Storage) -> Retirement | None:
+    """The retirement ``CURRENT.json`` records while no gold set is in force, else None."""
+    if not storage.exists(CURRENT_KEY):
+        return None
+    pointer = storage.read_json(CURRENT_KEY)
+    if not isinstance(pointer, dict) or pointer.get("name") is not None:
+        return None
+    if not isinstance(pointer.get("retired"), str):
+        return None
+    return Retirement(
+        gold_name=pointer["retired"],
+        retired_at=str(pointer.get("retired_at", "")),
+        by=str(pointer.get("by", "")),
+        reason=str(pointer.get("reason", "")),
+    )
+
+
+def retire_gold_set(
+    storage: Storage, *, by: str, reason: str, now: datetime | None = None
+) -> Retirement:
+    """Take the gold set in force out of force, so that the next ``train-ner`` round freezes
+    a new one (and its canary set) from the labels it pulls, leaving out every post an
+    earlier training pool held (:func:`pooled_post_ids`).
+
+    ``CURRENT.json`` becomes ``{"name": null, "retired": <name>, ...}`` and the retired
+    set's record gets a ``retirement`` entry; its files stay as history, and ``forget``
+    still purges them. Scores on it stay in
+    MLflow under its hash; every later score is on the new set's. Raises
+    :class:`GoldSetError` when no gold set is in force, or ``reason`` is blank.
+    """
+    if not reason.strip():
+        raise GoldSetError("retiring a gold set needs a reason (it is kept with the record)")
+    name = current_gold_set_name(storage)
+    if name is None:
+        raise GoldSetError(f"no gold set is in force in {storage.uri(layout.GOLDSETS)}/")
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    retired = Retirement(name, moment.isoformat(), by, reason.strip())
+    record = storage.read_json(gold_set_key(name)) if storage.exists(gold_set_key(name)) else None
+    if isinstance(record, dict):  # the record keeps it once a new set is in force
+        storage.write_json(gold_set_key(name), {**record, "retirement": retired.to_dict()})
+    storage.write_json(CURRENT_KEY, {"name": None, **retired.to_dict()})
+    log.info("retired gold set %s (%s): the next train-ner run freezes a new one", name, reason)
+    return retired
+
+
+@dataclass(frozen=True, slots=True)
+class GoldSetEntry:
+    """One stored gold set record, as ``brandloop gold-set list`` shows it. ``state`` is
+    ``in force``, ``retired`` (taken out of force by :func:`retire_gold_set`) or ``earlier``
+    (a version another replaced); ``origin`` names the set it revised or replaced, if any."""
+
+    name: str
+    created_at: str
+    n_posts: int
+    hash: str
+    state: str
+    origin: str
+
+
+def gold_set_history(storage: Storage) -> list[GoldSetEntry]:
+    """Every gold set stored here, oldest first (by ``created_at``). Raises
+    :class:`GoldSetError` for a record that is not one."""
+    current = current_gold_set_name(storage)
+    entries = []
+    for key in storage.list(layout.GOLDSETS):
+        name = layout.gold_set_name(key)
+        if name is None:
+            continue
+        record = storage.read_json(key)
+        gold = GoldSet.from_dict(record if isinstance(record, dict) else {})
+        state = "retired" if record.get("retirement") else "earlier"
+        state = "in force" if name == current else state
+        if record.get("revised_from"):
+            origin = f"revises {record['revised_from']}"
+        else:
+            origin = f"replaces {record['replaces']}" if record.get("replaces") else ""
+        entries.append(
+            GoldSetEntry(name, gold.created_at, len(gold.post_ids), gold.hash, state, origin)
+        )
+    return sorted(entries, key=lambda e: (e.created_at, e.name))
+
+
+def pooled_post_ids(storage: Storage) -> set[str]:
+    """Every post id an earlier ``train-ner`` run put in its training pool
+    (``annotations/<stamp>.train.jsonl``): posts a model here may have been trained on, so
+    never gold or canary in a gold set frozen after a retirement."""
+    ids: set[str] = set()
+    for key in storage.list(layout.ANNOTATIONS):
+        if layout.is_training_pool(key):
+            ids.update(a.post_id for a in read_annotations(storage, key, include_forgotten=True))
+    return ids
 
 
 def load_gold_set(storage: Storage) -> tuple[GoldSet, list[Annotation]] | None:
@@ -296,6 +411,7 @@ def freeze_gold_set(
     now: datetime | None = None,
     recent: Collection[str] = (),
     held_out: Collection[str] = (),
+    never_gold: Collection[str] = (),
 ) -> GoldSet:
     """Freeze the gold split of ``annotations``, unless a gold set is already in force.
 
@@ -303,7 +419,8 @@ def freeze_gold_set(
     round is scored on the same posts. Otherwise the annotations whose id is in the gold split
     are written under ``goldsets/`` and made current, together with the ``recent`` posts
     (the newest posts of the current window, :mod:`ner.canary`) whatever their split; the
-    ``held_out`` posts (the canary set) are never gold. ``name`` defaults to
+    ``held_out`` posts (the canary set) and the ``never_gold`` ones (posts of earlier
+    training pools, after a retirement) are never gold. ``name`` defaults to
     ``gold-{UTC timestamp}-{hash[:8]}``. Raises :class:`GoldSetError` when fewer than
     ``min_posts`` annotated posts are in the gold split (an empty set would be frozen for
     good), and :class:`DataError` when a post id appears twice.
@@ -321,7 +438,9 @@ def freeze_gold_set(
                 gold_fraction,
             )
         return current
-    records = [a for a in _unique(annotations) if a.post_id not in held_out]
+    records = [
+        a for a in _unique(annotations) if a.post_id not in held_out and a.post_id not in never_gold
+    ]
     kept = [a for a in records if a.post_id not in recent]
     gold, _ = split(kept, gold_fraction, salt)
     gold = sorted(gold + [a for a in records if a.post_id in recent], key=lambda a: a.post_id)
@@ -330,7 +449,9 @@ def freeze_gold_set(
             f"only {len(gold)} annotated post(s) fall in the gold split "
             f"(fraction {gold_fraction}); need at least {max(1, min_posts)} to freeze a gold set"
         )
-    return _write_gold_set(storage, gold, name, now, salt, gold_fraction, "froze")
+    retired = retirement(storage)
+    extra = {"replaces": retired.gold_name} if retired is not None else None
+    return _write_gold_set(storage, gold, name, now, salt, gold_fraction, "froze", extra)
 
 
 def adopt_gold_set(
@@ -488,13 +609,15 @@ def train_pool(
     gold_set: GoldSet | None,
     gold_fraction: float | None = None,
     salt: str | None = None,
+    *,
+    trainable: Collection[str] = (),
 ) -> list[Annotation]:
     """The annotations that may be trained on, in input order.
 
     A post is kept only if it is not in the frozen ``gold_set`` and its id is in the train
-    split. The split uses the gold set's own ``gold_fraction`` and ``salt``; if different
-    values are passed too, a post must be in the train split under both. With no gold set,
-    ``gold_fraction`` is required.
+    split, or is one of ``trainable`` (posts an earlier pool held). The split uses the gold
+    set's own ``gold_fraction`` and ``salt``; if different values are passed too, a post
+    must be in the train split under both. With no gold set, ``gold_fraction`` is required.
     """
     rules: set[tuple[float, str]] = set()
     if gold_set is not None:
@@ -508,7 +631,10 @@ def train_pool(
         a
         for a in annotations
         if a.post_id not in frozen
-        and all(split_of(a.post_id, fraction, s) == "train" for fraction, s in rules)
+        and (
+            a.post_id in trainable
+            or all(split_of(a.post_id, fraction, s) == "train" for fraction, s in rules)
+        )
     ]
 
 
@@ -545,14 +671,19 @@ SMALL_GOLD_SET = 100
 
 
 def would_freeze(
-    candidates: Iterable[Annotation], gold_fraction: float, salt: str, recent: Collection[str]
+    candidates: Iterable[Annotation],
+    gold_fraction: float,
+    salt: str,
+    recent: Collection[str],
+    never_gold: Collection[str] = (),
 ) -> list[Annotation]:
     """The posts :func:`freeze_gold_set` would freeze from ``candidates`` (the gold split
-    and the ``recent`` posts, ``held_out`` posts already left out)."""
+    and the ``recent`` posts, ``held_out`` posts already left out, ``never_gold`` ones too)."""
     return [
         a
         for a in candidates
-        if a.post_id in recent or split_of(a.post_id, gold_fraction, salt) == "gold"
+        if a.post_id not in never_gold
+        and (a.post_id in recent or split_of(a.post_id, gold_fraction, salt) == "gold")
     ]
 
 
@@ -566,6 +697,7 @@ def prepare_splits(
     withdrawn: Iterable[str] = (),
     recent: Collection[str] = (),
     held_out: Collection[str] = (),
+    never_gold: Collection[str] = (),
     min_gold_posts: int = 1,
 ) -> Splits:
     """One round's data: freeze the gold set if needed, write the training pool to storage.
@@ -580,7 +712,9 @@ def prepare_splits(
     the gold split hold at least ``min_gold_posts`` posts; until then no gold set is frozen
     and ``n_gold`` is 0, while the gold split's posts stay out of the pool); the training
     pool is :func:`train_pool` of ``annotations`` less the ``held_out`` posts (the canary
-    set, never trained on) and is written to ``train_key``. ``n_held_out`` counts posts
+    set, never trained on) and is written to ``train_key``. A gold set frozen now never
+    holds a ``never_gold`` post (:func:`pooled_post_ids` after a retirement); such a post
+    stays trainable, whatever its split. ``n_held_out`` counts posts
     neither trained on nor in the gold set. Raises :class:`GoldSetError` if the stored gold
     set is inconsistent.
     """
@@ -592,13 +726,23 @@ def prepare_splits(
     loaded = load_gold_set(storage) if revised is not None else before
     gold_set = loaded[0] if loaded is not None else None
     candidates = [a for a in records if a.post_id not in held_out]
-    chosen = [] if gold_set is not None else would_freeze(candidates, gold_fraction, salt, recent)
+    chosen = (
+        []
+        if gold_set is not None
+        else would_freeze(candidates, gold_fraction, salt, recent, never_gold)
+    )
     waiting, has_spans = len(chosen), any(a.spans for a in chosen)
     if gold_set is None and waiting >= max(1, min_gold_posts) and has_spans:
         gold_set = freeze_gold_set(
-            storage, records, gold_fraction, salt, recent=recent, held_out=held_out
+            storage,
+            records,
+            gold_fraction,
+            salt,
+            recent=recent,
+            held_out=held_out,
+            never_gold=never_gold,
         )
-    pool = train_pool(candidates, gold_set, gold_fraction, salt)
+    pool = train_pool(candidates, gold_set, gold_fraction, salt, trainable=never_gold)
     write_annotations(storage, train_key, pool)
     in_gold = sum(1 for a in records if gold_set is not None and a.post_id in gold_set)
     return Splits(

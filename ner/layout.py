@@ -19,7 +19,8 @@ Keys are relative, slash-separated paths inside an environment's root (see
     <records>.review.json                       posts held for review (annotators disagree)
     goldsets/<name>.json                        a frozen gold set record
     goldsets/<name>.annotations.jsonl           its annotations
-    goldsets/CURRENT.json                       the name of the gold set in force
+    goldsets/CURRENT.json                       the name of the gold set in force (null
+                                                once retired, with the retired one's name)
     goldsets/<name>/canary.json                 the canary set frozen with gold set <name>
     goldsets/<name>/canary.annotations.jsonl    its annotations
     checkpoints/…json                           where a source or a poller stopped
@@ -194,6 +195,11 @@ def pulled_annotations(stamp: str) -> str:
 def training_pool(stamp: str) -> str:
     """``annotations/<stamp>.train.jsonl``: run ``stamp``'s training pool."""
     return f"{ANNOTATIONS}/{stamp}.train{_JSONL}"
+
+
+def is_training_pool(key: str) -> bool:
+    """Whether ``key`` (as listed under :data:`ANNOTATIONS`) is a run's training pool."""
+    return key.startswith(f"{ANNOTATIONS}/") and key.endswith(f".train{_JSONL}")
 
 
 # Gold sets --------------------------------------------------------------------------------

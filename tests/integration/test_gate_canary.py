@@ -172,3 +172,48 @@ def test_a_first_gold_set_waits_for_gold_min_posts(prefect: PrefectService, tmp_
     loaded = load_gold_set(storage)
     assert loaded is not None and done.n_gold == len(loaded[0].post_ids) >= 10
     assert done.status == TrainStatus.THRESHOLD_MET and done.champion_f1 is not None
+
+
+def test_a_retired_gold_set_gives_way_to_a_new_one_the_champion_is_scored_on(
+    prefect: PrefectService, tmp_path: Path
+) -> None:
+    from ner.datasets import pooled_post_ids, retire_gold_set
+
+    # Given a champion scored by a first run, which froze the gold set and wrote its pool
+    storage = LocalStorage(tmp_path / "storage" / "dev")
+    write_two_windows(storage)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry = Registry(tracking, "brand-ner-dev", "brand-ner-dev", (tmp_path / "art").as_uri())
+    champion = register_gazetteer(registry, tmp_path, [*OLD_BRANDS, "Glossier"], 0.0, "none")
+    registry.set_alias(CHAMPION, champion, actor="test", reason="seed champion")
+    settings = {
+        "storage_uri": str(tmp_path / "storage"),
+        "mlflow_tracking_uri": tracking,
+        "mlflow_artifact_location": (tmp_path / "art").as_uri(),
+        "threshold": 0.0,  # the champion meets it: runs score it and train nothing
+        "gold_recent_fraction": 0.3,
+    }
+    first = train_ner(source="storage", overrides=settings)
+    old = load_gold_set(storage)
+    assert old is not None and first.gold_hash == old[0].hash
+    pooled = pooled_post_ids(storage)
+    assert pooled
+    # When the gold set is retired and train-ner runs again on the same labels
+    retire_gold_set(storage, by="test", reason="new season")
+    second = train_ner(source="storage", overrides=settings)
+    # Then a new gold set froze: it replaces the old one, holds none of the posts the first
+    # pool held (though its recent slice took the newest posts), and the champion was scored
+    # on it in MLflow under its own hash
+    new = load_gold_set(storage)
+    assert new is not None and new[0].name != old[0].name
+    assert second.gold_hash == new[0].hash != old[0].hash
+    assert not set(new[0].post_ids) & pooled
+    record = storage.read_json(layout.gold_set(new[0].name))
+    assert record["replaces"] == old[0].name
+    assert second.status == TrainStatus.THRESHOLD_MET
+    assert registry.evaluated_f1(champion, new[0].hash) == pytest.approx(
+        second.champion_f1, abs=1e-6
+    )
+    assert registry.evaluated_f1(champion, old[0].hash) == pytest.approx(
+        first.champion_f1, abs=1e-6
+    )

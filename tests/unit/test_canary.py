@@ -9,6 +9,7 @@ import pytest
 
 from ner.canary import (
     CanaryRule,
+    CanarySet,
     Holdout,
     PostStamp,
     canary_point,
@@ -39,6 +40,25 @@ def test_freeze_takes_the_window_back_from_the_newest_post_and_its_sources() -> 
     assert rule.home_sources == frozenset({"x", "jsonl"})
     given = CanaryRule.freeze(corpus(), window=timedelta(days=7), home_sources=["x"])
     assert given.home_sources == frozenset({"x"})
+
+
+def test_posts_an_earlier_pool_held_are_never_canary_or_recent_and_stay_trainable() -> None:
+    # Given the posts of a gold set frozen after a retirement, two of them trained on before:
+    # x05 (an earlier window: the rule makes it canary) and x20 (the newest: recent)
+    posts = corpus()
+    rule = CanaryRule.freeze(posts, window=timedelta(days=7), fraction=1.0, home_sources=["x"])
+    # When they are split with the posts an earlier training pool held
+    split = split_holdout(posts, rule, recent_fraction=0.25, trained={"x05", "x20"})
+    # Then both go to the pool; the recent slice takes the newest untrained posts instead
+    assert "x05" not in split.canary and {"x05", "x20"} <= set(split.pool)
+    assert split.recent == ("x19", "x18")
+    assert split.exempt == ("x05",)  # the rule's match that stays trainable
+    # And the frozen canary set keeps it trainable in later rounds, while the rule still holds
+    # out a post labelled later in an earlier window
+    frozen = CanarySet("g", rule, split.canary, "h", exempt=split.exempt)
+    later = {"x05": stamp("x05", 5), "late": stamp("late", 2)}
+    assert frozen.held_out(later) == set(split.canary) | {"late"}
+    assert CanarySet.from_dict(frozen.to_dict()) == frozen
 
 
 def test_every_off_window_post_is_canary_at_fraction_one() -> None:

@@ -48,6 +48,7 @@ COMMANDS = [
     "doctor",
     "settings",
     "labelstudio",
+    "gold-set",
 ]
 
 
@@ -84,6 +85,8 @@ def test_top_level_help_lists_every_command(runner: CliRunner) -> None:
         (["labelstudio", "setup"], "--webhook-url"),
         (["labelstudio", "setup"], "--ml-backend-url"),
         (["labelstudio", "status"], "--set"),
+        (["gold-set", "retire"], "--reason"),
+        (["gold-set", "list"], "--set"),
     ],
 )
 def test_each_command_has_help(runner: CliRunner, args: list[str], expected: str) -> None:
@@ -1365,3 +1368,40 @@ def test_errors_that_name_no_way_out_get_one(runner: CliRunner, tmp_path: Path) 
         f"error: --dir {blocker / 'demo'}: cannot prepare it (Not a directory); choose another "
         "folder"
     ]
+
+
+def test_gold_set_retire_takes_the_set_out_of_force_and_list_and_status_say_so(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ner.datasets import prepare_splits
+    from ner.storage import open_storage
+    from ner.types import Annotation, Span
+
+    # Given a dev store with a frozen gold set (nothing in MLflow: status reads storage only)
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "store"
+    posts = [
+        Annotation(f"id{i}", "I love Nike", (Span(7, 11, "BRAND", "Nike"),)) for i in range(40)
+    ]
+    splits = prepare_splits(open_storage(str(store), "dev"), posts, 0.3, train_key="a.jsonl")
+    flags = ["--set", f"storage_uri={store}"]
+    listed = runner.invoke(cli.app, ["gold-set", "list", *flags])
+    assert listed.exit_code == 0, listed.output
+    assert splits.gold_name in listed.stdout and "in force" in listed.stdout
+    # When it is retired without a reason, then with one
+    blank = runner.invoke(cli.app, ["gold-set", "retire", *flags])
+    retired = runner.invoke(cli.app, ["gold-set", "retire", "--reason", "new season", *flags])
+    # Then the first is a usage error; the second names the set, its size and what follows
+    assert blank.exit_code == 2 and "--reason" in blank.stderr
+    assert retired.exit_code == 0, retired.output
+    first, second = _lines(retired.stdout)[:2]
+    assert first.startswith(f"retired gold set {splits.gold_name} ({splits.n_gold} posts, hash")
+    assert second.startswith("next: brandloop train freezes a new one from the labels it pulls")
+    # And list and status show it retired; a second retirement is refused by name
+    after = runner.invoke(cli.app, ["gold-set", "list", *flags])
+    assert "retired" in after.stdout and "in force" not in after.stdout
+    status = runner.invoke(cli.app, ["status", *flags])
+    assert f"gold set: none in force ({splits.gold_name} retired" in status.stdout
+    assert "new season; the next train freezes a new one)" in status.stdout
+    again = runner.invoke(cli.app, ["gold-set", "retire", "--reason", "x", *flags])
+    assert again.exit_code == 1 and "no gold set is in force in" in again.stderr

@@ -19,13 +19,18 @@ from ner.datasets import (
     GoldSet,
     GoldSetError,
     annotation_to_doc,
+    current_gold_set_name,
     dataset_hash,
     freeze_gold_set,
     gold_set_annotations_key,
+    gold_set_history,
     gold_set_key,
     load_gold_set,
+    pooled_post_ids,
     prepare_splits,
     read_annotations,
+    retire_gold_set,
+    retirement,
     split,
     split_of,
     split_point,
@@ -51,6 +56,9 @@ def span_of(text: str, sub: str, label: str = "BRAND", occurrence: int = 0) -> S
 
 def annotation(post_id: str, text: str, *subs: str, **extra: object) -> Annotation:
     return Annotation(post_id, text, tuple(span_of(text, s) for s in subs), **extra)  # type: ignore[arg-type]
+
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def corpus(n: int) -> list[Annotation]:
@@ -446,10 +454,10 @@ def test_prepare_splits_freezes_once_and_writes_a_gold_free_pool(tmp_path: Path)
     assert second.n_train + second.n_gold + second.n_held_out == len(round2)
 
 
-def test_a_gold_set_emptied_by_forget_is_kept_and_a_new_one_freezes_once_moved_aside(
+def test_a_gold_set_emptied_by_forget_is_kept_and_a_new_one_freezes_once_retired(
     tmp_path: Path,
 ) -> None:
-    from ner import forget, layout
+    from ner import forget
 
     # Given a gold set frozen from round 1, whose every post was then forgotten (a trial)
     storage = LocalStorage(tmp_path)
@@ -461,20 +469,79 @@ def test_a_gold_set_emptied_by_forget_is_kept_and_a_new_one_freezes_once_moved_a
     second = prepare_splits(storage, round2, 0.3, train_key="annotations/r2.train.jsonl")
     # Then the emptied set stays in force (a frozen set is never re-split in place)
     assert (second.gold_name, second.n_gold) == (first.gold_name, 0)
-    # And once goldsets/ is moved aside (train-ner's no_gold note), the next round freezes
-    # the gold split of the labels it has, none of them forgotten or ever in a pool
-    for key in storage.list(layout.GOLDSETS):
-        storage.delete(key)
+    # And once it is retired (train-ner's no_gold note), the next round freezes the gold
+    # split of the labels it has, none of them forgotten or ever in a pool
+    retire_gold_set(storage, by="ops", reason="emptied by forget")
     live = [a for a in round2 if a.post_id not in gone]  # a pull leaves forgotten posts out
-    third = prepare_splits(storage, live, 0.3, train_key="annotations/r3.train.jsonl")
+    pooled = pooled_post_ids(storage)
+    third = prepare_splits(
+        storage, live, 0.3, train_key="annotations/r3.train.jsonl", never_gold=pooled
+    )
     new_gold = {a.post_id for a in read_annotations(storage, third.gold_key)}
     assert third.gold_name != first.gold_name and third.n_gold == len(new_gold) > 0
     assert not new_gold & set(gone)
-    pools = [
-        *read_annotations(storage, first.train_key),
-        *read_annotations(storage, third.train_key),
+    assert not new_gold & pooled
+    assert pooled == {
+        a.post_id
+        for key in (first.train_key, second.train_key)
+        for a in read_annotations(storage, key)
+    }
+
+
+def test_retiring_takes_the_set_out_of_force_and_the_next_one_says_what_it_replaces(
+    tmp_path: Path,
+) -> None:
+    # Given a gold set frozen in round 1, and a trained post that falls in the gold split
+    # (the fraction was raised since, say)
+    storage = LocalStorage(tmp_path)
+    round1, round2 = corpus(40), corpus(120)
+    first = prepare_splits(storage, round1, 0.3, train_key="annotations/r1.train.jsonl")
+    old_gold = set(load_gold_set(storage)[0].post_ids)  # type: ignore[index]
+    # When it is retired
+    done = retire_gold_set(storage, by="cli:ops", reason="labels drifted", now=NOW)
+    # Then none is in force, the pointer says which was retired, by whom and why, and its
+    # files stay as history
+    assert current_gold_set_name(storage) is None and load_gold_set(storage) is None
+    assert retirement(storage) == done
+    assert (done.gold_name, done.by, done.reason) == (first.gold_name, "cli:ops", "labels drifted")
+    assert done.retired_at == NOW.isoformat()
+    assert storage.exists(gold_set_key(str(first.gold_name)))
+    # And a second retirement, or one without a reason, is refused
+    with pytest.raises(GoldSetError, match="no gold set is in force"):
+        retire_gold_set(storage, by="ops", reason="again")
+    # When round 2 freezes a new one without the posts round 1's pool held
+    pooled = pooled_post_ids(storage)
+    gold_split_trained = next(
+        a.post_id for a in round2 if split_of(a.post_id, 0.5) == "gold" and a.post_id in pooled
+    )
+    second = prepare_splits(
+        storage, round2, 0.5, train_key="annotations/r2.train.jsonl", never_gold=pooled
+    )
+    # Then the new set keeps the retired set's posts (still gold, never trained on), holds no
+    # pooled post, keeps the pooled posts trainable, and names the set it replaces
+    new_gold = set(load_gold_set(storage)[0].post_ids)  # type: ignore[index]
+    assert second.gold_name != first.gold_name
+    assert old_gold <= new_gold and not new_gold & pooled
+    assert gold_split_trained in {a.post_id for a in read_annotations(storage, second.train_key)}
+    record = storage.read_json(gold_set_key(str(second.gold_name)))
+    assert record["replaces"] == first.gold_name and "revised_from" not in record
+    assert retirement(storage) is None
+    # And the history lists both, oldest first, with their states
+    history = gold_set_history(storage)
+    assert [(e.name, e.state, e.origin) for e in history] == [
+        (first.gold_name, "retired", ""),
+        (second.gold_name, "in force", f"replaces {first.gold_name}"),
     ]
-    assert not new_gold & {a.post_id for a in pools}
+
+
+def test_retiring_needs_a_gold_set_and_a_reason(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    with pytest.raises(GoldSetError, match="no gold set is in force"):
+        retire_gold_set(storage, by="ops", reason="why")
+    prepare_splits(storage, corpus(40), 0.3, train_key="annotations/r1.train.jsonl")
+    with pytest.raises(GoldSetError, match="needs a reason"):
+        retire_gold_set(storage, by="ops", reason="  ")
+    assert current_gold_set_name(storage) is not None
 
 
 def test_prepare_splits_without_gold_posts_reports_zero(tmp_path: Path) -> None:

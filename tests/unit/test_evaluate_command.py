@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from apps import cli
 from apps import evaluate as scoring
 from ner import forget
-from ner.datasets import freeze_gold_set
+from ner.datasets import freeze_gold_set, retire_gold_set
 from ner.errors import ConfigError, GoldSetError, InputNotFoundError
 from ner.models import expand_model_spec
 from ner.settings import Settings, load_settings
@@ -108,7 +108,13 @@ def test_a_gold_set_whose_posts_were_all_forgotten_is_refused_not_scored_zero(
     # When it is asked for, Then it is refused, saying why and where to look
     with pytest.raises(GoldSetError, match="gold set g holds no post any more") as caught:
         scoring.labelled_set(settings, storage, "gold")
-    assert "`brandloop train` says how to freeze a new one" in str(caught.value)
+    assert "`brandloop gold-set retire --reason ...` lets the next train freeze" in str(
+        caught.value
+    )
+    # And once it is retired, the refusal says so rather than "none frozen"
+    retire_gold_set(storage, by="ops", reason="emptied")
+    with pytest.raises(GoldSetError, match=r"gold set g was retired in .*: the next train run"):
+        scoring.labelled_set(settings, storage, "gold")
 
 
 def test_the_gazetteer_is_scored_on_the_gold_set_with_an_interval(

@@ -118,7 +118,8 @@ def test_the_no_gold_note_says_why_and_what_to_do() -> None:
     # a trial forgot every gold post; train said only "no_gold"
     said = no_gold_note(settings, emptied, "file:///s/goldsets")
     assert said.startswith("gold set gold-1 holds no post any more")
-    assert "move file:///s/goldsets/ aside and run train again" in said
+    assert "`brandloop gold-set retire --reason ...` takes it out of force" in said
+    assert "Its files stay in file:///s/goldsets/." in said
     waiting = Splits.model_validate({**base, "gold_waiting": 12})
     assert no_gold_note(settings, waiting, "g") == (
         "no gold set frozen yet: 12 gold posts of the 50 NER_GOLD_MIN_POSTS asks for"
@@ -169,3 +170,58 @@ def test_the_result_as_markdown_lists_the_fields_set_and_every_rule() -> None:
         "| threshold | passed | F1 0.8100 >= 0.8000 |",
         "| canary | refused | fell \\| by 0.09 |",
     ]
+
+
+def test_after_a_retirement_the_next_round_freezes_a_gold_and_canary_set_of_untrained_posts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flows.context import RunContext
+    from flows.train_ner import prepare_gold
+    from ner import canary, datasets, layout
+    from ner.records import write_records
+    from ner.settings import load_settings
+    from ner.types import Post, Span
+
+    settings = load_settings(
+        storage_uri=str(tmp_path / "storage"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        gold_fraction=0.3,
+        gold_min_posts=1,
+        canary_fraction=1.0,
+        gold_recent_fraction=0.2,
+    )
+    ctx = RunContext.open(settings)
+
+    def labelled(ids: range) -> list[Annotation]:
+        return [
+            Annotation(f"p{i:03d}", "I love Nike", (Span(7, 11, "BRAND", "Nike"),)) for i in ids
+        ]
+
+    def stored(ids: range, day: int) -> None:  # dates and sources come from the post batches
+        posts = [Post(f"p{i:03d}", "I love Nike", f"2026-11-{day:02d}T00:00:00+00:00") for i in ids]
+        write_records(ctx.storage, layout.posts_batch(f"b{day}"), posts)
+
+    # Given round 1 (posts of day 1) frozen and trained on, its set then retired
+    stored(range(40), 1)
+    write_records(ctx.storage, layout.pulled_annotations("s1"), labelled(range(40)))
+    first = prepare_gold.fn(ctx, layout.pulled_annotations("s1"), "s1")
+    trained = {a.post_id for a in datasets.read_annotations(ctx.storage, first.train_key)}
+    datasets.retire_gold_set(ctx.storage, by="ops", reason="new season")
+    # When round 2 brings 40 posts of day 20 (round 1's are now an earlier window: canary by
+    # the new rule at fraction 1, and the newest are the recent slice)
+    stored(range(40, 80), 20)
+    write_records(ctx.storage, layout.pulled_annotations("s2"), labelled(range(80)))
+    with caplog.at_level(logging.INFO):
+        second = prepare_gold.fn(ctx, layout.pulled_annotations("s2"), "s2")
+    # Then a new gold set froze, and neither it nor its canary set holds a trained post,
+    # which stay trainable; the run says why
+    assert second.gold_name != first.gold_name and second.n_gold > 0
+    gold = set(datasets.load_gold_set(ctx.storage)[0].post_ids)  # type: ignore[index]
+    frozen = canary.load_canary_set(ctx.storage, str(second.gold_name))
+    assert frozen is not None and not (gold | set(frozen[0].post_ids)) & trained
+    assert set(frozen[0].exempt) == trained  # day-1 posts the new rule would hold out
+    pool = {a.post_id for a in datasets.read_annotations(ctx.storage, second.train_key)}
+    assert trained <= pool
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert f"gold set {first.gold_name} was retired (new season)" in said
+    assert f"without the {len(trained)} posts earlier training pools held" in said
