@@ -44,8 +44,8 @@ class ForgetResult(BaseModel):
     unreadable: list[str]
     #: Frozen sets that lost posts, each ``"<key>: <n> posts, hash <old> -> <new>"``.
     rehashed: list[str] = []
-    #: Ids no readable stored object and no Label Studio task held: forgotten before, not
-    #: post ids, or only in MLflow's error lists and cards or in an unreadable object.
+    #: Ids no readable stored object, MLflow error list or model card and no Label Studio
+    #: task held: forgotten before, not post ids, or only in an unreadable object.
     unmatched: list[str] = []
 
 
@@ -98,17 +98,27 @@ def purge_storage(ctx: RunContext, made: ForgetRecord) -> purge.PurgeReport:
     return report.model_copy(update={"rewritten": progress, "held": sorted(held)})
 
 
+class MlflowPurge(BaseModel):
+    """What :func:`purge_error_lists` removed: records per MLflow object, the post ids
+    some object held, and the error lists it could not read."""
+
+    rewritten: dict[str, int] = {}
+    held: list[str] = []
+    unreadable: list[str] = []
+
+
 @io_task()
-def purge_error_lists(ctx: RunContext, post_ids: list[str]) -> tuple[dict[str, int], list[str]]:
+def purge_error_lists(ctx: RunContext, post_ids: list[str]) -> MlflowPurge:
     """Rewrite the MLflow runs' evaluation error lists, and the model cards that name the
     posts, without them (a local store that does not exist yet holds none and is not
     created)."""
     db = ctx.settings.tracking_db
     if db is not None and not db.exists():
-        return {}, []
-    ids = set(post_ids)
-    rewritten, unreadable = ctx.registry.forget_in_error_lists(ids)
-    return {**rewritten, **ctx.registry.forget_in_cards(ids)}, unreadable
+        return MlflowPurge()
+    ids, held = set(post_ids), set[str]()
+    rewritten, unreadable = ctx.registry.forget_in_error_lists(ids, held)
+    rewritten |= ctx.registry.forget_in_cards(ids, held)
+    return MlflowPurge(rewritten=rewritten, held=sorted(held), unreadable=unreadable)
 
 
 @io_task()
@@ -160,14 +170,16 @@ def forget_posts(
         logger.info("tombstones of %s recorded in %s", quantity(made.n_posts, "post"), where)
         deleted = _deleted_tasks(ctx, ids, where) if label_studio else {}
         purged = purge_storage(ctx, made)
-        in_mlflow, bad_lists = purge_error_lists(ctx, ids)
+        mlflow = purge_error_lists(ctx, ids)
+        in_mlflow = mlflow.rewritten
+        in_tasks = (p for p, tasks in deleted.items() if tasks)
         done = made.model_copy(
             update={
                 "status": ForgetStatus.DONE,
                 "rewritten": {**purged.rewritten, **in_mlflow},
-                "held": sorted({*purged.held, *(p for p, tasks in deleted.items() if tasks)}),
+                "held": sorted({*purged.held, *mlflow.held, *in_tasks}),
                 "deleted_tasks": deleted,
-                "unreadable": [*purged.unreadable, *bad_lists],
+                "unreadable": [*purged.unreadable, *mlflow.unreadable],
             }
         )
         write_audit(ctx, done)

@@ -622,12 +622,15 @@ class Registry:
             )
             self.client.log_artifact(run_id, str(table), "evaluation")
 
-    def forget_in_error_lists(self, post_ids: Collection[str]) -> tuple[dict[str, int], list[str]]:
+    def forget_in_error_lists(
+        self, post_ids: Collection[str], held: set[str] | None = None
+    ) -> tuple[dict[str, int], list[str]]:
         """Rewrite every evaluation error list (``evaluation/*_errors.json``, which names posts
         and their spans) of the experiment's runs, deleted runs included, without the items of
         ``post_ids``; lists without them are not rewritten. Returns ``({"mlflow:<run id>/<path>":
-        items removed}, [lists that are not a JSON list, named the same way])``. Raises
-        :class:`RegistryError` when MLflow fails (the rewrite is idempotent: run it again)."""
+        items removed}, [lists that are not a JSON list, named the same way])`` and adds the
+        ids it removed to ``held``. Raises :class:`RegistryError` when MLflow fails (the
+        rewrite is idempotent: run it again)."""
         from mlflow.entities import ViewType
         from mlflow.exceptions import MlflowException
 
@@ -644,18 +647,24 @@ class Registry:
                     page_token=token,
                 )  # fmt: skip
                 for run in page:
-                    self._forget_in_run(str(run.info.run_id), post_ids, rewritten, unreadable)
+                    found = self._forget_in_run(
+                        str(run.info.run_id), post_ids, rewritten, unreadable
+                    )
+                    if held is not None:
+                        held.update(found)
                 token = page.token
                 if not token:
                     return rewritten, unreadable
         except MlflowException as exc:
             raise _wrap("rewriting evaluation error lists", exc) from exc
 
-    def forget_in_cards(self, post_ids: Collection[str]) -> dict[str, int]:
+    def forget_in_cards(
+        self, post_ids: Collection[str], held: set[str] | None = None
+    ) -> dict[str, int]:
         """Rewrite the model card (description) of every version of the model without the
         lines that name ``post_ids`` (:func:`ner.modelcard.without_posts`); returns
-        ``{"mlflow:models/<name>/<version>": lines removed}``. Raises :class:`RegistryError`
-        when MLflow fails."""
+        ``{"mlflow:models/<name>/<version>": lines removed}`` and adds the ids a card named
+        to ``held``. Raises :class:`RegistryError` when MLflow fails."""
         from mlflow.exceptions import MlflowException
 
         from ner.modelcard import without_posts
@@ -667,6 +676,8 @@ class Registry:
                 card = mv.description or ""
                 kept = without_posts(card, post_ids)
                 if kept != card:
+                    if held is not None:
+                        held.update(p for p in post_ids if without_posts(card, (p,)) != card)
                     self.describe_version(str(mv.version), kept)
                     removed = card.count("\n") - kept.count("\n")
                     rewritten[f"mlflow:models/{self.model_name}/{mv.version}"] = removed
@@ -676,7 +687,10 @@ class Registry:
 
     def _forget_in_run(
         self, run_id: str, post_ids: Collection[str], rewritten: dict[str, int], bad: list[str]
-    ) -> None:
+    ) -> set[str]:
+        """Rewrite run ``run_id``'s error lists without ``post_ids`` (counts to ``rewritten``,
+        lists that are not a JSON list to ``bad``); returns the ids it removed."""
+        found: set[str] = set()
         lists = [
             f.path
             for f in self.client.list_artifacts(run_id, "evaluation")
@@ -698,9 +712,11 @@ class Registry:
                 ]
                 if len(kept) == len(items):
                     continue
+                found.update(str(i["post_id"]) for i in items if i not in kept)
                 local.write_text(json.dumps(kept, indent=1, ensure_ascii=False), encoding="utf-8")
                 self.client.log_artifact(run_id, str(local), path.rpartition("/")[0] or None)
                 rewritten[name] = len(items) - len(kept)
+        return found
 
     # ------------------------------------------------------------------ evaluations
     @staticmethod

@@ -327,9 +327,12 @@ def test_forget_rewrites_the_mlflow_error_lists_that_name_the_posts(
     ).replace("whole tokens: 2", "whole tokens: 1")  # the count follows
     audit = open_storage(str(tmp_path / "storage"), "dev").read_json(result.record_key)
     assert audit["rewritten"] == expected
-    # and forgetting them again rewrites nothing
+    # and posts held only in MLflow count as forgotten, not as ids nothing held
+    assert result.unmatched == [] and audit["held"] == ["p1", "p2"]
+    # and forgetting them again rewrites nothing, and says nothing held them now
     again = forget_posts(post_ids=["p1", "p2"], reason="deleted on X", label_studio=False)
     assert again.rewritten == {} and again.n_records_removed == 0
+    assert again.unmatched == ["p1", "p2"]
 
 
 # --- a GCS bucket (the emulator) -------------------------------------------------------------
