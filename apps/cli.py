@@ -502,6 +502,8 @@ def _summary(result: BaseModel | Mapping[str, Any], keys: Sequence[str]) -> None
     table = Table(show_header=False, box=None, pad_edge=False)
     for key in keys:
         value = result.get(key)
+        if isinstance(value, list):  # ids or keys: comma-separated, none shown when empty
+            value = ", ".join(map(str, value)) or None
         if value is not None:  # scores to 4 places, as the gate's reasons print them
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console().print(table)
@@ -970,7 +972,25 @@ def _print_rounds(result: LoopResult) -> None:
     else:
         out.print("no round was played")
     out.print()
-    out.print(f"loop status: {result.status}")
+    out.print(loop_status_line(result), soft_wrap=True)
+
+
+#: What each way a loop stops means, after its status on the last line.
+LOOP_STATUS_MEANING = {
+    "threshold_met": "the champion meets the threshold on the gold set",
+    "budget_spent": "{n} played, as many as --max-rounds (NER_MAX_ROUNDS) allows, and the "
+    "threshold is not met yet: run the loop again to play more",
+    "no_new_posts": "the source gave no post that was not labelled or sent before",
+    "timed_out_waiting_for_labels": "too few labels came before --wait-timeout-s",
+}
+
+
+def loop_status_line(result: LoopResult) -> str:
+    """``loop status: budget_spent (3 rounds played, ...)``: the status and what it means
+    (a promoted last round beside "budget_spent" read as a failure in a trial)."""
+    meaning = LOOP_STATUS_MEANING.get(str(result.status), "")
+    meaning = meaning.format(n=quantity(len(result.rounds), "round"))
+    return f"loop status: {result.status}" + (f" ({meaning})" if meaning else "")
 
 
 # ----------------------------------------------------------------------------- demo

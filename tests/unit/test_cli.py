@@ -1088,6 +1088,9 @@ def test_a_flow_summary_prints_scores_to_four_places(
     )
     shown = capsys.readouterr().out.split()
     assert shown == ["status", "promoted", "labels", "12", "challenger_f1", "0.8123"]
+    # lists (a forget's unreadable objects) read as text, and an empty one is not shown
+    cli._summary({"unreadable": [], "rehashed": ["a.json", "b.json"]}, ["unreadable", "rehashed"])
+    assert capsys.readouterr().out.split() == ["rehashed", "a.json,", "b.json"]
 
 
 def test_train_prints_every_gate_rule_with_its_status_and_reason(
@@ -1330,11 +1333,15 @@ def test_a_loop_that_stopped_waiting_for_labels_exits_3(
     # Then a script chaining commands can tell a timeout from a round played (a trial's exit 0)
     assert result.exit_code == code, result.output
     lines = _lines(result.stdout)
-    if code == 0:
-        assert lines[-1] == f"loop status: {status}"
+    if code == 0:  # and what the status means (budget_spent beside a promotion read oddly)
+        assert lines[-1] == (
+            "loop status: budget_spent (0 rounds played, as many as --max-rounds "
+            "(NER_MAX_ROUNDS) allows, and the threshold is not met yet: run the loop again "
+            "to play more)"
+        )
     else:  # and a timeout says what to run once the sent tasks are labelled (a trial's ask)
         assert lines[-3:] == [
-            f"loop status: {status}",
+            f"loop status: {status} (too few labels came before --wait-timeout-s)",
             "next: once the sent tasks' Label Studio exports are in storage's exports/:",
             f"      {cli._venv_bin('brandloop')} train --source storage",
         ]
