@@ -1534,13 +1534,17 @@ HAND_RULES = ("threshold", "beats_champion")
 def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list[Any]:
     """``promote VERSION`` within one environment: scored on its current gold set (now, if it
     never was), the promotion rule unless ``force``; returns the audited alias moves."""
-    from apps.status import current_gold
+    from apps.status import current_gold, retired_gold
     from ner.registry import CHAMPION, Decision, decide
 
     registry = _registry(cfg)
     gold = current_gold(cfg)
     if gold is None:
-        raise CliError(f"no gold set in {cfg.storage_uri}: a version is promoted on gold F1")
+        retired = retired_gold(cfg)
+        why = f" ({retired.gold_name} was retired: the next train freezes one)" if retired else ""
+        raise CliError(
+            f"no gold set in force in {cfg.storage_uri}{why}: a version is promoted on gold F1"
+        )
     _require_version(registry, version)
     champion = registry.alias_version(CHAMPION)
     if champion == version:

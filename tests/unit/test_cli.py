@@ -1412,3 +1412,12 @@ def test_gold_set_retire_takes_the_set_out_of_force_and_list_and_status_say_so(
     assert "new season; the next train freezes a new one)" in status.stdout
     again = runner.invoke(cli.app, ["gold-set", "retire", "--reason", "x", *flags])
     assert again.exit_code == 1 and "no gold set is in force in" in again.stderr
+    # And promote, which scores on the gold set in force, says why there is none
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("brand-ner-dev")
+    promote = ["promote", "1", "--reason", "x", *flags, "--set", f"mlflow_tracking_uri={uri}"]
+    refused = runner.invoke(cli.app, promote)
+    assert refused.exit_code == 1
+    assert f"({splits.gold_name} was retired: the next train freezes one)" in refused.stderr
