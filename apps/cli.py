@@ -556,6 +556,13 @@ def apply(
             min=1, metavar="N", help="Line ranges the posts are cut into (default: workers)."
         ),
     ] = None,
+    reread: Annotated[
+        bool,
+        typer.Option(
+            help="--source jsonl: read the file from its first line again, though an earlier "
+            "run read it (to predict it with another model); its checkpoint stays."
+        ),
+    ] = False,
     set_: SetOption = None,
 ) -> None:
     """Fetch posts, predict brands, deliver them as Label Studio tasks: import JSON in storage
@@ -564,6 +571,10 @@ def apply(
 
     overrides = cli_overrides(set_)
     cfg = load_settings(overrides)  # a bad setting is named first, as the flow would
+    if reread and source != "jsonl":
+        raise CliError(
+            "--reread reads a JSONL file again (--source jsonl); X posts are fetched once"
+        )
     _check_source(source, input_uri, cfg)
     if destination == "label_studio":
         _check_label_studio("--destination label_studio", cfg)
@@ -585,6 +596,7 @@ def apply(
         "workers": workers,
         "cluster_address": cluster_address,
         "n_shards": n_shards,
+        "reread": reread,
     }
     result = run_flow(ctx, apply_ner, params, overrides)
     delivered = result.delivered

@@ -155,17 +155,21 @@ def fetch_posts(
     keywords: list[str],
     max_posts: int,
     stamp: str,
+    reread: bool = False,
 ) -> Fetched:
-    """Fetch new posts into ``posts/<stamp>.jsonl``. A bad ``source`` or a missing
-    ``input_uri`` raises :class:`ConfigError` (never retried)."""
+    """Fetch new posts into ``posts/<stamp>.jsonl`` (``reread``: a JSONL file from its first
+    line again). A bad ``source``, a missing ``input_uri`` or ``reread`` of X raises
+    :class:`ConfigError` (never retried)."""
     key = layout.posts_batch(stamp)
+    if source == "x" and reread:
+        raise ConfigError("reread reads a JSONL file again; X posts are fetched once")
     if source == "x":
         result = sources.fetch_x_to_storage(ctx.settings, ctx.storage, key, keywords, max_posts)
     elif source == "jsonl":
         if not input_uri:
             raise ConfigError("source='jsonl' needs input_uri (a local path or storage key)")
         result = sources.fetch_jsonl_to_storage(
-            ctx.storage, input_uri, key, max_posts, ctx.settings.max_post_chars
+            ctx.storage, input_uri, key, max_posts, ctx.settings.max_post_chars, from_start=reread
         )
     else:
         raise ConfigError(f"unknown source {source!r}: use 'x' or 'jsonl'")
@@ -504,8 +508,9 @@ def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None) -> str:
     if source == "jsonl" and input_uri:
         checkpoint = ctx.storage.uri(sources.jsonl_checkpoint_key(ctx.storage, input_uri))
         return (
-            f"every line of {input_uri} was read by an earlier run; to predict it again, "
-            f"delete its checkpoint {checkpoint}"
+            f"every line of {input_uri} was read by an earlier run (checkpoint {checkpoint}); "
+            "to predict it again, with another model say, pass reread=True (`brandloop apply "
+            "--reread`)"
         )
     return "the source has no post newer than the last one fetched"
 
@@ -520,6 +525,7 @@ def run_apply(
     max_posts: int | None,
     destination: str,
     predict: Predict = predict_posts,
+    reread: bool = False,
 ) -> ApplyResult:
     """The body of the apply flows: finish unfinished batches, then fetch -> predict -> send.
 
@@ -541,9 +547,8 @@ def run_apply(
         resolve()
     recovered = finish_unfinished(ctx, destination, resolve, predict)
     wanted = list(keywords or ctx.settings.keywords)
-    fetched = fetch_posts(
-        ctx, source, input_uri, wanted, max_posts or ctx.settings.max_posts, stamp
-    )
+    limit = max_posts or ctx.settings.max_posts
+    fetched = fetch_posts(ctx, source, input_uri, wanted, limit, stamp, reread)
     forgotten = f", {fetched.n_forgotten} forgotten before" if fetched.n_forgotten else ""
     n_posts = quantity(fetched.n_posts, "post")
     logger.info("fetched %s (%s rejected%s)", n_posts, fetched.n_rejected, forgotten)
@@ -602,10 +607,13 @@ def apply_ner(
     workers: int | None = None,
     cluster_address: str | None = None,
     n_shards: int | None = None,
+    reread: bool = False,
 ) -> ApplyResult:
     """Finish unfinished batches, then fetch -> predict -> send. ``overrides`` are settings
-    on top of the environment (``{"label_budget": 50}``). Returns what was fetched and
-    delivered (``recovered``: the earlier batches finished by this run).
+    on top of the environment (``{"label_budget": 50}``); ``reread`` reads a JSONL
+    ``input_uri`` from its first line again (to predict it with another model). Returns
+    what was fetched and delivered (``recovered``: the earlier batches finished by this
+    run).
 
     The predict step runs on ``executor``: ``"processes"`` - ``workers`` processes of this
     machine (default ``NER_N_PROCESS``; 1 predicts in the flow's own process), or
@@ -630,6 +638,7 @@ def apply_ner(
             max_posts=max_posts,
             destination=destination,
             predict=predict,
+            reread=reread,
         )
 
 

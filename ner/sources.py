@@ -304,7 +304,13 @@ def _jsonl_prefix(
 
 
 def fetch_jsonl_to_storage(
-    storage: Storage, input_uri: str, key: str, max_posts: int, max_chars: int | None = None
+    storage: Storage,
+    input_uri: str,
+    key: str,
+    max_posts: int,
+    max_chars: int | None = None,
+    *,
+    from_start: bool = False,
 ) -> dict[str, Any]:
     """Copy the next ``max_posts`` valid posts of a JSONL input into ``key``.
 
@@ -312,13 +318,15 @@ def fetch_jsonl_to_storage(
     checkpoint (the last line consumed and a hash of the lines up to it) moves only after the
     posts were written. Repeated runs therefore walk through a growing file batch by batch,
     without repeats or gaps, and ids are de-duplicated across batches too. If the file was
-    replaced, reading starts again at line 1. Rejected lines (a post longer than
-    ``max_chars`` too) are logged, written to ``<key without .jsonl>.rejected.json``, and
-    counted.
+    replaced, reading starts again at line 1. ``from_start`` reads from line 1 whatever the
+    checkpoint says (to predict the file again, with another model), and moves the
+    checkpoint only past where it was. Rejected lines (a post longer than ``max_chars``
+    too) are logged, written to ``<key without .jsonl>.rejected.json``, and counted.
     """
     if max_posts < 1:
         raise ConfigError(f"max_posts must be at least 1, got {max_posts}")
-    done, expected = _read_line_checkpoint(storage, input_uri)
+    done_before, expected = _read_line_checkpoint(storage, input_uri)
+    done = 0 if from_start else done_before
     done, digest, seen = _jsonl_prefix(storage, input_uri, done, expected, max_chars)
     rejected: list[Rejected] = []
     undated: list[str] = []
@@ -345,14 +353,15 @@ def fetch_jsonl_to_storage(
     storage.write_lines(key, posts())
     _report_rejected(storage, key, input_uri, rejected)
     _report_undated(input_uri, undated)
-    storage.write_json(
-        jsonl_checkpoint_key(storage, input_uri),
-        {
-            "input": input_identity(storage, input_uri),
-            "line": last_line,
-            "sha256": committed.hexdigest(),
-        },
-    )
+    if last_line > done_before or not from_start:  # a reread never moves it back
+        storage.write_json(
+            jsonl_checkpoint_key(storage, input_uri),
+            {
+                "input": input_identity(storage, input_uri),
+                "line": last_line,
+                "sha256": committed.hexdigest(),
+            },
+        )
     return {"posts_key": key, "n_posts": count, "n_rejected": len(rejected), "source": "jsonl"}
 
 

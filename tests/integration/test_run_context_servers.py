@@ -236,6 +236,30 @@ def test_a_bad_flow_parameter_fails_at_once(prefect: PrefectService, tmp_path: P
     assert attempts(prefect, str(state.state_details.flow_run_id), "fetch_posts") == [1]
 
 
+def test_a_reread_predicts_a_file_again_and_a_reread_of_x_fails_at_once(
+    prefect: PrefectService, tmp_path: Path
+) -> None:
+    # Given a JSONL file that an apply-ner run read to its end
+    posts = demo_slice(tmp_path, 4)
+    overrides = local(tmp_path)
+    first = apply_ner(source="jsonl", input_uri=str(posts), model="gazetteer", overrides=overrides)
+    again = apply_ner(source="jsonl", input_uri=str(posts), model="base", overrides=overrides)
+    assert first.delivered.n_predictions == 4 and again.n_posts == 0
+    # When it is read again to predict it with another model
+    reread = apply_ner(
+        source="jsonl", input_uri=str(posts), model="base", overrides=overrides, reread=True
+    )
+    # Then every post is fetched and predicted again, into a batch of its own
+    assert reread.delivered.n_predictions == 4
+    assert reread.model_version != first.model_version
+    assert reread.delivered.tasks_key != first.delivered.tasks_key
+    # And a reread of X is a bad parameter: it fails at once, without a retry
+    state = run_apply(source="x", keywords=["glossier"], overrides=overrides, reread=True)
+    with pytest.raises(ConfigError, match="reread reads a JSONL file again"):
+        state.result()
+    assert attempts(prefect, str(state.state_details.flow_run_id), "fetch_posts") == [1]
+
+
 def test_bad_overrides_fail_before_any_task(prefect: PrefectService, tmp_path: Path) -> None:
     state = run_apply(source="jsonl", overrides={**local(tmp_path), "treshold": 0.5})
     with pytest.raises(ConfigError, match="'treshold'"):

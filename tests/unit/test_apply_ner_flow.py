@@ -26,8 +26,9 @@ def test_a_jsonl_file_read_before_names_its_checkpoint(tmp_path: Path) -> None:
     hint = no_posts_hint(ctx, "jsonl", "inbox/posts.jsonl")
     checkpoint = storage.uri(sources.jsonl_checkpoint_key(storage, "inbox/posts.jsonl"))
     assert hint == (
-        "every line of inbox/posts.jsonl was read by an earlier run; to predict it again, "
-        f"delete its checkpoint {checkpoint}"
+        f"every line of inbox/posts.jsonl was read by an earlier run (checkpoint {checkpoint}); "
+        "to predict it again, with another model say, pass reread=True (`brandloop apply "
+        "--reread`)"
     )
     assert checkpoint.startswith(storage.uri("checkpoints/jsonl-"))
     # And the X source says it has nothing newer

@@ -235,6 +235,28 @@ def test_jsonl_fetch_continues_a_growing_file(tmp_path: Path, storage: LocalStor
     assert result["n_rejected"] == 1
 
 
+def test_a_reread_reads_the_file_again_and_never_moves_its_checkpoint_back(
+    tmp_path: Path, storage: LocalStorage
+) -> None:
+    # Given a file of 5 posts read to its end (a trial's rerun with another model fetched 0)
+    src = tmp_path / "posts.jsonl"
+    write_jsonl(src, [json.dumps({"id": str(i), "text": f"post {i}"}) for i in range(5)])
+    fetch_jsonl_to_storage(storage, str(src), "posts/a.jsonl", 10)
+    assert fetch_jsonl_to_storage(storage, str(src), "posts/b.jsonl", 10)["n_posts"] == 0
+    # When it is read again from its first line, all of it and then 2 posts
+    again = fetch_jsonl_to_storage(storage, str(src), "posts/c.jsonl", 10, from_start=True)
+    two = fetch_jsonl_to_storage(storage, str(src), "posts/d.jsonl", 2, from_start=True)
+    # Then each reread gets the posts from the start
+    assert again["n_posts"] == 5 and two["n_posts"] == 2
+    assert [json.loads(x)["id"] for x in storage.iter_lines("posts/d.jsonl")] == ["0", "1"]
+    # And the checkpoint stays at the end: lines appended later are the next normal fetch's,
+    # and nothing read before comes again
+    with src.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": "9", "text": "appended"}) + "\n")
+    fetch_jsonl_to_storage(storage, str(src), "posts/e.jsonl", 10)
+    assert [json.loads(x)["id"] for x in storage.iter_lines("posts/e.jsonl")] == ["9"]
+
+
 def test_jsonl_fetch_starts_over_when_the_file_was_replaced(
     tmp_path: Path, storage: LocalStorage, caplog: pytest.LogCaptureFixture
 ) -> None:
