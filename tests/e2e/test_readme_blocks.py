@@ -130,6 +130,8 @@ def test_the_cli_block_runs_and_its_demo_prints_the_readme_table(
     assert "loop status: threshold_met" in cli.stdout
     champion = next(line.split() for line in cli.stdout.splitlines() if "@champion" in line)
     assert champion[:2] == ["@champion", "1"], cli.stdout
+    # gold-set list named the demo's gold set, in force
+    assert re.search(r"gold-\S+ +\S+ +75 +\w{12} +in force", cli.stdout), cli.stdout
     # and evaluate scored it on the tweets of the block's export, as the README says
     assert "brand-ner-dev/1 on file ner/resources/demo/other_gold_export.json" in cli.stdout
     assert "3,394 posts, 363 gold spans" in cli.stdout
