@@ -444,6 +444,30 @@ def _webhook_route(app: FastAPI, guard: Any) -> None:
 # --------------------------------------------------------------------------- command line
 
 
+def start_warnings(settings: Settings, host: str) -> list[str]:
+    """What ``python -m apps.ml_backend`` must say before it listens on ``host``: without
+    credentials, that anyone who reaches it gets predictions. Raises :class:`ConfigError`
+    when training is on (``NER_ML_BACKEND_TRAIN``) without credentials (anyone could start
+    runs) or without ``PREFECT_API_URL`` (the runs would go where no worker reads)."""
+    anonymous = settings.ml_backend_user is None and settings.ml_backend_password is None
+    if settings.ml_backend_train:
+        if anonymous:
+            raise ConfigError(
+                "NER_ML_BACKEND_TRAIN=true starts train-ner runs on webhooks: set "
+                "NER_ML_BACKEND_USER and NER_ML_BACKEND_PASSWORD so that only Label Studio "
+                "can (`brandloop labelstudio setup --ml-backend-url URL` gives them to it)"
+            )
+        from deployments.label_trigger import prefect_api_url
+
+        prefect_api_url("the ML backend")
+    if not anonymous:
+        return []
+    return [
+        f"no NER_ML_BACKEND_USER and NER_ML_BACKEND_PASSWORD: anyone who reaches {host} gets "
+        "the champion's predictions; set both (Label Studio sends them) to require them"
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apps.ml_backend [--host H] [--port N]``: serve until interrupted."""
     import uvicorn
@@ -464,6 +488,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     try:
         settings = deployment_settings(say=log.info)
+        for line in start_warnings(settings, f"{args.host}:{args.port}"):
+            log.warning("%s", line)
         app = create_app(settings)
         if settings.serve_model.startswith("models:/"):  # a missing SQLite store: refused,
             require_store(settings, flags=False)  # not created empty (as apps.serving)

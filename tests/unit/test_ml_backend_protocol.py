@@ -283,6 +283,29 @@ def test_the_command_line_refuses_half_set_credentials(
     assert holder_log.level == logging.INFO
 
 
+def test_the_command_line_warns_without_credentials_and_refuses_anonymous_training(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from apps.ml_backend import start_warnings
+    from ner.errors import ConfigError
+    from ner.settings import load_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    # A trial's backend answered /predict and queued training for anyone, without a word
+    said = start_warnings(load_settings({}), "0.0.0.0:9090")
+    assert said == [
+        "no NER_ML_BACKEND_USER and NER_ML_BACKEND_PASSWORD: anyone who reaches 0.0.0.0:9090 "
+        "gets the champion's predictions; set both (Label Studio sends them) to require them"
+    ]
+    with pytest.raises(ConfigError, match="starts train-ner runs on webhooks: set NER_ML_BACK"):
+        start_warnings(load_settings({"ml_backend_train": True}), "h:1")
+    # With credentials: nothing to say, but training still needs a Prefect API to queue on
+    creds = {"ml_backend_user": "studio", "ml_backend_password": "s3cret"}
+    assert start_warnings(load_settings(creds), "h:1") == []
+    with pytest.raises(ConfigError, match="PREFECT_API_URL is not set"):
+        start_warnings(load_settings({**creds, "ml_backend_train": True}), "h:1")
+
+
 def test_the_command_line_refuses_a_missing_store_and_creates_none(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
