@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 
 #: What to check when Label Studio refuses to connect a backend (it calls ``/setup`` first).
 UNREACHABLE_HINT = "start `python -m apps.ml_backend` where Label Studio's host reaches that URL"
+#: What to check when the backend itself refused Label Studio's call (HTTP 401).
+CREDENTIALS_HINT = (
+    "the backend refused Label Studio's credentials: set NER_ML_BACKEND_USER and "
+    "NER_ML_BACKEND_PASSWORD here to the values the backend was started with"
+)
 #: Added to the hint for a loopback or private address, which Label Studio refuses unless
 #: told otherwise (its ``ML_BLOCK_LOCAL_IP`` setting, Label Studio 1.23).
 LOCAL_ADDRESS_HINT = "; a loopback or private address needs ML_BLOCK_LOCAL_IP=false there"
@@ -117,9 +122,12 @@ def connect_ml_backend(
 
 def refusal_message(url: str, said: str) -> str:
     """Label Studio's refusal to connect ``url``: its reason ``said``, cut with "…" to keep
-    the message within :data:`REFUSAL_CHARS`, and what to check; the ``ML_BLOCK_LOCAL_IP``
-    advice only for a loopback or private host (``localhost`` included)."""
+    the message within :data:`REFUSAL_CHARS`, and what to check: the credentials when the
+    backend answered 401, else where it runs, with the ``ML_BLOCK_LOCAL_IP`` advice only
+    for a loopback or private host (``localhost`` included)."""
     hint = UNREACHABLE_HINT + (LOCAL_ADDRESS_HINT if is_local_address(url) else "")
+    if "401" in said and "Unauthorized" in said:
+        hint = CREDENTIALS_HINT
     frame = f"Label Studio did not connect the ML backend {url} (): {hint}"
     room = max(REFUSAL_CHARS - len(frame), 40)
     said = said if len(said) <= room else f"{said[: room - 1]}…"

@@ -138,3 +138,20 @@ def test_the_refusal_to_connect_a_backend_says_the_local_ip_setting_only_for_loc
     assert ("ML_BLOCK_LOCAL_IP=false" in said) is local
     # and a short reason is kept whole
     assert "(HTTP 502: Bad Gateway): " in refusal_message(url, "HTTP 502: Bad Gateway")
+
+
+def test_a_backend_that_refused_the_credentials_is_told_from_one_not_reached() -> None:
+    from ner.labelstudio.ml_backend import refusal_message
+
+    # A trial's missing NER_ML_BACKEND_PASSWORD was answered with where to start the backend
+    reason = (
+        "HTTP 400: Validation error: non_field_errors: Can't connect to ML backend "
+        "http://127.0.0.1:9090/, health check failed. Reason: 401 Client Error: Unauthorized "
+        "for url: http://127.0.0.1:9090/setup"
+    )
+    said = refusal_message("http://127.0.0.1:9090", reason)
+    assert said.endswith(
+        "): the backend refused Label Studio's credentials: set NER_ML_BACKEND_USER and "
+        "NER_ML_BACKEND_PASSWORD here to the values the backend was started with"
+    )
+    assert "ML_BLOCK_LOCAL_IP" not in said
