@@ -91,6 +91,10 @@ bench: install-accurate  ## run every benchmark (bench/results/, table appended 
 UI_PORT ?= 5000
 UI_STORE ?= sqlite:///.brandloop/demo/mlflow.db
 ui: install  ## open the MLflow UI on the demo's runs (make ui UI_PORT=5001 UI_STORE=sqlite:///mlflow.db)
+	@store='$(UI_STORE)'; case "$$store" in sqlite:///*) db="$${store#sqlite:///}"; \
+	if [ ! -f "$$db" ]; then echo "make ui: no MLflow store at $$db (MLflow would create an" \
+	"empty one there): run make demo first, or give UI_STORE=sqlite:///<your runs' DB>" >&2; \
+	exit 2; fi;; esac
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true \
 		$(RUN) mlflow ui --backend-store-uri $(UI_STORE) --host 127.0.0.1 --port $(UI_PORT) --workers 1
 

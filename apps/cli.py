@@ -1018,8 +1018,10 @@ def prepare_demo_folder(folder: Path, *, keep: bool) -> list[Path]:
     marker = folder / DEMO_MARKER
     if folder.exists() and not marker.exists() and any(folder.iterdir()):
         raise CliError(
-            f"{folder} exists and was not made by 'brandloop demo'; nothing was deleted: "
-            "choose another folder with --dir"
+            f"{folder} exists and was not made by 'brandloop demo' (it holds "
+            f"{', '.join(sorted(p.name for p in folder.iterdir())[:3])}); nothing was deleted: "
+            "choose another folder with --dir, or remove this one (`make clean` removes "
+            "the default .brandloop/demo)"
         )
     removed: list[Path] = []
     if not keep:

@@ -729,9 +729,15 @@ def test_demo_never_touches_a_folder_it_did_not_make(tmp_path: Path) -> None:
     folder = tmp_path / "demo"
     folder.mkdir()
     (folder / "mlflow.db").write_text("someone's registry")
-    with pytest.raises(cli.CliError, match="not made by 'brandloop demo'; nothing was deleted"):
+    with pytest.raises(cli.CliError) as refused:
         cli.prepare_demo_folder(folder, keep=False)
     assert (folder / "mlflow.db").read_text() == "someone's registry"
+    # and the refusal shows what is there and how to clear the default folder (a trial's
+    # `make ui` before the demo had created an empty mlflow.db)
+    assert "not made by 'brandloop demo' (it holds mlflow.db); nothing was deleted" in str(
+        refused.value
+    )
+    assert "`make clean` removes the default .brandloop/demo" in str(refused.value)
 
 
 def test_the_demo_names_make_ui_in_this_project_folder_only(
