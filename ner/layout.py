@@ -169,6 +169,24 @@ def is_export(key: str) -> bool:
     return key.endswith(_JSON)
 
 
+#: Endings of partial copies (browsers', ``gsutil``'s, ``rsync``'s): not yet a file to read.
+_PARTIAL = (".tmp", ".part", ".partial", ".crdownload", ".gstmp")
+
+
+def is_other_export(key: str) -> bool:
+    """Whether ``key`` (as listed under :data:`EXPORTS`) is a file of another format that
+    someone put there (``export.csv``): a pull sets it aside, named, rather than ignore it.
+    Hidden names and partial copies are not."""
+    name = key.removeprefix(f"{EXPORTS}/")
+    return (
+        key.startswith(f"{EXPORTS}/")
+        and "/" not in name
+        and not is_export(key)
+        and not name.startswith(".")
+        and not name.endswith(_PARTIAL)
+    )
+
+
 def rejected_report(records_key: str) -> str:
     """``<records>.rejected.json`` next to ``<records>.jsonl``: the records refused while
     writing it, with their reasons."""

@@ -281,7 +281,8 @@ def _apply_agreement(
 def _snapshot_keys(storage: Storage, export_keys: Sequence[str] | None) -> list[str]:
     if export_keys:
         return list(export_keys)
-    return [k for k in storage.list(layout.EXPORTS) if layout.is_export(k)]
+    keys = storage.list(layout.EXPORTS)  # a CSV export is set aside, named, not ignored
+    return [k for k in keys if layout.is_export(k) or layout.is_other_export(k)]
 
 
 def _repaired(pool: _Pool, annotations: Sequence[Annotation]) -> list[Entry]:

@@ -494,7 +494,9 @@ def load_export(data: bytes, source: str) -> list[Any]:
     except RecursionError as exc:
         raise ExportFileError(source, "JSON nested too deeply to read") from exc
     except ValueError as exc:  # JSONDecodeError, and integers past the digit limit
-        raise ExportFileError(source, f"not JSON: {exc}") from exc
+        raise ExportFileError(
+            source, f"not JSON: {exc}; export the project from Label Studio as JSON"
+        ) from exc
     if not isinstance(export, list):
         raise ExportFileError(
             source, f"a Label Studio JSON export is a list of tasks, got {type(export).__name__}"

@@ -74,6 +74,29 @@ def test_unreadable_file_is_quarantined_and_the_next_run_works(
     assert second.dataset_hash == first.dataset_hash
 
 
+def test_an_export_of_another_format_is_set_aside_named_not_ignored(storage: LocalStorage) -> None:
+    # Given a good export and a CSV export someone dropped beside it (a trial's was ignored
+    # without a word), and files that are not exports yet: a partial copy, a hidden file
+    storage.write_bytes(GOOD_KEY, GOLD.read_bytes())
+    csv = b"id,text,label\n1,love Glossier,Glossier\n"
+    storage.write_bytes("exports/export.csv", csv)
+    storage.write_bytes("exports/next.json.part", b"[")
+    # When annotations are collected
+    pulled = collect_annotations(storage, None, LABELS, out_key=OUT)
+    # Then the CSV is moved aside with a reason that says to export as JSON
+    assert pulled.n_annotations == 453
+    (named,) = pulled.quarantined
+    assert named.startswith("exports/export.csv -> quarantine/exports/export.csv: not JSON")
+    assert named.endswith("export the project from Label Studio as JSON")
+    assert storage.read_bytes("quarantine/exports/export.csv") == csv
+    # and the partial copy is left for a later pull
+    assert storage.list(layout.EXPORTS) == [GOOD_KEY, "exports/next.json.part"]
+    assert [layout.is_other_export(k) for k in ("exports/.x.csv", "exports/a/b.csv")] == [
+        False,
+        False,
+    ]
+
+
 @pytest.mark.parametrize(
     ("field", "value", "reason"),
     [
