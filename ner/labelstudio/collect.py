@@ -328,8 +328,11 @@ def _write_rejected(
     reused = [entry for entry in superseded if TEXTS_DIFFER in entry["reason"]]
     new_rejected = [e for e in rejected if _stem(e) not in earlier]
     new_reused = [e for e in reused if _stem(e) not in earlier]
-    for entry in new_rejected[:20]:
+    named, more = _first_posts(new_rejected, NAMED_POSTS)
+    for entry in named:
         log.warning("rejected %s", report_line(entry))
+    if more:
+        log.warning("and %s more rejected posts, in the report below", f"{more:,}")
     for entry in new_reused[:5]:
         log.warning("%s", report_line(entry))
     if routine := len(superseded) - len(reused):  # a label fixed, a post sent again
@@ -343,6 +346,23 @@ def _write_rejected(
         )
     log.info("every rejected, repaired and superseded record: %s", storage.uri(rejected_key))
     return rejected_key
+
+
+#: Rejected posts a pull names one by one in its log (each with all its lines).
+NAMED_POSTS = 20
+
+
+def _first_posts(entries: Sequence[Entry], limit: int) -> tuple[list[Entry], int]:
+    """The entries of the first ``limit`` posts (a post's rejected span and the post itself
+    are two entries; an entry without a post id counts as one post), and how many posts
+    are left out."""
+    posts: set[object] = set()
+    kept: list[Entry] = []
+    for entry in entries:
+        posts.add(entry.get("post_id") or id(entry))
+        if len(posts) <= limit:
+            kept.append(entry)
+    return kept, max(len(posts) - limit, 0)
 
 
 def _stem(entry: Entry | str) -> str:

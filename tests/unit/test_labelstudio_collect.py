@@ -486,6 +486,24 @@ def test_a_pull_names_one_by_one_only_records_the_last_pull_did_not(
     assert len(storage.read_json(layout.rejected_report(out2))) == 5
 
 
+def test_a_pull_names_its_first_20_rejected_posts_with_all_their_lines_and_counts_the_rest(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given 23 posts, each with a span that is nowhere in its text (two report lines each: a
+    # trial's log named 10 posts in 20 lines where the README says 20, and no "more")
+    tasks = [task(i, TEXT, [result(0, 5, "Prada")], post_id=f"p{i:02d}") for i in range(23)]
+    keys = [write_snapshot(storage, "s1", tasks)]
+    # When pulled
+    with caplog.at_level("WARNING", logger="ner.labelstudio.collect"):
+        collect_annotations(storage, keys, LABELS, out_key=layout.pulled_annotations("run"))
+    said = [r.getMessage() for r in caplog.records]
+    # Then the first 20 posts are named, each by all its lines, and the 3 others counted
+    named = [line for line in said if line.startswith("rejected ")]
+    posts = {line.split(": ")[1] for line in named}
+    assert posts == {f"p{i:02d}" for i in range(20)} and len(named) == 40
+    assert "and 3 more rejected posts, in the report below" in said
+
+
 def test_a_report_of_lines_written_before_entries_still_counts_as_named(
     storage: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:
