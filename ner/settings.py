@@ -717,6 +717,13 @@ class Settings(BaseSettings):
             raise ValueError(f"must be an http(s) base URL without query, got {value!r}")
         return value
 
+    @field_validator("storage_uri")
+    @classmethod
+    def _storage_uri(cls, value: str) -> str:
+        if not value.strip():  # a blank one read as the root folder, "/dev", in a trial
+            raise ValueError("is empty: give a local folder or gs://bucket/prefix")
+        return value
+
     @field_validator("mlflow_tracking_uri")
     @classmethod
     def _tracking_uri(cls, value: str) -> str:

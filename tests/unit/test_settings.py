@@ -423,3 +423,12 @@ def test_an_environment_takes_its_deployments_storage_and_mlflow() -> None:
     own, said = deployment_overrides({"env": "staging"}, mlflow_own)
     assert "mlflow_tracking_uri" not in own
     assert said[1].startswith("staging's MLflow: MLFLOW_TRACKING_URI=sqlite:///mine.db, not")
+
+
+def test_an_empty_storage_uri_is_refused_by_name() -> None:
+    from ner.errors import ConfigError
+    from ner.settings import load_settings
+
+    # a trial's `--set storage_uri=` was read as the root folder ("/dev")
+    with pytest.raises(ConfigError, match="storage_uri.*is empty: give a local folder"):
+        load_settings({"storage_uri": " "})
