@@ -575,7 +575,7 @@ def apply(
         raise CliError(
             "--reread reads a JSONL file again (--source jsonl); X posts are fetched once"
         )
-    _check_source(source, input_uri, cfg)
+    _check_source(source, input_uri, cfg, keywords)
     if destination == "label_studio":
         _check_label_studio("--destination label_studio", cfg)
     if model:
@@ -653,9 +653,17 @@ def _check_label_studio(option: str, cfg: Settings) -> None:
             )
 
 
-def _check_source(source: str, input_uri: str | None, cfg: Settings) -> None:
+def _check_source(
+    source: str, input_uri: str | None, cfg: Settings, keywords: Sequence[str] | None = None
+) -> None:
     """Refuse, before a flow starts (Prefect takes seconds to), a JSONL source without a
-    readable input, an input for another source, and the X source without a token."""
+    readable input or with keywords (it has no search), an input for another source, and
+    the X source without a token."""
+    if source == "jsonl" and keywords:
+        raise CliError(
+            "--keyword searches X (--source x); --source jsonl reads every post of "
+            "--input-uri, so it takes no keyword"
+        )
     if source == "jsonl":
         _check_jsonl_input(input_uri, cfg)
     elif input_uri:
@@ -808,7 +816,7 @@ def loop(
 
     overrides = cli_overrides(set_)
     cfg = load_settings(overrides)
-    _check_source(source, input_uri, cfg)
+    _check_source(source, input_uri, cfg, keywords)
     if annotator == "label_studio":
         _check_label_studio("--annotator label_studio", cfg)
     if gold_export and annotator != "replay":

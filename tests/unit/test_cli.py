@@ -1427,3 +1427,15 @@ def test_gold_set_retire_takes_the_set_out_of_force_and_list_and_status_say_so(
     refused = runner.invoke(cli.app, promote)
     assert refused.exit_code == 1
     assert f"({splits.gold_name} was retired: the next train freezes one)" in refused.stderr
+
+
+@pytest.mark.parametrize("command", ["apply", "loop"])
+def test_a_keyword_with_the_jsonl_source_is_refused_not_ignored(
+    runner: CliRunner, tmp_path: Path, command: str
+) -> None:
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"id": "p1", "text": "Fenty gloss"}\n', encoding="utf-8")
+    args = [command, "--source", "jsonl", "--input-uri", str(posts), "--keyword", "lipstick"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 1
+    assert "--keyword searches X (--source x); --source jsonl reads every post" in result.stderr

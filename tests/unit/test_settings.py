@@ -430,5 +430,5 @@ def test_an_empty_storage_uri_is_refused_by_name() -> None:
     from ner.settings import load_settings
 
     # a trial's `--set storage_uri=` was read as the root folder ("/dev")
-    with pytest.raises(ConfigError, match="storage_uri.*is empty: give a local folder"):
+    with pytest.raises(ConfigError, match=r"storage_uri.*is empty: give a local folder"):
         load_settings({"storage_uri": " "})
