@@ -15,7 +15,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 
-.PHONY: help install install-accurate test-accurate install-postgres install-chromium demo test test-fast lint bench ui clean
+.PHONY: help install install-accurate test-accurate install-postgres install-chromium demo test test-fast lint bench ui ui-store clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -90,11 +90,14 @@ bench: install-accurate  ## run every benchmark (bench/results/, table appended 
 
 UI_PORT ?= 5000
 UI_STORE ?= sqlite:///.brandloop/demo/mlflow.db
-ui: install  ## open the MLflow UI on the demo's runs (make ui UI_PORT=5001 UI_STORE=sqlite:///mlflow.db)
+# The store is checked before the install, which takes minutes on a fresh clone.
+ui-store:
 	@store='$(UI_STORE)'; case "$$store" in sqlite:///*) db="$${store#sqlite:///}"; \
 	if [ ! -f "$$db" ]; then echo "make ui: no MLflow store at $$db (MLflow would create an" \
 	"empty one there): run make demo first, or give UI_STORE=sqlite:///<your runs' DB>" >&2; \
 	exit 2; fi;; esac
+
+ui: ui-store install  ## open the MLflow UI on the demo's runs (make ui UI_PORT=5001 UI_STORE=sqlite:///mlflow.db)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true \
 		$(RUN) mlflow ui --backend-store-uri $(UI_STORE) --host 127.0.0.1 --port $(UI_PORT) --workers 1
 

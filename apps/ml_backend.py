@@ -451,15 +451,21 @@ def start_warnings(settings: Settings, host: str) -> list[str]:
     runs) or without ``PREFECT_API_URL`` (the runs would go where no worker reads)."""
     anonymous = settings.ml_backend_user is None and settings.ml_backend_password is None
     if settings.ml_backend_train:
+        from deployments.label_trigger import prefect_api_url
+
+        problems = []
         if anonymous:
-            raise ConfigError(
+            problems.append(
                 "NER_ML_BACKEND_TRAIN=true starts train-ner runs on webhooks: set "
                 "NER_ML_BACKEND_USER and NER_ML_BACKEND_PASSWORD so that only Label Studio "
                 "can (`brandloop labelstudio setup --ml-backend-url URL` gives them to it)"
             )
-        from deployments.label_trigger import prefect_api_url
-
-        prefect_api_url("the ML backend")
+        try:
+            prefect_api_url("the ML backend")
+        except ConfigError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise ConfigError("; and ".join(problems))
     if not anonymous:
         return []
     return [

@@ -509,8 +509,8 @@ def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None) -> str:
         checkpoint = ctx.storage.uri(sources.jsonl_checkpoint_key(ctx.storage, input_uri))
         return (
             f"every line of {input_uri} was read by an earlier run (checkpoint {checkpoint}); "
-            "to predict it again, with another model say, pass reread=True (`brandloop apply "
-            "--reread`)"
+            "to predict it again, with another model say: `brandloop apply --reread` "
+            "(the flow's reread=True)"
         )
     return "the source has no post newer than the last one fetched"
 

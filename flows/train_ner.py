@@ -156,6 +156,7 @@ class Splits(BaseModel):
     canary_note: str = ""
     gold_waiting: int = 0
     gold_has_spans: bool = True
+    gold_repeats: str | None = None
     #: What the pull made of the labels (:meth:`Pulled.quality_note`), for the model card.
     pull_note: str = ""
 
@@ -530,7 +531,13 @@ def _say_split(splits: Splits, n_labelled: int) -> None:
         splits.n_gold,
         splits.n_canary,
         splits.n_train,
-        f", {later} left out (of the gold split, labelled after it froze)" if later > 0 else "",
+        (
+            f", {later} left out (of the gold split, labelled after it froze)"
+            if splits.gold_hash is not None
+            else f", {later} left out (of the gold split, waiting for a gold set to freeze)"
+        )
+        if later > 0
+        else "",
     )
 
 
@@ -538,7 +545,14 @@ def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
     """Log why no gold set was frozen yet, or warn when the one frozen now is small (it is
     frozen for good)."""
     logger = run_logger()
-    if splits.n_gold == 0 and splits.gold_waiting and not splits.gold_has_spans:
+    if splits.gold_repeats is not None:
+        logger.warning(
+            "no gold set frozen: its %s would be gold set %s again, posts and labels, which "
+            "was retired; label new posts first",
+            quantity(splits.gold_waiting, "post"),
+            splits.gold_repeats,
+        )
+    elif splits.n_gold == 0 and splits.gold_waiting and not splits.gold_has_spans:
         logger.warning(
             "no gold set frozen yet: the %s that would make it hold no span, so every model "
             "would score F1 0 on it for good; it is frozen once a gold post with a span is "
@@ -563,8 +577,8 @@ def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
         logger.warning(
             "froze a gold set (hash %s) of only %s: every later round is scored on them, "
             "and one post moves F1 by about %.1f points; to freeze a larger one, label more "
-            "before the first run, or set NER_GOLD_MIN_POSTS (the fewest posts a first gold "
-            "set is frozen with) in a fresh store",
+            "first, or set NER_GOLD_MIN_POSTS (the fewest posts a gold set is frozen with: "
+            "the first, or one after `brandloop gold-set retire`)",
             (splits.gold_hash or "")[:12],
             quantity(splits.n_gold, "post"),
             100 / splits.n_gold,
@@ -1262,6 +1276,12 @@ def no_gold_note(settings: Settings, splits: Splits, goldsets: str) -> str:
             "one and its canary set from the labels then (none that a training pool held). "
             f"Its files stay in {goldsets}/. Meanwhile `brandloop evaluate --on FILE` "
             "scores a model on a labelled export"
+        )
+    if splits.gold_repeats is not None:
+        return (
+            f"no gold set frozen: the labels pulled now would freeze gold set "
+            f"{splits.gold_repeats} again, the same posts and labels (it was retired, and "
+            "no gold post was labelled since); label new posts first"
         )
     if not splits.gold_has_spans:
         return (

@@ -46,7 +46,7 @@ import hashlib
 import json
 import logging
 from bisect import bisect_left
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -659,6 +659,9 @@ class Splits:
     #: With no gold set frozen yet: whether one of those posts has a span (a gold set of
     #: posts without any would score every model 0 for good, so none is frozen until then).
     gold_has_spans: bool = True
+    #: With no gold set frozen: the stored (retired) set those posts would repeat exactly,
+    #: so none was frozen.
+    gold_repeats: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready summary (a task result, a run's parameters)."""
@@ -732,7 +735,8 @@ def prepare_splits(
         else would_freeze(candidates, gold_fraction, salt, recent, never_gold)
     )
     waiting, has_spans = len(chosen), any(a.spans for a in chosen)
-    if gold_set is None and waiting >= max(1, min_gold_posts) and has_spans:
+    repeats = _repeated_set(storage, chosen) if gold_set is None and chosen else None
+    if gold_set is None and waiting >= max(1, min_gold_posts) and has_spans and not repeats:
         gold_set = freeze_gold_set(
             storage,
             records,
@@ -757,7 +761,16 @@ def prepare_splits(
         gold_revised_from=before[0].name if revised is not None and before else None,
         gold_waiting=waiting if gold_set is None else 0,
         gold_has_spans=gold_set is not None or has_spans,
+        gold_repeats=repeats,
     )
+
+
+def _repeated_set(storage: Storage, chosen: Sequence[Annotation]) -> str | None:
+    """The stored gold set (a retired one) whose posts and labels ``chosen`` would freeze
+    again, hash for hash, else None: a set retired with no new label since would come back
+    under a new name but the same hash, and scores on the two could not be told apart."""
+    digest = dataset_hash(chosen)
+    return next((e.name for e in gold_set_history(storage) if e.hash == digest), None)
 
 
 # spaCy training data ---------------------------------------------------------------------------

@@ -541,8 +541,9 @@ class Settings(BaseSettings):
     gold_min_posts: int = Field(
         1,
         ge=1,
-        description="Fewest posts (gold split and newest posts) a first gold set is frozen "
-        "with; until the labels hold that many, train-ner stops with status no_gold. The gold "
+        description="Fewest posts (gold split and newest posts) a gold set is frozen "
+        "with (the first, or one after `brandloop gold-set retire`); until the labels hold "
+        "that many, train-ner stops with status no_gold. The gold "
         "set is frozen for good: a small one scores every later round on few posts.",
     )
     seed: int = Field(17, description="Seed of training and of the labelling selection.")

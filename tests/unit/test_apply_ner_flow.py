@@ -27,8 +27,8 @@ def test_a_jsonl_file_read_before_names_its_checkpoint(tmp_path: Path) -> None:
     checkpoint = storage.uri(sources.jsonl_checkpoint_key(storage, "inbox/posts.jsonl"))
     assert hint == (
         f"every line of inbox/posts.jsonl was read by an earlier run (checkpoint {checkpoint}); "
-        "to predict it again, with another model say, pass reread=True (`brandloop apply "
-        "--reread`)"
+        "to predict it again, with another model say: `brandloop apply --reread` "
+        "(the flow's reread=True)"
     )
     assert checkpoint.startswith(storage.uri("checkpoints/jsonl-"))
     # And the X source says it has nothing newer

@@ -534,6 +534,28 @@ def test_retiring_takes_the_set_out_of_force_and_the_next_one_says_what_it_repla
     ]
 
 
+def test_a_retired_set_is_not_frozen_again_under_a_new_name(tmp_path: Path) -> None:
+    # Given a gold set retired with no label since (a trial got it back, same hash)
+    storage = LocalStorage(tmp_path)
+    round1 = corpus(40)
+    first = prepare_splits(storage, round1, 0.3, train_key="annotations/r1.train.jsonl")
+    retire_gold_set(storage, by="ops", reason="new season")
+    pooled = pooled_post_ids(storage)
+    # When the same labels are split again
+    again = prepare_splits(
+        storage, round1, 0.3, train_key="annotations/r2.train.jsonl", never_gold=pooled
+    )
+    # Then nothing is frozen, and the split names the set it would repeat
+    assert (again.gold_name, again.n_gold, again.gold_repeats) == (None, 0, first.gold_name)
+    assert current_gold_set_name(storage) is None
+    # And once new gold posts are labelled, a new set freezes
+    more = prepare_splits(
+        storage, corpus(120), 0.3, train_key="annotations/r3.train.jsonl", never_gold=pooled
+    )
+    assert more.gold_name not in (None, first.gold_name) and more.gold_repeats is None
+    assert more.gold_hash != first.gold_hash
+
+
 def test_retiring_needs_a_gold_set_and_a_reason(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     with pytest.raises(GoldSetError, match="no gold set is in force"):

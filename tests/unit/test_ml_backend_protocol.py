@@ -297,8 +297,11 @@ def test_the_command_line_warns_without_credentials_and_refuses_anonymous_traini
         "no NER_ML_BACKEND_USER and NER_ML_BACKEND_PASSWORD: anyone who reaches 0.0.0.0:9090 "
         "gets the champion's predictions; set both (Label Studio sends them) to require them"
     ]
-    with pytest.raises(ConfigError, match="starts train-ner runs on webhooks: set NER_ML_BACK"):
+    with pytest.raises(
+        ConfigError, match="starts train-ner runs on webhooks: set NER_ML_BACK"
+    ) as both:
         start_warnings(load_settings({"ml_backend_train": True}), "h:1")
+    assert "; and PREFECT_API_URL is not set" in str(both.value)  # both at once, not in turn
     # With credentials: nothing to say, but training still needs a Prefect API to queue on
     creds = {"ml_backend_user": "studio", "ml_backend_password": "s3cret"}
     assert start_warnings(load_settings(creds), "h:1") == []

@@ -124,6 +124,12 @@ def test_the_no_gold_note_says_why_and_what_to_do() -> None:
     assert no_gold_note(settings, waiting, "g") == (
         "no gold set frozen yet: 12 gold posts of the 50 NER_GOLD_MIN_POSTS asks for"
     )
+    repeated = Splits.model_validate({**base, "gold_waiting": 16, "gold_repeats": "gold-1"})
+    assert no_gold_note(settings, repeated, "g") == (
+        "no gold set frozen: the labels pulled now would freeze gold set gold-1 again, the "
+        "same posts and labels (it was retired, and no gold post was labelled since); label "
+        "new posts first"
+    )
     spanless = Splits.model_validate({**base, "gold_waiting": 3, "gold_has_spans": False})
     assert "its 3 posts hold no span" in no_gold_note(settings, spanless, "g")
 
