@@ -722,12 +722,7 @@ def prepare_splits(
     set is inconsistent.
     """
     records = _unique(annotations)
-    before = load_gold_set(storage)
-    dropped = drop_from_gold_set(storage, withdrawn)
-    corrected = correct_gold_set(storage, records)
-    revised = corrected or dropped
-    loaded = load_gold_set(storage) if revised is not None else before
-    gold_set = loaded[0] if loaded is not None else None
+    gold_set, revised_from = _revise_gold_set(storage, records, withdrawn)
     candidates = [a for a in records if a.post_id not in held_out]
     chosen = (
         []
@@ -738,14 +733,9 @@ def prepare_splits(
     repeats = _repeated_set(storage, chosen) if gold_set is None and chosen else None
     if gold_set is None and waiting >= max(1, min_gold_posts) and has_spans and not repeats:
         gold_set = freeze_gold_set(
-            storage,
-            records,
-            gold_fraction,
-            salt,
-            recent=recent,
-            held_out=held_out,
-            never_gold=never_gold,
-        )
+            storage, records, gold_fraction, salt,
+            recent=recent, held_out=held_out, never_gold=never_gold,
+        )  # fmt: skip
     pool = train_pool(candidates, gold_set, gold_fraction, salt, trainable=never_gold)
     write_annotations(storage, train_key, pool)
     in_gold = sum(1 for a in records if gold_set is not None and a.post_id in gold_set)
@@ -758,11 +748,28 @@ def prepare_splits(
         train_hash=dataset_hash(pool),
         n_train=len(pool),
         n_held_out=len(records) - len(pool) - in_gold,
-        gold_revised_from=before[0].name if revised is not None and before else None,
+        gold_revised_from=revised_from,
         gold_waiting=waiting if gold_set is None else 0,
         gold_has_spans=gold_set is not None or has_spans,
         gold_repeats=repeats,
     )
+
+
+def _revise_gold_set(
+    storage: Storage, records: Sequence[Annotation], withdrawn: Iterable[str]
+) -> tuple[GoldSet | None, str | None]:
+    """The gold set in force after this round's revisions (``withdrawn`` posts dropped by
+    :func:`drop_from_gold_set`, relabelled gold posts corrected by
+    :func:`correct_gold_set`) and the name of the set it revised, None when nothing
+    changed."""
+    loaded = load_gold_set(storage)
+    before = loaded[0] if loaded is not None else None
+    dropped = drop_from_gold_set(storage, withdrawn)
+    corrected = correct_gold_set(storage, records)
+    if (corrected or dropped) is None:
+        return before, None
+    after = load_gold_set(storage)
+    return (after[0] if after is not None else None), (before.name if before else None)
 
 
 def _repeated_set(storage: Storage, chosen: Sequence[Annotation]) -> str | None:
