@@ -624,10 +624,10 @@ def _check_exports(keys: Sequence[str], cfg: Settings) -> None:
     storage that cannot be read now is left to the flow, which retries it."""
     from ner.errors import StorageError
     from ner.labelstudio.exchange import find_export
-    from ner.storage import open_storage
+    from ner.storage import env_storage
 
     try:
-        storage = open_storage(cfg.storage_uri, cfg.env, gcs_timeout_s=cfg.gcs_timeout_s)
+        storage = env_storage(cfg)
         for key in keys:
             find_export(storage, key)
     except ConfigError as exc:
@@ -699,13 +699,13 @@ def _check_jsonl_input(input_uri: str | None, cfg: Settings) -> None:
     """Refuse a JSONL source without an input, or with one that is neither a local file nor
     a key in storage."""
     from ner.sources import find_input
-    from ner.storage import open_storage
+    from ner.storage import env_storage
 
     if not input_uri:
         raise CliError(
             "--source jsonl needs --input-uri FILE (a local JSONL file or a key in storage)"
         )
-    storage = open_storage(cfg.storage_uri, cfg.env, gcs_timeout_s=cfg.gcs_timeout_s)
+    storage = env_storage(cfg)
     if find_input(storage, input_uri) is None:
         raise CliError(
             f"--input-uri {input_uri}: neither a local file nor a key in {cfg.storage_uri}"
@@ -958,9 +958,9 @@ def _lift(cfg: Settings, params: Mapping[str, Any]) -> None:
     """``forget --lift``: one record in storage, no flow (nothing is removed)."""
     from flows.context import run_stamp
     from ner import forget
-    from ner.storage import open_storage
+    from ner.storage import env_storage
 
-    storage = open_storage(cfg.storage_uri, cfg.env, gcs_timeout_s=cfg.gcs_timeout_s)
+    storage = env_storage(cfg)
     made = forget.lift(
         storage, params["post_ids"], run_stamp(), by=params["by"], reason=params["reason"]
     )
@@ -1346,14 +1346,14 @@ def evaluate(
     nothing (train and promote record their evaluations)."""
     from apps import evaluate as scoring
     from ner.models import expand_model_spec
-    from ner.storage import open_storage
+    from ner.storage import env_storage
 
     cfg = load_cli_settings(cli_overrides(set_))
     spec = expand_model_spec(model, cfg.registered_model_name)
     if spec.startswith("models:/"):
         _refused(preflight.require_store, cfg)
     spec = scoring.pinned_spec(cfg, spec)
-    storage = open_storage(cfg.storage_uri, cfg.env, gcs_timeout_s=cfg.gcs_timeout_s)
+    storage = env_storage(cfg)
     labelled = scoring.labelled_set(cfg, storage, on)
     for item in labelled.rejected:
         console().print(f"! left out: {_escape(str(item))}")
@@ -1857,10 +1857,10 @@ def goldset_list(set_: SetOption = None) -> None:
     posts, hash, state (in force, retired, earlier) and the set it revised or replaced."""
     from ner.datasets import gold_set_history
     from ner.layout import GOLDSETS
-    from ner.storage import open_storage
+    from ner.storage import env_storage
 
     cfg = load_cli_settings(cli_overrides(set_))
-    storage = open_storage(cfg.storage_uri, cfg.env, gcs_timeout_s=cfg.gcs_timeout_s)
+    storage = env_storage(cfg)
     entries = gold_set_history(storage)
     where = storage.uri(GOLDSETS)
     if not entries:
@@ -1879,10 +1879,10 @@ def goldset_retire(reason: ReasonOption, set_: SetOption = None) -> None:
     held; it scores the champion again on the new set before any promotion. The retired
     set's files and its scores in MLflow stay."""
     from ner.datasets import load_gold_set, retire_gold_set
-    from ner.storage import open_storage
+    from ner.storage import env_storage
 
     cfg = load_cli_settings(cli_overrides(set_))
-    storage = open_storage(cfg.storage_uri, cfg.env, gcs_timeout_s=cfg.gcs_timeout_s)
+    storage = env_storage(cfg)
     try:
         loaded = load_gold_set(storage)
     except GoldSetError:  # a damaged set may be retired too: it only goes unsized

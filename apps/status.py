@@ -94,9 +94,9 @@ def quick_mlflow() -> None:
 def current_gold(settings: Settings) -> GoldSetInfo | None:
     """The gold set in force in the settings' storage, or None if none was frozen yet."""
     from ner.datasets import load_gold_set
-    from ner.storage import open_storage
+    from ner.storage import env_storage
 
-    storage = open_storage(settings.storage_uri, settings.env, gcs_timeout_s=settings.gcs_timeout_s)
+    storage = env_storage(settings)
     found = load_gold_set(storage)  # storage only: opening MLflow could create its store
     if found is None:
         return None
@@ -107,9 +107,9 @@ def current_gold(settings: Settings) -> GoldSetInfo | None:
 def retired_gold(settings: Settings) -> Retirement | None:
     """The gold set retired in the settings' storage while none is in force, else None."""
     from ner.datasets import retirement
-    from ner.storage import open_storage
+    from ner.storage import env_storage
 
-    storage = open_storage(settings.storage_uri, settings.env, gcs_timeout_s=settings.gcs_timeout_s)
+    storage = env_storage(settings)
     return retirement(storage)
 
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from ner import errors
 from ner.registry import Registry
 from ner.settings import Settings, deployment_overrides, load_settings
-from ner.storage import Storage, open_storage
+from ner.storage import Storage, env_storage
 
 if TYPE_CHECKING:
     from ner.models import LoadedModel
@@ -204,9 +204,7 @@ class RunContext:
         (:meth:`ner.settings.TrainSettings.check_installed`), so a run without it fails at
         once."""
         settings.train.check_installed()
-        storage = open_storage(
-            settings.storage_uri, settings.env, gcs_timeout_s=settings.gcs_timeout_s
-        )
+        storage = env_storage(settings)
         registry = Registry(
             settings.mlflow_tracking_uri,
             model_name=settings.registered_model_name,

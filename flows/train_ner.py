@@ -76,6 +76,7 @@ from ner.registry import (
 )
 from ner.report import quantity
 from ner.settings import Settings, TrainSettings
+from ner.storage import Storage
 from ner.tokenizer import blank_en, report_unkept
 from ner.training import dev_slice_size, training_fingerprint
 from ner.training_worker import train_isolated
@@ -442,8 +443,9 @@ def prepare_gold(
     annotations = list(datasets.read_annotations(storage, annotations_key))
     stamps = canary.post_stamps(storage, [a.post_id for a in annotations])
     loaded = datasets.load_gold_set(storage)
-    holdout, found, trained = None, None, _pooled_after_retirement(storage, loaded)
+    holdout, found, trained = None, None, set[str]()
     if loaded is None:
+        trained = _pooled_after_retirement(storage)
         holdout = canary.plan_holdout(
             stamps,
             window=timedelta(days=settings.canary_window_days),
@@ -470,7 +472,6 @@ def prepare_gold(
     )
     if loaded is None:
         _say_gold_size(settings, splits, len(annotations))
-    if loaded is None:
         splits = _freeze_canary(ctx, splits, annotations, holdout)
         _say_uncut_gold(storage, annotations, settings.train.post_tokenizer)
     else:
@@ -479,11 +480,11 @@ def prepare_gold(
     return splits
 
 
-def _pooled_after_retirement(storage: Any, loaded: object) -> set[str]:
+def _pooled_after_retirement(storage: Storage) -> set[str]:
     """With no gold set in force after one was retired (``brandloop gold-set retire``): the
     posts earlier training pools held, which the new gold and canary sets must not hold
     (logged); else nothing."""
-    retired = datasets.retirement(storage) if loaded is None else None
+    retired = datasets.retirement(storage)
     if retired is None:
         return set()
     pooled = datasets.pooled_post_ids(storage)
@@ -497,7 +498,7 @@ def _pooled_after_retirement(storage: Any, loaded: object) -> set[str]:
     return pooled
 
 
-def _say_uncut_gold(storage: Any, annotations: list[Annotation], post_rules: bool) -> None:
+def _say_uncut_gold(storage: Storage, annotations: list[Annotation], post_rules: bool) -> None:
     """Name the spans of a gold set frozen now that cut a token (``Fenty`` of
     ``#FentyBeauty``; with ``post_rules``, the recipe's ``post_tokenizer``, only what those
     rules still cut): kept as labelled, but no model of this tokenizer predicts them

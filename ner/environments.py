@@ -38,7 +38,7 @@ from ner.registry import (
     run_tags,
 )
 from ner.settings import Settings
-from ner.storage import open_storage
+from ner.storage import env_storage
 from ner.types import Annotation
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def target_gold_set(settings: Settings) -> tuple[datasets.GoldSet, list[Annotati
 
     Raises :class:`GoldSetError` naming the storage when none is frozen there.
     """
-    storage = open_storage(settings.storage_uri, settings.env, gcs_timeout_s=settings.gcs_timeout_s)
+    storage = env_storage(settings)
     loaded = datasets.load_gold_set(storage)
     if loaded is None:
         raise GoldSetError(

@@ -335,6 +335,19 @@ def without_posts(card: str, post_ids: Collection[str]) -> str:
     return "\n".join(kept)
 
 
+def named_posts(card: str, post_ids: Collection[str]) -> set[str]:
+    """Those of ``post_ids`` that a sub-item of ``card`` names: what :func:`without_posts`
+    removes."""
+    starts = {f"{NAMED_POST}{_cell(p)}: ": p for p in post_ids}
+    return {
+        post_id
+        for line in card.split("\n")
+        if line.startswith(NAMED_POST)
+        for start, post_id in starts.items()
+        if line.startswith(start)
+    }
+
+
 #: Recipe values shown as "none" (an unset map or list reads as an empty code span).
 _EMPTY = frozenset({"", "{}", "[]"})
 

@@ -667,7 +667,7 @@ class Registry:
         to ``held``. Raises :class:`RegistryError` when MLflow fails."""
         from mlflow.exceptions import MlflowException
 
-        from ner.modelcard import without_posts
+        from ner.modelcard import named_posts, without_posts
 
         rewritten: dict[str, int] = {}
         try:
@@ -677,7 +677,7 @@ class Registry:
                 kept = without_posts(card, post_ids)
                 if kept != card:
                     if held is not None:
-                        held.update(p for p in post_ids if without_posts(card, (p,)) != card)
+                        held.update(named_posts(card, post_ids))
                     self.describe_version(str(mv.version), kept)
                     removed = card.count("\n") - kept.count("\n")
                     rewritten[f"mlflow:models/{self.model_name}/{mv.version}"] = removed
@@ -707,12 +707,13 @@ class Registry:
                 if not isinstance(items, list):
                     bad.append(name)
                     continue
-                kept = [
-                    i for i in items if not isinstance(i, dict) or i.get("post_id") not in post_ids
-                ]
-                if len(kept) == len(items):
+                named = [isinstance(i, dict) and i.get("post_id") in post_ids for i in items]
+                if not any(named):
                     continue
-                found.update(str(i["post_id"]) for i in items if i not in kept)
+                kept = [i for i, gone in zip(items, named, strict=True) if not gone]
+                found.update(
+                    str(i["post_id"]) for i, gone in zip(items, named, strict=True) if gone
+                )
                 local.write_text(json.dumps(kept, indent=1, ensure_ascii=False), encoding="utf-8")
                 self.client.log_artifact(run_id, str(local), path.rpartition("/")[0] or None)
                 rewritten[name] = len(items) - len(kept)

@@ -18,9 +18,12 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ner.errors import StorageAuthError, StorageError, StorageNotFoundError
+
+if TYPE_CHECKING:
+    from ner.settings import Settings
 from ner.tempfiles import open_locked_temp, sweep_stale_temps
 
 log = logging.getLogger(__name__)
@@ -424,3 +427,9 @@ def open_storage(
         raise StorageError(f"unsupported storage URI {uri!r}: use a folder, file:// or gs://")
     root = Path(uri.removeprefix("file://"))
     return LocalStorage(root / env)
+
+
+def env_storage(settings: Settings) -> Storage:
+    """:func:`open_storage` of the settings' ``storage_uri`` and ``env``, each GCS call
+    bounded by ``gcs_timeout_s``."""
+    return open_storage(settings.storage_uri, settings.env, gcs_timeout_s=settings.gcs_timeout_s)

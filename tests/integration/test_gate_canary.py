@@ -29,21 +29,33 @@ from tests.support.servers import PrefectService
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(
-    prefect: PrefectService, tmp_path: Path
-) -> None:
-    # Given labelled posts of this week and of earlier windows / another source
+def _two_windows_and_champion(
+    tmp_path: Path,
+) -> tuple[LocalStorage, Registry, str, dict[str, str]]:
+    """The dev store with :func:`write_two_windows`'s posts, a registry whose champion is a
+    gazetteer of the older brands and Glossier, and the settings naming both stores."""
     storage = LocalStorage(tmp_path / "storage" / "dev")
     write_two_windows(storage)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     registry = Registry(tracking, "brand-ner-dev", "brand-ner-dev", (tmp_path / "art").as_uri())
-    # And a champion that knows the older brands and one new brand
     champion = register_gazetteer(registry, tmp_path, [*OLD_BRANDS, "Glossier"], 0.0, "none")
     registry.set_alias(CHAMPION, champion, actor="test", reason="seed champion")
-    settings = {
+    stores = {
         "storage_uri": str(tmp_path / "storage"),
         "mlflow_tracking_uri": tracking,
         "mlflow_artifact_location": (tmp_path / "art").as_uri(),
+    }
+    return storage, registry, champion, stores
+
+
+def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(
+    prefect: PrefectService, tmp_path: Path
+) -> None:
+    # Given labelled posts of this week and of earlier windows / another source, and a
+    # champion that knows the older brands and one new brand
+    storage, registry, champion, stores = _two_windows_and_champion(tmp_path)
+    settings = {
+        **stores,
         "threshold": 0.5,
         "canary_fraction": 1.0,
         "gate_bootstrap_resamples": 500,
@@ -180,16 +192,9 @@ def test_a_retired_gold_set_gives_way_to_a_new_one_the_champion_is_scored_on(
     from ner.datasets import pooled_post_ids, retire_gold_set
 
     # Given a champion scored by a first run, which froze the gold set and wrote its pool
-    storage = LocalStorage(tmp_path / "storage" / "dev")
-    write_two_windows(storage)
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    registry = Registry(tracking, "brand-ner-dev", "brand-ner-dev", (tmp_path / "art").as_uri())
-    champion = register_gazetteer(registry, tmp_path, [*OLD_BRANDS, "Glossier"], 0.0, "none")
-    registry.set_alias(CHAMPION, champion, actor="test", reason="seed champion")
+    storage, registry, champion, stores = _two_windows_and_champion(tmp_path)
     settings = {
-        "storage_uri": str(tmp_path / "storage"),
-        "mlflow_tracking_uri": tracking,
-        "mlflow_artifact_location": (tmp_path / "art").as_uri(),
+        **stores,
         "threshold": 0.0,  # the champion meets it: runs score it and train nothing
         "gold_recent_fraction": 0.3,
     }

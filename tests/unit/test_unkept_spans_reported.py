@@ -88,8 +88,9 @@ def test_spans_are_named_up_to_a_limit_and_carried_to_the_model_card(
     assert ": 12\n  - t0: span [15, 20) 'Fenty' BRAND cuts token(s) 'FentyBeauty'\n" in text
     assert "\n  - and 7 more\n" in text
     # and a forget takes out the lines naming its posts, nothing else
-    from ner.modelcard import without_posts
+    from ner.modelcard import named_posts, without_posts
 
+    assert named_posts(text, ["t30", "t1", "t99", "t10"]) == {"t30", "t1"}
     forgotten = without_posts(text, ["t30", "t1"])
     assert "t30:" not in forgotten and "  - t1: " not in forgotten and "  - t10" not in text
     assert "  - t0: span" in forgotten and "  - t2: span" in forgotten
