@@ -72,12 +72,7 @@ def labelled_set(settings: Settings, storage: Storage, on: str) -> LabelledSet:
         return _export_set(settings, storage, on)
     loaded = datasets.load_gold_set(storage)
     if loaded is None:
-        retired = datasets.retirement(storage)
-        since = f"gold set {retired.gold_name} was retired" if retired else "no gold set frozen"
-        raise GoldSetError(
-            f"{since} in {storage.uri('')}: the next train run freezes one "
-            "(or score a labelled export: --on FILE)"
-        )
+        raise GoldSetError(f"{_none_in_force(storage, on)} (or score a labelled export: --on FILE)")
     gold, annotations = loaded
     if on == "gold" and not annotations:
         raise GoldSetError(
@@ -92,6 +87,20 @@ def labelled_set(settings: Settings, storage: Storage, on: str) -> LabelledSet:
         note = "" if found is None else f": {found[0].note}" if found[0].note else ""
         raise GoldSetError(f"gold set {gold.name} has no canary set{note}")
     return LabelledSet(f"canary set of {gold.name}", found[0].hash, found[1])
+
+
+def _none_in_force(storage: Storage, on: str) -> str:
+    """Why no ``on`` set (gold or canary) is in force: none frozen yet, or retired."""
+    from ner import datasets
+
+    retired, where = datasets.retirement(storage), storage.uri("")
+    if retired is None and on == "gold":
+        return f"no gold set frozen in {where}: the next train run freezes one"
+    if retired is None:
+        return f"no canary set frozen in {where}: the next train run freezes it with the gold set"
+    name = retired.gold_name
+    sets = f"gold set {name} was" if on == "gold" else f"gold set {name} and its canary set were"
+    return f"{sets} retired in {where}: the next train run freezes new ones"
 
 
 def _export_set(settings: Settings, storage: Storage, uri: str) -> LabelledSet:

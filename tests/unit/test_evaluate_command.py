@@ -87,6 +87,8 @@ def test_a_set_that_is_not_there_or_not_an_export_is_refused(
 ) -> None:
     with pytest.raises(GoldSetError, match="no gold set frozen"):
         scoring.labelled_set(settings, storage, "gold")
+    with pytest.raises(GoldSetError, match=r"no canary set frozen in .*: the next train run fr"):
+        scoring.labelled_set(settings, storage, "canary")
     with pytest.raises(InputNotFoundError, match=r"labelled set 'nowhere\.json' is neither"):
         scoring.labelled_set(settings, storage, "nowhere.json")
     (tmp_path / "posts.jsonl").write_text('{"id": "1", "text": "x"}\n', encoding="utf-8")
@@ -115,6 +117,9 @@ def test_a_gold_set_whose_posts_were_all_forgotten_is_refused_not_scored_zero(
     retire_gold_set(storage, by="ops", reason="emptied")
     with pytest.raises(GoldSetError, match=r"gold set g was retired in .*: the next train run"):
         scoring.labelled_set(settings, storage, "gold")
+    # And asked for the canary set, it names that set, not the gold set (trial K)
+    with pytest.raises(GoldSetError, match=r"^gold set g and its canary set were retired in"):
+        scoring.labelled_set(settings, storage, "canary")
 
 
 def test_the_gazetteer_is_scored_on_the_gold_set_with_an_interval(
