@@ -34,7 +34,10 @@ Routes (Label Studio's ML backend protocol)
         (``text[start:end] == value.text``). ``score`` is the span's probability under the
         ``ner`` beam (1.0 for a gazetteer match); the task's is the mean of its regions'.
         A bad task (no text, a lone surrogate, over ``NER_SERVE_MAX_CHARS``) gets an empty
-        ``result`` and a warning naming it; the other tasks are predicted.
+        ``result`` and a warning naming it; the other tasks are predicted. More than
+        ``NER_ML_BACKEND_MAX_TASKS`` tasks (5,000) are refused with ``413``, as is a body
+        over ``NER_ML_BACKEND_MAX_BODY_BYTES`` (50 MB) before it is parsed; a body of the
+        wrong shape gets ``422`` without its values echoed.
     ``POST /webhook``
         Label Studio's project events (it registers this URL itself when the backend is
         connected). With ``NER_ML_BACKEND_TRAIN=true``, ``NER_MIN_NEW_LABELS`` distinct new
@@ -61,11 +64,20 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict, Field
 from spacy.language import Language
 
-from apps.serving import Loader, ModelHolder, Resolver, model_holder, model_lifespan
+from apps.serving import (
+    Loader,
+    ModelHolder,
+    RequestGuard,
+    Resolver,
+    invalid_request,
+    model_holder,
+    model_lifespan,
+)
 from apps.webhook import WebhookReceiver
 from flows.context import deployment_settings
 from ner.active import entity_probabilities, has_scorer
@@ -353,6 +365,10 @@ def create_app(
     lifespan = model_lifespan(holder, settings.serve_refresh_seconds, waiting)
     app = FastAPI(title="brandloop ML backend", lifespan=lifespan)
     app.state.holder = holder
+    # Label Studio sends no query string, but a user's webhook URL may: not refused here
+    max_body = settings.ml_backend_max_body_bytes
+    app.add_middleware(RequestGuard, max_body_bytes=max_body, refuse_query=False)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     triggers = _triggers(settings, trigger)
     app.state.receiver = _receiver(settings, triggers[0]) if triggers else None
     app.state.manual = ManualTraining(triggers[1]) if triggers else None
@@ -411,6 +427,13 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
             config = project_config(request.label_config)
         except LabelStudioError as exc:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+        if len(request.tasks) > settings.ml_backend_max_tasks:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"{len(request.tasks)} tasks in one request; the limit is "
+                f"{settings.ml_backend_max_tasks} (NER_ML_BACKEND_MAX_TASKS): select fewer "
+                "tasks in Label Studio",
+            )
         model = current()  # one model for the whole batch, even if the alias moves meanwhile
         results = predict_tasks(
             model, request.tasks, config, settings.labels, settings.serve_max_chars
@@ -478,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apps.ml_backend [--host H] [--port N]``: serve until interrupted."""
     import uvicorn
 
-    from apps.preflight import require_store
+    from apps.preflight import check_address, require_store
 
     parser = argparse.ArgumentParser(
         prog="python -m apps.ml_backend", description="The champion as a Label Studio ML backend."
@@ -499,6 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = create_app(settings)
         if settings.serve_model.startswith("models:/"):  # a missing SQLite store: refused,
             require_store(settings, flags=False)  # not created empty (as apps.serving)
+        check_address(args.host, args.port, "--port", "--host")
     except (ConfigError, ModelError) as exc:
         log.error("%s", exc)
         return 2

@@ -61,9 +61,6 @@ def check_servable(cfg: Settings, flags: bool = True) -> None:
     store, a model, version or alias that does not exist, an address it cannot listen on.
     An alias not set yet is not refused while the server follows it: it says so and waits.
     ``flags``: as :func:`missing_store`."""
-    import errno
-    import socket
-
     from ner.errors import NotPromotedYetError
     from ner.models import check_model_spec
 
@@ -77,14 +74,24 @@ def check_servable(cfg: Settings, flags: bool = True) -> None:
         if cfg.serve_refresh_seconds <= 0:
             raise
         # not said here: the server says it once as it starts (apps.serving.model_lifespan)
+    check_address(
+        cfg.serve_host, cfg.serve_port, "--port (NER_SERVE_PORT)", "--host (NER_SERVE_HOST)"
+    )
+
+
+def check_address(host: str, port: int, port_option: str, host_option: str) -> None:
+    """Refuse an address a server cannot listen on: the port in use (choose another
+    ``port_option``), or ``host`` not an address of this machine (``host_option``), as a
+    :class:`ConfigError` naming it; uvicorn would print a traceback."""
+    import errno
+    import socket
+
     try:
-        socket.create_server((cfg.serve_host, cfg.serve_port)).close()
+        socket.create_server((host, port)).close()
     except OSError as exc:
-        fix = "choose another --port (NER_SERVE_PORT)"
+        fix = f"choose another {port_option}"
         # a name that does not resolve comes as errno < 0 (getaddrinfo's EAI_* codes)
         if exc.errno == errno.EADDRNOTAVAIL or (exc.errno or 0) < 0:
-            fix = "--host (NER_SERVE_HOST) is not an address of this machine"
+            fix = f"{host_option} is not an address of this machine"
         reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
-        raise ConfigError(
-            f"cannot listen on {cfg.serve_host}:{cfg.serve_port} ({reason}): {fix}"
-        ) from exc
+        raise ConfigError(f"cannot listen on {host}:{port} ({reason}): {fix}") from exc

@@ -375,18 +375,20 @@ class Limits:
 
 class RequestGuard:
     """ASGI middleware run before any parsing: refuses a query string (``400``: tokens
-    never ride in URLs) and a body over ``max_body_bytes`` (``413``), counted from
-    ``Content-Length`` when declared and on the bytes as they stream in either way."""
+    never ride in URLs; unless not ``refuse_query``) and a body over ``max_body_bytes``
+    (``413``), counted from ``Content-Length`` when declared and on the bytes as they stream
+    in either way."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, refuse_query: bool = True) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.refuse_query = refuse_query
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope.get("query_string"):
+        if self.refuse_query and scope.get("query_string"):
             detail = "query strings are not accepted; send the token as Authorization: Bearer"
             await JSONResponse({"detail": detail}, status.HTTP_400_BAD_REQUEST)(
                 scope, receive, send
@@ -441,7 +443,7 @@ def _printable(value: object) -> object:
     return value
 
 
-async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
     """422 listing each problem with its place and, for a post, its index (``post``). The
     input values are left out: they may be what cannot be encoded."""
     if not isinstance(exc, RequestValidationError):  # registered for that class only
@@ -677,7 +679,7 @@ def create_app(
     app.state.holder = holder
     limits = Limits.from_settings(settings)
     app.add_middleware(RequestGuard, max_body_bytes=limits.max_body_bytes)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     _add_health_routes(app, holder)
     _add_model_routes(app, holder, auth, limits, settings.labels)
     return app

@@ -658,6 +658,19 @@ class Settings(BaseSettings):
     ml_backend_train_deployment: str | None = Field(
         None, description="Deployment the ML backend starts; defaults to 'train-ner/{env}'."
     )
+    ml_backend_max_tasks: int = Field(
+        5_000,
+        ge=1,
+        description="Most tasks one /predict may hold (413 beyond). Label Studio's 'Retrieve "
+        "predictions' sends every selected task at once and waits 100 s (its "
+        "ML_TIMEOUT_PREDICT); 3,000 tasks took 42 s in a trial.",
+    )
+    ml_backend_max_body_bytes: int = Field(
+        50_000_000,
+        ge=1,
+        description="Largest request body the ML backend reads (413 beyond, before parsing); "
+        "Label Studio's TASK_DATA_PER_BATCH is 50 MB.",
+    )
 
     _parse_lists = field_validator("keywords", "labels", "serve_api_keys", mode="before")(
         parse_list

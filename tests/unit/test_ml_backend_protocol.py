@@ -422,3 +422,43 @@ def test_a_failing_trigger_is_counted_and_the_backend_keeps_answering(
         health = client.get("/health").json()
     assert (health["runs_queued"], health["runs_failed"], health["pending_labels"]) == (0, 2, 1)
     assert caplog.text.count("refused the connection") == 2
+
+
+def test_oversized_or_malformed_requests_are_refused_without_echoing_them(
+    registry: Registry, trigger: Trigger
+) -> None:
+    # A trial's backend read a 50 MB body, predicted 3,000 tasks in 42 s (Label Studio waits
+    # 100 s) and echoed the input in its 422s
+    tasks = [{"id": i, "data": {"body": "glossier"}} for i in range(4)]
+    payload = {"tasks": tasks, "project": "3.17", "label_config": CONFIG}
+    with client_for(
+        registry, trigger, ml_backend_max_tasks=3, ml_backend_max_body_bytes=2_000
+    ) as client:
+        many = client.post("/predict", json=payload)
+        assert many.status_code == 413
+        assert many.json()["detail"].startswith("4 tasks in one request; the limit is 3 (NER_ML")
+        assert client.post("/predict", json={**payload, "tasks": tasks[:3]}).status_code == 200
+        big = client.post("/predict", json={**payload, "tasks": [], "pad": "x" * 3_000})
+        assert big.status_code == 413 and "over the limit of 2000 bytes" in big.text
+        secret = "s3cret-looking-input"
+        bad = client.post("/predict", json={"tasks": secret, "label_config": CONFIG})
+        assert bad.status_code == 422 and secret not in bad.text
+        assert bad.json()["detail"][0]["loc"] == ["body", "tasks"]
+        # a query string is not refused here (a webhook URL may carry one)
+        assert client.get("/health?x=1").status_code == 200
+
+
+def test_the_command_line_refuses_a_port_in_use_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    import socket
+
+    monkeypatch.setenv("NER_SERVE_MODEL", "gazetteer")
+    monkeypatch.delenv("NER_ML_BACKEND_USER", raising=False)
+    monkeypatch.delenv("NER_ML_BACKEND_PASSWORD", raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.ERROR, logger="apps.ml_backend"):
+            assert main(["--host", "127.0.0.1", "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port} (" in caplog.text
+    assert "choose another --port" in caplog.text
