@@ -201,8 +201,36 @@ def load_mlflow(uri: str, tracking_uri: str | None = None) -> LoadedModel:
             mlflow.set_tracking_uri(tracking_uri)
         nlp = mlflow.spacy.load_model(uri)
     except (MlflowException, OSError) as exc:
-        raise _mlflow_error(f"cannot load model {uri!r} from MLflow", exc) from exc
+        what = f"cannot load model {uri!r} from MLflow"
+        source = _registered_source(uri, tracking_uri)
+        if source is not None and getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            raise ModelNotFoundError(
+                f"{what}: the version is registered, but its files are missing from {source} "
+                f"(the artifact store moved or was deleted?): {exc}"
+            ) from exc
+        raise _mlflow_error(what, exc) from exc
     return LoadedModel(nlp, _mlflow_version(uri, tracking_uri))
+
+
+def _registered_source(uri: str, tracking_uri: str | None) -> str | None:
+    """Where the files of the version a ``models:/`` ``uri`` names are (MLflow's download
+    URI of it), or None when it names no registered version."""
+    from mlflow.exceptions import MlflowException
+
+    path = uri.removeprefix("models:/")
+    if path == uri:
+        return None
+    client = _client(tracking_uri)
+    name, at, alias = path.partition("@")
+    try:
+        if at:
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, version = path.rpartition("/")
+            mv = client.get_model_version(name, version)
+        return str(client.get_model_version_download_uri(name, mv.version))
+    except MlflowException:
+        return None
 
 
 def _mlflow_error(what: str, exc: Exception) -> ModelError:

@@ -167,3 +167,26 @@ def test_a_spacy_pipelines_version_is_its_package_name_and_version() -> None:
     # and a name that carries its language already is not given it twice
     nlp.meta["name"] = "en_brand_ner"
     assert pipeline_version(nlp, "/models/m") == "en_brand_ner-3.8.0"
+
+
+def test_a_registered_version_whose_files_are_gone_is_named_so(tmp_path: Path) -> None:
+    import shutil
+
+    from ner.errors import ModelNotFoundError
+    from ner.models import load_model
+    from ner.registry import Registry
+    from tests.support.models import register_gazetteer
+
+    # Given a registered version whose artifact store was then deleted (a trial was told
+    # "it does not exist" of a version `brandloop status` listed)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry = Registry(uri, "brand-ner-test", "brand-ner-test", (tmp_path / "art").as_uri())
+    version = register_gazetteer(registry, tmp_path, ["Glossier"], 0.5, "h")
+    shutil.rmtree(tmp_path / "art")
+    # Then loading it says its files are missing, and where they were
+    with pytest.raises(ModelNotFoundError, match="the version is registered, but its files") as e:
+        load_model(f"models:/brand-ner-test/{version}", tracking_uri=uri)
+    assert f"missing from {(tmp_path / 'art').as_uri()}/" in str(e.value)
+    # while a version that was never registered still does not exist
+    with pytest.raises(ModelNotFoundError, match="it does not exist"):
+        load_model("models:/brand-ner-test/9", tracking_uri=uri)
