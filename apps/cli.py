@@ -39,7 +39,7 @@ from typer.exceptions import TyperException
 
 import apps.preflight as preflight
 from apps.preflight import missing_store
-from ner.errors import BrandloopError, ConfigError, GoldSetError, PromotionError
+from ner.errors import BrandloopError, ConfigError, GoldSetError, ModelError, PromotionError
 from ner.report import quantity
 
 if TYPE_CHECKING:
@@ -1724,7 +1724,7 @@ def serve(
     """Serve the champion over the REST API. Needs a bearer token: NER_SERVE_API_KEY,
     NER_SERVE_API_KEYS (several, comma-separated or a JSON list) or NER_SERVE_API_KEY_BLOCK
     (a Prefect Secret block)."""
-    from apps.serving import create_app, run_server
+    from apps.serving import create_app, load_at_start, run_server
 
     given = {"serve_host": host, "serve_port": port, "serve_model": model}
     overrides = {**cli_overrides(set_), **{k: v for k, v in given.items() if v is not None}}
@@ -1736,14 +1736,18 @@ def serve(
         cfg = load_cli_settings(overrides)
     app = create_app(cfg)  # refuses a missing token before anything says "serving"
     _refused(preflight.check_servable, cfg)
+    # the server's own lines (model loaded, alias moved) are INFO: shown, as uvicorn's are
+    logging.getLogger("apps.serving").setLevel(logging.INFO)
+    try:  # before the server starts: uvicorn would bury the reason in a traceback
+        load_at_start(app.state.holder, cfg.serve_refresh_seconds, None)
+    except ModelError as exc:
+        raise CliError(str(exc)) from None
     from ner.settings import redact_uri
 
     console().print(
         f"serving {cfg.serve_model} on http://{cfg.serve_host}:{cfg.serve_port} "
         f"(MLflow: {redact_uri(cfg.mlflow_tracking_uri)})"
     )
-    # the server's own lines (model loaded, alias moved) are INFO: shown, as uvicorn's are
-    logging.getLogger("apps.serving").setLevel(logging.INFO)
     run_server(cfg, app)
 
 
@@ -1887,7 +1891,10 @@ def goldset_retire(reason: ReasonOption, set_: SetOption = None) -> None:
         loaded = load_gold_set(storage)
     except GoldSetError:  # a damaged set may be retired too: it only goes unsized
         loaded = None
-    retired = retire_gold_set(storage, by=_actor(), reason=reason)
+    try:
+        retired = retire_gold_set(storage, by=_actor(), reason=reason)
+    except GoldSetError as exc:  # says what to do: no --debug hint
+        raise CliError(str(exc)) from None
     gold = loaded[0] if loaded else None
     size = f"{quantity(len(gold.post_ids), 'post')}, hash {gold.hash[:12]}: " if gold else ""
     flag = f" --set env={cfg.env}" if set_ and cfg.env != "dev" else ""

@@ -99,8 +99,12 @@ def _none_in_force(storage: Storage, on: str) -> str:
     if retired is None:
         return f"no canary set frozen in {where}: the next train run freezes it with the gold set"
     name = retired.gold_name
-    sets = f"gold set {name} was" if on == "gold" else f"gold set {name} and its canary set were"
-    return f"{sets} retired in {where}: the next train run freezes new ones"
+    if on == "gold":
+        return f"gold set {name} was retired in {where}: the next train run freezes a new one"
+    return (
+        f"gold set {name} and its canary set were retired in {where}: the next train run "
+        "freezes new ones"
+    )
 
 
 def _export_set(settings: Settings, storage: Storage, uri: str) -> LabelledSet:

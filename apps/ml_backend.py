@@ -75,6 +75,7 @@ from apps.serving import (
     RequestGuard,
     Resolver,
     invalid_request,
+    load_at_start,
     model_holder,
     model_lifespan,
 )
@@ -367,7 +368,8 @@ def create_app(
     app.state.holder = holder
     # Label Studio sends no query string, but a user's webhook URL may: not refused here
     max_body = settings.ml_backend_max_body_bytes
-    app.add_middleware(RequestGuard, max_body_bytes=max_body, refuse_query=False)
+    setting = "NER_ML_BACKEND_MAX_BODY_BYTES"
+    app.add_middleware(RequestGuard, max_body_bytes=max_body, refuse_query=False, setting=setting)
     app.add_exception_handler(RequestValidationError, invalid_request)
     triggers = _triggers(settings, trigger)
     app.state.receiver = _receiver(settings, triggers[0]) if triggers else None
@@ -523,6 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.serve_model.startswith("models:/"):  # a missing SQLite store: refused,
             require_store(settings, flags=False)  # not created empty (as apps.serving)
         check_address(args.host, args.port, "--port", "--host")
+        # loaded now, so that a model that cannot load is refused in one line
+        load_at_start(app.state.holder, settings.serve_refresh_seconds, None)
     except (ConfigError, ModelError) as exc:
         log.error("%s", exc)
         return 2

@@ -189,6 +189,33 @@ def _follow(holder: ModelHolder, every: float, stop: threading.Event) -> None:
         holder.refresh_quietly()
 
 
+def load_at_start(holder: ModelHolder, refresh_seconds: float, waiting: str | None) -> None:
+    """Load the model a server starts with, unless it is loaded already: a command line
+    loads it before the server starts (``waiting`` None), so that a model that cannot load
+    is refused in one line, not in uvicorn's traceback. Raises :class:`ModelError`, except
+    for an alias not set yet while it is followed (``refresh_seconds`` > 0): that is logged
+    with ``waiting``, what the app answers meanwhile (by the app's start)."""
+    if holder.loaded:
+        return
+    started = time.perf_counter()
+    try:
+        holder.refresh(force=True)
+    except NotPromotedYetError as exc:
+        if refresh_seconds <= 0:
+            raise
+        if waiting is None:  # the app's start says it
+            return
+        log.warning(
+            "%s\nwaiting for it: %s (checked every %.0f s, NER_SERVE_REFRESH_SECONDS)",
+            exc,
+            waiting,
+            refresh_seconds,
+        )
+    else:
+        elapsed = time.perf_counter() - started
+        log.info("loaded %s in %.1f s", holder.served.model.version, elapsed)
+
+
 def model_lifespan(
     holder: ModelHolder,
     refresh_seconds: float,
@@ -201,21 +228,7 @@ def model_lifespan(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        started = time.perf_counter()
-        try:
-            holder.refresh(force=True)
-        except NotPromotedYetError as exc:
-            if refresh_seconds <= 0:
-                raise
-            log.warning(
-                "%s\nwaiting for it: %s (checked every %.0f s, NER_SERVE_REFRESH_SECONDS)",
-                exc,
-                waiting,
-                refresh_seconds,
-            )
-        else:
-            elapsed = time.perf_counter() - started
-            log.info("loaded %s in %.1f s", holder.served.model.version, elapsed)
+        load_at_start(holder, refresh_seconds, waiting)
         stop = threading.Event()
         thread = None
         if refresh_seconds > 0:
@@ -376,13 +389,20 @@ class Limits:
 class RequestGuard:
     """ASGI middleware run before any parsing: refuses a query string (``400``: tokens
     never ride in URLs; unless not ``refuse_query``) and a body over ``max_body_bytes``
-    (``413``), counted from ``Content-Length`` when declared and on the bytes as they stream
-    in either way."""
+    (``413``, naming the ``setting`` that sets it), counted from ``Content-Length`` when
+    declared and on the bytes as they stream in either way."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, refuse_query: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        refuse_query: bool = True,
+        setting: str = "NER_SERVE_MAX_BODY_BYTES",
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.refuse_query = refuse_query
+        self.setting = setting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -399,7 +419,7 @@ class RequestGuard:
             return
         body = await self._read_body(scope, receive)
         if body is None:
-            detail = f"request body over the limit of {self.max_body_bytes} bytes"
+            detail = f"request body over the limit of {self.max_body_bytes} bytes ({self.setting})"
             response = JSONResponse({"detail": detail}, status.HTTP_413_CONTENT_TOO_LARGE)
             await response(scope, receive, send)
             return
@@ -733,6 +753,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrandloopError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    try:
+        load_at_start(app.state.holder, settings.serve_refresh_seconds, None)
+    except BrandloopError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     run_server(settings, app)
     return 0
 
@@ -743,6 +768,7 @@ def run_server(settings: Settings, app: Any = None) -> None:
     import uvicorn
 
     served = create_app(settings) if app is None else app
+    load_at_start(served.state.holder, settings.serve_refresh_seconds, None)
     config = uvicorn.Config(
         served, host=settings.serve_host, port=settings.serve_port, log_level="info"
     )

@@ -283,7 +283,14 @@ def retire_gold_set(
         raise GoldSetError("retiring a gold set needs a reason (it is kept with the record)")
     name = current_gold_set_name(storage)
     if name is None:
-        raise GoldSetError(f"no gold set is in force in {storage.uri(layout.GOLDSETS)}/")
+        where = f"{storage.uri(layout.GOLDSETS)}/"
+        done = retirement(storage)
+        if done is not None:
+            raise GoldSetError(
+                f"no gold set is in force in {where}: {done.gold_name} was retired already "
+                f"({done.retired_at[:19]}, {done.reason}); the next train freezes a new one"
+            )
+        raise GoldSetError(f"no gold set is in force in {where}: none was frozen yet")
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     retired = Retirement(name, moment.isoformat(), by, reason.strip())
     record = storage.read_json(gold_set_key(name)) if storage.exists(gold_set_key(name)) else None

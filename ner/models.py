@@ -202,13 +202,22 @@ def load_mlflow(uri: str, tracking_uri: str | None = None) -> LoadedModel:
         nlp = mlflow.spacy.load_model(uri)
     except (MlflowException, OSError) as exc:
         what = f"cannot load model {uri!r} from MLflow"
-        source = _registered_source(uri, tracking_uri)
-        if source is not None and getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
-            raise ModelNotFoundError(
-                f"{what}: the version is registered, but its files are missing from {source} "
-                f"(the artifact store moved or was deleted?): {exc}"
-            ) from exc
-        raise _mlflow_error(what, exc) from exc
+        missing = getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+        # files present in part: spaCy's own load error ("[E050] Can't find model"); other
+        # OSErrors (a connection) may pass, so stay ModelError
+        damaged = isinstance(exc, FileNotFoundError) or (
+            isinstance(exc, OSError) and str(exc).startswith("[E")
+        )
+        source = _registered_source(uri, tracking_uri) if missing or damaged else None
+        if source is None:
+            raise _mlflow_error(what, exc) from exc
+        detail = (
+            f"are missing from {source}" if missing else f"in {source} cannot be loaded ({exc})"
+        )
+        raise ModelNotFoundError(
+            f"{what}: the version is registered, but its files {detail} (the artifact store "
+            "was moved, or files were deleted): promote or serve another version"
+        ) from exc
     return LoadedModel(nlp, _mlflow_version(uri, tracking_uri))
 
 

@@ -460,6 +460,34 @@ def test_serve_takes_a_model_as_evaluate_names_it(
     assert result.stdout.startswith("serving models:/brand-ner-dev@champion on http://")
 
 
+def test_serve_refuses_a_model_that_cannot_load_in_one_line_before_the_server_starts(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import apps.serving
+    from ner.registry import Registry
+    from tests.support.models import register_gazetteer
+    from tests.support.servers import free_port
+
+    # Given a registered version whose files were deleted (a trial got 50 lines of
+    # uvicorn's traceback, the reason buried in them)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry = Registry(uri, "brand-ner-dev", "brand-ner-dev", (tmp_path / "art").as_uri())
+    version = register_gazetteer(registry, tmp_path, ["Glossier"], 0.5, "h")
+    shutil.rmtree(tmp_path / "art")
+    started: list[object] = []
+    monkeypatch.setattr(apps.serving, "run_server", lambda cfg, app: started.append(app))
+    args = ["serve", "--model", version, "--port", str(free_port())]
+    args += ["--set", "serve_api_key=t0ken", "--set", f"mlflow_tracking_uri={uri}"]
+    result = runner.invoke(cli.app, args)
+    # Then it is refused in one line, before any server starts or says "serving"
+    assert result.exit_code == 1 and not started
+    assert "serving" not in result.stdout
+    (line,) = _lines(result.stderr)
+    assert line.startswith("error: cannot load model") and "its files are missing" in line
+
+
 def test_serve_waits_for_a_champion_not_promoted_yet_while_it_follows_the_alias(
     runner: CliRunner,
     tmp_path: Path,
@@ -1418,6 +1446,7 @@ def test_gold_set_retire_takes_the_set_out_of_force_and_list_and_status_say_so(
     assert "new season; the next train freezes a new one)" in status.stdout
     again = runner.invoke(cli.app, ["gold-set", "retire", "--reason", "x", *flags])
     assert again.exit_code == 1 and "no gold set is in force in" in again.stderr
+    assert "was retired already" in again.stderr and "--debug" not in again.stderr
     # And promote, which scores on the gold set in force, says why there is none
     from mlflow import MlflowClient
 

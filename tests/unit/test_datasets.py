@@ -507,8 +507,10 @@ def test_retiring_takes_the_set_out_of_force_and_the_next_one_says_what_it_repla
     assert done.retired_at == NOW.isoformat()
     assert storage.exists(gold_set_key(str(first.gold_name)))
     # And a second retirement, or one without a reason, is refused
-    with pytest.raises(GoldSetError, match="no gold set is in force"):
+    with pytest.raises(GoldSetError, match="no gold set is in force") as again:
         retire_gold_set(storage, by="ops", reason="again")
+    assert f"{first.gold_name} was retired already" in str(again.value)  # trial L
+    assert "labels drifted); the next train freezes a new one" in str(again.value)
     # When round 2 freezes a new one without the posts round 1's pool held
     pooled = pooled_post_ids(storage)
     gold_split_trained = next(
@@ -558,7 +560,7 @@ def test_a_retired_set_is_not_frozen_again_under_a_new_name(tmp_path: Path) -> N
 
 def test_retiring_needs_a_gold_set_and_a_reason(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
-    with pytest.raises(GoldSetError, match="no gold set is in force"):
+    with pytest.raises(GoldSetError, match=r"no gold set is in force in .*: none was frozen yet"):
         retire_gold_set(storage, by="ops", reason="why")
     prepare_splits(storage, corpus(40), 0.3, train_key="annotations/r1.train.jsonl")
     with pytest.raises(GoldSetError, match="needs a reason"):

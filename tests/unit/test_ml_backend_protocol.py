@@ -439,7 +439,10 @@ def test_oversized_or_malformed_requests_are_refused_without_echoing_them(
         assert many.json()["detail"].startswith("4 tasks in one request; the limit is 3 (NER_ML")
         assert client.post("/predict", json={**payload, "tasks": tasks[:3]}).status_code == 200
         big = client.post("/predict", json={**payload, "tasks": [], "pad": "x" * 3_000})
-        assert big.status_code == 413 and "over the limit of 2000 bytes" in big.text
+        assert (
+            big.status_code == 413
+            and "over the limit of 2000 bytes (NER_ML_BACKEND_MAX_BODY" in big.text
+        )
         secret = "s3cret-looking-input"
         bad = client.post("/predict", json={"tasks": secret, "label_config": CONFIG})
         assert bad.status_code == 422 and secret not in bad.text
@@ -462,3 +465,21 @@ def test_the_command_line_refuses_a_port_in_use_in_one_line(
             assert main(["--host", "127.0.0.1", "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port} (" in caplog.text
     assert "choose another --port" in caplog.text
+
+
+def test_the_command_line_refuses_a_model_that_cannot_load_before_it_listens(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    import uvicorn
+
+    # a trial's backend on a model whose files were gone printed uvicorn's traceback
+    monkeypatch.setenv("NER_SERVE_MODEL", str(tmp_path / "no-model-here"))
+    monkeypatch.delenv("NER_ML_BACKEND_USER", raising=False)
+    monkeypatch.delenv("NER_ML_BACKEND_PASSWORD", raising=False)
+    ran: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: ran.append(a))
+    with caplog.at_level(logging.ERROR, logger="apps.ml_backend"):
+        assert main(["--host", "127.0.0.1", "--port", "0"]) == 2
+    assert not ran
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "no-model-here" in error and "\n" not in error

@@ -182,11 +182,18 @@ def test_a_registered_version_whose_files_are_gone_is_named_so(tmp_path: Path) -
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     registry = Registry(uri, "brand-ner-test", "brand-ner-test", (tmp_path / "art").as_uri())
     version = register_gazetteer(registry, tmp_path, ["Glossier"], 0.5, "h")
+    spec = f"models:/brand-ner-test/{version}"
+    (model_file,) = (tmp_path / "art").rglob("model.spacy")
+    shutil.rmtree(model_file)  # the spaCy pipeline folder
+    # Then loading it says its files cannot be loaded, where they are, and what to do
+    with pytest.raises(ModelNotFoundError, match="the version is registered, but its files in"):
+        load_model(spec, tracking_uri=uri)
     shutil.rmtree(tmp_path / "art")
-    # Then loading it says its files are missing, and where they were
+    # and with every file gone, that they are missing
     with pytest.raises(ModelNotFoundError, match="the version is registered, but its files") as e:
-        load_model(f"models:/brand-ner-test/{version}", tracking_uri=uri)
+        load_model(spec, tracking_uri=uri)
     assert f"missing from {(tmp_path / 'art').as_uri()}/" in str(e.value)
+    assert str(e.value).endswith("promote or serve another version")
     # while a version that was never registered still does not exist
     with pytest.raises(ModelNotFoundError, match="it does not exist"):
         load_model("models:/brand-ner-test/9", tracking_uri=uri)
