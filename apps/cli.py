@@ -1339,6 +1339,10 @@ def evaluate(
     errors: Annotated[
         int, typer.Option(min=0, metavar="N", help="Also list the first N wrong spans.")
     ] = 0,
+    model_option: Annotated[
+        str | None,
+        typer.Option("--model", metavar="MODEL", help="MODEL, as serve and apply take it."),
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Score a model on a labelled set as the gate does: precision, recall and F1 per label
@@ -1348,13 +1352,18 @@ def evaluate(
     from ner.models import expand_model_spec
     from ner.storage import env_storage
 
+    if model_option is not None and model not in ("@champion", model_option):
+        raise CliError(f"two models given, {model} and --model {model_option}: give one")
     cfg = load_cli_settings(cli_overrides(set_))
-    spec = expand_model_spec(model, cfg.registered_model_name)
+    spec = expand_model_spec(model_option or model, cfg.registered_model_name)
     if spec.startswith("models:/"):
         _refused(preflight.require_store, cfg)
     spec = scoring.pinned_spec(cfg, spec)
     storage = env_storage(cfg)
-    labelled = scoring.labelled_set(cfg, storage, on)
+    try:
+        labelled = scoring.labelled_set(cfg, storage, on)
+    except GoldSetError as exc:  # says what to do: no --debug hint
+        raise CliError(str(exc)) from None
     for item in labelled.rejected:
         console().print(f"! left out: {_escape(str(item))}")
     if ignored := labelled.ignored_spans:

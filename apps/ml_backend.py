@@ -36,8 +36,8 @@ Routes (Label Studio's ML backend protocol)
         A bad task (no text, a lone surrogate, over ``NER_SERVE_MAX_CHARS``) gets an empty
         ``result`` and a warning naming it; the other tasks are predicted. More than
         ``NER_ML_BACKEND_MAX_TASKS`` tasks (5,000) are refused with ``413``, as is a body
-        over ``NER_ML_BACKEND_MAX_BODY_BYTES`` (50 MB) before it is parsed; a body of the
-        wrong shape gets ``422`` without its values echoed.
+        over ``NER_ML_BACKEND_MAX_BODY_BYTES`` (50 MB) before it is parsed; a body not
+        declared JSON gets ``415``, one of the wrong shape ``422`` without its values echoed.
     ``POST /webhook``
         Label Studio's project events (it registers this URL itself when the backend is
         connected). With ``NER_ML_BACKEND_TRAIN=true``, ``NER_MIN_NEW_LABELS`` distinct new
@@ -78,6 +78,7 @@ from apps.serving import (
     load_at_start,
     model_holder,
     model_lifespan,
+    require_json_body,
 )
 from apps.webhook import WebhookReceiver
 from flows.context import deployment_settings
@@ -409,7 +410,9 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
             body["runs_failed"] = receiver.stats.failures + manual.failed
         return body
 
-    @app.post("/setup", dependencies=[guard])
+    takes_json = [guard, Depends(require_json_body)]  # credentials first, as serve
+
+    @app.post("/setup", dependencies=takes_json)
     def setup(request: SetupRequest, background: BackgroundTasks) -> dict[str, str]:
         if request.label_config:
             try:
@@ -421,7 +424,7 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
         background.add_task(holder.refresh_quietly)
         return {"model_version": version_or_waiting() or ""}
 
-    @app.post("/predict", dependencies=[guard])
+    @app.post("/predict", dependencies=takes_json)
     def predict(request: PredictRequest) -> PredictResponse:
         if not request.label_config:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "label_config is required")

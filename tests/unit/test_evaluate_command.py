@@ -174,6 +174,16 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
     missing = str(tmp_path / "no-such-set.json")
     result = CliRunner().invoke(cli.app, ["evaluate", "./no-such-model", "--on", missing])
     assert result.exit_code == 1 and "unknown model './no-such-model'" in result.stderr
+    # And the model may be given as --model, as serve and apply take it (trial L), not twice
+    as_option = CliRunner().invoke(cli.app, ["evaluate", "--model", "gazetteer", "--on", str(path)])
+    assert as_option.exit_code == 0, as_option.output
+    assert " ".join(as_option.output.split()).count("micro 0.0000 0.0000 0.0000 1 0") == 1
+    both = CliRunner().invoke(cli.app, ["evaluate", "base", "--model", "gazetteer"])
+    assert both.exit_code == 1 and "two models given, base and --model gazetteer" in both.stderr
+    # And a set not frozen yet is refused in one line that says what to do, no --debug hint
+    gold = CliRunner().invoke(cli.app, ["evaluate", "gazetteer", "--on", "gold"])
+    assert gold.exit_code == 1 and "no gold set frozen in" in gold.stderr
+    assert "--debug" not in gold.stderr
 
 
 def test_a_file_holding_posts_the_version_trained_on_is_named(

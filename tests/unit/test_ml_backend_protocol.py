@@ -447,6 +447,9 @@ def test_oversized_or_malformed_requests_are_refused_without_echoing_them(
         bad = client.post("/predict", json={"tasks": secret, "label_config": CONFIG})
         assert bad.status_code == 422 and secret not in bad.text
         assert bad.json()["detail"][0]["loc"] == ["body", "tasks"]
+        # a form body (curl -d) is told to send JSON, as serve tells it (trial L)
+        form = client.post("/predict", data={"tasks": "x"})
+        assert form.status_code == 415 and "application/json" in form.text
         # a query string is not refused here (a webhook URL may carry one)
         assert client.get("/health?x=1").status_code == 200
 
