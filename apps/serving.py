@@ -768,7 +768,6 @@ def run_server(settings: Settings, app: Any = None) -> None:
     import uvicorn
 
     served = create_app(settings) if app is None else app
-    load_at_start(served.state.holder, settings.serve_refresh_seconds, None)
     config = uvicorn.Config(
         served, host=settings.serve_host, port=settings.serve_port, log_level="info"
     )

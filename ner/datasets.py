@@ -724,21 +724,17 @@ def prepare_splits(
     pool is :func:`train_pool` of ``annotations`` less the ``held_out`` posts (the canary
     set, never trained on) and is written to ``train_key``. A gold set frozen now never
     holds a ``never_gold`` post (:func:`pooled_post_ids` after a retirement); such a post
-    stays trainable, whatever its split. ``n_held_out`` counts posts
-    neither trained on nor in the gold set. Raises :class:`GoldSetError` if the stored gold
-    set is inconsistent.
+    stays trainable, whatever its split. ``n_held_out`` counts posts neither trained on nor
+    in the gold set. Raises :class:`GoldSetError` if the stored gold set is inconsistent.
     """
     records = _unique(annotations)
     gold_set, revised_from = _revise_gold_set(storage, records, withdrawn)
     candidates = [a for a in records if a.post_id not in held_out]
-    chosen = (
-        []
-        if gold_set is not None
-        else would_freeze(candidates, gold_fraction, salt, recent, never_gold)
-    )
+    # the posts a gold set frozen now would hold (none while one is in force)
+    chosen = [] if gold_set else would_freeze(candidates, gold_fraction, salt, recent, never_gold)
     waiting, has_spans = len(chosen), any(a.spans for a in chosen)
-    repeats = _repeated_set(storage, chosen) if gold_set is None and chosen else None
-    if gold_set is None and waiting >= max(1, min_gold_posts) and has_spans and not repeats:
+    repeats = _repeated_set(storage, chosen) if chosen else None
+    if waiting >= max(1, min_gold_posts) and has_spans and not repeats:
         gold_set = freeze_gold_set(
             storage, records, gold_fraction, salt,
             recent=recent, held_out=held_out, never_gold=never_gold,

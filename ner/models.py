@@ -223,21 +223,16 @@ def load_mlflow(uri: str, tracking_uri: str | None = None) -> LoadedModel:
 
 def _registered_source(uri: str, tracking_uri: str | None) -> str | None:
     """Where the files of the version a ``models:/`` ``uri`` names are (MLflow's download
-    URI of it), or None when it names no registered version."""
+    URI of it, the version as :func:`_mlflow_version` resolves it), or None when it names
+    no registered version."""
     from mlflow.exceptions import MlflowException
 
-    path = uri.removeprefix("models:/")
-    if path == uri:
+    resolved = _mlflow_version(uri, tracking_uri)
+    if resolved == uri:
         return None
-    client = _client(tracking_uri)
-    name, at, alias = path.partition("@")
+    name, _, version = resolved.rpartition("/")
     try:
-        if at:
-            mv = client.get_model_version_by_alias(name, alias)
-        else:
-            name, _, version = path.rpartition("/")
-            mv = client.get_model_version(name, version)
-        return str(client.get_model_version_download_uri(name, mv.version))
+        return str(_client(tracking_uri).get_model_version_download_uri(name, version))
     except MlflowException:
         return None
 
