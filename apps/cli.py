@@ -1321,13 +1321,14 @@ def status(
 @app.command()
 def evaluate(
     model: Annotated[
-        str,
+        str | None,
         typer.Argument(
             metavar="MODEL",
+            show_default="@champion",
             help="@champion (or another alias), a version (3 or v3), or any apply --model "
             "spec: gazetteer, base, base+gazetteer, a path, models:/...",
         ),
-    ] = "@champion",
+    ] = None,
     on: Annotated[
         str,
         typer.Option(
@@ -1352,10 +1353,11 @@ def evaluate(
     from ner.models import expand_model_spec
     from ner.storage import env_storage
 
-    if model_option is not None and model not in ("@champion", model_option):
-        raise CliError(f"two models given, {model} and --model {model_option}: give one")
     cfg = load_cli_settings(cli_overrides(set_))
-    spec = expand_model_spec(model_option or model, cfg.registered_model_name)
+    name = cfg.registered_model_name
+    spec = expand_model_spec(model_option or model or "@champion", name)
+    if model and model_option and expand_model_spec(model, name) != spec:
+        raise CliError(f"two models given, {model} and --model {model_option}: give one")
     if spec.startswith("models:/"):
         _refused(preflight.require_store, cfg)
     spec = scoring.pinned_spec(cfg, spec)

@@ -180,6 +180,8 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
     assert " ".join(as_option.output.split()).count("micro 0.0000 0.0000 0.0000 1 0") == 1
     both = CliRunner().invoke(cli.app, ["evaluate", "base", "--model", "gazetteer"])
     assert both.exit_code == 1 and "two models given, base and --model gazetteer" in both.stderr
+    typed = CliRunner().invoke(cli.app, ["evaluate", "@champion", "--model", "gazetteer"])
+    assert typed.exit_code == 1 and "two models given, @champion and" in typed.stderr
     # And a set not frozen yet is refused in one line that says what to do, no --debug hint
     gold = CliRunner().invoke(cli.app, ["evaluate", "gazetteer", "--on", "gold"])
     assert gold.exit_code == 1 and "no gold set frozen in" in gold.stderr
