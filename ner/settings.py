@@ -134,14 +134,6 @@ class TrainSettings(BaseModel):
     lowercase: float = Field(
         0.2, ge=0.0, le=1.0, description="Share of training posts lower-cased each epoch."
     )
-    titlecase: float = Field(
-        0.0,
-        ge=0.0,
-        le=1.0,
-        description="Share of training posts whose words outside spans are capitalised "
-        "(each with probability 1/2) each epoch, so that a capital stops marking a brand "
-        "(ner.augment). 0 = none.",
-    )
     hard_negatives: int = Field(
         0,
         ge=0,
@@ -277,13 +269,7 @@ class TrainSettings(BaseModel):
             "training.eval_frequency": self.eval_frequency,
             "training.optimizer.learn_rate": self.learn_rate,
         }
-        if self.titlecase > 0.0:
-            values["corpora.train.augmenter"] = {
-                "@augmenters": "brandloop.case.v1",
-                "lower": self.lowercase,
-                "titlecase": self.titlecase,
-            }
-        elif self.lowercase > 0.0:  # without it, no augmenter draws from the training RNG
+        if self.lowercase > 0.0:  # without it, no augmenter draws from the training RNG
             values["corpora.train.augmenter"] = {
                 "@augmenters": "spacy.lower_case.v1",
                 "level": self.lowercase,
@@ -313,7 +299,6 @@ class TrainSettings(BaseModel):
             | self._shared_params()
             | {
                 "lowercase": self.lowercase,
-                "titlecase": self.titlecase,
                 "checkpoint": self.checkpoint,
                 "config": Path(self.config).name if self.config else "train.cfg",
             }

@@ -14,8 +14,6 @@ Knobs of the recipe (:class:`ner.settings.TrainSettings`, ``settings.train``):
   per post). Labelled social posts are mostly brand-free; keeping all of them teaches the
   model to say "no brand" everywhere.
 * ``lowercase`` - the share of training posts lower-cased in each epoch (augmentation).
-* ``titlecase`` - the share of training posts whose words outside spans are capitalised in
-  each epoch (:mod:`ner.augment`), so that a capital stops marking a brand.
 * ``checkpoint`` - keep the checkpoint that scored best on the held-back slice of the
   pool (``"best"``), or the last one (``"last"``): the slice comes from the same posts as
   the training data, so for brands never seen in training it favours over-cautious models.
@@ -595,8 +593,6 @@ def _dev_scores(
 def _run_spacy_training(config_path: Path, overrides: dict[str, Any], out: Path) -> Language:
     from spacy.training.initialize import init_nlp
     from spacy.training.loop import train as train_loop
-
-    import ner.augment  # noqa: F401  registers brandloop.case.v1, which the recipe may name
 
     out.mkdir(parents=True, exist_ok=True)
     try:

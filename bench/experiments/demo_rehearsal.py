@@ -1,6 +1,6 @@
 """The demo champion with a rehearsal set, through the ``train-ner`` flow:
-``python -m bench.experiments.demo_rehearsal [--in-domain | --accurate | --lowercase |
---titlecase] SEED [SEED ...]``.
+``python -m bench.experiments.demo_rehearsal [--in-domain | --accurate | --lowercase] SEED
+[SEED ...]``.
 
 As ``bench.quality`` trains its demo champion (70 % of the beauty gold as a finished export,
 the 30 % hold-out adopted as the gold set, a fresh store and registry per seed, the model
@@ -12,12 +12,10 @@ recipe (``apps.cli.DEMO_RECIPE``) plus 500 posts of the rehearsal set, each beau
 times; with ``--accurate``: the demo's recipe under ``train.recipe=accurate``
 (``apps.cli.demo_accurate_recipe``); with ``--lowercase``: the demo's own recipe with
 :data:`LOWERCASE` of the training posts lower-cased each epoch and no rehearsal set
-(session 27); with ``--titlecase``: the demo's own recipe with :data:`TITLECASE` of the
-training posts capitalised outside their spans each epoch (session 32). Scored on the hold-out and
-on WNUT-17 dev. One JSON line per seed goes to stdout and to ``bench/experiments/results.jsonl``
-(``"variant": "flow-demo-rehearsal"``, ``"flow-demo-in-domain-rehearsal500"``,
-``"flow-demo-accurate"`` or ``"flow-demo-lowercase"``, ``"flow-demo-titlecase"``).
-Not part of ``make bench``.
+(session 27). Scored on the hold-out and on WNUT-17 dev. One JSON line per seed goes to
+stdout and to ``bench/experiments/results.jsonl`` (``"variant": "flow-demo-rehearsal"``,
+``"flow-demo-in-domain-rehearsal500"``, ``"flow-demo-accurate"`` or
+``"flow-demo-lowercase"``). Not part of ``make bench``.
 """
 
 from __future__ import annotations
@@ -33,9 +31,6 @@ from bench.experiments.levers import record
 OUT = Path(__file__).resolve().parents[1] / "out" / "demo_rehearsal"
 #: ``--lowercase``: the share of training posts lower-cased each epoch (``augment_lowercase``)
 LOWERCASE = 0.8
-#: ``--titlecase``: the share of training posts whose words outside spans are capitalised each
-#: epoch (``train.titlecase``, :mod:`ner.augment`), beside the demo's lower-casing
-TITLECASE = 0.5
 
 
 def recipe(kind: str = "fast") -> Any:
@@ -56,15 +51,12 @@ def recipe(kind: str = "fast") -> Any:
         overrides = demo_accurate_recipe()
     elif kind == "lowercase":
         overrides = {**DEMO_RECIPE, "augment_lowercase": LOWERCASE}
-    elif kind == "titlecase":
-        overrides = {**DEMO_RECIPE, "train": {"titlecase": TITLECASE}}
     else:
         train["gazetteer"] = False
     names = {
         "in-domain": "demo-in-domain-rehearsal500",
         "accurate": "demo-accurate",
         "lowercase": "demo-lowercase",
-        "titlecase": "demo-titlecase",
     }
     return Recipe(
         names.get(kind, "demo-rehearsal"),
