@@ -245,6 +245,60 @@ def check_recipe(settings: Settings) -> Check:
     return Check("recipe", CheckStatus.OK, f"{recipe}{extra}")
 
 
+def check_champion(settings: Settings) -> Check:
+    """The version ``@champion`` names and whether its files are where MLflow says (a
+    deleted or moved artifact store leaves it registered without them); for a SQLite store
+    with the default artifact location, whether they lie in its folder (a copied folder
+    still uses the original's: MLflow keeps absolute paths). Reads only: a SQLite store not
+    created yet is not created."""
+    from ner.environments import open_registry
+    from ner.errors import RegistryError
+
+    name = settings.registered_model_name
+    first = "the loop's first promotion sets it (brandloop loop), or brandloop promote VERSION"
+    if (db := settings.tracking_db) is not None and not db.exists():
+        return Check("champion", CheckStatus.WARN, f"none yet ({db} not created)", first)
+    try:
+        registry = open_registry(settings)
+        version = registry.alias_version("champion")
+        if version is None:
+            return Check("champion", CheckStatus.WARN, f"no version of {name} yet", first)
+        uri, present = registry.version_files(version)
+    except RegistryError as exc:
+        return Check("champion", CheckStatus.FAIL, str(exc), "see the MLflow check")
+    shown = f"{name} v{version}"
+    if not present:
+        return Check(
+            "champion",
+            CheckStatus.FAIL,
+            f"{shown} is registered, but its files are missing from {uri}",
+            "promote a version whose files are there (brandloop promote VERSION --reason ...) "
+            "or restore the artifact store",
+        )
+    if (folder := _outside_store(uri, settings)) is not None:
+        return Check(
+            "champion",
+            CheckStatus.WARN,
+            f"{shown}: its files are in {uri}, outside this store's folder {folder} (a copied "
+            "folder still uses the original's artifacts: MLflow keeps absolute paths)",
+            "work in the original folder, or start a store of its own (brandloop demo --dir)",
+        )
+    return Check("champion", CheckStatus.OK, f"{shown}, files in {uri}")
+
+
+def _outside_store(uri: str, settings: Settings) -> Path | None:
+    """The SQLite store's folder when ``uri`` (a ``file:`` URI) lies outside it and the
+    artifact location is the default one beside the database; else None."""
+    from urllib.parse import unquote, urlparse
+
+    db = settings.tracking_db
+    if db is None or settings.mlflow_artifact_location or not uri.startswith("file:"):
+        return None
+    folder = db.resolve().parent
+    files = Path(unquote(urlparse(uri).path)).resolve()
+    return None if files.is_relative_to(folder) else folder
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in a fixed order."""
     single: list[Callable[[], Check]] = [
@@ -255,6 +309,9 @@ def run_checks(settings: Settings) -> list[Check]:
         lambda: check_base_model(settings),
         lambda: check_recipe(settings),
     ]
-    checks = [single[0](), *check_label_studio(settings)]
+    checks = [mlflow := single[0]()]
+    if mlflow.status == CheckStatus.OK:  # else it would wait on the same MLflow
+        checks.append(check_champion(settings))
+    checks += check_label_studio(settings)
     checks += [check() for check in single[1:]]
     return checks

@@ -383,6 +383,20 @@ class Registry:
             raise _wrap(f"alias lookup @{alias}", exc) from exc
         return str(mv.version)
 
+    def version_files(self, version: str) -> tuple[str, bool]:
+        """Where ``version``'s files are (MLflow's download URI of it) and whether its
+        ``MLmodel`` file is there: a deleted or moved artifact store leaves the version
+        registered without files. Raises :class:`RegistryError` when MLflow cannot be asked."""
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        try:
+            uri = str(self.client.get_model_version_download_uri(self.model_name, version))
+            listed = mlflow.artifacts.list_artifacts(artifact_uri=uri)
+        except (MlflowException, OSError) as exc:
+            raise _wrap(f"listing the files of version {version}", exc) from exc
+        return uri, any(item.path.rsplit("/", 1)[-1] == "MLmodel" for item in listed)
+
     def model_uri(self, alias: str = CHAMPION) -> str:
         return f"models:/{self.model_name}@{alias}"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -314,18 +315,44 @@ def test_doctor_with_mlflow_up_and_label_studio_down(
         "label_studio_api_key=some-key",
         "--set",
         f"storage_uri={tmp_path / 'storage'}",
+        "--set",
+        f"registered_model_name=brand-ner-doctor-{secrets.token_hex(4)}",
     )
     assert code == 1
     lines = out.splitlines()
     assert f"✓ mlflow  {mlflow_server.url} reachable" in lines
+    assert any(line.startswith("! champion  no version of brand-ner-doctor-") for line in lines)
     ls_line = next(line for line in lines if line.startswith("✗ label studio"))
     assert f"{down} unreachable" in ls_line and "NER_LABEL_STUDIO_URL" in ls_line
     assert any(line.startswith("✓ storage") for line in lines)
     assert any(line.startswith("! x token  not set") for line in lines)
     assert any(line.startswith("✓ recipe  fast") for line in lines)
-    assert len([line for line in lines if line[:1] in "✓!✗"]) == 8
+    assert len([line for line in lines if line[:1] in "✓!✗"]) == 9
     # the probe object is gone again, and so are the folders it had to create
     assert not (tmp_path / "storage").exists()
+
+
+def test_doctor_names_a_champion_whose_files_the_server_lost(
+    setup: CliState, mlflow_server: MlflowService
+) -> None:
+    from urllib.parse import urlparse
+
+    # Given v1 @champion on a tracking server that serves the artifacts
+    v1 = setup.versions[0]
+    assert _invoke("promote", v1, "--reason", "first", *setup.flags)[0] == 0
+    name = setup.registry.model_name
+    _, out, _ = _invoke("doctor", *setup.flags)
+    line = next(line for line in out.splitlines() if "champion" in line)
+    assert line.startswith(f"✓ champion  {name} v{v1}, files in mlflow-artifacts:/"), out
+    # When the server's artifact store loses v1's files
+    uri = setup.registry.version_files(v1)[0]
+    shutil.rmtree(mlflow_server.artifacts_dir / urlparse(uri).path.lstrip("/"))
+    # Then doctor fails on it, naming the version, where its files were and what to do
+    code, out, _ = _invoke("doctor", *setup.flags)
+    line = next(line for line in out.splitlines() if "champion" in line)
+    assert code == 1, out
+    assert line.startswith(f"✗ champion  {name} v{v1} is registered, but its files are missing")
+    assert uri in line and "→ promote a version whose files are there" in line
 
 
 @pytest.mark.slow

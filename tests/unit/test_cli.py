@@ -23,6 +23,7 @@ from apps import cli
 from apps.doctor import (
     CheckStatus,
     check_base_model,
+    check_champion,
     check_mlflow,
     check_recipe,
     check_storage,
@@ -1248,6 +1249,55 @@ def test_doctor_storage_check_leaves_the_disk_as_it_found_it(
     (kept / "x.json").write_text("{}", encoding="utf-8")
     assert check_storage(load_settings(storage_uri=str(tmp_path / "b"))).status == CheckStatus.OK
     assert sorted(p.name for p in kept.iterdir()) == ["x.json"]
+
+
+def test_doctor_checks_that_the_champions_files_are_there_and_its_own(
+    tmp_path: Path, clean_env: None
+) -> None:
+    import shutil
+
+    from ner.environments import open_registry
+    from ner.models import build_gazetteer
+
+    def settings(folder: Path) -> Settings:
+        return load_settings(mlflow_tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+
+    store = tmp_path / "store"
+    store.mkdir()
+    # Given no tracking database yet: no champion, and the check creates none
+    none_yet = check_champion(settings(store))
+    assert none_yet.status == CheckStatus.WARN and none_yet.detail.startswith("none yet")
+    assert not (store / "mlflow.db").exists()
+    # Given a store with a version that is not @champion yet
+    registry = open_registry(settings(store))
+    build_gazetteer().nlp.to_disk(tmp_path / "model")
+    with registry.start_run("train") as run_id:
+        version = registry.log_model(tmp_path / "model", run_id)[1]
+    assert version is not None
+    unpromoted = check_champion(settings(store))
+    assert unpromoted.status == CheckStatus.WARN, unpromoted
+    assert unpromoted.detail == "no version of brand-ner-dev yet"
+    # When it is promoted, its files are found beside the database
+    registry.set_alias("champion", version, actor="test", reason="first")
+    found = check_champion(settings(store))
+    assert found.status == CheckStatus.OK, found
+    assert found.detail.startswith(
+        f"brand-ner-dev v{version}, files in file://{store}/mlartifacts/"
+    )
+    # A copy of the folder reads the original's files: a warning naming both folders
+    shutil.copytree(store, tmp_path / "copy")
+    copied = check_champion(settings(tmp_path / "copy"))
+    assert copied.status == CheckStatus.WARN, copied
+    assert f"files are in file://{store}/mlartifacts/" in copied.detail
+    assert f"outside this store's folder {tmp_path / 'copy'} (a copied folder" in copied.detail
+    # When the original's files are gone, the version is named as registered without them
+    shutil.rmtree(store / "mlartifacts")
+    for folder in (store, tmp_path / "copy"):
+        missing = check_champion(settings(folder))
+        assert missing.status == CheckStatus.FAIL, missing
+        assert missing.detail.startswith(f"brand-ner-dev v{version} is registered, but its files")
+        assert f"missing from file://{store}/mlartifacts/" in missing.detail
+        assert missing.fix.startswith("promote a version whose files are there")
 
 
 def test_doctor_checks_the_chosen_recipes_optional_install(tmp_path: Path, clean_env: None) -> None:
