@@ -44,6 +44,7 @@ from ner.report import quantity
 
 if TYPE_CHECKING:
     from apps.status import StatusReport
+    from flows.apply_ner import ApplyResult
     from flows.feedback_loop import LoopResult
     from flows.train_ner import TrainSummary
     from ner.registry import AuditEvent, Registry
@@ -495,6 +496,25 @@ InputOption = Annotated[
     typer.Option(metavar="URI", help="JSONL posts for source=jsonl: a local path or storage key."),
 ]
 
+ExecutorOption = Annotated[
+    Literal["processes", "dask"],
+    typer.Option(help="Predict on processes of this machine, or on a Dask cluster."),
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1, metavar="N", help="Processes (default NER_N_PROCESS) or local Dask workers."
+    ),
+]
+ClusterOption = Annotated[
+    str | None,
+    typer.Option(metavar="ADDRESS", help="Dask scheduler (default NER_DASK_ADDRESS)."),
+]
+ShardsOption = Annotated[
+    int | None,
+    typer.Option(min=1, metavar="N", help="Line ranges the posts are cut into (default: workers)."),
+]
+
 
 def _summary(result: BaseModel | Mapping[str, Any], keys: Sequence[str]) -> None:
     if isinstance(result, BaseModel):  # a flow's typed result
@@ -536,26 +556,10 @@ def apply(
     destination: Annotated[
         Destination, typer.Option(help="storage: import JSON in storage; label_studio: API.")
     ] = "storage",
-    executor: Annotated[
-        Literal["processes", "dask"],
-        typer.Option(help="Predict on processes of this machine, or on a Dask cluster."),
-    ] = "processes",
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            min=1, metavar="N", help="Processes (default NER_N_PROCESS) or local Dask workers."
-        ),
-    ] = None,
-    cluster_address: Annotated[
-        str | None,
-        typer.Option(metavar="ADDRESS", help="Dask scheduler (default NER_DASK_ADDRESS)."),
-    ] = None,
-    n_shards: Annotated[
-        int | None,
-        typer.Option(
-            min=1, metavar="N", help="Line ranges the posts are cut into (default: workers)."
-        ),
-    ] = None,
+    executor: ExecutorOption = "processes",
+    workers: WorkersOption = None,
+    cluster_address: ClusterOption = None,
+    n_shards: ShardsOption = None,
     reread: Annotated[
         bool,
         typer.Option(
@@ -598,7 +602,11 @@ def apply(
         "n_shards": n_shards,
         "reread": reread,
     }
-    result = run_flow(ctx, apply_ner, params, overrides)
+    _apply_summary(run_flow(ctx, apply_ner, params, overrides))
+
+
+def _apply_summary(result: ApplyResult) -> None:
+    """The apply-ner flow's ``ApplyResult`` as the summary table (:data:`APPLY_SUMMARY`)."""
     delivered = result.delivered
     imported = delivered.imported.model_dump() if delivered and delivered.imported else {}
     _summary(
