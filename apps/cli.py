@@ -867,22 +867,61 @@ def after_timeout_hint(annotator: str, sets: Sequence[str]) -> str:
 
 
 def read_post_ids(post_ids: Sequence[str], from_file: Path | None) -> list[str]:
-    """The ids given on the command line plus those of ``from_file`` (one per line; blank
-    lines and ``#`` comments skipped). :class:`CliError` when the file cannot be read, no id
-    is given, or one of the command line is blank."""
-    ids = list(post_ids)
+    """The ids given on the command line plus those of ``from_file``: one per line (blank
+    lines and ``#`` comments skipped), or JSON lines with an ``id`` each (X's batch
+    compliance results, a posts file). :class:`CliError` when the file cannot be read, no id
+    is given, or an id is blank, a JSON record or a list (a comma or a space in it)."""
+    ids = [_command_line_id(i + 1, post_id) for i, post_id in enumerate(post_ids)]
     if from_file is not None:
         try:
             lines = from_file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"cannot read post ids from {from_file}: {exc}") from exc
-        ids += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        ids += [
+            _file_id(from_file, number, line.strip())
+            for number, line in enumerate(lines, 1)
+            if line.strip() and not line.startswith("#")
+        ]
     if not ids:
         raise CliError("no post id given: pass IDs or --from-file")
-    blank = [i + 1 for i, post_id in enumerate(post_ids) if not post_id.strip()]
-    if blank:
-        raise CliError(f"post id {blank[0]} of the command line is blank: nothing was forgotten")
     return ids
+
+
+#: What an id given as text may not hold: it would be several ids, or a record.
+_LIST_HINT = (
+    "give ids separated by spaces, or a file of them with --from-file (one per line; an id "
+    'that really holds a comma or a space as a JSON line, {"id": "..."})'
+)
+
+
+def _command_line_id(place: int, post_id: str) -> str:
+    """Post id ``place`` of the command line, refused when blank, JSON or a list."""
+    if not post_id.strip():
+        raise CliError(f"post id {place} of the command line is blank: nothing was forgotten")
+    if post_id.strip().startswith(("{", "[")):
+        raise CliError(f"post id {place} of the command line is JSON, not an id: {_LIST_HINT}")
+    if "," in post_id or len(post_id.split()) > 1:
+        raise CliError(
+            f"post id {place} of the command line ({post_id!r:.60}) holds a comma or a space: "
+            f"{_LIST_HINT}"
+        )
+    return post_id.strip()
+
+
+def _file_id(path: Path, number: int, line: str) -> str:
+    """The post id of line ``number`` of ``path``: the line, or its JSON object's ``id``."""
+    where = f"{path} line {number}"
+    if line.startswith("{"):
+        try:
+            found = json.loads(line).get("id")
+        except (ValueError, AttributeError) as exc:
+            raise CliError(f"{where} is not a JSON object: nothing was forgotten") from exc
+        if not isinstance(found, str | int) or not str(found).strip():
+            raise CliError(f'{where} has no "id" (a string or a number): nothing was forgotten')
+        return str(found).strip()
+    if line.startswith("[") or "," in line or len(line.split()) > 1:
+        raise CliError(f"{where} is not one post id (JSON, a comma or a space): {_LIST_HINT}")
+    return line
 
 
 @app.command()

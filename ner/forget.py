@@ -86,12 +86,18 @@ class ForgetRecord(BaseModel):
 
 def clean_post_ids(post_ids: Iterable[str]) -> tuple[str, ...]:
     """The ids stripped, de-duplicated and sorted. :class:`ConfigError` when none is left;
-    :class:`DataError` naming an id that is blank once stripped."""
+    :class:`DataError` naming an id that is blank once stripped, or that is a whole record
+    rather than an id (a JSON object or list, or several lines: a posts file read as ids
+    would put the posts' text into the tombstones, which are kept for good)."""
     cleaned: set[str] = set()
     for raw in post_ids:
         post_id = str(raw).strip()
         if not post_id:
             raise DataError(repr(raw), "a post id to forget is blank")
+        if post_id.startswith(("{", "[")) or "\n" in post_id:
+            raise DataError(
+                f"{post_id:.40}...", "a post id to forget is a record (JSON or several lines)"
+            )
         cleaned.add(post_id)
     if not cleaned:
         raise ConfigError("no post id to forget: give at least one")

@@ -4,6 +4,7 @@ and the step narration (no server, no flow run; with servers: integration/test_c
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import re
@@ -718,6 +719,43 @@ def test_forget_needs_ids_and_a_reason_before_any_flow_runs(
     assert no_key.exit_code == 1 and no_key.stdout == ""
     assert _lines(no_key.stderr)[0].startswith("error: NER_LABEL_STUDIO_API_KEY is not set")
     assert "--no-label-studio" in no_key.stderr
+
+
+def test_forget_reads_ids_from_json_lines_and_refuses_records_and_lists(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    # X's batch compliance results and posts files are JSON lines with an id each
+    compliance = tmp_path / "deleted.jsonl"
+    rows = [{"id": "1460323737035677698", "action": "delete"}, {"id": 7, "text": "a, b c"}]
+    compliance.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert cli.read_post_ids([], compliance) == ["1460323737035677698", "7"]
+    # (an id that really holds a comma or a space is given that way too)
+    (odd := tmp_path / "odd.jsonl").write_text('{"id": "post 1, a"}\n', encoding="utf-8")
+    assert cli.read_post_ids([], odd) == ["post 1, a"]
+    # A line that is JSON without an id, or not one id, is named; no flow runs
+    bad = tmp_path / "bad.txt"
+    for text, expected in (
+        ('p1\n{"text": "no id"}\n', 'bad.txt line 2 has no "id"'),
+        ("p1\n{not json\n", "bad.txt line 2 is not a JSON object"),
+        ("p1\np2,p3\n", "bad.txt line 2 is not one post id"),
+        ("p1 p2\n", "bad.txt line 1 is not one post id"),
+        ('["p1"]\n', "bad.txt line 1 is not one post id"),
+    ):
+        bad.write_text(text, encoding="utf-8")
+        result = runner.invoke(
+            cli.app, ["forget", "--from-file", str(bad), "--reason", "x", "--no-label-studio"]
+        )
+        assert result.exit_code == 1 and result.stdout == "", text
+        assert _lines(result.stderr)[0].startswith("error: ") and expected in result.stderr
+    # On the command line: a list or a record is refused by its place, with the way to give it
+    for given, expected in (
+        (["u1,u2"], "post id 1 of the command line ('u1,u2') holds a comma or a space"),
+        (["u0", "u1 u2"], "post id 2 of the command line ('u1 u2') holds a comma or a space"),
+        (['{"id": "u1"}'], "post id 1 of the command line is JSON, not an id"),
+    ):
+        result = runner.invoke(cli.app, ["forget", *given, "--reason", "x", "--no-label-studio"])
+        assert result.exit_code == 1 and result.stdout == "", given
+        assert expected in result.stderr and "separated by spaces" in result.stderr
 
 
 def test_forget_lift_takes_a_tombstone_away_without_a_flow_nor_label_studio(

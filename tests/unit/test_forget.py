@@ -57,6 +57,12 @@ def test_record_is_the_tombstone_and_needs_a_reason(storage: Storage) -> None:
         forget.record(storage, [], by="ops", reason="x", stamp="s3")
     with pytest.raises(DataError, match="blank"):
         forget.record(storage, ["  "], by="ops", reason="x", stamp="s4")
+    # a posts file read as ids (a flow called with its lines) writes no tombstone at all
+    line = json.dumps({"id": "w1", "text": "Kylie Cosmetics restock tonight"})
+    for record in (line, '["w1", "w2"]', "w1\nw2"):
+        with pytest.raises(DataError, match="is a record"):
+            forget.record(storage, ["p5", record], by="ops", reason="x", stamp="s5")
+    assert not storage.exists(layout.forget_record("s5"))
 
 
 def test_a_tombstone_set_by_mistake_is_lifted_by_a_record_of_its_own(storage: Storage) -> None:
