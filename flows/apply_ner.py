@@ -58,6 +58,8 @@ class Fetched(BaseModel):
     source: str
     #: Posts the source sent again that were forgotten before (left out of the batch).
     n_forgotten: int = 0
+    #: Where the rejected lines are listed with their reasons (None: none rejected).
+    rejected_key: str | None = None
 
 
 class Predicted(BaseModel):
@@ -503,16 +505,25 @@ def finish_unfinished(
     return recovered
 
 
-def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None) -> str:
-    """Why a fetch found no new post, and for a JSONL file how to predict it again."""
-    if source == "jsonl" and input_uri:
-        checkpoint = ctx.storage.uri(sources.jsonl_checkpoint_key(ctx.storage, input_uri))
+def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None, fetched: Fetched) -> str:
+    """Why a fetch found no new post: for a JSONL file, that it holds none, that every line
+    read now was rejected, or that earlier runs read every line (and how to read it again)."""
+    if source != "jsonl" or not input_uri:
+        return "the source has no post newer than the last one fetched"
+    if fetched.rejected_key:
         return (
-            f"every line of {input_uri} was read by an earlier run (checkpoint {checkpoint}); "
-            "to predict it again, with another model say: `brandloop apply --reread` "
-            "(the flow's reread=True)"
+            f"no line of {input_uri} read now is a post: {quantity(fetched.n_rejected, 'line')} "
+            f"rejected, each with its reason in {ctx.storage.uri(fetched.rejected_key)}; fix "
+            "them and run again"
         )
-    return "the source has no post newer than the last one fetched"
+    if sources.lines_read(ctx.storage, input_uri) == 0:
+        return f"{input_uri} holds no post: it is empty, or holds only blank lines"
+    checkpoint = ctx.storage.uri(sources.jsonl_checkpoint_key(ctx.storage, input_uri))
+    return (
+        f"every line of {input_uri} was read by an earlier run (checkpoint {checkpoint}); "
+        "to predict it again, with another model say: `brandloop apply --reread` "
+        "(the flow's reread=True)"
+    )
 
 
 def run_apply(
@@ -557,7 +568,7 @@ def run_apply(
         why = (
             f"every post fetched ({fetched.n_forgotten}) was forgotten before"
             if fetched.n_forgotten
-            else no_posts_hint(ctx, source, input_uri)
+            else no_posts_hint(ctx, source, input_uri, fetched)
         )
         logger.info("no new posts: nothing to predict (%s)", why)
         return result

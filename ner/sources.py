@@ -133,7 +133,9 @@ def iter_jsonl(
             yield number, Rejected(None, f"invalid JSON: {exc.msg} (column {exc.colno})", number)
             continue
         if not isinstance(record, dict):
-            yield number, Rejected(None, "not a JSON object", number)
+            shape = "a JSON array" if isinstance(record, list) else "not a JSON object"
+            reason = f"{shape}: JSONL holds one post object per line"
+            yield number, Rejected(None, reason, number)
             continue
         record_id = record.get("id")
         if isinstance(record_id, bool) or not isinstance(record_id, str | int | None):
@@ -276,6 +278,12 @@ def _read_line_checkpoint(storage: Storage, input_uri: str) -> tuple[int, str | 
         raise SourceError(f"unreadable JSONL checkpoint {found[0]}: {exc}") from exc
 
 
+def lines_read(storage: Storage, input_uri: str) -> int:
+    """How many lines of a JSONL input runs have read, by its checkpoint (0 without one).
+    Raises :class:`SourceError` for an unreadable checkpoint."""
+    return _read_line_checkpoint(storage, input_uri)[0]
+
+
 def _jsonl_prefix(
     storage: Storage, input_uri: str, done: int, expected: str | None, max_chars: int | None
 ) -> tuple[int, Any, dict[str, tuple[int, bytes]]]:
@@ -362,7 +370,13 @@ def fetch_jsonl_to_storage(
                 "sha256": committed.hexdigest(),
             },
         )
-    return {"posts_key": key, "n_posts": count, "n_rejected": len(rejected), "source": "jsonl"}
+    return {
+        "posts_key": key,
+        "n_posts": count,
+        "n_rejected": len(rejected),
+        "rejected_key": layout.rejected_report(key) if rejected else None,
+        "source": "jsonl",
+    }
 
 
 def _bad_date(post: Post) -> bool:

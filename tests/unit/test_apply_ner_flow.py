@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from flows.apply_ner import fetch_posts, import_lease, no_posts_hint
+from flows.apply_ner import Fetched, fetch_posts, import_lease, no_posts_hint
 from ner import sources
 from ner.errors import StorageError
 from ner.settings import load_settings
@@ -22,8 +22,11 @@ def test_a_jsonl_file_read_before_names_its_checkpoint(tmp_path: Path) -> None:
     # Given a store (a trial re-ran apply on the same file and saw only "no new posts")
     storage = LocalStorage(tmp_path / "store")
     ctx = cast(Any, SimpleNamespace(storage=storage))
+    storage.write_lines("inbox/posts.jsonl", ['{"id": "1", "text": "Fenty gloss"}'])
+    sources.fetch_jsonl_to_storage(storage, "inbox/posts.jsonl", "posts/s0.jsonl", 5)
     # Then the JSONL source says which checkpoint to delete to predict the file again
-    hint = no_posts_hint(ctx, "jsonl", "inbox/posts.jsonl")
+    nothing = Fetched(posts_key=None, n_posts=0, n_rejected=0, source="jsonl")
+    hint = no_posts_hint(ctx, "jsonl", "inbox/posts.jsonl", nothing)
     checkpoint = storage.uri(sources.jsonl_checkpoint_key(storage, "inbox/posts.jsonl"))
     assert hint == (
         f"every line of inbox/posts.jsonl was read by an earlier run (checkpoint {checkpoint}); "
@@ -32,7 +35,32 @@ def test_a_jsonl_file_read_before_names_its_checkpoint(tmp_path: Path) -> None:
     )
     assert checkpoint.startswith(storage.uri("checkpoints/jsonl-"))
     # And the X source says it has nothing newer
-    assert no_posts_hint(ctx, "x", None) == "the source has no post newer than the last one fetched"
+    x_none = nothing.model_copy(update={"source": "x"})
+    said = no_posts_hint(ctx, "x", None, x_none)
+    assert said == "the source has no post newer than the last one fetched"
+
+
+def test_a_jsonl_file_with_no_post_says_whether_it_is_empty_or_all_rejected(
+    tmp_path: Path,
+) -> None:
+    storage = LocalStorage(tmp_path / "store")
+    ctx = cast(Any, SimpleNamespace(storage=storage, settings=load_settings()))
+    # Given an empty file (a trial read "every line was read by an earlier run" on its 1st run)
+    (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
+    fetched = fetch_posts.fn(ctx, "jsonl", str(tmp_path / "empty.jsonl"), [], 10, "s1")
+    said = no_posts_hint(ctx, "jsonl", str(tmp_path / "empty.jsonl"), fetched)
+    assert said.endswith("empty.jsonl holds no post: it is empty, or holds only blank lines")
+    # Given a JSON array, not JSONL: the rejected line and where its reason is are named
+    (array := tmp_path / "posts.json").write_text('[{"id": "1", "text": "Fenty"}]\n')
+    fetched = fetch_posts.fn(ctx, "jsonl", str(array), [], 10, "s2")
+    assert (fetched.posts_key, fetched.rejected_key) == (None, "posts/s2.rejected.json")
+    said = no_posts_hint(ctx, "jsonl", str(array), fetched)
+    report = storage.uri("posts/s2.rejected.json")
+    assert said == (
+        f"no line of {array} read now is a post: 1 line rejected, each with its reason in "
+        f"{report}; fix them and run again"
+    )
+    assert storage.read_json("posts/s2.rejected.json")[0]["reason"].startswith("a JSON array")
 
 
 def test_the_fetch_step_holds_posts_to_the_settings_limit(tmp_path: Path) -> None:

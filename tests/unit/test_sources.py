@@ -148,6 +148,7 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
         '{"id": "6", "text": "half an emoji \\ud83d"}',
         json.dumps({"id": 5, "text": "numeric id is fine"}),
         json.dumps({"id": " ", "text": "a blank id is no id"}),
+        "7",
     ]
     # When it is parsed
     out = list(iter_jsonl(lines, query="file"))
@@ -157,7 +158,7 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
     assert ids_of(posts) == ["1", "5"]
     assert posts[0].text == "Fenty 💄 gloss 👩🏽‍🎤"
     assert posts[0].source == "jsonl" and posts[0].query == "file"
-    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12, 13]
+    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14]
     assert rejected[13].reason == "blank 'id' (' ')"  # a trial's "" read as missing
     assert rejected[2].reason.startswith("invalid JSON")
     assert rejected[3].reason == "missing 'id'"
@@ -166,7 +167,9 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
     assert rejected[6].reason == "duplicate post id (first on line 1; its text differs)"
     assert rejected[12].reason == "duplicate post id (first on line 9)"
     assert "non-string 'text'" in rejected[7].reason
-    assert rejected[8].reason == "not a JSON object"
+    # (a JSON array, the shape a trial's .json file had, is named as one)
+    assert rejected[8].reason == "a JSON array: JSONL holds one post object per line"
+    assert rejected[14].reason == "not a JSON object: JSONL holds one post object per line"
     assert "'id' must be a string or an integer" in rejected[10].reason
     assert "not valid Unicode: it holds a lone surrogate (U+" in rejected[11].reason
     assert all(r.line == n and str(r).startswith(f"line {n}") for n, r in rejected.items())
