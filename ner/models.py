@@ -338,6 +338,12 @@ def expand_model_spec(value: str, model_name: str) -> str:
 
 
 def _unknown_model(spec: str) -> ModelNotFoundError:
+    if spec.startswith((".", "/", "~")) or "/" in spec or "\\" in spec:  # written as a path
+        return ModelNotFoundError(
+            f"model folder {spec!r} does not exist (as a path it is read from "
+            f"{Path.cwd()}): give the folder of a saved spaCy pipeline, or '@champion', a "
+            "version number, 'gazetteer' or 'base'"
+        )
     alias = f" (the alias is '@{spec}')" if spec.lower() in ("champion", "previous") else ""
     return ModelNotFoundError(
         f"unknown model {spec!r}{alias}: use '@champion' or another alias, a version number, "

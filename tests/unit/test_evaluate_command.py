@@ -173,7 +173,10 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
     # And a model that does not exist is refused in one line, before the set is looked for
     missing = str(tmp_path / "no-such-set.json")
     result = CliRunner().invoke(cli.app, ["evaluate", "./no-such-model", "--on", missing])
-    assert result.exit_code == 1 and "unknown model './no-such-model'" in result.stderr
+    assert (
+        result.exit_code == 1 and "model folder './no-such-model' does not exist" in result.stderr
+    )
+    assert f"as a path it is read from {Path.cwd()}" in " ".join(result.stderr.split())
     # And the model may be given as --model, as serve and apply take it (trial L), not twice
     as_option = CliRunner().invoke(cli.app, ["evaluate", "--model", "gazetteer", "--on", str(path)])
     assert as_option.exit_code == 0, as_option.output
