@@ -243,11 +243,12 @@ def parse_overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
     """
     overrides: dict[str, Any] = {}
     for pair in pairs or ():
-        key, sep, raw = pair.partition("=")
-        key = key.strip().lower().removeprefix("ner_")
+        typed, sep, raw = pair.partition("=")
+        # a variable's name is taken as well: NER_THRESHOLD, NER_TRAIN__MAX_EPOCHS
+        key = typed.strip().lower().removeprefix("ner_").replace("__", ".")
         if not sep or not key:
             raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set threshold=0.7")
-        where, name, annotation = _setting_field(key)
+        where, name, annotation = _setting_field(key, typed.strip())
         value = _setting_value(raw, annotation)
         if where is None:
             overrides[name] = value
@@ -278,10 +279,11 @@ def _deployment_values(
     return taken
 
 
-def _setting_field(key: str) -> tuple[str | None, str, Any]:
+def _setting_field(key: str, typed: str) -> tuple[str | None, str, Any]:
     """Where ``--set key`` goes: ``(None, field, annotation)`` for a setting (the flat training
     names of earlier releases included), ``("train", field, annotation)`` for ``train.<field>``.
-    Raises :class:`ConfigError` with the closest name for an unknown one."""
+    Raises :class:`ConfigError` naming ``typed`` (the key as written) and the closest name
+    for an unknown one."""
     from ner.settings import LEGACY_TRAIN_FIELDS, Settings, TrainSettings
 
     fields, train = Settings.model_fields, TrainSettings.model_fields
@@ -298,7 +300,7 @@ def _setting_field(key: str) -> tuple[str | None, str, Any]:
         known = [*fields, *LEGACY_TRAIN_FIELDS, *(f"train.{n}" for n in train)]
         close = difflib.get_close_matches(key, known, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    raise ConfigError(f"--set {key}: no such setting{hint}")
+    raise ConfigError(f"--set {typed}: no such setting{hint}")
 
 
 def _setting_value(raw: str, annotation: Any) -> Any:

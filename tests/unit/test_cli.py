@@ -231,6 +231,11 @@ def test_overrides_name_the_bad_pair() -> None:
         cli.parse_overrides(["train.max_epoch=1"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         cli.parse_overrides(["threshold"])
+    # A variable's name is taken too, nested ones included; an unknown one is named as typed
+    assert cli.parse_overrides(["NER_THRESHOLD=0.7"]) == {"threshold": 0.7}
+    assert cli.parse_overrides(["NER_TRAIN__MAX_EPOCHS=3"]) == {"train": {"max_epochs": 3}}
+    with pytest.raises(ConfigError, match=r"^--set NER_TRAIN__MAX_EPOCH: no such setting \(did"):
+        cli.parse_overrides(["NER_TRAIN__MAX_EPOCH=3"])
 
 
 def test_overrides_go_to_the_flows_settings_parameter_by_its_name() -> None:
