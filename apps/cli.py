@@ -1419,6 +1419,11 @@ def evaluate(
         raise CliError(str(exc)) from None
     for item in labelled.rejected:
         console().print(f"! left out: {_escape(str(item))}")
+    if labelled.n_forgotten:
+        console().print(
+            f"! left out: {quantity(labelled.n_forgotten, 'post')} forgotten before "
+            "(tombstones under forgotten/)"
+        )
     if ignored := labelled.ignored_spans:
         counts = ", ".join(f"{_escape(label)} {n}" for label, n in ignored.items())
         console().print(

@@ -36,6 +36,8 @@ class LabelledSet:
     rejected: tuple[Rejected, ...] = ()
     #: spans of a file whose label is not scored, per label (``{"PERSON": 40}``)
     ignored_spans: dict[str, int] = field(default_factory=dict)
+    #: posts of a file left out because they were forgotten (``brandloop forget``)
+    n_forgotten: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ def _export_set(settings: Settings, storage: Storage, uri: str) -> LabelledSet:
     records = list(forget.honour(storage, parsed.records, lambda a: a.post_id))
     rejected = tuple(parsed.rejected)
     digest = dataset_hash(records)
-    return LabelledSet(f"file {uri}", digest, records, rejected, parsed.ignored_spans)
+    n_forgotten = len(parsed.records) - len(records)
+    return LabelledSet(f"file {uri}", digest, records, rejected, parsed.ignored_spans, n_forgotten)
 
 
 def evaluate(settings: Settings, spec: str, on: LabelledSet) -> Evaluated:

@@ -80,6 +80,7 @@ def test_an_export_is_read_with_its_brand_spans_only_and_bad_posts_named(
     forget.record(storage, ["p1"], by="ops", reason="deleted on X", stamp="s1")
     again = scoring.labelled_set(settings, storage, str(path))
     assert [a.post_id for a in again.annotations] == ["p2"]
+    assert (read.n_forgotten, again.n_forgotten) == (0, 1)  # counted, for the command to say
 
 
 def test_a_set_that_is_not_there_or_not_an_export_is_refused(
@@ -170,6 +171,14 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
     assert "posts with every span right 2/3 (66.7%)" in said
     assert "not scored: 1 span of other labels (PERSON 1); a predicted span" in said
     assert "p1 missed zzqbrand - zzqbrand cream" in said
+    assert "forgotten before" not in said
+    # And a post forgotten since is left out, and said to be (a trial saw 452 of 453 posts)
+    env_storage = LocalStorage(tmp_path / "storage" / "dev")
+    forget.record(env_storage, ["p2"], by="ops", reason="deleted on X", stamp="s1")
+    result = CliRunner().invoke(cli.app, args)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0 and "2 posts, 1 gold span)" in said, result.output
+    assert "! left out: 1 post forgotten before (tombstones under forgotten/)" in said
     # And a model that does not exist is refused in one line, before the set is looked for
     missing = str(tmp_path / "no-such-set.json")
     result = CliRunner().invoke(cli.app, ["evaluate", "./no-such-model", "--on", missing])
