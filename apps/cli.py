@@ -1640,7 +1640,9 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
         raise CliError(f"version {version} is already @{CHAMPION}")
     f1 = _gold_f1(cfg, registry, version, gold.hash)
     champion_f1 = _gold_f1(cfg, registry, champion, gold.hash) if champion else None
-    rule = decide(f1, champion_f1, cfg.threshold, cfg.promotion_margin)
+    rule = decide(
+        f1, champion_f1, cfg.threshold, cfg.promotion_margin, subject=f"version {version}"
+    )
     if not rule.promote and not force:
         raise CliError(f"refused: {rule.reason} (--force promotes anyway, audited)")
     unchecked = [r for r in registry.gate_refusals(version) if r not in HAND_RULES]

@@ -295,7 +295,8 @@ def promote_across(
         copied_from = f"{src.model}/{src.version}"
         registry.note_copy(copy, source=copied_from, env=target.env, f1=f1, gold_hash=gold[0].hash)
     champion, champion_f1 = _champion_f1(target, registry, gold)
-    rule = decide(f1, champion_f1, target.threshold, target.promotion_margin)
+    subject = f"copy {registry.model_name}/{copy}"
+    rule = decide(f1, champion_f1, target.threshold, target.promotion_margin, subject=subject)
     outcome = CrossPromotion(
         src,
         registry.model_name,

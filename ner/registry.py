@@ -74,26 +74,25 @@ def decide(
     champion_f1: float | None,
     threshold: float,
     margin: float = 0.0,
+    *,
+    subject: str = "challenger",
 ) -> Decision:
     """Promote only if the challenger was evaluated, reaches ``threshold`` and beats the
     champion (both on the same gold set) by more than ``margin``. A refusal names every rule
-    that failed, joined by "; " (threshold first)."""
+    that failed, joined by "; " (threshold first). ``subject`` names the candidate in the
+    reasons (``version 3`` for a promotion by hand)."""
     if challenger_f1 is None:
-        return Decision(False, "challenger was not evaluated: no promotion")
+        return Decision(False, f"{subject} was not evaluated: no promotion")
     failed = []
+    said = f"{subject} F1 {challenger_f1:.4f}"
     if challenger_f1 < threshold:
-        failed.append(f"challenger F1 {challenger_f1:.4f} < threshold {threshold:.4f}")
+        failed.append(f"{said} < threshold {threshold:.4f}")
     if champion_f1 is not None and challenger_f1 <= champion_f1 + margin:
-        failed.append(
-            f"challenger F1 {challenger_f1:.4f} does not beat champion F1 "
-            f"{champion_f1:.4f} + margin {margin:.4f}"
-        )
+        failed.append(f"{said} does not beat champion F1 {champion_f1:.4f} + margin {margin:.4f}")
     if failed:
         return Decision(False, "; ".join(failed))
     against = "no champion" if champion_f1 is None else f"champion F1 {champion_f1:.4f}"
-    return Decision(
-        True, f"challenger F1 {challenger_f1:.4f} >= threshold {threshold:.4f}, beats {against}"
-    )
+    return Decision(True, f"{said} >= threshold {threshold:.4f}, beats {against}")
 
 
 @dataclass(frozen=True)

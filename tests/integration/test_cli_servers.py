@@ -139,11 +139,11 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     # judged by the rule: this one finds no brand of the gold set
     code, out, err = _invoke("promote", v3, "--reason", "try", *flags)
     assert f"scored version {v3} on the current gold set {setup.gold_hash[:12]}: F1 0.0000" in out
-    assert code == 1 and "refused: challenger F1 0.0000 < threshold" in err
+    assert code == 1 and f"refused: version {v3} F1 0.0000 < threshold" in err
     assert registry.evaluated_f1(v3, setup.gold_hash) == 0.0
     # And a worse version is refused by the rule unless forced
     code, _, err = _invoke("promote", v1, "--reason", "go back", *flags)
-    assert code == 1 and "refused: challenger F1 0.8500" in err
+    assert code == 1 and f"refused: version {v1} F1 0.8500" in err
     assert registry.alias_version(CHAMPION) == v2
     # And an unknown version is named
     code, _, err = _invoke("promote", "99", "--reason", "x", *flags)
@@ -197,7 +197,7 @@ def test_a_forced_promotion_says_so_on_the_version(setup: CliState) -> None:
     assert lines[0] == f"# {name} version {v1}" and lines[1] == ""
     assert lines[2].startswith("**Promoted by hand** to @champion at ")
     assert " by cli:" in lines[2]
-    assert ": needed back (forced; rule said: challenger F1 0.8500" in lines[2]
+    assert f": needed back (forced; rule said: version {v1} F1 0.8500" in lines[2]
     assert "manual:" not in lines[2]  # "Promoted by hand" says it once
     assert version.description.count("**Promoted by hand**") == 1
     assert "**Gate: refused** (not promoted) by `threshold`" in version.description

@@ -139,7 +139,7 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
     )
     # Then it is refused by the rule against prod's champion, in one line
     assert code == 1
-    assert "refused: challenger F1 0.8000 does not beat champion F1 1.0000" in err
+    assert "refused: copy brand-ner-prod/2 F1 0.8000 does not beat champion F1 1.0000" in err
     assert len(err.strip().splitlines()) == 1, err
     # And prod keeps its champion; the copy stays an evaluated version; no new alias move
     assert prod.alias_version(CHAMPION) == "1"
@@ -164,7 +164,10 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
     assert len(prod.client.search_model_versions("name='brand-ner-prod'")) == 2
     assert prod.alias_version(CHAMPION) == "2" and prod.alias_version("previous") == "1"
     forced = [e for e in prod.audit_log() if e.alias == CHAMPION][-1]
-    assert forced.to_version == "2" and "hotfix (forced; rule said: challenger F1" in forced.reason
+    assert (
+        forced.to_version == "2"
+        and "hotfix (forced; rule said: copy brand-ner-prod/2 F1" in forced.reason
+    )
     assert prod.client.get_run(str(forced.run_id)).data.tags[SOURCE_VERSION] == worse
     # And a copy already champion is named as such
     code, _, err = _invoke(

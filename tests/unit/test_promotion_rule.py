@@ -39,6 +39,15 @@ def test_a_refusal_names_every_rule_that_failed() -> None:
     )
 
 
+def test_the_reasons_name_the_candidate_a_promotion_by_hand_judges() -> None:
+    # a trial's `promote 2` was refused as "challenger F1 ...", though no challenger ran
+    refused = decide(0.7117, None, threshold=0.8, subject="version 2")
+    assert refused.reason == "version 2 F1 0.7117 < threshold 0.8000"
+    passed = decide(0.9, 0.85, threshold=0.8, subject="version 2")
+    assert passed.reason == "version 2 F1 0.9000 >= threshold 0.8000, beats champion F1 0.8500"
+    assert decide(None, 0.85, 0.8, subject="version 2").reason.startswith("version 2 was not")
+
+
 def test_challenger_worse_than_champion_is_not_promoted() -> None:
     decision = decide(0.85, 0.9, threshold=0.8)
     assert not decision.promote
