@@ -1971,7 +1971,29 @@ def goldset_retire(reason: ReasonOption, set_: SetOption = None) -> None:
         f"retired gold set {retired.gold_name} ({size}{reason}) in {storage.uri('')}\n"
         f"next: brandloop train{flag} freezes a new one from the labels it pulls, once their "
         f"gold split holds NER_GOLD_MIN_POSTS ({cfg.gold_min_posts}) posts that no training "
-        "pool held; until then it stops with no_gold"
+        "pool held; until then it stops with no_gold, and evaluate and promote have no gold "
+        f"set (undo, until a new one is frozen: brandloop gold-set reinstate{flag} --reason ...)"
+    )
+
+
+@goldset_app.command("reinstate")
+def goldset_reinstate(reason: ReasonOption, set_: SetOption = None) -> None:
+    """Undo the last retire while no gold set was frozen since: the retired gold set and
+    its canary set are in force again (the record keeps the retirement and its undoing)."""
+    from ner.datasets import load_gold_set, reinstate_gold_set
+    from ner.storage import env_storage
+
+    cfg = load_cli_settings(cli_overrides(set_))
+    storage = env_storage(cfg)
+    try:
+        undone = reinstate_gold_set(storage, by=_actor(), reason=reason)
+        loaded = load_gold_set(storage)
+    except GoldSetError as exc:  # says what to do: no --debug hint
+        raise CliError(str(exc)) from None
+    size = f"{quantity(len(loaded[0].post_ids), 'post')}, " if loaded else ""
+    console().print(
+        f"reinstated gold set {undone.gold_name} ({size}retired {undone.retired_at[:19]} for "
+        f"{undone.reason!r}) in {storage.uri('')}: in force again, with its canary set"
     )
 
 

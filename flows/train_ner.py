@@ -1282,7 +1282,8 @@ def no_gold_note(settings: Settings, splits: Splits, goldsets: str) -> str:
         return (
             f"no gold set frozen: the labels pulled now would freeze gold set "
             f"{splits.gold_repeats} again, the same posts and labels (it was retired, and "
-            "no gold post was labelled since); label new posts first"
+            "no gold post was labelled since); label new posts first, or undo the "
+            "retirement: brandloop gold-set reinstate --reason ..."
         )
     if not splits.gold_has_spans:
         return (

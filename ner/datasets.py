@@ -301,6 +301,39 @@ def retire_gold_set(
     return retired
 
 
+def reinstate_gold_set(
+    storage: Storage, *, by: str, reason: str, now: datetime | None = None
+) -> Retirement:
+    """Undo :func:`retire_gold_set` while no gold set was frozen since: the retired set is
+    in force again, and so its canary set (found by the gold set's name). Its record keeps
+    the retirement under ``reinstated``, with when, by whom and why it was undone. Returns
+    the retirement undone. Raises :class:`GoldSetError` when a gold set is in force (one was
+    frozen since: retire it, the retired one stays history), none was retired, or ``reason``
+    is blank."""
+    if not reason.strip():
+        raise GoldSetError("reinstating a gold set needs a reason (it is kept with the record)")
+    done = retirement(storage)
+    if done is None:
+        name = current_gold_set_name(storage)
+        raise GoldSetError(
+            f"gold set {name} is in force: only the last retired set is reinstated, while no "
+            "set was frozen since"
+            if name
+            else "no gold set was retired: nothing to reinstate"
+        )
+    key = gold_set_key(done.gold_name)
+    record = storage.read_json(key) if storage.exists(key) else None
+    if not isinstance(record, dict):
+        raise GoldSetError(f"gold set {done.gold_name!r} is retired but {key} is missing")
+    moment = (now or datetime.now(UTC)).astimezone(UTC).isoformat()
+    undone = {**done.to_dict(), "reinstated_at": moment, "reinstated_by": by, "why": reason}
+    kept = {k: v for k, v in record.items() if k != "retirement"}
+    storage.write_json(key, {**kept, "reinstated": [*record.get("reinstated", []), undone]})
+    storage.write_json(CURRENT_KEY, {"name": done.gold_name})
+    log.info("reinstated gold set %s (%s)", done.gold_name, reason)
+    return done
+
+
 @dataclass(frozen=True, slots=True)
 class GoldSetEntry:
     """One stored gold set record, as ``brandloop gold-set list`` shows it. ``state`` is

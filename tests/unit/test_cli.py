@@ -88,6 +88,7 @@ def test_top_level_help_lists_every_command(runner: CliRunner) -> None:
         (["labelstudio", "setup"], "--ml-backend-url"),
         (["labelstudio", "status"], "--set"),
         (["gold-set", "retire"], "--reason"),
+        (["gold-set", "reinstate"], "--reason"),
         (["gold-set", "list"], "--set"),
     ],
 )
@@ -1549,6 +1550,26 @@ def test_gold_set_retire_takes_the_set_out_of_force_and_list_and_status_say_so(
     refused = runner.invoke(cli.app, promote)
     assert refused.exit_code == 1
     assert f"({splits.gold_name} was retired: the next train freezes one)" in refused.stderr
+    # And the retirement is undone while no set was frozen since (a trial was left with no
+    # gold set until new posts were labelled): the set and its record say so
+    from ner.datasets import gold_set_key
+
+    said = " ".join(retired.stdout.split())
+    assert "undo, until a new one is frozen: brandloop gold-set reinstate --reason ..." in said
+    undone = runner.invoke(cli.app, ["gold-set", "reinstate", "--reason", "too early", *flags])
+    assert undone.exit_code == 0, undone.output
+    assert " ".join(undone.stdout.split()).startswith(
+        f"reinstated gold set {splits.gold_name} ({splits.n_gold} posts, retired "
+    )
+    assert "for 'new season')" in undone.stdout and "in force again" in undone.stdout
+    listed = runner.invoke(cli.app, ["gold-set", "list", *flags])
+    assert "in force" in listed.stdout and "retired" not in listed.stdout
+    record = open_storage(str(store), "dev").read_json(gold_set_key(splits.gold_name))
+    assert [(r["reason"], r["why"]) for r in record["reinstated"]] == [("new season", "too early")]
+    # And a second reinstate, with a set in force, is refused by name, in one line
+    twice = runner.invoke(cli.app, ["gold-set", "reinstate", "--reason", "x", *flags])
+    assert twice.exit_code == 1 and "--debug" not in twice.stderr
+    assert f"gold set {splits.gold_name} is in force: only the last retired" in twice.stderr
 
 
 @pytest.mark.parametrize("command", ["apply", "loop"])

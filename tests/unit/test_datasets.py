@@ -29,6 +29,7 @@ from ner.datasets import (
     pooled_post_ids,
     prepare_splits,
     read_annotations,
+    reinstate_gold_set,
     retire_gold_set,
     retirement,
     split,
@@ -556,6 +557,32 @@ def test_a_retired_set_is_not_frozen_again_under_a_new_name(tmp_path: Path) -> N
     )
     assert more.gold_name not in (None, first.gold_name) and more.gold_repeats is None
     assert more.gold_hash != first.gold_hash
+
+
+def test_a_retirement_is_undone_only_while_no_set_was_frozen_since(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    with pytest.raises(GoldSetError, match="no gold set was retired: nothing to reinstate"):
+        reinstate_gold_set(storage, by="ops", reason="why")
+    # Given a gold set retired with no label since
+    first = prepare_splits(storage, corpus(40), 0.3, train_key="annotations/r1.train.jsonl")
+    retire_gold_set(storage, by="ops", reason="new season")
+    with pytest.raises(GoldSetError, match="needs a reason"):
+        reinstate_gold_set(storage, by="ops", reason=" ")
+    # When it is reinstated, it is in force again, as it was (its hash, its posts)
+    undone = reinstate_gold_set(storage, by="ops", reason="too early")
+    assert undone.gold_name == first.gold_name and undone.reason == "new season"
+    loaded = load_gold_set(storage)
+    assert loaded is not None and loaded[0].hash == first.gold_hash
+    assert [e.state for e in gold_set_history(storage)] == ["in force"]
+    # And once a set was frozen after a retirement, the retired one stays history
+    retire_gold_set(storage, by="ops", reason="again")
+    pooled = pooled_post_ids(storage)
+    newer = prepare_splits(
+        storage, corpus(120), 0.3, train_key="annotations/r2.train.jsonl", never_gold=pooled
+    )
+    assert newer.gold_name not in (None, first.gold_name)
+    with pytest.raises(GoldSetError, match=f"gold set {newer.gold_name} is in force: only"):
+        reinstate_gold_set(storage, by="ops", reason="back")
 
 
 def test_retiring_needs_a_gold_set_and_a_reason(tmp_path: Path) -> None:
