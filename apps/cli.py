@@ -532,8 +532,8 @@ def _summary(result: BaseModel | Mapping[str, Any], keys: Sequence[str]) -> None
 
 
 APPLY_SUMMARY = (
-    *("n_posts", "n_rejected", "rejected_key", "n_forgotten", "model_version", "posts_key"),
-    "predictions_key",
+    *("n_posts", "n_rejected", "rejected_key", "n_forgotten", "n_fetched_before"),
+    *("model_version", "posts_key", "predictions_key"),
     "tasks_key",
     *("n_imported", "n_skipped_existing", "n_id_conflicts", "recovered", "skipped"),
 )
@@ -619,6 +619,7 @@ def _apply_summary(result: ApplyResult) -> None:
             "n_posts": result.n_posts,
             "n_rejected": result.fetched.n_rejected,
             "rejected_key": result.fetched.rejected_key,
+            "n_fetched_before": result.fetched.n_fetched_before or None,
             "n_forgotten": result.fetched.n_forgotten or None,
             "model_version": result.model_version,
             "posts_key": result.fetched.posts_key,

@@ -60,6 +60,8 @@ class Fetched(BaseModel):
     n_forgotten: int = 0
     #: Where the rejected lines are listed with their reasons (None: none rejected).
     rejected_key: str | None = None
+    #: Posts a replaced JSONL file sent again with the same id and text (left out).
+    n_fetched_before: int = 0
 
 
 class Predicted(BaseModel):
@@ -515,6 +517,12 @@ def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None, fetched: 
             f"no line of {input_uri} read now is a post: {quantity(fetched.n_rejected, 'line')} "
             f"rejected, each with its reason in {ctx.storage.uri(fetched.rejected_key)}; fix "
             "them and run again"
+        )
+    if fetched.n_fetched_before:
+        return (
+            f"{input_uri} changed, and its {quantity(fetched.n_fetched_before, 'post')} read "
+            "now were fetched before with the same id and text (a post fixed in place is "
+            "fetched again)"
         )
     if sources.lines_read(ctx.storage, input_uri) == 0:
         return f"{input_uri} holds no post: it is empty, or holds only blank lines"

@@ -156,15 +156,36 @@ def iter_jsonl(
             reason = f"text of {len(post.text):,} characters; the limit is {max_chars:,} "
             yield number, Rejected(post.id, reason + "(NER_MAX_POST_CHARS)", number)
             continue
-        digest = hashlib.blake2b(post.text.encode("utf-8", "surrogatepass"), digest_size=8)
+        digest = text_digest(post.text)
         if post.id in seen:
             first, earlier = seen[post.id]
-            differs = "" if earlier == digest.digest() else "; its text differs"
+            differs = "" if earlier == digest else "; its text differs"
             reason = f"duplicate post id (first on line {first}{differs})"
             yield number, Rejected(post.id, reason, number)
             continue
-        seen[post.id] = (number, digest.digest())
+        seen[post.id] = (number, digest)
         yield number, post
+
+
+def text_digest(text: str) -> bytes:
+    """A short digest of a post's text (8 bytes of BLAKE2b), to tell an edit from a repeat."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+def fetched_before(storage: Storage) -> dict[str, bytes]:
+    """Post id -> :func:`text_digest` of every post the fetch step stored
+    (``posts/<stamp>.jsonl``), forgotten ones included: what a replaced JSONL file sends
+    again. Reads every batch, so only a replaced file asks for it."""
+    from ner.records import read_posts
+
+    known: dict[str, bytes] = {}
+    for key in storage.list(layout.POSTS):
+        if layout.is_posts_batch(key):
+            known.update(
+                (p.id, text_digest(p.text))
+                for p in read_posts(storage, key, include_forgotten=True)
+            )
+    return known
 
 
 def find_input(storage: Storage, uri: str) -> Path | str | None:
@@ -286,29 +307,30 @@ def lines_read(storage: Storage, input_uri: str) -> int:
 
 def _jsonl_prefix(
     storage: Storage, input_uri: str, done: int, expected: str | None, max_chars: int | None
-) -> tuple[int, Any, dict[str, tuple[int, bytes]]]:
+) -> tuple[int, Any, dict[str, tuple[int, bytes]], bool]:
     """Re-read the lines consumed by earlier runs: their hash and their post ids.
 
-    Returns ``(lines done, running sha256, seen ids)``. If the input no longer starts with
-    the lines that were checkpointed (it was replaced, not appended to), start again at 0.
+    Returns ``(lines done, running sha256, seen ids, replaced)``. If the input no longer
+    starts with the lines that were checkpointed (it was replaced, not appended to: a
+    rejected line fixed, say), start again at 0 with ``replaced`` True.
     """
     digest = hashlib.sha256()
     seen: dict[str, tuple[int, bytes]] = {}
     if done <= 0:
-        return 0, digest, seen
+        return 0, digest, seen, False
     with closing(jsonl_lines(storage, input_uri)) as lines:
         prefix = _hashed(itertools.islice(lines, done), digest)
         for _ in iter_jsonl(prefix, seen=seen, max_chars=max_chars):
             pass
     if expected is None or digest.hexdigest() == expected:
-        return done, digest, seen
+        return done, digest, seen, False
     log.warning(
-        "JSONL input %s no longer starts with the %d lines read by earlier runs; "
-        "reading it again from line 1",
+        "JSONL input %s no longer starts with the %d lines read by earlier runs; reading it "
+        "again from line 1, without the posts fetched before (same id and text)",
         input_uri,
         done,
     )
-    return 0, hashlib.sha256(), {}
+    return 0, hashlib.sha256(), {}, True
 
 
 def fetch_jsonl_to_storage(
@@ -326,18 +348,21 @@ def fetch_jsonl_to_storage(
     checkpoint (the last line consumed and a hash of the lines up to it) moves only after the
     posts were written. Repeated runs therefore walk through a growing file batch by batch,
     without repeats or gaps, and ids are de-duplicated across batches too. If the file was
-    replaced, reading starts again at line 1. ``from_start`` reads from line 1 whatever the
-    checkpoint says (to predict the file again, with another model), and moves the
-    checkpoint only past where it was. Rejected lines (a post longer than ``max_chars``
+    replaced (a rejected line fixed), reading starts again at line 1, leaving out the posts
+    fetched before with the same id and text (counted). ``from_start`` reads from line 1
+    whatever the checkpoint says (to predict the file again, with another model), and moves
+    the checkpoint only past where it was. Rejected lines (a post longer than ``max_chars``
     too) are logged, written to ``<key without .jsonl>.rejected.json``, and counted.
     """
     if max_posts < 1:
         raise ConfigError(f"max_posts must be at least 1, got {max_posts}")
     done_before, expected = _read_line_checkpoint(storage, input_uri)
     done = 0 if from_start else done_before
-    done, digest, seen = _jsonl_prefix(storage, input_uri, done, expected, max_chars)
+    done, digest, seen, replaced = _jsonl_prefix(storage, input_uri, done, expected, max_chars)
+    known = fetched_before(storage) if replaced else {}
     rejected: list[Rejected] = []
     undated: list[str] = []
+    again: list[str] = []
     last_line, committed, count = done, digest.copy(), 0
 
     def posts() -> Iterator[str]:
@@ -346,14 +371,17 @@ def fetch_jsonl_to_storage(
             rest = _hashed(itertools.islice(lines, done, None), digest)
             items = iter_jsonl(rest, seen=seen, first_line=done + 1, max_chars=max_chars)
             for number, item in items:
+                kept = False
                 if isinstance(item, Rejected):
                     rejected.append(item)
+                elif known.get(item.id) == text_digest(item.text):
+                    again.append(item.id)  # sent before by the file's earlier version
                 elif count < max_posts:
-                    count += 1
+                    count, kept = count + 1, True
                 else:
                     return  # this line is left for the next run
                 last_line, committed = number, digest.copy()
-                if isinstance(item, Post):
+                if kept and isinstance(item, Post):
                     if _bad_date(item):
                         undated.append(f"line {number} ({item.id}): {item.created_at!r}")
                     yield json.dumps(item.to_dict(), ensure_ascii=False)
@@ -361,22 +389,22 @@ def fetch_jsonl_to_storage(
     storage.write_lines(key, posts())
     _report_rejected(storage, key, input_uri, rejected)
     _report_undated(input_uri, undated)
+    if again:
+        log.info("left out %s of %s fetched before", quantity(len(again), "post"), input_uri)
     if last_line > done_before or not from_start:  # a reread never moves it back
-        storage.write_json(
-            jsonl_checkpoint_key(storage, input_uri),
-            {
-                "input": input_identity(storage, input_uri),
-                "line": last_line,
-                "sha256": committed.hexdigest(),
-            },
-        )
-    return {
-        "posts_key": key,
-        "n_posts": count,
-        "n_rejected": len(rejected),
-        "rejected_key": layout.rejected_report(key) if rejected else None,
+        _write_line_checkpoint(storage, input_uri, last_line, committed.hexdigest())
+    reported = layout.rejected_report(key) if rejected else None
+    return {"posts_key": key, "n_posts": count, "n_rejected": len(rejected)} | {
+        "rejected_key": reported,
+        "n_fetched_before": len(again),
         "source": "jsonl",
     }
+
+
+def _write_line_checkpoint(storage: Storage, input_uri: str, line: int, sha256: str) -> None:
+    """Record that runs read ``line`` lines of the input, whose sha256 is ``sha256``."""
+    state = {"input": input_identity(storage, input_uri), "line": line, "sha256": sha256}
+    storage.write_json(jsonl_checkpoint_key(storage, input_uri), state)
 
 
 def _bad_date(post: Post) -> bool:

@@ -61,6 +61,18 @@ def test_a_jsonl_file_with_no_post_says_whether_it_is_empty_or_all_rejected(
         f"{report}; fix them and run again"
     )
     assert storage.read_json("posts/s2.rejected.json")[0]["reason"].startswith("a JSON array")
+    # Given a file read before, then rewritten with the same posts in another order
+    (moved := tmp_path / "moved.jsonl").write_text(
+        '{"id": "a", "text": "A"}\n{"id": "b", "text": "B"}\n'
+    )
+    assert fetch_posts.fn(ctx, "jsonl", str(moved), [], 10, "s3").n_posts == 2
+    moved.write_text('{"id": "b", "text": "B"}\n{"id": "a", "text": "A"}\n')
+    fetched = fetch_posts.fn(ctx, "jsonl", str(moved), [], 10, "s4")
+    assert (fetched.posts_key, fetched.n_fetched_before) == (None, 2)
+    said = no_posts_hint(ctx, "jsonl", str(moved), fetched)
+    assert said == f"{moved} changed, and its 2 posts read now were fetched before with the " + (
+        "same id and text (a post fixed in place is fetched again)"
+    )
 
 
 def test_the_fetch_step_holds_posts_to_the_settings_limit(tmp_path: Path) -> None:

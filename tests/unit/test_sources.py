@@ -280,6 +280,28 @@ def test_jsonl_fetch_starts_over_when_the_file_was_replaced(
     assert "reading it again from line 1" in caplog.text
 
 
+def test_a_fixed_line_of_a_file_read_before_sends_only_what_is_new_or_changed(
+    tmp_path: Path, storage: LocalStorage
+) -> None:
+    # Given a file read once, its line 2 rejected (a trial fixed such a line and got every
+    # post of the file in a second import file, so twice in Label Studio)
+    src = tmp_path / "posts.jsonl"
+    lines = [json.dumps({"id": f"t{i}", "text": f"post {i} about Fenty"}) for i in range(4)]
+    write_jsonl(src, [lines[0], '{"id": "t1"}', *lines[2:]])
+    first = fetch_jsonl_to_storage(storage, str(src), "posts/a.jsonl", 10)
+    assert (first["n_posts"], first["n_rejected"], first["n_fetched_before"]) == (3, 1, 0)
+    # When the line is fixed in place, and another post's text is edited
+    edited = json.dumps({"id": "t3", "text": "post 3 about Fenty, edited"})
+    write_jsonl(src, [*lines[:3], edited])
+    again = fetch_jsonl_to_storage(storage, str(src), "posts/b.jsonl", 10)
+    # Then only the fixed post and the edited one come; the others are counted, not sent
+    assert [json.loads(x)["id"] for x in storage.iter_lines("posts/b.jsonl")] == ["t1", "t3"]
+    assert (again["n_posts"], again["n_rejected"], again["n_fetched_before"]) == (2, 0, 2)
+    # And the checkpoint is at the end of the new file: nothing comes a third time
+    third = fetch_jsonl_to_storage(storage, str(src), "posts/c.jsonl", 10)
+    assert (third["n_posts"], third["n_fetched_before"]) == (0, 0)
+
+
 def test_jsonl_fetch_rejects_only_the_line_with_undecodable_bytes(
     tmp_path: Path, storage: LocalStorage
 ) -> None:
