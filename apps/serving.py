@@ -475,8 +475,18 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
         problem["type"] = error.get("type")
         if loc[:2] == ["body", "posts"] and len(loc) > 2 and isinstance(loc[2], int):
             problem["post"] = loc[2]
+        if loc == ["body", "posts"] and error.get("type") == "missing":
+            problem["hint"] = POSTS_HINT
         problems.append(problem)
     return JSONResponse({"detail": problems}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+#: Said when a body has no ``posts`` (a trial sent MLflow's ``dataframe_records``).
+POSTS_HINT = (
+    'this API takes {"posts": [{"id": "p1", "text": "..."}]}; MLflow\'s scoring format '
+    "(dataframe_records, dataframe_split, inputs, instances) is served by `mlflow models "
+    "serve` on the registered model"
+)
 
 
 def is_json_media_type(content_type: str) -> bool:

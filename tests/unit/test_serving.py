@@ -439,6 +439,23 @@ def test_posts_that_would_answer_under_one_id_are_a_422(client: TestClient, path
 
 
 @pytest.mark.parametrize("path", ["/v1/predict", "/invocations"])
+def test_mlflows_scoring_format_is_a_422_saying_what_this_api_takes(
+    client: TestClient, path: str
+) -> None:
+    # a trial sent MLflow's dataframe_records to /invocations and read only "Field required"
+    body = {"dataframe_records": [{"id": "p1", "text": "new Dior"}]}
+    response = client.post(path, headers=AUTH, json=body)
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["body", "posts"] and problem["type"] == "missing"
+    assert problem["hint"].startswith('this API takes {"posts": [{"id": "p1", "text": "..."}]}')
+    assert "`mlflow models serve`" in problem["hint"] and "new Dior" not in response.text
+    # (a problem inside a post gets no such hint)
+    inside = client.post(path, headers=AUTH, json={"posts": [{"id": "a"}]})
+    assert inside.status_code == 422 and "hint" not in inside.json()["detail"][0]
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/invocations"])
 def test_an_empty_id_is_a_422_naming_the_post(client: TestClient, path: str) -> None:
     # Given a post whose id is empty (a trial's answer came back under "")
     posts = [{"id": "a", "text": "new Dior"}, {"id": "", "text": "Sephora haul"}]
