@@ -191,7 +191,7 @@ app.add_typer(labelstudio_app, name="labelstudio")
 goldset_app = typer.Typer(
     cls=BrandloopGroup,
     help="The frozen gold sets of the settings' environment: list them, retire the one in "
-    "force so the next train freezes a new one.",
+    "force so the next train freezes a new one, or reinstate the one retired.",
     no_args_is_help=True,
 )
 app.add_typer(goldset_app, name="gold-set")
@@ -1324,7 +1324,8 @@ def _gold_line(report: StatusReport) -> str:
     if retired is not None:
         return (
             f"gold set: none in force ({retired.gold_name} retired {retired.retired_at[:19]}: "
-            f"{retired.reason}; the next train freezes a new one)"
+            f"{retired.reason}; the next train freezes a new one, or gold-set reinstate "
+            "undoes it)"
         )
     return "gold set: none frozen yet (train-ner freezes it when labels first arrive)"
 
