@@ -872,20 +872,21 @@ def after_timeout_hint(annotator: str, sets: Sequence[str]) -> str:
 
 
 def read_post_ids(post_ids: Sequence[str], from_file: Path | None) -> list[str]:
-    """The ids given on the command line plus those of ``from_file``: one per line (blank
-    lines and ``#`` comments skipped), or JSON lines with an ``id`` each (X's batch
+    """The ids given on the command line plus those of ``from_file`` (UTF-8, a byte-order
+    mark allowed): one per line, bare or as a JSON string (``jq '.id'`` without ``-r``;
+    blank lines and ``#`` comments skipped), or JSON lines with an ``id`` each (X's batch
     compliance results, a posts file). :class:`CliError` when the file cannot be read, no id
     is given, or an id is blank, a JSON record or a list (a comma or a space in it)."""
     ids = [_command_line_id(i + 1, post_id) for i, post_id in enumerate(post_ids)]
     if from_file is not None:
         try:
-            lines = from_file.read_text(encoding="utf-8").splitlines()
+            lines = from_file.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"cannot read post ids from {from_file}: {exc}") from exc
         ids += [
             _file_id(from_file, number, line.strip())
             for number, line in enumerate(lines, 1)
-            if line.strip() and not line.startswith("#")
+            if line.strip() and not line.strip().startswith("#")
         ]
     if not ids:
         raise CliError("no post id given: pass IDs or --from-file")
@@ -916,16 +917,20 @@ def _command_line_id(place: int, post_id: str) -> str:
 def _file_id(path: Path, number: int, line: str) -> str:
     """The post id of line ``number`` of ``path``: the line, or its JSON object's ``id``."""
     where = f"{path} line {number}"
-    if line.startswith("{"):
+    if line.startswith(("{", '"')):
         try:
-            found = json.loads(line).get("id")
+            parsed = json.loads(line)
+            found = parsed if isinstance(parsed, str) else parsed.get("id")
         except (ValueError, AttributeError) as exc:
-            raise CliError(f"{where} is not a JSON object: nothing was forgotten") from exc
-        if not isinstance(found, str | int) or not str(found).strip():
+            what = "a JSON object" if line.startswith("{") else "a JSON string"
+            raise CliError(f"{where} is not {what}: nothing was forgotten") from exc
+        if isinstance(found, bool) or not isinstance(found, str | int) or not str(found).strip():
             raise CliError(f'{where} has no "id" (a string or a number): nothing was forgotten')
         return str(found).strip()
-    if line.startswith("[") or "," in line or len(line.split()) > 1:
-        raise CliError(f"{where} is not one post id (JSON, a comma or a space): {_LIST_HINT}")
+    if line.startswith("[") or '"' in line or "," in line or len(line.split()) > 1:
+        raise CliError(
+            f"{where} is not one post id (JSON, a quote, a comma or a space): {_LIST_HINT}"
+        )
     return line
 
 

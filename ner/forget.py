@@ -98,6 +98,8 @@ def clean_post_ids(post_ids: Iterable[str]) -> tuple[str, ...]:
             raise DataError(
                 f"{post_id:.40}...", "a post id to forget is a record (JSON or several lines)"
             )
+        if (len(post_id) > 1 and post_id[0] == post_id[-1] == '"') or "\ufeff" in post_id:
+            raise DataError(post_id, "a post id to forget is quoted, or holds a byte-order mark")
         cleaned.add(post_id)
     if not cleaned:
         raise ConfigError("no post id to forget: give at least one")

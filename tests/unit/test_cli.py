@@ -738,6 +738,11 @@ def test_forget_reads_ids_from_json_lines_and_refuses_records_and_lists(
     # (an id that really holds a comma or a space is given that way too)
     (odd := tmp_path / "odd.jsonl").write_text('{"id": "post 1, a"}\n', encoding="utf-8")
     assert cli.read_post_ids([], odd) == ["post 1, a"]
+    # (ids quoted as `jq '.id'` prints them, a byte-order mark, an indented comment: a trial
+    # got tombstones for '"209..."' and '\ufeff209...')
+    quoted = tmp_path / "quoted.txt"
+    quoted.write_text('\ufeff"2094678559236012465"\n  # from jq\n2094705541658948927\n', "utf-8")
+    assert cli.read_post_ids([], quoted) == ["2094678559236012465", "2094705541658948927"]
     # A line that is JSON without an id, or not one id, is named; no flow runs
     bad = tmp_path / "bad.txt"
     for text, expected in (
@@ -746,6 +751,9 @@ def test_forget_reads_ids_from_json_lines_and_refuses_records_and_lists(
         ("p1\np2,p3\n", "bad.txt line 2 is not one post id"),
         ("p1 p2\n", "bad.txt line 1 is not one post id"),
         ('["p1"]\n', "bad.txt line 1 is not one post id"),
+        ('{"id": true}\n', 'bad.txt line 1 has no "id"'),
+        ('"p1\n', "bad.txt line 1 is not a JSON string"),
+        ('p"1\n', "bad.txt line 1 is not one post id"),
     ):
         bad.write_text(text, encoding="utf-8")
         result = runner.invoke(

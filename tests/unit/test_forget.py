@@ -63,6 +63,9 @@ def test_record_is_the_tombstone_and_needs_a_reason(storage: Storage) -> None:
         with pytest.raises(DataError, match="is a record"):
             forget.record(storage, ["p5", record], by="ops", reason="x", stamp="s5")
     assert not storage.exists(layout.forget_record("s5"))
+    for record in ('"2094705541658948927"', "\ufeff2094678559236012465"):
+        with pytest.raises(DataError, match="quoted, or holds a byte-order mark"):
+            forget.record(storage, [record], by="ops", reason="x", stamp="s6")
 
 
 def test_a_tombstone_set_by_mistake_is_lifted_by_a_record_of_its_own(storage: Storage) -> None:
