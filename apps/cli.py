@@ -858,11 +858,27 @@ def loop(
         raise typer.Exit(LOOP_TIMED_OUT_EXIT)
 
 
+def set_flags(sets: Sequence[str] | None) -> str:
+    """The ``--set`` pairs a command was given, as a shell would take them again (a leading
+    space, each value quoted where it must be), for its ``next:`` lines; a secret's value
+    (a key, token or password) is shown as ``...``, a URI's password as ``***``."""
+    import shlex
+
+    from ner.settings import redact_uri
+
+    def shown(pair: str) -> str:
+        key, sep, value = pair.partition("=")
+        secret = key.lower().endswith(("_key", "_keys", "token", "password", "secret"))
+        return f"{key}{sep}..." if sep and secret else f"{key}{sep}{redact_uri(value)}"
+
+    return "".join(f" --set {shlex.quote(shown(pair))}" for pair in sets or ())
+
+
 def after_timeout_hint(annotator: str, sets: Sequence[str]) -> str:
     """The ``next:`` lines after a loop that timed out waiting for ``annotator``'s labels:
     the sent tasks stay where they went, and ``train`` trains on them once labelled."""
     source = "label_studio" if annotator == "label_studio" else "storage"
-    flags = "".join(f" --set {s}" for s in sets)
+    flags = set_flags(sets)
     where = (
         "the sent tasks stay in Label Studio; once they are labelled"
         if source == "label_studio"
@@ -1637,7 +1653,12 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     gold = current_gold(cfg)
     if gold is None:
         retired = retired_gold(cfg)
-        why = f" ({retired.gold_name} was retired: the next train freezes one)" if retired else ""
+        why = (
+            f" ({retired.gold_name} was retired: the next train freezes one, or gold-set "
+            "reinstate undoes it)"
+            if retired
+            else ""
+        )
         raise CliError(
             f"no gold set in force in {cfg.storage_uri}{why}: a version is promoted on gold F1"
         )
@@ -1973,7 +1994,7 @@ def goldset_retire(reason: ReasonOption, set_: SetOption = None) -> None:
         raise CliError(str(exc)) from None
     gold = loaded[0] if loaded else None
     size = f"{quantity(len(gold.post_ids), 'post')}, hash {gold.hash[:12]}: " if gold else ""
-    flag = f" --set env={cfg.env}" if set_ and cfg.env != "dev" else ""
+    flag = set_flags(set_)
     console().print(
         f"retired gold set {retired.gold_name} ({size}{reason}) in {storage.uri('')}\n"
         f"next: brandloop train{flag} freezes a new one from the labels it pulls, once their "

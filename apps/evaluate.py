@@ -101,11 +101,14 @@ def _none_in_force(storage: Storage, on: str) -> str:
     if retired is None:
         return f"no canary set frozen in {where}: the next train run freezes it with the gold set"
     name = retired.gold_name
+    undo = "brandloop gold-set reinstate --reason ... undoes it until then"
     if on == "gold":
-        return f"gold set {name} was retired in {where}: the next train run freezes a new one"
+        return (
+            f"gold set {name} was retired in {where}: the next train run freezes a new one; {undo}"
+        )
     return (
         f"gold set {name} and its canary set were retired in {where}: the next train run "
-        "freezes new ones"
+        f"freezes new ones; {undo}"
     )
 
 

@@ -197,7 +197,8 @@ def _conflict(post: Post, tasks: list[tuple[int, str | None]]) -> dict[str, Any]
         post.id,
         f"not sent: the project's task {task_ids} holds this post id with another text "
         "(a source reused the id, or the post was edited); give the post a new id, or "
-        "delete the task in Label Studio, and send it again",
+        "delete the task in Label Studio, and send it again (a JSONL file read before: "
+        "brandloop apply --reread, the flow's reread=True)",
     )
     return {**why.entry(), "task_ids": [t for t, _ in tasks]}
 

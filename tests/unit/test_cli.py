@@ -1492,6 +1492,19 @@ def test_the_hint_after_a_timed_out_loop_names_its_annotators_source_and_setting
     ]
 
 
+def test_next_lines_repeat_the_set_flags_quoted_and_without_secrets() -> None:
+    # a trial's retire gave `gold-set reinstate` without its --set storage_uri=..., which
+    # then found nothing to reinstate
+    given = ["storage_uri=.brandloop/demo/storage", "keywords=a b", "label_studio_api_key=s3"]
+    assert cli.set_flags(given) == (
+        " --set storage_uri=.brandloop/demo/storage --set 'keywords=a b' "
+        "--set label_studio_api_key=..."
+    )
+    assert cli.set_flags(None) == ""
+    db = cli.set_flags(["mlflow_tracking_uri=postgresql://u:hunter2@db/m"])
+    assert db == " --set 'mlflow_tracking_uri=postgresql://u:***@db/m'"
+
+
 def test_errors_that_name_no_way_out_get_one(runner: CliRunner, tmp_path: Path) -> None:
     # a trial's `error: RuntimeError: Failed to reach API at ...` said nothing more
     unreachable = RuntimeError("Failed to reach API at http://127.0.0.1:41998/api/")
@@ -1539,7 +1552,12 @@ def test_gold_set_retire_takes_the_set_out_of_force_and_list_and_status_say_so(
     assert retired.exit_code == 0, retired.output
     first, second = _lines(retired.stdout)[:2]
     assert first.startswith(f"retired gold set {splits.gold_name} ({splits.n_gold} posts, hash")
-    assert second.startswith("next: brandloop train freezes a new one from the labels it pulls")
+    assert second.startswith(
+        f"next: brandloop train --set storage_uri={store} freezes a new one from the labels"
+    )
+    assert f"brandloop gold-set reinstate --set storage_uri={store} --reason ...)" in " ".join(
+        retired.stdout.split()
+    )
     # And list and status show it retired; a second retirement is refused by name
     after = runner.invoke(cli.app, ["gold-set", "list", *flags])
     assert "retired" in after.stdout and "in force" not in after.stdout
@@ -1560,13 +1578,17 @@ def test_gold_set_retire_takes_the_set_out_of_force_and_list_and_status_say_so(
     promote = ["promote", "1", "--reason", "x", *flags, "--set", f"mlflow_tracking_uri={uri}"]
     refused = runner.invoke(cli.app, promote)
     assert refused.exit_code == 1
-    assert f"({splits.gold_name} was retired: the next train freezes one)" in refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert (
+        f"({splits.gold_name} was retired: the next train freezes one, or gold-set reinstate"
+        in said
+    )
     # And the retirement is undone while no set was frozen since (a trial was left with no
     # gold set until new posts were labelled): the set and its record say so
     from ner.datasets import gold_set_key
 
     said = " ".join(retired.stdout.split())
-    assert "undo, until a new one is frozen: brandloop gold-set reinstate --reason ..." in said
+    assert "undo, until a new one is frozen: brandloop gold-set reinstate --set" in said
     undone = runner.invoke(cli.app, ["gold-set", "reinstate", "--reason", "too early", *flags])
     assert undone.exit_code == 0, undone.output
     assert " ".join(undone.stdout.split()).startswith(

@@ -118,6 +118,8 @@ def test_a_gold_set_whose_posts_were_all_forgotten_is_refused_not_scored_zero(
     retire_gold_set(storage, by="ops", reason="emptied")
     with pytest.raises(GoldSetError, match=r"gold set g was retired in .*: the next train run"):
         scoring.labelled_set(settings, storage, "gold")
+    with pytest.raises(GoldSetError, match=r"brandloop gold-set reinstate --reason \.\.\. undoes"):
+        scoring.labelled_set(settings, storage, "gold")
     # And asked for the canary set, it names that set, not the gold set (trial K)
     with pytest.raises(GoldSetError, match=r"^gold set g and its canary set were retired in"):
         scoring.labelled_set(settings, storage, "canary")
