@@ -1031,8 +1031,11 @@ def _record_gate(
     reason: str,
 ) -> None:
     """The gate's decision on the challenger's run and model version: tags (the refusing
-    rule, the reason), ``gate.*`` metrics and the model card as the version description."""
-    tags = {**decision.to_tags(), "brandloop.promotion_reason": reason[:5000]}
+    rule; the reason, as ``brandloop.promotion_reason`` of a promoted version and
+    ``brandloop.refusal_reason`` of a refused one), ``gate.*`` metrics and the model card as
+    the version description."""
+    said = "brandloop.promotion_reason" if decision.promote else "brandloop.refusal_reason"
+    tags = {**decision.to_tags(), said: reason[:5000]}
     ctx.registry.record_gate(
         logged.version,
         logged.run_id,

@@ -119,7 +119,8 @@ def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(
     version = client.get_model_version("brand-ner-dev", summary.challenger_version)
     assert version.tags["brandloop.gate.outcome"] == "refused"
     assert "canary" in version.tags["brandloop.gate.refused_by"].split(",")
-    assert version.tags["brandloop.promotion_reason"] == summary.decision
+    assert version.tags["brandloop.refusal_reason"] == summary.decision
+    assert "brandloop.promotion_reason" not in version.tags  # two trials read it as promoted
     run = client.get_run(summary.run_id)
     metrics = run.data.metrics
     assert metrics["gate.canary_challenger_f1"] == pytest.approx(numbers["challenger_f1"])
