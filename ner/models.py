@@ -159,14 +159,18 @@ def add_label_filter(
     nlp.add_pipe(LABEL_FILTER, config=config, last=last)
 
 
-def load_spacy(name_or_path: str, *, exclude: Sequence[str] = ()) -> Language:
-    """``spacy.load`` with a clear error when the package or path does not exist."""
+def load_spacy(
+    name_or_path: str, *, exclude: Sequence[str] = (), setting: str = "NER_BASE_MODEL"
+) -> Language:
+    """``spacy.load`` with a clear error (:class:`ModelError`, naming ``setting``, where the
+    name came from) when the package or path does not exist or is no pipeline."""
     try:
         return spacy.load(name_or_path, exclude=list(exclude))
     except OSError as exc:
         raise ModelError(
             f"cannot load spaCy pipeline {name_or_path!r}: install the package or fix the "
-            f"path (set NER_BASE_MODEL). spaCy said: {exc}"
+            f"path ({setting}); it must be a spaCy package or a saved pipeline's folder. "
+            f"spaCy said: {exc}"
         ) from exc
 
 
@@ -298,7 +302,7 @@ def load_model(
     if spec.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
         return load_mlflow(spec, tracking_uri)
     if Path(spec).exists() or spacy.util.is_package(spec):
-        nlp = load_spacy(spec)
+        nlp = load_spacy(spec, setting="the model you gave")
         if LABEL_FILTER not in nlp.pipe_names:
             add_label_filter(nlp, label_map, labels)
         return LoadedModel(nlp, pipeline_version(nlp, spec))

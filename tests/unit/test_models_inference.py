@@ -9,8 +9,15 @@ import pytest
 import spacy
 from spacy.tokens import Span as SpacySpan
 
+from ner.errors import ModelError
 from ner.inference import doc_spans, predict, unneeded_pipes
-from ner.models import add_gazetteer, add_label_filter, build_gazetteer, gazetteer_version
+from ner.models import (
+    add_gazetteer,
+    add_label_filter,
+    build_gazetteer,
+    gazetteer_version,
+    load_model,
+)
 from ner.types import Post
 
 
@@ -197,3 +204,15 @@ def test_a_registered_version_whose_files_are_gone_is_named_so(tmp_path: Path) -
     # while a version that was never registered still does not exist
     with pytest.raises(ModelNotFoundError, match="it does not exist"):
         load_model("models:/brand-ner-test/9", tracking_uri=uri)
+
+
+def test_a_file_given_as_the_model_is_named_as_no_pipeline(tmp_path: Path) -> None:
+    # a trial's `evaluate --model ./README.md` was told to set NER_BASE_MODEL
+    readme = tmp_path / "README.md"
+    readme.write_text("# not a model\n", encoding="utf-8")
+    with pytest.raises(ModelError) as raised:
+        load_model(str(readme))
+    said = str(raised.value)
+    assert f"cannot load spaCy pipeline {str(readme)!r}" in said
+    assert "(the model you gave); it must be a spaCy package or a saved pipeline's folder" in said
+    assert "NER_BASE_MODEL" not in said
