@@ -1786,7 +1786,10 @@ def rollback(
     except PromotionError as exc:  # nothing to roll back to: say what else there is
         if "to roll back to" not in str(exc):
             raise
-        why = ": @previous holds the champion a promotion replaced, and a rollback uses it up"
+        why = (
+            ": @previous is set when a promotion replaces a champion (none has yet, or a "
+            "rollback used it)"
+        )
         raise CliError(
             f"{exc}{why if '@previous' in str(exc) else ''}; to make a version champion: "
             "brandloop promote VERSION --reason ... (--force past the promotion rule)"

@@ -272,8 +272,8 @@ def check_champion(settings: Settings) -> Check:
             "champion",
             CheckStatus.FAIL,
             f"{shown} is registered, but its files are missing from {uri}",
-            "promote a version whose files are there (brandloop promote VERSION --reason ...) "
-            "or restore the artifact store",
+            "restore the artifact store, or promote a version whose files are there "
+            "(brandloop promote VERSION --reason ...)",
         )
     if (folder := _outside_store(uri, settings)) is not None:
         return Check(

@@ -475,12 +475,14 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
         problem["type"] = error.get("type")
         if loc[:2] == ["body", "posts"] and len(loc) > 2 and isinstance(loc[2], int):
             problem["post"] = loc[2]
-        if loc == ["body", "posts"] and error.get("type") == "missing":
+        if loc in (["body", "posts"], ["body"]) and error.get("type") in MISSING_POSTS:
             problem["hint"] = POSTS_HINT
         problems.append(problem)
     return JSONResponse({"detail": problems}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+#: Errors of a body without ``posts`` or not an object at all (pydantic's types).
+MISSING_POSTS = ("missing", "model_attributes_type", "dict_type")
 #: Said when a body has no ``posts`` (a trial sent MLflow's ``dataframe_records``).
 POSTS_HINT = (
     'this API takes {"posts": [{"id": "p1", "text": "..."}]}; MLflow\'s scoring format '

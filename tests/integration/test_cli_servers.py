@@ -352,7 +352,7 @@ def test_doctor_names_a_champion_whose_files_the_server_lost(
     line = next(line for line in out.splitlines() if "champion" in line)
     assert code == 1, out
     assert line.startswith(f"✗ champion  {name} v{v1} is registered, but its files are missing")
-    assert uri in line and "→ promote a version whose files are there" in line
+    assert uri in line and "→ restore the artifact store, or promote a version" in line
 
 
 @pytest.mark.slow

@@ -1349,7 +1349,7 @@ def test_doctor_checks_that_the_champions_files_are_there_and_its_own(
         assert missing.status == CheckStatus.FAIL, missing
         assert missing.detail.startswith(f"brand-ner-dev v{version} is registered, but its files")
         assert f"missing from file://{store}/mlartifacts/" in missing.detail
-        assert missing.fix.startswith("promote a version whose files are there")
+        assert missing.fix.startswith("restore the artifact store, or promote a version whose")
 
 
 def test_doctor_checks_the_chosen_recipes_optional_install(tmp_path: Path, clean_env: None) -> None:

@@ -450,7 +450,9 @@ def test_mlflows_scoring_format_is_a_422_saying_what_this_api_takes(
     assert problem["loc"] == ["body", "posts"] and problem["type"] == "missing"
     assert problem["hint"].startswith('this API takes {"posts": [{"id": "p1", "text": "..."}]}')
     assert "`mlflow models serve`" in problem["hint"] and "new Dior" not in response.text
-    # (a problem inside a post gets no such hint)
+    # (so does a body that is a bare list of rows; a problem inside a post gets no hint)
+    rows = client.post(path, headers=AUTH, json=[{"id": "p1", "text": "new Dior"}])
+    assert rows.status_code == 422 and "hint" in rows.json()["detail"][0], rows.text
     inside = client.post(path, headers=AUTH, json={"posts": [{"id": "a"}]})
     assert inside.status_code == 422 and "hint" not in inside.json()["detail"][0]
 
