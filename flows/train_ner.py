@@ -542,6 +542,14 @@ def _say_split(splits: Splits, n_labelled: int) -> None:
     )
 
 
+def _newest_too(settings: Settings) -> str:
+    """Says that a gold set about to freeze holds the newest posts as well as its split's
+    (so its size is more than the gold split's posts left out of the pool)."""
+    if settings.gold_recent_fraction <= 0:
+        return ""
+    return " (the gold split's posts and the newest ones, NER_GOLD_RECENT_FRACTION)"
+
+
 def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
     """Log why no gold set was frozen yet, or warn when the one frozen now is small (it is
     frozen for good)."""
@@ -555,19 +563,21 @@ def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
         )
     elif splits.n_gold == 0 and splits.gold_waiting and not splits.gold_has_spans:
         logger.warning(
-            "no gold set frozen yet: the %s that would make it hold no span, so every model "
-            "would score F1 0 on it for good; it is frozen once a gold post with a span is "
-            "labelled",
+            "no gold set frozen yet: the %s that would make it%s hold no span, so every "
+            "model would score F1 0 on it for good; it is frozen once a gold post with a "
+            "span is labelled",
             quantity(splits.gold_waiting, "post"),
+            _newest_too(settings),
         )
     elif splits.n_gold == 0:
         missing = max(settings.gold_min_posts - splits.gold_waiting, 1)
         share = settings.gold_fraction
         logger.info(
-            "no gold set frozen yet: %d of the %d labelled posts are gold posts, and "
+            "no gold set frozen yet: %d of the %d labelled posts are gold posts%s, and "
             "NER_GOLD_MIN_POSTS=%d must be reached first (%s)",
             splits.gold_waiting,
             n_labelled,
+            _newest_too(settings),
             settings.gold_min_posts,
             f"about {100 * share:.0f} % of new labels are gold posts: about "
             f"{math.ceil(missing / share)} more labels"

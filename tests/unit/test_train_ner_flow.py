@@ -53,7 +53,8 @@ def test_the_gold_size_is_said_while_waiting_and_when_small(
         _say_gold_size(settings, splits(150, 0), 600)  # frozen, not small: nothing said
     (waiting, small) = caplog.records
     assert waiting.levelno == logging.INFO and waiting.getMessage() == (
-        "no gold set frozen yet: 36 of the 110 labelled posts are gold posts, and "
+        "no gold set frozen yet: 36 of the 110 labelled posts are gold posts (the gold "
+        "split's posts and the newest ones, NER_GOLD_RECENT_FRACTION), and "
         "NER_GOLD_MIN_POSTS=500 must be reached first (about 30 % of new labels are gold posts: "
         "about 1547 more labels)"
     )
@@ -70,6 +71,12 @@ def test_the_gold_size_is_said_while_waiting_and_when_small(
     assert caplog.messages[0].endswith(
         "(NER_GOLD_FRACTION=0 splits none off: adopt a gold set instead)"
     )
+    # (without a newest slice, the count is the gold split's alone, and said so)
+    caplog.clear()
+    split_only = Settings(gold_min_posts=500, gold_recent_fraction=0.0)  # type: ignore[call-arg]
+    with caplog.at_level(logging.INFO, logger="flows.context"):
+        _say_gold_size(split_only, splits(0, 36), 110)
+    assert "are gold posts, and NER_GOLD_MIN_POSTS=500" in caplog.messages[0]
 
 
 def test_the_split_accounts_for_every_labelled_post(caplog: pytest.LogCaptureFixture) -> None:
