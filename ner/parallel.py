@@ -376,20 +376,66 @@ def local_cluster_config() -> dict[str, Any]:
 def dask_client(address: str | None, workers: int) -> Iterator[Any]:
     """A ``distributed.Client`` on the scheduler at ``address``, else on a ``LocalCluster``
     of ``workers`` single-threaded worker processes that lives as long as the client
-    (configured by :func:`local_cluster_config`)."""
-    import dask.config
-    from distributed import Client, LocalCluster
+    (:func:`local_cluster`)."""
+    from distributed import Client
 
     if address:
         with Client(address) as client:
             yield client
         return
-    with dask.config.set(local_cluster_config()), _no_inherited_trim_threshold():
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-    with cluster, Client(cluster) as client:
+    with local_cluster(workers) as scheduler, Client(scheduler) as client:
         yield client
+
+
+#: Seconds a local cluster may take to print its scheduler's address.
+LOCAL_CLUSTER_START_S = 180.0
+
+
+@contextmanager
+def local_cluster(workers: int) -> Iterator[str]:
+    """The scheduler address of a ``LocalCluster`` of ``workers`` processes run by
+    ``python -m ner.dask_local`` (configured by :func:`local_cluster_config`), stopped when
+    the block ends. Its workers never import the caller's script, as workers Dask spawns
+    from the caller's process would. Raises :class:`ModelError` when it does not start
+    within :data:`LOCAL_CLUSTER_START_S`."""
+    import selectors
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    env = dict(os.environ)
+    # the workers import what this process can (as spawned ones did: spawn passes sys.path)
+    paths = [str(Path(__file__).resolve().parents[1]), *sys.path]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p and Path(p).is_dir()))
+    command = [sys.executable, "-m", "ner.dask_local", str(workers)]
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as errors:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            env=env,
+        )
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(child.stdout, selectors.EVENT_READ)
+                ready = selector.select(LOCAL_CLUSTER_START_S)
+            address = child.stdout.readline().strip() if ready else ""
+            if not address:
+                errors.seek(0)
+                said = errors.read().strip().splitlines()[-3:]
+                raise ModelError(f"the local Dask cluster did not start: {' '.join(said)}")
+            yield address
+        finally:
+            child.stdin.close()  # the cluster stops when its input ends
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
 
 #: The value Dask's default ``distributed.nanny.pre-spawn-environ`` gives the variable.
@@ -397,11 +443,12 @@ _DASK_TRIM_THRESHOLD = "65536"
 
 
 @contextmanager
-def _no_inherited_trim_threshold() -> Iterator[None]:
-    """While worker processes are spawned, hide a ``MALLOC_TRIM_THRESHOLD_`` that Dask left
-    in this process: its Nanny copies its pre-spawn environment into ``os.environ`` and
-    never removes it (distributed 2026.8, ``nanny.py``), so any earlier ``LocalCluster``
-    here would pass the 64 KiB threshold on to ours. A value set to anything else is kept."""
+def no_inherited_trim_threshold() -> Iterator[None]:
+    """While worker processes are spawned (by :mod:`ner.dask_local`), hide a
+    ``MALLOC_TRIM_THRESHOLD_`` that Dask left in this process or in the one that started it:
+    its Nanny copies its pre-spawn environment into ``os.environ`` and never removes it
+    (distributed 2026.8, ``nanny.py``), so any earlier ``LocalCluster`` there would pass
+    the 64 KiB threshold on to ours. A value set to anything else is kept."""
     leaked = os.environ.get("MALLOC_TRIM_THRESHOLD_") == _DASK_TRIM_THRESHOLD
     if leaked:
         del os.environ["MALLOC_TRIM_THRESHOLD_"]

@@ -32,25 +32,63 @@ print("SUMMARY", summary.model_dump_json())
 """
 
 
-def test_a_script_without_main_guard_trains_once(tmp_path: Path) -> None:
-    # Given labelled posts in storage, and a script that calls train_ner at module level
-    export = json.loads(demo_gold_path().read_text(encoding="utf-8"))[:80]
-    open_storage(str(tmp_path / "store"), "dev").write_json("exports/labels.json", export)
-    script = tmp_path / "train.py"
-    script.write_text(SCRIPT, encoding="utf-8")
-    # And an environment without NER_, MLFLOW_ or PREFECT_ variables (ephemeral API)
+DASK_SCRIPT = """
+from flows.apply_ner import apply_ner
+
+print("SCRIPT STARTED", flush=True)
+result = apply_ner(
+    source="jsonl",
+    input_uri="posts.jsonl",
+    model="gazetteer",
+    executor="dask",
+    workers=2,
+    overrides={"storage_uri": "store", "mlflow_tracking_uri": "sqlite:///mlflow.db"},
+)
+print("POSTS", result.n_posts, result.delivered.predicted.n_shards)
+"""
+
+
+def run_script(folder: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """``python script.py`` in ``folder``, as a user runs one: without NER_, MLFLOW_ or
+    PREFECT_ variables (Prefect's ephemeral API, a private PREFECT_HOME)."""
+    script = folder / "script.py"
+    script.write_text(text, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NER_", "MLFLOW_", "PREFECT_"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    # When it runs as `python train.py`
-    done = subprocess.run(
+    env.update(PREFECT_HOME=str(folder / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return subprocess.run(
         [sys.executable, str(script)],
-        cwd=tmp_path,
+        cwd=folder,
         env=env,
         capture_output=True,
         text=True,
         timeout=900,
         check=False,
     )
+
+
+def test_a_script_without_main_guard_predicts_once_on_a_local_dask_cluster(
+    tmp_path: Path,
+) -> None:
+    # Given posts and a script that predicts them on Dask without a scheduler address: Dask
+    # spawned its LocalCluster's workers from the script's process, each imported the script
+    # again, and a trial's flows ran three times (with --reread, until Dask gave up)
+    posts = [{"id": f"p{i}", "text": f"new glossier drop number {i}"} for i in range(10)]
+    lines = "".join(json.dumps(post) + "\n" for post in posts)
+    (tmp_path / "posts.jsonl").write_text(lines, encoding="utf-8")
+    # When it runs as `python script.py`
+    done = run_script(tmp_path, DASK_SCRIPT)
+    # Then it predicted every post in 2 shards, running the script once
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.splitlines().count("SCRIPT STARTED") == 1, done.stdout
+    assert "POSTS 10 2" in done.stdout.splitlines(), done.stdout
+
+
+def test_a_script_without_main_guard_trains_once(tmp_path: Path) -> None:
+    # Given labelled posts in storage, and a script that calls train_ner at module level
+    export = json.loads(demo_gold_path().read_text(encoding="utf-8"))[:80]
+    open_storage(str(tmp_path / "store"), "dev").write_json("exports/labels.json", export)
+    # When it runs as `python script.py`
+    done = run_script(tmp_path, SCRIPT)
     # Then it completed, running the script once (the training process did not re-run it)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = done.stdout.splitlines()
