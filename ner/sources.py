@@ -127,20 +127,9 @@ def iter_jsonl(
             line = line.removeprefix("\ufeff")
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, Rejected(None, f"invalid JSON: {exc.msg} (column {exc.colno})", number)
-            continue
-        if not isinstance(record, dict):
-            shape = "a JSON array" if isinstance(record, list) else "not a JSON object"
-            reason = f"{shape}: JSONL holds one post object per line"
-            yield number, Rejected(None, reason, number)
-            continue
-        record_id = record.get("id")
-        if isinstance(record_id, bool) or not isinstance(record_id, str | int | None):
-            reason = f"'id' must be a string or an integer: {record_id!r}"
-            yield number, Rejected(None, reason, number)
+        record = _json_record(line)
+        if isinstance(record, str):
+            yield number, Rejected(None, record, number)
             continue
         record.setdefault("source", source)
         if query is not None:
@@ -165,6 +154,22 @@ def iter_jsonl(
             continue
         seen[post.id] = (number, digest)
         yield number, post
+
+
+def _json_record(line: str) -> dict[str, Any] | str:
+    """The JSON object of one line, or why it is none (the reason a :class:`Rejected` gives):
+    not JSON, not an object, or an ``id`` that is neither a string nor an integer."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON: {exc.msg} (column {exc.colno})"
+    if not isinstance(record, dict):
+        shape = "a JSON array" if isinstance(record, list) else "not a JSON object"
+        return f"{shape}: JSONL holds one post object per line"
+    record_id = record.get("id")
+    if isinstance(record_id, bool) or not isinstance(record_id, str | int | None):
+        return f"'id' must be a string or an integer: {record_id!r}"
+    return record
 
 
 def text_digest(text: str) -> bytes:
@@ -359,46 +364,57 @@ def fetch_jsonl_to_storage(
     done_before, expected = _read_line_checkpoint(storage, input_uri)
     done = 0 if from_start else done_before
     done, digest, seen, replaced = _jsonl_prefix(storage, input_uri, done, expected, max_chars)
-    known = fetched_before(storage) if replaced else {}
-    rejected: list[Rejected] = []
-    undated: list[str] = []
-    again: list[str] = []
-    last_line, committed, count = done, digest.copy(), 0
-
-    def posts() -> Iterator[str]:
-        nonlocal last_line, committed, count
-        with closing(jsonl_lines(storage, input_uri)) as lines:
-            rest = _hashed(itertools.islice(lines, done, None), digest)
-            items = iter_jsonl(rest, seen=seen, first_line=done + 1, max_chars=max_chars)
-            for number, item in items:
-                kept = False
-                if isinstance(item, Rejected):
-                    rejected.append(item)
-                elif known.get(item.id) == text_digest(item.text):
-                    again.append(item.id)  # sent before by the file's earlier version
-                elif count < max_posts:
-                    count, kept = count + 1, True
-                else:
-                    return  # this line is left for the next run
-                last_line, committed = number, digest.copy()
-                if kept and isinstance(item, Post):
-                    if _bad_date(item):
-                        undated.append(f"line {number} ({item.id}): {item.created_at!r}")
-                    yield json.dumps(item.to_dict(), ensure_ascii=False)
-
-    storage.write_lines(key, posts())
+    read = _NewLines(fetched_before(storage) if replaced else {}, max_posts, done, digest)
+    with closing(jsonl_lines(storage, input_uri)) as lines:
+        rest = _hashed(itertools.islice(lines, done, None), digest)
+        items = iter_jsonl(rest, seen=seen, first_line=done + 1, max_chars=max_chars)
+        storage.write_lines(key, read.posts(items))
+    rejected, again, last_line = read.rejected, read.again, read.last_line
     _report_rejected(storage, key, input_uri, rejected)
-    _report_undated(input_uri, undated)
+    _report_undated(input_uri, read.undated)
     if again:
         log.info("left out %s of %s fetched before", quantity(len(again), "post"), input_uri)
     if last_line > done_before or not from_start:  # a reread never moves it back
-        _write_line_checkpoint(storage, input_uri, last_line, committed.hexdigest())
+        _write_line_checkpoint(storage, input_uri, last_line, read.committed.hexdigest())
     reported = layout.rejected_report(key) if rejected else None
-    return {"posts_key": key, "n_posts": count, "n_rejected": len(rejected)} | {
+    return {"posts_key": key, "n_posts": read.count, "n_rejected": len(rejected)} | {
         "rejected_key": reported,
         "n_fetched_before": len(again),
         "source": "jsonl",
     }
+
+
+class _NewLines:
+    """What one fetch reads past the checkpoint: at most ``max_posts`` posts, the rejected
+    lines, the posts ``known`` (id -> :func:`text_digest`: fetched before, from a replaced
+    file's earlier version) left out, and the last line consumed with the running sha256
+    up to it."""
+
+    def __init__(self, known: Mapping[str, bytes], max_posts: int, done: int, digest: Any):
+        self.known, self.max_posts, self.digest = known, max_posts, digest
+        self.last_line, self.committed, self.count = done, digest.copy(), 0
+        self.rejected: list[Rejected] = []
+        self.undated: list[str] = []
+        self.again: list[str] = []
+
+    def posts(self, items: Iterable[tuple[int, Post | Rejected]]) -> Iterator[str]:
+        """The JSON lines of the posts to store; stops before the first post past
+        ``max_posts`` (left for the next run)."""
+        for number, item in items:
+            kept = False
+            if isinstance(item, Rejected):
+                self.rejected.append(item)
+            elif self.known.get(item.id) == text_digest(item.text):
+                self.again.append(item.id)  # sent before by the file's earlier version
+            elif self.count < self.max_posts:
+                self.count, kept = self.count + 1, True
+            else:
+                return
+            self.last_line, self.committed = number, self.digest.copy()
+            if kept and isinstance(item, Post):
+                if _bad_date(item):
+                    self.undated.append(f"line {number} ({item.id}): {item.created_at!r}")
+                yield json.dumps(item.to_dict(), ensure_ascii=False)
 
 
 def _write_line_checkpoint(storage: Storage, input_uri: str, line: int, sha256: str) -> None:
