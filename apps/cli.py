@@ -864,11 +864,11 @@ def set_flags(sets: Sequence[str] | None) -> str:
     (a key, token or password) is shown as ``...``, a URI's password as ``***``."""
     import shlex
 
-    from ner.settings import redact_uri
+    from ner.settings import SECRET_FIELDS, redact_uri
 
     def shown(pair: str) -> str:
         key, sep, value = pair.partition("=")
-        secret = key.lower().endswith(("_key", "_keys", "token", "password", "secret"))
+        secret = key.strip().lower().removeprefix("ner_") in SECRET_FIELDS
         return f"{key}{sep}..." if sep and secret else f"{key}{sep}{redact_uri(value)}"
 
     return "".join(f" --set {shlex.quote(shown(pair))}" for pair in sets or ())
