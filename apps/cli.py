@@ -890,8 +890,9 @@ def after_timeout_hint(annotator: str, sets: Sequence[str]) -> str:
 def read_post_ids(post_ids: Sequence[str], from_file: Path | None) -> list[str]:
     """The ids given on the command line plus those of ``from_file`` (UTF-8, a byte-order
     mark allowed): one per line, bare or as a JSON string (``jq '.id'`` without ``-r``;
-    blank lines and ``#`` comments skipped), or JSON lines with an ``id`` each (X's batch
-    compliance results, a posts file). :class:`CliError` when the file cannot be read, no id
+    blank lines, ``#`` comments and a first line ``id`` or ``post_id``, a CSV column's
+    header, skipped), or JSON lines with an ``id`` each (X's batch compliance results, a
+    posts file). :class:`CliError` when the file cannot be read, no id
     is given, or an id is blank, a JSON record or a list (a comma or a space in it)."""
     ids = [_command_line_id(i + 1, post_id) for i, post_id in enumerate(post_ids)]
     if from_file is not None:
@@ -904,6 +905,8 @@ def read_post_ids(post_ids: Sequence[str], from_file: Path | None) -> list[str]:
             for number, line in enumerate(lines, 1)
             if line.strip() and not line.strip().startswith("#")
         ]
+        if ids[len(post_ids) : len(post_ids) + 1] in (["id"], ["post_id"]):
+            del ids[len(post_ids)]  # a CSV column's header, not a post
     if not ids:
         raise CliError("no post id given: pass IDs or --from-file")
     return ids
@@ -943,11 +946,20 @@ def _file_id(path: Path, number: int, line: str) -> str:
         if isinstance(found, bool) or not isinstance(found, str | int) or not str(found).strip():
             raise CliError(f'{where} has no "id" (a string or a number): nothing was forgotten')
         return str(found).strip()
-    if line.startswith("[") or '"' in line or "," in line or len(line.split()) > 1:
-        raise CliError(
-            f"{where} is not one post id (JSON, a quote, a comma or a space): {_LIST_HINT}"
-        )
+    why = _not_one_id(line)
+    if why:
+        raise CliError(f"{where} is not one post id ({why}): {_LIST_HINT}")
     return line
+
+
+def _not_one_id(line: str) -> str:
+    """Why the bare ``line`` is not one post id ("" when it is one)."""
+    if line.startswith("["):
+        return "it is a JSON list"
+    for mark, what in ((",", "a comma"), ('"', "a quote inside")):
+        if mark in line:
+            return f"it holds {what}"
+    return "it holds a space" if len(line.split()) > 1 else ""
 
 
 @app.command()

@@ -65,7 +65,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ner.errors import BrandloopError, ConfigError, ModelError, NotPromotedYetError
@@ -286,6 +286,11 @@ class PostIn(BaseModel):
 
 
 class PredictRequest(BaseModel):
+    """The body: ``posts`` and nothing else (a field beside it, such as MLflow's
+    ``dataframe_records``, is refused rather than ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     posts: list[PostIn] = Field(..., min_length=1)
 
     @field_validator("posts")
@@ -477,13 +482,16 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
             problem["post"] = loc[2]
         if loc in (["body", "posts"], ["body"]) and error.get("type") in MISSING_POSTS:
             problem["hint"] = POSTS_HINT
+        elif len(loc) == 2 and loc[0] == "body" and error.get("type") == "extra_forbidden":
+            problem["hint"] = POSTS_HINT
         problems.append(problem)
     return JSONResponse({"detail": problems}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 #: Errors of a body without ``posts`` or not an object at all (pydantic's types).
 MISSING_POSTS = ("missing", "model_attributes_type", "dict_type")
-#: Said when a body has no ``posts`` (a trial sent MLflow's ``dataframe_records``).
+#: Said when a body has no ``posts``, or a field beside it (a trial sent MLflow's
+#: ``dataframe_records``).
 POSTS_HINT = (
     'this API takes {"posts": [{"id": "p1", "text": "..."}]}; MLflow\'s scoring format '
     "(dataframe_records, dataframe_split, inputs, instances) is served by `mlflow models "

@@ -743,17 +743,22 @@ def test_forget_reads_ids_from_json_lines_and_refuses_records_and_lists(
     quoted = tmp_path / "quoted.txt"
     quoted.write_text('\ufeff"2094678559236012465"\n  # from jq\n2094705541658948927\n', "utf-8")
     assert cli.read_post_ids([], quoted) == ["2094678559236012465", "2094705541658948927"]
+    # a CSV column's header on its first line is not a post (a trial got a tombstone "id")
+    column = tmp_path / "column.csv"
+    for header in ("id", "post_id"):
+        column.write_text(f"{header}\n2094678559236012465\nid\n", encoding="utf-8")
+        assert cli.read_post_ids(["p0"], column) == ["p0", "2094678559236012465", "id"]
     # A line that is JSON without an id, or not one id, is named; no flow runs
     bad = tmp_path / "bad.txt"
     for text, expected in (
         ('p1\n{"text": "no id"}\n', 'bad.txt line 2 has no "id"'),
         ("p1\n{not json\n", "bad.txt line 2 is not a JSON object"),
-        ("p1\np2,p3\n", "bad.txt line 2 is not one post id"),
-        ("p1 p2\n", "bad.txt line 1 is not one post id"),
-        ('["p1"]\n', "bad.txt line 1 is not one post id"),
+        ("p1\np2,p3\n", "bad.txt line 2 is not one post id (it holds a comma)"),
+        ("p1 p2\n", "bad.txt line 1 is not one post id (it holds a space)"),
+        ('["p1"]\n', "bad.txt line 1 is not one post id (it is a JSON list)"),
         ('{"id": true}\n', 'bad.txt line 1 has no "id"'),
         ('"p1\n', "bad.txt line 1 is not a JSON string"),
-        ('p"1\n', "bad.txt line 1 is not one post id"),
+        ('p"1\n', "bad.txt line 1 is not one post id (it holds a quote inside)"),
     ):
         bad.write_text(text, encoding="utf-8")
         result = runner.invoke(

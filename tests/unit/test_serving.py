@@ -446,10 +446,17 @@ def test_mlflows_scoring_format_is_a_422_saying_what_this_api_takes(
     body = {"dataframe_records": [{"id": "p1", "text": "new Dior"}]}
     response = client.post(path, headers=AUTH, json=body)
     assert response.status_code == 422, response.text
-    [problem] = response.json()["detail"]
+    problem, beside = response.json()["detail"]
     assert problem["loc"] == ["body", "posts"] and problem["type"] == "missing"
     assert problem["hint"].startswith('this API takes {"posts": [{"id": "p1", "text": "..."}]}')
     assert "`mlflow models serve`" in problem["hint"] and "new Dior" not in response.text
+    assert beside["loc"] == ["body", "dataframe_records"] and beside["hint"] == problem["hint"]
+    # a field beside posts is refused, not ignored (a trial's rows there went unanswered)
+    both = client.post(path, headers=AUTH, json={"posts": [{"text": "x"}], **body})
+    assert both.status_code == 422, both.text
+    assert [(p["loc"], p["type"]) for p in both.json()["detail"]] == [
+        (["body", "dataframe_records"], "extra_forbidden")
+    ]
     # (so does a body that is a bare list of rows; a problem inside a post gets no hint)
     rows = client.post(path, headers=AUTH, json=[{"id": "p1", "text": "new Dior"}])
     assert rows.status_code == 422 and "hint" in rows.json()["detail"][0], rows.text
