@@ -265,10 +265,7 @@ def predict_posts(
         labels=settings.labels,
         batch_size=settings.batch_size,
         on_progress=lambda p: logger.info(
-            "predicted %d/%s (%.0f posts/s)",
-            p.n_predicted,
-            quantity(p.n_posts, "post"),
-            p.posts_per_second,
+            "predicted %d/%s (%s)", p.n_predicted, quantity(p.n_posts, "post"), p.rate_text
         ),
     )
     where = ", ".join(run.processes)  # host:pid of each process that predicted a shard

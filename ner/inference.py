@@ -46,6 +46,13 @@ class PredictionProgress:
         """Posts predicted per second so far (0 before the first second's work)."""
         return self.n_predicted / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def rate_text(self) -> str:
+        """:attr:`posts_per_second` to two significant figures under 10 ("0.42 posts/s": a
+        small run whose time is mostly a cluster's start), else whole ("545 posts/s")."""
+        rate = self.posts_per_second
+        return f"{rate:.2g} posts/s" if 0 < rate < 10 else f"{rate:.0f} posts/s"
+
 
 #: ``on_progress(progress)``: called while predictions are made (see :func:`predict_to_storage`).
 OnProgress = Callable[[PredictionProgress], None]

@@ -211,3 +211,13 @@ def test_progress_is_reported_per_batch_here_and_per_shard_in_processes(
     # And three processes reported each shard as it ended, adding up to every post
     done = [p.n_predicted for p in heard[3]]
     assert len(done) == 3 and done == sorted(done) and done[-1] == total
+
+
+def test_the_progress_rate_of_a_small_run_is_not_rounded_to_nothing() -> None:
+    from ner.inference import PredictionProgress
+
+    # a trial read "0 posts/s" for 10 posts on a Dask cluster that took 12 s to start
+    assert PredictionProgress(5, 10, 12.0).rate_text == "0.42 posts/s"
+    assert PredictionProgress(3, 10, 1.0).rate_text == "3 posts/s"
+    assert PredictionProgress(5450, 9000, 10.0).rate_text == "545 posts/s"
+    assert PredictionProgress(0, 10, 0.0).rate_text == "0 posts/s"
