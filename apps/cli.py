@@ -1982,7 +1982,15 @@ def goldset_list(set_: SetOption = None) -> None:
     if not entries:
         console().print(f"no gold set in {where}/ (the first train freezes one)")
         return
-    table = _table("name", "frozen (UTC)", "posts", "hash", "state", "from", title=where)
+    table = _table(
+        "name",
+        "frozen (UTC)",
+        "posts",
+        "hash",
+        "state",
+        "origin",
+        title=f"gold sets in {where}/",
+    )
     for e in entries:
         table.add_row(e.name, e.created_at[:19], str(e.n_posts), e.hash[:12], e.state, e.origin)
     console().print(table)

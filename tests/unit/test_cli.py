@@ -1549,6 +1549,7 @@ def test_gold_set_retire_takes_the_set_out_of_force_and_list_and_status_say_so(
     listed = runner.invoke(cli.app, ["gold-set", "list", *flags])
     assert listed.exit_code == 0, listed.output
     assert splits.gold_name in listed.stdout and "in force" in listed.stdout
+    assert f"gold sets in file://{store}/dev/goldsets/" in " ".join(listed.stdout.split())
     # When it is retired without a reason, then with one
     blank = runner.invoke(cli.app, ["gold-set", "retire", *flags])
     retired = runner.invoke(cli.app, ["gold-set", "retire", "--reason", "new season", *flags])
