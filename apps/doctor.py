@@ -253,6 +253,7 @@ def check_champion(settings: Settings) -> Check:
     created yet is not created."""
     from ner.environments import open_registry
     from ner.errors import RegistryError
+    from ner.registry import CHAMPION
 
     name = settings.registered_model_name
     first = "the loop's first promotion sets it (brandloop loop), or brandloop promote VERSION"
@@ -260,7 +261,7 @@ def check_champion(settings: Settings) -> Check:
         return Check("champion", CheckStatus.WARN, f"none yet ({db} not created)", first)
     try:
         registry = open_registry(settings)
-        version = registry.alias_version("champion")
+        version = registry.alias_version(CHAMPION)
         if version is None:
             return Check("champion", CheckStatus.WARN, f"no version of {name} yet", first)
         uri, present = registry.version_files(version)

@@ -480,12 +480,16 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
         problem["type"] = error.get("type")
         if loc[:2] == ["body", "posts"] and len(loc) > 2 and isinstance(loc[2], int):
             problem["post"] = loc[2]
-        if loc in (["body", "posts"], ["body"]) and error.get("type") in MISSING_POSTS:
-            problem["hint"] = POSTS_HINT
-        elif len(loc) == 2 and loc[0] == "body" and error.get("type") == "extra_forbidden":
+        if _about_the_body_shape(loc, error.get("type")):
             problem["hint"] = POSTS_HINT
         problems.append(problem)
     return JSONResponse({"detail": problems}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def _about_the_body_shape(loc: list[Any], error_type: Any) -> bool:
+    """True for a body without ``posts``, not an object, or with a field beside ``posts``."""
+    missing = loc in (["body", "posts"], ["body"]) and error_type in MISSING_POSTS
+    return missing or (len(loc) == 2 and loc[0] == "body" and error_type == "extra_forbidden")
 
 
 #: Errors of a body without ``posts`` or not an object at all (pydantic's types).

@@ -517,9 +517,10 @@ def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None, fetched: 
         )
     if fetched.n_fetched_before:
         return (
-            f"{input_uri} changed, and its {quantity(fetched.n_fetched_before, 'post')} read "
-            "now were fetched before with the same id and text (a post fixed in place is "
-            "fetched again)"
+            f"the {quantity(fetched.n_fetched_before, 'post')} of {input_uri} read now were "
+            "fetched before with the same id and text (from another file, or an earlier "
+            "version of this one; a post fixed in place is fetched again); to predict them "
+            "again, with another model say: `brandloop apply --reread` (the flow's reread=True)"
         )
     if sources.lines_read(ctx.storage, input_uri) == 0:
         return f"{input_uri} holds no post: it is empty, or holds only blank lines"

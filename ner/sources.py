@@ -179,8 +179,9 @@ def text_digest(text: str) -> bytes:
 
 def fetched_before(storage: Storage) -> dict[str, bytes]:
     """Post id -> :func:`text_digest` of every post the fetch step stored
-    (``posts/<stamp>.jsonl``), forgotten ones included: what a replaced JSONL file sends
-    again. Reads every batch, so only a replaced file asks for it."""
+    (``posts/<stamp>.jsonl``), forgotten ones included: what a new or replaced JSONL file
+    sends again. Reads every batch, so only a file's first read (or a replaced one) asks
+    for it."""
     from ner.records import read_posts
 
     known: dict[str, bytes] = {}
@@ -352,11 +353,12 @@ def fetch_jsonl_to_storage(
     ``input_uri`` is a local path, a storage key, or a URI under the storage root. The
     checkpoint (the last line consumed and a hash of the lines up to it) moves only after the
     posts were written. Repeated runs therefore walk through a growing file batch by batch,
-    without repeats or gaps, and ids are de-duplicated across batches too. If the file was
-    replaced (a rejected line fixed), reading starts again at line 1, leaving out the posts
-    fetched before with the same id and text (counted). ``from_start`` reads from line 1
-    whatever the checkpoint says (to predict the file again, with another model), and moves
-    the checkpoint only past where it was. Rejected lines (a post longer than ``max_chars``
+    without repeats or gaps, and ids are de-duplicated across batches too. A file read for
+    the first time (a copy of one read before, say) or replaced (a rejected line fixed, read
+    again from line 1) leaves out the posts fetched before from any file with the same id
+    and text (counted). ``from_start`` reads from line 1 whatever the checkpoint says (to
+    predict the file again, with another model), leaves nothing out, and moves the
+    checkpoint only past where it was. Rejected lines (a post longer than ``max_chars``
     too) are logged, written to ``<key without .jsonl>.rejected.json``, and counted.
     """
     if max_posts < 1:
@@ -364,7 +366,9 @@ def fetch_jsonl_to_storage(
     done_before, expected = _read_line_checkpoint(storage, input_uri)
     done = 0 if from_start else done_before
     done, digest, seen, replaced = _jsonl_prefix(storage, input_uri, done, expected, max_chars)
-    read = _NewLines(fetched_before(storage) if replaced else {}, max_posts, done, digest)
+    first_read = done_before == 0 and not from_start  # a new file: a copy of one, say
+    known = fetched_before(storage) if replaced or first_read else {}
+    read = _NewLines(known, max_posts, done, digest)
     with closing(jsonl_lines(storage, input_uri)) as lines:
         rest = _hashed(itertools.islice(lines, done, None), digest)
         items = iter_jsonl(rest, seen=seen, first_line=done + 1, max_chars=max_chars)

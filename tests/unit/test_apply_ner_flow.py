@@ -14,6 +14,7 @@ import pytest
 from flows.apply_ner import Fetched, fetch_posts, import_lease, no_posts_hint
 from ner import sources
 from ner.errors import StorageError
+from ner.records import read_posts
 from ner.settings import load_settings
 from ner.storage import LocalStorage
 
@@ -70,9 +71,21 @@ def test_a_jsonl_file_with_no_post_says_whether_it_is_empty_or_all_rejected(
     fetched = fetch_posts.fn(ctx, "jsonl", str(moved), [], 10, "s4")
     assert (fetched.posts_key, fetched.n_fetched_before) == (None, 2)
     said = no_posts_hint(ctx, "jsonl", str(moved), fetched)
-    assert said == f"{moved} changed, and its 2 posts read now were fetched before with the " + (
-        "same id and text (a post fixed in place is fetched again)"
+    assert said == f"the 2 posts of {moved} read now were fetched before with the same id " + (
+        "and text (from another file, or an earlier version of this one; a post fixed in "
+        "place is fetched again); to predict them again, with another model say: `brandloop "
+        "apply --reread` (the flow's reread=True)"
     )
+    # Given a copy of it, with one new post (a trial's copy re-sent every post to storage)
+    copy = tmp_path / "copy.jsonl"
+    lines = ['{"id": "b", "text": "B"}', '{"id": "a", "text": "A2"}', '{"id": "c", "text": "C"}']
+    copy.write_text("\n".join(lines) + "\n")
+    fetched = fetch_posts.fn(ctx, "jsonl", str(copy), [], 10, "s5")
+    # Then only the edited post and the new one are fetched, and a reread fetches them all
+    assert (fetched.n_posts, fetched.n_fetched_before) == (2, 1)
+    assert [p.id for p in read_posts(storage, "posts/s5.jsonl")] == ["a", "c"]
+    again = fetch_posts.fn(ctx, "jsonl", str(copy), [], 10, "s6", reread=True)
+    assert (again.n_posts, again.n_fetched_before) == (3, 0)
 
 
 def test_the_fetch_step_holds_posts_to_the_settings_limit(tmp_path: Path) -> None:
