@@ -532,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_at_start(app.state.holder, settings.serve_refresh_seconds, None)
     except (ConfigError, ModelError) as exc:
         log.error("%s", exc)
-        return 2
+        return 1  # as the brandloop command line: 2 is argparse's usage error
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

@@ -448,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(note)
         return 1 if unusable else 0
     if not args.no_deploy and _checked(envs, environ, notes=False):
-        return 2  # only the deployments read them: pools, blocks and a bucket do not
+        return 1  # only the deployments read them: pools, blocks and a bucket do not
     try:
         api = prefect_api()
         report = bootstrap(
@@ -460,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except BootstrapError as exc:
         log.error("%s", exc)
-        return 2
+        return 1
     for env, done in report.items():
         log.info("%s (Prefect API %s): %s", env, api, report_line(done))
         for note in empty_block_notes(env, done):

@@ -555,21 +555,21 @@ def test_the_bootstrap_names_the_prefect_api_it_needs_and_why_a_variable_is_unus
     # Given no PREFECT_API_URL (a trial's bootstrap deployed into a temporary database)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         # Then even a --no-deploy run refuses, naming the variable, before creating anything
-        assert bootstrap.main(["--env", "dev", "--no-deploy"]) == 2
+        assert bootstrap.main(["--env", "dev", "--no-deploy"]) == 1
     assert "PREFECT_API_URL is not set" in capsys.readouterr().err  # the log goes to stderr
     # Given an API where nothing listens: the error names it (a trial saw a 78-line trace)
     dead = f"http://127.0.0.1:{free_port()}/api"
     with temporary_settings(updates={PREFECT_API_URL: dead}):
-        assert bootstrap.main(["--env", "dev", "--no-deploy"]) == 2
+        assert bootstrap.main(["--env", "dev", "--no-deploy"]) == 1
     assert f"no Prefect API answers at PREFECT_API_URL={dead}" in capsys.readouterr().err
     # Given an invalid variable, a deploy says why, as --check does (it listed names only)
     monkeypatch.setenv("BRANDLOOP_DEV_MLFLOW_TRACKING_URI", "mlflow.db")
-    assert bootstrap.main(["--env", "dev"]) == 2
+    assert bootstrap.main(["--env", "dev"]) == 1
     said = capsys.readouterr()
     assert said.out.startswith("invalid: BRANDLOOP_DEV_MLFLOW_TRACKING_URI=")
     assert "PREFECT_API_URL" not in said.err  # the variables are said first
     # and --no-deploy, which deploys nothing, does not need the deploy-time variables
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        assert bootstrap.main(["--env", "dev", "--no-deploy"]) == 2
+        assert bootstrap.main(["--env", "dev", "--no-deploy"]) == 1
     said = capsys.readouterr()
     assert "PREFECT_API_URL is not set" in said.err and "invalid" not in said.out

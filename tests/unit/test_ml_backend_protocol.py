@@ -277,7 +277,7 @@ def test_the_command_line_refuses_half_set_credentials(
     holder_log = logging.getLogger("apps.serving")
     monkeypatch.setattr(holder_log, "level", logging.WARNING)  # as Prefect's setup leaves it
     with caplog.at_level(logging.ERROR, logger="apps.ml_backend"):
-        assert main(["--host", "127.0.0.1", "--port", "9"]) == 2
+        assert main(["--host", "127.0.0.1", "--port", "9"]) == 1
     assert "NER_ML_BACKEND_PASSWORD" in caplog.text
     # and the model holder's INFO lines (serving X, the alias moved) would show
     assert holder_log.level == logging.INFO
@@ -319,7 +319,7 @@ def test_the_command_line_refuses_a_missing_store_and_creates_none(
     monkeypatch.delenv("NER_ML_BACKEND_USER", raising=False)
     monkeypatch.delenv("NER_ML_BACKEND_PASSWORD", raising=False)
     with caplog.at_level(logging.ERROR, logger="apps.ml_backend"):
-        assert main(["--host", "127.0.0.1", "--port", "9"]) == 2
+        assert main(["--host", "127.0.0.1", "--port", "9"]) == 1
     assert "no MLflow store at" in caplog.text and "NER_MLFLOW_TRACKING_URI=" in caplog.text
     assert not missing.parent.exists()
 
@@ -465,7 +465,7 @@ def test_the_command_line_refuses_a_port_in_use_in_one_line(
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         with caplog.at_level(logging.ERROR, logger="apps.ml_backend"):
-            assert main(["--host", "127.0.0.1", "--port", str(port)]) == 2
+            assert main(["--host", "127.0.0.1", "--port", str(port)]) == 1
     assert f"cannot listen on 127.0.0.1:{port} (" in caplog.text
     assert "choose another --port" in caplog.text
 
@@ -482,7 +482,7 @@ def test_the_command_line_refuses_a_model_that_cannot_load_before_it_listens(
     ran: list[object] = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: ran.append(a))
     with caplog.at_level(logging.ERROR, logger="apps.ml_backend"):
-        assert main(["--host", "127.0.0.1", "--port", "0"]) == 2
+        assert main(["--host", "127.0.0.1", "--port", "0"]) == 1
     assert not ran
     (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert "no-model-here" in error and "\n" not in error
