@@ -141,14 +141,34 @@ def _read_secret_block(block: str, field: str, env: str) -> str:
     try:
         secret: Any = Secret.load(block, _sync=True)  # type: ignore[call-arg]
     except ValueError as exc:  # Prefect's "Unable to find block document named ..."
-        variable = f"NER_{field.upper()}"
         raise errors.ConfigError(
-            f"{variable}_BLOCK names the Prefect Secret block {block!r}, which cannot be "
-            f"read: {exc}. Create it (`brandloop deploy --env {env} --secrets-from-env "
-            f"--no-deploy` saves it from BRANDLOOP_{env.upper()}_{field.upper()}; or the "
-            f"Prefect UI, Blocks, Secret) or set {variable} instead."
+            f"NER_{field.upper()}_BLOCK names the Prefect Secret block {block!r}, which "
+            f"cannot be read: {exc}. {missing_block_hint(block, field, env)}"
         ) from exc
     return str(secret.get())
+
+
+def missing_block_hint(block: str, field: str, env: str) -> str:
+    """How to create the Secret block ``block`` of ``field``: ``brandloop deploy`` saves only
+    the flows' secrets, under their conventional names (:func:`secret_block_name`)."""
+    variable = f"NER_{field.upper()}"
+    by_hand = (
+        "the Prefect UI (Blocks, Secret), or Python: `Secret(value=...).save(" + repr(block) + ")`"
+        " with `from prefect.blocks.system import Secret`"
+    )
+    standard = secret_block_name(field, env)
+    if field in FLOW_SECRETS and block == standard:
+        return (
+            f"Create it (`brandloop deploy --env {env} --secrets-from-env --no-deploy` saves "
+            f"it from BRANDLOOP_{env.upper()}_{field.upper()}; or {by_hand}) or set "
+            f"{variable} instead."
+        )
+    deploy = (
+        f" (`brandloop deploy --secrets-from-env` saves only {standard!r})"
+        if field in FLOW_SECRETS
+        else ""
+    )
+    return f"Create it with {by_hand}{deploy}, or set {variable} instead."
 
 
 class RetryPolicy(BaseModel):

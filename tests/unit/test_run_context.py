@@ -113,3 +113,20 @@ def test_a_task_body_called_outside_a_run_logs_to_the_module_logger() -> None:
     logger = run_logger()
     # Then it gets a plain logger instead of Prefect's MissingContextError
     assert isinstance(logger, logging.Logger) and logger.name == "flows.context"
+
+
+def test_a_missing_secret_block_is_created_the_way_that_can_create_it() -> None:
+    from flows.context import missing_block_hint
+
+    # the flows' own block under its conventional name: brandloop deploy saves it
+    saved = missing_block_hint("label-studio-api-key-staging", "label_studio_api_key", "staging")
+    assert "brandloop deploy --env staging --secrets-from-env --no-deploy" in saved
+    assert "BRANDLOOP_STAGING_LABEL_STUDIO_API_KEY" in saved
+    # another name, or the serving key (a trial ran the deploy command, which saved neither)
+    for block, field in (("nope", "label_studio_api_key"), ("serve-key", "serve_api_key")):
+        said = missing_block_hint(block, field, "staging")
+        assert "--no-deploy" not in said and f"Secret(value=...).save({block!r})" in said
+        assert said.endswith(f"or set NER_{field.upper()} instead.")
+    assert "saves only 'label-studio-api-key-staging'" in missing_block_hint(
+        "nope", "label_studio_api_key", "staging"
+    )
