@@ -92,7 +92,9 @@ def check_label_studio(settings: Settings) -> list[Check]:
                 CheckStatus.WARN,
                 "not configured (no NER_LABEL_STUDIO_API_KEY)",
                 "needed for destination=label_studio and source=label_studio: set "
-                "NER_LABEL_STUDIO_URL and NER_LABEL_STUDIO_API_KEY",
+                "NER_LABEL_STUDIO_URL and NER_LABEL_STUDIO_API_KEY, or "
+                f"NER_LABEL_STUDIO_API_KEY_BLOCK={_key_block(settings)} (the block "
+                "brandloop deploy --secrets-from-env saves)",
             )
         ]
     fix = "start Label Studio or set NER_LABEL_STUDIO_URL"
@@ -316,3 +318,10 @@ def run_checks(settings: Settings) -> list[Check]:
     checks += check_label_studio(settings)
     checks += [check() for check in single[1:]]
     return checks
+
+
+def _key_block(settings: Settings) -> str:
+    """The Label Studio key's conventional Secret block in the settings' environment."""
+    from flows.context import secret_block_name
+
+    return secret_block_name("label_studio_api_key", settings.env)

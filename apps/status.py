@@ -208,7 +208,13 @@ def _label_studio_part(settings: Settings) -> tuple[LabelStudioCounts | None, st
     if (problem := settings.secret_block_problem("label_studio_api_key")) is not None:
         return None, problem
     if not label_studio_configured(settings):
-        return None, "not configured (set NER_LABEL_STUDIO_API_KEY)"
+        from flows.context import secret_block_name
+
+        block = secret_block_name("label_studio_api_key", settings.env)
+        return None, (
+            "not configured (set NER_LABEL_STUDIO_API_KEY, or NER_LABEL_STUDIO_API_KEY_BLOCK="
+            f"{block}, the block brandloop deploy --secrets-from-env saves)"
+        )
     try:
         counts = label_studio_counts(settings)
     except LabelStudioAuthError as exc:

