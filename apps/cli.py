@@ -1836,8 +1836,9 @@ def serve(
     """Serve the champion over the REST API. Needs a bearer token: NER_SERVE_API_KEY,
     NER_SERVE_API_KEYS (several, comma-separated or a JSON list) or NER_SERVE_API_KEY_BLOCK
     (a Prefect Secret block)."""
-    from apps.serving import create_app, load_at_start, run_server
+    from apps.serving import bound_mlflow_requests, create_app, load_at_start, run_server
 
+    bound_mlflow_requests(os.environ)
     given = {"serve_host": host, "serve_port": port, "serve_model": model}
     overrides = {**cli_overrides(set_), **{k: v for k, v in given.items() if v is not None}}
     cfg = load_cli_settings(overrides)

@@ -57,6 +57,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -70,10 +71,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from spacy.language import Language
 
 from apps.serving import (
+    GRACEFUL_STOP_S,
     Loader,
     ModelHolder,
     RequestGuard,
     Resolver,
+    bound_mlflow_requests,
     invalid_request,
     load_at_start,
     model_holder,
@@ -365,7 +368,13 @@ def create_app(
     holder = model_holder(settings, loader, resolver)
     waiting = "/health says so and /predict answers 503 until a version is promoted"
     lifespan = model_lifespan(holder, settings.serve_refresh_seconds, waiting)
-    app = FastAPI(title="brandloop ML backend", lifespan=lifespan)
+    app = FastAPI(
+        title="brandloop ML backend",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.holder = holder
     # Label Studio sends no query string, but a user's webhook URL may: not refused here
     max_body = settings.ml_backend_max_body_bytes
@@ -515,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9090, help="port to listen on")
     parser.add_argument("--log-level", default="info", help="uvicorn log level")
     args = parser.parse_args(argv)
+    bound_mlflow_requests(os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # the model holder's lines (serving X, the alias moved) are INFO of apps.serving, which
     # Prefect's logging setup (imported with the flows) may hold at WARNING
@@ -533,7 +543,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ModelError) as exc:
         log.error("%s", exc)
         return 1  # as the brandloop command line: 2 is argparse's usage error
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=GRACEFUL_STOP_S,
+    )
     return 0
 
 

@@ -52,10 +52,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,40 +135,52 @@ class ModelHolder:
         """Nothing is served because no version is ``@champion`` yet."""
         return not self.loaded and isinstance(self.failure, NotPromotedYetError)
 
-    def refresh(self, *, force: bool = False) -> bool:
+    def refresh(self, *, force: bool = False, wait_s: float | None = None) -> bool:
         """Load the model if the version behind the spec changed; True when it swapped.
 
-        Raises :class:`ModelError` when the spec cannot be resolved or loaded; the model
-        served so far (if any) stays in place.
+        Raises :class:`ModelError` when the spec cannot be resolved or loaded (the model
+        served so far, if any, stays in place), or when another refresh still runs after
+        ``wait_s`` seconds (None: wait for it).
         """
-        with self._swap_lock:
-            self.last_check = datetime.now(UTC)
-            try:
-                version = self._resolver(self.spec)
-                current = self._served
-                if (
-                    current is not None
-                    and not force
-                    and (version is None or version == current.model.version)
-                ):
-                    self.failure = None
-                    return False
-                name, _, number = (version or "").rpartition("/")
-                target = f"models:/{name}/{number}" if version else self.spec
-                model = self._loader(target)
-            except ModelError as exc:
-                self.failure = exc
-                raise
-            if version is not None:
-                model = LoadedModel(model.nlp, version)
-            previous = None if current is None else current.model.version
-            self._served = Served(model, target, datetime.now(UTC))
-            self.failure = None
-            if previous is None:
-                log.info("serving %s", model.version)
-            else:
-                log.info("serving %s (was %s)", model.version, previous)
-            return True
+        if not self._swap_lock.acquire(timeout=-1 if wait_s is None else wait_s):
+            raise ModelError(
+                f"another check of {self.spec!r} is still running after {wait_s:.0f} s (is "
+                "MLflow answering?); the model served so far stays: try again later"
+            )
+        try:
+            return self._refresh(force)
+        finally:
+            self._swap_lock.release()
+
+    def _refresh(self, force: bool) -> bool:
+        """:meth:`refresh` with the swap lock held."""
+        self.last_check = datetime.now(UTC)
+        try:
+            version = self._resolver(self.spec)
+            current = self._served
+            if (
+                current is not None
+                and not force
+                and (version is None or version == current.model.version)
+            ):
+                self.failure = None
+                return False
+            name, _, number = (version or "").rpartition("/")
+            target = f"models:/{name}/{number}" if version else self.spec
+            model = self._loader(target)
+        except ModelError as exc:
+            self.failure = exc
+            raise
+        if version is not None:
+            model = LoadedModel(model.nlp, version)
+        previous = None if current is None else current.model.version
+        self._served = Served(model, target, datetime.now(UTC))
+        self.failure = None
+        if previous is None:
+            log.info("serving %s", model.version)
+        else:
+            log.info("serving %s (was %s)", model.version, previous)
+        return True
 
     def refresh_quietly(self) -> None:
         """:meth:`refresh` for the background thread: failures are logged, not raised; a
@@ -664,7 +677,7 @@ def _add_model_routes(
 
     def reload() -> ReloadResponse:
         try:
-            changed = holder.refresh()
+            changed = holder.refresh(wait_s=RELOAD_WAIT_S)
         except ModelError as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
         return ReloadResponse(changed=changed, model_version=holder.served.model.version)
@@ -673,6 +686,12 @@ def _add_model_routes(
     app.post("/invocations", dependencies=takes_json)(predict)
     app.get("/v1/model", dependencies=guarded)(model_info)
     app.post("/v1/reload", dependencies=guarded)(reload)
+
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    # the schema needs the token like every call but the health checks; no /docs pages
+    app.get("/openapi.json", dependencies=guarded, include_in_schema=False)(openapi)
 
 
 def model_holder(
@@ -719,6 +738,9 @@ def create_app(
         title="brandloop",
         summary="Brand mentions in posts",
         lifespan=model_lifespan(holder, settings.serve_refresh_seconds),
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # served with the token instead (_add_model_routes)
     )
     app.state.holder = holder
     limits = Limits.from_settings(settings)
@@ -730,6 +752,24 @@ def create_app(
 
 
 # --------------------------------------------------------------------------- the server
+
+
+#: Seconds ``POST /v1/reload`` waits for a check of the alias already running (the
+#: background one) before it answers 503.
+RELOAD_WAIT_S = 30.0
+#: MLflow's HTTP retries and per-request timeout (s) in a serving process, unless set in its
+#: environment: the SDK's defaults (7 retries with back-off, 120 s) held a reload, and the
+#: server's stop, for minutes while MLflow was down.
+SERVE_MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+#: Seconds a stopping server (SIGTERM, Ctrl+C) waits for requests still open.
+GRACEFUL_STOP_S = 10
+
+
+def bound_mlflow_requests(environ: MutableMapping[str, str]) -> None:
+    """Set :data:`SERVE_MLFLOW_HTTP` in ``environ`` (a serving process's ``os.environ``)
+    where the user set nothing: a down MLflow then fails a check in seconds."""
+    for name, value in SERVE_MLFLOW_HTTP.items():
+        environ.setdefault(name, value)
 
 
 class RedactQuery(logging.Filter):
@@ -767,6 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port (default: NER_SERVE_PORT)")
     parser.add_argument("--model", metavar="SPEC", help="model (default: NER_SERVE_MODEL)")
     args = parser.parse_args(argv)
+    bound_mlflow_requests(os.environ)
     given = {"serve_host": args.host, "serve_port": args.port, "serve_model": args.model}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     log.setLevel(logging.INFO)  # Prefect's logging setup, imported above, may hold root at WARNING
@@ -793,7 +834,11 @@ def run_server(settings: Settings, app: Any = None) -> None:
 
     served = create_app(settings) if app is None else app
     config = uvicorn.Config(
-        served, host=settings.serve_host, port=settings.serve_port, log_level="info"
+        served,
+        host=settings.serve_host,
+        port=settings.serve_port,
+        log_level="info",
+        timeout_graceful_shutdown=GRACEFUL_STOP_S,
     )
     # uvicorn.Config configures its loggers; the filter goes on after that.
     logging.getLogger("uvicorn.access").addFilter(RedactQuery())

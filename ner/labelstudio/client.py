@@ -44,6 +44,7 @@ from ner.labelstudio.checkpoint import (
 )
 from ner.labelstudio.config import LabelConfig, is_generated, label_config, parse_label_config
 from ner.labelstudio.export import load_export
+from ner.settings import redact_uri
 
 if TYPE_CHECKING:
     from label_studio_sdk import LabelStudio
@@ -294,9 +295,17 @@ class LabelStudioProject:
                     api_key=api_key,
                     timeout=timeout,
                 )
-        return cls.ensure(
-            client, settings.project_title, settings.labels, secret=api_key, create=create
-        )
+        try:
+            return cls.ensure(
+                client, settings.project_title, settings.labels, secret=api_key, create=create
+            )
+        except LabelStudioError as exc:
+            if not isinstance(exc.__cause__, httpx.TransportError):
+                raise
+            raise type(exc)(  # a flow's log said "Connection refused" without the address
+                f"{exc} (at {redact_uri(settings.label_studio_url)}: is Label Studio running "
+                "there? NER_LABEL_STUDIO_URL names it)"
+            ) from exc.__cause__
 
     @classmethod
     def ensure(

@@ -13,9 +13,11 @@ from __future__ import annotations
 import http.client
 import json
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,13 @@ import requests
 
 from ner.registry import CHAMPION, Registry, decide
 from tests.support.models import register_gazetteer
-from tests.support.servers import LOCALHOST, ManagedServer, MlflowService, free_port
+from tests.support.servers import (
+    LOCALHOST,
+    ManagedServer,
+    MlflowService,
+    free_port,
+    mlflow_service,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLD = "c" * 64
@@ -62,13 +70,14 @@ def _server(
     mlflow_server: MlflowService,
     token: str,
     tmp_path: Path,
-    ready: str = "/health",
+    ready: str | None = "/health",
     *,
     as_environment_model: bool = False,
 ) -> ManagedServer:
     """``python -m apps.serving`` of the registry's ``@champion``, ready once ``ready`` (a
-    path) answers 2xx. ``as_environment_model``: the model is named as the environment's
-    own (``NER_REGISTERED_MODEL_NAME``, the served spec derived from it, as compose does)."""
+    path) answers 2xx (None: once launched). ``as_environment_model``: the model is named
+    as the environment's own (``NER_REGISTERED_MODEL_NAME``, the served spec derived from
+    it, as compose does)."""
     port = free_port()
     name = registry.model_name
     model_env = (
@@ -82,7 +91,7 @@ def _server(
         workdir=tmp_path,
         cwd=ROOT,
         port=port,
-        health_url=f"http://{LOCALHOST}:{port}{ready}",
+        health_url=None if ready is None else f"http://{LOCALHOST}:{port}{ready}",
         env={
             "NER_MLFLOW_TRACKING_URI": mlflow_server.url,
             **model_env,
@@ -113,11 +122,10 @@ def test_a_server_started_on_a_new_stack_serves_the_first_champion_once_promoted
     registry: Registry, mlflow_server: MlflowService, token: str, tmp_path: Path
 ) -> None:
     # Given a new stack: the environment's model is not registered yet
-    server = _server(
-        registry, mlflow_server, token, tmp_path, "/openapi.json", as_environment_model=True
-    )
-    with server:  # ready once its app answers
+    server = _server(registry, mlflow_server, token, tmp_path, None, as_environment_model=True)
+    with server:
         url = f"http://{LOCALHOST}:{server.port}"
+        _wait_for_answer(f"{url}/health")  # ready once its app answers, 503 or not
         auth = {"Authorization": f"Bearer {token}"}
         body = {"posts": [{"id": "p1", "text": "new glossier drop"}]}
         # Then it runs, answers 503 and says why
@@ -139,6 +147,52 @@ def test_a_server_started_on_a_new_stack_serves_the_first_champion_once_promoted
     log = server.log_path.read_text(errors="replace")
     assert log.count("/health answers 503 until a version is promoted") == 1  # at start-up
     assert f"serving {registry.model_name}/{v1}" in log  # the first load is said
+
+
+def _wait_for_answer(url: str, timeout: float = 120.0) -> None:
+    """Until ``url`` answers at all (a server that starts up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=5)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.25)
+    raise AssertionError(f"nothing answered {url} within {timeout} s")
+
+
+def test_a_reload_with_mlflow_down_answers_503_and_the_server_still_stops(
+    token: str, tmp_path: Path
+) -> None:
+    # Given a champion served from an MLflow server of its own, checked every 0.5 s
+    own = mlflow_service(tmp_path / "mlflow")
+    with own.start():
+        name = f"brand-ner-down-{secrets.token_hex(4)}"
+        registry = Registry(own.url, model_name=name, experiment_name=name)
+        v1 = _register(registry, tmp_path, ["Glossier"], 0.85)
+        registry.promote(v1, gold_hash=GOLD, decision=decide(0.85, None, 0.8), metrics={"f1": 0.85})
+        server = _server(registry, own, token, tmp_path)
+        with server:
+            url, auth = f"http://{LOCALHOST}:{server.port}", {"Authorization": f"Bearer {token}"}
+            # When MLflow goes down, and two reloads are asked at once (a trial's first reload
+            # took 4 minutes, the second never answered, and SIGTERM did not stop the server)
+            own.server.kill()
+            with ThreadPoolExecutor(2) as pool:
+                asked = [
+                    pool.submit(requests.post, f"{url}/v1/reload", headers=auth, timeout=150)
+                    for _ in range(2)
+                ]
+                answers = [future.result() for future in asked]
+            # Then both answer 503 with the reason, and the served model keeps answering
+            assert [a.status_code for a in answers] == [503, 503], [a.text for a in answers]
+            assert all(a.json()["detail"] for a in answers)
+            body = {"posts": [{"id": "p1", "text": "new glossier drop"}]}
+            answer = requests.post(f"{url}/v1/predict", json=body, headers=auth, timeout=30)
+            assert answer.json()["model_version"] == f"{name}/{v1}"
+            # And SIGTERM stops it (uvicorn re-raises the signal once stopped; a server that
+            # would not stop gets SIGKILL, -9)
+            assert server.stop(timeout=60) == -signal.SIGTERM
+    assert server.group_pids() == []
 
 
 def _wait_for_detail(url: str, auth: dict[str, str], wanted: str, timeout: float = 30.0) -> None:

@@ -156,6 +156,17 @@ def test_every_deploy_time_variable_is_documented(prefect_file: dict[str, Any]) 
             assert bootstrap.secret_variable(field, env) in documented
 
 
+def test_the_readmes_deploy_env_recipe_exports_one_environment_only() -> None:
+    # a trial's recipe exported the dev lines (compose hosts, which every dev command then
+    # used) and an empty BRANDLOOP_VERSION; the README's grep runs here on the example file
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (pattern,) = re.findall(r"`grep -E '([^']+)' deployments/\.env\.example > deploy\.env`", readme)
+    lines = (ROOT / "deployments" / ".env.example").read_text(encoding="utf-8").splitlines()
+    names = [line.partition("=")[0] for line in lines if re.search(pattern, line)]
+    assert "BRANDLOOP_PROJECT_DIR" in names and "BRANDLOOP_STAGING_STORAGE_URI" in names
+    assert all(n == "BRANDLOOP_PROJECT_DIR" or n.startswith("BRANDLOOP_STAGING_") for n in names)
+
+
 def test_missing_and_empty_variables_are_reported(prefect_file: dict[str, Any]) -> None:
     # Given the dev variables, one of them empty
     environ = usable_values(bootstrap.required_variables(prefect_file, ["dev"]))

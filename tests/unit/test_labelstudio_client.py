@@ -155,3 +155,22 @@ def test_a_backend_that_refused_the_credentials_is_told_from_one_not_reached() -
         "NER_ML_BACKEND_PASSWORD here to the values the backend was started with"
     )
     assert "ML_BLOCK_LOCAL_IP" not in said
+
+
+def test_a_label_studio_that_does_not_answer_is_named_by_its_address() -> None:
+    from ner.settings import load_settings
+    from tests.support.servers import free_port
+
+    # Given nothing listening where the settings say Label Studio is (a trial's flow run said
+    # only "Connection refused")
+    url = f"http://127.0.0.1:{free_port()}"
+    settings = load_settings(label_studio_url=url, label_studio_api_key="secret-key")
+    # When a flow connects to its project, then the error names the address and the setting
+    with pytest.raises(LabelStudioError) as raised:
+        LabelStudioProject.connect(settings, timeout=5)
+    said = str(raised.value)
+    assert said.startswith("Label Studio lookup of project 'brandloop-dev' failed: ConnectError")
+    assert said.endswith(
+        f"(at {url}: is Label Studio running there? NER_LABEL_STUDIO_URL names it)"
+    )
+    assert "secret-key" not in said

@@ -89,6 +89,16 @@ def test_every_v1_call_needs_the_bearer_token(client: TestClient, headers: dict[
         assert TOKEN not in response.text
 
 
+def test_the_api_schema_needs_the_token_and_there_are_no_docs_pages(client: TestClient) -> None:
+    # a trial read /docs, /redoc and /openapi.json without a token, where the README says
+    # every call but the health checks needs one
+    assert client.get("/openapi.json").status_code == 401
+    schema = client.get("/openapi.json", headers=AUTH)
+    assert schema.status_code == 200 and "/v1/predict" in schema.json()["paths"]
+    assert "/openapi.json" not in schema.json()["paths"]
+    assert [client.get(path).status_code for path in ("/docs", "/redoc")] == [404, 404]
+
+
 def test_health_needs_no_token_and_names_the_version(client: TestClient) -> None:
     response = client.get("/health")
     assert response.status_code == 200
@@ -176,6 +186,44 @@ def test_a_version_that_fails_to_load_is_not_swapped_in(registry: Registry) -> N
     holder.refresh_quietly()
     assert holder.served.model.version == "brand-ner/1"
     assert holder.last_error is not None and "brand-ner/2" in holder.last_error
+
+
+def test_a_reload_waits_for_a_running_check_at_most_its_limit(registry: Registry) -> None:
+    import threading
+
+    # Given a served model whose next alias check hangs (MLflow not answering)
+    holder = ModelHolder("models:/brand-ner@champion", registry.load, registry.resolve)
+    assert holder.refresh() is True
+    entered, release = threading.Event(), threading.Event()
+
+    def hanging(spec: str) -> str | None:
+        entered.set()
+        release.wait(30)
+        return registry.resolve(spec)
+
+    holder._resolver = hanging
+    background = threading.Thread(target=holder.refresh_quietly)
+    background.start()
+    assert entered.wait(10)
+    # When a reload asks meanwhile, it gives up after its wait, naming why; the model stays
+    with pytest.raises(ModelError, match="another check of 'models:/brand-ner@champion' is"):
+        holder.refresh(wait_s=0.2)
+    assert holder.served.model.version == "brand-ner/1"
+    # And once the check ends, a reload goes through
+    release.set()
+    background.join(10)
+    assert holder.refresh(wait_s=0.2) is False
+
+
+def test_a_serving_process_bounds_mlflow_retries_unless_the_user_set_them() -> None:
+    from apps.serving import SERVE_MLFLOW_HTTP, bound_mlflow_requests
+
+    environ = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    bound_mlflow_requests(environ)
+    assert environ == {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": SERVE_MLFLOW_HTTP["MLFLOW_HTTP_REQUEST_MAX_RETRIES"],
+    }
 
 
 def test_a_repeated_refresh_failure_is_warned_once(
