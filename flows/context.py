@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
+import httpx
 from prefect import Task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -144,6 +145,16 @@ def _read_secret_block(block: str, field: str, env: str) -> str:
         raise errors.ConfigError(
             f"NER_{field.upper()}_BLOCK names the Prefect Secret block {block!r}, which "
             f"cannot be read: {exc}. {missing_block_hint(block, field, env)}"
+        ) from exc
+    except httpx.HTTPError as exc:  # a trial's serve said only "ConnectError: ..."
+        from prefect.settings import get_current_settings
+
+        api = get_current_settings().api.url or "(not set: a temporary local API)"
+        raise errors.ConfigError(
+            f"NER_{field.upper()}_BLOCK names the Prefect Secret block {block!r}, which "
+            f"cannot be read: no Prefect API answers at PREFECT_API_URL={api} "
+            f"({type(exc).__name__}: {exc}); start that server, correct PREFECT_API_URL, or "
+            f"set NER_{field.upper()} instead"
         ) from exc
     return str(secret.get())
 

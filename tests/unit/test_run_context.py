@@ -130,3 +130,20 @@ def test_a_missing_secret_block_is_created_the_way_that_can_create_it() -> None:
     assert "saves only 'label-studio-api-key-staging'" in missing_block_hint(
         "nope", "label_studio_api_key", "staging"
     )
+
+
+def test_a_secret_block_behind_an_unreachable_prefect_api_names_the_api() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.context import _read_secret_block
+    from tests.support.servers import free_port
+
+    # Given PREFECT_API_URL where nothing answers (a trial's serve said only "ConnectError")
+    api = f"http://127.0.0.1:{free_port()}/api"
+    with temporary_settings({PREFECT_API_URL: api}), pytest.raises(ConfigError) as raised:
+        _read_secret_block("serve-key-staging", "serve_api_key", "staging")
+    # Then the error names the block, the API and the ways out
+    said = str(raised.value)
+    assert said.startswith("NER_SERVE_API_KEY_BLOCK names the Prefect Secret block ")
+    assert f"no Prefect API answers at PREFECT_API_URL={api} (ConnectError" in said
+    assert said.endswith("or set NER_SERVE_API_KEY instead")
