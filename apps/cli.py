@@ -721,7 +721,7 @@ def _check_jsonl_input(input_uri: str | None, cfg: Settings) -> None:
     storage = env_storage(cfg)
     if find_input(storage, input_uri) is None:
         raise CliError(
-            f"--input-uri {input_uri}: neither a local file nor a key in {cfg.storage_uri}"
+            f"--input-uri {input_uri}: neither a local file nor a key in {storage.uri()}"
         )
 
 

@@ -558,12 +558,24 @@ def token_digests(settings: Settings) -> tuple[bytes, ...]:
         if (problem := token_problem(token)) is not None:
             raise ConfigError(
                 f"bearer token {number} of NER_SERVE_API_KEY / NER_SERVE_API_KEYS {problem} "
-                "(the token is not shown); set one nobody can guess, e.g. "
-                "python3 -c 'import secrets; print(secrets.token_hex(20))'"
+                f"(the token is not shown); set one nobody can guess, e.g. {TOKEN_RECIPE}"
+            )
+        if len(token) < SHORT_TOKEN:
+            log.warning(
+                "bearer token %d of NER_SERVE_API_KEY / NER_SERVE_API_KEYS has %d characters: "
+                "fine on 127.0.0.1, guessable anywhere else; e.g. %s",
+                number,
+                len(token),
+                TOKEN_RECIPE,
             )
     return tuple(hashlib.sha256(token.encode("utf-8")).digest() for token in tokens)
 
 
+#: Bearer tokens shorter than this are warned about at start (not refused: the README's
+#: local examples use short ones).
+SHORT_TOKEN = 16
+#: How to make a token nobody can guess.
+TOKEN_RECIPE = "python3 -c 'import secrets; print(secrets.token_hex(20))'"
 #: Tokens the examples say to replace (``deployments/.env.example``), refused as bearer tokens.
 PLACEHOLDER_TOKENS = frozenset({"change-me", "changeme", "change-me-please"})
 

@@ -584,7 +584,8 @@ def test_a_jsonl_apply_without_its_input_is_refused_before_any_flow_runs(
     result = runner.invoke(cli.app, ["apply", "--source", "jsonl", "--input-uri", "nope.jsonl"])
     assert result.exit_code == 1
     assert _lines(result.stderr)[0].startswith(
-        "error: --input-uri nope.jsonl: neither a local file nor a key in .brandloop/storage"
+        "error: --input-uri nope.jsonl: neither a local file nor a key in "
+        f"file://{tmp_path}/.brandloop/storage/dev"  # the environment's folder, where keys are
     )
     assert result.stdout == "" and list(tmp_path.iterdir()) == []  # no flow, no store
     # and a file given without --source jsonl is not dropped for the default X source

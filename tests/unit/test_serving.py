@@ -78,6 +78,18 @@ def test_the_server_refuses_to_start_without_a_token() -> None:
         create_app(Settings())
 
 
+def test_a_short_token_is_warned_about_not_shown(caplog: pytest.LogCaptureFixture) -> None:
+    from apps.serving import token_digests
+
+    # a trial served with NER_SERVE_API_KEY=a, and nothing said so
+    keys = [SecretStr("a"), SecretStr(TOKEN)]
+    with caplog.at_level(logging.WARNING, logger="apps.serving"):
+        assert len(token_digests(Settings(serve_api_keys=keys))) == 2
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("bearer token 1 of NER_SERVE_API_KEY / NER_SERVE_API_KEYS has 1 ")
+    assert "secrets.token_hex(20)" in said and TOKEN not in said
+
+
 @pytest.mark.parametrize(
     "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}]
 )
