@@ -28,7 +28,12 @@ from ner import forget, layout
 from ner.agreement import Agreement, AgreementPolicy, Outcome, resolve
 from ner.datasets import dataset_hash, write_annotations
 from ner.errors import StorageError
-from ner.labelstudio.export import TEXTS_DIFFER, TaskAnnotations, parse_export
+from ner.labelstudio.export import (
+    TEXTS_DIFFER,
+    TaskAnnotations,
+    duplicate_reason,
+    parse_export,
+)
 from ner.labelstudio.liveset import LiveSet, load_live_set, reconcile
 from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
 from ner.report import quantity
@@ -217,7 +222,10 @@ def _read_snapshots(storage: Storage, keys: Sequence[str], labels: Sequence[str]
         for annotation in parsed.records:
             stamp = (annotation.updated_at or "", order, annotation)
             known = pool.latest.get(annotation.post_id)
-            if known is None or stamp[:2] >= known[:2]:
+            newer = known is None or stamp[:2] >= known[:2]
+            if known is not None and known[2].task_id != annotation.task_id:
+                _supersede(pool, key, annotation, known[2], newer)
+            if newer:
                 pool.latest[annotation.post_id] = stamp
                 pool.repairs[annotation.post_id] = (
                     key,
@@ -225,6 +233,19 @@ def _read_snapshots(storage: Storage, keys: Sequence[str], labels: Sequence[str]
                 )
         _drop_outdated(pool, {item.record_id for item in parsed.rejected}, order)
     return pool
+
+
+def _supersede(pool: _Pool, key: str, read: Annotation, known: Annotation, newer: bool) -> None:
+    """Name the record of another task of the same post that gives way, as one export names
+    its own duplicates: ``read`` (of snapshot ``key``) against ``known``, the record kept so
+    far (a post sent twice lands in two tasks, mostly in two pulls' snapshots)."""
+    kept, lost = (read, known) if newer else (known, read)
+    lost_key = pool.repairs[known.post_id][0] if newer else key
+    why = f"(updated {kept.updated_at})" if kept.updated_at else "(in a later export)"
+    reason = duplicate_reason(
+        f"task {lost.task_id}", f"task {kept.task_id}", why, lost.text != kept.text
+    )
+    pool.rejected.append((lost_key, Rejected(lost.post_id, reason)))
 
 
 def _drop_outdated(pool: _Pool, rejected_posts: set[str | None], order: int) -> None:

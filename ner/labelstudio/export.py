@@ -772,16 +772,19 @@ def _keep_latest(
     else:
         why = "(no date or annotation id on either; the later in the export)"
     texts = {r.annotation.text for r in (older, newer) if r.annotation is not None}
+    return Rejected(post_id, duplicate_reason(older.ref, newer.ref, why, len(texts) > 1))
+
+
+def duplicate_reason(older: str, newer: str, why: str, texts_differ: bool) -> str:
+    """Why the record of task ``older`` gives way to that of task ``newer`` of the same post
+    id (``why``: what makes it more recent, in brackets)."""
     differ = (
         f"; {TEXTS_DIFFER}: a source reused the id, or the post was edited: check which post it is"
-        if len(texts) > 1
+        if texts_differ
         else ""
     )
-    return Rejected(
-        post_id,
-        f"{older.ref}: duplicate post id; the annotation of {newer.ref} "
-        f"{why} is more recent and is kept{differ}",
-    )
+    kept = f"the annotation of {newer} {why} is more recent and is kept"
+    return f"{older}: duplicate post id; {kept}{differ}"
 
 
 def parse_export(

@@ -387,6 +387,45 @@ def test_two_snapshots_holding_the_same_tasks_count_and_name_each_once(storage: 
     assert sorted(pulled(storage)) == ["p1", "p3"]
 
 
+def test_a_post_sent_twice_as_two_tasks_in_two_pulls_names_the_record_that_gives_way(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given post t4 labelled in task 4 (week 1's pull), then sent again with an edited text
+    # as task 25 and labelled there (week 2's pull: only changed tasks are exported); a trial
+    # saw task 25's label replace task 4's with "0 records superseded" and no warning
+    first = task(4, TEXT, [res("Glossier")], post_id="t4", updated_at="2026-11-20T10:00:00Z")
+    edited = TEXT + "!!"
+    again = task(25, edited, [result(0, 8, "Glossier")], post_id="t4")
+    again["annotations"][0]["updated_at"] = "2026-11-21T10:00:00Z"
+    keys = [write_snapshot(storage, "s1", [first]), write_snapshot(storage, "s2", [again])]
+    # When both are pulled
+    with caplog.at_level("INFO", logger="ner.labelstudio.collect"):
+        report = collect(storage, keys)
+    # Then task 25's label is kept, and task 4's record is named as superseded, a warning
+    # since their texts differ
+    assert pulled(storage)["t4"].text == edited and report.n_superseded == 1
+    said = storage.read_json(layout.rejected_report(layout.pulled_annotations("run")))
+    assert said == [
+        {
+            "kind": "superseded",
+            "export": keys[0],
+            "post_id": "t4",
+            "reason": "task 4: duplicate post id; the annotation of task 25 (updated "
+            "2026-11-21T10:00:00Z) is more recent and is kept; their texts differ: a source "
+            "reused the id, or the post was edited: check which post it is",
+            "also_in": [],
+        }
+    ]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and ": t4: task 4: duplicate post id" in warned[0]
+    # And read the other way round (the newer label in the earlier snapshot), the same
+    # record gives way, named in the snapshot that holds it
+    report = collect(storage, keys[::-1])
+    assert pulled(storage)["t4"].text == edited and report.n_superseded == 1
+    (entry,) = storage.read_json(layout.rejected_report(layout.pulled_annotations("run")))
+    assert (entry["export"], entry["reason"]) == (keys[0], said[0]["reason"])
+
+
 def test_train_ner_says_how_many_disagreements_the_policy_settled(
     storage: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:
