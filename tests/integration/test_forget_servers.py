@@ -142,8 +142,11 @@ def test_forget_removes_posts_everywhere_in_storage_and_keeps_them_out(
 
     # When the posts come again (a source re-sends them, a late export still holds them)
     again = demo_slice(tmp_path, N_POSTS, name="again.jsonl")
-    reapplied = apply_ner(source="jsonl", input_uri=str(again), model="gazetteer")
-    assert reapplied.fetched.n_posts == N_POSTS - 4
+    first_read = apply_ner(source="jsonl", input_uri=str(again), model="gazetteer")
+    assert (first_read.fetched.n_posts, first_read.fetched.n_fetched_before) == (0, N_POSTS - 4)
+    assert first_read.fetched.n_forgotten == 4  # (a new file leaves out posts fetched before)
+    reapplied = apply_ner(source="jsonl", input_uri=str(again), model="gazetteer", reread=True)
+    assert (reapplied.fetched.n_posts, reapplied.fetched.n_forgotten) == (N_POSTS - 4, 4)
     storage.write_json("exports/late-replay.json", _gold_tasks_of(forgotten))
     ids, pool_again = pull_and_split(ctx, "pull-2")
     # Then a following pull and split do not bring them back
