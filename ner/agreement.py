@@ -10,7 +10,9 @@ Policies (:class:`AgreementPolicy`, setting ``agreement_policy``):
 * ``latest``: the most recently saved annotation is the label (what a single annotator gives);
 * ``majority``: the spans chosen by more than half of the annotators (ties are not a majority);
   they never overlap, since two spans both chosen by a majority share at least one annotator,
-  whose own spans do not overlap;
+  whose own spans do not overlap. A post where more than half marked a brand at one place
+  but no bounds won a majority ("Rare Beauty" against "Rare") is *held*, as under ``review``:
+  trained as it stands, the place would be a negative;
 * ``review``: the latest annotation, unless the agreement is below ``agreement_threshold``:
   then the post is *held* — kept out of training (and out of a gold set being frozen) and
   listed for review, until the annotators agree or one annotation is deleted.
@@ -104,6 +106,25 @@ def majority_spans(annotations: Sequence[Annotation]) -> tuple[Span, ...]:
     return tuple(spans[key] for key in sorted(votes) if votes[key] >= needed)
 
 
+def contested_spans(annotations: Sequence[Annotation], kept: Sequence[Span]) -> list[Span]:
+    """Spans that more than half of ``annotations`` marked a brand at (a span of theirs
+    overlaps it, any label) although no majority span (``kept``) overlaps it: the annotators
+    agree there is one there, not on its bounds."""
+    needed = len(annotations) // 2 + 1
+    found: dict[tuple[int, int, str], Span] = {}
+    for span in (s for a in annotations for s in a.spans):
+        if any(_overlap(span, k) for k in kept) or span.key in found:
+            continue
+        marking = sum(any(_overlap(span, s) for s in a.spans) for a in annotations)
+        if marking >= needed:
+            found[span.key] = span
+    return [found[key] for key in sorted(found)]
+
+
+def _overlap(a: Span, b: Span) -> bool:
+    return a.start < b.end and b.start < a.end
+
+
 def _latest(annotations: Sequence[Annotation]) -> Annotation:
     """The most recently saved annotation (the last given on equal or missing times)."""
     ordered = sorted(enumerate(annotations), key=lambda p: (p[1].updated_at or "", p[0]))
@@ -116,7 +137,8 @@ def resolve(
     """Apply ``policy`` to the annotations of one post (at least one, same post and text).
 
     ``threshold`` (in [0, 1]) only matters for ``review``: a score strictly below it holds the
-    post. Raises :class:`ValueError` for an empty list or annotations of different posts.
+    post. ``majority`` holds a post with :func:`contested_spans`. Raises :class:`ValueError`
+    for an empty list or annotations of different posts.
     """
     if not annotations:
         raise ValueError("resolve() needs at least one annotation")
@@ -127,12 +149,15 @@ def resolve(
     names = tuple(a.annotator or f"annotation {n}" for n, a in enumerate(annotations, 1))
     chosen: Annotation | None = latest
     outcome = Outcome.KEPT_LATEST
-    if policy is AgreementPolicy.MAJORITY and len(annotations) > 1:
+    majority = majority_spans(annotations) if policy is AgreementPolicy.MAJORITY else ()
+    if policy is AgreementPolicy.MAJORITY and contested_spans(annotations, majority):
+        outcome, chosen = Outcome.HELD, None
+    elif policy is AgreementPolicy.MAJORITY and len(annotations) > 1:
         outcome = Outcome.MAJORITY
         chosen = Annotation(
             post_id=latest.post_id,
             text=latest.text,
-            spans=majority_spans(annotations),
+            spans=majority,
             task_id=latest.task_id,
             annotator=f"majority of {len(annotations)}",
             updated_at=latest.updated_at,

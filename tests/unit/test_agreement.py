@@ -77,6 +77,25 @@ def test_majority_policy_writes_the_majority_spans() -> None:
     assert resolution.agreement.outcome is Outcome.MAJORITY
 
 
+def test_majority_holds_a_post_whose_annotators_mark_one_place_with_other_bounds() -> None:
+    # a trial's two annotators chose "Fenty Beauty" and "Fenty": the majority policy trained
+    # the post as having no brand there
+    a = ann(GLOSSIER, FENTY, who="a", when="1")
+    b = ann(GLOSSIER, FENTY_SHORT, who="b", when="2")
+    held = resolve([a, b], AgreementPolicy.MAJORITY, 0.8)
+    assert held.annotation is None and held.agreement.outcome is Outcome.HELD
+    # a place only a minority marked is dropped as before (Sephora, 1 of 3), and 2 of 3 on
+    # one place with other bounds hold the post too
+    c = ann(GLOSSIER, FENTY_SHORT, SEPHORA, who="c", when="3")
+    b_only = ann(GLOSSIER, who="b", when="2")
+    kept = resolve([a, b_only, ann(GLOSSIER, FENTY, SEPHORA, who="c", when="3")], *MAJ)
+    assert kept.annotation is not None and kept.annotation.spans == (GLOSSIER, FENTY)
+    assert resolve([a, b_only, c], *MAJ).agreement.outcome is Outcome.HELD
+
+
+MAJ = (AgreementPolicy.MAJORITY, 0.8)
+
+
 def test_review_holds_below_the_threshold_only() -> None:
     a = ann(GLOSSIER, FENTY, who="a", when="1")
     b = ann(GLOSSIER, FENTY_SHORT, who="b", when="2")  # F1 0.5
