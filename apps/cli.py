@@ -1681,7 +1681,12 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     f1 = _gold_f1(cfg, registry, version, gold.hash)
     champion_f1 = _gold_f1(cfg, registry, champion, gold.hash) if champion else None
     rule = decide(
-        f1, champion_f1, cfg.threshold, cfg.promotion_margin, subject=f"version {version}"
+        f1,
+        champion_f1,
+        cfg.threshold,
+        cfg.promotion_margin,
+        subject=f"version {version}",
+        cold_start=None if champion else _cold_start_f1(cfg),
     )
     if not rule.promote and not force:
         raise CliError(f"refused: {rule.reason} (--force promotes anyway, audited)")
@@ -1711,6 +1716,16 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     )
     registry.note_manual_promotion(version, reason=said, actor=_actor())
     return list(events)
+
+
+def _cold_start_f1(cfg: Settings) -> tuple[str, float]:
+    """The cold start's F1 on the gold set in force (a trial promoted by hand a first version
+    below it, "beats no champion")."""
+    from ner.environments import cold_start_f1, target_gold_set
+
+    name, f1 = cold_start_f1(cfg, target_gold_set(cfg))
+    console().print(f"no champion yet: the cold start {name} scores F1 {f1:.4f} on the gold set")
+    return name, f1
 
 
 def _gold_f1(cfg: Settings, registry: Registry, version: str, gold_hash: str) -> float:

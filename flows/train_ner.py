@@ -992,7 +992,8 @@ def promote_if_better(
     challenger's run and model version (tags, metrics, the model card); move @champion
     (audited) when no rule refused; then end the training run FINISHED. ``baseline`` is the
     champion's evaluation, or the cold start's when no version holds @champion
-    (``has_champion`` False: then only the threshold applies)."""
+    (``has_champion`` False: then the threshold applies, and the challenger may not fall
+    below the cold start)."""
     settings, registry = ctx.settings, ctx.registry
     champion = baseline if has_champion else None
     _, gold_hash = splits.gold()
@@ -1000,6 +1001,7 @@ def promote_if_better(
         challenger.scores(),
         None if champion is None else champion.scores(),
         gate_policy(ctx.settings),
+        cold_start=None if has_champion else (baseline.model_version, baseline.f1),
     )
     reason = decision.reason
     if splits.n_canary == 0 and champion is not None:

@@ -246,6 +246,19 @@ def evaluate_version(
     return float(report.f1)
 
 
+def cold_start_f1(
+    settings: Settings, gold: tuple[datasets.GoldSet, list[Annotation]]
+) -> tuple[str, float]:
+    """``(name, micro F1)`` of the settings' cold start on ``gold`` (not logged): what a
+    first promotion may not fall below, since apply predicts with it while no version is
+    champion. Raises :class:`~ner.errors.ModelError` when it cannot be loaded."""
+    from ner.parallel import ModelRef
+
+    loaded = ModelRef.for_settings(settings.cold_start, settings).load()
+    report = evaluation.score_model(loaded.nlp, gold[1], settings.labels)
+    return loaded.version, float(report.f1)
+
+
 def _champion_f1(
     settings: Settings, registry: Registry, gold: tuple[datasets.GoldSet, list[Annotation]]
 ) -> tuple[str | None, float | None]:
@@ -270,7 +283,8 @@ def promote_across(
 ) -> CrossPromotion:
     """Copy ``version`` of the source environment's registered model into the target's,
     evaluate the copy on the target's gold set and make it the target's ``@champion`` if the
-    promotion rule (threshold, beat the target's champion by the margin) says so, or with
+    promotion rule (threshold, beat the target's champion by the margin; with no champion,
+    not below its cold start) says so, or with
     ``force`` (audited with the rule's verdict). The source environment is never changed.
 
     Checks before anything is written: :class:`ConfigError` when the environments share a
@@ -296,7 +310,15 @@ def promote_across(
         registry.note_copy(copy, source=copied_from, env=target.env, f1=f1, gold_hash=gold[0].hash)
     champion, champion_f1 = _champion_f1(target, registry, gold)
     subject = f"copy {registry.model_name}/{copy}"
-    rule = decide(f1, champion_f1, target.threshold, target.promotion_margin, subject=subject)
+    cold = None if champion is not None else cold_start_f1(target, gold)
+    rule = decide(
+        f1,
+        champion_f1,
+        target.threshold,
+        target.promotion_margin,
+        subject=subject,
+        cold_start=cold,
+    )
     outcome = CrossPromotion(
         src,
         registry.model_name,

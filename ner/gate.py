@@ -23,9 +23,10 @@ Rules, in the order they run:
   ``canary_margin``. The decision is on the point estimates; the paired bootstrap interval
   of the difference is reported beside them.
 
-Without a champion (first model), only the threshold applies and the comparative rules are
-``not_applicable``; a missing canary evaluation makes the canary rule ``not_applicable``
-(with the reason saying so), never a silent pass.
+Without a champion (first model), the threshold applies, ``beats_champion`` only asks that
+the challenger is not below the cold start (what apply predicts with until then), and the
+other comparative rules are ``not_applicable``; a missing canary evaluation makes the canary
+rule ``not_applicable`` (with the reason saying so), never a silent pass.
 
 F1 here is the micro F1 of :mod:`ner.evaluation` (exact span and label); from pooled counts
 it is ``2 tp / (2 tp + fp + fn)``, and 0.0 when that denominator is 0.
@@ -455,6 +456,21 @@ def check_beats_champion(
     return Verdict(Rule.BEATS_CHAMPION, Status.PASSED, reason, numbers)
 
 
+def check_not_below_cold_start(challenger_f1: float, cold_start: tuple[str, float]) -> Verdict:
+    """The ``beats_champion`` rule of a first model: while no version is champion, the
+    cold start ``(spec, gold F1)`` is what the apply flow predicts with, so a challenger
+    below it (a tie is not below) is refused."""
+    spec, cold_f1 = cold_start
+    numbers = {"challenger_f1": challenger_f1, "cold_start_f1": cold_f1}
+    said = f"challenger F1 {challenger_f1:.4f}"
+    theirs = f"the cold start {spec}'s F1 {cold_f1:.4f}"
+    if challenger_f1 < cold_f1:
+        reason = f"{said} is below {theirs} (what apply predicts with while no version is champion)"
+        return Verdict(Rule.BEATS_CHAMPION, Status.REFUSED, reason, numbers)
+    reason = f"no champion yet; {said} is not below {theirs}"
+    return Verdict(Rule.BEATS_CHAMPION, Status.PASSED, reason, numbers)
+
+
 def check_confidence(
     challenger: Sequence[PostCounts],
     champion: Sequence[PostCounts] | None,
@@ -576,18 +592,28 @@ def check_canary(
 
 
 def decide_promotion(
-    challenger: ModelScores, champion: ModelScores | None, policy: GatePolicy
+    challenger: ModelScores,
+    champion: ModelScores | None,
+    policy: GatePolicy,
+    cold_start: tuple[str, float] | None = None,
 ) -> GateDecision:
     """Run every rule of the gate on the two models' evaluations; see the module docstring.
 
-    ``champion`` is None when there is no champion (then only the threshold applies). The
-    two gold evaluations must cover the same posts, and the two canary evaluations the same
-    canary set (:class:`GoldSetError` otherwise).
+    ``champion`` is None when there is no champion: then the threshold applies, and
+    ``beats_champion`` compares with ``cold_start`` (spec, gold F1), when given
+    (:func:`check_not_below_cold_start`). The two gold evaluations must cover the same
+    posts, and the two canary evaluations the same canary set (:class:`GoldSetError`
+    otherwise).
     """
     mine = challenger.gold
     verdicts = [check_threshold(mine.f1, policy.threshold)]
     if champion is None:
-        for rule in (Rule.BEATS_CHAMPION, Rule.CONFIDENCE, Rule.LABEL_REGRESSION, Rule.CANARY):
+        rules = [Rule.CONFIDENCE, Rule.LABEL_REGRESSION, Rule.CANARY]
+        if cold_start is None:
+            rules.insert(0, Rule.BEATS_CHAMPION)
+        else:
+            verdicts.append(check_not_below_cold_start(mine.f1, cold_start))
+        for rule in rules:
             verdicts.append(Verdict(rule, Status.NOT_APPLICABLE, "no champion to compare with"))
         return GateDecision(tuple(verdicts))
     theirs = champion.gold

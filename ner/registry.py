@@ -76,11 +76,13 @@ def decide(
     margin: float = 0.0,
     *,
     subject: str = "challenger",
+    cold_start: tuple[str, float] | None = None,
 ) -> Decision:
     """Promote only if the challenger was evaluated, reaches ``threshold`` and beats the
-    champion (both on the same gold set) by more than ``margin``. A refusal names every rule
-    that failed, joined by "; " (threshold first). ``subject`` names the candidate in the
-    reasons (``version 3`` for a promotion by hand)."""
+    champion (both on the same gold set) by more than ``margin``; with no champion, is not
+    below ``cold_start`` (spec, F1 on that gold set: what apply predicts with until then),
+    when given. A refusal names every rule that failed, joined by "; " (threshold first).
+    ``subject`` names the candidate in the reasons (``version 3`` for a promotion by hand)."""
     if challenger_f1 is None:
         return Decision(False, f"{subject} was not evaluated: no promotion")
     failed = []
@@ -89,9 +91,14 @@ def decide(
         failed.append(f"{said} < threshold {threshold:.4f}")
     if champion_f1 is not None and challenger_f1 <= champion_f1 + margin:
         failed.append(f"{said} does not beat champion F1 {champion_f1:.4f} + margin {margin:.4f}")
+    cold = None if champion_f1 is not None or cold_start is None else cold_start
+    if cold is not None and challenger_f1 < cold[1]:
+        failed.append(f"{said} is below the cold start {cold[0]}'s F1 {cold[1]:.4f}")
     if failed:
         return Decision(False, "; ".join(failed))
     against = "no champion" if champion_f1 is None else f"champion F1 {champion_f1:.4f}"
+    if cold is not None:
+        against += f" (not below the cold start {cold[0]}'s F1 {cold[1]:.4f})"
     return Decision(True, f"{said} >= threshold {threshold:.4f}, beats {against}")
 
 

@@ -367,6 +367,26 @@ def test_the_first_model_needs_only_the_threshold() -> None:
     assert idle == [str(r) for r in Rule if r is not Rule.THRESHOLD]
 
 
+def test_a_first_model_below_the_cold_start_is_refused() -> None:
+    # a trial's first challenger (0.7692) was promoted although the cold start it replaced
+    # in apply scored 0.8333 on the same gold set
+    gold_mine, _ = gold_win()
+    policy = GatePolicy(threshold=0.5)
+    below = decide_promotion(ModelScores(gold_mine), None, policy, cold_start=("gaz", 1.01))
+    verdict = below.verdict(Rule.BEATS_CHAMPION)
+    assert not below.promote and verdict.status is Status.REFUSED
+    assert verdict.reason == (
+        "challenger F1 1.0000 is below the cold start gaz's F1 1.0100 (what apply predicts "
+        "with while no version is champion)"
+    )
+    assert verdict.numbers == {"challenger_f1": 1.0, "cold_start_f1": 1.01}
+    # a tie is not below; the other comparative rules stay not applicable
+    tie = decide_promotion(ModelScores(gold_mine), None, policy, cold_start=("gaz", 1.0))
+    assert tie.promote and tie.verdict(Rule.BEATS_CHAMPION).status is Status.PASSED
+    idle = {r for r in Rule if tie.verdict(r).status is Status.NOT_APPLICABLE}
+    assert idle == {Rule.CONFIDENCE, Rule.LABEL_REGRESSION, Rule.CANARY}
+
+
 def test_gold_sets_that_differ_are_an_error_not_a_verdict() -> None:
     gold_mine, _ = gold_win()
     other = scored([(1, 0, 0)] * 20, "h")
