@@ -416,7 +416,8 @@ def freeze_canary_set(
         return canary
     ids = set(holdout.canary)
     chosen = sorted((a for a in annotations if a.post_id in ids), key=lambda a: a.post_id)
-    note = "" if chosen else "no labelled post is from an earlier window or another source"
+    undated = len(holdout.undated) + n_labelled - len(holdout.pool) - len(ids)
+    undated -= len(holdout.recent)
     canary = CanarySet(
         gold_name=gold_name,
         rule=holdout.rule,
@@ -424,18 +425,26 @@ def freeze_canary_set(
         hash=dataset_hash(chosen),
         n_earlier_window=holdout.n_earlier_window,
         n_other_source=holdout.n_other_source,
-        n_undated=len(holdout.undated)
-        + n_labelled
-        - len(holdout.pool)
-        - len(ids)
-        - len(holdout.recent),
-        note=note,
+        n_undated=undated,
+        note="" if chosen else _no_canary_note(undated, n_labelled),
         exempt=holdout.exempt,
     )
     write_annotations(storage, canary.annotations_key, chosen)
     storage.write_json(canary.key, canary.to_dict())
     log.info("froze canary set of gold set %s: %d posts", gold_name, len(chosen))
     return canary
+
+
+def _no_canary_note(undated: int, n_labelled: int) -> str:
+    """Why a canary set froze empty; the undated posts named (a trial's export had no dates,
+    and the note spoke only of windows and sources)."""
+    note = "no labelled post is from an earlier window or another source"
+    if undated:
+        note += (
+            f" ({undated} of the {n_labelled} labelled posts have no stored date: a post's "
+            "date and source come from the posts apply stored, not from the export)"
+        )
+    return note
 
 
 def canary_set_key(storage: Storage, gold_name: str) -> str | None:

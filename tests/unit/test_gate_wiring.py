@@ -109,6 +109,29 @@ def test_no_stamped_post_freezes_an_empty_canary_set_that_says_why(
     assert canary.load_canary_set(storage, "other") is None
 
 
+def test_an_empty_canary_set_of_mostly_undated_posts_says_they_have_no_date(
+    storage: LocalStorage,
+) -> None:
+    # Given 2 stored posts of this week, and 4 labelled posts apply never stored (an export
+    # copied in: a trial read only "no post is from an earlier window or another source")
+    rows = [post(f"n{i}", "2026-11-21T00:00:00Z") for i in range(2)]
+    storage.write_lines(layout.posts_batch("s1"), (json.dumps(r) for r in rows))
+    ids = ["n0", "n1", "e0", "e1", "e2", "e3"]
+    stamps = canary.post_stamps(storage, ids)
+    holdout = canary.plan_holdout(stamps, window=timedelta(days=7), fraction=1.0, recent_fraction=0)
+    assert holdout is not None
+    # When the canary set is frozen, then it is empty and its note names the undated posts
+    frozen = canary.freeze_canary_set(
+        storage, "g1", [annotation(i) for i in ids], holdout, n_labelled=len(ids)
+    )
+    assert frozen.post_ids == () and frozen.n_undated == 4
+    assert frozen.note == (
+        "no labelled post is from an earlier window or another source (4 of the 6 labelled "
+        "posts have no stored date: a post's date and source come from the posts apply "
+        "stored, not from the export)"
+    )
+
+
 def test_the_canary_set_is_frozen_beside_the_gold_set_and_never_trained_on(
     storage: LocalStorage,
 ) -> None:
