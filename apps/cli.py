@@ -39,7 +39,14 @@ from typer.exceptions import TyperException
 
 import apps.preflight as preflight
 from apps.preflight import missing_store
-from ner.errors import BrandloopError, ConfigError, GoldSetError, ModelError, PromotionError
+from ner.errors import (
+    BrandloopError,
+    ConfigError,
+    GoldSetError,
+    ModelError,
+    NotPromotedYetError,
+    PromotionError,
+)
 from ner.report import quantity
 
 if TYPE_CHECKING:
@@ -1446,7 +1453,13 @@ def evaluate(
         raise CliError(f"two models given, {model} and --model {model_option}: give one")
     if spec.startswith("models:/"):
         _refused(preflight.require_store, cfg)
-    spec = scoring.pinned_spec(cfg, spec)
+    try:
+        spec = scoring.pinned_spec(cfg, spec)
+    except NotPromotedYetError as exc:  # apply predicts with the cold start meanwhile
+        raise CliError(
+            f"{exc}; apply predicts with the cold start until then: brandloop evaluate "
+            f"{cfg.cold_start}{set_flags(set_)}"
+        ) from None
     storage = env_storage(cfg)
     try:
         labelled = scoring.labelled_set(cfg, storage, on)

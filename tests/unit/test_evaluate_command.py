@@ -200,6 +200,16 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
     gold = CliRunner().invoke(cli.app, ["evaluate", "gazetteer", "--on", "gold"])
     assert gold.exit_code == 1 and "no gold set frozen in" in gold.stderr
     assert "--debug" not in gold.stderr
+    # And with no champion yet, the refusal names the cold start apply predicts with (trial S)
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=store, registry_uri=store).create_registered_model("brand-ner-dev")
+    flags = ["--set", f"mlflow_tracking_uri={store}"]
+    none = CliRunner().invoke(cli.app, ["evaluate", "--on", str(path), *flags])
+    said = " ".join(none.stderr.split())
+    assert none.exit_code == 1 and said.startswith("error: no champion yet: no version of")
+    assert f"until then: brandloop evaluate gazetteer --set mlflow_tracking_uri={store}" in said
 
 
 def test_a_file_holding_posts_the_version_trained_on_is_named(
