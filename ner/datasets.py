@@ -588,11 +588,11 @@ def drop_from_gold_set(
         storage, kept, name, now, current.salt, current.gold_fraction, "revised", extra
     )
     log.warning(
-        "gold set %s: %d withdrawn posts dropped -> %s (%d posts, hash %s)",
+        "gold set %s: %s dropped -> %s (%s, hash %s)",
         current.name,
-        len(dropped),
+        quantity(len(dropped), "withdrawn post"),
         name,
-        len(kept),
+        quantity(len(kept), "post"),
         revised.hash[:12],
     )
     return revised

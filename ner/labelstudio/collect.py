@@ -358,11 +358,12 @@ def _write_rejected(
         log.warning("%s", report_line(entry))
     if routine := len(superseded) - len(reused):  # a label fixed, a post sent again
         log.info("%s superseded by a newer one of the same post", quantity(routine, "record"))
-    if again := len(rejected) + len(reused) - len(new_rejected) - len(new_reused):
+    if again := [e for e in [*rejected, *reused] if _stem(e) in earlier]:
         log.warning(
-            "%s of the last pull's report (%s) still stand, not named again: fix or delete "
-            "those records (in Label Studio, or in the export files) to clear them",
-            quantity(again, "line"),
+            "%s (%s) of the last pull's report (%s) still stand, not named again: fix or "
+            "delete those records (in Label Studio, or in the export files) to clear them",
+            quantity(len({e["post_id"] for e in again}), "post"),  # a post may have lines
+            quantity(len(again), "line"),
             earlier_key,
         )
     log.info("every rejected, repaired and superseded record: %s", storage.uri(rejected_key))

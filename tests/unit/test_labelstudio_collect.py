@@ -518,7 +518,7 @@ def test_a_pull_names_one_by_one_only_records_the_last_pull_did_not(
     named = [line for line in said if line.startswith("rejected ") or "superseded" in line]
     assert len(named) == 2 and all(line.startswith(f"rejected {keys[1]}: p5: ") for line in named)
     assert said[-1].startswith(
-        "2 lines of the last pull's report (annotations/run1.rejected.json) still stand"
+        "1 post (2 lines) of the last pull's report (annotations/run1.rejected.json) still stand"
     )
     # and the report still holds every record, counted as before
     assert report.n_rejected == 2 and report.n_superseded == 1
@@ -560,7 +560,7 @@ def test_a_report_of_lines_written_before_entries_still_counts_as_named(
     said = [r.getMessage() for r in caplog.records]
     # Then its records are not named one by one again, and the new report holds entries
     assert not any(line.startswith("rejected ") for line in said)
-    assert said[-1].startswith("2 lines of the last pull's report")
+    assert said[-1].startswith("1 post (2 lines) of the last pull's report")
     assert all(isinstance(e, dict) for e in storage.read_json(layout.rejected_report(out2)))
 
 
