@@ -14,6 +14,7 @@ comes from one of:
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -349,6 +350,8 @@ def _unknown_model(spec: str) -> ModelNotFoundError:
             "version number, 'gazetteer' or 'base'"
         )
     alias = f" (the alias is '@{spec}')" if spec.lower() in ("champion", "previous") else ""
+    if not alias and (close := difflib.get_close_matches(spec.lower(), BUILT_SPECS, n=1)):
+        alias = f" (did you mean {close[0]!r}?)"  # a trial typed 'gazeteer'
     return ModelNotFoundError(
         f"unknown model {spec!r}{alias}: use '@champion' or another alias, a version number, "
         "'gazetteer', 'base', 'base+gazetteer', an MLflow model URI, a path, or an "

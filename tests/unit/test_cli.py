@@ -317,6 +317,9 @@ def test_apply_takes_a_model_as_evaluate_and_promote_name_it(
     assert "brand-ner-dev" in said["@champion"].stderr and "@champion" in said["@champion"].stderr
     assert "unknown model" not in said["3"].stderr and "brand-ner-dev" in said["3"].stderr
     assert "unknown model 'champion' (the alias is '@champion')" in said["champion"].stderr
+    # (and a typo of a built model is named with the one meant: a trial typed 'gazeteer')
+    typo = runner.invoke(cli.app, [*base, "--model", "gazeteer"])
+    assert "unknown model 'gazeteer' (did you mean 'gazetteer'?)" in typo.stderr
 
 
 def test_promote_between_one_environment_is_refused_before_its_values_are_read(
