@@ -393,7 +393,27 @@ def _check_registered(spec: str, tracking_uri: str | None, own_model: str | None
     try:
         _client(tracking_uri).get_model_version(name, version)
     except MlflowException as exc:
-        raise _mlflow_error(f"cannot find {spec!r} in the registry", exc) from exc
+        error = _mlflow_error(f"cannot find {spec!r} in the registry", exc)
+        if isinstance(error, ModelNotFoundError) and (known := _versions_of(name, tracking_uri)):
+            error = ModelNotFoundError(f"{error}; {known}")  # a trial asked for v99
+        raise error from exc
+
+
+def _versions_of(name: str, tracking_uri: str | None) -> str:
+    """``"its versions: 1-4"`` (or ``"1, 3, 4"``) for a registered model, ``"it has no
+    version"``; empty when the registry cannot say."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = _client(tracking_uri).search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return ""
+    numbers = sorted(int(v.version) for v in found)
+    if not numbers:
+        return "it has no version"
+    if numbers == list(range(numbers[0], numbers[-1] + 1)) and len(numbers) > 2:
+        return f"its versions: {numbers[0]}-{numbers[-1]}"
+    return "its versions: " + ", ".join(map(str, numbers))
 
 
 def registry_version(

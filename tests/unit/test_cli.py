@@ -316,6 +316,7 @@ def test_apply_takes_a_model_as_evaluate_and_promote_name_it(
     assert "unknown model" not in said["@champion"].stderr
     assert "brand-ner-dev" in said["@champion"].stderr and "@champion" in said["@champion"].stderr
     assert "unknown model" not in said["3"].stderr and "brand-ner-dev" in said["3"].stderr
+    assert "; it has no version" in said["3"].stderr  # (a trial's v99 listed nothing)
     assert "unknown model 'champion' (the alias is '@champion')" in said["champion"].stderr
     # (and a typo of a built model is named with the one meant: a trial typed 'gazeteer')
     typo = runner.invoke(cli.app, [*base, "--model", "gazeteer"])
