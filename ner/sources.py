@@ -375,6 +375,12 @@ def fetch_jsonl_to_storage(
         storage.write_lines(key, read.posts(items))
     rejected, again, last_line = read.rejected, read.again, read.last_line
     _report_rejected(storage, key, input_uri, rejected)
+    if rejected:
+        log.warning(
+            "to take the rejected lines: fix them in %s and run apply again (the file is then "
+            "read from line 1, and only new, fixed and edited posts are sent)",
+            input_uri,
+        )
     _report_undated(input_uri, read.undated)
     if again:
         log.info("left out %s of %s fetched before", quantity(len(again), "post"), input_uri)

@@ -347,7 +347,7 @@ def test_jsonl_fetch_keeps_a_post_with_a_bad_date_and_says_so_at_once(
 
 
 def test_jsonl_fetch_rejects_a_post_longer_than_the_limit_by_line_and_id(
-    tmp_path: Path, storage: LocalStorage
+    tmp_path: Path, storage: LocalStorage, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a file whose second post is longer than the limit, and a later post of its id
     src = tmp_path / "posts.jsonl"
@@ -359,8 +359,12 @@ def test_jsonl_fetch_rejects_a_post_longer_than_the_limit_by_line_and_id(
     ]
     src.write_text("".join(json.dumps(line) + "\n" for line in lines))
     # When it is fetched with a limit of 40 characters, 2 posts at a time
-    first = fetch_jsonl_to_storage(storage, str(src), "posts/a.jsonl", 2, max_chars=40)
+    with caplog.at_level("WARNING", logger="ner.sources"):
+        first = fetch_jsonl_to_storage(storage, str(src), "posts/a.jsonl", 2, max_chars=40)
     second = fetch_jsonl_to_storage(storage, str(src), "posts/b.jsonl", 2, max_chars=40)
+    # (the log says how to take a rejected line: a trial was told only what was wrong)
+    said = [r.getMessage() for r in caplog.records]
+    assert said[-1].startswith(f"to take the rejected lines: fix them in {src} and run apply")
     # Then the long post is named with its line, id, length and the limit; the others are kept
     assert first["n_rejected"] == 1
     assert storage.read_json("posts/a.rejected.json") == [
