@@ -1453,13 +1453,7 @@ def evaluate(
         raise CliError(f"two models given, {model} and --model {model_option}: give one")
     if spec.startswith("models:/"):
         _refused(preflight.require_store, cfg)
-    try:
-        spec = scoring.pinned_spec(cfg, spec)
-    except NotPromotedYetError as exc:  # apply predicts with the cold start meanwhile
-        raise CliError(
-            f"{exc}; apply predicts with the cold start until then: brandloop evaluate "
-            f"{cfg.cold_start}{set_flags(set_)}"
-        ) from None
+    spec = _pinned(cfg, spec, set_)
     storage = env_storage(cfg)
     try:
         labelled = scoring.labelled_set(cfg, storage, on)
@@ -1483,6 +1477,20 @@ def evaluate(
     if seen := scoring.trained_on(cfg, storage, spec, labelled):
         console().print(f"! {_escape(seen)}")
     _print_evaluation(scoring.evaluate(cfg, spec, labelled), errors)
+
+
+def _pinned(cfg: Settings, spec: str, sets: Sequence[str] | None) -> str:
+    """:func:`apps.evaluate.pinned_spec`; with no champion yet, a refusal that names the
+    cold start, which apply predicts with meanwhile (a trial was told only "no champion")."""
+    from apps import evaluate as scoring
+
+    try:
+        return scoring.pinned_spec(cfg, spec)
+    except NotPromotedYetError as exc:
+        raise CliError(
+            f"{exc}; apply predicts with the cold start until then: brandloop evaluate "
+            f"{cfg.cold_start}{set_flags(sets)}"
+        ) from None
 
 
 def _print_evaluation(done: Any, n_errors: int) -> None:
@@ -1693,14 +1701,11 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
         raise CliError(f"version {version} is already @{CHAMPION}")
     f1 = _gold_f1(cfg, registry, version, gold.hash)
     champion_f1 = _gold_f1(cfg, registry, champion, gold.hash) if champion else None
+    cold = None if champion else _cold_start_f1(cfg)
     rule = decide(
-        f1,
-        champion_f1,
-        cfg.threshold,
-        cfg.promotion_margin,
-        subject=f"version {version}",
-        cold_start=None if champion else _cold_start_f1(cfg),
-    )
+        f1, champion_f1, cfg.threshold, cfg.promotion_margin, subject=f"version {version}",
+        cold_start=cold,
+    )  # fmt: skip
     if not rule.promote and not force:
         raise CliError(f"refused: {rule.reason} (--force promotes anyway, audited)")
     unchecked = [r for r in registry.gate_refusals(version) if r not in HAND_RULES]

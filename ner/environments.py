@@ -309,27 +309,15 @@ def promote_across(
         copied_from = f"{src.model}/{src.version}"
         registry.note_copy(copy, source=copied_from, env=target.env, f1=f1, gold_hash=gold[0].hash)
     champion, champion_f1 = _champion_f1(target, registry, gold)
-    subject = f"copy {registry.model_name}/{copy}"
     cold = None if champion is not None else cold_start_f1(target, gold)
     rule = decide(
-        f1,
-        champion_f1,
-        target.threshold,
-        target.promotion_margin,
-        subject=subject,
-        cold_start=cold,
-    )
+        f1, champion_f1, target.threshold, target.promotion_margin, cold_start=cold,
+        subject=f"copy {registry.model_name}/{copy}",
+    )  # fmt: skip
     outcome = CrossPromotion(
-        src,
-        registry.model_name,
-        copy,
-        gold[0].hash,
-        f1,
-        champion,
-        champion_f1,
-        rule,
+        src, registry.model_name, copy, gold[0].hash, f1, champion, champion_f1, rule,
         target.threshold,
-    )
+    )  # fmt: skip
     if not rule.promote and not force:
         return outcome
     why = reason if rule.promote else f"{reason} (forced; rule said: {rule.reason})"
