@@ -899,24 +899,54 @@ def read_post_ids(post_ids: Sequence[str], from_file: Path | None) -> list[str]:
     mark allowed): one per line, bare or as a JSON string (``jq '.id'`` without ``-r``;
     blank lines, ``#`` comments and a first line ``id`` or ``post_id``, a CSV column's
     header, skipped), or JSON lines with an ``id`` each (X's batch compliance results, a
-    posts file). :class:`CliError` when the file cannot be read, no id
-    is given, or an id is blank, a JSON record or a list (a comma or a space in it)."""
+    posts file). :class:`CliError` when the file cannot be read, no id is given, an id is
+    blank, or a line or argument is a record, a list, or holds a comma or a space (every
+    such line of the file named)."""
     ids = [_command_line_id(i + 1, post_id) for i, post_id in enumerate(post_ids)]
     if from_file is not None:
-        try:
-            lines = from_file.read_text(encoding="utf-8-sig").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CliError(f"cannot read post ids from {from_file}: {exc}") from exc
-        ids += [
-            _file_id(from_file, number, line.strip())
-            for number, line in enumerate(lines, 1)
-            if line.strip() and not line.strip().startswith("#")
-        ]
-        if ids[len(post_ids) : len(post_ids) + 1] in (["id"], ["post_id"]):
-            del ids[len(post_ids)]  # a CSV column's header, not a post
+        found = _file_ids(from_file)
+        if not found and not ids:
+            raise CliError(
+                f"{from_file} holds no post id (only blank lines, # comments or a header)"
+            )
+        ids += found
     if not ids:
         raise CliError("no post id given: pass IDs or --from-file")
     return ids
+
+
+#: How a file gives ids (said with a line that does not).
+_FILE_HINT = (
+    'one id per line, bare or quoted, or a JSON line {"id": "..."} each (the way to give an '
+    "id that really holds a comma or a space); nothing was forgotten"
+)
+#: Bad lines of a file named one by one, at most.
+_NAMED_LINES = 10
+
+
+def _file_ids(path: Path) -> list[str]:
+    """The post ids of the file ``path`` (:func:`read_post_ids`); every bad line is named."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read post ids from {path}: {exc}") from exc
+    ids, bad = [], []
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            ids.append(_file_id(text))
+        except ValueError as exc:
+            bad.append(f"line {number} {exc}")
+    if len(bad) == 1:
+        raise CliError(f"{path} {bad[0]}: {_FILE_HINT}")
+    if bad:  # one line, as every error of the command line
+        more = f"; and {len(bad) - _NAMED_LINES} more" if len(bad) > _NAMED_LINES else ""
+        named = "; ".join(bad[:_NAMED_LINES])
+        raise CliError(f"{path}: {len(bad)} lines are not one post id each: {named}{more}. "
+                       f"Give {_FILE_HINT}")  # fmt: skip
+    return ids[1:] if ids[:1] in (["id"], ["post_id"]) else ids  # a CSV column's header
 
 
 #: What an id given as text may not hold: it would be several ids, or a record.
@@ -940,22 +970,24 @@ def _command_line_id(place: int, post_id: str) -> str:
     return post_id.strip()
 
 
-def _file_id(path: Path, number: int, line: str) -> str:
-    """The post id of line ``number`` of ``path``: the line, or its JSON object's ``id``."""
-    where = f"{path} line {number}"
+def _file_id(line: str) -> str:
+    """The post id of a file's ``line``: the line, a JSON string, or a JSON object's ``id``.
+    :class:`ValueError` saying what the line is instead."""
     if line.startswith(("{", '"')):
         try:
             parsed = json.loads(line)
             found = parsed if isinstance(parsed, str) else parsed.get("id")
         except (ValueError, AttributeError) as exc:
             what = "a JSON object" if line.startswith("{") else "a JSON string"
-            raise CliError(f"{where} is not {what}: nothing was forgotten") from exc
+            raise ValueError(f"is not {what}") from exc
         if isinstance(found, bool) or not isinstance(found, str | int) or not str(found).strip():
-            raise CliError(f'{where} has no "id" (a string or a number): nothing was forgotten')
+            raise ValueError('has no "id" (a string or a number)')
+        if isinstance(parsed, str) and (why := _not_one_id(parsed.strip())):
+            raise ValueError(f"is a quoted text, not one post id ({why})")  # jq '.text' output
         return str(found).strip()
     why = _not_one_id(line)
     if why:
-        raise CliError(f"{where} is not one post id ({why}): {_LIST_HINT}")
+        raise ValueError(f"is not one post id ({why})")
     return line
 
 

@@ -754,6 +754,9 @@ def test_forget_reads_ids_from_json_lines_and_refuses_records_and_lists(
     for header in ("id", "post_id"):
         column.write_text(f"{header}\n2094678559236012465\nid\n", encoding="utf-8")
         assert cli.read_post_ids(["p0"], column) == ["p0", "2094678559236012465", "id"]
+    column.write_text("id\n# none yet\n", encoding="utf-8")  # (a trial: "no post id given")
+    with pytest.raises(cli.CliError, match=r"column.csv holds no post id \(only blank lines"):
+        cli.read_post_ids([], column)
     # A line that is JSON without an id, or not one id, is named; no flow runs
     bad = tmp_path / "bad.txt"
     for text, expected in (
@@ -765,6 +768,14 @@ def test_forget_reads_ids_from_json_lines_and_refuses_records_and_lists(
         ('{"id": true}\n', 'bad.txt line 1 has no "id"'),
         ('"p1\n', "bad.txt line 1 is not a JSON string"),
         ('p"1\n', "bad.txt line 1 is not one post id (it holds a quote inside)"),
+        # (a trial's quoted text, as `jq '.text'` prints it, reached the tombstones)
+        ('"new drop, so good"\n', "bad.txt line 1 is a quoted text, not one post id (it holds"),
+        # (every bad line is named at once, with how a file gives ids)
+        (
+            "p1\na b\nc,d\n",
+            "bad.txt: 2 lines are not one post id each: line 2 is not one post "
+            "id (it holds a space); line 3 is not one post id (it holds a comma). Give one id",
+        ),
     ):
         bad.write_text(text, encoding="utf-8")
         result = runner.invoke(
