@@ -177,20 +177,18 @@ def text_digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
 
 
-def fetched_before(storage: Storage) -> dict[str, bytes]:
-    """Post id -> :func:`text_digest` of every post the fetch step stored
-    (``posts/<stamp>.jsonl``), forgotten ones included: what a new or replaced JSONL file
-    sends again. Reads every batch, so only a file's first read (or a replaced one) asks
-    for it."""
+def fetched_before(storage: Storage) -> dict[str, set[bytes]]:
+    """Post id -> the :func:`text_digest` of each text it was stored with by the fetch step
+    (``posts/<stamp>.jsonl``; every version, not only the last), forgotten ones included:
+    what a new or replaced JSONL file sends again. Reads every batch, so only a file's
+    first read (or a replaced one) asks for it."""
     from ner.records import read_posts
 
-    known: dict[str, bytes] = {}
+    known: dict[str, set[bytes]] = {}
     for key in storage.list(layout.POSTS):
         if layout.is_posts_batch(key):
-            known.update(
-                (p.id, text_digest(p.text))
-                for p in read_posts(storage, key, include_forgotten=True)
-            )
+            for post in read_posts(storage, key, include_forgotten=True):
+                known.setdefault(post.id, set()).add(text_digest(post.text))
     return known
 
 
@@ -396,11 +394,13 @@ def fetch_jsonl_to_storage(
 
 class _NewLines:
     """What one fetch reads past the checkpoint: at most ``max_posts`` posts, the rejected
-    lines, the posts ``known`` (id -> :func:`text_digest`: fetched before, from a replaced
-    file's earlier version) left out, and the last line consumed with the running sha256
+    lines, the posts ``known`` (id -> each :func:`text_digest` it was fetched with before,
+    :func:`fetched_before`) left out, and the last line consumed with the running sha256
     up to it."""
 
-    def __init__(self, known: Mapping[str, bytes], max_posts: int, done: int, digest: Any):
+    def __init__(
+        self, known: Mapping[str, set[bytes]], max_posts: int, done: int, digest: Any
+    ) -> None:
         self.known, self.max_posts, self.digest = known, max_posts, digest
         self.last_line, self.committed, self.count = done, digest.copy(), 0
         self.rejected: list[Rejected] = []
@@ -414,7 +414,7 @@ class _NewLines:
             kept = False
             if isinstance(item, Rejected):
                 self.rejected.append(item)
-            elif self.known.get(item.id) == text_digest(item.text):
+            elif text_digest(item.text) in self.known.get(item.id, ()):
                 self.again.append(item.id)  # sent before by the file's earlier version
             elif self.count < self.max_posts:
                 self.count, kept = self.count + 1, True

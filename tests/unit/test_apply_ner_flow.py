@@ -86,6 +86,12 @@ def test_a_jsonl_file_with_no_post_says_whether_it_is_empty_or_all_rejected(
     assert [p.id for p in read_posts(storage, "posts/s5.jsonl")] == ["a", "c"]
     again = fetch_posts.fn(ctx, "jsonl", str(copy), [], 10, "s6", reread=True)
     assert (again.n_posts, again.n_fetched_before) == (3, 0)
+    # And the first file, changed in place, does not send its unchanged post "a" again,
+    # though "a" was last fetched with another text (a trial saw its old text re-sent)
+    moved.write_text('{"id": "b", "text": "B2"}\n{"id": "a", "text": "A"}\n')
+    fixed = fetch_posts.fn(ctx, "jsonl", str(moved), [], 10, "s7")
+    assert (fixed.n_posts, fixed.n_fetched_before) == (1, 1)
+    assert [p.text for p in read_posts(storage, "posts/s7.jsonl")] == ["B2"]
 
 
 def test_the_fetch_step_holds_posts_to_the_settings_limit(tmp_path: Path) -> None:
