@@ -256,8 +256,8 @@ def model_lifespan(
             yield
         finally:
             stop.set()
-            if thread is not None:
-                thread.join(timeout=5)
+            if thread is not None:  # a daemon: a check still hanging does not hold the stop
+                thread.join(timeout=1)
 
     return lifespan
 
@@ -768,11 +768,11 @@ def create_app(
 
 #: Seconds ``POST /v1/reload`` waits for a check of the alias already running (the
 #: background one) before it answers 503.
-RELOAD_WAIT_S = 30.0
+RELOAD_WAIT_S = 10.0
 #: MLflow's HTTP retries and per-request timeout (s) in a serving process, unless set in its
 #: environment: the SDK's defaults (7 retries with back-off, 120 s) held a reload, and the
 #: server's stop, for minutes while MLflow was down.
-SERVE_MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+SERVE_MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 #: Seconds a stopping server (SIGTERM, Ctrl+C) waits for requests still open.
 GRACEFUL_STOP_S = 10
 

@@ -96,10 +96,12 @@ def decide(
         failed.append(f"{said} is below the cold start {cold[0]}'s F1 {cold[1]:.4f}")
     if failed:
         return Decision(False, "; ".join(failed))
-    against = "no champion" if champion_f1 is None else f"champion F1 {champion_f1:.4f}"
+    reached = f"{said} >= threshold {threshold:.4f}"
     if cold is not None:
-        against += f" (not below the cold start {cold[0]}'s F1 {cold[1]:.4f})"
-    return Decision(True, f"{said} >= threshold {threshold:.4f}, beats {against}")
+        below = f"not below the cold start {cold[0]}'s F1 {cold[1]:.4f}"
+        return Decision(True, f"{reached}, no champion yet and {below}")
+    against = "no champion" if champion_f1 is None else f"champion F1 {champion_f1:.4f}"
+    return Decision(True, f"{reached}, beats {against}")
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,8 @@ def test_a_first_version_by_hand_may_not_fall_below_the_cold_start() -> None:
     assert refused.reason == "version 1 F1 0.7692 is below the cold start gaz-1's F1 0.8333"
     kept = decide(0.85, None, 0.7, subject="version 1", cold_start=("gaz-1", 0.8333))
     assert kept.promote and kept.reason == (
-        "version 1 F1 0.8500 >= threshold 0.7000, beats no champion (not below the cold "
-        "start gaz-1's F1 0.8333)"
+        "version 1 F1 0.8500 >= threshold 0.7000, no champion yet and not below the cold "
+        "start gaz-1's F1 0.8333"
     )
     # with a champion, the champion is the bar, not the cold start
     assert decide(0.85, 0.8, 0.7, cold_start=("gaz-1", 0.9)).promote
