@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -92,6 +93,13 @@ def test_a_jsonl_file_with_no_post_says_whether_it_is_empty_or_all_rejected(
     fixed = fetch_posts.fn(ctx, "jsonl", str(moved), [], 10, "s7")
     assert (fixed.n_posts, fixed.n_fetched_before) == (1, 1)
     assert [p.text for p in read_posts(storage, "posts/s7.jsonl")] == ["B2"]
+    # And a dump read one post a run leaves out what other files sent in its later runs too
+    dump = tmp_path / "dump.jsonl"
+    rows = [{"id": i, "text": i.upper()} for i in ("d", "e", "c", "f")]
+    dump.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    runs = [fetch_posts.fn(ctx, "jsonl", str(dump), [], 1, f"s{n}") for n in (8, 9, 10)]
+    assert [(r.n_posts, r.n_fetched_before) for r in runs] == [(1, 0), (1, 1), (1, 0)]
+    assert [p.id for p in read_posts(storage, "posts/s9.jsonl")] == ["e"]  # not "c"
 
 
 def test_the_fetch_step_holds_posts_to_the_settings_limit(tmp_path: Path) -> None:
