@@ -86,6 +86,8 @@ def check_label_studio(settings: Settings) -> list[Check]:
     if (problem := settings.secret_block_problem("label_studio_api_key")) is not None:
         return [Check("label studio key", CheckStatus.FAIL, problem)]  # it says its fix
     if key is None or not key.get_secret_value():
+        from flows.context import conventional_block_hint
+
         return [
             Check(
                 "label studio",
@@ -93,8 +95,7 @@ def check_label_studio(settings: Settings) -> list[Check]:
                 "not configured (no NER_LABEL_STUDIO_API_KEY)",
                 "needed for destination=label_studio and source=label_studio: set "
                 "NER_LABEL_STUDIO_URL and NER_LABEL_STUDIO_API_KEY, or "
-                f"NER_LABEL_STUDIO_API_KEY_BLOCK={_key_block(settings)} (the block "
-                "brandloop deploy --secrets-from-env saves)",
+                f"{conventional_block_hint('label_studio_api_key', settings.env)}",
             )
         ]
     fix = "start Label Studio or set NER_LABEL_STUDIO_URL"
@@ -318,10 +319,3 @@ def run_checks(settings: Settings) -> list[Check]:
     checks += check_label_studio(settings)
     checks += [check() for check in single[1:]]
     return checks
-
-
-def _key_block(settings: Settings) -> str:
-    """The Label Studio key's conventional Secret block in the settings' environment."""
-    from flows.context import secret_block_name
-
-    return secret_block_name("label_studio_api_key", settings.env)

@@ -208,13 +208,10 @@ def _label_studio_part(settings: Settings) -> tuple[LabelStudioCounts | None, st
     if (problem := settings.secret_block_problem("label_studio_api_key")) is not None:
         return None, problem
     if not label_studio_configured(settings):
-        from flows.context import secret_block_name
+        from flows.context import conventional_block_hint
 
-        block = secret_block_name("label_studio_api_key", settings.env)
-        return None, (
-            "not configured (set NER_LABEL_STUDIO_API_KEY, or NER_LABEL_STUDIO_API_KEY_BLOCK="
-            f"{block}, the block brandloop deploy --secrets-from-env saves)"
-        )
+        block = conventional_block_hint("label_studio_api_key", settings.env)
+        return None, f"not configured (set NER_LABEL_STUDIO_API_KEY, or {block})"
     try:
         counts = label_studio_counts(settings)
     except LabelStudioAuthError as exc:

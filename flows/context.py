@@ -159,6 +159,15 @@ def _read_secret_block(block: str, field: str, env: str) -> str:
     return str(secret.get())
 
 
+def conventional_block_hint(field: str, env: str) -> str:
+    """``NER_<FIELD>_BLOCK=<its block in env>, the block brandloop deploy ... saves``: the
+    other way to give a flow secret that is not set."""
+    return (
+        f"NER_{field.upper()}_BLOCK={secret_block_name(field, env)}, the block brandloop "
+        "deploy --secrets-from-env saves"
+    )
+
+
 def missing_block_hint(block: str, field: str, env: str) -> str:
     """How to create the Secret block ``block`` of ``field``: ``brandloop deploy`` saves only
     the flows' secrets, under their conventional names (:func:`secret_block_name`)."""
