@@ -415,7 +415,7 @@ class _NewLines:
             if isinstance(item, Rejected):
                 self.rejected.append(item)
             elif text_digest(item.text) in self.known.get(item.id, ()):
-                self.again.append(item.id)  # sent before by the file's earlier version
+                self.again.append(item.id)  # fetched before, from any file
             elif self.count < self.max_posts:
                 self.count, kept = self.count + 1, True
             else:
