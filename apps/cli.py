@@ -1738,9 +1738,10 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
         f1, champion_f1, cfg.threshold, cfg.promotion_margin, subject=f"version {version}",
         cold_start=cold,
     )  # fmt: skip
-    if not rule.promote and not force:
-        raise CliError(f"refused: {rule.reason} (--force promotes anyway, audited)")
     unchecked = [r for r in registry.gate_refusals(version) if r not in HAND_RULES]
+    if not rule.promote and not force:  # every refusal at once (a trial met them one by one)
+        also = f"; train-ner's gate also refused it by {', '.join(unchecked)}" if unchecked else ""
+        raise CliError(f"refused: {rule.reason}{also} (--force promotes anyway, audited)")
     if unchecked and not force:
         raise CliError(
             f"refused: train-ner's gate refused version {version} by {', '.join(unchecked)}, "

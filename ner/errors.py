@@ -6,6 +6,8 @@ the boundary with ``raise ... from exc`` so the original traceback is kept.
 
 from __future__ import annotations
 
+import re
+
 
 class BrandloopError(Exception):
     """Base class of every error raised by brandloop."""
@@ -113,3 +115,21 @@ class RegistryError(BrandloopError):
 
 class PromotionError(RegistryError):
     """An alias move was refused (for example a model that was never evaluated)."""
+
+
+_UNREACHABLE = re.compile(r"API request to (?P<url>https?://[^/\s]+)\S* failed with exception")
+_ERRNO = re.compile(r"\[Errno -?\d+\] (?P<why>[^'\")]+)")
+
+
+def mlflow_reason(exc: BaseException) -> str:
+    """``str(exc)``, except when MLflow's client could not reach its server: then one short
+    phrase, ``"MLflow at http://host:port did not answer (Connection refused)"``, instead of
+    the SDK's urllib3 chain (``HTTPConnectionPool(...): Max retries exceeded with url: ...``,
+    the form of ``mlflow.utils.rest_utils``' message in MLflow 3)."""
+    text = str(exc)
+    found = _UNREACHABLE.search(text)
+    if found is None or not ("Max retries" in text or "timed out" in text):
+        return text
+    errno = _ERRNO.search(text)
+    why = errno["why"].strip() if errno else "timed out" if "timed out" in text else "no reply"
+    return f"MLflow at {found['url']} did not answer ({why})"

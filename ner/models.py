@@ -28,7 +28,7 @@ import spacy
 from spacy.language import Language
 
 from ner.components import LABEL_FILTER
-from ner.errors import ModelError, ModelNotFoundError, NotPromotedYetError
+from ner.errors import ModelError, ModelNotFoundError, NotPromotedYetError, mlflow_reason
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def _mlflow_error(what: str, exc: Exception) -> ModelError:
         return ModelNotFoundError(f"{what}: it does not exist ({exc})")
     if code == "INVALID_PARAMETER_VALUE":
         return ModelNotFoundError(f"{what}: {exc}")
-    return ModelError(f"{what}: {exc}")
+    return ModelError(f"{what}: {mlflow_reason(exc)}")
 
 
 def _client(tracking_uri: str | None) -> Any:

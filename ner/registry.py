@@ -40,7 +40,7 @@ from ner.audit import (
     RepairAction,
     decide_repair,
 )
-from ner.errors import PromotionError, RegistryError
+from ner.errors import PromotionError, RegistryError, mlflow_reason
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -156,7 +156,7 @@ def does_not_exist(exc: Exception) -> bool:
 
 
 def _wrap(action: str, exc: Exception) -> RegistryError:
-    return RegistryError(f"MLflow {action} failed: {exc}")
+    return RegistryError(f"MLflow {action} failed: {mlflow_reason(exc)}")
 
 
 def _dataset_source(uri: str) -> Any:

@@ -240,6 +240,13 @@ def test_a_version_the_gate_refused_by_a_rule_promote_does_not_check_needs_force
     registry.client.set_model_version_tag(
         name, v2, "brandloop.gate.refused_by", "threshold,confidence"
     )
+    # When it is promoted by hand with a threshold it misses today
+    high = ["--set", "threshold=0.999"]
+    code, _, err = _invoke("promote", v2, "--reason", "looks fine", *flags, *high)
+    # Then both refusals are named at once (a trial met the second only once it forced)
+    said = " ".join(err.split())
+    assert code == 1 and f"refused: version {v2} F1 " in said and "< threshold 0.9990" in said
+    assert "; train-ner's gate also refused it by confidence (--force promotes" in said
     # When it is promoted by hand, with a threshold it meets
     code, _, err = _invoke("promote", v2, "--reason", "looks fine", *flags)
     # Then it is refused, naming the rule promote does not re-check and the way out
