@@ -406,28 +406,14 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
     @app.get("/")
     @app.get("/health")
     def health() -> dict[str, Any]:
-        version = version_or_waiting()
-        body: dict[str, Any] = {"status": "UP", "model_class": "brandloop"}
-        body["model_version"] = version
-        if version is None:
-            body["waiting"] = "no model yet: waiting for the first promotion to @champion"
-        receiver: WebhookReceiver | None = app.state.receiver
-        if receiver is not None:
-            manual: ManualTraining = app.state.manual
-            body["pending_labels"] = receiver.counter.pending
-            body["runs_queued"] = receiver.stats.triggers + manual.queued
-            body["runs_failed"] = receiver.stats.failures + manual.failed
-        return body
+        return _health_body(app, version_or_waiting())
 
     takes_json = [guard, Depends(require_json_body)]  # credentials first, as serve
 
     @app.post("/setup", dependencies=takes_json)
     def setup(request: SetupRequest, background: BackgroundTasks) -> dict[str, str]:
         if request.label_config:
-            try:
-                project_config(request.label_config)
-            except LabelStudioError as exc:
-                raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+            _config_or_400(request.label_config)
         # Follow the alias after answering: Label Studio waits 3 s at most for /setup, and
         # loading a new version can take longer.
         background.add_task(holder.refresh_quietly)
@@ -437,10 +423,7 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
     def predict(request: PredictRequest) -> PredictResponse:
         if not request.label_config:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "label_config is required")
-        try:
-            config = project_config(request.label_config)
-        except LabelStudioError as exc:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+        config = _config_or_400(request.label_config)
         if len(request.tasks) > settings.ml_backend_max_tasks:
             raise HTTPException(
                 status.HTTP_413_CONTENT_TOO_LARGE,
@@ -455,6 +438,30 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
         return PredictResponse(results=results, model_version=model.version)
 
     _webhook_route(app, guard)
+
+
+def _health_body(app: FastAPI, version: str | None) -> dict[str, Any]:
+    """``/health``'s answer: the served version (None while the first promotion is awaited)
+    and, when the app receives webhooks, its label and run counts."""
+    body: dict[str, Any] = {"status": "UP", "model_class": "brandloop", "model_version": version}
+    if version is None:
+        body["waiting"] = "no model yet: waiting for the first promotion to @champion"
+    receiver: WebhookReceiver | None = app.state.receiver
+    if receiver is not None:
+        manual: ManualTraining = app.state.manual
+        body["pending_labels"] = receiver.counter.pending
+        body["runs_queued"] = receiver.stats.triggers + manual.queued
+        body["runs_failed"] = receiver.stats.failures + manual.failed
+    return body
+
+
+def _config_or_400(label_config: str) -> LabelConfig:
+    """The project's labelling config parsed (:func:`project_config`); 400 with the reason
+    when Label Studio's XML cannot be used."""
+    try:
+        return project_config(label_config)
+    except LabelStudioError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
 
 
 def _webhook_route(app: FastAPI, guard: Any) -> None:
