@@ -625,8 +625,13 @@ class _ExportReader:
             out.unlabelled = post_id  # nobody labelled it (any more): nothing wrong
             return out
         out.recency, chosen = max(usable, key=lambda pair: pair[0])
+        if chosen.result is None:  # Label Studio writes [] for "no brand": this is damage
+            how = "null" if "result" in chosen.model_fields_set else "missing"
+            return self._reject(
+                out, post_id, f"annotation {_SHORT.repr(chosen.id)}: its 'result' is {how}"
+            )
         try:
-            results = _RESULTS.validate_python(chosen.result or [])
+            results = _RESULTS.validate_python(chosen.result)
         except ValidationError:
             return self._reject(out, post_id, "annotation 'result' is not a list")
         annotator = chosen.annotator

@@ -427,6 +427,24 @@ def test_malformed_tasks_are_rejected_and_the_rest_kept() -> None:
         assert f"task {ident}" in reason
 
 
+def test_an_annotation_without_a_result_is_rejected_not_read_as_no_brand() -> None:
+    # given a labelled post whose annotation lost its 'result' (a trial's hand-edited
+    # export), one whose 'result' is null, and one that says "no brand" ([])
+    missing = task(1, "new nivea cream", [result(4, 9, "nivea")], post_id="p1")
+    del missing["annotations"][0]["result"]
+    null = task(2, "new nivea cream", [result(4, 9, "nivea")], post_id="p2")
+    null["annotations"][0]["result"] = None
+    none = task(3, "new cream", [], post_id="p3")
+    # when parsed
+    parsed = parse_export([missing, null, none], labels=LABELS, config=CONFIG)
+    # then only the brand-less post is kept; the other two are named, with why
+    assert [(a.post_id, a.spans) for a in parsed.records] == [("p3", ())]
+    reasons = sorted(r.reason for r in parsed.rejected)
+    assert len(reasons) == 2
+    assert "task 1" in reasons[0] and "its 'result' is missing" in reasons[0]
+    assert "task 2" in reasons[1] and "its 'result' is null" in reasons[1]
+
+
 def test_unknown_label_span_is_rejected_naming_task_and_label() -> None:
     # given a span labelled PRODUCT while we only know BRAND
     text = "Fenty Gloss Bomb"
