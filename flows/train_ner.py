@@ -429,6 +429,12 @@ def pull_annotations(
         policy=ctx.settings.agreement_policy,
         threshold=ctx.settings.agreement_threshold,
     )
+    if source == "storage" and export_keys and collected.quarantined:  # named, so fail at once
+        raise ConfigError(
+            "the export named with --export-key cannot be read, so nothing was pulled; it was "
+            f"moved aside so that later pulls skip it: {collected.quarantined[0]}. Fix the "
+            f"file and put it back under {ctx.storage.uri(layout.EXPORTS)}/"
+        )
     return Pulled.model_validate(collected.model_dump(mode="json"))  # extra fields dropped
 
 

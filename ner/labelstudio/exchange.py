@@ -43,6 +43,7 @@ from ner.labelstudio.collect import collect_annotations as collect_annotations
 from ner.labelstudio.config import LabelConfig
 from ner.labelstudio.export import prediction_json
 from ner.labelstudio.liveset import save_live_set
+from ner.labelstudio.quarantine import quarantined_before
 from ner.records import read_posts
 from ner.storage import Storage
 from ner.types import Post, Prediction, Rejected
@@ -326,6 +327,13 @@ def find_export(storage: Storage, key: str) -> str:
     for candidate in (key, f"{layout.EXPORTS}/{key}"):
         if storage.exists(candidate):
             return candidate
+    for candidate in (key, f"{layout.EXPORTS}/{key}"):
+        if (moved := quarantined_before(storage, candidate)) is not None:  # a trial's 2nd run
+            raise ConfigError(
+                f"export {key!r} was set aside as unreadable at {moved.quarantined_at}: "
+                f"{storage.uri(moved.quarantine_key)} ({moved.reason}); fix it and put it back "
+                f"under {storage.uri(layout.EXPORTS)}/"
+            )
     there = [k.removeprefix(f"{layout.EXPORTS}/") for k in storage.list(layout.EXPORTS)]
     held = (
         f"it holds {', '.join(there[:5])}{' ...' if len(there) > 5 else ''}" if there else "empty"

@@ -165,6 +165,27 @@ def test_an_export_key_is_found_under_exports_and_a_missing_one_fails_at_once(
     assert issubclass(ConfigError, PERMANENT_ERRORS)
 
 
+def test_an_unreadable_export_named_with_export_key_fails_and_its_second_run_says_where_it_is(
+    tmp_path: Path,
+) -> None:
+    from flows.context import RunContext
+    from flows.train_ner import pull_annotations
+    from ner.errors import ConfigError
+    from ner.settings import load_settings
+
+    ctx = RunContext.open(load_settings(storage_uri=str(tmp_path)))
+    ctx.storage.write_bytes("exports/trunc.json", b'[{"id": 1, "data": {"te')
+    # a trial's named, truncated export exited 0 with "no_labels" about the whole folder
+    with pytest.raises(ConfigError, match=r"--export-key cannot be read, so nothing was pulled"):
+        pull_annotations.fn(ctx, "storage", ["trunc.json"], "s1")
+    assert not ctx.storage.exists("exports/trunc.json")  # set aside, as every unreadable file
+    # and its second run said only "neither ... nor under exports/"
+    with pytest.raises(ConfigError, match=r"'trunc.json' was set aside as unreadable at .*"):
+        pull_annotations.fn(ctx, "storage", ["trunc.json"], "s2")
+    with pytest.raises(ConfigError, match=r"quarantine/exports/trunc.json \(.*\); fix it and put"):
+        pull_annotations.fn(ctx, "storage", ["trunc.json"], "s3")
+
+
 def test_the_result_as_markdown_lists_the_fields_set_and_every_rule() -> None:
     from flows.train_ner import TrainStatus, TrainSummary
     from tests.support.gate_results import refused_gate
