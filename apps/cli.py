@@ -845,6 +845,13 @@ def loop(
         )
     if gold_export and not Path(gold_export).is_file():
         raise CliError(f"--gold-export {gold_export}: no such file (a Label Studio JSON export)")
+    if gold_export:  # read now: a trial's truncated export failed after round 1's apply
+        from ner.replay import ReplayAnnotator
+
+        try:
+            ReplayAnnotator.from_file(Path(gold_export))
+        except BrandloopError as exc:
+            raise CliError(f"--gold-export: {exc}") from exc
     from flows.feedback_loop import TIMED_OUT, feedback_loop  # after the checks, as apply's
 
     params = {

@@ -34,7 +34,6 @@ from flows.apply_ner import ApplyResult, apply_ner
 from flows.context import RunContext, io_task, publish_result, run_context, run_logger, run_stamp
 from flows.train_ner import TrainStatus, TrainSummary, train_ner
 from ner import layout
-from ner.errors import NotFoundError
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.exchange import checkpoint_key
 from ner.labelstudio.export import count_labelled
@@ -117,11 +116,12 @@ class RoundPlan(BaseModel):
     overrides: dict[str, Any] | None
 
     def check(self) -> None:
-        """Raise :class:`NotFoundError` for a replay gold export that is not a file, before
-        round 1 fetches posts (a JSONL input's checkpoint would move past them)."""
-        gold = self.gold_export
-        if self.annotator == "replay" and gold and not Path(gold).is_file():
-            raise NotFoundError(f"gold export {gold}: no such file")
+        """Read a replay gold export before round 1 fetches posts (a JSONL input's
+        checkpoint would move past them): :class:`NotFoundError` for no such file,
+        :class:`ConfigError` or :class:`DataError` for one that cannot be read
+        (:meth:`ReplayAnnotator.from_file`; a trial's truncated export failed after apply)."""
+        if self.annotator == "replay" and self.gold_export:
+            ReplayAnnotator.from_file(Path(self.gold_export))
 
 
 @io_task()

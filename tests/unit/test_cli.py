@@ -701,6 +701,15 @@ def test_loop_refuses_a_gold_export_it_cannot_use_before_any_flow_runs(
     )
     assert missing.exit_code == 1 and missing.stdout == ""
     assert _lines(missing.stderr)[0].startswith("error: --gold-export nope.json: no such file")
+    truncated = tmp_path / "trunc.json"
+    truncated.write_text('[{"id": 1, "data": {"te', encoding="utf-8")
+    broken = runner.invoke(
+        cli.app, ["loop", *source, "--annotator", "replay", "--gold-export", str(truncated)]
+    )
+    assert broken.exit_code == 1 and broken.stdout == ""
+    assert "error: --gold-export: gold export " in broken.stderr
+    assert "not a readable JSON export" in " ".join(broken.stderr.split())
+    truncated.unlink()
     unused = runner.invoke(cli.app, ["loop", *source, "--gold-export", str(posts)])
     assert unused.exit_code == 1
     assert "--gold-export is read by --annotator replay only" in unused.stderr
