@@ -130,6 +130,11 @@ def mlflow_reason(exc: BaseException) -> str:
     found = _UNREACHABLE.search(text)
     if found is None or not ("Max retries" in text or "timed out" in text):
         return text
+    return f"MLflow at {found['url']} did not answer ({connection_reason(text)})"
+
+
+def connection_reason(text: str) -> str:
+    """Why a connection failed, from an HTTP client's message: the socket error
+    (``"Connection refused"``), ``"timed out"``, else ``"no reply"``."""
     errno = _ERRNO.search(text)
-    why = errno["why"].strip() if errno else "timed out" if "timed out" in text else "no reply"
-    return f"MLflow at {found['url']} did not answer ({why})"
+    return errno["why"].strip() if errno else "timed out" if "timed out" in text else "no reply"

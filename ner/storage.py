@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ner.errors import StorageAuthError, StorageError, StorageNotFoundError
+from ner.errors import StorageAuthError, StorageError, StorageNotFoundError, connection_reason
 
 if TYPE_CHECKING:
     from ner.settings import Settings
@@ -283,7 +283,20 @@ class GCSStorage(Storage):
             )
         if isinstance(exc, gexc.Unauthorized | gexc.Forbidden | GoogleAuthError):
             return StorageAuthError(f"{where}: {_auth_hint(exc)}")
+        if isinstance(exc, gexc.RetryError | ConnectionError) or "Max retries" in str(exc):
+            return StorageError(f"{where}: {self._unreachable(exc)}")
         return StorageError(f"{where}: {exc}")
+
+    def _unreachable(self, exc: Exception) -> str:
+        """One phrase for a GCS endpoint that did not answer (a trial read 300 characters of
+        urllib3's chain after 115 s): which endpoint, why, and the setting bounding the wait."""
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        where = f"the emulator at STORAGE_EMULATOR_HOST={emulator}" if emulator else "GCS"
+        waited = f" within {self.timeout_s:g} s" if self.timeout_s is not None else ""
+        return (
+            f"{where} did not answer{waited} ({connection_reason(str(exc))}); is it running? "
+            "NER_GCS_TIMEOUT_S bounds the wait, retries included"
+        )
 
     def write_bytes(self, key: str, data: bytes) -> str:
 
