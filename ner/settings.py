@@ -360,6 +360,14 @@ SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
+def _file_on_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` (itself included) when it is a file."""
+    for here in (path, *path.parents):
+        if here.exists():
+            return here if here.is_file() else None
+    return None
+
+
 def tracking_uri_problem(uri: str) -> str | None:
     """Why MLflow cannot use ``uri`` as the SQLite store it seems meant to be, or None:
     a bare path to a ``.db`` file (MLflow reads it as a file-store folder) or a
@@ -736,6 +744,10 @@ class Settings(BaseSettings):
     def _storage_uri(cls, value: str) -> str:
         if not value.strip():  # a blank one read as the root folder, "/dev", in a trial
             raise ValueError("is empty: give a local folder or gs://bucket/prefix")
+        if "://" not in value and (file := _file_on_the_way(Path(value).expanduser())):
+            raise ValueError(  # a trial gave its posts file: NotADirectoryError '.../dev/posts'
+                f"{file} is a file, not a folder: give a local folder or gs://bucket/prefix"
+            )
         return value
 
     @field_validator("mlflow_tracking_uri")

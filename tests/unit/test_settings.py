@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -432,3 +433,13 @@ def test_an_empty_storage_uri_is_refused_by_name() -> None:
     # a trial's `--set storage_uri=` was read as the root folder ("/dev")
     with pytest.raises(ConfigError, match=r"storage_uri.*is empty: give a local folder"):
         load_settings({"storage_uri": " "})
+
+
+def test_a_storage_uri_that_is_or_runs_through_a_file_is_refused_by_name(tmp_path: Path) -> None:
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text("{}\n", encoding="utf-8")
+    # a trial's posts file as storage_uri gave "NotADirectoryError: ... posts.jsonl/dev/posts"
+    for uri in (str(posts), f"{posts}/store"):
+        with pytest.raises(ConfigError, match=rf"storage_uri.*{posts} is a file, not a folder"):
+            load_settings({"storage_uri": uri})
+    assert load_settings({"storage_uri": str(tmp_path / "new" / "store")}).storage_uri
