@@ -18,6 +18,7 @@ library (``ner.*`` loggers) are narrated as ``! message`` lines, each on its own
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
 import time
@@ -216,9 +217,10 @@ class Narrator(logging.Handler):
                 after = ", see its warning above" if warned else ""
                 self.say(f"{mark} {STEPS[task]} [dim]({seconds:.1f} s{after})[/]")
         elif state == "AwaitingRetry":
-            self.say(f"[yellow]↻[/] {escape(task)} failed, will retry: {escape(message[:200])}")
+            said = _state_message(message)[:200]
+            self.say(f"[yellow]↻[/] {escape(task)} failed, will retry: {escape(said)}")
         else:
-            reason = message.strip("'\"").removeprefix(_TASK_ERROR)
+            reason = _state_message(message).removeprefix(_TASK_ERROR)
             self.say(f"[red]✗[/] {escape(task)} {state.lower()}: {escape(_clip(reason))}")
 
     def say(self, line: str) -> None:
@@ -227,6 +229,18 @@ class Narrator(logging.Handler):
     def warn(self, message: str) -> None:
         """A warning as one narrated line: ``! message`` (clipped, markup escaped)."""
         self.say(f"[yellow]![/] {escape(_clip(message))}")
+
+
+def _state_message(shown: str) -> str:
+    """The message of a state as Prefect's ``State.__str__`` shows it (``'the message'`` or
+    ``"..."``, its ``repr``, then ``, type=SCHEDULED`` when the name is not the type), as
+    written: a trial read ``bucket \\'nosuchbucket\\'``."""
+    quoted = re.sub(r", type=[A-Z_]+$", "", shown.strip())
+    try:
+        message = ast.literal_eval(quoted)
+    except (ValueError, SyntaxError):
+        return quoted.strip("'\"")
+    return message if isinstance(message, str) else quoted
 
 
 def _clip(message: str, width: int = MAX_LINE) -> str:

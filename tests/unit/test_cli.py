@@ -1003,7 +1003,8 @@ def test_narrator_says_one_line_per_step() -> None:
     narrator.emit(_record("champion v1: F1 0.8 " + "gate rule " * 100, **flow))
     failing = {**task, "task_name": "fetch_posts", "task_run_id": "t2"}
     narrator.emit(_record("Created task run 'y' for task 'fetch_posts'", 10, **failing))
-    narrator.emit(_record("Finished in state Failed('no such file posts.jsonl')", 40, **failing))
+    said = """no such file 'posts.jsonl' ("jsonl")"""  # both quotes: its repr escapes one
+    narrator.emit(_record(f"Finished in state Failed({said!r})", 40, **failing))  # __str__
     narrator.emit(_record("Encountered exception during execution: SourceError(...)", 40, **flow))
     narrator.emit(_record("Finished in state Failed('Flow run encountered an exception')", **flow))
     lines = _lines(console.export_text())
@@ -1014,7 +1015,7 @@ def test_narrator_says_one_line_per_step() -> None:
     assert lines[1] == "  training the challenger: epoch 3/20: loss 12.5, dev F1 0.61"
     assert lines[2] == "  training the challenger: epoch 4/20: loss 11.0, dev F1 0.66"
     assert lines[3].startswith("✓ trained the challenger (")
-    cut = lines.index("✗ fetch_posts failed: no such file posts.jsonl")
+    cut = lines.index("""✗ fetch_posts failed: no such file 'posts.jsonl' ("jsonl")""")
     said = " ".join(lines[4:cut])  # wrapped at the console's width, whole up to MAX_LINE
     assert said.startswith("  champion v1: F1 0.8 gate rule") and said.endswith("…")
     assert 400 < len(said) <= 490
