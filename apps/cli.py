@@ -1768,6 +1768,7 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
         metrics={  # no champion, no champion_f1 (a 0.0 would read as a score)
             "challenger_f1": f1,
             **({} if champion_f1 is None else {"champion_f1": champion_f1}),
+            **({} if cold is None else {"cold_start_f1": cold[1]}),
             "threshold": cfg.threshold,
         },
         actor=_actor(),

@@ -1022,9 +1022,9 @@ def promote_if_better(
             logged.version,
             gold_hash=gold_hash,
             decision=Decision(True, reason),
-            metrics={
-                "challenger_f1": challenger.f1,
-                "champion_f1": baseline.f1,
+            metrics={  # with no champion, the baseline is the cold start (a trial read it
+                "challenger_f1": challenger.f1,  # as a champion's F1 in the audit run)
+                ("champion_f1" if has_champion else "cold_start_f1"): baseline.f1,
                 "threshold": settings.threshold,
             },
             actor=_actor(),

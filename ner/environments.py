@@ -87,7 +87,8 @@ class CrossPromotion:
     the target's gold set ``gold_hash``; ``champion``/``champion_f1`` the target's champion
     before (its F1 on the same gold set, None without a champion); ``promoted`` whether
     ``@champion`` moved to the copy; ``threshold`` the target's business F1 threshold;
-    ``events`` the audited alias moves.
+    ``events`` the audited alias moves; ``cold_start_f1`` the target's cold start's F1 on
+    that gold set, which a first model may not fall below (None with a champion).
     """
 
     source: Source
@@ -101,6 +102,7 @@ class CrossPromotion:
     threshold: float
     promoted: bool = False
     events: tuple[AuditEvent, ...] = ()
+    cold_start_f1: float | None = None
 
 
 def open_registry(settings: Settings) -> Registry:
@@ -316,7 +318,7 @@ def promote_across(
     )  # fmt: skip
     outcome = CrossPromotion(
         src, registry.model_name, copy, gold[0].hash, f1, champion, champion_f1, rule,
-        target.threshold,
+        target.threshold, cold_start_f1=None if cold is None else cold[1],
     )  # fmt: skip
     if not rule.promote and not force:
         return outcome
@@ -337,6 +339,7 @@ def _promote_copy(
         metrics={  # no champion, no champion_f1 (a 0.0 would read as a score)
             "challenger_f1": outcome.f1,
             **({} if outcome.champion_f1 is None else {"champion_f1": outcome.champion_f1}),
+            **({} if outcome.cold_start_f1 is None else {"cold_start_f1": outcome.cold_start_f1}),
             "threshold": outcome.threshold,
         },
         actor=actor,

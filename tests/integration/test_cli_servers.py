@@ -121,6 +121,7 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     moves = [e for e in registry.audit_log() if e.alias == CHAMPION]
     assert [e.to_version for e in moves] == [v1, v2]
     assert "champion_f1" not in moves[0].metrics and moves[0].metrics["challenger_f1"] == 0.85
+    assert 0 <= moves[0].metrics["cold_start_f1"] <= 1  # what the first model was held to
     assert moves[1].metrics["champion_f1"] == pytest.approx(0.85)
 
     # Then status shows both with their gold F1 and the audited moves
@@ -295,7 +296,7 @@ def test_a_model_that_does_not_exist_is_refused_before_serving_or_fetching(
     posts = tmp_path / "posts.jsonl"
     posts.write_text('{"id": "p1", "text": "new Fenty gloss"}\n', encoding="utf-8")
     for args in (
-        ["serve", "--model", f"models:/{name}/99", "--set", "serve_api_key=t0ken"],
+        ["serve", "--model", f"models:/{name}/99", "--set", "serve_api_key=" + "t0ken" * 4],
         ["apply", "--model", f"models:/{name}/99", "--source", "jsonl", "--input-uri", str(posts)],
         ["apply", "--model", "gazeteer", "--source", "jsonl", "--input-uri", str(posts)],
     ):

@@ -125,6 +125,7 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
     assert move.to_version == "1" and f"from staging brand-ner-staging/{good}" in move.reason
     assert "release 1" in move.reason and move.gold_hash == prod_gold
     assert "champion_f1" not in move.metrics  # no champion: no 0.0 that reads as a score
+    assert 0 <= move.metrics["cold_start_f1"] <= 1  # but the cold start it was held to
     assert move.run_id is not None
     audit_tags = prod.client.get_run(move.run_id).data.tags
     assert (audit_tags[SOURCE_MODEL], audit_tags[SOURCE_VERSION], audit_tags[SOURCE_RUN]) == (
