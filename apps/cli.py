@@ -1500,6 +1500,8 @@ def evaluate(
         raise CliError(str(exc)) from None
     for item in labelled.rejected:
         console().print(f"! left out: {_escape(str(item))}")
+    for repair in labelled.repairs:  # as train's pull names them (a trial saw them unsaid)
+        console().print(f"repaired: {_escape(repair)}")
     if labelled.n_forgotten:
         console().print(
             f"! left out: {quantity(labelled.n_forgotten, 'post')} forgotten before "

@@ -38,6 +38,8 @@ class LabelledSet:
     ignored_spans: dict[str, int] = field(default_factory=dict)
     #: posts of a file left out because they were forgotten (``brandloop forget``)
     n_forgotten: int = 0
+    #: spans of a file whose offsets were repaired, each ``"post <id>, task <n>: <how>"``
+    repairs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,16 @@ def _export_set(settings: Settings, storage: Storage, uri: str) -> LabelledSet:
     rejected = tuple(parsed.rejected)
     digest = dataset_hash(records)
     n_forgotten = len(parsed.records) - len(records)
-    return LabelledSet(f"file {uri}", digest, records, rejected, parsed.ignored_spans, n_forgotten)
+    kept = {a.post_id for a in records}
+    repairs = tuple(
+        f"post {post_id}, {note}"
+        for post_id, notes in parsed.repairs.items()
+        if post_id in kept
+        for note in notes
+    )
+    return LabelledSet(
+        f"file {uri}", digest, records, rejected, parsed.ignored_spans, n_forgotten, repairs
+    )
 
 
 def evaluate(settings: Settings, spec: str, on: LabelledSet) -> Evaluated:

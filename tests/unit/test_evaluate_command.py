@@ -160,6 +160,8 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
 ) -> None:
     export = [_task("p1", "zzqbrand cream", ("zzqbrand", "BRAND")), _task("p2", "a post")]
     export.append(_task("p3", "Ana here", ("Ana", "PERSON")))
+    value = export[0]["annotations"][0]["result"][0]["value"]  # type: ignore[index]
+    value["start"], value["end"] = 90, 98  # drifted: repaired, and said to be
     path = tmp_path / "labelled.json"
     path.write_text(json.dumps(export), encoding="utf-8")
     monkeypatch.setenv("NER_STORAGE_URI", str(tmp_path / "storage"))
@@ -173,6 +175,7 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
     assert "posts with every span right 2/3 (66.7%)" in said
     assert "not scored: 1 span of other labels (PERSON 1); a predicted span" in said
     assert "p1 missed zzqbrand - zzqbrand cream" in said
+    assert "repaired: post p1, task 1: span [90, 98)" in said and "-> [0, 8) 'zzqbrand'" in said
     assert "forgotten before" not in said
     # And a post forgotten since is left out, and said to be (a trial saw 452 of 453 posts)
     env_storage = LocalStorage(tmp_path / "storage" / "dev")
