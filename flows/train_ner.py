@@ -1113,7 +1113,12 @@ def _model_card(
             n_pool=splits.n_train,
             pull_note=splits.pull_note,
         ),
-        recipe=Recipe(base_model=settings.base_model, name=settings.train.recipe, params=params),
+        recipe=Recipe(
+            base_model=settings.base_model,
+            name=settings.train.recipe,
+            params=params,
+            changed=settings.train.changed_knobs(),
+        ),
         evaluations=tuple(sets),
         decision=decision,
         run_id=logged.run_id,

@@ -76,6 +76,8 @@ class Recipe:
     base_model: str
     name: str = "spacy-ner"
     params: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    #: Knobs set away from the recipe's shipped defaults (``TrainSettings.changed_knobs``).
+    changed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +355,9 @@ _EMPTY = frozenset({"", "{}", "[]"})
 
 
 def _recipe_items(recipe: Recipe) -> list[str]:
-    items = [f"base model: `{recipe.base_model}`", f"recipe: {recipe.name}"]
+    changed = ", ".join(f"`{knob}`" for knob in recipe.changed)
+    named = f"{recipe.name}, changed from its defaults: {changed}" if changed else recipe.name
+    items = [f"base model: `{recipe.base_model}`", f"recipe: {named}"]  # the demo's read "fast"
     items += [
         f"`{key}` = `{value}`" if str(value).strip() not in _EMPTY else f"`{key}`: none"
         for key, value in sorted(recipe.params.items())

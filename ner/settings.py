@@ -258,6 +258,13 @@ class TrainSettings(BaseModel):
         """The number of epochs of the chosen recipe."""
         return self.accurate_epochs if self.recipe == "accurate" else self.max_epochs
 
+    def changed_knobs(self) -> tuple[str, ...]:
+        """The knobs (field names, sorted) set away from the recipe's shipped defaults."""
+        shipped = type(self).model_construct(recipe=self.recipe)
+        return tuple(
+            sorted(k for k in type(self).model_fields if getattr(self, k) != getattr(shipped, k))
+        )
+
     def spacy_overrides(self, seed: int) -> dict[str, Any]:
         """spaCy's dotted config overrides for this recipe and ``seed``."""
         values: dict[str, Any] = {

@@ -83,6 +83,16 @@ def test_the_card_names_the_training_data_and_the_recipe() -> None:
     unmapped = Recipe("en_core_web_sm", "fast", {"label_map": {}, "extra": ""})
     said = render_model_card(card_of(8, recipe=unmapped))
     assert "`label_map`: none" in said and "`extra`: none" in said  # not an empty `` ``
+    assert "- recipe: fast\n" in said  # no knob changed from the recipe's defaults
+    # the demo's champion (knobs of its own) read only "recipe: fast" (trial V)
+    from apps.cli import DEMO_RECIPE
+    from ner.settings import load_settings
+
+    changed = load_settings(DEMO_RECIPE).train.changed_knobs()
+    assert {"learn_rate", "max_epochs", "lowercase"} <= set(changed)
+    assert load_settings().train.changed_knobs() == ()
+    demo = render_model_card(card_of(8, recipe=dataclasses.replace(unmapped, changed=changed)))
+    assert "recipe: fast, changed from its defaults: `checkpoint`, `gazetteer`, " in demo
     assert "**Gate: promoted.**" in text
     titled = render_model_card(card_of(8, champion_version="6"))
     # (trained as: the title stays once it is champion, and a trial read it as current)
