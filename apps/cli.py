@@ -1432,7 +1432,10 @@ def status(
     aliases = _table("alias", "version", "F1 (gold)", title="aliases")
     for state in report.aliases:
         aliases.add_row(f"@{state.alias}", state.version or "-", _f1(state.f1))
-    out.print(aliases if report.aliases else "aliases: none")
+    if report.not_registered:
+        out.print(f"aliases: none, {report.not_registered}")
+    else:
+        out.print(aliases if report.aliases else "aliases: none")
     evaluations = _table("when (UTC)", "role", "model", "F1", "gold", title="last evaluations")
     for row in report.evaluations:
         evaluations.add_row(_when(row.at), row.role, row.model, _f1(row.f1), row.gold_hash[:12])

@@ -83,6 +83,8 @@ class StatusReport:
     retired: Retirement | None = None
     #: the SQLite file of the tracking URI when it does not exist (nothing read from MLflow)
     missing_store: Path | None = None
+    #: why the model has no alias to show: it is not registered (the closest name, if any)
+    not_registered: str | None = None
 
 
 def quick_mlflow() -> None:
@@ -246,9 +248,11 @@ def gather(
     if report.missing_store is not None:
         return report
     registry = open_registry()
+    missing = registry.missing_model()  # a table of dashes said nothing (trial V)
     return replace(
         report,
-        aliases=alias_states(registry, gold.hash if gold else None),
+        aliases=() if missing else alias_states(registry, gold.hash if gold else None),
+        not_registered=None if missing is None else str(missing),
         evaluations=last_evaluations(registry, limit),
         audit=tuple(reversed(registry.audit_log()[-limit:])),  # newest first, as evaluations
     )

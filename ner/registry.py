@@ -436,7 +436,7 @@ class Registry:
                 return str(found) if found else None
         return None
 
-    def _missing_model(self) -> PromotionError | None:
+    def missing_model(self) -> PromotionError | None:
         """A :class:`PromotionError` when :attr:`model_name` is not a registered model (a
         misspelled ``NER_REGISTERED_MODEL_NAME``), naming the closest one; else None."""
         from mlflow.exceptions import MlflowException
@@ -1201,7 +1201,7 @@ class Registry:
         previous, current = self.alias_version(PREVIOUS), self.alias_version(CHAMPION)
         if previous is None:
             if current is None:
-                raise self._missing_model() or PromotionError(
+                raise self.missing_model() or PromotionError(
                     f"nothing to roll back to: no version of {self.model_name} was made "
                     f"@{CHAMPION} yet"
                 )

@@ -323,6 +323,24 @@ def test_apply_takes_a_model_as_evaluate_and_promote_name_it(
     assert "unknown model 'gazeteer' (did you mean 'gazetteer'?)" in typo.stderr
 
 
+def test_status_says_the_model_is_not_registered_instead_of_a_table_of_dashes(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    # Given a store where another model is registered, not this environment's
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("brand-ner-prod")
+    args = ["status", "--set", f"mlflow_tracking_uri={uri}"]
+    result = runner.invoke(cli.app, [*args, "--set", f"storage_uri={tmp_path / 'store'}"])
+    # Then status says so, as rollback would, with the closest name
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert "aliases: none, no registered model 'brand-ner-dev' in sqlite:///" in said
+    assert "(did you mean 'brand-ner-prod'? 1 registered; NER_REGISTERED_MODEL_NAME" in said
+    assert "@champion" not in said
+
+
 def test_promote_between_one_environment_is_refused_before_its_values_are_read(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
