@@ -612,11 +612,19 @@ def apply(
         "n_shards": n_shards,
         "reread": reread,
     }
-    _apply_summary(run_flow(ctx, apply_ner, params, overrides))
+    _apply_summary(run_flow(ctx, apply_ner, params, overrides), cfg)
 
 
-def _apply_summary(result: ApplyResult) -> None:
-    """The apply-ner flow's ``ApplyResult`` as the summary table (:data:`APPLY_SUMMARY`)."""
+def _apply_summary(result: ApplyResult, cfg: Settings) -> None:
+    """The apply-ner flow's ``ApplyResult`` as the summary table (:data:`APPLY_SUMMARY`),
+    its storage keys as full addresses (``gs://…``, as train prints them; trial V)."""
+    from ner.storage import env_storage
+
+    storage = env_storage(cfg)
+
+    def where(key: str | None) -> str | None:
+        return None if key is None else storage.uri(key)
+
     delivered = result.delivered
     imported = delivered.imported.model_dump() if delivered and delivered.imported else {}
     _summary(
@@ -625,13 +633,13 @@ def _apply_summary(result: ApplyResult) -> None:
             "n_id_conflicts": imported.get("n_id_conflicts") or None,
             "n_posts": result.n_posts,
             "n_rejected": result.fetched.n_rejected,
-            "rejected_key": result.fetched.rejected_key,
+            "rejected_key": where(result.fetched.rejected_key),
             "n_fetched_before": result.fetched.n_fetched_before or None,
             "n_forgotten": result.fetched.n_forgotten or None,
             "model_version": result.model_version,
-            "posts_key": result.fetched.posts_key,
-            "predictions_key": delivered.predicted.predictions_key if delivered else None,
-            "tasks_key": delivered.tasks_key if delivered else None,
+            "posts_key": where(result.fetched.posts_key),
+            "predictions_key": where(delivered.predicted.predictions_key) if delivered else None,
+            "tasks_key": where(delivered.tasks_key) if delivered else None,
             "recovered": len(result.recovered) or None,
             "skipped": result.skipped,
         },

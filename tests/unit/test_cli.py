@@ -1673,3 +1673,28 @@ def test_a_keyword_with_the_jsonl_source_is_refused_not_ignored(
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 1
     assert "--keyword searches X (--source x); --source jsonl reads every post" in result.stderr
+
+
+def test_the_apply_summary_gives_storage_keys_as_full_addresses(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.apply_ner import ApplyResult, Delivered, Fetched, Predicted
+    from ner.settings import load_settings
+
+    monkeypatch.setenv("COLUMNS", "200")
+    predicted = Predicted(
+        predictions_key="predictions/s1.jsonl", n_predictions=2, model_version="v"
+    )
+    result = ApplyResult(
+        fetched=Fetched(posts_key="posts/s1.jsonl", n_posts=2, n_rejected=0, source="jsonl"),
+        destination="storage",
+        delivered=Delivered(
+            posts_key="posts/s1.jsonl", predicted=predicted, tasks_key="tasks/s1.json"
+        ),
+    )
+    # a trial read "tasks_key tasks/….json" with no bucket, where train prints gs://…
+    cli._apply_summary(result, load_settings({"storage_uri": "gs://bucket/pre"}))
+    said = capsys.readouterr().out
+    assert "gs://bucket/pre/dev/tasks/s1.json" in said
+    assert "gs://bucket/pre/dev/posts/s1.jsonl" in said
+    assert "gs://bucket/pre/dev/predictions/s1.jsonl" in said
