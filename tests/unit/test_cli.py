@@ -707,6 +707,13 @@ def test_serve_names_the_host_when_it_is_not_an_address_of_this_machine(
         assert first.endswith("--host (NER_SERVE_HOST) is not an address of this machine")
 
 
+def test_train_refuses_an_export_key_with_the_label_studio_source(runner: CliRunner) -> None:
+    args = ["train", "--source", "label_studio", "--export-key", "mine.json"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert _lines(result.stderr)[0].startswith("error: --export-key reads exports in storage")
+
+
 def test_loop_refuses_a_gold_export_it_cannot_use_before_any_flow_runs(
     runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

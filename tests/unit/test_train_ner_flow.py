@@ -186,6 +186,18 @@ def test_an_unreadable_export_named_with_export_key_fails_and_its_second_run_say
         pull_annotations.fn(ctx, "storage", ["trunc.json"], "s3")
 
 
+def test_export_keys_with_the_label_studio_source_are_refused(tmp_path: Path) -> None:
+    from flows.context import RunContext
+    from flows.train_ner import pull_annotations
+    from ner.errors import ConfigError
+    from ner.settings import load_settings
+
+    ctx = RunContext.open(load_settings(storage_uri=str(tmp_path)))
+    # a trial's --export-key was silently ignored: every snapshot was pulled instead
+    with pytest.raises(ConfigError, match=r"source='label_studio' reads every snapshot"):
+        pull_annotations.fn(ctx, "label_studio", ["mine.json"], "s1")
+
+
 def test_the_result_as_markdown_lists_the_fields_set_and_every_rule() -> None:
     from flows.train_ner import TrainStatus, TrainSummary
     from tests.support.gate_results import refused_gate
