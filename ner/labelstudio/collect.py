@@ -30,6 +30,7 @@ from ner.datasets import dataset_hash, write_annotations
 from ner.errors import StorageError
 from ner.labelstudio.export import (
     TEXTS_DIFFER,
+    ExportAnnotation,
     TaskAnnotations,
     duplicate_reason,
     parse_export,
@@ -262,14 +263,20 @@ def _drop_outdated(pool: _Pool, rejected_posts: set[str | None], order: int) -> 
 
 
 def _each_annotation(raw: dict[str, Any], labels: Sequence[str]) -> list[Annotation]:
-    """Every finished annotation of one task, parsed alone (rejected ones are left out)."""
-    found: list[Annotation] = []
-    for annotation in raw.get("annotations") or []:
+    """The finished annotation of each annotator of one task, parsed alone (rejected ones
+    are left out): one vote per person, their latest (a trial's annotator who saved twice
+    counted twice). Annotations that name no annotator count one each."""
+    latest: dict[str, tuple[Any, Annotation]] = {}
+    for position, annotation in enumerate(raw.get("annotations") or []):
         alone = parse_export(
             [{**raw, "annotations": [annotation]}], labels=labels, keep_partial=False
         )
-        found.extend(alone.records)
-    return found
+        for record in alone.records:
+            when = ExportAnnotation.model_validate(annotation).recency(position)
+            who = record.annotator or f"#{position}"
+            if who not in latest or latest[who][0] < when:
+                latest[who] = (when, record)
+    return [record for _, record in latest.values()]
 
 
 def _apply_agreement(

@@ -207,6 +207,19 @@ def test_policies_on_two_disagreeing_annotators(
     json.dumps(report.model_dump(mode="json"))  # the flow returns it as JSON
 
 
+def test_an_annotator_who_saved_twice_votes_once(storage: Storage) -> None:
+    # given a trial's task: annotator 1 saved "Glossier Sephora" twice, annotator 2 "Glossier"
+    raw = two_annotator_task(1, "a", ["Glossier", "Sephora"], ["Glossier"])
+    raw["annotations"].insert(0, annotation(9, ["Glossier", "Sephora"], "2026-11-20T09:00:00Z", 1))
+    key = write_snapshot(storage, "s1", [raw])
+    # when pulled under majority
+    report = collect(storage, [key], policy=AgreementPolicy.MAJORITY)
+    # then two people voted, not three: Sephora (1 of 2) has no majority, Glossier (2 of 2) has
+    (agreement,) = report.agreement
+    assert sorted(agreement.annotators) == ["1", "2"]
+    assert [s.text for s in pulled(storage)["a"].spans] == ["Glossier"]
+
+
 def test_agreement_follows_the_latest_version_of_a_task(storage: Storage) -> None:
     # a task exported with two annotations, then (after one was deleted) with one
     first = write_snapshot(storage, "s1", [two_annotator_task(1, "a", ["Glossier"], ["Sephora"])])
