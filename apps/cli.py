@@ -542,7 +542,8 @@ APPLY_SUMMARY = (
     *("n_posts", "n_rejected", "rejected_key", "n_forgotten", "n_fetched_before"),
     *("model_version", "posts_key", "predictions_key"),
     "tasks_key",
-    *("n_imported", "n_skipped_existing", "n_id_conflicts", "recovered", "skipped"),
+    *("n_imported", "n_skipped_existing", "n_id_conflicts", "recovered", "earlier_left"),
+    "skipped",
 )
 
 
@@ -640,7 +641,9 @@ def _apply_summary(result: ApplyResult, cfg: Settings) -> None:
             "posts_key": where(result.fetched.posts_key),
             "predictions_key": where(delivered.predicted.predictions_key) if delivered else None,
             "tasks_key": where(delivered.tasks_key) if delivered else None,
-            "recovered": len(result.recovered) or None,
+            # delivered now; a batch left to another run or failing is not (trial W)
+            "recovered": sum(r.delivered is not None for r in result.recovered) or None,
+            "earlier_left": sum(r.delivered is None for r in result.recovered) or None,
             "skipped": result.skipped,
         },
         APPLY_SUMMARY,

@@ -1702,6 +1702,30 @@ def test_the_apply_summary_gives_storage_keys_as_full_addresses(
     # a trial read "tasks_key tasks/….json" with no bucket, where train prints gs://…
     cli._apply_summary(result, load_settings({"storage_uri": "gs://bucket/pre"}))
     said = capsys.readouterr().out
+    assert "recovered" not in said and "earlier_left" not in said
     assert "gs://bucket/pre/dev/tasks/s1.json" in said
     assert "gs://bucket/pre/dev/posts/s1.jsonl" in said
     assert "gs://bucket/pre/dev/predictions/s1.jsonl" in said
+
+
+def test_the_apply_summary_does_not_count_a_batch_left_to_another_run_as_recovered(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.apply_ner import ApplyResult, Fetched, Recovered
+    from ner.settings import load_settings
+
+    monkeypatch.setenv("COLUMNS", "200")
+    left = Recovered(posts_key="posts/s0.jsonl", skipped="being delivered by another run")
+    result = ApplyResult(
+        fetched=Fetched(posts_key=None, n_posts=0, n_rejected=0, source="jsonl"),
+        destination="label_studio",
+        recovered=[left],
+    )
+    # a trial's run that skipped a batch another run held said "recovered 1"
+    cli._apply_summary(result, load_settings({"storage_uri": "/tmp/x"}))
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in capsys.readouterr().out.splitlines()
+        if line.split()
+    }
+    assert "recovered" not in rows and rows["earlier_left"] == ["1"]
