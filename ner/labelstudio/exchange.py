@@ -45,6 +45,7 @@ from ner.labelstudio.export import prediction_json
 from ner.labelstudio.liveset import save_live_set
 from ner.labelstudio.quarantine import quarantined_before
 from ner.records import read_posts
+from ner.report import quantity
 from ner.storage import Storage
 from ner.types import Post, Prediction, Rejected
 
@@ -254,9 +255,17 @@ def import_items(
     next run resumes after the batches that arrived).
     """
     existing = project.post_tasks()
-    duplicates = sum(1 for tasks in existing.values() if len(tasks) > 1)
-    if duplicates:
-        log.warning("project %s already holds %d posts more than once", project, duplicates)
+    duplicates = sorted(post_id for post_id, tasks in existing.items() if len(tasks) > 1)
+    if duplicates:  # named, as a trial read only a count and the object's repr
+        log.warning(
+            "Label Studio project %r (id %d) already holds %s more than once: %s%s (the pull "
+            "keeps one label per post and names the others superseded)",
+            project.title,
+            project.project_id,
+            quantity(len(duplicates), "post"),
+            ", ".join(duplicates[:5]),
+            " …" if len(duplicates) > 5 else "",
+        )
     tally: Counter[str] = Counter()
     conflicts: list[dict[str, Any]] = []
     for batch in batched(_missing(items, existing, tally, conflicts), batch_size):

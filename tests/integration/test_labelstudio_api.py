@@ -48,6 +48,7 @@ from ner.labelstudio.exchange import (
     import_predictions,
     snapshot_export,
     snapshot_keys,
+    to_tasks,
 )
 from ner.labelstudio.export import codepoint_to_utf16
 from ner.labelstudio.triggers import poll_for_labels, wait_for_labels
@@ -417,6 +418,24 @@ def test_a_post_whose_id_the_project_holds_with_another_text_is_named_not_droppe
     tasks = {str(t["data"]["post_id"]): t for t in project.iter_tasks(fields="all")}
     assert sorted(tasks) == ["p0", "p1", "p2"]
     assert tasks["p1"]["data"]["text"] == first[1].text
+
+
+def test_a_post_the_project_holds_twice_is_named_in_the_warning(
+    project: LabelStudioProject, storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a project holding post p0 in two tasks (imported twice by hand)
+    first = posts(2)
+    project.import_tasks(to_tasks([(first[0], None), (first[0], None)], project.config))
+    # When apply imports again
+    with caplog.at_level("WARNING", logger="ner"):
+        import_predictions(project, storage, *write_batch(storage, first))
+    # Then the warning names the project and the post (a trial read "project
+    # <LabelStudioProject 1 'brandloop-dev'> already holds 1 posts more than once")
+    said = [r.getMessage() for r in caplog.records if "more than once" in r.getMessage()]
+    assert said == [
+        f"Label Studio project {project.title!r} (id {project.project_id}) already holds 1 post "
+        "more than once: p0 (the pull keeps one label per post and names the others superseded)"
+    ]
 
 
 # --- 3. incremental pulls -------------------------------------------------------------------
