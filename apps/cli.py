@@ -1299,8 +1299,11 @@ def demo(
     began = time.perf_counter()
     from flows.feedback_loop import feedback_loop
     from ner.replay import demo_posts_path
+    from ner.settings import file_on_the_way
 
     out = console()
+    if file_on_the_way(dir_.resolve()):  # said of --dir, not of the storage_uri made from it
+        raise CliError(f"--dir {dir_}: cannot prepare it (Not a directory); choose another folder")
     overrides = {**demo_overrides(dir_), **demo_recipe(parse_overrides(set_))}
     check_run_settings(overrides)  # the last demo's state goes only when this one can run
     try:

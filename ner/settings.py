@@ -367,7 +367,7 @@ SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
-def _file_on_the_way(path: Path) -> Path | None:
+def file_on_the_way(path: Path) -> Path | None:
     """The nearest existing ancestor of ``path`` (itself included) when it is a file."""
     for here in (path, *path.parents):
         if here.exists():
@@ -751,7 +751,7 @@ class Settings(BaseSettings):
     def _storage_uri(cls, value: str) -> str:
         if not value.strip():  # a blank one read as the root folder, "/dev", in a trial
             raise ValueError("is empty: give a local folder or gs://bucket/prefix")
-        if "://" not in value and (file := _file_on_the_way(Path(value).expanduser())):
+        if "://" not in value and (file := file_on_the_way(Path(value).expanduser())):
             raise ValueError(  # a trial gave its posts file: NotADirectoryError '.../dev/posts'
                 f"{file} is a file, not a folder: give a local folder or gs://bucket/prefix"
             )
