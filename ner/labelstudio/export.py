@@ -474,6 +474,13 @@ def align_span(text: str, start: int, end: int, value_text: str | None) -> tuple
 # --------------------------------------------------------------------------- reading
 
 
+def _ends_early(exc: json.JSONDecodeError) -> bool:
+    """The document stops inside a value: an unterminated string, or the parser wanted more
+    at the very end (``Expecting ...`` at the last non-blank character)."""
+    end = len(exc.doc.rstrip())
+    return exc.msg.startswith("Unterminated string") or exc.pos >= end
+
+
 def load_export(data: bytes, source: str) -> list[Any]:
     """The tasks of one export file: ``data`` decoded as UTF-8 (a BOM is allowed), parsed as
     JSON, checked to be a list.
@@ -494,6 +501,10 @@ def load_export(data: bytes, source: str) -> list[Any]:
     except RecursionError as exc:
         raise ExportFileError(source, "JSON nested too deeply to read") from exc
     except ValueError as exc:  # JSONDecodeError, and integers past the digit limit
+        if isinstance(exc, json.JSONDecodeError) and _ends_early(exc):  # a trial's cut-off
+            raise ExportFileError(  # file was told to export "as JSON"
+                source, f"the JSON ends early ({exc}): the file is cut off; export it again"
+            ) from exc
         raise ExportFileError(
             source, f"not JSON: {exc}; export the project from Label Studio as JSON"
         ) from exc

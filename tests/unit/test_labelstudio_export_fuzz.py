@@ -306,7 +306,8 @@ def test_fuzzed_exports_lose_no_good_record_and_raise_nothing_unhandled() -> Non
         ('[{"data": {"text": "é"}}]'.encode("latin-1"), "not UTF-8: byte 0xe9 at offset 20"),
         ("[]".encode("utf-16"), "not UTF-8: byte 0xff at offset 0"),
         (b"[" * 50_000 + b"]" * 50_000, "JSON nested too deeply to read"),
-        (b'[{"id": 1}', "not JSON: Expecting ',' delimiter"),
+        (b'[{"id": 1}', "the JSON ends early (Expecting ',' delimiter"),
+        (b'[{"id": x}]', "not JSON: Expecting value: line 1 column 9"),
         (b"1" * 5_000, "not JSON: Exceeds the limit"),
         (b'{"tasks": []}', "a Label Studio JSON export is a list of tasks, got dict"),
         (
@@ -315,7 +316,7 @@ def test_fuzzed_exports_lose_no_good_record_and_raise_nothing_unhandled() -> Non
             "its records are flat (no 'data' nor 'annotations'): Label Studio's JSON-MIN",
         ),
     ],
-    ids=["latin-1", "utf-16", "deep", "truncated", "long-int", "object", "json-min"],
+    ids=["latin-1", "utf-16", "deep", "truncated", "bad", "long-int", "object", "json-min"],
 )
 def test_unreadable_export_files_name_the_file(data: bytes, reason: str) -> None:
     # when an unreadable file is loaded

@@ -46,7 +46,7 @@ def storage(tmp_path: Path) -> LocalStorage:
     [
         (json.dumps(_gold()[:50]).encode("utf-16"), "not UTF-8: byte 0xff at offset 0"),
         (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply to read"),
-        (json.dumps(_gold()[:50]).encode()[:-3], "not JSON: "),
+        (json.dumps(_gold()[:50]).encode()[:-3], "the JSON ends early ("),
     ],
     ids=["utf-16", "deep", "truncated"],
 )
