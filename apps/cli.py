@@ -575,7 +575,7 @@ def apply(
         bool,
         typer.Option(
             help="--source jsonl: read the file from its first line again, though an earlier "
-            "run read it (to predict it with another model); its checkpoint stays."
+            "run read it (to predict it with another model); its checkpoint never moves back."
         ),
     ] = False,
     set_: SetOption = None,
