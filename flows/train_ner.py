@@ -127,8 +127,8 @@ class Pulled(BaseModel):
             f"rejected, {quantity(self.n_repaired, 'span')} repaired, "
             f"{len(self.held_post_ids):,} held for review, {settled:,} with disagreeing "
             f"annotators (policy {self.agreement_policy}), "
-            f"{quantity(self.n_superseded, 'record')} superseded by a newer annotation of "
-            f"their post, {quantity(self.n_deleted_annotations, 'annotation')} deleted in "
+            f"{quantity(self.n_superseded, 'post')} whose earlier records a newer annotation "
+            f"superseded, {quantity(self.n_deleted_annotations, 'annotation')} deleted in "
             "Label Studio"
         )
 
@@ -1226,13 +1226,13 @@ def _say_pulled(ctx: RunContext, pulled: Pulled) -> None:
     """The pull's line: what was read, rejected, repaired, held; where the records are."""
     get_run_logger().info(
         "pulled the labels of %s, one label each (%s rejected, %s repaired, "
-        "%s superseded by a newer annotation of their post (a label fixed, a post sent "
+        "%s whose earlier records a newer annotation superseded (a label fixed, a post sent "
         "again), %d annotations deleted, %d held for review; exported tasks without a "
         "finished annotation, left out: %d)",
         quantity(pulled.n_annotations, "post"),
         quantity(pulled.n_rejected, "post"),
         quantity(pulled.n_repaired, "span"),
-        quantity(pulled.n_superseded, "record"),
+        quantity(pulled.n_superseded, "post"),
         pulled.n_deleted_annotations,
         len(pulled.held_post_ids),
         pulled.n_unlabelled,

@@ -82,8 +82,9 @@ class CollectReport(BaseModel):
     #: Posts whose tasks hold no finished annotation in any snapshot (none, skipped, or all
     #: deleted): left out, and no error.
     n_unlabelled: int = 0
-    #: Records not read because another task gives the post its label (a newer annotation
-    #: of the same post id): reported as ``superseded: ...``, not rejected.
+    #: Posts with records not read because another annotation or task gives the post its
+    #: label (a newer one of the same post id): each record reported as
+    #: ``superseded: ...``, not rejected; counted per post, as rejections are (trial W).
     n_superseded: int = 0
 
 
@@ -467,7 +468,7 @@ def collect_annotations(
         n_rejected=n_rejected,
         n_repaired=len(repaired),
         rejected=[report_line(e) for e in rejected[:100]],
-        n_superseded=len(superseded),
+        n_superseded=len({e["post_id"] for e in superseded}),
         dataset_hash=dataset_hash(annotations),
         n_deleted_tasks=len(pool.deleted_tasks),
         n_deleted_annotations=len(pool.deleted_annotations),

@@ -359,7 +359,9 @@ def test_a_newer_bad_annotation_is_rejected_not_superseded_by_the_older_one(
     third = write_snapshot(storage, "s3", [fixed])
     report = collect(storage, [first, second, third])
     assert pulled(storage)["L1"].spans[0].text == "Sephora"
-    assert (report.n_rejected, report.n_superseded) == (0, 2)  # the span, the post it took
+    assert (report.n_rejected, report.n_superseded) == (0, 1)  # one post (a trial saw 2)
+    said = storage.read_json(report.rejected_key)
+    assert [e["kind"] for e in said] == ["superseded", "superseded"]  # the span, the post
 
 
 def test_two_snapshots_holding_the_same_tasks_count_and_name_each_once(storage: Storage) -> None:
@@ -473,8 +475,8 @@ def test_train_ner_says_how_many_disagreements_the_policy_settled(
     # and the model card's line of the pull counts them too
     assert Pulled.model_validate(report.model_dump(mode="json")).quality_note() == (
         "3 labelled posts pulled: 0 rejected, 0 spans repaired, 0 held for review, "
-        "2 with disagreeing annotators (policy latest), 0 records superseded by a newer "
-        "annotation of their post, 0 annotations deleted in Label Studio"
+        "2 with disagreeing annotators (policy latest), 0 posts whose earlier records a "
+        "newer annotation superseded, 0 annotations deleted in Label Studio"
     )
 
 

@@ -36,7 +36,8 @@ def test_the_pull_line_of_one_post_reads_in_the_singular() -> None:
     # Then the model card's line says so without "1 posts"
     note = pulled.quality_note()
     assert note.startswith("1 labelled post pulled: 0 rejected, 1 span repaired, ")
-    assert "1 record superseded" in note and "1 annotation deleted" in note
+    assert "1 post whose earlier records a newer annotation superseded" in note
+    assert "1 annotation deleted" in note
     assert "1 posts" not in note and "1 spans" not in note
 
 
