@@ -574,11 +574,12 @@ def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
         )
     elif splits.n_gold == 0 and splits.gold_waiting and not splits.gold_has_spans:
         logger.warning(
-            "no gold set frozen yet: the %s that would make it%s hold no span, so every "
+            "no gold set frozen yet: the %s that would make it%s %s no span, so every "
             "model would score F1 0 on it for good; it is frozen once a gold post with a "
             "span is labelled",
             quantity(splits.gold_waiting, "post"),
             _newest_too(settings),
+            "holds" if splits.gold_waiting == 1 else "hold",
         )
     elif splits.n_gold == 0:
         missing = max(settings.gold_min_posts - splits.gold_waiting, 1)
@@ -1318,8 +1319,9 @@ def no_gold_note(settings: Settings, splits: Splits, goldsets: str) -> str:
         )
     if not splits.gold_has_spans:
         return (
-            f"no gold set frozen yet: its {quantity(splits.gold_waiting, 'post')} hold no "
-            "span; it is frozen once a gold post with a span is labelled"
+            f"no gold set frozen yet: its {quantity(splits.gold_waiting, 'post')} "
+            f"{'holds' if splits.gold_waiting == 1 else 'hold'} no span; it is frozen once a "
+            "gold post with a span is labelled"
         )
     return (
         f"no gold set frozen yet: {quantity(splits.gold_waiting, 'gold post')} of the "

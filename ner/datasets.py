@@ -753,7 +753,8 @@ def prepare_splits(
 
     The gold set in force is kept (or frozen now, with the ``recent`` posts, when they and
     the gold split hold at least ``min_gold_posts`` posts; until then no gold set is frozen
-    and ``n_gold`` is 0, while the gold split's posts stay out of the pool); the training
+    and ``n_gold`` is 0, while the posts it would hold, the gold split's and the ``recent``
+    ones, stay out of the pool); the training
     pool is :func:`train_pool` of ``annotations`` less the ``held_out`` posts (the canary
     set, never trained on) and is written to ``train_key``. A gold set frozen now never
     holds a ``never_gold`` post (:func:`pooled_post_ids` after a retirement); such a post
@@ -773,6 +774,9 @@ def prepare_splits(
             recent=recent, held_out=held_out, never_gold=never_gold,
         )  # fmt: skip
     pool = train_pool(candidates, gold_set, gold_fraction, salt, trainable=never_gold)
+    if gold_set is None:  # the newest posts waiting to freeze with it too (a trial's were
+        waiting_ids = {a.post_id for a in chosen}  # counted in the pool)
+        pool = [a for a in pool if a.post_id not in waiting_ids]
     write_annotations(storage, train_key, pool)
     in_gold = sum(1 for a in records if gold_set is not None and a.post_id in gold_set)
     return Splits(

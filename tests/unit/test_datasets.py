@@ -625,6 +625,16 @@ def test_prepare_splits_waits_for_enough_gold_posts_before_freezing(tmp_path: Pa
     # and the recent posts count toward the minimum whatever their split
     recent = {a.post_id for a in split(round1, 0.3)[1][:20]}
     assert len(would_freeze(round1, 0.3, DEFAULT_SALT, recent)) == len(split(round1, 0.3)[0]) + 20
+    # and wait out of the pool with the gold split (a trial's were counted in it)
+    fresh = LocalStorage(tmp_path / "fresh")
+    waiting = prepare_splits(
+        fresh, round1, 0.3, train_key="r1.jsonl", min_gold_posts=50, recent=recent
+    )
+    assert waiting.gold_waiting == len(split(round1, 0.3)[0]) + 20
+    assert waiting.n_train == len(split(round1, 0.3)[1]) - 20
+    assert waiting.n_held_out == waiting.gold_waiting
+    pool = {a.post_id for a in read_annotations(fresh, "r1.jsonl")}
+    assert not pool & recent
 
 
 def test_no_gold_set_is_frozen_from_posts_without_a_single_span(tmp_path: Path) -> None:
