@@ -585,10 +585,10 @@ def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
         missing = max(settings.gold_min_posts - splits.gold_waiting, 1)
         share = settings.gold_fraction
         logger.info(
-            "no gold set frozen yet: %d of the %d labelled posts are gold posts%s, and "
+            "no gold set frozen yet: %d of the %s are gold posts%s, and "
             "NER_GOLD_MIN_POSTS=%d must be reached first (%s)",
             splits.gold_waiting,
-            n_labelled,
+            quantity(n_labelled, "labelled post"),
             _newest_too(settings),
             settings.gold_min_posts,
             f"about {100 * share:.0f} % of new labels are gold posts: about "
@@ -1317,8 +1317,8 @@ def no_gold_note(settings: Settings, splits: Splits, goldsets: str) -> str:
             "no gold post was labelled since); label new posts first, or undo the "
             "retirement: brandloop gold-set reinstate --reason ..."
         )
-    if not splits.gold_has_spans:
-        return (
+    if splits.gold_waiting and not splits.gold_has_spans:  # none waiting: a trial read
+        return (  # "its 0 posts hold no span"
             f"no gold set frozen yet: its {quantity(splits.gold_waiting, 'post')} "
             f"{'holds' if splits.gold_waiting == 1 else 'hold'} no span; it is frozen once a "
             "gold post with a span is labelled"

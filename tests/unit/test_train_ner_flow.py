@@ -139,6 +139,13 @@ def test_the_no_gold_note_says_why_and_what_to_do() -> None:
     )
     spanless = Splits.model_validate({**base, "gold_waiting": 3, "gold_has_spans": False})
     assert "its 3 posts hold no span" in no_gold_note(settings, spanless, "g")
+    one = Splits.model_validate({**base, "gold_waiting": 1, "gold_has_spans": False})
+    assert "its 1 post holds no span" in no_gold_note(settings, one, "g")
+    # and no gold post yet is not "its 0 posts hold no span" (a trial's first single label)
+    none = Splits.model_validate({**base, "gold_waiting": 0, "gold_has_spans": False})
+    assert no_gold_note(settings, none, "g") == (
+        "no gold set frozen yet: 0 gold posts of the 50 NER_GOLD_MIN_POSTS asks for"
+    )
 
 
 def test_an_export_key_is_found_under_exports_and_a_missing_one_fails_at_once(
