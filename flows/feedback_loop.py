@@ -86,7 +86,9 @@ class RoundResult(BaseModel):
         if self.status == TrainStatus.ALREADY_TRAINED:  # no challenger: an earlier version
             trained |= {"challenger_f1": None, "challenger_version": None}
         if self.train is None:  # nothing trained: the champion is the one that predicted
-            trained = {"champion_model": self.model_used}
+            used = self.model_used  # a registered version is name/N, a cold start is not
+            cold = used is not None and "/" not in used  # (a trial read it as a champion)
+            trained = {"champion_model": f"none (cold start {used})" if cold else used}
         return {**trained, **self.model_dump(exclude={"train"}), "status": str(self.status)}
 
 
