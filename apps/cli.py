@@ -50,6 +50,7 @@ from ner.errors import (
 from ner.report import quantity
 
 if TYPE_CHECKING:
+    from apps.evaluate import LabelledSet
     from apps.status import StatusReport
     from flows.apply_ner import ApplyResult
     from flows.feedback_loop import LoopResult
@@ -650,6 +651,37 @@ def _apply_summary(result: ApplyResult, cfg: Settings) -> None:
     )
 
 
+def _say_read(labelled: LabelledSet) -> None:
+    """What ``evaluate`` left out of a labelled set, or repaired in it (as train's pull names
+    them: a trial saw the repairs unsaid)."""
+    for item in labelled.rejected:
+        console().print(f"! left out: {_escape(str(item))}")
+    for repair in labelled.repairs:
+        console().print(f"repaired: {_escape(repair)}")
+    if labelled.n_forgotten:
+        console().print(
+            f"! left out: {quantity(labelled.n_forgotten, 'post')} forgotten before "
+            "(tombstones under forgotten/)"
+        )
+
+
+def _check_gold_export(gold_export: str, annotator: str) -> None:
+    """Refuse a ``--gold-export`` the run would not read, or could not: read it now (a
+    trial's truncated export failed after round 1's apply)."""
+    from ner.replay import ReplayAnnotator
+
+    if annotator != "replay":
+        raise CliError(
+            f"--gold-export is read by --annotator replay only (this run's: {annotator})"
+        )
+    if not Path(gold_export).is_file():
+        raise CliError(f"--gold-export {gold_export}: no such file (a Label Studio JSON export)")
+    try:
+        ReplayAnnotator.from_file(Path(gold_export))
+    except BrandloopError as exc:
+        raise CliError(f"--gold-export: {exc}") from exc
+
+
 #: Why ``--export-key`` and ``--source label_studio`` do not go together.
 _EXPORT_KEY_SOURCE = (
     "--export-key reads exports in storage (--source storage); --source label_studio reads "
@@ -859,19 +891,8 @@ def loop(
     _check_source(source, input_uri, cfg, keywords)
     if annotator == "label_studio":
         _check_label_studio("--annotator label_studio", cfg)
-    if gold_export and annotator != "replay":
-        raise CliError(
-            f"--gold-export is read by --annotator replay only (this run's: {annotator})"
-        )
-    if gold_export and not Path(gold_export).is_file():
-        raise CliError(f"--gold-export {gold_export}: no such file (a Label Studio JSON export)")
-    if gold_export:  # read now: a trial's truncated export failed after round 1's apply
-        from ner.replay import ReplayAnnotator
-
-        try:
-            ReplayAnnotator.from_file(Path(gold_export))
-        except BrandloopError as exc:
-            raise CliError(f"--gold-export: {exc}") from exc
+    if gold_export:
+        _check_gold_export(gold_export, annotator)
     from flows.feedback_loop import TIMED_OUT, feedback_loop  # after the checks, as apply's
 
     params = {
@@ -1302,7 +1323,7 @@ def demo(
     from ner.settings import file_on_the_way
 
     out = console()
-    if file_on_the_way(dir_.resolve()):  # said of --dir, not of the storage_uri made from it
+    if file_on_the_way(dir_.resolve()):  # of --dir, not of the storage_uri made from it
         raise CliError(f"--dir {dir_}: cannot prepare it (Not a directory); choose another folder")
     overrides = {**demo_overrides(dir_), **demo_recipe(parse_overrides(set_))}
     check_run_settings(overrides)  # the last demo's state goes only when this one can run
@@ -1524,15 +1545,7 @@ def evaluate(
         labelled = scoring.labelled_set(cfg, storage, on)
     except GoldSetError as exc:  # says what to do: no --debug hint
         raise CliError(str(exc)) from None
-    for item in labelled.rejected:
-        console().print(f"! left out: {_escape(str(item))}")
-    for repair in labelled.repairs:  # as train's pull names them (a trial saw them unsaid)
-        console().print(f"repaired: {_escape(repair)}")
-    if labelled.n_forgotten:
-        console().print(
-            f"! left out: {quantity(labelled.n_forgotten, 'post')} forgotten before "
-            "(tombstones under forgotten/)"
-        )
+    _say_read(labelled)
     if ignored := labelled.ignored_spans:
         counts = ", ".join(f"{_escape(label)} {n}" for label, n in ignored.items())
         console().print(

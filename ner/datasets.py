@@ -747,19 +747,17 @@ def prepare_splits(
 
     ``withdrawn`` posts (labels deleted in Label Studio) are first dropped from the gold set
     in force (:func:`drop_from_gold_set`: a new version, re-hashed), and gold posts
-    relabelled since it froze take their new labels (:func:`correct_gold_set`, likewise); the
-    summary then names that version, and ``gold_revised_from`` the one it replaced (else
-    ``None``).
+    relabelled since it froze take their new labels (:func:`correct_gold_set`, likewise);
+    the summary names that version, ``gold_revised_from`` the one it replaced (or None).
 
     The gold set in force is kept (or frozen now, with the ``recent`` posts, when they and
     the gold split hold at least ``min_gold_posts`` posts; until then no gold set is frozen
-    and ``n_gold`` is 0, while the posts it would hold, the gold split's and the ``recent``
-    ones, stay out of the pool); the training
-    pool is :func:`train_pool` of ``annotations`` less the ``held_out`` posts (the canary
-    set, never trained on) and is written to ``train_key``. A gold set frozen now never
-    holds a ``never_gold`` post (:func:`pooled_post_ids` after a retirement); such a post
-    stays trainable, whatever its split. ``n_held_out`` counts posts neither trained on nor
-    in the gold set. Raises :class:`GoldSetError` if the stored gold set is inconsistent.
+    and ``n_gold`` is 0, while the posts it would hold, recent ones too, stay out of the
+    pool); the training pool is :func:`train_pool` of ``annotations`` less the ``held_out``
+    posts (the canary set, never trained on), written to ``train_key``. A gold set frozen
+    now never holds a ``never_gold`` post (:func:`pooled_post_ids` after a retirement),
+    which stays trainable. ``n_held_out`` counts posts neither trained on nor in the gold
+    set. Raises :class:`GoldSetError` if the stored gold set is inconsistent.
     """
     records = _unique(annotations)
     gold_set, revised_from = _revise_gold_set(storage, records, withdrawn)
@@ -773,10 +771,9 @@ def prepare_splits(
             storage, records, gold_fraction, salt,
             recent=recent, held_out=held_out, never_gold=never_gold,
         )  # fmt: skip
+    waiting_ids = {a.post_id for a in chosen} if gold_set is None else set()  # recent too
     pool = train_pool(candidates, gold_set, gold_fraction, salt, trainable=never_gold)
-    if gold_set is None:  # the newest posts waiting to freeze with it too (a trial's were
-        waiting_ids = {a.post_id for a in chosen}  # counted in the pool)
-        pool = [a for a in pool if a.post_id not in waiting_ids]
+    pool = [a for a in pool if a.post_id not in waiting_ids]
     write_annotations(storage, train_key, pool)
     in_gold = sum(1 for a in records if gold_set is not None and a.post_id in gold_set)
     return Splits(
