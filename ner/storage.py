@@ -283,6 +283,8 @@ class GCSStorage(Storage):
             )
         if isinstance(exc, gexc.Unauthorized | gexc.Forbidden | GoogleAuthError):
             return StorageAuthError(f"{where}: {_auth_hint(exc)}")
+        if isinstance(exc, gexc.RetryError) and isinstance(exc.cause, gexc.GoogleAPIError):
+            return StorageError(f"{where}: {exc}")  # it answered, with errors: say which
         if isinstance(exc, gexc.RetryError | ConnectionError) or "Max retries" in str(exc):
             return StorageError(f"{where}: {self._unreachable(exc)}")
         return StorageError(f"{where}: {exc}")

@@ -78,3 +78,14 @@ def test_gs_uri_maps_to_bucket_prefix_and_env() -> None:
 def test_unsupported_scheme_is_refused() -> None:
     with pytest.raises(StorageError, match="unsupported storage URI"):
         open_storage("s3://bucket", "dev")
+
+
+def test_retries_that_ended_on_an_http_error_are_not_called_no_answer() -> None:
+    from google.api_core import exceptions as gexc
+
+    # GCS answered 503 until the deadline: the error says so, not "did not answer"
+    last = gexc.ServiceUnavailable("GET https://storage.googleapis.com/b: backend error")
+    gave_up = gexc.RetryError("Timeout of 5.0s exceeded", last)
+    said = str(GCSStorage("b", timeout_s=5)._wrap("download of", "k", gave_up))
+    assert said.startswith("GCS download of gs://b/k failed: Timeout of 5.0s exceeded")
+    assert "503" in said and "did not answer" not in said
