@@ -527,19 +527,19 @@ def _say_split(splits: Splits, n_labelled: int) -> None:
     later = n_labelled - splits.n_gold - splits.n_canary - splits.n_train
     if later < 0:  # the pull did not read every export (--export-key): the sets are older
         run_logger().info(
-            "%d labelled posts pulled, %d of them in the training pool; the frozen gold set "
+            "%s pulled, %d of them in the training pool; the frozen gold set "
             "holds %d posts and the canary set %d, not all among the posts pulled (only the "
             "exports named were read)",
-            n_labelled,
+            quantity(n_labelled, "labelled post"),
             splits.n_train,
             splits.n_gold,
             splits.n_canary,
         )
         return
     run_logger().info(
-        "%d labelled posts: %d in the gold set, %d in the canary set (older posts or other "
+        "%s: %d in the gold set, %d in the canary set (older posts or other "
         "sources, kept to catch forgetting), %d in the training pool%s",
-        n_labelled,
+        quantity(n_labelled, "labelled post"),
         splits.n_gold,
         splits.n_canary,
         splits.n_train,
@@ -585,14 +585,15 @@ def _say_gold_size(settings: Settings, splits: Splits, n_labelled: int) -> None:
         missing = max(settings.gold_min_posts - splits.gold_waiting, 1)
         share = settings.gold_fraction
         logger.info(
-            "no gold set frozen yet: %d of the %s are gold posts%s, and "
+            "no gold set frozen yet: the %s %s %s%s, and "
             "NER_GOLD_MIN_POSTS=%d must be reached first (%s)",
-            splits.gold_waiting,
             quantity(n_labelled, "labelled post"),
+            "holds" if n_labelled == 1 else "hold",
+            quantity(splits.gold_waiting, "gold post"),
             _newest_too(settings),
             settings.gold_min_posts,
             f"about {100 * share:.0f} % of new labels are gold posts: about "
-            f"{math.ceil(missing / share)} more labels"
+            f"{quantity(max(round(missing / share), 1), 'more label')}"
             if share > 0
             else "NER_GOLD_FRACTION=0 splits none off: adopt a gold set instead",
         )

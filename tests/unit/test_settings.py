@@ -439,7 +439,9 @@ def test_a_storage_uri_that_is_or_runs_through_a_file_is_refused_by_name(tmp_pat
     posts = tmp_path / "posts.jsonl"
     posts.write_text("{}\n", encoding="utf-8")
     # a trial's posts file as storage_uri gave "NotADirectoryError: ... posts.jsonl/dev/posts"
-    for uri in (str(posts), f"{posts}/store"):
+    # (and its file:// form, which a trial saw end in NotADirectoryError still)
+    for uri in (str(posts), f"{posts}/store", f"file://{posts}", f"file://{posts}/store"):
         with pytest.raises(ConfigError, match=rf"storage_uri.*{posts} is a file, not a folder"):
             load_settings({"storage_uri": uri})
     assert load_settings({"storage_uri": str(tmp_path / "new" / "store")}).storage_uri
+    assert load_settings({"storage_uri": f"file://{tmp_path}/new"}).storage_uri

@@ -53,10 +53,10 @@ def test_the_gold_size_is_said_while_waiting_and_when_small(
         _say_gold_size(settings, splits(150, 0), 600)  # frozen, not small: nothing said
     (waiting, small) = caplog.records
     assert waiting.levelno == logging.INFO and waiting.getMessage() == (
-        "no gold set frozen yet: 36 of the 110 labelled posts are gold posts (the gold "
+        "no gold set frozen yet: the 110 labelled posts hold 36 gold posts (the gold "
         "split's posts and the newest ones, NER_GOLD_RECENT_FRACTION), and "
         "NER_GOLD_MIN_POSTS=500 must be reached first (about 30 % of new labels are gold posts: "
-        "about 1547 more labels)"
+        "about 1,547 more labels)"
     )
     assert small.levelno == logging.WARNING
     assert small.getMessage().startswith(
@@ -76,7 +76,15 @@ def test_the_gold_size_is_said_while_waiting_and_when_small(
     split_only = Settings(gold_min_posts=500, gold_recent_fraction=0.0)  # type: ignore[call-arg]
     with caplog.at_level(logging.INFO, logger="flows.context"):
         _say_gold_size(split_only, splits(0, 36), 110)
-    assert "are gold posts, and NER_GOLD_MIN_POSTS=500" in caplog.messages[0]
+    assert "hold 36 gold posts, and NER_GOLD_MIN_POSTS=500" in caplog.messages[0]
+    # (one gold post short at a 30 % share is about 3 labels away, not 4, and one is singular)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="flows.context"):
+        _say_gold_size(Settings(gold_min_posts=2), splits(0, 1), 1)  # type: ignore[call-arg]
+        _say_gold_size(Settings(gold_min_posts=2, gold_fraction=0.9), splits(0, 1), 1)  # type: ignore[call-arg]
+    assert caplog.messages[0].endswith("about 3 more labels)")
+    assert "the 1 labelled post holds 1 gold post (" in caplog.messages[0]
+    assert caplog.messages[1].endswith("about 1 more label)")
 
 
 def test_the_split_accounts_for_every_labelled_post(caplog: pytest.LogCaptureFixture) -> None:
@@ -91,6 +99,7 @@ def test_the_split_accounts_for_every_labelled_post(caplog: pytest.LogCaptureFix
         _say_split(first, 360)
         _say_split(second, 453)
         _say_split(narrowed, 2)  # a trial's --export-key of one new export
+        _say_split(narrowed.model_copy(update={"n_gold": 0, "n_train": 1}), 1)
     assert caplog.messages == [
         "360 labelled posts: 75 in the gold set, 92 in the canary set (older posts or other "
         "sources, kept to catch forgetting), 193 in the training pool",
@@ -100,6 +109,8 @@ def test_the_split_accounts_for_every_labelled_post(caplog: pytest.LogCaptureFix
         "2 labelled posts pulled, 2 of them in the training pool; the frozen gold set holds 10 "
         "posts and the canary set 0, not all among the posts pulled (only the exports named "
         "were read)",
+        "1 labelled post: 0 in the gold set, 0 in the canary set (older posts or other "
+        "sources, kept to catch forgetting), 1 in the training pool",
     ]
 
 
