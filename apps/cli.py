@@ -682,13 +682,6 @@ def _check_gold_export(gold_export: str, annotator: str) -> None:
         raise CliError(f"--gold-export: {exc}") from exc
 
 
-#: Why ``--export-key`` and ``--source label_studio`` do not go together.
-_EXPORT_KEY_SOURCE = (
-    "--export-key reads exports in storage (--source storage); --source label_studio reads "
-    "every snapshot of the project: give one or the other"
-)
-
-
 def _check_exports(keys: Sequence[str], cfg: Settings) -> None:
     """Refuse an ``--export-key`` that is not in storage (:func:`find_export`'s line). A
     storage that cannot be read now is left to the flow, which retries it."""
@@ -803,11 +796,11 @@ def train(
 ) -> None:
     """Evaluate the champion, train and promote a challenger if needed (train-ner)."""
     from flows.train_ner import TrainStatus, train_ner
+    from ner.labelstudio.exchange import check_pull_source
     from ner.settings import load_settings
 
     overrides = cli_overrides(set_)
-    if source == "label_studio" and export_keys:  # a trial's key was silently ignored
-        raise CliError(_EXPORT_KEY_SOURCE)
+    check_pull_source(source, export_keys or (), cli=True)  # before Prefect starts
     if source == "label_studio":  # unreachable: one line now, not three retried pulls
         _check_label_studio("--source label_studio", load_settings(overrides))
     elif export_keys:  # a missing one: one line now, not after Prefect started

@@ -413,13 +413,7 @@ def pull_annotations(
     snapshot, then every snapshot of the project is read (each holds only what changed),
     the latest annotation of a post winning.
     """
-    if source not in ("storage", "label_studio"):
-        raise ConfigError(f"unknown source {source!r}: use 'storage' or 'label_studio'")
-    if source == "label_studio" and export_keys:  # a trial's key was silently ignored
-        raise ConfigError(
-            "export_keys read exports in storage (source='storage'); source='label_studio' "
-            "reads every snapshot of the project: give one or the other"
-        )
+    exchange.check_pull_source(source, export_keys or ())
     if source == "label_studio":
         project = LabelStudioProject.connect(ctx.settings, create=False)
         exchange.snapshot_export(project, ctx.storage, stamp)

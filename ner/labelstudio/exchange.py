@@ -353,6 +353,29 @@ def find_export(storage: Storage, key: str) -> str:
     )
 
 
+def check_pull_source(source: str, export_keys: Sequence[str], *, cli: bool = False) -> None:
+    """Where annotations are pulled from: ``"storage"`` (every export there, or the
+    ``export_keys`` named) or ``"label_studio"`` (every snapshot of the project).
+
+    Raises:
+        ConfigError: an unknown ``source``, or export keys named with ``"label_studio"``,
+            whose snapshots they cannot narrow (a trial's key was ignored in silence).
+            ``cli`` names the command line's options instead of the flow's parameters.
+    """
+    if source not in ("storage", "label_studio"):
+        raise ConfigError(f"unknown source {source!r}: use 'storage' or 'label_studio'")
+    if source == "label_studio" and export_keys:
+        keys, storage, studio = (
+            ("--export-key", "--source storage", "--source label_studio")
+            if cli
+            else ("export_keys", "source='storage'", "source='label_studio'")
+        )
+        raise ConfigError(
+            f"{keys} reads exports in storage ({storage}); {studio} reads every snapshot "
+            "of the project: give one or the other"
+        )
+
+
 def snapshot_keys(storage: Storage, project_id: int) -> list[str]:
     """Keys of the export snapshots of project ``project_id``, in the order they were taken.
 
