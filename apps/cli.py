@@ -539,15 +539,6 @@ def _summary(result: BaseModel | Mapping[str, Any], keys: Sequence[str]) -> None
     console().print(table)
 
 
-APPLY_SUMMARY = (
-    *("n_posts", "n_rejected", "rejected_key", "n_forgotten", "n_fetched_before"),
-    *("model_version", "posts_key", "predictions_key"),
-    "tasks_key",
-    *("n_imported", "n_skipped_existing", "n_id_conflicts", "recovered", "earlier_left"),
-    "skipped",
-)
-
-
 @app.command()
 def apply(
     ctx: typer.Context,
@@ -618,37 +609,12 @@ def apply(
 
 
 def _apply_summary(result: ApplyResult, cfg: Settings) -> None:
-    """The apply-ner flow's ``ApplyResult`` as the summary table (:data:`APPLY_SUMMARY`),
+    """The apply-ner flow's ``ApplyResult`` as the summary table (``ApplyResult.summary``),
     its storage keys as full addresses (``gs://…``, as train prints them; trial V)."""
     from ner.storage import env_storage
 
-    storage = env_storage(cfg)
-
-    def where(key: str | None) -> str | None:
-        return None if key is None else storage.uri(key)
-
-    delivered = result.delivered
-    imported = delivered.imported.model_dump() if delivered and delivered.imported else {}
-    _summary(
-        {
-            **{key: imported.get(key) for key in ("n_imported", "n_skipped_existing")},
-            "n_id_conflicts": imported.get("n_id_conflicts") or None,
-            "n_posts": result.n_posts,
-            "n_rejected": result.fetched.n_rejected,
-            "rejected_key": where(result.fetched.rejected_key),
-            "n_fetched_before": result.fetched.n_fetched_before or None,
-            "n_forgotten": result.fetched.n_forgotten or None,
-            "model_version": result.model_version,
-            "posts_key": where(result.fetched.posts_key),
-            "predictions_key": where(delivered.predicted.predictions_key) if delivered else None,
-            "tasks_key": where(delivered.tasks_key) if delivered else None,
-            # delivered now; a batch left to another run or failing is not (trial W)
-            "recovered": sum(r.delivered is not None for r in result.recovered) or None,
-            "earlier_left": sum(r.delivered is None for r in result.recovered) or None,
-            "skipped": result.skipped,
-        },
-        APPLY_SUMMARY,
-    )
+    summary = result.summary(env_storage(cfg).uri)
+    _summary(summary, tuple(summary))
 
 
 def _say_read(labelled: LabelledSet) -> None:

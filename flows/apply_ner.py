@@ -34,6 +34,7 @@ from flows.context import (
     RunContext,
     flow_run_id,
     io_task,
+    publish_result,
     run_context,
     run_logger,
     run_stamp,
@@ -45,7 +46,7 @@ from ner.labelstudio.client import LabelStudioProject
 from ner.models import LoadedModel, check_model_spec, expand_model_spec, pin_model_uri
 from ner.records import count_lines
 from ner.registry import CHAMPION
-from ner.report import quantity
+from ner.report import fields_table, quantity
 from ner.storage import Storage
 
 
@@ -70,6 +71,8 @@ class Predicted(BaseModel):
     predictions_key: str
     n_predictions: int
     model_version: str
+    #: Whether the model was the cold start (``NER_COLD_START``: no champion yet, or named).
+    cold_start: bool = False
     #: How many line ranges the posts were cut into, and ``host:pid`` of the processes
     #: that predicted them.
     n_shards: int = 1
@@ -140,6 +143,11 @@ class ApplyResult(BaseModel):
     def model_version(self) -> str | None:
         return None if self.delivered is None else self.delivered.predicted.model_version
 
+    @property
+    def cold_start(self) -> bool:
+        """Whether the batch was predicted by the cold start, not a registered version."""
+        return self.delivered is not None and self.delivered.predicted.cold_start
+
     def posts_sent(self) -> int:
         """Posts delivered by this run, earlier batches it finished included."""
         earlier = [r.delivered.n_predictions for r in self.recovered if r.delivered]
@@ -149,6 +157,48 @@ class ApplyResult(BaseModel):
         """Label Studio import files written by this run, oldest batch first."""
         batches = [r.delivered for r in self.recovered] + [self.delivered]
         return [b.tasks_key for b in batches if b is not None and b.tasks_key]
+
+    @property
+    def outcome(self) -> str:
+        """``delivered``, ``skipped`` (left to another run) or ``no_new_posts``."""
+        if self.delivered is not None:
+            return "delivered"
+        return "skipped" if self.skipped else "no_new_posts"
+
+    def summary(self, uri: Callable[[str], str] = str) -> dict[str, Any]:
+        """The run's figures by name (None: does not apply), storage keys through ``uri``
+        (``Storage.uri`` gives full ``file://`` / ``gs://`` addresses). ``recovered`` counts
+        the earlier batches delivered now, ``earlier_left`` those left to another run or
+        failing (trial W)."""
+        delivered, fetched = self.delivered, self.fetched
+        imported = delivered.imported if delivered else None
+
+        def where(key: str | None) -> str | None:
+            return None if key is None else uri(key)
+
+        return {
+            "n_posts": fetched.n_posts,
+            "n_rejected": fetched.n_rejected,
+            "rejected_key": where(fetched.rejected_key),
+            "n_forgotten": fetched.n_forgotten or None,
+            "n_fetched_before": fetched.n_fetched_before or None,
+            "model_version": self.model_version,
+            "posts_key": where(fetched.posts_key),
+            "predictions_key": where(delivered.predicted.predictions_key) if delivered else None,
+            "tasks_key": where(delivered.tasks_key) if delivered else None,
+            "n_imported": imported.n_imported if imported else None,
+            "n_skipped_existing": imported.n_skipped_existing if imported else None,
+            "n_id_conflicts": (imported.n_id_conflicts or None) if imported else None,
+            "recovered": sum(r.delivered is not None for r in self.recovered) or None,
+            "earlier_left": sum(r.delivered is None for r in self.recovered) or None,
+            "skipped": self.skipped,
+        }
+
+    def markdown(self, uri: Callable[[str], str] = str) -> str:
+        """The run's result as Markdown (its Prefect artifact): the outcome, the figures
+        of :meth:`summary` that apply."""
+        lines = [f"# apply-ner: {self.outcome}", "", *fields_table(self.summary(uri))]
+        return "\n".join(lines) + "\n"
 
 
 @io_task()
@@ -283,6 +333,7 @@ def predict_posts(
         predictions_key=run.predictions_key,
         n_predictions=run.n_predictions,
         model_version=run.model_version,
+        cold_start=model_spec == settings.cold_start,
         n_shards=run.n_shards,
         shard_processes=list(run.processes),
     )
@@ -646,7 +697,7 @@ def apply_ner(
         return predict_posts(ctx, spec, posts_key, stamp, how)
 
     with run_context(overrides) as ctx:
-        return run_apply(
+        result = run_apply(
             ctx,
             keywords=keywords,
             source=source,
@@ -657,6 +708,9 @@ def apply_ner(
             predict=predict,
             reread=reread,
         )
+        markdown = result.markdown(ctx.storage.uri)
+        publish_result(f"apply-ner-{ctx.settings.env}", markdown, result.outcome)
+    return result
 
 
 if __name__ == "__main__":  # the brandloop command line parses the arguments

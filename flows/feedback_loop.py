@@ -73,6 +73,8 @@ class RoundResult(BaseModel):
     round: int
     posts_sent: int
     model_used: str | None
+    #: Whether ``model_used`` was the cold start (no champion when the round began).
+    cold_start: bool = False
     new_labels: int
     train: TrainSummary | None = None
 
@@ -86,10 +88,10 @@ class RoundResult(BaseModel):
         if self.status == TrainStatus.ALREADY_TRAINED:  # no challenger: an earlier version
             trained |= {"challenger_f1": None, "challenger_version": None}
         if self.train is None:  # nothing trained: the champion is the one that predicted
-            used = self.model_used  # a registered version is name/N, a cold start is not
-            cold = used is not None and "/" not in used  # (a trial read it as a champion)
-            trained = {"champion_model": f"none (cold start {used})" if cold else used}
-        return {**trained, **self.model_dump(exclude={"train"}), "status": str(self.status)}
+            used = self.model_used  # (a trial read the cold start's name as a champion's)
+            trained = {"champion_model": f"none (cold start {used})" if self.cold_start else used}
+        row = self.model_dump(exclude={"train", "cold_start"})
+        return {**trained, **row, "status": str(self.status)}
 
 
 class LoopResult(BaseModel):
@@ -268,6 +270,7 @@ def play_round(ctx: RunContext, plan: RoundPlan, number: int) -> RoundResult | N
         round=number,
         posts_sent=posts_sent,
         model_used=applied.model_version,
+        cold_start=applied.cold_start,
         new_labels=labelled.n_labelled,
     )
     if labelled.timed_out:

@@ -61,7 +61,6 @@ from ner.modelcard import (
     Recipe,
     SetMetrics,
     TrainingData,
-    markdown_cell,
     render_model_card,
 )
 from ner.models import BrandList, gazetteer_version
@@ -74,7 +73,7 @@ from ner.registry import (
     needs_training,
     run_tags,
 )
-from ner.report import quantity
+from ner.report import fields_table, quantity, value_cell
 from ner.settings import Settings, TrainSettings
 from ner.storage import Storage
 from ner.tokenizer import blank_en, report_unkept
@@ -315,20 +314,14 @@ class TrainSummary(BaseModel):
         """The run's result as Markdown (the Prefect UI shows it as the run's artifact):
         a table of the fields set, then every rule of the gate with its reason."""
         fields = self.model_dump(mode="json", exclude={"gate", "repaired"}, exclude_none=True)
-        rows = [f"| {k} | {_md_cell(v)} |" for k, v in fields.items()]
-        lines = [f"# train-ner: {self.status}", "", "| field | value |", "|---|---|", *rows]
+        lines = [f"# train-ner: {self.status}", "", *fields_table(fields)]
         if self.gate is not None:
             lines += ["", f"## Gate: {self.gate.outcome}", "", "| rule | status | reason |"]
             lines += ["|---|---|---|"]
             lines += [
-                f"| {v.rule} | {v.status} | {_md_cell(v.reason)} |" for v in self.gate.verdicts
+                f"| {v.rule} | {v.status} | {value_cell(v.reason)} |" for v in self.gate.verdicts
             ]
         return "\n".join(lines) + "\n"
-
-
-def _md_cell(value: object) -> str:
-    """A Markdown table cell: scores to 4 places (as the gate's reasons print them)."""
-    return markdown_cell(f"{value:.4f}" if isinstance(value, float) else str(value))
 
 
 @io_task()

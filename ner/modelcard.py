@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from ner.evaluation import LabelScores
 from ner.gate import GateDecision, Interval, SetScores, Status, bootstrap_f1
+from ner.report import markdown_cell
 
 MLFLOW_DESCRIPTION_LIMIT = 5000
 """Characters MLflow's SQL model registry stores in a model version's description."""
@@ -182,11 +183,6 @@ def known_limits(card: ModelCard) -> list[str]:
 
 
 # Rendering -----------------------------------------------------------------------------------
-
-
-def markdown_cell(text: str) -> str:
-    """``text`` safe inside a Markdown table cell (one line, pipes escaped)."""
-    return " ".join(text.split()).replace("|", "\\|")
 
 
 _cell = markdown_cell  # the card's own short name

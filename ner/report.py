@@ -20,6 +20,24 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def markdown_cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell (one line, pipes escaped)."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def value_cell(value: object) -> str:
+    """A value as a Markdown table cell: scores (floats) to 4 places, as the gate's reasons
+    print them."""
+    return markdown_cell(f"{value:.4f}" if isinstance(value, float) else str(value))
+
+
+def fields_table(fields: Mapping[str, Any]) -> list[str]:
+    """The lines of a Markdown ``| field | value |`` table of ``fields``; None values left
+    out."""
+    rows = [f"| {k} | {value_cell(v)} |" for k, v in fields.items() if v is not None]
+    return ["| field | value |", "|---|---|", *rows]
+
+
 def rounds_table(rounds: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table: one row per feedback-loop round."""
     header = (

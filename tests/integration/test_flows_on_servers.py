@@ -154,6 +154,7 @@ def loop(
                 result={
                     "status": result.status,
                     "rounds": [r.table_row() for r in result.rounds],
+                    "cold_start": [r.cold_start for r in result.rounds],
                 },
                 flow_run_id=str(state.state_details.flow_run_id),
                 seconds=seconds,
@@ -170,6 +171,7 @@ def test_the_loop_promoted_then_met_the_threshold(loop: LoopRun) -> None:
         )
     assert [r["status"] for r in rounds] == ["promoted", "threshold_met"], rounds
     assert loop.result["status"] == "threshold_met"
+    assert loop.result["cold_start"] == [True, False]  # round 1 predicted with the cold start
     first, second = rounds
     assert first["challenger_f1"] >= 0.3 > first["champion_f1"]
     assert second["champion_model"] == f"{loop.model}/{first['promoted_version']}"
@@ -334,10 +336,18 @@ def test_apply_ner_alone_reads_and_writes_the_bucket(
     monkeypatch.setenv("NER_REGISTERED_MODEL_NAME", loop.model)
     # When apply-ner runs with a storage key as input
     with prefect_api(loop.prefect):
-        result = apply_ner(source="jsonl", input_uri="inbox/more.jsonl", max_posts=100)
-    # Then it predicted with the champion from the MLflow server and wrote into the bucket
+        state = apply_ner(
+            source="jsonl", input_uri="inbox/more.jsonl", max_posts=100, return_state=True
+        )
+        result = state.result()
+        shown = _artifact(str(state.state_details.flow_run_id))
+    # Then Prefect holds its summary as the run's artifact (a deployment's return value is
+    # not kept), with full storage addresses
+    assert shown.startswith("# apply-ner: delivered\n")
+    assert f"| tasks_key | {storage.uri(result.delivered.tasks_key)} |" in shown  # type: ignore[union-attr]
+    # And it predicted with the champion from the MLflow server and wrote into the bucket
     promoted = loop.result["rounds"][0]["promoted_version"]
-    assert result.model_version == f"{loop.model}/{promoted}"
+    assert result.model_version == f"{loop.model}/{promoted}" and not result.cold_start
     assert result.delivered is not None and result.delivered.tasks_key is not None
     assert result.n_posts == result.delivered.n_predictions == 25
     names = {b.name for b in loop.gcs.client().list_blobs(loop.bucket, prefix="standalone/")}
@@ -350,3 +360,15 @@ def test_apply_ner_alone_reads_and_writes_the_bucket(
     assert {p["model_version"] for t in tasks for p in t["predictions"]} == {
         f"{loop.model}/{promoted}"
     }
+
+
+def _artifact(flow_run_id: str) -> str:
+    """The one Markdown artifact the flow run ``flow_run_id`` published, as its text."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    runs = ArtifactFilterFlowRunId(any_=[flow_run_id])
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=runs))
+    assert artifact.key == "apply-ner-staging" and artifact.type == "markdown"
+    return str(artifact.data)

@@ -165,3 +165,40 @@ def test_two_imports_into_one_project_take_turns(tmp_path: Path) -> None:
         late,
     ):
         pass
+
+
+def test_the_apply_result_as_markdown_names_the_outcome_and_the_figures_that_apply() -> None:
+    from flows.apply_ner import ApplyResult, Delivered, Fetched, Imported, Predicted, Recovered
+
+    predicted = Predicted(
+        predictions_key="predictions/s1.jsonl", n_predictions=2, model_version="v"
+    )
+    delivered = Delivered(
+        posts_key="posts/s1.jsonl",
+        predicted=predicted,
+        imported=Imported(project_id=3, n_imported=1, n_skipped_existing=1),
+    )
+    result = ApplyResult(
+        fetched=Fetched(posts_key="posts/s1.jsonl", n_posts=2, n_rejected=0, source="jsonl"),
+        destination="label_studio",
+        delivered=delivered,
+        recovered=[Recovered(posts_key="posts/s0.jsonl", skipped="another run holds it")],
+    )
+    # a scheduled run's result was not kept: its Prefect artifact is this text
+    shown = result.markdown(lambda key: f"gs://b/dev/{key}")
+    assert shown.splitlines()[:4] == [
+        "# apply-ner: delivered",
+        "",
+        "| field | value |",
+        "|---|---|",
+    ]
+    assert "| posts_key | gs://b/dev/posts/s1.jsonl |" in shown
+    assert "| n_imported | 1 |\n| n_skipped_existing | 1 |\n" in shown
+    assert "| earlier_left | 1 |" in shown
+    assert "n_id_conflicts" not in shown and "tasks_key" not in shown and "recovered" not in shown
+    # and a run with nothing new says so
+    idle = ApplyResult(
+        fetched=Fetched(posts_key=None, n_posts=0, n_rejected=0, source="x"), destination="storage"
+    )
+    assert idle.outcome == "no_new_posts" and idle.markdown().startswith("# apply-ner: no_new_")
+    assert idle.model_copy(update={"skipped": "leased"}).outcome == "skipped"

@@ -74,6 +74,8 @@ def test_a_round_that_timed_out_shows_the_champion_that_predicted_it() -> None:
         "| 2 | 5 | - | - | - | no | brand-ner-dev/5 | timed_out_waiting_for_labels |"
     )
     # and one that waited with no champion yet says so (a trial read the cold start's name)
-    first = RoundResult(round=1, posts_sent=5, model_used="gazetteer-ddba8ce43e", new_labels=0)
+    first = RoundResult(
+        round=1, posts_sent=5, model_used="gazetteer-ddba8ce43e", cold_start=True, new_labels=0
+    )
     table = LoopResult(status=TIMED_OUT, rounds=[first]).markdown()
     assert "| no | none (cold start gazetteer-ddba8ce43e) | timed_out" in table
