@@ -296,7 +296,11 @@ class TrainSummary(BaseModel):
     gold_hash: str | None = None
     n_gold: int | None = None
     n_train: int | None = None
+    #: The gold-set F1 of the model the challenger must beat: ``@champion``, or the cold
+    #: start (``NER_COLD_START``) while there is none, which ``champion_version`` then says
+    #: (None).
     champion_f1: float | None = None
+    #: That model: a registered version (``brand-ner-dev/3``) or the cold start's name.
     champion_model: str | None = None
     champion_version: str | None = None
     challenger_version: str | None = None
