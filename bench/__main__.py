@@ -62,9 +62,11 @@ def run(argv: Sequence[str]) -> int:
         readme = None
 
     prefect_environment(out_root / "prefect-home")
-    machine = report.machine_info()
+    first_machine = report.machine_info()
     records: list[dict[str, Any]] = []
     for bench in selected:
+        machine = report.machine_info()  # its own load average at start
+        cpu_before = report.cpu_sample()
         ctx = Context(bench.name, out_root / bench.name, quick=args.quick, seed=args.seed)
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         log.info("running %s (budget %.0f s)", bench.name, bench.budget_seconds)
@@ -78,6 +80,7 @@ def run(argv: Sequence[str]) -> int:
             error = traceback.format_exc()
             log.error("benchmark %s failed:\n%s", bench.name, error)
         seconds = time.perf_counter() - clock
+        cpu = report.cpu_during(cpu_before, report.cpu_sample(), seconds, machine["cpu_count"])
         if seconds > bench.budget_seconds:
             log.warning(
                 "%s took %.0f s, over its %.0f s budget", bench.name, seconds, bench.budget_seconds
@@ -92,13 +95,14 @@ def run(argv: Sequence[str]) -> int:
             quick=args.quick,
             result=result,
             error=error,
+            cpu=cpu,
         )
         report.write_record(results_dir, record)
         records.append(record)
 
     report.write_summary(results_dir)
     if readme is not None:
-        report.append_to_readme(readme, records, machine, report.python_command(argv))
+        report.append_to_readme(readme, records, first_machine, report.python_command(argv))
     print(report.table(records))
     print(f"Time: {report.timing_line(records)}. Results in {results_dir}.")
     return 1 if any(r["error"] for r in records) else 0

@@ -60,6 +60,68 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def cpu_sample() -> dict[str, float] | None:
+    """CPU seconds so far: ``busy_s`` of the whole machine (every CPU's user, nice, system,
+    irq and softirq time; Linux ``/proc/stat``, proc(5)), ``steal_s`` (time the hypervisor
+    gave other guests) and ``own_s`` (this process and its children that were waited
+    for, ``getrusage``). None where ``/proc/stat`` cannot be read."""
+    import resource
+
+    try:
+        fields = Path("/proc/stat").read_text(encoding="utf-8").splitlines()[0].split()
+        ticks = [int(x) for x in fields[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    own = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        own += usage.ru_utime + usage.ru_stime
+    busy = (user + nice + system + irq + softirq) / hz
+    return {"busy_s": busy, "steal_s": steal / hz, "own_s": own}
+
+
+#: Others' share of the machine's CPU during a benchmark above which its timed rows are
+#: said not to be figures of record.
+SHARED_MACHINE_SHARE = 0.10
+
+
+def cpu_during(
+    before: Mapping[str, float] | None,
+    after: Mapping[str, float] | None,
+    wall_s: float,
+    cpus: int | None,
+) -> dict[str, float] | None:
+    """What other work took of the machine while a benchmark ran (``before``/``after`` from
+    :func:`cpu_sample`): ``others_cpu_s`` (the machine's busy CPU seconds less the
+    benchmark's own), ``steal_s``, and ``others_share``, the two over the wall time times
+    ``cpus``. Approximate: a child process the benchmark did not wait for counts as
+    other work."""
+    if before is None or after is None or not cpus or wall_s <= 0:
+        return None
+    others = max((after["busy_s"] - before["busy_s"]) - (after["own_s"] - before["own_s"]), 0.0)
+    steal = max(after["steal_s"] - before["steal_s"], 0.0)
+    return {
+        "others_cpu_s": round(others, 1),
+        "steal_s": round(steal, 1),
+        "others_share": round((others + steal) / (wall_s * cpus), 3),
+    }
+
+
+def shared_note(record: Mapping[str, Any]) -> str | None:
+    """A caveat for a benchmark during which other work took at least
+    :data:`SHARED_MACHINE_SHARE` of the machine's CPU, else None."""
+    cpu = record.get("cpu")
+    if not cpu or cpu["others_share"] < SHARED_MACHINE_SHARE:
+        return None
+    return (
+        f"{record['name']}: other work took {100 * cpu['others_share']:.0f} % of the "
+        f"machine's CPU while it ran ({cpu['others_cpu_s']:.0f} CPU s, steal "
+        f"{cpu['steal_s']:.0f} s): its timed rows are not figures of record"
+    )
+
+
 def machine_line(machine: Mapping[str, Any]) -> str:
     """One sentence describing ``machine`` for the README."""
     load = machine.get("loadavg")
@@ -145,6 +207,7 @@ def make_record(
     quick: bool,
     result: Mapping[str, Any] | None = None,
     error: str | None = None,
+    cpu: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The JSON record of one benchmark run; ``result["metrics"]`` become plain dicts."""
     clean: dict[str, Any] | None = None
@@ -162,6 +225,7 @@ def make_record(
         "budget_seconds": budget_seconds,
         "quick": quick,
         "machine": dict(machine),
+        "cpu": None if cpu is None else dict(cpu),
         "result": clean,
         "error": error,
     }
@@ -196,10 +260,17 @@ def write_summary(results_dir: Path) -> Path:
             f"(budget {record['budget_seconds']:.0f} s){quick}; "
             f"{machine_line(record['machine'])}"
         )
+    lines += _shared_notes(records)
     lines += ["", table(records)]
     path = results_dir / "summary.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _shared_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The :func:`shared_note` of each record that has one, as Markdown list items."""
+    notes = [note for note in map(shared_note, records) if note]
+    return ["", *(f"- **shared machine**: {note}" for note in notes)] if notes else []
 
 
 def append_to_readme(
@@ -217,6 +288,7 @@ def append_to_readme(
         "",
         f"Machine: {machine_line(machine)}.",
         f"Time: {timing_line(records)}.",
+        *_shared_notes(records),
         "",
         table(records),
     ]

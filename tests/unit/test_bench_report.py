@@ -246,3 +246,38 @@ def test_loop_stages_name_the_two_gold_evaluations_apart() -> None:
         "evaluate challenger": 3.0,
         "other tasks": 0.5,
     }
+
+
+def test_other_work_during_a_benchmark_is_measured_and_flags_its_timed_rows(
+    tmp_path: Path,
+) -> None:
+    # Given CPU samples around a 100 s benchmark on 2 CPUs: the machine was busy 150 CPU s,
+    # 120 of them the benchmark's own, and the hypervisor stole 10 s
+    before = {"busy_s": 1000.0, "steal_s": 5.0, "own_s": 2.0}
+    after = {"busy_s": 1150.0, "steal_s": 15.0, "own_s": 122.0}
+    cpu = report.cpu_during(before, after, 100.0, 2)
+    # Then other work took (30 + 10) / 200 of the machine
+    assert cpu == {"others_cpu_s": 30.0, "steal_s": 10.0, "others_share": 0.2}
+    assert report.cpu_during(None, after, 100.0, 2) is None  # no /proc/stat: nothing said
+    # And a run that shared the machine says so in summary.md and the README's log (a run
+    # whose n_process ratio fell to 1.07x on a busy machine repeated it without a caveat)
+    shared = report.make_record(
+        "inference", "d", 60.0, datetime(2026, 12, 5, tzinfo=UTC), 100.0, MACHINE,
+        quick=False, result={"metrics": [Metric("ratio", 1.07, "x")]}, cpu=cpu,
+    )  # fmt: skip
+    idle_cpu = report.cpu_during(before, {**after, "busy_s": 1125.0, "steal_s": 5.0}, 100.0, 2)
+    idle = {**record("loop", [Metric("s", 1.0, "s")]), "cpu": idle_cpu}
+    report.write_record(tmp_path, shared)
+    report.write_record(tmp_path, idle)
+    summary = report.write_summary(tmp_path).read_text(encoding="utf-8")
+    note = (
+        "- **shared machine**: inference: other work took 20 % of the machine's CPU while it "
+        "ran (30 CPU s, steal 10 s): its timed rows are not figures of record"
+    )
+    assert note in summary.splitlines() and "loop: other work" not in summary
+    readme = tmp_path / "README.md"
+    report.append_to_readme(readme, [shared, idle], MACHINE, "python -m bench")
+    assert note in readme.read_text(encoding="utf-8").splitlines()
+    # And a real sample reads this machine's counters
+    sample = report.cpu_sample()
+    assert sample is not None and sample["busy_s"] > 0 and sample["own_s"] > 0
