@@ -2163,7 +2163,7 @@ def deploy(
         for line in lines:
             console().print(line, markup=False, highlight=False)
         if unusable:
-            raise CliError(bootstrap.unusable_error(unusable))
+            raise CliError(bootstrap.unusable_error(unusable, env))
         return
     try:
         api = bootstrap.prefect_api()

@@ -44,13 +44,21 @@ from flows import context
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PREFECT_FILE = PROJECT_DIR / "prefect.yaml"
 EXAMPLE_FILE = PROJECT_DIR / "deployments" / ".env.example"
-#: How to set the deploy-time variables from the example file without its compose lines
-#: (exported, those would change brandloop's settings too: NER_MIN_NEW_LABELS...).
-EXPORT_HINT = (
-    "deployments/.env.example has an example of each: copy its deploy-time lines "
-    "(grep '^BRANDLOOP_' deployments/.env.example > deploy.env), put in the environment's "
-    "real values, and export them: set -a; . ./deploy.env; set +a"
-)
+
+
+def export_hint(envs: Sequence[str]) -> str:
+    """How to set ``envs``' deploy-time variables from the example file: its lines of those
+    environments only (exported, the compose lines would change brandloop's settings too,
+    NER_MIN_NEW_LABELS..., and another environment's would point its commands at the
+    example's hosts: a trial's dev ``status`` went to http://mlflow:5000)."""
+    names = "|".join(["PROJECT_DIR", *(f"{env.upper()}_" for env in envs)])
+    return (
+        "deployments/.env.example has an example of each: copy the lines of this "
+        f"environment (grep -E '^BRANDLOOP_({names})' deployments/.env.example > deploy.env), "
+        "put in its real values, and export them: set -a; . ./deploy.env; set +a"
+    )
+
+
 ENVIRONMENTS = ("dev", "staging", "prod")
 #: Settings field -> Secret block name prefix (the block is ``<prefix>-<env>``): the
 #: secrets the flows read through ``flows.context.build_settings``.
@@ -213,11 +221,12 @@ def example_value_notes(
     return notes
 
 
-def unusable_error(names: Sequence[str]) -> str:
-    """The one-line error for unusable variables ``names`` (not empty), with the way out."""
+def unusable_error(names: Sequence[str], envs: Sequence[str]) -> str:
+    """The one-line error for unusable variables ``names`` (not empty) of ``envs``, with
+    the way out."""
     return (
         f"{len(names)} deploy-time variable(s) unset, placeholders or invalid, first {names[0]} "
-        f"({EXPORT_HINT})"
+        f"({export_hint(envs)})"
     )
 
 
@@ -370,7 +379,7 @@ def bootstrap(
     config = config or load_prefect_file()
     unusable = unusable_variables(config, envs, environ) if deploy else []
     if unusable:  # only the deployments read them: pools, blocks and a bucket do not
-        raise BootstrapError(f"{unusable_error(unusable)}: {', '.join(unusable)}")
+        raise BootstrapError(f"{unusable_error(unusable, envs)}: {', '.join(unusable)}")
     report: dict[str, Any] = {}
     for env in envs:
         done: dict[str, Any] = {
@@ -429,7 +438,7 @@ def _checked(envs: Sequence[str], environ: Mapping[str, str], *, notes: bool) ->
     if lines:
         print("\n".join(lines))
     if unusable:
-        log.error("%s", unusable_error(unusable))
+        log.error("%s", unusable_error(unusable, envs))
     return unusable
 
 

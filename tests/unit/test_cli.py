@@ -366,7 +366,8 @@ def test_deploy_check_lists_missing_variables_and_points_to_the_example_file(
     assert result.exit_code == 1
     assert "missing: BRANDLOOP_DEV_STORAGE_URI (example: gs://brandloop)" in result.stdout
     assert "deployments/.env.example" in _lines(result.stderr)[0]
-    assert "grep '^BRANDLOOP_'" in _lines(result.stderr)[0]  # not the compose lines too
+    # the environment's lines: not the compose lines, nor another environment's (trial Z)
+    assert "grep -E '^BRANDLOOP_(PROJECT_DIR|DEV_)'" in _lines(result.stderr)[0]
 
 
 def test_unknown_deploy_environment_is_named(runner: CliRunner) -> None:

@@ -280,8 +280,9 @@ def test_placeholders_of_the_example_file_are_refused_and_named(
 
 def test_the_export_hint_sets_deploy_variables_and_no_setting(tmp_path: Path) -> None:
     # Given the hint's two commands, run as written in a copy of the project's layout
-    grep = re.search(r"\((grep [^)]*)\)", bootstrap.EXPORT_HINT)
-    export = re.search(r"export them: (.*)$", bootstrap.EXPORT_HINT)
+    hint = bootstrap.export_hint(["staging"])
+    grep = re.search(r"\((grep .*?)\), put", hint)
+    export = re.search(r"export them: (.*)$", hint)
     assert grep and export
     (tmp_path / "deployments").mkdir()
     (tmp_path / "deployments" / ".env.example").write_text(ENV_EXAMPLE.read_text())
@@ -292,8 +293,13 @@ def test_the_export_hint_sets_deploy_variables_and_no_setting(tmp_path: Path) ->
     exported = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
     # Then the deploy-time variables are set, and none of the compose lines (which are
     # brandloop settings or passwords) leaked into the shell
-    assert exported["BRANDLOOP_DEV_STORAGE_URI"] == env_example()["BRANDLOOP_DEV_STORAGE_URI"]
+    example = env_example()
+    assert exported["BRANDLOOP_STAGING_STORAGE_URI"] == example["BRANDLOOP_STAGING_STORAGE_URI"]
+    assert exported["BRANDLOOP_PROJECT_DIR"] == example["BRANDLOOP_PROJECT_DIR"]
     assert "NER_MIN_NEW_LABELS" not in exported and "POSTGRES_PASSWORD" not in exported
+    # nor another environment's lines (a trial's dev commands then used the compose hosts)
+    assert not any(name.startswith(("BRANDLOOP_DEV_", "BRANDLOOP_PROD_")) for name in exported)
+    assert "'^BRANDLOOP_(PROJECT_DIR|DEV_|PROD_)'" in bootstrap.export_hint(["dev", "prod"])
 
 
 def test_the_check_says_when_nothing_is_missing(
