@@ -314,13 +314,7 @@ def reinstate_gold_set(
         raise GoldSetError("reinstating a gold set needs a reason (it is kept with the record)")
     done = retirement(storage)
     if done is None:
-        name = current_gold_set_name(storage)
-        raise GoldSetError(
-            f"gold set {name} is in force: only the last retired set is reinstated, while no "
-            "set was frozen since"
-            if name
-            else "no gold set was retired: nothing to reinstate"
-        )
+        raise GoldSetError(_nothing_to_reinstate(storage))
     key = gold_set_key(done.gold_name)
     record = storage.read_json(key) if storage.exists(key) else None
     if not isinstance(record, dict):
@@ -332,6 +326,21 @@ def reinstate_gold_set(
     storage.write_json(CURRENT_KEY, {"name": done.gold_name})
     log.info("reinstated gold set %s (%s)", done.gold_name, reason)
     return done
+
+
+def _nothing_to_reinstate(storage: Storage) -> str:
+    """Why no retirement can be undone: none was, or a set was frozen since (a trial read
+    the same words for both)."""
+    name = current_gold_set_name(storage)
+    if name is None:
+        return "no gold set was retired: nothing to reinstate"
+    retired = [e.name for e in gold_set_history(storage) if e.state == "retired"]
+    if not retired:
+        return f"gold set {name} is in force and none was retired: nothing to reinstate"
+    return (
+        f"gold set {name} is in force: it was frozen after {retired[-1]} was retired, so "
+        f"{retired[-1]} stays retired (a retirement is undone only until a new set is frozen)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

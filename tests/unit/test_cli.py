@@ -1668,7 +1668,7 @@ def test_gold_set_retire_takes_the_set_out_of_force_and_list_and_status_say_so(
     # And a second reinstate, with a set in force, is refused by name, in one line
     twice = runner.invoke(cli.app, ["gold-set", "reinstate", "--reason", "x", *flags])
     assert twice.exit_code == 1 and "--debug" not in twice.stderr
-    assert f"gold set {splits.gold_name} is in force: only the last retired" in twice.stderr
+    assert f"gold set {splits.gold_name} is in force and none was retired" in twice.stderr
 
 
 @pytest.mark.parametrize("command", ["apply", "loop"])

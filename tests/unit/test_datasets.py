@@ -574,6 +574,8 @@ def test_a_retirement_is_undone_only_while_no_set_was_frozen_since(tmp_path: Pat
     loaded = load_gold_set(storage)
     assert loaded is not None and loaded[0].hash == first.gold_hash
     assert [e.state for e in gold_set_history(storage)] == ["in force"]
+    with pytest.raises(GoldSetError, match="is in force and none was retired: nothing to"):
+        reinstate_gold_set(storage, by="ops", reason="twice")
     # And once a set was frozen after a retirement, the retired one stays history
     retire_gold_set(storage, by="ops", reason="again")
     pooled = pooled_post_ids(storage)
@@ -581,7 +583,12 @@ def test_a_retirement_is_undone_only_while_no_set_was_frozen_since(tmp_path: Pat
         storage, corpus(120), 0.3, train_key="annotations/r2.train.jsonl", never_gold=pooled
     )
     assert newer.gold_name not in (None, first.gold_name)
-    with pytest.raises(GoldSetError, match=f"gold set {newer.gold_name} is in force: only"):
+    # (said so by name: a trial read the words of a set never retired)
+    frozen_after = (
+        f"gold set {newer.gold_name} is in force: it was frozen after {first.gold_name} was "
+        f"retired, so {first.gold_name} stays retired"
+    )
+    with pytest.raises(GoldSetError, match=frozen_after):
         reinstate_gold_set(storage, by="ops", reason="back")
 
 
