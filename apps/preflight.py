@@ -70,9 +70,12 @@ def check_servable(cfg: Settings, flags: bool = True) -> None:
         check_model_spec(
             cfg.serve_model, cfg.mlflow_tracking_uri, own_model=cfg.registered_model_name
         )
-    except NotPromotedYetError:
-        if cfg.serve_refresh_seconds <= 0:
-            raise
+    except NotPromotedYetError as exc:
+        if cfg.serve_refresh_seconds <= 0:  # a trial could not tell why it did not wait
+            raise NotPromotedYetError(
+                f"{exc} (NER_SERVE_REFRESH_SECONDS={cfg.serve_refresh_seconds:g}: the server "
+                "does not follow the alias, so it cannot wait for one)"
+            ) from exc
         # not said here: the server says it once as it starts (apps.serving.model_lifespan)
     check_address(
         cfg.serve_host, cfg.serve_port, "--port (NER_SERVE_PORT)", "--host (NER_SERVE_HOST)"

@@ -417,7 +417,7 @@ def test_serve_help_names_every_way_to_give_the_token(runner: CliRunner) -> None
     [
         ["rollback", "--reason", "bad model"],
         ["promote", "2", "--reason", "better"],
-        ["serve", "--set", "serve_api_key=t0ken"],
+        ["serve", "--set", "serve_api_key=t0ken-of-20-characters"],
     ],
 )
 def test_registry_commands_on_a_missing_store_say_so_and_create_none(
@@ -457,7 +457,7 @@ def test_serve_refuses_a_taken_port_before_loading_anything(
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = str(taken.getsockname()[1])
         args = ["serve", "--model", "gazetteer", "--port", port]
-        result = runner.invoke(cli.app, [*args, "--set", "serve_api_key=t0ken"])
+        result = runner.invoke(cli.app, [*args, "--set", "serve_api_key=t0ken-of-20-characters"])
     assert result.exit_code == 1
     assert _lines(result.stderr)[0].startswith(f"error: cannot listen on 127.0.0.1:{port} (")
     assert "--port" in result.stderr and "serving" not in result.stdout
@@ -486,7 +486,7 @@ def test_serve_takes_a_model_as_evaluate_names_it(
     MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("brand-ner-dev")
     monkeypatch.setattr(apps.serving, "run_server", lambda cfg, app: None)
     args = ["serve", "--model", "@champion", "--port", str(free_port())]
-    args += ["--set", "serve_api_key=t0ken", "--set", f"mlflow_tracking_uri={uri}"]
+    args += ["--set", "serve_api_key=t0ken-of-20-characters", "--set", f"mlflow_tracking_uri={uri}"]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("serving models:/brand-ner-dev@champion on http://")
@@ -511,7 +511,7 @@ def test_serve_refuses_a_model_that_cannot_load_in_one_line_before_the_server_st
     started: list[object] = []
     monkeypatch.setattr(apps.serving, "run_server", lambda cfg, app: started.append(app))
     args = ["serve", "--model", version, "--port", str(free_port())]
-    args += ["--set", "serve_api_key=t0ken", "--set", f"mlflow_tracking_uri={uri}"]
+    args += ["--set", "serve_api_key=t0ken-of-20-characters", "--set", f"mlflow_tracking_uri={uri}"]
     result = runner.invoke(cli.app, args)
     # Then it is refused in one line, before any server starts or says "serving"
     assert result.exit_code == 1 and not started
@@ -545,7 +545,7 @@ def test_serve_waits_for_a_champion_not_promoted_yet_while_it_follows_the_alias(
     served_log = logging.getLogger("apps.serving")
     monkeypatch.setattr(served_log, "level", served_log.level)  # restored after the test
     args = ["serve", "--model", "models:/brand-ner-w@champion", "--port", str(free_port())]
-    args += ["--set", "serve_api_key=t0ken", "--set", f"mlflow_tracking_uri={uri}"]
+    args += ["--set", "serve_api_key=t0ken-of-20-characters", "--set", f"mlflow_tracking_uri={uri}"]
     # When it is served, following the alias (the default)
     records = _Records()
     served_log.addHandler(records)  # on the logger: Prefect's logging set-up replaces root's
@@ -569,6 +569,10 @@ def test_serve_waits_for_a_champion_not_promoted_yet_while_it_follows_the_alias(
     result = runner.invoke(cli.app, [*args, "--set", "serve_refresh_seconds=0"])
     assert result.exit_code == 1 and "serving" not in result.stdout
     assert _lines(result.stderr)[0].startswith("error: no champion yet: no version of brand-ner-w")
+    assert (  # and says why it did not wait (trial Z)
+        "(NER_SERVE_REFRESH_SECONDS=0: the server does not follow the alias, so it cannot "
+        "wait for one)" in " ".join(result.stderr.split())
+    )
     assert started == ["dev 503"]
 
 
@@ -699,7 +703,7 @@ def test_promote_takes_a_version_as_tables_print_it() -> None:
 def test_serve_names_the_host_when_it_is_not_an_address_of_this_machine(
     runner: CliRunner,
 ) -> None:
-    args = ["serve", "--model", "gazetteer", "--set", "serve_api_key=t0ken"]
+    args = ["serve", "--model", "gazetteer", "--set", "serve_api_key=t0ken-of-20-characters"]
     for host in ("nosuchhost.invalid", "10.255.255.1"):
         result = runner.invoke(cli.app, [*args, "--host", host, "--port", "8766"])
         assert result.exit_code == 1, result.output
