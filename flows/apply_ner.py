@@ -35,6 +35,7 @@ from flows.context import (
     flow_run_id,
     io_task,
     publish_result,
+    require_counts,
     run_context,
     run_logger,
     run_stamp,
@@ -615,7 +616,7 @@ def run_apply(
         resolve()
     recovered = finish_unfinished(ctx, destination, resolve, predict)
     wanted = list(keywords or ctx.settings.keywords)
-    limit = max_posts or ctx.settings.max_posts
+    limit = ctx.settings.max_posts if max_posts is None else max_posts
     fetched = fetch_posts(ctx, source, input_uri, wanted, limit, stamp, reread)
     forgotten = f", {fetched.n_forgotten} forgotten before" if fetched.n_forgotten else ""
     n_posts = quantity(fetched.n_posts, "post")
@@ -689,6 +690,7 @@ def apply_ner(
     else a local cluster of ``workers`` processes (default 2). The posts are cut into
     ``n_shards`` line ranges (default ``workers``); the output is the same either way.
     """
+    require_counts(max_posts=max_posts, workers=workers, n_shards=n_shards)
     how = Parallelism(
         executor=executor, workers=workers, cluster_address=cluster_address, n_shards=n_shards
     )

@@ -101,6 +101,15 @@ def run_stamp(run_id: str | None = None) -> str:
     return f"{now}-{run_id[:8]}" if run_id else now
 
 
+def require_counts(**counts: int | None) -> None:
+    """Refuse a count parameter of a flow below 1 (None: the setting's value is taken), by
+    name, before anything runs. Raises :class:`ConfigError` (a trial's ``max_rounds=0``
+    ran the setting's 3 rounds: ``0 or default`` read it as not given)."""
+    bad = [f"{name}={value}" for name, value in counts.items() if value is not None and value < 1]
+    if bad:
+        raise errors.ConfigError(f"{', '.join(bad)}: must be at least 1 (None takes the setting)")
+
+
 def build_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Settings from the environment and ``overrides``, secrets from Prefect blocks.
 

@@ -31,9 +31,18 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from flows.apply_ner import ApplyResult, apply_ner
-from flows.context import RunContext, io_task, publish_result, run_context, run_logger, run_stamp
+from flows.context import (
+    RunContext,
+    io_task,
+    publish_result,
+    require_counts,
+    run_context,
+    run_logger,
+    run_stamp,
+)
 from flows.train_ner import TrainStatus, TrainSummary, train_ner
 from ner import layout
+from ner.errors import ConfigError
 from ner.labelstudio.client import LabelStudioProject
 from ner.labelstudio.exchange import checkpoint_key
 from ner.labelstudio.export import count_labelled
@@ -120,10 +129,17 @@ class RoundPlan(BaseModel):
     overrides: dict[str, Any] | None
 
     def check(self) -> None:
-        """Read a replay gold export before round 1 fetches posts (a JSONL input's
+        """Refuse a poll interval not above 0 s or a negative wait (:class:`ConfigError`),
+        and read a replay gold export before round 1 fetches posts (a JSONL input's
         checkpoint would move past them): :class:`NotFoundError` for no such file,
         :class:`ConfigError` or :class:`DataError` for one that cannot be read
         (:meth:`ReplayAnnotator.from_file`; a trial's truncated export failed after apply)."""
+        if self.poll_interval_s <= 0 or self.wait_timeout_s < 0:
+            raise ConfigError(
+                f"poll_interval_s={self.poll_interval_s:g}, wait_timeout_s="
+                f"{self.wait_timeout_s:g}: the poll interval must be above 0 s and the wait "
+                "at least 0 s"
+            )
         if self.annotator == "replay" and self.gold_export:
             ReplayAnnotator.from_file(Path(self.gold_export))
 
@@ -297,11 +313,13 @@ def feedback_loop(
 ) -> LoopResult:
     """Run rounds until the threshold is met or the budget is spent; returns every round.
     ``overrides`` are settings on top of the environment, for every sub-flow too."""
+    require_counts(max_rounds=max_rounds, posts_per_round=posts_per_round)
     plan = RoundPlan(**{k: v for k, v in locals().items() if k in RoundPlan.model_fields})
     plan.check()
     with run_context(overrides) as ctx:
         result = LoopResult(status=LoopStatus.BUDGET_SPENT)
-        for number in range(1, (max_rounds or ctx.settings.max_rounds) + 1):
+        budget = ctx.settings.max_rounds if max_rounds is None else max_rounds
+        for number in range(1, budget + 1):
             played = play_round(ctx, plan, number)
             if played is None:
                 result.status = LoopStatus.NO_NEW_POSTS

@@ -918,8 +918,9 @@ def load_settings(overrides: Mapping[str, Any] | None = None, /, **more: Any) ->
     known = set(Settings.model_fields) | set(LEGACY_TRAIN_FIELDS)
     unknown = sorted(set(values) - known)
     if unknown:
+        named = ", ".join(_with_suggestion(name, sorted(known)) for name in unknown)
         raise ConfigError(
-            f"unknown setting(s) {', '.join(map(repr, unknown))} in overrides: use the field "
+            f"unknown setting(s) {named} in overrides: use the field "
             "names of ner.settings.Settings (training knobs under 'train')"
         )
     try:
@@ -932,6 +933,15 @@ def load_settings(overrides: Mapping[str, Any] | None = None, /, **more: Any) ->
         raise error from exc
     except SettingsError as exc:  # a value the environment source could not decode
         raise ConfigError(f"invalid settings: {_undecodable(exc)}") from exc
+
+
+def _with_suggestion(name: str, known: Sequence[str]) -> str:
+    """``'threshhold' (did you mean 'threshold'?)``, as ``--set`` says it; the name alone
+    when nothing is close."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
 
 
 def _nested_train(values: Mapping[str, Any]) -> dict[str, Any]:

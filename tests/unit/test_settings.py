@@ -274,8 +274,11 @@ def test_flat_training_names_of_earlier_releases_still_work(
 
 
 def test_an_unknown_override_fails_naming_it(clean_env: None) -> None:
-    with pytest.raises(ConfigError, match="'treshold'"):
+    # with the closest name, as --set says it (a trial's Python overrides had no hint)
+    with pytest.raises(ConfigError, match=r"'treshold' \(did you mean 'threshold'\?\)"):
         load_settings({"treshold": 0.5})
+    with pytest.raises(ConfigError, match=r"setting\(s\) 'zzz' in overrides"):
+        load_settings({"zzz": 1})
 
 
 def test_unknown_ner_variables_are_listed_with_the_closest_setting() -> None:
