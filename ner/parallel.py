@@ -376,11 +376,19 @@ def local_cluster_config() -> dict[str, Any]:
 def dask_client(address: str | None, workers: int) -> Iterator[Any]:
     """A ``distributed.Client`` on the scheduler at ``address``, else on a ``LocalCluster``
     of ``workers`` single-threaded worker processes that lives as long as the client
-    (:func:`local_cluster`)."""
+    (:func:`local_cluster`). Raises :class:`ConnectionError` naming the address and its
+    setting when no scheduler answers there (after ``distributed``'s connect timeout)."""
     from distributed import Client
 
     if address:
-        with Client(address) as client:
+        try:
+            client = Client(address)
+        except OSError as exc:  # a wrong address or a scheduler down: retried as I/O is
+            raise ConnectionError(
+                f"the Dask scheduler at {address} (the flow's cluster_address, else "
+                f"NER_DASK_ADDRESS) did not answer: {exc}; is it running there?"
+            ) from exc
+        with client:
             yield client
         return
     with local_cluster(workers) as scheduler, Client(scheduler) as client:

@@ -221,3 +221,18 @@ def test_the_progress_rate_of_a_small_run_is_not_rounded_to_nothing() -> None:
     assert PredictionProgress(3, 10, 1.0).rate_text == "3 posts/s"
     assert PredictionProgress(5450, 9000, 10.0).rate_text == "545 posts/s"
     assert PredictionProgress(0, 10, 0.0).rate_text == "0 posts/s"
+
+
+def test_a_scheduler_that_does_not_answer_is_named_with_its_setting() -> None:
+    import dask
+
+    from ner.parallel import dask_client
+    from tests.support.servers import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    # a trial's wrong address ended in "OSError Timed out trying to connect" alone
+    short = dask.config.set({"distributed.comm.timeouts.connect": "2s"})
+    refused = pytest.raises(ConnectionError, match="NER_DASK_ADDRESS")
+    with short, refused as caught, dask_client(address, 1):
+        raise AssertionError("connected to nothing")
+    assert str(caught.value).startswith(f"the Dask scheduler at {address} (the flow's")
