@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from flows.apply_ner import ApplyResult
     from flows.feedback_loop import LoopResult
     from flows.train_ner import TrainSummary
-    from ner.registry import AuditEvent, Registry
+    from ner.registry import AuditEvent, Decision, Registry
     from ner.settings import Settings
 
 #: Defaults that make flows behave outside ``make`` (unless the environment sets them).
@@ -1021,7 +1021,13 @@ def forget(
         ),
     ] = None,
     from_file: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="A file of post ids, one per line.")
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="A file of post ids: one per line, bare or JSON-quoted; or JSON lines with "
+            "an 'id' each (X's compliance results, a posts file). Blank lines, # comments "
+            "and an 'id'/'post_id' header are skipped.",
+        ),
     ] = None,
     by: Annotated[
         str | None, typer.Option(metavar="NAME", help="Who asks (default: cli:<user>).")
@@ -1745,19 +1751,7 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
         f1, champion_f1, cfg.threshold, cfg.promotion_margin, subject=f"version {version}",
         cold_start=cold,
     )  # fmt: skip
-    unchecked = [r for r in registry.gate_refusals(version) if r not in HAND_RULES]
-    if not rule.promote and not force:  # every refusal at once (a trial met them one by one)
-        also = f"; train-ner's gate also refused it by {', '.join(unchecked)}" if unchecked else ""
-        raise CliError(f"refused: {rule.reason}{also} (--force promotes anyway, audited)")
-    if unchecked and not force:
-        raise CliError(
-            f"refused: train-ner's gate refused version {version} by {', '.join(unchecked)}, "
-            f"which promote does not re-check (it checks {' and '.join(HAND_RULES)} on today's "
-            "gold set); see its model card; --force promotes anyway, audited"
-        )
-    overridden = ([] if rule.promote else [f"rule said: {rule.reason}"]) + (
-        [f"train-ner's gate refused it by {', '.join(unchecked)}"] if unchecked else []
-    )
+    overridden = _overridden(rule, registry.gate_refusals(version), version, force)
     checked = f"rule on gold set {gold.hash[:12]}: {rule.reason}"  # its threshold, as set now
     said = reason + (f" (forced; {'; '.join(overridden)})" if overridden else f" ({checked})")
     why = f"manual: {said}"
@@ -1775,6 +1769,31 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     )
     registry.note_manual_promotion(version, reason=said, actor=_actor())
     return list(events)
+
+
+def _overridden(
+    rule: Decision, refusals: tuple[list[str], str | None], version: str, force: bool
+) -> list[str]:
+    """What a forced promotion of ``version`` overrides: the hand rule's refusal and the
+    train-ner gate's refusals by rules promote does not re-check (``refusals``:
+    :meth:`Registry.gate_refusals`). Without ``force``, any of them raises
+    :class:`CliError`, every one named at once (a trial met them one by one)."""
+    rules, gated_in = refusals
+    unchecked = [r for r in rules if r not in HAND_RULES]
+    # a copy's refusals are those of the gate in its source environment (trial AA)
+    gate = f"{gated_in}'s train-ner gate (before the copy)" if gated_in else "train-ner's gate"
+    if not rule.promote and not force:
+        also = f"; {gate} also refused it by {', '.join(unchecked)}" if unchecked else ""
+        raise CliError(f"refused: {rule.reason}{also} (--force promotes anyway, audited)")
+    if unchecked and not force:
+        raise CliError(
+            f"refused: {gate} refused version {version} by {', '.join(unchecked)}, "
+            f"which promote does not re-check (it checks {' and '.join(HAND_RULES)} on today's "
+            "gold set); see its model card; --force promotes anyway, audited"
+        )
+    return ([] if rule.promote else [f"rule said: {rule.reason}"]) + (
+        [f"{gate} refused it by {', '.join(unchecked)}"] if unchecked else []
+    )
 
 
 def _cold_start_f1(cfg: Settings) -> tuple[str, float]:

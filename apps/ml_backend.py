@@ -525,7 +525,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from apps.preflight import check_address, require_store
 
     parser = argparse.ArgumentParser(
-        prog="python -m apps.ml_backend", description="The champion as a Label Studio ML backend."
+        prog="python -m apps.ml_backend",
+        description="The champion as a Label Studio ML backend.",
+        epilog="Settings come from the environment as for every brandloop command: the model "
+        "from NER_SERVE_MODEL (default: this environment's @champion) in the MLflow store of "
+        "NER_MLFLOW_TRACKING_URI; HTTP Basic auth from NER_ML_BACKEND_USER and "
+        "NER_ML_BACKEND_PASSWORD (both, or neither: it then answers anyone). See the README's "
+        "'Label Studio ML backend'.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=9090, help="port to listen on")

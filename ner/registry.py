@@ -798,17 +798,21 @@ class Registry:
         value = (mv.tags or {}).get(self._eval_tag(gold_hash))
         return None if value is None else float(value)
 
-    def gate_refusals(self, version: str) -> list[str]:
+    def gate_refusals(self, version: str) -> tuple[list[str], str | None]:
         """The rules train-ner's gate refused ``version`` by (tag ``brandloop.gate.refused_by``,
-        rule names of :class:`ner.gate.Rule`); empty when it passed or was never gated."""
+        rule names of :class:`ner.gate.Rule`; empty when it passed or was never gated), and
+        the environment that gate ran in when ``version`` is a copy of another environment's
+        version (tag ``brandloop.source_env``, which the copy keeps with the source's tags),
+        else None."""
         from mlflow.exceptions import MlflowException
 
         try:
             mv = self.client.get_model_version(self.model_name, version)
         except MlflowException as exc:
             raise _wrap(f"reading version {version}", exc) from exc
-        value = (mv.tags or {}).get(f"{TAG_PREFIX}gate.refused_by", "")
-        return [rule for rule in value.split(",") if rule]
+        tags = mv.tags or {}
+        value = tags.get(f"{TAG_PREFIX}gate.refused_by", "")
+        return [rule for rule in value.split(",") if rule], tags.get(f"{TAG_PREFIX}source_env")
 
     # ------------------------------------------------------------------ gate and model card
     def record_gate(

@@ -255,6 +255,17 @@ def test_a_version_the_gate_refused_by_a_rule_promote_does_not_check_needs_force
     said = " ".join(err.split())
     assert f"refused: train-ner's gate refused version {v2} by confidence, which promote" in said
     assert "--force promotes anyway" in said
+    # And a copy of another environment's version names that environment's gate (a trial's
+    # staging copy was said refused by "train-ner's gate", which never ran in staging)
+    registry.client.set_model_version_tag(name, v2, "brandloop.source_env", "dev")
+    code, _, err = _invoke("promote", v2, "--reason", "looks fine", *flags)
+    said = " ".join(err.split())
+    assert (
+        code == 1
+        and (f"refused: dev's train-ner gate (before the copy) refused version {v2} by confidence")
+        in said
+    )
+    registry.client.delete_model_version_tag(name, v2, "brandloop.source_env")
     # And with --force it is promoted, the audit and the version saying what was overridden
     code, out, err = _invoke("promote", v2, "--reason", "looks fine", "--force", *flags)
     assert code == 0, err
