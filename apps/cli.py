@@ -1914,7 +1914,8 @@ def serve(
         typer.Option(metavar="HOST", help="Default NER_SERVE_HOST, else 127.0.0.1."),
     ] = None,
     port: Annotated[
-        int | None, typer.Option(metavar="PORT", help="Default NER_SERVE_PORT, else 8000.")
+        int | None,
+        typer.Option(metavar="PORT", min=1, max=65535, help="Default NER_SERVE_PORT, else 8000."),
     ] = None,
     model: Annotated[
         str | None,

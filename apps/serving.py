@@ -276,17 +276,17 @@ def lone_surrogate(value: str) -> int | None:
 
 class PostIn(BaseModel):
     """One post to tag; its text and id must be valid Unicode (no lone surrogate), its id
-    not empty."""
+    not empty or blank."""
 
     id: str | None = Field(None, description="Caller's id, echoed back.")
     text: str
 
     @model_validator(mode="after")
     def _valid_unicode(self) -> PostIn:
-        if self.id == "":
+        if self.id is not None and not self.id.strip():  # "  " too (trial Z)
             raise ValueError(
-                "id is empty: leave the id out to answer as the post's position, or give "
-                "the post its own id"
+                f"id is {'empty' if self.id == '' else 'blank'}: leave the id out to answer "
+                "as the post's position, or give the post its own id"
             )
         for field, value in (("id", self.id), ("text", self.text)):
             at = None if value is None else lone_surrogate(value)

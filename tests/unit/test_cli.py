@@ -355,6 +355,9 @@ def test_promote_between_one_environment_is_refused_before_its_values_are_read(
 def test_usage_errors_exit_2(runner: CliRunner) -> None:
     assert runner.invoke(cli.app, ["promote", "3"]).exit_code == 2  # no --reason
     assert runner.invoke(cli.app, ["apply", "--source", "rss"]).exit_code == 2
+    # a port out of range is the option's error, not a setting's (trial Z read serve_port=)
+    bad_port = runner.invoke(cli.app, ["serve", "--port", "99999"])
+    assert bad_port.exit_code == 2 and "Invalid value for '--port'" in bad_port.output
 
 
 def test_deploy_check_lists_missing_variables_and_points_to_the_example_file(

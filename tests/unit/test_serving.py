@@ -534,6 +534,10 @@ def test_an_empty_id_is_a_422_naming_the_post(client: TestClient, path: str) -> 
     [problem] = response.json()["detail"]
     assert problem["post"] == 1
     assert "id is empty: leave the id out to answer as the post's position" in problem["msg"]
+    # and so is one of spaces alone (a trial's was answered under "  ")
+    posts[1]["id"] = "  "
+    [problem] = client.post(path, headers=AUTH, json={"posts": posts}).json()["detail"]
+    assert problem["post"] == 1 and "id is blank: leave the id out" in problem["msg"]
 
 
 def test_surrogates_encoded_as_raw_bytes_are_refused_too(client: TestClient) -> None:
