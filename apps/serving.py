@@ -60,7 +60,7 @@ from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -355,8 +355,13 @@ class ReloadResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: str
+    """``status`` ``ok``, or ``degraded`` while the last check of the alias failed (the
+    model served stays; ``detail`` says so without registry names, which need the token:
+    ``/v1/model``)."""
+
+    status: Literal["ok", "degraded"]
     model_version: str
+    detail: str | None = None
 
 
 # --------------------------------------------------------------------------- limits
@@ -660,10 +665,14 @@ def _add_health_routes(app: FastAPI, holder: ModelHolder) -> None:
     def health() -> HealthResponse:
         if not holder.loaded:  # the reason in full is for the token's holders (_serving)
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, _not_loaded(holder))
-        return HealthResponse(status="ok", model_version=holder.served.model.version)
+        version = holder.served.model.version
+        if holder.failure is not None:  # a monitor on /health alone saw "ok" (trial Z)
+            detail = "the last check or load of the model failed: still serving this version"
+            return HealthResponse(status="degraded", model_version=version, detail=detail)
+        return HealthResponse(status="ok", model_version=version)
 
-    app.get("/health")(health)
-    app.get("/ping")(health)
+    app.get("/health", response_model_exclude_none=True)(health)
+    app.get("/ping", response_model_exclude_none=True)(health)
 
 
 def _add_model_routes(

@@ -188,7 +188,18 @@ def test_reload_follows_the_alias_and_keeps_serving_on_failure(
     assert client.post("/v1/reload", headers=AUTH).status_code == 503
     info = client.get("/v1/model", headers=AUTH).json()
     assert info["model_version"] == "brand-ner/2" and "alias not set" in info["last_error"]
-    assert client.get("/health").json()["model_version"] == "brand-ner/2"
+    # and /health, still 200, says the server is degraded (a monitor on /health alone saw
+    # "ok" while the server was behind its alias), without the registry's names
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json() == {
+        "status": "degraded",
+        "model_version": "brand-ner/2",
+        "detail": "the last check or load of the model failed: still serving this version",
+    }
+    # When the alias is back, the next reload clears it
+    registry.champion = "brand-ner/2"
+    assert client.post("/v1/reload", headers=AUTH).json()["changed"] is False
+    assert client.get("/health").json() == {"status": "ok", "model_version": "brand-ner/2"}
 
 
 def test_a_version_that_fails_to_load_is_not_swapped_in(registry: Registry) -> None:
