@@ -383,7 +383,11 @@ def bootstrap(
     report: dict[str, Any] = {}
     for env in envs:
         done: dict[str, Any] = {
-            "work_pools_created": [p for p in work_pool_names(config, env) if ensure_work_pool(p)]
+            # each pool's fate: a trial read "created: none" as nothing set up
+            "work_pools": {
+                p: "created" if ensure_work_pool(p) else "exists"
+                for p in work_pool_names(config, env)
+            }
         }
         if secrets_from_env:
             done["secret_blocks"] = ensure_secret_blocks(env, environ)
@@ -513,8 +517,8 @@ def prefect_api() -> str:
 
 def report_line(done: Mapping[str, Any]) -> str:
     """One environment's :func:`bootstrap` report as one line:
-    ``{"work_pools_created": ["p"], "secret_blocks": {"b": "saved"}}`` ->
-    ``work pools created: p; secret blocks: b saved``."""
+    ``{"work_pools": {"p": "exists"}, "secret_blocks": {"b": "saved"}}`` ->
+    ``work pools: p exists; secret blocks: b saved``."""
     parts = []
     for key, value in done.items():
         if isinstance(value, Mapping):

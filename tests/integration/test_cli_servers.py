@@ -610,6 +610,8 @@ def test_deploy_prepares_an_environment_on_a_prefect_server(
     done = run_cli({**_inherited(), **prefect_server.env(), **full}, *args)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "secret blocks: x-bearer-token-dev saved, label-studio-api-key-dev " in done.stdout
+    # (and each pool's fate: a trial read "work pools created: none" as nothing set up)
+    assert re.search(r"work pools: brandloop-dev (created|exists);", done.stdout), done.stdout
     # (the Label Studio key was not given: its block is new and empty, and the output says so)
     assert "note: Secret block label-studio-api-key-dev was created empty" in done.stdout
     assert token not in done.stdout + done.stderr

@@ -370,17 +370,17 @@ def test_a_block_created_empty_gets_a_note() -> None:
         "(BRANDLOOP_DEV_LABEL_STUDIO_API_KEY unset or empty): a flow that needs it fails until "
         "you set BRANDLOOP_DEV_LABEL_STUDIO_API_KEY and run with --secrets-from-env again"
     ]
-    assert bootstrap.empty_block_notes("dev", {"work_pools_created": []}) == []
+    assert bootstrap.empty_block_notes("dev", {"work_pools": {}}) == []
 
 
 def test_a_bootstrap_report_reads_as_one_line() -> None:
     done = {
-        "work_pools_created": ["brandloop-dev"],
+        "work_pools": {"brandloop-dev": "exists"},
         "secret_blocks": {"x-bearer-token-dev": "saved", "label-studio-api-key-dev": "empty"},
         "deployed": [],
     }
     assert bootstrap.report_line(done) == (
-        "work pools created: brandloop-dev; "
+        "work pools: brandloop-dev exists; "
         "secret blocks: x-bearer-token-dev saved, label-studio-api-key-dev empty; deployed: none"
     )
 
