@@ -751,7 +751,7 @@ class Settings(BaseSettings):
     def _storage_uri(cls, value: str) -> str:
         if not value.strip():  # a blank one read as the root folder, "/dev", in a trial
             raise ValueError("is empty: give a local folder or gs://bucket/prefix")
-        local = value.removeprefix("file://") if value.startswith("file://") else value
+        local = value.removeprefix("file://")  # storage reads file:// as a local path
         if "://" not in local and (file := file_on_the_way(Path(local).expanduser())):
             raise ValueError(  # a trial gave its posts file: NotADirectoryError '.../dev/posts'
                 f"{file} is a file, not a folder: give a local folder or gs://bucket/prefix"
