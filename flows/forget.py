@@ -18,6 +18,7 @@ Every step is idempotent: a failed run is repaired by running it again with the 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -55,6 +56,13 @@ def record_tombstones(
 ) -> ForgetRecord:
     """Write the run's forget record (status recorded): every reader skips the posts now."""
     return forget.record(ctx.storage, post_ids, by=by, reason=reason, stamp=stamp)
+
+
+@io_task()
+def already_forgotten(ctx: RunContext, post_ids: list[str]) -> list[str]:
+    """Those of ``post_ids`` an earlier forget tombstoned (and no lift freed since)."""
+    tombstoned = forget.forgotten_ids(ctx.storage)
+    return [p for p in post_ids if p in tombstoned]
 
 
 @io_task()
@@ -164,6 +172,7 @@ def forget_posts(
     logger = get_run_logger()
     with run_context(overrides) as ctx:
         stamp = run_stamp(flow_run_id())
+        earlier = already_forgotten(ctx, list(forget.clean_post_ids(post_ids)))
         made = record_tombstones(ctx, post_ids, by or default_actor(), reason, stamp)
         ids = list(made.post_ids)
         where = ctx.storage.uri(made.key)  # names the storage: the environment's, or not
@@ -171,8 +180,7 @@ def forget_posts(
         deleted = _deleted_tasks(ctx, ids, where) if label_studio else {}
         purged = purge_storage(ctx, made)
         mlflow = purge_error_lists(ctx, ids)
-        in_mlflow = mlflow.rewritten
-        in_tasks = (p for p, tasks in deleted.items() if tasks)
+        in_mlflow, in_tasks = mlflow.rewritten, (p for p, tasks in deleted.items() if tasks)
         done = made.model_copy(
             update={
                 "status": ForgetStatus.DONE,
@@ -198,8 +206,8 @@ def forget_posts(
             quantity(len(in_mlflow), "MLflow object"),
             quantity(done.n_tasks_deleted, "task"),
         )
-    if unmatched:
-        logger.warning(_unmatched_line(unmatched, bool(done.unreadable)))
+    for line in _unmatched_lines(unmatched, bool(done.unreadable), earlier):
+        logger.warning(line)
     return ForgetResult(
         record_key=done.key,
         status=done.status,
@@ -213,17 +221,34 @@ def forget_posts(
     )
 
 
-def _unmatched_line(unmatched: list[str], unreadable: bool, shown: int = 10) -> str:
-    """The warning naming the ids nothing held (the first ``shown`` of them); with
-    ``unreadable`` objects, that those may hold them."""
-    named = ", ".join(repr(p) for p in unmatched[:shown])
-    more = f" and {len(unmatched) - shown} more" if len(unmatched) > shown else ""
-    one = len(unmatched) == 1
-    which = "this id" if one else f"these {len(unmatched)} ids"
-    kind = "not a post id" if one else "not post ids"
+def _named(ids: list[str], shown: int) -> tuple[str, str]:
+    """``("this id: 'a'", …)`` or ``("these 12 ids: 'a', … and 2 more", …)`` and the noun
+    phrase of their kind (``"not a post id"`` / ``"not post ids"``)."""
+    named = ", ".join(repr(p) for p in ids[:shown])
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    if len(ids) == 1:
+        return f"this id: {named}", "not a post id"
+    return f"these {len(ids)} ids: {named}{more}", "not post ids"
+
+
+def _unmatched_lines(
+    unmatched: list[str], unreadable: bool, earlier: Collection[str] = (), shown: int = 10
+) -> list[str]:
+    """The warnings naming the ids nothing held (the first ``shown`` of each kind): those
+    an earlier forget tombstoned (``earlier``: nothing holds them since), and the others;
+    with ``unreadable`` objects, that those may hold them."""
+    again = [p for p in unmatched if p in earlier]
+    unknown = [p for p in unmatched if p not in earlier]
     maybe = ", or held only by the unreadable objects named above" if unreadable else ""
-    return (
-        f"nothing held {which}: {named}{more} (forgotten before, or {kind}: a post id is the "
-        f"id a source gave the post, data.post_id in Label Studio, not a task id{maybe}); "
-        "the tombstones stay, so such posts are dropped if they ever arrive"
-    )
+    lines = []
+    if again:  # a trial could not tell a repeated forget from a wrong id
+        which, _ = _named(again, shown)
+        lines.append(f"forgotten before, nothing held {which} (an earlier forget's tombstone)")
+    if unknown:
+        which, kind = _named(unknown, shown)
+        lines.append(
+            f"nothing held {which} ({kind}: a post id is the id a source gave the post, "
+            f"data.post_id in Label Studio, not a task id{maybe}); the tombstones stay, so "
+            "such posts are dropped if they ever arrive"
+        )
+    return lines

@@ -161,7 +161,7 @@ def test_forget_removes_posts_everywhere_in_storage_and_keeps_them_out(
     # Then the run says so, and what such ids might be, instead of a silent success
     assert result.exit_code == 0, result.output + result.stderr
     said = " ".join(result.output.split())
-    assert "nothing held these 2 ids: '5', '6' (forgotten before, or not post ids:" in said
+    assert "nothing held these 2 ids: '5', '6' (not post ids:" in said
     assert "forgot 2 posts" not in said  # the summary does not claim what the warning denies
     # And beside a post that is held, only the unmatched id is named (a trial read "forgot 2")
     kept = sorted(gold_before - forgotten)[0]
@@ -169,9 +169,13 @@ def test_forget_removes_posts_everywhere_in_storage_and_keeps_them_out(
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 0, result.output + result.stderr
     said = " ".join(result.output.split())
-    assert "forgot 1 post:" in said and "nothing held this id: '7' (forgotten before" in said
+    assert "forgot 1 post:" in said and "nothing held this id: '7' (not a post id" in said
     assert "unmatched 7" in said and holders(storage, {kept}) == {}
     assert "ids_given 2" in said and "forgotten 1" in said  # a trial read "n_posts 6"
+    # And an id forgotten before is said to be that, not a wrong id (trial AA)
+    args = ["forget", "5", "--reason", "again", "--by", "ops:test", "--no-label-studio"]
+    again = " ".join(CliRunner().invoke(cli.app, args).output.split())
+    assert "forgotten before, nothing held this id: '5' (an earlier forget's tombstone)" in again
 
 
 def _gold_tasks_of(post_ids: set[str]) -> list[object]:
