@@ -406,7 +406,8 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
     @app.get("/")
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return _health_body(app, version_or_waiting())
+        version = version_or_waiting()
+        return _health_body(app, version, holder.loaded and holder.failure is not None)
 
     takes_json = [guard, Depends(require_json_body)]  # credentials first, as serve
 
@@ -440,12 +441,16 @@ def _protocol_routes(app: FastAPI, settings: Settings, holder: ModelHolder, guar
     _webhook_route(app, guard)
 
 
-def _health_body(app: FastAPI, version: str | None) -> dict[str, Any]:
-    """``/health``'s answer: the served version (None while the first promotion is awaited)
-    and, when the app receives webhooks, its label and run counts."""
+def _health_body(app: FastAPI, version: str | None, degraded: bool = False) -> dict[str, Any]:
+    """``/health``'s answer: the served version (None while the first promotion is awaited),
+    ``degraded`` while the last check of the alias or load of a new version failed (the
+    status stays ``UP``, which Label Studio reads: the old version still answers), and, when
+    the app receives webhooks, its label and run counts."""
     body: dict[str, Any] = {"status": "UP", "model_class": "brandloop", "model_version": version}
     if version is None:
         body["waiting"] = "no model yet: waiting for the first promotion to @champion"
+    elif degraded:  # as brandloop serve's /health (trial AB)
+        body["degraded"] = "the last check or load of the model failed: still serving this version"
     receiver: WebhookReceiver | None = app.state.receiver
     if receiver is not None:
         manual: ManualTraining = app.state.manual

@@ -107,6 +107,25 @@ def test_health_and_root_name_the_served_version(client: TestClient) -> None:
         }
 
 
+def test_health_says_degraded_while_the_new_champion_cannot_load(
+    client: TestClient, registry: Registry
+) -> None:
+    # Given @champion moved to a version that cannot load (a trial moved its files away)
+    registry.champion = "brand-ner/9"
+    # When Label Studio calls /setup, which checks the alias
+    setup = client.post("/setup", json={"project": "1.1", "label_config": CONFIG})
+    # Then the old version still answers, and /health, still UP for Label Studio, says the
+    # backend is behind its alias (a trial's monitor read "UP" alone)
+    assert setup.status_code == 200
+    health = client.get("/health").json()
+    assert health["status"] == "UP" and health["model_version"] == "brand-ner/1"
+    assert health["degraded"].startswith("the last check or load of the model failed")
+    # And once the alias is back, so is a plain answer
+    registry.champion = "brand-ner/1"
+    client.post("/setup", json={"project": "1.1", "label_config": CONFIG})
+    assert "degraded" not in client.get("/health").json()
+
+
 def test_a_backend_started_before_the_first_promotion_waits_for_it(
     registry: Registry, trigger: Trigger
 ) -> None:
