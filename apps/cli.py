@@ -1744,6 +1744,12 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     champion = registry.alias_version(CHAMPION)
     if champion == version:
         raise CliError(f"version {version} is already @{CHAMPION}")
+    uri, present = registry.version_files(version)
+    if not present:  # scored before, it was promoted unloaded (trial AB); --force or not
+        raise CliError(
+            f"version {version} is registered, but its files are missing from {uri}: a "
+            "champion must load; restore the artifact store, or promote another version"
+        )
     f1 = _gold_f1(cfg, registry, version, gold.hash)
     champion_f1 = _gold_f1(cfg, registry, champion, gold.hash) if champion else None
     cold = None if champion else _cold_start_f1(cfg)

@@ -751,8 +751,16 @@ class Settings(BaseSettings):
     def _storage_uri(cls, value: str) -> str:
         if not value.strip():  # a blank one read as the root folder, "/dev", in a trial
             raise ValueError("is empty: give a local folder or gs://bucket/prefix")
-        local = value.removeprefix("file://")  # storage reads file:// as a local path
-        if "://" not in local and (file := file_on_the_way(Path(local).expanduser())):
+        if value.startswith("gs://") or ("://" in value and not value.startswith("file:")):
+            return value  # a bucket, or a scheme storage refuses by name
+        from ner.errors import StorageError
+        from ner.storage import local_path
+
+        try:
+            local = local_path(value)
+        except StorageError as exc:
+            raise ValueError(str(exc)) from exc
+        if file := file_on_the_way(local.expanduser()):
             raise ValueError(  # a trial gave its posts file: NotADirectoryError '.../dev/posts'
                 f"{file} is a file, not a folder: give a local folder or gs://bucket/prefix"
             )

@@ -372,6 +372,14 @@ def test_doctor_names_a_champion_whose_files_the_server_lost(
     assert code == 1, out
     assert line.startswith(f"✗ champion  {name} v{v1} is registered, but its files are missing")
     assert uri in line and "→ restore the artifact store, or promote a version" in line
+    # And promote refuses to make it champion again, even forced (a trial's version already
+    # scored on the gold set was promoted without its files, and the server fell behind)
+    v2 = setup.versions[1]
+    assert _invoke("promote", v2, "--reason", "next", "--force", *setup.flags)[0] == 0
+    code, _, err = _invoke("promote", v1, "--reason", "back", "--force", *setup.flags)
+    said = " ".join(err.split())
+    assert code == 1 and f"version {v1} is registered, but its files are missing from {uri}" in said
+    assert setup.registry.alias_version(CHAMPION) == v2
 
 
 @pytest.mark.slow

@@ -448,3 +448,12 @@ def test_a_storage_uri_that_is_or_runs_through_a_file_is_refused_by_name(tmp_pat
             load_settings({"storage_uri": uri})
     assert load_settings({"storage_uri": str(tmp_path / "new" / "store")}).storage_uri
     assert load_settings({"storage_uri": f"file://{tmp_path}/new"}).storage_uri
+    # and the other file: forms are read as RFC 8089 says, or refused by name (a trial's
+    # were read as folders named "localhost/…", "file:" or "afile.txt?x=1")
+    for uri in (f"file://localhost{posts}", f"file:{posts}"):
+        with pytest.raises(ConfigError, match=rf"{posts} is a file, not a folder"):
+            load_settings({"storage_uri": uri})
+    with pytest.raises(ConfigError, match=r"names the host 'tmp': a file URI takes three"):
+        load_settings({"storage_uri": "file://tmp/store"})
+    with pytest.raises(ConfigError, match=r"not a file URI of a folder"):
+        load_settings({"storage_uri": f"file://{tmp_path}/store?x=1"})

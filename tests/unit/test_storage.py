@@ -19,6 +19,21 @@ def test_local_layout_is_per_environment(tmp_path: Path) -> None:
     assert storage.list("tasks") == ["tasks/a.json"]
 
 
+def test_file_uris_are_read_as_rfc_8089_says(tmp_path: Path) -> None:
+    from ner.storage import local_path
+
+    spaced = tmp_path / "my store"
+    for uri in (f"file://{spaced}", f"file://localhost{spaced}", f"file:{spaced}"):
+        assert local_path(uri.replace(" ", "%20")) == spaced
+    assert local_path("relative/store") == Path("relative/store")
+    storage = open_storage(f"file://localhost{tmp_path}", "dev")
+    storage.write_json("a.json", [])
+    assert (tmp_path / "dev" / "a.json").is_file()  # not under a folder named "localhost"
+    for bad in ("file://tmp/store", "file:relative", f"file://{tmp_path}#x"):
+        with pytest.raises(StorageError, match=r"names the host|not a file URI of a folder"):
+            local_path(bad)
+
+
 def test_write_lines_streams_and_reads_back(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     storage.write_lines("posts/p.jsonl", (f'{{"i": {i}}}' for i in range(1000)))
