@@ -614,7 +614,7 @@ def _apply_summary(result: ApplyResult, cfg: Settings) -> None:
     from ner.storage import env_storage
 
     summary = result.summary(env_storage(cfg).uri)
-    _summary(summary, tuple(summary))
+    _summary(summary, tuple(k for k in summary if k != "no_posts"))  # its log line said it
 
 
 def _say_read(labelled: LabelledSet) -> None:

@@ -135,6 +135,8 @@ class ApplyResult(BaseModel):
     #: Why the fetched batch was left to another run (see :class:`Recovered`).
     skipped: str | None = None
     recovered: list[Recovered] = []
+    #: Why nothing new was fetched (the input read to its end, every line rejected...).
+    no_posts: str | None = None
 
     @property
     def n_posts(self) -> int:
@@ -193,6 +195,7 @@ class ApplyResult(BaseModel):
             "recovered": sum(r.delivered is not None for r in self.recovered) or None,
             "earlier_left": sum(r.delivered is None for r in self.recovered) or None,
             "skipped": self.skipped,
+            "no_posts": self.no_posts,
         }
 
     def markdown(self, uri: Callable[[str], str] = str) -> str:
@@ -629,6 +632,7 @@ def run_apply(
             else no_posts_hint(ctx, source, input_uri, fetched)
         )
         logger.info("no new posts: nothing to predict (%s)", why)
+        result.no_posts = why  # a deployment's run shows it in its artifact (trial AB)
         return result
     with batch_lease(ctx, fetched.posts_key, stamp) as skip:
         if skip:

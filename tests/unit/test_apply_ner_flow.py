@@ -201,4 +201,6 @@ def test_the_apply_result_as_markdown_names_the_outcome_and_the_figures_that_app
         fetched=Fetched(posts_key=None, n_posts=0, n_rejected=0, source="x"), destination="storage"
     )
     assert idle.outcome == "no_new_posts" and idle.markdown().startswith("# apply-ner: no_new_")
+    said = idle.model_copy(update={"no_posts": "in.jsonl holds no post"}).markdown()
+    assert "| no_posts | in.jsonl holds no post |" in said  # why, in a deployment's artifact
     assert idle.model_copy(update={"skipped": "leased"}).outcome == "skipped"
