@@ -81,6 +81,7 @@ from apps.serving import (
     load_at_start,
     model_holder,
     model_lifespan,
+    port_number,
     require_json_body,
 )
 from apps.webhook import WebhookReceiver
@@ -540,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    parser.add_argument("--port", type=int, default=9090, help="port to listen on")
+    parser.add_argument("--port", type=port_number, default=9090, help="port to listen on")
     parser.add_argument("--log-level", default="info", help="uvicorn log level")
     args = parser.parse_args(argv)
     bound_mlflow_requests(os.environ)

@@ -806,6 +806,20 @@ class RedactQuery(logging.Filter):
         return True
 
 
+def port_number(text: str) -> int:
+    """``--port``'s value: an integer from 1 to 65535, else argparse's usage error (as
+    ``brandloop serve --port`` gives)."""
+    import argparse
+
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not in the range 1-65535")
+    return port
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apps.serving [--host H] [--port P] [--model SPEC]``: serve ``NER_SERVE_MODEL``
     on ``NER_SERVE_HOST:NER_SERVE_PORT`` (the options override them), as ``brandloop serve``
@@ -825,7 +839,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "BRANDLOOP_<ENV>_MLFLOW_TRACKING_URI when NER_MLFLOW_TRACKING_URI is not set.",
     )
     parser.add_argument("--host", help="address to listen on (default: NER_SERVE_HOST)")
-    parser.add_argument("--port", type=int, help="port (default: NER_SERVE_PORT)")
+    parser.add_argument("--port", type=port_number, help="port (default: NER_SERVE_PORT)")
     parser.add_argument("--model", metavar="SPEC", help="model (default: NER_SERVE_MODEL)")
     args = parser.parse_args(argv)
     bound_mlflow_requests(os.environ)

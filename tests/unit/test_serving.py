@@ -699,3 +699,17 @@ def test_the_access_log_filter_drops_the_query_string() -> None:
     )
     RedactQuery().filter(plain)
     assert plain.getMessage() == "a GET /health"
+
+
+@pytest.mark.parametrize("port", ["0", "99999", "http"])
+def test_a_port_out_of_range_is_a_usage_error_as_the_cli_gives(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from apps import ml_backend, serving
+
+    # a trial's python -m apps.serving --port 99999 named the setting serve_port, exit 1
+    for module in (serving, ml_backend):
+        with pytest.raises(SystemExit) as stopped:
+            module.main(["--port", port])
+        assert stopped.value.code == 2
+        assert "argument --port:" in capsys.readouterr().err
