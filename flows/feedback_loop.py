@@ -134,12 +134,10 @@ class RoundPlan(BaseModel):
         checkpoint would move past them): :class:`NotFoundError` for no such file,
         :class:`ConfigError` or :class:`DataError` for one that cannot be read
         (:meth:`ReplayAnnotator.from_file`; a trial's truncated export failed after apply)."""
-        if self.poll_interval_s <= 0 or self.wait_timeout_s < 0:
-            raise ConfigError(
-                f"poll_interval_s={self.poll_interval_s:g}, wait_timeout_s="
-                f"{self.wait_timeout_s:g}: the poll interval must be above 0 s and the wait "
-                "at least 0 s"
-            )
+        if self.poll_interval_s <= 0:
+            raise ConfigError(f"poll_interval_s={self.poll_interval_s:g}: must be above 0 s")
+        if self.wait_timeout_s < 0:
+            raise ConfigError(f"wait_timeout_s={self.wait_timeout_s:g}: must be at least 0 s")
         if self.annotator == "replay" and self.gold_export:
             ReplayAnnotator.from_file(Path(self.gold_export))
 

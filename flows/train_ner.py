@@ -1307,7 +1307,8 @@ def no_gold_note(settings: Settings, splits: Splits, goldsets: str) -> str:
             f"no gold set frozen: the labels pulled now would freeze gold set "
             f"{splits.gold_repeats} again, the same posts and labels (it was retired, and "
             "no gold post was labelled since); label new posts first, or undo the "
-            "retirement: brandloop gold-set reinstate --reason ..."
+            "retirement: brandloop gold-set reinstate --reason ... (with this run's "
+            "--set flags: it undoes the retirement in the store they name)"
         )
     if splits.gold_waiting and not splits.gold_has_spans:  # none waiting: a trial read
         return (  # "its 0 posts hold no span"

@@ -332,8 +332,8 @@ def _nothing_to_reinstate(storage: Storage) -> str:
     """Why no retirement can be undone: none was, or a set was frozen since (a trial read
     the same words for both)."""
     name = current_gold_set_name(storage)
-    if name is None:
-        return "no gold set was retired: nothing to reinstate"
+    if name is None:  # the store named: a trial's command ran against another one
+        return f"no gold set was retired in {storage.uri()}: nothing to reinstate"
     retired = [e.name for e in gold_set_history(storage) if e.state == "retired"]
     if not retired:
         return f"gold set {name} is in force and none was retired: nothing to reinstate"

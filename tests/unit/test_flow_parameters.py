@@ -21,7 +21,7 @@ def test_a_count_below_one_is_refused_and_none_takes_the_setting() -> None:
         # a trial's max_rounds=0 ran the setting's 3 rounds, and -1 returned "budget spent"
         ("flows.feedback_loop:feedback_loop", {"max_rounds": 0}, "max_rounds=0"),
         ("flows.feedback_loop:feedback_loop", {"posts_per_round": -1}, "posts_per_round=-1"),
-        ("flows.feedback_loop:feedback_loop", {"poll_interval_s": 0}, "poll_interval_s=0,"),
+        ("flows.feedback_loop:feedback_loop", {"poll_interval_s": 0}, "^poll_interval_s=0: must"),
         ("flows.feedback_loop:feedback_loop", {"wait_timeout_s": -5}, "wait_timeout_s=-5"),
         ("flows.apply_ner:apply_ner", {"max_posts": 0}, "max_posts=0"),
         ("flows.apply_ner:apply_ner", {"workers": 0}, "workers=0"),

@@ -146,7 +146,8 @@ def test_the_no_gold_note_says_why_and_what_to_do() -> None:
     assert no_gold_note(settings, repeated, "g") == (
         "no gold set frozen: the labels pulled now would freeze gold set gold-1 again, the "
         "same posts and labels (it was retired, and no gold post was labelled since); label "
-        "new posts first, or undo the retirement: brandloop gold-set reinstate --reason ..."
+        "new posts first, or undo the retirement: brandloop gold-set reinstate --reason ... "
+        "(with this run's --set flags: it undoes the retirement in the store they name)"
     )
     spanless = Splits.model_validate({**base, "gold_waiting": 3, "gold_has_spans": False})
     assert "its 3 posts hold no span" in no_gold_note(settings, spanless, "g")
