@@ -500,8 +500,10 @@ def test_the_command_line_refuses_a_model_that_cannot_load_before_it_listens(
     monkeypatch.delenv("NER_ML_BACKEND_PASSWORD", raising=False)
     ran: list[object] = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: ran.append(a))
+    from tests.support.servers import free_port
+
     with caplog.at_level(logging.ERROR, logger="apps.ml_backend"):
-        assert main(["--host", "127.0.0.1", "--port", "0"]) == 1
+        assert main(["--host", "127.0.0.1", "--port", str(free_port())]) == 1
     assert not ran
     (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert "no-model-here" in error and "\n" not in error
