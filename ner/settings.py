@@ -40,7 +40,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 
 from ner.agreement import AgreementPolicy
 from ner.base_model import default_base_model
-from ner.errors import ConfigError
+from ner.errors import ConfigError, StorageError
+from ner.uris import local_path
 
 Environment = Literal["dev", "staging", "prod"]
 
@@ -753,9 +754,6 @@ class Settings(BaseSettings):
             raise ValueError("is empty: give a local folder or gs://bucket/prefix")
         if value.startswith("gs://") or ("://" in value and not value.startswith("file:")):
             return value  # a bucket, or a scheme storage refuses by name
-        from ner.errors import StorageError
-        from ner.storage import local_path
-
         try:
             local = local_path(value)
         except StorageError as exc:

@@ -25,6 +25,7 @@ from ner.errors import StorageAuthError, StorageError, StorageNotFoundError, con
 if TYPE_CHECKING:
     from ner.settings import Settings
 from ner.tempfiles import open_locked_temp, sweep_stale_temps
+from ner.uris import local_path
 
 log = logging.getLogger(__name__)
 
@@ -441,30 +442,6 @@ def open_storage(
     if "://" in uri and not uri.startswith("file://"):
         raise StorageError(f"unsupported storage URI {uri!r}: use a folder, file:// or gs://")
     return LocalStorage(local_path(uri) / env)
-
-
-def local_path(uri: str) -> Path:
-    """The folder a local storage URI names: a path, or a ``file:`` URI (RFC 8089:
-    ``file:///abs/path``, ``file://localhost/abs/path``, ``file:/abs/path``; percent-escapes
-    decoded). Raises :class:`StorageError` for a ``file:`` URI with another host (often
-    ``file://tmp/x``, two slashes for three), a relative path, a query or a fragment (a
-    trial's were read as folders named ``localhost/…`` or ``x?y=1``)."""
-    if not uri.startswith("file:"):
-        return Path(uri)
-    from urllib.parse import unquote, urlsplit
-
-    parts = urlsplit(uri)
-    if parts.netloc not in ("", "localhost"):
-        raise StorageError(
-            f"{uri!r} names the host {parts.netloc!r}: a file URI takes three slashes before "
-            f"an absolute path (file:///{parts.netloc}{parts.path})"
-        )
-    if parts.query or parts.fragment or not parts.path.startswith("/"):
-        raise StorageError(
-            f"{uri!r} is not a file URI of a folder: give file:///absolute/path, with no "
-            "'?' or '#' part, or a plain path"
-        )
-    return Path(unquote(parts.path))
 
 
 def env_storage(settings: Settings) -> Storage:
