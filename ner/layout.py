@@ -28,6 +28,8 @@ Keys are relative, slash-separated paths inside an environment's root (see
     quarantine/<key>                            an unreadable file moved aside (<key> its old key)
     quarantine/<key>.reason.json                why, when, its size and SHA-256
     forgotten/<stamp>.json                      posts forgotten by one run, and its audit
+    indexes/fetched-posts.json                  each batch's post ids and text digests
+                                                (ner.fetched: a cache of posts/)
 
 A *stamp* names the objects of one run (``flows.context.run_stamp``). No other module formats
 a key: it asks this one. Every function is pure string work.
@@ -49,6 +51,7 @@ CHECKPOINTS = "checkpoints"
 LEASES = "leases"
 QUARANTINE = "quarantine"
 FORGOTTEN = "forgotten"
+INDEXES = "indexes"
 
 _JSONL = ".jsonl"
 _JSON = ".json"
@@ -59,6 +62,8 @@ _REASON = ".reason.json"
 
 #: The pointer to the gold set in force.
 GOLD_SET_CURRENT = f"{GOLDSETS}/CURRENT.json"
+#: Each posts batch's post ids and text digests (:mod:`ner.fetched`).
+FETCHED_INDEX = f"{INDEXES}/fetched-posts.json"
 #: The X source's ``since_id``.
 X_CHECKPOINT = f"{CHECKPOINTS}/x_since_id.json"
 

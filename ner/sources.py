@@ -55,6 +55,7 @@ from ner.errors import (
     SourceError,
     StorageError,
 )
+from ner.fetched import fetched_before, text_digest
 from ner.report import quantity
 from ner.storage import Storage
 from ner.types import Parsed, Post, Rejected
@@ -170,26 +171,6 @@ def _json_record(line: str) -> dict[str, Any] | str:
     if isinstance(record_id, bool) or not isinstance(record_id, str | int | None):
         return f"'id' must be a string or an integer: {record_id!r}"
     return record
-
-
-def text_digest(text: str) -> bytes:
-    """A short digest of a post's text (8 bytes of BLAKE2b), to tell an edit from a repeat."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-
-
-def fetched_before(storage: Storage) -> dict[str, set[bytes]]:
-    """Post id -> the :func:`text_digest` of each text it was stored with by the fetch step
-    (``posts/<stamp>.jsonl``; every version, not only the last), forgotten ones included:
-    what a JSONL file may not send again. Reads every batch (about 0.6 s per 100,000 posts
-    on the 2 cores here)."""
-    from ner.records import read_posts
-
-    known: dict[str, set[bytes]] = {}
-    for key in storage.list(layout.POSTS):
-        if layout.is_posts_batch(key):
-            for post in read_posts(storage, key, include_forgotten=True):
-                known.setdefault(post.id, set()).add(text_digest(post.text))
-    return known
 
 
 def find_input(storage: Storage, uri: str) -> Path | str | None:
