@@ -1744,11 +1744,12 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     champion = registry.alias_version(CHAMPION)
     if champion == version:
         raise CliError(f"version {version} is already @{CHAMPION}")
-    uri, present = registry.version_files(version)
-    if not present:  # scored before, it was promoted unloaded (trial AB); --force or not
+    uri, missing = registry.version_files(version)
+    if missing:  # scored before, it was promoted unloaded (trials AB, AC); --force or not
         raise CliError(
-            f"version {version} is registered, but its files are missing from {uri}: a "
-            "champion must load; restore the artifact store, or promote another version"
+            f"version {version} is registered, but its files are missing from {uri} (no "
+            f"{', '.join(missing)}): a champion must load; restore the artifact store, or "
+            "promote another version"
         )
     f1 = _gold_f1(cfg, registry, version, gold.hash)
     champion_f1 = _gold_f1(cfg, registry, champion, gold.hash) if champion else None
@@ -1885,10 +1886,19 @@ def rollback(
 ) -> None:
     """Move @champion back to @previous through the audited path."""
     from apps.status import current_gold
+    from ner.registry import PREVIOUS
 
     cfg = load_cli_settings(cli_overrides(set_))
     registry = _registry(cfg)
     gold = current_gold(cfg)  # its hash and the versions' F1 on it go to the audit run
+    if (target := registry.alias_version(PREVIOUS)) is not None:
+        uri, missing = registry.version_files(target)
+        if missing:  # as promote: a champion must load, or every server falls behind
+            raise CliError(
+                f"cannot roll back to version {target} (@{PREVIOUS}): its files are missing "
+                f"from {uri} (no {', '.join(missing)}); restore the artifact store, or "
+                "promote another version: brandloop promote VERSION --reason ..."
+            )
     before = len(registry.audit_log())
     try:
         event = registry.rollback(

@@ -267,15 +267,16 @@ def check_champion(settings: Settings) -> Check:
         version = registry.alias_version(CHAMPION)
         if version is None:
             return Check("champion", CheckStatus.WARN, f"no version of {name} yet", first)
-        uri, present = registry.version_files(version)
+        uri, missing = registry.version_files(version)
     except RegistryError as exc:
         return Check("champion", CheckStatus.FAIL, str(exc), "see the MLflow check")
     shown = f"{name} v{version}"
-    if not present:
+    if missing:
         return Check(
             "champion",
             CheckStatus.FAIL,
-            f"{shown} is registered, but its files are missing from {uri}",
+            f"{shown} is registered, but its files are missing from {uri} (no "
+            f"{', '.join(missing)})",
             "restore the artifact store, or promote a version whose files are there "
             "(brandloop promote VERSION --reason ...)",
         )

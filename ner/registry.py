@@ -155,6 +155,16 @@ def does_not_exist(exc: Exception) -> bool:
     return "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower()
 
 
+def _artifact_names(uri: str) -> set[str]:
+    """The names of the files and folders directly under the artifact ``uri`` (empty when
+    it does not exist)."""
+    import mlflow.artifacts
+
+    return {
+        item.path.rsplit("/", 1)[-1] for item in mlflow.artifacts.list_artifacts(artifact_uri=uri)
+    }
+
+
 def _wrap(action: str, exc: Exception) -> RegistryError:
     return RegistryError(f"MLflow {action} failed: {mlflow_reason(exc)}")
 
@@ -391,19 +401,29 @@ class Registry:
             raise _wrap(f"alias lookup @{alias}", exc) from exc
         return str(mv.version)
 
-    def version_files(self, version: str) -> tuple[str, bool]:
-        """Where ``version``'s files are (MLflow's download URI of it) and whether its
-        ``MLmodel`` file is there: a deleted or moved artifact store leaves the version
-        registered without files. Raises :class:`RegistryError` when MLflow cannot be asked."""
-        import mlflow.artifacts
+    def version_files(self, version: str) -> tuple[str, list[str]]:
+        """Where ``version``'s files are (MLflow's download URI of it) and which of the files
+        a load needs are missing there (empty: none): ``MLmodel``, each data folder its
+        flavors name (``model.spacy``) and the spaCy ``config.cfg`` in it. A deleted or moved
+        artifact store, or a folder deleted by hand, leaves the version registered without
+        them. Raises :class:`RegistryError` when MLflow cannot be asked."""
         from mlflow.exceptions import MlflowException
+        from mlflow.models import Model
 
         try:
             uri = str(self.client.get_model_version_download_uri(self.model_name, version))
-            listed = mlflow.artifacts.list_artifacts(artifact_uri=uri)
+            if "MLmodel" not in _artifact_names(uri):
+                return uri, ["MLmodel"]
+            flavors = Model.load(uri).flavors.values()
+            folders = sorted({str(f["data"]) for f in flavors if f.get("data")})
+            missing = [
+                f"{folder}/config.cfg"
+                for folder in folders
+                if "config.cfg" not in _artifact_names(f"{uri.rstrip('/')}/{folder}")
+            ]
         except (MlflowException, OSError) as exc:
             raise _wrap(f"listing the files of version {version}", exc) from exc
-        return uri, any(item.path.rsplit("/", 1)[-1] == "MLmodel" for item in listed)
+        return uri, missing
 
     def model_uri(self, alias: str = CHAMPION) -> str:
         return f"models:/{self.model_name}@{alias}"

@@ -379,6 +379,24 @@ def test_doctor_names_a_champion_whose_files_the_server_lost(
     code, _, err = _invoke("promote", v1, "--reason", "back", "--force", *setup.flags)
     said = " ".join(err.split())
     assert code == 1 and f"version {v1} is registered, but its files are missing from {uri}" in said
+    assert "(no MLmodel)" in said
+    assert setup.registry.alias_version(CHAMPION) == v2
+    # And so is a version whose spaCy folder alone was deleted, its MLmodel kept (trial AC)
+    v3 = setup.versions[2]
+    uri3 = setup.registry.version_files(v3)[0]
+    assert setup.registry.version_files(v3)[1] == []
+    shutil.rmtree(mlflow_server.artifacts_dir / urlparse(uri3).path.lstrip("/") / "model.spacy")
+    assert setup.registry.version_files(v3)[1] == ["model.spacy/config.cfg"]
+    code, _, err = _invoke("promote", v3, "--reason", "back", "--force", *setup.flags)
+    said = " ".join(err.split())
+    assert code == 1 and f"files are missing from {uri3} (no model.spacy/config.cfg)" in said
+    assert setup.registry.alias_version(CHAMPION) == v2
+    # And a rollback to a version without its files is refused before any alias moves
+    assert setup.registry.alias_version("previous") == v1
+    code, _, err = _invoke("rollback", "--reason", "bad v2", *setup.flags)
+    said = " ".join(err.split())
+    assert code == 1 and f"cannot roll back to version {v1} (@previous)" in said
+    assert f"files are missing from {uri} (no MLmodel)" in said
     assert setup.registry.alias_version(CHAMPION) == v2
 
 
