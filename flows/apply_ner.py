@@ -31,6 +31,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from flows.context import (
+    Count,
     RunContext,
     flow_run_id,
     io_task,
@@ -673,13 +674,13 @@ def apply_ner(
     source: Literal["x", "jsonl"] = "x",
     input_uri: str | None = None,
     model: str | None = None,
-    max_posts: int | None = None,
+    max_posts: Count = None,
     destination: Literal["storage", "label_studio"] = "storage",
     overrides: dict[str, Any] | None = None,
     executor: Executor = "processes",
-    workers: int | None = None,
+    workers: Count = None,
     cluster_address: str | None = None,
-    n_shards: int | None = None,
+    n_shards: Count = None,
     reread: bool = False,
 ) -> ApplyResult:
     """Finish unfinished batches, then fetch -> predict -> send. ``overrides`` are settings

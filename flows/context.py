@@ -27,12 +27,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
 
 import httpx
 from prefect import Task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ner import errors
 from ner.registry import Registry
@@ -99,6 +99,17 @@ def run_stamp(run_id: str | None = None) -> str:
     """A sortable, unique name for the objects one run writes."""
     now = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return f"{now}-{run_id[:8]}" if run_id else now
+
+
+#: A count parameter of a flow: at least 1, or None for the setting's value. The bound goes
+#: into a deployment's parameter schema, so the Prefect server refuses a deployment run with
+#: 0 when it is asked to create it (``enforce_parameter_schema`` in prefect.yaml), and
+#: Prefect checks a Python call before the flow body runs (the run is then Failed).
+Count = Annotated[int, Field(ge=1)] | None
+#: A poll interval in seconds: above 0.
+PollSeconds = Annotated[float, Field(gt=0)]
+#: A wait in seconds: 0 or more.
+WaitSeconds = Annotated[float, Field(ge=0)]
 
 
 def require_counts(**counts: int | None) -> None:

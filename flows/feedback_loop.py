@@ -32,7 +32,10 @@ from pydantic import BaseModel
 
 from flows.apply_ner import ApplyResult, apply_ner
 from flows.context import (
+    Count,
+    PollSeconds,
     RunContext,
+    WaitSeconds,
     io_task,
     publish_result,
     require_counts,
@@ -301,12 +304,12 @@ def feedback_loop(
     source: Literal["x", "jsonl"] = "x",
     input_uri: str | None = None,
     keywords: list[str] | None = None,
-    posts_per_round: int | None = None,
+    posts_per_round: Count = None,
     annotator: Literal["storage", "replay", "label_studio"] = "storage",
     gold_export: str | None = None,
-    max_rounds: int | None = None,
-    wait_timeout_s: float = 24 * 3600,
-    poll_interval_s: float = 60,
+    max_rounds: Count = None,
+    wait_timeout_s: WaitSeconds = 24 * 3600,
+    poll_interval_s: PollSeconds = 60,
     overrides: dict[str, Any] | None = None,
 ) -> LoopResult:
     """Run rounds until the threshold is met or the budget is spent; returns every round.

@@ -235,6 +235,34 @@ def _run_deployment(deployed: Deployed, name: str, params: dict[str, Any]) -> st
     return match.group(1)
 
 
+@pytest.mark.parametrize(
+    ("flow", "params", "named"),
+    [
+        ("apply-ner", {"max_posts": 0}, "max_posts"),
+        ("feedback-loop", {"max_rounds": 0}, "max_rounds"),
+        ("feedback-loop", {"poll_interval_s": 0}, "poll_interval_s"),
+    ],
+)
+def test_a_deployment_run_with_a_count_out_of_range_is_refused_before_it_exists(
+    deployed: Deployed, flow: str, params: dict[str, Any], named: str
+) -> None:
+    # Given a deployed flow (its parameter schema carries the bounds, and it is enforced)
+    (deployment,) = [
+        d for d in deployed.deployments if d["flow_name"] == flow and d["name"] == "dev"
+    ]
+    before = deployed.api("POST", "/flow_runs/count", {})
+    # When a run is asked for with a count of 0, as the Prefect UI or the API would
+    response = requests.post(
+        f"{deployed.prefect.api_url}/deployments/{deployment['id']}/create_flow_run",
+        json={"parameters": params},
+        timeout=30,
+    )
+    # Then the server refuses it, naming the parameter, and no flow run exists
+    assert response.status_code == 409, response.text
+    assert named in response.text
+    assert deployed.api("POST", "/flow_runs/count", {}) == before
+
+
 def test_deployed_flows_run_on_a_process_worker(deployed: Deployed, tmp_path: Path) -> None:
     storage = open_storage(deployed.storage_uris["dev"], "dev")
     # Given a small JSONL of posts, and a Label Studio export in dev's storage

@@ -43,3 +43,29 @@ def test_the_flows_refuse_counts_and_waits_out_of_range_before_running(
     monkeypatch.setattr(loaded, "run_context", no_run)
     with pytest.raises(ConfigError, match=named):
         getattr(loaded, name).fn(source="jsonl", input_uri="posts.jsonl", **parameters)
+
+
+@pytest.mark.parametrize(
+    ("flow", "name", "bound"),
+    [
+        ("flows.feedback_loop:feedback_loop", "max_rounds", {"minimum": 1}),
+        ("flows.feedback_loop:feedback_loop", "posts_per_round", {"minimum": 1}),
+        ("flows.feedback_loop:feedback_loop", "poll_interval_s", {"exclusiveMinimum": 0}),
+        ("flows.feedback_loop:feedback_loop", "wait_timeout_s", {"minimum": 0}),
+        ("flows.apply_ner:apply_ner", "max_posts", {"minimum": 1}),
+        ("flows.apply_ner:apply_ner", "workers", {"minimum": 1}),
+        ("flows.apply_ner:apply_ner", "n_shards", {"minimum": 1}),
+    ],
+)
+def test_the_bounds_are_in_the_parameter_schema_a_deployment_enforces(
+    flow: str, name: str, bound: dict[str, int]
+) -> None:
+    import importlib
+
+    from prefect.utilities.callables import parameter_schema
+
+    module, attr = flow.split(":")
+    schema = parameter_schema(getattr(importlib.import_module(module), attr).fn).model_dump()
+    prop = schema["properties"][name]
+    shapes = prop.get("anyOf", [prop])  # a count may also be null (the setting's value)
+    assert any(bound.items() <= shape.items() for shape in shapes), prop
