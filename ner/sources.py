@@ -59,6 +59,7 @@ from ner.fetched import fetched_before, text_digest
 from ner.report import quantity
 from ner.storage import Storage
 from ner.types import Parsed, Post, Rejected
+from ner.uris import local_path
 
 if TYPE_CHECKING:
     import tweepy
@@ -176,12 +177,22 @@ def _json_record(line: str) -> dict[str, Any] | str:
 def find_input(storage: Storage, uri: str) -> Path | str | None:
     """Where an input named by a setting is: the :class:`Path` of a local file, else the
     key of an object in ``storage`` (``uri`` is a key or a URI under its root), else None."""
-    path = Path(uri.removeprefix("file://")).expanduser()
+    path = _local_path(uri)
     if path.is_file():
         return path
     root = storage.uri().rstrip("/") + "/"
     key = uri.removeprefix(root) if uri.startswith(root) else uri
     return key if "://" not in key and storage.exists(key) else None
+
+
+def _local_path(uri: str) -> Path:
+    """The local path an input names: a path, or a ``file:`` URI (:func:`ner.uris.local_path`;
+    ``file:///a%20b.jsonl`` is ``/a b.jsonl``). :class:`InputNotFoundError` for a ``file:``
+    URI that names none (another host, a relative path, a query)."""
+    try:
+        return local_path(uri).expanduser()
+    except StorageError as exc:
+        raise InputNotFoundError(f"input {exc}") from exc
 
 
 def input_bytes(storage: Storage, uri: str, what: str) -> bytes:
@@ -193,7 +204,7 @@ def input_bytes(storage: Storage, uri: str, what: str) -> bytes:
         return found.read_bytes()
     if found is not None:
         return storage.read_bytes(found)
-    looked = Path(uri.removeprefix("file://")).expanduser().resolve()
+    looked = _local_path(uri).resolve()
     raise InputNotFoundError(
         f"{what} {uri!r} is neither a local file (looked for {looked}) nor a "
         f"key under storage {storage.uri()}"
@@ -252,7 +263,7 @@ def input_identity(storage: Storage, input_uri: str) -> str:
     found = find_input(storage, input_uri)
     name = storage.uri(found) if isinstance(found, str) else input_uri
     if isinstance(found, Path) or name.startswith("file://"):  # a file here, by path or key
-        local = found if isinstance(found, Path) else Path(name.removeprefix("file://"))
+        local = found if isinstance(found, Path) else _local_path(name)
         return local.resolve().as_uri()
     return name
 

@@ -1,6 +1,6 @@
-"""Local storage URIs: a folder path, or a ``file:`` URI read as RFC 8089 says. Shared by the
-settings' check of ``storage_uri`` and by :func:`ner.storage.open_storage`, so neither
-imports the other."""
+"""Local paths given as URIs: a path, or a ``file:`` URI read as RFC 8089 says. Shared by the
+settings' check of ``storage_uri``, :func:`ner.storage.open_storage` (so neither imports the
+other) and the JSONL inputs of :mod:`ner.sources`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from ner.errors import StorageError
 
 
 def local_path(uri: str) -> Path:
-    """The folder a local storage URI names: a path, or a ``file:`` URI (RFC 8089:
+    """The local path a URI names (a storage folder, an input file): a path, or a ``file:``
+    URI (RFC 8089:
     ``file:///abs/path``, ``file://localhost/abs/path``, ``file:/abs/path``; percent-escapes
     decoded). Raises :class:`StorageError` for a ``file:`` URI with another host (often
     ``file://tmp/x``, two slashes for three), a relative path, a query or a fragment (a
@@ -27,7 +28,7 @@ def local_path(uri: str) -> Path:
         )
     if parts.query or parts.fragment or not parts.path.startswith("/"):
         raise StorageError(
-            f"{uri!r} is not a file URI of a folder: give file:///absolute/path, with no "
-            "'?' or '#' part, or a plain path"
+            f"{uri!r} is not a file URI of a local path: give file:///absolute/path, with "
+            "no '?' or '#' part, or a plain path"
         )
     return Path(unquote(parts.path))

@@ -455,5 +455,5 @@ def test_a_storage_uri_that_is_or_runs_through_a_file_is_refused_by_name(tmp_pat
             load_settings({"storage_uri": uri})
     with pytest.raises(ConfigError, match=r"names the host 'tmp': a file URI takes three"):
         load_settings({"storage_uri": "file://tmp/store"})
-    with pytest.raises(ConfigError, match=r"not a file URI of a folder"):
+    with pytest.raises(ConfigError, match=r"not a file URI of a local path"):
         load_settings({"storage_uri": f"file://{tmp_path}/store?x=1"})

@@ -26,7 +26,7 @@ import responses
 import tweepy
 
 from ner import layout
-from ner.errors import ConfigError, SourceAuthError, SourceError
+from ner.errors import ConfigError, InputNotFoundError, SourceAuthError, SourceError
 from ner.settings import load_settings
 from ner.sources import (
     X_CHECKPOINT,
@@ -411,6 +411,39 @@ def test_a_local_file_is_one_input_however_its_path_is_written(
     # Then they continue where the first stopped: the third post once, then nothing
     assert first["n_posts"] == 2 and again == [1, 0, 0]
     assert [json.loads(x)["id"] for x in storage.iter_lines("posts/0.jsonl")] == ["2"]
+
+
+def test_a_file_uri_input_is_read_as_rfc_8089_says(storage: LocalStorage, tmp_path: Path) -> None:
+    # Given a file in a folder whose name holds a space (its file: URI escapes it as %20)
+    src = tmp_path / "my posts" / "in.jsonl"
+    src.parent.mkdir()
+    src.write_text("".join(json.dumps({"id": str(i), "text": "Dior"}) + "\n" for i in range(3)))
+    uri = src.as_uri()
+    assert "%20" in uri
+    # When it is fetched by that URI, then by file://localhost/ and by its path
+    first = fetch_jsonl_to_storage(storage, uri, "posts/a.jsonl", 1)["n_posts"]
+    by_host = uri.replace("file://", "file://localhost", 1)
+    second = fetch_jsonl_to_storage(storage, by_host, "posts/b.jsonl", 1)["n_posts"]
+    third = fetch_jsonl_to_storage(storage, str(src), "posts/c.jsonl", 5)["n_posts"]
+    # Then it is one input, read once (it was read as a folder "my%20posts" before)
+    assert (first, second, third) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("uri", "said"),
+    [
+        ("file://tmp/posts.jsonl", "three slashes"),
+        ("file:posts.jsonl", "not a file URI of a local path"),
+        ("file:///tmp/posts.jsonl?x=1", "not a file URI of a local path"),
+    ],
+)
+def test_a_file_uri_that_names_no_local_path_is_refused_by_name(
+    storage: LocalStorage, uri: str, said: str
+) -> None:
+    with pytest.raises(InputNotFoundError, match=said) as caught:
+        fetch_jsonl_to_storage(storage, uri, "posts/a.jsonl", 1)
+    assert str(caught.value).startswith(f"input {uri!r}")
+    assert not storage.exists("posts/a.jsonl")
 
 
 def test_a_checkpoint_of_the_path_as_typed_is_still_read(

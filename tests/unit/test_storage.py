@@ -30,7 +30,7 @@ def test_file_uris_are_read_as_rfc_8089_says(tmp_path: Path) -> None:
     storage.write_json("a.json", [])
     assert (tmp_path / "dev" / "a.json").is_file()  # not under a folder named "localhost"
     for bad in ("file://tmp/store", "file:relative", f"file://{tmp_path}#x"):
-        with pytest.raises(StorageError, match=r"names the host|not a file URI of a folder"):
+        with pytest.raises(StorageError, match=r"names the host|not a file URI of a local path"):
             local_path(bad)
 
 
