@@ -1873,9 +1873,11 @@ def _env_overrides(env: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 def _require_version(registry: Registry, version: str) -> None:
     """Raises :class:`CliError` naming the versions there are when ``version`` is not one."""
+    from ner.models import versions_phrase
+
     known = registry.versions()
     if version not in known:
-        there = f"its versions: {', '.join(known)}" if known else "it has no version"
+        there = versions_phrase(known)
         raise CliError(f"{registry.model_name} has no version {version!r} ({there})")
 
 

@@ -400,15 +400,20 @@ def _check_registered(spec: str, tracking_uri: str | None, own_model: str | None
 
 
 def _versions_of(name: str, tracking_uri: str | None) -> str:
-    """``"its versions: 1-4"`` (or ``"1, 3, 4"``) for a registered model, ``"it has no
-    version"``; empty when the registry cannot say."""
+    """:func:`versions_phrase` of a registered model; empty when the registry cannot say."""
     from mlflow.exceptions import MlflowException
 
     try:
         found = _client(tracking_uri).search_model_versions(f"name = '{name}'")
     except MlflowException:
         return ""
-    numbers = sorted(int(v.version) for v in found)
+    return versions_phrase([str(v.version) for v in found])
+
+
+def versions_phrase(versions: list[str]) -> str:
+    """``"its versions: 1-4"`` (a run of three or more), ``"its versions: 1, 3, 4"``, or
+    ``"it has no version"``, for the version numbers of a registered model."""
+    numbers = sorted(int(v) for v in versions)
     if not numbers:
         return "it has no version"
     if numbers == list(range(numbers[0], numbers[-1] + 1)) and len(numbers) > 2:

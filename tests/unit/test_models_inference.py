@@ -216,3 +216,19 @@ def test_a_file_given_as_the_model_is_named_as_no_pipeline(tmp_path: Path) -> No
     assert f"cannot load spaCy pipeline {str(readme)!r}" in said
     assert "(the model you gave); it must be a spaCy package or a saved pipeline's folder" in said
     assert "NER_BASE_MODEL" not in said
+
+
+@pytest.mark.parametrize(
+    ("versions", "phrase"),
+    [
+        ([], "it has no version"),
+        (["2", "1"], "its versions: 1, 2"),
+        (["3", "1", "2", "4"], "its versions: 1-4"),
+        (["1", "3", "4"], "its versions: 1, 3, 4"),
+        (["9", "10", "11"], "its versions: 9-11"),
+    ],
+)
+def test_a_models_versions_are_named_one_way_everywhere(versions: list[str], phrase: str) -> None:
+    from ner.models import versions_phrase
+
+    assert versions_phrase(versions) == phrase
