@@ -31,6 +31,7 @@ import argparse
 import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -52,9 +53,10 @@ def export_hint(envs: Sequence[str]) -> str:
     NER_MIN_NEW_LABELS..., and another environment's would point its commands at the
     example's hosts: a trial's dev ``status`` went to http://mlflow:5000)."""
     names = "|".join(["PROJECT_DIR", *(f"{env.upper()}_" for env in envs)])
+    example = shlex.quote(str(PROJECT_DIR / "deployments" / ".env.example"))  # from anywhere
     return (
         "deployments/.env.example has an example of each: copy the lines of this "
-        f"environment (grep -E '^BRANDLOOP_({names})' deployments/.env.example > deploy.env), "
+        f"environment (grep -E '^BRANDLOOP_({names})' {example} > deploy.env), "
         "put in its real values, and export them: set -a; . ./deploy.env; set +a"
     )
 
@@ -457,9 +459,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         unusable = _checked(envs, environ, notes=True)
         for note in empty_secret_notes(envs, environ) if args.secrets_from_env else []:
             print(note)
-        for note in api_notes():
+        missing_api = api_notes()
+        for note in missing_api:
             print(note)
-        return 1 if unusable else 0
+        return 1 if unusable or missing_api else 0
     if not args.no_deploy and _checked(envs, environ, notes=False):
         return 1  # only the deployments read them: pools, blocks and a bucket do not
     try:
@@ -482,14 +485,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def api_notes() -> list[str]:
-    """A ``note:`` line for ``--check`` when no Prefect API is set: the check passes, the
-    deploy would not (:func:`prefect_api`)."""
+    """The line ``--check`` prints when no Prefect API is set; the check then fails, as the
+    deploy would (:func:`prefect_api`): pools, blocks and deployments all go to that API."""
     from prefect.settings import get_current_settings
 
     if get_current_settings().api.url:
         return []
     return [
-        "note: PREFECT_API_URL is not set: a deploy would be refused (set it to your "
+        "PREFECT_API_URL is not set: a deploy would be refused (set it to your "
         "server's API, e.g. http://127.0.0.1:4200/api)"
     ]
 

@@ -407,6 +407,7 @@ class Registry:
         flavors name (``model.spacy``) and the spaCy ``config.cfg`` in it. A deleted or moved
         artifact store, or a folder deleted by hand, leaves the version registered without
         them. Raises :class:`RegistryError` when MLflow cannot be asked."""
+        import mlflow.artifacts
         from mlflow.exceptions import MlflowException
         from mlflow.models import Model
 
@@ -414,7 +415,9 @@ class Registry:
             uri = str(self.client.get_model_version_download_uri(self.model_name, version))
             if "MLmodel" not in _artifact_names(uri):
                 return uri, ["MLmodel"]
-            flavors = Model.load(uri).flavors.values()
+            with tempfile.TemporaryDirectory(prefix="brandloop-mlmodel-") as folder:
+                got = mlflow.artifacts.download_artifacts(f"{uri}/MLmodel", dst_path=folder)
+                flavors = Model.load(got).flavors.values()
             folders = sorted({str(f["data"]) for f in flavors if f.get("data")})
             missing = [
                 f"{folder}/config.cfg"

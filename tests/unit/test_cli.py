@@ -1411,6 +1411,14 @@ def test_doctor_checks_that_the_champions_files_are_there_and_its_own(
     assert copied.status == CheckStatus.WARN, copied
     assert f"files are in file://{store}/mlartifacts/" in copied.detail
     assert f"outside this store's folder {tmp_path / 'copy'} (a copied folder" in copied.detail
+    # When the spaCy folder alone is deleted (MLmodel kept), the check names what is missing
+    (spacy_folder,) = (store / "mlartifacts").rglob("model.spacy")
+    shutil.move(spacy_folder, tmp_path / "aside")
+    partial = check_champion(settings(store))
+    assert partial.status == CheckStatus.FAIL, partial
+    assert partial.detail.endswith("(no model.spacy/config.cfg)")
+    shutil.move(tmp_path / "aside", spacy_folder)
+    assert check_champion(settings(store)).status == CheckStatus.OK
     # When the original's files are gone, the version is named as registered without them
     shutil.rmtree(store / "mlartifacts")
     for folder in (store, tmp_path / "copy"):

@@ -315,13 +315,14 @@ def test_the_check_says_when_nothing_is_missing(
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
         assert bootstrap.main(["--env", "dev", "--check"]) == 0
     assert capsys.readouterr().out == "every deploy-time variable is set\n"
-    # and without a Prefect API the check passes with a note that a deploy would not
+    # and without a Prefect API the check fails as the deploy would (it passed with a note,
+    # so `deploy --check && deploy` went on to a refused deploy)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        assert bootstrap.main(["--env", "dev", "--check"]) == 0
+        assert bootstrap.main(["--env", "dev", "--check"]) == 1
     assert (
         capsys.readouterr()
         .out.splitlines()[1]
-        .startswith("note: PREFECT_API_URL is not set: a deploy would be refused")
+        .startswith("PREFECT_API_URL is not set: a deploy would be refused")
     )
     # And with one unset, it says the same as `brandloop deploy --check` does
     monkeypatch.delenv("BRANDLOOP_DEV_STORAGE_URI")
