@@ -117,7 +117,7 @@ def _none_in_force(storage: Storage, on: str) -> str:
 def _export_set(settings: Settings, storage: Storage, uri: str) -> LabelledSet:
     from ner import forget
     from ner.datasets import dataset_hash
-    from ner.sources import labelled_export
+    from ner.labelstudio.export import labelled_export
 
     where = f"labelled set {uri} (--on)"
     n_tasks, parsed = labelled_export(

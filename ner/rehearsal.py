@@ -29,8 +29,8 @@ from spacy.language import Language
 from ner import layout
 from ner.datasets import dataset_hash
 from ner.errors import ConfigError
+from ner.labelstudio.export import labelled_export
 from ner.records import read_posts
-from ner.sources import labelled_export
 from ner.storage import Storage
 from ner.types import Annotation, Rejected, Span
 

@@ -49,7 +49,6 @@ from ner.canary import parse_created_at
 from ner.errors import (
     ConfigError,
     DataError,
-    ExportFileError,
     InputNotFoundError,
     SourceAuthError,
     SourceError,
@@ -58,7 +57,7 @@ from ner.errors import (
 from ner.fetched import fetched_before, text_digest
 from ner.report import quantity
 from ner.storage import Storage
-from ner.types import Parsed, Post, Rejected
+from ner.types import Post, Rejected
 from ner.uris import local_path
 
 if TYPE_CHECKING:
@@ -209,25 +208,6 @@ def input_bytes(storage: Storage, uri: str, what: str) -> bytes:
         f"{what} {uri!r} is neither a local file (looked for {looked}) nor a "
         f"key under storage {storage.uri()}"
     )
-
-
-def labelled_export(
-    storage: Storage, uri: str, labels: Sequence[str], *, what: str, where: str
-) -> tuple[int, Parsed]:
-    """The tasks count and the posts of the Label Studio JSON export ``uri`` (a file, or a
-    key under ``storage``) with their ``labels`` spans
-    (:func:`ner.labelstudio.export.read_labelled`). Raises :class:`InputNotFoundError`
-    naming ``what`` when it is not there, and :class:`ConfigError` naming ``where`` when it
-    is not an export."""
-    from ner.labelstudio.export import load_export, read_labelled
-
-    try:
-        export = load_export(input_bytes(storage, uri, what), uri)
-    except ExportFileError as exc:
-        raise ConfigError(
-            f"{where} is not a Label Studio JSON export (a list of tasks): {exc.reason}"
-        ) from exc
-    return len(export), read_labelled(export, labels)
 
 
 def jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]:

@@ -61,9 +61,11 @@ from pydantic import (
     ValidationError,
 )
 
-from ner.errors import DataError, ExportFileError, LabelStudioError, OffsetError
+from ner.errors import ConfigError, DataError, ExportFileError, LabelStudioError, OffsetError
 from ner.labelstudio.config import LabelConfig
 from ner.report import quantity
+from ner.sources import input_bytes
+from ner.storage import Storage
 from ner.types import Annotation, Parsed, Prediction, Rejected, Span
 
 log = logging.getLogger(__name__)
@@ -871,6 +873,23 @@ def read_labelled(export: Any, labels: Sequence[str]) -> Parsed:
         replace(a, spans=tuple(s for s in a.spans if s.label in ours)) for a in parsed.records
     ]
     return parsed
+
+
+def labelled_export(
+    storage: Storage, uri: str, labels: Sequence[str], *, what: str, where: str
+) -> tuple[int, Parsed]:
+    """The tasks count and the posts of the Label Studio JSON export ``uri`` (a file, or a
+    key under ``storage``) with their ``labels`` spans
+    (:func:`ner.labelstudio.export.read_labelled`). Raises :class:`InputNotFoundError`
+    naming ``what`` when it is not there, and :class:`ConfigError` naming ``where`` when it
+    is not an export."""
+    try:
+        export = load_export(input_bytes(storage, uri, what), uri)
+    except ExportFileError as exc:
+        raise ConfigError(
+            f"{where} is not a Label Studio JSON export (a list of tasks): {exc.reason}"
+        ) from exc
+    return len(export), read_labelled(export, labels)
 
 
 def _labels_in(export: list[Any]) -> set[str]:
