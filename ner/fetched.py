@@ -2,22 +2,23 @@
 
 A JSONL input read again (a copy of a file, an overlapping dump, a fixed file) must not send
 a post that is already stored with the same text. :func:`fetched_before` answers that from
-every posts batch (``posts/<stamp>.jsonl``, :mod:`ner.layout`), through an index
-(:data:`ner.layout.FETCHED_INDEX`) that holds, per batch, each post id with the
-:func:`text_digest` of its text. A read parses only the batches the index does not cover
-yet, drops the entries of batches that are gone, and writes the index back when either
-happened: one read of the index and one listing instead of one read per batch (on ``gs://``
-one request per batch, a number that grows with every run).
+every posts batch (``posts/<stamp>.jsonl``, :mod:`ner.layout`) through an index that holds,
+per batch, each post id with the :func:`text_digest` of its text. The index is cut into
+segments of at most :data:`SEGMENT_BATCHES` batches (``indexes/fetched/<n>.json``): a read
+takes one request per segment instead of one per batch (on ``gs://``, a number that grows
+with every run) and parses only the batches no segment covers yet; a run rewrites only the
+segments it adds to or that name batches gone from storage, so no write grows with history.
 
 The index is a cache of the batches, never the reverse:
 
 * a batch is written once by the fetch step and afterwards only loses posts (a forgotten
-  post removed by :mod:`ner.purge`, which cleans the index too), so an entry can only hold
-  more than its batch, never less. An extra entry is a forgotten post, which a JSONL input
-  does not send again either way;
-* an index that is not JSON or not of this shape is rebuilt from the batches (a warning
-  names it); a storage failure raises :class:`~ner.errors.StorageError` (transient I/O);
-* two runs that write it at once lose at most the other's new entries, which the next read
+  post removed by :mod:`ner.purge`, which cleans the segments too), so an entry can only
+  hold more than its batch, never less. An extra entry is a forgotten post, which a JSONL
+  input does not send again either way;
+* a segment that is not JSON or not of this shape is deleted with a warning naming it, and
+  its batches are parsed again; a storage failure raises :class:`~ner.errors.StorageError`
+  (transient I/O);
+* two runs that write at once lose at most the other's new entries, which the next read
   parses again.
 """
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -37,41 +38,64 @@ from ner.storage import Storage, json_text
 
 log = logging.getLogger(__name__)
 
+#: Batches one index segment covers at most.
+SEGMENT_BATCHES = 64
+
+#: Posts batch key -> post id -> hex :func:`text_digest` of each text the batch holds for it
+#: (one, unless a batch repeats an id).
+Entries = dict[str, dict[str, list[str]]]
+
 
 def text_digest(text: str) -> bytes:
     """A short digest of a post's text (8 bytes of BLAKE2b), to tell an edit from a repeat."""
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
 
 
-class FetchedIndex(BaseModel):
-    """The index object: posts batch key -> post id -> hex :func:`text_digest` of each text
-    the batch holds for it (one, unless a batch repeats an id)."""
+class Segment(BaseModel):
+    """One index object: the entries of at most :data:`SEGMENT_BATCHES` posts batches."""
 
     model_config = ConfigDict(frozen=True)
 
     version: Literal[1] = 1
-    batches: dict[str, dict[str, list[str]]] = {}
+    batches: Entries = {}
 
 
 def fetched_before(storage: Storage) -> dict[str, set[bytes]]:
     """Post id -> the :func:`text_digest` of each text it was stored with by the fetch step
     (every posts batch; every version of a post, forgotten ones included): what a JSONL
-    input may not send again. Parses only the batches the index does not cover (module
+    input may not send again. Parses only the batches no index segment covers (module
     docs). Raises :class:`~ner.errors.DataError` for a batch that cannot be read."""
-    batches = [key for key in storage.list(layout.POSTS) if layout.is_posts_batch(key)]
-    index = read_index(storage)
-    listed = set(batches)
-    entries = {key: ids for key, ids in index.batches.items() if key in listed}
-    new = [key for key in batches if key not in entries]
-    for key in new:
-        entries[key] = _batch_entries(storage, key)
-    if new or len(entries) != len(index.batches):
-        _write_index(storage, entries)
+    listed = [key for key in storage.list(layout.POSTS) if layout.is_posts_batch(key)]
+    segments = read_segments(storage)
+    present = set(listed)
+    for number, segment in list(segments.items()):
+        if not set(segment.batches) <= present:  # batches deleted from storage
+            kept = {key: ids for key, ids in segment.batches.items() if key in present}
+            segments[number] = _write(storage, number, kept)
+    covered = {key for segment in segments.values() for key in segment.batches}
+    new = [key for key in listed if key not in covered]
+    if new:
+        _add(storage, segments, {key: _batch_entries(storage, key) for key in new})
     known: dict[str, set[bytes]] = {}
-    for ids in entries.values():
-        for post_id, digests in ids.items():
-            known.setdefault(post_id, set()).update(bytes.fromhex(d) for d in digests)
+    for segment in segments.values():
+        for ids in segment.batches.values():
+            for post_id, digests in ids.items():
+                known.setdefault(post_id, set()).update(bytes.fromhex(d) for d in digests)
     return known
+
+
+def _add(storage: Storage, segments: dict[int, Segment], new: Entries) -> None:
+    """Write ``new`` batches' entries into the last segment while it has room, then into new
+    segments; ``segments`` is updated."""
+    pending = list(new.items())
+    last = max(segments, default=0)
+    while pending:
+        if last not in segments or len(segments[last].batches) >= SEGMENT_BATCHES:
+            last += 1
+            segments[last] = Segment()
+        room = SEGMENT_BATCHES - len(segments[last].batches)
+        taken, pending = pending[:room], pending[room:]
+        segments[last] = _write(storage, last, {**segments[last].batches, **dict(taken)})
 
 
 def _batch_entries(storage: Storage, key: str) -> dict[str, list[str]]:
@@ -84,36 +108,60 @@ def _batch_entries(storage: Storage, key: str) -> dict[str, list[str]]:
     return entries
 
 
-def read_index(storage: Storage) -> FetchedIndex:
-    """The stored index; an empty one when there is none or it cannot be parsed (a warning
-    names it: it is rebuilt from the batches)."""
-    if not storage.exists(layout.FETCHED_INDEX):
-        return FetchedIndex()
-    raw = storage.read_bytes(layout.FETCHED_INDEX)
+def segment_keys(storage: Storage) -> dict[int, str]:
+    """Segment number -> key of each index segment in storage, in their order."""
+    numbered = {layout.fetched_segment_number(k): k for k in storage.list(layout.FETCHED_INDEX)}
+    return {n: numbered[n] for n in sorted(n for n in numbered if n is not None)}
+
+
+def read_segments(storage: Storage) -> dict[int, Segment]:
+    """Segment number -> segment, for each that parses; one that does not is deleted
+    (:func:`_parse`)."""
+    segments: dict[int, Segment] = {}
+    for number, key in segment_keys(storage).items():
+        if (segment := _parse(storage, key)) is not None:
+            segments[number] = segment
+    return segments
+
+
+def _parse(storage: Storage, key: str) -> Segment | None:
+    """The segment at ``key``; None when it does not parse: it is then deleted with a
+    warning naming it (a cache: its batches are parsed again)."""
     try:
-        return FetchedIndex.model_validate_json(raw)
+        return Segment.model_validate_json(storage.read_bytes(key))
     except ValidationError as exc:
         log.warning(
-            "%s is not an index of fetched posts (%s); rebuilding it from the posts batches",
-            storage.uri(layout.FETCHED_INDEX),
+            "%s is not a segment of the index of fetched posts (%s); deleted, its posts "
+            "batches are read again",
+            storage.uri(key),
             exc.errors()[0]["msg"],
         )
-        return FetchedIndex()
+        storage.delete(key)
+        return None
 
 
-def _write_index(storage: Storage, batches: dict[str, dict[str, list[str]]]) -> None:
-    storage.write_text(layout.FETCHED_INDEX, json_text(FetchedIndex(batches=batches).model_dump()))
+def _write(storage: Storage, number: int, batches: Entries) -> Segment:
+    segment = Segment(batches=batches)
+    storage.write_text(layout.fetched_segment(number), json_text(segment.model_dump()))
+    return segment
 
 
-def purge_index(storage: Storage, post_ids: Collection[str]) -> Counter[str]:
-    """Rewrite the index without ``post_ids``; returns the entries removed per post (empty:
-    the index was not rewritten). For :mod:`ner.purge`."""
-    index = read_index(storage)
-    removed: Counter[str] = Counter()
-    kept: dict[str, dict[str, list[str]]] = {}
-    for key, ids in index.batches.items():
-        kept[key] = {post_id: d for post_id, d in ids.items() if post_id not in post_ids}
-        removed.update(post_id for post_id in ids if post_id in post_ids)
+def purge_segment(storage: Storage, key: str, post_ids: Collection[str]) -> Counter[str]:
+    """Rewrite the index segment ``key`` without ``post_ids``; returns the entries removed
+    per post (empty: not rewritten). For :mod:`ner.purge`; a segment that does not parse is
+    deleted (:func:`_parse`)."""
+    number, segment = layout.fetched_segment_number(key), _parse(storage, key)
+    if number is None or segment is None:
+        return Counter()
+    removed = Counter(_named(segment.batches.values(), post_ids))
     if removed:
-        _write_index(storage, kept)
+        kept = {
+            batch: {post_id: d for post_id, d in ids.items() if post_id not in post_ids}
+            for batch, ids in segment.batches.items()
+        }
+        _write(storage, number, kept)
     return removed
+
+
+def _named(batches: Iterable[dict[str, list[str]]], post_ids: Collection[str]) -> list[str]:
+    return [post_id for ids in batches for post_id in ids if post_id in post_ids]

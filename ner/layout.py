@@ -28,8 +28,8 @@ Keys are relative, slash-separated paths inside an environment's root (see
     quarantine/<key>                            an unreadable file moved aside (<key> its old key)
     quarantine/<key>.reason.json                why, when, its size and SHA-256
     forgotten/<stamp>.json                      posts forgotten by one run, and its audit
-    indexes/fetched-posts.json                  each batch's post ids and text digests
-                                                (ner.fetched: a cache of posts/)
+    indexes/fetched/<n>.json                    post ids and text digests of up to 64
+                                                posts batches (ner.fetched: a cache of posts/)
 
 A *stamp* names the objects of one run (``flows.context.run_stamp``). No other module formats
 a key: it asks this one. Every function is pure string work.
@@ -62,8 +62,8 @@ _REASON = ".reason.json"
 
 #: The pointer to the gold set in force.
 GOLD_SET_CURRENT = f"{GOLDSETS}/CURRENT.json"
-#: Each posts batch's post ids and text digests (:mod:`ner.fetched`).
-FETCHED_INDEX = f"{INDEXES}/fetched-posts.json"
+#: The folder of the index of fetched posts (:mod:`ner.fetched`), one object per segment.
+FETCHED_INDEX = f"{INDEXES}/fetched"
 #: The X source's ``since_id``.
 X_CHECKPOINT = f"{CHECKPOINTS}/x_since_id.json"
 
@@ -77,6 +77,18 @@ def posts_batch(stamp: str) -> str:
 def is_posts_batch(key: str) -> bool:
     """Whether ``key`` (as listed under :data:`POSTS`) is a batch written by the fetch step."""
     return key.startswith(f"{POSTS}/") and key.endswith(_JSONL) and key.count("/") == 1
+
+
+def fetched_segment(number: int) -> str:
+    """``indexes/fetched/<number>.json``: one segment of the index of fetched posts."""
+    return f"{FETCHED_INDEX}/{number:06d}{_JSON}"
+
+
+def fetched_segment_number(key: str) -> int | None:
+    """The number of an index segment ``key`` (as listed under :data:`FETCHED_INDEX`), else
+    None."""
+    found = re.fullmatch(rf"{FETCHED_INDEX}/(\d+){re.escape(_JSON)}", key)
+    return int(found.group(1)) if found else None
 
 
 def batch_stamp(posts_key: str) -> str:

@@ -14,7 +14,7 @@ untouched (not rewritten). What is cleaned, by key prefix (:mod:`ner.layout`):
   files, and exports set aside in ``quarantine/``: the entries that name the posts (a file
   that cannot be parsed but names one is reported as unreadable, for an operator to
   delete); a quarantined file's reason record then gets its new size and hash;
-* ``indexes/fetched-posts.json`` (:mod:`ner.fetched`): the posts' entries;
+* ``indexes/fetched/`` (:mod:`ner.fetched`): the posts' entries in each index segment;
 * ``goldsets/``: each frozen gold set, and the canary set frozen beside it, keeps its name,
   loses the posts (annotations and record) and is re-hashed; its record keeps the hashes it
   had before under ``hashes_before_forget``. Both objects are reported.
@@ -236,8 +236,8 @@ def _targets(storage: Storage) -> Iterator[tuple[str, str]]:
             yield key, "gold"
         elif layout.canary_set_gold_name(key) is not None:
             yield key, "canary"
-    if storage.exists(layout.FETCHED_INDEX):
-        yield layout.FETCHED_INDEX, "fetched"
+    for key in fetched.segment_keys(storage).values():
+        yield key, "fetched"
 
 
 def _purge_one(
@@ -251,7 +251,7 @@ def _purge_one(
         name = str(layout.canary_set_gold_name(key))
         return purge_frozen_set(storage, key, layout.canary_set_annotations(name), post_ids)
     if kind == "fetched":
-        removed = fetched.purge_index(storage, post_ids)
+        removed = fetched.purge_segment(storage, key, post_ids)
     elif kind == "tasks":
         removed = purge_tasks_file(storage, key, post_ids)
     elif kind == "selection":

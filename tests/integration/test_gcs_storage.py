@@ -321,3 +321,30 @@ def test_exclusive_create_in_a_missing_bucket_is_a_storage_error(fake_gcs: GcsSe
     storage = GCSStorage("no-such-bucket-x1", "p", fake_gcs.client(), timeout_s=5)
     with pytest.raises(StorageError, match=r"GCS exclusive create of gs://no-such-bucket-x1/p/a"):
         storage.create_exclusive("a", b"x")
+
+
+def test_the_index_of_fetched_posts_on_gcs_is_read_by_segment_and_purged(
+    gcs_emulator: GcsService, bucket: str, storage: Storage
+) -> None:
+    from ner import fetched, layout, purge
+    from ner.records import write_records
+    from ner.types import Post
+
+    # Given two posts batches in the bucket
+    write_records(
+        storage, layout.posts_batch("a"), [Post(id="p0", text="Dior"), Post(id="p1", text="Fenty")]
+    )
+    write_records(storage, layout.posts_batch("b"), [Post(id="p2", text="Glossier")])
+    # When what was fetched before is asked for, twice
+    first = fetched.fetched_before(storage)
+    assert raw_names(gcs_emulator, bucket)[0] == f"loop/dev/{layout.fetched_segment(1)}"
+    assert fetched.fetched_before(storage) == first
+    # Then it names every post with its text's digest, from one segment object
+    assert first == {
+        "p0": {fetched.text_digest("Dior")},
+        "p1": {fetched.text_digest("Fenty")},
+        "p2": {fetched.text_digest("Glossier")},
+    }
+    # And a purge takes a forgotten post out of the segment in the bucket
+    assert purge.purge_storage(storage, ["p1"]).rewritten[layout.fetched_segment(1)] == 1
+    assert set(fetched.fetched_before(storage)) == {"p0", "p2"}

@@ -9,19 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from ner import layout, purge
-from ner.fetched import fetched_before, read_index, text_digest
+from ner import fetched, layout, purge
+from ner.fetched import fetched_before, read_segments, text_digest
 from ner.records import write_records
 from ner.storage import LocalStorage
 from ner.types import Post
 
 
 class CountingStorage(LocalStorage):
-    """A local store that records which objects were read (whole or by lines)."""
+    """A local store that records which objects were read (whole or by lines) and written."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.reads: list[str] = []
+        self.writes: list[str] = []
+
+    def write_text(self, key: str, text: str) -> str:
+        self.writes.append(key)
+        return super().write_text(key, text)
 
     def read_bytes(self, key: str) -> bytes:
         self.reads.append(key)
@@ -76,36 +81,64 @@ def test_a_batch_gone_from_storage_leaves_the_index(storage: CountingStorage) ->
     assert set(fetched_before(storage)) == {"p0", "p1"}
     storage.delete(gone)
     assert set(fetched_before(storage)) == {"p0"}
-    assert list(read_index(storage).batches) == ["posts/a.jsonl"]
+    assert [list(s.batches) for s in read_segments(storage).values()] == [["posts/a.jsonl"]]
 
 
 @pytest.mark.parametrize("damage", ["{not json", '{"version": 2, "batches": {}}', "[]"])
-def test_a_damaged_index_is_rebuilt_from_the_batches(
+def test_a_damaged_segment_is_deleted_and_its_batches_read_again(
     storage: CountingStorage, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     batch(storage, "a", ("p0", "zero"))
-    storage.write_text(layout.FETCHED_INDEX, damage)
+    storage.write_text(layout.fetched_segment(1), damage)
     with caplog.at_level(logging.WARNING, logger="ner.fetched"):
         assert fetched_before(storage) == {"p0": {text_digest("zero")}}
-    assert "is not an index of fetched posts" in caplog.text
-    assert "rebuilding it from the posts batches" in caplog.text
-    assert list(read_index(storage).batches) == ["posts/a.jsonl"]
+    assert "is not a segment of the index of fetched posts" in caplog.text
+    assert [list(s.batches) for s in read_segments(storage).values()] == [["posts/a.jsonl"]]
+
+
+def test_the_index_grows_by_segments_and_a_run_rewrites_only_the_last(
+    storage: CountingStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given segments of two batches, and five batches
+    monkeypatch.setattr(fetched, "SEGMENT_BATCHES", 2)
+    for n in range(5):
+        batch(storage, f"b{n}", (f"p{n}", f"text {n}"))
+    assert len(fetched_before(storage)) == 5
+    keys = list(fetched.segment_keys(storage).values())
+    assert keys == [layout.fetched_segment(n) for n in (1, 2, 3)]
+    # When a sixth batch comes
+    batch(storage, "b5", ("p5", "text 5"))
+    storage.reads.clear()
+    storage.writes.clear()
+    assert len(fetched_before(storage)) == 6
+    # Then only it is parsed, the three segments read, and only the last one rewritten
+    assert batches_read(storage) == ["posts/b5.jsonl"]
+    assert sorted(k for k in storage.reads if k.startswith("indexes/")) == keys
+    assert storage.writes == [layout.fetched_segment(3)]
+    # And a seventh starts a fourth segment
+    batch(storage, "b6", ("p6", "text 6"))
+    fetched_before(storage)
+    assert list(fetched.segment_keys(storage)) == [1, 2, 3, 4]
 
 
 def test_no_batches_writes_no_index(storage: CountingStorage) -> None:
     assert fetched_before(storage) == {}
-    assert not storage.exists(layout.FETCHED_INDEX)
+    assert storage.list(layout.FETCHED_INDEX) == []
 
 
-def test_purge_removes_forgotten_posts_from_the_index(storage: CountingStorage) -> None:
-    # Given an index that covers two batches
+def test_purge_removes_forgotten_posts_from_the_index(
+    storage: CountingStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an index of two segments, p1 in both
+    monkeypatch.setattr(fetched, "SEGMENT_BATCHES", 1)
     batch(storage, "a", ("p0", "zero"), ("p1", "one"))
     batch(storage, "b", ("p1", "one, edited"), ("p2", "two"))
     fetched_before(storage)
+    first, second = layout.fetched_segment(1), layout.fetched_segment(2)
     # When p1 is purged
     report = purge.purge_storage(storage, ["p1"])
-    # Then the index is rewritten without it, and counted with the batches
-    assert report.rewritten[layout.FETCHED_INDEX] == 2
-    assert "p1" not in storage.read_text(layout.FETCHED_INDEX)
+    # Then both segments are rewritten without it, and counted with the batches
+    assert (report.rewritten[first], report.rewritten[second]) == (1, 1)
+    assert not any("p1" in storage.read_text(k) for k in (first, second))
     assert set(fetched_before(storage)) == {"p0", "p2"}
-    assert layout.FETCHED_INDEX not in purge.purge_storage(storage, ["p1"]).rewritten
+    assert not {first, second} & set(purge.purge_storage(storage, ["p1"]).rewritten)
