@@ -155,6 +155,13 @@ def does_not_exist(exc: Exception) -> bool:
     return "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower()
 
 
+def _artifact_exists(uri: str, path: str) -> bool:
+    """Whether the file or folder ``path`` (relative, ``/``-separated) is under the artifact
+    ``uri``."""
+    parent, _, name = path.rstrip("/").rpartition("/")
+    return name in _artifact_names(f"{uri.rstrip('/')}/{parent}" if parent else uri)
+
+
 def _artifact_names(uri: str) -> set[str]:
     """The names of the files and folders directly under the artifact ``uri`` (empty when
     it does not exist)."""
@@ -417,13 +424,11 @@ class Registry:
                 return uri, ["MLmodel"]
             with tempfile.TemporaryDirectory(prefix="brandloop-mlmodel-") as folder:
                 got = mlflow.artifacts.download_artifacts(f"{uri}/MLmodel", dst_path=folder)
-                flavors = Model.load(got).flavors.values()
-            folders = sorted({str(f["data"]) for f in flavors if f.get("data")})
-            missing = [
-                f"{folder}/config.cfg"
-                for folder in folders
-                if "config.cfg" not in _artifact_names(f"{uri.rstrip('/')}/{folder}")
-            ]
+                flavors = Model.load(got).flavors
+            needed = {str(f["data"]) for f in flavors.values() if f.get("data")}
+            if spacy_data := flavors.get("spacy", {}).get("data"):  # spaCy loads its config
+                needed = needed - {spacy_data} | {f"{spacy_data}/config.cfg"}
+            missing = [path for path in sorted(needed) if not _artifact_exists(uri, path)]
         except (MlflowException, OSError) as exc:
             raise _wrap(f"listing the files of version {version}", exc) from exc
         return uri, missing
