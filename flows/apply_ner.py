@@ -232,8 +232,8 @@ def fetch_posts(
         )
     else:
         raise ConfigError(f"unknown source {source!r}: use 'x' or 'jsonl'")
-    fetched = Fetched.model_validate(result)
-    forgotten = purge.drop_forgotten_posts(ctx.storage, key)  # deleted upstream
+    fetched = Fetched.model_validate(result)  # a JSONL fetch leaves forgotten posts out
+    forgotten = purge.drop_forgotten_posts(ctx.storage, key)  # deleted upstream, sent by X
     if forgotten:
         run_logger().info(
             "left out %s forgotten before (tombstones under forgotten/; `brandloop forget "
@@ -241,7 +241,7 @@ def fetch_posts(
             quantity(forgotten, "post"),
         )
     fetched.n_posts -= forgotten
-    fetched.n_forgotten = forgotten
+    fetched.n_forgotten += forgotten
     if fetched.n_posts == 0:
         ctx.storage.delete(key)  # an empty batch is no batch (nothing to finish later)
         return fetched.model_copy(update={"posts_key": None})
@@ -561,23 +561,28 @@ def finish_unfinished(
 
 
 def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None, fetched: Fetched) -> str:
-    """Why a fetch found no new post: for a JSONL file, that it holds none, that every line
-    read now was rejected, or that earlier runs read every line (and how to read it again)."""
+    """Why a fetch found no new post, every cause at once: posts forgotten before, and for a
+    JSONL file lines rejected and posts fetched before (and how to read them again); else
+    that the file holds none, or that earlier runs read every line."""
+    causes = []
+    if fetched.n_forgotten:
+        causes.append(f"{quantity(fetched.n_forgotten, 'post')} forgotten before")
     if source != "jsonl" or not input_uri:
-        return "the source has no post newer than the last one fetched"
+        return "; ".join(causes) or "the source has no post newer than the last one fetched"
     if fetched.rejected_key:
-        return (
-            f"no line of {input_uri} read now is a post: {quantity(fetched.n_rejected, 'line')} "
-            f"rejected, each with its reason in {ctx.storage.uri(fetched.rejected_key)}; fix "
-            "them and run again"
+        causes.append(
+            f"{quantity(fetched.n_rejected, 'line')} rejected, each with its reason in "
+            f"{ctx.storage.uri(fetched.rejected_key)}; fix them and run again"
         )
     if fetched.n_fetched_before:
-        return (
-            f"the {quantity(fetched.n_fetched_before, 'post')} of {input_uri} read now were "
-            "fetched before with the same id and text (from another file, or an earlier "
-            "version of this one; a post fixed in place is fetched again); to predict them "
-            "again, with another model say: `brandloop apply --reread` (the flow's reread=True)"
+        causes.append(
+            f"{quantity(fetched.n_fetched_before, 'post')} fetched before with the same id and "
+            "text (from another file, or an earlier version of this one; a post fixed in place "
+            "is fetched again); to predict them again, with another model say: `brandloop "
+            "apply --reread` (the flow's reread=True)"
         )
+    if causes:
+        return f"no line of {input_uri} read now is a new post: " + "; ".join(causes)
     if sources.lines_read(ctx.storage, input_uri) == 0:
         return f"{input_uri} holds no post: it is empty, or holds only blank lines"
     checkpoint = ctx.storage.uri(sources.jsonl_checkpoint_key(ctx.storage, input_uri))
@@ -622,16 +627,16 @@ def run_apply(
     wanted = list(keywords or ctx.settings.keywords)
     limit = ctx.settings.max_posts if max_posts is None else max_posts
     fetched = fetch_posts(ctx, source, input_uri, wanted, limit, stamp, reread)
-    forgotten = f", {fetched.n_forgotten} forgotten before" if fetched.n_forgotten else ""
+    left_out = [f"{fetched.n_rejected} rejected"] + [
+        f"{n} {what} before"
+        for n, what in ((fetched.n_fetched_before, "fetched"), (fetched.n_forgotten, "forgotten"))
+        if n
+    ]
     n_posts = quantity(fetched.n_posts, "post")
-    logger.info("fetched %s (%s rejected%s)", n_posts, fetched.n_rejected, forgotten)
+    logger.info("fetched %s (%s)", n_posts, ", ".join(left_out))
     result = ApplyResult(fetched=fetched, destination=destination, recovered=recovered)
     if fetched.posts_key is None:
-        why = (
-            f"every post fetched ({fetched.n_forgotten}) was forgotten before"
-            if fetched.n_forgotten
-            else no_posts_hint(ctx, source, input_uri, fetched)
-        )
+        why = no_posts_hint(ctx, source, input_uri, fetched)
         logger.info("no new posts: nothing to predict (%s)", why)
         result.no_posts = why  # a deployment's run shows it in its artifact (trial AB)
         return result

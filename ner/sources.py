@@ -36,7 +36,7 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from ner import layout
+from ner import forget, layout
 from ner.canary import parse_created_at
 from ner.errors import (
     ConfigError,
@@ -338,7 +338,7 @@ def fetch_jsonl_to_storage(
     done = 0 if from_start else done_before
     done, digest, seen = _jsonl_prefix(storage, input_uri, done, expected, max_chars)
     known = {} if from_start else fetched_before(storage)  # a copy, an overlapping dump
-    read = _NewLines(known, max_posts, done, digest)
+    read = _NewLines(known, max_posts, done, digest, forget.forgotten_ids(storage))
     with closing(jsonl_lines(storage, input_uri)) as lines:
         rest = _hashed(itertools.islice(lines, done, None), digest)
         items = iter_jsonl(rest, seen=seen, first_line=done + 1, max_chars=max_chars)
@@ -354,12 +354,20 @@ def fetch_jsonl_to_storage(
     _report_undated(input_uri, read.undated)
     if again:
         log.info("left out %s of %s fetched before", quantity(len(again), "post"), input_uri)
+    if read.forgotten:
+        log.info(
+            "left out %s of %s forgotten before (tombstones under forgotten/; `brandloop "
+            "forget --lift` if by mistake)",
+            quantity(len(read.forgotten), "post"),
+            input_uri,
+        )
     if last_line > done_before or not from_start:  # a reread never moves it back
         _write_line_checkpoint(storage, input_uri, last_line, read.committed.hexdigest())
     reported = layout.rejected_report(key) if rejected else None
     return {"posts_key": key, "n_posts": read.count, "n_rejected": len(rejected)} | {
         "rejected_key": reported,
         "n_fetched_before": len(again),
+        "n_forgotten": len(read.forgotten),
         "source": "jsonl",
     }
 
@@ -367,17 +375,24 @@ def fetch_jsonl_to_storage(
 class _NewLines:
     """What one fetch reads past the checkpoint: at most ``max_posts`` posts, the rejected
     lines, the posts ``known`` (id -> each :func:`text_digest` it was fetched with before,
-    :func:`fetched_before`) left out, and the last line consumed with the running sha256
-    up to it."""
+    :func:`fetched_before`) and the ``forgotten`` ones left out (neither counts towards
+    ``max_posts``), and the last line consumed with the running sha256 up to it."""
 
     def __init__(
-        self, known: Mapping[str, set[bytes]], max_posts: int, done: int, digest: Any
+        self,
+        known: Mapping[str, set[bytes]],
+        max_posts: int,
+        done: int,
+        digest: Any,
+        forgotten: Collection[str] = (),
     ) -> None:
         self.known, self.max_posts, self.digest = known, max_posts, digest
         self.last_line, self.committed, self.count = done, digest.copy(), 0
+        self.skip = forgotten
         self.rejected: list[Rejected] = []
         self.undated: list[str] = []
         self.again: list[str] = []
+        self.forgotten: list[str] = []
 
     def posts(self, items: Iterable[tuple[int, Post | Rejected]]) -> Iterator[str]:
         """The JSON lines of the posts to store; stops before the first post past
@@ -388,6 +403,8 @@ class _NewLines:
                 self.rejected.append(item)
             elif text_digest(item.text) in self.known.get(item.id, ()):
                 self.again.append(item.id)  # fetched before, from any file
+            elif item.id in self.skip:
+                self.forgotten.append(item.id)  # deleted upstream: never stored again
             elif self.count < self.max_posts:
                 self.count, kept = self.count + 1, True
             else:

@@ -59,8 +59,8 @@ def test_a_jsonl_file_with_no_post_says_whether_it_is_empty_or_all_rejected(
     said = no_posts_hint(ctx, "jsonl", str(array), fetched)
     report = storage.uri("posts/s2.rejected.json")
     assert said == (
-        f"no line of {array} read now is a post: 1 line rejected, each with its reason in "
-        f"{report}; fix them and run again"
+        f"no line of {array} read now is a new post: 1 line rejected, each with its reason "
+        f"in {report}; fix them and run again"
     )
     assert storage.read_json("posts/s2.rejected.json")[0]["reason"].startswith("a JSON array")
     # Given a file read before, then rewritten with the same posts in another order
@@ -72,10 +72,10 @@ def test_a_jsonl_file_with_no_post_says_whether_it_is_empty_or_all_rejected(
     fetched = fetch_posts.fn(ctx, "jsonl", str(moved), [], 10, "s4")
     assert (fetched.posts_key, fetched.n_fetched_before) == (None, 2)
     said = no_posts_hint(ctx, "jsonl", str(moved), fetched)
-    assert said == f"the 2 posts of {moved} read now were fetched before with the same id " + (
-        "and text (from another file, or an earlier version of this one; a post fixed in "
-        "place is fetched again); to predict them again, with another model say: `brandloop "
-        "apply --reread` (the flow's reread=True)"
+    assert said == f"no line of {moved} read now is a new post: 2 posts fetched before " + (
+        "with the same id and text (from another file, or an earlier version of this one; a "
+        "post fixed in place is fetched again); to predict them again, with another model "
+        "say: `brandloop apply --reread` (the flow's reread=True)"
     )
     # Given a copy of it, with one new post (a trial's copy re-sent every post to storage)
     copy = tmp_path / "copy.jsonl"
@@ -100,6 +100,33 @@ def test_a_jsonl_file_with_no_post_says_whether_it_is_empty_or_all_rejected(
     runs = [fetch_posts.fn(ctx, "jsonl", str(dump), [], 1, f"s{n}") for n in (8, 9, 10)]
     assert [(r.n_posts, r.n_fetched_before) for r in runs] == [(1, 0), (1, 1), (1, 0)]
     assert [p.id for p in read_posts(storage, "posts/s9.jsonl")] == ["e"]  # not "c"
+
+
+def test_forgotten_posts_do_not_count_towards_max_posts_and_every_cause_is_named(
+    tmp_path: Path,
+) -> None:
+    from ner import forget
+
+    storage = LocalStorage(tmp_path / "store")
+    ctx = cast(Any, SimpleNamespace(storage=storage, settings=load_settings()))
+    # Given a file of four posts, two of them forgotten (deleted upstream)
+    src = tmp_path / "posts.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": i.upper()}) + "\n" for i in "abcd"))
+    forget.record(storage, ["a", "b"], by="ops", reason="deleted on X", stamp="f1")
+    # When two posts are asked for
+    fetched = fetch_posts.fn(ctx, "jsonl", str(src), [], 2, "s1")
+    # Then the two others come (a trial's max_posts 100 sent 98: forgotten ones counted)
+    assert (fetched.n_posts, fetched.n_forgotten) == (2, 2)
+    assert [p.id for p in read_posts(storage, "posts/s1.jsonl")] == ["c", "d"]
+    # And a copy holding them all, plus a bad line, names every reason nothing came
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text(src.read_text() + "not json\n")
+    again = fetch_posts.fn(ctx, "jsonl", str(copy), [], 10, "s2")
+    assert (again.posts_key, again.n_forgotten, again.n_fetched_before) == (None, 2, 2)
+    said = no_posts_hint(ctx, "jsonl", str(copy), again)
+    assert said.startswith(f"no line of {copy} read now is a new post: 2 posts forgotten before;")
+    assert "; 1 line rejected, each with its reason in " in said
+    assert "; 2 posts fetched before with the same id and text" in said
 
 
 def test_the_fetch_step_holds_posts_to_the_settings_limit(tmp_path: Path) -> None:
