@@ -2179,7 +2179,11 @@ def deploy(
         bool, typer.Option("--no-deploy", help="Prepare pools and blocks only.")
     ] = False,
     check: Annotated[
-        bool, typer.Option(help="Only list unset, placeholder or invalid deploy-time variables.")
+        bool,
+        typer.Option(
+            help="Only check: unset, placeholder or invalid deploy-time variables, and "
+            "whether the Prefect API answers."
+        ),
     ] = False,
 ) -> None:
     """Work pools, Secret blocks and `prefect deploy` of the environment's deployments

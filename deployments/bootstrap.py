@@ -428,7 +428,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="only list unset, placeholder or invalid deploy-time variables",
+        help="only check: unset, placeholder or invalid deploy-time variables, and the Prefect API",
     )
     return parser
 
@@ -485,16 +485,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def api_notes() -> list[str]:
-    """The line ``--check`` prints when no Prefect API is set; the check then fails, as the
-    deploy would (:func:`prefect_api`): pools, blocks and deployments all go to that API."""
-    from prefect.settings import get_current_settings
-
-    if get_current_settings().api.url:
-        return []
-    return [
-        "PREFECT_API_URL is not set: a deploy would be refused (set it to your "
-        "server's API, e.g. http://127.0.0.1:4200/api)"
-    ]
+    """The line ``--check`` prints when the Prefect API is not set or does not answer; the
+    check then fails, as the deploy would (:func:`prefect_api`): pools, blocks and
+    deployments all go to that API."""
+    try:
+        prefect_api()
+    except BootstrapError as exc:
+        return [f"{exc}: a deploy would be refused"]
+    return []
 
 
 def prefect_api() -> str:

@@ -29,7 +29,7 @@ from deployments import bootstrap
 from deployments.versioning import Environment, Ref, RefType, deploy_version
 from ner.replay import demo_gold_path, demo_posts_path
 from ner.storage import open_storage
-from tests.support.servers import MlflowService, PrefectService
+from tests.support.servers import MlflowService, PrefectService, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -233,6 +233,33 @@ def _run_deployment(deployed: Deployed, name: str, params: dict[str, Any]) -> st
     match = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout)
     assert match, done.stdout
     return match.group(1)
+
+
+def test_the_check_passes_only_where_a_prefect_api_answers(deployed: Deployed) -> None:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env = {**inherited, **deployed.prefect.env(), **deployed.deploy_env}
+
+    def check(api_url: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "deployments.bootstrap", "--env", "dev", "--check"],
+            cwd=ROOT,
+            env={**env, "PREFECT_API_URL": api_url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    # Given every dev variable set: the check passes where the server answers
+    ok = check(deployed.prefect.api_url)
+    assert ok.returncode == 0, ok.stdout + ok.stderr[-2000:]
+    assert ok.stdout.splitlines()[0] == "every deploy-time variable is set"
+    # And fails, as the deploy would, where nothing answers (it passed before: trial AD)
+    dead = f"http://127.0.0.1:{free_port()}/api"
+    down = check(dead)
+    assert down.returncode == 1, down.stdout
+    assert f"no Prefect API answers at PREFECT_API_URL={dead}" in down.stdout
+    assert down.stdout.rstrip().endswith("a deploy would be refused")
 
 
 @pytest.mark.parametrize(

@@ -302,6 +302,12 @@ def test_the_export_hint_sets_deploy_variables_and_no_setting(tmp_path: Path) ->
     assert "'^BRANDLOOP_(PROJECT_DIR|DEV_|PROD_)'" in bootstrap.export_hint(["dev", "prod"])
 
 
+def answering() -> str:
+    """``bootstrap.prefect_api`` for a Prefect API that answers (the real check against a
+    server: tests/integration/test_deployments.py)."""
+    return "http://127.0.0.1:4200/api"
+
+
 def test_the_check_says_when_nothing_is_missing(
     prefect_file: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
@@ -312,19 +318,21 @@ def test_the_check_says_when_nothing_is_missing(
     # Given every dev variable set (a trial's successful check printed nothing)
     for name, value in usable_values(bootstrap.required_variables(prefect_file, ["dev"])).items():
         monkeypatch.setenv(name, value)
+    real = bootstrap.prefect_api
+    monkeypatch.setattr(bootstrap, "prefect_api", answering)  # reachability: integration
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
         assert bootstrap.main(["--env", "dev", "--check"]) == 0
     assert capsys.readouterr().out == "every deploy-time variable is set\n"
+    monkeypatch.setattr(bootstrap, "prefect_api", real)
     # and without a Prefect API the check fails as the deploy would (it passed with a note,
     # so `deploy --check && deploy` went on to a refused deploy)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         assert bootstrap.main(["--env", "dev", "--check"]) == 1
-    assert (
-        capsys.readouterr()
-        .out.splitlines()[1]
-        .startswith("PREFECT_API_URL is not set: a deploy would be refused")
-    )
+    said = capsys.readouterr().out.splitlines()[1]
+    assert said.startswith("PREFECT_API_URL is not set: the work pools, Secret blocks and")
+    assert said.endswith(": a deploy would be refused")
     # And with one unset, it says the same as `brandloop deploy --check` does
+    monkeypatch.setattr(bootstrap, "prefect_api", answering)
     monkeypatch.delenv("BRANDLOOP_DEV_STORAGE_URI")
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
         assert bootstrap.main(["--env", "dev", "--check"]) == 1
@@ -346,6 +354,7 @@ def test_the_check_notes_unset_secrets_when_it_would_save_them(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("BRANDLOOP_DEV_X_BEARER_TOKEN", "token")
     monkeypatch.delenv("BRANDLOOP_DEV_LABEL_STUDIO_API_KEY", raising=False)
+    monkeypatch.setattr(bootstrap, "prefect_api", answering)  # reachability: integration
     # When the check runs for a --secrets-from-env bootstrap
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
         assert bootstrap.main(["--env", "dev", "--check", "--secrets-from-env"]) == 0
