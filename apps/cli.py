@@ -89,9 +89,18 @@ def _not_blank(value: str) -> str:
 
 
 def _version_number(value: str) -> str:
-    """``3`` for ``v3``: the rounds table and ``status`` print versions with a ``v``."""
+    """``3`` for ``3``, ``v3`` (the rounds table and ``status`` print versions with a ``v``)
+    or ``03``; a usage error for an alias or any other text."""
     stripped = value.strip()
-    return stripped[1:] if stripped[:1] in "vV" and stripped[1:].isdigit() else stripped
+    digits = stripped[1:] if stripped[:1] in "vV" else stripped
+    if digits.isascii() and digits.isdigit():
+        return str(int(digits))
+    rollback = ""
+    if stripped.lstrip("@").lower() == "previous":
+        rollback = "; to move @champion back to @previous: brandloop rollback"
+    raise typer.BadParameter(
+        f"{value!r} is not a version number (3, or v3; brandloop status lists them){rollback}"
+    )
 
 
 #: ``--reason`` of an audited alias move: required, and not blank.

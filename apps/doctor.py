@@ -256,7 +256,7 @@ def check_champion(settings: Settings) -> Check:
     created yet is not created."""
     from ner.environments import open_registry
     from ner.errors import RegistryError
-    from ner.registry import CHAMPION
+    from ner.registry import CHAMPION, PREVIOUS
 
     name = settings.registered_model_name
     first = "the loop's first promotion sets it (brandloop loop), or brandloop promote VERSION"
@@ -268,6 +268,8 @@ def check_champion(settings: Settings) -> Check:
         if version is None:
             return Check("champion", CheckStatus.WARN, f"no version of {name} yet", first)
         uri, missing = registry.version_files(version)
+        previous = registry.alias_version(PREVIOUS)
+        gone = registry.version_files(previous)[1] if previous and not missing else []
     except RegistryError as exc:
         return Check("champion", CheckStatus.FAIL, str(exc), "see the MLflow check")
     shown = f"{name} v{version}"
@@ -287,6 +289,14 @@ def check_champion(settings: Settings) -> Check:
             f"{shown}: its files are in {uri}, outside this store's folder {folder} (a copied "
             "folder still uses the original's artifacts: MLflow keeps absolute paths)",
             "work in the original folder, or start a store of its own (brandloop demo --dir)",
+        )
+    if gone:  # a rollback would be refused (a trial's status and doctor said nothing)
+        return Check(
+            "champion",
+            CheckStatus.WARN,
+            f"{shown}, files in {uri}; but @{PREVIOUS} v{previous} has lost its files (no "
+            f"{', '.join(gone)}): a rollback would be refused",
+            "restore the artifact store; a promotion replaces @previous",
         )
     return Check("champion", CheckStatus.OK, f"{shown}, files in {uri}")
 

@@ -376,6 +376,11 @@ def test_doctor_names_a_champion_whose_files_the_server_lost(
     # scored on the gold set was promoted without its files, and the server fell behind)
     v2 = setup.versions[1]
     assert _invoke("promote", v2, "--reason", "next", "--force", *setup.flags)[0] == 0
+    # (doctor now warns that @previous, v1, has lost its files: a rollback would be refused)
+    code, out, _ = _invoke("doctor", *setup.flags)
+    line = next(line for line in out.splitlines() if "champion" in line)
+    assert line.startswith(f"! champion  {name} v{v2}, files in "), out
+    assert f"but @previous v{v1} has lost its files (no MLmodel): a rollback would be" in line
     code, _, err = _invoke("promote", v1, "--reason", "back", "--force", *setup.flags)
     said = " ".join(err.split())
     assert code == 1 and f"version {v1} is registered, but its files are missing from {uri}" in said

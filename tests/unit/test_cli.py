@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from rich.console import Console
 from rich.progress import Progress
 from typer.main import get_command
@@ -692,15 +693,23 @@ def test_a_refused_x_source_does_not_wait_for_prefect_to_load(tmp_path: Path) ->
     assert done.stdout.split("\n")[:2] == ["1 False False", "1 False False"], done.stdout
 
 
-def test_promote_takes_a_version_as_tables_print_it() -> None:
-    assert [cli._version_number(v) for v in ("v3", "V12", " 4 ", "vx", "v", "")] == [
+def test_promote_takes_a_version_as_tables_print_it(runner: CliRunner) -> None:
+    assert [cli._version_number(v) for v in ("v3", "V12", " 4 ", "v02", "007")] == [
         "3",
         "12",
         "4",
-        "vx",
-        "v",
-        "",
+        "2",
+        "7",
     ]
+    for text in ("vx", "v", "", "@champion", "3.0", "٣"):
+        with pytest.raises(typer.BadParameter, match="is not a version number"):
+            cli._version_number(text)
+    # an alias is a usage error that says what to use instead (a trial's promote @previous)
+    result = runner.invoke(cli.app, ["promote", "@previous", "--reason", "back"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert "'@previous' is not a version number (3, or v3; brandloop status lists them)" in said
+    assert "to move @champion back to @previous: brandloop rollback" in said
 
 
 def test_serve_names_the_host_when_it_is_not_an_address_of_this_machine(
