@@ -74,6 +74,18 @@ def _f1(precision: float, recall: float) -> float:
     return 2 * precision * recall / total if total else 0.0
 
 
+#: F1 scores closer than this are one score: a registry tag kept F1 to 6 places until
+#: 2026-12-05, so a champion's F1 read from its tag and the same model's scored afresh
+#: differed in the 7th place, and an identical copy "beat" its champion (trial AE).
+F1_TIE = 5e-7
+
+
+def beats(challenger_f1: float, champion_f1: float, margin: float = 0.0) -> bool:
+    """Whether ``challenger_f1`` exceeds ``champion_f1 + margin``, a difference within
+    :data:`F1_TIE` being a tie (not a win)."""
+    return challenger_f1 > champion_f1 + margin + F1_TIE
+
+
 def metric_name(name: str) -> str:
     """``name`` with every character MLflow refuses in a metric name replaced by ``_``."""
     return _METRIC_UNSAFE.sub("_", name)

@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ner.errors import GoldSetError
-from ner.evaluation import EvalReport, evaluate, metric_name
+from ner.evaluation import EvalReport, beats, evaluate, metric_name
 from ner.types import Span
 
 _CHUNK_CELLS = 1_000_000
@@ -443,7 +443,7 @@ def check_beats_champion(
         "difference": challenger_f1 - champion_f1,
         "margin": margin,
     }
-    if challenger_f1 <= champion_f1 + margin:
+    if not beats(challenger_f1, champion_f1, margin):
         reason = (
             f"challenger F1 {challenger_f1:.4f} does not beat champion F1 "
             f"{champion_f1:.4f} + margin {margin:.4f}"

@@ -41,6 +41,7 @@ from ner.audit import (
     decide_repair,
 )
 from ner.errors import PromotionError, RegistryError, mlflow_reason
+from ner.evaluation import beats
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -89,7 +90,7 @@ def decide(
     said = f"{subject} F1 {challenger_f1:.4f}"
     if challenger_f1 < threshold:
         failed.append(f"{said} < threshold {threshold:.4f}")
-    if champion_f1 is not None and challenger_f1 <= champion_f1 + margin:
+    if champion_f1 is not None and not beats(challenger_f1, champion_f1, margin):
         failed.append(f"{said} does not beat champion F1 {champion_f1:.4f} + margin {margin:.4f}")
     cold = None if champion_f1 is not None or cold_start is None else cold_start
     if cold is not None and challenger_f1 < cold[1]:
@@ -784,7 +785,7 @@ class Registry:
         if f1 is None:
             raise RegistryError("evaluation metrics have no 'f1'")
         self.client.set_model_version_tag(
-            self.model_name, version, self._eval_tag(gold_hash), f"{f1:.6f}"
+            self.model_name, version, self._eval_tag(gold_hash), repr(float(f1))
         )
         self.client.set_model_version_tag(
             self.model_name,

@@ -127,6 +127,19 @@ def test_beats_champion_refuses_a_tie_and_a_win_within_the_margin() -> None:
     assert check_beats_champion(0.915, 0.9, margin=0.01).status is Status.PASSED
 
 
+def test_a_score_read_from_a_six_place_tag_ties_with_the_same_score_afresh() -> None:
+    from ner.registry import decide
+
+    # a trial's copy scored 0.8014440433212997 afresh; its champion's tag held 0.801444
+    fresh, tagged = 0.8014440433212997, 0.801444
+    assert check_beats_champion(fresh, tagged).status is Status.REFUSED
+    assert not decide(fresh, tagged, 0.5).promote
+    assert "does not beat champion F1 0.8014" in decide(fresh, tagged, 0.5).reason
+    # one span more on a gold set of a thousand still wins
+    assert check_beats_champion(tagged + 1e-4, tagged).status is Status.PASSED
+    assert decide(tagged + 1e-4, tagged, 0.5).promote
+
+
 def test_beats_champion_does_not_apply_without_a_champion() -> None:
     verdict = check_beats_champion(0.5, None)
     assert verdict.status is Status.NOT_APPLICABLE
