@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from ner import datasets, evaluation
 from ner.errors import ConfigError, GoldSetError, PromotionError, RegistryError
+from ner.modelcard import without_alias_notes
 from ner.registry import (
     CHAMPION,
     TAG_PREFIX,
@@ -34,6 +35,7 @@ from ner.registry import (
     Decision,
     Registry,
     decide,
+    default_actor,
     does_not_exist,
     run_tags,
 )
@@ -49,7 +51,12 @@ SOURCE_RUN = f"{TAG_PREFIX}source_run"
 SOURCE_ENV = f"{TAG_PREFIX}source_env"
 #: Version tags that describe the source's own history (its evaluations on its gold sets,
 #: its alias moves): dropped from the copy, which starts its history in the target.
-_SOURCE_HISTORY = (f"{TAG_PREFIX}eval.", f"{TAG_PREFIX}rolled_back")
+_SOURCE_HISTORY = (
+    f"{TAG_PREFIX}eval.",
+    f"{TAG_PREFIX}rolled_back",
+    f"{TAG_PREFIX}promotion_reason",  # a promotion in the source (trial AE)
+    f"{TAG_PREFIX}promoted_by",
+)
 #: Per-environment names two environments must not share -> the variable that sets each.
 _NAMES = {
     "registered_model_name": "NER_REGISTERED_MODEL_NAME",
@@ -189,7 +196,8 @@ def existing_copy(source: Source, target: Registry) -> str | None:
 def copy_version(source: Source, target: Registry) -> str:
     """Copy ``source`` into ``target``'s registered model with ``copy_model_version`` (same
     artifacts, no retraining); returns the new version. The copy keeps the source's tags but
-    not its history (evaluations, alias moves) and gains the ``source_*`` tags."""
+    not its history (evaluations, alias moves and their notes on the card, promotion
+    reasons) and gains the ``source_*`` tags."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -207,6 +215,9 @@ def copy_version(source: Source, target: Registry) -> str:
                 target.client.delete_model_version_tag(target.model_name, version, key)
         for key, value in source.tags().items():
             target.client.set_model_version_tag(target.model_name, version, key, value)
+        card = target.client.get_model_version(target.model_name, version).description or ""
+        if (trained := without_alias_notes(card)) != card:  # the source's alias moves
+            target.describe_version(version, trained)
     except MlflowException as exc:
         raise RegistryError(f"copying {source} to {target.model_name} failed: {exc}") from exc
     return version
@@ -348,4 +359,6 @@ def _promote_copy(
         if event.run_id and event.to_version == outcome.version:
             for key, value in outcome.source.tags().items():
                 registry.client.set_tag(event.run_id, key, value)
+    # the copy's card and tags say why it is champion here (they said the source's: AE)
+    registry.note_manual_promotion(outcome.version, reason=why, actor=actor or default_actor())
     return tuple(events)

@@ -445,6 +445,18 @@ def rescored_note(*, when: str, f1: float, gold_hash: str, card_gold_hash: str) 
     )
 
 
+def without_alias_notes(card: str) -> str:
+    """``card`` as written when its version was trained: the alias notes
+    (:func:`with_alias_note`) and the line that introduces the card below them taken out.
+    A copy in another environment starts from it (the notes are the source's history)."""
+    lines = [ln for ln in card.splitlines() if not ln.startswith((*ALIAS_NOTES, BELOW_NOTES))]
+    kept: list[str] = []
+    for line in lines:  # no run of blank lines where the notes were
+        if line.strip() or (kept and kept[-1].strip()):
+            kept.append(line)
+    return "\n".join(kept).rstrip()
+
+
 def with_alias_note(card: str, note: str) -> str:
     """``card`` (a version's description) with ``note`` (:func:`manual_promotion_note`,
     :func:`rollback_note`, :func:`restored_note`, :func:`copied_note`,

@@ -70,6 +70,7 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
     good = register_gazetteer(staging, tmp_path, ["Glossier", "Fenty Beauty"], 0.9, staging_gold)
     worse = register_gazetteer(staging, tmp_path, ["Glossier"], 0.95, staging_gold)
     staging.promote(good, gold_hash=staging_gold, decision=Decision(True, "setup"), metrics={})
+    staging.note_manual_promotion(good, reason="staging by hand", actor="ops")
     staging_before = {
         v.version: dict(v.tags)
         for v in staging.client.search_model_versions("name='brand-ner-staging'")
@@ -87,11 +88,15 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
     assert copy.source == f"models:/brand-ner-staging/{good}" and copy.run_id == source_run
     assert f"copied staging brand-ner-staging/{good} -> prod brand-ner-prod/1: F1 1.0000" in out
     assert f"gold set {prod_gold[:12]} (no champion)" in out  # not "(champion -: -)"
-    # (its card says on top that it is a copy, and its score here: a trial read staging's
-    # card on prod's version as its own)
-    assert copy.description.startswith(f"**Copied** from brand-ner-staging/{good} at "), (
+    # (its card says on top why it is prod's champion, then that it is a copy and its score
+    # here: trials read staging's card, and staging's promotion by hand, as prod's own)
+    assert copy.description.startswith("**Promoted by hand** to @champion at "), copy.description
+    assert f"from staging brand-ner-staging/{good} (run {source_run}): release 1." in (
         copy.description
     )
+    assert f"\n\n**Copied** from brand-ner-staging/{good} at " in copy.description
+    assert "staging by hand" not in copy.description
+    assert copy.tags["brandloop.promotion_reason"].startswith("manual: from staging ")
     assert f": F1 1.0000 on prod's gold set {prod_gold[:12]} (the card below is the source's" in (
         copy.description
     )

@@ -185,6 +185,17 @@ def test_a_card_over_any_limit_is_cut_at_a_line_with_a_note() -> None:
         render_model_card(many_labels_card(), max_chars=100)
 
 
+def test_a_card_without_its_alias_notes_is_the_card_as_trained() -> None:
+    from ner.modelcard import without_alias_notes
+
+    card = "# brand-ner version 3\n\n**Gate: refused** (not promoted) by `threshold`\n\n## Metrics"
+    noted = with_alias_note(card, manual_promotion_note(reason="hotfix", actor="a", when="T1"))
+    noted = with_alias_note(noted, rollback_note(reason="complaints", actor="b", when="T2"))
+    assert noted != card
+    assert without_alias_notes(noted) == card
+    assert without_alias_notes(card) == card
+
+
 def test_an_alias_note_goes_under_the_title_and_keeps_the_latest_of_each_kind() -> None:
     card = "# brand-ner version 3\n\n**Gate: refused** (not promoted) by `threshold`\n\n## Metrics"
     promoted = manual_promotion_note(reason="manual: hotfix", actor="cli:ana", when="T1")
