@@ -463,10 +463,19 @@ def import_lease(
         _release(storage, lease, logger, f"imports into project {project_id}")
 
 
-def _release(storage: Storage, lease: leases.Lease, logger: Any, what: str) -> None:
-    """Release ``lease``; a storage failure is a warning (the lease expires on its own)."""
+def _release(
+    storage: Storage, lease: leases.Lease, logger: Any, what: str, *, done: bool = False
+) -> None:
+    """Release ``lease`` and delete its older epochs, or all of them when its work is
+    ``done`` for good (:func:`ner.leases.prune`, :func:`~ner.leases.retire`: two objects per
+    run piled up, trial AE); a storage failure is a warning (the lease expires on its own,
+    and the next release prunes)."""
     try:
-        leases.release(storage, lease)
+        if leases.release(storage, lease):
+            if done:
+                leases.retire(storage, lease.name)
+            else:
+                leases.prune(storage, lease.name, below=lease.epoch + 1)
     except StorageError as exc:
         logger.warning("could not release the lease of %s: %s", what, exc)
 
@@ -527,13 +536,20 @@ def batch_lease(ctx: RunContext, posts_key: str, stamp: str) -> Iterator[str | N
         logger.info("batch %s is being delivered by another run: skipped", posts_key)
         yield "another run holds the batch's lease"
         return
-    try:
-        finished = storage.exists(layout.tasks_import(stamp)) or storage.exists(
+
+    def finished() -> bool:
+        return storage.exists(layout.tasks_import(stamp)) or storage.exists(
             layout.import_receipt(stamp)
         )
-        yield "finished by another run" if finished else None
+
+    try:
+        yield "finished by another run" if finished() else None
     finally:
-        _release(storage, lease, logger, f"batch {posts_key}")
+        try:
+            done = finished()
+        except StorageError:
+            done = False  # the next run's release retires it
+        _release(storage, lease, logger, f"batch {posts_key}", done=done)
 
 
 def finish_unfinished(

@@ -24,7 +24,8 @@ Keys are relative, slash-separated paths inside an environment's root (see
     goldsets/<name>/canary.json                 the canary set frozen with gold set <name>
     goldsets/<name>/canary.annotations.jsonl    its annotations
     checkpoints/…json                           where a source or a poller stopped
-    leases/<stamp>/<epoch>.json                 who delivers batch <stamp> (ner.leases)
+    leases/<stamp>/<epoch>.json                 who delivers batch <stamp> (ner.leases;
+                                                deleted once it is delivered)
     quarantine/<key>                            an unreadable file moved aside (<key> its old key)
     quarantine/<key>.reason.json                why, when, its size and SHA-256
     forgotten/<stamp>.json                      posts forgotten by one run, and its audit

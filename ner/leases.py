@@ -10,9 +10,12 @@ of several runs that act on the same epoch exactly one succeeds:
 * :func:`acquire` creates epoch 0 of a new name, or the next epoch after one that was
   released or has expired (a holder that died is taken over once ``expires_at`` passes);
 * :func:`renew` creates the next epoch for the same holder (a long delivery keeps its lease);
-* :func:`release` creates the next epoch marked released.
+* :func:`release` creates the next epoch marked released;
+* :func:`prune` then deletes the epochs before it, and :func:`retire` every epoch of a name
+  whose work is done for good (a delivered batch), so leases do not pile up in storage.
 
-Nothing is overwritten or deleted while a name is in use, so a slow run that read an old epoch
+Nothing is overwritten while a name is in use, and only epochs older than the newest are
+deleted, so a slow run that read an old epoch
 can never clobber a newer holder: its create fails because that epoch exists. The epoch is a
 fencing token: a holder can check (:func:`holds`) that no one took over before it commits.
 Expiry compares wall clocks: keep ``ttl_s`` well above the clock skew between machines and
@@ -147,14 +150,10 @@ def _holder_dead(lease: Lease) -> bool:
 
 def current(storage: Storage, name: str) -> Lease | None:
     """The newest epoch of lease ``name``, or None if it was never acquired."""
-    epochs = [
-        key
-        for key in storage.list(lease_folder(name))
-        if key.count("/") == 2 and key.endswith(".json") and key.rsplit("/", 1)[1][:-5].isdigit()
-    ]
+    epochs = _epochs(storage, name)
     if not epochs:
         return None
-    newest = max(epochs, key=lambda key: int(key.rsplit("/", 1)[1][:-5]))
+    newest = epochs[max(epochs)]
     return Lease.from_json(storage.read_bytes(newest), newest)
 
 
@@ -204,7 +203,14 @@ def acquire(
     epoch = 0 if held is None else held.epoch + 1
     token = uuid.uuid4().hex
     lease = Lease(name, epoch, owner, token, now, now + ttl_s)
-    return _create(storage, replace(lease, host=machine(), pid=os.getpid()))
+    won = _create(storage, replace(lease, host=machine(), pid=os.getpid()))
+    if won is not None and not holds(storage, won, clock=clock):
+        # a pruned epoch, created again by a run that read the name before newer epochs
+        # came (and the older ones went): not the newest, so not held
+        with _LIVE_LOCK:
+            _LIVE.discard(token)
+        return None
+    return won
 
 
 def holds(storage: Storage, lease: Lease, *, clock: Clock = time.time) -> bool:
@@ -247,3 +253,33 @@ def release(storage: Storage, lease: Lease, *, clock: Clock = time.time) -> bool
     now = clock()
     ended = replace(lease, epoch=lease.epoch + 1, acquired_at=now, expires_at=now, released=True)
     return _create(storage, ended) is not None
+
+
+def _epochs(storage: Storage, name: str) -> dict[int, str]:
+    """Epoch -> key of every stored epoch of lease ``name``."""
+    found: dict[int, str] = {}
+    for key in storage.list(lease_folder(name)):
+        stem = key.rsplit("/", 1)[1].removesuffix(".json")
+        if key.count("/") == 2 and key.endswith(".json") and stem.isdigit():
+            found[int(stem)] = key
+    return found
+
+
+def prune(storage: Storage, name: str, below: int) -> int:
+    """Delete the epochs of lease ``name`` older than epoch ``below`` (the one its holder
+    just released, say): the newest epoch alone says who holds a name, and every change
+    creates a newer one, so older epochs are history. Returns how many were deleted."""
+    old = [key for epoch, key in _epochs(storage, name).items() if epoch < below]
+    for key in old:
+        storage.delete(key)
+    return len(old)
+
+
+def retire(storage: Storage, name: str) -> int:
+    """Delete every epoch of ``name``, whose work is done for good (a delivered batch); a
+    run that still acquires it starts again at epoch 0 and finds the work done. Returns how
+    many were deleted."""
+    keys = list(_epochs(storage, name).values())
+    for key in keys:
+        storage.delete(key)
+    return len(keys)

@@ -285,3 +285,45 @@ def test_a_thread_of_this_process_never_takes_a_lease_being_created(
     assert first is not None and first.epoch == 0
     assert seen == [None]
     assert current(storage, "b1") == first
+
+
+def test_released_epochs_are_pruned_and_a_done_name_retired(storage: LocalStorage) -> None:
+    from ner.leases import prune, retire
+
+    # Given a lease taken and released three times (two objects a run piled up: trial AE)
+    for run in range(3):
+        lease = acquire(storage, "import", owner=f"run-{run}", ttl_s=60)
+        assert lease is not None and release(storage, lease)
+    assert len(storage.list("leases/import")) == 6
+    # When the epochs before the last release are pruned
+    assert prune(storage, "import", below=5) == 5
+    # Then the newest alone is left, and the name goes on from it
+    assert storage.list("leases/import") == ["leases/import/000000005.json"]
+    again = acquire(storage, "import", owner="run-3", ttl_s=60)
+    assert again is not None and again.epoch == 6
+    # And a name whose work is done is deleted whole
+    assert retire(storage, "import") == 2 and storage.list("leases/import") == []
+
+
+def test_a_slow_run_that_recreates_a_pruned_epoch_does_not_hold_the_lease(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ner.leases import prune
+
+    # Given run A read epoch 1 (a release) as the newest, then stalled
+    first = acquire(storage, "b", owner="run-0", ttl_s=60)
+    assert first is not None and release(storage, first)
+    seen = current(storage, "b")
+    # While B acquired epoch 2, released it at 3, and pruned epochs 0-2
+    b = acquire(storage, "b", owner="run-b", ttl_s=60)
+    assert b is not None and b.epoch == 2 and release(storage, b)
+    assert prune(storage, "b", below=3) == 3
+    # When A goes on and creates the epoch after the one it read (deleted by then)
+    reads = iter([seen])  # A's first read is the stale one; later reads are real
+    monkeypatch.setattr(leases, "current", lambda s, n: next(reads, None) or current(s, n))
+    late = acquire(storage, "b", owner="run-a", ttl_s=60)
+    # Then A does not hold it: its epoch 2 is not the newest, epoch 3 is
+    monkeypatch.undo()
+    newest = current(storage, "b")
+    assert late is None and newest is not None and newest.epoch == 3
+    assert storage.exists("leases/b/000000002.json")  # created again, then found stale
