@@ -539,6 +539,8 @@ def _summary(result: BaseModel | Mapping[str, Any], keys: Sequence[str]) -> None
     if isinstance(result, BaseModel):  # a flow's typed result
         result = result.model_dump(mode="json")
     table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # a storage address whole, folded (a log cut it: AF)
     for key in keys:
         value = result.get(key)
         if isinstance(value, list):  # ids or keys: comma-separated, none shown when empty
@@ -2210,11 +2212,13 @@ def deploy(
         lines = bootstrap.check_lines(unusable, environ, bootstrap.example_values()) + notes
         if secrets_from_env:
             lines += bootstrap.empty_secret_notes(env, environ)
-        lines += bootstrap.api_notes() if check else []
-        for line in lines:
+        api = bootstrap.api_notes() if check else []  # fails the check too (trial AF)
+        for line in lines + (api if unusable else []):
             console().print(line, markup=False, highlight=False)
         if unusable:
             raise CliError(bootstrap.unusable_error(unusable, env))
+        if api:
+            raise CliError(api[0])
         return
     try:
         api = bootstrap.prefect_api()

@@ -84,8 +84,9 @@ _CREATED = re.compile(r"^Created task run '.*' for task '(?P<task>[^']+)'")
 _BEGIN_FLOW = re.compile(r"^Beginning (?:sub)?flow run '.*' for flow '(?P<flow>[^']+)'")
 _FINISHED = re.compile(r"^Finished in state (?P<state>\w+)\((?P<message>.*)\)$", re.S)
 #: Longest narrated log message: a flow may log a whole result dict, but a gate's reasons
-#: (train-ner's last line) stay whole; the console wraps it.
-MAX_LINE = 480
+#: (train-ner's last line) and apply's "no new posts" with every cause and its storage
+#: addresses stay whole (at 480 a trial lost the --reread hint); the console wraps it.
+MAX_LINE = 1200
 #: "k/n" in a task's INFO message ("epoch 3/20", "predicted 512/2000 posts") fills its bar.
 _FRACTION = re.compile(r"\b(?P<done>\d+)\s*/\s*(?P<total>\d+)\b")
 _ENGINE_ERROR = "Encountered exception during execution"

@@ -32,7 +32,7 @@ from apps.doctor import (
     check_storage,
     check_x_token,
 )
-from apps.progress import Narrator, narrated
+from apps.progress import MAX_LINE, Narrator, narrated
 from ner.errors import ConfigError
 from ner.settings import ENVIRONMENT_DEFAULTS, Settings, load_settings
 
@@ -1042,7 +1042,7 @@ def test_narrator_says_one_line_per_step() -> None:
     assert (bar.completed, bar.total) == (4, 20)
     assert bar.description == "training the challenger: epoch 4/20: loss 11.0, dev F1 0.66"
     narrator.emit(_record("Finished in state Completed()", **task))
-    narrator.emit(_record("champion v1: F1 0.8 " + "gate rule " * 100, **flow))
+    narrator.emit(_record("champion v1: F1 0.8 " + "gate rule " * 200, **flow))
     failing = {**task, "task_name": "fetch_posts", "task_run_id": "t2"}
     narrator.emit(_record("Created task run 'y' for task 'fetch_posts'", 10, **failing))
     said = """no such file 'posts.jsonl' ("jsonl")"""  # both quotes: its repr escapes one
@@ -1060,7 +1060,7 @@ def test_narrator_says_one_line_per_step() -> None:
     cut = lines.index("""✗ fetch_posts failed: no such file 'posts.jsonl' ("jsonl")""")
     said = " ".join(lines[4:cut])  # wrapped at the console's width, whole up to MAX_LINE
     assert said.startswith("  champion v1: F1 0.8 gate rule") and said.endswith("…")
-    assert 400 < len(said) <= 490
+    assert MAX_LINE - 100 < len(said) <= MAX_LINE + 10
     assert lines[cut + 1 :] == ["✗ train-ner failed"]
     assert narrator.running == {}
 

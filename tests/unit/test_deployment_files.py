@@ -600,3 +600,25 @@ def test_the_bootstrap_names_the_prefect_api_it_needs_and_why_a_variable_is_unus
         assert bootstrap.main(["--env", "dev", "--no-deploy"]) == 1
     said = capsys.readouterr()
     assert "PREFECT_API_URL is not set" in said.err and "invalid" not in said.out
+
+
+def test_the_cli_check_fails_as_the_deploy_would_without_a_prefect_api(
+    prefect_file: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from apps import cli
+
+    # Given every dev variable set, and no Prefect API (a trial's `brandloop deploy --check`
+    # printed "a deploy would be refused" and exited 0, where the module's check exits 1)
+    for name, value in usable_values(bootstrap.required_variables(prefect_file, ["dev"])).items():
+        monkeypatch.setenv(name, value)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        result = CliRunner().invoke(cli.app, ["deploy", "--env", "dev", "--check"])
+    # Then it fails, in one error line that says why
+    assert result.exit_code == 1, result.output
+    assert result.stdout.splitlines() == ["every deploy-time variable is set"]
+    said = " ".join(result.stderr.split())
+    assert said.startswith("error: PREFECT_API_URL is not set: the work pools, Secret blocks")
+    assert said.endswith("a deploy would be refused")
