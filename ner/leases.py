@@ -15,9 +15,10 @@ of several runs that act on the same epoch exactly one succeeds:
   whose work is done for good (a delivered batch), so leases do not pile up in storage.
 
 Nothing is overwritten while a name is in use, and only epochs older than the newest are
-deleted, so a slow run that read an old epoch
-can never clobber a newer holder: its create fails because that epoch exists. The epoch is a
-fencing token: a holder can check (:func:`holds`) that no one took over before it commits.
+deleted, so a slow run that read an old epoch can never clobber a newer holder: its create
+fails because that epoch exists, or, where the epoch was deleted, :func:`acquire` finds it
+is not the newest and does not hold it. The epoch is a fencing token: a holder can check
+(:func:`holds`) that no one took over before it commits.
 Expiry compares wall clocks: keep ``ttl_s`` well above the clock skew between machines and
 above the longest pause between renewals.
 
