@@ -233,15 +233,16 @@ def fetch_posts(
     else:
         raise ConfigError(f"unknown source {source!r}: use 'x' or 'jsonl'")
     fetched = Fetched.model_validate(result)  # a JSONL fetch leaves forgotten posts out
-    forgotten = purge.drop_forgotten_posts(ctx.storage, key)  # deleted upstream, sent by X
-    if forgotten:
+    if source == "x":  # deleted upstream, still sent by X
+        forgotten = purge.drop_forgotten_posts(ctx.storage, key)
+        fetched.n_posts -= forgotten
+        fetched.n_forgotten += forgotten
+    if fetched.n_forgotten:
         run_logger().info(
             "left out %s forgotten before (tombstones under forgotten/; `brandloop forget "
             "--lift` if by mistake)",
-            quantity(forgotten, "post"),
+            quantity(fetched.n_forgotten, "post"),
         )
-    fetched.n_posts -= forgotten
-    fetched.n_forgotten += forgotten
     if fetched.n_posts == 0:
         ctx.storage.delete(key)  # an empty batch is no batch (nothing to finish later)
         return fetched.model_copy(update={"posts_key": None})

@@ -354,13 +354,6 @@ def fetch_jsonl_to_storage(
     _report_undated(input_uri, read.undated)
     if again:
         log.info("left out %s of %s fetched before", quantity(len(again), "post"), input_uri)
-    if read.forgotten:
-        log.info(
-            "left out %s of %s forgotten before (tombstones under forgotten/; `brandloop "
-            "forget --lift` if by mistake)",
-            quantity(len(read.forgotten), "post"),
-            input_uri,
-        )
     if last_line > done_before or not from_start:  # a reread never moves it back
         _write_line_checkpoint(storage, input_uri, last_line, read.committed.hexdigest())
     reported = layout.rejected_report(key) if rejected else None
