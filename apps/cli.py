@@ -2206,19 +2206,14 @@ def deploy(
     environ = dict(bootstrap.with_default_version(os.environ))  # BRANDLOOP_VERSION or local-<time>
     config = bootstrap.load_prefect_file()
     # only the deployments read them: pools, blocks and a bucket (--no-deploy) do not
-    unusable = [] if no_deploy and not check else bootstrap.unusable_variables(config, env, environ)
+    unusable = [] if no_deploy or check else bootstrap.unusable_variables(config, env, environ)
     notes = bootstrap.example_value_notes(config, env, environ)
-    if check or unusable:
-        lines = bootstrap.check_lines(unusable, environ, bootstrap.example_values()) + notes
-        if secrets_from_env:
-            lines += bootstrap.empty_secret_notes(env, environ)
-        api = bootstrap.api_notes() if check else []  # fails the check too (trial AF)
-        for line in lines + (api if unusable else []):
+    if check or unusable:  # the module's check, or why the deploy cannot start
+        lines, error, api = bootstrap.check_report(env, environ, secrets_from_env=secrets_from_env)
+        for line in lines + (api if error else []):
             console().print(line, markup=False, highlight=False)
-        if unusable:
-            raise CliError(bootstrap.unusable_error(unusable, env))
-        if api:
-            raise CliError(api[0])
+        if error or (check and api):
+            raise CliError(error or api[0])
         return
     try:
         api = bootstrap.prefect_api()

@@ -433,19 +433,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _checked(envs: Sequence[str], environ: Mapping[str, str], *, notes: bool) -> list[str]:
-    """Print why each deploy-time variable of ``envs`` is unusable (with ``notes``, also the
-    example-value notes); returns the unusable ones, after logging the one-line error."""
-    config = load_prefect_file()
-    unusable = unusable_variables(config, envs, environ)
-    lines = check_lines(unusable, environ, example_values()) if unusable or notes else []
-    if notes:
-        lines += example_value_notes(config, envs, environ)
-    if lines:
-        print("\n".join(lines))
+def _checked(envs: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """Print why each deploy-time variable of ``envs`` is unusable; returns the unusable
+    ones, after logging the one-line error."""
+    unusable = unusable_variables(load_prefect_file(), envs, environ)
     if unusable:
+        print("\n".join(check_lines(unusable, environ, example_values())))
         log.error("%s", unusable_error(unusable, envs))
     return unusable
+
+
+def check_report(
+    envs: Sequence[str], environ: Mapping[str, str], *, secrets_from_env: bool
+) -> tuple[list[str], str | None, list[str]]:
+    """What ``--check`` says, for this module and ``brandloop deploy --check`` alike:
+    ``(lines, error, api)``. ``lines``: the unusable variables (or that every one is set),
+    the example-value notes and, with ``secrets_from_env``, the empty secrets; ``error``:
+    the one-line error of unusable variables, else None; ``api``: :func:`api_notes`. The
+    check fails when ``error`` or ``api`` is not empty, as the deploy would."""
+    config = load_prefect_file()
+    unusable = unusable_variables(config, envs, environ)
+    lines = check_lines(unusable, environ, example_values())
+    lines += example_value_notes(config, envs, environ)
+    if secrets_from_env:
+        lines += empty_secret_notes(envs, environ)
+    error = unusable_error(unusable, envs) if unusable else None
+    return lines, error, api_notes()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -456,14 +469,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     envs = args.env or list(ENVIRONMENTS)
     environ = with_default_version(os.environ)  # BRANDLOOP_VERSION: given, or local-<time>
     if args.check:
-        unusable = _checked(envs, environ, notes=True)
-        for note in empty_secret_notes(envs, environ) if args.secrets_from_env else []:
-            print(note)
-        missing_api = api_notes()
-        for note in missing_api:
-            print(note)
-        return 1 if unusable or missing_api else 0
-    if not args.no_deploy and _checked(envs, environ, notes=False):
+        lines, error, refused = check_report(envs, environ, secrets_from_env=args.secrets_from_env)
+        print("\n".join(lines + refused))
+        if error:
+            log.error("%s", error)
+        return 1 if error or refused else 0
+    if not args.no_deploy and _checked(envs, environ):
         return 1  # only the deployments read them: pools, blocks and a bucket do not
     try:
         api = prefect_api()
