@@ -565,7 +565,12 @@ def apply(
         ),
     ] = None,
     max_posts: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="Most posts to fetch.")
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Most new posts to fetch (posts fetched before and forgotten ones do not count).",
+        ),
     ] = None,
     destination: Annotated[
         Destination, typer.Option(help="storage: import JSON in storage; label_studio: API.")
@@ -1746,7 +1751,7 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
             f" ({retired.gold_name} was retired: the next train freezes one, or gold-set "
             "reinstate undoes it)"
             if retired
-            else ""
+            else " (brandloop train freezes one from the labels)"
         )
         raise CliError(
             f"no gold set in force in {cfg.storage_uri}{why}: a version is promoted on gold F1"
