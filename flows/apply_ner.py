@@ -579,8 +579,9 @@ def finish_unfinished(
 
 def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None, fetched: Fetched) -> str:
     """Why a fetch found no new post, every cause at once: posts forgotten before, and for a
-    JSONL file lines rejected and posts fetched before (and how to read them again); else
-    that the file holds none, or that earlier runs read every line."""
+    JSONL file lines rejected (now, or by an earlier run and still unfixed) and posts fetched
+    before (and how to read them again); else that the file holds none, or that earlier runs
+    read every line."""
     causes = []
     if fetched.n_forgotten:
         causes.append(f"{quantity(fetched.n_forgotten, 'post')} forgotten before")
@@ -591,6 +592,15 @@ def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None, fetched: 
             f"{quantity(fetched.n_rejected, 'line')} rejected, each with its reason in "
             f"{ctx.storage.uri(fetched.rejected_key)}; fix them and run again"
         )
+    checkpoint = sources.line_checkpoint(ctx.storage, input_uri)
+    earlier = {n: k for n, k in checkpoint.rejected.items() if k != fetched.rejected_key}
+    if earlier:
+        reports = ", ".join(ctx.storage.uri(k) for k in sorted(set(earlier.values())))
+        causes.append(
+            f"{quantity(len(earlier), 'line')} rejected by an earlier run and unchanged since "
+            f"(line {', '.join(str(n) for n in sorted(earlier))}; the reasons in {reports}); "
+            "fix them and run again"
+        )
     if fetched.n_fetched_before:
         causes.append(
             f"{quantity(fetched.n_fetched_before, 'post')} fetched before with the same id and "
@@ -600,7 +610,7 @@ def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None, fetched: 
         )
     if causes:
         return f"no line of {input_uri} read now is a new post: " + "; ".join(causes)
-    if sources.lines_read(ctx.storage, input_uri) == 0:
+    if checkpoint.line == 0:
         return f"{input_uri} holds no post: it is empty, or holds only blank lines"
     checkpoint = ctx.storage.uri(sources.jsonl_checkpoint_key(ctx.storage, input_uri))
     return (

@@ -38,7 +38,7 @@ import logging
 import re
 from collections.abc import Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -257,28 +257,34 @@ def _checkpoint_key_of(name: str) -> str:
     return layout.jsonl_checkpoint(hashlib.sha256(name.encode("utf-8")).hexdigest()[:16])
 
 
-def _read_line_checkpoint(storage: Storage, input_uri: str) -> tuple[int, str | None]:
-    """``(lines done, sha256 of them)`` of the input's checkpoint; ``(0, None)`` without one.
-    A checkpoint written before inputs had one name (keyed by ``input_uri`` as typed) is
-    read when the input has no other. Raises :class:`SourceError` for an unreadable one."""
+@dataclass(frozen=True, slots=True)
+class LineCheckpoint:
+    """Where runs stand in one JSONL input: ``line`` lines read, ``sha256`` of them (None
+    without a checkpoint), and ``rejected``: for each of those lines that was rejected and is
+    unchanged since, its 1-based number -> the storage key of the report giving the reason."""
+
+    line: int = 0
+    sha256: str | None = None
+    rejected: Mapping[int, str] = field(default_factory=dict)
+
+
+def line_checkpoint(storage: Storage, input_uri: str) -> LineCheckpoint:
+    """The input's :class:`LineCheckpoint` (an empty one without a checkpoint). A checkpoint
+    written before inputs had one name (keyed by ``input_uri`` as typed) is read when the
+    input has no other. Raises :class:`SourceError` for an unreadable one."""
     found = [
         key
         for key in (jsonl_checkpoint_key(storage, input_uri), _checkpoint_key_of(input_uri))
         if storage.exists(key)
     ]
     if not found:
-        return 0, None
+        return LineCheckpoint()
     try:
         state = storage.read_json(found[0])
-        return int(state.get("line", 0)), state.get("sha256")
+        rejected = {int(n): str(k) for n, k in state.get("rejected", {}).items()}
+        return LineCheckpoint(int(state.get("line", 0)), state.get("sha256"), rejected)
     except (StorageError, ValueError, TypeError, AttributeError) as exc:
         raise SourceError(f"unreadable JSONL checkpoint {found[0]}: {exc}") from exc
-
-
-def lines_read(storage: Storage, input_uri: str) -> int:
-    """How many lines of a JSONL input runs have read, by its checkpoint (0 without one).
-    Raises :class:`SourceError` for an unreadable checkpoint."""
-    return _read_line_checkpoint(storage, input_uri)[0]
 
 
 def _jsonl_prefix(
@@ -334,9 +340,10 @@ def fetch_jsonl_to_storage(
     """
     if max_posts < 1:
         raise ConfigError(f"max_posts must be at least 1, got {max_posts}")
-    done_before, expected = _read_line_checkpoint(storage, input_uri)
+    checkpoint = line_checkpoint(storage, input_uri)
+    done_before = checkpoint.line
     done = 0 if from_start else done_before
-    done, digest, seen = _jsonl_prefix(storage, input_uri, done, expected, max_chars)
+    done, digest, seen = _jsonl_prefix(storage, input_uri, done, checkpoint.sha256, max_chars)
     known = {} if from_start else fetched_before(storage)  # a copy, an overlapping dump
     read = _NewLines(known, max_posts, done, digest, forget.forgotten_ids(storage))
     with closing(jsonl_lines(storage, input_uri)) as lines:
@@ -354,9 +361,11 @@ def fetch_jsonl_to_storage(
     _report_undated(input_uri, read.undated)
     if again:
         log.info("left out %s of %s fetched before", quantity(len(again), "post"), input_uri)
-    if last_line > done_before or not from_start:  # a reread never moves it back
-        _write_line_checkpoint(storage, input_uri, last_line, read.committed.hexdigest())
     reported = layout.rejected_report(key) if rejected else None
+    unfixed = _unfixed(storage, input_uri, checkpoint.rejected, done, rejected, reported)
+    if last_line > done_before or not from_start:  # a reread never moves it back
+        state = LineCheckpoint(last_line, read.committed.hexdigest(), unfixed)
+        _write_line_checkpoint(storage, input_uri, state)
     return {"posts_key": key, "n_posts": read.count, "n_rejected": len(rejected)} | {
         "rejected_key": reported,
         "n_fetched_before": len(again),
@@ -409,10 +418,37 @@ class _NewLines:
                 yield json.dumps(item.to_dict(), ensure_ascii=False)
 
 
-def _write_line_checkpoint(storage: Storage, input_uri: str, line: int, sha256: str) -> None:
-    """Record that runs read ``line`` lines of the input, whose sha256 is ``sha256``."""
-    state = {"input": input_identity(storage, input_uri), "line": line, "sha256": sha256}
-    storage.write_json(jsonl_checkpoint_key(storage, input_uri), state)
+def _write_line_checkpoint(storage: Storage, input_uri: str, state: LineCheckpoint) -> None:
+    """Record ``state``: runs read ``state.line`` lines of the input, whose sha256 is
+    ``state.sha256``, and which of them were rejected."""
+    unfixed = {str(n): k for n, k in sorted(state.rejected.items())}
+    found = {"input": input_identity(storage, input_uri), "line": state.line}
+    found |= {"sha256": state.sha256} | ({"rejected": unfixed} if unfixed else {})
+    storage.write_json(jsonl_checkpoint_key(storage, input_uri), found)
+
+
+def _unfixed(
+    storage: Storage,
+    input_uri: str,
+    before: Mapping[int, str],
+    done: int,
+    rejected: Sequence[Rejected],
+    reported: str | None,
+) -> dict[int, str]:
+    """The rejected lines the checkpoint keeps: those of earlier runs among the ``done``
+    lines re-read unchanged (logged, they still wait for a fix), and this run's."""
+    kept = {n: k for n, k in before.items() if n <= done}
+    if kept:
+        log.warning(
+            "%s of %s rejected by earlier runs %s unchanged (%s; the reasons in %s): fix "
+            "them and run apply again",
+            quantity(len(kept), "line"),
+            input_uri,
+            "is" if len(kept) == 1 else "are",
+            ", ".join(str(n) for n in sorted(kept)),
+            ", ".join(storage.uri(k) for k in sorted(set(kept.values()))),
+        )
+    return kept | {r.line: reported for r in rejected if r.line is not None and reported}
 
 
 def _bad_date(post: Post) -> bool:

@@ -129,6 +129,45 @@ def test_forgotten_posts_do_not_count_towards_max_posts_and_every_cause_is_named
     assert "; 2 posts fetched before with the same id and text" in said
 
 
+def test_a_rejected_line_left_unfixed_is_named_again_until_it_is_fixed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = LocalStorage(tmp_path / "store")
+    ctx = cast(Any, SimpleNamespace(storage=storage, settings=load_settings()))
+    # Given a file whose 2nd line is rejected on the first read
+    src = tmp_path / "posts.jsonl"
+    src.write_text('{"id": "a", "text": "A"}\nnot json\n')
+    first = fetch_posts.fn(ctx, "jsonl", str(src), [], 10, "s1")
+    assert (first.n_posts, first.rejected_key) == (1, "posts/s1.rejected.json")
+    report = storage.uri("posts/s1.rejected.json")
+    # When it is read again unchanged (a trial saw only "every line was read")
+    again = fetch_posts.fn(ctx, "jsonl", str(src), [], 10, "s2")
+    said = no_posts_hint(ctx, "jsonl", str(src), again)
+    # Then the line and its report are named
+    assert said == (
+        f"no line of {src} read now is a new post: 1 line rejected by an earlier run and "
+        f"unchanged since (line 2; the reasons in {report}); fix them and run again"
+    )
+    # And a run that reads an appended post warns of it too
+    with src.open("a") as out:
+        out.write('{"id": "c", "text": "C"}\n')
+    caplog.set_level(logging.WARNING, logger="ner.sources")
+    caplog.clear()
+    assert fetch_posts.fn(ctx, "jsonl", str(src), [], 10, "s3").n_posts == 1
+    warned = [r.getMessage() for r in caplog.records if "by earlier runs" in r.getMessage()]
+    assert warned == [
+        f"1 line of {src} rejected by earlier runs is unchanged (2; the reasons in {report}): "
+        "fix them and run apply again"
+    ]
+    # And once the line is fixed, the file is read from line 1 and nothing is named
+    src.write_text('{"id": "a", "text": "A"}\n{"id": "b", "text": "B"}\n{"id": "c", "text": "C"}\n')
+    fixed = fetch_posts.fn(ctx, "jsonl", str(src), [], 10, "s4")
+    assert (fixed.n_posts, fixed.n_fetched_before, fixed.rejected_key) == (1, 2, None)
+    assert sources.line_checkpoint(storage, str(src)).rejected == {}
+    nothing = fetch_posts.fn(ctx, "jsonl", str(src), [], 10, "s5")
+    assert no_posts_hint(ctx, "jsonl", str(src), nothing).startswith(f"every line of {src} was")
+
+
 def test_the_fetch_step_holds_posts_to_the_settings_limit(tmp_path: Path) -> None:
     # Given a JSONL file with a post longer than NER_MAX_POST_CHARS=20
     src = tmp_path / "posts.jsonl"
