@@ -592,8 +592,8 @@ def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None, fetched: 
             f"{quantity(fetched.n_rejected, 'line')} rejected, each with its reason in "
             f"{ctx.storage.uri(fetched.rejected_key)}; fix them and run again"
         )
-    checkpoint = sources.line_checkpoint(ctx.storage, input_uri)
-    earlier = {n: k for n, k in checkpoint.rejected.items() if k != fetched.rejected_key}
+    state = sources.line_checkpoint(ctx.storage, input_uri)
+    earlier = {n: k for n, k in state.rejected.items() if k != fetched.rejected_key}
     if earlier:
         reports = ", ".join(ctx.storage.uri(k) for k in sorted(set(earlier.values())))
         causes.append(
@@ -610,7 +610,7 @@ def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None, fetched: 
         )
     if causes:
         return f"no line of {input_uri} read now is a new post: " + "; ".join(causes)
-    if checkpoint.line == 0:
+    if state.line == 0:
         return f"{input_uri} holds no post: it is empty, or holds only blank lines"
     checkpoint = ctx.storage.uri(sources.jsonl_checkpoint_key(ctx.storage, input_uri))
     return (
