@@ -1087,15 +1087,16 @@ def forget(
         )
     result = run_flow(ctx, forget_posts, params, overrides)
     _summary(
-        {  # ids given = forgotten (something held them) + unmatched (the flow's own line)
+        {  # ids given = forgotten (something held them) + forgotten before + unmatched
             **result.model_dump(mode="json"),
             "ids_given": result.n_posts,
-            "forgotten": result.n_posts - len(result.unmatched),
+            "forgotten": result.n_posts - len(result.unmatched) - len(result.forgotten_before),
             "rehashed": "; ".join(result.rehashed) or None,
+            "forgotten_before": _some(result.forgotten_before),
             "unmatched": _some(result.unmatched),
         },
         [
-            *("record_key", "status", "ids_given", "forgotten", "unmatched"),
+            *("record_key", "status", "ids_given", "forgotten", "forgotten_before", "unmatched"),
             *("n_records_removed", "n_tasks_deleted", "unreadable", "rehashed"),
         ],
     )

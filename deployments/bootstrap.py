@@ -223,12 +223,17 @@ def example_value_notes(
     return notes
 
 
-def unusable_error(names: Sequence[str], envs: Sequence[str]) -> str:
+def unusable_error(names: Sequence[str], envs: Sequence[str], environ: Mapping[str, str]) -> str:
     """The one-line error for unusable variables ``names`` (not empty) of ``envs``, with
-    the way out."""
+    the way out: the example file when one is unset or a placeholder, else (values set
+    but invalid) to fix them as the lines above say."""
+    if all(environ.get(n, "").strip() and not is_placeholder(environ[n]) for n in names):
+        way_out = "fix each value as the line above it says, and export it again"
+    else:
+        way_out = export_hint(envs)
     return (
         f"{len(names)} deploy-time variable(s) unset, placeholders or invalid, first {names[0]} "
-        f"({export_hint(envs)})"
+        f"({way_out})"
     )
 
 
@@ -381,7 +386,7 @@ def bootstrap(
     config = config or load_prefect_file()
     unusable = unusable_variables(config, envs, environ) if deploy else []
     if unusable:  # only the deployments read them: pools, blocks and a bucket do not
-        raise BootstrapError(f"{unusable_error(unusable, envs)}: {', '.join(unusable)}")
+        raise BootstrapError(f"{unusable_error(unusable, envs, environ)}: {', '.join(unusable)}")
     report: dict[str, Any] = {}
     for env in envs:
         done: dict[str, Any] = {
@@ -439,7 +444,7 @@ def _checked(envs: Sequence[str], environ: Mapping[str, str]) -> list[str]:
     unusable = unusable_variables(load_prefect_file(), envs, environ)
     if unusable:
         print("\n".join(check_lines(unusable, environ, example_values())))
-        log.error("%s", unusable_error(unusable, envs))
+        log.error("%s", unusable_error(unusable, envs, environ))
     return unusable
 
 
@@ -449,16 +454,23 @@ def check_report(
     """What ``--check`` says, for this module and ``brandloop deploy --check`` alike:
     ``(lines, error, api)``. ``lines``: the unusable variables (or that every one is set),
     the example-value notes and, with ``secrets_from_env``, the empty secrets; ``error``:
-    the one-line error of unusable variables, else None; ``api``: :func:`api_notes`. The
-    check fails when ``error`` or ``api`` is not empty, as the deploy would."""
+    the one-line error of unusable variables, else None; ``api``: why the deploy would be
+    refused by the Prefect API (:func:`prefect_api`: not set, or not answering), else empty,
+    and ``lines`` then name the API. The check fails when ``error`` or ``api`` is not empty,
+    as the deploy would."""
     config = load_prefect_file()
     unusable = unusable_variables(config, envs, environ)
     lines = check_lines(unusable, environ, example_values())
     lines += example_value_notes(config, envs, environ)
     if secrets_from_env:
         lines += empty_secret_notes(envs, environ)
-    error = unusable_error(unusable, envs) if unusable else None
-    return lines, error, api_notes()
+    error = unusable_error(unusable, envs, environ) if unusable else None
+    refused: list[str] = []
+    try:  # pools, blocks and deployments all go to that API
+        lines.append(f"the Prefect API answers at {prefect_api()}: the deploy would go there")
+    except BootstrapError as exc:
+        refused.append(f"{exc}: a deploy would be refused")
+    return lines, error, refused
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -493,17 +505,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in empty_block_notes(env, done):
             log.warning("%s", note)
     return 0
-
-
-def api_notes() -> list[str]:
-    """The line ``--check`` prints when the Prefect API is not set or does not answer; the
-    check then fails, as the deploy would (:func:`prefect_api`): pools, blocks and
-    deployments all go to that API."""
-    try:
-        prefect_api()
-    except BootstrapError as exc:
-        return [f"{exc}: a deploy would be refused"]
-    return []
 
 
 def prefect_api() -> str:

@@ -45,8 +45,10 @@ class ForgetResult(BaseModel):
     unreadable: list[str]
     #: Frozen sets that lost posts, each ``"<key>: <n> posts, hash <old> -> <new>"``.
     rehashed: list[str] = []
+    #: Ids nothing held because an earlier forget tombstoned them (a repeated forget).
+    forgotten_before: list[str] = []
     #: Ids no readable stored object, MLflow error list or model card and no Label Studio
-    #: task held: forgotten before, not post ids, or only in an unreadable object.
+    #: task held, and no earlier forget named: not post ids, or only in an unreadable object.
     unmatched: list[str] = []
 
 
@@ -196,6 +198,7 @@ def forget_posts(
         logger.info("re-hashed %s: models are scored on it again at the next train run", line)
     held = set(done.held)
     unmatched = [p for p in done.post_ids if p not in held]
+    again = [p for p in unmatched if p in earlier]
     if done.rewritten or done.n_tasks_deleted:
         logger.info(
             "forgot %s: %s removed from %s and %s "
@@ -217,7 +220,8 @@ def forget_posts(
         n_tasks_deleted=done.n_tasks_deleted,
         unreadable=done.unreadable,
         rehashed=rehashed,
-        unmatched=unmatched,
+        forgotten_before=again,
+        unmatched=[p for p in unmatched if p not in earlier],
     )
 
 

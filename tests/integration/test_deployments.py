@@ -254,6 +254,10 @@ def test_the_check_passes_only_where_a_prefect_api_answers(deployed: Deployed) -
     ok = check(deployed.prefect.api_url)
     assert ok.returncode == 0, ok.stdout + ok.stderr[-2000:]
     assert ok.stdout.splitlines()[0] == "every deploy-time variable is set"
+    api = deployed.prefect.api_url
+    assert (
+        ok.stdout.splitlines()[-1] == f"the Prefect API answers at {api}: the deploy would go there"
+    )
     # And fails, as the deploy would, where nothing answers (it passed before: trial AD)
     dead = f"http://127.0.0.1:{free_port()}/api"
     down = check(dead)

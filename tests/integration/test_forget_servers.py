@@ -176,6 +176,7 @@ def test_forget_removes_posts_everywhere_in_storage_and_keeps_them_out(
     args = ["forget", "5", "--reason", "again", "--by", "ops:test", "--no-label-studio"]
     again = " ".join(CliRunner().invoke(cli.app, args).output.split())
     assert "forgotten before, nothing held this id: '5' (an earlier forget's tombstone)" in again
+    assert "forgotten_before 5" in again and "unmatched" not in again  # not a wrong id (AE)
 
 
 def _gold_tasks_of(post_ids: set[str]) -> list[object]:
@@ -339,7 +340,7 @@ def test_forget_rewrites_the_mlflow_error_lists_that_name_the_posts(
     # and forgetting them again rewrites nothing, and says nothing held them now
     again = forget_posts(post_ids=["p1", "p2"], reason="deleted on X", label_studio=False)
     assert again.rewritten == {} and again.n_records_removed == 0
-    assert again.unmatched == ["p1", "p2"]
+    assert (again.forgotten_before, again.unmatched) == (["p1", "p2"], [])
 
 
 # --- a GCS bucket (the emulator) -------------------------------------------------------------

@@ -217,6 +217,12 @@ def test_values_of_the_wrong_shape_are_refused_and_say_why(
         "absolute path)",
         "invalid: BRANDLOOP_PROJECT_DIR='brandloop' (not an absolute path)",
     ]
+    # and the error says to fix them, not to copy the example file (a trial was told to)
+    error = bootstrap.unusable_error(unusable, ["dev"], environ)
+    assert error.endswith("(fix each value as the line above it says, and export it again)")
+    # while one unset besides them still points to the example file
+    unset = {k: v for k, v in environ.items() if k != "BRANDLOOP_DEV_STORAGE_URI"}
+    assert "deployments/.env.example" in bootstrap.unusable_error(unusable, ["dev"], unset)
     # And the README's own values outside compose pass
     environ |= {
         "BRANDLOOP_DEV_MLFLOW_TRACKING_URI": "sqlite:////home/me/brandloop/mlflow.db",
@@ -322,7 +328,10 @@ def test_the_check_says_when_nothing_is_missing(
     monkeypatch.setattr(bootstrap, "prefect_api", answering)  # reachability: integration
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
         assert bootstrap.main(["--env", "dev", "--check"]) == 0
-    assert capsys.readouterr().out == "every deploy-time variable is set\n"
+    assert capsys.readouterr().out.splitlines() == [
+        "every deploy-time variable is set",  # and where the deploy would go (trial AF)
+        "the Prefect API answers at http://127.0.0.1:4200/api: the deploy would go there",
+    ]
     monkeypatch.setattr(bootstrap, "prefect_api", real)
     # and without a Prefect API the check fails as the deploy would (it passed with a note,
     # so `deploy --check && deploy` went on to a refused deploy)
@@ -336,8 +345,8 @@ def test_the_check_says_when_nothing_is_missing(
     monkeypatch.delenv("BRANDLOOP_DEV_STORAGE_URI")
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
         assert bootstrap.main(["--env", "dev", "--check"]) == 1
-    assert (
-        capsys.readouterr().out == "missing: BRANDLOOP_DEV_STORAGE_URI (example: gs://brandloop)\n"
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "missing: BRANDLOOP_DEV_STORAGE_URI (example: gs://brandloop)"
     )
 
 
@@ -359,7 +368,7 @@ def test_the_check_notes_unset_secrets_when_it_would_save_them(
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
         assert bootstrap.main(["--env", "dev", "--check", "--secrets-from-env"]) == 0
     # Then it passes and notes what will happen to the key's block; nothing about the token
-    assert capsys.readouterr().out.splitlines() == [
+    assert capsys.readouterr().out.splitlines()[:2] == [
         "every deploy-time variable is set",
         "note: BRANDLOOP_DEV_LABEL_STUDIO_API_KEY is unset or empty: --secrets-from-env keeps "
         "Secret block label-studio-api-key-dev if it exists, else creates it empty (a flow that "
