@@ -51,7 +51,7 @@ from ner.report import quantity
 
 if TYPE_CHECKING:
     from apps.evaluate import LabelledSet
-    from apps.status import StatusReport
+    from apps.status import AliasState, StatusReport
     from flows.apply_ner import ApplyResult
     from flows.feedback_loop import LoopResult
     from flows.train_ner import TrainSummary
@@ -1102,6 +1102,17 @@ def forget(
     )
 
 
+def _files(state: AliasState) -> str:
+    """The status table's files cell: ``-`` (no version), ``ok``, ``missing: MLmodel`` (a
+    load, a promotion and a rollback to it are refused: ``brandloop doctor`` says more) or
+    ``not checked`` when MLflow could not list them."""
+    if state.version is None:
+        return "-"
+    if state.missing is None:
+        return "not checked"
+    return f"missing: {', '.join(state.missing)}" if state.missing else "ok"
+
+
 def _some(ids: Sequence[str], shown: int = 10) -> str | None:
     """The first ``shown`` of ``ids`` and how many more, for a summary row (None: none)."""
     more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
@@ -1455,9 +1466,9 @@ def status(
     if report.missing_store is not None:
         out.print(missing_store(report.missing_store))
     out.print(_gold_line(report), f"in {cfg.storage_uri.rstrip('/')}/{cfg.env}")
-    aliases = _table("alias", "version", "F1 (gold)", title="aliases")
+    aliases = _table("alias", "version", "F1 (gold)", "files", title="aliases")
     for state in report.aliases:
-        aliases.add_row(f"@{state.alias}", state.version or "-", _f1(state.f1))
+        aliases.add_row(f"@{state.alias}", state.version or "-", _f1(state.f1), _files(state))
     if report.not_registered:
         out.print(f"aliases: none, {report.not_registered}")
     else:
@@ -1742,7 +1753,7 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     """``promote VERSION`` within one environment: scored on its current gold set (now, if it
     never was), the promotion rule unless ``force``; returns the audited alias moves."""
     from apps.status import current_gold, retired_gold
-    from ner.registry import CHAMPION, Decision, decide
+    from ner.registry import CHAMPION, Decision, decide, files_missing
 
     registry = _registry(cfg)
     gold = current_gold(cfg)
@@ -1764,9 +1775,8 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
     uri, missing = registry.version_files(version)
     if missing:  # scored before, it was promoted unloaded (trials AB, AC); --force or not
         raise CliError(
-            f"version {version} is registered, but its files are missing from {uri} (no "
-            f"{', '.join(missing)}): a champion must load; restore the artifact store, or "
-            "promote another version"
+            f"version {version} is registered, but {files_missing(uri, missing)}: a champion "
+            "must load; restore the artifact store, or promote another version"
         )
     f1 = _gold_f1(cfg, registry, version, gold.hash)
     champion_f1 = _gold_f1(cfg, registry, champion, gold.hash) if champion else None
@@ -1905,7 +1915,7 @@ def rollback(
 ) -> None:
     """Move @champion back to @previous through the audited path."""
     from apps.status import current_gold
-    from ner.registry import PREVIOUS
+    from ner.registry import PREVIOUS, files_missing
 
     cfg = load_cli_settings(cli_overrides(set_))
     registry = _registry(cfg)
@@ -1914,9 +1924,9 @@ def rollback(
         uri, missing = registry.version_files(target)
         if missing:  # as promote: a champion must load, or every server falls behind
             raise CliError(
-                f"cannot roll back to version {target} (@{PREVIOUS}): its files are missing "
-                f"from {uri} (no {', '.join(missing)}); restore the artifact store, or "
-                "promote another version: brandloop promote VERSION --reason ..."
+                f"cannot roll back to version {target} (@{PREVIOUS}): "
+                f"{files_missing(uri, missing)}; restore the artifact store, or promote another "
+                "version: brandloop promote VERSION --reason ..."
             )
     before = len(registry.audit_log())
     try:

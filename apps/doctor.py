@@ -256,7 +256,7 @@ def check_champion(settings: Settings) -> Check:
     created yet is not created."""
     from ner.environments import open_registry
     from ner.errors import RegistryError
-    from ner.registry import CHAMPION, PREVIOUS
+    from ner.registry import CHAMPION, PREVIOUS, files_missing
 
     name = settings.registered_model_name
     first = "the loop's first promotion sets it (brandloop loop), or brandloop promote VERSION"
@@ -277,8 +277,7 @@ def check_champion(settings: Settings) -> Check:
         return Check(
             "champion",
             CheckStatus.FAIL,
-            f"{shown} is registered, but its files are missing from {uri} (no "
-            f"{', '.join(missing)})",
+            f"{shown} is registered, but {files_missing(uri, missing)}",
             "restore the artifact store, or promote a version whose files are there "
             "(brandloop promote VERSION --reason ...)",
         )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ner.errors import LabelStudioAuthError, LabelStudioError
+from ner.errors import LabelStudioAuthError, LabelStudioError, RegistryError
 
 if TYPE_CHECKING:
     from ner.datasets import Retirement
@@ -33,11 +33,15 @@ QUICK_MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST
 
 @dataclass(frozen=True)
 class AliasState:
-    """``@alias`` -> ``version`` (None when unset) and its F1 on the current gold set."""
+    """``@alias`` -> ``version`` (None when unset) and its F1 on the current gold set;
+    ``missing``: the files a load needs that its artifact store lacks
+    (:meth:`~ner.registry.Registry.version_files`; empty: none, or no version), None when
+    they could not be listed."""
 
     alias: str
     version: str | None
     f1: float | None
+    missing: tuple[str, ...] | None = ()
 
 
 @dataclass(frozen=True)
@@ -116,15 +120,25 @@ def retired_gold(settings: Settings) -> Retirement | None:
 
 
 def alias_states(registry: Registry, gold_hash: str | None) -> tuple[AliasState, ...]:
-    """Champion, challenger and previous, each with its F1 on ``gold_hash`` (if evaluated)."""
+    """Champion, challenger and previous, each with its F1 on ``gold_hash`` (if evaluated)
+    and the files it lacks (a trial's @previous had lost them: only doctor said so)."""
     states = []
     for alias in ALIASES:
         version = registry.alias_version(alias)
         f1 = None
         if version is not None and gold_hash is not None:
             f1 = registry.evaluated_f1(version, gold_hash)
-        states.append(AliasState(alias, version, f1))
+        missing = () if version is None else _missing_files(registry, version)
+        states.append(AliasState(alias, version, f1, missing))
     return tuple(states)
+
+
+def _missing_files(registry: Registry, version: str) -> tuple[str, ...] | None:
+    """What ``version`` lacks to load, None when its files could not be listed."""
+    try:
+        return tuple(registry.version_files(version)[1])
+    except RegistryError:
+        return None
 
 
 def last_evaluations(registry: Registry, limit: int = 5) -> tuple[EvaluationRow, ...]:

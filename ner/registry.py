@@ -105,6 +105,12 @@ def decide(
     return Decision(True, f"{reached}, beats {against}")
 
 
+def files_missing(uri: str, missing: Sequence[str]) -> str:
+    """``its files are missing from <uri> (no MLmodel, …)``: how promote, rollback and doctor
+    say what :meth:`Registry.version_files` found missing (``missing`` not empty)."""
+    return f"its files are missing from {uri} (no {', '.join(missing)})"
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     """One alias move."""

@@ -128,9 +128,9 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     code, out, err = _invoke("status", *flags)
     assert code == 0, err
     assert "gold set: gold-" in out and f"({setup.gold_hash[:12]}, 1 post)" in out
-    assert _row(out, "@champion") == ["@champion", v2, "0.9200"]
-    assert _row(out, "@previous") == ["@previous", v1, "0.8500"]
-    assert _row(out, "@challenger") == ["@challenger", "-", "-"]
+    assert _row(out, "@champion") == ["@champion", v2, "0.9200", "ok"]
+    assert _row(out, "@previous") == ["@previous", v1, "0.8500", "ok"]
+    assert _row(out, "@challenger") == ["@challenger", "-", "-", "-"]
     assert "manual: beats v1" in out and "cli:" in out
     assert out.index("beats v1") < out.index("first release")  # newest move first
     assert "label studio: not configured" in out
@@ -381,6 +381,11 @@ def test_doctor_names_a_champion_whose_files_the_server_lost(
     line = next(line for line in out.splitlines() if "champion" in line)
     assert line.startswith(f"! champion  {name} v{v2}, files in "), out
     assert f"but @previous v{v1} has lost its files (no MLmodel): a rollback would be" in line
+    # (and status shows it in the aliases' files column: only doctor said so, trial AF)
+    code, out, _ = _invoke("status", *setup.flags)
+    previous, champion = _row(out, "@previous"), _row(out, "@champion")
+    assert previous[1] == v1 and previous[-2:] == ["missing:", "MLmodel"], out
+    assert champion[1] == v2 and champion[-1] == "ok", out
     code, _, err = _invoke("promote", v1, "--reason", "back", "--force", *setup.flags)
     said = " ".join(err.split())
     assert code == 1 and f"version {v1} is registered, but its files are missing from {uri}" in said

@@ -100,3 +100,27 @@ def test_a_key_block_that_could_not_be_read_is_what_status_says() -> None:
         {"label_studio_api_key": reason}
     )
     assert _label_studio_part(settings) == (None, reason)
+
+
+def test_each_alias_says_which_files_it_lacks_or_that_they_could_not_be_listed() -> None:
+    from apps.status import AliasState, alias_states
+    from ner.errors import RegistryError
+
+    class Registry:  # the three calls alias_states makes (the real one: test_cli_servers)
+        def alias_version(self, alias: str) -> str | None:
+            return {"champion": "2", "previous": "1"}.get(alias)
+
+        def evaluated_f1(self, version: str, gold_hash: str) -> float | None:
+            return 0.5
+
+        def version_files(self, version: str) -> tuple[str, list[str]]:
+            if version == "2":
+                raise RegistryError("MLflow did not answer")
+            return "mlflow-artifacts:/1/m/artifacts", ["MLmodel"]
+
+    states = alias_states(Registry(), "abc123")  # type: ignore[arg-type]
+    assert states == (
+        AliasState("champion", "2", 0.5, None),  # not listed: "not checked", not "ok"
+        AliasState("challenger", None, None, ()),
+        AliasState("previous", "1", 0.5, ("MLmodel",)),
+    )
