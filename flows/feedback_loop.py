@@ -91,7 +91,9 @@ class RoundResult(BaseModel):
     train: TrainSummary | None = None
 
     @property
-    def status(self) -> str:
+    def status(self) -> LoopStatus | TrainStatus:
+        """The train-ner run's status, or :data:`TIMED_OUT` when too few labels came to
+        train (the round's only outcome without a run)."""
         return LoopStatus.TIMED_OUT if self.train is None else self.train.status
 
     def table_row(self) -> dict[str, Any]:

@@ -278,9 +278,10 @@ def prune(storage: Storage, name: str, below: int) -> int:
 
 def retire(storage: Storage, name: str) -> int:
     """Delete every epoch of ``name``, whose work is done for good (a delivered batch); a
-    run that still acquires it starts again at epoch 0 and finds the work done. Returns how
-    many were deleted."""
+    run that still acquires it starts again at epoch 0 and finds the work done (a local
+    folder of the lease goes too, when empty). Returns how many were deleted."""
     keys = list(_epochs(storage, name).values())
     for key in keys:
         storage.delete(key)
+    storage.remove_empty_folder(lease_folder(name))  # a local folder would stay behind (AF)
     return len(keys)

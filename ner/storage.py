@@ -11,6 +11,7 @@ that killed writers leave behind are removed by the next write into their folder
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ner.errors import StorageAuthError, StorageError, StorageNotFoundError, connection_reason
 
@@ -28,6 +29,9 @@ from ner.tempfiles import open_locked_temp, sweep_stale_temps
 from ner.uris import local_path
 
 log = logging.getLogger(__name__)
+#: Times a local write makes its folder again when :meth:`LocalStorage.remove_empty_folder`
+#: keeps taking it away between ``mkdir`` and the temporary file.
+_FOLDER_RACES = 5
 
 
 def json_text(obj: Any, *, indent: int | None = None) -> str:
@@ -92,6 +96,11 @@ class Storage(ABC):
         Of several writers racing for one key, exactly one gets True.
         """
 
+    @abstractmethod
+    def remove_empty_folder(self, prefix: str) -> None:
+        """Remove folder ``prefix`` when nothing is left in it (a local folder; an object
+        store has no folders)."""
+
     # Conveniences built on the primitives ------------------------------------------------
     def write_text(self, key: str, text: str) -> str:
         return self.write_bytes(key, text.encode("utf-8"))
@@ -121,11 +130,24 @@ class LocalStorage(Storage):
     def uri(self, key: str = "") -> str:
         return (self.root / key.strip("/")).as_uri() if key else self.root.as_uri()
 
+    def _temp_beside(self, path: Path) -> tuple[BinaryIO, Path]:
+        """A locked temporary file in ``path``'s folder, created if need be. The folder is
+        made again when :meth:`remove_empty_folder` took it between the two steps (once the
+        temporary file is in it, the folder is not empty and stays)."""
+        attempts = 0
+        while True:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sweep_stale_temps(path.parent)
+            try:
+                return open_locked_temp(path)
+            except FileNotFoundError:
+                attempts += 1
+                if attempts >= _FOLDER_RACES:
+                    raise
+
     def _atomic(self, key: str, write: Any) -> str:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sweep_stale_temps(path.parent)
-        handle, tmp = open_locked_temp(path)
+        handle, tmp = self._temp_beside(path)
         try:
             with handle:  # locked until closed, so renamed before
                 write(handle)
@@ -177,13 +199,17 @@ class LocalStorage(Storage):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def remove_empty_folder(self, prefix: str) -> None:
+        """``rmdir``: refused by the OS (and left) when anything is in the folder, a
+        writer's temporary file included, or when it is gone already."""
+        with contextlib.suppress(OSError):  # not empty, or gone: both leave it as it should be
+            self._path(prefix.strip("/")).rmdir()
+
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Write ``data`` to a temporary file, then hard-link it to ``key``: ``link`` fails
         when the name exists, so the object appears whole, once, or not at all."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sweep_stale_temps(path.parent)
-        handle, tmp = open_locked_temp(path)
+        handle, tmp = self._temp_beside(path)
         try:
             with handle:
                 handle.write(data)
@@ -377,6 +403,9 @@ class GCSStorage(Storage):
             return
         except _gcs_failures() as exc:
             raise self._wrap("delete of", key, exc) from exc
+
+    def remove_empty_folder(self, prefix: str) -> None:
+        """Nothing: a bucket has no folders, only names with slashes."""
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """One upload with ``if_generation_match=0``: GCS refuses it (412) if the object exists.

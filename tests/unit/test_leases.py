@@ -303,6 +303,8 @@ def test_released_epochs_are_pruned_and_a_done_name_retired(storage: LocalStorag
     assert again is not None and again.epoch == 6
     # And a name whose work is done is deleted whole
     assert retire(storage, "import") == 2 and storage.list("leases/import") == []
+    # with its folder, which stayed behind empty on a local storage (trial AF)
+    assert not (storage.root / "leases" / "import").exists()
 
 
 def test_a_slow_run_that_recreates_a_pruned_epoch_does_not_hold_the_lease(
@@ -327,3 +329,29 @@ def test_a_slow_run_that_recreates_a_pruned_epoch_does_not_hold_the_lease(
     newest = current(storage, "b")
     assert late is None and newest is not None and newest.epoch == 3
     assert storage.exists("leases/b/000000002.json")  # created again, then found stale
+
+
+def test_a_write_makes_its_folder_again_when_an_empty_folder_is_removed_meanwhile(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ner import storage as storage_module
+
+    real = storage_module.open_locked_temp
+    folder = storage.root / "leases" / "b"
+    taken = []
+
+    def removed_first(path: Path) -> Any:
+        if not taken:  # a retire's rmdir lands between the writer's mkdir and its temp file
+            taken.append(folder)
+            storage.remove_empty_folder("leases/b")
+            assert not folder.exists()
+        return real(path)
+
+    monkeypatch.setattr(storage_module, "open_locked_temp", removed_first)
+    # When an epoch is created and the folder vanishes under it
+    assert storage.create_exclusive("leases/b/000000000.json", b"{}")
+    # Then the write made the folder again and the object is whole
+    assert taken == [folder] and storage.read_bytes("leases/b/000000000.json") == b"{}"
+    # And a folder with an object (or a writer's temporary file) in it is never removed
+    storage.remove_empty_folder("leases/b")
+    assert storage.exists("leases/b/000000000.json")
