@@ -41,10 +41,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ner import layout
+from ner import forget, layout
 from ner.datasets import dataset_hash, honour_forgotten, split_point
 from ner.errors import DataError, GoldSetError
-from ner.records import read_annotations, read_posts, write_annotations
+from ner.fetched import stamps_of
+from ner.records import read_annotations, write_annotations
 from ner.storage import Storage
 from ner.types import Annotation, Post
 
@@ -363,19 +364,18 @@ class CanarySet:
 
 def post_stamps(storage: Storage, post_ids: Collection[str]) -> dict[str, PostStamp]:
     """``{post_id: PostStamp}`` of the labelled posts found in the stored post batches
-    (``posts/<stamp>.jsonl``); posts not stored there (a replayed export) are left out. A
-    post whose ``created_at`` is not a date is kept undated, with a warning naming it."""
-    wanted = set(post_ids)
+    (``posts/<stamp>.jsonl``, read through the index of fetched posts:
+    :func:`ner.fetched.stamps_of`); posts not stored there (a replayed export) and forgotten
+    ones are left out. A post whose ``created_at`` is not a date is kept undated, with a
+    warning naming it."""
+    wanted = set(post_ids) - forget.forgotten_ids(storage)
     stamps: dict[str, PostStamp] = {}
-    for key in sorted(k for k in storage.list(layout.POSTS) if layout.is_posts_batch(k)):
-        for post in read_posts(storage, key):
-            if post.id not in wanted or post.id in stamps:
-                continue
-            try:
-                stamps[post.id] = PostStamp.from_post(post)
-            except DataError as exc:
-                log.warning("%s: %s; the post is kept without a date", key, exc)
-                stamps[post.id] = PostStamp(post.id, None, post.source)
+    for post_id, (key, created_at, source) in stamps_of(storage, wanted).items():
+        try:
+            stamps[post_id] = PostStamp(post_id, parse_created_at(post_id, created_at), source)
+        except DataError as exc:
+            log.warning("%s: %s; the post is kept without a date", key, exc)
+            stamps[post_id] = PostStamp(post_id, None, source)
     return stamps
 
 

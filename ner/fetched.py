@@ -1,4 +1,5 @@
-"""What the fetch step stored before: each post id with the digests of its texts.
+"""What the fetch step stored before: each post id with the digests of its texts, and the
+date and source of each (:func:`stamps_of`, what the canary rule reads at train time).
 
 A JSONL input read again (a copy of a file, an overlapping dump, a fixed file) must not send
 a post that is already stored with the same text. :func:`fetched_before` answers that from
@@ -28,7 +29,7 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Collection, Iterable
-from typing import Literal
+from typing import Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -44,6 +45,13 @@ SEGMENT_BATCHES = 64
 #: Posts batch key -> post id -> hex :func:`text_digest` of each text the batch holds for it
 #: (one, unless a batch repeats an id).
 Entries = dict[str, dict[str, list[str]]]
+#: Posts batch key -> post id -> ``(created_at as stored, or None; source)`` of its first
+#: record in the batch: what the canary rule reads of a post (:mod:`ner.canary`).
+Stamps = dict[str, dict[str, tuple[str | None, str]]]
+#: The segments' format; a segment of another one is rebuilt from its batches.
+INDEX_VERSION: Final = 2
+#: One batch's part of a segment: its :data:`Entries` and its :data:`Stamps`.
+BatchIndex = tuple[dict[str, list[str]], dict[str, tuple[str | None, str]]]
 
 
 def text_digest(text: str) -> bytes:
@@ -56,8 +64,9 @@ class Segment(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    version: Literal[1] = 1
+    version: Literal[2] = INDEX_VERSION
     batches: Entries = {}
+    stamps: Stamps = {}
 
 
 def fetched_before(storage: Storage) -> dict[str, set[bytes]]:
@@ -65,28 +74,52 @@ def fetched_before(storage: Storage) -> dict[str, set[bytes]]:
     (every posts batch; every version of a post, forgotten ones included): what a JSONL
     input may not send again. Parses only the batches no index segment covers (module
     docs). Raises :class:`~ner.errors.DataError` for a batch that cannot be read."""
-    listed = [key for key in storage.list(layout.POSTS) if layout.is_posts_batch(key)]
-    segments = read_segments(storage)
-    present = set(listed)
-    for number, segment in list(segments.items()):
-        if not set(segment.batches) <= present:  # batches deleted from storage
-            kept = {key: ids for key, ids in segment.batches.items() if key in present}
-            segments[number] = _write(storage, number, kept)
-    covered = {key for segment in segments.values() for key in segment.batches}
-    new = [key for key in listed if key not in covered]
-    if new:
-        _add(storage, segments, {key: _batch_entries(storage, key) for key in new})
     known: dict[str, set[bytes]] = {}
-    for segment in segments.values():
+    for segment in _refreshed(storage).values():
         for ids in segment.batches.values():
             for post_id, digests in ids.items():
                 known.setdefault(post_id, set()).update(bytes.fromhex(d) for d in digests)
     return known
 
 
-def _add(storage: Storage, segments: dict[int, Segment], new: Entries) -> None:
-    """Write ``new`` batches' entries into the last segment while it has room, then into new
-    segments; ``segments`` is updated."""
+def stamps_of(
+    storage: Storage, post_ids: Collection[str]
+) -> dict[str, tuple[str, str | None, str]]:
+    """Post id -> ``(posts batch key, created_at as stored or None, source)`` of each of
+    ``post_ids`` the fetch step stored, from the first batch holding it (in key order), read
+    from the index as :func:`fetched_before` reads it (a train run parsed every batch)."""
+    batches: Stamps = {}
+    for segment in _refreshed(storage).values():
+        batches |= segment.stamps
+    found: dict[str, tuple[str, str | None, str]] = {}
+    for key in sorted(batches):
+        for post_id, (created_at, source) in batches[key].items():
+            if post_id in post_ids and post_id not in found:
+                found[post_id] = (key, created_at, source)
+    return found
+
+
+def _refreshed(storage: Storage) -> dict[int, Segment]:
+    """The index segments, made to cover exactly the posts batches in storage: entries of
+    deleted batches dropped, batches no segment covers parsed and added."""
+    listed = [key for key in storage.list(layout.POSTS) if layout.is_posts_batch(key)]
+    segments = read_segments(storage)
+    present = set(listed)
+    for number, segment in list(segments.items()):
+        if not set(segment.batches) <= present:  # batches deleted from storage
+            kept = {key: ids for key, ids in segment.batches.items() if key in present}
+            stamps = {key: ids for key, ids in segment.stamps.items() if key in present}
+            segments[number] = _write(storage, number, kept, stamps)
+    covered = {key for segment in segments.values() for key in segment.batches}
+    new = [key for key in listed if key not in covered]
+    if new:
+        _add(storage, segments, {key: _batch_entries(storage, key) for key in new})
+    return segments
+
+
+def _add(storage: Storage, segments: dict[int, Segment], new: dict[str, BatchIndex]) -> None:
+    """Write ``new`` batches' ``(entries, stamps)`` into the last segment while it has room,
+    then into new segments; ``segments`` is updated."""
     pending = list(new.items())
     last = max(segments, default=0)
     while pending:
@@ -95,17 +128,22 @@ def _add(storage: Storage, segments: dict[int, Segment], new: Entries) -> None:
             segments[last] = Segment()
         room = SEGMENT_BATCHES - len(segments[last].batches)
         taken, pending = pending[:room], pending[room:]
-        segments[last] = _write(storage, last, {**segments[last].batches, **dict(taken)})
+        entries = {**segments[last].batches, **{key: found[0] for key, found in taken}}
+        stamps = {**segments[last].stamps, **{key: found[1] for key, found in taken}}
+        segments[last] = _write(storage, last, entries, stamps)
 
 
-def _batch_entries(storage: Storage, key: str) -> dict[str, list[str]]:
-    """Post id -> hex digests of its texts in the posts batch ``key``."""
+def _batch_entries(storage: Storage, key: str) -> BatchIndex:
+    """Post id -> hex digests of its texts in the posts batch ``key``, and post id -> its
+    first record's ``(created_at, source)``."""
     entries: dict[str, list[str]] = {}
+    stamps: dict[str, tuple[str | None, str]] = {}
     for post in read_posts(storage, key, include_forgotten=True):
         digest = text_digest(post.text).hex()
         if digest not in entries.setdefault(post.id, []):
             entries[post.id].append(digest)
-    return entries
+        stamps.setdefault(post.id, (post.created_at, post.source))
+    return entries, stamps
 
 
 def segment_keys(storage: Storage) -> dict[int, str]:
@@ -130,18 +168,22 @@ def _parse(storage: Storage, key: str) -> Segment | None:
     try:
         return Segment.model_validate_json(storage.read_bytes(key))
     except ValidationError as exc:
-        log.warning(
-            "%s is not a segment of the index of fetched posts (%s); deleted, its posts "
-            "batches are read again",
-            storage.uri(key),
-            exc.errors()[0]["msg"],
-        )
+        error = exc.errors()[0]
+        if error["loc"] == ("version",):  # an earlier release's format: no one's mistake
+            log.info("%s is of an earlier format; rebuilt from its batches", storage.uri(key))
+        else:
+            log.warning(
+                "%s is not a segment of the index of fetched posts (%s); deleted, its posts "
+                "batches are read again",
+                storage.uri(key),
+                error["msg"],
+            )
         storage.delete(key)
         return None
 
 
-def _write(storage: Storage, number: int, batches: Entries) -> Segment:
-    segment = Segment(batches=batches)
+def _write(storage: Storage, number: int, batches: Entries, stamps: Stamps) -> Segment:
+    segment = Segment(batches=batches, stamps=stamps)
     storage.write_text(layout.fetched_segment(number), json_text(segment.model_dump()))
     return segment
 
@@ -155,12 +197,21 @@ def purge_segment(storage: Storage, key: str, post_ids: Collection[str]) -> Coun
         return Counter()
     removed = Counter(_named(segment.batches.values(), post_ids))
     if removed:
-        kept = {
-            batch: {post_id: d for post_id, d in ids.items() if post_id not in post_ids}
-            for batch, ids in segment.batches.items()
-        }
-        _write(storage, number, kept)
+        kept = _without(segment.batches, post_ids)
+        _write(storage, number, kept, _without(segment.stamps, post_ids))
     return removed
+
+
+_V = TypeVar("_V")
+
+
+def _without(
+    batches: dict[str, dict[str, _V]], post_ids: Collection[str]
+) -> dict[str, dict[str, _V]]:
+    return {
+        batch: {post_id: v for post_id, v in ids.items() if post_id not in post_ids}
+        for batch, ids in batches.items()
+    }
 
 
 def _named(batches: Iterable[dict[str, list[str]]], post_ids: Collection[str]) -> list[str]:

@@ -84,7 +84,7 @@ def test_a_batch_gone_from_storage_leaves_the_index(storage: CountingStorage) ->
     assert [list(s.batches) for s in read_segments(storage).values()] == [["posts/a.jsonl"]]
 
 
-@pytest.mark.parametrize("damage", ["{not json", '{"version": 2, "batches": {}}', "[]"])
+@pytest.mark.parametrize("damage", ["{not json", '{"version": 2, "batches": []}', "[]"])
 def test_a_damaged_segment_is_deleted_and_its_batches_read_again(
     storage: CountingStorage, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -94,6 +94,48 @@ def test_a_damaged_segment_is_deleted_and_its_batches_read_again(
         assert fetched_before(storage) == {"p0": {text_digest("zero")}}
     assert "is not a segment of the index of fetched posts" in caplog.text
     assert [list(s.batches) for s in read_segments(storage).values()] == [["posts/a.jsonl"]]
+
+
+def test_a_segment_of_the_earlier_format_is_rebuilt_without_a_warning(
+    storage: CountingStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a segment an earlier release wrote (digests, no dates or sources)
+    batch(storage, "a", ("p0", "zero"))
+    earlier = {"version": 1, "batches": {"posts/a.jsonl": {"p0": [text_digest("zero").hex()]}}}
+    storage.write_json(layout.fetched_segment(1), earlier)
+    # When it is read, then it is rebuilt from its batch, logged as an upgrade only
+    with caplog.at_level(logging.INFO, logger="ner.fetched"):
+        assert fetched.stamps_of(storage, {"p0"}) == {"p0": ("posts/a.jsonl", None, "jsonl")}
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    assert "of an earlier format; rebuilt from its batches" in caplog.text
+
+
+def test_dates_and_sources_come_from_the_index_first_batch_first(
+    storage: CountingStorage,
+) -> None:
+    # Given p1 in two batches, with another date in the later one
+    key_a = layout.posts_batch("a")
+    write_records(storage, key_a, [Post(id="p1", text="one", created_at="2026-11-01T00:00:00Z")])
+    key_b = layout.posts_batch("b")
+    posts = [
+        Post(id="p1", text="one", created_at="2026-11-20T00:00:00Z"),
+        Post(id="p2", text="two", created_at=None, source="forum"),
+    ]
+    write_records(storage, key_b, posts)
+    # When the stamps are asked for twice
+    first = fetched.stamps_of(storage, {"p1", "p2", "zz"})
+    storage.reads.clear()
+    again = fetched.stamps_of(storage, {"p1", "p2", "zz"})
+    # Then each comes from its first batch, and the second read parses no batch
+    assert (
+        first
+        == again
+        == {
+            "p1": (key_a, "2026-11-01T00:00:00Z", "jsonl"),
+            "p2": (key_b, None, "forum"),
+        }
+    )
+    assert batches_read(storage) == []
 
 
 def test_the_index_grows_by_segments_and_a_run_rewrites_only_the_last(

@@ -94,6 +94,11 @@ def test_post_stamps_join_dates_and_sources_from_the_stored_batches(
     assert set(stamps) == {"a", "b"}
     assert stamps["a"].created_at is not None and stamps["a"].source == "x"
     assert stamps["b"].created_at is None and stamps["b"].source == "forum"
+    # and a forgotten post has none (read from the index of fetched posts, which keeps it)
+    from ner import forget
+
+    forget.record(storage, ["a"], by="ops", reason="deleted on X", stamp="f1")
+    assert set(canary.post_stamps(storage, ["a", "b"])) == {"b"}
 
 
 def test_no_stamped_post_freezes_an_empty_canary_set_that_says_why(
