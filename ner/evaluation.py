@@ -86,6 +86,12 @@ def beats(challenger_f1: float, champion_f1: float, margin: float = 0.0) -> bool
     return challenger_f1 > champion_f1 + margin + F1_TIE
 
 
+def below(f1: float, floor: float) -> bool:
+    """Whether ``f1`` is under ``floor`` (the cold start's F1, say), a difference within
+    :data:`F1_TIE` being a tie (not below): :func:`beats`'s rule seen from the other side."""
+    return f1 < floor - F1_TIE
+
+
 def metric_name(name: str) -> str:
     """``name`` with every character MLflow refuses in a metric name replaced by ``_``."""
     return _METRIC_UNSAFE.sub("_", name)

@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ner.errors import GoldSetError
-from ner.evaluation import EvalReport, beats, evaluate, metric_name
+from ner.evaluation import EvalReport, beats, below, evaluate, metric_name
 from ner.types import Span
 
 _CHUNK_CELLS = 1_000_000
@@ -464,7 +464,7 @@ def check_not_below_cold_start(challenger_f1: float, cold_start: tuple[str, floa
     numbers = {"challenger_f1": challenger_f1, "cold_start_f1": cold_f1}
     said = f"challenger F1 {challenger_f1:.4f}"
     theirs = f"the cold start {spec}'s F1 {cold_f1:.4f}"
-    if challenger_f1 < cold_f1:
+    if below(challenger_f1, cold_f1):
         reason = f"{said} is below {theirs} (what apply predicts with while no version is champion)"
         return Verdict(Rule.BEATS_CHAMPION, Status.REFUSED, reason, numbers)
     reason = f"no champion yet; {said} is not below {theirs}"

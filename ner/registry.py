@@ -41,7 +41,7 @@ from ner.audit import (
     decide_repair,
 )
 from ner.errors import PromotionError, RegistryError, mlflow_reason
-from ner.evaluation import beats
+from ner.evaluation import beats, below
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -93,14 +93,14 @@ def decide(
     if champion_f1 is not None and not beats(challenger_f1, champion_f1, margin):
         failed.append(f"{said} does not beat champion F1 {champion_f1:.4f} + margin {margin:.4f}")
     cold = None if champion_f1 is not None or cold_start is None else cold_start
-    if cold is not None and challenger_f1 < cold[1]:
+    if cold is not None and below(challenger_f1, cold[1]):
         failed.append(f"{said} is below the cold start {cold[0]}'s F1 {cold[1]:.4f}")
     if failed:
         return Decision(False, "; ".join(failed))
     reached = f"{said} >= threshold {threshold:.4f}"
     if cold is not None:
-        below = f"not below the cold start {cold[0]}'s F1 {cold[1]:.4f}"
-        return Decision(True, f"{reached}, no champion yet and {below}")
+        held = f"not below the cold start {cold[0]}'s F1 {cold[1]:.4f}"
+        return Decision(True, f"{reached}, no champion yet and {held}")
     against = "no champion" if champion_f1 is None else f"champion F1 {champion_f1:.4f}"
     return Decision(True, f"{reached}, beats {against}")
 

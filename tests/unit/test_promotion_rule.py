@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ner.gate import Status, check_not_below_cold_start
 from ner.registry import decide, needs_training
 
 
@@ -71,6 +72,11 @@ def test_a_first_version_by_hand_may_not_fall_below_the_cold_start() -> None:
     refused = decide(0.7692, None, 0.7, subject="version 1", cold_start=("gaz-1", 0.8333))
     assert not refused.promote
     assert refused.reason == "version 1 F1 0.7692 is below the cold start gaz-1's F1 0.8333"
+    # a tie within F1_TIE (a score read back from a tag) is not below, as in the gate's rule
+    tie = decide(0.8333, None, 0.7, cold_start=("gaz-1", 0.8333 + 4e-7))
+    assert tie.promote
+    gate_tie = check_not_below_cold_start(0.8333, ("gaz-1", 0.8333 + 4e-7))
+    assert gate_tie.status is Status.PASSED
     kept = decide(0.85, None, 0.7, subject="version 1", cold_start=("gaz-1", 0.8333))
     assert kept.promote and kept.reason == (
         "version 1 F1 0.8500 >= threshold 0.7000, no champion yet and not below the cold "
