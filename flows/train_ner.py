@@ -1009,7 +1009,7 @@ def promote_if_better(
     )
     reason = decision.reason
     if splits.n_canary == 0 and champion is not None:
-        reason += f" (canary: not applicable, {splits.canary_note or 'no canary set'})"
+        reason += f" (canary: not applicable, {canary.no_canary_set(splits.canary_note)})"
     repairs = registry.repair_moves(registry.pending_moves(_actor()), actor=_actor())
     for repair in repairs:
         get_run_logger().warning("repaired alias move %s: %s", repair.name, repair.reason)
@@ -1092,7 +1092,7 @@ def _model_card(
     if challenger.canary is not None:
         canary_theirs = theirs.canary if theirs else None
         sets.append(metrics("canary", challenger.canary, canary_theirs, splits.canary_hash))
-    limits = () if splits.n_canary else (f"no canary set: {splits.canary_note}",)
+    limits = () if splits.n_canary else (canary.no_canary_set(splits.canary_note),)
     params = {k: v for k, v in trained.params.items() if isinstance(v, str | int | float | bool)}
     return ModelCard(
         model_name=settings.registered_model_name,

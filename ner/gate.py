@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ner.canary import no_canary_set
 from ner.errors import GoldSetError
 from ner.evaluation import EvalReport, beats, below, evaluate, metric_name
 from ner.types import Span
@@ -556,7 +557,7 @@ def check_canary(
     Does not apply unless both models were scored on a non-empty canary set; raises
     :class:`GoldSetError` when the two canary evaluations cover different posts."""
     if challenger is None and champion is None:
-        return Verdict(Rule.CANARY, Status.NOT_APPLICABLE, "no canary set")
+        return Verdict(Rule.CANARY, Status.NOT_APPLICABLE, no_canary_set())
     if challenger is None or champion is None:
         missing = "challenger" if challenger is None else "champion"
         reason = f"no canary evaluation of the {missing}"
