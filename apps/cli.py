@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from apps.status import AliasState, StatusReport
     from flows.apply_ner import ApplyResult
     from flows.feedback_loop import LoopResult
+    from flows.forget import ForgetResult
     from flows.train_ner import TrainSummary
     from ner.registry import AuditEvent, Decision, Registry
     from ner.settings import Settings
@@ -515,6 +516,32 @@ InputOption = Annotated[
     typer.Option(metavar="URI", help="JSONL posts for source=jsonl: a local path or storage key."),
 ]
 
+ApplyModelOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="SPEC",
+        help="@champion, @previous, a version (3), gazetteer, base, a path or a models:/ "
+        "URI; default @champion, else the cold start.",
+    ),
+]
+MaxPostsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        metavar="N",
+        help="Most new posts to fetch (posts fetched before and forgotten ones do not count).",
+    ),
+]
+DestinationOption = Annotated[
+    Destination, typer.Option(help="storage: import JSON in storage; label_studio: API.")
+]
+RereadOption = Annotated[
+    bool,
+    typer.Option(
+        help="--source jsonl: read the file from its first line again, though an earlier "
+        "run read it (to predict it with another model); its checkpoint never moves back."
+    ),
+]
 ExecutorOption = Annotated[
     Literal["processes", "dask"],
     typer.Option(help="Predict on processes of this machine, or on a Dask cluster."),
@@ -556,36 +583,14 @@ def apply(
     keywords: KeywordOption = None,
     source: Annotated[Source, typer.Option(help="Where posts come from.")] = "x",
     input_uri: InputOption = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            metavar="SPEC",
-            help="@champion, @previous, a version (3), gazetteer, base, a path or a models:/ "
-            "URI; default @champion, else the cold start.",
-        ),
-    ] = None,
-    max_posts: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            metavar="N",
-            help="Most new posts to fetch (posts fetched before and forgotten ones do not count).",
-        ),
-    ] = None,
-    destination: Annotated[
-        Destination, typer.Option(help="storage: import JSON in storage; label_studio: API.")
-    ] = "storage",
+    model: ApplyModelOption = None,
+    max_posts: MaxPostsOption = None,
+    destination: DestinationOption = "storage",
     executor: ExecutorOption = "processes",
     workers: WorkersOption = None,
     cluster_address: ClusterOption = None,
     n_shards: ShardsOption = None,
-    reread: Annotated[
-        bool,
-        typer.Option(
-            help="--source jsonl: read the file from its first line again, though an earlier "
-            "run read it (to predict it with another model); its checkpoint never moves back."
-        ),
-    ] = False,
+    reread: RereadOption = False,
     set_: SetOption = None,
 ) -> None:
     """Fetch posts, predict brands, deliver them as Label Studio tasks: import JSON in storage
@@ -1078,16 +1083,28 @@ def forget(
     if lift:
         _lift(cfg, params)
         return
+    if label_studio:
+        _check_forget_key(cfg)
+    _forget_summary(run_flow(ctx, forget_posts, params, overrides))
+
+
+def _check_forget_key(cfg: Settings) -> None:
+    """Refuse (before anything is written) a forget that could not delete the posts' Label
+    Studio tasks: no API key and no Secret block named to read one from."""
     key, block = cfg.label_studio_api_key, cfg.label_studio_api_key_block
-    if label_studio and not block and (key is None or not key.get_secret_value()):
+    if not block and (key is None or not key.get_secret_value()):
         raise CliError(
             "NER_LABEL_STUDIO_API_KEY is not set: forget deletes the posts' Label Studio tasks "
             "too; set it (or NER_LABEL_STUDIO_API_KEY_BLOCK), or pass --no-label-studio to "
             "forget them in storage only"
         )
-    result = run_flow(ctx, forget_posts, params, overrides)
+
+
+def _forget_summary(result: ForgetResult) -> None:
+    """``forget``'s table: ids given = forgotten (something held them) + forgotten before
+    + unmatched (each named in the flow's log too)."""
     _summary(
-        {  # ids given = forgotten (something held them) + forgotten before + unmatched
+        {
             **result.model_dump(mode="json"),
             "ids_given": result.n_posts,
             "forgotten": result.n_posts - len(result.unmatched) - len(result.forgotten_before),

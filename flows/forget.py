@@ -196,17 +196,26 @@ def forget_posts(
         rehashed = rehashed_sets(ctx, purged.rewritten)
     for line in rehashed:
         logger.info("re-hashed %s: models are scored on it again at the next train run", line)
+    removed = (purged.n_removed + sum(in_mlflow.values()), len(purged.rewritten), len(in_mlflow))
+    return _outcome(done, removed, rehashed, earlier)
+
+
+def _outcome(
+    done: ForgetRecord, removed: tuple[int, int, int], rehashed: list[str], earlier: list[str]
+) -> ForgetResult:
+    """Log what the run forgot and name the ids nothing held; its result. ``removed``:
+    ``(records, stored objects, MLflow objects)``; ``earlier``: ids forgotten before it."""
+    logger = get_run_logger()
     held = set(done.held)
     unmatched = [p for p in done.post_ids if p not in held]
-    again = [p for p in unmatched if p in earlier]
     if done.rewritten or done.n_tasks_deleted:
         logger.info(
             "forgot %s: %s removed from %s and %s "
             "(evaluation error lists, model cards), %s deleted",
             quantity(done.n_posts - len(unmatched), "post"),
-            quantity(purged.n_removed + sum(in_mlflow.values()), "record"),
-            quantity(len(purged.rewritten), "stored object"),
-            quantity(len(in_mlflow), "MLflow object"),
+            quantity(removed[0], "record"),
+            quantity(removed[1], "stored object"),
+            quantity(removed[2], "MLflow object"),
             quantity(done.n_tasks_deleted, "task"),
         )
     for line in _unmatched_lines(unmatched, bool(done.unreadable), earlier):
@@ -215,12 +224,12 @@ def forget_posts(
         record_key=done.key,
         status=done.status,
         n_posts=done.n_posts,
-        n_records_removed=purged.n_removed + sum(in_mlflow.values()),
+        n_records_removed=removed[0],
         rewritten=done.rewritten,
         n_tasks_deleted=done.n_tasks_deleted,
         unreadable=done.unreadable,
         rehashed=rehashed,
-        forgotten_before=again,
+        forgotten_before=[p for p in unmatched if p in earlier],
         unmatched=[p for p in unmatched if p not in earlier],
     )
 
