@@ -21,6 +21,7 @@ from ner.errors import StorageAuthError, StorageNotFoundError
 from ner.settings import redact_uri
 
 if TYPE_CHECKING:
+    from ner.registry import Registry
     from ner.settings import Settings
 
 #: Seconds one HTTP probe may take.
@@ -248,6 +249,27 @@ def check_recipe(settings: Settings) -> Check:
     return Check("recipe", CheckStatus.OK, f"{recipe}{extra}")
 
 
+def _no_champion(registry: Registry, name: str, first: str) -> Check:
+    """The champion check with no ``@champion``: no version at all, or versions none of
+    which was promoted (the newest refused by the gate, say: a trial read "no version")."""
+    from ner.models import versions_phrase
+
+    versions = registry.versions()
+    if not versions:
+        return Check("champion", CheckStatus.WARN, f"no version of {name} yet", first)
+    newest = versions[-1]
+    refused = registry.gate_refusals(newest)[0]
+    why = f", the newest ({newest}) refused by the gate ({', '.join(refused)})" if refused else ""
+    return Check(
+        "champion",
+        CheckStatus.WARN,
+        f"no @champion yet; {name} is registered ({versions_phrase(versions)}){why}",
+        f"train on more labels (brandloop train), or brandloop promote {newest} --reason ... "
+        "(refused below the threshold or the cold start, or where the gate refused it; "
+        "--force overrides, audited)",
+    )
+
+
 def check_champion(settings: Settings) -> Check:
     """The version ``@champion`` names and whether its files are where MLflow says (a
     deleted or moved artifact store leaves it registered without them); for a SQLite store
@@ -266,7 +288,7 @@ def check_champion(settings: Settings) -> Check:
         registry = open_registry(settings)
         version = registry.alias_version(CHAMPION)
         if version is None:
-            return Check("champion", CheckStatus.WARN, f"no version of {name} yet", first)
+            return _no_champion(registry, name, first)
         uri, missing = registry.version_files(version)
         previous = registry.alias_version(PREVIOUS)
         gone = registry.version_files(previous)[1] if previous and not missing else []

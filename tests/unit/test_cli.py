@@ -1406,7 +1406,18 @@ def test_doctor_checks_that_the_champions_files_are_there_and_its_own(
     assert version is not None
     unpromoted = check_champion(settings(store))
     assert unpromoted.status == CheckStatus.WARN, unpromoted
-    assert unpromoted.detail == "no version of brand-ner-dev yet"
+    assert (
+        unpromoted.detail
+        == f"no @champion yet; brand-ner-dev is registered (its versions: {version})"
+    )
+    # (and, refused by the gate, it says so: a trial read "no version" beside @challenger 1)
+    name = registry.model_name
+    registry.client.set_model_version_tag(name, version, "brandloop.gate.refused_by", "threshold")
+    refused = check_champion(settings(store))
+    assert refused.detail.endswith(f", the newest ({version}) refused by the gate (threshold)")
+    assert unpromoted.fix.startswith(
+        f"train on more labels (brandloop train), or brandloop promote {version} --reason"
+    )
     # When it is promoted, its files are found beside the database
     registry.set_alias("champion", version, actor="test", reason="first")
     found = check_champion(settings(store))
