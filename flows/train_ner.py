@@ -1220,13 +1220,13 @@ def _say_pulled(ctx: RunContext, pulled: Pulled) -> None:
     get_run_logger().info(
         "pulled the labels of %s, one label each (%s rejected, %s repaired, "
         "%s whose earlier records a newer annotation superseded (a label fixed, a post sent "
-        "again), %d annotations deleted, %d held for review; exported tasks without a "
+        "again), %s deleted, %d held for review; exported tasks without a "
         "finished annotation, left out: %d)",
         quantity(pulled.n_annotations, "post"),
         quantity(pulled.n_rejected, "post"),
         quantity(pulled.n_repaired, "span"),
         quantity(pulled.n_superseded, "post"),
-        pulled.n_deleted_annotations,
+        quantity(pulled.n_deleted_annotations, "annotation"),
         len(pulled.held_post_ids),
         pulled.n_unlabelled,
     )

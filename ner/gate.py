@@ -45,6 +45,7 @@ import numpy.typing as npt
 from ner.canary import no_canary_set
 from ner.errors import GoldSetError
 from ner.evaluation import EvalReport, beats, below, evaluate, metric_name
+from ner.report import quantity
 from ner.types import Span
 
 _CHUNK_CELLS = 1_000_000
@@ -499,7 +500,7 @@ def check_confidence(
     }
     summary = (
         f"F1 difference {diff.estimate:+.4f}, {level:.0%} interval "
-        f"[{diff.lower:+.4f}, {diff.upper:+.4f}] over {paired.n_posts} gold posts"
+        f"[{diff.lower:+.4f}, {diff.upper:+.4f}] over {quantity(paired.n_posts, 'gold post')}"
     )
     if diff.lower <= 0.0:
         reason = f"{summary}: lower bound {diff.lower:+.4f} is not > 0"
@@ -583,7 +584,7 @@ def check_canary(
     }
     summary = (
         f"canary F1 {before:.4f} -> {after:.4f} ({diff.estimate:+.4f}, {level:.0%} interval "
-        f"[{diff.lower:+.4f}, {diff.upper:+.4f}]) on {paired.n_posts} posts"
+        f"[{diff.lower:+.4f}, {diff.upper:+.4f}]) on {quantity(paired.n_posts, 'post')}"
     )
     if before - after > margin:
         reason = f"{summary}: fell by more than {margin:.4f}"

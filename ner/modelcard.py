@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ner.evaluation import LabelScores
 from ner.gate import GateDecision, Interval, SetScores, Status, bootstrap_f1
-from ner.report import markdown_cell
+from ner.report import markdown_cell, quantity
 
 MLFLOW_DESCRIPTION_LIMIT = 5000
 """Characters MLflow's SQL model registry stores in a model version's description."""
@@ -164,7 +164,7 @@ def known_limits(card: ModelCard) -> list[str]:
         interval = metrics.f1_interval
         if interval is not None and interval.upper > interval.lower:
             limits.append(
-                f"{metrics.name}: {metrics.n_posts} posts, F1 interval "
+                f"{metrics.name}: {quantity(metrics.n_posts, 'post')}, F1 interval "
                 f"{interval.upper - interval.lower:.3f} wide: smaller differences are noise"
             )
         thin = [s.label for s in metrics.per_label if 0 < s.support < SMALL_SUPPORT]
