@@ -535,7 +535,8 @@ def _say_split(splits: Splits, n_labelled: int) -> None:
         splits.n_canary,
         splits.n_train,
         (
-            f", {later} left out (of the gold split, labelled after it froze)"
+            f", {later} left out (of the gold split, labelled after it froze: neither trained "
+            "on nor scored; a new gold set, after `brandloop gold-set retire`, can take them)"
             if splits.gold_hash is not None
             else f", {later} left out (of the gold split, waiting for a gold set to freeze)"
         )
@@ -612,6 +613,15 @@ def _freeze_canary(
     frozen = canary.freeze_canary_set(
         ctx.storage, splits.gold_name, annotations, holdout, n_labelled=len(annotations)
     )
+    if 0 < len(frozen.post_ids) < datasets.SMALL_GOLD_SET:  # as the gold set's warning
+        run_logger().warning(
+            "froze a canary set of only %s: the canary rule compares the models on it, one "
+            "post moves its F1 by about %.0f points, and its interval says little (one post: "
+            "none at all); a later gold set (`brandloop gold-set retire`) gets a larger one "
+            "when more labelled posts are from earlier windows or other sources",
+            quantity(len(frozen.post_ids), "post"),
+            100 / len(frozen.post_ids),
+        )
     return _with_canary(splits, (frozen, []))
 
 

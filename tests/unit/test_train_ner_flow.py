@@ -105,7 +105,8 @@ def test_the_split_accounts_for_every_labelled_post(caplog: pytest.LogCaptureFix
         "sources, kept to catch forgetting), 193 in the training pool",
         "453 labelled posts: 75 in the gold set, 92 in the canary set (older posts or other "
         "sources, kept to catch forgetting), 258 in the training pool, 28 left out (of the gold "
-        "split, labelled after it froze)",
+        "split, labelled after it froze: neither trained on nor scored; a new gold set, after "
+        "`brandloop gold-set retire`, can take them)",
         "2 labelled posts pulled, 2 of them in the training pool; the frozen gold set holds 10 "
         "posts and the canary set 0, not all among the posts pulled (only the exports named "
         "were read)",
@@ -290,3 +291,38 @@ def test_after_a_retirement_the_next_round_freezes_a_gold_and_canary_set_of_untr
     said = " ".join(r.getMessage() for r in caplog.records)
     assert f"gold set {first.gold_name} was retired (new season)" in said
     assert f"without the {len(trained)} posts earlier training pools held" in said
+
+
+def test_a_small_canary_set_is_warned_of_as_a_small_gold_set_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flows.context import RunContext
+    from flows.train_ner import prepare_gold
+    from ner import layout
+    from ner.records import write_records
+    from ner.settings import load_settings
+    from ner.types import Post, Span
+
+    settings = load_settings(
+        storage_uri=str(tmp_path / "storage"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        canary_fraction=1.0,
+    )
+    ctx = RunContext.open(settings)
+    # Given 39 posts of this week and one of August (a trial's canary set held 1 post, and
+    # its rule printed a zero-width interval as if certain)
+    posts = [Post(f"p{i:02d}", "I love Nike", "2026-11-20T00:00:00+00:00") for i in range(39)]
+    posts.append(Post("old", "I love Nike", "2026-08-01T00:00:00+00:00"))
+    write_records(ctx.storage, layout.posts_batch("b1"), posts)
+    labels = [Annotation(p.id, p.text, (Span(7, 11, "BRAND", "Nike"),)) for p in posts]
+    write_records(ctx.storage, layout.pulled_annotations("s1"), labels)
+    # When the gold and canary sets freeze
+    with caplog.at_level(logging.WARNING):
+        splits = prepare_gold.fn(ctx, layout.pulled_annotations("s1"), "s1")
+    # Then the one-post canary set is warned of, with what one post weighs
+    assert splits.n_canary == 1
+    warned = [r.getMessage() for r in caplog.records if "canary set of only" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(
+        "froze a canary set of only 1 post: the canary rule compares the models on it, one "
+        "post moves its F1 by about 100 points"
+    )
