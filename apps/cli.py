@@ -1494,10 +1494,15 @@ def status(
     for row in report.evaluations:
         evaluations.add_row(_when(row.at), row.role, row.model, _f1(row.f1), row.gold_hash[:12])
     out.print(evaluations if report.evaluations else "last evaluations: none")
+    if report.more_evaluations:  # a trial missed its early moves, cut without a word
+        out.print(f"(older evaluations not shown: --limit {limit + 10} shows more)")
     history = _table("when (UTC)", "move", "by", "reason", title="alias history")
     for event in report.audit:
         history.add_row(_when(event.timestamp), _move(event), event.actor, event.reason)
     out.print(history if report.audit else "alias history: none")
+    if report.older_moves:
+        older = quantity(report.older_moves, "older move")
+        out.print(f"({older} not shown: --limit {limit + report.older_moves} shows them all)")
     counts = report.label_studio
     out.print(
         f"label studio: project {counts.project_id} {counts.title!r}: {counts.tasks} tasks, "

@@ -89,6 +89,9 @@ class StatusReport:
     missing_store: Path | None = None
     #: why the model has no alias to show: it is not registered (the closest name, if any)
     not_registered: str | None = None
+    #: whether older evaluations than those shown exist, and how many alias moves are older
+    more_evaluations: bool = False
+    older_moves: int = 0
 
 
 def quick_mlflow() -> None:
@@ -263,10 +266,13 @@ def gather(
         return report
     registry = open_registry()
     missing = registry.missing_model()  # a table of dashes said nothing (trial V)
+    evaluations, moves = last_evaluations(registry, limit + 1), registry.audit_log()
     return replace(
         report,
         aliases=() if missing else alias_states(registry, gold.hash if gold else None),
         not_registered=None if missing is None else str(missing),
-        evaluations=last_evaluations(registry, limit),
-        audit=tuple(reversed(registry.audit_log()[-limit:])),  # newest first, as evaluations
+        evaluations=evaluations[:limit],
+        audit=tuple(reversed(moves[-limit:])),  # newest first, as evaluations
+        more_evaluations=len(evaluations) > limit,
+        older_moves=max(len(moves) - limit, 0),
     )

@@ -134,6 +134,11 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     assert "manual: beats v1" in out and "cli:" in out
     assert out.index("beats v1") < out.index("first release")  # newest move first
     assert "label studio: not configured" in out
+    # And a shorter --limit says how many moves it leaves out (a trial's were cut silently)
+    code, out, err = _invoke("status", "--limit", "1", *flags)
+    older = re.search(r"\((\d+) older moves? not shown: --limit (\d+) shows them all\)", out)
+    assert code == 0 and older, out + err
+    assert int(older.group(1)) == len(registry.audit_log()) - 1 == int(older.group(2)) - 1
 
     # And a version never evaluated on the gold set (after a forget re-hashed it, none is: a
     # trial could then promote nothing, not even with --force) is scored now, recorded, and
