@@ -539,7 +539,8 @@ RereadOption = Annotated[
     bool,
     typer.Option(
         help="--source jsonl: read the file from its first line again, though an earlier "
-        "run read it (to predict it with another model); its checkpoint never moves back."
+        "run read it (to predict it with another model: tasks already in Label Studio get "
+        "its predictions beside theirs); its checkpoint never moves back."
     ),
 ]
 ExecutorOption = Annotated[

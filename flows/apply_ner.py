@@ -100,6 +100,9 @@ class Imported(BaseModel):
     #: ``tasks/<stamp>.rejected.json``).
     n_id_conflicts: int = 0
     n_batches: int = 0
+    #: Tasks already there given this run's predictions (a post predicted again with
+    #: another model: ``reread``), which they held no prediction of.
+    n_predictions_added: int = 0
 
 
 class Delivered(BaseModel):
@@ -688,6 +691,8 @@ def _delivery_line(delivered: Delivered | None) -> str:
         where = f"Label Studio project {imported.project_id} ({new}"
         if imported.n_skipped_existing:
             where += f", {imported.n_skipped_existing} already there"
+        if imported.n_predictions_added:  # a post predicted again with another model
+            where += f", {imported.n_predictions_added} of them given these predictions"
         if imported.n_id_conflicts:
             report = layout.import_rejected(layout.batch_stamp(delivered.posts_key))
             where += (

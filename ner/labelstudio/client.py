@@ -441,6 +441,28 @@ class LabelStudioProject:
             )
         return [int(t) for t in task_ids]
 
+    def prediction_versions(self) -> dict[int, set[str]]:
+        """Task id -> the ``model_version`` of each prediction it holds (``""`` for one
+        without), for the whole project in one request."""
+        with self._api(f"listing of project {self.project_id}'s predictions"):
+            found = self.client.predictions.list(project=self.project_id)
+        versions: dict[int, set[str]] = {}
+        for prediction in found:
+            versions.setdefault(int(prediction.task), set()).add(prediction.model_version or "")
+        return versions
+
+    def add_prediction(self, task_id: int, prediction: Mapping[str, Any]) -> None:
+        """Add ``prediction`` (a pre-annotation: ``{"model_version", "score", "result"}``) to
+        the task ``task_id`` beside those it holds (no retry)."""
+        with self._api(f"prediction for task {task_id} of project {self.project_id}"):
+            self.client.predictions.create(
+                task=task_id,
+                result=list(prediction["result"]),
+                score=prediction.get("score"),
+                model_version=prediction.get("model_version"),
+                request_options=NO_RETRY,
+            )
+
     def delete_post_tasks(self, post_ids: Iterable[str]) -> dict[str, list[int]]:
         """Delete every task of the posts ``post_ids`` (found by ``data.post_id``), with its
         annotations and predictions; returns post id -> deleted task ids (posts without a

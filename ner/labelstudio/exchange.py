@@ -181,6 +181,9 @@ class ImportReport(BaseModel):
     n_duplicates_in_input: int = 0
     n_id_conflicts: int = 0
     n_batches: int = 0
+    #: Tasks already there given this run's prediction, whose model version they lacked
+    #: (a post predicted again with another model: ``apply --reread``).
+    n_predictions_added: int = 0
     conflicts: list[dict[str, Any]] = []
 
 
@@ -210,15 +213,20 @@ def _missing(
     known: dict[str, list[tuple[int, str | None]]],
     tally: Counter[str],
     conflicts: list[dict[str, Any]],
+    there: list[tuple[int, Post, Prediction]],
 ) -> Iterator[tuple[Post, Prediction | None]]:
     """The items whose post is neither in the project nor met earlier in ``items``; a post
-    whose id the project holds with another text is added to ``conflicts``."""
+    whose id the project holds with another text is added to ``conflicts``, one it holds
+    with this text (and a prediction) to ``there`` with the task's id."""
     seen: set[str] = set()
     for post, prediction in items:
         if post.id in known:
             conflict = _conflict(post, known[post.id])
             if conflict is None:
                 tally["n_skipped_existing"] += 1
+                task_id = next(t for t, text in known[post.id] if text == post.text)
+                if prediction is not None:
+                    there.append((task_id, post, prediction))
             else:
                 tally["n_id_conflicts"] += 1
                 conflicts.append(conflict)
@@ -227,6 +235,32 @@ def _missing(
         else:
             seen.add(post.id)
             yield post, prediction
+
+
+def _add_predictions(project: LabelStudioProject, there: list[tuple[int, Post, Prediction]]) -> int:
+    """Give each task already in the project (``there``: task id, post, prediction) the
+    prediction when it holds none of that model version, beside those it holds (Label
+    Studio shows each version's); returns how many were added. Idempotent per task and
+    model version: a run that stopped part way is finished by the next."""
+    if not there:
+        return 0
+    versions = project.prediction_versions()
+    added = 0
+    for task_id, post, prediction in there:
+        if prediction.model_version in versions.get(task_id, set()):
+            continue
+        payload = prediction_json(post.id, post.text, prediction, project.config)
+        project.add_prediction(task_id, payload)
+        versions.setdefault(task_id, set()).add(prediction.model_version)  # a post met twice
+        added += 1
+    if added:
+        log.info(
+            "gave %s already in project %s the predictions of %s",
+            quantity(added, "task"),
+            project.project_id,
+            there[0][2].model_version,
+        )
+    return added
 
 
 def _say_conflicts(project: LabelStudioProject, conflicts: list[dict[str, Any]]) -> None:
@@ -268,7 +302,8 @@ def import_items(
         )
     tally: Counter[str] = Counter()
     conflicts: list[dict[str, Any]] = []
-    for batch in batched(_missing(items, existing, tally, conflicts), batch_size):
+    there: list[tuple[int, Post, Prediction]] = []
+    for batch in batched(_missing(items, existing, tally, conflicts, there), batch_size):
         task_ids = project.import_tasks(to_tasks(batch, project.config))
         tally["n_batches"] += 1
         tally["n_imported"] += len(task_ids)
@@ -277,6 +312,7 @@ def import_items(
         if on_batch is not None:
             on_batch(number, task_ids)
     _say_conflicts(project, conflicts)
+    tally["n_predictions_added"] = _add_predictions(project, there)
     report = ImportReport(project_id=project.project_id, conflicts=conflicts, **tally)
     log.info(
         "import into project %s: %s", project.project_id, report.model_dump(exclude={"conflicts"})

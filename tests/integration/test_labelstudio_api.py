@@ -369,6 +369,29 @@ def test_import_three_times_gives_one_task_per_post_with_predictions(
         assert task["data"]["text"][value["start"] : value["end"]] == value["text"] == "Glossier"
 
 
+def test_posts_predicted_again_with_another_model_get_its_predictions_beside_the_old(
+    project: LabelStudioProject, storage: Storage
+) -> None:
+    import dataclasses
+
+    # Given 4 posts in the project with the predictions of one model (one post twice)
+    items = posts(4)
+    keys = write_batch(storage, [*items, items[1]])
+    assert import_predictions(project, storage, *keys).n_imported == 4
+    # When they are predicted again with another model and sent (a trial's `apply --reread
+    # --destination label_studio` said "199 already there" and left the old predictions)
+    newer = [dataclasses.replace(p, model_version="brand-ner/4") for p in predictions_of(items)]
+    storage.write_lines(keys[1], [json.dumps(p.to_dict()) for p in [*newer, newer[1]]])
+    again = import_predictions(project, storage, *keys)
+    # Then no task is added, and each task holds both models' predictions, once each
+    assert (again.n_imported, again.n_skipped_existing, again.n_predictions_added) == (0, 5, 4)
+    for task in project.iter_tasks(fields="all"):
+        versions = sorted(p["model_version"] for p in task["predictions"])
+        assert versions == ["brand-ner/4", "gazetteer@test"], task["predictions"]
+    # And a third send adds nothing (idempotent per task and model version)
+    assert import_predictions(project, storage, *keys).n_predictions_added == 0
+
+
 def test_import_crashing_after_a_batch_resumes_without_duplicates(
     project: LabelStudioProject, storage: Storage
 ) -> None:
