@@ -1975,6 +1975,16 @@ def rollback(
 # ----------------------------------------------------------------------------- services
 
 
+ServeModelOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="SPEC",
+        help="@champion, @previous, a version (3), gazetteer, a path or a models:/ URI; "
+        "default NER_SERVE_MODEL, else models:/brand-ner-{env}@champion.",
+    ),
+]
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -1985,14 +1995,7 @@ def serve(
         int | None,
         typer.Option(metavar="PORT", min=1, max=65535, help="Default NER_SERVE_PORT, else 8000."),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            metavar="SPEC",
-            help="@champion, @previous, a version (3), gazetteer, a path or a models:/ URI; "
-            "default NER_SERVE_MODEL, else models:/brand-ner-{env}@champion.",
-        ),
-    ] = None,
+    model: ServeModelOption = None,
     set_: SetOption = None,
 ) -> None:
     """Serve the champion over the REST API. Needs a bearer token: NER_SERVE_API_KEY,
@@ -2024,6 +2027,31 @@ def serve(
         f"(MLflow: {redact_uri(cfg.mlflow_tracking_uri)})"
     )
     run_server(cfg, app)
+
+
+@app.command("ml-backend")
+def ml_backend(
+    host: Annotated[str, typer.Option(metavar="HOST", help="Interface to listen on.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[
+        int, typer.Option(metavar="PORT", min=1, max=65535, help="Port to listen on.")
+    ] = 9090,
+    model: ServeModelOption = None,
+    set_: SetOption = None,
+) -> None:
+    """The champion as Label Studio's ML backend (what python -m apps.ml_backend does); HTTP
+    Basic auth from NER_ML_BACKEND_USER and NER_ML_BACKEND_PASSWORD."""
+    from apps import ml_backend as backend
+
+    overrides = cli_overrides(set_)
+    if model:  # @champion, 3: this environment's registered model
+        from ner.models import expand_model_spec
+
+        name = load_cli_settings(overrides).registered_model_name
+        overrides["serve_model"] = expand_model_spec(model, name)
+    if code := backend.main(["--host", host, "--port", str(port)], overrides):
+        raise typer.Exit(code)
 
 
 @labelstudio_app.command("setup")

@@ -524,8 +524,9 @@ def start_warnings(settings: Settings, host: str) -> list[str]:
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apps.ml_backend [--host H] [--port N]``: serve until interrupted."""
+def main(argv: Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None) -> int:
+    """``python -m apps.ml_backend [--host H] [--port N]``: serve until interrupted, with the
+    environment's settings and ``overrides`` (``brandloop ml-backend --set``/``--model``)."""
     import uvicorn
 
     from apps.preflight import check_address, require_store
@@ -551,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in (log.name, "apps.serving"):
         logging.getLogger(name).setLevel(logging.INFO)
     try:
-        settings = deployment_settings(say=log.info)
+        settings = deployment_settings(overrides, say=log.info)
         for line in start_warnings(settings, f"{args.host}:{args.port}"):
             log.warning("%s", line)
         app = create_app(settings)

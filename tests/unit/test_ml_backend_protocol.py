@@ -507,3 +507,24 @@ def test_the_command_line_refuses_a_model_that_cannot_load_before_it_listens(
     assert not ran
     (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert "no-model-here" in error and "\n" not in error
+
+
+def test_brandloop_ml_backend_starts_it_with_the_command_line_s_settings(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from apps import cli
+
+    # a trial found only `python -m apps.ml_backend`, without --set or --model (serve has both)
+    missing = tmp_path / "nope" / "mlflow.db"
+    monkeypatch.delenv("NER_ML_BACKEND_USER", raising=False)
+    monkeypatch.delenv("NER_ML_BACKEND_PASSWORD", raising=False)
+    args = ["ml-backend", "--port", "9", "--model", "3"]
+    args += ["--set", f"mlflow_tracking_uri=sqlite:///{missing}"]
+    with caplog.at_level(logging.INFO, logger="apps.ml_backend"):
+        result = CliRunner().invoke(cli.app, args)
+    # Then the settings reached it: the store given is refused (not created), exit 1
+    assert result.exit_code == 1, result.output
+    assert f"no MLflow store at {missing}" in caplog.text
+    assert not missing.parent.exists()
