@@ -48,6 +48,7 @@ COMMANDS = [
     "promote",
     "rollback",
     "serve",
+    "ml-backend",
     "deploy",
     "doctor",
     "settings",
