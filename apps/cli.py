@@ -1401,10 +1401,15 @@ def _ui_command(folder: Path, tracking_uri: str) -> str:
 
 
 def _venv_bin(command: str) -> str:
-    """``command`` as a user can type it: its path in this interpreter's ``bin`` folder
-    (``.venv/bin/brandloop`` after ``make install``), relative to the working folder when
-    it is below it."""
-    path = Path(sys.executable).parent / command
+    """``command`` as a user can type it: its path in the ``bin`` folder ``brandloop`` was
+    started from, as typed (a linked ``.venv`` stays the link: a trial was shown the
+    link's target), else this interpreter's (``.venv/bin/brandloop`` after ``make
+    install``); relative to the working folder when it is below it."""
+    launched = Path(sys.argv[0])
+    folder = launched.parent if launched.name == "brandloop" else Path(sys.executable).parent
+    path = folder / command
+    if not path.is_absolute():
+        return str(path)
     try:
         return str(path.relative_to(Path.cwd()))
     except ValueError:

@@ -1775,3 +1775,19 @@ def test_the_debug_hint_names_the_command_with_debug_where_brandloop_reads_it() 
     assert cli.debug_hint(group) == "(brandloop --debug labelstudio status ... for the traceback)"
     top = SimpleNamespace(command_path="brandloop", invoked_subcommand="train")
     assert cli.debug_hint(top) == "(brandloop --debug train ... for the traceback)"
+
+
+def test_commands_shown_to_type_keep_the_path_brandloop_was_started_by(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given brandloop started through a linked .venv (a trial was shown the link's target)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [".venv/bin/brandloop", "loop"])
+    assert cli._venv_bin("brandloop") == ".venv/bin/brandloop"
+    assert cli._venv_bin("mlflow") == ".venv/bin/mlflow"
+    # and started by its full path below the working folder: shown relative to it
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "venv" / "bin" / "brandloop")])
+    assert cli._venv_bin("brandloop") == "venv/bin/brandloop"
+    # and not as brandloop (python -m apps.cli): this interpreter's folder
+    monkeypatch.setattr(sys, "argv", ["-m"])
+    assert cli._venv_bin("mlflow") == str(Path(sys.executable).parent / "mlflow")
