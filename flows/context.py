@@ -184,7 +184,8 @@ def conventional_block_hint(field: str, env: str) -> str:
     other way to give a flow secret that is not set."""
     return (
         f"NER_{field.upper()}_BLOCK={secret_block_name(field, env)}, the block brandloop "
-        "deploy --secrets-from-env saves"
+        f"deploy --secrets-from-env saves from BRANDLOOP_{env.upper()}_{field.upper()} (empty "
+        "when that was unset)"
     )
 
 

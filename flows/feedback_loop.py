@@ -335,6 +335,13 @@ def feedback_loop(
             if played.train.status == TrainStatus.THRESHOLD_MET:
                 result.status = LoopStatus.THRESHOLD_MET
                 break
+            if played.train.status == TrainStatus.ALREADY_TRAINED:  # a trial read it as stuck
+                get_run_logger().info(
+                    "round %d trained nothing: its labels left the training posts as they were "
+                    "(labels of gold or canary posts, or of posts left out); a next round, if "
+                    "any, sends new posts",
+                    number,
+                )
         publish_result(f"feedback-loop-{ctx.settings.env}", result.markdown(), result.status)
     return result
 

@@ -1227,12 +1227,13 @@ def challenge(
 
 def _say_pulled(ctx: RunContext, pulled: Pulled) -> None:
     """The pull's line: what was read, rejected, repaired, held; where the records are."""
+    n = pulled.n_annotations
     get_run_logger().info(
-        "pulled the labels of %s, one label each (%s rejected, %s repaired, "
+        "pulled %s (%s rejected, %s repaired, "
         "%s whose earlier records a newer annotation superseded (a label fixed, a post sent "
         "again), %s deleted, %d held for review; exported tasks without a "
         "finished annotation, left out: %d)",
-        quantity(pulled.n_annotations, "post"),
+        f"the labels of {quantity(n, 'post')}, one label each" if n else "no label",
         quantity(pulled.n_rejected, "post"),
         quantity(pulled.n_repaired, "span"),
         quantity(pulled.n_superseded, "post"),

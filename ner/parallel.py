@@ -372,21 +372,27 @@ def local_cluster_config() -> dict[str, Any]:
     }
 
 
+#: Seconds a remote Dask scheduler has to answer (``distributed``'s own default, 30 s,
+#: made a mistyped address cost 2 min 20 s over the retries: trial AI).
+DASK_CONNECT_S = 10.0
+
+
 @contextmanager
 def dask_client(address: str | None, workers: int) -> Iterator[Any]:
     """A ``distributed.Client`` on the scheduler at ``address``, else on a ``LocalCluster``
     of ``workers`` single-threaded worker processes that lives as long as the client
     (:func:`local_cluster`). Raises :class:`ConnectionError` naming the address and its
-    setting when no scheduler answers there (after ``distributed``'s connect timeout)."""
+    setting when no scheduler answers there within :data:`DASK_CONNECT_S`."""
     from distributed import Client
 
     if address:
         try:
-            client = Client(address)
+            client = Client(address, timeout=DASK_CONNECT_S)
         except OSError as exc:  # a wrong address or a scheduler down: retried as I/O is
             raise ConnectionError(
                 f"the Dask scheduler at {address} (the flow's cluster_address, else "
-                f"NER_DASK_ADDRESS) did not answer: {exc}; is it running there?"
+                f"NER_DASK_ADDRESS) did not answer within {DASK_CONNECT_S:g} s: {exc}; is it "
+                "running there?"
             ) from exc
         with client:
             yield client

@@ -1496,6 +1496,8 @@ def test_status_without_a_store_says_so_and_creates_none(
     # (naming the key's Secret block too: a trial's deploy had saved it, unnamed here)
     said = " ".join(result.stdout.split())
     assert "NER_LABEL_STUDIO_API_KEY_BLOCK=label-studio-api-key-dev, the block" in said
+    # (and where its value comes from: a trial followed it to the block saved empty)
+    assert "saves from BRANDLOOP_DEV_LABEL_STUDIO_API_KEY (empty when that was unset)" in said
     assert not (tmp_path / "mlflow.db").exists()
 
 

@@ -223,16 +223,21 @@ def test_the_progress_rate_of_a_small_run_is_not_rounded_to_nothing() -> None:
     assert PredictionProgress(0, 10, 0.0).rate_text == "0 posts/s"
 
 
-def test_a_scheduler_that_does_not_answer_is_named_with_its_setting() -> None:
-    import dask
-
+def test_a_scheduler_that_does_not_answer_is_named_with_its_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ner import parallel
     from ner.parallel import dask_client
     from tests.support.servers import free_port
 
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
-    # a trial's wrong address ended in "OSError Timed out trying to connect" alone
-    short = dask.config.set({"distributed.comm.timeouts.connect": "2s"})
+    # a trial's wrong address ended in "OSError Timed out trying to connect" alone, and
+    # another's took 2 min 20 s over the retries (distributed's 30 s connect timeout)
+    monkeypatch.setattr(parallel, "DASK_CONNECT_S", 2.0)
     refused = pytest.raises(ConnectionError, match="NER_DASK_ADDRESS")
-    with short, refused as caught, dask_client(address, 1):
+    with refused as caught, dask_client(address, 1):
         raise AssertionError("connected to nothing")
-    assert str(caught.value).startswith(f"the Dask scheduler at {address} (the flow's")
+    assert str(caught.value).startswith(
+        f"the Dask scheduler at {address} (the flow's cluster_address, else NER_DASK_ADDRESS) "
+        "did not answer within 2 s"
+    )
