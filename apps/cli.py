@@ -386,13 +386,16 @@ def flow_kwargs(flow: Any, params: Mapping[str, Any], overrides: Mapping[str, An
     return {**params, key: dict(overrides) or None}
 
 
-def check_run_settings(overrides: Mapping[str, Any]) -> None:
+def check_run_settings(overrides: Mapping[str, Any]) -> Settings:
     """Refuse, before any run starts (Prefect's temporary API takes seconds), a bad setting
     (:class:`ConfigError`) or a training recipe whose optional install is missing
-    (:class:`~ner.errors.OptionalInstallError`), as the run would at its start."""
+    (:class:`~ner.errors.OptionalInstallError`), as the run would at its start; returns the
+    settings."""
     from ner.settings import load_settings
 
-    load_settings(**overrides).train.check_installed()
+    settings = load_settings(**overrides)
+    settings.train.check_installed()
+    return settings
 
 
 def run_flow(
@@ -890,7 +893,7 @@ def loop(
         "poll_interval_s": poll_interval_s,
     }
     result = run_flow(ctx, feedback_loop, params, overrides)
-    _print_rounds(result)
+    _print_rounds(result, cfg.threshold, "--max-rounds (NER_MAX_ROUNDS)")
     if result.status == TIMED_OUT:
         console().print(after_timeout_hint(annotator, set_ or []))
         raise typer.Exit(LOOP_TIMED_OUT_EXIT)
@@ -1167,7 +1170,7 @@ def _lift(cfg: Settings, params: Mapping[str, Any]) -> None:
 LOOP_TIMED_OUT_EXIT = 3
 
 
-def _print_rounds(result: LoopResult) -> None:
+def _print_rounds(result: LoopResult, threshold: float, rounds_option: str) -> None:
     from ner.report import rounds_table
 
     out = console()
@@ -1177,24 +1180,44 @@ def _print_rounds(result: LoopResult) -> None:
     else:
         out.print("no round was played")
     out.print()
-    out.print(loop_status_line(result), soft_wrap=True)
+    out.print(loop_status_line(result, threshold, rounds_option), soft_wrap=True)
 
 
 #: What each way a loop stops means, after its status on the last line.
 LOOP_STATUS_MEANING = {
     "threshold_met": "the champion meets the threshold on the gold set",
-    "budget_spent": "{n} played, as many as --max-rounds (NER_MAX_ROUNDS) allows, and the "
-    "threshold is not met yet: run the loop again to play more",
+    "budget_spent": "{n} played, as many as {option} allows, and the threshold is not met "
+    "yet: run the loop again to play more",
     "no_new_posts": "the source gave no post that was not labelled or sent before",
     "timed_out_waiting_for_labels": "too few labels came before --wait-timeout-s",
 }
 
 
-def loop_status_line(result: LoopResult) -> str:
+def loop_status_line(
+    result: LoopResult,
+    threshold: float | None = None,
+    rounds_option: str = "--max-rounds (NER_MAX_ROUNDS)",
+) -> str:
     """``loop status: budget_spent (3 rounds played, ...)``: the status and what it means
-    (a promoted last round beside "budget_spent" read as a failure in a trial)."""
-    meaning = LOOP_STATUS_MEANING.get(str(result.status), "")
-    meaning = meaning.format(n=quantity(len(result.rounds), "round"))
+    (a promoted last round beside "budget_spent" read as a failure in a trial); the budget
+    spent by a round whose new champion reaches ``threshold`` says so (a trial read "not
+    met yet" beside a champion of 0.8235 > 0.80)."""
+    n = quantity(len(result.rounds), "round")
+    meaning = LOOP_STATUS_MEANING.get(str(result.status), "").format(n=n, option=rounds_option)
+    last = result.rounds[-1].train if result.rounds else None
+    if (
+        str(result.status) == "budget_spent"
+        and last is not None
+        and last.promoted_version is not None
+        and last.challenger_f1 is not None
+        and threshold is not None
+        and last.challenger_f1 >= threshold
+    ):
+        meaning = (
+            f"{n} played, as many as {rounds_option} allows; the last one's new champion "
+            f"(F1 {last.challenger_f1:.4f}) meets the threshold {threshold:.2f}, so a next "
+            "train run stops at threshold_met"
+        )
     return f"loop status: {result.status}" + (f" ({meaning})" if meaning else "")
 
 
@@ -1339,7 +1362,7 @@ def demo(
     if file_on_the_way(dir_.resolve()):  # of --dir, not of the storage_uri made from it
         raise CliError(f"--dir {dir_}: cannot prepare it (Not a directory); choose another folder")
     overrides = {**demo_overrides(dir_), **demo_recipe(parse_overrides(set_))}
-    check_run_settings(overrides)  # the last demo's state goes only when this one can run
+    cfg = check_run_settings(overrides)  # the last demo's state goes only when this one can run
     try:
         removed = prepare_demo_folder(dir_, keep=keep)
     except OSError as exc:
@@ -1373,7 +1396,7 @@ def demo(
     }
     started = time.perf_counter()
     result = run_flow(ctx, feedback_loop, params, overrides)
-    _print_rounds(result)
+    _print_rounds(result, cfg.threshold, "--rounds")
     now = time.perf_counter()
     out.print(f"time: {now - started:.0f} s for the rounds, {now - began:.0f} s in all")
     for line in _demo_next(dir_, overrides):

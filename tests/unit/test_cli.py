@@ -1586,6 +1586,29 @@ def test_a_loop_that_stopped_waiting_for_labels_exits_3(
         ]
 
 
+def test_a_spent_budget_whose_last_round_met_the_threshold_says_so() -> None:
+    from flows.feedback_loop import LoopResult, LoopStatus, RoundResult
+    from flows.train_ner import TrainStatus, TrainSummary
+
+    # Given the demo's one round, promoting v1 at 0.8235 (a trial read "the threshold is not
+    # met yet, run again", and --max-rounds where the demo's option is --rounds)
+    promoted = TrainSummary(
+        status=TrainStatus.PROMOTED, labels=360, rejected=0, challenger_f1=0.8235,
+        promoted_version="1",
+    )  # fmt: skip
+    played = RoundResult(round=1, posts_sent=360, model_used="gaz", new_labels=360, train=promoted)
+    result = LoopResult(status=LoopStatus.BUDGET_SPENT, rounds=[played])
+    assert cli.loop_status_line(result, 0.8, "--rounds") == (
+        "loop status: budget_spent (1 round played, as many as --rounds allows; the last "
+        "one's new champion (F1 0.8235) meets the threshold 0.80, so a next train run stops "
+        "at threshold_met)"
+    )
+    # and one below the threshold still says to play more
+    low = promoted.model_copy(update={"challenger_f1": 0.7})
+    below = result.model_copy(update={"rounds": [played.model_copy(update={"train": low})]})
+    assert "the threshold is not met yet" in cli.loop_status_line(below, 0.8, "--rounds")
+
+
 def test_the_hint_after_a_timed_out_loop_names_its_annotators_source_and_settings() -> None:
     hint = cli.after_timeout_hint("label_studio", ["env=staging", "threshold=0.9"]).splitlines()
     assert hint == [
