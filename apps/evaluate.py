@@ -59,8 +59,10 @@ def pinned_spec(settings: Settings, spec: str) -> str:
     alias not set yet) when it names nothing."""
     from ner.models import check_model_spec, pin_model_uri
 
-    pinned = pin_model_uri(spec, settings.mlflow_tracking_uri)
-    check_model_spec(pinned, settings.mlflow_tracking_uri)
+    uri, own = settings.mlflow_tracking_uri, settings.registered_model_name
+    check_model_spec(spec, uri, own_model=own)  # "no champion yet", not MLflow's words (AJ)
+    pinned = pin_model_uri(spec, uri)
+    check_model_spec(pinned, uri)
     return pinned
 
 

@@ -207,8 +207,14 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
     from mlflow import MlflowClient
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(tracking_uri=store, registry_uri=store).create_registered_model("brand-ner-dev")
     flags = ["--set", f"mlflow_tracking_uri={store}"]
+    # (a store whose model is not registered yet: MLflow's "not found", a trial saw, no more)
+    MlflowClient(tracking_uri=store, registry_uri=store).search_experiments()  # makes the store
+    bare = CliRunner().invoke(cli.app, ["evaluate", "--on", str(path), *flags])
+    said = " ".join(bare.stderr.split())
+    assert bare.exit_code == 1 and said.startswith("error: no champion yet: brand-ner-dev has no")
+    assert "cannot resolve" not in said and "--debug" not in said
+    MlflowClient(tracking_uri=store, registry_uri=store).create_registered_model("brand-ner-dev")
     none = CliRunner().invoke(cli.app, ["evaluate", "--on", str(path), *flags])
     said = " ".join(none.stderr.split())
     assert none.exit_code == 1 and said.startswith("error: no champion yet: no version of")
