@@ -104,7 +104,7 @@ class _Running:
     said: float = float("-inf")  # when its last progress line was printed (plain console)
     held: str | None = None  # its latest progress line not printed yet (plain console)
     last: str | None = None  # its latest line, kept on screen when it ends (terminal)
-    warned: bool = False  # it logged a warning: its end is marked "!" rather than "✓"
+    warned: int = 0  # warnings it logged: its end is then marked "!" rather than "✓"
 
 
 class Narrator(logging.Handler):
@@ -142,7 +142,7 @@ class Narrator(logging.Handler):
         elif record.levelno >= logging.WARNING:  # a line of its own, not spinner text
             running = self.running.get(run_id)
             if running is not None:
-                running.warned = True
+                running.warned += 1
                 self._say_held(running)
             self.warn(f"{running.label}: {message}" if running else message)
         elif record.levelno >= logging.INFO and run_id in self.running:
@@ -204,7 +204,7 @@ class Narrator(logging.Handler):
 
     def _finish(self, run_id: str, task: str, state: str, message: str) -> None:
         running = self.running.pop(run_id, None)
-        seconds, warned = 0.0, running is not None and running.warned
+        seconds, warned = 0.0, running.warned if running is not None else 0
         if running is not None:
             self.progress.remove_task(running.progress_id)
             seconds = time.monotonic() - running.started
@@ -215,7 +215,9 @@ class Narrator(logging.Handler):
         if state in ("Completed", "Cached"):
             if task in STEPS:
                 mark = "[yellow]![/]" if warned else "[green]✓[/]"
-                after = ", see its warning above" if warned else ""
+                after = (
+                    f", see its {'warnings' if warned > 1 else 'warning'} above" if warned else ""
+                )
                 self.say(f"{mark} {STEPS[task]} [dim]({seconds:.1f} s{after})[/]")
         elif state == "AwaitingRetry":
             said = _state_message(message)[:200]

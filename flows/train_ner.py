@@ -616,7 +616,7 @@ def _freeze_canary(
     if 0 < len(frozen.post_ids) < datasets.SMALL_GOLD_SET:  # as the gold set's warning
         run_logger().warning(
             "froze a canary set of only %s: the canary rule compares the models on it, one "
-            "post moves its F1 by about %.0f points, and its interval says little (one post: "
+            "post moves its F1 by about %.1f points, and its interval says little (one post: "
             "none at all); a later gold set (`brandloop gold-set retire`) gets a larger one "
             "when more labelled posts are from earlier windows or other sources",
             quantity(len(frozen.post_ids), "post"),

@@ -1121,6 +1121,12 @@ def test_a_step_that_warned_ends_with_a_mark_that_says_so() -> None:
     assert lines[-2].startswith("! waited for labels in Label Studio (")
     assert lines[-2].endswith(" s, see its warning above)")
     assert lines[-1].startswith("✓ pulled the annotations (")  # the next step is its own
+    # and a step that warned twice points at both (a trial read "its warning" after two)
+    console, narrator, wait = _started("wait_for_label_studio", "feedback-loop")
+    for _ in range(2):
+        narrator.emit(_record("fewer than 1 new label in project 3 after 2 s", 30, **wait))
+    narrator.emit(_record("Finished in state Completed()", **wait))
+    assert _lines(console.export_text())[-1].endswith(" s, see its warnings above)")
 
 
 def test_a_progress_line_held_back_comes_before_the_tasks_warning() -> None:

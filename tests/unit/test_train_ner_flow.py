@@ -324,5 +324,5 @@ def test_a_small_canary_set_is_warned_of_as_a_small_gold_set_is(
     warned = [r.getMessage() for r in caplog.records if "canary set of only" in r.getMessage()]
     assert len(warned) == 1 and warned[0].startswith(
         "froze a canary set of only 1 post: the canary rule compares the models on it, one "
-        "post moves its F1 by about 100 points"
+        "post moves its F1 by about 100.0 points"
     )
