@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -18,6 +19,9 @@ from flows.train_ner import (
 from ner.rehearsal import RehearsalSet
 from ner.settings import Settings, TrainSettings
 from ner.types import Annotation, Rejected
+
+if TYPE_CHECKING:
+    from flows.context import RunContext
 
 
 def test_the_rehearsal_note_accounts_for_every_post_of_the_set() -> None:
@@ -238,25 +242,32 @@ def test_the_result_as_markdown_lists_the_fields_set_and_every_rule() -> None:
     ]
 
 
+def local_context(tmp_path: Path, **settings: Any) -> RunContext:
+    """A run context on a storage folder and a SQLite MLflow store under ``tmp_path``."""
+    from flows.context import RunContext
+    from ner.settings import load_settings
+
+    return RunContext.open(
+        load_settings(
+            storage_uri=str(tmp_path / "storage"),
+            mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            **settings,
+        )
+    )
+
+
 def test_after_a_retirement_the_next_round_freezes_a_gold_and_canary_set_of_untrained_posts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from flows.context import RunContext
     from flows.train_ner import prepare_gold
     from ner import canary, datasets, layout
     from ner.records import write_records
-    from ner.settings import load_settings
     from ner.types import Post, Span
 
-    settings = load_settings(
-        storage_uri=str(tmp_path / "storage"),
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        gold_fraction=0.3,
-        gold_min_posts=1,
-        canary_fraction=1.0,
+    ctx = local_context(
+        tmp_path, gold_fraction=0.3, gold_min_posts=1, canary_fraction=1.0,
         gold_recent_fraction=0.2,
-    )
-    ctx = RunContext.open(settings)
+    )  # fmt: skip
 
     def labelled(ids: range) -> list[Annotation]:
         return [
@@ -296,19 +307,12 @@ def test_after_a_retirement_the_next_round_freezes_a_gold_and_canary_set_of_untr
 def test_a_small_canary_set_is_warned_of_as_a_small_gold_set_is(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from flows.context import RunContext
     from flows.train_ner import prepare_gold
     from ner import layout
     from ner.records import write_records
-    from ner.settings import load_settings
     from ner.types import Post, Span
 
-    settings = load_settings(
-        storage_uri=str(tmp_path / "storage"),
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        canary_fraction=1.0,
-    )
-    ctx = RunContext.open(settings)
+    ctx = local_context(tmp_path, canary_fraction=1.0)
     # Given 39 posts of this week and one of August (a trial's canary set held 1 post, and
     # its rule printed a zero-width interval as if certain)
     posts = [Post(f"p{i:02d}", "I love Nike", "2026-11-20T00:00:00+00:00") for i in range(39)]
