@@ -60,8 +60,7 @@ def pinned_spec(settings: Settings, spec: str) -> str:
     from ner.models import check_model_spec, pin_model_uri
 
     uri, own = settings.mlflow_tracking_uri, settings.registered_model_name
-    check_model_spec(spec, uri, own_model=own)  # "no champion yet", not MLflow's words (AJ)
-    pinned = pin_model_uri(spec, uri)
+    pinned = pin_model_uri(spec, uri, own_model=own)  # "no champion yet", not MLflow's (AJ)
     check_model_spec(pinned, uri)
     return pinned
 

@@ -53,7 +53,15 @@ from flows.context import (
 from ner import canary, datasets, evaluation, layout, rehearsal
 from ner.audit import is_abandoned
 from ner.errors import ConfigError, GoldSetError, RegistryError
-from ner.gate import GateDecision, GatePolicy, ModelScores, SetScores, decide_promotion, score_spans
+from ner.gate import (
+    GateDecision,
+    GatePolicy,
+    ModelScores,
+    SetScores,
+    decide_promotion,
+    no_canary_set,
+    score_spans,
+)
 from ner.labelstudio import exchange
 from ner.labelstudio.client import LabelStudioProject
 from ner.modelcard import (
@@ -1019,7 +1027,7 @@ def promote_if_better(
     )
     reason = decision.reason
     if splits.n_canary == 0 and champion is not None:
-        reason += f" (canary: not applicable, {canary.no_canary_set(splits.canary_note)})"
+        reason += f" (canary: not applicable, {no_canary_set(splits.canary_note)})"
     repairs = registry.repair_moves(registry.pending_moves(_actor()), actor=_actor())
     for repair in repairs:
         get_run_logger().warning("repaired alias move %s: %s", repair.name, repair.reason)
@@ -1102,7 +1110,7 @@ def _model_card(
     if challenger.canary is not None:
         canary_theirs = theirs.canary if theirs else None
         sets.append(metrics("canary", challenger.canary, canary_theirs, splits.canary_hash))
-    limits = () if splits.n_canary else (canary.no_canary_set(splits.canary_note),)
+    limits = () if splits.n_canary else (no_canary_set(splits.canary_note),)
     params = {k: v for k, v in trained.params.items() if isinstance(v, str | int | float | bool)}
     return ModelCard(
         model_name=settings.registered_model_name,

@@ -435,12 +435,6 @@ def freeze_canary_set(
     return canary
 
 
-def no_canary_set(note: str | None = None) -> str:
-    """How the gate, the train run's reason and the model card say there is no canary set:
-    ``no canary set``, with ``: <note>`` (why, :attr:`CanarySet.note`) when known."""
-    return f"no canary set: {note}" if note else "no canary set"
-
-
 def _no_canary_note(undated: int, n_labelled: int) -> str:
     """Why a canary set froze empty; the undated posts named (a trial's export had no dates,
     and the note spoke only of windows and sources)."""

@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ner.canary import no_canary_set
 from ner.errors import GoldSetError
 from ner.evaluation import EvalReport, beats, below, evaluate, metric_name
 from ner.report import quantity
@@ -541,6 +540,12 @@ def check_label_regression(
     change = round(-drop, 4) + 0.0  # no "-0.0000" for a label that did not move
     reason = f"no label fell by more than {margin:.4f} (least change: {label} {change:+.4f})"
     return Verdict(Rule.LABEL_REGRESSION, Status.PASSED, reason, numbers)
+
+
+def no_canary_set(note: str | None = None) -> str:
+    """How the canary rule, the train run's reason and the model card say there is no
+    canary set: ``no canary set``, with ``: <note>`` (why, ``CanarySet.note``) when known."""
+    return f"no canary set: {note}" if note else "no canary set"
 
 
 def check_canary(

@@ -494,12 +494,15 @@ def _not_found(
     return error
 
 
-def pin_model_uri(spec: str, tracking_uri: str | None = None) -> str:
+def pin_model_uri(
+    spec: str, tracking_uri: str | None = None, *, own_model: str | None = None
+) -> str:
     """Turn ``models:/name@alias`` into ``models:/name/<version>``; other specs unchanged.
 
     A run loads its model more than once (predict, select for labelling, one load per
     shard), possibly minutes apart: pinning the alias first makes every load the same
-    version even if the alias moves meanwhile.
+    version even if the alias moves meanwhile. Errors as :func:`registry_version`'s
+    (``own_model`` too).
     """
-    pinned = registry_version(spec, tracking_uri)
+    pinned = registry_version(spec, tracking_uri, own_model=own_model)
     return spec if pinned is None else f"models:/{pinned}"
