@@ -1526,8 +1526,9 @@ def status(
     for row in report.evaluations:
         evaluations.add_row(_when(row.at), row.role, row.model, _f1(row.f1), row.gold_hash[:12])
     out.print(evaluations if report.evaluations else "last evaluations: none")
-    if report.more_evaluations:  # a trial missed its early moves, cut without a word
-        out.print(f"(older evaluations not shown: --limit {limit + 10} shows more)")
+    if report.older_evaluations:  # a trial missed its early moves, cut without a word
+        older = quantity(report.older_evaluations, "older evaluation")
+        out.print(f"({older} not shown: --limit {limit + report.older_evaluations} shows them all)")
     history = _table("when (UTC)", "move", "by", "reason", title="alias history")
     for event in report.audit:
         history.add_row(_when(event.timestamp), _move(event), event.actor, event.reason)

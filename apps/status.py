@@ -89,8 +89,9 @@ class StatusReport:
     missing_store: Path | None = None
     #: why the model has no alias to show: it is not registered (the closest name, if any)
     not_registered: str | None = None
-    #: whether older evaluations than those shown exist, and how many alias moves are older
-    more_evaluations: bool = False
+    #: how many evaluations (among the newest runs scanned) and alias moves are older
+    #: than those shown
+    older_evaluations: int = 0
     older_moves: int = 0
 
 
@@ -144,6 +145,10 @@ def _missing_files(registry: Registry, version: str) -> tuple[str, ...] | None:
         return None
 
 
+#: The newest runs ``status`` reads its evaluations from.
+SCANNED_RUNS = 200
+
+
 def last_evaluations(registry: Registry, limit: int = 5) -> tuple[EvaluationRow, ...]:
     """The ``limit`` newest gold-set scorings, newest first: evaluation runs (champion or
     challenger) and training runs (their challenger's gold F1)."""
@@ -151,7 +156,9 @@ def last_evaluations(registry: Registry, limit: int = 5) -> tuple[EvaluationRow,
     if experiment is None:
         return ()
     runs = registry.client.search_runs(
-        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=200
+        [experiment.experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=SCANNED_RUNS,
     )
     rows: list[EvaluationRow] = []
     for run in runs:
@@ -266,13 +273,13 @@ def gather(
         return report
     registry = open_registry()
     missing = registry.missing_model()  # a table of dashes said nothing (trial V)
-    evaluations, moves = last_evaluations(registry, limit + 1), registry.audit_log()
+    evaluations, moves = last_evaluations(registry, SCANNED_RUNS), registry.audit_log()
     return replace(
         report,
         aliases=() if missing else alias_states(registry, gold.hash if gold else None),
         not_registered=None if missing is None else str(missing),
         evaluations=evaluations[:limit],
         audit=tuple(reversed(moves[-limit:])),  # newest first, as evaluations
-        more_evaluations=len(evaluations) > limit,
+        older_evaluations=max(len(evaluations) - limit, 0),
         older_moves=max(len(moves) - limit, 0),
     )

@@ -195,6 +195,7 @@ class ApplyResult(BaseModel):
             "tasks_key": where(delivered.tasks_key) if delivered else None,
             "n_imported": imported.n_imported if imported else None,
             "n_skipped_existing": imported.n_skipped_existing if imported else None,
+            "n_predictions_added": (imported.n_predictions_added or None) if imported else None,
             "n_id_conflicts": (imported.n_id_conflicts or None) if imported else None,
             "recovered": sum(r.delivered is not None for r in self.recovered) or None,
             "earlier_left": sum(r.delivered is None for r in self.recovered) or None,

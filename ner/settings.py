@@ -376,14 +376,30 @@ def file_on_the_way(path: Path) -> Path | None:
     return None
 
 
+#: Schemes of the tracking URIs MLflow reads (a SQLAlchemy ``dialect+driver`` by its
+#: dialect): its servers, file stores, databases and Databricks.
+TRACKING_SCHEMES = frozenset(
+    {"http", "https", "file", "sqlite", "postgresql", "postgres", "mysql", "mssql"}
+    | {"databricks", "databricks-uc", "uc"}
+)
+
+
 def tracking_uri_problem(uri: str) -> str | None:
     """Why MLflow cannot use ``uri`` as the SQLite store it seems meant to be, or None:
-    a bare path to a ``.db`` file (MLflow reads it as a file-store folder) or a
-    ``sqlite://`` URI with a host part (SQLAlchemy's "Invalid SQLite URL")."""
+    a bare path to a ``.db`` file (MLflow reads it as a file-store folder), a scheme
+    MLflow does not read (not in :data:`TRACKING_SCHEMES`), or a ``sqlite://`` URI with a
+    host part (SQLAlchemy's "Invalid SQLite URL")."""
     if not _SCHEME.match(uri) and uri.lower().endswith(SQLITE_SUFFIXES):
         return (
             "a bare path is not a SQLite tracking URI (MLflow would read it as a file-store "
             f"folder): use sqlite:///{uri}"
+        )
+    found = _SCHEME.match(uri)
+    scheme = found[0][:-1].lower() if found and len(found[0]) > 2 else None  # not C:
+    if scheme is not None and scheme.split("+")[0] not in TRACKING_SCHEMES:
+        return (
+            f"{scheme}:// is not a tracking URI MLflow reads: use sqlite:///PATH, "
+            "http(s)://HOST:PORT, postgresql://…, mysql://… or file://…"
         )
     lowered = uri.lower()
     if lowered.startswith("sqlite:") and not lowered.startswith("sqlite:///"):

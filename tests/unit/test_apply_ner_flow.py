@@ -270,3 +270,22 @@ def test_the_apply_result_as_markdown_names_the_outcome_and_the_figures_that_app
     said = idle.model_copy(update={"no_posts": "in.jsonl holds no post"}).markdown()
     assert "| no_posts | in.jsonl holds no post |" in said  # why, in a deployment's artifact
     assert idle.model_copy(update={"skipped": "leased"}).outcome == "skipped"
+
+
+def test_the_summary_counts_tasks_given_the_new_predictions() -> None:
+    from flows.apply_ner import ApplyResult, Delivered, Imported, Predicted
+
+    # a trial's re-predicted posts read "n_skipped_existing 3" alone in the summary table
+    imported = Imported(project_id=3, n_skipped_existing=3, n_predictions_added=3)
+    predicted = Predicted(predictions_key="predictions/s1.jsonl", n_predictions=3,
+                          model_version="gazetteer")  # fmt: skip
+    delivered = Delivered(posts_key="posts/s1.jsonl", predicted=predicted, imported=imported)
+    fetched = Fetched(posts_key="posts/s1.jsonl", n_posts=3, n_rejected=0, source="jsonl")
+    result = ApplyResult(fetched=fetched, destination="label_studio", delivered=delivered)
+    summary = result.summary()
+    assert (summary["n_skipped_existing"], summary["n_predictions_added"]) == (3, 3)
+    again = imported.model_copy(update={"n_predictions_added": 0})
+    sent_again = delivered.model_copy(update={"imported": again})
+    assert (
+        result.model_copy(update={"delivered": sent_again}).summary()["n_predictions_added"] is None
+    )

@@ -320,6 +320,11 @@ def test_a_misspelled_training_knob_is_refused_with_the_closest_knob(
         ("/srv/mlflow.sqlite", "use sqlite:////srv/mlflow.sqlite"),
         ("sqlite://.brandloop/demo/mlflow.db", "use sqlite:///.brandloop/demo/mlflow.db"),
         ("sqlite://mlflow.db", "use sqlite:///mlflow.db"),
+        # a scheme MLflow does not read (a trial's was read as "no champion yet")
+        (
+            "bogus://x",
+            "use sqlite:///PATH, http(s)://HOST:PORT, postgresql://…, mysql://… or file://…",
+        ),
     ],
 )
 def test_a_tracking_uri_mlflow_would_misread_is_refused_with_the_sqlite_form(
@@ -332,6 +337,8 @@ def test_a_tracking_uri_mlflow_would_misread_is_refused_with_the_sqlite_form(
     assert f"NER_MLFLOW_TRACKING_URI={value!r}: " in message and message.endswith(fix)
     if value.startswith("sqlite://"):
         assert "sqlite:///PATH" in message and "sqlite:////abs/path" in message
+    if value.startswith("bogus"):
+        assert "bogus:// is not a tracking URI MLflow reads" in message
     with pytest.raises(ConfigError) as refused:
         load_settings(mlflow_tracking_uri=value)
     assert f"settings: mlflow_tracking_uri={value!r}: " in str(refused.value)
@@ -360,6 +367,8 @@ def test_a_bad_plain_mlflow_variable_is_named_as_set(
         "postgresql://mlflow:secret@db:5432/mlflow",
         "databricks",
         "databricks-uc",
+        "postgresql+psycopg2://mlflow:secret@db/mlflow",
+        "mysql+pymysql://u:p@db/mlflow",
     ],
 )
 def test_tracking_uris_mlflow_reads_are_kept(
