@@ -71,7 +71,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ner.errors import BrandloopError, ConfigError, ModelError, NotPromotedYetError
 from ner.inference import predict_texts
-from ner.models import BrandList, LoadedModel, load_model, registry_version
+from ner.models import BrandList, LoadedModel, RegistryRef, load_model, registry_ref
 from ner.pyfunc import row_ids
 from ner.settings import Settings
 
@@ -82,7 +82,7 @@ log = logging.getLogger("apps.serving")
 Loader = Callable[[str], LoadedModel]
 #: Reads ``Authorization: Bearer …``; module level so FastAPI can resolve the annotation.
 _BEARER = HTTPBearer(auto_error=False)
-Resolver = Callable[[str], str | None]
+Resolver = Callable[[str], RegistryRef | None]
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -96,13 +96,26 @@ class Served:
     model: LoadedModel
     spec: str
     loaded_at: datetime
+    #: The registry version loaded (None for a spec that does not follow an alias).
+    ref: RegistryRef | None = None
+
+
+def _replaced(current: Served | None, ref: RegistryRef | None) -> str:
+    """`` (was brand-ner/2)`` after a swap; a version of the same number from another run
+    (the store was rebuilt) says so."""
+    if current is None:
+        return ""
+    if ref is not None and current.ref is not None and ref.version == current.ref.version:
+        return f" (logged by run {ref.run_id}; the one served so far by run {current.ref.run_id})"
+    return f" (was {current.model.version})"
 
 
 class ModelHolder:
     """Holds the served model and swaps it when the alias it follows moves.
 
     ``loader`` turns a spec into a :class:`LoadedModel`; ``resolver`` returns the registry
-    version a spec stands for (None for specs that do not move).
+    version a spec stands for (None for specs that do not move). A version of the same
+    number logged by another run (a store rebuilt under a running server) is a new one.
     """
 
     def __init__(self, spec: str, loader: Loader, resolver: Resolver) -> None:
@@ -156,30 +169,21 @@ class ModelHolder:
         """:meth:`refresh` with the swap lock held."""
         self.last_check = datetime.now(UTC)
         try:
-            version = self._resolver(self.spec)
+            ref = self._resolver(self.spec)
             current = self._served
-            if (
-                current is not None
-                and not force
-                and (version is None or version == current.model.version)
-            ):
+            if current is not None and not force and (ref is None or ref == current.ref):
                 self.failure = None
                 return False
-            name, _, number = (version or "").rpartition("/")
-            target = f"models:/{name}/{number}" if version else self.spec
+            target = f"models:/{ref.version}" if ref else self.spec
             model = self._loader(target)
         except ModelError as exc:
             self.failure = exc
             raise
-        if version is not None:
-            model = LoadedModel(model.nlp, version)
-        previous = None if current is None else current.model.version
-        self._served = Served(model, target, datetime.now(UTC))
+        if ref is not None:
+            model = LoadedModel(model.nlp, ref.version)
+        self._served = Served(model, target, datetime.now(UTC), ref)
         self.failure = None
-        if previous is None:
-            log.info("serving %s", model.version)
-        else:
-            log.info("serving %s (was %s)", model.version, previous)
+        log.info("serving %s%s", model.version, _replaced(current, ref))
         return True
 
     def refresh_quietly(self) -> None:
@@ -736,7 +740,7 @@ def model_holder(
     return ModelHolder(
         settings.serve_model,
         loader or default_loader,
-        resolver or (lambda spec: registry_version(spec, tracking_uri, own_model=own_model)),
+        resolver or (lambda spec: registry_ref(spec, tracking_uri, own_model=own_model)),
     )
 
 

@@ -421,10 +421,31 @@ def versions_phrase(versions: list[str]) -> str:
     return "its versions: " + ", ".join(map(str, numbers))
 
 
+@dataclass(frozen=True)
+class RegistryRef:
+    """The registry version behind an alias: ``version`` is ``"name/3"``; ``run_id`` the run
+    that logged it, which tells a rebuilt store's ``name/3`` from the one it replaced."""
+
+    version: str
+    run_id: str
+
+
 def registry_version(
     spec: str, tracking_uri: str | None, *, own_model: str | None = None
 ) -> str | None:
     """``name/version`` behind a ``models:/name@alias`` spec, else None (nothing to follow).
+
+    Errors as :func:`registry_ref`'s.
+    """
+    ref = registry_ref(spec, tracking_uri, own_model=own_model)
+    return None if ref is None else ref.version
+
+
+def registry_ref(
+    spec: str, tracking_uri: str | None, *, own_model: str | None = None
+) -> RegistryRef | None:
+    """The :class:`RegistryRef` behind a ``models:/name@alias`` spec, else None (nothing to
+    follow).
 
     Raises :class:`NotPromotedYetError` when no version is ``@champion`` yet: the model
     exists without it, or the model is ``own_model`` (the one this environment's training registers,
@@ -442,7 +463,7 @@ def registry_version(
     except MlflowException as exc:
         error = _mlflow_error(f"cannot resolve {spec!r} in the registry", exc)
         raise _not_found(error, name, alias, own_model, exc, tracking_uri) from exc
-    return f"{name}/{version.version}"
+    return RegistryRef(f"{name}/{version.version}", version.run_id or "")
 
 
 def _aliases_of(name: str, tracking_uri: str | None) -> str:

@@ -18,7 +18,7 @@ from spacy.training import Example
 
 from apps.ml_backend import create_app, main, scored_spans
 from ner.errors import ConfigError, ModelError, NotPromotedYetError
-from ner.models import LoadedModel
+from ner.models import LoadedModel, RegistryRef
 from ner.settings import Settings
 from tests.support.models import gazetteer
 
@@ -37,10 +37,10 @@ class Registry:
         self.champion: str | None = "brand-ner/1"
         self.brands = {"brand-ner/1": ["Glossier"], "brand-ner/2": ["Glossier", "Fenty Beauty"]}
 
-    def resolve(self, spec: str) -> str:
+    def resolve(self, spec: str) -> RegistryRef:
         if self.champion is None:
             raise NotPromotedYetError("no champion yet: no version of brand-ner has @champion")
-        return self.champion
+        return RegistryRef(self.champion, "run-a")
 
     def load(self, spec: str) -> LoadedModel:
         version = spec.removeprefix("models:/")

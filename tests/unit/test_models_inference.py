@@ -102,7 +102,7 @@ def test_the_registry_asked_is_the_tracking_uri_given(
     from mlflow.tracking._model_registry import utils as registry_utils
 
     from ner.errors import NotPromotedYetError
-    from ner.models import check_model_spec, registry_version
+    from ner.models import RegistryRef, check_model_spec, registry_ref, registry_version
 
     # Given a model promoted in one store, while the process's global registry is another
     # (set by earlier code in the same process; restored after the test)
@@ -116,6 +116,8 @@ def test_the_registry_asked_is_the_tracking_uri_given(
     mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")
     # Then the store named is the one asked, for an alias and for a version
     assert registry_version("models:/brand-ner-test@champion", uri) == "brand-ner-test/1"
+    ref = registry_ref("models:/brand-ner-test@champion", uri)
+    assert ref == RegistryRef("brand-ner-test/1", run)
     check_model_spec("models:/brand-ner-test/1", uri)
     # and the global registry, which has no such model, is not
     other = f"sqlite:///{tmp_path / 'elsewhere.db'}"

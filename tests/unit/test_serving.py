@@ -12,9 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from apps.serving import ModelHolder, RedactQuery, create_app, registry_version
+from apps.serving import ModelHolder, RedactQuery, create_app
 from ner.errors import ConfigError, ModelError, NotPromotedYetError
-from ner.models import LoadedModel
+from ner.inference import predict_texts
+from ner.models import LoadedModel, RegistryRef, registry_ref, registry_version
 from ner.pyfunc import row_ids
 from ner.settings import Settings
 from tests.support.models import gazetteer
@@ -31,11 +32,13 @@ class Registry:
         self.brands = {"brand-ner/1": ["Glossier"], "brand-ner/2": ["Glossier", "Fenty Beauty"]}
         self.loads: list[str] = []
         self.broken: set[str] = set()
+        #: The run behind every version; a rebuilt store logs its versions by other runs.
+        self.run = "run-a"
 
-    def resolve(self, spec: str) -> str | None:
+    def resolve(self, spec: str) -> RegistryRef | None:
         if self.champion is None:
             raise NotPromotedYetError(f"{spec!r}: alias not set")
-        return self.champion
+        return RegistryRef(self.champion, self.run)
 
     def load(self, spec: str) -> LoadedModel:
         self.loads.append(spec)
@@ -219,7 +222,7 @@ def test_a_reload_waits_for_a_running_check_at_most_its_limit(registry: Registry
     assert holder.refresh() is True
     entered, release = threading.Event(), threading.Event()
 
-    def hanging(spec: str) -> str | None:
+    def hanging(spec: str) -> RegistryRef | None:
         entered.set()
         release.wait(30)
         return registry.resolve(spec)
@@ -323,6 +326,30 @@ def test_a_model_that_fails_to_load_stops_the_start_even_when_followed(
 def test_specs_that_do_not_follow_an_alias_resolve_to_nothing() -> None:
     assert registry_version("gazetteer", None) is None
     assert registry_version("models:/brand-ner/3", None) is None
+    assert registry_ref("models:/brand-ner/3", None) is None
+
+
+def test_a_version_of_the_same_number_from_another_run_is_loaded(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a server on v1 of a store (trial AJ: the demo rebuilt its store under a running
+    # serve, and the old model kept answering as the new store's v1)
+    holder = ModelHolder("models:/brand-ner@champion", registry.load, registry.resolve)
+    assert holder.refresh() is True
+    loads = len(registry.loads)
+    assert holder.refresh() is False and len(registry.loads) == loads
+    # When the store is rebuilt: v1 again, logged by another run
+    registry.run = "run-b"
+    registry.brands["brand-ner/1"] = ["Fenty Beauty"]
+    with caplog.at_level("INFO", logger="apps.serving"):
+        changed = holder.refresh()
+    # Then the new v1 is loaded, and the log says why a v1 replaced a v1
+    assert changed is True and len(registry.loads) == loads + 1
+    spans = predict_texts(holder.served.model.nlp, ["fenty beauty"])
+    assert [s.text for s in spans[0]] == ["fenty beauty"]
+    assert "serving brand-ner/1 (logged by run run-b; the one served so far by run run-a)" in (
+        caplog.text
+    )
 
 
 # --- SageMaker contract, several tokens --------------------------------------------------
