@@ -313,9 +313,12 @@ class TrainSettings(BaseModel):
         )
 
     def _shared_params(self) -> dict[str, Any]:
-        """The knobs both recipes use: the training posts and labels."""
+        """The knobs both recipes use: the training posts and labels; ``recipe_changed``
+        names the knobs set away from the recipe's defaults (the demo's runs: a trial read
+        ``recipe: fast`` alone as the shipped recipe)."""
         return dict(
             recipe=self.recipe,
+            recipe_changed=",".join(self.changed_knobs()) or "none",
             dev_fraction=self.dev_fraction,
             with_gazetteer=self.gazetteer,
             post_tokenizer=self.post_tokenizer,

@@ -147,6 +147,7 @@ def test_recipe_is_a_setting_with_its_own_knobs(
     default = load_settings().train
     assert default.recipe == "fast" and default.epochs == default.max_epochs
     assert default.as_params(1)["recipe"] == "fast"
+    assert default.as_params(1)["recipe_changed"] == "none"
     assert "accurate_epochs" not in default.as_params(1)
     # When the environment chooses the accurate recipe
     monkeypatch.setenv("NER_TRAIN__RECIPE", "accurate")
@@ -156,6 +157,7 @@ def test_recipe_is_a_setting_with_its_own_knobs(
     assert train.recipe == "accurate" and train.epochs == 3
     params = train.as_params(1)
     assert params["recipe"] == "accurate" and params["accurate_epochs"] == 3
+    assert params["recipe_changed"] == "accurate_epochs"
     assert params["accurate_learn_rate"] == train.accurate_learn_rate
     assert params["accurate_average"] == train.accurate_average
 
