@@ -44,6 +44,7 @@ from ner.errors import (
     ConfigError,
     GoldSetError,
     ModelError,
+    NotFoundError,
     NotPromotedYetError,
     PromotionError,
 )
@@ -168,8 +169,8 @@ def debug_hint(ctx: Any) -> str:
 class BrandloopGroup(TyperGroup):
     """Turns any error of a command into one line and exit code 1 (unless ``--debug``); the
     line ends with the ``--debug`` hint unless it is a :class:`CliError`, a
-    :class:`~ner.errors.ConfigError` or a :class:`~ner.errors.NotPromotedYetError` (a
-    refusal, or a state, that says what to do)."""
+    :class:`~ner.errors.ConfigError` or a :class:`~ner.errors.NotFoundError` (a refusal,
+    or something named that does not exist: the line says what to do)."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -181,7 +182,7 @@ class BrandloopGroup(TyperGroup):
                 raise
             # a refusal of the command line, or of a setting, says what to do; its traceback
             # would only show the code that refused (a trial read the hint as a crash)
-            refused = isinstance(exc, CliError | ConfigError | NotPromotedYetError)
+            refused = isinstance(exc, CliError | ConfigError | NotFoundError)
             hint = "" if refused else f" [dim]{debug_hint(ctx)}[/]"
             err_console().print(f"[red]error:[/] {_escape(describe(exc))}{hint}")
             raise typer.Exit(1) from None

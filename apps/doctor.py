@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from apps.preflight import DEMO_STORE, demo_settings
 from ner.errors import StorageAuthError, StorageNotFoundError
 from ner.settings import redact_uri
 
@@ -283,6 +284,8 @@ def check_champion(settings: Settings) -> Check:
     name = settings.registered_model_name
     first = "the loop's first promotion sets it (brandloop loop), or brandloop promote VERSION"
     if (db := settings.tracking_db) is not None and not db.exists():
+        if DEMO_STORE.exists():  # a trial ran doctor after the demo and read this as a loss
+            first += f"; a demo ran here: brandloop doctor {demo_settings()} checks its store"
         return Check("champion", CheckStatus.WARN, f"none yet ({db} not created)", first)
     try:
         registry = open_registry(settings)

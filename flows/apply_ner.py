@@ -599,11 +599,10 @@ def no_posts_hint(ctx: RunContext, source: str, input_uri: str | None, fetched: 
     state = sources.line_checkpoint(ctx.storage, input_uri)
     earlier = {n: k for n, k in state.rejected.items() if k != fetched.rejected_key}
     if earlier:
-        reports = ", ".join(ctx.storage.uri(k) for k in sorted(set(earlier.values())))
         causes.append(
             f"{quantity(len(earlier), 'line')} rejected by an earlier run and unchanged since "
-            f"(line {', '.join(str(n) for n in sorted(earlier))}; the reasons in {reports}); "
-            "fix them and run again"
+            f"({sources.rejected_lines_phrase(ctx.storage, earlier)}); fix "
+            f"{'it' if len(earlier) == 1 else 'them'} and run again"
         )
     if fetched.n_fetched_before:
         causes.append(

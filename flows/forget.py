@@ -178,7 +178,7 @@ def forget_posts(
         made = record_tombstones(ctx, post_ids, by or default_actor(), reason, stamp)
         ids = list(made.post_ids)
         where = ctx.storage.uri(made.key)  # names the storage: the environment's, or not
-        logger.info("tombstones of %s recorded in %s", quantity(made.n_posts, "post"), where)
+        logger.info("tombstones of %s recorded in %s", quantity(made.n_posts, "post id"), where)
         deleted = _deleted_tasks(ctx, ids, where) if label_studio else {}
         purged = purge_storage(ctx, made)
         mlflow = purge_error_lists(ctx, ids)

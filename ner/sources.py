@@ -427,6 +427,14 @@ def _write_line_checkpoint(storage: Storage, input_uri: str, state: LineCheckpoi
     storage.write_json(jsonl_checkpoint_key(storage, input_uri), found)
 
 
+def rejected_lines_phrase(storage: Storage, lines: Mapping[int, str]) -> str:
+    """``"line 2; the reasons in <uri>"`` (``"lines 2, 5; …"``) for rejected lines (number ->
+    key of their report, as :class:`LineCheckpoint` keeps them)."""
+    numbers = ", ".join(str(n) for n in sorted(lines))
+    reports = ", ".join(storage.uri(k) for k in sorted(set(lines.values())))
+    return f"{'line' if len(lines) == 1 else 'lines'} {numbers}; the reasons in {reports}"
+
+
 def _unfixed(
     storage: Storage,
     input_uri: str,
@@ -439,14 +447,14 @@ def _unfixed(
     lines re-read unchanged (logged, they still wait for a fix), and this run's."""
     kept = {n: k for n, k in before.items() if n <= done}
     if kept:
+        one = len(kept) == 1
         log.warning(
-            "%s of %s rejected by earlier runs %s unchanged (%s; the reasons in %s): fix "
-            "them and run apply again",
+            "%s of %s rejected by earlier runs %s unchanged (%s): fix %s and run apply again",
             quantity(len(kept), "line"),
             input_uri,
-            "is" if len(kept) == 1 else "are",
-            ", ".join(str(n) for n in sorted(kept)),
-            ", ".join(storage.uri(k) for k in sorted(set(kept.values()))),
+            "is" if one else "are",
+            rejected_lines_phrase(storage, kept),
+            "it" if one else "them",
         )
     return kept | {r.line: reported for r in rejected if r.line is not None and reported}
 

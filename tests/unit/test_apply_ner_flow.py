@@ -146,7 +146,7 @@ def test_a_rejected_line_left_unfixed_is_named_again_until_it_is_fixed(
     # Then the line and its report are named
     assert said == (
         f"no line of {src} read now is a new post: 1 line rejected by an earlier run and "
-        f"unchanged since (line 2; the reasons in {report}); fix them and run again"
+        f"unchanged since (line 2; the reasons in {report}); fix it and run again"
     )
     # And a run that reads an appended post warns of it too
     with src.open("a") as out:
@@ -156,8 +156,8 @@ def test_a_rejected_line_left_unfixed_is_named_again_until_it_is_fixed(
     assert fetch_posts.fn(ctx, "jsonl", str(src), [], 10, "s3").n_posts == 1
     warned = [r.getMessage() for r in caplog.records if "by earlier runs" in r.getMessage()]
     assert warned == [
-        f"1 line of {src} rejected by earlier runs is unchanged (2; the reasons in {report}): "
-        "fix them and run apply again"
+        f"1 line of {src} rejected by earlier runs is unchanged (line 2; the reasons in "
+        f"{report}): fix it and run apply again"
     ]
     # And once the line is fixed, the file is read from line 1 and nothing is named
     src.write_text('{"id": "a", "text": "A"}\n{"id": "b", "text": "B"}\n{"id": "c", "text": "C"}\n')

@@ -1405,6 +1405,19 @@ def test_doctor_checks_that_the_champions_files_are_there_and_its_own(
     none_yet = check_champion(settings(store))
     assert none_yet.status == CheckStatus.WARN and none_yet.detail.startswith("none yet")
     assert not (store / "mlflow.db").exists()
+    assert "a demo ran here" not in none_yet.fix
+    # (and where a demo ran in the working folder, the fix names the demo's store: a trial
+    # ran doctor after the demo and read "none yet" as its champion lost)
+    demo = tmp_path / "work"
+    (demo / ".brandloop" / "demo").mkdir(parents=True)
+    (demo / ".brandloop" / "demo" / "mlflow.db").touch()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(demo)
+        beside_demo = check_champion(settings(store))
+    assert beside_demo.fix.endswith(
+        "a demo ran here: brandloop doctor --set mlflow_tracking_uri=sqlite:///"
+        ".brandloop/demo/mlflow.db --set storage_uri=.brandloop/demo/storage checks its store"
+    )
     # Given a store with a version that is not @champion yet
     registry = open_registry(settings(store))
     build_gazetteer().nlp.to_disk(tmp_path / "model")

@@ -191,6 +191,11 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
         result.exit_code == 1 and "model folder './no-such-model' does not exist" in result.stderr
     )
     assert f"as a path it is read from {Path.cwd()}" in " ".join(result.stderr.split())
+    # And a set file that does not exist is one line without the --debug hint (trial AK
+    # read the hint as a crash)
+    result = CliRunner().invoke(cli.app, ["evaluate", "gazetteer", "--on", missing])
+    assert result.exit_code == 1 and "no-such-set.json" in result.stderr
+    assert "--debug" not in result.stderr and len(result.stderr.strip().splitlines()) <= 3
     # And the model may be given as --model, as serve and apply take it (trial L), not twice
     as_option = CliRunner().invoke(cli.app, ["evaluate", "--model", "gazetteer", "--on", str(path)])
     assert as_option.exit_code == 0, as_option.output
