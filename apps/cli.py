@@ -1327,6 +1327,29 @@ def _shell_settings(environ: Mapping[str, str], overrides: Mapping[str, Any]) ->
     return ", ".join(n for n in names if n not in given)
 
 
+def _prepare_demo(out: Console, folder: Path, keep: bool) -> None:
+    """:func:`prepare_demo_folder`, saying what it removed or keeps. Raises
+    :class:`CliError` when the folder cannot be prepared."""
+    try:
+        removed = prepare_demo_folder(folder, keep=keep)
+    except OSError as exc:
+        raise CliError(
+            f"--dir {folder}: cannot prepare it ({exc.strerror or exc}); choose another folder"
+        ) from exc
+    if removed:
+        out.print(
+            f"removed the last demo's {', '.join(p.name for p in removed)} in {folder} (an "
+            "MLflow UI still open on it shows the old runs until it is restarted)"
+        )
+    if keep and not (folder / "mlflow.db").exists():
+        out.print(f"--keep: no earlier demo in {folder} to continue; this one starts afresh")
+    elif keep:
+        out.print(
+            "continuing the last demo: its posts, labels and models are kept; the rounds "
+            "below are numbered from 1 for this run"
+        )
+
+
 def demo_overrides(folder: Path) -> dict[str, str]:
     """Storage and MLflow of a demo in ``folder``, apart from the user's own."""
     return {
@@ -1365,24 +1388,7 @@ def demo(
         raise CliError(f"--dir {dir_}: cannot prepare it (Not a directory); choose another folder")
     overrides = {**demo_overrides(dir_), **demo_recipe(parse_overrides(set_))}
     cfg = check_run_settings(overrides)  # the last demo's state goes only when this one can run
-    try:
-        removed = prepare_demo_folder(dir_, keep=keep)
-    except OSError as exc:
-        raise CliError(
-            f"--dir {dir_}: cannot prepare it ({exc.strerror or exc}); choose another folder"
-        ) from exc
-    if removed:
-        out.print(
-            f"removed the last demo's {', '.join(p.name for p in removed)} in {dir_} (an "
-            "MLflow UI still open on it shows the old runs until it is restarted)"
-        )
-    if keep and not (dir_ / "mlflow.db").exists():
-        out.print(f"--keep: no earlier demo in {dir_} to continue; this one starts afresh")
-    elif keep:
-        out.print(
-            "continuing the last demo: its posts, labels and models are kept; the rounds "
-            "below are numbered from 1 for this run"
-        )
+    _prepare_demo(out, dir_, keep)
     out.print(f"demo state in {dir_}/ (MLflow: {overrides['mlflow_tracking_uri']})")
     if shell := _shell_settings(os.environ, overrides):
         out.print(
