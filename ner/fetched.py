@@ -68,6 +68,27 @@ class Segment(BaseModel):
     batches: Entries = {}
     stamps: Stamps = {}
 
+    def keeping(self, keys: Collection[str]) -> Segment:
+        """This segment with only the batches ``keys`` names."""
+        return Segment(
+            batches={k: ids for k, ids in self.batches.items() if k in keys},
+            stamps={k: ids for k, ids in self.stamps.items() if k in keys},
+        )
+
+    def adding(self, new: Iterable[tuple[str, BatchIndex]]) -> Segment:
+        """This segment with the batches of ``new`` (key, its :data:`BatchIndex`) added."""
+        added = list(new)
+        return Segment(
+            batches={**self.batches, **{key: index[0] for key, index in added}},
+            stamps={**self.stamps, **{key: index[1] for key, index in added}},
+        )
+
+    def without(self, post_ids: Collection[str]) -> Segment:
+        """This segment without the entries of ``post_ids``."""
+        return Segment(
+            batches=_without(self.batches, post_ids), stamps=_without(self.stamps, post_ids)
+        )
+
 
 def fetched_before(storage: Storage) -> dict[str, set[bytes]]:
     """Post id -> the :func:`text_digest` of each text it was stored with by the fetch step
@@ -107,9 +128,7 @@ def _refreshed(storage: Storage) -> dict[int, Segment]:
     present = set(listed)
     for number, segment in list(segments.items()):
         if not set(segment.batches) <= present:  # batches deleted from storage
-            kept = {key: ids for key, ids in segment.batches.items() if key in present}
-            stamps = {key: ids for key, ids in segment.stamps.items() if key in present}
-            segments[number] = _write(storage, number, kept, stamps)
+            segments[number] = _write(storage, number, segment.keeping(present))
     covered = {key for segment in segments.values() for key in segment.batches}
     new = [key for key in listed if key not in covered]
     if new:
@@ -128,9 +147,7 @@ def _add(storage: Storage, segments: dict[int, Segment], new: dict[str, BatchInd
             segments[last] = Segment()
         room = SEGMENT_BATCHES - len(segments[last].batches)
         taken, pending = pending[:room], pending[room:]
-        entries = {**segments[last].batches, **{key: found[0] for key, found in taken}}
-        stamps = {**segments[last].stamps, **{key: found[1] for key, found in taken}}
-        segments[last] = _write(storage, last, entries, stamps)
+        segments[last] = _write(storage, last, segments[last].adding(taken))
 
 
 def _batch_entries(storage: Storage, key: str) -> BatchIndex:
@@ -182,8 +199,7 @@ def _parse(storage: Storage, key: str) -> Segment | None:
         return None
 
 
-def _write(storage: Storage, number: int, batches: Entries, stamps: Stamps) -> Segment:
-    segment = Segment(batches=batches, stamps=stamps)
+def _write(storage: Storage, number: int, segment: Segment) -> Segment:
     storage.write_text(layout.fetched_segment(number), json_text(segment.model_dump()))
     return segment
 
@@ -197,8 +213,7 @@ def purge_segment(storage: Storage, key: str, post_ids: Collection[str]) -> Coun
         return Counter()
     removed = Counter(_named(segment.batches.values(), post_ids))
     if removed:
-        kept = _without(segment.batches, post_ids)
-        _write(storage, number, kept, _without(segment.stamps, post_ids))
+        _write(storage, number, segment.without(post_ids))
     return removed
 
 
