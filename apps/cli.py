@@ -1502,6 +1502,12 @@ def _gold_line(report: StatusReport) -> str:
     return "gold set: none frozen yet (train-ner freezes it when labels first arrive)"
 
 
+def _say_left_out(out: Console, n: int, noun: str, limit: int) -> None:
+    """``(3 older moves not shown: --limit 8 shows them all)`` when ``n`` > 0."""
+    if n:
+        out.print(f"({quantity(n, noun)} not shown: --limit {limit + n} shows them all)")
+
+
 @app.command()
 def status(
     limit: Annotated[
@@ -1533,16 +1539,13 @@ def status(
     for row in report.evaluations:
         evaluations.add_row(_when(row.at), row.role, row.model, _f1(row.f1), row.gold_hash[:12])
     out.print(evaluations if report.evaluations else "last evaluations: none")
-    if report.older_evaluations:  # a trial missed its early moves, cut without a word
-        older = quantity(report.older_evaluations, "older evaluation")
-        out.print(f"({older} not shown: --limit {limit + report.older_evaluations} shows them all)")
+    # a trial missed its early moves, cut without a word
+    _say_left_out(out, report.older_evaluations, "older evaluation", limit)
     history = _table("when (UTC)", "move", "by", "reason", title="alias history")
     for event in report.audit:
         history.add_row(_when(event.timestamp), _move(event), event.actor, event.reason)
     out.print(history if report.audit else "alias history: none")
-    if report.older_moves:
-        older = quantity(report.older_moves, "older move")
-        out.print(f"({older} not shown: --limit {limit + report.older_moves} shows them all)")
+    _say_left_out(out, report.older_moves, "older move", limit)
     counts = report.label_studio
     out.print(
         f"label studio: project {counts.project_id} {counts.title!r}: {counts.tasks} tasks, "
