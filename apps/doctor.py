@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from apps.preflight import DEMO_STORE, demo_settings
 from ner.errors import StorageAuthError, StorageNotFoundError
 from ner.settings import redact_uri
 
@@ -56,6 +55,19 @@ def _unreachable(exc: requests.RequestException) -> str:
     elif isinstance(exc, requests.Timeout):
         reason = f"no answer within {PROBE_TIMEOUT_S:.0f} s"
     return reason
+
+
+#: The demo's MLflow store, relative to the folder ``brandloop demo`` ran in.
+DEMO_STORE = Path(".brandloop/demo/mlflow.db")
+
+
+def demo_settings(flags: bool = True) -> str:
+    """The settings that point a command at the demo's store, as ``--set`` flags
+    (``flags``) or as variables."""
+    store, storage = f"sqlite:///{DEMO_STORE}", f"{DEMO_STORE.parent}/storage"
+    if flags:
+        return f"--set mlflow_tracking_uri={store} --set storage_uri={storage}"
+    return f"NER_MLFLOW_TRACKING_URI={store} NER_STORAGE_URI={storage}"
 
 
 def check_mlflow(settings: Settings) -> Check:

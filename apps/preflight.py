@@ -15,24 +15,13 @@ if TYPE_CHECKING:
     from ner.settings import Settings
 
 
-#: The demo's MLflow store, relative to the folder ``brandloop demo`` ran in.
-DEMO_STORE = Path(".brandloop/demo/mlflow.db")
-
-
-def demo_settings(flags: bool = True) -> str:
-    """The settings that point a command at the demo's store, as ``--set`` flags
-    (``flags``) or as variables."""
-    store, storage = f"sqlite:///{DEMO_STORE}", f"{DEMO_STORE.parent}/storage"
-    if flags:
-        return f"--set mlflow_tracking_uri={store} --set storage_uri={storage}"
-    return f"NER_MLFLOW_TRACKING_URI={store} NER_STORAGE_URI={storage}"
-
-
 def missing_store(path: Path, flags: bool = True) -> str:
     """Why a command found no SQLite store at ``path``, and what to set instead: the demo's
     store when ``path`` is another (as ``brandloop``'s ``--set`` flags, or with ``flags``
     False as the variables, for a command without them), ``brandloop demo`` when it is the
     demo's own."""
+    from apps.doctor import DEMO_STORE, demo_settings
+
     where = f"no MLflow store at {path.resolve()}: nothing was trained or registered"
     if path.resolve().parts[-3:] == DEMO_STORE.parts:
         return f"{where} by a demo here yet (brandloop demo makes it, in {DEMO_STORE.parent}/)"
