@@ -42,7 +42,8 @@ WEBHOOK_PATH = "/webhook"
 class ConnectedBackend:
     """The project's ML backend after :func:`connect_ml_backend`. ``created``: it was not
     connected before; ``webhook_id``: its events webhook (None when Label Studio made none);
-    ``state``: Label Studio's (``CO`` connected, ``ER`` error, …)."""
+    ``state``: Label Studio's, as it words it (``Connected``, ``Error``, …; its code, ``CO``,
+    from a server that does not word it)."""
 
     backend_id: int
     url: str
@@ -107,7 +108,7 @@ def connect_ml_backend(
         raise LabelStudioError(refusal_message(url, said)) from exc
     headers = basic_auth_header(user, password) if user and password else {}
     hook = _authorise_webhook(project, url, headers)
-    state = str(backend.state) if backend.state is not None else None
+    state = backend.readable_state or (str(backend.state) if backend.state is not None else None)
     log.info("ML backend %s connected to project %s (state %s)", url, pid, state)
     return ConnectedBackend(
         int(backend.id or 0),

@@ -156,6 +156,8 @@ def project(studio: LabelStudio, backend: Backend, label_studio: LabelStudioServ
     assert first[0] == 0 and again[0] == 0, (first, again)
     assert f"ML backend {backend.url} connected (id " in first[1]
     assert f"ML backend {backend.url} already connected, updated" in again[1]
+    # (its state as Label Studio words it, not its code "CO": trial AK)
+    assert "state Connected" in again[1], again[1]
     for _, out in (first, again):
         assert f"Basic auth as '{USER}'" in out and "sends the same credentials" in out
         assert PASSWORD not in out
