@@ -1808,12 +1808,6 @@ def promote(
         console().print(f"{_move(event)}  ({event.reason})")
 
 
-#: The gate rules ``brandloop promote`` checks again on today's gold set (threshold and
-#: margin, :func:`ner.registry.decide`); a version train-ner's gate refused by another rule
-#: (confidence, label_regression, canary) needs ``--force``.
-HAND_RULES = ("threshold", "beats_champion")
-
-
 def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list[Any]:
     """``promote VERSION`` within one environment: scored on its current gold set (now, if it
     never was), the promotion rule unless ``force``; returns the audited alias moves."""
@@ -1877,8 +1871,10 @@ def _overridden(
     train-ner gate's refusals by rules promote does not re-check (``refusals``:
     :meth:`Registry.gate_refusals`). Without ``force``, any of them raises
     :class:`CliError`, every one named at once (a trial met them one by one)."""
+    from ner.registry import HAND_RULES, unchecked_refusals
+
     rules, gated_in = refusals
-    unchecked = [r for r in rules if r not in HAND_RULES]
+    unchecked = unchecked_refusals(rules)
     # a copy's refusals are those of the gate in its source environment (trial AA)
     gate = f"{gated_in}'s train-ner gate (before the copy)" if gated_in else "train-ner's gate"
     if not rule.promote and not force:
@@ -1939,6 +1935,9 @@ def _promote_across(
     quick_mlflow()
     source = load_cli_settings(_env_overrides(from_env, overrides))
     target = load_cli_settings(_env_overrides(to_env, overrides))
+    # a trial's store was created empty, then "no version 1"; a target on another MLflow is
+    # refused by promote_across before any registry is opened
+    _require_store(source)
     done = promote_across(source, target, version, reason=reason, force=force, actor=_actor())
     against = (
         f"champion {done.champion}: {_f1(done.champion_f1)}" if done.champion else "no champion"
@@ -1957,10 +1956,11 @@ def _promote_across(
 
 
 def _env_overrides(env: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``overrides`` for ``env``, with its storage from ``BRANDLOOP_<ENV>_STORAGE_URI`` as
-    ``prefect.yaml`` gives its deployments (:func:`cli_overrides`); not its MLflow: a copy
-    between environments needs both on the registry the settings name."""
-    return _deployment_values({**overrides, "env": env}, names=("storage_uri",))
+    """``overrides`` for ``env``, with its storage and MLflow from
+    ``BRANDLOOP_<ENV>_STORAGE_URI`` and ``_MLFLOW_TRACKING_URI`` as ``prefect.yaml`` gives
+    its deployments (:func:`cli_overrides`); two environments on different MLflow servers
+    are refused by :func:`ner.environments.check_apart`."""
+    return _deployment_values({**overrides, "env": env})
 
 
 def _require_version(registry: Registry, version: str) -> None:
@@ -2043,9 +2043,9 @@ def serve(
     """Serve the champion over the REST API. Needs a bearer token: NER_SERVE_API_KEY,
     NER_SERVE_API_KEYS (several, comma-separated or a JSON list) or NER_SERVE_API_KEY_BLOCK
     (a Prefect Secret block)."""
-    from apps.serving import bound_mlflow_requests, create_app, load_at_start, run_server
+    from apps.serving import create_app, load_at_start, run_server, serving_mlflow_defaults
 
-    bound_mlflow_requests(os.environ)
+    serving_mlflow_defaults(os.environ)
     given = {"serve_host": host, "serve_port": port, "serve_model": model}
     overrides = {**cli_overrides(set_), **{k: v for k, v in given.items() if v is not None}}
     cfg = load_cli_settings(overrides)

@@ -76,13 +76,13 @@ from apps.serving import (
     ModelHolder,
     RequestGuard,
     Resolver,
-    bound_mlflow_requests,
     invalid_request,
     load_at_start,
     model_holder,
     model_lifespan,
     port_number,
     require_json_body,
+    serving_mlflow_defaults,
 )
 from apps.webhook import WebhookReceiver
 from flows.context import deployment_settings
@@ -545,7 +545,7 @@ def main(argv: Sequence[str] | None = None, overrides: Mapping[str, Any] | None 
     parser.add_argument("--port", type=port_number, default=9090, help="port to listen on")
     parser.add_argument("--log-level", default="info", help="uvicorn log level")
     args = parser.parse_args(argv)
-    bound_mlflow_requests(os.environ)
+    serving_mlflow_defaults(os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # the model holder's lines (serving X, the alias moved) are INFO of apps.serving, which
     # Prefect's logging setup (imported with the flows) may hold at WARNING

@@ -782,18 +782,25 @@ def create_app(
 #: Seconds ``POST /v1/reload`` waits for a check of the alias already running (the
 #: background one) before it answers 503.
 RELOAD_WAIT_S = 10.0
-#: MLflow's HTTP retries and per-request timeout (s) in a serving process, unless set in its
-#: environment: the SDK's defaults (7 retries with back-off, 120 s) held a reload, and the
-#: server's stop, for minutes while MLflow was down.
-SERVE_MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+#: MLflow's settings in a serving process, unless set in its environment: HTTP retries and
+#: per-request timeout (s), since the SDK's defaults (7 retries with back-off, 120 s) held a
+#: reload, and the server's stop, for minutes while MLflow was down; and a database store
+#: opened afresh at each check (SQLAlchemy's ``NullPool``), since a pooled SQLite connection
+#: kept reading a store file deleted and rebuilt under the server (trial AL: a second demo).
+SERVE_MLFLOW_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool",
+}
 #: Seconds a stopping server (SIGTERM, Ctrl+C) waits for requests still open.
 GRACEFUL_STOP_S = 10
 
 
-def bound_mlflow_requests(environ: MutableMapping[str, str]) -> None:
-    """Set :data:`SERVE_MLFLOW_HTTP` in ``environ`` (a serving process's ``os.environ``)
-    where the user set nothing: a down MLflow then fails a check in seconds."""
-    for name, value in SERVE_MLFLOW_HTTP.items():
+def serving_mlflow_defaults(environ: MutableMapping[str, str]) -> None:
+    """Set :data:`SERVE_MLFLOW_ENV` in ``environ`` (a serving process's ``os.environ``)
+    where the user set nothing: a down MLflow then fails a check in seconds, and a rebuilt
+    SQLite store is read as it is now."""
+    for name, value in SERVE_MLFLOW_ENV.items():
         environ.setdefault(name, value)
 
 
@@ -846,7 +853,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=port_number, help="port (default: NER_SERVE_PORT)")
     parser.add_argument("--model", metavar="SPEC", help="model (default: NER_SERVE_MODEL)")
     args = parser.parse_args(argv)
-    bound_mlflow_requests(os.environ)
+    serving_mlflow_defaults(os.environ)
     given = {"serve_host": args.host, "serve_port": args.port, "serve_model": args.model}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     log.setLevel(logging.INFO)  # Prefect's logging setup, imported above, may hold root at WARNING

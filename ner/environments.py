@@ -38,6 +38,7 @@ from ner.registry import (
     default_actor,
     does_not_exist,
     run_tags,
+    unchecked_refusals,
 )
 from ner.settings import Settings
 from ner.storage import env_storage
@@ -327,6 +328,7 @@ def promote_across(
         f1, champion_f1, target.threshold, target.promotion_margin, cold_start=cold,
         subject=f"copy {registry.model_name}/{copy}",
     )  # fmt: skip
+    rule = _with_gate_refusals(rule, registry.gate_refusals(copy), src)
     outcome = CrossPromotion(
         src, registry.model_name, copy, gold[0].hash, f1, champion, champion_f1, rule,
         target.threshold, cold_start_f1=None if cold is None else cold[1],
@@ -336,6 +338,24 @@ def promote_across(
     why = reason if rule.promote else f"{reason} (forced; rule said: {rule.reason})"
     events = _promote_copy(registry, outcome, f"from {src} (run {src.run_id}): {why}", actor)
     return dataclasses.replace(outcome, promoted=True, events=events)
+
+
+def _with_gate_refusals(
+    rule: Decision, refusals: tuple[list[str], str | None], src: Source
+) -> Decision:
+    """``rule``, refused too when a train-ner gate refused the copied version by rules the
+    rule does not check again (``refusals``: :meth:`Registry.gate_refusals` of the copy,
+    which keeps the source's tags): a promotion by hand asks ``force`` for those, so a
+    copy does too (trial AL took a version refused by confidence to prod without it)."""
+    rules, gated_in = refusals
+    unchecked = unchecked_refusals(rules)
+    if not unchecked:
+        return rule
+    said = (
+        f"{gated_in or src.env}'s train-ner gate refused {src.model}/{src.version} by "
+        f"{', '.join(unchecked)}, which promote does not re-check"
+    )
+    return Decision(False, said if rule.promote else f"{rule.reason}; {said}")
 
 
 def _promote_copy(

@@ -23,7 +23,7 @@ import logging
 import subprocess
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -68,6 +68,18 @@ class Decision:
 def needs_training(champion_f1: float | None, threshold: float) -> bool:
     """The gate: train a challenger unless the current model already meets the threshold."""
     return champion_f1 is None or champion_f1 < threshold
+
+
+#: The gate rules a promotion by hand checks again on today's gold set (threshold and margin,
+#: :func:`decide`); a version train-ner's gate refused by another rule (confidence,
+#: label_regression, canary) needs ``force``.
+HAND_RULES = ("threshold", "beats_champion")
+
+
+def unchecked_refusals(rules: Iterable[str]) -> list[str]:
+    """The gate's refusals (rule names, :meth:`Registry.gate_refusals`) a promotion by hand
+    does not check again (not in :data:`HAND_RULES`)."""
+    return [rule for rule in rules if rule not in HAND_RULES]
 
 
 def decide(

@@ -237,3 +237,69 @@ def test_copy_promote_finds_each_environments_own_storage_as_its_deployments_do(
     said = " ".join((out + err).split())  # the storage line is on standard error
     assert f"prod's storage: {tmp_path / 'prod-bucket'} (BRANDLOOP_PROD_STORAGE_URI)" in said
     assert f"on prod's gold set {prod_gold[:12]}" in said
+
+
+def test_a_version_the_gate_refused_by_a_rule_promote_does_not_check_needs_force(
+    mlflow_server: MlflowService, tmp_path: Path, flags: list[str]
+) -> None:
+    staging, prod = _registries(mlflow_server.url)
+    # Given a staging version train-ner's gate refused by confidence (it would pass the
+    # threshold on prod's gold set: trial AL took such a version to prod without --force)
+    _gold(tmp_path / "storage", "prod", GOLD_POSTS)
+    version = register_gazetteer(staging, tmp_path, ["Glossier", "Fenty Beauty"], 0.9, "0" * 16)
+    staging.client.set_model_version_tag(
+        "brand-ner-staging", version, "brandloop.gate.refused_by", "threshold,confidence"
+    )
+    args = ["promote", version, "--from", "staging", "--to", "prod", "--reason", "release"]
+    champion = prod.alias_version(CHAMPION)  # (the server is shared: earlier tests' prod)
+    # When it is copy-promoted without --force
+    code, _, err = _invoke(*args, *flags)
+    # Then it is refused, naming the gate's rule the promotion does not check again (after
+    # the rule's own verdict, when prod has a champion it does not beat)
+    said = " ".join(err.split())
+    assert code == 1, said
+    gate = (
+        f"staging's train-ner gate refused brand-ner-staging/{version} by confidence, which "
+        "promote does not re-check"
+    )
+    assert said.startswith("error: refused: ") and gate in said
+    assert prod.alias_version(CHAMPION) == champion
+    # When it is forced, it is promoted, and the audit says what was overridden
+    code, _, err = _invoke(*args, "--force", *flags)
+    assert code == 0, err
+    assert prod.alias_version(CHAMPION) not in (None, champion)
+    move = [e for e in prod.audit_log() if e.alias == CHAMPION][-1]
+    assert "release (forced; rule said: " in move.reason and gate in move.reason
+
+
+def test_copy_promote_takes_the_environments_mlflow_and_creates_no_store(
+    mlflow_server: MlflowService,
+    tmp_path: Path,
+    clean_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    staging, prod = _registries(mlflow_server.url)
+    version = register_gazetteer(staging, tmp_path, ["Glossier", "Fenty Beauty"], 0.9, "0" * 16)
+    _gold(tmp_path / "storage", "prod", GOLD_POSTS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    args = ["promote", version, "--from", "staging", "--to", "prod", "--reason", "release"]
+    flags = ["--set", f"storage_uri={tmp_path / 'storage'}", "--set", "label_studio_api_key="]
+    # When no MLflow is set at all: one line naming the store looked in; none is created
+    # (a trial's run made an empty mlflow.db, then said staging had no version 1)
+    code, _, err = _invoke(*args, *flags)
+    assert code == 1 and f"no MLflow store at {tmp_path / 'mlflow.db'}" in err, err
+    assert not (tmp_path / "mlflow.db").exists()
+    # When the environments' deployment variables name two different servers: refused
+    monkeypatch.setenv("BRANDLOOP_STAGING_MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("BRANDLOOP_PROD_MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    code, _, err = _invoke(*args, *flags)
+    assert code == 1 and "use different MLflow servers" in err, err
+    # When both name the one server, as the deployments take it, the copy is promoted there
+    monkeypatch.setenv("BRANDLOOP_PROD_MLFLOW_TRACKING_URI", mlflow_server.url)
+    code, out, err = _invoke(*args, "--force", *flags)
+    assert code == 0, err
+    assert f"prod's MLflow: {mlflow_server.url} (BRANDLOOP_PROD_MLFLOW_TRACKING_URI)" in err
+    assert f"copied staging brand-ner-staging/{version} -> prod" in out
+    move = [e for e in prod.audit_log() if e.alias == CHAMPION][-1]
+    assert f"from staging brand-ner-staging/{version}" in move.reason

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -242,14 +243,69 @@ def test_a_reload_waits_for_a_running_check_at_most_its_limit(registry: Registry
 
 
 def test_a_serving_process_bounds_mlflow_retries_unless_the_user_set_them() -> None:
-    from apps.serving import SERVE_MLFLOW_HTTP, bound_mlflow_requests
+    from apps.serving import SERVE_MLFLOW_ENV, serving_mlflow_defaults
 
     environ = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    bound_mlflow_requests(environ)
+    serving_mlflow_defaults(environ)
     assert environ == {
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": SERVE_MLFLOW_HTTP["MLFLOW_HTTP_REQUEST_MAX_RETRIES"],
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": SERVE_MLFLOW_ENV["MLFLOW_HTTP_REQUEST_MAX_RETRIES"],
+        "MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool",
     }
+
+
+def build_store(folder: str, artifacts: str, brands: list[str]) -> None:
+    """A SQLite store in ``folder`` whose v1 of brand-ner-dev, a gazetteer of ``brands``
+    logged by a run of its own, is ``@champion`` (what a demo leaves)."""
+    from ner.registry import Decision, Registry
+    from tests.support.models import register_gazetteer
+
+    Path(folder).mkdir()
+    registry = Registry(
+        f"sqlite:///{folder}/mlflow.db",
+        model_name="brand-ner-dev",
+        artifact_location=Path(artifacts).as_uri(),
+    )
+    version = register_gazetteer(registry, Path(artifacts).parent, brands, 0.9, "0" * 16)
+    registry.promote(version, gold_hash="0" * 16, decision=Decision(True, "t"), metrics={})
+
+
+def test_a_sqlite_store_rebuilt_under_the_server_is_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    from apps.serving import model_holder, serving_mlflow_defaults
+
+    environ: dict[str, str] = {}
+    serving_mlflow_defaults(environ)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    store = tmp_path / "store"
+    # Given a server on a SQLite store's v1 (as a demo leaves it)
+    build_store(str(store), str(tmp_path / "artifacts-1"), ["Glossier"])
+    cfg = settings(
+        mlflow_tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
+        serve_model="models:/brand-ner-dev@champion",
+    )
+    holder = model_holder(cfg)
+    assert holder.refresh() is True
+    assert predict_texts(holder.served.model.nlp, ["fenty beauty"]) == [()]
+    # When another process deletes the store and builds it again, its v1 from another run
+    # (a second demo)
+    shutil.rmtree(store)
+    again = f"build_store({str(store)!r}, {str(tmp_path / 'artifacts-2')!r}, ['Fenty Beauty'])"
+    code = f"from tests.unit.test_serving import build_store; {again}"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env, timeout=120)
+    # Then the next check loads the new v1 (trial AL: a pooled connection kept reading the
+    # deleted file, and the old model answered with "ok")
+    assert holder.refresh() is True and holder.served.model.version == "brand-ner-dev/1"
+    spans = predict_texts(holder.served.model.nlp, ["fenty beauty"])
+    assert [s.text for s in spans[0]] == ["fenty beauty"]
 
 
 def test_a_repeated_refresh_failure_is_warned_once(
