@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from ner.errors import StorageAuthError, StorageNotFoundError
+from ner.errors import BrandloopError, StorageAuthError, StorageNotFoundError
 from ner.settings import redact_uri
 
 if TYPE_CHECKING:
@@ -207,6 +207,40 @@ def check_storage(settings: Settings) -> Check:
     return Check("storage", CheckStatus.OK, f"{storage.uri()} writable")
 
 
+def check_gold_set(settings: Settings) -> Check:
+    """The gold set in force and whether it is small (:data:`ner.datasets.SMALL_GOLD_SET`);
+    with none frozen yet, whether ``NER_GOLD_MIN_POSTS`` lets the first train freeze a small
+    one (a trial's first 21 labels froze 9 gold posts for good). Reads only."""
+    from apps.status import current_gold
+    from ner.datasets import SMALL_GOLD_SET
+
+    small = SMALL_GOLD_SET
+    try:
+        gold = current_gold(settings)
+    except BrandloopError as exc:  # storage, or a gold set that does not parse
+        return Check("gold set", CheckStatus.WARN, f"not read: {type(exc).__name__}: {exc}"[:200])
+    if gold is not None and gold.n_posts < small:
+        detail = (
+            f"{gold.name}: {gold.n_posts} posts (one moves F1 by {100 / gold.n_posts:.1f} points)"
+        )
+        fix = "brandloop gold-set retire --reason ... lets the next train freeze a larger one"
+        return Check("gold set", CheckStatus.WARN, detail, fix)
+    if gold is not None:
+        return Check("gold set", CheckStatus.OK, f"{gold.name}: {gold.n_posts} posts")
+    waits = f"NER_GOLD_MIN_POSTS={settings.gold_min_posts}"
+    if settings.gold_min_posts >= small:
+        return Check(
+            "gold set", CheckStatus.OK, f"none frozen yet; the first train waits for {waits}"
+        )
+    return Check(
+        "gold set",
+        CheckStatus.WARN,
+        f"none frozen yet; the first train freezes it for good from the labels it finds ({waits})",
+        f"export NER_GOLD_MIN_POSTS={small} (or more) first, so that it waits for a gold set that "
+        "can tell models apart",
+    )
+
+
 def check_x_token(settings: Settings) -> Check:
     if (problem := settings.secret_block_problem("x_bearer_token")) is not None:
         return Check("x token", CheckStatus.FAIL, problem)  # it says its fix
@@ -364,5 +398,8 @@ def run_checks(settings: Settings) -> list[Check]:
     if mlflow.status == CheckStatus.OK:  # else it would wait on the same MLflow
         checks.append(check_champion(settings))
     checks += check_label_studio(settings)
-    checks += [check() for check in single[1:]]
+    for check in single[1:]:
+        checks.append(done := check())
+        if done.name == "storage" and done.status == CheckStatus.OK:
+            checks.append(check_gold_set(settings))
     return checks

@@ -26,7 +26,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ner import datasets, evaluation
-from ner.errors import ConfigError, GoldSetError, PromotionError, RegistryError
+from ner.errors import (
+    ConfigError,
+    GoldSetError,
+    ModelNotFoundError,
+    PromotionError,
+    RegistryError,
+)
 from ner.modelcard import without_alias_notes
 from ner.registry import (
     CHAMPION,
@@ -161,8 +167,9 @@ def target_gold_set(settings: Settings) -> tuple[datasets.GoldSet, list[Annotati
 
 
 def source_version(registry: Registry, version: str, env: str) -> Source:
-    """The version ``version`` of ``registry``'s model; :class:`RegistryError` naming the model
-    when it has no such version."""
+    """The version ``version`` of ``registry``'s model; :class:`ModelNotFoundError` naming
+    the model and its versions when it has no such version, :class:`RegistryError` when the
+    registry cannot be read."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -170,8 +177,11 @@ def source_version(registry: Registry, version: str, env: str) -> Source:
     except MlflowException as exc:
         if not does_not_exist(exc):
             raise RegistryError(f"reading {registry.model_name}/{version} failed: {exc}") from exc
-        raise RegistryError(
-            f"{env} model {registry.model_name} has no version {version!r}"
+        from ner.models import versions_phrase
+
+        raise ModelNotFoundError(
+            f"{env} model {registry.model_name} has no version {version!r} "
+            f"({versions_phrase(registry.versions())})"
         ) from exc
     return Source(registry.model_name, str(mv.version), str(mv.run_id or ""), env)
 
@@ -303,7 +313,7 @@ def promote_across(
 
     Checks before anything is written: :class:`ConfigError` when the environments share a
     name or a registry is apart, :class:`GoldSetError` when the target has no gold set,
-    :class:`RegistryError` when the source has no such version. A refused copy stays in the
+    :class:`ModelNotFoundError` when the source has no such version. A refused copy stays in the
     target as an evaluated version that is not champion (``promoted`` False); promoting the
     same source again reuses it (:func:`existing_copy`) and its evaluation on that gold set;
     :class:`PromotionError` when it is the target's champion already.

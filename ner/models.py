@@ -512,7 +512,28 @@ def _not_found(
         return ModelNotFoundError(
             f"no version of {name} has the alias @{alias}; {known + '; ' if known else ''}{said}"
         )
+    if models := _models_phrase(name, tracking_uri):  # a trial's typo'd name said only that
+        return ModelNotFoundError(f"{error}; {models}")
     return error
+
+
+def _models_phrase(name: str, tracking_uri: str | None) -> str:
+    """``"registered models: brand-ner-dev, brand-ner-prod (did you mean brand-ner-dev?)"``
+    for a model ``name`` that is not registered (the first 100 names); empty when the
+    registry cannot say or holds none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = _client(tracking_uri).search_registered_models(max_results=100)
+    except MlflowException:
+        return ""
+    names = sorted(str(m.name) for m in found)
+    if not names:
+        return ""
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"registered models: {', '.join(names)}" + (
+        f" (did you mean {close[0]}?)" if close else ""
+    )
 
 
 def pin_model_uri(

@@ -512,7 +512,7 @@ def load_export(data: bytes, source: str) -> list[Any]:
         ) from exc
     if not isinstance(export, list):
         raise ExportFileError(
-            source, f"a Label Studio JSON export is a list of tasks, got {type(export).__name__}"
+            source, f"it holds a JSON {_json_kind(export)}, where an export is a list of tasks"
         )
     if export and all(_flat_record(item) for item in export):
         raise ExportFileError(
@@ -886,10 +886,14 @@ def labelled_export(
     try:
         export = load_export(input_bytes(storage, uri, what), uri)
     except ExportFileError as exc:
-        raise ConfigError(
-            f"{where} is not a Label Studio JSON export (a list of tasks): {exc.reason}"
-        ) from exc
+        raise ConfigError(f"{where} is not a Label Studio JSON export: {exc.reason}") from exc
     return len(export), read_labelled(export, labels)
+
+
+def _json_kind(value: Any) -> str:
+    """``"object"``, ``"string"``, … : the JSON name of a parsed value's type."""
+    names = {dict: "object", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def _labels_in(export: list[Any]) -> set[str]:

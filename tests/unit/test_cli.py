@@ -26,6 +26,7 @@ from apps.doctor import (
     CheckStatus,
     check_base_model,
     check_champion,
+    check_gold_set,
     check_label_studio,
     check_mlflow,
     check_recipe,
@@ -1467,6 +1468,35 @@ def test_doctor_checks_that_the_champions_files_are_there_and_its_own(
         assert missing.detail.startswith(f"brand-ner-dev v{version} is registered, but its files")
         assert f"missing from file://{store}/mlartifacts/" in missing.detail
         assert missing.fix.startswith("restore the artifact store, or promote a version whose")
+
+
+def test_doctor_says_when_the_first_train_would_freeze_a_small_gold_set(
+    tmp_path: Path, clean_env: None
+) -> None:
+    from ner.datasets import SMALL_GOLD_SET, adopt_gold_set
+    from ner.storage import env_storage
+    from ner.types import Annotation, Span
+
+    def settings(**values: object) -> Settings:
+        return load_settings(storage_uri=str(tmp_path / "storage"), **values)
+
+    # Given no gold set yet and NER_GOLD_MIN_POSTS at its default (1): a warning before the
+    # first train, naming the setting (a trial's first 21 labels froze 9 gold posts for good)
+    first = check_gold_set(settings())
+    assert first.status == CheckStatus.WARN and "(NER_GOLD_MIN_POSTS=1)" in first.detail
+    assert first.fix.startswith(f"export NER_GOLD_MIN_POSTS={SMALL_GOLD_SET} (or more) first")
+    # and none with a setting that waits for a gold set of that size
+    waits = check_gold_set(settings(gold_min_posts=SMALL_GOLD_SET))
+    assert waits.status == CheckStatus.OK and waits.detail.endswith("=100")
+    # Given a small gold set frozen: it is named, with what one post weighs
+    text = "a Glossier balm"
+    span = Span(2, 10, "BRAND", "Glossier")
+    posts = [Annotation(f"p{i}", text, (span,)) for i in range(8)]
+    adopt_gold_set(env_storage(settings()), posts)
+    small = check_gold_set(settings())
+    assert small.status == CheckStatus.WARN, small
+    assert small.detail.endswith(": 8 posts (one moves F1 by 12.5 points)")
+    assert small.fix.startswith("brandloop gold-set retire --reason")
 
 
 def test_doctor_checks_the_chosen_recipes_optional_install(tmp_path: Path, clean_env: None) -> None:

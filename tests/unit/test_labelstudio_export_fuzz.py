@@ -309,7 +309,7 @@ def test_fuzzed_exports_lose_no_good_record_and_raise_nothing_unhandled() -> Non
         (b'[{"id": 1}', "the JSON ends early (Expecting ',' delimiter"),
         (b'[{"id": x}]', "not JSON: Expecting value: line 1 column 9"),
         (b"1" * 5_000, "not JSON: Exceeds the limit"),
-        (b'{"tasks": []}', "a Label Studio JSON export is a list of tasks, got dict"),
+        (b'{"tasks": []}', "it holds a JSON object, where an export is a list of tasks"),
         (
             b'[{"id": 1, "text": "Glossier", "post_id": "p1", "label": [{"start": 0, "end": 8, '
             b'"text": "Glossier", "labels": ["BRAND"]}]}]',

@@ -157,6 +157,12 @@ def test_a_champion_alias_never_set_says_no_champion_yet(tmp_path: Path) -> None
     with pytest.raises(ModelNotFoundError, match=r"cannot resolve .*: it does not exist") as info:
         registry_version("models:/no-such-model@champion", uri, own_model="brand-ner-test")
     assert not isinstance(info.value, NotPromotedYetError)
+    # and names the registered models, with the closest (trial AL typed brand-ner-dve)
+    with pytest.raises(ModelNotFoundError) as typo:
+        registry_version("models:/brand-ner-tset@champion", uri, own_model="brand-ner-test")
+    assert str(typo.value).endswith(
+        "; registered models: brand-ner-test (did you mean brand-ner-test?)"
+    )
     # unless it is the environment's own model, not registered yet (a new stack)
     with pytest.raises(NotPromotedYetError, match=r"^no champion yet: no-such-model has no reg"):
         registry_version("models:/no-such-model@champion", uri, own_model="no-such-model")
