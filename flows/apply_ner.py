@@ -63,6 +63,8 @@ class Fetched(BaseModel):
     n_forgotten: int = 0
     #: Where the rejected lines are listed with their reasons (None: none rejected).
     rejected_key: str | None = None
+    #: Lines of a JSONL file rejected by earlier runs and unchanged since (not read again).
+    n_rejected_before: int = 0
     #: Posts a replaced JSONL file sent again with the same id and text (left out).
     n_fetched_before: int = 0
 
@@ -187,6 +189,7 @@ class ApplyResult(BaseModel):
             "n_posts": fetched.n_posts,
             "n_rejected": fetched.n_rejected,
             "rejected_key": where(fetched.rejected_key),
+            "n_rejected_before": fetched.n_rejected_before or None,
             "n_forgotten": fetched.n_forgotten or None,
             "n_fetched_before": fetched.n_fetched_before or None,
             "model_version": self.model_version,

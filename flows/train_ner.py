@@ -227,6 +227,8 @@ class EarlierTraining(BaseModel):
     run_id: str
     #: Its F1 on the current gold set, when it was evaluated on it.
     gold_f1: float | None = None
+    #: The rules the gate refused it by (:meth:`ner.registry.Registry.gate_refusals`).
+    refused_by: list[str] = []
 
 
 class TrainingInputs(BaseModel):
@@ -754,7 +756,10 @@ def prepare_training(
                 splits.gold()[1][:12],
             )
         else:
-            earlier = EarlierTraining(version=found[0], run_id=found[1], gold_f1=f1)
+            refused = ctx.registry.gate_refusals(found[0])[0]
+            earlier = EarlierTraining(
+                version=found[0], run_id=found[1], gold_f1=f1, refused_by=refused
+            )
     return TrainingInputs(
         pool=pool,
         unlabelled=unlabelled,
@@ -1398,12 +1403,18 @@ def already_trained(
     summary.status = TrainStatus.ALREADY_TRAINED
     summary.challenger_version, summary.run_id = earlier.version, earlier.run_id
     summary.challenger_f1 = earlier.gold_f1
-    promote = (
-        f"version {earlier.version} is @champion already"
-        if earlier.version == summary.champion_version
-        else f"`brandloop promote {earlier.version} --reason ...` puts that version through "
-        "the promotion rule on today's gold set"
-    )
+    if earlier.version == summary.champion_version:
+        promote = f"version {earlier.version} is @champion already"
+    elif earlier.refused_by:  # a trial was sent to a promote that refused it by them again
+        promote = (
+            f"the gate refused version {earlier.version} by {', '.join(earlier.refused_by)}; "
+            f"`brandloop promote {earlier.version} --reason ... --force` overrides it, audited"
+        )
+    else:
+        promote = (
+            f"`brandloop promote {earlier.version} --reason ...` puts that version through "
+            "the promotion rule on today's gold set"
+        )
     summary.decision = (
         f"version {earlier.version} (run {earlier.run_id}) was trained on the same training "
         f"posts, recipe, seed and code (fingerprint {fingerprint[:12]}): training again "

@@ -366,7 +366,9 @@ def fetch_jsonl_to_storage(
     if last_line > done_before or not from_start:  # a reread never moves it back
         state = LineCheckpoint(last_line, read.committed.hexdigest(), unfixed)
         _write_line_checkpoint(storage, input_uri, state)
+    now = {r.line for r in rejected if r.line is not None}
     return {"posts_key": key, "n_posts": read.count, "n_rejected": len(rejected)} | {
+        "n_rejected_before": len(set(unfixed) - now),
         "rejected_key": reported,
         "n_fetched_before": len(again),
         "n_forgotten": len(read.forgotten),

@@ -58,7 +58,11 @@ def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
     assert (again.challenger_version, again.run_id) == ("1", first.run_id)
     assert again.challenger_f1 == pytest.approx(first.challenger_f1)
     assert again.decision is not None and f"fingerprint {fingerprint[:12]}" in again.decision
-    assert "`brandloop promote 1 --reason ...`" in again.decision
+    # (refused by the gate: a trial was sent to a promote that refused it again)
+    assert "the gate refused version 1 by threshold" in again.decision, again.decision
+    assert again.decision.endswith(
+        "`brandloop promote 1 --reason ... --force` overrides it, audited"
+    )
     versions = client.search_model_versions("name = 'brand-ner-dev'")
     assert [str(v.version) for v in versions] == ["1"]
 

@@ -142,6 +142,9 @@ def test_a_rejected_line_left_unfixed_is_named_again_until_it_is_fixed(
     report = storage.uri("posts/s1.rejected.json")
     # When it is read again unchanged (a trial saw only "every line was read")
     again = fetch_posts.fn(ctx, "jsonl", str(src), [], 10, "s2")
+    # (counted apart from this run's rejections: a trial read "n_rejected 0" beside the
+    # warning)
+    assert (again.n_rejected, again.n_rejected_before) == (0, 1)
     said = no_posts_hint(ctx, "jsonl", str(src), again)
     # Then the line and its report are named
     assert said == (
@@ -163,6 +166,7 @@ def test_a_rejected_line_left_unfixed_is_named_again_until_it_is_fixed(
     src.write_text('{"id": "a", "text": "A"}\n{"id": "b", "text": "B"}\n{"id": "c", "text": "C"}\n')
     fixed = fetch_posts.fn(ctx, "jsonl", str(src), [], 10, "s4")
     assert (fixed.n_posts, fixed.n_fetched_before, fixed.rejected_key) == (1, 2, None)
+    assert fixed.n_rejected_before == 0
     assert sources.line_checkpoint(storage, str(src)).rejected == {}
     nothing = fetch_posts.fn(ctx, "jsonl", str(src), [], 10, "s5")
     assert no_posts_hint(ctx, "jsonl", str(src), nothing).startswith(f"every line of {src} was")

@@ -330,3 +330,31 @@ def test_a_small_canary_set_is_warned_of_as_a_small_gold_set_is(
         "froze a canary set of only 1 post: the canary rule compares the models on it, one "
         "post moves its F1 by about 100.0 points"
     )
+
+
+def test_an_already_trained_run_says_what_promoting_that_version_would_take() -> None:
+    from flows.train_ner import EarlierTraining, TrainStatus, TrainSummary, already_trained
+
+    def said(earlier: EarlierTraining, champion: str | None = None) -> str:
+        summary = TrainSummary(
+            status=TrainStatus.NOT_PROMOTED, labels=30, rejected=0, champion_version=champion
+        )
+        done = already_trained(earlier, "f" * 64, summary)
+        assert done.status == TrainStatus.ALREADY_TRAINED and done.challenger_version == "2"
+        return str(done.decision)
+
+    # a version the gate passed: promote puts it through the rule
+    passed = EarlierTraining(version="2", run_id="r2", gold_f1=0.7)
+    assert said(passed).endswith(
+        "`brandloop promote 2 --reason ...` puts that version through the promotion rule on "
+        "today's gold set"
+    )
+    # one the gate refused: the rules, and that only --force overrides them (a trial was sent
+    # to a promote that refused it again)
+    refused = EarlierTraining(version="2", run_id="r2", gold_f1=0.7, refused_by=["confidence"])
+    assert said(refused).endswith(
+        "the gate refused version 2 by confidence; `brandloop promote 2 --reason ... --force` "
+        "overrides it, audited"
+    )
+    # the champion itself
+    assert said(refused, champion="2").endswith("version 2 is @champion already")
