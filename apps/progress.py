@@ -91,7 +91,11 @@ MAX_LINE = 1200
 _FRACTION = re.compile(r"\b(?P<done>\d+)\s*/\s*(?P<total>\d+)\b")
 _ENGINE_ERROR = "Encountered exception during execution"
 _TASK_ERROR = "Task run encountered an exception "
-_RETRY = re.compile(r"Retry (?P<n>\d+)/(?P<of>\d+) will start")
+_RETRY = re.compile(
+    r"(?:failed with \w+: (?P<cause>.*) - )?Retry (?P<n>\d+)/(?P<of>\d+) will start", re.S
+)
+#: An exception's ``repr`` as Prefect logs a retry's cause: ``TimeoutError('read timed out')``.
+_EXC_REPR = re.compile(r"(?P<kind>\w+)\((?P<args>.*)\)", re.S)
 #: Seconds between two progress lines of one task when the console is not a terminal.
 PLAIN_EVERY = 10.0
 
@@ -137,8 +141,10 @@ class Narrator(logging.Handler):
             self._start(run_id, created["task"])
         elif finished := _FINISHED.match(message):
             self._finish(run_id, task, finished["state"], finished["message"])
-        elif retry := _RETRY.search(message):
-            self.say(f"[yellow]↻[/] {escape(task)}: retry {retry['n']}/{retry['of']}")
+        elif retry := _RETRY.search(message):  # a trial saw a retry, and 2 min, unexplained
+            after = f" after {_cause(retry['cause'])}" if retry["cause"] else ""
+            line = f"{task}: retry {retry['n']}/{retry['of']}{after}"
+            self.say(f"[yellow]↻[/] {escape(_clip(line))}")
         elif record.levelno >= logging.WARNING:  # a line of its own, not spinner text
             running = self.running.get(run_id)
             if running is not None:
@@ -244,6 +250,20 @@ def _state_message(shown: str) -> str:
     except (ValueError, SyntaxError):
         return quoted.strip("'\"")
     return message if isinstance(message, str) else quoted
+
+
+def _cause(shown: str) -> str:
+    """``TimeoutError: read timed out`` for the ``repr`` ``TimeoutError('read timed out')``
+    of a retried task's exception; anything else as logged."""
+    found = _EXC_REPR.fullmatch(shown.strip())
+    if found is None:
+        return shown
+    try:
+        args = ast.literal_eval(f"({found['args']},)") if found["args"] else ()
+    except (ValueError, SyntaxError):
+        return shown
+    said = "; ".join(str(a) for a in args)
+    return f"{found['kind']}: {said}" if said else found["kind"]
 
 
 def _clip(message: str, width: int = MAX_LINE) -> str:

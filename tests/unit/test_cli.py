@@ -34,7 +34,7 @@ from apps.doctor import (
     check_x_token,
 )
 from apps.progress import MAX_LINE, Narrator, narrated
-from ner.errors import ConfigError
+from ner.errors import ConfigError, LabelStudioError
 from ner.settings import ENVIRONMENT_DEFAULTS, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1026,6 +1026,29 @@ def _record(message: str, level: int = logging.INFO, **extra: Any) -> logging.Lo
     for key, value in extra.items():
         setattr(record, key, value)
     return record
+
+
+def test_narrator_says_why_a_task_is_retried() -> None:
+    console = Console(record=True, width=200, force_terminal=False)
+    narrator = Narrator(console, Progress(console=console))
+    task = {"flow_run_name": "a", "flow_name": "apply-ner", "task_run_id": "t1"}
+    task["task_name"] = "send_to_label_studio"
+    # Prefect's line for a retry names the exception (a trial saw only "retry 1/1", then two
+    # silent minutes while Label Studio was frozen)
+    cause = LabelStudioError("import into project 3 failed: read timed out (30 s)")
+    narrator.emit(
+        _record(
+            f"Task run failed with exception: {cause!r} - Retry 1/1 will start 10 second(s)"
+            " from now",
+            **task,
+        )
+    )
+    narrator.emit(_record("Retry 2/3 will start immediately", **task))  # no cause given
+    assert _lines(console.export_text())[1:] == [
+        "↻ send_to_label_studio: retry 1/1 after LabelStudioError: import into project 3 "
+        "failed: read timed out (30 s)",
+        "↻ send_to_label_studio: retry 2/3",
+    ]
 
 
 def test_narrator_says_one_line_per_step() -> None:
