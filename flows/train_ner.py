@@ -1245,7 +1245,7 @@ def _say_pulled(ctx: RunContext, pulled: Pulled) -> None:
         "pulled %s (%s rejected, %s repaired, "
         "%s whose earlier records a newer annotation superseded (a label fixed, a post sent "
         "again), %s deleted, %d held for review; exported tasks without a "
-        "finished annotation, left out: %d)",
+        "finished annotation (skipped, or not labelled yet), left out: %d)",
         f"the labels of {quantity(n, 'post')}, one label each" if n else "no label",
         quantity(pulled.n_rejected, "post"),
         quantity(pulled.n_repaired, "span"),

@@ -362,6 +362,11 @@ def _write_rejected(
         log.warning("rejected %s", report_line(entry))
     if more:
         log.warning("and %s more rejected posts, in the report below", f"{more:,}")
+    if named:  # the first pull said only why (trial AM); a later one said what to do
+        log.warning(
+            "to take a rejected post back, fix its annotation in Label Studio (or its record "
+            "in the export files): the next pull reads it again"
+        )
     for entry in new_reused[:5]:
         log.warning("%s", report_line(entry))
     if routine := len(superseded) - len(reused):  # a label fixed, a post sent again

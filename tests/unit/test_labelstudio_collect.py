@@ -556,6 +556,11 @@ def test_a_pull_names_its_first_20_rejected_posts_with_all_their_lines_and_count
     posts = {line.split(": ")[1] for line in named}
     assert posts == {f"p{i:02d}" for i in range(20)} and len(named) == 40
     assert "and 3 more rejected posts, in the report below" in said
+    # and what to do, at once (trial AM: only a later pull said it)
+    assert (
+        "to take a rejected post back, fix its annotation in Label Studio (or its record in "
+        "the export files): the next pull reads it again"
+    ) in said
 
 
 def test_a_report_of_lines_written_before_entries_still_counts_as_named(
