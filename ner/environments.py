@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from ner import datasets, evaluation
 from ner.errors import (
     ConfigError,
-    GoldSetError,
     ModelNotFoundError,
+    NoGoldSetError,
     PromotionError,
     RegistryError,
 )
@@ -151,12 +151,12 @@ def check_apart(source: Settings, target: Settings) -> None:
 def target_gold_set(settings: Settings) -> tuple[datasets.GoldSet, list[Annotation]]:
     """The gold set in force in ``settings``' environment storage and its annotations.
 
-    Raises :class:`GoldSetError` naming the storage when none is frozen there.
+    Raises :class:`~ner.errors.NoGoldSetError` naming the storage when none is frozen there.
     """
     storage = env_storage(settings)
     loaded = datasets.load_gold_set(storage)
     if loaded is None:
-        raise GoldSetError(
+        raise NoGoldSetError(
             f"no gold set frozen in {storage.uri('')} ({settings.env}): a copied version is "
             f"evaluated on {settings.env}'s gold set before it may be promoted; the first "
             f"train-ner run on {settings.env}'s labels freezes it (brandloop train --set "
@@ -312,7 +312,7 @@ def promote_across(
     ``force`` (audited with the rule's verdict). The source environment is never changed.
 
     Checks before anything is written: :class:`ConfigError` when the environments share a
-    name or a registry is apart, :class:`GoldSetError` when the target has no gold set,
+    name or a registry is apart, :class:`NoGoldSetError` when the target has no gold set,
     :class:`ModelNotFoundError` when the source has no such version. A refused copy stays in the
     target as an evaluated version that is not champion (``promoted`` False); promoting the
     same source again reuses it (:func:`existing_copy`) and its evaluation on that gold set;

@@ -75,6 +75,11 @@ class GoldSetError(BrandloopError):
     """A stored gold set is missing, inconsistent, or cannot be frozen yet."""
 
 
+class NoGoldSetError(GoldSetError, NotFoundError):
+    """No gold set is frozen in the storage a command needs one in (the message says how one
+    is frozen)."""
+
+
 class LabelStudioError(BrandloopError):
     """The Label Studio API failed or answered something we cannot use."""
 

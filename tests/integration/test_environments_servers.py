@@ -193,6 +193,7 @@ def test_copy_promote_errors_name_their_cause(
         "promote", version, "--from", "staging", "--to", "prod", "--reason", "x", *flags
     )
     assert code == 1 and "no gold set frozen in" in err and "(prod)" in err
+    assert "--debug" not in err  # a state that says what to do, not a crash (trial AL)
     assert "brandloop train --set env=prod, with --set threshold=0" in " ".join(err.split())
     # When staging has no such version
     _gold(tmp_path / "storage", "prod", GOLD_POSTS)
@@ -200,6 +201,7 @@ def test_copy_promote_errors_name_their_cause(
         "promote", "999", "--from", "staging", "--to", "prod", "--reason", "x", *flags
     )
     assert code == 1 and "staging model brand-ner-staging has no version '999'" in err
+    assert "(its versions: " in err and "--debug" not in err
     # When one environment is named without the other, or both are the same
     code, _, err = _invoke("promote", version, "--from", "staging", "--reason", "x", *flags)
     assert code == 1 and "--from and --to go together" in err
