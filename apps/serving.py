@@ -796,12 +796,19 @@ SERVE_MLFLOW_ENV = {
 GRACEFUL_STOP_S = 10
 
 
+#: MLflow's logger of database errors: it logs each with its traceback (three of 60 lines
+#: in a trial, while the demo rebuilt the store a server read), where the server's own
+#: warning already names the error (``model refresh failed, still serving ...``).
+MLFLOW_DB_LOGGER = "mlflow.store.db.utils"
+
+
 def serving_mlflow_defaults(environ: MutableMapping[str, str]) -> None:
     """Set :data:`SERVE_MLFLOW_ENV` in ``environ`` (a serving process's ``os.environ``)
     where the user set nothing: a down MLflow then fails a check in seconds, and a rebuilt
-    SQLite store is read as it is now."""
+    SQLite store is read as it is now. Holds :data:`MLFLOW_DB_LOGGER` at CRITICAL."""
     for name, value in SERVE_MLFLOW_ENV.items():
         environ.setdefault(name, value)
+    logging.getLogger(MLFLOW_DB_LOGGER).setLevel(logging.CRITICAL)
 
 
 class RedactQuery(logging.Filter):

@@ -22,6 +22,26 @@ def shared_data_dir() -> Path:
     return workplace if workplace.is_dir() else PROJECT_ROOT / "data"
 
 
+@pytest.fixture(autouse=True)
+def _serving_defaults_restored() -> Iterator[None]:
+    """Undo what a serving command run in-process (``brandloop serve`` through CliRunner) set
+    (:func:`apps.serving.serving_mlflow_defaults`): MLflow's pool class, left set in
+    ``os.environ``, makes every later test's MLflow log a line on standard error."""
+    import logging
+
+    from apps.serving import MLFLOW_DB_LOGGER, SERVE_MLFLOW_ENV
+
+    saved = {name: os.environ.get(name) for name in SERVE_MLFLOW_ENV}
+    level = logging.getLogger(MLFLOW_DB_LOGGER).level
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    logging.getLogger(MLFLOW_DB_LOGGER).setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared data (WNUT-17, gazetteers). Missing is an error, not a skip."""

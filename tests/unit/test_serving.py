@@ -243,7 +243,7 @@ def test_a_reload_waits_for_a_running_check_at_most_its_limit(registry: Registry
 
 
 def test_a_serving_process_bounds_mlflow_retries_unless_the_user_set_them() -> None:
-    from apps.serving import SERVE_MLFLOW_ENV, serving_mlflow_defaults
+    from apps.serving import MLFLOW_DB_LOGGER, SERVE_MLFLOW_ENV, serving_mlflow_defaults
 
     environ = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     serving_mlflow_defaults(environ)
@@ -252,6 +252,8 @@ def test_a_serving_process_bounds_mlflow_retries_unless_the_user_set_them() -> N
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": SERVE_MLFLOW_ENV["MLFLOW_HTTP_REQUEST_MAX_RETRIES"],
         "MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool",
     }
+    # and MLflow's database errors, each a traceback, are left to the server's own warning
+    assert logging.getLogger(MLFLOW_DB_LOGGER).level == logging.CRITICAL
 
 
 def build_store(folder: str, artifacts: str, brands: list[str]) -> None:
