@@ -347,6 +347,9 @@ class PredictResponse(BaseModel):
 class ModelInfo(BaseModel):
     spec: str
     model_version: str
+    #: The MLflow run that logged the version (None for a spec that is not an alias): a
+    #: store rebuilt under the server gives a version of the same number another run.
+    run_id: str | None = None
     loaded_from: str
     loaded_at: datetime
     last_check: datetime | None
@@ -694,6 +697,7 @@ def _add_model_routes(
         return ModelInfo(
             spec=holder.spec,
             model_version=served.model.version,
+            run_id=served.ref.run_id if served.ref else None,
             loaded_from=served.spec,
             loaded_at=served.loaded_at,
             last_check=holder.last_check,

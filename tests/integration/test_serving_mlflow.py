@@ -241,6 +241,7 @@ def test_champion_is_served_with_auth_and_follows_promotion_and_rollback(
     assert [s["text"] for s in second["predictions"][0]["spans"]] == ["glossier", "fenty beauty"]
     info = requests.get(f"{url}/v1/model", headers=auth, timeout=5).json()
     assert info["loaded_from"] == f"models:/{name}/{v2}" and info["last_error"] is None
+    assert info["run_id"] == registry.client.get_model_version(name, v2).run_id
 
     # When the promotion is rolled back, an explicit reload serves v1 again
     registry.rollback(reason="test")
