@@ -169,8 +169,9 @@ def debug_hint(ctx: Any) -> str:
 class BrandloopGroup(TyperGroup):
     """Turns any error of a command into one line and exit code 1 (unless ``--debug``); the
     line ends with the ``--debug`` hint unless it is a :class:`CliError`, a
-    :class:`~ner.errors.ConfigError` or a :class:`~ner.errors.NotFoundError` (a refusal,
-    or something named that does not exist: the line says what to do)."""
+    :class:`~ner.errors.ConfigError`, a :class:`~ner.errors.NotFoundError` or a
+    :class:`~ner.errors.PromotionError` (a refusal, or something named that does not exist:
+    the line says what to do)."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -182,7 +183,7 @@ class BrandloopGroup(TyperGroup):
                 raise
             # a refusal of the command line, or of a setting, says what to do; its traceback
             # would only show the code that refused (a trial read the hint as a crash)
-            refused = isinstance(exc, CliError | ConfigError | NotFoundError)
+            refused = isinstance(exc, CliError | ConfigError | NotFoundError | PromotionError)
             hint = "" if refused else f" [dim]{debug_hint(ctx)}[/]"
             err_console().print(f"[red]error:[/] {_escape(describe(exc))}{hint}")
             raise typer.Exit(1) from None
@@ -1942,8 +1943,9 @@ def _promote_across(
     against = (
         f"champion {done.champion}: {_f1(done.champion_f1)}" if done.champion else "no champion"
     )
+    made = "reused the copy made before of" if done.reused else "copied"  # trial AN
     console().print(
-        f"copied {done.source} -> {to_env} {done.model}/{done.version}: F1 {done.f1:.4f} on "
+        f"{made} {done.source} -> {to_env} {done.model}/{done.version}: F1 {done.f1:.4f} on "
         f"{to_env}'s gold set {done.gold_hash[:12]} ({against})"
     )
     if not done.promoted:

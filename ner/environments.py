@@ -33,7 +33,7 @@ from ner.errors import (
     PromotionError,
     RegistryError,
 )
-from ner.modelcard import without_alias_notes
+from ner.modelcard import titled_as_copy, without_alias_notes
 from ner.registry import (
     CHAMPION,
     TAG_PREFIX,
@@ -117,6 +117,8 @@ class CrossPromotion:
     promoted: bool = False
     events: tuple[AuditEvent, ...] = ()
     cold_start_f1: float | None = None
+    #: The copy was made by an earlier promotion of the same source (none made now).
+    reused: bool = False
 
 
 def open_registry(settings: Settings) -> Registry:
@@ -227,7 +229,8 @@ def copy_version(source: Source, target: Registry) -> str:
         for key, value in source.tags().items():
             target.client.set_model_version_tag(target.model_name, version, key, value)
         card = target.client.get_model_version(target.model_name, version).description or ""
-        if (trained := without_alias_notes(card)) != card:  # the source's alias moves
+        trained = titled_as_copy(without_alias_notes(card), target.model_name, version)
+        if trained != card:  # the source's alias moves and title
             target.describe_version(version, trained)
     except MlflowException as exc:
         raise RegistryError(f"copying {source} to {target.model_name} failed: {exc}") from exc
@@ -322,7 +325,8 @@ def promote_across(
     gold = target_gold_set(target)
     src = source_version(open_registry(source), version, source.env)
     registry = open_registry(target)
-    copy = existing_copy(src, registry) or copy_version(src, registry)
+    earlier = existing_copy(src, registry)
+    copy = earlier or copy_version(src, registry)
     if registry.alias_version(CHAMPION) == copy:
         raise PromotionError(
             f"{src} is already {target.env}'s @champion ({registry.model_name}/{copy})"
@@ -342,6 +346,7 @@ def promote_across(
     outcome = CrossPromotion(
         src, registry.model_name, copy, gold[0].hash, f1, champion, champion_f1, rule,
         target.threshold, cold_start_f1=None if cold is None else cold[1],
+        reused=earlier is not None,
     )  # fmt: skip
     if not rule.promote and not force:
         return outcome

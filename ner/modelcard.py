@@ -457,6 +457,17 @@ def without_alias_notes(card: str) -> str:
     return "\n".join(kept).rstrip()
 
 
+def titled_as_copy(card: str, model_name: str, version: str) -> str:
+    """``card`` of a source version (:func:`without_alias_notes`) titled as its copy:
+    ``# brand-ner-prod version 2, a copy of brand-ner-staging version 1 (…)`` (a trial read
+    the source's title on the copy's card as the copy's name); a card without the title
+    :func:`render` writes is returned as it is."""
+    first, sep, rest = card.partition("\n")
+    if not first.startswith("# ") or " version " not in first:
+        return card
+    return f"# {_cell(model_name)} version {_cell(version)}, a copy of {first[2:]}{sep}{rest}"
+
+
 def with_alias_note(card: str, note: str) -> str:
     """``card`` (a version's description) with ``note`` (:func:`manual_promotion_note`,
     :func:`rollback_note`, :func:`restored_note`, :func:`copied_note`,

@@ -168,6 +168,7 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
     )
     assert code == 0, err
     assert len(prod.client.search_model_versions("name='brand-ner-prod'")) == 2
+    assert f"reused the copy made before of staging brand-ner-staging/{worse} -> prod" in out
     assert prod.alias_version(CHAMPION) == "2" and prod.alias_version("previous") == "1"
     forced = [e for e in prod.audit_log() if e.alias == CHAMPION][-1]
     assert (
@@ -180,6 +181,7 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
         "promote", worse, "--from", "staging", "--to", "prod", "--reason", "again", *flags
     )
     assert code == 1 and f"staging brand-ner-staging/{worse} is already prod's @champion" in err
+    assert "--debug" not in err  # a refusal, not a crash (trial AN)
     assert staging.alias_version(CHAMPION) == good
 
 

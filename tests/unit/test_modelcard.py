@@ -196,6 +196,19 @@ def test_a_card_without_its_alias_notes_is_the_card_as_trained() -> None:
     assert without_alias_notes(card) == card
 
 
+def test_a_copys_card_is_titled_as_the_copy_of_its_source() -> None:
+    from ner.modelcard import titled_as_copy
+
+    card = render_model_card(many_labels_card(), max_chars=600)
+    copied = titled_as_copy(card, "brand-ner-prod", "2")
+    # the copy's own name first, then the source's title (a trial read "brand-ner version 7"
+    # on prod's version 2 as its name)
+    assert copied.startswith("# brand-ner-prod version 2, a copy of brand-ner version 7\n")
+    assert copied.splitlines()[1:] == card.splitlines()[1:]
+    # and a card without the rendered title is left as it is
+    assert titled_as_copy("no title", "brand-ner-prod", "2") == "no title"
+
+
 def test_an_alias_note_goes_under_the_title_and_keeps_the_latest_of_each_kind() -> None:
     card = "# brand-ner version 3\n\n**Gate: refused** (not promoted) by `threshold`\n\n## Metrics"
     promoted = manual_promotion_note(reason="manual: hotfix", actor="cli:ana", when="T1")
