@@ -52,6 +52,7 @@ from flows.context import (
 )
 from ner import canary, datasets, evaluation, layout, rehearsal
 from ner.audit import is_abandoned
+from ner.base_model import default_base_model
 from ner.errors import ConfigError, GoldSetError, RegistryError
 from ner.gate import (
     GateDecision,
@@ -801,7 +802,7 @@ def train_challenger(
         rehearsal=rehearsed.annotations if rehearsed else (),
         brands=BrandList.from_files(settings.brand_list, settings.brand_list_exact_case),
     )
-    params = {**settings.train.as_params(settings.seed), "start_from": start_from}
+    params = _recipe_params(settings, start_from)
     digest = _brands_digest(settings)
     if digest is not None:  # the team's own list: its files and digest (the shipped: none)
         params["brand_list"] = str(settings.brand_list or "-")
@@ -827,6 +828,17 @@ def train_challenger(
         widened=widened,
         left_out=say_spans("left out of training", result.rejected),
     )
+
+
+def _recipe_params(settings: Settings, start_from: str) -> dict[str, Any]:
+    """The recipe's MLflow params (:meth:`TrainSettings.as_params`) and ``start_from``;
+    ``recipe_changed`` names ``base_model`` too when it is not the default (trial AN read
+    the demo's knobs as trained on the default's md model)."""
+    params = {**settings.train.as_params(settings.seed), "start_from": start_from}
+    if settings.base_model != default_base_model():
+        changed = [k for k in str(params["recipe_changed"]).split(",") if k != "none"]
+        params["recipe_changed"] = ",".join(sorted([*changed, "base_model"]))
+    return params
 
 
 def _brands_digest(settings: Settings) -> str | None:

@@ -328,7 +328,7 @@ class TrainSettings(BaseModel):
             negatives_from=(self.negatives_uri or "stored posts").rsplit("/", 1)[-1],
             rehearsal_from=(self.rehearsal_uri or "none").rsplit("/", 1)[-1],
             rehearsal_posts=self.rehearsal_posts,
-            label_map=",".join(f"{k}->{v}" for k, v in sorted(self.label_map.items())),
+            label_map=",".join(f"{k}->{v}" for k, v in sorted(self.label_map.items())) or "none",
         )
 
 

