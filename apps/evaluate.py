@@ -125,9 +125,11 @@ def _export_set(settings: Settings, storage: Storage, uri: str) -> LabelledSet:
         storage, uri, settings.labels, what="labelled set", where=where
     )
     if not parsed.records:
+        first = parsed.rejected[0] if parsed.rejected else None  # a trial got counts alone
+        why = f"; the first rejected: {first}" if first else ""
         raise ConfigError(
             f"{where} has no labelled post to score ({n_tasks} tasks, "
-            f"{len(parsed.unlabelled)} unlabelled, {len(parsed.rejected)} rejected)"
+            f"{len(parsed.unlabelled)} unlabelled, {len(parsed.rejected)} rejected{why})"
         )
     records = list(forget.honour(storage, parsed.records, lambda a: a.post_id))
     rejected = tuple(parsed.rejected)

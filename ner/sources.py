@@ -204,8 +204,9 @@ def input_bytes(storage: Storage, uri: str, what: str) -> bytes:
     if found is not None:
         return storage.read_bytes(found)
     looked = _local_path(uri).resolve()
+    folder = " (a folder: name a file in it)" if looked.is_dir() else ""  # trial AN
     raise InputNotFoundError(
-        f"{what} {uri!r} is neither a local file (looked for {looked}) nor a "
+        f"{what} {uri!r} is neither a local file (looked for {looked}{folder}) nor a "
         f"key under storage {storage.uri()}"
     )
 

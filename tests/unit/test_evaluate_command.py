@@ -196,6 +196,17 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
     result = CliRunner().invoke(cli.app, ["evaluate", "gazetteer", "--on", missing])
     assert result.exit_code == 1 and "no-such-set.json" in result.stderr
     assert "--debug" not in result.stderr and len(result.stderr.strip().splitlines()) <= 3
+    # And a folder is named as one, and a set with no readable post names the first reason
+    # (trial AN got the counts alone)
+    result = CliRunner().invoke(cli.app, ["evaluate", "gazetteer", "--on", str(tmp_path)])
+    assert result.exit_code == 1 and "(a folder: name a file in it)" in result.stderr
+    junk = tmp_path / "junk.json"
+    junk.write_text('[1, {"id": 2}]')
+    result = CliRunner().invoke(cli.app, ["evaluate", "gazetteer", "--on", str(junk)])
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 1
+    assert "2 tasks, 0 unlabelled, 2 rejected; the first rejected: " in said
+    assert "export item #0: not a task object (int)" in said
     # And the model may be given as --model, as serve and apply take it (trial L), not twice
     as_option = CliRunner().invoke(cli.app, ["evaluate", "--model", "gazetteer", "--on", str(path)])
     assert as_option.exit_code == 0, as_option.output
