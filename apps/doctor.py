@@ -328,7 +328,9 @@ def check_champion(settings: Settings) -> Check:
     from ner.registry import CHAMPION, PREVIOUS, files_missing
 
     name = settings.registered_model_name
-    first = "the loop's first promotion sets it (brandloop loop), or brandloop promote VERSION"
+    first = (  # no version yet: `promote VERSION` had nothing to promote (trial AN)
+        "the first brandloop train (or loop) whose challenger the gate promotes sets it"
+    )
     if (db := settings.tracking_db) is not None and not db.exists():
         if DEMO_STORE.exists():  # a trial ran doctor after the demo and read this as a loss
             first += f"; a demo ran here: brandloop doctor {demo_settings()} checks its store"
