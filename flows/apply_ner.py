@@ -281,6 +281,10 @@ def resolve_model(ctx: RunContext, model: str | None) -> str:
         if spec == model:  # a name, path or pinned version: checked without loading it
             check_model_spec(spec, ctx.settings.mlflow_tracking_uri)
         return spec
+    if (db := ctx.settings.tracking_db) is not None and not db.exists():
+        # no store, no champion: asking MLflow would create an empty one (trial AN)
+        run_logger().info("no MLflow store at %s yet: no champion, the cold start predicts", db)
+        return ctx.settings.cold_start
     version = ctx.registry.alias_version(CHAMPION)
     if version is None:
         return ctx.settings.cold_start

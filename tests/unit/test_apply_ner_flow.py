@@ -293,3 +293,19 @@ def test_the_summary_counts_tasks_given_the_new_predictions() -> None:
     assert (
         result.model_copy(update={"delivered": sent_again}).summary()["n_predictions_added"] is None
     )
+
+
+def test_with_no_mlflow_store_yet_the_cold_start_predicts_and_none_is_created(
+    tmp_path: Path,
+) -> None:
+    from flows.apply_ner import resolve_model
+    from ner.environments import open_registry
+
+    # Given a SQLite store that does not exist yet (trial AN: apply created a 950 KB one to
+    # look for @champion)
+    db = tmp_path / "mlflow.db"
+    settings = load_settings(mlflow_tracking_uri=f"sqlite:///{db}")
+    ctx = cast(Any, SimpleNamespace(settings=settings, registry=open_registry(settings)))
+    # When the model is resolved, then it is the cold start, and no store was made
+    assert resolve_model.fn(ctx, None) == settings.cold_start
+    assert not db.exists()
