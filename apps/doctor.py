@@ -334,6 +334,8 @@ def check_champion(settings: Settings) -> Check:
     if (db := settings.tracking_db) is not None and not db.exists():
         if DEMO_STORE.exists():  # a trial ran doctor after the demo and read this as a loss
             first += f"; a demo ran here: brandloop doctor {demo_settings()} checks its store"
+        else:  # a new user's first command (trial AO)
+            first += f"; brandloop demo shows one, in its own {DEMO_STORE.parent}/"
         return Check("champion", CheckStatus.WARN, f"none yet ({db} not created)", first)
     try:
         registry = open_registry(settings)

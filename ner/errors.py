@@ -127,11 +127,14 @@ _ERRNO = re.compile(r"\[Errno -?\d+\] (?P<why>[^'\")]+)")
 
 
 def mlflow_reason(exc: BaseException) -> str:
-    """``str(exc)``, except when MLflow's client could not reach its server: then one short
+    """``str(exc)``, without the SQL statement of a database error (SQLAlchemy appends it
+    on lines of its own), and, when MLflow's client could not reach its server, one short
     phrase, ``"MLflow at http://host:port did not answer (Connection refused)"``, instead of
     the SDK's urllib3 chain (``HTTPConnectionPool(...): Max retries exceeded with url: ...``,
     the form of ``mlflow.utils.rest_utils``' message in MLflow 3)."""
     text = str(exc)
+    if "\n[SQL:" in text:  # SQLAlchemy's: the statement and parameters follow (trial AO)
+        return text.partition("\n[SQL:")[0].strip()
     found = _UNREACHABLE.search(text)
     if found is None or not ("Max retries" in text or "timed out" in text):
         return text

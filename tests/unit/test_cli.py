@@ -1425,11 +1425,15 @@ def test_doctor_checks_that_the_champions_files_are_there_and_its_own(
 
     store = tmp_path / "store"
     store.mkdir()
-    # Given no tracking database yet: no champion, and the check creates none
-    none_yet = check_champion(settings(store))
+    # Given no tracking database yet: no champion, and the check creates none (in a folder
+    # where no demo ran: a developer's checkout may hold one)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(store)
+        none_yet = check_champion(settings(store))
     assert none_yet.status == CheckStatus.WARN and none_yet.detail.startswith("none yet")
     assert not (store / "mlflow.db").exists()
     assert "a demo ran here" not in none_yet.fix
+    assert none_yet.fix.endswith("; brandloop demo shows one, in its own .brandloop/demo/")
     # (and where a demo ran in the working folder, the fix names the demo's store: a trial
     # ran doctor after the demo and read "none yet" as its champion lost)
     demo = tmp_path / "work"

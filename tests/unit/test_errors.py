@@ -47,3 +47,16 @@ def test_a_timeout_reads_timed_out() -> None:
 def test_any_other_error_keeps_its_own_text() -> None:
     text = "RESOURCE_DOES_NOT_EXIST: Registered Model with name=brand-ner not found"
     assert mlflow_reason(RuntimeError(text)) == text
+
+
+def test_a_database_error_keeps_its_first_line_not_the_sql() -> None:
+    # a store being rebuilt under a server (trial AO: six lines of SQL in one warning)
+    text = (
+        "(sqlite3.OperationalError) no such table: registered_models\n"
+        "[SQL: SELECT registered_models.name FROM registered_models WHERE name = ?]\n"
+        "[parameters: ('brand-ner-dev',)]\n"
+        "(Background on this error at: https://sqlalche.me/e/20/e3q8)"
+    )
+    assert mlflow_reason(RuntimeError(text)) == (
+        "(sqlite3.OperationalError) no such table: registered_models"
+    )
