@@ -519,20 +519,22 @@ def _not_found(
 
 def _models_phrase(name: str, tracking_uri: str | None) -> str:
     """``"registered models: brand-ner-dev, brand-ner-prod (did you mean brand-ner-dev?)"``
-    for a model ``name`` that is not registered (the first 100 names); empty when the
-    registry cannot say or holds none."""
+    for a model ``name`` that is not registered (:func:`ner.registry.closest_registered`,
+    the first 10 names shown); empty when the registry cannot say or holds none."""
     from mlflow.exceptions import MlflowException
 
+    from ner.registry import closest_registered
+
     try:
-        found = _client(tracking_uri).search_registered_models(max_results=100)
+        names, close = closest_registered(_client(tracking_uri), name)
     except MlflowException:
         return ""
-    names = sorted(str(m.name) for m in found)
     if not names:
         return ""
-    close = difflib.get_close_matches(name, names, n=1)
-    return f"registered models: {', '.join(names)}" + (
-        f" (did you mean {close[0]}?)" if close else ""
+    shown = sorted(names)[:10]
+    more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
+    return f"registered models: {', '.join(shown)}{more}" + (
+        f" (did you mean {close}?)" if close else ""
     )
 
 

@@ -82,6 +82,14 @@ def unchecked_refusals(rules: Iterable[str]) -> list[str]:
     return [rule for rule in rules if rule not in HAND_RULES]
 
 
+def closest_registered(client: MlflowClient, name: str) -> tuple[list[str], str | None]:
+    """The registered models' names (the first 1,000) and the one closest to ``name`` (None
+    when none is close). Raises MLflow's ``MlflowException`` when they cannot be listed."""
+    names = [str(m.name) for m in client.search_registered_models(max_results=1000)]
+    close = difflib.get_close_matches(name, names, n=1)
+    return names, close[0] if close else None
+
+
 def decide(
     challenger_f1: float | None,
     champion_f1: float | None,
@@ -497,12 +505,10 @@ class Registry:
             if not does_not_exist(exc):
                 raise _wrap(f"reading model {self.model_name}", exc) from exc
         try:
-            names = [m.name for m in self.client.search_registered_models(max_results=1000)]
+            names, close = closest_registered(self.client, self.model_name)
         except MlflowException as exc:
             raise _wrap("listing the registered models", exc) from exc
-
-        close = difflib.get_close_matches(self.model_name, names, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = f"did you mean {close!r}? " if close else ""
         return PromotionError(
             f"no registered model {self.model_name!r} in {redact_uri(self.tracking_uri)} ({hint}"
             f"{len(names)} registered; NER_REGISTERED_MODEL_NAME names it)"
