@@ -7,9 +7,11 @@ Reads, from ``DATA_DIR/gazetteers``:
   every item's name tags (``brand``, ``name``, their ``:en`` forms, ``alt_name``,
   ``short_name``, ``official_name``, ``full_name``) and its ``matchNames`` (variants the
   index itself treats as the same brand);
-* ``pudding_foundation_names/allShades.csv`` (The Pudding, MIT): the ``brand`` column.
+* ``pudding_foundation_names/allShades.csv`` (The Pudding, MIT): the ``brand`` column;
 
-and writes two UTF-8 files, one name a line, sorted by ``(casefold, name)``:
+and, from this folder, ``well_known_brands.txt`` (written by this project: mainstream beauty,
+hair and fragrance brands the two sources lack, such as Glossier, CeraVe and Laneige). It
+writes two UTF-8 files, one name a line, sorted by ``(casefold, name)``:
 
 * ``brands.txt``: matched case-insensitively by the cold-start gazetteer; no two lines are
   equal after ``casefold()``;
@@ -50,6 +52,8 @@ DEFAULT_OUT_DIR = PROJECT_ROOT / "ner" / "resources"
 
 NSI_DIR = Path("gazetteers") / "name_suggestion_index"
 PUDDING_CSV = Path("gazetteers") / "pudding_foundation_names" / "allShades.csv"
+#: The project's own list, read from the repository (not from ``DATA_DIR``).
+WRITTEN_LIST = Path(__file__).resolve().parent / "well_known_brands.txt"
 
 #: Name tags of a name-suggestion-index item that spell the brand (``operator`` and the
 #: non-English scripts' ``:xx`` forms other than ``:en`` are left out on purpose).
@@ -112,6 +116,19 @@ STOPLIST = frozenset(
         "rare",
         "saga",
         "rms",
+        # the same from well_known_brands.txt: "Fresh Beauty" -> "Fresh", "Kylie Cosmetics"
+        # -> "Kylie", "elf cosmetics" -> "elf", "r.e.m. beauty" -> "r.e.m." (the band).
+        "elf",
+        "fresh",
+        "hero",
+        "bubble",
+        "first aid",
+        "peace out",
+        "kylie",
+        "sally",
+        "cult",
+        "haus",
+        "r.e.m.",
     }
 )
 
@@ -127,6 +144,13 @@ CASE_SENSITIVE: dict[str, tuple[str, ...]] = {
     "bonjour": ("Bonjour",),
     "boots": ("Boots",),
     "clean house": ("Clean House",),
+    "banana boat": ("Banana Boat",),
+    "dove": ("Dove",),
+    "living proof": ("Living Proof",),
+    "merit": ("Merit",),
+    "real techniques": ("Real Techniques",),
+    "then i met you": ("Then I Met You",),
+    "topicals": ("Topicals",),
     "au naturale": ("Au Naturale",),
     "beauty success": ("Beauty Success",),
     "beauty zone": ("Beauty Zone",),
@@ -212,6 +236,15 @@ def pudding_names(csv_path: Path) -> Iterator[str]:
             if brand and brand not in seen:
                 seen.add(brand)
                 yield brand
+
+
+def written_names(path: Path) -> Iterator[str]:
+    """Names of the project's own list: one a line, blank lines and ``#`` comments skipped."""
+    if not path.is_file():
+        raise SourceError(f"missing {path}")
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield line.strip()
 
 
 def _ascii_fold(name: str) -> str | None:
@@ -311,7 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        names = [*nsi_names(data_dir / NSI_DIR), *pudding_names(data_dir / PUDDING_CSV)]
+        names = [
+            *nsi_names(data_dir / NSI_DIR),
+            *pudding_names(data_dir / PUDDING_CSV),
+            *written_names(WRITTEN_LIST),
+        ]
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -112,6 +113,51 @@ def test_common_words_are_only_in_the_case_sensitive_list(
     assert not folded & set(dropped)
     assert not {name.casefold() for name in exact_brands} & folded
     assert exact_brands == sorted(exact_brands, key=order)
+
+
+def test_mainstream_brands_the_sources_lack_come_from_the_projects_list(
+    brands: list[str], exact_brands: list[str]
+) -> None:
+    # given mainstream beauty brands neither licensed source lists (trial AM looked for them)
+    wanted = ["Glossier", "CeraVe", "Drunk Elephant", "Laneige", "Tatcha", "Summer Fridays"]
+    wanted += ["Glow Recipe", "La Roche-Posay", "Avene", "TRESemme"]  # + ASCII spellings
+    # when the shipped lists are read
+    known = {name.casefold() for name in brands}
+    # then each is matched in any case; brands that are also words only as written, and the
+    # short forms that would be words or people ("Fresh Beauty" -> "fresh") are not kept
+    assert not [name for name in wanted if name.casefold() not in known]
+    assert {"Dove", "Living Proof", "Topicals", "Then I Met You"} <= set(exact_brands)
+    stripped = {"fresh", "hero", "bubble", "kylie", "sally", "cult", "elf", "r.e.m.", "haus"}
+    assert not known & (stripped | {"dove", "living proof", "topicals", "first aid"})
+
+
+def test_written_list_skips_comments_and_a_missing_one_is_named(tmp_path: Path) -> None:
+    # given the build script's reader and a list with a comment and a blank line
+    spec = importlib.util.spec_from_file_location(
+        "build_brand_list", SCRIPTS / "build_brand_list.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    listed = tmp_path / "brands.txt"
+    listed.write_text("# a comment\n\nGlossier\n  CeraVe \n", encoding="utf-8")
+    # when it reads that list and one that does not exist
+    names = list(module.written_names(listed))
+    # then the names come back stripped, and the missing file is a SourceError naming it
+    assert names == ["Glossier", "CeraVe"]
+    with pytest.raises(module.SourceError, match=r"no-such\.txt"):
+        list(module.written_names(tmp_path / "no-such.txt"))
+
+
+def test_gazetteer_finds_the_added_brands_in_a_post() -> None:
+    # given the cold-start gazetteer over the shipped lists
+    from ner.models import build_gazetteer
+
+    nlp = build_gazetteer().nlp
+    # when it reads a post naming listed brands, one of them also an everyday word
+    doc = nlp("my cerave cleanser, e.l.f. primer and Dove soap; a dove flew by the Glossier shop")
+    # then it finds the brands, in the brand's casing only for the word
+    assert [ent.text for ent in doc.ents] == ["cerave", "e.l.f.", "Dove", "Glossier"]
 
 
 def test_brand_list_build_reproduces_the_shipped_files(shared_data: Path, tmp_path: Path) -> None:
