@@ -1830,8 +1830,9 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
         )
     _require_version(registry, version)
     champion = registry.alias_version(CHAMPION)
-    if champion == version:
-        raise CliError(f"version {version} is already @{CHAMPION}")
+    if champion == version:  # a no-op, so a retried script step succeeds
+        console().print(f"version {version} is already @{CHAMPION}: nothing changed")
+        return []
     uri, missing = registry.version_files(version)
     if missing:  # scored before, it was promoted unloaded (trials AB, AC); --force or not
         raise CliError(
@@ -1940,6 +1941,9 @@ def _promote_across(
     # refused by promote_across before any registry is opened
     _require_store(source)
     done = promote_across(source, target, version, reason=reason, force=force, actor=_actor())
+    if done.already:  # promoting again is a no-op, so a retried script step succeeds
+        console().print(f"{done.decision.reason}: nothing changed")
+        return
     against = (
         f"champion {done.champion}: {_f1(done.champion_f1)}" if done.champion else "no champion"
     )

@@ -30,7 +30,6 @@ from ner.errors import (
     ConfigError,
     ModelNotFoundError,
     NoGoldSetError,
-    PromotionError,
     RegistryError,
 )
 from ner.modelcard import titled_as_copy, without_alias_notes
@@ -119,6 +118,8 @@ class CrossPromotion:
     cold_start_f1: float | None = None
     #: The copy was made by an earlier promotion of the same source (none made now).
     reused: bool = False
+    #: The copy was the target's champion already: nothing was evaluated or moved.
+    already: bool = False
 
 
 def open_registry(settings: Settings) -> Registry:
@@ -299,6 +300,23 @@ def _champion_f1(
     return champion, f1
 
 
+def _already_champion(
+    settings: Settings,
+    registry: Registry,
+    gold: tuple[datasets.GoldSet, list[Annotation]],
+    src: Source,
+) -> CrossPromotion:
+    """The outcome of promoting a copy that is ``settings``' champion already: nothing moves
+    (scripts that promote again get the same answer, not an error)."""
+    champion, f1 = _champion_f1(settings, registry, gold)
+    assert champion is not None and f1 is not None  # the caller read the alias
+    reason = f"{src} is already {settings.env}'s @champion ({registry.model_name}/{champion})"
+    return CrossPromotion(
+        src, registry.model_name, champion, gold[0].hash, f1, champion, f1,
+        Decision(False, reason), settings.threshold, reused=True, already=True,
+    )  # fmt: skip
+
+
 def promote_across(
     source: Settings,
     target: Settings,
@@ -319,7 +337,7 @@ def promote_across(
     :class:`ModelNotFoundError` when the source has no such version. A refused copy stays in the
     target as an evaluated version that is not champion (``promoted`` False); promoting the
     same source again reuses it (:func:`existing_copy`) and its evaluation on that gold set;
-    :class:`PromotionError` when it is the target's champion already.
+    when that copy is the target's champion already, nothing moves (``already``).
     """
     check_apart(source, target)
     gold = target_gold_set(target)
@@ -328,9 +346,7 @@ def promote_across(
     earlier = existing_copy(src, registry)
     copy = earlier or copy_version(src, registry)
     if registry.alias_version(CHAMPION) == copy:
-        raise PromotionError(
-            f"{src} is already {target.env}'s @champion ({registry.model_name}/{copy})"
-        )
+        return _already_champion(target, registry, gold, src)
     f1 = registry.evaluated_f1(copy, gold[0].hash)
     if f1 is None:
         f1 = evaluate_version(target, registry, copy, gold, role="copy", tags=src.tags())

@@ -46,8 +46,8 @@ def _inherited() -> dict[str, str]:
 
 def _gold(storage_root: Path) -> str:
     storage = open_storage(str(storage_root), "dev")
-    text = "new glossier drop"
-    gold = [Annotation("g1", text, (Span(4, 12, "BRAND", "glossier"),))]
+    text = "new lumiora drop"  # a brand no shipped list knows: the cold start scores 0
+    gold = [Annotation("g1", text, (Span(4, 11, "BRAND", "lumiora"),))]
     return adopt_gold_set(storage, gold).hash
 
 
@@ -110,6 +110,10 @@ def test_promote_status_rollback_on_a_tracking_server(setup: CliState) -> None:
     assert code == 0, err
     assert registry.alias_version(CHAMPION) == v2 and registry.alias_version(PREVIOUS) == v1
     assert "@previous: - -> 1" in out and "@champion: 1 -> 2" in out
+    # (promoting it again changes nothing and succeeds: a retried release step is not a failure)
+    code, out, err = _invoke("promote", v2, "--reason", "beats v1", *flags)
+    assert code == 0 and f"version {v2} is already @champion: nothing changed" in out, err
+    assert registry.alias_version(PREVIOUS) == v1
     # (the *_since tags follow the aliases: a trial saw champion_since left on the old one)
     assert _since(registry, v1) == {"previous"} and _since(registry, v2) == {"champion"}
     # (and v1's card no longer opens with its promotion by hand: a trial read it as champion)
