@@ -1862,7 +1862,7 @@ def _promote_here(cfg: Settings, version: str, reason: str, force: bool) -> list
         },
         actor=_actor(),
     )
-    registry.note_manual_promotion(version, reason=said, actor=_actor())
+    registry.note_manual_promotion(version, reason=said, actor=_actor(), events=events)
     return list(events)
 
 

@@ -411,5 +411,7 @@ def _promote_copy(
             for key, value in outcome.source.tags().items():
                 registry.client.set_tag(event.run_id, key, value)
     # the copy's card and tags say why it is champion here (they said the source's: AE)
-    registry.note_manual_promotion(outcome.version, reason=why, actor=actor or default_actor())
+    registry.note_manual_promotion(
+        outcome.version, reason=why, actor=actor or default_actor(), events=events
+    )
     return tuple(events)

@@ -169,10 +169,11 @@ def default_actor() -> str:
         return "unknown"
 
 
-def _now() -> str:
+def _now(at: float | None = None) -> str:
     """The time an alias note and its ``*_at`` tags give: ISO 8601, seconds, UTC (the
-    format of ``champion_since``)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    format of ``champion_since``); ``at`` in seconds since the epoch, default now."""
+    when = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def does_not_exist(exc: Exception) -> bool:
@@ -905,14 +906,20 @@ class Registry:
         except MlflowException as exc:
             raise _wrap(f"describing version {version}", exc) from exc
 
-    def note_manual_promotion(self, version: str, *, reason: str, actor: str) -> None:
+    def note_manual_promotion(
+        self, version: str, *, reason: str, actor: str, events: Sequence[AuditEvent] = ()
+    ) -> None:
         """Record on ``version`` that it was made champion by hand: its model card gets a line
         saying so (:func:`ner.modelcard.manual_promotion_note`) and its
         ``brandloop.promotion_reason`` tag ``manual: <reason>`` (the gate's own verdict stays
-        in ``brandloop.gate.*``). Best effort, as :meth:`_note_on_card`."""
+        in ``brandloop.gate.*``). The line's time is that of the ``@champion`` move among
+        ``events`` (so it equals ``champion_since``), else now. Best effort, as
+        :meth:`_note_on_card`."""
         from ner.modelcard import manual_promotion_note
 
-        note = manual_promotion_note(reason=reason, actor=actor, when=_now())
+        moved = [e.timestamp for e in events if e.alias == CHAMPION and e.to_version == version]
+        when = _now(moved[-1] if moved else None)
+        note = manual_promotion_note(reason=reason, actor=actor, when=when)
         tags = {"promotion_reason": f"manual: {reason}", "promoted_by": actor}
         self._note_on_card(version, note, tags, done="promoted")
 
@@ -1049,7 +1056,7 @@ class Registry:
                 self.model_name,
                 event.to_version,
                 since,
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.timestamp)),
+                _now(event.timestamp),
             )
         self.client.set_tag(run_id, MOVE_STATE_TAG, MoveState.DONE.value)
         self.client.set_terminated(run_id, "FINISHED")

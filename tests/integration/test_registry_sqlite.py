@@ -307,3 +307,23 @@ def test_a_card_scored_on_a_revised_gold_set_says_so_above_its_tables(
     assert "the tables below are on gold set ffffffffffff" in notes[0]
     assert lines[0] == "# brand-ner v1" and lines[-1] == "| gold | 0.9000 |"
     assert registry.evaluated_f1(version, "d" * 64) == 0.75
+
+
+def test_a_card_says_a_promotion_by_hand_at_the_time_of_the_alias_move(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a version promoted by hand, its alias moved at a time the clock has left since
+    version = register(registry, tmp_path, ["Glossier"])
+    registry.record_evaluation(version, GOLD, {"f1": 0.9})
+    moved_at = 1_790_000_000.0  # 2026-09-21T14:13:20Z
+    monkeypatch.setattr("ner.registry.time.time", lambda: moved_at)
+    events = registry.promote(
+        version, gold_hash=GOLD, decision=decide(0.9, None, 0.8), metrics={}, actor="ana"
+    )
+    monkeypatch.undo()
+    # When its card is told so, with the alias moves (a trial read the card 1 s off the tag)
+    registry.note_manual_promotion(version, reason="hotfix", actor="ana", events=events)
+    # Then the card's line and the champion_since tag give the same second
+    mv = registry.client.get_model_version("brand-ner", version)
+    assert mv.tags["brandloop.champion_since"] == "2026-09-21T14:13:20Z"
+    assert "**Promoted by hand** to @champion at 2026-09-21T14:13:20Z" in mv.description
