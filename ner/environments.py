@@ -60,6 +60,7 @@ SOURCE_ENV = f"{TAG_PREFIX}source_env"
 _SOURCE_HISTORY = (
     f"{TAG_PREFIX}eval.",
     f"{TAG_PREFIX}rolled_back",
+    f"{TAG_PREFIX}restored",  # put back by a rollback in the source (trial AP)
     f"{TAG_PREFIX}promotion_reason",  # a promotion in the source (trial AE)
     f"{TAG_PREFIX}promoted_by",
 )

@@ -117,8 +117,7 @@ STOPLIST = frozenset(
         "saga",
         "rms",
         # the same from well_known_brands.txt: "Fresh Beauty" -> "Fresh", "Kylie Cosmetics"
-        # -> "Kylie", "elf cosmetics" -> "elf", "r.e.m. beauty" -> "r.e.m." (the band).
-        "elf",
+        # -> "Kylie", "r.e.m. beauty" -> "r.e.m." (the band).
         "fresh",
         "hero",
         "bubble",
@@ -146,6 +145,7 @@ CASE_SENSITIVE: dict[str, tuple[str, ...]] = {
     "clean house": ("Clean House",),
     "banana boat": ("Banana Boat",),
     "dove": ("Dove",),
+    "elf": ("ELF",),  # "elf cosmetics" -> "elf": the word, but "ELF haul" is the brand
     "living proof": ("Living Proof",),
     "merit": ("Merit",),
     "real techniques": ("Real Techniques",),

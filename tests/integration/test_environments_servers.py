@@ -71,6 +71,10 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
     worse = register_gazetteer(staging, tmp_path, ["Glossier"], 0.95, staging_gold)
     staging.promote(good, gold_hash=staging_gold, decision=Decision(True, "setup"), metrics={})
     staging.note_manual_promotion(good, reason="staging by hand", actor="ops")
+    # (v2 promoted, then rolled back: v1 carries staging's "restored" tags, trial AP)
+    staging.promote(worse, gold_hash=staging_gold, decision=Decision(True, "setup"), metrics={})
+    staging.rollback(actor="ops", reason="v2 worse", gold_hash=staging_gold)
+    assert staging.client.get_model_version("brand-ner-staging", good).tags["brandloop.restored"]
     staging_before = {
         v.version: dict(v.tags)
         for v in staging.client.search_model_versions("name='brand-ner-staging'")
@@ -96,6 +100,7 @@ def test_copy_promote_from_staging_to_prod_then_refuse_a_worse_copy(
     )
     assert f"\n\n**Copied** from brand-ner-staging/{good} at " in copy.description
     assert "staging by hand" not in copy.description
+    assert not [k for k in copy.tags if k.startswith(("brandloop.restored", "brandloop.rolled"))]
     assert copy.tags["brandloop.promotion_reason"].startswith("manual: from staging ")
     assert f": F1 1.0000 on prod's gold set {prod_gold[:12]} (the card below is the source's" in (
         copy.description
