@@ -119,7 +119,7 @@ class CrossPromotion:
     cold_start_f1: float | None = None
     #: The copy was made by an earlier promotion of the same source (none made now).
     reused: bool = False
-    #: The copy was the target's champion already: nothing was evaluated or moved.
+    #: The copy was the target's champion already: no alias moved.
     already: bool = False
 
 
