@@ -29,6 +29,16 @@ def read_lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
 
+def load_script(name: str) -> Any:
+    """A script of ``scripts/`` imported as a module (they are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_script(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *map(str, args)],
@@ -133,12 +143,7 @@ def test_mainstream_brands_the_sources_lack_come_from_the_projects_list(
 
 def test_written_list_skips_comments_and_a_missing_one_is_named(tmp_path: Path) -> None:
     # given the build script's reader and a list with a comment and a blank line
-    spec = importlib.util.spec_from_file_location(
-        "build_brand_list", SCRIPTS / "build_brand_list.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("build_brand_list")
     listed = tmp_path / "brands.txt"
     listed.write_text("# a comment\n\nGlossier\n  CeraVe \n", encoding="utf-8")
     # when it reads that list and one that does not exist
@@ -364,6 +369,26 @@ def test_readme_counts_match_the_files(posts: list[dict[str, Any]]) -> None:
     # then it says the data is synthetic and states the real post count
     assert "synthetic" in text and "scripts/generate_demo_posts.py" in text
     assert f"| posts | {len(posts)} |" in text
+
+
+def test_each_demo_brands_kind_is_what_the_shipped_lists_say(
+    brands: list[str], exact_brands: list[str]
+) -> None:
+    # given the demo generator's brands, each with the kind its README counts by
+    generator = load_script("generate_demo_posts")
+    listed, exact = {name.casefold() for name in brands}, set(exact_brands)
+
+    # when each kind is read off the shipped lists (a brand added to a list moves it)
+    def kind(name: str) -> str:
+        return "listed" if name.casefold() in listed else "exact" if name in exact else "unlisted"
+
+    # then the generator agrees: its README's counts describe the lists that ship
+    wrong = [
+        (b.name, b.kind, kind(b.name))
+        for b in generator.BRANDS
+        if kind(b.name) != ("unlisted" if b.kind == "invented" else b.kind)
+    ]
+    assert not wrong
 
 
 def test_demo_generation_is_deterministic(tmp_path: Path) -> None:
