@@ -56,10 +56,7 @@ from typing import IO, Any
 import spacy
 from spacy.language import Language
 
-from ner import (
-    __version__,
-    augment,  # noqa: F401  (registers brandloop.slot_negatives.v1)
-)
+from ner import __version__
 from ner.datasets import dataset_hash, split_point, to_docbin
 from ner.errors import ConfigError, TrainingError
 from ner.models import BrandList, add_gazetteer, add_label_filter, load_spacy

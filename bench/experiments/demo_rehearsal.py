@@ -15,8 +15,7 @@ times; with ``--accurate``: the demo's recipe under ``train.recipe=accurate``
 (session 27). Scored on the hold-out and on WNUT-17 dev. One JSON line per seed goes to
 stdout and to ``bench/experiments/results.jsonl`` (``"variant": "flow-demo-rehearsal"``,
 ``"flow-demo-in-domain-rehearsal500"``, ``"flow-demo-accurate"`` or
-``"flow-demo-lowercase"``; ``--slot-negatives``, session 40:
-``"flow-demo-slot-negatives"``). Not part of ``make bench``.
+``"flow-demo-lowercase"``). Not part of ``make bench``.
 """
 
 from __future__ import annotations
@@ -52,16 +51,12 @@ def recipe(kind: str = "fast") -> Any:
         overrides = demo_accurate_recipe()
     elif kind == "lowercase":
         overrides = {**DEMO_RECIPE, "augment_lowercase": LOWERCASE}
-    elif kind == "slot-negatives":
-        augmenter = {"@augmenters": "brandloop.slot_negatives.v1", "lower": 0.8, "share": 0.5}
-        overrides = {**DEMO_RECIPE, "train": {"extra": {"corpora.train.augmenter": augmenter}}}
     else:
         train["gazetteer"] = False
     names = {
         "in-domain": "demo-in-domain-rehearsal500",
         "accurate": "demo-accurate",
         "lowercase": "demo-lowercase",
-        "slot-negatives": "demo-slot-negatives",
     }
     return Recipe(
         names.get(kind, "demo-rehearsal"),
