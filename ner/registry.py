@@ -1004,7 +1004,24 @@ class Registry:
                 "repair completes the audit)",
                 exc,
             ) from exc
+        if alias == CHAMPION and version is not None:
+            self._drop_rolled_back(version)
         return AuditEvent(**{**event.__dict__, "run_id": audit_run})
+
+    def _drop_rolled_back(self, version: str) -> None:
+        """Remove the ``brandloop.rolled_back*`` tags from ``version``, champion again: they
+        say it is out of service (trial AP found a champion tagged so); its card and the
+        audit log keep the rollback. Best effort, as :meth:`_note_on_card`."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client.get_model_version(self.model_name, version).tags or {}
+            for key in [k for k in tags if k.startswith(f"{TAG_PREFIX}rolled_back")]:
+                self.client.delete_model_version_tag(self.model_name, version, key)
+        except MlflowException as exc:
+            log.warning(
+                "version %s is @%s, but its rolled_back tags stay: %s", version, CHAMPION, exc
+            )
 
     def _move_alias(self, alias: str, version: str | None, before: str | None) -> None:
         """The move itself: point ``@alias`` at ``version``, or delete it (None)."""

@@ -152,9 +152,22 @@ def test_rollbacks_walk_back_the_promotions_and_never_restore_a_rolled_back_vers
     registry.rollback(actor="oncall", reason="r2")
     assert (registry.alias_version(CHAMPION), registry.alias_version(PREVIOUS)) == (v1, None)
     # Given then (a trial's sequence) v3 promoted again over v1, and rolled back
+    assert (
+        "brandloop.rolled_back" in registry.client.get_model_version(registry.model_name, v3).tags
+    )
     promote(v3)
     assert registry.alias_version(PREVIOUS) == v1
+    # (champion again, v3 no longer carries the tags of its rollback: trial AP)
+    assert not [
+        t
+        for t in registry.client.get_model_version(registry.model_name, v3).tags
+        if "rolled_back" in t
+    ]
     registry.rollback(actor="oncall", reason="r3")
+    assert (
+        registry.client.get_model_version(registry.model_name, v3).tags["brandloop.rolled_back"]
+        == "r3"
+    )
     # Then v1 is champion with nothing before it: v2, rolled back earlier, does not come back
     assert (registry.alias_version(CHAMPION), registry.alias_version(PREVIOUS)) == (v1, None)
     with pytest.raises(PromotionError, match="no @previous version"):
