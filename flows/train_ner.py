@@ -29,7 +29,6 @@ in the last step, so a failed run promotes nothing and leaves no half-written ob
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -85,6 +84,7 @@ from ner.registry import (
 from ner.report import fields_table, quantity, value_cell
 from ner.settings import Settings, TrainSettings
 from ner.storage import Storage
+from ner.tempfiles import owned_temp_dir
 from ner.tokenizer import blank_en, report_unkept
 from ner.training import dev_slice_size, training_fingerprint
 from ner.training_worker import train_isolated
@@ -1207,7 +1207,7 @@ def train_and_log(
 ) -> Logged:
     """Train a challenger on ``inputs`` (from the base model, or the champion's weights
     with ``train.start_from=champion``), log it and register it as @challenger."""
-    with tempfile.TemporaryDirectory(prefix="brandloop-model-") as tmp:
+    with owned_temp_dir("brandloop-model-") as tmp:
         start_from = ctx.settings.base_model
         if ctx.settings.train.start_from == "champion" and champion_version:
             start_from = str(ctx.registry.download_model(CHAMPION, Path(tmp) / "champion"))

@@ -1,4 +1,5 @@
-"""Temporary files of atomic local writes, and the ones killed writers leave behind.
+"""Temporary files of atomic local writes, temporary folders of training, and the ones killed
+processes leave behind.
 
 A local write goes to a hidden temporary file next to its target (``.{name}.{random}.tmp``)
 and is then renamed over the target. A writer killed in between (SIGKILL, OOM, power loss)
@@ -11,6 +12,12 @@ rename, and the next writer into the same folder sweeps the folder first
 lock of a dead process, so a killed writer's file is removed by the next write, while a live
 writer's file is never touched, however long it has been blocked (an X rate-limit wait, a
 slow model). The age guard covers the instant between creating a file and locking it.
+
+Training's temporary folders (the posts handed to the training process, the model it
+writes) follow the same rule: :func:`owned_temp_dir` holds a locked file in its folder while
+it is in use, and first removes the folders of its prefix whose lock nobody holds, left by a
+command ended by a signal (trial AR: an interrupted ``brandloop train`` left 190 MB and the
+training posts in ``/tmp``).
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,6 +38,10 @@ log = logging.getLogger(__name__)
 TEMP_SUFFIX = ".tmp"
 #: A temporary file younger than this (seconds since its last write) is never swept.
 STALE_AFTER_S = 600.0
+#: In a folder of :func:`owned_temp_dir`: the file its owner holds locked while it lives.
+OWNER_LOCK = ".owner.lock"
+#: A training folder whose lock file is younger than this (seconds) is never swept.
+FOLDER_GRACE_S = 30.0
 
 
 def open_locked_temp(target: Path) -> tuple[BinaryIO, Path]:
@@ -109,4 +123,41 @@ def sweep_stale_temps(folder: Path, older_than_s: float = STALE_AFTER_S) -> list
             continue
         log.warning("removed %s, left by an interrupted write", path)
         removed.append(path)
+    return removed
+
+
+@contextmanager
+def owned_temp_dir(prefix: str) -> Iterator[Path]:
+    """A new folder ``<system temp>/<prefix><random>``, removed on exit as
+    :class:`tempfile.TemporaryDirectory` removes it, holding :data:`OWNER_LOCK` locked while
+    in use. Folders of the same prefix left by dead processes are removed first
+    (:func:`sweep_orphan_dirs`). A child process does not inherit the lock (``subprocess``
+    closes descriptors), so only this process keeps its folder alive."""
+    sweep_orphan_dirs(prefix)
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as tmp:
+        folder = Path(tmp)
+        with (folder / OWNER_LOCK).open("wb") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            yield folder
+
+
+def sweep_orphan_dirs(
+    prefix: str, parent: Path | None = None, older_than_s: float = FOLDER_GRACE_S
+) -> list[Path]:
+    """Remove the folders ``<parent>/<prefix>*`` (default: the system's temporary folder)
+    whose :data:`OWNER_LOCK` is older than ``older_than_s`` seconds and held by no process.
+    Folders without that file (another program's, or an older release's) are kept. Returns
+    the removed folders; each removal is logged."""
+    removed: list[Path] = []
+    cutoff = time.time() - older_than_s
+    for folder in sorted(Path(parent or tempfile.gettempdir()).glob(f"{prefix}*")):
+        lock = folder / OWNER_LOCK
+        try:
+            if lock.stat().st_mtime > cutoff or _held(lock):
+                continue
+        except OSError:  # not a folder of ours, or removed meanwhile
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        log.warning("removed %s, left by an interrupted command", folder)
+        removed.append(folder)
     return removed

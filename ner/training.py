@@ -45,7 +45,6 @@ import json
 import logging
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -62,6 +61,7 @@ from ner.errors import ConfigError, TrainingError
 from ner.models import BrandList, add_gazetteer, add_label_filter, load_spacy
 from ner.rehearsal import DEFAULT_SKIP, hard_negatives
 from ner.settings import TrainSettings
+from ner.tempfiles import owned_temp_dir
 from ner.tokenizer import adapt_tokenizer
 from ner.transformer_training import Corpus, fine_tune
 from ner.types import Annotation, Rejected
@@ -319,8 +319,7 @@ def train(
         )
     started = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="brandloop-train-") as tmp:
-        work = Path(tmp)
+    with owned_temp_dir("brandloop-train-") as work:
         curve_file = curve_path or work / "curve.jsonl"
         start_nlp = load_start(start_from)
         hard = _hard_negatives(
@@ -623,8 +622,7 @@ def _train_accurate(
     ``start_from`` do not apply."""
     started = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="brandloop-train-") as tmp:
-        work = Path(tmp)
+    with owned_temp_dir("brandloop-train-") as work:
         curve_file = curve_path or work / "curve.jsonl"
         sizes, rejected = _write_corpora(annotations, recipe, seed, work, rehearsed)
         corpus = Corpus.from_disk(work / "train.spacy", work / "dev.spacy", spacy.blank("en"))

@@ -7,7 +7,10 @@ or the brandloop error it raised (its type and message). While it trains, spaCy'
 logger appends one JSON line per dev-slice evaluation to ``curve.jsonl`` in the same folder,
 which the parent follows (:class:`CurveTail`) to report progress. Started from this module entry
 point, the child never imports the caller's ``__main__`` (as a ``multiprocessing`` spawn
-does), so library calls work from a plain script.
+does), so library calls work from a plain script. The child's temporary folders are made
+inside the request folder, and a child whose parent is gone removes that folder and ends
+(:func:`_end_with_parent`); a request folder a dead parent left is removed by the next
+training (:func:`ner.tempfiles.owned_temp_dir`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ from pydantic import BaseModel
 from ner import errors
 from ner.models import BrandList
 from ner.settings import TrainSettings
+from ner.tempfiles import owned_temp_dir
 from ner.training import EpochProgress, OnEpoch, TrainResult, train
 from ner.types import Annotation, Rejected
 
@@ -35,8 +41,11 @@ log = logging.getLogger(__name__)
 REQUEST = "request.json"
 RESULT = "result.json"
 CURVE = "curve.jsonl"
-#: Seconds between two looks at the child (its curve, whether it ended).
+#: Seconds between two looks at the child (its curve, whether it ended), and of the child
+#: at its parent.
 POLL_S = 0.5
+#: The child's exit status when it ended because its parent was gone.
+ORPHANED = 3
 
 
 class TrainRequest(BaseModel):
@@ -53,6 +62,8 @@ class TrainRequest(BaseModel):
     #: A team's own brand list (:class:`ner.models.BrandList`); None: the shipped lists.
     brands: list[str] | None = None
     brands_exact_case: list[str] = []
+    #: The process that waits for the result; the child ends when it is gone.
+    parent_pid: int | None = None
 
 
 def run_in_subprocess(
@@ -63,12 +74,14 @@ def run_in_subprocess(
 
     While the child trains, each line it appends to its curve (``curve.jsonl`` in the
     request folder) is passed to ``on_curve`` as a dict, within :data:`POLL_S` seconds."""
-    with tempfile.TemporaryDirectory(prefix="brandloop-train-request-") as tmp:
-        folder = Path(tmp)
+    with owned_temp_dir("brandloop-train-request-") as folder:
+        request = request.model_copy(update={"parent_pid": os.getpid()})
         (folder / REQUEST).write_text(request.model_dump_json(), encoding="utf-8")
         package_root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        (folder / "tmp").mkdir()
+        env["TMPDIR"] = str(folder / "tmp")  # the child's own temporary folders go with it
         tail = CurveTail(folder / CURVE)
         with (folder / "stderr.txt").open("w+", encoding="utf-8") as stderr:
             child = subprocess.Popen(
@@ -243,6 +256,27 @@ def _progress_of_rows(on_epoch: OnEpoch, max_epochs: int) -> Callable[[dict[str,
     return on_row
 
 
+def _end_with_parent(folder: Path, parent_pid: int) -> None:
+    """Wait while ``parent_pid`` is this process's parent; once it is not (the parent ended
+    without ending this process: the CLI's exit on a signal, a SIGKILL), remove the request
+    folder (the training posts, this process's temporary folders) and end at once, exit
+    :data:`ORPHANED`: nobody is left to take the model (trial AR saw an orphan train on at
+    97 % of a core)."""
+    while os.getppid() == parent_pid:
+        time.sleep(POLL_S)
+    gone = folder.with_name(f"{folder.name}.orphaned")
+    try:  # out of the training thread's way first: it writes on by the old paths
+        folder.rename(gone)
+    except OSError:
+        gone = folder
+    for _ in range(20):
+        shutil.rmtree(gone, ignore_errors=True)
+        if not gone.exists():
+            break
+        time.sleep(0.05)
+    os._exit(ORPHANED)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Child side: train what ``<folder>/request.json`` asks, answer in ``result.json``."""
     args = sys.argv[1:] if argv is None else argv
@@ -252,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(args[0])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     request = TrainRequest.model_validate_json((folder / REQUEST).read_text(encoding="utf-8"))
+    if request.parent_pid is not None:
+        watch = threading.Thread(target=_end_with_parent, args=(folder, request.parent_pid))
+        watch.daemon = True
+        watch.start()
     try:
         result = train(
             [Annotation.from_dict(a) for a in request.annotations],

@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from ner.storage import LocalStorage
-from ner.tempfiles import STALE_AFTER_S, sweep_stale_temps
+from ner.tempfiles import (
+    FOLDER_GRACE_S,
+    OWNER_LOCK,
+    STALE_AFTER_S,
+    sweep_orphan_dirs,
+    sweep_stale_temps,
+)
 
 #: A writer that streams one line into ``predictions/run.jsonl`` and then blocks on stdin.
 WRITER = textwrap.dedent(
@@ -121,3 +127,60 @@ def test_a_fresh_unlocked_temp_and_other_hidden_files_are_kept(tmp_path: Path) -
     assert fresh.exists() and keep.exists() and folder.is_dir()
     # And a missing folder is an empty sweep
     assert sweep_stale_temps(tmp_path / "missing") == []
+
+
+#: A process that makes a training folder in the temporary folder it is given, prints its
+#: path and blocks on stdin (as a command blocked in training).
+FOLDER_OWNER = textwrap.dedent(
+    """
+    import sys, tempfile
+    from ner.tempfiles import owned_temp_dir
+
+    tempfile.tempdir = sys.argv[1]
+    with owned_temp_dir("brandloop-train-request-") as folder:
+        (folder / "request.json").write_text('{"annotations": ["posts"]}')
+        print(folder, flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+def test_a_killed_commands_training_folder_is_removed_by_the_next_training(
+    tmp_path: Path,
+) -> None:
+    # Given two commands in training, each with its folder, one then killed (the CLI's exit
+    # on a signal: trial AR found the training posts left in /tmp)
+    owners = [
+        subprocess.Popen(
+            [sys.executable, "-c", FOLDER_OWNER, str(tmp_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        for _ in range(2)
+    ]
+    try:
+        dead, live = (Path(p.stdout.readline().strip()) for p in owners if p.stdout)
+        owners[0].send_signal(signal.SIGKILL)
+        owners[0].wait(timeout=30)
+        # And a folder of another program with the same prefix
+        other = tmp_path / "brandloop-train-request-other"
+        other.mkdir()
+        # When the next training sweeps (past the grace of a folder just made)
+        removed = sweep_orphan_dirs("brandloop-train-request-", tmp_path, older_than_s=0)
+        # Then only the dead command's folder is gone, posts and all
+        assert removed == [dead] and not dead.exists()
+        assert (live / "request.json").exists() and other.is_dir()
+        # And once its owner is dead too, a folder made within the grace is kept (its owner
+        # may not hold the lock yet), and removed after it
+        owners[1].kill()
+        owners[1].wait(timeout=30)
+        age(live / OWNER_LOCK, 0)
+        assert sweep_orphan_dirs("brandloop-train-request-", tmp_path) == []
+        age(live / OWNER_LOCK, FOLDER_GRACE_S + 1)
+        assert sweep_orphan_dirs("brandloop-train-request-", tmp_path) == [live]
+    finally:
+        for process in owners:
+            process.kill()
+            process.wait(timeout=30)

