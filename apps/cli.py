@@ -1073,6 +1073,14 @@ def forget(
             "again (audited; nothing removed comes back).",
         ),
     ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            help="Forget even when the ids hold half the frozen gold set or more (refused "
+            "without it: a posts file given by mistake).",
+        ),
+    ] = False,
     set_: SetOption = None,
 ) -> None:
     """Forget posts deleted upstream: tombstones, Label Studio tasks, stored data
@@ -1081,8 +1089,9 @@ def forget(
     from flows.forget import forget_posts
     from ner.settings import load_settings
 
+    ids = read_post_ids(post_ids or [], from_file)
     params = {
-        "post_ids": read_post_ids(post_ids or [], from_file),
+        "post_ids": ids,
         "reason": reason,
         "by": by or _actor(),
         "label_studio": label_studio,
@@ -1092,9 +1101,37 @@ def forget(
     if lift:
         _lift(cfg, params)
         return
+    if not yes:
+        _check_gold_share(cfg, ids)
     if label_studio:
         _check_forget_key(cfg)
     _forget_summary(run_flow(ctx, forget_posts, params, overrides))
+
+
+#: ``forget`` asks for ``--yes`` when the ids hold this share of the gold set or more.
+GOLD_SHARE_GUARD = 0.5
+
+
+def _check_gold_share(cfg: Settings, post_ids: Sequence[str]) -> None:
+    """Refuse (before anything is written) a forget whose ids hold
+    :data:`GOLD_SHARE_GUARD` of the frozen gold set's posts or more: a trial passed its
+    posts file to ``--from-file`` and emptied its gold set, which nothing brings back."""
+    from ner.datasets import load_gold_set
+    from ner.storage import env_storage
+
+    found = load_gold_set(env_storage(cfg))
+    if found is None or not found[1]:
+        return
+    gold_set, annotations = found
+    held = {a.post_id for a in annotations} & set(post_ids)
+    if len(held) >= GOLD_SHARE_GUARD * len(annotations):
+        raise CliError(
+            f"{len(held)} of the {len(annotations)} posts of the gold set {gold_set.name!r} "
+            f"are among the {len(set(post_ids))} ids to forget: it would keep "
+            f"{len(annotations) - len(held)}, and what forget removes does not come back (a "
+            "posts file given to --from-file by mistake? it takes the ids of posts deleted "
+            "upstream). Nothing was forgotten; pass --yes to forget them all the same"
+        )
 
 
 def _check_forget_key(cfg: Settings) -> None:

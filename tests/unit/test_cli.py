@@ -872,6 +872,37 @@ def test_forget_lift_takes_a_tombstone_away_without_a_flow_nor_label_studio(
     assert "not forgotten, so nothing to lift: p1" in again.stderr
 
 
+def test_forget_of_half_the_gold_set_or_more_asks_for_yes(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    # Given a frozen gold set of 4 posts in the dev environment's storage
+    from ner.datasets import freeze_gold_set, load_gold_set
+    from ner.storage import open_storage
+    from ner.types import Annotation, Span
+
+    storage = open_storage(str(tmp_path), "dev")
+    posts = [Annotation(f"g{i}", f"Nike {i}", (Span(0, 4, "BRAND", "Nike"),)) for i in range(4)]
+    gold = freeze_gold_set(storage, posts, 1.0)
+    assert len(gold.post_ids) == 4
+    # And a posts file that holds two of them and a post outside it (a trial gave its posts
+    # file to --from-file and emptied its gold set)
+    given = tmp_path / "posts.jsonl"
+    given.write_text("".join(f'{{"id": "{i}", "text": "t"}}\n' for i in ("g0", "g1", "x9")))
+    args = ["forget", "--from-file", str(given), "--reason", "x", "--no-label-studio"]
+    store = ["--set", f"storage_uri={tmp_path}"]
+    # When it is forgotten without --yes, then it is refused with the numbers, nothing written
+    refused = runner.invoke(cli.app, [*args, *store])
+    assert refused.exit_code == 1 and refused.stdout == ""
+    said = " ".join(refused.stderr.split())
+    assert "2 of the 4 posts of the gold set" in said and "are among the 3 ids" in said
+    assert "it would keep 2" in said and "pass --yes" in said
+    assert not storage.list("forgotten")
+    found = load_gold_set(storage)
+    assert found is not None and len(found[1]) == 4
+    # And one post of the four (a deletion upstream) is not asked about
+    cli._check_gold_share(load_settings(storage_uri=str(tmp_path)), ["g3", "x9"])
+
+
 def test_doctor_reports_a_bad_setting_as_its_first_line(runner: CliRunner) -> None:
     result = runner.invoke(cli.app, ["doctor", "--set", "threshold=7"])
     assert result.exit_code == 1
