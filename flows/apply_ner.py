@@ -181,6 +181,7 @@ class ApplyResult(BaseModel):
         failing (trial W)."""
         delivered, fetched = self.delivered, self.fetched
         imported = delivered.imported if delivered else None
+        selection = delivered.selection if delivered else None
 
         def where(key: str | None) -> str | None:
             return None if key is None else uri(key)
@@ -196,6 +197,8 @@ class ApplyResult(BaseModel):
             "posts_key": where(fetched.posts_key),
             "predictions_key": where(delivered.predicted.predictions_key) if delivered else None,
             "tasks_key": where(delivered.tasks_key) if delivered else None,
+            "n_selected": selection.n_selected if selection else None,
+            "selection_key": where(selection.selection_key) if selection else None,
             "n_imported": imported.n_imported if imported else None,
             "n_skipped_existing": imported.n_skipped_existing if imported else None,
             "n_predictions_added": (imported.n_predictions_added or None) if imported else None,
@@ -709,6 +712,9 @@ def _delivery_line(delivered: Delivered | None) -> str:
         where += ")"
     else:
         where = str(delivered.tasks_key)
+    if delivered.selection is not None:  # a trial read "453 predictions" of a 20-task file
+        chosen = quantity(delivered.selection.n_selected, "post")
+        where = f"{chosen} chosen for labelling (NER_LABEL_BUDGET) -> {where}"
     return f"{quantity(delivered.n_predictions, 'prediction')} of {delivered.posts_key} -> {where}"
 
 

@@ -295,6 +295,34 @@ def test_the_summary_counts_tasks_given_the_new_predictions() -> None:
     )
 
 
+def test_with_a_label_budget_the_summary_and_the_log_line_say_how_many_posts_were_sent() -> None:
+    from flows.apply_ner import ApplyResult, Delivered, Predicted, Selection, _delivery_line
+
+    # Given 453 posts predicted and 20 of them chosen for labelling into the tasks file
+    predicted = Predicted(predictions_key="predictions/s1.jsonl", n_predictions=453,
+                          model_version="gazetteer")  # fmt: skip
+    chosen = Selection(selection_key="selections/s1.json", selection_strategy="active",
+                       n_selected=20)  # fmt: skip
+    delivered = Delivered(posts_key="posts/s1.jsonl", predicted=predicted, selection=chosen,
+                          tasks_key="tasks/s1.json")  # fmt: skip
+    fetched = Fetched(posts_key="posts/s1.jsonl", n_posts=453, n_rejected=0, source="jsonl")
+    result = ApplyResult(fetched=fetched, destination="storage", delivered=delivered)
+    # Then the summary counts them (a trial read "453 predictions" of a 20-task file) ...
+    summary = result.summary(lambda key: f"file:///s/dev/{key}")
+    assert (summary["n_posts"], summary["n_selected"]) == (453, 20)
+    assert summary["selection_key"] == "file:///s/dev/selections/s1.json"
+    # ... and so does the run's last log line
+    assert _delivery_line(delivered) == (
+        "453 predictions of posts/s1.jsonl -> 20 posts chosen for labelling (NER_LABEL_BUDGET) "
+        "-> tasks/s1.json"
+    )
+    # And without a budget neither is there
+    every = delivered.model_copy(update={"selection": None})
+    plain = result.model_copy(update={"delivered": every}).summary()
+    assert plain["n_selected"] is None and plain["selection_key"] is None
+    assert _delivery_line(every) == "453 predictions of posts/s1.jsonl -> tasks/s1.json"
+
+
 def test_with_no_mlflow_store_yet_the_cold_start_predicts_and_none_is_created(
     tmp_path: Path,
 ) -> None:
