@@ -22,7 +22,6 @@ before. Every post is still predicted; the choice is kept in ``selections/<stamp
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -460,37 +459,23 @@ def import_lease(
     imports the missing posts, so two runs at once would both find a post missing and both
     import it (a trial's two runs 41 ms apart made 20 duplicate tasks). A run that finds the
     lease held waits for it, ``wait_s`` seconds at most."""
+
+    def waiting() -> None:
+        logger.info("another run is importing into project %d: waiting for it", project_id)
+
+    what = f"the import into Label Studio project {project_id}"
     name = f"labelstudio-import-{project_id}"
-    deadline, waited = time.monotonic() + wait_s, False
-    while (lease := leases.acquire(storage, name, owner=owner)) is None:
-        if time.monotonic() > deadline:
-            raise StorageError(
-                f"another run has held the import into Label Studio project {project_id} "
-                f"for {wait_s:.0f} s ({storage.uri(leases.lease_folder(name))})"
-            )
-        if not waited:
-            logger.info("another run is importing into project %d: waiting for it", project_id)
-            waited = True
-        time.sleep(0.5)
-    try:
+    with leases.hold(storage, name, owner, what=what, wait_s=wait_s, on_wait=waiting):
         yield
-    finally:
-        _release(storage, lease, logger, f"imports into project {project_id}")
 
 
 def _release(
     storage: Storage, lease: leases.Lease, logger: Any, what: str, *, done: bool = False
 ) -> None:
-    """Release ``lease`` and delete its older epochs, or all of them when its work is
-    ``done`` for good (:func:`ner.leases.prune`, :func:`~ner.leases.retire`: two objects per
-    run piled up, trial AE); a storage failure is a warning (the lease expires on its own,
-    and the next release prunes)."""
+    """:func:`ner.leases.end` ``lease``; a storage failure is a warning (the lease expires on
+    its own, and the next release prunes)."""
     try:
-        if leases.release(storage, lease):
-            if done:
-                leases.retire(storage, lease.name)
-            else:
-                leases.prune(storage, lease.name, below=lease.epoch + 1)
+        leases.end(storage, lease, done=done)
     except StorageError as exc:
         logger.warning("could not release the lease of %s: %s", what, exc)
 

@@ -49,7 +49,7 @@ from flows.context import (
     run_logger,
     run_stamp,
 )
-from ner import canary, datasets, evaluation, layout, rehearsal
+from ner import canary, datasets, evaluation, layout, leases, rehearsal
 from ner.audit import is_abandoned
 from ner.base_model import default_base_model
 from ner.errors import ConfigError, GoldSetError, RegistryError
@@ -1274,10 +1274,38 @@ def _say_pulled(ctx: RunContext, pulled: Pulled) -> None:
     _say_disagreements(pulled)
 
 
+#: Seconds a train-ner run waits for another's in the same environment (and how long a run
+#: holds the environment's training lease without renewing it).
+TRAIN_WAIT_S = 7200.0
+
+
 def run_train(
     ctx: RunContext, source: str, export_keys: list[str] | None, stamp: str
 ) -> TrainSummary:
-    """The body of train-ner (see the module docstring); must run inside a flow."""
+    """The body of train-ner (see the module docstring), one run at a time per environment:
+    a run that finds another under way waits for it (the environment's ``train-ner`` lease,
+    :func:`ner.leases.hold`), then finds what it trained. Two ``brandloop train`` at once
+    registered the same model twice (trial AR); deployments had only their concurrency
+    limit. Must run inside a flow."""
+
+    def waiting() -> None:
+        run_logger().info(
+            "another train-ner run is under way in environment %s: waiting for it to end",
+            ctx.settings.env,
+        )
+
+    owner = flow_run_id() or stamp
+    what = f"train-ner in environment {ctx.settings.env}"
+    with leases.hold(
+        ctx.storage, "train-ner", owner, what=what, wait_s=TRAIN_WAIT_S, ttl_s=TRAIN_WAIT_S,
+        on_wait=waiting,
+    ):  # fmt: skip
+        return _run_train(ctx, source, export_keys, stamp)
+
+
+def _run_train(
+    ctx: RunContext, source: str, export_keys: list[str] | None, stamp: str
+) -> TrainSummary:
     cleanup = close_abandoned_runs(ctx)
     pulled = pull_annotations(ctx, source, export_keys, stamp)
     _say_pulled(ctx, pulled)

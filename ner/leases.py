@@ -41,12 +41,14 @@ Typical use (the check-lock-recheck pattern)::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,8 @@ from typing import Any
 from ner import layout
 from ner.errors import ConfigError, StorageError
 from ner.storage import Storage
+
+log = logging.getLogger(__name__)
 
 LEASES = layout.LEASES
 #: Default lease duration (seconds): longer than one apply run.
@@ -285,3 +289,52 @@ def retire(storage: Storage, name: str) -> int:
         storage.delete(key)
     storage.remove_empty_folder(lease_folder(name))  # a local folder would stay behind (AF)
     return len(keys)
+
+
+def end(storage: Storage, lease: Lease, *, done: bool = False) -> bool:
+    """:func:`release` ``lease``, then delete its older epochs (:func:`prune`), or all of them
+    when its work is ``done`` for good (:func:`retire`): two objects per run piled up
+    otherwise (trial AE). False when it was lost already. Raises :class:`StorageError`."""
+    if not release(storage, lease):
+        return False
+    if done:
+        retire(storage, lease.name)
+    else:
+        prune(storage, lease.name, below=lease.epoch + 1)
+    return True
+
+
+@contextmanager
+def hold(
+    storage: Storage,
+    name: str,
+    owner: str,
+    *,
+    what: str,
+    wait_s: float,
+    ttl_s: float = DEFAULT_TTL_S,
+    on_wait: Callable[[], None] | None = None,
+) -> Iterator[Lease]:
+    """Hold lease ``name`` for ``owner`` (``ttl_s``) while the block runs, then :func:`end`
+    it (a storage failure then is a warning: the lease expires on its own). While another
+    holds it, wait for it, ``wait_s`` seconds at most, calling ``on_wait`` once when the
+    wait starts; past that, :class:`StorageError` naming ``what`` (the work the lease
+    guards) and where the lease is."""
+    deadline, waited = time.monotonic() + wait_s, False
+    while (lease := acquire(storage, name, owner, ttl_s=ttl_s)) is None:
+        if time.monotonic() > deadline:
+            raise StorageError(
+                f"another run has held {what} for {wait_s:.0f} s "
+                f"({storage.uri(lease_folder(name))})"
+            )
+        if not waited and on_wait is not None:
+            on_wait()
+        waited = True
+        time.sleep(0.5)
+    try:
+        yield lease
+    finally:
+        try:
+            end(storage, lease)
+        except StorageError as exc:
+            log.warning("could not release the lease of %s: %s", what, exc)

@@ -5,6 +5,10 @@ after gold posts were forgotten."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,8 @@ from tests.support.gate_data import write_two_windows
 from tests.support.servers import PrefectService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
@@ -100,3 +106,53 @@ def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
         met.decision
     )
     assert met.decision.endswith(", trains a challenger)")
+
+
+#: One train-ner run in a process of its own (as one `brandloop train`): its status and
+#: version on the last line.
+ONE_RUN = """
+import json, sys
+from flows.train_ner import train_ner
+summary = train_ner(source="storage", overrides=json.loads(sys.argv[1]))
+print("RESULT", json.dumps([str(summary.status), summary.challenger_version]))
+"""
+
+
+def test_two_runs_at_once_train_once_the_second_waits_for_the_first(
+    prefect: PrefectService, tmp_path: Path, clean_env: None
+) -> None:
+    # Given labelled posts in storage and a threshold no challenger meets
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings: dict[str, Any] = {
+        "storage_uri": str(tmp_path / "storage"),
+        "mlflow_tracking_uri": tracking,
+        "mlflow_artifact_location": (tmp_path / "art").as_uri(),
+        "threshold": 0.99,
+        "gate_bootstrap_resamples": 200,
+        "train": {"max_epochs": 1},
+    }
+    write_two_windows(LocalStorage(tmp_path / "storage" / "dev"))
+    # When two runs start at once in two processes (trial AR: two `brandloop train` on one
+    # store registered the same model twice)
+    env = {**os.environ, **prefect.env()}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", ONE_RUN, json.dumps(settings)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=PROJECT_ROOT,
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=900)[0] for run in runs]
+    # Then one trained version 1 and the other, having waited, found it: one version in all
+    results = sorted(
+        tuple(json.loads(line.removeprefix("RESULT "))) for out in outputs
+        for line in out.splitlines() if line.startswith("RESULT ")
+    )  # fmt: skip
+    assert results == [("already_trained", "1"), ("not_promoted", "1")], outputs
+    assert any("another train-ner run is under way in environment dev" in o for o in outputs)
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    assert [str(v.version) for v in client.search_model_versions("name = 'brand-ner-dev'")] == ["1"]
