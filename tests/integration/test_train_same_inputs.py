@@ -28,18 +28,23 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
-    prefect: PrefectService, tmp_path: Path, clean_env: None
-) -> None:
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    settings: dict[str, Any] = {
+def store_settings(tmp_path: Path) -> dict[str, Any]:
+    """A store and MLflow under ``tmp_path``, a threshold no challenger meets, 1 epoch."""
+    return {
         "storage_uri": str(tmp_path / "storage"),
-        "mlflow_tracking_uri": tracking,
+        "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "mlflow_artifact_location": (tmp_path / "art").as_uri(),
         "threshold": 0.99,
         "gate_bootstrap_resamples": 200,
         "train": {"max_epochs": 1},
     }
+
+
+def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
+    prefect: PrefectService, tmp_path: Path, clean_env: None
+) -> None:
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = store_settings(tmp_path)
     # Given no export in storage yet, a run says where it looked
     empty = train_ner(source="storage", overrides=settings)
     assert empty.status == TrainStatus.NO_LABELS and empty.decision is not None
@@ -123,14 +128,7 @@ def test_two_runs_at_once_train_once_the_second_waits_for_the_first(
 ) -> None:
     # Given labelled posts in storage and a threshold no challenger meets
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    settings: dict[str, Any] = {
-        "storage_uri": str(tmp_path / "storage"),
-        "mlflow_tracking_uri": tracking,
-        "mlflow_artifact_location": (tmp_path / "art").as_uri(),
-        "threshold": 0.99,
-        "gate_bootstrap_resamples": 200,
-        "train": {"max_epochs": 1},
-    }
+    settings = store_settings(tmp_path)
     write_two_windows(LocalStorage(tmp_path / "storage" / "dev"))
     # When two runs start at once in two processes (trial AR: two `brandloop train` on one
     # store registered the same model twice)
