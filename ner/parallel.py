@@ -292,7 +292,8 @@ def concat_shards(
     """Join shard outputs, in the given order, into ``out_key``; returns the line count.
 
     Every shard must exist (a missing one raises :class:`StorageError` before anything is
-    written). With ``delete`` the shard objects are removed once the joined object is written.
+    written). With ``delete`` the shard objects are removed once the joined object is written,
+    and their folders when empty.
     """
     missing = [key for key in shard_keys if not storage.exists(key)]
     if missing:
@@ -311,6 +312,8 @@ def concat_shards(
     if delete:
         for key in shard_keys:
             storage.delete(key)
+        for folder in sorted({key.rsplit("/", 1)[0] for key in shard_keys if "/" in key}):
+            storage.remove_empty_folder(folder)  # a local run's shard folder (trial AR)
     log.info("joined %d shards (%d predictions) into %s", len(shard_keys), count, out_key)
     return count
 

@@ -55,6 +55,10 @@ def test_processes_write_what_one_process_writes_line_for_line(
     spans = [json.loads(x)["spans"] for x in storage.iter_lines("predictions/3.jsonl")]
     assert sum(1 for s in spans if s) > 50  # not a vacuous comparison
     assert storage.list("predictions") == ["predictions/1.jsonl", "predictions/3.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "predictions").iterdir()) == [
+        "1.jsonl",
+        "3.jsonl",
+    ]  # nor the shards' empty folder (trial AR)
     # And one worker predicted in this process, three in three other processes, in order
     assert one.processes == (f"{os.uname().nodename}:{os.getpid()}",)
     assert [s.index for s in three.shards] == [0, 1, 2]
