@@ -2225,6 +2225,16 @@ def _connect_ml_backend(out: Console, cfg: Settings, project: Any, url: str) -> 
         )
 
 
+@labelstudio_app.command("config")
+def labelstudio_config(set_: SetOption = None) -> None:
+    """Print the project's labelling config (XML, from NER_LABELS), to paste into a project
+    made by hand: the tasks ``apply`` writes to storage carry predictions for it."""
+    from ner.labelstudio.config import label_config
+
+    cfg = load_cli_settings(cli_overrides(set_))
+    sys.stdout.write(label_config(cfg.labels) + "\n")
+
+
 @labelstudio_app.command("status")
 def labelstudio_status(set_: SetOption = None) -> None:
     """Tasks, labelled tasks and skipped annotations of the settings' project."""

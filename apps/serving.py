@@ -282,8 +282,17 @@ class PostIn(BaseModel):
     """One post to tag; its text and id must be valid Unicode (no lone surrogate), its id
     not empty or blank."""
 
-    id: str | None = Field(None, description="Caller's id, echoed back.")
+    id: str | None = Field(
+        None, description="Caller's id, echoed back (an integer as its decimal text)."
+    )
     text: str
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _integer_id_as_text(cls, value: object) -> object:
+        """An integer id is read as its text, as a JSONL source reads it (trial AR: the
+        file's ``7`` was post "7", the API's a 422); a boolean or a float stays refused."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _valid_unicode(self) -> PostIn:

@@ -903,6 +903,22 @@ def test_forget_of_half_the_gold_set_or_more_asks_for_yes(
     cli._check_gold_share(load_settings(storage_uri=str(tmp_path)), ["g3", "x9"])
 
 
+def test_labelstudio_config_prints_the_xml_the_stored_tasks_are_made_for(
+    runner: CliRunner,
+) -> None:
+    from ner.labelstudio.config import parse_label_config
+
+    # a trial labelling from the tasks files alone had to piece the config together
+    result = runner.invoke(cli.app, ["labelstudio", "config", "--set", "labels=BRAND,PRODUCT"])
+    assert result.exit_code == 0, result.output
+    parsed = parse_label_config(result.stdout)
+    assert (parsed.from_name, parsed.to_name, parsed.labels) == (
+        "label",
+        "text",
+        ("BRAND", "PRODUCT"),
+    )
+
+
 def test_doctor_reports_a_bad_setting_as_its_first_line(runner: CliRunner) -> None:
     result = runner.invoke(cli.app, ["doctor", "--set", "threshold=7"])
     assert result.exit_code == 1

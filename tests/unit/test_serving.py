@@ -595,6 +595,23 @@ def test_posts_that_would_answer_under_one_id_are_a_422(client: TestClient, path
 
 
 @pytest.mark.parametrize("path", ["/v1/predict", "/invocations"])
+def test_an_integer_id_answers_as_its_text_as_a_jsonl_source_reads_it(
+    client: TestClient, path: str
+) -> None:
+    # a trial's posts file read {"id": 7} as post "7", and this API refused it (422)
+    posts = [{"id": 7, "text": "new Dior"}, {"id": "8", "text": "Sephora haul"}]
+    response = client.post(path, headers=AUTH, json={"posts": posts})
+    assert response.status_code == 200, response.text
+    assert [p["id"] for p in response.json()["predictions"]] == ["7", "8"]
+    # and 7 beside "7" are one id twice; a boolean or a float is still refused
+    twice = [{"id": 7, "text": "x"}, {"id": "7", "text": "y"}]
+    assert client.post(path, headers=AUTH, json={"posts": twice}).status_code == 422
+    for bad in (True, 7.5):
+        sent = {"posts": [{"id": bad, "text": "x"}]}
+        assert client.post(path, headers=AUTH, json=sent).status_code == 422, bad
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/invocations"])
 def test_mlflows_scoring_format_is_a_422_saying_what_this_api_takes(
     client: TestClient, path: str
 ) -> None:
