@@ -158,6 +158,8 @@ def sweep_orphan_dirs(
         except OSError:  # not a folder of ours, or removed meanwhile
             continue
         shutil.rmtree(folder, ignore_errors=True)
+        if folder.exists():  # another user's, say: not ours to remove
+            continue
         log.warning("removed %s, left by an interrupted command", folder)
         removed.append(folder)
     return removed
