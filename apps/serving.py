@@ -291,8 +291,11 @@ class PostIn(BaseModel):
     @classmethod
     def _integer_id_as_text(cls, value: object) -> object:
         """An integer id is read as its text, as a JSONL source reads it (trial AR: the
-        file's ``7`` was post "7", the API's a 422); a boolean or a float stays refused."""
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        file's ``7`` was post "7", the API's a 422); anything else but a string is refused
+        in the JSONL source's words (trial AS read "a valid string" beside integers)."""
+        if isinstance(value, bool) or not isinstance(value, str | int | None):
+            raise ValueError(f"id must be a string or an integer, got {value!r}")
+        return str(value) if isinstance(value, int) else value
 
     @model_validator(mode="after")
     def _valid_unicode(self) -> PostIn:

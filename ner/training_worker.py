@@ -15,10 +15,12 @@ training (:func:`ner.tempfiles.owned_temp_dir`).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -264,6 +266,21 @@ def _end_with_parent(folder: Path, parent_pid: int) -> None:
     97 % of a core)."""
     while os.getppid() == parent_pid:
         time.sleep(POLL_S)
+    _remove_request(folder)
+    os._exit(ORPHANED)
+
+
+def _end_on_signal(folder: Path, signum: int, frame: object) -> None:
+    """SIGINT or SIGTERM (Ctrl-C or a stop reaches the whole process group): remove the
+    request folder and end at once, exit 128 + ``signum``. The command ends on the same
+    signal without clean-up, so the training posts stayed in ``/tmp`` (trial AS); a parent
+    still there reads the end as a training that died."""
+    _remove_request(folder)
+    os._exit(128 + signum)
+
+
+def _remove_request(folder: Path) -> None:
+    """Remove the request folder while the training thread may still write into it."""
     gone = folder.with_name(f"{folder.name}.orphaned")
     try:  # out of the training thread's way first: it writes on by the old paths
         folder.rename(gone)
@@ -274,7 +291,6 @@ def _end_with_parent(folder: Path, parent_pid: int) -> None:
         if not gone.exists():
             break
         time.sleep(0.05)
-    os._exit(ORPHANED)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         watch = threading.Thread(target=_end_with_parent, args=(folder, request.parent_pid))
         watch.daemon = True
         watch.start()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, functools.partial(_end_on_signal, folder))
     try:
         result = train(
             [Annotation.from_dict(a) for a in request.annotations],

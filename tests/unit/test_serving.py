@@ -608,7 +608,9 @@ def test_an_integer_id_answers_as_its_text_as_a_jsonl_source_reads_it(
     assert client.post(path, headers=AUTH, json={"posts": twice}).status_code == 422
     for bad in (True, 7.5):
         sent = {"posts": [{"id": bad, "text": "x"}]}
-        assert client.post(path, headers=AUTH, json=sent).status_code == 422, bad
+        refused = client.post(path, headers=AUTH, json=sent)
+        assert refused.status_code == 422, bad
+        assert "id must be a string or an integer" in refused.text, refused.text
 
 
 @pytest.mark.parametrize("path", ["/v1/predict", "/invocations"])

@@ -7,6 +7,7 @@ Ctrl-C or SIGTERM (``os._exit``, no clean-up); its child must not train on alone
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -14,10 +15,11 @@ import time
 from pathlib import Path
 
 #: A command that starts a long training in a thread, prints its training process's pid and
-#: request folder once the child is up, and exits without clean-up.
+#: request folder once the child is up, and exits without clean-up: at once (argv[2] "exit"),
+#: or on SIGINT, as the CLI does on Ctrl-C ("wait").
 COMMAND = textwrap.dedent(
     """
-    import os, sys, tempfile, threading, time
+    import os, signal, sys, tempfile, threading, time
     from pathlib import Path
 
     tempfile.tempdir = sys.argv[1]
@@ -44,8 +46,12 @@ COMMAND = textwrap.dedent(
                 continue
             if parent == os.getpid() and "ner.training_worker" in argv:
                 if list(Path(argv[-2]).glob("tmp/brandloop-train-*")):
+                    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
                     print(pid, argv[-2], flush=True)
-                    os._exit(130)
+                    if sys.argv[2] == "exit":
+                        os._exit(130)
+                    while True:
+                        time.sleep(1)
         time.sleep(0.2)
     """
 )
@@ -65,7 +71,7 @@ def test_a_training_process_whose_command_exited_ends_and_removes_the_posts(
     # Given a command whose training process is training (its posts in the request folder,
     # its own temporary folder inside it), and the command then exits without clean-up
     out = subprocess.run(
-        [sys.executable, "-c", COMMAND, str(tmp_path)],
+        [sys.executable, "-c", COMMAND, str(tmp_path), "exit"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -73,16 +79,44 @@ def test_a_training_process_whose_command_exited_ends_and_removes_the_posts(
     )
     assert out.returncode == 130, out.stderr[-2000:]
     pid_text, folder_text = out.stdout.split()
-    pid, folder = int(pid_text), Path(folder_text)
+    assert_ends_and_removes(int(pid_text), Path(folder_text), tmp_path)
+
+
+def test_ctrl_c_to_the_process_group_ends_the_training_and_removes_the_posts(
+    tmp_path: Path,
+) -> None:
+    # Given a command in its own process group, its training process training
+    command = subprocess.Popen(
+        [sys.executable, "-c", COMMAND, str(tmp_path), "wait"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert command.stdout is not None
+        pid_text, folder_text = command.stdout.readline().split()
+        # When Ctrl-C reaches the whole group (command and training process at once: trial AS
+        # found the posts left in /tmp, the child ending on its KeyboardInterrupt)
+        os.killpg(command.pid, signal.SIGINT)
+        assert command.wait(timeout=30) == 130
+        # Then the training process has ended, and its request folder is gone
+        assert_ends_and_removes(int(pid_text), Path(folder_text), tmp_path)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+
+
+def assert_ends_and_removes(pid: int, folder: Path, tmp_path: Path) -> None:
+    """The training process ``pid`` ends within 30 s and its request ``folder`` is gone."""
     assert folder.parent == tmp_path
     try:
-        # When a few seconds pass
         deadline = time.monotonic() + 30
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        # Then the training process has ended, and its request folder is gone
         assert not alive(pid)
         assert not folder.exists()
+        assert not list(tmp_path.glob("brandloop-train-request-*"))
     finally:
         if alive(pid):
-            os.kill(pid, 9)
+            os.kill(pid, signal.SIGKILL)
