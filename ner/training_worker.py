@@ -19,7 +19,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -279,18 +278,35 @@ def _end_on_signal(folder: Path, signum: int, frame: object) -> None:
     os._exit(128 + signum)
 
 
+#: Run by :func:`_remove_request` in a process of its own: wait (30 s at most) until the
+#: process ``argv[2]`` has ended, then remove the folder ``argv[1]``.
+_REMOVER = (
+    "import os, shutil, sys, time\n"
+    "deadline = time.monotonic() + 30\n"
+    "while os.path.exists(f'/proc/{sys.argv[2]}') and time.monotonic() < deadline:\n"
+    "    time.sleep(0.1)\n"
+    "shutil.rmtree(sys.argv[1], ignore_errors=True)\n"
+)
+
+
 def _remove_request(folder: Path) -> None:
-    """Remove the request folder while the training thread may still write into it."""
+    """Remove the request folder of this process, which is about to end: the training posts
+    at once, the rest (its temporary folders, which the training thread may still write
+    into: a CI run saw them outlast a second of retries) by a process of its own once this
+    one has ended."""
     gone = folder.with_name(f"{folder.name}.orphaned")
     try:  # out of the training thread's way first: it writes on by the old paths
         folder.rename(gone)
     except OSError:
         gone = folder
-    for _ in range(20):
-        shutil.rmtree(gone, ignore_errors=True)
-        if not gone.exists():
-            break
-        time.sleep(0.05)
+    (gone / REQUEST).unlink(missing_ok=True)
+    subprocess.Popen(
+        [sys.executable, "-c", _REMOVER, str(gone), str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

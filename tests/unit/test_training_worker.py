@@ -115,8 +115,13 @@ def assert_ends_and_removes(pid: int, folder: Path, tmp_path: Path) -> None:
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not alive(pid)
-        assert not folder.exists()
-        assert not list(tmp_path.glob("brandloop-train-request-*"))
+        assert not folder.exists()  # renamed out of the way at once, posts removed
+        left = list(tmp_path.glob("brandloop-train-request-*"))
+        assert not [p for p in left if (p / "request.json").exists()]
+        while left and time.monotonic() < deadline:  # the rest once the process has ended
+            time.sleep(0.2)
+            left = list(tmp_path.glob("brandloop-train-request-*"))
+        assert not left
     finally:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
