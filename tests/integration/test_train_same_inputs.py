@@ -134,7 +134,8 @@ def test_two_runs_at_once_train_once_the_second_waits_for_the_first(
     # When two runs start in two processes, the second while the first holds the training
     # lease (trial AR: two `brandloop train` on one store registered the same model twice)
     settings["train"] = {"max_epochs": 30}  # long enough for the second to find it held
-    env = {**os.environ, **prefect.env()}
+    # (its "waiting" line is INFO: `make test` exports PREFECT_LOGGING_LEVEL=WARNING)
+    env = {**os.environ, **prefect.env(), "PREFECT_LOGGING_LEVEL": "INFO"}
 
     def start() -> subprocess.Popen[str]:
         return subprocess.Popen(
