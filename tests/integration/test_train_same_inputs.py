@@ -44,8 +44,8 @@ def store_settings(tmp_path: Path) -> dict[str, Any]:
 def test_a_second_run_on_the_same_inputs_trains_nothing_and_names_the_version(
     prefect: PrefectService, tmp_path: Path, clean_env: None
 ) -> None:
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     settings = store_settings(tmp_path)
+    tracking = settings["mlflow_tracking_uri"]
     # Given no export in storage yet, a run says where it looked
     empty = train_ner(source="storage", overrides=settings)
     assert empty.status == TrainStatus.NO_LABELS and empty.decision is not None
@@ -128,8 +128,8 @@ def test_two_runs_at_once_train_once_the_second_waits_for_the_first(
     prefect: PrefectService, tmp_path: Path, clean_env: None
 ) -> None:
     # Given labelled posts in storage and a threshold no challenger meets
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     settings = store_settings(tmp_path)
+    tracking = settings["mlflow_tracking_uri"]
     write_two_windows(LocalStorage(tmp_path / "storage" / "dev"))
     # When two runs start in two processes, the second while the first holds the training
     # lease (trial AR: two `brandloop train` on one store registered the same model twice)
