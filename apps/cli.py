@@ -413,6 +413,9 @@ def run_flow(
     starting = "starting the flow run"
     temporary_api = not get_current_settings().api.url
     if temporary_api:
+        from apps.temporary_api import use_own_session_api
+
+        use_own_session_api()
         starting = "starting Prefect's temporary API"
         if not _prefect_database_exists():
             starting += " (its first start sets up a database)"
@@ -459,9 +462,10 @@ def _signals_end_the_command(temporary_api: bool) -> Iterator[None]:
     """On Prefect's temporary API, Ctrl-C (SIGINT) or SIGTERM stops the API and ends the
     command at once, exit 128 + the signal's number.
 
-    Ctrl-C reaches the API's process too (same process group) and stops it, after which
-    Prefect's engine retried reporting the interrupted run to it for minutes; SIGTERM to
-    the command alone left the API running with no parent. On a Prefect server of its own
+    The API runs in a session of its own (:mod:`apps.temporary_api`), so a signal to the
+    command's process group does not reach it: Prefect's engine, whose SIGTERM handler
+    replaces this one while a flow runs, reports the ended run to it, then hands the signal
+    on to this handler. On a Prefect server of its own
     (``PREFECT_API_URL``) the engine reports the run and ends: nothing is changed there.
     What finished steps stored is kept (writes are atomic; apply finishes an undelivered
     batch on its next run)."""
