@@ -47,6 +47,9 @@ CURVE = "curve.jsonl"
 POLL_S = 0.5
 #: The child's exit status when it ended because its parent was gone.
 ORPHANED = 3
+#: How long an interrupted parent lets its training process clean up (SIGTERM) before it
+#: kills it, in seconds.
+STOP_GRACE_S = 5.0
 
 
 class TrainRequest(BaseModel):
@@ -114,14 +117,20 @@ def run_in_subprocess(
 
 
 def _wait(child: subprocess.Popen[str], seconds: float) -> bool:
-    """Whether ``child`` has ended within ``seconds``; a caller's interrupt ends it too."""
+    """Whether ``child`` has ended within ``seconds``; a caller's interrupt (Ctrl-C, or the
+    exception Prefect's engine raises on SIGTERM) ends it too: SIGTERM, on which it removes
+    its request folder, then SIGKILL after :data:`STOP_GRACE_S`."""
     try:
         child.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
         return False
     except BaseException:
-        child.kill()
-        child.wait()
+        child.terminate()
+        try:
+            child.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
         raise
     return True
 
@@ -274,6 +283,8 @@ def _end_on_signal(folder: Path, signum: int, frame: object) -> None:
     request folder and end at once, exit 128 + ``signum``. The command ends on the same
     signal without clean-up, so the training posts stayed in ``/tmp`` (trial AS); a parent
     still there reads the end as a training that died."""
+    for other in (signal.SIGINT, signal.SIGTERM):  # one clean-up: Ctrl-C, then the parent's
+        signal.signal(other, signal.SIG_IGN)
     _remove_request(folder)
     os._exit(128 + signum)
 
@@ -289,24 +300,34 @@ _REMOVER = (
 )
 
 
+#: Held while the request folder is being removed: the watch of the parent and a signal may
+#: both end the process, and the second must not end it before the first has started the
+#: remover.
+_REMOVING = threading.Lock()
+
+
 def _remove_request(folder: Path) -> None:
     """Remove the request folder of this process, which is about to end: the training posts
     at once, the rest (its temporary folders, which the training thread may still write
     into: a CI run saw them outlast a second of retries) by a process of its own once this
-    one has ended."""
+    one has ended. A second call (the other of watch and signal) waits for the first and
+    does nothing more."""
     gone = folder.with_name(f"{folder.name}.orphaned")
-    try:  # out of the training thread's way first: it writes on by the old paths
-        folder.rename(gone)
-    except OSError:
-        gone = folder
-    (gone / REQUEST).unlink(missing_ok=True)
-    subprocess.Popen(
-        [sys.executable, "-c", _REMOVER, str(gone), str(os.getpid())],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with _REMOVING:
+        if gone.exists() or not folder.exists():
+            return
+        try:  # out of the training thread's way first: it writes on by the old paths
+            folder.rename(gone)
+        except OSError:
+            gone = folder
+        (gone / REQUEST).unlink(missing_ok=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _REMOVER, str(gone), str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

