@@ -12,6 +12,7 @@ record, the service); ``brandloop --debug ...`` shows the traceback instead.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 import json
@@ -457,41 +458,65 @@ def _prefect_database_exists() -> bool:
     return not text.startswith(prefix) or Path(text.removeprefix(prefix)).exists()
 
 
-@contextmanager
-def _signals_end_the_command(temporary_api: bool) -> Iterator[None]:
-    """On Prefect's temporary API, Ctrl-C (SIGINT) or SIGTERM stops the API and ends the
-    command at once, exit 128 + the signal's number.
+#: After Ctrl-C, how long the command lets Prefect's engine record the run as crashed and the
+#: flow clean up (leases, temporary folders) before it ends regardless, in seconds.
+INTERRUPT_GRACE_S = 15.0
 
-    The API runs in a session of its own (:mod:`apps.temporary_api`), so a signal to the
-    command's process group does not reach it: Prefect's engine, whose SIGTERM handler
-    replaces this one while a flow runs, reports the ended run to it, then hands the signal
-    on to this handler. On a Prefect server of its own
-    (``PREFECT_API_URL``) the engine reports the run and ends: nothing is changed there.
-    What finished steps stored is kept (writes are atomic; apply finishes an undelivered
-    batch on its next run)."""
+
+def _end_command(temporary_api: bool, signum: int, frame: Any) -> None:
+    """Stop Prefect's temporary API (when the command started one), say so, and end this
+    process at once, exit 128 + ``signum``."""
     import signal
-    import threading
 
-    if not temporary_api or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
+    if temporary_api:
         from prefect.server.api.server import SubprocessASGIServer
 
         for server in list(getattr(SubprocessASGIServer, "_instances", {}).values()):
             server.stop()
-        name = signal.Signals(signum).name
-        sys.stdout.flush()
-        sys.stderr.write(
-            f"\ninterrupted ({name}): Prefect's temporary API and this command stopped\n"
-        )
-        sys.stderr.flush()
-        os._exit(128 + signum)
+    name = signal.Signals(signum).name
+    what = "Prefect's temporary API and this command" if temporary_api else "this command"
+    sys.stdout.flush()
+    sys.stderr.write(f"\ninterrupted ({name}): {what} stopped\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+@contextmanager
+def _signals_end_the_command(temporary_api: bool) -> Iterator[None]:
+    """Ctrl-C (SIGINT) or SIGTERM ends the command within seconds, exit 128 + the signal's
+    number, its last line ``interrupted (NAME): ...``.
+
+    Ctrl-C raises ``KeyboardInterrupt``: Prefect's engine records the run as crashed and the
+    flow's clean-up runs (leases, temporary folders); after :data:`INTERRUPT_GRACE_S`, or on
+    a second Ctrl-C, the command ends regardless. On SIGTERM, Prefect's engine, whose
+    handler replaces this one while a flow runs, records the run as crashed and then hands
+    the signal on to this one. Prefect's temporary API runs in a session of its own
+    (:mod:`apps.temporary_api`), so a signal to the command's process group leaves it there
+    to record the run; it is stopped last. What finished steps stored is kept (writes are
+    atomic; apply finishes an undelivered batch on its next run)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    end = functools.partial(_end_command, temporary_api)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, end)
+        timer = threading.Timer(INTERRUPT_GRACE_S, end, args=(signum, None))
+        timer.daemon = True
+        timer.start()
+        raise KeyboardInterrupt
+
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, interrupt),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, end),
+    }
     try:
         yield
+    except KeyboardInterrupt:
+        end(signal.SIGINT, None)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

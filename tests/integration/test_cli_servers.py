@@ -3,11 +3,14 @@ tracking server, doctor with one service up and one down, and the demo end to en
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import secrets
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -575,8 +578,53 @@ def test_a_signal_ends_a_waiting_loop_and_its_temporary_prefect_api(
     assert proc.returncode == (-signum if signum == signal.SIGKILL else 128 + signum), err[-3000:]
     if signum != signal.SIGKILL:
         assert f"interrupted ({signum.name})" in err
+        # and its run is recorded as crashed, not running for good (trial AU, Ctrl-C)
+        states = _flow_run_states(tmp_path / "prefect")
+        assert "CRASHED" in states and not {"RUNNING", "PENDING"} & set(states), states
     # (with SIGKILL the API notices its command is gone and stops itself)
     assert not _wait_until_gone(api, timeout=30)
+
+
+def _flow_run_states(prefect_home: Path) -> list[str]:
+    """The state of each flow run in the SQLite database of Prefect's temporary API."""
+    with contextlib.closing(sqlite3.connect(prefect_home / "prefect.db")) as db:
+        return [row[0] for row in db.execute("SELECT state_type FROM flow_run")]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_records_the_crash_and_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    # Given the demo training its first challenger on Prefect's temporary API
+    env = {**plain_env(tmp_path), "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    command = [sys.executable, "-m", "apps.cli", "demo", "--dir", str(tmp_path / "demo")]
+    kwargs: dict[str, Any] = {"cwd": tmp_path, "env": env, "text": True}
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **kwargs
+    ) as proc:
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "tmp").glob("brandloop-train-request-*/request.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.5)
+        api = _children(proc.pid)
+        time.sleep(2)
+        # When Ctrl-C reaches the terminal's process group
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    # Then the command ends, says so; its runs are recorded as crashed (none left running),
+    # its training lease is released, and neither API nor temporary folder is left
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted (SIGINT)" in err
+    states = _flow_run_states(tmp_path / "prefect")
+    assert "CRASHED" in states and not {"RUNNING", "PENDING"} & set(states), states
+    newest = [sorted(d.glob("*.json"))[-1] for d in (tmp_path / "demo").rglob("leases/*")]
+    assert newest and all(json.loads(p.read_text())["released"] for p in newest), newest
+    assert not _wait_until_gone(api, timeout=30)
+    deadline = time.monotonic() + 30
+    while (left := list((tmp_path / "tmp").glob("brandloop-*"))) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left
 
 
 def test_labelstudio_setup_status_and_counts_on_a_real_server(

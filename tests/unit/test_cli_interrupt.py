@@ -1,0 +1,84 @@
+"""Ctrl-C while a flow command runs (``apps.cli._signals_end_the_command``): the command's
+clean-up runs, and the command ends regardless after a grace period or on a second Ctrl-C.
+
+Real processes and real signals; the block stands in for a flow run."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: argv[1]: the grace period in seconds; argv[2]: what the interrupted block does: "clean"
+#: (clean up, then let the interrupt go on) or "hang" (a clean-up that never ends).
+COMMAND = textwrap.dedent(
+    """
+    import sys, time
+    import apps.cli as cli
+
+    cli.INTERRUPT_GRACE_S = float(sys.argv[1])
+    with cli._signals_end_the_command(False):
+        try:
+            print("ready", flush=True)
+            while True:
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            print("cleaning up", flush=True)
+            if sys.argv[2] == "hang":
+                while True:
+                    time.sleep(0.05)
+            raise
+    """
+)
+
+
+def _start(grace: float, mode: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", COMMAND, str(grace), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc
+
+
+@pytest.mark.parametrize(("grace", "mode"), [(600, "clean"), (1, "hang")])
+def test_ctrl_c_lets_the_clean_up_run_then_ends_the_command(grace: float, mode: str) -> None:
+    # Given a command in a flow run; when Ctrl-C arrives
+    proc = _start(grace, mode)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    # Then its clean-up ran, and the command ended (a hung clean-up after the grace period)
+    assert "cleaning up" in out
+    assert proc.returncode == 130, err[-2000:]
+    assert err.rstrip().endswith("interrupted (SIGINT): this command stopped")
+
+
+def test_a_second_ctrl_c_ends_the_command_at_once() -> None:
+    # Given a command whose clean-up after Ctrl-C does not end (and a grace of 10 minutes)
+    proc = _start(600, "hang")
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout is not None and proc.stdout.readline() == "cleaning up\n"
+    # When Ctrl-C arrives again
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    # Then the command ends without waiting for it
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted (SIGINT)" in err
+
+
+def test_sigterm_ends_the_command_at_once() -> None:
+    proc = _start(600, "hang")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert "cleaning up" not in out
+    assert "interrupted (SIGTERM): this command stopped" in err
