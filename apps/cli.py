@@ -168,7 +168,8 @@ def debug_hint(ctx: Any) -> str:
 
 
 class BrandloopGroup(TyperGroup):
-    """Turns any error of a command into one line and exit code 1 (unless ``--debug``); the
+    """Turns any error of a command into one line and exit code 1 (unless ``--debug``), and
+    Ctrl-C into ``interrupted (SIGINT): ...`` and exit code 130; the error
     line ends with the ``--debug`` hint unless it is a :class:`CliError`, a
     :class:`~ner.errors.ConfigError`, a :class:`~ner.errors.NotFoundError` or a
     :class:`~ner.errors.PromotionError` (a refusal, or something named that does not exist:
@@ -179,6 +180,9 @@ class BrandloopGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):
             raise
+        except KeyboardInterrupt:  # a command that runs no flow (a flow's: _end_command)
+            err_console().print("\ninterrupted (SIGINT): this command stopped")
+            raise typer.Exit(130) from None
         except Exception as exc:
             if _debug(ctx):
                 raise

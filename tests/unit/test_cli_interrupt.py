@@ -82,3 +82,42 @@ def test_sigterm_ends_the_command_at_once() -> None:
     assert proc.returncode == 143, err[-2000:]
     assert "cleaning up" not in out
     assert "interrupted (SIGTERM): this command stopped" in err
+
+
+#: A command of ``brandloop``'s command group that runs no flow and waits.
+PLAIN_COMMAND = textwrap.dedent(
+    """
+    import time
+    import typer
+    from apps.cli import BrandloopGroup
+
+    app = typer.Typer(cls=BrandloopGroup)
+
+    @app.command()
+    def wait() -> None:
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.05)
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    app()
+    """
+)
+
+
+def test_ctrl_c_in_a_command_without_a_flow_says_so() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PLAIN_COMMAND, "wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip() == "interrupted (SIGINT): this command stopped"
