@@ -12,7 +12,6 @@ record, the service); ``brandloop --debug ...`` shows the traceback instead.
 from __future__ import annotations
 
 import difflib
-import functools
 import importlib
 import inspect
 import json
@@ -22,8 +21,7 @@ import shutil
 import sys
 import time
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,7 +178,7 @@ class BrandloopGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):
             raise
-        except KeyboardInterrupt:  # a command that runs no flow (a flow's: _end_command)
+        except KeyboardInterrupt:  # a command that runs no flow (a flow's: apps.signals)
             err_console().print("\ninterrupted (SIGINT): this command stopped")
             raise typer.Exit(130) from None
         except Exception as exc:
@@ -413,6 +411,7 @@ def run_flow(
     from prefect.settings import get_current_settings
 
     from apps.progress import narrated
+    from apps.signals import end_on_signals
 
     check_run_settings(overrides)
     starting = "starting the flow run"
@@ -427,7 +426,7 @@ def run_flow(
     if not _debug(ctx):
         quiet_shutdown_notices()
     with (
-        _signals_end_the_command(temporary_api),
+        end_on_signals(temporary_api),
         narrated(console(), verbose=_debug(ctx), starting=starting),
     ):
         return flow(**flow_kwargs(flow, params, overrides))
@@ -460,70 +459,6 @@ def _prefect_database_exists() -> bool:
     text = url.get_secret_value() if url is not None else ""
     prefix = "sqlite+aiosqlite:///"
     return not text.startswith(prefix) or Path(text.removeprefix(prefix)).exists()
-
-
-#: After Ctrl-C, how long the command lets Prefect's engine record the run as crashed and the
-#: flow clean up (leases, temporary folders) before it ends regardless, in seconds.
-INTERRUPT_GRACE_S = 15.0
-
-
-def _end_command(temporary_api: bool, signum: int, frame: Any) -> None:
-    """Stop Prefect's temporary API (when the command started one), say so, and end this
-    process at once, exit 128 + ``signum``."""
-    import signal
-
-    if temporary_api:
-        from prefect.server.api.server import SubprocessASGIServer
-
-        for server in list(getattr(SubprocessASGIServer, "_instances", {}).values()):
-            server.stop()
-    name = signal.Signals(signum).name
-    what = "Prefect's temporary API and this command" if temporary_api else "this command"
-    sys.stdout.flush()
-    sys.stderr.write(f"\ninterrupted ({name}): {what} stopped\n")
-    sys.stderr.flush()
-    os._exit(128 + signum)
-
-
-@contextmanager
-def _signals_end_the_command(temporary_api: bool) -> Iterator[None]:
-    """Ctrl-C (SIGINT) or SIGTERM ends the command within seconds, exit 128 + the signal's
-    number, its last line ``interrupted (NAME): ...``.
-
-    Ctrl-C raises ``KeyboardInterrupt``: Prefect's engine records the run as crashed and the
-    flow's clean-up runs (leases, temporary folders); after :data:`INTERRUPT_GRACE_S`, or on
-    a second Ctrl-C, the command ends regardless. On SIGTERM, Prefect's engine, whose
-    handler replaces this one while a flow runs, records the run as crashed and then hands
-    the signal on to this one. Prefect's temporary API runs in a session of its own
-    (:mod:`apps.temporary_api`), so a signal to the command's process group leaves it there
-    to record the run; it is stopped last. What finished steps stored is kept (writes are
-    atomic; apply finishes an undelivered batch on its next run)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    end = functools.partial(_end_command, temporary_api)
-
-    def interrupt(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, end)
-        timer = threading.Timer(INTERRUPT_GRACE_S, end, args=(signum, None))
-        timer.daemon = True
-        timer.start()
-        raise KeyboardInterrupt
-
-    previous = {
-        signal.SIGINT: signal.signal(signal.SIGINT, interrupt),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, end),
-    }
-    try:
-        yield
-    except KeyboardInterrupt:
-        end(signal.SIGINT, None)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _import_first(*names: str) -> ModuleType:

@@ -1,10 +1,11 @@
-"""Ctrl-C while a flow command runs (``apps.cli._signals_end_the_command``): the command's
+"""Ctrl-C while a flow command runs (``apps.signals.end_on_signals``): the command's
 clean-up runs, and the command ends regardless after a grace period or on a second Ctrl-C.
 
 Real processes and real signals; the block stands in for a flow run."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from apps import signals
+
 ROOT = Path(__file__).resolve().parents[2]
 
 #: argv[1]: the grace period in seconds; argv[2]: what the interrupted block does: "clean"
@@ -20,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMAND = textwrap.dedent(
     """
     import sys, time
-    import apps.cli as cli
+    import apps.signals as signals
 
-    cli.INTERRUPT_GRACE_S = float(sys.argv[1])
-    with cli._signals_end_the_command(False):
+    signals.GRACE_S = float(sys.argv[1])
+    with signals.end_on_signals(False):
         try:
             print("ready", flush=True)
             while True:
@@ -121,3 +124,19 @@ def test_ctrl_c_in_a_command_without_a_flow_says_so() -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert err.strip() == "interrupted (SIGINT): this command stopped"
+
+
+def _record(message: str, error: BaseException | None) -> logging.LogRecord:
+    info = (type(error), error, None) if error is not None else None
+    return logging.LogRecord("prefect.flow_runs", logging.DEBUG, "", 0, message, (), info)
+
+
+def test_an_interrupt_prefect_dropped_is_raised_again_once_armed() -> None:
+    dropped = signals._RaiseDroppedInterrupt()
+    record = _record(signals.DROPPED, KeyboardInterrupt())
+    assert dropped.filter(record)  # no Ctrl-C being handled: let through
+    dropped.armed = True
+    with pytest.raises(KeyboardInterrupt):
+        dropped.filter(record)
+    assert dropped.filter(_record(signals.DROPPED, ValueError("other")))
+    assert dropped.filter(_record("Finished in state Completed()", None))
