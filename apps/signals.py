@@ -19,6 +19,7 @@ Three things stand between a signal and a command that ends with its run recorde
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -73,6 +74,25 @@ class _RaiseDroppedInterrupt(logging.Filter):
         return True
 
 
+#: The wakeup socket's writing end while :func:`_watching` is active, else None.
+_ACTIVE: dict[str, int] = {}
+
+
+def _forget_in_child() -> None:
+    """In a process forked while :func:`_watching` is active (a worker of the apply flow's
+    process pool), signals must not reach the parent's wakeup socket: a pool that broke
+    terminates its other workers with SIGTERM, which the parent would take for its own."""
+    if _ACTIVE:
+        _ACTIVE.clear()
+        signal.set_wakeup_fd(-1)
+
+
+@functools.cache
+def _register_fork_hook() -> None:
+    """Register :func:`_forget_in_child` to run in every forked child, once per process."""
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def _ignore(signum: int, frame: Any) -> None:
     """The forwarded signal's handler: its arrival is all that is needed."""
 
@@ -99,8 +119,10 @@ def _watching(on_first: Callable[[int], None]) -> Iterator[None]:
     wake = signal.SIGRTMIN + 1 if hasattr(signal, "SIGRTMIN") else None
     reader, writer = socket.socketpair()
     writer.setblocking(False)
+    _register_fork_hook()
     previous_wake = signal.signal(wake, _ignore) if wake is not None else None
     previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    _ACTIVE["fd"] = writer.fileno()
     watcher = threading.Thread(
         target=_watch, args=(reader, wake, on_first), name="brandloop-signals", daemon=True
     )
@@ -109,6 +131,7 @@ def _watching(on_first: Callable[[int], None]) -> Iterator[None]:
         yield
     finally:
         signal.set_wakeup_fd(previous_fd)
+        _ACTIVE.clear()
         writer.close()  # the watcher reads the end and stops
         watcher.join(timeout=1)
         reader.close()

@@ -140,3 +140,33 @@ def test_an_interrupt_prefect_dropped_is_raised_again_once_armed() -> None:
         dropped.filter(record)
     assert dropped.filter(_record(signals.DROPPED, ValueError("other")))
     assert dropped.filter(_record("Finished in state Completed()", None))
+
+
+#: Inside the command's signal handling, a forked child (a process-pool worker) that gets a
+#: SIGTERM of its own; prints whether the command saw a signal.
+FORKED_CHILD = textwrap.dedent(
+    """
+    import os, signal, time
+    from apps import signals
+
+    seen = []
+    with signals._watching(seen.append):
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            os._exit(1)
+        os.waitpid(pid, 0)
+        time.sleep(1)
+    print(seen, flush=True)
+    """
+)
+
+
+def test_a_forked_child_s_signal_is_not_the_command_s() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", FORKED_CHILD], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
