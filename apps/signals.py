@@ -40,9 +40,12 @@ DROPPED = "BaseException was raised after user code finished executing"
 ENDING = (signal.SIGINT, signal.SIGTERM)
 
 
-def end_command(temporary_api: bool, signum: int, frame: Any = None) -> NoReturn:
+def end_command(
+    temporary_api: bool, signum: int, frame: Any = None, *, cut_short: bool = False
+) -> NoReturn:
     """Stop Prefect's temporary API (when the command started one), say so, and end this
-    process at once, exit 128 + ``signum``."""
+    process at once, exit 128 + ``signum``. ``cut_short``: ended before the run could be
+    recorded (a second Ctrl-C, or :data:`GRACE_S` passed), which the line says."""
     if temporary_api:
         from prefect.server.api.server import SubprocessASGIServer
 
@@ -50,8 +53,9 @@ def end_command(temporary_api: bool, signum: int, frame: Any = None) -> NoReturn
             server.stop()
     name = signal.Signals(signum).name
     what = "Prefect's temporary API and this command" if temporary_api else "this command"
+    left = "; its flow runs may be left Running in Prefect" if cut_short else ""
     sys.stdout.flush()
-    sys.stderr.write(f"\ninterrupted ({name}): {what} stopped\n")
+    sys.stderr.write(f"\ninterrupted ({name}): {what} stopped{left}\n")
     sys.stderr.flush()
     os._exit(128 + signum)
 
@@ -166,10 +170,13 @@ def end_on_signals(temporary_api: bool) -> Iterator[None]:
     def end(signum: int, frame: Any = None) -> NoReturn:
         end_command(temporary_api, signum)
 
+    def cut_short(signum: int, frame: Any = None) -> NoReturn:
+        end_command(temporary_api, signum, cut_short=True)
+
     dropped = _RaiseDroppedInterrupt()
 
     def interrupt(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, end)
+        signal.signal(signal.SIGINT, cut_short)
         dropped.armed = True
         raise KeyboardInterrupt
 
@@ -178,7 +185,7 @@ def end_on_signals(temporary_api: bool) -> Iterator[None]:
     flow_runs = logging.getLogger("prefect.flow_runs")
     flow_runs.addFilter(dropped)
     try:
-        with _watching(lambda signum: _after_grace(end, signum)):
+        with _watching(lambda signum: _after_grace(cut_short, signum)):
             yield
     except KeyboardInterrupt:
         end(signal.SIGINT)
