@@ -92,9 +92,13 @@ def test_sigterm_ends_the_command_at_once() -> None:
 #: A command of ``brandloop``'s command group that runs no flow and waits.
 PLAIN_COMMAND = textwrap.dedent(
     """
-    import time
+    import signal, time
     import typer
     from apps.cli import BrandloopGroup
+
+    # as in a terminal (a background job of a non-interactive shell, such as CI's, starts
+    # with SIGINT ignored, and Python then keeps it so)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     app = typer.Typer(cls=BrandloopGroup)
 
