@@ -28,6 +28,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any, NoReturn
 
 #: After the first Ctrl-C or SIGTERM, how long the command lets Prefect's engine record the run
@@ -78,16 +79,17 @@ class _RaiseDroppedInterrupt(logging.Filter):
         return True
 
 
-#: The wakeup socket's writing end while :func:`_watching` is active, else None.
-_ACTIVE: dict[str, int] = {}
+#: ``watching``: whether :func:`_watching` has set this process's signal wakeup socket (a
+#: plain flag: a forked child reads it without taking any lock).
+_STATE = SimpleNamespace(watching=False)
 
 
 def _forget_in_child() -> None:
     """In a process forked while :func:`_watching` is active (a worker of the apply flow's
     process pool), signals must not reach the parent's wakeup socket: a pool that broke
     terminates its other workers with SIGTERM, which the parent would take for its own."""
-    if _ACTIVE:
-        _ACTIVE.clear()
+    if _STATE.watching:
+        _STATE.watching = False
         signal.set_wakeup_fd(-1)
 
 
@@ -126,7 +128,7 @@ def _watching(on_first: Callable[[int], None]) -> Iterator[None]:
     _register_fork_hook()
     previous_wake = signal.signal(wake, _ignore) if wake is not None else None
     previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    _ACTIVE["fd"] = writer.fileno()
+    _STATE.watching = True
     watcher = threading.Thread(
         target=_watch, args=(reader, wake, on_first), name="brandloop-signals", daemon=True
     )
@@ -135,7 +137,7 @@ def _watching(on_first: Callable[[int], None]) -> Iterator[None]:
         yield
     finally:
         signal.set_wakeup_fd(previous_fd)
-        _ACTIVE.clear()
+        _STATE.watching = False
         writer.close()  # the watcher reads the end and stops
         watcher.join(timeout=1)
         reader.close()

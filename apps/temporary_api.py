@@ -3,14 +3,15 @@ and ended with the command.
 
 Without ``PREFECT_API_URL`` Prefect starts a local API server as a child process on first
 use (``prefect.server.api.server.SubprocessASGIServer``), in the command's process group.
-A SIGTERM to that group (``kill -- -PGID``, systemd's default ``KillMode``) then stopped the
-API first, and Prefect's engine retried reporting the ended run to it for about 150 s; a
-SIGKILL of the command alone left the API running with no parent.
+A SIGTERM to that group (``kill -- -PGID``) then stopped the API first, and Prefect's engine
+retried reporting the ended run to it for about 150 s; a SIGKILL of the command alone left
+the API running with no parent.
 
 :func:`use_own_session_api` makes Prefect start it in a session of its own, through this
 module's ``__main__``, which runs the server's module and ends it (SIGTERM to itself, as
 ``stop`` would) once the command that started it is gone. The command's own SIGINT/SIGTERM
-handler (``apps.cli``) stops it as before.
+handling (:mod:`apps.signals`) stops it last. (A stop of every process of a systemd unit,
+its control group, still reaches it: :mod:`apps.signals` bounds that case.)
 """
 
 from __future__ import annotations
