@@ -353,7 +353,7 @@ def fetch_jsonl_to_storage(
         storage.write_lines(key, read.posts(items))
     rejected, again, last_line = read.rejected, read.again, read.last_line
     _report_rejected(storage, key, input_uri, rejected)
-    if rejected:
+    if rejected and read.count:  # with no post, the caller's "no new posts" line says it
         log.warning(
             "to take the rejected lines: fix them in %s and run apply again (the file is then "
             "read from line 1, and only new, fixed and edited posts are sent)",
@@ -363,7 +363,10 @@ def fetch_jsonl_to_storage(
     if again:
         log.info("left out %s of %s fetched before", quantity(len(again), "post"), input_uri)
     reported = layout.rejected_report(key) if rejected else None
-    unfixed = _unfixed(storage, input_uri, checkpoint.rejected, done, rejected, reported)
+    kept = {n: k for n, k in checkpoint.rejected.items() if n <= done}  # re-read unchanged
+    if read.count:  # with no post, the caller's "no new posts" line names them
+        _warn_unfixed(storage, input_uri, kept)
+    unfixed = kept | {r.line: reported for r in rejected if r.line is not None and reported}
     if last_line > done_before or not from_start:  # a reread never moves it back
         state = LineCheckpoint(last_line, read.committed.hexdigest(), unfixed)
         _write_line_checkpoint(storage, input_uri, state)
@@ -438,17 +441,8 @@ def rejected_lines_phrase(storage: Storage, lines: Mapping[int, str]) -> str:
     return f"{'line' if len(lines) == 1 else 'lines'} {numbers}; the reasons in {reports}"
 
 
-def _unfixed(
-    storage: Storage,
-    input_uri: str,
-    before: Mapping[int, str],
-    done: int,
-    rejected: Sequence[Rejected],
-    reported: str | None,
-) -> dict[int, str]:
-    """The rejected lines the checkpoint keeps: those of earlier runs among the ``done``
-    lines re-read unchanged (logged, they still wait for a fix), and this run's."""
-    kept = {n: k for n, k in before.items() if n <= done}
+def _warn_unfixed(storage: Storage, input_uri: str, kept: Mapping[int, str]) -> None:
+    """Log that lines rejected by earlier runs (number -> report key) still wait for a fix."""
     if kept:
         one = len(kept) == 1
         log.warning(
@@ -459,7 +453,6 @@ def _unfixed(
             rejected_lines_phrase(storage, kept),
             "it" if one else "them",
         )
-    return kept | {r.line: reported for r in rejected if r.line is not None and reported}
 
 
 def _bad_date(post: Post) -> bool:
