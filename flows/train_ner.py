@@ -81,7 +81,7 @@ from ner.registry import (
     needs_training,
     run_tags,
 )
-from ner.report import fields_table, quantity, value_cell
+from ner.report import fields_table, first_ids, quantity, value_cell
 from ner.settings import Settings, TrainSettings
 from ner.storage import Storage
 from ner.tempfiles import owned_temp_dir
@@ -490,7 +490,21 @@ def prepare_gold(
     else:
         splits = _with_canary(splits, found)
     _say_split(splits, len(annotations))
+    _say_relabelled(storage, splits.train_key)
     return splits
+
+
+def _say_relabelled(storage: Storage, pool_key: str) -> None:
+    """Name the training posts whose labels changed since the last run's training pool (gold
+    posts relabelled are named by the gold set's revision)."""
+    earlier, changed = datasets.relabelled_in_pool(storage, pool_key)
+    if changed:
+        run_logger().info(
+            "%s relabelled since the last training pool (%s), trained on with the new labels: %s",
+            quantity(len(changed), "training post"),
+            storage.uri(earlier or ""),
+            first_ids(changed),
+        )
 
 
 def _pooled_after_retirement(storage: Storage) -> set[str]:

@@ -58,7 +58,7 @@ from ner.errors import DataError, GoldSetError
 # Re-exported: readers of gold sets and training pools know them as ner.datasets names.
 from ner.records import read_annotations as read_annotations
 from ner.records import write_annotations as write_annotations
-from ner.report import quantity
+from ner.report import first_ids, quantity
 from ner.storage import Storage
 from ner.types import Annotation, Rejected
 
@@ -391,6 +391,28 @@ def pooled_post_ids(storage: Storage) -> set[str]:
     return ids
 
 
+def relabelled_in_pool(storage: Storage, pool_key: str) -> tuple[str | None, list[str]]:
+    """The training pool stored before ``pool_key`` (the newest earlier
+    ``annotations/<stamp>.train.jsonl``, or None) and the ids of the posts both pools hold
+    with the same text and other spans: labels changed in Label Studio since that run took
+    them, which this pool trains on as changed. Sorted ids; reads both pools."""
+    earlier = sorted(
+        key
+        for key in storage.list(layout.ANNOTATIONS)
+        if layout.is_training_pool(key) and key < pool_key
+    )
+    if not earlier:
+        return None, []
+    before = {a.post_id: _canonical(a) for a in read_annotations(storage, earlier[-1])}
+    changed = []
+    for annotation in read_annotations(storage, pool_key):
+        was = before.get(annotation.post_id)
+        now = _canonical(annotation)
+        if was is not None and was["text"] == now["text"] and was["spans"] != now["spans"]:
+            changed.append(annotation.post_id)
+    return earlier[-1], sorted(changed)
+
+
 def load_gold_set(storage: Storage) -> tuple[GoldSet, list[Annotation]] | None:
     """The gold set in force and its annotations, or ``None`` if none was frozen yet.
 
@@ -646,7 +668,7 @@ def correct_gold_set(
         "models are scored on the new version from now on",
         current.name,
         quantity(len(corrected), "post"),
-        ", ".join(corrected[:10]) + (" ..." if len(corrected) > 10 else ""),
+        first_ids(corrected),
         name,
         revised.hash[:12],
     )

@@ -12,6 +12,11 @@ def quantity(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
+def first_ids(ids: Sequence[str], limit: int = 10) -> str:
+    """``"a, b, c"``: the first ``limit`` of ``ids``, then ``" ..."`` when there are more."""
+    return ", ".join(ids[:limit]) + (" ..." if len(ids) > limit else "")
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"

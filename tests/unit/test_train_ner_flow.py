@@ -304,6 +304,56 @@ def test_after_a_retirement_the_next_round_freezes_a_gold_and_canary_set_of_untr
     assert f"without the {len(trained)} posts earlier training pools held" in said
 
 
+def test_training_posts_relabelled_since_the_last_pool_are_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flows.train_ner import prepare_gold
+    from ner import datasets, layout
+    from ner.records import write_records
+    from ner.types import Post, Span
+
+    ctx = local_context(tmp_path, gold_fraction=0.3, gold_min_posts=1)
+    texts = {f"p{i:02d}": "I love Nike and Dior" for i in range(40)}
+    write_records(
+        ctx.storage,
+        layout.posts_batch("b1"),
+        [Post(i, t, "2026-11-20T00:00:00+00:00") for i, t in texts.items()],
+    )
+    nike, dior = Span(7, 11, "BRAND", "Nike"), Span(16, 20, "BRAND", "Dior")
+    # Given round 1 trained on posts labelled with Nike only
+    write_records(
+        ctx.storage,
+        layout.pulled_annotations("s1"),
+        [Annotation(i, t, (nike,)) for i, t in texts.items()],
+    )
+    first = prepare_gold.fn(ctx, layout.pulled_annotations("s1"), "s1")
+    pool = sorted(a.post_id for a in datasets.read_annotations(ctx.storage, first.train_key))
+    # When round 2 pulls two of its training posts relabelled (Dior added), one unchanged
+    # post sent again, and a new post (a trial saw relabels counted only as "superseded")
+    fixed = set(pool[:2])
+    relabelled = [
+        Annotation(i, t, (nike, dior) if i in fixed else (nike,)) for i, t in texts.items()
+    ]
+    write_records(ctx.storage, layout.pulled_annotations("s2"), relabelled)
+    with caplog.at_level(logging.INFO):
+        second = prepare_gold.fn(ctx, layout.pulled_annotations("s2"), "s2")
+    # Then the two are named, with the pool they were taken from, and trained with Dior
+    said = [r.getMessage() for r in caplog.records if "relabelled since" in r.getMessage()]
+    assert said == [
+        f"2 training posts relabelled since the last training pool "
+        f"({ctx.storage.uri(first.train_key)}), trained on with the new labels: "
+        f"{', '.join(sorted(fixed))}"
+    ]
+    trained = {a.post_id: a for a in datasets.read_annotations(ctx.storage, second.train_key)}
+    assert all(len(trained[i].spans) == 2 for i in fixed)
+    # And a third round with nothing changed names none
+    write_records(ctx.storage, layout.pulled_annotations("s3"), relabelled)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        prepare_gold.fn(ctx, layout.pulled_annotations("s3"), "s3")
+    assert not [r for r in caplog.records if "relabelled since" in r.getMessage()]
+
+
 def test_a_small_canary_set_is_warned_of_as_a_small_gold_set_is(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
