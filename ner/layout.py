@@ -61,12 +61,25 @@ _REJECTED = ".rejected.json"
 _GOLD_ANNOTATIONS = ".annotations.jsonl"
 _REASON = ".reason.json"
 
+#: The folders that hold brandloop's own records; of its folders, only ``exports/`` takes
+#: files a user puts there.
+OWN_FOLDERS = (
+    POSTS, PREDICTIONS, SELECTIONS, TASKS, LIVE_SETS, ANNOTATIONS, GOLDSETS, CHECKPOINTS,
+    LEASES, QUARANTINE, FORGOTTEN, INDEXES,
+)  # fmt: skip
+
 #: The pointer to the gold set in force.
 GOLD_SET_CURRENT = f"{GOLDSETS}/CURRENT.json"
 #: The folder of the index of fetched posts (:mod:`ner.fetched`), one object per segment.
 FETCHED_INDEX = f"{INDEXES}/fetched"
 #: The X source's ``since_id``.
 X_CHECKPOINT = f"{CHECKPOINTS}/x_since_id.json"
+
+
+def own_folder(key: str) -> str | None:
+    """The folder of :data:`OWN_FOLDERS` that ``key`` lies in, else None."""
+    top = key.strip("/").split("/", 1)[0]
+    return top if top in OWN_FOLDERS else None
 
 
 # Batches -------------------------------------------------------------------------------------

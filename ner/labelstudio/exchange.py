@@ -368,7 +368,15 @@ def snapshot_key(stamp: str, project_id: int, attempt: int = 1) -> str:
 def find_export(storage: Storage, key: str) -> str:
     """The storage key of export ``key``: ``key`` itself (relative to the environment's
     storage), else ``exports/<key>``, where exports land. Raises :class:`ConfigError` (no
-    retry helps) naming both places and what ``exports/`` holds when it is in neither."""
+    retry helps) naming both places and what ``exports/`` holds when it is in neither, and
+    for a key in a folder of brandloop's own records (``goldsets/``, ``quarantine/``...):
+    read as an export, an unreadable one would be moved aside (a trial's gold set was)."""
+    if folder := layout.own_folder(key):
+        raise ConfigError(
+            f"export {key!r} is in {storage.uri(folder)}/, which holds brandloop's own "
+            f"records, not Label Studio exports: name an export under "
+            f"{storage.uri(layout.EXPORTS)}/ (or elsewhere in storage)"
+        )
     for candidate in (key, f"{layout.EXPORTS}/{key}"):
         if storage.exists(candidate):
             return candidate

@@ -210,6 +210,27 @@ def test_an_unreadable_export_named_with_export_key_fails_and_its_second_run_say
         pull_annotations.fn(ctx, "storage", ["trunc.json"], "s3")
 
 
+def test_an_export_key_in_brandloops_own_folders_is_refused_and_nothing_moves(
+    tmp_path: Path,
+) -> None:
+    from flows.context import RunContext
+    from flows.train_ner import pull_annotations
+    from ner.errors import ConfigError
+    from ner.settings import load_settings
+
+    ctx = RunContext.open(load_settings(storage_uri=str(tmp_path)))
+    held = ["goldsets/g1.annotations.jsonl", "goldsets/CURRENT.json", "quarantine/exports/x.json"]
+    for key in held:
+        ctx.storage.write_bytes(key, b'{"post_id": "1"}\n')
+    # a trial's --export-key of a gold set file moved it to quarantine as unreadable, and a
+    # key under quarantine/ nested it one folder deeper each time
+    for key in [*held, "/goldsets/g1.annotations.jsonl", "leases/x"]:
+        with pytest.raises(ConfigError, match=r"which holds brandloop's own records, not Label"):
+            pull_annotations.fn(ctx, "storage", [key], "s1")
+    assert all(ctx.storage.exists(key) for key in held)
+    assert ctx.storage.list("quarantine") == ["quarantine/exports/x.json"]
+
+
 def test_export_keys_with_the_label_studio_source_are_refused(tmp_path: Path) -> None:
     from flows.context import RunContext
     from flows.train_ner import pull_annotations
