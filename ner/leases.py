@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from ner import layout
-from ner.errors import ConfigError, StorageError
+from ner.errors import ConfigError, ObjectNotFoundError, StorageError
 from ner.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -154,12 +154,31 @@ def _holder_dead(lease: Lease) -> bool:
 
 
 def current(storage: Storage, name: str) -> Lease | None:
-    """The newest epoch of lease ``name``, or None if it was never acquired."""
-    epochs = _epochs(storage, name)
-    if not epochs:
+    """The newest epoch of lease ``name``, or None if it was never acquired (or retired).
+    An epoch pruned or retired by another run between the listing and the read is listed
+    again; :class:`StorageError` (transient) if that happens every time."""
+    for _ in range(_LISTINGS):
+        epochs = _epochs(storage, name)
+        if not epochs:
+            return None
+        newest = epochs[max(epochs)]
+        try:
+            return Lease.from_json(storage.read_bytes(newest), newest)
+        except ObjectNotFoundError:
+            continue
+    raise StorageError(f"lease {name!r} changed under each of {_LISTINGS} reads")
+
+
+def _token_at(storage: Storage, key: str) -> str | None:
+    """The token of epoch ``key``; None when a newer epoch's holder pruned it meanwhile."""
+    try:
+        return Lease.from_json(storage.read_bytes(key), key).token
+    except ObjectNotFoundError:
         return None
-    newest = epochs[max(epochs)]
-    return Lease.from_json(storage.read_bytes(newest), newest)
+
+
+#: Listings :func:`current` makes of a lease that other runs keep changing.
+_LISTINGS = 5
 
 
 def _create(storage: Storage, lease: Lease) -> Lease | None:
@@ -177,7 +196,7 @@ def _create(storage: Storage, lease: Lease) -> Lease | None:
     won = False
     try:
         created = storage.create_exclusive(key, lease.to_json())
-        won = created or Lease.from_json(storage.read_bytes(key), key).token == lease.token
+        won = created or _token_at(storage, key) == lease.token
     finally:
         if not won and not was_live:
             with _LIVE_LOCK:

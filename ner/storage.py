@@ -21,7 +21,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ner.errors import StorageAuthError, StorageError, StorageNotFoundError, connection_reason
+from ner.errors import (
+    ObjectNotFoundError,
+    StorageAuthError,
+    StorageError,
+    StorageNotFoundError,
+    connection_reason,
+)
 
 if TYPE_CHECKING:
     from ner.settings import Settings
@@ -173,12 +179,12 @@ class LocalStorage(Storage):
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
-            raise StorageError(f"{self.uri(key)} does not exist") from exc
+            raise ObjectNotFoundError(f"{self.uri(key)} does not exist") from exc
 
     def iter_lines(self, key: str) -> Iterator[str]:
         path = self._path(key)
         if not path.exists():
-            raise StorageError(f"{self.uri(key)} does not exist")
+            raise ObjectNotFoundError(f"{self.uri(key)} does not exist")
         with path.open("r", encoding="utf-8", newline="\n") as handle:
             for line in handle:
                 yield line.rstrip("\n")
@@ -354,7 +360,7 @@ class GCSStorage(Storage):
         try:
             data: bytes = self.bucket.blob(self._name(key)).download_as_bytes(**self.opts)
         except gexc.NotFound as exc:
-            raise StorageError(f"{self.uri(key)} does not exist") from exc
+            raise ObjectNotFoundError(f"{self.uri(key)} does not exist") from exc
         except _gcs_failures() as exc:
             raise self._wrap("download of", key, exc) from exc
         return data
@@ -367,7 +373,7 @@ class GCSStorage(Storage):
             try:
                 self.bucket.blob(self._name(key)).download_to_file(spool, **self.opts)
             except gexc.NotFound as exc:
-                raise StorageError(f"{self.uri(key)} does not exist") from exc
+                raise ObjectNotFoundError(f"{self.uri(key)} does not exist") from exc
             except _gcs_failures() as exc:
                 raise self._wrap("download of", key, exc) from exc
             spool.seek(0)

@@ -24,7 +24,7 @@ import requests
 
 from flows.context import PERMANENT_ERRORS
 from ner import leases
-from ner.errors import StorageAuthError, StorageError, StorageNotFoundError
+from ner.errors import ObjectNotFoundError, StorageAuthError, StorageError, StorageNotFoundError
 from ner.storage import GCSStorage, Storage, create_bucket_hint, open_storage
 from tests.support.fake_gcs import fake_gcs_service
 from tests.support.servers import GcsService, free_port
@@ -85,6 +85,11 @@ def test_a_failed_streamed_write_keeps_the_old_object_and_leaves_no_partial_one(
     assert list(storage.iter_lines("posts/batch.jsonl")) == ['{"id": "1"}', '{"id": "2"}']
     assert not storage.exists("posts/new.jsonl")
     assert raw_names(gcs_emulator, bucket) == ["loop/dev/posts/batch.jsonl"]
+    # and reading it is a missing object, which no retry finds (a permanent error)
+    with pytest.raises(ObjectNotFoundError, match=r"posts/new.jsonl does not exist"):
+        list(storage.iter_lines("posts/new.jsonl"))
+    with pytest.raises(ObjectNotFoundError, match=r"posts/new.jsonl does not exist"):
+        storage.read_bytes("posts/new.jsonl")
 
 
 def test_a_large_stream_goes_up_in_one_resumable_upload_and_streams_back(

@@ -355,3 +355,35 @@ def test_a_write_makes_its_folder_again_when_an_empty_folder_is_removed_meanwhil
     # And a folder with an object (or a writer's temporary file) in it is never removed
     storage.remove_empty_folder("leases/b")
     assert storage.exists("leases/b/000000000.json")
+
+
+def test_an_epoch_pruned_between_the_listing_and_the_read_is_listed_again(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ner.leases import prune
+
+    # Given a lease released once, then taken by a second run
+    first = acquire(storage, "import", owner="run-1", ttl_s=60)
+    assert first is not None and release(storage, first)
+    second = acquire(storage, "import", owner="run-2", ttl_s=60)
+    assert second is not None
+    # When another run creates and prunes epochs just after this one listed them (a missing
+    # object is a permanent error now, so no task retry would cover the race)
+    listed = leases._epochs
+    calls = []
+
+    def list_then_race(store: Storage, name: str) -> dict[int, str]:
+        epochs = listed(store, name)
+        calls.append(epochs)
+        if len(calls) == 1:  # (release and prune list too: they see the patched lister)
+            monkeypatch.setattr(leases, "_epochs", listed)
+            release(store, second)
+            prune(store, name, below=max(epochs) + 1)
+            monkeypatch.setattr(leases, "_epochs", list_then_race)
+        return epochs
+
+    monkeypatch.setattr(leases, "_epochs", list_then_race)
+    found = current(storage, "import")
+    # Then the read lists again and finds the newest epoch, released
+    assert len(calls) == 2 and found is not None
+    assert (found.epoch, found.released) == (second.epoch + 1, True)

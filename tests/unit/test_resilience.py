@@ -23,6 +23,7 @@ from ner.errors import (
     LabelStudioError,
     ModelError,
     ModelNotFoundError,
+    ObjectNotFoundError,
     PromotionError,
     RegistryError,
     SourceAuthError,
@@ -67,6 +68,8 @@ def test_retry_policy_comes_from_the_run_context(clean_env: None, tmp_path: Path
         (DataError("post-1", "unreadable"), False),
         (InputNotFoundError("posts.jsonl is neither a file nor a key"), False),
         (ModelNotFoundError("models:/nope@champion does not exist"), False),
+        # a stored file moved away by hand (a trial's gold set file, retried 3 times)
+        (ObjectNotFoundError("goldsets/g.annotations.jsonl does not exist"), False),
         (ConfigError("NER_X is not set"), False),
         (PromotionError("never evaluated"), False),
         (SourceAuthError("401"), False),
@@ -80,6 +83,16 @@ def test_retry_policy_comes_from_the_run_context(clean_env: None, tmp_path: Path
 )
 def test_only_transient_errors_are_retried(error: Exception, retried: bool) -> None:
     assert is_transient(None, None, Failed(data=error)) is retried
+
+
+def test_a_missing_stored_object_is_a_permanent_error(tmp_path: Path) -> None:
+    from ner.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path)
+    with pytest.raises(ObjectNotFoundError, match=r"/gone.json does not exist"):
+        storage.read_bytes("gone.json")
+    with pytest.raises(ObjectNotFoundError, match=r"/gone.jsonl does not exist"):
+        list(storage.iter_lines("gone.jsonl"))
 
 
 def test_x_api_url_setting_is_validated_and_normalised(clean_env: None) -> None:
