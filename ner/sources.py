@@ -138,6 +138,7 @@ def iter_jsonl(
         try:
             post = Post.from_dict(record)
             _check_encodable(post)
+            _check_id_edges(post.id)
         except DataError as exc:
             found = _printable(exc.record_id) if exc.record_id else None
             yield number, Rejected(found, exc.reason, number)
@@ -155,6 +156,17 @@ def iter_jsonl(
             continue
         seen[post.id] = (number, digest)
         yield number, post
+
+
+def _check_id_edges(post_id: str) -> None:
+    """:class:`DataError` for an id with white space at either end: ``brandloop forget``
+    strips the ids it is given, so it could never name that post (trial AX)."""
+    if post_id != post_id.strip():
+        raise DataError(
+            post_id,
+            f"'id' {post_id!r} starts or ends with white space: remove it (ids are matched "
+            "exactly, and brandloop forget strips the ids it is given)",
+        )
 
 
 def _json_record(line: str) -> dict[str, Any] | str:

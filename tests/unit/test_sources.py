@@ -149,6 +149,7 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
         json.dumps({"id": 5, "text": "numeric id is fine"}),
         json.dumps({"id": " ", "text": "a blank id is no id"}),
         "7",
+        json.dumps({"id": " 8 ", "text": "an id forget could not name (trial AX)"}),
     ]
     # When it is parsed
     out = list(iter_jsonl(lines, query="file"))
@@ -158,7 +159,11 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
     assert ids_of(posts) == ["1", "5"]
     assert posts[0].text == "Fenty 💄 gloss 👩🏽‍🎤"
     assert posts[0].source == "jsonl" and posts[0].query == "file"
-    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14]
+    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15]
+    assert str(rejected[15]) == (
+        "line 15 ( 8 ): 'id' ' 8 ' starts or ends with white space: remove it (ids are "
+        "matched exactly, and brandloop forget strips the ids it is given)"
+    )
     assert rejected[13].reason == "blank 'id' (' ')"  # a trial's "" read as missing
     assert rejected[2].reason.startswith("invalid JSON")
     assert rejected[3].reason == "missing 'id'"
