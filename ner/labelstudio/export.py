@@ -700,8 +700,22 @@ class _ExportReader:
         return _aligned(text, value, where)
 
 
+def _cuts_a_word(text: str, start: int, end: int) -> bool:
+    """Whether ``[start, end)`` begins or ends inside a word (letters or digits on both
+    sides of either edge)."""
+    return any(
+        0 < edge < len(text) and text[edge - 1].isalnum() and text[edge].isalnum()
+        for edge in (start, end)
+    )
+
+
 def _aligned(text: str, value: SpanValue, where: str) -> tuple[Span, str | None] | str:
     start, end, label = value.start, value.end, value.labels[0]
+    if not value.text and _cuts_a_word(text, start, end):  # nothing to check them against
+        return (
+            f"{where} {label}: no value.text to check the offsets against, and they cut a "
+            f"word ({text[max(start, 0) : end]!r})"
+        )
     aligned = align_span(text, start, end, value.text)
     if aligned is None:
         return (

@@ -367,6 +367,33 @@ def test_unrepairable_span_is_rejected_and_the_rest_kept() -> None:
     assert "task 1" in rejected.reason and "Prada" in rejected.reason
 
 
+def test_a_span_without_value_text_is_kept_on_word_edges_and_rejected_inside_a_word() -> None:
+    # given spans with no value.text (an export made by hand): offsets on word edges, and
+    # offsets off by a few characters (a trial's 'e: Estee Lau' went into the gold set)
+    text = "Love these: Estee Lauder and Dior"
+    export = [
+        task(1, text, [result(29, 33, None)]),
+        task(2, text, [result(9, 21, None)]),
+        task(3, "Dior", [result(0, 4, None)]),
+    ]
+    # when parsed as the pull parses (a post that lost a span is left out whole)
+    parsed = parse_export(export, labels=LABELS, config=CONFIG, keep_partial=False)
+    # then the spans on word edges are kept as they are, and the one that cuts words is
+    # rejected with its post, saying why
+    assert [(a.post_id, [s.text for s in a.spans]) for a in parsed.records] == [
+        ("1", ["Dior"]),
+        ("3", ["Dior"]),
+    ]
+    said = [r.reason for r in parsed.rejected if r.record_id == "2"]
+    assert any(
+        reason.endswith(
+            "span [9, 21) None BRAND: no value.text to check the offsets against, and they cut "
+            "a word ('e: Estee Lau')"
+        )
+        for reason in said
+    )
+
+
 def test_keep_partial_false_rejects_a_post_that_lost_a_span() -> None:
     # given the same export / when parsed strictly
     text = "I love Dior and Chanel"
