@@ -175,6 +175,11 @@ def _json_record(line: str) -> dict[str, Any] | str:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
+        if "\x00" in line or line.startswith(("\udcff\udcfe", "\udcfe\udcff")):
+            return (
+                "not UTF-8: the file looks UTF-16 (NUL bytes, or its byte-order mark); save "
+                "it as UTF-8"
+            )
         return f"invalid JSON: {exc.msg} (column {exc.colno})"
     if not isinstance(record, dict):
         shape = "a JSON array" if isinstance(record, list) else "not a JSON object"

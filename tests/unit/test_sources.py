@@ -182,6 +182,18 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
     assert rejected[2].record_id is None and rejected[2].entry()["line"] == 2
 
 
+def test_a_utf16_file_is_named_as_one() -> None:
+    # Given a JSONL file saved as UTF-16 (a trial read "invalid JSON: Expecting value")
+    raw = '{"id": "1", "text": "Dior"}\n'.encode("utf-16")
+    lines = [line.decode("utf-8", errors="surrogateescape") for line in raw.split(b"\n")]
+    # When it is parsed, line by line as jsonl_lines decodes a local file
+    out = list(iter_jsonl(lines))
+    # Then every line says the file looks UTF-16 and how to fix it
+    assert {item.reason for _, item in out if isinstance(item, Rejected)} == {
+        "not UTF-8: the file looks UTF-16 (NUL bytes, or its byte-order mark); save it as UTF-8"
+    }
+
+
 def test_jsonl_parsing_streams() -> None:
     # Given an endless source of lines
     consumed = 0
