@@ -619,9 +619,10 @@ def drop_from_gold_set(
         storage, kept, name, now, current.salt, current.gold_fraction, "revised", extra
     )
     log.warning(
-        "gold set %s: %s dropped -> %s (%s, hash %s)",
+        "gold set %s: %s dropped (%s) -> %s (%s, hash %s)",
         current.name,
         quantity(len(dropped), "withdrawn post"),
+        first_ids(dropped),
         name,
         quantity(len(kept), "post"),
         revised.hash[:12],
