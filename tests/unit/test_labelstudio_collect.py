@@ -244,8 +244,12 @@ def test_withdrawn_posts_leave_the_gold_set_as_a_new_version(
     with caplog.at_level("WARNING", logger="ner.datasets"):
         revised = drop_from_gold_set(storage, ["g1", "g3", "other"])
     # (the line names the posts, as a relabel's does: a trial saw only their number)
-    assert caplog.records[-1].getMessage().startswith(
-        "gold set gold-x: 2 withdrawn posts dropped (g1, g3) -> gold-x-r2 (2 posts, hash "
+    assert (
+        caplog.records[-1]
+        .getMessage()
+        .startswith(
+            "gold set gold-x: 2 withdrawn posts dropped (g1, g3) -> gold-x-r2 (2 posts, hash "
+        )
     )
     assert revised is not None and revised.name == "gold-x-r2"
     assert revised.post_ids == ("g0", "g2") and revised.hash != frozen.hash
