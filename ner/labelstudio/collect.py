@@ -375,12 +375,24 @@ def _write_rejected(
         log.warning(
             "%s (%s) of the last pull's report (%s) still stand, not named again: fix or "
             "delete those records (in Label Studio, or in the export files) to clear them",
-            quantity(len({e["post_id"] for e in again}), "post"),  # a post may have lines
+            _standing_posts(again),
             quantity(len(again), "line"),
             earlier_key,
         )
     log.info("every rejected, repaired and superseded record: %s", storage.uri(rejected_key))
     return rejected_key
+
+
+def _standing_posts(entries: Sequence[Entry]) -> str:
+    """``"2 rejected posts and 1 post whose id holds another text"``: the posts of report
+    ``entries`` by kind, each counted once (a post may have several lines), so that the
+    number reads beside the pull's count of rejected posts (a trial's did not)."""
+    rejected = {e["post_id"] for e in entries if e["kind"] == "rejected"}
+    reused = {e["post_id"] for e in entries if e["kind"] != "rejected"} - rejected
+    parts = [quantity(len(rejected), "rejected post")] if rejected else []
+    if reused:
+        parts.append(quantity(len(reused), "post") + " whose id holds another text")
+    return " and ".join(parts)
 
 
 #: Rejected posts a pull names one by one in its log (each with all its lines).

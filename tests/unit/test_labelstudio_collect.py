@@ -544,7 +544,8 @@ def test_a_pull_names_one_by_one_only_records_the_last_pull_did_not(
     named = [line for line in said if line.startswith("rejected ") or "superseded" in line]
     assert len(named) == 2 and all(line.startswith(f"rejected {keys[1]}: p5: ") for line in named)
     assert said[-1].startswith(
-        "1 post (2 lines) of the last pull's report (annotations/run1.rejected.json) still stand"
+        "1 rejected post (2 lines) of the last pull's report (annotations/run1.rejected.json) "
+        "still stand"
     )
     # and the report still holds every record, counted as before
     assert report.n_rejected == 2 and report.n_superseded == 1
@@ -591,7 +592,7 @@ def test_a_report_of_lines_written_before_entries_still_counts_as_named(
     said = [r.getMessage() for r in caplog.records]
     # Then its records are not named one by one again, and the new report holds entries
     assert not any(line.startswith("rejected ") for line in said)
-    assert said[-1].startswith("1 post (2 lines) of the last pull's report")
+    assert said[-1].startswith("1 rejected post (2 lines) of the last pull's report")
     assert all(isinstance(e, dict) for e in storage.read_json(layout.rejected_report(out2)))
 
 
@@ -620,3 +621,18 @@ def test_a_superseded_record_is_a_warning_only_when_its_posts_texts_differ(
     said = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
     assert "2 records superseded by a newer one of the same post" in said
     assert report.n_rejected == 0 and sorted(pulled(storage)) == ["p1", "p2"]
+
+
+def test_standing_posts_are_counted_by_kind_each_once() -> None:
+    from ner.labelstudio.collect import _standing_posts
+
+    def entry(kind: str, post_id: str) -> dict[str, object]:
+        return {"kind": kind, "export": "exports/a.json", "post_id": post_id, "reason": "r"}
+
+    # a trial read "9 posts (17 lines) ... still stand" beside "8 posts rejected"
+    entries = [entry("rejected", "p1"), entry("rejected", "p1"), entry("rejected", "p2")]
+    assert _standing_posts(entries) == "2 rejected posts"
+    assert _standing_posts([*entries, entry("superseded", "p3")]) == (
+        "2 rejected posts and 1 post whose id holds another text"
+    )
+    assert _standing_posts([entry("superseded", "p3")]) == "1 post whose id holds another text"
