@@ -470,6 +470,7 @@ def prepare_gold(
     else:
         found = canary.load_canary_set(storage, loaded[0].name)
         recent, held_out = set(), (found[0].held_out(stamps) if found else set())
+        _say_canary_relabelled(found, annotations)
     splits = Splits.model_validate(
         datasets.prepare_splits(
             storage,
@@ -492,6 +493,26 @@ def prepare_gold(
     _say_split(splits, len(annotations))
     _say_relabelled(storage, splits.train_key)
     return splits
+
+
+def _say_canary_relabelled(
+    found: tuple[canary.CanarySet, list[Annotation]] | None, pulled: list[Annotation]
+) -> None:
+    """Name the canary posts relabelled since the canary set froze: it stays as frozen (a
+    trial saw their new labels ignored without a word)."""
+    latest = {a.post_id: a for a in pulled}
+    changed = [
+        c.post_id
+        for c in (found[1] if found else [])
+        if datasets.is_relabelled(c, latest.get(c.post_id))
+    ]
+    if changed:
+        run_logger().info(
+            "%s relabelled since the canary set froze, kept with their frozen labels (the "
+            "canary set is never revised; retire the gold set to freeze both anew): %s",
+            quantity(len(changed), "canary post"),
+            first_ids(changed),
+        )
 
 
 def _say_relabelled(storage: Storage, pool_key: str) -> None:

@@ -630,7 +630,7 @@ def drop_from_gold_set(
     return revised
 
 
-def _relabelled(gold: Annotation, latest: Annotation | None) -> bool:
+def is_relabelled(gold: Annotation, latest: Annotation | None) -> bool:
     """Whether ``latest`` (the post's label as pulled now) is a newer label of ``gold``'s
     post: same text, other spans, saved after it (Label Studio's ``updated_at``)."""
     if latest is None or latest.text != gold.text:
@@ -654,7 +654,7 @@ def correct_gold_set(
         return None
     current, gold = loaded
     latest = {a.post_id: a for a in annotations}
-    corrected = [g.post_id for g in gold if _relabelled(g, latest.get(g.post_id))]
+    corrected = [g.post_id for g in gold if is_relabelled(g, latest.get(g.post_id))]
     if not corrected:
         return None
     fixed = set(corrected)

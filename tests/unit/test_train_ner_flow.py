@@ -375,6 +375,42 @@ def test_training_posts_relabelled_since_the_last_pool_are_named(
     assert not [r for r in caplog.records if "relabelled since" in r.getMessage()]
 
 
+def test_a_canary_post_relabelled_since_the_freeze_is_named_and_kept_as_frozen(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flows.train_ner import prepare_gold
+    from ner import canary, layout
+    from ner.records import write_records
+    from ner.types import Post, Span
+
+    ctx = local_context(tmp_path, canary_fraction=1.0)
+    # Given 39 posts of this week and one of August, held out as the canary set
+    posts = [Post(f"p{i:02d}", "I love Nike", "2026-11-20T00:00:00+00:00") for i in range(39)]
+    posts.append(Post("old", "I love Nike", "2026-08-01T00:00:00+00:00"))
+    write_records(ctx.storage, layout.posts_batch("b1"), posts)
+    nike = (Span(7, 11, "BRAND", "Nike"),)
+    labels = [Annotation(p.id, p.text, nike, updated_at="2026-11-20T00:00:00Z") for p in posts]
+    write_records(ctx.storage, layout.pulled_annotations("s1"), labels)
+    first = prepare_gold.fn(ctx, layout.pulled_annotations("s1"), "s1")
+    assert first.n_canary == 1
+    # When the August post is relabelled (no brand after all) and pulled again
+    fixed = Annotation("old", "I love Nike", (), updated_at="2026-11-25T00:00:00Z")
+    write_records(ctx.storage, layout.pulled_annotations("s2"), [*labels[:-1], fixed])
+    with caplog.at_level(logging.INFO):
+        prepare_gold.fn(ctx, layout.pulled_annotations("s2"), "s2")
+    # Then it is named (a trial saw the new label ignored without a word), and the canary
+    # set keeps its frozen label
+    said = [
+        r.getMessage() for r in caplog.records if "since the canary set froze" in r.getMessage()
+    ]
+    assert said == [
+        "1 canary post relabelled since the canary set froze, kept with their frozen labels "
+        "(the canary set is never revised; retire the gold set to freeze both anew): old"
+    ]
+    found = canary.load_canary_set(ctx.storage, str(first.gold_name))
+    assert found is not None and found[1][0].spans == nike
+
+
 def test_a_small_canary_set_is_warned_of_as_a_small_gold_set_is(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
