@@ -84,13 +84,21 @@ def _printable(text: str) -> str:
 
 
 def _check_encodable(post: Post) -> None:
-    """Reject text that cannot be stored as UTF-8 (lone surrogates, undecodable bytes)."""
+    """Reject text that cannot be stored as UTF-8 (lone surrogates, undecodable bytes), or
+    that holds a NUL character: Label Studio keeps task data in PostgreSQL's ``jsonb``,
+    which cannot store U+0000 (PostgreSQL docs, "JSON Types"), so its import would fail."""
     for name, value in post.to_dict().items():
         if isinstance(value, str):
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError as exc:
                 raise DataError(post.id, f"{name!r} {_not_unicode(value[exc.start])}") from exc
+            if "\x00" in value:
+                raise DataError(
+                    post.id,
+                    f"{name!r} holds a NUL character (U+0000) at {value.index(chr(0))}, which "
+                    "Label Studio's PostgreSQL cannot store: remove it",
+                )
 
 
 def _not_unicode(char: str) -> str:

@@ -150,6 +150,7 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
         json.dumps({"id": " ", "text": "a blank id is no id"}),
         "7",
         json.dumps({"id": " 8 ", "text": "an id forget could not name (trial AX)"}),
+        json.dumps({"id": "9", "text": "Dior\u0000 no PostgreSQL stores"}),
     ]
     # When it is parsed
     out = list(iter_jsonl(lines, query="file"))
@@ -159,7 +160,11 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
     assert ids_of(posts) == ["1", "5"]
     assert posts[0].text == "Fenty 💄 gloss 👩🏽‍🎤"
     assert posts[0].source == "jsonl" and posts[0].query == "file"
-    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15]
+    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16]
+    assert rejected[16].reason == (
+        "'text' holds a NUL character (U+0000) at 4, which Label Studio's PostgreSQL cannot "
+        "store: remove it"
+    )
     assert str(rejected[15]) == (
         "line 15 ( 8 ): 'id' ' 8 ' starts or ends with white space: remove it (ids are "
         "matched exactly, and brandloop forget strips the ids it is given)"
