@@ -378,19 +378,13 @@ def fetch_jsonl_to_storage(
         storage.write_lines(key, read.posts(items))
     rejected, again, last_line = read.rejected, read.again, read.last_line
     _report_rejected(storage, key, input_uri, rejected)
-    if rejected and read.count:  # with no post, the caller's "no new posts" line says it
-        log.warning(
-            "to take the rejected lines: fix them in %s and run apply again (the file is then "
-            "read from line 1, and only new, fixed and edited posts are sent)",
-            input_uri,
-        )
+    kept = {n: k for n, k in checkpoint.rejected.items() if n <= done}  # re-read unchanged
+    if read.count:  # with no post, the caller's "no new posts" line says it all
+        _say_what_waits(storage, input_uri, bool(rejected), kept)
     _report_undated(input_uri, read.undated)
     if again:
         log.info("left out %s of %s fetched before", quantity(len(again), "post"), input_uri)
     reported = layout.rejected_report(key) if rejected else None
-    kept = {n: k for n, k in checkpoint.rejected.items() if n <= done}  # re-read unchanged
-    if read.count:  # with no post, the caller's "no new posts" line names them
-        _warn_unfixed(storage, input_uri, kept)
     unfixed = kept | {r.line: reported for r in rejected if r.line is not None and reported}
     if last_line > done_before or not from_start:  # a reread never moves it back
         state = LineCheckpoint(last_line, read.committed.hexdigest(), unfixed)
@@ -466,8 +460,17 @@ def rejected_lines_phrase(storage: Storage, lines: Mapping[int, str]) -> str:
     return f"{'line' if len(lines) == 1 else 'lines'} {numbers}; the reasons in {reports}"
 
 
-def _warn_unfixed(storage: Storage, input_uri: str, kept: Mapping[int, str]) -> None:
-    """Log that lines rejected by earlier runs (number -> report key) still wait for a fix."""
+def _say_what_waits(
+    storage: Storage, input_uri: str, rejected_now: bool, kept: Mapping[int, str]
+) -> None:
+    """Log how to take this run's rejected lines, and that lines rejected by earlier runs
+    (``kept``: number -> report key) still wait for a fix."""
+    if rejected_now:
+        log.warning(
+            "to take the rejected lines: fix them in %s and run apply again (the file is then "
+            "read from line 1, and only new, fixed and edited posts are sent)",
+            input_uri,
+        )
     if kept:
         one = len(kept) == 1
         log.warning(
