@@ -121,6 +121,8 @@ class Pulled(BaseModel):
     n_unlabelled: int = 0
     #: Posts left with no label (every annotation deleted): they leave the gold set too.
     withdrawn_post_ids: list[str] = []
+    #: Posts that lost an annotation but keep another (a gold post takes the one it kept).
+    fallen_back_post_ids: list[str] = []
     #: Posts whose annotators disagree, held out of training (``NER_AGREEMENT_POLICY=review``).
     held_post_ids: list[str] = []
     #: Records another task of the same post superseded (a newer annotation).
@@ -447,11 +449,16 @@ def pull_annotations(
 
 @io_task()
 def prepare_gold(
-    ctx: RunContext, annotations_key: str, stamp: str, withdrawn: list[str] | None = None
+    ctx: RunContext,
+    annotations_key: str,
+    stamp: str,
+    withdrawn: list[str] | None = None,
+    fallen_back: list[str] | None = None,
 ) -> Splits:
     """Freeze the gold set and its canary set on first use (drop ``withdrawn`` posts from the
-    gold set: a new version); write the training pool (never gold or canary posts). Dates
-    and sources come from the stored post batches."""
+    gold set, give ``fallen_back`` ones the label they kept: a new version); write the
+    training pool (never gold or canary posts). Dates and sources come from the stored post
+    batches."""
     settings, storage = ctx.settings, ctx.storage
     annotations = list(datasets.read_annotations(storage, annotations_key))
     stamps = canary.post_stamps(storage, [a.post_id for a in annotations])
@@ -478,6 +485,7 @@ def prepare_gold(
             gold_fraction=settings.gold_fraction,
             train_key=layout.training_pool(stamp),
             withdrawn=withdrawn or (),
+            fallen_back=fallen_back or (),
             recent=recent,
             held_out=held_out,
             never_gold=trained,
@@ -1353,7 +1361,9 @@ def _run_train(
     if pulled.n_annotations == 0:
         summary.decision = _no_labels_note(ctx, source, pulled)
         return summary
-    splits = prepare_gold(ctx, pulled.annotations_key, stamp, pulled.withdrawn_post_ids)
+    splits = prepare_gold(
+        ctx, pulled.annotations_key, stamp, pulled.withdrawn_post_ids, pulled.fallen_back_post_ids
+    )
     splits = splits.model_copy(update={"pull_note": pulled.quality_note()})
     summary.gold_hash, summary.n_gold, summary.n_train, summary.n_canary = (
         splits.gold_hash,

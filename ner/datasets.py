@@ -640,36 +640,71 @@ def is_relabelled(gold: Annotation, latest: Annotation | None) -> bool:
     return bool(latest.updated_at) and (latest.updated_at or "") > (gold.updated_at or "")
 
 
+def _fell_back(gold: Annotation, latest: Annotation | None) -> bool:
+    """Whether ``latest``, the label a post kept after an annotation of it was deleted, is
+    another label of ``gold``'s post (same text, other spans), whatever its date."""
+    return (
+        latest is not None
+        and latest.text == gold.text
+        and _canonical(latest)["spans"] != _canonical(gold)["spans"]
+    )
+
+
 def correct_gold_set(
-    storage: Storage, annotations: Iterable[Annotation], *, now: datetime | None = None
+    storage: Storage,
+    annotations: Iterable[Annotation],
+    *,
+    fallen_back: Collection[str] = (),
+    now: datetime | None = None,
 ) -> GoldSet | None:
     """Take the newer labels of gold posts relabelled since the gold set in force froze (a
-    person corrected them in Label Studio): a new version, re-hashed, made current, as
-    :func:`drop_from_gold_set` does for withdrawn ones; its record carries ``revised_from``
-    and ``corrected_post_ids``. Returns it, or ``None`` (nothing written) when no gold post
-    has a newer label among ``annotations`` or no gold set is frozen. A post whose text
-    differs is not its correction (a reused id) and is left as frozen."""
+    person corrected them in Label Studio), and the labels ``fallen_back`` posts (an
+    annotation of them deleted in Label Studio, another kept) are left with when those
+    differ (the frozen one may be the deleted one, which must not keep scoring models): a
+    new version, re-hashed, made current, as :func:`drop_from_gold_set` does for withdrawn
+    ones; its record carries ``revised_from``, ``corrected_post_ids`` and
+    ``fallen_back_post_ids``. Returns it, or ``None`` (nothing written) when no gold post
+    changes or no gold set is frozen. A post whose text differs is not its correction (a
+    reused id) and is left as frozen."""
     loaded = load_gold_set(storage)
     if loaded is None:
         return None
     current, gold = loaded
     latest = {a.post_id: a for a in annotations}
     corrected = [g.post_id for g in gold if is_relabelled(g, latest.get(g.post_id))]
-    if not corrected:
+    fell = [
+        g.post_id
+        for g in gold
+        if g.post_id in fallen_back
+        and g.post_id not in corrected
+        and _fell_back(g, latest.get(g.post_id))
+    ]
+    if not corrected and not fell:
         return None
-    fixed = set(corrected)
+    fixed = {*corrected, *fell}
     revised_gold = [latest[g.post_id] if g.post_id in fixed else g for g in gold]
     name = _revision_name(storage, current.name)
-    extra = {"revised_from": current.name, "corrected_post_ids": corrected}
+    extra = {
+        "revised_from": current.name,
+        "corrected_post_ids": corrected,
+        **({"fallen_back_post_ids": fell} if fell else {}),
+    }
     revised = _write_gold_set(
         storage, revised_gold, name, now, current.salt, current.gold_fraction, "revised", extra
     )
+    changes = [
+        f"{quantity(len(ids), 'post')} {what} ({first_ids(ids)})"
+        for ids, what in (
+            (corrected, "relabelled since it froze"),
+            (fell, "left with another label after one was deleted in Label Studio"),
+        )
+        if ids
+    ]
     log.warning(
-        "gold set %s: %s relabelled since it froze (%s), now with the new labels -> %s (hash %s); "
-        "models are scored on the new version from now on",
+        "gold set %s: %s, now with those labels -> %s (hash %s); models are scored on the new "
+        "version from now on",
         current.name,
-        quantity(len(corrected), "post"),
-        first_ids(corrected),
+        "; ".join(changes),
         name,
         revised.hash[:12],
     )
@@ -770,6 +805,7 @@ def prepare_splits(
     salt: str = DEFAULT_SALT,
     *,
     withdrawn: Iterable[str] = (),
+    fallen_back: Collection[str] = (),
     recent: Collection[str] = (),
     held_out: Collection[str] = (),
     never_gold: Collection[str] = (),
@@ -779,7 +815,8 @@ def prepare_splits(
 
     ``withdrawn`` posts (labels deleted in Label Studio) are first dropped from the gold set
     in force (:func:`drop_from_gold_set`: a new version, re-hashed), and gold posts
-    relabelled since it froze take their new labels (:func:`correct_gold_set`, likewise);
+    relabelled since it froze, or ``fallen_back`` to another label after a deletion, take
+    their new labels (:func:`correct_gold_set`, likewise);
     the summary names that version, ``gold_revised_from`` the one it replaced (or None).
 
     The gold set in force is kept (or frozen now, with the ``recent`` posts, when they and
@@ -792,7 +829,7 @@ def prepare_splits(
     set. Raises :class:`GoldSetError` if the stored gold set is inconsistent.
     """
     records = _unique(annotations)
-    gold_set, revised_from = _revise_gold_set(storage, records, withdrawn)
+    gold_set, revised_from = _revise_gold_set(storage, records, withdrawn, fallen_back)
     candidates = [a for a in records if a.post_id not in held_out]
     # the posts a gold set frozen now would hold (none while one is in force)
     chosen = [] if gold_set else would_freeze(candidates, gold_fraction, salt, recent, never_gold)
@@ -825,7 +862,10 @@ def prepare_splits(
 
 
 def _revise_gold_set(
-    storage: Storage, records: Sequence[Annotation], withdrawn: Iterable[str]
+    storage: Storage,
+    records: Sequence[Annotation],
+    withdrawn: Iterable[str],
+    fallen_back: Collection[str] = (),
 ) -> tuple[GoldSet | None, str | None]:
     """The gold set in force after this round's revisions (``withdrawn`` posts dropped by
     :func:`drop_from_gold_set`, relabelled gold posts corrected by
@@ -834,7 +874,7 @@ def _revise_gold_set(
     loaded = load_gold_set(storage)
     before = loaded[0] if loaded is not None else None
     dropped = drop_from_gold_set(storage, withdrawn)
-    corrected = correct_gold_set(storage, records)
+    corrected = correct_gold_set(storage, records, fallen_back=fallen_back)
     if (corrected or dropped) is None:
         return before, None
     after = load_gold_set(storage)

@@ -70,6 +70,9 @@ class CollectReport(BaseModel):
     n_deleted_tasks: int = 0
     n_deleted_annotations: int = 0
     withdrawn_post_ids: list[str] = []
+    #: Posts that lost an annotation in Label Studio but keep another, which now gives their
+    #: label (a gold post frozen with the deleted one takes it: a new gold set version).
+    fallen_back_post_ids: list[str] = []
     agreement_policy: AgreementPolicy = AgreementPolicy.LATEST
     agreement: list[Agreement] = []
     held_post_ids: list[str] = []
@@ -490,6 +493,7 @@ def collect_annotations(
         n_deleted_tasks=len(pool.deleted_tasks),
         n_deleted_annotations=len(pool.deleted_annotations),
         withdrawn_post_ids=withdrawn,
+        fallen_back_post_ids=sorted((pool.lost & set(pool.latest)) - forgotten),
         agreement_policy=policy,
         agreement=agreements,
         held_post_ids=[a.post_id for a in held],

@@ -307,6 +307,38 @@ def test_a_gold_post_relabelled_after_the_freeze_takes_its_new_label(storage: St
     assert again.gold_revised_from is None and again.gold_name == "gold-z-r2"
 
 
+def test_a_gold_post_whose_frozen_annotation_was_deleted_takes_the_label_it_kept(
+    storage: Storage,
+) -> None:
+    # Given a task labelled by two annotators, the later one's label (no brand) frozen in
+    # the gold set, then that annotation deleted in Label Studio (a trial's gold set kept
+    # scoring models on the deleted label)
+    key = write_snapshot(storage, "s1", [two_annotator_task(4, "g1", ["Glossier"], [])])
+    freeze_gold_set(storage, [Annotation("g1", TEXT, (), updated_at="2026-11-20T11:00:00Z")],
+                    gold_fraction=1.0, name="gold-d")  # fmt: skip
+    save_live_set(storage, PROJECT, {4: [40]}, snapshot=key)
+    # When pulled
+    report = collect(storage, [key])
+    # Then the post fell back to the first annotator's label, and says so
+    assert report.fallen_back_post_ids == ["g1"] and report.withdrawn_post_ids == []
+    kept = pulled(storage)["g1"]
+    assert [s.text for s in kept.spans] == ["Glossier"]
+    # And without that word, the older label is no correction: the gold set stays
+    assert prepare_splits(storage, [kept], 1.0, layout.training_pool("a")).gold_revised_from is None
+    # With it, the gold set takes the label the post kept, in a new version that names it
+    summary = prepare_splits(
+        storage, [kept], 1.0, layout.training_pool("b"), fallen_back=report.fallen_back_post_ids
+    )
+    assert summary.gold_revised_from == "gold-d" and summary.gold_name == "gold-d-r2"
+    loaded = load_gold_set(storage)
+    assert loaded is not None and [s.text for s in loaded[1][0].spans] == ["Glossier"]
+    record = storage.read_json(layout.gold_set("gold-d-r2"))
+    assert record["fallen_back_post_ids"] == ["g1"] and record["corrected_post_ids"] == []
+    # And the next pull, the deletion still on record, changes nothing more
+    again = prepare_splits(storage, [kept], 1.0, layout.training_pool("c"), fallen_back=["g1"])
+    assert again.gold_revised_from is None
+
+
 def test_a_snapshot_newer_than_the_live_set_is_read_as_it_is(storage: Storage) -> None:
     # given a live set taken after snapshot s1, and a snapshot s2 written after it (a pull that
     # stopped between its export and its live set)
