@@ -28,8 +28,9 @@ name (``<name>-r<n>``), a new hash, ``revised_from`` pointing at the old one and
 ids listed — and makes it current. A withdrawn label was retracted by a person (wrong, or the
 post may no longer be kept), so it must not keep scoring models; the new hash tells every
 reader that scores on the old version are not comparable. A post still holding another live
-annotation is not withdrawn, and its frozen label stays as it is (relabelling never changes a
-frozen gold set). The old version's files are left in place as history.
+annotation is not withdrawn: it takes the label it kept when that differs from the frozen
+one, and a post relabelled since the freeze takes its newer label (:func:`correct_gold_set`,
+a new version likewise). The old version's files are left in place as history.
 
 Forgotten posts (:mod:`ner.forget`). A post deleted upstream leaves the gold set: the frozen
 set is kept under its name, minus those posts, and re-hashed (:func:`ner.purge.purge_frozen_set`
