@@ -124,12 +124,18 @@ def _api(what: str, secret: str | None = None) -> Iterator[None]:
 
 
 def post_id_of(task: Any) -> str | None:
-    """The post id a task was imported for (``data.post_id``), if any."""
-    data = task.get("data") if isinstance(task, Mapping) else getattr(task, "data", None)
-    if not isinstance(data, Mapping):
-        return None
-    value = data.get("post_id")
-    return None if value is None or value == "" else str(value)
+    """The post id the pull reads a task as (:mod:`ner.labelstudio.export`): ``data.post_id``
+    (what ``apply`` sends), else ``data.id``, else the task id (a task made by hand), so
+    that a post is checked against the same identity its labels come back under; None when
+    the task has none of them."""
+    get = task.get if isinstance(task, Mapping) else lambda key: getattr(task, key, None)
+    data = get("data")
+    for key in ("post_id", "id"):
+        value = data.get(key) if isinstance(data, Mapping) else None
+        if value is not None and value != "":
+            return str(value)
+    ident = get("id")
+    return None if ident is None else str(ident)
 
 
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -464,7 +470,7 @@ class LabelStudioProject:
             )
 
     def delete_post_tasks(self, post_ids: Iterable[str]) -> dict[str, list[int]]:
-        """Delete every task of the posts ``post_ids`` (found by ``data.post_id``), with its
+        """Delete every task of the posts ``post_ids`` (found by :func:`post_id_of`), with its
         annotations and predictions; returns post id -> deleted task ids (posts without a
         task are left out). A task already gone (404) counts as deleted, so a retry after a
         failure part way finishes the job. :class:`LabelStudioError` for other failures."""

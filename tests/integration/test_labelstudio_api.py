@@ -443,6 +443,26 @@ def test_a_post_whose_id_the_project_holds_with_another_text_is_named_not_droppe
     assert tasks["p1"]["data"]["text"] == first[1].text
 
 
+def test_a_post_whose_id_a_hand_made_task_holds_is_checked_against_it(
+    project: LabelStudioProject, storage: Storage
+) -> None:
+    # Given tasks made by hand in Label Studio, without data.post_id: one with data.id, one
+    # with none (the pull reads them as posts "hm-1" and "<task id>")
+    made = project.import_tasks([{"text": "hand made: Dior", "id": "hm-1"}, {"text": "by hand"}])
+    by_task = str(made[1])
+    # When apply sends posts of those ids, with other texts, and a new post
+    batch = [
+        Post(id="hm-1", text="a source's post hm-1: Glossier"),
+        Post(id=by_task, text="a source's post with a task's id: Glossier"),
+        posts(1)[0],
+    ]
+    report = import_predictions(project, storage, *write_batch(storage, batch))
+    # Then the two are not sent but named (a trial's hand-made labels were dropped from
+    # training as superseded by the posts imported over them), and the new one is sent
+    assert (report.n_imported, report.n_id_conflicts) == (1, 2)
+    assert sorted(c["post_id"] for c in report.conflicts) == sorted(["hm-1", by_task])
+
+
 def test_a_post_the_project_holds_twice_is_named_in_the_warning(
     project: LabelStudioProject, storage: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:

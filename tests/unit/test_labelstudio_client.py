@@ -19,6 +19,10 @@ def test_post_id_of_tasks_and_sdk_objects() -> None:
 
     assert post_id_of({"data": {"post_id": "9"}}) == "9"
     assert post_id_of(Task()) == "123"
+    # a task made by hand is read by the pull under data.id, else its task id: checked
+    # against the same (a trial's hand-made labels lost to posts of those ids)
+    assert post_id_of({"id": 227, "data": {"id": "hm-1", "post_id": ""}}) == "hm-1"
+    assert post_id_of({"id": 227, "data": {"text": "t"}}) == "227"
     for missing in ({"data": {"post_id": ""}}, {"data": None}, {}, {"data": {"text": "t"}}):
         assert post_id_of(missing) is None
 
