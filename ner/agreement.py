@@ -11,8 +11,9 @@ Policies (:class:`AgreementPolicy`, setting ``agreement_policy``):
 * ``majority``: the spans chosen by more than half of the annotators (ties are not a majority);
   they never overlap, since two spans both chosen by a majority share at least one annotator,
   whose own spans do not overlap. A post where more than half marked a brand at one place
-  but no bounds won a majority ("Rare Beauty" against "Rare") is *held*, as under ``review``:
-  trained as it stands, the place would be a negative;
+  but no bounds won a majority ("Rare Beauty" against "Rare"), or exactly half did (a tie:
+  "a brand here" and "none here" each had half), is *held*, as under ``review``: trained as
+  it stands, the place would be a negative;
 * ``review``: the latest annotation, unless the agreement is below ``agreement_threshold``:
   then the post is *held* — kept out of training (and out of a gold set being frozen) and
   listed for review, until the annotators agree or one annotation is deleted.
@@ -109,14 +110,15 @@ def majority_spans(annotations: Sequence[Annotation]) -> tuple[Span, ...]:
 def contested_spans(annotations: Sequence[Annotation], kept: Sequence[Span]) -> list[Span]:
     """Spans that more than half of ``annotations`` marked a brand at (a span of theirs
     overlaps it, any label) although no majority span (``kept``) overlaps it: the annotators
-    agree there is one there, not on its bounds."""
+    agree there is one there, not on its bounds; or that exactly half marked (a tie on
+    whether there is one at all)."""
     needed = len(annotations) // 2 + 1
     found: dict[tuple[int, int, str], Span] = {}
     for span in (s for a in annotations for s in a.spans):
         if any(_overlap(span, k) for k in kept) or span.key in found:
             continue
         marking = sum(any(_overlap(span, s) for s in a.spans) for a in annotations)
-        if marking >= needed:
+        if marking >= needed or 2 * marking == len(annotations):
             found[span.key] = span
     return [found[key] for key in sorted(found)]
 

@@ -190,14 +190,16 @@ def test_two_annotators_disagree_and_each_policy_resolves_it(
     assert review.review_key is not None
     assert [r["post_id"] for r in storage.read_json(review.review_key)] == ["a"]
     assert review.n_annotations == 1 and "a" not in pool
-    spans_of: dict[str, list[str]] = {}
+    spans_of: dict[str, list[str] | None] = {}
     for policy in (AgreementPolicy.LATEST, AgreementPolicy.MAJORITY):
         out_key = layout.pulled_annotations(str(policy))
         keys = snapshot_keys(storage, project.project_id)
         report = collect_annotations(storage, keys, LABELS, out_key=out_key, policy=policy)
-        assert report.held_post_ids == [] and report.n_annotations == 2
         labels = {a.post_id: a for a in read_annotations(storage, out_key)}
-        spans_of[str(policy)] = [s.text for s in labels["a"].spans]
-    # latest: the second user's label; majority: only the span both chose
-    assert spans_of == {"latest": ["Glossier", "Sephora"], "majority": ["Glossier"]}
+        held = report.held_post_ids == ["a"] and "a" not in labels
+        spans_of[str(policy)] = None if held else [s.text for s in labels["a"].spans]
+        assert [s.text for s in labels["b"].spans] == ["Glossier"]
+    # latest: the second user's label; majority: held, since one of two marked Sephora (a
+    # tie on whether it is a brand, which trained as it stands would say "no brand")
+    assert spans_of == {"latest": ["Glossier", "Sephora"], "majority": None}
     print(f"\nagreement: a {scores['a'].score:.3f}, b {scores['b'].score:.3f}; {spans_of}")

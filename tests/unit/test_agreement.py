@@ -96,6 +96,17 @@ def test_majority_holds_a_post_whose_annotators_mark_one_place_with_other_bounds
 MAJ = (AgreementPolicy.MAJORITY, 0.8)
 
 
+def test_majority_holds_a_tie_on_whether_there_is_a_brand() -> None:
+    # a trial's two annotators: one marked Glossier, the other nothing; trained as "no brand"
+    marked, empty = ann(GLOSSIER, who="a", when="1"), ann(who="b", when="2")
+    assert resolve([marked, empty], *MAJ).agreement.outcome is Outcome.HELD
+    # two of four is a tie too; one of three is a minority, dropped as before
+    others = [ann(who=w, when="3") for w in ("c", "d")]
+    assert resolve([marked, ann(GLOSSIER, who="e", when="2"), *others], *MAJ).annotation is None
+    kept = resolve([marked, *[ann(who=w, when="3") for w in ("c", "d")]], *MAJ)
+    assert kept.annotation is not None and kept.annotation.spans == ()
+
+
 def test_review_holds_below_the_threshold_only() -> None:
     a = ann(GLOSSIER, FENTY, who="a", when="1")
     b = ann(GLOSSIER, FENTY_SHORT, who="b", when="2")  # F1 0.5
