@@ -1534,6 +1534,12 @@ def status(
     if report.missing_store is not None:
         out.print(missing_store(report.missing_store))
     out.print(_gold_line(report), f"in {cfg.storage_uri.rstrip('/')}/{cfg.env}")
+    if report.held:  # a trial found no count of them outside the pull's own line
+        out.print(
+            f"held for review by the last pull: {quantity(report.held[0], 'post')} whose "
+            f"annotators disagree ({report.held[1]}); edit or delete an annotation in Label "
+            "Studio to settle each, then train"
+        )
     aliases = _table("alias", "version", "F1 (gold)", "files", title="aliases")
     for state in report.aliases:
         aliases.add_row(f"@{state.alias}", state.version or "-", _f1(state.f1), _files(state))

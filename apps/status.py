@@ -93,6 +93,8 @@ class StatusReport:
     #: than those shown
     older_evaluations: int = 0
     older_moves: int = 0
+    #: posts the last pull held for review (annotators disagree) and the URI of its report
+    held: tuple[int, str] | None = None
 
 
 def quick_mlflow() -> None:
@@ -112,6 +114,23 @@ def current_gold(settings: Settings) -> GoldSetInfo | None:
         return None
     gold, _ = found
     return GoldSetInfo(gold.name, gold.hash, len(gold.post_ids))
+
+
+def held_for_review(settings: Settings) -> tuple[int, str] | None:
+    """How many posts the last pull held for review (``annotations/<stamp>.review.json``)
+    and that report's URI; None when it held none, or nothing was pulled."""
+    from ner import layout
+    from ner.storage import env_storage
+
+    storage = env_storage(settings)
+    pulls = [k for k in storage.list(layout.ANNOTATIONS) if layout.is_pulled_annotations(k)]
+    if not pulls:
+        return None
+    report = layout.review_report(max(pulls))
+    if not storage.exists(report):
+        return None
+    held = storage.read_json(report)
+    return (len(held), storage.uri(report)) if isinstance(held, list) and held else None
 
 
 def retired_gold(settings: Settings) -> Retirement | None:
@@ -268,6 +287,7 @@ def gather(
         label_studio_note=note,
         missing_store=db if (db := settings.tracking_db) and not db.exists() else None,
         retired=retired_gold(settings) if gold is None else None,
+        held=held_for_review(settings),
     )
     if report.missing_store is not None:
         return report

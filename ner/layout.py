@@ -241,6 +241,12 @@ def pulled_annotations(stamp: str) -> str:
     return f"{ANNOTATIONS}/{stamp}{_JSONL}"
 
 
+def is_pulled_annotations(key: str) -> bool:
+    """Whether ``key`` (as listed under :data:`ANNOTATIONS`) is what a run pulled."""
+    name = key.removeprefix(f"{ANNOTATIONS}/")
+    return name != key and "/" not in name and name.endswith(_JSONL) and not is_training_pool(key)
+
+
 def training_pool(stamp: str) -> str:
     """``annotations/<stamp>.train.jsonl``: run ``stamp``'s training pool."""
     return f"{ANNOTATIONS}/{stamp}.train{_JSONL}"

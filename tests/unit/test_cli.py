@@ -1624,6 +1624,36 @@ def test_status_without_a_store_says_so_and_creates_none(
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_status_counts_the_posts_the_last_pull_held_for_review(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ner import layout
+    from ner.storage import open_storage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NER_MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    storage = open_storage(str(tmp_path / "store"), "dev")
+    # Given an older pull that held two posts, and the last one that holds one (with its
+    # training pool beside it; a trial found no count of them but the pull's own line)
+    for stamp, held in (("20261201T000000Z", ["a", "b"]), ("20261202T000000Z", ["b"])):
+        storage.write_lines(layout.pulled_annotations(stamp), [])
+        storage.write_lines(layout.training_pool(stamp), [])
+        report = layout.review_report(layout.pulled_annotations(stamp))
+        storage.write_json(report, [{"post_id": p} for p in held])
+    args = ["status", "--set", f"storage_uri={tmp_path / 'store'}"]
+    # When status runs
+    result = runner.invoke(cli.app, args)
+    # Then it counts the last pull's held posts and names its report
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert "held for review by the last pull: 1 post whose annotators disagree (file://" in said
+    assert "20261202T000000Z.review.json); edit or delete an annotation" in said
+    # And once a pull holds none, nothing is said
+    storage.write_lines(layout.pulled_annotations("20261203T000000Z"), [])
+    assert "held for review" not in runner.invoke(cli.app, args).stdout
+
+
 def test_a_tracking_server_that_does_not_answer_is_named_at_once(
     runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
