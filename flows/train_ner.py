@@ -1451,13 +1451,17 @@ def _say_disagreements(pulled: Pulled) -> None:
         a for a in pulled.agreement if a["score"] < 1.0 and a["outcome"] != "held_for_review"
     ]
     if settled:
+        review = pulled.agreement_policy == "review"  # these were above its threshold
         run_logger().info(
-            "annotators disagree on %s (agreement below 1, first %s at %.2f); policy %s "
-            "settled them (NER_AGREEMENT_POLICY=review holds them for a look instead)",
+            "annotators disagree on %s (agreement below 1, first %s at %.2f); %s",
             quantity(len(settled), "post"),
             settled[0]["post_id"],
             settled[0]["score"],
-            pulled.agreement_policy,
+            "above the review threshold, their latest labels were kept (a higher "
+            "NER_AGREEMENT_THRESHOLD holds them)"
+            if review
+            else f"policy {pulled.agreement_policy} settled them (NER_AGREEMENT_POLICY=review "
+            "holds them for a look instead)",
         )
 
 

@@ -518,6 +518,21 @@ def test_train_ner_says_how_many_disagreements_the_policy_settled(
     (said,) = {r.getMessage() for r in caplog.records if "disagree" in r.getMessage()}
     assert said.startswith("annotators disagree on 2 posts (agreement below 1, first a at 0.67)")
     assert "policy latest settled them (NER_AGREEMENT_POLICY=review holds them" in said
+    # and under review, whose threshold they passed, it says so (a trial read "review
+    # settled them (NER_AGREEMENT_POLICY=review holds them for a look instead)")
+    caplog.clear()
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="flows.context"):
+            reviewed = {**report.model_dump(mode="json"), "agreement_policy": "review"}
+            _say_disagreements(Pulled.model_validate(reviewed))
+    finally:
+        logger.removeHandler(caplog.handler)
+    (said,) = {r.getMessage() for r in caplog.records if "disagree" in r.getMessage()}
+    assert said.endswith(
+        "above the review threshold, their latest labels were kept (a higher "
+        "NER_AGREEMENT_THRESHOLD holds them)"
+    )
     # and the model card's line of the pull counts them too
     assert Pulled.model_validate(report.model_dump(mode="json")).quality_note() == (
         "3 labelled posts pulled: 0 rejected, 0 spans repaired, 0 held for review, "
