@@ -570,11 +570,12 @@ def _say_uncut_gold(storage: Storage, annotations: list[Annotation], post_rules:
 def _say_split(splits: Splits, n_labelled: int) -> None:
     """Log where the ``n_labelled`` posts went, every one accounted for."""
     later = n_labelled - splits.n_gold - splits.n_canary - splits.n_train
-    if later < 0:  # the pull did not read every export (--export-key): the sets are older
+    if later < 0:  # frozen sets hold posts this pull does not (--export-key, deletions)
         run_logger().info(
             "%s pulled, %d of them in the training pool; the frozen gold set "
-            "holds %d posts and the canary set %d, not all among the posts pulled (only the "
-            "exports named were read)",
+            "holds %d posts and the canary set %d, not all among the posts pulled (they keep "
+            "the labels they froze with: the pull read only the exports named, or labels "
+            "were deleted or held for review since)",
             quantity(n_labelled, "labelled post"),
             splits.n_train,
             splits.n_gold,
@@ -1299,7 +1300,8 @@ def _say_pulled(ctx: RunContext, pulled: Pulled) -> None:
     get_run_logger().info(
         "pulled %s (%s rejected, %s repaired, "
         "%s whose earlier records a newer annotation superseded (a label fixed, a post sent "
-        "again), %s deleted, %d held for review; exported tasks without a "
+        "again), %s deleted in Label Studio (since the first export read, not only since the "
+        "last pull), %d held for review; exported tasks without a "
         "finished annotation (skipped, or not labelled yet), left out: %d)",
         f"the labels of {quantity(n, 'post')}, one label each" if n else "no label",
         quantity(pulled.n_rejected, "post"),
