@@ -183,11 +183,8 @@ def _json_record(line: str) -> dict[str, Any] | str:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        if "\x00" in line or line.startswith(("\udcff\udcfe", "\udcfe\udcff")):
-            return (
-                "not UTF-8: the file looks UTF-16 (NUL bytes, or its byte-order mark); save "
-                "it as UTF-8"
-            )
+        if line.count("\x00") * 3 >= len(line):  # every other byte: UTF-16 without a mark
+            return "not UTF-8: the file looks UTF-16 (every other byte is NUL); save it as UTF-8"
         return f"invalid JSON: {exc.msg} (column {exc.colno})"
     if not isinstance(record, dict):
         shape = "a JSON array" if isinstance(record, list) else "not a JSON object"
@@ -236,6 +233,10 @@ def input_bytes(storage: Storage, uri: str, what: str) -> bytes:
     )
 
 
+#: A JSONL input that starts with a UTF-16 byte-order mark: refused whole, at once.
+_UTF16 = "JSONL input {} is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"
+
+
 def jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]:
     """Lines of a local file, or of an object in ``storage`` (a key or a URI under its root).
 
@@ -245,11 +246,18 @@ def jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]:
     found = find_input(storage, input_uri)
     if isinstance(found, Path):
         with found.open("rb") as handle:
-            for raw in handle:
+            for number, raw in enumerate(handle, 1):
+                if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    raise ConfigError(_UTF16.format(input_uri))
                 yield raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
         return
     if found is not None:
-        yield from storage.iter_lines(found)
+        try:
+            yield from storage.iter_lines(found)
+        except UnicodeDecodeError as exc:  # an object is read whole, as UTF-8
+            raise ConfigError(
+                f"JSONL input {input_uri} is not UTF-8 ({exc}): save it as UTF-8"
+            ) from exc
         return
     raise InputNotFoundError(f"JSONL input {input_uri!r} is neither a local file nor a storage key")
 

@@ -36,6 +36,7 @@ from ner.sources import (
     fetch_x_to_storage,
     iter_jsonl,
     jsonl_checkpoint_key,
+    jsonl_lines,
     make_x_client,
     unescape_x_text,
     x_post_text,
@@ -187,16 +188,25 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
     assert rejected[2].record_id is None and rejected[2].entry()["line"] == 2
 
 
-def test_a_utf16_file_is_named_as_one() -> None:
-    # Given a JSONL file saved as UTF-16 (a trial read "invalid JSON: Expecting value")
-    raw = '{"id": "1", "text": "Dior"}\n'.encode("utf-16")
-    lines = [line.decode("utf-8", errors="surrogateescape") for line in raw.split(b"\n")]
-    # When it is parsed, line by line as jsonl_lines decodes a local file
-    out = list(iter_jsonl(lines))
-    # Then every line says the file looks UTF-16 and how to fix it
-    assert {item.reason for _, item in out if isinstance(item, Rejected)} == {
-        "not UTF-8: the file looks UTF-16 (NUL bytes, or its byte-order mark); save it as UTF-8"
-    }
+def test_a_utf16_file_is_refused_whole_and_its_lines_named_as_such(
+    tmp_path: Path, storage: LocalStorage
+) -> None:
+    # Given a JSONL file saved as UTF-16 (a trial read "invalid JSON: Expecting value" once
+    # per line, and exit 0)
+    src = tmp_path / "posts.jsonl"
+    src.write_bytes('{"id": "1", "text": "Dior"}\n{"id": "2", "text": "Fenty"}\n'.encode("utf-16"))
+    # When it is read, it is refused at once, whole, saying what to do
+    with pytest.raises(ConfigError, match=r"posts.jsonl is UTF-16 \(it starts with a UTF-16 byte"):
+        list(jsonl_lines(storage, str(src)))
+    # And lines of UTF-16 without its mark are each named so
+    raw = '{"id": "1", "text": "Dior"}'.encode("utf-16-le")
+    (out,) = [item for _, item in iter_jsonl([raw.decode("utf-8", errors="surrogateescape")])]
+    assert isinstance(out, Rejected) and out.reason == (
+        "not UTF-8: the file looks UTF-16 (every other byte is NUL); save it as UTF-8"
+    )
+    # while a stray NUL in a UTF-8 line is that line's own JSON error
+    (stray,) = [item for _, item in iter_jsonl(['{"id": "1", "text": "Di\x00or"}'])]
+    assert isinstance(stray, Rejected) and stray.reason.startswith("invalid JSON: Invalid control")
 
 
 def test_jsonl_parsing_streams() -> None:
