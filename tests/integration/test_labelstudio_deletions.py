@@ -19,7 +19,7 @@ import requests
 from label_studio_sdk import LabelStudio
 
 from apps.webhook import WEBHOOK_PATH, WebhookReceiver, register_webhook, running_receiver
-from ner import layout
+from ner import datasets, layout
 from ner.agreement import AgreementPolicy, Outcome
 from ner.datasets import Splits, prepare_splits, read_annotations, split_of
 from ner.labelstudio.client import LabelStudioProject
@@ -78,9 +78,38 @@ def pull(
         GOLD_FRACTION,
         layout.training_pool(stamp),
         withdrawn=report.withdrawn_post_ids,
+        fallen_back=report.fallen_back_post_ids,
     )
     pool = {a.post_id: a for a in read_annotations(storage, layout.training_pool(stamp))}
     return report, splits, pool
+
+
+def test_a_gold_post_whose_newer_label_is_deleted_falls_back_to_the_one_it_kept(
+    project: LabelStudioProject, storage: Storage
+) -> None:
+    # Given a gold post labelled Glossier and frozen, then labelled again (Glossier and
+    # Sephora, a correction the gold set takes)
+    (g,) = ids_in("gold", 1)
+    item = post(g)
+    tasks = import_posts(project, [item])
+    annotate(project, tasks[g]["id"], [brand(item.text, "Glossier")])
+    pull(project, storage, "r0")
+    newer = annotate(
+        project, tasks[g]["id"], [brand(item.text, "Glossier"), brand(item.text, "Sephora")]
+    )
+    _, corrected, _ = pull(project, storage, "r1")
+    assert storage.read_json(layout.gold_set(str(corrected.gold_name)))["corrected_post_ids"] == [g]
+    # When the newer annotation is deleted in Label Studio (a trial's gold set kept scoring
+    # models on the deleted label: the one left is older, so it read as no correction)
+    project.client.annotations.delete(id=newer)
+    report, splits, _ = pull(project, storage, "r2")
+    # Then the post keeps its first label, and the gold set takes it in a new version
+    assert report.fallen_back_post_ids == [g] and report.withdrawn_post_ids == []
+    assert splits.gold_revised_from == corrected.gold_name
+    record = storage.read_json(layout.gold_set(str(splits.gold_name)))
+    assert record["fallen_back_post_ids"] == [g]
+    gold = datasets.load_gold_set(storage)
+    assert gold is not None and [s.text for s in gold[1][0].spans] == ["Glossier"]
 
 
 def test_deleted_annotations_and_tasks_leave_the_training_pool_and_the_gold_set(
