@@ -112,8 +112,9 @@ def test_the_split_accounts_for_every_labelled_post(caplog: pytest.LogCaptureFix
         "split, labelled after it froze: neither trained on nor scored; a new gold set, after "
         "`brandloop gold-set retire`, can take them)",
         "2 labelled posts pulled, 2 of them in the training pool; the frozen gold set holds 10 "
-        "posts and the canary set 0, not all among the posts pulled (only the exports named "
-        "were read)",
+        "posts and the canary set 0, not all among the posts pulled (they keep the labels "
+        "they froze with: the pull read only the exports named, or labels were deleted or "
+        "held for review since)",
         "1 labelled post: 0 in the gold set, 0 in the canary set (older posts or other "
         "sources, kept to catch forgetting), 1 in the training pool",
     ]
