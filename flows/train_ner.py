@@ -490,6 +490,7 @@ def prepare_gold(
             held_out=held_out,
             never_gold=trained,
             min_gold_posts=settings.gold_min_posts,
+            policy=settings.agreement_policy.value,
         ).to_dict()
     )
     if loaded is None:
@@ -498,9 +499,23 @@ def prepare_gold(
         _say_uncut_gold(storage, annotations, settings.train.post_tokenizer)
     else:
         splits = _with_canary(splits, found)
+        _say_other_policy(storage, loaded[0], settings.agreement_policy.value)
     _say_split(splits, len(annotations))
     _say_relabelled(storage, splits.train_key)
     return splits
+
+
+def _say_other_policy(storage: Storage, gold: datasets.GoldSet, policy: str) -> None:
+    """Warn when ``gold`` froze under another agreement policy than ``policy`` (a trial
+    switched policies and its gold posts kept the old policy's labels in silence)."""
+    frozen = datasets.frozen_policy(storage, gold)
+    if frozen is not None and frozen != policy:
+        run_logger().warning(
+            "gold set %s froze under agreement policy %s, and this run pulls under %s: its "
+            "posts keep the labels %s gave them unless relabelled later (retire the gold set "
+            "to freeze one under %s, or keep NER_AGREEMENT_POLICY=%s)",
+            gold.name, frozen, policy, frozen, policy, frozen,
+        )  # fmt: skip
 
 
 def _say_canary_relabelled(

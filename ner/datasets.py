@@ -484,6 +484,7 @@ def freeze_gold_set(
     recent: Collection[str] = (),
     held_out: Collection[str] = (),
     never_gold: Collection[str] = (),
+    policy: str | None = None,
 ) -> GoldSet:
     """Freeze the gold split of ``annotations``, unless a gold set is already in force.
 
@@ -493,7 +494,8 @@ def freeze_gold_set(
     (the newest posts of the current window, :mod:`ner.canary`) whatever their split; the
     ``held_out`` posts (the canary set) and the ``never_gold`` ones (posts of earlier
     training pools, after a retirement) are never gold. ``name`` defaults to
-    ``gold-{UTC timestamp}-{hash[:8]}``. Raises :class:`GoldSetError` when fewer than
+    ``gold-{UTC timestamp}-{hash[:8]}``; ``policy``, the agreement policy that settled its
+    labels, is recorded (:func:`frozen_policy`). Raises :class:`GoldSetError` when fewer than
     ``min_posts`` annotated posts are in the gold split (an empty set would be frozen for
     good), and :class:`DataError` when a post id appears twice.
     """
@@ -522,8 +524,21 @@ def freeze_gold_set(
             f"(fraction {gold_fraction}); need at least {max(1, min_posts)} to freeze a gold set"
         )
     retired = retirement(storage)
-    extra = {"replaces": retired.gold_name} if retired is not None else None
+    extra = {"replaces": retired.gold_name} if retired is not None else {}
+    if policy is not None:
+        extra[POLICY_FIELD] = policy
     return _write_gold_set(storage, gold, name, now, salt, gold_fraction, "froze", extra)
+
+
+#: The gold set record's field naming the agreement policy its labels were settled by.
+POLICY_FIELD = "agreement_policy"
+
+
+def frozen_policy(storage: Storage, gold: GoldSet) -> str | None:
+    """The agreement policy that settled ``gold``'s labels when it froze (revisions carry
+    it on), None for a set frozen without one (adopted, or before it was recorded)."""
+    value = storage.read_json(gold.key).get(POLICY_FIELD)
+    return value if isinstance(value, str) else None
 
 
 def adopt_gold_set(
@@ -581,6 +596,12 @@ def _write_gold_set(
     return gold_set
 
 
+def _carried(storage: Storage, current: GoldSet) -> dict[str, str]:
+    """What a revision of ``current`` keeps of its record: the policy it froze under."""
+    policy = frozen_policy(storage, current)
+    return {POLICY_FIELD: policy} if policy is not None else {}
+
+
 def _revision_name(storage: Storage, name: str) -> str:
     base, number = name, 1
     head, _, tail = name.rpartition("-r")
@@ -615,7 +636,11 @@ def drop_from_gold_set(
             "freeze a new gold set"
         )
     name = _revision_name(storage, current.name)
-    extra = {"revised_from": current.name, "dropped_post_ids": dropped}
+    extra = {
+        "revised_from": current.name,
+        "dropped_post_ids": dropped,
+        **_carried(storage, current),
+    }
     revised = _write_gold_set(
         storage, kept, name, now, current.salt, current.gold_fraction, "revised", extra
     )
@@ -689,6 +714,7 @@ def correct_gold_set(
         "revised_from": current.name,
         "corrected_post_ids": corrected,
         **({"fallen_back_post_ids": fell} if fell else {}),
+        **_carried(storage, current),
     }
     revised = _write_gold_set(
         storage, revised_gold, name, now, current.salt, current.gold_fraction, "revised", extra
@@ -811,6 +837,7 @@ def prepare_splits(
     held_out: Collection[str] = (),
     never_gold: Collection[str] = (),
     min_gold_posts: int = 1,
+    policy: str | None = None,
 ) -> Splits:
     """One round's data: freeze the gold set if needed, write the training pool to storage.
 
@@ -826,8 +853,9 @@ def prepare_splits(
     pool); the training pool is :func:`train_pool` of ``annotations`` less the ``held_out``
     posts (the canary set, never trained on), written to ``train_key``. A gold set frozen
     now never holds a ``never_gold`` post (:func:`pooled_post_ids` after a retirement),
-    which stays trainable. ``n_held_out`` counts posts neither trained on nor in the gold
-    set. Raises :class:`GoldSetError` if the stored gold set is inconsistent.
+    which stays trainable; it records ``policy``, the agreement policy that settled the
+    labels. ``n_held_out`` counts posts neither trained on nor in the gold set. Raises
+    :class:`GoldSetError` if the stored gold set is inconsistent.
     """
     records = _unique(annotations)
     gold_set, revised_from = _revise_gold_set(storage, records, withdrawn, fallen_back)
@@ -839,7 +867,7 @@ def prepare_splits(
     if waiting >= max(1, min_gold_posts) and has_spans and not repeats:
         gold_set = freeze_gold_set(
             storage, records, gold_fraction, salt,
-            recent=recent, held_out=held_out, never_gold=never_gold,
+            recent=recent, held_out=held_out, never_gold=never_gold, policy=policy,
         )  # fmt: skip
     waiting_ids = {a.post_id for a in chosen} if gold_set is None else set()  # recent too
     pool = train_pool(candidates, gold_set, gold_fraction, salt, trainable=never_gold)

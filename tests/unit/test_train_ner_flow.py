@@ -412,6 +412,54 @@ def test_a_canary_post_relabelled_since_the_freeze_is_named_and_kept_as_frozen(
     assert found is not None and found[1][0].spans == nike
 
 
+def test_a_run_under_another_agreement_policy_than_the_gold_sets_is_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flows.train_ner import prepare_gold
+    from ner import datasets, layout
+    from ner.records import write_records
+    from ner.types import Post, Span
+
+    def labels(spans: tuple[Span, ...]) -> list[Annotation]:
+        return [Annotation(f"p{i:02d}", "I love Nike", spans) for i in range(40)]
+
+    ctx = local_context(tmp_path, gold_fraction=0.3, gold_min_posts=1)
+    write_records(
+        ctx.storage,
+        layout.posts_batch("b1"),
+        [Post(f"p{i:02d}", "I love Nike", "2026-11-20T00:00:00+00:00") for i in range(40)],
+    )
+    nike = (Span(7, 11, "BRAND", "Nike"),)
+    # Given a gold set frozen under the default policy (latest), then revised (a withdrawal)
+    write_records(ctx.storage, layout.pulled_annotations("s1"), labels(nike))
+    first = prepare_gold.fn(ctx, layout.pulled_annotations("s1"), "s1")
+    gold = datasets.load_gold_set(ctx.storage)
+    assert gold is not None and datasets.frozen_policy(ctx.storage, gold[0]) == "latest"
+    write_records(ctx.storage, layout.pulled_annotations("s2"), labels(nike))
+    prepare_gold.fn(ctx, layout.pulled_annotations("s2"), "s2", [gold[0].post_ids[0]])
+    revised = datasets.load_gold_set(ctx.storage)
+    assert revised is not None and revised[0].name != first.gold_name
+    # When a run pulls under majority (a trial's gold posts kept latest's labels in silence)
+    majority = local_context(
+        tmp_path, gold_fraction=0.3, gold_min_posts=1, agreement_policy="majority"
+    )
+    with caplog.at_level(logging.WARNING):
+        prepare_gold.fn(majority, layout.pulled_annotations("s2"), "s3")
+    # Then it is warned of, with the way out; the revision kept the policy it froze under
+    said = [r.getMessage() for r in caplog.records if "froze under agreement" in r.getMessage()]
+    assert said == [
+        f"gold set {revised[0].name} froze under agreement policy latest, and this run pulls "
+        "under majority: its posts keep the labels latest gave them unless relabelled later "
+        "(retire the gold set to freeze one under majority, or keep "
+        "NER_AGREEMENT_POLICY=latest)"
+    ]
+    # And a run under the policy it froze under says nothing
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        prepare_gold.fn(ctx, layout.pulled_annotations("s2"), "s4")
+    assert not [r for r in caplog.records if "froze under agreement" in r.getMessage()]
+
+
 def test_a_small_canary_set_is_warned_of_as_a_small_gold_set_is(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
