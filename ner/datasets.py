@@ -698,16 +698,17 @@ def correct_gold_set(
     current, gold = loaded
     latest = {a.post_id: a for a in annotations}
     corrected = [g.post_id for g in gold if is_relabelled(g, latest.get(g.post_id))]
+    relabelled = set(corrected)
     fell = [
         g.post_id
         for g in gold
         if g.post_id in fallen_back
-        and g.post_id not in corrected
+        and g.post_id not in relabelled
         and _fell_back(g, latest.get(g.post_id))
     ]
     if not corrected and not fell:
         return None
-    fixed = {*corrected, *fell}
+    fixed = relabelled | set(fell)
     revised_gold = [latest[g.post_id] if g.post_id in fixed else g for g in gold]
     name = _revision_name(storage, current.name)
     extra = {
