@@ -720,6 +720,12 @@ def correct_gold_set(
     revised = _write_gold_set(
         storage, revised_gold, name, now, current.salt, current.gold_fraction, "revised", extra
     )
+    _say_corrected(current.name, revised, corrected, fell)
+    return revised
+
+
+def _say_corrected(old: str, revised: GoldSet, corrected: list[str], fell: list[str]) -> None:
+    """Log a correction of gold set ``old``: the posts relabelled, those fallen back."""
     changes = [
         f"{quantity(len(ids), 'post')} {what} ({first_ids(ids)})"
         for ids, what in (
@@ -731,12 +737,11 @@ def correct_gold_set(
     log.warning(
         "gold set %s: %s, now with those labels -> %s (hash %s); models are scored on the new "
         "version from now on",
-        current.name,
+        old,
         "; ".join(changes),
-        name,
+        revised.name,
         revised.hash[:12],
     )
-    return revised
 
 
 def train_pool(
@@ -843,20 +848,16 @@ def prepare_splits(
     """One round's data: freeze the gold set if needed, write the training pool to storage.
 
     ``withdrawn`` posts (labels deleted in Label Studio) are first dropped from the gold set
-    in force (:func:`drop_from_gold_set`: a new version, re-hashed), and gold posts
-    relabelled since it froze, or ``fallen_back`` to another label after a deletion, take
-    their new labels (:func:`correct_gold_set`, likewise);
-    the summary names that version, ``gold_revised_from`` the one it replaced (or None).
+    in force (:func:`drop_from_gold_set`: a new version), and gold posts relabelled since it
+    froze, or ``fallen_back`` to another label after a deletion, take their new labels
+    (:func:`correct_gold_set`); ``gold_revised_from`` names the version replaced (or None).
 
-    The gold set in force is kept (or frozen now, with the ``recent`` posts, when they and
-    the gold split hold at least ``min_gold_posts`` posts; until then no gold set is frozen
-    and ``n_gold`` is 0, while the posts it would hold, recent ones too, stay out of the
-    pool); the training pool is :func:`train_pool` of ``annotations`` less the ``held_out``
-    posts (the canary set, never trained on), written to ``train_key``. A gold set frozen
-    now never holds a ``never_gold`` post (:func:`pooled_post_ids` after a retirement),
-    which stays trainable; it records ``policy``, the agreement policy that settled the
-    labels. ``n_held_out`` counts posts neither trained on nor in the gold set. Raises
-    :class:`GoldSetError` if the stored gold set is inconsistent.
+    The gold set in force is kept, or frozen now (with the ``recent`` posts, once they and
+    the gold split hold ``min_gold_posts``; until then the posts it would hold stay out of
+    the pool), never with a ``never_gold`` post (:func:`pooled_post_ids` after a
+    retirement), recording ``policy`` (the agreement policy). The training pool, written to
+    ``train_key``, is :func:`train_pool` of ``annotations`` less the ``held_out`` posts (the
+    canary set). Raises :class:`GoldSetError` if the stored gold set is inconsistent.
     """
     records = _unique(annotations)
     gold_set, revised_from = _revise_gold_set(storage, records, withdrawn, fallen_back)
