@@ -442,7 +442,7 @@ def pull_annotations(
         raise ConfigError(
             "the export named with --export-key cannot be read, so nothing was pulled; it was "
             f"moved aside so that later pulls skip it: {collected.quarantined[0]}. Fix the "
-            f"file and put it back under {ctx.storage.uri(layout.EXPORTS)}/"
+            f"file and put it back at {ctx.storage.uri(collected.quarantined[0].split(' -> ')[0])}"
         )
     return Pulled.model_validate(collected.model_dump(mode="json"))  # extra fields dropped
 

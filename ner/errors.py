@@ -38,6 +38,11 @@ class StorageNotFoundError(StorageError, NotFoundError):
     """The bucket of a ``gs://`` storage does not exist: another attempt cannot find it."""
 
 
+class StorageKeyError(StorageError, ConfigError):
+    """A storage key that can name no object (empty, ``.`` or ``..`` parts): a bad parameter,
+    which no retry mends."""
+
+
 class ObjectNotFoundError(StorageError, NotFoundError):
     """A key read from storage holds no object (a file moved or deleted by hand): another
     attempt cannot find it either, so it is not retried."""

@@ -25,6 +25,7 @@ from ner.errors import (
     ObjectNotFoundError,
     StorageAuthError,
     StorageError,
+    StorageKeyError,
     StorageNotFoundError,
     connection_reason,
 )
@@ -55,7 +56,7 @@ def json_text(obj: Any, *, indent: int | None = None) -> str:
 def _check_key(key: str) -> str:
     key = key.strip("/")
     if not key or any(part in ("", ".", "..") for part in key.split("/")):
-        raise StorageError(f"invalid storage key {key!r}")
+        raise StorageKeyError(f"invalid storage key {key!r}")
     return key
 
 

@@ -371,6 +371,13 @@ def find_export(storage: Storage, key: str) -> str:
     retry helps) naming both places and what ``exports/`` holds when it is in neither, and
     for a key in a folder of brandloop's own records (``goldsets/``, ``quarantine/``...):
     read as an export, an unreadable one would be moved aside (a trial's gold set was)."""
+    parts = key.split("/")
+    if not key.strip() or "://" in key or key.startswith("/") or {".", ".."} & set(parts):
+        raise ConfigError(
+            f"export {key!r} is not a key under storage (a name under exports/, or a relative "
+            f"key such as exports/NAME.json), but a path, a URI or nothing: copy the file "
+            f"under {storage.uri(layout.EXPORTS)}/ and name it"
+        )
     if folder := layout.own_folder(key):
         raise ConfigError(
             f"export {key!r} is in {storage.uri(folder)}/, which holds brandloop's own "
@@ -385,7 +392,7 @@ def find_export(storage: Storage, key: str) -> str:
             raise ConfigError(
                 f"export {key!r} was set aside as unreadable at {moved.quarantined_at}: "
                 f"{storage.uri(moved.quarantine_key)} ({moved.reason}); fix it and put it back "
-                f"under {storage.uri(layout.EXPORTS)}/"
+                f"at {storage.uri(moved.key)}"
             )
     there = [k.removeprefix(f"{layout.EXPORTS}/") for k in storage.list(layout.EXPORTS)]
     held = (

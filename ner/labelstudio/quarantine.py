@@ -78,6 +78,9 @@ def quarantine_file(storage: Storage, key: str, reason: str) -> QuarantinedFile:
     storage.write_bytes(target, data)
     storage.write_json(layout.quarantine_reason(target), record.model_dump())
     storage.delete(key)
+    folder = key.rsplit("/", 1)[0] if "/" in key else layout.EXPORTS
+    if folder != layout.EXPORTS:  # a user's folder the move left empty (a trial's mydir/)
+        storage.remove_empty_folder(folder)
     log.error("quarantined %s", record.describe())
     return record
 

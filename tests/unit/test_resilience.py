@@ -29,6 +29,7 @@ from ner.errors import (
     SourceAuthError,
     SourceError,
     StorageError,
+    StorageKeyError,
 )
 from ner.settings import load_settings
 from ner.sources import TWEEPY_HOST, RebasedSession, make_x_client
@@ -70,6 +71,8 @@ def test_retry_policy_comes_from_the_run_context(clean_env: None, tmp_path: Path
         (ModelNotFoundError("models:/nope@champion does not exist"), False),
         # a stored file moved away by hand (a trial's gold set file, retried 3 times)
         (ObjectNotFoundError("goldsets/g.annotations.jsonl does not exist"), False),
+        # a key that can name nothing (a trial's --export-key "" was retried 3 times)
+        (StorageKeyError("invalid storage key ''"), False),
         (ConfigError("NER_X is not set"), False),
         (PromotionError("never evaluated"), False),
         (SourceAuthError("401"), False),

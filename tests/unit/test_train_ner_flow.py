@@ -209,6 +209,14 @@ def test_an_unreadable_export_named_with_export_key_fails_and_its_second_run_say
         pull_annotations.fn(ctx, "storage", ["trunc.json"], "s2")
     with pytest.raises(ConfigError, match=r"quarantine/exports/trunc.json \(.*\); fix it and put"):
         pull_annotations.fn(ctx, "storage", ["trunc.json"], "s3")
+    # and an unreadable file of the user's own folder is to be put back where it was (a trial
+    # was told exports/), its emptied folder gone, exports/ kept
+    ctx.storage.write_bytes("mydir/notes.json", b'{"not": "a list"}')
+    with pytest.raises(ConfigError, match=r"put it back at file://.*/dev/mydir/notes.json$"):
+        pull_annotations.fn(ctx, "storage", ["mydir/notes.json"], "s4")
+    assert not (tmp_path / "dev" / "mydir").exists() and (tmp_path / "dev" / "exports").is_dir()
+    with pytest.raises(ConfigError, match=r"fix it and put it back at file://.*/dev/mydir/notes"):
+        pull_annotations.fn(ctx, "storage", ["mydir/notes.json"], "s5")
 
 
 def test_an_export_key_in_brandloops_own_folders_is_refused_and_nothing_moves(
@@ -225,8 +233,13 @@ def test_an_export_key_in_brandloops_own_folders_is_refused_and_nothing_moves(
         ctx.storage.write_bytes(key, b'{"post_id": "1"}\n')
     # a trial's --export-key of a gold set file moved it to quarantine as unreadable, and a
     # key under quarantine/ nested it one folder deeper each time
-    for key in [*held, "/goldsets/g1.annotations.jsonl", "leases/x"]:
+    for key in [*held, "leases/x"]:
         with pytest.raises(ConfigError, match=r"which holds brandloop's own records, not Label"):
+            pull_annotations.fn(ctx, "storage", [key], "s1")
+    # and a path, a URI or nothing is refused at once as no key (a trial's were retried 3
+    # times as "invalid storage key", or read as exports//tmp/...)
+    for key in ["", "/goldsets/g1.annotations.jsonl", "../dev/exports/x.json", "file:///x.json"]:
+        with pytest.raises(ConfigError, match=r"is not a key under storage .* a path, a URI or"):
             pull_annotations.fn(ctx, "storage", [key], "s1")
     assert all(ctx.storage.exists(key) for key in held)
     assert ctx.storage.list("quarantine") == ["quarantine/exports/x.json"]
