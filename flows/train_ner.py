@@ -541,13 +541,23 @@ def _say_canary_relabelled(
 def _say_relabelled(storage: Storage, pool_key: str) -> None:
     """Name the training posts whose labels changed since the last run's training pool (gold
     posts relabelled are named by the gold set's revision)."""
-    earlier, changed = datasets.relabelled_in_pool(storage, pool_key)
-    if changed:
+    found = datasets.relabelled_in_pool(storage, pool_key)
+    where = storage.uri(found.earlier or "")
+    if found.relabelled:
         run_logger().info(
             "%s relabelled since the last training pool (%s), trained on with the new labels: %s",
-            quantity(len(changed), "training post"),
-            storage.uri(earlier or ""),
-            first_ids(changed),
+            quantity(len(found.relabelled), "training post"),
+            where,
+            first_ids(found.relabelled),
+        )
+    if found.older:  # a trial's --export-key of an older export undid corrections in silence
+        run_logger().warning(
+            "%s take labels saved before those of the last training pool (%s), which this run "
+            "trains on: the exports read hold no newer one (an --export-key naming an older "
+            "export?): %s",
+            quantity(len(found.older), "training post"),
+            where,
+            first_ids(found.older),
         )
 
 

@@ -392,26 +392,38 @@ def pooled_post_ids(storage: Storage) -> set[str]:
     return ids
 
 
-def relabelled_in_pool(storage: Storage, pool_key: str) -> tuple[str | None, list[str]]:
-    """The training pool stored before ``pool_key`` (the newest earlier
-    ``annotations/<stamp>.train.jsonl``, or None) and the ids of the posts both pools hold
-    with the same text and other spans: labels changed in Label Studio since that run took
-    them, which this pool trains on as changed. Sorted ids; reads both pools."""
+@dataclass(frozen=True)
+class PoolChanges:
+    """Posts whose labels ``pool_key``'s pool holds otherwise than the pool stored before it
+    (``earlier``): ``relabelled`` (saved later, or undated), ``older`` (labels saved before
+    the ones that pool held: only some exports read, ``--export-key``). Sorted ids."""
+
+    earlier: str | None
+    relabelled: list[str]
+    older: list[str]
+
+
+def relabelled_in_pool(storage: Storage, pool_key: str) -> PoolChanges:
+    """Compare the training pool ``pool_key`` with the newest earlier one
+    (``annotations/<stamp>.train.jsonl``): the posts both hold with the same text and other
+    spans (:class:`PoolChanges`). Reads both pools."""
     earlier = sorted(
         key
         for key in storage.list(layout.ANNOTATIONS)
         if layout.is_training_pool(key) and key < pool_key
     )
     if not earlier:
-        return None, []
-    before = {a.post_id: _canonical(a) for a in read_annotations(storage, earlier[-1])}
-    changed = []
+        return PoolChanges(None, [], [])
+    before = {a.post_id: a for a in read_annotations(storage, earlier[-1])}
+    relabelled: list[str] = []
+    older: list[str] = []
     for annotation in read_annotations(storage, pool_key):
         was = before.get(annotation.post_id)
-        now = _canonical(annotation)
-        if was is not None and was["text"] == now["text"] and was["spans"] != now["spans"]:
-            changed.append(annotation.post_id)
-    return earlier[-1], sorted(changed)
+        if was is None or not _fell_back(was, annotation):  # same text, other spans
+            continue
+        later = (annotation.updated_at or "~") >= (was.updated_at or "")
+        (relabelled if later else older).append(annotation.post_id)
+    return PoolChanges(earlier[-1], sorted(relabelled), sorted(older))
 
 
 def load_gold_set(storage: Storage) -> tuple[GoldSet, list[Annotation]] | None:

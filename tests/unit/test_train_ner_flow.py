@@ -387,6 +387,25 @@ def test_training_posts_relabelled_since_the_last_pool_are_named(
     with caplog.at_level(logging.INFO):
         prepare_gold.fn(ctx, layout.pulled_annotations("s3"), "s3")
     assert not [r for r in caplog.records if "relabelled since" in r.getMessage()]
+    # And a round that reads only older labels (--export-key of an older export: a trial's
+    # corrections were undone with "relabelled ... trained on with the new labels") warns
+    dated = [
+        Annotation(a.post_id, a.text, a.spans, updated_at="2026-11-21T00:00:00Z")
+        for a in relabelled
+    ]
+    write_records(ctx.storage, layout.pulled_annotations("s4"), dated)
+    prepare_gold.fn(ctx, layout.pulled_annotations("s4"), "s4")
+    older = [Annotation(i, t, (nike,), updated_at="2026-11-20T00:00:00Z") for i, t in texts.items()]
+    write_records(ctx.storage, layout.pulled_annotations("s5"), older)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        prepare_gold.fn(ctx, layout.pulled_annotations("s5"), "s5")
+    said = [r.getMessage() for r in caplog.records if "saved before" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("2 training posts take labels saved before")
+    assert said[0].endswith(
+        f"(an --export-key naming an older export?): {', '.join(sorted(fixed))}"
+    )
+    assert not [r for r in caplog.records if "relabelled since" in r.getMessage()]
 
 
 def test_a_canary_post_relabelled_since_the_freeze_is_named_and_kept_as_frozen(
