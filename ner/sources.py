@@ -79,8 +79,13 @@ LOG_REJECTED = 20
 
 
 def _printable(text: str) -> str:
-    """``text`` with anything UTF-8 cannot carry (lone surrogates) escaped, for reports."""
-    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    """``text`` with anything UTF-8 cannot carry (lone surrogates) and control characters
+    (NUL, tab...) escaped, for reports and terminals (a raw NUL made ``grep`` read a log as
+    binary)."""
+    text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return "".join(
+        c.encode("unicode_escape").decode() if c < " " or c == "\x7f" else c for c in text
+    )
 
 
 def _check_encodable(post: Post) -> None:
@@ -233,8 +238,18 @@ def input_bytes(storage: Storage, uri: str, what: str) -> bytes:
     )
 
 
-#: A JSONL input that starts with a UTF-16 byte-order mark: refused whole, at once.
-_UTF16 = "JSONL input {} is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"
+#: A JSONL input whose first line is UTF-16: refused whole, at once.
+_UTF16 = (
+    "JSONL input {} is UTF-16 (a UTF-16 byte-order mark, or every other byte NUL): save it as UTF-8"
+)
+
+
+def _looks_utf16(first_line: bytes) -> bool:
+    """Whether a file's first line is UTF-16: its byte-order mark, or NUL every other byte
+    (``{"id"`` saved as UTF-16 without a mark)."""
+    if first_line.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    return len(first_line) >= 4 and first_line.count(b"\x00") * 3 >= len(first_line)
 
 
 def jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]:
@@ -247,7 +262,7 @@ def jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]:
     if isinstance(found, Path):
         with found.open("rb") as handle:
             for number, raw in enumerate(handle, 1):
-                if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                if number == 1 and _looks_utf16(raw):
                     raise ConfigError(_UTF16.format(input_uri))
                 yield raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
         return

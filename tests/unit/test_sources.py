@@ -152,6 +152,7 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
         "7",
         json.dumps({"id": " 8 ", "text": "an id forget could not name (trial AX)"}),
         json.dumps({"id": "9", "text": "Dior\u0000 no PostgreSQL stores"}),
+        json.dumps({"id": "nul\u0000id", "text": "an id a terminal cannot show"}),
     ]
     # When it is parsed
     out = list(iter_jsonl(lines, query="file"))
@@ -161,7 +162,9 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
     assert ids_of(posts) == ["1", "5"]
     assert posts[0].text == "Fenty 💄 gloss 👩🏽‍🎤"
     assert posts[0].source == "jsonl" and posts[0].query == "file"
-    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16]
+    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17]
+    # (its control characters escaped: a trial's raw NUL made grep read the log as binary)
+    assert str(rejected[17]).startswith("line 17 (nul\\x00id): 'id' holds a NUL")
     assert rejected[16].reason == (
         "'text' holds a NUL character (U+0000) at 4, which Label Studio's PostgreSQL cannot "
         "store: remove it"
@@ -196,7 +199,11 @@ def test_a_utf16_file_is_refused_whole_and_its_lines_named_as_such(
     src = tmp_path / "posts.jsonl"
     src.write_bytes('{"id": "1", "text": "Dior"}\n{"id": "2", "text": "Fenty"}\n'.encode("utf-16"))
     # When it is read, it is refused at once, whole, saying what to do
-    with pytest.raises(ConfigError, match=r"posts.jsonl is UTF-16 \(it starts with a UTF-16 byte"):
+    with pytest.raises(ConfigError, match=r"posts.jsonl is UTF-16 \(a UTF-16 byte-order mark, or"):
+        list(jsonl_lines(storage, str(src)))
+    # and so is one without its mark (a trial's one-post file gave two rejected lines, exit 0)
+    src.write_bytes('{"id": "1", "text": "Dior"}\n'.encode("utf-16-le"))
+    with pytest.raises(ConfigError, match=r"every other byte NUL\): save it as UTF-8"):
         list(jsonl_lines(storage, str(src)))
     # And lines of UTF-16 without its mark are each named so
     raw = '{"id": "1", "text": "Dior"}'.encode("utf-16-le")
