@@ -570,6 +570,17 @@ def _read_value(raw: Any, result_id: Any) -> SpanValue | str:
     return value
 
 
+def task_post_id(data: Any, task_id: Any) -> tuple[str | None, Any] | None:
+    """Which id a task's post is read under, and its raw value: ``data.post_id`` (what
+    ``apply`` sends), else ``data.id``, else the task id (a task made by hand; key None);
+    None when it has none. The pull and ``apply``'s check of a project's ids both use it."""
+    for key in ("post_id", "id"):
+        raw = data.get(key) if isinstance(data, Mapping) else None
+        if raw is not None and raw != "":
+            return key, raw
+    return None if task_id is None else (None, task_id)
+
+
 class _ExportReader:
     """Reads one export; holds the label set and config so helpers stay small."""
 
@@ -613,18 +624,19 @@ class _ExportReader:
 
     @staticmethod
     def _post_id(task: ExportTask) -> str | None:
-        """``data.post_id``, else ``data.id``, else the task id, as a string; ``None`` if
-        none is given. Raises :class:`DataError` for an id that is not a string or an
-        integer, or that holds a lone surrogate."""
-        for key in ("post_id", "id"):
-            raw = task.data.get(key)
-            if raw is None or raw == "":
-                continue
-            try:
-                return str(_RECORD_ID.validate_python(raw))
-            except ValidationError as exc:
-                raise DataError(None, _id_problem(f"data.{key}", raw)) from exc
-        return None if task.id is None else str(task.id)
+        """:func:`task_post_id` as a string; ``None`` if none is given. Raises
+        :class:`DataError` for an id that is not a string or an integer, or that holds a
+        lone surrogate."""
+        found = task_post_id(task.data, task.id)
+        if found is None:
+            return None
+        key, raw = found
+        if key is None:
+            return str(raw)
+        try:
+            return str(_RECORD_ID.validate_python(raw))
+        except ValidationError as exc:
+            raise DataError(None, _id_problem(f"data.{key}", raw)) from exc
 
     def _annotated(
         self, out: _TaskResult, task: ExportTask, post_id: str, text: str, position: int
