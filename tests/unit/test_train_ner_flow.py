@@ -408,19 +408,30 @@ def test_training_posts_relabelled_since_the_last_pool_are_named(
     assert not [r for r in caplog.records if "relabelled since" in r.getMessage()]
 
 
+def week_and_august(ctx: RunContext) -> list[Any]:
+    """39 stored posts of a November week and one of August (the canary rule's earlier
+    window holds it)."""
+    from ner import layout
+    from ner.records import write_records
+    from ner.types import Post
+
+    posts = [Post(f"p{i:02d}", "I love Nike", "2026-11-20T00:00:00+00:00") for i in range(39)]
+    posts.append(Post("old", "I love Nike", "2026-08-01T00:00:00+00:00"))
+    write_records(ctx.storage, layout.posts_batch("b1"), posts)
+    return posts
+
+
 def test_a_canary_post_relabelled_since_the_freeze_is_named_and_kept_as_frozen(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from flows.train_ner import prepare_gold
     from ner import canary, layout
     from ner.records import write_records
-    from ner.types import Post, Span
+    from ner.types import Span
 
     ctx = local_context(tmp_path, canary_fraction=1.0)
     # Given 39 posts of this week and one of August, held out as the canary set
-    posts = [Post(f"p{i:02d}", "I love Nike", "2026-11-20T00:00:00+00:00") for i in range(39)]
-    posts.append(Post("old", "I love Nike", "2026-08-01T00:00:00+00:00"))
-    write_records(ctx.storage, layout.posts_batch("b1"), posts)
+    posts = week_and_august(ctx)
     nike = (Span(7, 11, "BRAND", "Nike"),)
     labels = [Annotation(p.id, p.text, nike, updated_at="2026-11-20T00:00:00Z") for p in posts]
     write_records(ctx.storage, layout.pulled_annotations("s1"), labels)
@@ -498,14 +509,12 @@ def test_a_small_canary_set_is_warned_of_as_a_small_gold_set_is(
     from flows.train_ner import prepare_gold
     from ner import layout
     from ner.records import write_records
-    from ner.types import Post, Span
+    from ner.types import Span
 
     ctx = local_context(tmp_path, canary_fraction=1.0)
     # Given 39 posts of this week and one of August (a trial's canary set held 1 post, and
     # its rule printed a zero-width interval as if certain)
-    posts = [Post(f"p{i:02d}", "I love Nike", "2026-11-20T00:00:00+00:00") for i in range(39)]
-    posts.append(Post("old", "I love Nike", "2026-08-01T00:00:00+00:00"))
-    write_records(ctx.storage, layout.posts_batch("b1"), posts)
+    posts = week_and_august(ctx)
     labels = [Annotation(p.id, p.text, (Span(7, 11, "BRAND", "Nike"),)) for p in posts]
     write_records(ctx.storage, layout.pulled_annotations("s1"), labels)
     # When the gold and canary sets freeze
