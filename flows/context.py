@@ -61,6 +61,7 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     errors.GoldSetError,
     errors.NotFoundError,  # a missing input file, an unknown model or alias
     errors.PromotionError,
+    errors.TrainingDataError,  # too few posts to train on, a label map that does not fit
     errors.SourceAuthError,  # rejected credentials
     errors.LabelStudioAuthError,
     errors.StorageAuthError,  # missing or rejected storage credentials

@@ -86,7 +86,7 @@ from ner.settings import Settings, TrainSettings
 from ner.storage import Storage
 from ner.tempfiles import owned_temp_dir
 from ner.tokenizer import blank_en, report_unkept
-from ner.training import dev_slice_size, training_fingerprint
+from ner.training import MIN_TRAIN_POSTS, dev_slice_size, training_fingerprint
 from ner.training_worker import train_isolated
 from ner.types import Annotation, Rejected
 
@@ -552,10 +552,11 @@ def _say_relabelled(storage: Storage, pool_key: str) -> None:
         )
     if found.older:  # a trial's --export-key of an older export undid corrections in silence
         run_logger().warning(
-            "%s take labels saved before those of the last training pool (%s), which this run "
+            "%s %s labels saved before those of the last training pool (%s), which this run "
             "trains on: the exports read hold no newer one (an --export-key naming an older "
             "export?): %s",
             quantity(len(found.older), "training post"),
+            "takes" if len(found.older) == 1 else "take",
             where,
             first_ids(found.older),
         )
@@ -1409,12 +1410,8 @@ def _run_train(
             champion.model_version, champion.f1, ctx.settings.threshold
         )
         return summary
-    if splits.n_train < ctx.settings.min_new_labels:
-        summary.status = TrainStatus.NOT_ENOUGH_LABELS
-        summary.decision = (
-            f"the training pool holds {quantity(splits.n_train, 'post')} (gold and canary "
-            f"posts are never trained on); NER_MIN_NEW_LABELS={ctx.settings.min_new_labels}"
-        )
+    if too_few := _too_few_to_train(splits.n_train, ctx.settings.min_new_labels):
+        summary.status, summary.decision = TrainStatus.NOT_ENOUGH_LABELS, too_few
         run_logger().info("nothing trained: %s", summary.decision)
         return summary
     labelled = [k for k in (pulled.annotations_key, splits.gold_key, splits.canary_key) if k]
@@ -1423,6 +1420,19 @@ def _run_train(
         return already_trained(inputs.earlier, inputs.fingerprint, summary)
     logged = train_and_log(ctx, splits, inputs, summary.champion_version, stamp)
     return challenge(ctx, splits, champion, logged, summary)
+
+
+def _too_few_to_train(n_train: int, min_new_labels: int) -> str | None:
+    """Why a training pool of ``n_train`` posts trains nothing, or None: fewer than
+    ``NER_MIN_NEW_LABELS``, or than the :data:`~ner.training.MIN_TRAIN_POSTS` a challenger
+    needs (a trial's one-post pool failed in training, retried once, with no hint)."""
+    held = f"the training pool holds {quantity(n_train, 'post')} (gold and canary posts are "
+    held += "never trained on)"
+    if n_train < MIN_TRAIN_POSTS:
+        return f"{held}, and a challenger needs at least {MIN_TRAIN_POSTS}: label more posts"
+    if n_train < min_new_labels:
+        return f"{held}; NER_MIN_NEW_LABELS={min_new_labels}"
+    return None
 
 
 def no_gold_note(settings: Settings, splits: Splits, goldsets: str) -> str:

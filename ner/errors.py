@@ -124,6 +124,12 @@ class TrainingError(BrandloopError):
     """Training a challenger failed."""
 
 
+class TrainingDataError(TrainingError):
+    """The training posts cannot train a model: too few, none usable once aligned to tokens,
+    or a label map that does not fit the labels. The same posts fail the same way again, so
+    it is permanent."""
+
+
 class RegistryError(BrandloopError):
     """Talking to the MLflow tracking server or model registry failed."""
 

@@ -12,6 +12,16 @@ def quantity(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
+def printable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot carry (lone surrogates) and control characters
+    (NUL, tab...) escaped, for terminals and logs (a raw NUL made ``grep`` read a log as
+    binary): ``"10\\x0103"`` for ``"10\x0103"``."""
+    text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return "".join(
+        c.encode("unicode_escape").decode() if c < " " or c == "\x7f" else c for c in text
+    )
+
+
 def first_ids(ids: Sequence[str], limit: int = 10) -> str:
     """``"a, b, c"``: the first ``limit`` of ``ids``, then ``" ..."`` when there are more."""
     return ", ".join(ids[:limit]) + (" ..." if len(ids) > limit else "")

@@ -78,16 +78,6 @@ TWEET_FIELDS = ("created_at", "author_id", "lang", "note_tweet")
 LOG_REJECTED = 20
 
 
-def _printable(text: str) -> str:
-    """``text`` with anything UTF-8 cannot carry (lone surrogates) and control characters
-    (NUL, tab...) escaped, for reports and terminals (a raw NUL made ``grep`` read a log as
-    binary)."""
-    text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
-    return "".join(
-        c.encode("unicode_escape").decode() if c < " " or c == "\x7f" else c for c in text
-    )
-
-
 def _check_encodable(post: Post) -> None:
     """Reject text that cannot be stored as UTF-8 (lone surrogates, undecodable bytes), or
     that holds a NUL character: Label Studio keeps task data in PostgreSQL's ``jsonb``,
@@ -151,10 +141,9 @@ def iter_jsonl(
         try:
             post = Post.from_dict(record)
             _check_encodable(post)
-            _check_id_edges(post.id)
+            _check_id(post.id)
         except DataError as exc:
-            found = _printable(exc.record_id) if exc.record_id else None
-            yield number, Rejected(found, exc.reason, number)
+            yield number, Rejected(exc.record_id or None, exc.reason, number)
             continue
         if max_chars is not None and len(post.text) > max_chars:
             reason = f"text of {len(post.text):,} characters; the limit is {max_chars:,} "
@@ -171,14 +160,25 @@ def iter_jsonl(
         yield number, post
 
 
-def _check_id_edges(post_id: str) -> None:
-    """:class:`DataError` for an id with white space at either end: ``brandloop forget``
-    strips the ids it is given, so it could never name that post (trial AX)."""
+def _check_id(post_id: str) -> None:
+    """:class:`DataError` for an id with white space at either end, or a character inside
+    that cannot be seen or typed (a control or format character such as a tab or U+200B, a
+    line or paragraph separator, any space but U+0020: what :meth:`str.isprintable` refuses):
+    ids are matched exactly, and ``brandloop forget`` strips the ids it is given, so it could
+    never name that post (trials AX, BA)."""
     if post_id != post_id.strip():
         raise DataError(
             post_id,
             f"'id' {post_id!r} starts or ends with white space: remove it (ids are matched "
             "exactly, and brandloop forget strips the ids it is given)",
+        )
+    if not post_id.isprintable():
+        at, char = next((i, c) for i, c in enumerate(post_id) if not c.isprintable())
+        raise DataError(
+            post_id,
+            f"'id' {post_id!r} holds an invisible or control character (U+{ord(char):04X}) at "
+            f"{at}: remove it (ids are matched exactly, so nobody could type this one to "
+            "brandloop forget)",
         )
 
 
@@ -244,12 +244,12 @@ _UTF16 = (
 )
 
 
-def _looks_utf16(first_line: bytes) -> bool:
-    """Whether a file's first line is UTF-16: its byte-order mark, or NUL every other byte
-    (``{"id"`` saved as UTF-16 without a mark)."""
-    if first_line.startswith((b"\xff\xfe", b"\xfe\xff")):
+def looks_utf16(head: bytes) -> bool:
+    """Whether a file whose first bytes (its first line, say) are ``head`` is UTF-16: its
+    byte-order mark, or NUL every other byte (``{"id"`` saved as UTF-16 without a mark)."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return True
-    return len(first_line) >= 4 and first_line.count(b"\x00") * 3 >= len(first_line)
+    return len(head) >= 4 and head.count(b"\x00") * 3 >= len(head)
 
 
 def jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]:
@@ -262,7 +262,7 @@ def jsonl_lines(storage: Storage, input_uri: str) -> Generator[str, None, None]:
     if isinstance(found, Path):
         with found.open("rb") as handle:
             for number, raw in enumerate(handle, 1):
-                if number == 1 and _looks_utf16(raw):
+                if number == 1 and looks_utf16(raw):
                     raise ConfigError(_UTF16.format(input_uri))
                 yield raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
         return
@@ -857,9 +857,9 @@ class XSource:
                     post: Post | None = _tweet_to_post(tweet, query)
                 except DataError as exc:
                     post = None
-                    record_id = None if exc.record_id is None else _printable(exc.record_id)
-                    self.rejected.append(Rejected(record_id, exc.reason))
-                    log.warning("skipped tweet %s: %s", record_id or "<no id>", exc.reason)
+                    rejected = Rejected(exc.record_id, exc.reason)
+                    self.rejected.append(rejected)
+                    log.warning("skipped tweet %s", rejected)
                     if exc.record_id is None or not _is_numeric(exc.record_id):
                         continue
                 tweet_id = int(post.id if post else str(tweet.get("id")))

@@ -57,7 +57,7 @@ from spacy.language import Language
 
 from ner import __version__
 from ner.datasets import dataset_hash, split_point, to_docbin
-from ner.errors import ConfigError, TrainingError
+from ner.errors import ConfigError, TrainingDataError, TrainingError
 from ner.models import BrandList, add_gazetteer, add_label_filter, load_spacy
 from ner.rehearsal import DEFAULT_SKIP, hard_negatives
 from ner.settings import TrainSettings
@@ -69,6 +69,8 @@ from ner.types import Annotation, Rejected
 log = logging.getLogger(__name__)
 
 CURVE_LOGGER = "brandloop.CurveLogger.v1"
+#: Fewest labelled posts a challenger trains on (one for training, one for its dev slice).
+MIN_TRAIN_POSTS = 2
 
 
 def default_config_path() -> Path:
@@ -304,13 +306,16 @@ def train(
     ``rehearsal``: labelled posts of a general source (:func:`ner.rehearsal.rehearsal_set`),
     added to the training part only (never to the dev slice), labels renamed and brand-less
     posts sampled as for ``annotations``; a post id of ``annotations`` wins over its copy.
-    Raises :class:`TrainingError` for too few posts, a bad ``label_map`` or a failed spaCy
-    run. ``curve_path``: where the curve is appended while training, one JSON line per
-    dev-slice evaluation (another process can follow it); by default a temporary file.
+    Raises :class:`TrainingDataError` for fewer than :data:`MIN_TRAIN_POSTS` posts or a bad
+    ``label_map`` (permanent), :class:`TrainingError` for a failed spaCy run.
+    ``curve_path``: where the curve is appended while training, one JSON line per dev-slice
+    evaluation (another process can follow it); by default a temporary file.
     """
     recipe = recipe or TrainSettings()
-    if len(annotations) < 2:
-        raise TrainingError(f"need at least 2 labelled posts to train, got {len(annotations)}")
+    if len(annotations) < MIN_TRAIN_POSTS:
+        raise TrainingDataError(
+            f"need at least {MIN_TRAIN_POSTS} labelled posts to train, got {len(annotations)}"
+        )
     trained_as = _trained_labels(labels, recipe.label_map)
     rehearsed = _rehearsal_part(rehearsal, annotations, recipe, seed)
     if recipe.recipe == "accurate":
@@ -508,10 +513,10 @@ def _trained_labels(labels: Sequence[str], label_map: Mapping[str, str]) -> list
     """The labels the ``ner`` component is trained with (ours, renamed by ``label_map``)."""
     unknown = set(label_map) - set(labels)
     if unknown:
-        raise TrainingError(f"label_map maps {sorted(unknown)}, which are not among {labels}")
+        raise TrainingDataError(f"label_map maps {sorted(unknown)}, which are not among {labels}")
     trained_as = list(dict.fromkeys(label_map.get(label, label) for label in labels))
     if len(trained_as) != len(labels):
-        raise TrainingError(f"label_map {dict(label_map)} merges two of {labels}")
+        raise TrainingDataError(f"label_map {dict(label_map)} merges two of {labels}")
     return trained_as
 
 
@@ -539,7 +544,7 @@ def _write_corpora(
     for item in rejected:
         log.warning("not trained on %s", item)
     if len(train_bin) == 0:
-        raise TrainingError("no usable training posts after alignment")
+        raise TrainingDataError("no usable training posts after alignment")
     train_bin.to_disk(work / "train.spacy")
     dev_bin.to_disk(work / "dev.spacy")
     return (len(train_bin), len(dev_bin)), rejected

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ner.errors import DataError
+from ner.report import printable
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,14 +193,18 @@ class Rejected:
     line: int | None = None
 
     def __str__(self) -> str:
+        """``"<id>: <reason>"`` or ``"line 3 (<id>): <reason>"``, the id's control characters
+        and lone surrogates escaped (:func:`ner.report.printable`)."""
+        shown = printable(self.record_id) if self.record_id else None
         if self.line is None:
-            return f"{self.record_id or '<no id>'}: {self.reason}"
-        which = f" ({self.record_id})" if self.record_id else ""
+            return f"{shown or '<no id>'}: {self.reason}"
+        which = f" ({shown})" if shown else ""
         return f"line {self.line}{which}: {self.reason}"
 
     def entry(self) -> dict[str, Any]:
         """This rejection as an entry of a ``.rejected.json`` report: ``{"post_id": str |
-        None, "reason": str}``, with ``"line": int`` for a record of a JSONL file."""
+        None, "reason": str}``, with ``"line": int`` for a record of a JSONL file. The id is
+        the record's own (JSON escapes its control characters), not the terminal's form."""
         found: dict[str, Any] = {"post_id": self.record_id, "reason": self.reason}
         return found if self.line is None else {"line": self.line, **found}
 

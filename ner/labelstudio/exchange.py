@@ -24,7 +24,9 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict
 
@@ -373,10 +375,15 @@ def find_export(storage: Storage, key: str) -> str:
     read as an export, an unreadable one would be moved aside (a trial's gold set was)."""
     parts = key.split("/")
     if not key.strip() or "://" in key or key.startswith("/") or {".", ".."} & set(parts):
+        inside = _key_of_path(storage, key)
+        way = (
+            f"it is in the storage: name it --export-key {inside.removeprefix('exports/')}"
+            if inside
+            else f"copy the file under {storage.uri(layout.EXPORTS)}/ and name it"
+        )
         raise ConfigError(
             f"export {key!r} is not a key under storage (a name under exports/, or a relative "
-            f"key such as exports/NAME.json), but a path, a URI or nothing: copy the file "
-            f"under {storage.uri(layout.EXPORTS)}/ and name it"
+            f"key such as exports/NAME.json), but a path, a URI or nothing: {way}"
         )
     if folder := layout.own_folder(key):
         raise ConfigError(
@@ -402,6 +409,18 @@ def find_export(storage: Storage, key: str) -> str:
         f"export {key!r} is neither {storage.uri(key)} nor under "
         f"{storage.uri(layout.EXPORTS)}/ ({held}); drop --export-key to read every export"
     )
+
+
+def _key_of_path(storage: Storage, path: str) -> str | None:
+    """The storage key an absolute path or a URI names, when it names one inside ``storage``
+    (a trial passed an export's full path), else None."""
+    if path.startswith("/"):
+        path = Path(path).resolve().as_uri()
+    root = storage.uri().rstrip("/") + "/"
+    key = path.removeprefix(root) if path.startswith(root) else ""
+    key = unquote(key) if root.startswith("file:") else key  # as_uri() escapes a space
+    usable = key and {".", ".."}.isdisjoint(key.split("/")) and not layout.own_folder(key)
+    return key if usable else None
 
 
 def check_pull_source(source: str, export_keys: Sequence[str], *, cli: bool = False) -> None:

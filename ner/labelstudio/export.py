@@ -64,7 +64,7 @@ from pydantic import (
 from ner.errors import ConfigError, DataError, ExportFileError, LabelStudioError, OffsetError
 from ner.labelstudio.config import LabelConfig
 from ner.report import quantity
-from ner.sources import input_bytes
+from ner.sources import input_bytes, looks_utf16
 from ner.storage import Storage
 from ner.types import Annotation, Parsed, Prediction, Rejected, Span
 
@@ -497,7 +497,9 @@ def load_export(data: bytes, source: str) -> list[Any]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         bad = data[exc.start : exc.start + 1].hex()
-        raise ExportFileError(source, f"not UTF-8: byte 0x{bad} at offset {exc.start}") from exc
+        what = "it looks UTF-16 (" if looks_utf16(data[:64]) else ""
+        what += f"byte 0x{bad} at offset {exc.start}" + (")" if what else "")
+        raise ExportFileError(source, f"not UTF-8: {what}; save it as UTF-8") from exc
     try:
         export = json.loads(text)
     except RecursionError as exc:

@@ -303,8 +303,14 @@ def test_fuzzed_exports_lose_no_good_record_and_raise_nothing_unhandled() -> Non
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        ('[{"data": {"text": "é"}}]'.encode("latin-1"), "not UTF-8: byte 0xe9 at offset 20"),
-        ("[]".encode("utf-16"), "not UTF-8: byte 0xff at offset 0"),
+        (
+            '[{"data": {"text": "é"}}]'.encode("latin-1"),
+            "not UTF-8: byte 0xe9 at offset 20; save it as UTF-8",
+        ),
+        (
+            "[]".encode("utf-16"),
+            "not UTF-8: it looks UTF-16 (byte 0xff at offset 0); save it as UTF-8",
+        ),
         (b"[" * 50_000 + b"]" * 50_000, "JSON nested too deeply to read"),
         (b'[{"id": 1}', "the JSON ends early (Expecting ',' delimiter"),
         (b'[{"id": x}]', "not JSON: Expecting value: line 1 column 9"),

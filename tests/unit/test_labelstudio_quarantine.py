@@ -44,7 +44,10 @@ def storage(tmp_path: Path) -> LocalStorage:
 @pytest.mark.parametrize(
     ("bad", "reason"),
     [
-        (json.dumps(_gold()[:50]).encode("utf-16"), "not UTF-8: byte 0xff at offset 0"),
+        (
+            json.dumps(_gold()[:50]).encode("utf-16"),
+            "not UTF-8: it looks UTF-16 (byte 0xff at offset 0); save it as UTF-8",
+        ),
         (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply to read"),
         (json.dumps(_gold()[:50]).encode()[:-3], "the JSON ends early ("),
     ],
@@ -238,7 +241,7 @@ def test_the_train_ner_pull_step_moves_a_bad_file_aside_and_pulls_the_rest(
     # then it pulled the good file's 453 annotations and named the quarantined file
     assert pulled.n_annotations == 453
     assert pulled.quarantined == [
-        f"{BAD_KEY} -> quarantine/{BAD_KEY}: not UTF-8: byte 0xe8 at offset 22"
+        f"{BAD_KEY} -> quarantine/{BAD_KEY}: not UTF-8: byte 0xe8 at offset 22; save it as UTF-8"
     ]
     # and the next run's pull proceeds from the remaining file
     assert pull_annotations.fn(ctx, "storage", None, "run-2").quarantined == []
@@ -247,7 +250,10 @@ def test_the_train_ner_pull_step_moves_a_bad_file_aside_and_pulls_the_rest(
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
-        (json.dumps([{"id": 1}]).encode("utf-16"), "not UTF-8: byte 0xff at offset 0"),
+        (
+            json.dumps([{"id": 1}]).encode("utf-16"),
+            "not UTF-8: it looks UTF-16 (byte 0xff at offset 0); save it as UTF-8",
+        ),
         (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply to read"),
         (b"<html>502 Bad Gateway</html>", "not JSON: "),
     ],

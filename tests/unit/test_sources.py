@@ -153,18 +153,36 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
         json.dumps({"id": " 8 ", "text": "an id forget could not name (trial AX)"}),
         json.dumps({"id": "9", "text": "Dior\u0000 no PostgreSQL stores"}),
         json.dumps({"id": "nul\u0000id", "text": "an id a terminal cannot show"}),
+        # ids nobody could type to brandloop forget (trial BA)
+        json.dumps({"id": "10\u000103", "text": "a control character inside"}),
+        json.dumps({"id": "a\tb", "text": "a tab"}),
+        json.dumps({"id": "12\u200b34", "text": "a zero-width space"}),
+        json.dumps({"id": "12\u202834", "text": "a line separator"}),
+        json.dumps({"id": "two words", "text": "a plain space inside is kept"}),
     ]
     # When it is parsed
     out = list(iter_jsonl(lines, query="file"))
     # Then the good posts are kept, emoji intact, and every bad line is named with its reason
     posts = [item for _, item in out if isinstance(item, Post)]
     rejected = {n: item for n, item in out if isinstance(item, Rejected)}
-    assert ids_of(posts) == ["1", "5"]
+    assert ids_of(posts) == ["1", "5", "two words"]
     assert posts[0].text == "Fenty 💄 gloss 👩🏽‍🎤"
     assert posts[0].source == "jsonl" and posts[0].query == "file"
-    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17]
+    assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]
     # (its control characters escaped: a trial's raw NUL made grep read the log as binary)
     assert str(rejected[17]).startswith("line 17 (nul\\x00id): 'id' holds a NUL")
+    # (while the report keeps the id itself, which JSON escapes: what jq users want)
+    assert rejected[17].entry()["post_id"] == "nul\x00id"
+    assert [rejected[n].reason for n in (18, 19, 20, 21)] == [
+        f"'id' {bad!r} holds an invisible or control character (U+{code}) at {at}: remove it "
+        "(ids are matched exactly, so nobody could type this one to brandloop forget)"
+        for bad, code, at in (
+            ("10\x0103", "0001", 2),
+            ("a\tb", "0009", 1),
+            ("12\u200b34", "200B", 2),
+            ("12\u202834", "2028", 2),
+        )
+    ]
     assert rejected[16].reason == (
         "'text' holds a NUL character (U+0000) at 4, which Label Studio's PostgreSQL cannot "
         "store: remove it"

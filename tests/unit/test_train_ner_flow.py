@@ -132,6 +132,28 @@ def test_the_threshold_met_note_suggests_a_threshold_that_would_train() -> None:
     )
 
 
+def test_a_pool_too_small_to_train_trains_nothing_and_says_so(tmp_path: Path) -> None:
+    from flows.context import PERMANENT_ERRORS
+    from flows.train_ner import _too_few_to_train
+    from ner.errors import TrainingDataError
+    from ner.training import train
+
+    # A one-post pool is no run to fail (a trial's was retried once, then failed, no hint)
+    assert _too_few_to_train(1, 1) == (
+        "the training pool holds 1 post (gold and canary posts are never trained on), and a "
+        "challenger needs at least 2: label more posts"
+    )
+    assert _too_few_to_train(3, 5) == (
+        "the training pool holds 3 posts (gold and canary posts are never trained on); "
+        "NER_MIN_NEW_LABELS=5"
+    )
+    assert _too_few_to_train(2, 1) is None
+    # and training on it anyway fails at once, with an error no retry is made for
+    with pytest.raises(TrainingDataError, match="need at least 2 labelled posts") as caught:
+        train([Annotation("p1", "I love Nike", ())], start_from="blank", output_dir=tmp_path)
+    assert isinstance(caught.value, PERMANENT_ERRORS)
+
+
 def test_the_no_gold_note_says_why_and_what_to_do() -> None:
     from flows.train_ner import Splits
 
@@ -243,6 +265,19 @@ def test_an_export_key_in_brandloops_own_folders_is_refused_and_nothing_moves(
             pull_annotations.fn(ctx, "storage", [key], "s1")
     assert all(ctx.storage.exists(key) for key in held)
     assert ctx.storage.list("quarantine") == ["quarantine/exports/x.json"]
+    # and the full path of a file in the storage is told the name to pass (trial BA)
+    ctx.storage.write_json("exports/my round.json", [])
+    for key in [
+        str(tmp_path / "dev/exports/my round.json"),
+        ctx.storage.uri("exports/my round.json"),
+    ]:
+        with pytest.raises(
+            ConfigError, match=r"it is in the storage: name it --export-key my round.json$"
+        ):
+            pull_annotations.fn(ctx, "storage", [key], "s1")
+    # (but never a key of brandloop's own folders)
+    with pytest.raises(ConfigError, match=r"a path, a URI or nothing: copy the file under"):
+        pull_annotations.fn(ctx, "storage", [str(tmp_path / "dev" / held[0])], "s1")
 
 
 def test_export_keys_with_the_label_studio_source_are_refused(tmp_path: Path) -> None:
