@@ -603,7 +603,10 @@ def apply(
         "n_shards": n_shards,
         "reread": reread,
     }
-    _apply_summary(run_flow(ctx, apply_ner, params, overrides), cfg)
+    result = run_flow(ctx, apply_ner, params, overrides)
+    _apply_summary(result, cfg)
+    if result.posts_sent() == 0 and result.fetched.n_rejected:
+        raise typer.Exit(APPLY_ALL_REJECTED_EXIT)  # its no-posts line named them (trial BA)
 
 
 def _apply_summary(result: ApplyResult, cfg: Settings) -> None:
@@ -1176,6 +1179,10 @@ def _lift(cfg: Settings, params: Mapping[str, Any]) -> None:
 #: ``timed_out_waiting_for_labels``): the run itself went well, but a script that chains
 #: commands should not read it as a round played.
 LOOP_TIMED_OUT_EXIT = 3
+#: ``brandloop apply``'s exit code when every record it read was rejected and it sent no
+#: post: the run went well (the rejections are reported, the checkpoint moved past them), but
+#: a script should not read it as posts sent.
+APPLY_ALL_REJECTED_EXIT = 4
 
 
 def _print_rounds(result: LoopResult, threshold: float, rounds_option: str) -> None:

@@ -332,6 +332,27 @@ def test_a_model_that_does_not_exist_is_refused_before_serving_or_fetching(
     assert sorted((tmp_path / "storage").rglob("*")) == stored
 
 
+@pytest.mark.slow
+def test_apply_exits_4_when_every_line_it_read_was_rejected(tmp_path: Path) -> None:
+    # Given a file whose every line is rejected (trial BA's apply said so, then exited 0)
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"id": "a\\tb", "text": "Dior"}\n{"text": "no id"}\n', encoding="utf-8")
+    flags = ["--set", f"storage_uri={tmp_path / 'store'}"]
+    flags += ["--set", f"mlflow_tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    args = ["apply", "--source", "jsonl", "--input-uri", str(posts), "--model", "gazetteer"]
+    # When apply reads it, it names both lines and exits 4: no post was sent
+    done = run_cli(plain_env(tmp_path), *args, *flags, cwd=tmp_path)
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == cli.APPLY_ALL_REJECTED_EXIT == 4, said[-3000:]
+    assert "2 lines rejected, each with its reason in file://" in said
+    assert "holds an invisible or control character (U+0009)" in said
+    # And with a good line appended, the next run sends it and exits 0 (its lines are new)
+    with posts.open("a", encoding="utf-8") as handle:
+        handle.write('{"id": "p3", "text": "new Fenty gloss"}\n')
+    done = run_cli(plain_env(tmp_path), *args, *flags, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_doctor_with_mlflow_up_and_label_studio_down(
     mlflow_server: MlflowService, tmp_path: Path, clean_env: None
 ) -> None:
