@@ -125,6 +125,8 @@ class Pulled(BaseModel):
     fallen_back_post_ids: list[str] = []
     #: Posts whose annotators disagree, held out of training (``NER_AGREEMENT_POLICY=review``).
     held_post_ids: list[str] = []
+    #: Posts the last pull held for review that this one does not.
+    released_post_ids: list[str] = []
     #: Records another task of the same post superseded (a newer annotation).
     n_superseded: int = 0
 
@@ -1482,8 +1484,16 @@ def threshold_met_note(model_version: str, f1: float, threshold: float) -> str:
 
 
 def _say_disagreements(pulled: Pulled) -> None:
-    """Say how many posts' annotators disagreed and were settled by the policy without a
-    review (``held`` posts are said by the pull itself)."""
+    """Name the posts the last pull held that this one released, and say how many posts'
+    annotators disagreed and were settled by the policy without a review (``held`` posts are
+    said by the pull itself)."""
+    if released := pulled.released_post_ids:
+        run_logger().info(
+            "%s held for review by the last pull released (their annotations now agree, or "
+            "one was edited or deleted): %s",
+            quantity(len(released), "post"),
+            first_ids(released),
+        )
     settled = [
         a for a in pulled.agreement if a["score"] < 1.0 and a["outcome"] != "held_for_review"
     ]

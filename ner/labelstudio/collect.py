@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +76,8 @@ class CollectReport(BaseModel):
     agreement_policy: AgreementPolicy = AgreementPolicy.LATEST
     agreement: list[Agreement] = []
     held_post_ids: list[str] = []
+    #: Posts the last pull held for review that this one does not (agreed, edited, deleted).
+    released_post_ids: list[str] = []
     review_key: str | None = None
     #: ``<out_key>.rejected.json``: every rejected, repaired and superseded record with its
     #: reason (None when there is none).
@@ -342,6 +344,22 @@ def _write_review(
     return review_key
 
 
+def _released(storage: Storage, out_key: str, held: Collection[str]) -> list[str]:
+    """The posts the last pull before ``out_key`` held for review that this one does not
+    (``held``): released (a trial saw only ``brandloop status``'s count drop). None for a
+    pull outside ``annotations/``, or after none that held a post."""
+    if not layout.is_pulled_annotations(out_key):
+        return []
+    folder = out_key.rpartition("/")[0]
+    pulls = [k for k in storage.list(folder) if layout.is_pulled_annotations(k) and k < out_key]
+    report = layout.review_report(pulls[-1]) if pulls else None
+    if report is None or not storage.exists(report):
+        return []
+    earlier = storage.read_json(report)
+    ids = [e["post_id"] for e in earlier if isinstance(e, dict) and "post_id" in e]
+    return [post_id for post_id in ids if post_id not in held]
+
+
 def _write_rejected(
     storage: Storage,
     out_key: str,
@@ -497,6 +515,7 @@ def collect_annotations(
         agreement_policy=policy,
         agreement=agreements,
         held_post_ids=[a.post_id for a in held],
+        released_post_ids=_released(storage, out_key, {a.post_id for a in held}),
         review_key=review_key,
         rejected_key=rejected_key,
         quarantined=[item.describe() for item in pool.quarantined],

@@ -209,6 +209,42 @@ def test_policies_on_two_disagreeing_annotators(
     json.dumps(report.model_dump(mode="json"))  # the flow returns it as JSON
 
 
+def test_a_post_the_last_pull_held_for_review_is_named_when_released(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from flows.train_ner import Pulled, _say_disagreements
+
+    # Given a pull that held posts a and c (their two annotators disagree)
+    held = [
+        two_annotator_task(1, "a", ["Glossier", "Fenty Beauty"], ["Glossier", "Sephora"]),
+        two_annotator_task(3, "c", ["Glossier"], ["Sephora"]),
+    ]
+    first = write_snapshot(storage, "s1", held)
+    kwargs: dict[str, Any] = {"policy": AgreementPolicy.REVIEW, "threshold": 0.8}
+    out = [layout.pulled_annotations(stamp) for stamp in ("20261201T000000Z", "20261202T000000Z")]
+    collect_annotations(storage, [first], LABELS, out_key=out[0], **kwargs)
+    # When a's second annotator edits the label to agree, and the next pull runs
+    agreed = two_annotator_task(1, "a", ["Glossier", "Sephora"], ["Glossier", "Sephora"])
+    second = write_snapshot(storage, "s2", [agreed, held[1]])
+    report = collect_annotations(storage, [second], LABELS, out_key=out[1], **kwargs)
+    # Then a is reported as released (a trial saw only the count drop), c still held
+    assert (report.held_post_ids, report.released_post_ids) == (["c"], ["a"])
+    # and train-ner names it
+    logger = logging.getLogger("flows.context")  # Prefect's set-up may stop propagation
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="flows.context"):
+            _say_disagreements(Pulled.model_validate(report.model_dump(mode="json")))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert [r.getMessage() for r in caplog.records if "released" in r.getMessage()] == [
+        "1 post held for review by the last pull released (their annotations now agree, or "
+        "one was edited or deleted): a"
+    ]
+
+
 def test_an_annotator_who_saved_twice_votes_once(storage: Storage) -> None:
     # given a trial's task: annotator 1 saved "Glossier Sephora" twice, annotator 2 "Glossier"
     raw = two_annotator_task(1, "a", ["Glossier", "Sephora"], ["Glossier"])
