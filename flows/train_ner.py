@@ -502,7 +502,8 @@ def prepare_gold(
     else:
         splits = _with_canary(splits, found)
         _say_other_policy(storage, loaded[0], settings.agreement_policy.value)
-    _say_split(splits, len(annotations))
+    in_gold, in_canary = _frozen_among(storage, splits, {a.post_id for a in annotations})
+    _say_split(splits, len(annotations), in_gold, in_canary)
     _say_relabelled(storage, splits.train_key)
     return splits
 
@@ -595,37 +596,54 @@ def _say_uncut_gold(storage: Storage, annotations: list[Annotation], post_rules:
     say_spans("gold span no model predicts exactly", report_unkept(gold, blank_en(post_rules)))
 
 
-def _say_split(splits: Splits, n_labelled: int) -> None:
-    """Log where the ``n_labelled`` posts went, every one accounted for."""
-    later = n_labelled - splits.n_gold - splits.n_canary - splits.n_train
-    if later < 0:  # frozen sets hold posts this pull does not (--export-key, deletions)
-        run_logger().info(
-            "%s pulled, %d of them in the training pool; the frozen gold set "
-            "holds %d posts and the canary set %d, not all among the posts pulled (they keep "
-            "the labels they froze with: the pull read only the exports named, or labels "
-            "were deleted or held for review since)",
-            quantity(n_labelled, "labelled post"),
-            splits.n_train,
-            splits.n_gold,
-            splits.n_canary,
-        )
-        return
+def _say_split(
+    splits: Splits, n_labelled: int, in_gold: int | None = None, in_canary: int | None = None
+) -> None:
+    """Log where the ``n_labelled`` posts went, every one accounted for: ``in_gold`` and
+    ``in_canary`` of them are in the frozen sets (default: the sets' sizes), which may hold
+    posts the pull does not (a trial read 10 gold posts where the pull held 9)."""
+    in_gold = splits.n_gold if in_gold is None else in_gold
+    in_canary = splits.n_canary if in_canary is None else in_canary
+    later = n_labelled - in_gold - in_canary - splits.n_train
+    elsewhere = splits.n_gold - in_gold + splits.n_canary - in_canary
     run_logger().info(
         "%s: %d in the gold set, %d in the canary set (older posts or other "
-        "sources, kept to catch forgetting), %d in the training pool%s",
+        "sources, kept to catch forgetting), %d in the training pool%s%s",
         quantity(n_labelled, "labelled post"),
-        splits.n_gold,
-        splits.n_canary,
+        in_gold,
+        in_canary,
         splits.n_train,
-        (
-            f", {later} left out (of the gold split, labelled after it froze: neither trained "
-            "on nor scored; a new gold set, after `brandloop gold-set retire`, can take them)"
-            if splits.gold_hash is not None
-            else f", {later} left out (of the gold split, waiting for a gold set to freeze)"
-        )
-        if later > 0
+        _left_out(later, frozen=splits.gold_hash is not None),
+        f"; the frozen gold set holds {splits.n_gold} posts and the canary set "
+        f"{splits.n_canary}, {elsewhere} of them not among the posts pulled (they keep the "
+        "labels they froze with: the pull read only the exports named, or labels were "
+        "deleted or held for review since)"
+        if elsewhere > 0
         else "",
     )
+
+
+def _left_out(later: int, *, frozen: bool) -> str:
+    """``", 28 left out (...)"``: labelled posts of the gold split kept from the pool."""
+    if later <= 0:
+        return ""
+    if frozen:
+        return (
+            f", {later} left out (of the gold split, labelled after it froze: neither trained "
+            "on nor scored; a new gold set, after `brandloop gold-set retire`, can take them)"
+        )
+    return f", {later} left out (of the gold split, waiting for a gold set to freeze)"
+
+
+def _frozen_among(storage: Storage, splits: Splits, post_ids: set[str]) -> tuple[int, int]:
+    """How many of ``post_ids`` the gold set in force and its canary set hold."""
+    if splits.gold_name is None:
+        return 0, 0
+    gold = datasets.load_gold_set(storage)
+    found = canary.load_canary_set(storage, splits.gold_name)
+    gold_ids = set(gold[0].post_ids) if gold else set()
+    canary_ids = set(found[0].post_ids) if found else set()
+    return len(post_ids & gold_ids), len(post_ids & canary_ids - gold_ids)
 
 
 def _newest_too(settings: Settings) -> str:

@@ -102,8 +102,12 @@ def test_the_split_accounts_for_every_labelled_post(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.INFO, logger="flows.context"):
         _say_split(first, 360)
         _say_split(second, 453)
-        _say_split(narrowed, 2)  # a trial's --export-key of one new export
+        _say_split(narrowed, 2, 0, 0)  # a trial's --export-key of one new export
         _say_split(narrowed.model_copy(update={"n_gold": 0, "n_train": 1}), 1)
+        # (a trial's gold post held for review: 10 gold / 13 canary / 2 left out were said
+        # where the pull held 9 / 12 / 4)
+        held = first.model_copy(update={"n_gold": 10, "n_canary": 13, "n_train": 20})
+        _say_split(held, 45, 9, 12)
     assert caplog.messages == [
         "360 labelled posts: 75 in the gold set, 92 in the canary set (older posts or other "
         "sources, kept to catch forgetting), 193 in the training pool",
@@ -111,12 +115,20 @@ def test_the_split_accounts_for_every_labelled_post(caplog: pytest.LogCaptureFix
         "sources, kept to catch forgetting), 258 in the training pool, 28 left out (of the gold "
         "split, labelled after it froze: neither trained on nor scored; a new gold set, after "
         "`brandloop gold-set retire`, can take them)",
-        "2 labelled posts pulled, 2 of them in the training pool; the frozen gold set holds 10 "
-        "posts and the canary set 0, not all among the posts pulled (they keep the labels "
-        "they froze with: the pull read only the exports named, or labels were deleted or "
-        "held for review since)",
+        "2 labelled posts: 0 in the gold set, 0 in the canary set (older posts or other "
+        "sources, kept to catch forgetting), 2 in the training pool; the frozen gold set holds "
+        "10 posts and the canary set 0, 10 of them not among the posts pulled (they keep the "
+        "labels they froze with: the pull read only the exports named, or labels were deleted "
+        "or held for review since)",
         "1 labelled post: 0 in the gold set, 0 in the canary set (older posts or other "
         "sources, kept to catch forgetting), 1 in the training pool",
+        "45 labelled posts: 9 in the gold set, 12 in the canary set (older posts or other "
+        "sources, kept to catch forgetting), 20 in the training pool, 4 left out (of the gold "
+        "split, labelled after it froze: neither trained on nor scored; a new gold set, after "
+        "`brandloop gold-set retire`, can take them); the frozen gold set holds 10 posts and "
+        "the canary set 13, 2 of them not among the posts pulled (they keep the labels they "
+        "froze with: the pull read only the exports named, or labels were deleted or held for "
+        "review since)",
     ]
 
 
