@@ -571,7 +571,8 @@ def apply(
     set_: SetOption = None,
 ) -> None:
     """Fetch posts, predict brands, deliver them as Label Studio tasks: import JSON in storage
-    (default) or through Label Studio's API (the apply-ner flow)."""
+    (default) or through Label Studio's API (the apply-ner flow). Exit code 4: records were
+    refused (rejected lines, id conflicts in Label Studio) and no post was sent."""
     from ner.settings import load_settings
 
     overrides = cli_overrides(set_)
@@ -605,8 +606,8 @@ def apply(
     }
     result = run_flow(ctx, apply_ner, params, overrides)
     _apply_summary(result, cfg)
-    if result.posts_sent() == 0 and result.fetched.n_rejected:
-        raise typer.Exit(APPLY_ALL_REJECTED_EXIT)  # its no-posts line named them (trial BA)
+    if result.refused_all():  # its lines named each record and why
+        raise typer.Exit(APPLY_ALL_REJECTED_EXIT)
 
 
 def _apply_summary(result: ApplyResult, cfg: Settings) -> None:
@@ -1179,9 +1180,10 @@ def _lift(cfg: Settings, params: Mapping[str, Any]) -> None:
 #: ``timed_out_waiting_for_labels``): the run itself went well, but a script that chains
 #: commands should not read it as a round played.
 LOOP_TIMED_OUT_EXIT = 3
-#: ``brandloop apply``'s exit code when every record it read was rejected and it sent no
-#: post: the run went well (the rejections are reported, the checkpoint moved past them), but
-#: a script should not read it as posts sent.
+#: ``brandloop apply``'s exit code when it refused records and sent no post (every line it
+#: read rejected, or every post held by the Label Studio project under its id with another
+#: text): the run went well (each is reported, the checkpoint moved past them), but a
+#: script should not read it as posts sent.
 APPLY_ALL_REJECTED_EXIT = 4
 
 

@@ -267,7 +267,9 @@ def _cause(shown: str) -> str:
 
 
 def _clip(message: str, width: int = MAX_LINE) -> str:
-    line = " ".join(message.split())
+    """``message`` on one line (its lines joined by a space), cut at ``width``. Spaces within
+    a line are kept: a post id ``'  sp-1 '`` was shown ``' sp-1 '`` (trial BB)."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
     return line if len(line) <= width else f"{line[: width - 1]}…"
 
 

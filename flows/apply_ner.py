@@ -161,6 +161,14 @@ class ApplyResult(BaseModel):
         earlier = [r.delivered.n_predictions for r in self.recovered if r.delivered]
         return self.fetched.n_posts + sum(earlier)
 
+    def refused_all(self) -> bool:
+        """Whether this run refused records (lines the fetch rejected, posts Label Studio
+        holds under their id with another text) and sent none: ``brandloop apply`` then
+        exits 4 (trial BA: exit 0 with every line rejected)."""
+        batches = [r.delivered for r in self.recovered] + [self.delivered]
+        conflicts = sum(b.imported.n_id_conflicts for b in batches if b and b.imported)
+        return self.fetched.n_rejected + conflicts > 0 and self.posts_sent() <= conflicts
+
     def tasks_keys(self) -> list[str]:
         """Label Studio import files written by this run, oldest batch first."""
         batches = [r.delivered for r in self.recovered] + [self.delivered]

@@ -1427,7 +1427,7 @@ def _run_train(
     if not needs_training(champion.f1, ctx.settings.threshold):
         summary.status = TrainStatus.THRESHOLD_MET
         summary.decision = threshold_met_note(
-            champion.model_version, champion.f1, ctx.settings.threshold
+            champion.model_version, champion.f1, ctx.settings.threshold, splits.n_gold
         )
         return summary
     if too_few := _too_few_to_train(splits.n_train, ctx.settings.min_new_labels):
@@ -1488,12 +1488,21 @@ def no_gold_note(settings: Settings, splits: Splits, goldsets: str) -> str:
     )
 
 
-def threshold_met_note(model_version: str, f1: float, threshold: float) -> str:
+def threshold_met_note(model_version: str, f1: float, threshold: float, n_gold: int = 0) -> str:
     """Why nothing trained, and the threshold that would train a challenger: the next
-    hundredth above ``f1`` (none when ``f1`` is 1: nothing is left to beat)."""
+    hundredth above ``f1``. At F1 1, where no threshold trains one, a gold set of ``n_gold``
+    posts under :data:`~ner.datasets.SMALL_GOLD_SET` is named with the way to a larger one
+    (a trial's one-post gold set stopped every run there)."""
     met = f"{model_version} scores F1 {f1:.4f} >= threshold {threshold:.4f} on the gold set"
     if f1 >= 1.0:
-        return f"{met}: nothing trained (no challenger can beat F1 1.0 on this gold set)"
+        small = (
+            f"; it holds only {quantity(n_gold, 'post')}: `brandloop gold-set retire --reason "
+            "...` lets the next train freeze a larger one (NER_GOLD_MIN_POSTS sets its least "
+            "size)"
+            if 0 < n_gold < datasets.SMALL_GOLD_SET
+            else ""
+        )
+        return f"{met}: nothing trained (no challenger can beat F1 1.0 on this gold set{small})"
     above = min(math.floor(f1 * 100 + 1) / 100, 1.0)
     return (
         f"{met}: nothing trained (a threshold above {f1:.4f}, e.g. --set threshold={above:.2f}, "

@@ -13,13 +13,12 @@ def quantity(n: int, noun: str, plural: str | None = None) -> str:
 
 
 def printable(text: str) -> str:
-    """``text`` with anything UTF-8 cannot carry (lone surrogates) and control characters
-    (NUL, tab...) escaped, for terminals and logs (a raw NUL made ``grep`` read a log as
-    binary): ``"10\\x0103"`` for ``"10\x0103"``."""
+    """``text`` with anything UTF-8 cannot carry (lone surrogates) and every character
+    :meth:`str.isprintable` refuses but the space escaped (control characters such as NUL
+    and tab, U+200B, U+2028...), for terminals and logs (a raw NUL made ``grep`` read a log
+    as binary; a zero-width space could not be seen): ``"10\\x0103"`` for ``"10\x0103"``."""
     text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
-    return "".join(
-        c.encode("unicode_escape").decode() if c < " " or c == "\x7f" else c for c in text
-    )
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def first_ids(ids: Sequence[str], limit: int = 10) -> str:

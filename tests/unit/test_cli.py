@@ -1923,6 +1923,38 @@ def test_the_apply_summary_gives_storage_keys_as_full_addresses(
     assert "gs://bucket/pre/dev/predictions/s1.jsonl" in said
 
 
+def test_a_narrated_line_keeps_the_spaces_within_a_line() -> None:
+    from apps.progress import _clip
+
+    # a trial's id "   sp-1  " was shown as " sp-1 "; a message's lines still join as one
+    said = _clip("skipped a record: line 1 (   sp-1  ): 'id' '   sp-1  ' starts\n  or ends")
+    assert said == "skipped a record: line 1 (   sp-1  ): 'id' '   sp-1  ' starts or ends"
+    assert _clip("x" * 20, width=10) == "x" * 9 + "…"
+
+
+def test_apply_counts_as_refusing_all_only_refused_records_with_no_post_sent() -> None:
+    from flows.apply_ner import ApplyResult, Delivered, Fetched, Imported, Predicted
+
+    def result(n_posts: int, n_rejected: int, conflicts: int | None = None) -> ApplyResult:
+        fetched = Fetched(
+            posts_key="posts/s1.jsonl", n_posts=n_posts, n_rejected=n_rejected, source="jsonl"
+        )
+        if conflicts is None:
+            return ApplyResult(fetched=fetched, destination="storage")
+        predicted = Predicted(predictions_key="p.jsonl", n_predictions=n_posts, model_version="v")
+        imported = Imported(project_id=1, n_imported=n_posts - conflicts, n_id_conflicts=conflicts)
+        delivered = Delivered(posts_key="posts/s1.jsonl", predicted=predicted, imported=imported)
+        return ApplyResult(fetched=fetched, destination="label_studio", delivered=delivered)
+
+    # every line rejected (trial BA: exit 0), or every post an id conflict (trial BB)
+    assert result(0, 4).refused_all() and result(2, 0, conflicts=2).refused_all()
+    # not when a post went, nor when nothing was refused (the file read to its end)
+    assert (
+        not result(1, 3, conflicts=0).refused_all() and not result(2, 1, conflicts=1).refused_all()
+    )
+    assert not result(0, 0).refused_all()
+
+
 def test_the_apply_summary_does_not_count_a_batch_left_to_another_run_as_recovered(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

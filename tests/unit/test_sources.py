@@ -171,6 +171,8 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
     assert sorted(rejected) == [2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]
     # (its control characters escaped: a trial's raw NUL made grep read the log as binary)
     assert str(rejected[17]).startswith("line 17 (nul\\x00id): 'id' holds a NUL")
+    # (a zero-width space too: a trial's was printed raw, out of sight)
+    assert str(rejected[20]).startswith("line 20 (12\\u200b34): ")
     # (while the report keeps the id itself, which JSON escapes: what jq users want)
     assert rejected[17].entry()["post_id"] == "nul\x00id"
     assert [rejected[n].reason for n in (18, 19, 20, 21)] == [

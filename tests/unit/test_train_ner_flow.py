@@ -142,6 +142,14 @@ def test_the_threshold_met_note_suggests_a_threshold_that_would_train() -> None:
     assert threshold_met_note("v", 1.0, 0.8).endswith(
         "nothing trained (no challenger can beat F1 1.0 on this gold set)"
     )
+    # and a gold set too small to leave room names the way out (a trial's one-post set
+    # stopped every run here)
+    assert threshold_met_note("v", 1.0, 0.8, n_gold=1).endswith(
+        "nothing trained (no challenger can beat F1 1.0 on this gold set; it holds only 1 "
+        "post: `brandloop gold-set retire --reason ...` lets the next train freeze a larger one "
+        "(NER_GOLD_MIN_POSTS sets its least size))"
+    )
+    assert threshold_met_note("v", 1.0, 0.8, n_gold=100).endswith("on this gold set)")
 
 
 def test_a_pool_too_small_to_train_trains_nothing_and_says_so(tmp_path: Path) -> None:
