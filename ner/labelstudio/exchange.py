@@ -375,12 +375,7 @@ def find_export(storage: Storage, key: str) -> str:
     read as an export, an unreadable one would be moved aside (a trial's gold set was)."""
     parts = key.split("/")
     if not key.strip() or "://" in key or key.startswith("/") or {".", ".."} & set(parts):
-        inside = _key_of_path(storage, key)
-        way = (
-            f"it is in the storage: name it --export-key {inside.removeprefix('exports/')}"
-            if inside
-            else f"copy the file under {storage.uri(layout.EXPORTS)}/ and name it"
-        )
+        way = _how_to_name(storage, key)
         raise ConfigError(
             f"export {key!r} is not a key under storage (a name under exports/, or a relative "
             f"key such as exports/NAME.json), but a path, a URI or nothing: {way}"
@@ -401,6 +396,9 @@ def find_export(storage: Storage, key: str) -> str:
                 f"{storage.uri(moved.quarantine_key)} ({moved.reason}); fix it and put it back "
                 f"at {storage.uri(moved.key)}"
             )
+    if Path(key).is_file():  # a path relative to the working folder (trial BB)
+        way = _how_to_name(storage, key)
+        raise ConfigError(f"export {key!r} is a local file, not a key under storage: {way}")
     there = [k.removeprefix(f"{layout.EXPORTS}/") for k in storage.list(layout.EXPORTS)]
     held = (
         f"it holds {', '.join(there[:5])}{' ...' if len(there) > 5 else ''}" if there else "empty"
@@ -411,10 +409,21 @@ def find_export(storage: Storage, key: str) -> str:
     )
 
 
+def _how_to_name(storage: Storage, path: str) -> str:
+    """What to pass instead of ``path`` (a local file's path, or a URI): its name when it
+    is in the storage, else where to copy it."""
+    inside = _key_of_path(storage, path)
+    if inside:
+        return f"it is in the storage: name it --export-key {inside.removeprefix('exports/')}"
+    return f"copy the file under {storage.uri(layout.EXPORTS)}/ and name it"
+
+
 def _key_of_path(storage: Storage, path: str) -> str | None:
-    """The storage key an absolute path or a URI names, when it names one inside ``storage``
-    (a trial passed an export's full path), else None."""
-    if path.startswith("/"):
+    """The storage key a local file's path or a URI names, when it names one inside
+    ``storage`` (a trial passed an export's full path), else None."""
+    if "://" not in path:
+        if not path or not Path(path).is_file():
+            return None
         path = Path(path).resolve().as_uri()
     root = storage.uri().rstrip("/") + "/"
     key = path.removeprefix(root) if path.startswith(root) else ""

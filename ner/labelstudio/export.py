@@ -708,7 +708,8 @@ class _ExportReader:
         if isinstance(value, str):
             return value
         label = value.labels[0]
-        where = f"span [{value.start}, {value.end}) {_SHORT.repr(value.text)}"
+        shown = _SHORT.repr(value.text) if value.text is not None else "(no text)"
+        where = f"span [{value.start}, {value.end}) {shown}"  # a trial read "None" here
         if label not in self.labels:
             return f"{where}: unknown label {_SHORT.repr(label)} (known: {sorted(self.labels)})"
         return _aligned(text, value, where)

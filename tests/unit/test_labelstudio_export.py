@@ -387,8 +387,8 @@ def test_a_span_without_value_text_is_kept_on_word_edges_and_rejected_inside_a_w
     said = [r.reason for r in parsed.rejected if r.record_id == "2"]
     assert any(
         reason.endswith(
-            "span [9, 21) None BRAND: no value.text to check the offsets against, and they cut "
-            "a word ('e: Estee Lau')"
+            "span [9, 21) (no text) BRAND: no value.text to check the offsets against, and they "
+            "cut a word ('e: Estee Lau')"
         )
         for reason in said
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -295,6 +296,10 @@ def test_an_export_key_in_brandloops_own_folders_is_refused_and_nothing_moves(
             ConfigError, match=r"it is in the storage: name it --export-key my round.json$"
         ):
             pull_annotations.fn(ctx, "storage", [key], "s1")
+    # and so is a path relative to the working folder (trial BB was told "neither ... nor")
+    local = r"is a local file, not a key under storage: it is in the storage: name it"
+    with contextlib.chdir(tmp_path), pytest.raises(ConfigError, match=local):
+        pull_annotations.fn(ctx, "storage", ["dev/exports/my round.json"], "s1")
     # (but never a key of brandloop's own folders)
     with pytest.raises(ConfigError, match=r"a path, a URI or nothing: copy the file under"):
         pull_annotations.fn(ctx, "storage", [str(tmp_path / "dev" / held[0])], "s1")
