@@ -1187,7 +1187,13 @@ LOOP_TIMED_OUT_EXIT = 3
 APPLY_ALL_REJECTED_EXIT = 4
 
 
-def _print_rounds(result: LoopResult, threshold: float, rounds_option: str) -> None:
+#: How a loop whose budget is spent plays more (``brandloop demo`` says ``--keep``).
+LOOP_AGAIN = "run the loop again to play more"
+
+
+def _print_rounds(
+    result: LoopResult, threshold: float, rounds_option: str, again: str = LOOP_AGAIN
+) -> None:
     from ner.report import rounds_table
 
     out = console()
@@ -1197,14 +1203,14 @@ def _print_rounds(result: LoopResult, threshold: float, rounds_option: str) -> N
     else:
         out.print("no round was played")
     out.print()
-    out.print(loop_status_line(result, threshold, rounds_option), soft_wrap=True)
+    out.print(loop_status_line(result, threshold, rounds_option, again), soft_wrap=True)
 
 
 #: What each way a loop stops means, after its status on the last line.
 LOOP_STATUS_MEANING = {
     "threshold_met": "the champion meets the threshold on the gold set",
     "budget_spent": "{n} played, as many as {option} allows, and the threshold is not met "
-    "yet: run the loop again to play more",
+    "yet: {again}",
     "no_new_posts": "the source gave no post that was not labelled or sent before",
     "timed_out_waiting_for_labels": "too few labels came before --wait-timeout-s",
 }
@@ -1214,13 +1220,15 @@ def loop_status_line(
     result: LoopResult,
     threshold: float | None = None,
     rounds_option: str = "--max-rounds (NER_MAX_ROUNDS)",
+    again: str = LOOP_AGAIN,
 ) -> str:
     """``loop status: budget_spent (3 rounds played, ...)``: the status and what it means
     (a promoted last round beside "budget_spent" read as a failure in a trial); the budget
     spent by a round whose new champion reaches ``threshold`` says so (a trial read "not
     met yet" beside a champion of 0.8235 > 0.80)."""
     n = quantity(len(result.rounds), "round")
-    meaning = LOOP_STATUS_MEANING.get(str(result.status), "").format(n=n, option=rounds_option)
+    meaning = LOOP_STATUS_MEANING.get(str(result.status), "")
+    meaning = meaning.format(n=n, option=rounds_option, again=again)
     last = result.rounds[-1].train if result.rounds else None
     if (
         str(result.status) == "budget_spent"
@@ -1419,7 +1427,13 @@ def demo(
     }
     started = time.perf_counter()
     result = run_flow(ctx, feedback_loop, params, overrides)
-    _print_rounds(result, cfg.threshold, "--rounds")
+    _print_rounds(
+        result,
+        cfg.threshold,
+        "--rounds",
+        again="`brandloop demo --keep` plays more from here (without --keep a demo starts "
+        "afresh)",  # a trial's second plain demo wiped the first's state
+    )
     now = time.perf_counter()
     out.print(f"time: {now - started:.0f} s for the rounds, {now - began:.0f} s in all")
     for line in _demo_next(dir_, overrides):

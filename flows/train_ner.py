@@ -723,6 +723,13 @@ def _freeze_canary(
             quantity(len(frozen.post_ids), "post"),
             100 / len(frozen.post_ids),
         )
+    elif not frozen.post_ids:  # a trial saw the small one warned of and the empty one not
+        run_logger().warning(
+            "froze no canary set beside gold set %s (%s): the canary rule will not apply to "
+            "any model it scores; a later gold set (`brandloop gold-set retire`) gets one",
+            splits.gold_name,
+            frozen.note or "no labelled post from an earlier window or another source",
+        )
     return _with_canary(splits, (frozen, []))
 
 

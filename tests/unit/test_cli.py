@@ -1760,6 +1760,9 @@ def test_a_spent_budget_whose_last_round_met_the_threshold_says_so() -> None:
     low = promoted.model_copy(update={"challenger_f1": 0.7})
     below = result.model_copy(update={"rounds": [played.model_copy(update={"train": low})]})
     assert "the threshold is not met yet" in cli.loop_status_line(below, 0.8, "--rounds")
+    # (the demo's way to play more is --keep: a trial's plain second demo wiped the first)
+    demo = cli.loop_status_line(below, 0.8, "--rounds", "`brandloop demo --keep` plays more")
+    assert demo.endswith("not met yet: `brandloop demo --keep` plays more)")
 
 
 def test_the_hint_after_a_timed_out_loop_names_its_annotators_source_and_settings() -> None:

@@ -589,6 +589,32 @@ def test_a_small_canary_set_is_warned_of_as_a_small_gold_set_is(
     )
 
 
+def test_an_empty_canary_set_is_warned_of_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flows.train_ner import prepare_gold
+    from ner import layout
+    from ner.records import write_records
+    from ner.types import Span
+
+    # Given labels whose posts were never stored (no date, no source: a hand-made export)
+    ctx = local_context(tmp_path, gold_min_posts=1)
+    nike = (Span(7, 11, "BRAND", "Nike"),)
+    labels = [Annotation(f"p{i:02d}", "I love Nike", nike) for i in range(40)]
+    write_records(ctx.storage, layout.pulled_annotations("s1"), labels)
+    # When the gold set freezes, then its empty canary set is warned of (a trial saw a
+    # 5-post one warned of, and an empty one not)
+    with caplog.at_level(logging.WARNING):
+        splits = prepare_gold.fn(ctx, layout.pulled_annotations("s1"), "s1")
+    assert splits.n_gold > 0 and splits.n_canary == 0
+    (warned,) = [r.getMessage() for r in caplog.records if "froze no canary" in r.getMessage()]
+    assert warned.startswith(f"froze no canary set beside gold set {splits.gold_name} (")
+    assert "had a stored date and source" in warned and warned.endswith(
+        "the canary rule will not apply to any model it scores; a later gold set (`brandloop "
+        "gold-set retire`) gets one"
+    )
+
+
 def test_an_already_trained_run_says_what_promoting_that_version_would_take() -> None:
     from flows.train_ner import EarlierTraining, TrainStatus, TrainSummary, already_trained
 
