@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ner.errors import ConfigError, DataError, NotFoundError
+from ner.labelstudio.export import task_post_id
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,11 @@ def demo_rehearsal_path() -> Path:
 
 
 def _post_id(task: Mapping[str, Any]) -> str | None:
-    data = task.get("data") or {}
-    value = data.get("post_id", data.get("id"))
-    return None if value is None else str(value)
+    """The post id of a task, by the pull's rule (:func:`ner.labelstudio.export.task_post_id`:
+    ``data.post_id``, else ``data.id``, else the task id of a task made by hand, which the
+    replay annotator refused although the pull reads it)."""
+    found = task_post_id(task.get("data"), task.get("id"))
+    return None if found is None else str(found[1])
 
 
 class ReplayAnnotator:
@@ -55,7 +58,7 @@ class ReplayAnnotator:
         for task in gold_export:
             post_id = _post_id(task)
             if post_id is None:
-                raise DataError(str(task.get("id")), "gold task has no data.post_id")
+                raise DataError(None, "gold task has no post id (data.post_id, data.id, id)")
             self._gold[post_id] = task
 
     @classmethod
