@@ -430,6 +430,7 @@ def pull_annotations(
         project = LabelStudioProject.connect(ctx.settings, create=False)
         exchange.snapshot_export(project, ctx.storage, stamp)
         export_keys = exchange.snapshot_keys(ctx.storage, project.project_id)
+        _say_hand_exports(ctx.storage)
     elif export_keys:
         export_keys = [exchange.find_export(ctx.storage, key) for key in export_keys]
     collected = exchange.collect_annotations(
@@ -447,6 +448,21 @@ def pull_annotations(
             f"file and put it back at {ctx.storage.uri(collected.quarantined[0].split(' -> ')[0])}"
         )
     return Pulled.model_validate(collected.model_dump(mode="json"))  # extra fields dropped
+
+
+def _say_hand_exports(storage: Storage) -> None:
+    """Warn of export files in ``exports/`` that a ``label_studio`` pull leaves unread (a
+    trial's deployment trained on 6 posts of the project beside 29 in a hand-made export)."""
+    if unread := exchange.hand_exports(storage):
+        names = [key.removeprefix(f"{layout.EXPORTS}/") for key in unread]
+        run_logger().warning(
+            "%s in %s/ not read: source label_studio reads only the project's snapshots (%s); "
+            "source storage (`brandloop train --source storage`) reads every file there, "
+            "snapshots included",
+            quantity(len(unread), "export file"),
+            storage.uri(layout.EXPORTS),
+            first_ids(names, 5),
+        )
 
 
 @io_task()

@@ -455,6 +455,13 @@ def check_pull_source(source: str, export_keys: Sequence[str], *, cli: bool = Fa
         )
 
 
+def hand_exports(storage: Storage) -> list[str]:
+    """Keys under ``exports/`` that are no project's snapshot (files put there by a person or
+    an export storage), which a ``label_studio`` pull does not read."""
+    keys = storage.list(layout.EXPORTS)
+    return [key for key in keys if layout.export_snapshot_project(key) is None]
+
+
 def snapshot_keys(storage: Storage, project_id: int) -> list[str]:
     """Keys of the export snapshots of project ``project_id``, in the order they were taken.
 

@@ -305,6 +305,33 @@ def test_an_export_key_in_brandloops_own_folders_is_refused_and_nothing_moves(
         pull_annotations.fn(ctx, "storage", [str(tmp_path / "dev" / held[0])], "s1")
 
 
+def test_a_label_studio_pull_warns_of_export_files_it_leaves_unread(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flows.train_ner import _say_hand_exports
+    from ner import layout
+    from ner.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path)
+    storage.write_json(layout.export_snapshot("20261201T000000Z", 1), [])
+    storage.write_json(layout.export_snapshot("20261202T000000Z", 1, attempt=2), [])
+    # Given only the project's snapshots, nothing is said
+    with caplog.at_level(logging.WARNING, logger="flows.context"):
+        _say_hand_exports(storage)
+    assert not [r for r in caplog.records if "not read" in r.getMessage()]
+    # Given a hand-made export beside them (a trial's deployment pulled 6 posts of the
+    # project and left 29 of the file unread, saying nothing), it is named with the way on
+    storage.write_json("exports/week1.json", [])
+    with caplog.at_level(logging.WARNING, logger="flows.context"):
+        _say_hand_exports(storage)
+    (said,) = {r.getMessage() for r in caplog.records if "not read" in r.getMessage()}
+    assert said == (
+        f"1 export file in {storage.uri('exports')}/ not read: source label_studio reads only "
+        "the project's snapshots (week1.json); source storage (`brandloop train --source "
+        "storage`) reads every file there, snapshots included"
+    )
+
+
 def test_export_keys_with_the_label_studio_source_are_refused(tmp_path: Path) -> None:
     from flows.context import RunContext
     from flows.train_ner import pull_annotations
