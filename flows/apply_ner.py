@@ -165,14 +165,17 @@ class ApplyResult(BaseModel):
         """Whether this run refused records (lines the fetch rejected, posts Label Studio
         holds under their id with another text) and sent none: ``brandloop apply`` then
         exits 4 (trial BA: exit 0 with every line rejected)."""
-        batches = [r.delivered for r in self.recovered] + [self.delivered]
-        conflicts = sum(b.imported.n_id_conflicts for b in batches if b and b.imported)
+        conflicts = sum(b.imported.n_id_conflicts for b in self._batches() if b.imported)
         return self.fetched.n_rejected + conflicts > 0 and self.posts_sent() <= conflicts
 
     def tasks_keys(self) -> list[str]:
         """Label Studio import files written by this run, oldest batch first."""
+        return [b.tasks_key for b in self._batches() if b.tasks_key]
+
+    def _batches(self) -> list[Delivered]:
+        """The batches this run delivered, earlier ones it finished first."""
         batches = [r.delivered for r in self.recovered] + [self.delivered]
-        return [b.tasks_key for b in batches if b is not None and b.tasks_key]
+        return [b for b in batches if b is not None]
 
     @property
     def outcome(self) -> str:

@@ -170,6 +170,8 @@ class Splits(BaseModel):
     gold_waiting: int = 0
     gold_has_spans: bool = True
     gold_repeats: str | None = None
+    #: Gold posts among this run's labelled posts (:attr:`ner.datasets.Splits.n_gold_pulled`).
+    n_gold_pulled: int = 0
     #: What the pull made of the labels (:meth:`Pulled.quality_note`), for the model card.
     pull_note: str = ""
 
@@ -518,8 +520,9 @@ def prepare_gold(
     else:
         splits = _with_canary(splits, found)
         _say_other_policy(storage, loaded[0], settings.agreement_policy.value)
-    in_gold, in_canary = _frozen_among(storage, splits, {a.post_id for a in annotations})
-    _say_split(splits, len(annotations), in_gold, in_canary)
+    pulled = {a.post_id for a in annotations}  # a canary set frozen now holds pulled posts
+    in_canary = len(pulled & set(found[0].post_ids)) if found else splits.n_canary
+    _say_split(splits, len(annotations), splits.n_gold_pulled, in_canary)
     _say_relabelled(storage, splits.train_key)
     return splits
 
@@ -649,17 +652,6 @@ def _left_out(later: int, *, frozen: bool) -> str:
             "on nor scored; a new gold set, after `brandloop gold-set retire`, can take them)"
         )
     return f", {later} left out (of the gold split, waiting for a gold set to freeze)"
-
-
-def _frozen_among(storage: Storage, splits: Splits, post_ids: set[str]) -> tuple[int, int]:
-    """How many of ``post_ids`` the gold set in force and its canary set hold."""
-    if splits.gold_name is None:
-        return 0, 0
-    gold = datasets.load_gold_set(storage)
-    found = canary.load_canary_set(storage, splits.gold_name)
-    gold_ids = set(gold[0].post_ids) if gold else set()
-    canary_ids = set(found[0].post_ids) if found else set()
-    return len(post_ids & gold_ids), len(post_ids & canary_ids - gold_ids)
 
 
 def _newest_too(settings: Settings) -> str:

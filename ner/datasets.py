@@ -814,6 +814,9 @@ class Splits:
     #: With no gold set frozen: the stored (retired) set those posts would repeat exactly,
     #: so none was frozen.
     gold_repeats: str | None = None
+    #: How many of the gold set's posts are among the annotations given (a frozen set may
+    #: hold posts a pull lacks: labels deleted or held for review, ``--export-key``).
+    n_gold_pulled: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready summary (a task result, a run's parameters)."""
@@ -859,10 +862,9 @@ def prepare_splits(
 ) -> Splits:
     """One round's data: freeze the gold set if needed, write the training pool to storage.
 
-    ``withdrawn`` posts (labels deleted in Label Studio) are first dropped from the gold set
-    in force (:func:`drop_from_gold_set`: a new version), and gold posts relabelled since it
-    froze, or ``fallen_back`` to another label after a deletion, take their new labels
-    (:func:`correct_gold_set`); ``gold_revised_from`` names the version replaced (or None).
+    ``withdrawn`` posts (labels deleted in Label Studio) leave the gold set in force, and gold
+    posts relabelled since it froze, or ``fallen_back`` after a deletion, take their new labels
+    (a new version: :func:`drop_from_gold_set`, :func:`correct_gold_set`; ``gold_revised_from``).
 
     The gold set in force is kept, or frozen now (with the ``recent`` posts, once they and
     the gold split hold ``min_gold_posts``; until then the posts it would hold stay out of
@@ -901,6 +903,7 @@ def prepare_splits(
         gold_waiting=waiting if gold_set is None else 0,
         gold_has_spans=gold_set is not None or has_spans,
         gold_repeats=repeats,
+        n_gold_pulled=in_gold,
     )
 
 

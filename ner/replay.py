@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ner.errors import ConfigError, DataError, NotFoundError
-from ner.labelstudio.export import task_post_id
+from ner.labelstudio.export import task_post_id_text
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,9 @@ def demo_rehearsal_path() -> Path:
 
 
 def _post_id(task: Mapping[str, Any]) -> str | None:
-    """The post id of a task, by the pull's rule (:func:`ner.labelstudio.export.task_post_id`:
-    ``data.post_id``, else ``data.id``, else the task id of a task made by hand, which the
-    replay annotator refused although the pull reads it)."""
-    found = task_post_id(task.get("data"), task.get("id"))
-    return None if found is None else str(found[1])
+    """The post id of a task by the pull's rule (``data.post_id``, else ``data.id``, else the
+    task id of a task made by hand: :func:`ner.labelstudio.export.task_post_id`)."""
+    return task_post_id_text(task.get("data"), task.get("id"))
 
 
 class ReplayAnnotator:

@@ -188,7 +188,7 @@ def _json_record(line: str) -> dict[str, Any] | str:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        if line.count("\x00") * 3 >= len(line):  # every other byte: UTF-16 without a mark
+        if looks_utf16(line.encode("utf-8", errors="surrogateescape")):  # without its mark
             return "not UTF-8: the file looks UTF-16 (every other byte is NUL); save it as UTF-8"
         return f"invalid JSON: {exc.msg} (column {exc.colno})"
     if not isinstance(record, dict):

@@ -312,10 +312,7 @@ def train(
     evaluation (another process can follow it); by default a temporary file.
     """
     recipe = recipe or TrainSettings()
-    if len(annotations) < MIN_TRAIN_POSTS:
-        raise TrainingDataError(
-            f"need at least {MIN_TRAIN_POSTS} labelled posts to train, got {len(annotations)}"
-        )
+    _check_enough(annotations)
     trained_as = _trained_labels(labels, recipe.label_map)
     rehearsed = _rehearsal_part(rehearsal, annotations, recipe, seed)
     if recipe.recipe == "accurate":
@@ -343,6 +340,14 @@ def train(
         )
     log.info("trained on %d posts (%d dev) in %.1fs", sizes[0], sizes[1], result.seconds)
     return replace(result, rejected=rejected, hard_negatives=len(hard), rehearsed=len(rehearsed))
+
+
+def _check_enough(annotations: Sequence[Annotation]) -> None:
+    """:class:`TrainingDataError` for fewer than :data:`MIN_TRAIN_POSTS` posts."""
+    if len(annotations) < MIN_TRAIN_POSTS:
+        raise TrainingDataError(
+            f"need at least {MIN_TRAIN_POSTS} labelled posts to train, got {len(annotations)}"
+        )
 
 
 def _provenance(

@@ -43,7 +43,7 @@ from ner.labelstudio.checkpoint import (
     format_time,
 )
 from ner.labelstudio.config import LabelConfig, is_generated, label_config, parse_label_config
-from ner.labelstudio.export import load_export, task_post_id
+from ner.labelstudio.export import load_export, task_post_id_text
 from ner.settings import redact_uri
 
 if TYPE_CHECKING:
@@ -129,8 +129,7 @@ def post_id_of(task: Any) -> str | None:
     that a post is checked against the same identity its labels come back under; None when
     the task has none of them."""
     get = task.get if isinstance(task, Mapping) else lambda key: getattr(task, key, None)
-    found = task_post_id(get("data"), get("id"))
-    return None if found is None else str(found[1])
+    return task_post_id_text(get("data"), get("id"))
 
 
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

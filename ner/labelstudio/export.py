@@ -583,6 +583,13 @@ def task_post_id(data: Any, task_id: Any) -> tuple[str | None, Any] | None:
     return None if task_id is None else (None, task_id)
 
 
+def task_post_id_text(data: Any, task_id: Any) -> str | None:
+    """:func:`task_post_id`'s value as a string (None when the task has none), unchecked:
+    how ``apply`` and the replay annotator find a task's post."""
+    found = task_post_id(data, task_id)
+    return None if found is None else str(found[1])
+
+
 class _ExportReader:
     """Reads one export; holds the label set and config so helpers stay small."""
 
