@@ -311,6 +311,8 @@ class TrainSummary(BaseModel):
     labels: int
     rejected: int
     gold_hash: str | None = None
+    #: Posts of the frozen gold set, which every model is scored on; some may not be among
+    #: the posts this run pulled (held for review, or forgotten): the split line counts them.
     n_gold: int | None = None
     n_train: int | None = None
     #: The gold-set F1 of the model the challenger must beat: ``@champion``, or the cold
@@ -325,6 +327,7 @@ class TrainSummary(BaseModel):
     challenger_f1: float | None = None
     champion_canary_f1: float | None = None
     challenger_canary_f1: float | None = None
+    #: Posts of the frozen canary set, counted as ``n_gold`` is.
     n_canary: int | None = None
     decision: str | None = None
     gate: GateResult | None = None
