@@ -91,8 +91,9 @@ def _check_encodable(post: Post) -> None:
             if "\x00" in value:
                 raise DataError(
                     post.id,
-                    f"{name!r} holds a NUL character (U+0000) at offset {value.index(chr(0))}, which "
-                    "Label Studio's PostgreSQL cannot store: remove it",
+                    f"{name!r} holds a NUL character (U+0000) at offset "
+                    f"{value.index(chr(0))}, which Label Studio's PostgreSQL cannot store: "
+                    "remove it",
                 )
 
 
@@ -177,8 +178,8 @@ def _check_id(post_id: str) -> None:
         raise DataError(
             post_id,
             f"'id' {post_id!r} holds an invisible or control character (U+{ord(char):04X}) as "
-            f"character {at + 1}: remove it (ids are matched exactly, so nobody could type this one to "
-            "brandloop forget)",
+            f"character {at + 1}: remove it (ids are matched exactly, so nobody could type this "
+            "one to brandloop forget)",
         )
 
 

@@ -176,8 +176,8 @@ def test_jsonl_keeps_good_records_and_reports_bad_lines_by_number() -> None:
     # (while the report keeps the id itself, which JSON escapes: what jq users want)
     assert rejected[17].entry()["post_id"] == "nul\x00id"
     assert [rejected[n].reason for n in (18, 19, 20, 21)] == [
-        f"'id' {bad!r} holds an invisible or control character (U+{code}) as character {at}: remove it "
-        "(ids are matched exactly, so nobody could type this one to brandloop forget)"
+        f"'id' {bad!r} holds an invisible or control character (U+{code}) as character {at}: "
+        "remove it (ids are matched exactly, so nobody could type this one to brandloop forget)"
         for bad, code, at in (
             ("10\x0103", "0001", 3),
             ("a\tb", "0009", 2),
