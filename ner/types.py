@@ -221,6 +221,9 @@ class Parsed:
     #: only), e.g. ``"task 3: span [1, 9) 'Glossier' -> [0, 8) 'Glossier'"``
     repairs: dict[str, list[str]] = field(default_factory=dict)
     unlabelled: list[str] = field(default_factory=list)
+    #: post id -> ``updated_at`` (else ``created_at``) of the annotation of a task rejected
+    #: whole, where it has one (Label Studio exports)
+    rejected_at: dict[str, str] = field(default_factory=dict)
     #: spans of labels the reader does not score, per label, left out of ``records``
     #: (:func:`ner.labelstudio.export.read_labelled`: ``{"PERSON": 40}``)
     ignored_spans: dict[str, int] = field(default_factory=dict)

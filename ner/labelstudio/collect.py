@@ -39,7 +39,7 @@ from ner.labelstudio.liveset import LiveSet, load_live_set, reconcile
 from ner.labelstudio.quarantine import QuarantinedFile, read_export_or_quarantine
 from ner.report import quantity
 from ner.storage import Storage
-from ner.types import Annotation, Rejected
+from ner.types import Annotation, Parsed, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def _read_snapshots(storage: Storage, keys: Sequence[str], labels: Sequence[str]
                     key,
                     parsed.repairs.get(annotation.post_id, []),
                 )
-        _drop_outdated(pool, {item.record_id for item in parsed.rejected}, order)
+        _drop_outdated(pool, parsed, order)
     return pool
 
 
@@ -255,15 +255,20 @@ def _supersede(pool: _Pool, key: str, read: Annotation, known: Annotation, newer
     pool.rejected.append((lost_key, Rejected(lost.post_id, reason)))
 
 
-def _drop_outdated(pool: _Pool, rejected_posts: set[str | None], order: int) -> None:
+def _drop_outdated(pool: _Pool, parsed: Parsed, order: int) -> None:
     """A post whose record snapshot ``order`` rejects loses the record an earlier snapshot
-    gave it: a later snapshot holds the task's newest annotation (the parser reads a task's
-    newest one), so training on the earlier one would use labels an annotator replaced (a
-    trial's newer annotation with an unknown label was "superseded" by the older one). The
-    rejection is then reported as one."""
-    for post_id in filter(None, rejected_posts):
+    gave it, unless that record is newer: a later snapshot holds the task's newest annotation
+    (the parser reads a task's newest one), so training on the earlier one would use labels
+    an annotator replaced (a trial's newer annotation with an unknown label was "superseded"
+    by the older one). The rejection is then reported as one. Newer is decided as between
+    kept records, by ``updated_at``, then by the order read: exports are read in key order,
+    which a hand-named file does not follow (trial BE: ``export-2.json`` before
+    ``export.json``, whose older label was rejected and dropped the fixed one)."""
+    for post_id in filter(None, {item.record_id for item in parsed.rejected}):
         known = pool.latest.get(post_id)
-        if known is not None and known[1] < order:
+        if known is None or known[1] >= order:
+            continue
+        if (parsed.rejected_at.get(post_id, ""), order) >= known[:2]:
             del pool.latest[post_id]
             pool.repairs.pop(post_id, None)
 

@@ -539,6 +539,7 @@ class _TaskResult:
     repairs: list[str] = field(default_factory=list)  # how each repaired span was
     recency: tuple[datetime, int, int] = (_EPOCH, -1, -1)
     unlabelled: str | None = None  # the post id of a task nobody labelled (any more)
+    updated_at: str | None = None  # of the annotation read, rejected or not
 
 
 def _value_problem(exc: ValidationError, raw: Mapping[str, Any]) -> str:
@@ -659,6 +660,7 @@ class _ExportReader:
             out.unlabelled = post_id  # nobody labelled it (any more): nothing wrong
             return out
         out.recency, chosen = max(usable, key=lambda pair: pair[0])
+        out.updated_at = _optional_str(chosen.updated_at or chosen.created_at)
         if chosen.result is None:  # Label Studio writes [] for "no brand": this is damage
             how = "null" if "result" in chosen.model_fields_set else "missing"
             return self._reject(
@@ -805,6 +807,17 @@ def _drop_overlaps(spans: list[Span]) -> tuple[list[Span], list[str]]:
     return sorted(kept, key=lambda s: (s.start, s.end)), reasons
 
 
+def _note_rejected_at(parsed: Parsed, outcome: _TaskResult) -> None:
+    """Record when the annotation of a task rejected whole was saved (``Parsed.rejected_at``),
+    so that a reader of several exports can tell an older rejected record from a newer one."""
+    if outcome.annotation is not None or outcome.updated_at is None:
+        return
+    for item in outcome.rejected:
+        if item.record_id is not None:
+            known = parsed.rejected_at.get(item.record_id)
+            parsed.rejected_at[item.record_id] = max(known or "", outcome.updated_at)
+
+
 def _keep_latest(
     best: dict[str, _TaskResult], outcome: _TaskResult, post_id: str
 ) -> Rejected | None:
@@ -871,6 +884,7 @@ def parse_export(
     for position, raw in enumerate(export):
         outcome = reader.task(raw, position)
         parsed.rejected.extend(outcome.rejected)
+        _note_rejected_at(parsed, outcome)
         if outcome.unlabelled is not None:
             parsed.unlabelled.append(outcome.unlabelled)
         if outcome.annotation is not None:

@@ -447,6 +447,35 @@ def test_a_newer_bad_annotation_is_rejected_not_superseded_by_the_older_one(
     assert [e["kind"] for e in said] == ["superseded", "superseded"]  # the span, the post
 
 
+def test_an_older_rejected_record_read_later_does_not_drop_the_newer_fixed_one(
+    storage: Storage,
+) -> None:
+    # Given two hand-named exports of one task, read in key order: the newer one, its label
+    # fixed, sorts first ("-" before "."); the older one, with a label the project does not
+    # have, second (trial BE: the fixed post was dropped)
+    old = task(34, TEXT, [result(0, 8, "Glossier", "PRODUCT")], post_id="e034")
+    new = task(34, TEXT, [res("Glossier")], post_id="e034", updated_at="2026-11-21T09:55:00Z")
+    old["annotations"][0]["updated_at"] = "2026-11-21T09:30:00Z"
+    fixed_key, old_key = "exports/project-1-export-2.json", "exports/project-1-export.json"
+    storage.write_json(fixed_key, [new])
+    storage.write_json(old_key, [old])
+    assert sorted([old_key, fixed_key]) == [fixed_key, old_key]
+    # When both are collected in that order
+    report = collect(storage, [fixed_key, old_key])
+    # Then the post keeps its newer label, and the older record is named as superseded
+    assert pulled(storage)["e034"].spans[0].label == "BRAND"
+    assert (report.n_rejected, report.n_superseded) == (0, 1)
+    said = storage.read_json(report.rejected_key)
+    assert {e["kind"] for e in said} == {"superseded"}
+    assert all(e["export"] == old_key for e in said)
+    # while the same rejected record read after an older good one still drops it
+    older_good = task(34, TEXT, [res("Glossier")], post_id="e034", updated_at="2026-11-21T09:00Z")
+    storage.write_json(fixed_key, [older_good])
+    report = collect(storage, [fixed_key, old_key])
+    assert "e034" not in pulled(storage)
+    assert (report.n_rejected, report.n_superseded) == (1, 0)
+
+
 def test_two_snapshots_holding_the_same_tasks_count_and_name_each_once(storage: Storage) -> None:
     # Given two exports (a trial sent the whole project twice) holding alike: a post whose
     # span is repaired (its offsets one off), a rejected post, and a post whose older task
