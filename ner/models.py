@@ -29,6 +29,7 @@ from spacy.language import Language
 
 from ner.components import LABEL_FILTER
 from ner.errors import ModelError, ModelNotFoundError, NotPromotedYetError, mlflow_reason
+from ner.report import quantity
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,9 @@ class BrandList:
         """A team's own lists (``NER_BRAND_LIST``, ``NER_BRAND_LIST_EXACT_CASE``; either alone
         is the whole list): text files, one name per line, ``#`` comments; None for neither
         (the shipped lists serve). Raises :class:`ModelError` naming a file that cannot be
-        read, or the files when they hold no name."""
+        read, the files when they hold no name, or the names both files hold (in any case):
+        matched in any case, the exact-case entry would be lost in silence (trial BE's
+        ``Beats`` tagged "my heart beats")."""
         if path is None and exact_case is None:
             return None
         names = _file_lines(path) if path is not None else ()
@@ -92,6 +95,13 @@ class BrandList:
         if not names and not exact:
             files = " and ".join(str(p) for p in (path, exact_case) if p is not None)
             raise ModelError(f"brand list {files} holds no name (one per line)")
+        lowered = {name.lower() for name in names}
+        if both := sorted({name for name in exact if name.lower() in lowered}):
+            shown = ", ".join(map(repr, both[:10])) + (" …" if len(both) > 10 else "")
+            raise ModelError(
+                f"brand list: {quantity(len(both), 'name')} in both {path} (matched in any "
+                f"case) and {exact_case} (only as written): {shown}; keep each in one file"
+            )
         return cls(names, exact)
 
 

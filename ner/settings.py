@@ -526,13 +526,14 @@ class Settings(BaseSettings):
         None,
         description="Your own brand list, instead of the shipped ones: a text file, one name "
         "per line (# comments), matched in any case by the cold start and after trained "
-        "models (train.gazetteer); a trained model keeps the list it was trained with.",
+        "models (train.gazetteer); a trained model keeps the list it was trained with. Empty: "
+        "unset.",
     )
     brand_list_exact_case: Path | None = Field(
         None,
         description="Names matched only as written (brands that are also common words: "
-        "Dove, Boots, MAC), one per line; with brand_list or alone, it replaces the shipped "
-        "lists.",
+        "Dove, Boots, MAC), one per line, none also in brand_list; with brand_list or alone, "
+        "it replaces the shipped lists. Empty: unset.",
     )
     batch_size: int = Field(256, ge=1, description="Posts per nlp.pipe batch when predicting.")
     n_process: int = Field(
@@ -743,6 +744,13 @@ class Settings(BaseSettings):
         if "serve_model" not in data:  # the champion of the model actually registered
             filled["serve_model"] = f"models:/{filled['registered_model_name']}@champion"
         return filled
+
+    @field_validator("brand_list", "brand_list_exact_case", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty value is no file: unset, so the shipped lists serve (``Path("")`` is
+        ".", which a trial's ``--set brand_list=`` was told "is not a file")."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("brand_list", "brand_list_exact_case")
     @classmethod

@@ -82,6 +82,23 @@ def test_a_missing_or_empty_list_is_named(tmp_path: Path) -> None:
     assert [e.text for e in build_gazetteer(brands=alone).nlp(POST).ents] == ["MAC"]
     with pytest.raises(ModelError, match=r"empty\.txt and .*empty\.txt holds no name"):
         BrandList.from_files(empty, empty)
+    # an empty value is unset: the shipped lists (a trial was told ". is not a file")
+    assert load_settings(brand_list="", brand_list_exact_case=" ").brand_list is None
+    assert load_settings(brand_list_exact_case="").brand_list_exact_case is None
+
+
+def test_a_name_in_both_lists_is_named_not_matched_in_any_case(tmp_path: Path) -> None:
+    # Given a name in both files, once in another case (trial BE: "Beats" in both lists
+    # tagged "my heart beats")
+    names, exact = tmp_path / "any.txt", tmp_path / "exact.txt"
+    names.write_text("Anker\nbeats\nVans\n", encoding="utf-8")
+    exact.write_text("Beats\nOn\nVans\n", encoding="utf-8")
+    # Then the list is refused, naming the names and both files
+    with pytest.raises(ModelError) as raised:
+        BrandList.from_files(names, exact)
+    said = str(raised.value)
+    assert "2 names in both" in said and "'Beats', 'Vans'; keep each in one file" in said
+    assert str(names) in said and str(exact) in said
 
 
 def test_another_list_is_another_training_fingerprint(tmp_path: Path) -> None:
