@@ -611,11 +611,19 @@ def _say_uncut_gold(storage: Storage, annotations: list[Annotation], post_rules:
     rules still cut): kept as labelled, but no model of this tokenizer predicts them
     exactly, so each counts as an error for every model scored on the set."""
     frozen = datasets.load_gold_set(storage)
-    if frozen is None:
-        return
-    ids = set(frozen[0].post_ids)
-    gold = [a for a in annotations if a.post_id in ids]
-    say_spans("gold span no model predicts exactly", report_unkept(gold, blank_en(post_rules)))
+    if frozen is not None:
+        _say_uncut("gold", frozen[0].post_ids, annotations, post_rules)
+
+
+def _say_uncut(
+    which: str, post_ids: Sequence[str], annotations: list[Annotation], post_rules: bool
+) -> None:
+    """Name the spans of the ``which`` set's posts ``post_ids`` that cut a token."""
+    ids = set(post_ids)
+    frozen = [a for a in annotations if a.post_id in ids]
+    if frozen:
+        unkept = report_unkept(frozen, blank_en(post_rules))
+        say_spans(f"{which} span no model predicts exactly", unkept)
 
 
 def _say_split(
@@ -741,6 +749,7 @@ def _freeze_canary(
             splits.gold_name,
             frozen.note or "no labelled post from an earlier window or another source",
         )
+    _say_uncut("canary", frozen.post_ids, annotations, ctx.settings.train.post_tokenizer)
     return _with_canary(splits, (frozen, []))
 
 

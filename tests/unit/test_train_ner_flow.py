@@ -616,6 +616,34 @@ def test_a_small_canary_set_is_warned_of_as_a_small_gold_set_is(
     )
 
 
+def test_a_canary_span_that_cuts_a_token_is_named_when_the_canary_set_freezes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flows.train_ner import prepare_gold
+    from ner import layout
+    from ner.records import write_records
+    from ner.types import Post, Span
+
+    ctx = local_context(tmp_path, canary_fraction=1.0)
+    # Given 39 posts of this week and one of August whose brand is joined to another word
+    # (trial BE: canary spans inside @adidas and anker.com were not named)
+    posts = week_and_august(ctx)
+    posts[-1] = Post("old", "I love NikeRun", "2026-08-01T00:00:00+00:00")
+    write_records(ctx.storage, layout.posts_batch("b1"), posts)
+    labels = [Annotation(p.id, p.text, (Span(7, 11, "BRAND", "Nike"),)) for p in posts]
+    write_records(ctx.storage, layout.pulled_annotations("s1"), labels)
+    # When the gold and canary sets freeze
+    with caplog.at_level(logging.WARNING):
+        splits = prepare_gold.fn(ctx, layout.pulled_annotations("s1"), "s1")
+    # Then the canary post's span is named as the gold set's would be, once
+    assert splits.n_canary == 1
+    named = {r.getMessage() for r in caplog.records if "predicts exactly" in r.getMessage()}
+    assert named == {
+        "canary span no model predicts exactly: old: span [7, 11) 'Nike' BRAND cuts token(s) "
+        "'NikeRun'"
+    }
+
+
 def test_an_empty_canary_set_is_warned_of_too(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
