@@ -2232,6 +2232,37 @@ def labelstudio_config(set_: SetOption = None) -> None:
     sys.stdout.write(label_config(cfg.labels) + "\n")
 
 
+@labelstudio_app.command("add-export")
+def labelstudio_add_export(
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILE...", help="Label Studio JSON exports (local files)."),
+    ],
+    set_: SetOption = None,
+) -> None:
+    """Copy Label Studio JSON exports into the environment's storage (``exports/``, a folder
+    or gs://), where ``train`` reads them: each is checked first, and one that is not an
+    export, or whose name holds another file there, is named and not copied. Exit 1 when
+    one was refused; the others are copied."""
+    from ner.errors import DataError
+    from ner.labelstudio.exchange import add_export
+    from ner.storage import env_storage
+
+    storage = env_storage(load_cli_settings(cli_overrides(set_)))
+    out, refused = console(), 0
+    for path in files:
+        try:
+            key, copied = add_export(storage, path)
+        except DataError as exc:
+            out.print(f"{_escape(str(path))}: not copied: {_escape(exc.reason)}", soft_wrap=True)
+            refused += 1
+            continue
+        done = "copied to" if copied else "already in"
+        out.print(f"{_escape(str(path))}: {done} {_escape(storage.uri(key))}", soft_wrap=True)
+    if refused:
+        raise CliError(f"{quantity(refused, 'file')} of {len(files)} not copied (named above)")
+
+
 @labelstudio_app.command("status")
 def labelstudio_status(set_: SetOption = None) -> None:
     """Tasks, labelled tasks and skipped annotations of the settings' project."""

@@ -409,13 +409,52 @@ def find_export(storage: Storage, key: str) -> str:
     )
 
 
+def add_export(storage: Storage, path: Path) -> tuple[str, bool]:
+    """Copy the local Label Studio JSON export ``path`` to ``exports/<its name>`` in
+    ``storage`` (a folder or ``gs://``, the emulator's too, where ``gsutil`` cannot reach),
+    where train's pull reads it; returns ``(key, copied)``, ``copied`` False when that key
+    holds the same bytes already.
+
+    Raises :class:`DataError` naming the file when it cannot be read, is not a JSON export
+    (:func:`ner.labelstudio.export.load_export`'s reasons: the pull would quarantine it),
+    does not end in ``.json`` (the pull reads only those), or when its name holds another
+    file already (nothing is overwritten: an export is read every run)."""
+    from ner.errors import ExportFileError
+    from ner.labelstudio.export import load_export
+
+    key = f"{layout.EXPORTS}/{path.name}"
+    if not layout.is_export(key):
+        raise DataError(str(path), "the pull reads only files named *.json: rename it")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(str(path), f"cannot be read: {exc.strerror or exc}") from exc
+    try:
+        load_export(data, str(path))
+    except ExportFileError as exc:
+        raise DataError(str(path), exc.reason) from exc
+    if storage.exists(key):
+        if storage.read_bytes(key) == data:
+            return key, False
+        raise DataError(
+            str(path),
+            f"{storage.uri(key)} holds another file: give this one another name (every "
+            "export there is read each run, the newest label of a post winning)",
+        )
+    storage.write_bytes(key, data)
+    return key, True
+
+
 def _how_to_name(storage: Storage, path: str) -> str:
     """What to pass instead of ``path`` (a local file's path, or a URI): its name when it
     is in the storage, else where to copy it."""
     inside = _key_of_path(storage, path)
     if inside:
         return f"it is in the storage: name it --export-key {inside.removeprefix('exports/')}"
-    return f"copy the file under {storage.uri(layout.EXPORTS)}/ and name it"
+    return (
+        f"copy the file under {storage.uri(layout.EXPORTS)}/ (`brandloop labelstudio "
+        "add-export FILE` does) and name it"
+    )
 
 
 def _key_of_path(storage: Storage, path: str) -> str | None:

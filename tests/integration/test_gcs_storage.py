@@ -353,3 +353,34 @@ def test_the_index_of_fetched_posts_on_gcs_is_read_by_segment_and_purged(
     # And a purge takes a forgotten post out of the segment in the bucket
     assert purge.purge_storage(storage, ["p1"]).rewritten[layout.fetched_segment(1)] == 1
     assert set(fetched.fetched_before(storage)) == {"p0", "p2"}
+
+
+def test_labelstudio_add_export_puts_a_local_export_in_the_bucket(
+    gcs_emulator: GcsService, bucket: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from apps import cli
+    from ner.labelstudio.collect import collect_annotations
+
+    # Given a Label Studio JSON export on disk (a trial found no way to put one in the
+    # emulator's bucket: gsutil does not reach it, and its upload call stored nothing)
+    task = {"id": 3, "data": {"text": "new Anker charger", "post_id": "a3"}, "annotations": [
+        {"id": 30, "result": [{"from_name": "label", "to_name": "text", "type": "labels",
+         "value": {"start": 4, "end": 9, "text": "Anker", "labels": ["BRAND"]}}]}]}  # fmt: skip
+    export = tmp_path / "project-1-at-2026-12-06.json"
+    export.write_text(json.dumps([task]), encoding="utf-8")
+    # When it is added to the environment's storage on gs://
+    uri = f"gs://{bucket}/loop"
+    args = ["labelstudio", "add-export", str(export), "--set", f"storage_uri={uri}"]
+    result = CliRunner().invoke(cli.app, args)
+    # Then it is in the bucket under exports/, and the pull reads its label
+    assert result.exit_code == 0, result.output
+    key = "loop/dev/exports/project-1-at-2026-12-06.json"
+    assert key in raw_names(gcs_emulator, bucket)
+    assert f"copied to gs://{bucket}/{key}" in " ".join(result.output.split())
+    storage = open_storage(uri, "dev", gcs_timeout_s=30)
+    report = collect_annotations(
+        storage, storage.list("exports"), ["BRAND"], out_key="annotations/run.jsonl"
+    )
+    assert report.n_annotations == 1

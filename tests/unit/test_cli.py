@@ -91,6 +91,7 @@ def test_top_level_help_lists_every_command(runner: CliRunner) -> None:
         (["labelstudio", "setup"], "--webhook-url"),
         (["labelstudio", "setup"], "--ml-backend-url"),
         (["labelstudio", "status"], "--set"),
+        (["labelstudio", "add-export"], "FILE..."),
         (["gold-set", "retire"], "--reason"),
         (["gold-set", "reinstate"], "--reason"),
         (["gold-set", "list"], "--set"),
@@ -917,6 +918,52 @@ def test_labelstudio_config_prints_the_xml_the_stored_tasks_are_made_for(
         "text",
         ("BRAND", "PRODUCT"),
     )
+
+
+def test_labelstudio_add_export_copies_good_exports_and_names_the_others(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    from ner.labelstudio.collect import collect_annotations
+    from ner.storage import open_storage
+
+    # Given a good export, a JSON-MIN one (not tasks), a .txt file and a missing one
+    task = {"id": 1, "data": {"text": "Sony earbuds", "post_id": "s1"}, "annotations": [
+        {"id": 9, "result": [{"from_name": "label", "to_name": "text", "type": "labels",
+         "value": {"start": 0, "end": 4, "text": "Sony", "labels": ["BRAND"]}}]}]}  # fmt: skip
+    good, minimal = tmp_path / "week-1.json", tmp_path / "week-1-min.json"
+    good.write_text(json.dumps([task]), encoding="utf-8")
+    minimal.write_text(json.dumps([{"id": 1, "text": "Sony earbuds"}]), encoding="utf-8")
+    notes = tmp_path / "week-1.txt"
+    notes.write_text("[]", encoding="utf-8")
+    store = tmp_path / "store"
+    setting = ["--set", f"storage_uri={store}"]
+    # When they are added
+    args = ["labelstudio", "add-export", str(good), str(minimal), str(notes)]
+    result = runner.invoke(cli.app, [*args, str(tmp_path / "gone.json"), *setting])
+    # Then the good one is copied, each other one named with its reason, and the exit is 1
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    storage = open_storage(str(store), "dev")
+    assert storage.list("exports") == ["exports/week-1.json"]
+    assert f"{good}: copied to {storage.uri('exports/week-1.json')}" in said
+    assert f"{minimal}: not copied: its records are flat (no 'data' nor 'annotations')" in said
+    assert f"{notes}: not copied: the pull reads only files named *.json: rename it" in said
+    assert "gone.json: not copied: cannot be read: No such file or directory" in said
+    assert "error: 3 files of 4 not copied (named above)" in said
+    # And train's pull reads what was copied
+    report = collect_annotations(
+        storage, storage.list("exports"), ["BRAND"], out_key="annotations/run.jsonl"
+    )
+    assert report.n_annotations == 1
+    # And the same file again is left as it is; another file under its name is refused
+    again = runner.invoke(cli.app, ["labelstudio", "add-export", str(good), *setting])
+    assert again.exit_code == 0 and "already in" in again.output, again.output
+    good.write_text(json.dumps([task, {**task, "id": 2}]), encoding="utf-8")
+    other = runner.invoke(cli.app, ["labelstudio", "add-export", str(good), *setting])
+    assert other.exit_code == 1 and "holds another file: give this one another name" in " ".join(
+        other.output.split()
+    )
+    assert len(storage.read_json("exports/week-1.json")) == 1
 
 
 def test_doctor_reports_a_bad_setting_as_its_first_line(runner: CliRunner) -> None:
