@@ -773,6 +773,7 @@ def train(
         _check_label_studio("--source label_studio", load_settings(overrides))
     elif export_keys:  # a missing one: one line now, not after Prefect started
         _check_exports(export_keys, load_settings(overrides))
+    _say_run_cold_start(overrides)
     params = {"source": source, "export_keys": export_keys}
     result = run_flow(ctx, train_ner, params, overrides)
     shown = result.model_dump(mode="json")
@@ -798,6 +799,19 @@ def train(
         ],
     )
     _gate_lines(result)
+
+
+def _say_run_cold_start(overrides: Mapping[str, Any]) -> None:
+    """Note a cold start set for this run alone: with no champion yet, the gate measures a
+    challenger against it, not against the model ``apply`` predicts with (a trial's
+    ``--set cold_start=base`` let a challenger pass that its brand list beat)."""
+    if "cold_start" in overrides:
+        console().print(
+            f"note: --set cold_start={overrides['cold_start']} is for this run: while there is "
+            "no champion, the gate compares the challenger with that cold start, not with the "
+            "one apply predicts with (NER_COLD_START)",
+            soft_wrap=True,
+        )
 
 
 def _gate_lines(result: TrainSummary) -> None:

@@ -2051,3 +2051,16 @@ def test_commands_shown_to_type_keep_the_path_brandloop_was_started_by(
     # and not as brandloop (python -m apps.cli): this interpreter's folder
     monkeypatch.setattr(sys, "argv", ["-m"])
     assert cli._venv_bin("mlflow") == str(Path(sys.executable).parent / "mlflow")
+
+
+def test_a_cold_start_set_for_one_train_run_is_noted(capsys: pytest.CaptureFixture[str]) -> None:
+    # a trial's --set cold_start=base let a challenger pass that the brand list beat
+    cli._say_run_cold_start({"cold_start": "base", "threshold": 0.9})
+    said = " ".join(capsys.readouterr().out.split())
+    assert said == (
+        "note: --set cold_start=base is for this run: while there is no champion, the gate "
+        "compares the challenger with that cold start, not with the one apply predicts with "
+        "(NER_COLD_START)"
+    )
+    cli._say_run_cold_start({"threshold": 0.9})
+    assert capsys.readouterr().out == ""
