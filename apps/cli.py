@@ -287,8 +287,11 @@ def cli_overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
     """The ``--set`` overrides (:func:`parse_overrides`) plus what the environment's
     deployments take from ``BRANDLOOP_<ENV>_*`` (storage, MLflow:
     :func:`ner.settings.deployment_overrides`), so a command reads the storage its
-    environment's flows write; each value taken is named in one line."""
-    return _deployment_values(parse_overrides(pairs))
+    environment's flows write; each value taken is named in one line. Secrets are
+    ``SecretStr`` (:func:`ner.settings.hide_secrets`): Prefect shows a run's parameters."""
+    from ner.settings import hide_secrets
+
+    return hide_secrets(_deployment_values(parse_overrides(pairs)))
 
 
 def _deployment_values(

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ner import errors
 from ner.registry import Registry
-from ner.settings import Settings, deployment_overrides, load_settings
+from ner.settings import Settings, deployment_overrides, load_settings, plain_secrets
 from ner.storage import Storage, env_storage
 
 if TYPE_CHECKING:
@@ -305,9 +305,29 @@ _CURRENT: ContextVar[RunContext | None] = ContextVar("brandloop_run_context", de
 
 
 def _overrides_key(overrides: Mapping[str, Any] | None) -> str:
+    """``overrides`` as sorted JSON, a ``SecretStr`` by its value's digest (its text is
+    ``**********`` whatever the value), so two runs with different secrets differ."""
+    import hashlib
     import json
 
-    return json.dumps(dict(overrides or {}), sort_keys=True, default=str)
+    def encode(value: Any) -> str:
+        if isinstance(value, SecretStr):
+            return hashlib.sha256(value.get_secret_value().encode()).hexdigest()
+        return str(value)
+
+    return json.dumps(dict(overrides or {}), sort_keys=True, default=encode)
+
+
+def _warn_plain_secrets(overrides: Mapping[str, Any] | None) -> None:
+    """Warn of secrets given as plain text in ``overrides``: Prefect stored them with the
+    run's parameters, where its UI and API show them."""
+    if names := plain_secrets(overrides):
+        run_logger().warning(
+            "overrides gave %s as plain text, which Prefect stores with this run's "
+            "parameters: pass pydantic.SecretStr values (Prefect stores '**********'), or set "
+            "them as NER_ variables or Secret blocks, and replace the exposed value",
+            ", ".join(names),
+        )
 
 
 @contextmanager
@@ -320,6 +340,7 @@ def run_context(overrides: Mapping[str, Any] | None = None) -> Iterator[RunConte
         yield parent
         return
     ctx = RunContext.open(build_settings(overrides), key)
+    _warn_plain_secrets(overrides)
     token = _CURRENT.set(ctx)
     try:
         with library_warnings_to_run_logs():

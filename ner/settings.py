@@ -940,6 +940,42 @@ SECRET_FIELDS = (
 )
 
 
+def hide_secrets(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` with each value of a :data:`SECRET_FIELDS` setting as a ``SecretStr``
+    (a list's items each), which the settings take as they are. A flow's ``overrides`` are
+    a parameter of its run, which Prefect stores and shows: it serialises parameters with
+    FastAPI's ``jsonable_encoder``, which writes a ``SecretStr`` as ``**********`` (a
+    trial's ``--set label_studio_api_key=...`` was readable in the Prefect UI)."""
+    hidden = dict(overrides)
+    for name in SECRET_FIELDS:
+        if name in hidden:
+            value = hidden[name]
+            if name == "serve_api_keys" and isinstance(value, str):
+                value = parse_list(value)
+            hidden[name] = _as_secret(value)
+    return hidden
+
+
+def _as_secret(value: Any) -> Any:
+    if isinstance(value, str):
+        return SecretStr(value)
+    if isinstance(value, list | tuple):
+        return [_as_secret(item) for item in value]
+    return value
+
+
+def plain_secrets(overrides: Mapping[str, Any] | None) -> list[str]:
+    """The :data:`SECRET_FIELDS` settings ``overrides`` gives as plain text (not as
+    ``SecretStr``): Prefect stores them in the run's parameters as they are."""
+    found = []
+    for name in SECRET_FIELDS:
+        value = (overrides or {}).get(name)
+        items = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(item, str) and item for item in items):
+            found.append(name)
+    return found
+
+
 def load_settings(overrides: Mapping[str, Any] | None = None, /, **more: Any) -> Settings:
     """Build the settings from the environment, with ``overrides`` (and ``more``) on top.
 

@@ -114,6 +114,34 @@ def test_a_missing_secret_block_fails_only_what_needs_its_secret(
     assert attempts(prefect, str(state.state_details.flow_run_id), "fetch_posts") == [1]
 
 
+def test_a_secret_in_overrides_is_stored_masked_in_the_runs_parameters(
+    prefect: PrefectService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    from apps.cli import cli_overrides
+    from tests.support.flows import flow_run
+
+    # Given the Label Studio key given on the command line (a trial read its --set value in
+    # the run's parameters, through Prefect's API and UI)
+    posts = demo_slice(tmp_path, 3)
+    overrides = {**local(tmp_path), **cli_overrides(["label_studio_api_key=cli-secret-555"])}
+    # When apply-ner runs with it
+    state = apply_ner(source="jsonl", input_uri=str(posts), overrides=overrides, return_state=True)
+    assert state.is_completed(), state
+    # Then Prefect stored the key masked, and the run still had it
+    stored = flow_run(prefect, str(state.state_details.flow_run_id))["parameters"]
+    assert stored["overrides"]["label_studio_api_key"] == "**********"
+    assert "cli-secret-555" not in json.dumps(stored)
+    # And a script's plain-text key is warned of by name, the value not shown
+    plain = {**local(tmp_path), "label_studio_api_key": "py-secret-777"}
+    with caplog.at_level("WARNING"):
+        apply_ner(source="jsonl", input_uri=str(posts), reread=True, overrides=plain)
+    said = {r.getMessage() for r in caplog.records if "as plain text" in r.getMessage()}
+    assert len(said) == 1 and "label_studio_api_key" in next(iter(said))
+    assert not any("py-secret-777" in r.getMessage() for r in caplog.records)
+
+
 def test_a_sub_flow_shares_its_parents_run_context(
     prefect: PrefectService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

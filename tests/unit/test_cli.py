@@ -2064,3 +2064,13 @@ def test_a_cold_start_set_for_one_train_run_is_noted(capsys: pytest.CaptureFixtu
     )
     cli._say_run_cold_start({"threshold": 0.9})
     assert capsys.readouterr().out == ""
+
+
+def test_set_gives_a_secret_as_a_secret_str(clean_env: None) -> None:
+    from pydantic import SecretStr
+
+    # a trial's --set label_studio_api_key=... was readable in the run's parameters in Prefect
+    overrides = cli.cli_overrides(["label_studio_api_key=abc", "threshold=0.7"])
+    assert isinstance(overrides["label_studio_api_key"], SecretStr)
+    assert overrides["label_studio_api_key"].get_secret_value() == "abc"
+    assert overrides["threshold"] == 0.7

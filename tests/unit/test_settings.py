@@ -466,3 +466,20 @@ def test_a_storage_uri_that_is_or_runs_through_a_file_is_refused_by_name(tmp_pat
         load_settings({"storage_uri": "file://tmp/store"})
     with pytest.raises(ConfigError, match=r"not a file URI of a local path"):
         load_settings({"storage_uri": f"file://{tmp_path}/store?x=1"})
+
+
+def test_hide_secrets_makes_each_secret_a_secret_str_the_settings_take() -> None:
+    from pydantic import SecretStr
+
+    from ner.settings import hide_secrets, plain_secrets
+
+    given = {"threshold": 0.7, "x_bearer_token": "tok", "serve_api_keys": "a, b"}
+    assert plain_secrets(given) == ["x_bearer_token", "serve_api_keys"]
+    hidden = hide_secrets(given)
+    assert hidden["threshold"] == 0.7 and isinstance(hidden["x_bearer_token"], SecretStr)
+    assert [type(k) for k in hidden["serve_api_keys"]] == [SecretStr, SecretStr]
+    assert plain_secrets(hidden) == []
+    settings = load_settings(hidden)
+    assert settings.require_secret("x_bearer_token") == "tok"
+    assert [k.get_secret_value() for k in settings.serve_api_keys] == ["a", "b"]
+    assert given["x_bearer_token"] == "tok"  # the caller's dict is left as it was
