@@ -568,7 +568,7 @@ def flow_rows(wnut: Sequence[TrainedRun], runs: Sequence[TrainedRun]) -> list[Me
     return [
         Metric(
             "registered brand-ner@champion",
-            f"v{first.summary.get('champion_version')}" if promoted else "no",
+            f"v{first.summary.get('promoted_version')}" if promoted else "no",
             target="promoted",
             met=promoted,
             baseline=f"threshold {WNUT_THRESHOLD}, cold-start champion F1 "

@@ -321,6 +321,8 @@ class TrainSummary(BaseModel):
     champion_f1: float | None = None
     #: That model: a registered version (``brand-ner-dev/3``) or the cold start's name.
     champion_model: str | None = None
+    #: Its version (None for the cold start); a promotion does not change it (a script read
+    #: the new version beside the old champion's F1): ``promoted_version`` is the new one.
     champion_version: str | None = None
     challenger_version: str | None = None
     run_id: str | None = None
@@ -1363,7 +1365,7 @@ def challenge(
     summary.repaired += outcome.repaired
     summary.status = TrainStatus.PROMOTED if outcome.promote else TrainStatus.NOT_PROMOTED
     if outcome.promote:
-        summary.promoted_version = summary.champion_version = logged.version
+        summary.promoted_version = logged.version  # champion_* stay the champion it beat
     return summary
 
 

@@ -52,6 +52,13 @@ def fields_table(fields: Mapping[str, Any]) -> list[str]:
     return ["| field | value |", "|---|---|", *rows]
 
 
+def _champion_after(row: Mapping[str, Any]) -> Any:
+    """The champion a round left: the version it promoted, else the one it kept (its
+    version, or the cold start's name)."""
+    version = row.get("promoted_version") or row.get("champion_version")
+    return f"v{version}" if version else row.get("champion_model")
+
+
 def rounds_table(rounds: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table: one row per feedback-loop round."""
     header = (
@@ -73,9 +80,7 @@ def rounds_table(rounds: Sequence[Mapping[str, Any]]) -> str:
                     ("yes (v" + str(r["promoted_version"]) + ")")
                     if r.get("promoted_version")
                     else "no",
-                    f"v{r['champion_version']}"
-                    if r.get("champion_version")
-                    else r.get("champion_model"),
+                    _champion_after(r),
                     r.get("status"),
                 )
             )

@@ -48,6 +48,8 @@ def test_loop_trains_promotes_then_meets_threshold_on_the_same_gold_set(
     assert first.champion_f1 is not None and first.challenger_f1 is not None
     assert first.champion_f1 < 0.5 <= first.challenger_f1
     assert first.promoted_version == "1" and first.run_id and first.gold_hash
+    # (its champion fields stay the cold start's it beat: a script paired v1 with F1 0.0)
+    assert first.champion_version is None and first.champion_model != "brand-ner-dev/1"
     # And round 2 scored the new champion on the *same* frozen gold set and stopped
     assert second.gold_hash == first.gold_hash
     assert second.champion_model == "brand-ner-dev/1"

@@ -79,3 +79,13 @@ def test_a_round_that_timed_out_shows_the_champion_that_predicted_it() -> None:
     )
     table = LoopResult(status=TIMED_OUT, rounds=[first]).markdown()
     assert "| no | none (cold start gazetteer-ddba8ce43e) | timed_out" in table
+
+
+def test_the_champion_after_a_round_is_the_one_promoted_else_the_one_kept() -> None:
+    from ner.report import rounds_table
+
+    promoted = {"champion_model": "gazetteer-1", "promoted_version": "2", "status": "promoted"}
+    kept = {"champion_model": "brand-ner-dev/2", "champion_version": "2", "status": "refused"}
+    cold = {"champion_model": "gazetteer-1", "status": "threshold_met"}
+    rows = rounds_table([promoted, kept, cold]).splitlines()[2:]
+    assert [row.split(" | ")[6] for row in rows] == ["v2", "v2", "gazetteer-1"]
