@@ -621,7 +621,10 @@ def decide_promotion(
         else:
             verdicts.append(check_not_below_cold_start(mine.f1, cold_start))
         for rule in rules:
-            verdicts.append(Verdict(rule, Status.NOT_APPLICABLE, "no champion to compare with"))
+            reason = "no champion to compare with"
+            if rule == Rule.CANARY and challenger.canary is None:  # said once the first is
+                reason += f" ({no_canary_set()} either)"  # promoted, a trial missed it here
+            verdicts.append(Verdict(rule, Status.NOT_APPLICABLE, reason))
         return GateDecision(tuple(verdicts))
     theirs = champion.gold
     verdicts += [

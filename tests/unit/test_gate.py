@@ -378,6 +378,10 @@ def test_the_first_model_needs_only_the_threshold() -> None:
     assert passed == {"gate_threshold_passed": 1.0}
     idle = decision.to_tags()["brandloop.gate.not_applicable"].split(",")
     assert idle == [str(r) for r in Rule if r is not Rule.THRESHOLD]
+    # And the canary rule says there is no canary set either (a trial missed it there)
+    reasons = {v.rule: v.reason for v in decision.verdicts}
+    assert reasons[Rule.CANARY] == "no champion to compare with (no canary set either)"
+    assert reasons[Rule.CONFIDENCE] == "no champion to compare with"
 
 
 def test_a_first_model_below_the_cold_start_is_refused() -> None:
