@@ -240,3 +240,33 @@ def test_a_models_versions_are_named_one_way_everywhere(versions: list[str], phr
     from ner.models import versions_phrase
 
     assert versions_phrase(versions) == phrase
+
+
+def test_a_model_loaded_from_mlflow_leaves_no_download_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    import mlflow
+    import mlflow.spacy
+    import spacy
+
+    from ner.models import load_mlflow
+
+    # Given a pipeline logged to a store, and the temporary folder watched
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("e", artifact_location=str(tmp_path / "artifacts"))
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": "BRAND", "pattern": "Sony"}])
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.spacy.log_model(nlp, name="model")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    # When it is loaded three times (a trial's worker kept a 47 MB folder per load)
+    for _ in range(3):
+        loaded = load_mlflow(f"runs:/{run.info.run_id}/model", uri)
+    # Then it works, and nothing is left in the temporary folder
+    assert [e.text for e in loaded.nlp("new Sony earbuds").ents] == ["Sony"]
+    assert list(scratch.iterdir()) == []
