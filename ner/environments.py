@@ -55,6 +55,9 @@ SOURCE_MODEL = f"{TAG_PREFIX}source_model"
 SOURCE_VERSION = f"{TAG_PREFIX}source_version"
 SOURCE_RUN = f"{TAG_PREFIX}source_run"
 SOURCE_ENV = f"{TAG_PREFIX}source_env"
+#: The environment whose train-ner gate ran on the version a copy comes from, kept along a
+#: chain of copies (dev -> staging -> prod: a trial's prod copy blamed staging's gate).
+GATED_IN = f"{TAG_PREFIX}gated_in"
 #: Version tags that describe the source's own history (its evaluations on its gold sets,
 #: its alias moves): dropped from the copy, which starts its history in the target.
 _SOURCE_HISTORY = (
@@ -228,7 +231,10 @@ def copy_version(source: Source, target: Registry) -> str:
                 key.startswith(TAG_PREFIX) and key.endswith("_since")
             ):
                 target.client.delete_model_version_tag(target.model_name, version, key)
-        for key, value in source.tags().items():
+        gated = GATED_IN not in (copied.tags or {}) and any(
+            key.startswith(f"{TAG_PREFIX}gate.") for key in copied.tags or {}
+        )
+        for key, value in {**source.tags(), **({GATED_IN: source.env} if gated else {})}.items():
             target.client.set_model_version_tag(target.model_name, version, key, value)
         card = target.client.get_model_version(target.model_name, version).description or ""
         trained = titled_as_copy(without_alias_notes(card), target.model_name, version)

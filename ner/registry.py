@@ -856,8 +856,8 @@ class Registry:
         """The rules train-ner's gate refused ``version`` by (tag ``brandloop.gate.refused_by``,
         rule names of :class:`ner.gate.Rule`; empty when it passed or was never gated), and
         the environment that gate ran in when ``version`` is a copy of another environment's
-        version (tag ``brandloop.source_env``, which the copy keeps with the source's tags),
-        else None."""
+        version (tag ``brandloop.gated_in``, kept along a chain of copies, else
+        ``brandloop.source_env``), else None."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -866,7 +866,8 @@ class Registry:
             raise _wrap(f"reading version {version}", exc) from exc
         tags = mv.tags or {}
         value = tags.get(f"{TAG_PREFIX}gate.refused_by", "")
-        return [rule for rule in value.split(",") if rule], tags.get(f"{TAG_PREFIX}source_env")
+        gated_in = tags.get(f"{TAG_PREFIX}gated_in") or tags.get(f"{TAG_PREFIX}source_env")
+        return [rule for rule in value.split(",") if rule], gated_in
 
     # ------------------------------------------------------------------ gate and model card
     def record_gate(

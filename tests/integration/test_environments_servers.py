@@ -284,6 +284,37 @@ def test_a_version_the_gate_refused_by_a_rule_promote_does_not_check_needs_force
     assert "release (forced; rule said: " in move.reason and gate in move.reason
 
 
+def test_along_a_chain_of_copies_the_refusal_names_the_environment_whose_gate_ran(
+    mlflow_server: MlflowService, tmp_path: Path, flags: list[str]
+) -> None:
+    _, prod = _registries(mlflow_server.url)
+    dev = Registry(mlflow_server.url, model_name="brand-ner-dev", experiment_name="brand-ner-dev")
+    # Given a dev version dev's gate refused by confidence, forced into staging
+    _gold(tmp_path / "storage", "staging", GOLD_POSTS)
+    _gold(tmp_path / "storage", "prod", GOLD_POSTS)
+    version = register_gazetteer(dev, tmp_path, ["Glossier", "Fenty Beauty"], 0.9, "0" * 16)
+    dev.client.set_model_version_tag(
+        "brand-ner-dev", version, "brandloop.gate.refused_by", "confidence"
+    )
+    up = ["promote", version, "--from", "dev", "--to", "staging", "--reason", "try", "--force"]
+    code, _, err = _invoke(*up, *flags)
+    assert code == 0, err
+    copied = Registry(
+        mlflow_server.url, model_name="brand-ner-staging", experiment_name="brand-ner-staging"
+    ).alias_version(CHAMPION)
+    assert copied is not None
+    # When that copy is promoted on to prod without --force
+    args = ["promote", copied, "--from", "staging", "--to", "prod", "--reason", "release"]
+    champion = prod.alias_version(CHAMPION)
+    code, _, err = _invoke(*args, *flags)
+    # Then the refusal names dev's gate, which ran, not staging's (a trial's audit blamed it)
+    said = " ".join(err.split())
+    assert code == 1, said
+    assert f"dev's train-ner gate refused brand-ner-staging/{copied} by confidence" in said
+    assert "staging's train-ner gate" not in said
+    assert prod.alias_version(CHAMPION) == champion
+
+
 def test_copy_promote_takes_the_environments_mlflow_and_creates_no_store(
     mlflow_server: MlflowService,
     tmp_path: Path,
