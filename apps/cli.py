@@ -372,8 +372,12 @@ def load_cli_settings(overrides: Mapping[str, Any]) -> Settings:
     """The settings a command works with: environment + ``--set``, secrets from Prefect
     Secret blocks when a ``*_BLOCK`` names one (as the flows do)."""
     from flows.context import build_settings
+    from ner.settings import names_of_other_environments
 
-    return build_settings(dict(overrides))
+    settings = build_settings(dict(overrides))
+    for line in names_of_other_environments(settings):
+        err_console().print(f"warning: {line}", markup=False, soft_wrap=True)
+    return settings
 
 
 def _warn_unknown_variables() -> None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -219,7 +220,7 @@ def load_mlflow(uri: str, tracking_uri: str | None = None) -> LoadedModel:
     try:
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)
-        with tempfile.TemporaryDirectory(prefix="brandloop-load-") as where:
+        with tempfile.TemporaryDirectory(prefix="brandloop-load-") as where, _quiet(_REPO_LOG):
             nlp = mlflow.spacy.load_model(uri, dst_path=where)
     except (MlflowException, OSError) as exc:
         what = f"cannot load model {uri!r} from MLflow"
@@ -240,6 +241,23 @@ def load_mlflow(uri: str, tracking_uri: str | None = None) -> LoadedModel:
             "was moved, or files were deleted): promote or serve another version"
         ) from exc
     return LoadedModel(nlp, _mlflow_version(uri, tracking_uri))
+
+
+#: MLflow's logger that says, at INFO, "No artifacts found to download at ... Returning
+#: destination path." when a version's files are gone (the error below names that).
+_REPO_LOG = "mlflow.store.artifact.artifact_repo"
+
+
+@contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Logger ``name`` at WARNING for the block, as it was after it."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _registered_source(uri: str, tracking_uri: str | None) -> str | None:

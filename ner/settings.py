@@ -877,6 +877,25 @@ def environment_defaults(env: str) -> dict[str, str]:
     return {name: form.format(env=env) for name, form in ENVIRONMENT_DEFAULTS.items()}
 
 
+def names_of_other_environments(settings: Settings) -> list[str]:
+    """Why each per-environment name of ``settings`` that is another environment's default
+    looks wrong (``NER_REGISTERED_MODEL_NAME=brand-ner-dev`` left in a shell, then ``--set
+    env=prod``: a trial's prod commands used dev's registered model, without a word)."""
+    found = []
+    derived = settings.serve_model == f"models:/{settings.registered_model_name}@champion"
+    for name in ENVIRONMENT_DEFAULTS:
+        if name == "serve_model" and derived:  # said once, for the registered model
+            continue
+        value = getattr(settings, name)
+        for other in ENVIRONMENTS:
+            if other != settings.env and value == environment_defaults(other)[name]:
+                found.append(
+                    f"{name} is {value!r}, {other}'s own name, while env is {settings.env} "
+                    f"(is NER_{name.upper()} set for every environment? unset it)"
+                )
+    return found
+
+
 #: Settings each environment's deployments take from ``BRANDLOOP_<ENV>_<SETTING>``
 #: (``prefect.yaml``'s job variables), with the word a line names them by: the command line
 #: and the processes that serve or watch an environment take them too, so they read the

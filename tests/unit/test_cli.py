@@ -2074,3 +2074,13 @@ def test_set_gives_a_secret_as_a_secret_str(clean_env: None) -> None:
     assert isinstance(overrides["label_studio_api_key"], SecretStr)
     assert overrides["label_studio_api_key"].get_secret_value() == "abc"
     assert overrides["threshold"] == 0.7
+
+
+def test_a_command_warns_of_a_name_of_another_environment(runner: CliRunner) -> None:
+    args = ["labelstudio", "config", "--set", "env=prod"]
+    result = runner.invoke(cli.app, [*args, "--set", "registered_model_name=brand-ner-dev"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert said.startswith("warning: registered_model_name is 'brand-ner-dev', dev's own name")
+    clean = runner.invoke(cli.app, args)
+    assert clean.exit_code == 0 and "warning" not in clean.stderr

@@ -483,3 +483,17 @@ def test_hide_secrets_makes_each_secret_a_secret_str_the_settings_take() -> None
     assert settings.require_secret("x_bearer_token") == "tok"
     assert [k.get_secret_value() for k in settings.serve_api_keys] == ["a", "b"]
     assert given["x_bearer_token"] == "tok"  # the caller's dict is left as it was
+
+
+def test_a_name_of_another_environment_is_named(clean_env: None) -> None:
+    from ner.settings import names_of_other_environments
+
+    # a trial's shell kept NER_REGISTERED_MODEL_NAME=brand-ner-dev; --set env=prod then used
+    # dev's registered model without a word
+    mixed = load_settings(env="prod", registered_model_name="brand-ner-dev")
+    assert names_of_other_environments(mixed) == [
+        "registered_model_name is 'brand-ner-dev', dev's own name, while env is prod (is "
+        "NER_REGISTERED_MODEL_NAME set for every environment? unset it)"
+    ]
+    assert names_of_other_environments(load_settings(env="prod")) == []
+    assert names_of_other_environments(load_settings(registered_model_name="brands")) == []
