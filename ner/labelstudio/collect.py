@@ -103,6 +103,8 @@ class _Pool:
     repairs: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
     #: (snapshot key, rejected record), in reading order
     rejected: list[tuple[str, Rejected]] = field(default_factory=list)
+    #: post id -> (updated_at, snapshot order) of its newest rejected record read so far
+    rejected_stamps: dict[str, tuple[str, int]] = field(default_factory=dict)
     unlabelled: set[str] = field(default_factory=set)
     #: task id -> its latest exported version, for tasks with several finished annotations
     disputed: dict[int, Any] = field(default_factory=dict)
@@ -228,6 +230,8 @@ def _read_snapshots(storage: Storage, keys: Sequence[str], labels: Sequence[str]
         pool.unlabelled.update(parsed.unlabelled)
         for annotation in parsed.records:
             stamp = (annotation.updated_at or "", order, annotation)
+            if stamp[:2] <= pool.rejected_stamps.get(annotation.post_id, ("", -1)):
+                continue  # a newer record of the post, in a file read before, was rejected
             known = pool.latest.get(annotation.post_id)
             newer = known is None or stamp[:2] >= known[:2]
             if known is not None and known[2].task_id != annotation.task_id:
@@ -263,12 +267,16 @@ def _drop_outdated(pool: _Pool, parsed: Parsed, order: int) -> None:
     by the older one). The rejection is then reported as one. Newer is decided as between
     kept records, by ``updated_at``, then by the order read: exports are read in key order,
     which a hand-named file does not follow (trial BE: ``export-2.json`` before
-    ``export.json``, whose older label was rejected and dropped the fixed one)."""
+    ``export.json``, whose older label was rejected and dropped the fixed one). The
+    rejection's stamp is kept, so that an older record read later is not kept either
+    (trial BH: the newer file, rejected, sorted first)."""
     for post_id in filter(None, {item.record_id for item in parsed.rejected}):
+        rejected = (parsed.rejected_at.get(post_id, ""), order)
+        pool.rejected_stamps[post_id] = max(pool.rejected_stamps.get(post_id, ("", -1)), rejected)
         known = pool.latest.get(post_id)
         if known is None or known[1] >= order:
             continue
-        if (parsed.rejected_at.get(post_id, ""), order) >= known[:2]:
+        if rejected >= known[:2]:
             del pool.latest[post_id]
             pool.repairs.pop(post_id, None)
 

@@ -447,7 +447,7 @@ def test_a_newer_bad_annotation_is_rejected_not_superseded_by_the_older_one(
     assert [e["kind"] for e in said] == ["superseded", "superseded"]  # the span, the post
 
 
-def test_an_older_rejected_record_read_later_does_not_drop_the_newer_fixed_one(
+def test_the_newest_record_of_a_post_decides_whatever_order_the_exports_are_read_in(
     storage: Storage,
 ) -> None:
     # Given two hand-named exports of one task, read in key order: the newer one, its label
@@ -472,6 +472,11 @@ def test_an_older_rejected_record_read_later_does_not_drop_the_newer_fixed_one(
     older_good = task(34, TEXT, [res("Glossier")], post_id="e034", updated_at="2026-11-21T09:00Z")
     storage.write_json(fixed_key, [older_good])
     report = collect(storage, [fixed_key, old_key])
+    assert "e034" not in pulled(storage)
+    assert (report.n_rejected, report.n_superseded) == (1, 0)
+    # and read before it, too: a newer rejected record keeps an older good one out whatever
+    # the order the files are read in (trial BH: the newer file, rejected, sorted first)
+    report = collect(storage, [old_key, fixed_key])
     assert "e034" not in pulled(storage)
     assert (report.n_rejected, report.n_superseded) == (1, 0)
 
