@@ -525,6 +525,8 @@ def prepare_gold(
     else:
         splits = _with_canary(splits, found)
         _say_other_policy(storage, loaded[0], settings.agreement_policy.value)
+        if splits.gold_name != loaded[0].name:  # a new version: relabelled, fallen back
+            _say_uncut_revised(storage, loaded[1], settings.train.post_tokenizer)
     pulled = {a.post_id for a in annotations}  # a canary set frozen now holds pulled posts
     in_canary = len(pulled & set(found[0].post_ids)) if found else splits.n_canary
     _say_split(splits, len(annotations), splits.n_gold_pulled, in_canary)
@@ -615,6 +617,18 @@ def _say_uncut_gold(storage: Storage, annotations: list[Annotation], post_rules:
     frozen = datasets.load_gold_set(storage)
     if frozen is not None:
         _say_uncut("gold", frozen[0].post_ids, annotations, post_rules)
+
+
+def _say_uncut_revised(storage: Storage, before: list[Annotation], post_rules: bool) -> None:
+    """Name the spans that cut a token among the gold posts a new version of the gold set
+    changed (their labels kept as given, as at the first freeze: trial BH's relabel to
+    ``Nik`` inside ``Nike`` went unnamed)."""
+    now = datasets.load_gold_set(storage)
+    if now is None:
+        return
+    spans_before = {a.post_id: a.spans for a in before}
+    changed = [a.post_id for a in now[1] if spans_before.get(a.post_id) != a.spans]
+    _say_uncut("gold", changed, now[1], post_rules)
 
 
 def _say_uncut(

@@ -5,6 +5,7 @@ exactly), and a training span trained widened, in the run's log and on the model
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,43 @@ def test_a_gold_span_that_cuts_a_token_is_named_when_the_gold_set_freezes(
         "gold span no model predicts exactly: t02: span [15, 20) 'Fenty' BRAND cuts token(s) "
         "'FentyBeauty'"
     ]
+
+
+def test_a_cut_span_a_relabel_brings_into_the_gold_set_is_named_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ner import datasets
+
+    settings = load_settings(
+        storage_uri=str(tmp_path / "storage"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        gold_fraction=0.9,
+        gold_min_posts=1,
+    )
+    ctx = RunContext.open(settings)
+    # Given a gold set frozen from posts labelled whole
+    first = layout.pulled_annotations("s1")
+    good = [labelled(f"t{i:02d}", GLOSSIER, "Glossier") for i in range(8)]
+    write_records(ctx.storage, first, good)
+    prepare_gold.fn(ctx, first, "s1")
+    before = datasets.load_gold_set(ctx.storage)
+    assert before is not None
+    gold_id = before[0].post_ids[0]
+    # When one gold post is relabelled with a span inside a word (trial BH: "Nik" of "Nike")
+    second = layout.pulled_annotations("s2")
+    fixed = replace(labelled(gold_id, GLOSSIER, "Gloss"), updated_at="2026-12-06T10:00:00Z")
+    relabelled = [fixed if a.post_id == gold_id else a for a in good]
+    write_records(ctx.storage, second, relabelled)
+    with caplog.at_level(logging.WARNING):
+        prepare_gold.fn(ctx, second, "s2")
+    # Then the new gold version holds it as labelled, and it is named, it alone
+    frozen = datasets.load_gold_set(ctx.storage)
+    assert frozen is not None and frozen[0].name.endswith("-r2")
+    named = {r.getMessage() for r in caplog.records if "predicts exactly" in r.getMessage()}
+    assert named == {
+        f"gold span no model predicts exactly: {gold_id}: span [0, 5) 'Gloss' BRAND cuts "
+        "token(s) 'Glossier'"
+    }
 
 
 def test_spans_are_named_up_to_a_limit_and_carried_to_the_model_card(
