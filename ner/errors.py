@@ -106,6 +106,11 @@ class ModelError(BrandloopError):
     """A model could not be loaded, built or used."""
 
 
+class BrandListError(ModelError, ConfigError):
+    """A team's brand list (``NER_BRAND_LIST``, ``NER_BRAND_LIST_EXACT_CASE``) cannot be
+    used: unreadable, empty, or a name in both files. A setting to fix: permanent."""
+
+
 class OptionalInstallError(ModelError, ConfigError):
     """A setting chose a part whose optional install is missing (the accurate recipe
     without ``make install-accurate``). Permanent: no retry can install it."""

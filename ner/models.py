@@ -29,7 +29,13 @@ import spacy
 from spacy.language import Language
 
 from ner.components import LABEL_FILTER
-from ner.errors import ModelError, ModelNotFoundError, NotPromotedYetError, mlflow_reason
+from ner.errors import (
+    BrandListError,
+    ModelError,
+    ModelNotFoundError,
+    NotPromotedYetError,
+    mlflow_reason,
+)
 from ner.report import quantity
 
 log = logging.getLogger(__name__)
@@ -85,7 +91,7 @@ class BrandList:
     def from_files(cls, path: Path | None, exact_case: Path | None = None) -> BrandList | None:
         """A team's own lists (``NER_BRAND_LIST``, ``NER_BRAND_LIST_EXACT_CASE``; either alone
         is the whole list): text files, one name per line, ``#`` comments; None for neither
-        (the shipped lists serve). Raises :class:`ModelError` naming a file that cannot be
+        (the shipped lists serve). Raises :class:`BrandListError` naming a file that cannot be
         read, the files when they hold no name, or the names both files hold (in any case):
         matched in any case, the exact-case entry would be lost in silence (trial BE's
         ``Beats`` tagged "my heart beats")."""
@@ -95,11 +101,11 @@ class BrandList:
         exact = _file_lines(exact_case) if exact_case is not None else ()
         if not names and not exact:
             files = " and ".join(str(p) for p in (path, exact_case) if p is not None)
-            raise ModelError(f"brand list {files} holds no name (one per line)")
+            raise BrandListError(f"brand list {files} holds no name (one per line)")
         lowered = {name.lower() for name in names}
         if both := sorted({name for name in exact if name.lower() in lowered}):
             shown = ", ".join(map(repr, both[:10])) + (" …" if len(both) > 10 else "")
-            raise ModelError(
+            raise BrandListError(
                 f"brand list: {quantity(len(both), 'name')} in both {path} (matched in any "
                 f"case) and {exact_case} (only as written): {shown}; keep each in one file"
             )
@@ -110,7 +116,7 @@ def _file_lines(path: Path) -> tuple[str, ...]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"brand list {path} cannot be read: {exc}") from exc
+        raise BrandListError(f"brand list {path} cannot be read: {exc}") from exc
     lines = (line.strip() for line in text.splitlines())
     return tuple(line for line in lines if line and not line.startswith("#"))
 

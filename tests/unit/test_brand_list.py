@@ -99,6 +99,20 @@ def test_a_name_in_both_lists_is_named_not_matched_in_any_case(tmp_path: Path) -
     said = str(raised.value)
     assert "2 names in both" in said and "'Beats', 'Vans'; keep each in one file" in said
     assert str(names) in said and str(exact) in said
+    # as a setting to fix: never retried, no --debug hint (trial BH: apply retried it 3 times)
+    from flows.context import PERMANENT_ERRORS
+
+    assert isinstance(raised.value, PERMANENT_ERRORS)
+    # and doctor says so before any run (trial BH: "✓ settings valid", exit 0)
+    from apps.doctor import CheckStatus, check_brand_list
+
+    check = check_brand_list(load_settings(brand_list=str(names), brand_list_exact_case=str(exact)))
+    assert (check.name, check.status) == ("brand list", CheckStatus.FAIL)
+    assert "keep each in one file" in check.detail
+    exact.write_text("On\n", encoding="utf-8")
+    fine = check_brand_list(load_settings(brand_list=str(names), brand_list_exact_case=str(exact)))
+    assert (fine.status, fine.detail) == (CheckStatus.OK, "3 names in any case, 1 only as written")
+    assert check_brand_list(load_settings()).detail == "the shipped lists"
 
 
 def test_another_list_is_another_training_fingerprint(tmp_path: Path) -> None:
