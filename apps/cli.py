@@ -1343,6 +1343,15 @@ def demo_accurate_recipe() -> dict[str, Any]:
     return {"gold_recent_fraction": 0.0, "train": {**train, "gazetteer": False}}
 
 
+def demo_run_overrides(folder: Path, pairs: Sequence[str] | None) -> dict[str, Any]:
+    """The overrides a demo in ``folder`` runs its flows with: its folder's stores, its
+    recipe, and the ``--set`` ``pairs``, secrets as ``SecretStr`` (Prefect stores a run's
+    parameters: :func:`ner.settings.hide_secrets`)."""
+    from ner.settings import hide_secrets
+
+    return {**demo_overrides(folder), **demo_recipe(hide_secrets(parse_overrides(pairs)))}
+
+
 def demo_recipe(user: Mapping[str, Any]) -> dict[str, Any]:
     """The demo's settings overrides: :func:`demo_accurate_recipe` when the environment or
     ``user`` (the ``--set`` overrides) choose ``train.recipe=accurate``, else
@@ -1430,7 +1439,7 @@ def demo(
     out = console()
     if file_on_the_way(dir_.resolve()):  # of --dir, not of the storage_uri made from it
         raise CliError(f"--dir {dir_}: cannot prepare it (Not a directory); choose another folder")
-    overrides = {**demo_overrides(dir_), **demo_recipe(parse_overrides(set_))}
+    overrides = demo_run_overrides(dir_, set_)
     cfg = check_run_settings(overrides)  # the last demo's state goes only when this one can run
     _prepare_demo(out, dir_, keep)
     out.print(f"demo state in {dir_}/ (MLflow: {overrides['mlflow_tracking_uri']})")

@@ -2074,6 +2074,9 @@ def test_set_gives_a_secret_as_a_secret_str(clean_env: None) -> None:
     assert isinstance(overrides["label_studio_api_key"], SecretStr)
     assert overrides["label_studio_api_key"].get_secret_value() == "abc"
     assert overrides["threshold"] == 0.7
+    # and the demo's own --set too (it runs flows with them)
+    demo = cli.demo_run_overrides(Path("demo-dir"), ["x_bearer_token=tok", "threshold=0.7"])
+    assert isinstance(demo["x_bearer_token"], SecretStr) and demo["threshold"] == 0.7
 
 
 def test_a_command_warns_of_a_name_of_another_environment(runner: CliRunner) -> None:
