@@ -35,6 +35,7 @@ from ner.errors import (
 from ner.modelcard import titled_as_copy, without_alias_notes
 from ner.registry import (
     CHAMPION,
+    GATED_IN,
     TAG_PREFIX,
     AuditEvent,
     Decision,
@@ -55,9 +56,6 @@ SOURCE_MODEL = f"{TAG_PREFIX}source_model"
 SOURCE_VERSION = f"{TAG_PREFIX}source_version"
 SOURCE_RUN = f"{TAG_PREFIX}source_run"
 SOURCE_ENV = f"{TAG_PREFIX}source_env"
-#: The environment whose train-ner gate ran on the version a copy comes from, kept along a
-#: chain of copies (dev -> staging -> prod: a trial's prod copy blamed staging's gate).
-GATED_IN = f"{TAG_PREFIX}gated_in"
 #: Version tags that describe the source's own history (its evaluations on its gold sets,
 #: its alias moves): dropped from the copy, which starts its history in the target.
 _SOURCE_HISTORY = (

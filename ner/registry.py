@@ -52,6 +52,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 #: Tag of a training run: :func:`ner.training.training_fingerprint` of its inputs.
 FINGERPRINT_TAG = f"{TAG_PREFIX}training_fingerprint"
+#: The environment whose train-ner gate ran on the version a copy comes from, kept along a
+#: chain of copies (dev -> staging -> prod: a trial's prod copy blamed staging's gate).
+GATED_IN = f"{TAG_PREFIX}gated_in"
 PREVIOUS = "previous"
 #: Reason of the ``@previous`` move a rollback makes (``rollback from version 4``).
 ROLLBACK_FROM = "rollback from version "
@@ -866,7 +869,7 @@ class Registry:
             raise _wrap(f"reading version {version}", exc) from exc
         tags = mv.tags or {}
         value = tags.get(f"{TAG_PREFIX}gate.refused_by", "")
-        gated_in = tags.get(f"{TAG_PREFIX}gated_in") or tags.get(f"{TAG_PREFIX}source_env")
+        gated_in = tags.get(GATED_IN) or tags.get(f"{TAG_PREFIX}source_env")
         return [rule for rule in value.split(",") if rule], gated_in
 
     # ------------------------------------------------------------------ gate and model card

@@ -28,16 +28,21 @@ def labelled(post_id: str, text: str, needle: str) -> Annotation:
     return Annotation(post_id, text, (Span(start, start + len(needle), "BRAND", needle),))
 
 
-def test_a_gold_span_that_cuts_a_token_is_named_when_the_gold_set_freezes(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def local_context(tmp_path: Path) -> RunContext:
+    """A run context on a local store whose gold split takes nine posts in ten."""
     settings = load_settings(
         storage_uri=str(tmp_path / "storage"),
         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         gold_fraction=0.9,
         gold_min_posts=1,
     )
-    ctx = RunContext.open(settings)
+    return RunContext.open(settings)
+
+
+def test_a_gold_span_that_cuts_a_token_is_named_when_the_gold_set_freezes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = local_context(tmp_path)
     key = layout.pulled_annotations("s1")
     write_records(
         ctx.storage, key, [labelled("t02", FENTY, "Fenty"), labelled("t03", GLOSSIER, "Glossier")]
@@ -61,13 +66,7 @@ def test_a_cut_span_a_relabel_brings_into_the_gold_set_is_named_too(
 ) -> None:
     from ner import datasets
 
-    settings = load_settings(
-        storage_uri=str(tmp_path / "storage"),
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        gold_fraction=0.9,
-        gold_min_posts=1,
-    )
-    ctx = RunContext.open(settings)
+    ctx = local_context(tmp_path)
     # Given a gold set frozen from posts labelled whole
     first = layout.pulled_annotations("s1")
     good = [labelled(f"t{i:02d}", GLOSSIER, "Glossier") for i in range(8)]
