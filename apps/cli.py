@@ -1031,49 +1031,54 @@ def _not_one_id(line: str) -> str:
     return "it holds a space" if len(line.split()) > 1 else ""
 
 
+ForgetIdsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="ID",
+        help="Post ids to forget: the source's id (data.post_id in Label Studio), not a task id.",
+    ),
+]
+ForgetFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FILE",
+        help="A file of post ids: one per line, bare or JSON-quoted; or JSON lines with "
+        "an 'id' each (X's compliance results, a posts file). Blank lines, # comments "
+        "and an 'id'/'post_id' header are skipped.",
+    ),
+]
+ForgetLiftOption = Annotated[
+    bool,
+    typer.Option(
+        "--lift",
+        help="Take the tombstones of posts forgotten by mistake away, so they may arrive "
+        "again (audited; nothing removed comes back).",
+    ),
+]
+ForgetYesOption = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        help="Forget even when the ids hold half the frozen gold set or more (refused "
+        "without it: a posts file given by mistake).",
+    ),
+]
+
+
 @app.command()
 def forget(
     ctx: typer.Context,
     reason: ReasonOption,
-    post_ids: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="ID",
-            help="Post ids to forget: the source's id (data.post_id in Label Studio), not a "
-            "task id.",
-        ),
-    ] = None,
-    from_file: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE",
-            help="A file of post ids: one per line, bare or JSON-quoted; or JSON lines with "
-            "an 'id' each (X's compliance results, a posts file). Blank lines, # comments "
-            "and an 'id'/'post_id' header are skipped.",
-        ),
-    ] = None,
+    post_ids: ForgetIdsArgument = None,
+    from_file: ForgetFileOption = None,
     by: Annotated[
         str | None, typer.Option(metavar="NAME", help="Who asks (default: cli:<user>).")
     ] = None,
     label_studio: Annotated[
         bool, typer.Option(help="Delete the posts' Label Studio tasks too.")
     ] = True,
-    lift: Annotated[
-        bool,
-        typer.Option(
-            "--lift",
-            help="Take the tombstones of posts forgotten by mistake away, so they may arrive "
-            "again (audited; nothing removed comes back).",
-        ),
-    ] = False,
-    yes: Annotated[
-        bool,
-        typer.Option(
-            "--yes",
-            help="Forget even when the ids hold half the frozen gold set or more (refused "
-            "without it: a posts file given by mistake).",
-        ),
-    ] = False,
+    lift: ForgetLiftOption = False,
+    yes: ForgetYesOption = False,
     set_: SetOption = None,
 ) -> None:
     """Forget posts deleted upstream: tombstones, Label Studio tasks, stored data
