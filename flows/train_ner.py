@@ -1165,7 +1165,8 @@ def promote_if_better(
     (audited) when no rule refused; then end the training run FINISHED. ``baseline`` is the
     champion's evaluation, or the cold start's when no version holds @champion
     (``has_champion`` False: then the threshold applies, and the challenger may not fall
-    below the cold start)."""
+    below the cold start on the gold set, nor by more than the canary margin on the canary
+    set)."""
     settings, registry = ctx.settings, ctx.registry
     champion = baseline if has_champion else None
     _, gold_hash = splits.gold()
@@ -1174,6 +1175,7 @@ def promote_if_better(
         None if champion is None else champion.scores(),
         gate_policy(ctx.settings),
         cold_start=None if has_champion else (baseline.model_version, baseline.f1),
+        cold_start_canary=None if has_champion else baseline.canary,
     )
     reason = decision.reason
     if splits.n_canary == 0 and champion is not None:

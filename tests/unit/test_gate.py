@@ -404,6 +404,37 @@ def test_a_first_model_below_the_cold_start_is_refused() -> None:
     assert idle == {Rule.CONFIDENCE, Rule.LABEL_REGRESSION, Rule.CANARY}
 
 
+def test_a_first_model_that_forgot_what_the_cold_start_knows_is_refused_by_the_canary() -> None:
+    # given: no champion; the challenger beats the cold start on the gold set, but on the
+    # canary set (older posts) it finds 4 of 10 spans where the brand list found 8
+    gold_mine, _ = gold_win()
+    policy = GatePolicy(threshold=0.5)
+    challenger = ModelScores(gold_mine, canary(4))
+    # when
+    decision = decide_promotion(
+        challenger, None, policy, cold_start=("gaz", 0.5), cold_start_canary=canary(8)
+    )
+    # then: the canary rule alone refuses, against the cold start, with its numbers
+    verdict = decision.verdict(Rule.CANARY)
+    assert not decision.promote and [str(v.rule) for v in decision.refusals] == ["canary"]
+    assert verdict.reason.startswith(
+        "no champion yet; against the cold start gaz: canary F1 0.8889 -> 0.5714 (-0.3175"
+    )
+    assert verdict.reason.endswith("on 10 posts: fell by more than 0.0200")
+    assert verdict.numbers["cold_start_f1"] == pytest.approx(16 / 18)
+    assert "champion_f1" not in verdict.numbers
+    assert decision.to_metrics()["gate_canary_cold_start_f1"] == pytest.approx(16 / 18)
+    # a first model that holds the canary up is promoted, the canary rule among those passed
+    kept = decide_promotion(
+        ModelScores(gold_mine, canary(8)), None, policy, ("gaz", 0.5), canary(8)
+    )
+    assert kept.promote and kept.verdict(Rule.CANARY).status is Status.PASSED
+    assert "canary: no champion yet; against the cold start gaz: canary F1 0.8889" in kept.reason
+    # without the cold start's canary evaluation the rule does not apply, as before
+    alone = decide_promotion(ModelScores(gold_mine, canary(4)), None, policy, ("gaz", 0.5))
+    assert alone.promote and alone.verdict(Rule.CANARY).status is Status.NOT_APPLICABLE
+
+
 def test_gold_sets_that_differ_are_an_error_not_a_verdict() -> None:
     gold_mine, _ = gold_win()
     other = scored([(1, 0, 0)] * 20, "h")
