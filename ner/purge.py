@@ -6,9 +6,10 @@ the old object or the new one, never half of it), and an object without them is 
 untouched (not rewritten). What is cleaned, by key prefix (:mod:`ner.layout`):
 
 * ``posts/``, ``predictions/`` (shards too), ``annotations/`` JSONL: the lines of the posts;
-* ``tasks/<stamp>.json`` Label Studio import files and ``exports/`` snapshots: the tasks whose
-  ``data.post_id`` is one of them (snapshots are otherwise never rewritten: deletion is
-  the one exception the platform terms impose);
+* ``tasks/<stamp>.json`` Label Studio import files and ``exports/`` snapshots: the tasks of
+  the posts (``data.post_id``, else ``data.id``, else the task id, as the pull reads them;
+  snapshots are otherwise never rewritten: deletion is the one exception the platform terms
+  impose);
 * ``selections/``: the ids in the active-learning choices;
 * the ``.rejected.json`` and ``.review.json`` reports beside posts, annotations and import
   files, and exports set aside in ``quarantine/``: the entries that name the posts (a file
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 from ner import fetched, forget, layout
 from ner.datasets import dataset_hash
 from ner.errors import DataError
+from ner.labelstudio.export import task_post_id_text
 from ner.labelstudio.quarantine import reseal
 from ner.records import read_annotations, write_annotations
 from ner.report import quantity
@@ -105,10 +107,12 @@ def drop_forgotten_posts(storage: Storage, key: str) -> int:
 
 
 def task_post_id(task: Any) -> str | None:
-    """The post a Label Studio task (import or export JSON) is for: ``data.post_id``."""
-    data = task.get("data") if isinstance(task, Mapping) else None
-    value = data.get("post_id") if isinstance(data, Mapping) else None
-    return None if value is None else str(value)
+    """The post a Label Studio task (import or export JSON) is for, as the pull reads it
+    (:func:`ner.labelstudio.export.task_post_id`): ``data.post_id``, else ``data.id``, else
+    the task id (a task made by hand; a trial's forgotten one stayed in its export)."""
+    if not isinstance(task, Mapping):
+        return None
+    return task_post_id_text(task.get("data"), task.get("id"))
 
 
 def purge_tasks_file(storage: Storage, key: str, post_ids: Collection[str]) -> Counter[str]:

@@ -238,6 +238,25 @@ def test_purge_rewrites_only_the_objects_holding_the_posts(storage: Storage) -> 
     assert purge.purge_storage(storage, ["p1"]).rewritten == {}
 
 
+def test_purge_removes_a_task_made_by_hand_read_under_its_task_id(storage: Storage) -> None:
+    # Given an export holding a task apply sent (data.post_id), one imported with data.id,
+    # and one made by hand in Label Studio (task 499, read by the pull under its task id)
+    export = [
+        {"id": 7, "data": {"text": "post 7", "post_id": "x7"}, "annotations": []},
+        {"id": 8, "data": {"text": "post 8", "id": "p8"}, "annotations": []},
+        {"id": 499, "data": {"text": "hand made task: Glossier"}, "annotations": []},
+    ]
+    storage.write_json("exports/week1.json", export)
+    # When the hand-made task's post is forgotten, then the data.id one, then task 7's id
+    hand_made = purge.purge_storage(storage, ["499"])
+    by_data_id = purge.purge_storage(storage, ["p8"])
+    task_id = purge.purge_storage(storage, ["7"])  # its post is x7, not 7
+    # Then each leaves the export as the pull reads it, and the others stay
+    assert hand_made.rewritten == {"exports/week1.json": 1} == by_data_id.rewritten
+    assert hand_made.held == ["499"] and task_id.rewritten == {}
+    assert [t["id"] for t in storage.read_json("exports/week1.json")] == [7]
+
+
 def test_purge_names_the_posts_some_object_held(storage: Storage) -> None:
     # Given p0 in a posts file, p1 only in a selection, p2 only named by a rejection report
     # (as reports read before 2026-12-04), p3 only by an import's id conflict (an entry)
