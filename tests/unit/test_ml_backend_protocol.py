@@ -17,8 +17,9 @@ from pydantic import SecretStr
 from spacy.training import Example
 
 from apps.ml_backend import create_app, main, scored_spans
+from ner.active import entity_probabilities
 from ner.errors import ConfigError, ModelError, NotPromotedYetError
-from ner.models import LoadedModel, RegistryRef
+from ner.models import LoadedModel, RegistryRef, add_gazetteer
 from ner.settings import Settings
 from tests.support.models import gazetteer
 
@@ -421,6 +422,23 @@ def test_a_statistical_model_scores_each_span_by_its_beam_probability() -> None:
     assert [[s.text for s in found] for found in spans] == [["glossier"], []]
     score = spans[0][0].score
     assert score is not None and 0.5 < score <= 1.0
+
+
+def test_a_brand_list_match_scores_one_though_the_beam_gives_it_little() -> None:
+    # Given the tiny model with a brand list after it: the model finds "nars", the list
+    # adds "lumiora", which the beam proposes with a probability near 0 (a trial's
+    # gazetteer match scored 0.0016)
+    model = tiny_ner()
+    add_gazetteer(model.nlp, ["lumiora"], [], after_model=True)
+    texts = ["my nars and lumiora haul"]
+    (beam,) = entity_probabilities(model.nlp, texts, ["BRAND"])
+    assert beam[(12, 19, "BRAND")] < 0.1
+    # When the spans are scored
+    (spans,) = scored_spans(model.nlp, texts, ["BRAND"])
+    # Then the list's match scores 1.0 and the model's own span its beam probability
+    scores = {s.text: s.score for s in spans}
+    assert scores["lumiora"] == 1.0
+    assert scores["nars"] == round(beam[(3, 7, "BRAND")], 4) and scores["nars"] > 0.5
 
 
 def test_a_failing_trigger_is_counted_and_the_backend_keeps_answering(
