@@ -1559,12 +1559,22 @@ def _say_disagreements(pulled: Pulled) -> None:
     """Name the posts the last pull held that this one released, and say how many posts'
     annotators disagreed and were settled by the policy without a review (``held`` posts are
     said by the pull itself)."""
-    if released := pulled.released_post_ids:
+    disagree = {a["post_id"] for a in pulled.agreement if a["score"] < 1.0}
+    agreed = [i for i in pulled.released_post_ids if i not in disagree]
+    if agreed:
         run_logger().info(
             "%s held for review by the last pull released (their annotations now agree, or "
             "one was edited or deleted): %s",
-            quantity(len(released), "post"),
-            first_ids(released),
+            quantity(len(agreed), "post"),
+            first_ids(agreed),
+        )
+    if still := [i for i in pulled.released_post_ids if i in disagree]:  # a trial read them
+        run_logger().info(  # as agreeing after it had only changed the policy
+            "%s held for review by the last pull released by this run's agreement settings "
+            "(NER_AGREEMENT_POLICY=%s), though their annotators still disagree: %s",
+            quantity(len(still), "post"),
+            pulled.agreement_policy,
+            first_ids(still),
         )
     settled = [
         a for a in pulled.agreement if a["score"] < 1.0 and a["outcome"] != "held_for_review"

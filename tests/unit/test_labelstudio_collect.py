@@ -244,6 +244,23 @@ def test_a_post_the_last_pull_held_for_review_is_named_when_released(
         "1 post held for review by the last pull released (their annotations now agree, or "
         "one was edited or deleted): a"
     }
+    # And when the next pull runs under another policy, c is released though its
+    # annotators still disagree, and said so (a trial read "now agree" after a policy change)
+    caplog.clear()
+    latest = collect_annotations(
+        storage, [second], LABELS, out_key=layout.pulled_annotations("20261203T000000Z")
+    )
+    assert latest.released_post_ids == ["c"]
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="flows.context"):
+            _say_disagreements(Pulled.model_validate(latest.model_dump(mode="json")))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert {r.getMessage() for r in caplog.records if "released" in r.getMessage()} == {
+        "1 post held for review by the last pull released by this run's agreement settings "
+        "(NER_AGREEMENT_POLICY=latest), though their annotators still disagree: c"
+    }
 
 
 def test_an_annotator_who_saved_twice_votes_once(storage: Storage) -> None:
