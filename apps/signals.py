@@ -12,6 +12,10 @@ Three things stand between a signal and a command that ends with its run recorde
   has finished (it logs "BaseException was raised after user code finished executing" at
   DEBUG and returns), so the parent flow went on waiting. :class:`_RaiseDroppedInterrupt`
   raises it again from that very log record.
+* A signal whose handler raised inside a finaliser (``__del__``, a garbage-collection
+  callback) is lost: Python reports the exception as unraisable and goes on. A trial's SIGTERM
+  (Prefect's ``TerminationSignal``) was lost so, and the run went on to its gate.
+  :func:`_redelivering` sends such a signal to the main thread again.
 * A clean-up that hangs, or a Prefect API that is gone (a stop that reaches every process of
   a systemd unit stops Prefect's temporary API too, and the engine then retries reporting
   for minutes): :data:`GRACE_S` after the first signal the command ends regardless.
@@ -145,6 +149,48 @@ def _watching(on_first: Callable[[int], None]) -> Iterator[None]:
             signal.signal(wake, previous_wake)
 
 
+def _lost_signal(exc: BaseException | None) -> int | None:
+    """The signal an exception stands for, when it is one a handler raised: Prefect's
+    ``TerminationSignal`` (its ``signal``) or ``KeyboardInterrupt`` (SIGINT); else None."""
+    from prefect.exceptions import TerminationSignal
+
+    if isinstance(exc, TerminationSignal):
+        return int(exc.signal)
+    return signal.SIGINT if isinstance(exc, KeyboardInterrupt) else None
+
+
+def _send_to_main(signum: int) -> None:
+    """Send ``signum`` to the main thread (its Python handler runs there)."""
+    main = threading.main_thread().ident
+    if main is not None:
+        signal.pthread_kill(main, signum)
+
+
+@contextmanager
+def _redelivering(rearm_interrupt: Callable[[], object]) -> Iterator[None]:
+    """While in the block, a signal lost in a finaliser (its handler's exception reported as
+    unraisable) is sent to the main thread again, 50 ms later, from a timer: out of the
+    finaliser by then, its handler's exception reaches the code that was running. A lost
+    Ctrl-C first calls ``rearm_interrupt`` (in the main thread), so that it is taken again as
+    a first Ctrl-C, not as the second that ends the command at once."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if (signum := _lost_signal(unraisable.exc_value)) is not None:
+            if signum == signal.SIGINT and threading.current_thread() is threading.main_thread():
+                rearm_interrupt()
+            timer = threading.Timer(0.05, _send_to_main, args=(signum,))
+            timer.daemon = True
+            timer.start()
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
 def _after_grace(end: Callable[[int], NoReturn], signum: int) -> None:
     """End the command :data:`GRACE_S` after the first signal ``signum``, from a timer."""
     timer = threading.Timer(GRACE_S, end, args=(signum,))
@@ -187,7 +233,10 @@ def end_on_signals(temporary_api: bool) -> Iterator[None]:
     flow_runs = logging.getLogger("prefect.flow_runs")
     flow_runs.addFilter(dropped)
     try:
-        with _watching(lambda signum: _after_grace(cut_short, signum)):
+        with (
+            _watching(lambda signum: _after_grace(cut_short, signum)),
+            _redelivering(lambda: signal.signal(signal.SIGINT, interrupt)),
+        ):
             yield
     except KeyboardInterrupt:
         end(signal.SIGINT)

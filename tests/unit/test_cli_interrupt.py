@@ -89,6 +89,68 @@ def test_sigterm_ends_the_command_at_once() -> None:
     assert "interrupted (SIGTERM): this command stopped" in err
 
 
+#: A command whose SIGTERM handler (Prefect's, while a flow runs: it raises
+#: ``TerminationSignal``) runs inside a finaliser, where Python reports its exception and goes
+#: on; argv[1]: SIGTERM or SIGINT, the signal the handler stands for.
+LOST_IN_FINALISER = textwrap.dedent(
+    """
+    import signal, sys, time
+    import apps.signals as signals
+    from prefect.exceptions import TerminationSignal
+
+    signals.GRACE_S = 600.0
+    signum = getattr(signal, sys.argv[1])
+
+    class Slow:
+        def __del__(self) -> None:
+            print("in finaliser", flush=True)
+            start = time.monotonic()
+            while time.monotonic() - start < 3:
+                pass
+
+    with signals.end_on_signals(False):
+        if signum == signal.SIGTERM:
+            def prefect_like(number, frame):
+                raise TerminationSignal(signal=number)
+            signal.signal(signal.SIGTERM, prefect_like)
+        try:
+            print("ready", flush=True)
+            Slow()  # finalised at once
+            print("after the finaliser", flush=True)
+            start = time.monotonic()
+            while time.monotonic() - start < 20:
+                time.sleep(0.01)
+            print("finished", flush=True)
+        except (TerminationSignal, KeyboardInterrupt) as exc:
+            print(f"stopped by {type(exc).__name__}", flush=True)
+            raise SystemExit(3)
+    """
+)
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_lost_in_a_finaliser_is_delivered_again(name: str) -> None:
+    # Given a command whose signal handler will run inside a finaliser (a trial's SIGTERM
+    # was lost so, and its train run went on to the gate and exited 0)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOST_IN_FINALISER, name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    assert proc.stdout.readline() == "in finaliser\n"
+    # When the signal arrives while the finaliser runs
+    proc.send_signal(getattr(signal, name))
+    out, err = proc.communicate(timeout=60)
+    # Then the handler's exception, lost there, reaches the code that runs after it
+    assert "Exception ignored in" in err
+    stopped = "TerminationSignal" if name == "SIGTERM" else "KeyboardInterrupt"
+    assert out.splitlines() == ["after the finaliser", f"stopped by {stopped}"], err[-2000:]
+    assert proc.returncode == 3
+
+
 #: A command of ``brandloop``'s command group that runs no flow and waits.
 PLAIN_COMMAND = textwrap.dedent(
     """
