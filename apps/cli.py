@@ -39,6 +39,7 @@ from typer.exceptions import TyperException
 import apps.preflight as preflight
 from apps.preflight import missing_store
 from ner.errors import (
+    PERMANENT_ERRNOS,
     BrandloopError,
     ConfigError,
     GoldSetError,
@@ -65,6 +66,10 @@ RUN_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "1",
+    # The flows retry MLflow calls themselves (NER_IO_RETRIES); under them, MLflow's own 7
+    # retries with back-off (about 4 min a call) made a trial's train take 17 min to fail
+    # while its MLflow server was down. 2 retries: about 6 s a call.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
 }
 #: Without --debug: MLflow's INFO lines, the run and experiment links it prints to stdout
 #: for a tracking server (between the command's step lines) and its artifact download bars
@@ -154,6 +159,11 @@ def describe(exc: BaseException) -> str:
         return text.splitlines()[0][:2000]
     first = text.splitlines()[0][:400]
     advice = [why for start, why in KNOWN_CAUSES.items() if first.startswith(start)]
+    if isinstance(exc, OSError) and exc.errno in PERMANENT_ERRNOS:
+        advice.append(
+            "not retried: another attempt fails the same way; check that path (for storage, "
+            "NER_STORAGE_URI: brandloop doctor checks that it is writable)"
+        )
     return f"{type(exc).__name__}: {first}" + "".join(f"; {why}" for why in advice)
 
 

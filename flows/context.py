@@ -242,9 +242,18 @@ class RetryPolicy(BaseModel):
         }
 
 
+def is_permanent(exc: object) -> bool:
+    """Whether ``exc`` is an error another attempt cannot fix: :data:`PERMANENT_ERRORS`, or
+    an ``OSError`` whose number is in :data:`ner.errors.PERMANENT_ERRNOS`."""
+    if isinstance(exc, OSError) and exc.errno in errors.PERMANENT_ERRNOS:
+        return True
+    return isinstance(exc, PERMANENT_ERRORS)
+
+
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: retry unless the failure is a permanent error."""
-    return not isinstance(getattr(state, "data", None), PERMANENT_ERRORS)
+    """Prefect ``retry_condition_fn``: retry unless the failure is a permanent error
+    (:func:`is_permanent`)."""
+    return not is_permanent(getattr(state, "data", None))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,15 @@ the boundary with ``raise ... from exc`` so the original traceback is kept.
 
 from __future__ import annotations
 
+import errno
 import re
+
+#: ``OSError`` numbers another attempt cannot fix: a read-only file system (a trial's storage
+#: folder was retried 3 times over 18 s), no permission, a path through a file or to a folder,
+#: a name too long. The flows do not retry them; the command line says so.
+PERMANENT_ERRNOS = frozenset(
+    {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+)
 
 
 class BrandloopError(Exception):

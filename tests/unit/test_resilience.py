@@ -5,6 +5,7 @@ Against real servers: tests/integration/test_reliability.py and test_x_api_serve
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +83,30 @@ def test_retry_policy_comes_from_the_run_context(clean_env: None, tmp_path: Path
         (KeyError("hash"), False),
         (AttributeError("'NoneType' object has no attribute 'hash'"), False),
         (ConnectionError("reset by peer"), True),
+        # a read-only storage folder (a trial's was retried 3 times over 18 s), permissions
+        (OSError(errno.EROFS, "Read-only file system"), False),
+        (PermissionError(errno.EACCES, "Permission denied"), False),
+        (NotADirectoryError(errno.ENOTDIR, "Not a directory"), False),
+        (OSError(errno.ECONNRESET, "Connection reset by peer"), True),
+        (OSError(errno.EIO, "Input/output error"), True),
     ],
 )
 def test_only_transient_errors_are_retried(error: Exception, retried: bool) -> None:
     assert is_transient(None, None, Failed(data=error)) is retried
+
+
+def test_the_error_line_of_a_read_only_folder_says_it_was_not_retried() -> None:
+    from apps.cli import describe
+
+    line = describe(OSError(errno.EROFS, "Read-only file system", "/mnt/ro/storage/dev/posts"))
+    assert line == (
+        "OSError: [Errno 30] Read-only file system: '/mnt/ro/storage/dev/posts'; not retried: "
+        "another attempt fails the same way; check that path (for storage, NER_STORAGE_URI: "
+        "brandloop doctor checks that it is writable)"
+    )
+    assert describe(OSError(errno.EIO, "Input/output error")) == (
+        "OSError: [Errno 5] Input/output error"
+    )
 
 
 def test_a_missing_stored_object_is_a_permanent_error(tmp_path: Path) -> None:
