@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import getpass
@@ -1225,7 +1226,8 @@ class Registry:
             )
         actor = actor or default_actor()
         self.repair_moves(self.pending_moves(actor), actor=actor)
-        events = []
+        healed = self.repair_previous(actor=actor)
+        events = [] if healed is None else [healed]
         current = self.alias_version(CHAMPION)
         if current != version:
             if current is not None and self.alias_version(PREVIOUS) != current:
@@ -1240,20 +1242,70 @@ class Registry:
                     )
                 )
             events.append(
-                self.set_alias(
-                    CHAMPION,
-                    version,
-                    actor=actor,
-                    reason=decision.reason,
-                    gold_hash=gold_hash,
-                    metrics=metrics,
-                    tags=tags,
+                self._move_champion(
+                    version, current, actor, decision.reason, gold_hash, metrics, tags
                 )
             )
             if current is not None:
                 self._note_replaced(current, version, decision.reason)
         events += self._clear_challenger(version, actor=actor, gold_hash=gold_hash, tags=tags)
         return events
+
+    def _move_champion(
+        self,
+        version: str,
+        current: str | None,
+        actor: str,
+        reason: str,
+        gold_hash: str,
+        metrics: Mapping[str, float],
+        tags: Mapping[str, str] | None,
+    ) -> AuditEvent:
+        """The audited move of ``@champion`` from ``current`` to ``version``; when it fails and
+        ``@champion`` did not move, ``@previous`` is put back too (:meth:`repair_previous`;
+        best effort, MLflow may be gone: the next promotion or rollback repairs it then)."""
+        try:
+            return self.set_alias(
+                CHAMPION,
+                version,
+                actor=actor,
+                reason=reason,
+                gold_hash=gold_hash,
+                metrics=metrics,
+                tags=tags,
+            )
+        except RegistryError:
+            with contextlib.suppress(RegistryError):
+                if self.alias_version(CHAMPION) == current:
+                    self.repair_previous(actor=actor)
+            raise
+
+    def repair_previous(self, *, actor: str) -> AuditEvent | None:
+        """Undo what a promotion that failed half-way left: ``@previous`` moved to the
+        champion, whose own move then failed (a trial's MLflow died between the two; its
+        audit said the champion was "replaced by version 2", and rollback refused). When
+        ``@previous`` is the champion outside a rollback, it goes back, audited, to where that
+        move found it; returns that move, or None when there was nothing to undo. Raises
+        :class:`RegistryError` if MLflow fails."""
+        from mlflow.exceptions import MlflowException
+
+        champion = self.alias_version(CHAMPION)
+        if champion is None or self.alias_version(PREVIOUS) != champion:
+            return None
+        try:
+            log = self.audit_log()
+        except MlflowException as exc:
+            raise _wrap("reading the alias moves", exc) from exc
+        last = next((e for e in reversed(log) if e.alias in (CHAMPION, PREVIOUS)), None)
+        if last is None or last.alias != PREVIOUS or last.to_version != champion:
+            return None  # an interrupted rollback (its champion move came last): it finishes
+        return self.set_alias(
+            PREVIOUS,
+            last.from_version,
+            actor=actor,
+            reason=f"undone: version {champion} was not replaced ({last.reason}: the champion "
+            "move failed)",
+        )
 
     def _note_replaced(self, version: str, by_version: str, reason: str) -> None:
         """Top ``version``'s card (the champion a promotion moved away from) with a
@@ -1283,6 +1335,7 @@ class Registry:
         """
         actor = actor or default_actor()
         self.repair_moves(self.pending_moves(actor), actor=actor)
+        self.repair_previous(actor=actor)
         previous, current = self.alias_version(PREVIOUS), self.alias_version(CHAMPION)
         if previous is None:
             if current is None:

@@ -22,7 +22,7 @@ from prefect import flow
 from flows.context import flow_run_id
 from flows.train_ner import TrainStatus, train_ner
 from ner.audit import MOVE_STATE_TAG, OWNER_TAG
-from ner.errors import RegistryError
+from ner.errors import PromotionError, RegistryError
 from ner.registry import Registry, decide
 from tests.support import outages
 from tests.support.flows import attempts
@@ -236,3 +236,64 @@ def test_a_rollback_killed_after_the_champion_move_is_finished_by_its_retry(
     ]
     assert registry.pending_moves() == []
     assert version_tags(registry, v2)["brandloop.rolled_back"] == "bad slang"
+
+
+def test_a_promotion_killed_before_the_champion_move_leaves_previous_to_the_next_rollback(
+    own_mlflow: MlflowService,
+    fail_fast_mlflow: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given version 1 the champion (nothing before it) and version 2 evaluated, better
+    name = f"halfway-{uuid.uuid4().hex[:6]}"
+    registry = Registry(own_mlflow.url, model_name=name, experiment_name=name)
+    v1, v2 = champion_and_better(registry, tmp_path)
+    # When a promotion of version 2 moves @previous, and MLflow dies before @champion moves
+    # (a trial's: @previous stayed on the champion, and rollback then refused)
+    restore = break_move(monkeypatch, "champion", own_mlflow.server.kill, after=False)
+    with pytest.raises(RegistryError):
+        registry.promote(v2, gold_hash=GOLD, decision=decide(0.9, 0.5, 0.2), metrics={})
+    restore()
+    own_mlflow.restart()
+    assert registry.alias_version("champion") == registry.alias_version("previous") == v1
+    # Then a rollback puts @previous back where it was, audited, and says there is nothing
+    # before version 1 to roll back to
+    with pytest.raises(PromotionError, match="no @previous version"):
+        registry.rollback(actor="oncall", reason="bad slang")
+    assert registry.alias_version("champion") == v1
+    assert registry.alias_version("previous") is None
+    assert moves(registry)[-2:] == [("previous", None, v1), ("previous", v1, None)]
+    undone = registry.audit_log()[-1]
+    assert undone.reason.startswith(f"undone: version {v1} was not replaced (replaced by version")
+    # And the promotion, made again, moves both aliases
+    registry.promote(v2, gold_hash=GOLD, decision=decide(0.9, 0.5, 0.2), metrics={})
+    assert (registry.alias_version("champion"), registry.alias_version("previous")) == (v2, v1)
+    assert registry.pending_moves() == []
+
+
+def test_a_champion_move_mlflow_refuses_puts_previous_back_at_once(
+    own_mlflow: MlflowService,
+    fail_fast_mlflow: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    # Given version 1 the champion and version 2 evaluated, better
+    name = f"refused-{uuid.uuid4().hex[:6]}"
+    registry = Registry(own_mlflow.url, model_name=name, experiment_name=name)
+    v1, v2 = champion_and_better(registry, tmp_path)
+
+    def refuse() -> None:
+        raise MlflowException("the registry refused the alias")
+
+    # When MLflow, still up, refuses the champion move of a promotion of version 2
+    restore = break_move(monkeypatch, "champion", refuse, after=False)
+    with pytest.raises(RegistryError, match="alias move @champion"):
+        registry.promote(v2, gold_hash=GOLD, decision=decide(0.9, 0.5, 0.2), metrics={})
+    restore()
+    # Then @previous, moved first, is put back at once, and no move is left open
+    assert registry.alias_version("champion") == v1
+    assert registry.alias_version("previous") is None
+    assert moves(registry)[-2:] == [("previous", None, v1), ("previous", v1, None)]
+    assert registry.pending_moves() == []
