@@ -60,6 +60,13 @@ def champion_and_better(registry: Registry, tmp_path: Path) -> tuple[str, str]:
     return v1, v2
 
 
+def fresh_champion(mlflow: MlflowService, tmp_path: Path, prefix: str) -> tuple[Registry, str, str]:
+    """A registry of a model of its own on ``mlflow``, with :func:`champion_and_better`."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    registry = Registry(mlflow.url, model_name=name, experiment_name=name)
+    return (registry, *champion_and_better(registry, tmp_path))
+
+
 def moves(registry: Registry) -> list[tuple[str, str | None, str | None]]:
     """The audit log as ``(alias, from, to)``."""
     return [(e.alias, e.from_version, e.to_version) for e in registry.audit_log()]
@@ -211,9 +218,7 @@ def test_a_rollback_killed_after_the_champion_move_is_finished_by_its_retry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given version 2 the champion, version 1 the previous one
-    name = f"rollback-{uuid.uuid4().hex[:6]}"
-    registry = Registry(own_mlflow.url, model_name=name, experiment_name=name)
-    v1, v2 = champion_and_better(registry, tmp_path)
+    registry, v1, v2 = fresh_champion(own_mlflow, tmp_path, "rollback")
     registry.promote(v2, gold_hash=GOLD, decision=decide(0.9, 0.5, 0.2), metrics={})
     # When a rollback is interrupted by MLflow dying right after @champion moved back
     restore = break_move(monkeypatch, "champion", own_mlflow.server.kill, after=True)
@@ -245,9 +250,7 @@ def test_a_promotion_killed_before_the_champion_move_leaves_previous_to_the_next
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given version 1 the champion (nothing before it) and version 2 evaluated, better
-    name = f"halfway-{uuid.uuid4().hex[:6]}"
-    registry = Registry(own_mlflow.url, model_name=name, experiment_name=name)
-    v1, v2 = champion_and_better(registry, tmp_path)
+    registry, v1, v2 = fresh_champion(own_mlflow, tmp_path, "halfway")
     # When a promotion of version 2 moves @previous, and MLflow dies before @champion moves
     # (a trial's: @previous stayed on the champion, and rollback then refused)
     restore = break_move(monkeypatch, "champion", own_mlflow.server.kill, after=False)
@@ -280,9 +283,7 @@ def test_a_champion_move_mlflow_refuses_puts_previous_back_at_once(
     from mlflow.exceptions import MlflowException
 
     # Given version 1 the champion and version 2 evaluated, better
-    name = f"refused-{uuid.uuid4().hex[:6]}"
-    registry = Registry(own_mlflow.url, model_name=name, experiment_name=name)
-    v1, v2 = champion_and_better(registry, tmp_path)
+    registry, v1, v2 = fresh_champion(own_mlflow, tmp_path, "refused")
 
     def refuse() -> None:
         raise MlflowException("the registry refused the alias")
