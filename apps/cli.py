@@ -159,12 +159,36 @@ def describe(exc: BaseException) -> str:
         return text.splitlines()[0][:2000]
     first = text.splitlines()[0][:400]
     advice = [why for start, why in KNOWN_CAUSES.items() if first.startswith(start)]
+    advice += _unanswered(exc)
     if isinstance(exc, OSError) and exc.errno in PERMANENT_ERRNOS:
         advice.append(
             "not retried: another attempt fails the same way; check that path (for storage, "
             "NER_STORAGE_URI: brandloop doctor checks that it is writable)"
         )
     return f"{type(exc).__name__}: {first}" + "".join(f"; {why}" for why in advice)
+
+
+def _unanswered(exc: BaseException) -> list[str]:
+    """For an HTTP request that failed (``httpx``: Prefect's client), the address it went to,
+    and when it is Prefect's API what that means for the run (a trial's train ended on a bare
+    ``ConnectError`` after its Prefect server stopped)."""
+    import httpx
+    from prefect.settings import get_current_settings
+
+    if not isinstance(exc, httpx.RequestError):
+        return []
+    try:
+        url = str(exc.request.url)
+    except RuntimeError:  # no request attached
+        return []
+    api = (get_current_settings().api.url or "").rstrip("/")
+    if not api or not url.startswith(api):
+        return [f"request to {url}"]
+    return [
+        f"Prefect's API at {api} did not answer ({url}): is its server running? A run that "
+        "lost it keeps the steps it finished (MLflow, storage: brandloop status), not its end "
+        "state in Prefect"
+    ]
 
 
 def debug_hint(ctx: Any) -> str:
@@ -465,6 +489,37 @@ def quiet_shutdown_notices() -> None:
         logger = logging.getLogger(name)
         if _not_a_shutdown_notice not in logger.filters:
             logger.addFilter(_not_a_shutdown_notice)
+    services = logging.getLogger(PREFECT_SERVICES_LOGGER)
+    if not any(isinstance(f, OneLineForUnsentEvents) for f in services.filters):
+        services.addFilter(OneLineForUnsentEvents())
+
+
+#: The logger of Prefect's background services (events, logs to the API).
+PREFECT_SERVICES_LOGGER = "prefect._internal.concurrency"
+#: What it logs, with the whole event and a traceback, for each event it could not send.
+UNSENT = "Service %r failed to process item %r"
+
+
+class OneLineForUnsentEvents(logging.Filter):
+    """Prefect's services log each event they could not send to the API whole, with a
+    traceback (a trial's output held 50 KB of them after its Prefect server stopped): the
+    first becomes one line, the others are left out (``--debug`` shows them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != UNSENT:
+            return True
+        if self.said:
+            return False
+        self.said = True
+        service = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg = "%s could not send this run's events to Prefect's API (no more are shown)"
+        record.args = (service,)
+        record.exc_info, record.exc_text = None, None
+        return True
 
 
 def _prefect_database_exists() -> bool:

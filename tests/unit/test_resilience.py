@@ -176,3 +176,53 @@ def test_unfinished_batches_are_posts_without_tasks_or_receipt(
         "posts/20261103-c.jsonl",
         "posts/20261104-d.jsonl",
     ]
+
+
+def test_a_request_prefect_s_api_did_not_answer_is_named_as_such() -> None:
+    import httpx
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from apps.cli import describe
+
+    # Given a request refused by a port nothing listens on (a trial's Prefect server stopped
+    # during train, which ended on a bare "ConnectError: [Errno 111] Connection refused")
+    with pytest.raises(httpx.ConnectError) as refused:
+        httpx.post("http://127.0.0.1:1/api/artifacts/", json={})
+    # Then the line names the address, and when it is Prefect's API, what that means
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:1/api"}):
+        line = describe(refused.value)
+    assert line.startswith("ConnectError: ")
+    assert line.endswith(
+        "; Prefect's API at http://127.0.0.1:1/api did not answer "
+        "(http://127.0.0.1:1/api/artifacts/): is its server running? A run that lost it keeps "
+        "the steps it finished (MLflow, storage: brandloop status), not its end state in Prefect"
+    )
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:2/api"}):
+        other = describe(refused.value)
+    assert other.endswith("; request to http://127.0.0.1:1/api/artifacts/")
+
+
+def test_unsent_events_are_said_once_in_one_line() -> None:
+    import logging
+
+    from apps.cli import UNSENT, OneLineForUnsentEvents
+
+    # Given Prefect's service logging each event it could not send, whole, with a traceback
+    def record(n: int) -> logging.LogRecord:
+        try:
+            raise ConnectionError("refused")
+        except ConnectionError as exc:
+            info = (type(exc), exc, exc.__traceback__)
+        args = ("EventsWorker", f"Event(... {n} ...)")
+        return logging.LogRecord("prefect._internal.concurrency", 40, "", 0, UNSENT, args, info)
+
+    shown = OneLineForUnsentEvents()
+    first, second = record(1), record(2)
+    # Then the first is one line without its traceback, the next is left out, others pass
+    assert shown.filter(first) and not shown.filter(second)
+    assert first.getMessage() == (
+        "EventsWorker could not send this run's events to Prefect's API (no more are shown)"
+    )
+    assert first.exc_info is None
+    other = logging.LogRecord("x", logging.ERROR, "", 0, "something else", (), None)
+    assert shown.filter(other)
