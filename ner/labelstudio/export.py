@@ -614,7 +614,7 @@ class _ExportReader:
             task = ExportTask.model_validate(raw)
             post_id = self._post_id(task)
         except ValidationError as exc:
-            return self._reject(out, None, _task_problem(exc))
+            return self._reject(out, _raw_post_id(raw, ident), _task_problem(exc))
         except DataError as exc:
             return self._reject(out, None, exc.reason)
         text = task.data.get(self.text_key)
@@ -779,6 +779,17 @@ def _id_problem(name: str, raw: Any) -> str:
     if isinstance(raw, str):
         return f"{name} {_SHORT.repr(raw)} holds a {_surrogate_problem(raw)}"
     return f"{name} is not a string or an integer ({type(raw).__name__} {_SHORT.repr(raw)})"
+
+
+def _raw_post_id(raw: Any, task_id: Any) -> str | None:
+    """The post id of a task that did not validate, when its ``data`` gives a readable one
+    (a trial's task with ``data.post_id`` "m2" was named ``<no id>``), else None."""
+    data = raw.get("data") if isinstance(raw, Mapping) else None
+    found = task_post_id(data, task_id)
+    if found is None or isinstance(found[1], bool) or not isinstance(found[1], str | int):
+        return None
+    text = str(found[1])
+    return text if _surrogate_problem(text) is None else None
 
 
 def _task_problem(exc: ValidationError) -> str:

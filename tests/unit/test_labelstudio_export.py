@@ -454,6 +454,21 @@ def test_malformed_tasks_are_rejected_and_the_rest_kept() -> None:
         assert f"task {ident}" in reason
 
 
+def test_a_task_whose_annotations_are_not_a_list_is_named_by_its_post_id() -> None:
+    # given a task with data.post_id "m2" whose annotations are an object (a trial's was
+    # named "<no id>"), and one without any id of its own but its task id
+    broken = task(8002, "Dior", [], post_id="m2")
+    broken["annotations"] = {"result": []}
+    bare = {"id": 8003, "data": {"text": "Dior"}, "annotations": "oops"}
+    # when parsed
+    parsed = parse_export([broken, bare], labels=LABELS, config=CONFIG)
+    # then each is rejected under the id the pull reads it by
+    assert [(r.record_id, r.reason) for r in parsed.rejected] == [
+        ("m2", "task 8002: 'annotations' is not a list"),
+        ("8003", "task 8003: 'annotations' is not a list"),
+    ]
+
+
 def test_an_annotation_without_a_result_is_rejected_not_read_as_no_brand() -> None:
     # given a labelled post whose annotation lost its 'result' (a trial's hand-edited
     # export), one whose 'result' is null, and one that says "no brand" ([])
