@@ -198,6 +198,7 @@ def test_a_first_model_that_forgot_is_refused_against_the_cold_start(
     assert verdicts["beats_champion"].numbers["cold_start_f1"] == summary.champion_f1
     canary = verdicts["canary"]
     assert canary.reason.startswith("no champion yet; against the cold start gazetteer-")
+    print(f"\nrefusal: {summary.decision}")
     numbers = canary.numbers
     assert numbers["cold_start_f1"] == pytest.approx(1.0) and "champion_f1" not in numbers
     assert numbers["cold_start_f1"] - numbers["challenger_f1"] > numbers["margin"] == 0.02
