@@ -492,6 +492,29 @@ def quiet_shutdown_notices() -> None:
     services = logging.getLogger(PREFECT_SERVICES_LOGGER)
     if not any(isinstance(f, OneLineForUnsentEvents) for f in services.filters):
         services.addFilter(OneLineForUnsentEvents())
+    events = logging.getLogger(PREFECT_EVENTS_LOGGER)
+    if not any(isinstance(f, OnceForUnreachableEvents) for f in events.filters):
+        events.addFilter(OnceForUnreachableEvents())
+
+
+#: The logger of Prefect's events client, which warns at each reconnection it tries.
+PREFECT_EVENTS_LOGGER = "prefect.events.clients"
+
+
+class OnceForUnreachableEvents(logging.Filter):
+    """Prefect's events client warns "Unable to connect to ..." each time it tries its API
+    again (20 times in a trial's run after its Prefect server stopped): the first passes,
+    the others are left out (``--debug`` shows them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Unable to connect to"):
+            return True
+        said, self.said = self.said, True
+        return not said
 
 
 #: The logger of Prefect's background services (events, logs to the API).

@@ -247,7 +247,23 @@ def is_permanent(exc: object) -> bool:
     an ``OSError`` whose number is in :data:`ner.errors.PERMANENT_ERRNOS`."""
     if isinstance(exc, OSError) and exc.errno in errors.PERMANENT_ERRNOS:
         return True
-    return isinstance(exc, PERMANENT_ERRORS)
+    return isinstance(exc, PERMANENT_ERRORS) or _prefect_api_unreachable(exc)
+
+
+def _prefect_api_unreachable(exc: object) -> bool:
+    """Whether ``exc`` is a request to Prefect's own API that failed: its client has already
+    retried it (``PREFECT_CLIENT_MAX_RETRIES``), so a task retry only waits longer (a trial's
+    publish step was retried 3 times, minutes each, after its Prefect server stopped)."""
+    from prefect.settings import get_current_settings
+
+    if not isinstance(exc, httpx.RequestError):
+        return False
+    try:
+        url = str(exc.request.url)
+    except RuntimeError:  # no request attached
+        return False
+    api = get_current_settings().api.url
+    return bool(api) and url.startswith(str(api).rstrip("/"))
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -1199,6 +1199,13 @@ def promote_if_better(
             tags=_prefect_tags(),
         )
     registry.close_run(logged.run_id, "FINISHED", reason=reason)
+    get_run_logger().info(  # said as it happens: a run that then loses Prefect's API never
+        "version %s %s",  # returns its summary (a trial's console did not say it promoted)
+        logged.version,
+        f"promoted to @{CHAMPION}"
+        if decision.promote
+        else f"not promoted: refused by {', '.join(str(v.rule) for v in decision.refusals)}",
+    )
     return Outcome(
         promote=decision.promote,
         reason=reason,

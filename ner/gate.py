@@ -676,8 +676,26 @@ def _decide_first(
             )
         )
     else:
-        reason = "no champion to compare with"
-        if challenger.canary is None:  # said once the first is promoted: a trial missed it
-            reason += f" ({no_canary_set()} either)"
-        verdicts.append(Verdict(Rule.CANARY, Status.NOT_APPLICABLE, reason))
+        verdicts.append(
+            Verdict(
+                Rule.CANARY,
+                Status.NOT_APPLICABLE,
+                _first_canary_idle(challenger.canary, cold_start, cold_start_canary),
+            )
+        )
     return GateDecision(tuple(verdicts))
+
+
+def _first_canary_idle(
+    canary: SetScores | None,
+    cold_start: tuple[str, float] | None,
+    cold_start_canary: SetScores | None,
+) -> str:
+    """Why the canary rule did not apply to a first model: no canary set (said before
+    anything else: it outlives the first promotion, and a trial missed it), no cold start to
+    compare with, or no canary evaluation of the cold start."""
+    if canary is None:
+        return no_canary_set()
+    if cold_start is None:
+        return "no champion or cold start to compare with"
+    return f"no canary evaluation of the cold start {cold_start[0]}"

@@ -378,9 +378,9 @@ def test_the_first_model_needs_only_the_threshold() -> None:
     assert passed == {"gate_threshold_passed": 1.0}
     idle = decision.to_tags()["brandloop.gate.not_applicable"].split(",")
     assert idle == [str(r) for r in Rule if r is not Rule.THRESHOLD]
-    # And the canary rule says there is no canary set either (a trial missed it there)
+    # And the canary rule says there is no canary set (a trial missed it there)
     reasons = {v.rule: v.reason for v in decision.verdicts}
-    assert reasons[Rule.CANARY] == "no champion to compare with (no canary set either)"
+    assert reasons[Rule.CANARY] == "no canary set"
     assert reasons[Rule.CONFIDENCE] == "no champion to compare with"
 
 
@@ -430,9 +430,10 @@ def test_a_first_model_that_forgot_what_the_cold_start_knows_is_refused_by_the_c
     )
     assert kept.promote and kept.verdict(Rule.CANARY).status is Status.PASSED
     assert "canary: no champion yet; against the cold start gaz: canary F1 0.8889" in kept.reason
-    # without the cold start's canary evaluation the rule does not apply, as before
+    # without the cold start's canary evaluation the rule does not apply, and says why
     alone = decide_promotion(ModelScores(gold_mine, canary(4)), None, policy, ("gaz", 0.5))
     assert alone.promote and alone.verdict(Rule.CANARY).status is Status.NOT_APPLICABLE
+    assert alone.verdict(Rule.CANARY).reason == "no canary evaluation of the cold start gaz"
 
 
 def test_gold_sets_that_differ_are_an_error_not_a_verdict() -> None:

@@ -226,3 +226,32 @@ def test_unsent_events_are_said_once_in_one_line() -> None:
     assert first.exc_info is None
     other = logging.LogRecord("x", logging.ERROR, "", 0, "something else", (), None)
     assert shown.filter(other)
+
+
+def test_a_request_prefect_s_api_did_not_answer_is_not_retried_by_the_task() -> None:
+    import httpx
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # Given a request its client sent to Prefect's API in vain (it retries those itself; a
+    # trial's publish step was retried 3 times over minutes after its server stopped)
+    with pytest.raises(httpx.ConnectError) as refused:
+        httpx.post("http://127.0.0.1:1/api/artifacts/", json={})
+    # Then the task does not retry it; a request to another service is retried
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:1/api"}):
+        assert not is_transient(None, None, Failed(data=refused.value))
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:2/api"}):
+        assert is_transient(None, None, Failed(data=refused.value))
+
+
+def test_the_events_client_s_unreachable_warning_is_said_once() -> None:
+    import logging
+
+    from apps.cli import OnceForUnreachableEvents
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("prefect.events.clients", 30, "", 0, msg, ("ws://x",), None)
+
+    once = OnceForUnreachableEvents()
+    assert once.filter(record("Unable to connect to %r. Please check your network settings"))
+    assert not once.filter(record("Unable to connect to %r. Please check your network settings"))
+    assert once.filter(record("Connected to %r"))
