@@ -128,8 +128,11 @@ def test_the_cli_block_runs_and_its_demo_prints_the_readme_table(
     # doctor answered for every check, demo ran two rounds, status read the demo's champion
     assert "✓ settings" in cli.stdout and "✓ base model" in cli.stdout
     assert "loop status: threshold_met" in cli.stdout
-    champion = next(line.split() for line in cli.stdout.splitlines() if "@champion" in line)
+    # (status's alias table: its row starts with the alias; train's step lines name it too)
+    rows = [line.split() for line in cli.stdout.splitlines()]
+    champion = next(row for row in rows if row[:1] == ["@champion"])
     assert champion[:2] == ["@champion", "1"], cli.stdout
+    assert "applying the promotion rule: version 1 promoted to @champion" in cli.stdout
     # gold-set list named the demo's gold set, in force
     assert re.search(r"gold-\S+ +\S+ +75 +\w{12} +in force", cli.stdout), cli.stdout
     # and evaluate scored it on the tweets of the block's export, as the README says
