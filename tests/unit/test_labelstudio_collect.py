@@ -231,33 +231,32 @@ def test_a_post_the_last_pull_held_for_review_is_named_when_released(
     report = collect_annotations(storage, [second], LABELS, out_key=out[1], **kwargs)
     # Then a is reported as released (a trial saw only the count drop), c still held
     assert (report.held_post_ids, report.released_post_ids) == (["c"], ["a"])
+
     # and train-ner names it
-    logger = logging.getLogger("flows.context")  # Prefect's set-up may stop propagation
-    logger.addHandler(caplog.handler)
-    try:
-        with caplog.at_level(logging.INFO, logger="flows.context"):
-            _say_disagreements(Pulled.model_validate(report.model_dump(mode="json")))
-    finally:
-        logger.removeHandler(caplog.handler)
-    # (a set: where Prefect's set-up lets it propagate, caplog sees the record twice)
-    assert {r.getMessage() for r in caplog.records if "released" in r.getMessage()} == {
+    def released_lines(pulled: Any) -> set[str]:
+        """What train-ner says of ``pulled``'s released posts (a set: where Prefect's
+        set-up lets the record propagate, caplog sees it twice)."""
+        caplog.clear()
+        logger = logging.getLogger("flows.context")  # Prefect's set-up may stop propagation
+        logger.addHandler(caplog.handler)
+        try:
+            with caplog.at_level(logging.INFO, logger="flows.context"):
+                _say_disagreements(Pulled.model_validate(pulled.model_dump(mode="json")))
+        finally:
+            logger.removeHandler(caplog.handler)
+        return {r.getMessage() for r in caplog.records if "released" in r.getMessage()}
+
+    assert released_lines(report) == {
         "1 post held for review by the last pull released (their annotations now agree, or "
         "one was edited or deleted): a"
     }
     # And when the next pull runs under another policy, c is released though its
     # annotators still disagree, and said so (a trial read "now agree" after a policy change)
-    caplog.clear()
     latest = collect_annotations(
         storage, [second], LABELS, out_key=layout.pulled_annotations("20261203T000000Z")
     )
     assert latest.released_post_ids == ["c"]
-    logger.addHandler(caplog.handler)
-    try:
-        with caplog.at_level(logging.INFO, logger="flows.context"):
-            _say_disagreements(Pulled.model_validate(latest.model_dump(mode="json")))
-    finally:
-        logger.removeHandler(caplog.handler)
-    assert {r.getMessage() for r in caplog.records if "released" in r.getMessage()} == {
+    assert released_lines(latest) == {
         "1 post held for review by the last pull released by this run's agreement settings "
         "(NER_AGREEMENT_POLICY=latest), though their annotators still disagree: c"
     }
