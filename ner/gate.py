@@ -570,7 +570,8 @@ def check_canary(
     if challenger is None and champion is None:
         return Verdict(Rule.CANARY, Status.NOT_APPLICABLE, no_canary_set())
     if challenger is None or champion is None:
-        missing = "challenger" if challenger is None else "champion"
+        theirs = "champion" if cold_start is None else f"cold start {cold_start}"
+        missing = "challenger" if challenger is None else theirs
         reason = f"no canary evaluation of the {missing}"
         return Verdict(Rule.CANARY, Status.NOT_APPLICABLE, reason)
     if not challenger.posts and not champion.posts:
@@ -663,7 +664,11 @@ def _decide_first(
     verdicts += [
         Verdict(rule, Status.NOT_APPLICABLE, "no champion to compare with") for rule in idle
     ]
-    if cold_start is not None and challenger.canary is not None and cold_start_canary is not None:
+    if cold_start is None:
+        canary = challenger.canary
+        reason = no_canary_set() if canary is None else "no champion or cold start to compare with"
+        verdicts.append(Verdict(Rule.CANARY, Status.NOT_APPLICABLE, reason))
+    else:
         verdicts.append(
             check_canary(
                 challenger.canary,
@@ -675,27 +680,4 @@ def _decide_first(
                 cold_start=cold_start[0],
             )
         )
-    else:
-        verdicts.append(
-            Verdict(
-                Rule.CANARY,
-                Status.NOT_APPLICABLE,
-                _first_canary_idle(challenger.canary, cold_start, cold_start_canary),
-            )
-        )
     return GateDecision(tuple(verdicts))
-
-
-def _first_canary_idle(
-    canary: SetScores | None,
-    cold_start: tuple[str, float] | None,
-    cold_start_canary: SetScores | None,
-) -> str:
-    """Why the canary rule did not apply to a first model: no canary set (said before
-    anything else: it outlives the first promotion, and a trial missed it), no cold start to
-    compare with, or no canary evaluation of the cold start."""
-    if canary is None:
-        return no_canary_set()
-    if cold_start is None:
-        return "no champion or cold start to compare with"
-    return f"no canary evaluation of the cold start {cold_start[0]}"
