@@ -169,20 +169,15 @@ def describe(exc: BaseException) -> str:
 
 
 def _unanswered(exc: BaseException) -> list[str]:
-    """For an HTTP request that failed (``httpx``: Prefect's client), the address it went to,
-    and when it is Prefect's API what that means for the run (a trial's train ended on a bare
-    ``ConnectError`` after its Prefect server stopped)."""
-    import httpx
-    from prefect.settings import get_current_settings
+    """For an HTTP request that failed (:func:`flows.context.failed_request`), the address it
+    went to, and when it is Prefect's API what that means for the run (a trial's train ended
+    on a bare ``ConnectError`` after its Prefect server stopped)."""
+    from flows.context import failed_request
 
-    if not isinstance(exc, httpx.RequestError):
+    if (found := failed_request(exc)) is None:
         return []
-    try:
-        url = str(exc.request.url)
-    except RuntimeError:  # no request attached
-        return []
-    api = (get_current_settings().api.url or "").rstrip("/")
-    if not api or not url.startswith(api):
+    url, api = found
+    if api is None:
         return [f"request to {url}"]
     return [
         f"Prefect's API at {api} did not answer ({url}): is its server running? A run that "

@@ -250,20 +250,27 @@ def is_permanent(exc: object) -> bool:
     return isinstance(exc, PERMANENT_ERRORS) or _prefect_api_unreachable(exc)
 
 
+def failed_request(exc: object) -> tuple[str, str | None] | None:
+    """For an HTTP request that failed (``httpx``, as Prefect's client sends them): its URL,
+    and Prefect's API URL when it went there (else None); None for any other error."""
+    from prefect.settings import get_current_settings
+
+    if not isinstance(exc, httpx.RequestError):
+        return None
+    try:
+        url = str(exc.request.url)
+    except RuntimeError:  # no request attached
+        return None
+    api = str(get_current_settings().api.url or "").rstrip("/")
+    return url, (api if api and url.startswith(api) else None)
+
+
 def _prefect_api_unreachable(exc: object) -> bool:
     """Whether ``exc`` is a request to Prefect's own API that failed: its client has already
     retried it (``PREFECT_CLIENT_MAX_RETRIES``), so a task retry only waits longer (a trial's
     publish step was retried 3 times, minutes each, after its Prefect server stopped)."""
-    from prefect.settings import get_current_settings
-
-    if not isinstance(exc, httpx.RequestError):
-        return False
-    try:
-        url = str(exc.request.url)
-    except RuntimeError:  # no request attached
-        return False
-    api = get_current_settings().api.url
-    return bool(api) and url.startswith(str(api).rstrip("/"))
+    found = failed_request(exc)
+    return found is not None and found[1] is not None
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
