@@ -496,20 +496,35 @@ def quiet_shutdown_notices() -> None:
 PREFECT_EVENTS_LOGGER = "prefect.events.clients"
 
 
-class OnceForUnreachableEvents(logging.Filter):
-    """Prefect's events client warns "Unable to connect to ..." each time it tries its API
-    again (20 times in a trial's run after its Prefect server stopped): the first passes,
-    the others are left out (``--debug`` shows them)."""
+class _FirstOnly(logging.Filter):
+    """Lets the first record :meth:`matches` through (after :meth:`shorten`), and no later
+    one; every other record passes (``--debug`` adds no such filter)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.said = False
 
+    def matches(self, record: logging.LogRecord) -> bool:
+        raise NotImplementedError
+
+    def shorten(self, record: logging.LogRecord) -> None:
+        """Make the first matching record fit one line (as it is, here)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith("Unable to connect to"):
+        if not self.matches(record):
             return True
         said, self.said = self.said, True
+        if not said:
+            self.shorten(record)
         return not said
+
+
+class OnceForUnreachableEvents(_FirstOnly):
+    """Prefect's events client warns "Unable to connect to ..." each time it tries its API
+    again (20 times in a trial's run after its Prefect server stopped): the first passes."""
+
+    def matches(self, record: logging.LogRecord) -> bool:
+        return str(record.msg).startswith("Unable to connect to")
 
 
 #: The logger of Prefect's background services (events, logs to the API).
@@ -518,26 +533,19 @@ PREFECT_SERVICES_LOGGER = "prefect._internal.concurrency"
 UNSENT = "Service %r failed to process item %r"
 
 
-class OneLineForUnsentEvents(logging.Filter):
+class OneLineForUnsentEvents(_FirstOnly):
     """Prefect's services log each event they could not send to the API whole, with a
     traceback (a trial's output held 50 KB of them after its Prefect server stopped): the
-    first becomes one line, the others are left out (``--debug`` shows them)."""
+    first becomes one line."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.said = False
+    def matches(self, record: logging.LogRecord) -> bool:
+        return record.msg == UNSENT
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != UNSENT:
-            return True
-        if self.said:
-            return False
-        self.said = True
+    def shorten(self, record: logging.LogRecord) -> None:
         service = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
         record.msg = "%s could not send this run's events to Prefect's API (no more are shown)"
         record.args = (service,)
         record.exc_info, record.exc_text = None, None
-        return True
 
 
 def _prefect_database_exists() -> bool:
