@@ -69,7 +69,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict, Field
 from spacy.language import Language
-from spacy.tokens import Span as SpacySpan
 
 from apps.serving import (
     GRACEFUL_STOP_S,
@@ -219,10 +218,9 @@ def listed_spans(nlp: Language, texts: Sequence[str]) -> list[set[tuple[int, int
     for text in texts:
         doc = nlp.make_doc(text)
         keys = set()
-        for match in ruler.match(doc):  # type: ignore[attr-defined]
-            span = match if isinstance(match, SpacySpan) else doc[match[1] : match[2]]
-            label = span.label_ if isinstance(match, SpacySpan) else nlp.vocab.strings[match[0]]
-            keys.add((span.start_char, span.end_char, label))
+        for label_id, first, last in ruler.match(doc):  # type: ignore[attr-defined]
+            span = doc[first:last]  # an EntityRuler's matches: (label, start, end) in tokens
+            keys.add((span.start_char, span.end_char, nlp.vocab.strings[label_id]))
         out.append(keys)
     return out
 
