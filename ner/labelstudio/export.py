@@ -612,7 +612,7 @@ class _ExportReader:
         out = _TaskResult(_task_ref(ident, position), recency=(_EPOCH, -1, position))
         try:
             task = ExportTask.model_validate(raw)
-            post_id = self._post_id(task)
+            post_id = _checked_post_id(task.data, task.id)
         except ValidationError as exc:
             return self._reject(out, _raw_post_id(raw, ident), _task_problem(exc))
         except DataError as exc:
@@ -631,22 +631,6 @@ class _ExportReader:
     def _reject(out: _TaskResult, record_id: str | None, reason: str) -> _TaskResult:
         out.rejected.append(Rejected(record_id, f"{out.ref}: {reason}"))
         return out
-
-    @staticmethod
-    def _post_id(task: ExportTask) -> str | None:
-        """:func:`task_post_id` as a string; ``None`` if none is given. Raises
-        :class:`DataError` for an id that is not a string or an integer, or that holds a
-        lone surrogate."""
-        found = task_post_id(task.data, task.id)
-        if found is None:
-            return None
-        key, raw = found
-        if key is None:
-            return str(raw)
-        try:
-            return str(_RECORD_ID.validate_python(raw))
-        except ValidationError as exc:
-            raise DataError(None, _id_problem(f"data.{key}", raw)) from exc
 
     def _annotated(
         self, out: _TaskResult, task: ExportTask, post_id: str, text: str, position: int
@@ -781,15 +765,30 @@ def _id_problem(name: str, raw: Any) -> str:
     return f"{name} is not a string or an integer ({type(raw).__name__} {_SHORT.repr(raw)})"
 
 
+def _checked_post_id(data: Any, task_id: Any) -> str | None:
+    """:func:`task_post_id` as a string; ``None`` if none is given. Raises
+    :class:`DataError` for an id in ``data`` that is not a string or an integer, or that
+    holds a lone surrogate (``task_id`` comes checked)."""
+    found = task_post_id(data, task_id)
+    if found is None:
+        return None
+    key, raw = found
+    if key is None:
+        return str(raw)
+    try:
+        return str(_RECORD_ID.validate_python(raw))
+    except ValidationError as exc:
+        raise DataError(None, _id_problem(f"data.{key}", raw)) from exc
+
+
 def _raw_post_id(raw: Any, task_id: Any) -> str | None:
     """The post id of a task that did not validate, when its ``data`` gives a readable one
     (a trial's task with ``data.post_id`` "m2" was named ``<no id>``), else None."""
     data = raw.get("data") if isinstance(raw, Mapping) else None
-    found = task_post_id(data, task_id)
-    if found is None or isinstance(found[1], bool) or not isinstance(found[1], str | int):
+    try:
+        return _checked_post_id(data, task_id)
+    except DataError:
         return None
-    text = str(found[1])
-    return text if _surrogate_problem(text) is None else None
 
 
 def _task_problem(exc: ValidationError) -> str:
