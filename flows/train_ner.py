@@ -523,6 +523,7 @@ def prepare_gold(
         splits = _freeze_canary(ctx, splits, annotations, holdout)
         _say_uncut_gold(storage, annotations, settings.train.post_tokenizer)
     else:
+        splits, found = _drop_withdrawn_canary(storage, splits, found, withdrawn or ())
         splits = _with_canary(splits, found)
         _say_other_policy(storage, loaded[0], settings.agreement_policy.value)
         if splits.gold_name != loaded[0].name:  # a new version: relabelled, fallen back
@@ -532,6 +533,22 @@ def prepare_gold(
     _say_split(splits, len(annotations), splits.n_gold_pulled, in_canary)
     _say_relabelled(storage, splits.train_key)
     return splits
+
+
+def _drop_withdrawn_canary(
+    storage: Storage,
+    splits: Splits,
+    found: tuple[canary.CanarySet, list[Annotation]] | None,
+    withdrawn: list[str] | tuple[()],
+) -> tuple[Splits, tuple[canary.CanarySet, list[Annotation]] | None]:
+    """``splits`` and the canary set ``found`` after withdrawn canary posts left it
+    (:func:`ner.canary.drop_from_canary_set`: a new version of the gold set, same posts)."""
+    revised = canary.drop_from_canary_set(storage, withdrawn)
+    if revised is None:
+        return splits, found
+    name = revised[0].gold_name
+    update = {"gold_name": name, "gold_key": layout.gold_set_annotations(name)}
+    return splits.model_copy(update=update), revised
 
 
 def _say_other_policy(storage: Storage, gold: datasets.GoldSet, policy: str) -> None:
@@ -561,7 +578,7 @@ def _say_canary_relabelled(
     if changed:
         run_logger().info(
             "%s relabelled since the canary set froze, kept with their frozen labels (the "
-            "canary set is never revised; retire the gold set to freeze both anew): %s",
+            "canary set takes no corrections; retire the gold set to freeze both anew): %s",
             quantity(len(changed), "canary post"),
             first_ids(changed),
         )

@@ -23,6 +23,10 @@ stored with the gold set:
 5. Everything else is the **pool**: it goes through the usual hash split of
    :mod:`ner.datasets` (gold or train). Canary and recent posts are never in the pool.
 
+The frozen set takes no corrections (a canary post relabelled later keeps its frozen label),
+but a post withdrawn in Label Studio (every label deleted) leaves it, as it leaves the gold set:
+:func:`drop_from_canary_set` writes the smaller set beside a new version of the gold set.
+
 A post without ``created_at`` cannot be placed in time: it is a canary post only when it comes
 from another source (and its point says so), never recent; it is listed in
 :attr:`HoldoutSplit.undated` so the count can be reported. Without any dated post there is no
@@ -37,15 +41,22 @@ import logging
 import math
 from bisect import bisect_left
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ner import forget, layout
-from ner.datasets import dataset_hash, honour_forgotten, split_point
+from ner.datasets import (
+    dataset_hash,
+    honour_forgotten,
+    load_gold_set,
+    reissue_gold_set,
+    split_point,
+)
 from ner.errors import DataError, GoldSetError
 from ner.fetched import stamps_of
 from ner.records import read_annotations, write_annotations
+from ner.report import first_ids, quantity
 from ner.storage import Storage
 from ner.types import Annotation, Post
 
@@ -310,6 +321,10 @@ class CanarySet:
     note: str = ""
     #: Posts the rule matches that stay trainable (:attr:`HoldoutSplit.exempt`).
     exempt: tuple[str, ...] = ()
+    #: Posts withdrawn since the freeze (labels deleted in Label Studio), never trained on.
+    dropped: tuple[str, ...] = ()
+    #: The gold set whose canary set this one revises (:func:`drop_from_canary_set`).
+    revised_from: str | None = None
 
     @property
     def key(self) -> str:
@@ -331,6 +346,8 @@ class CanarySet:
             "n_undated": self.n_undated,
             "note": self.note,
             "exempt": list(self.exempt),
+            **({"dropped_post_ids": list(self.dropped)} if self.dropped else {}),
+            **({"revised_from": self.revised_from} if self.revised_from else {}),
         }
 
     @classmethod
@@ -348,15 +365,17 @@ class CanarySet:
                 n_undated=int(data.get("n_undated", 0)),
                 note=str(data.get("note", "")),
                 exempt=tuple(sorted(str(p) for p in data.get("exempt", ()))),
+                dropped=tuple(sorted(str(p) for p in data.get("dropped_post_ids", ()))),
+                revised_from=str(data["revised_from"]) if data.get("revised_from") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise GoldSetError(f"malformed canary set record: {exc!r}") from exc
 
     def held_out(self, stamps: Mapping[str, PostStamp]) -> set[str]:
-        """Post ids never to train on: the frozen canary posts and every post of ``stamps``
-        the frozen rule makes a canary post (labelled after the freeze), but the
-        :attr:`exempt` ones."""
-        ids = set(self.post_ids)
+        """Post ids never to train on: the frozen canary posts (withdrawn ones too) and every
+        post of ``stamps`` the frozen rule makes a canary post (labelled after the freeze), but
+        the :attr:`exempt` ones."""
+        ids = set(self.post_ids) | set(self.dropped)
         if self.rule is not None:
             ids |= {post_id for post_id, stamp in stamps.items() if self.rule.is_canary(stamp)}
         return ids - set(self.exempt)
@@ -481,3 +500,52 @@ def load_canary_set(storage: Storage, gold_name: str) -> tuple[CanarySet, list[A
     if dataset_hash(annotations) != canary.hash:
         raise GoldSetError(f"canary set of {gold_name!r}: annotations do not match its hash")
     return honour_forgotten(storage, canary, annotations)
+
+
+def drop_from_canary_set(
+    storage: Storage, withdrawn: Iterable[str], *, now: datetime | None = None
+) -> tuple[CanarySet, list[Annotation]] | None:
+    """Drop ``withdrawn`` posts (every label deleted in Label Studio) from the canary set of
+    the gold set in force, as :func:`ner.datasets.drop_from_gold_set` drops them from the gold
+    set: a label a person retracted must not keep scoring models.
+
+    The canary set is keyed by its gold set's name, so the smaller one is written as the canary
+    set of a new version of the gold set (:func:`ner.datasets.reissue_gold_set`: same posts and
+    hash, ``canary_dropped_post_ids`` in its record) unless the gold set in force is already a
+    version without a canary set of its own (one revised this round). Its record carries
+    ``revised_from`` and ``dropped_post_ids`` (still never trained on). Returns the new set and
+    its annotations, or None (nothing written) when no withdrawn post is in it.
+    """
+    gold = load_gold_set(storage)
+    found = None if gold is None else load_canary_set(storage, gold[0].name)
+    if gold is None or found is None:
+        return None
+    current, annotations = found
+    dropped = sorted(set(withdrawn) & set(current.post_ids))
+    if not dropped:
+        return None
+    gold_name = gold[0].name
+    if storage.exists(layout.canary_set(gold_name)):
+        gold_name = reissue_gold_set(storage, {"canary_dropped_post_ids": dropped}, now=now).name
+    kept = [a for a in annotations if a.post_id not in set(dropped)]
+    revised = replace(
+        current,
+        gold_name=gold_name,
+        post_ids=tuple(a.post_id for a in kept),
+        hash=dataset_hash(kept),
+        dropped=tuple(sorted({*current.dropped, *dropped})),
+        revised_from=current.gold_name,
+        note=current.note or ("" if kept else "every post of the canary set was withdrawn"),
+    )
+    write_annotations(storage, revised.annotations_key, kept)
+    storage.write_json(revised.key, revised.to_dict())
+    log.warning(
+        "canary set of gold set %s: %s dropped (%s) -> canary set of %s (%s, hash %s)",
+        current.gold_name,
+        quantity(len(dropped), "withdrawn post"),
+        first_ids(dropped),
+        gold_name,
+        quantity(len(kept), "post"),
+        revised.hash[:12],
+    )
+    return revised, kept

@@ -668,6 +668,25 @@ def drop_from_gold_set(
     return revised
 
 
+def reissue_gold_set(
+    storage: Storage, extra: Mapping[str, Any], *, now: datetime | None = None
+) -> GoldSet:
+    """The gold set in force written again as a new version (``<name>-r<n>``), made current:
+    the same posts and labels, so the same hash (scores on it stay comparable), its record
+    carrying ``revised_from`` and ``extra``. For a change beside the gold posts: the canary
+    set frozen with it losing withdrawn posts (:func:`ner.canary.drop_from_canary_set`).
+    Raises :class:`GoldSetError` when no gold set is in force."""
+    loaded = load_gold_set(storage)
+    if loaded is None:
+        raise GoldSetError("no gold set in force to write a new version of")
+    current, annotations = loaded
+    name = _revision_name(storage, current.name)
+    record = {"revised_from": current.name, **extra, **_carried(storage, current)}
+    return _write_gold_set(
+        storage, annotations, name, now, current.salt, current.gold_fraction, "revised", record
+    )
+
+
 def is_relabelled(gold: Annotation, latest: Annotation | None) -> bool:
     """Whether ``latest`` (the post's label as pulled now) is a newer label of ``gold``'s
     post: same text, other spans, saved after it (Label Studio's ``updated_at``)."""

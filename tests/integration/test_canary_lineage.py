@@ -5,7 +5,8 @@ A trial deleted a gold post's task in Label Studio: train-ner revised the gold s
 posts as "left out", and the run after it trained on one of them. Here train-ner's pull and
 split tasks run on a real Prefect server over local storage: the first split freezes the
 gold and canary sets from dated posts of two windows; the second drops a withdrawn gold post
-(as a deletion in Label Studio does); the third runs on the revised gold set.
+(as a deletion in Label Studio does); the third runs on the revised gold set. A withdrawn
+canary post leaves the canary set the same way, and is never trained on.
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ def pool_of(ctx: RunContext, stamp: str) -> set[str]:
     return {a.post_id for a in read_annotations(ctx.storage, layout.training_pool(stamp))}
 
 
-def test_a_revised_gold_set_keeps_its_canary_set_out_of_training(
-    prefect: PrefectService, tmp_path: Path
-) -> None:
+def two_windows(tmp_path: Path) -> RunContext:
+    """A run context on local storage holding dated posts of two windows and their labels."""
     settings = load_settings(
         storage_uri=str(tmp_path / "storage"),
         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -44,6 +44,13 @@ def test_a_revised_gold_set_keeps_its_canary_set_out_of_training(
     )
     ctx = RunContext.open(settings)
     write_two_windows(ctx.storage)
+    return ctx
+
+
+def test_a_revised_gold_set_keeps_its_canary_set_out_of_training(
+    prefect: PrefectService, tmp_path: Path
+) -> None:
+    ctx = two_windows(tmp_path)
     # Given the first split: a gold set and, beside it, a canary set of the older posts
     first = split(ctx, "s1")
     loaded = load_gold_set(ctx.storage)
@@ -64,3 +71,27 @@ def test_a_revised_gold_set_keeps_its_canary_set_out_of_training(
         assert (splits.n_canary, splits.canary_hash) == (first.n_canary, first.canary_hash)
         assert canary_ids.isdisjoint(pool_of(ctx, stamp)), stamp
     assert pool_of(ctx, "s3") == pool_of(ctx, "s1")
+
+
+def test_a_withdrawn_canary_post_stops_scoring_models_and_is_never_trained_on(
+    prefect: PrefectService, tmp_path: Path
+) -> None:
+    ctx = two_windows(tmp_path)
+    # Given the first split: a gold set and a canary set beside it
+    first = split(ctx, "s1")
+    frozen = canary.load_canary_set(ctx.storage, str(first.gold_name))
+    assert frozen is not None and first.n_canary > 1
+    gone = frozen[0].post_ids[0]
+    # When one canary post is withdrawn (its labels deleted in Label Studio; the stored
+    # export still holds its old label)
+    second = split(ctx, "s2", [gone])
+    # Then the run scores on a canary set without it, beside the same gold posts and hash
+    assert second.n_canary == first.n_canary - 1 and second.canary_hash != first.canary_hash
+    assert (second.gold_hash, second.n_gold) == (first.gold_hash, first.n_gold)
+    assert second.gold_name == f"{first.gold_name}-r2"
+    assert gone not in {a.post_id for a in read_annotations(ctx.storage, str(second.canary_key))}
+    # And neither that run nor the next trains on it; the next finds the same smaller set
+    third = split(ctx, "s3")
+    assert (third.n_canary, third.canary_hash) == (second.n_canary, second.canary_hash)
+    for stamp in ("s2", "s3"):
+        assert gone not in pool_of(ctx, stamp), stamp

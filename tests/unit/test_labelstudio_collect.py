@@ -4,12 +4,13 @@ withdrawn posts leaving the frozen gold set (the real server: test_labelstudio_d
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ner import layout
+from ner import canary, layout
 from ner.agreement import AgreementPolicy, Outcome
 from ner.datasets import (
     drop_from_gold_set,
@@ -318,6 +319,52 @@ def test_withdrawn_posts_leave_the_gold_set_as_a_new_version(
     assert storage.exists(layout.gold_set("gold-x"))  # history stays
     with pytest.raises(GoldSetError, match="all 1 posts were withdrawn"):
         drop_from_gold_set(storage, ["g0"])
+
+
+def test_withdrawn_canary_posts_leave_the_canary_set_and_stay_out_of_training(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a gold set and, frozen beside it, a canary set of four posts
+    gold = freeze_gold_set(storage, gold_annotations(), gold_fraction=1.0, name="gold-c")
+    posts = [Annotation(f"c{i}", TEXT, (span(TEXT, "Sephora"),)) for i in range(4)]
+    stamps = [canary.PostStamp(a.post_id, None, "jsonl") for a in posts]
+    rule = canary.CanaryRule.freeze(stamps, window=timedelta(days=7), home_sources=["x"])
+    holdout = canary.HoldoutSplit(rule, tuple(a.post_id for a in posts), (), (), (), 0, 4)
+    frozen = canary.freeze_canary_set(storage, "gold-c", posts, holdout, n_labelled=8)
+    assert canary.drop_from_canary_set(storage, ["g1", "other"]) is None  # none of its posts
+    # When two of its posts are withdrawn (every label deleted in Label Studio)
+    with caplog.at_level("WARNING", logger="ner.canary"):
+        revised = canary.drop_from_canary_set(storage, ["c1", "c3", "other"])
+    # Then the canary set of a new gold set version holds the two others, re-hashed
+    assert revised is not None
+    smaller, kept = revised
+    assert (smaller.gold_name, smaller.post_ids) == ("gold-c-r2", ("c0", "c2"))
+    assert smaller.hash != frozen.hash and [a.post_id for a in kept] == ["c0", "c2"]
+    assert (
+        caplog.records[-1]
+        .getMessage()
+        .startswith(
+            "canary set of gold set gold-c: 2 withdrawn posts dropped (c1, c3) -> canary set of "
+            "gold-c-r2 (2 posts, hash "
+        )
+    )
+    # And the gold set's new version has the same posts and hash, and is in force
+    loaded = load_gold_set(storage)
+    assert loaded is not None and loaded[0].name == "gold-c-r2" and loaded[0].hash == gold.hash
+    record = storage.read_json(layout.gold_set("gold-c-r2"))
+    assert (record["revised_from"], record["canary_dropped_post_ids"]) == ("gold-c", ["c1", "c3"])
+    # And every later reader finds the smaller set, which still never trains on c1 or c3
+    again = canary.load_canary_set(storage, "gold-c-r2")
+    assert again is not None and again[0] == smaller and smaller.revised_from == "gold-c"
+    assert smaller.held_out({}) == {"c0", "c1", "c2", "c3"}
+    # And a gold set revised this round (no canary set of its own yet) takes it as it is
+    drop_from_gold_set(storage, ["g0"])
+    last = canary.drop_from_canary_set(storage, ["c0"])
+    assert last is not None and last[0].gold_name == "gold-c-r3" and last[0].post_ids == ("c2",)
+    assert last[0].dropped == ("c0", "c1", "c3")
+    # And when the last one goes, the set is empty and says why
+    empty = canary.drop_from_canary_set(storage, ["c2"])
+    assert empty is not None and empty[0].post_ids == () and "withdrawn" in empty[0].note
 
 
 def test_prepare_splits_drops_withdrawn_gold_posts(storage: Storage) -> None:

@@ -536,7 +536,7 @@ def test_a_canary_post_relabelled_since_the_freeze_is_named_and_kept_as_frozen(
     ]
     assert said == [
         "1 canary post relabelled since the canary set froze, kept with their frozen labels "
-        "(the canary set is never revised; retire the gold set to freeze both anew): old"
+        "(the canary set takes no corrections; retire the gold set to freeze both anew): old"
     ]
     found = canary.load_canary_set(ctx.storage, str(first.gold_name))
     assert found is not None and found[1][0].spans == nike
