@@ -125,8 +125,9 @@ def require_counts(**counts: int | None) -> None:
 def build_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Settings from the environment and ``overrides``, secrets from Prefect blocks.
 
-    A secret that is not set directly but names a Secret block is read from that block at
-    run time, so it never sits in a deployment's parameters or job variables. A block that
+    A secret that is not set directly (unset, or set empty: ``NER_SERVE_API_KEY=`` beside its
+    ``_BLOCK``, which a trial's shell had) but names a Secret block is read from that block
+    at run time, so it never sits in a deployment's parameters or job variables. A block that
     cannot be read fails only what needs its secret: the reason is kept in the settings and
     raised as :class:`ConfigError` by ``Settings.require_secret`` (a training run does not
     need the X token's block). Raises :class:`ConfigError` for a bad value.
@@ -136,13 +137,18 @@ def build_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     unread: dict[str, str] = {}
     for name in BLOCK_SECRETS:
         block = getattr(settings, f"{name}_block")
-        if getattr(settings, name) is None and block:
+        if not _has_value(getattr(settings, name)) and block:
             try:
                 updates[name] = SecretStr(_read_secret_block(block, name, settings.env))
             except errors.ConfigError as exc:
                 unread[name] = str(exc)
     settings = settings.model_copy(update=updates) if updates else settings
     return settings.with_unread_blocks(unread) if unread else settings
+
+
+def _has_value(secret: SecretStr | None) -> bool:
+    """Whether a secret setting holds a value (an empty variable holds none)."""
+    return secret is not None and bool(secret.get_secret_value())
 
 
 def deployment_settings(

@@ -87,6 +87,10 @@ def test_serving_takes_its_api_key_from_a_secret_block(
         assert answer.status_code == 200, answer.text
         spans = answer.json()["predictions"][0]["spans"]
         assert [s["text"] for s in spans] == ["Sephora"]
+    # And an empty NER_SERVE_API_KEY beside the block does not hide it (a trial's shell had
+    # one: serve said the variable was not set)
+    monkeypatch.setenv("NER_SERVE_API_KEY", "")
+    assert build_settings().require_secret("serve_api_key") == token
 
 
 def test_a_missing_secret_block_fails_only_what_needs_its_secret(
