@@ -734,10 +734,13 @@ class Settings(BaseSettings):
     @classmethod
     def _environment_defaults(cls, data: Any) -> Any:
         """Fill the per-environment names (:data:`ENVIRONMENT_DEFAULTS`) that were not set
-        explicitly from ``env``."""
+        explicitly from ``env``, taken in any case (``NER_ENV=Staging``: the deployment
+        variables were already read as staging's, and the field then refused it)."""
         if not isinstance(data, dict):
             return data
         env = data.get("env", "dev")
+        if isinstance(env, str):
+            env = data["env"] = env.strip().lower()
         if env not in ENVIRONMENTS:  # the env field reports it
             return data
         filled = {**environment_defaults(env), **data}

@@ -45,6 +45,21 @@ def test_invalid_value_names_the_variable(clean_env: None, monkeypatch: pytest.M
         load_settings()
 
 
+def test_the_environment_is_read_in_any_case(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given NER_ENV in capitals (a trial's shell: its deployment variables were read as
+    # staging's, then the settings refused the name)
+    monkeypatch.setenv("NER_ENV", " Staging")
+    settings = load_settings()
+    # Then it is staging, with staging's names
+    assert (settings.env, settings.registered_model_name) == ("staging", "brand-ner-staging")
+    assert load_settings({"env": "PROD"}).env == "prod"
+    with pytest.raises(ConfigError, match="NER_ENV='qa'"):
+        monkeypatch.setenv("NER_ENV", "QA")
+        load_settings()
+
+
 def test_an_invalid_override_is_named_by_its_key_not_a_variable(
     clean_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
