@@ -36,7 +36,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ner import errors
 from ner.registry import Registry
-from ner.settings import Settings, deployment_overrides, load_settings, plain_secrets
+from ner.settings import (
+    ENVIRONMENT_DEFAULTS,
+    Settings,
+    deployment_overrides,
+    load_settings,
+    plain_secrets,
+)
 from ner.storage import Storage, env_storage
 
 if TYPE_CHECKING:
@@ -377,7 +383,9 @@ def run_context(overrides: Mapping[str, Any] | None = None) -> Iterator[RunConte
     if parent is not None and parent.overrides_key == key:
         yield parent
         return
-    ctx = RunContext.open(build_settings(overrides), key)
+    settings = build_settings(overrides)
+    refuse_other_environment(settings, overrides)
+    ctx = RunContext.open(settings, key)
     _warn_plain_secrets(overrides)
     token = _CURRENT.set(ctx)
     try:
@@ -385,6 +393,37 @@ def run_context(overrides: Mapping[str, Any] | None = None) -> Iterator[RunConte
             yield ctx
     finally:
         _CURRENT.reset(token)
+
+
+#: What ties a deployment's run to its environment: the name, and the names that default from
+#: it (README "Environments"). A deployment's run may not take other values from its
+#: ``overrides``.
+ENVIRONMENT_BOUND = ("env", *ENVIRONMENT_DEFAULTS, "label_studio_project")
+
+
+def refuse_other_environment(settings: Settings, overrides: Mapping[str, Any] | None) -> None:
+    """Raise :class:`~ner.errors.ConfigError` when the run of a deployment is moved to
+    another environment by its ``overrides`` (``{"env": "staging"}`` on ``apply-ner/dev``,
+    which a trial's run took without a word: staging's model, a third storage prefix), or to
+    another environment's registered model or experiment. Runs outside a deployment (the
+    command line, Python calls) choose their environment freely."""
+    from prefect.runtime import deployment, flow_run
+
+    bound = [name for name in ENVIRONMENT_BOUND if name in (overrides or {})]
+    if not bound or deployment.id is None:
+        return
+    own = load_settings(None)
+    moved = [
+        f"{name}={getattr(settings, name)!r}"
+        for name in bound
+        if getattr(settings, name) != getattr(own, name)
+    ]
+    if moved:
+        raise errors.ConfigError(
+            f"deployment {deployment.name!r} runs in environment {own.env} (NER_ENV of its "
+            f"work pool), and its overrides may not move it to another's state: "
+            f"{', '.join(moved)}; run {flow_run.flow_name}/{settings.env} instead"
+        )
 
 
 #: The library's logger (``ner`` and its children: a rejected record, a quarantined file).

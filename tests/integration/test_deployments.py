@@ -318,9 +318,21 @@ def test_deployed_flows_run_on_a_process_worker(deployed: Deployed, tmp_path: Pa
             "overrides": {"threshold": 0.0},
         },
     )
+    # And an apply-ner/dev run whose overrides name staging (a trial's run took staging's
+    # model and a third storage prefix without a word)
+    moved_id = _run_deployment(
+        deployed,
+        "apply-ner/dev",
+        {
+            "source": "jsonl",
+            "input_uri": str(input_file),
+            "destination": "storage",
+            "overrides": {"env": "staging"},
+        },
+    )
     started = time.monotonic()
     worker = deployed.prefect.run_worker("brandloop-dev", timeout=420)
-    TIMINGS["worker --run-once (apply-ner + train-ner)"] = time.monotonic() - started
+    TIMINGS["worker --run-once (apply-ner x 2 + train-ner)"] = time.monotonic() - started
 
     # Then both flow runs COMPLETED
     states = {
@@ -328,6 +340,11 @@ def test_deployed_flows_run_on_a_process_worker(deployed: Deployed, tmp_path: Pa
         for run_id in (apply_id, train_id)
     }
     assert states == {apply_id: "COMPLETED", train_id: "COMPLETED"}, worker.stdout[-6000:]
+    # And the run moved to staging failed, saying why, before writing anything
+    moved = deployed.api("GET", f"/flow_runs/{moved_id}")["state"]
+    assert moved["type"] == "FAILED", worker.stdout[-6000:]
+    assert "may not move it to another's state: env='staging'" in moved["message"]
+    assert not (Path(deployed.storage_uris["dev"]) / "staging").exists()
 
     # And apply-ner wrote Label Studio tasks for the posts into dev's storage
     task_files = [k for k in storage.list("tasks") if apply_id[:8] in k]
