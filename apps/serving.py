@@ -63,10 +63,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ner.errors import BrandloopError, ConfigError, ModelError, NotPromotedYetError
@@ -517,10 +519,30 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
         problem["type"] = error.get("type")
         if loc[:2] == ["body", "posts"] and len(loc) > 2 and isinstance(loc[2], int):
             problem["post"] = loc[2]
-        if _about_the_body_shape(loc, error.get("type")):
+        if _about_the_body_shape(loc, error.get("type")) or error.get("type") == "json_invalid":
             problem["hint"] = POSTS_HINT
         problems.append(problem)
     return JSONResponse({"detail": problems}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def unreadable_body(request: Request, exc: Exception) -> Response:
+    """400 saying why FastAPI could not parse a body, which it answers with only "There was
+    an error parsing the body" (its ``HTTPException`` raised from the cause): not UTF-8
+    (the first bad byte's offset), or JSON nested deeper than Python's parser goes. Every
+    other HTTP error goes to FastAPI's own handler (``WWW-Authenticate`` of a 401 kept)."""
+    if not isinstance(exc, StarletteHTTPException):  # registered for that class only
+        raise exc
+    cause = exc.__cause__
+    if exc.status_code != status.HTTP_400_BAD_REQUEST or cause is None:
+        return await http_exception_handler(request, exc)
+    if isinstance(cause, UnicodeDecodeError):
+        bad = cause.object[cause.start : cause.start + 1].hex()
+        why = f"the body is not UTF-8: byte {cause.start} (0x{bad}) is not part of a character"
+    elif isinstance(cause, RecursionError):
+        why = "the body's JSON is nested too deeply to read"
+    else:
+        why = f"the body could not be read as JSON ({type(cause).__name__})"
+    return JSONResponse({"detail": why, "hint": POSTS_HINT}, status.HTTP_400_BAD_REQUEST)
 
 
 def _about_the_body_shape(loc: list[Any], error_type: Any) -> bool:
@@ -787,6 +809,7 @@ def create_app(
     limits = Limits.from_settings(settings)
     app.add_middleware(RequestGuard, max_body_bytes=limits.max_body_bytes)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, unreadable_body)
     _add_health_routes(app, holder)
     _add_model_routes(app, holder, auth, limits, settings.labels)
     return app

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from apps.serving import ModelHolder, RedactQuery, create_app
+from apps.serving import POSTS_HINT, ModelHolder, RedactQuery, create_app
 from ner.errors import ConfigError, ModelError, NotPromotedYetError
 from ner.inference import predict_texts
 from ner.models import LoadedModel, RegistryRef, registry_ref, registry_version
@@ -667,16 +667,16 @@ def test_surrogates_encoded_as_raw_bytes_are_refused_too(client: TestClient) -> 
 
 
 @pytest.mark.parametrize(
-    ("body", "code"),
+    ("body", "code", "said"),
     [
-        (b"[" * 1_900 + b"]" * 1_900, 400),
-        (b'{"posts": [{"text": "caf\xe9"}]}', 400),
-        (b"{not json", 422),
+        (b"[" * 1_900 + b"]" * 1_900, 400, "the body's JSON is nested too deeply to read"),
+        (b'{"posts": [{"text": "caf\xe9"}]}', 400, "the body is not UTF-8: byte 24 (0xe9)"),
+        (b"{not json", 422, "JSON decode error"),
     ],
     ids=["nested-deep", "not-utf8", "not-json"],
 )
 def test_unparsable_bodies_are_a_client_error_not_a_500(
-    registry: Registry, body: bytes, code: int
+    registry: Registry, body: bytes, code: int, said: str
 ) -> None:
     # Given a body limit that lets JSON nested 1,900 levels deep reach the parser
     app = create_app(
@@ -685,9 +685,14 @@ def test_unparsable_bodies_are_a_client_error_not_a_500(
     headers = {**AUTH, "Content-Type": "application/json"}
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.post("/invocations", headers=headers, content=body)
-        # Then it is refused as the client's error, in JSON
+        # Then it is refused as the client's error, in JSON, saying why and what to send (a
+        # trial got FastAPI's "There was an error parsing the body")
         assert response.status_code == code, response.text
         assert response.headers["content-type"] == "application/json"
+        answer = response.json()
+        problem = answer["detail"][0] if code == 422 else answer
+        assert said in str(problem.get("msg", problem.get("detail")))
+        assert problem["hint"] == POSTS_HINT
         # And the server answers the next request as usual
         good = client.post("/invocations", headers=AUTH, json={"posts": [{"text": "a"}]})
         assert good.status_code == 200
