@@ -73,7 +73,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ner.errors import BrandloopError, ConfigError, ModelError, NotPromotedYetError
 from ner.inference import predict_texts
-from ner.models import BrandList, LoadedModel, RegistryRef, load_model, registry_ref
+from ner.models import (
+    BrandList,
+    LoadedModel,
+    RegistryRef,
+    load_model,
+    pinned_ref,
+    registry_ref,
+)
 from ner.pyfunc import row_ids
 from ner.settings import Settings
 
@@ -775,11 +782,11 @@ def model_holder(
             brands=BrandList.from_files(settings.brand_list, settings.brand_list_exact_case),
         )
 
-    return ModelHolder(
-        settings.serve_model,
-        loader or default_loader,
-        resolver or (lambda spec: registry_ref(spec, tracking_uri, own_model=own_model)),
-    )
+    def default_resolver(spec: str) -> RegistryRef | None:  # an alias, else a pinned version
+        found = registry_ref(spec, tracking_uri, own_model=own_model)
+        return found if found is not None else pinned_ref(spec, tracking_uri)
+
+    return ModelHolder(settings.serve_model, loader or default_loader, resolver or default_resolver)
 
 
 def create_app(

@@ -506,6 +506,23 @@ def registry_ref(
     return RegistryRef(f"{name}/{version.version}", version.run_id or "")
 
 
+def pinned_ref(spec: str, tracking_uri: str | None) -> RegistryRef | None:
+    """The :class:`RegistryRef` of a ``models:/name/N`` spec (a version, not an alias), whose
+    run ``/v1/model`` shows as it does an alias's; None for any other spec. Raises
+    :class:`ModelNotFoundError` when the version does not exist, :class:`ModelError` when
+    the registry cannot be asked."""
+    name, _, number = spec.removeprefix("models:/").rpartition("/")
+    if not spec.startswith("models:/") or not name or not number.isdigit():
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = _client(tracking_uri).get_model_version(name, number)
+    except MlflowException as exc:
+        raise _mlflow_error(f"cannot read {spec!r} in the registry", exc) from exc
+    return RegistryRef(f"{name}/{version.version}", version.run_id or "")
+
+
 def _aliases_of(name: str, tracking_uri: str | None) -> str:
     """``"its aliases: @champion (v3), @previous (v2)"`` for a registered model, ``"it has
     no alias"``; empty when the registry cannot say."""

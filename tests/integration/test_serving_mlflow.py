@@ -3,7 +3,7 @@
 The served model follows ``@champion`` on the tracking server: a promotion and a rollback
 made through :class:`ner.registry.Registry` reach the running server without a restart, and
 a server started on a new stack (nothing registered, then nothing promoted) answers 503
-until the first promotion, then serves it.
+until the first promotion, then serves it. A version served by number names its run too.
 Bad input over real HTTP/1.1 (uvicorn): a lone surrogate is a 422 on a connection that stays
 open, bodies over the limit are refused, and a token put in a URL never reaches the log.
 """
@@ -315,3 +315,35 @@ def test_bad_input_over_http_keeps_the_connection_and_no_token_reaches_the_log(
     assert '"GET /v1/model?<redacted> HTTP/1.1" 400' in log
     assert '"POST /invocations HTTP/1.1" 422' in log
     assert token not in log and "api_key" not in log
+
+
+def test_a_pinned_version_is_served_with_the_run_that_logged_it(
+    registry: Registry, mlflow_server: MlflowService, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from apps.serving import create_app
+    from ner.errors import ModelNotFoundError
+    from ner.models import pinned_ref
+    from ner.settings import Settings
+
+    # Given a registered version served by number, not by alias (`brandloop serve --model v1`)
+    name = registry.model_name
+    v1 = _register(registry, tmp_path, ["Glossier"], 0.85)
+    logged_by = registry.client.get_model_version(name, v1).run_id
+    settings = Settings(
+        mlflow_tracking_uri=mlflow_server.url,
+        serve_model=f"models:/{name}/{v1}",
+        serve_api_key="pinned-token-for-tests",
+    )  # type: ignore[call-arg]
+    # When its server starts
+    with TestClient(create_app(settings)) as client:
+        auth = {"Authorization": "Bearer pinned-token-for-tests"}
+        info = client.get("/v1/model", headers=auth).json()
+    # Then /v1/model names that run, as for an alias (a trial saw "run_id": null)
+    assert info["model_version"] == f"{name}/{v1}" and info["run_id"] == logged_by
+    # And a version that does not exist is named as such, aliases and other specs left alone
+    with pytest.raises(ModelNotFoundError):
+        pinned_ref(f"models:/{name}/99", mlflow_server.url)
+    assert pinned_ref(f"models:/{name}@{CHAMPION}", mlflow_server.url) is None
+    assert pinned_ref("gazetteer", mlflow_server.url) is None
