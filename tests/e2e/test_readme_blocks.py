@@ -348,6 +348,32 @@ def test_the_compose_block_is_consistent_without_docker(tmp_path: Path) -> None:
         assert (context / build["dockerfile"]).is_file(), build
 
 
+def test_the_mlflow_server_block_serves_runs_and_artifacts(tmp_path: Path) -> None:
+    """The tracking server of the stack without Docker, on a free port: it answers, takes a
+    run, keeps its artifact where the block says and serves it back; the block's variable
+    points brandloop at it."""
+    import mlflow
+
+    project = project_copy(tmp_path / "brandloop")
+    port = str(free_port())
+    block = readme_block("mlflow-server").replace("5000", port)
+    script = f'{block}\necho "tracking=$NER_MLFLOW_TRACKING_URI"\nwait'
+    log = tmp_path / "mlflow.log"
+    with background(script, project, clean_env(tmp_path / "prefect"), log):
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health", timeout=120, log=log)
+        assert f"tracking={url}" in wait_for_text(log, "tracking=", timeout=10)
+        client = mlflow.MlflowClient(tracking_uri=url)
+        run = client.create_run(client.create_experiment("readme-block"))
+        (tmp_path / "card.md").write_text("served from the artifact store\n")
+        client.log_artifact(run.info.run_id, str(tmp_path / "card.md"))
+        back = client.download_artifacts(run.info.run_id, "card.md", str(tmp_path / "back"))
+        assert Path(back).read_text() == "served from the artifact store\n"
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    stored = list((project / ".brandloop" / "mlartifacts").rglob("card.md"))
+    assert len(stored) == 1 and (project / ".brandloop" / "mlflow-server.db").is_file()
+
+
 def test_the_stack_environment_block_gives_the_settings(tmp_path: Path) -> None:
     """The variables that point brandloop at the compose stack, sourced after the compose
     block's copy of ``.env``: the settings they produce (no server needs to run)."""
