@@ -326,15 +326,42 @@ def empty_secret_notes(envs: Sequence[str], environ: Mapping[str, str]) -> list[
     ]
 
 
-def empty_block_notes(env: str, done: Mapping[str, Any]) -> list[str]:
-    """One ``note:`` line per Secret block :func:`bootstrap` created empty for ``env``."""
-    by_block = {secret_block_name(f, env): secret_variable(f, env) for f in SECRET_BLOCKS}
+def empty_block_notes(
+    env: str, done: Mapping[str, Any], config: Mapping[str, Any] | None = None
+) -> list[str]:
+    """One ``note:`` line per Secret block :func:`bootstrap` created empty for ``env``, naming
+    the deployments of ``config`` (``prefect.yaml``) whose active schedule needs it: a
+    trial's prod deploy left ``apply-ner/prod`` scheduled every 6 h on an empty X token."""
+    fields = {secret_block_name(f, env): f for f in SECRET_BLOCKS}
+    notes = []
+    for block, action in done.get("secret_blocks", {}).items():
+        if action != "created empty" or block not in fields:
+            continue
+        variable = secret_variable(fields[block], env)
+        note = (
+            f"note: Secret block {block} was created empty ({variable} unset or empty): a flow "
+            f"that needs it fails until you set {variable} and run with --secrets-from-env again"
+        )
+        if users := scheduled_users(config or load_prefect_file(), env, fields[block]):
+            note += (
+                f"; {', '.join(users)} {'runs' if len(users) == 1 else 'run'} on an active "
+                "schedule that fails until then (or pause it: `prefect deployment schedule "
+                "ls` and `pause`)"
+            )
+        notes.append(note)
+    return notes
+
+
+def scheduled_users(config: Mapping[str, Any], env: str, field: str) -> list[str]:
+    """``flow/env`` of each deployment of ``env`` with an active schedule whose parameters
+    read the secret ``field`` (the X token for ``source: x``, the Label Studio key for
+    ``label_studio`` as source or destination)."""
+    wanted = "x" if field == "x_bearer_token" else "label_studio"
     return [
-        f"note: Secret block {block} was created empty ({by_block[block]} unset or empty): "
-        f"a flow that needs it fails until you set {by_block[block]} and run with "
-        "--secrets-from-env again"
-        for block, action in done.get("secret_blocks", {}).items()
-        if action == "created empty"
+        f"{flow_name(d)}/{env}"
+        for d in deployments_for(config, env)
+        if any(s.get("active", True) for s in d.get("schedules") or [])
+        and wanted in {(d.get("parameters") or {}).get(k) for k in ("source", "destination")}
     ]
 
 

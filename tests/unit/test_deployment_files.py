@@ -390,6 +390,20 @@ def test_a_block_created_empty_gets_a_note() -> None:
         "you set BRANDLOOP_DEV_LABEL_STUDIO_API_KEY and run with --secrets-from-env again"
     ]
     assert bootstrap.empty_block_notes("dev", {"work_pools": {}}) == []
+    # And in prod, whose schedules are active, the note names the deployments that need it
+    # (a trial's prod deploy on an empty X token left apply-ner/prod failing every 6 h)
+    prod = {"secret_blocks": {"x-bearer-token-prod": "created empty"}}
+    [note] = bootstrap.empty_block_notes("prod", prod)
+    assert note.endswith(
+        "; apply-ner/prod runs on an active schedule that fails until then (or pause it: "
+        "`prefect deployment schedule ls` and `pause`)"
+    )
+    config = bootstrap.load_prefect_file()
+    assert bootstrap.scheduled_users(config, "prod", "label_studio_api_key") == [
+        "apply-ner/prod",
+        "train-ner/prod",
+    ]
+    assert bootstrap.scheduled_users(config, "dev", "x_bearer_token") == []
 
 
 def test_a_bootstrap_report_reads_as_one_line() -> None:
