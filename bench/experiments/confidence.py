@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import Context
 from bench.experiments.levers import record
 from ner.types import Annotation
 
@@ -51,16 +50,11 @@ def scores_at(
 
 def main(argv: Sequence[str]) -> int:
     from bench import score as scoring
-    from bench.experiments.demo_rehearsal import recipe
-    from bench.quality import load_sets, train_run
-    from bench.support import prefect_environment, warm_up_prefect
+    from bench.experiments.demo_rehearsal import flow_bench, recipe
+    from bench.quality import train_run
     from ner.active import entity_probabilities
 
-    (OUT / "prefect-home").mkdir(parents=True, exist_ok=True)
-    prefect_environment(OUT / "prefect-home")
-    sets = load_sets(quick=False)
-    warm_up_prefect()
-    ctx = Context("confidence", OUT)
+    ctx, sets = flow_bench("confidence", OUT)
     for seed in (int(a) for a in argv):
         run = train_run(ctx, sets, recipe("lowercase"), seed)
         nlp = scoring.load(run.model_uri, run.tracking_uri)

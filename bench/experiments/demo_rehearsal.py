@@ -68,15 +68,23 @@ def recipe(kind: str = "fast") -> Any:
     )
 
 
-def main(argv: Sequence[str]) -> int:
-    from bench.quality import load_sets, train_run
+def flow_bench(name: str, out: Path) -> tuple[Context, Any]:
+    """The context and data sets of a flow experiment writing under ``out``: Prefect's home
+    there, its temporary API up, the full sets loaded (:func:`bench.quality.load_sets`)."""
+    from bench.quality import load_sets
     from bench.support import prefect_environment, warm_up_prefect
 
-    (OUT / "prefect-home").mkdir(parents=True, exist_ok=True)
-    prefect_environment(OUT / "prefect-home")
+    (out / "prefect-home").mkdir(parents=True, exist_ok=True)
+    prefect_environment(out / "prefect-home")
     sets = load_sets(quick=False)
     warm_up_prefect()
-    ctx = Context("demo_rehearsal", OUT)
+    return Context(name, out), sets
+
+
+def main(argv: Sequence[str]) -> int:
+    from bench.quality import train_run
+
+    ctx, sets = flow_bench("demo_rehearsal", OUT)
     kinds = [a.removeprefix("--") for a in argv if a.startswith("--")]
     chosen = recipe(kinds[0] if kinds else "fast")
     for seed in (int(a) for a in argv if not a.startswith("--")):
