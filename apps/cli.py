@@ -2209,11 +2209,19 @@ def serve(
     """Serve the champion over the REST API. Needs a bearer token: NER_SERVE_API_KEY,
     NER_SERVE_API_KEYS (several, comma-separated or a JSON list) or NER_SERVE_API_KEY_BLOCK
     (a Prefect Secret block)."""
-    from apps.serving import create_app, load_at_start, run_server, serving_mlflow_defaults
+    from apps.serving import (
+        SERVING_VARIABLES,
+        create_app,
+        load_at_start,
+        run_server,
+        serving_mlflow_defaults,
+    )
+    from ner.settings import hide_secrets
 
     serving_mlflow_defaults(os.environ)
     given = {"serve_host": host, "serve_port": port, "serve_model": model}
-    overrides = {**cli_overrides(set_), **{k: v for k, v in given.items() if v is not None}}
+    taken = _deployment_values(parse_overrides(set_), SERVING_VARIABLES)
+    overrides = {**hide_secrets(taken), **{k: v for k, v in given.items() if v is not None}}
     cfg = load_cli_settings(overrides)
     if model:  # @champion, 3: this environment's registered model
         from ner.models import expand_model_spec

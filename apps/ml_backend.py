@@ -72,6 +72,7 @@ from spacy.language import Language
 
 from apps.serving import (
     GRACEFUL_STOP_S,
+    SERVING_VARIABLES,
     Loader,
     ModelHolder,
     RequestGuard,
@@ -577,7 +578,7 @@ def main(argv: Sequence[str] | None = None, overrides: Mapping[str, Any] | None 
     for name in (log.name, "apps.serving"):
         logging.getLogger(name).setLevel(logging.INFO)
     try:
-        settings = deployment_settings(overrides, say=log.info)
+        settings = deployment_settings(overrides, log.info, SERVING_VARIABLES)
         for line in start_warnings(settings, f"{args.host}:{args.port}"):
             log.warning("%s", line)
         app = create_app(settings)

@@ -848,6 +848,11 @@ GRACEFUL_STOP_S = 10
 MLFLOW_DB_LOGGER = "mlflow.store.db.utils"
 
 
+#: The deployment values (``BRANDLOOP_<ENV>_*``) a serving process takes: MLflow only, as it
+#: reads no storage (a trial's serve named dev's storage, which it never opens).
+SERVING_VARIABLES = ("mlflow_tracking_uri",)
+
+
 def serving_mlflow_defaults(environ: MutableMapping[str, str]) -> None:
     """Set :data:`SERVE_MLFLOW_ENV` in ``environ`` (a serving process's ``os.environ``)
     where the user set nothing: a down MLflow then fails a check in seconds, and a rebuilt
@@ -911,7 +916,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     log.setLevel(logging.INFO)  # Prefect's logging setup, imported above, may hold root at WARNING
     try:
-        settings = deployment_settings({k: v for k, v in given.items() if v is not None}, log.info)
+        settings = deployment_settings(
+            {k: v for k, v in given.items() if v is not None}, log.info, SERVING_VARIABLES
+        )
         app = create_app(settings)  # a missing or unusable token first
         check_servable(settings, flags=False)
     except BrandloopError as exc:

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ner import errors
 from ner.registry import Registry
 from ner.settings import (
+    DEPLOYMENT_VARIABLES,
     ENVIRONMENT_DEFAULTS,
     Settings,
     deployment_overrides,
@@ -158,12 +159,15 @@ def _has_value(secret: SecretStr | None) -> bool:
 
 
 def deployment_settings(
-    overrides: Mapping[str, Any] | None = None, say: Callable[[str], None] | None = None
+    overrides: Mapping[str, Any] | None = None,
+    say: Callable[[str], None] | None = None,
+    names: tuple[str, ...] = tuple(DEPLOYMENT_VARIABLES),
 ) -> Settings:
     """:func:`build_settings` with what the environment's deployments take from
-    ``BRANDLOOP_<ENV>_*`` (:func:`ner.settings.deployment_overrides`): for the processes
-    that serve or watch an environment beside its flows. Each value taken goes to ``say``."""
-    taken, said = deployment_overrides(overrides or {}, os.environ)
+    ``BRANDLOOP_<ENV>_*`` (:func:`ner.settings.deployment_overrides`, the settings ``names``
+    only): for the processes that serve or watch an environment beside its flows. Each value
+    taken goes to ``say``."""
+    taken, said = deployment_overrides(overrides or {}, os.environ, names)
     for line in said:
         (say or logging.getLogger(__name__).info)(line)
     return build_settings(taken)

@@ -822,3 +822,21 @@ def test_a_port_out_of_range_is_a_usage_error_as_the_cli_gives(
             module.main(["--port", port])
         assert stopped.value.code == 2
         assert "argument --port:" in capsys.readouterr().err
+
+
+def test_a_serving_process_takes_only_its_environments_mlflow(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apps.serving import SERVING_VARIABLES
+    from flows.context import deployment_settings
+
+    # Given the dev deployments' storage and MLflow in the shell, as for the flows
+    monkeypatch.setenv("BRANDLOOP_DEV_STORAGE_URI", "/data/dev-storage")
+    monkeypatch.setenv("BRANDLOOP_DEV_MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    said: list[str] = []
+    # When a serving process builds its settings
+    settings = deployment_settings({}, said.append, SERVING_VARIABLES)
+    # Then it takes and names MLflow only: it never opens storage (a trial's serve named it)
+    assert settings.mlflow_tracking_uri == "http://127.0.0.1:5999"
+    assert settings.storage_uri != "/data/dev-storage"
+    assert said == ["dev's MLflow: http://127.0.0.1:5999 (BRANDLOOP_DEV_MLFLOW_TRACKING_URI)"]
