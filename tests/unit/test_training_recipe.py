@@ -319,8 +319,9 @@ def test_isolated_training_streams_each_evaluation_while_it_trains(tmp_path: Pat
     assert all(row["labels_f"] >= row["ents_f"] - 1e-9 for row in result.curve)
     assert {p.max_epochs for p in progress} == {4}
     assert 1 <= progress[0].epoch <= progress[-1].epoch <= 4
-    # And the first one arrived while the child was still training (no model saved yet)
-    assert seen[0][1] is False
+    # And evaluations arrived while the child was still training (no model saved yet); not
+    # asserted of the first one, which a loaded machine's parent may read a poll late
+    assert any(saved is False for _, saved in seen), [saved for _, saved in seen]
 
 
 def test_curve_tail_returns_only_complete_new_lines(tmp_path: Path) -> None:
