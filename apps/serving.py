@@ -542,13 +542,15 @@ async def unreadable_body(request: Request, exc: Exception) -> Response:
     cause = exc.__cause__
     if exc.status_code != status.HTTP_400_BAD_REQUEST or cause is None:
         return await http_exception_handler(request, exc)
-    if isinstance(cause, UnicodeDecodeError):
+    if isinstance(cause, UnicodeDecodeError) and cause.end >= len(cause.object):
+        why = f"the body ends inside a character (byte {cause.start} on): is it cut short?"
+    elif isinstance(cause, UnicodeDecodeError):
         bad = cause.object[cause.start : cause.start + 1].hex()
         why = f"the body is not UTF-8: byte {cause.start} (0x{bad}) is not part of a character"
     elif isinstance(cause, RecursionError):
         why = "the body's JSON is nested too deeply to read"
-    else:
-        why = f"the body could not be read as JSON ({type(cause).__name__})"
+    else:  # e.g. an integer of more digits than Python converts
+        why = f"the body could not be read as JSON: {str(cause)[:300]}"
     return JSONResponse({"detail": why, "hint": POSTS_HINT}, status.HTTP_400_BAD_REQUEST)
 
 
@@ -602,6 +604,12 @@ def token_digests(settings: Settings) -> tuple[bytes, ...]:
         raise ConfigError(problem)
     secrets = (settings.serve_api_key, *settings.serve_api_keys)
     tokens = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+    if not tokens and settings.serve_api_key_block:  # read, and found empty
+        raise ConfigError(
+            f"the Prefect Secret block {settings.serve_api_key_block!r} "
+            "(NER_SERVE_API_KEY_BLOCK) gave no value: save a bearer token in that block, or "
+            "set NER_SERVE_API_KEY; the REST API needs at least one"
+        )
     if not tokens:
         raise ConfigError(
             "NER_SERVE_API_KEY (or NER_SERVE_API_KEYS) is not set: the REST API needs at "

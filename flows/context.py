@@ -423,10 +423,15 @@ def refuse_other_environment(settings: Settings, overrides: Mapping[str, Any] | 
         if getattr(settings, name) != getattr(own, name)
     ]
     if moved:
+        instead = (
+            f"leave them out: {own.env}'s own names are {own.registered_model_name}, ..."
+            if settings.env == own.env
+            else f"run {flow_run.flow_name}/{settings.env} instead"
+        )
         raise errors.ConfigError(
             f"deployment {deployment.name!r} runs in environment {own.env} (NER_ENV of its "
             f"work pool), and its overrides may not move it to another's state: "
-            f"{', '.join(moved)}; run {flow_run.flow_name}/{settings.env} instead"
+            f"{', '.join(moved)}; {instead}"
         )
 
 

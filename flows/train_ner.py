@@ -530,7 +530,8 @@ def prepare_gold(
             _say_uncut_revised(storage, loaded[1], settings.train.post_tokenizer)
     pulled = {a.post_id for a in annotations}  # a canary set frozen now holds pulled posts
     in_canary = len(pulled & set(found[0].post_ids)) if found else splits.n_canary
-    _say_split(splits, len(annotations), splits.n_gold_pulled, in_canary)
+    dropped = len(pulled & set(found[0].dropped)) if found else 0
+    _say_split(splits, len(annotations), splits.n_gold_pulled, in_canary, dropped)
     _say_relabelled(storage, splits.train_key)
     return splits
 
@@ -660,22 +661,31 @@ def _say_uncut(
 
 
 def _say_split(
-    splits: Splits, n_labelled: int, in_gold: int | None = None, in_canary: int | None = None
+    splits: Splits,
+    n_labelled: int,
+    in_gold: int | None = None,
+    in_canary: int | None = None,
+    dropped: int = 0,
 ) -> None:
     """Log where the ``n_labelled`` posts went, every one accounted for: ``in_gold`` and
     ``in_canary`` of them are in the frozen sets (default: the sets' sizes), which may hold
-    posts the pull does not (a trial read 10 gold posts where the pull held 9)."""
+    posts the pull does not (a trial read 10 gold posts where the pull held 9); ``dropped``
+    were withdrawn from the canary set (labelled again since, or read from a file export):
+    never trained on, and not of the gold split (a trial's line said they were)."""
     in_gold = splits.n_gold if in_gold is None else in_gold
     in_canary = splits.n_canary if in_canary is None else in_canary
-    later = n_labelled - in_gold - in_canary - splits.n_train
+    later = n_labelled - in_gold - in_canary - dropped - splits.n_train
     elsewhere = splits.n_gold - in_gold + splits.n_canary - in_canary
     run_logger().info(
         "%s: %d in the gold set, %d in the canary set (older posts or other "
-        "sources, kept to catch forgetting), %d in the training pool%s%s",
+        "sources, kept to catch forgetting), %d in the training pool%s%s%s",
         quantity(n_labelled, "labelled post"),
         in_gold,
         in_canary,
         splits.n_train,
+        f", {dropped} withdrawn from the canary set (never trained on)"
+        if dropped
+        else "",
         _left_out(later, frozen=splits.gold_hash is not None),
         f"; the frozen gold set holds {splits.n_gold} posts and the canary set "
         f"{splits.n_canary}, {elsewhere} of them not among the posts pulled (they keep the "

@@ -74,7 +74,7 @@ def test_a_revised_gold_set_keeps_its_canary_set_out_of_training(
 
 
 def test_a_withdrawn_canary_post_stops_scoring_models_and_is_never_trained_on(
-    prefect: PrefectService, tmp_path: Path
+    prefect: PrefectService, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ctx = two_windows(tmp_path)
     # Given the first split: a gold set and a canary set beside it
@@ -84,7 +84,11 @@ def test_a_withdrawn_canary_post_stops_scoring_models_and_is_never_trained_on(
     gone = frozen[0].post_ids[0]
     # When one canary post is withdrawn (its labels deleted in Label Studio; the stored
     # export still holds its old label)
-    second = split(ctx, "s2", [gone])
+    with caplog.at_level("INFO"):
+        second = split(ctx, "s2", [gone])
+    [line] = [r.getMessage() for r in caplog.records if "labelled posts:" in r.getMessage()]
+    assert ", 1 withdrawn from the canary set (never trained on)" in line
+    assert "left out" not in line  # (a trial's line called it a post of the gold split)
     # Then the run scores on a canary set without it, beside the same gold posts and hash
     assert second.n_canary == first.n_canary - 1 and second.canary_hash != first.canary_hash
     assert (second.gold_hash, second.n_gold) == (first.gold_hash, first.n_gold)

@@ -147,3 +147,44 @@ def test_a_secret_block_behind_an_unreachable_prefect_api_names_the_api() -> Non
     assert said.startswith("NER_SERVE_API_KEY_BLOCK names the Prefect Secret block ")
     assert f"no Prefect API answers at PREFECT_API_URL={api} (ConnectError" in said
     assert said.endswith("or set NER_SERVE_API_KEY instead")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused", "instead"),
+    [
+        ({"env": "staging"}, "env='staging'", "run apply-ner/staging instead"),
+        (
+            {"registered_model_name": "brand-ner-prod"},
+            "registered_model_name='brand-ner-prod'",
+            "leave them out: dev's own names are brand-ner-dev, ...",
+        ),
+        ({"env": "dev", "threshold": 0.5}, None, None),
+    ],
+    ids=["env", "a-name", "own-env"],
+)
+def test_a_deployment_run_stays_in_its_environment(
+    clean_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    overrides: dict[str, Any],
+    refused: str | None,
+    instead: str | None,
+) -> None:
+    from flows.context import build_settings, refuse_other_environment
+
+    # Given a run of the deployment apply-ner/dev (Prefect's runtime values, as a worker sets)
+    monkeypatch.setenv("NER_ENV", "dev")
+    for name, value in (("DEPLOYMENT__ID", "d-1"), ("DEPLOYMENT__NAME", "dev")):
+        monkeypatch.setenv(f"PREFECT__RUNTIME__{name}", value)
+    monkeypatch.setenv("PREFECT__RUNTIME__FLOW_RUN__FLOW_NAME", "apply-ner")
+    settings = build_settings(overrides)
+    if refused is None:  # its own environment, other settings: runs
+        refuse_other_environment(settings, overrides)
+        return
+    # Then overrides that move it to another environment's state are refused, with the way out
+    with pytest.raises(ConfigError) as caught:
+        refuse_other_environment(settings, overrides)
+    message = str(caught.value)
+    assert f"may not move it to another's state: {refused}; {instead}" in message
+    # And outside a deployment (the command line, Python) the same overrides are free
+    monkeypatch.delenv("PREFECT__RUNTIME__DEPLOYMENT__ID")
+    refuse_other_environment(settings, overrides)

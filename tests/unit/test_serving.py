@@ -541,6 +541,18 @@ def test_an_unread_token_block_stops_the_start_even_with_other_tokens() -> None:
         create_app(unread)
 
 
+def test_an_empty_token_block_is_named_as_empty() -> None:
+    # Given NER_SERVE_API_KEY_BLOCK naming a block that was read and held no value (a trial
+    # was told NER_SERVE_API_KEY "is not set", the block not named)
+    empty = settings(serve_api_key=SecretStr(""), serve_api_key_block="serve-key-empty")
+    # Then the start is refused naming the block as empty
+    with pytest.raises(ConfigError) as refused:
+        create_app(empty)
+    assert str(refused.value).startswith(
+        "the Prefect Secret block 'serve-key-empty' (NER_SERVE_API_KEY_BLOCK) gave no value"
+    )
+
+
 # --- bad input: lone surrogates, sizes, query strings -----------------------------------
 LONE = "\\ud83d"  # a JSON escape of a high surrogate with no low one after it
 
@@ -672,8 +684,10 @@ def test_surrogates_encoded_as_raw_bytes_are_refused_too(client: TestClient) -> 
         (b"[" * 1_900 + b"]" * 1_900, 400, "the body's JSON is nested too deeply to read"),
         (b'{"posts": [{"text": "caf\xe9"}]}', 400, "the body is not UTF-8: byte 24 (0xe9)"),
         (b"{not json", 422, "JSON decode error"),
+        (b'{"posts": [{"text": "a \xf0\x9f', 400, "the body ends inside a character (byte 23"),
+        (b'{"posts": [{"id": ' + b"7" * 5_000 + b"}]}", 400, "read as JSON: Exceeds the limit"),
     ],
-    ids=["nested-deep", "not-utf8", "not-json"],
+    ids=["nested-deep", "not-utf8", "not-json", "cut-in-a-character", "huge-integer"],
 )
 def test_unparsable_bodies_are_a_client_error_not_a_500(
     registry: Registry, body: bytes, code: int, said: str
