@@ -528,10 +528,7 @@ def prepare_gold(
         _say_other_policy(storage, loaded[0], settings.agreement_policy.value)
         if splits.gold_name != loaded[0].name:  # a new version: relabelled, fallen back
             _say_uncut_revised(storage, loaded[1], settings.train.post_tokenizer)
-    pulled = {a.post_id for a in annotations}  # a canary set frozen now holds pulled posts
-    in_canary = len(pulled & set(found[0].post_ids)) if found else splits.n_canary
-    dropped = len(pulled & set(found[0].dropped)) if found else 0
-    _say_split(splits, len(annotations), splits.n_gold_pulled, in_canary, dropped)
+    _say_pulled_split(splits, annotations, found)
     _say_relabelled(storage, splits.train_key)
     return splits
 
@@ -660,6 +657,19 @@ def _say_uncut(
         say_spans(f"{which} span no model predicts exactly", unkept)
 
 
+def _say_pulled_split(
+    splits: Splits,
+    annotations: list[Annotation],
+    found: tuple[canary.CanarySet, list[Annotation]] | None,
+) -> None:
+    """:func:`_say_split` of the pulled ``annotations`` beside the canary set ``found`` in
+    force (None: frozen now from the pulled posts, or none)."""
+    pulled = {a.post_id for a in annotations}
+    in_canary = len(pulled & set(found[0].post_ids)) if found else splits.n_canary
+    dropped = len(pulled & set(found[0].dropped)) if found else 0
+    _say_split(splits, len(annotations), splits.n_gold_pulled, in_canary, dropped)
+
+
 def _say_split(
     splits: Splits,
     n_labelled: int,
@@ -683,9 +693,7 @@ def _say_split(
         in_gold,
         in_canary,
         splits.n_train,
-        f", {dropped} withdrawn from the canary set (never trained on)"
-        if dropped
-        else "",
+        f", {dropped} withdrawn from the canary set (never trained on)" if dropped else "",
         _left_out(later, frozen=splits.gold_hash is not None),
         f"; the frozen gold set holds {splits.n_gold} posts and the canary set "
         f"{splits.n_canary}, {elsewhere} of them not among the posts pulled (they keep the "
