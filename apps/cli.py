@@ -1647,7 +1647,11 @@ def _gold_line(report: StatusReport) -> str:
     """``status``'s gold set line: the set in force, the one retired, or none yet."""
     gold, retired = report.gold, report.retired
     if gold is not None:
-        return f"gold set: {gold.name} ({gold.hash[:12]}, {quantity(gold.n_posts, 'post')})"
+        size = f"{gold.hash[:12]}, {quantity(gold.n_posts, 'post')}"
+        if gold.n_canary is not None:
+            size += f"; canary set {quantity(gold.n_canary, 'post')}"
+            size += f", {gold.n_canary_dropped} withdrawn" if gold.n_canary_dropped else ""
+        return f"gold set: {gold.name} ({size})"
     if retired is not None:
         return (
             f"gold set: none in force ({retired.gold_name} retired {retired.retired_at[:19]}: "

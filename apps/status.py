@@ -71,6 +71,9 @@ class GoldSetInfo:
     name: str
     hash: str
     n_posts: int
+    #: the canary set beside it (None: frozen without one) and its posts withdrawn since
+    n_canary: int | None = None
+    n_canary_dropped: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ def quick_mlflow() -> None:
 
 def current_gold(settings: Settings) -> GoldSetInfo | None:
     """The gold set in force in the settings' storage, or None if none was frozen yet."""
+    from ner.canary import load_canary_set
     from ner.datasets import load_gold_set
     from ner.storage import env_storage
 
@@ -113,7 +117,13 @@ def current_gold(settings: Settings) -> GoldSetInfo | None:
     if found is None:
         return None
     gold, _ = found
-    return GoldSetInfo(gold.name, gold.hash, len(gold.post_ids))
+    beside = load_canary_set(storage, gold.name)
+    if beside is None:
+        return GoldSetInfo(gold.name, gold.hash, len(gold.post_ids))
+    frozen = beside[0]
+    return GoldSetInfo(
+        gold.name, gold.hash, len(gold.post_ids), len(frozen.post_ids), len(frozen.dropped)
+    )
 
 
 def held_for_review(settings: Settings) -> tuple[int, str] | None:

@@ -94,6 +94,16 @@ def test_a_withdrawn_canary_post_stops_scoring_models_and_is_never_trained_on(
     assert (second.gold_hash, second.n_gold) == (first.gold_hash, first.n_gold)
     assert second.gold_name == f"{first.gold_name}-r2"
     assert gone not in {a.post_id for a in read_annotations(ctx.storage, str(second.canary_key))}
+    # And `brandloop status` counts the canary set beside the gold set, the withdrawn post too
+    from apps.cli import _gold_line
+    from apps.status import StatusReport, current_gold
+
+    gold = current_gold(ctx.settings)
+    assert gold is not None and (gold.n_canary, gold.n_canary_dropped) == (second.n_canary, 1)
+    report = StatusReport("m", "uri", gold, (), (), (), None, "")
+    assert _gold_line(report).endswith(
+        f"{first.n_gold} posts; canary set {second.n_canary} posts, 1 withdrawn)"
+    )
     # And neither that run nor the next trains on it; the next finds the same smaller set
     third = split(ctx, "s3")
     assert (third.n_canary, third.canary_hash) == (second.n_canary, second.canary_hash)
