@@ -56,7 +56,7 @@ from ner.datasets import (
 from ner.errors import DataError, GoldSetError
 from ner.fetched import stamps_of
 from ner.records import read_annotations, write_annotations
-from ner.report import first_ids, quantity
+from ner.report import dropped_line
 from ner.storage import Storage
 from ner.types import Annotation, Post
 
@@ -526,8 +526,10 @@ def drop_from_canary_set(
         return None
     gold_name = gold[0].name
     if storage.exists(layout.canary_set(gold_name)):
-        gold_name = reissue_gold_set(storage, {"canary_dropped_post_ids": dropped}, now=now).name
-    kept = [a for a in annotations if a.post_id not in set(dropped)]
+        extra = {"canary_dropped_post_ids": dropped}
+        gold_name = reissue_gold_set(storage, gold, extra, now=now).name
+    gone = set(dropped)
+    kept = [a for a in annotations if a.post_id not in gone]
     revised = replace(
         current,
         gold_name=gold_name,
@@ -539,13 +541,6 @@ def drop_from_canary_set(
     )
     write_annotations(storage, revised.annotations_key, kept)
     storage.write_json(revised.key, revised.to_dict())
-    log.warning(
-        "canary set of gold set %s: %s dropped (%s) -> canary set of %s (%s, hash %s)",
-        current.gold_name,
-        quantity(len(dropped), "withdrawn post"),
-        first_ids(dropped),
-        gold_name,
-        quantity(len(kept), "post"),
-        revised.hash[:12],
-    )
+    subject, into = f"canary set of gold set {current.gold_name}", f"canary set of {gold_name}"
+    log.warning(dropped_line(subject, dropped, into, len(kept), revised.hash))
     return revised, kept

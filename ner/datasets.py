@@ -59,7 +59,7 @@ from ner.errors import DataError, GoldSetError
 # Re-exported: readers of gold sets and training pools know them as ner.datasets names.
 from ner.records import read_annotations as read_annotations
 from ner.records import write_annotations as write_annotations
-from ner.report import first_ids, quantity
+from ner.report import dropped_line, first_ids, quantity
 from ner.storage import Storage
 from ner.types import Annotation, Rejected
 
@@ -656,29 +656,22 @@ def drop_from_gold_set(
     revised = _write_gold_set(
         storage, kept, name, now, current.salt, current.gold_fraction, "revised", extra
     )
-    log.warning(
-        "gold set %s: %s dropped (%s) -> %s (%s, hash %s)",
-        current.name,
-        quantity(len(dropped), "withdrawn post"),
-        first_ids(dropped),
-        name,
-        quantity(len(kept), "post"),
-        revised.hash[:12],
-    )
+    log.warning(dropped_line(f"gold set {current.name}", dropped, name, len(kept), revised.hash))
     return revised
 
 
 def reissue_gold_set(
-    storage: Storage, extra: Mapping[str, Any], *, now: datetime | None = None
+    storage: Storage,
+    loaded: tuple[GoldSet, list[Annotation]],
+    extra: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
 ) -> GoldSet:
-    """The gold set in force written again as a new version (``<name>-r<n>``), made current:
-    the same posts and labels, so the same hash (scores on it stay comparable), its record
-    carrying ``revised_from`` and ``extra``. For a change beside the gold posts: the canary
-    set frozen with it losing withdrawn posts (:func:`ner.canary.drop_from_canary_set`).
-    Raises :class:`GoldSetError` when no gold set is in force."""
-    loaded = load_gold_set(storage)
-    if loaded is None:
-        raise GoldSetError("no gold set in force to write a new version of")
+    """The gold set in force, ``loaded`` (:func:`load_gold_set`), written again as a new
+    version (``<name>-r<n>``), made current: the same posts and labels, so the same hash
+    (scores on it stay comparable), its record carrying ``revised_from`` and ``extra``. For
+    a change beside the gold posts: the canary set frozen with it losing withdrawn posts
+    (:func:`ner.canary.drop_from_canary_set`)."""
     current, annotations = loaded
     name = _revision_name(storage, current.name)
     record = {"revised_from": current.name, **extra, **_carried(storage, current)}

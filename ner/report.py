@@ -87,3 +87,12 @@ def rounds_table(rounds: Sequence[Mapping[str, Any]]) -> str:
             + " |"
         )
     return "\n".join(lines)
+
+
+def dropped_line(subject: str, dropped: Sequence[str], into: str, n_kept: int, digest: str) -> str:
+    """The warning of a frozen set losing withdrawn posts: ``"gold set g: 2 withdrawn posts
+    dropped (a, b) -> g-r2 (30 posts, hash 0123456789ab)"``."""
+    return (
+        f"{subject}: {quantity(len(dropped), 'withdrawn post')} dropped ({first_ids(dropped)}) "
+        f"-> {into} ({quantity(n_kept, 'post')}, hash {digest[:12]})"
+    )
