@@ -41,6 +41,7 @@ from ner.settings import (
     ENVIRONMENT_DEFAULTS,
     Settings,
     deployment_overrides,
+    has_secret,
     load_settings,
     plain_secrets,
 )
@@ -144,18 +145,13 @@ def build_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     unread: dict[str, str] = {}
     for name in BLOCK_SECRETS:
         block = getattr(settings, f"{name}_block")
-        if not _has_value(getattr(settings, name)) and block:
+        if not has_secret(getattr(settings, name)) and block:
             try:
                 updates[name] = SecretStr(_read_secret_block(block, name, settings.env))
             except errors.ConfigError as exc:
                 unread[name] = str(exc)
     settings = settings.model_copy(update=updates) if updates else settings
     return settings.with_unread_blocks(unread) if unread else settings
-
-
-def _has_value(secret: SecretStr | None) -> bool:
-    """Whether a secret setting holds a value (an empty variable holds none)."""
-    return secret is not None and bool(secret.get_secret_value())
 
 
 def deployment_settings(

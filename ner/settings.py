@@ -841,7 +841,7 @@ class Settings(BaseSettings):
         if (problem := self.secret_block_problem(name)) is not None:
             raise ConfigError(problem)
         value = getattr(self, name, None)
-        if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
+        if not has_secret(value):
             variable = f"NER_{name.upper()}"
             if block := getattr(self, f"{name}_block", None):  # read, and found empty
                 raise ConfigError(
@@ -914,6 +914,12 @@ def _variables_of(name: str) -> tuple[str, ...]:
     if isinstance(alias, AliasChoices):
         return tuple(str(choice) for choice in alias.choices)
     return (f"NER_{name.upper()}",)
+
+
+def has_secret(value: object) -> bool:
+    """Whether a secret setting holds a value: set, and not empty (``NER_SERVE_API_KEY=``
+    holds none, so its Prefect Secret block is read instead)."""
+    return bool(value.get_secret_value() if isinstance(value, SecretStr) else value)
 
 
 def deployment_overrides(
