@@ -312,15 +312,17 @@ def parse_overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
     return overrides
 
 
-def cli_overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
+def cli_overrides(
+    pairs: Sequence[str] | None, names: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The ``--set`` overrides (:func:`parse_overrides`) plus what the environment's
-    deployments take from ``BRANDLOOP_<ENV>_*`` (storage, MLflow:
-    :func:`ner.settings.deployment_overrides`), so a command reads the storage its
+    deployments take from ``BRANDLOOP_<ENV>_*`` (storage, MLflow, or only the settings
+    ``names``: :func:`ner.settings.deployment_overrides`), so a command reads the storage its
     environment's flows write; each value taken is named in one line. Secrets are
     ``SecretStr`` (:func:`ner.settings.hide_secrets`): Prefect shows a run's parameters."""
     from ner.settings import hide_secrets
 
-    return hide_secrets(_deployment_values(parse_overrides(pairs)))
+    return hide_secrets(_deployment_values(parse_overrides(pairs), names))
 
 
 def _deployment_values(
@@ -2220,12 +2222,13 @@ def serve(
         run_server,
         serving_mlflow_defaults,
     )
-    from ner.settings import hide_secrets
 
     serving_mlflow_defaults(os.environ)
     given = {"serve_host": host, "serve_port": port, "serve_model": model}
-    taken = _deployment_values(parse_overrides(set_), SERVING_VARIABLES)
-    overrides = {**hide_secrets(taken), **{k: v for k, v in given.items() if v is not None}}
+    overrides = {
+        **cli_overrides(set_, SERVING_VARIABLES),
+        **{k: v for k, v in given.items() if v is not None},
+    }
     cfg = load_cli_settings(overrides)
     if model:  # @champion, 3: this environment's registered model
         from ner.models import expand_model_spec

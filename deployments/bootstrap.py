@@ -333,16 +333,17 @@ def empty_block_notes(
     the deployments of ``config`` (``prefect.yaml``) whose active schedule needs it: a
     trial's prod deploy left ``apply-ner/prod`` scheduled every 6 h on an empty X token."""
     fields = {secret_block_name(f, env): f for f in SECRET_BLOCKS}
+    empty = [b for b, action in done.get("secret_blocks", {}).items() if action == "created empty"]
+    if config is None and empty:
+        config = load_prefect_file()
     notes = []
-    for block, action in done.get("secret_blocks", {}).items():
-        if action != "created empty" or block not in fields:
-            continue
+    for block in (b for b in empty if b in fields):
         variable = secret_variable(fields[block], env)
         note = (
             f"note: Secret block {block} was created empty ({variable} unset or empty): a flow "
             f"that needs it fails until you set {variable} and run with --secrets-from-env again"
         )
-        if users := scheduled_users(config or load_prefect_file(), env, fields[block]):
+        if config is not None and (users := scheduled_users(config, env, fields[block])):
             note += (
                 f"; {', '.join(users)} {'runs' if len(users) == 1 else 'run'} on an active "
                 "schedule that fails until then (or pause it: `prefect deployment schedule "
