@@ -266,6 +266,7 @@ def _root(
     if not debug:  # MLflow's INFO lines (creating tables, uv detected) ask nothing of anyone
         for name, value in QUIET_MLFLOW.items():
             os.environ.setdefault(name, value)
+        quiet_shutdown_notices()  # every command may talk to Prefect (a Secret block: serve)
 
 
 def _debug(ctx: typer.Context) -> bool:
@@ -461,8 +462,6 @@ def run_flow(
         starting = "starting Prefect's temporary API"
         if not _prefect_database_exists():
             starting += " (its first start sets up a database)"
-    if not _debug(ctx):
-        quiet_shutdown_notices()
     with (
         end_on_signals(temporary_api),
         narrated(console(), verbose=_debug(ctx), starting=starting),

@@ -549,8 +549,9 @@ async def unreadable_body(request: Request, exc: Exception) -> Response:
         why = f"the body is not UTF-8: byte {cause.start} (0x{bad}) is not part of a character"
     elif isinstance(cause, RecursionError):
         why = "the body's JSON is nested too deeply to read"
-    else:  # e.g. an integer of more digits than Python converts
-        why = f"the body could not be read as JSON: {str(cause)[:300]}"
+    else:  # e.g. an integer of more digits than Python converts (its advice to the server
+        # about sys.set_int_max_str_digits left out)
+        why = f"the body could not be read as JSON: {str(cause).split(';')[0][:300]}"
     return JSONResponse({"detail": why, "hint": POSTS_HINT}, status.HTTP_400_BAD_REQUEST)
 
 
@@ -618,18 +619,27 @@ def token_digests(settings: Settings) -> tuple[bytes, ...]:
     for number, token in enumerate(tokens, 1):
         if (problem := token_problem(token)) is not None:
             raise ConfigError(
-                f"bearer token {number} of NER_SERVE_API_KEY / NER_SERVE_API_KEYS {problem} "
+                f"bearer token {number} of {_token_sources(settings)} {problem} "
                 f"(the token is not shown); set one nobody can guess, e.g. {TOKEN_RECIPE}"
             )
         if len(token) < SHORT_TOKEN:
             log.warning(
-                "bearer token %d of NER_SERVE_API_KEY / NER_SERVE_API_KEYS has %d characters: "
+                "bearer token %d of %s has %d characters: "
                 "fine on 127.0.0.1, guessable anywhere else; e.g. %s",
                 number,
+                _token_sources(settings),
                 len(token),
                 TOKEN_RECIPE,
             )
     return tuple(hashlib.sha256(token.encode("utf-8")).digest() for token in tokens)
+
+
+def _token_sources(settings: Settings) -> str:
+    """Where the bearer tokens come from, as a refusal or warning names them: the Secret
+    block too, when one is named (a trial's blank block was blamed on the variables)."""
+    block = settings.serve_api_key_block
+    first = f"NER_SERVE_API_KEY (or its Secret block {block!r})" if block else "NER_SERVE_API_KEY"
+    return f"{first} / NER_SERVE_API_KEYS"
 
 
 #: Bearer tokens shorter than this are warned about at start (not refused: the README's

@@ -551,6 +551,14 @@ def test_an_empty_token_block_is_named_as_empty() -> None:
     assert str(refused.value).startswith(
         "the Prefect Secret block 'serve-key-empty' (NER_SERVE_API_KEY_BLOCK) gave no value"
     )
+    # And a block holding only spaces is named with the refusal of a blank token
+    blank = settings(serve_api_key=SecretStr("   "), serve_api_key_block="serve-key-blank")
+    with pytest.raises(ConfigError) as refused:
+        create_app(blank)
+    assert str(refused.value).startswith(
+        "bearer token 1 of NER_SERVE_API_KEY (or its Secret block 'serve-key-blank') / "
+        "NER_SERVE_API_KEYS is blank"
+    )
 
 
 # --- bad input: lone surrogates, sizes, query strings -----------------------------------
@@ -706,6 +714,7 @@ def test_unparsable_bodies_are_a_client_error_not_a_500(
         answer = response.json()
         problem = answer["detail"][0] if code == 422 else answer
         assert said in str(problem.get("msg", problem.get("detail")))
+        assert "set_int_max_str_digits" not in response.text  # Python's advice to the server
         assert problem["hint"] == POSTS_HINT
         # And the server answers the next request as usual
         good = client.post("/invocations", headers=AUTH, json={"posts": [{"text": "a"}]})
