@@ -29,6 +29,13 @@ from typing import Any
 
 from bench.experiments.levers import record, scores, swap
 
+#: all-mpnet-base-v2 (MPNet, 12 layers, 768 wide, 110 M parameters, Apache-2.0), unpacked by
+#: bench/experiments/fetch_mpnet.sh (default folder), or BENCH_MPNET_PATH (session 47)
+MPNET = os.environ.get(
+    "BENCH_MPNET_PATH",
+    str(Path(__file__).resolve().parents[1] / "out" / "models" / "all-mpnet-base-v2"),
+)
+
 #: TrainSettings overrides of each variant (the rest: the shipped defaults, gazetteer off).
 #: ``accurate-casing`` (casing through BERT's token-type embeddings) was measured at commit
 #: d32a376, whose ``accurate_casing`` knob was removed after it gave nothing (bench/README.md).
@@ -63,6 +70,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "accurate-neg0.3": {"negative_fraction": 0.3},
     "accurate-vectors": {},
     "accurate-gazetteer": {},
+    # a larger encoder in place of all-MiniLM-L6-v2 (session 47): the recipe's knobs unchanged
+    "accurate-mpnet": {"accurate_model": MPNET},
 }
 #: entity swap (:func:`bench.experiments.levers.swap`: copies, names from), applied to the
 #: posts handed to ``train``, so some copies fall in the recipe's held-back slice (the
