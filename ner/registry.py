@@ -94,6 +94,33 @@ def closest_registered(client: MlflowClient, name: str) -> tuple[list[str], str 
     return names, close[0] if close else None
 
 
+def closest_hint(name: str, close: str | None) -> str:
+    """The advice on a missing registered model ``name`` whose closest registered name is
+    ``close``: "did you mean …?", unless both are environments' own names
+    (``brand-ner-staging`` missing, ``brand-ner-dev`` there), where it says how that
+    environment gets its first version instead (a trial's staging status suggested dev's)."""
+    if close is None:
+        return ""
+    own, other = environment_named(name), environment_named(close)
+    if own is None or other is None or own == other:
+        return f"did you mean {close!r}? "
+    return (
+        f"{own} has no model yet: train-ner under NER_ENV={own} registers its first version, "
+        f"or brandloop promote VERSION --from {other} --to {own} copies one of {close!r}; "
+    )
+
+
+def environment_named(model_name: str) -> str | None:
+    """The environment whose default registered model is ``model_name`` (``brand-ner-prod``
+    -> ``prod``), else None."""
+    from ner.settings import ENVIRONMENTS, environment_defaults
+
+    for env in ENVIRONMENTS:
+        if environment_defaults(env)["registered_model_name"] == model_name:
+            return env
+    return None
+
+
 def decide(
     challenger_f1: float | None,
     champion_f1: float | None,
@@ -513,7 +540,7 @@ class Registry:
             names, close = closest_registered(self.client, self.model_name)
         except MlflowException as exc:
             raise _wrap("listing the registered models", exc) from exc
-        hint = f"did you mean {close!r}? " if close else ""
+        hint = closest_hint(self.model_name, close)
         return PromotionError(
             f"no registered model {self.model_name!r} in {redact_uri(self.tracking_uri)} ({hint}"
             f"{len(names)} registered; NER_REGISTERED_MODEL_NAME names it)"

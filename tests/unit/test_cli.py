@@ -337,11 +337,17 @@ def test_status_says_the_model_is_not_registered_instead_of_a_table_of_dashes(
     MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("brand-ner-prod")
     args = ["status", "--set", f"mlflow_tracking_uri={uri}"]
     result = runner.invoke(cli.app, [*args, "--set", f"storage_uri={tmp_path / 'store'}"])
-    # Then status says so, as rollback would, with the closest name
+    # Then status says so, as rollback would, and how dev gets a model: prod's is prod's
+    # own, not a name dev meant (a trial's staging status offered dev's)
     assert result.exit_code == 0, result.output
     said = " ".join(result.stdout.split())
     assert "aliases: none, no registered model 'brand-ner-dev' in sqlite:///" in said
-    assert "(did you mean 'brand-ner-prod'? 1 registered; NER_REGISTERED_MODEL_NAME" in said
+    assert (
+        "(dev has no model yet: train-ner under NER_ENV=dev registers its first version, or "
+        "brandloop promote VERSION --from prod --to dev copies one of 'brand-ner-prod'; "
+        "1 registered; NER_REGISTERED_MODEL_NAME" in said
+    )
+    assert "did you mean" not in said
     assert "@champion" not in said
 
 

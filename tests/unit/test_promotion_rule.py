@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ner.gate import Status, check_not_below_cold_start
-from ner.registry import decide, needs_training
+from ner.registry import closest_hint, decide, needs_training
 
 
 @pytest.mark.parametrize(
@@ -84,3 +84,15 @@ def test_a_first_version_by_hand_may_not_fall_below_the_cold_start() -> None:
     )
     # with a champion, the champion is the bar, not the cold start
     assert decide(0.85, 0.8, 0.7, cold_start=("gaz-1", 0.9)).promote
+
+
+def test_a_missing_model_is_offered_a_close_name_unless_both_are_environments_own() -> None:
+    # a typo of the model's name is offered the name meant
+    assert closest_hint("brand-ner-dve", "brand-ner-dev") == "did you mean 'brand-ner-dev'? "
+    assert closest_hint("my-brands", "my-brand") == "did you mean 'my-brand'? "
+    assert closest_hint("brand-ner-dev", None) == ""
+    # staging's own model missing, dev's there: dev's is no typo; say how staging gets one
+    hint = closest_hint("brand-ner-staging", "brand-ner-dev")
+    assert "did you mean" not in hint
+    assert hint.startswith("staging has no model yet: train-ner under NER_ENV=staging")
+    assert "brandloop promote VERSION --from dev --to staging copies one of 'brand-ner-dev'" in hint
