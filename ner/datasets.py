@@ -371,14 +371,34 @@ def gold_set_history(storage: Storage) -> list[GoldSetEntry]:
         gold = GoldSet.from_dict(record if isinstance(record, dict) else {})
         state = "retired" if record.get("retirement") else "earlier"
         state = "in force" if name == current else state
-        if record.get("revised_from"):
-            origin = f"revises {record['revised_from']}"
-        else:
-            origin = f"replaces {record['replaces']}" if record.get("replaces") else ""
+        origin = _origin(record)
         entries.append(
             GoldSetEntry(name, gold.created_at, len(gold.post_ids), gold.hash, state, origin)
         )
     return sorted(entries, key=lambda e: (e.created_at, e.name))
+
+
+#: what a revision's record lists (:func:`drop_from_gold_set`, :func:`correct_gold_set`,
+#: :func:`reissue_gold_set`) -> the words ``gold-set list`` gives it
+_REVISIONS = (
+    ("dropped_post_ids", "withdrawn"),
+    ("corrected_post_ids", "relabelled"),
+    ("canary_dropped_post_ids", "withdrawn from its canary set"),
+)
+
+
+def _origin(record: Mapping[str, Any]) -> str:
+    """``revises gold-x: 2 withdrawn, 1 relabelled`` (what the revision changed: a revision
+    of the canary set alone keeps the posts and the hash, and read as a copy; trial BO),
+    ``replaces gold-y`` or ``""``."""
+    if not record.get("revised_from"):
+        return f"replaces {record['replaces']}" if record.get("replaces") else ""
+    changes = [
+        f"{len(ids)} {words}"
+        for key, words in _REVISIONS
+        if isinstance(ids := record.get(key), list) and ids
+    ]
+    return f"revises {record['revised_from']}" + (f": {', '.join(changes)}" if changes else "")
 
 
 def pooled_post_ids(storage: Storage) -> set[str]:

@@ -15,6 +15,7 @@ from ner.agreement import AgreementPolicy, Outcome
 from ner.datasets import (
     drop_from_gold_set,
     freeze_gold_set,
+    gold_set_history,
     load_gold_set,
     prepare_splits,
     read_annotations,
@@ -365,6 +366,14 @@ def test_withdrawn_canary_posts_leave_the_canary_set_and_stay_out_of_training(
     # And when the last one goes, the set is empty and says why
     empty = canary.drop_from_canary_set(storage, ["c2"])
     assert empty is not None and empty[0].post_ids == () and "withdrawn" in empty[0].note
+    # And the gold set's history says what each version changed: a canary-only revision has
+    # the same posts and hash as the one it revises, and read as a copy of it (trial BO)
+    assert [(e.name, e.n_posts, e.origin) for e in gold_set_history(storage)] == [
+        ("gold-c", 4, ""),
+        ("gold-c-r2", 4, "revises gold-c: 2 withdrawn from its canary set"),
+        ("gold-c-r3", 3, "revises gold-c-r2: 1 withdrawn"),
+        ("gold-c-r4", 3, "revises gold-c-r3: 1 withdrawn from its canary set"),
+    ]
 
 
 def test_prepare_splits_drops_withdrawn_gold_posts(storage: Storage) -> None:
