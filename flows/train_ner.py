@@ -82,7 +82,7 @@ from ner.registry import (
     run_tags,
 )
 from ner.report import fields_table, first_ids, quantity, value_cell
-from ner.settings import Settings, TrainSettings
+from ner.settings import Settings, TrainSettings, encoder_name
 from ner.storage import Storage
 from ner.tempfiles import owned_temp_dir
 from ner.tokenizer import blank_en, report_unkept
@@ -1002,11 +1002,21 @@ def _recipe_params(settings: Settings, start_from: str) -> dict[str, Any]:
     """The recipe's MLflow params (:meth:`TrainSettings.as_params`) and ``start_from``;
     ``recipe_changed`` names ``base_model`` too when it is not the default (trial AN read
     the demo's knobs as trained on the default's md model)."""
+    if settings.train.recipe == "accurate":  # it starts from its encoder, never a pipeline
+        start_from = trained_base(settings)
     params = {**settings.train.as_params(settings.seed), "start_from": start_from}
     if settings.base_model != default_base_model():
         changed = [k for k in str(params["recipe_changed"]).split(",") if k != "none"]
         params["recipe_changed"] = ",".join(sorted([*changed, "base_model"]))
     return params
+
+
+def trained_base(settings: Settings) -> str:
+    """What a challenger is trained from: the spaCy base model, or under the accurate recipe
+    its encoder (``all-MiniLM-L6-v2``, or the folder name of ``train.accurate_model``)."""
+    if settings.train.recipe == "accurate":
+        return encoder_name(settings.train.accurate_model)
+    return settings.base_model
 
 
 def _brands_digest(settings: Settings) -> str | None:
@@ -1324,7 +1334,7 @@ def _model_card(
             pull_note=splits.pull_note,
         ),
         recipe=Recipe(
-            base_model=settings.base_model,
+            base_model=trained_base(settings),
             name=settings.train.recipe,
             params=params,
             changed=settings.train.changed_knobs(),

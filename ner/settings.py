@@ -217,8 +217,21 @@ class TrainSettings(BaseModel):
     )
     accurate_model: str | None = Field(
         None,
-        description="Folder of the all-MiniLM-L6-v2 weights the accurate recipe starts from; "
-        "default <project root>/.models/all-minilm-l6-v2 (`make install-accurate`).",
+        description="Folder of the encoder weights the accurate recipe starts from (a "
+        "Hugging Face folder with a fast tokenizer); default <project root>/.models/"
+        "all-minilm-l6-v2, all-MiniLM-L6-v2 (`make install-accurate`).",
+    )
+    accurate_length_buckets: bool = Field(
+        False,
+        description="The accurate recipe batches posts of similar length: each epoch's "
+        "shuffled posts are sorted by length in pools of 50 batches, and the batches "
+        "shuffled, so a batch pads fewer word pieces (bench/README.md, 'A larger encoder').",
+    )
+    accurate_bf16: bool = Field(
+        False,
+        description="The accurate recipe trains its forward passes in bfloat16 (torch's CPU "
+        "autocast; faster on CPUs with AMX or AVX512-BF16, slower elsewhere); prediction "
+        "stays float32.",
     )
 
     _parse_label_map = field_validator("label_map", mode="before")(parse_map)
@@ -296,6 +309,9 @@ class TrainSettings(BaseModel):
                 "accurate_threads": self.accurate_threads,
                 "accurate_freeze_embeddings": self.accurate_freeze_embeddings,
                 "accurate_freeze_layers": self.accurate_freeze_layers,
+                "accurate_model": encoder_name(self.accurate_model),
+                "accurate_length_buckets": self.accurate_length_buckets,
+                "accurate_bf16": self.accurate_bf16,
             }
         params: dict[str, Any] = {
             k.split(".")[-1]: v
@@ -1103,6 +1119,13 @@ def settings_mentioning(settings: Settings, match: str) -> list[str]:
     (case-insensitive): what :func:`setting_rows` leaves out when some names match."""
     rows = setting_rows(settings)
     return [r.key for r in rows if not _names(r, match) and match.lower() in r.description.lower()]
+
+
+def encoder_name(folder: str | None) -> str:
+    """The accurate recipe's encoder as a run records it (:func:`ner.transformer.base_name`)."""
+    from ner.transformer import base_name  # settings owns no path of the optional install
+
+    return base_name(folder)
 
 
 def _derived_defaults(settings: Settings) -> dict[str, str]:

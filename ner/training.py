@@ -63,6 +63,7 @@ from ner.rehearsal import DEFAULT_SKIP, hard_negatives
 from ner.settings import TrainSettings
 from ner.tempfiles import owned_temp_dir
 from ner.tokenizer import adapt_tokenizer
+from ner.transformer import base_name
 from ner.transformer_training import Corpus, fine_tune
 from ner.types import Annotation, Rejected
 
@@ -627,7 +628,8 @@ def _train_accurate(
 ) -> TrainResult:
     """:func:`train` with ``recipe.recipe == "accurate"``: the same corpora (dev slice,
     negative sampling, label renaming, ``rehearsed`` posts), a token classifier fine-tuned
-    from all-MiniLM-L6-v2 (:func:`ner.transformer_training.fine_tune`) instead of spaCy's
+    from ``recipe.accurate_model`` (all-MiniLM-L6-v2 by default;
+    :func:`ner.transformer_training.fine_tune`) instead of spaCy's
     ``ner``, then the same label filter and gazetteer. ``hard_negatives`` and
     ``start_from`` do not apply."""
     started = time.perf_counter()
@@ -638,11 +640,12 @@ def _train_accurate(
         corpus = Corpus.from_disk(work / "train.spacy", work / "dev.spacy", spacy.blank("en"))
         nlp = fine_tune(corpus, _trained_labels(labels, recipe.label_map), recipe, seed, curve_file)
         final = _finish(nlp, work / "no-best-checkpoint", recipe, labels, brands)
-        final.meta["brandloop"] = {"start_from": "all-MiniLM-L6-v2", "seed": seed}
+        encoder = base_name(recipe.accurate_model)
+        final.meta["brandloop"] = {"start_from": encoder, "seed": seed}
         final.meta["brandloop"].update(
             label_map=dict(recipe.label_map), recipe="accurate", rehearsed=len(rehearsed)
         )
         result = _save_result(
-            final, output_dir, curve_file, (recipe, labels), started, "all-MiniLM-L6-v2", sizes
+            final, output_dir, curve_file, (recipe, labels), started, encoder, sizes
         )
     return replace(result, rejected=rejected, rehearsed=len(rehearsed))

@@ -344,6 +344,18 @@ def base_dir() -> Path:
     return project_root() / ".models" / "all-minilm-l6-v2"
 
 
+#: The encoder :func:`install_base` unpacks, by its published name
+DEFAULT_BASE = "all-MiniLM-L6-v2"
+
+
+def base_name(folder: str | None = None) -> str:
+    """The encoder in ``folder`` as runs and model metadata name it: ``all-MiniLM-L6-v2``
+    for the default (:func:`base_dir`), else the folder's name (``all-mpnet-base-v2``)."""
+    if folder is None or Path(folder).resolve() == base_dir().resolve():
+        return DEFAULT_BASE
+    return Path(folder).resolve().name
+
+
 def check_installed(folder: str | None = None) -> Path:
     """Fail fast, before a run does any work, when the accurate recipe cannot train here:
     torch or transformers not importable (looked up, not imported) or no base weights in

@@ -13,8 +13,9 @@ mean of the last ``accurate_average`` epochs' weights (checkpoint averaging).
 Knobs (:class:`ner.settings.TrainSettings`): ``accurate_epochs``, ``accurate_learn_rate``,
 ``accurate_average``, ``accurate_freeze_embeddings``, ``accurate_freeze_layers``,
 ``accurate_threads`` (torch threads, 0 = torch's default), ``accurate_model`` (base weights
-folder). Raises :class:`ner.errors.ModelError` when torch is missing (naming
-``make install-accurate``).
+folder), ``accurate_length_buckets`` (batches of posts of similar length, :func:`batches`),
+``accurate_bf16`` (bfloat16 forward passes). Raises :class:`ner.errors.ModelError` when
+torch is missing (naming ``make install-accurate``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,8 @@ WEIGHT_DECAY = 0.01
 #: Label smoothing of the cross-entropy (0: none, the recipe as measured; a module constant
 #: that bench/experiments sets for a run, as :data:`BATCH_SIZE`).
 LABEL_SMOOTHING = 0.0
+#: Batches per pool sorted by length under ``accurate_length_buckets`` (:func:`batches`).
+BUCKET_BATCHES = 50
 
 
 @dataclass(frozen=True)
@@ -102,14 +106,15 @@ def fine_tune(
     optimizer, schedule = _optimizer(model, recipe.accurate_learn_rate, steps)
     order = random.Random(seed)
     step, scores, average = 0, {}, WeightAverage()
+    train_step = partial(_step, bf16=True) if recipe.accurate_bf16 else _step
     for epoch in range(recipe.accurate_epochs):
         started = time.perf_counter()
         docs = list(corpus.train)
         order.shuffle(docs)
         loss = 0.0
         model.train()
-        for start in range(0, len(docs), BATCH_SIZE):
-            loss += _step(tagger, docs[start : start + BATCH_SIZE], optimizer)
+        for batch in batches(docs, BATCH_SIZE, order if recipe.accurate_length_buckets else None):
+            loss += train_step(tagger, batch, optimizer)
             schedule.step()
             step += 1
         scores = nlp.evaluate([Example(nlp.make_doc(d.text), d) for d in corpus.dev])
@@ -200,14 +205,34 @@ def training_batch(tagger: TransformerTagger, docs: Sequence[Doc]) -> tuple[Any,
     return batch, torch.tensor(targets).reshape(-1)
 
 
-def _step(tagger: TransformerTagger, docs: Sequence[Doc], optimizer: Any) -> float:
-    """One optimizer step of ``tagger``'s model on ``docs``; returns the batch's mean
-    cross-entropy."""
+def batches(docs: Sequence[Doc], size: int, buckets: random.Random | None) -> list[list[Doc]]:
+    """``docs`` (shuffled already) cut into batches of ``size``, in order. With ``buckets``
+    (the batch order's random generator), each pool of :data:`BUCKET_BATCHES` batches' posts
+    is sorted by length (spaCy tokens) before it is cut, and the batches are then shuffled:
+    the same number of batches, each padding fewer word pieces (on WNUT-17 train, 41 % of a
+    random batch's pieces are padding, 3 % of a bucketed one's)."""
+    if buckets is None:
+        return [list(docs[i : i + size]) for i in range(0, len(docs), size)]
+    pool = BUCKET_BATCHES * size
+    cut: list[list[Doc]] = []
+    for start in range(0, len(docs), pool):
+        part = sorted(docs[start : start + pool], key=len)
+        cut.extend(part[i : i + size] for i in range(0, len(part), size))
+    buckets.shuffle(cut)
+    return cut
+
+
+def _step(
+    tagger: TransformerTagger, docs: Sequence[Doc], optimizer: Any, *, bf16: bool = False
+) -> float:
+    """One optimizer step of ``tagger``'s model on ``docs`` (the forward pass in bfloat16
+    with ``bf16``: torch's CPU autocast); returns the batch's mean cross-entropy."""
     torch, _ = require_torch()
     batch, targets = training_batch(tagger, docs)
-    logits = tagger.model(**batch).logits
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = tagger.model(**batch).logits
     loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]),
+        logits.float().reshape(-1, logits.shape[-1]),
         targets,
         ignore_index=IGNORE,
         label_smoothing=LABEL_SMOOTHING,

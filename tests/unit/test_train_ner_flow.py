@@ -714,3 +714,15 @@ def test_the_runs_recipe_params_name_the_knobs_and_base_set_away_from_the_defaul
     params = _recipe_params(demo, "base")
     assert params["recipe_changed"] == "base_model,label_map,max_epochs"
     assert params["label_map"] == "none"
+    # the accurate recipe starts from its encoder, whatever the spaCy base: the run and the
+    # card named en_core_web_md, and all-MiniLM-L6-v2 whatever train.accurate_model held
+    from flows.train_ner import trained_base
+
+    accurate = Settings(train={"recipe": "accurate"})  # type: ignore[call-arg]
+    assert _recipe_params(accurate, "base")["start_from"] == "all-MiniLM-L6-v2"
+    larger = Settings(  # type: ignore[call-arg]
+        train={"recipe": "accurate", "accurate_model": "/models/all-mpnet-base-v2"}
+    )
+    params = _recipe_params(larger, "base")
+    assert (params["start_from"], params["accurate_model"]) == ("all-mpnet-base-v2",) * 2
+    assert trained_base(larger) == "all-mpnet-base-v2" and trained_base(demo) == demo.base_model

@@ -3,13 +3,14 @@ pieces <-> spaCy tokens, span decoding, the recipe setting. No torch needed."""
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import spacy
-from spacy.tokens import Span
+from spacy.tokens import Doc, Span
 
 from ner.errors import ConfigError, ModelError, OptionalInstallError
 from ner.inference import unneeded_pipes
@@ -29,6 +30,7 @@ from ner.transformer import (
     tag_names,
     word_tags,
 )
+from ner.transformer_training import batches
 
 TAGS = tag_names(["BRAND"])  # O, B-BRAND, I-BRAND
 
@@ -190,6 +192,46 @@ def test_the_accurate_recipes_params_hold_no_spacy_knob() -> None:
     # The fast recipe's params are the spaCy knobs, not the accurate ones
     fast = TrainSettings().as_params(4)
     assert fast["max_epochs"] == 10 and "accurate_average" not in fast
+
+
+def test_the_accurate_recipes_params_name_its_encoder_and_speed_knobs(tmp_path: Path) -> None:
+    from ner.transformer import base_dir
+
+    # The default folder is named by the encoder's published name, another by its folder's
+    assert TrainSettings(recipe="accurate").as_params(1)["accurate_model"] == "all-MiniLM-L6-v2"
+    shipped = TrainSettings(recipe="accurate", accurate_model=str(base_dir()))
+    assert shipped.as_params(1)["accurate_model"] == "all-MiniLM-L6-v2"
+    other = TrainSettings(recipe="accurate", accurate_model=str(tmp_path / "all-mpnet-base-v2"))
+    params = other.as_params(1)
+    assert params["accurate_model"] == "all-mpnet-base-v2"
+    assert "accurate_model" in params["recipe_changed"].split(",")
+    assert (params["accurate_length_buckets"], params["accurate_bf16"]) == (False, False)
+    fast = TrainSettings(recipe="accurate", accurate_length_buckets=True, accurate_bf16=True)
+    assert set(fast.changed_knobs()) == {"accurate_bf16", "accurate_length_buckets"}
+
+
+def test_length_buckets_keep_every_post_once_in_as_many_batches_of_similar_length() -> None:
+    nlp = spacy.blank("en")
+    rng = random.Random(3)
+    docs = [nlp(" ".join(["w"] * rng.randint(1, 60))) for _ in range(1000)]
+    plain = batches(docs, 16, None)
+    # Without buckets: the posts in their order, cut every 16
+    assert [d for b in plain for d in b] == docs and [len(b) for b in plain[:-1]] == [16] * 62
+    bucketed = batches(docs, 16, random.Random(1))
+    # With buckets: the same posts once each, in as many batches (the last partial batch
+    # of each 800-post pool: one here) ...
+    assert sorted(map(id, (d for b in bucketed for d in b))) == sorted(map(id, docs))
+    assert len(bucketed) == len(plain) == 63
+
+    def padded(cut: list[list[Doc]]) -> int:
+        return sum(max(len(d) for d in b) * len(b) for b in cut)
+
+    # ... each padding far fewer tokens, in an order drawn from the generator given
+    assert padded(bucketed) < 0.8 * padded(plain)
+    assert bucketed != sorted(bucketed, key=lambda b: len(b[0]))
+    assert [list(map(id, b)) for b in batches(docs, 16, random.Random(1))] == [
+        list(map(id, b)) for b in bucketed
+    ]
 
 
 def test_an_unknown_recipe_is_refused() -> None:

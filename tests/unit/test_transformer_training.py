@@ -122,3 +122,25 @@ def test_freezing_more_layers_than_the_base_has_is_refused() -> None:
     model, _ = load_classifier(base_weights(), tag_names(["ORG"]))
     with pytest.raises(ModelError, match="accurate_freeze_layers=7, but the base model has 6"):
         freeze_layers(model, 7)
+
+
+def test_a_bfloat16_step_trains_the_float32_weights_as_a_float32_step_does() -> None:
+    torch, _ = require_torch()
+    doc = spacy.blank("en").make_doc("love my nike shoes")
+    doc.ents = [doc.char_span(8, 12, label="ORG")]
+    losses, moved = [], []
+    for bf16 in (False, True):
+        tagger = _tagger()  # the same head initialisation each time
+        head = tagger.model.classifier.weight.detach().clone()
+        optimizer, _ = _optimizer(tagger.model, 1e-3, steps=1)
+        losses.append(_step(tagger, [doc], optimizer, bf16=bf16))
+        # the weights stay float32 and move
+        assert tagger.model.classifier.weight.dtype == torch.float32
+        moved.append(tagger.model.classifier.weight.detach() - head)
+    # Then the loss is the float32 loss within bfloat16's precision (8 bits of mantissa), and
+    # the head moved the same way
+    assert losses[1] == pytest.approx(losses[0], rel=0.05)
+    assert (
+        float(torch.nn.functional.cosine_similarity(moved[0].flatten(), moved[1].flatten(), 0))
+        > 0.9
+    )
