@@ -294,8 +294,9 @@ def test_isolated_training_streams_each_evaluation_while_it_trains(tmp_path: Pat
     from ner.training import EpochProgress
     from ner.training_worker import train_isolated
 
-    # Given a small labelled set and a recipe that evaluates every 2 steps for 4 epochs
-    texts = [("love my Nike shoes", "Nike"), ("new Glossier balm is great", "Glossier")] * 20
+    # Given a small labelled set and a recipe that evaluates every 2 steps for 4 epochs (of
+    # 120 posts: with 40, the child once trained within one of the parent's polls)
+    texts = [("love my Nike shoes", "Nike"), ("new Glossier balm is great", "Glossier")] * 60
     data = [ann(f"p{i}", text, brand) for i, (text, brand) in enumerate(texts)]
     recipe = TrainSettings(max_epochs=4, eval_frequency=2, checkpoint="last", patience=0)
     seen: list[tuple[EpochProgress, bool]] = []
