@@ -43,6 +43,7 @@ from ner.audit import (
 )
 from ner.errors import PromotionError, RegistryError, mlflow_reason
 from ner.evaluation import beats, below
+from ner.report import quantity
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -94,20 +95,22 @@ def closest_registered(client: MlflowClient, name: str) -> tuple[list[str], str 
     return names, close[0] if close else None
 
 
-def closest_hint(name: str, close: str | None) -> str:
+def closest_hint(name: str, close: str | None, *, copyable: bool = True) -> str:
     """The advice on a missing registered model ``name`` whose closest registered name is
     ``close``: "did you mean …?", unless both are environments' own names
     (``brand-ner-staging`` missing, ``brand-ner-dev`` there), where it says how that
-    environment gets its first version instead (a trial's staging status suggested dev's)."""
+    environment gets its first version instead (a trial's staging status suggested dev's);
+    the copy is offered only when ``close`` has a version (``copyable``)."""
     if close is None:
         return ""
     own, other = environment_named(name), environment_named(close)
     if own is None or other is None or own == other:
         return f"did you mean {close!r}? "
-    return (
-        f"{own} has no model yet: train-ner under NER_ENV={own} registers its first version, "
-        f"or brandloop promote VERSION --from {other} --to {own} copies one of {close!r}; "
-    )
+    first = f"{own} has no model yet: train-ner under NER_ENV={own} registers its first version"
+    if not copyable:
+        return f"{first} ({close!r} has no version to copy either); "
+    copy = f"brandloop promote VERSION --from {other} --to {own} copies one of {close!r}"
+    return f"{first}, or {copy}; "
 
 
 def environment_named(model_name: str) -> str | None:
@@ -538,12 +541,16 @@ class Registry:
                 raise _wrap(f"reading model {self.model_name}", exc) from exc
         try:
             names, close = closest_registered(self.client, self.model_name)
+            empty = close is not None and not self.client.search_model_versions(
+                f"name='{close}'", max_results=1
+            )
         except MlflowException as exc:
             raise _wrap("listing the registered models", exc) from exc
-        hint = closest_hint(self.model_name, close)
+        hint = closest_hint(self.model_name, close, copyable=not empty)
         return PromotionError(
             f"no registered model {self.model_name!r} in {redact_uri(self.tracking_uri)} ({hint}"
-            f"{len(names)} registered; NER_REGISTERED_MODEL_NAME names it)"
+            f"{quantity(len(names), 'registered model')} in this store; "
+            "NER_REGISTERED_MODEL_NAME sets the name)"
         )
 
     def download_model(self, alias_or_version: str, dst: Path) -> Path:

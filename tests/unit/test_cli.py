@@ -342,10 +342,11 @@ def test_status_says_the_model_is_not_registered_instead_of_a_table_of_dashes(
     assert result.exit_code == 0, result.output
     said = " ".join(result.stdout.split())
     assert "aliases: none, no registered model 'brand-ner-dev' in sqlite:///" in said
+    # (prod's has no version, so no copy is offered: a trial was offered one)
     assert (
-        "(dev has no model yet: train-ner under NER_ENV=dev registers its first version, or "
-        "brandloop promote VERSION --from prod --to dev copies one of 'brand-ner-prod'; "
-        "1 registered; NER_REGISTERED_MODEL_NAME" in said
+        "(dev has no model yet: train-ner under NER_ENV=dev registers its first version "
+        "('brand-ner-prod' has no version to copy either); 1 registered model in this store; "
+        "NER_REGISTERED_MODEL_NAME sets the name)" in said
     )
     assert "did you mean" not in said
     assert "@champion" not in said

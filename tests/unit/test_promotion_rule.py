@@ -96,3 +96,6 @@ def test_a_missing_model_is_offered_a_close_name_unless_both_are_environments_ow
     assert "did you mean" not in hint
     assert hint.startswith("staging has no model yet: train-ner under NER_ENV=staging")
     assert "brandloop promote VERSION --from dev --to staging copies one of 'brand-ner-dev'" in hint
+    # and when dev's has no version, no copy is offered
+    empty = closest_hint("brand-ner-staging", "brand-ner-dev", copyable=False)
+    assert "promote" not in empty and "('brand-ner-dev' has no version to copy either)" in empty
