@@ -82,12 +82,13 @@ from ner.registry import (
     run_tags,
 )
 from ner.report import fields_table, first_ids, quantity, value_cell
-from ner.settings import Settings, TrainSettings, encoder_name
+from ner.settings import Settings, TrainSettings
 from ner.storage import Storage
 from ner.tempfiles import owned_temp_dir
 from ner.tokenizer import blank_en, report_unkept
 from ner.training import MIN_TRAIN_POSTS, dev_slice_size, training_fingerprint
 from ner.training_worker import train_isolated
+from ner.transformer import base_name
 from ner.types import Annotation, Rejected
 
 
@@ -1015,7 +1016,7 @@ def trained_base(settings: Settings) -> str:
     """What a challenger is trained from: the spaCy base model, or under the accurate recipe
     its encoder (``all-MiniLM-L6-v2``, or the folder name of ``train.accurate_model``)."""
     if settings.train.recipe == "accurate":
-        return encoder_name(settings.train.accurate_model)
+        return base_name(settings.train.accurate_model)
     return settings.base_model
 
 

@@ -301,6 +301,8 @@ class TrainSettings(BaseModel):
         """Flat values for MLflow params (``max_epochs``, ``seed``, ``label_map`` ...): the
         knobs the chosen recipe uses (the accurate recipe's run shows no spaCy knob)."""
         if self.recipe == "accurate":
+            from ner.transformer import base_name  # settings owns no path of the optional install
+
             return self._shared_params() | {
                 "seed": seed,
                 "accurate_epochs": self.accurate_epochs,
@@ -309,7 +311,7 @@ class TrainSettings(BaseModel):
                 "accurate_threads": self.accurate_threads,
                 "accurate_freeze_embeddings": self.accurate_freeze_embeddings,
                 "accurate_freeze_layers": self.accurate_freeze_layers,
-                "accurate_model": encoder_name(self.accurate_model),
+                "accurate_model": base_name(self.accurate_model),
                 "accurate_length_buckets": self.accurate_length_buckets,
                 "accurate_bf16": self.accurate_bf16,
             }
@@ -1119,13 +1121,6 @@ def settings_mentioning(settings: Settings, match: str) -> list[str]:
     (case-insensitive): what :func:`setting_rows` leaves out when some names match."""
     rows = setting_rows(settings)
     return [r.key for r in rows if not _names(r, match) and match.lower() in r.description.lower()]
-
-
-def encoder_name(folder: str | None) -> str:
-    """The accurate recipe's encoder as a run records it (:func:`ner.transformer.base_name`)."""
-    from ner.transformer import base_name  # settings owns no path of the optional install
-
-    return base_name(folder)
 
 
 def _derived_defaults(settings: Settings) -> dict[str, str]:
