@@ -59,6 +59,9 @@ DEFAULT_KEYWORDS: tuple[str, ...] = (
 #: Forms the environment may use for list and map settings, for error messages.
 LIST_FORM = 'a JSON list or comma-separated values, e.g. a,b or \'["a", "b"]\''
 MAP_FORM = "a JSON object or KEY=VALUE pairs, e.g. ORG=BRAND,PRODUCT=BRAND"
+#: The words pydantic reads as a boolean, any case (pydantic 2 docs, "Standard Library
+#: Types", bool).
+BOOL_FORM = "true/false, yes/no, on/off, 1/0, t/f or y/n"
 
 
 def _json_or(value: Any, opener: str, form: str, plain: Callable[[list[str]], Any]) -> Any:
@@ -1256,4 +1259,6 @@ def _describe(err: Any, overrides: Mapping[str, Any]) -> str:
     shown = err["input"]
     if isinstance(shown, tuple | list) and field in ("keywords", "labels"):
         message += f" (expected {LIST_FORM})"
+    elif err.get("type") in ("bool_parsing", "bool_type"):
+        message += f" (expected {BOOL_FORM})"
     return f"{name}={shown!r}: {message}"

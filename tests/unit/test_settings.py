@@ -78,6 +78,11 @@ def test_an_invalid_override_is_named_by_its_key_not_a_variable(
     assert "train.max_epochs=0: Input should be greater" in message
     assert "keywords item 2 ({}): Input should be" in message
     assert "NER_TRAIN__DROPOUT='2': Input should be less than 1" in message
+    # And a bad boolean says which words are booleans (pydantic's own message does not)
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"train": {"accurate_bf16": "maybe"}})
+    assert "train.accurate_bf16='maybe': Input should be a valid boolean" in str(refused.value)
+    assert "(expected true/false, yes/no, on/off, 1/0, t/f or y/n)" in str(refused.value)
     assert "NER_TRAIN__MAX_EPOCHS" not in message and "NER_KEYWORDS" not in message
     monkeypatch.delenv("NER_TRAIN__DROPOUT")
     with pytest.raises(ConfigError, match=r"settings: max_epochs=0: Input should be greater"):
@@ -165,6 +170,7 @@ def test_map_settings_take_json_or_key_value_pairs(
         ("NER_THRESHOLD", "high", "valid number"),
         ("NER_TRAIN__MAX_EPOCHS", "0", "greater than or equal to 1"),
         ("NER_ENV", "production", "'dev', 'staging' or 'prod'"),
+        ("NER_TRAIN__ACCURATE_BF16", "maybe", "expected true/false, yes/no, on/off, 1/0"),
     ],
 )
 def test_a_bad_variable_is_named_with_its_value_and_the_expected_form(
