@@ -32,6 +32,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -87,6 +88,17 @@ def _pairs(items: list[str]) -> dict[str, str]:
     if any("=" not in item for item in items):
         raise ValueError(f"expected {MAP_FORM}, got {','.join(items)!r}")
     return {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in items)}
+
+
+def parse_bool_or_auto(value: Any) -> bool | str:
+    """A boolean setting that may also be ``auto`` (any case), else :class:`ValueError`
+    naming the accepted words (:data:`BOOL_FORM`)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return TypeAdapter(bool).validate_python(value)
+    except ValidationError:
+        raise ValueError(f"expected {BOOL_FORM}, or auto") from None
 
 
 def parse_map(value: Any) -> Any:
@@ -225,19 +237,20 @@ class TrainSettings(BaseModel):
         "all-minilm-l6-v2, all-MiniLM-L6-v2 (`make install-accurate`).",
     )
     accurate_length_buckets: bool = Field(
-        False,
+        True,
         description="The accurate recipe batches posts of similar length: each epoch's "
         "shuffled posts are sorted by length in pools of 50 batches, and the batches "
-        "shuffled, so a batch pads fewer word pieces (bench/README.md, 'A larger encoder').",
+        "shuffled, so a batch pads fewer word pieces (bench/README.md, 'Two speed knobs').",
     )
-    accurate_bf16: bool = Field(
-        False,
+    accurate_bf16: bool | Literal["auto"] = Field(
+        "auto",
         description="The accurate recipe trains its forward passes in bfloat16 (torch's CPU "
-        "autocast; faster on CPUs with AMX or AVX512-BF16, slower elsewhere); prediction "
-        "stays float32.",
+        "autocast; weights, loss and prediction stay float32): true, false, or auto = on "
+        "where the CPU has AMX or AVX512-BF16 (/proc/cpuinfo), without which it is slower.",
     )
 
     _parse_label_map = field_validator("label_map", mode="before")(parse_map)
+    _parse_bf16 = field_validator("accurate_bf16", mode="before")(parse_bool_or_auto)
 
     @model_validator(mode="after")
     def _average_within_epochs(self) -> TrainSettings:
@@ -304,7 +317,8 @@ class TrainSettings(BaseModel):
         """Flat values for MLflow params (``max_epochs``, ``seed``, ``label_map`` ...): the
         knobs the chosen recipe uses (the accurate recipe's run shows no spaCy knob)."""
         if self.recipe == "accurate":
-            from ner.transformer import base_name  # settings owns no path of the optional install
+            # settings owns no path of the optional install, nor the CPU's features
+            from ner.transformer import base_name, uses_bf16
 
             return self._shared_params() | {
                 "seed": seed,
@@ -316,7 +330,7 @@ class TrainSettings(BaseModel):
                 "accurate_freeze_layers": self.accurate_freeze_layers,
                 "accurate_model": base_name(self.accurate_model),
                 "accurate_length_buckets": self.accurate_length_buckets,
-                "accurate_bf16": self.accurate_bf16,
+                "accurate_bf16": uses_bf16(self.accurate_bf16),  # as this machine runs it
             }
         params: dict[str, Any] = {
             k.split(".")[-1]: v

@@ -356,6 +356,35 @@ def base_name(folder: str | None = None) -> str:
     return Path(folder).resolve().name
 
 
+#: /proc/cpuinfo flags of native bfloat16 arithmetic: Intel AMX and AVX512-BF16 (Linux
+#: kernel, arch/x86/include/asm/cpufeatures.h).
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def uses_bf16(setting: bool | str, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the accurate recipe's training runs its forward passes in bfloat16:
+    ``setting`` (``train.accurate_bf16``) when a boolean; for ``"auto"``, whether this CPU has
+    one of :data:`BF16_CPU_FLAGS` in ``cpuinfo`` (False where that file cannot be read, as
+    on macOS: torch's bfloat16 autocast is slower than float32 without them)."""
+    if isinstance(setting, bool):
+        return setting
+    return bool(_cpu_flags(cpuinfo) & set(BF16_CPU_FLAGS))
+
+
+@cache
+def _cpu_flags(cpuinfo: Path) -> frozenset[str]:
+    """The feature flags of the first CPU listed in ``cpuinfo``; empty when unreadable."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
 def check_installed(folder: str | None = None) -> Path:
     """Fail fast, before a run does any work, when the accurate recipe cannot train here:
     torch or transformers not importable (looked up, not imported) or no base weights in

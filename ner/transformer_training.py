@@ -14,7 +14,8 @@ Knobs (:class:`ner.settings.TrainSettings`): ``accurate_epochs``, ``accurate_lea
 ``accurate_average``, ``accurate_freeze_embeddings``, ``accurate_freeze_layers``,
 ``accurate_threads`` (torch threads, 0 = torch's default), ``accurate_model`` (base weights
 folder), ``accurate_length_buckets`` (batches of posts of similar length, :func:`batches`),
-``accurate_bf16`` (bfloat16 forward passes). Raises :class:`ner.errors.ModelError` when
+``accurate_bf16`` (bfloat16 forward passes: true, false, or ``auto`` = where the CPU has
+native bfloat16, :func:`ner.transformer.uses_bf16`). Raises :class:`ner.errors.ModelError` when
 torch is missing (naming ``make install-accurate``).
 """
 
@@ -48,6 +49,7 @@ from ner.transformer import (
     piece_labels,
     require_torch,
     tag_names,
+    uses_bf16,
     word_tags,
 )
 
@@ -106,7 +108,7 @@ def fine_tune(
     optimizer, schedule = _optimizer(model, recipe.accurate_learn_rate, steps)
     order = random.Random(seed)
     step, scores, average = 0, {}, WeightAverage()
-    train_step = partial(_step, bf16=True) if recipe.accurate_bf16 else _step
+    train_step = partial(_step, bf16=True) if uses_bf16(recipe.accurate_bf16) else _step
     for epoch in range(recipe.accurate_epochs):
         started = time.perf_counter()
         docs = list(corpus.train)

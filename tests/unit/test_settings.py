@@ -80,9 +80,16 @@ def test_an_invalid_override_is_named_by_its_key_not_a_variable(
     assert "NER_TRAIN__DROPOUT='2': Input should be less than 1" in message
     # And a bad boolean says which words are booleans (pydantic's own message does not)
     with pytest.raises(ConfigError) as refused:
+        load_settings({"train": {"accurate_freeze_embeddings": "maybe"}})
+    message = str(refused.value)
+    assert "train.accurate_freeze_embeddings='maybe': Input should be a valid boolean" in message
+    assert "(expected true/false, yes/no, on/off, 1/0, t/f or y/n)" in message
+    # And one that may also be auto says so, in one message rather than one per form
+    with pytest.raises(ConfigError) as refused:
         load_settings({"train": {"accurate_bf16": "maybe"}})
-    assert "train.accurate_bf16='maybe': Input should be a valid boolean" in str(refused.value)
-    assert "(expected true/false, yes/no, on/off, 1/0, t/f or y/n)" in str(refused.value)
+    message = str(refused.value)
+    expected = "train.accurate_bf16='maybe': expected true/false, yes/no, on/off, 1/0, t/f or y/n"
+    assert f"{expected}, or auto" in message and message.count("accurate_bf16") == 1
     assert "NER_TRAIN__MAX_EPOCHS" not in message and "NER_KEYWORDS" not in message
     monkeypatch.delenv("NER_TRAIN__DROPOUT")
     with pytest.raises(ConfigError, match=r"settings: max_epochs=0: Input should be greater"):
@@ -170,6 +177,7 @@ def test_map_settings_take_json_or_key_value_pairs(
         ("NER_THRESHOLD", "high", "valid number"),
         ("NER_TRAIN__MAX_EPOCHS", "0", "greater than or equal to 1"),
         ("NER_ENV", "production", "'dev', 'staging' or 'prod'"),
+        ("NER_TRAIN__ACCURATE_FREEZE_EMBEDDINGS", "maybe", "expected true/false, yes/no, on/off"),
         ("NER_TRAIN__ACCURATE_BF16", "maybe", "expected true/false, yes/no, on/off, 1/0"),
     ],
 )
@@ -518,3 +526,16 @@ def test_a_name_of_another_environment_is_named(clean_env: None) -> None:
     ]
     assert names_of_other_environments(load_settings(env="prod")) == []
     assert names_of_other_environments(load_settings(registered_model_name="brands")) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("auto", "auto"), ("AUTO", "auto"), ("yes", True), ("0", False)]
+)
+def test_bf16_takes_a_boolean_or_auto_from_the_environment(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, value: str, expected: bool | str
+) -> None:
+    monkeypatch.setenv("NER_TRAIN__ACCURATE_BF16", value)
+    assert load_settings().train.accurate_bf16 == expected
+    # unset, the recipe chooses by the CPU (ner.transformer.uses_bf16)
+    monkeypatch.delenv("NER_TRAIN__ACCURATE_BF16")
+    assert load_settings().train.accurate_bf16 == "auto"

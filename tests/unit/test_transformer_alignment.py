@@ -28,6 +28,7 @@ from ner.transformer import (
     piece_labels,
     require_torch,
     tag_names,
+    uses_bf16,
     word_tags,
 )
 from ner.transformer_training import batches
@@ -205,9 +206,33 @@ def test_the_accurate_recipes_params_name_its_encoder_and_speed_knobs(tmp_path: 
     params = other.as_params(1)
     assert params["accurate_model"] == "all-mpnet-base-v2"
     assert "accurate_model" in params["recipe_changed"].split(",")
-    assert (params["accurate_length_buckets"], params["accurate_bf16"]) == (False, False)
-    fast = TrainSettings(recipe="accurate", accurate_length_buckets=True, accurate_bf16=True)
-    assert set(fast.changed_knobs()) == {"accurate_bf16", "accurate_length_buckets"}
+    # The speed knobs are on by default, bfloat16 as this machine runs it (auto: its CPU)
+    assert params["accurate_length_buckets"] is True
+    assert params["accurate_bf16"] is uses_bf16("auto")
+    assert "accurate_bf16" not in params["recipe_changed"].split(",")
+    plain = TrainSettings(recipe="accurate", accurate_length_buckets=False, accurate_bf16=False)
+    assert set(plain.changed_knobs()) == {"accurate_bf16", "accurate_length_buckets"}
+    assert plain.as_params(1)["accurate_bf16"] is False
+
+
+@pytest.mark.parametrize(
+    ("setting", "flags", "expected"),
+    [
+        ("auto", "fpu sse avx512f amx_bf16 amx_tile", True),
+        ("auto", "fpu sse avx512f avx512_bf16", True),
+        ("auto", "fpu sse avx2", False),
+        ("auto", None, False),  # no /proc/cpuinfo (macOS): float32
+        (True, "fpu sse avx2", True),
+        (False, "amx_bf16", False),
+    ],
+)
+def test_bf16_is_used_as_set_or_where_the_cpu_has_native_bfloat16(
+    tmp_path: Path, setting: bool | str, flags: str | None, expected: bool
+) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\n")
+    assert uses_bf16(setting, cpuinfo) is expected
 
 
 def test_length_buckets_keep_every_post_once_in_as_many_batches_of_similar_length() -> None:
