@@ -85,8 +85,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # if seeds 1-3 are not lower than the shipped recipe beyond its half range on WNUT-17
     # dev, mean >= 0.429, nor on the beauty gold with the brand list, >= 0.657)
     "accurate-fast": {"accurate_length_buckets": True, "accurate_bf16": True},
-    # the recipe as shipped until session 48, when accurate-fast passed its rule and the two
-    # knobs became its defaults (rows of "accurate" before 2026-12-06 23:00 are this recipe)
+    # the shipped recipe with both knobs named off: the same as "accurate", except during
+    # session 48's one commit (8d2881f) that turned them on by default
     "accurate-plain": {"accurate_length_buckets": False, "accurate_bf16": False},
     # session 48: all-mpnet-base-v2 with its head at 10x the rate (1e-3), the body at 1e-4, and
     # both knobs: a fresh head that fits fast should end the epochs of "everything is O"

@@ -536,6 +536,6 @@ def test_bf16_takes_a_boolean_or_auto_from_the_environment(
 ) -> None:
     monkeypatch.setenv("NER_TRAIN__ACCURATE_BF16", value)
     assert load_settings().train.accurate_bf16 == expected
-    # unset, the recipe chooses by the CPU (ner.transformer.uses_bf16)
+    # unset, float32 (the shipped recipe)
     monkeypatch.delenv("NER_TRAIN__ACCURATE_BF16")
-    assert load_settings().train.accurate_bf16 == "auto"
+    assert load_settings().train.accurate_bf16 is False
