@@ -238,17 +238,19 @@ class TrainSettings(BaseModel):
     )
     accurate_length_buckets: bool = Field(
         False,
-        description="The accurate recipe batches posts of similar length: each epoch's "
-        "shuffled posts are sorted by length in pools of 50 batches, and the batches "
-        "shuffled, so a batch pads fewer word pieces (bench/README.md, 'Two speed knobs').",
+        description="true: the accurate recipe batches posts of similar length (each "
+        "epoch's shuffled posts sorted by length in pools of 50 batches, the batches "
+        "shuffled), so a batch pads fewer word pieces. Off by default: with accurate_bf16, "
+        "2x faster training for about 0.01 less WNUT-17 dev F1 (bench/README.md, 'The two "
+        "speed knobs tried as defaults').",
     )
     accurate_bf16: bool | Literal["auto"] = Field(
         False,
         description="The accurate recipe trains its forward passes in bfloat16 (torch's CPU "
         "autocast; weights, loss and prediction stay float32): true, false, or auto = on "
         "where the CPU has AMX or AVX512-BF16 (/proc/cpuinfo), without which it is slower. "
-        "With accurate_length_buckets, 2x faster training for about 0.01 less WNUT-17 dev F1 "
-        "(bench/README.md, 'Two speed knobs').",
+        "Off by default: with accurate_length_buckets, 2x faster training for about 0.01 "
+        "less WNUT-17 dev F1 (bench/README.md, 'The two speed knobs tried as defaults').",
     )
 
     _parse_label_map = field_validator("label_map", mode="before")(parse_map)
@@ -1120,6 +1122,7 @@ def setting_rows(settings: Settings, match: str = "") -> list[SettingRow]:
         if name == "train":
             for knob, knob_info in TrainSettings.model_fields.items():
                 value = _shown(dump["train"][knob], derived.get(f"train.{knob}"))
+                value += _auto_here(knob, dump["train"][knob])
                 rows.append(_row(("train", knob), value, knob_info.description))
             continue
         if name in SECRET_FIELDS:
@@ -1129,6 +1132,16 @@ def setting_rows(settings: Settings, match: str = "") -> list[SettingRow]:
         rows.append(_row((name,), value, info.description))
     named = [r for r in rows if _names(r, match)]
     return named or [r for r in rows if match.lower() in r.description.lower()]
+
+
+def _auto_here(knob: str, value: Any) -> str:
+    """What an ``auto`` knob resolves to on this machine, for the listing: ``' (bfloat16
+    on this CPU)'``; empty for any other knob or value."""
+    if knob != "accurate_bf16" or value != "auto":
+        return ""
+    from ner.transformer import uses_bf16  # settings owns no fact of the machine
+
+    return f" ({'bfloat16' if uses_bf16('auto') else 'float32'} on this CPU)"
 
 
 def _names(row: SettingRow, match: str) -> bool:
@@ -1275,6 +1288,6 @@ def _describe(err: Any, overrides: Mapping[str, Any]) -> str:
     shown = err["input"]
     if isinstance(shown, tuple | list) and field in ("keywords", "labels"):
         message += f" (expected {LIST_FORM})"
-    elif err.get("type") in ("bool_parsing", "bool_type"):
-        message += f" (expected {BOOL_FORM})"
+    elif err.get("type") in ("bool_parsing", "bool_type"):  # as parse_bool_or_auto says it
+        message = f"expected {BOOL_FORM}"
     return f"{name}={shown!r}: {message}"

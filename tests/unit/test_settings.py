@@ -82,8 +82,10 @@ def test_an_invalid_override_is_named_by_its_key_not_a_variable(
     with pytest.raises(ConfigError) as refused:
         load_settings({"train": {"accurate_freeze_embeddings": "maybe"}})
     message = str(refused.value)
-    assert "train.accurate_freeze_embeddings='maybe': Input should be a valid boolean" in message
-    assert "(expected true/false, yes/no, on/off, 1/0, t/f or y/n)" in message
+    assert (
+        "train.accurate_freeze_embeddings='maybe': expected true/false, yes/no, on/off, 1/0, "
+        "t/f or y/n" in message
+    )
     # And one that may also be auto says so, in one message rather than one per form
     with pytest.raises(ConfigError) as refused:
         load_settings({"train": {"accurate_bf16": "maybe"}})
@@ -539,3 +541,15 @@ def test_bf16_takes_a_boolean_or_auto_from_the_environment(
     # unset, float32 (the shipped recipe)
     monkeypatch.delenv("NER_TRAIN__ACCURATE_BF16")
     assert load_settings().train.accurate_bf16 is False
+
+
+def test_settings_lists_what_auto_bfloat16_means_on_this_cpu(clean_env: None) -> None:
+    from ner.settings import setting_rows
+    from ner.transformer import uses_bf16
+
+    here = "bfloat16" if uses_bf16("auto") else "float32"
+    settings = load_settings({"train": {"accurate_bf16": "auto"}})
+    (row,) = [r for r in setting_rows(settings) if r.key == "train.accurate_bf16"]
+    assert row.value == f'"auto" ({here} on this CPU)'
+    (row,) = [r for r in setting_rows(load_settings()) if r.key == "train.accurate_bf16"]
+    assert row.value == "false"
