@@ -1122,7 +1122,6 @@ def setting_rows(settings: Settings, match: str = "") -> list[SettingRow]:
         if name == "train":
             for knob, knob_info in TrainSettings.model_fields.items():
                 value = _shown(dump["train"][knob], derived.get(f"train.{knob}"))
-                value += _auto_here(knob, dump["train"][knob])
                 rows.append(_row(("train", knob), value, knob_info.description))
             continue
         if name in SECRET_FIELDS:
@@ -1132,16 +1131,6 @@ def setting_rows(settings: Settings, match: str = "") -> list[SettingRow]:
         rows.append(_row((name,), value, info.description))
     named = [r for r in rows if _names(r, match)]
     return named or [r for r in rows if match.lower() in r.description.lower()]
-
-
-def _auto_here(knob: str, value: Any) -> str:
-    """What an ``auto`` knob resolves to on this machine, for the listing: ``' (bfloat16
-    on this CPU)'``; empty for any other knob or value."""
-    if knob != "accurate_bf16" or value != "auto":
-        return ""
-    from ner.transformer import uses_bf16  # settings owns no fact of the machine
-
-    return f" ({'bfloat16' if uses_bf16('auto') else 'float32'} on this CPU)"
 
 
 def _names(row: SettingRow, match: str) -> bool:
@@ -1156,12 +1145,14 @@ def settings_mentioning(settings: Settings, match: str) -> list[str]:
 
 
 def _derived_defaults(settings: Settings) -> dict[str, str]:
-    """What an unset setting resolves to, by ``--set`` key, where it is derived."""
-    from ner.transformer import base_dir  # settings owns no path of the optional install
+    """What an unset or ``auto`` setting resolves to, by ``--set`` key, where it is derived."""
+    # settings owns no path of the optional install, nor the CPU's features
+    from ner.transformer import base_dir, uses_bf16
 
     return {
         "label_studio_project": settings.project_title,
         "train.accurate_model": str(base_dir()),
+        "train.accurate_bf16": f"{'bfloat16' if uses_bf16('auto') else 'float32'} on this CPU",
     }
 
 
@@ -1178,7 +1169,10 @@ def redact_uri(uri: str) -> str:
 
 def _shown(value: Any, derived: str | None) -> str:
     """A value as ``settings`` lists it: JSON (a URI's password masked); an unset one as
-    ``not set``, with what it resolves to when that is derived (``not set (brandloop-dev)``)."""
+    ``not set``, with what it resolves to when that is derived (``not set (brandloop-dev)``),
+    and ``auto`` the same way (``"auto" (bfloat16 on this CPU)``)."""
+    if value == "auto" and derived:
+        return f'"auto" ({derived})'
     if isinstance(value, str):
         return json.dumps(redact_uri(value))
     if value is not None:

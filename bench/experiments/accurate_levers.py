@@ -94,9 +94,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "accurate_length_buckets": True,
         "accurate_bf16": True,
     },
-    # the shipped recipe with both knobs named off: the same as "accurate", except during
-    # session 48's one commit (8d2881f) that turned them on by default
-    "accurate-plain": {"accurate_length_buckets": False, "accurate_bf16": False},
     # session 48: all-mpnet-base-v2 with its head at 10x the rate (1e-3), the body at 1e-4, and
     # both knobs: a fresh head that fits fast should end the epochs of "everything is O"
     # that accurate-mpnet's seed 2 spent (rule of accurate-mpnet: mean > 0.454)
