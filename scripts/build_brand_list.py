@@ -9,9 +9,11 @@ Reads, from ``DATA_DIR/gazetteers``:
   index itself treats as the same brand);
 * ``pudding_foundation_names/allShades.csv`` (The Pudding, MIT): the ``brand`` column;
 
-and, from this folder, ``well_known_brands.txt`` (written by this project: mainstream beauty,
-hair and fragrance brands the two sources lack, such as Glossier, CeraVe and Laneige). It
-writes two UTF-8 files, one name a line, sorted by ``(casefold, name)``:
+and, from this folder, two lists written by this project: ``well_known_brands.txt``
+(mainstream beauty, hair and fragrance brands the two sources lack, such as Glossier, CeraVe
+and Laneige) and ``mainstream_brands.txt`` (well-known consumer brands outside beauty:
+phones, apps, drinks, restaurants, shops, clothes, cars). It writes two UTF-8 files, one
+name a line, sorted by ``(casefold, name)``:
 
 * ``brands.txt``: matched case-insensitively by the cold-start gazetteer; no two lines are
   equal after ``casefold()``;
@@ -52,8 +54,9 @@ DEFAULT_OUT_DIR = PROJECT_ROOT / "ner" / "resources"
 
 NSI_DIR = Path("gazetteers") / "name_suggestion_index"
 PUDDING_CSV = Path("gazetteers") / "pudding_foundation_names" / "allShades.csv"
-#: The project's own list, read from the repository (not from ``DATA_DIR``).
+#: The project's own lists, read from the repository (not from ``DATA_DIR``).
 WRITTEN_LIST = Path(__file__).resolve().parent / "well_known_brands.txt"
+MAINSTREAM_LIST = Path(__file__).resolve().parent / "mainstream_brands.txt"
 
 #: Name tags of a name-suggestion-index item that spell the brand (``operator`` and the
 #: non-English scripts' ``:xx`` forms other than ``:en`` are left out on purpose).
@@ -187,6 +190,47 @@ CASE_SENSITIVE: dict[str, tuple[str, ...]] = {
     "the perfume shop": ("The Perfume Shop",),
     "voulez-vous": ("Voulez-Vous",),
     "wells": ("Wells",),
+    # from mainstream_brands.txt: the brand capitalised; lower-cased, the word, the fruit, the
+    # slang ("uber cute", "got some intel", "snickers", "cheerio") or the phrase ("best buy").
+    "amazon": ("Amazon",),
+    "american eagle": ("American Eagle",),
+    "amd": ("AMD",),
+    "apple": ("Apple",),
+    "best buy": ("Best Buy",),
+    "bing": ("Bing",),
+    "blackberry": ("BlackBerry",),
+    "canon": ("Canon",),
+    "cheerios": ("Cheerios",),
+    "chipotle": ("Chipotle",),
+    "chrome": ("Chrome",),
+    "coke": ("Coke",),
+    "converse": ("Converse",),
+    "crocs": ("Crocs",),
+    "discord": ("Discord",),
+    "forever 21": ("Forever 21",),
+    "hot wheels": ("Hot Wheels",),
+    "intel": ("Intel",),
+    "kindle": ("Kindle",),
+    "lg": ("LG",),
+    "marvel": ("Marvel",),
+    "nerf": ("Nerf", "NERF"),
+    "new balance": ("New Balance",),
+    "old navy": ("Old Navy",),
+    "pampers": ("Pampers",),
+    "puma": ("Puma", "PUMA"),
+    "snickers": ("Snickers",),
+    "sprite": ("Sprite",),
+    "subway": ("Subway",),
+    "target": ("Target",),
+    "tesla": ("Tesla",),
+    "the north face": ("The North Face", "North Face"),
+    "twitch": ("Twitch",),
+    "uber": ("Uber",),
+    "ups": ("UPS",),
+    "vans": ("Vans", "VANS"),
+    "whole foods": ("Whole Foods",),
+    "windows": ("Windows",),
+    "yahoo": ("Yahoo", "Yahoo!"),
 }
 
 MIN_LENGTH = 2
@@ -348,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             *nsi_names(data_dir / NSI_DIR),
             *pudding_names(data_dir / PUDDING_CSV),
             *written_names(WRITTEN_LIST),
+            *written_names(MAINSTREAM_LIST),
         ]
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
