@@ -35,6 +35,7 @@ from bench.quality import (
     load_sets,
     predict_speed,
     train_run,
+    wnut_threshold,
 )
 from bench.support import PROJECT_ROOT
 
@@ -60,7 +61,7 @@ def measure(ctx: Context, seeds: Sequence[int]) -> dict[str, Any]:
     sets = load_sets(ctx.quick)
     state: dict[str, Any] = {"seeds": list(seeds), "baselines": baselines(sets), "runs": []}
     warm_up_prefect()
-    recipe = accurate_recipe()
+    recipe = accurate_recipe(wnut_threshold(sets))
     runs = [train_run(ctx, sets, recipe, seeds[0])]
     state["runs"].append(_record(runs[0]))
     _dump(results, state)

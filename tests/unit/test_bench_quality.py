@@ -10,7 +10,8 @@ import pytest
 from apps.cli import DEMO_RECIPE
 from bench.quality import (
     SET_TITLES,
-    WNUT_THRESHOLD,
+    WNUT_THRESHOLD_FLOOR,
+    WNUT_THRESHOLD_MARGIN,
     Recipe,
     Spread,
     TrainedRun,
@@ -90,11 +91,31 @@ def test_flow_overrides_keep_the_recipe_and_set_only_seed_data_and_threshold() -
 
 
 def test_the_demo_champion_is_trained_with_the_demo_recipe_and_scored_across_domains() -> None:
-    wnut, demo = recipes()
+    wnut, demo = recipes(0.28)
     assert dict(demo.overrides) == DEMO_RECIPE and demo.threshold is None
     assert demo.evaluation == ("beauty_held", "wnut_dev")
-    assert wnut.overrides == {} and wnut.threshold == WNUT_THRESHOLD
+    assert wnut.overrides == {} and wnut.threshold == 0.28
     assert set(wnut.evaluation) | set(demo.evaluation) <= set(SET_TITLES)
+
+
+def test_the_wnut_threshold_sits_just_above_what_the_brand_list_alone_scores() -> None:
+    from bench.quality import Sets, wnut_threshold
+    from ner.types import Annotation, Span
+
+    # Given WNUT-like gold posts: two brands the shipped list knows, one it does not
+    def post(i: int, text: str, brand: str) -> Annotation:
+        start = text.index(brand)
+        spans = (Span(start, start + len(brand), "BRAND", brand),)
+        return Annotation(post_id=f"p{i}", text=text, spans=spans)
+
+    found = [post(1, "my new iPhone died", "iPhone"), post(2, "coffee at Starbucks", "Starbucks")]
+    missed = post(3, "love my Zorblax blender", "Zorblax")
+    # When the threshold is set from the list alone's F1 on them (P 1, R 2/3: F1 0.8)
+    both = Sets([], [*found, missed], [], [], [])
+    unknown = Sets([], [missed], [], [], [])
+    # Then it is that F1 plus the margin, and never under the floor when the list finds none
+    assert wnut_threshold(both) == pytest.approx(0.8 + WNUT_THRESHOLD_MARGIN)
+    assert wnut_threshold(unknown) == WNUT_THRESHOLD_FLOOR
 
 
 def test_the_baseline_is_the_best_pretrained_pipeline_not_the_gazetteer() -> None:
@@ -162,9 +183,10 @@ def test_flow_and_cost_rows_fail_on_a_different_model_or_slow_training() -> None
     # Given runs whose flow scored the same model as the reload, but one that did not
     same = replace(trained("wnut", 1, wnut_dev=scores(0.2)), flow_f1=0.2)
     other = replace(trained("demo", 1, beauty_held=scores(0.8)), flow_f1=0.7)
-    champion, identical = flow_rows([same], [same])
+    champion, identical = flow_rows([same], [same], 0.28)
     assert champion.met is True and identical.met is True
-    assert flow_rows([same], [same, other])[1].met is False
+    assert champion.baseline.startswith("threshold 0.28, cold-start champion F1")
+    assert flow_rows([same], [same, other], 0.28)[1].met is False
 
     # And a 1,000-label run that trained for 150 s, a model predicting 140 posts per CPU s
     slow = replace(same, train_seconds=150.0, n_train=1000)
@@ -182,9 +204,9 @@ def test_accurate_rows_hold_the_accurate_targets() -> None:
     from bench.quality import ACCURATE_ROW, accurate_recipe, accurate_rows
 
     # Given the accurate recipe: WNUT-17 train with train.recipe=accurate, scored as WNUT
-    recipe = accurate_recipe()
+    recipe = accurate_recipe(0.28)
     assert recipe.overrides == {"train": {"recipe": "accurate"}}
-    assert (recipe.train, recipe.gold, recipe.threshold) == ("wnut_train", "wnut_dev", 0.1)
+    assert (recipe.train, recipe.gold, recipe.threshold) == ("wnut_train", "wnut_dev", 0.28)
     # And three seeds around 0.46 on dev, a 1,000-label run of 310 s
     runs = [
         trained("accurate", seed, wnut_dev=scores(f1), beauty_all=scores(0.6))

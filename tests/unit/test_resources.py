@@ -166,6 +166,36 @@ def test_gazetteer_finds_the_added_brands_in_a_post() -> None:
     assert [ent.text for ent in doc.ents] == ["cerave", "e.l.f.", "ELF", "Dove", "Glossier"]
 
 
+def test_consumer_brands_outside_beauty_are_listed_words_only_as_written(
+    brands: list[str], exact_brands: list[str]
+) -> None:
+    # given brands of other sectors (scripts/mainstream_brands.txt), some of them also words
+    anywhere = ["iPhone", "YouTube", "Starbucks", "Nike", "Toyota", "PlayStation", "Coca-Cola"]
+    as_written = ["Apple", "Target", "Windows", "Coke", "Uber", "Subway", "Tesla", "Intel"]
+    left_out = ["guess", "coach", "shell", "ford", "dell", "zara", "wendy's"]
+    # when the shipped lists are read
+    known = {name.casefold() for name in brands}
+    # then the first are matched in any case, the words only as written, the rest not at all
+    assert not [name for name in anywhere if name.casefold() not in known]
+    assert set(as_written) <= set(exact_brands)
+    assert not known & {name.casefold() for name in as_written}
+    everywhere = known | {name.casefold() for name in exact_brands}
+    assert not everywhere & set(left_out)
+
+
+def test_gazetteer_tells_a_brand_from_the_word_in_a_post_of_another_topic() -> None:
+    # given the cold-start gazetteer over the shipped lists
+    from ner.models import build_gazetteer
+
+    nlp = build_gazetteer().nlp
+    # when it reads posts naming phone, drink and car brands, and the same words as words
+    doc = nlp("got the new iphone at Target, then an apple and a coke at the subway station")
+    cars = nlp("Uber to the Tesla dealer, uber cute; Guess who bought Nike Air Max")
+    # then only the brands are found
+    assert [ent.text for ent in doc.ents] == ["iphone", "Target"]
+    assert [ent.text for ent in cars.ents] == ["Uber", "Tesla", "Nike"]
+
+
 def test_brand_list_build_reproduces_the_shipped_files(shared_data: Path, tmp_path: Path) -> None:
     # given the shared gazetteer data
     # when the build script runs into an empty folder
