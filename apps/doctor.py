@@ -282,19 +282,22 @@ def check_base_model(settings: Settings) -> Check:
 
 def check_brand_list(settings: Settings) -> Check:
     """The brand list the cold start and trained models use: the shipped one, or the team's
-    files read as a run reads them (:meth:`ner.models.BrandList.from_files`)."""
+    files read as a run reads them (:func:`ner.models.configured_brands`), with its size."""
     from ner.errors import BrandListError
-    from ner.models import BrandList
+    from ner.models import BrandList, configured_brands
 
     try:
-        own = BrandList.from_files(settings.brand_list, settings.brand_list_exact_case)
+        own = configured_brands(settings)
     except BrandListError as exc:
-        fix = "fix NER_BRAND_LIST / NER_BRAND_LIST_EXACT_CASE"
+        fix = "fix NER_BRAND_LIST / NER_BRAND_LIST_EXACT_CASE / NER_BRAND_LIST_EXTRA"
         return Check("brand list", CheckStatus.FAIL, str(exc), fix)
-    if own is None:
-        return Check("brand list", CheckStatus.OK, "the shipped lists")
-    detail = f"{len(own.names)} names in any case, {len(own.exact_case)} only as written"
-    return Check("brand list", CheckStatus.OK, detail)
+    brands = own or BrandList.shipped()
+    size = f"{len(brands.names)} names in any case, {len(brands.exact_case)} only as written"
+    mine = settings.brand_list is not None or settings.brand_list_exact_case is not None
+    source = "your lists" if mine else "the shipped lists"
+    if settings.brand_list_extra is not None:
+        source += f" and {settings.brand_list_extra}"
+    return Check("brand list", CheckStatus.OK, f"{source}: {size}")
 
 
 def check_recipe(settings: Settings) -> Check:

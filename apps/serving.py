@@ -74,9 +74,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ner.errors import BrandloopError, ConfigError, ModelError, NotPromotedYetError
 from ner.inference import predict_texts
 from ner.models import (
-    BrandList,
     LoadedModel,
     RegistryRef,
+    configured_brands,
     load_model,
     pinned_ref,
     registry_ref,
@@ -797,7 +797,7 @@ def model_holder(
             base_model=settings.base_model,
             label_map=settings.base_label_map,
             tracking_uri=tracking_uri,
-            brands=BrandList.from_files(settings.brand_list, settings.brand_list_exact_case),
+            brands=configured_brands(settings),
         )
 
     def default_resolver(spec: str) -> RegistryRef | None:  # an alias, else a pinned version

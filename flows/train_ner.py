@@ -71,7 +71,7 @@ from ner.modelcard import (
     TrainingData,
     render_model_card,
 )
-from ner.models import BrandList, gazetteer_version
+from ner.models import configured_brands, gazetteer_version
 from ner.registry import (
     CHALLENGER,
     CHAMPION,
@@ -969,13 +969,14 @@ def train_challenger(
         ),
         unlabelled=unlabelled,
         rehearsal=rehearsed.annotations if rehearsed else (),
-        brands=BrandList.from_files(settings.brand_list, settings.brand_list_exact_case),
+        brands=configured_brands(settings),
     )
     params = _recipe_params(settings, start_from)
     digest = _brands_digest(settings)
-    if digest is not None:  # the team's own list: its files and digest (the shipped: none)
+    if digest is not None:  # the team's own list or additions: files and digest (shipped: none)
         params["brand_list"] = str(settings.brand_list or "-")
         params["brand_list_exact_case"] = str(settings.brand_list_exact_case or "-")
+        params["brand_list_extra"] = str(settings.brand_list_extra or "-")
         params["brand_list_digest"] = digest
     if rehearsed:
         unread = len({r.record_id for r in rehearsed.rejected})
@@ -1023,7 +1024,7 @@ def trained_base(settings: Settings) -> str:
 def _brands_digest(settings: Settings) -> str | None:
     """A digest of the team's own brand list (None for the shipped lists): a model trained
     with another list is another model."""
-    brands = BrandList.from_files(settings.brand_list, settings.brand_list_exact_case)
+    brands = configured_brands(settings)
     return None if brands is None else gazetteer_version(brands.names, brands.exact_case)
 
 

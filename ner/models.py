@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import spacy
 from spacy.language import Language
@@ -37,6 +37,9 @@ from ner.errors import (
     mlflow_reason,
 )
 from ner.report import quantity
+
+if TYPE_CHECKING:
+    from ner.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +91,34 @@ class BrandList:
         return cls(brand_list(), case_sensitive_brands())
 
     @classmethod
-    def from_files(cls, path: Path | None, exact_case: Path | None = None) -> BrandList | None:
+    def from_files(
+        cls, path: Path | None, exact_case: Path | None = None, extra: Path | None = None
+    ) -> BrandList | None:
         """A team's own lists (``NER_BRAND_LIST``, ``NER_BRAND_LIST_EXACT_CASE``; either alone
-        is the whole list): text files, one name per line, ``#`` comments; None for neither
-        (the shipped lists serve). Raises :class:`BrandListError` naming a file that cannot be
-        read, the files when they hold no name, or the names both files hold (in any case):
-        matched in any case, the exact-case entry would be lost in silence (trial BE's
-        ``Beats`` tagged "my heart beats")."""
+        is the whole list), plus ``extra`` (``NER_BRAND_LIST_EXTRA``: names added, in any
+        case, to those or to the shipped lists): text files, one name per line, ``#``
+        comments; None for none of them (the shipped lists serve). Raises
+        :class:`BrandListError` naming a file that cannot be read, the files when they hold
+        no name, or the names both lists hold (in any case): matched in any case, the
+        exact-case entry would be lost in silence (trial BE's ``Beats`` tagged "my heart
+        beats")."""
+        own = cls._own(path, exact_case)
+        if extra is None:
+            return own
+        return (own or cls.shipped()).plus(_file_lines(extra), extra)
+
+    def plus(self, names: Sequence[str], source: Path) -> BrandList:
+        """This list with ``names`` (read from ``source``) matched in any case too; a name
+        it already matches in any case is not repeated. :class:`BrandListError` when
+        ``names`` is empty."""
+        if not names:
+            raise BrandListError(f"brand list {source} holds no name (one per line)")
+        known = {name.lower() for name in self.names}
+        added = dict.fromkeys(name for name in names if name.lower() not in known)
+        return BrandList((*self.names, *added), self.exact_case)
+
+    @classmethod
+    def _own(cls, path: Path | None, exact_case: Path | None) -> BrandList | None:
         if path is None and exact_case is None:
             return None
         names = _file_lines(path) if path is not None else ()
@@ -110,6 +134,15 @@ class BrandList:
                 f"case) and {exact_case} (only as written): {shown}; keep each in one file"
             )
         return cls(names, exact)
+
+
+def configured_brands(settings: Settings) -> BrandList | None:
+    """The brand list ``settings`` choose (:meth:`BrandList.from_files` of
+    ``brand_list``, ``brand_list_exact_case`` and ``brand_list_extra``); None: the shipped
+    lists."""
+    return BrandList.from_files(
+        settings.brand_list, settings.brand_list_exact_case, settings.brand_list_extra
+    )
 
 
 def _file_lines(path: Path) -> tuple[str, ...]:

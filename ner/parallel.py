@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from ner import layout
 from ner.errors import ModelError, StorageError
 from ner.inference import OnProgress, PredictionProgress, predict_to_storage
-from ner.models import BrandList, LoadedModel, load_model
+from ner.models import BrandList, LoadedModel, configured_brands, load_model
 from ner.records import count_lines
 from ner.storage import Storage
 
@@ -130,7 +130,7 @@ class ModelRef:
             base_model=settings.base_model,
             label_map=settings.base_label_map,
             tracking_uri=settings.mlflow_tracking_uri,
-            brands=BrandList.from_files(settings.brand_list, settings.brand_list_exact_case),
+            brands=configured_brands(settings),
         )
 
     def load(self) -> LoadedModel:

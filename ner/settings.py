@@ -574,6 +574,12 @@ class Settings(BaseSettings):
         "Dove, Boots, MAC), one per line, none also in brand_list; with brand_list or alone, "
         "it replaces the shipped lists. Empty: unset.",
     )
+    brand_list_extra: Path | None = Field(
+        None,
+        description="Names added to the list in use (the shipped lists, or brand_list and "
+        "brand_list_exact_case), matched in any case: a text file, one name per line "
+        "(# comments). Empty: unset.",
+    )
     batch_size: int = Field(256, ge=1, description="Posts per nlp.pipe batch when predicting.")
     n_process: int = Field(
         1, ge=1, description="Processes the apply flow predicts with (its default `workers`)."
@@ -787,14 +793,14 @@ class Settings(BaseSettings):
             filled["serve_model"] = f"models:/{filled['registered_model_name']}@champion"
         return filled
 
-    @field_validator("brand_list", "brand_list_exact_case", mode="before")
+    @field_validator("brand_list", "brand_list_exact_case", "brand_list_extra", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         """An empty value is no file: unset, so the shipped lists serve (``Path("")`` is
         ".", which a trial's ``--set brand_list=`` was told "is not a file")."""
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("brand_list", "brand_list_exact_case")
+    @field_validator("brand_list", "brand_list_exact_case", "brand_list_extra")
     @classmethod
     def _existing_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():

@@ -111,8 +111,55 @@ def test_a_name_in_both_lists_is_named_not_matched_in_any_case(tmp_path: Path) -
     assert "keep each in one file" in check.detail
     exact.write_text("On\n", encoding="utf-8")
     fine = check_brand_list(load_settings(brand_list=str(names), brand_list_exact_case=str(exact)))
-    assert (fine.status, fine.detail) == (CheckStatus.OK, "3 names in any case, 1 only as written")
-    assert check_brand_list(load_settings()).detail == "the shipped lists"
+    said = "your lists: 3 names in any case, 1 only as written"
+    assert (fine.status, fine.detail) == (CheckStatus.OK, said)
+    shipped = BrandList.shipped()
+    said = f"the shipped lists: {len(shipped.names)} names in any case, "
+    assert (
+        check_brand_list(load_settings()).detail
+        == f"{said}{len(shipped.exact_case)} only as written"
+    )
+
+
+def test_names_added_to_the_shipped_lists_keep_them_and_are_matched_in_any_case(
+    tmp_path: Path,
+) -> None:
+    # Given a file of two names the shipped lists lack, one already there, and one the
+    # shipped lists match only as written (trial BS copied both shipped files to add two)
+    extra = tmp_path / "extra.txt"
+    extra.write_text("# ours\nLumiora\nAldi\nglossier\nLumiora\nAlbumin\n", encoding="utf-8")
+    shipped = BrandList.shipped()
+    assert "glossier" in {n.lower() for n in shipped.names} and "Boots" in shipped.exact_case
+    # When the settings add it (NER_BRAND_LIST_EXTRA)
+    settings = load_settings(brand_list_extra=str(extra))
+    from ner.models import configured_brands
+
+    brands = configured_brands(settings)
+    # Then the shipped lists stay whole, and the new names are added once each
+    assert brands is not None and brands.exact_case == shipped.exact_case
+    assert brands.names == (*shipped.names, "Lumiora", "Aldi", "Albumin")
+    post = "Aldi had Lumiora serum, and new Boots; boots, too"
+    found = [e.text for e in build_gazetteer(brands=brands).nlp(post).ents]
+    assert found == ["Aldi", "Lumiora", "Boots"]
+    # And added to a team's own lists, the same; an empty file is named
+    names, exact = own_lists(tmp_path)
+    own = load_settings(
+        brand_list=str(names), brand_list_exact_case=str(exact), brand_list_extra=str(extra)
+    )
+    assert configured_brands(own) == BrandList(
+        ("Lumiora", "Fenty Beauty", "Aldi", "glossier", "Albumin"), ("MAC",)
+    )
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# none\n", encoding="utf-8")
+    with pytest.raises(ModelError, match=r"empty\.txt holds no name"):
+        configured_brands(load_settings(brand_list_extra=str(empty)))
+    # And doctor names the file and the size; another addition is another model
+    from apps.doctor import check_brand_list
+    from flows.train_ner import _brands_digest
+
+    detail = check_brand_list(settings).detail
+    assert detail.startswith(f"the shipped lists and {extra}: {len(shipped.names) + 3} names")
+    assert _brands_digest(settings) not in (None, _brands_digest(load_settings()))
 
 
 def test_another_list_is_another_training_fingerprint(tmp_path: Path) -> None:
@@ -123,3 +170,24 @@ def test_another_list_is_another_training_fingerprint(tmp_path: Path) -> None:
     ours = _brands_digest(load_settings(brand_list=str(names)))
     both = _brands_digest(load_settings(brand_list=str(names), brand_list_exact_case=str(exact)))
     assert ours is not None and both is not None and ours != both
+
+
+def test_the_readme_export_example_is_a_labelled_set_evaluate_reads() -> None:
+    import re
+
+    from ner.labelstudio.export import load_export, read_labelled
+    from tests.support.readme import ROOT
+
+    # Given the README's hand-written export (trial BS pieced its format together)
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```json\n(.*?)```", text, flags=re.S)
+    # When it is read as evaluate --on reads a file
+    parsed = read_labelled(load_export(block.encode(), "README.md"), ("BRAND",))
+    # Then both posts are labelled, one with its brand and one without any, none rejected
+    assert [(a.post_id, [s.text for s in a.spans]) for a in parsed.records] == [
+        ("p1", ["iphone"]),
+        ("p2", []),
+    ]
+    assert not parsed.rejected and not parsed.unlabelled
+    found = [e.text for a in parsed.records for e in build_gazetteer().nlp(a.text).ents]
+    assert found == ["iphone"]  # the shipped list: "apple" as a word is no brand
