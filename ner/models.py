@@ -113,9 +113,12 @@ class BrandList:
         ``names`` is empty."""
         if not names:
             raise BrandListError(f"brand list {source} holds no name (one per line)")
+        added: dict[str, str] = {}  # lower-cased -> the first spelling given
+        for name in names:
+            added.setdefault(name.lower(), name)
         known = {name.lower() for name in self.names}
-        added = dict.fromkeys(name for name in names if name.lower() not in known)
-        return BrandList((*self.names, *added), self.exact_case)
+        new = tuple(name for key, name in added.items() if key not in known)
+        return BrandList((*self.names, *new), self.exact_case)
 
     @classmethod
     def _own(cls, path: Path | None, exact_case: Path | None) -> BrandList | None:

@@ -124,10 +124,10 @@ def test_a_name_in_both_lists_is_named_not_matched_in_any_case(tmp_path: Path) -
 def test_names_added_to_the_shipped_lists_keep_them_and_are_matched_in_any_case(
     tmp_path: Path,
 ) -> None:
-    # Given a file of two names the shipped lists lack, one already there, and one the
-    # shipped lists match only as written (trial BS copied both shipped files to add two)
+    # Given a file of names the shipped lists lack (one twice, in two cases) and one they
+    # hold already (trial BS copied both shipped files to add two names)
     extra = tmp_path / "extra.txt"
-    extra.write_text("# ours\nLumiora\nAldi\nglossier\nLumiora\nAlbumin\n", encoding="utf-8")
+    extra.write_text("# ours\nLumiora\nAldi\nglossier\nLUMIORA\nAlbumin\n", encoding="utf-8")
     shipped = BrandList.shipped()
     assert "glossier" in {n.lower() for n in shipped.names} and "Boots" in shipped.exact_case
     # When the settings add it (NER_BRAND_LIST_EXTRA)
