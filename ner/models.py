@@ -108,11 +108,22 @@ class BrandList:
         return (own or cls.shipped()).plus(_file_lines(extra), extra)
 
     def plus(self, names: Sequence[str], source: Path) -> BrandList:
-        """This list with ``names`` (read from ``source``) matched in any case too; a name
-        it already matches in any case is not repeated. :class:`BrandListError` when
-        ``names`` is empty."""
+        """This list with ``names`` (read from ``source``, ``NER_BRAND_LIST_EXTRA``) matched
+        in any case too; a name it already matches in any case is not repeated. Raises
+        :class:`BrandListError` when ``names`` is empty, or holds names this list matches
+        only as written: added in any case, they would match the word (trial BT's ``Boots``
+        tagged "new boots")."""
+        where = f"{source} (NER_BRAND_LIST_EXTRA)"
         if not names:
-            raise BrandListError(f"brand list {source} holds no name (one per line)")
+            raise BrandListError(f"brand list {where} holds no name (one per line)")
+        exact = {name.lower() for name in self.exact_case}
+        if both := sorted({name for name in names if name.lower() in exact}):
+            shown = ", ".join(map(repr, both[:10])) + (" …" if len(both) > 10 else "")
+            raise BrandListError(
+                f"brand list: {where} adds {quantity(len(both), 'name')} that the list "
+                f"matches only as written, so that the everyday word is no brand: {shown}; "
+                f"leave them out of {source}"
+            )
         added: dict[str, str] = {}  # lower-cased -> the first spelling given
         for name in names:
             added.setdefault(name.lower(), name)

@@ -151,8 +151,18 @@ def test_names_added_to_the_shipped_lists_keep_them_and_are_matched_in_any_case(
     )
     empty = tmp_path / "empty.txt"
     empty.write_text("# none\n", encoding="utf-8")
-    with pytest.raises(ModelError, match=r"empty\.txt holds no name"):
+    with pytest.raises(ModelError, match=r"empty\.txt \(NER_BRAND_LIST_EXTRA\) holds no name"):
         configured_brands(load_settings(brand_list_extra=str(empty)))
+    # And a name the list matches only as written is refused, not matched as the word
+    # (trial BT: "Boots" added tagged "new boots")
+    words = tmp_path / "words.txt"
+    words.write_text("Beanery Co\nboots\nMAC\n", encoding="utf-8")
+    with pytest.raises(ModelError) as raised:
+        configured_brands(load_settings(brand_list_extra=str(words)))
+    said = str(raised.value)
+    assert "(NER_BRAND_LIST_EXTRA) adds 2 names that the list matches only as written" in said
+    assert "'MAC', 'boots'" in said
+    assert said.endswith(f"leave them out of {words}")
     # And doctor names the file and the size; another addition is another model
     from apps.doctor import check_brand_list
     from flows.train_ner import _brands_digest
