@@ -61,7 +61,7 @@ def measure(ctx: Context, seeds: Sequence[int]) -> dict[str, Any]:
     sets = load_sets(ctx.quick)
     state: dict[str, Any] = {"seeds": list(seeds), "baselines": baselines(sets), "runs": []}
     warm_up_prefect()
-    recipe = accurate_recipe(wnut_threshold(sets))
+    recipe = accurate_recipe(wnut_threshold(state["baselines"]))
     runs = [train_run(ctx, sets, recipe, seeds[0])]
     state["runs"].append(_record(runs[0]))
     _dump(results, state)

@@ -1022,8 +1022,9 @@ def trained_base(settings: Settings) -> str:
 
 
 def _brands_digest(settings: Settings) -> str | None:
-    """A digest of the team's own brand list (None for the shipped lists): a model trained
-    with another list is another model."""
+    """A digest of the brand list the settings choose (None for the shipped lists alone:
+    the team's own lists, or names added to either): a model trained with another list is
+    another model."""
     brands = configured_brands(settings)
     return None if brands is None else gazetteer_version(brands.names, brands.exact_case)
 

@@ -58,10 +58,9 @@ def with_list(nlp: Language, brands: BrandList) -> Language:
 
 def sets() -> dict[str, Sequence[Annotation]]:
     from bench.experiments import data
-    from ner.labelstudio.export import load_export, read_labelled
+    from bench.experiments.heldout import labelled
 
-    export = load_export(HELDOUT.read_bytes(), str(HELDOUT))
-    heldout = read_labelled(export, ("BRAND",)).records
+    heldout = labelled(HELDOUT)
     return {"wnut_dev": data.wnut("dev"), "beauty_gold": data.beauty(), "heldout42": heldout}
 
 

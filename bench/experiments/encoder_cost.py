@@ -21,7 +21,14 @@ from dataclasses import replace
 
 from bench import Context
 from bench.experiments.accurate_levers import MPNET
-from bench.quality import N_LABELS, accurate_recipe, load_sets, train_run, wnut_threshold
+from bench.quality import (
+    N_LABELS,
+    accurate_recipe,
+    baselines,
+    load_sets,
+    train_run,
+    wnut_threshold,
+)
 from bench.support import PROJECT_ROOT, warm_up_prefect
 
 
@@ -33,10 +40,11 @@ def main(argv: Sequence[str]) -> int:
     ctx = Context("encoder-cost", PROJECT_ROOT / "bench" / "out" / "encoder-cost")
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     warm_up_prefect()
-    base = accurate_recipe(wnut_threshold(load_sets(False)))
+    sets = load_sets(False)
+    base = accurate_recipe(wnut_threshold(baselines(sets)))
     train = {**base.overrides["train"], "accurate_model": str(folder), **knobs}
     recipe = replace(base, overrides={**base.overrides, "train": train})
-    run = train_run(ctx, load_sets(False), recipe, 1, n_train=N_LABELS)
+    run = train_run(ctx, sets, recipe, 1, n_train=N_LABELS)
     print(
         json.dumps(
             {
