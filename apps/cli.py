@@ -716,6 +716,8 @@ def _apply_summary(result: ApplyResult, cfg: Settings) -> None:
 
     summary = result.summary(env_storage(cfg).uri)
     _summary(summary, tuple(k for k in summary if k != "no_posts"))  # its log line said it
+    if brands := _brands_used(cfg, result.model_version):
+        console().print(brands)
 
 
 def _say_read(labelled: LabelledSet) -> None:
@@ -1780,7 +1782,8 @@ def evaluate(
         console().print(f"! {_escape(on)} is train.rehearsal_uri: models trained on it")
     if seen := scoring.trained_on(cfg, storage, spec, labelled):
         console().print(f"! {_escape(seen)}")
-    _print_evaluation(scoring.evaluate(cfg, spec, labelled), errors)
+    done = scoring.evaluate(cfg, spec, labelled)
+    _print_evaluation(done, errors, _brands_used(cfg, done.model))
 
 
 def _pinned(cfg: Settings, spec: str, sets: Sequence[str] | None) -> str:
@@ -1797,13 +1800,27 @@ def _pinned(cfg: Settings, spec: str, sets: Sequence[str] | None) -> str:
         ) from None
 
 
-def _print_evaluation(done: Any, n_errors: int) -> None:
-    """The tables of ``brandloop evaluate`` (an :class:`apps.evaluate.Evaluated`)."""
+def _brands_used(cfg: Settings, version: str | None) -> str | None:
+    """The brand list line of a cold start that matches it (its version names a
+    ``gazetteer-…``) when the settings give their own list or additions (trial BT: only
+    the version's hash changed); None otherwise (a trained model keeps its own list)."""
+    from ner.models import brand_list_summary, custom_brand_list
+
+    if version is None or "gazetteer-" not in version or not custom_brand_list(cfg):
+        return None
+    return f"brand list: {_escape(brand_list_summary(cfg))}"
+
+
+def _print_evaluation(done: Any, n_errors: int, brands: str | None = None) -> None:
+    """The tables of ``brandloop evaluate`` (an :class:`apps.evaluate.Evaluated`), after
+    the line of ``brands`` (:func:`_brands_used`) when given."""
     out, report = console(), done.scores.report
     out.print(
         f"{done.model} on {done.on.name} ({done.on.digest[:12]}, "
         f"{quantity(report.n_posts, 'post')}, {quantity(report.n_gold, 'gold span')})"
     )
+    if brands:
+        out.print(brands)
     table = _table("label", "precision", "recall", "F1", "gold", "predicted", title="exact spans")
     for row in report.per_label:
         table.add_row(

@@ -284,20 +284,19 @@ def check_brand_list(settings: Settings) -> Check:
     """The brand list the cold start and trained models use: the shipped one, or the team's
     files read as a run reads them (:func:`ner.models.configured_brands`), with its size."""
     from ner.errors import BrandListError
-    from ner.models import BrandList, configured_brands
+    from ner.models import brand_list_summary
 
     try:
-        own = configured_brands(settings)
+        summary = brand_list_summary(settings)
     except BrandListError as exc:
-        fix = "fix NER_BRAND_LIST / NER_BRAND_LIST_EXACT_CASE / NER_BRAND_LIST_EXTRA"
+        named = (
+            ("NER_BRAND_LIST", settings.brand_list),
+            ("NER_BRAND_LIST_EXACT_CASE", settings.brand_list_exact_case),
+            ("NER_BRAND_LIST_EXTRA", settings.brand_list_extra),
+        )
+        fix = "fix " + " / ".join(name for name, path in named if path is not None)
         return Check("brand list", CheckStatus.FAIL, str(exc), fix)
-    brands = own or BrandList.shipped()
-    size = f"{len(brands.names)} names in any case, {len(brands.exact_case)} only as written"
-    mine = settings.brand_list is not None or settings.brand_list_exact_case is not None
-    source = "your lists" if mine else "the shipped lists"
-    if settings.brand_list_extra is not None:
-        source += f" and {settings.brand_list_extra}"
-    return Check("brand list", CheckStatus.OK, f"{source}: {size}")
+    return Check("brand list", CheckStatus.OK, summary)
 
 
 def check_recipe(settings: Settings) -> Check:

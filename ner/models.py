@@ -159,6 +159,31 @@ def configured_brands(settings: Settings) -> BrandList | None:
     )
 
 
+def brand_list_summary(settings: Settings) -> str:
+    """The brand list ``settings`` choose, for a person: its source and size, e.g. "the
+    shipped lists and 3 names added from extra.txt: 927 names in any case, 100 only as
+    written". Raises :class:`BrandListError` as :func:`configured_brands` does."""
+    own = BrandList._own(settings.brand_list, settings.brand_list_exact_case)
+    brands = own or BrandList.shipped()
+    source = "your lists" if own else "the shipped lists"
+    if (extra := settings.brand_list_extra) is not None:
+        given = _file_lines(extra)
+        before, brands = len(brands.names), brands.plus(given, extra)
+        added = len(brands.names) - before
+        source += f" and {quantity(added, 'name')} added from {extra}"
+        if (known := len({name.lower() for name in given}) - added) > 0:
+            source += f" ({known} already on them)"
+    return (
+        f"{source}: {len(brands.names)} names in any case, {len(brands.exact_case)} only as written"
+    )
+
+
+def custom_brand_list(settings: Settings) -> bool:
+    """Whether ``settings`` name a brand list file (own lists or additions)."""
+    files = (settings.brand_list, settings.brand_list_exact_case, settings.brand_list_extra)
+    return any(path is not None for path in files)
+
+
 def _file_lines(path: Path) -> tuple[str, ...]:
     try:
         text = path.read_text(encoding="utf-8")

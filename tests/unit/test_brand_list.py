@@ -163,12 +163,16 @@ def test_names_added_to_the_shipped_lists_keep_them_and_are_matched_in_any_case(
     assert "(NER_BRAND_LIST_EXTRA) adds 2 names that the list matches only as written" in said
     assert "'MAC', 'boots'" in said
     assert said.endswith(f"leave them out of {words}")
-    # And doctor names the file and the size; another addition is another model
-    from apps.doctor import check_brand_list
+    # And doctor names the file, what it added and the size, and a fix names the one
+    # setting at fault (trial BT: all three); another addition is another model
+    from apps.doctor import CheckStatus, check_brand_list
     from flows.train_ner import _brands_digest
 
     detail = check_brand_list(settings).detail
-    assert detail.startswith(f"the shipped lists and {extra}: {len(shipped.names) + 3} names")
+    head = f"the shipped lists and 3 names added from {extra} (1 already on them): "
+    assert detail.startswith(f"{head}{len(shipped.names) + 3} names in any case")
+    refused = check_brand_list(load_settings(brand_list_extra=str(words)))
+    assert (refused.status, refused.fix) == (CheckStatus.FAIL, "fix NER_BRAND_LIST_EXTRA")
     assert _brands_digest(settings) not in (None, _brands_digest(load_settings()))
 
 

@@ -1978,6 +1978,35 @@ def test_the_apply_summary_gives_storage_keys_as_full_addresses(
     assert "gs://bucket/pre/dev/tasks/s1.json" in said
     assert "gs://bucket/pre/dev/posts/s1.jsonl" in said
     assert "gs://bucket/pre/dev/predictions/s1.jsonl" in said
+    assert "brand list" not in said
+
+
+def test_the_apply_summary_says_the_brand_list_a_cold_start_used(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from flows.apply_ner import ApplyResult, Delivered, Fetched, Predicted
+    from ner.settings import load_settings
+
+    monkeypatch.setenv("COLUMNS", "200")
+    extra = tmp_path / "extra.txt"
+    extra.write_text("Beanery Co\n", encoding="utf-8")
+
+    def summary(version: str, **settings: str) -> str:
+        predicted = Predicted(predictions_key="p.jsonl", n_predictions=1, model_version=version)
+        result = ApplyResult(
+            fetched=Fetched(posts_key="posts/s1.jsonl", n_posts=1, n_rejected=0, source="jsonl"),
+            destination="storage",
+            delivered=Delivered(posts_key="posts/s1.jsonl", predicted=predicted),
+        )
+        cli._apply_summary(result, load_settings({"storage_uri": str(tmp_path), **settings}))
+        return " ".join(capsys.readouterr().out.split())
+
+    # a trial's additions showed only as another hash in the cold start's version (BT)
+    said = summary("gazetteer-0123456789", brand_list_extra=str(extra))
+    assert f"brand list: the shipped lists and 1 name added from {extra}:" in said
+    # the shipped list, or a trained model (which keeps its own list), say nothing more
+    assert "brand list" not in summary("gazetteer-0123456789")
+    assert "brand list" not in summary("brand-ner v3", brand_list_extra=str(extra))
 
 
 def test_a_narrated_line_keeps_the_spaces_within_a_line() -> None:

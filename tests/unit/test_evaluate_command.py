@@ -176,7 +176,17 @@ def test_the_command_prints_the_scores_and_the_wrong_spans(
     assert "not scored: 1 span of other labels (PERSON 1); a predicted span" in said
     assert "p1 missed zzqbrand - zzqbrand cream" in said
     assert "repaired: post p1, task 1: span [90, 98)" in said and "-> [0, 8) 'zzqbrand'" in said
-    assert "forgotten before" not in said
+    assert "forgotten before" not in said and "brand list:" not in said
+    # And with a name added to the list, the list is said and finds it (trial BT saw only
+    # the version's hash change)
+    extra = tmp_path / "extra.txt"
+    extra.write_text("zzqbrand\n", encoding="utf-8")
+    monkeypatch.setenv("NER_BRAND_LIST_EXTRA", str(extra))
+    added = CliRunner().invoke(cli.app, args)
+    shown = " ".join(added.output.split())
+    assert added.exit_code == 0 and "micro 1.0000 1.0000 1.0000 1 1" in shown, added.output
+    assert f"brand list: the shipped lists and 1 name added from {extra}:" in shown
+    monkeypatch.delenv("NER_BRAND_LIST_EXTRA")
     # And a post forgotten since is left out, and said to be (a trial saw 452 of 453 posts)
     env_storage = LocalStorage(tmp_path / "storage" / "dev")
     forget.record(env_storage, ["p2"], by="ops", reason="deleted on X", stamp="s1")
