@@ -433,13 +433,18 @@ def flow_kwargs(flow: Any, params: Mapping[str, Any], overrides: Mapping[str, An
 
 def check_run_settings(overrides: Mapping[str, Any]) -> Settings:
     """Refuse, before any run starts (Prefect's temporary API takes seconds), a bad setting
-    (:class:`ConfigError`) or a training recipe whose optional install is missing
-    (:class:`~ner.errors.OptionalInstallError`), as the run would at its start; returns the
-    settings."""
+    (:class:`ConfigError`), a training recipe whose optional install is missing
+    (:class:`~ner.errors.OptionalInstallError`), as the run would at its start, or brand
+    list files that hold no name or conflict (:class:`~ner.errors.BrandListError`; a trial's
+    empty additions file was found only when apply predicted); returns the settings."""
     from ner.settings import load_settings
 
     settings = load_settings(**overrides)
     settings.train.check_installed()
+    from ner.models import configured_brands, custom_brand_list
+
+    if custom_brand_list(settings):
+        configured_brands(settings)
     return settings
 
 

@@ -637,6 +637,23 @@ def test_a_jsonl_apply_without_its_input_is_refused_before_any_flow_runs(
     )
 
 
+def test_an_empty_additions_file_is_refused_before_any_flow_runs(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a trial's empty NER_BRAND_LIST_EXTRA was found only when apply predicted
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "posts.jsonl").write_text('{"id": "p1", "text": "my glossier balm"}\n')
+    (tmp_path / "extra.txt").write_text("# to fill in\n")
+    env = {"NER_BRAND_LIST_EXTRA": "extra.txt"}
+    for command in (["apply", "--source", "jsonl", "--input-uri", "posts.jsonl"], ["train"]):
+        result = runner.invoke(cli.app, command, env=env)
+        assert result.exit_code == 1 and result.stdout == "", result.output
+        assert _lines(result.stderr)[0].startswith(
+            "error: brand list extra.txt (NER_BRAND_LIST_EXTRA) holds no name"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["extra.txt", "posts.jsonl"]
+
+
 def test_the_x_source_without_a_token_is_refused_before_any_flow_runs(
     runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
