@@ -1,6 +1,6 @@
 """The demo champion with a rehearsal set, through the ``train-ner`` flow:
-``python -m bench.experiments.demo_rehearsal [--in-domain | --accurate | --lowercase] SEED
-[SEED ...]``.
+``python -m bench.experiments.demo_rehearsal [--in-domain | --accurate | --lowercase |
+--fast-lowercase] SEED [SEED ...]``.
 
 As ``bench.quality`` trains its demo champion (70 % of the beauty gold as a finished export,
 the 30 % hold-out adopted as the gold set, a fresh store and registry per seed, the model
@@ -12,10 +12,12 @@ recipe (``apps.cli.DEMO_RECIPE``) plus 500 posts of the rehearsal set, each beau
 times; with ``--accurate``: the demo's recipe under ``train.recipe=accurate``
 (``apps.cli.demo_accurate_recipe``); with ``--lowercase``: the demo's own recipe with
 :data:`LOWERCASE` of the training posts lower-cased each epoch and no rehearsal set
-(session 27). Scored on the hold-out and on WNUT-17 dev. One JSON line per seed goes to
+(session 27); with ``--fast-lowercase``: the fast variant with :data:`LOWERCASE` of the
+training posts lower-cased each epoch and the checkpoint that scored best on the held-back
+slice (session 50). Scored on the hold-out and on WNUT-17 dev. One JSON line per seed goes to
 stdout and to ``bench/experiments/results.jsonl`` (``"variant": "flow-demo-rehearsal"``,
-``"flow-demo-in-domain-rehearsal500"``, ``"flow-demo-accurate"`` or
-``"flow-demo-lowercase"``). Not part of ``make bench``.
+``"flow-demo-in-domain-rehearsal500"``, ``"flow-demo-accurate"``,
+``"flow-demo-lowercase"`` or ``"flow-demo-rehearsal-lowercase-best"``). Not part of ``make bench``.
 """
 
 from __future__ import annotations
@@ -53,10 +55,13 @@ def recipe(kind: str = "fast") -> Any:
         overrides = {**DEMO_RECIPE, "augment_lowercase": LOWERCASE}
     else:
         train["gazetteer"] = False
+    if kind == "fast-lowercase":  # session 50: the fast variant with two in-domain knobs
+        train.update(lowercase=LOWERCASE, checkpoint="best")
     names = {
         "in-domain": "demo-in-domain-rehearsal500",
         "accurate": "demo-accurate",
         "lowercase": "demo-lowercase",
+        "fast-lowercase": "demo-rehearsal-lowercase-best",
     }
     return Recipe(
         names.get(kind, "demo-rehearsal"),
