@@ -294,7 +294,8 @@ def check_brand_list(settings: Settings) -> Check:
             ("NER_BRAND_LIST_EXACT_CASE", settings.brand_list_exact_case),
             ("NER_BRAND_LIST_EXTRA", settings.brand_list_extra),
         )
-        fix = "fix " + " / ".join(name for name, path in named if path is not None)
+        given = " / ".join(name for name, path in named if path is not None)
+        fix = f"fix the file as the line says, or unset {given} (the shipped lists serve)"
         return Check("brand list", CheckStatus.FAIL, str(exc), fix)
     return Check("brand list", CheckStatus.OK, summary)
 

@@ -122,7 +122,7 @@ class BrandList:
             raise BrandListError(
                 f"brand list: {where} adds {quantity(len(both), 'name')} that the list "
                 f"matches only as written, so that the everyday word is no brand: {shown}; "
-                f"leave them out of {source}"
+                f"leave {'them' if len(both) > 1 else 'it'} out of {source}"
             )
         added: dict[str, str] = {}  # lower-cased -> the first spelling given
         for name in names:
@@ -186,7 +186,7 @@ def custom_brand_list(settings: Settings) -> bool:
 
 def _file_lines(path: Path) -> tuple[str, ...]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM lost the first name (trial BU)
     except (OSError, UnicodeDecodeError) as exc:
         raise BrandListError(f"brand list {path} cannot be read: {exc}") from exc
     lines = (line.strip() for line in text.splitlines())
