@@ -293,6 +293,7 @@ def check_brand_list(settings: Settings) -> Check:
             ("NER_BRAND_LIST", settings.brand_list),
             ("NER_BRAND_LIST_EXACT_CASE", settings.brand_list_exact_case),
             ("NER_BRAND_LIST_EXTRA", settings.brand_list_extra),
+            ("NER_BRAND_LIST_EXTRA_EXACT_CASE", settings.brand_list_extra_exact_case),
         )
         given = " / ".join(name for name, path in named if path is not None)
         fix = f"fix the file as the line says, or unset {given} (the shipped lists serve)"

@@ -977,6 +977,7 @@ def train_challenger(
         params["brand_list"] = str(settings.brand_list or "-")
         params["brand_list_exact_case"] = str(settings.brand_list_exact_case or "-")
         params["brand_list_extra"] = str(settings.brand_list_extra or "-")
+        params["brand_list_extra_exact_case"] = str(settings.brand_list_extra_exact_case or "-")
         params["brand_list_digest"] = digest
     if rehearsed:
         unread = len({r.record_id for r in rehearsed.rejected})

@@ -92,20 +92,30 @@ class BrandList:
 
     @classmethod
     def from_files(
-        cls, path: Path | None, exact_case: Path | None = None, extra: Path | None = None
+        cls,
+        path: Path | None,
+        exact_case: Path | None = None,
+        extra: Path | None = None,
+        extra_exact_case: Path | None = None,
     ) -> BrandList | None:
         """A team's own lists (``NER_BRAND_LIST``, ``NER_BRAND_LIST_EXACT_CASE``; either alone
         is the whole list), plus ``extra`` (``NER_BRAND_LIST_EXTRA``: names added, in any
-        case, to those or to the shipped lists): text files, one name per line, ``#``
-        comments; None for none of them (the shipped lists serve). Raises
-        :class:`BrandListError` naming a file that cannot be read, the files when they hold
-        no name, or the names both lists hold (in any case): matched in any case, the
-        exact-case entry would be lost in silence (trial BE's ``Beats`` tagged "my heart
-        beats")."""
+        case, to those or to the shipped lists) and ``extra_exact_case``
+        (``NER_BRAND_LIST_EXTRA_EXACT_CASE``: names added, matched only as written): text
+        files, one name per line, ``#`` comments; None for none of them (the shipped lists
+        serve). Raises :class:`BrandListError` naming a file that cannot be read, the files
+        when they hold no name, or the names both lists hold (in any case): matched in any
+        case, the exact-case entry would be lost in silence (trial BE's ``Beats`` tagged "my
+        heart beats")."""
         own = cls._own(path, exact_case)
-        if extra is None:
+        if extra is None and extra_exact_case is None:
             return own
-        return (own or cls.shipped()).plus(_file_lines(extra), extra)
+        brands = own or cls.shipped()
+        if extra is not None:
+            brands = brands.plus(_file_lines(extra), extra)
+        if extra_exact_case is not None:
+            brands = brands.plus_exact_case(_file_lines(extra_exact_case), extra_exact_case)
+        return brands
 
     def plus(self, names: Sequence[str], source: Path) -> BrandList:
         """This list with ``names`` (read from ``source``, ``NER_BRAND_LIST_EXTRA``) matched
@@ -113,23 +123,25 @@ class BrandList:
         :class:`BrandListError` when ``names`` is empty, or holds names this list matches
         only as written: added in any case, they would match the word (trial BT's ``Boots``
         tagged "new boots")."""
-        where = f"{source} (NER_BRAND_LIST_EXTRA)"
-        if not names:
-            raise BrandListError(f"brand list {where} holds no name (one per line)")
-        exact = {name.lower() for name in self.exact_case}
-        if both := sorted({name for name in names if name.lower() in exact}):
-            shown = ", ".join(map(repr, both[:10])) + (" …" if len(both) > 10 else "")
-            raise BrandListError(
-                f"brand list: {where} adds {quantity(len(both), 'name')} that the list "
-                f"matches only as written, so that the everyday word is no brand: {shown}; "
-                f"leave {'them' if len(both) > 1 else 'it'} out of {source}"
-            )
+        why = "matches only as written, so that the everyday word is no brand"
+        _check_addition(names, (source, "NER_BRAND_LIST_EXTRA"), self.exact_case, why)
         added: dict[str, str] = {}  # lower-cased -> the first spelling given
         for name in names:
             added.setdefault(name.lower(), name)
         known = {name.lower() for name in self.names}
         new = tuple(name for key, name in added.items() if key not in known)
         return BrandList((*self.names, *new), self.exact_case)
+
+    def plus_exact_case(self, names: Sequence[str], source: Path) -> BrandList:
+        """This list with ``names`` (read from ``source``,
+        ``NER_BRAND_LIST_EXTRA_EXACT_CASE``) matched only as written: brands that are also
+        everyday words (trial BU's ``Crumbly`` tagged "too crumbly"); one it already holds
+        so is not repeated. Raises :class:`BrandListError` when ``names`` is empty, or holds
+        names this list matches in any case: those would still match the word."""
+        why = "already matches in any case, so the everyday word would still match"
+        _check_addition(names, (source, "NER_BRAND_LIST_EXTRA_EXACT_CASE"), self.names, why)
+        new = tuple(dict.fromkeys(name for name in names if name not in self.exact_case))
+        return BrandList(self.names, (*self.exact_case, *new))
 
     @classmethod
     def _own(cls, path: Path | None, exact_case: Path | None) -> BrandList | None:
@@ -140,22 +152,52 @@ class BrandList:
         if not names and not exact:
             files = " and ".join(str(p) for p in (path, exact_case) if p is not None)
             raise BrandListError(f"brand list {files} holds no name (one per line)")
-        lowered = {name.lower() for name in names}
-        if both := sorted({name for name in exact if name.lower() in lowered}):
-            shown = ", ".join(map(repr, both[:10])) + (" …" if len(both) > 10 else "")
+        if both := _clashes(exact, names):
             raise BrandListError(
                 f"brand list: {quantity(len(both), 'name')} in both {path} (matched in any "
-                f"case) and {exact_case} (only as written): {shown}; keep each in one file"
+                f"case) and {exact_case} (only as written): {_shown(both)}; keep each in one "
+                "file"
             )
         return cls(names, exact)
 
 
+def _clashes(names: Sequence[str], others: Sequence[str]) -> list[str]:
+    """The names of ``names`` that ``others`` hold in any case, sorted."""
+    lowered = {name.lower() for name in others}
+    return sorted({name for name in names if name.lower() in lowered})
+
+
+def _shown(names: Sequence[str]) -> str:
+    """The first ten of ``names`` quoted, for an error line."""
+    return ", ".join(map(repr, names[:10])) + (" …" if len(names) > 10 else "")
+
+
+def _check_addition(
+    names: Sequence[str], given: tuple[Path, str], clashing: Sequence[str], why: str
+) -> None:
+    """Raise :class:`BrandListError` when ``names``, read from an additions file (``given``:
+    its path and setting), is empty or holds names of ``clashing`` in any case (the list
+    ``why``: what adding them would break)."""
+    source, setting = given
+    where = f"{source} ({setting})"
+    if not names:
+        raise BrandListError(f"brand list {where} holds no name (one per line)")
+    if both := _clashes(names, clashing):
+        raise BrandListError(
+            f"brand list: {where} adds {quantity(len(both), 'name')} that the list {why}: "
+            f"{_shown(both)}; leave {'them' if len(both) > 1 else 'it'} out of {source}"
+        )
+
+
 def configured_brands(settings: Settings) -> BrandList | None:
     """The brand list ``settings`` choose (:meth:`BrandList.from_files` of
-    ``brand_list``, ``brand_list_exact_case`` and ``brand_list_extra``); None: the shipped
-    lists."""
+    ``brand_list``, ``brand_list_exact_case``, ``brand_list_extra`` and
+    ``brand_list_extra_exact_case``); None: the shipped lists."""
     return BrandList.from_files(
-        settings.brand_list, settings.brand_list_exact_case, settings.brand_list_extra
+        settings.brand_list,
+        settings.brand_list_exact_case,
+        settings.brand_list_extra,
+        settings.brand_list_extra_exact_case,
     )
 
 
@@ -164,14 +206,23 @@ def brand_list_summary(settings: Settings) -> str:
     shipped lists and 3 names added from extra.txt: 927 names in any case, 100 only as
     written". Raises :class:`BrandListError` as :func:`configured_brands` does."""
     own = BrandList._own(settings.brand_list, settings.brand_list_exact_case)
-    brands = own or BrandList.shipped()
+    base = own or BrandList.shipped()
+    brands = configured_brands(settings) or base
     source = "your lists" if own else "the shipped lists"
-    if (extra := settings.brand_list_extra) is not None:
-        given = _file_lines(extra)
-        before, brands = len(brands.names), brands.plus(given, extra)
-        added = len(brands.names) - before
-        source += f" and {quantity(added, 'name')} added from {extra}"
-        if (known := len({name.lower() for name in given}) - added) > 0:
+    added = (
+        (settings.brand_list_extra, len(brands.names) - len(base.names), str.lower, ""),
+        (
+            settings.brand_list_extra_exact_case,
+            len(brands.exact_case) - len(base.exact_case),
+            str,
+            " only as written",
+        ),
+    )
+    for path, n_added, key, how in added:
+        if path is None:
+            continue
+        source += f" and {quantity(n_added, 'name')} added{how} from {path}"
+        if (known := len({key(name) for name in _file_lines(path)}) - n_added) > 0:
             source += f" ({known} already on them)"
     return (
         f"{source}: {len(brands.names)} names in any case, {len(brands.exact_case)} only as written"
@@ -180,7 +231,12 @@ def brand_list_summary(settings: Settings) -> str:
 
 def custom_brand_list(settings: Settings) -> bool:
     """Whether ``settings`` name a brand list file (own lists or additions)."""
-    files = (settings.brand_list, settings.brand_list_exact_case, settings.brand_list_extra)
+    files = (
+        settings.brand_list,
+        settings.brand_list_exact_case,
+        settings.brand_list_extra,
+        settings.brand_list_extra_exact_case,
+    )
     return any(path is not None for path in files)
 
 

@@ -405,6 +405,13 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]
     return found
 
 
+#: The settings that name brand list files (ner.models.BrandList.from_files reads them).
+BRAND_LIST_FIELDS = (
+    "brand_list",
+    "brand_list_exact_case",
+    "brand_list_extra",
+    "brand_list_extra_exact_case",
+)
 #: Endings of a SQLite file given as a bare path instead of a ``sqlite:///`` URI.
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -579,6 +586,11 @@ class Settings(BaseSettings):
         description="Names added to the list in use (the shipped lists, or brand_list and "
         "brand_list_exact_case), matched in any case: a text file, one name per line "
         "(# comments). Empty: unset.",
+    )
+    brand_list_extra_exact_case: Path | None = Field(
+        None,
+        description="Names added to the list in use, matched only as written (brands that "
+        "are also everyday words), one per line (# comments). Empty: unset.",
     )
     batch_size: int = Field(256, ge=1, description="Posts per nlp.pipe batch when predicting.")
     n_process: int = Field(
@@ -793,14 +805,14 @@ class Settings(BaseSettings):
             filled["serve_model"] = f"models:/{filled['registered_model_name']}@champion"
         return filled
 
-    @field_validator("brand_list", "brand_list_exact_case", "brand_list_extra", mode="before")
+    @field_validator(*BRAND_LIST_FIELDS, mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         """An empty value is no file: unset, so the shipped lists serve (``Path("")`` is
         ".", which a trial's ``--set brand_list=`` was told "is not a file")."""
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("brand_list", "brand_list_exact_case", "brand_list_extra")
+    @field_validator(*BRAND_LIST_FIELDS)
     @classmethod
     def _existing_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():

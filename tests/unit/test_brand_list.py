@@ -183,6 +183,53 @@ def test_names_added_to_the_shipped_lists_keep_them_and_are_matched_in_any_case(
     assert _brands_digest(settings) not in (None, _brands_digest(load_settings()))
 
 
+def test_names_added_only_as_written_match_the_brand_not_the_word(tmp_path: Path) -> None:
+    # Given a brand that is also an everyday word (trial BU: "Crumbly" tagged "too crumbly"),
+    # given twice, and a name added in any case
+    from apps.doctor import CheckStatus, check_brand_list
+    from flows.train_ner import _brands_digest
+    from ner.models import brand_list_summary, configured_brands
+
+    exact = tmp_path / "exact.txt"
+    exact.write_text("# ours\nCrumbly\nCrumbly\nBoots\n", encoding="utf-8")
+    extra = tmp_path / "extra.txt"
+    extra.write_text("Beanery Co\n", encoding="utf-8")
+    settings = load_settings(brand_list_extra=str(extra), brand_list_extra_exact_case=str(exact))
+    # When the list is built
+    brands = configured_brands(settings)
+    shipped = BrandList.shipped()
+    # Then Crumbly is matched only as written, once; Boots, shipped so, is not repeated
+    assert brands is not None and brands.names == (*shipped.names, "Beanery Co")
+    assert brands.exact_case == (*shipped.exact_case, "Crumbly")
+    post = "Crumbly bars from Beanery Co: too crumbly, and new boots"
+    assert [e.text for e in build_gazetteer(brands=brands).nlp(post).ents] == [
+        "Crumbly",
+        "Beanery Co",
+    ]
+    said = brand_list_summary(settings)
+    assert said.startswith(
+        f"the shipped lists and 1 name added from {extra} and 1 name added only as written "
+        f"from {exact} (1 already on them): {len(shipped.names) + 1} names in any case, "
+        f"{len(shipped.exact_case) + 1} only as written"
+    )
+    assert _brands_digest(settings) != _brands_digest(load_settings(brand_list_extra=str(extra)))
+    # And a name the list matches in any case is refused (it would still match the word),
+    # the doctor's fix naming the setting; an empty file is named
+    exact.write_text("Crumbly\nglossier\n", encoding="utf-8")
+    with pytest.raises(ModelError) as raised:
+        configured_brands(settings)
+    assert "(NER_BRAND_LIST_EXTRA_EXACT_CASE) adds 1 name that the list already matches in" in (
+        str(raised.value)
+    )
+    assert str(raised.value).endswith(f"'glossier'; leave it out of {exact}")
+    check = check_brand_list(settings)
+    assert check.status is CheckStatus.FAIL and check.fix is not None
+    assert "unset NER_BRAND_LIST_EXTRA / NER_BRAND_LIST_EXTRA_EXACT_CASE" in check.fix
+    exact.write_text("# none\n", encoding="utf-8")
+    with pytest.raises(ModelError, match=r"\(NER_BRAND_LIST_EXTRA_EXACT_CASE\) holds no name"):
+        configured_brands(settings)
+
+
 def test_another_list_is_another_training_fingerprint(tmp_path: Path) -> None:
     from flows.train_ner import _brands_digest
 
