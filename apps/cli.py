@@ -437,12 +437,11 @@ def check_run_settings(overrides: Mapping[str, Any]) -> Settings:
     (:class:`~ner.errors.OptionalInstallError`), as the run would at its start, or brand
     list files that hold no name or conflict (:class:`~ner.errors.BrandListError`; a trial's
     empty additions file was found only when apply predicted); returns the settings."""
+    from ner.models import configured_brands, custom_brand_list
     from ner.settings import load_settings
 
     settings = load_settings(**overrides)
     settings.train.check_installed()
-    from ner.models import configured_brands, custom_brand_list
-
     if custom_brand_list(settings):
         configured_brands(settings)
     return settings

@@ -285,17 +285,14 @@ def check_brand_list(settings: Settings) -> Check:
     files read as a run reads them (:func:`ner.models.configured_brands`), with its size."""
     from ner.errors import BrandListError
     from ner.models import brand_list_summary
+    from ner.settings import BRAND_LIST_FIELDS
 
     try:
         summary = brand_list_summary(settings)
     except BrandListError as exc:
-        named = (
-            ("NER_BRAND_LIST", settings.brand_list),
-            ("NER_BRAND_LIST_EXACT_CASE", settings.brand_list_exact_case),
-            ("NER_BRAND_LIST_EXTRA", settings.brand_list_extra),
-            ("NER_BRAND_LIST_EXTRA_EXACT_CASE", settings.brand_list_extra_exact_case),
+        given = " / ".join(
+            f"NER_{name.upper()}" for name in BRAND_LIST_FIELDS if getattr(settings, name)
         )
-        given = " / ".join(name for name, path in named if path is not None)
         fix = f"fix the file as the line says, or unset {given} (the shipped lists serve)"
         return Check("brand list", CheckStatus.FAIL, str(exc), fix)
     return Check("brand list", CheckStatus.OK, summary)

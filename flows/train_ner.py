@@ -82,7 +82,7 @@ from ner.registry import (
     run_tags,
 )
 from ner.report import fields_table, first_ids, quantity, value_cell
-from ner.settings import Settings, TrainSettings
+from ner.settings import BRAND_LIST_FIELDS, Settings, TrainSettings
 from ner.storage import Storage
 from ner.tempfiles import owned_temp_dir
 from ner.tokenizer import blank_en, report_unkept
@@ -974,10 +974,7 @@ def train_challenger(
     params = _recipe_params(settings, start_from)
     digest = _brands_digest(settings)
     if digest is not None:  # the team's own list or additions: files and digest (shipped: none)
-        params["brand_list"] = str(settings.brand_list or "-")
-        params["brand_list_exact_case"] = str(settings.brand_list_exact_case or "-")
-        params["brand_list_extra"] = str(settings.brand_list_extra or "-")
-        params["brand_list_extra_exact_case"] = str(settings.brand_list_extra_exact_case or "-")
+        params.update({name: str(getattr(settings, name) or "-") for name in BRAND_LIST_FIELDS})
         params["brand_list_digest"] = digest
     if rehearsed:
         unread = len({r.record_id for r in rehearsed.rejected})

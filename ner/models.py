@@ -231,13 +231,9 @@ def brand_list_summary(settings: Settings) -> str:
 
 def custom_brand_list(settings: Settings) -> bool:
     """Whether ``settings`` name a brand list file (own lists or additions)."""
-    files = (
-        settings.brand_list,
-        settings.brand_list_exact_case,
-        settings.brand_list_extra,
-        settings.brand_list_extra_exact_case,
-    )
-    return any(path is not None for path in files)
+    from ner.settings import BRAND_LIST_FIELDS
+
+    return any(getattr(settings, name) is not None for name in BRAND_LIST_FIELDS)
 
 
 def _file_lines(path: Path) -> tuple[str, ...]:

@@ -204,9 +204,14 @@ def test_a_first_model_that_forgot_is_refused_against_the_cold_start(
     assert numbers["cold_start_f1"] - numbers["challenger_f1"] > numbers["margin"] == 0.02
     registry = Registry(tracking, "brand-ner-dev", "brand-ner-dev", (tmp_path / "art").as_uri())
     assert registry.alias_version(CHAMPION) is None
-    metrics = registry.client.get_run(summary.run_id or "").data.metrics
-    assert metrics["gate.canary_cold_start_f1"] == pytest.approx(1.0)
-    assert metrics["gate.canary_passed"] == 0.0
+    run = registry.client.get_run(summary.run_id or "").data
+    assert run.metrics["gate.canary_cold_start_f1"] == pytest.approx(1.0)
+    assert run.metrics["gate.canary_passed"] == 0.0
+    # and the run records the brand list it trained with: its files and digest
+    assert run.params["brand_list"] == str(brands)
+    assert run.params["brand_list_exact_case"] == run.params["brand_list_extra"] == "-"
+    assert run.params["brand_list_extra_exact_case"] == "-"
+    assert run.params["brand_list_digest"].startswith("gazetteer-")
 
 
 def test_a_first_gold_set_waits_for_gold_min_posts(prefect: PrefectService, tmp_path: Path) -> None:
