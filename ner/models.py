@@ -111,10 +111,19 @@ class BrandList:
         if extra is None and extra_exact_case is None:
             return own
         brands = own or cls.shipped()
+        added = _file_lines(extra) if extra is not None else ()
+        added_exact = _file_lines(extra_exact_case) if extra_exact_case is not None else ()
+        if both := _clashes(added_exact, added):  # trial BV was told to drop the wrong one
+            raise BrandListError(
+                f"brand list: {quantity(len(both), 'name')} in both {extra} "
+                f"(NER_BRAND_LIST_EXTRA, any case) and {extra_exact_case} "
+                f"(NER_BRAND_LIST_EXTRA_EXACT_CASE, only as written): {_shown(both)}; keep "
+                f"a brand that is also a word only in {extra_exact_case}"
+            )
         if extra is not None:
-            brands = brands.plus(_file_lines(extra), extra)
+            brands = brands.plus(added, extra)
         if extra_exact_case is not None:
-            brands = brands.plus_exact_case(_file_lines(extra_exact_case), extra_exact_case)
+            brands = brands.plus_exact_case(added_exact, extra_exact_case)
         return brands
 
     def plus(self, names: Sequence[str], source: Path) -> BrandList:

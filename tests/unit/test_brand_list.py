@@ -225,6 +225,17 @@ def test_names_added_only_as_written_match_the_brand_not_the_word(tmp_path: Path
     check = check_brand_list(settings)
     assert check.status is CheckStatus.FAIL and check.fix is not None
     assert "unset NER_BRAND_LIST_EXTRA / NER_BRAND_LIST_EXTRA_EXACT_CASE" in check.fix
+    # And a name in both additions files names both, and which one to keep it in (trial
+    # BV was told to leave it out of the exact-case file: "too crumbly" would then match)
+    exact.write_text("Crumbly\n", encoding="utf-8")
+    extra.write_text("Beanery Co\ncrumbly\n", encoding="utf-8")
+    with pytest.raises(ModelError) as raised:
+        configured_brands(settings)
+    assert str(raised.value) == (
+        f"brand list: 1 name in both {extra} (NER_BRAND_LIST_EXTRA, any case) and {exact} "
+        f"(NER_BRAND_LIST_EXTRA_EXACT_CASE, only as written): 'Crumbly'; keep a brand that is "
+        f"also a word only in {exact}"
+    )
     exact.write_text("# none\n", encoding="utf-8")
     with pytest.raises(ModelError, match=r"\(NER_BRAND_LIST_EXTRA_EXACT_CASE\) holds no name"):
         configured_brands(settings)
