@@ -110,7 +110,14 @@ class BrandList:
         own = cls._own(path, exact_case)
         if extra is None and extra_exact_case is None:
             return own
-        brands = own or cls.shipped()
+        return (own or cls.shipped()).with_additions(extra, extra_exact_case)
+
+    def with_additions(self, extra: Path | None, extra_exact_case: Path | None) -> BrandList:
+        """This list plus the names of ``extra`` (in any case, :meth:`plus`) and of
+        ``extra_exact_case`` (only as written, :meth:`plus_exact_case`); itself when neither
+        is given. Raises :class:`BrandListError` as those do, or naming the names both files
+        hold."""
+        brands = self
         added = _file_lines(extra) if extra is not None else ()
         added_exact = _file_lines(extra_exact_case) if extra_exact_case is not None else ()
         if both := _clashes(added_exact, added):  # trial BV was told to drop the wrong one
@@ -215,8 +222,8 @@ def brand_list_summary(settings: Settings) -> str:
     shipped lists and 3 names added from extra.txt: 927 names in any case, 100 only as
     written". Raises :class:`BrandListError` as :func:`configured_brands` does."""
     own = BrandList._own(settings.brand_list, settings.brand_list_exact_case)
-    base = own or BrandList.shipped()
-    brands = configured_brands(settings) or base
+    base = own or BrandList.shipped()  # each list file read once, as a run reads them
+    brands = base.with_additions(settings.brand_list_extra, settings.brand_list_extra_exact_case)
     source = "your lists" if own else "the shipped lists"
     added = (
         (settings.brand_list_extra, len(brands.names) - len(base.names), str.lower, ""),
